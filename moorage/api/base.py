@@ -1,0 +1,15 @@
+"""``GET /v2/``: the API version check every client starts with."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .common import API_HEADERS
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v2/", name="base")
+@routes.get("/v2", name="base_noslash")
+async def api_version(request: web.Request) -> web.Response:
+    return web.json_response({}, headers=API_HEADERS)

@@ -1,0 +1,103 @@
+"""Small helpers shared by the route modules: app keys, request bodies, pagination."""
+
+from __future__ import annotations
+
+import re
+from typing import AsyncIterator
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from ..config import Settings
+from ..registry import errors
+from ..registry.service import RegistryService
+from ..storage import BlobStore
+
+SERVICE = web.AppKey("service", RegistryService)
+BLOBS = web.AppKey("blobs", BlobStore)
+SETTINGS = web.AppKey("settings", Settings)
+
+API_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+BODY_CHUNK = 1 << 20
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
+
+
+def service(request: web.Request) -> RegistryService:
+    return request.app[SERVICE]
+
+
+def has_body(request: web.Request) -> bool:
+    if request.content_length is not None:
+        return request.content_length > 0
+    return request.can_read_body
+
+
+async def body_chunks(request: web.Request, size: int = BODY_CHUNK) -> AsyncIterator[bytes]:
+    """The request body in chunks of about ``size`` bytes (one copy per chunk, no full read)."""
+    stream = request.content
+    pieces: list[bytes] = []
+    have = 0
+    while True:
+        data = await stream.readany()
+        if not data:
+            break
+        pieces.append(data)
+        have += len(data)
+        if have >= size:
+            yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            pieces, have = [], 0
+    if pieces:
+        yield b"".join(pieces)
+
+
+async def read_bounded(request: web.Request, limit: int) -> bytes:
+    """Read the whole (small) body, refusing more than ``limit`` bytes without buffering them."""
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.ManifestInvalid(f"body larger than {limit} bytes", status=413)
+    pieces: list[bytes] = []
+    have = 0
+    while True:
+        data = await request.content.readany()
+        if not data:
+            break
+        have += len(data)
+        if have > limit:
+            raise errors.ManifestInvalid(f"body larger than {limit} bytes", status=413)
+        pieces.append(data)
+    return b"".join(pieces)
+
+
+def content_range(request: web.Request) -> tuple[int, int] | None:
+    """Parse an upload chunk's ``Content-Range`` (``start-end``, inclusive); 416 if malformed."""
+    value = request.headers.get("Content-Range")
+    if value is None:
+        return None
+    m = _CONTENT_RANGE.match(value.strip())
+    if not m:
+        raise errors.RangeInvalid(f"malformed Content-Range {value[:100]!r}")
+    start, end = int(m.group(1)), int(m.group(2))
+    if end < start:
+        raise errors.RangeInvalid(f"Content-Range end before start: {value[:100]!r}")
+    length = request.content_length
+    if length is not None and length != end - start + 1:
+        raise errors.RangeInvalid(f"Content-Range covers {end - start + 1} bytes, Content-Length is {length}")
+    return start, end
+
+
+def pagination(request: web.Request, *, default: int | None) -> tuple[int | None, str | None]:
+    raw = request.query.get("n")
+    n: int | None = default
+    if raw is not None and raw != "":
+        if not raw.isdigit():
+            raise errors.PaginationNumberInvalid(detail={"n": raw[:50]})
+        n = int(raw)
+    last = request.query.get("last") or None
+    return n, last
+
+
+def link_next(path: str, n: int, last: str) -> str:
+    return f'<{path}?{urlencode({"n": n, "last": last})}>; rel="next"'
+
+
+def upload_location(name: str, upload_id: str) -> str:
+    return f"/v2/{name}/blobs/uploads/{upload_id}"

@@ -1,0 +1,45 @@
+"""The one place where errors become HTTP responses (``{"errors": [...]}`` bodies)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from aiohttp import web
+
+from ..registry import errors
+
+log = logging.getLogger("moorage.api")
+
+
+def error_response(exc: errors.RegistryError, *, head: bool = False) -> web.Response:
+    body = json.dumps({"errors": [e.to_json() for e in [exc, *exc.more]]}).encode()
+    headers = {"Docker-Distribution-API-Version": "registry/2.0", **exc.headers}
+    if head:
+        # A HEAD response carries no body, but the status and headers still tell the story.
+        return web.Response(status=exc.status, headers=headers)
+    return web.Response(status=exc.status, body=body, content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    head = request.method == "HEAD"
+    try:
+        return await handler(request)
+    except errors.RegistryError as exc:
+        return error_response(exc, head=head)
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(errors.Unsupported(f"method {request.method} not allowed here", headers={"Allow": ",".join(sorted(exc.allowed_methods))}), head=head)
+    except web.HTTPNotFound:
+        return error_response(errors.NotFound(f"no route for {request.path[:200]}"), head=head)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(errors.SizeInvalid(exc.text or "request body too large", status=413), head=head)
+    except web.HTTPException:
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path[:200])
+        return error_response(errors.RegistryError("internal error"), head=head)
+

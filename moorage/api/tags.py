@@ -1,0 +1,26 @@
+"""``GET /v2/<name>/tags/list``: lexically sorted, paginated with ``n``/``last`` and ``Link``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .blobs import NAME
+from .common import API_HEADERS, link_next, pagination, service
+
+routes = web.RouteTableDef()
+
+
+@routes.get(f"/v2/{NAME}/tags/list", name="tags_list")
+async def list_tags(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    n, last = pagination(request, default=None)
+    headers = dict(API_HEADERS)
+    if n == 0:
+        found: list[str] = []
+        await service(request).list_tags(name, 0, last)  # still 404 for an unknown repository
+    else:
+        found = await service(request).list_tags(name, None if n is None else n + 1, last)
+        if n is not None and len(found) > n:
+            found = found[:n]
+            headers["Link"] = link_next(f"/v2/{name}/tags/list", n, found[-1])
+    return web.json_response({"name": name, "tags": found}, headers=headers)

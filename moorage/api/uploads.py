@@ -1,0 +1,81 @@
+"""Blob uploads: ``POST``/``PATCH``/``PUT``/``GET``/``DELETE`` under ``/v2/<name>/blobs/uploads/``.
+
+Supports every flow of the spec: monolithic ``POST ?digest=``, ``POST`` then ``PUT``, chunked
+``PATCH`` with ``Content-Range`` (order enforced, 416 otherwise), the streaming ``PATCH``
+without ``Content-Range`` that docker and podman send, status ``GET``, cancel ``DELETE`` and
+cross-repository mount.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..metadata.store import UploadRecord
+from .common import API_HEADERS, body_chunks, content_range, has_body, service, upload_location
+from .blobs import NAME
+
+routes = web.RouteTableDef()
+
+
+def _progress(record: UploadRecord, status: int) -> web.Response:
+    return web.Response(status=status, headers={
+        **API_HEADERS,
+        "Location": upload_location(record.repository, record.id),
+        "Range": f"0-{max(record.size - 1, 0)}",
+        "Docker-Upload-UUID": record.id,
+        "Blob-Upload-Session-ID": record.id,
+        "Content-Length": "0",
+    })
+
+
+def _created(name: str, digest: str) -> web.Response:
+    return web.Response(status=201, headers={
+        **API_HEADERS,
+        "Location": f"/v2/{name}/blobs/{digest}",
+        "Docker-Content-Digest": digest,
+        "Content-Length": "0",
+    })
+
+
+@routes.post(f"/v2/{NAME}/blobs/uploads/", name="upload_start")
+@routes.post(f"/v2/{NAME}/blobs/uploads", name="upload_start_noslash")
+async def start_upload(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    svc = service(request)
+    mount, source = request.query.get("mount"), request.query.get("from")
+    if mount and source and await svc.mount_blob(name, mount, source):
+        return _created(name, mount)
+    digest = request.query.get("digest")
+    if digest:
+        return _created(name, await svc.put_blob(name, digest, body_chunks(request)))
+    record = await svc.start_upload(name)
+    return _progress(record, 202)
+
+
+@routes.patch(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", name="upload_patch")
+async def patch_upload(request: web.Request) -> web.Response:
+    name, upload_id = request.match_info["name"], request.match_info["upload_id"]
+    record = await service(request).append_upload(name, upload_id, body_chunks(request), content_range(request))
+    return _progress(record, 202)
+
+
+@routes.put(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", name="upload_put")
+async def finish_upload(request: web.Request) -> web.Response:
+    name, upload_id = request.match_info["name"], request.match_info["upload_id"]
+    body = body_chunks(request) if has_body(request) else None
+    digest = await service(request).finish_upload(
+        name, upload_id, request.query.get("digest"), body, content_range(request) if body is not None else None
+    )
+    return _created(name, digest)
+
+
+@routes.get(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", name="upload_status")
+async def upload_status(request: web.Request) -> web.Response:
+    record = await service(request).upload_status(request.match_info["name"], request.match_info["upload_id"])
+    return _progress(record, 204)
+
+
+@routes.delete(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", name="upload_cancel")
+async def cancel_upload(request: web.Request) -> web.Response:
+    await service(request).cancel_upload(request.match_info["name"], request.match_info["upload_id"])
+    return web.Response(status=204, headers=API_HEADERS)

@@ -1,0 +1,130 @@
+"""Engines, transactions and migrations; the only place where SQLite and PostgreSQL differ.
+
+SQLite: WAL mode, a busy timeout, foreign keys on, and *two* engines on the same file — reads
+use ``BEGIN`` (deferred, concurrent under WAL), writes use ``BEGIN IMMEDIATE`` through a
+single pooled connection per process, so a write transaction never has to upgrade a read
+lock (the classic SQLITE_BUSY deadlock) and writers of one process queue without spinning.
+PostgreSQL: one asyncpg engine; writes rely on row locks (``FOR SHARE``/``FOR UPDATE``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database's schema is older (or newer) than this code."""
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split(":///", 1)[1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.read_engine = self._sqlite_engine(url, immediate=False, pool_size=pool_size)
+            self.write_engine = self._sqlite_engine(url, immediate=True, pool_size=1)
+        else:
+            self.read_engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            self.write_engine = self.read_engine
+
+    @staticmethod
+    def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
+        engine = create_async_engine(
+            url,
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=pool_size,
+            max_overflow=0 if immediate else pool_size,
+            connect_args={"timeout": 60},
+        )
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let us issue BEGIN ourselves (pysqlite's implicit transactions get in the way).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    # -- transactions ---------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.read_engine.connect() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        async with self.write_engine.begin() as conn:
+            yield conn
+
+    def insert(self, table: Any) -> Any:
+        """A dialect insert supporting ``on_conflict_do_nothing/update`` (same API on both)."""
+        return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
+
+    def lexical(self, column: Any) -> Any:
+        """``column`` compared byte-wise (PostgreSQL's locale collations would sort differently)."""
+        return column if self.is_sqlite else column.collate("C")
+
+    async def close(self) -> None:
+        await self.read_engine.dispose()
+        if self.write_engine is not self.read_engine:
+            await self.write_engine.dispose()
+
+    # -- migrations -----------------------------------------------------------------------
+    def _alembic_config(self) -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        return cfg
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    async def current_revision(self) -> str | None:
+        async with self.write_engine.connect() as conn:
+            return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+    async def migrate(self) -> tuple[str | None, str | None]:
+        """Upgrade to the newest schema; returns (before, after) revisions."""
+        before = await self.current_revision()
+        cfg = self._alembic_config()
+
+        def upgrade(sync_conn: Any) -> None:
+            cfg.attributes["connection"] = sync_conn
+            command.upgrade(cfg, "head")
+
+        async with self.write_engine.begin() as conn:
+            await conn.run_sync(upgrade)
+        return before, await self.current_revision()
+
+    async def check_schema(self) -> None:
+        current, head = await self.current_revision(), self.head_revision()
+        if current != head:
+            raise SchemaOutOfDate(
+                f"database schema is at revision {current or 'empty'}, this Moorage needs {head}: "
+                "run `moorage migrate` (with the same --config/--data) first"
+            )

@@ -1,0 +1,368 @@
+"""Queries over the metadata tables: what the registry service asks of the database.
+
+Every method is one short transaction with one or two indexed statements.  Methods take
+repository *names* (already validated by the caller) and return plain values or small
+dataclasses, so nothing above this module sees SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .db import Database
+from .tables import blobs, manifest_blobs, manifest_children, manifests, repositories, repository_blobs, tags, uploads
+
+#: How long an upload may hold its claim on a blob between "about to move bytes into place"
+#: and "linked"; after that the garbage collector may treat the claim as abandoned.
+CLAIM_LEASE = 600.0
+#: A GC tombstone older than this is treated as left by a killed collector.
+TOMBSTONE_STALE = 300.0
+
+
+@dataclass(slots=True)
+class ManifestRecord:
+    digest: str
+    media_type: str
+    size: int
+    payload: bytes
+
+
+@dataclass(slots=True)
+class UploadRecord:
+    id: str
+    repository: str
+    size: int
+    state: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(slots=True)
+class ReferrerRecord:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+
+class MissingReferences(Exception):
+    def __init__(self, blobs: list[str], manifests: list[str]) -> None:
+        super().__init__("missing references")
+        self.blobs = blobs
+        self.manifests = manifests
+
+
+class BlobBeingDeleted(Exception):
+    """The garbage collector holds a tombstone on this digest; retry shortly."""
+
+
+class MetadataStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- repositories ---------------------------------------------------------------------
+    async def _ensure_repository(self, conn: AsyncConnection, name: str) -> int:
+        repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == name))).scalar()
+        if repo_id is not None:
+            return int(repo_id)
+        await conn.execute(
+            self.db.insert(repositories)
+            .values(name=name, public=False, created_at=time.time())
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        return int((await conn.execute(select(repositories.c.id).where(repositories.c.name == name))).scalar_one())
+
+    async def repository_exists(self, name: str) -> bool:
+        async with self.db.read() as conn:
+            return (await conn.execute(select(repositories.c.id).where(repositories.c.name == name))).first() is not None
+
+    async def catalog(self, n: int | None, last: str | None) -> list[str]:
+        """Repositories holding at least one manifest, lexically ordered, after ``last``."""
+        q = select(repositories.c.name).where(exists().where(manifests.c.repository_id == repositories.c.id))
+        name = self.db.lexical(repositories.c.name)
+        if last:
+            q = q.where(name > last)
+        q = q.order_by(name)
+        if n is not None:
+            q = q.limit(n)
+        async with self.db.read() as conn:
+            return list((await conn.execute(q)).scalars())
+
+    # -- blobs ----------------------------------------------------------------------------
+    async def blob_size_in_repository(self, repository: str, digest: str) -> int | None:
+        """Size of ``digest`` if ``repository`` may read it (pushed or mounted there) and it is live."""
+        q = (
+            select(blobs.c.size)
+            .select_from(repository_blobs.join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+                         .join(blobs, blobs.c.digest == repository_blobs.c.digest))
+            .where(repositories.c.name == repository, repository_blobs.c.digest == digest, blobs.c.deleting_since.is_(None))
+        )
+        async with self.db.read() as conn:
+            size = (await conn.execute(q)).scalar()
+        return None if size is None else int(size)
+
+    async def blob_size(self, digest: str) -> int | None:
+        """Size of a live blob known to the registry (any repository)."""
+        async with self.db.read() as conn:
+            size = (await conn.execute(
+                select(blobs.c.size).where(blobs.c.digest == digest, blobs.c.deleting_since.is_(None))
+            )).scalar()
+        return None if size is None else int(size)
+
+    async def claim_blob(self, digest: str, size: int) -> None:
+        """Take a lease on ``digest`` before its bytes are moved into place.
+
+        The garbage collector never tombstones a blob with a live lease, and an upload never
+        proceeds while a tombstone stands (it waits; a stale tombstone left by a killed
+        collector is cleared).  Raises :class:`BlobBeingDeleted` if the wait runs out.
+        """
+        for _ in range(600):
+            now = time.time()
+            async with self.db.write() as conn:
+                row = (await conn.execute(
+                    select(blobs.c.deleting_since).where(blobs.c.digest == digest).with_for_update()
+                )).first()
+                if row is None:
+                    await conn.execute(self.db.insert(blobs).values(
+                        digest=digest, size=size, created_at=now, last_linked_at=now, pending_until=now + CLAIM_LEASE
+                    ).on_conflict_do_nothing(index_elements=["digest"]))
+                    return
+                if row.deleting_since is None or row.deleting_since < now - TOMBSTONE_STALE:
+                    await conn.execute(update(blobs).where(blobs.c.digest == digest).values(
+                        size=size, pending_until=now + CLAIM_LEASE, deleting_since=None, last_linked_at=now
+                    ))
+                    return
+            await asyncio.sleep(0.1)
+        raise BlobBeingDeleted(digest)
+
+    async def link_blob(self, repository: str, digest: str) -> bool:
+        """Let ``repository`` read ``digest`` (after upload or mount); releases the upload's lease.
+
+        Returns False if the blob is unknown or being deleted.
+        """
+        now = time.time()
+        async with self.db.write() as conn:
+            row = (await conn.execute(
+                select(blobs.c.deleting_since).where(blobs.c.digest == digest).with_for_update()
+            )).first()
+            if row is None or row.deleting_since is not None:
+                return False
+            repo_id = await self._ensure_repository(conn, repository)
+            await conn.execute(update(blobs).where(blobs.c.digest == digest).values(last_linked_at=now, pending_until=None))
+            await conn.execute(
+                self.db.insert(repository_blobs)
+                .values(repository_id=repo_id, digest=digest, created_at=now)
+                .on_conflict_do_update(index_elements=["repository_id", "digest"], set_={"created_at": now})
+            )
+        return True
+
+    async def unlink_blob(self, repository: str, digest: str) -> bool:
+        async with self.db.write() as conn:
+            repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == repository))).scalar()
+            if repo_id is None:
+                return False
+            res = await conn.execute(delete(repository_blobs).where(
+                repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest
+            ))
+        return bool(res.rowcount)
+
+    # -- uploads --------------------------------------------------------------------------
+    async def create_upload(self, upload_id: str, repository: str, state: dict[str, Any]) -> None:
+        now = time.time()
+        async with self.db.write() as conn:
+            repo_id = await self._ensure_repository(conn, repository)
+            await conn.execute(uploads.insert().values(
+                id=upload_id, repository_id=repo_id, size=0, driver_state=json.dumps(state), created_at=now, updated_at=now
+            ))
+
+    async def get_upload(self, upload_id: str, repository: str) -> UploadRecord | None:
+        q = (
+            select(uploads, repositories.c.name)
+            .select_from(uploads.join(repositories, repositories.c.id == uploads.c.repository_id))
+            .where(uploads.c.id == upload_id, repositories.c.name == repository)
+        )
+        async with self.db.read() as conn:
+            row = (await conn.execute(q)).first()
+        if row is None:
+            return None
+        return UploadRecord(row.id, row.name, int(row.size), json.loads(row.driver_state), row.created_at, row.updated_at)
+
+    async def update_upload(self, upload_id: str, expected_size: int, size: int, state: dict[str, Any]) -> bool:
+        """Compare-and-set the upload's progress; False if someone else moved it meanwhile."""
+        async with self.db.write() as conn:
+            res = await conn.execute(
+                update(uploads)
+                .where(uploads.c.id == upload_id, uploads.c.size == expected_size)
+                .values(size=size, driver_state=json.dumps(state), updated_at=time.time())
+            )
+        return bool(res.rowcount)
+
+    async def delete_upload(self, upload_id: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(delete(uploads).where(uploads.c.id == upload_id))
+
+    async def stale_uploads(self, older_than: float) -> list[UploadRecord]:
+        q = (
+            select(uploads, repositories.c.name)
+            .select_from(uploads.join(repositories, repositories.c.id == uploads.c.repository_id))
+            .where(uploads.c.updated_at < older_than)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q)).all()
+        return [UploadRecord(r.id, r.name, int(r.size), json.loads(r.driver_state), r.created_at, r.updated_at) for r in rows]
+
+    # -- manifests ------------------------------------------------------------------------
+    async def put_manifest(
+        self,
+        repository: str,
+        digest: str,
+        media_type: str,
+        payload: bytes,
+        *,
+        blob_digests: Sequence[str],
+        child_digests: Sequence[str],
+        subject: str | None,
+        artifact_type: str | None,
+        annotations: dict[str, str] | None,
+        tag: str | None,
+    ) -> None:
+        """Store a manifest (and point ``tag`` at it) if everything it references is present.
+
+        One write transaction: the reference check, the manifest row, its reference rows and
+        the tag move together, and the referenced blob rows are share-locked so the garbage
+        collector cannot tombstone them in between (see docs/gc.md).
+        """
+        now = time.time()
+        blob_set = sorted(set(blob_digests))
+        child_set = sorted(set(child_digests))
+        async with self.db.write() as conn:
+            repo_id = await self._ensure_repository(conn, repository)
+            if blob_set:
+                found = set((await conn.execute(
+                    select(blobs.c.digest)
+                    .select_from(blobs.join(repository_blobs, repository_blobs.c.digest == blobs.c.digest))
+                    .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(blob_set),
+                           blobs.c.deleting_since.is_(None))
+                    .with_for_update(read=True, of=blobs)
+                )).scalars())
+            else:
+                found = set()
+            missing_children: list[str] = []
+            if child_set:
+                have = set((await conn.execute(
+                    select(manifests.c.digest).where(manifests.c.repository_id == repo_id, manifests.c.digest.in_(child_set))
+                )).scalars())
+                missing_children = [d for d in child_set if d not in have]
+            missing_blobs = [d for d in blob_set if d not in found]
+            if missing_blobs or missing_children:
+                raise MissingReferences(missing_blobs, missing_children)
+
+            await conn.execute(
+                self.db.insert(manifests).values(
+                    repository_id=repo_id, digest=digest, media_type=media_type, size=len(payload), payload=payload,
+                    artifact_type=artifact_type, subject_digest=subject,
+                    annotations=json.dumps(annotations) if annotations else None, created_at=now,
+                ).on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+            )
+            manifest_id = (await conn.execute(
+                select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+            )).scalar_one()
+            if blob_set:
+                await conn.execute(
+                    self.db.insert(manifest_blobs).on_conflict_do_nothing(),
+                    [{"manifest_id": manifest_id, "digest": d} for d in blob_set],
+                )
+            if child_set:
+                await conn.execute(
+                    self.db.insert(manifest_children).on_conflict_do_nothing(),
+                    [{"manifest_id": manifest_id, "child_digest": d} for d in child_set],
+                )
+            if tag is not None:
+                await conn.execute(
+                    self.db.insert(tags)
+                    .values(repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now)
+                    .on_conflict_do_update(index_elements=["repository_id", "name"],
+                                           set_={"manifest_id": manifest_id, "updated_at": now})
+                )
+
+    async def get_manifest(self, repository: str, reference: str, *, by_digest: bool) -> ManifestRecord | None:
+        cols = (manifests.c.digest, manifests.c.media_type, manifests.c.size, manifests.c.payload)
+        if by_digest:
+            q = (select(*cols).select_from(manifests.join(repositories, repositories.c.id == manifests.c.repository_id))
+                 .where(repositories.c.name == repository, manifests.c.digest == reference))
+        else:
+            q = (select(*cols).select_from(
+                    tags.join(repositories, repositories.c.id == tags.c.repository_id)
+                        .join(manifests, manifests.c.id == tags.c.manifest_id))
+                 .where(repositories.c.name == repository, tags.c.name == reference))
+        async with self.db.read() as conn:
+            row = (await conn.execute(q)).first()
+        if row is None:
+            return None
+        return ManifestRecord(row.digest, row.media_type, int(row.size), bytes(row.payload))
+
+    async def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Remove a manifest by digest, with every tag pointing at it."""
+        async with self.db.write() as conn:
+            repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == repository))).scalar()
+            if repo_id is None:
+                return False
+            mid = (await conn.execute(
+                select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+            )).scalar()
+            if mid is None:
+                return False
+            # Explicit deletes, so correctness never depends on SQLite's foreign_keys pragma.
+            await conn.execute(delete(tags).where(tags.c.manifest_id == mid))
+            await conn.execute(delete(manifest_blobs).where(manifest_blobs.c.manifest_id == mid))
+            await conn.execute(delete(manifest_children).where(manifest_children.c.manifest_id == mid))
+            await conn.execute(delete(manifests).where(manifests.c.id == mid))
+        return True
+
+    async def delete_tag(self, repository: str, tag: str) -> bool:
+        """Remove one tag; the manifest and its other tags stay."""
+        async with self.db.write() as conn:
+            repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == repository))).scalar()
+            if repo_id is None:
+                return False
+            res = await conn.execute(delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag))
+        return bool(res.rowcount)
+
+    async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str] | None:
+        """Tags in lexical order after ``last``; None if the repository is unknown."""
+        async with self.db.read() as conn:
+            repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == repository))).scalar()
+            if repo_id is None:
+                return None
+            q = select(tags.c.name).where(tags.c.repository_id == repo_id)
+            name = self.db.lexical(tags.c.name)
+            if last:
+                q = q.where(name > last)
+            q = q.order_by(name)
+            if n is not None:
+                q = q.limit(n)
+            return list((await conn.execute(q)).scalars())
+
+    async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[ReferrerRecord]:
+        q = (
+            select(manifests.c.digest, manifests.c.media_type, manifests.c.size, manifests.c.artifact_type, manifests.c.annotations)
+            .select_from(manifests.join(repositories, repositories.c.id == manifests.c.repository_id))
+            .where(repositories.c.name == repository, manifests.c.subject_digest == subject)
+            .order_by(manifests.c.created_at, manifests.c.digest)
+        )
+        if artifact_type is not None:
+            q = q.where(manifests.c.artifact_type == artifact_type)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q)).all()
+        return [
+            ReferrerRecord(r.digest, r.media_type, int(r.size), r.artifact_type, json.loads(r.annotations) if r.annotations else None)
+            for r in rows
+        ]

@@ -1,0 +1,113 @@
+"""SQLAlchemy Core tables: the registry's index of repositories, blobs, manifests, tags and uploads.
+
+Times are UNIX epoch seconds (float) so that SQLite and PostgreSQL behave the same.
+The Alembic migrations in ``migrations/versions`` create exactly these tables.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+repositories = Table(
+    "repositories",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("public", Boolean, nullable=False, default=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+)
+
+#: One row per blob present in storage.  ``pending_until`` is a lease taken by an upload that
+#: is about to move bytes into place; ``deleting_since`` is the garbage collector's tombstone.
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("digest", String(200), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_linked_at", Float, nullable=False),
+    Column("pending_until", Float, nullable=True),
+    Column("deleting_since", Float, nullable=True),
+)
+
+#: Which blobs a repository may read (pushed or mounted into it), as Distribution's layer links.
+repository_blobs = Table(
+    "repository_blobs",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("digest", String(200), ForeignKey("blobs.digest", ondelete="CASCADE"), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Index("ix_repository_blobs_digest", "digest"),
+)
+
+manifests = Table(
+    "manifests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("digest", String(200), nullable=False),
+    Column("media_type", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("artifact_type", String(255), nullable=True),
+    Column("subject_digest", String(200), nullable=True),
+    Column("annotations", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("repository_id", "digest", name="uq_manifests_repository_digest"),
+    Index("ix_manifests_subject", "repository_id", "subject_digest"),
+)
+
+#: Blobs (config, layers) a manifest references: what keeps blobs alive for GC.
+manifest_blobs = Table(
+    "manifest_blobs",
+    metadata,
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
+    Column("digest", String(200), primary_key=True),
+    Index("ix_manifest_blobs_digest", "digest"),
+)
+
+#: Manifests an index references (in the same repository).
+manifest_children = Table(
+    "manifest_children",
+    metadata,
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
+    Column("child_digest", String(200), primary_key=True),
+    Index("ix_manifest_children_child", "child_digest"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_tags_manifest", "manifest_id"),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("driver_state", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

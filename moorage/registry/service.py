@@ -1,0 +1,328 @@
+"""The registry's rules for push, pull and delete, between the HTTP layer and storage/metadata.
+
+Handlers call one method per request; this module decides what is allowed and in which order
+storage and metadata change:
+
+* blob bytes are hashed while they stream into an upload session, and only a verified upload
+  is moved to its content address (storage first, then metadata, so the index never names a
+  blob that is not there);
+* the running hash of an upload is kept in memory between PATCH requests; a process that does
+  not have it (after a restart, or another replica) re-hashes what storage holds — correct
+  everywhere, fast in the common case;
+* a repository reads only blobs that were pushed or mounted into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from ..metadata.store import BlobBeingDeleted, ManifestRecord, MetadataStore, MissingReferences, ReferrerRecord, UploadRecord
+from ..storage import BlobStore, PartialAppend
+from . import errors
+from .digests import Digest, new_hasher
+from .manifests import parse_manifest
+from .names import validate_name, validate_tag
+
+#: Chunks at least this large are hashed in a worker thread (hashlib releases the GIL), so
+#: hashing overlaps the driver's write of the same chunk.
+_THREAD_HASH_MIN = 64 * 1024
+_MAX_CACHED_HASHERS = 1024
+
+
+class UploadOutOfOrder(errors.RangeInvalid):
+    """A chunk did not start where the upload ends (416, with the current Range)."""
+
+
+@dataclass(slots=True)
+class PutManifestResult:
+    digest: str
+    subject: str | None
+
+
+class RegistryService:
+    def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool = True, max_manifest_bytes: int = 4 << 20) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.delete_enabled = delete_enabled
+        self.max_manifest_bytes = max_manifest_bytes
+        # upload id -> (bytes hashed, sha256 state); LRU-bounded.
+        self._hashers: OrderedDict[str, tuple[int, "hashlib._Hash"]] = OrderedDict()
+
+    # ---------------------------------------------------------------------------- blobs
+    async def blob_size(self, repository: str, digest: str) -> int:
+        validate_name(repository)
+        Digest.parse(digest)
+        size = await self.store.blob_size_in_repository(repository, digest)
+        if size is None:
+            raise errors.BlobUnknown(detail={"digest": digest})
+        return size
+
+    async def delete_blob(self, repository: str, digest: str) -> None:
+        validate_name(repository)
+        Digest.parse(digest)
+        self._require_delete()
+        if not await self.store.unlink_blob(repository, digest):
+            raise errors.BlobUnknown(detail={"digest": digest})
+
+    async def mount_blob(self, repository: str, digest: str, source: str) -> bool:
+        """Link a blob the source repository holds into ``repository``; False if it can't."""
+        validate_name(repository)
+        try:
+            Digest.parse(digest)
+            validate_name(source)
+        except errors.RegistryError:
+            return False
+        if await self.store.blob_size_in_repository(source, digest) is None:
+            return False
+        return await self.store.link_blob(repository, digest)
+
+    # -------------------------------------------------------------------------- uploads
+    async def start_upload(self, repository: str) -> UploadRecord:
+        validate_name(repository)
+        upload_id = str(uuid.uuid4())
+        state = await self.blobs.upload_create(upload_id)
+        await self.store.create_upload(upload_id, repository, state)
+        self._remember(upload_id, 0, new_hasher())
+        now = time.time()
+        return UploadRecord(upload_id, repository, 0, state, now, now)
+
+    async def upload_status(self, repository: str, upload_id: str) -> UploadRecord:
+        validate_name(repository)
+        record = await self.store.get_upload(upload_id, repository) if _plausible_id(upload_id) else None
+        if record is None:
+            raise errors.BlobUploadUnknown(detail={"uuid": upload_id[:100]})
+        return record
+
+    async def append_upload(
+        self,
+        repository: str,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        content_range: tuple[int, int] | None = None,
+    ) -> UploadRecord:
+        """Append a chunk; with ``content_range`` the chunk must start at the current end."""
+        record = await self.upload_status(repository, upload_id)
+        if content_range is not None and content_range[0] != record.size:
+            raise UploadOutOfOrder(
+                f"chunk starts at {content_range[0]}, upload is at {record.size}",
+                detail={"offset": record.size},
+                headers=_progress_headers(record),
+            )
+        return await self._append(record, body)
+
+    async def _append(self, record: UploadRecord, body: AsyncIterator[bytes]) -> UploadRecord:
+        hasher = await self._hasher(record)
+        try:
+            state, size = await self.blobs.upload_append(record.id, record.state, record.size, _hashing(body, hasher))
+        except PartialAppend as partial:
+            # Keep what was durably written, so the client can resume from there.
+            self._hashers.pop(record.id, None)
+            await self.store.update_upload(record.id, record.size, partial.size, partial.state)
+            if isinstance(partial.cause, errors.RegistryError):
+                raise partial.cause from None
+            raise errors.BlobUploadInvalid(f"upload interrupted: {partial.cause}") from None
+        if not await self.store.update_upload(record.id, record.size, size, state):
+            self._hashers.pop(record.id, None)
+            raise errors.BlobUploadInvalid("upload was modified concurrently; query its status and resume")
+        self._remember(record.id, size, hasher)
+        record.size, record.state, record.updated_at = size, state, time.time()
+        return record
+
+    async def finish_upload(
+        self,
+        repository: str,
+        upload_id: str,
+        digest_text: str | None,
+        body: AsyncIterator[bytes] | None,
+        content_range: tuple[int, int] | None = None,
+    ) -> str:
+        """Complete an upload (optionally with a last chunk) and verify it against ``digest``."""
+        record = await self.upload_status(repository, upload_id)
+        if not digest_text:
+            raise errors.DigestInvalid("the digest query parameter is required to complete an upload")
+        digest = Digest.parse(digest_text)
+        if content_range is not None and content_range[0] != record.size:
+            raise UploadOutOfOrder(
+                f"chunk starts at {content_range[0]}, upload is at {record.size}",
+                detail={"offset": record.size}, headers=_progress_headers(record),
+            )
+        if body is not None:
+            record = await self._append(record, body)
+        actual = await self._final_digest(record, digest.algorithm)
+        if actual != digest.hex:
+            await self._discard(record)
+            raise errors.DigestInvalid(detail={"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"})
+        await self._commit(record, str(digest))
+        return str(digest)
+
+    async def put_blob(self, repository: str, digest_text: str, body: AsyncIterator[bytes]) -> str:
+        """Monolithic upload (``POST ?digest=`` with the whole blob as body)."""
+        digest = Digest.parse(digest_text)
+        record = await self.start_upload(repository)
+        try:
+            return await self.finish_upload(repository, record.id, str(digest), body)
+        except BaseException:
+            await self._discard(record)
+            raise
+
+    async def cancel_upload(self, repository: str, upload_id: str) -> None:
+        record = await self.upload_status(repository, upload_id)
+        await self._discard(record)
+
+    async def _commit(self, record: UploadRecord, digest: str) -> None:
+        try:
+            await self.store.claim_blob(digest, record.size)
+        except BlobBeingDeleted:
+            raise errors.Unavailable("blob is being garbage-collected; retry", headers={"Retry-After": "5"}) from None
+        await self.blobs.upload_commit(record.id, record.state, record.size, digest)
+        if not await self.store.link_blob(record.repository, digest):
+            raise errors.Unavailable("blob vanished while committing; retry", headers={"Retry-After": "1"})
+        await self.store.delete_upload(record.id)
+        self._hashers.pop(record.id, None)
+
+    async def _discard(self, record: UploadRecord) -> None:
+        self._hashers.pop(record.id, None)
+        await self.blobs.upload_abort(record.id, record.state)
+        await self.store.delete_upload(record.id)
+
+    async def _hasher(self, record: UploadRecord) -> "hashlib._Hash":
+        cached = self._hashers.get(record.id)
+        if cached is not None and cached[0] == record.size:
+            return cached[1].copy()
+        return await self._rehash(record, "sha256")
+
+    async def _rehash(self, record: UploadRecord, algorithm: str) -> "hashlib._Hash":
+        hasher = new_hasher(algorithm)
+        async for chunk in self.blobs.upload_read(record.id, record.state, record.size):
+            await _update(hasher, chunk)
+        return hasher
+
+    async def _final_digest(self, record: UploadRecord, algorithm: str) -> str:
+        if algorithm == "sha256":
+            return (await self._hasher(record)).hexdigest()
+        return (await self._rehash(record, algorithm)).hexdigest()
+
+    def _remember(self, upload_id: str, size: int, hasher: "hashlib._Hash") -> None:
+        self._hashers[upload_id] = (size, hasher)
+        self._hashers.move_to_end(upload_id)
+        while len(self._hashers) > _MAX_CACHED_HASHERS:
+            self._hashers.popitem(last=False)
+
+    # ------------------------------------------------------------------------ manifests
+    async def put_manifest(self, repository: str, reference: str, body: bytes, content_type: str | None) -> PutManifestResult:
+        validate_name(repository)
+        if len(body) > self.max_manifest_bytes:
+            raise errors.ManifestInvalid(f"manifest larger than {self.max_manifest_bytes} bytes", status=413)
+        tag: str | None = None
+        if ":" in reference:
+            wanted = Digest.parse(reference)
+            digest = Digest.of(body, wanted.algorithm)
+            if digest != wanted:
+                raise errors.DigestInvalid(detail={"expected": str(wanted), "actual": str(digest)})
+        else:
+            tag = validate_tag(reference)
+            digest = Digest.of(body)
+        parsed = parse_manifest(body, content_type)
+        try:
+            await self.store.put_manifest(
+                repository, str(digest), parsed.media_type, body,
+                blob_digests=[d.digest for d in parsed.blobs],
+                child_digests=[d.digest for d in parsed.manifests],
+                subject=parsed.subject.digest if parsed.subject else None,
+                artifact_type=parsed.artifact_type,
+                annotations=parsed.annotations,
+                tag=tag,
+            )
+        except MissingReferences as missing:
+            found = [errors.ManifestBlobUnknown(detail={"digest": d}) for d in missing.blobs]
+            found += [errors.ManifestBlobUnknown("manifest references a manifest unknown to the repository", detail={"digest": d})
+                      for d in missing.manifests]
+            first, first.more = found[0], found[1:]
+            raise first from None
+        return PutManifestResult(str(digest), parsed.subject.digest if parsed.subject else None)
+
+    async def get_manifest(self, repository: str, reference: str) -> ManifestRecord:
+        validate_name(repository)
+        by_digest = ":" in reference
+        if by_digest:
+            Digest.parse(reference)
+        else:
+            validate_tag(reference)
+        record = await self.store.get_manifest(repository, reference, by_digest=by_digest)
+        if record is None:
+            if not await self.store.repository_exists(repository):
+                raise errors.NameUnknown(detail={"name": repository})
+            raise errors.ManifestUnknown(detail={"reference": reference})
+        return record
+
+    async def delete_manifest(self, repository: str, reference: str) -> None:
+        validate_name(repository)
+        self._require_delete()
+        if ":" in reference:
+            Digest.parse(reference)
+            deleted = await self.store.delete_manifest(repository, reference)
+        else:
+            validate_tag(reference)
+            deleted = await self.store.delete_tag(repository, reference)
+        if not deleted:
+            raise errors.ManifestUnknown(detail={"reference": reference})
+
+    # ---------------------------------------------------------------------- discovery
+    async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str]:
+        validate_name(repository)
+        found = await self.store.list_tags(repository, n, last)
+        if found is None:
+            raise errors.NameUnknown(detail={"name": repository})
+        return found
+
+    async def catalog(self, n: int | None, last: str | None) -> list[str]:
+        return await self.store.catalog(n, last)
+
+    async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> list[ReferrerRecord]:
+        validate_name(repository)
+        Digest.parse(digest)
+        return await self.store.referrers(repository, digest, artifact_type)
+
+    def _require_delete(self) -> None:
+        if not self.delete_enabled:
+            raise errors.Unsupported("deletes are disabled on this registry")
+
+
+def _plausible_id(upload_id: str) -> bool:
+    return 0 < len(upload_id) <= 64 and all(c.isalnum() or c == "-" for c in upload_id)
+
+
+def _progress_headers(record: UploadRecord) -> dict[str, str]:
+    return {
+        "Location": f"/v2/{record.repository}/blobs/uploads/{record.id}",
+        "Range": f"0-{max(record.size - 1, 0)}",
+        "Docker-Upload-UUID": record.id,
+        "Blob-Upload-Session-ID": record.id,
+    }
+
+
+async def _update(hasher: "hashlib._Hash", chunk: bytes) -> None:
+    if len(chunk) >= _THREAD_HASH_MIN:
+        await asyncio.to_thread(hasher.update, chunk)
+    else:
+        hasher.update(chunk)
+
+
+async def _hashing(body: AsyncIterator[bytes], hasher: "hashlib._Hash") -> AsyncIterator[bytes]:
+    """Yield ``body``'s chunks, hashing each while the consumer writes it."""
+    async for chunk in body:
+        if len(chunk) >= _THREAD_HASH_MIN:
+            pending = asyncio.ensure_future(asyncio.to_thread(hasher.update, chunk))
+            try:
+                yield chunk
+            finally:
+                await pending
+        else:
+            hasher.update(chunk)
+            yield chunk

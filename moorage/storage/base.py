@@ -1,0 +1,107 @@
+"""The blob-store interface: a small set of operations every storage driver implements.
+
+Modelled on CNCF Distribution's storage driver, narrowed to what a content-addressed registry
+needs.  Blobs are addressed by digest only (never by repository name), so storage is
+deduplicated across repositories and no client-supplied string ever becomes a path.
+
+Upload sessions are first-class: a driver keeps the bytes of an unfinished upload under an
+upload id and returns an opaque JSON-able ``state`` dict that the caller persists in the
+metadata database between requests (so any replica can continue an upload, and uploads
+survive restarts).  Hashing is *not* the driver's job: the registry service hashes the stream
+while the driver writes it, and only calls :meth:`upload_commit` once the digest matched.
+``upload_commit`` must make the blob visible atomically (temporary name, then rename/copy).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+UploadState = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BlobStat:
+    size: int
+
+
+class BlobStore(abc.ABC):
+    """Content-addressed blob storage with resumable upload sessions."""
+
+    name: str = "abstract"
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Prepare the store (create directories, connect clients)."""
+
+    async def close(self) -> None:
+        """Release resources."""
+
+    # -- blobs ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def stat(self, digest: str) -> BlobStat | None:
+        """Size of the blob, or None if it is not stored."""
+
+    @abc.abstractmethod
+    def read(self, digest: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream the blob's bytes from ``offset``, ``length`` bytes (None = to the end)."""
+
+    def local_path(self, digest: str) -> Path | None:
+        """A local file holding the blob, for sendfile; None if the driver has none."""
+        return None
+
+    async def redirect_url(self, digest: str, method: str = "GET") -> str | None:
+        """A URL the client can fetch the blob from directly (presigned), or None."""
+        return None
+
+    @abc.abstractmethod
+    async def delete(self, digest: str) -> None:
+        """Remove the blob; deleting an absent blob is not an error."""
+
+    @abc.abstractmethod
+    def list_blobs(self) -> AsyncIterator[str]:
+        """Every stored blob's digest (used by garbage collection to find orphans)."""
+
+    # -- upload sessions ---------------------------------------------------------------------
+    @abc.abstractmethod
+    async def upload_create(self, upload_id: str) -> UploadState:
+        """Start an empty upload; returns the driver state to persist."""
+
+    @abc.abstractmethod
+    async def upload_append(
+        self, upload_id: str, state: UploadState, offset: int, chunks: AsyncIterator[bytes]
+    ) -> tuple[UploadState, int]:
+        """Append ``chunks`` at ``offset`` (the upload's current committed size).
+
+        Returns the new state and the new size.  If the stream breaks part-way the driver
+        must raise :class:`PartialAppend` carrying the state and size that *were* durably
+        appended, so the upload can be resumed from there.
+        """
+
+    @abc.abstractmethod
+    def upload_read(self, upload_id: str, state: UploadState, size: int) -> AsyncIterator[bytes]:
+        """Stream the first ``size`` bytes written so far (to re-hash when needed)."""
+
+    @abc.abstractmethod
+    async def upload_commit(self, upload_id: str, state: UploadState, size: int, digest: str) -> None:
+        """Move the verified upload to its content address, atomically, and drop the session."""
+
+    @abc.abstractmethod
+    async def upload_abort(self, upload_id: str, state: UploadState) -> None:
+        """Throw the upload's data away."""
+
+    def list_upload_ids(self) -> AsyncIterator[str]:
+        """Upload sessions with data in storage (to clean up abandoned ones)."""
+        raise NotImplementedError
+
+
+class PartialAppend(Exception):
+    """An append stopped part-way; ``state``/``size`` describe what was kept."""
+
+    def __init__(self, state: UploadState, size: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.state = state
+        self.size = size
+        self.cause = cause
