@@ -111,3 +111,76 @@ uploads = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+
+# -- access control (issue 3) -----------------------------------------------------------------
+#: Accounts.  ``password_hash`` is bcrypt (``None`` for robot accounts, which log in with tokens).
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=True),
+    Column("is_admin", Boolean, nullable=False, default=False, server_default="0"),
+    Column("is_robot", Boolean, nullable=False, default=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+    Column("password_changed_at", Float, nullable=False),
+)
+
+#: Organisations / namespaces: a name prefix that can be marked public as a whole.
+namespaces = Table(
+    "namespaces",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("public", Boolean, nullable=False, default=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+)
+
+#: ``actions`` (comma-separated pull/push/delete/admin) on repositories matching ``pattern``.
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("pattern", String(255), nullable=False),
+    Column("actions", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("user_id", "pattern", name="uq_grants_user_pattern"),
+)
+
+#: Personal access tokens and robot tokens: shown once, stored as sha256 of the secret.
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("secret_hash", String(128), nullable=False),
+    #: JSON list of ``PATTERN:ACTIONS``; NULL = the owner's full rights.
+    Column("scope", Text, nullable=True),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Index("ix_access_tokens_user", "user_id"),
+)
+
+#: Token-signing keys, shared by every replica (``kid`` = JWK thumbprint).
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("algorithm", String(16), nullable=False),
+    Column("private_pem", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+#: Failed logins per ``user|ip`` in the current window (shared by replicas).
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("key", String(400), primary_key=True),
+    Column("window_start", Float, nullable=False),
+    Column("count", Integer, nullable=False),
+)

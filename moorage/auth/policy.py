@@ -1,0 +1,242 @@
+"""Pure access-control rules: scope strings, repository patterns, who may do what.
+
+Nothing here touches the network or the database, so every rule is unit-tested directly
+(``tests/test_auth_policy.py``).
+
+Vocabulary (Docker Registry token spec):
+
+* a *scope* is ``type[(class)]:name:actions`` -- e.g. ``repository:team/app:pull,push`` or
+  ``registry:catalog:*``.  The name may itself contain ``:`` (``repository:localhost:5000/app:pull``
+  is what some clients send for a registry addressed as ``host:port``), so a scope is split
+  once from the left (type) and once from the right (actions); whatever is between is the name.
+* a *grant* gives a set of actions on every repository matching a *pattern*: ``*`` in a pattern
+  matches any run of characters, ``/`` included (``team/*`` covers ``team/app`` and
+  ``team/tools/lint``); a pattern without ``*`` names one repository.
+* actions are ``pull``, ``push``, ``delete`` and ``admin``; ``admin`` implies the other three
+  and ``*`` in a scope asks for everything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Iterable, Sequence
+
+ACTIONS = ("pull", "push", "delete", "admin")
+REPO_ACTIONS = frozenset(ACTIONS)
+#: What ``admin`` (and ``*``) stands for on a repository.
+ALL_REPO_ACTIONS = frozenset(("pull", "push", "delete"))
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    type: str
+    name: str
+    actions: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.name}:{','.join(self.actions)}"
+
+
+def parse_scope(text: str) -> Scope | None:
+    """One scope string, or ``None`` if it is not of the form ``type:name:actions``.
+
+    The resource class in ``repository(plugin):name:pull`` is dropped; empty and duplicate
+    actions are removed (order kept).
+    """
+    text = text.strip()
+    if text.count(":") < 2:
+        return None
+    rtype, rest = text.split(":", 1)
+    name, actions = rest.rsplit(":", 1)
+    rtype = rtype.split("(", 1)[0].strip()
+    if not rtype or not name:
+        return None
+    acts = tuple(dict.fromkeys(a.strip() for a in actions.split(",") if a.strip()))
+    return Scope(rtype, name, acts)
+
+
+def parse_scopes(values: Iterable[str]) -> list[Scope]:
+    """All scopes of (possibly repeated) ``scope`` parameters; each may hold several,
+    separated by spaces.  Malformed ones are skipped -- an unknown scope grants nothing but is
+    not an error.  Scopes naming the same resource are merged."""
+    merged: dict[tuple[str, str], list[str]] = {}
+    for value in values:
+        for part in value.split():
+            scope = parse_scope(part)
+            if scope is None:
+                continue
+            acts = merged.setdefault((scope.type, scope.name), [])
+            acts.extend(a for a in scope.actions if a not in acts)
+    return [Scope(t, n, tuple(a)) for (t, n), a in merged.items()]
+
+
+def format_challenge_scope(type_: str, name: str, actions: Sequence[str]) -> str:
+    return f"{type_}:{name}:{','.join(actions)}"
+
+
+# -- patterns ---------------------------------------------------------------------------------
+_PATTERN_OK = re.compile(r"^[a-z0-9*][a-z0-9._/*-]*$")
+
+
+def valid_pattern(pattern: str) -> bool:
+    return bool(_PATTERN_OK.match(pattern)) and len(pattern) <= 255 and "//" not in pattern
+
+
+@lru_cache(maxsize=4096)
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile("^" + ".*".join(re.escape(p) for p in pattern.split("*")) + "$")
+
+
+def pattern_matches(pattern: str, repository: str) -> bool:
+    if "*" not in pattern:
+        return pattern == repository
+    return _pattern_regex(pattern).match(repository) is not None
+
+
+def parse_actions(text: str | Iterable[str]) -> frozenset[str]:
+    """``"pull,push"`` -> {pull, push}; raises ValueError on an unknown action."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = set()
+    for a in items:
+        a = a.strip().lower()
+        if not a:
+            continue
+        if a == "*":
+            a = "admin"
+        if a not in REPO_ACTIONS:
+            raise ValueError(f"unknown action {a!r} (use {', '.join(ACTIONS)})")
+        out.add(a)
+    return frozenset(out)
+
+
+def expand(actions: Iterable[str]) -> frozenset[str]:
+    """Actions with ``admin`` spelled out."""
+    s = set(actions)
+    if "admin" in s or "*" in s:
+        s |= ALL_REPO_ACTIONS | {"admin"}
+    s.discard("*")
+    return frozenset(s)
+
+
+# -- who may do what --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Grant:
+    pattern: str
+    actions: frozenset[str]
+
+
+@dataclass(slots=True)
+class Principal:
+    """Who is asking, with everything needed to decide (loaded once per token request).
+
+    ``token_scope`` restricts a personal access token / robot token to a subset of its owner's
+    rights (``None`` = the owner's full rights).
+    """
+
+    name: str | None                    # None = anonymous
+    is_admin: bool = False
+    is_robot: bool = False
+    grants: list[Grant] = field(default_factory=list)
+    token_scope: list[Grant] | None = None
+    token_id: str | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.name is None
+
+
+def owns(user: str, repository: str) -> bool:
+    """A (human) user always has every right under their own name: ``alice`` and ``alice/*``."""
+    return repository == user or repository.startswith(user + "/")
+
+
+def namespace_prefixes(repository: str) -> list[str]:
+    """``a/b/c`` -> [``a``, ``a/b``]: the namespaces a repository lives in."""
+    parts = repository.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def repository_rights(principal: Principal, repository: str, *, public: bool) -> frozenset[str]:
+    """Every action ``principal`` may perform on ``repository`` (``admin`` expanded)."""
+    rights: set[str] = set()
+    if public:
+        rights.add("pull")
+    if principal.anonymous:
+        return frozenset(rights)
+    if principal.is_admin:
+        rights |= ALL_REPO_ACTIONS | {"admin"}
+    elif not principal.is_robot and owns(principal.name or "", repository):
+        rights |= ALL_REPO_ACTIONS | {"admin"}
+    for g in principal.grants:
+        if pattern_matches(g.pattern, repository):
+            rights |= expand(g.actions)
+    if principal.token_scope is not None:
+        allowed: set[str] = {"pull"} if public else set()
+        for g in principal.token_scope:
+            if pattern_matches(g.pattern, repository):
+                allowed |= expand(g.actions)
+        rights &= allowed
+    return frozenset(rights)
+
+
+def granted_actions(requested: Sequence[str], rights: frozenset[str]) -> tuple[str, ...]:
+    """The requested actions that ``rights`` cover, in request order; ``*`` only for admins."""
+    out: list[str] = []
+    for a in requested:
+        if a == "*":
+            if "admin" in rights:
+                out.append("*")
+        elif a in rights and a in REPO_ACTIONS:
+            out.append(a)
+    return tuple(dict.fromkeys(out))
+
+
+def registry_actions(principal: Principal, scope: Scope) -> tuple[str, ...]:
+    """Actions granted on a ``registry:...`` scope: the catalog for any signed-in caller
+    (it is filtered to what they may pull); anything else only for admins."""
+    if principal.anonymous:
+        return ()
+    if scope.name == "catalog":
+        return tuple(a for a in scope.actions if a == "*")
+    if principal.is_admin:
+        return tuple(scope.actions)
+    return ()
+
+
+def token_covers(access: Sequence[dict], type_: str, name: str, actions: Sequence[str]) -> tuple[bool, bool]:
+    """Does a token's ``access`` claim cover ``actions`` on (type, name)?
+
+    Returns ``(covered, known)``: ``known`` says whether the token has an entry for that
+    resource at all (a token that was issued for the resource but without the action is a
+    refusal -- 403 DENIED; a token for another resource asks the client to fetch a new
+    one -- 401 insufficient_scope).
+    """
+    have: set[str] = set()
+    known = False
+    for entry in access:
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("type") == type_ and entry.get("name") == name:
+            known = True
+            acts = entry.get("actions") or []
+            if isinstance(acts, list):
+                have.update(a for a in acts if isinstance(a, str))
+    if "*" in have:
+        return True, known
+    return all(a in have for a in actions), known
+
+
+def parse_token_scope(items: Iterable[str]) -> list[Grant]:
+    """CLI/API form of an access token's scope: ``PATTERN:ACTIONS`` items
+    (``team/*:pull``); the pattern may hold ``:`` so split from the right."""
+    out = []
+    for item in items:
+        if ":" not in item:
+            raise ValueError(f"token scope {item!r} is not PATTERN:ACTIONS")
+        pattern, acts = item.rsplit(":", 1)
+        if not valid_pattern(pattern):
+            raise ValueError(f"invalid repository pattern {pattern!r}")
+        out.append(Grant(pattern, parse_actions(acts)))
+    return out
