@@ -62,6 +62,10 @@ class TokenSettings(BaseModel):
     issuer: str = "moorage"
     #: Public base URL the realm is built from; default: taken from each request's Host.
     realm: str | None = None
+    #: Lifetime in seconds of refresh tokens (``offline_token``/``access_type=offline``).
+    refresh_expiry: int = 30 * 24 * 3600
+    #: PEM file of the signing key; default ``<data>/auth/token-signing-key.pem``.
+    key_path: Path | None = None
 
 
 class AuthSettings(BaseModel):
@@ -73,6 +77,8 @@ class AuthSettings(BaseModel):
     admin_password: str | None = None
     #: Failed logins allowed per user+IP per minute before 429.
     login_rate_limit: int = 10
+    #: bcrypt cost for stored passwords (tests lower it).
+    bcrypt_rounds: int = 12
 
 
 class TLSSettings(BaseModel):
