@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs on a fresh Debian machine, then runs it.
+#   bash scripts/test.sh [pytest args...]
+# Installs: Python deps (pip, editable), real clients (skopeo, podman, docker-registry ...),
+# real services (PostgreSQL, Ceph RGW). The tests start and stop the services themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash .ci/install-clients.sh
+[ -f .ci/install-services.sh ] && bash .ci/install-services.sh
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+export MOORAGE_TEST_BACKENDS="${MOORAGE_TEST_BACKENDS:-fs-sqlite,s3-postgres}"
+set +e
+python3 -m pytest -ra -q -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure" >&2
+  exit 1
+fi
+exit "$rc"
