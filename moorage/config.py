@@ -78,7 +78,7 @@ class AuthSettings(BaseModel):
     #: Failed logins allowed per user+IP per minute before 429.
     login_rate_limit: int = 10
     #: bcrypt cost for stored passwords (tests lower it).
-    bcrypt_rounds: int = 12
+    bcrypt_rounds: int = 10
 
 
 class TLSSettings(BaseModel):
