@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
@@ -39,7 +39,15 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.read_engine = self._sqlite_engine(url, immediate=False, pool_size=pool_size)
             self.write_engine = self._sqlite_engine(url, immediate=True, pool_size=1)
+            # Reads run synchronously on the event loop: an indexed SQLite read under WAL takes
+            # tens of microseconds and never waits for writers, while a trip through aiosqlite's
+            # thread costs far more than the query (measured: manifest GET 5x faster).
+            self.sync_read_engine: Any = create_engine(
+                "sqlite:///" + path, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=2, max_overflow=8
+            )
+            _sqlite_pragmas(self.sync_read_engine, immediate=False)
         else:
+            self.sync_read_engine = None
             self.read_engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
             self.write_engine = self.read_engine
 
@@ -52,27 +60,17 @@ class Database:
             max_overflow=0 if immediate else pool_size,
             connect_args={"timeout": 60},
         )
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Let us issue BEGIN ourselves (pysqlite's implicit transactions get in the way).
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=60000")
-            cur.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
+        _sqlite_pragmas(engine.sync_engine, immediate=immediate)
         return engine
 
     # -- transactions ---------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self) -> AsyncIterator[Any]:
+        """A read-only transaction.  Callers must not await anything but ``execute`` inside it."""
+        if self.sync_read_engine is not None:
+            with self.sync_read_engine.connect() as conn:
+                yield _SyncReader(conn)
+            return
         async with self.read_engine.connect() as conn:
             yield conn
 
@@ -91,6 +89,8 @@ class Database:
 
     async def close(self) -> None:
         await self.read_engine.dispose()
+        if self.sync_read_engine is not None:
+            self.sync_read_engine.dispose()
         if self.write_engine is not self.read_engine:
             await self.write_engine.dispose()
 
@@ -128,3 +128,32 @@ class Database:
                 f"database schema is at revision {current or 'empty'}, this Moorage needs {head}: "
                 "run `moorage migrate` (with the same --config/--data) first"
             )
+
+
+def _sqlite_pragmas(engine: Any, *, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's implicit transactions get in the way).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class _SyncReader:
+    """The ``await conn.execute(...)`` face of a synchronous SQLite connection."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: Any, *args: Any) -> Any:
+        return self._conn.execute(statement, *args)

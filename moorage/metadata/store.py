@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .db import Database
@@ -51,6 +51,29 @@ class ReferrerRecord:
     size: int
     artifact_type: str | None
     annotations: dict[str, str] | None
+
+
+# Hot read paths use statements built once (bound parameters), sparing SQLAlchemy the work of
+# constructing and hashing an expression tree per request.
+_MANIFEST_COLS = (manifests.c.digest, manifests.c.media_type, manifests.c.size, manifests.c.payload)
+_GET_MANIFEST_BY_DIGEST = (
+    select(*_MANIFEST_COLS)
+    .select_from(manifests.join(repositories, repositories.c.id == manifests.c.repository_id))
+    .where(repositories.c.name == bindparam("repo"), manifests.c.digest == bindparam("ref"))
+)
+_GET_MANIFEST_BY_TAG = (
+    select(*_MANIFEST_COLS)
+    .select_from(tags.join(repositories, repositories.c.id == tags.c.repository_id)
+                 .join(manifests, manifests.c.id == tags.c.manifest_id))
+    .where(repositories.c.name == bindparam("repo"), tags.c.name == bindparam("ref"))
+)
+_BLOB_SIZE_IN_REPOSITORY = (
+    select(blobs.c.size)
+    .select_from(repository_blobs.join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+                 .join(blobs, blobs.c.digest == repository_blobs.c.digest))
+    .where(repositories.c.name == bindparam("repo"), repository_blobs.c.digest == bindparam("digest"),
+           blobs.c.deleting_since.is_(None))
+)
 
 
 class MissingReferences(Exception):
@@ -99,14 +122,8 @@ class MetadataStore:
     # -- blobs ----------------------------------------------------------------------------
     async def blob_size_in_repository(self, repository: str, digest: str) -> int | None:
         """Size of ``digest`` if ``repository`` may read it (pushed or mounted there) and it is live."""
-        q = (
-            select(blobs.c.size)
-            .select_from(repository_blobs.join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-                         .join(blobs, blobs.c.digest == repository_blobs.c.digest))
-            .where(repositories.c.name == repository, repository_blobs.c.digest == digest, blobs.c.deleting_since.is_(None))
-        )
         async with self.db.read() as conn:
-            size = (await conn.execute(q)).scalar()
+            size = (await conn.execute(_BLOB_SIZE_IN_REPOSITORY, {"repo": repository, "digest": digest})).scalar()
         return None if size is None else int(size)
 
     async def blob_size(self, digest: str) -> int | None:
@@ -294,17 +311,9 @@ class MetadataStore:
                 )
 
     async def get_manifest(self, repository: str, reference: str, *, by_digest: bool) -> ManifestRecord | None:
-        cols = (manifests.c.digest, manifests.c.media_type, manifests.c.size, manifests.c.payload)
-        if by_digest:
-            q = (select(*cols).select_from(manifests.join(repositories, repositories.c.id == manifests.c.repository_id))
-                 .where(repositories.c.name == repository, manifests.c.digest == reference))
-        else:
-            q = (select(*cols).select_from(
-                    tags.join(repositories, repositories.c.id == tags.c.repository_id)
-                        .join(manifests, manifests.c.id == tags.c.manifest_id))
-                 .where(repositories.c.name == repository, tags.c.name == reference))
+        stmt = _GET_MANIFEST_BY_DIGEST if by_digest else _GET_MANIFEST_BY_TAG
         async with self.db.read() as conn:
-            row = (await conn.execute(q)).first()
+            row = (await conn.execute(stmt, {"repo": repository, "ref": reference})).first()
         if row is None:
             return None
         return ManifestRecord(row.digest, row.media_type, int(row.size), bytes(row.payload))
