@@ -16,6 +16,9 @@ from ..storage import BlobStore
 SERVICE = web.AppKey("service", RegistryService)
 BLOBS = web.AppKey("blobs", BlobStore)
 SETTINGS = web.AppKey("settings", Settings)
+#: Request key: ``async fn(names) -> names`` keeping the repositories the caller may list
+#: (set by the auth middleware for ``/v2/_catalog``; absent = everything is visible).
+CATALOG_FILTER = "moorage.catalog_filter"
 
 API_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
 BODY_CHUNK = 1 << 20

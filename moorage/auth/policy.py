@@ -240,3 +240,27 @@ def parse_token_scope(items: Iterable[str]) -> list[Grant]:
             raise ValueError(f"invalid repository pattern {pattern!r}")
         out.append(Grant(pattern, parse_actions(acts)))
     return out
+
+
+_USERNAME = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+
+
+def valid_username(name: str) -> bool:
+    """User names double as namespaces (``alice/*``), so they follow the repository-name
+    component grammar: lower-case letters, digits and single separators, at most 64."""
+    return len(name) <= 64 and _USERNAME.fullmatch(name) is not None
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``12h``, ``30d``, ``1w`` or plain seconds -> seconds."""
+    text = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+    mult = units.get(text[-1:], None)
+    number = text[:-1] if mult else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"invalid duration {text!r} (e.g. 30d, 12h, 3600)") from None
+    if value <= 0:
+        raise ValueError("a duration must be positive")
+    return value * (mult or 1)

@@ -1,0 +1,300 @@
+"""``moorage user|grant|revoke|token|repo|namespace``: manage access control from the shell.
+
+Every command opens the same metadata database as ``moorage serve`` (``--config``/``--data``
+or ``MOORAGE_*``) and works while the server runs; changes take effect at the next token
+request (revoking an access token: at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, TypeVar
+
+import click
+
+from ..cli import data_options, settings_from
+from ..config import Settings
+from . import passwords
+from .policy import parse_actions, parse_duration, parse_token_scope, valid_pattern, valid_username
+from .store import AuthStore, AuthStoreError
+
+T = TypeVar("T")
+
+
+def _run(config: str | None, data: str | None, fn: Callable[[AuthStore, Settings], Awaitable[T]]) -> T:
+    settings = settings_from(config, data)
+
+    async def go() -> T:
+        from ..api.app import prepare_database
+        from ..metadata.db import Database
+
+        db = Database(settings.database_url, pool_size=2)
+        try:
+            await prepare_database(settings, db)
+            return await fn(AuthStore(db), settings)
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(go())
+    except AuthStoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _read_password(stdin: bool, prompt: str = "Password") -> str:
+    if stdin:
+        pw = sys.stdin.readline().rstrip("\r\n")
+    else:
+        pw = click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    if not pw:
+        raise click.ClickException("empty password")
+    return pw
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _check_user_name(name: str) -> None:
+    if not valid_username(name):
+        raise click.BadParameter("lower-case letters, digits and single '.', '_' or '-' separators; at most 64",
+                                 param_hint="NAME")
+
+
+# -- user ---------------------------------------------------------------------------------------
+@click.group()
+def user() -> None:
+    """Manage users and robot accounts."""
+
+
+@user.command("add")
+@data_options
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@click.option("--admin", is_flag=True, help="May do anything, including the admin API.")
+@click.option("--robot", is_flag=True, help="A robot account: no password and no namespace of its own; "
+                                            "log in with a token from `moorage token create`.")
+def user_add(config: str | None, data: str | None, name: str, password_stdin: bool, admin: bool, robot: bool) -> None:
+    """Create a user (prompts for the password unless --password-stdin)."""
+    _check_user_name(name)
+    password = None if robot else _read_password(password_stdin)
+
+    async def go(store: AuthStore, settings: Settings) -> bool:
+        hashed = passwords.hash_password(password, settings.auth.bcrypt_rounds) if password else None
+        return await store.create_user(name, hashed, admin=admin, robot=robot)
+
+    if not _run(config, data, go):
+        raise click.ClickException(f"user {name!r} exists already")
+    click.echo(f"created {'robot' if robot else 'admin' if admin else 'user'} {name}", err=True)
+
+
+@user.command("passwd")
+@data_options
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def user_passwd(config: str | None, data: str | None, name: str, password_stdin: bool) -> None:
+    """Set a user's password (refresh tokens issued before stop working)."""
+    password = _read_password(password_stdin, "New password")
+
+    async def go(store: AuthStore, settings: Settings) -> bool:
+        return await store.set_password(name, passwords.hash_password(password, settings.auth.bcrypt_rounds))
+
+    if not _run(config, data, go):
+        raise click.ClickException(f"no user {name!r}")
+    click.echo(f"password of {name} changed", err=True)
+
+
+@user.command("rm")
+@data_options
+@click.argument("name")
+def user_rm(config: str | None, data: str | None, name: str) -> None:
+    """Delete a user with their grants and access tokens."""
+    if not _run(config, data, lambda store, _s: store.delete_user(name)):
+        raise click.ClickException(f"no user {name!r}")
+    click.echo(f"deleted {name}", err=True)
+
+
+@user.command("list")
+@data_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def user_list(config: str | None, data: str | None, as_json: bool) -> None:
+    """List users with their grants."""
+
+    async def go(store: AuthStore, _s: Settings) -> list[dict[str, Any]]:
+        users = await store.list_users()
+        grants = await store.list_grants()
+        return [{**u.public_dict(), "grants": [g for g in grants if g["user"] == u.name]} for u in users]
+
+    rows = _run(config, data, go)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        kind = "admin" if r["admin"] else "robot" if r["robot"] else "user"
+        grants = ", ".join(f"{g['pattern']}={','.join(g['actions'])}" for g in r["grants"]) or "-"
+        click.echo(f"{r['name']:<24} {kind:<6} {grants}")
+
+
+# -- grants ---------------------------------------------------------------------------------------
+@click.command("grant")
+@data_options
+@click.argument("user_name", metavar="USER")
+@click.argument("pattern", metavar="REPO_PATTERN")
+@click.argument("actions", metavar="ACTIONS")
+def grant(config: str | None, data: str | None, user_name: str, pattern: str, actions: str) -> None:
+    """Give USER ACTIONS (pull,push,delete,admin) on repositories matching REPO_PATTERN
+    (e.g. 'team/*'; '*' matches across '/'). Replaces an earlier grant on the same pattern."""
+    if not valid_pattern(pattern):
+        raise click.BadParameter(f"invalid repository pattern {pattern!r}", param_hint="REPO_PATTERN")
+    try:
+        acts = parse_actions(actions)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="ACTIONS") from None
+    if not acts:
+        raise click.BadParameter("name at least one action", param_hint="ACTIONS")
+    _run(config, data, lambda store, _s: store.grant(user_name, pattern, acts))
+    click.echo(f"granted {','.join(sorted(acts))} on {pattern} to {user_name}", err=True)
+
+
+@click.command("revoke")
+@data_options
+@click.argument("user_name", metavar="USER")
+@click.argument("pattern", metavar="REPO_PATTERN")
+def revoke(config: str | None, data: str | None, user_name: str, pattern: str) -> None:
+    """Remove USER's grant on REPO_PATTERN."""
+    if not _run(config, data, lambda store, _s: store.revoke(user_name, pattern)):
+        raise click.ClickException(f"{user_name} has no grant on {pattern!r}")
+    click.echo(f"revoked {user_name}'s grant on {pattern}", err=True)
+
+
+# -- access tokens --------------------------------------------------------------------------------
+@click.group()
+def token() -> None:
+    """Personal access tokens and robot tokens (usable as passwords)."""
+
+
+@token.command("create")
+@data_options
+@click.argument("user_name", metavar="USER")
+@click.option("--name", "token_name", default="token", show_default=True, help="A label for the token.")
+@click.option("--scope", "scopes", multiple=True, metavar="PATTERN:ACTIONS",
+              help="Restrict the token (repeatable), e.g. 'team/*:pull'. Default: all of USER's rights.")
+@click.option("--expires", metavar="DURATION", help="Lifetime, e.g. 30d, 12h (default: never).")
+def token_create(config: str | None, data: str | None, user_name: str, token_name: str,
+                 scopes: tuple[str, ...], expires: str | None) -> None:
+    """Create an access token and print it (the only time it is shown)."""
+    try:
+        parse_token_scope(scopes)
+        expires_at = time.time() + parse_duration(expires) if expires else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    rec, text = _run(config, data, lambda store, _s: store.create_token(user_name, token_name,
+                                                                        list(scopes) or None, expires_at))
+    click.echo(f"token {rec.id} for {user_name} (shown once; use it as the password):", err=True)
+    click.echo(text)
+
+
+@token.command("revoke")
+@data_options
+@click.argument("token_id", metavar="ID")
+def token_revoke(config: str | None, data: str | None, token_id: str) -> None:
+    """Revoke a token (effective at once, also for registry tokens issued with it)."""
+    if not _run(config, data, lambda store, _s: store.revoke_token(token_id)):
+        raise click.ClickException(f"no unrevoked token {token_id!r}")
+    click.echo(f"revoked {token_id}", err=True)
+
+
+@token.command("list")
+@data_options
+@click.argument("user_name", metavar="USER", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def token_list(config: str | None, data: str | None, user_name: str | None, as_json: bool) -> None:
+    """List access tokens (never their secrets)."""
+    rows = _run(config, data, lambda store, _s: store.list_tokens(user_name))
+    if as_json:
+        click.echo(json.dumps([r.public_dict() for r in rows], indent=2))
+        return
+    for r in rows:
+        state = "revoked" if r.revoked_at else "expired" if not r.usable() else "active"
+        scope = " ".join(r.scope) if r.scope else "(all)"
+        click.echo(f"{r.id}  {r.user:<16} {r.name:<16} {state:<8} expires {_when(r.expires_at)}  {scope}")
+
+
+# -- visibility -----------------------------------------------------------------------------------
+@click.group()
+def repo() -> None:
+    """Repository settings."""
+
+
+@repo.command("public")
+@data_options
+@click.argument("name")
+@click.option("--on/--off", "public", default=True, help="Allow anonymous pull (default --on).")
+def repo_public(config: str | None, data: str | None, name: str, public: bool) -> None:
+    """Make repository NAME public (anonymous pull) or private again."""
+    from ..registry.names import is_valid_name
+
+    if not is_valid_name(name):
+        raise click.BadParameter(f"invalid repository name {name!r}", param_hint="NAME")
+    _run(config, data, lambda store, _s: store.set_repository_public(name, public))
+    click.echo(f"{name} is now {'public' if public else 'private'}", err=True)
+
+
+@click.group()
+def namespace() -> None:
+    """Organisations / namespaces (grant on 'NAME/*', make a whole namespace public)."""
+
+
+@namespace.command("add")
+@data_options
+@click.argument("name")
+@click.option("--public", is_flag=True, help="Anyone may pull every repository under NAME/.")
+def namespace_add(config: str | None, data: str | None, name: str, public: bool) -> None:
+    """Create a namespace."""
+    from ..registry.names import is_valid_name
+
+    if not is_valid_name(name):
+        raise click.BadParameter(f"invalid namespace {name!r}", param_hint="NAME")
+    if not _run(config, data, lambda store, _s: store.create_namespace(name, public)):
+        raise click.ClickException(f"namespace {name!r} exists already")
+    click.echo(f"created namespace {name}" + (" (public)" if public else ""), err=True)
+
+
+@namespace.command("public")
+@data_options
+@click.argument("name")
+@click.option("--on/--off", "public", default=True, help="Allow anonymous pull under NAME/ (default --on).")
+def namespace_public(config: str | None, data: str | None, name: str, public: bool) -> None:
+    """Make every repository under NAME/ public, or private again."""
+    from ..registry.names import is_valid_name
+
+    if not is_valid_name(name):
+        raise click.BadParameter(f"invalid namespace {name!r}", param_hint="NAME")
+    _run(config, data, lambda store, _s: store.set_namespace_public(name, public))
+    click.echo(f"namespace {name} is now {'public' if public else 'private'}", err=True)
+
+
+@namespace.command("rm")
+@data_options
+@click.argument("name")
+def namespace_rm(config: str | None, data: str | None, name: str) -> None:
+    """Delete a namespace record (its repositories stay)."""
+    if not _run(config, data, lambda store, _s: store.delete_namespace(name)):
+        raise click.ClickException(f"no namespace {name!r}")
+
+
+@namespace.command("list")
+@data_options
+def namespace_list(config: str | None, data: str | None) -> None:
+    """List namespaces."""
+    for ns in _run(config, data, lambda store, _s: store.list_namespaces()):
+        click.echo(f"{ns['name']:<32} {'public' if ns['public'] else 'private'}")
+
+
+commands = [user, grant, revoke, token, repo, namespace]

@@ -1,0 +1,341 @@
+"""Wires authentication into the app: the auth middleware, ``/auth/token`` and ``/api/v1/``.
+
+``auth.mode``:
+
+* ``none`` -- nothing is added (anyone may do anything; the default).
+* ``htpasswd`` -- HTTP basic against a bcrypt htpasswd file, like ``registry:2``: every
+  authenticated user may do everything; no credentials -> ``401`` + ``WWW-Authenticate: Basic``.
+* ``token`` -- the Docker Registry token flow: the registry accepts only signed JWTs from
+  ``/auth/token`` and checks that their ``access`` claim covers the request; users, grants,
+  access tokens and public repositories live in the metadata database.
+
+The middleware runs after routing, so it asks :func:`moorage.api.access.required_access`
+what the matched route needs instead of parsing URLs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from ..api.access import Access, required_access
+from ..api.common import CATALOG_FILTER
+from ..config import Settings
+from ..registry import errors
+from . import passwords
+from .passwords import Htpasswd
+from .policy import Principal, Scope, granted_actions, parse_scopes, registry_actions, repository_rights, token_covers
+from .store import AuthStore, TokenRecord, UserRecord
+from .tokens import InvalidToken, TokenSigner, rfc3339
+
+log = logging.getLogger("moorage.auth")
+
+#: Failed-login window for ``auth.login_rate_limit``.
+RATE_WINDOW = 60.0
+#: How long a verified (user, password) pair is remembered, so that clients asking for one
+#: token per scope don't pay a bcrypt check each time.
+VERIFIED_TTL = 60.0
+#: How long "this access token is (not) revoked" is believed on the registry side.
+REVOCATION_TTL = 1.0
+#: Route names the auth middleware leaves alone (they authenticate for themselves).
+SELF_AUTHENTICATING = ("auth_", "api_v1_", "public_")
+
+
+@dataclass
+class AuthState:
+    settings: Settings
+    store: AuthStore
+    signer: TokenSigner | None = None
+    htpasswd: Htpasswd | None = None
+    _verified: dict[str, float] = field(default_factory=dict)
+    _token_ok: dict[str, tuple[bool, float]] = field(default_factory=dict)
+
+    @property
+    def service(self) -> str:
+        return self.settings.auth.service
+
+    # -- realm / challenges ---------------------------------------------------------------
+    def realm(self, request: web.Request) -> str:
+        base = self.settings.auth.token.realm or f"{request.scheme}://{request.host}"
+        return base.rstrip("/") + "/auth/token"
+
+    def bearer_challenge(self, request: web.Request, needed: list[Access], error: str | None = None) -> dict[str, str]:
+        value = f'Bearer realm="{self.realm(request)}",service="{self.service}"'
+        if needed:
+            scope = " ".join(f"{a.type}:{a.name}:{','.join(a.actions)}" for a in needed)
+            value += f',scope="{scope}"'
+        if error:
+            value += f',error="{error}"'
+        return {"WWW-Authenticate": value}
+
+    def basic_challenge(self) -> dict[str, str]:
+        return {"WWW-Authenticate": f'Basic realm="{self.settings.auth.htpasswd.realm}",charset="UTF-8"'}
+
+    # -- logins ---------------------------------------------------------------------------
+    async def _check_rate(self, key: str) -> None:
+        wait = await self.store.login_blocked_for(key, self.settings.auth.login_rate_limit, RATE_WINDOW)
+        if wait > 0:
+            raise errors.TooManyRequests("too many failed logins; try again later",
+                                         headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
+    async def _failed(self, key: str, challenge: dict[str, str]) -> errors.RegistryError:
+        await self.store.record_failure(key, RATE_WINDOW)
+        return errors.Unauthorized("invalid username or password", headers=challenge)
+
+    def _remembered(self, cache_key: str) -> bool:
+        exp = self._verified.get(cache_key)
+        return exp is not None and exp > time.monotonic()
+
+    def _remember(self, cache_key: str) -> None:
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[cache_key] = time.monotonic() + VERIFIED_TTL
+
+    async def login(self, request: web.Request, username: str, password: str,
+                    challenge: dict[str, str]) -> tuple[UserRecord, TokenRecord | None]:
+        """Check a username with a password or an access token (rate limited per user+IP)."""
+        key = f"{username[:200]}|{request.remote or ''}"
+        await self._check_rate(key)
+        user = await self.store.get_user(username)
+        token: TokenRecord | None = None
+        ok = False
+        parts = passwords.split_token(password)
+        if parts is not None:
+            token = await self.store.get_token(parts[0])
+            ok = (token is not None and user is not None and token.user_id == user.id and token.usable()
+                  and passwords.secret_matches(parts[1], token.secret_hash))
+            if ok and token is not None:
+                await self.store.touch_token(token.id)
+        else:
+            stored = user.password_hash if user else None
+            cache_key = hashlib.sha256(f"{username}\0{password}\0{stored}".encode()).hexdigest()
+            if stored and self._remembered(cache_key):
+                ok = True
+            else:
+                ok = await passwords.check_password_async(password, stored)
+                if ok:
+                    self._remember(cache_key)
+        if not ok or user is None:
+            raise await self._failed(key, challenge)
+        return user, token
+
+    async def htpasswd_login(self, request: web.Request, username: str, password: str) -> None:
+        assert self.htpasswd is not None
+        entries = self.htpasswd.entries()
+        stored = entries.get(username)
+        cache_key = hashlib.sha256(f"{username}\0{password}\0{stored}".encode()).hexdigest()
+        if stored and self._remembered(cache_key):
+            return
+        key = f"{username[:200]}|{request.remote or ''}"
+        await self._check_rate(key)
+        import asyncio
+
+        if not await asyncio.to_thread(self.htpasswd.verify, username, password):
+            raise await self._failed(key, self.basic_challenge())
+        self._remember(cache_key)
+
+    async def token_usable(self, token_id: str) -> bool:
+        now = time.monotonic()
+        hit = self._token_ok.get(token_id)
+        if hit is not None and now - hit[1] < REVOCATION_TTL:
+            return hit[0]
+        ok = await self.store.token_usable(token_id)
+        if len(self._token_ok) > 10_000:
+            self._token_ok.clear()
+        self._token_ok[token_id] = (ok, now)
+        return ok
+
+    # -- what a principal gets ------------------------------------------------------------
+    async def grant(self, principal: Principal, scopes: list[Scope]) -> list[dict[str, Any]]:
+        """The ``access`` claim for ``scopes``: only actions actually granted; unknown
+        resource types and names get nothing."""
+        repos = [s.name for s in scopes if s.type == "repository"]
+        public = await self.store.public_repositories(repos) if repos else set()
+        access: list[dict[str, Any]] = []
+        for s in scopes:
+            if s.type == "repository":
+                acts = granted_actions(s.actions, repository_rights(principal, s.name, public=s.name in public))
+            elif s.type == "registry":
+                acts = registry_actions(principal, s)
+            else:
+                acts = ()
+            if acts:
+                access.append({"type": s.type, "name": s.name, "actions": list(acts)})
+        return access
+
+    async def principal_of(self, subject: str, token_id: str | None) -> Principal:
+        if not subject:
+            return Principal(None)
+        user = await self.store.get_user(subject)
+        if user is None:
+            return Principal(None)
+        token = await self.store.get_token(token_id) if token_id else None
+        return await self.store.principal(user, token)
+
+
+STATE = web.AppKey("auth_state", AuthState)
+
+
+def parse_basic(header: str | None) -> tuple[str, str] | None:
+    """``Basic base64(user:pass)`` -> (user, pass); None if absent; raises if malformed."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise errors.Unauthorized("malformed basic credentials") from None
+    user, sep, password = decoded.partition(":")
+    if not sep or not user:
+        raise errors.Unauthorized("malformed basic credentials")
+    return user, password
+
+
+def bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def _skip(request: web.Request) -> bool:
+    if request.match_info.http_exception is not None:  # no route: the 404/405 is the answer
+        return True
+    name = getattr(request.match_info.route, "name", None) or ""
+    return name.startswith(SELF_AUTHENTICATING)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def token_middleware(state: AuthState) -> Any:
+    @web.middleware
+    async def auth_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _skip(request):
+            return await handler(request)
+        needed = required_access(request)
+        raw = bearer(request.headers.get("Authorization"))
+        if raw is None:
+            raise errors.Unauthorized(headers=state.bearer_challenge(request, needed))
+        assert state.signer is not None
+        try:
+            claims = await state.signer.verify(raw)
+        except InvalidToken as exc:
+            raise errors.Unauthorized(f"invalid token: {exc}", headers=state.bearer_challenge(request, needed, "invalid_token")) from None
+        pat = claims.get("pat")
+        if pat and not await state.token_usable(str(pat)):
+            raise errors.Unauthorized("access token revoked or expired",
+                                      headers=state.bearer_challenge(request, needed, "invalid_token"))
+        subject = claims.get("sub") or ""
+        if subject:
+            request["user"] = subject
+        access = claims.get("access") or []
+        for i, need in enumerate(needed):
+            covered, known = token_covers(access, need.type, need.name, need.actions)
+            if covered:
+                continue
+            if i > 0 and request.query.get("mount"):
+                # Cross-repository mount from a repository the caller may not read: ignore
+                # the mount and start an ordinary upload (the spec allows a registry to).
+                query = {k: v for k, v in request.query.items() if k not in ("mount", "from")}
+                request = request.clone(rel_url=request.rel_url.with_query(query))
+                continue
+            challenge = state.bearer_challenge(request, [need], "insufficient_scope")
+            if known:
+                raise errors.Denied(detail=[{"Type": need.type, "Name": need.name, "Action": a} for a in need.actions],
+                                    headers=challenge)
+            raise errors.Unauthorized("token does not cover this request", headers=challenge)
+        if needed and needed[0].type == "registry" and needed[0].name == "catalog":
+            principal = await state.principal_of(subject, str(pat) if pat else None)
+
+            async def visible(names: list[str]) -> list[str]:
+                public = await state.store.public_repositories(names)
+                return [n for n in names if "pull" in repository_rights(principal, n, public=n in public)]
+
+            request[CATALOG_FILTER] = visible
+        return await handler(request)
+
+    return auth_token
+
+
+def htpasswd_middleware(state: AuthState) -> Any:
+    @web.middleware
+    async def auth_htpasswd(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _skip(request):
+            return await handler(request)
+        creds = parse_basic(request.headers.get("Authorization"))
+        if creds is None:
+            raise errors.Unauthorized(headers=state.basic_challenge())
+        await state.htpasswd_login(request, *creds)
+        request["user"] = creds[0]
+        return await handler(request)
+
+    return auth_htpasswd
+
+
+async def bootstrap_admin(settings: Settings, store: AuthStore) -> None:
+    """On first start (no users at all) create the admin: password from ``auth.admin_password``
+    or generated and printed once."""
+    if await store.count_users() > 0:
+        return
+    password = settings.auth.admin_password
+    generated = password is None
+    if generated:
+        password = passwords.generate_password()
+    assert password is not None
+    hashed = passwords.hash_password(password, settings.auth.bcrypt_rounds)
+    if await store.create_user(settings.auth.admin_user, hashed, admin=True, if_none_exist=True):
+        if generated:
+            # Printed once, on purpose: the only way to learn it.  Change it with
+            # `moorage user passwd`.
+            log.warning("created admin user %r with generated password: %s", settings.auth.admin_user, password)
+        else:
+            log.info("created admin user %r (password from auth.admin_password)", settings.auth.admin_user)
+
+
+def setup_auth(app: web.Application, settings: Settings) -> None:
+    mode = settings.auth.mode
+    if mode == "none":
+        return
+    from ..api.app import DATABASE
+
+    store = AuthStore(app[DATABASE])
+    state = AuthState(settings, store)
+    app[STATE] = state
+    if mode == "htpasswd":
+        path = settings.auth.htpasswd.path
+        if path is None:
+            raise ValueError("auth.mode is htpasswd but auth.htpasswd.path is not set")
+        state.htpasswd = Htpasswd(path)
+        app.middlewares.append(htpasswd_middleware(state))
+        return
+
+    key_path = settings.auth.token.key_path or (settings.data / "auth" / "token-signing-key.pem")
+    state.signer = TokenSigner(store, issuer=settings.auth.token.issuer, service=settings.auth.service,
+                               key_path=key_path, expiry=settings.auth.token.expiry,
+                               refresh_expiry=settings.auth.token.refresh_expiry)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await bootstrap_admin(settings, store)
+        assert state.signer is not None
+        await state.signer.load()
+        yield
+
+    app.cleanup_ctx.append(lifecycle)
+    app.middlewares.append(token_middleware(state))
+    from . import admin_api, token_endpoint
+
+    app.router.add_routes(token_endpoint.routes)
+    app.router.add_routes(admin_api.routes)

@@ -1,0 +1,326 @@
+"""SQL for users, namespaces, grants, access tokens, signing keys and login rate limits.
+
+Same conventions as :mod:`moorage.metadata.store`: one short transaction per method, times
+in epoch seconds, plain values out.  Used by the server, the CLI and the admin API alike, so
+everything works while ``moorage serve`` runs (SQLite WAL, or a shared PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from sqlalchemy import delete, func, or_, select, update
+
+from ..metadata.db import Database
+from ..metadata.tables import access_tokens, grants, login_failures, namespaces, repositories, signing_keys, users
+from . import passwords
+from .policy import Grant, Principal, namespace_prefixes, parse_actions
+
+
+class AuthStoreError(ValueError):
+    """Something the caller asked for cannot be done (unknown user, duplicate name ...)."""
+
+
+@dataclass(slots=True)
+class UserRecord:
+    id: int
+    name: str
+    password_hash: str | None
+    is_admin: bool
+    is_robot: bool
+    created_at: float
+    password_changed_at: float
+
+    def public_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "admin": self.is_admin, "robot": self.is_robot, "created_at": self.created_at}
+
+
+@dataclass(slots=True)
+class TokenRecord:
+    id: str
+    user: str
+    user_id: int
+    name: str
+    secret_hash: str
+    scope: list[str] | None
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+    created_at: float
+
+    def usable(self, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def public_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "user": self.user, "name": self.name, "scope": self.scope,
+            "expires_at": self.expires_at, "revoked_at": self.revoked_at,
+            "last_used_at": self.last_used_at, "created_at": self.created_at,
+        }
+
+
+def _user(row: Any) -> UserRecord:
+    return UserRecord(int(row.id), row.name, row.password_hash, bool(row.is_admin), bool(row.is_robot),
+                      float(row.created_at), float(row.password_changed_at))
+
+
+_TOKEN_COLUMNS = (access_tokens, users.c.name.label("user_name"))
+
+
+def _token(row: Any) -> TokenRecord:
+    return TokenRecord(row.id, row.user_name, int(row.user_id), row.name, row.secret_hash,
+                       json.loads(row.scope) if row.scope else None, row.expires_at, row.revoked_at,
+                       row.last_used_at, float(row.created_at))
+
+
+class AuthStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- users ----------------------------------------------------------------------------
+    async def count_users(self) -> int:
+        async with self.db.read() as conn:
+            return int((await conn.execute(select(func.count()).select_from(users))).scalar_one())
+
+    async def get_user(self, name: str) -> UserRecord | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(users).where(users.c.name == name))).first()
+        return None if row is None else _user(row)
+
+    async def list_users(self) -> list[UserRecord]:
+        async with self.db.read() as conn:
+            return [_user(r) for r in await conn.execute(select(users).order_by(users.c.name))]
+
+    async def create_user(self, name: str, password_hash: str | None, *, admin: bool = False,
+                          robot: bool = False, if_none_exist: bool = False) -> bool:
+        """Create a user; False if the name is taken (or, with ``if_none_exist``, if any user
+        exists already -- the first-start admin, race-free between replicas)."""
+        now = time.time()
+        async with self.db.write() as conn:
+            if if_none_exist:
+                if (await conn.execute(select(users.c.id).limit(1))).first() is not None:
+                    return False
+            res = await conn.execute(
+                self.db.insert(users).values(name=name, password_hash=password_hash, is_admin=admin, is_robot=robot,
+                                             created_at=now, password_changed_at=now)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            return bool(res.rowcount)
+
+    async def set_password(self, name: str, password_hash: str) -> bool:
+        async with self.db.write() as conn:
+            res = await conn.execute(update(users).where(users.c.name == name)
+                                     .values(password_hash=password_hash, password_changed_at=time.time()))
+            return bool(res.rowcount)
+
+    async def set_admin(self, name: str, admin: bool) -> bool:
+        async with self.db.write() as conn:
+            res = await conn.execute(update(users).where(users.c.name == name).values(is_admin=admin))
+            return bool(res.rowcount)
+
+    async def delete_user(self, name: str) -> bool:
+        async with self.db.write() as conn:
+            uid = (await conn.execute(select(users.c.id).where(users.c.name == name))).scalar()
+            if uid is None:
+                return False
+            # explicit, in case the SQLite connection runs without foreign keys
+            await conn.execute(delete(grants).where(grants.c.user_id == uid))
+            await conn.execute(delete(access_tokens).where(access_tokens.c.user_id == uid))
+            await conn.execute(delete(users).where(users.c.id == uid))
+            return True
+
+    # -- grants ---------------------------------------------------------------------------
+    async def grant(self, user: str, pattern: str, actions: Iterable[str]) -> None:
+        acts = ",".join(sorted(actions))
+        async with self.db.write() as conn:
+            uid = (await conn.execute(select(users.c.id).where(users.c.name == user))).scalar()
+            if uid is None:
+                raise AuthStoreError(f"no user {user!r}")
+            await conn.execute(
+                self.db.insert(grants).values(user_id=uid, pattern=pattern, actions=acts, created_at=time.time())
+                .on_conflict_do_update(index_elements=["user_id", "pattern"], set_={"actions": acts})
+            )
+
+    async def revoke(self, user: str, pattern: str) -> bool:
+        async with self.db.write() as conn:
+            uid = (await conn.execute(select(users.c.id).where(users.c.name == user))).scalar()
+            if uid is None:
+                raise AuthStoreError(f"no user {user!r}")
+            res = await conn.execute(delete(grants).where(grants.c.user_id == uid, grants.c.pattern == pattern))
+            return bool(res.rowcount)
+
+    async def list_grants(self, user: str | None = None) -> list[dict[str, Any]]:
+        q = (select(users.c.name, grants.c.pattern, grants.c.actions)
+             .select_from(grants.join(users, users.c.id == grants.c.user_id))
+             .order_by(users.c.name, grants.c.pattern))
+        if user is not None:
+            q = q.where(users.c.name == user)
+        async with self.db.read() as conn:
+            return [{"user": r.name, "pattern": r.pattern, "actions": r.actions.split(",")}
+                    for r in await conn.execute(q)]
+
+    # -- visibility -----------------------------------------------------------------------
+    async def set_repository_public(self, name: str, public: bool) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                self.db.insert(repositories).values(name=name, public=public, created_at=time.time())
+                .on_conflict_do_update(index_elements=["name"], set_={"public": public})
+            )
+
+    async def set_namespace_public(self, name: str, public: bool) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                self.db.insert(namespaces).values(name=name, public=public, created_at=time.time())
+                .on_conflict_do_update(index_elements=["name"], set_={"public": public})
+            )
+
+    async def create_namespace(self, name: str, public: bool = False) -> bool:
+        async with self.db.write() as conn:
+            res = await conn.execute(
+                self.db.insert(namespaces).values(name=name, public=public, created_at=time.time())
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            return bool(res.rowcount)
+
+    async def delete_namespace(self, name: str) -> bool:
+        async with self.db.write() as conn:
+            res = await conn.execute(delete(namespaces).where(namespaces.c.name == name))
+            return bool(res.rowcount)
+
+    async def list_namespaces(self) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(select(namespaces).order_by(namespaces.c.name))
+            return [{"name": r.name, "public": bool(r.public), "created_at": r.created_at} for r in rows]
+
+    async def public_repositories(self, names: Iterable[str]) -> set[str]:
+        """Which of ``names`` anyone may pull (the repository or one of its namespaces is public)."""
+        names = list(dict.fromkeys(names))
+        if not names:
+            return set()
+        prefixes = {p for n in names for p in namespace_prefixes(n)}
+        async with self.db.read() as conn:
+            public_repos = set((await conn.execute(
+                select(repositories.c.name).where(repositories.c.name.in_(names), repositories.c.public.is_(True))
+            )).scalars())
+            public_ns: set[str] = set()
+            if prefixes:
+                public_ns = set((await conn.execute(
+                    select(namespaces.c.name).where(namespaces.c.name.in_(prefixes), namespaces.c.public.is_(True))
+                )).scalars())
+        return {n for n in names if n in public_repos or any(p in public_ns for p in namespace_prefixes(n))}
+
+    # -- principals -----------------------------------------------------------------------
+    async def principal(self, user: UserRecord, token: TokenRecord | None = None) -> Principal:
+        async with self.db.read() as conn:
+            rows = await conn.execute(select(grants.c.pattern, grants.c.actions).where(grants.c.user_id == user.id))
+            user_grants = [Grant(r.pattern, parse_actions(r.actions)) for r in rows]
+        token_scope = None
+        if token is not None and token.scope is not None:
+            token_scope = []
+            for item in token.scope:
+                pattern, _, acts = item.rpartition(":")
+                token_scope.append(Grant(pattern, parse_actions(acts)))
+        return Principal(name=user.name, is_admin=user.is_admin, is_robot=user.is_robot, grants=user_grants,
+                         token_scope=token_scope, token_id=token.id if token else None)
+
+    # -- access tokens --------------------------------------------------------------------
+    async def create_token(self, user: str, name: str, scope: list[str] | None,
+                           expires_at: float | None) -> tuple[TokenRecord, str]:
+        """A new access token; returns the record and the token text (shown once)."""
+        token_id, text, secret_hash = passwords.new_token()
+        now = time.time()
+        async with self.db.write() as conn:
+            uid = (await conn.execute(select(users.c.id).where(users.c.name == user))).scalar()
+            if uid is None:
+                raise AuthStoreError(f"no user {user!r}")
+            await conn.execute(access_tokens.insert().values(
+                id=token_id, user_id=uid, name=name, secret_hash=secret_hash,
+                scope=json.dumps(scope) if scope is not None else None, expires_at=expires_at, created_at=now,
+            ))
+        rec = TokenRecord(token_id, user, int(uid), name, secret_hash, scope, expires_at, None, None, now)
+        return rec, text
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        q = (select(*_TOKEN_COLUMNS).select_from(access_tokens.join(users, users.c.id == access_tokens.c.user_id))
+             .where(access_tokens.c.id == token_id))
+        async with self.db.read() as conn:
+            row = (await conn.execute(q)).first()
+        return None if row is None else _token(row)
+
+    async def list_tokens(self, user: str | None = None) -> list[TokenRecord]:
+        q = (select(*_TOKEN_COLUMNS).select_from(access_tokens.join(users, users.c.id == access_tokens.c.user_id))
+             .order_by(access_tokens.c.created_at))
+        if user is not None:
+            q = q.where(users.c.name == user)
+        async with self.db.read() as conn:
+            return [_token(r) for r in await conn.execute(q)]
+
+    async def revoke_token(self, token_id: str) -> bool:
+        async with self.db.write() as conn:
+            res = await conn.execute(update(access_tokens)
+                                     .where(access_tokens.c.id == token_id, access_tokens.c.revoked_at.is_(None))
+                                     .values(revoked_at=time.time()))
+            return bool(res.rowcount)
+
+    async def touch_token(self, token_id: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(update(access_tokens).where(access_tokens.c.id == token_id).values(last_used_at=time.time()))
+
+    async def token_usable(self, token_id: str) -> bool:
+        now = time.time()
+        q = select(access_tokens.c.id).where(
+            access_tokens.c.id == token_id, access_tokens.c.revoked_at.is_(None),
+            or_(access_tokens.c.expires_at.is_(None), access_tokens.c.expires_at > now),
+        )
+        async with self.db.read() as conn:
+            return (await conn.execute(q)).first() is not None
+
+    # -- signing keys ---------------------------------------------------------------------
+    async def signing_keys(self) -> list[tuple[str, str, str]]:
+        """(kid, algorithm, private PEM), oldest first: the first is the one that signs."""
+        async with self.db.read() as conn:
+            rows = await conn.execute(select(signing_keys).order_by(signing_keys.c.created_at, signing_keys.c.kid))
+            return [(r.kid, r.algorithm, r.private_pem) for r in rows]
+
+    async def add_signing_key(self, kid: str, algorithm: str, pem: str, created_at: float | None = None) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(self.db.insert(signing_keys).values(
+                kid=kid, algorithm=algorithm, private_pem=pem, created_at=created_at or time.time()
+            ).on_conflict_do_nothing(index_elements=["kid"]))
+
+    # -- failed logins --------------------------------------------------------------------
+    async def login_blocked_for(self, key: str, limit: int, window: float) -> float:
+        """Seconds until ``key`` may try again (0 = now)."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(login_failures).where(login_failures.c.key == key))).first()
+        if row is None:
+            return 0.0
+        left = row.window_start + window - time.time()
+        if left <= 0 or row.count < limit:
+            return 0.0
+        return left
+
+    async def record_failure(self, key: str, window: float) -> int:
+        now = time.time()
+        async with self.db.write() as conn:
+            row = (await conn.execute(select(login_failures).where(login_failures.c.key == key).with_for_update())).first()
+            if row is None:
+                await conn.execute(self.db.insert(login_failures).values(key=key, window_start=now, count=1)
+                                   .on_conflict_do_update(index_elements=["key"],
+                                                          set_={"count": login_failures.c.count + 1}))
+                return 1
+            if row.window_start + window <= now:
+                await conn.execute(update(login_failures).where(login_failures.c.key == key)
+                                   .values(window_start=now, count=1))
+                return 1
+            await conn.execute(update(login_failures).where(login_failures.c.key == key)
+                               .values(count=login_failures.c.count + 1))
+            return int(row.count) + 1
+
+    async def clear_failures(self, key: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(delete(login_failures).where(login_failures.c.key == key))
