@@ -43,8 +43,9 @@ RATE_WINDOW = 60.0
 #: How long a verified (user, password) pair is remembered, so that clients asking for one
 #: token per scope don't pay a bcrypt check each time.
 VERIFIED_TTL = 60.0
-#: How long "this access token is (not) revoked" is believed on the registry side.
-REVOCATION_TTL = 1.0
+#: How long "this access token is (not) revoked" is believed on the registry side (0 = look it
+#: up on every request: one primary-key read, and revocation is effective at once).
+REVOCATION_TTL = 0.0
 #: Route names the auth middleware leaves alone (they authenticate for themselves).
 SELF_AUTHENTICATING = ("auth_", "api_v1_", "public_")
 
