@@ -90,6 +90,10 @@ class GCSettings(BaseModel):
     grace: int = 3600
     #: Run GC inside the server every N seconds (0 = never).
     interval: int = 0
+    #: Scheduled runs also delete manifests no tag/index/subject reaches (``--delete-untagged``).
+    delete_untagged: bool = False
+    #: Upload sessions idle for longer than this (seconds) are aborted by GC.
+    upload_expiry: int = 86400
 
 
 class Settings(BaseSettings):

@@ -75,5 +75,8 @@ def default_extensions(settings: Settings) -> list[Extension]:
         pass
     else:
         exts.append(setup_auth)
+    from ..gc.setup import setup_gc  # deletes API, quotas, GC schedule (issue 5)
+
+    exts.append(setup_gc)
     return exts
 

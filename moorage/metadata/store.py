@@ -148,10 +148,14 @@ class MetadataStore:
                     select(blobs.c.deleting_since).where(blobs.c.digest == digest).with_for_update()
                 )).first()
                 if row is None:
-                    await conn.execute(self.db.insert(blobs).values(
+                    res = await conn.execute(self.db.insert(blobs).values(
                         digest=digest, size=size, created_at=now, last_linked_at=now, pending_until=now + CLAIM_LEASE
                     ).on_conflict_do_nothing(index_elements=["digest"]))
-                    return
+                    if res.rowcount:
+                        return
+                    # Someone inserted the row meanwhile (PostgreSQL can't lock an absent row):
+                    # maybe the collector's orphan tombstone -- look again (docs/gc.md).
+                    continue
                 if row.deleting_since is None or row.deleting_since < now - TOMBSTONE_STALE:
                     await conn.execute(update(blobs).where(blobs.c.digest == digest).values(
                         size=size, pending_until=now + CLAIM_LEASE, deleting_since=None, last_linked_at=now
@@ -268,7 +272,9 @@ class MetadataStore:
                     .select_from(blobs.join(repository_blobs, repository_blobs.c.digest == blobs.c.digest))
                     .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(blob_set),
                            blobs.c.deleting_since.is_(None))
-                    .with_for_update(read=True, of=blobs)
+                    # Share-lock the link rows too: a link pruned by the collector meanwhile
+                    # then drops out of the result instead of being read from our snapshot.
+                    .with_for_update(read=True, of=[blobs, repository_blobs])
                 )).scalars())
             else:
                 found = set()
@@ -276,22 +282,32 @@ class MetadataStore:
             if child_set:
                 have = set((await conn.execute(
                     select(manifests.c.digest).where(manifests.c.repository_id == repo_id, manifests.c.digest.in_(child_set))
+                    .with_for_update(read=True)  # GC deleting an untagged child waits or skips (docs/gc.md)
                 )).scalars())
                 missing_children = [d for d in child_set if d not in have]
             missing_blobs = [d for d in blob_set if d not in found]
             if missing_blobs or missing_children:
                 raise MissingReferences(missing_blobs, missing_children)
 
-            await conn.execute(
-                self.db.insert(manifests).values(
-                    repository_id=repo_id, digest=digest, media_type=media_type, size=len(payload), payload=payload,
-                    artifact_type=artifact_type, subject_digest=subject,
-                    annotations=json.dumps(annotations) if annotations else None, created_at=now,
-                ).on_conflict_do_nothing(index_elements=["repository_id", "digest"])
-            )
-            manifest_id = (await conn.execute(
-                select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
-            )).scalar_one()
+            manifest_id = None
+            for _ in range(3):
+                await conn.execute(
+                    self.db.insert(manifests).values(
+                        repository_id=repo_id, digest=digest, media_type=media_type, size=len(payload), payload=payload,
+                        artifact_type=artifact_type, subject_digest=subject,
+                        annotations=json.dumps(annotations) if annotations else None, created_at=now,
+                    ).on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+                )
+                # Share-locked: the collector deleting this (untagged) manifest waits or skips;
+                # if it deleted it just now, insert again.
+                manifest_id = (await conn.execute(
+                    select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+                    .with_for_update(read=True)
+                )).scalar()
+                if manifest_id is not None:
+                    break
+            if manifest_id is None:
+                raise BlobBeingDeleted(digest)
             if blob_set:
                 await conn.execute(
                     self.db.insert(manifest_blobs).on_conflict_do_nothing(),
@@ -303,6 +319,9 @@ class MetadataStore:
                     [{"manifest_id": manifest_id, "child_digest": d} for d in child_set],
                 )
             if tag is not None:
+                from ..gc.immutable import check_tag_move  # immutable-tag rules (issue 5)
+
+                await check_tag_move(conn, self.db, repo_id, repository, tag, manifest_id)
                 await conn.execute(
                     self.db.insert(tags)
                     .values(repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now)

@@ -184,3 +184,54 @@ login_failures = Table(
     Column("window_start", Float, nullable=False),
     Column("count", Integer, nullable=False),
 )
+
+# -- policies and GC state (issue 5) ------------------------------------------------------
+
+#: Retention per repository or namespace pattern (see ``moorage.gc.retention``).  A tag is
+#: removed only if every set rule agrees: beyond the newest ``keep_last`` tags (by push time),
+#: older than ``expire_days``, and not matching ``keep_regex``.
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    Column("pattern", String(255), primary_key=True),
+    Column("keep_last", Integer, nullable=True),
+    Column("keep_regex", String(255), nullable=True),
+    Column("expire_days", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+#: Tags matching ``tag_regex`` in repositories matching ``repo_pattern`` can't be moved.
+immutable_tags = Table(
+    "immutable_tags",
+    metadata,
+    Column("repo_pattern", String(255), primary_key=True),
+    Column("tag_regex", String(255), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+
+#: Storage quota per namespace (the repository itself and everything below ``namespace/``).
+quotas = Table(
+    "quotas",
+    metadata,
+    Column("namespace", String(255), primary_key=True),
+    Column("limit_bytes", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+#: One row per garbage-collection run (for ``moorage gc --history`` and monitoring).
+gc_runs = Table(
+    "gc_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Column("dry_run", Boolean, nullable=False, default=False, server_default="0"),
+    Column("manifests_removed", Integer, nullable=False, default=0, server_default="0"),
+    Column("blobs_removed", Integer, nullable=False, default=0, server_default="0"),
+    Column("bytes_removed", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("tags_removed", Integer, nullable=False, default=0, server_default="0"),
+)
+
+# Indexes on core tables that the collector's queries use (created by migration 0003).
+Index("ix_blobs_deleting_since", blobs.c.deleting_since)
+Index("ix_tags_updated", tags.c.repository_id, tags.c.updated_at)

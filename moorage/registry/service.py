@@ -245,6 +245,8 @@ class RegistryService:
                       for d in missing.manifests]
             first, first.more = found[0], found[1:]
             raise first from None
+        except BlobBeingDeleted:
+            raise errors.Unavailable("manifest is being garbage-collected; retry", headers={"Retry-After": "1"}) from None
         return PutManifestResult(str(digest), parsed.subject.digest if parsed.subject else None)
 
     async def get_manifest(self, repository: str, reference: str) -> ManifestRecord:

@@ -1,0 +1,331 @@
+"""``moorage gc``, ``moorage retention``, ``moorage immutable``, ``moorage quota``.
+
+All take ``--config/--data`` like ``moorage serve`` and may run while the server serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..cli import data_options, settings_from
+from ..config import Settings
+from .patterns import human, parse_size
+
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def _opened(settings: Settings, *, blobs: bool = False) -> AsyncIterator[tuple[Any, Any]]:
+    from ..api.app import prepare_database
+    from ..metadata.db import Database
+    from ..storage import create_blob_store
+
+    db = Database(settings.database_url, pool_size=2)
+    store = None
+    try:
+        await prepare_database(settings, db)
+        if blobs:
+            store = create_blob_store(settings)
+            await store.open()
+        yield db, store
+    finally:
+        if store is not None:
+            await store.close()
+        await db.close()
+
+
+def _run(settings: Settings, fn: Callable[[Any, Any], Awaitable[T]], *, blobs: bool = False) -> T:
+    async def main() -> T:
+        async with _opened(settings, blobs=blobs) as (db, store):
+            return await fn(db, store)
+
+    try:
+        return asyncio.run(main())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+class _RichProgress:
+    """Adapts the collector's progress callbacks to one rich bar per phase."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.p = progress
+        self.task: Any = None
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        if self.task is not None:
+            t = self.p.tasks[-1]
+            self.p.update(self.task, total=t.total if t.total is not None else 1, completed=t.total if t.total is not None else 1)
+        self.task = self.p.add_task(name, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.p.advance(self.task, n)
+
+    def close(self) -> None:
+        if self.task is not None:
+            t = self.p.tasks[-1]
+            self.p.update(self.task, total=t.total if t.total is not None else 1, completed=t.total if t.total is not None else 1)
+
+
+# ------------------------------------------------------------------------------------ gc
+@click.command("gc")
+@data_options
+@click.option("--grace", type=float, default=None, help="Seconds an unreferenced upload/mount/manifest is protected (default gc.grace, 3600).")
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed (and how many bytes).")
+@click.option("--delete-untagged", is_flag=True, help="Also delete manifests no tag, index or subject reaches.")
+@click.option("--repository", "repository", help="Collect one repository only (default: the whole registry).")
+@click.option("--upload-expiry", type=float, default=None, help="Abort upload sessions idle this many seconds (default gc.upload_expiry, 86400).")
+@click.option("--no-retention", is_flag=True, help="Do not apply retention policies in this run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--check", is_flag=True, help="Only verify index/storage consistency (exit 1 on problems).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def gc_command(config: str | None, data: str | None, grace: float | None, dry_run: bool, delete_untagged: bool,
+               repository: str | None, upload_expiry: float | None, no_retention: bool, as_json: bool,
+               check: bool, quiet: bool) -> None:
+    """Garbage-collect unreferenced blobs (and, optionally, untagged manifests) while the registry serves."""
+    from .collector import Collector, GCOptions, check_consistency
+
+    settings = settings_from(config, data)
+    if check:
+        problems = _run(settings, lambda db, store: check_consistency(db, store), blobs=True)
+        for p in problems:
+            click.echo(p)
+        click.echo(f"{len(problems)} problem(s)" if problems else "consistent")
+        sys.exit(1 if problems else 0)
+    if repository is not None:
+        from ..registry.errors import RegistryError
+        from ..registry.names import validate_name
+
+        try:
+            validate_name(repository)
+        except RegistryError as exc:
+            raise click.BadParameter(exc.message, param_hint="--repository") from None
+    opts = GCOptions(
+        grace=settings.gc.grace if grace is None else grace,
+        dry_run=dry_run, delete_untagged=delete_untagged or settings.gc.delete_untagged,
+        repository=repository,
+        upload_expiry=settings.gc.upload_expiry if upload_expiry is None else upload_expiry,
+        apply_retention=not no_retention,
+    )
+    if opts.grace < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--grace")
+    err = Console(stderr=True)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, disable=quiet or as_json or not err.is_terminal)
+
+    async def go(db: Any, store: Any) -> Any:
+        adapter = _RichProgress(progress)
+        with progress:
+            result = await Collector(db, store, opts, adapter).run()
+            adapter.close()
+        return result
+
+    result = _run(settings, go, blobs=True)
+    summary = result.summary()
+    if as_json:
+        out = dict(summary)
+        if dry_run:
+            out["would_remove"] = {"tags": result.tags, "manifests": result.manifests, "blobs": result.blobs,
+                                   "orphans": result.orphans}
+        click.echo(json.dumps(out, indent=2))
+        return
+    out = Console()
+    if dry_run:
+        for repo, tag in result.tags:
+            out.print(f"would untag     {repo}:{tag}", highlight=False)
+        for repo, digest, size in result.manifests:
+            out.print(f"would delete    {repo}@{digest}", highlight=False)
+        for digest, size in result.blobs:
+            out.print(f"would delete    {digest}  {size} bytes", highlight=False)
+        for digest, size in result.orphans:
+            out.print(f"would delete    {digest}  {size} bytes (in storage only)", highlight=False)
+    table = Table(title="moorage gc" + (" (dry run: nothing removed)" if dry_run else ""), show_header=False)
+    verb = "would remove" if dry_run else "removed"
+    table.add_row(f"tags {verb} (retention)", str(summary["tags_removed"]))
+    table.add_row(f"manifests {verb}", str(summary["manifests_removed"]))
+    table.add_row(f"blobs {verb}", f"{summary['blobs_removed']} ({summary['orphans_removed']} only in storage)")
+    table.add_row(f"bytes {verb}", f"{summary['bytes_removed']} ({human(summary['bytes_removed'])})")
+    table.add_row(f"stale links {verb}", str(summary["links_removed"]))
+    table.add_row(f"stale uploads {'to abort' if dry_run else 'aborted'}", str(summary["uploads_aborted"]))
+    if summary["tombstones_finished"]:
+        table.add_row("interrupted sweep finished", f"{summary['tombstones_finished']} blobs")
+    if summary["skipped_concurrent"]:
+        table.add_row("kept (used concurrently)", str(summary["skipped_concurrent"]))
+    table.add_row("time", f"{result.seconds:.2f} s")
+    out.print(table)
+
+
+# ----------------------------------------------------------------------------- retention
+@click.group("retention")
+def retention_group() -> None:
+    """Retention policies: which tags `moorage gc` removes per repository/namespace pattern."""
+
+
+@retention_group.command("set")
+@data_options
+@click.argument("pattern")
+@click.option("--keep-last", type=int, help="Keep the N most recently pushed tags.")
+@click.option("--keep-regex", help="Always keep tags fully matching this regular expression.")
+@click.option("--expire-days", type=float, help="Remove tags pushed more than D days ago.")
+def retention_set(config: str | None, data: str | None, pattern: str, keep_last: int | None,
+                  keep_regex: str | None, expire_days: float | None) -> None:
+    """Set the policy of repositories matching PATTERN (``team/app``, ``team/*``, ``*``)."""
+    from .retention import RetentionPolicy, set_policy
+
+    policy = RetentionPolicy(pattern, keep_last, keep_regex, expire_days)
+    _run(settings_from(config, data), lambda db, _: set_policy(db, policy))
+    click.echo(f"retention {pattern}: {policy.describe()}")
+
+
+@retention_group.command("list")
+@data_options
+def retention_list(config: str | None, data: str | None) -> None:
+    """Show the retention policies."""
+    from .retention import list_policies
+
+    policies = _run(settings_from(config, data), lambda db, _: list_policies(db))
+    if not policies:
+        click.echo("no retention policies")
+    for p in policies:
+        click.echo(f"{p.pattern}\t{p.describe()}")
+
+
+@retention_group.command("rm")
+@data_options
+@click.argument("pattern")
+def retention_rm(config: str | None, data: str | None, pattern: str) -> None:
+    """Remove the policy of PATTERN."""
+    from .retention import remove_policy
+
+    if not _run(settings_from(config, data), lambda db, _: remove_policy(db, pattern)):
+        raise click.ClickException(f"no retention policy for {pattern!r}")
+    click.echo(f"removed retention policy {pattern}")
+
+
+@retention_group.command("apply")
+@data_options
+@click.option("--dry-run", is_flag=True, help="Only show which tags would be removed.")
+@click.option("--repository", help="Only this repository.")
+def retention_apply(config: str | None, data: str | None, dry_run: bool, repository: str | None) -> None:
+    """Remove the tags the policies select now (blobs go at the next `moorage gc --delete-untagged`)."""
+    from . import retention
+
+    async def go(db: Any, _: Any) -> tuple[list[retention.TagInfo], int]:
+        policies = await retention.list_policies(db)
+        doomed = retention.plan(policies, await retention.load_tags(db, repository), time.time()) if policies else []
+        removed = 0 if dry_run else await retention.remove_tags(db, doomed)
+        return doomed, removed
+
+    doomed, removed = _run(settings_from(config, data), go)
+    for t in doomed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {t.repository}:{t.name}")
+    click.echo(f"{len(doomed)} tag(s) {'would be removed' if dry_run else f'selected, {removed} removed'}")
+
+
+# ----------------------------------------------------------------------------- immutable
+@click.group("immutable")
+def immutable_group() -> None:
+    """Immutable tags: tags that can't be moved to another manifest once pushed."""
+
+
+@immutable_group.command("set")
+@data_options
+@click.argument("repo_pattern")
+@click.argument("tag_regex")
+def immutable_set(config: str | None, data: str | None, repo_pattern: str, tag_regex: str) -> None:
+    """Make tags fully matching TAG_REGEX immutable in repositories matching REPO_PATTERN."""
+    from .immutable import set_rule
+
+    _run(settings_from(config, data), lambda db, _: set_rule(db, repo_pattern, tag_regex))
+    click.echo(f"immutable: {repo_pattern} tags {tag_regex}")
+
+
+@immutable_group.command("list")
+@data_options
+def immutable_list(config: str | None, data: str | None) -> None:
+    """Show the immutable-tag rules."""
+    from .immutable import list_rules
+
+    rules = _run(settings_from(config, data), lambda db, _: list_rules(db))
+    if not rules:
+        click.echo("no immutable-tag rules")
+    for r in rules:
+        click.echo(f"{r.repo_pattern}\t{r.tag_regex}")
+
+
+@immutable_group.command("rm")
+@data_options
+@click.argument("repo_pattern")
+@click.argument("tag_regex", required=False)
+def immutable_rm(config: str | None, data: str | None, repo_pattern: str, tag_regex: str | None) -> None:
+    """Remove the rule(s) of REPO_PATTERN (all of them, or the one with TAG_REGEX)."""
+    from .immutable import remove_rule
+
+    n = _run(settings_from(config, data), lambda db, _: remove_rule(db, repo_pattern, tag_regex))
+    if not n:
+        raise click.ClickException("no such rule")
+    click.echo(f"removed {n} rule(s)")
+
+
+# --------------------------------------------------------------------------------- quota
+@click.group("quota")
+def quota_group() -> None:
+    """Storage quotas per namespace (unique blob bytes)."""
+
+
+@quota_group.command("set")
+@data_options
+@click.argument("namespace")
+@click.argument("size")
+def quota_set(config: str | None, data: str | None, namespace: str, size: str) -> None:
+    """Limit NAMESPACE (and everything below it) to SIZE bytes (e.g. 1073741824, 500M, 10GiB)."""
+    from .quotas import set_quota
+
+    try:
+        limit = parse_size(size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="SIZE") from None
+    _run(settings_from(config, data), lambda db, _: set_quota(db, namespace, limit))
+    click.echo(f"quota {namespace.strip('/')}: {limit} bytes ({human(limit)})")
+
+
+@quota_group.command("list")
+@data_options
+def quota_list(config: str | None, data: str | None) -> None:
+    """Show quotas and current usage."""
+    from .quotas import list_quotas, usage
+
+    async def go(db: Any, _: Any) -> list[tuple[str, int, int]]:
+        return [(q.namespace, q.limit_bytes, await usage(db, q.namespace)) for q in await list_quotas(db)]
+
+    rows = _run(settings_from(config, data), go)
+    if not rows:
+        click.echo("no quotas")
+    for ns, limit, used in rows:
+        click.echo(f"{ns}\t{used}/{limit} bytes\t({human(used)} of {human(limit)})")
+
+
+@quota_group.command("rm")
+@data_options
+@click.argument("namespace")
+def quota_rm(config: str | None, data: str | None, namespace: str) -> None:
+    """Remove the quota of NAMESPACE."""
+    from .quotas import remove_quota
+
+    if not _run(settings_from(config, data), lambda db, _: remove_quota(db, namespace)):
+        raise click.ClickException(f"no quota for {namespace!r}")
+    click.echo(f"removed quota {namespace}")
+
+
+commands = [gc_command, retention_group, immutable_group, quota_group]
