@@ -31,6 +31,11 @@ class S3Storage(BaseModel):
     #: Size of multipart-upload parts (S3 needs >= 5 MiB except the last part).
     part_size: int = 16 * 1024 * 1024
     presign_expiry: int = 1200
+    #: Endpoint put into presigned redirect URLs when clients reach S3 under another name
+    #: than the registry does (e.g. ``http://minio:9000`` inside, a public name outside).
+    public_endpoint_url: str | None = None
+    #: Connection pool size towards S3.
+    max_connections: int = 64
 
 
 class StorageSettings(BaseModel):
