@@ -50,3 +50,25 @@ def fresh_moorage(backend: tuple[str, EnvFactory], tmp_path: Path) -> Iterator[R
         yield proc
     finally:
         proc.stop()
+
+
+def _client_registry(request: pytest.FixtureRequest, backend: str, tmp: Path) -> Iterator[RegistryProcess]:
+    proc = start_moorage(tmp, env=FACTORIES[backend](request)())
+    proc.kind = "moorage"
+    proc.backend = backend  # type: ignore[attr-defined]
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def moorage_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """Moorage (filesystem + SQLite) for the real-client tests in tests/test_clients.py."""
+    yield from _client_registry(request, "fs-sqlite", tmp_path_factory.mktemp("moorage-clients"))
+
+
+@pytest.fixture(scope="session")
+def moorage_s3_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """Moorage on Ceph RGW + PostgreSQL for the real-client tests."""
+    yield from _client_registry(request, "s3-postgres", tmp_path_factory.mktemp("moorage-clients-s3"))

@@ -68,8 +68,15 @@ __all__ = [
     "oras",
 ]
 
+def _default_registry_kinds() -> str:
+    kinds = "distribution,moorage"
+    if "s3-postgres" in os.environ.get("MOORAGE_TEST_BACKENDS", ""):
+        kinds += ",moorage_s3"  # the same client tests on Moorage over Ceph RGW + PostgreSQL
+    return kinds
+
+
 REGISTRY_KINDS: list[str] = [
-    k.strip() for k in os.environ.get("MOORAGE_TEST_REGISTRIES", "distribution").split(",") if k.strip()
+    k.strip() for k in os.environ.get("MOORAGE_TEST_REGISTRIES", _default_registry_kinds()).split(",") if k.strip()
 ]
 # Registries with basic auth on (user AUTH_USER / AUTH_PASSWORD). Moorage joins
 # by adding "moorage" here and defining a ``moorage_auth_registry`` fixture.
