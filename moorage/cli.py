@@ -46,9 +46,13 @@ def serve(config: str | None, data: str | None, addr: str | None, workers: int |
     settings = settings_from(config, data, addr=addr, workers=workers)
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from .metadata.db import SchemaOutOfDate
     from .server import serve as run
 
-    run(settings)
+    try:
+        run(settings)
+    except SchemaOutOfDate as exc:  # refuse to serve, with the reason and no traceback
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

@@ -17,12 +17,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: PostgreSQL advisory-lock key serialising concurrent ``migrate`` runs ("moorage" in ASCII).
+_MIGRATION_LOCK_KEY = 0x6D6F6F72616765
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -118,12 +120,22 @@ class Database:
             command.upgrade(cfg, "head")
 
         async with self.write_engine.begin() as conn:
+            if not self.is_sqlite:
+                # Replicas started together with auto_migrate on: one migrates, the others
+                # wait here and then find the schema at head (PostgreSQL DDL is transactional).
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
             await conn.run_sync(upgrade)
         return before, await self.current_revision()
 
     async def check_schema(self) -> None:
         current, head = await self.current_revision(), self.head_revision()
         if current != head:
+            known = {rev.revision for rev in ScriptDirectory.from_config(self._alembic_config()).walk_revisions()}
+            if current is not None and current not in known:
+                raise SchemaOutOfDate(
+                    f"database schema is at revision {current}, which this Moorage does not know "
+                    f"(it needs {head}): the database was migrated by a newer Moorage; upgrade this one"
+                )
             raise SchemaOutOfDate(
                 f"database schema is at revision {current or 'empty'}, this Moorage needs {head}: "
                 "run `moorage migrate` (with the same --config/--data) first"
