@@ -29,12 +29,15 @@ def _run(config: str | None, data: str | None, fn: Callable[[AuthStore, Settings
     settings = settings_from(config, data)
 
     async def go() -> T:
-        from ..api.app import prepare_database
-        from ..metadata.db import Database
+        from ..metadata.db import Database  # (not ..api.app: keep aiohttp & co out of the CLI)
 
         db = Database(settings.database_url, pool_size=2)
         try:
-            await prepare_database(settings, db)
+            auto = settings.database.auto_migrate
+            if auto if auto is not None else settings.is_sqlite:
+                await db.migrate()
+            else:
+                await db.check_schema()
             return await fn(AuthStore(db), settings)
         finally:
             await db.close()

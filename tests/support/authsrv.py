@@ -1,0 +1,107 @@
+"""Helpers for the auth tests: a Moorage server with auth on, the CLI against its data, raw
+token-flow HTTP, and a tiny image pushed over plain HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import requests
+
+from tests.support.registry_proc import REPO_ROOT, RegistryProcess, start_moorage
+
+ADMIN_PASSWORD = "admin-Pw-for-tests"
+HTTP_TIMEOUT = 30
+
+
+def auth_env(mode: str = "token", **more: str) -> dict[str, str]:
+    env = {
+        "MOORAGE_AUTH__MODE": mode,
+        "MOORAGE_AUTH__ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "MOORAGE_AUTH__BCRYPT_ROUNDS": "4",
+    }
+    env.update(more)
+    return env
+
+
+def start_auth_server(tmpdir: Path, backend_env: Mapping[str, str] | None = None, mode: str = "token",
+                      **more: str) -> RegistryProcess:
+    env = {**(backend_env or {}), **auth_env(mode, **more)}
+    proc = start_moorage(tmpdir, env=env, username="admin", password=ADMIN_PASSWORD)
+    proc.server_env = env  # type: ignore[attr-defined]
+    return proc
+
+
+def cli(proc: RegistryProcess, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """``moorage ARGS --data DIR`` with the server's environment (same database)."""
+    env = dict(os.environ)
+    env.update(getattr(proc, "server_env", {}))
+    pp = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = f"{REPO_ROOT}{os.pathsep}{pp}" if pp else str(REPO_ROOT)
+    cp = subprocess.run([sys.executable, "-m", "moorage.cli", *args, "--data", str(proc.data_dir)],
+                        input=input, capture_output=True, text=True, timeout=60, env=env, cwd=REPO_ROOT)
+    if check and cp.returncode != 0:
+        raise AssertionError(f"moorage {' '.join(args)} failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
+    return cp
+
+
+def add_user(proc: RegistryProcess, name: str, password: str, *flags: str) -> None:
+    cli(proc, "user", "add", name, "--password-stdin", *flags, input=password + "\n")
+
+
+def token_response(proc: RegistryProcess, scopes: Sequence[str] = (), auth: tuple[str, str] | None = None,
+                   **params: str) -> requests.Response:
+    query: list[tuple[str, str]] = [("service", "moorage")]
+    query += [("scope", s) for s in scopes]
+    query += list(params.items())
+    return requests.get(f"{proc.url}/auth/token", params=query, auth=auth, timeout=HTTP_TIMEOUT)
+
+
+def get_token(proc: RegistryProcess, scopes: Sequence[str] = (), auth: tuple[str, str] | None = None) -> str:
+    r = token_response(proc, scopes, auth)
+    assert r.status_code == 200, r.text
+    return r.json()["token"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def claims_of(token: str) -> dict:
+    import jwt
+
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def push_image(url: str, repo: str, tag: str, token: str | None, payload: bytes = b"layer") -> str:
+    """Push a one-layer OCI image over plain HTTP; returns the manifest digest."""
+    headers = bearer(token) if token else {}
+    config = b"{}"
+    descs = []
+    for data, mt in ((config, "application/vnd.oci.image.config.v1+json"),
+                     (payload, "application/vnd.oci.image.layer.v1.tar")):
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        r = requests.post(f"{url}/v2/{repo}/blobs/uploads/", params={"digest": digest}, data=data,
+                          headers={**headers, "Content-Type": "application/octet-stream"}, timeout=HTTP_TIMEOUT)
+        assert r.status_code == 201, (r.status_code, r.text)
+        descs.append({"mediaType": mt, "digest": digest, "size": len(data)})
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": descs[0], "layers": [descs[1]]}).encode()
+    r = requests.put(f"{url}/v2/{repo}/manifests/{tag}", data=manifest,
+                     headers={**headers, "Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+                     timeout=HTTP_TIMEOUT)
+    assert r.status_code == 201, (r.status_code, r.text)
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+def parse_challenge(value: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="x",service="y"`` -> ("Bearer", {realm: x, service: y})."""
+    import re
+
+    scheme, _, rest = value.partition(" ")
+    return scheme, dict(re.findall(r'(\w+)="([^"]*)"', rest))
