@@ -90,9 +90,11 @@ class _RichProgress:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--check", is_flag=True, help="Only verify index/storage consistency (exit 1 on problems).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--loop", type=float, default=0, help="Repeat collections back to back for this many seconds "
+              "(one summary line per run; for soak tests and cron-less setups).")
 def gc_command(config: str | None, data: str | None, grace: float | None, dry_run: bool, delete_untagged: bool,
                repository: str | None, upload_expiry: float | None, no_retention: bool, as_json: bool,
-               check: bool, quiet: bool) -> None:
+               check: bool, quiet: bool, loop: float) -> None:
     """Garbage-collect unreferenced blobs (and, optionally, untagged manifests) while the registry serves."""
     from .collector import Collector, GCOptions, check_consistency
 
@@ -120,6 +122,17 @@ def gc_command(config: str | None, data: str | None, grace: float | None, dry_ru
     )
     if opts.grace < 0:
         raise click.BadParameter("must be >= 0", param_hint="--grace")
+    if loop > 0:
+        async def repeat(db: Any, store: Any) -> None:
+            until = time.monotonic() + loop
+            while time.monotonic() < until:
+                result = await Collector(db, store, opts).run()
+                line = json.dumps(result.summary()) if as_json else \
+                    " ".join(f"{k}={v}" for k, v in result.summary().items())
+                click.echo(line)
+
+        _run(settings, repeat, blobs=True)
+        return
     err = Console(stderr=True)
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err, disable=quiet or as_json or not err.is_terminal)

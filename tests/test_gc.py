@@ -1,0 +1,261 @@
+"""Garbage collection against a live server (any backend of the ``fresh_moorage`` fixture).
+
+Storage is looked at through the server's own BlobStore (``tests.gc_push.stored``), so the same
+assertions hold for the filesystem and for S3.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.gc_push import (
+    blob_bytes,
+    check,
+    delete_ref,
+    gc,
+    make_image,
+    moorage_cli,
+    pull_image,
+    push_blob,
+    push_image,
+    put_orphan,
+    server_env,
+    sha,
+    stored,
+)
+from tests.support.registry_proc import REPO_ROOT, start_moorage
+
+
+def test_delete_tag_then_gc_removes_unique_layers_keeps_shared(fresh_moorage):
+    url = fresh_moorage.url
+    base = [blob_bytes("base-0"), blob_bytes("base-1")]
+    a = make_image("a", base, unique=2)
+    b = make_image("b", base, unique=1)
+    other = make_image("other", [a.layers[2]], unique=1)  # shares one of a's unique layers, other repo
+    push_image(url, "app", "a", a)
+    push_image(url, "app", "b", b)
+    push_image(url, "lib/other", "v1", other)
+
+    assert delete_ref(url, "app", "a") == 202
+    summary = gc(fresh_moorage, "--grace", "0", "--delete-untagged")
+    assert summary["manifests_removed"] == 1
+
+    gone = [sha(a.config), sha(a.layers[3])]
+    kept = [sha(x) for x in base] + [sha(a.layers[2])] + [sha(x) for x in b.blobs + other.blobs]
+    found = stored(fresh_moorage, gone + kept)
+    assert not any(found[d] for d in gone), found
+    assert all(found[d] for d in kept), found
+    assert summary["blobs_removed"] == 2
+    assert summary["bytes_removed"] == len(a.config) + len(a.layers[3])
+
+    pull_image(url, "app", "b", b)
+    pull_image(url, "lib/other", "v1", other)
+    assert requests.get(f"{url}/v2/app/manifests/{a.digest}").status_code == 404
+    # a's layer shared with lib/other stays in storage but app may no longer read it
+    assert requests.head(f"{url}/v2/app/blobs/{sha(a.layers[2])}").status_code == 404
+    assert check(fresh_moorage) == []
+
+
+def test_manifest_delete_then_gc_without_delete_untagged(fresh_moorage):
+    url = fresh_moorage.url
+    img = make_image("solo", unique=2)
+    keep = make_image("keep", unique=1)
+    push_image(url, "r", "t", img)
+    push_image(url, "r", "k", keep)
+    # untagged but present: kept without --delete-untagged
+    assert delete_ref(url, "r", "t") == 202
+    assert gc(fresh_moorage, "--grace", "0")["blobs_removed"] == 0
+    assert all(stored(fresh_moorage, [sha(x) for x in img.blobs]).values())
+    assert requests.get(f"{url}/v2/r/manifests/{img.digest}").status_code == 200
+    # deleted by digest: its blobs go
+    assert delete_ref(url, "r", img.digest) == 202
+    summary = gc(fresh_moorage, "--grace", "0")
+    assert summary["blobs_removed"] == 3
+    assert not any(stored(fresh_moorage, [sha(x) for x in img.blobs]).values())
+    pull_image(url, "r", "k", keep)
+
+
+def test_dry_run_reports_without_removing(fresh_moorage):
+    url = fresh_moorage.url
+    img = make_image("dry", unique=1, size=10_000)
+    push_image(url, "d", "t", img)
+    assert delete_ref(url, "d", img.digest) == 202
+    res = moorage_cli(fresh_moorage, "gc", "--grace", "0", "--dry-run")
+    assert "would delete" in res.stdout and sha(img.layers[0]) in res.stdout
+    summary = gc(fresh_moorage, "--grace", "0", "--dry-run")
+    assert summary["dry_run"] and summary["blobs_removed"] == 2
+    assert summary["bytes_removed"] == len(img.config) + 10_000
+    assert all(stored(fresh_moorage, [sha(x) for x in img.blobs]).values())
+    assert gc(fresh_moorage, "--grace", "0")["bytes_removed"] == summary["bytes_removed"]
+
+
+def test_grace_protects_fresh_uploads(fresh_moorage):
+    url = fresh_moorage.url
+    data = blob_bytes("lonely")
+    push_blob(url, "g", data)
+    assert gc(fresh_moorage)["blobs_removed"] == 0  # default grace: 1 h
+    assert gc(fresh_moorage, "--grace", "3600")["blobs_removed"] == 0
+    assert stored(fresh_moorage, [sha(data)])[sha(data)]
+    assert requests.head(f"{url}/v2/g/blobs/{sha(data)}").status_code == 200
+    assert gc(fresh_moorage, "--grace", "0")["blobs_removed"] == 1
+    assert not stored(fresh_moorage, [sha(data)])[sha(data)]
+    assert requests.head(f"{url}/v2/g/blobs/{sha(data)}").status_code == 404
+    # and it can be pushed again afterwards
+    push_blob(url, "g", data)
+    assert requests.get(f"{url}/v2/g/blobs/{sha(data)}").content == data
+
+
+def test_orphans_in_storage_are_swept(fresh_moorage):
+    digest = put_orphan(fresh_moorage, blob_bytes("orphan"))
+    assert stored(fresh_moorage, [digest])[digest]
+    dry = gc(fresh_moorage, "--grace", "3600", "--dry-run")
+    assert dry["orphans_removed"] == 1
+    summary = gc(fresh_moorage, "--grace", "3600")
+    assert summary["orphans_removed"] == 1
+    assert not stored(fresh_moorage, [digest])[digest]
+    assert check(fresh_moorage) == []
+
+
+def test_stale_upload_sessions_are_aborted(fresh_moorage):
+    url = fresh_moorage.url
+    r = requests.post(f"{url}/v2/up/blobs/uploads/")
+    assert r.status_code == 202
+    location = r.headers["Location"]
+    assert requests.patch(url + location, data=b"x" * 100).status_code == 202
+    assert gc(fresh_moorage, "--grace", "0")["uploads_aborted"] == 0
+    assert gc(fresh_moorage, "--grace", "0", "--upload-expiry", "0")["uploads_aborted"] == 1
+    assert requests.get(url + location).status_code == 404
+
+
+def test_referrers_and_index_children_are_kept(fresh_moorage):
+    url = fresh_moorage.url
+    child = make_image("child", unique=1)
+    push_image(url, "idx", child.digest, child)
+    index = (
+        '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":'
+        f'[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{child.digest}","size":{len(child.manifest)}}}]}}'
+    ).encode()
+    r = requests.put(f"{url}/v2/idx/manifests/latest", data=index,
+                     headers={"Content-Type": "application/vnd.oci.image.index.v1+json"})
+    assert r.status_code == 201, r.text
+    from tests.gc_push import Image
+
+    sig = Image(b"{}", [blob_bytes("sig")], subject=child.digest)
+    push_image(url, "idx", sig.digest, sig)
+    orphan_ref = Image(b'{"x":1}', [blob_bytes("dangling-sig")], subject=sha(b"nothing"))
+    push_image(url, "idx", orphan_ref.digest, orphan_ref)
+
+    summary = gc(fresh_moorage, "--grace", "0", "--delete-untagged")
+    assert summary["manifests_removed"] == 1  # only the referrer of a manifest that does not exist
+    pull_image(url, "idx", child.digest, child)
+    pull_image(url, "idx", sig.digest, sig)
+    assert requests.get(f"{url}/v2/idx/manifests/{orphan_ref.digest}").status_code == 404
+    # untag the index: index, child and the child's referrer all go
+    assert delete_ref(url, "idx", "latest") == 202
+    summary = gc(fresh_moorage, "--grace", "0", "--delete-untagged")
+    assert summary["manifests_removed"] == 3
+    assert not any(stored(fresh_moorage, [sha(x) for x in child.blobs + sig.blobs]).values())
+    assert check(fresh_moorage) == []
+
+
+def test_kill9_mid_sweep_then_next_run_finishes(fresh_moorage):
+    url = fresh_moorage.url
+    keep = make_image("survivor", [blob_bytes("shared-k")], unique=1)
+    push_image(url, "k9", "keep", keep)
+    doomed = [make_image(f"doomed-{i}", [blob_bytes("shared-k")], unique=2) for i in range(5)]
+    for i, img in enumerate(doomed):
+        push_image(url, "k9", f"d{i}", img)
+        assert delete_ref(url, "k9", img.digest) == 202
+    doomed_digests = sorted({sha(b) for img in doomed for b in img.blobs} - {sha(b) for b in keep.blobs})
+
+    env = server_env(fresh_moorage)
+    env["MOORAGE_GC_TEST_PAUSE_AFTER_TOMBSTONE"] = "60"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moorage.cli", "gc", "--data", str(fresh_moorage.data_dir), "--grace", "0", "-q"],
+        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        line = ""
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()  # type: ignore[union-attr]
+            if "pausing" in line or not line:
+                break
+        assert "pausing" in line, f"collector did not reach the pause: {line!r}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    problems = check(fresh_moorage)
+    assert problems and all("tombstone" in p for p in problems), problems
+    # the registry keeps serving what it should
+    pull_image(url, "k9", "keep", keep)
+    summary = gc(fresh_moorage, "--grace", "0")
+    assert summary["tombstones_finished"] >= 1
+    assert check(fresh_moorage) == []
+    assert not any(stored(fresh_moorage, doomed_digests).values())
+    pull_image(url, "k9", "keep", keep)
+    # a blob of the interrupted sweep can be pushed again
+    push_image(url, "k9", "again", doomed[0])
+    pull_image(url, "k9", "again", doomed[0])
+
+
+def test_repository_delete_api(fresh_moorage):
+    url = fresh_moorage.url
+    shared = [blob_bytes("repo-shared")]
+    gone = make_image("gone", shared, unique=1)
+    stays = make_image("stays", shared, unique=1)
+    push_image(url, "team/gone", "v1", gone)
+    push_image(url, "team/stays", "v1", stays)
+    r = requests.delete(f"{url}/api/v1/repositories/team/gone")
+    assert r.status_code == 202, r.text
+    assert r.json()["deleted"]["manifests"] == 1
+    assert requests.get(f"{url}/v2/team/gone/tags/list").json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    assert requests.delete(f"{url}/api/v1/repositories/team/gone").json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    assert "team/gone" not in requests.get(f"{url}/v2/_catalog").json()["repositories"]
+    gc(fresh_moorage, "--grace", "0")
+    assert not any(stored(fresh_moorage, [sha(gone.config), sha(gone.layers[1])]).values())
+    pull_image(url, "team/stays", "v1", stays)
+
+
+def test_scheduled_gc_inside_the_server(tmp_path, backend):
+    name, make_env = backend
+    env = {**make_env(), "MOORAGE_GC__INTERVAL": "1", "MOORAGE_GC__GRACE": "0", "MOORAGE_GC__DELETE_UNTAGGED": "true"}
+    srv = start_moorage(tmp_path / "srv", env=env)
+    srv.backend_env = make_env and env  # type: ignore[attr-defined]
+    try:
+        img = make_image("sched", unique=1)
+        push_image(srv.url, "s", "t", img)
+        assert delete_ref(srv.url, "s", "t") == 202
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(stored(srv, [sha(b) for b in img.blobs]).values()):
+            time.sleep(0.5)
+        assert not any(stored(srv, [sha(b) for b in img.blobs]).values())
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("path", ["manifests/x", "blobs/sha256:" + "0" * 64])
+def test_deletes_disabled_answer_unsupported(tmp_path, backend, path):
+    name, make_env = backend
+    srv = start_moorage(tmp_path / "srv", env={**make_env(), "MOORAGE_DELETE_ENABLED": "false"})
+    try:
+        img = make_image("nodel", unique=1)
+        push_image(srv.url, "nd", "x", img)
+        for target in (f"{srv.url}/v2/nd/{path}", f"{srv.url}/api/v1/repositories/nd"):
+            r = requests.delete(target)
+            assert r.status_code == 405, (target, r.status_code, r.text)
+            assert r.json()["errors"][0]["code"] == "UNSUPPORTED"
+        pull_image(srv.url, "nd", "x", img)
+    finally:
+        srv.stop()
