@@ -74,13 +74,24 @@ async def _stream(request: web.Request, digest: str, size: int, headers: dict[st
                                       headers={"Content-Range": f"bytes */{size}"})
         status = 206
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    resp = web.StreamResponse(status=status, headers=headers)
-    resp.content_length = stop - start
-    await resp.prepare(request)
-    async for chunk in store.read(digest, start, stop - start):
-        await resp.write(chunk)
-    await resp.write_eof()
-    return resp
+    chunks = store.read(digest, start, stop - start)
+    try:
+        # The first chunk before the headers: data missing from storage is still a clean 404.
+        try:
+            first = await anext(chunks, b"")
+        except FileNotFoundError:
+            raise errors.BlobUnknown("blob data missing from storage", detail={"digest": digest}) from None
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = stop - start
+        await resp.prepare(request)
+        if first:
+            await resp.write(first)
+        async for chunk in chunks:
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        await chunks.aclose()
 
 
 @routes.delete(f"/v2/{NAME}/blobs/{{digest}}", name="blob_delete")
