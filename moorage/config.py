@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     max_manifest_bytes: int = 4 * 1024 * 1024
     #: Worker processes sharing the port (SO_REUSEPORT); 0 = one per CPU.
     workers: int = 1
+    #: Serve Prometheus metrics on ``/metrics``.
+    metrics_enabled: bool = True
     log_level: str = "info"
     access_log: bool = True
 

@@ -376,6 +376,11 @@ def test_failed_logins_are_rate_limited(srv: RegistryProcess) -> None:
     assert 1 <= int(r.headers["Retry-After"]) <= 60
     # per user (and IP): others are unaffected
     assert token_response(srv, [], ALICE).status_code == 200
+    # a successful login clears the count
+    api_user(srv, "oscar", "oscar-pw")
+    for _ in range(2):
+        assert [token_response(srv, [], ("oscar", "typo")).status_code for _ in range(9)] == [401] * 9
+        assert token_response(srv, [], ("oscar", "oscar-pw")).status_code == 200
 
 
 # -- admin API and CLI --------------------------------------------------------------------------
@@ -508,3 +513,76 @@ def test_htpasswd_mode_basic_challenge_and_access(htpasswd_srv: RegistryProcess)
     assert requests.get(f"{url}/v2/h/app/blobs/{digest}", timeout=HTTP_TIMEOUT).status_code == 401
     # no token endpoint in this mode
     assert requests.get(f"{url}/auth/token", auth=("hank", "hank-pw"), timeout=HTTP_TIMEOUT).status_code == 404
+
+
+# -- TLS ---------------------------------------------------------------------------------------
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "moorage-test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_serves_https_and_the_realm_says_so(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.authsrv import auth_env
+    from tests.support.registry_proc import REPO_ROOT, free_port
+
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    env = {**os.environ, **auth_env("token"), "MOORAGE_TLS__CERTIFICATE": str(cert), "MOORAGE_TLS__KEY": str(key),
+           "PYTHONPATH": str(REPO_ROOT)}
+    log = open(tmp_path / "tls.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moorage.cli", "serve", "--addr", f"127.0.0.1:{port}",
+                             "--data", str(tmp_path / "data")], env=env, cwd=REPO_ROOT, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"https://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = requests.get(f"{url}/v2/", verify=str(cert), timeout=5)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "tls.log").read_text()
+                time.sleep(0.2)
+        assert r.status_code == 401
+        assert parse_challenge(r.headers["WWW-Authenticate"])[1]["realm"] == f"{url}/auth/token"
+        t = requests.get(f"{url}/auth/token", params={"service": "moorage", "scope": "repository:admin/x:pull"},
+                         auth=ADMIN, verify=str(cert), timeout=HTTP_TIMEOUT)
+        assert t.status_code == 200
+        assert requests.get(f"{url}/v2/", headers=bearer(t.json()["token"]), verify=str(cert),
+                            timeout=HTTP_TIMEOUT).status_code == 200
+        with pytest.raises(requests.exceptions.SSLError):  # it really is TLS with our certificate
+            requests.get(f"{url}/v2/", timeout=5)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()

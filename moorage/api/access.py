@@ -35,7 +35,7 @@ def required_access(request: web.Request) -> list[Access]:
     """Access the request needs; an empty list means "any caller" (e.g. ``GET /v2/``)."""
     route = request.match_info.route
     name = getattr(route, "name", None) or ""
-    if name in ("base", "base_noslash"):
+    if name in ("base", "base_noslash", "metrics"):
         return []
     if name == "catalog":
         return [Access("registry", "catalog", ("*",))]

@@ -21,9 +21,16 @@ from pathlib import Path
 import bcrypt
 
 TOKEN_PREFIX = "moor_"
-#: A syntactically valid bcrypt hash of a random password: verified against when the user
-#: does not exist, so that "no such user" and "wrong password" take the same time.
-_DUMMY_HASH = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(4))
+#: Syntactically valid bcrypt hashes of a random password, per cost: verified against when
+#: the user does not exist, so that "no such user" and "wrong password" take the same time.
+_DUMMY_HASHES: dict[int, bytes] = {}
+
+
+def _dummy_hash(rounds: int) -> bytes:
+    h = _DUMMY_HASHES.get(rounds)
+    if h is None:
+        h = _DUMMY_HASHES[rounds] = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds))
+    return h
 
 
 def _prepare(password: str) -> bytes:
@@ -37,11 +44,11 @@ def hash_password(password: str, rounds: int = 12) -> str:
     return bcrypt.hashpw(_prepare(password), bcrypt.gensalt(rounds)).decode()
 
 
-def check_password(password: str, hashed: str | None) -> bool:
-    """Constant-time check (bcrypt compares in constant time); ``None`` hash never matches
-    but still costs a bcrypt round."""
+def check_password(password: str, hashed: str | None, rounds: int = 10) -> bool:
+    """Constant-time check (bcrypt compares in constant time); a ``None`` hash never matches
+    but still costs a bcrypt check of the same cost (``rounds``) as a real one."""
     if not hashed:
-        bcrypt.checkpw(b"x", _DUMMY_HASH)
+        bcrypt.checkpw(b"x", _dummy_hash(rounds))
         return False
     try:
         return bcrypt.checkpw(_prepare(password), hashed.encode())
@@ -49,8 +56,8 @@ def check_password(password: str, hashed: str | None) -> bool:
         return False
 
 
-async def check_password_async(password: str, hashed: str | None) -> bool:
-    return await asyncio.to_thread(check_password, password, hashed)
+async def check_password_async(password: str, hashed: str | None, rounds: int = 10) -> bool:
+    return await asyncio.to_thread(check_password, password, hashed, rounds)
 
 
 def generate_password() -> str:

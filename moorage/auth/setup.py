@@ -15,6 +15,7 @@ what the matched route needs instead of parsing URLs.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -81,11 +82,13 @@ class AuthState:
         return {"WWW-Authenticate": f'Basic realm="{self.settings.auth.htpasswd.realm}",charset="UTF-8"'}
 
     # -- logins ---------------------------------------------------------------------------
-    async def _check_rate(self, key: str) -> None:
-        wait = await self.store.login_blocked_for(key, self.settings.auth.login_rate_limit, RATE_WINDOW)
+    async def _check_rate(self, key: str) -> int:
+        """Refuse (429) a user+IP over its failed-login budget; returns its failure count."""
+        wait, failures = await self.store.login_blocked_for(key, self.settings.auth.login_rate_limit, RATE_WINDOW)
         if wait > 0:
             raise errors.TooManyRequests("too many failed logins; try again later",
                                          headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        return failures
 
     async def _failed(self, key: str, challenge: dict[str, str]) -> errors.RegistryError:
         await self.store.record_failure(key, RATE_WINDOW)
@@ -104,7 +107,7 @@ class AuthState:
                     challenge: dict[str, str]) -> tuple[UserRecord, TokenRecord | None]:
         """Check a username with a password or an access token (rate limited per user+IP)."""
         key = f"{username[:200]}|{request.remote or ''}"
-        await self._check_rate(key)
+        failures = await self._check_rate(key)
         user = await self.store.get_user(username)
         token: TokenRecord | None = None
         ok = False
@@ -121,11 +124,13 @@ class AuthState:
             if stored and self._remembered(cache_key):
                 ok = True
             else:
-                ok = await passwords.check_password_async(password, stored)
+                ok = await passwords.check_password_async(password, stored, self.settings.auth.bcrypt_rounds)
                 if ok:
                     self._remember(cache_key)
         if not ok or user is None:
             raise await self._failed(key, challenge)
+        if failures:
+            await self.store.clear_failures(key)
         return user, token
 
     async def htpasswd_login(self, request: web.Request, username: str, password: str) -> None:
@@ -136,11 +141,11 @@ class AuthState:
         if stored and self._remembered(cache_key):
             return
         key = f"{username[:200]}|{request.remote or ''}"
-        await self._check_rate(key)
-        import asyncio
-
+        failures = await self._check_rate(key)
         if not await asyncio.to_thread(self.htpasswd.verify, username, password):
             raise await self._failed(key, self.basic_challenge())
+        if failures:
+            await self.store.clear_failures(key)
         self._remember(cache_key)
 
     async def token_usable(self, token_id: str) -> bool:

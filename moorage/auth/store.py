@@ -293,16 +293,16 @@ class AuthStore:
             ).on_conflict_do_nothing(index_elements=["kid"]))
 
     # -- failed logins --------------------------------------------------------------------
-    async def login_blocked_for(self, key: str, limit: int, window: float) -> float:
-        """Seconds until ``key`` may try again (0 = now)."""
+    async def login_blocked_for(self, key: str, limit: int, window: float) -> tuple[float, int]:
+        """(seconds until ``key`` may try again -- 0 = now, failures recorded in the window)."""
         async with self.db.read() as conn:
             row = (await conn.execute(select(login_failures).where(login_failures.c.key == key))).first()
         if row is None:
-            return 0.0
+            return 0.0, 0
         left = row.window_start + window - time.time()
-        if left <= 0 or row.count < limit:
-            return 0.0
-        return left
+        if left <= 0:
+            return 0.0, 0
+        return (left if row.count >= limit else 0.0), int(row.count)
 
     async def record_failure(self, key: str, window: float) -> int:
         now = time.time()

@@ -1,0 +1,70 @@
+"""Prometheus metrics: ``GET /metrics`` with per-route request counts, latencies and bytes moved.
+
+An extension (``setup_metrics``) wired in by ``metrics_enabled``.  Labels are route names
+(``manifest_get``, ``blob_get`` ...), never repository names or digests, so the series count
+stays bounded however many repositories the registry holds.  Each worker process keeps its own
+counters (a scrape sees the worker that answered); run one worker, or scrape each replica.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from .config import Settings
+
+REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
+
+
+def setup_metrics(app: web.Application, settings: Settings) -> None:
+    if not settings.metrics_enabled:
+        return
+    registry = CollectorRegistry()
+    requests = Counter("moorage_http_requests_total", "HTTP requests answered", ["method", "route", "status"], registry=registry)
+    latency = Histogram(
+        "moorage_http_request_duration_seconds", "Time to answer (until the handler returns)", ["route"],
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=registry,
+    )
+    received = Counter("moorage_http_request_bytes_total", "Request body bytes declared by clients", ["route"], registry=registry)
+    sent = Counter("moorage_http_response_bytes_total", "Response body bytes sent", ["route"], registry=registry)
+    app[REGISTRY_KEY] = registry
+
+    @web.middleware
+    async def metrics_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        route = getattr(request.match_info.route, "name", None) or "unmatched"
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            latency.labels(route).observe(time.perf_counter() - start)
+            requests.labels(request.method, route, str(status)).inc()
+            if request.content_length:
+                received.labels(route).inc(request.content_length)
+            length = request.get("_response_length")
+            if length:
+                sent.labels(route).inc(length)
+
+    @web.middleware
+    async def length_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        response = await handler(request)
+        if response.content_length:
+            request["_response_length"] = response.content_length
+        return response
+
+    async def metrics(request: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(registry))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    # Outermost, so it times everything, errors included.
+    app.middlewares.insert(0, metrics_middleware)
+    app.middlewares.append(length_middleware)
+    app.router.add_get("/metrics", metrics, name="metrics")
