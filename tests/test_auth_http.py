@@ -383,6 +383,28 @@ def test_failed_logins_are_rate_limited(srv: RegistryProcess) -> None:
         assert token_response(srv, [], ("oscar", "oscar-pw")).status_code == 200
 
 
+def test_replicas_share_key_users_rate_limits_and_revocations(srv: RegistryProcess) -> None:
+    """A second server on the same data/database: tokens, failed-login counts and revocations
+    made on one replica hold on the other."""
+    other = start_moorage(srv.workdir, env=srv.server_env)  # type: ignore[attr-defined]
+    try:
+        token = get_token(srv, ["repository:alice/private:pull"], ALICE)
+        r = requests.get(f"{other.url}/v2/alice/private/manifests/v1", headers=bearer(token), timeout=HTTP_TIMEOUT)
+        assert r.status_code == 200
+        api_user(srv, "rita", "rita-pw")
+        for proc in (srv, other) * 5:
+            assert token_response(proc, [], ("rita", "x")).status_code == 401
+        assert token_response(other, [], ("rita", "rita-pw")).status_code == 429
+        assert token_response(srv, [], ("rita", "rita-pw")).status_code == 429
+        pat = api(srv, "POST", "tokens", json={"user": "alice"}).json()
+        token = get_token(other, ["repository:alice/private:pull"], ("alice", pat["token"]))
+        api(srv, "DELETE", f"tokens/{pat['id']}")
+        r = requests.get(f"{other.url}/v2/alice/private/manifests/v1", headers=bearer(token), timeout=HTTP_TIMEOUT)
+        assert r.status_code == 401
+    finally:
+        other.stop()
+
+
 # -- admin API and CLI --------------------------------------------------------------------------
 def test_admin_api(srv: RegistryProcess) -> None:
     api = f"{srv.url}/api/v1"
