@@ -67,6 +67,7 @@ _GET_MANIFEST_BY_TAG = (
                  .join(manifests, manifests.c.id == tags.c.manifest_id))
     .where(repositories.c.name == bindparam("repo"), tags.c.name == bindparam("ref"))
 )
+_REPOSITORY_ID = select(repositories.c.id).where(repositories.c.name == bindparam("repo"))
 _BLOB_SIZE_IN_REPOSITORY = (
     select(blobs.c.size)
     .select_from(repository_blobs.join(repositories, repositories.c.id == repository_blobs.c.repository_id)
@@ -90,6 +91,17 @@ class BlobBeingDeleted(Exception):
 class MetadataStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Listing statements, built once per dialect (``lexical`` differs); ``last`` defaults to
+        # "" (every name sorts after it) so one statement serves the first and later pages.
+        tag_name, repo_name = db.lexical(tags.c.name), db.lexical(repositories.c.name)
+        repo_id = select(repositories.c.id).where(repositories.c.name == bindparam("repo")).scalar_subquery()
+        self._list_tags = (select(tags.c.name).where(tags.c.repository_id == repo_id, tag_name > bindparam("last"))
+                           .order_by(tag_name))
+        self._list_tags_n = self._list_tags.limit(bindparam("n"))
+        self._catalog = (select(repositories.c.name)
+                         .where(exists().where(manifests.c.repository_id == repositories.c.id), repo_name > bindparam("last"))
+                         .order_by(repo_name))
+        self._catalog_n = self._catalog.limit(bindparam("n"))
 
     # -- repositories ---------------------------------------------------------------------
     async def _ensure_repository(self, conn: AsyncConnection, name: str) -> int:
@@ -109,15 +121,9 @@ class MetadataStore:
 
     async def catalog(self, n: int | None, last: str | None) -> list[str]:
         """Repositories holding at least one manifest, lexically ordered, after ``last``."""
-        q = select(repositories.c.name).where(exists().where(manifests.c.repository_id == repositories.c.id))
-        name = self.db.lexical(repositories.c.name)
-        if last:
-            q = q.where(name > last)
-        q = q.order_by(name)
-        if n is not None:
-            q = q.limit(n)
+        stmt, params = (self._catalog, {"last": last or ""}) if n is None else (self._catalog_n, {"last": last or "", "n": n})
         async with self.db.read() as conn:
-            return list((await conn.execute(q)).scalars())
+            return (await conn.execute(stmt, params)).scalars().all()
 
     # -- blobs ----------------------------------------------------------------------------
     async def blob_size_in_repository(self, repository: str, digest: str) -> int | None:
@@ -366,18 +372,14 @@ class MetadataStore:
 
     async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str] | None:
         """Tags in lexical order after ``last``; None if the repository is unknown."""
+        params: dict[str, Any] = {"repo": repository, "last": last or ""}
+        if n is not None:
+            params["n"] = n
         async with self.db.read() as conn:
-            repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == repository))).scalar()
-            if repo_id is None:
-                return None
-            q = select(tags.c.name).where(tags.c.repository_id == repo_id)
-            name = self.db.lexical(tags.c.name)
-            if last:
-                q = q.where(name > last)
-            q = q.order_by(name)
-            if n is not None:
-                q = q.limit(n)
-            return list((await conn.execute(q)).scalars())
+            found = (await conn.execute(self._list_tags if n is None else self._list_tags_n, params)).scalars().all()
+            if found or (await conn.execute(_REPOSITORY_ID, {"repo": repository})).first() is not None:
+                return found
+        return None
 
     async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[ReferrerRecord]:
         q = (
