@@ -90,6 +90,9 @@ class TokenSigner:
         self._keys: dict[str, ec.EllipticCurvePrivateKey] = {}
         self._active: str | None = None
         self._reloaded_at = 0.0
+        #: Verified access tokens (raw JWT -> claims): a client sends the same token on every
+        #: request of a push, and an ES256 check costs far more than a dict lookup.
+        self._verified: dict[str, dict[str, Any]] = {}
 
     # -- keys -----------------------------------------------------------------------------
     async def load(self) -> None:
@@ -180,6 +183,10 @@ class TokenSigner:
 
     async def verify(self, token: str, *, refresh: bool = False) -> dict[str, Any]:
         """The claims of a valid token for this service; raises :class:`InvalidToken`."""
+        if not refresh:
+            hit = self._verified.get(token)
+            if hit is not None and hit["exp"] + LEEWAY > time.time():
+                return hit
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -202,6 +209,10 @@ class TokenSigner:
             raise InvalidToken(str(exc)) from None
         if (claims.get("token_use") == "refresh") != refresh:
             raise InvalidToken("wrong kind of token")
-        if not refresh and not isinstance(claims.get("access", []), list):
-            raise InvalidToken("malformed access claim")
+        if not refresh:
+            if not isinstance(claims.get("access", []), list):
+                raise InvalidToken("malformed access claim")
+            if len(self._verified) >= 4096:
+                self._verified.clear()
+            self._verified[token] = claims
         return claims
