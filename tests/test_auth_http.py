@@ -260,7 +260,7 @@ def test_expired_tampered_and_foreign_tokens_are_refused(srv: RegistryProcess) -
     kid = jwt.get_unverified_header(real)["kid"]
     refused(jwt.encode(good, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": kid}))
     refused(jwt.encode(good, None, algorithm="none", headers={"kid": kid}))
-    refused(jwt.encode(good, "shared-secret", algorithm="HS256", headers={"kid": kid}))
+    refused(jwt.encode(good, "a-shared-secret-long-enough-for-hs256!", algorithm="HS256", headers={"kid": kid}))
     refused("garbage")
     r = requests.get(url, headers={"Authorization": "Basic " + base64.b64encode(b"alice:alice-pw").decode()},
                      timeout=HTTP_TIMEOUT)

@@ -55,6 +55,7 @@ __all__ = [
     "distribution_registry",
     "distribution_auth_registry",
     "moorage_registry",
+    "moorage_auth_registry",
     "registry",
     "registry_url",
     "auth_registry",
@@ -137,6 +138,24 @@ def moorage_registry(tmp_path_factory):
 
     extra = shlex.split(os.environ.get("MOORAGE_TEST_SERVE_ARGS", ""))
     reg = start_moorage(tmp_path_factory.mktemp("moorage"), extra_args=extra)
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def moorage_auth_registry(tmp_path_factory):
+    """Moorage in htpasswd mode (``auth.mode: htpasswd``, like Distribution's basic auth)
+    with AUTH_USER / AUTH_PASSWORD; enable with MOORAGE_TEST_AUTH_REGISTRIES=distribution,moorage."""
+    from tests.support.registry_proc import write_htpasswd
+
+    tmp = tmp_path_factory.mktemp("moorage-auth")
+    htpasswd = write_htpasswd(tmp / "htpasswd", {AUTH_USER: AUTH_PASSWORD})
+    reg = start_moorage(tmp / "srv", env={"MOORAGE_AUTH__MODE": "htpasswd",
+                                          "MOORAGE_AUTH__HTPASSWD__PATH": str(htpasswd)},
+                        username=AUTH_USER, password=AUTH_PASSWORD)
+    reg.kind = "moorage"
     try:
         yield reg
     finally:
