@@ -73,6 +73,45 @@ def migrate(config: str | None, data: str | None) -> None:
     click.echo(f"schema: {before or 'empty'} -> {after}")
 
 
+@main.command("purge-uploads")
+@data_options
+@click.option("--older-than", "older_than", type=float, default=24.0, show_default=True,
+              help="Only touch leftovers untouched for this many hours.")
+def purge_uploads(config: str | None, data: str | None, older_than: float) -> None:
+    """Remove storage left behind by interrupted uploads.
+
+    Upload data in storage whose session the database no longer knows, and (S3) incomplete
+    multipart uploads, older than --older-than hours.  Idle sessions the database still knows
+    expire through `moorage gc`.  Safe to run while replicas serve.
+    """
+    settings = settings_from(config, data)
+    from sqlalchemy import select
+
+    from .api.app import prepare_database
+    from .metadata.db import Database
+    from .metadata.tables import uploads
+    from .storage import create_blob_store
+
+    async def run() -> dict[str, int]:
+        db = Database(settings.database_url, pool_size=2)
+        store = create_blob_store(settings)
+        try:
+            await prepare_database(settings, db)
+            await store.open()
+
+            async def session_exists(upload_id: str) -> bool:
+                async with db.read() as conn:
+                    return (await conn.execute(select(uploads.c.id).where(uploads.c.id == upload_id))).first() is not None
+
+            return await store.purge_leftovers(older_than * 3600, session_exists)
+        finally:
+            await store.close()
+            await db.close()
+
+    result = asyncio.run(run())
+    click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
+
+
 def register(command: click.Command) -> None:
     """Let optional packages (auth, gc ...) add their commands."""
     main.add_command(command)

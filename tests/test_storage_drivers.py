@@ -238,3 +238,31 @@ async def test_s3_specifics(driver: Driver) -> None:
     assert await store.abort_stale_multipart_uploads(-60) >= 1  # type: ignore[attr-defined]
     left = await client.list_multipart_uploads(Bucket=store.bucket)  # type: ignore[attr-defined]
     assert mpu["UploadId"] not in [u["UploadId"] for u in left.get("Uploads", ())]
+
+
+async def test_purge_leftovers(driver: Driver) -> None:
+    store = await driver.new()
+    known, _, _ = await _upload(store, [b"still wanted"])
+    orphan, _, _ = await _upload(store, [b"nobody knows me"])
+
+    async def session_exists(upload_id: str) -> bool:
+        return upload_id == known
+
+    # nothing is old enough yet
+    assert (await store.purge_leftovers(3600, session_exists))["orphan_uploads"] == 0
+    assert (await store.upload_age(orphan)) is not None
+    result = await store.purge_leftovers(-1, session_exists)
+    assert result["orphan_uploads"] == 1
+    ids = [u async for u in store.list_upload_ids()]
+    assert known in ids and orphan not in ids
+
+
+def test_purge_uploads_cli(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cp = subprocess.run([sys.executable, "-m", "moorage.cli", "purge-uploads", "--data", str(tmp_path), "--older-than", "0"],
+                        capture_output=True, text=True, timeout=120,
+                        env={k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")})
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    assert "orphan_uploads=0" in cp.stdout

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 UploadState = dict[str, Any]
 
@@ -95,6 +95,28 @@ class BlobStore(abc.ABC):
     def list_upload_ids(self) -> AsyncIterator[str]:
         """Upload sessions with data in storage (to clean up abandoned ones)."""
         raise NotImplementedError
+
+    async def upload_age(self, upload_id: str) -> float | None:
+        """Seconds since the upload's data last changed; None if it has none (or unknown)."""
+        return None
+
+    async def purge_leftovers(
+        self, older_than: float, session_exists: Callable[[str], Awaitable[bool]]
+    ) -> dict[str, int]:
+        """Remove storage left behind by interrupted work, untouched for ``older_than`` seconds.
+
+        Upload data whose session the database no longer knows (``session_exists``) is
+        removed; drivers add their own leftovers (S3: incomplete multipart uploads).  Sessions
+        the database does know are the garbage collector's business (upload expiry).
+        """
+        removed = 0
+        async for upload_id in self.list_upload_ids():
+            age = await self.upload_age(upload_id)
+            if age is None or age < older_than or await session_exists(upload_id):
+                continue
+            await self.upload_abort(upload_id, {})
+            removed += 1
+        return {"orphan_uploads": removed}
 
 
 class PartialAppend(Exception):

@@ -162,6 +162,20 @@ class FilesystemBlobStore(BlobStore):
     async def upload_abort(self, upload_id: str, state: UploadState) -> None:
         await asyncio.to_thread(shutil.rmtree, self.root / "uploads" / _safe_upload_id(upload_id), True)
 
+    async def upload_age(self, upload_id: str) -> float | None:
+        import time
+
+        try:
+            st = await asyncio.to_thread(os.stat, self.root / "uploads" / _safe_upload_id(upload_id))
+        except (FileNotFoundError, ValueError):
+            return None
+        newest = st.st_mtime
+        try:
+            newest = max(newest, (await asyncio.to_thread(os.stat, self._upload_file(upload_id))).st_mtime)
+        except FileNotFoundError:
+            pass
+        return max(0.0, time.time() - newest)
+
     async def list_upload_ids(self) -> AsyncIterator[str]:
         try:
             names = await asyncio.to_thread(os.listdir, self.root / "uploads")

@@ -463,6 +463,11 @@ class S3BlobStore(BlobStore):
                 newest = ts if newest is None else max(newest, ts)
         return None if newest is None else max(0.0, time.time() - newest)
 
+    async def purge_leftovers(self, older_than: float, session_exists: Any) -> dict[str, int]:
+        out = await super().purge_leftovers(older_than, session_exists)
+        out["multipart_uploads"] = await self.abort_stale_multipart_uploads(older_than)
+        return out
+
     async def abort_stale_multipart_uploads(self, older_than: float) -> int:
         """Abort multipart uploads under our prefix started more than ``older_than`` s ago.
 
