@@ -292,9 +292,10 @@ def htpasswd_middleware(state: AuthState) -> Any:
 
 
 async def bootstrap_admin(settings: Settings, store: AuthStore) -> None:
-    """On first start (no users at all) create the admin: password from ``auth.admin_password``
-    or generated and printed once."""
-    if await store.count_users() > 0:
+    """On first start (no administrator yet) create the admin: password from
+    ``auth.admin_password`` or generated and printed once.  (Deleting every admin and
+    restarting is thus also the way back in.)"""
+    if await store.count_users(admins_only=True) > 0:
         return
     password = settings.auth.admin_password
     generated = password is None
@@ -302,13 +303,15 @@ async def bootstrap_admin(settings: Settings, store: AuthStore) -> None:
         password = passwords.generate_password()
     assert password is not None
     hashed = passwords.hash_password(password, settings.auth.bcrypt_rounds)
-    if await store.create_user(settings.auth.admin_user, hashed, admin=True, if_none_exist=True):
-        if generated:
-            # Printed once, on purpose: the only way to learn it.  Change it with
-            # `moorage user passwd`.
-            log.warning("created admin user %r with generated password: %s", settings.auth.admin_user, password)
-        else:
-            log.info("created admin user %r (password from auth.admin_password)", settings.auth.admin_user)
+    if not await store.create_user(settings.auth.admin_user, hashed, admin=True, if_no_admin=True):
+        if await store.count_users(admins_only=True) == 0:
+            log.warning("no administrator, and the name %r is taken by a non-admin user: "
+                        "make one with `moorage user add NAME --admin`", settings.auth.admin_user)
+    elif generated:
+        # Printed once, on purpose: the only way to learn it.  Change it with `moorage user passwd`.
+        log.warning("created admin user %r with generated password: %s", settings.auth.admin_user, password)
+    else:
+        log.info("created admin user %r (password from auth.admin_password)", settings.auth.admin_user)
 
 
 def setup_auth(app: web.Application, settings: Settings) -> None:

@@ -82,9 +82,12 @@ class AuthStore:
         self.db = db
 
     # -- users ----------------------------------------------------------------------------
-    async def count_users(self) -> int:
+    async def count_users(self, *, admins_only: bool = False) -> int:
+        q = select(func.count()).select_from(users)
+        if admins_only:
+            q = q.where(users.c.is_admin.is_(True))
         async with self.db.read() as conn:
-            return int((await conn.execute(select(func.count()).select_from(users))).scalar_one())
+            return int((await conn.execute(q)).scalar_one())
 
     async def get_user(self, name: str) -> UserRecord | None:
         async with self.db.read() as conn:
@@ -96,13 +99,13 @@ class AuthStore:
             return [_user(r) for r in await conn.execute(select(users).order_by(users.c.name))]
 
     async def create_user(self, name: str, password_hash: str | None, *, admin: bool = False,
-                          robot: bool = False, if_none_exist: bool = False) -> bool:
-        """Create a user; False if the name is taken (or, with ``if_none_exist``, if any user
+                          robot: bool = False, if_no_admin: bool = False) -> bool:
+        """Create a user; False if the name is taken (or, with ``if_no_admin``, if an admin
         exists already -- the first-start admin, race-free between replicas)."""
         now = time.time()
         async with self.db.write() as conn:
-            if if_none_exist:
-                if (await conn.execute(select(users.c.id).limit(1))).first() is not None:
+            if if_no_admin:
+                if (await conn.execute(select(users.c.id).where(users.c.is_admin.is_(True)).limit(1))).first() is not None:
                     return False
             res = await conn.execute(
                 self.db.insert(users).values(name=name, password_hash=password_hash, is_admin=admin, is_robot=robot,
