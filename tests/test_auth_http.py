@@ -608,3 +608,14 @@ def test_tls_serves_https_and_the_realm_says_so(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
+
+
+def test_bad_names_and_hosts_never_reach_headers(srv: RegistryProcess) -> None:
+    r = requests.get(f"{srv.url}/v2/a%22b%0Ac/manifests/x", timeout=HTTP_TIMEOUT)
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "NAME_INVALID"
+    token = get_token(srv, ["repository:alice/m2:pull,push"], ALICE)
+    r = requests.post(f"{srv.url}/v2/alice/m2/blobs/uploads/", params={"mount": "sha256:" + "0" * 64, "from": 'x"\ny'},
+                      headers=bearer(token), timeout=HTTP_TIMEOUT)
+    assert r.status_code == 202  # invalid mount source: ignored, a plain upload starts
+    r = requests.get(f"{srv.url}/v2/", headers={"Host": 'evil"host'}, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 401 and 'realm="http://evil\\"host/auth/token"' in r.headers["WWW-Authenticate"]

@@ -31,6 +31,7 @@ from ..api.access import Access, required_access
 from ..api.common import CATALOG_FILTER
 from ..config import Settings
 from ..registry import errors
+from ..registry.names import is_valid_name
 from . import passwords
 from .passwords import Htpasswd
 from .policy import Principal, Scope, granted_actions, parse_scopes, registry_actions, repository_rights, token_covers
@@ -70,10 +71,10 @@ class AuthState:
         return base.rstrip("/") + "/auth/token"
 
     def bearer_challenge(self, request: web.Request, needed: list[Access], error: str | None = None) -> dict[str, str]:
-        value = f'Bearer realm="{self.realm(request)}",service="{self.service}"'
+        value = f'Bearer realm="{_quoted(self.realm(request))}",service="{_quoted(self.service)}"'
         if needed:
             scope = " ".join(f"{a.type}:{a.name}:{','.join(a.actions)}" for a in needed)
-            value += f',scope="{scope}"'
+            value += f',scope="{_quoted(scope)}"'
         if error:
             value += f',error="{error}"'
         return {"WWW-Authenticate": value}
@@ -190,6 +191,27 @@ class AuthState:
 STATE = web.AppKey("auth_state", AuthState)
 
 
+def _quoted(text: str) -> str:
+    """Safe inside a quoted-string of a header (names are validated before they get here;
+    this only guards the Host-derived realm and configured values)."""
+    return "".join(c for c in text if c >= " " and c != "\x7f").replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _checked(request: web.Request, needed: list[Access]) -> tuple[web.Request, list[Access]]:
+    """Refuse an invalid repository name before authenticating (it can't exist, so nothing
+    leaks, and it never reaches a header); drop a mount whose source name is invalid."""
+    out: list[Access] = []
+    for i, need in enumerate(needed):
+        if need.type == "repository" and not is_valid_name(need.name):
+            if i == 0:
+                raise errors.NameInvalid(detail={"name": need.name[:300]})
+            query = {k: v for k, v in request.query.items() if k not in ("mount", "from")}
+            request = request.clone(rel_url=request.rel_url.with_query(query))
+            continue
+        out.append(need)
+    return request, out
+
+
 def parse_basic(header: str | None) -> tuple[str, str] | None:
     """``Basic base64(user:pass)`` -> (user, pass); None if absent; raises if malformed."""
     if not header:
@@ -231,7 +253,8 @@ def token_middleware(state: AuthState) -> Any:
     async def auth_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         if _skip(request):
             return await handler(request)
-        needed = required_access(request)
+        original = request  # the access log reads the user from the request it was given
+        request, needed = _checked(request, required_access(request))
         raw = bearer(request.headers.get("Authorization"))
         if raw is None:
             raise errors.Unauthorized(headers=state.bearer_challenge(request, needed))
@@ -246,7 +269,7 @@ def token_middleware(state: AuthState) -> Any:
                                       headers=state.bearer_challenge(request, needed, "invalid_token"))
         subject = claims.get("sub") or ""
         if subject:
-            request["user"] = subject
+            request["user"] = original["user"] = subject
         access = claims.get("access") or []
         for i, need in enumerate(needed):
             covered, known = token_covers(access, need.type, need.name, need.actions)
