@@ -619,3 +619,28 @@ def test_bad_names_and_hosts_never_reach_headers(srv: RegistryProcess) -> None:
     assert r.status_code == 202  # invalid mount source: ignored, a plain upload starts
     r = requests.get(f"{srv.url}/v2/", headers={"Host": 'evil"host'}, timeout=HTTP_TIMEOUT)
     assert r.status_code == 401 and 'realm="http://evil\\"host/auth/token"' in r.headers["WWW-Authenticate"]
+
+
+def test_self_service_tokens_and_repository_list(srv: RegistryProcess) -> None:
+    me = f"{srv.url}/api/v1/me/tokens"
+    r = requests.post(me, json={"name": "laptop", "scope": ["alice/*:pull"], "expires_in": 600}, auth=ALICE,
+                      timeout=HTTP_TIMEOUT)
+    assert r.status_code == 201, r.text
+    tok = r.json()
+    assert tok["user"] == "alice" and tok["token"].startswith("moor_")
+    ids = [t["id"] for t in requests.get(me, auth=ALICE, timeout=HTTP_TIMEOUT).json()["tokens"]]
+    assert tok["id"] in ids
+    # a scoped token can't mint more tokens; other users can't revoke alice's
+    r = requests.post(me, json={"name": "x"}, auth=("alice", tok["token"]), timeout=HTTP_TIMEOUT)
+    assert r.status_code == 403
+    assert requests.delete(f"{me}/{tok['id']}", auth=BOB, timeout=HTTP_TIMEOUT).status_code == 404
+    assert requests.delete(f"{me}/{tok['id']}", auth=ALICE, timeout=HTTP_TIMEOUT).status_code == 204
+    assert token_response(srv, [], ("alice", tok["token"])).status_code == 401
+    r = requests.post(me, json={"expires_in": True}, auth=ALICE, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 400
+    # admins list repositories with their visibility
+    repos = {x["name"]: x["public"] for x in api(srv, "GET", "repositories", params={"n": "1000"}).json()["repositories"]}
+    assert repos["alice/public"] is True and repos["alice/private"] is False
+    assert requests.get(f"{srv.url}/api/v1/repositories", auth=ALICE, timeout=HTTP_TIMEOUT).status_code == 403
+    r = requests.get(f"{srv.url}/api/v1/repositories", params={"n": "x"}, auth=ADMIN, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 400

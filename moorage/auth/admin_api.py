@@ -1,11 +1,15 @@
 """``/api/v1/``: a small JSON admin API over users, grants, access tokens and visibility.
 
 Authentication: HTTP basic (password or access token) or ``Authorization: Bearer`` with a
-token from ``/auth/token``.  Everything is admin-only except ``GET /api/v1/me``.
+token from ``/auth/token``.  Everything is admin-only except ``/api/v1/me`` and
+``/api/v1/me/tokens`` (a scoped access token may not create or revoke tokens).
 
 ::
 
     GET    /api/v1/me
+    GET    /api/v1/me/tokens                  POST /api/v1/me/tokens {name?, scope?, expires_in?}
+    DELETE /api/v1/me/tokens/{id}             (any signed-in user, for their own tokens)
+    GET    /api/v1/repositories[?n=&last=]    (name, public)
     GET    /api/v1/users                      POST /api/v1/users {name, password?, admin?, robot?}
     GET    /api/v1/users/{name}               DELETE /api/v1/users/{name}
     PUT    /api/v1/users/{name}/password {password}
@@ -70,6 +74,7 @@ async def _caller(request: web.Request) -> tuple[UserRecord, bool]:
         if user is None:
             raise errors.Unauthorized(headers=challenge)
     request["user"] = user.name
+    request["moorage.scoped_credentials"] = not full
     return user, user.is_admin and full
 
 
@@ -112,6 +117,68 @@ def _user_name(name: str | None) -> str:
 async def me(request: web.Request) -> web.Response:
     user, admin = await _caller(request)
     return web.json_response({**user.public_dict(), "may_administer": admin})
+
+
+async def _new_token(state: AuthState, user: str, data: dict[str, Any]) -> web.Response:
+    name = data.get("name") or "token"
+    if not isinstance(name, str) or len(name) > 128:
+        raise _bad("'name' must be a string of at most 128 characters")
+    scope = data.get("scope")
+    if scope is not None:
+        if not isinstance(scope, list) or not all(isinstance(s, str) for s in scope):
+            raise _bad("'scope' must be a list of 'PATTERN:ACTIONS' strings")
+        try:
+            parse_token_scope(scope)
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+    expires_in = data.get("expires_in")
+    if expires_in is not None and (isinstance(expires_in, bool) or not isinstance(expires_in, (int, float))
+                                   or not 0 < expires_in < 100 * 365 * 86400):
+        raise _bad("'expires_in' must be a positive number of seconds")
+    try:
+        rec, text = await state.store.create_token(user, name, scope,
+                                                   time.time() + expires_in if expires_in else None)
+    except AuthStoreError as exc:
+        raise errors.NotFound(str(exc)) from None
+    return web.json_response({**rec.public_dict(), "token": text}, status=201)
+
+
+async def _self_service(request: web.Request) -> tuple[AuthState, UserRecord]:
+    user, _ = await _caller(request)
+    if request.get("moorage.scoped_credentials"):
+        raise errors.Denied("a scoped access token cannot manage tokens")
+    return request.app[STATE], user
+
+
+@routes.get("/api/v1/me/tokens", name="api_v1_me_tokens")
+async def my_tokens(request: web.Request) -> web.Response:
+    state, user = await _self_service(request)
+    return web.json_response({"tokens": [t.public_dict() for t in await state.store.list_tokens(user.name)]})
+
+
+@routes.post("/api/v1/me/tokens", name="api_v1_me_token_add")
+async def my_token_add(request: web.Request) -> web.Response:
+    state, user = await _self_service(request)
+    return await _new_token(state, user.name, await _body(request))
+
+
+@routes.delete("/api/v1/me/tokens/{id}", name="api_v1_me_token_delete")
+async def my_token_delete(request: web.Request) -> web.Response:
+    state, user = await _self_service(request)
+    tok = await state.store.get_token(request.match_info["id"])
+    if tok is None or tok.user_id != user.id or not await state.store.revoke_token(tok.id):
+        raise errors.NotFound("no such (unrevoked) token")
+    return web.Response(status=204)
+
+
+@routes.get("/api/v1/repositories", name="api_v1_repositories")
+async def list_repositories(request: web.Request) -> web.Response:
+    state = await _admin(request)
+    raw_n = request.query.get("n", "100")
+    if not raw_n.isdigit() or not 0 < int(raw_n) <= 10_000:
+        raise errors.PaginationNumberInvalid(detail={"n": raw_n[:50]})
+    repos = await state.store.list_repositories(int(raw_n), request.query.get("last") or None)
+    return web.json_response({"repositories": repos})
 
 
 @routes.get("/api/v1/users", name="api_v1_users")
@@ -232,26 +299,7 @@ async def add_token(request: web.Request) -> web.Response:
     data = await _body(request)
     user = _str(data, "user")
     assert user is not None
-    name = data.get("name") or "token"
-    if not isinstance(name, str) or len(name) > 128:
-        raise _bad("'name' must be a string of at most 128 characters")
-    scope = data.get("scope")
-    if scope is not None:
-        if not isinstance(scope, list) or not all(isinstance(s, str) for s in scope):
-            raise _bad("'scope' must be a list of 'PATTERN:ACTIONS' strings")
-        try:
-            parse_token_scope(scope)
-        except ValueError as exc:
-            raise _bad(str(exc)) from None
-    expires_in = data.get("expires_in")
-    if expires_in is not None and (not isinstance(expires_in, (int, float)) or expires_in <= 0):
-        raise _bad("'expires_in' must be a positive number of seconds")
-    try:
-        rec, text = await state.store.create_token(user, name, scope,
-                                                   time.time() + expires_in if expires_in else None)
-    except AuthStoreError as exc:
-        raise errors.NotFound(str(exc)) from None
-    return web.json_response({**rec.public_dict(), "token": text}, status=201)
+    return await _new_token(state, user, data)
 
 
 @routes.delete("/api/v1/tokens/{id}", name="api_v1_token_delete")

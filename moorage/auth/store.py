@@ -199,6 +199,14 @@ class AuthStore:
             rows = await conn.execute(select(namespaces).order_by(namespaces.c.name))
             return [{"name": r.name, "public": bool(r.public), "created_at": r.created_at} for r in rows]
 
+    async def list_repositories(self, n: int, last: str | None) -> list[dict[str, Any]]:
+        name = self.db.lexical(repositories.c.name)
+        q = select(repositories.c.name, repositories.c.public, repositories.c.created_at).order_by(name).limit(n)
+        if last:
+            q = q.where(name > last)
+        async with self.db.read() as conn:
+            return [{"name": r.name, "public": bool(r.public), "created_at": r.created_at} for r in await conn.execute(q)]
+
     async def public_repositories(self, names: Iterable[str]) -> set[str]:
         """Which of ``names`` anyone may pull (the repository or one of its namespaces is public)."""
         names = list(dict.fromkeys(names))
