@@ -218,7 +218,7 @@ quotas = Table(
     Column("created_at", Float, nullable=False),
 )
 
-#: One row per garbage-collection run (for ``moorage gc --history`` and monitoring).
+#: One row per garbage-collection run (bookkeeping for monitoring and post-mortems).
 gc_runs = Table(
     "gc_runs",
     metadata,
@@ -233,5 +233,8 @@ gc_runs = Table(
 )
 
 # Indexes on core tables that the collector's queries use (created by migration 0003).
-Index("ix_blobs_deleting_since", blobs.c.deleting_since)
+# Partial: only tombstoned rows (a full index would lure SQLite's planner into scanning every live
+# blob for "deleting_since IS NULL" instead of using the primary key).
+Index("ix_blobs_deleting_since", blobs.c.deleting_since,
+      sqlite_where=blobs.c.deleting_since.is_not(None), postgresql_where=blobs.c.deleting_since.is_not(None))
 Index("ix_tags_updated", tags.c.repository_id, tags.c.updated_at)

@@ -46,7 +46,11 @@ def upgrade() -> None:
         sa.Column("tags_removed", sa.Integer, nullable=False, server_default="0"),
     )
     # The sweep looks for unreferenced blobs by these columns.
-    op.create_index("ix_blobs_deleting_since", "blobs", ["deleting_since"])
+    # Partial (tombstones only): a full index would make SQLite scan every live blob for
+    # "deleting_since IS NULL" instead of using the primary key.
+    op.create_index("ix_blobs_deleting_since", "blobs", ["deleting_since"],
+                    sqlite_where=sa.text("deleting_since IS NOT NULL"),
+                    postgresql_where=sa.text("deleting_since IS NOT NULL"))
     op.create_index("ix_tags_updated", "tags", ["repository_id", "updated_at"])
 
 
