@@ -8,6 +8,7 @@ Starts a throwaway Ceph RGW and PostgreSQL (tests/support), then
 * ``s3``      -- one Moorage, S3 + PostgreSQL (replica 1);
 * ``lb1``     -- nginx in front of replica 1 only;
 * ``lb2``     -- nginx round-robin over replicas 1 and 2 (same bucket and database);
+* ``lb2a``    -- the same with upload-session affinity (deploy/nginx.conf's hash of the upload id);
 
 and measures (median of ``--repeat`` runs, interleaved so machine noise hits all alike):
 
@@ -201,6 +202,8 @@ def main() -> None:
         lbs.append(lb1)
         lb2 = Nginx(work / "lb2", [r1.host, r2.host]).start()
         lbs.append(lb2)
+        lb2a = Nginx(work / "lb2a", [r1.host, r2.host], affinity=True).start()
+        lbs.append(lb2a)
         print(f"services: ceph {ceph.timings.get('total', 0):.1f}s, postgres {pg.timings.get('total', 0):.1f}s; "
               f"blob {args.size} MiB, S3 part size {args.part_size} MiB, {os.cpu_count()} CPUs", flush=True)
 
@@ -208,12 +211,14 @@ def main() -> None:
             "fs+sqlite (1 replica)": (fs.url,) * 3,
             "s3+postgres (1 replica)": (r1.url,) * 3,
             "s3+postgres, nginx -> 2 replicas": (lb2.url,) * 3,
+            "s3+postgres, nginx -> 2, upload affinity": (lb2a.url,) * 3,
             "s3+postgres, PUT on the other replica": (r1.url, r1.url, r2.url),
         }
         pull_cases = {
             "fs+sqlite (1 replica)": fs.url,
             "s3+postgres (1 replica)": r1.url,
             "s3+postgres, nginx -> 2 replicas": lb2.url,
+            "s3+postgres, nginx -> 2, upload affinity": lb2a.url,
         }
         push_t: dict[str, list[float]] = {k: [] for k in push_cases}
         pull_t: dict[str, list[float]] = {k: [] for k in pull_cases}

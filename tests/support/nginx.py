@@ -40,7 +40,14 @@ http {{
     uwsgi_temp_path {root}/uwsgi;
     scgi_temp_path {root}/scgi;
 
+    # Upload-session affinity (optional): requests of one upload go to one replica, which
+    # then still holds the running hash; everything else round-robin.
+    map $uri $moorage_upload {{
+        "~^/v2/.+/blobs/uploads/(?<id>[0-9a-fA-F-]+)$" $id;
+        default $request_id;
+    }}
     upstream moorage {{
+{balance}
 {servers}
         keepalive 32;
     }}
@@ -71,6 +78,9 @@ http {{
 class Nginx:
     workdir: Path
     upstreams: Sequence[str]  # "127.0.0.1:PORT"
+    #: Route every request of one upload session to the same replica (consistent hash of the
+    #: upload id) instead of pure round-robin.
+    affinity: bool = False
     port: int = 0
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -94,7 +104,8 @@ class Nginx:
         for _ in range(3):
             self.port = free_port()
             conf = root / "nginx.conf"
-            conf.write_text(CONFIG.format(root=root, port=self.port, servers=servers, user=user))
+            balance = "        hash $moorage_upload consistent;" if self.affinity else ""
+            conf.write_text(CONFIG.format(root=root, port=self.port, servers=servers, user=user, balance=balance))
             log = open(root / "stderr.log", "ab")
             self.proc = subprocess.Popen([NGINX, "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
