@@ -34,9 +34,9 @@ from ..registry import errors
 from ..registry.names import is_valid_name
 from . import passwords
 from .passwords import Htpasswd
-from .policy import Principal, Scope, granted_actions, parse_scopes, registry_actions, repository_rights, token_covers
+from .policy import Principal, Scope, granted_actions, registry_actions, repository_rights, token_covers
 from .store import AuthStore, TokenRecord, UserRecord
-from .tokens import InvalidToken, TokenSigner, rfc3339
+from .tokens import InvalidToken, TokenSigner
 
 log = logging.getLogger("moorage.auth")
 
