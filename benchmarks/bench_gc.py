@@ -14,7 +14,7 @@ file each).  Every other manifest is tagged; the rest are untagged and old, so
 3. a second ``gc --delete-untagged`` with nothing left to collect (steady-state cost);
 
 and prints the per-phase timings of each run.  ``--database-url postgresql://...`` runs the
-same against PostgreSQL (blobs stay on the filesystem).
+same against PostgreSQL (blobs stay on the filesystem); ``--postgres`` starts a throwaway one.
 
     python benchmarks/bench_gc.py
     python benchmarks/bench_gc.py --manifests 1000 --blobs 5000
@@ -124,6 +124,7 @@ async def main() -> None:
     ap.add_argument("--blobs", type=int, default=50_000)
     ap.add_argument("--unique-layers", type=int, default=3)
     ap.add_argument("--database-url", help="PostgreSQL URL (default: SQLite in the temp dir)")
+    ap.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL (tests/support/postgres.py) and use it")
     ap.add_argument("--dir", help="work directory (default: a temp dir)")
     args = ap.parse_args()
 
@@ -159,4 +160,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "--postgres" in sys.argv:
+        from tests.support.postgres import start_postgres
+
+        with tempfile.TemporaryDirectory(prefix="moorage-bench-pg-") as pgdir, start_postgres(Path(pgdir)) as url:
+            sys.argv += ["--database-url", url]
+            asyncio.run(main())
+    else:
+        asyncio.run(main())

@@ -259,3 +259,35 @@ def test_deletes_disabled_answer_unsupported(tmp_path, backend, path):
         pull_image(srv.url, "nd", "x", img)
     finally:
         srv.stop()
+
+
+def test_gc_of_one_repository_leaves_the_others(fresh_moorage):
+    url = fresh_moorage.url
+    a, b = make_image("scope-a", unique=1), make_image("scope-b", unique=1)
+    push_image(url, "scope/a", "t", a)
+    push_image(url, "scope/b", "t", b)
+    assert delete_ref(url, "scope/a", "t") == 202
+    assert delete_ref(url, "scope/b", "t") == 202
+    summary = gc(fresh_moorage, "--grace", "0", "--delete-untagged", "--repository", "scope/a")
+    assert summary["manifests_removed"] == 1 and summary["blobs_removed"] == 2
+    assert not any(stored(fresh_moorage, [sha(x) for x in a.blobs]).values())
+    assert all(stored(fresh_moorage, [sha(x) for x in b.blobs]).values())
+    assert requests.get(f"{url}/v2/scope/b/manifests/{b.digest}").status_code == 200
+    assert gc(fresh_moorage, "--grace", "0", "--delete-untagged", "--repository", "nope/x")["blobs_removed"] == 0
+    assert moorage_cli(fresh_moorage, "gc", "--repository", "Bad Name", check=False).returncode != 0
+
+
+def test_repository_delete_requires_admin_with_token_auth(tmp_path, backend):
+    name, make_env = backend
+    env = {**make_env(), "MOORAGE_AUTH__MODE": "token", "MOORAGE_AUTH__ADMIN_PASSWORD": "s3cret-admin",
+           "MOORAGE_AUTH__BCRYPT_ROUNDS": "4"}
+    srv = start_moorage(tmp_path / "srv", env=env)
+    try:
+        target = f"{srv.url}/api/v1/repositories/some/repo"
+        r = requests.delete(target)
+        assert r.status_code == 401 and r.json()["errors"][0]["code"] == "UNAUTHORIZED"
+        assert requests.delete(target, auth=("admin", "wrong")).status_code == 401
+        r = requests.delete(target, auth=("admin", "s3cret-admin"))
+        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    finally:
+        srv.stop()
