@@ -9,7 +9,8 @@ set -euo pipefail
 
 # ceph-common: ceph, rados, radosgw-admin, ceph-authtool; ceph-base (pulled in
 # by ceph-mon/ceph-osd): monmaptool and the RADOS object classes (cls_rgw...).
-PKGS=(ceph-mon ceph-osd radosgw ceph-common postgresql-15)
+# nginx: the load balancer of tests/test_replicas.py (run by the tests, never as a system service)
+PKGS=(ceph-mon ceph-osd radosgw ceph-common postgresql-15 nginx)
 
 missing=()
 for p in "${PKGS[@]}"; do

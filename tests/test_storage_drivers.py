@@ -63,7 +63,7 @@ class Driver:
             await s.close()
 
 
-@pytest.fixture(params=["filesystem", "s3"])
+@pytest.fixture(params=["filesystem", pytest.param("s3", marks=pytest.mark.services)])
 async def driver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Driver]:
     if request.param == "filesystem":
         d = Driver("filesystem", lambda: FilesystemBlobStore(tmp_path / "storage"))
