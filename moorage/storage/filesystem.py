@@ -9,9 +9,12 @@ whole verified blob — never a partial one under a digest name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import errno
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -120,19 +123,35 @@ class FilesystemBlobStore(BlobStore):
             os.lseek(fd, offset, os.SEEK_SET)
             return fd
 
+        # One thread per append, owning the fd: writes run in order while the event loop
+        # receives (and the service hashes) the next chunk, and the fd is closed by that same
+        # thread only after its last write -- even if this coroutine is cancelled meanwhile.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moorage-append")
+        loop = asyncio.get_running_loop()
         try:
-            fd = await asyncio.to_thread(open_at)
+            fd = await loop.run_in_executor(pool, open_at)
         except FileNotFoundError:
+            pool.shutdown(wait=False)
             raise FileNotFoundError(f"upload {upload_id} has no data file") from None
-        size = offset
+        writer = _Writeback(fd, offset)
+        pending: asyncio.Future[None] | None = None
         try:
             async for chunk in chunks:
-                await asyncio.to_thread(_write_all, fd, chunk)
-                size += len(chunk)
+                if pending is not None:  # at most one chunk waits while the next one is written
+                    await pending
+                pending = loop.run_in_executor(pool, writer.write, chunk)
+            if pending is not None:
+                await pending
         except BaseException as exc:
-            raise PartialAppend(state, size, exc) from exc
+            # Report only what is on disk, and only once no write is in flight any more: a
+            # late write landing after the client resumed could clobber the resumed bytes.
+            with contextlib.suppress(BaseException):
+                await asyncio.wrap_future(pool.submit(_noop))
+            raise PartialAppend(state, writer.pos, exc) from exc
         finally:
-            os.close(fd)
+            pool.submit(os.close, fd)
+            pool.shutdown(wait=False)
+        size = writer.pos
         return state, size
 
     async def upload_read(self, upload_id: str, state: UploadState, size: int) -> AsyncIterator[bytes]:
@@ -183,6 +202,40 @@ class FilesystemBlobStore(BlobStore):
             return
         for name in names:
             yield name
+
+
+#: Ask the kernel to start writing an upload's pages to disk every this many bytes, so the
+#: fsync at commit finds little left to flush (it was ~0.4 s for 256 MiB here otherwise).
+WRITEBACK_EVERY = 8 << 20
+_SYNC_FILE_RANGE_WRITE = 2
+
+try:
+    _sync_file_range = ctypes.CDLL(None, use_errno=True).sync_file_range
+    _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
+    _sync_file_range = None
+
+
+def _noop() -> None:
+    pass
+
+
+class _Writeback:
+    """Sequential writes to ``fd`` that start asynchronous writeback behind themselves."""
+
+    __slots__ = ("fd", "pos", "flushed")
+
+    def __init__(self, fd: int, pos: int) -> None:
+        self.fd, self.pos, self.flushed = fd, pos, pos
+
+    def write(self, data: bytes) -> None:
+        _write_all(self.fd, data)
+        self.pos += len(data)
+        if _sync_file_range is not None and self.pos - self.flushed >= WRITEBACK_EVERY:
+            # Non-blocking hint (SYNC_FILE_RANGE_WRITE only); durability still comes from the
+            # fsync in upload_commit.  Errors are irrelevant here and ignored.
+            _sync_file_range(self.fd, self.flushed, self.pos - self.flushed, _SYNC_FILE_RANGE_WRITE)
+            self.flushed = self.pos
 
 
 def _write_all(fd: int, data: bytes) -> None:
