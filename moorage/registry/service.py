@@ -317,14 +317,20 @@ async def _update(hasher: "hashlib._Hash", chunk: bytes) -> None:
 
 
 async def _hashing(body: AsyncIterator[bytes], hasher: "hashlib._Hash") -> AsyncIterator[bytes]:
-    """Yield ``body``'s chunks, hashing each while the consumer writes it."""
-    async for chunk in body:
-        if len(chunk) >= _THREAD_HASH_MIN:
-            pending = asyncio.ensure_future(asyncio.to_thread(hasher.update, chunk))
-            try:
-                yield chunk
-            finally:
+    """Yield ``body``'s chunks, hashing each in a thread while the consumer writes it and the
+    next chunk is received; the hash of a chunk is awaited only before the next one starts
+    (updates stay in order) and before the generator finishes."""
+    pending: asyncio.Future[None] | None = None
+    try:
+        async for chunk in body:
+            if pending is not None:
                 await pending
-        else:
-            hasher.update(chunk)
+                pending = None
+            if len(chunk) >= _THREAD_HASH_MIN:
+                pending = asyncio.ensure_future(asyncio.to_thread(hasher.update, chunk))
+            else:
+                hasher.update(chunk)
             yield chunk
+    finally:
+        if pending is not None:
+            await pending
