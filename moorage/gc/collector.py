@@ -412,10 +412,14 @@ class Collector:
         self.progress.phase("sweeping blobs", len(candidates))
         removed: list[tuple[str, int]] = []
         skipped = 0
+        forget: list[str] = []  # bytes gone, rows to delete (in the next transaction: one commit less per batch)
         for batch in _chunks(candidates, self.opt.batch_size):
             digests = [d for d, _ in batch]
             async with self.db.write() as conn:
                 now = time.time()
+                if forget:
+                    await conn.execute(delete(blobs).where(blobs.c.digest.in_(forget), blobs.c.deleting_since.is_not(None)))
+                    forget = []
                 # 1. lock: SKIP LOCKED, so an in-flight put_manifest/claim/link holding a row
                 #    makes us skip that blob (it is being used) instead of waiting or deadlocking.
                 locked = list((await conn.execute(
@@ -442,8 +446,13 @@ class Collector:
             skipped += len(batch) - len(tomb)
             if tomb:
                 await self._test_pause()
-                removed.extend(await self._destroy([d for d, _ in tomb], tombstoned=(now, tomb)))
+                held = await self._destroy([d for d, _ in tomb], tombstoned=(now, tomb), delete_rows=False)
+                removed.extend(held)
+                forget = [d for d, _ in held]
             self.progress.advance(len(batch))
+        if forget:
+            async with self.db.write() as conn:
+                await conn.execute(delete(blobs).where(blobs.c.digest.in_(forget), blobs.c.deleting_since.is_not(None)))
         return removed, skipped
 
     async def _test_pause(self) -> None:
@@ -453,8 +462,8 @@ class Collector:
             print(f"gc: tombstones set, pausing {pause}s ({PAUSE_ENV})", file=sys.stderr, flush=True)
             await asyncio.sleep(float(pause))
 
-    async def _destroy(self, digests: Sequence[str],
-                       tombstoned: tuple[float, list[tuple[str, int]]] | None = None) -> list[tuple[str, int]]:
+    async def _destroy(self, digests: Sequence[str], tombstoned: tuple[float, list[tuple[str, int]]] | None = None,
+                       delete_rows: bool = True) -> list[tuple[str, int]]:
         """Delete tombstoned blobs: (refresh the tombstones,) delete the bytes, delete the rows.
 
         The refresh re-asserts ownership right before the storage delete: a tombstone that
@@ -475,7 +484,7 @@ class Collector:
                 if held:
                     await conn.execute(delete(repository_blobs).where(repository_blobs.c.digest.in_([d for d, _ in held])))
         await self._delete_storage([d for d, _ in held])
-        if held:
+        if held and delete_rows:
             async with self.db.write() as conn:
                 await conn.execute(delete(blobs).where(blobs.c.digest.in_([d for d, _ in held]),
                                                        blobs.c.deleting_since.is_not(None)))
