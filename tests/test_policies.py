@@ -155,6 +155,14 @@ def test_quota_refuses_pushes_over_the_limit(fresh_moorage):
     loc = url + r.headers["Location"]
     r = requests.put(loc, params={"digest": sha(c)}, data=c)
     _denied(r, limit)
+    # a monolithic POST without Content-Length (chunked): refused at completion, nothing kept
+    def chunked():
+        yield c[:4000]
+        yield c[4000:]
+
+    r = requests.post(f"{url}/v2/q/one/blobs/uploads/", params={"digest": sha(c)}, data=chunked())
+    _denied(r, limit)
+    assert not stored(fresh_moorage, [sha(c)])[sha(c)]
     # a mount from outside the namespace counts too
     outside = blob_bytes("q-outside", 5000)
     push_blob(url, "elsewhere/x", outside)

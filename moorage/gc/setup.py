@@ -2,7 +2,8 @@
 
 ``setup_gc(app, settings)``:
 
-* adds the quota middleware (upload requests only; one tiny query when no quota exists);
+* adds the quota middleware (upload requests only; one tiny query when no quota exists) and the
+  same check at upload completion (``RegistryService.commit_guard``) for sizes known only then;
 * adds ``DELETE /api/v1/repositories/{name}`` (admin);
 * with ``gc.interval > 0``, runs the collector inside the server every ``gc.interval`` seconds
   (grace ``gc.grace``, ``gc.delete_untagged``).  With several workers (or replicas on one
@@ -32,6 +33,16 @@ def setup_gc(app: web.Application, settings: Settings) -> None:
     from ..api.blobs import NAME
 
     app.middlewares.append(quota_middleware(DATABASE, STORE))
+    # ... and at completion, for pushes whose size was unknown before (chunked bodies).
+    from ..api.common import SERVICE
+    from . import quotas
+
+    db = app[DATABASE]
+
+    async def quota_guard(repository: str, digest: str, size: int) -> None:
+        await quotas.check_push(db, repository, size, digest)
+
+    app[SERVICE].commit_guard = quota_guard
     token_mode = settings.auth.mode == "token"
     # In token mode the auth middleware skips "api_v1_*" routes (they authenticate themselves,
     # and so does this one); otherwise the auth middleware (if any) authenticates the caller.

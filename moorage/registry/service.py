@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 from ..metadata.store import BlobBeingDeleted, ManifestRecord, MetadataStore, MissingReferences, ReferrerRecord, UploadRecord
 from ..storage import BlobStore, PartialAppend
@@ -53,6 +53,9 @@ class RegistryService:
         self.max_manifest_bytes = max_manifest_bytes
         # upload id -> (bytes hashed, sha256 state); LRU-bounded.
         self._hashers: OrderedDict[str, tuple[int, "hashlib._Hash"]] = OrderedDict()
+        #: Optional ``await guard(repository, digest, size)`` run before a verified upload is
+        #: committed; raises to refuse it (storage quotas, ``moorage.gc.setup``).
+        self.commit_guard: Callable[[str, str, int], Awaitable[None]] | None = None
 
     # ---------------------------------------------------------------------------- blobs
     async def blob_size(self, repository: str, digest: str) -> int:
@@ -176,6 +179,8 @@ class RegistryService:
         await self._discard(record)
 
     async def _commit(self, record: UploadRecord, digest: str) -> None:
+        if self.commit_guard is not None:
+            await self.commit_guard(record.repository, digest, record.size)
         try:
             await self.store.claim_blob(digest, record.size)
         except BlobBeingDeleted:
