@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -64,10 +65,6 @@ def _scheduler(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 async def _loop(app: web.Application, settings: Settings) -> None:
-    from ..api.app import DATABASE
-    from ..api.common import BLOBS
-    from .collector import Collector, GCOptions
-
     lock_path = settings.data / "gc.lock"
     while True:
         await asyncio.sleep(settings.gc.interval)
@@ -79,10 +76,8 @@ async def _loop(app: web.Application, settings: Settings) -> None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue
-            opts = GCOptions(grace=settings.gc.grace, delete_untagged=settings.gc.delete_untagged,
-                             upload_expiry=settings.gc.upload_expiry)
-            result = await Collector(app[DATABASE], app[BLOBS], opts).run()
-            log.info("gc: %s", result.summary())
+            summary = await _in_thread(settings)
+            log.info("gc: %s", summary)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a failed run is retried at the next interval
@@ -90,3 +85,50 @@ async def _loop(app: web.Application, settings: Settings) -> None:
         finally:
             if fd is not None:
                 os.close(fd)
+
+
+async def _in_thread(settings: Settings) -> dict:
+    """One collection on a daemon thread with its own event loop, database engine and store.
+
+    Loading the index of a big registry is CPU work (tens of thousands of rows); on its own
+    thread it does not stall the serving loop, and a shutdown mid-run just drops the thread
+    (the protocol is kill -9 safe; the next run finishes any tombstones).
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[dict] = loop.create_future()
+
+    def deliver(value: dict | None, exc: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(value or {})
+
+    def work() -> None:
+        try:
+            value = asyncio.run(_collect(settings))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(deliver, None, exc)
+        else:
+            loop.call_soon_threadsafe(deliver, value, None)
+
+    threading.Thread(target=work, name="moorage-gc", daemon=True).start()
+    return await done
+
+
+async def _collect(settings: Settings) -> dict:
+    from ..metadata.db import Database
+    from ..storage import create_blob_store
+    from .collector import Collector, GCOptions
+
+    db = Database(settings.database_url, pool_size=2)
+    store = create_blob_store(settings)
+    await store.open()
+    try:
+        opts = GCOptions(grace=settings.gc.grace, delete_untagged=settings.gc.delete_untagged,
+                         upload_expiry=settings.gc.upload_expiry)
+        return (await Collector(db, store, opts).run()).summary()
+    finally:
+        await store.close()
+        await db.close()
