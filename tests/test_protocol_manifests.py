@@ -286,3 +286,33 @@ def test_artifact_with_custom_config_media_type(c: Client) -> None:
     doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
            "config": {"mediaType": "application/vnd.acme.rocket.config", "digest": cfg, "size": 7}, "layers": []}
     assert c.push_manifest("m/art", "v1", doc).status_code == 201
+
+
+def test_descriptor_size_must_match_blob(c: Client) -> None:
+    layer = c.push_blob("m/size", b"twelve bytes")
+    cfg = c.push_blob("m/size", b"{}")
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
+           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": 13}]}
+    r = c.push_manifest("m/size", "x", doc)
+    assert r.status_code == 400 and error_codes(r) == ["SIZE_INVALID"]
+    assert r.json()["errors"][0]["detail"] == {"digest": layer, "declared": 13, "actual": 12}
+    doc["layers"][0]["size"] = 12
+    assert c.push_manifest("m/size", "x", doc).status_code == 201
+
+
+def test_foreign_layers_need_not_be_pushed(c: Client) -> None:
+    """Windows images reference non-distributable base layers by URL (Distribution accepts them)."""
+    cfg = c.push_blob("m/foreign", b"{}")
+    own = c.push_blob("m/foreign", b"own layer")
+    doc = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+           "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": cfg, "size": 2},
+           "layers": [
+               {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": sha256(b"base"),
+                "size": 4, "urls": ["https://example.invalid/base.tar.gz"]},
+               {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": own, "size": 9}]}
+    assert c.push_manifest("m/foreign", "win", doc, DOCKER_MANIFEST).status_code == 201
+    # without urls the same layer must be present
+    del doc["layers"][0]["urls"]
+    r = c.push_manifest("m/foreign", "win2", doc, DOCKER_MANIFEST)
+    assert r.status_code == 400 and error_codes(r) == ["MANIFEST_BLOB_UNKNOWN"]

@@ -84,6 +84,14 @@ class MissingReferences(Exception):
         self.manifests = manifests
 
 
+class WrongSizes(Exception):
+    """Descriptors whose declared size differs from the stored blob's: (digest, declared, actual)."""
+
+    def __init__(self, wrong: list[tuple[str, int, int]]) -> None:
+        super().__init__("descriptor sizes do not match the blobs")
+        self.wrong = wrong
+
+
 class BlobBeingDeleted(Exception):
     """The garbage collector holds a tombstone on this digest; retry shortly."""
 
@@ -260,8 +268,12 @@ class MetadataStore:
         artifact_type: str | None,
         annotations: dict[str, str] | None,
         tag: str | None,
+        blob_sizes: dict[str, int] | None = None,
     ) -> None:
         """Store a manifest (and point ``tag`` at it) if everything it references is present.
+
+        ``blob_sizes`` (digest -> size the manifest declares) are checked against the stored
+        blobs: a descriptor with a wrong size would make every client's pull fail verification.
 
         One write transaction: the reference check, the manifest row, its reference rows and
         the tag move together, and the referenced blob rows are share-locked so the garbage
@@ -273,17 +285,21 @@ class MetadataStore:
         async with self.db.write() as conn:
             repo_id = await self._ensure_repository(conn, repository)
             if blob_set:
-                found = set((await conn.execute(
-                    select(blobs.c.digest)
+                stored = dict((await conn.execute(
+                    select(blobs.c.digest, blobs.c.size)
                     .select_from(blobs.join(repository_blobs, repository_blobs.c.digest == blobs.c.digest))
                     .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(blob_set),
                            blobs.c.deleting_since.is_(None))
                     # Share-lock the link rows too: a link pruned by the collector meanwhile
                     # then drops out of the result instead of being read from our snapshot.
                     .with_for_update(read=True, of=[blobs, repository_blobs])
-                )).scalars())
+                )).tuples().all())
             else:
-                found = set()
+                stored = {}
+            found = set(stored)
+            wrong = [(d, want, int(stored[d])) for d, want in (blob_sizes or {}).items() if d in stored and int(stored[d]) != want]
+            if wrong:
+                raise WrongSizes(wrong)
             missing_children: list[str] = []
             if child_set:
                 have = set((await conn.execute(

@@ -29,6 +29,7 @@ class ParsedManifest:
     media_type: str
     blobs: list[Descriptor] = field(default_factory=list)      # config + layers
     manifests: list[Descriptor] = field(default_factory=list)  # children of an index
+    foreign: list[Descriptor] = field(default_factory=list)    # non-distributable layers (urls)
     subject: Descriptor | None = None
     artifact_type: str | None = None
     annotations: dict[str, str] | None = None
@@ -55,6 +56,12 @@ def _descriptor(obj: Any, where: str) -> Descriptor:
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ManifestInvalid(f"{where}: descriptor size must be a non-negative integer")
     return Descriptor(media_type, digest, size)
+
+
+def _is_foreign(raw: dict[str, Any], desc: Descriptor) -> bool:
+    """Windows base layers and other non-distributable layers: clients push only their descriptor."""
+    urls = raw.get("urls")
+    return bool(urls) and isinstance(urls, list) and ("foreign" in desc.media_type or "nondistributable" in desc.media_type)
 
 
 def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
@@ -101,7 +108,13 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         layers = doc.get("layers")
         if not isinstance(layers, list):
             raise ManifestInvalid("image manifest must have a layers array")
-        parsed.blobs = [config] + [_descriptor(layer, f"layers[{i}]") for i, layer in enumerate(layers)]
+        parsed.blobs = [config]
+        for i, layer in enumerate(layers):
+            desc = _descriptor(layer, f"layers[{i}]")
+            if _is_foreign(layer, desc):
+                parsed.foreign.append(desc)  # fetched by clients from its URLs, never pushed here
+            else:
+                parsed.blobs.append(desc)
     if "subject" in doc:
         parsed.subject = _descriptor(doc["subject"], "subject")
     artifact_type = doc.get("artifactType")

@@ -22,11 +22,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 
-from ..metadata.store import BlobBeingDeleted, ManifestRecord, MetadataStore, MissingReferences, ReferrerRecord, UploadRecord
+from ..metadata.store import WrongSizes, BlobBeingDeleted, ManifestRecord, MetadataStore, MissingReferences, ReferrerRecord, UploadRecord
 from ..storage import BlobStore, PartialAppend
 from . import errors
 from .digests import Digest, new_hasher
-from .manifests import parse_manifest
+from .manifests import Descriptor, parse_manifest
 from .names import validate_name, validate_tag
 
 #: Chunks at least this large are hashed in a worker thread (hashlib releases the GIL), so
@@ -238,6 +238,7 @@ class RegistryService:
             await self.store.put_manifest(
                 repository, str(digest), parsed.media_type, body,
                 blob_digests=[d.digest for d in parsed.blobs],
+                blob_sizes=_declared_sizes(parsed.blobs),
                 child_digests=[d.digest for d in parsed.manifests],
                 subject=parsed.subject.digest if parsed.subject else None,
                 artifact_type=parsed.artifact_type,
@@ -248,6 +249,11 @@ class RegistryService:
             found = [errors.ManifestBlobUnknown(detail={"digest": d}) for d in missing.blobs]
             found += [errors.ManifestBlobUnknown("manifest references a manifest unknown to the repository", detail={"digest": d})
                       for d in missing.manifests]
+            first, first.more = found[0], found[1:]
+            raise first from None
+        except WrongSizes as bad:
+            found = [errors.SizeInvalid(f"descriptor declares {want} bytes, the blob has {have}",
+                                        detail={"digest": d, "declared": want, "actual": have}) for d, want, have in bad.wrong]
             first, first.more = found[0], found[1:]
             raise first from None
         except BlobBeingDeleted:
@@ -299,6 +305,14 @@ class RegistryService:
     def _require_delete(self) -> None:
         if not self.delete_enabled:
             raise errors.Unsupported("deletes are disabled on this registry")
+
+
+def _declared_sizes(descriptors: list[Descriptor]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for d in descriptors:
+        if sizes.setdefault(d.digest, d.size) != d.size:
+            raise errors.ManifestInvalid("one digest declared with two different sizes", detail={"digest": d.digest})
+    return sizes
 
 
 def _plausible_id(upload_id: str) -> bool:
