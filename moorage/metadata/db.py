@@ -119,7 +119,6 @@ class Database:
 
     async def migrate(self) -> tuple[str | None, str | None]:
         """Upgrade to the newest schema; returns (before, after) revisions."""
-        before = await self.current_revision()
         cfg = self._alembic_config()
 
         def upgrade(sync_conn: Any) -> None:
@@ -131,6 +130,7 @@ class Database:
                 # Replicas started together with auto_migrate on: one migrates, the others
                 # wait here and then find the schema at head (PostgreSQL DDL is transactional).
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            before = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
             await conn.run_sync(upgrade)
         return before, await self.current_revision()
 
