@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -198,12 +199,24 @@ def test_kill9_mid_sweep_then_next_run_finishes(fresh_moorage):
 
     problems = check(fresh_moorage)
     assert problems and all("tombstone" in p for p in problems), problems
+    tombstoned = sorted(p.split()[-1] for p in problems)
     # the registry keeps serving what it should
     pull_image(url, "k9", "keep", keep)
+    # an upload of a tombstoned blob waits for the tombstone instead of racing the sweep
+    victim = next(b for img in doomed for b in img.blobs if sha(b) == tombstoned[0])
+    box: dict = {}
+    pusher = threading.Thread(target=lambda: box.setdefault("status", requests.post(
+        f"{url}/v2/k9/blobs/uploads/", params={"digest": sha(victim)}, data=victim, timeout=120).status_code))
+    pusher.start()
+    pusher.join(timeout=1.5)
+    assert pusher.is_alive(), f"upload of a tombstoned blob did not wait: {box}"
     summary = gc(fresh_moorage, "--grace", "0")
     assert summary["tombstones_finished"] >= 1
+    pusher.join(timeout=60)
+    assert box.get("status") == 201
+    assert requests.get(f"{url}/v2/k9/blobs/{sha(victim)}").content == victim
     assert check(fresh_moorage) == []
-    assert not any(stored(fresh_moorage, doomed_digests).values())
+    assert not any(stored(fresh_moorage, [d for d in doomed_digests if d != sha(victim)]).values())
     pull_image(url, "k9", "keep", keep)
     # a blob of the interrupted sweep can be pushed again
     push_image(url, "k9", "again", doomed[0])
