@@ -6,9 +6,10 @@ storage and metadata change:
 * blob bytes are hashed while they stream into an upload session, and only a verified upload
   is moved to its content address (storage first, then metadata, so the index never names a
   blob that is not there);
-* the running hash of an upload is kept in memory between PATCH requests; a process that does
-  not have it (after a restart, or another replica) re-hashes what storage holds — correct
-  everywhere, fast in the common case;
+* the running hash of an upload is kept in memory between PATCH requests and its SHA-256 state
+  is saved with the upload in the database (:mod:`.hashstate`), so a process that does not
+  have it (after a restart, or another replica) resumes it; only without a usable saved state
+  (sha512, no libcrypto) does it re-hash what storage holds;
 * a repository reads only blobs that were pushed or mounted into it.
 """
 
@@ -24,7 +25,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from ..metadata.store import WrongSizes, BlobBeingDeleted, ManifestRecord, MetadataStore, MissingReferences, ReferrerRecord, UploadRecord
 from ..storage import BlobStore, PartialAppend
-from . import errors
+from . import errors, hashstate
 from .digests import Digest, new_hasher
 from .manifests import Descriptor, parse_manifest
 from .names import validate_name, validate_tag
@@ -91,7 +92,7 @@ class RegistryService:
         upload_id = str(uuid.uuid4())
         state = await self.blobs.upload_create(upload_id)
         await self.store.create_upload(upload_id, repository, state)
-        self._remember(upload_id, 0, new_hasher())
+        self._remember(upload_id, 0, _new_sha256())
         now = time.time()
         return UploadRecord(upload_id, repository, 0, state, now, now)
 
@@ -126,10 +127,11 @@ class RegistryService:
         except PartialAppend as partial:
             # Keep what was durably written, so the client can resume from there.
             self._hashers.pop(record.id, None)
-            await self.store.update_upload(record.id, record.size, partial.size, partial.state)
+            await self.store.update_upload(record.id, record.size, partial.size, _without_hash_state(partial.state))
             if isinstance(partial.cause, errors.RegistryError):
                 raise partial.cause from None
             raise errors.BlobUploadInvalid(f"upload interrupted: {partial.cause}") from None
+        state = _with_hash_state(state, size, hasher)
         if not await self.store.update_upload(record.id, record.size, size, state):
             self._hashers.pop(record.id, None)
             raise errors.BlobUploadInvalid("upload was modified concurrently; query its status and resume")
@@ -200,10 +202,20 @@ class RegistryService:
         cached = self._hashers.get(record.id)
         if cached is not None and cached[0] == record.size:
             return cached[1].copy()
+        # Another replica (or this one before a restart) wrote the last chunk: resume from the
+        # hash state it saved with the upload; re-hash from storage only if there is none.
+        saved = record.state.get(_HASH_KEY) if isinstance(record.state, dict) else None
+        if hashstate.AVAILABLE and isinstance(saved, dict) and saved.get("size") == record.size:
+            try:
+                restored = hashstate.ResumableSHA256.restore(str(saved.get("state")))
+            except (ValueError, TypeError):
+                restored = None
+            if restored is not None and restored.length == record.size:
+                return restored  # type: ignore[return-value]
         return await self._rehash(record, "sha256")
 
     async def _rehash(self, record: UploadRecord, algorithm: str) -> "hashlib._Hash":
-        hasher = new_hasher(algorithm)
+        hasher = _new_sha256() if algorithm == "sha256" else new_hasher(algorithm)
         async for chunk in self.blobs.upload_read(record.id, record.state, record.size):
             await _update(hasher, chunk)
         return hasher
@@ -313,6 +325,26 @@ def _declared_sizes(descriptors: list[Descriptor]) -> dict[str, int]:
         if sizes.setdefault(d.digest, d.size) != d.size:
             raise errors.ManifestInvalid("one digest declared with two different sizes", detail={"digest": d.digest})
     return sizes
+
+
+#: The service's own entry in an upload's persisted state: the running SHA-256 state at
+#: ``size`` bytes (drivers ignore keys they do not know).
+_HASH_KEY = "_sha256"
+
+
+def _new_sha256() -> "hashlib._Hash":
+    return hashstate.ResumableSHA256() if hashstate.AVAILABLE else new_hasher("sha256")  # type: ignore[return-value]
+
+
+def _without_hash_state(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k != _HASH_KEY} if _HASH_KEY in state else state
+
+
+def _with_hash_state(state: dict, size: int, hasher: object) -> dict:
+    state = _without_hash_state(state)
+    if isinstance(hasher, hashstate.ResumableSHA256) and hasher.length == size:
+        state = {**state, _HASH_KEY: {"size": size, "state": hasher.state()}}
+    return state
 
 
 def _plausible_id(upload_id: str) -> bool:

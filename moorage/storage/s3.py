@@ -8,9 +8,9 @@ Layout in the bucket (everything under the optional ``prefix``)::
 
 Why parts are plain objects and not parts of an S3 multipart upload
 -------------------------------------------------------------------
-S3 has no API to *read* the parts of an unfinished multipart upload, but a replica that did not
-see the previous chunk of an upload has to re-hash what was written so far (Python's hash
-state cannot be serialised).  So every full part (``part_size`` bytes, >= 5 MiB) is a plain
+S3 has no API to *read* the parts of an unfinished multipart upload, but the registry must be
+able to re-hash what was written so far when no saved hash state is usable (sha512 digests,
+a libcrypto without the resumable SHA-256 API -- see ``moorage.registry.hashstate``).  So every full part (``part_size`` bytes, >= 5 MiB) is a plain
 object, readable at any time; the remainder of a PATCH that does not fill a part is the *tail*
 object, which the next PATCH (on any replica) reads back and prepends.  :meth:`upload_commit`
 then assembles the content-addressed object **server-side** with one multipart upload whose
