@@ -16,9 +16,10 @@ and measures (median of ``--repeat`` runs, interleaved so machine noise hits all
   like docker), PUT ?digest= -- MB/s (10^6 B/s).  Through ``lb2`` the three requests land on
   different replicas, so the replica answering the PUT has no in-memory hash state and
   re-hashes the upload from S3;
-* ``rehash``: the same push against the two replicas directly, POST+PATCH on replica 1 and PUT
-  on replica 2, next to all three on replica 1: the difference is the cost of a cross-replica
-  finish (reading the upload back from S3 and hashing it);
+* cross-replica finish: the same push against the two replicas directly, POST+PATCH on
+  replica 1 and PUT on replica 2, next to all three on replica 1: the difference is the cost of
+  finishing on a replica without the in-memory hash (it resumes the SHA-256 state saved in the
+  database; before that existed it re-read and re-hashed the upload from S3);
 * pull of that blob -- MB/s;
 * manifest GET by tag: ``wrk -t2 -c32 -d5s`` -- req/s and p99 latency.
 
@@ -233,8 +234,8 @@ def main() -> None:
             med = statistics.median(ts)
             print(f"  {name:42} {size / med / 1e6:8.1f} {med:8.2f}")
         same, other = statistics.median(push_t["s3+postgres (1 replica)"]), statistics.median(push_t["s3+postgres, PUT on the other replica"])
-        print(f"  cross-replica finish (re-hash from S3): +{other - same:.2f} s for {args.size} MiB "
-              f"(~{size / max(other - same, 1e-9) / 1e6:.0f} MB/s re-read+hash)")
+        print(f"  cross-replica finish: {other - same:+.2f} s for {args.size} MiB (the finishing replica resumes "
+              f"the saved hash state; without one it re-reads and re-hashes the upload from S3)")
         print(f"\n{'pull (GET blob)':44} {'MB/s':>8} {'s':>8}")
         for name, ts in pull_t.items():
             med = statistics.median(ts)
