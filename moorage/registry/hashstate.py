@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import ctypes
 import ctypes.util
+import os
 import struct
 from typing import Any
 
@@ -134,4 +135,5 @@ def _self_test() -> bool:
 
 
 #: True when resumable hashing works here (else the service re-hashes from storage).
-AVAILABLE = _self_test()
+#: ``MOORAGE_RESUMABLE_HASH=0`` turns it off (to measure or rule out; uploads stay correct).
+AVAILABLE = os.environ.get("MOORAGE_RESUMABLE_HASH", "1").strip().lower() not in ("0", "false", "no") and _self_test()
