@@ -108,6 +108,17 @@ class Server:
         return out
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size now (shared pages split between the processes sharing them)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def vm_hwm_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -394,11 +405,12 @@ class Bench:
             for d in digests:
                 mount_blob(s, srv.url, "bench/tags", d, "bench/small")
 
-            def tag(j: int, srv: Server = srv) -> None:
-                put_manifest(self._thread_session(srv), srv.url, "bench/tags", f"t{j:05d}", manifest)
+        def tag(job: tuple[Server, int]) -> None:
+            srv, j = job
+            put_manifest(self._thread_session(srv), srv.url, "bench/tags", f"t{j:05d}", manifest)
 
-            with cf.ThreadPoolExecutor(8) as pool:
-                list(pool.map(tag, range(ntags)))
+        with cf.ThreadPoolExecutor(8) as pool:
+            list(pool.map(tag, [(srv, j) for j in range(ntags) for srv in self.servers]))
         log(f"created {ntags} tags per server in {time.perf_counter() - t0:.1f}s (not measured)")
 
         def do(srv: Server, i: int) -> None:
@@ -420,16 +432,16 @@ class Bench:
         digests = [ocilayout.sha256_digest(b) for b in small_image()[:2]]
         nrepos = self.args.repos
         t0 = time.perf_counter()
-        for srv in self.servers:
-            def make(j: int, srv: Server = srv) -> None:
-                s = self._thread_session(srv)
-                repo = f"cat/r{j:05d}"
-                for d in digests:
-                    mount_blob(s, srv.url, repo, d, "bench/small")
-                put_manifest(s, srv.url, repo, "v1", manifest)
+        def make(job: tuple[Server, int]) -> None:
+            srv, j = job
+            s = self._thread_session(srv)
+            repo = f"cat/r{j:05d}"
+            for d in digests:
+                mount_blob(s, srv.url, repo, d, "bench/small")
+            put_manifest(s, srv.url, repo, "v1", manifest)
 
-            with cf.ThreadPoolExecutor(8) as pool:
-                list(pool.map(make, range(nrepos)))
+        with cf.ThreadPoolExecutor(8) as pool:
+            list(pool.map(make, [(srv, j) for j in range(nrepos) for srv in self.servers]))
         log(f"created {nrepos} repositories per server in {time.perf_counter() - t0:.1f}s (not measured)")
         expected = None
 
@@ -510,6 +522,7 @@ class Bench:
             pids = srv.pids()
             kib = [vm_hwm_kib(p) for p in pids]
             srv.add("rss_MiB", sum(kib) / 1024)
+            srv.add("pss_MiB", sum(pss_kib(p) for p in pids) / 1024)
             if len(pids) > 1:
                 srv.notes["rss"] = "+".join(f"{k / 1024:.0f}" for k in kib) + " MiB"
 
@@ -526,7 +539,8 @@ FIGURES = [
     ("catalog_ms", "walk 1,000-repo catalog, n=100", "ms", False, 1.0),
     ("skopeo_push_s", "skopeo push ~200 MB image", "s", False, 1.0),
     ("skopeo_pull_s", "skopeo pull ~200 MB image", "s", False, 1.0),
-    ("rss_MiB", "peak RSS after the run (VmHWM)", "MiB", False, 1.0),
+    ("rss_MiB", "peak RSS after the run (VmHWM, sum)", "MiB", False, 1.0),
+    ("pss_MiB", "memory after the run (PSS, sum)", "MiB", False, 1.0),
 ]
 
 
