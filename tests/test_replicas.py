@@ -199,3 +199,39 @@ def test_sigkill_replica_mid_push(cluster: Cluster, rgw, tmp_path: Path) -> None
     # the killed replica comes back and serves the same bytes (nothing it held was needed)
     victim.start()
     _pull_and_compare(sk, f"{victim.host}/team/big:v1", tmp_path / "out-victim", expected)
+
+
+def test_token_auth_shared_by_replicas(rgw, postgres_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two token-mode replicas started at once on a fresh database: one admin, one signing key;
+    a token issued by either is accepted by both, and what one stored the other serves."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.authsrv import ADMIN_PASSWORD, bearer, get_token, push_image, start_auth_server
+
+    suffix = uuid.uuid4().hex[:10]
+    env = {
+        "MOORAGE_STORAGE__DRIVER": "s3",
+        "MOORAGE_STORAGE__S3__BUCKET": f"auth-{suffix}",
+        "MOORAGE_STORAGE__S3__ENDPOINT_URL": rgw.endpoint_url,
+        "MOORAGE_STORAGE__S3__ACCESS_KEY": rgw.access_key,
+        "MOORAGE_STORAGE__S3__SECRET_KEY": rgw.secret_key,
+        "MOORAGE_STORAGE__S3__REGION": rgw.region,
+        "MOORAGE_DATABASE__URL": create_database(postgres_url, f"auth_{suffix}"),
+        "MOORAGE_DATABASE__AUTO_MIGRATE": "true",
+    }
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(start_auth_server, tmp_path / f"a{i}", env) for i in range(2)]
+        reps = [f.result() for f in futures]
+    try:
+        admin = ("admin", ADMIN_PASSWORD)
+        t0 = get_token(reps[0], ["repository:shared/app:pull,push"], admin)
+        t1 = get_token(reps[1], ["repository:shared/app:pull,push"], admin)
+        digest = push_image(reps[1].url, "shared/app", "v1", t0)  # token of replica 0, pushed to replica 1
+        for rep, tok in ((reps[0], t1), (reps[1], t0)):
+            r = requests.get(f"{rep.url}/v2/shared/app/manifests/v1", headers={**bearer(tok), "Accept": "*/*"}, timeout=30)
+            assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == digest
+        keys = [requests.get(f"{rep.url}/auth/jwks", timeout=30).json()["keys"] for rep in reps]
+        assert keys[0] == keys[1] and len(keys[0]) == 1
+    finally:
+        for rep in reps:
+            rep.stop()
