@@ -9,12 +9,12 @@ whole verified blob — never a partial one under a digest name.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import errno
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -123,34 +123,34 @@ class FilesystemBlobStore(BlobStore):
             os.lseek(fd, offset, os.SEEK_SET)
             return fd
 
-        # One thread per append, owning the fd: writes run in order while the event loop
-        # receives (and the service hashes) the next chunk, and the fd is closed by that same
-        # thread only after its last write -- even if this coroutine is cancelled meanwhile.
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moorage-append")
-        loop = asyncio.get_running_loop()
+        # Writes go to a bounded pool while the event loop receives (and the service hashes)
+        # the next chunk.  One write per upload is in flight at a time, so they land in order;
+        # the fd is closed only once the last write has finished, even on cancellation.
         try:
-            fd = await loop.run_in_executor(pool, open_at)
+            fd = await asyncio.to_thread(open_at)
         except FileNotFoundError:
-            pool.shutdown(wait=False)
             raise FileNotFoundError(f"upload {upload_id} has no data file") from None
         writer = _Writeback(fd, offset)
-        pending: asyncio.Future[None] | None = None
+        inflight: concurrent.futures.Future[None] | None = None
         try:
             async for chunk in chunks:
-                if pending is not None:  # at most one chunk waits while the next one is written
-                    await pending
-                pending = loop.run_in_executor(pool, writer.write, chunk)
-            if pending is not None:
-                await pending
+                if inflight is not None:
+                    await asyncio.wrap_future(inflight)
+                inflight = _WRITE_POOL.submit(writer.write, chunk)
+            if inflight is not None:
+                await asyncio.wrap_future(inflight)
         except BaseException as exc:
             # Report only what is on disk, and only once no write is in flight any more: a
             # late write landing after the client resumed could clobber the resumed bytes.
-            with contextlib.suppress(BaseException):
-                await asyncio.wrap_future(pool.submit(_noop))
+            if inflight is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wrap_future(inflight)
             raise PartialAppend(state, writer.pos, exc) from exc
         finally:
-            pool.submit(os.close, fd)
-            pool.shutdown(wait=False)
+            if inflight is None or inflight.done():
+                os.close(fd)
+            else:
+                inflight.add_done_callback(lambda _f: os.close(fd))
         size = writer.pos
         return state, size
 
@@ -204,6 +204,9 @@ class FilesystemBlobStore(BlobStore):
             yield name
 
 
+#: Upload writes of all requests share these threads (bounded however many uploads run).
+_WRITE_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="moorage-write")
+
 #: Ask the kernel to start writing an upload's pages to disk every this many bytes, so the
 #: fsync at commit finds little left to flush (it was ~0.4 s for 256 MiB here otherwise).
 WRITEBACK_EVERY = 8 << 20
@@ -214,10 +217,6 @@ try:
     _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
     _sync_file_range = None
-
-
-def _noop() -> None:
-    pass
 
 
 class _Writeback:
