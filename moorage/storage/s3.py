@@ -311,9 +311,15 @@ class S3BlobStore(BlobStore):
 
         buf = bytearray()
         if tail:
-            buf += await self._get_bytes(self._upload_key(upload_id, tail["key"]))
-            if len(buf) != int(tail["size"]):
-                raise RuntimeError(f"upload {upload_id}: tail object has {len(buf)} bytes, expected {tail['size']}")
+            try:
+                buf += await self._get_bytes(self._upload_key(upload_id, tail["key"]))
+                if len(buf) != int(tail["size"]):
+                    raise RuntimeError(f"tail object has {len(buf)} bytes, expected {tail['size']}")
+            except Exception as exc:  # S3 failing (or the upload finished meanwhile): nothing changed
+                if cleanup_task is not None:
+                    with contextlib.suppress(Exception):
+                        await cleanup_task
+                raise PartialAppend(state, offset, exc) from exc
         tail_consumed = False  # the old tail's bytes went into a part
         received = 0
         try:
