@@ -124,25 +124,25 @@ class MetadataStore:
         return int((await conn.execute(select(repositories.c.id).where(repositories.c.name == name))).scalar_one())
 
     async def repository_exists(self, name: str) -> bool:
-        async with self.db.read() as conn:
+        async with self.db.read(snapshot=False) as conn:
             return (await conn.execute(select(repositories.c.id).where(repositories.c.name == name))).first() is not None
 
     async def catalog(self, n: int | None, last: str | None) -> list[str]:
         """Repositories holding at least one manifest, lexically ordered, after ``last``."""
         stmt, params = (self._catalog, {"last": last or ""}) if n is None else (self._catalog_n, {"last": last or "", "n": n})
-        async with self.db.read() as conn:
+        async with self.db.read(snapshot=False) as conn:
             return (await conn.execute(stmt, params)).scalars().all()
 
     # -- blobs ----------------------------------------------------------------------------
     async def blob_size_in_repository(self, repository: str, digest: str) -> int | None:
         """Size of ``digest`` if ``repository`` may read it (pushed or mounted there) and it is live."""
-        async with self.db.read() as conn:
+        async with self.db.read(snapshot=False) as conn:
             size = (await conn.execute(_BLOB_SIZE_IN_REPOSITORY, {"repo": repository, "digest": digest})).scalar()
         return None if size is None else int(size)
 
     async def blob_size(self, digest: str) -> int | None:
         """Size of a live blob known to the registry (any repository)."""
-        async with self.db.read() as conn:
+        async with self.db.read(snapshot=False) as conn:
             size = (await conn.execute(
                 select(blobs.c.size).where(blobs.c.digest == digest, blobs.c.deleting_since.is_(None))
             )).scalar()
@@ -224,7 +224,7 @@ class MetadataStore:
             .select_from(uploads.join(repositories, repositories.c.id == uploads.c.repository_id))
             .where(uploads.c.id == upload_id, repositories.c.name == repository)
         )
-        async with self.db.read() as conn:
+        async with self.db.read(snapshot=False) as conn:
             row = (await conn.execute(q)).first()
         if row is None:
             return None
@@ -353,7 +353,7 @@ class MetadataStore:
 
     async def get_manifest(self, repository: str, reference: str, *, by_digest: bool) -> ManifestRecord | None:
         stmt = _GET_MANIFEST_BY_DIGEST if by_digest else _GET_MANIFEST_BY_TAG
-        async with self.db.read() as conn:
+        async with self.db.read(snapshot=False) as conn:
             row = (await conn.execute(stmt, {"repo": repository, "ref": reference})).first()
         if row is None:
             return None
@@ -391,7 +391,7 @@ class MetadataStore:
         params: dict[str, Any] = {"repo": repository, "last": last or ""}
         if n is not None:
             params["n"] = n
-        async with self.db.read() as conn:
+        async with self.db.read(snapshot=False) as conn:
             found = (await conn.execute(self._list_tags if n is None else self._list_tags_n, params)).scalars().all()
             if found or (await conn.execute(_REPOSITORY_ID, {"repo": repository})).first() is not None:
                 return found
@@ -406,7 +406,7 @@ class MetadataStore:
         )
         if artifact_type is not None:
             q = q.where(manifests.c.artifact_type == artifact_type)
-        async with self.db.read() as conn:
+        async with self.db.read(snapshot=False) as conn:
             rows = (await conn.execute(q)).all()
         return [
             ReferrerRecord(r.digest, r.media_type, int(r.size), r.artifact_type, json.loads(r.annotations) if r.annotations else None)
