@@ -1,10 +1,18 @@
 """Blobs: ``GET``/``HEAD``/``DELETE /v2/<name>/blobs/<digest>``.
 
-Filesystem blobs go out with sendfile (aiohttp's FileResponse, which also answers Range
-requests with 206/416); other drivers either redirect to a presigned URL or stream through.
+Filesystem blobs go out with sendfile(2): a whole-blob GET through :func:`_sendfile` (ours,
+because aiohttp's FileResponse relies on ``loop.sendfile()``, which uvloop does not implement,
+and then copies every chunk through Python), Range and conditional requests through aiohttp's
+FileResponse (206/416); other drivers either redirect to a presigned URL or stream through.
 """
 
 from __future__ import annotations
+
+import asyncio
+import os
+import select
+import threading
+from pathlib import Path
 
 from aiohttp import web
 
@@ -49,8 +57,99 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     if path is not None:
         if not path.is_file():
             raise errors.BlobUnknown("blob data missing from storage", detail={"digest": digest})
+        resp = await _sendfile(request, path, size, headers)
+        if resp is not None:
+            return resp
         return web.FileResponse(path, chunk_size=1 << 20, headers=headers)
     return await _stream(request, digest, size, headers)
+
+
+#: Requests FileResponse answers itself (ranges, conditional GETs).
+_FILERESPONSE_HEADERS = ("Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
+#: A client that accepts nothing for this long is dropped.
+_SEND_STALL_SECONDS = 60
+
+
+async def _sendfile(request: web.Request, path: Path, size: int, headers: dict[str, str]) -> web.StreamResponse | None:
+    """Send the whole file with sendfile(2) from a worker thread; None if that doesn't apply
+    (TLS, range or conditional request, file not the expected size)."""
+    transport = request.transport
+    if transport is None or transport.get_extra_info("sslcontext") is not None:
+        return None
+    if any(h in request.headers for h in _FILERESPONSE_HEADERS):
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        fobj = await asyncio.to_thread(open, path, "rb")
+    except FileNotFoundError:
+        raise errors.BlobUnknown("blob data missing from storage") from None
+    owned = True
+    try:
+        if os.fstat(fobj.fileno()).st_size != size:
+            return None
+        resp = web.StreamResponse(status=200, headers=headers)
+        resp.content_length = size
+        await resp.prepare(request)
+        # The headers must be on the wire before we write to the socket behind the transport.
+        for _ in range(_SEND_STALL_SECONDS * 100):
+            if transport.is_closing():
+                return resp  # client went away
+            if transport.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            transport.close()  # client does not read
+            return resp
+        # The thread gets its own descriptor of the socket and owns it and the file from here:
+        # if this handler is cancelled and the transport closes its fd (whose number may then
+        # be reused by another connection), the thread still writes only to this connection.
+        sock_fd = os.dup(sock.fileno())
+        stop = threading.Event()
+        owned = False
+        try:
+            await asyncio.to_thread(_sendfile_all, sock_fd, fobj, size, stop)
+        except OSError:
+            # Client gone or stalled: some of the promised Content-Length is missing, so the
+            # connection cannot be reused; nothing else to report.
+            transport.close()
+            return resp
+        finally:
+            stop.set()
+        await resp.write_eof()
+        return resp
+    finally:
+        if owned:
+            fobj.close()
+
+
+def _sendfile_all(sock_fd: int, fobj: object, count: int, stop: threading.Event) -> None:
+    """Blocking sendfile loop on a non-blocking socket (poll for room); closes both files."""
+    try:
+        file_fd = fobj.fileno()  # type: ignore[attr-defined]
+        poller = select.poll()
+        poller.register(sock_fd, select.POLLOUT)
+        offset, idle = 0, 0
+        while offset < count:
+            if stop.is_set():
+                raise ConnectionResetError("cancelled")
+            try:
+                sent = os.sendfile(sock_fd, file_fd, offset, min(count - offset, 1 << 30))
+            except BlockingIOError:
+                sent = -1
+            if sent == 0:
+                raise ConnectionResetError("blob file shorter than expected")
+            if sent > 0:
+                offset += sent
+                idle = 0
+            elif not poller.poll(1000):
+                idle += 1
+                if idle >= _SEND_STALL_SECONDS:
+                    raise TimeoutError("client stalled")
+    finally:
+        os.close(sock_fd)
+        fobj.close()  # type: ignore[attr-defined]
 
 
 async def _stream(request: web.Request, digest: str, size: int, headers: dict[str, str]) -> web.StreamResponse:
