@@ -65,6 +65,8 @@ ACCEPT = ", ".join([
 MiB = 1 << 20
 IO_CHUNK = 1 << 20
 ALL_BENCHES = ("push", "pull", "manifest", "tags", "catalog", "skopeo")
+#: Listing figures take milliseconds: each round times them this many times (median).
+INNER = 10
 IMAGE_LAYERS = (64 * MiB, 48 * MiB, 40 * MiB, 32 * MiB, 16 * MiB)  # ~200 MB
 
 
@@ -414,15 +416,19 @@ class Bench:
         log(f"created {ntags} tags per server in {time.perf_counter() - t0:.1f}s (not measured)")
 
         def do(srv: Server, i: int) -> None:
-            t0 = time.perf_counter()
-            seen, pages = walk(srv.url, "/v2/bench/tags/tags/list", "tags", 100)
-            t1 = time.perf_counter()
-            seen1, _ = walk(srv.url, "/v2/bench/tags/tags/list", "tags", None)
-            t2 = time.perf_counter()
-            if seen != ntags or seen1 != ntags:
-                raise RuntimeError(f"{srv.label}: listed {seen}/{seen1} tags, expected {ntags}")
-            srv.add("tags_paged_ms", (t1 - t0) * 1e3)
-            srv.add("tags_one_ms", (t2 - t1) * 1e3)
+            paged, one = [], []
+            for _ in range(INNER):  # a few ms each: several runs per round, their median
+                t0 = time.perf_counter()
+                seen, pages = walk(srv.url, "/v2/bench/tags/tags/list", "tags", 100)
+                t1 = time.perf_counter()
+                seen1, _ = walk(srv.url, "/v2/bench/tags/tags/list", "tags", None)
+                t2 = time.perf_counter()
+                if seen != ntags or seen1 != ntags:
+                    raise RuntimeError(f"{srv.label}: listed {seen}/{seen1} tags, expected {ntags}")
+                paged.append((t1 - t0) * 1e3)
+                one.append((t2 - t1) * 1e3)
+            srv.add("tags_paged_ms", statistics.median(paged))
+            srv.add("tags_one_ms", statistics.median(one))
             srv.notes["tags"] = f"n=100 listing took {pages} request(s)"
 
         self.rounds("tags list", do)
@@ -447,9 +453,12 @@ class Bench:
 
         def do(srv: Server, i: int) -> None:
             nonlocal expected
-            t0 = time.perf_counter()
-            seen, pages = walk(srv.url, "/v2/_catalog", "repositories", 100)
-            srv.add("catalog_ms", (time.perf_counter() - t0) * 1e3)
+            times = []
+            for _ in range(INNER):
+                t0 = time.perf_counter()
+                seen, pages = walk(srv.url, "/v2/_catalog", "repositories", 100)
+                times.append((time.perf_counter() - t0) * 1e3)
+            srv.add("catalog_ms", statistics.median(times))
             if seen < nrepos:
                 raise RuntimeError(f"{srv.label}: catalog has {seen} repositories, expected >= {nrepos}")
             srv.notes["catalog"] = f"{seen} repositories in {pages} requests"
@@ -586,7 +595,7 @@ def report(servers: list[Server], repeat: int, args: argparse.Namespace | None =
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")
-    lines.append(f"median of {repeat} (RSS: one reading); ratio > 1 means Moorage is better "
+    lines.append(f"median of {repeat} rounds (listings: of {INNER} runs per round first; RSS: one reading); ratio > 1 means Moorage is better "
                  "(Moorage/Distribution for rates, Distribution/Moorage for times, latency, memory)")
     for srv in servers:
         for k, note in srv.notes.items():
