@@ -57,13 +57,16 @@ class Database:
             _sqlite_pragmas(self.sync_autocommit_engine, immediate=False, begin=False)
         else:
             self.sync_read_engine = self.sync_autocommit_engine = None
-            # Reads: autocommit, no pre-ping.  Under READ COMMITTED every statement takes a new
-            # snapshot anyway, so a transaction buys a read nothing but the BEGIN/ROLLBACK round
-            # trips (and a ping one more): 3-4x more manifest lookups per second without them.
-            # A connection that died with the server fails one read, and SQLAlchemy then
-            # recycles the whole pool.
+            # Reads without a snapshot: autocommit, no pre-ping -- a transaction would buy a
+            # single statement nothing but the BEGIN/ROLLBACK round trips (and a ping one more):
+            # 3-4x more manifest lookups per second without them.  A connection that died with
+            # the server fails one read, and SQLAlchemy then recycles the whole pool.
             self.read_engine = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, isolation_level="AUTOCOMMIT")
+            # Snapshot reads (several statements seeing one state, e.g. the GC's index load):
+            # REPEATABLE READ -- PostgreSQL's default READ COMMITTED takes a new snapshot per
+            # statement.  Read-only, so it never fails with serialization errors.  Same pool.
+            self.snapshot_engine = self.read_engine.execution_options(isolation_level="REPEATABLE READ")
             writers = max(2, pool_size // 2)
             self.write_engine = create_async_engine(url, pool_size=writers, max_overflow=writers, pool_pre_ping=True)
 
@@ -92,7 +95,7 @@ class Database:
             with engine.connect() as conn:
                 yield _SyncReader(conn)
             return
-        async with self.read_engine.connect() as conn:
+        async with (self.snapshot_engine if snapshot else self.read_engine).connect() as conn:
             yield conn
 
     @contextlib.asynccontextmanager
