@@ -13,6 +13,34 @@ from ..registry import errors
 log = logging.getLogger("moorage.api")
 
 
+def _backend_unavailable(exc: BaseException) -> bool:
+    """A storage or database service that is down or overloaded (worth a retry: 503, not 500)."""
+    try:
+        from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
+
+        if isinstance(exc, PoolTimeout) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+            return True
+        if isinstance(exc, DBAPIError) and type(exc.orig).__name__ in (
+            "OperationalError", "ConnectionDoesNotExistError", "CannotConnectNowError", "InterfaceError",
+            "TooManyConnectionsError", "ConnectionFailureError",
+        ):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
+
+        if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+            return True
+        from botocore.exceptions import ClientError
+
+        if isinstance(exc, ClientError) and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) in (500, 502, 503, 504):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return isinstance(exc, (ConnectionRefusedError, TimeoutError))
+
+
 def error_response(exc: errors.RegistryError, *, head: bool = False) -> web.Response:
     body = json.dumps({"errors": [e.to_json() for e in [exc, *exc.more]]}).encode()
     headers = {"Docker-Distribution-API-Version": "registry/2.0", **exc.headers}
@@ -39,7 +67,11 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
         raise
     except (ConnectionResetError, asyncio.CancelledError):
         raise
-    except Exception:
+    except Exception as exc:
+        if _backend_unavailable(exc):
+            log.error("backend unavailable on %s %s: %r", request.method, request.path[:200], exc)
+            return error_response(errors.Unavailable("a storage or database service is unavailable; retry",
+                                                     headers={"Retry-After": "5"}), head=head)
         log.exception("unhandled error on %s %s", request.method, request.path[:200])
         return error_response(errors.RegistryError("internal error"), head=head)
 
