@@ -34,6 +34,10 @@ def setup_gc(app: web.Application, settings: Settings) -> None:
     from ..api.blobs import NAME
 
     app.middlewares.append(quota_middleware(DATABASE, STORE))
+    # Immutable tags: checked inside put_manifest's transaction.
+    from .immutable import check_tag_move
+
+    app[STORE].tag_guards.append(check_tag_move)
     # ... and at completion, for pushes whose size was unknown before (chunked bodies).
     from ..api.common import SERVICE
     from . import quotas

@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -96,9 +96,17 @@ class BlobBeingDeleted(Exception):
     """The garbage collector holds a tombstone on this digest; retry shortly."""
 
 
+#: A rule consulted inside put_manifest's transaction before a tag moves; raises to refuse.
+#: Arguments: (connection, database, repository id, repository name, tag, new manifest id).
+TagGuard = Callable[[AsyncConnection, Database, int, str, str, int], Awaitable[None]]
+
+
 class MetadataStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: Optional policies (e.g. immutable tags, wired in by the gc extension) checked in the
+        #: same transaction as the tag move, so concurrent pushes cannot slip past them.
+        self.tag_guards: list[TagGuard] = []
         # Listing statements, built once per dialect (``lexical`` differs); ``last`` defaults to
         # "" (every name sorts after it) so one statement serves the first and later pages.
         tag_name, repo_name = db.lexical(tags.c.name), db.lexical(repositories.c.name)
@@ -341,9 +349,8 @@ class MetadataStore:
                     [{"manifest_id": manifest_id, "child_digest": d} for d in child_set],
                 )
             if tag is not None:
-                from ..gc.immutable import check_tag_move  # immutable-tag rules (issue 5)
-
-                await check_tag_move(conn, self.db, repo_id, repository, tag, manifest_id)
+                for guard in self.tag_guards:
+                    await guard(conn, self.db, repo_id, repository, tag, manifest_id)
                 await conn.execute(
                     self.db.insert(tags)
                     .values(repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now)
