@@ -78,7 +78,8 @@ async def _caller(request: web.Request) -> tuple[UserRecord, bool]:
     return user, user.is_admin and full
 
 
-async def _admin(request: web.Request) -> AuthState:
+async def require_admin(request: web.Request) -> AuthState:
+    """The auth state if the caller is an administrator; else DENIED (also for other extensions)."""
     _, admin = await _caller(request)
     if not admin:
         raise errors.Denied("administrator rights required")
@@ -173,7 +174,7 @@ async def my_token_delete(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/repositories", name="api_v1_repositories")
 async def list_repositories(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     raw_n = request.query.get("n", "100")
     if not raw_n.isdigit() or not 0 < int(raw_n) <= 10_000:
         raise errors.PaginationNumberInvalid(detail={"n": raw_n[:50]})
@@ -183,14 +184,14 @@ async def list_repositories(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/users", name="api_v1_users")
 async def list_users(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     users = await state.store.list_users()
     return web.json_response({"users": [u.public_dict() for u in users]})
 
 
 @routes.post("/api/v1/users", name="api_v1_user_add")
 async def add_user(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     data = await _body(request)
     name = _user_name(_str(data, "name"))
     robot = bool(data.get("robot", False))
@@ -218,7 +219,7 @@ async def _existing(state: AuthState, name: str) -> UserRecord:
 
 @routes.get("/api/v1/users/{name}", name="api_v1_user_get")
 async def get_user(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     user = await _existing(state, request.match_info["name"])
     grants = await state.store.list_grants(user.name)
     return web.json_response({**user.public_dict(), "grants": grants})
@@ -226,7 +227,7 @@ async def get_user(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/users/{name}", name="api_v1_user_delete")
 async def delete_user(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     if not await state.store.delete_user(request.match_info["name"]):
         raise errors.NotFound(f"no user {request.match_info['name'][:100]!r}")
     return web.Response(status=204)
@@ -234,7 +235,7 @@ async def delete_user(request: web.Request) -> web.Response:
 
 @routes.put("/api/v1/users/{name}/password", name="api_v1_user_password")
 async def set_password(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     data = await _body(request)
     password = _str(data, "password")
     assert password is not None
@@ -245,13 +246,13 @@ async def set_password(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/grants", name="api_v1_grants")
 async def list_grants(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     return web.json_response({"grants": await state.store.list_grants(request.query.get("user"))})
 
 
 @routes.post("/api/v1/grants", name="api_v1_grant_add")
 async def add_grant(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     data = await _body(request)
     user, pattern = _str(data, "user"), _str(data, "pattern")
     assert user is not None and pattern is not None
@@ -273,7 +274,7 @@ async def add_grant(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/grants", name="api_v1_grant_delete")
 async def delete_grant(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     user, pattern = request.query.get("user"), request.query.get("pattern")
     if not user or not pattern:
         raise _bad("user and pattern query parameters are required")
@@ -288,14 +289,14 @@ async def delete_grant(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/tokens", name="api_v1_tokens")
 async def list_tokens(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     tokens = await state.store.list_tokens(request.query.get("user"))
     return web.json_response({"tokens": [t.public_dict() for t in tokens]})
 
 
 @routes.post("/api/v1/tokens", name="api_v1_token_add")
 async def add_token(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     data = await _body(request)
     user = _str(data, "user")
     assert user is not None
@@ -304,7 +305,7 @@ async def add_token(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/tokens/{id}", name="api_v1_token_delete")
 async def revoke_token(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     if not await state.store.revoke_token(request.match_info["id"]):
         raise errors.NotFound("no such (unrevoked) token")
     return web.Response(status=204)
@@ -312,13 +313,13 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/namespaces", name="api_v1_namespaces")
 async def list_namespaces(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     return web.json_response({"namespaces": await state.store.list_namespaces()})
 
 
 @routes.post("/api/v1/namespaces", name="api_v1_namespace_add")
 async def add_namespace(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     data = await _body(request)
     name = _str(data, "name")
     assert name is not None
@@ -331,7 +332,7 @@ async def add_namespace(request: web.Request) -> web.Response:
 
 @routes.put("/api/v1/visibility", name="api_v1_visibility")
 async def visibility(request: web.Request) -> web.Response:
-    state = await _admin(request)
+    state = await require_admin(request)
     data = await _body(request)
     public = data.get("public")
     if not isinstance(public, bool):
