@@ -12,7 +12,7 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
 export MOORAGE_TEST_BACKENDS="${MOORAGE_TEST_BACKENDS:-fs-sqlite,s3-postgres}"
 set +e
-python3 -m pytest -ra -q -p no:cacheprovider "$@"
+python3 -m pytest -ra -q -p no:cacheprovider --durations=15 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

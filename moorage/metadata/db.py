@@ -13,10 +13,6 @@ import contextlib
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -122,18 +118,24 @@ class Database:
             await self.write_engine.dispose()
 
     # -- migrations -----------------------------------------------------------------------
-    def _alembic_config(self) -> Config:
+    def _alembic_config(self) -> Any:
+        # Alembic is imported only when migrations are looked at: it is a third of the CLI's
+        # start-up time, and most commands never need it.
+        from alembic.config import Config
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         return cfg
 
     def head_revision(self) -> str | None:
+        from alembic.script import ScriptDirectory
+
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
     async def current_revision(self) -> str | None:
         async with self.write_engine.connect() as conn:
-            return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+            return await conn.run_sync(_revision_of)
 
     async def migrate(self) -> tuple[str | None, str | None]:
         """Upgrade to the newest schema; returns (before, after) revisions."""
@@ -141,6 +143,8 @@ class Database:
 
         def upgrade(sync_conn: Any) -> None:
             cfg.attributes["connection"] = sync_conn
+            from alembic import command
+
             command.upgrade(cfg, "head")
 
         async with self.write_engine.begin() as conn:
@@ -148,13 +152,15 @@ class Database:
                 # Replicas started together with auto_migrate on: one migrates, the others
                 # wait here and then find the schema at head (PostgreSQL DDL is transactional).
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-            before = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+            before = await conn.run_sync(_revision_of)
             await conn.run_sync(upgrade)
         return before, await self.current_revision()
 
     async def check_schema(self) -> None:
         current, head = await self.current_revision(), self.head_revision()
         if current != head:
+            from alembic.script import ScriptDirectory
+
             known = {rev.revision for rev in ScriptDirectory.from_config(self._alembic_config()).walk_revisions()}
             if current is not None and current not in known:
                 raise SchemaOutOfDate(
@@ -170,6 +176,12 @@ class Database:
 #: Reads that run on the event loop wait at most this long for a lock (WAL readers normally
 #: never wait; only recovery after a crash can make them): better a 503 than a frozen server.
 ON_LOOP_BUSY_MS = 2000
+
+
+def _revision_of(sync_conn: Any) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(sync_conn).get_current_revision()
 
 
 def _sqlite_pragmas(engine: Any, *, immediate: bool, begin: bool = True, busy_ms: int = 60000) -> None:
