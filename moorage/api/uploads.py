@@ -8,24 +8,40 @@ cross-repository mount.
 
 from __future__ import annotations
 
+from typing import Awaitable, TypeVar
+
 from aiohttp import web
 
 from ..metadata.store import UploadRecord
+from ..registry.service import UploadOutOfOrder
 from .common import API_HEADERS, body_chunks, content_range, has_body, service, upload_location
 from .blobs import NAME
 
 routes = web.RouteTableDef()
+T = TypeVar("T")
 
 
-def _progress(record: UploadRecord, status: int) -> web.Response:
-    return web.Response(status=status, headers={
-        **API_HEADERS,
+def _progress_headers(record: UploadRecord) -> dict[str, str]:
+    """Where an upload stands: sent on every upload response, and with a 416 for a misplaced chunk."""
+    return {
         "Location": upload_location(record.repository, record.id),
         "Range": f"0-{max(record.size - 1, 0)}",
         "Docker-Upload-UUID": record.id,
         "Blob-Upload-Session-ID": record.id,
-        "Content-Length": "0",
-    })
+    }
+
+
+def _progress(record: UploadRecord, status: int) -> web.Response:
+    return web.Response(status=status, headers={**API_HEADERS, **_progress_headers(record), "Content-Length": "0"})
+
+
+async def _reporting_progress(call: Awaitable[T]) -> T:
+    """Await ``call``; a 416 for an out-of-order chunk carries the upload's current Range."""
+    try:
+        return await call
+    except UploadOutOfOrder as exc:
+        exc.headers.update(_progress_headers(exc.record))
+        raise
 
 
 def _created(name: str, digest: str) -> web.Response:
@@ -55,7 +71,8 @@ async def start_upload(request: web.Request) -> web.Response:
 @routes.patch(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", name="upload_patch")
 async def patch_upload(request: web.Request) -> web.Response:
     name, upload_id = request.match_info["name"], request.match_info["upload_id"]
-    record = await service(request).append_upload(name, upload_id, body_chunks(request), content_range(request))
+    record = await _reporting_progress(
+        service(request).append_upload(name, upload_id, body_chunks(request), content_range(request)))
     return _progress(record, 202)
 
 
@@ -63,9 +80,9 @@ async def patch_upload(request: web.Request) -> web.Response:
 async def finish_upload(request: web.Request) -> web.Response:
     name, upload_id = request.match_info["name"], request.match_info["upload_id"]
     body = body_chunks(request) if has_body(request) else None
-    digest = await service(request).finish_upload(
+    digest = await _reporting_progress(service(request).finish_upload(
         name, upload_id, request.query.get("digest"), body, content_range(request) if body is not None else None
-    )
+    ))
     return _created(name, digest)
 
 

@@ -37,7 +37,16 @@ _MAX_CACHED_HASHERS = 1024
 
 
 class UploadOutOfOrder(errors.RangeInvalid):
-    """A chunk did not start where the upload ends (416, with the current Range)."""
+    """A chunk did not start where the upload ends (416; the API adds the upload's progress headers)."""
+
+    def __init__(self, record: UploadRecord, start: int) -> None:
+        super().__init__(f"chunk starts at {start}, upload is at {record.size}", detail={"offset": record.size})
+        self.record = record
+
+
+def _require_offset(record: UploadRecord, content_range: tuple[int, int] | None) -> None:
+    if content_range is not None and content_range[0] != record.size:
+        raise UploadOutOfOrder(record, content_range[0])
 
 
 @dataclass(slots=True)
@@ -112,12 +121,7 @@ class RegistryService:
     ) -> UploadRecord:
         """Append a chunk; with ``content_range`` the chunk must start at the current end."""
         record = await self.upload_status(repository, upload_id)
-        if content_range is not None and content_range[0] != record.size:
-            raise UploadOutOfOrder(
-                f"chunk starts at {content_range[0]}, upload is at {record.size}",
-                detail={"offset": record.size},
-                headers=_progress_headers(record),
-            )
+        _require_offset(record, content_range)
         return await self._append(record, body)
 
     async def _append(self, record: UploadRecord, body: AsyncIterator[bytes]) -> UploadRecord:
@@ -152,11 +156,7 @@ class RegistryService:
         if not digest_text:
             raise errors.DigestInvalid("the digest query parameter is required to complete an upload")
         digest = Digest.parse(digest_text)
-        if content_range is not None and content_range[0] != record.size:
-            raise UploadOutOfOrder(
-                f"chunk starts at {content_range[0]}, upload is at {record.size}",
-                detail={"offset": record.size}, headers=_progress_headers(record),
-            )
+        _require_offset(record, content_range)
         if body is not None:
             record = await self._append(record, body)
         actual = await self._final_digest(record, digest.algorithm)
@@ -349,15 +349,6 @@ def _with_hash_state(state: dict, size: int, hasher: object) -> dict:
 
 def _plausible_id(upload_id: str) -> bool:
     return 0 < len(upload_id) <= 64 and all(c.isalnum() or c == "-" for c in upload_id)
-
-
-def _progress_headers(record: UploadRecord) -> dict[str, str]:
-    return {
-        "Location": f"/v2/{record.repository}/blobs/uploads/{record.id}",
-        "Range": f"0-{max(record.size - 1, 0)}",
-        "Docker-Upload-UUID": record.id,
-        "Blob-Upload-Session-ID": record.id,
-    }
 
 
 async def _update(hasher: "hashlib._Hash", chunk: bytes) -> None:
