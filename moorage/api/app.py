@@ -13,7 +13,8 @@ from ..metadata.store import MetadataStore
 from ..registry.service import RegistryService
 from ..storage import create_blob_store
 from . import base, blobs, catalog, manifests, referrers, tags, uploads
-from .common import BLOBS, SERVICE, SETTINGS
+from ..registry.events import EventBus
+from .common import BLOBS, EVENTS, SERVICE, SETTINGS
 from .errors import error_middleware
 
 log = logging.getLogger("moorage")
@@ -49,6 +50,7 @@ def create_app(settings: Settings, extensions: list[Extension] | None = None) ->
     app[STORE] = store
     app[BLOBS] = blob_store
     app[SERVICE] = svc
+    app[EVENTS] = EventBus()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await prepare_database(settings, db)

@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..registry import errors
-from .common import API_HEADERS, BLOBS, SETTINGS, service
+from .common import API_HEADERS, BLOBS, SETTINGS, publish, service
 
 routes = web.RouteTableDef()
 NAME = r"{name:[^{}]+?}"
@@ -49,6 +49,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     size = await service(request).blob_size(name, digest)
     store = request.app[BLOBS]
     headers = _headers(digest, size)
+    await publish(request, "pull", "blob", name, digest=digest, size=size)
     if request.app[SETTINGS].storage.redirect:
         url = await store.redirect_url(digest)
         if url:
@@ -195,5 +196,7 @@ async def _stream(request: web.Request, digest: str, size: int, headers: dict[st
 
 @routes.delete(f"/v2/{NAME}/blobs/{{digest}}", name="blob_delete")
 async def delete_blob(request: web.Request) -> web.Response:
-    await service(request).delete_blob(request.match_info["name"], request.match_info["digest"])
+    name, digest = request.match_info["name"], request.match_info["digest"]
+    await service(request).delete_blob(name, digest)
+    await publish(request, "delete", "blob", name, digest=digest)
     return web.Response(status=202, headers=API_HEADERS)

@@ -10,12 +10,15 @@ from aiohttp import web
 
 from ..config import Settings
 from ..registry import errors
+from ..registry.events import Action, Actor, EventBus, Kind, RegistryEvent
 from ..registry.service import RegistryService
 from ..storage import BlobStore
 
 SERVICE = web.AppKey("service", RegistryService)
 BLOBS = web.AppKey("blobs", BlobStore)
 SETTINGS = web.AppKey("settings", Settings)
+#: Registry events (push/pull/delete/mount); extensions subscribe, api/ handlers publish.
+EVENTS = web.AppKey("events", EventBus)
 #: Request key: ``async fn(names) -> names`` keeping the repositories the caller may list
 #: (set by the auth middleware for ``/v2/_catalog``; absent = everything is visible).
 CATALOG_FILTER = "moorage.catalog_filter"
@@ -27,6 +30,28 @@ _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
 
 def service(request: web.Request) -> RegistryService:
     return request.app[SERVICE]
+
+
+def actor(request: web.Request) -> Actor:
+    """Who made this request (the auth middleware sets ``request["user"]``)."""
+    return Actor(
+        name=request.get("user"),
+        addr=request.remote or "",
+        user_agent=request.headers.get("User-Agent", ""),
+        request_id=request.headers.get("X-Request-Id", ""),
+        host=request.host,
+        method=request.method,
+    )
+
+
+async def publish(request: web.Request, action: Action, kind: Kind, repository: str, *, digest: str | None = None,
+                  media_type: str | None = None, size: int | None = None, tag: str | None = None) -> None:
+    """Publish a registry event for this request (nothing is built when nobody listens)."""
+    bus = request.app.get(EVENTS)
+    if bus is None or not bus.active:
+        return
+    await bus.publish(RegistryEvent(action, kind, repository, digest=digest, media_type=media_type, size=size,
+                                    tag=tag, actor=actor(request)))
 
 
 def has_body(request: web.Request) -> bool:

@@ -13,7 +13,7 @@ from ..registry import errors
 from ..registry import mediatypes as mt
 from ..metadata.store import ManifestRecord
 from .blobs import NAME
-from .common import API_HEADERS, SETTINGS, read_bounded, service
+from .common import API_HEADERS, SETTINGS, publish, read_bounded, service
 
 routes = web.RouteTableDef()
 
@@ -55,6 +55,9 @@ async def get_manifest(request: web.Request) -> web.Response:
     record = await _lookup(request)
     if request.headers.get("If-None-Match") == f'"{record.digest}"':
         return web.Response(status=304, headers=_headers(record))
+    reference = request.match_info["reference"]
+    await publish(request, "pull", "manifest", request.match_info["name"], digest=record.digest,
+                  media_type=record.media_type, size=record.size, tag=None if ":" in reference else reference)
     return web.Response(body=record.payload, headers=_headers(record))
 
 
@@ -79,10 +82,17 @@ async def put_manifest(request: web.Request) -> web.Response:
     }
     if result.subject:
         headers["OCI-Subject"] = result.subject
+    await publish(request, "push", "manifest", name, digest=result.digest, size=len(body),
+                  media_type=request.headers.get("Content-Type"), tag=None if ":" in reference else reference)
     return web.Response(status=201, headers=headers)
 
 
 @routes.delete(f"/v2/{NAME}/manifests/{{reference}}", name="manifest_delete")
 async def delete_manifest(request: web.Request) -> web.Response:
-    await service(request).delete_manifest(request.match_info["name"], request.match_info["reference"])
+    name, reference = request.match_info["name"], request.match_info["reference"]
+    await service(request).delete_manifest(name, reference)
+    if ":" in reference:
+        await publish(request, "delete", "manifest", name, digest=reference)
+    else:
+        await publish(request, "delete", "tag", name, tag=reference)
     return web.Response(status=202, headers=API_HEADERS)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..metadata.store import UploadRecord
 from ..registry.service import UploadOutOfOrder
-from .common import API_HEADERS, body_chunks, content_range, has_body, service, upload_location
+from .common import API_HEADERS, publish, body_chunks, content_range, has_body, service, upload_location
 from .blobs import NAME
 
 routes = web.RouteTableDef()
@@ -60,10 +60,13 @@ async def start_upload(request: web.Request) -> web.Response:
     svc = service(request)
     mount, source = request.query.get("mount"), request.query.get("from")
     if mount and source and await svc.mount_blob(name, mount, source):
+        await publish(request, "mount", "blob", name, digest=mount)
         return _created(name, mount)
     digest = request.query.get("digest")
     if digest:
-        return _created(name, await svc.put_blob(name, digest, body_chunks(request)))
+        digest = await svc.put_blob(name, digest, body_chunks(request))
+        await publish(request, "push", "blob", name, digest=digest)
+        return _created(name, digest)
     record = await svc.start_upload(name)
     return _progress(record, 202)
 
@@ -83,6 +86,7 @@ async def finish_upload(request: web.Request) -> web.Response:
     digest = await _reporting_progress(service(request).finish_upload(
         name, upload_id, request.query.get("digest"), body, content_range(request) if body is not None else None
     ))
+    await publish(request, "push", "blob", name, digest=digest)
     return _created(name, digest)
 
 
