@@ -48,7 +48,7 @@ async def publish(request: web.Request, action: Action, kind: Kind, repository: 
                   media_type: str | None = None, size: int | None = None, tag: str | None = None) -> None:
     """Publish a registry event for this request (nothing is built when nobody listens)."""
     bus = request.app.get(EVENTS)
-    if bus is None or not bus.active:
+    if bus is None or not bus.active or (action == "pull" and request.method == "HEAD"):  # a HEAD is no pull
         return
     await bus.publish(RegistryEvent(action, kind, repository, digest=digest, media_type=media_type, size=size,
                                     tag=tag, actor=actor(request)))
