@@ -257,3 +257,33 @@ async def test_signer_roundtrip_and_refusals(tmp_path) -> None:
             await signer.verify("not.a.jwt")
     finally:
         await db.close()
+
+
+# -- glob matching without backtracking (issue 8, item 3) --------------------------------------
+@pytest.mark.timeout(30)
+def test_glob_attack_patterns_are_matched_quickly() -> None:
+    from moorage.gc.patterns import repo_matches
+    from moorage.registry.globs import glob_match
+
+    evil = "a*" * 40 + "b"
+    for _ in range(200):
+        assert not pattern_matches(evil, "a" * 255)
+        assert not glob_match(evil, "a" * 255)
+        assert not repo_matches(evil, "a" * 255)
+        assert not glob_match("?*" * 60 + "[b]", "a" * 255)
+    assert pattern_matches(evil, "a" * 80 + "b")
+
+
+def test_glob_match_agrees_with_fnmatch() -> None:
+    import fnmatch
+    import random
+
+    from moorage.registry.globs import glob_match
+
+    rng = random.Random(8)
+    alphabet = "ab/-."
+    atoms = ["a", "b", "/", "-", "*", "*", "?", "[ab]", "[!a]", "[a-b]", "[", "]", "[]a]"]
+    for _ in range(20_000):
+        pattern = "".join(rng.choice(atoms) for _ in range(rng.randint(0, 7)))
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 9)))
+        assert glob_match(pattern, text) == fnmatch.fnmatchcase(text, pattern), (pattern, text)

@@ -8,7 +8,8 @@ elsewhere.  A PEM already in that file when the database has no key is adopted. 
 
 Access tokens carry the Docker token spec's claims (``iss``, ``sub``, ``aud`` = service,
 ``exp``/``nbf``/``iat``, ``jti``, ``access``) plus ``pat`` -- the id of the access token used
-to log in, so a revoked access token stops its JWTs at once.  Refresh tokens are JWTs with
+to log in, so a revoked access token stops its JWTs at once -- and ``uid``, the user's row id,
+so a deleted user's JWTs stop at once too (the registry looks both up on every request).  Refresh tokens are JWTs with
 ``token_use: refresh`` and are never accepted by the registry.
 """
 
@@ -147,8 +148,11 @@ class TokenSigner:
 
     # -- tokens ---------------------------------------------------------------------------
     def issue(self, subject: str, access: list[dict[str, Any]], *, token_id: str | None = None,
-              not_after: float | None = None) -> tuple[str, int, float]:
-        """(JWT, expires_in, issued_at) for ``access``; never outlives ``not_after``."""
+              not_after: float | None = None, user_id: int | None = None) -> tuple[str, int, float]:
+        """(JWT, expires_in, issued_at) for ``access``; never outlives ``not_after``.
+
+        ``uid`` (the user's row id) lets the registry refuse the token once that user is
+        deleted, even if a new user of the same name is made."""
         assert self._active is not None, "TokenSigner.load() first"
         now = time.time()
         exp = now + self.expiry
@@ -161,6 +165,8 @@ class TokenSigner:
         }
         if token_id:
             claims["pat"] = token_id
+        if user_id is not None:
+            claims["uid"] = user_id
         token = jwt.encode(claims, self._keys[self._active], algorithm=ALGORITHM, headers={"kid": self._active})
         return token, max(0, int(exp - now)), now
 
