@@ -107,7 +107,7 @@ def test_backtracking_pattern_attack_finishes_and_logins_go_on(srv: RegistryProc
 def test_scope_names_are_validated_before_matching(srv: RegistryProcess) -> None:
     _api(srv, "POST", "grants", json={"user": "alice", "pattern": "*", "actions": "pull"})
     try:
-        for bad in ("A" * 100_00, "../etc", "a" * 256, "a//b", "team/App", "a\u0301b", "-a"):
+        for bad in ("A" * 5000, "../etc", "a" * 256, "a//b", "team/App", "a\u0301b", "-a"):
             r = token_response(srv, [f"repository:{bad}:pull"], ALICE)
             assert r.status_code == 200, r.text
             assert claims_of(r.json()["token"])["access"] == [], bad

@@ -141,6 +141,7 @@ class Principal:
     token_scope: list[Grant] | None = None
     token_id: str | None = None
     user_id: int | None = None
+    user_created_at: float | None = None
 
     @property
     def anonymous(self) -> bool:

@@ -147,7 +147,7 @@ class AuthState:
         self._remember(cache_key)
 
     async def credentials_live(self, claims: dict[str, Any]) -> bool:
-        """Is the user a JWT names still there (the same user: ``uid``), and its personal
+        """Is the user a JWT names still there (the same user: ``uid``, ``ucr``), and its personal
         access token (``pat``) still usable?  Anonymous tokens name nobody: always live."""
         subject = claims.get("sub") or ""
         pat = claims.get("pat")
@@ -155,12 +155,14 @@ class AuthState:
             return True
         uid = claims.get("uid")
         uid = uid if isinstance(uid, int) and not isinstance(uid, bool) else None
-        key = f"{subject}\0{uid}\0{pat}"
+        ucr = claims.get("ucr")
+        ucr = float(ucr) if isinstance(ucr, (int, float)) and not isinstance(ucr, bool) else None
+        key = f"{subject}\0{uid}\0{ucr}\0{pat}"
         now = time.monotonic()
         hit = self._token_ok.get(key)
         if hit is not None and now - hit[1] < REVOCATION_TTL:
             return hit[0]
-        ok = await self.store.credentials_live(str(subject), uid, str(pat) if pat else None)
+        ok = await self.store.credentials_live(str(subject), uid, ucr, str(pat) if pat else None)
         if REVOCATION_TTL > 0:
             if len(self._token_ok) > 10_000:
                 self._token_ok.clear()

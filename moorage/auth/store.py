@@ -236,7 +236,8 @@ class AuthStore:
                 pattern, _, acts = item.rpartition(":")
                 token_scope.append(Grant(pattern, parse_actions(acts)))
         return Principal(name=user.name, is_admin=user.is_admin, is_robot=user.is_robot, grants=user_grants,
-                         token_scope=token_scope, token_id=token.id if token else None, user_id=user.id)
+                         token_scope=token_scope, token_id=token.id if token else None, user_id=user.id,
+                         user_created_at=user.created_at)
 
     # -- access tokens --------------------------------------------------------------------
     async def create_token(self, user: str, name: str, scope: list[str] | None,
@@ -281,7 +282,8 @@ class AuthStore:
         async with self.db.write() as conn:
             await conn.execute(update(access_tokens).where(access_tokens.c.id == token_id).values(last_used_at=time.time()))
 
-    async def credentials_live(self, subject: str, user_id: int | None, token_id: str | None) -> bool:
+    async def credentials_live(self, subject: str, user_id: int | None, created_at: float | None,
+                               token_id: str | None) -> bool:
         """Does the user an access token (JWT) was issued to still exist -- the same user, not a
         new one of that name -- and, for a JWT got with a personal access token, is that token
         neither revoked nor expired?  One indexed read, so deleting a user or revoking a token
@@ -290,6 +292,8 @@ class AuthStore:
         q = select(users.c.id).where(users.c.name == subject)
         if user_id is not None:
             q = q.where(users.c.id == user_id)
+        if created_at is not None:
+            q = q.where(users.c.created_at == created_at)
         if token_id is not None:
             q = q.join(access_tokens, access_tokens.c.user_id == users.c.id).where(
                 access_tokens.c.id == token_id, access_tokens.c.revoked_at.is_(None),
