@@ -287,3 +287,45 @@ def test_glob_match_agrees_with_fnmatch() -> None:
         pattern = "".join(rng.choice(atoms) for _ in range(rng.randint(0, 7)))
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 9)))
         assert glob_match(pattern, text) == fnmatch.fnmatchcase(text, pattern), (pattern, text)
+
+
+def test_bcrypt_runs_on_its_own_bounded_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the event loop, not the default executor (which blob reads fill up), and a queue
+    that refuses (503) instead of growing without bound."""
+    import asyncio
+    import threading
+
+    async def main() -> None:
+        name = await passwords.run_hashing(lambda: threading.current_thread().name)
+        assert name.startswith("moorage-bcrypt")
+        gate = threading.Event()
+        monkeypatch.setattr(passwords, "HASH_QUEUE_MAX", 3)
+        jobs = [asyncio.ensure_future(passwords.run_hashing(gate.wait, 10)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(passwords.HashingBusy) as exc:
+            await passwords.run_hashing(lambda: None)
+        assert exc.value.status == 503
+        gate.set()
+        assert await asyncio.gather(*jobs) == [True] * 3
+        # blocking the default executor does not delay a password check
+        blockers = [asyncio.get_running_loop().run_in_executor(None, time.sleep, 1.0) for _ in range(64)]
+        assert await asyncio.wait_for(passwords.check_password_async("x", None, 4), 0.9) is False
+        await asyncio.gather(*blockers)
+
+    asyncio.run(main())
+
+
+def test_redaction_of_credentials_in_log_text() -> None:
+    from moorage.api.log_redaction import redact, redact_parse_error
+
+    for text, secret in [
+        ("b'Authorization: Basic YWxpY2U6UzNjcmV0UGFzcw==\\x01'", "YWxpY2U6"),
+        ("b'PROXY-AUTHORIZATION:bearer abc.def.ghi'", "abc.def"),
+        ("Cookie: sid=s3cr3t; other=1", "s3cr3t"),
+        ("GET /x?access_token=eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl HTTP/1.1", "eyJzdWIiOi"),
+        ("login with moor_0123456789abcdef_SeCrEt-value", "SeCrEt"),
+        ("form: username=a&password=hunter2", "hunter2"),
+    ]:
+        assert secret not in redact(text), text
+    assert "YWxpY2U6UzNjcmV0UGFzcw" not in redact_parse_error("b'...iY2U6UzNjcmV0UGFzcw==\\x01'")
+    assert redact("GET /v2/alice/app/manifests/v1 200") == "GET /v2/alice/app/manifests/v1 200"
