@@ -302,15 +302,6 @@ class AuthStore:
         async with self.db.read(snapshot=False) as conn:
             return (await conn.execute(q.limit(1))).first() is not None
 
-    async def token_usable(self, token_id: str) -> bool:
-        now = time.time()
-        q = select(access_tokens.c.id).where(
-            access_tokens.c.id == token_id, access_tokens.c.revoked_at.is_(None),
-            or_(access_tokens.c.expires_at.is_(None), access_tokens.c.expires_at > now),
-        )
-        async with self.db.read() as conn:
-            return (await conn.execute(q)).first() is not None
-
     # -- signing keys ---------------------------------------------------------------------
     async def signing_keys(self) -> list[tuple[str, str, str]]:
         """(kid, algorithm, private PEM), oldest first: the first is the one that signs."""
