@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -101,6 +101,17 @@ class GCSettings(BaseModel):
     upload_expiry: int = 86400
 
 
+class MetricsSettings(BaseModel):
+    """Who may read ``/metrics`` (see docs/auth.md, "Metrics")."""
+
+    #: ``auto``: ``public`` when ``auth.mode`` is ``none``, else ``admin``.  ``authenticated``:
+    #: any signed-in user; ``admin``: administrators (in htpasswd mode: any user in the file).
+    access: Literal["auto", "public", "authenticated", "admin"] = "auto"
+    #: A scrape credential: ``Authorization: Bearer <token>`` is let in whatever ``access`` says
+    #: (Prometheus: ``authorization: {credentials: ...}``).  Never logged.
+    token: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MOORAGE_", env_nested_delimiter="__", extra="ignore")
 
@@ -119,6 +130,7 @@ class Settings(BaseSettings):
     workers: int = 1
     #: Serve Prometheus metrics on ``/metrics``.
     metrics_enabled: bool = True
+    metrics: MetricsSettings = MetricsSettings()
     log_level: str = "info"
     access_log: bool = True
 

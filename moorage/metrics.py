@@ -4,6 +4,12 @@ An extension (``setup_metrics``) wired in by ``metrics_enabled``.  Labels are ro
 (``manifest_get``, ``blob_get`` ...), never repository names or digests, so the series count
 stays bounded however many repositories the registry holds.  Each worker process keeps its own
 counters (a scrape sees the worker that answered); run one worker, or scrape each replica.
+
+Who may read them is ``metrics.access`` (docs/auth.md): ``public``, ``authenticated`` or
+``admin``; ``auto`` (the default) is ``public`` without auth and ``admin`` with it -- metrics
+name routes and volumes, not secrets, but a registry that asks for credentials should not show
+its traffic to anyone.  ``metrics.token`` is a scrape credential that is always let in.
+Before, any *anonymous* bearer token from ``/auth/token`` passed, while Basic did not.
 """
 
 from __future__ import annotations
@@ -18,9 +24,21 @@ from .config import Settings
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 
 
+def metrics_access(settings: Settings) -> str:
+    """The effective ``metrics.access``; raises ValueError for one that no one could pass."""
+    access = settings.metrics.access
+    if access == "auto":
+        access = "public" if settings.auth.mode == "none" else "admin"
+    if access != "public" and settings.auth.mode == "none" and settings.metrics.token is None:
+        raise ValueError(f"metrics.access is {access!r} but auth.mode is 'none' and metrics.token is not set: "
+                         "no one could read /metrics (set metrics.token, or metrics.access: public)")
+    return access
+
+
 def setup_metrics(app: web.Application, settings: Settings) -> None:
     if not settings.metrics_enabled:
         return
+    access = metrics_access(settings)
     registry = CollectorRegistry()
     requests = Counter("moorage_http_requests_total", "HTTP requests answered", ["method", "route", "status"], registry=registry)
     latency = Histogram(
@@ -60,6 +78,10 @@ def setup_metrics(app: web.Application, settings: Settings) -> None:
         return response
 
     async def metrics(request: web.Request) -> web.Response:
+        if access != "public":
+            from .auth.scrape import authorize_scrape
+
+            await authorize_scrape(request, settings, access)
         resp = web.Response(body=generate_latest(registry))
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp

@@ -60,6 +60,16 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     await runner.cleanup()
 
 
+def _secure_data(settings: Settings) -> None:
+    """Data dir (and its ``auth/``) 0700 before anything is created in it (issue 8, item 7);
+    the database and key files are made 0600 where they are created."""
+    from .filemodes import private_dir
+
+    for path in (settings.data, settings.data / "auth"):
+        if path.exists():
+            private_dir(path)
+
+
 def _run_worker(settings: Settings, sock: socket.socket) -> None:
     try:
         import uvloop
@@ -70,6 +80,10 @@ def _run_worker(settings: Settings, sock: socket.socket) -> None:
 
 
 def serve(settings: Settings) -> None:
+    from .api.log_redaction import install as redact_credentials_in_logs
+
+    redact_credentials_in_logs()  # e.g. aiohttp logs an unparsable Authorization line raw
+    _secure_data(settings)
     workers = settings.workers or (os.cpu_count() or 1)
     if workers <= 1:
         _run_worker(settings, _bind(settings, reuse_port=False))

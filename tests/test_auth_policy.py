@@ -257,3 +257,75 @@ async def test_signer_roundtrip_and_refusals(tmp_path) -> None:
             await signer.verify("not.a.jwt")
     finally:
         await db.close()
+
+
+# -- glob matching without backtracking (issue 8, item 3) --------------------------------------
+@pytest.mark.timeout(30)
+def test_glob_attack_patterns_are_matched_quickly() -> None:
+    from moorage.gc.patterns import repo_matches
+    from moorage.registry.globs import glob_match
+
+    evil = "a*" * 40 + "b"
+    for _ in range(200):
+        assert not pattern_matches(evil, "a" * 255)
+        assert not glob_match(evil, "a" * 255)
+        assert not repo_matches(evil, "a" * 255)
+        assert not glob_match("?*" * 60 + "[b]", "a" * 255)
+    assert pattern_matches(evil, "a" * 80 + "b")
+
+
+def test_glob_match_agrees_with_fnmatch() -> None:
+    import fnmatch
+    import random
+
+    from moorage.registry.globs import glob_match
+
+    rng = random.Random(8)
+    alphabet = "ab/-."
+    atoms = ["a", "b", "/", "-", "*", "*", "?", "[ab]", "[!a]", "[a-b]", "[", "]", "[]a]"]
+    for _ in range(20_000):
+        pattern = "".join(rng.choice(atoms) for _ in range(rng.randint(0, 7)))
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 9)))
+        assert glob_match(pattern, text) == fnmatch.fnmatchcase(text, pattern), (pattern, text)
+
+
+def test_bcrypt_runs_on_its_own_bounded_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the event loop, not the default executor (which blob reads fill up), and a queue
+    that refuses (503) instead of growing without bound."""
+    import asyncio
+    import threading
+
+    async def main() -> None:
+        name = await passwords.run_hashing(lambda: threading.current_thread().name)
+        assert name.startswith("moorage-bcrypt")
+        gate = threading.Event()
+        monkeypatch.setattr(passwords, "HASH_QUEUE_MAX", 3)
+        jobs = [asyncio.ensure_future(passwords.run_hashing(gate.wait, 10)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(passwords.HashingBusy) as exc:
+            await passwords.run_hashing(lambda: None)
+        assert exc.value.status == 503
+        gate.set()
+        assert await asyncio.gather(*jobs) == [True] * 3
+        # blocking the default executor does not delay a password check
+        blockers = [asyncio.get_running_loop().run_in_executor(None, time.sleep, 1.0) for _ in range(64)]
+        assert await asyncio.wait_for(passwords.check_password_async("x", None, 4), 0.9) is False
+        await asyncio.gather(*blockers)
+
+    asyncio.run(main())
+
+
+def test_redaction_of_credentials_in_log_text() -> None:
+    from moorage.api.log_redaction import redact, redact_parse_error
+
+    for text, secret in [
+        ("b'Authorization: Basic YWxpY2U6UzNjcmV0UGFzcw==\\x01'", "YWxpY2U6"),
+        ("b'PROXY-AUTHORIZATION:bearer abc.def.ghi'", "abc.def"),
+        ("Cookie: sid=s3cr3t; other=1", "s3cr3t"),
+        ("GET /x?access_token=eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl HTTP/1.1", "eyJzdWIiOi"),
+        ("login with moor_0123456789abcdef_SeCrEt-value", "SeCrEt"),
+        ("form: username=a&password=hunter2", "hunter2"),
+    ]:
+        assert secret not in redact(text), text
+    assert "YWxpY2U6UzNjcmV0UGFzcw" not in redact_parse_error("b'...iY2U6UzNjcmV0UGFzcw==\\x01'")
+    assert redact("GET /v2/alice/app/manifests/v1 200") == "GET /v2/alice/app/manifests/v1 200"

@@ -63,6 +63,8 @@ async def _caller(request: web.Request) -> tuple[UserRecord, bool]:
             claims = await state.signer.verify(raw)
         except InvalidToken as exc:
             raise errors.Unauthorized(f"invalid token: {exc}", headers=challenge) from None
+        if not await state.credentials_live(claims):  # user deleted (or re-created), PAT revoked
+            raise errors.Unauthorized("user deleted, or access token revoked or expired", headers=challenge)
         pat = claims.get("pat")
         full = True
         if pat:
@@ -199,7 +201,7 @@ async def add_user(request: web.Request) -> web.Response:
     generated = None
     if password is None and not robot:
         password = generated = passwords.generate_password()
-    hashed = passwords.hash_password(password, state.settings.auth.bcrypt_rounds) if password else None
+    hashed = await passwords.hash_password_async(password, state.settings.auth.bcrypt_rounds) if password else None
     if not await state.store.create_user(name, hashed, admin=bool(data.get("admin", False)), robot=robot):
         raise _bad(f"user {name!r} exists already")
     user = await state.store.get_user(name)
@@ -240,7 +242,7 @@ async def set_password(request: web.Request) -> web.Response:
     password = _str(data, "password")
     assert password is not None
     user = await _existing(state, request.match_info["name"])
-    await state.store.set_password(user.name, passwords.hash_password(password, state.settings.auth.bcrypt_rounds))
+    await state.store.set_password(user.name, await passwords.hash_password_async(password, state.settings.auth.bcrypt_rounds))
     return web.Response(status=204)
 
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Iterable, Sequence
+
+from ..registry.globs import glob_match
 
 ACTIONS = ("pull", "push", "delete", "admin")
 REPO_ACTIONS = frozenset(ACTIONS)
@@ -84,15 +85,13 @@ def valid_pattern(pattern: str) -> bool:
     return bool(_PATTERN_OK.match(pattern)) and len(pattern) <= 255 and "//" not in pattern
 
 
-@lru_cache(maxsize=4096)
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile("^" + ".*".join(re.escape(p) for p in pattern.split("*")) + "$")
-
-
 def pattern_matches(pattern: str, repository: str) -> bool:
+    """Glob match in linear-bounded time (:mod:`moorage.registry.globs`; a regex of
+    ``a*a*a*...b`` once took minutes).  Grant patterns hold no ``?``/``[``
+    (:func:`valid_pattern`), so only ``*`` is special here."""
     if "*" not in pattern:
         return pattern == repository
-    return _pattern_regex(pattern).match(repository) is not None
+    return glob_match(pattern, repository)
 
 
 def parse_actions(text: str | Iterable[str]) -> frozenset[str]:
@@ -141,6 +140,8 @@ class Principal:
     grants: list[Grant] = field(default_factory=list)
     token_scope: list[Grant] | None = None
     token_id: str | None = None
+    user_id: int | None = None
+    user_created_at: float | None = None
 
     @property
     def anonymous(self) -> bool:

@@ -15,7 +15,6 @@ what the matched route needs instead of parsing URLs.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -45,11 +44,13 @@ RATE_WINDOW = 60.0
 #: How long a verified (user, password) pair is remembered, so that clients asking for one
 #: token per scope don't pay a bcrypt check each time.
 VERIFIED_TTL = 60.0
-#: How long "this access token is (not) revoked" is believed on the registry side (0 = look it
-#: up on every request: one primary-key read, and revocation is effective at once).
+#: How long "this token's user exists / its access token is not revoked" is believed on the
+#: registry side (0 = look it up on every request: one indexed read, and deleting a user or
+#: revoking a token is effective at once, on every replica).
 REVOCATION_TTL = 0.0
-#: Route names the auth middleware leaves alone (they authenticate for themselves).
-SELF_AUTHENTICATING = ("auth_", "api_v1_", "public_")
+#: Route names the auth middleware leaves alone (they authenticate for themselves;
+#: ``metrics``: see :mod:`moorage.metrics` and ``metrics.access``).
+SELF_AUTHENTICATING = ("auth_", "api_v1_", "public_", "metrics")
 
 
 @dataclass
@@ -83,17 +84,15 @@ class AuthState:
         return {"WWW-Authenticate": f'Basic realm="{self.settings.auth.htpasswd.realm}",charset="UTF-8"'}
 
     # -- logins ---------------------------------------------------------------------------
-    async def _check_rate(self, key: str) -> int:
-        """Refuse (429) a user+IP over its failed-login budget; returns its failure count."""
-        wait, failures = await self.store.login_blocked_for(key, self.settings.auth.login_rate_limit, RATE_WINDOW)
-        if wait > 0:
+    async def _claim(self, key: str) -> None:
+        """Spend one attempt of ``key``'s failed-login budget before checking a password;
+        429 if it is spent.  The count and the decision are one atomic statement, so parallel
+        guesses can't all read "9 failures so far" and each run bcrypt (73 did, for a limit of
+        10): at most ``login_rate_limit`` checks per window reach bcrypt, over every worker."""
+        count, left = await self.store.claim_attempt(key, RATE_WINDOW)
+        if count > self.settings.auth.login_rate_limit:
             raise errors.TooManyRequests("too many failed logins; try again later",
-                                         headers={"Retry-After": str(max(1, math.ceil(wait)))})
-        return failures
-
-    async def _failed(self, key: str, challenge: dict[str, str]) -> errors.RegistryError:
-        await self.store.record_failure(key, RATE_WINDOW)
-        return errors.Unauthorized("invalid username or password", headers=challenge)
+                                         headers={"Retry-After": str(max(1, math.ceil(left)))})
 
     def _remembered(self, cache_key: str) -> bool:
         exp = self._verified.get(cache_key)
@@ -108,12 +107,12 @@ class AuthState:
                     challenge: dict[str, str]) -> tuple[UserRecord, TokenRecord | None]:
         """Check a username with a password or an access token (rate limited per user+IP)."""
         key = f"{username[:200]}|{request.remote or ''}"
-        failures = await self._check_rate(key)
         user = await self.store.get_user(username)
         token: TokenRecord | None = None
         ok = False
         parts = passwords.split_token(password)
         if parts is not None:
+            await self._claim(key)
             token = await self.store.get_token(parts[0])
             ok = (token is not None and user is not None and token.user_id == user.id and token.usable()
                   and passwords.secret_matches(parts[1], token.secret_hash))
@@ -123,15 +122,14 @@ class AuthState:
             stored = user.password_hash if user else None
             cache_key = hashlib.sha256(f"{username}\0{password}\0{stored}".encode()).hexdigest()
             if stored and self._remembered(cache_key):
-                ok = True
-            else:
-                ok = await passwords.check_password_async(password, stored, self.settings.auth.bcrypt_rounds)
-                if ok:
-                    self._remember(cache_key)
+                return user, None  # type: ignore[return-value]  # stored implies user
+            await self._claim(key)
+            ok = await passwords.run_hashing(passwords.check_password, password, stored, self.settings.auth.bcrypt_rounds)
+            if ok:
+                self._remember(cache_key)
         if not ok or user is None:
-            raise await self._failed(key, challenge)
-        if failures:
-            await self.store.clear_failures(key)
+            raise errors.Unauthorized("invalid username or password", headers=challenge)
+        await self.store.clear_failures(key)
         return user, token
 
     async def htpasswd_login(self, request: web.Request, username: str, password: str) -> None:
@@ -142,28 +140,42 @@ class AuthState:
         if stored and self._remembered(cache_key):
             return
         key = f"{username[:200]}|{request.remote or ''}"
-        failures = await self._check_rate(key)
-        if not await asyncio.to_thread(self.htpasswd.verify, username, password):
-            raise await self._failed(key, self.basic_challenge())
-        if failures:
-            await self.store.clear_failures(key)
+        await self._claim(key)
+        if not await passwords.run_hashing(self.htpasswd.verify, username, password):
+            raise errors.Unauthorized("invalid username or password", headers=self.basic_challenge())
+        await self.store.clear_failures(key)
         self._remember(cache_key)
 
-    async def token_usable(self, token_id: str) -> bool:
+    async def credentials_live(self, claims: dict[str, Any]) -> bool:
+        """Is the user a JWT names still there (the same user: ``uid``, ``ucr``), and its personal
+        access token (``pat``) still usable?  Anonymous tokens name nobody: always live."""
+        subject = claims.get("sub") or ""
+        pat = claims.get("pat")
+        if not subject and not pat:
+            return True
+        uid = claims.get("uid")
+        uid = uid if isinstance(uid, int) and not isinstance(uid, bool) else None
+        ucr = claims.get("ucr")
+        ucr = float(ucr) if isinstance(ucr, (int, float)) and not isinstance(ucr, bool) else None
+        key = f"{subject}\0{uid}\0{ucr}\0{pat}"
         now = time.monotonic()
-        hit = self._token_ok.get(token_id)
+        hit = self._token_ok.get(key)
         if hit is not None and now - hit[1] < REVOCATION_TTL:
             return hit[0]
-        ok = await self.store.token_usable(token_id)
-        if len(self._token_ok) > 10_000:
-            self._token_ok.clear()
-        self._token_ok[token_id] = (ok, now)
+        ok = await self.store.credentials_live(str(subject), uid, ucr, str(pat) if pat else None)
+        if REVOCATION_TTL > 0:
+            if len(self._token_ok) > 10_000:
+                self._token_ok.clear()
+            self._token_ok[key] = (ok, now)
         return ok
 
     # -- what a principal gets ------------------------------------------------------------
     async def grant(self, principal: Principal, scopes: list[Scope]) -> list[dict[str, Any]]:
         """The ``access`` claim for ``scopes``: only actions actually granted; unknown
-        resource types and names get nothing."""
+        resource types and names get nothing.  A repository name that breaks the spec's
+        grammar (or is over 255 characters) is dropped before anything is matched against
+        it: it can't exist, and no pattern ever sees attacker-sized input."""
+        scopes = [s for s in scopes if s.type != "repository" or is_valid_name(s.name)]
         repos = [s.name for s in scopes if s.type == "repository"]
         public = await self.store.public_repositories(repos) if repos else set()
         access: list[dict[str, Any]] = []
@@ -264,8 +276,8 @@ def token_middleware(state: AuthState) -> Any:
         except InvalidToken as exc:
             raise errors.Unauthorized(f"invalid token: {exc}", headers=state.bearer_challenge(request, needed, "invalid_token")) from None
         pat = claims.get("pat")
-        if pat and not await state.token_usable(str(pat)):
-            raise errors.Unauthorized("access token revoked or expired",
+        if not await state.credentials_live(claims):
+            raise errors.Unauthorized("user deleted, or access token revoked or expired",
                                       headers=state.bearer_challenge(request, needed, "invalid_token"))
         subject = claims.get("sub") or ""
         if subject:
@@ -325,7 +337,7 @@ async def bootstrap_admin(settings: Settings, store: AuthStore) -> None:
     if generated:
         password = passwords.generate_password()
     assert password is not None
-    hashed = passwords.hash_password(password, settings.auth.bcrypt_rounds)
+    hashed = await passwords.hash_password_async(password, settings.auth.bcrypt_rounds)
     if not await store.create_user(settings.auth.admin_user, hashed, admin=True, if_no_admin=True):
         if await store.count_users(admins_only=True) == 0:
             log.warning("no administrator, and the name %r is taken by a non-admin user: "

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 
 from ..metadata.db import Database
 from ..metadata.tables import access_tokens, grants, login_failures, namespaces, repositories, signing_keys, users
@@ -236,7 +236,8 @@ class AuthStore:
                 pattern, _, acts = item.rpartition(":")
                 token_scope.append(Grant(pattern, parse_actions(acts)))
         return Principal(name=user.name, is_admin=user.is_admin, is_robot=user.is_robot, grants=user_grants,
-                         token_scope=token_scope, token_id=token.id if token else None)
+                         token_scope=token_scope, token_id=token.id if token else None, user_id=user.id,
+                         user_created_at=user.created_at)
 
     # -- access tokens --------------------------------------------------------------------
     async def create_token(self, user: str, name: str, scope: list[str] | None,
@@ -281,14 +282,25 @@ class AuthStore:
         async with self.db.write() as conn:
             await conn.execute(update(access_tokens).where(access_tokens.c.id == token_id).values(last_used_at=time.time()))
 
-    async def token_usable(self, token_id: str) -> bool:
+    async def credentials_live(self, subject: str, user_id: int | None, created_at: float | None,
+                               token_id: str | None) -> bool:
+        """Does the user an access token (JWT) was issued to still exist -- the same user, not a
+        new one of that name -- and, for a JWT got with a personal access token, is that token
+        neither revoked nor expired?  One indexed read, so deleting a user or revoking a token
+        stops its JWTs at once, on every replica."""
         now = time.time()
-        q = select(access_tokens.c.id).where(
-            access_tokens.c.id == token_id, access_tokens.c.revoked_at.is_(None),
-            or_(access_tokens.c.expires_at.is_(None), access_tokens.c.expires_at > now),
-        )
-        async with self.db.read() as conn:
-            return (await conn.execute(q)).first() is not None
+        q = select(users.c.id).where(users.c.name == subject)
+        if user_id is not None:
+            q = q.where(users.c.id == user_id)
+        if created_at is not None:
+            q = q.where(users.c.created_at == created_at)
+        if token_id is not None:
+            q = q.join(access_tokens, access_tokens.c.user_id == users.c.id).where(
+                access_tokens.c.id == token_id, access_tokens.c.revoked_at.is_(None),
+                or_(access_tokens.c.expires_at.is_(None), access_tokens.c.expires_at > now),
+            )
+        async with self.db.read(snapshot=False) as conn:
+            return (await conn.execute(q.limit(1))).first() is not None
 
     # -- signing keys ---------------------------------------------------------------------
     async def signing_keys(self) -> list[tuple[str, str, str]]:
@@ -304,33 +316,26 @@ class AuthStore:
             ).on_conflict_do_nothing(index_elements=["kid"]))
 
     # -- failed logins --------------------------------------------------------------------
-    async def login_blocked_for(self, key: str, limit: int, window: float) -> tuple[float, int]:
-        """(seconds until ``key`` may try again -- 0 = now, failures recorded in the window)."""
-        async with self.db.read() as conn:
-            row = (await conn.execute(select(login_failures).where(login_failures.c.key == key))).first()
-        if row is None:
-            return 0.0, 0
-        left = row.window_start + window - time.time()
-        if left <= 0:
-            return 0.0, 0
-        return (left if row.count >= limit else 0.0), int(row.count)
+    async def claim_attempt(self, key: str, window: float) -> tuple[int, float]:
+        """Count one login attempt for ``key`` *before* its password is checked, and return
+        (attempts in the current window including this one, seconds left in the window).
 
-    async def record_failure(self, key: str, window: float) -> int:
+        One statement (an upsert that restarts an expired window), so checking the budget and
+        spending it are atomic: N parallel guesses see N distinct counts, on one worker or many
+        replicas.  A successful login then clears the key (:meth:`clear_failures`).
+        """
         now = time.time()
+        lf = login_failures
+        expired = lf.c.window_start + window <= now
+        stmt = (self.db.insert(lf).values(key=key, window_start=now, count=1)
+                .on_conflict_do_update(index_elements=["key"], set_={
+                    "count": case((expired, 1), else_=lf.c.count + 1),
+                    "window_start": case((expired, now), else_=lf.c.window_start),
+                })
+                .returning(lf.c.count, lf.c.window_start))
         async with self.db.write() as conn:
-            row = (await conn.execute(select(login_failures).where(login_failures.c.key == key).with_for_update())).first()
-            if row is None:
-                await conn.execute(self.db.insert(login_failures).values(key=key, window_start=now, count=1)
-                                   .on_conflict_do_update(index_elements=["key"],
-                                                          set_={"count": login_failures.c.count + 1}))
-                return 1
-            if row.window_start + window <= now:
-                await conn.execute(update(login_failures).where(login_failures.c.key == key)
-                                   .values(window_start=now, count=1))
-                return 1
-            await conn.execute(update(login_failures).where(login_failures.c.key == key)
-                               .values(count=login_failures.c.count + 1))
-            return int(row.count) + 1
+            row = (await conn.execute(stmt)).one()
+        return int(row.count), float(row.window_start) + window - now
 
     async def clear_failures(self, key: str) -> None:
         async with self.db.write() as conn:

@@ -40,7 +40,8 @@ async def _respond(state: AuthState, principal: Principal, scopes_raw: list[str]
     assert state.signer is not None
     access = await state.grant(principal, parse_scopes(scopes_raw))
     token, expires_in, issued = state.signer.issue(principal.name or "", access, token_id=principal.token_id,
-                                                   not_after=not_after)
+                                                   not_after=not_after, user_id=principal.user_id,
+                                                   user_created_at=principal.user_created_at)
     body: dict[str, Any] = {"token": token, "access_token": token, "expires_in": expires_in, "issued_at": rfc3339(issued)}
     if oauth:
         body["scope"] = " ".join(f"{a['type']}:{a['name']}:{','.join(a['actions'])}" for a in access)

@@ -8,7 +8,8 @@ elsewhere.  A PEM already in that file when the database has no key is adopted. 
 
 Access tokens carry the Docker token spec's claims (``iss``, ``sub``, ``aud`` = service,
 ``exp``/``nbf``/``iat``, ``jti``, ``access``) plus ``pat`` -- the id of the access token used
-to log in, so a revoked access token stops its JWTs at once.  Refresh tokens are JWTs with
+to log in, so a revoked access token stops its JWTs at once -- and ``uid``/``ucr``, the user's row id and creation time,
+so a deleted user's JWTs stop at once too (the registry looks both up on every request).  Refresh tokens are JWTs with
 ``token_use: refresh`` and are never accepted by the registry.
 """
 
@@ -29,6 +30,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..filemodes import private_dir, private_file
 from .store import AuthStore
 
 log = logging.getLogger("moorage.auth")
@@ -123,9 +125,11 @@ class TokenSigner:
         assert self._active is not None
         pem = key_pem(self._keys[self._active])
         try:
+            if not self.key_path.parent.exists():
+                private_dir(self.key_path.parent)
+            private_file(self.key_path)  # an existing copy: tightened (see moorage.filemodes)
             if self.key_path.exists() and self.key_path.read_text() == pem:
                 return
-            self.key_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.key_path.with_name(self.key_path.name + f".{os.getpid()}.tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
@@ -147,8 +151,13 @@ class TokenSigner:
 
     # -- tokens ---------------------------------------------------------------------------
     def issue(self, subject: str, access: list[dict[str, Any]], *, token_id: str | None = None,
-              not_after: float | None = None) -> tuple[str, int, float]:
-        """(JWT, expires_in, issued_at) for ``access``; never outlives ``not_after``."""
+              not_after: float | None = None, user_id: int | None = None,
+              user_created_at: float | None = None) -> tuple[str, int, float]:
+        """(JWT, expires_in, issued_at) for ``access``; never outlives ``not_after``.
+
+        ``uid``/``ucr`` (the user's row id and creation time) let the registry refuse the token
+        once that user is deleted, even if a new user of the same name is made (SQLite may
+        reuse the row id; the creation time differs)."""
         assert self._active is not None, "TokenSigner.load() first"
         now = time.time()
         exp = now + self.expiry
@@ -161,6 +170,10 @@ class TokenSigner:
         }
         if token_id:
             claims["pat"] = token_id
+        if user_id is not None:
+            claims["uid"] = user_id
+        if user_created_at is not None:
+            claims["ucr"] = user_created_at
         token = jwt.encode(claims, self._keys[self._active], algorithm=ALGORITHM, headers={"kid": self._active})
         return token, max(0, int(exp - now)), now
 

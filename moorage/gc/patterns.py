@@ -7,14 +7,16 @@ repository *and* everything below it (``team/app/x``), ``team/*`` everything bel
 
 from __future__ import annotations
 
-import fnmatch
 import re
+
+from ..registry.globs import glob_match
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
 
 
 def repo_matches(pattern: str, repository: str) -> bool:
-    return fnmatch.fnmatchcase(repository, pattern) or fnmatch.fnmatchcase(repository, pattern.rstrip("/") + "/*")
+    """fnmatch syntax, matched without regexes (:mod:`moorage.registry.globs`: linear-bounded)."""
+    return glob_match(pattern, repository) or glob_match(pattern.rstrip("/") + "/*", repository)
 
 
 def in_namespace(namespace: str, repository: str) -> bool:

@@ -34,7 +34,9 @@ class Database:
         if self.is_sqlite:
             path = url.split(":///", 1)[1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                from ..filemodes import secure_sqlite
+
+                secure_sqlite(Path(path))  # 0600 from creation: it holds the signing key
             self.read_engine = self._sqlite_engine(url, immediate=False, pool_size=pool_size)
             self.write_engine = self._sqlite_engine(url, immediate=True, pool_size=1)
             # Reads run synchronously on the event loop: an indexed SQLite read under WAL takes
