@@ -1,0 +1,67 @@
+"""SBOM documents of an inventory: CycloneDX 1.5 JSON (cyclonedx-python-lib) and SPDX 2.3 JSON
+(spdx-tools), each with package URLs (packageurl-python)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+import warnings
+from datetime import datetime, timezone
+
+from .layers import Inventory
+
+CYCLONEDX_TYPE = "application/vnd.cyclonedx+json"
+SPDX_TYPE = "application/spdx+json"
+TOOL_NAME = "moorage"
+
+
+def cyclonedx(inventory: Inventory, image: str, digest: str) -> bytes:
+    from cyclonedx.model.bom import Bom
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot5
+    from packageurl import PackageURL
+
+    bom = Bom()
+    root = Component(name=image, version=digest, type=ComponentType.CONTAINER, bom_ref=f"{image}@{digest}")
+    bom.metadata.component = root
+    refs = []
+    seen: set[str] = set()
+    for pkg in inventory.packages:
+        purl = pkg.purl
+        ref = purl if purl not in seen else f"{purl}#{pkg.path}"
+        if ref in seen:
+            continue
+        seen.add(ref)
+        comp = Component(name=pkg.name, version=pkg.version, type=ComponentType.LIBRARY,
+                         purl=PackageURL.from_string(purl), bom_ref=ref)
+        bom.components.add(comp)
+        refs.append(comp)
+    bom.register_dependency(root, refs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return JsonV1Dot5(bom).output_as_string().encode()
+
+
+def spdx(inventory: Inventory, image: str, digest: str) -> bytes:
+    from spdx_tools.spdx.jsonschema.document_converter import DocumentConverter
+    from spdx_tools.spdx.model import (Actor, ActorType, CreationInfo, Document, ExternalPackageRef,
+                                       ExternalPackageRefCategory, Package, Relationship, RelationshipType,
+                                       SpdxNoAssertion)
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    info = CreationInfo(spdx_version="SPDX-2.3", spdx_id="SPDXRef-DOCUMENT", name=f"{image}@{digest}",
+                        document_namespace=f"https://moorage.invalid/spdx/{digest.replace(':', '-')}/{uuid.uuid4()}",
+                        creators=[Actor(ActorType.TOOL, TOOL_NAME)], created=now)
+    image_pkg = Package(spdx_id="SPDXRef-Image", name=image, version=digest, download_location=SpdxNoAssertion(),
+                        files_analyzed=False)
+    packages = [image_pkg]
+    relationships = [Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, "SPDXRef-Image")]
+    for i, pkg in enumerate(inventory.packages):
+        sid = f"SPDXRef-Package-{i}"
+        packages.append(Package(spdx_id=sid, name=pkg.name, version=pkg.version, download_location=SpdxNoAssertion(),
+                                files_analyzed=False,
+                                external_references=[ExternalPackageRef(ExternalPackageRefCategory.PACKAGE_MANAGER,
+                                                                        "purl", pkg.purl)]))
+        relationships.append(Relationship("SPDXRef-Image", RelationshipType.CONTAINS, sid))
+    doc = Document(creation_info=info, packages=packages, relationships=relationships)
+    return json.dumps(DocumentConverter().convert(doc), separators=(",", ":")).encode()
