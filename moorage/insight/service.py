@@ -322,6 +322,8 @@ class InsightService:
     async def search_package(self, name: str, version_range: str | None = None) -> list[dict[str, Any]]:
         """Images holding a package called ``name`` (optionally with a version in ``version_range``,
         a vers-like ``>=1.0,<2.0`` list of comparisons in the package's own version order)."""
+        if version_range:
+            _check_range(version_range)
         out = []
         for digest, repository, ecosystem, version in await self.store.images_with_package(name):
             if version_range and not _in_range(ecosystem, version, version_range):
@@ -338,6 +340,17 @@ class InsightService:
                     out.append({"repository": row.repository, "digest": row.digest, "package": f["package"],
                                 "installed": f["installed"], "fixed": f["fixed"], "severity": f["severity"]})
         return out
+
+
+_OPS = (">=", "<=", "==", "!=", ">", "<", "=")
+
+
+def _check_range(spec: str) -> None:
+    for part in spec.split(","):
+        part = part.strip()
+        op = next((o for o in _OPS if part.startswith(o)), None)
+        if op is None or not part[len(op):].strip():
+            raise ValueError(f"bad version constraint {part[:100]!r} (use >=, <=, >, <, ==, != and a version)")
 
 
 def _in_range(ecosystem: str, version: str, spec: str) -> bool:
