@@ -233,5 +233,11 @@ def test_hostile_input_to_the_api(moorage: RegistryProcess, world: dict[str, Any
     assert r.status_code == 400
     r = client.req("PUT", "/api/v1/insight/allowlist/insight/X-1", json={"expires_in_days": 1e300})
     assert r.status_code == 400
-    r = client.req("GET", "/api/v1/insight/images/insight/app/1.0")
-    assert r.status_code == 200 and r.json()["images"][0]["scanned"] is True
+    deadline = time.monotonic() + 120
+    while True:  # the push-time scan runs in the background
+        r = client.req("GET", "/api/v1/insight/images/insight/app/1.0")
+        assert r.status_code == 200
+        if r.json()["images"][0]["scanned"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert r.json()["images"][0]["scanned"] is True
