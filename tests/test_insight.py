@@ -241,3 +241,19 @@ def test_hostile_input_to_the_api(moorage: RegistryProcess, world: dict[str, Any
             break
         time.sleep(0.5)
     assert r.json()["images"][0]["scanned"] is True
+
+
+def test_metrics(moorage: RegistryProcess, world: dict[str, Any]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + 60
+    while True:
+        text = requests.get(f"{moorage.url}/metrics", timeout=30).text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        scans = {s.labels["outcome"]: s.value for s in families["moorage_insight_scans"].samples
+                 if s.name.endswith("_total")}
+        if scans.get("ok", 0) >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert scans["ok"] >= 1 and scans["failed"] == 0
+    assert "moorage_insight_scan_queue" in families

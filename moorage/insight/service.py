@@ -67,6 +67,8 @@ class InsightService:
                  limits: Limits = Limits(), notify: Notify | None = None) -> None:
         self.store, self.registry, self.blobs, self.limits, self.notify = store, registry, blobs, limits, notify
         self._policies: tuple[float, dict[str, str]] = (0.0, {})
+        #: Figures for /metrics (the server extension keeps them current).
+        self.stats: dict[str, Any] = {"scans_ok": 0, "scans_failed": 0, "images_by_worst": {}, "advisories": 0}
 
     # -------------------------------------------------------------------------- scanning
     async def scan(self, repository: str, reference: str, *, force: bool = False) -> list[ScanResult]:

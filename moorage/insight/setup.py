@@ -59,6 +59,11 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
     bus.subscribe(on_event)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        from ..metrics import REGISTRY_KEY
+
+        registry = app.get(REGISTRY_KEY)  # metrics are set up after this extension, read at start
+        if registry is not None:
+            registry.register(_Collector(insight, queue))
         task = asyncio.create_task(_work(insight, queue))
         yield
         task.cancel()
@@ -66,6 +71,38 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
             await task
 
     app.cleanup_ctx.append(lifecycle)
+
+
+class _Collector:
+    """``/metrics``: scans done and failed, the scan queue, images by worst severity (refreshed by
+    the worker at most once a minute; no database query per scrape)."""
+
+    def __init__(self, insight: InsightService, queue: "asyncio.Queue[tuple[str, str]]") -> None:
+        self.insight, self.queue = insight, queue
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        stats = self.insight.stats
+        scans = CounterMetricFamily("moorage_insight_scans", "Image scans by outcome", labels=["outcome"])
+        scans.add_metric(["ok"], stats["scans_ok"])
+        scans.add_metric(["failed"], stats["scans_failed"])
+        yield scans
+        yield GaugeMetricFamily("moorage_insight_scan_queue", "Images waiting for a scan", value=self.queue.qsize())
+        worst = GaugeMetricFamily("moorage_insight_images", "Scanned images by their worst finding", labels=["worst"])
+        for severity, n in sorted(stats["images_by_worst"].items()):
+            worst.add_metric([severity or "none"], n)
+        yield worst
+        yield GaugeMetricFamily("moorage_insight_advisories", "Advisories in the vulnerability database",
+                                value=stats["advisories"])
+
+
+async def _refresh_stats(insight: InsightService) -> None:
+    by_worst: dict[str, int] = {}
+    for row in await insight.store.images():
+        by_worst[row.worst] = by_worst.get(row.worst, 0) + 1
+    insight.stats["images_by_worst"] = by_worst
+    insight.stats["advisories"] = await insight.store.advisory_count()
 
 
 async def _work(insight: InsightService, queue: "asyncio.Queue[tuple[str, str]]") -> None:
@@ -79,6 +116,7 @@ async def _work(insight: InsightService, queue: "asyncio.Queue[tuple[str, str]]"
             if digest:
                 record = await insight.registry.get_manifest(repository, digest)
                 results = await insight.scan_manifest(repository, record.digest, record.media_type, record.payload)
+                insight.stats["scans_ok"] += 1
                 for r in results:
                     log.info("insight: %s@%s %s: %d packages, findings %s", repository, r.digest[:19], r.platform or "-",
                              r.package_count, r.counts or "none")
@@ -86,11 +124,14 @@ async def _work(insight: InsightService, queue: "asyncio.Queue[tuple[str, str]]"
             if seen_generation is not None and generation != seen_generation:
                 log.info("insight: vulnerability database changed; re-matched %d images", await insight.rematch_all())
             seen_generation = generation
+            if not digest or queue.empty():
+                await _refresh_stats(insight)
         except asyncio.CancelledError:
             raise
         except errors.RegistryError as exc:  # deleted meanwhile, quota ...: nothing to scan
             log.info("insight: %s@%s not scanned: %s", repository, digest[:19], exc)
         except Exception:
+            insight.stats["scans_failed"] += 1
             log.exception("insight: scanning %s@%s failed", repository, digest[:19])
 
 
