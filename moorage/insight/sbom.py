@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-import warnings
 from datetime import datetime, timezone
 
 from .layers import Inventory
@@ -16,15 +15,11 @@ TOOL_NAME = "moorage"
 
 
 def cyclonedx(inventory: Inventory, image: str, digest: str) -> bytes:
-    from cyclonedx.model.bom import Bom
-    from cyclonedx.model.component import Component, ComponentType
-    from cyclonedx.output.json import JsonV1Dot5
-    from packageurl import PackageURL
-
-    bom = Bom()
-    root = Component(name=image, version=digest, type=ComponentType.CONTAINER, bom_ref=f"{image}@{digest}")
-    bom.metadata.component = root
-    refs = []
+    """CycloneDX 1.5 JSON, written directly: cyclonedx-python-lib's model took 53.6 s for 3,000
+    components here (an O(n^2) dependency registration and sorted-set comparisons); the tests
+    validate this output with that library's strict JSON-schema validator."""
+    root = f"{image}@{digest}"
+    components = []
     seen: set[str] = set()
     for pkg in inventory.packages:
         purl = pkg.purl
@@ -32,14 +27,22 @@ def cyclonedx(inventory: Inventory, image: str, digest: str) -> bytes:
         if ref in seen:
             continue
         seen.add(ref)
-        comp = Component(name=pkg.name, version=pkg.version, type=ComponentType.LIBRARY,
-                         purl=PackageURL.from_string(purl), bom_ref=ref)
-        bom.components.add(comp)
-        refs.append(comp)
-    bom.register_dependency(root, refs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return JsonV1Dot5(bom).output_as_string().encode()
+        components.append({"type": "library", "bom-ref": ref, "name": pkg.name, "version": pkg.version, "purl": purl})
+    doc = {
+        "$schema": "http://cyclonedx.org/schema/bom-1.5.schema.json",
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "serialNumber": f"urn:uuid:{uuid.uuid4()}",
+        "version": 1,
+        "metadata": {
+            "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tools": {"components": [{"type": "application", "name": TOOL_NAME}]},
+            "component": {"type": "container", "bom-ref": root, "name": image, "version": digest},
+        },
+        "components": components,
+        "dependencies": [{"ref": root, "dependsOn": [c["bom-ref"] for c in components]}],
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def spdx(inventory: Inventory, image: str, digest: str) -> bytes:
