@@ -112,6 +112,20 @@ class MetricsSettings(BaseModel):
     token: SecretStr | None = None
 
 
+class InsightSettings(BaseModel):
+    """Image insight: SBOMs on push, offline vulnerability matching, pull policy."""
+
+    enabled: bool = True
+    #: Inventory every image pushed (a background job; ``moorage sbom`` does it by hand).
+    scan_on_push: bool = True
+    #: Per-image bounds: wall-clock seconds, decompressed bytes per layer, one metadata file.
+    max_seconds: float = 900.0
+    max_layer_bytes: int = 32 << 30
+    max_file_bytes: int = 64 << 20
+    #: Images waiting for a scan in one process; pushes beyond it are scanned by ``moorage sbom --all``.
+    queue_size: int = 10000
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MOORAGE_", env_nested_delimiter="__", extra="ignore")
 
@@ -122,6 +136,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     tls: TLSSettings = TLSSettings()
     gc: GCSettings = GCSettings()
+    insight: InsightSettings = InsightSettings()
     #: Deleting manifests, tags and blobs over the API (Distribution defaults this to off; most
     #: users expect it on).
     delete_enabled: bool = True

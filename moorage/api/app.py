@@ -78,9 +78,11 @@ def default_extensions(settings: Settings) -> list[Extension]:
     else:
         exts.append(setup_auth)
     from ..gc.setup import setup_gc  # deletes API, quotas, GC schedule (issue 5)
+    from ..insight.setup import setup_insight
     from ..metrics import setup_metrics
 
     exts.append(setup_gc)
+    exts.append(setup_insight)
     exts.append(setup_metrics)
     return exts
 

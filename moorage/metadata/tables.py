@@ -238,3 +238,90 @@ gc_runs = Table(
 Index("ix_blobs_deleting_since", blobs.c.deleting_since,
       sqlite_where=blobs.c.deleting_since.is_not(None), postgresql_where=blobs.c.deleting_since.is_not(None))
 Index("ix_tags_updated", tags.c.repository_id, tags.c.updated_at)
+
+# ------------------------------------------------------------------ image insight (migration 0008)
+#: OSV advisories imported with ``moorage vulndb import``; ``modified`` makes re-imports incremental.
+insight_advisories = Table(
+    "insight_advisories",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("modified", String(64), nullable=False, default=""),
+    Column("summary", Text, nullable=False, default=""),
+    Column("severity", String(16), nullable=False, default="UNKNOWN"),
+    Column("score", Float, nullable=True),
+    Column("aliases", Text, nullable=False, default="[]"),
+    Column("source", String(1024), nullable=False, default=""),
+    Column("imported_at", Float, nullable=False),
+)
+
+#: One row per (advisory, affected package): what matching looks up by ecosystem family and name.
+insight_affected = Table(
+    "insight_affected",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("advisory_id", String(255), ForeignKey("insight_advisories.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("ecosystem", String(128), nullable=False),
+    Column("family", String(64), nullable=False),
+    Column("package", String(512), nullable=False),
+    #: JSON: {"ranges": [...], "versions": [...]} as OSV gives them.
+    Column("spec", Text, nullable=False),
+)
+Index("ix_insight_affected_pkg", insight_affected.c.family, insight_affected.c.package)
+
+#: The inventory and findings of one image manifest (a platform manifest, never an index).
+insight_images = Table(
+    "insight_images",
+    metadata,
+    Column("digest", String(255), primary_key=True),
+    Column("repository", String(255), nullable=False),
+    Column("os", String(255), nullable=False, default=""),
+    Column("platform", String(255), nullable=False, default=""),
+    Column("package_count", Integer, nullable=False, default=0),
+    Column("packages", Text, nullable=False, default="[]"),
+    Column("skipped", Text, nullable=False, default="[]"),
+    Column("sboms", Text, nullable=False, default="{}"),
+    Column("scanned_at", Float, nullable=False),
+    Column("findings", Text, nullable=False, default="[]"),
+    Column("counts", Text, nullable=False, default="{}"),
+    Column("worst", String(16), nullable=False, default=""),
+    Column("matched_generation", Integer, nullable=False, default=0),
+)
+
+#: Package -> images index for search ("which images contain openssl < 3.0.12").
+insight_image_packages = Table(
+    "insight_image_packages",
+    metadata,
+    Column("digest", String(255), ForeignKey("insight_images.digest", ondelete="CASCADE"), nullable=False, index=True),
+    Column("ecosystem", String(64), nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("version", String(255), nullable=False),
+)
+Index("ix_insight_image_packages_name", insight_image_packages.c.name)
+
+#: Key/value state: the vulnerability database's generation (bumped by every import) and imports.
+insight_state = Table(
+    "insight_state",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+#: Pull policy per namespace: refuse images with findings at or above ``block_severity``.
+insight_policies = Table(
+    "insight_policies",
+    metadata,
+    Column("namespace", String(255), primary_key=True),
+    Column("block_severity", String(16), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+#: Advisories a namespace accepts until ``expires_at`` (None = no expiry).
+insight_allowlist = Table(
+    "insight_allowlist",
+    metadata,
+    Column("namespace", String(255), primary_key=True),
+    Column("advisory_id", String(255), primary_key=True),
+    Column("expires_at", Float, nullable=True),
+    Column("reason", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+)

@@ -17,7 +17,8 @@ from typing import Awaitable, Callable, Literal
 
 log = logging.getLogger("moorage.events")
 
-Action = Literal["push", "pull", "delete", "mount"]
+#: ``scan``: an image's vulnerability findings changed (image insight).
+Action = Literal["push", "pull", "delete", "mount", "scan"]
 Kind = Literal["manifest", "blob", "tag"]
 
 

@@ -1,0 +1,196 @@
+"""``/api/v1/insight/``: image findings, package and advisory search, pull policies.
+
+::
+
+    GET    /api/v1/insight/images/{name}/{reference}   findings of an image (per platform of an index)
+    POST   /api/v1/insight/images/{name}/{reference}   scan now (push right on the repository)
+    GET    /api/v1/insight/search?package=NAME[&version=>=1.0,<2.0]
+    GET    /api/v1/insight/search?advisory=ID
+    GET    /api/v1/insight/status                      vulnerability database state
+    GET    /api/v1/insight/policies                    PUT/DELETE /api/v1/insight/policies/{namespace} {block_severity}
+    GET    /api/v1/insight/allowlist/{namespace}       PUT/DELETE /api/v1/insight/allowlist/{namespace}/{id} {expires_in_days?, reason?}
+
+Reads answer only for repositories the caller may pull (anonymous callers: public ones);
+policies and allow-lists are for administrators.  Authentication as everywhere under
+``/api/v1/`` (basic with password or access token, or a bearer token).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterable
+
+from aiohttp import web
+
+from ..insight.osv import SEVERITIES
+from ..insight.service import InsightService
+from ..registry import errors
+from ..registry.names import is_valid_name
+from .common import SETTINGS
+
+INSIGHT = web.AppKey("insight", InsightService)
+routes = web.RouteTableDef()
+NAME = r"{name:[^{}]+?}"
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, separators=(",", ":")))
+
+
+async def _visible(request: web.Request, repositories: Iterable[str], action: str = "pull") -> set[str]:
+    """The repositories among ``repositories`` on which the caller has ``action``."""
+    names = set(repositories)
+    settings = request.app[SETTINGS]
+    if settings.auth.mode == "none":
+        return names
+    if settings.auth.mode == "htpasswd":  # the middleware authenticated the caller: every user is an admin
+        return names
+    from ..auth.admin_api import _caller
+    from ..auth.policy import Principal, repository_rights
+    from ..auth.setup import STATE
+
+    state = request.app[STATE]
+    if "Authorization" not in request.headers:
+        principal = Principal(None)
+    else:
+        user, admin = await _caller(request)
+        if admin:
+            return names
+        principal = await state.store.principal(user)
+        if request.get("moorage.scoped_credentials"):
+            principal = Principal(principal.name, token_scope=[])  # scoped tokens: public content only here
+    public = await state.store.public_repositories(sorted(names))
+    return {n for n in names if action in repository_rights(principal, n, public=n in public)}
+
+
+async def _admin(request: web.Request) -> None:
+    if request.app[SETTINGS].auth.mode == "token":
+        from ..auth.admin_api import require_admin
+
+        await require_admin(request)
+
+
+def _route(name: str) -> str:
+    """Token mode: ``api_v1_*`` routes authenticate themselves (the auth middleware skips them)."""
+    return f"api_v1_insight_{name}"
+
+
+@routes.get(f"/api/v1/insight/images/{NAME}/{{reference}}", name=_route("image"))
+async def image_findings(request: web.Request) -> web.Response:
+    name, reference = request.match_info["name"], request.match_info["reference"]
+    if not is_valid_name(name) or name not in await _visible(request, [name]):
+        raise errors.NameUnknown(detail={"name": name[:256]})
+    insight = request.app[INSIGHT]
+    record = await insight.registry.get_manifest(name, reference)
+    images = []
+    for digest, platform in await insight.platform_digests(name, record):
+        row = await insight.store.get_image(digest)
+        images.append({"digest": digest, "platform": platform, "scanned": row is not None,
+                       **({"packages": row.package_count, "sboms": row.sboms, "counts": row.counts, "worst": row.worst,
+                           "findings": row.findings, "skipped": row.skipped} if row else {})})
+    return _json({"repository": name, "reference": reference, "digest": record.digest, "images": images})
+
+
+@routes.post(f"/api/v1/insight/images/{NAME}/{{reference}}", name=_route("scan"))
+async def scan_image(request: web.Request) -> web.Response:
+    name, reference = request.match_info["name"], request.match_info["reference"]
+    if not is_valid_name(name) or name not in await _visible(request, [name], "push"):
+        raise errors.Denied("scanning needs the push right on the repository")
+    results = await request.app[INSIGHT].scan(name, reference, force=request.query.get("force") == "1")
+    return _json({"images": [{"digest": r.digest, "platform": r.platform, "packages": r.package_count,
+                              "sboms": r.sboms, "counts": r.counts, "skipped": r.skipped} for r in results]})
+
+
+@routes.get("/api/v1/insight/search", name=_route("search"))
+async def search(request: web.Request) -> web.Response:
+    insight = request.app[INSIGHT]
+    package, advisory = request.query.get("package"), request.query.get("advisory")
+    if bool(package) == bool(advisory):
+        raise errors.Unsupported("give exactly one of ?package=NAME or ?advisory=ID", status=400)
+    if package:
+        try:
+            found = await insight.search_package(package[:512], request.query.get("version") or None)
+        except ValueError as exc:
+            raise errors.Unsupported(str(exc), status=400) from None
+    else:
+        found = await insight.search_advisory((advisory or "")[:255])
+    visible = await _visible(request, {f["repository"] for f in found})
+    return _json({"results": [f for f in found if f["repository"] in visible]})
+
+
+@routes.get("/api/v1/insight/status", name=_route("status"))
+async def status(request: web.Request) -> web.Response:
+    return _json(await request.app[INSIGHT].status())
+
+
+@routes.get("/api/v1/insight/policies", name=_route("policies"))
+async def policies(request: web.Request) -> web.Response:
+    await _admin(request)
+    return _json({"policies": await request.app[INSIGHT].store.policies()})
+
+
+def _namespace(request: web.Request) -> str:
+    ns = request.match_info["namespace"]
+    if not is_valid_name(ns):
+        raise errors.NameInvalid(detail={"name": ns[:256]})
+    return ns
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.content.read(64 * 1024 + 1)
+    if len(raw) > 64 * 1024:
+        raise errors.SizeInvalid("request body too large", status=413)
+    try:
+        data = json.loads(raw or b"{}")
+    except (ValueError, RecursionError):
+        raise errors.Unsupported("request body is not JSON", status=400) from None
+    if not isinstance(data, dict):
+        raise errors.Unsupported("request body must be a JSON object", status=400)
+    return data
+
+
+@routes.put("/api/v1/insight/policies/{namespace:[^{}]+}", name=_route("policy_put"))
+async def policy_put(request: web.Request) -> web.Response:
+    await _admin(request)
+    ns = _namespace(request)
+    severity = str((await _body(request)).get("block_severity") or "").upper()
+    if severity not in SEVERITIES[1:]:
+        raise errors.Unsupported(f"block_severity must be one of {', '.join(SEVERITIES[1:])}", status=400)
+    await request.app[INSIGHT].set_policy(ns, severity)
+    return _json({"namespace": ns, "block_severity": severity})
+
+
+@routes.delete("/api/v1/insight/policies/{namespace:[^{}]+}", name=_route("policy_delete"))
+async def policy_delete(request: web.Request) -> web.Response:
+    await _admin(request)
+    await request.app[INSIGHT].set_policy(_namespace(request), None)
+    return web.Response(status=204)
+
+
+@routes.get("/api/v1/insight/allowlist/{namespace:[^{}]+}", name=_route("allowlist"))
+async def allowlist(request: web.Request) -> web.Response:
+    await _admin(request)
+    entries = await request.app[INSIGHT].store.allowlist(_namespace(request))
+    return _json({"allowlist": [{"id": k, "expires_at": v} for k, v in sorted(entries.items())]})
+
+
+@routes.put("/api/v1/insight/allowlist/{namespace:[^{}]+?}/{advisory}", name=_route("allow"))
+async def allow(request: web.Request) -> web.Response:
+    await _admin(request)
+    ns, advisory = _namespace(request), request.match_info["advisory"][:255]
+    body = await _body(request)
+    days = body.get("expires_in_days")
+    if days is not None and (not isinstance(days, (int, float)) or isinstance(days, bool) or not 0 < days <= 36500):
+        raise errors.Unsupported("expires_in_days must be a number of days between 0 and 36500", status=400)
+    expires = time.time() + float(days) * 86400 if days is not None else None
+    await request.app[INSIGHT].store.allow(ns, advisory, expires, str(body.get("reason") or "")[:1000])
+    return _json({"namespace": ns, "id": advisory, "expires_at": expires})
+
+
+@routes.delete("/api/v1/insight/allowlist/{namespace:[^{}]+?}/{advisory}", name=_route("disallow"))
+async def disallow(request: web.Request) -> web.Response:
+    await _admin(request)
+    if not await request.app[INSIGHT].store.disallow(_namespace(request), request.match_info["advisory"]):
+        raise errors.NotFound("no such allow-list entry")
+    return web.Response(status=204)

@@ -1,0 +1,154 @@
+"""The server extension: scan images after push, re-match after advisory imports, enforce the
+pull policy on manifest GETs, serve ``/api/v1/insight/``.
+
+Scans run one at a time on a background task fed by the registry's push events (a bounded
+queue: a push never waits for a scan).  Every minute the task also checks whether the
+vulnerability database changed (``moorage vulndb import`` run while serving, or another
+replica) and re-matches the stored inventories without reading layers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from ..api.common import BLOBS, EVENTS, SERVICE
+from ..api.insight import INSIGHT, routes
+from ..config import Settings
+from ..metadata.insight_store import InsightStore
+from ..registry import errors
+from ..registry.events import Actor, RegistryEvent
+from .layers import Limits
+from .service import InsightService
+
+log = logging.getLogger("moorage.insight")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def setup_insight(app: web.Application, settings: Settings) -> None:
+    cfg = settings.insight
+    if not cfg.enabled:
+        return
+    from ..api.app import DATABASE
+
+    bus = app[EVENTS]
+
+    async def notify(repository: str, digest: str, counts: dict[str, int], worst: str) -> None:
+        await bus.publish(RegistryEvent("scan", "manifest", repository, digest=digest, actor=Actor(name="moorage")))
+
+    insight = InsightService(InsightStore(app[DATABASE]), app[SERVICE], app[BLOBS], notify=notify,
+                             limits=Limits(max_file_bytes=cfg.max_file_bytes, max_layer_bytes=cfg.max_layer_bytes,
+                                           max_seconds=cfg.max_seconds))
+    app[INSIGHT] = insight
+    app.router.add_routes(routes)
+    app.middlewares.append(_pull_policy(insight))
+    queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=cfg.queue_size)
+
+    async def on_event(event: RegistryEvent) -> None:
+        if cfg.scan_on_push and event.action == "push" and event.kind == "manifest" and event.digest:
+            try:
+                queue.put_nowait((event.repository, event.digest))
+            except asyncio.QueueFull:
+                log.warning("insight: scan queue full, %s@%s not scanned (run `moorage sbom --all`)",
+                            event.repository, event.digest)
+
+    bus.subscribe(on_event)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        from ..metrics import REGISTRY_KEY
+
+        registry = app.get(REGISTRY_KEY)  # metrics are set up after this extension, read at start
+        if registry is not None:
+            registry.register(_Collector(insight, queue))
+        task = asyncio.create_task(_work(insight, queue))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(lifecycle)
+
+
+class _Collector:
+    """``/metrics``: scans done and failed, the scan queue, images by worst severity (refreshed by
+    the worker at most once a minute; no database query per scrape)."""
+
+    def __init__(self, insight: InsightService, queue: "asyncio.Queue[tuple[str, str]]") -> None:
+        self.insight, self.queue = insight, queue
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        stats = self.insight.stats
+        scans = CounterMetricFamily("moorage_insight_scans", "Image scans by outcome", labels=["outcome"])
+        scans.add_metric(["ok"], stats["scans_ok"])
+        scans.add_metric(["failed"], stats["scans_failed"])
+        yield scans
+        yield GaugeMetricFamily("moorage_insight_scan_queue", "Images waiting for a scan", value=self.queue.qsize())
+        worst = GaugeMetricFamily("moorage_insight_images", "Scanned images by their worst finding", labels=["worst"])
+        for severity, n in sorted(stats["images_by_worst"].items()):
+            worst.add_metric([severity or "none"], n)
+        yield worst
+        yield GaugeMetricFamily("moorage_insight_advisories", "Advisories in the vulnerability database",
+                                value=stats["advisories"])
+
+
+async def _refresh_stats(insight: InsightService) -> None:
+    by_worst: dict[str, int] = {}
+    for row in await insight.store.images():
+        by_worst[row.worst] = by_worst.get(row.worst, 0) + 1
+    insight.stats["images_by_worst"] = by_worst
+    insight.stats["advisories"] = await insight.store.advisory_count()
+
+
+async def _work(insight: InsightService, queue: "asyncio.Queue[tuple[str, str]]") -> None:
+    seen_generation: int | None = None
+    while True:
+        try:
+            repository, digest = await asyncio.wait_for(queue.get(), timeout=60)
+        except asyncio.TimeoutError:
+            repository = digest = ""
+        try:
+            if digest:
+                record = await insight.registry.get_manifest(repository, digest)
+                results = await insight.scan_manifest(repository, record.digest, record.media_type, record.payload)
+                insight.stats["scans_ok"] += 1
+                for r in results:
+                    log.info("insight: %s@%s %s: %d packages, findings %s", repository, r.digest[:19], r.platform or "-",
+                             r.package_count, r.counts or "none")
+            generation = await insight.store.generation()
+            if seen_generation is not None and generation != seen_generation:
+                log.info("insight: vulnerability database changed; re-matched %d images", await insight.rematch_all())
+            seen_generation = generation
+            if not digest or queue.empty():
+                await _refresh_stats(insight)
+        except asyncio.CancelledError:
+            raise
+        except errors.RegistryError as exc:  # deleted meanwhile, quota ...: nothing to scan
+            log.info("insight: %s@%s not scanned: %s", repository, digest[:19], exc)
+        except Exception:
+            insight.stats["scans_failed"] += 1
+            log.exception("insight: scanning %s@%s failed", repository, digest[:19])
+
+
+def _pull_policy(insight: InsightService) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def pull_policy(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = getattr(request.match_info.route, "name", None)
+        if route == "manifest_get" and request.method == "GET":
+            name, reference = request.match_info["name"], request.match_info["reference"]
+            if await insight.policy_for(name) is not None:
+                try:
+                    record = await insight.registry.get_manifest(name, reference)
+                except errors.RegistryError:
+                    return await handler(request)  # the handler gives the proper error
+                reason = await insight.pull_refusal(name, record.digest)
+                if reason:
+                    raise errors.Denied(reason, detail={"digest": record.digest})
+        return await handler(request)
+
+    return pull_policy
