@@ -192,7 +192,10 @@ def _version_class(family: str, range_type: str) -> Any:
             RPM: v.RpmVersion}[family]
 
 
+@functools.lru_cache(maxsize=65536)
 def _parse(cls: Any, text: str) -> Any:
+    """A version object, or None when ``text`` is not a version of that scheme (cached: the same
+    few thousand installed and fixed versions recur across every image and advisory)."""
     try:
         return cls(text)
     except Exception:
