@@ -101,6 +101,35 @@ class GCSettings(BaseModel):
     upload_expiry: int = 86400
 
 
+class ProxyUpstream(BaseModel):
+    """One upstream registry served through the pull-through cache (``moorage.proxy``)."""
+
+    model_config = {"extra": "forbid"}
+    #: Short name used in logs, metrics and the admin API.
+    name: str
+    #: ``https://registry-1.docker.io`` or ``http://127.0.0.1:5001``.
+    url: str
+    #: Local namespace the upstream is served under (``hub`` -> ``/v2/hub/...``); ``""`` makes
+    #: the whole registry a mirror of this upstream (dockerd ``registry-mirrors``).
+    namespace: str = ""
+    username: str | None = None
+    password: str | None = None
+    #: Read the password from this environment variable instead (keeps it out of the file).
+    password_env: str | None = None
+    #: Seconds a cached tag is served before it is re-validated upstream with a HEAD.
+    tag_ttl: int = 300
+    #: Verify the upstream's TLS certificate; ``ca_file`` adds a CA bundle.
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    #: Seconds to wait for the upstream to answer (connect + headers).
+    timeout: float = 30.0
+
+
+class ProxySettings(BaseModel):
+    model_config = {"extra": "forbid"}
+    upstreams: list[ProxyUpstream] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MOORAGE_", env_nested_delimiter="__", extra="ignore")
 
@@ -121,6 +150,8 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     log_level: str = "info"
     access_log: bool = True
+    #: Pull-through cache upstreams (``moorage.proxy``, issue 12).
+    proxy: ProxySettings = ProxySettings()
 
     @classmethod
     def settings_customise_sources(
