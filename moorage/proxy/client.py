@@ -182,7 +182,7 @@ class RegistryClient:
         """Send a request to ``path`` (``/v2/...``) authorised for ``scope``; the caller releases
         the response.  Answers 404 with :class:`UpstreamNotFound`, other non-``ok`` statuses and
         network errors with :class:`UpstreamError`."""
-        url = self.base_url + path
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
         for attempt in range(2):
             hdrs = dict(headers or {})
             auth = await self._auth_header(scope)
