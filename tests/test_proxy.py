@@ -20,7 +20,7 @@ import requests
 import yaml
 
 from tests.support import ocilayout
-from tests.support.authsrv import ADMIN_PASSWORD, start_auth_server
+from tests.support.authsrv import ADMIN_PASSWORD, cli, start_auth_server
 from tests.support.clients import PodmanService, Skopeo, run
 from tests.support.fixtures import require_binary
 from tests.support.registry_proc import DISTRIBUTION_BIN, RegistryProcess, start_distribution, start_moorage
@@ -71,13 +71,17 @@ def upstream_dist(tmp_path_factory) -> Iterator[RegistryProcess]:
 
 
 @pytest.fixture(scope="module")
-def cache(upstream_moorage: RegistryProcess, upstream_dist: RegistryProcess, tmp_path_factory) -> Iterator[RegistryProcess]:
-    proc = start_cache(tmp_path_factory.mktemp("cache"), [
+def cache(backend, upstream_moorage: RegistryProcess, upstream_dist: RegistryProcess, tmp_path_factory) -> Iterator[RegistryProcess]:
+    """The cache under test, on each selected storage/database backend."""
+    name, make_env = backend
+    env = {**make_env(), "DIST_UPSTREAM_PW": DIST_USER[1]}
+    proc = start_cache(tmp_path_factory.mktemp(f"cache-{name}"), [
         {"name": "moor", "url": upstream_moorage.url, "namespace": "moor", "username": PULLER[0],
          "password": PULLER[1], "tag_ttl": 300},
         {"name": "dist", "url": upstream_dist.url, "namespace": "dist", "username": DIST_USER[0],
          "password_env": "DIST_UPSTREAM_PW", "tag_ttl": 300},
-    ], env={"DIST_UPSTREAM_PW": DIST_USER[1]})
+    ], env=env)
+    proc.server_env = env  # type: ignore[attr-defined]
     try:
         yield proc
     finally:
@@ -253,6 +257,22 @@ def test_pushes_into_a_cached_namespace_are_refused(cache, sk, tmp_path) -> None
     # Other namespaces of the same registry take pushes as usual.
     sk.copy(f"oci:{img.dir}:v1", f"docker://{cache.host}/local/pushed:v1")
     assert manifest_head(cache.url, "local/pushed", "v1").headers["Docker-Content-Digest"] == img.digest
+
+
+def test_cached_content_is_collected_by_gc(cache, upstream_dist, sk, tmp_path) -> None:
+    img = ocilayout.build_image(tmp_path / "src", "v1", layers=[40 * 1024], seed="proxy-gc")
+    push_layout(sk, img.dir, "v1", f"docker://{upstream_dist.host}/gc/app:v1", DIST_USER)
+    sk.copy(f"docker://{cache.host}/dist/gc/app:v1", f"oci:{tmp_path / 'got'}:v1")
+    layer = img.layers[0].digest
+    assert requests.head(f"{cache.url}/v2/dist/gc/app/blobs/{layer}", timeout=TIMEOUT).headers["X-Moorage-Cache"] == "hit"
+    # Evicting is an ordinary delete; the collector then reclaims the blobs, while serving.
+    assert requests.delete(f"{cache.url}/v2/dist/gc/app/manifests/{img.digest}", timeout=TIMEOUT).status_code == 202
+    cp = cli(cache, "gc", "--grace", "0", "--json", "--quiet")
+    assert json.loads(cp.stdout)["blobs_removed"] >= 2, cp.stdout
+    r = requests.head(f"{cache.url}/v2/dist/gc/app/blobs/{layer}", timeout=TIMEOUT)
+    assert r.headers["X-Moorage-Cache"] == "miss"  # gone locally: the HEAD asked the upstream
+    sk.copy(f"docker://{cache.host}/dist/gc/app:v1", f"oci:{tmp_path / 'again'}:v1")
+    assert access_log_count(upstream_dist, "GET", f"/v2/gc/app/blobs/{layer}") == 2
 
 
 def test_bad_names_and_digests_are_client_errors(cache) -> None:
