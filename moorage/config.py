@@ -125,9 +125,32 @@ class ProxyUpstream(BaseModel):
     timeout: float = 30.0
 
 
+class MirrorRule(BaseModel):
+    """A scheduled ``moorage mirror SRC DST`` run inside the server (pull- or push-based: either
+    side may be this registry, addressed by its URL)."""
+
+    model_config = {"extra": "forbid"}
+    name: str
+    #: ``[http://|https://]HOST[:PORT]/REPO[:TAG]``, as on the command line.
+    src: str
+    dst: str
+    src_username: str | None = None
+    src_password_env: str | None = None
+    dest_username: str | None = None
+    dest_password_env: str | None = None
+    #: Seconds between the end of one run and the start of the next.
+    interval: int = Field(3600, ge=1)
+    tags: str | None = None
+    platforms: list[str] = Field(default_factory=list)
+    src_tls_verify: bool = True
+    dest_tls_verify: bool = True
+
+
 class ProxySettings(BaseModel):
     model_config = {"extra": "forbid"}
     upstreams: list[ProxyUpstream] = Field(default_factory=list)
+    #: Scheduled replication (``moorage.proxy.schedule``); status in ``/api/v1/mirror``.
+    mirror_rules: list[MirrorRule] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):

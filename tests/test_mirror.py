@@ -287,3 +287,50 @@ def test_bad_arguments_are_one_line_errors(plain) -> None:
     assert cp.returncode == 1 and "unreachable" in cp.stderr and "Traceback" not in cp.stderr
     cp = mirror(f"http://{plain.host}/does/not-exist:v1", f"http://{plain.host}/b", check=False)
     assert cp.returncode == 1 and "Traceback" not in cp.stderr
+
+
+def test_scheduled_rules_run_in_the_server_with_status(plain, sk, tmp_path) -> None:
+    """``proxy.mirror_rules``: a pull-based rule into the server itself, and a failing rule."""
+    img = ocilayout.build_image(tmp_path / "one", "v1", layers=[16 * 1024], seed="rule-one")
+    sk.copy(f"oci:{img.dir}:v1", f"docker://{plain.host}/rules/src:v1")
+    rules = [
+        {"name": "pull-app", "src": f"http://{plain.host}/rules/src", "dst": "http://127.0.0.1:{port}/pulled/app",
+         "interval": 3600},
+        {"name": "broken", "src": "http://127.0.0.1:1/nothing/here", "dst": "http://127.0.0.1:{port}/x", "interval": 3600},
+    ]
+    # The server's own port is known only at start: the rules go in through the environment,
+    # where the launcher fills in {port} (JSON braces doubled for str.format).
+    env_value = json.dumps({"mirror_rules": rules}).replace("{", "{{").replace("}", "}}").replace("{{port}}", "{port}")
+    srv = start_moorage(tmp_path / "srv", env={"MOORAGE_PROXY": env_value})
+    try:
+        def status() -> dict[str, dict]:
+            doc = requests.get(f"{srv.url}/api/v1/mirror", timeout=TIMEOUT).json()
+            assert doc["runner"] is True
+            return {r["name"]: r for r in doc["rules"]}
+
+        def wait_runs(name: str, n: int) -> dict:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                st = status()[name]
+                if st["runs"] >= n and not st["running"]:
+                    return st
+                time.sleep(0.2)
+            raise AssertionError(f"rule {name} did not run {n} times: {status()}")
+
+        st = wait_runs("pull-app", 1)
+        assert st["last_status"] == "ok" and st["last_summary"]["manifests_copied"] == 1, st
+        local = Http(srv)
+        assert descriptor(local, "pulled/app", "v1")["digest"] == img.digest
+        broken = wait_runs("broken", 1)
+        assert broken["last_status"] == "error" and "unreachable" in broken["last_error"]
+        # A new tag upstream, and a run on demand through the admin API.
+        two = ocilayout.build_image(tmp_path / "two", "v2", layers=[16 * 1024], seed="rule-two")
+        sk.copy(f"oci:{two.dir}:v2", f"docker://{plain.host}/rules/src:v2")
+        r = requests.post(f"{srv.url}/api/v1/mirror/pull-app/run", timeout=TIMEOUT)
+        assert r.status_code == 202
+        st = wait_runs("pull-app", 2)
+        assert st["last_status"] == "ok" and st["last_summary"]["up_to_date"] == 1, st
+        assert descriptor(local, "pulled/app", "v2")["digest"] == two.digest
+        assert requests.post(f"{srv.url}/api/v1/mirror/nope/run", timeout=TIMEOUT).status_code == 404
+    finally:
+        srv.stop()

@@ -2,7 +2,8 @@
 
 Adds the cache middleware (after auth, so only callers allowed to pull can make us fetch),
 the ``/metrics`` collector and ``GET /api/v1/proxy`` (administrators: upstreams without their
-credentials, and their counters).  Nothing is added when no upstream is configured.
+credentials, and their counters).  With ``proxy.mirror_rules``, also the scheduled replication runs
+and ``/api/v1/mirror`` (:mod:`.schedule`).  Nothing is added when neither is configured.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ CACHE = web.AppKey("proxy_cache", PullThroughCache)
 
 
 def setup_proxy(app: web.Application, settings: Settings) -> None:
+    token_mode = settings.auth.mode == "token"
+    if settings.proxy.mirror_rules:
+        from .schedule import setup_mirror_rules
+
+        setup_mirror_rules(app, settings, token_mode)
     if not settings.proxy.upstreams:
         return
     from ..api.app import STORE
@@ -40,8 +46,6 @@ def setup_proxy(app: web.Application, settings: Settings) -> None:
         from .stats import ProxyCollector
 
         registry.register(ProxyCollector(cache))  # type: ignore[arg-type]
-
-    token_mode = settings.auth.mode == "token"
 
     async def status(request: web.Request) -> web.Response:
         if token_mode:
