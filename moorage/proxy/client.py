@@ -41,6 +41,7 @@ _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
 _MAX_REDIRECTS = 5
 #: Tokens are renewed this many seconds before they expire.
 _TOKEN_SLACK = 10.0
+_MAX_TOKENS = 1000
 
 
 class UpstreamError(Exception):
@@ -167,7 +168,12 @@ class RegistryClient:
             if not isinstance(token, str) or not token:
                 raise UpstreamError(f"token endpoint of {self.host} returned no token")
             expires = body.get("expires_in") if isinstance(body.get("expires_in"), (int, float)) else 60
-            self._tokens[scope] = (token, time.monotonic() + max(float(expires) - _TOKEN_SLACK, 1.0))
+            now = time.monotonic()
+            if len(self._tokens) >= _MAX_TOKENS:  # one per repository pulled: drop the expired ones
+                for key in [k for k, (_, until) in self._tokens.items() if until <= now]:
+                    self._tokens.pop(key, None)
+                    self._token_locks.pop(key, None)
+            self._tokens[scope] = (token, now + max(float(expires) - _TOKEN_SLACK, 1.0))
             return token
 
     async def _auth_header(self, scope: str) -> str | None:
