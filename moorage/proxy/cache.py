@@ -306,20 +306,24 @@ class PullThroughCache:
             return await self._served(request, handler, up, "hit", size)
         key = (name, digest)
         flight = self._flights.get(key)
-        if request.method == "HEAD" and flight is None:
-            return await self._head_miss(up, remote, digest)
-        if flight is None and await self.store.blob_size(digest) is not None:
-            # Stored for another repository: link it here once the upstream confirms this
-            # repository has it (a cache must not widen what a repository exposes).
-            try:
-                await up.client.head_blob(remote, digest)
-            except UpstreamNotFound:
-                raise errors.BlobUnknown(detail={"digest": digest}) from None
-            except UpstreamError as exc:
-                up.stats.upstream_errors += 1
-                raise errors.Unavailable(f"upstream {up.name!r} unavailable: {exc}", headers={"Retry-After": "10"}) from None
-            if await self.store.link_blob(name, digest):
-                return await self._served(request, handler, up, "hit", await self.store.blob_size(digest))
+        if flight is None:
+            if request.method == "HEAD":
+                return await self._head_miss(up, remote, digest)
+            if await self.store.blob_size(digest) is not None:
+                # Stored for another repository: link it here once the upstream confirms this
+                # repository has it (a cache must not widen what a repository exposes).
+                try:
+                    await up.client.head_blob(remote, digest)
+                except UpstreamNotFound:
+                    raise errors.BlobUnknown(detail={"digest": digest}) from None
+                except UpstreamError as exc:
+                    up.stats.upstream_errors += 1
+                    raise errors.Unavailable(f"upstream {up.name!r} unavailable: {exc}", headers={"Retry-After": "10"}) from None
+                if await self.store.link_blob(name, digest):
+                    return await self._served(request, handler, up, "hit", await self.store.blob_size(digest))
+            # Another request may have started the fetch while we awaited: look again, and
+            # from here to registering our flight there is no await (single flight).
+            flight = self._flights.get(key)
         if flight is not None:
             up.stats.shared += 1
             await asyncio.shield(flight.done)  # raises the fetch's error, if it failed
