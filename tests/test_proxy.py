@@ -273,6 +273,31 @@ def test_twenty_concurrent_pulls_of_a_cold_blob_fetch_once(cache, upstream_dist)
     assert access_log_count(upstream_dist, "GET", path) == 1
 
 
+def test_client_leaving_mid_stream_does_not_stop_the_fetch(cache, upstream_dist) -> None:
+    """The first client hangs up after 1 MiB: the fetch goes on into storage, and the next pull
+    is served locally (still one upstream GET)."""
+    import socket
+
+    data = os.urandom(20 * 1024 * 1024)
+    digest = push_blob(upstream_dist.url, "half/blob", data, DIST_USER)
+    with socket.create_connection(("127.0.0.1", cache.port), timeout=TIMEOUT) as sock:
+        sock.sendall(f"GET /v2/dist/half/blob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        got = 0
+        while got < 1024 * 1024:
+            chunk = sock.recv(65536)
+            assert chunk
+            got += len(chunk)
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        r = requests.head(f"{cache.url}/v2/dist/half/blob/blobs/{digest}", timeout=TIMEOUT)
+        if r.headers.get("X-Moorage-Cache") == "hit":
+            break
+        time.sleep(0.2)
+    r = requests.get(f"{cache.url}/v2/dist/half/blob/blobs/{digest}", timeout=TIMEOUT)
+    assert r.status_code == 200 and r.content == data
+    assert access_log_count(upstream_dist, "GET", f"/v2/half/blob/blobs/{digest}") == 1
+
+
 def test_pushes_into_a_cached_namespace_are_refused(cache, sk, tmp_path) -> None:
     img = ocilayout.build_image(tmp_path / "src", "v1", layers=[8 * 1024], seed="proxy-push")
     cp = sk("copy", "--quiet", f"oci:{img.dir}:v1", f"docker://{cache.host}/moor/lib/pushed:v1", check=False)
