@@ -24,6 +24,7 @@ class _RichProgress(Progress):
                          disable=quiet or not self.console.is_terminal)
         self.tasks: dict[str, object] = {}
         self.total = self.bars.add_task("total", total=0)
+        self.total_bytes = 0
 
     def __enter__(self) -> "_RichProgress":
         self.bars.__enter__()
@@ -34,8 +35,8 @@ class _RichProgress(Progress):
 
     def blob_started(self, digest: str, size: int) -> None:
         self.tasks[digest] = self.bars.add_task(digest[7:19], total=size)
-        total = self.bars.tasks[self.total].total or 0  # type: ignore[index]
-        self.bars.update(self.total, total=total + size)  # type: ignore[arg-type]
+        self.total_bytes += size
+        self.bars.update(self.total, total=self.total_bytes)  # type: ignore[arg-type]
         if not self.console.is_terminal:
             self.console.print(f"copying blob {digest} ({size} bytes)")
 
