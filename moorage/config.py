@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -122,7 +122,33 @@ class ProxyUpstream(BaseModel):
     tls_verify: bool = True
     ca_file: Path | None = None
     #: Seconds to wait for the upstream to answer (connect + headers).
-    timeout: float = 30.0
+    timeout: float = Field(30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+            raise ValueError(f"upstream url must be http(s)://HOST[:PORT], got {value!r}")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        import re
+
+        value = value.strip("/")
+        if value and not re.fullmatch(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*", value):
+            raise ValueError(f"namespace {value!r} is not a valid repository name prefix")
+        return value
+
+    @model_validator(mode="after")
+    def _password_env(self) -> "ProxyUpstream":
+        if self.password_env and self.password_env not in os.environ:
+            raise ValueError(f"upstream {self.name!r}: environment variable {self.password_env} is not set")
+        return self
 
 
 class MirrorRule(BaseModel):
@@ -145,12 +171,36 @@ class MirrorRule(BaseModel):
     src_tls_verify: bool = True
     dest_tls_verify: bool = True
 
+    @field_validator("src", "dst")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        from .proxy.mirror import RegistryRef
+
+        RegistryRef.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _password_envs(self) -> "MirrorRule":
+        for env in (self.src_password_env, self.dest_password_env):
+            if env and env not in os.environ:
+                raise ValueError(f"mirror rule {self.name!r}: environment variable {env} is not set")
+        return self
+
 
 class ProxySettings(BaseModel):
     model_config = {"extra": "forbid"}
     upstreams: list[ProxyUpstream] = Field(default_factory=list)
     #: Scheduled replication (``moorage.proxy.schedule``); status in ``/api/v1/mirror``.
     mirror_rules: list[MirrorRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "ProxySettings":
+        for what, values in (("upstream names", [u.name for u in self.upstreams]),
+                             ("upstream namespaces", [u.namespace for u in self.upstreams]),
+                             ("mirror rule names", [r.name for r in self.mirror_rules])):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{what} must be unique")
+        return self
 
 
 class Settings(BaseSettings):

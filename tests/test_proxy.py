@@ -445,15 +445,25 @@ def test_wrong_bytes_upstream_stores_nothing(tmp_path, sk) -> None:
         dist.stop()
 
 
-def test_unknown_proxy_config_is_refused(tmp_path) -> None:
-    config = tmp_path / "bad.yml"
-    config.write_text(yaml.safe_dump({"proxy": {"upstreams": [{"name": "x", "url": "http://127.0.0.1:1", "colour": "red"}]}}))
+@pytest.mark.parametrize("proxy, word", [
+    ({"upstreams": [{"name": "x", "url": "http://127.0.0.1:1", "colour": "red"}]}, "colour"),
+    ({"upstreams": [{"name": "x", "url": "ftp://127.0.0.1:1"}]}, "http(s)://HOST"),
+    ({"upstreams": [{"name": "x", "url": "http://h", "namespace": "Bad Name"}]}, "namespace"),
+    ({"upstreams": [{"name": "x", "url": "http://h", "password_env": "MOORAGE_TEST_UNSET_VAR"}]}, "MOORAGE_TEST_UNSET_VAR"),
+    ({"upstreams": [{"name": "x", "url": "http://h", "namespace": "a"}, {"name": "y", "url": "http://h", "namespace": "a"}]},
+     "unique"),
+    ({"mirror_rules": [{"name": "r", "src": "nohost", "dst": "http://h/r"}]}, "HOST[:PORT]/REPO"),
+])
+def test_bad_proxy_config_is_one_clear_error(tmp_path, proxy, word) -> None:
     import subprocess
     import sys
 
     from tests.support.registry_proc import REPO_ROOT
 
+    config = tmp_path / "bad.yml"
+    config.write_text(yaml.safe_dump({"proxy": proxy}))
     cp = subprocess.run([sys.executable, "-m", "moorage.cli", "serve", "--config", str(config), "--data", str(tmp_path / "d"),
                          "--addr", "127.0.0.1:1"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-    assert cp.returncode != 0 and "colour" in cp.stderr
+    assert cp.returncode != 0 and "invalid configuration" in cp.stderr and word in cp.stderr, cp.stderr
+    assert "Traceback" not in cp.stderr
