@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -124,6 +124,106 @@ class InsightSettings(BaseModel):
     max_file_bytes: int = 64 << 20
     #: Images waiting for a scan in one process; pushes beyond it are scanned by ``moorage sbom --all``.
     queue_size: int = 10000
+class ProxyUpstream(BaseModel):
+    """One upstream registry served through the pull-through cache (``moorage.proxy``)."""
+
+    model_config = {"extra": "forbid"}
+    #: Short name used in logs, metrics and the admin API.
+    name: str
+    #: ``https://registry-1.docker.io`` or ``http://127.0.0.1:5001``.
+    url: str
+    #: Local namespace the upstream is served under (``hub`` -> ``/v2/hub/...``); ``""`` makes
+    #: the whole registry a mirror of this upstream (dockerd ``registry-mirrors``).
+    namespace: str = ""
+    username: str | None = None
+    password: str | None = None
+    #: Read the password from this environment variable instead (keeps it out of the file).
+    password_env: str | None = None
+    #: Seconds a cached tag is served before it is re-validated upstream with a HEAD.
+    tag_ttl: int = 300
+    #: Verify the upstream's TLS certificate; ``ca_file`` adds a CA bundle.
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    #: Seconds to wait for the upstream to answer (connect + headers).
+    timeout: float = Field(30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+            raise ValueError(f"upstream url must be http(s)://HOST[:PORT], got {value!r}")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        import re
+
+        value = value.strip("/")
+        if value and not re.fullmatch(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*", value):
+            raise ValueError(f"namespace {value!r} is not a valid repository name prefix")
+        return value
+
+    @model_validator(mode="after")
+    def _password_env(self) -> "ProxyUpstream":
+        if self.password_env and self.password_env not in os.environ:
+            raise ValueError(f"upstream {self.name!r}: environment variable {self.password_env} is not set")
+        return self
+
+
+class MirrorRule(BaseModel):
+    """A scheduled ``moorage mirror SRC DST`` run inside the server (pull- or push-based: either
+    side may be this registry, addressed by its URL)."""
+
+    model_config = {"extra": "forbid"}
+    name: str
+    #: ``[http://|https://]HOST[:PORT]/REPO[:TAG]``, as on the command line.
+    src: str
+    dst: str
+    src_username: str | None = None
+    src_password_env: str | None = None
+    dest_username: str | None = None
+    dest_password_env: str | None = None
+    #: Seconds between the end of one run and the start of the next.
+    interval: int = Field(3600, ge=1)
+    tags: str | None = None
+    platforms: list[str] = Field(default_factory=list)
+    src_tls_verify: bool = True
+    dest_tls_verify: bool = True
+
+    @field_validator("src", "dst")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        from .proxy.mirror import RegistryRef
+
+        RegistryRef.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _password_envs(self) -> "MirrorRule":
+        for env in (self.src_password_env, self.dest_password_env):
+            if env and env not in os.environ:
+                raise ValueError(f"mirror rule {self.name!r}: environment variable {env} is not set")
+        return self
+
+
+class ProxySettings(BaseModel):
+    model_config = {"extra": "forbid"}
+    upstreams: list[ProxyUpstream] = Field(default_factory=list)
+    #: Scheduled replication (``moorage.proxy.schedule``); status in ``/api/v1/mirror``.
+    mirror_rules: list[MirrorRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "ProxySettings":
+        for what, values in (("upstream names", [u.name for u in self.upstreams]),
+                             ("upstream namespaces", [u.namespace for u in self.upstreams]),
+                             ("mirror rule names", [r.name for r in self.mirror_rules])):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{what} must be unique")
+        return self
 
 
 class Settings(BaseSettings):
@@ -148,6 +248,8 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log_level: str = "info"
     access_log: bool = True
+    #: Pull-through cache upstreams (``moorage.proxy``, issue 12).
+    proxy: ProxySettings = ProxySettings()
 
     @classmethod
     def settings_customise_sources(

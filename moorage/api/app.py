@@ -84,5 +84,8 @@ def default_extensions(settings: Settings) -> list[Extension]:
     exts.append(setup_gc)
     exts.append(setup_insight)
     exts.append(setup_metrics)
+    from ..proxy.setup import setup_proxy  # pull-through cache (issue 12); after metrics: registers a collector
+
+    exts.append(setup_proxy)
     return exts
 

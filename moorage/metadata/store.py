@@ -277,6 +277,7 @@ class MetadataStore:
         annotations: dict[str, str] | None,
         tag: str | None,
         blob_sizes: dict[str, int] | None = None,
+        verify_references: bool = True,
     ) -> None:
         """Store a manifest (and point ``tag`` at it) if everything it references is present.
 
@@ -286,13 +287,16 @@ class MetadataStore:
         One write transaction: the reference check, the manifest row, its reference rows and
         the tag move together, and the referenced blob rows are share-locked so the garbage
         collector cannot tombstone them in between (see docs/gc.md).
+
+        ``verify_references=False`` records a manifest whose blobs and children are not here
+        yet (a pull-through cache stores a manifest before the client asks for its layers).
         """
         now = time.time()
         blob_set = sorted(set(blob_digests))
         child_set = sorted(set(child_digests))
         async with self.db.write() as conn:
             repo_id = await self._ensure_repository(conn, repository)
-            if blob_set:
+            if blob_set and verify_references:
                 stored = dict((await conn.execute(
                     select(blobs.c.digest, blobs.c.size)
                     .select_from(blobs.join(repository_blobs, repository_blobs.c.digest == blobs.c.digest))
@@ -309,14 +313,14 @@ class MetadataStore:
             if wrong:
                 raise WrongSizes(wrong)
             missing_children: list[str] = []
-            if child_set:
+            if child_set and verify_references:
                 have = set((await conn.execute(
                     select(manifests.c.digest).where(manifests.c.repository_id == repo_id, manifests.c.digest.in_(child_set))
                     .with_for_update(read=True)  # GC deleting an untagged child waits or skips (docs/gc.md)
                 )).scalars())
                 missing_children = [d for d in child_set if d not in have]
             missing_blobs = [d for d in blob_set if d not in found]
-            if missing_blobs or missing_children:
+            if (missing_blobs or missing_children) and verify_references:
                 raise MissingReferences(missing_blobs, missing_children)
 
             manifest_id = None

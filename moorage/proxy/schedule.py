@@ -1,0 +1,166 @@
+"""Scheduled replication rules (``proxy.mirror_rules``): ``moorage mirror`` runs inside the server.
+
+Each rule runs shortly after start and then ``interval`` seconds after its previous run ended; the outcome
+of the last run (summary or error) is kept for ``GET /api/v1/mirror``, and
+``POST /api/v1/mirror/{name}/run`` starts a run now.  With several workers on one data
+directory only the worker holding ``<data>/mirror.lock`` runs the rules (others report that).
+Rules live in the configuration; the admin API reads and triggers them but does not add rules
+(that would need a table: not done).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from aiohttp import web
+
+from ..config import MirrorRule, Settings
+from .client import RegistryClient
+from .mirror import Mirror, RegistryRef
+
+log = logging.getLogger("moorage.proxy.mirror")
+_FIRST_RUN_DELAY = 2.0
+
+
+@dataclass
+class RuleState:
+    rule: MirrorRule
+    runs: int = 0
+    running: bool = False
+    last_start: float | None = None
+    last_end: float | None = None
+    last_status: str | None = None  # "ok" | "error"
+    last_error: str | None = None
+    last_summary: dict[str, int] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def as_dict(self) -> dict[str, Any]:
+        r = self.rule
+        return {"name": r.name, "src": r.src, "dst": r.dst, "interval": r.interval, "tags": r.tags,
+                "platforms": r.platforms, "runs": self.runs, "running": self.running, "last_start": self.last_start,
+                "last_end": self.last_end, "last_status": self.last_status, "last_error": self.last_error,
+                "last_summary": self.last_summary}
+
+
+def _password(env: str | None, rule: str) -> str | None:
+    if env is None:
+        return None
+    value = os.environ.get(env)
+    if value is None:
+        raise ValueError(f"mirror rule {rule!r}: environment variable {env} is not set")
+    return value
+
+
+class MirrorScheduler:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.rules: dict[str, RuleState] = {}
+        for rule in settings.proxy.mirror_rules:
+            if rule.name in self.rules:
+                raise ValueError(f"two mirror rules are named {rule.name!r}")
+            RegistryRef.parse(rule.src)
+            RegistryRef.parse(rule.dst)
+            _password(rule.src_password_env, rule.name)
+            _password(rule.dest_password_env, rule.name)
+            self.rules[rule.name] = RuleState(rule)
+        self.active = False  # this worker holds the lock and runs the rules
+
+    async def run_rule(self, state: RuleState) -> None:
+        rule = state.rule
+        state.running, state.last_start = True, time.time()
+        src, dst = RegistryRef.parse(rule.src), RegistryRef.parse(rule.dst)
+        sc = RegistryClient(src.base_url, username=rule.src_username, password=_password(rule.src_password_env, rule.name),
+                            tls_verify=rule.src_tls_verify, user_agent="moorage-mirror")
+        dc = RegistryClient(dst.base_url, username=rule.dest_username, password=_password(rule.dest_password_env, rule.name),
+                            tls_verify=rule.dest_tls_verify, user_agent="moorage-mirror")
+        try:
+            report = await Mirror(src, dst, src_client=sc, dst_client=dc, tags=rule.tags, platforms=rule.platforms).run()
+            summary = report.summary()
+            state.last_status, state.last_error = "ok", None
+            state.last_summary = {k: int(v) for k, v in (p.split("=") for p in summary.split())}
+            log.info("mirror rule %s: %s", rule.name, summary)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed run is reported, the schedule goes on
+            state.last_status, state.last_error = "error", f"{exc.__class__.__name__}: {exc}"[:500]
+            log.warning("mirror rule %s failed: %s", rule.name, state.last_error)
+        finally:
+            state.runs += 1
+            state.running, state.last_end = False, time.time()
+            await sc.close()
+            await dc.close()
+
+    async def loop(self, state: RuleState) -> None:
+        # The first run waits until the server listens (a rule may read or write this registry).
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(state.wake.wait(), _FIRST_RUN_DELAY)
+        state.wake.clear()
+        while True:
+            await self.run_rule(state)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(state.wake.wait(), state.rule.interval)
+            state.wake.clear()
+
+    def context(self) -> Any:
+        async def ctx(app: web.Application) -> AsyncIterator[None]:
+            lock_path = self.settings.data / "mirror.lock"
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(lock_path, "a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.active = True
+            except OSError:
+                fh.close()
+                fh = None  # type: ignore[assignment]
+            tasks = [asyncio.create_task(self.loop(s)) for s in self.rules.values()] if self.active else []
+            try:
+                yield
+            finally:
+                for t in tasks:
+                    t.cancel()
+                for t in tasks:
+                    with contextlib.suppress(BaseException):
+                        await t
+                if fh is not None:
+                    fh.close()
+
+        return ctx
+
+
+def setup_mirror_rules(app: web.Application, settings: Settings, token_mode: bool) -> None:
+    """Background runs of ``proxy.mirror_rules`` and ``/api/v1/mirror`` (called by setup_proxy)."""
+    scheduler = MirrorScheduler(settings)
+    app.cleanup_ctx.append(scheduler.context())
+
+    async def admin(request: web.Request) -> None:
+        if token_mode:
+            from ..auth.admin_api import require_admin
+
+            await require_admin(request)
+
+    async def status(request: web.Request) -> web.Response:
+        await admin(request)
+        return web.json_response({"runner": scheduler.active, "rules": [s.as_dict() for s in scheduler.rules.values()]})
+
+    async def trigger(request: web.Request) -> web.Response:
+        await admin(request)
+        from ..registry import errors
+
+        state = scheduler.rules.get(request.match_info["rule"])
+        if state is None:
+            raise errors.NotFound("no such mirror rule", detail={"rule": request.match_info["rule"][:100]})
+        if not scheduler.active:
+            raise errors.Unavailable("another worker runs the mirror rules; retry", headers={"Retry-After": "1"})
+        state.wake.set()
+        return web.json_response(state.as_dict(), status=202)
+
+    prefix = "api_v1_" if token_mode else ""
+    app.router.add_get("/api/v1/mirror", status, name=prefix + "mirror_status")
+    app.router.add_post("/api/v1/mirror/{rule}/run", trigger, name=prefix + "mirror_run")

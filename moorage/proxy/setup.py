@@ -1,0 +1,63 @@
+"""Wiring of the pull-through cache: one function, ``setup_proxy(app, settings)``.
+
+Adds the cache middleware (after auth, so only callers allowed to pull can make us fetch),
+the ``/metrics`` collector and ``GET /api/v1/proxy`` (administrators: upstreams without their
+credentials, and their counters).  With ``proxy.mirror_rules``, also the scheduled replication runs
+and ``/api/v1/mirror`` (:mod:`.schedule`).  Nothing is added when neither is configured.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from ..config import Settings
+from .cache import PullThroughCache
+
+CACHE = web.AppKey("proxy_cache", PullThroughCache)
+
+
+def setup_proxy(app: web.Application, settings: Settings) -> None:
+    token_mode = settings.auth.mode == "token"
+    if settings.proxy.mirror_rules:
+        from .schedule import setup_mirror_rules
+
+        setup_mirror_rules(app, settings, token_mode)
+    if not settings.proxy.upstreams:
+        return
+    from ..api.app import STORE
+    from ..api.common import SERVICE
+
+    cache = PullThroughCache(settings, app[STORE], app[SERVICE])
+    app[CACHE] = cache
+    app.middlewares.append(cache.middleware())
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await cache.close()
+
+    app.cleanup_ctx.append(lifecycle)
+
+    from ..metrics import REGISTRY_KEY
+
+    registry = app.get(REGISTRY_KEY)
+    if registry is not None:
+        from .stats import ProxyCollector
+
+        registry.register(ProxyCollector(cache))  # type: ignore[arg-type]
+
+    async def status(request: web.Request) -> web.Response:
+        if token_mode:
+            from ..auth.admin_api import require_admin
+
+            await require_admin(request)
+        return web.json_response({"upstreams": [
+            {"name": up.name, "url": up.client.base_url, "namespace": up.cfg.namespace, "tag_ttl": up.cfg.tag_ttl,
+             "authenticated": up.cfg.username is not None, "stats": up.stats.as_dict()}
+            for up in cache.upstreams
+        ]})
+
+    # In token mode the auth middleware leaves "api_v1_*" routes to their handler's own check;
+    # with htpasswd every authenticated user is an administrator; with no auth anyone may read.
+    app.router.add_get("/api/v1/proxy", status, name="api_v1_proxy" if token_mode else "proxy_status")

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""The import graph of the ``moorage`` package, and the rules it must keep.
+
+Every ``import`` counts, also those inside functions (a function-level import hides a cycle, it
+does not remove it).  Rules:
+
+* no cycles between modules;
+* no upward imports: ``registry``, ``storage`` and ``metadata`` (the core) import nothing above
+  them (``api``, ``auth``, ``gc``, extensions, ``cli``, ``server``); ``storage`` and ``metadata``
+  do not import each other; ``registry`` imports no ``api``;
+* nothing imports ``moorage.api.app`` except the composition root, the server and the CLI.
+
+    python scripts/import_graph.py          # prints violations, exit 1 if any
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "moorage"
+CORE = ("moorage.registry", "moorage.storage", "moorage.metadata")
+ABOVE_CORE = ("moorage.api", "moorage.auth", "moorage.gc", "moorage.insight", "moorage.events", "moorage.ui",
+              "moorage.proxy", "moorage.compat", "moorage.cli", "moorage.server", "moorage.composition")
+APP_IMPORTERS = ("moorage.composition", "moorage.server", "moorage.cli")
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        for t in targets:
+            while t and t not in modules:
+                t = t.rsplit(".", 1)[0] if "." in t else ""
+            if t and t != name and t.startswith("moorage"):
+                out.add(t)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in ROOT.rglob("*.py") if "migrations" not in p.parts}
+    modules = set(files)
+    g = {m: imports_of(p, modules) for m, p in files.items()}
+    # a package's __init__ being imported is not a dependency on its submodules
+    return g
+
+
+def cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    counter = [0]
+
+    def strong(v: str) -> None:  # Tarjan, iterative enough for a package this size
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in g.get(v, ()):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    sys.setrecursionlimit(10000)
+    for v in sorted(g):
+        if v not in index:
+            strong(v)
+    return out
+
+
+def _under(mod: str, prefixes: tuple[str, ...]) -> bool:
+    return any(mod == p or mod.startswith(p + ".") for p in prefixes)
+
+
+def violations() -> list[str]:
+    g = graph()
+    found = [f"cycle: {' <-> '.join(c)}" for c in cycles(g)]
+    for mod, deps in sorted(g.items()):
+        for dep in sorted(deps):
+            if _under(mod, CORE) and _under(dep, ABOVE_CORE):
+                found.append(f"upward import: {mod} -> {dep}")
+            if _under(mod, ("moorage.storage",)) and _under(dep, ("moorage.metadata",)):
+                found.append(f"storage imports metadata: {mod} -> {dep}")
+            if _under(mod, ("moorage.metadata",)) and _under(dep, ("moorage.storage",)):
+                found.append(f"metadata imports storage: {mod} -> {dep}")
+            if dep == "moorage.api.app" and not _under(mod, APP_IMPORTERS):
+                found.append(f"imports the app module: {mod} -> moorage.api.app")
+    return found
+
+
+if __name__ == "__main__":
+    bad = violations()
+    for line in bad:
+        print(line)
+    print(f"{len(bad)} import-graph violation(s)" if bad else "import graph clean")
+    sys.exit(1 if bad else 0)
