@@ -116,8 +116,10 @@ class InsightSettings(BaseModel):
     """Image insight: SBOMs on push, offline vulnerability matching, pull policy."""
 
     enabled: bool = True
-    #: Inventory every image pushed (a background job; ``moorage sbom`` does it by hand).
-    scan_on_push: bool = True
+    #: Inventory every image pushed (a background job; ``moorage sbom`` does it by hand).  Off by
+    #: default: it adds two referrers (CycloneDX, SPDX) to every image, which clients listing
+    #: referrers (``oras discover``, ``cosign tree``) then see.
+    scan_on_push: bool = False
     #: Per-image bounds: wall-clock seconds, decompressed bytes per layer, one metadata file.
     max_seconds: float = 900.0
     max_layer_bytes: int = 32 << 30

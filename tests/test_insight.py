@@ -20,7 +20,7 @@ import requests
 from tests.support.http import Client, sha256
 from tests.support.insight_images import (ALPINE_INSTALLED, ALPINE_OS_RELEASE, RealPackages, dpkg_stanzas, gz,
                                           osv, real_packages, stanza_field, tar_bytes, write_osv, zst)
-from tests.support.registry_proc import REPO_ROOT, RegistryProcess
+from tests.support.registry_proc import REPO_ROOT, RegistryProcess, start_moorage
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 CRITICAL = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
@@ -56,6 +56,19 @@ def push(client: Client, repo: str, tag: str | None, layers: list[bytes], arch: 
     r = client.push_manifest(repo, tag or sha256(body), body)
     assert r.status_code == 201, r.text
     return sha256(body), len(body)
+
+
+@pytest.fixture(scope="module")
+def moorage(backend: tuple[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A server of this module's own, with SBOMs on push turned on."""
+    name, make_env = backend
+    env = {**make_env(), "MOORAGE_INSIGHT__SCAN_ON_PUSH": "true"}
+    proc = start_moorage(tmp_path_factory.mktemp(f"moorage-insight-{name}"), env=env)
+    proc.backend = name
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="module")
