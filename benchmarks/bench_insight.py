@@ -79,7 +79,7 @@ def _layer(path: Path, size: int, files: dict[str, bytes], rng: random.Random) -
 
 
 async def _push(settings, layers: list[Path], name: str, tag: str) -> str:  # type: ignore[no-untyped-def]
-    from moorage.api.app import prepare_database
+    from moorage.components import prepare_database
     from moorage.metadata.db import Database
     from moorage.metadata.store import MetadataStore
     from moorage.registry.service import RegistryService

@@ -87,7 +87,7 @@ def purge_uploads(config: str | None, data: str | None, older_than: float) -> No
     settings = settings_from(config, data)
     from sqlalchemy import select
 
-    from .api.app import prepare_database
+    from .components import prepare_database
     from .metadata.db import Database
     from .metadata.tables import uploads
     from .storage import create_blob_store

@@ -12,7 +12,6 @@ import sys
 
 from aiohttp import web
 
-from .api.app import create_app
 from .api.logging import JsonAccessLogger
 from .config import Settings
 
@@ -41,7 +40,9 @@ def _bind(settings: Settings, reuse_port: bool) -> socket.socket:
 
 
 async def _serve(settings: Settings, sock: socket.socket) -> None:
-    app = create_app(settings)
+    from .composition import build_app
+
+    app = build_app(settings)
     runner = web.AppRunner(
         app,
         access_log_class=JsonAccessLogger,
@@ -90,7 +91,7 @@ def serve(settings: Settings) -> None:
         return
     # Migrate once in the parent so workers don't race on the schema.
     from .metadata.db import Database
-    from .api.app import prepare_database
+    from .components import prepare_database
 
     async def _prepare() -> None:
         db = Database(settings.database_url)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from moorage.api.app import create_app
+from moorage.composition import build_app
 from moorage.api.common import EVENTS
 from moorage.config import Settings
 from moorage.registry.events import RegistryEvent
@@ -19,7 +19,7 @@ from moorage.registry.events import RegistryEvent
 @pytest.fixture()
 async def client(tmp_path: Path):  # type: ignore[no-untyped-def]
     settings = Settings(data=tmp_path, addr="127.0.0.1:0", metrics_enabled=False)
-    app = create_app(settings)
+    app = build_app(settings)
     seen: list[RegistryEvent] = []
 
     async def record(event: RegistryEvent) -> None:

@@ -1,4 +1,8 @@
-"""Builds the aiohttp application: storage, metadata, service, routes and middlewares."""
+"""Builds the aiohttp application from the registry's components: the OCI routes, the error
+middleware, the components' lifecycle, and whatever extensions the composition root passes in.
+
+This module imports no extension: :mod:`moorage.composition` decides which ones run.
+"""
 
 from __future__ import annotations
 
@@ -7,85 +11,39 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
+from ..components import Components
 from ..config import Settings
-from ..metadata.db import Database
-from ..metadata.store import MetadataStore
-from ..registry.service import RegistryService
-from ..storage import create_blob_store
 from . import base, blobs, catalog, manifests, referrers, tags, uploads
-from ..registry.events import EventBus
-from .common import BLOBS, EVENTS, SERVICE, SETTINGS
+from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, SERVICE, SETTINGS, STORE
 from .errors import error_middleware
 
 log = logging.getLogger("moorage")
 
-DATABASE = web.AppKey("database", Database)
-STORE = web.AppKey("store", MetadataStore)
-
-#: Optional features register here: ``fn(app, settings)`` called while building the app.
+#: An extension: ``fn(app, settings)`` adds routes, middlewares, background jobs (cleanup_ctx)
+#: and event listeners; it finds the components under the app keys of :mod:`moorage.api.common`.
 Extension = Callable[[web.Application, Settings], None]
 
 
-async def prepare_database(settings: Settings, db: Database) -> None:
-    """Migrate (SQLite default) or check that the schema is current (PostgreSQL default)."""
-    auto = settings.database.auto_migrate
-    if auto is None:
-        auto = settings.is_sqlite
-    if auto:
-        await db.migrate()
-    else:
-        await db.check_schema()
-
-
-def create_app(settings: Settings, extensions: list[Extension] | None = None) -> web.Application:
-    db = Database(settings.database_url, pool_size=settings.database.pool_size)
-    store = MetadataStore(db)
-    blob_store = create_blob_store(settings)
-    svc = RegistryService(store, blob_store, delete_enabled=settings.delete_enabled,
-                          max_manifest_bytes=settings.max_manifest_bytes)
-
+def create_app(components: Components, extensions: list[Extension] = ()) -> web.Application:  # type: ignore[assignment]
+    settings = components.settings
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_manifest_bytes + 1)
+    app[COMPONENTS] = components
     app[SETTINGS] = settings
-    app[DATABASE] = db
-    app[STORE] = store
-    app[BLOBS] = blob_store
-    app[SERVICE] = svc
-    app[EVENTS] = EventBus()
+    app[DATABASE] = components.database
+    app[STORE] = components.metadata
+    app[BLOBS] = components.blobs
+    app[SERVICE] = components.registry
+    app[EVENTS] = components.events
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await prepare_database(settings, db)
-        await blob_store.open()
+        await components.open()
         yield
-        await blob_store.close()
-        await db.close()
+        await components.close()
 
     app.cleanup_ctx.append(lifecycle)
-    for ext in extensions or default_extensions(settings):
+    for ext in extensions:
         ext(app, settings)
     # Order matters: upload routes before the blob routes they share a prefix with.
     for module in (base, catalog, tags, manifests, uploads, blobs, referrers):
         app.router.add_routes(module.routes)
     return app
-
-
-def default_extensions(settings: Settings) -> list[Extension]:
-    """Optional modules wired in by configuration (auth, UI, metrics, GC scheduler ...)."""
-    exts: list[Extension] = []
-    try:
-        from ..auth.setup import setup_auth
-    except ImportError:  # pragma: no cover - auth not built yet
-        pass
-    else:
-        exts.append(setup_auth)
-    from ..gc.setup import setup_gc  # deletes API, quotas, GC schedule (issue 5)
-    from ..insight.setup import setup_insight
-    from ..metrics import setup_metrics
-
-    exts.append(setup_gc)
-    exts.append(setup_insight)
-    exts.append(setup_metrics)
-    from ..proxy.setup import setup_proxy  # pull-through cache (issue 12); after metrics: registers a collector
-
-    exts.append(setup_proxy)
-    return exts
-

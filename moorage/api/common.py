@@ -8,12 +8,18 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ..components import Components
 from ..config import Settings
+from ..metadata.db import Database
+from ..metadata.store import MetadataStore
 from ..registry import errors
 from ..registry.events import Action, Actor, EventBus, Kind, RegistryEvent
 from ..registry.service import RegistryService
 from ..storage import BlobStore
 
+COMPONENTS = web.AppKey("components", Components)
+DATABASE = web.AppKey("database", Database)
+STORE = web.AppKey("store", MetadataStore)
 SERVICE = web.AppKey("service", RegistryService)
 BLOBS = web.AppKey("blobs", BlobStore)
 SETTINGS = web.AppKey("settings", Settings)

@@ -48,7 +48,7 @@ async def _visible(request: web.Request, repositories: Iterable[str], action: st
         return names
     from ..auth.admin_api import _caller
     from ..auth.policy import Principal, repository_rights
-    from ..auth.setup import STATE
+    from ..auth.state import STATE
 
     state = request.app[STATE]
     if "Authorization" not in request.headers:

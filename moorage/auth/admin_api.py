@@ -33,7 +33,7 @@ from ..registry import errors
 from ..registry.names import is_valid_name
 from . import passwords
 from .policy import parse_actions, parse_token_scope, valid_pattern, valid_username
-from .setup import STATE, AuthState, bearer, parse_basic
+from .state import STATE, AuthState, bearer, parse_basic
 from .store import AuthStoreError, UserRecord
 from .tokens import InvalidToken
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ..config import Settings
 from ..registry import errors
-from .setup import STATE, bearer, parse_basic
+from .state import STATE, bearer, parse_basic
 
 
 def scrape_token_matches(request: web.Request, settings: Settings) -> bool:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..registry import errors
 from .policy import Principal, parse_scopes
-from .setup import STATE, AuthState, parse_basic
+from .state import STATE, AuthState, parse_basic
 from .tokens import InvalidToken, rfc3339
 
 routes = web.RouteTableDef()

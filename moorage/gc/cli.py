@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 @asynccontextmanager
 async def _opened(settings: Settings, *, blobs: bool = False) -> AsyncIterator[tuple[Any, Any]]:
-    from ..api.app import prepare_database
+    from ..components import prepare_database
     from ..metadata.db import Database
     from ..storage import create_blob_store
 

@@ -1,4 +1,4 @@
-"""The server extension for issue 5 (listed in ``moorage.api.app.default_extensions``).
+"""The server extension for issue 5 (listed in ``moorage.composition.default_extensions``).
 
 ``setup_gc(app, settings)``:
 
@@ -30,24 +30,12 @@ log = logging.getLogger("moorage.gc")
 
 
 def setup_gc(app: web.Application, settings: Settings) -> None:
-    from ..api.app import DATABASE, STORE
     from ..api.blobs import NAME
+    from ..api.common import DATABASE, STORE
 
+    # Immutable tags and the quota check at commit are core hooks (moorage.gc.policies, passed
+    # in by the composition root); here the quota check of declared sizes before any byte.
     app.middlewares.append(quota_middleware(DATABASE, STORE))
-    # Immutable tags: checked inside put_manifest's transaction.
-    from .immutable import check_tag_move
-
-    app[STORE].tag_guards.append(check_tag_move)
-    # ... and at completion, for pushes whose size was unknown before (chunked bodies).
-    from ..api.common import SERVICE
-    from . import quotas
-
-    db = app[DATABASE]
-
-    async def quota_guard(repository: str, digest: str, size: int) -> None:
-        await quotas.check_push(db, repository, size, digest)
-
-    app[SERVICE].commit_guard = quota_guard
     token_mode = settings.auth.mode == "token"
     # In token mode the auth middleware skips "api_v1_*" routes (they authenticate themselves,
     # and so does this one); otherwise the auth middleware (if any) authenticates the caller.

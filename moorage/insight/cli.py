@@ -35,7 +35,7 @@ def _reference(text: str) -> tuple[str, str]:
 
 @asynccontextmanager
 async def _insight(settings: Settings) -> AsyncIterator[Any]:
-    from ..api.app import prepare_database
+    from ..components import prepare_database
     from ..metadata.db import Database
     from ..metadata.insight_store import InsightStore
     from ..metadata.store import MetadataStore

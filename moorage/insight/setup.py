@@ -33,7 +33,7 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
     cfg = settings.insight
     if not cfg.enabled:
         return
-    from ..api.app import DATABASE
+    from ..api.common import DATABASE
 
     bus = app[EVENTS]
 

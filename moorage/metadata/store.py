@@ -102,11 +102,11 @@ TagGuard = Callable[[AsyncConnection, Database, int, str, str, int], Awaitable[N
 
 
 class MetadataStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, tag_guards: list[TagGuard] | None = None) -> None:
         self.db = db
-        #: Optional policies (e.g. immutable tags, wired in by the gc extension) checked in the
+        #: Optional policies (e.g. immutable tags, from the policies extension) checked in the
         #: same transaction as the tag move, so concurrent pushes cannot slip past them.
-        self.tag_guards: list[TagGuard] = []
+        self.tag_guards: list[TagGuard] = list(tag_guards or [])
         # Listing statements, built once per dialect (``lexical`` differs); ``last`` defaults to
         # "" (every name sorts after it) so one statement serves the first and later pages.
         tag_name, repo_name = db.lexical(tags.c.name), db.lexical(repositories.c.name)

@@ -26,7 +26,7 @@ def setup_proxy(app: web.Application, settings: Settings) -> None:
         setup_mirror_rules(app, settings, token_mode)
     if not settings.proxy.upstreams:
         return
-    from ..api.app import STORE
+    from ..api.common import STORE
     from ..api.common import SERVICE
 
     cache = PullThroughCache(settings, app[STORE], app[SERVICE])

@@ -56,7 +56,8 @@ class PutManifestResult:
 
 
 class RegistryService:
-    def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool = True, max_manifest_bytes: int = 4 << 20) -> None:
+    def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool = True, max_manifest_bytes: int = 4 << 20,
+                 commit_guard: Callable[[str, str, int], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.blobs = blobs
         self.delete_enabled = delete_enabled
@@ -65,7 +66,7 @@ class RegistryService:
         self._hashers: OrderedDict[str, tuple[int, "hashlib._Hash"]] = OrderedDict()
         #: Optional ``await guard(repository, digest, size)`` run before a verified upload is
         #: committed; raises to refuse it (storage quotas, ``moorage.gc.setup``).
-        self.commit_guard: Callable[[str, str, int], Awaitable[None]] | None = None
+        self.commit_guard = commit_guard
 
     # ---------------------------------------------------------------------------- blobs
     async def blob_size(self, repository: str, digest: str) -> int:

@@ -1,0 +1,44 @@
+"""The composition root: which extensions run and which policies the core consults.
+
+The one place that knows every package: it builds the components (:mod:`moorage.components`)
+with the policies' hooks and hands the app (:mod:`moorage.api.app`) the list of extensions.
+Nothing imports this module but the server, the CLI, the benchmarks and the tests.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .api.app import Extension, create_app
+from .components import Components, Policies, build_components
+from .config import Settings
+from .metadata.db import Database
+
+
+def policies(database: Database) -> Policies:
+    """Immutable tags (checked in the tag-move transaction) and quotas (checked at commit)."""
+    from .gc.policies import policy_hooks
+
+    return policy_hooks(database)
+
+
+def default_extensions(settings: Settings) -> list[Extension]:
+    """Auth first (its middleware guards what the others add), metrics before the extensions that
+    register collectors with it."""
+    from .auth.setup import setup_auth
+    from .gc.setup import setup_gc
+    from .insight.setup import setup_insight
+    from .metrics import setup_metrics
+    from .proxy.setup import setup_proxy
+
+    return [setup_auth, setup_gc, setup_insight, setup_metrics, setup_proxy]
+
+
+def components_for(settings: Settings, *, pool_size: int | None = None) -> Components:
+    return build_components(settings, policies=policies, pool_size=pool_size)
+
+
+def build_app(settings: Settings, extensions: list[Extension] | None = None) -> web.Application:
+    """The whole server application for ``settings``."""
+    exts = default_extensions(settings) if extensions is None else extensions
+    return create_app(components_for(settings), exts)

@@ -1,0 +1,16 @@
+"""The policy hooks the core consults: immutable tags inside the tag-move transaction, storage
+quotas before an upload is committed (for sizes known only then: chunked bodies)."""
+
+from __future__ import annotations
+
+from ..components import Policies
+from ..metadata.db import Database
+from . import quotas
+from .immutable import check_tag_move
+
+
+def policy_hooks(database: Database) -> Policies:
+    async def quota_guard(repository: str, digest: str, size: int) -> None:
+        await quotas.check_push(database, repository, size, digest)
+
+    return Policies(tag_guards=[check_tag_move], commit_guard=quota_guard)
