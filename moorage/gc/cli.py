@@ -27,21 +27,18 @@ T = TypeVar("T")
 @asynccontextmanager
 async def _opened(settings: Settings, *, blobs: bool = False) -> AsyncIterator[tuple[Any, Any]]:
     from ..components import prepare_database
-    from ..metadata.db import Database
-    from ..storage import create_blob_store
+    from ..composition import components_for
 
-    db = Database(settings.database_url, pool_size=2)
-    store = None
+    components = components_for(settings, pool_size=2)
     try:
-        await prepare_database(settings, db)
+        await prepare_database(settings, components.database)
         if blobs:
-            store = create_blob_store(settings)
-            await store.open()
-        yield db, store
+            await components.blobs.open()
+        yield components.database, components.blobs if blobs else None
     finally:
-        if store is not None:
-            await store.close()
-        await db.close()
+        if blobs:
+            await components.blobs.close()
+        await components.database.close()
 
 
 def _run(settings: Settings, fn: Callable[[Any, Any], Awaitable[T]], *, blobs: bool = False) -> T:

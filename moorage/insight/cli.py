@@ -35,29 +35,17 @@ def _reference(text: str) -> tuple[str, str]:
 
 @asynccontextmanager
 async def _insight(settings: Settings) -> AsyncIterator[Any]:
-    from ..components import prepare_database
-    from ..metadata.db import Database
+    from ..components import opened
+    from ..composition import policies
     from ..metadata.insight_store import InsightStore
-    from ..metadata.store import MetadataStore
-    from ..registry.service import RegistryService
-    from ..storage import create_blob_store
     from .layers import Limits
     from .service import InsightService
 
-    db = Database(settings.database_url, pool_size=2)
-    blobs = create_blob_store(settings)
-    try:
-        await prepare_database(settings, db)
-        await blobs.open()
-        registry = RegistryService(MetadataStore(db), blobs, delete_enabled=settings.delete_enabled,
-                                   max_manifest_bytes=settings.max_manifest_bytes)
+    async with opened(settings, policies=policies) as components:
         cfg = settings.insight
-        yield InsightService(InsightStore(db), registry, blobs,
+        yield InsightService(InsightStore(components.database), components.registry, components.blobs,
                              limits=Limits(max_file_bytes=cfg.max_file_bytes, max_layer_bytes=cfg.max_layer_bytes,
                                            max_seconds=cfg.max_seconds))
-    finally:
-        await blobs.close()
-        await db.close()
 
 
 def _run(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
