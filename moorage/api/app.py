@@ -12,7 +12,7 @@ from ..metadata.db import Database
 from ..metadata.store import MetadataStore
 from ..registry.service import RegistryService
 from ..storage import create_blob_store
-from . import base, blobs, catalog, manifests, referrers, tags, uploads
+from . import base, blobs, catalog, health, manifests, referrers, tags, uploads
 from ..registry.events import EventBus
 from .common import BLOBS, EVENTS, SERVICE, SETTINGS
 from .errors import error_middleware
@@ -63,20 +63,17 @@ def create_app(settings: Settings, extensions: list[Extension] | None = None) ->
     for ext in extensions or default_extensions(settings):
         ext(app, settings)
     # Order matters: upload routes before the blob routes they share a prefix with.
-    for module in (base, catalog, tags, manifests, uploads, blobs, referrers):
+    for module in (base, health, catalog, tags, manifests, uploads, blobs, referrers):
         app.router.add_routes(module.routes)
     return app
 
 
 def default_extensions(settings: Settings) -> list[Extension]:
     """Optional modules wired in by configuration (auth, UI, metrics, GC scheduler ...)."""
-    exts: list[Extension] = []
-    try:
-        from ..auth.setup import setup_auth
-    except ImportError:  # pragma: no cover - auth not built yet
-        pass
-    else:
-        exts.append(setup_auth)
+    # No fallback if auth cannot be imported: a server must never start open because of it.
+    from ..auth.setup import setup_auth
+
+    exts: list[Extension] = [setup_auth]
     from ..gc.setup import setup_gc  # deletes API, quotas, GC schedule (issue 5)
     from ..metrics import setup_metrics
 

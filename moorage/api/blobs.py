@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
-import threading
 from pathlib import Path
 
 from aiohttp import web
 
 from ..registry import errors
-from .common import API_HEADERS, BLOBS, SETTINGS, publish, service
+from .common import API_HEADERS, BLOBS, BODY_BYTES, SETTINGS, publish, service
+from .sendfile import sendfile_async
 
 routes = web.RouteTableDef()
 NAME = r"{name:[^{}]+?}"
@@ -72,8 +71,9 @@ _SEND_STALL_SECONDS = 60
 
 
 async def _sendfile(request: web.Request, path: Path, size: int, headers: dict[str, str]) -> web.StreamResponse | None:
-    """Send the whole file with sendfile(2) from a worker thread; None if that doesn't apply
-    (TLS, range or conditional request, file not the expected size)."""
+    """Send the whole file with sendfile(2) driven by the event loop (no thread: a client that
+    never reads holds only its own connection); None if that doesn't apply (TLS, range or
+    conditional request, file not the expected size)."""
     transport = request.transport
     if transport is None or transport.get_extra_info("sslcontext") is not None:
         return None
@@ -83,11 +83,10 @@ async def _sendfile(request: web.Request, path: Path, size: int, headers: dict[s
     if sock is None:
         return None
     try:
-        fobj = await asyncio.to_thread(open, path, "rb")
+        fobj = open(path, "rb")  # noqa: SIM115 - a local open(2), closed below
     except FileNotFoundError:
         raise errors.BlobUnknown("blob data missing from storage") from None
-    owned = True
-    try:
+    with fobj:
         if os.fstat(fobj.fileno()).st_size != size:
             return None
         resp = web.StreamResponse(status=200, headers=headers)
@@ -103,54 +102,17 @@ async def _sendfile(request: web.Request, path: Path, size: int, headers: dict[s
         else:
             transport.close()  # client does not read
             return resp
-        # The thread gets its own descriptor of the socket and owns it and the file from here:
-        # if this handler is cancelled and the transport closes its fd (whose number may then
-        # be reused by another connection), the thread still writes only to this connection.
-        sock_fd = os.dup(sock.fileno())
-        stop = threading.Event()
-        owned = False
         try:
-            await asyncio.to_thread(_sendfile_all, sock_fd, fobj, size, stop)
-        except OSError:
+            sent = await sendfile_async(sock.fileno(), fobj.fileno(), size, stall_timeout=_SEND_STALL_SECONDS)
+        except OSError as exc:
             # Client gone or stalled: some of the promised Content-Length is missing, so the
             # connection cannot be reused; nothing else to report.
+            resp[BODY_BYTES] = getattr(exc, "sent", 0)
             transport.close()
             return resp
-        finally:
-            stop.set()
+        resp[BODY_BYTES] = sent
         await resp.write_eof()
         return resp
-    finally:
-        if owned:
-            fobj.close()
-
-
-def _sendfile_all(sock_fd: int, fobj: object, count: int, stop: threading.Event) -> None:
-    """Blocking sendfile loop on a non-blocking socket (poll for room); closes both files."""
-    try:
-        file_fd = fobj.fileno()  # type: ignore[attr-defined]
-        poller = select.poll()
-        poller.register(sock_fd, select.POLLOUT)
-        offset, idle = 0, 0
-        while offset < count:
-            if stop.is_set():
-                raise ConnectionResetError("cancelled")
-            try:
-                sent = os.sendfile(sock_fd, file_fd, offset, min(count - offset, 1 << 30))
-            except BlockingIOError:
-                sent = -1
-            if sent == 0:
-                raise ConnectionResetError("blob file shorter than expected")
-            if sent > 0:
-                offset += sent
-                idle = 0
-            elif not poller.poll(1000):
-                idle += 1
-                if idle >= _SEND_STALL_SECONDS:
-                    raise TimeoutError("client stalled")
-    finally:
-        os.close(sock_fd)
-        fobj.close()  # type: ignore[attr-defined]
 
 
 async def _stream(request: web.Request, digest: str, size: int, headers: dict[str, str]) -> web.StreamResponse:
