@@ -16,7 +16,7 @@ from .api.app import create_app
 from .api.connections import ConnectionGuard, GuardedSockSite
 from .api.logging import JsonAccessLogger
 from .config import Settings
-from .startup import (StartupError, bind_error, check_auth_files, check_data_dir, describe, is_loopback,
+from .startup import (StartupError, bind_error, check_auth_files, check_data_dir, check_sqlite_writable, describe, is_loopback,
                       raise_nofile_limit, startup_line)
 
 log = logging.getLogger("moorage")
@@ -73,10 +73,10 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("%s", startup_line(settings))
     if settings.auth.mode == "none" and not is_loopback(settings.host):
         log.warning("WARNING: authentication is off (auth.mode=none) and %s is reachable from other hosts: "
                     "anyone who can connect may push and delete", settings.addr)
+    log.info("%s", startup_line(settings))
     await stop.wait()
     await runner.cleanup()
 
@@ -84,6 +84,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
 def _preflight(settings: Settings) -> None:
     """Checks that need neither the event loop nor the database (cheap, before binding)."""
     check_data_dir(settings)
+    check_sqlite_writable(settings)
     check_auth_files(settings)
     try:
         _ssl_context(settings)

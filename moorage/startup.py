@@ -109,6 +109,26 @@ def check_auth_files(settings: Settings) -> None:
             raise StartupError(f"htpasswd file {path} cannot be read: {exc.strerror or exc}") from None
 
 
+def check_sqlite_writable(settings: Settings) -> None:
+    """SQLite: the database file can be opened and written (a read-only file, directory or
+    ``mode=ro`` URL is told here, in one line, before the event loop and its threads start)."""
+    if not settings.is_sqlite:
+        return
+    target = settings.database_url.split(":///", 1)[1]
+    if target in ("", ":memory:"):
+        return
+    uri = target.startswith("file:")
+    try:
+        conn = sqlite3.connect(target if uri else target.split("?", 1)[0], uri=uri, timeout=10)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StartupError(f"cannot write the database {safe_url(settings.database_url)}: {exc}") from None
+
+
 def raise_nofile_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (each connection is a descriptor); returns it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

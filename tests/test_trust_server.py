@@ -191,7 +191,7 @@ def test_deeply_nested_admin_api_body_is_400(srv: RegistryProcess) -> None:
 
 
 # -- item 14: protocol details ----------------------------------------------------------------
-@pytest.mark.parametrize("ref", ["bad tag!", "-lead", "x" * 200, "a..b/", "ünï"])
+@pytest.mark.parametrize("ref", ["bad tag!", "-lead", "x" * 200, ".dot", "ünï"])
 def test_manifest_by_invalid_tag_is_unknown(srv: RegistryProcess, ref: str) -> None:
     repo = "trust/refs"
     c = _admin_client(srv, repo)

@@ -53,8 +53,15 @@ def create_app(settings: Settings, extensions: list[Extension] | None = None) ->
     app[EVENTS] = EventBus()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await prepare_database(settings, db)
-        await blob_store.open()
+        try:
+            await prepare_database(settings, db)
+            await blob_store.open()
+        except BaseException:
+            # Close what was opened, so the failure is reported on a loop with no stray
+            # callbacks (aiosqlite threads answering a closed loop print tracebacks).
+            await blob_store.close()
+            await db.close()
+            raise
         yield
         await blob_store.close()
         await db.close()
