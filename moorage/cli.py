@@ -112,6 +112,42 @@ def migrate(config: str | None, data: str | None) -> None:
     click.echo(f"schema: {before or 'empty'} -> {after}")
 
 
+@main.command()
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML config file (MOORAGE_CONFIG).")
+@click.option("--addr", help="HOST:PORT the server listens on (default: the configured addr).")
+@click.option("--ready", is_flag=True, help="Check /readyz (database and storage) instead of /healthz.")
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds to wait for the answer.")
+def healthcheck(config: str | None, addr: str | None, ready: bool, timeout: float) -> None:
+    """Exit 0 if the local server answers /healthz (or /readyz) with 200; for container health checks.
+
+    Follows the configured address and TLS (``https`` when ``tls.certificate`` is set; the
+    certificate is not verified, as it names the public host, not 127.0.0.1).
+    """
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from .config import split_addr
+
+    settings = settings_from(config, None, require_registry=False, addr=addr)
+    host, port = split_addr(settings.addr)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    scheme = "https" if settings.tls.certificate else "http"
+    url = f"{scheme}://{netloc}/{'readyz' if ready else 'healthz'}"
+    ctx = ssl._create_unverified_context() if scheme == "https" else None  # noqa: S323 - local probe
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:  # noqa: S310
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (OSError, urllib.error.URLError) as exc:
+        raise click.ClickException(f"{url}: {getattr(exc, 'reason', exc)}") from None
+    if status != 200:
+        raise click.ClickException(f"{url}: HTTP {status}")
+    click.echo(f"{url}: ok")
+
+
 @main.command("purge-uploads")
 @data_options
 @click.option("--older-than", "older_than", type=float, default=24.0, show_default=True,

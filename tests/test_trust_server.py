@@ -239,6 +239,15 @@ def test_healthz_and_readyz_need_no_credentials(srv: RegistryProcess) -> None:
     assert requests.head(srv.url + "/readyz", timeout=HTTP_TIMEOUT).status_code == 200
 
 
+def test_healthcheck_command_follows_the_configured_addr(srv: RegistryProcess) -> None:
+    """What deploy/Dockerfile's HEALTHCHECK runs."""
+    cp = moorage_cmd("healthcheck", env={"MOORAGE_ADDR": f"0.0.0.0:{srv.port}"})
+    assert cp.returncode == 0, cp.stderr
+    assert moorage_cmd("healthcheck", "--ready", "--addr", srv.host).returncode == 0
+    line = one_line_error(moorage_cmd("healthcheck", env={"MOORAGE_ADDR": f"127.0.0.1:{free_port()}"}))
+    assert "healthz" in line, line
+
+
 def test_readyz_is_503_when_storage_is_gone(tmp_path: Path) -> None:
     proc = start_moorage(tmp_path / "srv")
     try:
