@@ -86,6 +86,7 @@ class GuardedRequestHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self._guard = guard
         self._refused = False
+        self._refused_transport: asyncio.Transport | None = None
         self._refused_head = b""
         self._refused_timer: asyncio.TimerHandle | None = None
         #: loop time since which we wait for a complete request head (None: not waiting).
@@ -101,7 +102,7 @@ class GuardedRequestHandler(RequestHandler):
         loop = self._loop
         if not self._guard.admit(self):
             self._refused = True
-            self._refused_transport = transport
+            self._refused_transport = transport  # type: ignore[assignment]
             self._refused_timer = loop.call_later(_REFUSED_GRACE, transport.close)
             return
         self._last_rx = self._head_since = loop.time()
@@ -161,7 +162,7 @@ class GuardedRequestHandler(RequestHandler):
         if b"\r\n\r\n" in self._refused_head or len(self._refused_head) >= 16384:
             transport = self._refused_transport
             self._refused_head = b""
-            if not transport.is_closing():
+            if transport is not None and not transport.is_closing():
                 transport.write(_REFUSED)
                 transport.close()
 
