@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import AsyncIterator
 
 from aiohttp import web
 
@@ -68,6 +69,8 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
 _FILERESPONSE_HEADERS = ("Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
 #: A client that accepts nothing for this long is dropped.
 _SEND_STALL_SECONDS = 60
+#: A write to the client that waits longer than this releases the storage stream meanwhile.
+_SLOW_CLIENT_SECONDS = 0.5
 
 
 async def _sendfile(request: web.Request, path: Path, size: int, headers: dict[str, str]) -> web.StreamResponse | None:
@@ -136,24 +139,47 @@ async def _stream(request: web.Request, digest: str, size: int, headers: dict[st
                                       headers={"Content-Range": f"bytes */{size}"})
         status = 206
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    chunks = store.read(digest, start, stop - start)
+    chunks: AsyncIterator[bytes] | None = store.read(digest, start, stop - start)
     try:
         # The first chunk before the headers: data missing from storage is still a clean 404.
         try:
-            first = await anext(chunks, b"")
+            first = await anext(chunks, b"")  # type: ignore[arg-type]
         except FileNotFoundError:
             raise errors.BlobUnknown("blob data missing from storage", detail={"digest": digest}) from None
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = stop - start
         await resp.prepare(request)
-        if first:
-            await resp.write(first)
-        async for chunk in chunks:
-            await resp.write(chunk)
+        pos, chunk = start, first
+        while chunk:
+            # A client that reads slowly (or never) must hold only its own connection, not
+            # one of the storage driver's pooled connections: if a write has to wait for the
+            # client, let go of the storage stream and reopen it at the offset afterwards.
+            write = asyncio.ensure_future(resp.write(chunk))
+            done, _ = await asyncio.wait({write}, timeout=_SLOW_CLIENT_SECONDS)
+            pos += len(chunk)
+            if not done:
+                if chunks is not None:
+                    await chunks.aclose()
+                    chunks = None
+                try:
+                    await asyncio.wait_for(write, _SEND_STALL_SECONDS)
+                except asyncio.TimeoutError:
+                    if request.transport is not None:
+                        request.transport.close()  # client does not read
+                    return resp
+            else:
+                write.result()
+            if pos >= stop:
+                break
+            if chunks is None:
+                chunks = store.read(digest, pos, stop - pos)
+            chunk = await anext(chunks, b"")
+        resp[BODY_BYTES] = pos - start
         await resp.write_eof()
         return resp
     finally:
-        await chunks.aclose()
+        if chunks is not None:
+            await chunks.aclose()
 
 
 @routes.delete(f"/v2/{NAME}/blobs/{{digest}}", name="blob_delete")
