@@ -265,7 +265,7 @@ def test_readyz_is_503_when_storage_is_gone(tmp_path: Path) -> None:
         (proc.data_dir / "moorage.db").rename(proc.data_dir / "moved.db")
         (proc.data_dir / "moorage.db").mkdir()  # the database file is no longer a database
         r = requests.get(proc.url + "/readyz", timeout=HTTP_TIMEOUT)
-        print("[item 18] readyz with the database gone:", r.status_code, r.text)
+        assert r.status_code == 503 and r.json()["checks"]["database"] != "ok", r.text
     finally:
         proc.stop()
 

@@ -30,6 +30,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def _database(request: web.Request) -> None:
+    settings = request.app[SETTINGS]
+    if settings.is_sqlite:
+        # Open SQLite connections keep working on a file that was deleted or replaced; the
+        # next process (or connection) would not find it, so look at the path too.
+        path = settings.database_url.split(":///", 1)[1].split("?", 1)[0].removeprefix("file:")
+        if path and path != ":memory:" and not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is not a database file")
     async with service(request).store.db.read(snapshot=False) as conn:
         await conn.execute(text("SELECT 1"))
 
