@@ -24,11 +24,41 @@ def data_options(fn: Any) -> Any:
     return fn
 
 
-def settings_from(config: str | None, data: str | None, **more: Any) -> Settings:
+def _one_line(exc: Exception) -> str:
+    """A configuration error as one line (pydantic's own message spans several)."""
     try:
-        return load_settings(config, data=data, **more)
+        from pydantic import ValidationError
+    except ImportError:  # pragma: no cover
+        ValidationError = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            if err.get("type") == "extra_forbidden":
+                msg = "unknown key"
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        return "; ".join(parts)
+    return " ".join(str(exc).split())
+
+
+def settings_from(config: str | None, data: str | None, *, require_registry: bool = True, **more: Any) -> Settings:
+    """Settings for a command; ``require_registry`` (all but ``serve``/``migrate``) refuses a data
+    directory or database that holds no registry, so a typo in --data creates nothing."""
+    try:
+        settings = load_settings(config, data=data, **more)
     except Exception as exc:  # pydantic / YAML errors: say what is wrong, no traceback
-        raise click.ClickException(f"invalid configuration: {exc}") from None
+        raise click.ClickException(f"invalid configuration: {_one_line(exc)}") from None
+    if require_registry:
+        from .startup import StartupError, registry_missing
+
+        try:
+            missing = registry_missing(settings)
+        except StartupError as exc:
+            raise click.ClickException(str(exc)) from None
+        if missing:
+            raise click.ClickException(missing)
+    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,15 +73,17 @@ def main() -> None:
 @click.option("--workers", type=int, help="Worker processes sharing the port (0 = one per CPU).")
 def serve(config: str | None, data: str | None, addr: str | None, workers: int | None) -> None:
     """Run the registry."""
-    settings = settings_from(config, data, addr=addr, workers=workers)
+    settings = settings_from(config, data, require_registry=False, addr=addr, workers=workers)
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from .metadata.db import SchemaOutOfDate
-    from .server import serve as run
+    from .startup import StartupError
 
     try:
+        from .server import serve as run
+
         run(settings)
-    except SchemaOutOfDate as exc:  # refuse to serve, with the reason and no traceback
+    except (SchemaOutOfDate, StartupError) as exc:  # refuse to serve, with the reason and no traceback
         raise click.ClickException(str(exc)) from None
 
 
@@ -59,7 +91,7 @@ def serve(config: str | None, data: str | None, addr: str | None, workers: int |
 @data_options
 def migrate(config: str | None, data: str | None) -> None:
     """Bring the metadata database's schema up to date."""
-    settings = settings_from(config, data)
+    settings = settings_from(config, data, require_registry=False)
     from .metadata.db import Database
 
     async def run() -> tuple[str | None, str | None]:
@@ -69,8 +101,51 @@ def migrate(config: str | None, data: str | None) -> None:
         finally:
             await db.close()
 
-    before, after = asyncio.run(run())
+    from .startup import check_data_dir, describe
+
+    try:
+        if settings.is_sqlite and not settings.database.url:
+            check_data_dir(settings)
+        before, after = asyncio.run(run())
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback
+        raise click.ClickException(describe(exc, settings)) from None
     click.echo(f"schema: {before or 'empty'} -> {after}")
+
+
+@main.command()
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML config file (MOORAGE_CONFIG).")
+@click.option("--addr", help="HOST:PORT the server listens on (default: the configured addr).")
+@click.option("--ready", is_flag=True, help="Check /readyz (database and storage) instead of /healthz.")
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds to wait for the answer.")
+def healthcheck(config: str | None, addr: str | None, ready: bool, timeout: float) -> None:
+    """Exit 0 if the local server answers /healthz (or /readyz) with 200; for container health checks.
+
+    Follows the configured address and TLS (``https`` when ``tls.certificate`` is set; the
+    certificate is not verified, as it names the public host, not 127.0.0.1).
+    """
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from .config import split_addr
+
+    settings = settings_from(config, None, require_registry=False, addr=addr)
+    host, port = split_addr(settings.addr)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    scheme = "https" if settings.tls.certificate else "http"
+    url = f"{scheme}://{netloc}/{'readyz' if ready else 'healthz'}"
+    ctx = ssl._create_unverified_context() if scheme == "https" else None  # noqa: S323 - local probe
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:  # noqa: S310
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (OSError, urllib.error.URLError) as exc:
+        raise click.ClickException(f"{url}: {getattr(exc, 'reason', exc)}") from None
+    if status != 200:
+        raise click.ClickException(f"{url}: HTTP {status}")
+    click.echo(f"{url}: ok")
 
 
 @main.command("purge-uploads")

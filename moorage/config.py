@@ -6,21 +6,44 @@ command-line flags (applied by the CLI), environment, YAML file, defaults.
 
 from __future__ import annotations
 
+import difflib
 import os
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
-class FilesystemStorage(BaseModel):
+class _Section(BaseModel):
+    """A settings section: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) -> (host, port); ``ValueError`` naming what is wrong."""
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        raise ValueError(f"addr {addr!r} has no port (use HOST:PORT, e.g. 0.0.0.0:5000)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif "[" in host or "]" in host:
+        raise ValueError(f"addr {addr!r} is not HOST:PORT ([v6-address]:PORT for IPv6)")
+    if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"addr {addr!r}: port must be a number from 1 to 65535")
+    return host or "0.0.0.0", int(port)
+
+
+class FilesystemStorage(_Section):
     #: Where blobs and upload sessions live; defaults to ``<data>/storage``.
     root: Path | None = None
 
 
-class S3Storage(BaseModel):
+class S3Storage(_Section):
     bucket: str = ""
     prefix: str = ""
     region: str = "us-east-1"
@@ -38,7 +61,7 @@ class S3Storage(BaseModel):
     max_connections: int = 64
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(_Section):
     driver: Literal["filesystem", "s3"] = "filesystem"
     filesystem: FilesystemStorage = FilesystemStorage()
     s3: S3Storage = S3Storage()
@@ -46,7 +69,7 @@ class StorageSettings(BaseModel):
     redirect: bool = False
 
 
-class DatabaseSettings(BaseModel):
+class DatabaseSettings(_Section):
     #: SQLAlchemy URL; default ``sqlite+aiosqlite:///<data>/moorage.db``.  ``postgresql://`` is
     #: rewritten to the asyncpg driver.
     url: str | None = None
@@ -56,12 +79,12 @@ class DatabaseSettings(BaseModel):
     pool_size: int = 10
 
 
-class HtpasswdSettings(BaseModel):
+class HtpasswdSettings(_Section):
     path: Path | None = None
     realm: str = "Moorage Registry"
 
 
-class TokenSettings(BaseModel):
+class TokenSettings(_Section):
     #: Token lifetime in seconds.
     expiry: int = 300
     issuer: str = "moorage"
@@ -73,7 +96,7 @@ class TokenSettings(BaseModel):
     key_path: Path | None = None
 
 
-class AuthSettings(BaseModel):
+class AuthSettings(_Section):
     mode: Literal["none", "htpasswd", "token"] = "none"
     service: str = "moorage"
     htpasswd: HtpasswdSettings = HtpasswdSettings()
@@ -86,12 +109,12 @@ class AuthSettings(BaseModel):
     bcrypt_rounds: int = 10
 
 
-class TLSSettings(BaseModel):
+class TLSSettings(_Section):
     certificate: Path | None = None
     key: Path | None = None
 
 
-class GCSettings(BaseModel):
+class GCSettings(_Section):
     grace: int = 3600
     #: Run GC inside the server every N seconds (0 = never).
     interval: int = 0
@@ -228,8 +251,23 @@ class ProxySettings(BaseModel):
         return self
 
 
+class HttpSettings(_Section):
+    """Limits that keep hostile or broken clients from holding the server (per worker process)."""
+
+    #: Seconds a connection may take to send a complete request head (slowloris).
+    header_timeout: float = Field(30.0, gt=0)
+    #: Seconds a request body may go without a byte arriving before the connection is closed.
+    body_timeout: float = Field(60.0, gt=0)
+    #: Open connections per worker; more get a 503 UNAVAILABLE and are closed.
+    max_connections: int = Field(4096, ge=1)
+    #: Seconds an idle keep-alive connection stays open.
+    keepalive_timeout: float = Field(75.0, gt=0)
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MOORAGE_", env_nested_delimiter="__", extra="ignore")
+    # Unknown keys are errors (a typo such as ``auth: {mdoe: token}`` must not start an open
+    # registry); :func:`check_unknown_keys` names them with the closest valid key first.
+    model_config = SettingsConfigDict(env_prefix="MOORAGE_", env_nested_delimiter="__", extra="forbid")
 
     addr: str = "0.0.0.0:5000"
     data: Path = Path("./data")
@@ -252,6 +290,20 @@ class Settings(BaseSettings):
     access_log: bool = True
     #: Pull-through cache upstreams (``moorage.proxy``, issue 12).
     proxy: ProxySettings = ProxySettings()
+    http: HttpSettings = HttpSettings()
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
+            raise ValueError(f"unknown log level {value!r} (use debug, info, warning, error or critical)")
+        return value
+
+    @field_validator("addr")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        split_addr(value)
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -267,11 +319,11 @@ class Settings(BaseSettings):
     # -- derived values -------------------------------------------------------------------
     @property
     def host(self) -> str:
-        return self.addr.rsplit(":", 1)[0] or "0.0.0.0"
+        return split_addr(self.addr)[0]
 
     @property
     def port(self) -> int:
-        return int(self.addr.rsplit(":", 1)[1])
+        return split_addr(self.addr)[1]
 
     @property
     def storage_root(self) -> Path:
@@ -302,16 +354,93 @@ class _YamlSource(PydanticBaseSettingsSource):
         path = os.environ.get("MOORAGE_CONFIG")
         if not path:
             return {}
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the config file must hold a mapping")
-        return data
+        return _read_yaml(path)
+
+
+#: ``MOORAGE_*`` variables that are not settings: read by the code (first two) or by the test
+#: harness and CI scripts.  Any other unknown ``MOORAGE_*`` variable is an error.
+NOT_SETTINGS = frozenset({
+    "MOORAGE_CONFIG", "MOORAGE_RESUMABLE_HASH", "MOORAGE_GC_TEST_PAUSE_AFTER_TOMBSTONE",
+    "MOORAGE_CLIENT_TIMEOUT", "MOORAGE_DISTRIBUTION_BIN", "MOORAGE_DOCKER_BIN", "MOORAGE_KEEP_SERVICE_DIRS",
+    "MOORAGE_PG_BINDIR", "MOORAGE_PODMAN_STORAGE_DRIVER", "MOORAGE_REQUIRE_CLIENTS",
+})
+#: Prefix of test-harness variables (``MOORAGE_TEST_BACKENDS`` ...).
+NOT_SETTINGS_PREFIX = "MOORAGE_TEST_"
+
+
+class UnknownSettingError(ValueError):
+    """A configuration key or ``MOORAGE_*`` variable that names no setting."""
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel class a field holds (also inside ``X | None``), else None."""
+    candidates = [annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        candidates = list(typing.get_args(annotation))
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, BaseModel):
+            return c
+    return None
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else f" (valid keys here: {', '.join(sorted(valid))})"
+
+
+def _check_mapping(data: dict[str, Any], model: type[BaseModel], where: str, source: str) -> None:
+    fields = model.model_fields
+    for key, value in data.items():
+        path = f"{where}{key}"
+        if key not in fields:
+            valid = [f"{where}{k}" for k in fields]
+            raise UnknownSettingError(f"{source}: unknown configuration key {path}{_suggest(path, valid)}")
+        sub = _section_model(fields[key].annotation)
+        if sub is not None and isinstance(value, dict):
+            _check_mapping(value, sub, f"{path}.", source)
+
+
+def _env_names(model: type[BaseModel], prefix: str) -> list[str]:
+    names: list[str] = []
+    for key, field in model.model_fields.items():
+        name = f"{prefix}{key.upper()}"
+        names.append(name)
+        sub = _section_model(field.annotation)
+        if sub is not None:
+            names.extend(_env_names(sub, name + "__"))
+    return names
+
+
+def check_unknown_keys(environ: typing.Mapping[str, str] | None = None) -> None:
+    """Refuse YAML keys and ``MOORAGE_*`` variables that name no setting, with a suggestion."""
+    environ = os.environ if environ is None else environ
+    valid = _env_names(Settings, "MOORAGE_")
+    known = set(valid)
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("MOORAGE_") or upper in known or upper in NOT_SETTINGS:
+            continue
+        if upper.startswith(NOT_SETTINGS_PREFIX):
+            continue
+        raise UnknownSettingError(f"unknown environment variable {name}{_suggest(upper, valid)}")
+    path = environ.get("MOORAGE_CONFIG")
+    if path:
+        data = _read_yaml(path)
+        _check_mapping(data, Settings, "", path)
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the config file must hold a mapping")
+    return data
 
 
 def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Build the settings; ``overrides`` (from CLI flags) win over everything else."""
     if config is not None:
         os.environ["MOORAGE_CONFIG"] = str(config)
+    check_unknown_keys()
     clean = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**clean)

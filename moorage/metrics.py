@@ -19,6 +19,7 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from .api.common import BODY_BYTES
 from .config import Settings
 
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
@@ -57,6 +58,10 @@ def setup_metrics(app: web.Application, settings: Settings) -> None:
         try:
             response = await handler(request)
             status = response.status
+            if request.method != "HEAD":  # a HEAD's Content-Length describes a body never sent
+                length = response.get(BODY_BYTES, response.content_length)
+                if length:
+                    sent.labels(route).inc(length)
             return response
         except web.HTTPException as exc:
             status = exc.status
@@ -66,16 +71,6 @@ def setup_metrics(app: web.Application, settings: Settings) -> None:
             requests.labels(request.method, route, str(status)).inc()
             if request.content_length:
                 received.labels(route).inc(request.content_length)
-            length = request.get("_response_length")
-            if length:
-                sent.labels(route).inc(length)
-
-    @web.middleware
-    async def length_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
-        response = await handler(request)
-        if response.content_length:
-            request["_response_length"] = response.content_length
-        return response
 
     async def metrics(request: web.Request) -> web.Response:
         if access != "public":
@@ -88,5 +83,4 @@ def setup_metrics(app: web.Application, settings: Settings) -> None:
 
     # Outermost, so it times everything, errors included.
     app.middlewares.insert(0, metrics_middleware)
-    app.middlewares.append(length_middleware)
     app.router.add_get("/metrics", metrics, name="metrics")

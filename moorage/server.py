@@ -12,8 +12,11 @@ import sys
 
 from aiohttp import web
 
+from .api.connections import ConnectionGuard, GuardedSockSite
 from .api.logging import JsonAccessLogger
 from .config import Settings
+from .startup import (StartupError, bind_error, check_auth_files, check_data_dir, check_sqlite_writable, describe, is_loopback,
+                      raise_nofile_limit, startup_line)
 
 log = logging.getLogger("moorage")
 
@@ -26,37 +29,55 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
-def _bind(settings: Settings, reuse_port: bool) -> socket.socket:
+def _bind(settings: Settings, reuse_port: bool, listen: bool = True) -> socket.socket:
     host = settings.host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, settings.port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, settings.port))
+        if listen:
+            sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise bind_error(exc, settings) from None
+    except (UnicodeError, socket.gaierror) as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {settings.addr}: {exc}") from None
     sock.setblocking(False)
     return sock
 
 
 async def _serve(settings: Settings, sock: socket.socket) -> None:
-    from .composition import build_app
+    try:
+        from .composition import build_app
 
-    app = build_app(settings)
-    runner = web.AppRunner(
-        app,
-        access_log_class=JsonAccessLogger,
-        access_log=logging.getLogger("moorage.access") if settings.access_log else None,
-        handle_signals=False,
-    )
-    await runner.setup()
-    site = web.SockSite(runner, sock, ssl_context=_ssl_context(settings), backlog=1024)
+        app = build_app(settings)
+        runner = web.AppRunner(
+            app,
+            access_log_class=JsonAccessLogger,
+            access_log=logging.getLogger("moorage.access") if settings.access_log else None,
+            handle_signals=False,
+            keepalive_timeout=settings.http.keepalive_timeout,
+        )
+        await runner.setup()  # runs the cleanup_ctx start-up: database, migrations, storage
+    except StartupError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - told as one line by the CLI
+        raise StartupError(describe(exc, settings)) from None
+    guard = ConnectionGuard(settings.http)
+    site = GuardedSockSite(runner, sock, guard=guard, ssl_context=_ssl_context(settings), backlog=1024)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("moorage listening on %s (pid %d)", settings.addr, os.getpid())
+    if settings.auth.mode == "none" and not is_loopback(settings.host):
+        log.warning("WARNING: authentication is off (auth.mode=none) and %s is reachable from other hosts: "
+                    "anyone who can connect may push and delete", settings.addr)
+    log.info("%s", startup_line(settings))
     await stop.wait()
     await runner.cleanup()
 
@@ -71,6 +92,21 @@ def _secure_data(settings: Settings) -> None:
             private_dir(path)
 
 
+def _preflight(settings: Settings) -> None:
+    """Checks that need neither the event loop nor the database (cheap, before binding)."""
+    check_data_dir(settings)
+    check_sqlite_writable(settings)
+    check_auth_files(settings)
+    try:
+        _ssl_context(settings)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"cannot load the TLS certificate/key ({settings.tls.certificate}): {exc}") from None
+    limit = raise_nofile_limit()
+    if limit < settings.http.max_connections + 64:
+        log.warning("WARNING: open-file limit %d is below http.max_connections (%d) + 64; raise `ulimit -n` "
+                    "or lower http.max_connections", limit, settings.http.max_connections)
+
+
 def _run_worker(settings: Settings, sock: socket.socket) -> None:
     try:
         import uvloop
@@ -81,30 +117,47 @@ def _run_worker(settings: Settings, sock: socket.socket) -> None:
 
 
 def serve(settings: Settings) -> None:
+    """Run the server; a :class:`StartupError` (one line) if it cannot start."""
     from .api.log_redaction import install as redact_credentials_in_logs
 
     redact_credentials_in_logs()  # e.g. aiohttp logs an unparsable Authorization line raw
+    _preflight(settings)
     _secure_data(settings)
     workers = settings.workers or (os.cpu_count() or 1)
     if workers <= 1:
         _run_worker(settings, _bind(settings, reuse_port=False))
         return
+    # Fail here, once, if the address cannot be had (the children bind their own sockets).
+    _bind(settings, reuse_port=True, listen=False).close()
     # Migrate once in the parent so workers don't race on the schema.
     from .metadata.db import Database
     from .components import prepare_database
 
     async def _prepare() -> None:
         db = Database(settings.database_url)
-        await prepare_database(settings, db)
-        await db.close()
+        try:
+            await prepare_database(settings, db)
+        finally:
+            await db.close()
 
-    asyncio.run(_prepare())
+    try:
+        asyncio.run(_prepare())
+    except StartupError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if type(exc).__name__ == "SchemaOutOfDate":
+            raise StartupError(str(exc)) from None
+        raise StartupError(describe(exc, settings)) from None
     children: list[int] = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
-            sock = _bind(settings, reuse_port=True)
-            _run_worker(settings, sock)
+            try:
+                sock = _bind(settings, reuse_port=True)
+                _run_worker(settings, sock)
+            except StartupError as exc:
+                print(f"moorage: {exc}", file=sys.stderr, flush=True)
+                os._exit(1)
             os._exit(0)
         children.append(pid)
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..components import Components
 from ..config import Settings
-from . import base, blobs, catalog, manifests, referrers, tags, uploads
+from . import base, blobs, catalog, health, manifests, referrers, tags, uploads
 from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, SERVICE, SETTINGS, STORE
 from .errors import error_middleware
 
@@ -36,7 +36,13 @@ def create_app(components: Components, extensions: list[Extension] = ()) -> web.
     app[EVENTS] = components.events
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await components.open()
+        try:
+            await components.open()
+        except BaseException:
+            # Close what was opened, so the failure is reported on a loop with no stray
+            # callbacks (aiosqlite threads answering a closed loop print tracebacks).
+            await components.close()
+            raise
         yield
         await components.close()
 
@@ -44,6 +50,6 @@ def create_app(components: Components, extensions: list[Extension] = ()) -> web.
     for ext in extensions:
         ext(app, settings)
     # Order matters: upload routes before the blob routes they share a prefix with.
-    for module in (base, catalog, tags, manifests, uploads, blobs, referrers):
+    for module in (base, health, catalog, tags, manifests, uploads, blobs, referrers):
         app.router.add_routes(module.routes)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .common import API_HEADERS
+from .common import API_HEADERS, json_body
 
 routes = web.RouteTableDef()
 
@@ -12,4 +12,4 @@ routes = web.RouteTableDef()
 @routes.get("/v2/", name="base")
 @routes.get("/v2", name="base_noslash")
 async def api_version(request: web.Request) -> web.Response:
-    return web.json_response({}, headers=API_HEADERS)
+    return json_body({}, headers=API_HEADERS)

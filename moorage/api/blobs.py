@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
-import threading
 from pathlib import Path
+from typing import AsyncIterator
 
 from aiohttp import web
 
 from ..registry import errors
-from .common import API_HEADERS, BLOBS, SETTINGS, publish, service
+from .common import API_HEADERS, BLOBS, BODY_BYTES, SETTINGS, publish, service
+from .sendfile import sendfile_async
 
 routes = web.RouteTableDef()
 NAME = r"{name:[^{}]+?}"
@@ -69,11 +69,14 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
 _FILERESPONSE_HEADERS = ("Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
 #: A client that accepts nothing for this long is dropped.
 _SEND_STALL_SECONDS = 60
+#: A write to the client that waits longer than this releases the storage stream meanwhile.
+_SLOW_CLIENT_SECONDS = 0.5
 
 
 async def _sendfile(request: web.Request, path: Path, size: int, headers: dict[str, str]) -> web.StreamResponse | None:
-    """Send the whole file with sendfile(2) from a worker thread; None if that doesn't apply
-    (TLS, range or conditional request, file not the expected size)."""
+    """Send the whole file with sendfile(2) driven by the event loop (no thread: a client that
+    never reads holds only its own connection); None if that doesn't apply (TLS, range or
+    conditional request, file not the expected size)."""
     transport = request.transport
     if transport is None or transport.get_extra_info("sslcontext") is not None:
         return None
@@ -83,11 +86,10 @@ async def _sendfile(request: web.Request, path: Path, size: int, headers: dict[s
     if sock is None:
         return None
     try:
-        fobj = await asyncio.to_thread(open, path, "rb")
+        fobj = open(path, "rb")  # noqa: SIM115 - a local open(2), closed below
     except FileNotFoundError:
         raise errors.BlobUnknown("blob data missing from storage") from None
-    owned = True
-    try:
+    with fobj:
         if os.fstat(fobj.fileno()).st_size != size:
             return None
         resp = web.StreamResponse(status=200, headers=headers)
@@ -103,54 +105,17 @@ async def _sendfile(request: web.Request, path: Path, size: int, headers: dict[s
         else:
             transport.close()  # client does not read
             return resp
-        # The thread gets its own descriptor of the socket and owns it and the file from here:
-        # if this handler is cancelled and the transport closes its fd (whose number may then
-        # be reused by another connection), the thread still writes only to this connection.
-        sock_fd = os.dup(sock.fileno())
-        stop = threading.Event()
-        owned = False
         try:
-            await asyncio.to_thread(_sendfile_all, sock_fd, fobj, size, stop)
-        except OSError:
+            sent = await sendfile_async(sock.fileno(), fobj.fileno(), size, stall_timeout=_SEND_STALL_SECONDS)
+        except OSError as exc:
             # Client gone or stalled: some of the promised Content-Length is missing, so the
             # connection cannot be reused; nothing else to report.
+            resp[BODY_BYTES] = getattr(exc, "sent", 0)
             transport.close()
             return resp
-        finally:
-            stop.set()
+        resp[BODY_BYTES] = sent
         await resp.write_eof()
         return resp
-    finally:
-        if owned:
-            fobj.close()
-
-
-def _sendfile_all(sock_fd: int, fobj: object, count: int, stop: threading.Event) -> None:
-    """Blocking sendfile loop on a non-blocking socket (poll for room); closes both files."""
-    try:
-        file_fd = fobj.fileno()  # type: ignore[attr-defined]
-        poller = select.poll()
-        poller.register(sock_fd, select.POLLOUT)
-        offset, idle = 0, 0
-        while offset < count:
-            if stop.is_set():
-                raise ConnectionResetError("cancelled")
-            try:
-                sent = os.sendfile(sock_fd, file_fd, offset, min(count - offset, 1 << 30))
-            except BlockingIOError:
-                sent = -1
-            if sent == 0:
-                raise ConnectionResetError("blob file shorter than expected")
-            if sent > 0:
-                offset += sent
-                idle = 0
-            elif not poller.poll(1000):
-                idle += 1
-                if idle >= _SEND_STALL_SECONDS:
-                    raise TimeoutError("client stalled")
-    finally:
-        os.close(sock_fd)
-        fobj.close()  # type: ignore[attr-defined]
 
 
 async def _stream(request: web.Request, digest: str, size: int, headers: dict[str, str]) -> web.StreamResponse:
@@ -174,24 +139,47 @@ async def _stream(request: web.Request, digest: str, size: int, headers: dict[st
                                       headers={"Content-Range": f"bytes */{size}"})
         status = 206
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    chunks = store.read(digest, start, stop - start)
+    chunks: AsyncIterator[bytes] | None = store.read(digest, start, stop - start)
     try:
         # The first chunk before the headers: data missing from storage is still a clean 404.
         try:
-            first = await anext(chunks, b"")
+            first = await anext(chunks, b"")  # type: ignore[arg-type]
         except FileNotFoundError:
             raise errors.BlobUnknown("blob data missing from storage", detail={"digest": digest}) from None
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = stop - start
         await resp.prepare(request)
-        if first:
-            await resp.write(first)
-        async for chunk in chunks:
-            await resp.write(chunk)
+        pos, chunk = start, first
+        while chunk:
+            # A client that reads slowly (or never) must hold only its own connection, not
+            # one of the storage driver's pooled connections: if a write has to wait for the
+            # client, let go of the storage stream and reopen it at the offset afterwards.
+            write = asyncio.ensure_future(resp.write(chunk))
+            done, _ = await asyncio.wait({write}, timeout=_SLOW_CLIENT_SECONDS)
+            pos += len(chunk)
+            if not done:
+                if chunks is not None:
+                    await chunks.aclose()
+                    chunks = None
+                try:
+                    await asyncio.wait_for(write, _SEND_STALL_SECONDS)
+                except asyncio.TimeoutError:
+                    if request.transport is not None:
+                        request.transport.close()  # client does not read
+                    return resp
+            else:
+                write.result()
+            if pos >= stop:
+                break
+            if chunks is None:
+                chunks = store.read(digest, pos, stop - pos)
+            chunk = await anext(chunks, b"")
+        resp[BODY_BYTES] = pos - start
         await resp.write_eof()
         return resp
     finally:
-        await chunks.aclose()
+        if chunks is not None:
+            await chunks.aclose()
 
 
 @routes.delete(f"/v2/{NAME}/blobs/{{digest}}", name="blob_delete")

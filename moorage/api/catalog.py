@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .common import API_HEADERS, CATALOG_FILTER, link_next, pagination, service
+from .common import API_HEADERS, CATALOG_FILTER, json_body, link_next, pagination, service
 
 routes = web.RouteTableDef()
 
@@ -27,7 +27,7 @@ async def catalog(request: web.Request) -> web.Response:
         if len(found) > limit:
             found = found[:limit]
             headers["Link"] = link_next("/v2/_catalog", limit, found[-1])
-    return web.json_response({"repositories": found}, headers=headers)
+    return json_body({"repositories": found}, headers=headers)
 
 
 async def _filtered(request: web.Request, visible, want: int, last: str | None) -> list[str]:  # type: ignore[no-untyped-def]

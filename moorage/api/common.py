@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -28,6 +29,10 @@ EVENTS = web.AppKey("events", EventBus)
 #: Request key: ``async fn(names) -> names`` keeping the repositories the caller may list
 #: (set by the auth middleware for ``/v2/_catalog``; absent = everything is visible).
 CATALOG_FILTER = "moorage.catalog_filter"
+#: Response key: body bytes a handler wrote behind aiohttp's back (sendfile), for the access
+#: log and metrics (aiohttp's own counters never see them).  On the response, not the request:
+#: middlewares may hand handlers a clone of the request.
+BODY_BYTES = "moorage.body_bytes"
 
 API_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
 BODY_CHUNK = 1 << 20
@@ -58,6 +63,17 @@ async def publish(request: web.Request, action: Action, kind: Kind, repository: 
         return
     await bus.publish(RegistryEvent(action, kind, repository, digest=digest, media_type=media_type, size=size,
                                     tag=tag, actor=actor(request)))
+
+
+def json_body(obj: Any, *, status: int = 200, headers: dict[str, str] | None = None,
+              content_type: str = "application/json") -> web.Response:
+    """A JSON response whose ``Content-Type`` is exactly ``content_type``.
+
+    ``web.json_response`` sends text and so appends ``; charset=utf-8``; OCI media types
+    (e.g. the referrers index) must be served as exactly that type, and JSON is UTF-8 anyway.
+    """
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    return web.Response(body=body, status=status, headers=headers, content_type=content_type)
 
 
 def has_body(request: web.Request) -> bool:
@@ -118,13 +134,24 @@ def content_range(request: web.Request) -> tuple[int, int] | None:
     return start, end
 
 
+#: The largest page a listing answers, whatever ``n`` asks for.  The spec lets a registry
+#: return fewer results than ``n`` (with a ``Link`` to the rest), so a larger ``n`` is clamped
+#: rather than refused; it also keeps ``LIMIT n + 1`` inside a 64-bit integer.
+MAX_PAGE = 10_000
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
 def pagination(request: web.Request, *, default: int | None) -> tuple[int | None, str | None]:
+    """``(n, last)`` from the query; ``n`` is ASCII digits only (``str.isdigit`` would accept
+    ``²`` or Arabic-Indic digits) and at most :data:`MAX_PAGE`."""
     raw = request.query.get("n")
     n: int | None = default
     if raw is not None and raw != "":
-        if not raw.isdigit():
+        if not _ASCII_DIGITS.fullmatch(raw):
             raise errors.PaginationNumberInvalid(detail={"n": raw[:50]})
-        n = int(raw)
+        # Compare digit strings before int(): a 5,000-digit n would hit Python's int-parsing limit.
+        digits = raw.lstrip("0") or "0"
+        n = MAX_PAGE if len(digits) > len(str(MAX_PAGE)) else min(int(digits), MAX_PAGE)
     last = request.query.get("last") or None
     return n, last
 

@@ -60,6 +60,11 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
     except web.HTTPMethodNotAllowed as exc:
         return error_response(errors.Unsupported(f"method {request.method} not allowed here", headers={"Allow": ",".join(sorted(exc.allowed_methods))}), head=head)
     except web.HTTPNotFound:
+        if request.path.startswith("/v2/"):
+            # The spec's error table has no "no such route"; UNSUPPORTED ("the operation is
+            # unsupported") is the code that says it, with the 404 of an unknown resource.
+            return error_response(errors.Unsupported(f"no API endpoint at {request.path[:200]}", status=404),
+                                  head=head)
         return error_response(errors.NotFound(f"no route for {request.path[:200]}"), head=head)
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(errors.SizeInvalid(exc.text or "request body too large", status=413), head=head)

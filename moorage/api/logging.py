@@ -8,6 +8,28 @@ import time
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from .common import BODY_BYTES
+
+
+def _head_size(request: BaseRequest, response: StreamResponse) -> int:
+    """Bytes of the status line and headers as aiohttp serialises them (``k: v\\r\\n``)."""
+    version = request.version
+    size = len(f"HTTP/{version[0]}.{version[1]} {response.status} {response.reason}\r\n".encode())
+    for key, value in response.headers.items():
+        size += len(key.encode()) + len(value.encode()) + 4
+    return size + 2
+
+
+def body_bytes_sent(request: BaseRequest, response: StreamResponse) -> int:
+    """Body bytes sent: what sendfile reported (aiohttp never sees those), else aiohttp's count
+    of bytes written minus the head; always 0 for HEAD."""
+    if request.method == "HEAD":
+        return 0
+    sent = response.get(BODY_BYTES)
+    if sent is not None:
+        return int(sent)
+    return max(0, response.body_length - _head_size(request, response))
+
 
 class JsonAccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, duration: float) -> None:
@@ -18,7 +40,7 @@ class JsonAccessLogger(AbstractAccessLogger):
             # path only: query strings may carry tokens or digests we needn't repeat
             "path": request.path[:512],
             "status": response.status,
-            "bytes": response.body_length,
+            "bytes": body_bytes_sent(request, response),
             "ms": round(duration * 1000, 2),
             "ua": request.headers.get("User-Agent", "")[:200],
         }

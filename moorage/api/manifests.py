@@ -41,7 +41,12 @@ def _headers(record: ManifestRecord) -> dict[str, str]:
 
 async def _lookup(request: web.Request) -> ManifestRecord:
     name, reference = request.match_info["name"], request.match_info["reference"]
-    record = await service(request).get_manifest(name, reference)
+    try:
+        record = await service(request).get_manifest(name, reference)
+    except errors.TagInvalid:
+        # A reference that cannot be a tag names no manifest: 404 MANIFEST_UNKNOWN (what
+        # Distribution answers and the conformance suites expect), not a 400 for a read.
+        raise errors.ManifestUnknown(detail={"reference": reference[:300]}) from None
     if not _acceptable(request, record.media_type):
         raise errors.ManifestUnknown(
             f"manifest is of type {record.media_type}, which the request's Accept header excludes",

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ..registry import mediatypes as mt
 from .blobs import NAME
-from .common import API_HEADERS, service
+from .common import API_HEADERS, json_body, service
 
 routes = web.RouteTableDef()
 
@@ -28,4 +28,4 @@ async def referrers(request: web.Request) -> web.Response:
     if artifact_type is not None:
         headers["OCI-Filters-Applied"] = "artifactType"
     body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors}
-    return web.json_response(body, headers=headers, content_type=mt.OCI_INDEX)
+    return json_body(body, headers=headers, content_type=mt.OCI_INDEX)

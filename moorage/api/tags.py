@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .blobs import NAME
-from .common import API_HEADERS, link_next, pagination, service
+from .common import API_HEADERS, json_body, link_next, pagination, service
 
 routes = web.RouteTableDef()
 
@@ -23,4 +23,4 @@ async def list_tags(request: web.Request) -> web.Response:
         if n is not None and len(found) > n:
             found = found[:n]
             headers["Link"] = link_next(f"/v2/{name}/tags/list", n, found[-1])
-    return web.json_response({"name": name, "tags": found}, headers=headers)
+    return json_body({"name": name, "tags": found}, headers=headers)

@@ -23,7 +23,6 @@ token from ``/auth/token``.  Everything is admin-only except ``/api/v1/me`` and
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -31,6 +30,7 @@ from aiohttp import web
 
 from ..registry import errors
 from ..registry.names import is_valid_name
+from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from . import passwords
 from .policy import parse_actions, parse_token_scope, valid_pattern, valid_username
 from .state import STATE, AuthState, bearer, parse_basic
@@ -92,8 +92,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > 64 * 1024:
         raise errors.SizeInvalid("request body too large", status=413)
     try:
-        data = json.loads(await request.read() or b"{}")
-    except ValueError:
+        data = loads_untrusted(await request.read() or b"{}")
+    except UntrustedJSONError:
         raise _bad("request body is not JSON") from None
     if not isinstance(data, dict):
         raise _bad("request body must be a JSON object")

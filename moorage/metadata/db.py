@@ -13,6 +13,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+from sqlalchemy import text
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -110,6 +111,11 @@ class Database:
     def lexical(self, column: Any) -> Any:
         """``column`` compared byte-wise (PostgreSQL's locale collations would sort differently)."""
         return column if self.is_sqlite else column.collate("C")
+
+    async def ping(self) -> None:
+        """One trivial query: raises if the database cannot be reached (``/readyz``)."""
+        async with self.read(snapshot=False) as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
         await self.read_engine.dispose()

@@ -8,13 +8,13 @@ for garbage collection and the referrers API.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import mediatypes as mt
 from .digests import Digest
 from .errors import DigestInvalid, ManifestInvalid
+from .safejson import UntrustedJSONError, loads_untrusted
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +71,8 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     ``mediaType`` are present they must agree (the spec requires it).
     """
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+        doc = loads_untrusted(body)
+    except UntrustedJSONError as exc:
         raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ManifestInvalid("manifest must be a JSON object")

@@ -1,0 +1,65 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (its database and storage answer).
+
+Unauthenticated (route names start with ``public_``, which the auth middleware leaves alone)
+and cheap: ``/healthz`` touches nothing; ``/readyz`` runs ``SELECT 1`` and one storage probe,
+each bounded by :data:`PROBE_TIMEOUT`.  Orchestrators use ``/healthz`` for liveness (restart
+when it fails) and ``/readyz`` for readiness (send no traffic while a backend is down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from aiohttp import web
+
+from .common import BLOBS, SETTINGS, json_body, service
+
+routes = web.RouteTableDef()
+
+#: Seconds each readiness probe may take before it counts as down.
+PROBE_TIMEOUT = 5.0
+#: A digest no blob has: a lookup proves the storage answers without reading any data.
+_PROBE_DIGEST = "sha256:" + "0" * 64
+
+
+@routes.get("/healthz", name="public_healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_body({"status": "ok"})
+
+
+async def _database(request: web.Request) -> None:
+    settings = request.app[SETTINGS]
+    if settings.is_sqlite:
+        # Open SQLite connections keep working on a file that was deleted or replaced; the
+        # next process (or connection) would not find it, so look at the path too.
+        path = settings.database_url.split(":///", 1)[1].split("?", 1)[0].removeprefix("file:")
+        if path and path != ":memory:" and not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is not a database file")
+    await service(request).store.db.ping()
+
+
+async def _storage(request: web.Request) -> None:
+    settings = request.app[SETTINGS]
+    if settings.storage.driver == "filesystem":
+        blobs = settings.storage_root / "blobs"
+        if not blobs.is_dir() or not os.access(blobs, os.W_OK | os.X_OK):
+            raise OSError(f"{blobs} is not a writable directory")
+        return
+    await request.app[BLOBS].stat(_PROBE_DIGEST)
+
+
+@routes.get("/readyz", name="public_readyz")
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    for name, probe in (("database", _database), ("storage", _storage)):
+        try:
+            await asyncio.wait_for(probe(request), PROBE_TIMEOUT)
+            checks[name] = "ok"
+        except asyncio.TimeoutError:
+            checks[name] = f"no answer within {PROBE_TIMEOUT:g} s"
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said briefly
+            checks[name] = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    ready = all(v == "ok" for v in checks.values())
+    return json_body({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503,
+                     headers=None if ready else {"Retry-After": "5"})
