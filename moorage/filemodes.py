@@ -42,6 +42,8 @@ def tighten(path: Path, mode: int) -> None:
         log.warning("%s is mode %o (readable by other local users) and could not be tightened: %s",
                     path, current, exc.strerror)
         return
+    if path.is_dir() and not any(path.iterdir()):
+        return  # a fresh, empty directory (``mkdir data``): nothing was exposed, nothing to tell
     log.warning("tightened %s from mode %o to %o: it holds registry secrets", path, current, new)
 
 

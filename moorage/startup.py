@@ -87,7 +87,9 @@ def check_data_dir(settings: Settings) -> None:
     """The data directory exists (created if missing) and we can write to it."""
     data = settings.data
     try:
-        data.mkdir(parents=True, exist_ok=True)
+        if not data.exists():  # created private: it will hold the database and the signing key
+            data.mkdir(parents=True, mode=0o700)
+            os.chmod(data, 0o700)
         with tempfile.NamedTemporaryFile(dir=data, prefix=".write-test-"):
             pass
     except OSError as exc:
@@ -119,13 +121,17 @@ def check_sqlite_writable(settings: Settings) -> None:
         return
     uri = target.startswith("file:")
     try:
+        if not uri:
+            from .filemodes import secure_sqlite
+
+            secure_sqlite(Path(target.split("?", 1)[0]))  # made 0600 before SQLite first opens it
         conn = sqlite3.connect(target if uri else target.split("?", 1)[0], uri=uri, timeout=10)
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("ROLLBACK")
         finally:
             conn.close()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         raise StartupError(f"cannot write the database {safe_url(settings.database_url)}: {exc}") from None
 
 

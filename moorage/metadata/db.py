@@ -13,7 +13,6 @@ import contextlib
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from sqlalchemy import text
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
