@@ -82,5 +82,8 @@ def default_extensions(settings: Settings) -> list[Extension]:
 
     exts.append(setup_gc)
     exts.append(setup_metrics)
+    from ..events.setup import setup_events  # webhooks, audit log, operational metrics (issue 13)
+
+    exts.append(setup_events)
     return exts
 
