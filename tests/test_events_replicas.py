@@ -77,3 +77,48 @@ def test_two_replicas_each_event_once_in_order(replicas: tuple[list[RegistryProc
     hist = clients[0].req("GET", "/api/v1/webhooks/ci/deliveries", params={"limit": "1000"}).json()["deliveries"]
     assert len(hist) == EVENTS and {h["status"] for h in hist} == {"delivered"}
     assert all(h["attempts"] == 1 for h in hist)
+
+
+def test_claims_on_postgresql_are_exclusive_and_ordered(postgres_url: str) -> None:
+    """The claim protocol itself on PostgreSQL: three concurrent claimers on two engines."""
+    import asyncio
+
+    from moorage.metadata.db import Database
+    from moorage.metadata.events_store import EventsStore
+    from tests.test_events_units import row
+
+    from moorage.config import Settings
+
+    url = Settings(database={"url": create_database(postgres_url, f"claims_{uuid.uuid4().hex[:10]}")}).database_url
+
+    async def go() -> None:
+        a, b = Database(url), Database(url)
+        try:
+            await a.migrate()
+            s1, s2 = EventsStore(a), EventsStore(b)
+            await s1.record([row("ci", f"r{i % 3}", i) for i in range(60)], [])
+            seen: list[str] = []
+            order: dict[str, list[int]] = {}
+
+            async def worker(store: EventsStore, me: str) -> None:
+                idle = 0
+                while idle < 10:
+                    batch = await store.claim(me, now=time.time(), lease=30, limit=4)
+                    if not batch:
+                        idle += 1
+                        await asyncio.sleep(0.01)
+                        continue
+                    idle = 0
+                    for d in batch:
+                        seen.append(d.event_id)
+                        order.setdefault(d.repository, []).append(int(d.event_id.split("-")[1]))
+                        await store.delivered(d.id, me, 204)
+
+            await asyncio.gather(worker(s1, "w1"), worker(s2, "w2"), worker(s2, "w3"))
+            assert len(seen) == 60 and len(set(seen)) == 60
+            assert all(ids == sorted(ids) for ids in order.values())
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(go())
