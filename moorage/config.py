@@ -167,6 +167,8 @@ class EventsSettings(BaseModel):
 
     model_config = {"extra": "forbid"}
 
+    #: Off: no webhooks, audit log or registry gauges at all (the extension is not wired in).
+    enabled: bool = True
     #: Days audit entries are kept (pruned by the background job; 0 = forever).
     audit_retention_days: float = Field(default=90, ge=0)
     #: Pulls in the audit log: ``aggregate`` = one entry per (actor, repository, digest) per

@@ -160,6 +160,10 @@ EVENTS_EXT = web.AppKey("events_extension", EventsExtension)
 
 
 def setup_events(app: web.Application, settings: Settings) -> None:
+    if not settings.events.enabled:
+        if settings.webhooks:
+            log.warning("events.enabled is false: the %d configured webhook(s) will not be called", len(settings.webhooks))
+        return
     from ..api.app import DATABASE
     from ..api.common import EVENTS
     from ..metrics import REGISTRY_KEY
