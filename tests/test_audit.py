@@ -204,5 +204,11 @@ def test_metrics_parse_with_prometheus_client(reg: RegistryProcess, session: dic
     assert sum(s.value for s in fams["moorage_login_failures"] if s.name.endswith("_total")) >= 2
     assert "moorage_gc_freed_bytes" in fams and "moorage_webhook_oldest_pending_age_seconds" in fams
     assert "moorage_http_requests" in fams
+    # every metric the Grafana dashboard plots exists
+    import re
+
+    dashboard = (Path(__file__).resolve().parents[1] / "deploy" / "grafana-dashboard.json").read_text()
+    plotted = {re.sub(r"_(total|bucket|count|sum)$", "", m) for m in re.findall(r"moorage_[a-z_]+", dashboard)}
+    assert plotted and plotted <= set(fams), plotted - set(fams)
     # the GC run is in the audit log too
     wait_audit(reg, lambda rs: any(r["action"] == "gc.run" for r in rs), "--action", "gc.run")

@@ -199,6 +199,36 @@ def test_receiver_down_then_up_every_event_once_across_restart(tmp_path: Path) -
         rx.close()
 
 
+def test_two_sqlite_workers_deliver_each_event_once(receiver: Receiver, tmp_path: Path) -> None:
+    """``--workers 2`` on one SQLite file: both processes run a delivery worker; the atomic
+    claim UPDATE gives each event to one of them."""
+    config = write_config(tmp_path / "moorage.yaml", [
+        {"name": "ci", "url": receiver.url(), "secret": SECRET_D, "actions": ["push"], "repositories": ["*"]}],
+        delivery_poll_interval=0.05)
+    reg = start_moorage(tmp_path / "srv", extra_args=["--config", str(config), "--workers", "2"])
+    try:
+        pushed: dict[str, list[str]] = {}
+        for i in range(24):
+            repo = f"w/r{i % 3}"
+            c = Client(reg.url)  # a new connection each time: SO_REUSEPORT spreads them over both workers
+            pushed.setdefault(repo, []).append(c.push_image(repo, f"t{i}")[0])
+            c.s.close()
+        receiver.wait_for(24, timeout=90)
+        time.sleep(2)
+        got = receiver.received()
+        assert len(got) == 24 and len({r.event_id for r in got}) == 24
+        by_repo: dict[str, list[str]] = {}
+        instances = set()
+        for r in got:
+            ev = envelope_event(r)
+            instances.add(ev["source"]["instanceID"])
+            by_repo.setdefault(ev["target"]["repository"], []).append(ev["target"]["digest"])
+        assert by_repo == pushed
+        assert len(instances) == 2  # both worker processes took pushes (SO_REUSEPORT spreads connections)
+    finally:
+        reg.stop()
+
+
 def test_failing_receiver_dead_letter_history_and_retry(receiver: Receiver, tmp_path: Path) -> None:
     receiver.mode = "fail"
     config = write_config(tmp_path / "moorage.yaml", [

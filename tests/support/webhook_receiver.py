@@ -98,6 +98,13 @@ class Receiver:
     def close(self) -> None:
         self.stop()
         if self._loop is not None:
+            async def cancel_rest() -> None:
+                rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for t in rest:
+                    t.cancel()
+                await asyncio.gather(*rest, return_exceptions=True)
+
+            self._call(cancel_rest())
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:
                 self._thread.join(10)
