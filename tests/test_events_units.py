@@ -213,3 +213,24 @@ def test_webhook_config_errors_never_echo_the_secret() -> None:
         Settings(events={"unknown": 1})
     ok = Settings(webhooks=[{"name": "a", "url": "http://x/h", "secret": secret}])
     assert secret not in repr(ok) and secret not in str(ok.model_dump())
+
+
+def test_prune_in_batches_keeps_recent_and_open(stores) -> None:  # noqa: ANN001
+    async def go() -> None:
+        s1, _, dbs = await stores()
+        try:
+            now = time.time()
+            await s1.audit([{"time": now - 100 * 86400, "action": "push", "actor": f"old{i}"} for i in range(7)]
+                           + [{"time": now, "action": "push", "actor": "new"}])
+            await s1.record([row("ci", "a", i) for i in range(3)], [])
+            claimed = await s1.claim("w", now=now + 1, lease=30, limit=5)
+            await s1.delivered(claimed[0].id, "w", 204)  # a-0 delivered; a-1, a-2 still open
+            n_audit, n_del = await s1.prune(audit_before=now - 90 * 86400, deliveries_before=now + 1, batch=2)
+            assert (n_audit, n_del) == (7, 1)
+            assert [e["actor"] for e in await s1.query_audit(AuditQuery())] == ["new"]
+            assert sorted(d.event_id for d in await s1.deliveries("ci")) == ["a-1", "a-2"]
+        finally:
+            for db in dbs:
+                await db.close()
+
+    asyncio.run(go())

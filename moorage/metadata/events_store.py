@@ -10,6 +10,7 @@ then makes a claim exclusive even if two replicas picked the same row).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -101,6 +102,11 @@ class EventsStore:
                   and_(d.c.status == DELIVERING, d.c.claimed_until < now))
         query = (select(d.c.id).where(d.c.status.in_(_OPEN), due, ~earlier).order_by(d.c.id).limit(limit)
                  .with_for_update(skip_locked=True, of=d))
+        # An idle outbox costs one indexed read per poll, not a write transaction (on SQLite a
+        # write transaction takes the file's one write lock).
+        async with self.db.read(snapshot=False) as conn:
+            if (await conn.execute(select(d.c.id).where(d.c.status.in_(_OPEN), due).limit(1))).first() is None:
+                return []
         out: list[Delivery] = []
         async with self.db.write() as conn:
             ids = [int(r.id) for r in (await conn.execute(query)).all()]
@@ -235,16 +241,41 @@ class EventsStore:
         return [_audit_out(r) for r in rows]
 
     # -- housekeeping ---------------------------------------------------------------------
-    async def prune(self, *, audit_before: float | None, deliveries_before: float | None) -> tuple[int, int]:
-        n_audit = n_deliveries = 0
-        async with self.db.write() as conn:
-            if audit_before is not None:
-                n_audit = (await conn.execute(delete(audit_log).where(audit_log.c.time < audit_before))).rowcount or 0
-            if deliveries_before is not None:
-                d = webhook_deliveries
-                n_deliveries = (await conn.execute(delete(d).where(
-                    d.c.status.in_((DELIVERED, DEAD)), d.c.finished_at < deliveries_before))).rowcount or 0
+    async def prune(self, *, audit_before: float | None, deliveries_before: float | None,
+                    batch: int = 5000) -> tuple[int, int]:
+        """Delete expired audit entries and finished deliveries, ``batch`` rows per short
+        transaction (a long backlog never holds the write lock for long)."""
+        d = webhook_deliveries
+        jobs = []
+        if audit_before is not None:
+            jobs.append((audit_log, audit_log.c.time < audit_before))
+        if deliveries_before is not None:
+            jobs.append((d, and_(d.c.status.in_((DELIVERED, DEAD)), d.c.finished_at < deliveries_before)))
+        counts = []
+        for table, cond in jobs:
+            total = 0
+            while True:
+                ids = select(table.c.id).where(cond).limit(batch).scalar_subquery()
+                async with self.db.write() as conn:
+                    n = (await conn.execute(delete(table).where(table.c.id.in_(ids)))).rowcount or 0
+                total += n
+                if n < batch:
+                    break
+            counts.append(total)
+        n_audit = counts.pop(0) if audit_before is not None else 0
+        n_deliveries = counts.pop(0) if deliveries_before is not None else 0
         return int(n_audit), int(n_deliveries)
+
+    async def _read_all(self, query: Any) -> list[Any]:
+        """A registry-sized read off the event loop: SQLite reads otherwise run on it."""
+        if self.db.is_sqlite and self.db.sync_read_engine is not None:
+            def run() -> list[Any]:
+                with self.db.sync_read_engine.connect() as conn:
+                    return list(conn.execute(query).all())
+
+            return await asyncio.to_thread(run)
+        async with self.db.read() as conn:
+            return list((await conn.execute(query)).all())
 
     async def import_gc_runs(self, since: float) -> int:
         """Copy finished garbage-collection runs into the audit log (idempotent: keyed by run id)."""
@@ -277,8 +308,7 @@ class EventsStore:
                                .join(blobs, blobs.c.digest == repository_blobs.c.digest))
                   .where(blobs.c.deleting_since.is_(None)).distinct().subquery())
         q = select(linked.c.ns, func.count(), func.coalesce(func.sum(linked.c.size), 0)).group_by(linked.c.ns)
-        async with self.db.read() as conn:
-            rows = (await conn.execute(q)).all()
+        rows = await self._read_all(q)
         return [(str(r[0]), int(r[1]), int(r[2])) for r in rows]
 
     async def counters(self) -> dict[str, Any]:
