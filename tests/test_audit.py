@@ -155,8 +155,26 @@ def test_webhooks_api_namespace_admins(reg: RegistryProcess, session: dict[str, 
     r = api(reg, "POST", "/api/v1/webhooks", auth=("dave", PW["dave"]), json=hook)
     assert r.status_code == 201, r.text
     assert r.json()["namespace"] == "team" and "secret" not in r.json()
-    admin_hook = {**hook, "name": "global", "repositories": ["*"]}
+    admin_hook = {**hook, "name": "global", "repositories": ["*"], "max_attempts": 1, "timeout": 1}
     assert api(reg, "POST", "/api/v1/webhooks", json=admin_hook).status_code == 201
+    # an event for "global" (its receiver is down: dead after one attempt)
+    admin = Client(reg.url)
+    admin.s.headers.update(bearer(get_token(reg, ["repository:other/y:pull,push"], auth=ADMIN)))
+    admin.push_image("other/y", "1")
+    deadline = time.monotonic() + 30
+    while True:
+        dead = api(reg, "GET", "/api/v1/webhooks/global/deliveries", params={"status": "dead"}).json()["deliveries"]
+        if dead:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert dead[0]["last_error"] and dead[0]["attempts"] == 1
+    # dave can't see or re-queue it, not even through his own webhook's path
+    assert api(reg, "POST", f"/api/v1/webhooks/team-ci/deliveries/{dead[0]['id']}/retry",
+               auth=("dave", PW["dave"])).status_code == 404
+    assert api(reg, "POST", f"/api/v1/webhooks/global/deliveries/{dead[0]['id']}/retry",
+               auth=("dave", PW["dave"])).status_code == 404
+    assert api(reg, "GET", "/api/v1/webhooks/team-ci/deliveries", auth=("dave", PW["dave"])).json()["deliveries"] == []
     dave_sees = {w["name"] for w in api(reg, "GET", "/api/v1/webhooks", auth=("dave", PW["dave"])).json()["webhooks"]}
     assert dave_sees == {"team-ci"}
     assert api(reg, "GET", "/api/v1/webhooks", auth=("carol", PW["carol"])).json()["webhooks"] == []

@@ -339,6 +339,14 @@ def test_admin_api_rejects_hostile_webhook_input(tmp_path: Path) -> None:
             assert c.req("GET", "/api/v1/webhooks/mine/deliveries", params=q).status_code == 400, q
         for q in ({"since": "yesterday"}, {"limit": "100000"}, {"until": "\u0000"}, {"actor": "a" * 300}):
             assert c.req("GET", "/api/v1/audit", params=q).status_code == 400, q
+        # the same name created concurrently: exactly one wins
+        from concurrent.futures import ThreadPoolExecutor
+
+        race = {**ok, "name": "raced"}
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: requests.post(reg.url + "/api/v1/webhooks", json=race, timeout=30).status_code,
+                                  range(8)))
+        assert sorted(codes) == [201] + [400] * 7, codes
         assert c.req("DELETE", "/api/v1/webhooks/mine").status_code == 204
         assert c.req("DELETE", "/api/v1/webhooks/mine").status_code == 404
         # the server is still healthy

@@ -77,6 +77,20 @@ def test_two_replicas_each_event_once_in_order(replicas: tuple[list[RegistryProc
     hist = clients[0].req("GET", "/api/v1/webhooks/ci/deliveries", params={"limit": "1000"}).json()["deliveries"]
     assert len(hist) == EVENTS and {h["status"] for h in hist} == {"delivered"}
     assert all(h["attempts"] == 1 for h in hist)
+    # the registry gauges work on PostgreSQL too (namespace = first path component, split_part)
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + 20
+    while True:
+        fams = {f.name: f for f in text_string_to_metric_families(clients[1].req("GET", "/metrics").text)}
+        if "moorage_namespace_storage_bytes" in fams:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    sizes = {s.labels["namespace"]: s.value for s in fams["moorage_namespace_storage_bytes"].samples}
+    blobs = {s.labels["namespace"]: s.value for s in fams["moorage_namespace_blobs"].samples}
+    assert set(sizes) == {"team"} and sizes["team"] > 0 and blobs["team"] == 2 * EVENTS  # config + layer each
+    assert {s.labels["status"] for s in fams["moorage_webhook_outbox"].samples} <= {"pending", "delivering", "dead"}
 
 
 def test_claims_on_postgresql_are_exclusive_and_ordered(postgres_url: str) -> None:
