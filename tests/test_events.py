@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -153,11 +155,12 @@ def test_docker_cli_push_events(receiver: Receiver, tmp_path: Path, podman_socke
 
 
 # ---------------------------------------------------------------------------------------------
-def test_receiver_down_then_up_every_event_once_across_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+def test_receiver_down_then_up_every_event_once_across_restart(tmp_path: Path, stop: str) -> None:
     rx = Receiver()  # not started: connection refused
     config = write_config(tmp_path / "moorage.yaml", [
         {"name": "ci", "url": rx.url("/distribution"), "secret": SECRET_D, "format": "distribution",
-         "actions": ["push", "delete"], "repositories": ["*"], "max_attempts": 1000}])
+         "actions": ["push", "delete"], "repositories": ["*"], "max_attempts": 1000, "timeout": 2}])
     reg = start(tmp_path / "srv", config)
     pushed: list[tuple[str, str]] = []
     try:
@@ -175,13 +178,16 @@ def test_receiver_down_then_up_every_event_once_across_restart(tmp_path: Path) -
             assert time.monotonic() < deadline, hist
             time.sleep(0.2)
         assert not any(h["status"] == "delivered" for h in hist)
+        if stop == "sigkill":  # a crash: rows claimed at that moment wait for their lease (2 + 30 s)
+            os.killpg(reg.proc.pid, signal.SIGKILL)
+            reg.proc.wait(10)
         reg.stop()
         rx.start()  # back up while the registry is down
         reg = start(tmp_path / "srv", config)
         c = Client(reg.url)
         digest, _ = c.push_image("team/r0", "after-restart")
         pushed.append(("team/r0", digest))
-        got = rx.wait_for(7, "/distribution", timeout=60)
+        got = rx.wait_for(7, "/distribution", timeout=90)
         time.sleep(2)  # any duplicate would come now
         got = rx.received("/distribution")
         ids = [r.event_id for r in got]
