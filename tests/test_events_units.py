@@ -234,3 +234,13 @@ def test_prune_in_batches_keeps_recent_and_open(stores) -> None:  # noqa: ANN001
                 await db.close()
 
     asyncio.run(go())
+
+
+def test_audit_detail_keeps_no_credentials() -> None:
+    from moorage.events.audit import _safe_detail
+
+    d = _safe_detail({"url": "http://u:pw@hooks.example:9/x?token=abc", "secret": "s", "password": "p",
+                      "name": "a", "nested": {"password": "p"}, "actions": ["push", 1]})
+    assert d == {"name": "a", "url": "http://hooks.example:9/x"}
+    assert _safe_detail({"url": "not a url"}) == {"url": ""}
+    assert _safe_detail(["not", "a", "dict"]) == {}

@@ -28,6 +28,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+from yarl import URL
 
 from ..config import EventsSettings
 from ..metadata.events_store import EventsStore
@@ -189,7 +190,18 @@ def _safe_detail(data: Any) -> dict[str, Any]:
         v = data.get(k)
         if isinstance(v, (str, bool, int, float)) or (isinstance(v, list) and all(isinstance(i, str) for i in v)):
             out[k] = v[:300] if isinstance(v, str) else v
+    if isinstance(out.get("url"), str):
+        out["url"] = _without_credentials(out["url"])
     return out
+
+
+def _without_credentials(url: str) -> str:
+    """``http://user:pw@host/x`` -> ``http://host/x`` (and the query string dropped: tokens live there too)."""
+    try:
+        u = URL(url)
+        return str(u.with_user(None).with_query(None)) if u.host else ""
+    except (ValueError, TypeError):
+        return ""
 
 
 def admin_middleware(recorder: AuditRecorder) -> Any:
