@@ -14,10 +14,10 @@ Entries come from three places:
   ``/api/v1`` change another extension adds (``api.<route>``); CLI changes are recorded by
   :mod:`.cli`'s command wrapper; GC runs are copied from the ``gc_runs`` table.
 
-Pushes and deletes are written with the webhook outbox rows in the request's one small
-transaction; pulls and logins (frequent, and never worth a write on the request path) are
-buffered and written by the background job about once a second -- a crash can lose that last
-second of them.  Values kept in ``detail`` are an allow-list: never a password, secret or token.
+Entries of events that also go to a webhook are written with the outbox rows in the request's
+one small transaction; all others (and pulls and logins) are buffered and written by the
+background job about once a second, so the audit log adds no write to a push or pull -- a
+crash can lose that last second of them.  Values kept in ``detail`` are an allow-list: never a password, secret or token.
 """
 
 from __future__ import annotations

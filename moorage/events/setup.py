@@ -2,8 +2,8 @@
 
 * subscribes a listener to the registry's :class:`~moorage.registry.events.EventBus`: for each
   event it finds the matching webhook endpoints (in memory) and writes their outbox rows plus
-  the audit entry in one small transaction -- pulls nobody subscribed to cost nothing but a
-  dictionary look-up (their audit entries are buffered);
+  the audit entry in one small transaction; an event no webhook wants costs no write at all
+  (its audit entry is buffered and written within a second by the housekeeping loop);
 * records logins (wrapping the auth state's login checks) and admin-API changes (a middleware);
 * adds ``/api/v1/webhooks`` and ``/api/v1/audit`` (:mod:`.api`);
 * registers the metrics (:mod:`.stats`) in the app's Prometheus registry;
@@ -57,7 +57,9 @@ class EventsExtension:
                              scheme="https" if settings.tls.certificate else "http")
 
     async def on_event(self, event: RegistryEvent) -> None:
-        """The EventBus listener: quick -- in-memory matching, then at most one small write."""
+        """The EventBus listener: quick -- in-memory matching, then at most one small write (the
+        outbox rows, with the audit entry in the same transaction); without matching webhooks
+        the audit entry is only buffered."""
         if event.action == "pull":
             if self.recorder.wants_pulls:
                 entry = self.recorder.entry_for_event(event)
@@ -69,7 +71,9 @@ class EventsExtension:
         else:
             entry = self.recorder.entry_for_event(event)
         matching = self.endpoints.matching(event)
-        if not matching and entry is None:
+        if not matching:
+            if entry is not None:  # no write on the request path: the housekeeping loop flushes it
+                self.recorder.buffer(entry)
             return
         now = time.time()
         event_id = str(uuid.uuid4())
