@@ -194,6 +194,13 @@ def test_webhooks_api_namespace_admins(reg: RegistryProcess, session: dict[str, 
 def test_metrics_parse_with_prometheus_client(reg: RegistryProcess, session: dict[str, Any], tmp_path: Path) -> None:
     admin = Client(reg.url)
     admin.s.headers.update(bearer(get_token(reg, ["repository:team/pending:pull,push"], auth=ADMIN)))
+    solo = Client(reg.url)
+    solo.s.headers.update(bearer(get_token(reg, ["repository:solo/app:pull,push", "repository:solo/two:pull,push"],
+                                           auth=ADMIN)))
+    layers = [b"a" * 1000, b"b" * 2000]
+    config = b'{"architecture":"amd64","os":"linux"}'
+    solo.push_image("solo/app", "1", layers=layers, config=config)
+    solo.push_image("solo/two", "1", layers=layers[:1], config=config)  # shared blobs count once
     r = admin.req("POST", "/v2/team/pending/blobs/uploads/")  # an upload left open
     assert r.status_code == 202
     cli(reg, "gc", "--grace", "3600", "--json", "-q")
@@ -217,7 +224,8 @@ def test_metrics_parse_with_prometheus_client(reg: RegistryProcess, session: dic
         time.sleep(0.5)
     storage = {s.labels["namespace"]: s.value for s in fams["moorage_namespace_storage_bytes"]}
     blobs = {s.labels["namespace"]: s.value for s in fams["moorage_namespace_blobs"]}
-    assert storage["team"] > 0 and storage["other"] > 0 and blobs["other"] == 2  # config + layer
+    assert storage["team"] > 0 and storage["other"] > 0
+    assert blobs["solo"] == 3 and storage["solo"] == 3000 + len(config)
     assert {s.labels["reason"] for s in fams["moorage_login_failures"]} >= {"invalid_credentials"}
     assert sum(s.value for s in fams["moorage_login_failures"] if s.name.endswith("_total")) >= 2
     assert "moorage_gc_freed_bytes" in fams and "moorage_webhook_oldest_pending_age_seconds" in fams
