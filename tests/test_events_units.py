@@ -244,3 +244,25 @@ def test_audit_detail_keeps_no_credentials() -> None:
     assert d == {"name": "a", "url": "http://hooks.example:9/x"}
     assert _safe_detail({"url": "not a url"}) == {"url": ""}
     assert _safe_detail(["not", "a", "dict"]) == {}
+
+
+def test_pull_entries_aggregated_per_window_and_kind() -> None:
+    from moorage.config import EventsSettings
+    from moorage.events.audit import AuditRecorder
+    from moorage.events.stats import EventMetrics
+
+    rec = AuditRecorder(None, EventsSettings(audit_pull_window=3600), EventMetrics(None))  # type: ignore[arg-type]
+    pull = RegistryEvent("pull", "manifest", "team/app", digest="sha256:" + "b" * 64, actor=Actor("bob"),
+                         timestamp=datetime.now(timezone.utc))
+    first = rec.entry_for_event(pull)
+    assert first is not None and first["dedupe_key"].startswith("pull|bob|team/app|")
+    assert rec.entry_for_event(pull) is None                                    # same window: nothing
+    assert rec.entry_for_event(RegistryEvent("pull", "manifest", "team/app", digest=pull.digest,
+                                             actor=Actor("eve"))) is not None   # another actor
+    assert rec.entry_for_event(RegistryEvent("pull", "blob", "team/app", digest=pull.digest)) is None
+    assert rec.entry_for_event(RegistryEvent("push", "blob", "team/app", digest=pull.digest)) is None
+    assert rec.entry_for_event(RegistryEvent("delete", "blob", "team/app", digest=pull.digest))["action"] == "delete"
+    none = AuditRecorder(None, EventsSettings(audit_pulls="none"), EventMetrics(None))  # type: ignore[arg-type]
+    assert none.entry_for_event(pull) is None
+    every = AuditRecorder(None, EventsSettings(audit_pulls="all"), EventMetrics(None))  # type: ignore[arg-type]
+    assert every.entry_for_event(pull) and every.entry_for_event(pull) and "dedupe_key" not in every.entry_for_event(pull)

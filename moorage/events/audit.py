@@ -76,14 +76,8 @@ class AuditRecorder:
             return None
         ts = event.timestamp.timestamp()
         a = event.actor
-        entry: dict[str, Any] = {
-            "time": ts, "actor": a.name, "action": event.action, "repository": event.repository,
-            "target": event.digest or event.tag, "client_ip": a.addr, "user_agent": a.user_agent,
-            "detail": {k: v for k, v in (("kind", event.kind), ("tag", event.tag), ("digest", event.digest),
-                                         ("media_type", event.media_type), ("size", event.size),
-                                         ("request_id", a.request_id or None)) if v is not None},
-        }
-        if event.action == "pull":
+        key = None
+        if event.action == "pull":  # checked before anything is built: pulls are many
             if self.cfg.audit_pulls == "none":
                 return None
             if self.cfg.audit_pulls == "aggregate":
@@ -91,7 +85,15 @@ class AuditRecorder:
                 key = f"pull|{a.name or ''}|{event.repository}|{event.digest}|{window}"
                 if not self._first(key, (window + 1) * self.cfg.audit_pull_window):
                     return None
-                entry["dedupe_key"] = key
+        entry: dict[str, Any] = {
+            "time": ts, "actor": a.name, "action": event.action, "repository": event.repository,
+            "target": event.digest or event.tag, "client_ip": a.addr, "user_agent": a.user_agent,
+            "detail": {k: v for k, v in (("kind", event.kind), ("tag", event.tag), ("digest", event.digest),
+                                         ("media_type", event.media_type), ("size", event.size),
+                                         ("request_id", a.request_id or None)) if v is not None},
+        }
+        if key is not None:
+            entry["dedupe_key"] = key
         return entry
 
     def _first(self, key: str, until: float) -> bool:
@@ -176,10 +178,14 @@ def wrap_logins(state: Any, recorder: AuditRecorder) -> None:
 
         return login
 
+    found = 0
     for name in ("login", "htpasswd_login"):
         fn = getattr(state, name, None)
         if fn is not None:
             setattr(state, name, wrapped(fn))
+            found += 1
+    if not found:
+        log.warning("audit: the auth module has no login method to observe; logins are not audited")
 
 
 def _safe_detail(data: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import click
 
 from ..cli import data_options, settings_from
 from ..config import Settings
-from .query import iso, parse_time
+from .query import parse_time
 
 #: Command paths (``group sub``) that change state, and their audit action.
 CLI_ACTIONS = {
