@@ -238,3 +238,24 @@ def test_metrics_parse_with_prometheus_client(reg: RegistryProcess, session: dic
     assert plotted and plotted <= set(fams), plotted - set(fams)
     # the GC run is in the audit log too
     wait_audit(reg, lambda rs: any(r["action"] == "gc.run" for r in rs), "--action", "gc.run")
+
+
+def test_htpasswd_mode_webhooks_api_authenticated_and_audited(tmp_path: Path) -> None:
+    from tests.support.registry_proc import write_htpasswd
+
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", {"alice": "alice-Pw-1"})
+    proc = start_auth_server(tmp_path / "srv", None, mode="htpasswd", MOORAGE_AUTH__HTPASSWD__PATH=str(htpasswd))
+    try:
+        hook = {"name": "h", "url": "http://127.0.0.1:9/x", "secret": "s" * 16, "repositories": ["*"]}
+        assert api(proc, "GET", "/api/v1/webhooks", auth=None).status_code == 401
+        assert api(proc, "POST", "/api/v1/webhooks", auth=("alice", "wrong"), json=hook).status_code == 401
+        assert api(proc, "GET", "/api/v1/audit", auth=None).status_code == 401
+        assert api(proc, "POST", "/api/v1/webhooks", auth=("alice", "alice-Pw-1"), json=hook).status_code == 201
+        rows = wait_audit(proc, lambda rs: any(r["action"] == "webhook.add" for r in rs)
+                          and any(r["action"] == "login.failed" for r in rs))
+        assert any(r["action"] == "webhook.add" and r["actor"] == "alice" for r in rows)
+        assert any(r["action"] == "login.failed" and r["actor"] == "alice" for r in rows)
+        entries = api(proc, "GET", "/api/v1/audit", auth=("alice", "alice-Pw-1")).json()["entries"]
+        assert any(e["action"] == "webhook.add" for e in entries)
+    finally:
+        proc.stop()
