@@ -267,8 +267,31 @@ def test_failing_receiver_dead_letter_history_and_retry(receiver: Receiver, tmp_
         metrics = c.req("GET", "/metrics").text
         assert 'moorage_webhook_deliveries_total{endpoint="ci",outcome="dead"} 2.0' in metrics
         assert 'moorage_webhook_deliveries_total{endpoint="ci",outcome="delivered"} 1.0' in metrics
+        # the same from the shell: list, history, retry (while the server runs)
+        listed = [json.loads(line) for line in moorage_cli(reg, config, "webhooks", "list", "--json").splitlines()]
+        assert [(w["name"], w["dead"], w["origin"]) for w in listed] == [("ci", 1, "config")]
+        shown = [json.loads(line) for line in
+                 moorage_cli(reg, config, "webhooks", "deliveries", "ci", "--status", "dead", "--json").splitlines()]
+        assert [d["id"] for d in shown] == [dead[1]["id"]] and shown[0]["last_error"] == "HTTP 500"
+        moorage_cli(reg, config, "webhooks", "retry", "ci", str(dead[1]["id"]))
+        receiver.wait_for(8)
+        assert [d["action"] for d in json.loads("[" + ",".join(moorage_cli(
+            reg, config, "audit", "--json", "--action", "webhook.*").splitlines()) + "]")] == ["webhook.retry", "webhook.retry"]
     finally:
         reg.stop()
+
+
+def moorage_cli(reg: RegistryProcess, config: Path, *args: str) -> str:
+    import subprocess
+    import sys
+
+    from tests.support.registry_proc import REPO_ROOT
+
+    cp = subprocess.run([sys.executable, "-m", "moorage.cli", *args, "--config", str(config), "--data", str(reg.data_dir)],
+                        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+                        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    return cp.stdout
 
 
 def test_hanging_receiver_does_not_slow_pushes(receiver: Receiver, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import click
 
 from ..cli import data_options, settings_from
 from ..config import Settings
-from .query import parse_time
+from .query import iso, parse_time
 
 #: Command paths (``group sub``) that change state, and their audit action.
 CLI_ACTIONS = {
@@ -35,10 +35,11 @@ CLI_ACTIONS = {
     "retention set": "retention.set", "retention rm": "retention.delete", "retention apply": "retention.apply",
     "immutable set": "immutable.set", "immutable rm": "immutable.delete",
     "quota set": "quota.set", "quota rm": "quota.delete",
+    "webhooks retry": "webhook.retry",
 }
 SAFE_PARAMS = ("name", "user", "pattern", "actions", "namespace", "repository", "public", "admin", "robot",
                "scope", "expires", "limit", "keep_last", "keep_regex", "expire_days", "tag_regex", "token_id", "id",
-               "dry_run", "private")
+               "dry_run", "private", "delivery_id")
 
 
 async def _open(settings: Settings) -> Any:
@@ -97,7 +98,85 @@ def audit_command(config: str | None, data: str | None, actor: str | None, repos
                        f"{(out['target'] or '-')[:40]:<40} {out['client_ip'] or '-'}")
 
 
-commands = [audit_command]
+@click.group("webhooks")
+def webhooks_group() -> None:
+    """Webhook endpoints and their delivery history (dead letters included)."""
+
+
+def _run_store(settings: Settings, fn: Callable[[Any], Any]) -> Any:
+    from ..metadata.db import SchemaOutOfDate
+    from ..metadata.events_store import EventsStore
+
+    async def run() -> Any:
+        db = await _open(settings)
+        try:
+            return await fn(EventsStore(db))
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(run())
+    except SchemaOutOfDate as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@webhooks_group.command("list")
+@data_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def webhooks_list(config: str | None, data: str | None, as_json: bool) -> None:
+    """Endpoints from the config file and the admin API, with their open and dead deliveries."""
+    from .endpoints import from_config, from_row
+
+    settings = settings_from(config, data)
+
+    async def fn(store: Any) -> tuple[list[Any], dict[str, Any]]:
+        return await store.list_webhooks(), await store.counters()
+
+    rows, counters = _run_store(settings, fn)
+    backlog: dict[tuple[str, str], int] = {(e, st): n for e, st, n in counters["backlog"]}
+    for ep in [from_config(c) for c in settings.webhooks] + [from_row(r) for r in rows]:
+        info = {**ep.public_dict(), "pending": backlog.get((ep.name, "pending"), 0) + backlog.get((ep.name, "delivering"), 0),
+                "dead": backlog.get((ep.name, "dead"), 0)}
+        if as_json:
+            click.echo(json.dumps(info, separators=(",", ":")))
+        else:
+            click.echo(f"{ep.name:<20} {ep.origin:<6} {ep.format:<12} {','.join(sorted(ep.actions)):<18} "
+                       f"{','.join(ep.repositories):<24} pending={info['pending']} dead={info['dead']}  {ep.url}")
+
+
+@webhooks_group.command("deliveries")
+@data_options
+@click.argument("name")
+@click.option("--status", type=click.Choice(["pending", "delivering", "delivered", "dead"]))
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def webhooks_deliveries(config: str | None, data: str | None, name: str, status: str | None, limit: int,
+                        as_json: bool) -> None:
+    """NAME's newest deliveries: status, attempts, last error."""
+    settings = settings_from(config, data)
+    rows = _run_store(settings, lambda store: store.deliveries(name, status=status, limit=limit))
+    for d in rows:
+        out = d.public_dict()
+        if as_json:
+            click.echo(json.dumps(out, separators=(",", ":")))
+        else:
+            click.echo(f"{out['id']:>8} {iso(out['created_at'])} {out['status']:<10} attempts={out['attempts']:<3} "
+                       f"{out['action']:<7} {out['repository']:<30} {out['last_error'] or ''}")
+
+
+@webhooks_group.command("retry")
+@data_options
+@click.argument("name")
+@click.argument("delivery_id", type=int)
+def webhooks_retry(config: str | None, data: str | None, name: str, delivery_id: int) -> None:
+    """Put dead delivery DELIVERY_ID of NAME back in the queue."""
+    settings = settings_from(config, data)
+    if not _run_store(settings, lambda store: store.retry(delivery_id, name)):
+        raise click.ClickException(f"no dead delivery {delivery_id} of webhook {name!r}")
+    click.echo(f"delivery {delivery_id} queued again")
+
+
+commands = [audit_command, webhooks_group]
 
 
 def _record_cli(path: str, params: dict[str, Any]) -> None:
