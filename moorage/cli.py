@@ -193,13 +193,14 @@ def register(command: click.Command) -> None:
 
 
 def _load_plugins() -> None:
-    for module in ("moorage.auth.cli", "moorage.gc.cli", "moorage.insight.cli", "moorage.proxy.cli"):
+    for module in ("moorage.auth.cli", "moorage.gc.cli", "moorage.insight.cli", "moorage.proxy.cli", "moorage.events.cli"):
         try:
             mod = __import__(module, fromlist=["commands"])
         except ImportError:
             continue
         for cmd in getattr(mod, "commands", []):
             main.add_command(cmd)
+        getattr(mod, "wrap_commands", lambda _group: None)(main)  # e.g. the audit log of CLI changes
 
 
 _load_plugins()

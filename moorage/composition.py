@@ -26,12 +26,13 @@ def default_extensions(settings: Settings) -> list[Extension]:
     """Auth first (its middleware guards what the others add), metrics before the extensions that
     register collectors with it."""
     from .auth.setup import setup_auth
+    from .events.setup import setup_events
     from .gc.setup import setup_gc
     from .insight.setup import setup_insight
     from .metrics import setup_metrics
     from .proxy.setup import setup_proxy
 
-    return [setup_auth, setup_gc, setup_insight, setup_metrics, setup_proxy]
+    return [setup_auth, setup_gc, setup_insight, setup_metrics, setup_proxy, setup_events]
 
 
 def components_for(settings: Settings, *, pool_size: int | None = None) -> Components:

@@ -10,6 +10,7 @@ import difflib
 import os
 import types
 import typing
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -262,6 +263,94 @@ class HttpSettings(_Section):
     max_connections: int = Field(4096, ge=1)
     #: Seconds an idle keep-alive connection stays open.
     keepalive_timeout: float = Field(75.0, gt=0)
+class WebhookEndpoint(BaseModel):
+    """One webhook receiver (``webhooks:`` list in the config file; more via /api/v1/webhooks)."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
+    #: HMAC-SHA256 key of ``X-Moorage-Signature``; or name an environment variable in ``secret_env``.
+    secret: SecretStr | None = None
+    secret_env: str | None = None
+    format: Literal["distribution", "cloudevents"] = "distribution"
+    actions: list[Literal["push", "pull", "delete", "mount"]] = ["push", "delete"]
+    #: Repository patterns (``*`` matches any run of characters, ``/`` included).
+    repositories: list[str] = ["*"]
+    #: What an event is about: manifests (pushes carry their tag), tag deletes, and optionally blobs.
+    targets: list[Literal["manifest", "tag", "blob"]] = ["manifest", "tag"]
+    #: Seconds one delivery may take (connect + answer).
+    timeout: float = Field(default=5.0, gt=0, le=300)
+    #: Failed attempts after which a delivery is dead-lettered.
+    max_attempts: int = Field(default=10, ge=1, le=1000)
+    #: Extra request headers (e.g. ``Authorization``).
+    headers: dict[str, str] = {}
+
+    @field_validator("repositories")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for p in value:
+            if len(p) > 255 or not _REPO_PATTERN.match(p) or "//" in p:
+                raise ValueError(f"invalid repository pattern {p[:100]!r}")
+        return value
+
+    @field_validator("actions", "targets", "repositories")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    # Field validators above, not here: a model-level error message would quote the whole
+    # input, secret included.
+    @model_validator(mode="after")
+    def _check(self) -> "WebhookEndpoint":
+        if not self.secret_value():
+            raise ValueError(f"webhook {self.name!r}: set secret (or secret_env): every delivery is signed")
+        return self
+
+    def secret_value(self) -> str:
+        if self.secret is not None:
+            return self.secret.get_secret_value()
+        if self.secret_env:
+            value = os.environ.get(self.secret_env)
+            if value is None:
+                raise ValueError(f"webhook {self.name!r}: environment variable {self.secret_env} is not set")
+            return value
+        return ""
+
+
+_REPO_PATTERN = re.compile(r"^[a-z0-9*][a-z0-9._/*-]*$")
+
+
+class EventsSettings(BaseModel):
+    """Webhook delivery, audit log and operational metrics (``moorage.events``)."""
+
+    model_config = {"extra": "forbid"}
+
+    #: Off: no webhooks, audit log or registry gauges at all (the extension is not wired in).
+    enabled: bool = True
+    #: Days audit entries are kept (pruned by the background job; 0 = forever).
+    audit_retention_days: float = Field(default=90, ge=0)
+    #: Pulls in the audit log: ``aggregate`` = one entry per (actor, repository, digest) per
+    #: ``audit_pull_window`` seconds; ``all``; ``none``.
+    audit_pulls: Literal["aggregate", "all", "none"] = "aggregate"
+    audit_pull_window: int = Field(default=3600, ge=1)
+    #: Successful logins are aggregated the same way per (user, address); failures are all kept.
+    audit_login_window: int = Field(default=3600, ge=1)
+    #: First retry after this many seconds, doubling up to ``retry_backoff_max``.
+    retry_backoff: float = Field(default=1.0, gt=0)
+    retry_backoff_max: float = Field(default=300.0, gt=0)
+    #: How often the delivery job looks for due deliveries written by other replicas.
+    delivery_poll_interval: float = Field(default=1.0, gt=0)
+    #: Deliveries to different repositories/endpoints in flight at once (per process).
+    delivery_concurrency: int = Field(default=8, ge=1, le=256)
+    #: Days delivered (and dead) deliveries stay visible in the history.
+    delivery_history_days: float = Field(default=7, ge=0)
+    #: Seconds between recomputations of the storage/backlog gauges from the database.
+    stats_interval: float = Field(default=60.0, gt=0)
+    #: CloudEvents ``source`` and Distribution ``source.addr`` (default: the request's Host).
+    source: str | None = None
 
 
 class Settings(BaseSettings):
@@ -303,6 +392,19 @@ class Settings(BaseSettings):
     @classmethod
     def _host_and_port(cls, value: str) -> str:
         split_addr(value)
+        return value
+
+    #: Webhook endpoints (issue 13); ``events`` tunes delivery, the audit log and metrics.
+    webhooks: list[WebhookEndpoint] = []
+    events: EventsSettings = EventsSettings()
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhooks(cls, value: list[WebhookEndpoint]) -> list[WebhookEndpoint]:
+        names = [w.name for w in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate webhook name(s): {', '.join(dupes)}")
         return value
 
     @classmethod

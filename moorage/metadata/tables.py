@@ -325,3 +325,75 @@ insight_allowlist = Table(
     Column("reason", Text, nullable=False, default=""),
     Column("created_at", Float, nullable=False),
 )
+# ---------------------------------------------------------------------------------------------
+# Events: webhooks, delivery outbox, audit log (issue 13; migration 0005, moorage/events/).
+# ---------------------------------------------------------------------------------------------
+
+#: Webhook endpoints made through the admin API (config-file endpoints are not stored).
+#: ``namespace`` is set when a namespace admin made it (they see and manage only theirs).
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("secret", String(512), nullable=False, default="", server_default=""),
+    Column("format", String(32), nullable=False),
+    Column("actions", Text, nullable=False),        # JSON list
+    Column("repositories", Text, nullable=False),   # JSON list of patterns
+    Column("targets", Text, nullable=False),        # JSON list
+    Column("timeout", Float, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("namespace", String(255), nullable=True),
+    Column("created_by", String(255), nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+#: The durable outbox: one row per (event, matching endpoint), delivered in ``id`` order per
+#: (endpoint, repository).  ``status``: pending -> delivering (claimed until ``claimed_until``
+#: by ``claimed_by``) -> delivered | dead; a failed attempt goes back to pending with a later
+#: ``next_attempt_at``.  ``body`` is the exact payload (signed at send time).
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("endpoint", String(64), nullable=False),
+    Column("repository", String(255), nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("content_type", String(128), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_until", Float, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Index("ix_webhook_deliveries_queue", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_order", "endpoint", "repository", "status", "id"),
+    Index("ix_webhook_deliveries_history", "endpoint", "id"),
+)
+
+#: Append-only audit log.  ``dedupe_key`` (unique, NULL for most rows) makes aggregated entries
+#: (pulls, successful logins: one per key per window) and imported ones (GC runs) idempotent
+#: across workers and replicas.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("actor", String(255), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("repository", String(255), nullable=True),
+    Column("target", String(300), nullable=True),
+    Column("client_ip", String(64), nullable=True),
+    Column("user_agent", String(300), nullable=True),
+    Column("detail", Text, nullable=True),           # JSON object
+    Column("dedupe_key", String(400), nullable=True, unique=True),
+    Index("ix_audit_log_time", "time"),
+    Index("ix_audit_log_actor", "actor", "time"),
+    Index("ix_audit_log_repository", "repository", "time"),
+    Index("ix_audit_log_action", "action", "time"),
+)

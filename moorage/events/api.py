@@ -1,0 +1,275 @@
+"""``/api/v1/webhooks`` and ``/api/v1/audit``.
+
+::
+
+    GET    /api/v1/webhooks                       POST /api/v1/webhooks {name, url, secret?, format?,
+                                                       actions?, repositories, targets?, timeout?, max_attempts?}
+    GET    /api/v1/webhooks/{name}                DELETE /api/v1/webhooks/{name}
+    GET    /api/v1/webhooks/{name}/deliveries[?status=&limit=&before=]
+    POST   /api/v1/webhooks/{name}/deliveries/{id}/retry      (a dead delivery back in the queue)
+    GET    /api/v1/audit[?actor=&repository=&action=&since=&until=&limit=&before=]
+
+Who may: with ``auth.mode: token`` administrators see and manage everything; a *namespace
+administrator* -- a user with the ``admin`` action on ``NS/*`` (or any user for their own
+namespace, ``alice/*``) -- manages webhooks whose every repository pattern lies in NS and reads
+the audit entries of NS's repositories plus their own; anybody else reads only their own audit
+entries and no webhooks.  A scoped access token administers nothing.  With ``htpasswd`` every
+authenticated user is an administrator (as for the rest of the registry); with ``none``, anyone.
+Config-file endpoints are visible to administrators only and can't be changed here.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from ..config import Settings, WebhookEndpoint
+from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery, EventsStore
+from ..registry import errors
+from .endpoints import Endpoint, EndpointSet
+from .patterns import valid_pattern
+from .query import iso, parse_time
+
+MAX_LIMIT = 1000
+_API_FIELDS = {"name", "url", "secret", "format", "actions", "repositories", "targets", "timeout", "max_attempts"}
+
+
+@dataclass
+class Caller:
+    name: str | None
+    admin: bool
+    namespaces: list[str] = field(default_factory=list)
+
+    def administers(self, namespace: str | None) -> bool:
+        return self.admin or (namespace is not None and namespace in self.namespaces)
+
+
+def _bad(message: str) -> errors.RegistryError:
+    return errors.Unsupported(message, status=400)
+
+
+def administered_namespaces(principal: Any) -> list[str]:
+    """Namespaces a (non-admin) principal administers: their own, and ``NS`` of every grant
+    of ``admin`` on ``NS/*``."""
+    from ..auth.policy import expand
+
+    out: list[str] = []
+    if principal.name and not principal.is_robot:
+        out.append(principal.name)
+    for g in principal.grants:
+        p = g.pattern
+        if "admin" in expand(g.actions) and p.endswith("/*") and "*" not in p[:-2] and p[:-2]:
+            out.append(p[:-2])
+    return sorted(set(out))
+
+
+def _namespace_of_patterns(patterns: list[str], namespaces: list[str]) -> str | None:
+    """The one administered namespace holding every pattern, or None."""
+    for ns in namespaces:
+        if all(p == ns or p.startswith(ns + "/") for p in patterns):
+            return ns
+    return None
+
+
+class EventsAPI:
+    def __init__(self, settings: Settings, store: EventsStore, endpoints: EndpointSet) -> None:
+        self.settings = settings
+        self.store = store
+        self.endpoints = endpoints
+        self.token_mode = settings.auth.mode == "token"
+
+    # -- who is asking --------------------------------------------------------------------
+    async def caller(self, request: web.Request) -> Caller:
+        mode = self.settings.auth.mode
+        if mode == "none":
+            return Caller(None, True)
+        if mode != "token":  # htpasswd: the auth middleware has authenticated the caller
+            return Caller(request.get("user"), True)
+        from ..auth.admin_api import _caller  # the auth module's credential check (basic or bearer)
+        from ..auth.setup import STATE
+
+        user, admin = await _caller(request)
+        if admin:
+            return Caller(user.name, True)
+        if request.get("moorage.scoped_credentials"):
+            return Caller(user.name, False)
+        principal = await request.app[STATE].store.principal(user, None)
+        return Caller(user.name, False, administered_namespaces(principal))
+
+    def _visible(self, caller: Caller, name: str) -> Endpoint:
+        ep = self.endpoints.get(name)
+        if ep is None or not caller.administers(ep.namespace):
+            raise errors.NotFound(f"no webhook {name[:64]!r}")
+        return ep
+
+    # -- webhooks -------------------------------------------------------------------------
+    async def list_webhooks(self, request: web.Request) -> web.Response:
+        caller = await self.caller(request)
+        if not caller.admin and not caller.namespaces:
+            raise errors.Denied("administrator or namespace-administrator rights required")
+        await self.endpoints.reload()
+        shown = [e.public_dict() for e in self.endpoints.all if caller.administers(e.namespace)]
+        return web.json_response({"webhooks": shown})
+
+    async def add_webhook(self, request: web.Request) -> web.Response:
+        caller = await self.caller(request)
+        data = await _body(request)
+        unknown = set(data) - _API_FIELDS
+        if unknown:
+            raise _bad(f"unknown field(s): {', '.join(sorted(unknown))[:200]}")
+        generated = None
+        if not data.get("secret"):
+            data["secret"] = generated = secrets.token_urlsafe(32)
+        try:
+            cfg = WebhookEndpoint(**data)
+        except (ValidationError, TypeError) as exc:
+            raise _bad(f"invalid webhook: {_first_error(exc)}") from None
+        for p in cfg.repositories:
+            if not valid_pattern(p):
+                raise _bad(f"invalid repository pattern {p[:100]!r}")
+        if not cfg.actions or not cfg.targets or not cfg.repositories:
+            raise _bad("actions, targets and repositories must not be empty")
+        namespace = None
+        if not caller.admin:
+            namespace = _namespace_of_patterns(cfg.repositories, caller.namespaces)
+            if namespace is None:
+                raise errors.Denied("every repository pattern must lie in one namespace you administer")
+        if cfg.name in self.endpoints.configured:
+            raise _bad(f"webhook {cfg.name!r} is defined in the config file")
+        row = {"name": cfg.name, "url": cfg.url, "secret": cfg.secret_value(), "format": cfg.format,
+               "actions": list(dict.fromkeys(cfg.actions)), "repositories": list(dict.fromkeys(cfg.repositories)),
+               "targets": list(dict.fromkeys(cfg.targets)), "timeout": cfg.timeout, "max_attempts": cfg.max_attempts,
+               "namespace": namespace, "created_by": caller.name}
+        if not await self.store.create_webhook(row):
+            raise _bad(f"webhook {cfg.name!r} exists already")
+        await self.endpoints.reload()
+        ep = self.endpoints.get(cfg.name)
+        body = ep.public_dict() if ep else {"name": cfg.name}
+        if generated:
+            body["secret"] = generated  # shown once
+        return web.json_response(body, status=201)
+
+    async def get_webhook(self, request: web.Request) -> web.Response:
+        caller = await self.caller(request)
+        await self.endpoints.reload()
+        return web.json_response(self._visible(caller, request.match_info["name"]).public_dict())
+
+    async def delete_webhook(self, request: web.Request) -> web.Response:
+        caller = await self.caller(request)
+        await self.endpoints.reload()
+        ep = self._visible(caller, request.match_info["name"])
+        if ep.origin == "config":
+            raise _bad(f"webhook {ep.name!r} is defined in the config file")
+        if not await self.store.delete_webhook(ep.name):
+            raise errors.NotFound(f"no webhook {ep.name!r}")
+        await self.endpoints.reload()
+        return web.Response(status=204)
+
+    async def deliveries(self, request: web.Request) -> web.Response:
+        caller = await self.caller(request)
+        await self.endpoints.reload()
+        ep = self._visible(caller, request.match_info["name"])
+        status = request.query.get("status") or None
+        if status is not None and status not in (PENDING, DELIVERING, DELIVERED, DEAD):
+            raise _bad("status must be one of pending, delivering, delivered, dead")
+        rows = await self.store.deliveries(ep.name, status=status, limit=_limit(request),
+                                           before_id=_int_param(request, "before"))
+        return web.json_response({"webhook": ep.name, "deliveries": [d.public_dict() for d in rows]})
+
+    async def retry(self, request: web.Request) -> web.Response:
+        caller = await self.caller(request)
+        await self.endpoints.reload()
+        ep = self._visible(caller, request.match_info["name"])
+        raw = request.match_info["id"]
+        if not raw.isdigit() or len(raw) > 18:
+            raise errors.NotFound("no such delivery")
+        if not await self.store.retry(int(raw), ep.name):
+            raise errors.NotFound("no such dead delivery")
+        return web.json_response({"id": int(raw), "status": PENDING}, status=202)
+
+    # -- audit ----------------------------------------------------------------------------
+    async def audit(self, request: web.Request) -> web.Response:
+        caller = await self.caller(request)
+        q = AuditQuery(limit=_limit(request), before_id=_int_param(request, "before"))
+        for key in ("actor", "repository", "action"):
+            value = request.query.get(key)
+            if value is not None:
+                if len(value) > 255:
+                    raise _bad(f"{key} too long")
+                setattr(q, key, value)
+        try:
+            if request.query.get("since"):
+                q.since = parse_time(request.query["since"])
+            if request.query.get("until"):
+                q.until = parse_time(request.query["until"])
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        if not caller.admin:
+            q.namespaces = caller.namespaces
+            q.own_actor = caller.name or ""
+        entries = await self.store.query_audit(q)
+        return web.json_response({"entries": [public_entry(e) for e in entries],
+                                  "next": entries[-1]["id"] if len(entries) == q.limit else None})
+
+    def routes(self) -> list[web.RouteDef]:
+        p = "api_v1_" if self.token_mode else "events_"
+        return [
+            web.get("/api/v1/webhooks", self.list_webhooks, name=p + "webhooks"),
+            web.post("/api/v1/webhooks", self.add_webhook, name=p + "webhook_add"),
+            web.get("/api/v1/webhooks/{name}", self.get_webhook, name=p + "webhook_get"),
+            web.delete("/api/v1/webhooks/{name}", self.delete_webhook, name=p + "webhook_delete"),
+            web.get("/api/v1/webhooks/{name}/deliveries", self.deliveries, name=p + "webhook_deliveries"),
+            web.post("/api/v1/webhooks/{name}/deliveries/{id}/retry", self.retry, name=p + "webhook_retry"),
+            web.get("/api/v1/audit", self.audit, name=p + "audit"),
+        ]
+
+
+def public_entry(e: dict[str, Any]) -> dict[str, Any]:
+    """An audit entry as the API and ``moorage audit --json`` show it."""
+    return {"id": e["id"], "time": iso(e["time"]), "timestamp": e["time"], "actor": e["actor"], "action": e["action"],
+            "repository": e["repository"], "target": e["target"], "client_ip": e["client_ip"],
+            "user_agent": e["user_agent"], "detail": e["detail"]}
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > 64 * 1024:
+        raise errors.SizeInvalid("request body too large", status=413)
+    raw = await request.read()  # bounded by the app's client_max_size; cached for the audit middleware
+    if len(raw) > 64 * 1024:
+        raise errors.SizeInvalid("request body too large", status=413)
+    try:
+        data = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise _bad("request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise _bad("request body must be a JSON object")
+    return data
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 0 < int(raw) <= MAX_LIMIT:
+        raise errors.PaginationNumberInvalid(f"limit must be 1..{MAX_LIMIT}", detail={"limit": raw[:50]})
+    return int(raw)
+
+
+def _int_param(request: web.Request, key: str) -> int | None:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise _bad(f"{key} must be a number")
+    return int(raw)
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err.get("loc", ()))
+        return f"{where}: {err.get('msg', '')}"[:300]
+    return str(exc)[:300]

@@ -1,0 +1,254 @@
+"""The audit log: who did what, when, from where.
+
+Entries come from three places:
+
+* registry events (:meth:`AuditRecorder.entry_for_event`): manifest pushes (with their tag),
+  deletes of manifests, tags and blobs, and manifest pulls -- ``aggregate`` (default) keeps
+  one entry per (actor, repository, digest) per ``events.audit_pull_window`` seconds, keyed so
+  that workers and replicas don't write it twice; ``all``; or ``none``.  Layer pushes and pulls
+  are not entries of their own (the manifest's entry says what was pushed or pulled);
+* logins (:meth:`AuditRecorder.login`): every failure, successes aggregated per (user, address)
+  per ``events.audit_login_window``;
+* administrative changes through the HTTP API (:func:`admin_middleware`): users, grants,
+  access tokens, namespaces, visibility, repository deletes, webhooks -- and any other
+  ``/api/v1`` change another extension adds (``api.<route>``); CLI changes are recorded by
+  :mod:`.cli`'s command wrapper; GC runs are copied from the ``gc_runs`` table.
+
+Entries of events that also go to a webhook are written with the outbox rows in the request's
+one small transaction; all others (and pulls and logins) are buffered and written by the
+background job about once a second, so the audit log adds no write to a push or pull -- a
+crash can lose that last second of them.  Values kept in ``detail`` are an allow-list: never a password, secret or token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+from yarl import URL
+
+from ..config import EventsSettings
+from ..metadata.events_store import EventsStore
+from ..registry.events import RegistryEvent
+from .stats import EventMetrics
+
+log = logging.getLogger("moorage.events")
+
+#: Buffered entries beyond this are dropped (and counted in the log) rather than eat memory.
+MAX_BUFFER = 50_000
+_SEEN_LIMIT = 100_000
+#: Admin-API route name -> audit action.
+ROUTE_ACTIONS = {
+    "api_v1_me_token_add": "token.create", "api_v1_me_token_delete": "token.revoke",
+    "api_v1_token_add": "token.create", "api_v1_token_delete": "token.revoke",
+    "api_v1_user_add": "user.add", "api_v1_user_delete": "user.delete", "api_v1_user_password": "user.password",
+    "api_v1_grant_add": "grant.add", "api_v1_grant_delete": "grant.revoke",
+    "api_v1_namespace_add": "namespace.add", "api_v1_visibility": "visibility.set",
+    "api_v1_repository_delete": "repository.delete", "gc_repository_delete": "repository.delete",
+}
+#: Request fields worth keeping (everything else -- passwords, secrets -- is never stored).
+SAFE_FIELDS = ("name", "user", "pattern", "actions", "admin", "robot", "repository", "namespace", "public",
+               "scope", "expires_in", "url", "format", "repositories", "targets", "id")
+
+
+class AuditRecorder:
+    def __init__(self, store: EventsStore, cfg: EventsSettings, metrics: EventMetrics) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.metrics = metrics
+        self._buffer: list[dict[str, Any]] = []
+        self._seen: dict[str, float] = {}
+        self._dropped = 0
+
+    # -- registry events ------------------------------------------------------------------
+    @property
+    def wants_pulls(self) -> bool:
+        return self.cfg.audit_pulls != "none"
+
+    def entry_for_event(self, event: RegistryEvent) -> dict[str, Any] | None:
+        """The audit entry of an event, or None if it is not one (or was recorded this window)."""
+        if event.kind == "blob" and event.action != "delete":
+            return None
+        if event.action == "mount":
+            return None
+        ts = event.timestamp.timestamp()
+        a = event.actor
+        key = None
+        if event.action == "pull":  # checked before anything is built: pulls are many
+            if self.cfg.audit_pulls == "none":
+                return None
+            if self.cfg.audit_pulls == "aggregate":
+                window = int(ts // self.cfg.audit_pull_window)
+                key = f"pull|{a.name or ''}|{event.repository}|{event.digest}|{window}"
+                if not self._first(key, (window + 1) * self.cfg.audit_pull_window):
+                    return None
+        entry: dict[str, Any] = {
+            "time": ts, "actor": a.name, "action": event.action, "repository": event.repository,
+            "target": event.digest or event.tag, "client_ip": a.addr, "user_agent": a.user_agent,
+            "detail": {k: v for k, v in (("kind", event.kind), ("tag", event.tag), ("digest", event.digest),
+                                         ("media_type", event.media_type), ("size", event.size),
+                                         ("request_id", a.request_id or None)) if v is not None},
+        }
+        if key is not None:
+            entry["dedupe_key"] = key
+        return entry
+
+    def _first(self, key: str, until: float) -> bool:
+        """True the first time this process sees ``key`` (before ``until``)."""
+        now = time.time()
+        if key in self._seen and self._seen[key] > now:
+            return False
+        if len(self._seen) > _SEEN_LIMIT:
+            self._seen = {k: v for k, v in self._seen.items() if v > now}
+            if len(self._seen) > _SEEN_LIMIT:
+                self._seen.clear()
+        self._seen[key] = until
+        return True
+
+    # -- buffered entries -----------------------------------------------------------------
+    def buffer(self, entry: dict[str, Any]) -> None:
+        if len(self._buffer) >= MAX_BUFFER:
+            self._dropped += 1
+            return
+        self._buffer.append(entry)
+
+    async def flush(self) -> None:
+        if self._dropped:
+            log.warning("audit: %d buffered entries dropped (database too slow or away)", self._dropped)
+            self._dropped = 0
+        if not self._buffer:
+            return
+        rows, self._buffer = self._buffer, []
+        try:
+            await self.store.audit(rows)
+        except Exception:  # noqa: BLE001 - keep them for the next flush
+            self._buffer = rows + self._buffer
+            del self._buffer[MAX_BUFFER:]
+            raise
+        self.metrics.audit_entries.inc(len(rows))
+
+    async def write(self, rows: list[dict[str, Any]]) -> None:
+        await self.store.audit(rows)
+        self.metrics.audit_entries.inc(len(rows))
+
+    # -- logins ---------------------------------------------------------------------------
+    def login(self, request: web.Request, username: str, ok: bool, reason: str = "") -> None:
+        now = time.time()
+        addr = request.remote or ""
+        entry: dict[str, Any] = {
+            "time": now, "actor": username[:255], "action": "login" if ok else "login.failed",
+            "repository": None, "target": request.path[:300], "client_ip": addr,
+            "user_agent": request.headers.get("User-Agent", "")[:300],
+            "detail": {"reason": reason} if reason else None,
+        }
+        if ok:
+            window = int(now // self.cfg.audit_login_window)
+            key = f"login|{username[:200]}|{addr}|{window}"
+            if not self._first(key, (window + 1) * self.cfg.audit_login_window):
+                return
+            entry["dedupe_key"] = key
+        else:
+            self.metrics.login_failures.labels(reason or "invalid").inc()
+        self.buffer(entry)
+
+
+def wrap_logins(state: Any, recorder: AuditRecorder) -> None:
+    """Record the outcome of the auth module's password/token checks.
+
+    Wraps the two login methods of the auth state instance (``login`` for token mode and the
+    admin API, ``htpasswd_login`` for htpasswd mode) so the auth module itself needs no change.
+    """
+    from ..registry import errors
+
+    def wrapped(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def login(request: web.Request, username: str, *args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await fn(request, username, *args, **kwargs)
+            except errors.TooManyRequests:
+                recorder.login(request, username, False, "rate_limited")
+                raise
+            except errors.RegistryError:
+                recorder.login(request, username, False, "invalid_credentials")
+                raise
+            recorder.login(request, username, True)
+            return result
+
+        return login
+
+    found = 0
+    for name in ("login", "htpasswd_login"):
+        fn = getattr(state, name, None)
+        if fn is not None:
+            setattr(state, name, wrapped(fn))
+            found += 1
+    if not found:
+        log.warning("audit: the auth module has no login method to observe; logins are not audited")
+
+
+def _safe_detail(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for k in SAFE_FIELDS:
+        v = data.get(k)
+        if isinstance(v, (str, bool, int, float)) or (isinstance(v, list) and all(isinstance(i, str) for i in v)):
+            out[k] = v[:300] if isinstance(v, str) else v
+    if isinstance(out.get("url"), str):
+        out["url"] = _without_credentials(out["url"])
+    return out
+
+
+def _without_credentials(url: str) -> str:
+    """``http://user:pw@host/x`` -> ``http://host/x`` (and the query string dropped: tokens live there too)."""
+    try:
+        u = URL(url)
+        return str(u.with_user(None).with_query(None)) if u.host else ""
+    except (ValueError, TypeError):
+        return ""
+
+
+def admin_middleware(recorder: AuditRecorder) -> Any:
+    """Record every successful change made through ``/api/v1`` (and this package's routes)."""
+
+    @web.middleware
+    async def audit_admin(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        route = getattr(request.match_info.route, "name", None) or ""
+        if request.method in ("GET", "HEAD", "OPTIONS") or not (
+                route in ROUTE_ACTIONS or route.startswith("api_v1_") or route.startswith("events_")):
+            return await handler(request)
+        body: dict[str, Any] = {}
+        if request.method in ("POST", "PUT") and request.content_length and request.content_length <= 64 * 1024:
+            raw = await request.read()  # cached by aiohttp: the handler reads the same bytes
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                body = {}
+        response = await handler(request)
+        if response.status < 400:
+            action = ROUTE_ACTIONS.get(route) or _action_of(route)
+            detail = {**_safe_detail(body), **_safe_detail(dict(request.match_info)), **_safe_detail(dict(request.query))}
+            repository = detail.get("repository") if isinstance(detail.get("repository"), str) else None
+            if route in ("api_v1_repository_delete", "gc_repository_delete"):
+                repository = request.match_info.get("name")
+            target = next((str(detail[k]) for k in ("pattern", "name", "user", "namespace", "id") if k in detail), None)
+            recorder.buffer({
+                "time": time.time(), "actor": request.get("user"), "action": action, "repository": repository,
+                "target": target, "client_ip": request.remote or "",
+                "user_agent": request.headers.get("User-Agent", "")[:300], "detail": detail or None,
+            })
+        return response
+
+    return audit_admin
+
+
+_OWN_ACTIONS = {"webhook_add": "webhook.add", "webhook_delete": "webhook.delete", "webhook_retry": "webhook.retry"}
+
+
+def _action_of(route: str) -> str:
+    for prefix in ("api_v1_", "events_"):
+        if route.startswith(prefix):
+            route = route[len(prefix):]
+    return _OWN_ACTIONS.get(route) or "api." + route

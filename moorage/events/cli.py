@@ -1,0 +1,235 @@
+"""``moorage audit``: read the audit log; and the audit entries of changes made from the CLI.
+
+``moorage audit --json`` prints one JSON object per line (oldest first) with ``time`` (ISO 8601,
+UTC), ``timestamp``, ``actor``, ``action``, ``repository``, ``target``, ``client_ip``,
+``user_agent`` and ``detail``.  Works while the server runs (same database).
+
+:func:`wrap_commands` makes every state-changing command of the other packages (users,
+grants, tokens, namespaces, visibility, retention, immutable tags, quotas) write an audit entry
+after it succeeds: actor ``cli:<OS user>``, client_ip ``local``; passwords and secrets are never
+recorded (only an allow-list of parameters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+import time
+from typing import Any, Callable
+
+import click
+
+from ..cli import data_options, settings_from
+from ..config import Settings
+from .query import iso, parse_time
+
+#: Command paths (``group sub``) that change state, and their audit action.
+CLI_ACTIONS = {
+    "user add": "user.add", "user passwd": "user.password", "user rm": "user.delete",
+    "grant": "grant.add", "revoke": "grant.revoke",
+    "token create": "token.create", "token revoke": "token.revoke",
+    "repo public": "visibility.set", "namespace add": "namespace.add", "namespace public": "visibility.set",
+    "namespace rm": "namespace.delete",
+    "retention set": "retention.set", "retention rm": "retention.delete", "retention apply": "retention.apply",
+    "immutable set": "immutable.set", "immutable rm": "immutable.delete",
+    "quota set": "quota.set", "quota rm": "quota.delete",
+    "webhooks retry": "webhook.retry",
+}
+SAFE_PARAMS = ("name", "user", "pattern", "actions", "namespace", "repository", "public", "admin", "robot",
+               "scope", "expires", "limit", "keep_last", "keep_regex", "expire_days", "tag_regex", "token_id", "id",
+               "dry_run", "private", "delivery_id")
+
+
+async def _open(settings: Settings) -> Any:
+    from ..metadata.db import Database
+
+    db = Database(settings.database_url, pool_size=2)
+    auto = settings.database.auto_migrate
+    if auto if auto is not None else settings.is_sqlite:
+        await db.migrate()
+    else:
+        await db.check_schema()
+    return db
+
+
+@click.command("audit")
+@data_options
+@click.option("--actor", help="Only entries by this user.")
+@click.option("--repository", help="Only this repository (a trailing * matches a prefix: 'team/*').")
+@click.option("--action", help="Only this action (push, pull, delete, login, login.failed, grant.add ...; 'grant.*').")
+@click.option("--since", help="Not before: epoch seconds, ISO 8601, or a duration back from now (24h, 7d).")
+@click.option("--until", help="Before: same forms as --since.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True, help="Newest N entries.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def audit_command(config: str | None, data: str | None, actor: str | None, repository: str | None,
+                  action: str | None, since: str | None, until: str | None, limit: int, as_json: bool) -> None:
+    """Show the audit log: who did what, when, from where (oldest first)."""
+    from ..metadata.events_store import AuditQuery, EventsStore
+    from .api import public_entry
+
+    settings = settings_from(config, data)
+    try:
+        q = AuditQuery(actor=actor, repository=repository, action=action, limit=limit,
+                       since=parse_time(since) if since else None, until=parse_time(until) if until else None)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+    async def run() -> list[dict[str, Any]]:
+        db = await _open(settings)
+        try:
+            return await EventsStore(db).query_audit(q)
+        finally:
+            await db.close()
+
+    from ..metadata.db import SchemaOutOfDate
+
+    try:
+        entries = asyncio.run(run())
+    except SchemaOutOfDate as exc:
+        raise click.ClickException(str(exc)) from None
+    for e in sorted(entries, key=lambda e: (e["time"], e["id"])):  # buffered pulls/logins land late
+        out = public_entry(e)
+        if as_json:
+            click.echo(json.dumps(out, separators=(",", ":"), ensure_ascii=False))
+        else:
+            click.echo(f"{out['time']}  {out['actor'] or '-':<16} {out['action']:<16} {out['repository'] or '-':<30} "
+                       f"{(out['target'] or '-')[:40]:<40} {out['client_ip'] or '-'}")
+
+
+@click.group("webhooks")
+def webhooks_group() -> None:
+    """Webhook endpoints and their delivery history (dead letters included)."""
+
+
+def _run_store(settings: Settings, fn: Callable[[Any], Any]) -> Any:
+    from ..metadata.db import SchemaOutOfDate
+    from ..metadata.events_store import EventsStore
+
+    async def run() -> Any:
+        db = await _open(settings)
+        try:
+            return await fn(EventsStore(db))
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(run())
+    except SchemaOutOfDate as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@webhooks_group.command("list")
+@data_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def webhooks_list(config: str | None, data: str | None, as_json: bool) -> None:
+    """Endpoints from the config file and the admin API, with their open and dead deliveries."""
+    from .endpoints import from_config, from_row
+
+    settings = settings_from(config, data)
+
+    async def fn(store: Any) -> tuple[list[Any], dict[str, Any]]:
+        return await store.list_webhooks(), await store.counters()
+
+    rows, counters = _run_store(settings, fn)
+    backlog: dict[tuple[str, str], int] = {(e, st): n for e, st, n in counters["backlog"]}
+    for ep in [from_config(c) for c in settings.webhooks] + [from_row(r) for r in rows]:
+        info = {**ep.public_dict(), "pending": backlog.get((ep.name, "pending"), 0) + backlog.get((ep.name, "delivering"), 0),
+                "dead": backlog.get((ep.name, "dead"), 0)}
+        if as_json:
+            click.echo(json.dumps(info, separators=(",", ":")))
+        else:
+            click.echo(f"{ep.name:<20} {ep.origin:<6} {ep.format:<12} {','.join(sorted(ep.actions)):<18} "
+                       f"{','.join(ep.repositories):<24} pending={info['pending']} dead={info['dead']}  {ep.url}")
+
+
+@webhooks_group.command("deliveries")
+@data_options
+@click.argument("name")
+@click.option("--status", type=click.Choice(["pending", "delivering", "delivered", "dead"]))
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def webhooks_deliveries(config: str | None, data: str | None, name: str, status: str | None, limit: int,
+                        as_json: bool) -> None:
+    """NAME's newest deliveries: status, attempts, last error."""
+    settings = settings_from(config, data)
+    rows = _run_store(settings, lambda store: store.deliveries(name, status=status, limit=limit))
+    for d in rows:
+        out = d.public_dict()
+        if as_json:
+            click.echo(json.dumps(out, separators=(",", ":")))
+        else:
+            click.echo(f"{out['id']:>8} {iso(out['created_at'])} {out['status']:<10} attempts={out['attempts']:<3} "
+                       f"{out['action']:<7} {out['repository']:<30} {out['last_error'] or ''}")
+
+
+@webhooks_group.command("retry")
+@data_options
+@click.argument("name")
+@click.argument("delivery_id", type=int)
+def webhooks_retry(config: str | None, data: str | None, name: str, delivery_id: int) -> None:
+    """Put dead delivery DELIVERY_ID of NAME back in the queue."""
+    settings = settings_from(config, data)
+    if not _run_store(settings, lambda store: store.retry(delivery_id, name)):
+        raise click.ClickException(f"no dead delivery {delivery_id} of webhook {name!r}")
+    click.echo(f"delivery {delivery_id} queued again")
+
+
+commands = [audit_command, webhooks_group]
+
+
+def _record_cli(path: str, params: dict[str, Any]) -> None:
+    """Write the audit entry of a successful CLI change (a failure to do so only warns)."""
+    from ..metadata.events_store import EventsStore
+
+    detail = {k: v for k, v in params.items() if k in SAFE_PARAMS and v not in (None, (), [])
+              and isinstance(v, (str, int, float, bool, list, tuple))}
+    detail = {k: list(v) if isinstance(v, tuple) else v for k, v in detail.items()}
+    repository = detail.get("repository") if isinstance(detail.get("repository"), str) else None
+    target = next((str(detail[k]) for k in ("pattern", "name", "user", "namespace", "token_id", "id") if k in detail), None)
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry (containers)
+        user = "unknown"
+    entry = {"time": time.time(), "actor": f"cli:{user}", "action": CLI_ACTIONS[path], "repository": repository,
+             "target": target, "client_ip": "local", "user_agent": "moorage-cli", "detail": detail or None}
+    try:
+        settings = settings_from(params.get("config"), params.get("data"))
+
+        async def run() -> None:
+            db = await _open(settings)
+            try:
+                await EventsStore(db).audit([entry])
+            finally:
+                await db.close()
+
+        asyncio.run(run())
+    except Exception as exc:  # noqa: BLE001 - the change itself succeeded
+        print(f"warning: could not write the audit entry: {exc}", file=sys.stderr)
+
+
+def _wrap(cmd: click.Command, path: str) -> None:
+    original: Callable[..., Any] | None = cmd.callback
+    if original is None or getattr(original, "_moorage_audited", False):
+        return
+
+    def callback(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        _record_cli(path, kwargs)
+        return result
+
+    callback.__doc__ = original.__doc__
+    callback._moorage_audited = True  # type: ignore[attr-defined]
+    cmd.callback = callback
+
+
+def wrap_commands(group: click.Group) -> None:
+    """Called by ``moorage.cli`` once every package's commands are registered."""
+    for name, cmd in list(group.commands.items()):
+        if isinstance(cmd, click.Group):
+            for sub_name, sub in cmd.commands.items():
+                if f"{name} {sub_name}" in CLI_ACTIONS:
+                    _wrap(sub, f"{name} {sub_name}")
+        elif name in CLI_ACTIONS:
+            _wrap(cmd, name)

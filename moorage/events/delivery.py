@@ -1,0 +1,167 @@
+"""The outbox worker: posts webhook deliveries, off every request path.
+
+Each process (worker or replica) runs one :class:`DeliveryWorker`.  It claims due rows from
+the database (:meth:`EventsStore.claim`: only the oldest open row of each (endpoint,
+repository), so a repository's events arrive in order; a conditional UPDATE makes each claim
+exclusive across processes, and the claim is a lease, so a replica that dies mid-delivery
+only delays its rows until the lease runs out), posts each with its signature and a timeout,
+then marks it delivered -- or schedules a retry with exponential back-off, and dead-letters
+it after the endpoint's ``max_attempts`` failed attempts.
+
+At least once: a crash between the receiver's 2xx and our UPDATE re-sends that one event
+(same body, same event id) after the lease.  A graceful stop lets in-flight posts finish
+(each is bounded by its timeout) and hands back what it had not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+
+from ..config import EventsSettings
+from ..metadata.events_store import Delivery, EventsStore
+from .endpoints import Endpoint, EndpointSet
+from .formats import SIGNATURE_HEADER, signature
+from .stats import EventMetrics
+
+log = logging.getLogger("moorage.events")
+
+#: Extra lease time over the endpoint timeout (the UPDATE after the post must fit in it).
+LEASE_MARGIN = 30.0
+USER_AGENT = "moorage-webhooks/1"
+
+
+class DeliveryWorker:
+    def __init__(self, store: EventsStore, endpoints: EndpointSet, cfg: EventsSettings, metrics: EventMetrics) -> None:
+        self.store = store
+        self.endpoints = endpoints
+        self.cfg = cfg
+        self.metrics = metrics
+        self.me = uuid.uuid4().hex[:16]
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def wake(self) -> None:
+        """New rows were written by this process: look now instead of at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.cfg.delivery_concurrency * 2, ttl_dns_cache=60),
+            trust_env=False, headers={"User-Agent": USER_AGENT})
+        try:
+            while not self._stopping:
+                claimed = 0
+                room = self.cfg.delivery_concurrency - len(self._inflight)
+                if room > 0:
+                    try:
+                        batch = await self.store.claim(self.me, now=time.time(), limit=room,
+                                                       lease=self.endpoints.max_timeout() + LEASE_MARGIN)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # noqa: BLE001 - database away: try again at the next poll
+                        log.warning("webhook outbox: claiming failed", exc_info=True)
+                        batch = []
+                    for d in batch:
+                        task = asyncio.create_task(self._deliver(d))
+                        self._inflight[d.id] = task
+                        task.add_done_callback(lambda _t, i=d.id: self._done(i))
+                    claimed = len(batch)
+                if claimed and len(self._inflight) < self.cfg.delivery_concurrency:
+                    continue  # more may be due (the next event of a group whose head just went)
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.cfg.delivery_poll_interval)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await self._drain()
+            await self._session.close()
+
+    def _done(self, delivery_id: int) -> None:
+        self._inflight.pop(delivery_id, None)
+        self._wake.set()  # the group's next event may be due now
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def _drain(self) -> None:
+        """Let in-flight posts finish (each bounded by its timeout)."""
+        tasks = dict(self._inflight)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks.values(), timeout=self.endpoints.max_timeout() + 5)
+        if pending:
+            for t in pending:
+                t.cancel()
+            await asyncio.wait(pending, timeout=5)
+            await self._safe(self.store.release(self.me, [i for i, t in tasks.items() if t in pending]))
+
+    async def _deliver(self, d: Delivery) -> None:
+        ep = self.endpoints.get(d.endpoint)
+        if ep is None:
+            await self._safe(self.store.failed(d.id, self.me, error="endpoint no longer configured", status_code=None,
+                                               retry_at=None))
+            self.metrics.deliveries.labels(d.endpoint, "dead").inc()
+            return
+        status: int | None = None
+        error: str | None = None
+        try:
+            status = await self._post(ep, d)
+            if not 200 <= status < 300:
+                error = f"HTTP {status}"
+        except asyncio.CancelledError:
+            raise
+        except asyncio.TimeoutError:
+            error = f"timed out after {ep.timeout:g}s"
+        except aiohttp.ClientError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        except Exception as exc:  # noqa: BLE001 - anything else is a failed attempt too
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        if error is None:
+            await self._safe(self.store.delivered(d.id, self.me, status or 200))
+            self.metrics.deliveries.labels(ep.name, "delivered").inc()
+            return
+        dead = d.attempts >= ep.max_attempts
+        retry_at = None if dead else time.time() + self.backoff(d.attempts)
+        await self._safe(self.store.failed(d.id, self.me, error=error, status_code=status, retry_at=retry_at))
+        self.metrics.deliveries.labels(ep.name, "dead" if dead else "failed").inc()
+        if dead:
+            log.warning("webhook %s: event %s dead-lettered after %d attempts: %s", ep.name, d.event_id, d.attempts, error)
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before attempt ``attempts + 1``: doubling from ``retry_backoff``, capped, +-10% jitter."""
+        base = min(self.cfg.retry_backoff * (2 ** max(0, attempts - 1)), self.cfg.retry_backoff_max)
+        return base * random.uniform(0.9, 1.1)
+
+    async def _post(self, ep: Endpoint, d: Delivery) -> int:
+        assert self._session is not None
+        headers: dict[str, Any] = {
+            "Content-Type": d.content_type,
+            SIGNATURE_HEADER: signature(ep.secret, d.body),
+            "X-Moorage-Event-Id": d.event_id,
+            "X-Moorage-Delivery": str(d.id),
+            **dict(ep.headers),
+        }
+        timeout = aiohttp.ClientTimeout(total=ep.timeout)
+        async with self._session.post(ep.url, data=d.body, headers=headers, timeout=timeout,
+                                      allow_redirects=False) as resp:
+            await resp.content.read(64 * 1024)  # a receiver's answer is not ours to buffer whole
+            return resp.status
+
+    @staticmethod
+    async def _safe(coro: Any) -> None:
+        """Record an outcome; if the database is away the lease expires and the row is retried."""
+        try:
+            await coro
+        except Exception:  # noqa: BLE001
+            log.warning("webhook outbox: recording an outcome failed", exc_info=True)
