@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.registry_proc import free_port
 from tests.support.postgres import create_database
 from tests.support.registry_proc import REPO_ROOT, RegistryStartError, start_moorage
 
@@ -32,7 +33,7 @@ def test_serve_refuses_unmigrated_schema_then_migrate(postgres_url: str, tmp_pat
     url = create_database(postgres_url, f"schema_{uuid.uuid4().hex[:8]}")
     env = _env(url, tmp_path)
     # auto_migrate defaults to off for PostgreSQL: serve must refuse, saying what to do
-    cp = _cli(env, "serve", "--addr", "127.0.0.1:0")
+    cp = _cli(env, "serve", "--addr", f"127.0.0.1:{free_port()}")
     assert cp.returncode != 0
     assert "moorage migrate" in cp.stderr and "Traceback" not in cp.stderr, cp.stderr[-2000:]
 
@@ -67,7 +68,7 @@ def test_schema_newer_than_code_is_refused(postgres_url: str, tmp_path: Path) ->
         await engine.dispose()
 
     asyncio.run(bump())
-    cp = _cli(env, "serve", "--addr", "127.0.0.1:0")
+    cp = _cli(env, "serve", "--addr", f"127.0.0.1:{free_port()}")
     assert cp.returncode != 0 and "newer Moorage" in cp.stderr, cp.stderr[-2000:]
 
 

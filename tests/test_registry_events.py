@@ -18,7 +18,7 @@ from moorage.registry.events import RegistryEvent
 
 @pytest.fixture()
 async def client(tmp_path: Path):  # type: ignore[no-untyped-def]
-    settings = Settings(data=tmp_path, addr="127.0.0.1:0", metrics_enabled=False)
+    settings = Settings(data=tmp_path, addr="127.0.0.1:5999", metrics_enabled=False)
     app = build_app(settings)
     seen: list[RegistryEvent] = []
 
