@@ -53,6 +53,9 @@ debian_base() {
     if [ ! -s "$tar" ]; then
         command -v mmdebstrap >/dev/null 2>&1 || { say "mmdebstrap is not installed (apt-get install mmdebstrap)"; exit 1; }
         mkdir -p "$CACHE"
+        # mmdebstrap picks its output format from the name's extension: keep ".tar".
+        local partial="${tar%.tar}.partial.tar"
+        rm -rf "$partial"
         local mirror="${MOORAGE_DEBIAN_MIRROR:-}"
         if [ -z "$mirror" ]; then
             mirror=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -1 || true)
@@ -68,8 +71,8 @@ debian_base() {
             --dpkgopt='path-exclude=/usr/lib/x86_64-linux-gnu/gconv/*' \
             --customize-hook='chroot "$1" dpkg --purge --force-depends usrmerge perl libperl5.36 perl-modules-5.36 libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl >/dev/null' \
             --customize-hook='rm -rf "$1"/var/cache/* "$1"/var/lib/apt/lists/* "$1"/var/log/*' \
-            bookworm "$tar.tmp" "$mirror"
-        mv "$tar.tmp" "$tar"
+            bookworm "$partial" "$mirror"
+        mv "$partial" "$tar"
     fi
     say "importing $tar as $name"
     "$TOOL" import --change 'CMD ["/bin/bash"]' "$tar" "$name" >/dev/null
