@@ -69,7 +69,7 @@ debian_base() {
             --dpkgopt='path-exclude=/usr/share/info/*' \
             --dpkgopt='path-exclude=/usr/share/locale/*' \
             --dpkgopt='path-exclude=/usr/lib/x86_64-linux-gnu/gconv/*' \
-            --customize-hook='chroot "$1" dpkg --purge --force-depends usrmerge perl libperl5.36 perl-modules-5.36 libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl >/dev/null' \
+            --customize-hook='chroot "$1" dpkg --purge --force-depends usrmerge perl libperl5.36 perl-modules-5.36 libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl >/dev/null 2>&1' \
             --customize-hook='rm -rf "$1"/var/cache/* "$1"/var/lib/apt/lists/* "$1"/var/log/*' \
             bookworm "$partial" "$mirror"
         mv "$partial" "$tar"

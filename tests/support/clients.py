@@ -365,6 +365,8 @@ class PodmanService:
     podman_bin: str = field(default_factory=lambda: shutil.which("podman") or "/usr/bin/podman")
     docker_bin: str = field(default_factory=lambda: os.environ.get("MOORAGE_DOCKER_BIN") or shutil.which("docker") or "/usr/local/bin/docker")
     timeout: float = DEFAULT_TIMEOUT
+    #: OCI runtime for ``docker container run`` (Debian package ``runc``); crun fails here.
+    runtime: str = field(default_factory=lambda: os.environ.get("MOORAGE_PODMAN_RUNTIME", "runc"))
 
     proc: subprocess.Popen | None = field(default=None, repr=False)
     socket_path: Path | None = None
@@ -385,12 +387,17 @@ class PodmanService:
             f'runroot = "{w / "runroot"}"\n'
         )
         (w / "containers.conf").write_text(
+            "[containers]\n"
+            # crun/runc cannot set the default rlimits in this sandbox ("setrlimit
+            # RLIMIT_NOFILE: operation not permitted"): start containers with none.
+            "default_ulimits = []\n"
             "[engine]\n"
             'cgroup_manager = "cgroupfs"\n'
             'events_logger = "file"\n'
             f'events_logfile_path = "{w / "events.log"}"\n'
             f'image_copy_tmp_dir = "{w / "tmp"}"\n'
             f'tmp_dir = "{w / "libpod"}"\n'
+            f'runtime = "{self.runtime}"\n'
         )
         dcfg = w / "docker-config" / "config.json"
         if not dcfg.exists():
@@ -423,6 +430,7 @@ class PodmanService:
             "--storage-driver", self.storage_driver,
             "--cgroup-manager", "cgroupfs",
             "--events-backend", "file",
+            "--runtime", self.runtime,
             *args,
         ]
 
