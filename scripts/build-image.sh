@@ -40,7 +40,7 @@ debian_base() {
     # Debian's python3 + venv on the smallest Debian there is ("essential": no apt).  perl and
     # usrmerge come in only as install-time dependencies and are purged; docs/locales/gconv
     # are never unpacked.
-    local pkgs="python3,python3-venv,passwd,ca-certificates,libsqlite3-0"
+    local pkgs="python3,python3-venv,passwd,ca-certificates,libsqlite3-0,libstdc++6"
     local key
     key=$(printf '%s|%s' "$pkgs" "v2" | sha256sum | cut -c1-12)
     local tar="$CACHE/debian-bookworm-python3-$key.tar"

@@ -37,8 +37,9 @@ def _moorage_cli(*args: str, env: dict | None = None, check: bool = True) -> sub
     return cp
 
 
-def _import(root: Path, data: Path, *extra: str, env: dict | None = None, check: bool = True) -> tuple[subprocess.CompletedProcess, dict]:
-    cp = _moorage_cli("import-distribution", str(root), "--data", str(data), "--json", *extra, env=env, check=check)
+def _import(root: Path | None, data: Path, *extra: str, env: dict | None = None, check: bool = True) -> tuple[subprocess.CompletedProcess, dict]:
+    where = [str(root)] if root is not None else []
+    cp = _moorage_cli("import-distribution", *where, "--data", str(data), "--json", *extra, env=env, check=check)
     summary = json.loads(cp.stdout.strip().splitlines()[-1]) if cp.returncode == 0 else {}
     return cp, summary
 
@@ -102,10 +103,10 @@ def filled_distribution(tmp_path_factory: pytest.TempPathFactory) -> Source:
     return src
 
 
-def _check_served(src: Source, data: Path, tmp: Path) -> None:
+def _check_served(src: Source, data: Path, tmp: Path, env: dict | None = None) -> None:
     """Serve ``data`` with Moorage and pull every tag with skopeo: byte-identical."""
     assert data == tmp / "srv" / "data"  # start_moorage serves DIR/data
-    srv = start_moorage(tmp / "srv")
+    srv = start_moorage(tmp / "srv", env=env)
     sk = Skopeo(tmp / "skopeo")
     try:
         _, _, cat = http_json(f"{srv.url}/v2/_catalog")
@@ -198,3 +199,39 @@ def test_not_a_distribution_tree(tmp_path: Path) -> None:
     assert len([ln for ln in cp.stderr.splitlines() if ln.strip()]) == 1
     cp = _moorage_cli("import-distribution", "--data", str(tmp_path / "d"), check=False)
     assert cp.returncode == 2 and "ROOT or --from-s3" in cp.stderr
+
+
+@pytest.mark.services
+def test_import_from_s3_bucket(filled_distribution: Source, tmp_path: Path, rgw) -> None:
+    """The same tree in a bucket, laid out as Distribution's s3 driver writes it
+    (``<rootdirectory>/docker/registry/v2/...``): imported into filesystem storage by copying,
+    then into S3 storage with --link (server-side copies)."""
+    import uuid
+
+    s3 = rgw.boto3_client()
+    bucket = f"dist-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    for path in filled_distribution.root.rglob("*"):
+        if path.is_file() and "/_uploads/" not in str(path):
+            s3.upload_file(str(path), bucket, f"reg/{path.relative_to(filled_distribution.root)}")
+    creds = {"AWS_ACCESS_KEY_ID": rgw.access_key, "AWS_SECRET_ACCESS_KEY": rgw.secret_key}
+    s3_args = ("--from-s3", bucket, "--s3-prefix", "/reg", "--s3-endpoint", rgw.endpoint_url, "--s3-region", rgw.region)
+
+    data = tmp_path / "srv" / "data"
+    cp, summary = _import(None, data, *s3_args, env=creds)
+    assert summary["blobs_copied"] > 0 and summary["manifests_failed"] == 0
+    _check_served(filled_distribution, data, tmp_path)
+    cp, again = _import(None, data, *s3_args, env=creds)
+    assert again["blobs_copied"] == again["manifests"] == again["tags"] == 0
+
+    dest_bucket = f"moorage-{uuid.uuid4().hex[:10]}"
+    store_env = {
+        "MOORAGE_STORAGE__DRIVER": "s3", "MOORAGE_STORAGE__S3__BUCKET": dest_bucket,
+        "MOORAGE_STORAGE__S3__ENDPOINT_URL": rgw.endpoint_url, "MOORAGE_STORAGE__S3__REGION": rgw.region,
+        "MOORAGE_STORAGE__S3__ACCESS_KEY": rgw.access_key, "MOORAGE_STORAGE__S3__SECRET_KEY": rgw.secret_key,
+    }
+    tmp2 = tmp_path / "s3dest"
+    data2 = tmp2 / "srv" / "data"
+    cp, linked = _import(None, data2, *s3_args, "--link", env={**creds, **store_env})
+    assert linked["blobs_linked"] > 0 and linked["blobs_copied"] == 0 and linked["manifests_failed"] == 0
+    _check_served(filled_distribution, data2, tmp2, env=store_env)
