@@ -43,7 +43,7 @@ def import_distribution(config: str | None, data: str | None, root: str | None, 
         raise click.UsageError("give either ROOT or --from-s3 BUCKET")
     settings = settings_from(config, data)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    from .distribution_import import FilesystemSource, ImportError_, S3Source, Source
+    from .distribution_import import FilesystemSource, DistributionImportError, S3Source, Source
 
     source: Source
     if bucket:
@@ -55,7 +55,7 @@ def import_distribution(config: str | None, data: str | None, root: str | None, 
     show = not no_progress and not as_json and sys.stderr.isatty()
     try:
         summary, problems = asyncio.run(_run(settings, source, link, concurrency, show))
-    except ImportError_ as exc:
+    except DistributionImportError as exc:
         raise click.ClickException(str(exc)) from None
     for problem in problems:
         click.echo(f"warning: {problem}", err=True)

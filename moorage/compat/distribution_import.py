@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from ..registry import errors
+from ..registry.names import validate_name
 from ..registry.service import RegistryService
 
 log = logging.getLogger("moorage.import")
@@ -47,7 +48,7 @@ _HEX = re.compile(r"^[0-9a-f]{64}$")
 _MANIFEST_LIMIT = 4 << 20
 
 
-class ImportError_(Exception):  # noqa: N801 - not the builtin
+class DistributionImportError(Exception):
     """The source is not a Distribution storage tree (one clear line for the CLI)."""
 
 
@@ -132,7 +133,7 @@ class FilesystemSource(Source):
 
     async def open(self) -> None:
         if not self.base.is_dir():
-            raise ImportError_(f"{self.root}: no {V2} here (give the registry:2 rootdirectory)")
+            raise DistributionImportError(f"{self.root}: no {V2} here (give the registry:2 rootdirectory)")
 
     def path(self, rel: str) -> Path:
         return self.base / rel
@@ -151,7 +152,7 @@ class FilesystemSource(Source):
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 return None
             if len(data) > limit:
-                raise ImportError_(f"{rel}: larger than {limit} bytes")
+                raise DistributionImportError(f"{rel}: larger than {limit} bytes")
             return data
 
         return await asyncio.to_thread(read)
@@ -212,7 +213,7 @@ class S3Source(Source):
         self._client = await self._ctx.__aenter__()
         if not await self.list_dir("repositories"):
             await self.close()
-            raise ImportError_(f"{self.description}: no {V2}/repositories in this bucket")
+            raise DistributionImportError(f"{self.description}: no {V2}/repositories in this bucket")
 
     async def close(self) -> None:
         if self._ctx is not None:
@@ -242,7 +243,7 @@ class S3Source(Source):
         async with resp["Body"] as body:
             data = await body.read()
         if len(data) > limit:
-            raise ImportError_(f"{rel}: larger than {limit} bytes")
+            raise DistributionImportError(f"{rel}: larger than {limit} bytes")
         return data
 
     async def blob_size(self, digest: str) -> int | None:
@@ -350,8 +351,6 @@ class DistributionImporter:
         plans = []
         for name in await self.source.repositories():
             try:
-                from ..registry.names import validate_name
-
                 validate_name(name)
             except errors.RegistryError:
                 self.stats.problems.append(f"{name}: not a valid repository name, skipped")
@@ -437,7 +436,7 @@ class DistributionImporter:
         try:
             await self.service.put_blob(repo, digest, body())
         except errors.DigestInvalid as exc:
-            raise ImportError_(f"{repo}: blob {digest} does not match its digest in the source ({exc.detail})") from None
+            raise DistributionImportError(f"{repo}: blob {digest} does not match its digest in the source ({exc.detail})") from None
 
     async def _verify(self, digest: str) -> None:
         hasher = hashlib.sha256()
@@ -449,7 +448,7 @@ class DistributionImporter:
             self.progress("bytes", len(chunk))
         actual = f"sha256:{hasher.hexdigest()}"
         if actual != digest:
-            raise ImportError_(f"blob {digest} does not match its digest in the source (is {actual})")
+            raise DistributionImportError(f"blob {digest} does not match its digest in the source (is {actual})")
 
     async def _link_blob(self, repo: str, digest: str, size: int) -> bool:
         """Hard link (filesystem to filesystem) or server-side copy (S3 to S3); False = copy instead."""
@@ -485,7 +484,7 @@ class DistributionImporter:
         else:
             return False
         if not await self.store.link_blob(repo, digest):
-            raise ImportError_(f"{repo}: blob {digest} vanished while importing (garbage collection running?)")
+            raise DistributionImportError(f"{repo}: blob {digest} vanished while importing (garbage collection running?)")
         return True
 
     async def import_manifests(self, plan: RepoPlan) -> None:
@@ -502,7 +501,7 @@ class DistributionImporter:
                 self._manifest_problem(plan.name, digest, "its data is missing")
                 continue
             if f"sha256:{hashlib.sha256(body).hexdigest()}" != digest:
-                raise ImportError_(f"{plan.name}: manifest {digest} does not match its digest in the source")
+                raise DistributionImportError(f"{plan.name}: manifest {digest} does not match its digest in the source")
             bodies[digest] = body
         # Images before the indexes that list them: retry what failed for missing children
         # while each round makes progress (indexes of indexes need several rounds).
