@@ -108,7 +108,8 @@ say "building $IMAGE from base $BASE with $TOOL"
 build_args=(build -f deploy/Dockerfile --build-arg "BASE_IMAGE=$BASE" -t "$IMAGE")
 if [ "$TOOL" = podman ]; then
     # The wheels make the build offline; host networking only matters without them.
-    build_args+=(--network=host --layers)
+    # docker format: OCI image configs have no HEALTHCHECK (podman would drop it)
+    build_args+=(--network=host --layers --format docker)
 fi
 "$TOOL" "${build_args[@]}" . >&2
 say "done in $(( $(date +%s) - t0 ))s: $IMAGE"
