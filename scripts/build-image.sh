@@ -91,13 +91,22 @@ fi
 # -- 2. wheels ------------------------------------------------------------------------------
 # Built for the base's Python (3.11, glibc): the host must run the same minor version.
 if python3 -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
-    rm -rf .build/wheels
-    mkdir -p .build/wheels
-    say "building wheels into .build/wheels"
-    # (the host's pip.conf may name local indexes that do not exist everywhere: hush those)
-    python3 -m pip wheel --quiet --disable-pip-version-check --wheel-dir .build/wheels . 2>&1 \
-        | grep -v 'is ignored: it is neither a file nor a directory' >&2 || true
-    ls .build/wheels/moorage-*.whl >/dev/null
+    # Dependency wheels are rebuilt only when pyproject.toml changes; moorage's every time.
+    deps_key=$(sha256sum pyproject.toml | cut -c1-16)
+    if [ -f ".build/wheels/.deps-$deps_key" ]; then
+        say "building the moorage wheel (dependency wheels cached in .build/wheels)"
+        rm -f .build/wheels/moorage-*.whl
+        python3 -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir .build/wheels . >&2
+    else
+        rm -rf .build/wheels
+        mkdir -p .build/wheels
+        say "building wheels into .build/wheels"
+        # (the host's pip.conf may name local indexes that do not exist everywhere: hush those)
+        python3 -m pip wheel --quiet --disable-pip-version-check --wheel-dir .build/wheels . 2>&1 \
+            | grep -v 'is ignored: it is neither a file nor a directory' >&2 || true
+        ls .build/wheels/moorage-*.whl >/dev/null
+        touch ".build/wheels/.deps-$deps_key"
+    fi
 else
     say "host Python is not 3.11: the image build fetches dependencies from PyPI itself"
     rm -rf .build/wheels

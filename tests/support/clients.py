@@ -355,6 +355,26 @@ class PodmanService:
       and the CLI sends them as ``X-Registry-Auth`` on push/pull.
     * The unix socket path must stay under 108 bytes; a short dir under /tmp
       is used for it when the work dir is too deep.
+
+    Running containers (``docker container run``; tests/test_image.py):
+
+    * crun fails to start containers here (it cannot set the default rlimits):
+      the ``runc`` runtime (Debian package) and ``default_ulimits = []`` in the
+      private containers.conf make ``run`` work; cgroupfs, no systemd.
+    * ``-p HOST:CTR`` works with podman's default CNI bridge (rootful, iptables
+      portmap); the container answers on 127.0.0.1:HOST.
+    * ``--restart always`` works while the service runs: conmon calls
+      ``podman container cleanup`` (with the same --root/--runroot), which
+      restarts a container whose process died (kill -9 of its PID from the host:
+      running again within a second or two, ``RestartCount`` incremented).
+    * podman 4.3.1's compat API creates containers with ``StopTimeout`` 0 when
+      the docker CLI sends none, so a plain ``docker container stop`` SIGKILLs at
+      once (exit 137) where Docker would SIGTERM and wait 10 s; pass ``-t 10``
+      to get Docker's behaviour.
+    * ``podman build`` writes OCI image configs by default, which have no
+      HEALTHCHECK; ``--format docker`` keeps it.  Healthchecks are scheduled by
+      systemd timers (absent here, the service logs an error and carries on):
+      ``podman healthcheck run NAME`` runs one by hand.
     """
 
     workdir: Path
