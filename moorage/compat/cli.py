@@ -96,22 +96,26 @@ async def _run(settings: Any, source: Any, link: bool, concurrency: int, show: b
         if not show:
             stats = await importer.run(plans)
         else:
-            from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeRemainingColumn, TransferSpeedColumn)
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
             total_bytes = await importer.bytes_to_verify(plans)
-            n_blobs = sum(len(p.blobs) for p in plans)
-            n_manifests = sum(len(p.manifests) for p in plans)
-            with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                          DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), transient=False) as bar:
-                t_bytes = bar.add_task("bytes", total=total_bytes or 1)
-                t_blobs = bar.add_task("blobs", total=n_blobs or 1)
-                t_manifests = bar.add_task("manifests", total=n_manifests or 1)
-                tasks = {"bytes": t_bytes, "blob": t_blobs, "manifest": t_manifests}
+            counts = {"blob": 0, "manifest": 0, "tag": 0}
+            totals = {"blob": sum(len(p.blobs) for p in plans), "manifest": sum(len(p.manifests) for p in plans)}
+
+            def label() -> str:
+                return (f"blobs {counts['blob']}/{totals['blob']}  manifests {counts['manifest']}/{totals['manifest']}"
+                        f"  tags {counts['tag']}")
+
+            with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                          TimeRemainingColumn()) as bar:
+                task = bar.add_task(label(), total=total_bytes or None)
 
                 def progress(event: str, amount: int) -> None:
-                    if event in tasks:
-                        bar.advance(tasks[event], amount)
+                    if event == "bytes":
+                        bar.advance(task, amount)
+                    else:
+                        counts[event] = counts.get(event, 0) + amount
+                        bar.update(task, description=label())
 
                 importer.progress = progress
                 stats = await importer.run(plans)
