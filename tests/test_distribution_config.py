@@ -247,7 +247,6 @@ def test_notifications() -> None:
 
 
 @pytest.mark.parametrize("extra,name", [
-    ({"proxy": {"remoteurl": "https://registry-1.docker.io"}}, "proxy"),
     ({"middleware": {"storage": [{"name": "cloudfront"}]}}, "middleware"),
     ({"reporting": {"bugsnag": {"apikey": "x"}}}, "reporting"),
     ({"compatibility": {"schema1": {"enabled": True}}}, "compatibility.schema1.enabled"),
@@ -259,8 +258,22 @@ def test_top_level_refusals(extra: dict, name: str) -> None:
 
 
 def test_all_refusals_reported_together() -> None:
-    msg = refused({"proxy": {"remoteurl": "x"}, "auth": {"silly": {}}, "http": {"net": "unix"}})
-    assert "proxy" in msg and "auth.silly" in msg and "http.net" in msg
+    msg = refused({"middleware": {"storage": []}, "auth": {"silly": {}}, "http": {"net": "unix"}})
+    assert "middleware" in msg and "auth.silly" in msg and "http.net" in msg
+
+
+def test_proxy_mode() -> None:
+    from moorage.config import Settings
+
+    tree = {"proxy": {"remoteurl": "https://registry-1.docker.io", "username": "u", "password": "p", "ttl": "168h"}}
+    if "proxy" in Settings.model_fields:  # the pull-through cache (moorage.proxy): mirror everything
+        ups = mapped(tree)["proxy"]["upstreams"]
+        assert ups == [{"name": "remote", "url": "https://registry-1.docker.io", "namespace": "",
+                        "username": "u", "password": "p"}]
+        assert "proxy.remoteurl" in refused({"proxy": {"username": "u"}})
+        assert "proxy.bogus" in refused({"proxy": {"remoteurl": "https://r.example", "bogus": 1}})
+    else:
+        assert "proxy" in refused(tree)
 
 
 def test_ignored_top_level_sections_accepted() -> None:

@@ -220,7 +220,8 @@ def test_registry2_config_with_htpasswd_unchanged(podman: PodmanService, image: 
 def test_unsupported_registry2_config_fails_in_one_line(podman: PodmanService, image: str, tmp_path: Path) -> None:
     cfg = tmp_path / "config.yml"
     cfg.write_text("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n"
-                   "proxy:\n  remoteurl: https://registry-1.docker.io\n")
+                   "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n"
+                   "    issuer: auth.example\n    rootcertbundle: /certs/bundle.pem\n")
     cfg.chmod(0o644)
     podman.docker("container", "run", "--name", "registry-bad", "-v", f"{cfg}:/etc/docker/registry/config.yml:ro",
                   "localhost/moorage", check=False, timeout=120)
@@ -228,4 +229,4 @@ def test_unsupported_registry2_config_fails_in_one_line(podman: PodmanService, i
     assert state["Running"] is False and state["ExitCode"] != 0
     logs = podman.docker("container", "logs", "registry-bad")
     lines = [ln for ln in (logs.stdout + logs.stderr).splitlines() if ln.strip()]
-    assert len(lines) == 1 and "proxy" in lines[0], lines
+    assert len(lines) == 1 and "auth.token" in lines[0], lines

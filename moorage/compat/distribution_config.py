@@ -230,7 +230,7 @@ class _Mapper:
             elif key in _IGNORED:
                 continue
             elif key == "proxy":
-                self.refuse("proxy", "pull-through cache mode is not supported by this configuration")
+                self.proxy(value)
             elif key in {"middleware", "reporting"}:
                 self.refuse(key, "not supported by Moorage")
             else:
@@ -483,6 +483,25 @@ class _Mapper:
                          "ignoredmediatypes", "disabled"}:
                 self.refuse(f"{key}.{k}", "not supported by Moorage")
         return hook
+
+    def proxy(self, value: Any) -> None:
+        """Distribution's pull-through cache mode: the whole registry mirrors one upstream."""
+        sec = self.section("proxy", value)
+        if not _settings_have("proxy"):
+            self.refuse("proxy", "pull-through cache mode is not available in this build of Moorage")
+            return
+        if not sec.get("remoteurl"):
+            self.refuse("proxy.remoteurl", "required")
+            return
+        upstream: dict[str, Any] = {"name": "remote", "url": self.convert("proxy.remoteurl", _str, sec["remoteurl"]),
+                                    "namespace": ""}
+        for key in ("username", "password"):
+            if sec.get(key):
+                upstream[key] = self.convert(f"proxy.{key}", _str, sec[key])
+        self.set("proxy.upstreams", [upstream])
+        # proxy.ttl (how long Distribution keeps cached content) has no counterpart: Moorage keeps
+        # cached content until GC removes it, and re-validates tags by its own tag_ttl.
+        self.leftovers("proxy", sec, ["remoteurl", "username", "password", "ttl"])
 
     def compatibility(self, value: Any) -> None:
         sec = self.section("compatibility", value)
