@@ -193,7 +193,8 @@ def register(command: click.Command) -> None:
 
 
 def _load_plugins() -> None:
-    for module in ("moorage.auth.cli", "moorage.gc.cli", "moorage.insight.cli", "moorage.proxy.cli", "moorage.events.cli"):
+    for module in ("moorage.auth.cli", "moorage.gc.cli", "moorage.insight.cli", "moorage.proxy.cli", "moorage.events.cli",
+                   "moorage.compat.cli"):
         try:
             mod = __import__(module, fromlist=["commands"])
         except ImportError:

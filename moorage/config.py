@@ -536,6 +536,10 @@ def _read_yaml(path: str) -> dict[str, Any]:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the config file must hold a mapping")
+    from .compat.distribution_config import is_distribution_config, load as load_distribution
+
+    if is_distribution_config(data):  # a registry:2 config.yml (+ REGISTRY_* overrides)
+        return load_distribution(data, os.environ)
     return data
 
 

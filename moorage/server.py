@@ -61,6 +61,9 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
             access_log=logging.getLogger("moorage.access") if settings.access_log else None,
             handle_signals=False,
             keepalive_timeout=settings.http.keepalive_timeout,
+            # SIGTERM: in-flight requests get 3 s to finish (container runtimes SIGKILL after 10 s);
+            # an upload cut off here stays resumable, its session and hash state are in the database.
+            shutdown_timeout=3.0,
         )
         await runner.setup()  # runs the cleanup_ctx start-up: database, migrations, storage
     except StartupError:

@@ -355,6 +355,26 @@ class PodmanService:
       and the CLI sends them as ``X-Registry-Auth`` on push/pull.
     * The unix socket path must stay under 108 bytes; a short dir under /tmp
       is used for it when the work dir is too deep.
+
+    Running containers (``docker container run``; tests/test_image.py):
+
+    * crun fails to start containers here (it cannot set the default rlimits):
+      the ``runc`` runtime (Debian package) and ``default_ulimits = []`` in the
+      private containers.conf make ``run`` work; cgroupfs, no systemd.
+    * ``-p HOST:CTR`` works with podman's default CNI bridge (rootful, iptables
+      portmap); the container answers on 127.0.0.1:HOST.
+    * ``--restart always`` works while the service runs: conmon calls
+      ``podman container cleanup`` (with the same --root/--runroot), which
+      restarts a container whose process died (kill -9 of its PID from the host:
+      running again within a second or two, ``RestartCount`` incremented).
+    * podman 4.3.1's compat API creates containers with ``StopTimeout`` 0 when
+      the docker CLI sends none, so a plain ``docker container stop`` SIGKILLs at
+      once (exit 137) where Docker would SIGTERM and wait 10 s; pass ``-t 10``
+      to get Docker's behaviour.
+    * ``podman build`` writes OCI image configs by default, which have no
+      HEALTHCHECK; ``--format docker`` keeps it.  Healthchecks are scheduled by
+      systemd timers (absent here, the service logs an error and carries on):
+      ``podman healthcheck run NAME`` runs one by hand.
     """
 
     workdir: Path
@@ -365,6 +385,8 @@ class PodmanService:
     podman_bin: str = field(default_factory=lambda: shutil.which("podman") or "/usr/bin/podman")
     docker_bin: str = field(default_factory=lambda: os.environ.get("MOORAGE_DOCKER_BIN") or shutil.which("docker") or "/usr/local/bin/docker")
     timeout: float = DEFAULT_TIMEOUT
+    #: OCI runtime for ``docker container run`` (Debian package ``runc``); crun fails here.
+    runtime: str = field(default_factory=lambda: os.environ.get("MOORAGE_PODMAN_RUNTIME", "runc"))
 
     proc: subprocess.Popen | None = field(default=None, repr=False)
     socket_path: Path | None = None
@@ -385,12 +407,17 @@ class PodmanService:
             f'runroot = "{w / "runroot"}"\n'
         )
         (w / "containers.conf").write_text(
+            "[containers]\n"
+            # crun/runc cannot set the default rlimits in this sandbox ("setrlimit
+            # RLIMIT_NOFILE: operation not permitted"): start containers with none.
+            "default_ulimits = []\n"
             "[engine]\n"
             'cgroup_manager = "cgroupfs"\n'
             'events_logger = "file"\n'
             f'events_logfile_path = "{w / "events.log"}"\n'
             f'image_copy_tmp_dir = "{w / "tmp"}"\n'
             f'tmp_dir = "{w / "libpod"}"\n'
+            f'runtime = "{self.runtime}"\n'
         )
         dcfg = w / "docker-config" / "config.json"
         if not dcfg.exists():
@@ -423,6 +450,7 @@ class PodmanService:
             "--storage-driver", self.storage_driver,
             "--cgroup-manager", "cgroupfs",
             "--events-backend", "file",
+            "--runtime", self.runtime,
             *args,
         ]
 

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Build the Moorage container image and tag it localhost/moorage:latest.
+#
+#   bash scripts/build-image.sh
+#
+# Works on a machine that cannot pull images: when the Dockerfile's default base
+# (python:3.11-slim-bookworm) is neither present nor pullable, it makes a minimal Debian
+# bookworm root filesystem with Debian's python3 using mmdebstrap (from the apt mirror),
+# imports it as localhost/moorage-base:<hash> and passes it as the BASE_IMAGE build argument.
+# The rootfs tar is cached (MOORAGE_IMAGE_CACHE, default ~/.cache/moorage-image), so only the
+# first build pays for it.  The Python wheels (moorage and its pinned dependencies) are built
+# on the host into .build/wheels, so the image build needs no network either.
+#
+# Environment:
+#   MOORAGE_BUILD_TOOL   podman (default when installed) or docker
+#   MOORAGE_IMAGE        tag to build (default localhost/moorage:latest)
+#   MOORAGE_BASE_IMAGE   use this base and skip the pull/mmdebstrap logic
+#   MOORAGE_IMAGE_CACHE  where the base rootfs tar is kept
+#   MOORAGE_DEBIAN_MIRROR  apt mirror for mmdebstrap (default: the host's, else deb.debian.org)
+# podman honours CONTAINERS_CONF / CONTAINERS_STORAGE_CONF, docker honours DOCKER_HOST.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOOL="${MOORAGE_BUILD_TOOL:-}"
+if [ -z "$TOOL" ]; then
+    if command -v podman >/dev/null 2>&1; then TOOL=podman; else TOOL=docker; fi
+fi
+IMAGE="${MOORAGE_IMAGE:-localhost/moorage:latest}"
+DEFAULT_BASE="python:3.11-slim-bookworm"
+CACHE="${MOORAGE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/moorage-image}"
+say() { echo "build-image: $*" >&2; }
+t0=$(date +%s)
+
+image_exists() {
+    if [ "$TOOL" = podman ]; then podman image exists "$1"; else docker image inspect "$1" >/dev/null 2>&1; fi
+}
+
+# -- 1. the base image ----------------------------------------------------------------------
+debian_base() {
+    # Debian's python3 + venv on the smallest Debian there is ("essential": no apt).  perl and
+    # usrmerge come in only as install-time dependencies and are purged; docs/locales/gconv
+    # are never unpacked.
+    local pkgs="python3,python3-venv,passwd,ca-certificates,libsqlite3-0,libstdc++6"
+    local key
+    key=$(printf '%s|%s' "$pkgs" "v2" | sha256sum | cut -c1-12)
+    local tar="$CACHE/debian-bookworm-python3-$key.tar"
+    local name="localhost/moorage-base:bookworm-$key"
+    if image_exists "$name"; then
+        say "base $name (already imported)"
+        BASE="$name"
+        return
+    fi
+    if [ ! -s "$tar" ]; then
+        command -v mmdebstrap >/dev/null 2>&1 || { say "mmdebstrap is not installed (apt-get install mmdebstrap)"; exit 1; }
+        mkdir -p "$CACHE"
+        # mmdebstrap picks its output format from the name's extension: keep ".tar".
+        local partial="${tar%.tar}.partial.tar"
+        rm -rf "$partial"
+        local mirror="${MOORAGE_DEBIAN_MIRROR:-}"
+        if [ -z "$mirror" ]; then
+            mirror=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -1 || true)
+            mirror="${mirror:-http://deb.debian.org/debian}"
+        fi
+        say "making a Debian bookworm base with mmdebstrap from $mirror (about a minute)"
+        mmdebstrap --quiet --variant=essential --include="$pkgs" \
+            --dpkgopt='path-exclude=/usr/share/doc/*' \
+            --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+            --dpkgopt='path-exclude=/usr/share/man/*' \
+            --dpkgopt='path-exclude=/usr/share/info/*' \
+            --dpkgopt='path-exclude=/usr/share/locale/*' \
+            --dpkgopt='path-exclude=/usr/lib/x86_64-linux-gnu/gconv/*' \
+            --customize-hook='chroot "$1" dpkg --purge --force-depends usrmerge perl libperl5.36 perl-modules-5.36 libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl >/dev/null 2>&1' \
+            --customize-hook='rm -rf "$1"/var/cache/* "$1"/var/lib/apt/lists/* "$1"/var/log/*' \
+            bookworm "$partial" "$mirror"
+        mv "$partial" "$tar"
+    fi
+    say "importing $tar as $name"
+    "$TOOL" import --change 'CMD ["/bin/bash"]' "$tar" "$name" >/dev/null
+    BASE="$name"
+}
+
+if [ -n "${MOORAGE_BASE_IMAGE:-}" ]; then
+    BASE="$MOORAGE_BASE_IMAGE"
+elif image_exists "$DEFAULT_BASE" || "$TOOL" pull -q "$DEFAULT_BASE" >/dev/null 2>&1; then
+    BASE="$DEFAULT_BASE"
+else
+    say "$DEFAULT_BASE cannot be pulled; building a base instead"
+    debian_base
+fi
+
+# -- 2. wheels ------------------------------------------------------------------------------
+# Built for the base's Python (3.11, glibc): the host must run the same minor version.
+if python3 -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
+    # Dependency wheels are rebuilt only when pyproject.toml changes; moorage's every time.
+    deps_key=$(sha256sum pyproject.toml | cut -c1-16)
+    if [ -f ".build/wheels/.deps-$deps_key" ]; then
+        say "building the moorage wheel (dependency wheels cached in .build/wheels)"
+        rm -f .build/wheels/moorage-*.whl
+        python3 -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir .build/wheels . >&2
+    else
+        rm -rf .build/wheels
+        mkdir -p .build/wheels
+        say "building wheels into .build/wheels"
+        # (the host's pip.conf may name local indexes that do not exist everywhere: hush those)
+        python3 -m pip wheel --quiet --disable-pip-version-check --wheel-dir .build/wheels . 2>&1 \
+            | grep -v 'is ignored: it is neither a file nor a directory' >&2 || true
+        ls .build/wheels/moorage-*.whl >/dev/null
+        touch ".build/wheels/.deps-$deps_key"
+    fi
+else
+    say "host Python is not 3.11: the image build fetches dependencies from PyPI itself"
+    rm -rf .build/wheels
+fi
+
+# -- 3. the image ---------------------------------------------------------------------------
+say "building $IMAGE from base $BASE with $TOOL"
+build_args=(build -f deploy/Dockerfile --build-arg "BASE_IMAGE=$BASE" -t "$IMAGE")
+if [ "$TOOL" = podman ]; then
+    # The wheels make the build offline; host networking only matters without them.
+    # docker format: OCI image configs have no HEALTHCHECK (podman would drop it)
+    build_args+=(--network=host --layers --format docker)
+fi
+"$TOOL" "${build_args[@]}" . >&2
+say "done in $(( $(date +%s) - t0 ))s: $IMAGE"

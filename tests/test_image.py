@@ -1,0 +1,231 @@
+"""The container image as a drop-in for ``registry:2``: built offline, run with the seed's commands.
+
+The seed (../shared/seed-registries.md) runs::
+
+    docker container run -dp 5000:5000 --name registry --restart always registry:2
+    docker image push localhost:5000/mynodeapp
+    curl localhost:5000/v2/_catalog
+    docker container stop registry
+
+Here the same commands go through the docker CLI to ``podman system service`` (runc runtime,
+cgroupfs, no default rlimits: see :class:`tests.support.clients.PodmanService`), on a free port
+instead of 5000, with ``localhost/moorage`` for ``registry:2``.  The image is built by
+``scripts/build-image.sh`` (its Debian base rootfs cached in ~/.cache/moorage-image, or
+``MOORAGE_IMAGE_CACHE``, so only the first run pays for mmdebstrap).
+
+Slow (the build takes minutes on a cold cache): run with ``-m slow`` deselected to skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.support import ocilayout
+from tests.support.clients import PodmanService, http_json, http_request, run
+from tests.support.fixtures import require_binary
+from tests.support.registry_proc import REPO_ROOT, free_port, write_htpasswd
+
+pytestmark = [pytest.mark.clients, pytest.mark.slow, pytest.mark.timeout(2400)]
+
+IMAGE = "localhost/moorage:latest"
+CACHE = Path(os.environ.get("MOORAGE_IMAGE_CACHE") or Path.home() / ".cache" / "moorage-image")
+FIGURES = REPO_ROOT / "benchmarks" / "results"
+
+
+def _wait_v2(url: str, podman: PodmanService | None = None, container: str = "", timeout: float = 60.0) -> float:
+    """Seconds until ``GET /v2/`` answers (any HTTP status); fails after ``timeout``, or at
+    once with the container's log when it is not running any more."""
+    t0 = time.monotonic()
+    checked = t0
+    while time.monotonic() - t0 < timeout:
+        try:
+            http_request("GET", f"{url}/v2/", timeout=2)
+            return time.monotonic() - t0
+        except OSError:
+            time.sleep(0.05)
+        if podman is not None and time.monotonic() - checked > 2:
+            checked = time.monotonic()
+            state = _state(podman, container)
+            if not state["Running"] and state.get("Status") not in {"created", "configured", "initialized"}:
+                logs = podman.docker("container", "logs", container, check=False)
+                raise AssertionError(f"{container} exited ({state}):\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
+    raise AssertionError(f"{url}/v2/ did not answer within {timeout:.0f}s")
+
+
+def _record(name: str, value: float | int | str) -> None:
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    path = FIGURES / "image.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[name] = value
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    print(f"figure {name} = {value}")
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
+    require_binary("podman", "podman")
+    require_binary("runc", "runc")
+    svc = PodmanService(tmp_path_factory.mktemp("podman-run"), storage_driver="overlay")
+    svc.start()
+    try:
+        yield svc
+    finally:
+        for name in ("registry", "registry-auth", "registry-bad"):
+            svc.podman("rm", "-f", "-t", "0", name, check=False, timeout=60)
+        svc.stop()
+
+
+@pytest.fixture(scope="module")
+def image(podman: PodmanService) -> str:
+    """``bash scripts/build-image.sh`` into the service's storage (podman, offline base)."""
+    require_binary("mmdebstrap", "mmdebstrap")
+    env = dict(podman.service_env)
+    env["MOORAGE_IMAGE_CACHE"] = str(CACHE)
+    cached = any(CACHE.glob("*.tar"))
+    t0 = time.monotonic()
+    run(["bash", str(REPO_ROOT / "scripts" / "build-image.sh")], env=env, timeout=1800, cwd=REPO_ROOT)
+    _record("build_seconds_cached_base" if cached else "build_seconds", round(time.monotonic() - t0, 1))
+    info = json.loads(podman.podman("image", "inspect", IMAGE).stdout)[0]
+    _record("image_size_bytes", int(info["Size"]))
+    assert info["Config"]["User"] == "moorage"
+    assert "5000/tcp" in info["Config"]["ExposedPorts"]
+    assert "/var/lib/registry" in info["Config"]["Volumes"]
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def pushed_image(tmp_path_factory: pytest.TempPathFactory, podman: PodmanService) -> str:
+    """A small image in the service's storage (busybox rootfs), like the seed's mynodeapp."""
+    tar = ocilayout.busybox_rootfs_tar(tmp_path_factory.mktemp("rootfs") / "rootfs.tar")
+    podman.docker("image", "import", str(tar), "mynodeapp")
+    return "mynodeapp"
+
+
+def _state(podman: PodmanService, name: str) -> dict:
+    return json.loads(podman.docker("container", "inspect", name).stdout)[0]["State"]
+
+
+def test_seed_commands_verbatim(podman: PodmanService, image: str, pushed_image: str) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    # the issue's spelling: the short name "moorage" resolves to localhost/moorage
+    podman.docker("container", "run", "-dp", f"{port}:5000", "--name", "registry", "--restart", "always", "moorage")
+    _record("startup_seconds_to_first_v2", round(_wait_v2(url, podman, "registry"), 2))
+    _record("startup_seconds_including_run", round(time.monotonic() - t0, 2))
+
+    podman.docker("image", "tag", pushed_image, f"localhost:{port}/mynodeapp")
+    podman.docker("image", "push", f"localhost:{port}/mynodeapp")
+    status, _, cat = http_json(f"{url}/v2/_catalog")
+    assert status == 200 and cat == {"repositories": ["mynodeapp"]}
+    # the seed's exercise: more than one version, then list them
+    podman.docker("image", "tag", pushed_image, f"localhost:{port}/mynodeapp:v2")
+    podman.docker("image", "push", f"localhost:{port}/mynodeapp:v2")
+    status, _, tags = http_json(f"{url}/v2/mynodeapp/tags/list")
+    assert status == 200 and sorted(tags["tags"]) == ["latest", "v2"]
+    assert http_json(f"{url}/healthz")[2] == {"status": "ok"}
+
+    # data lives in the image's volume, at registry:2's path
+    mounts = json.loads(podman.docker("container", "inspect", "registry").stdout)[0]["Mounts"]
+    assert [m["Destination"] for m in mounts] == ["/var/lib/registry"]
+    # the healthcheck command itself (podman runs healthchecks from systemd timers, absent here)
+    podman.podman("healthcheck", "run", "registry")
+
+    # the seed's stop, verbatim.  (podman 4.3.1's compat API creates the container with
+    # StopTimeout 0 when the docker CLI sends none, so this is an immediate SIGKILL here, where
+    # Docker would SIGTERM and wait 10 s: the data must survive that as well.)
+    podman.docker("container", "stop", "registry")
+    assert _state(podman, "registry")["Running"] is False
+
+    # start again: the data is kept
+    podman.docker("container", "start", "registry")
+    _wait_v2(url, podman, "registry")
+    assert http_json(f"{url}/v2/_catalog")[2] == {"repositories": ["mynodeapp"]}
+    podman.docker("image", "rm", f"localhost:{port}/mynodeapp:v2")
+    podman.docker("image", "pull", f"localhost:{port}/mynodeapp:v2")
+
+    # the process dies (kill -9 from the host): --restart always brings it back
+    before = json.loads(podman.docker("container", "inspect", "registry").stdout)[0].get("RestartCount", 0)
+    os.kill(_state(podman, "registry")["Pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            info = json.loads(podman.docker("container", "inspect", "registry").stdout)[0]
+            if info["State"]["Running"] and info.get("RestartCount", 0) > before:
+                break
+        except AssertionError:
+            pass
+        assert time.monotonic() < deadline, f"not restarted: {podman.log()}"
+        time.sleep(0.2)
+    _wait_v2(url, podman, "registry")
+    assert http_json(f"{url}/v2/mynodeapp/tags/list")[2]["tags"] == ["latest", "v2"]
+
+    # SIGTERM with Docker's default grace: a clean, quick exit (SIGKILL would show as 137)
+    t0 = time.monotonic()
+    podman.docker("container", "stop", "-t", "10", "registry")
+    _record("stop_seconds_sigterm", round(time.monotonic() - t0, 2))
+    state = _state(podman, "registry")
+    assert state["Running"] is False and state["ExitCode"] == 0, state
+
+
+def test_registry2_config_with_htpasswd_unchanged(podman: PodmanService, image: str, pushed_image: str, tmp_path: Path) -> None:
+    """A typical registry:2 deployment's config.yml, mounted where registry:2 reads it."""
+    auth_dir = tmp_path / "auth"
+    auth_dir.mkdir()
+    write_htpasswd(auth_dir / "htpasswd", {"testuser": "testpassword"})
+    (auth_dir / "htpasswd").chmod(0o644)
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(
+        "version: 0.1\n"
+        "log:\n  level: info\n  formatter: text\n  fields:\n    service: registry\n"
+        "storage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: /var/lib/registry\n"
+        "  delete:\n    enabled: true\n"
+        "http:\n  addr: :5000\n  secret: asecretforlocaldevelopment\n"
+        "  headers:\n    X-Content-Type-Options: [nosniff]\n"
+        "auth:\n  htpasswd:\n    realm: basic-realm\n    path: /auth/htpasswd\n"
+        "health:\n  storagedriver:\n    enabled: true\n    interval: 10s\n    threshold: 3\n"
+    )
+    cfg.chmod(0o644)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    podman.docker("container", "run", "-d", "-p", f"{port}:5000", "--name", "registry-auth",
+                  "-v", f"{cfg}:/etc/docker/registry/config.yml:ro", "-v", f"{auth_dir}:/auth:ro",
+                  "-e", "REGISTRY_LOG_LEVEL=debug", "localhost/moorage")
+    _wait_v2(url, podman, "registry-auth")
+    status, headers, _ = http_request("GET", f"{url}/v2/")
+    assert status == 401 and 'realm="basic-realm"' in headers["www-authenticate"]
+    assert http_request("GET", f"{url}/v2/", auth=("testuser", "wrong"))[0] == 401
+    assert http_request("GET", f"{url}/v2/", auth=("testuser", "testpassword"))[0] == 200
+    podman.docker_login(f"localhost:{port}", "testuser", "testpassword")
+    podman.docker("image", "tag", pushed_image, f"localhost:{port}/team/app:1")
+    podman.docker("image", "push", f"localhost:{port}/team/app:1")
+    status, _, cat = http_json(f"{url}/v2/_catalog", auth=("testuser", "testpassword"))
+    assert status == 200 and cat == {"repositories": ["team/app"]}
+    # delete is on in this config.yml (registry:2 defaults it off)
+    status, hdrs, _ = http_request("HEAD", f"{url}/v2/team/app/manifests/1", auth=("testuser", "testpassword"),
+                                   headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    digest = hdrs["docker-content-digest"]
+    assert http_request("DELETE", f"{url}/v2/team/app/manifests/{digest}", auth=("testuser", "testpassword"))[0] == 202
+    podman.docker("container", "stop", "registry-auth")
+
+
+def test_unsupported_registry2_config_fails_in_one_line(podman: PodmanService, image: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yml"
+    cfg.write_text("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n"
+                   "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n"
+                   "    issuer: auth.example\n    rootcertbundle: /certs/bundle.pem\n")
+    cfg.chmod(0o644)
+    podman.docker("container", "run", "--name", "registry-bad", "-v", f"{cfg}:/etc/docker/registry/config.yml:ro",
+                  "localhost/moorage", check=False, timeout=120)
+    state = _state(podman, "registry-bad")
+    assert state["Running"] is False and state["ExitCode"] != 0
+    logs = podman.docker("container", "logs", "registry-bad")
+    lines = [ln for ln in (logs.stdout + logs.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1 and "auth.token" in lines[0], lines
