@@ -17,7 +17,8 @@ from moorage.registry.events import RegistryEvent
 
 
 @pytest.fixture()
-async def client(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("MOORAGE_CONFIG", raising=False)  # another test's load_settings(config) may have set it
     settings = Settings(data=tmp_path, addr="127.0.0.1:5999", metrics_enabled=False)
     app = build_app(settings)
     seen: list[RegistryEvent] = []
