@@ -101,6 +101,18 @@ class GCSettings(BaseModel):
     upload_expiry: int = 86400
 
 
+class UISettings(BaseModel):
+    """The web UI at ``/`` (issue 11)."""
+
+    enabled: bool = True
+    #: Lifetime in seconds of a browser session after sign-in.
+    session_ttl: int = 12 * 3600
+    #: Days of hourly push/pull counts kept for the activity chart.
+    activity_days: int = 14
+    #: Repositories (and tags) per page.
+    page_size: int = 50
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MOORAGE_", env_nested_delimiter="__", extra="ignore")
 
@@ -111,6 +123,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     tls: TLSSettings = TLSSettings()
     gc: GCSettings = GCSettings()
+    ui: UISettings = UISettings()
     #: Deleting manifests, tags and blobs over the API (Distribution defaults this to off; most
     #: users expect it on).
     delete_enabled: bool = True

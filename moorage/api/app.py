@@ -82,5 +82,8 @@ def default_extensions(settings: Settings) -> list[Extension]:
 
     exts.append(setup_gc)
     exts.append(setup_metrics)
+    from ..ui.setup import setup_ui  # web UI at / (issue 11); ui.enabled: false leaves it out
+
+    exts.append(setup_ui)
     return exts
 

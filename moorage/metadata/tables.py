@@ -238,3 +238,30 @@ gc_runs = Table(
 Index("ix_blobs_deleting_since", blobs.c.deleting_since,
       sqlite_where=blobs.c.deleting_since.is_not(None), postgresql_where=blobs.c.deleting_since.is_not(None))
 Index("ix_tags_updated", tags.c.repository_id, tags.c.updated_at)
+
+# -- web UI (issue 11) ------------------------------------------------------------------------
+#: Signed-in browser sessions.  ``id`` is the sha256 of the cookie's random secret (a stolen
+#: database dump yields no usable cookie); every replica sees the same rows.
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("username", String(64), nullable=False),
+    #: The access token used to sign in (its revocation ends the session), if any.
+    Column("token_id", String(32), nullable=True),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_ui_sessions_expires", "expires_at"),
+)
+
+#: Push / pull counts per repository and hour (``bucket`` = epoch hour), for the activity
+#: chart.  Bounded: buckets older than ``ui.activity_days`` are pruned.
+ui_activity = Table(
+    "ui_activity",
+    metadata,
+    Column("bucket", Integer, primary_key=True),
+    Column("repository", String(255), primary_key=True),
+    Column("pushes", Integer, nullable=False, default=0, server_default="0"),
+    Column("pulls", Integer, nullable=False, default=0, server_default="0"),
+)

@@ -1,0 +1,39 @@
+"""web UI: browser sessions and hourly push/pull activity (issue 11).
+
+Revision ID: 0006
+Revises: 0003
+Create Date: 2026-11-30
+"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0006"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "ui_sessions",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("username", sa.String(64), nullable=False),
+        sa.Column("token_id", sa.String(32), nullable=True),
+        sa.Column("csrf", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
+    op.create_index("ix_ui_sessions_expires", "ui_sessions", ["expires_at"])
+    op.create_table(
+        "ui_activity",
+        sa.Column("bucket", sa.Integer, primary_key=True),
+        sa.Column("repository", sa.String(255), primary_key=True),
+        sa.Column("pushes", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("pulls", sa.Integer, nullable=False, server_default="0"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("ui_activity")
+    op.drop_index("ix_ui_sessions_expires", "ui_sessions")
+    op.drop_table("ui_sessions")
