@@ -12,6 +12,11 @@ INDEX_TYPES = frozenset({
     "application/vnd.docker.distribution.manifest.list.v2+json",
 })
 
+IMAGE_CONFIG_TYPES = frozenset({
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+})
+
 
 def human_size(n: float | None) -> str:
     if n is None:

@@ -21,7 +21,7 @@ from .session import QUERIES, Redirect, UIError, Viewer, check_csrf, resolve_vie
 from .templating import TEMPLATES, render
 
 routes = web.RouteTableDef()
-NAME = "{name:[a-z0-9][a-z0-9._/-]*?}"
+NAME = "{name:[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*}"
 _HOST_OK = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 _SORT_LABELS = {"name": "Name", "pushed": "Last push", "size": "Size"}
 TAGS_PER_PAGE = 100
@@ -115,10 +115,12 @@ async def repository_page(request: web.Request) -> web.StreamResponse:
     referrers = await queries.referrers_of(repo["id"], digests)
     for r in rows:
         r["platforms"] = fmt.platforms(r["media_type"], r["payload"])
+        if r["artifact_type"] in fmt.IMAGE_CONFIG_TYPES:
+            r["artifact_type"] = None  # an ordinary image, not an artifact
         r["referrers"] = _group_referrers(referrers.get(r["digest"], []))
         del r["payload"]
     host = registry_host(request)
-    first_tag = rows[0]["tag"] if rows else "latest"
+    first_tag = "latest" if any(r["tag"] == "latest" for r in rows) or not rows else rows[0]["tag"]
     ctx = {"title": name, "repo": repo, "rows": rows, "total": total, "page": page,
            "pages": max(1, math.ceil(total / TAGS_PER_PAGE)), "tag_query": tq, "host": host,
            "pull": f"docker pull {host}/{name}:{first_tag}", "podman_pull": f"podman pull {host}/{name}:{first_tag}",

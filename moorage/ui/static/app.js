@@ -103,6 +103,8 @@
     if (a) activityChart(a);
   }
 
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
-  else init();
+  // Deferred scripts all run before DOMContentLoaded: by then chart.umd.min.js (loaded after
+  // this file on the statistics page) has defined Chart.
+  if (document.readyState === "complete") init();
+  else document.addEventListener("DOMContentLoaded", init);
 })();
