@@ -5,6 +5,8 @@
 #   podman          -- `podman system service` = Docker API for the docker CLI
 #   docker-registry -- CNCF Distribution 2.8.2, the reference registry
 #   busybox-static  -- /bin/busybox for the rootfs tar fed to `docker image import`
+#   chromium        -- headless browser for the web UI tests (driven by Playwright's
+#                      Python package with executable_path=/usr/bin/chromium)
 #   docker.io       -- only if no `docker` CLI is on PATH (the machine image
 #                      ships a client-only /usr/local/bin/docker)
 # Root as root, vfs storage and no containers run, so uidmap, slirp4netns and
@@ -13,7 +15,7 @@
 # is unknown to apt.
 set -euo pipefail
 
-PKGS=(skopeo podman docker-registry busybox-static)
+PKGS=(skopeo podman docker-registry busybox-static chromium)
 if ! command -v docker >/dev/null 2>&1; then
     PKGS+=(docker.io)
 fi

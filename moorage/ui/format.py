@@ -21,12 +21,13 @@ IMAGE_CONFIG_TYPES = frozenset({
 def human_size(n: float | None) -> str:
     if n is None:
         return "–"
+    # Binary units, as quotas are entered (``10GiB``) and as ``moorage gc`` prints them.
     n = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
 
 
 def relative_time(ts: float | None, now: float | None = None) -> str:

@@ -179,7 +179,7 @@ async def manifest_page(request: web.Request) -> web.StreamResponse:
            "referrers": _group_referrers(referrers.get(m["digest"], [])),
            "pull": f"docker pull {host}/{name}@{m['digest']}",
            "may_delete": "delete" in rights and request.app[SETTINGS].delete_enabled,
-           "layers_total": sum(x["size"] or 0 for x in layers)}
+           "layers_total": sum(x["size"] or 0 for x in layers), "image_config_types": fmt.IMAGE_CONFIG_TYPES}
     return render("manifest.html", request, ctx)
 
 

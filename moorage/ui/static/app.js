@@ -41,8 +41,8 @@
   }
 
   function human(n) {
-    var units = ["B", "KB", "MB", "GB", "TB"], i = 0;
-    while (Math.abs(n) >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+    var units = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
+    while (Math.abs(n) >= 1024 && i < units.length - 1) { n /= 1024; i++; }
     return (i ? n.toFixed(1) : n.toFixed(0)) + " " + units[i];
   }
 
@@ -95,12 +95,23 @@
     });
   }
 
-  function init() {
-    if (typeof Chart === "undefined") return;
+  function draw() {
     var s = document.getElementById("storage-chart");
     if (s) storageChart(s);
     var a = document.getElementById("activity-chart");
     if (a) activityChart(a);
+  }
+
+  function init() {
+    if (typeof Chart === "undefined") return;
+    draw();
+    // Chart colours come from the CSS variables: redraw when the system switches light/dark.
+    if (window.matchMedia) {
+      window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", function () {
+        Object.values(Chart.instances).forEach(function (c) { c.destroy(); });
+        draw();
+      });
+    }
   }
 
   // Deferred scripts all run before DOMContentLoaded: by then chart.umd.min.js (loaded after
