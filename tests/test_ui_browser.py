@@ -23,6 +23,7 @@ from tests.support.authsrv import ADMIN_PASSWORD, start_auth_server
 from tests.support.registry_proc import RegistryProcess
 from tests.support.ui import HTTP_TIMEOUT, CHROMIUM, launch_chromium, push_image, push_index, push_referrer, screenshot_dir
 
+pytestmark = pytest.mark.clients
 playwright_api = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():  # pragma: no cover
     pytest.skip(f"{CHROMIUM} missing (.ci/install-clients.sh installs Debian's chromium)", allow_module_level=True)

@@ -265,3 +265,19 @@ ui_activity = Table(
     Column("pushes", Integer, nullable=False, default=0, server_default="0"),
     Column("pulls", Integer, nullable=False, default=0, server_default="0"),
 )
+
+#: Per-repository figures the repository list sorts by (tag count, last push, bytes linked):
+#: computing them for 10,000 repositories per page view is too slow, so the UI keeps this
+#: copy -- refreshed for a repository after each push or delete event, and in full
+#: periodically (catching GC, retention and other replicas).  Only the *order* of the list
+#: comes from here; the figures shown are read live for the rows of the page.
+ui_repo_stats = Table(
+    "ui_repo_stats",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("tags", Integer, nullable=False),
+    Column("last_push", Float, nullable=True),
+    Column("size", BigInteger, nullable=False),
+    Index("ix_ui_repo_stats_last_push", "last_push"),
+    Index("ix_ui_repo_stats_size", "size"),
+)

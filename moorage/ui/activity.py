@@ -27,6 +27,9 @@ log = logging.getLogger("moorage.ui")
 FLUSH_INTERVAL = 5.0
 #: Distinct (hour, repository) counters kept in memory before an early flush is due.
 MAX_PENDING = 10_000
+#: Seconds between full refreshes of the repository sort figures (catching what no event
+#: announces: garbage collection, retention, repository deletes, other replicas' pushes).
+FULL_REFRESH = 600.0
 
 
 class ActivityRecorder:
@@ -36,8 +39,13 @@ class ActivityRecorder:
         self._pending: dict[tuple[int, str], list[int]] = {}
         self._wake = asyncio.Event()
         self._last_prune = 0.0
+        self._last_full = 0.0
+        #: Repositories whose sort figures changed (pushes, deletes) since the last flush.
+        self._dirty: set[str] = set()
 
     async def on_event(self, event: RegistryEvent) -> None:
+        if event.action in ("push", "delete", "mount") and len(self._dirty) < MAX_PENDING:
+            self._dirty.add(event.repository)
         if event.kind != "manifest" or event.action not in ("push", "pull"):
             return
         bucket = int(event.timestamp.timestamp() // 3600)
@@ -47,7 +55,12 @@ class ActivityRecorder:
             self._wake.set()
 
     async def flush(self) -> None:
-        """Write the pending counters (also called before a chart is drawn)."""
+        """Write the pending counters, refresh the sort figures, prune old rows."""
+        await self.flush_counts()
+        await self._maintain()
+
+    async def flush_counts(self) -> None:
+        """Write the pending counters (also called before the activity chart is drawn)."""
         pending, self._pending = self._pending, {}
         if pending:
             try:
@@ -59,7 +72,18 @@ class ActivityRecorder:
                         mine = self._pending.setdefault(k, [0, 0])
                         mine[0] += v[0]
                         mine[1] += v[1]
+
+    async def _maintain(self) -> None:
+        dirty, self._dirty = self._dirty, set()
         now = time.time()
+        try:
+            if now - self._last_full > FULL_REFRESH:
+                self._last_full = now
+                await self.queries.refresh_stats()
+            elif dirty:
+                await self.queries.refresh_stats(sorted(dirty))
+        except Exception:  # noqa: BLE001 - figures for sorting only; the next refresh repairs them
+            log.exception("could not refresh repository figures")
         if now - self._last_prune > 3600:
             self._last_prune = now
             with contextlib.suppress(Exception):
@@ -67,6 +91,7 @@ class ActivityRecorder:
                 await self.queries.prune_sessions()
 
     async def run(self) -> None:
+        await self.flush()  # full refresh of the sort figures at start
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL)

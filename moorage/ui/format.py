@@ -7,6 +7,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from ..metadata.ui_queries import Row
+
 INDEX_TYPES = frozenset({
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -97,11 +99,10 @@ def index_entries(doc: Any) -> list[dict[str, Any]]:
             continue
         ann = m.get("annotations") if isinstance(m.get("annotations"), dict) else {}
         attestation = ann.get("vnd.docker.reference.type") == "attestation-manifest"
-        out.append({"digest": str(m.get("digest", "")), "media_type": str(m.get("mediaType", "")),
-                    "size": m.get("size") if isinstance(m.get("size"), int) else None,
-                    "platform": "attestation" if attestation else platform_label(m.get("platform")),
-                    "attestation": attestation,
-                    "artifact_type": m.get("artifactType")})
+        out.append(Row(digest=str(m.get("digest", "")), media_type=str(m.get("mediaType", "")),
+                       size=m.get("size") if isinstance(m.get("size"), int) else None,
+                       platform="attestation" if attestation else platform_label(m.get("platform")),
+                       attestation=attestation, artifact_type=m.get("artifactType")))
     return out
 
 
@@ -114,7 +115,7 @@ def platforms(media_type: str, payload: bytes) -> list[str]:
 def config_view(config: Any) -> dict[str, Any]:
     """The parts of an image config a person looks for, in display order."""
     if not isinstance(config, dict):
-        return {}
+        return Row()
     c = config.get("config") if isinstance(config.get("config"), dict) else {}
 
     def words(v: Any) -> str | None:
@@ -132,7 +133,7 @@ def config_view(config: Any) -> dict[str, Any]:
     ports = sorted(str(p) for p in (c.get("ExposedPorts") or {})) if isinstance(c.get("ExposedPorts"), dict) else []
     volumes = sorted(str(p) for p in (c.get("Volumes") or {})) if isinstance(c.get("Volumes"), dict) else []
     plat = {k: config.get(k) for k in ("os", "architecture", "variant") if config.get(k)}
-    return {
+    return Row({
         "platform": platform_label(plat) if plat else "",
         "created": str(config.get("created", "") or ""),
         "author": str(config.get("author", "") or ""),
@@ -145,5 +146,5 @@ def config_view(config: Any) -> dict[str, Any]:
         "ports": ports,
         "volumes": volumes,
         "stop_signal": str(c.get("StopSignal") or ""),
-        "history": history,
-    }
+        "history": [Row(h) for h in history],
+    })

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from ..api.common import BLOBS, SETTINGS
+from ..metadata.ui_queries import Row
 from ..registry.names import is_valid_name
 from . import format as fmt
 from .session import QUERIES, Redirect, UIError, Viewer, check_csrf, resolve_viewer, sign_in, sign_out
@@ -24,7 +26,6 @@ routes = web.RouteTableDef()
 NAME = "{name:[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*}"
 _HOST_OK = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 _SORT_LABELS = {"name": "Name", "pushed": "Last push", "size": "Size"}
-TAGS_PER_PAGE = 100
 
 
 def registry_host(request: web.Request) -> str:
@@ -96,8 +97,27 @@ async def repositories_page(request: web.Request) -> web.StreamResponse:
            "sorts": _SORT_LABELS, "title": "Repositories"}
     if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "repo-results":
         return render("_repo_results.html", request, ctx)
-    ctx["namespaces"] = await queries.namespaces_of(visible)
+    ctx["namespaces"] = await _namespaces(queries, viewer, visible)
     return render("repositories.html", request, ctx)
+
+
+#: Namespace lists for the filter, per visibility, for a minute (they change rarely, and
+#: grouping 10,000 names per page view costs more than the rest of the page).
+_NS_CACHE: dict[str, tuple[float, list[str]]] = {}
+NS_CACHE_SECONDS = 60.0
+
+
+async def _namespaces(queries: Any, viewer: Viewer, visible: Any) -> list[str]:
+    key = repr(viewer.visibility())
+    now = time.monotonic()
+    hit = _NS_CACHE.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    names = await queries.namespaces_of(visible)
+    if len(_NS_CACHE) > 1000:
+        _NS_CACHE.clear()
+    _NS_CACHE[key] = (now + NS_CACHE_SECONDS, names)
+    return names
 
 
 # -- one repository ------------------------------------------------------------------------
@@ -109,8 +129,8 @@ async def repository_page(request: web.Request) -> web.StreamResponse:
     queries = request.app[QUERIES]
     tq = request.query.get("tag", "").strip()[:128]
     page = _int(request.query.get("page"), 1, 1, 1_000_000)
-    rows, total = await queries.tags_page(repo["id"], query=tq, offset=(page - 1) * TAGS_PER_PAGE,
-                                          limit=TAGS_PER_PAGE)
+    per_page = request.app[SETTINGS].ui.page_size
+    rows, total = await queries.tags_page(repo["id"], query=tq, offset=(page - 1) * per_page, limit=per_page)
     digests = list(dict.fromkeys(r["digest"] for r in rows))
     referrers = await queries.referrers_of(repo["id"], digests)
     for r in rows:
@@ -122,7 +142,7 @@ async def repository_page(request: web.Request) -> web.StreamResponse:
     host = registry_host(request)
     first_tag = "latest" if any(r["tag"] == "latest" for r in rows) or not rows else rows[0]["tag"]
     ctx = {"title": name, "repo": repo, "rows": rows, "total": total, "page": page,
-           "pages": max(1, math.ceil(total / TAGS_PER_PAGE)), "tag_query": tq, "host": host,
+           "pages": max(1, math.ceil(total / per_page)), "tag_query": tq, "host": host,
            "pull": f"docker pull {host}/{name}:{first_tag}", "podman_pull": f"podman pull {host}/{name}:{first_tag}",
            "may_delete": "delete" in rights and request.app[SETTINGS].delete_enabled,
            "may_admin": viewer.admin and viewer.mode == "token"}
@@ -165,9 +185,9 @@ async def manifest_page(request: web.Request) -> web.StreamResponse:
     if isinstance(doc, dict) and isinstance(doc.get("layers"), list):
         for i, layer in enumerate(doc["layers"][:1000]):
             if isinstance(layer, dict):
-                layers.append({"n": i + 1, "digest": str(layer.get("digest", "")),
-                               "media_type": str(layer.get("mediaType", "")),
-                               "size": layer.get("size") if isinstance(layer.get("size"), int) else None})
+                layers.append(Row(n=i + 1, digest=str(layer.get("digest", "")),
+                                  media_type=str(layer.get("mediaType", "")),
+                                  size=layer.get("size") if isinstance(layer.get("size"), int) else None))
         if isinstance(doc.get("config"), dict):
             config_desc = doc["config"]
             config = await _read_config(request, config_desc)

@@ -1,4 +1,4 @@
-"""web UI: browser sessions and hourly push/pull activity (issue 11).
+"""web UI: browser sessions, hourly push/pull activity, repository sort figures (issue 11).
 
 Revision ID: 0006
 Revises: 0003
@@ -31,9 +31,19 @@ def upgrade() -> None:
         sa.Column("pushes", sa.Integer, nullable=False, server_default="0"),
         sa.Column("pulls", sa.Integer, nullable=False, server_default="0"),
     )
+    op.create_table(
+        "ui_repo_stats",
+        sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("tags", sa.Integer, nullable=False),
+        sa.Column("last_push", sa.Float, nullable=True),
+        sa.Column("size", sa.BigInteger, nullable=False),
+    )
+    op.create_index("ix_ui_repo_stats_last_push", "ui_repo_stats", ["last_push"])
+    op.create_index("ix_ui_repo_stats_size", "ui_repo_stats", ["size"])
 
 
 def downgrade() -> None:
+    op.drop_table("ui_repo_stats")
     op.drop_table("ui_activity")
     op.drop_index("ix_ui_sessions_expires", "ui_sessions")
     op.drop_table("ui_sessions")
