@@ -57,7 +57,8 @@ def fill(db_path: Path, repos: int, tags_in_big: int, public_share: float) -> No
     names = [f"{NAMESPACES[i % len(NAMESPACES)]}/service-{i:05d}" for i in range(repos - 1)] + ["big/many-tags"]
     man_id = 0
     for rid, name in enumerate(names, start=1):
-        repo_rows.append((rid, name, rng.random() < public_share, now - rng.random() * 86400 * 90))
+        public = rng.random() < public_share or (public_share > 0 and name == "big/many-tags")
+        repo_rows.append((rid, name, public, now - rng.random() * 86400 * 90))
         n_tags = tags_in_big if name == "big/many-tags" else rng.randint(1, 3)
         n_manifests = min(n_tags, 50) if name == "big/many-tags" else 1
         mids = []

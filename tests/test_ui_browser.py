@@ -177,6 +177,7 @@ def test_manifest_page_shows_layers_config_and_history(page: Any, srv: RegistryP
     assert plats.count() == 2
     plats.nth(1).locator("a").click()
     assert page.locator("table.layers tbody tr").count() == 1
+    assert "Part of index" in page.locator("dl.facts").first.inner_text()
     shoot(page, "manifest-index")
 
 

@@ -26,6 +26,7 @@ from .db import Database
 from .tables import (
     blobs,
     manifest_blobs,
+    manifest_children,
     manifests,
     namespaces,
     repositories,
@@ -277,7 +278,12 @@ class UIQueries:
             tag_names = list((await conn.execute(
                 select(tags.c.name).where(tags.c.manifest_id == r.id).order_by(tags.c.name).limit(200))).scalars())
             sizes = await self._manifest_sizes(conn, repo_id, [int(r.id)], {int(r.id): bytes(r.payload)})
-        return Row(id=int(r.id), digest=r.digest, media_type=r.media_type, size=int(r.size),
+            parents = list((await conn.execute(
+                select(manifests.c.digest)
+                .select_from(manifest_children.join(manifests, manifests.c.id == manifest_children.c.manifest_id))
+                .where(manifest_children.c.child_digest == r.digest, manifests.c.repository_id == repo_id)
+                .limit(20))).scalars())
+        return Row(parents=parents, id=int(r.id), digest=r.digest, media_type=r.media_type, size=int(r.size),
                    payload=bytes(r.payload), artifact_type=r.artifact_type, subject=r.subject_digest,
                    created=r.created_at, tags=tag_names, total_size=sizes.get(int(r.id), 0))
 

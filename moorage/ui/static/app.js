@@ -78,18 +78,20 @@
         return dt.toLocaleDateString(undefined, {month: "short", day: "numeric"}) + " " +
                String(dt.getHours()).padStart(2, "0") + ":00";
       });
+      // Bars, not a line: activity comes in bursts, and a line through 168 mostly-empty
+      // hours turns one busy hour into a needle at the edge.
       new Chart(el, {
-        type: "line",
+        type: "bar",
         data: {labels: labels, datasets: [
-          {label: "pushes", data: d.pushes, borderColor: palette[2], backgroundColor: palette[2], pointRadius: 0, tension: 0.2},
-          {label: "pulls", data: d.pulls, borderColor: palette[0], backgroundColor: palette[0], pointRadius: 0, tension: 0.2}
+          {label: "pushes", data: d.pushes, backgroundColor: palette[2], borderWidth: 0, barPercentage: 1, categoryPercentage: 0.9},
+          {label: "pulls", data: d.pulls, backgroundColor: palette[0], borderWidth: 0, barPercentage: 1, categoryPercentage: 0.9}
         ]},
         options: {
           responsive: true, maintainAspectRatio: false, animation: false,
           interaction: {mode: "index", intersect: false},
           plugins: {legend: {labels: {color: css("--fg")}}},
-          scales: {x: {ticks: {color: css("--muted"), maxTicksLimit: 8}, grid: {display: false}},
-                   y: {beginAtZero: true, ticks: {color: css("--muted"), precision: 0}, grid: {color: css("--grid")}}}
+          scales: {x: {stacked: true, ticks: {color: css("--muted"), maxTicksLimit: 8, maxRotation: 0}, grid: {display: false}},
+                   y: {stacked: true, beginAtZero: true, ticks: {color: css("--muted"), precision: 0}, grid: {color: css("--grid")}}}
         }
       });
     });
