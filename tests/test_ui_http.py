@@ -113,6 +113,10 @@ HOSTILE_PATHS = [
     "/?q=%25%25%25_",
     "/?q=%F0%9F%90%B3%E2%80%AEevil",
     "/?q=%00",
+    "/?ns=a%00b&q=%01%7F",
+    "/ui/repo/lib/web?tag=%00",
+    "/ui/repo/lib/web/-/manifest/v%00",
+    "/ui/repo/lib/web/-/delete?tag=%00",
     "/?sort=DROP%20TABLE&page=-5",
     "/?page=99999999999999999999999",
     "/?ns=lib%2F..%2F..",
@@ -155,6 +159,12 @@ def test_hostile_posts(open_srv: RegistryProcess) -> None:
     for form in cases:
         r = s.post(url, data=form, timeout=HTTP_TIMEOUT, allow_redirects=False)
         assert 400 <= r.status_code < 500, (form, r.status_code, r.text[:300])
+    r = s.post(f"{open_srv.url}/ui/login", data={"username": "a\x00b", "password": "x\x00", "csrf": token},
+               timeout=HTTP_TIMEOUT, allow_redirects=False)
+    assert r.status_code < 500
+    r = s.post(f"{open_srv.url}/ui/admin/namespaces", data={"action": "quota", "namespace": "\x00", "limit": "1G",
+                                                             "csrf": token}, timeout=HTTP_TIMEOUT, allow_redirects=False)
+    assert r.status_code == 400
     big = s.post(url, data={"tag": "x" * 400_000, "csrf": token}, timeout=HTTP_TIMEOUT, allow_redirects=False)
     assert big.status_code == 413
     # login's "next" only ever leads to a local path

@@ -20,6 +20,15 @@ IMAGE_CONFIG_TYPES = frozenset({
 })
 
 
+_CONTROL = dict.fromkeys(list(range(0, 32)) + [127])
+
+
+def clean(text: str, limit: int) -> str:
+    """User input bound for SQL: no control characters (PostgreSQL refuses NUL in text and
+    nobody means them), trimmed, at most ``limit`` characters."""
+    return text.translate(_CONTROL).strip()[:limit]
+
+
 def human_size(n: float | None) -> str:
     if n is None:
         return "–"

@@ -23,6 +23,7 @@ from ..registry import errors
 from ..registry.names import is_valid_name
 from .pages import NAME, _repo_name, registry_host, visible_repository
 from .session import QUERIES, Redirect, UIError, Viewer, check_csrf, resolve_viewer
+from .format import clean
 from .templating import render
 
 routes = web.RouteTableDef()
@@ -48,7 +49,15 @@ def _require_admin(viewer: Viewer, *, token_mode: bool = False) -> None:
 
 def _field(form: Any, key: str, limit: int = 255) -> str:
     value = form.get(key, "")
-    return value.strip()[:limit] if isinstance(value, str) else ""
+    return clean(value, limit) if isinstance(value, str) else ""
+
+
+def _path_id(request: web.Request, key: str) -> str:
+    """A token id or user name from the path: plain characters only, or 404."""
+    value = request.match_info[key]
+    if not (0 < len(value) <= 64) or not all(c.isascii() and (c.isalnum() or c in "._-") for c in value):
+        raise UIError(404, "Not found.")
+    return value
 
 
 # -- deleting tags and manifests -------------------------------------------------------------
@@ -163,7 +172,7 @@ async def token_revoke(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _require_token_user(viewer)
     store = _auth_state(request).store
-    tok = await store.get_token(request.match_info["id"][:64])
+    tok = await store.get_token(_path_id(request, "id"))
     if tok is None or tok.user != viewer.name:
         raise UIError(404, "No such token.")
     await store.revoke_token(tok.id)
@@ -204,7 +213,7 @@ async def user_create(request: web.Request) -> web.StreamResponse:
     robot = _field(form, "kind") == "robot"
     if not valid_username(name):
         return await _users_page(request, error="Invalid name: lower-case letters, digits, '.', '_', '-'.", status=400)
-    password = None if robot else (str(form.get("password", "")) or None)
+    password = None if robot else (str(form.get("password", "")).replace("\x00", "") or None)
     generated = None
     if password is None and not robot:
         password = generated = passwords.generate_password()
@@ -222,7 +231,7 @@ async def user_create(request: web.Request) -> web.StreamResponse:
 async def user_delete(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _require_admin(viewer, token_mode=True)
-    name = request.match_info["user"][:100]
+    name = _path_id(request, "user")
     if name == viewer.name:
         raise UIError(400, "You cannot delete yourself.")
     if not await _auth_state(request).store.delete_user(name):
@@ -236,7 +245,7 @@ async def robot_token(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     _require_admin(viewer, token_mode=True)
     state = _auth_state(request)
-    name = request.match_info["user"][:100]
+    name = _path_id(request, "user")
     if await state.store.get_user(name) is None:
         raise UIError(404, "No such user.")
     try:
@@ -251,7 +260,7 @@ async def robot_token(request: web.Request) -> web.StreamResponse:
 async def admin_token_revoke(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _require_admin(viewer, token_mode=True)
-    if not await _auth_state(request).store.revoke_token(request.match_info["id"][:64]):
+    if not await _auth_state(request).store.revoke_token(_path_id(request, "id")):
         raise UIError(404, "No such (unrevoked) token.")
     raise Redirect("/ui/admin/users")
 

@@ -81,8 +81,8 @@ async def repositories_page(request: web.Request) -> web.StreamResponse:
     if viewer.mode == "htpasswd" and viewer.anonymous:
         raise Redirect("/ui/login")
     settings = request.app[SETTINGS]
-    q = request.query.get("q", "").strip()[:100]
-    ns = request.query.get("ns", "").strip()[:255]
+    q = fmt.clean(request.query.get("q", ""), 100)
+    ns = fmt.clean(request.query.get("ns", ""), 255)
     sort = request.query.get("sort", "name")
     if sort not in _SORT_LABELS:
         sort = "name"
@@ -108,7 +108,7 @@ NS_CACHE_SECONDS = 60.0
 
 
 async def _namespaces(queries: Any, viewer: Viewer, visible: Any) -> list[str]:
-    key = repr(viewer.visibility())
+    key = f"{id(queries)}:{viewer.visibility()!r}"
     now = time.monotonic()
     hit = _NS_CACHE.get(key)
     if hit is not None and hit[0] > now:
@@ -127,7 +127,7 @@ async def repository_page(request: web.Request) -> web.StreamResponse:
     name = _repo_name(request)
     repo, rights = await visible_repository(request, viewer, name)
     queries = request.app[QUERIES]
-    tq = request.query.get("tag", "").strip()[:128]
+    tq = fmt.clean(request.query.get("tag", ""), 128)
     page = _int(request.query.get("page"), 1, 1, 1_000_000)
     per_page = request.app[SETTINGS].ui.page_size
     rows, total = await queries.tags_page(repo["id"], query=tq, offset=(page - 1) * per_page, limit=per_page)
@@ -165,6 +165,8 @@ async def manifest_page(request: web.Request) -> web.StreamResponse:
     name = _repo_name(request)
     repo, rights = await visible_repository(request, viewer, name)
     ref = request.match_info["ref"]
+    if len(ref) > 200 or fmt.clean(ref, 200) != ref:
+        raise UIError(404, "No such manifest.")
     queries = request.app[QUERIES]
     digest = ref
     if ":" not in ref:  # a tag
@@ -240,7 +242,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 @routes.post("/ui/login", name="public_ui_login_post")
 async def login_post(request: web.Request) -> web.StreamResponse:
     _, form = await check_csrf(request)
-    username = str(form.get("username", "")).strip()
+    username = fmt.clean(str(form.get("username", "")), 200)
     password = str(form.get("password", ""))
     nxt = _safe_next(str(form.get("next", "/")))
     try:

@@ -224,7 +224,7 @@ async def sign_in(request: web.Request, username: str, password: str) -> None:
     settings = request.app[SETTINGS]
     mode = settings.auth.mode
     token_id: str | None = None
-    if not username or len(username) > 64 or len(password) > 4096:
+    if not username or len(username) > 64 or len(password) > 4096 or "\x00" in password:
         raise UIError(401, "Invalid username or password.")
     if mode == "token":
         from ..auth.setup import STATE

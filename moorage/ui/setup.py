@@ -54,7 +54,10 @@ async def ui_middleware(request: web.Request, handler: Handler) -> web.StreamRes
             resp = await _error_page(request, exc.status, exc.reason)
         else:
             raise
-    if not static:
+    if static:
+        if request.query.get("v") and resp.status == 200:  # versioned URL: the content never changes
+            resp.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+    else:
         apply_cookies(request, resp)
         resp.headers.setdefault("Cache-Control", "no-store")
         resp.headers["Content-Security-Policy"] = _CSP
