@@ -12,7 +12,6 @@ import re
 import time
 from typing import Any
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from ..api.common import BLOBS, SETTINGS
@@ -20,7 +19,7 @@ from ..metadata.ui_queries import Row
 from ..registry.names import is_valid_name
 from . import format as fmt
 from .session import QUERIES, Redirect, UIError, Viewer, check_csrf, resolve_viewer, sign_in, sign_out
-from .templating import TEMPLATES, render
+from .templating import render
 
 routes = web.RouteTableDef()
 NAME = "{name:[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*}"
@@ -260,6 +259,3 @@ async def logout(request: web.Request) -> web.StreamResponse:
     await check_csrf(request)
     await sign_out(request)
     raise Redirect("/")
-
-
-__all__ = ["routes", "TEMPLATES", "aiohttp_jinja2", "registry_host", "visible_repository"]

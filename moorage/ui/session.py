@@ -22,8 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -72,7 +71,6 @@ class Viewer:
     csrf: str = ""
     session_hash: str | None = None
     robot: bool = False
-    _public_cache: dict[str, bool] = field(default_factory=dict)
 
     @property
     def anonymous(self) -> bool:
@@ -282,7 +280,3 @@ async def check_csrf(request: web.Request) -> tuple[Viewer, Any]:
     if not isinstance(sent, str) or not viewer.csrf or not hmac.compare_digest(sent.encode(), viewer.csrf.encode()):
         raise UIError(403, "Missing or invalid form token (CSRF); reload the page and try again.")
     return viewer, form
-
-
-def now() -> float:
-    return time.time()
