@@ -35,9 +35,9 @@ from ..registry import errors
 SESSION_COOKIE = "moorage_session"
 CSRF_COOKIE = "moorage_csrf"
 #: Request key holding the resolved :class:`Viewer`.
-VIEWER = "moorage.ui.viewer"
+VIEWER: web.RequestKey["Viewer"] = web.RequestKey("ui_viewer", object)  # type: ignore[arg-type]
 #: Request key: cookies the UI middleware sets on the response.
-SET_COOKIES = "moorage.ui.set_cookies"
+SET_COOKIES: web.RequestKey[list] = web.RequestKey("ui_set_cookies", list)
 QUERIES = web.AppKey("ui_queries", UIQueries)
 
 
