@@ -269,6 +269,12 @@ class UIQueries:
                     created=r.created_at))
         return out
 
+    async def tag_digest(self, repo_id: int, tag: str) -> str | None:
+        q = (select(manifests.c.digest).select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+             .where(tags.c.repository_id == repo_id, tags.c.name == tag))
+        async with self.db.read(snapshot=False) as conn:
+            return (await conn.execute(q)).scalar()
+
     async def manifest(self, repo_id: int, digest: str) -> dict[str, Any] | None:
         q = select(manifests).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
         async with self.db.read() as conn:

@@ -169,11 +169,10 @@ async def manifest_page(request: web.Request) -> web.StreamResponse:
     queries = request.app[QUERIES]
     digest = ref
     if ":" not in ref:  # a tag
-        rows, _ = await queries.tags_page(repo["id"], query=ref, limit=50)
-        match = next((r for r in rows if r["tag"] == ref), None)
-        if match is None:
+        found = await queries.tag_digest(repo["id"], ref)
+        if found is None:
             raise UIError(404, "No such tag.")
-        digest = match["digest"]
+        digest = found
     m = await queries.manifest(repo["id"], digest)
     if m is None:
         raise UIError(404, "No such manifest.")
