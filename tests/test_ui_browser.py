@@ -306,6 +306,9 @@ def test_admin_pages_and_screenshots(page: Any, srv: RegistryProcess) -> None:
     sign_in(page, ADMIN)
     assert "other/secret" in repo_names(page)
     page.goto("/ui/admin/users")
+    page.fill("#uname", "dana")  # a person: the generated password is shown once
+    page.click("button:has-text('Create')")
+    assert page.locator(".secret h2").inner_text() == "User dana created"
     page.fill("#uname", "ci-bot")
     page.select_option("#ukind", "robot")
     page.click("button:has-text('Create')")
@@ -313,6 +316,12 @@ def test_admin_pages_and_screenshots(page: Any, srv: RegistryProcess) -> None:
     assert robot_secret.startswith("moor_")
     assert "ci-bot" in page.locator("table.users").inner_text()
     shoot(page, "users")
+    # a password reset shows the new password once; it works for the API at once
+    page.click("button[aria-label='Reset the password of bob']")
+    new_pw = page.locator(".secret code").first.inner_text().strip()
+    r = requests.get(f"{srv.url}/api/v1/me", auth=("bob", new_pw), timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200 and r.json()["name"] == "bob"
+    _api(srv, "PUT", "users/bob/password", json={"password": BOB[1]})
     page.goto("/ui/admin/namespaces")
     page.select_option("#g-user", "ci-bot")
     page.fill("#g-ns", "alice")

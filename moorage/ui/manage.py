@@ -23,6 +23,7 @@ from ..registry import errors
 from ..registry.names import is_valid_name
 from .pages import NAME, _repo_name, registry_host, visible_repository
 from .session import QUERIES, Redirect, UIError, Viewer, check_csrf, resolve_viewer
+from ..metadata.ui_queries import Row
 from .format import clean
 from .templating import render
 
@@ -182,6 +183,8 @@ async def token_revoke(request: web.Request) -> web.StreamResponse:
 # -- users and robots (admins) ---------------------------------------------------------------
 async def _users_page(request: web.Request, created: dict[str, Any] | None = None, error: str | None = None,
                       status: int = 200) -> web.Response:
+    if created is not None:  # every key the template asks for (StrictUndefined)
+        created = Row({"name": "", "password": None, "secret": None, "reset": False, **created})
     store = _auth_state(request).store
     users = await store.list_users()
     grants = await store.list_grants()
@@ -238,6 +241,21 @@ async def user_delete(request: web.Request) -> web.StreamResponse:
         raise UIError(404, "No such user.")
     await request.app[QUERIES].delete_sessions_of(name)
     raise Redirect("/ui/admin/users")
+
+
+@routes.post("/ui/admin/users/{user}/password", name="public_ui_user_password")
+async def user_password(request: web.Request) -> web.StreamResponse:
+    """A new generated password (shown once); the user's password sessions end with it."""
+    viewer, _ = await check_csrf(request)
+    _require_admin(viewer, token_mode=True)
+    state = _auth_state(request)
+    name = _path_id(request, "user")
+    user = await state.store.get_user(name)
+    if user is None or user.is_robot:
+        raise UIError(404, "No such user (robots have tokens, not passwords).")
+    password = passwords.generate_password()
+    await state.store.set_password(name, passwords.hash_password(password, state.settings.auth.bcrypt_rounds))
+    return await _users_page(request, created={"name": name, "password": password, "reset": True})
 
 
 @routes.post("/ui/admin/users/{user}/token", name="public_ui_user_token")
