@@ -88,6 +88,24 @@ def test_open_registry_forms_need_csrf(open_srv: RegistryProcess, tmp_path: Path
     assert jar and jar[0].has_nonstandard_attr("HttpOnly") and "SameSite=Strict" in raw
 
 
+def test_sort_by_size_and_last_push_follow_pushes(open_srv: RegistryProcess, tmp_path: Path) -> None:
+    """The kept sort figures are refreshed from push events (within a flush interval)."""
+    import time
+
+    push_image(open_srv, "lib/huge", "1", tmp_path, seed="huge", layers=(300_000,))
+    deadline = time.monotonic() + 20
+    while True:
+        page = requests.get(f"{open_srv.url}/", params={"sort": "size"}, timeout=HTTP_TIMEOUT).text
+        first = re.search(r'<a href="/ui/repo/([^"]+)">', page)
+        pushed = re.search(r'<a href="/ui/repo/([^"]+)">',
+                           requests.get(f"{open_srv.url}/", params={"sort": "pushed"}, timeout=HTTP_TIMEOUT).text)
+        if first and first.group(1) == "lib/huge" and pushed and pushed.group(1) == "lib/huge":
+            break
+        assert time.monotonic() < deadline, "sort figures were not refreshed after a push"
+        time.sleep(0.5)
+    assert "Traceback" not in (open_srv.log_path.read_text() if open_srv.log_path else "")
+
+
 def test_open_registry_sign_in_is_accepted_and_shown(open_srv: RegistryProcess) -> None:
     s = ui_login(open_srv, "someone", "")
     assert ">someone<" in s.get(f"{open_srv.url}/", timeout=HTTP_TIMEOUT).text

@@ -350,20 +350,27 @@ class UIQueries:
         return q.where(where) if where is not None else q
 
     async def refresh_stats(self, names: Sequence[str] | None = None) -> None:
-        """Recompute the sort figures of ``names`` (None: of every repository).  Runs on the
-        write connection (SQLite: aiosqlite's thread), so a full refresh of a big registry
-        does not hold up the event loop."""
+        """Recompute the sort figures of ``names`` (None: of every repository).
+
+        An upsert from one ``INSERT ... SELECT``, so replicas refreshing at the same time
+        never collide on the key; rows of deleted repositories go with them (ON DELETE
+        CASCADE).  Runs on the write connection (SQLite: aiosqlite's thread), so a full
+        refresh of a big registry does not hold up the event loop.
+        """
         cols = ["repository_id", "tags", "last_push", "size"]
+
+        def upsert(where: ColumnElement[bool]) -> Any:
+            ins = self.db.insert(ui_repo_stats).from_select(cols, self._stats_select(where))
+            return ins.on_conflict_do_update(index_elements=["repository_id"], set_={
+                "tags": ins.excluded.tags, "last_push": ins.excluded.last_push, "size": ins.excluded.size})
+
         async with self.db.write() as conn:
             if names is None:
-                await conn.execute(delete(ui_repo_stats))
-                await conn.execute(ui_repo_stats.insert().from_select(cols, self._stats_select()))
+                # (SQLite needs a WHERE in an INSERT ... SELECT ... ON CONFLICT: "true" it is)
+                await conn.execute(upsert(true()))
                 return
             for chunk in (list(names)[i:i + 500] for i in range(0, len(names), 500)):
-                ids = select(repositories.c.id).where(repositories.c.name.in_(chunk))
-                await conn.execute(delete(ui_repo_stats).where(ui_repo_stats.c.repository_id.in_(ids)))
-                await conn.execute(ui_repo_stats.insert().from_select(
-                    cols, self._stats_select(repositories.c.name.in_(chunk))))
+                await conn.execute(upsert(repositories.c.name.in_(chunk)))
 
     # -- sessions -----------------------------------------------------------------------------
     async def create_session(self, sid_hash: str, user: str, token_id: str | None, csrf: str, ttl: float) -> None:
