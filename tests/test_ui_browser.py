@@ -102,8 +102,24 @@ def sign_in(page: Any, user: tuple[str, str]) -> None:
     page.wait_for_url(re.compile(r"/$"))
 
 
+UNLABELLED_JS = """() => {
+  const bad = [];
+  for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea, button')) {
+    const named = (el.labels && el.labels.length) || el.getAttribute('aria-label') ||
+                  (el.tagName === 'BUTTON' && el.textContent.trim());
+    if (!named) bad.push(el.outerHTML.slice(0, 120));
+  }
+  if (document.querySelectorAll('h1').length !== 1) bad.push('h1 count ' + document.querySelectorAll('h1').length);
+  if (!document.documentElement.lang) bad.push('no lang');
+  if (!document.querySelector('main')) bad.push('no main landmark');
+  return bad;
+}"""
+
+
 def shoot(page: Any, name: str) -> None:
-    """Screenshot in light and dark (prefers-color-scheme), full page."""
+    """Screenshot in light and dark (prefers-color-scheme), full page; and check on the way
+    that every control has an accessible name and the page one h1 and a main landmark."""
+    assert page.evaluate(UNLABELLED_JS) == [], name
     d = screenshot_dir()
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
