@@ -7,6 +7,8 @@
 #   busybox-static  -- /bin/busybox for the rootfs tar fed to `docker image import`
 #   runc            -- OCI runtime podman runs containers with (tests/test_image.py)
 #   mmdebstrap      -- makes the image's Debian base offline (scripts/build-image.sh)
+#   chromium        -- headless browser for the web UI tests (driven by Playwright's
+#                      Python package with executable_path=/usr/bin/chromium)
 #   docker.io       -- only if no `docker` CLI is on PATH (the machine image
 #                      ships a client-only /usr/local/bin/docker)
 # Root as root, vfs storage and no containers run, so uidmap, slirp4netns and
@@ -15,7 +17,7 @@
 # is unknown to apt.
 set -euo pipefail
 
-PKGS=(skopeo podman docker-registry busybox-static runc mmdebstrap)
+PKGS=(skopeo podman docker-registry busybox-static runc mmdebstrap chromium)
 if ! command -v docker >/dev/null 2>&1; then
     PKGS+=(docker.io)
 fi

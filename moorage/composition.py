@@ -31,8 +31,9 @@ def default_extensions(settings: Settings) -> list[Extension]:
     from .insight.setup import setup_insight
     from .metrics import setup_metrics
     from .proxy.setup import setup_proxy
+    from .ui.setup import setup_ui
 
-    return [setup_auth, setup_gc, setup_insight, setup_metrics, setup_proxy, setup_events]
+    return [setup_auth, setup_gc, setup_insight, setup_metrics, setup_proxy, setup_events, setup_ui]
 
 
 def components_for(settings: Settings, *, pool_size: int | None = None) -> Components:

@@ -150,6 +150,8 @@ class InsightSettings(BaseModel):
     max_file_bytes: int = 64 << 20
     #: Images waiting for a scan in one process; pushes beyond it are scanned by ``moorage sbom --all``.
     queue_size: int = 10000
+
+
 class ProxyUpstream(BaseModel):
     """One upstream registry served through the pull-through cache (``moorage.proxy``)."""
 
@@ -353,6 +355,18 @@ class EventsSettings(BaseModel):
     source: str | None = None
 
 
+class UISettings(BaseModel):
+    """The web UI at ``/`` (issue 11)."""
+
+    enabled: bool = True
+    #: Lifetime in seconds of a browser session after sign-in.
+    session_ttl: int = 12 * 3600
+    #: Days of hourly push/pull counts kept for the activity chart.
+    activity_days: int = 14
+    #: Repositories (and tags) per page.
+    page_size: int = 50
+
+
 class Settings(BaseSettings):
     # Unknown keys are errors (a typo such as ``auth: {mdoe: token}`` must not start an open
     # registry); :func:`check_unknown_keys` names them with the closest valid key first.
@@ -366,6 +380,7 @@ class Settings(BaseSettings):
     tls: TLSSettings = TLSSettings()
     gc: GCSettings = GCSettings()
     insight: InsightSettings = InsightSettings()
+    ui: UISettings = UISettings()
     #: Deleting manifests, tags and blobs over the API (Distribution defaults this to off; most
     #: users expect it on).
     delete_enabled: bool = True

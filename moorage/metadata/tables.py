@@ -396,4 +396,45 @@ audit_log = Table(
     Index("ix_audit_log_actor", "actor", "time"),
     Index("ix_audit_log_repository", "repository", "time"),
     Index("ix_audit_log_action", "action", "time"),
+# -- web UI (issue 11) ------------------------------------------------------------------------
+#: Signed-in browser sessions.  ``id`` is the sha256 of the cookie's random secret (a stolen
+#: database dump yields no usable cookie); every replica sees the same rows.
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("username", String(64), nullable=False),
+    #: The access token used to sign in (its revocation ends the session), if any.
+    Column("token_id", String(32), nullable=True),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_ui_sessions_expires", "expires_at"),
+)
+
+#: Push / pull counts per repository and hour (``bucket`` = epoch hour), for the activity
+#: chart.  Bounded: buckets older than ``ui.activity_days`` are pruned.
+ui_activity = Table(
+    "ui_activity",
+    metadata,
+    Column("bucket", Integer, primary_key=True),
+    Column("repository", String(255), primary_key=True),
+    Column("pushes", Integer, nullable=False, default=0, server_default="0"),
+    Column("pulls", Integer, nullable=False, default=0, server_default="0"),
+)
+
+#: Per-repository figures the repository list sorts by (tag count, last push, bytes linked):
+#: computing them for 10,000 repositories per page view is too slow, so the UI keeps this
+#: copy -- refreshed for a repository after each push or delete event, and in full
+#: periodically (catching GC, retention and other replicas).  Only the *order* of the list
+#: comes from here; the figures shown are read live for the rows of the page.
+ui_repo_stats = Table(
+    "ui_repo_stats",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("tags", Integer, nullable=False),
+    Column("last_push", Float, nullable=True),
+    Column("size", BigInteger, nullable=False),
+    Index("ix_ui_repo_stats_last_push", "last_push"),
+    Index("ix_ui_repo_stats_size", "size"),
 )

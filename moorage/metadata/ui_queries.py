@@ -1,0 +1,405 @@
+"""SQL behind the web UI (issue 11): repository listings, tag tables, storage and activity
+figures, browser sessions.
+
+Listings must stay fast at 10,000 repositories and 1,000 tags: every page is a ``LIMIT``ed
+query on an index plus per-row figures computed only for the rows shown (tag counts from
+the ``tags`` primary key, last push from ``ix_tags_updated``, sizes from the
+``repository_blobs`` primary key).  Sorting by last push or by size needs the figure of every
+visible repository; those run as correlated subqueries on the same indexes (measured in
+``benchmarks/bench_ui.py``).
+
+Visibility is a SQL condition built from the viewer (:class:`Visibility`), so pagination
+counts only what the viewer may see.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import and_, delete, false, func, or_, select, true, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from .db import Database
+from .tables import (
+    blobs,
+    manifest_blobs,
+    manifest_children,
+    manifests,
+    namespaces,
+    repositories,
+    repository_blobs,
+    tags,
+    ui_activity,
+    ui_repo_stats,
+    ui_sessions,
+)
+
+SORTS = ("name", "pushed", "size")
+
+
+def like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def pattern_like(pattern: str) -> str:
+    """A grant pattern (``*`` = any run of characters, ``/`` included) as a LIKE pattern."""
+    return "%".join(like_escape(p) for p in pattern.split("*"))
+
+
+class Row(dict):  # type: ignore[type-arg]
+    """A result row for templates: ``row.name`` without Jinja trying (and failing) an
+    attribute lookup first on every access -- measurable on a page of 100 rows."""
+
+    __slots__ = ()
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+@dataclass(slots=True)
+class Visibility:
+    """Which repositories a viewer may see (pull), as data the SQL condition is built from.
+
+    ``everything``: administrators, ``auth.mode: none`` and htpasswd users.  Otherwise a
+    repository is visible if it is public (itself or a namespace above it, unless
+    ``public_ok`` is off -- htpasswd mode has no anonymous access), or if ``pull_patterns``
+    grant it and, for a scoped access token, ``scope_patterns`` allow it too.
+    """
+
+    everything: bool = False
+    public_ok: bool = True
+    #: Grant patterns giving pull (an owner's ``name`` and ``name/*`` included).
+    pull_patterns: list[str] = field(default_factory=list)
+    #: A scoped access token's patterns giving pull (None = not scoped).
+    scope_patterns: list[str] | None = None
+
+
+def _matches_any(patterns: Iterable[str]) -> ColumnElement[bool]:
+    name = repositories.c.name
+    conds: list[ColumnElement[bool]] = []
+    for p in patterns:
+        conds.append(name == p if "*" not in p else name.like(pattern_like(p), escape="\\"))
+    return or_(*conds) if conds else false()
+
+
+class UIQueries:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- visibility ---------------------------------------------------------------------------
+    async def public_namespaces(self) -> list[str]:
+        async with self.db.read(snapshot=False) as conn:
+            return list((await conn.execute(select(namespaces.c.name).where(namespaces.c.public.is_(True)))).scalars())
+
+    async def visible_condition(self, vis: Visibility) -> ColumnElement[bool]:
+        if vis.everything:
+            return true()
+        conds: list[ColumnElement[bool]] = []
+        if vis.public_ok:
+            public = [repositories.c.public.is_(True)]
+            for ns in await self.public_namespaces():
+                public.append(repositories.c.name.like(like_escape(ns) + "/%", escape="\\"))
+            conds.append(or_(*public))
+        granted = _matches_any(vis.pull_patterns)
+        if vis.scope_patterns is not None:
+            granted = and_(granted, _matches_any(vis.scope_patterns))
+        conds.append(granted)
+        return or_(*conds)
+
+    # -- repositories -------------------------------------------------------------------------
+    def _listing_where(self, visible: ColumnElement[bool], query: str, namespace: str) -> list[ColumnElement[bool]]:
+        # Unlike the catalog, repositories without manifests are listed too (0 tags): an
+        # emptied repository is worth seeing, and an EXISTS per row would cost more than
+        # the rest of the page at 10,000 repositories.
+        where: list[ColumnElement[bool]] = [visible]
+        if query:
+            where.append(repositories.c.name.like("%" + like_escape(query.lower()) + "%", escape="\\"))
+        if namespace:
+            # A range on the name index ("ns/" <= name < "ns0", '0' follows '/'), not a LIKE scan.
+            name = self.db.lexical(repositories.c.name)
+            where += [name >= namespace + "/", name < namespace + "0"]
+        return where
+
+    async def list_repositories(self, visible: ColumnElement[bool], *, query: str = "", namespace: str = "",
+                                sort: str = "name", offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
+        """One page of repositories with tag count, last push and size; and the total count."""
+        where = self._listing_where(visible, query, namespace)
+        name = self.db.lexical(repositories.c.name)
+        q = select(repositories.c.id, repositories.c.name, repositories.c.public).where(*where)
+        if sort in ("pushed", "size"):
+            # Order from the kept figures (ui_repo_stats); a repository not in it yet sorts last.
+            key = ui_repo_stats.c.last_push if sort == "pushed" else ui_repo_stats.c.size
+            q = (q.select_from(repositories.outerjoin(ui_repo_stats, ui_repo_stats.c.repository_id == repositories.c.id))
+                 .order_by(func.coalesce(key, 0).desc(), name))
+        else:
+            q = q.order_by(name)
+        q = q.offset(offset).limit(limit)
+        count_q = select(func.count()).select_from(repositories).where(*where)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q)).all()
+            total = int((await conn.execute(count_q)).scalar_one())
+            ids = [int(r.id) for r in rows]
+            stats: dict[int, tuple[int, float | None]] = {}
+            sizes: dict[int, int] = {}
+            if ids:
+                for r in await conn.execute(
+                    select(tags.c.repository_id, func.count(), func.max(tags.c.updated_at))
+                    .where(tags.c.repository_id.in_(ids)).group_by(tags.c.repository_id)
+                ):
+                    stats[int(r[0])] = (int(r[1]), r[2])
+                for r in await conn.execute(
+                    select(repository_blobs.c.repository_id, func.sum(blobs.c.size))
+                    .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest))
+                    .where(repository_blobs.c.repository_id.in_(ids)).group_by(repository_blobs.c.repository_id)
+                ):
+                    sizes[int(r[0])] = int(r[1] or 0)
+        out = []
+        for r in rows:
+            count, last = stats.get(int(r.id), (0, None))
+            out.append(Row(name=r.name, public=bool(r.public), tags=count, last_push=last,
+                           size=sizes.get(int(r.id), 0)))
+        return out, total
+
+    async def namespaces_of(self, visible: ColumnElement[bool], limit: int = 500) -> list[str]:
+        """First path components of the visible repositories (for the namespace filter)."""
+        name = repositories.c.name
+        pos = func.instr(name, "/") if self.db.is_sqlite else func.strpos(name, "/")
+        ns = func.substr(name, 1, pos - 1)
+        q = (select(ns.label("ns")).where(visible, pos > 0).group_by(ns).order_by(ns).limit(limit))
+        async with self.db.read(snapshot=False) as conn:
+            return [r.ns for r in await conn.execute(q)]
+
+    async def repository(self, name: str) -> dict[str, Any] | None:
+        async with self.db.read(snapshot=False) as conn:
+            row = (await conn.execute(select(repositories).where(repositories.c.name == name))).first()
+        return None if row is None else Row(id=int(row.id), name=row.name, public=bool(row.public))
+
+    async def is_visible(self, visible: ColumnElement[bool], name: str) -> bool:
+        async with self.db.read(snapshot=False) as conn:
+            q = select(repositories.c.id).where(repositories.c.name == name, visible)
+            return (await conn.execute(q)).first() is not None
+
+    # -- tags and manifests -------------------------------------------------------------------
+    async def tags_page(self, repo_id: int, *, query: str = "", offset: int = 0,
+                        limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+        """Tags newest first (by push time), with their manifest's digest, type, payload (for
+        an index's platforms) and compressed size (sum of the blobs it references)."""
+        where = [tags.c.repository_id == repo_id]
+        if query:
+            where.append(tags.c.name.like("%" + like_escape(query) + "%", escape="\\"))
+        q = (select(tags.c.name, tags.c.updated_at, manifests.c.id, manifests.c.digest, manifests.c.media_type,
+                    manifests.c.size, manifests.c.artifact_type,
+                    manifests.c.payload)
+             .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+             .where(*where).order_by(tags.c.updated_at.desc(), tags.c.name).offset(offset).limit(limit))
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q)).all()
+            total = int((await conn.execute(select(func.count()).select_from(tags).where(*where))).scalar_one())
+            mids = sorted({int(r.id) for r in rows})
+            sizes = await self._manifest_sizes(conn, repo_id, mids, {int(r.id): bytes(r.payload) for r in rows})
+        out = []
+        for r in rows:
+            out.append(Row(tag=r.name, pushed=r.updated_at, digest=r.digest, media_type=r.media_type,
+                           manifest_size=int(r.size), artifact_type=r.artifact_type,
+                           payload=bytes(r.payload), size=sizes.get(int(r.id), 0)))
+        return out, total
+
+    async def _manifest_sizes(self, conn: Any, repo_id: int, mids: Sequence[int],
+                              payloads: dict[int, bytes]) -> dict[int, int]:
+        """Compressed size per manifest: its blobs; for an index, the sum over its children."""
+        if not mids:
+            return {}
+        sizes: dict[int, int] = {}
+        for r in await conn.execute(
+            select(manifest_blobs.c.manifest_id, func.sum(blobs.c.size))
+            .select_from(manifest_blobs.join(blobs, blobs.c.digest == manifest_blobs.c.digest))
+            .where(manifest_blobs.c.manifest_id.in_(mids)).group_by(manifest_blobs.c.manifest_id)
+        ):
+            sizes[int(r[0])] = int(r[1] or 0)
+        # Indexes: sum of their children's blobs (children are looked up by digest, one query).
+        children: dict[int, list[str]] = {}
+        for mid in mids:
+            if mid in sizes:
+                continue
+            try:
+                doc = json.loads(payloads.get(mid, b"") or b"{}")
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and isinstance(doc.get("manifests"), list):
+                children[mid] = [m.get("digest") for m in doc["manifests"] if isinstance(m, dict) and isinstance(m.get("digest"), str)]
+        wanted = sorted({d for ds in children.values() for d in ds})
+        if wanted:
+            child_sizes: dict[str, int] = {}
+            for r in await conn.execute(
+                select(manifests.c.digest, func.sum(blobs.c.size))
+                .select_from(manifests.join(manifest_blobs, manifest_blobs.c.manifest_id == manifests.c.id)
+                             .join(blobs, blobs.c.digest == manifest_blobs.c.digest))
+                .where(manifests.c.repository_id == repo_id, manifests.c.digest.in_(wanted[:1000]))
+                .group_by(manifests.c.digest)
+            ):
+                child_sizes[r[0]] = int(r[1] or 0)
+            for mid, ds in children.items():
+                sizes[mid] = sum(child_sizes.get(d, 0) for d in ds)
+        return sizes
+
+    async def referrers_of(self, repo_id: int, subjects: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Manifests whose ``subject`` is one of ``subjects`` (signatures, SBOMs ...), by subject."""
+        if not subjects:
+            return {}
+        q = (select(manifests.c.digest, manifests.c.media_type, manifests.c.size, manifests.c.artifact_type,
+                    manifests.c.subject_digest, manifests.c.annotations, manifests.c.created_at)
+             .where(manifests.c.repository_id == repo_id, manifests.c.subject_digest.in_(list(subjects)[:1000]))
+             .order_by(manifests.c.created_at).limit(2000))
+        out: dict[str, list[dict[str, Any]]] = {}
+        async with self.db.read(snapshot=False) as conn:
+            for r in await conn.execute(q):
+                try:
+                    ann = json.loads(r.annotations) if r.annotations else {}
+                except ValueError:
+                    ann = {}
+                out.setdefault(r.subject_digest, []).append(Row(
+                    digest=r.digest, media_type=r.media_type, size=int(r.size),
+                    artifact_type=r.artifact_type or r.media_type, annotations=ann or {},
+                    created=r.created_at))
+        return out
+
+    async def tag_digest(self, repo_id: int, tag: str) -> str | None:
+        q = (select(manifests.c.digest).select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+             .where(tags.c.repository_id == repo_id, tags.c.name == tag))
+        async with self.db.read(snapshot=False) as conn:
+            return (await conn.execute(q)).scalar()
+
+    async def manifest(self, repo_id: int, digest: str) -> dict[str, Any] | None:
+        q = select(manifests).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+        async with self.db.read() as conn:
+            r = (await conn.execute(q)).first()
+            if r is None:
+                return None
+            tag_names = list((await conn.execute(
+                select(tags.c.name).where(tags.c.manifest_id == r.id).order_by(tags.c.name).limit(200))).scalars())
+            sizes = await self._manifest_sizes(conn, repo_id, [int(r.id)], {int(r.id): bytes(r.payload)})
+            parents = list((await conn.execute(
+                select(manifests.c.digest)
+                .select_from(manifest_children.join(manifests, manifests.c.id == manifest_children.c.manifest_id))
+                .where(manifest_children.c.child_digest == r.digest, manifests.c.repository_id == repo_id)
+                .limit(20))).scalars())
+        return Row(parents=parents, id=int(r.id), digest=r.digest, media_type=r.media_type, size=int(r.size),
+                   payload=bytes(r.payload), artifact_type=r.artifact_type, subject=r.subject_digest,
+                   created=r.created_at, tags=tag_names, total_size=sizes.get(int(r.id), 0))
+
+    async def blob_sizes(self, digests: Sequence[str]) -> dict[str, int]:
+        if not digests:
+            return {}
+        async with self.db.read(snapshot=False) as conn:
+            return {r.digest: int(r.size) for r in await conn.execute(
+                select(blobs.c.digest, blobs.c.size).where(blobs.c.digest.in_(list(digests)[:1000])))}
+
+    # -- charts -------------------------------------------------------------------------------
+    async def storage_by_repository(self, visible: ColumnElement[bool], limit: int = 2000) -> list[tuple[str, int]]:
+        """(repository, bytes of blobs linked to it), largest first."""
+        size = func.sum(blobs.c.size)
+        q = (select(repositories.c.name, size.label("size"))
+             .select_from(repositories.join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id)
+                          .join(blobs, blobs.c.digest == repository_blobs.c.digest))
+             .where(visible).group_by(repositories.c.name).order_by(size.desc()).limit(limit))
+        async with self.db.read(snapshot=False) as conn:
+            return [(r.name, int(r.size or 0)) for r in await conn.execute(q)]
+
+    async def activity(self, visible: ColumnElement[bool], since_bucket: int,
+                       repository: str | None = None) -> list[tuple[int, int, int]]:
+        """(hour bucket, pushes, pulls) since ``since_bucket``, summed over visible repositories."""
+        q = (select(ui_activity.c.bucket, func.sum(ui_activity.c.pushes), func.sum(ui_activity.c.pulls))
+             .select_from(ui_activity.join(repositories, repositories.c.name == ui_activity.c.repository))
+             .where(ui_activity.c.bucket >= since_bucket, visible)
+             .group_by(ui_activity.c.bucket).order_by(ui_activity.c.bucket))
+        if repository is not None:
+            q = q.where(ui_activity.c.repository == repository)
+        async with self.db.read(snapshot=False) as conn:
+            return [(int(r[0]), int(r[1] or 0), int(r[2] or 0)) for r in await conn.execute(q)]
+
+    async def add_activity(self, counts: dict[tuple[int, str], tuple[int, int]]) -> None:
+        """Add (pushes, pulls) to each (bucket, repository) row, creating rows as needed."""
+        if not counts:
+            return
+        async with self.db.write() as conn:
+            for (bucket, repo), (pushes, pulls) in sorted(counts.items()):
+                ins = self.db.insert(ui_activity).values(bucket=bucket, repository=repo, pushes=pushes, pulls=pulls)
+                await conn.execute(ins.on_conflict_do_update(
+                    index_elements=["bucket", "repository"],
+                    set_={"pushes": ui_activity.c.pushes + pushes, "pulls": ui_activity.c.pulls + pulls}))
+
+    async def prune_activity(self, before_bucket: int) -> int:
+        async with self.db.write() as conn:
+            res = await conn.execute(delete(ui_activity).where(ui_activity.c.bucket < before_bucket))
+        return int(res.rowcount or 0)
+
+    # -- sort figures -------------------------------------------------------------------------
+    def _stats_select(self, where: ColumnElement[bool] | None = None) -> Any:
+        tag_count = select(func.count()).select_from(tags).where(tags.c.repository_id == repositories.c.id).scalar_subquery()
+        last = select(func.max(tags.c.updated_at)).where(tags.c.repository_id == repositories.c.id).scalar_subquery()
+        size = (select(func.coalesce(func.sum(blobs.c.size), 0))
+                .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest))
+                .where(repository_blobs.c.repository_id == repositories.c.id).scalar_subquery())
+        q = select(repositories.c.id, tag_count, last, size)
+        return q.where(where) if where is not None else q
+
+    async def refresh_stats(self, names: Sequence[str] | None = None) -> None:
+        """Recompute the sort figures of ``names`` (None: of every repository).
+
+        An upsert from one ``INSERT ... SELECT``, so replicas refreshing at the same time
+        never collide on the key; rows of deleted repositories go with them (ON DELETE
+        CASCADE).  Runs on the write connection (SQLite: aiosqlite's thread), so a full
+        refresh of a big registry does not hold up the event loop.
+        """
+        cols = ["repository_id", "tags", "last_push", "size"]
+
+        def upsert(where: ColumnElement[bool]) -> Any:
+            ins = self.db.insert(ui_repo_stats).from_select(cols, self._stats_select(where))
+            return ins.on_conflict_do_update(index_elements=["repository_id"], set_={
+                "tags": ins.excluded.tags, "last_push": ins.excluded.last_push, "size": ins.excluded.size})
+
+        async with self.db.write() as conn:
+            if names is None:
+                # (SQLite needs a WHERE in an INSERT ... SELECT ... ON CONFLICT: "true" it is)
+                await conn.execute(upsert(true()))
+                return
+            for chunk in (list(names)[i:i + 500] for i in range(0, len(names), 500)):
+                await conn.execute(upsert(repositories.c.name.in_(chunk)))
+
+    # -- sessions -----------------------------------------------------------------------------
+    async def create_session(self, sid_hash: str, user: str, token_id: str | None, csrf: str, ttl: float) -> None:
+        now = time.time()
+        async with self.db.write() as conn:
+            await conn.execute(ui_sessions.insert().values(id=sid_hash, username=user, token_id=token_id, csrf=csrf,
+                                                           created_at=now, expires_at=now + ttl))
+
+    async def get_session(self, sid_hash: str) -> dict[str, Any] | None:
+        q = select(ui_sessions).where(ui_sessions.c.id == sid_hash, ui_sessions.c.expires_at > time.time())
+        async with self.db.read(snapshot=False) as conn:
+            r = (await conn.execute(q)).first()
+        if r is None:
+            return None
+        return {"user": r.username, "token_id": r.token_id, "csrf": r.csrf, "created_at": r.created_at}
+
+    async def delete_session(self, sid_hash: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(delete(ui_sessions).where(ui_sessions.c.id == sid_hash))
+
+    async def delete_sessions_of(self, user: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(delete(ui_sessions).where(ui_sessions.c.username == user))
+
+    async def prune_sessions(self) -> int:
+        async with self.db.write() as conn:
+            res = await conn.execute(delete(ui_sessions).where(ui_sessions.c.expires_at <= time.time()))
+        return int(res.rowcount or 0)
+
+    async def touch_session(self, sid_hash: str, expires_at: float) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(update(ui_sessions).where(ui_sessions.c.id == sid_hash).values(expires_at=expires_at))

@@ -1,0 +1,111 @@
+"""Push/pull activity for the chart: registry events counted per repository and hour.
+
+The event listener only bumps an in-memory counter (events arrive on every manifest GET, so
+it must not touch the database); a background job adds the counters to ``ui_activity`` every
+few seconds (one write transaction however busy the registry is) and prunes buckets older
+than ``ui.activity_days``.  The table therefore stays bounded by (repositories active per
+hour) x (hours kept).  Only manifest events count: a ``docker pull`` is one manifest pull
+and many blob pulls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from ..metadata.ui_queries import UIQueries
+from ..registry.events import RegistryEvent
+
+log = logging.getLogger("moorage.ui")
+
+#: Seconds between flushes of the counters to the database.
+FLUSH_INTERVAL = 5.0
+#: Distinct (hour, repository) counters kept in memory before an early flush is due.
+MAX_PENDING = 10_000
+#: Seconds between full refreshes of the repository sort figures (catching what no event
+#: announces: garbage collection, retention, repository deletes, other replicas' pushes).
+FULL_REFRESH = 600.0
+
+
+class ActivityRecorder:
+    def __init__(self, queries: UIQueries, keep_days: int) -> None:
+        self.queries = queries
+        self.keep_days = keep_days
+        self._pending: dict[tuple[int, str], list[int]] = {}
+        self._wake = asyncio.Event()
+        self._last_prune = 0.0
+        self._last_full = 0.0
+        #: Repositories whose sort figures changed (pushes, deletes) since the last flush.
+        self._dirty: set[str] = set()
+
+    async def on_event(self, event: RegistryEvent) -> None:
+        if event.action in ("push", "delete", "mount") and len(self._dirty) < MAX_PENDING:
+            self._dirty.add(event.repository)
+        if event.kind != "manifest" or event.action not in ("push", "pull"):
+            return
+        bucket = int(event.timestamp.timestamp() // 3600)
+        counts = self._pending.setdefault((bucket, event.repository), [0, 0])
+        counts[0 if event.action == "push" else 1] += 1
+        if len(self._pending) >= MAX_PENDING:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Write the pending counters, refresh the sort figures, prune old rows."""
+        await self.flush_counts()
+        await self._maintain()
+
+    async def flush_counts(self) -> None:
+        """Write the pending counters (also called before the activity chart is drawn)."""
+        pending, self._pending = self._pending, {}
+        if pending:
+            try:
+                await self.queries.add_activity({k: (v[0], v[1]) for k, v in pending.items()})
+            except Exception:  # noqa: BLE001 - keep the counts for the next try, bounded
+                log.exception("could not record push/pull activity")
+                if len(self._pending) < MAX_PENDING:
+                    for k, v in pending.items():
+                        mine = self._pending.setdefault(k, [0, 0])
+                        mine[0] += v[0]
+                        mine[1] += v[1]
+
+    async def _maintain(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        now = time.time()
+        try:
+            if now - self._last_full > FULL_REFRESH:
+                self._last_full = now
+                await self.queries.refresh_stats()
+            elif dirty:
+                await self.queries.refresh_stats(sorted(dirty))
+        except Exception:  # noqa: BLE001 - figures for sorting only; the next refresh repairs them
+            log.exception("could not refresh repository figures")
+        if now - self._last_prune > 3600:
+            self._last_prune = now
+            with contextlib.suppress(Exception):
+                await self.queries.prune_activity(int(now // 3600) - self.keep_days * 24)
+                await self.queries.prune_sessions()
+
+    async def run(self) -> None:
+        await self.flush()  # full refresh of the sort figures at start
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL)
+            self._wake.clear()
+            await self.flush()
+
+    def cleanup_ctx(self):  # type: ignore[no-untyped-def]
+        async def ctx(app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(self.run())
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            with contextlib.suppress(Exception):
+                await self.flush()
+
+        return ctx

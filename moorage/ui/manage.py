@@ -1,0 +1,415 @@
+"""Management pages: deleting tags and manifests, visibility, access tokens, users and robots,
+grants and policies per namespace, and a GC dry run.
+
+Every change is a POST carrying the form's CSRF token (:func:`~moorage.ui.session.check_csrf`)
+and is allowed exactly when the API would allow it: repository deletes need the ``delete``
+right, everything else is for administrators (with ``auth.mode: none`` anyone; with
+htpasswd every signed-in user), personal access tokens for any signed-in user with full
+credentials.  The work itself is done by the same functions the API and the CLI use.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ..api.common import DATABASE
+from ..api.common import BLOBS, SERVICE, SETTINGS, publish
+from ..auth import passwords
+from ..auth.policy import parse_actions, parse_token_scope, valid_pattern, valid_username
+from ..registry import errors
+from ..registry.names import is_valid_name
+from .pages import NAME, _repo_name, registry_host, visible_repository
+from .session import QUERIES, Redirect, UIError, Viewer, check_csrf, resolve_viewer
+from ..metadata.ui_queries import Row
+from .format import clean
+from .templating import render
+
+routes = web.RouteTableDef()
+
+
+def _auth_state(request: web.Request) -> Any:
+    from ..auth.setup import STATE
+
+    state = request.app.get(STATE)
+    if state is None:
+        raise UIError(404, "Users and tokens exist only with auth.mode: token.")
+    return state
+
+
+def _require_admin(viewer: Viewer, *, token_mode: bool = False) -> None:
+    if token_mode and viewer.mode != "token":
+        raise UIError(404, "Users, grants and visibility exist only with auth.mode: token.")
+    if viewer.anonymous and not viewer.may_administer:
+        raise Redirect("/ui/login")
+    if not viewer.may_administer:
+        raise UIError(403, "Administrator rights required.")
+
+
+def _field(form: Any, key: str, limit: int = 255) -> str:
+    value = form.get(key, "")
+    return clean(value, limit) if isinstance(value, str) else ""
+
+
+def _path_id(request: web.Request, key: str) -> str:
+    """A token id or user name from the path: plain characters only, or 404."""
+    value = request.match_info[key]
+    if not (0 < len(value) <= 64) or not all(c.isascii() and (c.isalnum() or c in "._-") for c in value):
+        raise UIError(404, "Not found.")
+    return value
+
+
+# -- deleting tags and manifests -------------------------------------------------------------
+@routes.get(f"/ui/repo/{NAME}/-/delete", name="public_ui_delete_confirm")
+async def delete_confirm(request: web.Request) -> web.StreamResponse:
+    viewer = await resolve_viewer(request)
+    name = _repo_name(request)
+    _, rights = await visible_repository(request, viewer, name)
+    if "delete" not in rights:
+        raise UIError(403, "You may not delete in this repository.")
+    tag, digest = request.query.get("tag", "")[:128], request.query.get("digest", "")[:200]
+    if not tag and not digest:
+        raise UIError(400, "Say which tag or manifest to delete.")
+    return render("delete_confirm.html", request, {"title": "Confirm deletion", "name": name, "tag": tag,
+                                                   "digest": digest})
+
+
+@routes.post(f"/ui/repo/{NAME}/-/delete", name="public_ui_delete")
+async def delete_post(request: web.Request) -> web.StreamResponse:
+    viewer, form = await check_csrf(request)
+    name = _repo_name(request)
+    _, rights = await visible_repository(request, viewer, name)
+    if "delete" not in rights:
+        raise UIError(403, "You may not delete in this repository.")
+    if not request.app[SETTINGS].delete_enabled:
+        raise UIError(405, "Deletes are disabled on this registry (delete_enabled: false).")
+    tag, digest = _field(form, "tag", 200), _field(form, "digest", 200)
+    reference = digest or tag
+    if not reference or (tag and digest):
+        raise UIError(400, "Give either a tag or a digest.")
+    if viewer.name:
+        request["user"] = viewer.name
+    try:
+        await request.app[SERVICE].delete_manifest(name, reference)
+    except errors.ManifestUnknown:
+        raise UIError(404, "It is gone already.") from None
+    except (errors.TagInvalid, errors.DigestInvalid):
+        raise UIError(400, "Not a valid tag or digest.") from None
+    if digest:
+        await publish(request, "delete", "manifest", name, digest=digest)
+    else:
+        await publish(request, "delete", "tag", name, tag=tag)
+    raise Redirect(f"/ui/repo/{name}")
+
+
+@routes.post(f"/ui/repo/{NAME}/-/visibility", name="public_ui_visibility")
+async def visibility_post(request: web.Request) -> web.StreamResponse:
+    viewer, form = await check_csrf(request)
+    _require_admin(viewer, token_mode=True)
+    name = _repo_name(request)
+    await visible_repository(request, viewer, name)
+    await _auth_state(request).store.set_repository_public(name, _field(form, "public") == "1")
+    raise Redirect(f"/ui/repo/{name}")
+
+
+# -- personal access tokens ------------------------------------------------------------------
+async def _tokens_page(request: web.Request, viewer: Viewer, created: dict[str, Any] | None = None,
+                       error: str | None = None, status: int = 200) -> web.Response:
+    state = _auth_state(request)
+    tokens = await state.store.list_tokens(viewer.name)
+    return render("tokens.html", request, {"title": "Access tokens", "tokens": tokens, "created": created,
+                                           "error": error, "host": registry_host(request), "now": time.time()},
+                  status=status)
+
+
+def _require_token_user(viewer: Viewer) -> None:
+    if viewer.mode != "token":
+        raise UIError(404, "Personal access tokens exist only with auth.mode: token.")
+    if viewer.anonymous:
+        raise Redirect("/ui/login?next=/ui/tokens")
+    if viewer.scoped:
+        raise UIError(403, "Signed in with a scoped access token: it cannot manage tokens.")
+
+
+@routes.get("/ui/tokens", name="public_ui_tokens")
+async def tokens_page(request: web.Request) -> web.StreamResponse:
+    viewer = await resolve_viewer(request)
+    _require_token_user(viewer)
+    return await _tokens_page(request, viewer)
+
+
+def _token_params(form: Any) -> tuple[str, list[str] | None, float | None]:
+    name = _field(form, "name", 128) or "token"
+    raw_scope = _field(form, "scope", 4000)
+    scope = [s for s in raw_scope.replace(",", " ").split() if s] or None
+    if scope is not None:
+        parse_token_scope(scope)  # ValueError -> shown to the user
+    days = _field(form, "expires_days", 10)
+    expires = None
+    if days:
+        if not days.isdigit() or not 0 < int(days) <= 3650:
+            raise ValueError("expiry must be a whole number of days between 1 and 3650")
+        expires = time.time() + int(days) * 86400
+    return name, scope, expires
+
+
+@routes.post("/ui/tokens", name="public_ui_tokens_post")
+async def token_create(request: web.Request) -> web.StreamResponse:
+    viewer, form = await check_csrf(request)
+    _require_token_user(viewer)
+    try:
+        name, scope, expires = _token_params(form)
+    except ValueError as exc:
+        return await _tokens_page(request, viewer, error=str(exc), status=400)
+    assert viewer.name is not None
+    rec, text = await _auth_state(request).store.create_token(viewer.name, name, scope, expires)
+    return await _tokens_page(request, viewer, created={"record": rec, "secret": text, "user": viewer.name})
+
+
+@routes.post("/ui/tokens/{id}/revoke", name="public_ui_token_revoke")
+async def token_revoke(request: web.Request) -> web.StreamResponse:
+    viewer, _ = await check_csrf(request)
+    _require_token_user(viewer)
+    store = _auth_state(request).store
+    tok = await store.get_token(_path_id(request, "id"))
+    if tok is None or tok.user != viewer.name:
+        raise UIError(404, "No such token.")
+    await store.revoke_token(tok.id)
+    raise Redirect("/ui/tokens")
+
+
+# -- users and robots (admins) ---------------------------------------------------------------
+async def _users_page(request: web.Request, created: dict[str, Any] | None = None, error: str | None = None,
+                      status: int = 200) -> web.Response:
+    if created is not None:  # every key the template asks for (StrictUndefined)
+        created = Row({"name": "", "password": None, "secret": None, "reset": False, **created})
+    store = _auth_state(request).store
+    users = await store.list_users()
+    grants = await store.list_grants()
+    tokens = await store.list_tokens()
+    by_user: dict[str, list[dict[str, Any]]] = {}
+    for g in grants:
+        by_user.setdefault(g["user"], []).append(g)
+    robot_tokens: dict[str, list[Any]] = {}
+    for t in tokens:
+        robot_tokens.setdefault(t.user, []).append(t)
+    return render("users.html", request, {"title": "Users and robots", "users": users, "grants": by_user,
+                                          "tokens": robot_tokens, "created": created, "error": error,
+                                          "host": registry_host(request), "now": time.time()}, status=status)
+
+
+@routes.get("/ui/admin/users", name="public_ui_users")
+async def users_page(request: web.Request) -> web.StreamResponse:
+    viewer = await resolve_viewer(request)
+    _require_admin(viewer, token_mode=True)
+    return await _users_page(request)
+
+
+@routes.post("/ui/admin/users", name="public_ui_users_post")
+async def user_create(request: web.Request) -> web.StreamResponse:
+    viewer, form = await check_csrf(request)
+    _require_admin(viewer, token_mode=True)
+    state = _auth_state(request)
+    name = _field(form, "name", 100)
+    robot = _field(form, "kind") == "robot"
+    if not valid_username(name):
+        return await _users_page(request, error="Invalid name: lower-case letters, digits, '.', '_', '-'.", status=400)
+    password = None if robot else (str(form.get("password", "")).replace("\x00", "") or None)
+    generated = None
+    if password is None and not robot:
+        password = generated = passwords.generate_password()
+    hashed = passwords.hash_password(password, state.settings.auth.bcrypt_rounds) if password else None
+    if not await state.store.create_user(name, hashed, admin=_field(form, "admin") == "1" and not robot, robot=robot):
+        return await _users_page(request, error=f"{name} exists already.", status=400)
+    created: dict[str, Any] = {"name": name, "password": generated}
+    if robot:
+        rec, text = await state.store.create_token(name, "robot", None, None)
+        created["secret"] = text
+    return await _users_page(request, created=created)
+
+
+@routes.post("/ui/admin/users/{user}/delete", name="public_ui_user_delete")
+async def user_delete(request: web.Request) -> web.StreamResponse:
+    viewer, _ = await check_csrf(request)
+    _require_admin(viewer, token_mode=True)
+    name = _path_id(request, "user")
+    if name == viewer.name:
+        raise UIError(400, "You cannot delete yourself.")
+    if not await _auth_state(request).store.delete_user(name):
+        raise UIError(404, "No such user.")
+    await request.app[QUERIES].delete_sessions_of(name)
+    raise Redirect("/ui/admin/users")
+
+
+@routes.post("/ui/admin/users/{user}/password", name="public_ui_user_password")
+async def user_password(request: web.Request) -> web.StreamResponse:
+    """A new generated password (shown once); the user's password sessions end with it."""
+    viewer, _ = await check_csrf(request)
+    _require_admin(viewer, token_mode=True)
+    state = _auth_state(request)
+    name = _path_id(request, "user")
+    user = await state.store.get_user(name)
+    if user is None or user.is_robot:
+        raise UIError(404, "No such user (robots have tokens, not passwords).")
+    password = passwords.generate_password()
+    await state.store.set_password(name, passwords.hash_password(password, state.settings.auth.bcrypt_rounds))
+    return await _users_page(request, created={"name": name, "password": password, "reset": True})
+
+
+@routes.post("/ui/admin/users/{user}/token", name="public_ui_user_token")
+async def robot_token(request: web.Request) -> web.StreamResponse:
+    viewer, form = await check_csrf(request)
+    _require_admin(viewer, token_mode=True)
+    state = _auth_state(request)
+    name = _path_id(request, "user")
+    if await state.store.get_user(name) is None:
+        raise UIError(404, "No such user.")
+    try:
+        tname, scope, expires = _token_params(form)
+    except ValueError as exc:
+        return await _users_page(request, error=str(exc), status=400)
+    _, text = await state.store.create_token(name, tname, scope, expires)
+    return await _users_page(request, created={"name": name, "password": None, "secret": text})
+
+
+@routes.post("/ui/admin/tokens/{id}/revoke", name="public_ui_admin_token_revoke")
+async def admin_token_revoke(request: web.Request) -> web.StreamResponse:
+    viewer, _ = await check_csrf(request)
+    _require_admin(viewer, token_mode=True)
+    if not await _auth_state(request).store.revoke_token(_path_id(request, "id")):
+        raise UIError(404, "No such (unrevoked) token.")
+    raise Redirect("/ui/admin/users")
+
+
+# -- namespaces: visibility, grants, retention, immutable tags, quotas -------------------------
+@routes.get("/ui/admin/namespaces", name="public_ui_namespaces")
+async def namespaces_page(request: web.Request) -> web.StreamResponse:
+    viewer = await resolve_viewer(request)
+    _require_admin(viewer)
+    return await _namespaces_page(request, viewer)
+
+
+async def _namespaces_page(request: web.Request, viewer: Viewer, error: str | None = None,
+                           status: int = 200) -> web.Response:
+    from ..gc import immutable, quotas, retention
+
+    db = request.app[DATABASE]
+    queries = request.app[QUERIES]
+    from sqlalchemy import true
+
+    names = set(await queries.namespaces_of(true()))
+    declared: dict[str, bool] = {}
+    grants: list[dict[str, Any]] = []
+    users: list[str] = []
+    if viewer.mode == "token":
+        store = _auth_state(request).store
+        for ns in await store.list_namespaces():
+            declared[ns["name"]] = ns["public"]
+        grants = await store.list_grants()
+        users = [u.name for u in await store.list_users()]
+    names |= set(declared)
+    quota_rows = []
+    for q in await quotas.list_quotas(db):
+        quota_rows.append({"namespace": q.namespace, "limit": q.limit_bytes, "used": await quotas.usage(db, q.namespace)})
+    ctx = {"title": "Namespaces and policies", "namespaces": sorted(names), "declared": declared,
+           "grants": grants, "users": users, "retention": await retention.list_policies(db),
+           "immutable": await immutable.list_rules(db), "quotas": quota_rows, "error": error}
+    return render("namespaces.html", request, ctx, status=status)
+
+
+def _namespace(form: Any, key: str = "namespace") -> str:
+    ns = _field(form, key).strip("/")
+    if not ns or not is_valid_name(ns):
+        raise ValueError(f"invalid namespace {ns[:100]!r}")
+    return ns
+
+
+@routes.post("/ui/admin/namespaces", name="public_ui_namespaces_post")
+async def namespaces_post(request: web.Request) -> web.StreamResponse:
+    """One endpoint, ``action`` says what: the forms on the namespaces page."""
+    viewer, form = await check_csrf(request)
+    _require_admin(viewer)
+    from ..gc import immutable, quotas, retention
+    from ..gc.patterns import parse_size
+
+    db = request.app[DATABASE]
+    action = _field(form, "action", 40)
+    try:
+        if action in ("visibility", "grant", "revoke") and viewer.mode != "token":
+            raise UIError(404, "Grants and visibility exist only with auth.mode: token.")
+        if action == "visibility":
+            await _auth_state(request).store.set_namespace_public(_namespace(form), _field(form, "public") == "1")
+        elif action == "grant":
+            ns = _namespace(form)
+            pattern = f"{ns}/*"
+            acts = [a for a in ("pull", "push", "delete", "admin") if _field(form, a) == "1"]
+            actions = parse_actions(acts)
+            if not actions:
+                raise ValueError("tick at least one of pull, push, delete, admin")
+            user = _field(form, "user", 64)
+            await _auth_state(request).store.grant(user, pattern, actions)
+        elif action == "revoke":
+            pattern = _field(form, "pattern")
+            if not valid_pattern(pattern):
+                raise ValueError("invalid pattern")
+            await _auth_state(request).store.revoke(_field(form, "user", 64), pattern)
+        elif action == "retention":
+            ns = _namespace(form)
+            keep_last = _field(form, "keep_last", 10)
+            expire = _field(form, "expire_days", 10)
+            regex = _field(form, "keep_regex", 255) or None
+            await retention.set_policy(db, retention.RetentionPolicy(
+                f"{ns}/*", int(keep_last) if keep_last else None, regex, float(expire) if expire else None))
+        elif action == "retention_remove":
+            await retention.remove_policy(db, _field(form, "pattern"))
+        elif action == "immutable":
+            ns = _namespace(form)
+            regex = _field(form, "tag_regex", 255)
+            if not regex:
+                raise ValueError("give a tag regular expression (e.g. ^v[0-9].*)")
+            from ..gc.patterns import compile_regex
+
+            compile_regex(regex)
+            await immutable.set_rule(db, f"{ns}/*", regex)
+        elif action == "immutable_remove":
+            await immutable.remove_rule(db, _field(form, "pattern"), _field(form, "tag_regex") or None)
+        elif action == "quota":
+            await quotas.set_quota(db, _namespace(form), parse_size(_field(form, "limit", 40)))
+        elif action == "quota_remove":
+            await quotas.remove_quota(db, _field(form, "namespace"))
+        else:
+            raise ValueError("unknown action")
+    except ValueError as exc:
+        return await _namespaces_page(request, viewer, error=str(exc), status=400)
+    except Exception as exc:  # AuthStoreError (unknown user) is a ValueError; anything else:
+        if exc.__class__.__name__ == "AuthStoreError":
+            return await _namespaces_page(request, viewer, error=str(exc), status=400)
+        raise
+    raise Redirect("/ui/admin/namespaces")
+
+
+# -- garbage collection ----------------------------------------------------------------------
+@routes.get("/ui/admin/gc", name="public_ui_gc")
+async def gc_page(request: web.Request) -> web.StreamResponse:
+    viewer = await resolve_viewer(request)
+    _require_admin(viewer)
+    return render("gc.html", request, {"title": "Garbage collection", "summary": None, "result": None,
+                                       "grace": request.app[SETTINGS].gc.grace})
+
+
+@routes.post("/ui/admin/gc", name="public_ui_gc_post")
+async def gc_dry_run(request: web.Request) -> web.StreamResponse:
+    """A dry run only: what the next collection would remove (the real one is ``moorage gc``
+    or the scheduler, which take the cross-process lock)."""
+    viewer, form = await check_csrf(request)
+    _require_admin(viewer)
+    from ..gc.collector import Collector, GCOptions
+
+    settings = request.app[SETTINGS]
+    opts = GCOptions(grace=settings.gc.grace, dry_run=True, delete_untagged=_field(form, "delete_untagged") == "1",
+                     upload_expiry=settings.gc.upload_expiry)
+    result = await Collector(request.app[DATABASE], request.app[BLOBS], opts).run()
+    return render("gc.html", request, {"title": "Garbage collection", "summary": result.summary(), "result": result,
+                                       "grace": settings.gc.grace})

@@ -1,0 +1,260 @@
+"""Browsing: the repository list, a repository's tags, a manifest, sign-in and sign-out.
+
+Handlers parse the request, ask :class:`~moorage.metadata.ui_queries.UIQueries` and render a
+template; every route name starts with ``public_ui_`` so the registry's auth middleware leaves
+it alone (it authenticates for itself, through :mod:`moorage.ui.session`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ..api.common import BLOBS, SETTINGS
+from ..metadata.ui_queries import Row
+from ..registry.names import is_valid_name
+from . import format as fmt
+from .session import QUERIES, Redirect, UIError, Viewer, check_csrf, resolve_viewer, sign_in, sign_out
+from .templating import render
+
+routes = web.RouteTableDef()
+NAME = "{name:[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*}"
+_HOST_OK = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+_SORT_LABELS = {"name": "Name", "pushed": "Last push", "size": "Size"}
+
+
+def registry_host(request: web.Request) -> str:
+    """The name clients use for this registry: the request's Host (validated)."""
+    host = request.host or ""
+    if _HOST_OK.match(host):
+        return host
+    return request.app[SETTINGS].addr
+
+
+def _int(value: str | None, default: int, lo: int, hi: int) -> int:
+    try:
+        n = int(value or default)
+    except ValueError:
+        return default
+    return max(lo, min(hi, n))
+
+
+def _repo_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if not is_valid_name(name):
+        raise UIError(404, "No such repository.")
+    return name
+
+
+async def visible_repository(request: web.Request, viewer: Viewer, name: str) -> tuple[dict[str, Any], frozenset[str]]:
+    """The repository row and the viewer's rights on it; 404 (not 403: nothing leaks) if the
+    viewer may not pull it."""
+    queries = request.app[QUERIES]
+    repo = await queries.repository(name)
+    if repo is None:
+        raise UIError(404, "No such repository.")
+    public = repo["public"]
+    if not public and viewer.mode == "token":
+        from ..auth.setup import STATE
+
+        state = request.app.get(STATE)
+        if state is not None:
+            public = bool(await state.store.public_repositories([name]))
+    repo["visible_public"] = public
+    rights = viewer.rights(name, public=public)
+    if "pull" not in rights:
+        if viewer.anonymous and viewer.mode != "none":
+            raise Redirect(f"/ui/login?next=/ui/repo/{name}")
+        raise UIError(404, "No such repository.")
+    return repo, rights
+
+
+# -- repositories -------------------------------------------------------------------------
+@routes.get("/", name="public_ui_repos")
+async def repositories_page(request: web.Request) -> web.StreamResponse:
+    viewer = await resolve_viewer(request)
+    if viewer.mode == "htpasswd" and viewer.anonymous:
+        raise Redirect("/ui/login")
+    settings = request.app[SETTINGS]
+    q = fmt.clean(request.query.get("q", ""), 100)
+    ns = fmt.clean(request.query.get("ns", ""), 255)
+    sort = request.query.get("sort", "name")
+    if sort not in _SORT_LABELS:
+        sort = "name"
+    per_page = settings.ui.page_size
+    page = _int(request.query.get("page"), 1, 1, 1_000_000)
+    queries = request.app[QUERIES]
+    visible = await queries.visible_condition(viewer.visibility())
+    rows, total = await queries.list_repositories(visible, query=q, namespace=ns, sort=sort,
+                                                  offset=(page - 1) * per_page, limit=per_page)
+    pages = max(1, math.ceil(total / per_page))
+    ctx = {"rows": rows, "total": total, "page": page, "pages": pages, "q": q, "ns": ns, "sort": sort,
+           "sorts": _SORT_LABELS, "title": "Repositories"}
+    if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "repo-results":
+        return render("_repo_results.html", request, ctx)
+    ctx["namespaces"] = await _namespaces(queries, viewer, visible)
+    return render("repositories.html", request, ctx)
+
+
+#: Namespace lists for the filter, per visibility, for a minute (they change rarely, and
+#: grouping 10,000 names per page view costs more than the rest of the page).
+_NS_CACHE: dict[str, tuple[float, list[str]]] = {}
+NS_CACHE_SECONDS = 60.0
+
+
+async def _namespaces(queries: Any, viewer: Viewer, visible: Any) -> list[str]:
+    key = f"{id(queries)}:{viewer.visibility()!r}"
+    now = time.monotonic()
+    hit = _NS_CACHE.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    names = await queries.namespaces_of(visible)
+    if len(_NS_CACHE) > 1000:
+        _NS_CACHE.clear()
+    _NS_CACHE[key] = (now + NS_CACHE_SECONDS, names)
+    return names
+
+
+# -- one repository ------------------------------------------------------------------------
+@routes.get(f"/ui/repo/{NAME}", name="public_ui_repo")
+async def repository_page(request: web.Request) -> web.StreamResponse:
+    viewer = await resolve_viewer(request)
+    name = _repo_name(request)
+    repo, rights = await visible_repository(request, viewer, name)
+    queries = request.app[QUERIES]
+    tq = fmt.clean(request.query.get("tag", ""), 128)
+    page = _int(request.query.get("page"), 1, 1, 1_000_000)
+    per_page = request.app[SETTINGS].ui.page_size
+    rows, total = await queries.tags_page(repo["id"], query=tq, offset=(page - 1) * per_page, limit=per_page)
+    digests = list(dict.fromkeys(r["digest"] for r in rows))
+    referrers = await queries.referrers_of(repo["id"], digests)
+    for r in rows:
+        r["platforms"] = fmt.platforms(r["media_type"], r["payload"])
+        if r["artifact_type"] in fmt.IMAGE_CONFIG_TYPES:
+            r["artifact_type"] = None  # an ordinary image, not an artifact
+        r["referrers"] = _group_referrers(referrers.get(r["digest"], []))
+        del r["payload"]
+    host = registry_host(request)
+    first_tag = "latest" if any(r["tag"] == "latest" for r in rows) or not rows else rows[0]["tag"]
+    ctx = {"title": name, "repo": repo, "rows": rows, "total": total, "page": page,
+           "pages": max(1, math.ceil(total / per_page)), "tag_query": tq, "host": host,
+           "pull": f"docker pull {host}/{name}:{first_tag}", "podman_pull": f"podman pull {host}/{name}:{first_tag}",
+           "may_delete": "delete" in rights and request.app[SETTINGS].delete_enabled,
+           "may_admin": viewer.admin and viewer.mode == "token"}
+    if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "tag-results":
+        return render("_tag_results.html", request, ctx)
+    return render("repository.html", request, ctx)
+
+
+def _group_referrers(items: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for it in items:
+        groups.setdefault(it["artifact_type"] or "unknown", []).append(it)
+    return sorted(groups.items())
+
+
+# -- one manifest --------------------------------------------------------------------------
+@routes.get(f"/ui/repo/{NAME}/-/manifest/{{ref}}", name="public_ui_manifest")
+async def manifest_page(request: web.Request) -> web.StreamResponse:
+    viewer = await resolve_viewer(request)
+    name = _repo_name(request)
+    repo, rights = await visible_repository(request, viewer, name)
+    ref = request.match_info["ref"]
+    if len(ref) > 200 or fmt.clean(ref, 200) != ref:
+        raise UIError(404, "No such manifest.")
+    queries = request.app[QUERIES]
+    digest = ref
+    if ":" not in ref:  # a tag
+        found = await queries.tag_digest(repo["id"], ref)
+        if found is None:
+            raise UIError(404, "No such tag.")
+        digest = found
+    m = await queries.manifest(repo["id"], digest)
+    if m is None:
+        raise UIError(404, "No such manifest.")
+    doc = fmt.parse_json(m["payload"])
+    layers: list[dict[str, Any]] = []
+    config_desc = None
+    config: dict[str, Any] = {}
+    entries = fmt.index_entries(doc) if m["media_type"] in fmt.INDEX_TYPES or (
+        isinstance(doc, dict) and "manifests" in doc) else []
+    if isinstance(doc, dict) and isinstance(doc.get("layers"), list):
+        for i, layer in enumerate(doc["layers"][:1000]):
+            if isinstance(layer, dict):
+                layers.append(Row(n=i + 1, digest=str(layer.get("digest", "")),
+                                  media_type=str(layer.get("mediaType", "")),
+                                  size=layer.get("size") if isinstance(layer.get("size"), int) else None))
+        if isinstance(doc.get("config"), dict):
+            config_desc = doc["config"]
+            config = await _read_config(request, config_desc)
+    referrers = await queries.referrers_of(repo["id"], [m["digest"]])
+    host = registry_host(request)
+    ctx = {"title": f"{name}@{fmt.short_digest(m['digest'])}", "repo": repo, "m": m, "ref": ref,
+           "layers": layers, "entries": entries, "config_desc": config_desc, "config": fmt.config_view(config),
+           "raw": fmt.pretty_json(m["payload"]), "host": host,
+           "referrers": _group_referrers(referrers.get(m["digest"], [])),
+           "pull": f"docker pull {host}/{name}@{m['digest']}",
+           "may_delete": "delete" in rights and request.app[SETTINGS].delete_enabled,
+           "layers_total": sum(x["size"] or 0 for x in layers), "image_config_types": fmt.IMAGE_CONFIG_TYPES}
+    return render("manifest.html", request, ctx)
+
+
+async def _read_config(request: web.Request, desc: dict[str, Any]) -> dict[str, Any]:
+    """The image config blob (bounded: configs are small; a huge one is not rendered)."""
+    digest, size = desc.get("digest"), desc.get("size")
+    if not isinstance(digest, str) or not isinstance(size, int) or size > 2 * 1024 * 1024:
+        return {}
+    if str(desc.get("mediaType", "")) not in ("application/vnd.oci.image.config.v1+json",
+                                               "application/vnd.docker.container.image.v1+json"):
+        return {}
+    store = request.app[BLOBS]
+    chunks: list[bytes] = []
+    try:
+        async for chunk in store.read(digest, 0, size):
+            chunks.append(chunk)
+    except Exception:  # noqa: BLE001 - a missing config blob just leaves the section empty
+        return {}
+    doc = fmt.parse_json(b"".join(chunks))
+    return doc if isinstance(doc, dict) else {}
+
+
+# -- sign-in -------------------------------------------------------------------------------
+def _safe_next(value: str | None) -> str:
+    """Only local paths (never ``//host`` or a scheme) after sign-in."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value and len(value) < 1000:
+        return value
+    return "/"
+
+
+@routes.get("/ui/login", name="public_ui_login")
+async def login_page(request: web.Request) -> web.StreamResponse:
+    await resolve_viewer(request)
+    return render("login.html", request, {"title": "Sign in", "next": _safe_next(request.query.get("next")),
+                                          "error": None, "username": ""})
+
+
+@routes.post("/ui/login", name="public_ui_login_post")
+async def login_post(request: web.Request) -> web.StreamResponse:
+    _, form = await check_csrf(request)
+    username = fmt.clean(str(form.get("username", "")), 200)
+    password = str(form.get("password", ""))
+    nxt = _safe_next(str(form.get("next", "/")))
+    try:
+        await sign_in(request, username, password)
+    except UIError as exc:
+        resp = render("login.html", request, {"title": "Sign in", "next": nxt, "error": exc.message,
+                                              "username": username[:64]})
+        resp.set_status(exc.status)
+        return resp
+    raise Redirect(nxt)
+
+
+@routes.post("/ui/logout", name="public_ui_logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    await check_csrf(request)
+    await sign_out(request)
+    raise Redirect("/")
