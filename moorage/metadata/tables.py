@@ -396,6 +396,9 @@ audit_log = Table(
     Index("ix_audit_log_actor", "actor", "time"),
     Index("ix_audit_log_repository", "repository", "time"),
     Index("ix_audit_log_action", "action", "time"),
+)
+
+
 # -- web UI (issue 11) ------------------------------------------------------------------------
 #: Signed-in browser sessions.  ``id`` is the sha256 of the cookie's random secret (a stolen
 #: database dump yields no usable cookie); every replica sees the same rows.
