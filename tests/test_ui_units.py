@@ -105,11 +105,11 @@ async def test_cookies_are_secure_under_tls(tmp_path: Path) -> None:
 
     from aiohttp.test_utils import TestClient, TestServer
 
-    from moorage.api.app import create_app
+    from moorage.composition import build_app
     from moorage.config import Settings
 
     settings = Settings(data=tmp_path, tls={"certificate": tmp_path / "c.pem", "key": tmp_path / "k.pem"})
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with TestClient(TestServer(build_app(settings))) as client:
         page = await client.get("/ui/login")
         assert page.status == 200
         csrf_cookie = page.headers.getall("Set-Cookie")[0]

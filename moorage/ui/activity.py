@@ -21,6 +21,9 @@ from aiohttp import web
 from ..metadata.ui_queries import UIQueries
 from ..registry.events import RegistryEvent
 
+#: The app's activity recorder (the statistics page reads its unsaved counts).
+ACTIVITY = web.AppKey("ui_activity", object)
+
 log = logging.getLogger("moorage.ui")
 
 #: Seconds between flushes of the counters to the database.

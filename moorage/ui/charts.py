@@ -58,7 +58,7 @@ async def storage_data(request: web.Request, viewer: Viewer) -> dict[str, Any]:
 
 
 async def activity_data(request: web.Request, viewer: Viewer, hours: int = 7 * 24) -> dict[str, Any]:
-    from .setup import ACTIVITY
+    from .activity import ACTIVITY
 
     recorder = request.app.get(ACTIVITY)
     if recorder is not None:

@@ -18,13 +18,13 @@ from aiohttp import web
 
 from ..config import Settings
 from ..registry import errors
+from .activity import ACTIVITY  # noqa: F401 - the key lives with the recorder
 from .session import QUERIES, Redirect, UIError, apply_cookies, resolve_viewer
 from .templating import STATIC_DIR, render, setup_templates
 
 log = logging.getLogger("moorage.ui")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ROUTE_PREFIX = "public_ui_"
-ACTIVITY = web.AppKey("ui_activity", object)
 
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
         "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
