@@ -14,6 +14,7 @@ from tests.support import ocilayout
 from tests.support.authsrv import ADMIN_PASSWORD, HTTP_TIMEOUT, start_auth_server
 from tests.support.clients import Skopeo, run
 from tests.support.registry_proc import RegistryProcess, write_htpasswd
+from tests.support.require import require_binary, require_module
 
 pytestmark = pytest.mark.clients
 
@@ -44,8 +45,6 @@ def srv(backend, tmp_path_factory) -> Iterator[RegistryProcess]:
 @pytest.fixture()
 def fresh_skopeo(tmp_path: Path) -> Skopeo:
     """A skopeo with its own (empty) auth file, so logins don't leak between tests."""
-    from tests.support.fixtures import require_binary
-
     require_binary("skopeo", "skopeo")
     return Skopeo(tmp_path / "skopeo")
 
@@ -131,7 +130,7 @@ def test_podman_login(srv: RegistryProcess, podman_socket, tmp_path: Path) -> No
 
 
 def test_oras_push_pull_with_credentials(srv: RegistryProcess, tmp_path: Path, monkeypatch) -> None:
-    pytest.importorskip("oras")
+    require_module("oras", "oras")
     from tests.support.clients import oras_client
 
     work = tmp_path / "work"

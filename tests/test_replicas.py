@@ -29,6 +29,7 @@ from tests.support.nginx import Nginx
 from tests.support.ocilayout import build_image, read_layout_blobs
 from tests.support.postgres import create_database
 from tests.support.registry_proc import REPO_ROOT, RegistryProcess, start_moorage
+from tests.support.require import require_binary
 
 pytestmark = pytest.mark.services
 
@@ -48,11 +49,8 @@ class Cluster:
 def cluster(rgw, postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:  # type: ignore[no-untyped-def]
     from tests.support.nginx import NGINX
 
-    if not Path(NGINX).exists() or not Path("/usr/bin/skopeo").exists():
-        msg = "nginx/skopeo not installed (bash .ci/install-services.sh)"
-        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+    require_binary(NGINX, "nginx")
+    require_binary("skopeo", "skopeo")
     tmp = tmp_path_factory.mktemp("replicas")
     suffix = uuid.uuid4().hex[:10]
     url = create_database(postgres_url, f"replicas_{suffix}")

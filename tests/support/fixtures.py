@@ -26,14 +26,13 @@ has ``.kind`` ("distribution" | "moorage"), ``.host`` ("127.0.0.1:PORT"),
 Registries are session-scoped and shared by all tests: use the ``repo_name``
 fixture for a repository name unique to the test.
 
-Missing client binaries skip the tests that need them, unless
-``MOORAGE_REQUIRE_CLIENTS=1`` (set it in CI after ``.ci/install-clients.sh``),
-which turns the skip into a failure.
+Missing client binaries skip the tests that need them, unless ``CI=true`` or
+``MOORAGE_REQUIRE_CLIENTS=1`` (scripts/test.sh sets it after installing them),
+which turns the skip into a failure (tests/support/require.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import re
@@ -45,6 +44,7 @@ import pytest
 from tests.support import ocilayout
 from tests.support.clients import PodmanService, Skopeo, oras_client
 from tests.support.registry_proc import DISTRIBUTION_BIN, start_distribution, start_moorage
+from tests.support.require import require_binary, require_module
 
 __all__ = [
     "REGISTRY_KINDS",
@@ -88,17 +88,6 @@ AUTH_USER = "alice"
 AUTH_PASSWORD = "s3cret-Passw0rd"
 
 
-def require_binary(path_or_name: str, package: str) -> str:
-    """Return the binary's path, or skip (fail under MOORAGE_REQUIRE_CLIENTS=1)."""
-    found = path_or_name if os.path.isabs(path_or_name) and os.access(path_or_name, os.X_OK) else shutil.which(path_or_name)
-    if found:
-        return found
-    msg = f"{path_or_name} not installed (Debian package {package}; run .ci/install-clients.sh)"
-    if os.environ.get("MOORAGE_REQUIRE_CLIENTS") == "1":
-        pytest.fail(msg)
-    pytest.skip(msg)
-
-
 # --------------------------------------------------------------------------
 # registries
 
@@ -129,11 +118,9 @@ def distribution_auth_registry(tmp_path_factory):
 def moorage_registry(tmp_path_factory):
     """Moorage via ``python -m moorage.cli serve --addr 127.0.0.1:PORT --data DIR``.
 
-    Skips while ``moorage.cli`` does not exist yet. Extra settings can be
+    Extra settings can be
     passed with MOORAGE_TEST_SERVE_ARGS (shell-split) if the server needs any.
     """
-    if importlib.util.find_spec("moorage") is None or importlib.util.find_spec("moorage.cli") is None:
-        pytest.skip("moorage.cli not written yet")
     import shlex
 
     extra = shlex.split(os.environ.get("MOORAGE_TEST_SERVE_ARGS", ""))
@@ -217,7 +204,7 @@ def docker_env(podman_socket) -> dict:
 @pytest.fixture
 def oras(registry):
     """An oras-py client (``oras.provider.Registry``) for ``registry``."""
-    pytest.importorskip("oras")
+    require_module("oras", "oras")
     return oras_client(registry)
 
 
