@@ -56,6 +56,7 @@ __all__ = [
     "distribution_auth_registry",
     "moorage_registry",
     "moorage_auth_registry",
+    "moorage_token_auth_registry",
     "registry",
     "registry_url",
     "auth_registry",
@@ -79,10 +80,11 @@ def _default_registry_kinds() -> str:
 REGISTRY_KINDS: list[str] = [
     k.strip() for k in os.environ.get("MOORAGE_TEST_REGISTRIES", _default_registry_kinds()).split(",") if k.strip()
 ]
-# Registries with basic auth on (user AUTH_USER / AUTH_PASSWORD). Moorage joins
-# by adding "moorage" here and defining a ``moorage_auth_registry`` fixture.
+# Registries with auth on (user AUTH_USER / AUTH_PASSWORD): Distribution and Moorage in htpasswd
+# mode (basic auth), Moorage in token mode (Bearer tokens from its own /auth/token).
 AUTH_REGISTRY_KINDS: list[str] = [
-    k.strip() for k in os.environ.get("MOORAGE_TEST_AUTH_REGISTRIES", "distribution").split(",") if k.strip()
+    k.strip() for k in os.environ.get("MOORAGE_TEST_AUTH_REGISTRIES", "distribution,moorage,moorage_token").split(",")
+    if k.strip()
 ]
 AUTH_USER = "alice"
 AUTH_PASSWORD = "s3cret-Passw0rd"
@@ -134,7 +136,7 @@ def moorage_registry(tmp_path_factory):
 @pytest.fixture(scope="session")
 def moorage_auth_registry(tmp_path_factory):
     """Moorage in htpasswd mode (``auth.mode: htpasswd``, like Distribution's basic auth)
-    with AUTH_USER / AUTH_PASSWORD; enable with MOORAGE_TEST_AUTH_REGISTRIES=distribution,moorage."""
+    with AUTH_USER / AUTH_PASSWORD."""
     from tests.support.registry_proc import write_htpasswd
 
     tmp = tmp_path_factory.mktemp("moorage-auth")
@@ -144,6 +146,31 @@ def moorage_auth_registry(tmp_path_factory):
                         username=AUTH_USER, password=AUTH_PASSWORD)
     reg.kind = "moorage"
     try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def moorage_token_auth_registry(tmp_path_factory):
+    """Moorage in token mode (``auth.mode: token``): AUTH_USER may pull and push ``private/*``.
+
+    Real clients get a 401 with a Bearer challenge, fetch a token from ``/auth/token`` with
+    basic credentials, and retry -- the flow docker, podman and skopeo use with Docker Hub.
+    """
+    import requests
+
+    from tests.support.authsrv import ADMIN_PASSWORD, start_auth_server
+
+    reg = start_auth_server(tmp_path_factory.mktemp("moorage-token"))
+    reg.kind = "moorage"
+    try:
+        admin = ("admin", ADMIN_PASSWORD)
+        for path, body in (("users", {"name": AUTH_USER, "password": AUTH_PASSWORD}),
+                           ("grants", {"user": AUTH_USER, "pattern": "private/*", "actions": "pull,push"})):
+            r = requests.post(f"{reg.url}/api/v1/{path}", json=body, auth=admin, timeout=30)
+            assert r.status_code == 201, (path, r.status_code, r.text)
+        reg.username, reg.password = AUTH_USER, AUTH_PASSWORD
         yield reg
     finally:
         reg.stop()
