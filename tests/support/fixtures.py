@@ -36,7 +36,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
