@@ -4,8 +4,8 @@
   blob land on different replicas, so the replica finishing an upload re-hashes it from S3);
   pulls from each replica directly return identical bytes;
 * a chunked upload driven by raw PATCHes alternating replicas completes;
-* a replica SIGKILLed in the middle of a push: the client's own retry through nginx completes
-  (asserted: one skopeo invocation, broken requests only from the victim).
+* a replica SIGKILLed in the middle of a push: broken requests only from the victim; the push
+  completes (with a re-run when skopeo got a 502: Debian's skopeo does not retry 5xx).
 """
 
 from __future__ import annotations
@@ -157,16 +157,31 @@ def test_chunked_upload_alternating_replicas(cluster: Cluster) -> None:
         assert part.status_code == 206 and part.content == data[5 * MiB - 3:5 * MiB + 3]
 
 
-#: skopeo's own retry (``--retry-times``; skopeo 1.9 defaults to 0, podman's libimage to 3): what
-#: docs/scale-out.md relies on when it says the client retries a push whose request broke.
+#: skopeo's own retry (``--retry-times``; default 0).  NOTE (see the test's docstring): the skopeo
+#: 1.9.3 / podman 4.3.1 in Debian do NOT retry a 5xx, whatever --retry-times says.
 CLIENT_RETRIES = "3"
 
 
+def _five_xx(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.split()[2].startswith("5")]
+
+
 def test_sigkill_replica_mid_push(cluster: Cluster, rgw, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """docs/scale-out.md: a push whose request broke with its replica is retried by the client,
-    through the balancer, on another replica; pulls fail over.  So: ONE client invocation (its own
-    retry, none by the test) succeeds; the only broken requests are ones the victim was serving
-    when it died; every replica left, the balancer and the restarted victim serve the same bytes.
+    """A replica SIGKILLed while skopeo streams a push through nginx.
+
+    docs/scale-out.md says "a push whose request broke with its replica is retried by the client
+    (docker, podman, skopeo all do)".  What holds with the clients in Debian (checked here):
+
+    * the only requests that break are the ones the victim was serving when it died (nginx
+      routes every later request around it; a non-idempotent request already sent cannot be
+      replayed by nginx, so the client gets a 502 for it);
+    * skopeo 1.9.3 does NOT retry that 502, even with ``--retry-times``: containers/common's
+      ``retry.IsErrorRetryable`` learned to retry 5xx (``UnexpectedHTTPStatusError``) only in
+      2025 (containers/common PR #2378); podman 4.3.1 uses the same code.  So when a PATCH was in
+      flight on the victim, the first invocation fails, naming the 502 -- asserted exactly --
+      and running the same command again (the user's retry) completes with no broken request.
+      If no request was in flight on the victim, the single invocation must succeed.
+    * either way every replica left, the balancer and the restarted victim serve the same bytes.
     """
     img = build_image(tmp_path / "src", "big", layers=[16 * MiB, 16 * MiB, 16 * MiB, 12 * MiB], seed="replicas-kill")
     sk = Skopeo(tmp_path / "skopeo")
@@ -184,7 +199,6 @@ def test_sigkill_replica_mid_push(cluster: Cluster, rgw, tmp_path: Path) -> None
                 break
             time.sleep(0.02)
         killed_while_pushing = push.poll() is None
-        served_before_kill = [line for line in cluster.lb.access_log()[log_before:] if victim.host in line]
         os.killpg(victim.proc.pid, signal.SIGKILL)
         victim.proc.wait(timeout=10)
         out, err = push.communicate(timeout=300)
@@ -193,18 +207,21 @@ def test_sigkill_replica_mid_push(cluster: Cluster, rgw, tmp_path: Path) -> None
             push.kill()
             push.wait()
     assert killed_while_pushing, "the push finished before the kill; make the image bigger"
-    log = [line for line in cluster.lb.access_log()[log_before:] if "/team/big/" in line]
-    broken = [line for line in log if line.split()[2].startswith("5")]
-    print(f"requests: {len(log)}; to the victim before the kill: {len(served_before_kill)}; "
-          f"answered 5xx to the client: {broken}; skopeo stderr: {err[-500:]!r}")
-    # The client's own retry made the push succeed: no second invocation by the test.
-    assert push.returncode == 0, f"skopeo (--retry-times {CLIENT_RETRIES}) failed: {err[-2000:]}\n" + "\n".join(log)
-    # Broken requests: only the ones the victim held when it died (at most one per layer being
-    # uploaded, skopeo's concurrency here), and only from the victim; everything after the kill
-    # was routed around it by nginx (proxy_next_upstream on connect errors).
-    assert all(victim.host in line.split()[3] for line in broken), broken
+    first = [line for line in cluster.lb.access_log()[log_before:] if "/team/big/" in line]
+    broken = _five_xx(first)
+    print(f"first invocation: rc={push.returncode}, {len(first)} requests, answered 5xx: {broken}; "
+          f"stderr: {err[-300:]!r}")
+    # broken requests: only the victim's, only 502/504, at most one per layer being uploaded
+    assert all(line.split()[3] == victim.host and line.split()[2] in ("502", "504") for line in broken), broken
     assert len(broken) <= len(img.layers), broken
-    assert all(line.split()[2] in ("502", "504") for line in broken), broken
+    if push.returncode != 0:
+        # the one failure mode allowed: a request in flight on the victim, reported as such
+        assert broken, f"skopeo failed without any broken request:\n{err[-2000:]}"
+        assert "unexpected HTTP status: 502 Bad Gateway" in err or "504 Gateway Time" in err, err[-2000:]
+        before_retry = len(cluster.lb.access_log())
+        sk.copy(img.oci_ref, dst)  # the user's retry of the same command
+        again = [line for line in cluster.lb.access_log()[before_retry:] if "/team/big/" in line]
+        assert again and not _five_xx(again), again  # with the victim down, nothing breaks any more
 
     expected = img.blobs()
     _pull_and_compare(sk, f"{cluster.lb.host}/team/big:v1", tmp_path / "out-lb", expected)
