@@ -10,6 +10,9 @@ bash .ci/install-clients.sh
 [ -f .ci/install-services.sh ] && bash .ci/install-services.sh
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# Everything is installed above: a client, service or module that is missing now must fail
+# the run, not skip its tests (tests/support/require.py).
+export MOORAGE_REQUIRE_CLIENTS="${MOORAGE_REQUIRE_CLIENTS:-1}"
 export MOORAGE_TEST_BACKENDS="${MOORAGE_TEST_BACKENDS:-fs-sqlite,s3-postgres}"
 set +e
 python3 -m pytest -ra -q -p no:cacheprovider --durations=15 "$@"

@@ -10,14 +10,11 @@ import pytest
 from tests.support.backends import FACTORIES, EnvFactory, selected_backends
 from tests.support.registry_proc import RegistryProcess, start_moorage
 
-try:  # real-client fixtures (podman socket, Distribution, OCI layouts)
-    from tests.support.fixtures import *  # noqa: F401,F403
-except ImportError:  # pragma: no cover
-    pass
-try:  # throwaway Ceph RGW and PostgreSQL
-    from tests.support.service_fixtures import *  # noqa: F401,F403
-except ImportError:  # pragma: no cover
-    pass
+# Real-client fixtures (podman socket, Distribution, OCI layouts) and throwaway Ceph RGW and
+# PostgreSQL.  Not wrapped in try/except ImportError: a broken import must fail the run, not
+# silently drop fixtures.
+from tests.support.fixtures import *  # noqa: F401,F403,E402
+from tests.support.service_fixtures import *  # noqa: F401,F403,E402
 
 
 @pytest.fixture(scope="session", params=selected_backends())

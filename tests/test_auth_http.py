@@ -298,9 +298,25 @@ def test_catalog_shows_only_pullable_repositories(srv: RegistryProcess) -> None:
     assert set(_catalog(srv, CAROL).json()["repositories"]) == {"alice/public", "team/app", "pubns/tool"}
     bob = _catalog(srv, BOB).json()["repositories"]
     assert set(bob) == {"alice/private", "alice/public", "pubns/tool"}
-    # pagination over the filtered list
-    page = _catalog(srv, BOB, n="2")
-    assert page.json()["repositories"] == sorted(bob)[:2] and "Link" in page.headers
+    assert bob == sorted(bob)
+    # pagination over the filtered list: exact page sizes, an exact Link, nothing lost or repeated,
+    # and never a hidden name (alice/private's neighbours in byte order are hidden from bob)
+    for n in (1, 2, 3):
+        seen: list[str] = []
+        params: dict[str, str] = {"n": str(n)}
+        for _ in range(len(bob) + 1):
+            page = _catalog(srv, BOB, **params)
+            names = page.json()["repositories"]
+            assert len(names) == min(n, len(bob) - len(seen)), (n, seen, names)
+            seen += names
+            link = page.headers.get("Link")
+            if len(seen) == len(bob):
+                assert link is None, (n, link)
+                break
+            last = names[-1].replace("/", "%2F")
+            assert link == f'</v2/_catalog?n={n}&last={last}>; rel="next"', link
+            params = {"n": str(n), "last": names[-1]}
+        assert seen == bob, (n, seen)
     assert _catalog(srv, None).status_code == 401  # anonymous callers get no catalog
 
 

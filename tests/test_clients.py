@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import ocilayout
+from tests.support.refusal import assert_refused
 from tests.support.clients import (
     ACCEPT_MANIFESTS,
     ClientError,
@@ -42,8 +43,23 @@ def _get_manifest(registry, repo: str, ref: str) -> tuple[int, dict, bytes]:
     )
 
 
+def _get_json(registry, url: str):
+    """GET with the registry's credentials: basic auth, or (token mode) the Bearer token flow."""
+    status, hdrs, doc = http_json(url, auth=registry.auth)
+    challenge = hdrs.get("www-authenticate", "")
+    if status == 401 and registry.auth and challenge.startswith("Bearer "):
+        import re
+
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        query = "&".join(f"{k}={v}" for k, v in params.items() if k in ("service", "scope"))
+        tstatus, _, tok = http_json(f"{params['realm']}?{query}", auth=registry.auth)
+        assert tstatus == 200, (tstatus, tok)
+        status, hdrs, doc = http_json(url, headers={"Authorization": f"Bearer {tok['token']}"})
+    return status, hdrs, doc
+
+
 def _tags(registry, repo: str) -> set[str]:
-    status, _, doc = http_json(f"{registry.url}/v2/{repo}/tags/list", auth=registry.auth)
+    status, _, doc = _get_json(registry, f"{registry.url}/v2/{repo}/tags/list")
     assert status == 200, (status, doc)
     return set(doc.get("tags") or [])
 
@@ -144,7 +160,7 @@ def test_skopeo_list_tags_inspect_delete(registry, skopeo, tmp_path, repo_name):
     # v1 and v2 share one manifest: deleting it removes both tags
     skopeo("delete", _ref(registry, repo_name, "v1"))
     for tag in ("v1", "v2"):
-        assert skopeo("inspect", _ref(registry, repo_name, tag), check=False).returncode != 0
+        assert_refused(skopeo("inspect", _ref(registry, repo_name, tag), check=False), "manifest unknown")
 
 
 def test_docker_pulls_skopeo_pushed_layout(registry, skopeo, podman_socket, oci_image_layout, repo_name):
@@ -202,7 +218,7 @@ def test_docker_cli_import_tag_push_pull(registry, podman_socket, busybox_rootfs
 
     # remove locally, pull back, same image
     d("image", "rm", f"{host}/mynodeapp", "mynodeapp")
-    assert d("image", "inspect", f"{host}/mynodeapp", check=False).returncode != 0
+    assert_refused(d("image", "inspect", f"{host}/mynodeapp", check=False), "no such image")
     d("image", "pull", f"{host}/mynodeapp")
     assert _image_id(podman_socket, f"{host}/mynodeapp") == app_id
     digests = json.loads(d("image", "inspect", f"{host}/mynodeapp").stdout)[0]["RepoDigests"]
@@ -223,7 +239,7 @@ def test_docker_and_skopeo_login(auth_registry, podman_socket, skopeo, busybox_r
     assert status == 401 and "www-authenticate" in hdrs
 
     bad = d("login", "--username", user, "--password-stdin", reg.localhost, input="wrong", check=False)
-    assert bad.returncode != 0
+    assert_refused(bad, "401 Unauthorized")
     assert "Login Succeeded" in podman_socket.docker_login(reg.localhost, user, password).stdout
     try:
         ref = f"{reg.localhost}/private/app:1"
@@ -237,7 +253,8 @@ def test_docker_and_skopeo_login(auth_registry, podman_socket, skopeo, busybox_r
     assert http_json(f"{reg.url}/v2/private/app/tags/list")[0] == 401
     assert _tags(reg, "private/app") == {"1"}
 
-    assert skopeo("list-tags", f"docker://{reg.host}/private/app", check=False).returncode != 0
+    # no credentials stored any more: refused by the registry (not a connection problem)
+    assert_refused(skopeo("list-tags", f"docker://{reg.host}/private/app", check=False), "unauthorized:")
     skopeo.login(reg.host, user, password)
     try:
         assert skopeo.json("list-tags", f"docker://{reg.host}/private/app")["Tags"] == ["1"]

@@ -31,6 +31,7 @@ from tests.gc_push import (
     sha,
     stored,
 )
+from tests.support.refusal import assert_refused
 from tests.support.registry_proc import REPO_ROOT, start_moorage
 
 
@@ -287,7 +288,8 @@ def test_gc_of_one_repository_leaves_the_others(fresh_moorage):
     assert all(stored(fresh_moorage, [sha(x) for x in b.blobs]).values())
     assert requests.get(f"{url}/v2/scope/b/manifests/{b.digest}").status_code == 200
     assert gc(fresh_moorage, "--grace", "0", "--delete-untagged", "--repository", "nope/x")["blobs_removed"] == 0
-    assert moorage_cli(fresh_moorage, "gc", "--repository", "Bad Name", check=False).returncode != 0
+    assert_refused(moorage_cli(fresh_moorage, "gc", "--repository", "Bad Name", check=False),
+                   "Invalid value for --repository: invalid repository name")
 
 
 def test_repository_delete_requires_admin_with_token_auth(tmp_path, backend):

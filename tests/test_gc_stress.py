@@ -1,24 +1,28 @@
 """Pushes sharing layers while ``moorage gc --grace 0 --delete-untagged`` runs in a loop.
 
-Three raw-HTTP clients (and a skopeo client when skopeo is installed) push tagged images that
+A soak test, not the proof: the GC-vs-manifest-PUT guarantee is proven deterministically in
+tests/test_gc_race.py (pause hooks).  This one looks for what nobody thought of.  (It used to
+include a skopeo client, which with grace 0 could be starved indefinitely -- every blob it
+uploaded collected before its manifest PUT, legal with grace 0 -- and made the test flaky.)
+
+Three raw-HTTP clients push tagged images that
 share base layers, and push-then-delete throwaway images (garbage for the collector, sharing
 the same layers).  Meanwhile the collector runs again and again as a separate process on the
 live server's data.  With grace 0 a blob uploaded but not yet referenced may legally be
 collected before the manifest PUT (the client then sees MANIFEST_BLOB_UNKNOWN and pushes it
 again — what real clients do on retry); what must never happen is a manifest PUT that
 *succeeds* and then misses a blob.  At the end every tagged image must pull byte-identical and
-the index must match storage.  Bounded: the pushing phase stops after ~30 s, the test after ~60 s.
+the index must match storage.  Bounded: the pushing phase stops after ~25 s (no
+wall-clock assertion: on a loaded machine the whole test takes 60-90 s).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import requests
 
@@ -85,43 +89,6 @@ def _http_client(url: str, n: int, base: list[bytes], deadline: float, pushed: l
         errors.append(f"client {n}: {exc!r}")
 
 
-def _oci_layout(root: Path, img: Image, tag: str) -> Path:
-    (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-    (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    for data in [*img.blobs, img.manifest]:
-        (root / "blobs" / "sha256" / sha(data)[7:]).write_bytes(data)
-    index = {"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": img.digest, "size": len(img.manifest),
-        "annotations": {"org.opencontainers.image.ref.name": tag}}]}
-    (root / "index.json").write_text(json.dumps(index))
-    return root
-
-
-def _skopeo_client(url: str, host: str, workdir: Path, base: list[bytes], deadline: float,
-                   pushed: list[tuple[str, str, Image]], errors: list[str]) -> None:
-    from tests.support.clients import Skopeo
-
-    sk = Skopeo(workdir / "skopeo")
-    try:
-        for j in range(4):
-            if time.monotonic() > deadline:
-                break
-            img = make_image(f"skopeo-img{j}", base, unique=1, size=8192)
-            layout = _oci_layout(workdir / f"layout{j}", img, f"v{j}")
-            for attempt in range(10):
-                res = sk("copy", "--quiet", "--preserve-digests", f"oci:{layout}:v{j}", f"docker://{host}/stress/skopeo:v{j}",
-                         check=False, timeout=60)
-                if res.returncode == 0:
-                    break
-                time.sleep(0.2)  # a layer collected between skopeo's HEAD and its manifest PUT: retry
-            else:
-                errors.append(f"skopeo v{j}: {res.stderr[-1000:]}")
-                return
-            pushed.append(("stress/skopeo", f"v{j}", img))
-    except Exception as exc:  # noqa: BLE001
-        errors.append(f"skopeo: {exc!r}")
-
-
 def test_pushes_while_gc_loops(fresh_moorage, tmp_path):
     url = fresh_moorage.url
     started = time.monotonic()
@@ -135,9 +102,6 @@ def test_pushes_while_gc_loops(fresh_moorage, tmp_path):
     gc_thread.start()
     clients = [threading.Thread(target=_http_client, args=(url, n, base, deadline, pushed, errors), daemon=True)
                for n in range(3)]
-    if shutil.which("skopeo"):
-        clients.append(threading.Thread(target=_skopeo_client,
-                                        args=(url, fresh_moorage.host, tmp_path, base, deadline, pushed, errors), daemon=True))
     for c in clients:
         c.start()
     for c in clients:
@@ -164,4 +128,3 @@ def test_pushes_while_gc_loops(fresh_moorage, tmp_path):
           f"({sum(r['blobs_removed'] for r in runs)} blobs, {sum(r['manifests_removed'] for r in runs)} manifests removed "
           f"concurrently, {sum(r['skipped_concurrent'] for r in runs)} candidates saved by the re-check), "
           f"final run {final}, {time.monotonic() - started:.1f}s")
-    assert time.monotonic() - started < 90

@@ -15,8 +15,11 @@ from moorage.metadata.store import MetadataStore
 from moorage.registry import hashstate
 from moorage.registry.service import RegistryService
 from moorage.storage.filesystem import FilesystemBlobStore
+from tests.support.require import required
 
-pytestmark = pytest.mark.skipif(not hashstate.AVAILABLE, reason="libcrypto SHA256_* not available")
+# Skipped on a machine without libcrypto's SHA256_* -- but not in CI (tests/support/require.py):
+# there the tests run and fail, since replicas then silently fall back to re-hashing from S3.
+pytestmark = pytest.mark.skipif(not hashstate.AVAILABLE and not required(), reason="libcrypto SHA256_* not available")
 
 
 def test_matches_hashlib_across_save_restore_and_copy() -> None:

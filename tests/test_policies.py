@@ -18,6 +18,7 @@ from tests.gc_push import (
     stored,
     sub_cli,
 )
+from tests.support.refusal import assert_refused
 
 
 # ------------------------------------------------------------------------------ retention
@@ -50,7 +51,7 @@ def test_retention_keep_last_and_regex(fresh_moorage):
 
     sub_cli(fresh_moorage, "retention", "rm", "ret")
     assert "no retention policies" in sub_cli(fresh_moorage, "retention", "list").stdout
-    assert sub_cli(fresh_moorage, "retention", "rm", "ret", check=False).returncode != 0
+    assert_refused(sub_cli(fresh_moorage, "retention", "rm", "ret", check=False), "no retention policy for 'ret'")
 
 
 def test_retention_expire_days_and_apply(fresh_moorage):
@@ -67,8 +68,10 @@ def test_retention_expire_days_and_apply(fresh_moorage):
     assert "removed exp/app:old1" in out and "removed exp/app:old2" in out
     assert requests.get(f"{url}/v2/exp/app/tags/list").json()["tags"] == ["keep-me"]
     # a policy needs a rule; a bad regex is refused
-    assert sub_cli(fresh_moorage, "retention", "set", "x", check=False).returncode != 0
-    assert sub_cli(fresh_moorage, "retention", "set", "x", "--keep-regex", "(", check=False).returncode != 0
+    assert_refused(sub_cli(fresh_moorage, "retention", "set", "x", check=False),
+                   "needs at least one of --keep-last, --keep-regex, --expire-days")
+    assert_refused(sub_cli(fresh_moorage, "retention", "set", "x", "--keep-regex", "(", check=False),
+                   "invalid regular expression '('")
 
 
 def test_retention_plan_unit():
@@ -180,7 +183,7 @@ def test_quota_refuses_pushes_over_the_limit(fresh_moorage):
     push_blob(url, "q/one", c)
     sub_cli(fresh_moorage, "quota", "rm", "q")
     assert "no quotas" in sub_cli(fresh_moorage, "quota", "list").stdout
-    assert sub_cli(fresh_moorage, "quota", "set", "q", "lots", check=False).returncode != 0
+    assert_refused(sub_cli(fresh_moorage, "quota", "set", "q", "lots", check=False), "not a size: 'lots'")
 
 
 def test_size_parsing():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -172,63 +174,102 @@ def test_delete_by_digest_removes_manifest_and_tags(c: Client) -> None:
     assert c.req("DELETE", f"/v2/m/deldigest/manifests/{digest}").status_code == 404
 
 
+_LINK = re.compile(r'^<(?P<path>/v2/[^?>]+)\?(?P<query>[^>]+)>; rel="next"$')
+
+
+def _walk_pages(c: Client, path: str, key: str, n: int, everything: list[str]) -> list[list[str]]:
+    """Follow ``Link`` from ``path?n=N``; assert every page's size and every Link exactly.
+
+    A server that ignores ``n`` (one big page), pads or short-changes pages, loses or repeats
+    an entry between pages, or writes a Link that is not RFC 5988 ``<path?n=N&last=X>;
+    rel="next"`` fails here.  Returns the pages.
+    """
+    pages: list[list[str]] = []
+    url: str | None = f"{path}?n={n}"
+    while url is not None:
+        assert len(pages) <= len(everything) // max(n, 1) + 1, f"more pages than {len(everything)} entries allow"
+        r = c.req("GET", url)
+        assert r.status_code == 200, r.text
+        page = r.json()[key]
+        pages.append(page)
+        link = r.headers.get("Link")
+        if link is None:
+            url = None
+            continue
+        m = _LINK.match(link)
+        assert m, f"Link header not RFC 5988 '<...?n=N&last=X>; rel=\"next\"': {link!r}"
+        assert m["path"] == path, link
+        query = parse_qs(m["query"], keep_blank_values=True, strict_parsing=True)
+        assert query == {"n": [str(n)], "last": [page[-1]]}, (link, page)
+        url = link[1:link.index(">")]
+    done = 0
+    for i, page in enumerate(pages):
+        rest = len(everything) - done
+        assert len(page) == min(n, rest), f"page {i}: {len(page)} entries, expected {min(n, rest)} (n={n})"
+        done += len(page)
+    # the last page carries no Link; a Link is sent only when something follows (so a final
+    # full page has none either, and no empty page is ever needed)
+    assert len(pages) == max(1, -(-len(everything) // n)), [len(p) for p in pages]
+    assert [x for p in pages for x in p] == everything
+    return pages
+
+
 def test_tags_pagination(c: Client) -> None:
     digest, body = c.push_image("m/tags", "t00")
     names = [f"t{i:02d}" for i in range(12)] + ["A", "Z", "_under", "v1.0", "v1.0-rc"]
     for t in names[1:]:
         assert c.push_manifest("m/tags", t, body).status_code == 201
-    everything = c.req("GET", "/v2/m/tags/tags/list").json()
+    r = c.req("GET", "/v2/m/tags/tags/list")
+    assert "Link" not in r.headers
+    everything = r.json()
     assert everything["name"] == "m/tags"
     assert everything["tags"] == sorted(names)  # lexical (byte) order
-    seen: list[str] = []
-    url = "/v2/m/tags/tags/list?n=5"
-    pages = 0
-    while url:
-        r = c.req("GET", url)
-        assert r.status_code == 200
-        page = r.json()["tags"]
-        assert len(page) <= 5
-        seen += page
-        pages += 1
-        link = r.headers.get("Link")
-        url = link.split(";")[0].strip("<>") if link else None
-        assert pages < 10
-    assert seen == sorted(names)
-    assert pages == 4  # 17 tags: 5+5+5+2, no Link on the last page
-    assert c.req("GET", "/v2/m/tags/tags/list?n=0").json()["tags"] == []
-    assert "Link" not in c.req("GET", "/v2/m/tags/tags/list?n=0").headers
+    for n in (1, 5, 16, 17, 18, 100):  # 17 tags: 17 pages, 5+5+5+2, 16+1, one full page, ...
+        pages = _walk_pages(c, "/v2/m/tags/tags/list", "tags", n, sorted(names))
+        assert r.json()["name"] == "m/tags"
+        if n == 5:
+            assert [len(p) for p in pages] == [5, 5, 5, 2]
+    r = c.req("GET", "/v2/m/tags/tags/list?n=0")
+    assert r.status_code == 200 and r.json()["tags"] == [] and "Link" not in r.headers
     r = c.req("GET", "/v2/m/tags/tags/list", params={"n": 3, "last": "t05"})
     assert r.json()["tags"] == ["t06", "t07", "t08"]
+    assert r.headers["Link"] == '</v2/m/tags/tags/list?n=3&last=t08>; rel="next"'
+    r = c.req("GET", "/v2/m/tags/tags/list", params={"last": "t05"})  # no n: everything after last
+    assert r.json()["tags"] == [t for t in sorted(names) if t > "t05"] and "Link" not in r.headers
     r = c.req("GET", "/v2/m/tags/tags/list", params={"last": "zzz"})
     assert r.json()["tags"] == []
-    r = c.req("GET", "/v2/m/tags/tags/list?n=-1")
-    assert r.status_code == 400
-    r = c.req("GET", "/v2/m/tags/tags/list?n=abc")
-    assert r.status_code == 400
+    for bad in ("-1", "abc", "1e3", "5 "):
+        r = c.req("GET", f"/v2/m/tags/tags/list?n={bad}")
+        assert r.status_code == 400 and error_codes(r) == ["PAGINATION_NUMBER_INVALID"], (bad, r.text)
     r = c.req("GET", "/v2/m/no-such-repo/tags/list")
+    assert r.status_code == 404 and error_codes(r) == ["NAME_UNKNOWN"]
+    r = c.req("GET", "/v2/m/no-such-repo/tags/list?n=0")
     assert r.status_code == 404 and error_codes(r) == ["NAME_UNKNOWN"]
 
 
 def test_catalog_pagination(c: Client) -> None:
-    names = [f"cat/r{i:02d}" for i in range(7)]
+    # names whose byte order differs from locale collation (-, ., _) and a "/" that the Link must escape
+    names = [f"cat/r{i:02d}" for i in range(7)] + ["cat/r-dash", "cat/r_0", "cat/r.0", "cat/sub/deep"]
     for n in names:
         c.push_image(n, "v")
-    allnames = c.req("GET", "/v2/_catalog").json()["repositories"]
+    r = c.req("GET", "/v2/_catalog")
+    assert "Link" not in r.headers
+    allnames = r.json()["repositories"]
     assert set(names) <= set(allnames)
-    assert allnames == sorted(allnames)
-    seen: list[str] = []
-    url = "/v2/_catalog?n=3"
-    for _ in range(100):
-        r = c.req("GET", url)
-        seen += r.json()["repositories"]
-        link = r.headers.get("Link")
-        if not link:
-            break
-        assert link.endswith('rel="next"')
-        url = link.split(";")[0].strip("<>")
-    assert seen == allnames
-    assert c.req("GET", "/v2/_catalog?n=0").json()["repositories"] == []
+    assert allnames == sorted(allnames, key=lambda s: s.encode())  # byte order, not collation
+    assert len(allnames) == len(set(allnames))
+    for n in (1, 3, len(allnames) - 1, len(allnames), len(allnames) + 1):
+        pages = _walk_pages(c, "/v2/_catalog", "repositories", n, allnames)
+        assert len(pages) == max(1, -(-len(allnames) // n))
+    r = c.req("GET", "/v2/_catalog?n=0")
+    assert r.status_code == 200 and r.json()["repositories"] == [] and "Link" not in r.headers
+    i = allnames.index("cat/r02")
+    r = c.req("GET", "/v2/_catalog", params={"n": 2, "last": "cat/r02"})
+    assert r.json()["repositories"] == allnames[i + 1:i + 3]
+    assert r.headers["Link"] == f'</v2/_catalog?n=2&last={allnames[i + 2].replace("/", "%2F")}>; rel="next"'
     assert c.req("GET", "/v2/_catalog", params={"last": "zzzz"}).json()["repositories"] == []
+    r = c.req("GET", "/v2/_catalog?n=x")
+    assert r.status_code == 400 and error_codes(r) == ["PAGINATION_NUMBER_INVALID"]
 
 
 def _artifact(c: Client, repo: str, subject_digest: str, subject_size: int, artifact_type: str, annotations=None):  # noqa: ANN001, ANN202

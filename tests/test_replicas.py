@@ -4,7 +4,8 @@
   blob land on different replicas, so the replica finishing an upload re-hashes it from S3);
   pulls from each replica directly return identical bytes;
 * a chunked upload driven by raw PATCHes alternating replicas completes;
-* a replica SIGKILLed in the middle of a push: the client's retry through nginx completes.
+* a replica SIGKILLed in the middle of a push: broken requests only from the victim; the push
+  completes (with a re-run when skopeo got a 502: Debian's skopeo does not retry 5xx).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.support.nginx import Nginx
 from tests.support.ocilayout import build_image, read_layout_blobs
 from tests.support.postgres import create_database
 from tests.support.registry_proc import REPO_ROOT, RegistryProcess, start_moorage
+from tests.support.require import require_binary
 
 pytestmark = pytest.mark.services
 
@@ -48,11 +50,8 @@ class Cluster:
 def cluster(rgw, postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:  # type: ignore[no-untyped-def]
     from tests.support.nginx import NGINX
 
-    if not Path(NGINX).exists() or not Path("/usr/bin/skopeo").exists():
-        msg = "nginx/skopeo not installed (bash .ci/install-services.sh)"
-        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+    require_binary(NGINX, "nginx")
+    require_binary("skopeo", "skopeo")
     tmp = tmp_path_factory.mktemp("replicas")
     suffix = uuid.uuid4().hex[:10]
     url = create_database(postgres_url, f"replicas_{suffix}")
@@ -158,13 +157,39 @@ def test_chunked_upload_alternating_replicas(cluster: Cluster) -> None:
         assert part.status_code == 206 and part.content == data[5 * MiB - 3:5 * MiB + 3]
 
 
+#: skopeo's own retry (``--retry-times``; default 0).  NOTE (see the test's docstring): the skopeo
+#: 1.9.3 / podman 4.3.1 in Debian do NOT retry a 5xx, whatever --retry-times says.
+CLIENT_RETRIES = "3"
+
+
+def _five_xx(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.split()[2].startswith("5")]
+
+
 def test_sigkill_replica_mid_push(cluster: Cluster, rgw, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A replica SIGKILLed while skopeo streams a push through nginx.
+
+    docs/scale-out.md says "a push whose request broke with its replica is retried by the client
+    (docker, podman, skopeo all do)".  What holds with the clients in Debian (checked here):
+
+    * the only requests that break are the ones the victim was serving when it died (nginx
+      routes every later request around it; a non-idempotent request already sent cannot be
+      replayed by nginx, so the client gets a 502 for it);
+    * skopeo 1.9.3 does NOT retry that 502, even with ``--retry-times``: containers/common's
+      ``retry.IsErrorRetryable`` learned to retry 5xx (``UnexpectedHTTPStatusError``) only in
+      2025 (containers/common PR #2378); podman 4.3.1 uses the same code.  So when a PATCH was in
+      flight on the victim, the first invocation fails, naming the 502 -- asserted exactly --
+      and running the same command again (the user's retry) completes with no broken request.
+      If no request was in flight on the victim, the single invocation must succeed.
+    * either way every replica left, the balancer and the restarted victim serve the same bytes.
+    """
     img = build_image(tmp_path / "src", "big", layers=[16 * MiB, 16 * MiB, 16 * MiB, 12 * MiB], seed="replicas-kill")
     sk = Skopeo(tmp_path / "skopeo")
     dst = f"docker://{cluster.lb.host}/team/big:v1"
-    argv = sk.argv("copy", "--quiet", "--preserve-digests", img.oci_ref, dst)
+    argv = sk.argv("copy", "--quiet", "--preserve-digests", "--retry-times", CLIENT_RETRIES, img.oci_ref, dst)
     s3 = rgw.boto3_client()
     victim = cluster.replicas[1]
+    log_before = len(cluster.lb.access_log())
     push = subprocess.Popen(argv, env=sk.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # Wait until blob data is streaming into S3 (part objects of unfinished uploads appear).
@@ -182,15 +207,22 @@ def test_sigkill_replica_mid_push(cluster: Cluster, rgw, tmp_path: Path) -> None
             push.kill()
             push.wait()
     assert killed_while_pushing, "the push finished before the kill; make the image bigger"
-    first_ok = push.returncode == 0
-    log = cluster.lb.access_log()
-    victim_lines = [line for line in log if victim.host in line and "/team/big/" in line]
-    failed = [line for line in victim_lines if line.split()[2] in ("502", "504") or "," in line]
-    print(f"killed while pushing: {killed_while_pushing}; requests to the victim: {len(victim_lines)}, "
-          f"of which broken/retried by nginx: {failed}; first attempt ok: {first_ok}; stderr: {err[-500:]}")
-    if not first_ok:
-        # The client's retry, through nginx, with one replica down.
-        sk.copy(img.oci_ref, dst)
+    first = [line for line in cluster.lb.access_log()[log_before:] if "/team/big/" in line]
+    broken = _five_xx(first)
+    print(f"first invocation: rc={push.returncode}, {len(first)} requests, answered 5xx: {broken}; "
+          f"stderr: {err[-300:]!r}")
+    # broken requests: only the victim's, only 502/504, at most one per layer being uploaded
+    assert all(line.split()[3] == victim.host and line.split()[2] in ("502", "504") for line in broken), broken
+    assert len(broken) <= len(img.layers), broken
+    if push.returncode != 0:
+        # the one failure mode allowed: a request in flight on the victim, reported as such
+        assert broken, f"skopeo failed without any broken request:\n{err[-2000:]}"
+        assert "unexpected HTTP status: 502 Bad Gateway" in err or "504 Gateway Time" in err, err[-2000:]
+        before_retry = len(cluster.lb.access_log())
+        sk.copy(img.oci_ref, dst)  # the user's retry of the same command
+        again = [line for line in cluster.lb.access_log()[before_retry:] if "/team/big/" in line]
+        assert again and not _five_xx(again), again  # with the victim down, nothing breaks any more
+
     expected = img.blobs()
     _pull_and_compare(sk, f"{cluster.lb.host}/team/big:v1", tmp_path / "out-lb", expected)
     for i, r in enumerate(cluster.replicas):

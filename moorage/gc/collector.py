@@ -55,6 +55,10 @@ from . import retention
 #: Test hook: seconds to sleep right after the first tombstone transaction commits (so a test
 #: can SIGKILL the collector mid-sweep).
 PAUSE_ENV = "MOORAGE_GC_TEST_PAUSE_AFTER_TOMBSTONE"
+#: Test hook: after the mark phase, before links are pruned and blobs swept, print the sweep
+#: candidates to stderr and wait (at most this many seconds) for a line on stdin, so a test
+#: can put a request exactly between mark and sweep (tests/test_gc_race.py).
+PAUSE_BEFORE_SWEEP_ENV = "MOORAGE_GC_TEST_PAUSE_BEFORE_SWEEP"
 
 T = TypeVar("T")
 
@@ -263,6 +267,7 @@ class Collector:
             if repo_id is None:
                 res.orphans = await self._orphans(set(snap.blobs), stat=True)
         else:
+            await self._test_pause_before_sweep(candidates)
             res.links_removed = await self._prune_links(prune, cutoff)
             t = lap("prune_links", t)
             res.blobs, skipped = await self._sweep(candidates, cutoff)
@@ -461,6 +466,16 @@ class Collector:
             self._paused = True
             print(f"gc: tombstones set, pausing {pause}s ({PAUSE_ENV})", file=sys.stderr, flush=True)
             await asyncio.sleep(float(pause))
+
+    async def _test_pause_before_sweep(self, candidates: list[tuple[str, int]]) -> None:
+        pause = os.environ.get(PAUSE_BEFORE_SWEEP_ENV)
+        if pause:
+            print(f"gc: marked, pausing before sweep ({PAUSE_BEFORE_SWEEP_ENV}); candidates: "
+                  + " ".join(d for d, _ in candidates), file=sys.stderr, flush=True)
+            try:
+                await asyncio.wait_for(asyncio.to_thread(sys.stdin.readline), float(pause))
+            except asyncio.TimeoutError:
+                pass
 
     async def _destroy(self, digests: Sequence[str], tombstoned: tuple[float, list[tuple[str, int]]] | None = None,
                        delete_rows: bool = True) -> list[tuple[str, int]]:

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
+from tests.support.daemon import Daemon
 from tests.support.registry_proc import terminate_group
 
 __all__ = [
@@ -466,30 +467,19 @@ class PodmanService:
             self.socket_path.unlink()
         self.log_path = self.workdir / "podman-service.log"
         argv = self.podman_argv("system", "service", "--time=0", f"unix://{self.socket_path}")
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- start {shlex.join(argv)}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.service_env,
-                cwd=str(self.workdir),
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + self.start_timeout
-        while not _ping_unix(self.socket_path):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"podman system service exited with {self.proc.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"podman socket not answering after {self.start_timeout:.0f}s:\n{self.log()}")
-            time.sleep(0.1)
+        sock = self.socket_path
+        # A Daemon: own process group, group stop, killed by its watchdog if pytest is killed.
+        self._daemon = Daemon("podman system service", argv, self.log_path, env=self.service_env, cwd=self.workdir,
+                              ready=lambda: _ping_unix(sock), start_timeout=self.start_timeout,
+                              stop_timeout=self.stop_timeout)
+        self._daemon.start()
+        self.proc = self._daemon.proc
         return self
 
     def stop(self) -> None:
-        if self.proc is not None:
+        if getattr(self, "_daemon", None) is not None:
+            self._daemon.stop()
+        elif self.proc is not None:
             terminate_group(self.proc, self.stop_timeout)
         self._unmount_storage()
         if self._sock_dir:

@@ -26,18 +26,16 @@ has ``.kind`` ("distribution" | "moorage"), ``.host`` ("127.0.0.1:PORT"),
 Registries are session-scoped and shared by all tests: use the ``repo_name``
 fixture for a repository name unique to the test.
 
-Missing client binaries skip the tests that need them, unless
-``MOORAGE_REQUIRE_CLIENTS=1`` (set it in CI after ``.ci/install-clients.sh``),
-which turns the skip into a failure.
+Missing client binaries skip the tests that need them, unless ``CI=true`` or
+``MOORAGE_REQUIRE_CLIENTS=1`` (scripts/test.sh sets it after installing them),
+which turns the skip into a failure (tests/support/require.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -45,6 +43,7 @@ import pytest
 from tests.support import ocilayout
 from tests.support.clients import PodmanService, Skopeo, oras_client
 from tests.support.registry_proc import DISTRIBUTION_BIN, start_distribution, start_moorage
+from tests.support.require import require_binary, require_module
 
 __all__ = [
     "REGISTRY_KINDS",
@@ -56,6 +55,7 @@ __all__ = [
     "distribution_auth_registry",
     "moorage_registry",
     "moorage_auth_registry",
+    "moorage_token_auth_registry",
     "registry",
     "registry_url",
     "auth_registry",
@@ -79,24 +79,14 @@ def _default_registry_kinds() -> str:
 REGISTRY_KINDS: list[str] = [
     k.strip() for k in os.environ.get("MOORAGE_TEST_REGISTRIES", _default_registry_kinds()).split(",") if k.strip()
 ]
-# Registries with basic auth on (user AUTH_USER / AUTH_PASSWORD). Moorage joins
-# by adding "moorage" here and defining a ``moorage_auth_registry`` fixture.
+# Registries with auth on (user AUTH_USER / AUTH_PASSWORD): Distribution and Moorage in htpasswd
+# mode (basic auth), Moorage in token mode (Bearer tokens from its own /auth/token).
 AUTH_REGISTRY_KINDS: list[str] = [
-    k.strip() for k in os.environ.get("MOORAGE_TEST_AUTH_REGISTRIES", "distribution").split(",") if k.strip()
+    k.strip() for k in os.environ.get("MOORAGE_TEST_AUTH_REGISTRIES", "distribution,moorage,moorage_token").split(",")
+    if k.strip()
 ]
 AUTH_USER = "alice"
 AUTH_PASSWORD = "s3cret-Passw0rd"
-
-
-def require_binary(path_or_name: str, package: str) -> str:
-    """Return the binary's path, or skip (fail under MOORAGE_REQUIRE_CLIENTS=1)."""
-    found = path_or_name if os.path.isabs(path_or_name) and os.access(path_or_name, os.X_OK) else shutil.which(path_or_name)
-    if found:
-        return found
-    msg = f"{path_or_name} not installed (Debian package {package}; run .ci/install-clients.sh)"
-    if os.environ.get("MOORAGE_REQUIRE_CLIENTS") == "1":
-        pytest.fail(msg)
-    pytest.skip(msg)
 
 
 # --------------------------------------------------------------------------
@@ -129,11 +119,9 @@ def distribution_auth_registry(tmp_path_factory):
 def moorage_registry(tmp_path_factory):
     """Moorage via ``python -m moorage.cli serve --addr 127.0.0.1:PORT --data DIR``.
 
-    Skips while ``moorage.cli`` does not exist yet. Extra settings can be
+    Extra settings can be
     passed with MOORAGE_TEST_SERVE_ARGS (shell-split) if the server needs any.
     """
-    if importlib.util.find_spec("moorage") is None or importlib.util.find_spec("moorage.cli") is None:
-        pytest.skip("moorage.cli not written yet")
     import shlex
 
     extra = shlex.split(os.environ.get("MOORAGE_TEST_SERVE_ARGS", ""))
@@ -147,7 +135,7 @@ def moorage_registry(tmp_path_factory):
 @pytest.fixture(scope="session")
 def moorage_auth_registry(tmp_path_factory):
     """Moorage in htpasswd mode (``auth.mode: htpasswd``, like Distribution's basic auth)
-    with AUTH_USER / AUTH_PASSWORD; enable with MOORAGE_TEST_AUTH_REGISTRIES=distribution,moorage."""
+    with AUTH_USER / AUTH_PASSWORD."""
     from tests.support.registry_proc import write_htpasswd
 
     tmp = tmp_path_factory.mktemp("moorage-auth")
@@ -157,6 +145,31 @@ def moorage_auth_registry(tmp_path_factory):
                         username=AUTH_USER, password=AUTH_PASSWORD)
     reg.kind = "moorage"
     try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def moorage_token_auth_registry(tmp_path_factory):
+    """Moorage in token mode (``auth.mode: token``): AUTH_USER may pull and push ``private/*``.
+
+    Real clients get a 401 with a Bearer challenge, fetch a token from ``/auth/token`` with
+    basic credentials, and retry -- the flow docker, podman and skopeo use with Docker Hub.
+    """
+    import requests
+
+    from tests.support.authsrv import ADMIN_PASSWORD, start_auth_server
+
+    reg = start_auth_server(tmp_path_factory.mktemp("moorage-token"))
+    reg.kind = "moorage"
+    try:
+        admin = ("admin", ADMIN_PASSWORD)
+        for path, body in (("users", {"name": AUTH_USER, "password": AUTH_PASSWORD}),
+                           ("grants", {"user": AUTH_USER, "pattern": "private/*", "actions": "pull,push"})):
+            r = requests.post(f"{reg.url}/api/v1/{path}", json=body, auth=admin, timeout=30)
+            assert r.status_code == 201, (path, r.status_code, r.text)
+        reg.username, reg.password = AUTH_USER, AUTH_PASSWORD
         yield reg
     finally:
         reg.stop()
@@ -217,7 +230,7 @@ def docker_env(podman_socket) -> dict:
 @pytest.fixture
 def oras(registry):
     """An oras-py client (``oras.provider.Registry``) for ``registry``."""
-    pytest.importorskip("oras")
+    require_module("oras", "oras")
     return oras_client(registry)
 
 

@@ -1,7 +1,8 @@
 """A throwaway nginx load balancer (Debian ``nginx``) in front of several registry replicas.
 
 Everything lives in ``workdir`` (config, pid, logs, temp dirs); nginx runs in the foreground
-(``daemon off``) as our child and is stopped with SIGQUIT/SIGKILL.  Round-robin upstream,
+(``daemon off``) as our child (a :class:`tests.support.daemon.Daemon`: dies with pytest) and is
+stopped with SIGQUIT/SIGKILL.  Round-robin upstream,
 streaming request bodies (``proxy_request_buffering off``, ``client_max_body_size 0``) and
 responses (``proxy_buffering off``), and ``proxy_next_upstream`` for failures nginx may retry
 (connect errors always; a request already sent is retried only if idempotent, nginx's rule).
@@ -14,12 +15,12 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from ._procs import free_port
+from .daemon import Daemon, DaemonStartError
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -83,6 +84,7 @@ class Nginx:
     affinity: bool = False
     port: int = 0
     proc: subprocess.Popen | None = field(default=None, repr=False)
+    _daemon: Daemon | None = field(default=None, repr=False)
 
     @property
     def host(self) -> str:
@@ -106,19 +108,20 @@ class Nginx:
             conf = root / "nginx.conf"
             balance = "        hash $moorage_upload consistent;" if self.affinity else ""
             conf.write_text(CONFIG.format(root=root, port=self.port, servers=servers, user=user, balance=balance))
-            log = open(root / "stderr.log", "ab")
-            self.proc = subprocess.Popen([NGINX, "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-            log.close()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                        return self
-                except OSError:
-                    time.sleep(0.05)
-            self.stop()
+            port = self.port
+
+            def ready() -> bool:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+
+            self._daemon = Daemon("nginx", [NGINX, "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")],
+                                  root / "stderr.log", ready=ready, start_timeout=timeout, stop_signal=signal.SIGQUIT)
+            try:
+                self._daemon.start()
+                self.proc = self._daemon.proc
+                return self
+            except DaemonStartError:
+                self.proc = None
             if "in use" not in self.log():
                 break
         raise RuntimeError(f"nginx did not start:\n{self.log()}")
@@ -136,15 +139,7 @@ class Nginx:
         return p.read_text(errors="replace").splitlines() if p.exists() else []
 
     def stop(self) -> None:
-        p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
-            return
-        try:
-            os.killpg(p.pid, signal.SIGQUIT)
-            p.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(timeout=10)
+        """SIGQUIT (graceful) to the group, then SIGKILL; see tests.support.daemon.Daemon.stop."""
+        self.proc = None
+        if self._daemon is not None:
+            self._daemon.stop()

@@ -25,6 +25,8 @@ Quirks:
   HTTP (no TLS needed) in 2.8.2.
 * All output of the server goes to ``DIR/<kind>.log``; on a failed start the
   tail of that log is put into the exception message.
+* The process runs as a :class:`tests.support.daemon.Daemon`: own process group,
+  group stop, and killed by its watchdog if pytest itself is killed.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from tests.support.daemon import Daemon, group_members
 
 __all__ = [
     "RegistryProcess",
@@ -108,21 +112,7 @@ def _tail(path: Path, n: int = 40) -> str:
     return "\n".join(lines[-n:])
 
 
-def _group_members(pgid: int) -> list[int]:
-    """PIDs whose process group is ``pgid`` (from /proc/*/stat)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...; comm may contain spaces/parens
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and fields[2] == str(pgid):
-            out.append(int(d.name))
-    return out
+_group_members = group_members
 
 
 def terminate_group(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
@@ -180,6 +170,7 @@ class RegistryProcess:
     port: int = 0
     proc: subprocess.Popen | None = field(default=None, repr=False)
     log_path: Path | None = None
+    _daemon: Daemon | None = field(default=None, repr=False)
 
     # -- addressing ------------------------------------------------------
     @property
@@ -223,18 +214,11 @@ class RegistryProcess:
                     env.pop(k, None)
                 else:
                     env[k] = str(v).format(**fmt)
-            with open(self.log_path, "ab") as log:
-                log.write(f"\n--- start {' '.join(argv)}\n".encode())
-                log.flush()
-                self.proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=str(self.cwd or self.workdir),
-                    env=env,
-                    start_new_session=True,  # own process group: killpg on stop
-                )
+            if self._daemon is not None:
+                self._daemon.stop()  # a previous run (e.g. SIGKILLed by a test): retire its watchdog
+            self._daemon = Daemon(self.kind, argv, self.log_path, env=env, cwd=self.cwd or self.workdir,
+                                  stop_timeout=self.stop_timeout).spawn()
+            self.proc = self._daemon.proc
             try:
                 wait_for_v2(self.url, timeout=self.start_timeout, proc=self.proc)
                 return self
@@ -249,6 +233,8 @@ class RegistryProcess:
         """SIGTERM the process group, wait, then SIGKILL. Returns the exit code."""
         if self.proc is None:
             return None
+        if self._daemon is not None and self._daemon.proc is self.proc:
+            return self._daemon.stop()
         return terminate_group(self.proc, self.stop_timeout)
 
     @property

@@ -21,14 +21,13 @@ Fixtures:
 * ``postgres_url`` -> "postgresql+asyncpg://moorage:PASS@127.0.0.1:PORT/moorage".
 
 A fixture *skips* only when its binaries are absent; under CI (``CI`` set to
-true/1/yes) missing binaries *fail* instead, so a CI that forgot
+true/1/yes, or MOORAGE_REQUIRE_CLIENTS=1) missing binaries *fail* instead, so a CI that forgot
 ``bash .ci/install-services.sh`` cannot pass by skipping.  A service that is
 installed but does not start is always an error.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import pytest
@@ -37,17 +36,14 @@ from .ceph import CephRGW, RGWEndpoint
 from .ceph import missing_binaries as _ceph_missing
 from .postgres import PostgresServer
 from .postgres import missing_binaries as _pg_missing
+from .require import missing
 
 __all__ = ["ceph_cluster", "rgw", "postgres_server", "postgres_url"]
 
 
-def _require(missing: list[str], what: str) -> None:
-    if not missing:
-        return
-    msg = f"{what} not installed (missing: {', '.join(missing)}); run `bash .ci/install-services.sh`"
-    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-        pytest.fail(f"{msg} -- services are required in CI", pytrace=False)
-    pytest.skip(msg)
+def _require(missing_bins: list[str], what: str) -> None:
+    if missing_bins:
+        missing(f"{what} not installed (missing: {', '.join(missing_bins)}); run `bash .ci/install-services.sh`")
 
 
 @pytest.fixture(scope="session")
