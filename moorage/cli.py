@@ -2,66 +2,68 @@
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 import logging
 import sys
-from typing import Any
 
 import click
 
-from .config import Settings, load_settings
+from .cli_common import data_options, settings_from
 
-_COMMON = [
-    click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML config file (MOORAGE_CONFIG)."),
-    click.option("--data", "data", type=click.Path(file_okay=False), help="Data directory (MOORAGE_DATA, default ./data)."),
-]
-
-
-def data_options(fn: Any) -> Any:
-    """``--config``/``--data``: accepted by every command that touches the registry's data."""
-    for opt in reversed(_COMMON):
-        fn = opt(fn)
-    return fn
-
-
-def _one_line(exc: Exception) -> str:
-    """A configuration error as one line (pydantic's own message spans several)."""
-    try:
-        from pydantic import ValidationError
-    except ImportError:  # pragma: no cover
-        ValidationError = ()  # type: ignore[assignment,misc]  # noqa: N806
-    if isinstance(exc, ValidationError):
-        parts = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ()))
-            msg = str(err.get("msg", "")).removeprefix("Value error, ")
-            if err.get("type") == "extra_forbidden":
-                msg = "unknown key"
-            parts.append(f"{loc}: {msg}" if loc else msg)
-        return "; ".join(parts)
-    return " ".join(str(exc).split())
+#: The other packages' commands: (module, short help).  A module is imported only when one of its
+#: commands runs, so ``moorage --help`` and a quick command start without aiohttp, SQLAlchemy's
+#: engines or the S3 client (tests/test_cli.py keeps this table equal to the modules' own).
+PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "user": ("moorage.auth.cli", 'Manage users and robot accounts.'),
+    "grant": ("moorage.auth.cli", 'Give USER ACTIONS (pull,push,delete,admin) on repositories matching...'),
+    "revoke": ("moorage.auth.cli", "Remove USER's grant on REPO_PATTERN."),
+    "token": ("moorage.auth.cli", 'Personal access tokens and robot tokens (usable as passwords).'),
+    "repo": ("moorage.auth.cli", 'Repository settings.'),
+    "namespace": ("moorage.auth.cli", "Organisations / namespaces (grant on 'NAME/*', make a whole namespace public)."),
+    "gc": ("moorage.gc.cli", 'Garbage-collect unreferenced blobs (and, optionally, untagged manifests)...'),
+    "retention": ("moorage.gc.cli", 'Retention policies: which tags `moorage gc` removes per repository/namespace...'),
+    "immutable": ("moorage.gc.cli", "Immutable tags: tags that can't be moved to another manifest once pushed."),
+    "quota": ("moorage.gc.cli", 'Storage quotas per namespace (unique blob bytes).'),
+    "sbom": ("moorage.insight.cli", 'Inventory IMAGE (NAME:TAG or NAME@DIGEST) and store CycloneDX and SPDX SBOMs...'),
+    "vulndb": ("moorage.insight.cli", 'The offline vulnerability database (OSV advisories).'),
+    "vulns": ("moorage.insight.cli", 'Vulnerability findings of IMAGE (NAME:TAG or NAME@DIGEST; every platform of...'),
+    "vuln-policy": ("moorage.insight.cli", 'Set the pull policy of NAMESPACE (a namespace or repository name).'),
+    "vuln-allow": ("moorage.insight.cli", "Accept ADVISORY in NAMESPACE's pull policy (until --days pass)."),
+    "image-search": ("moorage.insight.cli", 'Find images by package (and version range) or by advisory; one JSON object...'),
+    "mirror": ("moorage.proxy.cli", 'Copy SRC to DST: [http://|https://]HOST[:PORT]/REPO[:TAG] each.'),
+    "audit": ("moorage.events.cli", 'Show the audit log: who did what, when, from where (oldest first).'),
+    "webhooks": ("moorage.events.cli", 'Webhook endpoints and their delivery history (dead letters included).'),
+    "import-distribution": ("moorage.compat.cli", 'Import a registry:2 (CNCF Distribution) storage tree into this registry.'),
+}
 
 
-def settings_from(config: str | None, data: str | None, *, require_registry: bool = True, **more: Any) -> Settings:
-    """Settings for a command; ``require_registry`` (all but ``serve``/``migrate``) refuses a data
-    directory or database that holds no registry, so a typo in --data creates nothing."""
-    try:
-        settings = load_settings(config, data=data, **more)
-    except Exception as exc:  # pydantic / YAML errors: say what is wrong, no traceback
-        raise click.ClickException(f"invalid configuration: {_one_line(exc)}") from None
-    if require_registry:
-        from .startup import StartupError, registry_missing
+class LazyGroup(click.Group):
+    """A group whose plugin commands are imported on first use (a failed import is an error)."""
 
-        try:
-            missing = registry_missing(settings)
-        except StartupError as exc:
-            raise click.ClickException(str(exc)) from None
-        if missing:
-            raise click.ClickException(missing)
-    return settings
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(PLUGIN_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None or cmd_name not in PLUGIN_COMMANDS:
+            return cmd
+        module = importlib.import_module(PLUGIN_COMMANDS[cmd_name][0])
+        cmd = next(c for c in module.commands if c.name == cmd_name)
+        from .events.cli import wrap_commands  # the audit log of CLI changes
+
+        wrap_commands(click.Group(commands={cmd_name: cmd}))
+        self.add_command(cmd)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(n) for n in self.list_commands(ctx))
+        rows = [(name, self.commands[name].get_short_help_str(limit) if name in self.commands
+                 else PLUGIN_COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="moorage")
 def main() -> None:
     """Moorage: a self-hosted OCI / Docker container image registry."""
@@ -106,6 +108,8 @@ def migrate(config: str | None, data: str | None) -> None:
     try:
         if settings.is_sqlite and not settings.database.url:
             check_data_dir(settings)
+        import asyncio
+
         before, after = asyncio.run(run())
     except Exception as exc:  # noqa: BLE001 - one line, no traceback
         raise click.ClickException(describe(exc, settings)) from None
@@ -183,28 +187,16 @@ def purge_uploads(config: str | None, data: str | None, older_than: float) -> No
             await store.close()
             await db.close()
 
+    import asyncio
+
     result = asyncio.run(run())
     click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
 
 
 def register(command: click.Command) -> None:
-    """Let optional packages (auth, gc ...) add their commands."""
+    """Let optional packages add a command directly."""
     main.add_command(command)
 
-
-def _load_plugins() -> None:
-    for module in ("moorage.auth.cli", "moorage.gc.cli", "moorage.insight.cli", "moorage.proxy.cli", "moorage.events.cli",
-                   "moorage.compat.cli"):
-        try:
-            mod = __import__(module, fromlist=["commands"])
-        except ImportError:
-            continue
-        for cmd in getattr(mod, "commands", []):
-            main.add_command(cmd)
-        getattr(mod, "wrap_commands", lambda _group: None)(main)  # e.g. the audit log of CLI changes
-
-
-_load_plugins()
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import click
 
-from ..cli import data_options, settings_from
+from ..cli_common import data_options, settings_from
 from ..config import Settings
 from . import passwords
 from .policy import parse_actions, parse_duration, parse_token_scope, valid_pattern, valid_username

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..cli import data_options, settings_from
+from ..cli_common import data_options, settings_from
 
 
 @click.command("import-distribution")

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import click
 
-from ..cli import data_options, settings_from
+from ..cli_common import data_options, settings_from
 from ..config import Settings
 from .query import iso, parse_time
 

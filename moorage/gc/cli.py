@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..cli import data_options, settings_from
+from ..cli_common import data_options, settings_from
 from ..config import Settings
 from .patterns import human, parse_size
 

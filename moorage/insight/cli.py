@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import click
 
-from ..cli import data_options, settings_from
+from ..cli_common import data_options, settings_from
 from ..config import Settings
 from ..registry import errors
 

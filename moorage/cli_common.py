@@ -1,0 +1,64 @@
+"""What every ``moorage`` command shares: the ``--config``/``--data`` options and settings
+loading with one-line errors.  Separate from :mod:`moorage.cli` so the packages' command
+modules can use it while the main group imports them (no import cycle)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+
+_COMMON = [
+    click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML config file (MOORAGE_CONFIG)."),
+    click.option("--data", "data", type=click.Path(file_okay=False), help="Data directory (MOORAGE_DATA, default ./data)."),
+]
+
+
+def data_options(fn: Any) -> Any:
+    """``--config``/``--data``: accepted by every command that touches the registry's data."""
+    for opt in reversed(_COMMON):
+        fn = opt(fn)
+    return fn
+
+
+def _one_line(exc: Exception) -> str:
+    """A configuration error as one line (pydantic's own message spans several)."""
+    try:
+        from pydantic import ValidationError
+    except ImportError:  # pragma: no cover
+        ValidationError = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            if err.get("type") == "extra_forbidden":
+                msg = "unknown key"
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        return "; ".join(parts)
+    return " ".join(str(exc).split())
+
+
+def settings_from(config: str | None, data: str | None, *, require_registry: bool = True, **more: Any) -> Settings:
+    """Settings for a command; ``require_registry`` (all but ``serve``/``migrate``) refuses a data
+    directory or database that holds no registry, so a typo in --data creates nothing."""
+    from .config import load_settings  # (pydantic models: imported when a command runs, not for --help)
+
+    try:
+        settings = load_settings(config, data=data, **more)
+    except Exception as exc:  # pydantic / YAML errors: say what is wrong, no traceback
+        raise click.ClickException(f"invalid configuration: {_one_line(exc)}") from None
+    if require_registry:
+        from .startup import StartupError, registry_missing
+
+        try:
+            missing = registry_missing(settings)
+        except StartupError as exc:
+            raise click.ClickException(str(exc)) from None
+        if missing:
+            raise click.ClickException(missing)
+    return settings
