@@ -283,7 +283,7 @@ def test_bad_arguments_are_one_line_errors(plain) -> None:
                  [f"http://{plain.host}/a", f"http://{plain.host}/b", "--src-creds", "nocolon"]):
         cp = mirror(*args, check=False)
         assert cp.returncode == 2 and "Traceback" not in cp.stderr, (args, cp.stderr)
-    cp = mirror(f"http://127.0.0.1:1/a/b:v1", f"http://{plain.host}/b", check=False)
+    cp = mirror("http://127.0.0.1:1/a/b:v1", f"http://{plain.host}/b", check=False)
     assert cp.returncode == 1 and "unreachable" in cp.stderr and "Traceback" not in cp.stderr
     cp = mirror(f"http://{plain.host}/does/not-exist:v1", f"http://{plain.host}/b", check=False)
     assert cp.returncode == 1 and "Traceback" not in cp.stderr

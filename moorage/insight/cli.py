@@ -100,7 +100,7 @@ def sbom_command(config: str | None, data: str | None, image: str | None, all_: 
 
 
 async def _all_tags(insight: Any) -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
     last = None
     while True:
         names = await insight.registry.catalog(1000, last)

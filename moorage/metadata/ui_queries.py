@@ -127,7 +127,7 @@ class UIQueries:
         return where
 
     async def list_repositories(self, visible: ColumnElement[bool], *, query: str = "", namespace: str = "",
-                                sort: str = "name", offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
+                                sort: str = "name", offset: int = 0, limit: int = 50) -> tuple[list[Row], int]:
         """One page of repositories with tag count, last push and size; and the total count."""
         where = self._listing_where(visible, query, namespace)
         name = self.db.lexical(repositories.c.name)
@@ -187,7 +187,7 @@ class UIQueries:
 
     # -- tags and manifests -------------------------------------------------------------------
     async def tags_page(self, repo_id: int, *, query: str = "", offset: int = 0,
-                        limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+                        limit: int = 100) -> tuple[list[Row], int]:
         """Tags newest first (by push time), with their manifest's digest, type, payload (for
         an index's platforms) and compressed size (sum of the blobs it references)."""
         where = [tags.c.repository_id == repo_id]
@@ -232,7 +232,7 @@ class UIQueries:
             except ValueError:
                 continue
             if isinstance(doc, dict) and isinstance(doc.get("manifests"), list):
-                children[mid] = [m.get("digest") for m in doc["manifests"] if isinstance(m, dict) and isinstance(m.get("digest"), str)]
+                children[mid] = [str(m["digest"]) for m in doc["manifests"] if isinstance(m, dict) and isinstance(m.get("digest"), str)]
         wanted = sorted({d for ds in children.values() for d in ds})
         if wanted:
             child_sizes: dict[str, int] = {}

@@ -40,7 +40,7 @@ class Digest:
 
     @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> "Digest":
-        return cls(algorithm, ALGORITHMS[algorithm][0](data).hexdigest())
+        return cls(algorithm, ALGORITHMS[algorithm][0](data).hexdigest())  # type: ignore[call-arg]
 
     def hasher(self) -> "hashlib._Hash":
         return ALGORITHMS[self.algorithm][0]()

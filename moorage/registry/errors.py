@@ -43,27 +43,119 @@ class RegistryError(Exception):
         return body
 
 
-def _error(code: str, status: int, message: str) -> type[RegistryError]:
-    return type(code.title().replace("_", "") + "Error", (RegistryError,), {"code": code, "status": status, "message": message})
+# The codes of OCI Distribution Spec v1.1, "Error Codes" table, plus the Docker V2 extras.  Plain
+# classes (not made by a factory) so type checkers know them.
 
 
-# The codes of OCI Distribution Spec v1.1, "Error Codes" table, plus the Docker V2 extras.
-BlobUnknown = _error("BLOB_UNKNOWN", 404, "blob unknown to registry")
-BlobUploadInvalid = _error("BLOB_UPLOAD_INVALID", 400, "blob upload invalid")
-BlobUploadUnknown = _error("BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry")
-DigestInvalid = _error("DIGEST_INVALID", 400, "provided digest did not match uploaded content")
-ManifestBlobUnknown = _error("MANIFEST_BLOB_UNKNOWN", 400, "manifest references a manifest or blob unknown to registry")
-ManifestInvalid = _error("MANIFEST_INVALID", 400, "manifest invalid")
-ManifestUnknown = _error("MANIFEST_UNKNOWN", 404, "manifest unknown to registry")
-NameInvalid = _error("NAME_INVALID", 400, "invalid repository name")
-NameUnknown = _error("NAME_UNKNOWN", 404, "repository name not known to registry")
-SizeInvalid = _error("SIZE_INVALID", 400, "provided length did not match content length")
-Unauthorized = _error("UNAUTHORIZED", 401, "authentication required")
-Denied = _error("DENIED", 403, "requested access to the resource is denied")
-Unsupported = _error("UNSUPPORTED", 405, "the operation is unsupported")
-TooManyRequests = _error("TOOMANYREQUESTS", 429, "too many requests")
-RangeInvalid = _error("RANGE_INVALID", 416, "invalid content range")
-TagInvalid = _error("TAG_INVALID", 400, "manifest tag did not match URI")
-NotFound = _error("NOT_FOUND", 404, "not found")
-Unavailable = _error("UNAVAILABLE", 503, "service unavailable")
-PaginationNumberInvalid = _error("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested")
+class BlobUnknown(RegistryError):
+    code = "BLOB_UNKNOWN"
+    status = 404
+    message = "blob unknown to registry"
+
+
+class BlobUploadInvalid(RegistryError):
+    code = "BLOB_UPLOAD_INVALID"
+    status = 400
+    message = "blob upload invalid"
+
+
+class BlobUploadUnknown(RegistryError):
+    code = "BLOB_UPLOAD_UNKNOWN"
+    status = 404
+    message = "blob upload unknown to registry"
+
+
+class DigestInvalid(RegistryError):
+    code = "DIGEST_INVALID"
+    status = 400
+    message = "provided digest did not match uploaded content"
+
+
+class ManifestBlobUnknown(RegistryError):
+    code = "MANIFEST_BLOB_UNKNOWN"
+    status = 400
+    message = "manifest references a manifest or blob unknown to registry"
+
+
+class ManifestInvalid(RegistryError):
+    code = "MANIFEST_INVALID"
+    status = 400
+    message = "manifest invalid"
+
+
+class ManifestUnknown(RegistryError):
+    code = "MANIFEST_UNKNOWN"
+    status = 404
+    message = "manifest unknown to registry"
+
+
+class NameInvalid(RegistryError):
+    code = "NAME_INVALID"
+    status = 400
+    message = "invalid repository name"
+
+
+class NameUnknown(RegistryError):
+    code = "NAME_UNKNOWN"
+    status = 404
+    message = "repository name not known to registry"
+
+
+class SizeInvalid(RegistryError):
+    code = "SIZE_INVALID"
+    status = 400
+    message = "provided length did not match content length"
+
+
+class Unauthorized(RegistryError):
+    code = "UNAUTHORIZED"
+    status = 401
+    message = "authentication required"
+
+
+class Denied(RegistryError):
+    code = "DENIED"
+    status = 403
+    message = "requested access to the resource is denied"
+
+
+class Unsupported(RegistryError):
+    code = "UNSUPPORTED"
+    status = 405
+    message = "the operation is unsupported"
+
+
+class TooManyRequests(RegistryError):
+    code = "TOOMANYREQUESTS"
+    status = 429
+    message = "too many requests"
+
+
+class RangeInvalid(RegistryError):
+    code = "RANGE_INVALID"
+    status = 416
+    message = "invalid content range"
+
+
+class TagInvalid(RegistryError):
+    code = "TAG_INVALID"
+    status = 400
+    message = "manifest tag did not match URI"
+
+
+class NotFound(RegistryError):
+    code = "NOT_FOUND"
+    status = 404
+    message = "not found"
+
+
+class Unavailable(RegistryError):
+    code = "UNAVAILABLE"
+    status = 503
+    message = "service unavailable"
+
+
+class PaginationNumberInvalid(RegistryError):
+    code = "PAGINATION_NUMBER_INVALID"
+    status = 400
+    message = "invalid number of results requested"

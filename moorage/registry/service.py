@@ -259,7 +259,7 @@ class RegistryService:
                 tag=tag,
             )
         except MissingReferences as missing:
-            found = [errors.ManifestBlobUnknown(detail={"digest": d}) for d in missing.blobs]
+            found: list[errors.RegistryError] = [errors.ManifestBlobUnknown(detail={"digest": d}) for d in missing.blobs]
             found += [errors.ManifestBlobUnknown("manifest references a manifest unknown to the repository", detail={"digest": d})
                       for d in missing.manifests]
             first, first.more = found[0], found[1:]

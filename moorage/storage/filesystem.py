@@ -216,7 +216,7 @@ try:
     _sync_file_range = ctypes.CDLL(None, use_errno=True).sync_file_range
     _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
-    _sync_file_range = None
+    _sync_file_range = None  # type: ignore[assignment]
 
 
 class _Writeback:

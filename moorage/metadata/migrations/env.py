@@ -25,7 +25,7 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
 
 
 async def _standalone() -> None:
-    engine = create_async_engine(config.get_main_option("sqlalchemy.url"))
+    engine = create_async_engine(config.get_main_option("sqlalchemy.url") or "")
     async with engine.begin() as conn:
         await conn.run_sync(_run)
     await engine.dispose()
