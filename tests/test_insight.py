@@ -189,6 +189,15 @@ def test_cli_sbom_import_and_vulns(moorage: RegistryProcess, world: dict[str, An
     assert not any(i == "TEST-APK-OTHER" for _, i in per)
 
 
+def test_web_ui_shows_badges_and_findings(moorage: RegistryProcess, world: dict[str, Any]) -> None:
+    """After import: a badge on the tag (worst first) and the findings table on the manifest page."""
+    page = requests.get(f"{moorage.url}/ui/repo/insight/app", timeout=30).text
+    assert 'class="badge sev-critical"' in page and "1 critical" in page
+    manifest = requests.get(f"{moorage.url}/ui/repo/insight/app/-/manifest/{world['deb']}", timeout=30).text
+    assert "TEST-DEB-VULN" in manifest and "TEST-NPM-VULN" in manifest and "TEST-DEB-FIXED" not in manifest
+    assert world["deb_version"] + "+moorage1" in manifest  # the fixed-in version
+
+
 def test_search_by_package_and_advisory(moorage: RegistryProcess, world: dict[str, Any]) -> None:
     client: Client = world["client"]
     r = client.req("GET", "/api/v1/insight/search", params={"package": "is-number", "version": ">=7.0.0,<7.0.1"})

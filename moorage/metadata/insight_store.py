@@ -167,6 +167,16 @@ class InsightStore:
                                       .where(insight_images.c.digest == digest))).first()
         return (row.worst, json.loads(row.findings)) if row else None
 
+    async def summaries(self, digests: list[str]) -> dict[str, tuple[str, dict[str, int]]]:
+        """(worst severity, counts by severity) of the scanned images among ``digests``."""
+        out: dict[str, tuple[str, dict[str, int]]] = {}
+        async with self.db.read(snapshot=False) as conn:
+            for i in range(0, len(digests), 500):
+                rows = await conn.execute(select(insight_images.c.digest, insight_images.c.worst, insight_images.c.counts)
+                                          .where(insight_images.c.digest.in_(digests[i:i + 500])))
+                out.update({r.digest: (r.worst, json.loads(r.counts)) for r in rows})
+        return out
+
     async def images_with_package(self, name: str, limit: int = 1000) -> list[tuple[str, str, str, str]]:
         """(digest, repository, ecosystem, version) of images holding a package called ``name``."""
         async with self.db.read() as conn:

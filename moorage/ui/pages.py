@@ -132,7 +132,9 @@ async def repository_page(request: web.Request) -> web.StreamResponse:
     rows, total = await queries.tags_page(repo["id"], query=tq, offset=(page - 1) * per_page, limit=per_page)
     digests = list(dict.fromkeys(r["digest"] for r in rows))
     referrers = await queries.referrers_of(repo["id"], digests)
+    vulns = await _vulnerability_badges(request, rows)
     for r in rows:
+        r["vulns"] = vulns.get(r["digest"])
         r["platforms"] = fmt.platforms(r["media_type"], r["payload"])
         if r["artifact_type"] in fmt.IMAGE_CONFIG_TYPES:
             r["artifact_type"] = None  # an ordinary image, not an artifact
@@ -148,6 +150,39 @@ async def repository_page(request: web.Request) -> web.StreamResponse:
     if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "tag-results":
         return render("_tag_results.html", request, ctx)
     return render("repository.html", request, ctx)
+
+
+_SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
+
+
+async def _vulnerability_badges(request: web.Request, rows: list[Any]) -> dict[str, dict[str, Any]]:
+    """Per tag row: worst severity and counts of the image's findings (an index: over its
+    platforms), for images that image insight has scanned; nothing when it is off."""
+    from ..api.insight import INSIGHT
+
+    insight = request.app.get(INSIGHT)
+    if insight is None or not rows:
+        return {}
+    children: dict[str, list[str]] = {}
+    for r in rows:
+        doc = fmt.parse_json(r["payload"])
+        manifests = doc.get("manifests") if isinstance(doc, dict) else None
+        children[r["digest"]] = [str(m["digest"]) for m in manifests if isinstance(m, dict) and isinstance(m.get("digest"), str)] \
+            if isinstance(manifests, list) else [r["digest"]]
+    found = await insight.store.summaries(sorted({d for ds in children.values() for d in ds}))
+    out: dict[str, dict[str, Any]] = {}
+    for digest, ds in children.items():
+        scanned = [found[d] for d in ds if d in found]
+        if not scanned:
+            continue
+        counts: dict[str, int] = {}
+        for _, c in scanned:
+            for sev, n in c.items():
+                counts[sev] = counts.get(sev, 0) + n
+        worst = next((s for s in _SEVERITIES if counts.get(s)), "")
+        label = ", ".join(f"{counts[s]} {s.lower()}" for s in _SEVERITIES if counts.get(s)) or "no known vulnerabilities"
+        out[digest] = {"worst": worst.lower() or "none", "label": label}
+    return out
 
 
 def _group_referrers(items: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -192,6 +227,10 @@ async def manifest_page(request: web.Request) -> web.StreamResponse:
             config_desc = doc["config"]
             config = await _read_config(request, config_desc)
     referrers = await queries.referrers_of(repo["id"], [m["digest"]])
+    from ..api.insight import INSIGHT
+
+    insight = request.app.get(INSIGHT)
+    scan = await insight.store.get_image(m["digest"]) if insight is not None else None
     host = registry_host(request)
     ctx = {"title": f"{name}@{fmt.short_digest(m['digest'])}", "repo": repo, "m": m, "ref": ref,
            "layers": layers, "entries": entries, "config_desc": config_desc, "config": fmt.config_view(config),
@@ -199,7 +238,8 @@ async def manifest_page(request: web.Request) -> web.StreamResponse:
            "referrers": _group_referrers(referrers.get(m["digest"], [])),
            "pull": f"docker pull {host}/{name}@{m['digest']}",
            "may_delete": "delete" in rights and request.app[SETTINGS].delete_enabled,
-           "layers_total": sum(x["size"] or 0 for x in layers), "image_config_types": fmt.IMAGE_CONFIG_TYPES}
+           "layers_total": sum(x["size"] or 0 for x in layers),
+           "findings": scan.findings[:500] if scan else None, "scanned_packages": scan.package_count if scan else 0, "image_config_types": fmt.IMAGE_CONFIG_TYPES}
     return render("manifest.html", request, ctx)
 
 
