@@ -27,6 +27,7 @@ from ..insight.osv import SEVERITIES
 from ..insight.service import InsightService
 from ..registry import errors
 from ..registry.names import is_valid_name
+from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from .common import SETTINGS
 
 INSIGHT = web.AppKey("insight", InsightService)
@@ -138,12 +139,14 @@ def _namespace(request: web.Request) -> str:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.content.read(64 * 1024 + 1)
+    if request.content_length is not None and request.content_length > 64 * 1024:
+        raise errors.SizeInvalid("request body too large", status=413)
+    raw = await request.read()  # bounded by the app's client_max_size; cached (the audit log reads it too)
     if len(raw) > 64 * 1024:
         raise errors.SizeInvalid("request body too large", status=413)
     try:
-        data = json.loads(raw or b"{}")
-    except (ValueError, RecursionError):
+        data = loads_untrusted(raw or b"{}")
+    except UntrustedJSONError:
         raise errors.Unsupported("request body is not JSON", status=400) from None
     if not isinstance(data, dict):
         raise errors.Unsupported("request body must be a JSON object", status=400)

@@ -20,7 +20,6 @@ Config-file endpoints are visible to administrators only and can't be changed he
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +30,7 @@ from pydantic import ValidationError
 from ..config import Settings, WebhookEndpoint
 from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery, EventsStore
 from ..registry import errors
+from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from .endpoints import Endpoint, EndpointSet
 from .patterns import valid_pattern
 from .query import iso, parse_time
@@ -243,8 +243,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if len(raw) > 64 * 1024:
         raise errors.SizeInvalid("request body too large", status=413)
     try:
-        data = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError):
+        data = loads_untrusted(raw or b"{}")
+    except UntrustedJSONError:
         raise _bad("request body is not JSON") from None
     if not isinstance(data, dict):
         raise _bad("request body must be a JSON object")

@@ -22,7 +22,6 @@ crash can lose that last second of them.  Values kept in ``detail`` are an allow
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -34,6 +33,7 @@ from ..config import EventsSettings
 from ..metadata.events_store import EventsStore
 from ..registry.events import RegistryEvent
 from .stats import EventMetrics
+from ..registry.safejson import UntrustedJSONError, loads_untrusted
 
 log = logging.getLogger("moorage.events")
 
@@ -223,8 +223,8 @@ def admin_middleware(recorder: AuditRecorder) -> Any:
         if request.method in ("POST", "PUT") and request.content_length and request.content_length <= 64 * 1024:
             raw = await request.read()  # cached by aiohttp: the handler reads the same bytes
             try:
-                body = json.loads(raw or b"{}")
-            except ValueError:
+                body = loads_untrusted(raw or b"{}")
+            except UntrustedJSONError:
                 body = {}
         response = await handler(request)
         if response.status < 400:
