@@ -12,7 +12,7 @@ from ..metadata.db import Database
 from ..metadata.store import MetadataStore
 from ..registry.service import RegistryService
 from ..storage import create_blob_store
-from . import base, blobs, catalog, manifests, referrers, tags, uploads
+from . import base, blobs, catalog, manifests, openapi, referrers, tags, uploads
 from ..registry.events import EventBus
 from .common import BLOBS, EVENTS, SERVICE, SETTINGS
 from .errors import error_middleware
@@ -65,6 +65,7 @@ def create_app(settings: Settings, extensions: list[Extension] | None = None) ->
     # Order matters: upload routes before the blob routes they share a prefix with.
     for module in (base, catalog, tags, manifests, uploads, blobs, referrers):
         app.router.add_routes(module.routes)
+    app.router.add_routes(openapi.routes)  # GET /api/openapi.json, public
     return app
 
 
