@@ -31,7 +31,9 @@ import requests
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
+from schemathesis.core.failures import FailureGroup  # noqa: E402
 from schemathesis.checks import (  # noqa: E402
     content_type_conformance,
     not_a_server_error,
@@ -42,17 +44,29 @@ from schemathesis.checks import (  # noqa: E402
 
 from tests.support.registry_proc import RegistryProcess, start_moorage  # noqa: E402
 
-EXAMPLES = int(os.environ.get("MOORAGE_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("MOORAGE_FUZZ_EXAMPLES", "10"))
 RANDOM = os.environ.get("MOORAGE_FUZZ_RANDOM") == "1"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
 ADMIN_PASSWORD = "fuzz-admin-Secret-1"
-REPO = "fuzz/app"
+REPO = "fuzzapp"
 
-#: Problems other branches are fixing now (issue 8, items 13 and 14).  A failure that matches one
-#: of these is reported separately and does not fail the test; anything else does.
-#: (operation label, substring of the failure text) -> what it is.
-KNOWN: dict[tuple[str, str], str] = {}
+
+
+def known_problem(case: Any) -> str | None:
+    """Name the known bug a failing case hits, if it is one that another branch is fixing now
+    (issue 8, item 13: ``?n=`` past 2**63-1 raises OverflowError in LIMIT, and ``str.isdigit()``
+    accepts Unicode digits such as '²').  Such failures are listed but do not fail the test;
+    remove this when that fix is merged."""
+    n = (case.query or {}).get("n")
+    if n is None:
+        return None
+    text = str(n)
+    if text.isdigit() and not text.isascii():
+        return "issue 8 item 13: ?n= with Unicode digits"
+    if text.isascii() and text.isdigit() and int(text) > 2**63 - 2:
+        return "issue 8 item 13: ?n= overflows a 64-bit LIMIT"
+    return None
 
 
 def _env(mode: str) -> dict[str, str]:
@@ -64,8 +78,9 @@ def _env(mode: str) -> dict[str, str]:
     return env
 
 
-def _seed(url: str, headers: dict[str, str]) -> None:
-    """One small image in ``fuzz/app`` (tag ``v1``), so some generated requests hit real content."""
+def _seed(url: str, headers: dict[str, str]) -> str:
+    """One small image in ``fuzzapp`` (tag ``v1``), so some generated requests hit real content;
+    returns the layer's digest."""
     s = requests.Session()
     s.headers.update(headers)
     blobs = [b'{"architecture":"amd64","os":"linux"}', os.urandom(2048)]
@@ -84,6 +99,25 @@ def _seed(url: str, headers: dict[str, str]) -> None:
     r = s.put(f"{url}/v2/{REPO}/manifests/v1", data=manifest,
               headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
     assert r.status_code == 201, r.text
+    return "sha256:" + hashlib.sha256(layer).hexdigest()
+
+
+def fuzzing_document(url: str, digest: str) -> dict[str, Any]:
+    """The served document, with the generation of two path parameters made cheaper and pointed
+    at the seeded content.  Responses are checked against the document as served: only what the
+    fuzzer *sends* is narrowed here.
+
+    * ``name``: one path component (the spec grammar with ``/`` makes Hypothesis reject most
+      candidates, as Schemathesis drops path values containing ``/``: 40 s for 12 examples);
+    * examples (the explicit phase) for ``name``, ``reference`` and ``digest`` that exist.
+    """
+    doc = requests.get(f"{url}/api/openapi.json", timeout=10).json()
+    params = doc["components"]["parameters"]
+    params["name"]["schema"] = {"type": "string", "pattern": r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$", "maxLength": 64}
+    params["name"]["example"] = REPO
+    params["reference"]["example"] = "v1"
+    params["digest"]["example"] = digest
+    return doc
 
 
 @pytest.fixture(scope="module", params=["none", "token"])
@@ -150,13 +184,20 @@ def _fuzz_operation(op: Any, mode: GenerationMode, base_url: str, session: reque
                                    timeout=30, allow_redirects=False)
         except requests.RequestException as exc:
             failures.setdefault(f"{op.label} [{mode.value}] transport", f"{type(exc).__name__}: {exc}")
-        except AssertionError as exc:  # schemathesis' FailureGroup is an AssertionError subclass
+        except (AssertionError, FailureGroup) as exc:  # FailureGroup: one sub-exception per failed check
+            known = known_problem(case)
             subs = getattr(exc, "exceptions", None) or [exc]
             for sub in subs:
                 title = getattr(sub, "title", type(sub).__name__)
-                failures.setdefault(f"{op.label} [{mode.value}] {title}", str(exc)[:3000])
+                key = f"{op.label} [{mode.value}] {title}" + (f" (KNOWN: {known})" if known else "")
+                failures.setdefault(key, str(exc)[:3000])
 
-    run()
+    try:
+        run()
+    except Unsatisfiable:
+        if mode is GenerationMode.POSITIVE:
+            raise
+        # nothing in this operation can be made invalid (e.g. GET /v2/ takes no input)
     return count
 
 
@@ -206,8 +247,8 @@ def test_document_covers_every_route() -> None:
 def test_fuzz_every_operation(fuzz_target: tuple[str, RegistryProcess]) -> None:
     mode, proc = fuzz_target
     tokens = TokenCache(proc.url) if mode == "token" else None
-    _seed(proc.url, tokens.bearer([f"repository:{REPO}:pull,push"]) if tokens else {})
-    schema = schemathesis.openapi.from_url(f"{proc.url}/api/openapi.json")
+    digest = _seed(proc.url, tokens.bearer([f"repository:{REPO}:pull,push"]) if tokens else {})
+    schema = schemathesis.openapi.from_dict(fuzzing_document(proc.url, digest))
     session = requests.Session()
     auth = _auth_for(mode, tokens)
     failures: dict[str, str] = {}
@@ -217,10 +258,12 @@ def test_fuzz_every_operation(fuzz_target: tuple[str, RegistryProcess]) -> None:
         op = result.ok()
         if not (op.path.startswith("/v2/") or op.path.startswith("/api/v1/")):
             continue
+        if mode == "none" and op.path.startswith("/api/v1/") and op.path != "/api/v1/repositories/{name}":
+            continue  # the admin API exists with token auth only (repository delete always)
         ops += 1
         for gen in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             cases += _fuzz_operation(op, gen, proc.url, session, auth, failures)
-    known = {k: v for k, v in failures.items() if any(op in k and text in v for (op, text) in KNOWN)}
+    known = {k: v for k, v in failures.items() if "(KNOWN: " in k}
     unknown = {k: v for k, v in failures.items() if k not in known}
     print(f"\nfuzzed {ops} operations with {cases} cases (auth {mode}); {len(failures)} failures, {len(known)} known")
     for key in known:
