@@ -12,7 +12,7 @@ a documented Content-Type, a body matching the schema, the documented headers.  
 collected over the whole run (one line per operation and check, with a curl command to replay)
 so one test run reports every problem, not just the first.
 
-The number of examples per operation and mode is bounded (``MOORAGE_FUZZ_EXAMPLES``, default 12)
+The number of examples per operation and mode is bounded (``MOORAGE_FUZZ_EXAMPLES``, default 8)
 and the generation is derandomised, so the run is reproducible and takes about a minute on two
 cores; set ``MOORAGE_FUZZ_RANDOM=1`` to explore with fresh random data.
 """
@@ -44,7 +44,7 @@ from schemathesis.checks import (  # noqa: E402
 
 from tests.support.registry_proc import RegistryProcess, start_moorage  # noqa: E402
 
-EXAMPLES = int(os.environ.get("MOORAGE_FUZZ_EXAMPLES", "10"))
+EXAMPLES = int(os.environ.get("MOORAGE_FUZZ_EXAMPLES", "8"))
 RANDOM = os.environ.get("MOORAGE_FUZZ_RANDOM") == "1"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
