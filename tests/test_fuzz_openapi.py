@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-schemathesis = pytest.importorskip("schemathesis")
+import schemathesis  # noqa: E402  (pinned in the test extra)
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
