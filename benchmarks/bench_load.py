@@ -293,7 +293,8 @@ def start_py_spy(server: Server, out: Path, duration: int) -> subprocess.Popen |
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = [exe, "record", "--pid", str(server.proc.proc.pid), "--subprocesses", "--threads", "--rate", "100",
-            "--duration", str(duration), "--format", "raw", "--output", str(out), "--nonblocking"]
+            "--duration", str(duration), "--format", "raw", "--output", str(out), "--nonblocking",
+            *ARGS.py_spy_args.split()]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(str(out) + ".log", "w"))
 
 
@@ -382,9 +383,10 @@ def run_load(server: Server, clients: int, duration: int, warmup: float) -> None
     rss_end = server.rss_mib()
     if profiler is not None:
         try:
-            profiler.wait(timeout=60)
+            profiler.wait(timeout=120)
         except subprocess.TimeoutExpired:
-            profiler.terminate()
+            profiler.send_signal(2)  # py-spy writes what it has on SIGINT
+            profiler.wait(timeout=60)
     server.figures = {
         "rps": n / elapsed,
         "p50": total.get_response_time_percentile(0.5),
@@ -463,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="Moorage's storage + database (Distribution always uses its filesystem driver)")
     ap.add_argument("--access-log", action="store_true", help="keep Moorage's access log on")
     ap.add_argument("--py-spy", metavar="DIR", help="profile each Moorage server under load into DIR")
+    ap.add_argument("--py-spy-args", default="", help="more py-spy record flags, e.g. '--gil' or '--native'")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
     ARGS = ap.parse_args(argv)
