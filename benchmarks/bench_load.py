@@ -293,8 +293,9 @@ def start_py_spy(server: Server, out: Path, duration: int) -> subprocess.Popen |
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = [exe, "record", "--pid", str(server.proc.proc.pid), "--subprocesses", "--threads", "--rate", "100",
-            "--duration", str(duration), "--format", "raw", "--output", str(out), "--nonblocking",
-            *ARGS.py_spy_args.split()]
+            "--duration", str(duration), "--format", "raw", "--output", str(out), *ARGS.py_spy_args.split()]
+    if "--native" not in argv:
+        argv.append("--nonblocking")  # py-spy refuses native stacks without pausing the process
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(str(out) + ".log", "w"))
 
 
