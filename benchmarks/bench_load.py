@@ -275,7 +275,41 @@ def start_server(label: str, work: Path, backend_env: dict[str, str]) -> Server:
     # each run on a fresh database: several runs must not share an S3 bucket's keys either
     if "MOORAGE_STORAGE__S3__BUCKET" in env:
         env["MOORAGE_STORAGE__S3__BUCKET"] = f"load-{uuid.uuid4().hex[:8]}"
+    if ARGS.instrument:
+        env["MOORAGE_INSTRUMENT_DIR"] = str(Path(ARGS.instrument) / label)
+        return Server(label, _start_instrumented(work / label, env, workers))
     return Server(label, start_moorage(work / label, env=env, extra_args=["--workers", workers], start_timeout=60))
+
+
+def _start_instrumented(tmp: Path, env: dict[str, str], workers: str) -> RegistryProcess:
+    """Like ``start_moorage`` but through benchmarks/instrumented_serve.py (lock/pool/fsync timers)."""
+    data = tmp / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    pp = os.environ.get("PYTHONPATH")
+    full_env = {"PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{pp}" if pp else str(REPO_ROOT), "PYTHONUNBUFFERED": "1", **env}
+    proc = RegistryProcess(
+        argv=[sys.executable, str(REPO_ROOT / "benchmarks" / "instrumented_serve.py"), "serve",
+              "--addr", "127.0.0.1:{port}", "--data", str(data), "--workers", workers],
+        workdir=tmp, kind="moorage", env=full_env, cwd=REPO_ROOT, start_timeout=60, data_dir=data)
+    return proc.start()
+
+
+def instrument_report(label: str, requests: int) -> str:
+    """Sum the per-process JSON of instrumented_serve.py: counts per request, mean and max."""
+    folder = Path(ARGS.instrument) / label
+    total: dict[str, list[float]] = {}
+    for f in folder.glob("*.json"):
+        for k, v in json.loads(f.read_text()).items():
+            t = total.setdefault(k, [0, 0.0, 0.0])
+            t[0] += v["count"]
+            t[1] += v["total_s"]
+            t[2] = max(t[2], v["max_s"])
+    lines = [f"{label}: whole run incl. warm-up, {requests} requests",
+             "| what | count | per request | mean ms | max ms | total s |", "|---|---|---|---|---|---|"]
+    for k, (n, tot, mx) in sorted(total.items(), key=lambda kv: -kv[1][1]):
+        lines.append(f"| {k} | {int(n)} | {n / max(requests, 1):.2f} | {1000 * tot / max(n, 1):.2f} | "
+                     f"{1000 * mx:.0f} | {tot:.1f} |")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- py-spy
@@ -359,6 +393,7 @@ def run_load(server: Server, clients: int, duration: int, warmup: float) -> None
     rss_start = server.rss_mib()
     runner.start(clients, spawn_rate=max(clients / 2.0, 1))
     gevent.sleep(warmup)
+    warm_requests = env.stats.total.num_requests
     env.stats.reset_all()
     MIX.errors.clear()
     MIX.refused = 0
@@ -381,6 +416,9 @@ def run_load(server: Server, clients: int, duration: int, warmup: float) -> None
     n, fails = total.num_requests, total.num_failures
     runner.quit()
     runner.greenlet.join(timeout=30)
+    all_requests = warm_requests + env.stats.total.num_requests  # incl. the ones answered while stopping
+    if ARGS.instrument:
+        gevent.sleep(2.5)  # the instrumented server writes its totals every 2 s
     rss_end = server.rss_mib()
     if profiler is not None:
         try:
@@ -395,6 +433,7 @@ def run_load(server: Server, clients: int, duration: int, warmup: float) -> None
         "errors": fails + sum(v for k, v in MIX.errors.items() if "mismatch" in k),
         "refused": MIX.refused,
         "requests": n,
+        "requests_all": all_requests,
         "loops": MIX.loops,
         "rss_start": rss_start,
         "rss_end": rss_end,
@@ -467,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--access-log", action="store_true", help="keep Moorage's access log on")
     ap.add_argument("--py-spy", metavar="DIR", help="profile each Moorage server under load into DIR")
     ap.add_argument("--py-spy-args", default="", help="more py-spy record flags, e.g. '--gil' or '--native'")
+    ap.add_argument("--instrument", metavar="DIR",
+                    help="run Moorage through instrumented_serve.py: writer-lock, pool-queue, fsync timers into DIR")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
     ARGS = ap.parse_args(argv)
@@ -508,6 +549,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{ARGS.clients} clients, {ARGS.duration} s per server, blobs {ARGS.min_kib}-{ARGS.max_kib} KiB, "
           f"backend {ARGS.backend}\n")
     print(report(servers))
+    if ARGS.instrument:
+        for srv in servers:
+            if srv.label.startswith("moorage") and srv.figures:
+                print()
+                print(instrument_report(srv.label, srv.figures.get("requests_all", srv.figures["requests"])))
     if ARGS.json:
         Path(ARGS.json).write_text(json.dumps({s.label: {k: v for k, v in s.figures.items()} for s in servers},
                                               indent=1, default=str))
