@@ -240,26 +240,25 @@ class Server:
 
 
 def _s3_postgres(work: Path, stack: list[Any]) -> dict[str, str]:
-    """Start Ceph RGW + PostgreSQL (tests/support) and return the MOORAGE_* env for them."""
+    """Start Ceph RGW + PostgreSQL (tests/support) and return the MOORAGE_* env for them
+    (``start_server`` gives every Moorage server a bucket and a database of its own)."""
     from tests.support.ceph import CephRGW
-    from tests.support.postgres import PostgresServer, create_database
+    from tests.support.postgres import PostgresServer
 
     ceph = CephRGW(work / "ceph")
-    pg = PostgresServer(work / "pg")
-    rgw = ceph.start()
     stack.append(ceph)
-    pg_admin = pg.start()
+    rgw = ceph.start()
+    pg = PostgresServer(work / "pg")
     stack.append(pg)
-    db_url = create_database(pg_admin, f"load_{uuid.uuid4().hex[:8]}")
+    pg_admin = pg.start()
     return {
         "MOORAGE_STORAGE__DRIVER": "s3",
-        "MOORAGE_STORAGE__S3__BUCKET": f"load-{uuid.uuid4().hex[:8]}",
         "MOORAGE_STORAGE__S3__ENDPOINT_URL": rgw.endpoint_url,
         "MOORAGE_STORAGE__S3__ACCESS_KEY": rgw.access_key,
         "MOORAGE_STORAGE__S3__SECRET_KEY": rgw.secret_key,
         "MOORAGE_STORAGE__S3__REGION": rgw.region,
-        "MOORAGE_DATABASE__URL": db_url,
         "MOORAGE_DATABASE__AUTO_MIGRATE": "true",
+        "_PG_ADMIN": pg_admin,
     }
 
 
@@ -272,9 +271,13 @@ def start_server(label: str, work: Path, backend_env: dict[str, str]) -> Server:
     env = {**backend_env, "MOORAGE_LOG_LEVEL": "warning"}
     if not ARGS.access_log:
         env["MOORAGE_ACCESS_LOG"] = "false"
-    # each run on a fresh database: several runs must not share an S3 bucket's keys either
-    if "MOORAGE_STORAGE__S3__BUCKET" in env:
+    # each server on a bucket and a database of its own
+    pg_admin = env.pop("_PG_ADMIN", None)
+    if pg_admin is not None:
+        from tests.support.postgres import create_database
+
         env["MOORAGE_STORAGE__S3__BUCKET"] = f"load-{uuid.uuid4().hex[:8]}"
+        env["MOORAGE_DATABASE__URL"] = create_database(pg_admin, f"load_{uuid.uuid4().hex[:8]}")
     if ARGS.instrument:
         env["MOORAGE_INSTRUMENT_DIR"] = str(Path(ARGS.instrument) / label)
         return Server(label, _start_instrumented(work / label, env, workers))

@@ -215,6 +215,15 @@ def test_openapi_document_is_served_unauthenticated(fuzz_target: tuple[str, Regi
             "/api/v1/repositories/{name}"} <= set(doc["paths"])
 
 
+def test_document_is_valid_openapi_3() -> None:
+    """The document validates against the OpenAPI 3.0 meta-schema (and its $refs resolve)."""
+    from openapi_spec_validator import validate
+
+    from moorage.api.openapi import document
+
+    validate(document())
+
+
 def test_document_covers_every_route() -> None:
     """Each route of the app built with token auth has a path + method in the document."""
     import re
