@@ -9,7 +9,8 @@ server starts it wraps, without changing what they do:
 * every ``ThreadPoolExecutor.submit`` (the loop's default pool that ``asyncio.to_thread`` uses,
   and the others) -- queue wait before a thread picks the job up, and run time, per function;
 * ``os.fsync`` -- count and time;
-* aiosqlite's ``Connection._execute`` -- every hop to aiosqlite's thread and back (count, time).
+* aiosqlite's ``Connection._execute`` -- every hop to aiosqlite's thread and back (count, time);
+* aiobotocore's ``_make_api_call`` -- every S3 request, per operation (count, time).
 
 Every 2 s each process writes its totals as JSON to ``$MOORAGE_INSTRUMENT_DIR/<pid>.json``.
 Overhead is a ``perf_counter`` pair per event; use the figures for proportions, not absolutes.
@@ -143,6 +144,23 @@ def install() -> None:
             record("Database.write held (incl. COMMIT)", time.perf_counter() - got)
 
     dbmod.Database.write = write  # type: ignore[method-assign]
+
+    # -- S3 calls (aiobotocore) -----------------------------------------------------------
+    try:
+        from aiobotocore.client import AioBaseClient
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        original_call = AioBaseClient._make_api_call
+
+        async def _make_api_call(self: Any, operation_name: str, api_params: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await original_call(self, operation_name, api_params)
+            finally:
+                record(f"S3 {operation_name}", time.perf_counter() - start)
+
+        AioBaseClient._make_api_call = _make_api_call  # type: ignore[method-assign]
 
     # -- aiosqlite thread hops ------------------------------------------------------------
     try:
