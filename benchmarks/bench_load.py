@@ -441,6 +441,7 @@ def run_load(server: Server, clients: int, duration: int, warmup: float) -> None
         "rss_start": rss_start,
         "rss_end": rss_end,
         "rss_max": max(rss_samples or [rss_end]),
+        "rss_every_5s": [round(x, 1) for x in rss_samples],
         "cpu_ms_per_req": 1000 * cpu / max(n, 1),
         "per_name": {name: (e.num_requests, e.get_response_time_percentile(0.5), e.get_response_time_percentile(0.99))
                      for (name, _m), e in env.stats.entries.items()},
