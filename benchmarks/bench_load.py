@@ -53,12 +53,11 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 from locust import FastHttpUser, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
-from locust.exception import StopUser  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))

@@ -46,12 +46,14 @@ def record(name: str, seconds: float) -> None:
 
 
 def _ensure_writer() -> None:
+    """Start this process's dump thread once (again in each forked worker)."""
     global _writer_pid
     if _writer_pid == os.getpid():
         return
-    _writer_pid = os.getpid()
-    if os.getpid() != _writer_pid or not hasattr(os, "fork"):
-        return
+    with _lock:
+        if _writer_pid == os.getpid():
+            return
+        _writer_pid = os.getpid()
 
     def dump() -> None:
         OUT.mkdir(parents=True, exist_ok=True)
