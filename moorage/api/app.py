@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..components import Components
 from ..config import Settings
-from . import base, blobs, catalog, health, manifests, referrers, tags, uploads
+from . import base, blobs, catalog, health, manifests, openapi, referrers, tags, uploads
 from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, SERVICE, SETTINGS, STORE
 from .errors import error_middleware
 
@@ -52,4 +52,5 @@ def create_app(components: Components, extensions: list[Extension] = ()) -> web.
     # Order matters: upload routes before the blob routes they share a prefix with.
     for module in (base, health, catalog, tags, manifests, uploads, blobs, referrers):
         app.router.add_routes(module.routes)
+    app.router.add_routes(openapi.routes)  # GET /api/openapi.json, public
     return app

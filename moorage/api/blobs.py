@@ -56,6 +56,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
             return web.Response(status=307, headers={**API_HEADERS, "Location": url, "Docker-Content-Digest": digest})
     path = store.local_path(digest)
     if path is not None:
+        _check_range(request, size)  # FileResponse would answer a bad Range with an empty 416
         if not path.is_file():
             raise errors.BlobUnknown("blob data missing from storage", detail={"digest": digest})
         resp = await _sendfile(request, path, size, headers)
@@ -118,25 +119,52 @@ async def _sendfile(request: web.Request, path: Path, size: int, headers: dict[s
         return resp
 
 
-async def _stream(request: web.Request, digest: str, size: int, headers: dict[str, str]) -> web.StreamResponse:
-    """Range-aware streaming for drivers without local files."""
-    store = request.app[BLOBS]
+def _range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """The request's byte range as [start, stop) within a ``size``-byte blob, None for the whole
+    blob; a malformed (or multi-part) or unsatisfiable Range is a 416 RANGE_INVALID with the
+    spec's error body and ``Content-Range: bytes */size``."""
     try:
         rng = request.http_range
     except ValueError:
-        raise errors.RangeInvalid("malformed Range header", headers={"Content-Range": f"bytes */{size}"}) from None
+        raise errors.RangeInvalid("malformed Range header (one range of bytes=START-END, START- or -SUFFIX)",
+                                  headers={"Content-Range": f"bytes */{size}"}) from None
     start, stop = rng.start, rng.stop
-    status = 200
     if start is None and stop is None:
+        return None
+    if start is not None and start < 0:  # suffix range "bytes=-N"
+        start, stop = max(size + start, 0), size
+    start = start or 0
+    stop = size if stop is None else min(stop, size)
+    if start >= size or start >= stop:
+        raise errors.RangeInvalid(f"range not satisfiable for a {size}-byte blob",
+                                  headers={"Content-Range": f"bytes */{size}"})
+    return start, stop
+
+
+def _check_range(request: web.Request, size: int) -> None:
+    """Refuse a bad Range before FileResponse sees it (it answers 416 with no error body).
+    With If-Range, FileResponse may ignore the range (validator changed), so only its syntax
+    is checked then."""
+    if "Range" not in request.headers:
+        return
+    if "If-Range" in request.headers:
+        try:
+            request.http_range
+        except ValueError:
+            raise errors.RangeInvalid("malformed Range header", headers={"Content-Range": f"bytes */{size}"}) from None
+        return
+    _range(request, size)
+
+
+async def _stream(request: web.Request, digest: str, size: int, headers: dict[str, str]) -> web.StreamResponse:
+    """Range-aware streaming for drivers without local files."""
+    store = request.app[BLOBS]
+    rng = _range(request, size)
+    status = 200
+    if rng is None:
         start, stop = 0, size
     else:
-        if start is not None and start < 0:  # suffix range "bytes=-N"
-            start, stop = max(size + start, 0), size
-        start = start or 0
-        stop = size if stop is None else min(stop, size)
-        if start >= size or start >= stop:
-            raise errors.RangeInvalid(f"range not satisfiable for a {size}-byte blob",
-                                      headers={"Content-Range": f"bytes */{size}"})
+        start, stop = rng
         status = 206
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
     chunks: AsyncIterator[bytes] | None = store.read(digest, start, stop - start)

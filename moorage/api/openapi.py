@@ -1,0 +1,658 @@
+"""The OpenAPI 3.0 document of Moorage's HTTP API, served at ``GET /api/openapi.json``.
+
+Written as data here, next to the route modules it describes, so that a change to a route and
+to its description land in the same diff.  It is the contract that ``tests/test_fuzz_openapi.py``
+fuzzes with Schemathesis: every status code, header and body a route can answer must be in it,
+so the document stays honest about what clients really get (and the fuzzer finds the 500s).
+
+What is described:
+
+* ``/v2/`` -- the OCI Distribution Spec v1.1 API as Moorage implements it (pull, push, content
+  discovery, content management, referrers), with the spec's error envelope
+  ``{"errors": [{"code", "message", "detail"}]}`` on every 4xx/5xx;
+* ``/auth/token`` and ``/auth/jwks`` -- the Docker Registry token server (``auth.mode: token``);
+* ``/api/v1/`` -- the admin API (users, grants, access tokens, visibility, repository delete);
+* ``/metrics`` -- Prometheus text exposition.
+
+The document is built once per process (it depends on nothing but the code) and is public:
+it says nothing a reader of the source could not learn.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from aiohttp import web
+
+from ..registry import mediatypes as mt
+from ..registry.names import NAME_RE, TAG_RE
+
+routes = web.RouteTableDef()
+
+JSON = "application/json"
+#: Regular expressions of the spec (anchored, as OpenAPI ``pattern`` is a search, not a match).
+NAME_PATTERN = f"^{NAME_RE.pattern}$"
+TAG_PATTERN = f"^{TAG_RE.pattern}$"
+DIGEST_PATTERN = r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"
+MANIFEST_MEDIA_TYPES = sorted(mt.MANIFEST_TYPES)
+ERROR_CODES = [
+    "BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN",
+    "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "NAME_INVALID", "NAME_UNKNOWN", "SIZE_INVALID", "UNAUTHORIZED",
+    "DENIED", "UNSUPPORTED", "TOOMANYREQUESTS", "RANGE_INVALID", "TAG_INVALID", "NOT_FOUND", "UNAVAILABLE",
+    "PAGINATION_NUMBER_INVALID", "UNKNOWN",
+]
+
+
+# ----------------------------------------------------------------------------- building blocks
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _str_header(description: str, **schema: Any) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string", **schema}}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None,
+          media_type: str = JSON) -> dict[str, Any]:
+    resp: dict[str, Any] = {"description": description, "content": {media_type: {"schema": schema}}}
+    if headers:
+        resp["headers"] = headers
+    return resp
+
+
+def _empty(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    resp: dict[str, Any] = {"description": description}
+    if headers:
+        resp["headers"] = headers
+    return resp
+
+
+def _errors(*statuses: int, head: bool = False) -> dict[str, Any]:
+    """Error responses by status; a HEAD answer has the status and headers but no body."""
+    names = {400: "BadRequest", 401: "Unauthorized", 403: "Denied", 404: "NotFound", 405: "Unsupported",
+             413: "TooLarge", 416: "RangeInvalid", 429: "TooManyRequests", 503: "Unavailable"}
+    out: dict[str, Any] = {}
+    for status in statuses:
+        out[str(status)] = _ref("responses", ("Head" if head else "") + names[status])
+    return out
+
+
+#: What every request that needs a credential may meet (auth on) or a backend outage.
+_AUTH_ERRORS = (401, 403, 429, 503)
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path", "description": description,
+            "schema": schema}
+
+
+_NAME = _ref("parameters", "name")
+_DIGEST = _ref("parameters", "digest")
+_REFERENCE = _ref("parameters", "reference")
+_UPLOAD_ID = _ref("parameters", "upload_id")
+_N = _ref("parameters", "n")
+_LAST = _ref("parameters", "last")
+
+_API_VERSION = {"Docker-Distribution-API-Version": _ref("headers", "Docker-Distribution-API-Version")}
+_UPLOAD_PROGRESS = {
+    **_API_VERSION,
+    "Location": _str_header("Where to send the next request of this upload (relative URL)."),
+    "Range": _str_header("Bytes received so far, inclusive: ``0-<size-1>`` (``0-0`` for none).",
+                         pattern=r"^0-\d+$"),
+    "Docker-Upload-UUID": _str_header("The upload session id."),
+    "Blob-Upload-Session-ID": _str_header("The upload session id (OCI name of Docker-Upload-UUID)."),
+}
+_BLOB_CREATED = {
+    **_API_VERSION,
+    "Location": _str_header("URL of the blob."),
+    "Docker-Content-Digest": _ref("headers", "Docker-Content-Digest"),
+}
+
+
+def _components() -> dict[str, Any]:
+    error = {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string", "enum": ERROR_CODES,
+                     "description": "One of the codes of the OCI Distribution Spec's error table (plus UNKNOWN)."},
+            "message": {"type": "string"},
+            "detail": {"description": "Free-form, code-specific details (any JSON value)."},
+        },
+    }
+    schemas: dict[str, Any] = {
+        "Error": error,
+        "ErrorEnvelope": {
+            "type": "object", "required": ["errors"],
+            "properties": {"errors": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Error"}}},
+            "description": "The OCI Distribution Spec error body.",
+        },
+        "Descriptor": {
+            "type": "object", "required": ["mediaType", "digest", "size"],
+            "properties": {
+                "mediaType": {"type": "string"},
+                "digest": {"type": "string", "pattern": DIGEST_PATTERN},
+                "size": {"type": "integer", "minimum": 0},
+                "artifactType": {"type": "string"},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                "urls": {"type": "array", "items": {"type": "string"}},
+                "platform": {"type": "object"},
+            },
+        },
+        "Manifest": {
+            "type": "object",
+            "description": "An OCI image manifest or index, or a Docker v2 schema 2 manifest or manifest "
+                           "list. Served byte for byte as pushed.",
+            "required": ["schemaVersion"],
+            "properties": {
+                "schemaVersion": {"type": "integer"},
+                "mediaType": {"type": "string"},
+                "artifactType": {"type": "string"},
+                "config": {"$ref": "#/components/schemas/Descriptor"},
+                "layers": {"type": "array", "items": {"$ref": "#/components/schemas/Descriptor"}},
+                "manifests": {"type": "array", "items": {"$ref": "#/components/schemas/Descriptor"}},
+                "subject": {"$ref": "#/components/schemas/Descriptor"},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+        "ReferrersIndex": {
+            "type": "object", "required": ["schemaVersion", "mediaType", "manifests"],
+            "properties": {
+                "schemaVersion": {"type": "integer", "enum": [2]},
+                "mediaType": {"type": "string", "enum": [mt.OCI_INDEX]},
+                "manifests": {"type": "array", "items": {"$ref": "#/components/schemas/Descriptor"}},
+            },
+        },
+        "Catalog": {
+            "type": "object", "required": ["repositories"],
+            "properties": {"repositories": {"type": "array", "items": {"type": "string"}}},
+        },
+        "TagList": {
+            "type": "object", "required": ["name", "tags"],
+            "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}},
+        },
+        "Token": {
+            "type": "object", "required": ["token", "access_token", "expires_in", "issued_at"],
+            "properties": {
+                "token": {"type": "string", "description": "A signed JWT (ES256) for the registry."},
+                "access_token": {"type": "string", "description": "The same JWT (OAuth2 name)."},
+                "expires_in": {"type": "integer", "description": "Lifetime in seconds."},
+                "issued_at": {"type": "string", "description": "RFC 3339 time of issue."},
+                "refresh_token": {"type": "string", "description": "With offline_token=true / access_type=offline."},
+                "scope": {"type": "string", "description": "(POST) the granted scopes, space-separated."},
+            },
+        },
+        "JWKS": {
+            "type": "object", "required": ["keys"],
+            "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+        },
+        "User": {
+            "type": "object", "required": ["name", "admin", "robot", "created_at"],
+            "properties": {
+                "name": {"type": "string"}, "admin": {"type": "boolean"}, "robot": {"type": "boolean"},
+                "created_at": {"type": "number"},
+                "password": {"type": "string", "description": "Only when generated by the server (shown once)."},
+                "may_administer": {"type": "boolean"},
+                "grants": {"type": "array", "items": {"$ref": "#/components/schemas/Grant"}},
+            },
+        },
+        "Grant": {
+            "type": "object", "required": ["user", "pattern", "actions"],
+            "properties": {
+                "user": {"type": "string"}, "pattern": {"type": "string"},
+                "actions": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "AccessToken": {
+            "type": "object", "required": ["id", "user", "name", "scope", "expires_at", "revoked_at", "created_at"],
+            "properties": {
+                "id": {"type": "string"}, "user": {"type": "string"}, "name": {"type": "string"},
+                "scope": {"type": "array", "nullable": True, "items": {"type": "string"}},
+                "expires_at": {"type": "number", "nullable": True},
+                "revoked_at": {"type": "number", "nullable": True},
+                "last_used_at": {"type": "number", "nullable": True},
+                "created_at": {"type": "number"},
+                "token": {"type": "string", "description": "The secret (``mrg_...``), only in the creation answer."},
+            },
+        },
+        "NamedVisibility": {
+            "type": "object", "required": ["name", "public"],
+            "properties": {"name": {"type": "string"}, "public": {"type": "boolean"}, "created_at": {"type": "number"}},
+        },
+        "TokenRequest": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "maxLength": 128},
+                "scope": {"type": "array", "items": {"type": "string"},
+                          "description": "``PATTERN:ACTIONS`` entries, e.g. ``team/*:pull,push``; absent = "
+                                         "everything the user may do."},
+                "expires_in": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                               "description": "Lifetime in seconds; absent = no expiry."},
+            },
+        },
+    }
+    error_resp = lambda text: _json(_ref("schemas", "ErrorEnvelope"), text, _API_VERSION)  # noqa: E731
+    responses = {
+        "BadRequest": error_resp("Malformed request: NAME_INVALID, TAG_INVALID, DIGEST_INVALID, MANIFEST_INVALID, "
+                                 "SIZE_INVALID, BLOB_UPLOAD_INVALID, MANIFEST_BLOB_UNKNOWN, "
+                                 "PAGINATION_NUMBER_INVALID, ..."),
+        "Unauthorized": _json(_ref("schemas", "ErrorEnvelope"), "UNAUTHORIZED: no or invalid credentials.",
+                              {**_API_VERSION, "WWW-Authenticate": _ref("headers", "WWW-Authenticate")}),
+        "Denied": error_resp("DENIED: the credentials do not allow this."),
+        "NotFound": error_resp("NAME_UNKNOWN, MANIFEST_UNKNOWN, BLOB_UNKNOWN, BLOB_UPLOAD_UNKNOWN, NOT_FOUND."),
+        "Unsupported": error_resp("UNSUPPORTED: e.g. deletes are disabled on this registry."),
+        "TooLarge": error_resp("The body is larger than this registry accepts (MANIFEST_INVALID, SIZE_INVALID)."),
+        "RangeInvalid": _json(_ref("schemas", "ErrorEnvelope"), "RANGE_INVALID: a chunk out of order or a "
+                              "Range that cannot be satisfied.", {**_UPLOAD_PROGRESS,
+                                                                  "Content-Range": _str_header("bytes */SIZE")}),
+        "TooManyRequests": _json(_ref("schemas", "ErrorEnvelope"), "TOOMANYREQUESTS: too many failed logins, or a "
+                                 "quota / session limit.", {**_API_VERSION, "Retry-After": _ref("headers", "Retry-After")}),
+        "Unavailable": _json(_ref("schemas", "ErrorEnvelope"), "UNAVAILABLE: a storage or database service is "
+                             "down or busy; retry.", {**_API_VERSION, "Retry-After": _ref("headers", "Retry-After")}),
+    }
+    for key, text in (("BadRequest", "Malformed request (no body: HEAD)."),
+                      ("Unauthorized", "No or invalid credentials (no body: HEAD)."),
+                      ("Denied", "The credentials do not allow this (no body: HEAD)."),
+                      ("NotFound", "Unknown repository, manifest or blob (no body: HEAD)."),
+                      ("Unsupported", "Not supported here (no body: HEAD)."),
+                      ("TooManyRequests", "Too many requests (no body: HEAD)."),
+                      ("Unavailable", "A backend is down; retry (no body: HEAD).")):
+        headers = dict(responses[key].get("headers", {}))
+        responses["Head" + key] = _empty(text, headers)
+    parameters = {
+        "name": _param("name", "path", {"type": "string", "pattern": NAME_PATTERN, "maxLength": 255},
+                       "Repository name: path components of lower-case letters and digits joined by '.', '_', "
+                       "'__' or '-'s, separated by '/' (send '/' literally, not as %2F)."),
+        "digest": _param("digest", "path", {"type": "string", "pattern": DIGEST_PATTERN},
+                         "Content digest, ``algorithm:hex`` (sha256 and sha512 are accepted)."),
+        "reference": _param("reference", "path", {"type": "string"},
+                            f"A tag (``{TAG_RE.pattern}``) or a digest."),
+        "upload_id": _param("upload_id", "path", {"type": "string"}, "Upload session id, from the Location header."),
+        "n": _param("n", "query", {"type": "integer", "minimum": 0},
+                    "At most this many results; a Link header points at the next page."),
+        "last": _param("last", "query", {"type": "string"}, "Answer only names lexically after this one."),
+    }
+    headers = {
+        "Docker-Distribution-API-Version": {"description": "Always ``registry/2.0``.",
+                                            "schema": {"type": "string", "enum": ["registry/2.0"]}},
+        "Docker-Content-Digest": {"description": "Digest of the content.",
+                                  "schema": {"type": "string", "pattern": DIGEST_PATTERN}},
+        "WWW-Authenticate": {"description": "How to authenticate: ``Bearer realm=...,service=...,scope=...`` "
+                                            "(token mode) or ``Basic realm=...`` (htpasswd mode).",
+                             "schema": {"type": "string"}},
+        "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "string"}},
+        "Link": {"description": "RFC 5988 link to the next page: ``<URL>; rel=\"next\"``.",
+                 "schema": {"type": "string"}},
+    }
+    security = {
+        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                   "description": "``auth.mode: token``: a JWT from ``/auth/token`` whose ``access`` claim covers "
+                                  "the request (the 401's ``WWW-Authenticate`` names realm, service and scope). "
+                                  "``/api/v1/`` also takes a token for the admin's own account."},
+        "basic": {"type": "http", "scheme": "basic",
+                  "description": "``auth.mode: htpasswd`` on ``/v2/``; in token mode on ``/auth/token`` and "
+                                 "``/api/v1/`` (a password or an access token ``mrg_...`` as the password)."},
+    }
+    return {"schemas": schemas, "responses": responses, "parameters": parameters, "headers": headers,
+            "securitySchemes": security}
+
+
+# ----------------------------------------------------------------------------- /v2/
+def _v2_paths() -> dict[str, Any]:
+    manifest_content = {t: {"schema": _ref("schemas", "Manifest")} for t in MANIFEST_MEDIA_TYPES}
+    manifest_headers = {
+        **_API_VERSION,
+        "Docker-Content-Digest": _ref("headers", "Docker-Content-Digest"),
+        "ETag": _str_header("The digest, quoted."),
+    }
+    blob_headers = {
+        **_API_VERSION,
+        "Docker-Content-Digest": _ref("headers", "Docker-Content-Digest"),
+        "ETag": _str_header("The digest, quoted."),
+        "Accept-Ranges": _str_header("``bytes``"),
+        "Content-Length": {"description": "Blob size.", "schema": {"type": "integer", "minimum": 0}},
+    }
+    content_range = _param("Content-Range", "header", {"type": "string", "pattern": r"^\d+-\d+$"},
+                           "Chunk position, inclusive (``start-end``); absent for a streaming upload.")
+    digest_query = _param("digest", "query", {"type": "string", "pattern": DIGEST_PATTERN},
+                          "Digest of the whole blob: completes the upload.")
+    octets = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    return {
+        "/v2/": {"get": {
+            "tags": ["v2"], "operationId": "apiVersionCheck", "summary": "API version check",
+            "description": "200 when the caller may use the API; with auth, 401 and a WWW-Authenticate challenge "
+                           "tell clients how to log in.",
+            "responses": {"200": _json({"type": "object"}, "The registry speaks OCI Distribution v2.", _API_VERSION),
+                          **_errors(401, 429, 503)},
+        }},
+        "/v2/_catalog": {"get": {
+            "tags": ["v2"], "operationId": "listRepositories", "summary": "List repositories",
+            "description": "Lexically sorted, from the metadata index; at most 10,000 names without ``n``. "
+                           "With token auth only the repositories the caller may pull are listed.",
+            "parameters": [_N, _LAST],
+            "responses": {"200": _json(_ref("schemas", "Catalog"), "Repository names.",
+                                       {**_API_VERSION, "Link": _ref("headers", "Link")}),
+                          **_errors(400, *_AUTH_ERRORS)},
+        }},
+        "/v2/{name}/tags/list": {"get": {
+            "tags": ["v2"], "operationId": "listTags", "summary": "List tags",
+            "parameters": [_NAME, _N, _LAST],
+            "responses": {"200": _json(_ref("schemas", "TagList"), "Tags of the repository, lexically sorted.",
+                                       {**_API_VERSION, "Link": _ref("headers", "Link")}),
+                          **_errors(400, 404, *_AUTH_ERRORS)},
+        }},
+        "/v2/{name}/manifests/{reference}": {
+            "parameters": [_NAME, _REFERENCE],
+            "get": {
+                "tags": ["v2"], "operationId": "getManifest", "summary": "Pull a manifest",
+                "description": "The bytes exactly as pushed, with their media type as Content-Type. If the Accept "
+                               "header names manifest types and not the stored one, 404 MANIFEST_UNKNOWN.",
+                "parameters": [_param("Accept", "header", {"type": "string"}, "Manifest media types the client reads."),
+                               _param("If-None-Match", "header", {"type": "string"}, "A quoted digest: 304 if current.")],
+                "responses": {"200": {"description": "The manifest.", "headers": manifest_headers,
+                                      "content": manifest_content},
+                              "304": _empty("Not modified (If-None-Match matched).", manifest_headers),
+                              **_errors(400, 404, *_AUTH_ERRORS)},
+            },
+            "head": {
+                "tags": ["v2"], "operationId": "headManifest", "summary": "Check a manifest exists",
+                "parameters": [_param("Accept", "header", {"type": "string"}, "Manifest media types the client reads.")],
+                "responses": {"200": _empty("It exists; Content-Type and Content-Length as a GET would send.",
+                                            manifest_headers),
+                              **_errors(400, 404, *_AUTH_ERRORS, head=True)},
+            },
+            "put": {
+                "tags": ["v2"], "operationId": "putManifest", "summary": "Push a manifest",
+                "description": "Under a tag or its digest. Every referenced blob and child manifest must be in the "
+                               "repository (400 MANIFEST_BLOB_UNKNOWN otherwise); a ``subject`` is answered with "
+                               "``OCI-Subject``.",
+                "requestBody": {"required": True, "content": manifest_content},
+                "responses": {"201": _empty("Stored.", {
+                                  **_API_VERSION, "Location": _str_header("URL of the manifest by digest."),
+                                  "Docker-Content-Digest": _ref("headers", "Docker-Content-Digest"),
+                                  "OCI-Subject": _str_header("Digest of the subject, when the manifest has one.")}),
+                              **_errors(400, 404, 413, *_AUTH_ERRORS)},
+            },
+            "delete": {
+                "tags": ["v2"], "operationId": "deleteManifest", "summary": "Delete a manifest or a tag",
+                "description": "By digest: the manifest and every tag pointing at it. By tag: only the tag.",
+                "responses": {"202": _empty("Deleted.", _API_VERSION), **_errors(400, 404, 405, *_AUTH_ERRORS)},
+            },
+        },
+        "/v2/{name}/blobs/{digest}": {
+            "parameters": [_NAME, _DIGEST],
+            "get": {
+                "tags": ["v2"], "operationId": "getBlob", "summary": "Pull a blob",
+                "parameters": [_param("Range", "header", {"type": "string"}, "``bytes=start-end``: 206 with that part.")],
+                "responses": {"200": {"description": "The blob.", "headers": blob_headers, "content": octets},
+                              "206": {"description": "Part of the blob.", "content": octets, "headers": {
+                                  **blob_headers, "Content-Range": _str_header("``bytes start-end/size``")}},
+                              "307": _empty("Fetch it from this (presigned) URL instead (``storage.redirect``).", {
+                                  **_API_VERSION, "Location": _str_header("Where the blob is."),
+                                  "Docker-Content-Digest": _ref("headers", "Docker-Content-Digest")}),
+                              **_errors(400, 404, 416, *_AUTH_ERRORS)},
+            },
+            "head": {
+                "tags": ["v2"], "operationId": "headBlob", "summary": "Check a blob exists in the repository",
+                "responses": {"200": _empty("It exists.", blob_headers), **_errors(400, 404, *_AUTH_ERRORS, head=True)},
+            },
+            "delete": {
+                "tags": ["v2"], "operationId": "deleteBlob", "summary": "Unlink a blob from the repository",
+                "responses": {"202": _empty("Unlinked (the bytes go at the next garbage collection).", _API_VERSION),
+                              **_errors(400, 404, 405, *_AUTH_ERRORS)},
+            },
+        },
+        "/v2/{name}/blobs/uploads/": {"post": {
+            "tags": ["v2"], "operationId": "startUpload", "summary": "Start an upload, upload in one go, or mount",
+            "description": "Without parameters: opens a session (202 + Location). With ``digest``: the body is the "
+                           "whole blob (201). With ``mount`` and ``from``: links a blob of another repository the "
+                           "caller may pull (201), or opens a session when it cannot (202).",
+            "parameters": [_NAME, digest_query,
+                           _param("mount", "query", {"type": "string", "pattern": DIGEST_PATTERN}, "Digest to mount."),
+                           _param("from", "query", {"type": "string"}, "Repository to mount from.")],
+            "requestBody": {"required": False, "content": octets},
+            "responses": {"201": _empty("Blob created (monolithic upload or mount).", _BLOB_CREATED),
+                          "202": _empty("Session opened.", _UPLOAD_PROGRESS),
+                          **_errors(400, 404, 413, *_AUTH_ERRORS)},
+        }},
+        "/v2/{name}/blobs/uploads/{upload_id}": {
+            "parameters": [_NAME, _UPLOAD_ID],
+            "patch": {
+                "tags": ["v2"], "operationId": "uploadChunk", "summary": "Send a chunk",
+                "description": "With Content-Range the chunk must start where the upload stands (416 otherwise); "
+                               "without it the body is appended (docker/podman streaming upload).",
+                "parameters": [content_range],
+                "requestBody": {"required": True, "content": octets},
+                "responses": {"202": _empty("Chunk stored.", _UPLOAD_PROGRESS),
+                              **_errors(400, 404, 413, 416, *_AUTH_ERRORS)},
+            },
+            "put": {
+                "tags": ["v2"], "operationId": "finishUpload", "summary": "Complete an upload",
+                "description": "The (optional) body is a last chunk; the blob is stored only if its digest matches.",
+                "parameters": [{**digest_query, "required": True}, content_range],
+                "requestBody": {"required": False, "content": octets},
+                "responses": {"201": _empty("Blob created.", _BLOB_CREATED),
+                              **_errors(400, 404, 413, 416, *_AUTH_ERRORS)},
+            },
+            "get": {
+                "tags": ["v2"], "operationId": "uploadStatus", "summary": "Where an upload stands",
+                "responses": {"204": _empty("Progress in Range.", _UPLOAD_PROGRESS), **_errors(400, 404, *_AUTH_ERRORS)},
+            },
+            "delete": {
+                "tags": ["v2"], "operationId": "cancelUpload", "summary": "Cancel an upload",
+                "responses": {"204": _empty("Cancelled.", _API_VERSION), **_errors(400, 404, *_AUTH_ERRORS)},
+            },
+        },
+        "/v2/{name}/referrers/{digest}": {"get": {
+            "tags": ["v2"], "operationId": "listReferrers", "summary": "Manifests whose subject is this digest",
+            "parameters": [_NAME, _DIGEST,
+                           _param("artifactType", "query", {"type": "string"}, "Only referrers of this artifact type.")],
+            "responses": {"200": _json(_ref("schemas", "ReferrersIndex"), "An OCI image index of descriptors.", {
+                              **_API_VERSION, "OCI-Filters-Applied": _str_header("``artifactType`` when filtered.")},
+                              media_type=mt.OCI_INDEX),
+                          **_errors(400, 404, *_AUTH_ERRORS)},
+        }},
+    }
+
+
+# ----------------------------------------------------------------------------- auth and admin
+def _admin_paths() -> dict[str, Any]:
+    def op(op_id: str, summary: str, responses: dict[str, Any], *, parameters: list[Any] | None = None,
+           body: dict[str, Any] | None = None, errors: tuple[int, ...] = (400, 401, 403, 429, 503)) -> dict[str, Any]:
+        out: dict[str, Any] = {"tags": ["admin"], "operationId": op_id, "summary": summary,
+                               "security": [{"basic": []}, {"bearer": []}],
+                               "responses": {**responses, **_errors(*errors)}}
+        if parameters:
+            out["parameters"] = parameters
+        if body is not None:
+            out["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
+        return out
+
+    obj = lambda key, schema: {"type": "object", "required": [key], "properties": {key: {"type": "array", "items": schema}}}  # noqa: E731
+    user_param = _param("name", "path", {"type": "string"}, "User name.")
+    token_id = _param("id", "path", {"type": "string"}, "Access token id.")
+    no_content = {"204": _empty("Done.")}
+    return {
+        "/api/v1/me": {"get": op("getMe", "Who am I", {"200": _json(_ref("schemas", "User"), "The caller.")})},
+        "/api/v1/me/tokens": {
+            "get": op("listMyTokens", "My access tokens",
+                      {"200": _json(obj("tokens", _ref("schemas", "AccessToken")), "Tokens.")}),
+            "post": op("createMyToken", "Create an access token for myself",
+                       {"201": _json(_ref("schemas", "AccessToken"), "Created; ``token`` is the secret, shown once.")},
+                       body=_ref("schemas", "TokenRequest"), errors=(400, 401, 403, 404, 413, 429, 503)),
+        },
+        "/api/v1/me/tokens/{id}": {"delete": op("revokeMyToken", "Revoke one of my tokens", no_content,
+                                                parameters=[token_id], errors=(400, 401, 403, 404, 429, 503))},
+        "/api/v1/repositories": {"get": op(
+            "adminListRepositories", "Repositories with their visibility",
+            {"200": _json(obj("repositories", _ref("schemas", "NamedVisibility")), "Repositories.")},
+            parameters=[_param("n", "query", {"type": "integer", "minimum": 1, "maximum": 10000}, "Page size (100)."),
+                        _LAST])},
+        "/api/v1/repositories/{name}": {"delete": op(
+            "deleteRepository", "Delete a repository (tags, manifests, links, uploads; blobs go at the next GC)",
+            {"202": _json({"type": "object", "required": ["repository", "deleted"],
+                           "properties": {"repository": {"type": "string"}, "deleted": {"type": "object"}}},
+                          "Deleted.", _API_VERSION)},
+            parameters=[_NAME], errors=(400, 401, 403, 404, 405, 429, 503))},
+        "/api/v1/users": {
+            "get": op("listUsers", "Users", {"200": _json(obj("users", _ref("schemas", "User")), "Users.")}),
+            "post": op("createUser", "Create a user",
+                       {"201": _json(_ref("schemas", "User"), "Created (``password`` when generated).")},
+                       body={"type": "object", "required": ["name"], "properties": {
+                           "name": {"type": "string"}, "password": {"type": "string"},
+                           "admin": {"type": "boolean"}, "robot": {"type": "boolean"}}},
+                       errors=(400, 401, 403, 413, 429, 503)),
+        },
+        "/api/v1/users/{name}": {
+            "get": op("getUser", "A user and their grants", {"200": _json(_ref("schemas", "User"), "The user.")},
+                      parameters=[user_param], errors=(400, 401, 403, 404, 429, 503)),
+            "delete": op("deleteUser", "Delete a user", no_content, parameters=[user_param],
+                         errors=(400, 401, 403, 404, 429, 503)),
+        },
+        "/api/v1/users/{name}/password": {"put": op(
+            "setPassword", "Set a user's password", no_content, parameters=[user_param],
+            body={"type": "object", "required": ["password"], "properties": {"password": {"type": "string"}}},
+            errors=(400, 401, 403, 404, 413, 429, 503))},
+        "/api/v1/grants": {
+            "get": op("listGrants", "Grants", {"200": _json(obj("grants", _ref("schemas", "Grant")), "Grants.")},
+                      parameters=[_param("user", "query", {"type": "string"}, "Only this user's.")]),
+            "post": op("addGrant", "Grant a user actions on a repository pattern",
+                       {"201": _json(_ref("schemas", "Grant"), "Granted.")},
+                       body={"type": "object", "required": ["user", "pattern", "actions"], "properties": {
+                           "user": {"type": "string"}, "pattern": {"type": "string"},
+                           "actions": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                                       "description": "pull, push, delete, admin (list or comma-separated)."}}},
+                       errors=(400, 401, 403, 404, 413, 429, 503)),
+            "delete": op("revokeGrant", "Revoke a grant", no_content, errors=(400, 401, 403, 404, 429, 503),
+                         parameters=[_param("user", "query", {"type": "string"}, "User.", required=True),
+                                     _param("pattern", "query", {"type": "string"}, "Pattern.", required=True)]),
+        },
+        "/api/v1/tokens": {
+            "get": op("listTokens", "Access tokens",
+                      {"200": _json(obj("tokens", _ref("schemas", "AccessToken")), "Tokens.")},
+                      parameters=[_param("user", "query", {"type": "string"}, "Only this user's.")]),
+            "post": op("createToken", "Create an access token for a user",
+                       {"201": _json(_ref("schemas", "AccessToken"), "Created; ``token`` is the secret, shown once.")},
+                       body={"allOf": [_ref("schemas", "TokenRequest"),
+                                       {"type": "object", "required": ["user"], "properties": {"user": {"type": "string"}}}]},
+                       errors=(400, 401, 403, 404, 413, 429, 503)),
+        },
+        "/api/v1/tokens/{id}": {"delete": op("revokeToken", "Revoke an access token", no_content,
+                                             parameters=[token_id], errors=(400, 401, 403, 404, 429, 503))},
+        "/api/v1/namespaces": {
+            "get": op("listNamespaces", "Namespaces",
+                      {"200": _json(obj("namespaces", _ref("schemas", "NamedVisibility")), "Namespaces.")}),
+            "post": op("createNamespace", "Create a namespace",
+                       {"201": _json(_ref("schemas", "NamedVisibility"), "Created.")},
+                       body={"type": "object", "required": ["name"], "properties": {
+                           "name": {"type": "string"}, "public": {"type": "boolean"}}},
+                       errors=(400, 401, 403, 413, 429, 503)),
+        },
+        "/api/v1/visibility": {"put": op(
+            "setVisibility", "Make a repository or namespace public or private",
+            {"200": _json({"type": "object", "required": ["public"], "properties": {
+                "repository": {"type": "string"}, "namespace": {"type": "string"}, "public": {"type": "boolean"}}},
+                "Done.")},
+            body={"type": "object", "required": ["public"], "properties": {
+                "repository": {"type": "string"}, "namespace": {"type": "string"}, "public": {"type": "boolean"}}},
+            errors=(400, 401, 403, 413, 429, 503))},
+    }
+
+
+def _auth_paths() -> dict[str, Any]:
+    scope = _param("scope", "query", {"type": "array", "items": {"type": "string"}},
+                   "``repository:NAME:pull,push`` or ``registry:catalog:*`` (repeatable).")
+    scope["explode"] = True
+    token_ok = _json(_ref("schemas", "Token"), "A token (only the actions actually granted are in it).",
+                     {"Cache-Control": _str_header("``no-store``")})
+    return {
+        "/auth/token": {
+            "get": {
+                "tags": ["auth"], "operationId": "getToken", "summary": "Docker token flow",
+                "description": "Basic credentials (password, or an access token as the password), or none for an "
+                               "anonymous token (public repositories).",
+                "security": [{"basic": []}, {}],
+                "parameters": [_param("service", "query", {"type": "string"}, "Must be the configured service."),
+                               scope,
+                               _param("offline_token", "query", {"type": "string", "enum": ["true", "false"]},
+                                      "``true``: also a refresh token.")],
+                "responses": {"200": token_ok, **_errors(400, 401, 429, 503)},
+            },
+            "post": {
+                "tags": ["auth"], "operationId": "postToken", "summary": "OAuth2 token flow (docker, containerd)",
+                "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+                    "type": "object", "required": ["grant_type"], "properties": {
+                        "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
+                        "username": {"type": "string"}, "password": {"type": "string"},
+                        "refresh_token": {"type": "string"}, "service": {"type": "string"},
+                        "scope": {"type": "string", "description": "Space-separated scopes."},
+                        "client_id": {"type": "string"},
+                        "access_type": {"type": "string", "enum": ["online", "offline"]}}}}}},
+                "responses": {"200": token_ok, **_errors(400, 401, 413, 429, 503)},
+            },
+        },
+        "/auth/jwks": {"get": {
+            "tags": ["auth"], "operationId": "getJwks", "summary": "Public keys that verify Moorage tokens",
+            "responses": {"200": _json(_ref("schemas", "JWKS"), "JSON Web Key Set.")},
+        }},
+        "/metrics": {"get": {
+            "tags": ["operations"], "operationId": "metrics", "summary": "Prometheus metrics",
+            "description": "Per-route request counts, latencies and bytes. In token mode any valid bearer token.",
+            "responses": {"200": {"description": "Prometheus text exposition.",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          **_errors(401, 429)},
+        }},
+        "/api/openapi.json": {"get": {
+            "tags": ["operations"], "operationId": "openapi", "summary": "This document",
+            "security": [{}],
+            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0 document.")},
+        }},
+    }
+
+
+@lru_cache(maxsize=1)
+def document() -> dict[str, Any]:
+    """The whole OpenAPI 3.0.3 document (built once; treat it as read-only)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("moorage")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        ver = "0"
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Moorage container registry API",
+            "version": ver,
+            "description": (
+                "The OCI Distribution Spec v1.1 API (``/v2/``), the Docker token server (``/auth/``), the admin API "
+                "(``/api/v1/``) and metrics.\n\n"
+                "Authentication depends on ``auth.mode``: ``none`` (nothing needed), ``htpasswd`` (HTTP basic on "
+                "every ``/v2/`` request), ``token`` (``/v2/`` needs a bearer JWT from ``/auth/token``; a 401 carries "
+                "``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` naming exactly what to ask for). "
+                "Errors are always ``{\"errors\": [{\"code\", \"message\", \"detail\"}]}`` with a code from the "
+                "OCI error table."
+            ),
+            "license": {"name": "Apache-2.0"},
+        },
+        "tags": [{"name": "v2", "description": "OCI Distribution Spec v1.1"},
+                 {"name": "auth", "description": "Token server (auth.mode: token)"},
+                 {"name": "admin", "description": "Admin API (auth.mode: token)"},
+                 {"name": "operations", "description": "Metrics and this document"}],
+        "security": [{}, {"bearer": []}, {"basic": []}],
+        "paths": {**_v2_paths(), **_auth_paths(), **_admin_paths()},
+        "components": _components(),
+    }
+
+
+@lru_cache(maxsize=1)
+def _document_bytes() -> bytes:
+    return json.dumps(document(), indent=1, sort_keys=False).encode()
+
+
+@routes.get("/api/openapi.json", name="public_openapi")
+async def openapi_json(request: web.Request) -> web.Response:
+    """Public: the auth middleware leaves ``public_*`` routes alone."""
+    return web.Response(body=_document_bytes(), content_type=JSON)
