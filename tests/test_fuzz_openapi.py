@@ -243,12 +243,12 @@ def test_document_covers_every_route() -> None:
     """Each route of the app built with token auth has a path + method in the document."""
     import re
 
-    from moorage.api.app import create_app
     from moorage.api.openapi import document
+    from moorage.composition import build_app
     from moorage.config import Settings
 
     settings = Settings(data=Path("/nonexistent-not-opened"), auth={"mode": "token"})
-    app = create_app(settings)
+    app = build_app(settings)
     doc = document()
     documented = {(re.sub(r"\{[^}]+\}", "{}", p), m.upper()) for p, ops in doc["paths"].items()
                   for m in ops if m != "parameters"}
