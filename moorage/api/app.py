@@ -42,7 +42,9 @@ def create_app(settings: Settings, extensions: list[Extension] | None = None) ->
     store = MetadataStore(db)
     blob_store = create_blob_store(settings)
     svc = RegistryService(store, blob_store, delete_enabled=settings.delete_enabled,
-                          max_manifest_bytes=settings.max_manifest_bytes)
+                          max_manifest_bytes=settings.max_manifest_bytes, writer_lease=settings.uploads.writer_lease,
+                          max_sessions_per_repository=settings.uploads.max_sessions_per_repository,
+                          max_sessions_per_user=settings.uploads.max_sessions_per_user)
 
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_manifest_bytes + 1)
     app[SETTINGS] = settings

@@ -23,12 +23,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 
-from ..metadata.store import WrongSizes, BlobBeingDeleted, ManifestRecord, MetadataStore, MissingReferences, ReferrerRecord, UploadRecord
+from ..metadata.store import (
+    WrongSizes, BlobBeingDeleted, ManifestRecord, MetadataStore, MissingReferences, ReferrerRecord, TooManyUploads, UploadRecord,
+)
 from ..storage import BlobStore, PartialAppend
 from . import errors, hashstate
 from .digests import Digest, new_hasher
 from .manifests import Descriptor, parse_manifest
 from .names import validate_name, validate_tag
+from .upload_claims import DEFAULT_LEASE, ClaimLost, UploadClaim
 
 #: Chunks at least this large are hashed in a worker thread (hashlib releases the GIL), so
 #: hashing overlaps the driver's write of the same chunk.
@@ -44,6 +47,16 @@ class UploadOutOfOrder(errors.RangeInvalid):
         self.record = record
 
 
+class UploadBusy(UploadOutOfOrder):
+    """Another request is writing to the session right now (416 with the progress headers)."""
+
+    def __init__(self, record: UploadRecord) -> None:
+        errors.RangeInvalid.__init__(
+            self, "another request is writing to this upload session; query its status (GET) and resume when it is done",
+            detail={"offset": record.size, "reason": "busy"})
+        self.record = record
+
+
 def _require_offset(record: UploadRecord, content_range: tuple[int, int] | None) -> None:
     if content_range is not None and content_range[0] != record.size:
         raise UploadOutOfOrder(record, content_range[0])
@@ -56,7 +69,8 @@ class PutManifestResult:
 
 
 class RegistryService:
-    def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool = True, max_manifest_bytes: int = 4 << 20) -> None:
+    def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool = True, max_manifest_bytes: int = 4 << 20,
+                 writer_lease: float = DEFAULT_LEASE, max_sessions_per_repository: int = 0, max_sessions_per_user: int = 0) -> None:
         self.store = store
         self.blobs = blobs
         self.delete_enabled = delete_enabled
@@ -66,6 +80,14 @@ class RegistryService:
         #: Optional ``await guard(repository, digest, size)`` run before a verified upload is
         #: committed; raises to refuse it (storage quotas, ``moorage.gc.setup``).
         self.commit_guard: Callable[[str, str, int], Awaitable[None]] | None = None
+        #: Optional ``await upload_limit(repository)``: the most bytes an upload session in
+        #: ``repository`` may hold (quota headroom), None = no limit.  Checked on the bytes as
+        #: they stream in, so a body without Content-Length cannot write past it.
+        self.upload_limit: Callable[[str], Awaitable[int | None]] | None = None
+        self.writer_lease = writer_lease
+        #: Caps on open upload sessions (0 = none), see ``UploadSettings``.
+        self.max_sessions_per_repository = max_sessions_per_repository
+        self.max_sessions_per_user = max_sessions_per_user
 
     # ---------------------------------------------------------------------------- blobs
     async def blob_size(self, repository: str, digest: str) -> int:
@@ -96,11 +118,24 @@ class RegistryService:
         return await self.store.link_blob(repository, digest)
 
     # -------------------------------------------------------------------------- uploads
-    async def start_upload(self, repository: str) -> UploadRecord:
+    async def start_upload(self, repository: str, owner: str | None = None, *, claim: UploadClaim | None = None) -> UploadRecord:
+        """Open a session (``owner``: user name for the per-user cap); with ``claim``, the
+        session is created already claimed by it (a monolithic upload: no second round trip)."""
         validate_name(repository)
         upload_id = str(uuid.uuid4())
         state = await self.blobs.upload_create(upload_id)
-        await self.store.create_upload(upload_id, repository, state)
+        try:
+            await self.store.create_upload(
+                upload_id, repository, state, owner=owner,
+                writer=claim.token if claim else None, writer_until=claim.expiry() if claim else None,
+                max_per_repository=self.max_sessions_per_repository, max_per_owner=self.max_sessions_per_user)
+        except TooManyUploads as too_many:
+            await self.blobs.upload_abort(upload_id, state)
+            raise errors.TooManyRequests(
+                f"{too_many}: complete or cancel (DELETE) open upload sessions first; abandoned ones expire",
+                detail={"scope": too_many.scope, "limit": too_many.limit}) from None
+        if claim is not None:
+            claim.upload_id = upload_id
         self._remember(upload_id, 0, _new_sha256())
         now = time.time()
         return UploadRecord(upload_id, repository, 0, state, now, now)
@@ -112,6 +147,21 @@ class RegistryService:
             raise errors.BlobUploadUnknown(detail={"uuid": upload_id[:100]})
         return record
 
+    async def _claim(self, record: UploadRecord) -> UploadClaim:
+        """Become the session's only writer (before any byte is written), or be refused.
+
+        Refusal is 416 RANGE_INVALID with the session's progress headers, what the spec has
+        a client do for a chunk that cannot go where it asked (query the status, resume); the
+        session itself is untouched and stays usable.
+        """
+        claim = UploadClaim(self.store, record.id, self.writer_lease)
+        if await claim.take(record.size):
+            return claim
+        now = await self.store.get_upload(record.id, record.repository)
+        if now is None:
+            raise errors.BlobUploadUnknown(detail={"uuid": record.id})
+        raise UploadBusy(now)
+
     async def append_upload(
         self,
         repository: str,
@@ -122,23 +172,40 @@ class RegistryService:
         """Append a chunk; with ``content_range`` the chunk must start at the current end."""
         record = await self.upload_status(repository, upload_id)
         _require_offset(record, content_range)
-        return await self._append(record, body)
+        async with await self._claim(record) as claim:
+            return await self._append(record, body, claim, release=True)
 
-    async def _append(self, record: UploadRecord, body: AsyncIterator[bytes]) -> UploadRecord:
+    async def _append(self, record: UploadRecord, body: AsyncIterator[bytes], claim: UploadClaim, *, release: bool) -> UploadRecord:
+        """Write ``body`` under ``claim``; the final compare-and-set requires the claim (and,
+        with ``release``, ends it in the same statement)."""
         hasher = await self._hasher(record)
+        chunks = claim.guard(body)
+        if self.upload_limit is not None:
+            limit = await self.upload_limit(record.repository)
+            if limit is not None:
+                chunks = _limited(chunks, limit - record.size, record.size)
         try:
-            state, size = await self.blobs.upload_append(record.id, record.state, record.size, _hashing(body, hasher))
+            state, size = await self.blobs.upload_append(record.id, record.state, record.size, _hashing(chunks, hasher))
         except PartialAppend as partial:
-            # Keep what was durably written, so the client can resume from there.
             self._hashers.pop(record.id, None)
-            await self.store.update_upload(record.id, record.size, partial.size, _without_hash_state(partial.state))
+            if isinstance(partial.cause, errors.Denied):
+                # Over quota: the upload can never complete here; keep nothing of it.
+                await self._discard(record)
+                claim.released = True
+                raise partial.cause from None
+            # Keep what was durably written, so the client can resume from there.
+            if await self.store.update_upload(record.id, record.size, partial.size, _without_hash_state(partial.state),
+                                              writer=claim.token, release=release):
+                claim.released = release
             if isinstance(partial.cause, errors.RegistryError):
                 raise partial.cause from None
             raise errors.BlobUploadInvalid(f"upload interrupted: {partial.cause}") from None
         state = _with_hash_state(state, size, hasher)
-        if not await self.store.update_upload(record.id, record.size, size, state):
+        if not await self.store.update_upload(record.id, record.size, size, state, writer=claim.token, release=release):
             self._hashers.pop(record.id, None)
-            raise errors.BlobUploadInvalid("upload was modified concurrently; query its status and resume")
+            claim.lost = True
+            raise ClaimLost()
+        claim.released = release
         self._remember(record.id, size, hasher)
         record.size, record.state, record.updated_at = size, state, time.time()
         return record
@@ -157,40 +224,57 @@ class RegistryService:
             raise errors.DigestInvalid("the digest query parameter is required to complete an upload")
         digest = Digest.parse(digest_text)
         _require_offset(record, content_range)
+        async with await self._claim(record) as claim:
+            return await self._finish(record, digest, body, claim)
+
+    async def _finish(self, record: UploadRecord, digest: Digest, body: AsyncIterator[bytes] | None, claim: UploadClaim) -> str:
         if body is not None:
-            record = await self._append(record, body)
+            record = await self._append(record, body, claim, release=False)
         actual = await self._final_digest(record, digest.algorithm)
         if actual != digest.hex:
             await self._discard(record)
+            claim.released = True
             raise errors.DigestInvalid(detail={"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"})
-        await self._commit(record, str(digest))
+        claim.check()
+        await self._commit(record, str(digest), claim)
         return str(digest)
 
-    async def put_blob(self, repository: str, digest_text: str, body: AsyncIterator[bytes]) -> str:
+    async def put_blob(self, repository: str, digest_text: str, body: AsyncIterator[bytes], owner: str | None = None) -> str:
         """Monolithic upload (``POST ?digest=`` with the whole blob as body)."""
         digest = Digest.parse(digest_text)
-        record = await self.start_upload(repository)
+        claim = UploadClaim(self.store, "", self.writer_lease)
+        record = await self.start_upload(repository, owner, claim=claim)
         try:
-            return await self.finish_upload(repository, record.id, str(digest), body)
+            async with claim:
+                return await self._finish(record, digest, body, claim)
         except BaseException:
             await self._discard(record)
             raise
 
     async def cancel_upload(self, repository: str, upload_id: str) -> None:
         record = await self.upload_status(repository, upload_id)
-        await self._discard(record)
+        async with await self._claim(record) as claim:
+            await self._discard(record)
+            claim.released = True
 
-    async def _commit(self, record: UploadRecord, digest: str) -> None:
+    async def _commit(self, record: UploadRecord, digest: str, claim: UploadClaim) -> None:
         if self.commit_guard is not None:
-            await self.commit_guard(record.repository, digest, record.size)
+            try:
+                await self.commit_guard(record.repository, digest, record.size)
+            except errors.Denied:
+                # Refused (quota): the data is not kept.
+                await self._discard(record)
+                claim.released = True
+                raise
         try:
             await self.store.claim_blob(digest, record.size)
         except BlobBeingDeleted:
             raise errors.Unavailable("blob is being garbage-collected; retry", headers={"Retry-After": "5"}) from None
-        await self.blobs.upload_commit(record.id, record.state, record.size, digest)
-        if not await self.store.link_blob(record.repository, digest):
+        placed = await self.blobs.upload_commit(record.id, record.state, record.size, digest)
+        if not await self.store.link_blob(record.repository, digest, repaired=bool(placed)):
             raise errors.Unavailable("blob vanished while committing; retry", headers={"Retry-After": "1"})
         await self.store.delete_upload(record.id)
+        claim.released = True
         self._hashers.pop(record.id, None)
 
     async def _discard(self, record: UploadRecord) -> None:
@@ -356,6 +440,20 @@ async def _update(hasher: "hashlib._Hash", chunk: bytes) -> None:
         await asyncio.to_thread(hasher.update, chunk)
     else:
         hasher.update(chunk)
+
+
+async def _limited(body: AsyncIterator[bytes], allowed: int, have: int) -> AsyncIterator[bytes]:
+    """``body``, refused (DENIED) as soon as more than ``allowed`` bytes arrived; the chunk
+    that crosses the limit is never passed on to be written."""
+    seen = 0
+    async for chunk in body:
+        seen += len(chunk)
+        if seen > allowed:
+            raise errors.Denied(
+                f"storage quota exceeded: this upload would hold more than {have + max(allowed, 0)} bytes; "
+                "the upload session was discarded",
+                detail={"allowed": have + max(allowed, 0)})
+        yield chunk
 
 
 async def _hashing(body: AsyncIterator[bytes], hasher: "hashlib._Hash") -> AsyncIterator[bytes]:

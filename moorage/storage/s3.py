@@ -398,13 +398,25 @@ class S3BlobStore(BlobStore):
                 yield chunk
             remaining -= n
 
-    async def upload_commit(self, upload_id: str, state: UploadState, size: int, digest: str) -> None:
+    async def upload_commit(self, upload_id: str, state: UploadState, size: int, digest: str) -> bool:
+        """Assemble the verified parts at the content address unless an object is already there.
+
+        An existing blob is never rewritten by a re-push (checked with a HEAD first: S3's
+        CopyObject has no "only if absent" condition that RGW honours).  Two commits of one
+        digest racing between HEAD and write both carry the same verified bytes.  The parts are
+        objects with random names that only the request which wrote them ever wrote, so what
+        is assembled is what was hashed.  Returns True if this call placed the blob.
+        """
         state = state or empty_state()
         segs = self._segments(state)
         have = sum(int(s["size"]) for s in segs)
         if have != size:
             raise RuntimeError(f"upload {upload_id}: driver state holds {have} bytes, commit of {size}")
         dst = self._blob_key(digest)
+        if await self._exists(dst):
+            with contextlib.suppress(Exception):
+                await self._delete_prefix(self._upload_prefix(upload_id))
+            return False
         if not segs:
             await self._client.put_object(Bucket=self.bucket, Key=dst, Body=b"")
         elif len(segs) == 1:
@@ -415,6 +427,30 @@ class S3BlobStore(BlobStore):
             await self._compose(dst, [self._upload_key(upload_id, s["key"]) for s in segs])
         with contextlib.suppress(Exception):
             await self._delete_prefix(self._upload_prefix(upload_id))
+        return True
+
+    async def _exists(self, key: str) -> bool:
+        try:
+            await self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _status(exc) == 404 or _code(exc) in _GONE:
+                return False
+            raise
+        return True
+
+    async def quarantine(self, digest: str) -> bool:
+        """Move the blob's object to ``quarantine/<algo>/<hex>-<time>`` (kept for inspection)."""
+        src = self._blob_key(digest)
+        algo, hexpart = digest.split(":", 1)
+        dst = self._key(f"quarantine/{algo}/{hexpart}-{int(time.time())}")
+        try:
+            await self._client.copy_object(Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src})
+        except ClientError as exc:
+            if _status(exc) == 404 or _code(exc) in _GONE:
+                return False
+            raise
+        await self.delete(digest)
+        return True
 
     async def _compose(self, dst: str, sources: list[str]) -> None:
         """Assemble ``dst`` from ``sources`` server-side (multipart upload of UploadPartCopy's)."""
