@@ -11,6 +11,7 @@ turns it off (405 UNSUPPORTED) like every other delete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, Awaitable, Callable
 
@@ -77,7 +78,17 @@ def quota_middleware(db_key: Any, store_key: Any) -> Any:
     async def check_quota(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = getattr(request.match_info.route, "name", None)
         if route in _UPLOAD_ROUTES:
-            await _check(request, route, request.app[db_key], request.app[store_key])
+            try:
+                await _check(request, route, request.app[db_key], request.app[store_key])
+            except errors.Denied:
+                if route == "upload_put":
+                    # A refused completion refuses the upload: its data is not kept (issue 8).
+                    from ..api.common import service
+
+                    with contextlib.suppress(errors.RegistryError):
+                        await service(request).cancel_upload(request.match_info.get("name", ""),
+                                                             request.match_info.get("upload_id", ""))
+                raise
         return await handler(request)
 
     return check_quota

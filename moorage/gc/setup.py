@@ -48,6 +48,12 @@ def setup_gc(app: web.Application, settings: Settings) -> None:
         await quotas.check_push(db, repository, size, digest)
 
     app[SERVICE].commit_guard = quota_guard
+
+    async def quota_headroom(repository: str, digest: str | None) -> int | None:
+        return await quotas.headroom(db, repository, digest)
+
+    # ... and on the bytes as they stream in (bodies without Content-Length; issue 8).
+    app[SERVICE].upload_limit = quota_headroom
     token_mode = settings.auth.mode == "token"
     # In token mode the auth middleware skips "api_v1_*" routes (they authenticate themselves,
     # and so does this one); otherwise the auth middleware (if any) authenticates the caller.

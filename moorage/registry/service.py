@@ -80,10 +80,10 @@ class RegistryService:
         #: Optional ``await guard(repository, digest, size)`` run before a verified upload is
         #: committed; raises to refuse it (storage quotas, ``moorage.gc.setup``).
         self.commit_guard: Callable[[str, str, int], Awaitable[None]] | None = None
-        #: Optional ``await upload_limit(repository)``: the most bytes an upload session in
-        #: ``repository`` may hold (quota headroom), None = no limit.  Checked on the bytes as
-        #: they stream in, so a body without Content-Length cannot write past it.
-        self.upload_limit: Callable[[str], Awaitable[int | None]] | None = None
+        #: Optional ``await upload_limit(repository, digest or None)``: the most bytes an upload
+        #: session in ``repository`` may hold (quota headroom), None = no limit.  Checked on the
+        #: bytes as they stream in, so a body without Content-Length cannot write past it.
+        self.upload_limit: Callable[[str, str | None], Awaitable[int | None]] | None = None
         self.writer_lease = writer_lease
         #: Caps on open upload sessions (0 = none), see ``UploadSettings``.
         self.max_sessions_per_repository = max_sessions_per_repository
@@ -175,23 +175,34 @@ class RegistryService:
         async with await self._claim(record) as claim:
             return await self._append(record, body, claim, release=True)
 
-    async def _append(self, record: UploadRecord, body: AsyncIterator[bytes], claim: UploadClaim, *, release: bool) -> UploadRecord:
+    async def _append(self, record: UploadRecord, body: AsyncIterator[bytes], claim: UploadClaim, *, release: bool,
+                      digest: str | None = None) -> UploadRecord:
         """Write ``body`` under ``claim``; the final compare-and-set requires the claim (and,
         with ``release``, ends it in the same statement)."""
         hasher = await self._hasher(record)
         chunks = claim.guard(body)
         if self.upload_limit is not None:
-            limit = await self.upload_limit(record.repository)
+            limit = await self.upload_limit(record.repository, digest)
             if limit is not None:
-                chunks = _limited(chunks, limit - record.size, record.size)
+                async def refuse(total: int) -> None:
+                    if self.commit_guard is not None:  # the quota's own message (namespace, limit, usage)
+                        await self.commit_guard(record.repository, digest or "", total)
+                    raise errors.Denied(f"storage quota exceeded: this upload would hold more than {limit} bytes",
+                                        detail={"allowed": limit})
+
+                chunks = _limited(chunks, limit - record.size, record.size, refuse)
         try:
             state, size = await self.blobs.upload_append(record.id, record.state, record.size, _hashing(chunks, hasher))
         except PartialAppend as partial:
             self._hashers.pop(record.id, None)
             if isinstance(partial.cause, errors.Denied):
-                # Over quota: the upload can never complete here; keep nothing of it.
-                await self._discard(record)
-                claim.released = True
+                # Over quota: nothing this request sent is kept.  A completing PUT refused so is
+                # the whole upload refused (discarded); a PATCH leaves the session as it was.
+                if release:
+                    await self.blobs.upload_drop_append(record.id, record.state, partial.state)
+                else:
+                    await self._discard(record)
+                    claim.released = True
                 raise partial.cause from None
             # Keep what was durably written, so the client can resume from there.
             if await self.store.update_upload(record.id, record.size, partial.size, _without_hash_state(partial.state),
@@ -229,7 +240,7 @@ class RegistryService:
 
     async def _finish(self, record: UploadRecord, digest: Digest, body: AsyncIterator[bytes] | None, claim: UploadClaim) -> str:
         if body is not None:
-            record = await self._append(record, body, claim, release=False)
+            record = await self._append(record, body, claim, release=False, digest=str(digest))
         actual = await self._final_digest(record, digest.algorithm)
         if actual != digest.hex:
             await self._discard(record)
@@ -442,17 +453,16 @@ async def _update(hasher: "hashlib._Hash", chunk: bytes) -> None:
         hasher.update(chunk)
 
 
-async def _limited(body: AsyncIterator[bytes], allowed: int, have: int) -> AsyncIterator[bytes]:
-    """``body``, refused (DENIED) as soon as more than ``allowed`` bytes arrived; the chunk
-    that crosses the limit is never passed on to be written."""
+async def _limited(body: AsyncIterator[bytes], allowed: int, have: int,
+                   refuse: Callable[[int], Awaitable[None]]) -> AsyncIterator[bytes]:
+    """``body``, refused (``await refuse(total)`` raises DENIED) as soon as more than ``allowed``
+    bytes arrived; the chunk that crosses the limit is never passed on to be written."""
     seen = 0
     async for chunk in body:
         seen += len(chunk)
         if seen > allowed:
-            raise errors.Denied(
-                f"storage quota exceeded: this upload would hold more than {have + max(allowed, 0)} bytes; "
-                "the upload session was discarded",
-                detail={"allowed": have + max(allowed, 0)})
+            await refuse(have + seen)
+            raise errors.Denied("storage quota exceeded")
         yield chunk
 
 

@@ -98,6 +98,10 @@ class BlobStore(abc.ABC):
         dropped).  Returns True if this call placed the blob, False if it was already there.
         """
 
+    async def upload_drop_append(self, upload_id: str, before: UploadState, after: UploadState) -> None:
+        """Delete what an append refused part-way wrote (``after``'s data not in ``before``);
+        the session stays as ``before`` describes it."""
+
     async def quarantine(self, digest: str) -> bool:
         """Move a blob whose bytes do not match its digest out of its content address (kept
         aside for inspection), so a verified re-push can put the right bytes there.  False if

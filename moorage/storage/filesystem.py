@@ -241,6 +241,13 @@ class FilesystemBlobStore(BlobStore):
             return {"v": 2, "parts": parts}, offset
         return {"v": 2, "parts": parts + [{"name": name, "size": writer.pos}]}, offset + writer.pos
 
+    async def upload_drop_append(self, upload_id: str, before: UploadState, after: UploadState) -> None:
+        keep = {str(p["name"]) for p in (before or {}).get("parts") or ()}
+        for part in (after or {}).get("parts") or ():
+            if str(part["name"]) not in keep:
+                with contextlib.suppress(OSError, ValueError):
+                    await asyncio.to_thread(os.unlink, self._upload_dir(upload_id) / _safe_part(part["name"]))
+
     async def upload_read(self, upload_id: str, state: UploadState, size: int) -> AsyncIterator[bytes]:
         remaining = size
         for part in _parts(state, size):

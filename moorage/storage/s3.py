@@ -382,6 +382,13 @@ class S3BlobStore(BlobStore):
         size = sum(int(p["size"]) for p in parts) + (int(new_tail["size"]) if new_tail else 0)
         return {"v": 1, "parts": parts, "tail": new_tail, "stale": stale}, size
 
+    async def upload_drop_append(self, upload_id: str, before: UploadState, after: UploadState) -> None:
+        keep = {s["key"] for s in self._segments(before or empty_state())}
+        drop = [self._upload_key(upload_id, s["key"]) for s in self._segments(after or empty_state()) if s["key"] not in keep]
+        if drop:
+            with contextlib.suppress(Exception):
+                await self._delete_keys(drop)
+
     def _segments(self, state: UploadState) -> list[dict[str, Any]]:
         segs = list(state.get("parts", ()))
         if state.get("tail"):
