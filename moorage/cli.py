@@ -118,7 +118,7 @@ def register(command: click.Command) -> None:
 
 
 def _load_plugins() -> None:
-    for module in ("moorage.auth.cli", "moorage.gc.cli"):
+    for module in ("moorage.auth.cli", "moorage.gc.cli", "moorage.integrity.cli"):
         try:
             mod = __import__(module, fromlist=["commands"])
         except ImportError:

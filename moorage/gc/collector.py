@@ -691,7 +691,7 @@ async def check_consistency(db: Database, blob_store: BlobStore) -> list[str]:
     """
     problems: list[str] = []
     async with db.read() as conn:
-        rows = (await conn.execute(select(blobs.c.digest, blobs.c.size, blobs.c.deleting_since))).all()
+        rows = (await conn.execute(select(blobs.c.digest, blobs.c.size, blobs.c.deleting_since, blobs.c.quarantined_at))).all()
         refs = (await conn.execute(
             select(manifests.c.repository_id, manifests.c.digest.label("manifest"), manifest_blobs.c.digest)
             .select_from(manifest_blobs.join(manifests, manifests.c.id == manifest_blobs.c.manifest_id))
@@ -708,6 +708,9 @@ async def check_consistency(db: Database, blob_store: BlobStore) -> list[str]:
     for r in rows:
         if r.deleting_since is not None:
             problems.append(f"tombstone left on {r.digest}")
+            continue
+        if r.quarantined_at is not None:  # moorage scrub found its bytes corrupt
+            problems.append(f"blob {r.digest} is quarantined (stored bytes did not match the digest; push it again)")
             continue
         live[r.digest] = int(r.size)
     for digest, size in live.items():
