@@ -11,6 +11,7 @@ from ..config import Settings
 from ..metadata.db import Database
 from ..metadata.store import MetadataStore
 from ..registry.service import RegistryService
+from ..registry.upload_claims import ProcessLiveness
 from ..storage import create_blob_store
 from . import base, blobs, catalog, manifests, referrers, tags, uploads
 from ..registry.events import EventBus
@@ -57,7 +58,12 @@ def create_app(settings: Settings, extensions: list[Extension] | None = None) ->
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await prepare_database(settings, db)
         await blob_store.open()
+        liveness = ProcessLiveness(settings.data / "claims")
+        liveness.open()
+        svc.liveness = liveness
         yield
+        svc.liveness = None
+        liveness.close()
         await blob_store.close()
         await db.close()
 

@@ -46,6 +46,8 @@ class UploadRecord:
     updated_at: float
     #: Until when another request's claim on the session holds (None: nobody writes now).
     writer_until: float | None = None
+    #: The claim's token (``<process instance>.<random>``), None when nobody writes.
+    writer: str | None = None
 
 
 class TooManyUploads(Exception):
@@ -279,7 +281,7 @@ class MetadataStore:
         if row is None:
             return None
         return UploadRecord(row.id, row.name, int(row.size), json.loads(row.driver_state), row.created_at, row.updated_at,
-                            row.writer_until if row.writer is not None else None)
+                            row.writer_until if row.writer is not None else None, row.writer)
 
     async def claim_upload(self, upload_id: str, expected_size: int, writer: str, until: float) -> bool:
         """Make ``writer`` the session's only writer, if it is at ``expected_size`` and nobody
@@ -290,6 +292,16 @@ class MetadataStore:
                 update(uploads)
                 .where(uploads.c.id == upload_id, uploads.c.size == expected_size,
                        or_(uploads.c.writer.is_(None), uploads.c.writer_until < now))
+                .values(writer=writer, writer_until=until)
+            )
+        return bool(res.rowcount)
+
+    async def take_over_upload(self, upload_id: str, expected_size: int, old_writer: str, writer: str, until: float) -> bool:
+        """Replace the claim of a writer known to be dead (its process is gone) by ``writer``'s."""
+        async with self.db.write() as conn:
+            res = await conn.execute(
+                update(uploads)
+                .where(uploads.c.id == upload_id, uploads.c.size == expected_size, uploads.c.writer == old_writer)
                 .values(writer=writer, writer_until=until)
             )
         return bool(res.rowcount)

@@ -31,7 +31,7 @@ from . import errors, hashstate
 from .digests import Digest, new_hasher
 from .manifests import Descriptor, parse_manifest
 from .names import validate_name, validate_tag
-from .upload_claims import DEFAULT_LEASE, ClaimLost, UploadClaim
+from .upload_claims import DEFAULT_LEASE, ClaimLost, ProcessLiveness, UploadClaim
 
 #: Chunks at least this large are hashed in a worker thread (hashlib releases the GIL), so
 #: hashing overlaps the driver's write of the same chunk.
@@ -85,6 +85,8 @@ class RegistryService:
         #: bytes as they stream in, so a body without Content-Length cannot write past it.
         self.upload_limit: Callable[[str, str | None], Awaitable[int | None]] | None = None
         self.writer_lease = writer_lease
+        #: Recognises claims of dead processes on this host (set by the app; None: lease only).
+        self.liveness: ProcessLiveness | None = None
         #: Caps on open upload sessions (0 = none), see ``UploadSettings``.
         self.max_sessions_per_repository = max_sessions_per_repository
         self.max_sessions_per_user = max_sessions_per_user
@@ -154,13 +156,22 @@ class RegistryService:
         a client do for a chunk that cannot go where it asked (query the status, resume); the
         session itself is untouched and stays usable.
         """
-        claim = UploadClaim(self.store, record.id, self.writer_lease)
+        claim = self._new_claim(record.id)
         if await claim.take(record.size):
             return claim
         now = await self.store.get_upload(record.id, record.repository)
         if now is None:
             raise errors.BlobUploadUnknown(detail={"uuid": record.id})
+        # The holder was a process on this host that died (kill -9, OOM): no need to wait
+        # out its lease.
+        if (now.writer and self.liveness is not None and now.size == record.size
+                and self.liveness.is_dead(now.writer.split(".", 1)[0])
+                and await self.store.take_over_upload(record.id, record.size, now.writer, claim.token, claim.expiry())):
+            return claim
         raise UploadBusy(now)
+
+    def _new_claim(self, upload_id: str) -> UploadClaim:
+        return UploadClaim(self.store, upload_id, self.writer_lease, self.liveness.instance if self.liveness else "")
 
     async def append_upload(
         self,
@@ -253,7 +264,7 @@ class RegistryService:
     async def put_blob(self, repository: str, digest_text: str, body: AsyncIterator[bytes], owner: str | None = None) -> str:
         """Monolithic upload (``POST ?digest=`` with the whole blob as body)."""
         digest = Digest.parse(digest_text)
-        claim = UploadClaim(self.store, "", self.writer_lease)
+        claim = self._new_claim("")
         record = await self.start_upload(repository, owner, claim=claim)
         try:
             async with claim:

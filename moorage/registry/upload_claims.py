@@ -13,14 +13,24 @@ works (the renewal also refreshes the session's idle clock, so the collector nev
 session that is being written).  A holder that lost its claim (a stall longer than the lease)
 can do no harm: it writes only to part files/objects of its own, which are listed in the
 session only by its own final compare-and-set -- and that fails without the claim.
+
+Crashed holders on this host: waiting out the lease after a ``kill -9`` would block a client
+resuming its upload for a minute.  Each serving process therefore holds a shared ``flock`` on
+``<data>/claims/<instance>.lock`` for its lifetime and puts ``<instance>.`` in front of its
+claim tokens (:class:`ProcessLiveness`); a request that finds a session claimed by an instance
+whose lock it can take exclusively knows that process is gone and takes the claim over at
+once.  Claims of processes elsewhere (replicas on other hosts) expire with the lease.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import time
 import uuid
+from pathlib import Path
 from typing import AsyncIterator
 
 from ..metadata.store import MetadataStore
@@ -47,10 +57,10 @@ class UploadClaim:
 
     __slots__ = ("store", "upload_id", "token", "lease", "until", "released", "lost", "_task")
 
-    def __init__(self, store: MetadataStore, upload_id: str, lease: float = DEFAULT_LEASE, token: str | None = None) -> None:
+    def __init__(self, store: MetadataStore, upload_id: str, lease: float = DEFAULT_LEASE, instance: str = "") -> None:
         self.store = store
         self.upload_id = upload_id
-        self.token = token or uuid.uuid4().hex
+        self.token = f"{instance}.{uuid.uuid4().hex}" if instance else uuid.uuid4().hex
         self.lease = lease
         self.until = 0.0
         self.released = False
@@ -106,3 +116,64 @@ class UploadClaim:
         async for chunk in body:
             self.check()
             yield chunk
+
+
+class ProcessLiveness:
+    """Whether the serving process that took a claim still runs (same host and data directory).
+
+    Every serving process holds a shared ``flock`` on ``<directory>/<instance>.lock`` while it
+    lives; the kernel drops it when the process dies, however it dies.  ``is_dead(instance)``
+    is True only if that file exists here and its lock can be taken exclusively -- never a
+    guess: an unknown instance (another host) is not dead, its claim waits for the lease.
+    """
+
+    #: Lock files of dead instances older than this are removed at start-up.
+    SWEEP_AFTER = 3600.0
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.instance = uuid.uuid4().hex[:16]
+        self._fd: int | None = None
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._sweep()
+        fd = os.open(self.directory / f"{self.instance}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        self._fd = fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.directory / f"{self.instance}.lock")
+            os.close(self._fd)
+            self._fd = None
+
+    def is_dead(self, instance: str) -> bool:
+        if not instance or not instance.isalnum() or instance == self.instance:
+            return False
+        try:
+            fd = os.open(self.directory / f"{instance}.lock", os.O_RDWR)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return True
+        finally:
+            os.close(fd)
+
+    def _sweep(self) -> None:
+        cutoff = time.time() - self.SWEEP_AFTER
+        for entry in os.scandir(self.directory):
+            name = entry.name
+            if not name.endswith(".lock"):
+                continue
+            try:
+                if entry.stat().st_mtime < cutoff and self.is_dead(name[:-5]):
+                    os.unlink(entry.path)
+            except OSError:
+                continue
