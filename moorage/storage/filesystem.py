@@ -107,6 +107,16 @@ def _link_if_absent(src: Path, dst: Path) -> bool:
     return True
 
 
+def _set_aside(root: Path, path: Path, digest: str) -> None:
+    import time
+
+    algo, hexpart = digest.split(":", 1)
+    aside = root / "quarantine" / algo / f"{hexpart}-{int(time.time())}-wrong-size"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(path, aside)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -264,8 +274,9 @@ class FilesystemBlobStore(BlobStore):
         One part of exactly ``size`` bytes is linked as it is (no copy); several parts are first
         concatenated in the kernel (``copy_file_range``) into a new file of this call's own.
         ``link(2)`` fails if the address exists, so an existing blob is never replaced (a
-        re-push of stored content then only drops its upload).  Returns True if this call
-        placed the blob.
+        re-push of stored content then only drops its upload).  A file of another size under
+        the address is not this blob (no commit of ours made it) and is set aside under
+        ``quarantine/`` first.  Returns True if this call placed the blob.
         """
         updir = self._upload_dir(upload_id)
         parts = _parts(state, size)
@@ -275,9 +286,17 @@ class FilesystemBlobStore(BlobStore):
 
         def commit() -> bool:
             dst.parent.mkdir(parents=True, exist_ok=True)
-            if dst.exists():
+            try:
+                have = os.stat(dst).st_size
+            except FileNotFoundError:
+                have = None
+            if have == size:
                 shutil.rmtree(updir, ignore_errors=True)
                 return False
+            if have is not None:
+                # Bytes of the wrong size under the address (a leftover no commit of ours made:
+                # restored backup, other tools): certainly not this blob; set them aside.
+                _set_aside(self.root, dst, digest)
             if len(parts) == 1 and os.stat(updir / _safe_part(parts[0]["name"])).st_size == size:
                 src = updir / _safe_part(parts[0]["name"])
             else:

@@ -409,7 +409,8 @@ class S3BlobStore(BlobStore):
         """Assemble the verified parts at the content address unless an object is already there.
 
         An existing blob is never rewritten by a re-push (checked with a HEAD first: S3's
-        CopyObject has no "only if absent" condition that RGW honours).  Two commits of one
+        CopyObject has no "only if absent" condition that RGW honours); an object of another
+        size under the address is not this blob and is set aside under ``quarantine/``.  Two commits of one
         digest racing between HEAD and write both carry the same verified bytes.  The parts are
         objects with random names that only the request which wrote them ever wrote, so what
         is assembled is what was hashed.  Returns True if this call placed the blob.
@@ -420,10 +421,14 @@ class S3BlobStore(BlobStore):
         if have != size:
             raise RuntimeError(f"upload {upload_id}: driver state holds {have} bytes, commit of {size}")
         dst = self._blob_key(digest)
-        if await self._exists(dst):
+        have = await self._size_of(dst)
+        if have == size:
             with contextlib.suppress(Exception):
                 await self._delete_prefix(self._upload_prefix(upload_id))
             return False
+        if have is not None:
+            # An object of the wrong size (no commit of ours made it): set it aside, place ours.
+            await self.quarantine(digest)
         if not segs:
             await self._client.put_object(Bucket=self.bucket, Key=dst, Body=b"")
         elif len(segs) == 1:
@@ -436,14 +441,14 @@ class S3BlobStore(BlobStore):
             await self._delete_prefix(self._upload_prefix(upload_id))
         return True
 
-    async def _exists(self, key: str) -> bool:
+    async def _size_of(self, key: str) -> int | None:
         try:
-            await self._client.head_object(Bucket=self.bucket, Key=key)
+            head = await self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if _status(exc) == 404 or _code(exc) in _GONE:
-                return False
+                return None
             raise
-        return True
+        return int(head["ContentLength"])
 
     async def quarantine(self, digest: str) -> bool:
         """Move the blob's object to ``quarantine/<algo>/<hex>-<time>`` (kept for inspection)."""
