@@ -8,6 +8,8 @@ figure is the median of ``--repeat`` rounds:
 
 * ``small chunked``: sequential pushes of 4 KiB blobs as POST, PATCH, PUT (the docker/podman
   flow) -- per-request overhead: the claim is one more indexed UPDATE per PATCH and per PUT;
+* ``server CPU ms/push``: CPU time the server process spent per small push (from /proc; on a
+  shared, loaded machine the wall-clock figures swing, this one hardly);
 * ``small mono``: sequential ``POST ?digest=`` of 4 KiB (created already claimed: no extra UPDATE);
 * ``small chunked x8``: the same from 8 threads at once (write-lock contention on SQLite);
 * ``big 1 PATCH``: one streaming PATCH of ``--big-mib`` MiB, then PUT (the usual client flow;
@@ -38,6 +40,22 @@ CT = {"Content-Type": "application/octet-stream"}
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (the workers), from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(d.name) == pid or int(fields[1]) == pid:  # fields[1]: ppid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def small_chunked(url: str, n: int, tag: str) -> float:
@@ -128,16 +146,23 @@ def main() -> int:
             for label, proc in servers.items():
                 tag = f"r{rnd}-{label[0]}"
                 f = figures[label]
+                pid = proc.proc.pid  # type: ignore[union-attr]
+                c0 = cpu_seconds(pid)
                 f.setdefault("small chunked (pushes/s)", []).append(small_chunked(proc.url, args.small, tag))
+                c1 = cpu_seconds(pid)
                 f.setdefault("small mono (pushes/s)", []).append(small_mono(proc.url, args.small, tag))
+                c2 = cpu_seconds(pid)
+                # Server CPU per push: far less sensitive to a loaded machine than wall time.
+                f.setdefault("small chunked (server CPU ms/push)", []).append((c1 - c0) * 1000 / args.small)
+                f.setdefault("small mono (server CPU ms/push)", []).append((c2 - c1) * 1000 / args.small)
                 f.setdefault("small chunked x8 (pushes/s)", []).append(small_parallel(proc.url, args.small, tag))
                 f.setdefault("big 1 PATCH (MiB/s)", []).append(big(proc.url, data, 1))
                 f.setdefault("big 8 PATCHes (MiB/s)", []).append(big(proc.url, data[::-1], 8))
                 print(f"round {rnd + 1} {label}: " + ", ".join(f"{k}={v[-1]:.1f}" for k, v in f.items()), flush=True)
-        print(f"\n{'figure':32} {'this tree':>10} {'compare':>10} {'ratio':>7}")
+        print(f"\n{'figure':36} {'this tree':>10} {'compare':>10} {'ratio':>7}")
         for key in figures["this tree"]:
             a, b = statistics.median(figures["this tree"][key]), statistics.median(figures["compare"][key])
-            print(f"{key:32} {a:10.1f} {b:10.1f} {a / b:7.2f}")
+            print(f"{key:36} {a:10.2f} {b:10.2f} {a / b:7.2f}")
     finally:
         for proc in servers.values():
             proc.stop()
