@@ -212,13 +212,13 @@ class MetadataStore:
         now = time.time()
         async with self.db.write() as conn:
             row = (await conn.execute(
-                select(blobs.c.deleting_since).where(blobs.c.digest == digest).with_for_update()
+                select(blobs.c.deleting_since, blobs.c.quarantined_at).where(blobs.c.digest == digest).with_for_update()
             )).first()
             if row is None or row.deleting_since is not None:
                 return False
             repo_id = await self._ensure_repository(conn, repository)
             values: dict[str, Any] = {"last_linked_at": now, "pending_until": None}
-            if repaired:
+            if repaired and row.quarantined_at is not None:
                 values["quarantined_at"] = None
                 await conn.execute(update(quarantined_blobs).where(
                     quarantined_blobs.c.digest == digest, quarantined_blobs.c.repaired_at.is_(None)).values(repaired_at=now))
@@ -255,15 +255,17 @@ class MetadataStore:
         now = time.time()
         async with self.db.write() as conn:
             repo_id = await self._ensure_repository(conn, repository)
-            if max_per_repository > 0:
-                if not self.db.is_sqlite:
+            per_owner = max_per_owner > 0 and owner is not None
+            if max_per_repository > 0 or per_owner:
+                if not self.db.is_sqlite and max_per_repository > 0:
                     await conn.execute(select(repositories.c.id).where(repositories.c.id == repo_id).with_for_update())
-                n = (await conn.execute(select(func.count()).select_from(uploads).where(uploads.c.repository_id == repo_id))).scalar()
-                if int(n or 0) >= max_per_repository:
+                # One statement, two index-only counts.
+                in_repo = select(func.count()).select_from(uploads).where(uploads.c.repository_id == repo_id).scalar_subquery()
+                of_owner = select(func.count()).select_from(uploads).where(uploads.c.owner == owner).scalar_subquery()
+                n_repo, n_owner = (await conn.execute(select(in_repo, of_owner))).one()
+                if max_per_repository > 0 and int(n_repo or 0) >= max_per_repository:
                     raise TooManyUploads("repository", max_per_repository)
-            if max_per_owner > 0 and owner is not None:
-                n = (await conn.execute(select(func.count()).select_from(uploads).where(uploads.c.owner == owner))).scalar()
-                if int(n or 0) >= max_per_owner:
+                if per_owner and int(n_owner or 0) >= max_per_owner:
                     raise TooManyUploads("user", max_per_owner)
             await conn.execute(uploads.insert().values(
                 id=upload_id, repository_id=repo_id, size=0, driver_state=json.dumps(state), created_at=now, updated_at=now,
