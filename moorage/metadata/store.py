@@ -111,6 +111,10 @@ class BlobBeingDeleted(Exception):
     """The garbage collector holds a tombstone on this digest; retry shortly."""
 
 
+class UploadClaimRefused(Exception):
+    """``claim_blob(upload=...)``: the upload session moved or another request holds it."""
+
+
 #: A rule consulted inside put_manifest's transaction before a tag moves; raises to refuse.
 #: Arguments: (connection, database, repository id, repository name, tag, new manifest id).
 TagGuard = Callable[[AsyncConnection, Database, int, str, str, int], Awaitable[None]]
@@ -172,16 +176,30 @@ class MetadataStore:
             )).scalar()
         return None if size is None else int(size)
 
-    async def claim_blob(self, digest: str, size: int) -> None:
+    async def claim_blob(self, digest: str, size: int, upload: tuple[str, int, str, float] | None = None) -> None:
         """Take a lease on ``digest`` before its bytes are moved into place.
 
         The garbage collector never tombstones a blob with a live lease, and an upload never
         proceeds while a tombstone stands (it waits; a stale tombstone left by a killed
         collector is cleared).  Raises :class:`BlobBeingDeleted` if the wait runs out.
+
+        ``upload`` = (upload id, expected size, writer token, claim until): also claim that
+        upload session in the same transaction (a completing PUT without body then costs no
+        transaction of its own for its claim); :class:`UploadClaimRefused` if it can't.
         """
         for _ in range(600):
             now = time.time()
             async with self.db.write() as conn:
+                if upload is not None:
+                    upload_id, expected, writer, until = upload
+                    res = await conn.execute(
+                        update(uploads)
+                        .where(uploads.c.id == upload_id, uploads.c.size == expected,
+                               or_(uploads.c.writer.is_(None), uploads.c.writer_until < now, uploads.c.writer == writer))
+                        .values(writer=writer, writer_until=until)
+                    )
+                    if not res.rowcount:
+                        raise UploadClaimRefused(upload_id)
                 row = (await conn.execute(
                     select(blobs.c.deleting_since).where(blobs.c.digest == digest).with_for_update()
                 )).first()

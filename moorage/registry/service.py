@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 
 from ..metadata.store import (
-    WrongSizes, BlobBeingDeleted, ManifestRecord, MetadataStore, MissingReferences, ReferrerRecord, TooManyUploads, UploadRecord,
+    WrongSizes, BlobBeingDeleted, ManifestRecord, MetadataStore, MissingReferences, ReferrerRecord, TooManyUploads,
+    UploadClaimRefused, UploadRecord,
 )
 from ..storage import BlobStore, PartialAppend
 from . import errors, hashstate
@@ -246,8 +247,45 @@ class RegistryService:
             raise errors.DigestInvalid("the digest query parameter is required to complete an upload")
         digest = Digest.parse(digest_text)
         _require_offset(record, content_range)
+        if body is None:
+            return await self._finish_without_body(record, digest)
         async with await self._claim(record) as claim:
             return await self._finish(record, digest, body, claim)
+
+    async def _finish_without_body(self, record: UploadRecord, digest: Digest) -> str:
+        """``PUT ?digest=`` without a last chunk (the docker/podman flow): the bytes at
+        ``record.size`` are immutable, so they are verified before the claim, which is then
+        taken in the same transaction as the blob's lease."""
+        actual = await self._final_digest(record, digest.algorithm)
+        if actual != digest.hex:
+            async with await self._claim(record) as claim:
+                await self._discard(record)
+                claim.released = True
+            raise errors.DigestInvalid(detail={"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"})
+        if self.commit_guard is not None:
+            try:
+                await self.commit_guard(record.repository, str(digest), record.size)
+            except errors.Denied:
+                async with await self._claim(record) as claim:  # refused (quota): the data is not kept
+                    await self._discard(record)
+                    claim.released = True
+                raise
+        claim = self._new_claim(record.id)
+        try:
+            await self.store.claim_blob(str(digest), record.size, (record.id, record.size, claim.token, claim.expiry()))
+        except UploadClaimRefused:
+            claim = await self._claim(record)  # busy (416), gone (404), or held by a dead process
+            try:
+                await self.store.claim_blob(str(digest), record.size)
+            except BlobBeingDeleted:
+                await self.store.release_upload(record.id, claim.token)
+                raise errors.Unavailable("blob is being garbage-collected; retry", headers={"Retry-After": "5"}) from None
+        except BlobBeingDeleted:
+            await self.store.release_upload(record.id, claim.token)
+            raise errors.Unavailable("blob is being garbage-collected; retry", headers={"Retry-After": "5"}) from None
+        async with claim:
+            await self._place(record, str(digest), claim)
+        return str(digest)
 
     async def _finish(self, record: UploadRecord, digest: Digest, body: AsyncIterator[bytes] | None, claim: UploadClaim) -> str:
         if body is not None:
@@ -292,6 +330,10 @@ class RegistryService:
             await self.store.claim_blob(digest, record.size)
         except BlobBeingDeleted:
             raise errors.Unavailable("blob is being garbage-collected; retry", headers={"Retry-After": "5"}) from None
+        await self._place(record, digest, claim)
+
+    async def _place(self, record: UploadRecord, digest: str, claim: UploadClaim) -> None:
+        """Under ``claim`` and the blob's lease: bytes to their address, link, session gone."""
         placed = await self.blobs.upload_commit(record.id, record.state, record.size, digest)
         if not await self.store.link_blob(record.repository, digest, repaired=bool(placed)):
             raise errors.Unavailable("blob vanished while committing; retry", headers={"Retry-After": "1"})
