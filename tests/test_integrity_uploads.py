@@ -226,3 +226,27 @@ def test_parallel_puts_on_one_session(server: RegistryProcess) -> None:
         assert c.req("PUT", loc, params={"digest": digest}, data=data).status_code == 201
     _served_exactly(c, "par/app", digest, data)
     assert c.req("HEAD", f"/v2/par/app/blobs/{digest}").status_code == 200
+
+
+def test_claim_of_a_vanished_replica_expires_with_its_lease(fresh_moorage: RegistryProcess) -> None:
+    """A claim held by a process this host does not know (a replica elsewhere that died) blocks
+    the session until its lease runs out -- then the session is usable again."""
+    if fresh_moorage.backend != "fs-sqlite":  # type: ignore[attr-defined]
+        pytest.skip("writes the claim straight into the SQLite file")
+    import sqlite3
+    import time
+
+    c = Client(fresh_moorage.url)
+    loc = _path(c.req("POST", "/v2/lease/app/blobs/uploads/").headers["Location"])
+    upload_id = loc.rstrip("/").rsplit("/", 1)[1]
+    until = time.time() + 3
+    with sqlite3.connect(fresh_moorage.data_dir / "moorage.db") as db:  # type: ignore[operator]
+        assert db.execute("UPDATE uploads SET writer = ?, writer_until = ? WHERE id = ?",
+                          ("0123456789abcdef.elsewhere", until, upload_id)).rowcount == 1
+    data = os.urandom(1000)
+    r = c.req("PATCH", loc, data=data, headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 416 and error_codes(r) == ["RANGE_INVALID"]
+    time.sleep(max(0.0, until - time.time()) + 0.2)
+    r = c.req("PATCH", loc, data=data, headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 202, r.text
+    assert c.req("PUT", loc, params={"digest": sha256(data)}).status_code == 201
