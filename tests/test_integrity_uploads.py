@@ -250,3 +250,38 @@ def test_claim_of_a_vanished_replica_expires_with_its_lease(fresh_moorage: Regis
     r = c.req("PATCH", loc, data=data, headers={"Content-Type": "application/octet-stream"})
     assert r.status_code == 202, r.text
     assert c.req("PUT", loc, params={"digest": sha256(data)}).status_code == 201
+
+
+def test_long_patch_keeps_its_claim(backend: tuple[str, EnvFactory], tmp_path: Path) -> None:
+    """A PATCH that streams for longer than the lease renews its claim: a second writer that
+    arrives after the first lease would have run out is still refused, and the long PATCH
+    completes (``uploads.writer_lease`` = 5 s here, renewed every 5/3 s)."""
+    name, make_env = backend
+    proc = start_moorage(tmp_path / "srv", env={**make_env(), "MOORAGE_UPLOADS__WRITER_LEASE": "5"})
+    try:
+        c = Client(proc.url)
+        loc = _path(c.req("POST", "/v2/long/app/blobs/uploads/").headers["Location"])
+        pieces = [os.urandom(1000) for _ in range(16)]
+
+        async def run() -> tuple[int, int]:
+            held = HeldRequest(proc.url, "PATCH", loc,
+                               {"Transfer-Encoding": "chunked", "Content-Type": "application/octet-stream"})
+            await held.send_head()
+            other = 0
+            for i, piece in enumerate(pieces):
+                await held.send_chunked(piece, last=False)
+                await asyncio.sleep(0.5)
+                if i == 13:  # ~7 s in: past the first lease
+                    other = (await asyncio.to_thread(c.req, "PATCH", loc, data=b"x",
+                                                     headers={"Content-Type": "application/octet-stream"})).status_code
+            await held.send(b"0\r\n\r\n")
+            return other, await held.status()
+
+        other_status, held_status = asyncio.run(run())
+        assert other_status == 416
+        assert held_status == 202
+        data = b"".join(pieces)
+        assert c.req("PUT", loc, params={"digest": sha256(data)}).status_code == 201
+        _served_exactly(c, "long/app", sha256(data), data)
+    finally:
+        proc.stop()

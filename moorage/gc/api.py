@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from contextvars import ContextVar
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -27,6 +28,10 @@ from ..storage import BlobStore
 from . import quotas
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: What the quota middleware found for the request it checked (per request task): False when no
+#: quota applies to the repository, so the check on streamed bytes (``setup.quota_headroom``)
+#: needs no query of its own on the usual, quota-less push.
+QUOTA_APPLIES: ContextVar[bool | None] = ContextVar("moorage_quota_applies", default=None)
 _UPLOAD_ROUTES = {"upload_start", "upload_start_noslash", "upload_patch", "upload_put"}
 
 
@@ -96,7 +101,9 @@ def quota_middleware(db_key: Any, store_key: Any) -> Any:
 
 async def _check(request: web.Request, route: str, db: Database, store: Any) -> None:
     name = request.match_info.get("name", "")
-    if not await quotas.applicable(db, name):
+    found = bool(await quotas.applicable(db, name))
+    QUOTA_APPLIES.set(found)
+    if not found:
         return
     length = request.content_length
     digest: str | None = None

@@ -24,7 +24,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from ..config import Settings
-from .api import quota_middleware, repository_delete_handler
+from .api import QUOTA_APPLIES, quota_middleware, repository_delete_handler
 
 log = logging.getLogger("moorage.gc")
 
@@ -50,6 +50,8 @@ def setup_gc(app: web.Application, settings: Settings) -> None:
     app[SERVICE].commit_guard = quota_guard
 
     async def quota_headroom(repository: str, digest: str | None) -> int | None:
+        if QUOTA_APPLIES.get() is False:  # the middleware just looked: no quota here
+            return None
         return await quotas.headroom(db, repository, digest)
 
     # ... and on the bytes as they stream in (bodies without Content-Length; issue 8).

@@ -55,7 +55,7 @@ class UploadClaim:
     released it).  The renewal task exists only for requests longer than a third of the lease.
     """
 
-    __slots__ = ("store", "upload_id", "token", "lease", "until", "released", "lost", "_task")
+    __slots__ = ("store", "upload_id", "token", "lease", "until", "released", "lost", "_task", "_timer")
 
     def __init__(self, store: MetadataStore, upload_id: str, lease: float = DEFAULT_LEASE, instance: str = "") -> None:
         self.store = store
@@ -66,6 +66,7 @@ class UploadClaim:
         self.released = False
         self.lost = False
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def expiry(self) -> float:
         """A new lease end, remembered locally to stop writing once it may have passed."""
@@ -77,10 +78,18 @@ class UploadClaim:
         return await self.store.claim_upload(self.upload_id, expected_size, self.token, self.expiry())
 
     async def __aenter__(self) -> "UploadClaim":
-        self._task = asyncio.create_task(self._renew())
+        # A timer, not a task: most requests end long before the first renewal is due.
+        self._timer = asyncio.get_running_loop().call_later(self.lease / 3, self._start_renewing)
         return self
 
+    def _start_renewing(self) -> None:
+        self._timer = None
+        self._task = asyncio.create_task(self._renew())
+
     async def __aexit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -94,16 +103,17 @@ class UploadClaim:
 
     async def _renew(self) -> None:
         while True:
-            await asyncio.sleep(self.lease / 3)
             before = self.until
             try:
                 ok = await self.store.renew_upload_claim(self.upload_id, self.token, self.expiry())
             except Exception:  # database unreachable: the old lease still runs out at `before`
                 self.until = before
+                await asyncio.sleep(self.lease / 10)
                 continue
             if not ok:
                 self.lost = True
                 return
+            await asyncio.sleep(self.lease / 3)
 
     def check(self) -> None:
         """Raise :class:`ClaimLost` if the claim is (or may be) gone: stop writing."""
