@@ -92,6 +92,25 @@ _BLOB_SIZE_IN_REPOSITORY = (
 )
 
 
+# Upload-session statements of the push path (issue 8), built once like the reads above.
+_COUNT_OPEN_UPLOADS = select(
+    select(func.count()).select_from(uploads).where(uploads.c.repository_id == bindparam("repo_id")).scalar_subquery(),
+    select(func.count()).select_from(uploads).where(uploads.c.owner == bindparam("owner")).scalar_subquery(),
+)
+_CLAIM_UPLOAD = (
+    update(uploads)
+    .where(uploads.c.id == bindparam("uid"), uploads.c.size == bindparam("expected"),
+           or_(uploads.c.writer.is_(None), uploads.c.writer_until < bindparam("now"), uploads.c.writer == bindparam("w")))
+    .values(writer=bindparam("w"), writer_until=bindparam("until"))
+)
+_UPDATE_UPLOAD = (
+    update(uploads).where(uploads.c.id == bindparam("uid"), uploads.c.size == bindparam("expected"))
+    .values(size=bindparam("new_size"), driver_state=bindparam("state"), updated_at=bindparam("now"))
+)
+_UPDATE_UPLOAD_CLAIMED = _UPDATE_UPLOAD.where(uploads.c.writer == bindparam("w"))
+_UPDATE_UPLOAD_RELEASE = _UPDATE_UPLOAD_CLAIMED.values(writer=None, writer_until=None)
+
+
 class MissingReferences(Exception):
     def __init__(self, blobs: list[str], manifests: list[str]) -> None:
         super().__init__("missing references")
@@ -192,12 +211,8 @@ class MetadataStore:
             async with self.db.write() as conn:
                 if upload is not None:
                     upload_id, expected, writer, until = upload
-                    res = await conn.execute(
-                        update(uploads)
-                        .where(uploads.c.id == upload_id, uploads.c.size == expected,
-                               or_(uploads.c.writer.is_(None), uploads.c.writer_until < now, uploads.c.writer == writer))
-                        .values(writer=writer, writer_until=until)
-                    )
+                    res = await conn.execute(_CLAIM_UPLOAD, {"uid": upload_id, "expected": expected, "now": now,
+                                                             "w": writer, "until": until})
                     if not res.rowcount:
                         raise UploadClaimRefused(upload_id)
                 row = (await conn.execute(
@@ -278,9 +293,7 @@ class MetadataStore:
                 if not self.db.is_sqlite and max_per_repository > 0:
                     await conn.execute(select(repositories.c.id).where(repositories.c.id == repo_id).with_for_update())
                 # One statement, two index-only counts.
-                in_repo = select(func.count()).select_from(uploads).where(uploads.c.repository_id == repo_id).scalar_subquery()
-                of_owner = select(func.count()).select_from(uploads).where(uploads.c.owner == owner).scalar_subquery()
-                n_repo, n_owner = (await conn.execute(select(in_repo, of_owner))).one()
+                n_repo, n_owner = (await conn.execute(_COUNT_OPEN_UPLOADS, {"repo_id": repo_id, "owner": owner})).one()
                 if max_per_repository > 0 and int(n_repo or 0) >= max_per_repository:
                     raise TooManyUploads("repository", max_per_repository)
                 if per_owner and int(n_owner or 0) >= max_per_owner:
@@ -306,14 +319,11 @@ class MetadataStore:
     async def claim_upload(self, upload_id: str, expected_size: int, writer: str, until: float) -> bool:
         """Make ``writer`` the session's only writer, if it is at ``expected_size`` and nobody
         else holds an unexpired claim (one indexed compare-and-set, before any byte is written)."""
-        now = time.time()
+        # (A claim this writer already holds counts as free: the statement is shared with
+        # claim_blob, where a retried transaction may find its own claim.)
         async with self.db.write() as conn:
-            res = await conn.execute(
-                update(uploads)
-                .where(uploads.c.id == upload_id, uploads.c.size == expected_size,
-                       or_(uploads.c.writer.is_(None), uploads.c.writer_until < now))
-                .values(writer=writer, writer_until=until)
-            )
+            res = await conn.execute(_CLAIM_UPLOAD, {"uid": upload_id, "expected": expected_size, "now": time.time(),
+                                                     "w": writer, "until": until})
         return bool(res.rowcount)
 
     async def take_over_upload(self, upload_id: str, expected_size: int, old_writer: str, writer: str, until: float) -> bool:
@@ -350,14 +360,15 @@ class MetadataStore:
         With ``writer``, only while that claim still holds (and ``release`` ends it in the same
         statement, so a PATCH costs one claim and one update).
         """
-        cond = [uploads.c.id == upload_id, uploads.c.size == expected_size]
-        values: dict[str, Any] = {"size": size, "driver_state": json.dumps(state), "updated_at": time.time()}
-        if writer is not None:
-            cond.append(uploads.c.writer == writer)
-            if release:
-                values.update(writer=None, writer_until=None)
+        params: dict[str, Any] = {"uid": upload_id, "expected": expected_size, "new_size": size,
+                                  "state": json.dumps(state), "now": time.time()}
+        if writer is None:
+            stmt = _UPDATE_UPLOAD
+        else:
+            stmt = _UPDATE_UPLOAD_RELEASE if release else _UPDATE_UPLOAD_CLAIMED
+            params["w"] = writer
         async with self.db.write() as conn:
-            res = await conn.execute(update(uploads).where(*cond).values(**values))
+            res = await conn.execute(stmt, params)
         return bool(res.rowcount)
 
     async def delete_upload(self, upload_id: str) -> None:
