@@ -33,6 +33,7 @@ PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
     "mirror": ("moorage.proxy.cli", 'Copy SRC to DST: [http://|https://]HOST[:PORT]/REPO[:TAG] each.'),
     "audit": ("moorage.events.cli", 'Show the audit log: who did what, when, from where (oldest first).'),
     "webhooks": ("moorage.events.cli", 'Webhook endpoints and their delivery history (dead letters included).'),
+    "scrub": ("moorage.integrity.cli", 'Re-hash stored blobs; quarantine those whose bytes do not match their digest.'),
     "import-distribution": ("moorage.compat.cli", 'Import a registry:2 (CNCF Distribution) storage tree into this registry.'),
 }
 

@@ -22,6 +22,7 @@ from .storage import BlobStore, create_blob_store
 
 #: ``await guard(repository, digest, size)`` before an upload is committed; raises to refuse it.
 CommitGuard = Callable[[str, str, int], Awaitable[None]]
+UploadLimit = Callable[[str, str | None], Awaitable[int | None]]
 
 
 @dataclass
@@ -31,6 +32,9 @@ class Policies:
 
     tag_guards: list[TagGuard] = field(default_factory=list)
     commit_guard: CommitGuard | None = None
+    #: ``await upload_limit(repository, digest or None)``: the most bytes an upload session may
+    #: hold (quota headroom), checked as the bytes stream in; None = no limit.
+    upload_limit: UploadLimit | None = None
 
 
 @dataclass
@@ -64,7 +68,10 @@ def build_components(settings: Settings, *, policies: PolicyFactory | None = Non
     metadata = MetadataStore(database, tag_guards=hooks.tag_guards)
     blobs = create_blob_store(settings)
     registry = RegistryService(metadata, blobs, delete_enabled=settings.delete_enabled,
-                               max_manifest_bytes=settings.max_manifest_bytes, commit_guard=hooks.commit_guard)
+                               max_manifest_bytes=settings.max_manifest_bytes, commit_guard=hooks.commit_guard,
+                               upload_limit=hooks.upload_limit, writer_lease=settings.uploads.writer_lease,
+                               max_sessions_per_repository=settings.uploads.max_sessions_per_repository,
+                               max_sessions_per_user=settings.uploads.max_sessions_per_user)
     return Components(settings, database, metadata, blobs, registry, EventBus())
 
 

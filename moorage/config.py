@@ -367,6 +367,24 @@ class UISettings(BaseModel):
     page_size: int = 50
 
 
+class UploadSettings(BaseModel):
+    """Upload sessions (issue 8): one writer at a time, and how many may be open.
+
+    Defaults: docker, podman and containerd keep at most 3-5 sessions open per push and close
+    them at its end, so 200 per user allows ~40 concurrent pushes by one CI account; 1000 per
+    repository bounds what any set of accounts can pin in one repository.  Each open session
+    costs a database row and a directory or prefix in storage until it completes, is cancelled
+    or expires (``gc.upload_expiry``).  0 turns a cap off.
+    """
+
+    max_sessions_per_repository: int = Field(1000, ge=0)
+    #: Per authenticated user; anonymous clients are counted per remote address.
+    max_sessions_per_user: int = Field(200, ge=0)
+    #: Seconds a request's claim on a session holds without renewal (renewed every third of
+    #: it while the request runs): how long a session stays blocked after its writer crashed.
+    writer_lease: float = Field(60.0, ge=5.0)
+
+
 class Settings(BaseSettings):
     # Unknown keys are errors (a typo such as ``auth: {mdoe: token}`` must not start an open
     # registry); :func:`check_unknown_keys` names them with the closest valid key first.
@@ -381,6 +399,7 @@ class Settings(BaseSettings):
     gc: GCSettings = GCSettings()
     insight: InsightSettings = InsightSettings()
     ui: UISettings = UISettings()
+    uploads: UploadSettings = UploadSettings()
     #: Deleting manifests, tags and blobs over the API (Distribution defaults this to off; most
     #: users expect it on).
     delete_enabled: bool = True

@@ -266,3 +266,61 @@ def test_purge_uploads_cli(tmp_path: Path) -> None:
                         env={k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")})
     assert cp.returncode == 0, cp.stderr[-2000:]
     assert "orphan_uploads=0" in cp.stdout
+
+
+# -- integrity contract (issue 8) -----------------------------------------------------------
+async def test_commit_never_replaces_an_existing_blob(driver: Driver) -> None:
+    """A second commit under a stored digest (a re-push, or a bug upstream) leaves the stored
+    bytes alone and drops its upload."""
+    store = await driver.new()
+    data, other = _data(70_000, seed=21), _data(70_000, seed=22)
+    uid, state, size = await _upload(store, [data])
+    assert await store.upload_commit(uid, state, size, _digest(data)) is True
+    uid2, state2, size2 = await _upload(store, [other])
+    assert await store.upload_commit(uid2, state2, size2, _digest(data)) is False
+    assert await _collect(store.read(_digest(data))) == data
+    assert uid2 not in [u async for u in store.list_upload_ids()]
+
+
+async def test_an_append_writes_only_objects_of_its_own(driver: Driver) -> None:
+    """Two appends racing from the same state (what the service's claim prevents, and what a
+    writer that lost its claim would do): each writes only its own objects, so the state the
+    winner returned -- and the blob committed from it -- hold exactly the winner's bytes, whatever
+    the loser writes before or after the commit."""
+    import asyncio
+
+    store = await driver.new()
+    head, genuine, evil = _data(3000, seed=31), _data(4000, seed=32), _data(4000, seed=33)
+    uid, state, size = await _upload(store, [head])
+    go_on = asyncio.Event()
+
+    async def held() -> AsyncIterator[bytes]:
+        yield evil[:1000]
+        await go_on.wait()
+        yield evil[1000:]
+
+    stale = asyncio.ensure_future(store.upload_append(uid, state, size, held()))
+    await asyncio.sleep(0.2)
+    state2, size2 = await store.upload_append(uid, state, size, _chunks(genuine))
+    assert await _collect(store.upload_read(uid, state2, size2)) == head + genuine
+    go_on.set()
+    try:
+        await stale  # finishes or fails; either way it must not touch state2's data
+    except Exception:  # noqa: BLE001
+        pass
+    assert await _collect(store.upload_read(uid, state2, size2)) == head + genuine
+    await store.upload_commit(uid, state2, size2, _digest(head + genuine))
+    assert await _collect(store.read(_digest(head + genuine))) == head + genuine
+
+
+async def test_commit_sets_aside_wrong_size_leftover(driver: Driver) -> None:
+    """Bytes of another size under the address (restored backup, other tools) are not the blob:
+    the verified upload takes the address (the leftover is kept aside under quarantine/)."""
+    store = await driver.new()
+    data = _data(50_000, seed=41)
+    junk = _data(123, seed=42)
+    uid, state, size = await _upload(store, [junk])
+    await store.upload_commit(uid, state, size, _digest(data))  # a leftover: wrong bytes, wrong size
+    uid, state, size = await _upload(store, [data])
+    assert await store.upload_commit(uid, state, size, _digest(data)) is True
+    assert await _collect(store.read(_digest(data))) == data

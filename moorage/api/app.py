@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ..components import Components
 from ..config import Settings
+from ..registry.upload_claims import ProcessLiveness
 from . import base, blobs, catalog, health, manifests, openapi, referrers, tags, uploads
 from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, SERVICE, SETTINGS, STORE
 from .errors import error_middleware
@@ -43,7 +44,12 @@ def create_app(components: Components, extensions: list[Extension] = ()) -> web.
             # callbacks (aiosqlite threads answering a closed loop print tracebacks).
             await components.close()
             raise
+        liveness = ProcessLiveness(settings.data / "claims")  # claims of dead local processes are taken over
+        liveness.open()
+        components.registry.liveness = liveness
         yield
+        components.registry.liveness = None
+        liveness.close()
         await components.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -44,6 +44,12 @@ async def _reporting_progress(call: Awaitable[T]) -> T:
         raise
 
 
+def _owner(request: web.Request) -> str:
+    """Whom the per-user cap on open sessions counts this session against."""
+    user = request.get("user")
+    return str(user)[:64] if user else f"anon:{request.remote or ''}"[:64]
+
+
 def _created(name: str, digest: str) -> web.Response:
     return web.Response(status=201, headers={
         **API_HEADERS,
@@ -64,10 +70,10 @@ async def start_upload(request: web.Request) -> web.Response:
         return _created(name, mount)
     digest = request.query.get("digest")
     if digest:
-        digest = await svc.put_blob(name, digest, body_chunks(request))
+        digest = await svc.put_blob(name, digest, body_chunks(request), _owner(request))
         await publish(request, "push", "blob", name, digest=digest)
         return _created(name, digest)
-    record = await svc.start_upload(name)
+    record = await svc.start_upload(name, _owner(request))
     return _progress(record, 202)
 
 

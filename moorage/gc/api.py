@@ -11,7 +11,9 @@ turns it off (405 UNSUPPORTED) like every other delete.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from contextvars import ContextVar
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -26,6 +28,10 @@ from ..storage import BlobStore
 from . import quotas
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: What the quota middleware found for the request it checked (per request task): False when no
+#: quota applies to the repository, so the check on streamed bytes (``setup.quota_headroom``)
+#: needs no query of its own on the usual, quota-less push.
+QUOTA_APPLIES: ContextVar[bool | None] = ContextVar("moorage_quota_applies", default=None)
 _UPLOAD_ROUTES = {"upload_start", "upload_start_noslash", "upload_patch", "upload_put"}
 
 
@@ -77,7 +83,17 @@ def quota_middleware(db_key: Any, store_key: Any) -> Any:
     async def check_quota(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = getattr(request.match_info.route, "name", None)
         if route in _UPLOAD_ROUTES:
-            await _check(request, route, request.app[db_key], request.app[store_key])
+            try:
+                await _check(request, route, request.app[db_key], request.app[store_key])
+            except errors.Denied:
+                if route == "upload_put":
+                    # A refused completion refuses the upload: its data is not kept (issue 8).
+                    from ..api.common import service
+
+                    with contextlib.suppress(errors.RegistryError):
+                        await service(request).cancel_upload(request.match_info.get("name", ""),
+                                                             request.match_info.get("upload_id", ""))
+                raise
         return await handler(request)
 
     return check_quota
@@ -85,7 +101,9 @@ def quota_middleware(db_key: Any, store_key: Any) -> Any:
 
 async def _check(request: web.Request, route: str, db: Database, store: Any) -> None:
     name = request.match_info.get("name", "")
-    if not await quotas.applicable(db, name):
+    found = bool(await quotas.applicable(db, name))
+    QUOTA_APPLIES.set(found)
+    if not found:
         return
     length = request.content_length
     digest: str | None = None

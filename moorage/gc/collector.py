@@ -59,6 +59,9 @@ PAUSE_ENV = "MOORAGE_GC_TEST_PAUSE_AFTER_TOMBSTONE"
 #: candidates to stderr and wait (at most this many seconds) for a line on stdin, so a test
 #: can put a request exactly between mark and sweep (tests/test_gc_race.py).
 PAUSE_BEFORE_SWEEP_ENV = "MOORAGE_GC_TEST_PAUSE_BEFORE_SWEEP"
+#: Test hook: a file path; after the mark phase and before deleting untagged manifests the
+#: collector waits (at most 120 s) until it exists (so a test can push while it is marked).
+WAIT_BEFORE_MANIFEST_DELETE_ENV = "MOORAGE_GC_TEST_WAIT_BEFORE_MANIFEST_DELETE"
 
 T = TypeVar("T")
 
@@ -223,6 +226,7 @@ class Collector:
             doomed_manifests = [m for m in snap.manifests.values() if m.id not in kept]
         doomed_ids = {m.id for m in doomed_manifests}
         if doomed_manifests and not opt.dry_run:
+            await self._test_wait_before_manifest_delete()
             deleted = await self._delete_manifests(doomed_manifests, cutoff)
             res.skipped += len(doomed_manifests) - len(deleted)
             doomed_manifests = deleted
@@ -342,8 +346,6 @@ class Collector:
         by_id = {m.id: m for m in doomed}
         pending = sorted(by_id)
         deleted: list[_Manifest] = []
-        parent = aliased(manifests)
-        subject = aliased(manifests)
         for _ in range(16):
             progress = 0
             left: list[int] = []
@@ -355,21 +357,8 @@ class Collector:
                     )).scalars())
                     ok: list[int] = []
                     if locked:
-                        ok = list((await conn.execute(
-                            select(manifests.c.id).where(
-                                manifests.c.id.in_(locked),
-                                manifests.c.created_at < cutoff,
-                                ~exists().where(tags.c.manifest_id == manifests.c.id),
-                                ~exists(select(manifest_children.c.manifest_id)
-                                        .select_from(manifest_children.join(parent, parent.c.id == manifest_children.c.manifest_id))
-                                        .where(manifest_children.c.child_digest == manifests.c.digest,
-                                               parent.c.repository_id == manifests.c.repository_id)),
-                                ~exists(select(subject.c.id)
-                                        .select_from(subject.join(tags, tags.c.manifest_id == subject.c.id))
-                                        .where(subject.c.repository_id == manifests.c.repository_id,
-                                               subject.c.digest == manifests.c.subject_digest)),
-                            )
-                        )).scalars())
+                        alive = await self._reachable_now(conn, locked, cutoff)
+                        ok = [i for i in locked if i not in alive]
                     if ok:
                         await conn.execute(delete(manifest_blobs).where(manifest_blobs.c.manifest_id.in_(ok)))
                         await conn.execute(delete(manifest_children).where(manifest_children.c.manifest_id.in_(ok)))
@@ -384,6 +373,85 @@ class Collector:
             if not progress or not pending:
                 break
         return deleted
+
+    async def _reachable_now(self, conn: Any, ids: list[int], cutoff: float) -> set[int]:
+        """Which of ``ids`` the mark phase would keep if it ran now (inside the delete's transaction).
+
+        The mark phase keeps every manifest reachable from a root (a tag, or a manifest
+        younger than the grace period) through index children and subjects (a referrer lives
+        while its subject does).  Here the same relation is walked *upwards* from the
+        candidates with fresh statements -- to the indexes that list a manifest and to a
+        referrer's subject, in the same repository -- and a candidate is kept if a root is
+        above it.  Every manifest the walk relies on is locked FOR UPDATE (SKIP LOCKED), so an
+        index or tag pushed concurrently waits for this transaction (or the candidate is kept
+        when a row is busy); on SQLite the write transaction serialises it anyway.
+        """
+        parent = aliased(manifests)
+        up: dict[int, set[int]] = {}        # manifest -> manifests directly above it
+        roots: set[int] = set()
+        seen: set[int] = set(ids)
+        frontier = list(ids)
+        for depth in range(64):
+            if not frontier:
+                break
+            if depth:  # candidates are locked by the caller; lock what the walk relies on
+                got = set((await conn.execute(
+                    select(manifests.c.id).where(manifests.c.id.in_(frontier)).with_for_update(skip_locked=True)
+                )).scalars())
+                roots.update(i for i in frontier if i not in got)  # busy (or gone): keep, don't guess
+            rows = (await conn.execute(
+                select(manifests.c.id, manifests.c.repository_id, manifests.c.digest, manifests.c.subject_digest,
+                       manifests.c.created_at, exists().where(tags.c.manifest_id == manifests.c.id).label("tagged"))
+                .where(manifests.c.id.in_(frontier))
+            )).all()
+            walk = []
+            for r in rows:
+                if r.tagged or r.created_at >= cutoff:
+                    roots.add(int(r.id))
+                else:
+                    walk.append(int(r.id))
+                    up[int(r.id)] = set()
+            if walk:
+                # Indexes listing a manifest, and a referrer's subject (same repository each).
+                subj = aliased(manifests)
+                for child_id, above_id in (await conn.execute(
+                    select(manifests.c.id, parent.c.id)
+                    .select_from(manifests
+                                 .join(manifest_children, manifest_children.c.child_digest == manifests.c.digest)
+                                 .join(parent, and_(parent.c.id == manifest_children.c.manifest_id,
+                                                    parent.c.repository_id == manifests.c.repository_id)))
+                    .where(manifests.c.id.in_(walk))
+                )).tuples():
+                    up[int(child_id)].add(int(above_id))
+                for ref_id, above_id in (await conn.execute(
+                    select(manifests.c.id, subj.c.id)
+                    .select_from(manifests.join(subj, and_(subj.c.repository_id == manifests.c.repository_id,
+                                                           subj.c.digest == manifests.c.subject_digest)))
+                    .where(manifests.c.id.in_(walk))
+                )).tuples():
+                    up[int(ref_id)].add(int(above_id))
+            nxt: list[int] = []
+            for mid in walk:
+                nxt.extend(i for i in up[mid] if i not in seen)
+                seen.update(up[mid])
+            frontier = nxt
+        else:
+            if frontier:  # deeper than any real graph: keep, rather than guess
+                roots.update(frontier)
+        # A candidate is alive if a root is in its upward closure.
+        alive: set[int] = set()
+        for cid in ids:
+            stack, visited = [cid], set()
+            while stack:
+                m = stack.pop()
+                if m in visited:
+                    continue
+                visited.add(m)
+                if m in roots:
+                    alive.add(cid)
+                    break
+                stack.extend(up.get(m, ()))
+        return alive
 
     # -------------------------------------------------------------------------- links
     async def _prune_links(self, prune: list[tuple[int, str]], cutoff: float) -> int:
@@ -459,6 +527,16 @@ class Collector:
             async with self.db.write() as conn:
                 await conn.execute(delete(blobs).where(blobs.c.digest.in_(forget), blobs.c.deleting_since.is_not(None)))
         return removed, skipped
+
+    async def _test_wait_before_manifest_delete(self) -> None:
+        path = os.environ.get(WAIT_BEFORE_MANIFEST_DELETE_ENV)
+        if not path:
+            return
+        print(f"gc: manifests marked, waiting for {path} ({WAIT_BEFORE_MANIFEST_DELETE_ENV})", file=sys.stderr, flush=True)
+        for _ in range(1200):
+            if os.path.exists(path):
+                return
+            await asyncio.sleep(0.1)
 
     async def _test_pause(self) -> None:
         pause = os.environ.get(PAUSE_ENV)
@@ -628,7 +706,7 @@ async def check_consistency(db: Database, blob_store: BlobStore) -> list[str]:
     """
     problems: list[str] = []
     async with db.read() as conn:
-        rows = (await conn.execute(select(blobs.c.digest, blobs.c.size, blobs.c.deleting_since))).all()
+        rows = (await conn.execute(select(blobs.c.digest, blobs.c.size, blobs.c.deleting_since, blobs.c.quarantined_at))).all()
         refs = (await conn.execute(
             select(manifests.c.repository_id, manifests.c.digest.label("manifest"), manifest_blobs.c.digest)
             .select_from(manifest_blobs.join(manifests, manifests.c.id == manifest_blobs.c.manifest_id))
@@ -645,6 +723,9 @@ async def check_consistency(db: Database, blob_store: BlobStore) -> list[str]:
     for r in rows:
         if r.deleting_since is not None:
             problems.append(f"tombstone left on {r.digest}")
+            continue
+        if r.quarantined_at is not None:  # moorage scrub found its bytes corrupt
+            problems.append(f"blob {r.digest} is quarantined (stored bytes did not match the digest; push it again)")
             continue
         live[r.digest] = int(r.size)
     for digest, size in live.items():

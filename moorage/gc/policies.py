@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..components import Policies
 from ..metadata.db import Database
 from . import quotas
+from .api import QUOTA_APPLIES
 from .immutable import check_tag_move
 
 
@@ -13,4 +14,9 @@ def policy_hooks(database: Database) -> Policies:
     async def quota_guard(repository: str, digest: str, size: int) -> None:
         await quotas.check_push(database, repository, size, digest)
 
-    return Policies(tag_guards=[check_tag_move], commit_guard=quota_guard)
+    async def quota_headroom(repository: str, digest: str | None) -> int | None:
+        if QUOTA_APPLIES.get() is False:  # the quota middleware just looked: no quota here
+            return None
+        return await quotas.headroom(database, repository, digest)
+
+    return Policies(tag_guards=[check_tag_move], commit_guard=quota_guard, upload_limit=quota_headroom)

@@ -100,3 +100,19 @@ async def check_push(db: Database, repository: str, added: int, digest: str | No
                 f"({human(quota.limit_bytes)}), used {used} bytes, this push adds {added} bytes",
                 detail={"namespace": quota.namespace, "quota": quota.limit_bytes, "used": used, "adding": added},
             )
+
+
+async def headroom(db: Database, repository: str, digest: str | None = None) -> int | None:
+    """Bytes ``repository`` may still add under its quotas (the tightest one), None if no quota
+    applies (or ``digest`` is already counted in every namespace that has one).
+
+    Used on upload bodies as they stream in (``RegistryService.upload_limit``), so a chunked
+    body without ``Content-Length`` cannot write past a quota before its size is known.
+    """
+    room: int | None = None
+    for quota in await applicable(db, repository):
+        if digest and await _linked_in(db, quota.namespace, digest):
+            continue
+        left = max(0, quota.limit_bytes - await usage(db, quota.namespace))
+        room = left if room is None else min(room, left)
+    return room

@@ -13,11 +13,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
-from sqlalchemy import bindparam, delete, exists, select, update
+from sqlalchemy import bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .db import Database
-from .tables import blobs, manifest_blobs, manifest_children, manifests, repositories, repository_blobs, tags, uploads
+from .tables import (
+    blobs, manifest_blobs, manifest_children, manifests, quarantined_blobs, repositories, repository_blobs, tags, uploads,
+)
 
 #: How long an upload may hold its claim on a blob between "about to move bytes into place"
 #: and "linked"; after that the garbage collector may treat the claim as abandoned.
@@ -42,6 +44,19 @@ class UploadRecord:
     state: dict[str, Any]
     created_at: float
     updated_at: float
+    #: Until when another request's claim on the session holds (None: nobody writes now).
+    writer_until: float | None = None
+    #: The claim's token (``<process instance>.<random>``), None when nobody writes.
+    writer: str | None = None
+
+
+class TooManyUploads(Exception):
+    """Opening one more upload session would exceed a cap (``scope`` is "repository" or "user")."""
+
+    def __init__(self, scope: str, limit: int) -> None:
+        super().__init__(f"too many open upload sessions for this {scope} (limit {limit})")
+        self.scope = scope
+        self.limit = limit
 
 
 @dataclass(slots=True)
@@ -73,8 +88,27 @@ _BLOB_SIZE_IN_REPOSITORY = (
     .select_from(repository_blobs.join(repositories, repositories.c.id == repository_blobs.c.repository_id)
                  .join(blobs, blobs.c.digest == repository_blobs.c.digest))
     .where(repositories.c.name == bindparam("repo"), repository_blobs.c.digest == bindparam("digest"),
-           blobs.c.deleting_since.is_(None))
+           blobs.c.deleting_since.is_(None), blobs.c.quarantined_at.is_(None))
 )
+
+
+# Upload-session statements of the push path (issue 8), built once like the reads above.
+_COUNT_OPEN_UPLOADS = select(
+    select(func.count()).select_from(uploads).where(uploads.c.repository_id == bindparam("repo_id")).scalar_subquery(),
+    select(func.count()).select_from(uploads).where(uploads.c.owner == bindparam("owner")).scalar_subquery(),
+)
+_CLAIM_UPLOAD = (
+    update(uploads)
+    .where(uploads.c.id == bindparam("uid"), uploads.c.size == bindparam("expected"),
+           or_(uploads.c.writer.is_(None), uploads.c.writer_until < bindparam("now"), uploads.c.writer == bindparam("w")))
+    .values(writer=bindparam("w"), writer_until=bindparam("until"))
+)
+_UPDATE_UPLOAD = (
+    update(uploads).where(uploads.c.id == bindparam("uid"), uploads.c.size == bindparam("expected"))
+    .values(size=bindparam("new_size"), driver_state=bindparam("state"), updated_at=bindparam("now"))
+)
+_UPDATE_UPLOAD_CLAIMED = _UPDATE_UPLOAD.where(uploads.c.writer == bindparam("w"))
+_UPDATE_UPLOAD_RELEASE = _UPDATE_UPLOAD_CLAIMED.values(writer=None, writer_until=None)
 
 
 class MissingReferences(Exception):
@@ -94,6 +128,10 @@ class WrongSizes(Exception):
 
 class BlobBeingDeleted(Exception):
     """The garbage collector holds a tombstone on this digest; retry shortly."""
+
+
+class UploadClaimRefused(Exception):
+    """``claim_blob(upload=...)``: the upload session moved or another request holds it."""
 
 
 #: A rule consulted inside put_manifest's transaction before a tag moves; raises to refuse.
@@ -152,20 +190,31 @@ class MetadataStore:
         """Size of a live blob known to the registry (any repository)."""
         async with self.db.read(snapshot=False) as conn:
             size = (await conn.execute(
-                select(blobs.c.size).where(blobs.c.digest == digest, blobs.c.deleting_since.is_(None))
+                select(blobs.c.size).where(blobs.c.digest == digest, blobs.c.deleting_since.is_(None),
+                                           blobs.c.quarantined_at.is_(None))
             )).scalar()
         return None if size is None else int(size)
 
-    async def claim_blob(self, digest: str, size: int) -> None:
+    async def claim_blob(self, digest: str, size: int, upload: tuple[str, int, str, float] | None = None) -> None:
         """Take a lease on ``digest`` before its bytes are moved into place.
 
         The garbage collector never tombstones a blob with a live lease, and an upload never
         proceeds while a tombstone stands (it waits; a stale tombstone left by a killed
         collector is cleared).  Raises :class:`BlobBeingDeleted` if the wait runs out.
+
+        ``upload`` = (upload id, expected size, writer token, claim until): also claim that
+        upload session in the same transaction (a completing PUT without body then costs no
+        transaction of its own for its claim); :class:`UploadClaimRefused` if it can't.
         """
         for _ in range(600):
             now = time.time()
             async with self.db.write() as conn:
+                if upload is not None:
+                    upload_id, expected, writer, until = upload
+                    res = await conn.execute(_CLAIM_UPLOAD, {"uid": upload_id, "expected": expected, "now": now,
+                                                             "w": writer, "until": until})
+                    if not res.rowcount:
+                        raise UploadClaimRefused(upload_id)
                 row = (await conn.execute(
                     select(blobs.c.deleting_since).where(blobs.c.digest == digest).with_for_update()
                 )).first()
@@ -186,20 +235,27 @@ class MetadataStore:
             await asyncio.sleep(0.1)
         raise BlobBeingDeleted(digest)
 
-    async def link_blob(self, repository: str, digest: str) -> bool:
+    async def link_blob(self, repository: str, digest: str, *, repaired: bool = False) -> bool:
         """Let ``repository`` read ``digest`` (after upload or mount); releases the upload's lease.
 
+        ``repaired``: the caller has just put verified bytes at the content address (which
+        ``moorage scrub`` had emptied), so a quarantine on the digest ends.
         Returns False if the blob is unknown or being deleted.
         """
         now = time.time()
         async with self.db.write() as conn:
             row = (await conn.execute(
-                select(blobs.c.deleting_since).where(blobs.c.digest == digest).with_for_update()
+                select(blobs.c.deleting_since, blobs.c.quarantined_at).where(blobs.c.digest == digest).with_for_update()
             )).first()
             if row is None or row.deleting_since is not None:
                 return False
             repo_id = await self._ensure_repository(conn, repository)
-            await conn.execute(update(blobs).where(blobs.c.digest == digest).values(last_linked_at=now, pending_until=None))
+            values: dict[str, Any] = {"last_linked_at": now, "pending_until": None}
+            if repaired and row.quarantined_at is not None:
+                values["quarantined_at"] = None
+                await conn.execute(update(quarantined_blobs).where(
+                    quarantined_blobs.c.digest == digest, quarantined_blobs.c.repaired_at.is_(None)).values(repaired_at=now))
+            await conn.execute(update(blobs).where(blobs.c.digest == digest).values(**values))
             await conn.execute(
                 self.db.insert(repository_blobs)
                 .values(repository_id=repo_id, digest=digest, created_at=now)
@@ -218,12 +274,33 @@ class MetadataStore:
         return bool(res.rowcount)
 
     # -- uploads --------------------------------------------------------------------------
-    async def create_upload(self, upload_id: str, repository: str, state: dict[str, Any]) -> None:
+    async def create_upload(
+        self, upload_id: str, repository: str, state: dict[str, Any], *, owner: str | None = None,
+        writer: str | None = None, writer_until: float | None = None,
+        max_per_repository: int = 0, max_per_owner: int = 0,
+    ) -> None:
+        """Record a new session; ``writer`` creates it already claimed (monolithic uploads).
+
+        The caps (0 = none) are checked in the same write transaction as the insert, by two
+        counts over indexed columns; on PostgreSQL the repository row is locked first, so
+        concurrent POSTs to one repository cannot both pass its last free slot.
+        """
         now = time.time()
         async with self.db.write() as conn:
             repo_id = await self._ensure_repository(conn, repository)
+            per_owner = max_per_owner > 0 and owner is not None
+            if max_per_repository > 0 or per_owner:
+                if not self.db.is_sqlite and max_per_repository > 0:
+                    await conn.execute(select(repositories.c.id).where(repositories.c.id == repo_id).with_for_update())
+                # One statement, two index-only counts.
+                n_repo, n_owner = (await conn.execute(_COUNT_OPEN_UPLOADS, {"repo_id": repo_id, "owner": owner})).one()
+                if max_per_repository > 0 and int(n_repo or 0) >= max_per_repository:
+                    raise TooManyUploads("repository", max_per_repository)
+                if per_owner and int(n_owner or 0) >= max_per_owner:
+                    raise TooManyUploads("user", max_per_owner)
             await conn.execute(uploads.insert().values(
-                id=upload_id, repository_id=repo_id, size=0, driver_state=json.dumps(state), created_at=now, updated_at=now
+                id=upload_id, repository_id=repo_id, size=0, driver_state=json.dumps(state), created_at=now, updated_at=now,
+                owner=owner, writer=writer, writer_until=writer_until,
             ))
 
     async def get_upload(self, upload_id: str, repository: str) -> UploadRecord | None:
@@ -236,16 +313,62 @@ class MetadataStore:
             row = (await conn.execute(q)).first()
         if row is None:
             return None
-        return UploadRecord(row.id, row.name, int(row.size), json.loads(row.driver_state), row.created_at, row.updated_at)
+        return UploadRecord(row.id, row.name, int(row.size), json.loads(row.driver_state), row.created_at, row.updated_at,
+                            row.writer_until if row.writer is not None else None, row.writer)
 
-    async def update_upload(self, upload_id: str, expected_size: int, size: int, state: dict[str, Any]) -> bool:
-        """Compare-and-set the upload's progress; False if someone else moved it meanwhile."""
+    async def claim_upload(self, upload_id: str, expected_size: int, writer: str, until: float) -> bool:
+        """Make ``writer`` the session's only writer, if it is at ``expected_size`` and nobody
+        else holds an unexpired claim (one indexed compare-and-set, before any byte is written)."""
+        # (A claim this writer already holds counts as free: the statement is shared with
+        # claim_blob, where a retried transaction may find its own claim.)
+        async with self.db.write() as conn:
+            res = await conn.execute(_CLAIM_UPLOAD, {"uid": upload_id, "expected": expected_size, "now": time.time(),
+                                                     "w": writer, "until": until})
+        return bool(res.rowcount)
+
+    async def take_over_upload(self, upload_id: str, expected_size: int, old_writer: str, writer: str, until: float) -> bool:
+        """Replace the claim of a writer known to be dead (its process is gone) by ``writer``'s."""
         async with self.db.write() as conn:
             res = await conn.execute(
                 update(uploads)
-                .where(uploads.c.id == upload_id, uploads.c.size == expected_size)
-                .values(size=size, driver_state=json.dumps(state), updated_at=time.time())
+                .where(uploads.c.id == upload_id, uploads.c.size == expected_size, uploads.c.writer == old_writer)
+                .values(writer=writer, writer_until=until)
             )
+        return bool(res.rowcount)
+
+    async def renew_upload_claim(self, upload_id: str, writer: str, until: float) -> bool:
+        """Extend ``writer``'s claim (and the session's idle clock); False if it was lost."""
+        async with self.db.write() as conn:
+            res = await conn.execute(
+                update(uploads).where(uploads.c.id == upload_id, uploads.c.writer == writer)
+                .values(writer_until=until, updated_at=time.time())
+            )
+        return bool(res.rowcount)
+
+    async def release_upload(self, upload_id: str, writer: str) -> None:
+        """Give up ``writer``'s claim without changing the session (a no-op if not held)."""
+        async with self.db.write() as conn:
+            await conn.execute(update(uploads).where(uploads.c.id == upload_id, uploads.c.writer == writer)
+                               .values(writer=None, writer_until=None))
+
+    async def update_upload(
+        self, upload_id: str, expected_size: int, size: int, state: dict[str, Any], *,
+        writer: str | None = None, release: bool = True,
+    ) -> bool:
+        """Compare-and-set the upload's progress; False if someone else moved it meanwhile.
+
+        With ``writer``, only while that claim still holds (and ``release`` ends it in the same
+        statement, so a PATCH costs one claim and one update).
+        """
+        params: dict[str, Any] = {"uid": upload_id, "expected": expected_size, "new_size": size,
+                                  "state": json.dumps(state), "now": time.time()}
+        if writer is None:
+            stmt = _UPDATE_UPLOAD
+        else:
+            stmt = _UPDATE_UPLOAD_RELEASE if release else _UPDATE_UPLOAD_CLAIMED
+            params["w"] = writer
+        async with self.db.write() as conn:
+            res = await conn.execute(stmt, params)
         return bool(res.rowcount)
 
     async def delete_upload(self, upload_id: str) -> None:
@@ -301,7 +424,7 @@ class MetadataStore:
                     select(blobs.c.digest, blobs.c.size)
                     .select_from(blobs.join(repository_blobs, repository_blobs.c.digest == blobs.c.digest))
                     .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(blob_set),
-                           blobs.c.deleting_since.is_(None))
+                           blobs.c.deleting_since.is_(None), blobs.c.quarantined_at.is_(None))
                     # Share-lock the link rows too: a link pruned by the collector meanwhile
                     # then drops out of the result instead of being read from our snapshot.
                     .with_for_update(read=True, of=[blobs, repository_blobs])

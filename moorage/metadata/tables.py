@@ -441,3 +441,48 @@ ui_repo_stats = Table(
     Index("ix_ui_repo_stats_last_push", "last_push"),
     Index("ix_ui_repo_stats_size", "size"),
 )
+
+
+# -- integrity (issue 8) --------------------------------------------------------------------
+# Appended to the core tables above (created by migration 0004), kept here to keep merges simple.
+
+#: The one request allowed to write to an upload session (a random token) and until when its
+#: claim holds without renewal: taken by compare-and-set *before* any byte is written, so a
+#: second concurrent request on the session is refused (see ``moorage.registry.service``).
+uploads.append_column(Column("writer", String(64), nullable=True))
+uploads.append_column(Column("writer_until", Float, nullable=True))
+#: Who opened the session (user name, NULL when anonymous): caps open sessions per user.
+uploads.append_column(Column("owner", String(64), nullable=True))
+Index("ix_uploads_repository", uploads.c.repository_id)
+Index("ix_uploads_owner", uploads.c.owner)
+
+#: Set by ``moorage scrub`` when the stored bytes do not hash to the digest: the blob is then
+#: unknown to every read and to manifest references, until a verified re-push replaces it.
+blobs.append_column(Column("quarantined_at", Float, nullable=True))
+
+#: ``moorage scrub`` progress per scope ("" = every blob, else a repository or namespace):
+#: blobs are visited in digest order, so a run resumes after ``last_digest``.
+scrub_progress = Table(
+    "scrub_progress",
+    metadata,
+    Column("scope", String(255), primary_key=True),
+    Column("last_digest", String(200), nullable=True),
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("checked", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("checked_bytes", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("corrupt", Integer, nullable=False, default=0, server_default="0"),
+    Column("finished_at", Float, nullable=True),
+)
+
+#: What scrub found: one row per quarantined blob (kept after a repair, for the record).
+quarantined_blobs = Table(
+    "quarantined_blobs",
+    metadata,
+    Column("digest", String(200), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("actual", String(200), nullable=True),
+    Column("actual_size", BigInteger, nullable=True),
+    Column("detected_at", Float, nullable=False),
+    Column("repaired_at", Float, nullable=True),
+)

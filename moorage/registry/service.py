@@ -23,12 +23,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 
-from ..metadata.store import WrongSizes, BlobBeingDeleted, ManifestRecord, MetadataStore, MissingReferences, ReferrerRecord, UploadRecord
+from ..metadata.store import (
+    WrongSizes, BlobBeingDeleted, ManifestRecord, MetadataStore, MissingReferences, ReferrerRecord, TooManyUploads,
+    UploadClaimRefused, UploadRecord,
+)
 from ..storage import BlobStore, PartialAppend
 from . import errors, hashstate
 from .digests import Digest, new_hasher
 from .manifests import Descriptor, parse_manifest
 from .names import validate_name, validate_tag
+from .upload_claims import DEFAULT_LEASE, ClaimLost, ProcessLiveness, UploadClaim
 
 #: Chunks at least this large are hashed in a worker thread (hashlib releases the GIL), so
 #: hashing overlaps the driver's write of the same chunk.
@@ -41,6 +45,16 @@ class UploadOutOfOrder(errors.RangeInvalid):
 
     def __init__(self, record: UploadRecord, start: int) -> None:
         super().__init__(f"chunk starts at {start}, upload is at {record.size}", detail={"offset": record.size})
+        self.record = record
+
+
+class UploadBusy(UploadOutOfOrder):
+    """Another request is writing to the session right now (416 with the progress headers)."""
+
+    def __init__(self, record: UploadRecord) -> None:
+        errors.RangeInvalid.__init__(
+            self, "another request is writing to this upload session; query its status (GET) and resume when it is done",
+            detail={"offset": record.size, "reason": "busy"})
         self.record = record
 
 
@@ -57,7 +71,9 @@ class PutManifestResult:
 
 class RegistryService:
     def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool = True, max_manifest_bytes: int = 4 << 20,
-                 commit_guard: Callable[[str, str, int], Awaitable[None]] | None = None) -> None:
+                 commit_guard: Callable[[str, str, int], Awaitable[None]] | None = None,
+                 upload_limit: Callable[[str, str | None], Awaitable[int | None]] | None = None,
+                 writer_lease: float = DEFAULT_LEASE, max_sessions_per_repository: int = 0, max_sessions_per_user: int = 0) -> None:
         self.store = store
         self.blobs = blobs
         self.delete_enabled = delete_enabled
@@ -67,6 +83,16 @@ class RegistryService:
         #: Optional ``await guard(repository, digest, size)`` run before a verified upload is
         #: committed; raises to refuse it (storage quotas, ``moorage.gc.setup``).
         self.commit_guard = commit_guard
+        #: Optional ``await upload_limit(repository, digest or None)``: the most bytes an upload
+        #: session in ``repository`` may hold (quota headroom), None = no limit.  Checked on the
+        #: bytes as they stream in, so a body without Content-Length cannot write past it.
+        self.upload_limit = upload_limit
+        self.writer_lease = writer_lease
+        #: Recognises claims of dead processes on this host (set by the app; None: lease only).
+        self.liveness: ProcessLiveness | None = None
+        #: Caps on open upload sessions (0 = none), see ``UploadSettings``.
+        self.max_sessions_per_repository = max_sessions_per_repository
+        self.max_sessions_per_user = max_sessions_per_user
 
     # ---------------------------------------------------------------------------- blobs
     async def blob_size(self, repository: str, digest: str) -> int:
@@ -97,11 +123,24 @@ class RegistryService:
         return await self.store.link_blob(repository, digest)
 
     # -------------------------------------------------------------------------- uploads
-    async def start_upload(self, repository: str) -> UploadRecord:
+    async def start_upload(self, repository: str, owner: str | None = None, *, claim: UploadClaim | None = None) -> UploadRecord:
+        """Open a session (``owner``: user name for the per-user cap); with ``claim``, the
+        session is created already claimed by it (a monolithic upload: no second round trip)."""
         validate_name(repository)
         upload_id = str(uuid.uuid4())
         state = await self.blobs.upload_create(upload_id)
-        await self.store.create_upload(upload_id, repository, state)
+        try:
+            await self.store.create_upload(
+                upload_id, repository, state, owner=owner,
+                writer=claim.token if claim else None, writer_until=claim.expiry() if claim else None,
+                max_per_repository=self.max_sessions_per_repository, max_per_owner=self.max_sessions_per_user)
+        except TooManyUploads as too_many:
+            await self.blobs.upload_abort(upload_id, state)
+            raise errors.TooManyRequests(
+                f"{too_many}: complete or cancel (DELETE) open upload sessions first; abandoned ones expire",
+                detail={"scope": too_many.scope, "limit": too_many.limit}) from None
+        if claim is not None:
+            claim.upload_id = upload_id
         self._remember(upload_id, 0, _new_sha256())
         now = time.time()
         return UploadRecord(upload_id, repository, 0, state, now, now)
@@ -113,6 +152,30 @@ class RegistryService:
             raise errors.BlobUploadUnknown(detail={"uuid": upload_id[:100]})
         return record
 
+    async def _claim(self, record: UploadRecord) -> UploadClaim:
+        """Become the session's only writer (before any byte is written), or be refused.
+
+        Refusal is 416 RANGE_INVALID with the session's progress headers, what the spec has
+        a client do for a chunk that cannot go where it asked (query the status, resume); the
+        session itself is untouched and stays usable.
+        """
+        claim = self._new_claim(record.id)
+        if await claim.take(record.size):
+            return claim
+        now = await self.store.get_upload(record.id, record.repository)
+        if now is None:
+            raise errors.BlobUploadUnknown(detail={"uuid": record.id})
+        # The holder was a process on this host that died (kill -9, OOM): no need to wait
+        # out its lease.
+        if (now.writer and self.liveness is not None and now.size == record.size
+                and self.liveness.is_dead(now.writer.split(".", 1)[0])
+                and await self.store.take_over_upload(record.id, record.size, now.writer, claim.token, claim.expiry())):
+            return claim
+        raise UploadBusy(now)
+
+    def _new_claim(self, upload_id: str) -> UploadClaim:
+        return UploadClaim(self.store, upload_id, self.writer_lease, self.liveness.instance if self.liveness else "")
+
     async def append_upload(
         self,
         repository: str,
@@ -123,23 +186,51 @@ class RegistryService:
         """Append a chunk; with ``content_range`` the chunk must start at the current end."""
         record = await self.upload_status(repository, upload_id)
         _require_offset(record, content_range)
-        return await self._append(record, body)
+        async with await self._claim(record) as claim:
+            return await self._append(record, body, claim, release=True)
 
-    async def _append(self, record: UploadRecord, body: AsyncIterator[bytes]) -> UploadRecord:
+    async def _append(self, record: UploadRecord, body: AsyncIterator[bytes], claim: UploadClaim, *, release: bool,
+                      digest: str | None = None) -> UploadRecord:
+        """Write ``body`` under ``claim``; the final compare-and-set requires the claim (and,
+        with ``release``, ends it in the same statement)."""
         hasher = await self._hasher(record)
+        chunks = claim.guard(body)
+        if self.upload_limit is not None:
+            limit = await self.upload_limit(record.repository, digest)
+            if limit is not None:
+                async def refuse(total: int) -> None:
+                    if self.commit_guard is not None:  # the quota's own message (namespace, limit, usage)
+                        await self.commit_guard(record.repository, digest or "", total)
+                    raise errors.Denied(f"storage quota exceeded: this upload would hold more than {limit} bytes",
+                                        detail={"allowed": limit})
+
+                chunks = _limited(chunks, limit - record.size, record.size, refuse)
         try:
-            state, size = await self.blobs.upload_append(record.id, record.state, record.size, _hashing(body, hasher))
+            state, size = await self.blobs.upload_append(record.id, record.state, record.size, _hashing(chunks, hasher))
         except PartialAppend as partial:
-            # Keep what was durably written, so the client can resume from there.
             self._hashers.pop(record.id, None)
-            await self.store.update_upload(record.id, record.size, partial.size, _without_hash_state(partial.state))
+            if isinstance(partial.cause, errors.Denied):
+                # Over quota: nothing this request sent is kept.  A completing PUT refused so is
+                # the whole upload refused (discarded); a PATCH leaves the session as it was.
+                if release:
+                    await self.blobs.upload_drop_append(record.id, record.state, partial.state)
+                else:
+                    await self._discard(record)
+                    claim.released = True
+                raise partial.cause from None
+            # Keep what was durably written, so the client can resume from there.
+            if await self.store.update_upload(record.id, record.size, partial.size, _without_hash_state(partial.state),
+                                              writer=claim.token, release=release):
+                claim.released = release
             if isinstance(partial.cause, errors.RegistryError):
                 raise partial.cause from None
             raise errors.BlobUploadInvalid(f"upload interrupted: {partial.cause}") from None
         state = _with_hash_state(state, size, hasher)
-        if not await self.store.update_upload(record.id, record.size, size, state):
+        if not await self.store.update_upload(record.id, record.size, size, state, writer=claim.token, release=release):
             self._hashers.pop(record.id, None)
-            raise errors.BlobUploadInvalid("upload was modified concurrently; query its status and resume")
+            claim.lost = True
+            raise ClaimLost()
+        claim.released = release
         self._remember(record.id, size, hasher)
         record.size, record.state, record.updated_at = size, state, time.time()
         return record
@@ -158,40 +249,98 @@ class RegistryService:
             raise errors.DigestInvalid("the digest query parameter is required to complete an upload")
         digest = Digest.parse(digest_text)
         _require_offset(record, content_range)
+        if body is None:
+            return await self._finish_without_body(record, digest)
+        async with await self._claim(record) as claim:
+            return await self._finish(record, digest, body, claim)
+
+    async def _finish_without_body(self, record: UploadRecord, digest: Digest) -> str:
+        """``PUT ?digest=`` without a last chunk (the docker/podman flow): the bytes at
+        ``record.size`` are immutable, so they are verified before the claim, which is then
+        taken in the same transaction as the blob's lease."""
+        actual = await self._final_digest(record, digest.algorithm)
+        if actual != digest.hex:
+            async with await self._claim(record) as claim:
+                await self._discard(record)
+                claim.released = True
+            raise errors.DigestInvalid(detail={"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"})
+        if self.commit_guard is not None:
+            try:
+                await self.commit_guard(record.repository, str(digest), record.size)
+            except errors.Denied:
+                async with await self._claim(record) as claim:  # refused (quota): the data is not kept
+                    await self._discard(record)
+                    claim.released = True
+                raise
+        claim = self._new_claim(record.id)
+        try:
+            await self.store.claim_blob(str(digest), record.size, (record.id, record.size, claim.token, claim.expiry()))
+        except UploadClaimRefused:
+            claim = await self._claim(record)  # busy (416), gone (404), or held by a dead process
+            try:
+                await self.store.claim_blob(str(digest), record.size)
+            except BlobBeingDeleted:
+                await self.store.release_upload(record.id, claim.token)
+                raise errors.Unavailable("blob is being garbage-collected; retry", headers={"Retry-After": "5"}) from None
+        except BlobBeingDeleted:
+            await self.store.release_upload(record.id, claim.token)
+            raise errors.Unavailable("blob is being garbage-collected; retry", headers={"Retry-After": "5"}) from None
+        async with claim:
+            await self._place(record, str(digest), claim)
+        return str(digest)
+
+    async def _finish(self, record: UploadRecord, digest: Digest, body: AsyncIterator[bytes] | None, claim: UploadClaim) -> str:
         if body is not None:
-            record = await self._append(record, body)
+            record = await self._append(record, body, claim, release=False, digest=str(digest))
         actual = await self._final_digest(record, digest.algorithm)
         if actual != digest.hex:
             await self._discard(record)
+            claim.released = True
             raise errors.DigestInvalid(detail={"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"})
-        await self._commit(record, str(digest))
+        claim.check()
+        await self._commit(record, str(digest), claim)
         return str(digest)
 
-    async def put_blob(self, repository: str, digest_text: str, body: AsyncIterator[bytes]) -> str:
+    async def put_blob(self, repository: str, digest_text: str, body: AsyncIterator[bytes], owner: str | None = None) -> str:
         """Monolithic upload (``POST ?digest=`` with the whole blob as body)."""
         digest = Digest.parse(digest_text)
-        record = await self.start_upload(repository)
+        claim = self._new_claim("")
+        record = await self.start_upload(repository, owner, claim=claim)
         try:
-            return await self.finish_upload(repository, record.id, str(digest), body)
+            async with claim:
+                return await self._finish(record, digest, body, claim)
         except BaseException:
             await self._discard(record)
             raise
 
     async def cancel_upload(self, repository: str, upload_id: str) -> None:
         record = await self.upload_status(repository, upload_id)
-        await self._discard(record)
+        async with await self._claim(record) as claim:
+            await self._discard(record)
+            claim.released = True
 
-    async def _commit(self, record: UploadRecord, digest: str) -> None:
+    async def _commit(self, record: UploadRecord, digest: str, claim: UploadClaim) -> None:
         if self.commit_guard is not None:
-            await self.commit_guard(record.repository, digest, record.size)
+            try:
+                await self.commit_guard(record.repository, digest, record.size)
+            except errors.Denied:
+                # Refused (quota): the data is not kept.
+                await self._discard(record)
+                claim.released = True
+                raise
         try:
             await self.store.claim_blob(digest, record.size)
         except BlobBeingDeleted:
             raise errors.Unavailable("blob is being garbage-collected; retry", headers={"Retry-After": "5"}) from None
-        await self.blobs.upload_commit(record.id, record.state, record.size, digest)
-        if not await self.store.link_blob(record.repository, digest):
+        await self._place(record, digest, claim)
+
+    async def _place(self, record: UploadRecord, digest: str, claim: UploadClaim) -> None:
+        """Under ``claim`` and the blob's lease: bytes to their address, link, session gone."""
+        placed = await self.blobs.upload_commit(record.id, record.state, record.size, digest)
+        if not await self.store.link_blob(record.repository, digest, repaired=bool(placed)):
             raise errors.Unavailable("blob vanished while committing; retry", headers={"Retry-After": "1"})
         await self.store.delete_upload(record.id)
+        claim.released = True
         self._hashers.pop(record.id, None)
 
     async def _discard(self, record: UploadRecord) -> None:
@@ -357,6 +506,19 @@ async def _update(hasher: "hashlib._Hash", chunk: bytes) -> None:
         await asyncio.to_thread(hasher.update, chunk)
     else:
         hasher.update(chunk)
+
+
+async def _limited(body: AsyncIterator[bytes], allowed: int, have: int,
+                   refuse: Callable[[int], Awaitable[None]]) -> AsyncIterator[bytes]:
+    """``body``, refused (``await refuse(total)`` raises DENIED) as soon as more than ``allowed``
+    bytes arrived; the chunk that crosses the limit is never passed on to be written."""
+    seen = 0
+    async for chunk in body:
+        seen += len(chunk)
+        if seen > allowed:
+            await refuse(have + seen)
+            raise errors.Denied("storage quota exceeded")
+        yield chunk
 
 
 async def _hashing(body: AsyncIterator[bytes], hasher: "hashlib._Hash") -> AsyncIterator[bytes]:

@@ -10,6 +10,12 @@ metadata database between requests (so any replica can continue an upload, and u
 survive restarts).  Hashing is *not* the driver's job: the registry service hashes the stream
 while the driver writes it, and only calls :meth:`upload_commit` once the digest matched.
 ``upload_commit`` must make the blob visible atomically (temporary name, then rename/copy).
+
+Integrity contract (issue 8): every :meth:`upload_append` writes to files/objects of its own,
+never written by anyone else, and nothing writes to them after the append returned; so the
+bytes a session's state lists are exactly the bytes the service hashed, whatever another
+(stale or concurrent) request does.  The service allows one append per session at a time
+(a claim in the database), and :meth:`upload_commit` never replaces an existing blob.
 """
 
 from __future__ import annotations
@@ -85,8 +91,22 @@ class BlobStore(abc.ABC):
         """Stream the first ``size`` bytes written so far (to re-hash when needed)."""
 
     @abc.abstractmethod
-    async def upload_commit(self, upload_id: str, state: UploadState, size: int, digest: str) -> None:
-        """Move the verified upload to its content address, atomically, and drop the session."""
+    async def upload_commit(self, upload_id: str, state: UploadState, size: int, digest: str) -> bool:
+        """Move the verified upload to its content address, atomically, and drop the session.
+
+        Never replaces a blob already stored at the address (the upload is then only
+        dropped).  Returns True if this call placed the blob, False if it was already there.
+        """
+
+    async def upload_drop_append(self, upload_id: str, before: UploadState, after: UploadState) -> None:
+        """Delete what an append refused part-way wrote (``after``'s data not in ``before``);
+        the session stays as ``before`` describes it."""
+
+    async def quarantine(self, digest: str) -> bool:
+        """Move a blob whose bytes do not match its digest out of its content address (kept
+        aside for inspection), so a verified re-push can put the right bytes there.  False if
+        it was not stored."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     async def upload_abort(self, upload_id: str, state: UploadState) -> None:

@@ -1,9 +1,11 @@
 """Filesystem driver: blobs under ``<root>/blobs/<algo>/<2 hex>/<hex>``, uploads under ``<root>/uploads/<id>``.
 
-Crash safety: an upload's bytes live in ``uploads/<id>/data`` until the registry has verified
-the digest; :meth:`upload_commit` fsyncs the file, renames it to its content address (atomic on
-one filesystem) and fsyncs the directory.  A kill -9 at any point leaves either no blob or the
-whole verified blob — never a partial one under a digest name.
+Crash safety: an upload's bytes live in part files ``uploads/<id>/p<nnnnn>-<token>`` (one per
+request that wrote to the session, named at random and created ``O_EXCL``, so no other request
+can write into them) until the registry has verified the digest; :meth:`upload_commit` fsyncs
+the bytes, hard-links them to their content address only if that name is free (atomic on one
+filesystem; an existing blob is never replaced) and fsyncs the directory.  A kill -9 at any
+point leaves either no blob or the whole verified blob — never a partial one under a digest name.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import AsyncIterator
@@ -36,6 +39,82 @@ def _safe_upload_id(upload_id: str) -> str:
     if not upload_id or not all(c.isalnum() or c == "-" for c in upload_id):
         raise ValueError(f"refusing unsafe upload id {upload_id!r}")
     return upload_id
+
+
+def _safe_part(name: object) -> str:
+    text = str(name)
+    if not text or not all(c.isalnum() or c == "-" for c in text):
+        raise ValueError(f"refusing unsafe part name {text!r}")
+    return text
+
+
+def _parts(state: UploadState, size: int) -> list[dict[str, object]]:
+    """The session's part files; sessions started before parts existed have one ``data`` file."""
+    parts = (state or {}).get("parts")
+    if parts is None:
+        return [{"name": "data", "size": size}] if size else []
+    return [dict(p) for p in parts]
+
+
+def _concatenate(dst: Path, sources: list[tuple[Path, int]]) -> None:
+    """Write the first ``n`` bytes of each source to the new file ``dst`` (kernel-side copy)."""
+    out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        pos = 0
+        for path, n in sources:
+            src = os.open(path, os.O_RDONLY)
+            try:
+                done = 0
+                while done < n:
+                    try:
+                        got = os.copy_file_range(src, out, n - done, done, pos)
+                    except OSError as exc:
+                        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                            raise
+                        got = _copy_plain(src, out, n - done, done, pos)
+                    if got == 0:
+                        raise RuntimeError(f"upload part {path.name} is shorter than its recorded size")
+                    done += got
+                    pos += got
+            finally:
+                os.close(src)
+    finally:
+        os.close(out)
+
+
+def _copy_plain(src: int, out: int, n: int, src_pos: int, dst_pos: int) -> int:
+    data = os.pread(src, min(n, CHUNK), src_pos)
+    if data:
+        os.pwrite(out, data, dst_pos)
+    return len(data)
+
+
+def _link_if_absent(src: Path, dst: Path) -> bool:
+    """Give ``src`` the name ``dst`` unless ``dst`` exists; True if this call placed it."""
+    try:
+        os.link(src, dst)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+    # A filesystem without hard links: rename, checked first (a concurrent commit of the same
+    # digest carries the same verified bytes, so losing that tiny race replaces like with like).
+    if dst.exists():
+        return False
+    os.rename(src, dst)
+    return True
+
+
+def _set_aside(root: Path, path: Path, digest: str) -> None:
+    import time
+
+    algo, hexpart = digest.split(":", 1)
+    aside = root / "quarantine" / algo / f"{hexpart}-{int(time.time())}-wrong-size"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(path, aside)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -81,6 +160,24 @@ class FilesystemBlobStore(BlobStore):
         except FileNotFoundError:
             pass
 
+    async def quarantine(self, digest: str) -> bool:
+        """Move the blob to ``quarantine/<algo>/<hex>-<time>`` (kept for inspection)."""
+        import time
+
+        algo, hexpart = _blob_rel(digest).parts[1], _blob_rel(digest).name
+        dst = self.root / "quarantine" / algo / f"{hexpart}-{int(time.time())}"
+
+        def move() -> bool:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(self._blob_path(digest), dst)
+            except FileNotFoundError:
+                return False
+            _fsync_dir(self._blob_path(digest).parent)
+            return True
+
+        return await asyncio.to_thread(move)
+
     async def list_blobs(self) -> AsyncIterator[str]:
         def walk() -> list[str]:
             out: list[str] = []
@@ -98,39 +195,36 @@ class FilesystemBlobStore(BlobStore):
             yield digest
 
     # -- uploads ----------------------------------------------------------------------------
-    def _upload_file(self, upload_id: str) -> Path:
-        return self.root / "uploads" / _safe_upload_id(upload_id) / "data"
+    def _upload_dir(self, upload_id: str) -> Path:
+        return self.root / "uploads" / _safe_upload_id(upload_id)
 
     async def upload_create(self, upload_id: str) -> UploadState:
-        path = self._upload_file(upload_id)
-
-        def create() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-
-        await asyncio.to_thread(create)
-        return {}
+        path = self._upload_dir(upload_id)
+        await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
+        return {"v": 2, "parts": []}
 
     async def upload_append(
         self, upload_id: str, state: UploadState, offset: int, chunks: AsyncIterator[bytes]
     ) -> tuple[UploadState, int]:
-        path = self._upload_file(upload_id)
+        """Write ``chunks`` to a new part file of this request's own (``O_EXCL``, random name).
 
-        def open_at() -> int:
-            fd = os.open(path, os.O_WRONLY)
-            # Bytes past the committed offset are leftovers of an interrupted request.
-            os.ftruncate(fd, offset)
-            os.lseek(fd, offset, os.SEEK_SET)
-            return fd
-
+        No other request ever opens it, and once it is listed in the session's state (after the
+        service's compare-and-set) nothing writes to it any more: the bytes that were hashed
+        are the bytes that stay.
+        """
+        parts = _parts(state, offset)
+        if sum(int(p["size"]) for p in parts) != offset:
+            raise RuntimeError(f"upload {upload_id}: driver state does not hold {offset} bytes")
+        name = f"p{len(parts) + 1:05d}-{secrets.token_hex(8)}"
+        path = self._upload_dir(upload_id) / name
+        try:
+            fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"upload {upload_id} has no data directory") from None
         # Writes go to a bounded pool while the event loop receives (and the service hashes)
         # the next chunk.  One write per upload is in flight at a time, so they land in order;
         # the fd is closed only once the last write has finished, even on cancellation.
-        try:
-            fd = await asyncio.to_thread(open_at)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"upload {upload_id} has no data file") from None
-        writer = _Writeback(fd, offset)
+        writer = _Writeback(fd, 0)
         inflight: concurrent.futures.Future[None] | None = None
         try:
             async for chunk in chunks:
@@ -140,43 +234,86 @@ class FilesystemBlobStore(BlobStore):
             if inflight is not None:
                 await asyncio.wrap_future(inflight)
         except BaseException as exc:
-            # Report only what is on disk, and only once no write is in flight any more: a
-            # late write landing after the client resumed could clobber the resumed bytes.
+            # Report only what is on disk, and only once no write is in flight any more.
             if inflight is not None:
                 with contextlib.suppress(BaseException):
                     await asyncio.wrap_future(inflight)
-            raise PartialAppend(state, writer.pos, exc) from exc
+            kept = parts + ([{"name": name, "size": writer.pos}] if writer.pos else [])
+            raise PartialAppend({"v": 2, "parts": kept}, offset + writer.pos, exc) from exc
         finally:
             if inflight is None or inflight.done():
                 os.close(fd)
             else:
                 inflight.add_done_callback(lambda _f: os.close(fd))
-        size = writer.pos
-        return state, size
+        if not writer.pos:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return {"v": 2, "parts": parts}, offset
+        return {"v": 2, "parts": parts + [{"name": name, "size": writer.pos}]}, offset + writer.pos
+
+    async def upload_drop_append(self, upload_id: str, before: UploadState, after: UploadState) -> None:
+        keep = {str(p["name"]) for p in (before or {}).get("parts") or ()}
+        for part in (after or {}).get("parts") or ():
+            if str(part["name"]) not in keep:
+                with contextlib.suppress(OSError, ValueError):
+                    await asyncio.to_thread(os.unlink, self._upload_dir(upload_id) / _safe_part(part["name"]))
 
     async def upload_read(self, upload_id: str, state: UploadState, size: int) -> AsyncIterator[bytes]:
-        async for chunk in _read_file(self._upload_file(upload_id), 0, size):
-            yield chunk
+        remaining = size
+        for part in _parts(state, size):
+            if remaining <= 0:
+                break
+            n = min(int(part["size"]), remaining)
+            async for chunk in _read_file(self._upload_dir(upload_id) / _safe_part(part["name"]), 0, n):
+                yield chunk
+            remaining -= n
 
-    async def upload_commit(self, upload_id: str, state: UploadState, size: int, digest: str) -> None:
-        src = self._upload_file(upload_id)
+    async def upload_commit(self, upload_id: str, state: UploadState, size: int, digest: str) -> bool:
+        """Hard-link the verified bytes to their content address, only if nothing is there yet.
+
+        One part of exactly ``size`` bytes is linked as it is (no copy); several parts are first
+        concatenated in the kernel (``copy_file_range``) into a new file of this call's own.
+        ``link(2)`` fails if the address exists, so an existing blob is never replaced (a
+        re-push of stored content then only drops its upload).  A file of another size under
+        the address is not this blob (no commit of ours made it) and is set aside under
+        ``quarantine/`` first.  Returns True if this call placed the blob.
+        """
+        updir = self._upload_dir(upload_id)
+        parts = _parts(state, size)
+        if sum(int(p["size"]) for p in parts) != size:
+            raise RuntimeError(f"upload {upload_id}: driver state does not hold {size} bytes")
         dst = self._blob_path(digest)
 
-        def commit() -> None:
-            fd = os.open(src, os.O_RDWR)
+        def commit() -> bool:
+            dst.parent.mkdir(parents=True, exist_ok=True)
             try:
-                os.ftruncate(fd, size)
+                have = os.stat(dst).st_size
+            except FileNotFoundError:
+                have = None
+            if have == size:
+                shutil.rmtree(updir, ignore_errors=True)
+                return False
+            if have is not None:
+                # Bytes of the wrong size under the address (a leftover no commit of ours made:
+                # restored backup, other tools): certainly not this blob; set them aside.
+                _set_aside(self.root, dst, digest)
+            if len(parts) == 1 and os.stat(updir / _safe_part(parts[0]["name"])).st_size == size:
+                src = updir / _safe_part(parts[0]["name"])
+            else:
+                src = updir / f"assembled-{secrets.token_hex(8)}"
+                _concatenate(src, [(updir / _safe_part(p["name"]), int(p["size"])) for p in parts])
+            fd = os.open(src, os.O_RDONLY)
+            try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            # Concurrent pushes of one blob: both renames carry identical verified bytes, so
-            # whichever lands last simply replaces the other atomically.
-            os.replace(src, dst)
-            _fsync_dir(dst.parent)
-            shutil.rmtree(src.parent, ignore_errors=True)
+            placed = _link_if_absent(src, dst)
+            if placed:
+                _fsync_dir(dst.parent)
+            shutil.rmtree(updir, ignore_errors=True)
+            return placed
 
-        await asyncio.to_thread(commit)
+        return await asyncio.to_thread(commit)
 
     async def upload_abort(self, upload_id: str, state: UploadState) -> None:
         await asyncio.to_thread(shutil.rmtree, self.root / "uploads" / _safe_upload_id(upload_id), True)
@@ -184,16 +321,19 @@ class FilesystemBlobStore(BlobStore):
     async def upload_age(self, upload_id: str) -> float | None:
         import time
 
-        try:
-            st = await asyncio.to_thread(os.stat, self.root / "uploads" / _safe_upload_id(upload_id))
-        except (FileNotFoundError, ValueError):
-            return None
-        newest = st.st_mtime
-        try:
-            newest = max(newest, (await asyncio.to_thread(os.stat, self._upload_file(upload_id))).st_mtime)
-        except FileNotFoundError:
-            pass
-        return max(0.0, time.time() - newest)
+        def newest() -> float | None:
+            try:
+                updir = self._upload_dir(upload_id)
+                found = os.stat(updir).st_mtime
+                for entry in os.scandir(updir):
+                    with contextlib.suppress(FileNotFoundError):
+                        found = max(found, entry.stat().st_mtime)
+                return found
+            except (FileNotFoundError, NotADirectoryError, ValueError):
+                return None
+
+        found = await asyncio.to_thread(newest)
+        return None if found is None else max(0.0, time.time() - found)
 
     async def list_upload_ids(self) -> AsyncIterator[str]:
         try:

@@ -382,6 +382,13 @@ class S3BlobStore(BlobStore):
         size = sum(int(p["size"]) for p in parts) + (int(new_tail["size"]) if new_tail else 0)
         return {"v": 1, "parts": parts, "tail": new_tail, "stale": stale}, size
 
+    async def upload_drop_append(self, upload_id: str, before: UploadState, after: UploadState) -> None:
+        keep = {s["key"] for s in self._segments(before or empty_state())}
+        drop = [self._upload_key(upload_id, s["key"]) for s in self._segments(after or empty_state()) if s["key"] not in keep]
+        if drop:
+            with contextlib.suppress(Exception):
+                await self._delete_keys(drop)
+
     def _segments(self, state: UploadState) -> list[dict[str, Any]]:
         segs = list(state.get("parts", ()))
         if state.get("tail"):
@@ -398,13 +405,30 @@ class S3BlobStore(BlobStore):
                 yield chunk
             remaining -= n
 
-    async def upload_commit(self, upload_id: str, state: UploadState, size: int, digest: str) -> None:
+    async def upload_commit(self, upload_id: str, state: UploadState, size: int, digest: str) -> bool:
+        """Assemble the verified parts at the content address unless an object is already there.
+
+        An existing blob is never rewritten by a re-push (checked with a HEAD first: S3's
+        CopyObject has no "only if absent" condition that RGW honours); an object of another
+        size under the address is not this blob and is set aside under ``quarantine/``.  Two commits of one
+        digest racing between HEAD and write both carry the same verified bytes.  The parts are
+        objects with random names that only the request which wrote them ever wrote, so what
+        is assembled is what was hashed.  Returns True if this call placed the blob.
+        """
         state = state or empty_state()
         segs = self._segments(state)
         have = sum(int(s["size"]) for s in segs)
         if have != size:
             raise RuntimeError(f"upload {upload_id}: driver state holds {have} bytes, commit of {size}")
         dst = self._blob_key(digest)
+        have = await self._size_of(dst)
+        if have == size:
+            with contextlib.suppress(Exception):
+                await self._delete_prefix(self._upload_prefix(upload_id))
+            return False
+        if have is not None:
+            # An object of the wrong size (no commit of ours made it): set it aside, place ours.
+            await self.quarantine(digest)
         if not segs:
             await self._client.put_object(Bucket=self.bucket, Key=dst, Body=b"")
         elif len(segs) == 1:
@@ -415,6 +439,30 @@ class S3BlobStore(BlobStore):
             await self._compose(dst, [self._upload_key(upload_id, s["key"]) for s in segs])
         with contextlib.suppress(Exception):
             await self._delete_prefix(self._upload_prefix(upload_id))
+        return True
+
+    async def _size_of(self, key: str) -> int | None:
+        try:
+            head = await self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _status(exc) == 404 or _code(exc) in _GONE:
+                return None
+            raise
+        return int(head["ContentLength"])
+
+    async def quarantine(self, digest: str) -> bool:
+        """Move the blob's object to ``quarantine/<algo>/<hex>-<time>`` (kept for inspection)."""
+        src = self._blob_key(digest)
+        algo, hexpart = digest.split(":", 1)
+        dst = self._key(f"quarantine/{algo}/{hexpart}-{int(time.time())}")
+        try:
+            await self._client.copy_object(Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src})
+        except ClientError as exc:
+            if _status(exc) == 404 or _code(exc) in _GONE:
+                return False
+            raise
+        await self.delete(digest)
+        return True
 
     async def _compose(self, dst: str, sources: list[str]) -> None:
         """Assemble ``dst`` from ``sources`` server-side (multipart upload of UploadPartCopy's)."""
