@@ -247,8 +247,12 @@ def test_document_covers_every_route() -> None:
     from moorage.composition import build_app
     from moorage.config import Settings
 
-    settings = Settings(data=Path("/nonexistent-not-opened"), auth={"mode": "token"})
+    # the proxy and mirror routes exist only when upstreams / mirror rules are configured
+    settings = Settings(data=Path("/nonexistent-not-opened"), auth={"mode": "token"},
+                        proxy={"upstreams": [{"name": "hub", "url": "http://127.0.0.1:9", "namespace": "hub"}],
+                               "mirror_rules": [{"name": "r", "src": "127.0.0.1:9/a", "dst": "127.0.0.1:9/b"}]})
     app = build_app(settings)
+    assert {"api_v1_proxy", "api_v1_mirror_status", "api_v1_mirror_run"} <= set(app.router.named_resources())
     doc = document()
     documented = {(re.sub(r"\{[^}]+\}", "{}", p), m.upper()) for p, ops in doc["paths"].items()
                   for m in ops if m != "parameters"}

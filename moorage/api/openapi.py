@@ -707,12 +707,13 @@ def _extension_paths() -> dict[str, Any]:
                       client_ip=nullable(string), user_agent=nullable(string), detail={"nullable": True})
     rule = obj(["name", "src", "dst", "interval", "runs", "running", "last_start", "last_end", "last_status",
                 "last_error", "last_summary"],
-               name=string, src=string, dst=string, interval=number, tags={"nullable": True}, platforms={"nullable": True},
+               name=string, src=string, dst=string, interval=integer, tags=nullable(string),
+               platforms={"type": "array", "items": string},
                runs=integer, running=boolean, last_start=nullable(number), last_end=nullable(number),
                last_status=nullable({"type": "string", "enum": ["ok", "error"]}), last_error=nullable(string),
                last_summary=nullable({"type": "object", "additionalProperties": {"type": "integer"}}))
     upstream = obj(["name", "url", "namespace", "tag_ttl", "authenticated", "stats"],
-                   name=string, url=string, namespace=nullable(string), tag_ttl=number, authenticated=boolean,
+                   name=string, url=string, namespace=string, tag_ttl=integer, authenticated=boolean,
                    stats={"type": "object", "additionalProperties": {"type": "integer"}})
     time_q = lambda key, text: _param(key, "query", {"type": "string"}, text)  # noqa: E731
     health = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}}
