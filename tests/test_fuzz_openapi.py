@@ -324,3 +324,24 @@ def test_bad_blob_range_is_416_with_error_body(moorage: RegistryProcess, header:
     r = requests.get(f"{moorage.url}/v2/range/blob/blobs/{digest}",
                      headers={"Range": "bytes=10-19", "If-Range": '"not-the-etag"'}, timeout=30)
     assert r.status_code in (200, 206)
+
+
+@pytest.mark.parametrize("path, params", [
+    ("/api/v1/audit", {"limit": "²"}), ("/api/v1/audit", {"limit": "9" * 5000}), ("/api/v1/audit", {"before": "³"}),
+    ("/api/v1/audit", {"before": "1" * 19}), ("/api/v1/audit", {"until": "x" * 70}),
+    ("/api/v1/webhooks/nosuch/deliveries", {"limit": "²"}),
+])
+def test_audit_and_webhook_numbers_are_4xx(moorage: RegistryProcess, path: str, params: dict[str, str]) -> None:
+    """``str.isdigit()`` accepts Unicode digits ('²', '٣') that ``int()`` refuses, and ``int()``
+    refuses more than 4300 digits: such query values must be a 400/404, never a 500."""
+    r = requests.get(f"{moorage.url}{path}", params=params, timeout=30)
+    assert r.status_code in (400, 404), (r.status_code, r.text[:300])
+    assert r.json()["errors"][0]["code"] in ("PAGINATION_NUMBER_INVALID", "UNSUPPORTED", "NOT_FOUND")
+
+
+def test_webhook_retry_with_unicode_digit_id_is_404(moorage: RegistryProcess) -> None:
+    r = requests.post(f"{moorage.url}/api/v1/webhooks", json={"name": "h1", "url": "http://127.0.0.1:9/x"}, timeout=30)
+    assert r.status_code in (201, 400), r.text  # 400: exists already (module-scoped server)
+    for raw in ("²", "١٢", "9" * 5000):
+        r = requests.post(f"{moorage.url}/api/v1/webhooks/h1/deliveries/{raw}/retry", timeout=30)
+        assert r.status_code == 404, (raw[:10], r.status_code, r.text[:300])
