@@ -12,7 +12,11 @@ What is described:
   ``{"errors": [{"code", "message", "detail"}]}`` on every 4xx/5xx;
 * ``/auth/token`` and ``/auth/jwks`` -- the Docker Registry token server (``auth.mode: token``);
 * ``/api/v1/`` -- the admin API (users, grants, access tokens, visibility, repository delete);
-* ``/metrics`` -- Prometheus text exposition.
+* ``/api/v1/insight/``, ``/api/v1/webhooks``, ``/api/v1/audit``, ``/api/v1/proxy``, ``/api/v1/mirror`` --
+  the extensions' admin APIs (the last two only exist when proxy upstreams / mirror rules are set);
+* ``/metrics``, ``/healthz``, ``/readyz`` -- Prometheus text exposition and health probes.
+
+Not described: the web UI (``/``, ``/ui/...``, ``/static/...``), HTML pages rather than an API.
 
 The document is built once per process (it depends on nothing but the code) and is public:
 it says nothing a reader of the source could not learn.
@@ -612,6 +616,244 @@ def _auth_paths() -> dict[str, Any]:
     }
 
 
+# ----------------------------------------------------------------------------- extensions
+def _extension_paths() -> dict[str, Any]:
+    """Insight, webhooks and audit, the pull-through cache / mirror status, health probes.
+
+    Their handlers authenticate themselves like the admin API (``api_v1_*`` routes): basic with a
+    password or access token, or a bearer token.  Errors use the same envelope as ``/v2/``; a bad
+    parameter or body is a 400 (``UNSUPPORTED``, ``NAME_INVALID`` or ``PAGINATION_NUMBER_INVALID``)."""
+    from ..insight.osv import SEVERITIES
+
+    creds: list[dict[str, list[str]]] = [{"basic": []}, {"bearer": []}]
+
+    def op(tag: str, op_id: str, summary: str, responses: dict[str, Any], *, description: str = "",
+           parameters: list[Any] | None = None, body: dict[str, Any] | None = None,
+           errors: tuple[int, ...] = (400, 401, 403, 429, 503),
+           security: list[dict[str, list[str]]] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"tags": [tag], "operationId": op_id, "summary": summary,
+                               "security": security or creds, "responses": {**responses, **_errors(*errors)}}
+        if description:
+            out["description"] = description
+        if parameters:
+            out["parameters"] = parameters
+        if body is not None:
+            out["requestBody"] = {"required": False, "content": {JSON: {"schema": body}}}
+        return out
+
+    def obj(required: list[str], **props: Any) -> dict[str, Any]:
+        return {"type": "object", "required": required, "properties": props}
+
+    string, number, integer, boolean = {"type": "string"}, {"type": "number"}, {"type": "integer"}, {"type": "boolean"}
+    nullable = lambda schema: {**schema, "nullable": True}  # noqa: E731
+    counts = {"type": "object", "additionalProperties": {"type": "integer"},
+              "description": "Findings per severity (" + ", ".join(SEVERITIES) + ")."}
+    str_map = {"type": "object", "additionalProperties": {"type": "string"}}
+    skipped = {"type": "array", "items": {"type": "object"}, "description": "Files or layers not inventoried, and why."}
+    repo_name = _ref("parameters", "name")
+    reference = _param("reference", "path", {"type": "string"}, "A tag or a digest.")
+    namespace = _param("namespace", "path", {"type": "string", "maxLength": 255},
+                       "Namespace (a repository name prefix; may hold '/').")
+    advisory = _param("advisory", "path", {"type": "string"}, "Advisory id (e.g. ``CVE-2024-1234``, ``GHSA-...``).")
+    hook = _param("name", "path", {"type": "string"}, "Webhook name.")
+    limit = _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size (default 100).")
+    before = _param("before", "query", {"type": "integer", "minimum": 0}, "Only ids below this one (paging).")
+    no_content = {"204": _empty("Done.")}
+    admin_note = "Administrators only (``auth.mode: token``); with ``htpasswd`` any authenticated user, with " \
+                 "``none`` anyone."
+
+    image = obj(["digest", "platform", "scanned"], digest=string, platform=string, scanned=boolean,
+                packages=integer, sboms=str_map, counts=counts, worst=string,
+                findings={"type": "array", "items": {"type": "object"}}, skipped=skipped)
+    scanned = obj(["digest", "platform", "packages", "sboms", "counts", "skipped"], digest=string, platform=string,
+                  packages=integer, sboms=str_map, counts=counts, skipped=skipped)
+    search_hit = obj(["repository", "digest", "package"], repository=string, digest=string, package=string,
+                     ecosystem=string, version=string, installed=string, fixed=nullable(string),
+                     severity=string)
+    webhook = obj(["name", "url", "format", "actions", "repositories", "targets", "timeout", "max_attempts", "origin",
+                   "namespace", "created_by", "secret_set"],
+                  name=string, url=string, format={"type": "string", "enum": ["distribution", "cloudevents"]},
+                  actions={"type": "array", "items": string}, repositories={"type": "array", "items": string},
+                  targets={"type": "array", "items": string}, timeout=number, max_attempts=integer,
+                  origin={"type": "string", "description": "``config`` (config file, read-only) or ``api``."},
+                  namespace=nullable(string), created_by=nullable(string), secret_set=boolean,
+                  secret={"type": "string", "description": "Only in the creation answer, when generated (shown once)."})
+    webhook_body = {
+        "type": "object", "required": ["name", "url"], "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+            "url": {"type": "string", "maxLength": 2048, "pattern": r"^https?://[^\s]+$"},
+            "secret": {"type": "string", "description": "HMAC-SHA256 key of X-Moorage-Signature; absent = generated."},
+            "format": {"type": "string", "enum": ["distribution", "cloudevents"]},
+            "actions": {"type": "array", "minItems": 1,
+                        "items": {"type": "string", "enum": ["push", "pull", "delete", "mount"]}},
+            "repositories": {"type": "array", "minItems": 1, "items": {"type": "string", "maxLength": 255},
+                             "description": "Repository patterns (``*`` matches any run of characters)."},
+            "targets": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["manifest", "tag", "blob"]}},
+            "timeout": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 300},
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 1000},
+        },
+    }
+    delivery = obj(["id", "endpoint", "repository", "event_id", "action", "status", "attempts", "next_attempt_at",
+                    "last_status", "last_error", "created_at", "finished_at"],
+                   id=integer, endpoint=string, repository=string, event_id=string, action=string,
+                   status={"type": "string", "enum": ["pending", "delivering", "delivered", "dead"]},
+                   attempts=integer, next_attempt_at=nullable(number), last_status=nullable(integer),
+                   last_error=nullable(string), created_at=number, finished_at=nullable(number))
+    audit_entry = obj(["id", "time", "timestamp", "actor", "action", "repository", "target", "client_ip",
+                       "user_agent", "detail"],
+                      id=integer, time={"type": "string", "description": "RFC 3339."}, timestamp=number,
+                      actor=nullable(string), action=string, repository=nullable(string), target=nullable(string),
+                      client_ip=nullable(string), user_agent=nullable(string), detail={"nullable": True})
+    rule = obj(["name", "src", "dst", "interval", "runs", "running", "last_start", "last_end", "last_status",
+                "last_error", "last_summary"],
+               name=string, src=string, dst=string, interval=integer, tags=nullable(string),
+               platforms={"type": "array", "items": string},
+               runs=integer, running=boolean, last_start=nullable(number), last_end=nullable(number),
+               last_status=nullable({"type": "string", "enum": ["ok", "error"]}), last_error=nullable(string),
+               last_summary=nullable({"type": "object", "additionalProperties": {"type": "integer"}}))
+    upstream = obj(["name", "url", "namespace", "tag_ttl", "authenticated", "stats"],
+                   name=string, url=string, namespace=string, tag_ttl=integer, authenticated=boolean,
+                   stats={"type": "object", "additionalProperties": {"type": "integer"}})
+    time_q = lambda key, text: _param(key, "query", {"type": "string"}, text)  # noqa: E731
+    health = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}}
+    ready = obj(["status", "checks"], status={"type": "string", "enum": ["ok", "unavailable"]},
+                checks={"type": "object", "additionalProperties": {"type": "string"},
+                        "description": "``database`` and ``storage``: ``ok`` or why not."})
+    return {
+        "/api/v1/insight/images/{name}/{reference}": {
+            "get": op("insight", "getImageFindings", "Findings of an image (each platform of an index)",
+                      {"200": _json(obj(["repository", "reference", "digest", "images"], repository=string,
+                                        reference=string, digest=string, images={"type": "array", "items": image}),
+                                    "Packages and vulnerability findings; ``scanned: false`` before a scan.")},
+                      description="Needs the pull right on the repository (anonymous: public repositories); "
+                                  "otherwise NAME_UNKNOWN.",
+                      parameters=[repo_name, reference], errors=(400, 401, 403, 404, 429, 503)),
+            "post": op("insight", "scanImage", "Scan an image now",
+                       {"200": _json(obj(["images"], images={"type": "array", "items": scanned}), "Scan results.")},
+                       description="Needs the push right on the repository (DENIED otherwise).",
+                       parameters=[repo_name, reference,
+                                   _param("force", "query", {"type": "string"}, "``1``: rescan even if known.")],
+                       errors=(400, 401, 403, 404, 429, 503)),
+        },
+        "/api/v1/insight/search": {"get": op(
+            "insight", "insightSearch", "Images holding a package, or affected by an advisory",
+            {"200": _json(obj(["results"], results={"type": "array", "items": search_hit}),
+                          "Matches in repositories the caller may pull.")},
+            description="Exactly one of ``package`` and ``advisory``.",
+            parameters=[_param("package", "query", {"type": "string"}, "Package name."),
+                        _param("version", "query", {"type": "string"},
+                               "With ``package``: comparisons such as ``>=1.0,<2.0``."),
+                        _param("advisory", "query", {"type": "string"}, "Advisory id.")])},
+        "/api/v1/insight/status": {"get": op(
+            "insight", "insightStatus", "State of the vulnerability database",
+            {"200": _json(obj(["advisories", "generation", "last_import", "images"], advisories=integer,
+                              generation=integer, last_import={"type": "object", "nullable": True}, images=integer),
+                          "Advisory count, import generation, last import, scanned images.")},
+            description="Needs no credentials.", security=[{}, *creds], errors=(401, 429, 503))},
+        "/api/v1/insight/policies": {"get": op(
+            "insight", "listInsightPolicies", "Pull policies by namespace",
+            {"200": _json(obj(["policies"], policies={**str_map, "description": "namespace -> block_severity"}),
+                          "Policies.")}, description=admin_note)},
+        "/api/v1/insight/policies/{namespace}": {
+            "put": op("insight", "setInsightPolicy", "Refuse pulls of images with findings at or above a severity",
+                      {"200": _json(obj(["namespace", "block_severity"], namespace=string, block_severity=string),
+                                    "Set.")}, description=admin_note, parameters=[namespace],
+                      body=obj(["block_severity"], block_severity={"type": "string", "enum": list(SEVERITIES[1:])}),
+                      errors=(400, 401, 403, 413, 429, 503)),
+            "delete": op("insight", "deleteInsightPolicy", "Remove a namespace's policy", no_content,
+                         description=admin_note, parameters=[namespace]),
+        },
+        "/api/v1/insight/allowlist/{namespace}": {"get": op(
+            "insight", "getInsightAllowlist", "Advisories ignored in a namespace",
+            {"200": _json(obj(["allowlist"], allowlist={"type": "array", "items": obj(
+                ["id", "expires_at"], id=string, expires_at=nullable(number))}), "Entries.")},
+            description=admin_note, parameters=[namespace])},
+        "/api/v1/insight/allowlist/{namespace}/{advisory}": {
+            "put": op("insight", "allowAdvisory", "Ignore an advisory in a namespace",
+                      {"200": _json(obj(["namespace", "id", "expires_at"], namespace=string, id=string,
+                                        expires_at=nullable(number)), "Allowed.")},
+                      description=admin_note, parameters=[namespace, advisory],
+                      body={"type": "object", "properties": {
+                          "expires_in_days": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                                              "maximum": 36500},
+                          "reason": {"type": "string", "maxLength": 1000}}},
+                      errors=(400, 401, 403, 413, 429, 503)),
+            "delete": op("insight", "disallowAdvisory", "Stop ignoring an advisory", no_content,
+                         description=admin_note, parameters=[namespace, advisory],
+                         errors=(400, 401, 403, 404, 429, 503)),
+        },
+        "/api/v1/webhooks": {
+            "get": op("events", "listWebhooks", "Webhooks the caller administers",
+                      {"200": _json(obj(["webhooks"], webhooks={"type": "array", "items": webhook}), "Webhooks.")},
+                      description="Administrators see all; namespace administrators those of their namespaces."),
+            "post": op("events", "addWebhook", "Add a webhook",
+                       {"201": _json(webhook, "Created (``secret`` when generated, shown once).")},
+                       description="A namespace administrator's repository patterns must all lie in one namespace "
+                                   "they administer.",
+                       body=webhook_body, errors=(400, 401, 403, 413, 429, 503)),
+        },
+        "/api/v1/webhooks/{name}": {
+            "get": op("events", "getWebhook", "A webhook", {"200": _json(webhook, "The webhook.")},
+                      parameters=[hook], errors=(400, 401, 403, 404, 429, 503)),
+            "delete": op("events", "deleteWebhook", "Delete a webhook (not one from the config file: 400)", no_content,
+                         parameters=[hook], errors=(400, 401, 403, 404, 429, 503)),
+        },
+        "/api/v1/webhooks/{name}/deliveries": {"get": op(
+            "events", "listDeliveries", "Deliveries of a webhook, newest first",
+            {"200": _json(obj(["webhook", "deliveries"], webhook=string,
+                              deliveries={"type": "array", "items": delivery}), "Deliveries.")},
+            parameters=[hook, _param("status", "query",
+                                     {"type": "string", "enum": ["pending", "delivering", "delivered", "dead"]},
+                                     "Only these."), limit, before],
+            errors=(400, 401, 403, 404, 429, 503))},
+        "/api/v1/webhooks/{name}/deliveries/{id}/retry": {"post": op(
+            "events", "retryDelivery", "Put a dead delivery back in the queue",
+            {"202": _json(obj(["id", "status"], id=integer, status={"type": "string", "enum": ["pending"]}),
+                          "Queued.")},
+            parameters=[hook, _param("id", "path", {"type": "string"}, "Delivery id.")],
+            errors=(400, 401, 403, 404, 429, 503))},
+        "/api/v1/audit": {"get": op(
+            "events", "queryAudit", "Audit log, newest first",
+            {"200": _json(obj(["entries", "next"], entries={"type": "array", "items": audit_entry},
+                              next={"type": "integer", "nullable": True,
+                                    "description": "``before`` of the next page, or null."}), "Entries.")},
+            description="Administrators read everything; namespace administrators their namespaces' entries and "
+                        "their own; other users their own.",
+            parameters=[_param("actor", "query", {"type": "string", "maxLength": 255}, "User name."),
+                        _param("repository", "query", {"type": "string", "maxLength": 255},
+                               "Exact name, or a prefix ending in ``*``."),
+                        _param("action", "query", {"type": "string", "maxLength": 255}, "Action."),
+                        time_q("since", "RFC 3339 time or a duration back from now (e.g. ``1h``)."),
+                        time_q("until", "RFC 3339 time or a duration back from now."), limit, before])},
+        "/api/v1/proxy": {"get": op(
+            "proxy", "proxyStatus", "Pull-through cache upstreams and their counters",
+            {"200": _json(obj(["upstreams"], upstreams={"type": "array", "items": upstream}), "Upstreams.")},
+            description="Only when ``proxy.upstreams`` is configured (404 otherwise). " + admin_note,
+            errors=(401, 403, 404, 429, 503))},
+        "/api/v1/mirror": {"get": op(
+            "proxy", "mirrorStatus", "Scheduled mirror rules and their last runs",
+            {"200": _json(obj(["runner", "rules"], runner={"type": "boolean", "description":
+                                                           "Whether this process runs the rules."},
+                              rules={"type": "array", "items": rule}), "Rules.")},
+            description="Only when ``proxy.mirror_rules`` is configured (404 otherwise). " + admin_note,
+            errors=(401, 403, 404, 429, 503))},
+        "/api/v1/mirror/{rule}/run": {"post": op(
+            "proxy", "runMirrorRule", "Run a mirror rule now",
+            {"202": _json(rule, "Woken up; the run proceeds in the background.")},
+            description="503 when another worker holds the mirror lock. " + admin_note,
+            parameters=[_param("rule", "path", {"type": "string"}, "Rule name.")],
+            errors=(401, 403, 404, 429, 503))},
+        "/healthz": {"get": op("operations", "healthz", "Liveness: the process answers",
+                               {"200": _json(health, "Alive.")}, security=[{}], errors=())},
+        "/readyz": {"get": op("operations", "readyz", "Readiness: database and storage answer",
+                              {"200": _json(ready, "Ready."),
+                               "503": _json(ready, "A backend is down.",
+                                            {"Retry-After": _ref("headers", "Retry-After")})},
+                              security=[{}], errors=())},
+    }
+
+
 @lru_cache(maxsize=1)
 def document() -> dict[str, Any]:
     """The whole OpenAPI 3.0.3 document (built once; treat it as read-only)."""
@@ -640,9 +882,12 @@ def document() -> dict[str, Any]:
         "tags": [{"name": "v2", "description": "OCI Distribution Spec v1.1"},
                  {"name": "auth", "description": "Token server (auth.mode: token)"},
                  {"name": "admin", "description": "Admin API (auth.mode: token)"},
-                 {"name": "operations", "description": "Metrics and this document"}],
+                 {"name": "insight", "description": "Image findings, package search, pull policies"},
+                 {"name": "events", "description": "Webhooks and the audit log"},
+                 {"name": "proxy", "description": "Pull-through cache and mirror rules (when configured)"},
+                 {"name": "operations", "description": "Metrics, health probes and this document"}],
         "security": [{}, {"bearer": []}, {"basic": []}],
-        "paths": {**_v2_paths(), **_auth_paths(), **_admin_paths()},
+        "paths": {**_v2_paths(), **_auth_paths(), **_admin_paths(), **_extension_paths()},
         "components": _components(),
     }
 

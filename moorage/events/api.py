@@ -186,7 +186,7 @@ class EventsAPI:
         await self.endpoints.reload()
         ep = self._visible(caller, request.match_info["name"])
         raw = request.match_info["id"]
-        if not raw.isdigit() or len(raw) > 18:
+        if not _decimal(raw):
             raise errors.NotFound("no such delivery")
         if not await self.store.retry(int(raw), ep.name):
             raise errors.NotFound("no such dead delivery")
@@ -251,9 +251,15 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return data
 
 
+def _decimal(raw: str) -> bool:
+    """ASCII digits that fit a 64-bit id: ``str.isdigit()`` alone accepts '²' or '٣', which
+    ``int()`` refuses (a 500), and ``int()`` refuses more than 4300 digits."""
+    return raw.isascii() and raw.isdigit() and len(raw) <= 18
+
+
 def _limit(request: web.Request) -> int:
     raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 0 < int(raw) <= MAX_LIMIT:
+    if not _decimal(raw) or not 0 < int(raw) <= MAX_LIMIT:
         raise errors.PaginationNumberInvalid(f"limit must be 1..{MAX_LIMIT}", detail={"limit": raw[:50]})
     return int(raw)
 
@@ -262,7 +268,7 @@ def _int_param(request: web.Request, key: str) -> int | None:
     raw = request.query.get(key)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not _decimal(raw):
         raise _bad(f"{key} must be a number")
     return int(raw)
 
