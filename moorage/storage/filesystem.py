@@ -19,7 +19,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from .base import BlobStat, BlobStore, PartialAppend, UploadState
 
@@ -48,7 +48,7 @@ def _safe_part(name: object) -> str:
     return text
 
 
-def _parts(state: UploadState, size: int) -> list[dict[str, object]]:
+def _parts(state: UploadState, size: int) -> list[dict[str, Any]]:
     """The session's part files; sessions started before parts existed have one ``data`` file."""
     parts = (state or {}).get("parts")
     if parts is None:

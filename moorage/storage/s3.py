@@ -421,12 +421,12 @@ class S3BlobStore(BlobStore):
         if have != size:
             raise RuntimeError(f"upload {upload_id}: driver state holds {have} bytes, commit of {size}")
         dst = self._blob_key(digest)
-        have = await self._size_of(dst)
-        if have == size:
+        existing = await self._size_of(dst)
+        if existing == size:
             with contextlib.suppress(Exception):
                 await self._delete_prefix(self._upload_prefix(upload_id))
             return False
-        if have is not None:
+        if existing is not None:
             # An object of the wrong size (no commit of ours made it): set it aside, place ours.
             await self.quarantine(digest)
         if not segs:
