@@ -41,7 +41,7 @@ def import_distribution(config: str | None, data: str | None, root: str | None, 
     """
     if bool(root) == bool(bucket):
         raise click.UsageError("give either ROOT or --from-s3 BUCKET")
-    settings = settings_from(config, data)
+    settings = settings_from(config, data, require_registry=False)  # importing into a new registry creates it
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     from .distribution_import import FilesystemSource, DistributionImportError, S3Source, Source
 
