@@ -261,9 +261,19 @@ def test_purge_uploads_cli(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    cp = subprocess.run([sys.executable, "-m", "moorage.cli", "purge-uploads", "--data", str(tmp_path), "--older-than", "0"],
-                        capture_output=True, text=True, timeout=120,
-                        env={k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+
+    def moorage(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "moorage.cli", *args, "--data", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    # A data directory that holds no registry is refused (nothing to compare the uploads with) ...
+    cp = moorage("purge-uploads", "--older-than", "0")
+    assert cp.returncode != 0 and "no registry" in cp.stderr, cp.stderr[-2000:]
+    assert not (tmp_path / "moorage.db").exists()
+    # ... and a registry's is purged.
+    assert moorage("migrate").returncode == 0
+    cp = moorage("purge-uploads", "--older-than", "0")
     assert cp.returncode == 0, cp.stderr[-2000:]
     assert "orphan_uploads=0" in cp.stdout
 
