@@ -10,44 +10,27 @@ healthy, 1 = not (the reason on stderr, as Docker's health log shows it).
 from __future__ import annotations
 
 import os
-import ssl
 import sys
-import urllib.error
-import urllib.request
 
 DEFAULT_CONFIG = "/etc/docker/registry/config.yml"
 
 
 def main() -> int:
-    from ..config import load_settings
+    """``moorage healthcheck`` with the registry:2 image's default config file when none is set."""
+    import click
+
+    from ..cli import healthcheck
 
     config = os.environ.get("MOORAGE_CONFIG") or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
     try:
-        settings = load_settings(config)
-    except Exception as exc:  # noqa: BLE001 - any config problem means unhealthy
-        print(f"unhealthy: configuration: {exc}", file=sys.stderr)
+        healthcheck.main(args=["--config", config] if config else [], standalone_mode=False)
+    except click.ClickException as exc:
+        print(f"unhealthy: {exc.format_message()}", file=sys.stderr)
         return 1
-    host = settings.host
-    if host in {"0.0.0.0", "::", ""}:
-        host = "127.0.0.1" if host != "::" else "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    scheme = "https" if settings.tls.certificate else "http"
-    ctx = None
-    if scheme == "https":
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    url = f"{scheme}://{host}:{settings.port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
-            return 0 if resp.status == 200 else 1
-    except urllib.error.HTTPError as exc:
-        print(f"unhealthy: {url} answered {exc.code}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - any other problem also means unhealthy
+        print(f"unhealthy: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"unhealthy: {url}: {exc}", file=sys.stderr)
-        return 1
+    return 0
 
 
 if __name__ == "__main__":
