@@ -1,7 +1,7 @@
 """What each request needs: the (resource type, name, actions) the auth layer must grant.
 
-Derived from the matched route's name, so the auth middleware never parses URLs itself and a
-new route cannot silently go unprotected: an unknown route name requires admin.
+Derived from the matched route's rule (:mod:`moorage.api.routes`), so the auth middleware never
+parses URLs itself.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiohttp import web
+
+from .routes import REPOSITORY_ACTIONS, UPLOAD_START, UPLOAD_START_NOSLASH, Rule, rule_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,32 +20,21 @@ class Access:
     actions: tuple[str, ...]
 
 
-_PULL = ("pull",)
-_PUSH = ("pull", "push")
-_DELETE = ("delete",)
-
-_BY_ROUTE: dict[str, tuple[str, ...]] = {
-    "blob_head": _PULL, "blob_get": _PULL, "blob_delete": _DELETE,
-    "upload_start": _PUSH, "upload_start_noslash": _PUSH, "upload_patch": _PUSH, "upload_put": _PUSH,
-    "upload_status": _PUSH, "upload_cancel": _PUSH,
-    "manifest_get": _PULL, "manifest_head": _PULL, "manifest_put": _PUSH, "manifest_delete": _DELETE,
-    "tags_list": _PULL, "referrers": _PULL,
-}
-
-
 def required_access(request: web.Request) -> list[Access]:
-    """Access the request needs; an empty list means "any caller" (e.g. ``GET /v2/``)."""
-    route = request.match_info.route
-    name = getattr(route, "name", None) or ""
-    if name in ("base", "base_noslash", "metrics"):
+    """Access a registry-scoped route (:data:`moorage.api.routes.REGISTRY_SCOPED`) needs, from its
+    rule in :data:`moorage.api.routes.RULES`; an empty list means "any caller" (``GET /v2/``).
+    Anything else asks for ``registry:admin:*``, which no token is ever issued for."""
+    name = getattr(request.match_info.route, "name", None) or ""
+    rule = rule_of(name)
+    if rule is Rule.REGISTRY:
         return []
-    if name == "catalog":
+    if rule is Rule.CATALOG:
         return [Access("registry", "catalog", ("*",))]
-    actions = _BY_ROUTE.get(name)
+    actions = REPOSITORY_ACTIONS.get(rule) if rule is not None else None
     repo = request.match_info.get("name")
     if actions is None or repo is None:
         return [Access("registry", "admin", ("*",))]
     needed = [Access("repository", repo, actions)]
-    if name.startswith("upload_start") and request.query.get("mount") and request.query.get("from"):
-        needed.append(Access("repository", request.query["from"], _PULL))
+    if name in (UPLOAD_START, UPLOAD_START_NOSLASH) and request.query.get("mount") and request.query.get("from"):
+        needed.append(Access("repository", request.query["from"], REPOSITORY_ACTIONS[Rule.PULL]))
     return needed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -18,12 +18,17 @@ from ..registry.events import Action, Actor, EventBus, Kind, RegistryEvent
 from ..registry.service import RegistryService
 from ..storage import BlobStore
 
+if TYPE_CHECKING:  # the auth package (and its JWT/crypto libraries) loads only when auth is on
+    from ..auth.authenticator import Authenticator
+
 COMPONENTS = web.AppKey("components", Components)
 DATABASE = web.AppKey("database", Database)
 STORE = web.AppKey("store", MetadataStore)
 SERVICE = web.AppKey("service", RegistryService)
 BLOBS = web.AppKey("blobs", BlobStore)
 SETTINGS = web.AppKey("settings", Settings)
+#: Credentials -> identity, registry tokens, login rate limits (only with ``auth.mode`` htpasswd or token).
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 #: Registry events (push/pull/delete/mount); extensions subscribe, api/ handlers publish.
 EVENTS = web.AppKey("events", EventBus)
 #: Request key: ``async fn(names) -> names`` keeping the repositories the caller may list

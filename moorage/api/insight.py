@@ -28,7 +28,7 @@ from ..insight.service import InsightService
 from ..registry import errors
 from ..registry.names import is_valid_name
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
-from .common import SETTINGS
+from .common import AUTHENTICATOR, SETTINGS
 
 INSIGHT = web.AppKey("insight", InsightService)
 routes = web.RouteTableDef()
@@ -47,19 +47,18 @@ async def _visible(request: web.Request, repositories: Iterable[str], action: st
         return names
     if settings.auth.mode == "htpasswd":  # the middleware authenticated the caller: every user is an admin
         return names
-    from ..auth.admin_api import _caller
     from ..auth.policy import Principal, repository_rights
-    from ..auth.state import STATE
+    from .credentials import SCOPED, caller
 
-    state = request.app[STATE]
+    state = request.app[AUTHENTICATOR]
     if "Authorization" not in request.headers:
         principal = Principal(None)
     else:
-        user, admin = await _caller(request)
+        user, admin = await caller(request)
         if admin:
             return names
-        principal = await state.store.principal(user)
-        if request.get("moorage.scoped_credentials"):
+        principal = await state.principal(user)
+        if request.get(SCOPED):
             principal = Principal(principal.name, token_scope=[])  # scoped tokens: public content only here
     public = await state.store.public_repositories(sorted(names))
     return {n for n in names if action in repository_rights(principal, n, public=n in public)}
@@ -67,7 +66,7 @@ async def _visible(request: web.Request, repositories: Iterable[str], action: st
 
 async def _admin(request: web.Request) -> None:
     if request.app[SETTINGS].auth.mode == "token":
-        from ..auth.admin_api import require_admin
+        from .credentials import require_admin
 
         await require_admin(request)
 

@@ -29,9 +29,12 @@ from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from ..registry import mediatypes as mt
 from ..registry.names import NAME_RE, TAG_RE
+from . import admin_models
+from . import routes as route_names
 
 routes = web.RouteTableDef()
 
@@ -113,6 +116,34 @@ _BLOB_CREATED = {
     "Location": _str_header("URL of the blob."),
     "Docker-Content-Digest": _ref("headers", "Docker-Content-Digest"),
 }
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A pydantic model's JSON schema (draft 2020-12) in OpenAPI 3.0's dialect: ``null`` in an
+    ``anyOf`` becomes ``nullable``, numeric ``exclusiveMinimum``/``Maximum`` the boolean form,
+    ``examples`` one ``example``; ``title`` goes (the component name says it)."""
+    return _oas30(model.model_json_schema(mode="validation"))
+
+
+def _oas30(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_oas30(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _oas30(v) for k, v in node.items() if k != "title"}
+    any_of = out.get("anyOf")
+    if isinstance(any_of, list) and {"type": "null"} in any_of:
+        rest = [s for s in any_of if s != {"type": "null"}]
+        del out["anyOf"]
+        out = {**rest[0], **out} if len(rest) == 1 else {**out, "anyOf": rest}
+        out["nullable"] = True
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = out.get(exclusive)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[bound], out[exclusive] = value, True
+    if isinstance(out.get("examples"), list) and out["examples"]:
+        out["example"] = out.pop("examples")[0]
+    return out
 
 
 def _components() -> dict[str, Any]:
@@ -225,17 +256,8 @@ def _components() -> dict[str, Any]:
             "type": "object", "required": ["name", "public"],
             "properties": {"name": {"type": "string"}, "public": {"type": "boolean"}, "created_at": {"type": "number"}},
         },
-        "TokenRequest": {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string", "maxLength": 128},
-                "scope": {"type": "array", "items": {"type": "string"},
-                          "description": "``PATTERN:ACTIONS`` entries, e.g. ``team/*:pull,push``; absent = "
-                                         "everything the user may do."},
-                "expires_in": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
-                               "description": "Lifetime in seconds; absent = no expiry."},
-            },
-        },
+        # the admin API's request bodies: the very models the handlers validate with
+        **{model.__name__: model_schema(model) for model in admin_models.MODELS},
     }
     error_resp = lambda text: _json(_ref("schemas", "ErrorEnvelope"), text, _API_VERSION)  # noqa: E731
     responses = {
@@ -485,7 +507,7 @@ def _admin_paths() -> dict[str, Any]:
                       {"200": _json(obj("tokens", _ref("schemas", "AccessToken")), "Tokens.")}),
             "post": op("createMyToken", "Create an access token for myself",
                        {"201": _json(_ref("schemas", "AccessToken"), "Created; ``token`` is the secret, shown once.")},
-                       body=_ref("schemas", "TokenRequest"), errors=(400, 401, 403, 404, 413, 429, 503)),
+                       body=_ref("schemas", "TokenCreate"), errors=(400, 401, 403, 404, 413, 429, 503)),
         },
         "/api/v1/me/tokens/{id}": {"delete": op("revokeMyToken", "Revoke one of my tokens", no_content,
                                                 parameters=[token_id], errors=(400, 401, 403, 404, 429, 503))},
@@ -504,10 +526,7 @@ def _admin_paths() -> dict[str, Any]:
             "get": op("listUsers", "Users", {"200": _json(obj("users", _ref("schemas", "User")), "Users.")}),
             "post": op("createUser", "Create a user",
                        {"201": _json(_ref("schemas", "User"), "Created (``password`` when generated).")},
-                       body={"type": "object", "required": ["name"], "properties": {
-                           "name": {"type": "string"}, "password": {"type": "string"},
-                           "admin": {"type": "boolean"}, "robot": {"type": "boolean"}}},
-                       errors=(400, 401, 403, 413, 429, 503)),
+                       body=_ref("schemas", "UserCreate"), errors=(400, 401, 403, 413, 429, 503)),
         },
         "/api/v1/users/{name}": {
             "get": op("getUser", "A user and their grants", {"200": _json(_ref("schemas", "User"), "The user.")},
@@ -517,18 +536,13 @@ def _admin_paths() -> dict[str, Any]:
         },
         "/api/v1/users/{name}/password": {"put": op(
             "setPassword", "Set a user's password", no_content, parameters=[user_param],
-            body={"type": "object", "required": ["password"], "properties": {"password": {"type": "string"}}},
-            errors=(400, 401, 403, 404, 413, 429, 503))},
+            body=_ref("schemas", "PasswordSet"), errors=(400, 401, 403, 404, 413, 429, 503))},
         "/api/v1/grants": {
             "get": op("listGrants", "Grants", {"200": _json(obj("grants", _ref("schemas", "Grant")), "Grants.")},
                       parameters=[_param("user", "query", {"type": "string"}, "Only this user's.")]),
             "post": op("addGrant", "Grant a user actions on a repository pattern",
                        {"201": _json(_ref("schemas", "Grant"), "Granted.")},
-                       body={"type": "object", "required": ["user", "pattern", "actions"], "properties": {
-                           "user": {"type": "string"}, "pattern": {"type": "string"},
-                           "actions": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-                                       "description": "pull, push, delete, admin (list or comma-separated)."}}},
-                       errors=(400, 401, 403, 404, 413, 429, 503)),
+                       body=_ref("schemas", "GrantCreate"), errors=(400, 401, 403, 404, 413, 429, 503)),
             "delete": op("revokeGrant", "Revoke a grant", no_content, errors=(400, 401, 403, 404, 429, 503),
                          parameters=[_param("user", "query", {"type": "string"}, "User.", required=True),
                                      _param("pattern", "query", {"type": "string"}, "Pattern.", required=True)]),
@@ -539,9 +553,7 @@ def _admin_paths() -> dict[str, Any]:
                       parameters=[_param("user", "query", {"type": "string"}, "Only this user's.")]),
             "post": op("createToken", "Create an access token for a user",
                        {"201": _json(_ref("schemas", "AccessToken"), "Created; ``token`` is the secret, shown once.")},
-                       body={"allOf": [_ref("schemas", "TokenRequest"),
-                                       {"type": "object", "required": ["user"], "properties": {"user": {"type": "string"}}}]},
-                       errors=(400, 401, 403, 404, 413, 429, 503)),
+                       body=_ref("schemas", "AdminTokenCreate"), errors=(400, 401, 403, 404, 413, 429, 503)),
         },
         "/api/v1/tokens/{id}": {"delete": op("revokeToken", "Revoke an access token", no_content,
                                              parameters=[token_id], errors=(400, 401, 403, 404, 429, 503))},
@@ -550,18 +562,14 @@ def _admin_paths() -> dict[str, Any]:
                       {"200": _json(obj("namespaces", _ref("schemas", "NamedVisibility")), "Namespaces.")}),
             "post": op("createNamespace", "Create a namespace",
                        {"201": _json(_ref("schemas", "NamedVisibility"), "Created.")},
-                       body={"type": "object", "required": ["name"], "properties": {
-                           "name": {"type": "string"}, "public": {"type": "boolean"}}},
-                       errors=(400, 401, 403, 413, 429, 503)),
+                       body=_ref("schemas", "NamespaceCreate"), errors=(400, 401, 403, 413, 429, 503)),
         },
         "/api/v1/visibility": {"put": op(
             "setVisibility", "Make a repository or namespace public or private",
             {"200": _json({"type": "object", "required": ["public"], "properties": {
                 "repository": {"type": "string"}, "namespace": {"type": "string"}, "public": {"type": "boolean"}}},
                 "Done.")},
-            body={"type": "object", "required": ["public"], "properties": {
-                "repository": {"type": "string"}, "namespace": {"type": "string"}, "public": {"type": "boolean"}}},
-            errors=(400, 401, 403, 413, 429, 503))},
+            body=_ref("schemas", "VisibilitySet"), errors=(400, 401, 403, 413, 429, 503))},
     }
 
 
@@ -897,7 +905,7 @@ def _document_bytes() -> bytes:
     return json.dumps(document(), indent=1, sort_keys=False).encode()
 
 
-@routes.get("/api/openapi.json", name="public_openapi")
+@routes.get("/api/openapi.json", name=route_names.OPENAPI)
 async def openapi_json(request: web.Request) -> web.Response:
-    """Public: the auth middleware leaves ``public_*`` routes alone."""
+    """Public (:data:`moorage.api.routes.RULES`)."""
     return web.Response(body=_document_bytes(), content_type=JSON)

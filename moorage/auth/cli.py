@@ -20,7 +20,8 @@ from ..cli_common import data_options, settings_from
 from ..config import Settings
 from . import passwords
 from .policy import parse_actions, parse_duration, parse_token_scope, valid_pattern, valid_username
-from .store import AuthStore, AuthStoreError
+from ..metadata.auth_store import AuthStore, AuthStoreError
+from .accounts import create_access_token
 
 T = TypeVar("T")
 
@@ -197,8 +198,8 @@ def token_create(config: str | None, data: str | None, user_name: str, token_nam
         expires_at = time.time() + parse_duration(expires) if expires else None
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    rec, text = _run(config, data, lambda store, _s: store.create_token(user_name, token_name,
-                                                                        list(scopes) or None, expires_at))
+    rec, text = _run(config, data, lambda store, _s: create_access_token(store, user_name, token_name,
+                                                                          list(scopes) or None, expires_at))
     click.echo(f"token {rec.id} for {user_name} (shown once; use it as the password):", err=True)
     click.echo(text)
 

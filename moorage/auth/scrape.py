@@ -17,7 +17,8 @@ from aiohttp import web
 
 from ..config import Settings
 from ..registry import errors
-from .state import STATE, bearer, parse_basic
+from ..api.common import AUTHENTICATOR
+from ..api.credentials import bearer, caller, parse_basic
 
 
 def scrape_token_matches(request: web.Request, settings: Settings) -> bool:
@@ -33,7 +34,7 @@ async def authorize_scrape(request: web.Request, settings: Settings, access: str
     ``admin``); raise 401 (no or bad credentials) or 403 (not an administrator)."""
     if scrape_token_matches(request, settings):
         return
-    state = request.app.get(STATE)
+    state = request.app.get(AUTHENTICATOR)
     if state is None:  # auth.mode none: only the scrape credential can get in
         raise errors.Unauthorized("metrics need the scrape credential",
                                   headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
@@ -44,8 +45,6 @@ async def authorize_scrape(request: web.Request, settings: Settings, access: str
         await state.htpasswd_login(request, *creds)
         request["user"] = creds[0]
         return
-    from .admin_api import _caller
-
-    _, admin = await _caller(request)
+    _, admin = await caller(request)
     if access == "admin" and not admin:
         raise errors.Denied("metrics are for administrators (metrics.access: admin)")

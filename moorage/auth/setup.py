@@ -2,15 +2,18 @@
 
 ``auth.mode``:
 
-* ``none`` -- nothing is added (anyone may do anything; the default).
+* ``none`` -- anyone may do anything (the default); only a route missing from the routes
+  table is refused.
 * ``htpasswd`` -- HTTP basic against a bcrypt htpasswd file, like ``registry:2``: every
   authenticated user may do everything; no credentials -> ``401`` + ``WWW-Authenticate: Basic``.
 * ``token`` -- the Docker Registry token flow: the registry accepts only signed JWTs from
   ``/auth/token`` and checks that their ``access`` claim covers the request; users, grants,
   access tokens and public repositories live in the metadata database.
 
-The middleware runs after routing, so it asks :func:`moorage.api.access.required_access`
-what the matched route needs instead of parsing URLs.
+The middleware runs after routing, so it looks the matched route's rule up in
+:data:`moorage.api.routes.RULES` instead of parsing URLs.  The handlers live in
+:mod:`moorage.api.token` and :mod:`moorage.api.admin_users`; the logic in
+:class:`~moorage.auth.authenticator.Authenticator`.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
+from ..api.common import AUTHENTICATOR, DATABASE
 from ..config import Settings
+from ..metadata.auth_store import AuthStore
 from . import passwords
+from .authenticator import Authenticator
 from .passwords import Htpasswd
-from .state import (SELF_AUTHENTICATING, STATE, AuthState, bearer, htpasswd_middleware, parse_basic,  # noqa: F401
-                    token_middleware)
-from .store import AuthStore
+from .state import htpasswd_middleware, listed_routes_middleware, token_middleware
 from .tokens import TokenSigner
 
 log = logging.getLogger("moorage.auth")
@@ -57,34 +61,32 @@ async def bootstrap_admin(settings: Settings, store: AuthStore) -> None:
 def setup_auth(app: web.Application, settings: Settings) -> None:
     mode = settings.auth.mode
     if mode == "none":
+        app.middlewares.append(listed_routes_middleware())
         return
-    from ..api.common import DATABASE
-
     store = AuthStore(app[DATABASE])
-    state = AuthState(settings, store)
-    app[STATE] = state
+    auth = Authenticator(settings, store)
+    app[AUTHENTICATOR] = auth
     if mode == "htpasswd":
         path = settings.auth.htpasswd.path
         if path is None:
             raise ValueError("auth.mode is htpasswd but auth.htpasswd.path is not set")
-        state.htpasswd = Htpasswd(path)
-        app.middlewares.append(htpasswd_middleware(state))
+        auth.htpasswd = Htpasswd(path)
+        app.middlewares.append(htpasswd_middleware(auth))
         return
 
     key_path = settings.auth.token.key_path or (settings.data / "auth" / "token-signing-key.pem")
-    state.signer = TokenSigner(store, issuer=settings.auth.token.issuer, service=settings.auth.service,
-                               key_path=key_path, expiry=settings.auth.token.expiry,
-                               refresh_expiry=settings.auth.token.refresh_expiry)
+    signer = auth.signer = TokenSigner(store, issuer=settings.auth.token.issuer, service=settings.auth.service,
+                                       key_path=key_path, expiry=settings.auth.token.expiry,
+                                       refresh_expiry=settings.auth.token.refresh_expiry)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await bootstrap_admin(settings, store)
-        assert state.signer is not None
-        await state.signer.load()
+        await signer.load()
         yield
 
     app.cleanup_ctx.append(lifecycle)
-    app.middlewares.append(token_middleware(state))
-    from . import admin_api, token_endpoint
+    app.middlewares.append(token_middleware(auth))
+    from ..api import admin_users, token
 
-    app.router.add_routes(token_endpoint.routes)
-    app.router.add_routes(admin_api.routes)
+    app.router.add_routes(token.routes)
+    app.router.add_routes(admin_users.routes)

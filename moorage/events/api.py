@@ -90,15 +90,15 @@ class EventsAPI:
             return Caller(None, True)
         if mode != "token":  # htpasswd: the auth middleware has authenticated the caller
             return Caller(request.get("user"), True)
-        from ..auth.admin_api import _caller  # the auth module's credential check (basic or bearer)
-        from ..auth.setup import STATE
+        from ..api.common import AUTHENTICATOR
+        from ..api.credentials import SCOPED, caller  # the auth module's credential check (basic or bearer)
 
-        user, admin = await _caller(request)
+        user, admin = await caller(request)
         if admin:
             return Caller(user.name, True)
-        if request.get("moorage.scoped_credentials"):
+        if request.get(SCOPED):
             return Caller(user.name, False)
-        principal = await request.app[STATE].store.principal(user, None)
+        principal = await request.app[AUTHENTICATOR].principal(user, None)
         return Caller(user.name, False, administered_namespaces(principal))
 
     def _visible(self, caller: Caller, name: str) -> Endpoint:

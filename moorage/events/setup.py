@@ -176,10 +176,10 @@ def setup_events(app: web.Application, settings: Settings) -> None:
     app[EVENTS_EXT] = ext
     app[EVENTS].subscribe(ext.on_event)
     if settings.auth.mode != "none":
-        from ..auth.setup import STATE
+        from ..api.common import AUTHENTICATOR
 
-        if STATE in app:
-            wrap_logins(app[STATE], ext.recorder)
+        if AUTHENTICATOR in app:
+            wrap_logins(app[AUTHENTICATOR], ext.recorder)
     app.middlewares.append(admin_middleware(ext.recorder))
     app.router.add_routes(EventsAPI(settings, ext.store, ext.endpoints).routes())
     app.cleanup_ctx.append(ext.lifecycle)

@@ -61,7 +61,7 @@ async def delete_repository(db: Database, blob_store: BlobStore, name: str) -> d
 def repository_delete_handler(db_key: Any, token_mode: bool) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         if token_mode:
-            from ..auth.admin_api import require_admin as _admin  # the auth module's admin check
+            from ..api.credentials import require_admin as _admin  # the auth module's admin check
 
             await _admin(request)
         if not request.app[SETTINGS].delete_enabled:

@@ -141,7 +141,7 @@ def setup_mirror_rules(app: web.Application, settings: Settings, token_mode: boo
 
     async def admin(request: web.Request) -> None:
         if token_mode:
-            from ..auth.admin_api import require_admin
+            from ..api.credentials import require_admin
 
             await require_admin(request)
 

@@ -49,7 +49,7 @@ def setup_proxy(app: web.Application, settings: Settings) -> None:
 
     async def status(request: web.Request) -> web.Response:
         if token_mode:
-            from ..auth.admin_api import require_admin
+            from ..api.credentials import require_admin
 
             await require_admin(request)
         return web.json_response({"upstreams": [

@@ -18,6 +18,7 @@ from aiohttp import web
 from ..api.common import DATABASE
 from ..api.common import BLOBS, SERVICE, SETTINGS, publish
 from ..auth import passwords
+from ..auth.accounts import create_access_token
 from ..auth.policy import parse_actions, parse_token_scope, valid_pattern, valid_username
 from ..registry import errors
 from ..registry.names import is_valid_name
@@ -31,9 +32,9 @@ routes = web.RouteTableDef()
 
 
 def _auth_state(request: web.Request) -> Any:
-    from ..auth.setup import STATE
+    from ..api.common import AUTHENTICATOR
 
-    state = request.app.get(STATE)
+    state = request.app.get(AUTHENTICATOR)
     if state is None:
         raise UIError(404, "Users and tokens exist only with auth.mode: token.")
     return state
@@ -164,7 +165,7 @@ async def token_create(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         return await _tokens_page(request, viewer, error=str(exc), status=400)
     assert viewer.name is not None
-    rec, text = await _auth_state(request).store.create_token(viewer.name, name, scope, expires)
+    rec, text = await create_access_token(_auth_state(request).store, viewer.name, name, scope, expires)
     return await _tokens_page(request, viewer, created={"record": rec, "secret": text, "user": viewer.name})
 
 
@@ -225,7 +226,7 @@ async def user_create(request: web.Request) -> web.StreamResponse:
         return await _users_page(request, error=f"{name} exists already.", status=400)
     created: dict[str, Any] = {"name": name, "password": generated}
     if robot:
-        rec, text = await state.store.create_token(name, "robot", None, None)
+        rec, text = await create_access_token(state.store, name, "robot", None, None)
         created["secret"] = text
     return await _users_page(request, created=created)
 
@@ -270,7 +271,7 @@ async def robot_token(request: web.Request) -> web.StreamResponse:
         tname, scope, expires = _token_params(form)
     except ValueError as exc:
         return await _users_page(request, error=str(exc), status=400)
-    _, text = await state.store.create_token(name, tname, scope, expires)
+    _, text = await create_access_token(state.store, name, tname, scope, expires)
     return await _users_page(request, created={"name": name, "password": None, "secret": text})
 
 

@@ -59,9 +59,9 @@ async def visible_repository(request: web.Request, viewer: Viewer, name: str) ->
         raise UIError(404, "No such repository.")
     public = repo["public"]
     if not public and viewer.mode == "token":
-        from ..auth.setup import STATE
+        from ..api.common import AUTHENTICATOR
 
-        state = request.app.get(STATE)
+        state = request.app.get(AUTHENTICATOR)
         if state is not None:
             public = bool(await state.store.public_repositories([name]))
     repo["visible_public"] = public

@@ -1,6 +1,6 @@
 """Who is looking at a page: browser sessions, sign-in, CSRF tokens and the viewer's rights.
 
-Sign-in reuses the registry's own checks (:meth:`moorage.auth.setup.AuthState.login` for
+Sign-in reuses the registry's own checks (:meth:`moorage.auth.authenticator.Authenticator.login` for
 ``auth.mode: token`` -- password or personal access token, with its rate limit --
 ``htpasswd_login`` for htpasswd), so the browser gets exactly the rights the API would give
 the same credentials: :func:`moorage.auth.policy.repository_rights` on the same
@@ -188,9 +188,9 @@ async def _still_valid(request: web.Request, viewer: Viewer, sess: dict[str, Any
         viewer.name = name
         viewer.admin = True
         return True
-    from ..auth.setup import STATE
+    from ..api.common import AUTHENTICATOR
 
-    state = request.app.get(STATE)
+    state = request.app.get(AUTHENTICATOR)
     if state is None:
         return False
     if mode == "htpasswd":
@@ -208,7 +208,7 @@ async def _still_valid(request: web.Request, viewer: Viewer, sess: dict[str, Any
             return False
     elif user.password_changed_at > sess["created_at"]:
         return False
-    principal = await state.store.principal(user, token)
+    principal = await state.principal(user, token)
     viewer.name = user.name
     viewer.principal = principal
     viewer.robot = user.is_robot
@@ -225,9 +225,9 @@ async def sign_in(request: web.Request, username: str, password: str) -> None:
     if not username or len(username) > 64 or len(password) > 4096 or "\x00" in password:
         raise UIError(401, "Invalid username or password.")
     if mode == "token":
-        from ..auth.setup import STATE
+        from ..api.common import AUTHENTICATOR
 
-        state = request.app[STATE]
+        state = request.app[AUTHENTICATOR]
         try:
             user, token = await state.login(request, username, password, challenge={})
         except errors.TooManyRequests:
@@ -237,9 +237,9 @@ async def sign_in(request: web.Request, username: str, password: str) -> None:
         username = user.name
         token_id = token.id if token is not None else None
     elif mode == "htpasswd":
-        from ..auth.setup import STATE
+        from ..api.common import AUTHENTICATOR
 
-        state = request.app[STATE]
+        state = request.app[AUTHENTICATOR]
         try:
             await state.htpasswd_login(request, username, password)
         except errors.TooManyRequests:

@@ -1,6 +1,7 @@
 """SQL for users, namespaces, grants, access tokens, signing keys and login rate limits.
 
-Same conventions as :mod:`moorage.metadata.store`: one short transaction per method, times
+Only SQL: who may do what is decided in :mod:`moorage.auth` (the ``Authenticator`` and the
+policy), which reads and writes through this store.  Same conventions as :mod:`moorage.metadata.store`: one short transaction per method, times
 in epoch seconds, plain values out.  Used by the server, the CLI and the admin API alike, so
 everything works while ``moorage serve`` runs (SQLite WAL, or a shared PostgreSQL).
 """
@@ -9,63 +10,29 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 from sqlalchemy import case, delete, func, or_, select, update
 
-from ..metadata.db import Database
-from ..metadata.tables import access_tokens, grants, login_failures, namespaces, repositories, signing_keys, users
-from . import passwords
-from .policy import Grant, Principal, namespace_prefixes, parse_actions
+from .db import Database
+from .records import GrantRow, TokenRecord, UserRecord
+from .tables import access_tokens, grants, login_failures, namespaces, repositories, signing_keys, users
 
 
 class AuthStoreError(ValueError):
     """Something the caller asked for cannot be done (unknown user, duplicate name ...)."""
 
 
-@dataclass(slots=True)
-class UserRecord:
-    id: int
-    name: str
-    password_hash: str | None
-    is_admin: bool
-    is_robot: bool
-    created_at: float
-    password_changed_at: float
-
-    def public_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "admin": self.is_admin, "robot": self.is_robot, "created_at": self.created_at}
-
-
-@dataclass(slots=True)
-class TokenRecord:
-    id: str
-    user: str
-    user_id: int
-    name: str
-    secret_hash: str
-    scope: list[str] | None
-    expires_at: float | None
-    revoked_at: float | None
-    last_used_at: float | None
-    created_at: float
-
-    def usable(self, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
-
-    def public_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "user": self.user, "name": self.name, "scope": self.scope,
-            "expires_at": self.expires_at, "revoked_at": self.revoked_at,
-            "last_used_at": self.last_used_at, "created_at": self.created_at,
-        }
-
-
 def _user(row: Any) -> UserRecord:
     return UserRecord(int(row.id), row.name, row.password_hash, bool(row.is_admin), bool(row.is_robot),
                       float(row.created_at), float(row.password_changed_at))
+
+
+def _namespace_prefixes(repository: str) -> list[str]:
+    """``a/b/c`` -> [``a``, ``a/b``] (the same rule as :func:`moorage.auth.policy.namespace_prefixes`,
+    which this layer may not import)."""
+    parts = repository.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
 _TOKEN_COLUMNS = (access_tokens, users.c.name.label("user_name"))
@@ -212,7 +179,7 @@ class AuthStore:
         names = list(dict.fromkeys(names))
         if not names:
             return set()
-        prefixes = {p for n in names for p in namespace_prefixes(n)}
+        prefixes = {p for n in names for p in _namespace_prefixes(n)}
         async with self.db.read() as conn:
             public_repos = set((await conn.execute(
                 select(repositories.c.name).where(repositories.c.name.in_(names), repositories.c.public.is_(True))
@@ -222,28 +189,20 @@ class AuthStore:
                 public_ns = set((await conn.execute(
                     select(namespaces.c.name).where(namespaces.c.name.in_(prefixes), namespaces.c.public.is_(True))
                 )).scalars())
-        return {n for n in names if n in public_repos or any(p in public_ns for p in namespace_prefixes(n))}
+        return {n for n in names if n in public_repos or any(p in public_ns for p in _namespace_prefixes(n))}
 
     # -- principals -----------------------------------------------------------------------
-    async def principal(self, user: UserRecord, token: TokenRecord | None = None) -> Principal:
+    async def grants_of(self, user_id: int) -> list[GrantRow]:
+        """A user's grants (the auth layer turns them into a ``Principal``)."""
         async with self.db.read() as conn:
-            rows = await conn.execute(select(grants.c.pattern, grants.c.actions).where(grants.c.user_id == user.id))
-            user_grants = [Grant(r.pattern, parse_actions(r.actions)) for r in rows]
-        token_scope = None
-        if token is not None and token.scope is not None:
-            token_scope = []
-            for item in token.scope:
-                pattern, _, acts = item.rpartition(":")
-                token_scope.append(Grant(pattern, parse_actions(acts)))
-        return Principal(name=user.name, is_admin=user.is_admin, is_robot=user.is_robot, grants=user_grants,
-                         token_scope=token_scope, token_id=token.id if token else None, user_id=user.id,
-                         user_created_at=user.created_at)
+            rows = await conn.execute(select(grants.c.pattern, grants.c.actions).where(grants.c.user_id == user_id))
+            return [GrantRow(r.pattern, r.actions) for r in rows]
 
     # -- access tokens --------------------------------------------------------------------
-    async def create_token(self, user: str, name: str, scope: list[str] | None,
-                           expires_at: float | None) -> tuple[TokenRecord, str]:
-        """A new access token; returns the record and the token text (shown once)."""
-        token_id, text, secret_hash = passwords.new_token()
+    async def create_token(self, user: str, name: str, scope: list[str] | None, expires_at: float | None, *,
+                           token_id: str, secret_hash: str) -> TokenRecord:
+        """Store a new access token (id and secret hash made by the caller,
+        :func:`moorage.auth.accounts.create_access_token`)."""
         now = time.time()
         async with self.db.write() as conn:
             uid = (await conn.execute(select(users.c.id).where(users.c.name == user))).scalar()
@@ -253,8 +212,7 @@ class AuthStore:
                 id=token_id, user_id=uid, name=name, secret_hash=secret_hash,
                 scope=json.dumps(scope) if scope is not None else None, expires_at=expires_at, created_at=now,
             ))
-        rec = TokenRecord(token_id, user, int(uid), name, secret_hash, scope, expires_at, None, None, now)
-        return rec, text
+        return TokenRecord(token_id, user, int(uid), name, secret_hash, scope, expires_at, None, None, now)
 
     async def get_token(self, token_id: str) -> TokenRecord | None:
         q = (select(*_TOKEN_COLUMNS).select_from(access_tokens.join(users, users.c.id == access_tokens.c.user_id))
@@ -334,8 +292,8 @@ class AuthStore:
                 })
                 .returning(lf.c.count, lf.c.window_start))
         async with self.db.write() as conn:
-            row = (await conn.execute(stmt)).one()
-        return int(row.count), float(row.window_start) + window - now
+            count, window_start = (await conn.execute(stmt)).one()  # (Row.count is tuple.count)
+        return int(count), float(window_start) + window - now
 
     async def clear_failures(self, key: str) -> None:
         async with self.db.write() as conn:

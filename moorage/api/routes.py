@@ -1,0 +1,168 @@
+"""The whole HTTP surface: every route name, and who may call it (its :class:`Rule`).
+
+The auth middleware (:mod:`moorage.auth.state`) looks the matched route's name up in
+:data:`RULES` and nothing else: no route-name prefixes, no ordering.  A route missing from the
+table is refused (fail closed), and ``tests/test_routes_table.py`` checks that every route the
+full app registers (in every ``auth.mode``) has an entry and every entry a route.
+
+Some extensions register one route under a different name depending on ``auth.mode`` (token
+mode's ``api_v1_*`` names date from when the middleware skipped that prefix); both names are
+listed, with the same rule.  Route names are stable: metrics labels and the audit log use them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Rule(str, Enum):
+    """Who may call a route.  What the middleware does per ``auth.mode`` (``none``: everyone
+    passes everything; the handlers of METRICS still check ``metrics.access``):
+
+    ============== ============================= ================================================
+    rule           ``htpasswd``                  ``token``
+    ============== ============================= ================================================
+    PUBLIC         anyone                        anyone
+    TOKEN_SERVER   (not registered)              anyone; the handler checks what it is given
+    SESSION        anyone; the UI handler checks its session cookie (and CSRF token)
+    METRICS        anyone; the handler checks the scrape credential / ``metrics.access``
+    VISIBLE        any user (basic)              anyone; the handler answers with only what the
+                                                 caller may pull
+    REGISTRY       any user (basic)              any valid registry token (anonymous ones too)
+    CATALOG        any user (basic)              token with ``registry:catalog:*``
+    PULL           any user (basic)              token with ``repository:{name}:pull``
+    PUSH           any user (basic)              token with ``repository:{name}:pull,push``
+    DELETE         any user (basic)              token with ``repository:{name}:delete``
+    AUTHENTICATED  any user (basic)              any user: basic (password / access token) or a
+                                                 bearer JWT naming a user
+    ADMIN          any user (basic: every        an administrator, with full (unscoped)
+                   htpasswd user is one)         credentials; others get 403 DENIED
+    ============== ============================= ================================================
+    """
+
+    PUBLIC = "public"
+    TOKEN_SERVER = "token_server"
+    SESSION = "session"
+    METRICS = "metrics"
+    VISIBLE = "visible"
+    REGISTRY = "registry"
+    CATALOG = "catalog"
+    PULL = "pull"
+    PUSH = "push"
+    DELETE = "delete"
+    AUTHENTICATED = "authenticated"
+    ADMIN = "admin"
+
+
+#: Rules under which the middleware looks at no credentials (the handler decides).
+HANDLER_DECIDES = frozenset({Rule.PUBLIC, Rule.TOKEN_SERVER, Rule.SESSION, Rule.METRICS})
+#: Rules checked against a registry token's ``access`` claim in token mode.
+REGISTRY_SCOPED = frozenset({Rule.REGISTRY, Rule.CATALOG, Rule.PULL, Rule.PUSH, Rule.DELETE})
+#: Repository actions a registry token must grant, per rule.
+REPOSITORY_ACTIONS: dict[Rule, tuple[str, ...]] = {
+    Rule.PULL: ("pull",), Rule.PUSH: ("pull", "push"), Rule.DELETE: ("delete",),
+}
+
+# -- route names ----------------------------------------------------------------------------------
+# OCI distribution API (moorage.api.*)
+BASE = "base"
+BASE_NOSLASH = "base_noslash"
+CATALOG = "catalog"
+TAGS_LIST = "tags_list"
+MANIFEST_GET = "manifest_get"
+MANIFEST_HEAD = "manifest_head"
+MANIFEST_PUT = "manifest_put"
+MANIFEST_DELETE = "manifest_delete"
+BLOB_HEAD = "blob_head"
+BLOB_GET = "blob_get"
+BLOB_DELETE = "blob_delete"
+UPLOAD_START = "upload_start"
+UPLOAD_START_NOSLASH = "upload_start_noslash"
+UPLOAD_PATCH = "upload_patch"
+UPLOAD_PUT = "upload_put"
+UPLOAD_STATUS = "upload_status"
+UPLOAD_CANCEL = "upload_cancel"
+REFERRERS = "referrers"
+HEALTHZ = "public_healthz"
+READYZ = "public_readyz"
+OPENAPI = "public_openapi"
+# token server (moorage.api.token)
+AUTH_TOKEN_GET = "auth_token_get"
+AUTH_TOKEN_POST = "auth_token_post"
+AUTH_JWKS = "auth_jwks"
+# admin API: the caller, users, grants, tokens, namespaces, visibility (moorage.api.admin_users)
+ME = "api_v1_me"
+ME_TOKENS = "api_v1_me_tokens"
+ME_TOKEN_ADD = "api_v1_me_token_add"
+ME_TOKEN_DELETE = "api_v1_me_token_delete"
+REPOSITORIES = "api_v1_repositories"
+USERS = "api_v1_users"
+USER_ADD = "api_v1_user_add"
+USER_GET = "api_v1_user_get"
+USER_DELETE = "api_v1_user_delete"
+USER_PASSWORD = "api_v1_user_password"
+GRANTS = "api_v1_grants"
+GRANT_ADD = "api_v1_grant_add"
+GRANT_DELETE = "api_v1_grant_delete"
+TOKENS = "api_v1_tokens"
+TOKEN_ADD = "api_v1_token_add"
+TOKEN_DELETE = "api_v1_token_delete"
+NAMESPACES = "api_v1_namespaces"
+NAMESPACE_ADD = "api_v1_namespace_add"
+VISIBILITY = "api_v1_visibility"
+# metrics (moorage.metrics)
+METRICS = "metrics"
+
+#: Routes of the extensions, by name only (their handlers live with the extension).
+_EXTENSIONS: dict[str, Rule] = {
+    # gc: repository delete (token mode name, other modes' name)
+    "api_v1_repository_delete": Rule.ADMIN, "gc_repository_delete": Rule.ADMIN,
+    # proxy: pull-through cache status, mirror rules
+    "api_v1_proxy": Rule.ADMIN, "proxy_status": Rule.ADMIN,
+    "api_v1_mirror_status": Rule.ADMIN, "mirror_status": Rule.ADMIN,
+    "api_v1_mirror_run": Rule.ADMIN, "mirror_run": Rule.ADMIN,
+    # insight: reads filtered to what the caller may pull (scan: push), policies for admins
+    "api_v1_insight_image": Rule.VISIBLE, "api_v1_insight_scan": Rule.VISIBLE,
+    "api_v1_insight_search": Rule.VISIBLE, "api_v1_insight_status": Rule.VISIBLE,
+    "api_v1_insight_policies": Rule.ADMIN, "api_v1_insight_policy_put": Rule.ADMIN,
+    "api_v1_insight_policy_delete": Rule.ADMIN, "api_v1_insight_allowlist": Rule.ADMIN,
+    "api_v1_insight_allow": Rule.ADMIN, "api_v1_insight_disallow": Rule.ADMIN,
+    # web UI: the handlers check the session cookie (and a CSRF token on every POST)
+    **{f"public_ui_{n}": Rule.SESSION for n in (
+        "repos", "repo", "manifest", "login", "login_post", "logout", "delete_confirm", "delete", "visibility",
+        "tokens", "tokens_post", "token_revoke", "users", "users_post", "user_delete", "user_password",
+        "user_token", "admin_token_revoke", "namespaces", "namespaces_post", "gc", "gc_post", "static",
+        "stats", "stats_storage", "stats_activity")},
+}
+# events: webhooks and the audit log; namespace admins see their own webhooks, so the handler
+# narrows what a signed-in user sees (token mode names, other modes' names)
+for _prefix in ("api_v1_", "events_"):
+    for _n in ("webhooks", "webhook_add", "webhook_get", "webhook_delete", "webhook_deliveries", "webhook_retry",
+               "audit"):
+        _EXTENSIONS[_prefix + _n] = Rule.AUTHENTICATED
+
+#: Every route and its rule.
+RULES: dict[str, Rule] = {
+    BASE: Rule.REGISTRY, BASE_NOSLASH: Rule.REGISTRY, CATALOG: Rule.CATALOG,
+    TAGS_LIST: Rule.PULL, REFERRERS: Rule.PULL,
+    MANIFEST_GET: Rule.PULL, MANIFEST_HEAD: Rule.PULL, MANIFEST_PUT: Rule.PUSH, MANIFEST_DELETE: Rule.DELETE,
+    BLOB_HEAD: Rule.PULL, BLOB_GET: Rule.PULL, BLOB_DELETE: Rule.DELETE,
+    UPLOAD_START: Rule.PUSH, UPLOAD_START_NOSLASH: Rule.PUSH, UPLOAD_PATCH: Rule.PUSH, UPLOAD_PUT: Rule.PUSH,
+    UPLOAD_STATUS: Rule.PUSH, UPLOAD_CANCEL: Rule.PUSH,
+    HEALTHZ: Rule.PUBLIC, READYZ: Rule.PUBLIC, OPENAPI: Rule.PUBLIC,
+    AUTH_TOKEN_GET: Rule.TOKEN_SERVER, AUTH_TOKEN_POST: Rule.TOKEN_SERVER, AUTH_JWKS: Rule.PUBLIC,
+    # a scoped access token may not manage tokens: the handlers refuse it (403)
+    ME: Rule.AUTHENTICATED, ME_TOKENS: Rule.AUTHENTICATED, ME_TOKEN_ADD: Rule.AUTHENTICATED,
+    ME_TOKEN_DELETE: Rule.AUTHENTICATED,
+    REPOSITORIES: Rule.ADMIN, USERS: Rule.ADMIN, USER_ADD: Rule.ADMIN, USER_GET: Rule.ADMIN,
+    USER_DELETE: Rule.ADMIN, USER_PASSWORD: Rule.ADMIN, GRANTS: Rule.ADMIN, GRANT_ADD: Rule.ADMIN,
+    GRANT_DELETE: Rule.ADMIN, TOKENS: Rule.ADMIN, TOKEN_ADD: Rule.ADMIN, TOKEN_DELETE: Rule.ADMIN,
+    NAMESPACES: Rule.ADMIN, NAMESPACE_ADD: Rule.ADMIN, VISIBILITY: Rule.ADMIN,
+    METRICS: Rule.METRICS,
+    **_EXTENSIONS,
+}
+
+
+def rule_of(route_name: str | None) -> Rule | None:
+    """The rule of a route; None (refuse) for a route that is not in the table."""
+    return RULES.get(route_name or "")

@@ -1,0 +1,107 @@
+"""``/auth/token``: the Docker Registry token server (GET) and its OAuth2 form (POST).
+
+GET (``docker``, ``podman``, ``skopeo``, ``oras``): ``?service=&scope=...&scope=...`` with HTTP
+basic credentials, or none for an anonymous token (pull of public repositories).
+``offline_token=true`` with credentials also returns a ``refresh_token``.
+
+POST (``docker``/``containerd`` with an identity token): ``application/x-www-form-urlencoded``
+``grant_type=password`` (``username``, ``password``) or ``grant_type=refresh_token``
+(``refresh_token``), ``service``, ``scope`` (space-separated), ``client_id``;
+``access_type=offline`` asks for a refresh token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..auth.authenticator import Authenticator
+from ..auth.policy import Principal, parse_scopes
+from ..auth.tokens import rfc3339
+from ..registry import errors
+from . import routes as names
+from .common import AUTHENTICATOR
+from .credentials import parse_basic
+
+routes = web.RouteTableDef()
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+#: Largest token request form accepted.
+MAX_FORM_BYTES = 64 * 1024
+
+
+def _auth(request: web.Request) -> Authenticator:
+    return request.app[AUTHENTICATOR]
+
+
+def _check_service(auth: Authenticator, service: str | None) -> None:
+    if service and service != auth.service:
+        raise errors.Denied(f"this token server issues tokens for service {auth.service!r} only", status=400)
+
+
+async def _respond(auth: Authenticator, principal: Principal, scopes_raw: list[str], *, refresh: str | None,
+                   not_after: float | None, oauth: bool) -> web.Response:
+    token, expires_in, issued, access = await auth.issue(principal, parse_scopes(scopes_raw), not_after=not_after)
+    body: dict[str, Any] = {"token": token, "access_token": token, "expires_in": expires_in, "issued_at": rfc3339(issued)}
+    if oauth:
+        body["scope"] = " ".join(f"{a['type']}:{a['name']}:{','.join(a['actions'])}" for a in access)
+    if refresh:
+        body["refresh_token"] = refresh
+    return web.json_response(body, headers=_NO_STORE)
+
+
+@routes.get("/auth/token", name=names.AUTH_TOKEN_GET)
+async def token_get(request: web.Request) -> web.Response:
+    auth = _auth(request)
+    _check_service(auth, request.query.get("service"))
+    creds = parse_basic(request.headers.get("Authorization"))
+    principal = Principal(None)
+    refresh = None
+    not_after = None
+    if creds is not None:
+        user, token = await auth.login(request, *creds, challenge=auth.basic_challenge())
+        principal = await auth.principal(user, token)
+        not_after = token.expires_at if token else None
+        if request.query.get("offline_token", "").lower() == "true":
+            refresh = auth.issue_refresh(user, token)
+        request["user"] = user.name
+    return await _respond(auth, principal, request.query.getall("scope", []), refresh=refresh,
+                          not_after=not_after, oauth=False)
+
+
+@routes.post("/auth/token", name=names.AUTH_TOKEN_POST)
+async def token_post(request: web.Request) -> web.Response:
+    auth = _auth(request)
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise errors.Unsupported("expected an application/x-www-form-urlencoded body", status=400)
+    if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
+        raise errors.SizeInvalid("token request too large", status=413)
+    form = await request.post()
+    _check_service(auth, str(form.get("service") or "") or None)
+    grant_type = str(form.get("grant_type") or "")
+    scopes = [str(v) for v in form.getall("scope", [])]
+    offline = str(form.get("access_type") or "").lower() == "offline"
+    if grant_type == "password":
+        username, password = str(form.get("username") or ""), str(form.get("password") or "")
+        if not username:
+            raise errors.Unauthorized("username required", headers=auth.basic_challenge())
+        user, token = await auth.login(request, username, password, challenge=auth.basic_challenge())
+        refresh = auth.issue_refresh(user, token) if offline else None
+    elif grant_type == "refresh_token":
+        user, token = await auth.redeem_refresh(str(form.get("refresh_token") or ""))
+        refresh = str(form.get("refresh_token")) if offline else None
+    else:
+        raise errors.Unsupported(f"unsupported grant_type {grant_type[:50]!r}", status=400)
+    principal = await auth.principal(user, token)
+    request["user"] = user.name
+    return await _respond(auth, principal, scopes, refresh=refresh, not_after=token.expires_at if token else None,
+                          oauth=True)
+
+
+@routes.get("/auth/jwks", name=names.AUTH_JWKS)
+async def jwks(request: web.Request) -> web.Response:
+    """The public half of the signing key(s), for anyone verifying Moorage tokens."""
+    signer = _auth(request).signer
+    assert signer is not None
+    return web.json_response(signer.jwks())
