@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..filemodes import private_dir, private_file
-from .store import AuthStore
+from ..metadata.auth_store import AuthStore
 
 log = logging.getLogger("moorage.auth")
 
