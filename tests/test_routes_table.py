@@ -1,0 +1,330 @@
+"""The routes table (:mod:`moorage.api.routes`) is the whole HTTP surface, and the auth middleware
+decides by it -- checked as an attacker would.
+
+* every route the full app registers (every extension on, in each ``auth.mode``) has a rule,
+  and every rule a route;
+* a route missing from the table is refused in every mode (fail closed), in process;
+* against a real ``moorage serve`` in token mode (and htpasswd mode), every route of the
+  table gets, from an anonymous caller, from a signed-in user with no rights, and from an
+  administrator holding a *scoped* access token, exactly the denial its rule names -- and an
+  administrator is not denied (so a server that refused everything would fail here too).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+import yaml
+from aiohttp import web
+
+from moorage.api.routes import RULES, Rule
+from moorage.composition import build_app
+from moorage.config import Settings
+from tests.support.authsrv import ADMIN_PASSWORD, HTTP_TIMEOUT, auth_env, get_token
+from tests.support.registry_proc import RegistryProcess, start_moorage, write_htpasswd
+
+#: Every extension that registers routes, on (proxy and mirror rules need configuring).
+FULL: dict[str, Any] = {"proxy": {"upstreams": [{"name": "hub", "url": "http://127.0.0.1:9", "namespace": "hub"}],
+                                  "mirror_rules": [{"name": "r", "src": "127.0.0.1:9/a", "dst": "127.0.0.1:9/b",
+                                                    "interval": 86400}]}}
+MODES = ("none", "htpasswd", "token")
+ADMIN = ("admin", ADMIN_PASSWORD)
+MALLORY = ("mallory", "mallory-Pw-1")
+HT_USER = ("hank", "hank-Pw-1")
+#: Rules under which the handler, not the middleware, decides (written out here, not imported).
+HANDLER_DECIDES = {Rule.PUBLIC, Rule.TOKEN_SERVER, Rule.SESSION, Rule.METRICS}
+
+
+def _settings(mode: str, data: Path) -> Settings:
+    return Settings(data=data, auth={"mode": mode, "htpasswd": {"path": str(data / "htpasswd")}}, **FULL)
+
+
+def _routes(mode: str, data: Path = Path("/nonexistent")) -> list[tuple[str, str, str]]:
+    """(route name, method, path template) of every route the full app registers in ``mode``."""
+    app = build_app(_settings(mode, data))
+    out = []
+    for route in app.router.routes():
+        resource = route.resource
+        canonical = resource.canonical if resource is not None else ""
+        out.append((str(route.name), route.method, canonical))
+    return out
+
+
+# -- the table and the app agree ------------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+def test_every_registered_route_has_a_rule(mode: str) -> None:
+    missing = sorted({f"{m} {p} ({n})" for n, m, p in _routes(mode) if n not in RULES})
+    assert missing == [], f"routes without an entry in moorage.api.routes.RULES: {missing}"
+
+
+def test_every_rule_has_a_route() -> None:
+    registered = {n for mode in MODES for n, _, _ in _routes(mode)}
+    assert sorted(set(RULES) - registered) == []
+
+
+# -- the table says what the URL space promises ----------------------------------------------------
+def policy(method: str, template: str) -> Rule:
+    """The access policy as the docs state it, by method and path -- written apart from the table,
+    so a wrong entry there (or a route registered under the wrong name) shows up here."""
+    if template in ("/v2/", "/v2"):
+        return Rule.REGISTRY
+    if template == "/v2/_catalog":
+        return Rule.CATALOG
+    if template.startswith("/v2/"):
+        if "/blobs/uploads" in template or method in ("POST", "PUT", "PATCH"):
+            return Rule.PUSH
+        return Rule.DELETE if method == "DELETE" else Rule.PULL
+    if template == "/auth/token":
+        return Rule.TOKEN_SERVER
+    if template in ("/auth/jwks", "/healthz", "/readyz", "/api/openapi.json"):
+        return Rule.PUBLIC
+    if template == "/metrics":
+        return Rule.METRICS
+    if template == "/" or template.startswith(("/ui/", "/static")):
+        return Rule.SESSION
+    if template.startswith(("/api/v1/me", "/api/v1/webhooks", "/api/v1/audit")):
+        return Rule.AUTHENTICATED  # (webhooks, audit: the handler narrows to the caller's namespaces)
+    if template.startswith(("/api/v1/insight/images/", "/api/v1/insight/search", "/api/v1/insight/status")):
+        return Rule.VISIBLE
+    assert template.startswith("/api/v1/"), f"a route outside the documented URL space: {method} {template}"
+    return Rule.ADMIN
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_table_keeps_the_documented_policy(mode: str) -> None:
+    wrong = sorted(f"{m} {p} ({n}): table {RULES[n].value}, policy {policy(m, p).value}"
+                   for n, m, p in _routes(mode) if n in RULES and RULES[n] is not policy(m, p))
+    assert wrong == []
+
+
+# -- fail closed ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_route_missing_from_the_table_is_refused(mode: str, tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from moorage.composition import default_extensions
+
+    write_htpasswd(tmp_path / "htpasswd", dict([HT_USER]))
+    settings = _settings(mode, tmp_path)
+
+    async def leaky(request: web.Request) -> web.Response:
+        return web.json_response({"secret": True})
+
+    def sneak(app: web.Application, _settings: Settings) -> None:  # an extension forgetting the table
+        app.router.add_get("/api/v1/forgotten", leaky, name="forgotten_route")
+        app.router.add_get("/api/v1/unnamed", leaky)
+
+    app = build_app(settings, [*default_extensions(settings), sneak])
+    async with TestClient(TestServer(app)) as client:
+        for path in ("/api/v1/forgotten", "/api/v1/unnamed"):
+            for auth in (None, HT_USER, ADMIN):
+                headers = {} if auth is None else {"Authorization": _basic(*auth)}
+                r = await client.get(path, headers=headers)
+                body = await r.json()
+                assert r.status == 403 and body["errors"][0]["code"] == "DENIED", (mode, path, r.status, body)
+                assert "secret" not in body
+        r = await client.get("/healthz")  # a listed route still answers
+        assert r.status == 200
+
+
+def _basic(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+# -- as an attacker, against the real server ---------------------------------------------------------
+#: Path parameters: a repository no test user has rights on, and ids that exist nowhere.
+_VALUES = {"name": "victim/app", "reference": "latest", "digest": "sha256:" + "a" * 64, "ref": "latest",
+           "upload_id": "0123456789abcdef0123456789abcdef", "id": "0123456789abcdef", "user": "nobody",
+           "rule": "nosuchrule", "namespace": "victim", "advisory": "CVE-2024-0001"}
+
+
+def _path(template: str) -> str:
+    if template.startswith("/static"):
+        return "/static/nosuchfile.css"
+    if template.startswith(("/api/v1/users/", "/api/v1/webhooks/")):
+        template = template.replace("{name}", "nobody")  # one path component there
+    return re.sub(r"\{(\w+)[^}]*\}", lambda m: _VALUES[m.group(1)], template)
+
+
+def _cases(mode: str) -> list[Any]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for name, method, template in sorted(_routes(mode)):
+        if (name, method) in seen:
+            continue
+        seen.add((name, method))
+        out.append(pytest.param(name, method, template, id=f"{name}-{method}"))
+    return out
+
+
+def _config(tmp: Path) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = tmp / "config.yml"
+    config.write_text(yaml.safe_dump(FULL))
+    return config
+
+
+@pytest.fixture(scope="module")
+def token_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    tmp = tmp_path_factory.mktemp("routes-token")
+    env = {**auth_env("token"), "MOORAGE_AUTH__LOGIN_RATE_LIMIT": "100000"}
+    proc = start_moorage(tmp / "srv", env=env, extra_args=["--config", str(_config(tmp))],
+                         username="admin", password=ADMIN_PASSWORD)
+    try:
+        r = requests.post(f"{proc.url}/api/v1/users", json={"name": MALLORY[0], "password": MALLORY[1]}, auth=ADMIN,
+                          timeout=HTTP_TIMEOUT)
+        assert r.status_code == 201, r.text
+        # the administrator's own access token, scoped to one repository: less than admin rights
+        r = requests.post(f"{proc.url}/api/v1/me/tokens", json={"name": "ci", "scope": ["ci/*:pull"]}, auth=ADMIN,
+                          timeout=HTTP_TIMEOUT)
+        assert r.status_code == 201, r.text
+        proc.scoped_admin = r.json()["token"]  # type: ignore[attr-defined]
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _send(srv: RegistryProcess, method: str, path: str, headers: dict[str, str] | None = None) -> requests.Response:
+    body = b"{}" if method in ("POST", "PUT", "PATCH") else None
+    return requests.request(method, srv.url + path, data=body, allow_redirects=False, timeout=HTTP_TIMEOUT,
+                            headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def _code(r: requests.Response) -> str | None:
+    try:
+        return r.json()["errors"][0]["code"]  # type: ignore[no-any-return]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _denied(r: requests.Response, status: int, code: str, method: str) -> None:
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    if method != "HEAD":
+        assert _code(r) == code, r.text[:300]
+
+
+def _scope_of(challenge: str) -> list[str]:
+    m = re.search(r'scope="([^"]*)"', challenge)
+    return m.group(1).split(" ") if m else []
+
+
+@pytest.mark.parametrize(("name", "method", "template"), _cases("token"))
+def test_token_mode_denies_what_the_rule_says(token_srv: RegistryProcess, name: str, method: str,
+                                              template: str) -> None:
+    rule = policy(method, template)  # what the docs promise, not what the table says
+    path = _path(template)
+    anonymous = _send(token_srv, method, path)
+    assert anonymous.status_code < 500, (anonymous.status_code, anonymous.text[:300])
+    as_mallory = _send(token_srv, method, path, {"Authorization": _basic(*MALLORY)})
+    as_scoped_admin = _send(token_srv, method, path, {"Authorization": _basic("admin", token_srv.scoped_admin)})  # type: ignore[attr-defined]
+    as_admin = _send(token_srv, method, path, {"Authorization": _basic(*ADMIN)})
+    for r in (as_mallory, as_scoped_admin, as_admin):
+        assert r.status_code < 500, (r.status_code, r.text[:300])
+
+    if rule in (Rule.ADMIN, Rule.AUTHENTICATED):
+        _denied(anonymous, 401, "UNAUTHORIZED", method)
+        assert anonymous.headers["WWW-Authenticate"].startswith("Bearer realm=")
+        # a bearer token from /auth/token names a user too: the same answers
+        mallory_jwt = {"Authorization": f"Bearer {get_token(token_srv, [], MALLORY)}"}
+        as_mallory_jwt = _send(token_srv, method, path, mallory_jwt)
+        if rule is Rule.ADMIN:
+            _denied(as_mallory, 403, "DENIED", method)
+            _denied(as_mallory_jwt, 403, "DENIED", method)
+            _denied(as_scoped_admin, 403, "DENIED", method)
+        else:
+            assert as_mallory.status_code not in (401, 403), (as_mallory.status_code, as_mallory.text[:300])
+            assert as_mallory_jwt.status_code not in (401, 403), as_mallory_jwt.text[:300]
+        assert as_admin.status_code not in (401, 403), (as_admin.status_code, as_admin.text[:300])
+        # a wrong password is 401, never the route's answer
+        _denied(_send(token_srv, method, path, {"Authorization": _basic("admin", "wrong")}), 401, "UNAUTHORIZED",
+                method)
+    elif rule in (Rule.REGISTRY, Rule.CATALOG, Rule.PULL, Rule.PUSH, Rule.DELETE):
+        # the registry takes bearer tokens only: no credentials, or basic ones, get the challenge
+        for r in (anonymous, as_mallory, as_admin):
+            _denied(r, 401, "UNAUTHORIZED", method)
+            assert r.headers["WWW-Authenticate"].startswith("Bearer realm=")
+        scopes = _scope_of(anonymous.headers["WWW-Authenticate"])
+        expected = {Rule.REGISTRY: [], Rule.CATALOG: ["registry:catalog:*"], Rule.PULL: ["repository:victim/app:pull"],
+                    Rule.PUSH: ["repository:victim/app:pull,push"],
+                    Rule.DELETE: ["repository:victim/app:delete"]}[rule]
+        assert scopes == expected, anonymous.headers["WWW-Authenticate"]
+        # mallory asks for exactly that scope, as a client would, and gets a token without it
+        token = get_token(token_srv, scopes, MALLORY)
+        retried = _send(token_srv, method, path, {"Authorization": f"Bearer {token}"})
+        if rule in (Rule.REGISTRY, Rule.CATALOG):
+            assert retried.status_code not in (401, 403), retried.text[:300]
+        else:
+            _denied(retried, 401, "UNAUTHORIZED", method)
+            assert 'error="insufficient_scope"' in retried.headers["WWW-Authenticate"]
+            admin_token = get_token(token_srv, scopes, ADMIN)
+            as_admin_jwt = _send(token_srv, method, path, {"Authorization": f"Bearer {admin_token}"})
+            assert as_admin_jwt.status_code not in (401, 403), as_admin_jwt.text[:300]
+    elif rule is Rule.METRICS:  # metrics.access auto = admin with auth on
+        _denied(anonymous, 401, "UNAUTHORIZED", method)
+        _denied(as_mallory, 403, "DENIED", method)
+        assert as_admin.status_code == 200
+    elif rule is Rule.SESSION:
+        # the UI's own rules: basic credentials are no session; nothing changes without a
+        # session and its CSRF token, and nothing private is shown
+        for r in (anonymous, as_mallory):
+            if method == "POST":
+                assert r.status_code in (303, 403), (r.status_code, r.text[:300])
+            else:
+                assert r.status_code in (200, 303, 304, 404), (r.status_code, r.text[:300])
+            if r.status_code == 303:
+                assert r.headers["Location"].startswith("/ui/login"), r.headers["Location"]
+    else:
+        assert rule in HANDLER_DECIDES or rule is Rule.VISIBLE
+        if rule is Rule.VISIBLE and "/images/" in path:  # the handler narrows to what the caller may see
+            if method == "POST":  # a scan needs push on the repository
+                _denied(anonymous, 403, "DENIED", method)
+                _denied(as_mallory, 403, "DENIED", method)
+            else:  # victim/app is nobody's: not even its existence shows
+                assert anonymous.status_code == 404 and as_mallory.status_code == 404
+            assert as_admin.status_code not in (401, 403), as_admin.text[:300]
+        else:
+            for r in (anonymous, as_mallory):
+                assert r.status_code not in (401, 403), (rule, r.status_code, r.text[:300])
+
+
+@pytest.fixture(scope="module")
+def htpasswd_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    tmp = tmp_path_factory.mktemp("routes-htpasswd")
+    htpasswd = write_htpasswd(tmp / "htpasswd", dict([HT_USER]))
+    env = {"MOORAGE_AUTH__MODE": "htpasswd", "MOORAGE_AUTH__HTPASSWD__PATH": str(htpasswd),
+           "MOORAGE_AUTH__LOGIN_RATE_LIMIT": "100000"}
+    proc = start_moorage(tmp / "srv", env=env, extra_args=["--config", str(_config(tmp))])
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize(("name", "method", "template"), _cases("htpasswd"))
+def test_htpasswd_mode_denies_what_the_rule_says(htpasswd_srv: RegistryProcess, name: str, method: str,
+                                                 template: str) -> None:
+    """Every htpasswd user may do everything: every rule but those the handler decides needs
+    valid basic credentials (the insight API used to answer anonymous callers here)."""
+    rule = policy(method, template)
+    path = _path(template)
+    anonymous = _send(htpasswd_srv, method, path)
+    wrong = _send(htpasswd_srv, method, path, {"Authorization": _basic(HT_USER[0], "wrong")})
+    user = _send(htpasswd_srv, method, path, {"Authorization": _basic(*HT_USER)})
+    for r in (anonymous, wrong, user):
+        assert r.status_code < 500, (r.status_code, r.text[:300])
+    if rule in HANDLER_DECIDES:
+        if rule is Rule.METRICS:  # metrics.access auto = admin; every htpasswd user is one
+            _denied(anonymous, 401, "UNAUTHORIZED", method)
+            assert user.status_code == 200
+        return
+    for r in (anonymous, wrong):
+        _denied(r, 401, "UNAUTHORIZED", method)
+        assert r.headers["WWW-Authenticate"].startswith("Basic realm="), r.headers
+    assert user.status_code not in (401, 403), (user.status_code, user.text[:300])
+
