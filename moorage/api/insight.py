@@ -72,7 +72,7 @@ async def _admin(request: web.Request) -> None:
 
 
 def _route(name: str) -> str:
-    """Token mode: ``api_v1_*`` routes authenticate themselves (the auth middleware skips them)."""
+    """Route names (their rules: :data:`moorage.api.routes.RULES`)."""
     return f"api_v1_insight_{name}"
 
 

@@ -628,8 +628,8 @@ def _auth_paths() -> dict[str, Any]:
 def _extension_paths() -> dict[str, Any]:
     """Insight, webhooks and audit, the pull-through cache / mirror status, health probes.
 
-    Their handlers authenticate themselves like the admin API (``api_v1_*`` routes): basic with a
-    password or access token, or a bearer token.  Errors use the same envelope as ``/v2/``; a bad
+    Who may call each is its rule in :data:`moorage.api.routes.RULES`; credentials as for the admin
+    API: basic with a password or access token, or a bearer token.  Errors use the same envelope as ``/v2/``; a bad
     parameter or body is a 400 (``UNSUPPORTED``, ``NAME_INVALID`` or ``PAGINATION_NUMBER_INVALID``)."""
     from ..insight.osv import SEVERITIES
 

@@ -37,8 +37,7 @@ def setup_gc(app: web.Application, settings: Settings) -> None:
     # in by the composition root); here the quota check of declared sizes before any byte.
     app.middlewares.append(quota_middleware(DATABASE, STORE))
     token_mode = settings.auth.mode == "token"
-    # In token mode the auth middleware skips "api_v1_*" routes (they authenticate themselves,
-    # and so does this one); otherwise the auth middleware (if any) authenticates the caller.
+    # Both names are ADMIN in moorage.api.routes: the auth middleware (if any) checks the caller.
     route_name = "api_v1_repository_delete" if token_mode else "gc_repository_delete"
     app.router.add_delete(f"/api/v1/repositories/{NAME}", repository_delete_handler(DATABASE, token_mode), name=route_name)
     if settings.gc.interval > 0:

@@ -58,6 +58,6 @@ def setup_proxy(app: web.Application, settings: Settings) -> None:
             for up in cache.upstreams
         ]})
 
-    # In token mode the auth middleware leaves "api_v1_*" routes to their handler's own check;
+    # Rule ADMIN in moorage.api.routes (both names): checked by the auth middleware, and here;
     # with htpasswd every authenticated user is an administrator; with no auth anyone may read.
     app.router.add_get("/api/v1/proxy", status, name="api_v1_proxy" if token_mode else "proxy_status")
