@@ -18,7 +18,6 @@ The middleware runs after routing, so it looks the matched route's rule up in
 
 from __future__ import annotations
 
-import logging
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -26,36 +25,11 @@ from aiohttp import web
 from ..api.common import AUTHENTICATOR, DATABASE
 from ..config import Settings
 from ..metadata.auth_store import AuthStore
-from . import passwords
+from .accounts import bootstrap_admin
 from .authenticator import Authenticator
 from .passwords import Htpasswd
 from .state import htpasswd_middleware, listed_routes_middleware, token_middleware
 from .tokens import TokenSigner
-
-log = logging.getLogger("moorage.auth")
-
-
-async def bootstrap_admin(settings: Settings, store: AuthStore) -> None:
-    """On first start (no administrator yet) create the admin: password from
-    ``auth.admin_password`` or generated and printed once.  (Deleting every admin and
-    restarting is thus also the way back in.)"""
-    if await store.count_users(admins_only=True) > 0:
-        return
-    password = settings.auth.admin_password
-    generated = password is None
-    if generated:
-        password = passwords.generate_password()
-    assert password is not None
-    hashed = await passwords.hash_password_async(password, settings.auth.bcrypt_rounds)
-    if not await store.create_user(settings.auth.admin_user, hashed, admin=True, if_no_admin=True):
-        if await store.count_users(admins_only=True) == 0:
-            log.warning("no administrator, and the name %r is taken by a non-admin user: "
-                        "make one with `moorage user add NAME --admin`", settings.auth.admin_user)
-    elif generated:
-        # Printed once, on purpose: the only way to learn it.  Change it with `moorage user passwd`.
-        log.warning("created admin user %r with generated password: %s", settings.auth.admin_user, password)
-    else:
-        log.info("created admin user %r (password from auth.admin_password)", settings.auth.admin_user)
 
 
 def setup_auth(app: web.Application, settings: Settings) -> None:
@@ -86,7 +60,7 @@ def setup_auth(app: web.Application, settings: Settings) -> None:
 
     app.cleanup_ctx.append(lifecycle)
     app.middlewares.append(token_middleware(auth))
-    from ..api import admin_users, token
+    from ..api import admin_users, token  # token mode only: the others never load them
 
     app.router.add_routes(token.routes)
     app.router.add_routes(admin_users.routes)
