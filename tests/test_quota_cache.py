@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -18,6 +19,8 @@ from typing import Iterator
 import pytest
 import requests
 
+from moorage.gc.quotas import QuotaBook
+from moorage.metadata.records import Quota
 from tests.gc_push import sha, sub_cli
 from tests.support.backends import EnvFactory
 from tests.support.registry_proc import RegistryProcess, start_moorage
@@ -111,3 +114,68 @@ def test_every_worker_applies_another_process_quota_within_the_cache_lifetime(tw
     sub_cli(proc, "quota", "rm", "cw")  # another process; sub_cli waits out the cache lifetime
     results = [_denied(_upload(proc, f"cw/app{i}")) for i in range(12)]
     assert not any(results), f"uploads refused after the quota was removed: {results}"
+
+
+# ------------------------------------------------------------------ the cache itself (no server)
+class _FakeStore:
+    """A quota table in memory; ``gate`` holds a read in flight until released."""
+
+    def __init__(self) -> None:
+        self.quotas: list[Quota] = []
+        self.reads = 0
+        self.gate: asyncio.Event | None = None
+
+    async def list_quotas(self) -> list[Quota]:
+        self.reads += 1
+        snapshot = list(self.quotas)
+        if self.gate is not None:
+            await self.gate.wait()
+        return snapshot
+
+
+def _book(ttl: float) -> tuple[QuotaBook, _FakeStore, list[float]]:
+    store, now = _FakeStore(), [100.0]
+    return QuotaBook(store, ttl, clock=lambda: now[0]), store, now  # type: ignore[arg-type]
+
+
+def test_book_reads_once_per_lifetime_and_at_once_after_invalidate() -> None:
+    async def go() -> None:
+        book, store, now = _book(2.0)
+        assert await book.all() == [] and await book.all() == [] and store.reads == 1
+        store.quotas = [Quota("ns", 10)]
+        now[0] += 1.9
+        assert await book.all() == []  # another process's change: not yet
+        now[0] += 0.2
+        assert await book.all() == [Quota("ns", 10)] and store.reads == 2  # lifetime over
+        store.quotas = []
+        book.invalidate()  # this process's change: at once
+        assert await book.all() == [] and store.reads == 3
+
+    asyncio.run(go())
+
+
+def test_book_with_no_lifetime_reads_every_time() -> None:
+    async def go() -> None:
+        book, store, _ = _book(0.0)
+        for _ in range(3):
+            await book.all()
+        assert store.reads == 3
+
+    asyncio.run(go())
+
+
+def test_read_in_flight_during_invalidate_is_not_kept() -> None:
+    """A read that started before a change and ends after it must not be cached as current."""
+    async def go() -> None:
+        book, store, _ = _book(600.0)
+        store.gate = asyncio.Event()
+        slow = asyncio.ensure_future(book.all())  # reads the old (empty) table, then waits
+        await asyncio.sleep(0)
+        store.quotas = [Quota("ns", 10)]
+        book.invalidate()  # set_quota committed meanwhile
+        store.gate.set()
+        assert await slow == []  # that caller saw the table as it was when it asked ...
+        store.gate = None
+        assert await book.all() == [Quota("ns", 10)]  # ... but it was not cached
+
+    asyncio.run(go())
