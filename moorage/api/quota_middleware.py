@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..registry import errors
-from .common import STORE, service
+from .common import STORE, UPLOAD_RECORD, service
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -79,6 +79,7 @@ async def _check(request: web.Request, route: str, quota: UploadQuota) -> None:
         record = await store.get_upload(upload_id, name) if _plausible(upload_id) else None
         if record is None:
             return
+        request[UPLOAD_RECORD] = record  # the handler continues from this read, not another one
         added = record.size + (length or 0)
         if route == "upload_put":
             digest = request.query.get("digest")
