@@ -165,11 +165,9 @@ def purge_uploads(config: str | None, data: str | None, older_than: float) -> No
     expire through `moorage gc`.  Safe to run while replicas serve.
     """
     settings = settings_from(config, data)
-    from sqlalchemy import select
-
     from .components import prepare_database
     from .metadata.db import Database
-    from .metadata.tables import uploads
+    from .metadata.gc_store import GCStore
     from .storage import create_blob_store
 
     async def run() -> dict[str, int]:
@@ -179,11 +177,7 @@ def purge_uploads(config: str | None, data: str | None, older_than: float) -> No
             await prepare_database(settings, db)
             await store.open()
 
-            async def session_exists(upload_id: str) -> bool:
-                async with db.read() as conn:
-                    return (await conn.execute(select(uploads.c.id).where(uploads.c.id == upload_id))).first() is not None
-
-            return await store.purge_leftovers(older_than * 3600, session_exists)
+            return await store.purge_leftovers(older_than * 3600, GCStore(db).upload_session_exists)
         finally:
             await store.close()
             await db.close()

@@ -123,6 +123,10 @@ class GCSettings(_Section):
     delete_untagged: bool = False
     #: Upload sessions idle for longer than this (seconds) are aborted by GC.
     upload_expiry: int = 86400
+    #: How long (seconds) a server keeps its list of storage quotas before reading it again: a
+    #: quota set by another process (CLI, other worker or replica) applies within this; one set
+    #: through this server applies at once.  0 = read it on every upload request.
+    quota_cache_seconds: float = Field(default=2.0, ge=0)
 
 
 class MetricsSettings(BaseModel):

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 import requests
 
+from moorage.gc.quotas import QUOTA_CACHE_SECONDS
 from tests.support.registry_proc import REPO_ROOT, RegistryProcess
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -157,12 +158,18 @@ def moorage_cli(proc: RegistryProcess, *args: str, env: dict[str, str] | None = 
 
 
 def sub_cli(proc: RegistryProcess, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    """``moorage GROUP SUBCOMMAND --data DIR ARGS`` (for retention/quota/immutable)."""
+    """``moorage GROUP SUBCOMMAND --data DIR ARGS`` (for retention/quota/immutable).
+
+    After a quota change it waits until the server must have seen it (``wait=False``: not)."""
     full = server_env(proc)
     argv = [sys.executable, "-m", "moorage.cli", *args[:2], "--data", str(proc.data_dir), *args[2:]]
     res = subprocess.run(argv, env=full, cwd=REPO_ROOT, capture_output=True, text=True, timeout=kw.get("timeout", 60))
     if kw.get("check", True) and res.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {res.returncode}\n{res.stdout}\n{res.stderr}")
+    if args[:1] == ("quota",) and args[1:2] in (("set",), ("rm",)) and res.returncode == 0 and kw.get("wait", True):
+        # Another process changed the quota table: a server applies it within its quota cache
+        # lifetime (gc.quota_cache_seconds, docs/gc.md), not at once.
+        time.sleep(float(full.get("MOORAGE_GC__QUOTA_CACHE_SECONDS", QUOTA_CACHE_SECONDS)) + 0.2)
     return res
 
 

@@ -34,6 +34,9 @@ EVENTS = web.AppKey("events", EventBus)
 #: Request key: ``async fn(names) -> names`` keeping the repositories the caller may list
 #: (set by the auth middleware for ``/v2/_catalog``; absent = everything is visible).
 CATALOG_FILTER = "moorage.catalog_filter"
+#: Request key: the upload session (``UploadRecord``) a middleware already read for this
+#: ``PATCH``/``PUT`` (the quota check), so the handler does not read it again.
+UPLOAD_RECORD = "moorage.upload_record"
 #: Response key: body bytes a handler wrote behind aiohttp's back (sendfile), for the access
 #: log and metrics (aiohttp's own counters never see them).  On the response, not the request:
 #: middlewares may hand handlers a clone of the request.

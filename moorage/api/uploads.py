@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..metadata.store import UploadRecord
 from ..registry.service import UploadOutOfOrder
-from .common import API_HEADERS, publish, body_chunks, content_range, has_body, service, upload_location
+from .common import UPLOAD_RECORD, API_HEADERS, publish, body_chunks, content_range, has_body, service, upload_location
 from .blobs import NAME
 
 routes = web.RouteTableDef()
@@ -81,7 +81,8 @@ async def start_upload(request: web.Request) -> web.Response:
 async def patch_upload(request: web.Request) -> web.Response:
     name, upload_id = request.match_info["name"], request.match_info["upload_id"]
     record = await _reporting_progress(
-        service(request).append_upload(name, upload_id, body_chunks(request), content_range(request)))
+        service(request).append_upload(name, upload_id, body_chunks(request), content_range(request),
+                                       record=request.get(UPLOAD_RECORD)))
     return _progress(record, 202)
 
 
@@ -90,7 +91,8 @@ async def finish_upload(request: web.Request) -> web.Response:
     name, upload_id = request.match_info["name"], request.match_info["upload_id"]
     body = body_chunks(request) if has_body(request) else None
     digest = await _reporting_progress(service(request).finish_upload(
-        name, upload_id, request.query.get("digest"), body, content_range(request) if body is not None else None
+        name, upload_id, request.query.get("digest"), body, content_range(request) if body is not None else None,
+        record=request.get(UPLOAD_RECORD),
     ))
     await publish(request, "push", "blob", name, digest=digest)
     return _created(name, digest)

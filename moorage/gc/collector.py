@@ -28,29 +28,18 @@ import asyncio
 import os
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Protocol, Sequence, TypeVar
-
-from sqlalchemy import and_, delete, exists, insert, or_, select, tuple_, update
-from sqlalchemy.orm import aliased
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator, Protocol, Sequence, TypeVar
 
 from ..metadata.db import Database
+from ..metadata.gc_store import GCStore
+from ..metadata.records import IndexSnapshot, ManifestNode
 from ..metadata.store import TOMBSTONE_STALE
-from ..metadata.tables import (
-    blobs,
-    gc_runs,
-    manifest_blobs,
-    manifest_children,
-    manifests,
-    repositories,
-    repository_blobs,
-    tags,
-    uploads,
-)
 from ..registry.digests import Digest
 from ..registry.errors import RegistryError
 from ..storage import BlobStore
 from . import retention
+from .mark import MarkScope, mark_blobs, mark_manifests
 
 #: Test hook: seconds to sleep right after the first tombstone transaction commits (so a test
 #: can SIGKILL the collector mid-sweep).
@@ -133,39 +122,11 @@ class GCResult:
         }
 
 
-@dataclass(slots=True)
-class _Manifest:
-    id: int
-    repository_id: int
-    digest: str
-    subject: str | None
-    created_at: float
-    size: int
-
-
-@dataclass(slots=True)
-class _Blob:
-    size: int
-    last_linked_at: float
-    pending_until: float | None
-    deleting_since: float | None
-
-
-@dataclass
-class _Snapshot:
-    repos: dict[int, str]
-    tags: list[retention.TagInfo]
-    manifests: dict[int, _Manifest]
-    children: dict[int, list[str]]
-    mblobs: dict[int, list[str]]
-    blobs: dict[str, _Blob]
-    links: list[tuple[int, str, float]]
-
-
 class Collector:
     def __init__(self, db: Database, blob_store: BlobStore, options: GCOptions | None = None,
                  progress: Progress | None = None) -> None:
         self.db = db
+        self.gc_store = GCStore(db)
         self.blob_store = blob_store
         self.opt = options or GCOptions()
         self.progress = progress or NullProgress()
@@ -199,15 +160,14 @@ class Collector:
             res.seconds = time.monotonic() - t0
             return res
 
-        def in_scope(rid: int) -> bool:
-            return repo_id is None or rid == repo_id
+        scope = MarkScope(now=started, grace=opt.grace, delete_untagged=opt.delete_untagged, repository_id=repo_id)
 
         # -- retention ---------------------------------------------------------------
         doomed_tags: list[retention.TagInfo] = []
         if opt.apply_retention:
             policies = await retention.list_policies(self.db)
             if policies:
-                doomed_tags = retention.plan(policies, [t for t in snap.tags if in_scope(t.repository_id)], started)
+                doomed_tags = retention.plan(policies, [t for t in snap.tags if scope.in_scope(t.repository_id)], started)
         res.tags = [(t.repository, t.name) for t in doomed_tags]
         if doomed_tags and not opt.dry_run:
             self.progress.phase("applying retention", len(doomed_tags))
@@ -217,13 +177,8 @@ class Collector:
         t = lap("retention", t)
 
         # -- mark manifests ------------------------------------------------------------
-        gone_tags = {(t.repository_id, t.name) for t in doomed_tags}
-        doomed_manifests: list[_Manifest] = []
-        if opt.delete_untagged:
-            roots = {t.manifest_id for t in snap.tags if (t.repository_id, t.name) not in gone_tags}
-            roots |= {m.id for m in snap.manifests.values() if m.created_at >= cutoff or not in_scope(m.repository_id)}
-            kept = self._reach(snap, roots)
-            doomed_manifests = [m for m in snap.manifests.values() if m.id not in kept]
+        scope = replace(scope, removed_tags=frozenset((t.repository_id, t.name) for t in doomed_tags))
+        doomed_manifests = mark_manifests(snap, scope)
         doomed_ids = {m.id for m in doomed_manifests}
         if doomed_manifests and not opt.dry_run:
             await self._test_wait_before_manifest_delete()
@@ -233,36 +188,8 @@ class Collector:
         res.manifests = [(snap.repos.get(m.repository_id, "?"), m.digest, m.size) for m in doomed_manifests]
         t = lap("manifests", t)
 
-        # -- mark blobs ---------------------------------------------------------------
-        referenced: set[str] = set()
-        referenced_in: set[tuple[int, str]] = set()
-        scoped_digests: set[str] = set()
-        for mid, digests in snap.mblobs.items():
-            m = snap.manifests.get(mid)
-            if m is None:
-                continue
-            if mid in doomed_ids:
-                if repo_id is not None and m.repository_id == repo_id:
-                    scoped_digests.update(digests)
-                continue
-            referenced.update(digests)
-            referenced_in.update((m.repository_id, d) for d in digests)
-        young_link: set[str] = set()
-        prune: list[tuple[int, str]] = []
-        for rid, digest, created in snap.links:
-            if created >= cutoff:
-                young_link.add(digest)
-            elif (rid, digest) not in referenced_in and digest in referenced and in_scope(rid):
-                prune.append((rid, digest))
-            if repo_id is not None and rid == repo_id:
-                scoped_digests.add(digest)
-        candidates = [
-            (d, b.size) for d, b in snap.blobs.items()
-            if b.deleting_since is None and d not in referenced and d not in young_link
-            and b.last_linked_at < cutoff and (b.pending_until is None or b.pending_until < started)
-            and (repo_id is None or d in scoped_digests)
-        ]
-        candidates.sort()
+        # -- mark blobs (a manifest kept by its re-check still protects its blobs in the sweep's re-check)
+        candidates, prune = mark_blobs(snap, scope, doomed_ids)
         t = lap("mark", t)
 
         if opt.dry_run:
@@ -287,57 +214,11 @@ class Collector:
         return res
 
     # ------------------------------------------------------------------------ snapshot
-    async def _snapshot(self) -> _Snapshot:
-        async with self.db.read() as conn:
-            repos = {int(r.id): r.name for r in await conn.execute(select(repositories.c.id, repositories.c.name))}
-            tag_rows = (await conn.execute(select(tags.c.repository_id, tags.c.name, tags.c.manifest_id, tags.c.updated_at))).all()
-            mans = {
-                int(r.id): _Manifest(int(r.id), int(r.repository_id), r.digest, r.subject_digest, float(r.created_at), int(r.size))
-                for r in await conn.execute(select(manifests.c.id, manifests.c.repository_id, manifests.c.digest,
-                                                   manifests.c.subject_digest, manifests.c.created_at, manifests.c.size))
-            }
-            children: dict[int, list[str]] = {}
-            for r in await conn.execute(select(manifest_children.c.manifest_id, manifest_children.c.child_digest)):
-                children.setdefault(int(r.manifest_id), []).append(r.child_digest)
-            mblobs: dict[int, list[str]] = {}
-            for r in await conn.execute(select(manifest_blobs.c.manifest_id, manifest_blobs.c.digest)):
-                mblobs.setdefault(int(r.manifest_id), []).append(r.digest)
-            blob_rows = {
-                r.digest: _Blob(int(r.size), float(r.last_linked_at), r.pending_until, r.deleting_since)
-                for r in await conn.execute(select(blobs.c.digest, blobs.c.size, blobs.c.last_linked_at,
-                                                   blobs.c.pending_until, blobs.c.deleting_since))
-            }
-            links = [(int(r.repository_id), r.digest, float(r.created_at))
-                     for r in await conn.execute(select(repository_blobs.c.repository_id, repository_blobs.c.digest,
-                                                        repository_blobs.c.created_at))]
-        tag_infos = [retention.TagInfo(int(r.repository_id), repos.get(int(r.repository_id), "?"), r.name,
-                                       int(r.manifest_id), float(r.updated_at)) for r in tag_rows]
-        return _Snapshot(repos, tag_infos, mans, children, mblobs, blob_rows, links)
-
-    @staticmethod
-    def _reach(snap: _Snapshot, roots: Iterable[int]) -> set[int]:
-        by_key = {(m.repository_id, m.digest): m.id for m in snap.manifests.values()}
-        referrers: dict[tuple[int, str], list[int]] = {}
-        for m in snap.manifests.values():
-            if m.subject:
-                referrers.setdefault((m.repository_id, m.subject), []).append(m.id)
-        kept: set[int] = set()
-        stack = [r for r in roots if r in snap.manifests]
-        while stack:
-            mid = stack.pop()
-            if mid in kept:
-                continue
-            kept.add(mid)
-            m = snap.manifests[mid]
-            for child in snap.children.get(mid, ()):
-                cid = by_key.get((m.repository_id, child))
-                if cid is not None and cid not in kept:
-                    stack.append(cid)
-            stack.extend(r for r in referrers.get((m.repository_id, m.digest), ()) if r not in kept)
-        return kept
+    async def _snapshot(self) -> IndexSnapshot:
+        return await self.gc_store.snapshot()
 
     # ---------------------------------------------------------------------- manifests
-    async def _delete_manifests(self, doomed: list[_Manifest], cutoff: float) -> list[_Manifest]:
+    async def _delete_manifests(self, doomed: list[ManifestNode], cutoff: float) -> list[ManifestNode]:
         """Delete untagged, unreferenced manifests; each re-checked under its row lock.
 
         Passes repeat so an index deleted in one pass frees its children for the next.
@@ -345,25 +226,12 @@ class Collector:
         self.progress.phase("deleting untagged manifests", len(doomed))
         by_id = {m.id: m for m in doomed}
         pending = sorted(by_id)
-        deleted: list[_Manifest] = []
+        deleted: list[ManifestNode] = []
         for _ in range(16):
             progress = 0
             left: list[int] = []
             for batch in _chunks(pending, self.opt.batch_size):
-                async with self.db.write() as conn:
-                    locked = list((await conn.execute(
-                        select(manifests.c.id).where(manifests.c.id.in_(batch))
-                        .with_for_update(skip_locked=True)
-                    )).scalars())
-                    ok: list[int] = []
-                    if locked:
-                        alive = await self._reachable_now(conn, locked, cutoff)
-                        ok = [i for i in locked if i not in alive]
-                    if ok:
-                        await conn.execute(delete(manifest_blobs).where(manifest_blobs.c.manifest_id.in_(ok)))
-                        await conn.execute(delete(manifest_children).where(manifest_children.c.manifest_id.in_(ok)))
-                        await conn.execute(delete(tags).where(tags.c.manifest_id.in_(ok)))
-                        await conn.execute(delete(manifests).where(manifests.c.id.in_(ok)))
+                ok = await self.gc_store.delete_manifests_unreachable(batch, cutoff)
                 okset = set(ok)
                 deleted.extend(by_id[i] for i in ok)
                 left.extend(i for i in batch if i not in okset)
@@ -374,109 +242,14 @@ class Collector:
                 break
         return deleted
 
-    async def _reachable_now(self, conn: Any, ids: list[int], cutoff: float) -> set[int]:
-        """Which of ``ids`` the mark phase would keep if it ran now (inside the delete's transaction).
-
-        The mark phase keeps every manifest reachable from a root (a tag, or a manifest
-        younger than the grace period) through index children and subjects (a referrer lives
-        while its subject does).  Here the same relation is walked *upwards* from the
-        candidates with fresh statements -- to the indexes that list a manifest and to a
-        referrer's subject, in the same repository -- and a candidate is kept if a root is
-        above it.  Every manifest the walk relies on is locked FOR UPDATE (SKIP LOCKED), so an
-        index or tag pushed concurrently waits for this transaction (or the candidate is kept
-        when a row is busy); on SQLite the write transaction serialises it anyway.
-        """
-        parent = aliased(manifests)
-        up: dict[int, set[int]] = {}        # manifest -> manifests directly above it
-        roots: set[int] = set()
-        seen: set[int] = set(ids)
-        frontier = list(ids)
-        for depth in range(64):
-            if not frontier:
-                break
-            if depth:  # candidates are locked by the caller; lock what the walk relies on
-                got = set((await conn.execute(
-                    select(manifests.c.id).where(manifests.c.id.in_(frontier)).with_for_update(skip_locked=True)
-                )).scalars())
-                roots.update(i for i in frontier if i not in got)  # busy (or gone): keep, don't guess
-            rows = (await conn.execute(
-                select(manifests.c.id, manifests.c.repository_id, manifests.c.digest, manifests.c.subject_digest,
-                       manifests.c.created_at, exists().where(tags.c.manifest_id == manifests.c.id).label("tagged"))
-                .where(manifests.c.id.in_(frontier))
-            )).all()
-            walk = []
-            for r in rows:
-                if r.tagged or r.created_at >= cutoff:
-                    roots.add(int(r.id))
-                else:
-                    walk.append(int(r.id))
-                    up[int(r.id)] = set()
-            if walk:
-                # Indexes listing a manifest, and a referrer's subject (same repository each).
-                subj = aliased(manifests)
-                for child_id, above_id in (await conn.execute(
-                    select(manifests.c.id, parent.c.id)
-                    .select_from(manifests
-                                 .join(manifest_children, manifest_children.c.child_digest == manifests.c.digest)
-                                 .join(parent, and_(parent.c.id == manifest_children.c.manifest_id,
-                                                    parent.c.repository_id == manifests.c.repository_id)))
-                    .where(manifests.c.id.in_(walk))
-                )).tuples():
-                    up[int(child_id)].add(int(above_id))
-                for ref_id, above_id in (await conn.execute(
-                    select(manifests.c.id, subj.c.id)
-                    .select_from(manifests.join(subj, and_(subj.c.repository_id == manifests.c.repository_id,
-                                                           subj.c.digest == manifests.c.subject_digest)))
-                    .where(manifests.c.id.in_(walk))
-                )).tuples():
-                    up[int(ref_id)].add(int(above_id))
-            nxt: list[int] = []
-            for mid in walk:
-                nxt.extend(i for i in up[mid] if i not in seen)
-                seen.update(up[mid])
-            frontier = nxt
-        else:
-            if frontier:  # deeper than any real graph: keep, rather than guess
-                roots.update(frontier)
-        # A candidate is alive if a root is in its upward closure.
-        alive: set[int] = set()
-        for cid in ids:
-            stack, visited = [cid], set()
-            while stack:
-                m = stack.pop()
-                if m in visited:
-                    continue
-                visited.add(m)
-                if m in roots:
-                    alive.add(cid)
-                    break
-                stack.extend(up.get(m, ()))
-        return alive
-
     # -------------------------------------------------------------------------- links
     async def _prune_links(self, prune: list[tuple[int, str]], cutoff: float) -> int:
         if not prune:
             return 0
         self.progress.phase("pruning unused repository links", len(prune))
         removed = 0
-        mb_owner = aliased(manifests)
         for batch in _chunks(sorted(prune), self.opt.batch_size):
-            async with self.db.write() as conn:
-                locked = set((await conn.execute(
-                    select(blobs.c.digest).where(blobs.c.digest.in_({d for _, d in batch}))
-                    .with_for_update(skip_locked=True)
-                )).scalars())
-                pairs = [p for p in batch if p[1] in locked]
-                if pairs:
-                    res = await conn.execute(delete(repository_blobs).where(
-                        tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(pairs),
-                        repository_blobs.c.created_at < cutoff,
-                        ~exists(select(manifest_blobs.c.manifest_id)
-                                .select_from(manifest_blobs.join(mb_owner, mb_owner.c.id == manifest_blobs.c.manifest_id))
-                                .where(manifest_blobs.c.digest == repository_blobs.c.digest,
-                                       mb_owner.c.repository_id == repository_blobs.c.repository_id)),
-                    ))
-                    removed += int(res.rowcount or 0)
+            removed += await self.gc_store.prune_links(batch, cutoff)
             self.progress.advance(len(batch))
         return removed
 
@@ -487,35 +260,9 @@ class Collector:
         skipped = 0
         forget: list[str] = []  # bytes gone, rows to delete (in the next transaction: one commit less per batch)
         for batch in _chunks(candidates, self.opt.batch_size):
-            digests = [d for d, _ in batch]
-            async with self.db.write() as conn:
-                now = time.time()
-                if forget:
-                    await conn.execute(delete(blobs).where(blobs.c.digest.in_(forget), blobs.c.deleting_since.is_not(None)))
-                    forget = []
-                # 1. lock: SKIP LOCKED, so an in-flight put_manifest/claim/link holding a row
-                #    makes us skip that blob (it is being used) instead of waiting or deadlocking.
-                locked = list((await conn.execute(
-                    select(blobs.c.digest).where(blobs.c.digest.in_(digests), blobs.c.deleting_since.is_(None))
-                    .with_for_update(skip_locked=True)
-                )).scalars())
-                tomb: list[tuple[str, int]] = []
-                if locked:
-                    # 2. re-check with a fresh statement (sees every commit before our locks) and tombstone.
-                    tomb = [(r.digest, int(r.size)) for r in await conn.execute(
-                        update(blobs).where(
-                            blobs.c.digest.in_(locked),
-                            blobs.c.deleting_since.is_(None),
-                            blobs.c.last_linked_at < cutoff,
-                            or_(blobs.c.pending_until.is_(None), blobs.c.pending_until < now),
-                            ~exists().where(manifest_blobs.c.digest == blobs.c.digest),
-                            ~exists().where(and_(repository_blobs.c.digest == blobs.c.digest,
-                                                 repository_blobs.c.created_at >= cutoff)),
-                        ).values(deleting_since=now).returning(blobs.c.digest, blobs.c.size)
-                    )]
-                    # 3. its links go with it (old ones only: the re-check excluded young ones).
-                    if tomb:
-                        await conn.execute(delete(repository_blobs).where(repository_blobs.c.digest.in_([d for d, _ in tomb])))
+            # lock (SKIP LOCKED), re-check with fresh statements, tombstone, drop the links
+            now, tomb = await self.gc_store.tombstone([d for d, _ in batch], cutoff, forget)
+            forget = []
             skipped += len(batch) - len(tomb)
             if tomb:
                 await self._test_pause()
@@ -524,8 +271,7 @@ class Collector:
                 forget = [d for d, _ in held]
             self.progress.advance(len(batch))
         if forget:
-            async with self.db.write() as conn:
-                await conn.execute(delete(blobs).where(blobs.c.digest.in_(forget), blobs.c.deleting_since.is_not(None)))
+            await self.gc_store.delete_tombstoned(forget)
         return removed, skipped
 
     async def _test_wait_before_manifest_delete(self) -> None:
@@ -569,18 +315,10 @@ class Collector:
         if tombstoned is not None and time.time() - tombstoned[0] < TOMBSTONE_STALE / 10:
             held = tombstoned[1]
         else:
-            async with self.db.write() as conn:
-                held = [(r.digest, int(r.size)) for r in await conn.execute(
-                    update(blobs).where(blobs.c.digest.in_(digests), blobs.c.deleting_since.is_not(None))
-                    .values(deleting_since=time.time()).returning(blobs.c.digest, blobs.c.size)
-                )]
-                if held:
-                    await conn.execute(delete(repository_blobs).where(repository_blobs.c.digest.in_([d for d, _ in held])))
+            held = await self.gc_store.refresh_tombstones(digests)
         await self._delete_storage([d for d, _ in held])
         if held and delete_rows:
-            async with self.db.write() as conn:
-                await conn.execute(delete(blobs).where(blobs.c.digest.in_([d for d, _ in held]),
-                                                       blobs.c.deleting_since.is_not(None)))
+            await self.gc_store.delete_tombstoned([d for d, _ in held])
         return held
 
     async def _delete_storage(self, digests: Sequence[str]) -> None:
@@ -607,8 +345,7 @@ class Collector:
         await asyncio.gather(*(one(d) for d in digests))
 
     async def _finish_tombstones(self) -> list[tuple[str, int]]:
-        async with self.db.read() as conn:
-            digests = sorted((await conn.execute(select(blobs.c.digest).where(blobs.c.deleting_since.is_not(None)))).scalars())
+        digests = await self.gc_store.tombstoned()
         if not digests:
             return []
         self.progress.phase("finishing an interrupted sweep", len(digests))
@@ -643,15 +380,9 @@ class Collector:
         removed: list[tuple[str, int]] = []
         for batch in _chunks(orphans, self.opt.batch_size):
             now = time.time()
-            async with self.db.write() as conn:
-                # The insert *is* the check: a row that appeared since the listing (an upload
-                # claimed the digest) makes it a no-op; ours makes a concurrent claim wait.
-                mine = set((await conn.execute(
-                    self.db.insert(blobs).values([
-                        {"digest": d, "size": s, "created_at": now, "last_linked_at": now,
-                         "pending_until": None, "deleting_since": now} for d, s in batch
-                    ]).on_conflict_do_nothing(index_elements=["digest"]).returning(blobs.c.digest)
-                )).scalars())
+            # The insert *is* the check: a row that appeared since the listing (an upload
+            # claimed the digest) makes it a no-op; ours makes a concurrent claim wait.
+            mine = await self.gc_store.tombstone_orphans(batch, now)
             removed.extend(await self._destroy([d for d, _ in batch if d in mine]))
             self.progress.advance(len(batch))
         sizes = dict(orphans)
@@ -659,12 +390,7 @@ class Collector:
 
     # ------------------------------------------------------------------------ uploads
     async def _stale_uploads(self, now: float) -> int:
-        q = select(uploads.c.id, uploads.c.driver_state, uploads.c.updated_at, uploads.c.repository_id).where(
-            uploads.c.updated_at < now - self.opt.upload_expiry)
-        if self.opt.repository:
-            q = q.where(uploads.c.repository_id.in_(select(repositories.c.id).where(repositories.c.name == self.opt.repository)))
-        async with self.db.read() as conn:
-            rows = (await conn.execute(q)).all()
+        rows = await self.gc_store.stale_uploads(now - self.opt.upload_expiry, self.opt.repository)
         if self.opt.dry_run or not rows:
             return len(rows)
         import json
@@ -672,9 +398,7 @@ class Collector:
         self.progress.phase("aborting stale uploads", len(rows))
         aborted = 0
         for r in rows:
-            async with self.db.write() as conn:
-                res = await conn.execute(delete(uploads).where(uploads.c.id == r.id, uploads.c.updated_at == r.updated_at))
-            if res.rowcount:
+            if await self.gc_store.forget_upload(r):
                 aborted += 1
                 try:
                     await self.blob_store.upload_abort(r.id, json.loads(r.driver_state))
@@ -685,12 +409,9 @@ class Collector:
 
     async def _record(self, started: float, res: GCResult) -> None:
         try:
-            async with self.db.write() as conn:
-                await conn.execute(insert(gc_runs).values(
-                    started_at=started, finished_at=time.time(), dry_run=res.dry_run,
-                    manifests_removed=len(res.manifests), blobs_removed=len(res.blobs) + len(res.orphans),
-                    bytes_removed=res.bytes_removed, tags_removed=len(res.tags),
-                ))
+            await self.gc_store.record_run(
+                started, dry_run=res.dry_run, manifests_removed=len(res.manifests),
+                blobs_removed=len(res.blobs) + len(res.orphans), bytes_removed=res.bytes_removed, tags_removed=len(res.tags))
         except Exception:  # noqa: BLE001 - bookkeeping must never fail a collection
             pass
 
@@ -705,41 +426,28 @@ async def check_consistency(db: Database, blob_store: BlobStore) -> list[str]:
     * no tombstone is left.
     """
     problems: list[str] = []
-    async with db.read() as conn:
-        rows = (await conn.execute(select(blobs.c.digest, blobs.c.size, blobs.c.deleting_since, blobs.c.quarantined_at))).all()
-        refs = (await conn.execute(
-            select(manifests.c.repository_id, manifests.c.digest.label("manifest"), manifest_blobs.c.digest)
-            .select_from(manifest_blobs.join(manifests, manifests.c.id == manifest_blobs.c.manifest_id))
-        )).all()
-        links = {(int(r.repository_id), r.digest) for r in await conn.execute(
-            select(repository_blobs.c.repository_id, repository_blobs.c.digest))}
-        kids = (await conn.execute(
-            select(manifests.c.repository_id, manifests.c.digest, manifest_children.c.child_digest)
-            .select_from(manifest_children.join(manifests, manifests.c.id == manifest_children.c.manifest_id))
-        )).all()
-        have_manifests = {(int(r.repository_id), r.digest) for r in await conn.execute(
-            select(manifests.c.repository_id, manifests.c.digest))}
+    rows = await GCStore(db).consistency_rows()
     live = {}
-    for r in rows:
-        if r.deleting_since is not None:
-            problems.append(f"tombstone left on {r.digest}")
+    for digest, size, deleting_since, quarantined_at in rows.blobs:
+        if deleting_since is not None:
+            problems.append(f"tombstone left on {digest}")
             continue
-        if r.quarantined_at is not None:  # moorage scrub found its bytes corrupt
-            problems.append(f"blob {r.digest} is quarantined (stored bytes did not match the digest; push it again)")
+        if quarantined_at is not None:  # moorage scrub found its bytes corrupt
+            problems.append(f"blob {digest} is quarantined (stored bytes did not match the digest; push it again)")
             continue
-        live[r.digest] = int(r.size)
+        live[digest] = size
     for digest, size in live.items():
         st = await blob_store.stat(digest)
         if st is None:
             problems.append(f"blob {digest} has a row but no bytes in storage")
         elif st.size != size:
             problems.append(f"blob {digest}: row says {size} bytes, storage has {st.size}")
-    for r in refs:
-        if r.digest not in live:
-            problems.append(f"manifest {r.manifest} references missing blob {r.digest}")
-        elif (int(r.repository_id), r.digest) not in links:
-            problems.append(f"manifest {r.manifest} references {r.digest}, not linked in its repository")
-    for r in kids:
-        if (int(r.repository_id), r.child_digest) not in have_manifests:
-            problems.append(f"index {r.digest} references missing manifest {r.child_digest}")
+    for repo_id, manifest, digest in rows.references:
+        if digest not in live:
+            problems.append(f"manifest {manifest} references missing blob {digest}")
+        elif (repo_id, digest) not in rows.links:
+            problems.append(f"manifest {manifest} references {digest}, not linked in its repository")
+    for repo_id, index, child in rows.children:
+        if (repo_id, child) not in rows.manifests:
+            problems.append(f"index {index} references missing manifest {child}")
     return problems

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..components import Policies
 from ..metadata.db import Database
 from . import quotas
-from .api import QUOTA_APPLIES
+from .quotas import QUOTA_APPLIES
 from .immutable import check_tag_move
 
 

@@ -18,41 +18,14 @@ go with ``moorage gc --delete-untagged``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from sqlalchemy import and_, delete, select
-
 from ..metadata.db import Database
-from ..metadata.tables import repositories, retention_policies, tags
+from ..metadata.policy_store import PolicyStore
+from ..metadata.records import RetentionPolicy, TagInfo
 from .patterns import compile_regex, repo_matches
 
-
-@dataclass(frozen=True, slots=True)
-class RetentionPolicy:
-    pattern: str
-    keep_last: int | None = None
-    keep_regex: str | None = None
-    expire_days: float | None = None
-
-    def describe(self) -> str:
-        parts = []
-        if self.keep_last is not None:
-            parts.append(f"keep last {self.keep_last}")
-        if self.expire_days is not None:
-            parts.append(f"expire after {self.expire_days:g} days")
-        if self.keep_regex is not None:
-            parts.append(f"keep tags matching {self.keep_regex!r}")
-        return ", ".join(parts) or "(no rule)"
-
-
-@dataclass(frozen=True, slots=True)
-class TagInfo:
-    repository_id: int
-    repository: str
-    name: str
-    manifest_id: int
-    updated_at: float
+__all__ = ["RetentionPolicy", "TagInfo", "list_policies", "load_tags", "plan", "remove_policy", "remove_tags", "set_policy"]
 
 
 async def set_policy(db: Database, policy: RetentionPolicy) -> None:
@@ -64,22 +37,15 @@ async def set_policy(db: Database, policy: RetentionPolicy) -> None:
         raise ValueError("--expire-days must be >= 0")
     if policy.keep_regex is not None:
         compile_regex(policy.keep_regex)
-    values = {"keep_last": policy.keep_last, "keep_regex": policy.keep_regex, "expire_days": policy.expire_days}
-    async with db.write() as conn:
-        await conn.execute(db.insert(retention_policies).values(pattern=policy.pattern, created_at=time.time(), **values)
-                           .on_conflict_do_update(index_elements=["pattern"], set_=values))
+    await PolicyStore(db).set_retention(policy)
 
 
 async def list_policies(db: Database) -> list[RetentionPolicy]:
-    async with db.read() as conn:
-        rows = (await conn.execute(select(retention_policies).order_by(retention_policies.c.pattern))).all()
-    return [RetentionPolicy(r.pattern, r.keep_last, r.keep_regex, r.expire_days) for r in rows]
+    return await PolicyStore(db).list_retention()
 
 
 async def remove_policy(db: Database, pattern: str) -> bool:
-    async with db.write() as conn:
-        res = await conn.execute(delete(retention_policies).where(retention_policies.c.pattern == pattern))
-    return bool(res.rowcount)
+    return await PolicyStore(db).remove_retention(pattern)
 
 
 def _removed_by(policy: RetentionPolicy, ordered: Sequence[TagInfo], now: float) -> set[tuple[int, str]]:
@@ -114,24 +80,9 @@ def plan(policies: Sequence[RetentionPolicy], all_tags: Iterable[TagInfo], now: 
 
 
 async def load_tags(db: Database, repository: str | None = None) -> list[TagInfo]:
-    q = (select(tags.c.repository_id, repositories.c.name.label("repository"), tags.c.name, tags.c.manifest_id, tags.c.updated_at)
-         .select_from(tags.join(repositories, repositories.c.id == tags.c.repository_id)))
-    if repository is not None:
-        q = q.where(repositories.c.name == repository)
-    async with db.read() as conn:
-        rows = (await conn.execute(q)).all()
-    return [TagInfo(int(r.repository_id), r.repository, r.name, int(r.manifest_id), float(r.updated_at)) for r in rows]
+    return await PolicyStore(db).load_tags(repository)
 
 
 async def remove_tags(db: Database, doomed: Sequence[TagInfo], batch: int = 200) -> int:
     """Delete the planned tags, each only if it still points where it did (a re-push wins)."""
-    removed = 0
-    for i in range(0, len(doomed), batch):
-        async with db.write() as conn:
-            for t in doomed[i:i + batch]:
-                res = await conn.execute(delete(tags).where(and_(
-                    tags.c.repository_id == t.repository_id, tags.c.name == t.name,
-                    tags.c.manifest_id == t.manifest_id, tags.c.updated_at == t.updated_at,
-                )))
-                removed += int(res.rowcount or 0)
-    return removed
+    return await PolicyStore(db).remove_tags_unmoved(doomed, batch)

@@ -2,9 +2,11 @@
 
 ``setup_gc(app, settings)``:
 
-* adds the quota middleware (upload requests only; one tiny query when no quota exists) and the
-  same check at upload completion (``RegistryService.commit_guard``) for sizes known only then;
-* adds ``DELETE /api/v1/repositories/{name}`` (admin);
+* adds the quota middleware (:mod:`moorage.api.quota_middleware`; upload requests only, no
+  query at all when no quota exists: the quota list is cached, :mod:`.quotas`) -- the same check
+  at upload completion (``RegistryService.commit_guard``) for sizes known only then is a core
+  hook (:mod:`.policies`);
+* adds ``DELETE /api/v1/repositories/{name}`` (admin; :mod:`moorage.api.gc_admin`);
 * with ``gc.interval > 0``, runs the collector inside the server every ``gc.interval`` seconds
   (grace ``gc.grace``, ``gc.delete_untagged``).  With several workers (or replicas on one
   data directory) only the one holding ``<data>/gc.lock`` collects; concurrent collectors are
@@ -24,22 +26,32 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from ..config import Settings
-from .api import quota_middleware, repository_delete_handler
 
 log = logging.getLogger("moorage.gc")
 
 
 def setup_gc(app: web.Application, settings: Settings) -> None:
-    from ..api.blobs import NAME
-    from ..api.common import DATABASE, STORE
+    from functools import partial
+
+    from ..api.common import BLOBS, DATABASE
+    from ..api.gc_admin import AdminCheck, add_repository_delete
+    from ..api.quota_middleware import quota_middleware
+    from .quotas import UploadQuotaCheck, book
+    from .repositories import delete_repository
 
     # Immutable tags and the quota check at commit are core hooks (moorage.gc.policies, passed
     # in by the composition root); here the quota check of declared sizes before any byte.
-    app.middlewares.append(quota_middleware(DATABASE, STORE))
+    database = app[DATABASE]
+    book(database, ttl=settings.gc.quota_cache_seconds)
+    app.middlewares.append(quota_middleware(UploadQuotaCheck(database)))
     token_mode = settings.auth.mode == "token"
-    # Both names are ADMIN in moorage.api.routes: the auth middleware (if any) checks the caller.
-    route_name = "api_v1_repository_delete" if token_mode else "gc_repository_delete"
-    app.router.add_delete(f"/api/v1/repositories/{NAME}", repository_delete_handler(DATABASE, token_mode), name=route_name)
+    require_admin: AdminCheck | None = None
+    if token_mode:  # the auth module's admin check (basic or bearer)
+        from ..api.credentials import require_admin as auth_require_admin
+
+        require_admin = auth_require_admin
+    add_repository_delete(app.router, partial(delete_repository, database, app[BLOBS]),
+                          token_mode=token_mode, require_admin=require_admin)
     if settings.gc.interval > 0:
         app.cleanup_ctx.append(_scheduler(settings))
 

@@ -182,9 +182,12 @@ class RegistryService:
         upload_id: str,
         body: AsyncIterator[bytes],
         content_range: tuple[int, int] | None = None,
+        *,
+        record: UploadRecord | None = None,
     ) -> UploadRecord:
-        """Append a chunk; with ``content_range`` the chunk must start at the current end."""
-        record = await self.upload_status(repository, upload_id)
+        """Append a chunk; with ``content_range`` the chunk must start at the current end.
+        ``record``: the session as this request already read it (the claim re-checks its size)."""
+        record = record if record is not None and record.id == upload_id else await self.upload_status(repository, upload_id)
         _require_offset(record, content_range)
         async with await self._claim(record) as claim:
             return await self._append(record, body, claim, release=True)
@@ -242,9 +245,12 @@ class RegistryService:
         digest_text: str | None,
         body: AsyncIterator[bytes] | None,
         content_range: tuple[int, int] | None = None,
+        *,
+        record: UploadRecord | None = None,
     ) -> str:
-        """Complete an upload (optionally with a last chunk) and verify it against ``digest``."""
-        record = await self.upload_status(repository, upload_id)
+        """Complete an upload (optionally with a last chunk) and verify it against ``digest``.
+        ``record``: the session as this request already read it (the claim re-checks its size)."""
+        record = record if record is not None and record.id == upload_id else await self.upload_status(repository, upload_id)
         if not digest_text:
             raise errors.DigestInvalid("the digest query parameter is required to complete an upload")
         digest = Digest.parse(digest_text)

@@ -1,0 +1,147 @@
+"""The mark phase of the collector: pure functions over a snapshot of the index.
+
+No database, no storage, no clock: everything comes in as an :class:`IndexSnapshot` (read by
+:meth:`moorage.metadata.gc_store.GCStore.snapshot`) and a :class:`MarkScope`, so the rules
+of what survives are unit-tested on hand-built graphs (``tests/test_gc_mark.py``).  What is
+marked here is only a *candidate*: the sweep re-checks each one under row locks with fresh
+statements (``GCStore.tombstone``, ``GCStore.delete_manifests_unreachable``), because pushes
+commit between the snapshot and the sweep.
+
+Rules (the why is in ``docs/gc.md``):
+
+* roots are the tags (minus those retention removes in this run) and, with
+  ``delete_untagged``, every manifest younger than the grace period (a push in progress tags
+  it last) -- without ``delete_untagged`` every manifest is kept;
+* a kept manifest keeps the manifests its index lists (same repository) and its referrers
+  (manifests whose ``subject`` is it, same repository);
+* a blob survives while a kept manifest references it, while a link to it is younger than the
+  grace period, while it was linked less than the grace period ago, while an upload holds a
+  lease on it, or while a collector is already deleting it (tombstoned: not ours to sweep).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Collection, Iterable
+
+from ..metadata.records import IndexSnapshot, ManifestNode
+
+
+@dataclass(frozen=True)
+class MarkScope:
+    """What one run collects."""
+
+    #: Now (seconds since the epoch): leases (``pending_until``) are compared with it.
+    now: float
+    #: Seconds an unreferenced blob, link or manifest is protected after it was written.
+    grace: float
+    #: Also mark untagged manifests that no root reaches (else every manifest is kept).
+    delete_untagged: bool = False
+    #: Collect this repository only (its id in the snapshot); None: the whole registry.
+    repository_id: int | None = None
+    #: (repository id, tag name) of tags removed in this run (retention): not roots.
+    removed_tags: frozenset[tuple[int, str]] = frozenset()
+
+    @property
+    def cutoff(self) -> float:
+        return self.now - self.grace
+
+    def in_scope(self, repository_id: int) -> bool:
+        return self.repository_id is None or repository_id == self.repository_id
+
+
+@dataclass
+class Marked:
+    """The candidates of one run, sorted."""
+
+    #: Untagged manifests nothing reaches (only with ``delete_untagged``).
+    manifests: list[ManifestNode] = field(default_factory=list)
+    #: (digest, size) of blobs to sweep.
+    blobs: list[tuple[str, int]] = field(default_factory=list)
+    #: (repository id, digest) links to prune: old, and no manifest of that repository uses the blob.
+    links: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def swept(self) -> set[str]:
+        return {d for d, _ in self.blobs}
+
+
+def reachable(snap: IndexSnapshot, roots: Iterable[int]) -> set[int]:
+    """Manifest ids reachable from ``roots`` through index children and referrers (same
+    repository each).  Cycles and self-references terminate (each manifest is visited once)."""
+    by_key = {(m.repository_id, m.digest): m.id for m in snap.manifests.values()}
+    referrers: dict[tuple[int, str], list[int]] = {}
+    for m in snap.manifests.values():
+        if m.subject:
+            referrers.setdefault((m.repository_id, m.subject), []).append(m.id)
+    kept: set[int] = set()
+    stack = [r for r in roots if r in snap.manifests]
+    while stack:
+        mid = stack.pop()
+        if mid in kept:
+            continue
+        kept.add(mid)
+        m = snap.manifests[mid]
+        for child in snap.children.get(mid, ()):
+            cid = by_key.get((m.repository_id, child))
+            if cid is not None and cid not in kept:
+                stack.append(cid)
+        stack.extend(r for r in referrers.get((m.repository_id, m.digest), ()) if r not in kept)
+    return kept
+
+
+def mark_manifests(snap: IndexSnapshot, scope: MarkScope) -> list[ManifestNode]:
+    """Untagged manifests to delete (none unless ``scope.delete_untagged``).
+
+    Out-of-scope manifests are roots, so a one-repository run never deletes elsewhere."""
+    if not scope.delete_untagged:
+        return []
+    cutoff = scope.cutoff
+    roots = {t.manifest_id for t in snap.tags if (t.repository_id, t.name) not in scope.removed_tags}
+    roots |= {m.id for m in snap.manifests.values() if m.created_at >= cutoff or not scope.in_scope(m.repository_id)}
+    kept = reachable(snap, roots)
+    return sorted((m for m in snap.manifests.values() if m.id not in kept), key=lambda m: m.id)
+
+
+def mark_blobs(snap: IndexSnapshot, scope: MarkScope,
+               doomed_manifests: Collection[int] = ()) -> tuple[list[tuple[str, int]], list[tuple[int, str]]]:
+    """(blobs to sweep, links to prune), given the manifests this run deletes."""
+    cutoff = scope.cutoff
+    repo_id = scope.repository_id
+    referenced: set[str] = set()
+    referenced_in: set[tuple[int, str]] = set()
+    scoped_digests: set[str] = set()
+    for mid, digests in snap.mblobs.items():
+        m = snap.manifests.get(mid)
+        if m is None:
+            continue
+        if mid in doomed_manifests:
+            if repo_id is not None and m.repository_id == repo_id:
+                scoped_digests.update(digests)
+            continue
+        referenced.update(digests)
+        referenced_in.update((m.repository_id, d) for d in digests)
+    young_link: set[str] = set()
+    prune: list[tuple[int, str]] = []
+    for rid, digest, created in snap.links:
+        if created >= cutoff:
+            young_link.add(digest)
+        elif (rid, digest) not in referenced_in and digest in referenced and scope.in_scope(rid):
+            prune.append((rid, digest))
+        if repo_id is not None and rid == repo_id:
+            scoped_digests.add(digest)
+    candidates = [
+        (d, b.size) for d, b in snap.blobs.items()
+        if b.deleting_since is None and d not in referenced and d not in young_link
+        and b.last_linked_at < cutoff and (b.pending_until is None or b.pending_until < scope.now)
+        and (repo_id is None or d in scoped_digests)
+    ]
+    candidates.sort()
+    return candidates, prune
+
+
+def mark(snap: IndexSnapshot, scope: MarkScope) -> Marked:
+    """Both marks as one run plans them (before any re-check): what a dry run reports."""
+    manifests = mark_manifests(snap, scope)
+    blobs, links = mark_blobs(snap, scope, {m.id for m in manifests})
+    return Marked(manifests, blobs, links)
