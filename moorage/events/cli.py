@@ -17,6 +17,7 @@ import getpass
 import json
 import sys
 import time
+import weakref
 from typing import Any, Callable
 
 import click
@@ -209,9 +210,13 @@ def _record_cli(path: str, params: dict[str, Any]) -> None:
         print(f"warning: could not write the audit entry: {exc}", file=sys.stderr)
 
 
+#: Callbacks that already write an audit entry (wrapping twice would write two).
+_AUDITED: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+
+
 def _wrap(cmd: click.Command, path: str) -> None:
     original: Callable[..., Any] | None = cmd.callback
-    if original is None or getattr(original, "_moorage_audited", False):
+    if original is None or original in _AUDITED:
         return
 
     def callback(*args: Any, **kwargs: Any) -> Any:
@@ -220,7 +225,7 @@ def _wrap(cmd: click.Command, path: str) -> None:
         return result
 
     callback.__doc__ = original.__doc__
-    callback._moorage_audited = True  # type: ignore[attr-defined]
+    _AUDITED.add(callback)
     cmd.callback = callback
 
 

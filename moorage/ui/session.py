@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from aiohttp import web
 
@@ -127,7 +127,13 @@ def _hash(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
 
 
-def _cookie_flags(request: web.Request) -> dict[str, Any]:
+class _CookieFlags(TypedDict):
+    httponly: bool
+    secure: bool
+    path: str
+
+
+def _cookie_flags(request: web.Request) -> _CookieFlags:
     settings = request.app[SETTINGS]
     secure = request.secure or settings.tls.certificate is not None
     return {"httponly": True, "secure": secure, "path": "/"}
