@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 from aiohttp import web
 
@@ -108,18 +108,17 @@ class MirrorScheduler:
                 await asyncio.wait_for(state.wake.wait(), state.rule.interval)
             state.wake.clear()
 
-    def context(self) -> Callable[[web.Application], AsyncIterator[None]]:
+    def context(self) -> Any:
         async def ctx(app: web.Application) -> AsyncIterator[None]:
             lock_path = self.settings.data / "mirror.lock"
             lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fh: IO[str] | None  # None when another process holds the lock
             fh = open(lock_path, "a+")
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self.active = True
             except OSError:
                 fh.close()
-                fh = None
+                fh = None  # type: ignore[assignment]
             tasks = [asyncio.create_task(self.loop(s)) for s in self.rules.values()] if self.active else []
             try:
                 yield
