@@ -21,7 +21,7 @@ import logging
 import random
 import time
 import uuid
-from typing import Any
+from typing import Any, Awaitable
 
 import aiohttp
 
@@ -141,7 +141,7 @@ class DeliveryWorker:
 
     def backoff(self, attempts: int) -> float:
         """Seconds before attempt ``attempts + 1``: doubling from ``retry_backoff``, capped, +-10% jitter."""
-        base = min(self.cfg.retry_backoff * (2 ** max(0, attempts - 1)), self.cfg.retry_backoff_max)
+        base: float = min(self.cfg.retry_backoff * (2 ** max(0, attempts - 1)), self.cfg.retry_backoff_max)
         return base * random.uniform(0.9, 1.1)
 
     async def _post(self, ep: Endpoint, d: Delivery) -> int:
@@ -160,7 +160,7 @@ class DeliveryWorker:
             return resp.status
 
     @staticmethod
-    async def _safe(coro: Any) -> None:
+    async def _safe(coro: Awaitable[object]) -> None:
         """Record an outcome; if the database is away the lease expires and the row is retried."""
         try:
             await coro
