@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, Mapping, TypedDict
 
 from aiohttp import web
 
@@ -39,6 +39,8 @@ VIEWER: web.RequestKey[Viewer] = web.RequestKey("ui_viewer")
 #: Request key: cookies the UI middleware sets on the response.
 SET_COOKIES: web.RequestKey[list[tuple[str, str, int | None, str]]] = web.RequestKey("ui_set_cookies")
 QUERIES = web.AppKey("ui_queries", UIQueries)
+#: A posted form, as ``request.post()`` parses it (a file upload is no text field).
+Form = Mapping[str, str | bytes | bytearray | web.FileField]
 
 
 class UIError(Exception):
@@ -162,9 +164,8 @@ def anonymous_csrf(request: web.Request) -> str:
 
 async def resolve_viewer(request: web.Request) -> Viewer:
     """The viewer of this request (cached on the request)."""
-    cached = request.get(VIEWER)
-    if cached is not None:
-        return cached
+    if VIEWER in request:
+        return request[VIEWER]
     settings = request.app[SETTINGS]
     mode = settings.auth.mode
     viewer = Viewer(mode=mode)
@@ -270,7 +271,7 @@ async def sign_out(request: web.Request) -> None:
     set_cookie(request, SESSION_COOKIE, "", max_age=None, samesite="Lax")
 
 
-async def check_csrf(request: web.Request) -> tuple[Viewer, Any]:
+async def check_csrf(request: web.Request) -> tuple[Viewer, Form]:
     """The viewer and the posted form, after checking the form's CSRF token (403 otherwise).
 
     Also refuses a cross-origin ``Origin`` header: browsers send it on every POST.
