@@ -200,7 +200,7 @@ def _record_cli(path: str, params: dict[str, Any]) -> None:
     except Exception:  # noqa: BLE001 - no passwd entry (containers)
         user = "unknown"
     entry: AuditEntry = {"time": time.time(), "actor": f"cli:{user}", "action": CLI_ACTIONS[path], "repository": repository,
-             "target": target, "client_ip": "local", "user_agent": "moorage-cli", "detail": detail or None}
+                         "target": target, "client_ip": "local", "user_agent": "moorage-cli", "detail": detail or None}
     try:
         settings = settings_from(params.get("config"), params.get("data"))
 
