@@ -22,7 +22,7 @@ from ..metadata.ui_queries import UIQueries
 from ..registry.events import RegistryEvent
 
 #: The app's activity recorder (the statistics page reads its unsaved counts).
-ACTIVITY: web.AppKey[ActivityRecorder] = web.AppKey("ui_activity")
+ACTIVITY = web.AppKey["ActivityRecorder"]("ui_activity")
 
 log = logging.getLogger("moorage.ui")
 

@@ -35,9 +35,9 @@ from ..registry import errors
 SESSION_COOKIE = "moorage_session"
 CSRF_COOKIE = "moorage_csrf"
 #: Request key holding the resolved :class:`Viewer`.
-VIEWER: web.RequestKey[Viewer] = web.RequestKey("ui_viewer")
+VIEWER = web.RequestKey["Viewer"]("ui_viewer")
 #: Request key: cookies the UI middleware sets on the response.
-SET_COOKIES: web.RequestKey[list[tuple[str, str, int | None, str]]] = web.RequestKey("ui_set_cookies")
+SET_COOKIES = web.RequestKey[list[tuple[str, str, int | None, str]]]("ui_set_cookies")
 QUERIES = web.AppKey("ui_queries", UIQueries)
 #: A posted form, as ``request.post()`` parses it (a file upload is no text field).
 Form = Mapping[str, str | bytes | bytearray | web.FileField]
