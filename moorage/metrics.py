@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from .api.common import BODY_BYTES
@@ -51,7 +52,7 @@ def setup_metrics(app: web.Application, settings: Settings) -> None:
     app[REGISTRY_KEY] = registry
 
     @web.middleware
-    async def metrics_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
         route = getattr(request.match_info.route, "name", None) or "unmatched"
         status = 500

@@ -86,8 +86,9 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
 
 
 def _secure_data(settings: Settings) -> None:
-    """Data dir (and its ``auth/``) 0700 before anything is created in it (issue 8, item 7);
-    the database and key files are made 0600 where they are created."""
+    """Data dir (and its ``auth/``) 0700 before anything is created in it, so that no other
+    local user can read the database, the signing keys or the blobs; the database and key
+    files are made 0600 where they are created."""
     from .filemodes import private_dir
 
     for path in (settings.data, settings.data / "auth"):

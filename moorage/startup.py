@@ -14,7 +14,6 @@ import resource
 import sqlite3
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from .config import Settings
 
@@ -189,7 +188,7 @@ def _pg_registry_missing(settings: Settings) -> str | None:
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    async def probe() -> Any:
+    async def probe() -> str | None:  # the table's name, or None
         engine = create_async_engine(settings.database_url, pool_size=1)
         try:
             async with engine.connect() as conn:

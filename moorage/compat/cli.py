@@ -7,11 +7,15 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from ..cli_common import data_options, settings_from
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from .distribution_import import ImportSummary, Source
 
 
 @click.command("import-distribution")
@@ -43,7 +47,7 @@ def import_distribution(config: str | None, data: str | None, root: str | None, 
         raise click.UsageError("give either ROOT or --from-s3 BUCKET")
     settings = settings_from(config, data, require_registry=False)  # importing into a new registry creates it
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    from .distribution_import import FilesystemSource, DistributionImportError, S3Source, Source
+    from .distribution_import import FilesystemSource, DistributionImportError, S3Source
 
     source: Source
     if bucket:
@@ -51,7 +55,8 @@ def import_distribution(config: str | None, data: str | None, root: str | None, 
                           access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
                           secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"), path_style=not s3_virtual_host)
     else:
-        source = FilesystemSource(root)  # type: ignore[arg-type]
+        assert root is not None  # either ROOT or --from-s3, checked above
+        source = FilesystemSource(root)
     show = not no_progress and not as_json and sys.stderr.isatty()
     try:
         summary, problems = asyncio.run(_run(settings, source, link, concurrency, show))
@@ -75,7 +80,7 @@ def import_distribution(config: str | None, data: str | None, root: str | None, 
         sys.exit(2)
 
 
-async def _run(settings: Any, source: Any, link: bool, concurrency: int, show: bool) -> tuple[dict[str, Any], list[str]]:
+async def _run(settings: Settings, source: Source, link: bool, concurrency: int, show: bool) -> tuple[ImportSummary, list[str]]:
     from ..components import prepare_database
     from ..metadata.db import Database
     from ..metadata.store import MetadataStore

@@ -85,7 +85,7 @@ def apply_env_overrides(tree: dict[str, Any], environ: Mapping[str, str]) -> dic
     apply after shorter ones, so ``REGISTRY_STORAGE=s3`` plus ``REGISTRY_STORAGE_S3_BUCKET``
     work together whatever the environment's order.
     """
-    out = _deep_copy(tree)
+    out: dict[str, Any] = _deep_copy(tree)
     names = sorted((k for k in environ if k.startswith(ENV_PREFIX) and len(k) > len(ENV_PREFIX)),
                    key=lambda k: (k.count("_"), k))
     for name in names:
@@ -94,7 +94,7 @@ def apply_env_overrides(tree: dict[str, Any], environ: Mapping[str, str]) -> dic
             raise DistributionConfigError([f"{name}: malformed variable name"])
         value = environ[name]
         if path == ["storage"]:
-            storage = out.get("storage") if isinstance(out.get("storage"), dict) else {}
+            storage = out["storage"] if isinstance(out.get("storage"), dict) else {}
             kept = {k: v for k, v in storage.items() if k in _STORAGE_SECTIONS}
             kept[value.strip().lower()] = storage.get(value.strip().lower()) or {}
             out["storage"] = kept

@@ -34,11 +34,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, TypedDict
 
 from ..registry import errors
 from ..registry.names import validate_name
 from ..registry.service import RegistryService
+
+if TYPE_CHECKING:
+    from ..storage.base import BlobStore
+    from ..storage.s3 import S3BlobStore
 
 log = logging.getLogger("moorage.import")
 
@@ -241,7 +245,7 @@ class S3Source(Source):
                 return None
             raise
         async with resp["Body"] as body:
-            data = await body.read()
+            data: bytes = await body.read()
         if len(data) > limit:
             raise DistributionImportError(f"{rel}: larger than {limit} bytes")
         return data
@@ -268,6 +272,27 @@ class S3Source(Source):
 
 
 # ============================================================================ the import
+class ImportSummary(TypedDict):
+    """What ``moorage import-distribution --json`` prints."""
+
+    repositories: int
+    blobs_copied: int
+    blobs_linked: int
+    blobs_mounted: int
+    blobs_skipped: int
+    blobs_missing: int
+    bytes: int
+    bytes_copied: int
+    manifests: int
+    manifests_skipped: int
+    manifests_failed: int
+    tags: int
+    tags_skipped: int
+    seconds: float
+    mb_per_s: float
+    blobs_per_s: float
+
+
 @dataclass
 class ImportStats:
     repositories: int = 0
@@ -296,7 +321,7 @@ class ImportStats:
         return (self.blobs_copied + self.blobs_linked + self.blobs_mounted + self.manifests_imported
                 + self.tags_imported)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> ImportSummary:
         blobs = self.blobs_copied + self.blobs_linked
         return {
             "repositories": self.repositories,
@@ -326,6 +351,16 @@ Progress = Callable[[str, int], None]  # (event, amount): "bytes", "blob", "mani
 
 def _noop(_event: str, _amount: int) -> None:
     return None
+
+
+def _s3_store(blobs: BlobStore) -> S3BlobStore | None:
+    """``blobs`` if it is the S3 driver (a server-side copy is possible), else None; the S3
+    module (and the AWS SDK) is imported only then."""
+    if blobs.name != "s3":
+        return None
+    from ..storage.s3 import S3BlobStore
+
+    return blobs if isinstance(blobs, S3BlobStore) else None
 
 
 class DistributionImporter:
@@ -473,12 +508,12 @@ class DistributionImporter:
             if not await asyncio.to_thread(hardlink):
                 log.warning("cannot hard-link across filesystems; copying %s", digest)
                 return False
-        elif isinstance(self.source, S3Source) and hasattr(self.blobs, "_blob_key") and size < 5 << 30:
+        elif isinstance(self.source, S3Source) and (s3 := _s3_store(self.blobs)) is not None and size < 5 << 30:
             await self._verify(digest)
             await self.store.claim_blob(digest, size)
-            await self.blobs._client.copy_object(  # type: ignore[attr-defined]
-                Bucket=self.blobs.bucket,  # type: ignore[attr-defined]
-                Key=self.blobs._blob_key(digest),  # type: ignore[attr-defined]
+            await s3._client.copy_object(
+                Bucket=s3.bucket,
+                Key=s3._blob_key(digest),
                 CopySource={"Bucket": self.source.bucket, "Key": self.source.key(_blob_data(digest))},
             )
         else:
@@ -533,7 +568,12 @@ class DistributionImporter:
             if current is not None and current.digest == digest:
                 self.stats.tags_skipped += 1
                 continue
-            body = bodies[digest] or (await self.store.get_manifest(plan.name, digest, by_digest=True)).payload  # type: ignore[union-attr]
+            body = bodies[digest]
+            if not body:  # present before this run: its bytes are in the store
+                stored = await self.store.get_manifest(plan.name, digest, by_digest=True)
+                if stored is None:
+                    raise DistributionImportError(f"{plan.name}: manifest {digest} vanished while importing")
+                body = stored.payload
             try:
                 await self.service.put_manifest(plan.name, tag, body, None)
             except errors.RegistryError as exc:

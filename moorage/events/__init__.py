@@ -1,4 +1,4 @@
-"""Webhooks, the audit log and operational metrics (issue 13), wired by :func:`setup.setup_events`.
+"""Webhooks, the audit log and operational metrics, wired by :func:`setup.setup_events`.
 
 * :mod:`.endpoints` -- webhook endpoints (config file + admin API) and their filters;
 * :mod:`.formats` -- the Distribution notification envelope, CloudEvents 1.0, the signature;

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -34,6 +34,9 @@ from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from .endpoints import Endpoint, EndpointSet
 from .patterns import valid_pattern
 from .query import iso, parse_time
+
+if TYPE_CHECKING:
+    from ..auth.policy import Principal
 
 MAX_LIMIT = 1000
 _API_FIELDS = {"name", "url", "secret", "format", "actions", "repositories", "targets", "timeout", "max_attempts"}
@@ -53,7 +56,7 @@ def _bad(message: str) -> errors.RegistryError:
     return errors.Unsupported(message, status=400)
 
 
-def administered_namespaces(principal: Any) -> list[str]:
+def administered_namespaces(principal: Principal) -> list[str]:
     """Namespaces a (non-admin) principal administers: their own, and ``NS`` of every grant
     of ``admin`` on ``NS/*``."""
     from ..auth.policy import expand

@@ -27,10 +27,11 @@ import time
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from yarl import URL
 
 from ..config import EventsSettings
-from ..metadata.events_store import EventsStore
+from ..metadata.events_store import AuditEntry, EventsStore
 from ..registry.events import RegistryEvent
 from .stats import EventMetrics
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
@@ -59,7 +60,7 @@ class AuditRecorder:
         self.store = store
         self.cfg = cfg
         self.metrics = metrics
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[AuditEntry] = []
         self._seen: dict[str, float] = {}
         self._dropped = 0
 
@@ -68,7 +69,7 @@ class AuditRecorder:
     def wants_pulls(self) -> bool:
         return self.cfg.audit_pulls != "none"
 
-    def entry_for_event(self, event: RegistryEvent) -> dict[str, Any] | None:
+    def entry_for_event(self, event: RegistryEvent) -> AuditEntry | None:
         """The audit entry of an event, or None if it is not one (or was recorded this window)."""
         if event.kind == "blob" and event.action != "delete":
             return None
@@ -85,7 +86,7 @@ class AuditRecorder:
                 key = f"pull|{a.name or ''}|{event.repository}|{event.digest}|{window}"
                 if not self._first(key, (window + 1) * self.cfg.audit_pull_window):
                     return None
-        entry: dict[str, Any] = {
+        entry: AuditEntry = {
             "time": ts, "actor": a.name, "action": event.action, "repository": event.repository,
             "target": event.digest or event.tag, "client_ip": a.addr, "user_agent": a.user_agent,
             "detail": {k: v for k, v in (("kind", event.kind), ("tag", event.tag), ("digest", event.digest),
@@ -109,7 +110,7 @@ class AuditRecorder:
         return True
 
     # -- buffered entries -----------------------------------------------------------------
-    def buffer(self, entry: dict[str, Any]) -> None:
+    def buffer(self, entry: AuditEntry) -> None:
         if len(self._buffer) >= MAX_BUFFER:
             self._dropped += 1
             return
@@ -130,7 +131,7 @@ class AuditRecorder:
             raise
         self.metrics.audit_entries.inc(len(rows))
 
-    async def write(self, rows: list[dict[str, Any]]) -> None:
+    async def write(self, rows: list[AuditEntry]) -> None:
         await self.store.audit(rows)
         self.metrics.audit_entries.inc(len(rows))
 
@@ -138,7 +139,7 @@ class AuditRecorder:
     def login(self, request: web.Request, username: str, ok: bool, reason: str = "") -> None:
         now = time.time()
         addr = request.remote or ""
-        entry: dict[str, Any] = {
+        entry: AuditEntry = {
             "time": now, "actor": username[:255], "action": "login" if ok else "login.failed",
             "repository": None, "target": request.path[:300], "client_ip": addr,
             "user_agent": request.headers.get("User-Agent", "")[:300],
@@ -210,7 +211,7 @@ def _without_credentials(url: str) -> str:
         return ""
 
 
-def admin_middleware(recorder: AuditRecorder) -> Any:
+def admin_middleware(recorder: AuditRecorder) -> Middleware:
     """Record every successful change made through ``/api/v1`` (and this package's routes)."""
 
     @web.middleware

@@ -17,13 +17,20 @@ import getpass
 import json
 import sys
 import time
-from typing import Any, Callable
+import weakref
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 import click
 
 from ..cli_common import data_options, settings_from
 from ..config import Settings
 from .query import iso, parse_time
+
+if TYPE_CHECKING:
+    from ..metadata.db import Database
+    from ..metadata.events_store import AuditEntry, EventsStore
+
+T = TypeVar("T")
 
 #: Command paths (``group sub``) that change state, and their audit action.
 CLI_ACTIONS = {
@@ -42,7 +49,7 @@ SAFE_PARAMS = ("name", "user", "pattern", "actions", "namespace", "repository", 
                "dry_run", "private", "delivery_id")
 
 
-async def _open(settings: Settings) -> Any:
+async def _open(settings: Settings) -> Database:
     from ..metadata.db import Database
 
     db = Database(settings.database_url, pool_size=2)
@@ -103,11 +110,11 @@ def webhooks_group() -> None:
     """Webhook endpoints and their delivery history (dead letters included)."""
 
 
-def _run_store(settings: Settings, fn: Callable[[Any], Any]) -> Any:
+def _run_store(settings: Settings, fn: Callable[[EventsStore], Awaitable[T]]) -> T:
     from ..metadata.db import SchemaOutOfDate
     from ..metadata.events_store import EventsStore
 
-    async def run() -> Any:
+    async def run() -> T:
         db = await _open(settings)
         try:
             return await fn(EventsStore(db))
@@ -129,7 +136,7 @@ def webhooks_list(config: str | None, data: str | None, as_json: bool) -> None:
 
     settings = settings_from(config, data)
 
-    async def fn(store: Any) -> tuple[list[Any], dict[str, Any]]:
+    async def fn(store: EventsStore) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         return await store.list_webhooks(), await store.counters()
 
     rows, counters = _run_store(settings, fn)
@@ -186,14 +193,14 @@ def _record_cli(path: str, params: dict[str, Any]) -> None:
     detail = {k: v for k, v in params.items() if k in SAFE_PARAMS and v not in (None, (), [])
               and isinstance(v, (str, int, float, bool, list, tuple))}
     detail = {k: list(v) if isinstance(v, tuple) else v for k, v in detail.items()}
-    repository = detail.get("repository") if isinstance(detail.get("repository"), str) else None
+    repository = named if isinstance(named := detail.get("repository"), str) else None
     target = next((str(detail[k]) for k in ("pattern", "name", "user", "namespace", "token_id", "id") if k in detail), None)
     try:
         user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no passwd entry (containers)
         user = "unknown"
-    entry = {"time": time.time(), "actor": f"cli:{user}", "action": CLI_ACTIONS[path], "repository": repository,
-             "target": target, "client_ip": "local", "user_agent": "moorage-cli", "detail": detail or None}
+    entry: AuditEntry = {"time": time.time(), "actor": f"cli:{user}", "action": CLI_ACTIONS[path], "repository": repository,
+                         "target": target, "client_ip": "local", "user_agent": "moorage-cli", "detail": detail or None}
     try:
         settings = settings_from(params.get("config"), params.get("data"))
 
@@ -209,9 +216,13 @@ def _record_cli(path: str, params: dict[str, Any]) -> None:
         print(f"warning: could not write the audit entry: {exc}", file=sys.stderr)
 
 
+#: Callbacks that already write an audit entry (wrapping twice would write two).
+_AUDITED: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+
+
 def _wrap(cmd: click.Command, path: str) -> None:
     original: Callable[..., Any] | None = cmd.callback
-    if original is None or getattr(original, "_moorage_audited", False):
+    if original is None or original in _AUDITED:
         return
 
     def callback(*args: Any, **kwargs: Any) -> Any:
@@ -220,7 +231,7 @@ def _wrap(cmd: click.Command, path: str) -> None:
         return result
 
     callback.__doc__ = original.__doc__
-    callback._moorage_audited = True  # type: ignore[attr-defined]
+    _AUDITED.add(callback)
     cmd.callback = callback
 
 

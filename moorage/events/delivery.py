@@ -16,11 +16,12 @@ At least once: a crash between the receiver's 2xx and our UPDATE re-sends that o
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
 import uuid
-from typing import Any
+from typing import Any, Awaitable
 
 import aiohttp
 
@@ -73,7 +74,7 @@ class DeliveryWorker:
                     for d in batch:
                         task = asyncio.create_task(self._deliver(d))
                         self._inflight[d.id] = task
-                        task.add_done_callback(lambda _t, i=d.id: self._done(i))
+                        task.add_done_callback(functools.partial(self._done, d.id))
                     claimed = len(batch)
                 if claimed and len(self._inflight) < self.cfg.delivery_concurrency:
                     continue  # more may be due (the next event of a group whose head just went)
@@ -86,7 +87,7 @@ class DeliveryWorker:
             await self._drain()
             await self._session.close()
 
-    def _done(self, delivery_id: int) -> None:
+    def _done(self, delivery_id: int, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(delivery_id, None)
         self._wake.set()  # the group's next event may be due now
 
@@ -140,7 +141,7 @@ class DeliveryWorker:
 
     def backoff(self, attempts: int) -> float:
         """Seconds before attempt ``attempts + 1``: doubling from ``retry_backoff``, capped, +-10% jitter."""
-        base = min(self.cfg.retry_backoff * (2 ** max(0, attempts - 1)), self.cfg.retry_backoff_max)
+        base: float = min(self.cfg.retry_backoff * (2 ** max(0, attempts - 1)), self.cfg.retry_backoff_max)
         return base * random.uniform(0.9, 1.1)
 
     async def _post(self, ep: Endpoint, d: Delivery) -> int:
@@ -159,7 +160,7 @@ class DeliveryWorker:
             return resp.status
 
     @staticmethod
-    async def _safe(coro: Any) -> None:
+    async def _safe(coro: Awaitable[object]) -> None:
         """Record an outcome; if the database is away the lease expires and the row is retried."""
         try:
             await coro

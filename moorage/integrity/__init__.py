@@ -1,2 +1,2 @@
-"""Integrity of stored content (issue 8): ``moorage scrub`` re-hashes blobs and quarantines
+"""Integrity of stored content: ``moorage scrub`` re-hashes blobs and quarantines
 the ones whose bytes no longer match their digest."""

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.progress import (
-    BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+    BarColumn, DownloadColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
 )
 from rich.table import Table
 
 from ..cli_common import data_options, settings_from
 
+if TYPE_CHECKING:
+    from .scrub import ScrubResult
+
 
 class _RichProgress:
     def __init__(self, progress: Progress) -> None:
         self.p = progress
-        self.task: Any = None
+        self.task: TaskID | None = None
         self.blobs = 0
         self.total_blobs = 0
 
@@ -82,7 +85,7 @@ def scrub_command(config: str | None, data: str | None, repository: str | None, 
                    TransferSpeedColumn(), TimeRemainingColumn(), console=err,
                    disable=quiet or as_json or not err.is_terminal)
 
-    async def main() -> Any:
+    async def main() -> ScrubResult:
         async with _opened(settings, blobs=True) as (db, store):
             with bar:
                 return await scrub(db, store, repository=repository, namespace=namespace, rate=rate * 1e6,

@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Required, Sequence, TypedDict
 
 from sqlalchemy import and_, case, delete, func, insert, literal, or_, select, update
 
@@ -75,12 +75,28 @@ class AuditQuery:
     own_actor: str | None = None
 
 
+class AuditEntry(TypedDict, total=False):
+    """One audit-log entry as its writers build it; what is left out is NULL (``time``: now),
+    strings are cut to their column's size when written."""
+
+    time: float
+    actor: str | None
+    action: Required[str]
+    repository: str | None
+    target: str | None
+    client_ip: str | None
+    user_agent: str | None
+    detail: dict[str, Any] | None
+    #: Entries with the same key are written once (aggregated pulls and logins, imported GC runs).
+    dedupe_key: str
+
+
 class EventsStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     # -- outbox ---------------------------------------------------------------------------
-    async def record(self, deliveries: Sequence[dict[str, Any]], audit: Sequence[dict[str, Any]]) -> None:
+    async def record(self, deliveries: Sequence[dict[str, Any]], audit: Sequence[AuditEntry]) -> None:
         """Insert outbox rows and audit entries in one small write transaction."""
         if not deliveries and not audit:
             return
@@ -199,7 +215,7 @@ class EventsStore:
         return bool(res.rowcount)
 
     # -- audit log ------------------------------------------------------------------------
-    async def _insert_audit(self, conn: Any, rows: Sequence[dict[str, Any]]) -> None:
+    async def _insert_audit(self, conn: Any, rows: Sequence[AuditEntry]) -> None:
         plain = [r for r in rows if not r.get("dedupe_key")]
         keyed = [r for r in rows if r.get("dedupe_key")]
         if plain:
@@ -208,7 +224,7 @@ class EventsStore:
             await conn.execute(self.db.insert(audit_log).values(**_audit_values(r))
                                .on_conflict_do_nothing(index_elements=["dedupe_key"]))
 
-    async def audit(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def audit(self, rows: Sequence[AuditEntry]) -> None:
         if rows:
             async with self.db.write() as conn:
                 await self._insert_audit(conn, rows)
@@ -282,7 +298,7 @@ class EventsStore:
         async with self.db.read() as conn:
             rows = (await conn.execute(select(gc_runs).where(gc_runs.c.finished_at.is_not(None),
                                                              gc_runs.c.finished_at >= since))).all()
-        entries = [{
+        entries: list[AuditEntry] = [{
             "time": float(r.finished_at), "actor": None, "action": "gc.run", "repository": None,
             "target": None, "client_ip": None, "user_agent": None,
             "detail": {"dry_run": bool(r.dry_run), "blobs_removed": int(r.blobs_removed),
@@ -337,7 +353,7 @@ def _prefix_or_exact(column: Any, value: str) -> Any:
     return column == value
 
 
-def _audit_values(r: dict[str, Any]) -> dict[str, Any]:
+def _audit_values(r: AuditEntry) -> dict[str, Any]:
     detail = r.get("detail")
     return {
         "time": r.get("time") or time.time(), "actor": _cut(r.get("actor"), 255), "action": r["action"][:64],

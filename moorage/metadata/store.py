@@ -92,7 +92,7 @@ _BLOB_SIZE_IN_REPOSITORY = (
 )
 
 
-# Upload-session statements of the push path (issue 8), built once like the reads above.
+# Upload-session statements of the push path, built once like the reads above.
 _COUNT_OPEN_UPLOADS = select(
     select(func.count()).select_from(uploads).where(uploads.c.repository_id == bindparam("repo_id")).scalar_subquery(),
     select(func.count()).select_from(uploads).where(uploads.c.owner == bindparam("owner")).scalar_subquery(),

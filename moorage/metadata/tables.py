@@ -113,7 +113,7 @@ uploads = Table(
 )
 
 
-# -- access control (issue 3) -----------------------------------------------------------------
+# -- access control ---------------------------------------------------------------------------
 #: Accounts.  ``password_hash`` is bcrypt (``None`` for robot accounts, which log in with tokens).
 users = Table(
     "users",
@@ -185,7 +185,7 @@ login_failures = Table(
     Column("count", Integer, nullable=False),
 )
 
-# -- policies and GC state (issue 5) ------------------------------------------------------
+# -- policies and GC state ------------------------------------------------------------------
 
 #: Retention per repository or namespace pattern (see ``moorage.gc.retention``).  A tag is
 #: removed only if every set rule agrees: beyond the newest ``keep_last`` tags (by push time),
@@ -326,7 +326,7 @@ insight_allowlist = Table(
     Column("created_at", Float, nullable=False),
 )
 # ---------------------------------------------------------------------------------------------
-# Events: webhooks, delivery outbox, audit log (issue 13; migration 0005, moorage/events/).
+# Events: webhooks, delivery outbox, audit log (migration 0005, moorage/events/).
 # ---------------------------------------------------------------------------------------------
 
 #: Webhook endpoints made through the admin API (config-file endpoints are not stored).
@@ -399,7 +399,7 @@ audit_log = Table(
 )
 
 
-# -- web UI (issue 11) ------------------------------------------------------------------------
+# -- web UI ---------------------------------------------------------------------------------
 #: Signed-in browser sessions.  ``id`` is the sha256 of the cookie's random secret (a stolen
 #: database dump yields no usable cookie); every replica sees the same rows.
 ui_sessions = Table(
@@ -443,7 +443,7 @@ ui_repo_stats = Table(
 )
 
 
-# -- integrity (issue 8) --------------------------------------------------------------------
+# -- integrity ------------------------------------------------------------------------------
 # Appended to the core tables above (created by migration 0004), kept here to keep merges simple.
 
 #: The one request allowed to write to an upload session (a random token) and until when its

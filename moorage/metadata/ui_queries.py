@@ -1,4 +1,4 @@
-"""SQL behind the web UI (issue 11): repository listings, tag tables, storage and activity
+"""SQL behind the web UI: repository listings, tag tables, storage and activity
 figures, browser sessions.
 
 Listings must stay fast at 10,000 repositories and 1,000 tags: every page is a ``LIMIT``ed

@@ -1,1 +1,1 @@
-"""Pull-through cache (``setup_proxy``) and replication (``moorage mirror``), issue 12."""
+"""Pull-through cache (``setup_proxy``) and replication (``moorage mirror``)."""

@@ -31,7 +31,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -94,9 +94,9 @@ class _Flight:
 
     size: int | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
-    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     #: The leading request's chunk queue; None once it has gone (or never streamed).
-    queue: asyncio.Queue | None = None
+    queue: asyncio.Queue[bytes | None] | None = None
 
 
 class PullThroughCache:
@@ -131,8 +131,8 @@ class PullThroughCache:
         self.upstreams.sort(key=lambda u: -len(u.cfg.namespace.strip("/")))
         self._fresh: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._flights: dict[tuple[str, str], _Flight] = {}
-        self._tag_fetches: dict[tuple[str, str], asyncio.Future] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tag_fetches: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -368,7 +368,7 @@ class PullThroughCache:
                 upload_id = record.id
                 fetched = 0
 
-                async def tee():  # type: ignore[no-untyped-def]
+                async def tee() -> AsyncIterator[bytes]:
                     nonlocal fetched
                     async for chunk in up.client.iter_blob(resp):
                         fetched += len(chunk)
@@ -421,8 +421,8 @@ class PullThroughCache:
         """Stream the fetch to the first client, holding back the last chunk until the digest
         was verified and the blob committed."""
         await flight.started.wait()
-        if flight.done.done() and flight.done.exception() is not None:
-            raise flight.done.exception()  # type: ignore[misc]
+        if flight.done.done() and (failure := flight.done.exception()) is not None:
+            raise failure
         resp = web.StreamResponse(status=200, headers=_blob_headers(digest, flight.size, "miss"))
         if flight.size is not None:
             resp.content_length = flight.size
@@ -433,7 +433,8 @@ class PullThroughCache:
             await resp.prepare(request)
             while True:
                 get = asyncio.ensure_future(queue.get())
-                waited, _ = await asyncio.wait({get, flight.done}, return_when=asyncio.FIRST_COMPLETED)
+                waiters: set[asyncio.Future[Any]] = {get, flight.done}  # the next chunk, or the fetch's end
+                waited, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 if get not in waited:
                     get.cancel()
                     # Fetch over: take what is still queued.

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 import click
 
 from .client import RegistryClient, UpstreamError, split_creds
 from .mirror import Mirror, MirrorReport, Progress, RegistryRef
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 class _RichProgress(Progress):
@@ -22,7 +27,7 @@ class _RichProgress(Progress):
         self.bars = Bars(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                          TimeRemainingColumn(), console=self.console, transient=False,
                          disable=quiet or not self.console.is_terminal)
-        self.tasks: dict[str, object] = {}
+        self.tasks: dict[str, TaskID] = {}
         self.total = self.bars.add_task("total", total=0)
         self.total_bytes = 0
 
@@ -30,26 +35,27 @@ class _RichProgress(Progress):
         self.bars.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.bars.__exit__(*exc)  # type: ignore[arg-type]
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.bars.__exit__(exc_type, exc, tb)
 
     def blob_started(self, digest: str, size: int) -> None:
         self.tasks[digest] = self.bars.add_task(digest[7:19], total=size)
         self.total_bytes += size
-        self.bars.update(self.total, total=self.total_bytes)  # type: ignore[arg-type]
+        self.bars.update(self.total, total=self.total_bytes)
         if not self.console.is_terminal:
             self.console.print(f"copying blob {digest} ({size} bytes)")
 
     def blob_advanced(self, digest: str, n: int) -> None:
         task = self.tasks.get(digest)
         if task is not None:
-            self.bars.advance(task, n)  # type: ignore[arg-type]
-        self.bars.advance(self.total, n)  # type: ignore[arg-type]
+            self.bars.advance(task, n)
+        self.bars.advance(self.total, n)
 
     def blob_done(self, digest: str) -> None:
         task = self.tasks.pop(digest, None)
         if task is not None:
-            self.bars.remove_task(task)  # type: ignore[arg-type]
+            self.bars.remove_task(task)
 
     def note(self, text: str) -> None:
         self.console.print(text)

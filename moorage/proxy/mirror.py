@@ -23,7 +23,7 @@ import asyncio
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from ..registry import mediatypes as mt
@@ -103,7 +103,7 @@ class Mirror:
         self.report = MirrorReport()
         self.same_registry = src.base_url == dst.base_url
         self._done_manifests: set[str] = set()
-        self._blob_tasks: dict[str, asyncio.Task] = {}
+        self._blob_tasks: dict[str, asyncio.Task[None]] = {}
         self._push_scope = f"repository:{dst.repo}:pull,push"
         if self.same_registry:
             self._push_scope += f" repository:{src.repo}:pull"
@@ -269,7 +269,7 @@ class Mirror:
             try:
                 sent = 0
 
-                async def body():  # type: ignore[no-untyped-def]
+                async def body() -> AsyncIterator[bytes]:
                     nonlocal sent
                     async for chunk in self.sc.iter_blob(src):
                         sent += len(chunk)

@@ -45,7 +45,7 @@ def setup_proxy(app: web.Application, settings: Settings) -> None:
     if registry is not None:
         from .stats import ProxyCollector
 
-        registry.register(ProxyCollector(cache))  # type: ignore[arg-type]
+        registry.register(ProxyCollector(cache))
 
     async def status(request: web.Request) -> web.Response:
         if token_mode:

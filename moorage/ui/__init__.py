@@ -1,4 +1,4 @@
-"""The web UI (issue 11): browse, inspect and manage the registry in a browser.
+"""The web UI: browse, inspect and manage the registry in a browser.
 
 Server-rendered pages (Jinja2 via aiohttp-jinja2) with htmx for search-as-you-type and
 Chart.js for the charts, both vendored under ``static/`` (no CDN, no build step).  Wired by

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -22,7 +22,7 @@ from ..metadata.ui_queries import UIQueries
 from ..registry.events import RegistryEvent
 
 #: The app's activity recorder (the statistics page reads its unsaved counts).
-ACTIVITY = web.AppKey("ui_activity", object)
+ACTIVITY = web.AppKey["ActivityRecorder"]("ui_activity")
 
 log = logging.getLogger("moorage.ui")
 
@@ -101,7 +101,7 @@ class ActivityRecorder:
             self._wake.clear()
             await self.flush()
 
-    def cleanup_ctx(self):  # type: ignore[no-untyped-def]
+    def cleanup_ctx(self) -> Callable[[web.Application], AsyncIterator[None]]:
         async def ctx(app: web.Application) -> AsyncIterator[None]:
             task = asyncio.create_task(self.run())
             yield

@@ -62,7 +62,7 @@ async def activity_data(request: web.Request, viewer: Viewer, hours: int = 7 * 2
 
     recorder = request.app.get(ACTIVITY)
     if recorder is not None:
-        await recorder.flush_counts()  # type: ignore[attr-defined]
+        await recorder.flush_counts()
     queries = request.app[QUERIES]
     visible = await queries.visible_condition(viewer.visibility())
     now_bucket = int(time.time() // 3600)

@@ -98,15 +98,20 @@ def platform_label(p: Any) -> str:
     return label
 
 
-def index_entries(doc: Any) -> list[dict[str, Any]]:
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (documents come from clients)."""
+    return value if isinstance(value, dict) else {}
+
+
+def index_entries(doc: Any) -> list[Row]:
     """The per-platform manifests of an index (attestation entries marked as such)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
         return []
-    out = []
+    out: list[Row] = []
     for m in doc["manifests"][:500]:
         if not isinstance(m, dict):
             continue
-        ann = m.get("annotations") if isinstance(m.get("annotations"), dict) else {}
+        ann = _object(m.get("annotations"))
         attestation = ann.get("vnd.docker.reference.type") == "attestation-manifest"
         out.append(Row(digest=str(m.get("digest", "")), media_type=str(m.get("mediaType", "")),
                        size=m.get("size") if isinstance(m.get("size"), int) else None,
@@ -121,11 +126,11 @@ def platforms(media_type: str, payload: bytes) -> list[str]:
     return [e["platform"] for e in index_entries(parse_json(payload)) if not e["attestation"]]
 
 
-def config_view(config: Any) -> dict[str, Any]:
+def config_view(config: Any) -> Row:
     """The parts of an image config a person looks for, in display order."""
     if not isinstance(config, dict):
         return Row()
-    c = config.get("config") if isinstance(config.get("config"), dict) else {}
+    c = _object(config.get("config"))
 
     def words(v: Any) -> str | None:
         if isinstance(v, list):
@@ -138,7 +143,7 @@ def config_view(config: Any) -> dict[str, Any]:
             history.append({"created": str(h.get("created", "")), "created_by": str(h.get("created_by", "")),
                             "empty_layer": bool(h.get("empty_layer")), "comment": str(h.get("comment", "") or "")})
     env = [str(e) for e in c.get("Env", []) or [] if isinstance(e, str)][:500] if isinstance(c.get("Env"), list) else []
-    labels = c.get("Labels") if isinstance(c.get("Labels"), dict) else {}
+    labels = _object(c.get("Labels"))
     ports = sorted(str(p) for p in (c.get("ExposedPorts") or {})) if isinstance(c.get("ExposedPorts"), dict) else []
     volumes = sorted(str(p) for p in (c.get("Volumes") or {})) if isinstance(c.get("Volumes"), dict) else []
     plat = {k: config.get(k) for k in ("os", "architecture", "variant") if config.get(k)}

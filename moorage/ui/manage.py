@@ -23,7 +23,7 @@ from ..auth.policy import parse_actions, parse_token_scope, valid_pattern, valid
 from ..registry import errors
 from ..registry.names import is_valid_name
 from .pages import NAME, _repo_name, registry_host, visible_repository
-from .session import QUERIES, Redirect, UIError, Viewer, check_csrf, resolve_viewer
+from .session import QUERIES, Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer
 from ..metadata.ui_queries import Row
 from .format import clean
 from .templating import render
@@ -49,7 +49,7 @@ def _require_admin(viewer: Viewer, *, token_mode: bool = False) -> None:
         raise UIError(403, "Administrator rights required.")
 
 
-def _field(form: Any, key: str, limit: int = 255) -> str:
+def _field(form: Form, key: str, limit: int = 255) -> str:
     value = form.get(key, "")
     return clean(value, limit) if isinstance(value, str) else ""
 
@@ -141,7 +141,7 @@ async def tokens_page(request: web.Request) -> web.StreamResponse:
     return await _tokens_page(request, viewer)
 
 
-def _token_params(form: Any) -> tuple[str, list[str] | None, float | None]:
+def _token_params(form: Form) -> tuple[str, list[str] | None, float | None]:
     name = _field(form, "name", 128) or "token"
     raw_scope = _field(form, "scope", 4000)
     scope = [s for s in raw_scope.replace(",", " ").split() if s] or None
@@ -320,7 +320,7 @@ async def _namespaces_page(request: web.Request, viewer: Viewer, error: str | No
     return render("namespaces.html", request, ctx, status=status)
 
 
-def _namespace(form: Any, key: str = "namespace") -> str:
+def _namespace(form: Form, key: str = "namespace") -> str:
     ns = _field(form, key).strip("/")
     if not ns or not is_valid_name(ns):
         raise ValueError(f"invalid namespace {ns[:100]!r}")

@@ -10,16 +10,19 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ..api.common import BLOBS, SETTINGS
-from ..metadata.ui_queries import Row
+from ..metadata.ui_queries import Row, UIQueries
 from ..registry.names import is_valid_name
 from . import format as fmt
 from .session import QUERIES, Redirect, UIError, Viewer, check_csrf, resolve_viewer, sign_in, sign_out
 from .templating import render
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement
 
 routes = web.RouteTableDef()
 NAME = "{name:[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*}"
@@ -106,7 +109,7 @@ _NS_CACHE: dict[str, tuple[float, list[str]]] = {}
 NS_CACHE_SECONDS = 60.0
 
 
-async def _namespaces(queries: Any, viewer: Viewer, visible: Any) -> list[str]:
+async def _namespaces(queries: UIQueries, viewer: Viewer, visible: ColumnElement[bool]) -> list[str]:
     key = f"{id(queries)}:{viewer.visibility()!r}"
     now = time.monotonic()
     hit = _NS_CACHE.get(key)

@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping, TypedDict
 
 from aiohttp import web
 
@@ -35,10 +35,12 @@ from ..registry import errors
 SESSION_COOKIE = "moorage_session"
 CSRF_COOKIE = "moorage_csrf"
 #: Request key holding the resolved :class:`Viewer`.
-VIEWER: web.RequestKey["Viewer"] = web.RequestKey("ui_viewer", object)  # type: ignore[arg-type]
+VIEWER = web.RequestKey["Viewer"]("ui_viewer")
 #: Request key: cookies the UI middleware sets on the response.
-SET_COOKIES: web.RequestKey[list] = web.RequestKey("ui_set_cookies", list)
+SET_COOKIES = web.RequestKey[list[tuple[str, str, int | None, str]]]("ui_set_cookies")
 QUERIES = web.AppKey("ui_queries", UIQueries)
+#: A posted form, as ``request.post()`` parses it (a file upload is no text field).
+Form = Mapping[str, str | bytes | bytearray | web.FileField]
 
 
 class UIError(Exception):
@@ -127,7 +129,13 @@ def _hash(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
 
 
-def _cookie_flags(request: web.Request) -> dict[str, Any]:
+class _CookieFlags(TypedDict):
+    httponly: bool
+    secure: bool
+    path: str
+
+
+def _cookie_flags(request: web.Request) -> _CookieFlags:
     settings = request.app[SETTINGS]
     secure = request.secure or settings.tls.certificate is not None
     return {"httponly": True, "secure": secure, "path": "/"}
@@ -156,9 +164,8 @@ def anonymous_csrf(request: web.Request) -> str:
 
 async def resolve_viewer(request: web.Request) -> Viewer:
     """The viewer of this request (cached on the request)."""
-    cached = request.get(VIEWER)
-    if cached is not None:
-        return cached
+    if VIEWER in request:
+        return request[VIEWER]
     settings = request.app[SETTINGS]
     mode = settings.auth.mode
     viewer = Viewer(mode=mode)
@@ -264,7 +271,7 @@ async def sign_out(request: web.Request) -> None:
     set_cookie(request, SESSION_COOKIE, "", max_age=None, samesite="Lax")
 
 
-async def check_csrf(request: web.Request) -> tuple[Viewer, Any]:
+async def check_csrf(request: web.Request) -> tuple[Viewer, Form]:
     """The viewer and the posted form, after checking the form's CSRF token (403 otherwise).
 
     Also refuses a cross-origin ``Origin`` header: browsers send it on every POST.

@@ -1,4 +1,4 @@
-"""``setup_ui(app, settings)``: the web UI extension (issue 11), wired in one place.
+"""``setup_ui(app, settings)``: the web UI extension, wired in one place.
 
 Adds the pages (``/``, ``/ui/...``), the static files (``/static/``), a middleware that turns
 errors on UI routes into HTML pages and adds security headers, and the push/pull activity
