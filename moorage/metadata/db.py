@@ -10,11 +10,12 @@ PostgreSQL: one asyncpg engine; writes rely on row locks (``FOR SHARE``/``FOR UP
 from __future__ import annotations
 
 import contextlib
+import functools
+import re
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 from sqlalchemy import Connection, create_engine, event, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
@@ -105,7 +106,12 @@ class Database:
 
     def insert(self, table: Any) -> Any:
         """A dialect insert supporting ``on_conflict_do_nothing/update`` (same API on both)."""
-        return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
+        # Imported here: the PostgreSQL dialect is ~2 MiB a SQLite registry has no use for.
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        return insert(table)
 
     def lexical(self, column: Any) -> Any:
         """``column`` compared byte-wise (PostgreSQL's locale collations would sort differently)."""
@@ -136,6 +142,9 @@ class Database:
         return cfg
 
     def head_revision(self) -> str | None:
+        fast = script_head()
+        if fast is not None:
+            return fast
         from alembic.script import ScriptDirectory
 
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
@@ -145,10 +154,14 @@ class Database:
             return await conn.run_sync(_revision_of)
 
     async def migrate(self) -> tuple[str | None, str | None]:
-        """Upgrade to the newest schema; returns (before, after) revisions."""
-        cfg = self._alembic_config()
+        """Upgrade to the newest schema; returns (before, after) revisions.
+
+        A database already at the head is left alone without importing Alembic (one query).
+        """
+        head = script_head()
 
         def upgrade(sync_conn: Any) -> None:
+            cfg = self._alembic_config()
             cfg.attributes["connection"] = sync_conn
             from alembic import command
 
@@ -160,6 +173,8 @@ class Database:
                 # wait here and then find the schema at head (PostgreSQL DDL is transactional).
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
             before = await conn.run_sync(_revision_of)
+            if before is not None and before == head:
+                return before, before
             await conn.run_sync(upgrade)
         return before, await self.current_revision()
 
@@ -186,9 +201,53 @@ ON_LOOP_BUSY_MS = 2000
 
 
 def _revision_of(sync_conn: Any) -> str | None:
+    """The schema revision stamped in ``alembic_version`` (None: an empty database).
+
+    One plain query, so that starting on a current schema never imports Alembic; anything
+    but one row (several heads) is left to Alembic, which says what is wrong."""
+    if not sync_conn.dialect.has_table(sync_conn, "alembic_version"):
+        return None
+    rows = sync_conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(rows) == 1:
+        return str(rows[0])
+    if not rows:
+        return None
     from alembic.runtime.migration import MigrationContext
 
     return MigrationContext.configure(sync_conn).get_current_revision()
+
+
+_REVISION_LINE = re.compile(r"""^(down_revision|revision)\s*(?::[^=]*)?=\s*(.*?)\s*(?:#.*)?$""", re.M)
+_QUOTED = re.compile(r"""^(?:"([^"]*)"|'([^']*)')$""")
+
+
+@functools.lru_cache(maxsize=1)
+def script_head() -> str | None:
+    """The newest migration's revision, read from the version files' ``revision`` and
+    ``down_revision`` lines without importing Alembic (a third of a command's start-up time).
+
+    None when the files are anything but one simple chain (a merge, a branch, an unusual
+    line): then Alembic itself decides.  tests/test_footprint.py keeps this equal to Alembic's head.
+    """
+    parents: dict[str, str | None] = {}
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        found: dict[str, str | None] = {}
+        for key, value in _REVISION_LINE.findall(path.read_text(encoding="utf-8")):
+            quoted = _QUOTED.match(value)
+            if value == "None":
+                found[key] = None
+            elif quoted:
+                found[key] = quoted.group(1) if quoted.group(1) is not None else quoted.group(2)
+            else:
+                return None
+        if "revision" not in found or "down_revision" not in found or found["revision"] is None:
+            return None
+        parents[str(found["revision"])] = found["down_revision"]
+    heads = set(parents) - {p for p in parents.values() if p is not None}
+    roots = [r for r, p in parents.items() if p is None]
+    if len(heads) != 1 or len(roots) != 1 or any(p is not None and p not in parents for p in parents.values()):
+        return None
+    return heads.pop()
 
 
 def _sqlite_pragmas(engine: Any, *, immediate: bool, begin: bool = True, busy_ms: int = 60000) -> None:
