@@ -10,8 +10,6 @@ PostgreSQL: one asyncpg engine; writes rely on row locks (``FOR SHARE``/``FOR UP
 from __future__ import annotations
 
 import contextlib
-import functools
-import re
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -19,13 +17,10 @@ from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+from .schema_version import MIGRATIONS, SchemaOutOfDate, script_head
+
 #: PostgreSQL advisory-lock key serialising concurrent ``migrate`` runs ("moorage" in ASCII).
 _MIGRATION_LOCK_KEY = 0x6D6F6F72616765
-
-
-class SchemaOutOfDate(RuntimeError):
-    """The database's schema is older (or newer) than this code."""
 
 
 class Database:
@@ -215,39 +210,6 @@ def _revision_of(sync_conn: Any) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     return MigrationContext.configure(sync_conn).get_current_revision()
-
-
-_REVISION_LINE = re.compile(r"""^(down_revision|revision)\s*(?::[^=]*)?=\s*(.*?)\s*(?:#.*)?$""", re.M)
-_QUOTED = re.compile(r"""^(?:"([^"]*)"|'([^']*)')$""")
-
-
-@functools.lru_cache(maxsize=1)
-def script_head() -> str | None:
-    """The newest migration's revision, read from the version files' ``revision`` and
-    ``down_revision`` lines without importing Alembic (a third of a command's start-up time).
-
-    None when the files are anything but one simple chain (a merge, a branch, an unusual
-    line): then Alembic itself decides.  tests/test_footprint.py keeps this equal to Alembic's head.
-    """
-    parents: dict[str, str | None] = {}
-    for path in (MIGRATIONS / "versions").glob("*.py"):
-        found: dict[str, str | None] = {}
-        for key, value in _REVISION_LINE.findall(path.read_text(encoding="utf-8")):
-            quoted = _QUOTED.match(value)
-            if value == "None":
-                found[key] = None
-            elif quoted:
-                found[key] = quoted.group(1) if quoted.group(1) is not None else quoted.group(2)
-            else:
-                return None
-        if "revision" not in found or "down_revision" not in found or found["revision"] is None:
-            return None
-        parents[str(found["revision"])] = found["down_revision"]
-    heads = set(parents) - {p for p in parents.values() if p is not None}
-    roots = [r for r, p in parents.items() if p is None]
-    if len(heads) != 1 or len(roots) != 1 or any(p is not None and p not in parents for p in parents.values()):
-        return None
-    return heads.pop()
 
 
 def _sqlite_pragmas(engine: Any, *, immediate: bool, begin: bool = True, busy_ms: int = 60000) -> None:
