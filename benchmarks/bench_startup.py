@@ -11,9 +11,9 @@ Figures:
   (``from moorage.cli import main``), from the source tree, with its bytecode cached in a private
   ``PYTHONPYCACHEPREFIX`` (an installed package has its ``.pyc`` files; the tree has none).
 * idle RSS (``VmRSS``, summed over the server's processes) and PSS of ``moorage serve --workers 1``
-  one second after it answers ``/v2/``, and again after a small push and pull (a 3-blob OCI image
-  pushed, its manifest and blobs pulled); Distribution 2.8.2 (Debian ``docker-registry``) measured the
-  same way in the same run.
+  on a fresh data dir, one second after it answers ``/v2/``, and again after a small push and pull
+  (a 3-blob OCI image pushed, its manifest and blobs pulled); the same for ``--workers 2`` (master +
+  two workers); Distribution 2.8.2 (Debian ``docker-registry``) measured the same way in the same run.
 
 ``ratio`` is Distribution/Moorage for memory (> 1: Moorage smaller).  On a shared machine wall times
 swing with the load; CPU time is the steadier figure.
@@ -38,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.support import ocilayout  # noqa: E402
-from tests.support.registry_proc import RegistryProcess, start_distribution, start_moorage  # noqa: E402
+from tests.support.registry_proc import RegistryProcess, start_distribution  # noqa: E402
 
 #: The console script's body (``moorage = moorage.cli:main``).
 CONSOLE = "import sys; from moorage.cli import main; sys.argv[0] = 'moorage'; sys.exit(main())"
@@ -176,10 +176,19 @@ def serve_figures(proc: RegistryProcess, settle: float) -> dict[str, float]:
     return {"rss_idle": rss0, "pss_idle": pss0, "rss_pushpull": rss1, "pss_pushpull": pss1}
 
 
-def moorage_serve(tree: Path, work: Path, env: dict[str, str] | None = None) -> RegistryProcess:
-    pycache = work.parent / "pycache"
-    full = {"PYTHONPATH": str(tree), "PYTHONPYCACHEPREFIX": str(pycache), **(env or {})}
-    return start_moorage(work, env=full, extra_args=["--workers", "1"])
+def moorage_serve(tree: Path, work: Path, env: dict[str, str] | None = None, workers: int = 1) -> RegistryProcess:
+    """``moorage serve`` from ``tree`` (run from ``work``, so that the tree on PYTHONPATH is the
+    code that runs), with the bytecode cache its CLI figures warmed."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "data").mkdir(exist_ok=True)
+    full = {k: None for k in os.environ if k.startswith("MOORAGE_")}
+    full.update({"PYTHONPATH": str(tree), "PYTHONPYCACHEPREFIX": str(work.parent / "pycache"),
+                 "PYTHONDONTWRITEBYTECODE": None, "PYTHONUNBUFFERED": "1", **(env or {})})
+    proc = RegistryProcess(
+        argv=[sys.executable, "-m", "moorage.cli", "serve", "--addr", "127.0.0.1:{port}", "--data", str(work / "data"),
+              "--workers", str(workers)],
+        workdir=work, kind="moorage", env=full, cwd=work, start_timeout=60, data_dir=work / "data")
+    return proc.start()
 
 
 # ----------------------------------------------------------------------------- report
@@ -214,6 +223,12 @@ def main() -> None:
             proc = moorage_serve(tree, work / label / "serve")
             try:
                 results[label].update(serve_figures(proc, args.settle))
+            finally:
+                proc.stop()
+            log(f"{label}: serve --workers 2 (fs + SQLite)")
+            proc = moorage_serve(tree, work / label / "serve-w2", workers=2)
+            try:
+                results[label].update({f"w2_{k}": v for k, v in serve_figures(proc, args.settle).items()})
             finally:
                 proc.stop()
         if args.s3_pg:
@@ -255,6 +270,9 @@ def main() -> None:
         ("serve fs+SQLite: PSS idle after start", "MiB", "pss_idle", True),
         ("serve fs+SQLite: RSS after push/pull", "MiB", "rss_pushpull", True),
         ("serve fs+SQLite: PSS after push/pull", "MiB", "pss_pushpull", True),
+        ("serve --workers 2: RSS idle (sum of 3 procs)", "MiB", "w2_rss_idle", True),
+        ("serve --workers 2: PSS idle (sum of 3 procs)", "MiB", "w2_pss_idle", True),
+        ("serve --workers 2: PSS after push/pull", "MiB", "w2_pss_pushpull", True),
     ]
     if args.s3_pg:
         rows += [("serve S3+PG: RSS idle after start", "MiB", "s3pg_rss_idle", True),
@@ -264,7 +282,7 @@ def main() -> None:
     head = f"{'figure':42} {'unit':>4} {'Distribution':>12}" + "".join(f" {lb:>10} {'ratio':>7}" for lb in labels)
     print(head)
     for title, unit, key, vs_dist in rows:
-        dkey = key.removeprefix("s3pg_")
+        dkey = key.removeprefix("s3pg_").removeprefix("w2_")
         dv = dist.get(dkey) if vs_dist else None
         line = f"{title:42} {unit:>4} {fmt(dv, unit):>12}"
         for lb in labels:
