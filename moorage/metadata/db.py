@@ -103,10 +103,12 @@ class Database:
         """A dialect insert supporting ``on_conflict_do_nothing/update`` (same API on both)."""
         # Imported here: the PostgreSQL dialect is ~2 MiB a SQLite registry has no use for.
         if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        return insert(table)
+            from sqlalchemy.dialects import sqlite
+
+            return sqlite.insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
 
     def lexical(self, column: Any) -> Any:
         """``column`` compared byte-wise (PostgreSQL's locale collations would sort differently)."""
