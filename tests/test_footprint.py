@@ -121,7 +121,7 @@ def test_embedded_server_loads_no_remote_backend_migration_or_auth_code(tmp_path
         assert proc.proc is not None
         started = _snapshot(tmp_path, proc.proc.pid)
         assert "aiohttp" in started and "sqlalchemy" in started and "moorage.composition" in started  # the probe sees
-        assert _loaded(REMOTE_BACKENDS + MIGRATIONS + ON_FIRST_USE + AUTH_ONLY, started) == []
+        assert _loaded(REMOTE_BACKENDS + MIGRATIONS + ON_FIRST_USE + AUTH_ONLY + ("yaml",), started) == []
 
         client = Client(proc.url)
         digest, _ = client.push_image("footprint/app", "v1", [os.urandom(4096)])
@@ -174,7 +174,7 @@ def test_help_and_user_list_load_only_what_they_use(tmp_path: Path) -> None:
     cp, modules = _cli(tmp_path, "user", "list", "--data", str(data))
     assert cp.returncode == 0, cp.stderr
     assert "moorage.auth.store" in modules and "sqlalchemy" in modules
-    assert _loaded(REMOTE_BACKENDS + MIGRATIONS + ON_FIRST_USE + AUTH_ONLY + ("aiohttp",), modules) == []
+    assert _loaded(REMOTE_BACKENDS + MIGRATIONS + ON_FIRST_USE + AUTH_ONLY + ("aiohttp", "yaml"), modules) == []
 
     cp, modules = _cli(tmp_path, "migrate", "--data", str(data))  # already current: one query
     assert cp.returncode == 0 and cp.stdout.strip().endswith("-> " + cp.stdout.strip().rsplit("-> ", 1)[1])
