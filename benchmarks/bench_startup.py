@@ -191,6 +191,31 @@ def moorage_serve(tree: Path, work: Path, env: dict[str, str] | None = None, wor
     return proc.start()
 
 
+def s3_pg_figures(stack: ExitStack, work: Path, trees: dict[str, Path], results: dict[str, dict[str, float]],
+                  settle: float) -> None:
+    """Moorage on Ceph RGW + PostgreSQL (both started here; slow)."""
+    from tests.support.ceph import start_rgw
+    from tests.support.postgres import create_database, start_postgres
+
+    log("starting PostgreSQL and Ceph RGW")
+    pg_url = stack.enter_context(start_postgres(work / "pg"))
+    rgw = stack.enter_context(start_rgw(work / "rgw"))
+    for label, tree in trees.items():
+        name = f"bench_{label.lower()}_{os.getpid()}"
+        env = {
+            "MOORAGE_STORAGE__DRIVER": "s3", "MOORAGE_STORAGE__S3__BUCKET": name.replace("_", "-"),
+            "MOORAGE_STORAGE__S3__ENDPOINT_URL": rgw.endpoint_url, "MOORAGE_STORAGE__S3__ACCESS_KEY": rgw.access_key,
+            "MOORAGE_STORAGE__S3__SECRET_KEY": rgw.secret_key, "MOORAGE_STORAGE__S3__REGION": rgw.region,
+            "MOORAGE_DATABASE__URL": create_database(pg_url, name), "MOORAGE_DATABASE__AUTO_MIGRATE": "true",
+        }
+        log(f"{label}: serve (S3 + PostgreSQL)")
+        proc = moorage_serve(tree, work / label / "serve-s3", env)
+        try:
+            results[label].update({f"s3pg_{k}": v for k, v in serve_figures(proc, settle).items()})
+        finally:
+            proc.stop()
+
+
 # ----------------------------------------------------------------------------- report
 def fmt(v: float | None, unit: str) -> str:
     if v is None:
@@ -232,26 +257,11 @@ def main() -> None:
             finally:
                 proc.stop()
         if args.s3_pg:
-            from tests.support.ceph import start_rgw
-            from tests.support.postgres import create_database, start_postgres
-
-            log("starting PostgreSQL and Ceph RGW")
-            pg_url = stack.enter_context(start_postgres(work / "pg"))
-            rgw = stack.enter_context(start_rgw(work / "rgw"))
-            for label, tree in trees.items():
-                name = f"bench_{label.lower()}_{os.getpid()}"
-                env = {
-                    "MOORAGE_STORAGE__DRIVER": "s3", "MOORAGE_STORAGE__S3__BUCKET": name.replace("_", "-"),
-                    "MOORAGE_STORAGE__S3__ENDPOINT_URL": rgw.endpoint_url, "MOORAGE_STORAGE__S3__ACCESS_KEY": rgw.access_key,
-                    "MOORAGE_STORAGE__S3__SECRET_KEY": rgw.secret_key, "MOORAGE_STORAGE__S3__REGION": rgw.region,
-                    "MOORAGE_DATABASE__URL": create_database(pg_url, name), "MOORAGE_DATABASE__AUTO_MIGRATE": "true",
-                }
-                log(f"{label}: serve (S3 + PostgreSQL)")
-                proc = moorage_serve(tree, work / label / "serve-s3", env)
-                try:
-                    results[label].update({f"s3pg_{k}": v for k, v in serve_figures(proc, args.settle).items()})
-                finally:
-                    proc.stop()
+            try:
+                s3_pg_figures(stack, work, trees, results, args.settle)
+            except Exception as exc:  # noqa: BLE001 - the other figures still print
+                log(f"S3 + PostgreSQL figures failed: {exc}")
+                args.s3_pg = False
         if not args.no_distribution:
             log("Distribution 2.8.2")
             dist = start_distribution(work / "distribution")
