@@ -8,8 +8,8 @@ Figures:
 
 * ``moorage --help`` and ``moorage user list --data DIR`` (on a migrated data dir): wall time and CPU
   time (user+sys) of the whole process, median of ``--repeat`` runs.  Run as the console script runs
-  (``from moorage.cli import main``), from the source tree, with its bytecode cached in a private
-  ``PYTHONPYCACHEPREFIX`` (an installed package has its ``.pyc`` files; the tree has none).
+  (``from moorage.cli import main``), from the source tree, with its bytecode cached first (an
+  installed package has its ``.pyc`` files; ``PYTHONDONTWRITEBYTECODE`` is unset for the runs).
 * idle RSS (``VmRSS``, summed over the server's processes) and PSS of ``moorage serve --workers 1``
   on a fresh data dir, one second after it answers ``/v2/``, and again after a small push and pull
   (a 3-blob OCI image pushed, its manifest and blobs pulled); the same for ``--workers 2`` (master +
@@ -50,12 +50,25 @@ def log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- CLI timing
-def tree_env(tree: Path, pycache: Path) -> dict[str, str]:
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment a tree's processes run in: its bytecode written next to its sources (as an
+    installed package has it; a private PYTHONPYCACHEPREFIX would recompile every library too)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("PYTHONPYCACHEPREFIX", None)
     env["PYTHONPATH"] = str(tree)
-    env["PYTHONPYCACHEPREFIX"] = str(pycache)
     return env
+
+
+#: Imports everything a server and the migration child use, so that their bytecode is cached.
+WARM = ("import sys, uvloop, alembic.command, moorage.server\n"
+        "from moorage.config import load_settings\nfrom moorage.composition import build_app\n"
+        "build_app(load_settings(None, data=sys.argv[1]))\n")
+
+
+def warm(tree: Path, work: Path) -> None:
+    subprocess.run([sys.executable, "-c", WARM, str(work / "warm-data")], env=tree_env(tree), cwd=work,
+                   check=True, capture_output=True)
 
 
 def run_timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
@@ -73,8 +86,7 @@ def run_timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, f
 
 def cli_figures(tree: Path, work: Path, repeat: int) -> dict[str, float]:
     """Median wall and CPU time of ``moorage --help`` and ``moorage user list``."""
-    pycache = work / "pycache"
-    env = tree_env(tree, pycache)
+    env = tree_env(tree)
     data = work / "data"
     subprocess.run([sys.executable, "-c", CONSOLE, "migrate", "--data", str(data)], env=env, cwd=work,
                    check=True, capture_output=True)
@@ -181,9 +193,9 @@ def moorage_serve(tree: Path, work: Path, env: dict[str, str] | None = None, wor
     code that runs), with the bytecode cache its CLI figures warmed."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "data").mkdir(exist_ok=True)
-    full = {k: None for k in os.environ if k.startswith("MOORAGE_")}
-    full.update({"PYTHONPATH": str(tree), "PYTHONPYCACHEPREFIX": str(work.parent / "pycache"),
-                 "PYTHONDONTWRITEBYTECODE": None, "PYTHONUNBUFFERED": "1", **(env or {})})
+    full: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MOORAGE_")}
+    full.update({"PYTHONPATH": str(tree), "PYTHONPYCACHEPREFIX": None, "PYTHONDONTWRITEBYTECODE": None,
+                 "PYTHONUNBUFFERED": "1", **(env or {})})
     proc = RegistryProcess(
         argv=[sys.executable, "-m", "moorage.cli", "serve", "--addr", "127.0.0.1:{port}", "--data", str(work / "data"),
               "--workers", str(workers)],
@@ -242,6 +254,7 @@ def main() -> None:
         for label, tree in trees.items():
             log(f"{label}: CLI start-up, {args.repeat} runs each")
             (work / label).mkdir()
+            warm(tree, work / label)
             results[label] = cli_figures(tree, work / label, args.repeat)
         for label, tree in trees.items():
             log(f"{label}: serve (fs + SQLite), idle and after push/pull")
