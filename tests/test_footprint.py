@@ -174,7 +174,9 @@ def test_help_and_user_list_load_only_what_they_use(tmp_path: Path) -> None:
     cp, modules = _cli(tmp_path, "user", "list", "--data", str(data))
     assert cp.returncode == 0, cp.stderr
     assert "moorage.auth.store" in modules and "sqlalchemy" in modules
-    assert _loaded(REMOTE_BACKENDS + MIGRATIONS + ON_FIRST_USE + AUTH_ONLY + ("aiohttp", "yaml"), modules) == []
+    # Reads only: SQLite's synchronous engine; no aiosqlite engine, so no asyncio extension (and ORM).
+    assert _loaded(REMOTE_BACKENDS + MIGRATIONS + ON_FIRST_USE + AUTH_ONLY
+                   + ("aiohttp", "yaml", "sqlalchemy.ext.asyncio", "sqlalchemy.orm", "aiosqlite"), modules) == []
 
     cp, modules = _cli(tmp_path, "migrate", "--data", str(data))  # already current: one query
     assert cp.returncode == 0 and cp.stdout.strip().endswith("-> " + cp.stdout.strip().rsplit("-> ", 1)[1])
