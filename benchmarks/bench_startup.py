@@ -61,14 +61,17 @@ def tree_env(tree: Path) -> dict[str, str]:
 
 
 #: Imports everything a server and the migration child use, so that their bytecode is cached.
-WARM = ("import sys, uvloop, alembic.command, moorage.server\n"
-        "from moorage.config import load_settings\nfrom moorage.composition import build_app\n"
-        "build_app(load_settings(None, data=sys.argv[1]))\n")
+WARM = (
+    "import sys, uvloop, alembic.command, moorage.server\n"
+    "from moorage.config import load_settings\nfrom moorage.composition import build_app\n"
+    "build_app(load_settings(None, data=sys.argv[1]))\n"
+)
 
 
 def warm(tree: Path, work: Path) -> None:
-    subprocess.run([sys.executable, "-c", WARM, str(work / "warm-data")], env=tree_env(tree), cwd=work,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", WARM, str(work / "warm-data")], env=tree_env(tree), cwd=work, check=True, capture_output=True
+    )
 
 
 def run_timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
@@ -88,8 +91,9 @@ def cli_figures(tree: Path, work: Path, repeat: int) -> dict[str, float]:
     """Median wall and CPU time of ``moorage --help`` and ``moorage user list``."""
     env = tree_env(tree)
     data = work / "data"
-    subprocess.run([sys.executable, "-c", CONSOLE, "migrate", "--data", str(data)], env=env, cwd=work,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", CONSOLE, "migrate", "--data", str(data)], env=env, cwd=work, check=True, capture_output=True
+    )
     out: dict[str, float] = {}
     for name, args in (("help", ["--help"]), ("user_list", ["user", "list", "--data", str(data)])):
         argv = [sys.executable, "-c", CONSOLE, *args]
@@ -149,24 +153,37 @@ def memory_mib(proc: RegistryProcess) -> tuple[float, float]:
 def push_pull(base: str) -> None:
     """Push a small OCI image (config + two layers + manifest), then pull it back."""
     s = requests.Session()
-    blobs = [ocilayout.canonical_json({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}),
-             os.urandom(256 * 1024), os.urandom(2 * MiB)]
+    blobs = [
+        ocilayout.canonical_json({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}),
+        os.urandom(256 * 1024),
+        os.urandom(2 * MiB),
+    ]
     for data in blobs:
         r = s.post(f"{base}/v2/bench/footprint/blobs/uploads/", timeout=30)
         r.raise_for_status()
         loc = requests.compat.urljoin(base + "/", r.headers["Location"])
-        r = s.put(loc, params={"digest": ocilayout.sha256_digest(data)}, data=data,
-                  headers={"Content-Type": "application/octet-stream"}, timeout=30)
+        r = s.put(
+            loc,
+            params={"digest": ocilayout.sha256_digest(data)},
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=30,
+        )
         if r.status_code != 201:
             raise RuntimeError(f"PUT blob: {r.status_code} {r.text[:200]}")
-    manifest = ocilayout.canonical_json({
-        "schemaVersion": 2, "mediaType": ocilayout.MT_OCI_MANIFEST,
-        "config": {"mediaType": ocilayout.MT_OCI_CONFIG, "digest": ocilayout.sha256_digest(blobs[0]), "size": len(blobs[0])},
-        "layers": [{"mediaType": ocilayout.MT_OCI_LAYER_TAR, "digest": ocilayout.sha256_digest(b), "size": len(b)}
-                   for b in blobs[1:]],
-    })
-    r = s.put(f"{base}/v2/bench/footprint/manifests/v1", data=manifest,
-              headers={"Content-Type": ocilayout.MT_OCI_MANIFEST}, timeout=30)
+    manifest = ocilayout.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": ocilayout.MT_OCI_MANIFEST,
+            "config": {"mediaType": ocilayout.MT_OCI_CONFIG, "digest": ocilayout.sha256_digest(blobs[0]), "size": len(blobs[0])},
+            "layers": [
+                {"mediaType": ocilayout.MT_OCI_LAYER_TAR, "digest": ocilayout.sha256_digest(b), "size": len(b)} for b in blobs[1:]
+            ],
+        }
+    )
+    r = s.put(
+        f"{base}/v2/bench/footprint/manifests/v1", data=manifest, headers={"Content-Type": ocilayout.MT_OCI_MANIFEST}, timeout=30
+    )
     if r.status_code != 201:
         raise RuntimeError(f"PUT manifest: {r.status_code} {r.text[:200]}")
     r = s.get(f"{base}/v2/bench/footprint/manifests/v1", headers={"Accept": ocilayout.MT_OCI_MANIFEST}, timeout=30)
@@ -194,17 +211,41 @@ def moorage_serve(tree: Path, work: Path, env: dict[str, str] | None = None, wor
     work.mkdir(parents=True, exist_ok=True)
     (work / "data").mkdir(exist_ok=True)
     full: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MOORAGE_")}
-    full.update({"PYTHONPATH": str(tree), "PYTHONPYCACHEPREFIX": None, "PYTHONDONTWRITEBYTECODE": None,
-                 "PYTHONUNBUFFERED": "1", **(env or {})})
+    full.update(
+        {
+            "PYTHONPATH": str(tree),
+            "PYTHONPYCACHEPREFIX": None,
+            "PYTHONDONTWRITEBYTECODE": None,
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+    )
     proc = RegistryProcess(
-        argv=[sys.executable, "-m", "moorage.cli", "serve", "--addr", "127.0.0.1:{port}", "--data", str(work / "data"),
-              "--workers", str(workers)],
-        workdir=work, kind="moorage", env=full, cwd=work, start_timeout=60, data_dir=work / "data")
+        argv=[
+            sys.executable,
+            "-m",
+            "moorage.cli",
+            "serve",
+            "--addr",
+            "127.0.0.1:{port}",
+            "--data",
+            str(work / "data"),
+            "--workers",
+            str(workers),
+        ],
+        workdir=work,
+        kind="moorage",
+        env=full,
+        cwd=work,
+        start_timeout=60,
+        data_dir=work / "data",
+    )
     return proc.start()
 
 
-def s3_pg_figures(stack: ExitStack, work: Path, trees: dict[str, Path], results: dict[str, dict[str, float]],
-                  settle: float) -> None:
+def s3_pg_figures(
+    stack: ExitStack, work: Path, trees: dict[str, Path], results: dict[str, dict[str, float]], settle: float
+) -> None:
     """Moorage on Ceph RGW + PostgreSQL (both started here; slow)."""
     from tests.support.ceph import start_rgw
     from tests.support.postgres import create_database, start_postgres
@@ -215,10 +256,14 @@ def s3_pg_figures(stack: ExitStack, work: Path, trees: dict[str, Path], results:
     for label, tree in trees.items():
         name = f"bench_{label.lower()}_{os.getpid()}"
         env = {
-            "MOORAGE_STORAGE__DRIVER": "s3", "MOORAGE_STORAGE__S3__BUCKET": name.replace("_", "-"),
-            "MOORAGE_STORAGE__S3__ENDPOINT_URL": rgw.endpoint_url, "MOORAGE_STORAGE__S3__ACCESS_KEY": rgw.access_key,
-            "MOORAGE_STORAGE__S3__SECRET_KEY": rgw.secret_key, "MOORAGE_STORAGE__S3__REGION": rgw.region,
-            "MOORAGE_DATABASE__URL": create_database(pg_url, name), "MOORAGE_DATABASE__AUTO_MIGRATE": "true",
+            "MOORAGE_STORAGE__DRIVER": "s3",
+            "MOORAGE_STORAGE__S3__BUCKET": name.replace("_", "-"),
+            "MOORAGE_STORAGE__S3__ENDPOINT_URL": rgw.endpoint_url,
+            "MOORAGE_STORAGE__S3__ACCESS_KEY": rgw.access_key,
+            "MOORAGE_STORAGE__S3__SECRET_KEY": rgw.secret_key,
+            "MOORAGE_STORAGE__S3__REGION": rgw.region,
+            "MOORAGE_DATABASE__URL": create_database(pg_url, name),
+            "MOORAGE_DATABASE__AUTO_MIGRATE": "true",
         }
         log(f"{label}: serve (S3 + PostgreSQL)")
         proc = moorage_serve(tree, work / label / "serve-s3", env)
@@ -298,8 +343,10 @@ def main() -> None:
         ("serve --workers 2: PSS after push/pull", "MiB", "w2_pss_pushpull", True),
     ]
     if args.s3_pg:
-        rows += [("serve S3+PG: RSS idle after start", "MiB", "s3pg_rss_idle", True),
-                 ("serve S3+PG: RSS after push/pull", "MiB", "s3pg_rss_pushpull", True)]
+        rows += [
+            ("serve S3+PG: RSS idle after start", "MiB", "s3pg_rss_idle", True),
+            ("serve S3+PG: RSS after push/pull", "MiB", "s3pg_rss_pushpull", True),
+        ]
     dist = results.get("Distribution", {})
     labels = list(trees)
     head = f"{'figure':42} {'unit':>4} {'Distribution':>12}" + "".join(f" {lb:>10} {'ratio':>7}" for lb in labels)
@@ -313,8 +360,10 @@ def main() -> None:
             ratio = f"{dv / v:.2f}x" if dv and v else "-"
             line += f" {fmt(v, unit):>10} {ratio:>7}"
         print(line)
-    print(f"(median of {args.repeat} runs for times; ratio = Distribution/Moorage, > 1: Moorage smaller; "
-          f"load average {os.getloadavg()[0]:.1f})")
+    print(
+        f"(median of {args.repeat} runs for times; ratio = Distribution/Moorage, > 1: Moorage smaller; "
+        f"load average {os.getloadavg()[0]:.1f})"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -98,14 +98,25 @@ def _serve(tmp: Path, *args: str, **env: str) -> RegistryProcess:
     data = tmp / "data"
     return RegistryProcess(
         argv=[sys.executable, _probe(tmp), "serve", "--addr", "127.0.0.1:{port}", "--data", str(data), *args],
-        workdir=tmp, kind="moorage", env=_env(tmp, **env), cwd=REPO_ROOT, start_timeout=60, data_dir=data,
+        workdir=tmp,
+        kind="moorage",
+        env=_env(tmp, **env),
+        cwd=REPO_ROOT,
+        start_timeout=60,
+        data_dir=data,
     ).start()
 
 
 def _cli(tmp: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run a command to its end; the modules it had loaded at exit."""
-    cp = subprocess.run([sys.executable, _probe(tmp), *args], env=_env(tmp, FOOTPRINT_AT_EXIT="1", **env),
-                        cwd=tmp, capture_output=True, text=True, timeout=120)
+    cp = subprocess.run(
+        [sys.executable, _probe(tmp), *args],
+        env=_env(tmp, FOOTPRINT_AT_EXIT="1", **env),
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     dumps = list(tmp.glob("modules-*.json"))
     assert len(dumps) == 1, (cp.returncode, cp.stderr[-2000:])
     modules = set(json.loads(dumps[0].read_text()))
@@ -125,8 +136,7 @@ def test_embedded_server_loads_no_remote_backend_migration_or_auth_code(tmp_path
 
         client = Client(proc.url)
         digest, _ = client.push_image("footprint/app", "v1", [os.urandom(4096)])
-        r = client.req("GET", "/v2/footprint/app/manifests/v1",
-                       headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        r = client.req("GET", "/v2/footprint/app/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
         assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == digest
         for layer in json.loads(r.content)["layers"]:
             assert client.req("GET", f"/v2/footprint/app/blobs/{layer['digest']}").status_code == 200
@@ -151,8 +161,12 @@ def test_master_of_several_workers_imports_neither_the_app_nor_sqlalchemy(tmp_pa
         assert proc.proc is not None
         master = _snapshot(tmp_path, proc.proc.pid)
         assert "moorage.server" in master and "moorage.config" in master
-        assert _loaded(("aiohttp", "sqlalchemy", "moorage.api.app", "moorage.components", "moorage.composition") + MIGRATIONS,
-                       master) == []
+        assert (
+            _loaded(
+                ("aiohttp", "sqlalchemy", "moorage.api.app", "moorage.components", "moorage.composition") + MIGRATIONS, master
+            )
+            == []
+        )
         deadline = time.monotonic() + 30
         while len(workers := _children(proc.proc.pid)) < 2:
             assert time.monotonic() < deadline, "workers did not start"
@@ -175,8 +189,17 @@ def test_help_and_user_list_load_only_what_they_use(tmp_path: Path) -> None:
     assert cp.returncode == 0, cp.stderr
     assert "moorage.auth.store" in modules and "sqlalchemy" in modules
     # Reads only: SQLite's synchronous engine; no aiosqlite engine, so no asyncio extension (and ORM).
-    assert _loaded(REMOTE_BACKENDS + MIGRATIONS + ON_FIRST_USE + AUTH_ONLY
-                   + ("aiohttp", "yaml", "sqlalchemy.ext.asyncio", "sqlalchemy.orm", "aiosqlite"), modules) == []
+    assert (
+        _loaded(
+            REMOTE_BACKENDS
+            + MIGRATIONS
+            + ON_FIRST_USE
+            + AUTH_ONLY
+            + ("aiohttp", "yaml", "sqlalchemy.ext.asyncio", "sqlalchemy.orm", "aiosqlite"),
+            modules,
+        )
+        == []
+    )
 
     cp, modules = _cli(tmp_path, "migrate", "--data", str(data))  # already current: one query
     assert cp.returncode == 0 and cp.stdout.strip().endswith("-> " + cp.stdout.strip().rsplit("-> ", 1)[1])
@@ -198,11 +221,16 @@ def test_s3_and_postgres_settings_do_load_their_drivers(tmp_path: Path) -> None:
         "build_app(s)\n"
         "print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in ('botocore', 'aiobotocore', 'asyncpg')))\n"
     )
-    env = _env(tmp_path, MOORAGE_STORAGE__DRIVER="s3", MOORAGE_STORAGE__S3__BUCKET="footprint",
-               MOORAGE_STORAGE__S3__ENDPOINT_URL="http://127.0.0.1:9", MOORAGE_STORAGE__S3__ACCESS_KEY="k",
-               MOORAGE_STORAGE__S3__SECRET_KEY="s", MOORAGE_DATABASE__URL="postgresql://u:p@127.0.0.1:9/footprint")
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120)
+    env = _env(
+        tmp_path,
+        MOORAGE_STORAGE__DRIVER="s3",
+        MOORAGE_STORAGE__S3__BUCKET="footprint",
+        MOORAGE_STORAGE__S3__ENDPOINT_URL="http://127.0.0.1:9",
+        MOORAGE_STORAGE__S3__ACCESS_KEY="k",
+        MOORAGE_STORAGE__S3__SECRET_KEY="s",
+        MOORAGE_DATABASE__URL="postgresql://u:p@127.0.0.1:9/footprint",
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     line = out.stdout.strip().splitlines()[-1]
     assert "'botocore'" in line and "'aiobotocore'" in line and "'asyncpg'" in line, line
@@ -219,14 +247,26 @@ def test_script_head_is_alembics_head() -> None:
     assert script_head() == ScriptDirectory.from_config(cfg).get_current_head() is not None
 
 
-@pytest.mark.parametrize("files, head", [
-    ({"a.py": 'revision = "1"\ndown_revision = None\n', "b.py": 'revision: str = "2"\ndown_revision: str | None = "1"\n'}, "2"),
-    ({"a.py": 'revision = "1"\ndown_revision = None\n', "b.py": 'revision = "2"\ndown_revision = "1"\n',
-      "c.py": 'revision = "3"\ndown_revision = "1"\n'}, None),                      # two heads: Alembic decides
-    ({"a.py": 'revision = "1"\ndown_revision = None\n', "m.py": 'revision = "2"\ndown_revision = ("1", "x")\n'}, None),
-    ({"a.py": 'revision = "1"\ndown_revision = None\n', "b.py": 'revision = REV\ndown_revision = "1"\n'}, None),
-    ({"a.py": 'revision = "1"\ndown_revision = None\n', "b.py": 'revision = "2"\ndown_revision = "0"\n'}, None),
-])
+@pytest.mark.parametrize(
+    "files, head",
+    [
+        (
+            {"a.py": 'revision = "1"\ndown_revision = None\n', "b.py": 'revision: str = "2"\ndown_revision: str | None = "1"\n'},
+            "2",
+        ),
+        (
+            {
+                "a.py": 'revision = "1"\ndown_revision = None\n',
+                "b.py": 'revision = "2"\ndown_revision = "1"\n',
+                "c.py": 'revision = "3"\ndown_revision = "1"\n',
+            },
+            None,
+        ),  # two heads: Alembic decides
+        ({"a.py": 'revision = "1"\ndown_revision = None\n', "m.py": 'revision = "2"\ndown_revision = ("1", "x")\n'}, None),
+        ({"a.py": 'revision = "1"\ndown_revision = None\n', "b.py": 'revision = REV\ndown_revision = "1"\n'}, None),
+        ({"a.py": 'revision = "1"\ndown_revision = None\n', "b.py": 'revision = "2"\ndown_revision = "0"\n'}, None),
+    ],
+)
 def test_script_head_reads_only_a_simple_chain(tmp_path: Path, files: dict[str, str], head: str | None) -> None:
     from moorage.metadata import schema_version
 
@@ -284,8 +324,14 @@ def test_serve_on_a_database_from_a_newer_moorage_fails_in_one_line(tmp_path: Pa
     cp, _ = _cli(tmp_path, "migrate", "--data", str(data))
     assert cp.returncode == 0, cp.stderr
     _stamp(data / "moorage.db", "9999")
-    cp = subprocess.run([sys.executable, "-m", "moorage.cli", "serve", "--addr", "127.0.0.1:1", "--data", str(data)],
-                        env=_env(tmp_path), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    cp = subprocess.run(
+        [sys.executable, "-m", "moorage.cli", "serve", "--addr", "127.0.0.1:1", "--data", str(data)],
+        env=_env(tmp_path),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cp.returncode != 0
     lines = [ln for ln in cp.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in cp.stderr and "9999" in lines[0], cp.stderr[-2000:]
