@@ -79,7 +79,7 @@ def serve(config: str | None, data: str | None, addr: str | None, workers: int |
     settings = settings_from(config, data, require_registry=False, addr=addr, workers=workers)
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    from .metadata.db import SchemaOutOfDate
+    from .metadata.schema_version import SchemaOutOfDate  # (not .db: SQLAlchemy is for the workers)
     from .startup import StartupError
 
     try:

@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -575,6 +574,8 @@ def check_unknown_keys(environ: typing.Mapping[str, str] | None = None) -> None:
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml  # only with a config file (most containers configure through MOORAGE_* alone)
+
     with open(path, encoding="utf-8") as fh:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):

@@ -1,4 +1,9 @@
-"""Running the app: uvloop, TLS, and optional worker processes sharing one port (SO_REUSEPORT)."""
+"""Running the app: uvloop, TLS, and optional worker processes sharing one port (SO_REUSEPORT).
+
+The app (aiohttp, SQLAlchemy, the extensions) is imported by the process that serves it, never
+by the master of several workers, which only binds, forks and waits; a schema migration runs in
+a short-lived child process, so no serving process carries Alembic (:func:`_prepare_apart`).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,6 @@ import socket
 import ssl
 import sys
 
-from aiohttp import web
-
-from .api.connections import ConnectionGuard, GuardedSockSite
-from .api.logging import JsonAccessLogger
 from .config import Settings
 from .startup import (StartupError, bind_error, check_auth_files, check_data_dir, check_sqlite_writable, describe, is_loopback,
                       raise_nofile_limit, startup_line)
@@ -51,6 +52,11 @@ def _bind(settings: Settings, reuse_port: bool, listen: bool = True) -> socket.s
 
 
 async def _serve(settings: Settings, sock: socket.socket) -> None:
+    from aiohttp import web
+
+    from .api.connections import ConnectionGuard, GuardedSockSite
+    from .api.logging import JsonAccessLogger
+
     try:
         from .composition import build_app
 
@@ -111,6 +117,66 @@ def _preflight(settings: Settings) -> None:
                     "or lower http.max_connections", limit, settings.http.max_connections)
 
 
+def _migration_due(settings: Settings) -> bool:
+    """True if the SQLite database this server migrates itself is not at the code's schema yet
+    (read with the standard library: a current database costs one query)."""
+    auto = settings.database.auto_migrate
+    if not (settings.is_sqlite and (auto is None or auto)):
+        return False
+    target = settings.database_url.split(":///", 1)[1]
+    if target in ("", ":memory:") or target.startswith("file::memory:"):
+        return False  # a private in-memory database: only the serving process can migrate it
+    from .metadata.schema_version import script_head, sqlite_revision
+
+    uri = target.startswith("file:")
+    try:
+        current = sqlite_revision(target if uri else target.split("?", 1)[0], uri=uri)
+    except Exception:  # noqa: BLE001 - the migration will say what is wrong
+        return True
+    return current is None or current != script_head()
+
+
+def _prepare_apart(settings: Settings) -> None:
+    """Migrate (or check) the schema in a forked child process that exits when done.
+
+    Alembic (and the code it loads) then stays out of the serving processes, and the master of
+    several workers never imports SQLAlchemy.  The child's failure comes back as its one-line
+    message (through a pipe) and is raised here as a :class:`StartupError`.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no threads were started before the fork
+        os.close(read_fd)
+        status = 0
+        try:
+            asyncio.run(_prepare(settings))
+        except BaseException as exc:  # noqa: BLE001 - told to the parent as one line
+            os.write(write_fd, describe(exc, settings).encode(errors="replace")[:4000])
+            status = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        message = pipe.read().decode(errors="replace").strip()
+    _, wait_status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(wait_status)
+    if code != 0:
+        raise StartupError(message or f"preparing the database failed (exit status {code})")
+
+
+async def _prepare(settings: Settings) -> None:
+    from .components import prepare_database
+    from .metadata.db import Database
+
+    db = Database(settings.database_url, pool_size=1)
+    try:
+        await prepare_database(settings, db)
+    finally:
+        await db.close()
+
+
 def _run_worker(settings: Settings, sock: socket.socket) -> None:
     try:
         import uvloop
@@ -129,29 +195,14 @@ def serve(settings: Settings) -> None:
     _secure_data(settings)
     workers = settings.workers or (os.cpu_count() or 1)
     if workers <= 1:
+        if _migration_due(settings):
+            _prepare_apart(settings)
         _run_worker(settings, _bind(settings, reuse_port=False))
         return
     # Fail here, once, if the address cannot be had (the children bind their own sockets).
     _bind(settings, reuse_port=True, listen=False).close()
-    # Migrate once in the parent so workers don't race on the schema.
-    from .metadata.db import Database
-    from .components import prepare_database
-
-    async def _prepare() -> None:
-        db = Database(settings.database_url)
-        try:
-            await prepare_database(settings, db)
-        finally:
-            await db.close()
-
-    try:
-        asyncio.run(_prepare())
-    except StartupError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        if type(exc).__name__ == "SchemaOutOfDate":
-            raise StartupError(str(exc)) from None
-        raise StartupError(describe(exc, settings)) from None
+    # Migrate (or check) once, before the workers start, so they don't race on the schema.
+    _prepare_apart(settings)
     children: list[int] = []
     for _ in range(workers):
         pid = os.fork()

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from sqlalchemy import Connection, create_engine, event, text
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .schema_version import MIGRATIONS, SchemaOutOfDate, script_head
+
 #: PostgreSQL advisory-lock key serialising concurrent ``migrate`` runs ("moorage" in ASCII).
 _MIGRATION_LOCK_KEY = 0x6D6F6F72616765
-
-
-class SchemaOutOfDate(RuntimeError):
-    """The database's schema is older (or newer) than this code."""
 
 
 class Database:
@@ -37,8 +35,10 @@ class Database:
                 from ..filemodes import secure_sqlite
 
                 secure_sqlite(Path(path))  # 0600 from creation: it holds the signing key
-            self.read_engine = self._sqlite_engine(url, immediate=False, pool_size=pool_size)
-            self.write_engine = self._sqlite_engine(url, immediate=True, pool_size=1)
+            # The aiosqlite engines are made on first use (``read_engine``/``write_engine``): a
+            # command that only reads never imports SQLAlchemy's asyncio extension and the ORM it
+            # pulls in (~7 MiB, a seventh of a command's start-up).
+            self._sqlite_pool_size = pool_size
             # Reads run synchronously on the event loop: an indexed SQLite read under WAL takes
             # tens of microseconds and never waits for writers, while a trip through aiosqlite's
             # thread costs far more than the query (measured: manifest GET 5x faster).
@@ -69,6 +69,29 @@ class Database:
             self.snapshot_engine = self.read_engine.execution_options(isolation_level="REPEATABLE READ")
             writers = max(2, pool_size // 2)
             self.write_engine = create_async_engine(url, pool_size=writers, max_overflow=writers, pool_pre_ping=True)
+
+    _read_engine: AsyncEngine | None = None
+    _write_engine: AsyncEngine | None = None
+
+    @property
+    def read_engine(self) -> AsyncEngine:
+        if self._read_engine is None:  # SQLite: made on first use
+            self._read_engine = self._sqlite_engine(self.url, immediate=False, pool_size=self._sqlite_pool_size)
+        return self._read_engine
+
+    @read_engine.setter
+    def read_engine(self, engine: AsyncEngine) -> None:
+        self._read_engine = engine
+
+    @property
+    def write_engine(self) -> AsyncEngine:
+        if self._write_engine is None:  # SQLite: made on first use
+            self._write_engine = self._sqlite_engine(self.url, immediate=True, pool_size=1)
+        return self._write_engine
+
+    @write_engine.setter
+    def write_engine(self, engine: AsyncEngine) -> None:
+        self._write_engine = engine
 
     @staticmethod
     def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
@@ -105,7 +128,14 @@ class Database:
 
     def insert(self, table: Any) -> Any:
         """A dialect insert supporting ``on_conflict_do_nothing/update`` (same API on both)."""
-        return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
+        # Imported here: the PostgreSQL dialect is ~2 MiB a SQLite registry has no use for.
+        if self.is_sqlite:
+            from sqlalchemy.dialects import sqlite
+
+            return sqlite.insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
 
     def lexical(self, column: Any) -> Any:
         """``column`` compared byte-wise (PostgreSQL's locale collations would sort differently)."""
@@ -117,12 +147,13 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
-        await self.read_engine.dispose()
+        if self._read_engine is not None:
+            await self._read_engine.dispose()
         if self.sync_read_engine is not None:
             self.sync_read_engine.dispose()
             self.sync_autocommit_engine.dispose()
-        if self.write_engine is not self.read_engine:
-            await self.write_engine.dispose()
+        if self._write_engine is not None and self._write_engine is not self._read_engine:
+            await self._write_engine.dispose()
 
     # -- migrations -----------------------------------------------------------------------
     def _alembic_config(self) -> Any:
@@ -136,19 +167,33 @@ class Database:
         return cfg
 
     def head_revision(self) -> str | None:
+        fast = script_head()
+        if fast is not None:
+            return fast
         from alembic.script import ScriptDirectory
 
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
     async def current_revision(self) -> str | None:
+        if self.sync_read_engine is not None:  # SQLite: one read on the loop, no aiosqlite engine
+            with self.sync_read_engine.connect() as sync_conn:
+                return _revision_of(sync_conn)
         async with self.write_engine.connect() as conn:
             return await conn.run_sync(_revision_of)
 
     async def migrate(self) -> tuple[str | None, str | None]:
-        """Upgrade to the newest schema; returns (before, after) revisions."""
-        cfg = self._alembic_config()
+        """Upgrade to the newest schema; returns (before, after) revisions.
+
+        A database already at the head is left alone without importing Alembic (one query).
+        """
+        head = script_head()
+        if self.sync_read_engine is not None and head is not None:
+            current = await self.current_revision()
+            if current == head:
+                return current, current
 
         def upgrade(sync_conn: Any) -> None:
+            cfg = self._alembic_config()
             cfg.attributes["connection"] = sync_conn
             from alembic import command
 
@@ -160,6 +205,8 @@ class Database:
                 # wait here and then find the schema at head (PostgreSQL DDL is transactional).
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
             before = await conn.run_sync(_revision_of)
+            if before is not None and before == head:
+                return before, before
             await conn.run_sync(upgrade)
         return before, await self.current_revision()
 
@@ -186,6 +233,17 @@ ON_LOOP_BUSY_MS = 2000
 
 
 def _revision_of(sync_conn: Any) -> str | None:
+    """The schema revision stamped in ``alembic_version`` (None: an empty database).
+
+    One plain query, so that starting on a current schema never imports Alembic; anything
+    but one row (several heads) is left to Alembic, which says what is wrong."""
+    if not sync_conn.dialect.has_table(sync_conn, "alembic_version"):
+        return None
+    rows = sync_conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(rows) == 1:
+        return str(rows[0])
+    if not rows:
+        return None
     from alembic.runtime.migration import MigrationContext
 
     return MigrationContext.configure(sync_conn).get_current_revision()
@@ -209,6 +267,13 @@ def _sqlite_pragmas(engine: Any, *, immediate: bool, begin: bool = True, busy_ms
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """SQLAlchemy's ``create_async_engine``, its extension imported when the first engine is made."""
+    from sqlalchemy.ext.asyncio import create_async_engine as create
+
+    return create(url, **kwargs)
 
 
 class _SyncReader:

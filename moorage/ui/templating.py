@@ -1,40 +1,67 @@
-"""Jinja2 environment (autoescaped) and the context every page gets."""
+"""Jinja2 environment (autoescaped) and the context every page gets.
+
+Jinja2 is imported when the first page is rendered, not when the server starts: a registry
+whose UI nobody opens does not carry the template engine (~2 MiB).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp_jinja2
-import jinja2
 from aiohttp import web
 
 from . import format as fmt
 
-TEMPLATES = web.AppKey("ui_templates", jinja2.Environment)
+if TYPE_CHECKING:
+    import jinja2
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def setup_templates(app: web.Application) -> None:
-    env = aiohttp_jinja2.setup(
-        app, app_key=TEMPLATES, loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        autoescape=jinja2.select_autoescape(["html"], default=True),
-        trim_blocks=True, lstrip_blocks=True, auto_reload=False,
-        undefined=jinja2.StrictUndefined,
-    )
-    versions = {}
-    for f in STATIC_DIR.iterdir():
-        if f.is_file():
-            versions[f.name] = hashlib.sha256(f.read_bytes()).hexdigest()[:12]
+class Templates:
+    """The app's template environment, built on first use."""
 
-    def static(name: str) -> str:
+    def __init__(self) -> None:
+        self._env: jinja2.Environment | None = None
+        self._lock = threading.Lock()
+        self.versions = {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:12]
+                         for f in STATIC_DIR.iterdir() if f.is_file()}
+
+    def static(self, name: str) -> str:
         """URL of a vendored static file, versioned by content (safe to cache forever)."""
-        return f"/static/{name}?v={versions.get(name, '0')}"
+        return f"/static/{name}?v={self.versions.get(name, '0')}"
 
-    env.globals["static"] = static
-    env.filters.update(size=fmt.human_size, ago=fmt.relative_time, iso=fmt.iso_time, short=fmt.short_digest)
+    @property
+    def env(self) -> jinja2.Environment:
+        if self._env is None:
+            with self._lock:
+                if self._env is None:
+                    self._env = self._build()
+        return self._env
+
+    def _build(self) -> jinja2.Environment:
+        import jinja2
+
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+            autoescape=jinja2.select_autoescape(["html"], default=True),
+            trim_blocks=True, lstrip_blocks=True, auto_reload=False,
+            undefined=jinja2.StrictUndefined,
+        )
+        env.globals["static"] = self.static
+        env.filters.update(size=fmt.human_size, ago=fmt.relative_time, iso=fmt.iso_time, short=fmt.short_digest)
+        return env
+
+
+TEMPLATES = web.AppKey("ui_templates", Templates)
+
+
+def setup_templates(app: web.Application) -> None:
+    app[TEMPLATES] = Templates()
 
 
 def render(name: str, request: web.Request, ctx: dict[str, Any], status: int = 200) -> web.Response:
@@ -44,5 +71,5 @@ def render(name: str, request: web.Request, ctx: dict[str, Any], status: int = 2
     full = {"viewer": viewer, "csrf": viewer.csrf if viewer else "", "path": request.path,
             "mode": viewer.mode if viewer else "none", **ctx}
     full.setdefault("title", "Moorage")
-    resp = aiohttp_jinja2.render_template(name, request, full, app_key=TEMPLATES, status=status)
-    return resp
+    text = request.config_dict[TEMPLATES].env.get_template(name).render(full)
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
