@@ -37,11 +37,21 @@ def default_extensions(settings: Settings) -> list[Extension]:
     from .ui.setup import setup_ui
 
     extensions: list[Extension] = [setup_gc, setup_insight, setup_metrics, setup_proxy, setup_events, setup_ui]
-    if settings.auth.mode != "none":  # (setup_auth adds nothing then)
+    if settings.auth.mode != "none":
         from .auth.setup import setup_auth
 
         extensions.insert(0, setup_auth)
+    else:
+        extensions.insert(0, open_access)
     return extensions
+
+
+def open_access(app: web.Application, settings: Settings) -> None:
+    """``auth.mode: none``: everyone may do everything, but a route missing from the access table
+    of :mod:`moorage.api.routes` is still refused (fail closed, whatever the mode)."""
+    from .api.routes import listed_routes_middleware
+
+    app.middlewares.append(listed_routes_middleware())
 
 
 def components_for(settings: Settings, *, pool_size: int | None = None) -> Components:

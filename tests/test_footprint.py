@@ -187,7 +187,7 @@ def test_help_and_user_list_load_only_what_they_use(tmp_path: Path) -> None:
 
     cp, modules = _cli(tmp_path, "user", "list", "--data", str(data))
     assert cp.returncode == 0, cp.stderr
-    assert "moorage.auth.store" in modules and "sqlalchemy" in modules
+    assert "moorage.metadata.auth_store" in modules and "sqlalchemy" in modules
     # Reads only: SQLite's synchronous engine; no aiosqlite engine, so no asyncio extension (and ORM).
     assert (
         _loaded(

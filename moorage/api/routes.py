@@ -12,7 +12,16 @@ listed, with the same rule.  Route names are stable: metrics labels and the audi
 
 from __future__ import annotations
 
+import logging
 from enum import Enum
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from ..registry import errors
+
+log = logging.getLogger("moorage.auth")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Rule(str, Enum):
@@ -166,3 +175,30 @@ RULES: dict[str, Rule] = {
 def rule_of(route_name: str | None) -> Rule | None:
     """The rule of a route; None (refuse) for a route that is not in the table."""
     return RULES.get(route_name or "")
+
+
+def route_rule(request: web.Request) -> Rule | None:
+    """The matched route's rule; None when routing failed (the 404/405 is the answer).
+    Raises DENIED for a route missing from the table."""
+    if request.match_info.http_exception is not None:
+        return None
+    name = getattr(request.match_info.route, "name", None)
+    rule = rule_of(name)
+    if rule is None:
+        log.error("route %r (%s %s) has no access rule in moorage.api.routes: refused",
+                  name, request.method, request.match_info.route.resource.canonical
+                  if request.match_info.route.resource is not None else "?")
+        raise errors.Denied("this route has no access rule")
+    return rule
+
+
+def listed_routes_middleware() -> Any:
+    """``auth.mode: none`` (added by the composition root, the auth package is not even loaded): everyone may do everything, but a route missing from the table is
+    still refused, so the table stays complete whatever mode the tests run in."""
+
+    @web.middleware
+    async def routes_listed(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route_rule(request)
+        return await handler(request)
+
+    return routes_listed

@@ -28,7 +28,8 @@ from ..metadata.auth_store import AuthStore
 from .accounts import bootstrap_admin
 from .authenticator import Authenticator
 from .passwords import Htpasswd
-from .state import htpasswd_middleware, listed_routes_middleware, token_middleware
+from ..api.routes import listed_routes_middleware
+from .state import htpasswd_middleware, token_middleware
 from .tokens import TokenSigner
 
 

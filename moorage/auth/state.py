@@ -15,7 +15,7 @@ from aiohttp import web
 from ..api.access import Access, required_access
 from ..api.common import CATALOG_FILTER
 from ..api.credentials import bearer, caller, parse_basic
-from ..api.routes import HANDLER_DECIDES, Rule, rule_of
+from ..api.routes import HANDLER_DECIDES, Rule, route_rule
 from ..registry import errors
 from ..registry.names import is_valid_name
 from .authenticator import Authenticator, StaleCredentials
@@ -40,33 +40,6 @@ def _checked(request: web.Request, needed: list[Access]) -> tuple[web.Request, l
             continue
         out.append(need)
     return request, out
-
-
-def route_rule(request: web.Request) -> Rule | None:
-    """The matched route's rule; None when routing failed (the 404/405 is the answer).
-    Raises DENIED for a route missing from the table."""
-    if request.match_info.http_exception is not None:
-        return None
-    name = getattr(request.match_info.route, "name", None)
-    rule = rule_of(name)
-    if rule is None:
-        log.error("route %r (%s %s) has no access rule in moorage.api.routes: refused",
-                  name, request.method, request.match_info.route.resource.canonical
-                  if request.match_info.route.resource is not None else "?")
-        raise errors.Denied("this route has no access rule")
-    return rule
-
-
-def listed_routes_middleware() -> Any:
-    """``auth.mode: none``: everyone may do everything, but a route missing from the table is
-    still refused, so the table stays complete whatever mode the tests run in."""
-
-    @web.middleware
-    async def routes_listed(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route_rule(request)
-        return await handler(request)
-
-    return routes_listed
 
 
 def token_middleware(auth: Authenticator) -> Any:
