@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from .base import BlobStat, BlobStore, PartialAppend, UploadState
+from .base import BlobStat, BlobStore, PartialAppend, UploadState, os_outage, translate_outages
 
 CHUNK = 1 << 20
 
@@ -125,6 +125,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@translate_outages(os_outage)
 class FilesystemBlobStore(BlobStore):
     name = "filesystem"
 

@@ -50,9 +50,9 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
 
-from .base import BlobStat, BlobStore, PartialAppend, UploadState
+from .base import BlobStat, BlobStore, PartialAppend, UploadState, os_outage, translate_outages
 
 if TYPE_CHECKING:
     from ..config import S3Storage
@@ -78,6 +78,20 @@ def _code(exc: ClientError) -> str:
 
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+#: S3 error codes that mean "the service is overloaded or failing, retry" whatever the status.
+_OUTAGE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
+
+
+def s3_outage(exc: BaseException) -> str | None:
+    """The S3 driver's classifier: the endpoint unreachable or timing out, a 5xx or a SlowDown
+    (after botocore's own retries), or a local file-system failure."""
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ClientError) and (_status(exc) >= 500 or _code(exc) in _OUTAGE_CODES):
+        return f"{_code(exc) or 'HTTP ' + str(_status(exc))} ({_status(exc)})"
+    return os_outage(exc)
 
 
 def _blob_rel(digest: str) -> str:
@@ -113,6 +127,7 @@ def empty_state() -> UploadState:
     return {"v": 1, "parts": [], "tail": None, "stale": []}
 
 
+@translate_outages(s3_outage)
 class S3BlobStore(BlobStore):
     name = "s3"
 
