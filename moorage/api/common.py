@@ -16,6 +16,7 @@ from ..metadata.store import MetadataStore
 from ..registry import errors
 from ..registry.events import Action, Actor, EventBus, Kind, RegistryEvent
 from ..registry.service import RegistryService
+from ..scheduler import Scheduler
 from ..storage import BlobStore
 
 COMPONENTS = web.AppKey("components", Components)
@@ -26,6 +27,8 @@ BLOBS = web.AppKey("blobs", BlobStore)
 SETTINGS = web.AppKey("settings", Settings)
 #: Registry events (push/pull/delete/mount); extensions subscribe, api/ handlers publish.
 EVENTS = web.AppKey("events", EventBus)
+#: Background jobs: extensions ``app[SCHEDULER].register(Job(...))`` while the app is built.
+SCHEDULER = web.AppKey("scheduler", Scheduler)
 #: Request key: ``async fn(names) -> names`` keeping the repositories the caller may list
 #: (set by the auth middleware for ``/v2/_catalog``; absent = everything is visible).
 CATALOG_FILTER = "moorage.catalog_filter"

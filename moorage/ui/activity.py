@@ -11,7 +11,6 @@ and many blob pulls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import AsyncIterator
@@ -20,6 +19,7 @@ from aiohttp import web
 
 from ..metadata.ui_queries import UIQueries
 from ..registry.events import RegistryEvent
+from ..scheduler import Job
 
 #: The app's activity recorder (the statistics page reads its unsaved counts).
 ACTIVITY = web.AppKey("ui_activity", object)
@@ -89,26 +89,23 @@ class ActivityRecorder:
             log.exception("could not refresh repository figures")
         if now - self._last_prune > 3600:
             self._last_prune = now
-            with contextlib.suppress(Exception):
+            try:
                 await self.queries.prune_activity(int(now // 3600) - self.keep_days * 24)
                 await self.queries.prune_sessions()
+            except Exception:  # noqa: BLE001 - old rows only; the next hour tries again
+                log.warning("could not prune old activity and UI sessions", exc_info=True)
 
-    async def run(self) -> None:
-        await self.flush()  # full refresh of the sort figures at start
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL)
-            self._wake.clear()
-            await self.flush()
+    def job(self) -> Job:
+        """The scheduler's job (every process: it writes this process's counters): a full refresh
+        of the sort figures at start, then a flush every ``FLUSH_INTERVAL`` or when woken."""
+        return Job("ui.activity", self.flush, interval=FLUSH_INTERVAL, first_delay=0, trigger=self._wake)
 
     def cleanup_ctx(self):  # type: ignore[no-untyped-def]
         async def ctx(app: web.Application) -> AsyncIterator[None]:
-            task = asyncio.create_task(self.run())
             yield
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            with contextlib.suppress(Exception):
+            try:  # the scheduler (stopped before this runs) no longer flushes: the last counts
                 await self.flush()
+            except Exception:  # noqa: BLE001 - shutting down: said, not raised
+                log.warning("could not write the last push/pull activity", exc_info=True)
 
         return ctx
