@@ -48,7 +48,7 @@ def secrets_of(settings: Settings) -> list[str]:
         from sqlalchemy.engine import make_url
 
         out.append(make_url(settings.database_url).password)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - an unparsable URL has no password field to hide; the URL itself is never logged
         pass
     return [s for s in out if s]
 
@@ -144,7 +144,7 @@ def raise_nofile_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
         except (ValueError, OSError):
-            pass
+            pass  # not allowed here: the caller compares the unchanged limit and warns
     return soft
 
 
