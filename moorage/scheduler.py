@@ -95,6 +95,7 @@ class Scheduler:
         self._started = False
         self._stopping = False
         self._campaign: asyncio.Task[None] | None = None
+        self._campaign_failing = False
 
     # -- registration ---------------------------------------------------------------------
     def register(self, job: Job) -> None:
@@ -240,9 +241,14 @@ class Scheduler:
                     await lock.release()
                 except Exception:  # noqa: BLE001 - the lock dies with its connection anyway
                     log.debug("scheduler: releasing a failed leader lock", exc_info=True)
-            else:
-                log.warning("scheduler: cannot compete for leadership (%s: %s); trying again in %g s",
+            elif not self._campaign_failing:  # once per outage, not every tick
+                log.warning("scheduler: cannot compete for leadership (%s: %s); trying again every %g s",
                             type(exc).__name__, exc, self.campaign_interval)
+            self._campaign_failing = True
+            return
+        if self._campaign_failing:
+            self._campaign_failing = False
+            log.info("scheduler: leader lock reachable again")
 
     def _set_leader(self, leading: bool, how: str) -> None:
         self.is_leader = leading

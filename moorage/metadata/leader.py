@@ -50,7 +50,11 @@ class LeaderLock(Protocol):
 
 
 class PostgresLeaderLock:
-    """``pg_try_advisory_lock`` held on a dedicated connection (autocommit: never idle in a transaction)."""
+    """``pg_try_advisory_lock`` on a dedicated connection (autocommit: never idle in a transaction).
+
+    The connection is kept between attempts (one idle session per replica, no reconnect every
+    campaign tick); any failure on it closes it, and with it the lock if it was held.
+    """
 
     def __init__(self, url: str, key: int = LEADER_LOCK_KEY) -> None:
         self.url = url
@@ -58,49 +62,50 @@ class PostgresLeaderLock:
         self.description = "PostgreSQL advisory lock"
         self._engine: Any = None
         self._conn: Any = None
+        self._held = False
+
+    async def _connection(self) -> Any:
+        if self._conn is None:
+            from sqlalchemy.ext.asyncio import create_async_engine
+            from sqlalchemy.pool import NullPool
+
+            if self._engine is None:
+                self._engine = create_async_engine(self.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+            self._conn = await asyncio.wait_for(self._engine.connect(), CHECK_TIMEOUT)
+        return self._conn
 
     async def acquire(self) -> bool:
-        from sqlalchemy.ext.asyncio import create_async_engine
-        from sqlalchemy.pool import NullPool
-
-        if self._conn is not None:
+        if self._held:
             return True
-        if self._engine is None:
-            self._engine = create_async_engine(self.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-        conn = await asyncio.wait_for(self._engine.connect(), CHECK_TIMEOUT)
         try:
-            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key})).scalar()
+            conn = await self._connection()
+            got = (await asyncio.wait_for(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}),
+                                          CHECK_TIMEOUT)).scalar()
         except BaseException:
-            await _close_quietly(conn)
+            await self.release()
             raise
-        if not got:
-            await _close_quietly(conn)
-            return False
-        self._conn = conn
-        return True
+        self._held = bool(got)
+        return self._held
 
     async def still_held(self) -> bool:
-        if self._conn is None:
+        if not self._held or self._conn is None:
             return False
         try:
             # The advisory lock lives as long as the session: a session that answers holds it.
-            held = (await asyncio.wait_for(self._conn.execute(text("SELECT 1")), CHECK_TIMEOUT)).scalar() == 1
+            alive = (await asyncio.wait_for(self._conn.execute(text("SELECT 1")), CHECK_TIMEOUT)).scalar() == 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of the session means the lock may be gone
             log.warning("scheduler: leader connection failed (%s: %s); leadership lost", type(exc).__name__, exc)
+            alive = False
+        if not alive:
             await self.release()
-            return False
-        if not held:
-            await self.release()
-            return False
-        return True
+        return alive
 
     async def release(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._held = self._conn, None, False
         if conn is not None:
-            # Closing the session releases the lock; unlocking first is only politeness.
-            await _close_quietly(conn)
+            await _close_quietly(conn)  # ending the session releases the lock
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
