@@ -70,6 +70,12 @@ def describe(exc: BaseException, settings: Settings) -> str:
     """One line saying what failed to start and where, for any exception raised at start-up."""
     if isinstance(exc, StartupError) or type(exc).__name__ == "SchemaOutOfDate":
         return scrub(str(exc), settings)
+    from .registry.errors import DatabaseUnavailable, StorageUnavailable
+
+    if isinstance(exc, DatabaseUnavailable):
+        return scrub(f"cannot use the database {safe_url(settings.database_url)}: {exc.reason}", settings)
+    if isinstance(exc, StorageUnavailable):
+        return scrub(f"cannot use the storage ({storage_description(settings)}): {exc.reason}", settings)
     text = str(exc) or type(exc).__name__
     module = type(exc).__module__
     if module.startswith("sqlalchemy") or "asyncpg" in module or "sqlite" in module:

@@ -175,6 +175,9 @@ class BackendUnavailable(Unavailable):
         #: For the log only (never sent): what the driver or database said.
         self.reason = reason
 
+    def __str__(self) -> str:  # logs and command-line messages say what failed; the client body does not
+        return f"{self.message}: {self.reason}" if self.reason else self.message
+
 
 class StorageUnavailable(BackendUnavailable):
     """Raised by blob-storage drivers for an outage of their backend (S3 unreachable, 5xx or
