@@ -90,6 +90,8 @@ def test_database_outage_gives_503(postgres_url: str, tmp_path) -> None:  # noqa
             r = c.req("GET", path)
             assert r.status_code == 503, r.text
             assert error_codes(r) == ["UNAVAILABLE"] and r.headers["Retry-After"]
+            # the client hears that it may retry, not what the driver said
+            assert r.json()["errors"][0]["message"] == "a storage or database service is unavailable; retry"
         r = c.req("POST", "/v2/outage/app/blobs/uploads/")
         assert r.status_code == 503, r.text
         r = c.req("GET", "/readyz")
@@ -120,6 +122,7 @@ def test_storage_outage_gives_503(rgw, tmp_path) -> None:  # noqa: ANN001
         r = c.req("PATCH", location, data=b"x" * 4096, headers={"Content-Type": "application/octet-stream"})
         assert r.status_code == 503, r.text
         assert error_codes(r) == ["UNAVAILABLE"] and r.headers["Retry-After"]
+        assert "127.0.0.1" not in r.text  # no endpoint or driver detail in the client body
         r = c.req("GET", "/readyz")
         assert r.status_code == 503 and r.json()["checks"]["storage"] != "ok", r.text
         assert r.json()["checks"]["database"] == "ok"
