@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator
 
 from .metadata.leader import LeaderLock
+from .registry.errors import BackendUnavailable
 
 log = logging.getLogger("moorage.scheduler")
 
@@ -208,8 +209,11 @@ class Scheduler:
             state.failures += 1
             state.last_error = f"{type(exc).__name__}: {exc}"[:500]
             next_in = job.interval if job.interval is not None else job.retry_delay
-            log.error("scheduler: job %s failed (%s); next run in %g s", job.name, state.last_error, next_in,
-                      exc_info=exc)
+            if isinstance(exc, BackendUnavailable):  # an outage, not a bug: one line, no traceback
+                log.warning("scheduler: job %s failed (%s); next run in %g s", job.name, exc, next_in)
+            else:
+                log.error("scheduler: job %s failed (%s); next run in %g s", job.name, state.last_error, next_in,
+                          exc_info=exc)
             return False
         state.last_success, state.last_error = state.last_end, None
         return True

@@ -18,6 +18,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from ..metadata.ui_queries import UIQueries
+from ..registry.errors import BackendUnavailable
 from ..registry.events import RegistryEvent
 from ..scheduler import Job
 
@@ -68,8 +69,11 @@ class ActivityRecorder:
         if pending:
             try:
                 await self.queries.add_activity({k: (v[0], v[1]) for k, v in pending.items()})
-            except Exception:  # noqa: BLE001 - keep the counts for the next try, bounded
-                log.exception("could not record push/pull activity")
+            except Exception as exc:  # noqa: BLE001 - keep the counts for the next try, bounded
+                if isinstance(exc, BackendUnavailable):
+                    log.warning("could not record push/pull activity: %s", exc)
+                else:
+                    log.exception("could not record push/pull activity")
                 if len(self._pending) < MAX_PENDING:
                     for k, v in pending.items():
                         mine = self._pending.setdefault(k, [0, 0])
@@ -85,6 +89,8 @@ class ActivityRecorder:
                 await self.queries.refresh_stats()
             elif dirty:
                 await self.queries.refresh_stats(sorted(dirty))
+        except BackendUnavailable as exc:  # the next refresh repairs them
+            log.warning("could not refresh repository figures: %s", exc)
         except Exception:  # noqa: BLE001 - figures for sorting only; the next refresh repairs them
             log.exception("could not refresh repository figures")
         if now - self._last_prune > 3600:
