@@ -274,6 +274,11 @@ def test_two_servers_on_postgres_one_collects_kill9_hands_over(postgres_url: str
         b.stop()
 
 
+def _collectors(log_path: Path) -> list[int]:
+    """The pid of each in-server collection, in order."""
+    return [int(m) for m in re.findall(r"^gc: .* \(pid (\d+)\)$", log_path.read_text(errors="replace"), re.M)]
+
+
 def _leader_lines(log_path: Path) -> list[int]:
     return [int(m) for m in re.findall(r"scheduler: pid (\d+) is now the leader", log_path.read_text(errors="replace"))]
 
@@ -296,18 +301,21 @@ def test_two_workers_on_sqlite_one_collects_kill9_hands_over(tmp_path: Path) -> 
     try:
         log_path = srv.log_path
         assert log_path is not None
-        _wait(lambda: len(re.findall(r"^gc: ", log_path.read_text(errors="replace"), re.M)) >= 3, "collections run")
+        _wait(lambda: len(_collectors(log_path)) >= 3, "collections run")
         lines = _leader_lines(log_path)
         assert len(lines) == 1, lines  # both workers run; one of them leads
         leader = lines[0]
         workers = _children(srv.proc.pid)
         assert leader in workers and len(workers) == 2, (leader, workers)
+        before = _collectors(log_path)
+        assert set(before) == {leader}, before  # only the leader collected
         os.kill(leader, signal.SIGKILL)
         _wait(lambda: len(_leader_lines(log_path)) == 2, "the other worker takes over")
         assert _leader_lines(log_path)[1] == next(w for w in workers if w != leader)
-        collected = len(re.findall(r"^gc: ", log_path.read_text(errors="replace"), re.M))
-        _wait(lambda: len(re.findall(r"^gc: ", log_path.read_text(errors="replace"), re.M)) > collected,
-              "the new leader collects")
+        new_leader = _leader_lines(log_path)[1]
+        _wait(lambda: new_leader in _collectors(log_path), "the new leader collects")
+        after = _collectors(log_path)[len(before):]
+        assert set(after) <= {leader, new_leader}, after  # (a line the old leader wrote as it died)
         assert requests.get(f"{srv.url}/v2/", timeout=10).status_code in (200, 401)
     finally:
         srv.stop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 
 from aiohttp import web
@@ -45,7 +46,7 @@ def setup_gc(app: web.Application, settings: Settings) -> None:
 def _job(settings: Settings) -> Job:
     async def collect_once() -> None:
         summary = await _in_thread(settings)
-        log.info("gc: %s", summary)
+        log.info("gc: %s (pid %d)", summary, os.getpid())  # which worker collected
 
     # Failures are logged by the scheduler and retried at the next interval.
     return Job("gc", collect_once, interval=float(settings.gc.interval), leader_only=True)
