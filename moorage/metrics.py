@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from .api.common import BODY_BYTES
+from .api.common import BODY_BYTES, SCHEDULER
 from .config import Settings
 
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
@@ -50,6 +50,8 @@ def setup_metrics(app: web.Application, settings: Settings) -> None:
     received = Counter("moorage_http_request_bytes_total", "Request body bytes declared by clients", ["route"], registry=registry)
     sent = Counter("moorage_http_response_bytes_total", "Response body bytes sent", ["route"], registry=registry)
     app[REGISTRY_KEY] = registry
+    if SCHEDULER in app:
+        registry.register(app[SCHEDULER].collector())
 
     @web.middleware
     async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -47,7 +47,7 @@ def secrets_of(settings: Settings) -> list[str]:
         from sqlalchemy.engine import make_url
 
         out.append(make_url(settings.database_url).password)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - an unparsable URL has no password field to hide; the URL itself is never logged
         pass
     return [s for s in out if s]
 
@@ -69,6 +69,12 @@ def describe(exc: BaseException, settings: Settings) -> str:
     """One line saying what failed to start and where, for any exception raised at start-up."""
     if isinstance(exc, StartupError) or type(exc).__name__ == "SchemaOutOfDate":
         return scrub(str(exc), settings)
+    from .registry.errors import DatabaseUnavailable, StorageUnavailable
+
+    if isinstance(exc, DatabaseUnavailable):
+        return scrub(f"cannot use the database {safe_url(settings.database_url)}: {exc.reason}", settings)
+    if isinstance(exc, StorageUnavailable):
+        return scrub(f"cannot use the storage ({storage_description(settings)}): {exc.reason}", settings)
     text = str(exc) or type(exc).__name__
     module = type(exc).__module__
     if module.startswith("sqlalchemy") or "asyncpg" in module or "sqlite" in module:
@@ -143,7 +149,7 @@ def raise_nofile_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
         except (ValueError, OSError):
-            pass
+            pass  # not allowed here: the caller compares the unchanged limit and warns
     return soft
 
 

@@ -13,14 +13,16 @@ from aiohttp import web
 
 from ..components import Components
 from ..config import Settings
+from ..metadata.leader import leader_lock
 from ..registry.upload_claims import ProcessLiveness
+from ..scheduler import Scheduler
 from . import base, blobs, catalog, health, manifests, openapi, referrers, tags, uploads
-from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, SERVICE, SETTINGS, STORE
+from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, SCHEDULER, SERVICE, SETTINGS, STORE
 from .errors import error_middleware
 
 log = logging.getLogger("moorage")
 
-#: An extension: ``fn(app, settings)`` adds routes, middlewares, background jobs (cleanup_ctx)
+#: An extension: ``fn(app, settings)`` adds routes, middlewares, background jobs (``app[SCHEDULER]``)
 #: and event listeners; it finds the components under the app keys of :mod:`moorage.api.common`.
 Extension = Callable[[web.Application, Settings], None]
 
@@ -35,6 +37,7 @@ def create_app(components: Components, extensions: list[Extension] = ()) -> web.
     app[BLOBS] = components.blobs
     app[SERVICE] = components.registry
     app[EVENTS] = components.events
+    scheduler = app[SCHEDULER] = Scheduler(lambda: leader_lock(components.database, settings.data))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         try:
@@ -55,6 +58,14 @@ def create_app(components: Components, extensions: list[Extension] = ()) -> web.
     app.cleanup_ctx.append(lifecycle)
     for ext in extensions:
         ext(app, settings)
+
+    async def background_jobs(app: web.Application) -> AsyncIterator[None]:
+        # Last to start (the extensions' own start-up has run), first to stop.
+        await scheduler.start()
+        yield
+        await scheduler.stop()
+
+    app.cleanup_ctx.append(background_jobs)
     # Order matters: upload routes before the blob routes they share a prefix with.
     for module in (base, health, catalog, tags, manifests, uploads, blobs, referrers):
         app.router.add_routes(module.routes)

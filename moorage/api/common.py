@@ -16,6 +16,7 @@ from ..metadata.store import MetadataStore
 from ..registry import errors
 from ..registry.events import Action, Actor, EventBus, Kind, RegistryEvent
 from ..registry.service import RegistryService
+from ..scheduler import Scheduler
 from ..storage import BlobStore
 
 if TYPE_CHECKING:  # the auth package (and its JWT/crypto libraries) loads only when auth is on
@@ -31,6 +32,8 @@ SETTINGS = web.AppKey("settings", Settings)
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 #: Registry events (push/pull/delete/mount); extensions subscribe, api/ handlers publish.
 EVENTS = web.AppKey("events", EventBus)
+#: Background jobs: extensions ``app[SCHEDULER].register(Job(...))`` while the app is built.
+SCHEDULER = web.AppKey("scheduler", Scheduler)
 #: Request key: ``async fn(names) -> names`` keeping the repositories the caller may list
 #: (set by the auth middleware for ``/v2/_catalog``; absent = everything is visible).
 CATALOG_FILTER = "moorage.catalog_filter"

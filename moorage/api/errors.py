@@ -1,4 +1,9 @@
-"""The one place where errors become HTTP responses (``{"errors": [...]}`` bodies)."""
+"""The one place where errors become HTTP responses (``{"errors": [...]}`` bodies).
+
+Backend outages arrive typed: storage drivers raise :class:`~moorage.registry.errors.StorageUnavailable`
+and the metadata layer :class:`~moorage.registry.errors.DatabaseUnavailable` (503 UNAVAILABLE with
+``Retry-After``), so this module knows no SQLAlchemy, asyncpg or botocore type.
+"""
 
 from __future__ import annotations
 
@@ -8,37 +13,10 @@ import logging
 
 from aiohttp import web
 
+from ..metadata.errors import outage_reason
 from ..registry import errors
 
 log = logging.getLogger("moorage.api")
-
-
-def _backend_unavailable(exc: BaseException) -> bool:
-    """A storage or database service that is down or overloaded (worth a retry: 503, not 500)."""
-    try:
-        from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
-
-        if isinstance(exc, PoolTimeout) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
-            return True
-        if isinstance(exc, DBAPIError) and type(exc.orig).__name__ in (
-            "OperationalError", "ConnectionDoesNotExistError", "CannotConnectNowError", "InterfaceError",
-            "TooManyConnectionsError", "ConnectionFailureError",
-        ):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
-
-        if isinstance(exc, (BotoConnectionError, HTTPClientError)):
-            return True
-        from botocore.exceptions import ClientError
-
-        if isinstance(exc, ClientError) and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) in (500, 502, 503, 504):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return isinstance(exc, (ConnectionRefusedError, TimeoutError))
 
 
 def error_response(exc: errors.RegistryError, *, head: bool = False) -> web.Response:
@@ -55,6 +33,10 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
     head = request.method == "HEAD"
     try:
         return await handler(request)
+    except errors.BackendUnavailable as exc:
+        log.error("backend unavailable on %s %s: %s (%r)", request.method, request.path[:200], exc.reason,
+                  exc.__cause__)
+        return error_response(exc, head=head)
     except errors.RegistryError as exc:
         return error_response(exc, head=head)
     except web.HTTPMethodNotAllowed as exc:
@@ -73,10 +55,12 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception as exc:
-        if _backend_unavailable(exc):
-            log.error("backend unavailable on %s %s: %r", request.method, request.path[:200], exc)
-            return error_response(errors.Unavailable("a storage or database service is unavailable; retry",
-                                                     headers={"Retry-After": "5"}), head=head)
+        reason = outage_reason(exc)
+        if reason is not None:
+            # A database path that bypassed Database.read/write (which translate outages): still
+            # a 503, and said, so the path gets its translation.
+            log.error("untranslated database outage on %s %s: %s", request.method, request.path[:200], reason)
+            return error_response(errors.DatabaseUnavailable(reason=reason), head=head)
         log.exception("unhandled error on %s %s", request.method, request.path[:200])
         return error_response(errors.RegistryError("internal error"), head=head)
 

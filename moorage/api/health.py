@@ -9,12 +9,15 @@ when it fails) and ``/readyz`` for readiness (send no traffic while a backend is
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 from aiohttp import web
 
+from ..registry.errors import BackendUnavailable, DatabaseUnavailable, StorageUnavailable
 from .common import BLOBS, SETTINGS, json_body, service
 
+log = logging.getLogger("moorage.api")
 routes = web.RouteTableDef()
 
 #: Seconds each readiness probe may take before it counts as down.
@@ -35,7 +38,7 @@ async def _database(request: web.Request) -> None:
         # next process (or connection) would not find it, so look at the path too.
         path = settings.database_url.split(":///", 1)[1].split("?", 1)[0].removeprefix("file:")
         if path and path != ":memory:" and not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} is not a database file")
+            raise DatabaseUnavailable(reason=f"{path} is not a database file")
     await service(request).store.db.ping()
 
 
@@ -44,7 +47,7 @@ async def _storage(request: web.Request) -> None:
     if settings.storage.driver == "filesystem":
         blobs = settings.storage_root / "blobs"
         if not blobs.is_dir() or not os.access(blobs, os.W_OK | os.X_OK):
-            raise OSError(f"{blobs} is not a writable directory")
+            raise StorageUnavailable(reason=f"{blobs} is not a writable directory")
         return
     await request.app[BLOBS].stat(_PROBE_DIGEST)
 
@@ -58,7 +61,10 @@ async def readyz(request: web.Request) -> web.Response:
             checks[name] = "ok"
         except asyncio.TimeoutError:
             checks[name] = f"no answer within {PROBE_TIMEOUT:g} s"
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said briefly
+        except BackendUnavailable as exc:  # what drivers and the database layer raise for an outage
+            checks[name] = " ".join((exc.reason or exc.message).split())[:300]
+        except Exception as exc:  # noqa: BLE001 - not an outage but a bug: still "not ready", and logged
+            log.warning("readyz: %s probe failed", name, exc_info=True)
             checks[name] = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     ready = all(v == "ok" for v in checks.values())
     return json_body({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503,

@@ -849,7 +849,7 @@ def _extension_paths() -> dict[str, Any]:
         "/api/v1/mirror/{rule}/run": {"post": op(
             "proxy", "runMirrorRule", "Run a mirror rule now",
             {"202": _json(rule, "Woken up; the run proceeds in the background.")},
-            description="503 when another worker holds the mirror lock. " + admin_note,
+            description="503 when another worker or replica is the scheduler's leader (it runs the rules). " + admin_note,
             parameters=[_param("rule", "path", {"type": "string"}, "Rule name.")],
             errors=(401, 403, 404, 429, 503))},
         "/healthz": {"get": op("operations", "healthz", "Liveness: the process answers",

@@ -7,15 +7,15 @@
 * records logins (wrapping the auth state's login checks) and admin-API changes (a middleware);
 * adds ``/api/v1/webhooks`` and ``/api/v1/audit`` (:mod:`.api`);
 * registers the metrics (:mod:`.stats`) in the app's Prometheus registry;
-* runs two background tasks (``cleanup_ctx``): the delivery worker and the housekeeping loop
-  (buffered audit entries every second, API endpoints every few seconds, the gauges every
-  ``events.stats_interval``, GC runs into the audit log, retention pruning hourly).
+* registers its background jobs with the scheduler (:mod:`moorage.scheduler`): the delivery
+  worker (``events.delivery``, continuous, drained at shutdown) and the housekeeping
+  (``events.audit-flush`` every second, ``events.endpoint-reload`` every few seconds,
+  ``events.statistics`` and ``events.gc-audit`` every ``events.stats_interval``, and
+  ``events.prune`` hourly, on the leader only).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import socket
 import time
@@ -27,6 +27,7 @@ from aiohttp import web
 from ..config import Settings
 from ..metadata.events_store import PENDING, EventsStore
 from ..registry.events import RegistryEvent
+from ..scheduler import Job
 from .api import EventsAPI
 from .audit import AuditRecorder, admin_middleware, wrap_logins
 from .delivery import DeliveryWorker
@@ -55,6 +56,7 @@ class EventsExtension:
         addr = settings.events.source or f"{socket.gethostname()}:{settings.port}"
         self.source = Source(addr=addr, instance_id=str(uuid.uuid4()),
                              scheme="https" if settings.tls.certificate else "http")
+        self._gc_since = time.time() - 7 * 86400
 
     async def on_event(self, event: RegistryEvent) -> None:
         """The EventBus listener: quick -- in-memory matching, then at most one small write (the
@@ -104,56 +106,30 @@ class EventsExtension:
         if n_audit or n_deliveries:
             log.info("events: pruned %d audit entries, %d finished deliveries", n_audit, n_deliveries)
 
-    async def housekeeping(self) -> None:
+    async def import_gc_runs(self) -> None:
+        """GC runs into the audit log (idempotent: keyed by run id), from a little before the last look."""
+        started = time.time()
+        await self.store.import_gc_runs(self._gc_since)
+        self._gc_since = started - max(600.0, 2 * self.settings.events.stats_interval)
+
+    def jobs(self) -> list[Job]:
+        """The extension's background jobs (failures are logged by the scheduler, retried next turn)."""
         cfg = self.settings.events
-        last_refresh = last_stats = 0.0
-        next_prune = time.monotonic() + 10
-        gc_since = time.time() - 7 * 86400
-        while True:
-            now = time.monotonic()
-            for name, due, job in (
-                ("audit flush", True, self.recorder.flush),
-                ("endpoint reload", now - last_refresh >= ENDPOINT_REFRESH, self.endpoints.reload),
-                ("statistics", now - last_stats >= cfg.stats_interval, self.refresh_stats),
-                ("prune", now >= next_prune, self.prune),
-            ):
-                if not due:
-                    continue
-                try:
-                    await job()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # noqa: BLE001 - retried at its next turn
-                    log.warning("events: %s failed", name, exc_info=True)
-                if name == "endpoint reload":
-                    last_refresh = now
-                elif name == "statistics":
-                    last_stats = now
-                    try:
-                        started = time.time()
-                        await self.store.import_gc_runs(gc_since)
-                        gc_since = started - max(600.0, 2 * cfg.stats_interval)
-                    except Exception:  # noqa: BLE001
-                        log.warning("events: importing GC runs failed", exc_info=True)
-                elif name == "prune":
-                    next_prune = now + PRUNE_EVERY
-            await asyncio.sleep(AUDIT_FLUSH)
+        return [
+            Job("events.delivery", self.worker.run, stop=self.worker.stop,
+                grace=lambda: self.endpoints.max_timeout() + 15),
+            Job("events.audit-flush", self.recorder.flush, interval=AUDIT_FLUSH),
+            Job("events.endpoint-reload", self.endpoints.reload, interval=ENDPOINT_REFRESH),
+            Job("events.statistics", self.refresh_stats, interval=float(cfg.stats_interval), first_delay=0),
+            Job("events.gc-audit", self.import_gc_runs, interval=float(cfg.stats_interval), first_delay=0),
+            # Pruning is for the whole cluster: one process does it.
+            Job("events.prune", self.prune, interval=PRUNE_EVERY, first_delay=10, leader_only=True),
+        ]
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         await self.endpoints.reload()
-        worker = asyncio.create_task(self.worker.run(), name="moorage-webhooks")
-        chores = asyncio.create_task(self.housekeeping(), name="moorage-events-housekeeping")
         yield
-        chores.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await chores
-        await self.worker.stop()
-        try:
-            await asyncio.wait_for(worker, self.endpoints.max_timeout() + 15)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            pass
-        except Exception:  # noqa: BLE001
-            log.warning("events: delivery worker ended with an error", exc_info=True)
+        # The scheduler (stopped before this runs) has drained the delivery worker.
         try:
             await self.recorder.flush()
         except Exception:  # noqa: BLE001
@@ -169,7 +145,7 @@ def setup_events(app: web.Application, settings: Settings) -> None:
             log.warning("events.enabled is false: the %d configured webhook(s) will not be called", len(settings.webhooks))
         return
     from ..api.common import DATABASE
-    from ..api.common import EVENTS
+    from ..api.common import EVENTS, SCHEDULER
     from ..metrics import REGISTRY_KEY
 
     ext = EventsExtension(settings, EventsStore(app[DATABASE]), EventMetrics(app.get(REGISTRY_KEY)))
@@ -183,3 +159,5 @@ def setup_events(app: web.Application, settings: Settings) -> None:
     app.middlewares.append(admin_middleware(ext.recorder))
     app.router.add_routes(EventsAPI(settings, ext.store, ext.endpoints).routes())
     app.cleanup_ctx.append(ext.lifecycle)
+    for job in ext.jobs():
+        app[SCHEDULER].register(job)

@@ -7,25 +7,23 @@
   at upload completion (``RegistryService.commit_guard``) for sizes known only then is a core
   hook (:mod:`.policies`);
 * adds ``DELETE /api/v1/repositories/{name}`` (admin; :mod:`moorage.api.gc_admin`);
-* with ``gc.interval > 0``, runs the collector inside the server every ``gc.interval`` seconds
-  (grace ``gc.grace``, ``gc.delete_untagged``).  With several workers (or replicas on one
-  data directory) only the one holding ``<data>/gc.lock`` collects; concurrent collectors are
-  safe anyway (docs/gc.md), just wasteful.
+* with ``gc.interval > 0``, registers the collector as the scheduler's leader-only job ``gc``,
+  run every ``gc.interval`` seconds (grace ``gc.grace``, ``gc.delete_untagged``): of several
+  workers or replicas sharing the database only the leader collects (:mod:`moorage.scheduler`);
+  concurrent collectors are safe anyway (docs/gc.md), just wasteful.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import logging
 import os
 import threading
-from typing import AsyncIterator
 
 from aiohttp import web
 
 from ..config import Settings
+from ..scheduler import Job
 
 log = logging.getLogger("moorage.gc")
 
@@ -33,7 +31,7 @@ log = logging.getLogger("moorage.gc")
 def setup_gc(app: web.Application, settings: Settings) -> None:
     from functools import partial
 
-    from ..api.common import BLOBS, DATABASE
+    from ..api.common import BLOBS, DATABASE, SCHEDULER
     from ..api.gc_admin import AdminCheck, add_repository_delete
     from ..api.quota_middleware import quota_middleware
     from .quotas import UploadQuotaCheck, book
@@ -53,41 +51,16 @@ def setup_gc(app: web.Application, settings: Settings) -> None:
     add_repository_delete(app.router, partial(delete_repository, database, app[BLOBS]),
                           token_mode=token_mode, require_admin=require_admin)
     if settings.gc.interval > 0:
-        app.cleanup_ctx.append(_scheduler(settings))
+        app[SCHEDULER].register(_job(settings))
 
 
-def _scheduler(settings: Settings):  # type: ignore[no-untyped-def]
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(_loop(app, settings))
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def _job(settings: Settings) -> Job:
+    async def collect_once() -> None:
+        summary = await _in_thread(settings)
+        log.info("gc: %s (pid %d)", summary, os.getpid())  # which worker collected
 
-    return ctx
-
-
-async def _loop(app: web.Application, settings: Settings) -> None:
-    lock_path = settings.data / "gc.lock"
-    while True:
-        await asyncio.sleep(settings.gc.interval)
-        fd = None
-        try:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            summary = await _in_thread(settings)
-            log.info("gc: %s", summary)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - a failed run is retried at the next interval
-            log.exception("scheduled garbage collection failed")
-        finally:
-            if fd is not None:
-                os.close(fd)
+    # Failures are logged by the scheduler and retried at the next interval.
+    return Job("gc", collect_once, interval=float(settings.gc.interval), leader_only=True)
 
 
 async def _in_thread(settings: Settings) -> dict:

@@ -1,7 +1,8 @@
 """The server extension: scan images after push, re-match after advisory imports, enforce the
 pull policy on manifest GETs, serve ``/api/v1/insight/``.
 
-Scans run one at a time on a background task fed by the registry's push events (a bounded
+Scans run one at a time on a background job of the scheduler (``insight.scans``, continuous, in
+every process: it consumes this process's queue) fed by the registry's push events (a bounded
 queue: a push never waits for a scan).  Every minute the task also checks whether the
 vulnerability database changed (``moorage vulndb import`` run while serving, or another
 replica) and re-matches the stored inventories without reading layers.
@@ -10,18 +11,19 @@ replica) and re-matches the stored inventories without reading layers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 from typing import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from ..api.common import BLOBS, EVENTS, SERVICE
+from ..api.common import BLOBS, EVENTS, SCHEDULER, SERVICE
 from ..api.insight import INSIGHT, routes
 from ..config import Settings
 from ..metadata.insight_store import InsightStore
 from ..registry import errors
 from ..registry.events import Actor, RegistryEvent
+from ..scheduler import Job
 from .layers import Limits
 from .service import InsightService
 
@@ -64,13 +66,10 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
         registry = app.get(REGISTRY_KEY)  # metrics are set up after this extension, read at start
         if registry is not None:
             registry.register(_Collector(insight, queue))
-        task = asyncio.create_task(_work(insight, queue))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
     app.cleanup_ctx.append(lifecycle)
+    app[SCHEDULER].register(Job("insight.scans", functools.partial(_work, insight, queue)))
 
 
 class _Collector:

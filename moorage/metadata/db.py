@@ -19,6 +19,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .errors import translated
 from .schema_version import MIGRATIONS, SchemaOutOfDate, script_head
 
 #: PostgreSQL advisory-lock key serialising concurrent ``migrate`` runs ("moorage" in ASCII).
@@ -114,17 +115,19 @@ class Database:
         (one statement, typically): on SQLite they then run without BEGIN/ROLLBACK.
         """
         engine = self.sync_read_engine if snapshot else self.sync_autocommit_engine
-        if engine is not None:
-            with engine.connect() as conn:
-                yield _SyncReader(conn)
-            return
-        async with (self.snapshot_engine if snapshot else self.read_engine).connect() as conn:
-            yield conn
+        with translated():  # outages as DatabaseUnavailable (moorage.metadata.errors)
+            if engine is not None:
+                with engine.connect() as conn:
+                    yield _SyncReader(conn)
+                return
+            async with (self.snapshot_engine if snapshot else self.read_engine).connect() as conn:
+                yield conn
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.write_engine.begin() as conn:
-            yield conn
+        with translated():
+            async with self.write_engine.begin() as conn:
+                yield conn
 
     def insert(self, table: Any) -> Any:
         """A dialect insert supporting ``on_conflict_do_nothing/update`` (same API on both)."""

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Required, Sequence, TypedDict
 from sqlalchemy import and_, case, delete, func, insert, literal, or_, select, update
 
 from .db import Database
+from .errors import translated
 from .tables import audit_log, blobs, gc_runs, repositories, repository_blobs, uploads, webhook_deliveries, webhooks
 
 PENDING, DELIVERING, DELIVERED, DEAD = "pending", "delivering", "delivered", "dead"
@@ -286,7 +287,7 @@ class EventsStore:
         """A registry-sized read off the event loop: SQLite reads otherwise run on it."""
         if self.db.is_sqlite and self.db.sync_read_engine is not None:
             def run() -> list[Any]:
-                with self.db.sync_read_engine.connect() as conn:
+                with translated(), self.db.sync_read_engine.connect() as conn:
                     return list(conn.execute(query).all())
 
             return await asyncio.to_thread(run)

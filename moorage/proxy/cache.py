@@ -138,8 +138,12 @@ class PullThroughCache:
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass  # cancelled just above
+            except Exception:  # noqa: BLE001 - the fetch reported its own failure to its waiters
+                log.debug("proxy: a fetch ended with an error at shutdown", exc_info=True)
         for up in self.upstreams:
             await up.client.close()
 
@@ -401,8 +405,10 @@ class PullThroughCache:
                 up.stats.upstream_errors += 1
                 exc = errors.Unavailable(f"fetching from upstream {up.name!r} failed: {exc}", headers={"Retry-After": "5"})
             if upload_id is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await self.service.cancel_upload(name, upload_id)
+                except Exception as cancel_exc:  # noqa: BLE001 - the session expires (gc.upload_expiry)
+                    log.warning("proxy: dropping the upload of %s@%s failed: %r", remote, digest, cancel_exc)
             if not flight.done.done():
                 flight.done.set_exception(exc if isinstance(exc, Exception) else errors.Unavailable("fetch cancelled"))
                 flight.done.exception()  # retrieved: nobody may be waiting

@@ -1,9 +1,10 @@
 """Scheduled replication rules (``proxy.mirror_rules``): ``moorage mirror`` runs inside the server.
 
-Each rule runs shortly after start and then ``interval`` seconds after its previous run ended; the outcome
-of the last run (summary or error) is kept for ``GET /api/v1/mirror``, and
-``POST /api/v1/mirror/{name}/run`` starts a run now.  With several workers on one data
-directory only the worker holding ``<data>/mirror.lock`` runs the rules (others report that).
+Each rule is a leader-only job of the scheduler (:mod:`moorage.scheduler`, named ``mirror:<rule>``):
+it runs shortly after this process becomes leader and then ``interval`` seconds after its previous
+run ended; the outcome of the last run (summary or error) is kept for ``GET /api/v1/mirror``, and
+``POST /api/v1/mirror/{name}/run`` starts a run now.  Of several workers or replicas sharing the
+database only the leader runs the rules (the others report that, and refuse a manual run).
 Rules live in the configuration; the admin API reads and triggers them but does not add rules
 (that would need a table: not done).
 """
@@ -11,17 +12,17 @@ Rules live in the configuration; the admin API reads and triggers them but does 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
+import functools
 import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
 from ..config import MirrorRule, Settings
+from ..scheduler import Job, Scheduler
 from .client import RegistryClient
 from .mirror import Mirror, RegistryRef
 
@@ -70,7 +71,12 @@ class MirrorScheduler:
             _password(rule.src_password_env, rule.name)
             _password(rule.dest_password_env, rule.name)
             self.rules[rule.name] = RuleState(rule)
-        self.active = False  # this worker holds the lock and runs the rules
+        self.scheduler: Scheduler | None = None
+
+    @property
+    def active(self) -> bool:
+        """This process is the leader and runs the rules."""
+        return self.scheduler is not None and self.scheduler.is_leader
 
     async def run_rule(self, state: RuleState) -> None:
         rule = state.rule
@@ -97,47 +103,22 @@ class MirrorScheduler:
             await sc.close()
             await dc.close()
 
-    async def loop(self, state: RuleState) -> None:
-        # The first run waits until the server listens (a rule may read or write this registry).
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(state.wake.wait(), _FIRST_RUN_DELAY)
-        state.wake.clear()
-        while True:
-            await self.run_rule(state)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(state.wake.wait(), state.rule.interval)
-            state.wake.clear()
-
-    def context(self) -> Any:
-        async def ctx(app: web.Application) -> AsyncIterator[None]:
-            lock_path = self.settings.data / "mirror.lock"
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(lock_path, "a+")
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self.active = True
-            except OSError:
-                fh.close()
-                fh = None  # type: ignore[assignment]
-            tasks = [asyncio.create_task(self.loop(s)) for s in self.rules.values()] if self.active else []
-            try:
-                yield
-            finally:
-                for t in tasks:
-                    t.cancel()
-                for t in tasks:
-                    with contextlib.suppress(BaseException):
-                        await t
-                if fh is not None:
-                    fh.close()
-
-        return ctx
+    def jobs(self) -> list[Job]:
+        """One leader-only job per rule; the first run waits until the server listens (a rule may
+        read or write this registry)."""
+        return [Job(f"mirror:{name}", functools.partial(self.run_rule, state), interval=float(state.rule.interval),
+                    leader_only=True, first_delay=_FIRST_RUN_DELAY, trigger=state.wake)
+                for name, state in self.rules.items()]
 
 
 def setup_mirror_rules(app: web.Application, settings: Settings, token_mode: bool) -> None:
     """Background runs of ``proxy.mirror_rules`` and ``/api/v1/mirror`` (called by setup_proxy)."""
+    from ..api.common import SCHEDULER
+
     scheduler = MirrorScheduler(settings)
-    app.cleanup_ctx.append(scheduler.context())
+    scheduler.scheduler = app[SCHEDULER]
+    for job in scheduler.jobs():
+        app[SCHEDULER].register(job)
 
     async def admin(request: web.Request) -> None:
         if token_mode:

@@ -159,3 +159,31 @@ class PaginationNumberInvalid(RegistryError):
     code = "PAGINATION_NUMBER_INVALID"
     status = 400
     message = "invalid number of results requested"
+
+
+class BackendUnavailable(Unavailable):
+    """A service the registry depends on is down or overloaded: worth a retry (503 with
+    ``Retry-After``), never a 500.  The client sees one generic message; what failed is in the
+    exception's ``__cause__`` (chained by whoever translated it) and in the server log."""
+
+    message = "a storage or database service is unavailable; retry"
+    #: Seconds a client should wait before retrying (the ``Retry-After`` header).
+    retry_after = 5
+
+    def __init__(self, message: str | None = None, detail: Any = None, *, reason: str = "") -> None:
+        super().__init__(message, detail, headers={"Retry-After": str(self.retry_after)})
+        #: For the log only (never sent): what the driver or database said.
+        self.reason = reason
+
+    def __str__(self) -> str:  # logs and command-line messages say what failed; the client body does not
+        return f"{self.message}: {self.reason}" if self.reason else self.message
+
+
+class StorageUnavailable(BackendUnavailable):
+    """Raised by blob-storage drivers for an outage of their backend (S3 unreachable, 5xx or
+    SlowDown; a filesystem giving EIO, ENOSPC, EROFS), not for a missing blob."""
+
+
+class DatabaseUnavailable(BackendUnavailable):
+    """Raised by the metadata layer when the database cannot be reached or is busy past its
+    timeout (lost connection, pool exhausted, SQLite locked or failing I/O)."""

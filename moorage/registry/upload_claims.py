@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import time
 import uuid
@@ -35,6 +36,8 @@ from typing import AsyncIterator
 
 from ..metadata.store import MetadataStore
 from . import errors
+
+log = logging.getLogger("moorage.uploads")
 
 #: Default lease of a claim in seconds (``uploads.writer_lease``).
 DEFAULT_LEASE = 60.0
@@ -92,13 +95,20 @@ class UploadClaim:
             self._timer = None
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await self._task
+            except asyncio.CancelledError:
+                pass  # cancelled just above: the expected way for the renewal task to end
+            except Exception:  # noqa: BLE001 - the renewal's own failure; the claim is released below anyway
+                log.warning("upload %s: lease renewal ended with an error", self.upload_id, exc_info=True)
         if not self.released and not self.lost:
             # Shielded: a cancelled request (client gone) still frees the session at once,
             # rather than after the lease.
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.shield(self.store.release_upload(self.upload_id, self.token))
+            except Exception as exc:  # noqa: BLE001 - the claim then just runs out with its lease
+                log.warning("upload %s: releasing the writer claim failed (it expires with its lease): %r",
+                            self.upload_id, exc)
         self.released = True
 
     async def _renew(self) -> None:
@@ -106,7 +116,8 @@ class UploadClaim:
             before = self.until
             try:
                 ok = await self.store.renew_upload_claim(self.upload_id, self.token, self.expiry())
-            except Exception:  # database unreachable: the old lease still runs out at `before`
+            except errors.DatabaseUnavailable as exc:  # the old lease still runs out at `before`
+                log.debug("upload %s: lease renewal failed, retrying: %s", self.upload_id, exc.reason)
                 self.until = before
                 await asyncio.sleep(self.lease / 10)
                 continue
@@ -154,7 +165,7 @@ class ProcessLiveness:
 
     def close(self) -> None:
         if self._fd is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # a lock file left behind is swept by the next start
                 os.unlink(self.directory / f"{self.instance}.lock")
             os.close(self._fd)
             self._fd = None

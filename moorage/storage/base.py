@@ -21,9 +21,14 @@ bytes a session's state lists are exactly the bytes the service hashed, whatever
 from __future__ import annotations
 
 import abc
+import errno
+import functools
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+
+from ..registry.errors import StorageUnavailable
 
 UploadState = dict[str, Any]
 
@@ -147,3 +152,90 @@ class PartialAppend(Exception):
         self.state = state
         self.size = size
         self.cause = cause
+
+
+# -- backend outages --------------------------------------------------------------------------
+#: ``classify(exc)``: a short reason if ``exc`` is an outage of the driver's backend, else None.
+OutageClassifier = Callable[[BaseException], "str | None"]
+
+#: File-system errors that say the storage itself is failing (not that a path is missing):
+#: I/O error, disk or quota full, read-only file system, stale NFS handle.
+OUTAGE_ERRNOS = frozenset({errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ESTALE})
+
+#: The interface's operations whose failures are translated (``open``/``close`` are not: a store
+#: that cannot start is a start-up error, told as one line).
+_TRANSLATED = ("stat", "read", "redirect_url", "delete", "list_blobs", "upload_create", "upload_append",
+               "upload_read", "upload_commit", "upload_drop_append", "quarantine", "upload_abort",
+               "list_upload_ids", "upload_age", "purge_leftovers")
+
+_Store = TypeVar("_Store", bound=type)
+
+
+def os_outage(exc: BaseException) -> str | None:
+    """The filesystem driver's classifier (also for local files any driver touches)."""
+    if isinstance(exc, OSError) and exc.errno in OUTAGE_ERRNOS:
+        return f"{errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror or exc}"
+    return None
+
+
+def as_outage(exc: BaseException, classify: OutageClassifier, driver: str) -> BaseException:
+    """``exc`` as a :class:`StorageUnavailable` (cause chained) if ``classify`` says it is an outage."""
+    if isinstance(exc, StorageUnavailable):
+        return exc
+    reason = classify(exc)
+    if reason is None:
+        return exc
+    unavailable = StorageUnavailable(reason=f"{driver}: {reason}")
+    unavailable.__cause__ = exc
+    return unavailable
+
+
+def translate_outages(classify: OutageClassifier) -> Callable[[_Store], _Store]:
+    """Class decorator for a driver: its interface operations raise :class:`StorageUnavailable`
+    for backend outages (and a :class:`PartialAppend` carries one as its cause), so nothing above
+    the driver has to know botocore or errno values.  Applied once per driver class, to the
+    methods the class itself defines."""
+
+    def wrap_coroutine(fn: Callable[..., Awaitable[Any]], driver: str) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except PartialAppend as partial:
+                partial.cause = as_outage(partial.cause, classify, driver)
+                raise
+            except Exception as exc:
+                translated = as_outage(exc, classify, driver)
+                if translated is exc:
+                    raise
+                raise translated from exc
+
+        return wrapper
+
+    def wrap_generator(fn: Callable[..., AsyncIterator[Any]], driver: str) -> Callable[..., AsyncIterator[Any]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            try:
+                async for item in fn(*args, **kwargs):
+                    yield item
+            except Exception as exc:
+                translated = as_outage(exc, classify, driver)
+                if translated is exc:
+                    raise
+                raise translated from exc
+
+        return wrapper
+
+    def decorate(cls: _Store) -> _Store:
+        driver = getattr(cls, "name", cls.__name__)
+        for attr in _TRANSLATED:
+            fn = cls.__dict__.get(attr)
+            if fn is None:
+                continue
+            if inspect.isasyncgenfunction(fn):
+                setattr(cls, attr, wrap_generator(fn, driver))
+            elif inspect.iscoroutinefunction(fn):
+                setattr(cls, attr, wrap_coroutine(fn, driver))
+        return cls
+
+    return decorate

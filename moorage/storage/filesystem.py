@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from .base import BlobStat, BlobStore, PartialAppend, UploadState
+from .base import BlobStat, BlobStore, PartialAppend, UploadState, os_outage, translate_outages
 
 CHUNK = 1 << 20
 
@@ -125,6 +125,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@translate_outages(os_outage)
 class FilesystemBlobStore(BlobStore):
     name = "filesystem"
 
@@ -236,6 +237,8 @@ class FilesystemBlobStore(BlobStore):
         except BaseException as exc:
             # Report only what is on disk, and only once no write is in flight any more.
             if inflight is not None:
+                # Only waited for (so writer.pos is final); its failure, if any, is ``exc`` or
+                # follows from it, and ``exc`` is what gets reported.
                 with contextlib.suppress(BaseException):
                     await asyncio.wrap_future(inflight)
             kept = parts + ([{"name": name, "size": writer.pos}] if writer.pos else [])
@@ -246,7 +249,7 @@ class FilesystemBlobStore(BlobStore):
             else:
                 inflight.add_done_callback(lambda _f: os.close(fd))
         if not writer.pos:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # an empty part file: harmless, removed with the upload
                 os.unlink(path)
             return {"v": 2, "parts": parts}, offset
         return {"v": 2, "parts": parts + [{"name": name, "size": writer.pos}]}, offset + writer.pos
@@ -255,6 +258,7 @@ class FilesystemBlobStore(BlobStore):
         keep = {str(p["name"]) for p in (before or {}).get("parts") or ()}
         for part in (after or {}).get("parts") or ():
             if str(part["name"]) not in keep:
+                # Unlisted part files are never read and go with the upload directory.
                 with contextlib.suppress(OSError, ValueError):
                     await asyncio.to_thread(os.unlink, self._upload_dir(upload_id) / _safe_part(part["name"]))
 

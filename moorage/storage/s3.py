@@ -50,9 +50,9 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
 
-from .base import BlobStat, BlobStore, PartialAppend, UploadState
+from .base import BlobStat, BlobStore, PartialAppend, UploadState, os_outage, translate_outages
 
 if TYPE_CHECKING:
     from ..config import S3Storage
@@ -78,6 +78,29 @@ def _code(exc: ClientError) -> str:
 
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+#: S3 error codes that mean "the service is overloaded or failing, retry" whatever the status.
+_OUTAGE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
+
+
+def s3_outage(exc: BaseException) -> str | None:
+    """The S3 driver's classifier: the endpoint unreachable or timing out, a 5xx or a SlowDown
+    (after botocore's own retries), or a local file-system failure."""
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ClientError) and (_status(exc) >= 500 or _code(exc) in _OUTAGE_CODES):
+        return f"{_code(exc) or 'HTTP ' + str(_status(exc))} ({_status(exc)})"
+    return os_outage(exc)
+
+
+async def _best_effort(what: str, work: Any) -> None:
+    """Await ``work``, cleanup whose failure only leaves garbage behind (unreferenced objects that
+    ``moorage gc`` / ``purge-uploads`` remove later): logged, never raised over the real outcome."""
+    try:
+        await work
+    except Exception as exc:  # noqa: BLE001 - see above: the caller's result stands
+        log.warning("s3: %s failed (left for gc/purge-uploads): %r", what, exc)
 
 
 def _blob_rel(digest: str) -> str:
@@ -113,6 +136,7 @@ def empty_state() -> UploadState:
     return {"v": 1, "parts": [], "tail": None, "stale": []}
 
 
+@translate_outages(s3_outage)
 class S3BlobStore(BlobStore):
     name = "s3"
 
@@ -317,8 +341,7 @@ class S3BlobStore(BlobStore):
                     raise RuntimeError(f"tail object has {len(buf)} bytes, expected {tail['size']}")
             except Exception as exc:  # S3 failing (or the upload finished meanwhile): nothing changed
                 if cleanup_task is not None:
-                    with contextlib.suppress(Exception):
-                        await cleanup_task
+                    await _best_effort("deleting stale upload objects", cleanup_task)
                 raise PartialAppend(state, offset, exc) from exc
         tail_consumed = False  # the old tail's bytes went into a part
         received = 0
@@ -356,8 +379,7 @@ class S3BlobStore(BlobStore):
                     stale.append(tail["key"])
         finally:
             if cleanup_task is not None:
-                with contextlib.suppress(Exception):
-                    await cleanup_task
+                await _best_effort("deleting stale upload objects", cleanup_task)
         size = sum(int(p["size"]) for p in parts) + (int(new_tail["size"]) if new_tail else 0)
         assert size == offset + received
         return {"v": 1, "parts": parts, "tail": new_tail, "stale": stale}, size
@@ -386,8 +408,7 @@ class S3BlobStore(BlobStore):
         keep = {s["key"] for s in self._segments(before or empty_state())}
         drop = [self._upload_key(upload_id, s["key"]) for s in self._segments(after or empty_state()) if s["key"] not in keep]
         if drop:
-            with contextlib.suppress(Exception):
-                await self._delete_keys(drop)
+            await _best_effort("dropping a refused append's objects", self._delete_keys(drop))
 
     def _segments(self, state: UploadState) -> list[dict[str, Any]]:
         segs = list(state.get("parts", ()))
@@ -423,8 +444,7 @@ class S3BlobStore(BlobStore):
         dst = self._blob_key(digest)
         existing = await self._size_of(dst)
         if existing == size:
-            with contextlib.suppress(Exception):
-                await self._delete_prefix(self._upload_prefix(upload_id))
+            await _best_effort("deleting a committed upload's parts", self._delete_prefix(self._upload_prefix(upload_id)))
             return False
         if existing is not None:
             # An object of the wrong size (no commit of ours made it): set it aside, place ours.
@@ -437,8 +457,7 @@ class S3BlobStore(BlobStore):
                 CopySource={"Bucket": self.bucket, "Key": self._upload_key(upload_id, segs[0]["key"])})
         else:
             await self._compose(dst, [self._upload_key(upload_id, s["key"]) for s in segs])
-        with contextlib.suppress(Exception):
-            await self._delete_prefix(self._upload_prefix(upload_id))
+        await _best_effort("deleting a committed upload's parts", self._delete_prefix(self._upload_prefix(upload_id)))
         return True
 
     async def _size_of(self, key: str) -> int | None:
@@ -484,8 +503,7 @@ class S3BlobStore(BlobStore):
             await self._client.complete_multipart_upload(
                 Bucket=self.bucket, Key=dst, UploadId=upload, MultipartUpload={"Parts": list(done)})
         except BaseException:
-            with contextlib.suppress(Exception):
-                await self._abort_multipart(dst, upload)
+            await _best_effort("aborting a failed multipart copy", self._abort_multipart(dst, upload))
             raise
 
     async def _abort_multipart(self, key: str, upload: str) -> None:

@@ -11,7 +11,6 @@ and many blob pulls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import AsyncIterator, Callable
@@ -19,7 +18,9 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from ..metadata.ui_queries import UIQueries
+from ..registry.errors import BackendUnavailable
 from ..registry.events import RegistryEvent
+from ..scheduler import Job
 
 #: The app's activity recorder (the statistics page reads its unsaved counts).
 ACTIVITY = web.AppKey["ActivityRecorder"]("ui_activity")
@@ -68,8 +69,11 @@ class ActivityRecorder:
         if pending:
             try:
                 await self.queries.add_activity({k: (v[0], v[1]) for k, v in pending.items()})
-            except Exception:  # noqa: BLE001 - keep the counts for the next try, bounded
-                log.exception("could not record push/pull activity")
+            except Exception as exc:  # noqa: BLE001 - keep the counts for the next try, bounded
+                if isinstance(exc, BackendUnavailable):
+                    log.warning("could not record push/pull activity: %s", exc)
+                else:
+                    log.exception("could not record push/pull activity")
                 if len(self._pending) < MAX_PENDING:
                     for k, v in pending.items():
                         mine = self._pending.setdefault(k, [0, 0])
@@ -85,30 +89,29 @@ class ActivityRecorder:
                 await self.queries.refresh_stats()
             elif dirty:
                 await self.queries.refresh_stats(sorted(dirty))
+        except BackendUnavailable as exc:  # the next refresh repairs them
+            log.warning("could not refresh repository figures: %s", exc)
         except Exception:  # noqa: BLE001 - figures for sorting only; the next refresh repairs them
             log.exception("could not refresh repository figures")
         if now - self._last_prune > 3600:
             self._last_prune = now
-            with contextlib.suppress(Exception):
+            try:
                 await self.queries.prune_activity(int(now // 3600) - self.keep_days * 24)
                 await self.queries.prune_sessions()
+            except Exception:  # noqa: BLE001 - old rows only; the next hour tries again
+                log.warning("could not prune old activity and UI sessions", exc_info=True)
 
-    async def run(self) -> None:
-        await self.flush()  # full refresh of the sort figures at start
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL)
-            self._wake.clear()
-            await self.flush()
+    def job(self) -> Job:
+        """The scheduler's job (every process: it writes this process's counters): a full refresh
+        of the sort figures at start, then a flush every ``FLUSH_INTERVAL`` or when woken."""
+        return Job("ui.activity", self.flush, interval=FLUSH_INTERVAL, first_delay=0, trigger=self._wake)
 
     def cleanup_ctx(self) -> Callable[[web.Application], AsyncIterator[None]]:
         async def ctx(app: web.Application) -> AsyncIterator[None]:
-            task = asyncio.create_task(self.run())
             yield
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            with contextlib.suppress(Exception):
+            try:  # the scheduler (stopped before this runs) no longer flushes: the last counts
                 await self.flush()
+            except Exception:  # noqa: BLE001 - shutting down: said, not raised
+                log.warning("could not write the last push/pull activity", exc_info=True)
 
         return ctx

@@ -85,7 +85,7 @@ def setup_ui(app: web.Application, settings: Settings) -> None:
     if not settings.ui.enabled:
         return
     from ..api.common import DATABASE
-    from ..api.common import EVENTS
+    from ..api.common import EVENTS, SCHEDULER
     from ..metadata.ui_queries import UIQueries
     from . import charts, manage, pages
     from .activity import ActivityRecorder
@@ -97,6 +97,7 @@ def setup_ui(app: web.Application, settings: Settings) -> None:
     app[ACTIVITY] = recorder
     app[EVENTS].subscribe(recorder.on_event)
     app.cleanup_ctx.append(recorder.cleanup_ctx())
+    app[SCHEDULER].register(recorder.job())
     app.middlewares.append(ui_middleware)
     for module in (pages, manage, charts):
         app.router.add_routes(module.routes)

@@ -1,0 +1,84 @@
+"""Database outages as one backend-neutral error: :class:`~moorage.registry.errors.DatabaseUnavailable`.
+
+SQLAlchemy, asyncpg and sqlite3 each say "the database is away" in their own types.  The metadata
+layer translates them where connections are checked out and transactions run
+(:meth:`Database.read`/:meth:`Database.write`, via :func:`translated`), so nothing above it -- the
+API's error middleware, ``/readyz``, background jobs -- needs to know any driver's exceptions.
+
+What counts as an outage (worth a retry, answered 503):
+
+* a lost or refused connection: SQLAlchemy's ``connection_invalidated``, asyncpg's connection
+  errors (also as the asyncpg dialect's adapted ``OperationalError``/``InterfaceError``), or the
+  raw ``ConnectionError``/``TimeoutError``/DNS failure a connect attempt raises;
+* the connection pool exhausted past its timeout;
+* SQLite busy past its busy timeout (``database is locked``) or failing underneath
+  (``disk I/O error``, ``database or disk is full``, ``unable to open database file``,
+  ``attempt to write a readonly database``).
+
+A SQL error (syntax, constraint, a missing table) is not an outage: it stays what it is (a 500
+if nothing handles it), so bugs are not hidden behind "retry".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Iterator
+
+from ..registry.errors import DatabaseUnavailable
+
+__all__ = ["DatabaseUnavailable", "outage_reason", "translated"]
+
+#: asyncpg exception class names (checked by name: SQLite deployments never import asyncpg).
+_PG_OUTAGE = frozenset({
+    "ConnectionDoesNotExistError", "CannotConnectNowError", "TooManyConnectionsError", "ConnectionFailureError",
+    "ConnectionRejectionError", "ClientCannotConnectError", "AdminShutdownError", "CrashShutdownError",
+    "PostgresConnectionError", "InterfaceError", "OperationalError",
+})
+#: sqlite3.OperationalError messages that mean "busy or failing", not "bad SQL".
+_SQLITE_OUTAGE = ("database is locked", "database table is locked", "disk i/o error", "database or disk is full",
+                  "unable to open database file", "attempt to write a readonly database")
+
+
+def outage_reason(exc: BaseException) -> str | None:
+    """A short reason if ``exc`` says the database is unreachable or busy past its timeout, else None."""
+    if isinstance(exc, DatabaseUnavailable):
+        return exc.reason or str(exc)
+    try:
+        from sqlalchemy import exc as sa
+    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
+        sa = None  # type: ignore[assignment]
+    if sa is not None:
+        if isinstance(exc, sa.TimeoutError):  # QueuePool checkout timed out
+            return f"connection pool exhausted: {exc}"
+        if isinstance(exc, sa.DBAPIError):
+            orig = exc.orig
+            if exc.connection_invalidated:
+                return f"connection lost: {orig!r}"
+            names = {type(orig).__name__, type(getattr(orig, "__cause__", None)).__name__}
+            module = type(orig).__module__
+            if module.startswith("sqlite3") or "sqlite" in module:
+                message = str(orig).lower()
+                if any(m in message for m in _SQLITE_OUTAGE):
+                    return f"sqlite: {orig}"
+                return None
+            if names & _PG_OUTAGE:
+                return f"{type(orig).__name__}: {orig}"
+            return None
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):  # raised by a connect attempt
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Re-raise a database outage inside the block as :class:`DatabaseUnavailable` (cause chained)."""
+    try:
+        yield
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        reason = outage_reason(exc)
+        if reason is None:
+            raise
+        raise DatabaseUnavailable(reason=reason) from exc
