@@ -359,7 +359,7 @@ class EventsSettings(BaseModel):
 
 
 class UISettings(BaseModel):
-    """The web UI at ``/`` (issue 11)."""
+    """The web UI at ``/``."""
 
     enabled: bool = True
     #: Lifetime in seconds of a browser session after sign-in.
@@ -371,7 +371,7 @@ class UISettings(BaseModel):
 
 
 class UploadSettings(BaseModel):
-    """Upload sessions (issue 8): one writer at a time, and how many may be open.
+    """Upload sessions: one writer at a time, and how many may be open.
 
     Defaults: docker, podman and containerd keep at most 3-5 sessions open per push and close
     them at its end, so 200 per user allows ~40 concurrent pushes by one CI account; 1000 per
@@ -414,7 +414,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log_level: str = "info"
     access_log: bool = True
-    #: Pull-through cache upstreams (``moorage.proxy``, issue 12).
+    #: Pull-through cache upstreams (``moorage.proxy``).
     proxy: ProxySettings = ProxySettings()
     http: HttpSettings = HttpSettings()
 
@@ -431,7 +431,7 @@ class Settings(BaseSettings):
         split_addr(value)
         return value
 
-    #: Webhook endpoints (issue 13); ``events`` tunes delivery, the audit log and metrics.
+    #: Webhook endpoints; ``events`` tunes delivery, the audit log and metrics.
     webhooks: list[WebhookEndpoint] = []
     events: EventsSettings = EventsSettings()
 

@@ -1,4 +1,4 @@
-"""The server extension for issue 5 (listed in ``moorage.composition.default_extensions``).
+"""The server extension of the storage policies: quotas, repository delete, scheduled GC (listed in ``moorage.composition.default_extensions``).
 
 ``setup_gc(app, settings)``:
 

@@ -11,7 +11,7 @@ survive restarts).  Hashing is *not* the driver's job: the registry service hash
 while the driver writes it, and only calls :meth:`upload_commit` once the digest matched.
 ``upload_commit`` must make the blob visible atomically (temporary name, then rename/copy).
 
-Integrity contract (issue 8): every :meth:`upload_append` writes to files/objects of its own,
+Integrity contract (no blob substitution, docs/integrity.md): every :meth:`upload_append` writes to files/objects of its own,
 never written by anyone else, and nothing writes to them after the append returned; so the
 bytes a session's state lists are exactly the bytes the service hashed, whatever another
 (stale or concurrent) request does.  The service allows one append per session at a time

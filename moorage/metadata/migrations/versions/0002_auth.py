@@ -1,4 +1,4 @@
-"""users, namespaces, grants, access tokens (issue 3).
+"""users, namespaces, grants, access tokens .
 
 Revision ID: 0002
 Revises: 0001

@@ -1,4 +1,4 @@
-"""retention, immutable tags, quotas, GC state (issue 5).
+"""retention, immutable tags, quotas, GC state .
 
 Revision ID: 0003
 Revises: 0002

@@ -1,4 +1,4 @@
-"""integrity (issue 8): upload-session writer claims, session owners, blob quarantine, scrub progress.
+"""integrity: upload-session writer claims, session owners, blob quarantine, scrub progress.
 
 Revision ID: 0004
 Revises: 0003

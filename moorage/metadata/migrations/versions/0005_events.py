@@ -1,4 +1,4 @@
-"""webhooks, webhook delivery outbox, audit log (issue 13).
+"""webhooks, webhook delivery outbox, audit log .
 
 Revision ID: 0005
 Revises: 0004

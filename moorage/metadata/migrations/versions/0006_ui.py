@@ -1,4 +1,4 @@
-"""web UI: browser sessions, hourly push/pull activity, repository sort figures (issue 11).
+"""web UI: browser sessions, hourly push/pull activity, repository sort figures .
 
 Revision ID: 0006
 Revises: 0005
