@@ -13,6 +13,7 @@ from .api.app import Extension, create_app
 from .components import Components, Policies, build_components
 from .config import Settings
 from .metadata.db import Database
+from .storage import BlobStore
 
 
 def policies(database: Database) -> Policies:
@@ -36,11 +37,13 @@ def default_extensions(settings: Settings) -> list[Extension]:
     return [setup_auth, setup_gc, setup_insight, setup_metrics, setup_proxy, setup_events, setup_ui]
 
 
-def components_for(settings: Settings, *, pool_size: int | None = None) -> Components:
-    return build_components(settings, policies=policies, pool_size=pool_size)
+def components_for(settings: Settings, *, pool_size: int | None = None, blobs: BlobStore | None = None) -> Components:
+    return build_components(settings, policies=policies, pool_size=pool_size, blobs=blobs)
 
 
-def build_app(settings: Settings, extensions: list[Extension] | None = None) -> web.Application:
-    """The whole server application for ``settings``."""
+def build_app(settings: Settings, extensions: list[Extension] | None = None, *,
+              blobs: BlobStore | None = None) -> web.Application:
+    """The whole server application for ``settings`` (``blobs``: a store instead of the configured
+    driver, for the tests' in-process app)."""
     exts = default_extensions(settings) if extensions is None else extensions
-    return create_app(components_for(settings), exts)
+    return create_app(components_for(settings, blobs=blobs), exts)

@@ -1,4 +1,5 @@
-"""Blob-store driver contract, written once and run against every driver (filesystem, S3 on Ceph RGW).
+"""Blob-store driver contract, written once and run against every driver (filesystem, S3 on Ceph RGW,
+and the in-memory driver the in-process app fixture uses: tests/support/inproc.py).
 
 The S3 variant uses a small ``part_size`` (the 5 MiB S3 minimum) so that part boundaries, the
 carried-over tail and the server-side composition at commit are all exercised with little data.
@@ -17,6 +18,7 @@ import pytest
 from moorage.config import S3Storage
 from moorage.storage import BlobStore, PartialAppend
 from moorage.storage.filesystem import FilesystemBlobStore
+from moorage.storage.memory import MemoryBlobStore, MemorySpace
 
 MiB = 1 << 20
 PART = 5 * MiB
@@ -63,10 +65,13 @@ class Driver:
             await s.close()
 
 
-@pytest.fixture(params=["filesystem", pytest.param("s3", marks=pytest.mark.services)])
+@pytest.fixture(params=["filesystem", "memory", pytest.param("s3", marks=pytest.mark.services)])
 async def driver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Driver]:
     if request.param == "filesystem":
         d = Driver("filesystem", lambda: FilesystemBlobStore(tmp_path / "storage"))
+    elif request.param == "memory":
+        space = MemorySpace()  # one space, several instances: like replicas over one bucket
+        d = Driver("memory", lambda: MemoryBlobStore(space))
     else:
         rgw = request.getfixturevalue("rgw")
         cfg = S3Storage(
