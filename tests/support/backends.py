@@ -48,7 +48,7 @@ ONE_BACKEND: dict[str, str] = {
 
 #: Modules that also run in-process on the memory driver (pure HTTP protocol checks over the
 #: module's shared ``moorage`` server; none of their tests may use ``fresh_moorage``).
-INPROC: set[str] = set()
+INPROC: set[str] = {"test_protocol_blobs", "test_protocol_manifests"}
 
 
 def selected_backends() -> list[str]:

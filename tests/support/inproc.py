@@ -55,7 +55,7 @@ def inproc_settings(data: Path, **overrides: Any) -> Settings:
     """Settings for an in-process app: data (SQLite, claims) under ``data``; metrics off unless
     asked for (prometheus collectors are process-global, and many apps share this process)."""
     overrides.setdefault("metrics_enabled", False)
-    overrides.setdefault("addr", "127.0.0.1:0")
+    overrides.setdefault("addr", "127.0.0.1:5999")  # aiohttp's test server picks its own port
     with _without_config_env():
         return Settings(data=data, **overrides)
 
@@ -127,13 +127,13 @@ class InProcessRegistry:
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> "InProcessRegistry":
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        settings = inproc_settings(self.data_dir, **self.overrides)
-        app = build_app(settings, blobs=MemoryBlobStore(self.space))
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         sock.listen(128)
         self.port = sock.getsockname()[1]
+        settings = inproc_settings(self.data_dir, **{"addr": self.host, **self.overrides})
+        app = build_app(settings, blobs=MemoryBlobStore(self.space))
         logging.getLogger("moorage").addHandler(self._tail)
         ready = threading.Event()
         failure: list[BaseException] = []
