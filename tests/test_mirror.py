@@ -18,6 +18,7 @@ from typing import Iterator
 import pytest
 import requests
 
+from tests.support.cli import run_moorage
 from tests.support import ocilayout
 from tests.support.authsrv import ADMIN_PASSWORD, start_auth_server
 from tests.support.clients import Skopeo
@@ -81,7 +82,7 @@ def _env() -> dict[str, str]:
 
 
 def mirror(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cp = subprocess.run(mirror_argv(*args), capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env=_env())
+    cp = run_moorage("mirror", *args, timeout=300)
     if check and cp.returncode != 0:
         raise AssertionError(f"mirror failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
     return cp

@@ -8,7 +8,6 @@ carried-over tail and the server-side composition at commit are all exercised wi
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from pathlib import Path
 from typing import AsyncIterator, Iterable
@@ -263,14 +262,10 @@ async def test_purge_leftovers(driver: Driver) -> None:
 
 
 def test_purge_uploads_cli(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+    from tests.support.cli import run_moorage
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
-
-    def moorage(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "moorage.cli", *args, "--data", str(tmp_path)],
-                              capture_output=True, text=True, timeout=120, env=env)
+    def moorage(*args: str):  # type: ignore[no-untyped-def]
+        return run_moorage(*args, "--data", tmp_path, clean_env=True)
 
     # A data directory that holds no registry is refused (nothing to compare the uploads with) ...
     cp = moorage("purge-uploads", "--older-than", "0")

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import requests
 
-from tests.support.registry_proc import REPO_ROOT, RegistryProcess, start_moorage
+from tests.support.cli import run_moorage
+from tests.support.registry_proc import RegistryProcess, start_moorage
 
 ADMIN_PASSWORD = "admin-Pw-for-tests"
 HTTP_TIMEOUT = 30
@@ -39,12 +38,7 @@ def start_auth_server(tmpdir: Path, backend_env: Mapping[str, str] | None = None
 
 def cli(proc: RegistryProcess, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """``moorage ARGS --data DIR`` with the server's environment (same database)."""
-    env = dict(os.environ)
-    env.update(getattr(proc, "server_env", {}))
-    pp = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = f"{REPO_ROOT}{os.pathsep}{pp}" if pp else str(REPO_ROOT)
-    cp = subprocess.run([sys.executable, "-m", "moorage.cli", *args, "--data", str(proc.data_dir)],
-                        input=input, capture_output=True, text=True, timeout=60, env=env, cwd=REPO_ROOT)
+    cp = run_moorage(*args, "--data", proc.data_dir, env=getattr(proc, "server_env", {}), input=input, timeout=60)
     if check and cp.returncode != 0:
         raise AssertionError(f"moorage {' '.join(args)} failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
     return cp

@@ -36,6 +36,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from moorage.composition import build_app
 from moorage.config import Settings
 from moorage.storage.memory import MemoryBlobStore, MemorySpace
+from tests.support.registry_proc import RegistryAddress
 
 __all__ = ["InProcessRegistry", "app_client", "inproc_settings"]
 
@@ -81,8 +82,9 @@ class _Tail(logging.Handler):
             self.lines.append(self.format(record))
 
 
-class InProcessRegistry:
-    """The app served on ``127.0.0.1:<free port>`` by an event loop in a daemon thread."""
+class InProcessRegistry(RegistryAddress):
+    """The app served on ``127.0.0.1:<free port>`` by an event loop in a daemon thread (addressed
+    like a :class:`tests.support.registry_proc.RegistryProcess`)."""
 
     kind = "moorage"
     backend = "memory"
@@ -99,23 +101,6 @@ class InProcessRegistry:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._tail = _Tail()
-
-    # -- the RegistryProcess surface tests use --------------------------------------------------
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def localhost(self) -> str:
-        return f"localhost:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    @property
-    def auth(self) -> tuple[str, str] | None:
-        return None if self.username is None else (self.username, self.password or "")
 
     @property
     def running(self) -> bool:
