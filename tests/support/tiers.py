@@ -34,6 +34,7 @@ TIER_OF_MODULE: dict[str, str] = {
     "test_registry_events": "unit",
     "test_storage_drivers": "unit",
     "test_support_require": "unit",
+    "test_support_tiers": "unit",
     "test_ui_units": "unit",
     # one real server per module (or per test), HTTP and CLI
     "test_audit": "protocol",
