@@ -61,12 +61,14 @@ PolicyFactory = Callable[[Database], Policies]
 
 
 def build_components(settings: Settings, *, policies: PolicyFactory | None = None,
-                     pool_size: int | None = None) -> Components:
-    """Every component, wired; nothing is opened yet (see :meth:`Components.open`)."""
+                     pool_size: int | None = None, blobs: BlobStore | None = None) -> Components:
+    """Every component, wired; nothing is opened yet (see :meth:`Components.open`).
+
+    ``blobs`` replaces the configured driver (the tests' in-memory store)."""
     database = Database(settings.database_url, pool_size=pool_size or settings.database.pool_size)
     hooks = policies(database) if policies is not None else Policies()
     metadata = MetadataStore(database, tag_guards=hooks.tag_guards)
-    blobs = create_blob_store(settings)
+    blobs = blobs if blobs is not None else create_blob_store(settings)
     registry = RegistryService(metadata, blobs, delete_enabled=settings.delete_enabled,
                                max_manifest_bytes=settings.max_manifest_bytes, commit_guard=hooks.commit_guard,
                                upload_limit=hooks.upload_limit, writer_lease=settings.uploads.writer_lease,

@@ -13,6 +13,7 @@ from .api.app import Extension, create_app
 from .components import Components, Policies, build_components
 from .config import Settings
 from .metadata.db import Database
+from .storage import BlobStore
 
 
 def policies(database: Database) -> Policies:
@@ -54,11 +55,13 @@ def open_access(app: web.Application, settings: Settings) -> None:
     app.middlewares.append(listed_routes_middleware())
 
 
-def components_for(settings: Settings, *, pool_size: int | None = None) -> Components:
-    return build_components(settings, policies=policies, pool_size=pool_size)
+def components_for(settings: Settings, *, pool_size: int | None = None, blobs: BlobStore | None = None) -> Components:
+    return build_components(settings, policies=policies, pool_size=pool_size, blobs=blobs)
 
 
-def build_app(settings: Settings, extensions: list[Extension] | None = None) -> web.Application:
-    """The whole server application for ``settings``."""
+def build_app(settings: Settings, extensions: list[Extension] | None = None, *,
+              blobs: BlobStore | None = None) -> web.Application:
+    """The whole server application for ``settings`` (``blobs``: a store instead of the configured
+    driver, for the tests' in-process app)."""
     exts = default_extensions(settings) if extensions is None else extensions
-    return create_app(components_for(settings), exts)
+    return create_app(components_for(settings, blobs=blobs), exts)

@@ -1,4 +1,7 @@
-"""Shared fixtures: a real ``moorage serve`` process per test module, on every selected backend."""
+"""Shared fixtures: a real ``moorage serve`` process per test module, on every selected backend;
+the tiers (unit / protocol / clients / scaleout) each test module belongs to; which modules run
+on one backend only, and which also run in-process (docs/testing.md).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,10 @@ from typing import Iterator
 
 import pytest
 
-from tests.support.backends import FACTORIES, EnvFactory, selected_backends
+from tests.support.backends import FACTORIES, MEMORY, EnvFactory, backends_for
+from tests.support.inproc import InProcessRegistry
 from tests.support.registry_proc import RegistryProcess, start_moorage
+from tests.support.tiers import assign_tier
 
 # Real-client fixtures (podman socket, Distribution, OCI layouts) and throwaway Ceph RGW and
 # PostgreSQL.  Not wrapped in try/except ImportError: a broken import must fail the run, not
@@ -17,7 +22,21 @@ from tests.support.fixtures import *  # noqa: F401,F403,E402
 from tests.support.service_fixtures import *  # noqa: F401,F403,E402
 
 
-@pytest.fixture(scope="session", params=selected_backends())
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise ``backend`` per module: every selected backend, or one of them for modules whose
+    tests do not depend on it, plus the in-process ``memory`` twin for modules that opt in
+    (tests/support/backends.py :func:`backends_for`)."""
+    if "backend" in metafunc.fixturenames:
+        names = backends_for(metafunc.module.__name__, metafunc.definition)
+        metafunc.parametrize("backend", names, indirect=True, scope="session", ids=names)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        assign_tier(item)
+
+
+@pytest.fixture(scope="session")
 def backend(request: pytest.FixtureRequest) -> tuple[str, EnvFactory]:
     """(name, factory of MOORAGE_* env for one isolated server) for each selected backend."""
     return request.param, FACTORIES[request.param](request)
@@ -25,8 +44,16 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, EnvFactory]:
 
 @pytest.fixture(scope="module")
 def moorage(backend: tuple[str, EnvFactory], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    """A registry server with empty storage, shared by the tests of one module."""
+    """A registry server with empty storage, shared by the tests of one module (on the ``memory``
+    backend: the app in this process, tests/support/inproc.py)."""
     name, make_env = backend
+    if name == MEMORY:
+        inproc = InProcessRegistry(tmp_path_factory.mktemp("moorage-memory")).start()
+        try:
+            yield inproc  # type: ignore[misc]
+        finally:
+            inproc.stop()
+        return
     proc = start_moorage(tmp_path_factory.mktemp(f"moorage-{name}"), env=make_env())
     proc.backend = name  # type: ignore[attr-defined]
     try:
@@ -39,6 +66,8 @@ def moorage(backend: tuple[str, EnvFactory], tmp_path_factory: pytest.TempPathFa
 def fresh_moorage(backend: tuple[str, EnvFactory], tmp_path: Path) -> Iterator[RegistryProcess]:
     """A registry server of the test's own (for restart and isolation tests)."""
     name, make_env = backend
+    if name == MEMORY:
+        pytest.fail("fresh_moorage needs a real server process: this module must not opt in to the memory backend")
     env = make_env()
     proc = start_moorage(tmp_path / "srv", env=env)
     proc.backend = name  # type: ignore[attr-defined]

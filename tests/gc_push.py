@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -18,7 +17,8 @@ from typing import Any, Iterator
 import requests
 
 from moorage.gc.quotas import QUOTA_CACHE_SECONDS
-from tests.support.registry_proc import REPO_ROOT, RegistryProcess
+from tests.support.cli import cli_env, run_moorage, start_moorage_cli
+from tests.support.registry_proc import RegistryProcess
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -139,38 +139,35 @@ def delete_ref(url: str, repo: str, ref: str) -> int:
 # --------------------------------------------------------------------------- the CLI side
 def server_env(proc: RegistryProcess) -> dict[str, str]:
     """The environment of a CLI process working on ``proc``'s data (same backend)."""
-    env = dict(os.environ)
-    env.update(getattr(proc, "backend_env", None) or {})
-    pp = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = f"{REPO_ROOT}{os.pathsep}{pp}" if pp else str(REPO_ROOT)
-    return env
+    return cli_env(getattr(proc, "backend_env", None) or {})
 
 
 def moorage_cli(proc: RegistryProcess, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
                 check: bool = True) -> subprocess.CompletedProcess[str]:
-    full = server_env(proc)
-    full.update(env or {})
-    argv = [sys.executable, "-m", "moorage.cli", *args[:1], "--data", str(proc.data_dir), *args[1:]]
-    res = subprocess.run(argv, env=full, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {res.returncode}\n{res.stdout}\n{res.stderr}")
-    return res
+    """``moorage COMMAND --data DIR ARGS`` on ``proc``'s data (tests/support/cli.py)."""
+    return run_moorage(*args[:1], "--data", str(proc.data_dir), *args[1:],
+                       env={**(getattr(proc, "backend_env", None) or {}), **(env or {})}, timeout=timeout, check=check)
 
 
 def sub_cli(proc: RegistryProcess, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     """``moorage GROUP SUBCOMMAND --data DIR ARGS`` (for retention/quota/immutable).
 
     After a quota change it waits until the server must have seen it (``wait=False``: not)."""
-    full = server_env(proc)
-    argv = [sys.executable, "-m", "moorage.cli", *args[:2], "--data", str(proc.data_dir), *args[2:]]
-    res = subprocess.run(argv, env=full, cwd=REPO_ROOT, capture_output=True, text=True, timeout=kw.get("timeout", 60))
-    if kw.get("check", True) and res.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {res.returncode}\n{res.stdout}\n{res.stderr}")
+    res = run_moorage(*args[:2], "--data", str(proc.data_dir), *args[2:], env=getattr(proc, "backend_env", None) or {},
+                      timeout=kw.get("timeout", 60), check=kw.get("check", True))
     if args[:1] == ("quota",) and args[1:2] in (("set",), ("rm",)) and res.returncode == 0 and kw.get("wait", True):
         # Another process changed the quota table: a server applies it within its quota cache
         # lifetime (gc.quota_cache_seconds, docs/gc.md), not at once.
-        time.sleep(float(full.get("MOORAGE_GC__QUOTA_CACHE_SECONDS", QUOTA_CACHE_SECONDS)) + 0.2)
+        time.sleep(float(server_env(proc).get("MOORAGE_GC__QUOTA_CACHE_SECONDS", QUOTA_CACHE_SECONDS)) + 0.2)
     return res
+
+
+def start_gc_paused(proc: RegistryProcess, hook: str, value: str, *args: str) -> subprocess.Popen[str]:
+    """``moorage gc --data DIR --grace 0 ARGS`` with the collector's test hook ``hook`` set to ``value``
+    (``MOORAGE_GC_TEST_PAUSE_*``: seconds to pause; ``..._WAIT_BEFORE_MANIFEST_DELETE``: a file to
+    wait for), in a process group of its own; see :func:`tests.support.cli.wait_for_line`."""
+    return start_moorage_cli("gc", "--data", str(proc.data_dir), "--grace", "0", *args,
+                             env={**(getattr(proc, "backend_env", None) or {}), hook: value})
 
 
 def gc(proc: RegistryProcess, *args: str, **kw: Any) -> dict[str, Any]:

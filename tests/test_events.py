@@ -282,14 +282,9 @@ def test_failing_receiver_dead_letter_history_and_retry(receiver: Receiver, tmp_
 
 
 def moorage_cli(reg: RegistryProcess, config: Path, *args: str) -> str:
-    import subprocess
-    import sys
+    from tests.support.cli import run_moorage
 
-    from tests.support.registry_proc import REPO_ROOT
-
-    cp = subprocess.run([sys.executable, "-m", "moorage.cli", *args, "--config", str(config), "--data", str(reg.data_dir)],
-                        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
-                        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    cp = run_moorage(*args, "--config", config, "--data", reg.data_dir, timeout=60)
     assert cp.returncode == 0, cp.stderr[-2000:]
     return cp.stdout
 

@@ -7,9 +7,6 @@ conditional claim UPDATE); the receiver's log must hold every event id once.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,9 +14,10 @@ from typing import Iterator
 
 import pytest
 
+from tests.support.cli import run_moorage
 from tests.support.http import Client
 from tests.support.postgres import create_database
-from tests.support.registry_proc import REPO_ROOT, RegistryProcess
+from tests.support.registry_proc import RegistryProcess
 from tests.support.webhook_receiver import Receiver
 from tests.test_events import SECRET_D, envelope_event, start, write_config
 
@@ -37,8 +35,7 @@ def replicas(postgres_url: str, tmp_path: Path) -> Iterator[tuple[list[RegistryP
     config = write_config(tmp_path / "moorage.yaml", [
         {"name": "ci", "url": rx.url("/hook"), "secret": SECRET_D, "actions": ["push", "delete"],
          "repositories": ["*"]}], delivery_poll_interval=0.05)
-    cp = subprocess.run([sys.executable, "-m", "moorage.cli", "migrate", "--data", str(tmp_path / "migrate")],
-                        env={**os.environ, **env}, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    cp = run_moorage("migrate", "--data", tmp_path / "migrate", env=env)
     assert cp.returncode == 0, cp.stderr[-2000:]
     procs: list[RegistryProcess] = []
     try:

@@ -6,10 +6,6 @@ assertions hold for the filesystem and for S3.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -27,12 +23,13 @@ from tests.gc_push import (
     push_blob,
     push_image,
     put_orphan,
-    server_env,
     sha,
     stored,
 )
+from tests.gc_push import start_gc_paused
+from tests.support.cli import stop_group, wait_for_line
 from tests.support.refusal import assert_refused
-from tests.support.registry_proc import REPO_ROOT, start_moorage
+from tests.support.registry_proc import start_moorage
 
 
 def test_delete_tag_then_gc_removes_unique_layers_keeps_shared(fresh_moorage):
@@ -177,26 +174,11 @@ def test_kill9_mid_sweep_then_next_run_finishes(fresh_moorage):
         assert delete_ref(url, "k9", img.digest) == 202
     doomed_digests = sorted({sha(b) for img in doomed for b in img.blobs} - {sha(b) for b in keep.blobs})
 
-    env = server_env(fresh_moorage)
-    env["MOORAGE_GC_TEST_PAUSE_AFTER_TOMBSTONE"] = "60"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moorage.cli", "gc", "--data", str(fresh_moorage.data_dir), "--grace", "0", "-q"],
-        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
+    proc = start_gc_paused(fresh_moorage, "MOORAGE_GC_TEST_PAUSE_AFTER_TOMBSTONE", "60", "-q")
     try:
-        deadline = time.monotonic() + 60
-        line = ""
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()  # type: ignore[union-attr]
-            if "pausing" in line or not line:
-                break
-        assert "pausing" in line, f"collector did not reach the pause: {line!r}"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        wait_for_line(proc, "pausing", timeout=60)  # the collector is past its tombstones
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(proc)  # kill -9, mid-sweep
 
     problems = check(fresh_moorage)
     assert problems and all("tombstone" in p for p in problems), problems

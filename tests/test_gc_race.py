@@ -17,11 +17,7 @@ these tests force it:
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 
 import requests
 
@@ -33,45 +29,27 @@ from tests.gc_push import (
     pull_image,
     push_blob,
     push_manifest,
-    server_env,
     sha,
     stored,
 )
-from tests.support.registry_proc import REPO_ROOT
+from tests.gc_push import start_gc_paused
+from tests.support.cli import stop_group, wait_for_line
 
 PAUSE_BEFORE_SWEEP = "MOORAGE_GC_TEST_PAUSE_BEFORE_SWEEP"
 PAUSE_AFTER_TOMBSTONE = "MOORAGE_GC_TEST_PAUSE_AFTER_TOMBSTONE"
 
 
 def _start_gc(proc, hook: str, *args: str) -> subprocess.Popen[str]:  # noqa: ANN001
-    env = server_env(proc)
-    env[hook] = "120"
-    return subprocess.Popen(
-        [sys.executable, "-m", "moorage.cli", "gc", "--data", str(proc.data_dir), "--grace", "0", "--json", *args],
-        env=env, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )
+    return start_gc_paused(proc, hook, "120", "--json", *args)
 
 
 def _wait_for_pause(gcp: subprocess.Popen[str]) -> str:
     """The collector's "pausing" line (bounded: it is printed within seconds, or gc died)."""
-    deadline = time.monotonic() + 90
-    seen = []
-    while time.monotonic() < deadline:
-        line = gcp.stderr.readline()  # type: ignore[union-attr]
-        if not line:
-            break
-        seen.append(line)
-        if "pausing" in line:
-            return line
-    gcp.kill()
-    raise AssertionError(f"collector did not reach its pause (exit {gcp.poll()}): {''.join(seen)[-2000:]}")
+    return wait_for_line(gcp, "pausing", timeout=90)
 
 
 def _kill(gcp: subprocess.Popen[str]) -> None:
-    if gcp.poll() is None:
-        os.killpg(gcp.pid, signal.SIGKILL)
-    gcp.wait(timeout=10)
+    stop_group(gcp)
 
 
 def test_manifest_put_between_mark_and_sweep_keeps_its_blobs(fresh_moorage):

@@ -10,15 +10,13 @@ names a file it waits for), the test pushes I, then lets it go on.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import requests
 
-from tests.gc_push import Image, blob_bytes, check, delete_ref, make_image, pull_image, push_image, server_env
-from tests.support.registry_proc import REPO_ROOT
+from tests.gc_push import Image, blob_bytes, check, delete_ref, make_image, pull_image, push_image
+from tests.gc_push import start_gc_paused
+from tests.support.cli import stop_group, wait_for_line
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
@@ -32,21 +30,10 @@ def test_referrer_of_subject_reachable_through_index_pushed_during_gc(fresh_moor
     assert delete_ref(url, "sig", "x") == 202  # X and S are now unreachable
 
     go = tmp_path / "go"
-    env = server_env(fresh_moorage)
-    env["MOORAGE_GC_TEST_WAIT_BEFORE_MANIFEST_DELETE"] = str(go)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moorage.cli", "gc", "--data", str(fresh_moorage.data_dir), "--grace", "0",
-         "--delete-untagged", "-q", "--json"],
-        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
+    proc = start_gc_paused(fresh_moorage, "MOORAGE_GC_TEST_WAIT_BEFORE_MANIFEST_DELETE", str(go),
+                           "--delete-untagged", "-q", "--json")
     try:
-        deadline = time.monotonic() + 60
-        line = ""
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()  # type: ignore[union-attr]
-            if "waiting for" in line or not line:
-                break
-        assert "waiting for" in line, f"collector did not stop after marking: {line!r}"
+        wait_for_line(proc, "waiting for", timeout=60)  # the collector stopped after marking
         # The mark phase is done (X and S doomed); now X becomes reachable through a tagged index.
         index = (
             '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":'
@@ -58,9 +45,7 @@ def test_referrer_of_subject_reachable_through_index_pushed_during_gc(fresh_moor
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_group(proc)
     pull_image(url, "sig", x.digest, x)
     pull_image(url, "sig", s.digest, s)  # the signature of a reachable image survives
     refs = requests.get(f"{url}/v2/sig/referrers/{x.digest}", timeout=30).json()

@@ -13,25 +13,21 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import run_moorage
 from tests.support import ocilayout
 from tests.support.clients import Skopeo, http_json, http_request
 from tests.support.fixtures import require_binary
-from tests.support.registry_proc import DISTRIBUTION_BIN, REPO_ROOT, start_distribution, start_moorage
+from tests.support.registry_proc import DISTRIBUTION_BIN, start_distribution, start_moorage
 
 pytestmark = pytest.mark.clients
 
 
 def _moorage_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("MOORAGE_", "REGISTRY_"))}
-    full["PYTHONPATH"] = str(REPO_ROOT)
-    full.update(env or {})
-    cp = subprocess.run([sys.executable, "-m", "moorage.cli", *args], capture_output=True, text=True,
-                        env=full, timeout=300, cwd=REPO_ROOT)
+    cp = run_moorage(*args, env=env, clean_env=True, timeout=300)
     if check and cp.returncode != 0:
         raise AssertionError(f"moorage {' '.join(args)} -> {cp.returncode}\n{cp.stdout}\n{cp.stderr}")
     return cp

@@ -6,9 +6,7 @@ allow-listed."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -17,10 +15,11 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support.cli import run_moorage
 from tests.support.http import Client, sha256
 from tests.support.insight_images import (ALPINE_INSTALLED, ALPINE_OS_RELEASE, RealPackages, dpkg_stanzas, gz,
                                           osv, real_packages, stanza_field, tar_bytes, write_osv, zst)
-from tests.support.registry_proc import REPO_ROOT, RegistryProcess, start_moorage
+from tests.support.registry_proc import RegistryProcess, start_moorage
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 CRITICAL = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
@@ -28,10 +27,8 @@ MEDIUM = "CVSS:3.1/AV:N/AC:H/PR:L/UI:R/S:U/C:L/I:L/A:L"
 
 
 def cli(reg: RegistryProcess, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, **{k: str(v) for k, v in (reg.env or {}).items() if v is not None}}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    proc = subprocess.run([sys.executable, "-m", "moorage.cli", *args, "--data", str(reg.data_dir)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {k: str(v) for k, v in (reg.env or {}).items() if v is not None}
+    proc = run_moorage(*args, "--data", reg.data_dir, env=env, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc

@@ -34,11 +34,13 @@ from tests.support.http import Client, error_codes, sha256
 from tests.support.registry_proc import RegistryProcess, start_moorage
 
 
-@pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
-def server(request: pytest.FixtureRequest, backend: tuple[str, EnvFactory], tmp_path: Path) -> Iterator[RegistryProcess]:
+@pytest.fixture(scope="module", params=[1, 2], ids=["1worker", "2workers"])
+def server(request: pytest.FixtureRequest, backend: tuple[str, EnvFactory],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """Shared by the module's attacks (each uses upload sessions and digests of its own)."""
     name, make_env = backend
     env = {**make_env(), "MOORAGE_WORKERS": str(request.param)}
-    proc = start_moorage(tmp_path / "srv", env=env)
+    proc = start_moorage(tmp_path_factory.mktemp("srv"), env=env)
     proc.backend = name  # type: ignore[attr-defined]
     try:
         yield proc

@@ -18,11 +18,12 @@ from typing import Iterator
 import pytest
 import requests
 
+from tests.support.cli import run_moorage
 from tests.support import ocilayout
 from tests.support.authsrv import ADMIN_PASSWORD, start_auth_server
 from tests.support.clients import Skopeo
-from tests.support.fixtures import require_binary
-from tests.support.registry_proc import DISTRIBUTION_BIN, REPO_ROOT, RegistryProcess, start_distribution, start_moorage
+from tests.support.fixtures import distribution_with_users, require_binary
+from tests.support.registry_proc import REPO_ROOT, RegistryProcess, start_moorage
 
 pytestmark = pytest.mark.clients
 
@@ -57,12 +58,7 @@ def plain(tmp_path_factory) -> Iterator[RegistryProcess]:
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> Iterator[RegistryProcess]:
-    require_binary(DISTRIBUTION_BIN, "docker-registry")
-    proc = start_distribution(tmp_path_factory.mktemp("mirror-dist"), users=dict([DIST_USER]))
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from distribution_with_users(tmp_path_factory.mktemp("mirror-dist"), dict([DIST_USER]))
 
 
 @pytest.fixture()
@@ -81,7 +77,7 @@ def _env() -> dict[str, str]:
 
 
 def mirror(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cp = subprocess.run(mirror_argv(*args), capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env=_env())
+    cp = run_moorage("mirror", *args, timeout=300)
     if check and cp.returncode != 0:
         raise AssertionError(f"mirror failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
     return cp

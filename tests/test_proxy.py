@@ -22,7 +22,7 @@ import yaml
 from tests.support import ocilayout
 from tests.support.authsrv import ADMIN_PASSWORD, cli, start_auth_server
 from tests.support.clients import PodmanService, Skopeo, run
-from tests.support.fixtures import require_binary
+from tests.support.fixtures import distribution_with_users, require_binary
 from tests.support.registry_proc import DISTRIBUTION_BIN, RegistryProcess, start_distribution, start_moorage
 
 pytestmark = pytest.mark.clients
@@ -69,12 +69,7 @@ def upstream_moorage(backend, tmp_path_factory) -> Iterator[RegistryProcess]:
 
 @pytest.fixture(scope="module")
 def upstream_dist(tmp_path_factory) -> Iterator[RegistryProcess]:
-    require_binary(DISTRIBUTION_BIN, "docker-registry")
-    proc = start_distribution(tmp_path_factory.mktemp("up-dist"), users=dict([DIST_USER]))
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from distribution_with_users(tmp_path_factory.mktemp("up-dist"), dict([DIST_USER]))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,11 +24,12 @@ from typing import Iterator
 import pytest
 import requests
 
+from tests.support.cli import run_moorage
 from tests.support.clients import Skopeo
 from tests.support.nginx import Nginx
 from tests.support.ocilayout import build_image, read_layout_blobs
 from tests.support.postgres import create_database
-from tests.support.registry_proc import REPO_ROOT, RegistryProcess, start_moorage
+from tests.support.registry_proc import RegistryProcess, start_moorage
 from tests.support.require import require_binary
 
 pytestmark = pytest.mark.services
@@ -67,8 +67,7 @@ def cluster(rgw, postgres_url: str, tmp_path_factory: pytest.TempPathFactory) ->
         "MOORAGE_DATABASE__AUTO_MIGRATE": "false",
     }
     # The way an operator deploys replicas: migrate once, then start them (they check the schema).
-    cp = subprocess.run([sys.executable, "-m", "moorage.cli", "migrate", "--data", str(tmp / "migrate")],
-                        env={**os.environ, **env}, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    cp = run_moorage("migrate", "--data", tmp / "migrate", env=env)
     assert cp.returncode == 0, cp.stderr[-2000:]
     replicas: list[RegistryProcess] = []
     lb = None

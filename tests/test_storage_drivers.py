@@ -1,4 +1,5 @@
-"""Blob-store driver contract, written once and run against every driver (filesystem, S3 on Ceph RGW).
+"""Blob-store driver contract, written once and run against every driver (filesystem, S3 on Ceph RGW,
+and the in-memory driver the in-process app fixture uses: tests/support/inproc.py).
 
 The S3 variant uses a small ``part_size`` (the 5 MiB S3 minimum) so that part boundaries, the
 carried-over tail and the server-side composition at commit are all exercised with little data.
@@ -7,7 +8,6 @@ carried-over tail and the server-side composition at commit are all exercised wi
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from pathlib import Path
 from typing import AsyncIterator, Iterable
@@ -17,6 +17,7 @@ import pytest
 from moorage.config import S3Storage
 from moorage.storage import BlobStore, PartialAppend
 from moorage.storage.filesystem import FilesystemBlobStore
+from moorage.storage.memory import MemoryBlobStore, MemorySpace
 
 MiB = 1 << 20
 PART = 5 * MiB
@@ -63,10 +64,13 @@ class Driver:
             await s.close()
 
 
-@pytest.fixture(params=["filesystem", pytest.param("s3", marks=pytest.mark.services)])
+@pytest.fixture(params=["filesystem", "memory", pytest.param("s3", marks=pytest.mark.services)])
 async def driver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Driver]:
     if request.param == "filesystem":
         d = Driver("filesystem", lambda: FilesystemBlobStore(tmp_path / "storage"))
+    elif request.param == "memory":
+        space = MemorySpace()  # one space, several instances: like replicas over one bucket
+        d = Driver("memory", lambda: MemoryBlobStore(space))
     else:
         rgw = request.getfixturevalue("rgw")
         cfg = S3Storage(
@@ -258,14 +262,10 @@ async def test_purge_leftovers(driver: Driver) -> None:
 
 
 def test_purge_uploads_cli(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+    from tests.support.cli import run_moorage
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
-
-    def moorage(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "moorage.cli", *args, "--data", str(tmp_path)],
-                              capture_output=True, text=True, timeout=120, env=env)
+    def moorage(*args: str):  # type: ignore[no-untyped-def]
+        return run_moorage(*args, "--data", tmp_path, clean_env=True)
 
     # A data directory that holds no registry is refused (nothing to compare the uploads with) ...
     cp = moorage("purge-uploads", "--older-than", "0")

@@ -21,6 +21,7 @@ from typing import Iterator
 import pytest
 import requests
 
+from tests.support.cli import run_moorage
 from tests.support.authsrv import ADMIN_PASSWORD, HTTP_TIMEOUT, get_token, start_auth_server
 from tests.support.http import OCI_INDEX, OCI_MANIFEST, Client, error_codes, sha256
 from tests.support.registry_proc import REPO_ROOT, RegistryProcess, free_port, start_moorage
@@ -38,10 +39,7 @@ def _env() -> dict[str, str]:
 def moorage_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
                 cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``python -m moorage.cli ARGS`` with a clean MOORAGE_* environment plus ``env``."""
-    full = _env()
-    full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "moorage.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full, cwd=cwd or REPO_ROOT, stdin=subprocess.DEVNULL)
+    return run_moorage(*args, env=env, clean_env=True, timeout=timeout, cwd=cwd or REPO_ROOT)
 
 
 def one_line_error(cp: subprocess.CompletedProcess) -> str:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import requests
 
-from tests.support.registry_proc import REPO_ROOT, RegistryProcess, start_moorage
+from tests.support import http
+from tests.support.cli import run_moorage
+from tests.support.registry_proc import RegistryProcess, start_moorage
 
 ADMIN_PASSWORD = "admin-Pw-for-tests"
 HTTP_TIMEOUT = 30
@@ -39,12 +39,7 @@ def start_auth_server(tmpdir: Path, backend_env: Mapping[str, str] | None = None
 
 def cli(proc: RegistryProcess, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """``moorage ARGS --data DIR`` with the server's environment (same database)."""
-    env = dict(os.environ)
-    env.update(getattr(proc, "server_env", {}))
-    pp = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = f"{REPO_ROOT}{os.pathsep}{pp}" if pp else str(REPO_ROOT)
-    cp = subprocess.run([sys.executable, "-m", "moorage.cli", *args, "--data", str(proc.data_dir)],
-                        input=input, capture_output=True, text=True, timeout=60, env=env, cwd=REPO_ROOT)
+    cp = run_moorage(*args, "--data", proc.data_dir, env=getattr(proc, "server_env", {}), input=input, timeout=60)
     if check and cp.returncode != 0:
         raise AssertionError(f"moorage {' '.join(args)} failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
     return cp
@@ -80,23 +75,14 @@ def claims_of(token: str) -> dict:
 
 def push_image(url: str, repo: str, tag: str, token: str | None, payload: bytes = b"layer") -> str:
     """Push a one-layer OCI image over plain HTTP; returns the manifest digest."""
-    headers = bearer(token) if token else {}
     config = b"{}"
-    descs = []
-    for data, mt in ((config, "application/vnd.oci.image.config.v1+json"),
-                     (payload, "application/vnd.oci.image.layer.v1.tar")):
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        r = requests.post(f"{url}/v2/{repo}/blobs/uploads/", params={"digest": digest}, data=data,
-                          headers={**headers, "Content-Type": "application/octet-stream"}, timeout=HTTP_TIMEOUT)
-        assert r.status_code == 201, (r.status_code, r.text)
-        descs.append({"mediaType": mt, "digest": digest, "size": len(data)})
+    descs = [{"mediaType": mt, "digest": "sha256:" + hashlib.sha256(data).hexdigest(), "size": len(data)}
+             for data, mt in ((config, "application/vnd.oci.image.config.v1+json"),
+                              (payload, "application/vnd.oci.image.layer.v1.tar"))]
     manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                            "config": descs[0], "layers": [descs[1]]}).encode()
-    r = requests.put(f"{url}/v2/{repo}/manifests/{tag}", data=manifest,
-                     headers={**headers, "Content-Type": "application/vnd.oci.image.manifest.v1+json"},
-                     timeout=HTTP_TIMEOUT)
-    assert r.status_code == 201, (r.status_code, r.text)
-    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+    return http.push_image(url, repo, tag, manifest, [config, payload], headers=bearer(token) if token else {},
+                           timeout=HTTP_TIMEOUT)
 
 
 def parse_challenge(value: str) -> tuple[str, dict[str, str]]:

@@ -144,8 +144,36 @@ def terminate_group(proc: subprocess.Popen, timeout: float = 10.0) -> int | None
     return proc.returncode
 
 
+class RegistryAddress:
+    """How tests address a registry on ``127.0.0.1:port`` (a process or the in-process app)."""
+
+    port: int
+    username: str | None
+    password: str | None
+
+    @property
+    def host(self) -> str:
+        """``127.0.0.1:PORT`` -- what goes in image references."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def localhost(self) -> str:
+        """``localhost:PORT`` (the name docker users type)."""
+        return f"localhost:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        if self.username is None:
+            return None
+        return (self.username, self.password or "")
+
+
 @dataclass
-class RegistryProcess:
+class RegistryProcess(RegistryAddress):
     """A registry server running as a child process.
 
     ``argv`` and ``env`` values may contain ``{port}``, ``{host}`` and
@@ -171,27 +199,6 @@ class RegistryProcess:
     proc: subprocess.Popen | None = field(default=None, repr=False)
     log_path: Path | None = None
     _daemon: Daemon | None = field(default=None, repr=False)
-
-    # -- addressing ------------------------------------------------------
-    @property
-    def host(self) -> str:
-        """``127.0.0.1:PORT`` -- what goes in image references."""
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def localhost(self) -> str:
-        """``localhost:PORT`` (the name docker users type)."""
-        return f"localhost:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    @property
-    def auth(self) -> tuple[str, str] | None:
-        if self.username is None:
-            return None
-        return (self.username, self.password or "")
 
     def log(self, n: int = 60) -> str:
         return _tail(self.log_path, n) if self.log_path else ""

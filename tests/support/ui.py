@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping
 
 import requests
 
-from tests.support import ocilayout
+from tests.support import http, ocilayout
 from tests.support.registry_proc import REPO_ROOT, RegistryProcess
 
 HTTP_TIMEOUT = 30
@@ -54,10 +54,8 @@ def push_image(proc: RegistryProcess, repo: str, tag: str, tmp: Path, *, seed: s
                auth: tuple[str, str] | None = None) -> ocilayout.LayoutImage:
     img = ocilayout.build_image(tmp / f"{repo.replace('/', '_')}-{tag}", tag, layers=layers, seed=seed,
                                 labels={"org.opencontainers.image.source": "https://example.invalid/app"})
-    h = push_token(proc, [repo], auth)
-    for b in img.layers + [img.config]:
-        put_blob(proc.url, repo, b.data, h)
-    put_manifest(proc.url, repo, tag, img.manifest.data, img.manifest.media_type, h)
+    http.push_image(proc.url, repo, tag, img.manifest.data, [b.data for b in img.layers + [img.config]],
+                    media_type=img.manifest.media_type, headers=push_token(proc, [repo], auth), timeout=HTTP_TIMEOUT)
     return img
 
 
