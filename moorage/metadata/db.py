@@ -9,14 +9,20 @@ PostgreSQL: one asyncpg engine; writes rely on row locks (``FOR SHARE``/``FOR UP
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 from sqlalchemy import Connection, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+from .writer import SQLiteWriter
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: PostgreSQL advisory-lock key serialising concurrent ``migrate`` runs ("moorage" in ASCII).
@@ -55,7 +61,12 @@ class Database:
                 pool_size=2, max_overflow=8,
             )
             _sqlite_pragmas(self.sync_autocommit_engine, immediate=False, begin=False, busy_ms=ON_LOOP_BUSY_MS)
+            # Writes: one thread, one connection, group commit (writer.py; issue 10).
+            self.writer: SQLiteWriter | None = SQLiteWriter(
+                _sqlite_writer_engine(path),
+                lock_path=Path(path + ".writer-lock") if path and path != ":memory:" else None)
         else:
+            self.writer = None
             self.sync_read_engine = self.sync_autocommit_engine = None
             # Reads without a snapshot: autocommit, no pre-ping -- a transaction would buy a
             # single statement nothing but the BEGIN/ROLLBACK round trips (and a ping one more):
@@ -68,7 +79,9 @@ class Database:
             # statement.  Read-only, so it never fails with serialization errors.  Same pool.
             self.snapshot_engine = self.read_engine.execution_options(isolation_level="REPEATABLE READ")
             writers = max(2, pool_size // 2)
-            self.write_engine = create_async_engine(url, pool_size=writers, max_overflow=writers, pool_pre_ping=True)
+            # No pre-ping (a round trip per transaction): run_write() re-runs a transaction
+            # whose connection turned out dead before it committed anything.
+            self.write_engine = create_async_engine(url, pool_size=writers, max_overflow=writers)
 
     @staticmethod
     def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
@@ -99,9 +112,45 @@ class Database:
             yield conn
 
     @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[Any]:
+        """An interactive write transaction: ``await conn.execute(...)`` statement by statement.
+
+        For paths where speed does not matter; hot paths use :meth:`run_write`.
+        """
+        if self.writer is not None:
+            async with self.writer.transaction() as conn:
+                yield _SyncReader(conn)
+            return
         async with self.write_engine.begin() as conn:
             yield conn
+
+    async def run_write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` (synchronous SQLAlchemy Core) as one write transaction; its result
+        once committed.  An exception from ``fn`` rolls its work back and is raised here.
+
+        SQLite: on the writer thread, grouped with the other transactions queued meanwhile
+        (one thread hop, :mod:`.writer`).  PostgreSQL: on a pooled asyncpg connection through
+        ``run_sync`` (no thread hop); a connection found dead before anything was committed
+        is replaced and ``fn`` run again, which is what makes the pre-ping unnecessary.
+        """
+        if self.writer is not None:
+            return await self.writer.run(fn)
+        for attempt in range(2):
+            returned = False
+
+            def call(conn: Connection) -> T:
+                nonlocal returned
+                value = fn(conn)
+                returned = True
+                return value
+
+            try:
+                async with self.write_engine.begin() as conn:
+                    return await conn.run_sync(call)
+            except DBAPIError as exc:
+                if attempt or returned or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
     def insert(self, table: Any) -> Any:
         """A dialect insert supporting ``on_conflict_do_nothing/update`` (same API on both)."""
@@ -117,6 +166,8 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.close)
         await self.read_engine.dispose()
         if self.sync_read_engine is not None:
             self.sync_read_engine.dispose()
@@ -189,6 +240,15 @@ def _revision_of(sync_conn: Any) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     return MigrationContext.configure(sync_conn).get_current_revision()
+
+
+def _sqlite_writer_engine(path: str) -> Any:
+    """The writer thread's engine: busy_timeout 0, since the writer retries ``BEGIN IMMEDIATE``
+    itself at a short fixed interval instead of SQLite's sleeping back-off (writer.py)."""
+    engine = create_engine("sqlite:///" + path, connect_args={"check_same_thread": False, "timeout": 5},
+                           pool_size=1, max_overflow=0)
+    _sqlite_pragmas(engine, immediate=True, begin=False, busy_ms=0)
+    return engine
 
 
 def _sqlite_pragmas(engine: Any, *, immediate: bool, begin: bool = True, busy_ms: int = 60000) -> None:

@@ -337,9 +337,9 @@ class RegistryService:
     async def _place(self, record: UploadRecord, digest: str, claim: UploadClaim) -> None:
         """Under ``claim`` and the blob's lease: bytes to their address, link, session gone."""
         placed = await self.blobs.upload_commit(record.id, record.state, record.size, digest)
-        if not await self.store.link_blob(record.repository, digest, repaired=bool(placed)):
+        # Link and end the session in one transaction (the claim ends with the session's row).
+        if not await self.store.link_blob(record.repository, digest, repaired=bool(placed), finished_upload=record.id):
             raise errors.Unavailable("blob vanished while committing; retry", headers={"Retry-After": "1"})
-        await self.store.delete_upload(record.id)
         claim.released = True
         self._hashers.pop(record.id, None)
 
