@@ -217,14 +217,12 @@ class FilesystemBlobStore(BlobStore):
             raise RuntimeError(f"upload {upload_id}: driver state does not hold {offset} bytes")
         name = f"p{len(parts) + 1:05d}-{secrets.token_hex(8)}"
         path = self._upload_dir(upload_id) / name
-        try:
-            fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"upload {upload_id} has no data directory") from None
         # Writes go to a bounded pool while the event loop receives (and the service hashes)
         # the next chunk.  One write per upload is in flight at a time, so they land in order;
-        # the fd is closed only once the last write has finished, even on cancellation.
-        writer = _Writeback(fd, 0)
+        # the part file is created by the first write (one thread hop for a small body, not
+        # two; an empty body creates none) and closed only once the last write has finished,
+        # even on cancellation.
+        writer = _Writeback(path)
         inflight: concurrent.futures.Future[None] | None = None
         try:
             async for chunk in chunks:
@@ -238,16 +236,19 @@ class FilesystemBlobStore(BlobStore):
             if inflight is not None:
                 with contextlib.suppress(BaseException):
                     await asyncio.wrap_future(inflight)
+            if writer.fd is None and isinstance(exc, FileNotFoundError):
+                raise FileNotFoundError(f"upload {upload_id} has no data directory") from None
             kept = parts + ([{"name": name, "size": writer.pos}] if writer.pos else [])
             raise PartialAppend({"v": 2, "parts": kept}, offset + writer.pos, exc) from exc
         finally:
             if inflight is None or inflight.done():
-                os.close(fd)
+                writer.close()
             else:
-                inflight.add_done_callback(lambda _f: os.close(fd))
+                inflight.add_done_callback(lambda _f: writer.close())
         if not writer.pos:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            if writer.fd is not None or writer.opened:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             return {"v": 2, "parts": parts}, offset
         return {"v": 2, "parts": parts + [{"name": name, "size": writer.pos}]}, offset + writer.pos
 
@@ -360,14 +361,23 @@ except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
 
 
 class _Writeback:
-    """Sequential writes to ``fd`` that start asynchronous writeback behind themselves."""
+    """Sequential writes to a new file (created ``O_EXCL`` by the first write) that start
+    asynchronous writeback behind themselves."""
 
-    __slots__ = ("fd", "pos", "flushed")
+    __slots__ = ("path", "fd", "opened", "pos", "flushed")
 
-    def __init__(self, fd: int, pos: int) -> None:
-        self.fd, self.pos, self.flushed = fd, pos, pos
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.opened = False
+        self.pos = self.flushed = 0
 
     def write(self, data: bytes) -> None:
+        if self.fd is None:
+            if self.opened:
+                raise RuntimeError("write after close")
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self.opened = True
         _write_all(self.fd, data)
         self.pos += len(data)
         if _sync_file_range is not None and self.pos - self.flushed >= WRITEBACK_EVERY:
@@ -375,6 +385,11 @@ class _Writeback:
             # fsync in upload_commit.  Errors are irrelevant here and ignored.
             _sync_file_range(self.fd, self.flushed, self.pos - self.flushed, _SYNC_FILE_RANGE_WRITE)
             self.flushed = self.pos
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
