@@ -43,6 +43,7 @@ def _insert(key: str, value: int = 1):  # noqa: ANN202
     def fn(conn: Connection) -> str:
         conn.execute(text("INSERT INTO t (k, v) VALUES (:k, :v)"), {"k": key, "v": value})
         return key
+
     return fn
 
 
@@ -72,8 +73,14 @@ def test_group_commit_one_failing_job_rolls_back_alone(tmp_path: Path) -> None:
     async def main() -> list[object]:
         first = asyncio.ensure_future(db.run_write(blocker))
         await asyncio.to_thread(started.wait, 10)
-        jobs = [db.run_write(_insert("a")), db.run_write(failing), db.run_write(_insert("b")),
-                db.run_write(_insert("dup")), db.run_write(_insert("dup", 2)), db.run_write(_insert("c"))]
+        jobs = [
+            db.run_write(_insert("a")),
+            db.run_write(failing),
+            db.run_write(_insert("b")),
+            db.run_write(_insert("dup")),
+            db.run_write(_insert("dup", 2)),
+            db.run_write(_insert("c")),
+        ]
         tasks = [asyncio.ensure_future(j) for j in jobs]
         await asyncio.sleep(0.2)  # every job is queued behind the blocker
         release.set()
@@ -143,8 +150,7 @@ def test_interactive_write_commits_and_rolls_back(tmp_path: Path) -> None:
                 await conn.execute(text("INSERT INTO t (k, v) VALUES ('gone', 1)"))
                 1 / 0  # noqa: B018
         # run_write jobs and interactive transactions interleave on the one connection
-        await asyncio.gather(*(db.run_write(_insert(f"j{i}")) for i in range(20)),
-                             *(_interactive(db, f"w{i}") for i in range(5)))
+        await asyncio.gather(*(db.run_write(_insert(f"j{i}")) for i in range(20)), *(_interactive(db, f"w{i}") for i in range(5)))
         await db.close()
 
     asyncio.run(main())
@@ -229,8 +235,16 @@ def test_two_processes_write_at_once_without_database_is_locked(tmp_path: Path) 
     con.commit()
     con.close()
     n = 400
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(path), tag, str(n)], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for tag in ("p1", "p2")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(path), tag, str(n)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for tag in ("p1", "p2")
+    ]
     # A writer that knows nothing of the flock (the sqlite3 shell, an old Moorage) takes the
     # write lock three times for 300 ms meanwhile: the writers wait for it, they don't fail.
     foreign = sqlite3.connect(path, timeout=30, isolation_level=None)

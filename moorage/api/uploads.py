@@ -81,7 +81,8 @@ async def start_upload(request: web.Request) -> web.Response:
 async def patch_upload(request: web.Request) -> web.Response:
     name, upload_id = request.match_info["name"], request.match_info["upload_id"]
     record = await _reporting_progress(
-        service(request).append_upload(name, upload_id, body_chunks(request), content_range(request)))
+        service(request).append_upload(name, upload_id, body_chunks(request), content_range(request),
+                                       length=request.content_length))
     return _progress(record, 202)
 
 

@@ -109,6 +109,8 @@ _UPDATE_UPLOAD = (
     .values(size=bindparam("new_size"), driver_state=bindparam("state"), updated_at=bindparam("now"))
 )
 _UPDATE_UPLOAD_CLAIMED = _UPDATE_UPLOAD.where(uploads.c.writer == bindparam("w"))
+_UPDATE_UPLOAD_UNCLAIMED = (_UPDATE_UPLOAD.where(or_(uploads.c.writer.is_(None), uploads.c.writer_until < bindparam("now")))
+                            .values(writer=None, writer_until=None))
 _UPDATE_UPLOAD_RELEASE = _UPDATE_UPLOAD_CLAIMED.values(writer=None, writer_until=None)
 _INSERT_UPLOAD = uploads.insert()
 _DELETE_UPLOAD = delete(uploads).where(uploads.c.id == bindparam("uid"))
@@ -377,12 +379,13 @@ class MetadataStore:
         """Compare-and-set the upload's progress; False if someone else moved it meanwhile.
 
         With ``writer``, only while that claim still holds (and ``release`` ends it in the same
-        statement, so a PATCH costs one claim and one update).
+        statement, so a PATCH costs one claim and one update); without, only while nobody
+        holds an unexpired claim (and an expired one ends).
         """
         params: dict[str, Any] = {"uid": upload_id, "expected": expected_size, "new_size": size,
                                   "state": json.dumps(state), "now": time.time()}
         if writer is None:
-            stmt = _UPDATE_UPLOAD
+            stmt = _UPDATE_UPLOAD_UNCLAIMED
         else:
             stmt = _UPDATE_UPLOAD_RELEASE if release else _UPDATE_UPLOAD_CLAIMED
             params["w"] = writer

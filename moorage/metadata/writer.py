@@ -254,7 +254,7 @@ class SQLiteWriter:
                         if not _in_transaction(conn):
                             # SQLite ended the whole transaction: what succeeded so far is
                             # gone too; run those again, then the rest.
-                            redo = [j for j, ok, _ in outcomes if ok] + pending[i + 1:]
+                            redo = [j for j, ok, _ in outcomes if ok] + pending[i + 1 :]
                             outcomes = [o for o in outcomes if not o[1]]
                             break
                         conn.exec_driver_sql("ROLLBACK TO job")
