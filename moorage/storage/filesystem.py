@@ -117,6 +117,20 @@ def _set_aside(root: Path, path: Path, digest: str) -> None:
         os.rename(path, aside)
 
 
+def _remove_upload_dir(updir: Path, parts: list[dict[str, Any]], *extra: str) -> None:
+    """Remove a committed session's directory: its known files, then the directory (cheaper
+    than ``rmtree``'s walk); anything else in it (a loser's part) falls back to ``rmtree``."""
+    try:
+        for name in {*(_safe_part(p["name"]) for p in parts), *extra}:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(updir / name)
+        os.rmdir(updir)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(updir, ignore_errors=True)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -199,8 +213,9 @@ class FilesystemBlobStore(BlobStore):
         return self.root / "uploads" / _safe_upload_id(upload_id)
 
     async def upload_create(self, upload_id: str) -> UploadState:
-        path = self._upload_dir(upload_id)
-        await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
+        # The session's directory is made by its first write (as the S3 driver puts nothing
+        # in the bucket before the first byte): a POST costs no thread hop.
+        self._upload_dir(upload_id)
         return {"v": 2, "parts": []}
 
     async def upload_append(
@@ -236,8 +251,6 @@ class FilesystemBlobStore(BlobStore):
             if inflight is not None:
                 with contextlib.suppress(BaseException):
                     await asyncio.wrap_future(inflight)
-            if writer.fd is None and isinstance(exc, FileNotFoundError):
-                raise FileNotFoundError(f"upload {upload_id} has no data directory") from None
             kept = parts + ([{"name": name, "size": writer.pos}] if writer.pos else [])
             raise PartialAppend({"v": 2, "parts": kept}, offset + writer.pos, exc) from exc
         finally:
@@ -292,7 +305,7 @@ class FilesystemBlobStore(BlobStore):
             except FileNotFoundError:
                 have = None
             if have == size:
-                shutil.rmtree(updir, ignore_errors=True)
+                _remove_upload_dir(updir, parts)
                 return False
             if have is not None:
                 # Bytes of the wrong size under the address (a leftover no commit of ours made:
@@ -302,6 +315,8 @@ class FilesystemBlobStore(BlobStore):
                 src = updir / _safe_part(parts[0]["name"])
             else:
                 src = updir / f"assembled-{secrets.token_hex(8)}"
+                if not parts:  # an empty blob: no write ever made the directory
+                    updir.mkdir(mode=0o700, exist_ok=True)
                 _concatenate(src, [(updir / _safe_part(p["name"]), int(p["size"])) for p in parts])
             fd = os.open(src, os.O_RDONLY)
             try:
@@ -311,7 +326,7 @@ class FilesystemBlobStore(BlobStore):
             placed = _link_if_absent(src, dst)
             if placed:
                 _fsync_dir(dst.parent)
-            shutil.rmtree(updir, ignore_errors=True)
+            _remove_upload_dir(updir, parts, src.name)
             return placed
 
         return await asyncio.to_thread(commit)
@@ -376,7 +391,12 @@ class _Writeback:
         if self.fd is None:
             if self.opened:
                 raise RuntimeError("write after close")
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileNotFoundError:  # the session's first bytes: its directory comes now
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(self.path.parent, 0o700)
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             self.opened = True
         _write_all(self.fd, data)
         self.pos += len(data)
