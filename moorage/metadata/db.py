@@ -1,10 +1,11 @@
 """Engines, transactions and migrations; the only place where SQLite and PostgreSQL differ.
 
-SQLite: WAL mode, a busy timeout, foreign keys on, and *two* engines on the same file — reads
-use ``BEGIN`` (deferred, concurrent under WAL), writes use ``BEGIN IMMEDIATE`` through a
-single pooled connection per process, so a write transaction never has to upgrade a read
-lock (the classic SQLITE_BUSY deadlock) and writers of one process queue without spinning.
-PostgreSQL: one asyncpg engine; writes rely on row locks (``FOR SHARE``/``FOR UPDATE``).
+SQLite: WAL mode, foreign keys on; reads run synchronously on the event loop (``BEGIN``
+deferred, concurrent under WAL), writes use ``BEGIN IMMEDIATE`` on the one connection of the
+process's writer thread (:mod:`.writer`: one thread hop per transaction, group commit, an
+``flock`` queue across processes), so a write transaction never has to upgrade a read lock
+(the classic SQLITE_BUSY deadlock) and writers queue without spinning.
+PostgreSQL: asyncpg engines; writes rely on row locks (``FOR SHARE``/``FOR UPDATE``).
 """
 
 from __future__ import annotations
