@@ -97,6 +97,7 @@ class SQLiteWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._pid = os.getpid()
         #: Figures for benchmarks/tests: transactions committed, jobs in them.
         self.batches = 0
         self.jobs = 0
@@ -145,8 +146,15 @@ class SQLiteWriter:
         if thread is not None:
             self._queue.put(_STOP)
             thread.join()
+        self._engine.dispose()
 
     def _ensure_thread(self) -> None:
+        if self._pid != os.getpid():  # forked with a writer running: that thread is not here
+            self._pid = os.getpid()
+            self._queue = queue.SimpleQueue()
+            self._thread = None
+            self._start_lock = threading.Lock()
+            self._engine.dispose(close=False)  # the parent's connection stays the parent's
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
