@@ -4,6 +4,9 @@
 Run exactly like the CLI (``instrumented_serve.py serve --addr ... --data ...``).  Before the
 server starts it wraps, without changing what they do:
 
+* ``Database.run_write()`` -- the whole await (queue + batch + hand-back), and on the writer
+  thread each batch (``BEGIN IMMEDIATE`` .. ``COMMIT``, with the flock wait) and its size;
+* event-loop lag: a 50 ms timer's lateness (how long ready callbacks wait for the loop);
 * ``Database.write()`` -- time to get in (the single SQLite writer connection, then ``BEGIN
   IMMEDIATE``: the writer-lock wait) and time held (the write transaction);
 * every ``ThreadPoolExecutor.submit`` (the loop's default pool that ``asyncio.to_thread`` uses,
@@ -147,6 +150,35 @@ def install() -> None:
 
     dbmod.Database.write = write  # type: ignore[method-assign]
 
+    original_run_write = dbmod.Database.run_write
+    lag_started: set[int] = set()
+
+    async def run_write(self: Any, fn: Any) -> Any:
+        if os.getpid() not in lag_started:
+            lag_started.add(os.getpid())
+            _start_lag_monitor()
+        start = time.perf_counter()
+        try:
+            return await original_run_write(self, fn)
+        finally:
+            record("Database.run_write await (queue + txn + back)", time.perf_counter() - start)
+
+    dbmod.Database.run_write = run_write  # type: ignore[method-assign]
+
+    from moorage.metadata import writer as writermod
+
+    original_batch = writermod.SQLiteWriter._run_batch
+
+    def _run_batch(self: Any, conn: Any, lock_fd: Any, jobs: Any) -> None:
+        start = time.perf_counter()
+        try:
+            original_batch(self, conn, lock_fd, jobs)
+        finally:
+            record("writer thread: batch (flock + BEGIN .. COMMIT)", time.perf_counter() - start)
+            record("writer thread: jobs per batch (the 'seconds' are job counts)", float(len(jobs)))
+
+    writermod.SQLiteWriter._run_batch = _run_batch  # type: ignore[method-assign]
+
     # -- S3 calls (aiobotocore) -----------------------------------------------------------
     try:
         from aiobotocore.client import AioBaseClient
@@ -179,6 +211,20 @@ def install() -> None:
             record("aiosqlite hop (queue + run + back)", time.perf_counter() - start)
 
     aiocore.Connection._execute = _execute  # type: ignore[method-assign]
+
+
+def _start_lag_monitor() -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    period = 0.05
+
+    def tick(due: float) -> None:
+        now = loop.time()
+        record("event loop lag (50 ms timer lateness)", max(0.0, now - due))
+        loop.call_at(now + period, tick, now + period)
+
+    loop.call_at(loop.time() + period, tick, loop.time() + period)
 
 
 if __name__ == "__main__":

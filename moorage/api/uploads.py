@@ -82,7 +82,7 @@ async def patch_upload(request: web.Request) -> web.Response:
     name, upload_id = request.match_info["name"], request.match_info["upload_id"]
     record = await _reporting_progress(
         service(request).append_upload(name, upload_id, body_chunks(request), content_range(request),
-                                       record=request.get(UPLOAD_RECORD)))
+                                       length=request.content_length, record=request.get(UPLOAD_RECORD)))
     return _progress(record, 202)
 
 

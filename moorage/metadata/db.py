@@ -1,26 +1,32 @@
 """Engines, transactions and migrations; the only place where SQLite and PostgreSQL differ.
 
-SQLite: WAL mode, a busy timeout, foreign keys on, and *two* engines on the same file — reads
-use ``BEGIN`` (deferred, concurrent under WAL), writes use ``BEGIN IMMEDIATE`` through a
-single pooled connection per process, so a write transaction never has to upgrade a read
-lock (the classic SQLITE_BUSY deadlock) and writers of one process queue without spinning.
-PostgreSQL: one asyncpg engine; writes rely on row locks (``FOR SHARE``/``FOR UPDATE``).
+SQLite: WAL mode, foreign keys on; reads run synchronously on the event loop (``BEGIN``
+deferred, concurrent under WAL), writes use ``BEGIN IMMEDIATE`` on the one connection of the
+process's writer thread (:mod:`.writer`: one thread hop per transaction, group commit, an
+``flock`` queue across processes), so a write transaction never has to upgrade a read lock
+(the classic SQLITE_BUSY deadlock) and writers queue without spinning.
+PostgreSQL: asyncpg engines; writes rely on row locks (``FOR SHARE``/``FOR UPDATE``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, TypeVar
 
 from sqlalchemy import Connection, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .errors import translated
 from .schema_version import MIGRATIONS, SchemaOutOfDate, script_head
+from .writer import SQLiteWriter
+
+T = TypeVar("T")
 
 #: PostgreSQL advisory-lock key serialising concurrent ``migrate`` runs ("moorage" in ASCII).
 _MIGRATION_LOCK_KEY = 0x6D6F6F72616765
@@ -56,7 +62,12 @@ class Database:
                 pool_size=2, max_overflow=8,
             )
             _sqlite_pragmas(self.sync_autocommit_engine, immediate=False, begin=False, busy_ms=ON_LOOP_BUSY_MS)
+            # Writes: one thread, one connection, group commit (writer.py).
+            self.writer: SQLiteWriter | None = SQLiteWriter(
+                _sqlite_writer_engine(path),
+                lock_path=Path(path + ".writer-lock") if path and path != ":memory:" else None)
         else:
+            self.writer = None
             self.sync_read_engine = self.sync_autocommit_engine = None
             # Reads without a snapshot: autocommit, no pre-ping -- a transaction would buy a
             # single statement nothing but the BEGIN/ROLLBACK round trips (and a ping one more):
@@ -69,7 +80,9 @@ class Database:
             # statement.  Read-only, so it never fails with serialization errors.  Same pool.
             self.snapshot_engine = self.read_engine.execution_options(isolation_level="REPEATABLE READ")
             writers = max(2, pool_size // 2)
-            self.write_engine = create_async_engine(url, pool_size=writers, max_overflow=writers, pool_pre_ping=True)
+            # No pre-ping (a round trip per transaction): run_write() re-runs a transaction
+            # whose connection turned out dead before it committed anything.
+            self.write_engine = create_async_engine(url, pool_size=writers, max_overflow=writers)
 
     _read_engine: AsyncEngine | None = None
     _write_engine: AsyncEngine | None = None
@@ -124,10 +137,47 @@ class Database:
                 yield conn
 
     @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        with translated():
+    async def write(self) -> AsyncIterator[Any]:
+        """An interactive write transaction: ``await conn.execute(...)`` statement by statement.
+
+        For paths where speed does not matter; hot paths use :meth:`run_write`.
+        """
+        with translated():  # outages as DatabaseUnavailable (moorage.metadata.errors)
+            if self.writer is not None:
+                async with self.writer.transaction() as conn:
+                    yield _SyncReader(conn)
+                return
             async with self.write_engine.begin() as conn:
                 yield conn
+
+    async def run_write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` (synchronous SQLAlchemy Core) as one write transaction; its result
+        once committed.  An exception from ``fn`` rolls its work back and is raised here.
+
+        SQLite: on the writer thread, grouped with the other transactions queued meanwhile
+        (one thread hop, :mod:`.writer`).  PostgreSQL: on a pooled asyncpg connection through
+        ``run_sync`` (no thread hop); a connection found dead before anything was committed
+        is replaced and ``fn`` run again, which is what makes the pre-ping unnecessary.
+        """
+        with translated():
+            if self.writer is not None:
+                return await self.writer.run(fn)
+            for attempt in range(2):
+                returned = False
+
+                def call(conn: Connection) -> T:
+                    nonlocal returned
+                    value = fn(conn)
+                    returned = True
+                    return value
+
+                try:
+                    async with self.write_engine.begin() as conn:
+                        return await conn.run_sync(call)
+                except DBAPIError as exc:
+                    if attempt or returned or not exc.connection_invalidated:
+                        raise
+            raise AssertionError("unreachable")
 
     def insert(self, table: Any) -> Any:
         """A dialect insert supporting ``on_conflict_do_nothing/update`` (same API on both)."""
@@ -150,6 +200,8 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.close)
         if self._read_engine is not None:
             await self._read_engine.dispose()
         if self.sync_read_engine is not None:
@@ -277,6 +329,47 @@ def create_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
     from sqlalchemy.ext.asyncio import create_async_engine as create
 
     return create(url, **kwargs)
+
+
+class _SyncReader:
+    """The ``await conn.execute(...)`` face of a synchronous SQLite connection."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: Any, *args: Any) -> Any:
+        return self._conn.execute(statement, *args)
+
+
+def _sqlite_writer_engine(path: str) -> Any:
+    """The writer thread's engine: busy_timeout 0, since the writer retries ``BEGIN IMMEDIATE``
+    itself at a short fixed interval instead of SQLite's sleeping back-off (writer.py)."""
+    engine = create_engine("sqlite:///" + path, connect_args={"check_same_thread": False, "timeout": 5},
+                           pool_size=1, max_overflow=0)
+    _sqlite_pragmas(engine, immediate=True, begin=False, busy_ms=0)
+    return engine
+
+
+def _sqlite_pragmas(engine: Any, *, immediate: bool, begin: bool = True, busy_ms: int = 60000) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's implicit transactions get in the way).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+        cur.close()
+
+    if not begin:
+        return
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 class _SyncReader:

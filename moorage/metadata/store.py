@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
-from sqlalchemy import bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .db import Database
+from .db import Database, _SyncReader
+from .writer import run_inline
 from .tables import (
     blobs, manifest_blobs, manifest_children, manifests, quarantined_blobs, repositories, repository_blobs, tags, uploads,
 )
@@ -108,7 +109,23 @@ _UPDATE_UPLOAD = (
     .values(size=bindparam("new_size"), driver_state=bindparam("state"), updated_at=bindparam("now"))
 )
 _UPDATE_UPLOAD_CLAIMED = _UPDATE_UPLOAD.where(uploads.c.writer == bindparam("w"))
+_UPDATE_UPLOAD_UNCLAIMED = (_UPDATE_UPLOAD.where(or_(uploads.c.writer.is_(None), uploads.c.writer_until < bindparam("now")))
+                            .values(writer=None, writer_until=None))
 _UPDATE_UPLOAD_RELEASE = _UPDATE_UPLOAD_CLAIMED.values(writer=None, writer_until=None)
+_INSERT_UPLOAD = uploads.insert()
+_DELETE_UPLOAD = delete(uploads).where(uploads.c.id == bindparam("uid"))
+_BLOB_FOR_UPDATE = select(blobs.c.deleting_since).where(blobs.c.digest == bindparam("digest")).with_for_update()
+_BLOB_LINK_FOR_UPDATE = (select(blobs.c.deleting_since, blobs.c.quarantined_at)
+                         .where(blobs.c.digest == bindparam("digest")).with_for_update())
+_RENEW_BLOB_LEASE = update(blobs).where(blobs.c.digest == bindparam("d")).values(
+    size=bindparam("new_size"), pending_until=bindparam("until"), deleting_since=None, last_linked_at=bindparam("now"))
+_BLOB_LINKED = update(blobs).where(blobs.c.digest == bindparam("d")).values(
+    last_linked_at=bindparam("now"), pending_until=None)
+
+
+def _rowcount(stmt: Any, params: dict[str, Any] | None = None) -> Callable[[Connection], int]:
+    """A one-statement write transaction answering how many rows it changed."""
+    return lambda conn: int(conn.execute(stmt, params).rowcount or 0)
 
 
 class MissingReferences(Exception):
@@ -156,18 +173,23 @@ class MetadataStore:
                          .where(exists().where(manifests.c.repository_id == repositories.c.id), repo_name > bindparam("last"))
                          .order_by(repo_name))
         self._catalog_n = self._catalog.limit(bindparam("n"))
+        link = db.insert(repository_blobs)
+        self._link_upsert = link.on_conflict_do_update(index_elements=["repository_id", "digest"],
+                                                       set_={"created_at": link.excluded.created_at})
 
     # -- repositories ---------------------------------------------------------------------
-    async def _ensure_repository(self, conn: AsyncConnection, name: str) -> int:
-        repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == name))).scalar()
+    # Write methods run their transaction as one synchronous function through
+    # ``Database.run_write`` (SQLite: on the writer thread with group commit; issue 10).
+    def _ensure_repository(self, conn: Connection, name: str) -> int:
+        repo_id = conn.execute(_REPOSITORY_ID, {"repo": name}).scalar()
         if repo_id is not None:
             return int(repo_id)
-        await conn.execute(
+        conn.execute(
             self.db.insert(repositories)
             .values(name=name, public=False, created_at=time.time())
             .on_conflict_do_nothing(index_elements=["name"])
         )
-        return int((await conn.execute(select(repositories.c.id).where(repositories.c.name == name))).scalar_one())
+        return int(conn.execute(_REPOSITORY_ID, {"repo": name}).scalar_one())
 
     async def repository_exists(self, name: str) -> bool:
         async with self.db.read(snapshot=False) as conn:
@@ -206,72 +228,76 @@ class MetadataStore:
         upload session in the same transaction (a completing PUT without body then costs no
         transaction of its own for its claim); :class:`UploadClaimRefused` if it can't.
         """
-        for _ in range(600):
+        def txn(conn: Connection) -> str:
             now = time.time()
-            async with self.db.write() as conn:
-                if upload is not None:
-                    upload_id, expected, writer, until = upload
-                    res = await conn.execute(_CLAIM_UPLOAD, {"uid": upload_id, "expected": expected, "now": now,
-                                                             "w": writer, "until": until})
-                    if not res.rowcount:
-                        raise UploadClaimRefused(upload_id)
-                row = (await conn.execute(
-                    select(blobs.c.deleting_since).where(blobs.c.digest == digest).with_for_update()
-                )).first()
-                if row is None:
-                    res = await conn.execute(self.db.insert(blobs).values(
-                        digest=digest, size=size, created_at=now, last_linked_at=now, pending_until=now + CLAIM_LEASE
-                    ).on_conflict_do_nothing(index_elements=["digest"]))
-                    if res.rowcount:
-                        return
-                    # Someone inserted the row meanwhile (PostgreSQL can't lock an absent row):
-                    # maybe the collector's orphan tombstone -- look again (docs/gc.md).
-                    continue
-                if row.deleting_since is None or row.deleting_since < now - TOMBSTONE_STALE:
-                    await conn.execute(update(blobs).where(blobs.c.digest == digest).values(
-                        size=size, pending_until=now + CLAIM_LEASE, deleting_since=None, last_linked_at=now
-                    ))
-                    return
-            await asyncio.sleep(0.1)
+            if upload is not None:
+                upload_id, expected, writer, until = upload
+                res = conn.execute(_CLAIM_UPLOAD, {"uid": upload_id, "expected": expected, "now": now,
+                                                   "w": writer, "until": until})
+                if not res.rowcount:
+                    raise UploadClaimRefused(upload_id)
+            row = conn.execute(_BLOB_FOR_UPDATE, {"digest": digest}).first()
+            if row is None:
+                res = conn.execute(self.db.insert(blobs).values(
+                    digest=digest, size=size, created_at=now, last_linked_at=now, pending_until=now + CLAIM_LEASE
+                ).on_conflict_do_nothing(index_elements=["digest"]))
+                # Else someone inserted the row meanwhile (PostgreSQL can't lock an absent
+                # row): maybe the collector's orphan tombstone -- look again (docs/gc.md).
+                return "claimed" if res.rowcount else "again"
+            if row.deleting_since is None or row.deleting_since < now - TOMBSTONE_STALE:
+                conn.execute(_RENEW_BLOB_LEASE, {"d": digest, "new_size": size, "until": now + CLAIM_LEASE, "now": now})
+                return "claimed"
+            return "wait"
+
+        for _ in range(600):
+            outcome = await self.db.run_write(txn)
+            if outcome == "claimed":
+                return
+            if outcome == "wait":
+                await asyncio.sleep(0.1)
         raise BlobBeingDeleted(digest)
 
-    async def link_blob(self, repository: str, digest: str, *, repaired: bool = False) -> bool:
+    async def link_blob(self, repository: str, digest: str, *, repaired: bool = False,
+                        finished_upload: str | None = None) -> bool:
         """Let ``repository`` read ``digest`` (after upload or mount); releases the upload's lease.
 
         ``repaired``: the caller has just put verified bytes at the content address (which
         ``moorage scrub`` had emptied), so a quarantine on the digest ends.
-        Returns False if the blob is unknown or being deleted.
+        ``finished_upload``: the session whose bytes these were is deleted in the same
+        transaction (a blob PUT then costs two write transactions, not three).
+        Returns False (and deletes nothing) if the blob is unknown or being deleted.
         """
-        now = time.time()
-        async with self.db.write() as conn:
-            row = (await conn.execute(
-                select(blobs.c.deleting_since, blobs.c.quarantined_at).where(blobs.c.digest == digest).with_for_update()
-            )).first()
+        def txn(conn: Connection) -> bool:
+            now = time.time()
+            row = conn.execute(_BLOB_LINK_FOR_UPDATE, {"digest": digest}).first()
             if row is None or row.deleting_since is not None:
                 return False
-            repo_id = await self._ensure_repository(conn, repository)
-            values: dict[str, Any] = {"last_linked_at": now, "pending_until": None}
+            repo_id = self._ensure_repository(conn, repository)
             if repaired and row.quarantined_at is not None:
-                values["quarantined_at"] = None
-                await conn.execute(update(quarantined_blobs).where(
+                conn.execute(update(quarantined_blobs).where(
                     quarantined_blobs.c.digest == digest, quarantined_blobs.c.repaired_at.is_(None)).values(repaired_at=now))
-            await conn.execute(update(blobs).where(blobs.c.digest == digest).values(**values))
-            await conn.execute(
-                self.db.insert(repository_blobs)
-                .values(repository_id=repo_id, digest=digest, created_at=now)
-                .on_conflict_do_update(index_elements=["repository_id", "digest"], set_={"created_at": now})
-            )
-        return True
+                conn.execute(update(blobs).where(blobs.c.digest == digest).values(
+                    last_linked_at=now, pending_until=None, quarantined_at=None))
+            else:
+                conn.execute(_BLOB_LINKED, {"d": digest, "now": now})
+            conn.execute(self._link_upsert, {"repository_id": repo_id, "digest": digest, "created_at": now})
+            if finished_upload is not None:
+                conn.execute(_DELETE_UPLOAD, {"uid": finished_upload})
+            return True
+
+        return await self.db.run_write(txn)
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
-        async with self.db.write() as conn:
-            repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == repository))).scalar()
+        def txn(conn: Connection) -> bool:
+            repo_id = conn.execute(_REPOSITORY_ID, {"repo": repository}).scalar()
             if repo_id is None:
                 return False
-            res = await conn.execute(delete(repository_blobs).where(
+            res = conn.execute(delete(repository_blobs).where(
                 repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest
             ))
-        return bool(res.rowcount)
+            return bool(res.rowcount)
+
+        return await self.db.run_write(txn)
 
     # -- uploads --------------------------------------------------------------------------
     async def create_upload(
@@ -285,23 +311,27 @@ class MetadataStore:
         counts over indexed columns; on PostgreSQL the repository row is locked first, so
         concurrent POSTs to one repository cannot both pass its last free slot.
         """
-        now = time.time()
-        async with self.db.write() as conn:
-            repo_id = await self._ensure_repository(conn, repository)
+        driver_state = json.dumps(state)
+
+        def txn(conn: Connection) -> None:
+            now = time.time()
+            repo_id = self._ensure_repository(conn, repository)
             per_owner = max_per_owner > 0 and owner is not None
             if max_per_repository > 0 or per_owner:
                 if not self.db.is_sqlite and max_per_repository > 0:
-                    await conn.execute(select(repositories.c.id).where(repositories.c.id == repo_id).with_for_update())
+                    conn.execute(select(repositories.c.id).where(repositories.c.id == repo_id).with_for_update())
                 # One statement, two index-only counts.
-                n_repo, n_owner = (await conn.execute(_COUNT_OPEN_UPLOADS, {"repo_id": repo_id, "owner": owner})).one()
+                n_repo, n_owner = conn.execute(_COUNT_OPEN_UPLOADS, {"repo_id": repo_id, "owner": owner}).one()
                 if max_per_repository > 0 and int(n_repo or 0) >= max_per_repository:
                     raise TooManyUploads("repository", max_per_repository)
                 if per_owner and int(n_owner or 0) >= max_per_owner:
                     raise TooManyUploads("user", max_per_owner)
-            await conn.execute(uploads.insert().values(
-                id=upload_id, repository_id=repo_id, size=0, driver_state=json.dumps(state), created_at=now, updated_at=now,
-                owner=owner, writer=writer, writer_until=writer_until,
-            ))
+            conn.execute(_INSERT_UPLOAD, {
+                "id": upload_id, "repository_id": repo_id, "size": 0, "driver_state": driver_state, "created_at": now,
+                "updated_at": now, "owner": owner, "writer": writer, "writer_until": writer_until,
+            })
+
+        await self.db.run_write(txn)
 
     async def get_upload(self, upload_id: str, repository: str) -> UploadRecord | None:
         q = (
@@ -321,35 +351,26 @@ class MetadataStore:
         else holds an unexpired claim (one indexed compare-and-set, before any byte is written)."""
         # (A claim this writer already holds counts as free: the statement is shared with
         # claim_blob, where a retried transaction may find its own claim.)
-        async with self.db.write() as conn:
-            res = await conn.execute(_CLAIM_UPLOAD, {"uid": upload_id, "expected": expected_size, "now": time.time(),
-                                                     "w": writer, "until": until})
-        return bool(res.rowcount)
+        params = {"uid": upload_id, "expected": expected_size, "now": time.time(), "w": writer, "until": until}
+        return bool(await self.db.run_write(_rowcount(_CLAIM_UPLOAD, params)))
 
     async def take_over_upload(self, upload_id: str, expected_size: int, old_writer: str, writer: str, until: float) -> bool:
         """Replace the claim of a writer known to be dead (its process is gone) by ``writer``'s."""
-        async with self.db.write() as conn:
-            res = await conn.execute(
-                update(uploads)
+        stmt = (update(uploads)
                 .where(uploads.c.id == upload_id, uploads.c.size == expected_size, uploads.c.writer == old_writer)
-                .values(writer=writer, writer_until=until)
-            )
-        return bool(res.rowcount)
+                .values(writer=writer, writer_until=until))
+        return bool(await self.db.run_write(_rowcount(stmt)))
 
     async def renew_upload_claim(self, upload_id: str, writer: str, until: float) -> bool:
         """Extend ``writer``'s claim (and the session's idle clock); False if it was lost."""
-        async with self.db.write() as conn:
-            res = await conn.execute(
-                update(uploads).where(uploads.c.id == upload_id, uploads.c.writer == writer)
-                .values(writer_until=until, updated_at=time.time())
-            )
-        return bool(res.rowcount)
+        stmt = (update(uploads).where(uploads.c.id == upload_id, uploads.c.writer == writer)
+                .values(writer_until=until, updated_at=time.time()))
+        return bool(await self.db.run_write(_rowcount(stmt)))
 
     async def release_upload(self, upload_id: str, writer: str) -> None:
         """Give up ``writer``'s claim without changing the session (a no-op if not held)."""
-        async with self.db.write() as conn:
-            await conn.execute(update(uploads).where(uploads.c.id == upload_id, uploads.c.writer == writer)
-                               .values(writer=None, writer_until=None))
+        stmt = update(uploads).where(uploads.c.id == upload_id, uploads.c.writer == writer).values(writer=None, writer_until=None)
+        await self.db.run_write(_rowcount(stmt))
 
     async def update_upload(
         self, upload_id: str, expected_size: int, size: int, state: dict[str, Any], *,
@@ -358,22 +379,20 @@ class MetadataStore:
         """Compare-and-set the upload's progress; False if someone else moved it meanwhile.
 
         With ``writer``, only while that claim still holds (and ``release`` ends it in the same
-        statement, so a PATCH costs one claim and one update).
+        statement, so a PATCH costs one claim and one update); without, only while nobody
+        holds an unexpired claim (and an expired one ends).
         """
         params: dict[str, Any] = {"uid": upload_id, "expected": expected_size, "new_size": size,
                                   "state": json.dumps(state), "now": time.time()}
         if writer is None:
-            stmt = _UPDATE_UPLOAD
+            stmt = _UPDATE_UPLOAD_UNCLAIMED
         else:
             stmt = _UPDATE_UPLOAD_RELEASE if release else _UPDATE_UPLOAD_CLAIMED
             params["w"] = writer
-        async with self.db.write() as conn:
-            res = await conn.execute(stmt, params)
-        return bool(res.rowcount)
+        return bool(await self.db.run_write(_rowcount(stmt, params)))
 
     async def delete_upload(self, upload_id: str) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(delete(uploads).where(uploads.c.id == upload_id))
+        await self.db.run_write(_rowcount(_DELETE_UPLOAD, {"uid": upload_id}))
 
     async def stale_uploads(self, older_than: float) -> list[UploadRecord]:
         q = (
@@ -414,13 +433,15 @@ class MetadataStore:
         ``verify_references=False`` records a manifest whose blobs and children are not here
         yet (a pull-through cache stores a manifest before the client asks for its layers).
         """
-        now = time.time()
         blob_set = sorted(set(blob_digests))
         child_set = sorted(set(child_digests))
-        async with self.db.write() as conn:
-            repo_id = await self._ensure_repository(conn, repository)
+        annotations_json = json.dumps(annotations) if annotations else None
+
+        def txn(conn: Connection) -> None:
+            now = time.time()
+            repo_id = self._ensure_repository(conn, repository)
             if blob_set and verify_references:
-                stored = dict((await conn.execute(
+                stored = dict(conn.execute(
                     select(blobs.c.digest, blobs.c.size)
                     .select_from(blobs.join(repository_blobs, repository_blobs.c.digest == blobs.c.digest))
                     .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(blob_set),
@@ -428,7 +449,7 @@ class MetadataStore:
                     # Share-lock the link rows too: a link pruned by the collector meanwhile
                     # then drops out of the result instead of being read from our snapshot.
                     .with_for_update(read=True, of=[blobs, repository_blobs])
-                )).tuples().all())
+                ).tuples().all())
             else:
                 stored = {}
             found = set(stored)
@@ -437,10 +458,10 @@ class MetadataStore:
                 raise WrongSizes(wrong)
             missing_children: list[str] = []
             if child_set and verify_references:
-                have = set((await conn.execute(
+                have = set(conn.execute(
                     select(manifests.c.digest).where(manifests.c.repository_id == repo_id, manifests.c.digest.in_(child_set))
                     .with_for_update(read=True)  # GC deleting an untagged child waits or skips (docs/gc.md)
-                )).scalars())
+                ).scalars())
                 missing_children = [d for d in child_set if d not in have]
             missing_blobs = [d for d in blob_set if d not in found]
             if (missing_blobs or missing_children) and verify_references:
@@ -448,42 +469,47 @@ class MetadataStore:
 
             manifest_id = None
             for _ in range(3):
-                await conn.execute(
+                conn.execute(
                     self.db.insert(manifests).values(
                         repository_id=repo_id, digest=digest, media_type=media_type, size=len(payload), payload=payload,
-                        artifact_type=artifact_type, subject_digest=subject,
-                        annotations=json.dumps(annotations) if annotations else None, created_at=now,
+                        artifact_type=artifact_type, subject_digest=subject, annotations=annotations_json, created_at=now,
                     ).on_conflict_do_nothing(index_elements=["repository_id", "digest"])
                 )
                 # Share-locked: the collector deleting this (untagged) manifest waits or skips;
                 # if it deleted it just now, insert again.
-                manifest_id = (await conn.execute(
+                manifest_id = conn.execute(
                     select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
                     .with_for_update(read=True)
-                )).scalar()
+                ).scalar()
                 if manifest_id is not None:
                     break
             if manifest_id is None:
                 raise BlobBeingDeleted(digest)
             if blob_set:
-                await conn.execute(
+                conn.execute(
                     self.db.insert(manifest_blobs).on_conflict_do_nothing(),
                     [{"manifest_id": manifest_id, "digest": d} for d in blob_set],
                 )
             if child_set:
-                await conn.execute(
+                conn.execute(
                     self.db.insert(manifest_children).on_conflict_do_nothing(),
                     [{"manifest_id": manifest_id, "child_digest": d} for d in child_set],
                 )
             if tag is not None:
-                for guard in self.tag_guards:
-                    await guard(conn, self.db, repo_id, repository, tag, manifest_id)
-                await conn.execute(
+                if self.tag_guards:
+                    # The guards are async (``await conn.execute``) but never wait for anything
+                    # but SQL: run them here, inside this transaction.
+                    face = _SyncReader(conn)
+                    for guard in self.tag_guards:
+                        run_inline(guard(face, self.db, repo_id, repository, tag, manifest_id))  # type: ignore[arg-type]
+                conn.execute(
                     self.db.insert(tags)
                     .values(repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now)
                     .on_conflict_do_update(index_elements=["repository_id", "name"],
                                            set_={"manifest_id": manifest_id, "updated_at": now})
                 )
+
+        await self.db.run_write(txn)
 
     async def get_manifest(self, repository: str, reference: str, *, by_digest: bool) -> ManifestRecord | None:
         stmt = _GET_MANIFEST_BY_DIGEST if by_digest else _GET_MANIFEST_BY_TAG
@@ -495,30 +521,33 @@ class MetadataStore:
 
     async def delete_manifest(self, repository: str, digest: str) -> bool:
         """Remove a manifest by digest, with every tag pointing at it."""
-        async with self.db.write() as conn:
-            repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == repository))).scalar()
+        def txn(conn: Connection) -> bool:
+            repo_id = conn.execute(_REPOSITORY_ID, {"repo": repository}).scalar()
             if repo_id is None:
                 return False
-            mid = (await conn.execute(
+            mid = conn.execute(
                 select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
-            )).scalar()
+            ).scalar()
             if mid is None:
                 return False
             # Explicit deletes, so correctness never depends on SQLite's foreign_keys pragma.
-            await conn.execute(delete(tags).where(tags.c.manifest_id == mid))
-            await conn.execute(delete(manifest_blobs).where(manifest_blobs.c.manifest_id == mid))
-            await conn.execute(delete(manifest_children).where(manifest_children.c.manifest_id == mid))
-            await conn.execute(delete(manifests).where(manifests.c.id == mid))
-        return True
+            conn.execute(delete(tags).where(tags.c.manifest_id == mid))
+            conn.execute(delete(manifest_blobs).where(manifest_blobs.c.manifest_id == mid))
+            conn.execute(delete(manifest_children).where(manifest_children.c.manifest_id == mid))
+            conn.execute(delete(manifests).where(manifests.c.id == mid))
+            return True
+
+        return await self.db.run_write(txn)
 
     async def delete_tag(self, repository: str, tag: str) -> bool:
         """Remove one tag; the manifest and its other tags stay."""
-        async with self.db.write() as conn:
-            repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == repository))).scalar()
+        def txn(conn: Connection) -> bool:
+            repo_id = conn.execute(_REPOSITORY_ID, {"repo": repository}).scalar()
             if repo_id is None:
                 return False
-            res = await conn.execute(delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag))
-        return bool(res.rowcount)
+            return bool(conn.execute(delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag)).rowcount)
+
+        return await self.db.run_write(txn)
 
     async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str] | None:
         """Tags in lexical order after ``last``; None if the repository is unknown."""

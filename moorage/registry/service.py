@@ -38,6 +38,11 @@ from .upload_claims import DEFAULT_LEASE, ClaimLost, ProcessLiveness, UploadClai
 #: hashing overlaps the driver's write of the same chunk.
 _THREAD_HASH_MIN = 64 * 1024
 _MAX_CACHED_HASHERS = 1024
+#: A PATCH declaring at most this many bytes (Content-Length) on a session nobody holds is
+#: written without taking the claim first: its bytes go to a part file of its own anyway, and
+#: the one compare-and-set that records them also requires that nobody holds the claim, so a
+#: concurrent writer still loses (416, its part dropped).  Saves a write transaction.
+_UNCLAIMED_MAX = 1 << 20
 
 
 class UploadOutOfOrder(errors.RangeInvalid):
@@ -182,22 +187,30 @@ class RegistryService:
         upload_id: str,
         body: AsyncIterator[bytes],
         content_range: tuple[int, int] | None = None,
+        length: int | None = None,
         *,
         record: UploadRecord | None = None,
     ) -> UploadRecord:
         """Append a chunk; with ``content_range`` the chunk must start at the current end.
-        ``record``: the session as this request already read it (the claim re-checks its size)."""
+
+        ``length``: the body's declared size, if known (small bodies skip the claim).
+        ``record``: the session as this request already read it (the claim, or the unclaimed
+        append's compare-and-set, re-checks its size and writer)."""
         record = record if record is not None and record.id == upload_id else await self.upload_status(repository, upload_id)
         _require_offset(record, content_range)
+        if (length is not None and length <= _UNCLAIMED_MAX
+                and (record.writer is None or (record.writer_until or 0.0) < time.time())):
+            return await self._append(record, body, None, release=True)
         async with await self._claim(record) as claim:
             return await self._append(record, body, claim, release=True)
 
-    async def _append(self, record: UploadRecord, body: AsyncIterator[bytes], claim: UploadClaim, *, release: bool,
+    async def _append(self, record: UploadRecord, body: AsyncIterator[bytes], claim: UploadClaim | None, *, release: bool,
                       digest: str | None = None) -> UploadRecord:
         """Write ``body`` under ``claim``; the final compare-and-set requires the claim (and,
-        with ``release``, ends it in the same statement)."""
+        with ``release``, ends it in the same statement).  Without a claim (a small PATCH),
+        it requires that nobody holds one, and a refused write leaves nothing behind."""
         hasher = await self._hasher(record)
-        chunks = claim.guard(body)
+        chunks = claim.guard(body) if claim is not None else body
         if self.upload_limit is not None:
             limit = await self.upload_limit(record.repository, digest)
             if limit is not None:
@@ -215,25 +228,35 @@ class RegistryService:
             if isinstance(partial.cause, errors.Denied):
                 # Over quota: nothing this request sent is kept.  A completing PUT refused so is
                 # the whole upload refused (discarded); a PATCH leaves the session as it was.
-                if release:
+                if release or claim is None:
                     await self.blobs.upload_drop_append(record.id, record.state, partial.state)
                 else:
                     await self._discard(record)
                     claim.released = True
                 raise partial.cause from None
+            if claim is None:
+                await self.blobs.upload_drop_append(record.id, record.state, partial.state)
             # Keep what was durably written, so the client can resume from there.
-            if await self.store.update_upload(record.id, record.size, partial.size, _without_hash_state(partial.state),
-                                              writer=claim.token, release=release):
+            elif await self.store.update_upload(record.id, record.size, partial.size, _without_hash_state(partial.state),
+                                                writer=claim.token, release=release):
                 claim.released = release
             if isinstance(partial.cause, errors.RegistryError):
                 raise partial.cause from None
             raise errors.BlobUploadInvalid(f"upload interrupted: {partial.cause}") from None
         state = _with_hash_state(state, size, hasher)
-        if not await self.store.update_upload(record.id, record.size, size, state, writer=claim.token, release=release):
+        if not await self.store.update_upload(record.id, record.size, size, state,
+                                              writer=claim.token if claim is not None else None, release=release):
+            if claim is None:  # someone else moved or holds the session: our part goes
+                await self.blobs.upload_drop_append(record.id, record.state, state)
+                now = await self.store.get_upload(record.id, record.repository)
+                if now is None:
+                    raise errors.BlobUploadUnknown(detail={"uuid": record.id})
+                raise UploadBusy(now) if now.size == record.size else UploadOutOfOrder(now, record.size)
             self._hashers.pop(record.id, None)
             claim.lost = True
             raise ClaimLost()
-        claim.released = release
+        if claim is not None:
+            claim.released = release
         self._remember(record.id, size, hasher)
         record.size, record.state, record.updated_at = size, state, time.time()
         return record
@@ -343,9 +366,9 @@ class RegistryService:
     async def _place(self, record: UploadRecord, digest: str, claim: UploadClaim) -> None:
         """Under ``claim`` and the blob's lease: bytes to their address, link, session gone."""
         placed = await self.blobs.upload_commit(record.id, record.state, record.size, digest)
-        if not await self.store.link_blob(record.repository, digest, repaired=bool(placed)):
+        # Link and end the session in one transaction (the claim ends with the session's row).
+        if not await self.store.link_blob(record.repository, digest, repaired=bool(placed), finished_upload=record.id):
             raise errors.Unavailable("blob vanished while committing; retry", headers={"Retry-After": "1"})
-        await self.store.delete_upload(record.id)
         claim.released = True
         self._hashers.pop(record.id, None)
 

@@ -117,6 +117,20 @@ def _set_aside(root: Path, path: Path, digest: str) -> None:
         os.rename(path, aside)
 
 
+def _remove_upload_dir(updir: Path, parts: list[dict[str, Any]], *extra: str) -> None:
+    """Remove a committed session's directory: its known files, then the directory (cheaper
+    than ``rmtree``'s walk); anything else in it (a loser's part) falls back to ``rmtree``."""
+    try:
+        for name in {*(_safe_part(p["name"]) for p in parts), *extra}:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(updir / name)
+        os.rmdir(updir)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(updir, ignore_errors=True)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -200,8 +214,9 @@ class FilesystemBlobStore(BlobStore):
         return self.root / "uploads" / _safe_upload_id(upload_id)
 
     async def upload_create(self, upload_id: str) -> UploadState:
-        path = self._upload_dir(upload_id)
-        await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
+        # The session's directory is made by its first write (as the S3 driver puts nothing
+        # in the bucket before the first byte): a POST costs no thread hop.
+        self._upload_dir(upload_id)
         return {"v": 2, "parts": []}
 
     async def upload_append(
@@ -218,14 +233,12 @@ class FilesystemBlobStore(BlobStore):
             raise RuntimeError(f"upload {upload_id}: driver state does not hold {offset} bytes")
         name = f"p{len(parts) + 1:05d}-{secrets.token_hex(8)}"
         path = self._upload_dir(upload_id) / name
-        try:
-            fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"upload {upload_id} has no data directory") from None
         # Writes go to a bounded pool while the event loop receives (and the service hashes)
         # the next chunk.  One write per upload is in flight at a time, so they land in order;
-        # the fd is closed only once the last write has finished, even on cancellation.
-        writer = _Writeback(fd, 0)
+        # the part file is created by the first write (one thread hop for a small body, not
+        # two; an empty body creates none) and closed only once the last write has finished,
+        # even on cancellation.
+        writer = _Writeback(path)
         inflight: concurrent.futures.Future[None] | None = None
         try:
             async for chunk in chunks:
@@ -245,12 +258,13 @@ class FilesystemBlobStore(BlobStore):
             raise PartialAppend({"v": 2, "parts": kept}, offset + writer.pos, exc) from exc
         finally:
             if inflight is None or inflight.done():
-                os.close(fd)
+                writer.close()
             else:
-                inflight.add_done_callback(lambda _f: os.close(fd))
+                inflight.add_done_callback(lambda _f: writer.close())
         if not writer.pos:
-            with contextlib.suppress(OSError):  # an empty part file: harmless, removed with the upload
-                os.unlink(path)
+            if writer.fd is not None or writer.opened:
+                with contextlib.suppress(OSError):  # an empty part file: harmless, removed with the upload
+                    os.unlink(path)
             return {"v": 2, "parts": parts}, offset
         return {"v": 2, "parts": parts + [{"name": name, "size": writer.pos}]}, offset + writer.pos
 
@@ -295,7 +309,7 @@ class FilesystemBlobStore(BlobStore):
             except FileNotFoundError:
                 have = None
             if have == size:
-                shutil.rmtree(updir, ignore_errors=True)
+                _remove_upload_dir(updir, parts)
                 return False
             if have is not None:
                 # Bytes of the wrong size under the address (a leftover no commit of ours made:
@@ -305,6 +319,8 @@ class FilesystemBlobStore(BlobStore):
                 src = updir / _safe_part(parts[0]["name"])
             else:
                 src = updir / f"assembled-{secrets.token_hex(8)}"
+                if not parts:  # an empty blob: no write ever made the directory
+                    updir.mkdir(mode=0o700, exist_ok=True)
                 _concatenate(src, [(updir / _safe_part(p["name"]), int(p["size"])) for p in parts])
             fd = os.open(src, os.O_RDONLY)
             try:
@@ -314,7 +330,7 @@ class FilesystemBlobStore(BlobStore):
             placed = _link_if_absent(src, dst)
             if placed:
                 _fsync_dir(dst.parent)
-            shutil.rmtree(updir, ignore_errors=True)
+            _remove_upload_dir(updir, parts, src.name)
             return placed
 
         return await asyncio.to_thread(commit)
@@ -364,14 +380,28 @@ except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
 
 
 class _Writeback:
-    """Sequential writes to ``fd`` that start asynchronous writeback behind themselves."""
+    """Sequential writes to a new file (created ``O_EXCL`` by the first write) that start
+    asynchronous writeback behind themselves."""
 
-    __slots__ = ("fd", "pos", "flushed")
+    __slots__ = ("path", "fd", "opened", "pos", "flushed")
 
-    def __init__(self, fd: int, pos: int) -> None:
-        self.fd, self.pos, self.flushed = fd, pos, pos
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.opened = False
+        self.pos = self.flushed = 0
 
     def write(self, data: bytes) -> None:
+        if self.fd is None:
+            if self.opened:
+                raise RuntimeError("write after close")
+            try:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileNotFoundError:  # the session's first bytes: its directory comes now
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(self.path.parent, 0o700)
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self.opened = True
         _write_all(self.fd, data)
         self.pos += len(data)
         if _sync_file_range is not None and self.pos - self.flushed >= WRITEBACK_EVERY:
@@ -379,6 +409,11 @@ class _Writeback:
             # fsync in upload_commit.  Errors are irrelevant here and ignored.
             _sync_file_range(self.fd, self.flushed, self.pos - self.flushed, _SYNC_FILE_RANGE_WRITE)
             self.flushed = self.pos
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -30,7 +30,10 @@ Object names carry a random token, so two requests racing on one upload never ov
 other's objects: the database's compare-and-set picks the winner, the loser's objects are
 garbage under the upload's prefix.  ``stale`` lists objects superseded by *this* state (an old
 tail); once the state is the persisted one (the next append receives it) they are unreferenced
-and deleted.  Commit and abort delete the whole ``uploads/<id>/`` prefix.
+and deleted.  Abort deletes the whole ``uploads/<id>/`` prefix; commit deletes the objects the
+state names (one DeleteObjects instead of ListObjectsV2 + DeleteObjects): a loser's objects
+under the prefix are left to ``moorage purge-uploads`` (orphan upload data), as they are when
+its session is still open.
 
 At most one part (plus the request's current chunk) is held in memory per upload request.
 
@@ -444,7 +447,7 @@ class S3BlobStore(BlobStore):
         dst = self._blob_key(digest)
         existing = await self._size_of(dst)
         if existing == size:
-            await _best_effort("deleting a committed upload's parts", self._delete_prefix(self._upload_prefix(upload_id)))
+            await _best_effort("deleting a committed upload's parts", self._delete_keys(self._known_keys(upload_id, state)))
             return False
         if existing is not None:
             # An object of the wrong size (no commit of ours made it): set it aside, place ours.
@@ -457,8 +460,13 @@ class S3BlobStore(BlobStore):
                 CopySource={"Bucket": self.bucket, "Key": self._upload_key(upload_id, segs[0]["key"])})
         else:
             await self._compose(dst, [self._upload_key(upload_id, s["key"]) for s in segs])
-        await _best_effort("deleting a committed upload's parts", self._delete_prefix(self._upload_prefix(upload_id)))
+        await _best_effort("deleting a committed upload's parts", self._delete_keys(self._known_keys(upload_id, state)))
         return True
+
+    def _known_keys(self, upload_id: str, state: UploadState) -> list[str]:
+        """The session's objects as its state names them (parts, tail, superseded tails)."""
+        names = [str(s["key"]) for s in self._segments(state)] + [str(k) for k in state.get("stale", ())]
+        return [self._upload_key(upload_id, n) for n in names]
 
     async def _size_of(self, key: str) -> int | None:
         try:
