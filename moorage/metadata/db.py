@@ -350,35 +350,3 @@ def _sqlite_writer_engine(path: str) -> Any:
                            pool_size=1, max_overflow=0)
     _sqlite_pragmas(engine, immediate=True, begin=False, busy_ms=0)
     return engine
-
-
-def _sqlite_pragmas(engine: Any, *, immediate: bool, begin: bool = True, busy_ms: int = 60000) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let us issue BEGIN ourselves (pysqlite's implicit transactions get in the way).
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
-        cur.close()
-
-    if not begin:
-        return
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-class _SyncReader:
-    """The ``await conn.execute(...)`` face of a synchronous SQLite connection."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    async def execute(self, statement: Any, *args: Any) -> Any:
-        return self._conn.execute(statement, *args)
