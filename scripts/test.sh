@@ -15,7 +15,13 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 export MOORAGE_REQUIRE_CLIENTS="${MOORAGE_REQUIRE_CLIENTS:-1}"
 export MOORAGE_TEST_BACKENDS="${MOORAGE_TEST_BACKENDS:-fs-sqlite,s3-postgres}"
 set +e
-python3 -m pytest -ra -q -p no:cacheprovider --durations=15 "$@"
+# Two pytest workers (pytest-xdist; MOORAGE_TEST_WORKERS=0 for one process): most of the suite
+# waits on servers and clients, so two workers on two cores halve the wall time.  A module stays
+# on one worker and the real-client journeys share one (tests/conftest.py).
+workers="${MOORAGE_TEST_WORKERS:-2}"
+xdist=()
+if [ "$workers" != "0" ]; then xdist=(-n "$workers" --dist loadgroup); fi
+python3 -m pytest -ra -q -p no:cacheprovider --durations=15 "${xdist[@]}" "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

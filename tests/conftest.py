@@ -34,6 +34,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         assign_tier(item)
+        # pytest-xdist (``-n 2 --dist loadgroup``, scripts/test.sh): a module stays on one worker
+        # (its shared server is started once), and the real-client journeys all share one worker
+        # (podman's storage, the podman socket and the browser are machine-wide).
+        group = "clients" if item.get_closest_marker("clients") is not None else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,16 @@ record types of :mod:`.records`.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from sqlalchemy import and_, delete, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .db import Database
 from .records import ImmutableRule, Quota, RetentionPolicy, TagHolder, TagInfo
 from .tables import blobs, immutable_tags, manifests, quotas, repositories, repository_blobs, retention_policies, tags
+
+if TYPE_CHECKING:  # the asyncio extension (and the ORM it imports) is not loaded on SQLite
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 def _like_escape(text: str) -> str:

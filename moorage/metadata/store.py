@@ -11,16 +11,18 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from sqlalchemy import Connection, bindparam, delete, exists, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .db import Database, _SyncReader
 from .writer import run_inline
 from .tables import (
     blobs, manifest_blobs, manifest_children, manifests, quarantined_blobs, repositories, repository_blobs, tags, uploads,
 )
+
+if TYPE_CHECKING:  # the asyncio extension (and the ORM it imports) is not loaded on SQLite
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 #: How long an upload may hold its claim on a blob between "about to move bytes into place"
 #: and "linked"; after that the garbage collector may treat the claim as abandoned.
@@ -153,7 +155,7 @@ class UploadClaimRefused(Exception):
 
 #: A rule consulted inside put_manifest's transaction before a tag moves; raises to refuse.
 #: Arguments: (connection, database, repository id, repository name, tag, new manifest id).
-TagGuard = Callable[[AsyncConnection, Database, int, str, str, int], Awaitable[None]]
+TagGuard = Callable[["AsyncConnection", Database, int, str, str, int], Awaitable[None]]
 
 
 class MetadataStore:

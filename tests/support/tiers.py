@@ -24,6 +24,8 @@ TIERS = ("unit", "protocol", "clients", "scaleout")
 TIER_OF_MODULE: dict[str, str] = {
     # nothing but this process
     "test_app_inproc": "unit",
+    "test_gc_mark": "unit",
+    "test_sqlite_writer": "unit",
     "test_auth_policy": "unit",
     "test_cli": "unit",
     "test_distribution_config": "unit",
@@ -37,7 +39,11 @@ TIER_OF_MODULE: dict[str, str] = {
     "test_support_tiers": "unit",
     "test_ui_units": "unit",
     # one real server per module (or per test), HTTP and CLI
+    "test_admin_bodies": "protocol",
     "test_audit": "protocol",
+    "test_footprint": "protocol",
+    "test_quota_cache": "protocol",
+    "test_routes_table": "protocol",
     "test_auth_hostile": "protocol",
     "test_auth_http": "protocol",
     "test_daemon": "protocol",
@@ -69,6 +75,8 @@ TIER_OF_MODULE: dict[str, str] = {
     "test_ui_browser": "clients",
     # several processes / real services at once
     "test_backend_outage": "scaleout",
+    "test_load_safety": "scaleout",
+    "test_scheduler": "scaleout",
     "test_events_replicas": "scaleout",
     "test_gc_race": "scaleout",
     "test_gc_stress": "scaleout",
