@@ -342,6 +342,10 @@ class _SyncReader:
     async def execute(self, statement: Any, *args: Any) -> Any:
         return self._conn.execute(statement, *args)
 
+    async def run_sync(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``AsyncConnection.run_sync``: ``fn(sync_conn, ...)`` (for DDL checks, Alembic helpers)."""
+        return fn(self._conn, *args, **kwargs)
+
 
 def _sqlite_writer_engine(path: str) -> Any:
     """The writer thread's engine: busy_timeout 0, since the writer retries ``BEGIN IMMEDIATE``

@@ -457,6 +457,11 @@ class PodmanService:
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> "PodmanService":
         self.workdir = Path(self.workdir)
+        if len(str(self.workdir / "runroot")) > 50:
+            # podman refuses a runroot longer than 50 characters (pytest-xdist's basetemp is
+            # /tmp/pytest-of-root/pytest-N/popen-gwK/...): work in a short directory instead.
+            self.workdir = Path(tempfile.mkdtemp(prefix="pm-", dir="/tmp"))
+            self._sock_dir = str(self.workdir)  # removed by stop()
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not Path(self.podman_bin).exists():
             raise FileNotFoundError(f"{self.podman_bin} not found (apt-get install podman)")
