@@ -589,8 +589,19 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
 def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Build the settings; ``overrides`` (from CLI flags) win over everything else."""
-    if config is not None:
-        os.environ["MOORAGE_CONFIG"] = str(config)
-    check_unknown_keys()
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**clean)
+    if config is None:
+        check_unknown_keys()
+        return Settings(**clean)
+    # The file is named to the YAML source through MOORAGE_CONFIG for the time of this call only:
+    # left set, it would leak into every later call and every process started from this one.
+    saved = os.environ.get("MOORAGE_CONFIG")
+    os.environ["MOORAGE_CONFIG"] = str(config)
+    try:
+        check_unknown_keys()
+        return Settings(**clean)
+    finally:
+        if saved is None:
+            os.environ.pop("MOORAGE_CONFIG", None)
+        else:
+            os.environ["MOORAGE_CONFIG"] = saved

@@ -36,7 +36,8 @@ def test_start_servers_then_hang(tmp_path):
     box = {}
     t = threading.Thread(target=lambda: box.setdefault("srv", start_moorage(tmp_path / "thread")))
     t.start(); t.join()
-    shell = Daemon("forker", ["sh", "-c", "sleep 600 & echo $! > %s/grandchild; wait" % tmp_path],
+    shell = Daemon("forker", ["sh", "-c", "sleep 600 & echo $! > %s/grandchild.tmp && mv %s/grandchild.tmp %s/grandchild; wait"
+                                     % (tmp_path, tmp_path, tmp_path)],
                    tmp_path / "forker.log", ready=lambda: (tmp_path / "grandchild").exists()).start()
     info = {"pytest": os.getpid(),
             "servers": [[main.proc.pid, main.port], [box["srv"].proc.pid, box["srv"].port]],
