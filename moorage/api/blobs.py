@@ -187,7 +187,7 @@ async def _stream(request: web.Request, digest: str, size: int, headers: dict[st
             pos += len(chunk)
             if not done:
                 if chunks is not None:
-                    await chunks.aclose()
+                    await _aclose(chunks)
                     chunks = None
                 try:
                     await asyncio.wait_for(write, _SEND_STALL_SECONDS)
@@ -207,7 +207,7 @@ async def _stream(request: web.Request, digest: str, size: int, headers: dict[st
         return resp
     finally:
         if chunks is not None:
-            await chunks.aclose()
+            await _aclose(chunks)
 
 
 @routes.delete(f"/v2/{NAME}/blobs/{{digest}}", name="blob_delete")
@@ -216,3 +216,11 @@ async def delete_blob(request: web.Request) -> web.Response:
     await service(request).delete_blob(name, digest)
     await publish(request, "delete", "blob", name, digest=digest)
     return web.Response(status=202, headers=API_HEADERS)
+
+
+async def _aclose(chunks: AsyncIterator[bytes]) -> None:
+    """Close a driver's read stream now (the drivers' ``read`` are async generators), releasing
+    its file or pooled connection instead of waiting for the garbage collector."""
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -129,10 +129,11 @@ class GuardedRequestHandler(RequestHandler):
         elif self._head_since is None and self._current_request is None and not self._messages:
             self._head_since = now  # bytes of a new head on an idle keep-alive connection
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> None:
         if self._refused:
             return None
-        return super().eof_received()
+        super().eof_received()
+        return None
 
     # -- guard ---------------------------------------------------------------------------
     def overdue(self, now: float, settings: Any) -> str | None:

@@ -65,7 +65,7 @@ async def sendfile_async(sock_fd: int, file_fd: int, count: int, *, stall_timeou
             await asyncio.sleep(0)  # let other connections run between large copies
         return offset
     except (OSError, asyncio.CancelledError) as exc:
-        exc.sent = offset  # type: ignore[attr-defined]
+        exc.sent = offset  # type: ignore[union-attr]  # how far the copy got, for the caller's log
         raise
     finally:
         os.close(dup)

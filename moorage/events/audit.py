@@ -40,7 +40,10 @@ log = logging.getLogger("moorage.events")
 
 #: Buffered entries beyond this are dropped (and counted in the log) rather than eat memory.
 MAX_BUFFER = 50_000
-_SEEN_LIMIT = 100_000
+#: Pull keys remembered in memory to skip the database write of an aggregated pull already
+#: recorded this window.  Only a shortcut: the database dedupes by ``dedupe_key`` anyway, so a
+#: small bound costs a few redundant (do-nothing) inserts, while 100,000 keys held ~25 MiB.
+_SEEN_LIMIT = 10_000
 #: Admin-API route name -> audit action.
 ROUTE_ACTIONS = {
     "api_v1_me_token_add": "token.create", "api_v1_me_token_delete": "token.revoke",

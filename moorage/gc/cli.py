@@ -150,16 +150,16 @@ def gc_command(config: str | None, data: str | None, grace: float | None, dry_ru
                                    "orphans": result.orphans}
         click.echo(json.dumps(out, indent=2))
         return
-    out = Console()
+    console = Console()
     if dry_run:
         for repo, tag in result.tags:
-            out.print(f"would untag     {repo}:{tag}", highlight=False)
+            console.print(f"would untag     {repo}:{tag}", highlight=False)
         for repo, digest, size in result.manifests:
-            out.print(f"would delete    {repo}@{digest}", highlight=False)
+            console.print(f"would delete    {repo}@{digest}", highlight=False)
         for digest, size in result.blobs:
-            out.print(f"would delete    {digest}  {size} bytes", highlight=False)
+            console.print(f"would delete    {digest}  {size} bytes", highlight=False)
         for digest, size in result.orphans:
-            out.print(f"would delete    {digest}  {size} bytes (in storage only)", highlight=False)
+            console.print(f"would delete    {digest}  {size} bytes (in storage only)", highlight=False)
     table = Table(title="moorage gc" + (" (dry run: nothing removed)" if dry_run else ""), show_header=False)
     verb = "would remove" if dry_run else "removed"
     table.add_row(f"tags {verb} (retention)", str(summary["tags_removed"]))
@@ -173,7 +173,7 @@ def gc_command(config: str | None, data: str | None, grace: float | None, dry_ru
     if summary["skipped_concurrent"]:
         table.add_row("kept (used concurrently)", str(summary["skipped_concurrent"]))
     table.add_row("time", f"{result.seconds:.2f} s")
-    out.print(table)
+    console.print(table)
 
 
 # ----------------------------------------------------------------------------- retention
