@@ -55,6 +55,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from tests.support import ocilayout  # noqa: E402
 from tests.support.clients import Skopeo  # noqa: E402
 from tests.support.registry_proc import RegistryProcess, start_distribution, start_moorage  # noqa: E402
+from proctree import tree_pids  # noqa: E402
 
 ACCEPT = ", ".join([
     "application/vnd.oci.image.manifest.v1+json",
@@ -91,23 +92,7 @@ class Server:
 
     def pids(self) -> list[int]:
         """The server process and all its descendants (Moorage workers are forked children)."""
-        root = self.proc.proc.pid
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-        out, todo = [], [root]
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            todo.extend(children.get(pid, []))
-        return out
+        return tree_pids(self.proc.proc.pid)
 
 
 def pss_kib(pid: int) -> int:

@@ -58,6 +58,7 @@ from typing import Any  # noqa: E402
 import gevent  # noqa: E402
 from locust import FastHttpUser, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
+from proctree import tree_pids  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -198,22 +199,7 @@ class Server:
 
     def pids(self) -> list[int]:
         """The server process and all its descendants (Moorage workers are forked children)."""
-        root = self.proc.proc.pid  # type: ignore[union-attr]
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-        out, todo = [], [root]
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            todo.extend(children.get(pid, []))
-        return out
+        return tree_pids(self.proc.proc.pid)  # type: ignore[union-attr]
 
     def rss_mib(self) -> float:
         total = 0

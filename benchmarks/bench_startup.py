@@ -113,22 +113,7 @@ def cli_figures(tree: Path, work: Path, repeat: int) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- memory
-def tree_pids(root: int) -> list[int]:
-    """``root`` and its descendants (Moorage workers are forked children)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
+from proctree import tree_pids  # noqa: E402  (shared with bench_core and bench_load)
 
 
 def _field(path: str, name: str) -> int:
