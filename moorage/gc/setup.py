@@ -32,7 +32,7 @@ def setup_gc(app: web.Application, settings: Settings) -> None:
     from functools import partial
 
     from ..api.common import BLOBS, DATABASE, SCHEDULER
-    from ..api.gc_admin import AdminCheck, add_repository_delete
+    from ..api.gc_admin import add_repository_delete
     from ..api.quota_middleware import quota_middleware
     from .quotas import UploadQuotaCheck, book
     from .repositories import delete_repository
@@ -42,14 +42,8 @@ def setup_gc(app: web.Application, settings: Settings) -> None:
     database = app[DATABASE]
     book(database, ttl=settings.gc.quota_cache_seconds)
     app.middlewares.append(quota_middleware(UploadQuotaCheck(database)))
-    token_mode = settings.auth.mode == "token"
-    require_admin: AdminCheck | None = None
-    if token_mode:  # the auth module's admin check (basic or bearer)
-        from ..api.credentials import require_admin as auth_require_admin
-
-        require_admin = auth_require_admin
     add_repository_delete(app.router, partial(delete_repository, database, app[BLOBS]),
-                          token_mode=token_mode, require_admin=require_admin)
+                          token_mode=settings.auth.mode == "token")
     if settings.gc.interval > 0:
         app[SCHEDULER].register(_job(settings))
 
