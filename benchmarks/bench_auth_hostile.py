@@ -65,8 +65,7 @@ def bench_server(workers: int, attack_timeout: float) -> None:
         s.auth = ADMIN
         for u in ("eve", "alice"):
             s.post(f"{proc.url}/api/v1/users", json={"name": u, "password": f"{u}-pw"}, timeout=30)
-        pat = s.post(f"{proc.url}/api/v1/tokens", json={"user": "eve", "scope": [f"{PATTERN}:pull"]},
-                     timeout=30).json()["token"]
+        pat = s.post(f"{proc.url}/api/v1/tokens", json={"user": "eve", "scope": [f"{PATTERN}:pull"]}, timeout=30).json()["token"]
         token_response(proc, [], ("alice", "alice-pw"))  # warm
         # first: on the old code the attack below freezes a worker for good
         s.post(f"{proc.url}/api/v1/users", json={"name": "victim", "password": "victim-pw"}, timeout=30)
@@ -74,15 +73,21 @@ def bench_server(workers: int, attack_timeout: float) -> None:
             t = time.perf_counter()
             codes = list(pool.map(lambda i: token_response(proc, [], ("victim", f"x{i}")).status_code, range(300)))
             wall = time.perf_counter() - t
-        print(f"{label}: 300 parallel wrong passwords (limit 10): {codes.count(401)} x 401, "
-              f"{codes.count(429)} x 429, other {len(codes) - codes.count(401) - codes.count(429)}; {wall:.2f} s")
+        print(
+            f"{label}: 300 parallel wrong passwords (limit 10): {codes.count(401)} x 401, "
+            f"{codes.count(429)} x 429, other {len(codes) - codes.count(401) - codes.count(429)}; {wall:.2f} s"
+        )
         took: dict[str, float] = {}
 
         def attack() -> None:
             t = time.perf_counter()
             try:
-                requests.get(f"{proc.url}/auth/token", auth=("eve", pat), timeout=attack_timeout,
-                             params={"service": "moorage", "scope": "repository:" + "a" * 100 + ":pull"})
+                requests.get(
+                    f"{proc.url}/auth/token",
+                    auth=("eve", pat),
+                    timeout=attack_timeout,
+                    params={"service": "moorage", "scope": "repository:" + "a" * 100 + ":pull"},
+                )
                 took["attack"] = time.perf_counter() - t
             except requests.RequestException:
                 took["attack"] = float("inf")

@@ -84,8 +84,13 @@ def push_blob(bases: tuple[str, str, str], repo: str, path: Path, digest: str) -
     _expect(r, 202)
     loc = r.getheader("Location")
     c1 = c0 if bases[1] == bases[0] else _conn(bases[1])
-    c1.request("PATCH", loc, body=_chunks(path), encode_chunked=True,
-               headers={"Content-Type": "application/octet-stream", "Transfer-Encoding": "chunked"})
+    c1.request(
+        "PATCH",
+        loc,
+        body=_chunks(path),
+        encode_chunked=True,
+        headers={"Content-Type": "application/octet-stream", "Transfer-Encoding": "chunked"},
+    )
     r = c1.getresponse()
     _expect(r, 202)
     loc = r.getheader("Location")
@@ -114,8 +119,9 @@ def pull_blob(base: str, repo: str, digest: str, size: int) -> None:
 def put_small(base: str, repo: str, data: bytes) -> str:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     c = _conn(base)
-    c.request("POST", f"/v2/{repo}/blobs/uploads/?digest={digest}", body=data,
-              headers={"Content-Type": "application/octet-stream"})
+    c.request(
+        "POST", f"/v2/{repo}/blobs/uploads/?digest={digest}", body=data, headers={"Content-Type": "application/octet-stream"}
+    )
     _expect(c.getresponse(), 201)
     c.close()
     return digest
@@ -125,21 +131,32 @@ def push_manifest(base: str, repo: str, tag: str) -> None:
     cfg = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
     layer = os.urandom(1000)
     cd, ld = put_small(base, repo, cfg), put_small(base, repo, layer)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": len(cfg)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": len(layer)}],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": len(cfg)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": len(layer)}],
+        }
+    ).encode()
     c = _conn(base)
-    c.request("PUT", f"/v2/{repo}/manifests/{tag}", body=manifest,
-              headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    c.request(
+        "PUT",
+        f"/v2/{repo}/manifests/{tag}",
+        body=manifest,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
     _expect(c.getresponse(), 201)
     c.close()
 
 
 def run_wrk(url: str, duration: int) -> tuple[float, str]:
-    cp = subprocess.run(["wrk", "-t2", "-c32", f"-d{duration}s", "--latency", "-H", f"Accept: {ACCEPT}", url],
-                        capture_output=True, text=True, timeout=duration + 60)
+    cp = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{duration}s", "--latency", "-H", f"Accept: {ACCEPT}", url],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+    )
     if cp.returncode != 0:
         raise RuntimeError(f"wrk failed: {cp.stderr}{cp.stdout}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", cp.stdout).group(1))
@@ -200,8 +217,9 @@ def main() -> None:
         procs.append(r1)
         r2 = start_moorage(work / "r2", env={**s3_env, **quiet, "MOORAGE_DATABASE__AUTO_MIGRATE": "false"})
         procs.append(r2)
-        r3 = start_moorage(work / "r3", env={**s3_env, **quiet, "MOORAGE_DATABASE__AUTO_MIGRATE": "false",
-                                             "MOORAGE_RESUMABLE_HASH": "0"})
+        r3 = start_moorage(
+            work / "r3", env={**s3_env, **quiet, "MOORAGE_DATABASE__AUTO_MIGRATE": "false", "MOORAGE_RESUMABLE_HASH": "0"}
+        )
         procs.append(r3)
         lb1 = Nginx(work / "lb1", [r1.host]).start()
         lbs.append(lb1)
@@ -209,8 +227,11 @@ def main() -> None:
         lbs.append(lb2)
         lb2a = Nginx(work / "lb2a", [r1.host, r2.host], affinity=True).start()
         lbs.append(lb2a)
-        print(f"services: ceph {ceph.timings.get('total', 0):.1f}s, postgres {pg.timings.get('total', 0):.1f}s; "
-              f"blob {args.size} MiB, S3 part size {args.part_size} MiB, {os.cpu_count()} CPUs", flush=True)
+        print(
+            f"services: ceph {ceph.timings.get('total', 0):.1f}s, postgres {pg.timings.get('total', 0):.1f}s; "
+            f"blob {args.size} MiB, S3 part size {args.part_size} MiB, {os.cpu_count()} CPUs",
+            flush=True,
+        )
 
         push_cases: dict[str, tuple[str, str, str]] = {
             "fs+sqlite (1 replica)": (fs.url,) * 3,
@@ -240,8 +261,7 @@ def main() -> None:
             print(f"  {name:42} {size / med / 1e6:8.1f} {med:8.2f}")
         resumed = statistics.median(push_t["s3+postgres, PUT on the other replica"])
         rehashed = statistics.median(push_t["  same, that replica re-hashing from S3"])
-        print(f"  re-hashing instead of resuming the saved hash state costs {rehashed - resumed:+.2f} s "
-              f"for {args.size} MiB")
+        print(f"  re-hashing instead of resuming the saved hash state costs {rehashed - resumed:+.2f} s for {args.size} MiB")
         print(f"\n{'pull (GET blob)':44} {'MB/s':>8} {'s':>8}")
         for name, ts in pull_t.items():
             med = statistics.median(ts)

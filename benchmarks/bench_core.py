@@ -57,12 +57,14 @@ from tests.support.clients import Skopeo  # noqa: E402
 from tests.support.registry_proc import RegistryProcess, start_distribution, start_moorage  # noqa: E402
 from proctree import tree_pids  # noqa: E402
 
-ACCEPT = ", ".join([
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-])
+ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
 MiB = 1 << 20
 IO_CHUNK = 1 << 20
 ALL_BENCHES = ("push", "pull", "manifest", "tags", "catalog", "skopeo")
@@ -216,12 +218,14 @@ def small_image() -> tuple[bytes, bytes, bytes]:
     """(config, layer, manifest) of a tiny OCI image, deterministic."""
     config = ocilayout.canonical_json({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
     layer = b"moorage-bench-layer\n" * 64
-    manifest = ocilayout.canonical_json({
-        "schemaVersion": 2,
-        "mediaType": ocilayout.MT_OCI_MANIFEST,
-        "config": {"mediaType": ocilayout.MT_OCI_CONFIG, "digest": ocilayout.sha256_digest(config), "size": len(config)},
-        "layers": [{"mediaType": ocilayout.MT_OCI_LAYER_TAR, "digest": ocilayout.sha256_digest(layer), "size": len(layer)}],
-    })
+    manifest = ocilayout.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": ocilayout.MT_OCI_MANIFEST,
+            "config": {"mediaType": ocilayout.MT_OCI_CONFIG, "digest": ocilayout.sha256_digest(config), "size": len(config)},
+            "layers": [{"mediaType": ocilayout.MT_OCI_LAYER_TAR, "digest": ocilayout.sha256_digest(layer), "size": len(layer)}],
+        }
+    )
     return config, layer, manifest
 
 
@@ -243,8 +247,7 @@ def mount_blob(s: requests.Session, base: str, repo: str, digest: str, source: s
 
 
 def put_manifest(s: requests.Session, base: str, repo: str, ref: str, body: bytes) -> None:
-    r = s.put(f"{base}/v2/{repo}/manifests/{ref}", data=body,
-              headers={"Content-Type": ocilayout.MT_OCI_MANIFEST}, timeout=30)
+    r = s.put(f"{base}/v2/{repo}/manifests/{ref}", data=body, headers={"Content-Type": ocilayout.MT_OCI_MANIFEST}, timeout=30)
     if r.status_code != 201:
         raise RuntimeError(f"PUT manifest {repo}:{ref}: {r.status_code} {r.text[:300]}")
 
@@ -290,7 +293,9 @@ def _ms(text: str) -> float:
 def run_wrk(url: str, duration: int, connections: int, threads: int) -> tuple[float, float, str]:
     cp = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-H", f"Accept: {ACCEPT}", url],
-        capture_output=True, text=True, timeout=duration + 60,
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
     )
     out = cp.stdout
     if cp.returncode != 0:
@@ -323,7 +328,7 @@ class Bench:
     def rounds(self, name: str, fn: Callable[[Server, int], None]) -> None:
         for i in range(self.args.repeat):
             # Rotate who goes first so no server always gets the warm (or cold) slot.
-            order = self.servers[i % len(self.servers):] + self.servers[: i % len(self.servers)]
+            order = self.servers[i % len(self.servers) :] + self.servers[: i % len(self.servers)]
             for srv in order:
                 fn(srv, i)
             log(f"{name}: round {i + 1}/{self.args.repeat} done")
@@ -373,8 +378,12 @@ class Bench:
         self.small_image()
 
         def do(srv: Server, i: int) -> None:
-            rps, p99, note = run_wrk(f"{srv.url}/v2/bench/small/manifests/latest", self.args.wrk_duration,
-                                     self.args.wrk_connections, self.args.wrk_threads)
+            rps, p99, note = run_wrk(
+                f"{srv.url}/v2/bench/small/manifests/latest",
+                self.args.wrk_duration,
+                self.args.wrk_connections,
+                self.args.wrk_threads,
+            )
             srv.add("manifest_rps", rps)
             srv.add("manifest_p99_ms", p99)
             if note:
@@ -423,6 +432,7 @@ class Bench:
         digests = [ocilayout.sha256_digest(b) for b in small_image()[:2]]
         nrepos = self.args.repos
         t0 = time.perf_counter()
+
         def make(job: tuple[Server, int]) -> None:
             srv, j = job
             s = self._thread_session(srv)
@@ -560,8 +570,12 @@ def report(servers: list[Server], repeat: int, args: argparse.Namespace | None =
         if key not in base.results:
             continue
         if args is not None:
-            label = (label.replace("256 MiB", f"{args.blob_mib} MiB").replace("1,000 tags", f"{args.tags:,} tags")
-                     .replace("1,000-repo", f"{args.repos:,}-repo").replace("-c32", f"-c{args.wrk_connections}"))
+            label = (
+                label.replace("256 MiB", f"{args.blob_mib} MiB")
+                .replace("1,000 tags", f"{args.tags:,} tags")
+                .replace("1,000-repo", f"{args.repos:,}-repo")
+                .replace("-c32", f"-c{args.wrk_connections}")
+            )
         b = statistics.median(base.results[key])
         row = [label, unit, _fmt(b)]
         for o in others:
@@ -580,8 +594,10 @@ def report(servers: list[Server], repeat: int, args: argparse.Namespace | None =
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")
-    lines.append(f"median of {repeat} rounds (listings: of {INNER} runs per round first; RSS: one reading); ratio > 1 means Moorage is better "
-                 "(Moorage/Distribution for rates, Distribution/Moorage for times, latency, memory)")
+    lines.append(
+        f"median of {repeat} rounds (listings: of {INNER} runs per round first; RSS: one reading); ratio > 1 means Moorage is better "
+        "(Moorage/Distribution for rates, Distribution/Moorage for times, latency, memory)"
+    )
     for srv in servers:
         for k, note in srv.notes.items():
             lines.append(f"note {srv.label} {k}: {note}")
@@ -599,15 +615,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wrk-duration", type=int, default=10)
     ap.add_argument("--wrk-connections", type=int, default=32)
     ap.add_argument("--wrk-threads", type=int, default=2)
-    ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "moorage-bench-cache"),
-                    help="random blobs and the OCI layout are generated once and kept here")
+    ap.add_argument(
+        "--cache-dir",
+        default=os.path.join(tempfile.gettempdir(), "moorage-bench-cache"),
+        help="random blobs and the OCI layout are generated once and kept here",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the servers' temp dirs (logs, data)")
     ap.add_argument("--json", help="also write the raw results to this file")
-    ap.add_argument("--moorage-env", action="append", default=[], metavar="K=V",
-                    help="extra environment for the Moorage servers (repeatable)")
-    ap.add_argument("--compare-tree", metavar="DIR",
-                    help="also run a Moorage from another source tree (e.g. `git archive` of an older commit) "
-                         "with the first --workers count: before/after figures under the same noise")
+    ap.add_argument(
+        "--moorage-env", action="append", default=[], metavar="K=V", help="extra environment for the Moorage servers (repeatable)"
+    )
+    ap.add_argument(
+        "--compare-tree",
+        metavar="DIR",
+        help="also run a Moorage from another source tree (e.g. `git archive` of an older commit) "
+        "with the first --workers count: before/after figures under the same noise",
+    )
     args = ap.parse_args(argv)
     args.only = {x.strip() for x in args.only.split(",") if x.strip()}
     unknown = args.only - set(ALL_BENCHES)
@@ -632,10 +655,23 @@ def main(argv: list[str] | None = None) -> int:
             cdir = work / "moorage-compare"
             (cdir / "data").mkdir(parents=True)
             proc = RegistryProcess(
-                argv=[sys.executable, "-m", "moorage.cli", "serve", "--addr", "127.0.0.1:{port}",
-                      "--data", str(cdir / "data"), "--workers", str(w)],
-                workdir=cdir, kind="moorage", cwd=tree,  # python -m puts the cwd first on sys.path
-                env={**menv, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}, data_dir=cdir / "data",
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "moorage.cli",
+                    "serve",
+                    "--addr",
+                    "127.0.0.1:{port}",
+                    "--data",
+                    str(cdir / "data"),
+                    "--workers",
+                    str(w),
+                ],
+                workdir=cdir,
+                kind="moorage",
+                cwd=tree,  # python -m puts the cwd first on sys.path
+                env={**menv, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"},
+                data_dir=cdir / "data",
             ).start()
             servers.append(Server(f"compare {w}w", proc))
         for srv in servers:
@@ -644,8 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         table = report(servers, args.repeat, args)
         print(table)
         if args.json:
-            Path(args.json).write_text(json.dumps(
-                {s.label: {"results": s.results, "notes": s.notes} for s in servers}, indent=2))
+            Path(args.json).write_text(json.dumps({s.label: {"results": s.results, "notes": s.notes} for s in servers}, indent=2))
         return 0
     finally:
         for srv in servers:

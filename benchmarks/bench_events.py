@@ -33,9 +33,13 @@ def main(n: int) -> None:
     regs = {
         "off": start(tmp / "off", write_config(tmp / "off.yaml", [], enabled=False)),
         "audit": start(tmp / "audit", write_config(tmp / "audit.yaml", [])),
-        "hanging": start(tmp / "hang", write_config(tmp / "hang.yaml", [
-            {"name": "slow", "url": rx.url(), "secret": "s", "actions": ["push"], "repositories": ["*"],
-             "timeout": 30}])),
+        "hanging": start(
+            tmp / "hang",
+            write_config(
+                tmp / "hang.yaml",
+                [{"name": "slow", "url": rx.url(), "secret": "s", "actions": ["push"], "repositories": ["*"], "timeout": 30}],
+            ),
+        ),
     }
     try:
         clients = {k: Client(r.url) for k, r in regs.items()}
@@ -44,9 +48,16 @@ def main(n: int) -> None:
         for i in range(n + 5):
             for name, c in clients.items():
                 digest = c.push_blob("bench/app", layer + str(i).encode())
-                doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest,
-                                  "size": len(layer) + len(str(i))}, "layers": []}
+                doc = {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {
+                        "mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": digest,
+                        "size": len(layer) + len(str(i)),
+                    },
+                    "layers": [],
+                }
                 t0 = time.perf_counter()
                 assert c.push_manifest("bench/app", f"t{i}", json.dumps(doc).encode()).status_code == 201
                 if i >= 5:  # warm-up

@@ -23,10 +23,26 @@ async def main() -> None:
     db = Database(f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/m.db")
     await db.migrate()
     store = EventsStore(db)
-    entry = {"action": "push", "actor": "bob", "repository": "team/app", "target": "sha256:x", "client_ip": "127.0.0.1",
-             "detail": {"tag": "v1"}}
-    outbox = {"endpoint": "ci", "repository": "team/app", "event_id": "e", "action": "push", "content_type": "x",
-              "body": b"x" * 700, "status": "pending", "attempts": 0, "next_attempt_at": 0.0, "created_at": 0.0}
+    entry = {
+        "action": "push",
+        "actor": "bob",
+        "repository": "team/app",
+        "target": "sha256:x",
+        "client_ip": "127.0.0.1",
+        "detail": {"tag": "v1"},
+    }
+    outbox = {
+        "endpoint": "ci",
+        "repository": "team/app",
+        "event_id": "e",
+        "action": "push",
+        "content_type": "x",
+        "body": b"x" * 700,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": 0.0,
+        "created_at": 0.0,
+    }
     for label, rows in (("audit entry only", []), ("audit entry + 2 outbox rows", [outbox, outbox])):
         ts = []
         for _ in range(300):

@@ -70,9 +70,20 @@ async def generate(db: Database, store, n_repos: int, n_manifests: int, n_blobs:
             blob_rows[d] = len(data)
             links.add((repo_id, d))
         mdigest = "sha256:" + hashlib.sha256(f"manifest-{i}".encode()).hexdigest()
-        man_rows.append({"id": i + 1, "repository_id": repo_id, "digest": mdigest, "media_type":
-                         "application/vnd.oci.image.manifest.v1+json", "size": 500, "payload": b"{}",
-                         "artifact_type": None, "subject_digest": None, "annotations": None, "created_at": old})
+        man_rows.append(
+            {
+                "id": i + 1,
+                "repository_id": repo_id,
+                "digest": mdigest,
+                "media_type": "application/vnd.oci.image.manifest.v1+json",
+                "size": 500,
+                "payload": b"{}",
+                "artifact_type": None,
+                "subject_digest": None,
+                "annotations": None,
+                "created_at": old,
+            }
+        )
         mb_rows.extend({"manifest_id": i + 1, "digest": d} for d, _ in refs)
         if i % 2 == 0:
             tag_rows.append({"repository_id": repo_id, "name": f"t{i}", "manifest_id": i + 1, "updated_at": old + i})
@@ -80,19 +91,23 @@ async def generate(db: Database, store, n_repos: int, n_manifests: int, n_blobs:
         blob_rows.setdefault(d, len(data))
 
     async with db.write() as conn:
-        await conn.execute(repositories.insert(), [{"id": r + 1, "name": f"bench/repo{r}", "public": False, "created_at": old}
-                                                    for r in range(n_repos)])
-        rows = [{"digest": d, "size": s, "created_at": old, "last_linked_at": old, "pending_until": None,
-                 "deleting_since": None} for d, s in blob_rows.items()]
+        await conn.execute(
+            repositories.insert(),
+            [{"id": r + 1, "name": f"bench/repo{r}", "public": False, "created_at": old} for r in range(n_repos)],
+        )
+        rows = [
+            {"digest": d, "size": s, "created_at": old, "last_linked_at": old, "pending_until": None, "deleting_since": None}
+            for d, s in blob_rows.items()
+        ]
         for i in range(0, len(rows), 5000):
-            await conn.execute(blobs.insert(), rows[i:i + 5000])
+            await conn.execute(blobs.insert(), rows[i : i + 5000])
         link_rows = [{"repository_id": r, "digest": d, "created_at": old} for r, d in links]
         for i in range(0, len(link_rows), 5000):
-            await conn.execute(repository_blobs.insert(), link_rows[i:i + 5000])
+            await conn.execute(repository_blobs.insert(), link_rows[i : i + 5000])
         for i in range(0, len(man_rows), 2000):
-            await conn.execute(manifests.insert(), man_rows[i:i + 2000])
+            await conn.execute(manifests.insert(), man_rows[i : i + 2000])
         for i in range(0, len(mb_rows), 5000):
-            await conn.execute(manifest_blobs.insert(), mb_rows[i:i + 5000])
+            await conn.execute(manifest_blobs.insert(), mb_rows[i : i + 5000])
         await conn.execute(tags.insert(), tag_rows)
 
     # tiny blob files, written where the driver keeps them
@@ -112,8 +127,14 @@ async def generate(db: Database, store, n_repos: int, n_manifests: int, n_blobs:
             path.write_bytes(data)
 
     await asyncio.to_thread(write_all)
-    return {"repositories": n_repos, "manifests": n_manifests, "tags": len(tag_rows), "blobs": len(blob_rows),
-            "links": len(links), "manifest_blob_refs": len(mb_rows)}
+    return {
+        "repositories": n_repos,
+        "manifests": n_manifests,
+        "tags": len(tag_rows),
+        "blobs": len(blob_rows),
+        "links": len(links),
+        "manifest_blob_refs": len(mb_rows),
+    }
 
 
 async def main() -> None:
@@ -135,8 +156,10 @@ async def main() -> None:
     await store.open()
     t = time.monotonic()
     shape = await generate(db, store, args.repos, args.manifests, args.blobs, args.unique_layers)
-    print(f"generated {shape} in {time.monotonic() - t:.1f}s ({'PostgreSQL' if args.database_url else 'SQLite'}, "
-          f"filesystem at {work})")
+    print(
+        f"generated {shape} in {time.monotonic() - t:.1f}s ({'PostgreSQL' if args.database_url else 'SQLite'}, "
+        f"filesystem at {work})"
+    )
 
     for label, opts in (
         ("dry run", GCOptions(grace=3600, dry_run=True, delete_untagged=True)),
@@ -145,8 +168,10 @@ async def main() -> None:
     ):
         res = await Collector(db, store, opts).run()
         s = res.summary()
-        print(f"{label:24s} {res.seconds:7.2f}s  manifests={s['manifests_removed']} blobs={s['blobs_removed']} "
-              f"bytes={s['bytes_removed']} skipped={s['skipped_concurrent']}  phases={res.timings}")
+        print(
+            f"{label:24s} {res.seconds:7.2f}s  manifests={s['manifests_removed']} blobs={s['blobs_removed']} "
+            f"bytes={s['bytes_removed']} skipped={s['skipped_concurrent']}  phases={res.timings}"
+        )
     t = time.monotonic()
     problems = await check_consistency(db, store)
     print(f"consistency check: {len(problems)} problem(s) in {time.monotonic() - t:.2f}s")

@@ -51,13 +51,19 @@ def make_tree(root: Path, images: int, layers: int, size: int) -> int:
             total += len(data)
             descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": len(data)})
             _link(repo / "_layers" / "sha256" / digest.split(":")[1], digest)
-        config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
-                             "n": i}).encode()
+        config = json.dumps(
+            {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "n": i}
+        ).encode()
         cdigest = _put_blob(v2, config)
         _link(repo / "_layers" / "sha256" / cdigest.split(":")[1], cdigest)
-        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdigest,
-                                          "size": len(config)}, "layers": descs}).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdigest, "size": len(config)},
+                "layers": descs,
+            }
+        ).encode()
         mdigest = _put_blob(v2, manifest)
         _link(repo / "_manifests" / "revisions" / "sha256" / mdigest.split(":")[1], mdigest)
         _link(repo / "_manifests" / "tags" / f"v{i}" / "current", mdigest)
@@ -68,8 +74,13 @@ def run_import(root: Path, data: Path, *extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MOORAGE_", "REGISTRY_"))}
     env["PYTHONPATH"] = str(REPO)
     t0 = time.monotonic()
-    cp = subprocess.run([sys.executable, "-m", "moorage.cli", "import-distribution", str(root), "--data", str(data),
-                         "--json", *extra], capture_output=True, text=True, env=env, check=True)
+    cp = subprocess.run(
+        [sys.executable, "-m", "moorage.cli", "import-distribution", str(root), "--data", str(data), "--json", *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     summary = json.loads(cp.stdout.strip().splitlines()[-1])
     summary["wall_seconds"] = round(time.monotonic() - t0, 2)
     return summary
@@ -87,12 +98,16 @@ def main() -> None:
         print(f"tree: {args.images} images x {args.layers} layers x {args.size} B = {total / 1e6:.0f} MB")
         for label, extra in (("copy", ()), ("link", ("--link",))):
             s = run_import(root, Path(tmp) / f"data-{label}", *extra)
-            print(f"{label:5} blobs={s['blobs_copied'] + s['blobs_linked']} bytes={s['bytes'] / 1e6:.0f}MB "
-                  f"import={s['seconds']}s ({s['mb_per_s']} MB/s, {s['blobs_per_s']} blobs/s) "
-                  f"manifests={s['manifests']} tags={s['tags']} wall(incl. start-up)={s['wall_seconds']}s")
+            print(
+                f"{label:5} blobs={s['blobs_copied'] + s['blobs_linked']} bytes={s['bytes'] / 1e6:.0f}MB "
+                f"import={s['seconds']}s ({s['mb_per_s']} MB/s, {s['blobs_per_s']} blobs/s) "
+                f"manifests={s['manifests']} tags={s['tags']} wall(incl. start-up)={s['wall_seconds']}s"
+            )
             again = run_import(root, Path(tmp) / f"data-{label}", *extra)
-            print(f"{label:5} second run: {again['seconds']}s, changed nothing: "
-                  f"{again['blobs_copied'] + again['blobs_linked'] + again['manifests'] + again['tags'] == 0}")
+            print(
+                f"{label:5} second run: {again['seconds']}s, changed nothing: "
+                f"{again['blobs_copied'] + again['blobs_linked'] + again['manifests'] + again['tags'] == 0}"
+            )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,12 @@ def _cli(data: Path, *args: str) -> tuple[float, float, str]:
     """(seconds, peak RSS MiB of the child, stdout) of one ``moorage`` command."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "moorage.cli", *args, "--data", str(data)], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "moorage.cli", *args, "--data", str(data)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     took = time.perf_counter() - t
     if proc.returncode:
         sys.exit(f"moorage {' '.join(args)} failed: {proc.stderr}")
@@ -114,9 +118,14 @@ async def _push(settings, layers: list[Path], name: str, tag: str) -> str:  # ty
         yield b
 
     await svc.put_blob(name, cd, one(config))
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd,
-                                      "size": len(config)}, "layers": descs}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": len(config)},
+            "layers": descs,
+        }
+    ).encode()
     result = await svc.put_manifest(name, tag, manifest, "application/vnd.oci.image.manifest.v1+json")
     await blobs.close()
     await db.close()
@@ -136,10 +145,13 @@ def _advisories(path: Path, n: int, names: list[str], rng: random.Random) -> Non
             else:
                 eco, name = "npm", f"npmpkg{i % 5000}"
                 events = [{"introduced": "0"}, {"fixed": f"{rng.randint(0, 9)}.{rng.randint(0, 99)}.0"}]
-            doc = {"id": f"BENCH-{i}", "modified": "2026-01-01T00:00:00Z", "summary": "bench",
-                   "affected": [{"package": {"ecosystem": eco, "name": name},
-                                 "ranges": [{"type": "ECOSYSTEM", "events": events}]}],
-                   "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}]}
+            doc = {
+                "id": f"BENCH-{i}",
+                "modified": "2026-01-01T00:00:00Z",
+                "summary": "bench",
+                "affected": [{"package": {"ecosystem": eco, "name": name}, "ranges": [{"type": "ECOSYSTEM", "events": events}]}],
+                "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+            }
             zf.writestr(f"BENCH-{i}.json", json.dumps(doc))
 
 
@@ -185,8 +197,11 @@ def main() -> None:
         per = args.image_mb * (1 << 20) // args.layers
         paths = []
         for i in range(args.layers):
-            extra = {"etc/os-release": Path("/etc/os-release").read_bytes(), "var/lib/dpkg/status": status} \
-                if i == args.layers - 1 else {}
+            extra = (
+                {"etc/os-release": Path("/etc/os-release").read_bytes(), "var/lib/dpkg/status": status}
+                if i == args.layers - 1
+                else {}
+            )
             paths.append(tmpdir / f"layer{i}.tar.gz")
             _layer(paths[-1], per, extra, rng)
         digest = asyncio.run(_push(settings, paths, "bench/big", "1.0"))
@@ -201,8 +216,10 @@ def main() -> None:
         took, rss, out = _cli(data, "vulndb", "import", str(tmpdir / "osv.zip"))
         print(f"vulndb import {args.advisories} advisories: {took:.1f} s, peak RSS {rss:.0f} MiB ({out.strip()})")
         per_image, findings = asyncio.run(_rematch(settings, digest, args.images))
-        print(f"re-match {args.images} stored SBOMs of {args.packages} packages against {args.advisories} advisories: "
-              f"{per_image * 1000:.0f} ms per image, {per_image * args.images:.1f} s in all ({findings} findings per image)")
+        print(
+            f"re-match {args.images} stored SBOMs of {args.packages} packages against {args.advisories} advisories: "
+            f"{per_image * 1000:.0f} ms per image, {per_image * args.images:.1f} s in all ({findings} findings per image)"
+        )
 
 
 if __name__ == "__main__":

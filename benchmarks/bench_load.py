@@ -129,12 +129,24 @@ class RegistryUser(FastHttpUser):
         digest = sha256(data)
         r = self._req("POST", f"/v2/{self.repo}/blobs/uploads/", "blob POST", (202,))
         loc = r.headers.get("Location", "")
-        r = self._req("PATCH", loc, "blob PATCH", (202,), data=data, headers={
-            "Content-Type": "application/octet-stream", "Content-Range": f"0-{len(data) - 1}"})
+        r = self._req(
+            "PATCH",
+            loc,
+            "blob PATCH",
+            (202,),
+            data=data,
+            headers={"Content-Type": "application/octet-stream", "Content-Range": f"0-{len(data) - 1}"},
+        )
         loc = r.headers.get("Location", loc)
         sep = "&" if "?" in loc else "?"
-        self._req("PUT", f"{loc}{sep}digest={digest}", "blob PUT", (201,), data=b"",
-                  headers={"Content-Type": "application/octet-stream"})
+        self._req(
+            "PUT",
+            f"{loc}{sep}digest={digest}",
+            "blob PUT",
+            (201,),
+            data=b"",
+            headers={"Content-Type": "application/octet-stream"},
+        )
         return digest
 
     def _pull_blob(self, digest: str) -> None:
@@ -152,31 +164,43 @@ class RegistryUser(FastHttpUser):
     def _loop(self) -> None:
         self.loop += 1
         size = lambda: self.rng.randint(MIX.min_bytes, MIX.max_bytes)  # noqa: E731
-        config = json.dumps({"architecture": "amd64", "os": "linux", "loop": self.loop,
-                             "pad": os.urandom(32).hex()}).encode()
+        config = json.dumps({"architecture": "amd64", "os": "linux", "loop": self.loop, "pad": os.urandom(32).hex()}).encode()
         layers = [os.urandom(size()), os.urandom(size())]
         digests = [self._push_blob(b) for b in (config, *layers)]
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digests[0], "size": len(config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": len(b)}
-                       for d, b in zip(digests[1:], layers)],
-        }).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digests[0], "size": len(config)},
+                "layers": [
+                    {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": len(b)}
+                    for d, b in zip(digests[1:], layers)
+                ],
+            }
+        ).encode()
         tag = f"t{self.loop}"
-        self._req("PUT", f"/v2/{self.repo}/manifests/{tag}", "manifest PUT", (201,), data=manifest,
-                  headers={"Content-Type": OCI_MANIFEST})
+        self._req(
+            "PUT",
+            f"/v2/{self.repo}/manifests/{tag}",
+            "manifest PUT",
+            (201,),
+            data=manifest,
+            headers={"Content-Type": OCI_MANIFEST},
+        )
         r = self._req("GET", f"/v2/{self.repo}/manifests/{tag}", "manifest GET", (200,), headers={"Accept": OCI_MANIFEST})
         if r.content != manifest:
             MIX.error("manifest GET mismatch", f"{tag}: {len(r.content)} bytes, digest {sha256(r.content)}")
         for d in digests:
             self._pull_blob(d)
         if self.loop % MIX.delete_every == 0:
-            with self.client.request("DELETE", f"/v2/{self.repo}/manifests/{tag}", name="tag DELETE",
-                                     catch_response=True) as resp:
+            with self.client.request(
+                "DELETE", f"/v2/{self.repo}/manifests/{tag}", name="tag DELETE", catch_response=True
+            ) as resp:
                 if resp.status_code == 202:
                     resp.success()
                 elif resp.status_code in (400, 405) and any(
-                        code in (resp.content or b"") for code in (b"DIGEST_INVALID", b"UNSUPPORTED")):
+                    code in (resp.content or b"") for code in (b"DIGEST_INVALID", b"UNSUPPORTED")
+                ):
                     # Distribution 2.8.2 cannot delete a tag (400 DIGEST_INVALID): refused, not an error
                     resp.success()
                     MIX.refused += 1
@@ -276,9 +300,24 @@ def _start_instrumented(tmp: Path, env: dict[str, str], workers: str) -> Registr
     pp = os.environ.get("PYTHONPATH")
     full_env = {"PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{pp}" if pp else str(REPO_ROOT), "PYTHONUNBUFFERED": "1", **env}
     proc = RegistryProcess(
-        argv=[sys.executable, str(REPO_ROOT / "benchmarks" / "instrumented_serve.py"), "serve",
-              "--addr", "127.0.0.1:{port}", "--data", str(data), "--workers", workers],
-        workdir=tmp, kind="moorage", env=full_env, cwd=REPO_ROOT, start_timeout=60, data_dir=data)
+        argv=[
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "instrumented_serve.py"),
+            "serve",
+            "--addr",
+            "127.0.0.1:{port}",
+            "--data",
+            str(data),
+            "--workers",
+            workers,
+        ],
+        workdir=tmp,
+        kind="moorage",
+        env=full_env,
+        cwd=REPO_ROOT,
+        start_timeout=60,
+        data_dir=data,
+    )
     return proc.start()
 
 
@@ -292,11 +331,15 @@ def instrument_report(label: str, requests: int) -> str:
             t[0] += v["count"]
             t[1] += v["total_s"]
             t[2] = max(t[2], v["max_s"])
-    lines = [f"{label}: whole run incl. warm-up, {requests} requests",
-             "| what | count | per request | mean ms | max ms | total s |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"{label}: whole run incl. warm-up, {requests} requests",
+        "| what | count | per request | mean ms | max ms | total s |",
+        "|---|---|---|---|---|---|",
+    ]
     for k, (n, tot, mx) in sorted(total.items(), key=lambda kv: -kv[1][1]):
-        lines.append(f"| {k} | {int(n)} | {n / max(requests, 1):.2f} | {1000 * tot / max(n, 1):.2f} | "
-                     f"{1000 * mx:.0f} | {tot:.1f} |")
+        lines.append(
+            f"| {k} | {int(n)} | {n / max(requests, 1):.2f} | {1000 * tot / max(n, 1):.2f} | {1000 * mx:.0f} | {tot:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -314,8 +357,23 @@ def start_py_spy(server: Server, out: Path, duration: int) -> subprocess.Popen |
     if exe is None:
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
-    argv = [exe, "record", "--pid", str(server.proc.proc.pid), "--subprocesses", "--threads", "--rate", "100",
-            "--duration", str(duration), "--format", "raw", "--output", str(out), *ARGS.py_spy_args.split()]
+    argv = [
+        exe,
+        "record",
+        "--pid",
+        str(server.proc.proc.pid),
+        "--subprocesses",
+        "--threads",
+        "--rate",
+        "100",
+        "--duration",
+        str(duration),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        *ARGS.py_spy_args.split(),
+    ]
     if "--native" not in argv:
         argv.append("--nonblocking")  # py-spy refuses native stacks without pausing the process
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(str(out) + ".log", "w"))
@@ -326,8 +384,12 @@ def py_spy_dump(server: Server, out: Path) -> None:
     exe = _py_spy()
     if exe is None:
         return
-    res = subprocess.run([exe, "dump", "--pid", str(server.proc.proc.pid), "--subprocesses", "--nonblocking"],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [exe, "dump", "--pid", str(server.proc.proc.pid), "--subprocesses", "--nonblocking"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     with open(out, "a") as fh:
         fh.write(f"===== {time.strftime('%H:%M:%S')}\n{res.stdout}{res.stderr}\n")
 
@@ -428,13 +490,17 @@ def run_load(server: Server, clients: int, duration: int, warmup: float) -> None
         "rss_max": max(rss_samples or [rss_end]),
         "rss_every_5s": [round(x, 1) for x in rss_samples],
         "cpu_ms_per_req": 1000 * cpu / max(n, 1),
-        "per_name": {name: (e.num_requests, e.get_response_time_percentile(0.5), e.get_response_time_percentile(0.99))
-                     for (name, _m), e in env.stats.entries.items()},
+        "per_name": {
+            name: (e.num_requests, e.get_response_time_percentile(0.5), e.get_response_time_percentile(0.99))
+            for (name, _m), e in env.stats.entries.items()
+        },
         "error_examples": dict(MIX.examples),
     }
-    log(f"{server.label}: {n} requests in {elapsed:.0f}s = {n / elapsed:.0f}/s, p50 {server.figures['p50']} ms, "
+    log(
+        f"{server.label}: {n} requests in {elapsed:.0f}s = {n / elapsed:.0f}/s, p50 {server.figures['p50']} ms, "
         f"p99 {server.figures['p99']} ms, errors {server.figures['errors']}, refused {MIX.refused}, "
-        f"RSS {rss_start:.0f} -> {rss_end:.0f} MiB, {server.figures['cpu_ms_per_req']:.2f} ms CPU/request")
+        f"RSS {rss_start:.0f} -> {rss_end:.0f} MiB, {server.figures['cpu_ms_per_req']:.2f} ms CPU/request"
+    )
     for kind, text in MIX.examples.items():
         log(f"  error {kind} x{MIX.errors[kind]}: {text}")
 
@@ -458,7 +524,8 @@ def report(servers: list[Server]) -> str:
         rows.append(
             f"| {s.label} | {f['rps']:.0f}{ratio(s, 'rps', True)} | {f['p50']:.0f} ms{ratio(s, 'p50', False)} | "
             f"{f['p99']:.0f} ms{ratio(s, 'p99', False)} | {f['errors']} | {f['refused']} | "
-            f"{f['rss_start']:.0f} -> {f['rss_end']:.0f} ({f['rss_max']:.0f}) MiB | {f['cpu_ms_per_req']:.2f} ms |")
+            f"{f['rss_start']:.0f} -> {f['rss_end']:.0f} ({f['rss_max']:.0f}) MiB | {f['cpu_ms_per_req']:.2f} ms |"
+        )
     rows.append("")
     rows.append("ratios (x) against Distribution, > 1 = Moorage better; p50/p99 over all requests (locust histogram).")
     rows.append("")
@@ -488,15 +555,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring")
     ap.add_argument("--min-kib", type=int, default=16)
     ap.add_argument("--max-kib", type=int, default=64)
-    ap.add_argument("--servers", default=",".join(ALL_SERVERS),
-                    help=f"comma-separated, in run order, of {ALL_SERVERS} (moorage-N = N workers)")
-    ap.add_argument("--backend", choices=("fs-sqlite", "s3-postgres"), default="fs-sqlite",
-                    help="Moorage's storage + database (Distribution always uses its filesystem driver)")
+    ap.add_argument(
+        "--servers",
+        default=",".join(ALL_SERVERS),
+        help=f"comma-separated, in run order, of {ALL_SERVERS} (moorage-N = N workers)",
+    )
+    ap.add_argument(
+        "--backend",
+        choices=("fs-sqlite", "s3-postgres"),
+        default="fs-sqlite",
+        help="Moorage's storage + database (Distribution always uses its filesystem driver)",
+    )
     ap.add_argument("--access-log", action="store_true", help="keep Moorage's access log on")
     ap.add_argument("--py-spy", metavar="DIR", help="profile each Moorage server under load into DIR")
     ap.add_argument("--py-spy-args", default="", help="more py-spy record flags, e.g. '--gil' or '--native'")
-    ap.add_argument("--instrument", metavar="DIR",
-                    help="run Moorage through instrumented_serve.py: writer-lock, pool-queue, fsync timers into DIR")
+    ap.add_argument(
+        "--instrument",
+        metavar="DIR",
+        help="run Moorage through instrumented_serve.py: writer-lock, pool-queue, fsync timers into DIR",
+    )
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
     ARGS = ap.parse_args(argv)
@@ -535,8 +612,10 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["rm", "-rf", str(work)], check=False)
         else:
             log(f"kept {work}")
-    print(f"\n{ARGS.clients} clients, {ARGS.duration} s per server, blobs {ARGS.min_kib}-{ARGS.max_kib} KiB, "
-          f"backend {ARGS.backend}\n")
+    print(
+        f"\n{ARGS.clients} clients, {ARGS.duration} s per server, blobs {ARGS.min_kib}-{ARGS.max_kib} KiB, "
+        f"backend {ARGS.backend}\n"
+    )
     print(report(servers))
     if ARGS.instrument:
         for srv in servers:
@@ -544,8 +623,9 @@ def main(argv: list[str] | None = None) -> int:
                 print()
                 print(instrument_report(srv.label, srv.figures.get("requests_all", srv.figures["requests"])))
     if ARGS.json:
-        Path(ARGS.json).write_text(json.dumps({s.label: {k: v for k, v in s.figures.items()} for s in servers},
-                                              indent=1, default=str))
+        Path(ARGS.json).write_text(
+            json.dumps({s.label: {k: v for k, v in s.figures.items()} for s in servers}, indent=1, default=str)
+        )
     return 1 if any(s.figures.get("errors") for s in servers) else 0
 
 

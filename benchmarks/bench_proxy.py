@@ -61,8 +61,9 @@ def main() -> None:
         sizes = [args.mib * mib * p // 100 for p in (40, 30, 20, 10)]
         fig: dict[str, list[float]] = {k: [] for k in ("direct", "cold", "warm", "local", "blob_direct", "blob_cold")}
         for i in range(args.repeat):
-            img = ocilayout.build_image(work / f"img{i}", "v1", layers=[os.urandom(s) for s in sizes],
-                                        seed=f"bench{i}", compress=False)
+            img = ocilayout.build_image(
+                work / f"img{i}", "v1", layers=[os.urandom(s) for s in sizes], seed=f"bench{i}", compress=False
+            )
             sk.copy(f"oci:{img.dir}:v1", f"docker://{dist.host}/bench/img{i}:v1")
             sk.copy(f"oci:{img.dir}:v1", f"docker://{cache.host}/local/img{i}:v1")
 
@@ -93,9 +94,12 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in fig.items()}
         print(f"image {args.mib} MiB (4 uncompressed layers), {args.repeat} rounds, medians:")
         rows = [
-            ("skopeo pull, direct from Distribution", "direct"), ("skopeo pull, cold through the cache", "cold"),
-            ("skopeo pull, warm through the cache", "warm"), ("skopeo pull, pushed locally to Moorage", "local"),
-            (f"GET {args.mib} MiB blob, direct", "blob_direct"), (f"GET {args.mib} MiB blob, cold through the cache", "blob_cold"),
+            ("skopeo pull, direct from Distribution", "direct"),
+            ("skopeo pull, cold through the cache", "cold"),
+            ("skopeo pull, warm through the cache", "warm"),
+            ("skopeo pull, pushed locally to Moorage", "local"),
+            (f"GET {args.mib} MiB blob, direct", "blob_direct"),
+            (f"GET {args.mib} MiB blob, cold through the cache", "blob_cold"),
         ]
         for label, key in rows:
             print(f"  {label:<45} {med[key]:7.2f} s")

@@ -43,9 +43,12 @@ def digest(data: bytes) -> str:
 
 def manifest_bytes(seed: str) -> tuple[bytes, list[tuple[str, int]]]:
     blobs = [(digest(f"{seed}/config".encode()), 700), (digest(f"{seed}/layer".encode()), 3_000_000 + len(seed) * 1000)]
-    doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[0][0], "size": blobs[0][1]},
-           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blobs[1][0], "size": blobs[1][1]}]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[0][0], "size": blobs[0][1]},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blobs[1][0], "size": blobs[1][1]}],
+    }
     return json.dumps(doc).encode(), blobs
 
 
@@ -66,8 +69,20 @@ def fill(db_path: Path, repos: int, tags_in_big: int, public_share: float) -> No
         for m in range(n_manifests):
             man_id += 1
             payload, blobs = manifest_bytes(f"{name}/{m}")
-            man_rows.append((man_id, rid, digest(payload), "application/vnd.oci.image.manifest.v1+json", len(payload),
-                             payload, "application/vnd.oci.image.config.v1+json", None, None, now))
+            man_rows.append(
+                (
+                    man_id,
+                    rid,
+                    digest(payload),
+                    "application/vnd.oci.image.manifest.v1+json",
+                    len(payload),
+                    payload,
+                    "application/vnd.oci.image.config.v1+json",
+                    None,
+                    None,
+                    now,
+                )
+            )
             for d, size in blobs:
                 blob_rows.append((d, size, now, now))
                 link_rows.append((rid, d, now))
@@ -78,8 +93,11 @@ def fill(db_path: Path, repos: int, tags_in_big: int, public_share: float) -> No
     cur.executemany("INSERT INTO repositories (id, name, public, created_at) VALUES (?,?,?,?)", repo_rows)
     cur.executemany("INSERT OR IGNORE INTO blobs (digest, size, created_at, last_linked_at) VALUES (?,?,?,?)", blob_rows)
     cur.executemany("INSERT OR IGNORE INTO repository_blobs (repository_id, digest, created_at) VALUES (?,?,?)", link_rows)
-    cur.executemany("INSERT INTO manifests (id, repository_id, digest, media_type, size, payload, artifact_type, "
-                    "subject_digest, annotations, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)", man_rows)
+    cur.executemany(
+        "INSERT INTO manifests (id, repository_id, digest, media_type, size, payload, artifact_type, "
+        "subject_digest, annotations, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        man_rows,
+    )
     cur.executemany("INSERT OR IGNORE INTO manifest_blobs (manifest_id, digest) VALUES (?,?)", mb_rows)
     cur.executemany("INSERT INTO tags (repository_id, name, manifest_id, updated_at) VALUES (?,?,?,?)", tag_rows)
     conn.commit()
@@ -123,8 +141,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {"MOORAGE_ACCESS_LOG": "false"}
         if args.mode == "token":
-            env.update({"MOORAGE_AUTH__MODE": "token", "MOORAGE_AUTH__ADMIN_PASSWORD": "bench-admin",
-                        "MOORAGE_AUTH__BCRYPT_ROUNDS": "4"})
+            env.update(
+                {"MOORAGE_AUTH__MODE": "token", "MOORAGE_AUTH__ADMIN_PASSWORD": "bench-admin", "MOORAGE_AUTH__BCRYPT_ROUNDS": "4"}
+            )
         proc = start_moorage(Path(tmp) / "srv", env=env)  # creates and migrates the database
         proc.stop()
         t0 = time.time()

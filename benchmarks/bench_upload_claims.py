@@ -105,14 +105,16 @@ def big(url: str, data: bytes, pieces: int) -> float:
     t0 = time.perf_counter()
     loc = s.post(f"{url}/v2/bench/big/blobs/uploads/").headers["Location"]
     if pieces == 1:
+
         def gen():  # chunked transfer, no Content-Range: what docker and podman send
             for i in range(0, len(data), 1 << 20):
-                yield data[i:i + (1 << 20)]
+                yield data[i : i + (1 << 20)]
+
         loc = s.patch(url + loc, data=gen(), headers=CT).headers["Location"]
     else:
         step = -(-len(data) // pieces)
         for off in range(0, len(data), step):
-            chunk = data[off:off + step]
+            chunk = data[off : off + step]
             r = s.patch(url + loc, data=chunk, headers={**CT, "Content-Range": f"{off}-{off + len(chunk) - 1}"})
             assert r.status_code == 202, r.text
             loc = r.headers["Location"]
@@ -134,10 +136,22 @@ def main() -> int:
     servers = {
         "this tree": start_moorage(work / "after"),
         "compare": RegistryProcess(
-            argv=[sys.executable, "-m", "moorage.cli", "serve", "--addr", "127.0.0.1:{port}", "--data",
-                  str(work / "before" / "data")],
-            workdir=work / "before", kind="moorage", cwd=tree,
-            env={"PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}, data_dir=work / "before" / "data").start(),
+            argv=[
+                sys.executable,
+                "-m",
+                "moorage.cli",
+                "serve",
+                "--addr",
+                "127.0.0.1:{port}",
+                "--data",
+                str(work / "before" / "data"),
+            ],
+            workdir=work / "before",
+            kind="moorage",
+            cwd=tree,
+            env={"PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"},
+            data_dir=work / "before" / "data",
+        ).start(),
     }
     figures: dict[str, dict[str, list[float]]] = {k: {} for k in servers}
     try:

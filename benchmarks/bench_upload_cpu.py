@@ -46,8 +46,7 @@ def _one_upload(s: requests.Session, url: str, repo: str) -> None:
     r = s.post(f"{url}/v2/{repo}/blobs/uploads/")
     assert r.status_code == 202, r.text
     loc = url + r.headers["Location"]
-    r = s.patch(loc, data=data, headers={"Content-Type": "application/octet-stream",
-                                         "Content-Range": f"0-{len(data) - 1}"})
+    r = s.patch(loc, data=data, headers={"Content-Type": "application/octet-stream", "Content-Range": f"0-{len(data) - 1}"})
     assert r.status_code == 202, r.text
     r = s.put(loc, params={"digest": digest})
     assert r.status_code == 201, r.text
@@ -58,8 +57,13 @@ def measure(tree: Path, uploads: int, clients: int) -> tuple[float, float]:
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="bench-upload-cpu-") as tmp:
         env = {**os.environ, "PYTHONPATH": str(tree)}
-        proc = subprocess.Popen([sys.executable, "-m", "moorage.cli", "serve", "--addr", f"127.0.0.1:{port}",
-                                 "--data", tmp], cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moorage.cli", "serve", "--addr", f"127.0.0.1:{port}", "--data", tmp],
+            cwd=tree,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             for _ in range(300):
@@ -116,8 +120,10 @@ def main() -> None:
             results[name].append((rate, cpu))
             print(f"round {r + 1} {name:>10}: {rate:7.1f} uploads/s  {cpu:6.2f} ms server CPU per upload", flush=True)
     for name, rows in results.items():
-        print(f"median {name:>10}: {statistics.median(r for r, _ in rows):7.1f} uploads/s  "
-              f"{statistics.median(c for _, c in rows):6.2f} ms server CPU per upload (3 requests)")
+        print(
+            f"median {name:>10}: {statistics.median(r for r, _ in rows):7.1f} uploads/s  "
+            f"{statistics.median(c for _, c in rows):6.2f} ms server CPU per upload (3 requests)"
+        )
 
 
 if __name__ == "__main__":

@@ -14,27 +14,27 @@ from .cli_common import data_options, settings_from
 #: commands runs, so ``moorage --help`` and a quick command start without aiohttp, SQLAlchemy's
 #: engines or the S3 client (tests/test_cli.py keeps this table equal to the modules' own).
 PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
-    "user": ("moorage.auth.cli", 'Manage users and robot accounts.'),
-    "grant": ("moorage.auth.cli", 'Give USER ACTIONS (pull,push,delete,admin) on repositories matching...'),
+    "user": ("moorage.auth.cli", "Manage users and robot accounts."),
+    "grant": ("moorage.auth.cli", "Give USER ACTIONS (pull,push,delete,admin) on repositories matching..."),
     "revoke": ("moorage.auth.cli", "Remove USER's grant on REPO_PATTERN."),
-    "token": ("moorage.auth.cli", 'Personal access tokens and robot tokens (usable as passwords).'),
-    "repo": ("moorage.auth.cli", 'Repository settings.'),
+    "token": ("moorage.auth.cli", "Personal access tokens and robot tokens (usable as passwords)."),
+    "repo": ("moorage.auth.cli", "Repository settings."),
     "namespace": ("moorage.auth.cli", "Organisations / namespaces (grant on 'NAME/*', make a whole namespace public)."),
-    "gc": ("moorage.gc.cli", 'Garbage-collect unreferenced blobs (and, optionally, untagged manifests)...'),
-    "retention": ("moorage.gc.cli", 'Retention policies: which tags `moorage gc` removes per repository/namespace...'),
+    "gc": ("moorage.gc.cli", "Garbage-collect unreferenced blobs (and, optionally, untagged manifests)..."),
+    "retention": ("moorage.gc.cli", "Retention policies: which tags `moorage gc` removes per repository/namespace..."),
     "immutable": ("moorage.gc.cli", "Immutable tags: tags that can't be moved to another manifest once pushed."),
-    "quota": ("moorage.gc.cli", 'Storage quotas per namespace (unique blob bytes).'),
-    "sbom": ("moorage.insight.cli", 'Inventory IMAGE (NAME:TAG or NAME@DIGEST) and store CycloneDX and SPDX SBOMs...'),
-    "vulndb": ("moorage.insight.cli", 'The offline vulnerability database (OSV advisories).'),
-    "vulns": ("moorage.insight.cli", 'Vulnerability findings of IMAGE (NAME:TAG or NAME@DIGEST; every platform of...'),
-    "vuln-policy": ("moorage.insight.cli", 'Set the pull policy of NAMESPACE (a namespace or repository name).'),
+    "quota": ("moorage.gc.cli", "Storage quotas per namespace (unique blob bytes)."),
+    "sbom": ("moorage.insight.cli", "Inventory IMAGE (NAME:TAG or NAME@DIGEST) and store CycloneDX and SPDX SBOMs..."),
+    "vulndb": ("moorage.insight.cli", "The offline vulnerability database (OSV advisories)."),
+    "vulns": ("moorage.insight.cli", "Vulnerability findings of IMAGE (NAME:TAG or NAME@DIGEST; every platform of..."),
+    "vuln-policy": ("moorage.insight.cli", "Set the pull policy of NAMESPACE (a namespace or repository name)."),
     "vuln-allow": ("moorage.insight.cli", "Accept ADVISORY in NAMESPACE's pull policy (until --days pass)."),
-    "image-search": ("moorage.insight.cli", 'Find images by package (and version range) or by advisory; one JSON object...'),
-    "mirror": ("moorage.proxy.cli", 'Copy SRC to DST: [http://|https://]HOST[:PORT]/REPO[:TAG] each.'),
-    "audit": ("moorage.events.cli", 'Show the audit log: who did what, when, from where (oldest first).'),
-    "webhooks": ("moorage.events.cli", 'Webhook endpoints and their delivery history (dead letters included).'),
-    "scrub": ("moorage.integrity.cli", 'Re-hash stored blobs; quarantine those whose bytes do not match their digest.'),
-    "import-distribution": ("moorage.compat.cli", 'Import a registry:2 (CNCF Distribution) storage tree into this registry.'),
+    "image-search": ("moorage.insight.cli", "Find images by package (and version range) or by advisory; one JSON object..."),
+    "mirror": ("moorage.proxy.cli", "Copy SRC to DST: [http://|https://]HOST[:PORT]/REPO[:TAG] each."),
+    "audit": ("moorage.events.cli", "Show the audit log: who did what, when, from where (oldest first)."),
+    "webhooks": ("moorage.events.cli", "Webhook endpoints and their delivery history (dead letters included)."),
+    "scrub": ("moorage.integrity.cli", "Re-hash stored blobs; quarantine those whose bytes do not match their digest."),
+    "import-distribution": ("moorage.compat.cli", "Import a registry:2 (CNCF Distribution) storage tree into this registry."),
 }
 
 
@@ -58,8 +58,10 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         limit = formatter.width - 6 - max(len(n) for n in self.list_commands(ctx))
-        rows = [(name, self.commands[name].get_short_help_str(limit) if name in self.commands
-                 else PLUGIN_COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        rows = [
+            (name, self.commands[name].get_short_help_str(limit) if name in self.commands else PLUGIN_COMMANDS[name][1])
+            for name in self.list_commands(ctx)
+        ]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -155,8 +157,14 @@ def healthcheck(config: str | None, addr: str | None, ready: bool, timeout: floa
 
 @main.command("purge-uploads")
 @data_options
-@click.option("--older-than", "older_than", type=float, default=24.0, show_default=True,
-              help="Only touch leftovers untouched for this many hours.")
+@click.option(
+    "--older-than",
+    "older_than",
+    type=float,
+    default=24.0,
+    show_default=True,
+    help="Only touch leftovers untouched for this many hours.",
+)
 def purge_uploads(config: str | None, data: str | None, older_than: float) -> None:
     """Remove storage left behind by interrupted uploads.
 

@@ -60,8 +60,9 @@ class Components:
 PolicyFactory = Callable[[Database], Policies]
 
 
-def build_components(settings: Settings, *, policies: PolicyFactory | None = None,
-                     pool_size: int | None = None, blobs: BlobStore | None = None) -> Components:
+def build_components(
+    settings: Settings, *, policies: PolicyFactory | None = None, pool_size: int | None = None, blobs: BlobStore | None = None
+) -> Components:
     """Every component, wired; nothing is opened yet (see :meth:`Components.open`).
 
     ``blobs`` replaces the configured driver (the tests' in-memory store)."""
@@ -69,11 +70,17 @@ def build_components(settings: Settings, *, policies: PolicyFactory | None = Non
     hooks = policies(database) if policies is not None else Policies()
     metadata = MetadataStore(database, tag_guards=hooks.tag_guards)
     blobs = blobs if blobs is not None else create_blob_store(settings)
-    registry = RegistryService(metadata, blobs, delete_enabled=settings.delete_enabled,
-                               max_manifest_bytes=settings.max_manifest_bytes, commit_guard=hooks.commit_guard,
-                               upload_limit=hooks.upload_limit, writer_lease=settings.uploads.writer_lease,
-                               max_sessions_per_repository=settings.uploads.max_sessions_per_repository,
-                               max_sessions_per_user=settings.uploads.max_sessions_per_user)
+    registry = RegistryService(
+        metadata,
+        blobs,
+        delete_enabled=settings.delete_enabled,
+        max_manifest_bytes=settings.max_manifest_bytes,
+        commit_guard=hooks.commit_guard,
+        upload_limit=hooks.upload_limit,
+        writer_lease=settings.uploads.writer_lease,
+        max_sessions_per_repository=settings.uploads.max_sessions_per_repository,
+        max_sessions_per_user=settings.uploads.max_sessions_per_user,
+    )
     return Components(settings, database, metadata, blobs, registry, EventBus())
 
 
@@ -89,8 +96,7 @@ async def prepare_database(settings: Settings, db: Database) -> None:
 
 
 @asynccontextmanager
-async def opened(settings: Settings, *, policies: PolicyFactory | None = None,
-                 pool_size: int = 2) -> AsyncIterator[Components]:
+async def opened(settings: Settings, *, policies: PolicyFactory | None = None, pool_size: int = 2) -> AsyncIterator[Components]:
     """Components opened for a command-line tool (a small pool), closed on exit."""
     components = build_components(settings, policies=policies, pool_size=pool_size)
     try:

@@ -59,8 +59,9 @@ def components_for(settings: Settings, *, pool_size: int | None = None, blobs: B
     return build_components(settings, policies=policies, pool_size=pool_size, blobs=blobs)
 
 
-def build_app(settings: Settings, extensions: list[Extension] | None = None, *,
-              blobs: BlobStore | None = None) -> web.Application:
+def build_app(
+    settings: Settings, extensions: list[Extension] | None = None, *, blobs: BlobStore | None = None
+) -> web.Application:
     """The whole server application for ``settings`` (``blobs``: a store instead of the configured
     driver, for the tests' in-process app)."""
     exts = default_extensions(settings) if extensions is None else extensions

@@ -249,9 +249,11 @@ class ProxySettings(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> "ProxySettings":
-        for what, values in (("upstream names", [u.name for u in self.upstreams]),
-                             ("upstream namespaces", [u.namespace for u in self.upstreams]),
-                             ("mirror rule names", [r.name for r in self.mirror_rules])):
+        for what, values in (
+            ("upstream names", [u.name for u in self.upstreams]),
+            ("upstream namespaces", [u.namespace for u in self.upstreams]),
+            ("mirror rule names", [r.name for r in self.mirror_rules]),
+        ):
             if len(set(values)) != len(values):
                 raise ValueError(f"{what} must be unique")
         return self
@@ -268,6 +270,8 @@ class HttpSettings(_Section):
     max_connections: int = Field(4096, ge=1)
     #: Seconds an idle keep-alive connection stays open.
     keepalive_timeout: float = Field(75.0, gt=0)
+
+
 class WebhookEndpoint(BaseModel):
     """One webhook receiver (``webhooks:`` list in the config file; more via /api/v1/webhooks)."""
 
@@ -473,9 +477,9 @@ class Settings(BaseSettings):
         url = self.database.url or f"sqlite+aiosqlite:///{(self.data / 'moorage.db').resolve()}"
         for prefix in ("postgresql://", "postgres://"):
             if url.startswith(prefix):
-                url = "postgresql+asyncpg://" + url[len(prefix):]
+                url = "postgresql+asyncpg://" + url[len(prefix) :]
         if url.startswith("sqlite:///"):
-            url = "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
+            url = "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
         return url
 
     @property
@@ -498,16 +502,35 @@ class _YamlSource(PydanticBaseSettingsSource):
 
 #: ``MOORAGE_*`` variables that are not settings: read by the code (first two) or by the test
 #: harness and CI scripts.  Any other unknown ``MOORAGE_*`` variable is an error.
-NOT_SETTINGS = frozenset({
-    "MOORAGE_CONFIG", "MOORAGE_RESUMABLE_HASH", "MOORAGE_GC_TEST_PAUSE_AFTER_TOMBSTONE",
-    "MOORAGE_CLIENT_TIMEOUT", "MOORAGE_DISTRIBUTION_BIN", "MOORAGE_DOCKER_BIN", "MOORAGE_KEEP_SERVICE_DIRS",
-    "MOORAGE_PG_BINDIR", "MOORAGE_PODMAN_STORAGE_DRIVER", "MOORAGE_REQUIRE_CLIENTS",
-    # test hooks of the collector and the importer, image-build and test-harness knobs
-    "MOORAGE_GC_TEST_PAUSE_BEFORE_SWEEP", "MOORAGE_GC_TEST_WAIT_BEFORE_MANIFEST_DELETE", "MOORAGE_IMPORT_CRASH_AFTER_BLOBS",
-    "MOORAGE_BASE_IMAGE", "MOORAGE_BUILD_TOOL", "MOORAGE_DEBIAN_MIRROR", "MOORAGE_IMAGE", "MOORAGE_IMAGE_CACHE",
-    "MOORAGE_PODMAN_RUNTIME", "MOORAGE_CHROMIUM", "MOORAGE_SCREENSHOTS", "MOORAGE_FUZZ_EXAMPLES", "MOORAGE_FUZZ_RANDOM",
-    "MOORAGE_INSTRUMENT_DIR",
-})
+NOT_SETTINGS = frozenset(
+    {
+        "MOORAGE_CONFIG",
+        "MOORAGE_RESUMABLE_HASH",
+        "MOORAGE_GC_TEST_PAUSE_AFTER_TOMBSTONE",
+        "MOORAGE_CLIENT_TIMEOUT",
+        "MOORAGE_DISTRIBUTION_BIN",
+        "MOORAGE_DOCKER_BIN",
+        "MOORAGE_KEEP_SERVICE_DIRS",
+        "MOORAGE_PG_BINDIR",
+        "MOORAGE_PODMAN_STORAGE_DRIVER",
+        "MOORAGE_REQUIRE_CLIENTS",
+        # test hooks of the collector and the importer, image-build and test-harness knobs
+        "MOORAGE_GC_TEST_PAUSE_BEFORE_SWEEP",
+        "MOORAGE_GC_TEST_WAIT_BEFORE_MANIFEST_DELETE",
+        "MOORAGE_IMPORT_CRASH_AFTER_BLOBS",
+        "MOORAGE_BASE_IMAGE",
+        "MOORAGE_BUILD_TOOL",
+        "MOORAGE_DEBIAN_MIRROR",
+        "MOORAGE_IMAGE",
+        "MOORAGE_IMAGE_CACHE",
+        "MOORAGE_PODMAN_RUNTIME",
+        "MOORAGE_CHROMIUM",
+        "MOORAGE_SCREENSHOTS",
+        "MOORAGE_FUZZ_EXAMPLES",
+        "MOORAGE_FUZZ_RANDOM",
+        "MOORAGE_INSTRUMENT_DIR",
+    }
+)
 #: Prefix of test-harness variables (``MOORAGE_TEST_BACKENDS`` ...).
 NOT_SETTINGS_PREFIX = "MOORAGE_TEST_"
 

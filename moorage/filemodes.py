@@ -39,8 +39,7 @@ def tighten(path: Path, mode: int) -> None:
     try:
         os.chmod(path, new)
     except OSError as exc:
-        log.warning("%s is mode %o (readable by other local users) and could not be tightened: %s",
-                    path, current, exc.strerror)
+        log.warning("%s is mode %o (readable by other local users) and could not be tightened: %s", path, current, exc.strerror)
         return
     if path.is_dir() and not any(path.iterdir()):
         return  # a fresh, empty directory (``mkdir data``): nothing was exposed, nothing to tell

@@ -32,8 +32,10 @@ def metrics_access(settings: Settings) -> str:
     if access == "auto":
         access = "public" if settings.auth.mode == "none" else "admin"
     if access != "public" and settings.auth.mode == "none" and settings.metrics.token is None:
-        raise ValueError(f"metrics.access is {access!r} but auth.mode is 'none' and metrics.token is not set: "
-                         "no one could read /metrics (set metrics.token, or metrics.access: public)")
+        raise ValueError(
+            f"metrics.access is {access!r} but auth.mode is 'none' and metrics.token is not set: "
+            "no one could read /metrics (set metrics.token, or metrics.access: public)"
+        )
     return access
 
 
@@ -44,8 +46,11 @@ def setup_metrics(app: web.Application, settings: Settings) -> None:
     registry = CollectorRegistry()
     requests = Counter("moorage_http_requests_total", "HTTP requests answered", ["method", "route", "status"], registry=registry)
     latency = Histogram(
-        "moorage_http_request_duration_seconds", "Time to answer (until the handler returns)", ["route"],
-        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=registry,
+        "moorage_http_request_duration_seconds",
+        "Time to answer (until the handler returns)",
+        ["route"],
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        registry=registry,
     )
     received = Counter("moorage_http_request_bytes_total", "Request body bytes declared by clients", ["route"], registry=registry)
     sent = Counter("moorage_http_response_bytes_total", "Response body bytes sent", ["route"], registry=registry)

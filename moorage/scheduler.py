@@ -82,8 +82,9 @@ class JobState:
 
 
 class Scheduler:
-    def __init__(self, lock: LeaderLock | Callable[[], LeaderLock] | None = None, *,
-                 campaign_interval: float = CAMPAIGN_INTERVAL) -> None:
+    def __init__(
+        self, lock: LeaderLock | Callable[[], LeaderLock] | None = None, *, campaign_interval: float = CAMPAIGN_INTERVAL
+    ) -> None:
         """``lock`` (or a factory, called at start): how this process competes for leadership;
         None: it always leads (one process, nothing to share)."""
         self._lock_source = lock
@@ -136,8 +137,11 @@ class Scheduler:
                 await state.job.stop()  # type: ignore[misc]
             except Exception:  # noqa: BLE001 - a broken stop hook must not keep the others running
                 log.exception("scheduler: stopping job %s failed", state.job.name)
-        waits = [asyncio.wait_for(asyncio.shield(s.task), s.job.grace() if callable(s.job.grace) else s.job.grace)
-                 for s in graceful if s.task is not None]
+        waits = [
+            asyncio.wait_for(asyncio.shield(s.task), s.job.grace() if callable(s.job.grace) else s.job.grace)
+            for s in graceful
+            if s.task is not None
+        ]
         for outcome in await asyncio.gather(*waits, return_exceptions=True):
             if isinstance(outcome, asyncio.TimeoutError):
                 log.warning("scheduler: a job did not finish within its grace period; cancelled")
@@ -212,8 +216,7 @@ class Scheduler:
             if isinstance(exc, BackendUnavailable):  # an outage, not a bug: one line, no traceback
                 log.warning("scheduler: job %s failed (%s); next run in %g s", job.name, exc, next_in)
             else:
-                log.error("scheduler: job %s failed (%s); next run in %g s", job.name, state.last_error, next_in,
-                          exc_info=exc)
+                log.error("scheduler: job %s failed (%s); next run in %g s", job.name, state.last_error, next_in, exc_info=exc)
             return False
         state.last_success, state.last_error = state.last_end, None
         return True
@@ -246,8 +249,12 @@ class Scheduler:
                 except Exception:  # noqa: BLE001 - the lock dies with its connection anyway
                     log.debug("scheduler: releasing a failed leader lock", exc_info=True)
             elif not self._campaign_failing:  # once per outage, not every tick
-                log.warning("scheduler: cannot compete for leadership (%s: %s); trying again every %g s",
-                            type(exc).__name__, exc, self.campaign_interval)
+                log.warning(
+                    "scheduler: cannot compete for leadership (%s: %s); trying again every %g s",
+                    type(exc).__name__,
+                    exc,
+                    self.campaign_interval,
+                )
             self._campaign_failing = True
             return
         if self._campaign_failing:
@@ -270,11 +277,24 @@ class Scheduler:
 
     # -- observation ----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        return {"leader": self.is_leader, "pid": os.getpid(), "jobs": {
-            name: {"leader_only": s.job.leader_only, "interval": s.job.interval, "runs": s.runs,
-                   "failures": s.failures, "running": s.running, "last_start": s.last_start, "last_end": s.last_end,
-                   "last_success": s.last_success, "last_error": s.last_error}
-            for name, s in self.jobs.items()}}
+        return {
+            "leader": self.is_leader,
+            "pid": os.getpid(),
+            "jobs": {
+                name: {
+                    "leader_only": s.job.leader_only,
+                    "interval": s.job.interval,
+                    "runs": s.runs,
+                    "failures": s.failures,
+                    "running": s.running,
+                    "last_start": s.last_start,
+                    "last_end": s.last_end,
+                    "last_success": s.last_success,
+                    "last_error": s.last_error,
+                }
+                for name, s in self.jobs.items()
+            },
+        }
 
     def collector(self) -> Any:
         """A Prometheus collector (registered by the metrics extension): leadership and job runs."""
@@ -289,14 +309,19 @@ class _Collector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         s = self.scheduler
-        yield GaugeMetricFamily("moorage_scheduler_leader", "1 if this process runs the leader-only background jobs",
-                                value=1 if s.is_leader else 0)
-        yield CounterMetricFamily("moorage_scheduler_leadership_changes", "Times this process gained or lost leadership",
-                                  value=s.leadership_changes)
+        yield GaugeMetricFamily(
+            "moorage_scheduler_leader", "1 if this process runs the leader-only background jobs", value=1 if s.is_leader else 0
+        )
+        yield CounterMetricFamily(
+            "moorage_scheduler_leadership_changes", "Times this process gained or lost leadership", value=s.leadership_changes
+        )
         runs = CounterMetricFamily("moorage_scheduler_job_runs", "Background job runs by outcome", labels=["job", "outcome"])
         running = GaugeMetricFamily("moorage_scheduler_job_running", "1 while the job runs", labels=["job"])
-        success = GaugeMetricFamily("moorage_scheduler_job_last_success_timestamp_seconds",
-                                    "End of the job's last successful run (Unix time)", labels=["job"])
+        success = GaugeMetricFamily(
+            "moorage_scheduler_job_last_success_timestamp_seconds",
+            "End of the job's last successful run (Unix time)",
+            labels=["job"],
+        )
         for name, state in s.jobs.items():
             runs.add_metric([name, "ok"], state.runs - state.failures)
             runs.add_metric([name, "failed"], state.failures)

@@ -16,8 +16,17 @@ import ssl
 import sys
 
 from .config import Settings
-from .startup import (StartupError, bind_error, check_auth_files, check_data_dir, check_sqlite_writable, describe, is_loopback,
-                      raise_nofile_limit, startup_line)
+from .startup import (
+    StartupError,
+    bind_error,
+    check_auth_files,
+    check_data_dir,
+    check_sqlite_writable,
+    describe,
+    is_loopback,
+    raise_nofile_limit,
+    startup_line,
+)
 
 log = logging.getLogger("moorage")
 
@@ -84,8 +93,11 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if settings.auth.mode == "none" and not is_loopback(settings.host):
-        log.warning("WARNING: authentication is off (auth.mode=none) and %s is reachable from other hosts: "
-                    "anyone who can connect may push and delete", settings.addr)
+        log.warning(
+            "WARNING: authentication is off (auth.mode=none) and %s is reachable from other hosts: "
+            "anyone who can connect may push and delete",
+            settings.addr,
+        )
     log.info("%s", startup_line(settings))
     await stop.wait()
     await runner.cleanup()
@@ -113,8 +125,12 @@ def _preflight(settings: Settings) -> None:
         raise StartupError(f"cannot load the TLS certificate/key ({settings.tls.certificate}): {exc}") from None
     limit = raise_nofile_limit()
     if limit < settings.http.max_connections + 64:
-        log.warning("WARNING: open-file limit %d is below http.max_connections (%d) + 64; raise `ulimit -n` "
-                    "or lower http.max_connections", limit, settings.http.max_connections)
+        log.warning(
+            "WARNING: open-file limit %d is below http.max_connections (%d) + 64; raise `ulimit -n` "
+            "or lower http.max_connections",
+            limit,
+            settings.http.max_connections,
+        )
 
 
 def _migration_due(settings: Settings) -> bool:

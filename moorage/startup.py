@@ -170,7 +170,7 @@ def registry_missing(settings: Settings) -> str | None:
     if settings.is_sqlite:
         path = url.split(":///", 1)[1].split("?", 1)[0]
         if path.startswith("file:"):
-            path = path[len("file:"):]
+            path = path[len("file:") :]
         if not Path(path).is_file():
             where = f"data directory {settings.data}" if not settings.database.url else f"database {safe_url(url)}"
             return f"no registry in {where} (no database at {path}); check --data/--config, or run `moorage serve` or `moorage migrate` to create one"
@@ -229,6 +229,8 @@ def startup_line(settings: Settings) -> str:
     else:
         db = "postgresql " + safe_url(settings.database_url)
     scheme = "https" if settings.tls.certificate else "http"
-    return (f"moorage listening on {scheme}://{settings.addr} (pid {os.getpid()}): data={settings.data.resolve()} "
-            f"storage={settings.storage.driver} ({storage_description(settings)}) database={db} "
-            f"auth={settings.auth.mode}")
+    return (
+        f"moorage listening on {scheme}://{settings.addr} (pid {os.getpid()}): data={settings.data.resolve()} "
+        f"storage={settings.storage.driver} ({storage_description(settings)}) database={db} "
+        f"auth={settings.auth.mode}"
+    )

@@ -21,8 +21,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "moorage"
 CORE = ("moorage.registry", "moorage.storage", "moorage.metadata")
-ABOVE_CORE = ("moorage.api", "moorage.auth", "moorage.gc", "moorage.insight", "moorage.events", "moorage.ui",
-              "moorage.proxy", "moorage.compat", "moorage.cli", "moorage.server", "moorage.composition")
+ABOVE_CORE = (
+    "moorage.api",
+    "moorage.auth",
+    "moorage.gc",
+    "moorage.insight",
+    "moorage.events",
+    "moorage.ui",
+    "moorage.proxy",
+    "moorage.compat",
+    "moorage.cli",
+    "moorage.server",
+    "moorage.composition",
+)
 APP_IMPORTERS = ("moorage.composition", "moorage.server", "moorage.cli")
 
 
@@ -39,8 +50,13 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     out: set[str] = set()
     tree = ast.parse(path.read_text(), str(path))
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-                   for stmt in block.body for n in ast.walk(stmt)}
+    typing_only = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for stmt in block.body
+        for n in ast.walk(stmt)
+    }
     for node in ast.walk(tree):
         if id(node) in typing_only:  # annotations only: no import at run time
             continue

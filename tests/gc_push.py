@@ -86,8 +86,13 @@ def push_blob(url: str, repo: str, data: bytes, session: requests.Session | None
     for _ in range(tries):
         if s.head(f"{url}/v2/{repo}/blobs/{digest}", timeout=TIMEOUT).status_code == 200:
             return digest
-        r = s.post(f"{url}/v2/{repo}/blobs/uploads/", params={"digest": digest}, data=data,
-                   headers={"Content-Type": "application/octet-stream"}, timeout=TIMEOUT)
+        r = s.post(
+            f"{url}/v2/{repo}/blobs/uploads/",
+            params={"digest": digest},
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=TIMEOUT,
+        )
         if r.status_code == 201:
             return digest
         if r.status_code != 503:
@@ -96,8 +101,9 @@ def push_blob(url: str, repo: str, data: bytes, session: requests.Session | None
     raise PushError(f"blob push {repo} {digest}: still 503 after {tries} tries")
 
 
-def push_manifest(url: str, repo: str, ref: str, body: bytes, media_type: str = OCI_MANIFEST,
-                  session: requests.Session | None = None) -> requests.Response:
+def push_manifest(
+    url: str, repo: str, ref: str, body: bytes, media_type: str = OCI_MANIFEST, session: requests.Session | None = None
+) -> requests.Response:
     s = session or requests
     return s.put(f"{url}/v2/{repo}/manifests/{ref}", data=body, headers={"Content-Type": media_type}, timeout=TIMEOUT)
 
@@ -142,19 +148,34 @@ def server_env(proc: RegistryProcess) -> dict[str, str]:
     return cli_env(getattr(proc, "backend_env", None) or {})
 
 
-def moorage_cli(proc: RegistryProcess, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
+def moorage_cli(
+    proc: RegistryProcess, *args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """``moorage COMMAND --data DIR ARGS`` on ``proc``'s data (tests/support/cli.py)."""
-    return run_moorage(*args[:1], "--data", str(proc.data_dir), *args[1:],
-                       env={**(getattr(proc, "backend_env", None) or {}), **(env or {})}, timeout=timeout, check=check)
+    return run_moorage(
+        *args[:1],
+        "--data",
+        str(proc.data_dir),
+        *args[1:],
+        env={**(getattr(proc, "backend_env", None) or {}), **(env or {})},
+        timeout=timeout,
+        check=check,
+    )
 
 
 def sub_cli(proc: RegistryProcess, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     """``moorage GROUP SUBCOMMAND --data DIR ARGS`` (for retention/quota/immutable).
 
     After a quota change it waits until the server must have seen it (``wait=False``: not)."""
-    res = run_moorage(*args[:2], "--data", str(proc.data_dir), *args[2:], env=getattr(proc, "backend_env", None) or {},
-                      timeout=kw.get("timeout", 60), check=kw.get("check", True))
+    res = run_moorage(
+        *args[:2],
+        "--data",
+        str(proc.data_dir),
+        *args[2:],
+        env=getattr(proc, "backend_env", None) or {},
+        timeout=kw.get("timeout", 60),
+        check=kw.get("check", True),
+    )
     if args[:1] == ("quota",) and args[1:2] in (("set",), ("rm",)) and res.returncode == 0 and kw.get("wait", True):
         # Another process changed the quota table: a server applies it within its quota cache
         # lifetime (gc.quota_cache_seconds, docs/gc.md), not at once.
@@ -166,8 +187,9 @@ def start_gc_paused(proc: RegistryProcess, hook: str, value: str, *args: str) ->
     """``moorage gc --data DIR --grace 0 ARGS`` with the collector's test hook ``hook`` set to ``value``
     (``MOORAGE_GC_TEST_PAUSE_*``: seconds to pause; ``..._WAIT_BEFORE_MANIFEST_DELETE``: a file to
     wait for), in a process group of its own; see :func:`tests.support.cli.wait_for_line`."""
-    return start_moorage_cli("gc", "--data", str(proc.data_dir), "--grace", "0", *args,
-                             env={**(getattr(proc, "backend_env", None) or {}), hook: value})
+    return start_moorage_cli(
+        "gc", "--data", str(proc.data_dir), "--grace", "0", *args, env={**(getattr(proc, "backend_env", None) or {}), hook: value}
+    )
 
 
 def gc(proc: RegistryProcess, *args: str, **kw: Any) -> dict[str, Any]:

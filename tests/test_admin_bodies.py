@@ -76,11 +76,16 @@ def _users(srv: RegistryProcess) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(("method", "path", "body", "code"), BAD, ids=[f"{m} {p} {json.dumps(b)[:40]}" for m, p, b, _ in BAD])
-def test_bad_admin_body_is_a_400_naming_the_problem(srv: RegistryProcess, method: str, path: str, body: Any,
-                                                    code: str) -> None:
+def test_bad_admin_body_is_a_400_naming_the_problem(srv: RegistryProcess, method: str, path: str, body: Any, code: str) -> None:
     before = _users(srv)
-    r = requests.request(method, srv.url + path, data=json.dumps(body), auth=ADMIN, timeout=HTTP_TIMEOUT,
-                         headers={"Content-Type": "application/json"})
+    r = requests.request(
+        method,
+        srv.url + path,
+        data=json.dumps(body),
+        auth=ADMIN,
+        timeout=HTTP_TIMEOUT,
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 400, (r.status_code, r.text[:300])
     assert r.headers["Content-Type"].split(";")[0] == "application/json"
     err = r.json()["errors"][0]
@@ -92,35 +97,56 @@ def test_nan_and_infinity_are_refused(srv: RegistryProcess) -> None:
     """Python's JSON reader accepts ``NaN``/``Infinity``; a lifetime of NaN must not slip past
     the bounds (NaN compares false with everything)."""
     for raw in (b'{"expires_in": NaN}', b'{"expires_in": Infinity}', b'{"expires_in": -Infinity}'):
-        r = requests.post(f"{srv.url}/api/v1/me/tokens", data=raw, auth=ADMIN, timeout=HTTP_TIMEOUT,
-                          headers={"Content-Type": "application/json"})
+        r = requests.post(
+            f"{srv.url}/api/v1/me/tokens",
+            data=raw,
+            auth=ADMIN,
+            timeout=HTTP_TIMEOUT,
+            headers={"Content-Type": "application/json"},
+        )
         assert r.status_code == 400, (raw, r.status_code, r.text[:300])
     tokens = requests.get(f"{srv.url}/api/v1/me/tokens", auth=ADMIN, timeout=HTTP_TIMEOUT).json()["tokens"]
     assert tokens == []
 
 
 def test_good_bodies_still_work_and_unknown_keys_are_ignored(srv: RegistryProcess) -> None:
-    r = requests.post(f"{srv.url}/api/v1/users", json={"name": "robbie", "robot": True, "colour": "red"}, auth=ADMIN,
-                      timeout=HTTP_TIMEOUT)
+    r = requests.post(
+        f"{srv.url}/api/v1/users", json={"name": "robbie", "robot": True, "colour": "red"}, auth=ADMIN, timeout=HTTP_TIMEOUT
+    )
     assert r.status_code == 201 and r.json()["robot"] is True and "password" not in r.json(), r.text
-    r = requests.post(f"{srv.url}/api/v1/grants", json={"user": "robbie", "pattern": "team/*",
-                                                        "actions": ["push", "pull"]}, auth=ADMIN, timeout=HTTP_TIMEOUT)
+    r = requests.post(
+        f"{srv.url}/api/v1/grants",
+        json={"user": "robbie", "pattern": "team/*", "actions": ["push", "pull"]},
+        auth=ADMIN,
+        timeout=HTTP_TIMEOUT,
+    )
     assert r.status_code == 201 and r.json()["actions"] == ["pull", "push"], r.text
-    r = requests.post(f"{srv.url}/api/v1/tokens", json={"user": "robbie", "expires_in": 60, "scope": ["team/*:pull"]},
-                      auth=ADMIN, timeout=HTTP_TIMEOUT)
+    r = requests.post(
+        f"{srv.url}/api/v1/tokens",
+        json={"user": "robbie", "expires_in": 60, "scope": ["team/*:pull"]},
+        auth=ADMIN,
+        timeout=HTTP_TIMEOUT,
+    )
     assert r.status_code == 201 and r.json()["name"] == "token" and r.json()["expires_at"] is not None, r.text
-    r = requests.post(f"{srv.url}/api/v1/grants", json={"user": "ghost", "pattern": "team/*", "actions": "pull"},
-                      auth=ADMIN, timeout=HTTP_TIMEOUT)
+    r = requests.post(
+        f"{srv.url}/api/v1/grants",
+        json={"user": "ghost", "pattern": "team/*", "actions": "pull"},
+        auth=ADMIN,
+        timeout=HTTP_TIMEOUT,
+    )
     assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NOT_FOUND"
 
 
 def test_the_openapi_document_publishes_the_models() -> None:
     doc = document()
     schemas = doc["components"]["schemas"]
-    bodies = {op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
-              for path, item in doc["paths"].items() if path.startswith("/api/v1/")
-              for op in item.values() if "requestBody" in op and path.split("/")[3] in (
-                  "me", "users", "grants", "tokens", "namespaces", "visibility")}
+    bodies = {
+        op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        for path, item in doc["paths"].items()
+        if path.startswith("/api/v1/")
+        for op in item.values()
+        if "requestBody" in op and path.split("/")[3] in ("me", "users", "grants", "tokens", "namespaces", "visibility")
+    }
     assert bodies == {m.__name__ for m in admin_models.MODELS}
     for model in admin_models.MODELS:
         assert schemas[model.__name__] == model_schema(model)

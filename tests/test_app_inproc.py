@@ -37,11 +37,22 @@ async def push_blob(client: TestClient, repo: str, data: bytes) -> str:
 
 async def push_manifest(client: TestClient, repo: str, tag: str, layer: bytes = b"layer") -> bytes:
     config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
-    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                      "digest": await push_blob(client, repo, config), "size": len(config)},
-           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                       "digest": await push_blob(client, repo, layer), "size": len(layer)}]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": await push_blob(client, repo, config),
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": await push_blob(client, repo, layer),
+                "size": len(layer),
+            }
+        ],
+    }
     body = json.dumps(doc).encode()
     r = await client.put(f"/v2/{repo}/manifests/{tag}", data=body, headers={"Content-Type": OCI_MANIFEST})
     assert r.status == 201, await r.text()
@@ -100,12 +111,14 @@ async def test_upload_state_machine(client: TestClient) -> None:
 
 async def test_errors_are_spec_json_with_their_codes(client: TestClient) -> None:
     await push_manifest(client, "team/known", "v1")
-    cases = [("GET", f"/v2/team/none/blobs/{sha256(b'absent')}", 404, "BLOB_UNKNOWN"),
-             ("GET", "/v2/team/known/manifests/v2", 404, "MANIFEST_UNKNOWN"),
-             ("GET", "/v2/team/none/manifests/latest", 404, "NAME_UNKNOWN"),
-             ("DELETE", f"/v2/team/known/manifests/{sha256(b'absent')}", 404, "MANIFEST_UNKNOWN"),
-             ("GET", "/v2/team/none/blobs/sha256:nothex", 400, "DIGEST_INVALID"),
-             ("GET", "/v2/Bad..Name/tags/list", 400, "NAME_INVALID")]
+    cases = [
+        ("GET", f"/v2/team/none/blobs/{sha256(b'absent')}", 404, "BLOB_UNKNOWN"),
+        ("GET", "/v2/team/known/manifests/v2", 404, "MANIFEST_UNKNOWN"),
+        ("GET", "/v2/team/none/manifests/latest", 404, "NAME_UNKNOWN"),
+        ("DELETE", f"/v2/team/known/manifests/{sha256(b'absent')}", 404, "MANIFEST_UNKNOWN"),
+        ("GET", "/v2/team/none/blobs/sha256:nothex", 400, "DIGEST_INVALID"),
+        ("GET", "/v2/Bad..Name/tags/list", 400, "NAME_INVALID"),
+    ]
     for method, path, status, code in cases:
         r = await client.request(method, path)
         assert r.status == status, (path, r.status, await r.text())

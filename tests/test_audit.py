@@ -28,8 +28,12 @@ PW = {"bob": "bob-Pw-123456", "carol": "carol-Pw-123456", "dave": "dave-Pw-12345
 
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    proc = start_auth_server(tmp_path_factory.mktemp("audit") / "srv", None,
-                             MOORAGE_EVENTS__STATS_INTERVAL="1", MOORAGE_EVENTS__AUDIT_PULLS="aggregate")
+    proc = start_auth_server(
+        tmp_path_factory.mktemp("audit") / "srv",
+        None,
+        MOORAGE_EVENTS__STATS_INTERVAL="1",
+        MOORAGE_EVENTS__AUDIT_PULLS="aggregate",
+    )
     try:
         yield proc
     finally:
@@ -66,7 +70,10 @@ def session(reg: RegistryProcess) -> dict[str, Any]:
     """The scripted session; returns what it did."""
     for name in ("bob", "dave"):
         assert api(reg, "POST", "/api/v1/users", json={"name": name, "password": PW[name]}).status_code == 201
-    assert api(reg, "POST", "/api/v1/grants", json={"user": "bob", "pattern": "team/*", "actions": "pull,push,delete"}).status_code == 201
+    assert (
+        api(reg, "POST", "/api/v1/grants", json={"user": "bob", "pattern": "team/*", "actions": "pull,push,delete"}).status_code
+        == 201
+    )
     assert api(reg, "POST", "/api/v1/grants", json={"user": "dave", "pattern": "team/*", "actions": "admin"}).status_code == 201
     cli(reg, "user", "add", "carol", "--password-stdin", input=PW["carol"] + "\n")
     bob = as_user(reg, "bob", "team/app")
@@ -77,16 +84,20 @@ def session(reg: RegistryProcess) -> dict[str, Any]:
     admin = Client(reg.url)
     admin.s.headers.update(bearer(get_token(reg, ["repository:other/x:pull,push"], auth=ADMIN)))
     admin.push_image("other/x", "1")
-    assert requests.get(reg.url + "/auth/token", params={"service": "moorage"}, auth=("mallory", "guess"),
-                        timeout=30).status_code == 401
-    assert requests.get(reg.url + "/auth/token", params={"service": "moorage"}, auth=("bob", "wrong"),
-                        timeout=30).status_code == 401
+    assert (
+        requests.get(reg.url + "/auth/token", params={"service": "moorage"}, auth=("mallory", "guess"), timeout=30).status_code
+        == 401
+    )
+    assert (
+        requests.get(reg.url + "/auth/token", params={"service": "moorage"}, auth=("bob", "wrong"), timeout=30).status_code == 401
+    )
     return {"digest": digest}
 
 
 def test_scripted_session_in_moorage_audit_json(reg: RegistryProcess, session: dict[str, Any]) -> None:
-    rows = wait_audit(reg, lambda rs: any(r["action"] == "pull" for r in rs)
-                      and sum(r["action"] == "login.failed" for r in rs) >= 2)
+    rows = wait_audit(
+        reg, lambda rs: any(r["action"] == "pull" for r in rs) and sum(r["action"] == "login.failed" for r in rs) >= 2
+    )
     for r in rows:
         assert {"time", "actor", "action", "repository", "client_ip"} <= set(r)
 
@@ -150,8 +161,16 @@ def test_webhooks_api_namespace_admins(reg: RegistryProcess, session: dict[str, 
     # carol administers only her own namespace (carol/*): she sees no other webhook, makes none for team
     assert api(reg, "GET", "/api/v1/webhooks", auth=("carol", PW["carol"])).json()["webhooks"] == []
     assert api(reg, "POST", "/api/v1/webhooks", auth=("carol", PW["carol"]), json=hook).status_code == 403
-    assert api(reg, "POST", "/api/v1/webhooks", auth=("dave", PW["dave"]),
-               json={**hook, "name": "steal", "repositories": ["team/*", "other/*"]}).status_code == 403
+    assert (
+        api(
+            reg,
+            "POST",
+            "/api/v1/webhooks",
+            auth=("dave", PW["dave"]),
+            json={**hook, "name": "steal", "repositories": ["team/*", "other/*"]},
+        ).status_code
+        == 403
+    )
     r = api(reg, "POST", "/api/v1/webhooks", auth=("dave", PW["dave"]), json=hook)
     assert r.status_code == 201, r.text
     assert r.json()["namespace"] == "team" and "secret" not in r.json()
@@ -170,10 +189,14 @@ def test_webhooks_api_namespace_admins(reg: RegistryProcess, session: dict[str, 
         time.sleep(0.3)
     assert dead[0]["last_error"] and dead[0]["attempts"] == 1
     # dave can't see or re-queue it, not even through his own webhook's path
-    assert api(reg, "POST", f"/api/v1/webhooks/team-ci/deliveries/{dead[0]['id']}/retry",
-               auth=("dave", PW["dave"])).status_code == 404
-    assert api(reg, "POST", f"/api/v1/webhooks/global/deliveries/{dead[0]['id']}/retry",
-               auth=("dave", PW["dave"])).status_code == 404
+    assert (
+        api(reg, "POST", f"/api/v1/webhooks/team-ci/deliveries/{dead[0]['id']}/retry", auth=("dave", PW["dave"])).status_code
+        == 404
+    )
+    assert (
+        api(reg, "POST", f"/api/v1/webhooks/global/deliveries/{dead[0]['id']}/retry", auth=("dave", PW["dave"])).status_code
+        == 404
+    )
     assert api(reg, "GET", "/api/v1/webhooks/team-ci/deliveries", auth=("dave", PW["dave"])).json()["deliveries"] == []
     dave_sees = {w["name"] for w in api(reg, "GET", "/api/v1/webhooks", auth=("dave", PW["dave"])).json()["webhooks"]}
     assert dave_sees == {"team-ci"}
@@ -187,16 +210,18 @@ def test_webhooks_api_namespace_admins(reg: RegistryProcess, session: dict[str, 
     assert api(reg, "DELETE", "/api/v1/webhooks/team-ci", auth=("dave", PW["dave"])).status_code == 204
     assert api(reg, "DELETE", "/api/v1/webhooks/global").status_code == 204
     rows = wait_audit(reg, lambda rs: sum(r["action"] == "webhook.delete" for r in rs) >= 2, "--action", "webhook.*")
-    assert {(r["actor"], r["action"]) for r in rows} >= {("dave", "webhook.add"), ("admin", "webhook.add"),
-                                                        ("dave", "webhook.delete")}
+    assert {(r["actor"], r["action"]) for r in rows} >= {
+        ("dave", "webhook.add"),
+        ("admin", "webhook.add"),
+        ("dave", "webhook.delete"),
+    }
 
 
 def test_metrics_parse_with_prometheus_client(reg: RegistryProcess, session: dict[str, Any], tmp_path: Path) -> None:
     admin = Client(reg.url)
     admin.s.headers.update(bearer(get_token(reg, ["repository:team/pending:pull,push"], auth=ADMIN)))
     solo = Client(reg.url)
-    solo.s.headers.update(bearer(get_token(reg, ["repository:solo/app:pull,push", "repository:solo/two:pull,push"],
-                                           auth=ADMIN)))
+    solo.s.headers.update(bearer(get_token(reg, ["repository:solo/app:pull,push", "repository:solo/two:pull,push"], auth=ADMIN)))
     layers = [b"a" * 1000, b"b" * 2000]
     config = b'{"architecture":"amd64","os":"linux"}'
     solo.push_image("solo/app", "1", layers=layers, config=config)
@@ -251,8 +276,9 @@ def test_htpasswd_mode_webhooks_api_authenticated_and_audited(tmp_path: Path) ->
         assert api(proc, "POST", "/api/v1/webhooks", auth=("alice", "wrong"), json=hook).status_code == 401
         assert api(proc, "GET", "/api/v1/audit", auth=None).status_code == 401
         assert api(proc, "POST", "/api/v1/webhooks", auth=("alice", "alice-Pw-1"), json=hook).status_code == 201
-        rows = wait_audit(proc, lambda rs: any(r["action"] == "webhook.add" for r in rs)
-                          and any(r["action"] == "login.failed" for r in rs))
+        rows = wait_audit(
+            proc, lambda rs: any(r["action"] == "webhook.add" for r in rs) and any(r["action"] == "login.failed" for r in rs)
+        )
         assert any(r["action"] == "webhook.add" and r["actor"] == "alice" for r in rows)
         assert any(r["action"] == "login.failed" and r["actor"] == "alice" for r in rows)
         entries = api(proc, "GET", "/api/v1/audit", auth=("alice", "alice-Pw-1")).json()["entries"]

@@ -51,8 +51,7 @@ def fresh_skopeo(tmp_path: Path) -> Skopeo:
 
 
 def _token(proc: RegistryProcess, scope: str, auth: tuple[str, str]) -> str:
-    r = requests.get(f"{proc.url}/auth/token", params={"service": "moorage", "scope": scope}, auth=auth,
-                     timeout=HTTP_TIMEOUT)
+    r = requests.get(f"{proc.url}/auth/token", params={"service": "moorage", "scope": scope}, auth=auth, timeout=HTTP_TIMEOUT)
     assert r.status_code == 200, r.text
     return r.json()["token"]
 
@@ -66,12 +65,15 @@ def test_skopeo_login_copy_and_denied_push(srv: RegistryProcess, fresh_skopeo: S
     img = _layout(tmp_path, "skopeo-token")
     dest = f"docker://{srv.host}/alice/app:v1"
     # no credentials: refused
-    assert_refused(sk("copy", "--quiet", f"oci:{img.dir}:v1", dest, check=False), "denied: requested access to the resource is denied")
+    assert_refused(
+        sk("copy", "--quiet", f"oci:{img.dir}:v1", dest, check=False), "denied: requested access to the resource is denied"
+    )
     # --dest-creds goes through the token flow
     sk.copy(f"oci:{img.dir}:v1", dest, "--dest-creds", "alice:" + ALICE[1])
     # skopeo login stores the credentials; inspect and copy back use them
-    assert_refused(sk("login", "--username", "alice", "--password-stdin", srv.host, input="wrong", check=False),
-                   "invalid username/password")
+    assert_refused(
+        sk("login", "--username", "alice", "--password-stdin", srv.host, input="wrong", check=False), "invalid username/password"
+    )
     sk.login(srv.host, *ALICE)
     assert sk.json("inspect", "--raw", dest)["layers"][0]["digest"] == img.layers[0].digest
     sk.copy(dest, f"oci:{tmp_path / 'back'}:v1")
@@ -81,8 +83,9 @@ def test_skopeo_login_copy_and_denied_push(srv: RegistryProcess, fresh_skopeo: S
 
     # bob may pull alice/* but not push: the client reports "denied"
     assert sk.json("inspect", "--raw", "--creds", "bob:" + BOB[1], dest)["schemaVersion"] == 2
-    cp = sk("copy", "--quiet", "--dest-creds", "bob:" + BOB[1], f"oci:{img.dir}:v1",
-            f"docker://{srv.host}/alice/bobs:v1", check=False)
+    cp = sk(
+        "copy", "--quiet", "--dest-creds", "bob:" + BOB[1], f"oci:{img.dir}:v1", f"docker://{srv.host}/alice/bobs:v1", check=False
+    )
     assert_refused(cp, "initiating layer upload", "denied: requested access to the resource is denied")
 
 
@@ -95,7 +98,10 @@ def test_anonymous_pull_public_but_not_private(srv: RegistryProcess, fresh_skope
     got = sk.json("inspect", "--raw", "--no-creds", f"docker://{srv.host}/alice/pub:v1")
     assert got["layers"][0]["digest"] == img.layers[0].digest
     sk("copy", "--quiet", "--src-no-creds", f"docker://{srv.host}/alice/pub:v1", f"oci:{tmp_path / 'anon'}:v1")
-    assert_refused(sk("inspect", "--raw", "--no-creds", f"docker://{srv.host}/alice/priv:v1", check=False), "unauthorized: token does not cover this request")
+    assert_refused(
+        sk("inspect", "--raw", "--no-creds", f"docker://{srv.host}/alice/priv:v1", check=False),
+        "unauthorized: token does not cover this request",
+    )
     # and nobody pushes anonymously into a public repository
     cp = sk("copy", "--quiet", "--dest-no-creds", f"oci:{img.dir}:v1", f"docker://{srv.host}/alice/pub:v2", check=False)
     assert_refused(cp, "uploading manifest v2", "denied: requested access to the resource is denied")
@@ -107,8 +113,7 @@ def test_skopeo_with_access_token_then_revoked(srv: RegistryProcess, fresh_skope
     tok = _api(srv, "POST", "tokens", json={"user": "alice", "name": "skopeo", "scope": ["alice/ci-*:pull,push"]}).json()
     creds = "alice:" + tok["token"]
     sk.copy(f"oci:{img.dir}:v1", f"docker://{srv.host}/alice/ci-app:v1", "--dest-creds", creds)
-    cp = sk("copy", "--quiet", "--dest-creds", creds, f"oci:{img.dir}:v1", f"docker://{srv.host}/alice/other:v1",
-            check=False)
+    cp = sk("copy", "--quiet", "--dest-creds", creds, f"oci:{img.dir}:v1", f"docker://{srv.host}/alice/other:v1", check=False)
     assert_refused(cp, "denied: requested access to the resource is denied")  # outside the token's scope
     _api(srv, "DELETE", f"tokens/{tok['id']}")
     cp = sk("inspect", "--raw", "--creds", creds, f"docker://{srv.host}/alice/ci-app:v1", check=False)
@@ -117,8 +122,9 @@ def test_skopeo_with_access_token_then_revoked(srv: RegistryProcess, fresh_skope
 
 def test_podman_login(srv: RegistryProcess, podman_socket, tmp_path: Path) -> None:
     authfile = tmp_path / "podman-auth.json"
-    argv = podman_socket.podman_argv("login", "--tls-verify=false", "--authfile", str(authfile),
-                                     "--username", "alice", "--password-stdin", srv.host)
+    argv = podman_socket.podman_argv(
+        "login", "--tls-verify=false", "--authfile", str(authfile), "--username", "alice", "--password-stdin", srv.host
+    )
     env = podman_socket.service_env
     assert_refused(run(argv, env=env, input="wrong\n", check=False, timeout=60), "invalid username/password")
     ok = run(argv, env=env, input=ALICE[1] + "\n", check=False, timeout=60)
@@ -172,12 +178,17 @@ def test_docker_login_push_pull_logout(srv: RegistryProcess, podman_socket, busy
         d("image", "pull", ref)
     finally:
         d("logout", host)
-    tags = requests.get(f"{srv.url}/v2/alice/busybox/tags/list", timeout=HTTP_TIMEOUT,
-                        headers={"Authorization": "Bearer " + _token(srv, "repository:alice/busybox:pull", ALICE)})
+    tags = requests.get(
+        f"{srv.url}/v2/alice/busybox/tags/list",
+        timeout=HTTP_TIMEOUT,
+        headers={"Authorization": "Bearer " + _token(srv, "repository:alice/busybox:pull", ALICE)},
+    )
     assert tags.json()["tags"] == ["1"]
     # logged out: the push is refused
     d("image", "tag", ref, f"{host}/alice/busybox:2")
-    assert_refused(d("image", "push", f"{host}/alice/busybox:2", check=False), "denied: requested access to the resource is denied")
+    assert_refused(
+        d("image", "push", f"{host}/alice/busybox:2", check=False), "denied: requested access to the resource is denied"
+    )
     # bob (pull-only) is told "denied"
     podman_socket.docker_login(host, *BOB)
     try:
@@ -199,7 +210,10 @@ def test_htpasswd_mode_with_skopeo(tmp_path: Path, fresh_skopeo: Skopeo) -> None
         img = _layout(tmp_path, "htpasswd")
         dest = f"docker://{proc.host}/h/app:v1"
         assert_refused(sk("copy", "--quiet", f"oci:{img.dir}:v1", dest, check=False), "unauthorized: authentication required")
-        assert_refused(sk("copy", "--quiet", "--dest-creds", "hank:wrong", f"oci:{img.dir}:v1", dest, check=False), "unauthorized: authentication required")
+        assert_refused(
+            sk("copy", "--quiet", "--dest-creds", "hank:wrong", f"oci:{img.dir}:v1", dest, check=False),
+            "unauthorized: authentication required",
+        )
         sk.copy(f"oci:{img.dir}:v1", dest, "--dest-creds", "hank:hank-Pw")
         sk.login(proc.host, "hank", "hank-Pw")
         assert sk.json("list-tags", f"docker://{proc.host}/h/app")["Tags"] == ["v1"]

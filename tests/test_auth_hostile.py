@@ -68,9 +68,13 @@ def shared_tmp() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def srv(backend, shared_tmp: Path) -> Iterator[RegistryProcess]:
     name, make_env = backend
-    proc = start_auth_server(shared_tmp / f"srv-{name}", make_env(), MOORAGE_WORKERS=str(WORKERS),
-                             MOORAGE_AUTH__BCRYPT_ROUNDS="6",
-                             MOORAGE_AUTH__LOGIN_RATE_LIMIT=str(LIMIT))
+    proc = start_auth_server(
+        shared_tmp / f"srv-{name}",
+        make_env(),
+        MOORAGE_WORKERS=str(WORKERS),
+        MOORAGE_AUTH__BCRYPT_ROUNDS="6",
+        MOORAGE_AUTH__LOGIN_RATE_LIMIT=str(LIMIT),
+    )
     try:
         _api(proc, "POST", "users", json={"name": ALICE[0], "password": ALICE[1]})
         yield proc
@@ -119,8 +123,9 @@ def test_scope_names_are_validated_before_matching(srv: RegistryProcess) -> None
 
 # -- item 7: files only the registry's user can read -----------------------------------------------
 def _as_nobody(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv], capture_output=True, text=True, timeout=30
+    )
 
 
 def _secret_files(data: Path) -> list[Path]:
@@ -296,8 +301,9 @@ def test_metrics_default_in_token_mode_is_admin_only(srv: RegistryProcess) -> No
 @pytest.mark.parametrize("access", ["public", "authenticated", "admin"])
 def test_metrics_access_modes_and_scrape_token(access: str, shared_tmp: Path) -> None:
     scrape = "scrape-" + "".join(random.choice("abcdef0123456789") for _ in range(32))
-    proc = start_auth_server(shared_tmp / f"metrics-{access}", None, MOORAGE_METRICS__ACCESS=access,
-                             MOORAGE_METRICS__TOKEN=scrape)
+    proc = start_auth_server(
+        shared_tmp / f"metrics-{access}", None, MOORAGE_METRICS__ACCESS=access, MOORAGE_METRICS__TOKEN=scrape
+    )
     try:
         url = f"{proc.url}/metrics"
         _api(proc, "POST", "users", json={"name": ALICE[0], "password": ALICE[1]})

@@ -30,8 +30,8 @@ from tests.support.registry_proc import RegistryProcess, start_moorage
 
 ADMIN = ("admin", ADMIN_PASSWORD)
 ALICE = ("alice", "alice-pw")
-BOB = ("bob", "bob-pw")          # pull-only on alice/*
-CAROL = ("carol", "carol-pw")    # pull,push on team/*
+BOB = ("bob", "bob-pw")  # pull-only on alice/*
+CAROL = ("carol", "carol-pw")  # pull,push on team/*
 
 
 def api(proc: RegistryProcess, method: str, path: str, **kw) -> requests.Response:
@@ -118,15 +118,19 @@ def test_token_response_and_claims(srv: RegistryProcess) -> None:
 
 
 def test_multiple_scopes_unknown_scopes_and_host_port_names(srv: RegistryProcess) -> None:
-    r = token_response(srv, [
-        "repository:alice/private:pull,push",
-        "repository:team/app:pull",              # bob has nothing there: left out
-        "repository:alice/public:pull,push,delete",
-        "repository:localhost:5000/alice/x:pull",  # host:port inside the name: parsed, not granted
-        "registry:catalog:*",
-        "frobnicator:thing:twiddle",            # unknown type: nothing, no error
-        "nonsense",                              # malformed: ignored
-    ], BOB)
+    r = token_response(
+        srv,
+        [
+            "repository:alice/private:pull,push",
+            "repository:team/app:pull",  # bob has nothing there: left out
+            "repository:alice/public:pull,push,delete",
+            "repository:localhost:5000/alice/x:pull",  # host:port inside the name: parsed, not granted
+            "registry:catalog:*",
+            "frobnicator:thing:twiddle",  # unknown type: nothing, no error
+            "nonsense",  # malformed: ignored
+        ],
+        BOB,
+    )
     assert r.status_code == 200, r.text
     access = claims_of(r.json()["token"])["access"]
     assert access == [
@@ -154,18 +158,34 @@ def test_token_endpoint_refusals(srv: RegistryProcess) -> None:
 
 
 def test_anonymous_tokens_carry_public_pull_only(srv: RegistryProcess) -> None:
-    r = token_response(srv, ["repository:alice/public:pull,push", "repository:alice/private:pull",
-                             "repository:pubns/tool:pull", "registry:catalog:*"])
+    r = token_response(
+        srv,
+        [
+            "repository:alice/public:pull,push",
+            "repository:alice/private:pull",
+            "repository:pubns/tool:pull",
+            "registry:catalog:*",
+        ],
+    )
     c = claims_of(r.json()["token"])
     assert c["sub"] == ""
-    assert c["access"] == [{"type": "repository", "name": "alice/public", "actions": ["pull"]},
-                           {"type": "repository", "name": "pubns/tool", "actions": ["pull"]}]
+    assert c["access"] == [
+        {"type": "repository", "name": "alice/public", "actions": ["pull"]},
+        {"type": "repository", "name": "pubns/tool", "actions": ["pull"]},
+    ]
 
 
 def test_oauth2_post_password_and_refresh_token(srv: RegistryProcess) -> None:
     api_user(srv, "dave", "dave-pw-1")
-    form = {"grant_type": "password", "username": "dave", "password": "dave-pw-1", "service": "moorage",
-            "client_id": "docker", "access_type": "offline", "scope": "repository:dave/app:pull,push"}
+    form = {
+        "grant_type": "password",
+        "username": "dave",
+        "password": "dave-pw-1",
+        "service": "moorage",
+        "client_id": "docker",
+        "access_type": "offline",
+        "scope": "repository:dave/app:pull,push",
+    }
     r = requests.post(f"{srv.url}/auth/token", data=form, timeout=HTTP_TIMEOUT)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -175,9 +195,17 @@ def test_oauth2_post_password_and_refresh_token(srv: RegistryProcess) -> None:
     # the refresh token is not a registry token
     r = requests.get(f"{srv.url}/v2/", headers=bearer(refresh), timeout=HTTP_TIMEOUT)
     assert r.status_code == 401
-    r = requests.post(f"{srv.url}/auth/token", data={"grant_type": "refresh_token", "refresh_token": refresh,
-                                                     "service": "moorage", "client_id": "docker",
-                                                     "scope": "repository:dave/app:pull"}, timeout=HTTP_TIMEOUT)
+    r = requests.post(
+        f"{srv.url}/auth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh,
+            "service": "moorage",
+            "client_id": "docker",
+            "scope": "repository:dave/app:pull",
+        },
+        timeout=HTTP_TIMEOUT,
+    )
     assert r.status_code == 200, r.text
     assert claims_of(r.json()["access_token"])["sub"] == "dave"
     # GET with offline_token=true also hands out a refresh token (docker login does this)
@@ -190,8 +218,11 @@ def test_oauth2_post_password_and_refresh_token(srv: RegistryProcess) -> None:
     assert r.status_code == 400
     # changing the password invalidates refresh tokens issued before
     api(srv, "PUT", "users/dave/password", json={"password": "dave-pw-2"})
-    r = requests.post(f"{srv.url}/auth/token", data={"grant_type": "refresh_token", "refresh_token": refresh,
-                                                     "service": "moorage", "client_id": "docker"}, timeout=HTTP_TIMEOUT)
+    r = requests.post(
+        f"{srv.url}/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh, "service": "moorage", "client_id": "docker"},
+        timeout=HTTP_TIMEOUT,
+    )
     assert r.status_code == 401
     assert token_response(srv, [], ("dave", "dave-pw-2")).status_code == 200
 
@@ -219,8 +250,11 @@ def test_pull_only_user_cannot_push(srv: RegistryProcess) -> None:
     assert r.status_code == 403
     assert r.json()["errors"][0]["code"] == "DENIED"
     assert _challenge(r)["error"] == "insufficient_scope"
-    r = requests.delete(f"{srv.url}/v2/alice/private/manifests/v1",
-                        headers=bearer(get_token(srv, ["repository:alice/private:delete"], BOB)), timeout=HTTP_TIMEOUT)
+    r = requests.delete(
+        f"{srv.url}/v2/alice/private/manifests/v1",
+        headers=bearer(get_token(srv, ["repository:alice/private:delete"], BOB)),
+        timeout=HTTP_TIMEOUT,
+    )
     assert r.status_code == 401  # nothing granted for delete: fetch another token (which won't help)
 
 
@@ -236,8 +270,16 @@ def _sign(srv: RegistryProcess, claims: dict, **kw) -> str:
 def test_expired_tampered_and_foreign_tokens_are_refused(srv: RegistryProcess) -> None:
     url = f"{srv.url}/v2/alice/private/manifests/v1"
     now = int(time.time())
-    good = {"iss": "moorage", "sub": "alice", "aud": "moorage", "iat": now, "nbf": now - 1, "exp": now + 120,
-            "jti": "x", "access": [{"type": "repository", "name": "alice/private", "actions": ["pull"]}]}
+    good = {
+        "iss": "moorage",
+        "sub": "alice",
+        "aud": "moorage",
+        "iat": now,
+        "nbf": now - 1,
+        "exp": now + 120,
+        "jti": "x",
+        "access": [{"type": "repository", "name": "alice/private", "actions": ["pull"]}],
+    }
     assert requests.get(url, headers=bearer(_sign(srv, good)), timeout=HTTP_TIMEOUT).status_code == 200
 
     def refused(token: str) -> None:
@@ -246,9 +288,9 @@ def test_expired_tampered_and_foreign_tokens_are_refused(srv: RegistryProcess) -
         assert _challenge(r)["error"] == "invalid_token"
 
     refused(_sign(srv, {**good, "iat": now - 3600, "nbf": now - 3600, "exp": now - 1800}))  # expired
-    refused(_sign(srv, {**good, "aud": "another-registry"}))                                # other service
-    refused(_sign(srv, {**good, "iss": "someone"}))                                         # other issuer
-    refused(_sign(srv, {**good, "nbf": now + 3600}))                                        # not yet valid
+    refused(_sign(srv, {**good, "aud": "another-registry"}))  # other service
+    refused(_sign(srv, {**good, "iss": "someone"}))  # other issuer
+    refused(_sign(srv, {**good, "nbf": now + 3600}))  # not yet valid
     # tampered: widen the access claim of a real token without re-signing
     real = get_token(srv, ["repository:alice/private:pull"], BOB)
     head, body, sig = real.split(".")
@@ -262,8 +304,9 @@ def test_expired_tampered_and_foreign_tokens_are_refused(srv: RegistryProcess) -
     refused(jwt.encode(good, None, algorithm="none", headers={"kid": kid}))
     refused(jwt.encode(good, "a-shared-secret-long-enough-for-hs256!", algorithm="HS256", headers={"kid": kid}))
     refused("garbage")
-    r = requests.get(url, headers={"Authorization": "Basic " + base64.b64encode(b"alice:alice-pw").decode()},
-                     timeout=HTTP_TIMEOUT)
+    r = requests.get(
+        url, headers={"Authorization": "Basic " + base64.b64encode(b"alice:alice-pw").decode()}, timeout=HTTP_TIMEOUT
+    )
     assert r.status_code == 401  # the registry takes bearer tokens only
 
 
@@ -272,8 +315,11 @@ def test_public_repositories_and_namespaces_anonymous_pull(srv: RegistryProcess)
         token = get_token(srv, [f"repository:{repo}:pull"])
         r = requests.get(f"{srv.url}/v2/{repo}/manifests/v1", headers=bearer(token), timeout=HTTP_TIMEOUT)
         assert r.status_code == 200, repo
-        r = requests.post(f"{srv.url}/v2/{repo}/blobs/uploads/",
-                          headers=bearer(get_token(srv, [f"repository:{repo}:pull,push"])), timeout=HTTP_TIMEOUT)
+        r = requests.post(
+            f"{srv.url}/v2/{repo}/blobs/uploads/",
+            headers=bearer(get_token(srv, [f"repository:{repo}:pull,push"])),
+            timeout=HTTP_TIMEOUT,
+        )
         assert r.status_code == 403  # public means pull, not push
     token = get_token(srv, ["repository:alice/private:pull"])
     r = requests.get(f"{srv.url}/v2/alice/private/manifests/v1", headers=bearer(token), timeout=HTTP_TIMEOUT)
@@ -325,12 +371,20 @@ def test_cross_repository_mount_needs_pull_on_the_source(srv: RegistryProcess) -
 
     digest = "sha256:" + hashlib.sha256(b"team").hexdigest()  # a layer of team/app
     token = get_token(srv, ["repository:alice/mnt:pull,push", "repository:team/app:pull"], ALICE)
-    r = requests.post(f"{srv.url}/v2/alice/mnt/blobs/uploads/", params={"mount": digest, "from": "team/app"},
-                      headers=bearer(token), timeout=HTTP_TIMEOUT)
+    r = requests.post(
+        f"{srv.url}/v2/alice/mnt/blobs/uploads/",
+        params={"mount": digest, "from": "team/app"},
+        headers=bearer(token),
+        timeout=HTTP_TIMEOUT,
+    )
     assert r.status_code == 202  # not mounted: alice can't read team/app; a plain upload starts instead
     token = get_token(srv, ["repository:team/mnt:pull,push", "repository:team/app:pull"], CAROL)
-    r = requests.post(f"{srv.url}/v2/team/mnt/blobs/uploads/", params={"mount": digest, "from": "team/app"},
-                      headers=bearer(token), timeout=HTTP_TIMEOUT)
+    r = requests.post(
+        f"{srv.url}/v2/team/mnt/blobs/uploads/",
+        params={"mount": digest, "from": "team/app"},
+        headers=bearer(token),
+        timeout=HTTP_TIMEOUT,
+    )
     assert r.status_code == 201
 
 
@@ -344,8 +398,9 @@ def test_personal_access_token_scope_and_immediate_revocation(srv: RegistryProce
     token = get_token(srv, ["repository:alice/private:pull,push"], ("alice", pat))
     assert claims_of(token)["access"] == [{"type": "repository", "name": "alice/private", "actions": ["pull"]}]
     assert claims_of(token)["pat"] == token_id
-    assert requests.get(f"{srv.url}/v2/alice/private/manifests/v1", headers=bearer(token),
-                        timeout=HTTP_TIMEOUT).status_code == 200
+    assert (
+        requests.get(f"{srv.url}/v2/alice/private/manifests/v1", headers=bearer(token), timeout=HTTP_TIMEOUT).status_code == 200
+    )
     # only with its owner's name
     assert token_response(srv, [], ("bob", pat)).status_code == 401
     listed = api(srv, "GET", "tokens", params={"user": "alice"}).text
@@ -371,8 +426,7 @@ def test_robot_account_token(srv: RegistryProcess) -> None:
 
 
 def test_expired_access_token_is_refused(srv: RegistryProcess) -> None:
-    r = requests.post(f"{srv.url}/api/v1/tokens", json={"user": "carol", "expires_in": 3}, auth=ADMIN,
-                      timeout=HTTP_TIMEOUT)
+    r = requests.post(f"{srv.url}/api/v1/tokens", json={"user": "carol", "expires_in": 3}, auth=ADMIN, timeout=HTTP_TIMEOUT)
     pat = r.json()["token"]
     token = get_token(srv, ["repository:team/app:pull"], ("carol", pat))
     assert claims_of(token)["exp"] - time.time() <= 4  # a JWT never outlives its PAT
@@ -440,15 +494,21 @@ def test_admin_api(srv: RegistryProcess) -> None:
     assert r.status_code == 400 and r.json()["errors"][0]["code"] == "NAME_INVALID"
     r = requests.post(f"{api}/users", data=b"{not json", auth=ADMIN, timeout=HTTP_TIMEOUT)
     assert r.status_code == 400
-    r = requests.post(f"{api}/grants", json={"user": "erin", "pattern": "team/*", "actions": "pull"},
-                      auth=ADMIN, timeout=HTTP_TIMEOUT)
+    r = requests.post(
+        f"{api}/grants", json={"user": "erin", "pattern": "team/*", "actions": "pull"}, auth=ADMIN, timeout=HTTP_TIMEOUT
+    )
     assert r.status_code == 201
     assert claims_of(get_token(srv, ["repository:team/app:pull,push"], ("erin", "erin-pw")))["access"][0]["actions"] == ["pull"]
-    r = requests.post(f"{api}/grants", json={"user": "erin", "pattern": "team/*", "actions": "fly"},
-                      auth=ADMIN, timeout=HTTP_TIMEOUT)
+    r = requests.post(
+        f"{api}/grants", json={"user": "erin", "pattern": "team/*", "actions": "fly"}, auth=ADMIN, timeout=HTTP_TIMEOUT
+    )
     assert r.status_code == 400
-    r = requests.post(f"{api}/tokens", json={"user": "erin", "name": "api", "scope": ["team/*:pull"],
-                                             "expires_in": 3600}, auth=ADMIN, timeout=HTTP_TIMEOUT)
+    r = requests.post(
+        f"{api}/tokens",
+        json={"user": "erin", "name": "api", "scope": ["team/*:pull"], "expires_in": 3600},
+        auth=ADMIN,
+        timeout=HTTP_TIMEOUT,
+    )
     assert r.status_code == 201
     created = r.json()
     assert created["token"].startswith("moor_") and created["scope"] == ["team/*:pull"]
@@ -460,8 +520,12 @@ def test_admin_api(srv: RegistryProcess) -> None:
     assert r.status_code == 200
     assert claims_of(get_token(srv, ["repository:team/app:pull"]))["access"] != []
     requests.put(f"{api}/visibility", json={"repository": "team/app", "public": False}, auth=ADMIN, timeout=HTTP_TIMEOUT)
-    assert requests.delete(f"{api}/grants", params={"user": "erin", "pattern": "team/*"}, auth=ADMIN,
-                           timeout=HTTP_TIMEOUT).status_code == 204
+    assert (
+        requests.delete(
+            f"{api}/grants", params={"user": "erin", "pattern": "team/*"}, auth=ADMIN, timeout=HTTP_TIMEOUT
+        ).status_code
+        == 204
+    )
     assert requests.delete(f"{api}/users/erin", auth=ADMIN, timeout=HTTP_TIMEOUT).status_code == 204
     assert token_response(srv, [], ("erin", "erin-pw")).status_code == 401
 
@@ -473,7 +537,8 @@ def test_cli_while_serving(srv: RegistryProcess) -> None:
     add_user(srv, "frank", "frank-pw")
     cli(srv, "grant", "frank", "team/*", "pull")
     assert claims_of(get_token(srv, ["repository:team/app:pull,push"], ("frank", "frank-pw")))["access"] == [
-        {"type": "repository", "name": "team/app", "actions": ["pull"]}]
+        {"type": "repository", "name": "team/app", "actions": ["pull"]}
+    ]
     users = {u["name"]: u for u in json.loads(cli(srv, "user", "list", "--json").stdout)}
     assert users["admin"]["admin"] is True
     assert users["frank"]["grants"] == [{"user": "frank", "pattern": "team/*", "actions": ["pull"]}]
@@ -499,8 +564,10 @@ def test_logs_name_the_user_but_hold_no_secrets(srv: RegistryProcess) -> None:
 
 
 def test_admin_created_on_first_start_with_generated_password(tmp_path: Path) -> None:
-    proc = start_moorage(tmp_path / "gen", env={"MOORAGE_AUTH__MODE": "token", "MOORAGE_AUTH__BCRYPT_ROUNDS": "4",
-                                                "MOORAGE_AUTH__ADMIN_PASSWORD": None})  # type: ignore[dict-item]
+    proc = start_moorage(
+        tmp_path / "gen",
+        env={"MOORAGE_AUTH__MODE": "token", "MOORAGE_AUTH__BCRYPT_ROUNDS": "4", "MOORAGE_AUTH__ADMIN_PASSWORD": None},
+    )  # type: ignore[dict-item]
     try:
         import re
 
@@ -524,8 +591,9 @@ def htpasswd_srv(tmp_path_factory) -> Iterator[RegistryProcess]:
 
     tmp = tmp_path_factory.mktemp("htpasswd")
     path = write_htpasswd(tmp / "htpasswd", {"hank": "hank-pw"})
-    proc = start_auth_server(tmp / "srv", None, mode="htpasswd", MOORAGE_AUTH__HTPASSWD__PATH=str(path),
-                             MOORAGE_AUTH__HTPASSWD__REALM="Test Realm")
+    proc = start_auth_server(
+        tmp / "srv", None, mode="htpasswd", MOORAGE_AUTH__HTPASSWD__PATH=str(path), MOORAGE_AUTH__HTPASSWD__REALM="Test Realm"
+    )
     proc.username, proc.password = "hank", "hank-pw"
     try:
         yield proc
@@ -544,8 +612,9 @@ def test_htpasswd_mode_basic_challenge_and_access(htpasswd_srv: RegistryProcess)
 
     data = b"htpasswd-blob"
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    r = requests.post(f"{url}/v2/h/app/blobs/uploads/", params={"digest": digest}, data=data,
-                      auth=("hank", "hank-pw"), timeout=HTTP_TIMEOUT)
+    r = requests.post(
+        f"{url}/v2/h/app/blobs/uploads/", params={"digest": digest}, data=data, auth=("hank", "hank-pw"), timeout=HTTP_TIMEOUT
+    )
     assert r.status_code == 201
     assert requests.get(f"{url}/v2/h/app/blobs/{digest}", auth=("hank", "hank-pw"), timeout=HTTP_TIMEOUT).content == data
     assert requests.get(f"{url}/v2/h/app/blobs/{digest}", timeout=HTTP_TIMEOUT).status_code == 401
@@ -566,17 +635,26 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "moorage-test")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                        x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -591,12 +669,22 @@ def test_tls_serves_https_and_the_realm_says_so(tmp_path: Path) -> None:
 
     cert, key = _self_signed(tmp_path)
     port = free_port()
-    env = {**os.environ, **auth_env("token"), "MOORAGE_TLS__CERTIFICATE": str(cert), "MOORAGE_TLS__KEY": str(key),
-           "PYTHONPATH": str(REPO_ROOT)}
+    env = {
+        **os.environ,
+        **auth_env("token"),
+        "MOORAGE_TLS__CERTIFICATE": str(cert),
+        "MOORAGE_TLS__KEY": str(key),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     log = open(tmp_path / "tls.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moorage.cli", "serve", "--addr", f"127.0.0.1:{port}",
-                             "--data", str(tmp_path / "data")], env=env, cwd=REPO_ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moorage.cli", "serve", "--addr", f"127.0.0.1:{port}", "--data", str(tmp_path / "data")],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"https://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -609,11 +697,18 @@ def test_tls_serves_https_and_the_realm_says_so(tmp_path: Path) -> None:
                 time.sleep(0.2)
         assert r.status_code == 401
         assert parse_challenge(r.headers["WWW-Authenticate"])[1]["realm"] == f"{url}/auth/token"
-        t = requests.get(f"{url}/auth/token", params={"service": "moorage", "scope": "repository:admin/x:pull"},
-                         auth=ADMIN, verify=str(cert), timeout=HTTP_TIMEOUT)
+        t = requests.get(
+            f"{url}/auth/token",
+            params={"service": "moorage", "scope": "repository:admin/x:pull"},
+            auth=ADMIN,
+            verify=str(cert),
+            timeout=HTTP_TIMEOUT,
+        )
         assert t.status_code == 200
-        assert requests.get(f"{url}/v2/", headers=bearer(t.json()["token"]), verify=str(cert),
-                            timeout=HTTP_TIMEOUT).status_code == 200
+        assert (
+            requests.get(f"{url}/v2/", headers=bearer(t.json()["token"]), verify=str(cert), timeout=HTTP_TIMEOUT).status_code
+            == 200
+        )
         with pytest.raises(requests.exceptions.SSLError):  # it really is TLS with our certificate
             requests.get(f"{url}/v2/", timeout=5)
     finally:
@@ -630,8 +725,12 @@ def test_bad_names_and_hosts_never_reach_headers(srv: RegistryProcess) -> None:
     r = requests.get(f"{srv.url}/v2/a%22b%0Ac/manifests/x", timeout=HTTP_TIMEOUT)
     assert r.status_code == 400 and r.json()["errors"][0]["code"] == "NAME_INVALID"
     token = get_token(srv, ["repository:alice/m2:pull,push"], ALICE)
-    r = requests.post(f"{srv.url}/v2/alice/m2/blobs/uploads/", params={"mount": "sha256:" + "0" * 64, "from": 'x"\ny'},
-                      headers=bearer(token), timeout=HTTP_TIMEOUT)
+    r = requests.post(
+        f"{srv.url}/v2/alice/m2/blobs/uploads/",
+        params={"mount": "sha256:" + "0" * 64, "from": 'x"\ny'},
+        headers=bearer(token),
+        timeout=HTTP_TIMEOUT,
+    )
     assert r.status_code == 202  # invalid mount source: ignored, a plain upload starts
     r = requests.get(f"{srv.url}/v2/", headers={"Host": 'evil"host'}, timeout=HTTP_TIMEOUT)
     assert r.status_code == 401 and 'realm="http://evil\\"host/auth/token"' in r.headers["WWW-Authenticate"]
@@ -639,8 +738,7 @@ def test_bad_names_and_hosts_never_reach_headers(srv: RegistryProcess) -> None:
 
 def test_self_service_tokens_and_repository_list(srv: RegistryProcess) -> None:
     me = f"{srv.url}/api/v1/me/tokens"
-    r = requests.post(me, json={"name": "laptop", "scope": ["alice/*:pull"], "expires_in": 600}, auth=ALICE,
-                      timeout=HTTP_TIMEOUT)
+    r = requests.post(me, json={"name": "laptop", "scope": ["alice/*:pull"], "expires_in": 600}, auth=ALICE, timeout=HTTP_TIMEOUT)
     assert r.status_code == 201, r.text
     tok = r.json()
     assert tok["user"] == "alice" and tok["token"].startswith("moor_")

@@ -29,18 +29,21 @@ from moorage.auth.policy import (
 
 
 # -- scopes ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, expected", [
-    ("repository:samalba/my-app:pull,push", Scope("repository", "samalba/my-app", ("pull", "push"))),
-    ("repository:samalba/my-app:pull", Scope("repository", "samalba/my-app", ("pull",))),
-    ("registry:catalog:*", Scope("registry", "catalog", ("*",))),
-    # a registry host:port inside the name: split type from the left, actions from the right
-    ("repository:localhost:5000/app:pull", Scope("repository", "localhost:5000/app", ("pull",))),
-    ("repository:reg.example.com:443/a/b:pull,push", Scope("repository", "reg.example.com:443/a/b", ("pull", "push"))),
-    # resource class (token spec) is dropped
-    ("repository(plugin):vieux/sshfs:pull", Scope("repository", "vieux/sshfs", ("pull",))),
-    ("repository:app:", Scope("repository", "app", ())),
-    ("repository:app:pull,,pull", Scope("repository", "app", ("pull",))),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("repository:samalba/my-app:pull,push", Scope("repository", "samalba/my-app", ("pull", "push"))),
+        ("repository:samalba/my-app:pull", Scope("repository", "samalba/my-app", ("pull",))),
+        ("registry:catalog:*", Scope("registry", "catalog", ("*",))),
+        # a registry host:port inside the name: split type from the left, actions from the right
+        ("repository:localhost:5000/app:pull", Scope("repository", "localhost:5000/app", ("pull",))),
+        ("repository:reg.example.com:443/a/b:pull,push", Scope("repository", "reg.example.com:443/a/b", ("pull", "push"))),
+        # resource class (token spec) is dropped
+        ("repository(plugin):vieux/sshfs:pull", Scope("repository", "vieux/sshfs", ("pull",))),
+        ("repository:app:", Scope("repository", "app", ())),
+        ("repository:app:pull,,pull", Scope("repository", "app", ("pull",))),
+    ],
+)
 def test_parse_scope(text: str, expected: Scope) -> None:
     assert parse_scope(text) == expected
 
@@ -51,14 +54,19 @@ def test_parse_scope_rejects_malformed(text: str) -> None:
 
 
 def test_parse_scopes_multiple_params_spaces_and_merging() -> None:
-    got = parse_scopes([
-        "repository:a:pull",
-        "repository:b:push repository:a:push",   # several in one parameter, space-separated
-        "nonsense",                               # skipped, not an error
-        "registry:catalog:*",
-    ])
-    assert got == [Scope("repository", "a", ("pull", "push")), Scope("repository", "b", ("push",)),
-                   Scope("registry", "catalog", ("*",))]
+    got = parse_scopes(
+        [
+            "repository:a:pull",
+            "repository:b:push repository:a:push",  # several in one parameter, space-separated
+            "nonsense",  # skipped, not an error
+            "registry:catalog:*",
+        ]
+    )
+    assert got == [
+        Scope("repository", "a", ("pull", "push")),
+        Scope("repository", "b", ("push",)),
+        Scope("registry", "catalog", ("*",)),
+    ]
 
 
 def test_scope_str_roundtrip() -> None:
@@ -67,17 +75,20 @@ def test_scope_str_roundtrip() -> None:
 
 
 # -- patterns ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("pattern, repo, ok", [
-    ("team/*", "team/app", True),
-    ("team/*", "team/tools/lint", True),
-    ("team/*", "team", False),
-    ("team/*", "teamx/app", False),
-    ("*", "anything/at/all", True),
-    ("team/app", "team/app", True),
-    ("team/app", "team/app2", False),
-    ("*/base", "lib/base", True),
-    ("a.b/*", "axb/c", False),      # '.' is literal
-])
+@pytest.mark.parametrize(
+    "pattern, repo, ok",
+    [
+        ("team/*", "team/app", True),
+        ("team/*", "team/tools/lint", True),
+        ("team/*", "team", False),
+        ("team/*", "teamx/app", False),
+        ("*", "anything/at/all", True),
+        ("team/app", "team/app", True),
+        ("team/app", "team/app2", False),
+        ("*/base", "lib/base", True),
+        ("a.b/*", "axb/c", False),  # '.' is literal
+    ],
+)
 def test_pattern_matches(pattern: str, repo: str, ok: bool) -> None:
     assert pattern_matches(pattern, repo) is ok
 
@@ -98,8 +109,10 @@ def test_parse_actions() -> None:
 
 
 def test_parse_token_scope_and_duration() -> None:
-    assert parse_token_scope(["team/*:pull", "x:pull,push"]) == [Grant("team/*", frozenset({"pull"})),
-                                                                  Grant("x", frozenset({"pull", "push"}))]
+    assert parse_token_scope(["team/*:pull", "x:pull,push"]) == [
+        Grant("team/*", frozenset({"pull"})),
+        Grant("x", frozenset({"pull", "push"})),
+    ]
     with pytest.raises(ValueError):
         parse_token_scope(["nocolon"])
     assert parse_duration("30d") == 30 * 86400 and parse_duration("90") == 90 and parse_duration("2h") == 7200
@@ -142,12 +155,15 @@ def test_robot_has_no_namespace_of_its_own() -> None:
 
 
 def test_token_scope_restricts_but_never_widens() -> None:
-    p = Principal("alice", grants=[Grant("team/*", frozenset({"pull"}))],
-                  token_scope=[Grant("alice/ci", frozenset({"pull", "push"})), Grant("team/*", frozenset({"admin"}))])
+    p = Principal(
+        "alice",
+        grants=[Grant("team/*", frozenset({"pull"}))],
+        token_scope=[Grant("alice/ci", frozenset({"pull", "push"})), Grant("team/*", frozenset({"admin"}))],
+    )
     assert repository_rights(p, "alice/ci", public=False) == {"pull", "push"}
     assert repository_rights(p, "alice/other", public=False) == frozenset()
-    assert repository_rights(p, "team/x", public=False) == {"pull"}          # token can't add push
-    assert repository_rights(p, "elsewhere/pub", public=True) == {"pull"}    # public stays public
+    assert repository_rights(p, "team/x", public=False) == {"pull"}  # token can't add push
+    assert repository_rights(p, "elsewhere/pub", public=True) == {"pull"}  # public stays public
 
 
 def test_granted_actions_keeps_only_granted_in_order() -> None:
@@ -165,8 +181,7 @@ def test_registry_scopes() -> None:
 
 
 def test_token_covers() -> None:
-    access = [{"type": "repository", "name": "a", "actions": ["pull"]},
-              {"type": "registry", "name": "catalog", "actions": ["*"]}]
+    access = [{"type": "repository", "name": "a", "actions": ["pull"]}, {"type": "registry", "name": "catalog", "actions": ["*"]}]
     assert token_covers(access, "repository", "a", ("pull",)) == (True, True)
     assert token_covers(access, "repository", "a", ("pull", "push")) == (False, True)
     assert token_covers(access, "repository", "b", ("pull",)) == (False, False)
@@ -201,8 +216,11 @@ def test_htpasswd_file(tmp_path) -> None:
     import bcrypt
 
     f = tmp_path / "htpasswd"
-    f.write_text("# comment\nalice:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$", 1)
-                 + "\nmd5user:$apr1$abc$def\n")
+    f.write_text(
+        "# comment\nalice:"
+        + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$", 1)
+        + "\nmd5user:$apr1$abc$def\n"
+    )
     h = passwords.Htpasswd(f)
     assert h.verify("alice", "pw") and not h.verify("alice", "nope")
     assert not h.verify("md5user", "anything") and not h.verify("nobody", "pw")

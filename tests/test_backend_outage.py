@@ -22,7 +22,6 @@ from tests.support.http import Client, error_codes
 from tests.support.registry_proc import start_moorage
 
 
-
 class Relay:
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -109,11 +108,17 @@ def test_storage_outage_gives_503(rgw, tmp_path) -> None:  # noqa: ANN001
     """S3 unreachable mid-push: the PATCH and the stat behind HEAD answer 503 UNAVAILABLE, /readyz says storage."""
     host, port = urlsplit(rgw.endpoint_url).hostname, urlsplit(rgw.endpoint_url).port
     relay = Relay((host, port))
-    srv = start_moorage(tmp_path / "srv", env={
-        "MOORAGE_STORAGE__DRIVER": "s3", "MOORAGE_STORAGE__S3__BUCKET": f"outage-{uuid.uuid4().hex[:8]}",
-        "MOORAGE_STORAGE__S3__ENDPOINT_URL": f"http://127.0.0.1:{relay.port}",
-        "MOORAGE_STORAGE__S3__ACCESS_KEY": rgw.access_key, "MOORAGE_STORAGE__S3__SECRET_KEY": rgw.secret_key,
-        "MOORAGE_STORAGE__S3__REGION": rgw.region})
+    srv = start_moorage(
+        tmp_path / "srv",
+        env={
+            "MOORAGE_STORAGE__DRIVER": "s3",
+            "MOORAGE_STORAGE__S3__BUCKET": f"outage-{uuid.uuid4().hex[:8]}",
+            "MOORAGE_STORAGE__S3__ENDPOINT_URL": f"http://127.0.0.1:{relay.port}",
+            "MOORAGE_STORAGE__S3__ACCESS_KEY": rgw.access_key,
+            "MOORAGE_STORAGE__S3__SECRET_KEY": rgw.secret_key,
+            "MOORAGE_STORAGE__S3__REGION": rgw.region,
+        },
+    )
     try:
         c = Client(srv.url)
         c.push_image("outage/s3", "v1")
@@ -134,6 +139,7 @@ def test_storage_outage_gives_503(rgw, tmp_path) -> None:  # noqa: ANN001
 
 
 # -- the translations, without a server ---------------------------------------------------------
+
 
 def test_filesystem_driver_raises_storage_unavailable(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     from moorage.registry.errors import StorageUnavailable

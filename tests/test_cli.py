@@ -19,9 +19,11 @@ def test_plugin_table_matches_the_packages_commands() -> None:
 
 
 def test_help_imports_no_plugin_and_lists_every_command() -> None:
-    code = ("import sys; sys.argv=['moorage','--help']\nfrom moorage.cli import main\ntry: main()\n"
-            "except SystemExit: pass\nprint('LOADED', sorted(m for m in sys.modules if m.startswith("
-            "('moorage.auth', 'moorage.gc', 'moorage.events', 'moorage.config', 'aiohttp', 'sqlalchemy', 'asyncio'))))")
+    code = (
+        "import sys; sys.argv=['moorage','--help']\nfrom moorage.cli import main\ntry: main()\n"
+        "except SystemExit: pass\nprint('LOADED', sorted(m for m in sys.modules if m.startswith("
+        "('moorage.auth', 'moorage.gc', 'moorage.events', 'moorage.config', 'aiohttp', 'sqlalchemy', 'asyncio'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip().endswith("LOADED []"), out[-400:]
     for name in list(PLUGIN_COMMANDS) + ["serve", "migrate"]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from tests.support.daemon import Daemon, group_members
 from tests.support.registry_proc import REPO_ROOT
 
-INNER = '''
+INNER = """
 import json, os, sys, threading, time
 from pathlib import Path
 from tests.support.daemon import Daemon
@@ -44,7 +44,7 @@ def test_start_servers_then_hang(tmp_path):
             "forker": shell.pid, "grandchild": int((tmp_path / "grandchild").read_text())}
     out.write_text(json.dumps(info))
     time.sleep(600)
-'''
+"""
 
 
 def _alive(pid: int) -> bool:
@@ -71,9 +71,28 @@ def test_sigkilled_pytest_leaves_no_server_running(tmp_path: Path) -> None:
     out = tmp_path / "pids.json"
     env = {**os.environ, "DAEMON_TEST_OUT": str(out), "PYTHONPATH": str(REPO_ROOT)}
     inner = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", str(tmp_path),
-         "-o", "timeout=0", str(test_file), "--basetemp", str(tmp_path / "inner-tmp")],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            os.devnull,
+            "--rootdir",
+            str(tmp_path),
+            "-o",
+            "timeout=0",
+            str(test_file),
+            "--basetemp",
+            str(tmp_path / "inner-tmp"),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     info = None
     try:
@@ -81,7 +100,8 @@ def test_sigkilled_pytest_leaves_no_server_running(tmp_path: Path) -> None:
         while time.monotonic() < deadline and inner.poll() is None and not out.exists():
             time.sleep(0.1)
         assert out.exists(), f"inner pytest did not start its servers (exit {inner.poll()}):\n" + (
-            inner.stdout.read().decode(errors="replace")[-3000:] if inner.poll() is not None else "")  # type: ignore[union-attr]
+            inner.stdout.read().decode(errors="replace")[-3000:] if inner.poll() is not None else ""
+        )  # type: ignore[union-attr]
         time.sleep(0.2)
         info = json.loads(out.read_text())
         servers = info["servers"]

@@ -85,33 +85,49 @@ def test_http_tls() -> None:
     assert mapped({"http": {"tls": {"certificate": "/c.pem", "minimumtls": "tls1.2"}}})["tls"] == {"certificate": "/c.pem"}
 
 
-@pytest.mark.parametrize("tls,name", [
-    ({"certificate": "/c", "clientcas": ["/ca.pem"]}, "http.tls.clientcas"),
-    ({"letsencrypt": {"cachefile": "/x", "email": "a@b"}}, "http.tls.letsencrypt"),
-    ({"certificate": "/c", "minimumtls": "tls1.0"}, "http.tls.minimumtls"),
-    ({"certificate": "/c", "ciphersuites": ["TLS_AES_128_GCM_SHA256"]}, "http.tls.ciphersuites"),
-    ({"key": "/k"}, "http.tls.key"),
-    ({"certificate": "/c", "bogus": 1}, "http.tls.bogus"),
-])
+@pytest.mark.parametrize(
+    "tls,name",
+    [
+        ({"certificate": "/c", "clientcas": ["/ca.pem"]}, "http.tls.clientcas"),
+        ({"letsencrypt": {"cachefile": "/x", "email": "a@b"}}, "http.tls.letsencrypt"),
+        ({"certificate": "/c", "minimumtls": "tls1.0"}, "http.tls.minimumtls"),
+        ({"certificate": "/c", "ciphersuites": ["TLS_AES_128_GCM_SHA256"]}, "http.tls.ciphersuites"),
+        ({"key": "/k"}, "http.tls.key"),
+        ({"certificate": "/c", "bogus": 1}, "http.tls.bogus"),
+    ],
+)
 def test_http_tls_refusals(tls: dict, name: str) -> None:
     assert name in refused({"http": {"tls": tls}})
 
 
-@pytest.mark.parametrize("http,name", [
-    ({"net": "unix"}, "http.net"),
-    ({"prefix": "/registry/"}, "http.prefix"),
-    ({"debug": {"addr": ":5001"}}, "http.debug"),
-    ({"headers": {"X-Custom": ["1"]}}, "http.headers.X-Custom"),
-    ({"frobnicate": True}, "http.frobnicate"),
-])
+@pytest.mark.parametrize(
+    "http,name",
+    [
+        ({"net": "unix"}, "http.net"),
+        ({"prefix": "/registry/"}, "http.prefix"),
+        ({"debug": {"addr": ":5001"}}, "http.debug"),
+        ({"headers": {"X-Custom": ["1"]}}, "http.headers.X-Custom"),
+        ({"frobnicate": True}, "http.frobnicate"),
+    ],
+)
 def test_http_refusals(http: dict, name: str) -> None:
     assert name in refused({"http": http})
 
 
 def test_http_ignored_keys_are_accepted() -> None:
-    out = mapped({"http": {"addr": ":5000", "secret": "s3cr3t", "host": "https://r.example", "relativeurls": True,
-                           "draintimeout": "60s", "http2": {"disabled": False},
-                           "headers": {"X-Content-Type-Options": ["nosniff"]}}})
+    out = mapped(
+        {
+            "http": {
+                "addr": ":5000",
+                "secret": "s3cr3t",
+                "host": "https://r.example",
+                "relativeurls": True,
+                "draintimeout": "60s",
+                "http2": {"disabled": False},
+                "headers": {"X-Content-Type-Options": ["nosniff"]},
+            }
+        }
+    )
     assert out["addr"] == "0.0.0.0:5000"
     assert "s3cr3t" not in repr(out)
 
@@ -129,7 +145,10 @@ def test_delete_defaults_off_like_distribution() -> None:
 
 
 def test_upload_purging_age() -> None:
-    st = {**BASE["storage"], "maintenance": {"uploadpurging": {"enabled": True, "age": "168h", "interval": "24h", "dryrun": False}}}
+    st = {
+        **BASE["storage"],
+        "maintenance": {"uploadpurging": {"enabled": True, "age": "168h", "interval": "24h", "dryrun": False}},
+    }
     assert mapped({"storage": st})["gc"]["upload_expiry"] == 168 * 3600
     st["maintenance"]["uploadpurging"]["age"] = "1h30m"
     assert mapped({"storage": st})["gc"]["upload_expiry"] == 5400
@@ -145,16 +164,43 @@ def test_readonly_refused() -> None:
 
 
 def test_s3_keys() -> None:
-    out = mapped({"storage": {"s3": {
-        "accesskey": "AK", "secretkey": "SK", "region": "eu-west-1", "regionendpoint": "http://minio:9000",
-        "bucket": "reg", "rootdirectory": "/prefix/dir", "secure": False, "v4auth": True, "chunksize": 10485760,
-        "multipartcopychunksize": 33554432, "multipartcopymaxconcurrency": 100, "multipartcopythresholdsize": 33554432,
-        "storageclass": "STANDARD", "objectacl": "private", "encrypt": False,
-    }, "redirect": {"disable": True}, "cache": {"blobdescriptor": "inmemory"}}})
+    out = mapped(
+        {
+            "storage": {
+                "s3": {
+                    "accesskey": "AK",
+                    "secretkey": "SK",
+                    "region": "eu-west-1",
+                    "regionendpoint": "http://minio:9000",
+                    "bucket": "reg",
+                    "rootdirectory": "/prefix/dir",
+                    "secure": False,
+                    "v4auth": True,
+                    "chunksize": 10485760,
+                    "multipartcopychunksize": 33554432,
+                    "multipartcopymaxconcurrency": 100,
+                    "multipartcopythresholdsize": 33554432,
+                    "storageclass": "STANDARD",
+                    "objectacl": "private",
+                    "encrypt": False,
+                },
+                "redirect": {"disable": True},
+                "cache": {"blobdescriptor": "inmemory"},
+            }
+        }
+    )
     s3 = out["storage"]["s3"]
     assert out["storage"]["driver"] == "s3"
-    assert s3 == {"bucket": "reg", "region": "eu-west-1", "access_key": "AK", "secret_key": "SK",
-                  "endpoint_url": "http://minio:9000", "path_style": True, "prefix": "prefix/dir", "part_size": 10485760}
+    assert s3 == {
+        "bucket": "reg",
+        "region": "eu-west-1",
+        "access_key": "AK",
+        "secret_key": "SK",
+        "endpoint_url": "http://minio:9000",
+        "path_style": True,
+        "prefix": "prefix/dir",
+        "part_size": 10485760,
+    }
     assert out["storage"]["redirect"] is False
     assert "data" not in out
 
@@ -169,21 +215,24 @@ def test_s3_defaults_follow_distribution() -> None:
     assert out["storage"]["s3"]["endpoint_url"] == "https://rgw:8080"
 
 
-@pytest.mark.parametrize("s3,name", [
-    ({"encrypt": True}, "storage.s3.encrypt"),
-    ({"keyid": "k"}, "storage.s3.keyid"),
-    ({"skipverify": True}, "storage.s3.skipverify"),
-    ({"v4auth": False}, "storage.s3.v4auth"),
-    ({"accelerate": True}, "storage.s3.accelerate"),
-    ({"usedualstack": True}, "storage.s3.usedualstack"),
-    ({"sessiontoken": "t"}, "storage.s3.sessiontoken"),
-    ({"storageclass": "REDUCED_REDUNDANCY"}, "storage.s3.storageclass"),
-    ({"objectacl": "public-read"}, "storage.s3.objectacl"),
-    ({"chunksize": 1024}, "storage.s3.chunksize"),
-    ({"secure": False}, "storage.s3.secure"),
-    ({"bucket": ""}, "storage.s3.bucket"),
-    ({"whatever": 1}, "storage.s3.whatever"),
-])
+@pytest.mark.parametrize(
+    "s3,name",
+    [
+        ({"encrypt": True}, "storage.s3.encrypt"),
+        ({"keyid": "k"}, "storage.s3.keyid"),
+        ({"skipverify": True}, "storage.s3.skipverify"),
+        ({"v4auth": False}, "storage.s3.v4auth"),
+        ({"accelerate": True}, "storage.s3.accelerate"),
+        ({"usedualstack": True}, "storage.s3.usedualstack"),
+        ({"sessiontoken": "t"}, "storage.s3.sessiontoken"),
+        ({"storageclass": "REDUCED_REDUNDANCY"}, "storage.s3.storageclass"),
+        ({"objectacl": "public-read"}, "storage.s3.objectacl"),
+        ({"chunksize": 1024}, "storage.s3.chunksize"),
+        ({"secure": False}, "storage.s3.secure"),
+        ({"bucket": ""}, "storage.s3.bucket"),
+        ({"whatever": 1}, "storage.s3.whatever"),
+    ],
+)
 def test_s3_refusals(s3: dict, name: str) -> None:
     assert name in refused({"storage": {"s3": {"bucket": "b", **s3}}})
 
@@ -209,18 +258,22 @@ def test_htpasswd() -> None:
     assert "auth.htpasswd.path" in refused({"auth": {"htpasswd": {"realm": "r"}}})
 
 
-@pytest.mark.parametrize("auth,name", [
-    ({"token": {"realm": "https://a/token", "service": "s", "issuer": "i", "rootcertbundle": "/x"}}, "auth.token"),
-    ({"silly": {"realm": "r", "service": "s"}}, "auth.silly"),
-    ({"ldap": {}}, "auth.ldap"),
-])
+@pytest.mark.parametrize(
+    "auth,name",
+    [
+        ({"token": {"realm": "https://a/token", "service": "s", "issuer": "i", "rootcertbundle": "/x"}}, "auth.token"),
+        ({"silly": {"realm": "r", "service": "s"}}, "auth.silly"),
+        ({"ldap": {}}, "auth.ldap"),
+    ],
+)
 def test_auth_refusals(auth: dict, name: str) -> None:
     assert name in refused({"auth": auth})
 
 
 def test_log() -> None:
-    out = mapped({"log": {"level": "debug", "formatter": "json", "fields": {"service": "registry"},
-                          "accesslog": {"disabled": True}}})
+    out = mapped(
+        {"log": {"level": "debug", "formatter": "json", "fields": {"service": "registry"}, "accesslog": {"disabled": True}}}
+    )
     assert out["log_level"] == "debug" and out["access_log"] is False
     assert mapped({"log": {"level": "warn"}})["log_level"] == "warning"
     assert mapped({"loglevel": "error"})["log_level"] == "error"
@@ -229,8 +282,15 @@ def test_log() -> None:
 
 
 def test_notifications() -> None:
-    ep = {"name": "alistener", "url": "https://hooks.example/ev", "headers": {"Authorization": ["Bearer x"]},
-          "timeout": "500ms", "threshold": 5, "backoff": "1s", "ignore": {"actions": ["pull"]}}
+    ep = {
+        "name": "alistener",
+        "url": "https://hooks.example/ev",
+        "headers": {"Authorization": ["Bearer x"]},
+        "timeout": "500ms",
+        "threshold": 5,
+        "backoff": "1s",
+        "ignore": {"actions": ["pull"]},
+    }
     tree = {"notifications": {"events": {"includereferences": True}, "endpoints": [ep]}}
     from moorage.config import Settings
 
@@ -246,13 +306,16 @@ def test_notifications() -> None:
     assert "ignoredmediatypes" in refused({"notifications": {"endpoints": [{**ep, "ignoredmediatypes": ["x"]}]}})
 
 
-@pytest.mark.parametrize("extra,name", [
-    ({"middleware": {"storage": [{"name": "cloudfront"}]}}, "middleware"),
-    ({"reporting": {"bugsnag": {"apikey": "x"}}}, "reporting"),
-    ({"compatibility": {"schema1": {"enabled": True}}}, "compatibility.schema1.enabled"),
-    ({"validation": {"manifests": {"urls": {"allow": ["^https?://"]}}}}, "validation.manifests.urls"),
-    ({"unheard": 1}, "unheard"),
-])
+@pytest.mark.parametrize(
+    "extra,name",
+    [
+        ({"middleware": {"storage": [{"name": "cloudfront"}]}}, "middleware"),
+        ({"reporting": {"bugsnag": {"apikey": "x"}}}, "reporting"),
+        ({"compatibility": {"schema1": {"enabled": True}}}, "compatibility.schema1.enabled"),
+        ({"validation": {"manifests": {"urls": {"allow": ["^https?://"]}}}}, "validation.manifests.urls"),
+        ({"unheard": 1}, "unheard"),
+    ],
+)
 def test_top_level_refusals(extra: dict, name: str) -> None:
     assert f"{name}:" in refused(extra)
 
@@ -268,8 +331,9 @@ def test_proxy_mode() -> None:
     tree = {"proxy": {"remoteurl": "https://registry-1.docker.io", "username": "u", "password": "p", "ttl": "168h"}}
     if "proxy" in Settings.model_fields:  # the pull-through cache (moorage.proxy): mirror everything
         ups = mapped(tree)["proxy"]["upstreams"]
-        assert ups == [{"name": "remote", "url": "https://registry-1.docker.io", "namespace": "",
-                        "username": "u", "password": "p"}]
+        assert ups == [
+            {"name": "remote", "url": "https://registry-1.docker.io", "namespace": "", "username": "u", "password": "p"}
+        ]
         assert "proxy.remoteurl" in refused({"proxy": {"username": "u"}})
         assert "proxy.bogus" in refused({"proxy": {"remoteurl": "https://r.example", "bogus": 1}})
     else:
@@ -277,9 +341,15 @@ def test_proxy_mode() -> None:
 
 
 def test_ignored_top_level_sections_accepted() -> None:
-    mapped({"health": {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}},
-            "redis": {"addr": "localhost:6379"}, "catalog": {"maxentries": 1000},
-            "compatibility": {"schema1": {"enabled": False}}, "validation": {"disabled": True}})
+    mapped(
+        {
+            "health": {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}},
+            "redis": {"addr": "localhost:6379"},
+            "catalog": {"maxentries": 1000},
+            "compatibility": {"schema1": {"enabled": False}},
+            "validation": {"disabled": True},
+        }
+    )
 
 
 def test_secrets_not_in_refusal_messages() -> None:
@@ -311,8 +381,13 @@ def test_env_overrides_like_distribution() -> None:
 
 
 def test_env_switches_storage_driver() -> None:
-    env = {"REGISTRY_STORAGE": "s3", "REGISTRY_STORAGE_S3_BUCKET": "b", "REGISTRY_STORAGE_S3_REGION": "r",
-           "REGISTRY_STORAGE_S3_ACCESSKEY": "0123", "REGISTRY_STORAGE_S3_REGIONENDPOINT": "http://x:9000"}
+    env = {
+        "REGISTRY_STORAGE": "s3",
+        "REGISTRY_STORAGE_S3_BUCKET": "b",
+        "REGISTRY_STORAGE_S3_REGION": "r",
+        "REGISTRY_STORAGE_S3_ACCESSKEY": "0123",
+        "REGISTRY_STORAGE_S3_REGIONENDPOINT": "http://x:9000",
+    }
     tree = {**BASE, "storage": {**BASE["storage"], "delete": {"enabled": True}}}
     out = load(tree, env)
     assert out["storage"]["driver"] == "s3" and out["storage"]["s3"]["bucket"] == "b"
@@ -338,8 +413,14 @@ def test_cli_reports_refusal_in_one_line(tmp_path: Path) -> None:
     cfg.write_text(yaml.safe_dump({**BASE, "storage": {"gcs": {"bucket": "b"}}}))
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("REGISTRY_", "MOORAGE_"))}
     env["PYTHONPATH"] = str(REPO)
-    cp = subprocess.run([sys.executable, "-m", "moorage.cli", "serve", "--config", str(cfg), "--addr", "127.0.0.1:1"],
-                        capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    cp = subprocess.run(
+        [sys.executable, "-m", "moorage.cli", "serve", "--config", str(cfg), "--addr", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert cp.returncode != 0
     lines = [ln for ln in cp.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "storage.gcs" in lines[0], cp.stderr

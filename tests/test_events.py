@@ -47,10 +47,24 @@ def start(tmp: Path, config: Path, env: dict[str, str] | None = None) -> Registr
 
 def two_hooks(rx: Receiver, **more: Any) -> list[dict[str, Any]]:
     return [
-        {"name": "ci", "url": rx.url("/distribution"), "secret": SECRET_D, "format": "distribution",
-         "actions": ["push", "delete"], "repositories": ["team/*"], **more},
-        {"name": "ce", "url": rx.url("/cloudevents"), "secret": SECRET_C, "format": "cloudevents",
-         "actions": ["push", "delete"], "repositories": ["team/*"], **more},
+        {
+            "name": "ci",
+            "url": rx.url("/distribution"),
+            "secret": SECRET_D,
+            "format": "distribution",
+            "actions": ["push", "delete"],
+            "repositories": ["team/*"],
+            **more,
+        },
+        {
+            "name": "ce",
+            "url": rx.url("/cloudevents"),
+            "secret": SECRET_C,
+            "format": "cloudevents",
+            "actions": ["push", "delete"],
+            "repositories": ["team/*"],
+            **more,
+        },
     ]
 
 
@@ -89,13 +103,12 @@ def receiver() -> Iterator[Receiver]:
 def test_skopeo_push_and_deletes_arrive_in_order_signed_both_formats(receiver: Receiver, tmp_path: Path, skopeo) -> None:  # noqa: ANN001
     reg = start(tmp_path / "srv", write_config(tmp_path / "moorage.yaml", two_hooks(receiver)))
     try:
-        images = [build_image(tmp_path / f"img{i}", f"v{i}", layers=[20_000 + i, 3000], seed=f"events-{i}")
-                  for i in (1, 2)]
+        images = [build_image(tmp_path / f"img{i}", f"v{i}", layers=[20_000 + i, 3000], seed=f"events-{i}") for i in (1, 2)]
         for i, img in enumerate(images, 1):
             skopeo.copy(img.oci_ref, f"docker://{reg.host}/team/app:v{i}")
         skopeo.copy(images[0].oci_ref, f"docker://{reg.host}/elsewhere/app:v1")  # matches no endpoint
         c = Client(reg.url)
-        assert c.req("DELETE", "/v2/team/app/manifests/v1").status_code == 202           # tag delete
+        assert c.req("DELETE", "/v2/team/app/manifests/v1").status_code == 202  # tag delete
         assert c.req("DELETE", f"/v2/team/app/manifests/{images[1].digest}").status_code == 202  # manifest delete
 
         dist = receiver.wait_for(4, "/distribution")
@@ -108,8 +121,11 @@ def test_skopeo_push_and_deletes_arrive_in_order_signed_both_formats(receiver: R
 
         evs = [envelope_event(r) for r in dist]
         assert [(e["action"], e["target"].get("tag"), e["target"].get("digest")) for e in evs] == [
-            ("push", "v1", images[0].digest), ("push", "v2", images[1].digest),
-            ("delete", "v1", None), ("delete", None, images[1].digest)]
+            ("push", "v1", images[0].digest),
+            ("push", "v2", images[1].digest),
+            ("delete", "v1", None),
+            ("delete", None, images[1].digest),
+        ]
         for e in evs:
             assert e["target"]["repository"] == "team/app"
         push = evs[0]
@@ -120,8 +136,12 @@ def test_skopeo_push_and_deletes_arrive_in_order_signed_both_formats(receiver: R
         assert push["request"]["addr"].startswith("127.0.0.1")
 
         ces = [cloud_event(r) for r in ce]
-        assert [e.get_type() for e in ces] == ["dev.moorage.image.pushed", "dev.moorage.image.pushed",
-                                              "dev.moorage.tag.deleted", "dev.moorage.image.deleted"]
+        assert [e.get_type() for e in ces] == [
+            "dev.moorage.image.pushed",
+            "dev.moorage.image.pushed",
+            "dev.moorage.tag.deleted",
+            "dev.moorage.image.deleted",
+        ]
         assert ces[0].get_data()["digest"] == images[0].digest and ces[0].get_data()["tag"] == "v1"
         assert ces[0].get_subject() == f"team/app:v1@{images[0].digest}"
         # the same event has the same id in both formats
@@ -158,9 +178,21 @@ def test_docker_cli_push_events(receiver: Receiver, tmp_path: Path, podman_socke
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
 def test_receiver_down_then_up_every_event_once_across_restart(tmp_path: Path, stop: str) -> None:
     rx = Receiver()  # not started: connection refused
-    config = write_config(tmp_path / "moorage.yaml", [
-        {"name": "ci", "url": rx.url("/distribution"), "secret": SECRET_D, "format": "distribution",
-         "actions": ["push", "delete"], "repositories": ["*"], "max_attempts": 1000, "timeout": 2}])
+    config = write_config(
+        tmp_path / "moorage.yaml",
+        [
+            {
+                "name": "ci",
+                "url": rx.url("/distribution"),
+                "secret": SECRET_D,
+                "format": "distribution",
+                "actions": ["push", "delete"],
+                "repositories": ["*"],
+                "max_attempts": 1000,
+                "timeout": 2,
+            }
+        ],
+    )
     reg = start(tmp_path / "srv", config)
     pushed: list[tuple[str, str]] = []
     try:
@@ -208,9 +240,11 @@ def test_receiver_down_then_up_every_event_once_across_restart(tmp_path: Path, s
 def test_two_sqlite_workers_deliver_each_event_once(receiver: Receiver, tmp_path: Path) -> None:
     """``--workers 2`` on one SQLite file: both processes run a delivery worker; the atomic
     claim UPDATE gives each event to one of them."""
-    config = write_config(tmp_path / "moorage.yaml", [
-        {"name": "ci", "url": receiver.url(), "secret": SECRET_D, "actions": ["push"], "repositories": ["*"]}],
-        delivery_poll_interval=0.05)
+    config = write_config(
+        tmp_path / "moorage.yaml",
+        [{"name": "ci", "url": receiver.url(), "secret": SECRET_D, "actions": ["push"], "repositories": ["*"]}],
+        delivery_poll_interval=0.05,
+    )
     reg = start_moorage(tmp_path / "srv", extra_args=["--config", str(config), "--workers", "2"])
     try:
         pushed: dict[str, list[str]] = {}
@@ -237,9 +271,20 @@ def test_two_sqlite_workers_deliver_each_event_once(receiver: Receiver, tmp_path
 
 def test_failing_receiver_dead_letter_history_and_retry(receiver: Receiver, tmp_path: Path) -> None:
     receiver.mode = "fail"
-    config = write_config(tmp_path / "moorage.yaml", [
-        {"name": "ci", "url": receiver.url(), "secret": SECRET_D, "actions": ["push"], "repositories": ["*"],
-         "max_attempts": 3, "timeout": 2}])
+    config = write_config(
+        tmp_path / "moorage.yaml",
+        [
+            {
+                "name": "ci",
+                "url": receiver.url(),
+                "secret": SECRET_D,
+                "actions": ["push"],
+                "repositories": ["*"],
+                "max_attempts": 3,
+                "timeout": 2,
+            }
+        ],
+    )
     reg = start(tmp_path / "srv", config)
     try:
         c = Client(reg.url)
@@ -270,13 +315,19 @@ def test_failing_receiver_dead_letter_history_and_retry(receiver: Receiver, tmp_
         # the same from the shell: list, history, retry (while the server runs)
         listed = [json.loads(line) for line in moorage_cli(reg, config, "webhooks", "list", "--json").splitlines()]
         assert [(w["name"], w["dead"], w["origin"]) for w in listed] == [("ci", 1, "config")]
-        shown = [json.loads(line) for line in
-                 moorage_cli(reg, config, "webhooks", "deliveries", "ci", "--status", "dead", "--json").splitlines()]
+        shown = [
+            json.loads(line)
+            for line in moorage_cli(reg, config, "webhooks", "deliveries", "ci", "--status", "dead", "--json").splitlines()
+        ]
         assert [d["id"] for d in shown] == [dead[1]["id"]] and shown[0]["last_error"] == "HTTP 500"
         moorage_cli(reg, config, "webhooks", "retry", "ci", str(dead[1]["id"]))
         receiver.wait_for(8)
-        assert [d["action"] for d in json.loads("[" + ",".join(moorage_cli(
-            reg, config, "audit", "--json", "--action", "webhook.*").splitlines()) + "]")] == ["webhook.retry", "webhook.retry"]
+        assert [
+            d["action"]
+            for d in json.loads(
+                "[" + ",".join(moorage_cli(reg, config, "audit", "--json", "--action", "webhook.*").splitlines()) + "]"
+            )
+        ] == ["webhook.retry", "webhook.retry"]
     finally:
         reg.stop()
 
@@ -291,9 +342,22 @@ def moorage_cli(reg: RegistryProcess, config: Path, *args: str) -> str:
 
 def test_hanging_receiver_does_not_slow_pushes(receiver: Receiver, tmp_path: Path) -> None:
     receiver.mode = "hang"
-    hooked = start(tmp_path / "hooked", write_config(tmp_path / "hooked.yaml", [
-        {"name": "slow", "url": receiver.url(), "secret": SECRET_D, "actions": ["push"], "repositories": ["*"],
-         "timeout": 30}]))
+    hooked = start(
+        tmp_path / "hooked",
+        write_config(
+            tmp_path / "hooked.yaml",
+            [
+                {
+                    "name": "slow",
+                    "url": receiver.url(),
+                    "secret": SECRET_D,
+                    "actions": ["push"],
+                    "repositories": ["*"],
+                    "timeout": 30,
+                }
+            ],
+        ),
+    )
     plain = start(tmp_path / "plain", write_config(tmp_path / "plain.yaml", []))
     try:
         clients = {"hooked": Client(hooked.url), "plain": Client(plain.url)}
@@ -304,18 +368,27 @@ def test_hanging_receiver_does_not_slow_pushes(receiver: Receiver, tmp_path: Pat
         for i in range(20):
             for name, c in clients.items():  # interleaved: both see the same machine load
                 blob_digest = c.push_blob("bench/app", layer + str(i).encode())
-                doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob_digest,
-                                  "size": len(layer) + len(str(i))}, "layers": []}
+                doc = {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {
+                        "mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": blob_digest,
+                        "size": len(layer) + len(str(i)),
+                    },
+                    "layers": [],
+                }
                 t0 = time.perf_counter()
                 r = c.push_manifest("bench/app", f"t{i}", json.dumps(doc).encode())
                 times[name].append(time.perf_counter() - t0)
                 assert r.status_code == 201
         assert receiver.hanging >= 1  # the receiver really was holding a delivery meanwhile
         med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"\nmanifest PUT median: plain {med['plain'] * 1000:.1f} ms, with hanging webhook "
-              f"{med['hooked'] * 1000:.1f} ms (ratio {med['hooked'] / med['plain']:.2f}); "
-              f"p90 plain {sorted(times['plain'])[17] * 1000:.1f} ms, hooked {sorted(times['hooked'])[17] * 1000:.1f} ms")
+        print(
+            f"\nmanifest PUT median: plain {med['plain'] * 1000:.1f} ms, with hanging webhook "
+            f"{med['hooked'] * 1000:.1f} ms (ratio {med['hooked'] / med['plain']:.2f}); "
+            f"p90 plain {sorted(times['plain'])[17] * 1000:.1f} ms, hooked {sorted(times['hooked'])[17] * 1000:.1f} ms"
+        )
         # Generous: the outbox insert is one small write; a blocked delivery would add the 30 s timeout.
         assert med["hooked"] < 3 * med["plain"] + 0.05
     finally:
@@ -326,18 +399,29 @@ def test_hanging_receiver_does_not_slow_pushes(receiver: Receiver, tmp_path: Pat
 
 # ---------------------------------------------------------------------------------------------
 def test_admin_api_rejects_hostile_webhook_input(tmp_path: Path) -> None:
-    reg = start(tmp_path / "srv", write_config(tmp_path / "moorage.yaml", [
-        {"name": "ci", "url": "http://127.0.0.1:9/x", "secret": "s", "repositories": ["*"]}]))
+    reg = start(
+        tmp_path / "srv",
+        write_config(
+            tmp_path / "moorage.yaml", [{"name": "ci", "url": "http://127.0.0.1:9/x", "secret": "s", "repositories": ["*"]}]
+        ),
+    )
     try:
         c = Client(reg.url)
         ok = {"name": "mine", "url": "http://127.0.0.1:9/hook", "repositories": ["team/*"]}
         bad_bodies = [
-            b"not json", b"[1,2]", json.dumps({**ok, "url": "ftp://x"}).encode(),
-            json.dumps({**ok, "url": "http://a b"}).encode(), json.dumps({**ok, "repositories": ["Team/*"]}).encode(),
-            json.dumps({**ok, "repositories": []}).encode(), json.dumps({**ok, "format": "xml"}).encode(),
-            json.dumps({**ok, "actions": ["explode"]}).encode(), json.dumps({**ok, "headers": {"a": "b"}}).encode(),
-            json.dumps({**ok, "name": "../../etc"}).encode(), json.dumps({**ok, "name": "x" * 100}).encode(),
-            json.dumps({**ok, "timeout": -1}).encode(), json.dumps({**ok, "max_attempts": 10**12}).encode(),
+            b"not json",
+            b"[1,2]",
+            json.dumps({**ok, "url": "ftp://x"}).encode(),
+            json.dumps({**ok, "url": "http://a b"}).encode(),
+            json.dumps({**ok, "repositories": ["Team/*"]}).encode(),
+            json.dumps({**ok, "repositories": []}).encode(),
+            json.dumps({**ok, "format": "xml"}).encode(),
+            json.dumps({**ok, "actions": ["explode"]}).encode(),
+            json.dumps({**ok, "headers": {"a": "b"}}).encode(),
+            json.dumps({**ok, "name": "../../etc"}).encode(),
+            json.dumps({**ok, "name": "x" * 100}).encode(),
+            json.dumps({**ok, "timeout": -1}).encode(),
+            json.dumps({**ok, "max_attempts": 10**12}).encode(),
             json.dumps({**ok, "name": "ci"}).encode(),  # defined in the config file
             json.dumps({**ok, "repositories": ["a" + "*a" * 200]}).encode(),
             json.dumps({**ok, "name": "\u0130\u212a"}).encode(),
@@ -354,9 +438,12 @@ def test_admin_api_rejects_hostile_webhook_input(tmp_path: Path) -> None:
         assert {w["name"] for w in listed} == {"ci", "mine"}
         assert all("secret" not in w for w in listed)
         assert c.req("POST", "/api/v1/webhooks", json=ok).status_code == 400  # exists
-        assert c.req("DELETE", "/api/v1/webhooks/ci").status_code == 400       # config endpoint
-        for path in ("/api/v1/webhooks/nope", "/api/v1/webhooks/mine/deliveries/abc/retry",
-                     "/api/v1/webhooks/mine/deliveries/99999999999999999999999/retry"):
+        assert c.req("DELETE", "/api/v1/webhooks/ci").status_code == 400  # config endpoint
+        for path in (
+            "/api/v1/webhooks/nope",
+            "/api/v1/webhooks/mine/deliveries/abc/retry",
+            "/api/v1/webhooks/mine/deliveries/99999999999999999999999/retry",
+        ):
             method = "POST" if path.endswith("retry") else "GET"
             assert c.req(method, path).status_code == 404
         for q in ({"limit": "0"}, {"limit": "-1"}, {"limit": "x"}, {"status": "weird"}, {"before": "1e9"}):
@@ -368,8 +455,9 @@ def test_admin_api_rejects_hostile_webhook_input(tmp_path: Path) -> None:
 
         race = {**ok, "name": "raced"}
         with ThreadPoolExecutor(8) as pool:
-            codes = list(pool.map(lambda _: requests.post(reg.url + "/api/v1/webhooks", json=race, timeout=30).status_code,
-                                  range(8)))
+            codes = list(
+                pool.map(lambda _: requests.post(reg.url + "/api/v1/webhooks", json=race, timeout=30).status_code, range(8))
+            )
         assert sorted(codes) == [201] + [400] * 7, codes
         assert c.req("DELETE", "/api/v1/webhooks/mine").status_code == 204
         assert c.req("DELETE", "/api/v1/webhooks/mine").status_code == 404

@@ -30,11 +30,16 @@ EVENTS = 40
 def replicas(postgres_url: str, tmp_path: Path) -> Iterator[tuple[list[RegistryProcess], Receiver]]:
     rx = Receiver().start()
     url = create_database(postgres_url, f"events_{uuid.uuid4().hex[:10]}")
-    env = {"MOORAGE_DATABASE__URL": url, "MOORAGE_DATABASE__AUTO_MIGRATE": "false",
-           "MOORAGE_STORAGE__FILESYSTEM__ROOT": str(tmp_path / "shared-storage")}
-    config = write_config(tmp_path / "moorage.yaml", [
-        {"name": "ci", "url": rx.url("/hook"), "secret": SECRET_D, "actions": ["push", "delete"],
-         "repositories": ["*"]}], delivery_poll_interval=0.05)
+    env = {
+        "MOORAGE_DATABASE__URL": url,
+        "MOORAGE_DATABASE__AUTO_MIGRATE": "false",
+        "MOORAGE_STORAGE__FILESYSTEM__ROOT": str(tmp_path / "shared-storage"),
+    }
+    config = write_config(
+        tmp_path / "moorage.yaml",
+        [{"name": "ci", "url": rx.url("/hook"), "secret": SECRET_D, "actions": ["push", "delete"], "repositories": ["*"]}],
+        delivery_poll_interval=0.05,
+    )
     cp = run_moorage("migrate", "--data", tmp_path / "migrate", env=env)
     assert cp.returncode == 0, cp.stderr[-2000:]
     procs: list[RegistryProcess] = []

@@ -24,18 +24,34 @@ from moorage.metadata.db import Database
 from moorage.metadata.events_store import DEAD, DELIVERED, PENDING, AuditQuery, EventsStore
 from moorage.registry.events import Actor, RegistryEvent
 
-EVENT = RegistryEvent("push", "manifest", "team/app", digest="sha256:" + "a" * 64,
-                      media_type="application/vnd.oci.image.manifest.v1+json", size=123, tag="v1",
-                      actor=Actor("bob", "10.0.0.1", "ua/1", "req-1", "reg:5000", "PUT"),
-                      timestamp=datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc))
+EVENT = RegistryEvent(
+    "push",
+    "manifest",
+    "team/app",
+    digest="sha256:" + "a" * 64,
+    media_type="application/vnd.oci.image.manifest.v1+json",
+    size=123,
+    tag="v1",
+    actor=Actor("bob", "10.0.0.1", "ua/1", "req-1", "reg:5000", "PUT"),
+    timestamp=datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc),
+)
 SOURCE = Source("reg:5000", "inst-1")
 
 
 def row(endpoint: str, repo: str, n: int) -> dict:
     now = time.time()
-    return {"endpoint": endpoint, "repository": repo, "event_id": f"{repo}-{n}", "action": "push",
-            "content_type": "application/json", "body": b"{}", "status": PENDING, "attempts": 0,
-            "next_attempt_at": now, "created_at": now}
+    return {
+        "endpoint": endpoint,
+        "repository": repo,
+        "event_id": f"{repo}-{n}",
+        "action": "push",
+        "content_type": "application/json",
+        "body": b"{}",
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
 
 
 @pytest.fixture()
@@ -128,9 +144,13 @@ def test_audit_dedupe_and_visibility_filters(stores) -> None:  # noqa: ANN001
             base = {"time": time.time(), "action": "pull", "client_ip": "1.2.3.4"}
             await s1.audit([{**base, "actor": "bob", "repository": "team/app", "dedupe_key": "k1"}])
             await s2.audit([{**base, "actor": "bob", "repository": "team/app", "dedupe_key": "k1"}])  # other replica
-            await s1.audit([{**base, "actor": "eve", "repository": "teamster/x"},
-                            {**base, "actor": "eve", "repository": "team"},
-                            {**base, "actor": "carol", "repository": None, "action": "login"}])
+            await s1.audit(
+                [
+                    {**base, "actor": "eve", "repository": "teamster/x"},
+                    {**base, "actor": "eve", "repository": "team"},
+                    {**base, "actor": "carol", "repository": None, "action": "login"},
+                ]
+            )
             assert len(await s1.query_audit(AuditQuery(actor="bob"))) == 1
             ns = await s1.query_audit(AuditQuery(namespaces=["team"], own_actor="carol"))
             assert sorted((e["actor"], e["repository"]) for e in ns) == [("bob", "team/app"), ("carol", None), ("eve", "team")]
@@ -160,9 +180,15 @@ def test_formats_and_signature() -> None:
     env = json.loads(distribution(EVENT, "id-1", SOURCE))
     ev = env["events"][0]
     assert ev["id"] == "id-1" and ev["action"] == "push" and ev["timestamp"] == "2026-11-30T12:00:00Z"
-    assert ev["target"] == {"mediaType": EVENT.media_type, "size": 123, "length": 123, "digest": EVENT.digest,
-                            "repository": "team/app", "tag": "v1",
-                            "url": f"http://reg:5000/v2/team/app/manifests/{EVENT.digest}"}
+    assert ev["target"] == {
+        "mediaType": EVENT.media_type,
+        "size": 123,
+        "length": 123,
+        "digest": EVENT.digest,
+        "repository": "team/app",
+        "tag": "v1",
+        "url": f"http://reg:5000/v2/team/app/manifests/{EVENT.digest}",
+    }
     assert ev["request"] == {"id": "req-1", "addr": "10.0.0.1", "host": "reg:5000", "method": "PUT", "useragent": "ua/1"}
     assert ev["actor"] == {"name": "bob"} and ev["source"] == {"addr": "reg:5000", "instanceID": "inst-1"}
     tag_delete = RegistryEvent("delete", "tag", "team/app", tag="v1")
@@ -220,8 +246,10 @@ def test_prune_in_batches_keeps_recent_and_open(stores) -> None:  # noqa: ANN001
         s1, _, dbs = await stores()
         try:
             now = time.time()
-            await s1.audit([{"time": now - 100 * 86400, "action": "push", "actor": f"old{i}"} for i in range(7)]
-                           + [{"time": now, "action": "push", "actor": "new"}])
+            await s1.audit(
+                [{"time": now - 100 * 86400, "action": "push", "actor": f"old{i}"} for i in range(7)]
+                + [{"time": now, "action": "push", "actor": "new"}]
+            )
             await s1.record([row("ci", "a", i) for i in range(3)], [])
             claimed = await s1.claim("w", now=now + 1, lease=30, limit=5)
             await s1.delivered(claimed[0].id, "w", 204)  # a-0 delivered; a-1, a-2 still open
@@ -239,8 +267,16 @@ def test_prune_in_batches_keeps_recent_and_open(stores) -> None:  # noqa: ANN001
 def test_audit_detail_keeps_no_credentials() -> None:
     from moorage.events.audit import _safe_detail
 
-    d = _safe_detail({"url": "http://u:pw@hooks.example:9/x?token=abc", "secret": "s", "password": "p",
-                      "name": "a", "nested": {"password": "p"}, "actions": ["push", 1]})
+    d = _safe_detail(
+        {
+            "url": "http://u:pw@hooks.example:9/x?token=abc",
+            "secret": "s",
+            "password": "p",
+            "name": "a",
+            "nested": {"password": "p"},
+            "actions": ["push", 1],
+        }
+    )
     assert d == {"name": "a", "url": "http://hooks.example:9/x"}
     assert _safe_detail({"url": "not a url"}) == {"url": ""}
     assert _safe_detail(["not", "a", "dict"]) == {}
@@ -252,13 +288,15 @@ def test_pull_entries_aggregated_per_window_and_kind() -> None:
     from moorage.events.stats import EventMetrics
 
     rec = AuditRecorder(None, EventsSettings(audit_pull_window=3600), EventMetrics(None))  # type: ignore[arg-type]
-    pull = RegistryEvent("pull", "manifest", "team/app", digest="sha256:" + "b" * 64, actor=Actor("bob"),
-                         timestamp=datetime.now(timezone.utc))
+    pull = RegistryEvent(
+        "pull", "manifest", "team/app", digest="sha256:" + "b" * 64, actor=Actor("bob"), timestamp=datetime.now(timezone.utc)
+    )
     first = rec.entry_for_event(pull)
     assert first is not None and first["dedupe_key"].startswith("pull|bob|team/app|")
-    assert rec.entry_for_event(pull) is None                                    # same window: nothing
-    assert rec.entry_for_event(RegistryEvent("pull", "manifest", "team/app", digest=pull.digest,
-                                             actor=Actor("eve"))) is not None   # another actor
+    assert rec.entry_for_event(pull) is None  # same window: nothing
+    assert (
+        rec.entry_for_event(RegistryEvent("pull", "manifest", "team/app", digest=pull.digest, actor=Actor("eve"))) is not None
+    )  # another actor
     assert rec.entry_for_event(RegistryEvent("pull", "blob", "team/app", digest=pull.digest)) is None
     assert rec.entry_for_event(RegistryEvent("push", "blob", "team/app", digest=pull.digest)) is None
     assert rec.entry_for_event(RegistryEvent("delete", "blob", "team/app", digest=pull.digest))["action"] == "delete"

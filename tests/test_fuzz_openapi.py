@@ -60,14 +60,26 @@ def oci_media_type_exact(ctx: Any, response: Any, case: Any) -> bool | None:
     return None
 
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance, oci_media_type_exact]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+    oci_media_type_exact,
+]
 ADMIN_PASSWORD = "fuzz-admin-Secret-1"
 REPO = "fuzzapp"
 #: ``/api/v1/`` paths that exist with ``auth.mode: none`` too (open to anyone there); the
 #: proxy/mirror status answer 404 in both modes (no upstream, no mirror rule configured).
-NO_AUTH_API = ("/api/v1/repositories/{name}", "/api/v1/insight/", "/api/v1/webhooks", "/api/v1/audit",
-               "/api/v1/proxy", "/api/v1/mirror")
+NO_AUTH_API = (
+    "/api/v1/repositories/{name}",
+    "/api/v1/insight/",
+    "/api/v1/webhooks",
+    "/api/v1/audit",
+    "/api/v1/proxy",
+    "/api/v1/mirror",
+)
 
 
 def known_problem(case: Any, failure: str = "") -> str | None:
@@ -89,14 +101,24 @@ def known_problem(case: Any, failure: str = "") -> str | None:
 
 
 def _env(mode: str) -> dict[str, Any]:
-    env: dict[str, Any] = {"MOORAGE_AUTH__MODE": mode, "MOORAGE_LOG_LEVEL": "warning", "MOORAGE_ACCESS_LOG": "false",
-                           # this test's own knobs are not server settings: the server refuses unknown
-                           # MOORAGE_* variables, so keep them out of its environment (None = unset)
-                           "MOORAGE_FUZZ_EXAMPLES": None, "MOORAGE_FUZZ_RANDOM": None}
+    env: dict[str, Any] = {
+        "MOORAGE_AUTH__MODE": mode,
+        "MOORAGE_LOG_LEVEL": "warning",
+        "MOORAGE_ACCESS_LOG": "false",
+        # this test's own knobs are not server settings: the server refuses unknown
+        # MOORAGE_* variables, so keep them out of its environment (None = unset)
+        "MOORAGE_FUZZ_EXAMPLES": None,
+        "MOORAGE_FUZZ_RANDOM": None,
+    }
     if mode == "token":
-        env.update({"MOORAGE_AUTH__ADMIN_PASSWORD": ADMIN_PASSWORD, "MOORAGE_AUTH__BCRYPT_ROUNDS": "4",
-                    # the fuzzer sends hundreds of logins; a rate limit would turn them all into 429s
-                    "MOORAGE_AUTH__LOGIN_RATE_LIMIT": "1000000"})
+        env.update(
+            {
+                "MOORAGE_AUTH__ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "MOORAGE_AUTH__BCRYPT_ROUNDS": "4",
+                # the fuzzer sends hundreds of logins; a rate limit would turn them all into 429s
+                "MOORAGE_AUTH__LOGIN_RATE_LIMIT": "1000000",
+            }
+        )
     return env
 
 
@@ -111,15 +133,27 @@ def _seed(url: str, headers: dict[str, str]) -> str:
         r = s.post(f"{url}/v2/{REPO}/blobs/uploads/", params={"digest": digest}, data=data)
         assert r.status_code == 201, r.text
     cfg, layer = blobs
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": len(cfg),
-                   "digest": "sha256:" + hashlib.sha256(cfg).hexdigest()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "size": len(layer),
-                    "digest": "sha256:" + hashlib.sha256(layer).hexdigest()}],
-    }).encode()
-    r = s.put(f"{url}/v2/{REPO}/manifests/v1", data=manifest,
-              headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "size": len(cfg),
+                "digest": "sha256:" + hashlib.sha256(cfg).hexdigest(),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "size": len(layer),
+                    "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
+                }
+            ],
+        }
+    ).encode()
+    r = s.put(
+        f"{url}/v2/{REPO}/manifests/v1", data=manifest, headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+    )
     assert r.status_code == 201, r.text
     return "sha256:" + hashlib.sha256(layer).hexdigest()
 
@@ -143,7 +177,9 @@ def fuzzing_document(url: str, digest: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module", params=["none", "token"])
-def fuzz_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, RegistryProcess]]:
+def fuzz_target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, RegistryProcess]]:
     mode = request.param
     proc = start_moorage(tmp_path_factory.mktemp(f"fuzz-{mode}"), env=_env(mode))
     try:
@@ -167,8 +203,9 @@ class TokenCache:
     def bearer(self, scopes: list[str]) -> dict[str, str]:
         key = " ".join(scopes)
         if key not in self.tokens:
-            r = requests.get(f"{self.url}/auth/token", params={"service": "moorage", "scope": scopes},
-                             headers=self.basic(), timeout=30)
+            r = requests.get(
+                f"{self.url}/auth/token", params={"service": "moorage", "scope": scopes}, headers=self.basic(), timeout=30
+            )
             assert r.status_code == 200, r.text
             self.tokens[key] = r.json()["token"]
         return {"Authorization": f"Bearer {self.tokens[key]}"}
@@ -187,23 +224,37 @@ def _auth_for(mode: str, tokens: TokenCache | None) -> Callable[[Any], dict[str,
         if isinstance(name, str) and name and all(c not in name for c in ' "\\,'):
             return tokens.bearer([f"repository:{name}:pull,push,delete"])
         return tokens.bearer([f"repository:{REPO}:pull"])
+
     return headers
 
 
-def _fuzz_operation(op: Any, mode: GenerationMode, base_url: str, session: requests.Session,
-                    auth: Callable[[Any], dict[str, str]], failures: dict[str, str]) -> int:
+def _fuzz_operation(
+    op: Any,
+    mode: GenerationMode,
+    base_url: str,
+    session: requests.Session,
+    auth: Callable[[Any], dict[str, str]],
+    failures: dict[str, str],
+) -> int:
     """Run one operation's cases; record the first failure of each kind; returns the case count."""
     count = 0
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=not RANDOM,
-              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=not RANDOM,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
     @given(case=op.as_strategy(generation_mode=mode))
     def run(case: Any) -> None:
         nonlocal count
         count += 1
         try:
-            case.call_and_validate(base_url=base_url, session=session, headers=auth(case), checks=CHECKS,
-                                   timeout=30, allow_redirects=False)
+            case.call_and_validate(
+                base_url=base_url, session=session, headers=auth(case), checks=CHECKS, timeout=30, allow_redirects=False
+            )
         except requests.RequestException as exc:
             failures.setdefault(f"{op.label} [{mode.value}] transport", f"{type(exc).__name__}: {exc}")
         except (AssertionError, FailureGroup) as exc:  # FailureGroup: one sub-exception per failed check
@@ -231,10 +282,21 @@ def test_openapi_document_is_served_unauthenticated(fuzz_target: tuple[str, Regi
     doc = r.json()
     assert doc["openapi"].startswith("3.")
     # every route the application registers is described (or is one of the few non-API ones)
-    assert {"/v2/", "/v2/_catalog", "/v2/{name}/tags/list", "/v2/{name}/manifests/{reference}",
-            "/v2/{name}/blobs/{digest}", "/v2/{name}/blobs/uploads/", "/v2/{name}/blobs/uploads/{upload_id}",
-            "/v2/{name}/referrers/{digest}", "/auth/token", "/auth/jwks", "/metrics", "/api/v1/users",
-            "/api/v1/repositories/{name}"} <= set(doc["paths"])
+    assert {
+        "/v2/",
+        "/v2/_catalog",
+        "/v2/{name}/tags/list",
+        "/v2/{name}/manifests/{reference}",
+        "/v2/{name}/blobs/{digest}",
+        "/v2/{name}/blobs/uploads/",
+        "/v2/{name}/blobs/uploads/{upload_id}",
+        "/v2/{name}/referrers/{digest}",
+        "/auth/token",
+        "/auth/jwks",
+        "/metrics",
+        "/api/v1/users",
+        "/api/v1/repositories/{name}",
+    } <= set(doc["paths"])
 
 
 def test_document_is_valid_openapi_3() -> None:
@@ -255,14 +317,18 @@ def test_document_covers_every_route() -> None:
     from moorage.config import Settings
 
     # the proxy and mirror routes exist only when upstreams / mirror rules are configured
-    settings = Settings(data=Path("/nonexistent-not-opened"), auth={"mode": "token"},
-                        proxy={"upstreams": [{"name": "hub", "url": "http://127.0.0.1:9", "namespace": "hub"}],
-                               "mirror_rules": [{"name": "r", "src": "127.0.0.1:9/a", "dst": "127.0.0.1:9/b"}]})
+    settings = Settings(
+        data=Path("/nonexistent-not-opened"),
+        auth={"mode": "token"},
+        proxy={
+            "upstreams": [{"name": "hub", "url": "http://127.0.0.1:9", "namespace": "hub"}],
+            "mirror_rules": [{"name": "r", "src": "127.0.0.1:9/a", "dst": "127.0.0.1:9/b"}],
+        },
+    )
     app = build_app(settings)
     assert {"api_v1_proxy", "api_v1_mirror_status", "api_v1_mirror_run"} <= set(app.router.named_resources())
     doc = document()
-    documented = {(re.sub(r"\{[^}]+\}", "{}", p), m.upper()) for p, ops in doc["paths"].items()
-                  for m in ops if m != "parameters"}
+    documented = {(re.sub(r"\{[^}]+\}", "{}", p), m.upper()) for p, ops in doc["paths"].items() for m in ops if m != "parameters"}
     missing = []
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
@@ -312,8 +378,9 @@ def test_fuzz_every_operation(fuzz_target: tuple[str, RegistryProcess]) -> None:
     assert not unknown, "\n\n".join(f"=== {k}\n{v}" for k, v in unknown.items()) + "\n\nserver log:\n" + proc.log(80)
 
 
-@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "bytes=569-570,-1753,2576-5962", "bytes=99999-", "bytes=5-2",
-                                    "items=0-5", "bytes=abc"])
+@pytest.mark.parametrize(
+    "header", ["bytes=0-1,5-6", "bytes=569-570,-1753,2576-5962", "bytes=99999-", "bytes=5-2", "items=0-5", "bytes=abc"]
+)
 def test_bad_blob_range_is_416_with_error_body(moorage: RegistryProcess, header: str) -> None:
     """Found by the fuzzer: a multi-part or unsatisfiable Range on a filesystem blob got aiohttp's
     bare 416 (empty body, application/octet-stream); the spec's error body is expected."""
@@ -329,16 +396,23 @@ def test_bad_blob_range_is_416_with_error_body(moorage: RegistryProcess, header:
     # a good range still works, and If-Range keeps FileResponse's semantics (whole blob on mismatch)
     r = requests.get(f"{moorage.url}/v2/range/blob/blobs/{digest}", headers={"Range": "bytes=10-19"}, timeout=30)
     assert r.status_code == 206 and r.content == data[10:20]
-    r = requests.get(f"{moorage.url}/v2/range/blob/blobs/{digest}",
-                     headers={"Range": "bytes=10-19", "If-Range": '"not-the-etag"'}, timeout=30)
+    r = requests.get(
+        f"{moorage.url}/v2/range/blob/blobs/{digest}", headers={"Range": "bytes=10-19", "If-Range": '"not-the-etag"'}, timeout=30
+    )
     assert r.status_code in (200, 206)
 
 
-@pytest.mark.parametrize("path, params", [
-    ("/api/v1/audit", {"limit": "²"}), ("/api/v1/audit", {"limit": "9" * 5000}), ("/api/v1/audit", {"before": "³"}),
-    ("/api/v1/audit", {"before": "1" * 19}), ("/api/v1/audit", {"until": "x" * 70}),
-    ("/api/v1/webhooks/nosuch/deliveries", {"limit": "²"}),
-])
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/api/v1/audit", {"limit": "²"}),
+        ("/api/v1/audit", {"limit": "9" * 5000}),
+        ("/api/v1/audit", {"before": "³"}),
+        ("/api/v1/audit", {"before": "1" * 19}),
+        ("/api/v1/audit", {"until": "x" * 70}),
+        ("/api/v1/webhooks/nosuch/deliveries", {"limit": "²"}),
+    ],
+)
 def test_audit_and_webhook_numbers_are_4xx(moorage: RegistryProcess, path: str, params: dict[str, str]) -> None:
     """``str.isdigit()`` accepts Unicode digits ('²', '٣') that ``int()`` refuses, and ``int()``
     refuses more than 4300 digits: such query values must be a 400/404, never a 500."""

@@ -141,8 +141,9 @@ def test_referrers_and_index_children_are_kept(fresh_moorage):
         '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":'
         f'[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{child.digest}","size":{len(child.manifest)}}}]}}'
     ).encode()
-    r = requests.put(f"{url}/v2/idx/manifests/latest", data=index,
-                     headers={"Content-Type": "application/vnd.oci.image.index.v1+json"})
+    r = requests.put(
+        f"{url}/v2/idx/manifests/latest", data=index, headers={"Content-Type": "application/vnd.oci.image.index.v1+json"}
+    )
     assert r.status_code == 201, r.text
     from tests.gc_push import Image
 
@@ -188,8 +189,12 @@ def test_kill9_mid_sweep_then_next_run_finishes(fresh_moorage):
     # an upload of a tombstoned blob waits for the tombstone instead of racing the sweep
     victim = next(b for img in doomed for b in img.blobs if sha(b) == tombstoned[0])
     box: dict = {}
-    pusher = threading.Thread(target=lambda: box.setdefault("status", requests.post(
-        f"{url}/v2/k9/blobs/uploads/", params={"digest": sha(victim)}, data=victim, timeout=120).status_code))
+    pusher = threading.Thread(
+        target=lambda: box.setdefault(
+            "status",
+            requests.post(f"{url}/v2/k9/blobs/uploads/", params={"digest": sha(victim)}, data=victim, timeout=120).status_code,
+        )
+    )
     pusher.start()
     pusher.join(timeout=1.5)
     assert pusher.is_alive(), f"upload of a tombstoned blob did not wait: {box}"
@@ -270,14 +275,20 @@ def test_gc_of_one_repository_leaves_the_others(fresh_moorage):
     assert all(stored(fresh_moorage, [sha(x) for x in b.blobs]).values())
     assert requests.get(f"{url}/v2/scope/b/manifests/{b.digest}").status_code == 200
     assert gc(fresh_moorage, "--grace", "0", "--delete-untagged", "--repository", "nope/x")["blobs_removed"] == 0
-    assert_refused(moorage_cli(fresh_moorage, "gc", "--repository", "Bad Name", check=False),
-                   "Invalid value for --repository: invalid repository name")
+    assert_refused(
+        moorage_cli(fresh_moorage, "gc", "--repository", "Bad Name", check=False),
+        "Invalid value for --repository: invalid repository name",
+    )
 
 
 def test_repository_delete_requires_admin_with_token_auth(tmp_path, backend):
     name, make_env = backend
-    env = {**make_env(), "MOORAGE_AUTH__MODE": "token", "MOORAGE_AUTH__ADMIN_PASSWORD": "s3cret-admin",
-           "MOORAGE_AUTH__BCRYPT_ROUNDS": "4"}
+    env = {
+        **make_env(),
+        "MOORAGE_AUTH__MODE": "token",
+        "MOORAGE_AUTH__ADMIN_PASSWORD": "s3cret-admin",
+        "MOORAGE_AUTH__BCRYPT_ROUNDS": "4",
+    }
     srv = start_moorage(tmp_path / "srv", env=env)
     try:
         target = f"{srv.url}/api/v1/repositories/some/repo"

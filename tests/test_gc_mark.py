@@ -39,16 +39,31 @@ class Graph:
         self.snap.repos[rid] = name
         return rid
 
-    def blob(self, digest: str, *, linked_at: float = OLD, pending_until: float | None = None,
-             deleting_since: float | None = None, size: int = 10) -> str:
+    def blob(
+        self,
+        digest: str,
+        *,
+        linked_at: float = OLD,
+        pending_until: float | None = None,
+        deleting_since: float | None = None,
+        size: int = 10,
+    ) -> str:
         self.snap.blobs[digest] = BlobState(size, linked_at, pending_until, deleting_since)
         return digest
 
     def link(self, repo: str, digest: str, at: float = OLD) -> None:
         self.snap.links.append((self.repo(repo), digest, at))
 
-    def manifest(self, name: str, repo: str = "r", *, blobs: tuple[str, ...] = (), children: tuple[str, ...] = (),
-                 subject: str | None = None, created: float = OLD) -> ManifestNode:
+    def manifest(
+        self,
+        name: str,
+        repo: str = "r",
+        *,
+        blobs: tuple[str, ...] = (),
+        children: tuple[str, ...] = (),
+        subject: str | None = None,
+        created: float = OLD,
+    ) -> ManifestNode:
         rid = self.repo(repo)
         node = ManifestNode(next(self.ids), rid, f"sha256:{name}", f"sha256:{subject}" if subject else None, created, 100)
         self.snap.manifests[node.id] = node
@@ -207,14 +222,20 @@ def graphs(draw: st.DrawFn) -> tuple[IndexSnapshot, float]:
     n = draw(st.integers(1, 12))
     blob_names = [f"b{i}" for i in range(draw(st.integers(1, 10)))]
     for b in blob_names:
-        g.blob(b, linked_at=draw(st.sampled_from([OLD, YOUNG])),
-               pending_until=draw(st.sampled_from([None, NOW - 1, NOW + 1])),
-               deleting_since=draw(st.sampled_from([None, None, None, NOW])))
+        g.blob(
+            b,
+            linked_at=draw(st.sampled_from([OLD, YOUNG])),
+            pending_until=draw(st.sampled_from([None, NOW - 1, NOW + 1])),
+            deleting_since=draw(st.sampled_from([None, None, None, NOW])),
+        )
     names_ = [f"m{i}" for i in range(n)]
     for name in names_:
-        g.manifest(name, draw(st.sampled_from(["r1", "r2"])),
-                   blobs=tuple(draw(st.lists(st.sampled_from(blob_names), max_size=4, unique=True))),
-                   created=draw(st.sampled_from([OLD, OLD, YOUNG])))
+        g.manifest(
+            name,
+            draw(st.sampled_from(["r1", "r2"])),
+            blobs=tuple(draw(st.lists(st.sampled_from(blob_names), max_size=4, unique=True))),
+            created=draw(st.sampled_from([OLD, OLD, YOUNG])),
+        )
     for name in names_:
         m = g.by_name[name]
         kids = draw(st.lists(st.sampled_from(names_), max_size=3))

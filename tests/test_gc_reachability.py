@@ -30,8 +30,9 @@ def test_referrer_of_subject_reachable_through_index_pushed_during_gc(fresh_moor
     assert delete_ref(url, "sig", "x") == 202  # X and S are now unreachable
 
     go = tmp_path / "go"
-    proc = start_gc_paused(fresh_moorage, "MOORAGE_GC_TEST_WAIT_BEFORE_MANIFEST_DELETE", str(go),
-                           "--delete-untagged", "-q", "--json")
+    proc = start_gc_paused(
+        fresh_moorage, "MOORAGE_GC_TEST_WAIT_BEFORE_MANIFEST_DELETE", str(go), "--delete-untagged", "-q", "--json"
+    )
     try:
         wait_for_line(proc, "waiting for", timeout=60)  # the collector stopped after marking
         # The mark phase is done (X and S doomed); now X becomes reachable through a tagged index.

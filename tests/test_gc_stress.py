@@ -53,8 +53,19 @@ def _gc_loop(proc, stop: threading.Event, runs: list[dict], errors: list[str]) -
     while not stop.is_set():
         loop = ["--loop", "5"] if n % 2 == 0 else []
         n += 1
-        argv = [sys.executable, "-m", "moorage.cli", "gc", "--data", str(proc.data_dir), "--grace", "0",
-                "--delete-untagged", "--json", *loop]
+        argv = [
+            sys.executable,
+            "-m",
+            "moorage.cli",
+            "gc",
+            "--data",
+            str(proc.data_dir),
+            "--grace",
+            "0",
+            "--delete-untagged",
+            "--json",
+            *loop,
+        ]
         res = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
         if res.returncode != 0:
             errors.append(f"gc exited {res.returncode}: {res.stderr[-2000:]}")
@@ -65,8 +76,9 @@ def _gc_loop(proc, stop: threading.Event, runs: list[dict], errors: list[str]) -
             runs.append(json.loads(res.stdout))
 
 
-def _http_client(url: str, n: int, base: list[bytes], deadline: float, pushed: list[tuple[str, str, Image]],
-                 errors: list[str]) -> None:
+def _http_client(
+    url: str, n: int, base: list[bytes], deadline: float, pushed: list[tuple[str, str, Image]], errors: list[str]
+) -> None:
     session = requests.Session()
     own = blob_bytes(f"client-{n}-shared", 8192)
     try:
@@ -100,8 +112,9 @@ def test_pushes_while_gc_loops(fresh_moorage, tmp_path):
     runs: list[dict] = []
     gc_thread = threading.Thread(target=_gc_loop, args=(fresh_moorage, stop, runs, errors), daemon=True)
     gc_thread.start()
-    clients = [threading.Thread(target=_http_client, args=(url, n, base, deadline, pushed, errors), daemon=True)
-               for n in range(3)]
+    clients = [
+        threading.Thread(target=_http_client, args=(url, n, base, deadline, pushed, errors), daemon=True) for n in range(3)
+    ]
     for c in clients:
         c.start()
     for c in clients:
@@ -124,7 +137,9 @@ def test_pushes_while_gc_loops(fresh_moorage, tmp_path):
     assert check(fresh_moorage) == []
     kept = {sha(b) for _, _, img in pushed for b in img.blobs}
     assert all(stored(fresh_moorage, sorted(kept)).values())
-    print(f"\nstress: {len(pushed)} images, {len(runs)} gc runs "
-          f"({sum(r['blobs_removed'] for r in runs)} blobs, {sum(r['manifests_removed'] for r in runs)} manifests removed "
-          f"concurrently, {sum(r['skipped_concurrent'] for r in runs)} candidates saved by the re-check), "
-          f"final run {final}, {time.monotonic() - started:.1f}s")
+    print(
+        f"\nstress: {len(pushed)} images, {len(runs)} gc runs "
+        f"({sum(r['blobs_removed'] for r in runs)} blobs, {sum(r['manifests_removed'] for r in runs)} manifests removed "
+        f"concurrently, {sum(r['skipped_concurrent'] for r in runs)} candidates saved by the re-check), "
+        f"final run {final}, {time.monotonic() - started:.1f}s"
+    )

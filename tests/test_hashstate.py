@@ -30,7 +30,7 @@ def test_matches_hashlib_across_save_restore_and_copy() -> None:
         pos = 0
         while pos < len(data):
             n = rng.randint(0, 200)
-            h.update(data[pos:pos + n])
+            h.update(data[pos : pos + n])
             pos += n
             if rng.random() < 0.5:
                 h = hashstate.ResumableSHA256.restore(h.state())
@@ -49,7 +49,7 @@ def test_restore_rejects_garbage() -> None:
 
 async def _body(data: bytes, size: int = 1 << 16) -> AsyncIterator[bytes]:
     for i in range(0, len(data), size):
-        yield data[i:i + size]
+        yield data[i : i + size]
 
 
 async def test_upload_finished_on_another_replica_is_not_rehashed(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ async def test_upload_finished_on_another_replica_is_not_rehashed(tmp_path: Path
         rec = await a.start_upload("x/y")
         await a.append_upload("x/y", rec.id, _body(data[:100_001]))
         await b.append_upload("x/y", rec.id, _body(data[100_001:200_000]))  # B resumes A's state
-        await a.append_upload("x/y", rec.id, _body(data[200_000:]))          # A's cache is stale
+        await a.append_upload("x/y", rec.id, _body(data[200_000:]))  # A's cache is stale
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         assert await b.finish_upload("x/y", rec.id, digest, None) == digest
         assert await store.blob_size_in_repository("x/y", digest) == len(data)

@@ -24,13 +24,21 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry.example")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     crt, pem = tmp / "domain.crt", tmp / "domain.key"
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+    pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return crt, pem
 
 
@@ -41,24 +49,35 @@ def _env(config: Path) -> dict[str, str]:
 
 
 def _healthcheck(config: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "moorage.compat.healthcheck"], capture_output=True, text=True,
-                          env=_env(config), timeout=60, cwd=config.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "moorage.compat.healthcheck"],
+        capture_output=True,
+        text=True,
+        env=_env(config),
+        timeout=60,
+        cwd=config.parent,
+    )
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_healthcheck_follows_config(tmp_path: Path, tls: bool) -> None:
     port = free_port()
     cfg = tmp_path / "config.yml"
-    text = (f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n")
+    text = f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
     if tls:
         crt, key = _self_signed(tmp_path)
         text += f"  tls:\n    certificate: {crt}\n    key: {key}\n"
     cfg.write_text(text)
     unhealthy = _healthcheck(cfg)  # nothing listens yet
     assert unhealthy.returncode == 1 and "unhealthy" in unhealthy.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "moorage.cli", "serve"], env=_env(cfg), cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moorage.cli", "serve"],
+        env=_env(cfg),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while (cp := _healthcheck(cfg)).returncode != 0:

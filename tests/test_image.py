@@ -97,9 +97,13 @@ def image(podman: PodmanService) -> str:
         _record("build_seconds_cached_base" if cached else "build_seconds", round(time.monotonic() - t0, 1))
 
     # The same inputs give the same image: a later session loads it (tests/support/image_cache.py).
-    cached_image(CACHE, IMAGE, build,
-                 save=lambda path: podman.podman("save", "-o", str(path), IMAGE, timeout=600),
-                 load=lambda path: podman.podman("load", "-i", str(path), timeout=600))
+    cached_image(
+        CACHE,
+        IMAGE,
+        build,
+        save=lambda path: podman.podman("save", "-o", str(path), IMAGE, timeout=600),
+        load=lambda path: podman.podman("load", "-i", str(path), timeout=600),
+    )
     info = json.loads(podman.podman("image", "inspect", IMAGE).stdout)[0]
     _record("image_size_bytes", int(info["Size"]))
     assert info["Config"]["User"] == "moorage"
@@ -203,9 +207,22 @@ def test_registry2_config_with_htpasswd_unchanged(podman: PodmanService, image: 
     cfg.chmod(0o644)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    podman.docker("container", "run", "-d", "-p", f"{port}:5000", "--name", "registry-auth",
-                  "-v", f"{cfg}:/etc/docker/registry/config.yml:ro", "-v", f"{auth_dir}:/auth:ro",
-                  "-e", "REGISTRY_LOG_LEVEL=debug", "localhost/moorage")
+    podman.docker(
+        "container",
+        "run",
+        "-d",
+        "-p",
+        f"{port}:5000",
+        "--name",
+        "registry-auth",
+        "-v",
+        f"{cfg}:/etc/docker/registry/config.yml:ro",
+        "-v",
+        f"{auth_dir}:/auth:ro",
+        "-e",
+        "REGISTRY_LOG_LEVEL=debug",
+        "localhost/moorage",
+    )
     _wait_v2(url, podman, "registry-auth")
     status, headers, _ = http_request("GET", f"{url}/v2/")
     assert status == 401 and 'realm="basic-realm"' in headers["www-authenticate"]
@@ -217,8 +234,12 @@ def test_registry2_config_with_htpasswd_unchanged(podman: PodmanService, image: 
     status, _, cat = http_json(f"{url}/v2/_catalog", auth=("testuser", "testpassword"))
     assert status == 200 and cat == {"repositories": ["team/app"]}
     # delete is on in this config.yml (registry:2 defaults it off)
-    status, hdrs, _ = http_request("HEAD", f"{url}/v2/team/app/manifests/1", auth=("testuser", "testpassword"),
-                                   headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    status, hdrs, _ = http_request(
+        "HEAD",
+        f"{url}/v2/team/app/manifests/1",
+        auth=("testuser", "testpassword"),
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
     digest = hdrs["docker-content-digest"]
     assert http_request("DELETE", f"{url}/v2/team/app/manifests/{digest}", auth=("testuser", "testpassword"))[0] == 202
     podman.docker("container", "stop", "registry-auth")
@@ -226,12 +247,23 @@ def test_registry2_config_with_htpasswd_unchanged(podman: PodmanService, image: 
 
 def test_unsupported_registry2_config_fails_in_one_line(podman: PodmanService, image: str, tmp_path: Path) -> None:
     cfg = tmp_path / "config.yml"
-    cfg.write_text("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n"
-                   "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n"
-                   "    issuer: auth.example\n    rootcertbundle: /certs/bundle.pem\n")
+    cfg.write_text(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n"
+        "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n"
+        "    issuer: auth.example\n    rootcertbundle: /certs/bundle.pem\n"
+    )
     cfg.chmod(0o644)
-    podman.docker("container", "run", "--name", "registry-bad", "-v", f"{cfg}:/etc/docker/registry/config.yml:ro",
-                  "localhost/moorage", check=False, timeout=120)
+    podman.docker(
+        "container",
+        "run",
+        "--name",
+        "registry-bad",
+        "-v",
+        f"{cfg}:/etc/docker/registry/config.yml:ro",
+        "localhost/moorage",
+        check=False,
+        timeout=120,
+    )
     state = _state(podman, "registry-bad")
     assert state["Running"] is False and state["ExitCode"] != 0
     logs = podman.docker("container", "logs", "registry-bad")

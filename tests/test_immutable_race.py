@@ -68,8 +68,9 @@ def _assert_one_winner(url: str, tag: str, a, b, rs: list[requests.Response]) ->
     assert len(err) == 1 and err[0]["code"] == "DENIED", err
     assert "immutable" in err[0]["message"] and err[0]["detail"]["digest"] == winner.digest, err
     assert rs[win].headers["Docker-Content-Digest"] == winner.digest
-    got = requests.get(f"{url}/v2/{REPO}/manifests/{tag}", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
-                       timeout=30)
+    got = requests.get(
+        f"{url}/v2/{REPO}/manifests/{tag}", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}, timeout=30
+    )
     assert got.status_code == 200 and got.content == winner.manifest
     # the loser's transaction was rolled back whole: not even its manifest is stored
     r = requests.get(f"{url}/v2/{REPO}/manifests/{loser.digest}", timeout=30)
@@ -116,12 +117,17 @@ def test_first_push_race_forced_on_postgres(fresh_moorage):
         watch = await asyncpg.connect(_pg_dsn(fresh_moorage))
         try:
             repo_id = await conn.fetchval("SELECT id FROM repositories WHERE name = $1", REPO)
-            mid = await conn.fetchval("SELECT id FROM manifests WHERE repository_id = $1 AND digest = $2",
-                                      repo_id, placeholder.digest)
+            mid = await conn.fetchval(
+                "SELECT id FROM manifests WHERE repository_id = $1 AND digest = $2", repo_id, placeholder.digest
+            )
             tx = conn.transaction()
             await tx.start()
-            await conn.execute("INSERT INTO tags (repository_id, name, manifest_id, updated_at) VALUES ($1, 'v1', $2, $3)",
-                               repo_id, mid, time.time())
+            await conn.execute(
+                "INSERT INTO tags (repository_id, name, manifest_id, updated_at) VALUES ($1, 'v1', $2, $3)",
+                repo_id,
+                mid,
+                time.time(),
+            )
             puts = asyncio.ensure_future(asyncio.to_thread(_put_both, url, "v1", a, b))
             # both server transactions must be blocked behind our row before we let them go
             deadline = time.monotonic() + 60
@@ -129,7 +135,8 @@ def test_first_push_race_forced_on_postgres(fresh_moorage):
             while time.monotonic() < deadline and not puts.done():
                 waiting = await watch.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
                 if waiting >= 2:
                     break
                 await asyncio.sleep(0.02)

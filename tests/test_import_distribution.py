@@ -33,7 +33,9 @@ def _moorage_cli(*args: str, env: dict | None = None, check: bool = True) -> sub
     return cp
 
 
-def _import(root: Path | None, data: Path, *extra: str, env: dict | None = None, check: bool = True) -> tuple[subprocess.CompletedProcess, dict]:
+def _import(
+    root: Path | None, data: Path, *extra: str, env: dict | None = None, check: bool = True
+) -> tuple[subprocess.CompletedProcess, dict]:
     where = [str(root)] if root is not None else []
     cp = _moorage_cli("import-distribution", *where, "--data", str(data), "--json", *extra, env=env, check=check)
     summary = json.loads(cp.stdout.strip().splitlines()[-1]) if cp.returncode == 0 else {}
@@ -63,6 +65,7 @@ def filled_distribution(tmp_path_factory: pytest.TempPathFactory) -> Source:
     reg = start_distribution(tmp / "registry")
     src = Source(reg.data_dir)
     try:
+
         def push(img, repo: str, tag: str, index: bool = False) -> None:
             sk.copy(img.oci_ref, f"docker://{reg.host}/{repo}:{tag}", all=index)
             src.expected[(repo, tag)] = img.blobs()
@@ -116,8 +119,9 @@ def _check_served(src: Source, data: Path, tmp: Path, env: dict | None = None) -
             assert ocilayout.read_layout_blobs(dst) == blobs, (repo, tag)
             assert ocilayout.resolve_tag(dst, tag)["digest"] == src.digests[(repo, tag)]
         for digest, repo in src.untagged.items():  # a moved tag's old manifest: kept, untagged
-            status, _, _ = http_request("GET", f"{srv.url}/v2/{repo}/manifests/{digest}",
-                                        headers={"Accept": ocilayout.MT_OCI_MANIFEST})
+            status, _, _ = http_request(
+                "GET", f"{srv.url}/v2/{repo}/manifests/{digest}", headers={"Accept": ocilayout.MT_OCI_MANIFEST}
+            )
             assert status == 200
         repo, tag, digest = src.deleted  # type: ignore[misc]
         assert http_request("GET", f"{srv.url}/v2/{repo}/manifests/{tag}")[0] == 404
@@ -222,9 +226,12 @@ def test_import_from_s3_bucket(filled_distribution: Source, tmp_path: Path, rgw)
 
     dest_bucket = f"moorage-{uuid.uuid4().hex[:10]}"
     store_env = {
-        "MOORAGE_STORAGE__DRIVER": "s3", "MOORAGE_STORAGE__S3__BUCKET": dest_bucket,
-        "MOORAGE_STORAGE__S3__ENDPOINT_URL": rgw.endpoint_url, "MOORAGE_STORAGE__S3__REGION": rgw.region,
-        "MOORAGE_STORAGE__S3__ACCESS_KEY": rgw.access_key, "MOORAGE_STORAGE__S3__SECRET_KEY": rgw.secret_key,
+        "MOORAGE_STORAGE__DRIVER": "s3",
+        "MOORAGE_STORAGE__S3__BUCKET": dest_bucket,
+        "MOORAGE_STORAGE__S3__ENDPOINT_URL": rgw.endpoint_url,
+        "MOORAGE_STORAGE__S3__REGION": rgw.region,
+        "MOORAGE_STORAGE__S3__ACCESS_KEY": rgw.access_key,
+        "MOORAGE_STORAGE__S3__SECRET_KEY": rgw.secret_key,
     }
     tmp2 = tmp_path / "s3dest"
     data2 = tmp2 / "srv" / "data"

@@ -17,8 +17,19 @@ import requests
 
 from tests.support.cli import run_moorage
 from tests.support.http import Client, sha256
-from tests.support.insight_images import (ALPINE_INSTALLED, ALPINE_OS_RELEASE, RealPackages, dpkg_stanzas, gz,
-                                          osv, real_packages, stanza_field, tar_bytes, write_osv, zst)
+from tests.support.insight_images import (
+    ALPINE_INSTALLED,
+    ALPINE_OS_RELEASE,
+    RealPackages,
+    dpkg_stanzas,
+    gz,
+    osv,
+    real_packages,
+    stanza_field,
+    tar_bytes,
+    write_osv,
+    zst,
+)
 from tests.support.registry_proc import RegistryProcess, start_moorage
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -44,11 +55,18 @@ def _layer_type(data: bytes) -> str:
 
 def push(client: Client, repo: str, tag: str | None, layers: list[bytes], arch: str = "amd64") -> tuple[str, int]:
     config = json.dumps({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-    doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": client.push_blob(repo, config),
-                      "size": len(config)},
-           "layers": [{"mediaType": _layer_type(layer), "digest": client.push_blob(repo, layer), "size": len(layer)}
-                      for layer in layers]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": client.push_blob(repo, config),
+            "size": len(config),
+        },
+        "layers": [
+            {"mediaType": _layer_type(layer), "digest": client.push_blob(repo, layer), "size": len(layer)} for layer in layers
+        ],
+    }
     body = json.dumps(doc).encode()
     r = client.push_manifest(repo, tag or sha256(body), body)
     assert r.status_code == 201, r.text
@@ -83,37 +101,89 @@ def world(moorage: RegistryProcess, real: RealPackages, tmp_path_factory: pytest
     vuln_deb, removed_deb, fixed_deb = plain[0], plain[1], plain[2]
     pip_dir = next(p for p in real.python_files if "/pip-" in p).rsplit("/", 1)[0]
     parent, name = pip_dir.rsplit("/", 1)
-    layer1 = gz(tar_bytes({"etc/os-release": real.os_release, "var/lib/dpkg/status": real.dpkg_status,
-                           **real.python_files}))
-    layer2 = zst(tar_bytes({"var/lib/dpkg/status": "\n\n".join(s for s in stanzas if s is not removed_deb).encode() + b"\n",
-                            f"{parent}/.wh.{name}": b""}))
+    layer1 = gz(tar_bytes({"etc/os-release": real.os_release, "var/lib/dpkg/status": real.dpkg_status, **real.python_files}))
+    layer2 = zst(
+        tar_bytes(
+            {
+                "var/lib/dpkg/status": "\n\n".join(s for s in stanzas if s is not removed_deb).encode() + b"\n",
+                f"{parent}/.wh.{name}": b"",
+            }
+        )
+    )
     layer3 = tar_bytes(real.npm_files)
     deb_digest, deb_size = push(client, "insight/app", "1.0", [layer1, layer2, layer3])
-    alp_digest, alp_size = push(client, "insight/app", None, [gz(tar_bytes({"etc/os-release": ALPINE_OS_RELEASE,
-                                                                            "lib/apk/db/installed": ALPINE_INSTALLED}))],
-                                arch="arm64")
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": deb_digest, "size": deb_size,
-         "platform": {"os": "linux", "architecture": "amd64"}},
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": alp_digest, "size": alp_size,
-         "platform": {"os": "linux", "architecture": "arm64"}}]}).encode()
+    alp_digest, alp_size = push(
+        client,
+        "insight/app",
+        None,
+        [gz(tar_bytes({"etc/os-release": ALPINE_OS_RELEASE, "lib/apk/db/installed": ALPINE_INSTALLED}))],
+        arch="arm64",
+    )
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": deb_digest,
+                    "size": deb_size,
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                },
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": alp_digest,
+                    "size": alp_size,
+                    "platform": {"os": "linux", "architecture": "arm64"},
+                },
+            ],
+        }
+    ).encode()
     assert client.push_manifest("insight/app", "multi", index, OCI_INDEX).status_code == 201
     setuptools_version = real.python_versions.get("setuptools")
-    py_name, py_version = ("setuptools", setuptools_version) if setuptools_version else next(
-        (n, v) for n, v in real.python_versions.items() if n != "pip")
+    py_name, py_version = (
+        ("setuptools", setuptools_version)
+        if setuptools_version
+        else next((n, v) for n, v in real.python_versions.items() if n != "pip")
+    )
     deb_name, deb_version = stanza_field(vuln_deb, "Package"), stanza_field(vuln_deb, "Version")
-    release = next((line.split("=", 1)[1].strip('"') for line in real.os_release.decode().splitlines()
-                    if line.startswith("VERSION_ID=")), "12")
+    release = next(
+        (line.split("=", 1)[1].strip('"') for line in real.os_release.decode().splitlines() if line.startswith("VERSION_ID=")),
+        "12",
+    )
     advisories = [
-        osv("TEST-DEB-VULN", f"Debian:{release.split('.')[0]}", deb_name, [{"introduced": "0"}, {"fixed": deb_version + "+moorage1"}], cvss=CRITICAL),
-        osv("TEST-DEB-OTHER-RELEASE", "Debian:3", deb_name, [{"introduced": "0"}, {"fixed": deb_version + "+moorage1"}], cvss=CRITICAL),
-        osv("TEST-DEB-FIXED", "Debian", stanza_field(fixed_deb, "Package"),
-            [{"introduced": "0"}, {"fixed": stanza_field(fixed_deb, "Version")}], cvss=CRITICAL),
+        osv(
+            "TEST-DEB-VULN",
+            f"Debian:{release.split('.')[0]}",
+            deb_name,
+            [{"introduced": "0"}, {"fixed": deb_version + "+moorage1"}],
+            cvss=CRITICAL,
+        ),
+        osv(
+            "TEST-DEB-OTHER-RELEASE",
+            "Debian:3",
+            deb_name,
+            [{"introduced": "0"}, {"fixed": deb_version + "+moorage1"}],
+            cvss=CRITICAL,
+        ),
+        osv(
+            "TEST-DEB-FIXED",
+            "Debian",
+            stanza_field(fixed_deb, "Package"),
+            [{"introduced": "0"}, {"fixed": stanza_field(fixed_deb, "Version")}],
+            cvss=CRITICAL,
+        ),
         osv("TEST-DEB-REMOVED", "Debian", stanza_field(removed_deb, "Package"), [{"introduced": "0"}], cvss=CRITICAL),
         osv("TEST-PY-VULN", "PyPI", py_name.upper().replace("-", "_"), [{"introduced": "0"}, {"fixed": "999.0"}], cvss=MEDIUM),
         osv("TEST-PIP-WHITED-OUT", "PyPI", "pip", [{"introduced": "0"}, {"fixed": "999.0"}], cvss=CRITICAL),
-        osv("TEST-NPM-VULN", "npm", "is-number", [{"introduced": "0"}, {"fixed": "7.0.1"}], range_type="SEMVER",
-            db_severity="HIGH"),
+        osv(
+            "TEST-NPM-VULN",
+            "npm",
+            "is-number",
+            [{"introduced": "0"}, {"fixed": "7.0.1"}],
+            range_type="SEMVER",
+            db_severity="HIGH",
+        ),
         osv("TEST-NPM-FIXED", "npm", "ms", [{"introduced": "0"}, {"fixed": "2.1.3"}], range_type="SEMVER", db_severity="HIGH"),
         osv("TEST-APK-VULN", "Alpine:v3.19", "busybox", [{"introduced": "0"}, {"fixed": "1.36.1-r16"}], cvss=CRITICAL),
         osv("TEST-APK-OTHER", "Alpine:v3.18", "busybox", [{"introduced": "0"}, {"fixed": "1.36.1-r16"}], cvss=CRITICAL),
@@ -123,9 +193,17 @@ def world(moorage: RegistryProcess, real: RealPackages, tmp_path_factory: pytest
     with zipfile.ZipFile(osv_zip, "w") as zf:  # the shape osv.dev publishes
         for doc in advisories[5:]:
             zf.writestr(f"{doc['id']}.json", json.dumps(doc))
-    return {"client": client, "deb": deb_digest, "alpine": alp_digest, "deb_name": deb_name, "deb_version": deb_version,
-            "removed": stanza_field(removed_deb, "Package"), "py": (py_name, py_version), "osv_dir": osv_dir,
-            "osv_zip": osv_zip}
+    return {
+        "client": client,
+        "deb": deb_digest,
+        "alpine": alp_digest,
+        "deb_name": deb_name,
+        "deb_version": deb_version,
+        "removed": stanza_field(removed_deb, "Package"),
+        "py": (py_name, py_version),
+        "osv_dir": osv_dir,
+        "osv_zip": osv_zip,
+    }
 
 
 def _referrers(client: Client, repo: str, digest: str) -> list[dict[str, Any]]:
@@ -176,7 +254,11 @@ def test_cli_sbom_import_and_vulns(moorage: RegistryProcess, world: dict[str, An
     assert set(got) == {"TEST-DEB-VULN", "TEST-PY-VULN", "TEST-NPM-VULN"}, got
     deb = got["TEST-DEB-VULN"]
     assert (deb["package"], deb["installed"], deb["fixed"], deb["severity"]) == (
-        world["deb_name"], world["deb_version"], world["deb_version"] + "+moorage1", "CRITICAL")
+        world["deb_name"],
+        world["deb_version"],
+        world["deb_version"] + "+moorage1",
+        "CRITICAL",
+    )
     assert got["TEST-NPM-VULN"]["fixed"] == "7.0.1" and got["TEST-NPM-VULN"]["severity"] == "HIGH"
     assert got["TEST-PY-VULN"]["installed"] == world["py"][1] and got["TEST-PY-VULN"]["severity"] == "MEDIUM"
     # an index reports per platform
@@ -203,21 +285,23 @@ def test_search_by_package_and_advisory(moorage: RegistryProcess, world: dict[st
     assert r.json()["results"] == []
     r = client.req("GET", "/api/v1/insight/search", params={"advisory": "TEST-APK-VULN"})
     # busybox and ssl_client are both built from the vulnerable busybox source package
-    assert {(x["digest"], x["package"]) for x in r.json()["results"]} == {(world["alpine"], "busybox"),
-                                                                        (world["alpine"], "ssl_client")}
+    assert {(x["digest"], x["package"]) for x in r.json()["results"]} == {
+        (world["alpine"], "busybox"),
+        (world["alpine"], "ssl_client"),
+    }
     assert client.req("GET", "/api/v1/insight/search", params={"package": "x", "version": "~~"}).status_code == 400
     assert client.req("GET", "/api/v1/insight/search").status_code == 400
 
 
-def test_pull_policy_refuses_skopeo_and_podman_until_allow_listed(moorage: RegistryProcess, world: dict[str, Any],
-                                                                 skopeo: Any, podman_socket: Any, tmp_path: Path) -> None:
+def test_pull_policy_refuses_skopeo_and_podman_until_allow_listed(
+    moorage: RegistryProcess, world: dict[str, Any], skopeo: Any, podman_socket: Any, tmp_path: Path
+) -> None:
     client: Client = world["client"]
     cli(moorage, "vuln-policy", "insight", "--block", "HIGH")
     ref = f"docker://{moorage.host}/insight/app:1.0"
 
     def refused() -> bool:
-        r = client.req("GET", "/v2/insight/app/manifests/1.0",
-                       headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        r = client.req("GET", "/v2/insight/app/manifests/1.0", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
         return r.status_code == 403
 
     deadline = time.monotonic() + 30  # the server re-reads policies every 2 s
@@ -269,8 +353,7 @@ def test_metrics(moorage: RegistryProcess, world: dict[str, Any]) -> None:
     while True:
         text = requests.get(f"{moorage.url}/metrics", timeout=30).text
         families = {f.name: f for f in text_string_to_metric_families(text)}
-        scans = {s.labels["outcome"]: s.value for s in families["moorage_insight_scans"].samples
-                 if s.name.endswith("_total")}
+        scans = {s.labels["outcome"]: s.value for s in families["moorage_insight_scans"].samples if s.name.endswith("_total")}
         if scans.get("ok", 0) >= 1 or time.monotonic() > deadline:
             break
         time.sleep(0.5)

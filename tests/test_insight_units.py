@@ -10,10 +10,27 @@ import pytest
 
 from moorage.insight import osv, sbom
 from moorage.insight.layers import ImageWalker, Inventory, Limits
-from moorage.insight.packages import (ALPINE, DEBIAN, NPM, PYPI, parse_apk_installed, parse_dpkg_status,
-                                      parse_os_release, parse_rpm_header)
-from tests.support.insight_images import (ALPINE_INSTALLED, ALPINE_OS_RELEASE, RealPackages, dpkg_stanzas, gz,
-                                          real_packages, stanza_field, tar_bytes, zst)
+from moorage.insight.packages import (
+    ALPINE,
+    DEBIAN,
+    NPM,
+    PYPI,
+    parse_apk_installed,
+    parse_dpkg_status,
+    parse_os_release,
+    parse_rpm_header,
+)
+from tests.support.insight_images import (
+    ALPINE_INSTALLED,
+    ALPINE_OS_RELEASE,
+    RealPackages,
+    dpkg_stanzas,
+    gz,
+    real_packages,
+    stanza_field,
+    tar_bytes,
+    zst,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +63,10 @@ def test_this_machines_dpkg_status_parses_completely(real: RealPackages) -> None
 def test_alpine_database_from_documented_fields() -> None:
     pkgs = parse_apk_installed(ALPINE_INSTALLED)
     assert [(p.name, p.version, p.source) for p in pkgs] == [
-        ("musl", "1.2.4_git20230717-r4", "musl"), ("busybox", "1.36.1-r15", "busybox"), ("ssl_client", "1.36.1-r15", "busybox")]
+        ("musl", "1.2.4_git20230717-r4", "musl"),
+        ("busybox", "1.36.1-r15", "busybox"),
+        ("ssl_client", "1.36.1-r15", "busybox"),
+    ]
     assert pkgs[0].purl == "pkg:apk/alpine/musl@1.2.4_git20230717-r4?arch=x86_64"
 
 
@@ -58,8 +78,7 @@ def test_layers_gzip_zstd_plain_and_whiteouts(real: RealPackages) -> None:
     layer1 = gz(tar_bytes(base))
     # dpkg rewrites its status without the removed package; the venv loses pip by a whiteout
     parent, name = pip_dir.rsplit("/", 1)
-    layer2 = zst(tar_bytes({"var/lib/dpkg/status": "\n\n".join(stanzas[1:]).encode() + b"\n",
-                            f"{parent}/.wh.{name}": b""}))
+    layer2 = zst(tar_bytes({"var/lib/dpkg/status": "\n\n".join(stanzas[1:]).encode() + b"\n", f"{parent}/.wh.{name}": b""}))
     layer3 = tar_bytes(real.npm_files)  # uncompressed
     inv = walk([layer1, layer2, layer3])
     names = {(p.ecosystem, p.name) for p in inv.packages}
@@ -104,8 +123,13 @@ def test_rpm_header_blob_parsing() -> None:
     # Build a header per rpm's format: il, dl, then entries (tag, type, offset, count), then data.
     import struct
 
-    strings = [(1000, b"openssl-libs"), (1001, b"3.0.7"), (1002, b"25.el9"), (1022, b"x86_64"),
-               (1044, b"openssl-3.0.7-25.el9.src.rpm")]
+    strings = [
+        (1000, b"openssl-libs"),
+        (1001, b"3.0.7"),
+        (1002, b"25.el9"),
+        (1022, b"x86_64"),
+        (1044, b"openssl-3.0.7-25.el9.src.rpm"),
+    ]
     data, entries = b"", []
     for tag, value in strings:
         entries.append(struct.pack(">iiii", tag, 6, len(data), 1))
@@ -119,30 +143,44 @@ def test_rpm_header_blob_parsing() -> None:
         parse_rpm_header(struct.pack(">II", 10**6, 10**9))
 
 
-@pytest.mark.parametrize("family,version,events,expected", [
-    (DEBIAN, "1:2.0~rc1-1", [{"introduced": "0"}, {"fixed": "1:2.0-1"}], (True, "1:2.0-1")),  # tilde sorts before
-    (DEBIAN, "2.0-1", [{"introduced": "0"}, {"fixed": "1:1.0-1"}], (True, "1:1.0-1")),  # epoch wins
-    (DEBIAN, "1:2.0-1", [{"introduced": "0"}, {"fixed": "1:2.0-1"}], (False, "")),
-    (ALPINE, "1.2.4_git20230717-r4", [{"introduced": "0"}, {"fixed": "1.2.4_git20230717-r5"}], (True, "1.2.4_git20230717-r5")),
-    (ALPINE, "1.36.1-r15", [{"introduced": "0"}, {"fixed": "1.36.1-r2"}], (False, "")),  # r15 > r2 numerically
-    (PYPI, "1.0rc1", [{"introduced": "0"}, {"fixed": "1.0"}], (True, "1.0")),
-    (PYPI, "2.4", [{"introduced": "2.0"}, {"last_affected": "2.3"}], (False, "")),
-    (PYPI, "2.3", [{"introduced": "2.0"}, {"last_affected": "2.3"}], (True, "")),
-    (NPM, "7.0.0", [{"introduced": "0"}, {"fixed": "7.0.1"}], (True, "7.0.1")),
-    (NPM, "7.0.0-beta.2", [{"introduced": "7.0.0-beta.1"}, {"fixed": "7.0.0"}], (True, "7.0.0")),
-])
+@pytest.mark.parametrize(
+    "family,version,events,expected",
+    [
+        (DEBIAN, "1:2.0~rc1-1", [{"introduced": "0"}, {"fixed": "1:2.0-1"}], (True, "1:2.0-1")),  # tilde sorts before
+        (DEBIAN, "2.0-1", [{"introduced": "0"}, {"fixed": "1:1.0-1"}], (True, "1:1.0-1")),  # epoch wins
+        (DEBIAN, "1:2.0-1", [{"introduced": "0"}, {"fixed": "1:2.0-1"}], (False, "")),
+        (
+            ALPINE,
+            "1.2.4_git20230717-r4",
+            [{"introduced": "0"}, {"fixed": "1.2.4_git20230717-r5"}],
+            (True, "1.2.4_git20230717-r5"),
+        ),
+        (ALPINE, "1.36.1-r15", [{"introduced": "0"}, {"fixed": "1.36.1-r2"}], (False, "")),  # r15 > r2 numerically
+        (PYPI, "1.0rc1", [{"introduced": "0"}, {"fixed": "1.0"}], (True, "1.0")),
+        (PYPI, "2.4", [{"introduced": "2.0"}, {"last_affected": "2.3"}], (False, "")),
+        (PYPI, "2.3", [{"introduced": "2.0"}, {"last_affected": "2.3"}], (True, "")),
+        (NPM, "7.0.0", [{"introduced": "0"}, {"fixed": "7.0.1"}], (True, "7.0.1")),
+        (NPM, "7.0.0-beta.2", [{"introduced": "7.0.0-beta.1"}, {"fixed": "7.0.0"}], (True, "7.0.0")),
+    ],
+)
 def test_version_order_of_each_ecosystem(family: str, version: str, events: list, expected: tuple) -> None:
     spec = {"ranges": [{"type": "ECOSYSTEM", "events": events}], "versions": []}
     assert osv.affected_by(spec, family, version) == expected
 
 
 def test_severity_from_cvss_and_database_specific() -> None:
-    crit = osv.parse_advisory({"id": "X-1", "affected": [{"package": {"ecosystem": "PyPI", "name": "Foo_Bar"}}],
-                               "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}]})
+    crit = osv.parse_advisory(
+        {
+            "id": "X-1",
+            "affected": [{"package": {"ecosystem": "PyPI", "name": "Foo_Bar"}}],
+            "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+        }
+    )
     assert crit is not None and crit.severity == "CRITICAL" and crit.score == 9.8
     assert crit.affected[0][2] == "foo-bar"  # PEP 503 normalised
-    mod = osv.parse_advisory({"id": "X-2", "affected": [{"package": {"ecosystem": "npm", "name": "a"}}],
-                              "database_specific": {"severity": "MODERATE"}})
+    mod = osv.parse_advisory(
+        {"id": "X-2", "affected": [{"package": {"ecosystem": "npm", "name": "a"}}], "database_specific": {"severity": "MODERATE"}}
+    )
     assert mod is not None and mod.severity == "MEDIUM"
     assert osv.parse_advisory({"id": "X-3", "affected": [{"package": {"ecosystem": "Go", "name": "x"}}]}) is None
 
@@ -153,8 +191,20 @@ def test_sboms_validate(real: RealPackages) -> None:
     from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import JsonLikeDictParser
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-    inv = walk([gz(tar_bytes({"etc/os-release": real.os_release, "var/lib/dpkg/status": real.dpkg_status,
-                              **real.python_files, **real.npm_files}))])
+    inv = walk(
+        [
+            gz(
+                tar_bytes(
+                    {
+                        "etc/os-release": real.os_release,
+                        "var/lib/dpkg/status": real.dpkg_status,
+                        **real.python_files,
+                        **real.npm_files,
+                    }
+                )
+            )
+        ]
+    )
     cdx = sbom.cyclonedx(inv, "team/app", "sha256:" + "0" * 64)
     assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(cdx.decode()) is None
     doc = json.loads(cdx)

@@ -35,8 +35,9 @@ from tests.support.registry_proc import RegistryProcess, start_moorage
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["1worker", "2workers"])
-def server(request: pytest.FixtureRequest, backend: tuple[str, EnvFactory],
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+def server(
+    request: pytest.FixtureRequest, backend: tuple[str, EnvFactory], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RegistryProcess]:
     """Shared by the module's attacks (each uses upload sessions and digests of its own)."""
     name, make_env = backend
     env = {**make_env(), "MOORAGE_WORKERS": str(request.param)}
@@ -122,12 +123,10 @@ def test_held_patch_cannot_substitute_blob(server: RegistryProcess) -> None:
     loc = _path(c.req("POST", "/v2/alice/app/blobs/uploads/").headers["Location"])
 
     async def attack() -> tuple[int, int]:
-        held = HeldRequest(server.url, "PATCH", loc,
-                           {"Transfer-Encoding": "chunked", "Content-Type": "application/octet-stream"})
+        held = HeldRequest(server.url, "PATCH", loc, {"Transfer-Encoding": "chunked", "Content-Type": "application/octet-stream"})
         await held.send_head()
         await asyncio.sleep(SETTLE)
-        second = await asyncio.to_thread(
-            c.req, "PATCH", loc, data=genuine, headers={"Content-Type": "application/octet-stream"})
+        second = await asyncio.to_thread(c.req, "PATCH", loc, data=genuine, headers={"Content-Type": "application/octet-stream"})
         await held.send_chunked(malicious)
         return second.status_code, await held.status()
 
@@ -155,8 +154,7 @@ def test_patch_open_across_put_cannot_grow_blob(server: RegistryProcess) -> None
     assert r.status_code == 202
 
     async def attack() -> tuple[int, int]:
-        held = HeldRequest(server.url, "PATCH", loc,
-                           {"Transfer-Encoding": "chunked", "Content-Type": "application/octet-stream"})
+        held = HeldRequest(server.url, "PATCH", loc, {"Transfer-Encoding": "chunked", "Content-Type": "application/octet-stream"})
         await held.send_head()
         await asyncio.sleep(SETTLE)
         put = await asyncio.to_thread(c.req, "PUT", loc, params={"digest": digest})
@@ -183,13 +181,11 @@ def test_concurrent_second_writer_is_refused_and_session_stays_usable(server: Re
     loc = _path(c.req("POST", "/v2/busy/app/blobs/uploads/").headers["Location"])
 
     async def run() -> tuple[int, dict[str, str], int]:
-        held = HeldRequest(server.url, "PATCH", loc,
-                           {"Transfer-Encoding": "chunked", "Content-Type": "application/octet-stream"})
+        held = HeldRequest(server.url, "PATCH", loc, {"Transfer-Encoding": "chunked", "Content-Type": "application/octet-stream"})
         await held.send_head()
         await held.send_chunked(first[:1000], last=False)
         await asyncio.sleep(SETTLE)
-        other = await asyncio.to_thread(c.req, "PATCH", loc, data=second,
-                                        headers={"Content-Type": "application/octet-stream"})
+        other = await asyncio.to_thread(c.req, "PATCH", loc, data=second, headers={"Content-Type": "application/octet-stream"})
         await held.send_chunked(first[1000:])
         return other.status_code, dict(other.headers), await held.status()
 
@@ -200,8 +196,12 @@ def test_concurrent_second_writer_is_refused_and_session_stays_usable(server: Re
     status = c.req("GET", loc)
     assert status.status_code == 204 and status.headers["Range"] == f"0-{len(first) - 1}"
     # The session continues where the held PATCH left it.
-    r = c.req("PATCH", loc, data=second, headers={"Content-Range": f"{len(first)}-{len(first) + len(second) - 1}",
-                                                   "Content-Type": "application/octet-stream"})
+    r = c.req(
+        "PATCH",
+        loc,
+        data=second,
+        headers={"Content-Range": f"{len(first)}-{len(first) + len(second) - 1}", "Content-Type": "application/octet-stream"},
+    )
     assert r.status_code == 202, r.text
     done = c.req("PUT", loc, params={"digest": sha256(first + second)})
     assert done.status_code == 201, done.text
@@ -216,10 +216,22 @@ def test_parallel_puts_on_one_session(server: RegistryProcess) -> None:
     loc = _path(c.req("POST", "/v2/par/app/blobs/uploads/").headers["Location"])
 
     async def run() -> list[int]:
-        return [r.status_code for r in await asyncio.gather(*(
-            asyncio.to_thread(Client(server.url).req, "PUT", loc, params={"digest": digest}, data=data,
-                              headers={"Content-Type": "application/octet-stream"})
-            for _ in range(4)))]
+        return [
+            r.status_code
+            for r in await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        Client(server.url).req,
+                        "PUT",
+                        loc,
+                        params={"digest": digest},
+                        data=data,
+                        headers={"Content-Type": "application/octet-stream"},
+                    )
+                    for _ in range(4)
+                )
+            )
+        ]
 
     statuses = asyncio.run(run())
     assert statuses.count(201) <= 1, statuses
@@ -243,8 +255,12 @@ def test_claim_of_a_vanished_replica_expires_with_its_lease(fresh_moorage: Regis
     upload_id = loc.rstrip("/").rsplit("/", 1)[1]
     until = time.time() + 3
     with sqlite3.connect(fresh_moorage.data_dir / "moorage.db") as db:  # type: ignore[operator]
-        assert db.execute("UPDATE uploads SET writer = ?, writer_until = ? WHERE id = ?",
-                          ("0123456789abcdef.elsewhere", until, upload_id)).rowcount == 1
+        assert (
+            db.execute(
+                "UPDATE uploads SET writer = ?, writer_until = ? WHERE id = ?", ("0123456789abcdef.elsewhere", until, upload_id)
+            ).rowcount
+            == 1
+        )
     data = os.urandom(1000)
     r = c.req("PATCH", loc, data=data, headers={"Content-Type": "application/octet-stream"})
     assert r.status_code == 416 and error_codes(r) == ["RANGE_INVALID"]
@@ -266,16 +282,20 @@ def test_long_patch_keeps_its_claim(backend: tuple[str, EnvFactory], tmp_path: P
         pieces = [os.urandom(1000) for _ in range(16)]
 
         async def run() -> tuple[int, int]:
-            held = HeldRequest(proc.url, "PATCH", loc,
-                               {"Transfer-Encoding": "chunked", "Content-Type": "application/octet-stream"})
+            held = HeldRequest(
+                proc.url, "PATCH", loc, {"Transfer-Encoding": "chunked", "Content-Type": "application/octet-stream"}
+            )
             await held.send_head()
             other = 0
             for i, piece in enumerate(pieces):
                 await held.send_chunked(piece, last=False)
                 await asyncio.sleep(0.5)
                 if i == 13:  # ~7 s in: past the first lease
-                    other = (await asyncio.to_thread(c.req, "PATCH", loc, data=b"x",
-                                                     headers={"Content-Type": "application/octet-stream"})).status_code
+                    other = (
+                        await asyncio.to_thread(
+                            c.req, "PATCH", loc, data=b"x", headers={"Content-Type": "application/octet-stream"}
+                        )
+                    ).status_code
             await held.send(b"0\r\n\r\n")
             return other, await held.status()
 

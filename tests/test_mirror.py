@@ -30,10 +30,14 @@ pytestmark = pytest.mark.clients
 ADMIN = ("admin", ADMIN_PASSWORD)
 DIST_USER = ("dist", "dist-Pw-1")
 TIMEOUT = 60
-ACCEPT = ", ".join([
-    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json",
-])
+ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
@@ -100,11 +104,13 @@ class Http:
         headers = dict(kw.pop("headers", {}))
         if scope in self.tokens:
             headers["Authorization"] = "Bearer " + self.tokens[scope]
-        r = requests.request(method, url, headers=headers, auth=None if scope in self.tokens else self.auth,
-                             timeout=TIMEOUT, **kw)
+        r = requests.request(
+            method, url, headers=headers, auth=None if scope in self.tokens else self.auth, timeout=TIMEOUT, **kw
+        )
         if r.status_code == 401 and r.headers.get("WWW-Authenticate", "").startswith("Bearer"):
-            tok = requests.get(f"{self.proc.url}/auth/token", params={"service": "moorage", "scope": scope},
-                               auth=self.auth, timeout=TIMEOUT).json()["token"]
+            tok = requests.get(
+                f"{self.proc.url}/auth/token", params={"service": "moorage", "scope": scope}, auth=self.auth, timeout=TIMEOUT
+            ).json()["token"]
             self.tokens[scope] = tok
             headers["Authorization"] = "Bearer " + tok
             r = requests.request(method, url, headers=headers, timeout=TIMEOUT, **kw)
@@ -121,8 +127,9 @@ class Http:
         return digest
 
     def push_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> requests.Response:
-        r = self("PUT", f"/v2/{repo}/manifests/{ref}", f"repository:{repo}:pull,push", data=body,
-                 headers={"Content-Type": media_type})
+        r = self(
+            "PUT", f"/v2/{repo}/manifests/{ref}", f"repository:{repo}:pull,push", data=body, headers={"Content-Type": media_type}
+        )
         assert r.status_code == 201, r.text
         return r
 
@@ -141,7 +148,9 @@ def push_signature(http: Http, repo: str, subject: dict, text: bytes) -> str:
     empty = http.push_blob(repo, b"{}")
     layer = http.push_blob(repo, text)
     doc = {
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.signature",
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.signature",
         "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
         "layers": [{"mediaType": "application/vnd.example.sig.v1", "digest": layer, "size": len(text)}],
         "subject": subject,
@@ -153,8 +162,9 @@ def push_signature(http: Http, repo: str, subject: dict, text: bytes) -> str:
         tag = subject["digest"].replace(":", "-")
         got = http.manifest(repo, tag)
         index = got.json() if got.status_code == 200 else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
-        index["manifests"].append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(body),
-                                   "artifactType": "application/vnd.example.signature"})
+        index["manifests"].append(
+            {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(body), "artifactType": "application/vnd.example.signature"}
+        )
         http.push_manifest(repo, tag, json.dumps(index).encode(), OCI_INDEX)
     return digest
 
@@ -185,8 +195,7 @@ def test_moorage_to_moorage_multi_arch_and_referrers(tokened, plain, sk, tmp_pat
     assert [m["digest"] for m in dst.referrers("copy/multi", idx.digest)] == [sig]
     assert [m["digest"] for m in dst.referrers("copy/multi", idx.images[0].digest)] == [child_sig]
 
-    again = summary(mirror(f"http://{tokened.host}/lib/multi", f"http://{plain.host}/copy/multi",
-                           "--src-creds", ":".join(ADMIN)))
+    again = summary(mirror(f"http://{tokened.host}/lib/multi", f"http://{plain.host}/copy/multi", "--src-creds", ":".join(ADMIN)))
     assert again["blobs_copied"] == again["manifests_copied"] == again["bytes_copied"] == 0, again
     assert again["up_to_date"] == 1
 
@@ -206,14 +215,30 @@ def test_moorage_to_distribution_and_back_with_fallback_referrers(plain, dist, t
     assert fallback.status_code == 200 and [m["digest"] for m in fallback.json()["manifests"]] == [sig]
 
     # And back from Distribution (referrers found through the fallback tag) into token-auth Moorage.
-    s = summary(mirror(f"http://{dist.host}/app/one", f"http://{tokened.host}/back/one",
-                       "--src-creds", ":".join(DIST_USER), "--dest-creds", ":".join(ADMIN)))
+    s = summary(
+        mirror(
+            f"http://{dist.host}/app/one",
+            f"http://{tokened.host}/back/one",
+            "--src-creds",
+            ":".join(DIST_USER),
+            "--dest-creds",
+            ":".join(ADMIN),
+        )
+    )
     assert s["tags"] == 1 and s["referrers"] == 1, s  # the fallback tag itself is not copied as a tag
     back = Http(tokened, ADMIN)
     assert descriptor(back, "back/one", "v1")["digest"] == img.digest
     assert [m["digest"] for m in back.referrers("back/one", img.digest)] == [sig]
-    again = summary(mirror(f"http://{dist.host}/app/one", f"http://{tokened.host}/back/one",
-                           "--src-creds", ":".join(DIST_USER), "--dest-creds", ":".join(ADMIN)))
+    again = summary(
+        mirror(
+            f"http://{dist.host}/app/one",
+            f"http://{tokened.host}/back/one",
+            "--src-creds",
+            ":".join(DIST_USER),
+            "--dest-creds",
+            ":".join(ADMIN),
+        )
+    )
     assert again["blobs_copied"] == again["manifests_copied"] == 0, again
 
 
@@ -222,15 +247,16 @@ def test_interrupted_mirror_resumes(plain, dist, sk, tmp_path) -> None:
     img = ocilayout.build_image(tmp_path / "big", "v1", layers=layers, seed="mirror-big", compress=False)
     sk.copy(f"oci:{img.dir}:v1", f"docker://{plain.host}/big/app:v1")
     d = Http(dist, DIST_USER)
-    args = mirror_argv(f"http://{plain.host}/big/app", f"http://{dist.host}/big/app", "--dest-creds",
-                       ":".join(DIST_USER), "--jobs", "1")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT, env=_env(),
-                            start_new_session=True)
+    args = mirror_argv(
+        f"http://{plain.host}/big/app", f"http://{dist.host}/big/app", "--dest-creds", ":".join(DIST_USER), "--jobs", "1"
+    )
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT, env=_env(), start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            have = [layer.digest for layer in img.layers
-                    if d("HEAD", f"/v2/big/app/blobs/{layer.digest}", "").status_code == 200]
+            have = [layer.digest for layer in img.layers if d("HEAD", f"/v2/big/app/blobs/{layer.digest}", "").status_code == 200]
             if have:
                 break
             time.sleep(0.05)
@@ -274,9 +300,12 @@ def test_dry_run_tag_filter_and_platform(plain, sk, tmp_path) -> None:
 
 
 def test_bad_arguments_are_one_line_errors(plain) -> None:
-    for args in (["nohost", f"http://{plain.host}/x"], [f"http://{plain.host}/UPPER", f"http://{plain.host}/x"],
-                 [f"http://{plain.host}/a", f"http://{plain.host}/b", "--tags", "("],
-                 [f"http://{plain.host}/a", f"http://{plain.host}/b", "--src-creds", "nocolon"]):
+    for args in (
+        ["nohost", f"http://{plain.host}/x"],
+        [f"http://{plain.host}/UPPER", f"http://{plain.host}/x"],
+        [f"http://{plain.host}/a", f"http://{plain.host}/b", "--tags", "("],
+        [f"http://{plain.host}/a", f"http://{plain.host}/b", "--src-creds", "nocolon"],
+    ):
         cp = mirror(*args, check=False)
         assert cp.returncode == 2 and "Traceback" not in cp.stderr, (args, cp.stderr)
     cp = mirror("http://127.0.0.1:1/a/b:v1", f"http://{plain.host}/b", check=False)
@@ -290,8 +319,12 @@ def test_scheduled_rules_run_in_the_server_with_status(plain, sk, tmp_path) -> N
     img = ocilayout.build_image(tmp_path / "one", "v1", layers=[16 * 1024], seed="rule-one")
     sk.copy(f"oci:{img.dir}:v1", f"docker://{plain.host}/rules/src:v1")
     rules = [
-        {"name": "pull-app", "src": f"http://{plain.host}/rules/src", "dst": "http://127.0.0.1:{port}/pulled/app",
-         "interval": 3600},
+        {
+            "name": "pull-app",
+            "src": f"http://{plain.host}/rules/src",
+            "dst": "http://127.0.0.1:{port}/pulled/app",
+            "interval": 3600,
+        },
         {"name": "broken", "src": "http://127.0.0.1:1/nothing/here", "dst": "http://127.0.0.1:{port}/x", "interval": 3600},
     ]
     # The server's own port is known only at start: the rules go in through the environment,
@@ -299,6 +332,7 @@ def test_scheduled_rules_run_in_the_server_with_status(plain, sk, tmp_path) -> N
     env_value = json.dumps({"mirror_rules": rules}).replace("{", "{{").replace("}", "}}").replace("{{port}}", "{port}")
     srv = start_moorage(tmp_path / "srv", env={"MOORAGE_PROXY": env_value})
     try:
+
         def status() -> dict[str, dict]:
             doc = requests.get(f"{srv.url}/api/v1/mirror", timeout=TIMEOUT).json()
             assert doc["runner"] is True

@@ -68,10 +68,13 @@ def test_retention_expire_days_and_apply(fresh_moorage):
     assert "removed exp/app:old1" in out and "removed exp/app:old2" in out
     assert requests.get(f"{url}/v2/exp/app/tags/list").json()["tags"] == ["keep-me"]
     # a policy needs a rule; a bad regex is refused
-    assert_refused(sub_cli(fresh_moorage, "retention", "set", "x", check=False),
-                   "needs at least one of --keep-last, --keep-regex, --expire-days")
-    assert_refused(sub_cli(fresh_moorage, "retention", "set", "x", "--keep-regex", "(", check=False),
-                   "invalid regular expression '('")
+    assert_refused(
+        sub_cli(fresh_moorage, "retention", "set", "x", check=False),
+        "needs at least one of --keep-last, --keep-regex, --expire-days",
+    )
+    assert_refused(
+        sub_cli(fresh_moorage, "retention", "set", "x", "--keep-regex", "(", check=False), "invalid regular expression '('"
+    )
 
 
 def test_retention_plan_unit():
@@ -148,8 +151,9 @@ def test_quota_refuses_pushes_over_the_limit(fresh_moorage):
     loc = url + r.headers["Location"]
     r = requests.patch(loc, data=c[:3000], headers={"Content-Range": "0-2999", "Content-Type": "application/octet-stream"})
     assert r.status_code == 202
-    r = requests.patch(loc, data=c[3000:], headers={"Content-Range": f"3000-{len(c) - 1}",
-                                                     "Content-Type": "application/octet-stream"})
+    r = requests.patch(
+        loc, data=c[3000:], headers={"Content-Range": f"3000-{len(c) - 1}", "Content-Type": "application/octet-stream"}
+    )
     _denied(r, limit)
     # ... and so is completing an upload whose size only shows at the end
     r = requests.put(loc, params={"digest": sha(c[:3000])})
@@ -158,6 +162,7 @@ def test_quota_refuses_pushes_over_the_limit(fresh_moorage):
     loc = url + r.headers["Location"]
     r = requests.put(loc, params={"digest": sha(c)}, data=c)
     _denied(r, limit)
+
     # a monolithic POST without Content-Length (chunked): refused at completion, nothing kept
     def chunked():
         yield c[:4000]

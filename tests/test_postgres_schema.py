@@ -25,8 +25,9 @@ def _env(url: str, tmp: Path, **more: str) -> dict[str, str]:
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "moorage.cli", *args], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "moorage.cli", *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_serve_refuses_unmigrated_schema_then_migrate(postgres_url: str, tmp_path: Path) -> None:
@@ -76,8 +77,17 @@ def test_concurrent_migrations_and_auto_migrate(postgres_url: str, tmp_path: Pat
     """Several replicas starting at once with auto_migrate on do not trip over each other."""
     url = create_database(postgres_url, f"race_{uuid.uuid4().hex[:8]}")
     env = _env(url, tmp_path)
-    procs = [subprocess.Popen([sys.executable, "-m", "moorage.cli", "migrate"], env=env, cwd=REPO_ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "moorage.cli", "migrate"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-1500:] for o in outs]
     assert sum("empty ->" in o[0] for o in outs) == 1
@@ -86,5 +96,4 @@ def test_concurrent_migrations_and_auto_migrate(postgres_url: str, tmp_path: Pat
 def test_start_fails_cleanly_without_database(tmp_path: Path) -> None:
     env = _env("postgresql://nobody:x@127.0.0.1:1/none", tmp_path, MOORAGE_DATABASE__AUTO_MIGRATE="true")
     with pytest.raises(RegistryStartError):
-        start_moorage(tmp_path / "srv", env={k: v for k, v in env.items() if k.startswith("MOORAGE_DATABASE")},
-                      start_timeout=20)
+        start_moorage(tmp_path / "srv", env={k: v for k, v in env.items() if k.startswith("MOORAGE_DATABASE")}, start_timeout=20)

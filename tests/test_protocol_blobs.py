@@ -52,12 +52,16 @@ def test_post_then_put(c: Client) -> None:
 
 def test_chunked_upload_in_order_and_status(c: Client) -> None:
     data = os.urandom(3 * 65536 + 17)
-    chunks = [data[i:i + 65536] for i in range(0, len(data), 65536)]
+    chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
     loc = c.req("POST", "/v2/chunked/blobs/uploads/").headers["Location"]
     offset = 0
     for chunk in chunks:
-        r = c.req("PATCH", loc, data=chunk, headers={
-            "Content-Range": f"{offset}-{offset + len(chunk) - 1}", "Content-Type": "application/octet-stream"})
+        r = c.req(
+            "PATCH",
+            loc,
+            data=chunk,
+            headers={"Content-Range": f"{offset}-{offset + len(chunk) - 1}", "Content-Type": "application/octet-stream"},
+        )
         assert r.status_code == 202, r.text
         offset += len(chunk)
         assert r.headers["Range"] == f"0-{offset - 1}"
@@ -94,7 +98,7 @@ def test_streaming_patch_without_content_range(c: Client) -> None:
 
     def gen():  # noqa: ANN202
         for i in range(0, len(data), 100_000):
-            yield data[i:i + 100_000]
+            yield data[i : i + 100_000]
 
     loc = c.req("POST", "/v2/stream/blobs/uploads/").headers["Location"]
     r = c.req("PATCH", loc, data=gen())
@@ -108,8 +112,7 @@ def test_streaming_patch_without_content_range(c: Client) -> None:
 def test_put_with_final_chunk(c: Client) -> None:
     loc = c.req("POST", "/v2/finalchunk/blobs/uploads/").headers["Location"]
     c.req("PATCH", loc, data=b"x" * 100, headers={"Content-Range": "0-99"})
-    r = c.req("PUT", loc, params={"digest": sha256(b"x" * 100 + b"y" * 50)}, data=b"y" * 50,
-              headers={"Content-Range": "100-149"})
+    r = c.req("PUT", loc, params={"digest": sha256(b"x" * 100 + b"y" * 50)}, data=b"y" * 50, headers={"Content-Range": "100-149"})
     assert r.status_code == 201, r.text
 
 
@@ -244,9 +247,24 @@ def test_concurrent_pushes_of_the_same_blob(c: Client) -> None:
         assert c.req("GET", f"/v2/same/r{i}/blobs/{sha256(data)}").content == data
 
 
-@pytest.mark.parametrize("name", [
-    "..", "a/../b", "UPPER", "a//b", "-lead", "trail-", "a/./b", "x" * 300, "a%2F..%2Fb", "a\\b", "a%20b", "%2e%2e/x", "a/%2e%2e/b",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "..",
+        "a/../b",
+        "UPPER",
+        "a//b",
+        "-lead",
+        "trail-",
+        "a/./b",
+        "x" * 300,
+        "a%2F..%2Fb",
+        "a\\b",
+        "a%20b",
+        "%2e%2e/x",
+        "a/%2e%2e/b",
+    ],
+)
 def test_hostile_names_rejected(c: Client, name: str) -> None:
     status, _, body = c.raw("POST", f"/v2/{name}/blobs/uploads/")
     assert status in (400, 404), (status, body)

@@ -33,8 +33,12 @@ def test_put_get_head_by_tag_and_digest_bytes_exact(c: Client) -> None:
 
 def test_put_returns_location_and_digest(c: Client) -> None:
     cfg = c.push_blob("m/loc", b"{}")
-    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2}, "layers": []}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
+        "layers": [],
+    }
     body = json.dumps(doc).encode()
     r = c.push_manifest("m/loc", "latest", body)
     assert r.status_code == 201
@@ -45,10 +49,14 @@ def test_put_returns_location_and_digest(c: Client) -> None:
 def test_docker_schema2_and_manifest_list(c: Client) -> None:
     d1, _ = c.push_image("m/docker", None, media_type=DOCKER_MANIFEST)
     d2, _ = c.push_image("m/docker", None, media_type=DOCKER_MANIFEST)
-    lst = {"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [
-        {"mediaType": DOCKER_MANIFEST, "digest": d1, "size": 1, "platform": {"architecture": "amd64", "os": "linux"}},
-        {"mediaType": DOCKER_MANIFEST, "digest": d2, "size": 1, "platform": {"architecture": "arm64", "os": "linux"}},
-    ]}
+    lst = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_LIST,
+        "manifests": [
+            {"mediaType": DOCKER_MANIFEST, "digest": d1, "size": 1, "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": DOCKER_MANIFEST, "digest": d2, "size": 1, "platform": {"architecture": "arm64", "os": "linux"}},
+        ],
+    }
     r = c.push_manifest("m/docker", "multi", lst, DOCKER_LIST)
     assert r.status_code == 201, r.text
     r = c.req("GET", "/v2/m/docker/manifests/multi", headers={"Accept": f"{DOCKER_LIST}, {DOCKER_MANIFEST}"})
@@ -60,10 +68,14 @@ def test_docker_schema2_and_manifest_list(c: Client) -> None:
 
 def test_index_requires_children_present(c: Client) -> None:
     child, _ = c.push_image("m/index", None)
-    idx = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": child, "size": 10},
-        {"mediaType": OCI_MANIFEST, "digest": sha256(b"not pushed"), "size": 10},
-    ]}
+    idx = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": child, "size": 10},
+            {"mediaType": OCI_MANIFEST, "digest": sha256(b"not pushed"), "size": 10},
+        ],
+    }
     r = c.push_manifest("m/index", "bad", idx, OCI_INDEX)
     assert r.status_code == 400 and error_codes(r) == ["MANIFEST_BLOB_UNKNOWN"]
     idx["manifests"].pop()
@@ -72,8 +84,9 @@ def test_index_requires_children_present(c: Client) -> None:
 
 def test_tag_repoint_index_to_manifest_and_back(c: Client) -> None:
     child, _ = c.push_image("m/repoint", None)
-    idx = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": child, "size": 10}]}).encode()
+    idx = json.dumps(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": child, "size": 10}]}
+    ).encode()
     assert c.push_manifest("m/repoint", "t", idx, OCI_INDEX).status_code == 201
     assert c.req("GET", "/v2/m/repoint/manifests/t").headers["Content-Type"] == OCI_INDEX
     other, _ = c.push_image("m/repoint", "t")
@@ -85,9 +98,12 @@ def test_tag_repoint_index_to_manifest_and_back(c: Client) -> None:
 
 def test_missing_blobs_reported_each(c: Client) -> None:
     missing = [sha256(os.urandom(8)) for _ in range(2)]
-    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": missing[0], "size": 2},
-           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": missing[1], "size": 3}]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": missing[0], "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": missing[1], "size": 3}],
+    }
     r = c.push_manifest("m/missing", "x", doc)
     assert r.status_code == 400
     assert error_codes(r) == ["MANIFEST_BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"]
@@ -97,23 +113,49 @@ def test_missing_blobs_reported_each(c: Client) -> None:
 def test_blob_of_another_repository_does_not_count(c: Client) -> None:
     layer = c.push_blob("m/other-a", b"layer in a only")
     cfg = c.push_blob("m/other-b", b"{}")
-    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
-           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": 15}]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": 15}],
+    }
     r = c.push_manifest("m/other-b", "x", doc)
     assert r.status_code == 400 and error_codes(r) == ["MANIFEST_BLOB_UNKNOWN"]
 
 
-@pytest.mark.parametrize("body,ctype", [
-    (b"not json", OCI_MANIFEST),
-    (b"[]", OCI_MANIFEST),
-    (json.dumps({"schemaVersion": 1, "name": "x"}).encode(), "application/vnd.docker.distribution.manifest.v1+json"),
-    (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": []}).encode(), OCI_MANIFEST),
-    (json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).encode(), OCI_MANIFEST),
-    (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {"mediaType": "x", "digest": "sha256:zz", "size": 1}, "layers": []}).encode(), OCI_MANIFEST),
-    (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {"mediaType": "x", "digest": "sha256:" + "0" * 64, "size": -1}, "layers": []}).encode(), OCI_MANIFEST),
-    (json.dumps({"schemaVersion": 2, "config": {}, "layers": []}).encode(), "text/plain"),
-])
+@pytest.mark.parametrize(
+    "body,ctype",
+    [
+        (b"not json", OCI_MANIFEST),
+        (b"[]", OCI_MANIFEST),
+        (json.dumps({"schemaVersion": 1, "name": "x"}).encode(), "application/vnd.docker.distribution.manifest.v1+json"),
+        (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": []}).encode(), OCI_MANIFEST),
+        (json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).encode(), OCI_MANIFEST),
+        (
+            json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": "x", "digest": "sha256:zz", "size": 1},
+                    "layers": [],
+                }
+            ).encode(),
+            OCI_MANIFEST,
+        ),
+        (
+            json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": "x", "digest": "sha256:" + "0" * 64, "size": -1},
+                    "layers": [],
+                }
+            ).encode(),
+            OCI_MANIFEST,
+        ),
+        (json.dumps({"schemaVersion": 2, "config": {}, "layers": []}).encode(), "text/plain"),
+    ],
+)
 def test_malformed_manifests(c: Client, body: bytes, ctype: str) -> None:
     r = c.push_manifest("m/bad", "x", body, ctype)
     assert r.status_code == 400, r.text
@@ -129,9 +171,14 @@ def test_oversized_manifest_413(c: Client) -> None:
 
 def test_put_by_digest_must_match(c: Client) -> None:
     cfg = c.push_blob("m/bydigest", b"{}")
-    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
-                       "layers": []}).encode()
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
+            "layers": [],
+        }
+    ).encode()
     r = c.push_manifest("m/bydigest", sha256(b"something else"), body)
     assert r.status_code == 400 and error_codes(r) == ["DIGEST_INVALID"]
     r = c.push_manifest("m/bydigest", sha256(body), body)
@@ -201,7 +248,7 @@ def _walk_pages(c: Client, path: str, key: str, n: int, everything: list[str]) -
         assert m["path"] == path, link
         query = parse_qs(m["query"], keep_blank_values=True, strict_parsing=True)
         assert query == {"n": [str(n)], "last": [page[-1]]}, (link, page)
-        url = link[1:link.index(">")]
+        url = link[1 : link.index(">")]
     done = 0
     for i, page in enumerate(pages):
         rest = len(everything) - done
@@ -265,7 +312,7 @@ def test_catalog_pagination(c: Client) -> None:
     assert r.status_code == 200 and r.json()["repositories"] == [] and "Link" not in r.headers
     i = allnames.index("cat/r02")
     r = c.req("GET", "/v2/_catalog", params={"n": 2, "last": "cat/r02"})
-    assert r.json()["repositories"] == allnames[i + 1:i + 3]
+    assert r.json()["repositories"] == allnames[i + 1 : i + 3]
     assert r.headers["Link"] == f'</v2/_catalog?n=2&last={allnames[i + 2].replace("/", "%2F")}>; rel="next"'
     assert c.req("GET", "/v2/_catalog", params={"last": "zzzz"}).json()["repositories"] == []
     r = c.req("GET", "/v2/_catalog?n=x")
@@ -275,10 +322,14 @@ def test_catalog_pagination(c: Client) -> None:
 def _artifact(c: Client, repo: str, subject_digest: str, subject_size: int, artifact_type: str, annotations=None):  # noqa: ANN001, ANN202
     empty = c.push_blob(repo, b"{}")
     blob = c.push_blob(repo, os.urandom(64))
-    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
-           "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
-           "layers": [{"mediaType": "application/octet-stream", "digest": blob, "size": 64}],
-           "subject": {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": subject_size}}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": blob, "size": 64}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": subject_size},
+    }
     if annotations:
         doc["annotations"] = annotations
     body = json.dumps(doc).encode()
@@ -324,17 +375,24 @@ def test_subject_may_be_pushed_before_its_subject(c: Client) -> None:
 
 def test_artifact_with_custom_config_media_type(c: Client) -> None:
     cfg = c.push_blob("m/art", b'{"x":1}')
-    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-           "config": {"mediaType": "application/vnd.acme.rocket.config", "digest": cfg, "size": 7}, "layers": []}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.acme.rocket.config", "digest": cfg, "size": 7},
+        "layers": [],
+    }
     assert c.push_manifest("m/art", "v1", doc).status_code == 201
 
 
 def test_descriptor_size_must_match_blob(c: Client) -> None:
     layer = c.push_blob("m/size", b"twelve bytes")
     cfg = c.push_blob("m/size", b"{}")
-    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
-           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": 13}]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": 13}],
+    }
     r = c.push_manifest("m/size", "x", doc)
     assert r.status_code == 400 and error_codes(r) == ["SIZE_INVALID"]
     assert r.json()["errors"][0]["detail"] == {"digest": layer, "declared": 13, "actual": 12}
@@ -346,12 +404,20 @@ def test_foreign_layers_need_not_be_pushed(c: Client) -> None:
     """Windows images reference non-distributable base layers by URL (Distribution accepts them)."""
     cfg = c.push_blob("m/foreign", b"{}")
     own = c.push_blob("m/foreign", b"own layer")
-    doc = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
-           "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": cfg, "size": 2},
-           "layers": [
-               {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": sha256(b"base"),
-                "size": 4, "urls": ["https://example.invalid/base.tar.gz"]},
-               {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": own, "size": 9}]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": cfg, "size": 2},
+        "layers": [
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                "digest": sha256(b"base"),
+                "size": 4,
+                "urls": ["https://example.invalid/base.tar.gz"],
+            },
+            {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": own, "size": 9},
+        ],
+    }
     assert c.push_manifest("m/foreign", "win", doc, DOCKER_MANIFEST).status_code == 201
     # without urls the same layer must be present
     del doc["layers"][0]["urls"]

@@ -38,7 +38,7 @@ def test_kill_during_upload_leaves_no_blob(fresh_moorage) -> None:  # noqa: ANN0
 
     def slow_body():  # noqa: ANN202
         for i in range(0, len(data), 1 << 20):
-            yield data[i:i + (1 << 20)]
+            yield data[i : i + (1 << 20)]
             if i >= 2 << 20:
                 sent.set()
                 time.sleep(0.5)

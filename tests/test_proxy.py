@@ -31,10 +31,14 @@ ADMIN = ("admin", ADMIN_PASSWORD)
 PULLER = ("puller", "puller-Pw-1")
 DIST_USER = ("dist", "dist-Pw-1")
 TIMEOUT = 60
-ACCEPT = ", ".join([
-    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json",
-])
+ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
 
 
 # ---------------------------------------------------------------------------- servers
@@ -58,8 +62,10 @@ def upstream_moorage(backend, tmp_path_factory) -> Iterator[RegistryProcess]:
     proc = start_auth_server(tmp_path_factory.mktemp("up-moorage"), env)
     proc.redirects = name != "fs-sqlite"  # type: ignore[attr-defined]
     try:
-        for method, path, body in (("POST", "users", {"name": PULLER[0], "password": PULLER[1]}),
-                                   ("POST", "grants", {"user": PULLER[0], "pattern": "lib/*", "actions": "pull"})):
+        for method, path, body in (
+            ("POST", "users", {"name": PULLER[0], "password": PULLER[1]}),
+            ("POST", "grants", {"user": PULLER[0], "pattern": "lib/*", "actions": "pull"}),
+        ):
             r = requests.request(method, f"{proc.url}/api/v1/{path}", auth=ADMIN, json=body, timeout=TIMEOUT)
             assert r.status_code < 300, r.text
         yield proc
@@ -73,17 +79,35 @@ def upstream_dist(tmp_path_factory) -> Iterator[RegistryProcess]:
 
 
 @pytest.fixture(scope="module")
-def cache(backend, upstream_moorage: RegistryProcess, upstream_dist: RegistryProcess, tmp_path_factory) -> Iterator[RegistryProcess]:
+def cache(
+    backend, upstream_moorage: RegistryProcess, upstream_dist: RegistryProcess, tmp_path_factory
+) -> Iterator[RegistryProcess]:
     """The cache under test, on each selected storage/database backend."""
     name, make_env = backend
     env = {**make_env(), "DIST_UPSTREAM_PW": DIST_USER[1]}
-    proc = start_cache(tmp_path_factory.mktemp(f"cache-{name}"), [
-        {"name": "moor", "url": upstream_moorage.url, "namespace": "moor", "username": PULLER[0],
-         "password": PULLER[1], "tag_ttl": 300},
-        {"name": "dist", "url": upstream_dist.url, "namespace": "dist", "username": DIST_USER[0],
-         "password_env": "DIST_UPSTREAM_PW", "tag_ttl": 300},
-        {"name": "anon", "url": upstream_moorage.url, "namespace": "anon"},  # anonymous token flow
-    ], env=env)
+    proc = start_cache(
+        tmp_path_factory.mktemp(f"cache-{name}"),
+        [
+            {
+                "name": "moor",
+                "url": upstream_moorage.url,
+                "namespace": "moor",
+                "username": PULLER[0],
+                "password": PULLER[1],
+                "tag_ttl": 300,
+            },
+            {
+                "name": "dist",
+                "url": upstream_dist.url,
+                "namespace": "dist",
+                "username": DIST_USER[0],
+                "password_env": "DIST_UPSTREAM_PW",
+                "tag_ttl": 300,
+            },
+            {"name": "anon", "url": upstream_moorage.url, "namespace": "anon"},  # anonymous token flow
+        ],
+        env=env,
+    )
     proc.server_env = env  # type: ignore[attr-defined]
     try:
         yield proc
@@ -109,8 +133,9 @@ def upstream_get(proc: RegistryProcess, path: str, auth: tuple[str, str], scope:
     """GET from an upstream, through its token flow when it has one."""
     r = requests.get(proc.url + path, auth=auth, headers={"Accept": ACCEPT}, timeout=TIMEOUT)
     if r.status_code == 401 and r.headers.get("WWW-Authenticate", "").startswith("Bearer"):
-        tok = requests.get(f"{proc.url}/auth/token", params={"service": "moorage", "scope": scope}, auth=auth,
-                           timeout=TIMEOUT).json()["token"]
+        tok = requests.get(
+            f"{proc.url}/auth/token", params={"service": "moorage", "scope": scope}, auth=auth, timeout=TIMEOUT
+        ).json()["token"]
         r = requests.get(proc.url + path, headers={"Accept": ACCEPT, "Authorization": f"Bearer {tok}"}, timeout=TIMEOUT)
     return r
 
@@ -123,8 +148,13 @@ def push_blob(url: str, repo: str, data: bytes, auth: tuple[str, str] | None = N
     location = r.headers["Location"]
     location = location if location.startswith("http") else url + location
     sep = "&" if "?" in location else "?"
-    r = requests.put(f"{location}{sep}digest={digest}", data=data, auth=auth, timeout=TIMEOUT * 2,
-                     headers={"Content-Type": "application/octet-stream"})
+    r = requests.put(
+        f"{location}{sep}digest={digest}",
+        data=data,
+        auth=auth,
+        timeout=TIMEOUT * 2,
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert r.status_code == 201, r.text
     return digest
 
@@ -171,10 +201,18 @@ def test_skopeo_pull_through_is_byte_identical(cache, upstream_moorage, sk, tmp_
     assert r.status_code == 200 and r.headers["X-Moorage-Cache"] == "hit"
     assert r.headers["Docker-Content-Digest"] == img.digest
     if upstream_moorage.redirects:
-        tok = requests.get(f"{upstream_moorage.url}/auth/token", params={"service": "moorage", "scope": "repository:lib/app:pull"},
-                           auth=PULLER, timeout=TIMEOUT).json()["token"]
-        r = requests.get(f"{upstream_moorage.url}/v2/lib/app/blobs/{img.layers[0].digest}", allow_redirects=False,
-                         headers={"Authorization": f"Bearer {tok}"}, timeout=TIMEOUT)
+        tok = requests.get(
+            f"{upstream_moorage.url}/auth/token",
+            params={"service": "moorage", "scope": "repository:lib/app:pull"},
+            auth=PULLER,
+            timeout=TIMEOUT,
+        ).json()["token"]
+        r = requests.get(
+            f"{upstream_moorage.url}/v2/lib/app/blobs/{img.layers[0].digest}",
+            allow_redirects=False,
+            headers={"Authorization": f"Bearer {tok}"},
+            timeout=TIMEOUT,
+        )
         assert r.status_code == 307  # what the cache followed
     # Outside the puller's grant upstream: the cache cannot fetch it either.
     r = requests.get(f"{cache.url}/v2/moor/secret/app/manifests/v1", timeout=TIMEOUT)
@@ -185,8 +223,12 @@ def test_anonymous_token_for_public_upstream_repositories(cache, upstream_moorag
     img = ocilayout.build_image(tmp_path / "src", "v1", layers=[20 * 1024], seed="proxy-anon")
     for repo in ("lib/public", "lib/private"):
         push_layout(sk, img.dir, "v1", f"docker://{upstream_moorage.host}/{repo}:v1", ADMIN)
-    r = requests.put(f"{upstream_moorage.url}/api/v1/visibility", json={"repository": "lib/public", "public": True},
-                     auth=ADMIN, timeout=TIMEOUT)
+    r = requests.put(
+        f"{upstream_moorage.url}/api/v1/visibility",
+        json={"repository": "lib/public", "public": True},
+        auth=ADMIN,
+        timeout=TIMEOUT,
+    )
     assert r.status_code < 300, r.text
     sk.copy(f"docker://{cache.host}/anon/lib/public:v1", f"oci:{tmp_path / 'got'}:v1")
     assert ocilayout.read_layout_blobs(tmp_path / "got")[img.layers[0].digest] == img.layers[0].data
@@ -196,13 +238,22 @@ def test_anonymous_token_for_public_upstream_repositories(cache, upstream_moorag
 
 
 def test_multi_arch_index_children_fetched_on_demand(cache, upstream_moorage, sk, tmp_path) -> None:
-    idx = ocilayout.build_index(tmp_path / "src", "multi", platforms=[("linux", "amd64"), ("linux", "arm64")],
-                                layers=[40 * 1024], seed="proxy-index")
+    idx = ocilayout.build_index(
+        tmp_path / "src", "multi", platforms=[("linux", "amd64"), ("linux", "arm64")], layers=[40 * 1024], seed="proxy-index"
+    )
     push_layout(sk, idx.dir, "multi", f"docker://{upstream_moorage.host}/lib/multi:multi", ADMIN, all=True)
     amd, arm = idx.images
     # One platform: the index and the amd64 child only.
-    sk("copy", "--quiet", "--override-arch", "amd64", "--override-os", "linux",
-       f"docker://{cache.host}/moor/lib/multi:multi", f"oci:{tmp_path / 'one'}:x")
+    sk(
+        "copy",
+        "--quiet",
+        "--override-arch",
+        "amd64",
+        "--override-os",
+        "linux",
+        f"docker://{cache.host}/moor/lib/multi:multi",
+        f"oci:{tmp_path / 'one'}:x",
+    )
     head = requests.head(f"{cache.url}/v2/moor/lib/multi/blobs/{arm.layers[0].digest}", timeout=TIMEOUT)
     assert head.headers.get("X-Moorage-Cache") == "miss"  # the arm64 layer was not fetched
     head = requests.head(f"{cache.url}/v2/moor/lib/multi/blobs/{amd.layers[0].digest}", timeout=TIMEOUT)
@@ -236,7 +287,7 @@ def test_podman_registry_mirror_prefix(cache, upstream_dist, sk, podman, tmp_pat
     pm, env = podman, dict(podman.service_env)
     conf = tmp_path / "registries.conf"
     conf.write_text(
-        'unqualified-search-registries = []\n\n'
+        "unqualified-search-registries = []\n\n"
         '[[registry]]\nprefix = "upstream.invalid"\nlocation = "upstream.invalid"\n\n'
         f'[[registry.mirror]]\nlocation = "{cache.host}/dist"\ninsecure = true\n'
     )
@@ -244,8 +295,12 @@ def test_podman_registry_mirror_prefix(cache, upstream_dist, sk, podman, tmp_pat
     run(pm.podman_argv("pull", "upstream.invalid/team/mirrored:v1"), env=env, timeout=TIMEOUT * 2)
     out = run(pm.podman_argv("image", "inspect", "upstream.invalid/team/mirrored:v1"), env=env).stdout
     assert json.loads(out)[0]["Digest"] == img.digest
-    assert requests.head(f"{cache.url}/v2/dist/team/mirrored/blobs/{img.layers[0].digest}",
-                         timeout=TIMEOUT).headers.get("X-Moorage-Cache") == "hit"
+    assert (
+        requests.head(f"{cache.url}/v2/dist/team/mirrored/blobs/{img.layers[0].digest}", timeout=TIMEOUT).headers.get(
+            "X-Moorage-Cache"
+        )
+        == "hit"
+    )
 
 
 def test_twenty_concurrent_pulls_of_a_cold_blob_fetch_once(cache, upstream_dist) -> None:
@@ -299,8 +354,12 @@ def test_pushes_into_a_cached_namespace_are_refused(cache, sk, tmp_path) -> None
     assert cp.returncode != 0 and "pull-through cache" in cp.stderr, cp.stderr
     r = requests.post(f"{cache.url}/v2/dist/x/blobs/uploads/", timeout=TIMEOUT)
     assert r.status_code == 405 and r.json()["errors"][0]["code"] == "UNSUPPORTED"
-    r = requests.put(f"{cache.url}/v2/moor/lib/x/manifests/v1", data=b"{}",
-                     headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, timeout=TIMEOUT)
+    r = requests.put(
+        f"{cache.url}/v2/moor/lib/x/manifests/v1",
+        data=b"{}",
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=TIMEOUT,
+    )
     assert r.status_code == 405
     # Other namespaces of the same registry take pushes as usual.
     sk.copy(f"oci:{img.dir}:v1", f"docker://{cache.host}/local/pushed:v1")
@@ -324,9 +383,13 @@ def test_cached_content_is_collected_by_gc(cache, upstream_dist, sk, tmp_path) -
 
 
 def test_bad_names_and_digests_are_client_errors(cache) -> None:
-    for path in ("/v2/moor/lib/app/manifests/sha256:zz", "/v2/moor/lib/app/blobs/sha256:123",
-                 "/v2/moor/LIB/app/manifests/v1", "/v2/moor/lib/app/manifests/" + "t" * 200,
-                 "/v2/dist/%E2%80%AE/blobs/sha256:" + "0" * 64):
+    for path in (
+        "/v2/moor/lib/app/manifests/sha256:zz",
+        "/v2/moor/lib/app/blobs/sha256:123",
+        "/v2/moor/LIB/app/manifests/v1",
+        "/v2/moor/lib/app/manifests/" + "t" * 200,
+        "/v2/dist/%E2%80%AE/blobs/sha256:" + "0" * 64,
+    ):
         r = requests.get(cache.url + path, timeout=TIMEOUT)
         assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
     # Unknown upstream content: 404, not 500.
@@ -355,8 +418,10 @@ def test_first_pull_fetches_second_served_with_upstream_stopped(tmp_path, sk) ->
     try:
         img = ocilayout.build_image(tmp_path / "src", "v1", layers=[100 * 1024], seed="proxy-offline")
         push_layout(sk, img.dir, "v1", f"docker://{dist.host}/app/web:v1", DIST_USER)
-        cache = start_cache(tmp_path / "cache", [{"name": "d", "url": dist.url, "namespace": "d",
-                                                  "username": DIST_USER[0], "password": DIST_USER[1], "tag_ttl": 0}])
+        cache = start_cache(
+            tmp_path / "cache",
+            [{"name": "d", "url": dist.url, "namespace": "d", "username": DIST_USER[0], "password": DIST_USER[1], "tag_ttl": 0}],
+        )
         sk.copy(f"docker://{cache.host}/d/app/web:v1", f"oci:{tmp_path / 'first'}:v1")
         assert access_log_count(dist, "GET", f"/v2/app/web/blobs/{img.layers[0].digest}") == 1
         dist.stop()
@@ -440,15 +505,25 @@ def test_wrong_bytes_upstream_stores_nothing(tmp_path, sk) -> None:
         dist.stop()
 
 
-@pytest.mark.parametrize("proxy, word", [
-    ({"upstreams": [{"name": "x", "url": "http://127.0.0.1:1", "colour": "red"}]}, "colour"),
-    ({"upstreams": [{"name": "x", "url": "ftp://127.0.0.1:1"}]}, "http(s)://HOST"),
-    ({"upstreams": [{"name": "x", "url": "http://h", "namespace": "Bad Name"}]}, "namespace"),
-    ({"upstreams": [{"name": "x", "url": "http://h", "password_env": "MOORAGE_TEST_UNSET_VAR"}]}, "MOORAGE_TEST_UNSET_VAR"),
-    ({"upstreams": [{"name": "x", "url": "http://h", "namespace": "a"}, {"name": "y", "url": "http://h", "namespace": "a"}]},
-     "unique"),
-    ({"mirror_rules": [{"name": "r", "src": "nohost", "dst": "http://h/r"}]}, "HOST[:PORT]/REPO"),
-])
+@pytest.mark.parametrize(
+    "proxy, word",
+    [
+        ({"upstreams": [{"name": "x", "url": "http://127.0.0.1:1", "colour": "red"}]}, "colour"),
+        ({"upstreams": [{"name": "x", "url": "ftp://127.0.0.1:1"}]}, "http(s)://HOST"),
+        ({"upstreams": [{"name": "x", "url": "http://h", "namespace": "Bad Name"}]}, "namespace"),
+        ({"upstreams": [{"name": "x", "url": "http://h", "password_env": "MOORAGE_TEST_UNSET_VAR"}]}, "MOORAGE_TEST_UNSET_VAR"),
+        (
+            {
+                "upstreams": [
+                    {"name": "x", "url": "http://h", "namespace": "a"},
+                    {"name": "y", "url": "http://h", "namespace": "a"},
+                ]
+            },
+            "unique",
+        ),
+        ({"mirror_rules": [{"name": "r", "src": "nohost", "dst": "http://h/r"}]}, "HOST[:PORT]/REPO"),
+    ],
+)
 def test_bad_proxy_config_is_one_clear_error(tmp_path, proxy, word) -> None:
     import subprocess
     import sys
@@ -457,8 +532,24 @@ def test_bad_proxy_config_is_one_clear_error(tmp_path, proxy, word) -> None:
 
     config = tmp_path / "bad.yml"
     config.write_text(yaml.safe_dump({"proxy": proxy}))
-    cp = subprocess.run([sys.executable, "-m", "moorage.cli", "serve", "--config", str(config), "--data", str(tmp_path / "d"),
-                         "--addr", "127.0.0.1:1"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
-                        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    cp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moorage.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--data",
+            str(tmp_path / "d"),
+            "--addr",
+            "127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     assert cp.returncode != 0 and "invalid configuration" in cp.stderr and word in cp.stderr, cp.stderr
     assert "Traceback" not in cp.stderr

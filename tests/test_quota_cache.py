@@ -65,16 +65,16 @@ def _admin_form(proc: RegistryProcess, **fields: str) -> None:
     assert page.status_code == 200, page.text[:300]
     token = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert token, "no CSRF token on the namespaces page"
-    r = s.post(f"{proc.url}/ui/admin/namespaces", data={**fields, "csrf": token.group(1)},
-               timeout=HTTP_TIMEOUT, allow_redirects=False)
+    r = s.post(
+        f"{proc.url}/ui/admin/namespaces", data={**fields, "csrf": token.group(1)}, timeout=HTTP_TIMEOUT, allow_redirects=False
+    )
     assert r.status_code in (200, 303), (r.status_code, r.text[:500])
 
 
 def _upload(proc: RegistryProcess, repo: str) -> requests.Response:
     """A monolithic upload of LIMIT + 1000 fresh bytes (declared size: checked before the body)."""
     data = os.urandom(LIMIT + 1000)
-    return requests.post(f"{proc.url}/v2/{repo}/blobs/uploads/", params={"digest": sha(data)}, data=data,
-                         timeout=HTTP_TIMEOUT)
+    return requests.post(f"{proc.url}/v2/{repo}/blobs/uploads/", params={"digest": sha(data)}, data=data, timeout=HTTP_TIMEOUT)
 
 
 def _denied(r: requests.Response) -> bool:
@@ -166,6 +166,7 @@ def test_book_with_no_lifetime_reads_every_time() -> None:
 
 def test_read_in_flight_during_invalidate_is_not_kept() -> None:
     """A read that started before a change and ends after it must not be cached as current."""
+
     async def go() -> None:
         book, store, _ = _book(600.0)
         store.gate = asyncio.Event()

@@ -39,17 +39,20 @@ async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: igno
 async def test_push_pull_delete_publish_events(client: TestClient) -> None:
     blob = b"layer bytes"
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-    r = await client.post(f"/v2/team/app/blobs/uploads/?digest={digest}", data=blob,
-                          headers={"User-Agent": "events-test/1"})
+    r = await client.post(f"/v2/team/app/blobs/uploads/?digest={digest}", data=blob, headers={"User-Agent": "events-test/1"})
     assert r.status == 201
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": len(blob)},
-        "layers": [],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": len(blob)},
+            "layers": [],
+        }
+    ).encode()
     mdigest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    r = await client.put("/v2/team/app/manifests/1.0", data=manifest,
-                         headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    r = await client.put(
+        "/v2/team/app/manifests/1.0", data=manifest, headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+    )
     assert r.status == 201
     assert (await client.get("/v2/team/app/manifests/1.0")).status == 200
     assert (await client.head("/v2/team/app/manifests/1.0")).status == 200  # HEAD is no pull

@@ -114,9 +114,12 @@ def test_skopeo_push_through_lb_pull_from_each_replica(cluster: Cluster, tmp_pat
     expected = img.blobs()
     for i, r in enumerate(cluster.replicas):
         _pull_and_compare(sk, f"{r.host}/team/app:v1", tmp_path / f"out{i}", expected)
-    digests = {requests.head(f"{r.url}/v2/team/app/manifests/v1", timeout=10,
-                             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).headers["Docker-Content-Digest"]
-               for r in cluster.replicas}
+    digests = {
+        requests.head(
+            f"{r.url}/v2/team/app/manifests/v1", timeout=10, headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+        ).headers["Docker-Content-Digest"]
+        for r in cluster.replicas
+    }
     assert digests == {img.digest}
 
 
@@ -133,8 +136,12 @@ def test_chunked_upload_alternating_replicas(cluster: Cluster) -> None:
     off = 0
     for i, n in enumerate(sizes):
         rep = reps[(i + 1) % len(reps)]
-        r = requests.patch(rep.url + location, data=data[off:off + n], timeout=60, headers={
-            "Content-Type": "application/octet-stream", "Content-Range": f"{off}-{off + n - 1}"})
+        r = requests.patch(
+            rep.url + location,
+            data=data[off : off + n],
+            timeout=60,
+            headers={"Content-Type": "application/octet-stream", "Content-Range": f"{off}-{off + n - 1}"},
+        )
         assert r.status_code == 202, (i, r.status_code, r.text)
         off += n
         assert r.headers["Range"] == f"0-{off - 1}"
@@ -143,17 +150,22 @@ def test_chunked_upload_alternating_replicas(cluster: Cluster) -> None:
         status = requests.get(reps[(i + 2) % len(reps)].url + location, timeout=30)
         assert status.status_code == 204 and status.headers["Range"] == f"0-{off - 1}"
     # a chunk that does not start at the end is refused by whichever replica gets it
-    bad = requests.patch(reps[0].url + location, data=b"x", timeout=30,
-                         headers={"Content-Type": "application/octet-stream", "Content-Range": "0-0"})
+    bad = requests.patch(
+        reps[0].url + location,
+        data=b"x",
+        timeout=30,
+        headers={"Content-Type": "application/octet-stream", "Content-Range": "0-0"},
+    )
     assert bad.status_code == 416
     r = requests.put(f"{reps[2].url}{location}", params={"digest": digest}, timeout=60)
     assert r.status_code == 201, r.text
     for rep in reps:
         got = requests.get(f"{rep.url}/v2/raw/chunked/blobs/{digest}", timeout=60)
         assert got.status_code == 200 and got.content == data
-        part = requests.get(f"{rep.url}/v2/raw/chunked/blobs/{digest}", headers={"Range": f"bytes={5 * MiB - 3}-{5 * MiB + 2}"},
-                            timeout=30)
-        assert part.status_code == 206 and part.content == data[5 * MiB - 3:5 * MiB + 3]
+        part = requests.get(
+            f"{rep.url}/v2/raw/chunked/blobs/{digest}", headers={"Range": f"bytes={5 * MiB - 3}-{5 * MiB + 2}"}, timeout=30
+        )
+        assert part.status_code == 206 and part.content == data[5 * MiB - 3 : 5 * MiB + 3]
 
 
 #: skopeo's own retry (``--retry-times``; default 0).  NOTE (see the test's docstring): the skopeo
@@ -208,8 +220,7 @@ def test_sigkill_replica_mid_push(cluster: Cluster, rgw, tmp_path: Path) -> None
     assert killed_while_pushing, "the push finished before the kill; make the image bigger"
     first = [line for line in cluster.lb.access_log()[log_before:] if "/team/big/" in line]
     broken = _five_xx(first)
-    print(f"first invocation: rc={push.returncode}, {len(first)} requests, answered 5xx: {broken}; "
-          f"stderr: {err[-300:]!r}")
+    print(f"first invocation: rc={push.returncode}, {len(first)} requests, answered 5xx: {broken}; stderr: {err[-300:]!r}")
     # broken requests: only the victim's, only 502/504, at most one per layer being uploaded
     assert all(line.split()[3] == victim.host and line.split()[2] in ("502", "504") for line in broken), broken
     assert len(broken) <= len(img.layers), broken

@@ -28,9 +28,12 @@ from tests.support.authsrv import ADMIN_PASSWORD, HTTP_TIMEOUT, auth_env, get_to
 from tests.support.registry_proc import RegistryProcess, start_moorage, write_htpasswd
 
 #: Every extension that registers routes, on (proxy and mirror rules need configuring).
-FULL: dict[str, Any] = {"proxy": {"upstreams": [{"name": "hub", "url": "http://127.0.0.1:9", "namespace": "hub"}],
-                                  "mirror_rules": [{"name": "r", "src": "127.0.0.1:9/a", "dst": "127.0.0.1:9/b",
-                                                    "interval": 86400}]}}
+FULL: dict[str, Any] = {
+    "proxy": {
+        "upstreams": [{"name": "hub", "url": "http://127.0.0.1:9", "namespace": "hub"}],
+        "mirror_rules": [{"name": "r", "src": "127.0.0.1:9/a", "dst": "127.0.0.1:9/b", "interval": 86400}],
+    }
+}
 MODES = ("none", "htpasswd", "token")
 ADMIN = ("admin", ADMIN_PASSWORD)
 MALLORY = ("mallory", "mallory-Pw-1")
@@ -96,8 +99,11 @@ def policy(method: str, template: str) -> Rule:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_the_table_keeps_the_documented_policy(mode: str) -> None:
-    wrong = sorted(f"{m} {p} ({n}): table {RULES[n].value}, policy {policy(m, p).value}"
-                   for n, m, p in _routes(mode) if n in RULES and RULES[n] is not policy(m, p))
+    wrong = sorted(
+        f"{m} {p} ({n}): table {RULES[n].value}, policy {policy(m, p).value}"
+        for n, m, p in _routes(mode)
+        if n in RULES and RULES[n] is not policy(m, p)
+    )
     assert wrong == []
 
 
@@ -139,9 +145,18 @@ def _basic(user: str, password: str) -> str:
 
 # -- as an attacker, against the real server ---------------------------------------------------------
 #: Path parameters: a repository no test user has rights on, and ids that exist nowhere.
-_VALUES = {"name": "victim/app", "reference": "latest", "digest": "sha256:" + "a" * 64, "ref": "latest",
-           "upload_id": "0123456789abcdef0123456789abcdef", "id": "0123456789abcdef", "user": "nobody",
-           "rule": "nosuchrule", "namespace": "victim", "advisory": "CVE-2024-0001"}
+_VALUES = {
+    "name": "victim/app",
+    "reference": "latest",
+    "digest": "sha256:" + "a" * 64,
+    "ref": "latest",
+    "upload_id": "0123456789abcdef0123456789abcdef",
+    "id": "0123456789abcdef",
+    "user": "nobody",
+    "rule": "nosuchrule",
+    "namespace": "victim",
+    "advisory": "CVE-2024-0001",
+}
 
 
 def _path(template: str) -> str:
@@ -174,15 +189,18 @@ def _config(tmp: Path) -> Path:
 def token_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
     tmp = tmp_path_factory.mktemp("routes-token")
     env = {**auth_env("token"), "MOORAGE_AUTH__LOGIN_RATE_LIMIT": "100000"}
-    proc = start_moorage(tmp / "srv", env=env, extra_args=["--config", str(_config(tmp))],
-                         username="admin", password=ADMIN_PASSWORD)
+    proc = start_moorage(
+        tmp / "srv", env=env, extra_args=["--config", str(_config(tmp))], username="admin", password=ADMIN_PASSWORD
+    )
     try:
-        r = requests.post(f"{proc.url}/api/v1/users", json={"name": MALLORY[0], "password": MALLORY[1]}, auth=ADMIN,
-                          timeout=HTTP_TIMEOUT)
+        r = requests.post(
+            f"{proc.url}/api/v1/users", json={"name": MALLORY[0], "password": MALLORY[1]}, auth=ADMIN, timeout=HTTP_TIMEOUT
+        )
         assert r.status_code == 201, r.text
         # the administrator's own access token, scoped to one repository: less than admin rights
-        r = requests.post(f"{proc.url}/api/v1/me/tokens", json={"name": "ci", "scope": ["ci/*:pull"]}, auth=ADMIN,
-                          timeout=HTTP_TIMEOUT)
+        r = requests.post(
+            f"{proc.url}/api/v1/me/tokens", json={"name": "ci", "scope": ["ci/*:pull"]}, auth=ADMIN, timeout=HTTP_TIMEOUT
+        )
         assert r.status_code == 201, r.text
         proc.scoped_admin = r.json()["token"]  # type: ignore[attr-defined]
         yield proc
@@ -192,8 +210,14 @@ def token_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProc
 
 def _send(srv: RegistryProcess, method: str, path: str, headers: dict[str, str] | None = None) -> requests.Response:
     body = b"{}" if method in ("POST", "PUT", "PATCH") else None
-    return requests.request(method, srv.url + path, data=body, allow_redirects=False, timeout=HTTP_TIMEOUT,
-                            headers={"Content-Type": "application/json", **(headers or {})})
+    return requests.request(
+        method,
+        srv.url + path,
+        data=body,
+        allow_redirects=False,
+        timeout=HTTP_TIMEOUT,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
 
 
 def _code(r: requests.Response) -> str | None:
@@ -215,8 +239,7 @@ def _scope_of(challenge: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("name", "method", "template"), _cases("token"))
-def test_token_mode_denies_what_the_rule_says(token_srv: RegistryProcess, name: str, method: str,
-                                              template: str) -> None:
+def test_token_mode_denies_what_the_rule_says(token_srv: RegistryProcess, name: str, method: str, template: str) -> None:
     rule = policy(method, template)  # what the docs promise, not what the table says
     path = _path(template)
     anonymous = _send(token_srv, method, path)
@@ -242,17 +265,20 @@ def test_token_mode_denies_what_the_rule_says(token_srv: RegistryProcess, name: 
             assert as_mallory_jwt.status_code not in (401, 403), as_mallory_jwt.text[:300]
         assert as_admin.status_code not in (401, 403), (as_admin.status_code, as_admin.text[:300])
         # a wrong password is 401, never the route's answer
-        _denied(_send(token_srv, method, path, {"Authorization": _basic("admin", "wrong")}), 401, "UNAUTHORIZED",
-                method)
+        _denied(_send(token_srv, method, path, {"Authorization": _basic("admin", "wrong")}), 401, "UNAUTHORIZED", method)
     elif rule in (Rule.REGISTRY, Rule.CATALOG, Rule.PULL, Rule.PUSH, Rule.DELETE):
         # the registry takes bearer tokens only: no credentials, or basic ones, get the challenge
         for r in (anonymous, as_mallory, as_admin):
             _denied(r, 401, "UNAUTHORIZED", method)
             assert r.headers["WWW-Authenticate"].startswith("Bearer realm=")
         scopes = _scope_of(anonymous.headers["WWW-Authenticate"])
-        expected = {Rule.REGISTRY: [], Rule.CATALOG: ["registry:catalog:*"], Rule.PULL: ["repository:victim/app:pull"],
-                    Rule.PUSH: ["repository:victim/app:pull,push"],
-                    Rule.DELETE: ["repository:victim/app:delete"]}[rule]
+        expected = {
+            Rule.REGISTRY: [],
+            Rule.CATALOG: ["registry:catalog:*"],
+            Rule.PULL: ["repository:victim/app:pull"],
+            Rule.PUSH: ["repository:victim/app:pull,push"],
+            Rule.DELETE: ["repository:victim/app:delete"],
+        }[rule]
         assert scopes == expected, anonymous.headers["WWW-Authenticate"]
         # mallory asks for exactly that scope, as a client would, and gets a token without it
         token = get_token(token_srv, scopes, MALLORY)
@@ -297,8 +323,11 @@ def test_token_mode_denies_what_the_rule_says(token_srv: RegistryProcess, name: 
 def htpasswd_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
     tmp = tmp_path_factory.mktemp("routes-htpasswd")
     htpasswd = write_htpasswd(tmp / "htpasswd", dict([HT_USER]))
-    env = {"MOORAGE_AUTH__MODE": "htpasswd", "MOORAGE_AUTH__HTPASSWD__PATH": str(htpasswd),
-           "MOORAGE_AUTH__LOGIN_RATE_LIMIT": "100000"}
+    env = {
+        "MOORAGE_AUTH__MODE": "htpasswd",
+        "MOORAGE_AUTH__HTPASSWD__PATH": str(htpasswd),
+        "MOORAGE_AUTH__LOGIN_RATE_LIMIT": "100000",
+    }
     proc = start_moorage(tmp / "srv", env=env, extra_args=["--config", str(_config(tmp))])
     try:
         yield proc
@@ -307,8 +336,7 @@ def htpasswd_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryP
 
 
 @pytest.mark.parametrize(("name", "method", "template"), _cases("htpasswd"))
-def test_htpasswd_mode_denies_what_the_rule_says(htpasswd_srv: RegistryProcess, name: str, method: str,
-                                                 template: str) -> None:
+def test_htpasswd_mode_denies_what_the_rule_says(htpasswd_srv: RegistryProcess, name: str, method: str, template: str) -> None:
     """Every htpasswd user may do everything: every rule but those the handler decides needs
     valid basic credentials (the insight API used to answer anonymous callers here)."""
     rule = policy(method, template)
@@ -327,4 +355,3 @@ def test_htpasswd_mode_denies_what_the_rule_says(htpasswd_srv: RegistryProcess, 
         _denied(r, 401, "UNAUTHORIZED", method)
         assert r.headers["WWW-Authenticate"].startswith("Basic realm="), r.headers
     assert user.status_code not in (401, 403), (user.status_code, user.text[:300])
-

@@ -34,8 +34,13 @@ def test_blob_get_redirects_to_presigned_url(rgw, postgres_url: str, tmp_path: P
     try:
         data = os.urandom(300_000)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        r = requests.post(f"{srv.url}/v2/r/blobs/uploads/", params={"digest": digest}, data=data,
-                          headers={"Content-Type": "application/octet-stream"}, timeout=30)
+        r = requests.post(
+            f"{srv.url}/v2/r/blobs/uploads/",
+            params={"digest": digest},
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=30,
+        )
         assert r.status_code == 201, r.text
         r = requests.get(f"{srv.url}/v2/r/blobs/{digest}", allow_redirects=False, timeout=30)
         assert r.status_code == 307

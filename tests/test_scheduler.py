@@ -39,6 +39,7 @@ async def _until(cond: Callable[[], bool], what: str, bound: float = BOUND) -> N
 
 # -- in-process --------------------------------------------------------------------------------
 
+
 def test_failing_job_is_logged_and_retried(caplog: pytest.LogCaptureFixture) -> None:
     calls: list[float] = []
     healthy: list[float] = []
@@ -139,11 +140,13 @@ def test_shutdown_drains_graceful_jobs_and_cancels_the_rest() -> None:
     assert "periodic run cancelled" in events and events.count("periodic run started") == 1
 
 
-async def _two_schedulers(make_lock: Callable[[], object], interval: float = 0.05,
-                          campaign: float = 0.1) -> tuple[list[Scheduler], dict[int, list[float]]]:
+async def _two_schedulers(
+    make_lock: Callable[[], object], interval: float = 0.05, campaign: float = 0.1
+) -> tuple[list[Scheduler], dict[int, list[float]]]:
     runs: dict[int, list[float]] = {0: [], 1: []}
     schedulers = []
     for i in (0, 1):
+
         async def job(i: int = i) -> None:
             runs[i].append(time.monotonic())
             await asyncio.sleep(interval)
@@ -189,8 +192,10 @@ def test_postgres_lock_lost_connection_is_lost_leadership(postgres_url: str) -> 
 
         conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
         try:
-            pid = await conn.fetchval("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                                      "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+            pid = await conn.fetchval(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
             assert pid is not None, "no advisory lock held"
             assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
             return pid
@@ -206,8 +211,7 @@ def test_postgres_lock_lost_connection_is_lost_leadership(postgres_url: str) -> 
             await _until(lambda: len(runs[leader]) >= 3, "the leader runs the job")
             assert runs[other] == []
             await terminate_leader_session()
-            await _until(lambda: schedulers[leader].leadership_changes >= 2,
-                         "the leader notices its session is gone")
+            await _until(lambda: schedulers[leader].leadership_changes >= 2, "the leader notices its session is gone")
             await _until(lambda: len(_leaders(schedulers)) == 1, "a leader again")
             # whoever leads now, only it runs the job from here on
             now = _leaders(schedulers)[0]
@@ -223,6 +227,7 @@ def test_postgres_lock_lost_connection_is_lost_leadership(postgres_url: str) -> 
 
 # -- real servers -----------------------------------------------------------------------------
 
+
 def _metric(text: str, name: str, labels: str = "") -> float:
     m = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
@@ -230,8 +235,10 @@ def _metric(text: str, name: str, labels: str = "") -> float:
 
 def _state(url: str) -> tuple[bool, float]:
     text = requests.get(f"{url}/metrics", timeout=10).text
-    return (_metric(text, "moorage_scheduler_leader") == 1,
-            _metric(text, "moorage_scheduler_job_runs_total", '{job="gc",outcome="ok"}'))
+    return (
+        _metric(text, "moorage_scheduler_leader") == 1,
+        _metric(text, "moorage_scheduler_job_runs_total", '{job="gc",outcome="ok"}'),
+    )
 
 
 def _wait(cond: Callable[[], bool], what: str) -> None:
@@ -250,14 +257,20 @@ def test_two_servers_on_postgres_one_collects_kill9_hands_over(postgres_url: str
     from tests.support.postgres import create_database
 
     url = create_database(postgres_url, f"sched_{uuid.uuid4().hex[:8]}")
-    env = {"MOORAGE_DATABASE__URL": url, "MOORAGE_DATABASE__AUTO_MIGRATE": "true", **GC_EVERY_SECOND,
-           "MOORAGE_STORAGE__FILESYSTEM__ROOT": str(tmp_path / "shared-storage")}
+    env = {
+        "MOORAGE_DATABASE__URL": url,
+        "MOORAGE_DATABASE__AUTO_MIGRATE": "true",
+        **GC_EVERY_SECOND,
+        "MOORAGE_STORAGE__FILESYSTEM__ROOT": str(tmp_path / "shared-storage"),
+    }
     a = start_moorage(tmp_path / "a", env=env)
     b = start_moorage(tmp_path / "b", env=env)
     try:
         servers = [a, b]
-        _wait(lambda: sum(_state(s.url)[0] for s in servers) == 1 and max(_state(s.url)[1] for s in servers) >= 3,
-              "one leader, collecting")
+        _wait(
+            lambda: sum(_state(s.url)[0] for s in servers) == 1 and max(_state(s.url)[1] for s in servers) >= 3,
+            "one leader, collecting",
+        )
         leader = next(s for s in servers if _state(s.url)[0])
         other = b if leader is a else a
         for _ in range(5):  # while the leader lives, the other never collects
@@ -314,7 +327,7 @@ def test_two_workers_on_sqlite_one_collects_kill9_hands_over(tmp_path: Path) -> 
         assert _leader_lines(log_path)[1] == next(w for w in workers if w != leader)
         new_leader = _leader_lines(log_path)[1]
         _wait(lambda: new_leader in _collectors(log_path), "the new leader collects")
-        after = _collectors(log_path)[len(before):]
+        after = _collectors(log_path)[len(before) :]
         assert set(after) <= {leader, new_leader}, after  # (a line the old leader wrote as it died)
         assert requests.get(f"{srv.url}/v2/", timeout=10).status_code in (200, 401)
     finally:

@@ -69,8 +69,11 @@ def test_scrub_finds_and_quarantines_same_size_substitution(fresh_moorage: Regis
         r = requests.request(method, f"{url}/v2/scr/app/blobs/{sha(victim)}")
         assert r.status_code == 404
     assert requests.get(f"{url}/v2/scr/app/blobs/{sha(victim)}").json()["errors"][0]["code"] == "BLOB_UNKNOWN"
-    r = requests.put(f"{url}/v2/scr/app/manifests/v2", data=img.manifest,
-                     headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    r = requests.put(
+        f"{url}/v2/scr/app/manifests/v2",
+        data=img.manifest,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
     assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
     r = requests.post(f"{url}/v2/third/y/blobs/uploads/", params={"mount": sha(victim), "from": "scr/app"})
     assert r.status_code == 202  # no mount of a quarantined blob: a plain upload session instead
@@ -84,8 +87,11 @@ def test_scrub_finds_and_quarantines_same_size_substitution(fresh_moorage: Regis
     # pushing the genuine bytes again repairs the blob
     push_blob(url, "scr/app", victim)
     assert requests.get(f"{url}/v2/scr/app/blobs/{sha(victim)}").content == victim
-    r = requests.put(f"{url}/v2/scr/app/manifests/v2", data=img.manifest,
-                     headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    r = requests.put(
+        f"{url}/v2/scr/app/manifests/v2",
+        data=img.manifest,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
     assert r.status_code == 201, r.text
     code, out = scrub(fresh_moorage, "--restart")
     assert code == 0 and out["checked"] == len(img.blobs) + 1

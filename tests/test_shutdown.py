@@ -22,7 +22,9 @@ def _start_chunked_patch(host: str, port: int, path: str, first: bytes) -> socke
     s.sendall(
         f"PATCH {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/octet-stream\r\n"
         "Transfer-Encoding: chunked\r\n\r\n".encode()
-        + f"{len(first):x}\r\n".encode() + first + b"\r\n"
+        + f"{len(first):x}\r\n".encode()
+        + first
+        + b"\r\n"
     )
     return s
 
@@ -53,9 +55,10 @@ def test_sigterm_during_upload_exits_cleanly_and_upload_resumes(tmp_path: Path) 
         offset = end + 1 if end >= 0 and headers["range"] != "0-0" else 0
         assert 0 <= offset <= 1 << 20
         status, headers, _ = http_request(
-            "PATCH", f"{srv.url}{path}", data=data[offset:],
-            headers={"Content-Type": "application/octet-stream",
-                     "Content-Range": f"{offset}-{len(data) - 1}"},
+            "PATCH",
+            f"{srv.url}{path}",
+            data=data[offset:],
+            headers={"Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{len(data) - 1}"},
         )
         assert status == 202, status
         status, _, _ = http_request("PUT", f"{srv.url}{path}?digest={digest}")

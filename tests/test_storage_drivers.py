@@ -38,7 +38,7 @@ def _data(n: int, seed: int = 0) -> bytes:
 
 async def _chunks(data: bytes, size: int = MiB) -> AsyncIterator[bytes]:
     for i in range(0, len(data), size):
-        yield data[i:i + size]
+        yield data[i : i + size]
 
 
 async def _collect(it: AsyncIterator[bytes]) -> bytes:
@@ -74,8 +74,13 @@ async def driver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     else:
         rgw = request.getfixturevalue("rgw")
         cfg = S3Storage(
-            bucket=f"drv-{uuid.uuid4().hex[:12]}", prefix="reg/x", endpoint_url=rgw.endpoint_url,
-            access_key=rgw.access_key, secret_key=rgw.secret_key, region=rgw.region, part_size=PART,
+            bucket=f"drv-{uuid.uuid4().hex[:12]}",
+            prefix="reg/x",
+            endpoint_url=rgw.endpoint_url,
+            access_key=rgw.access_key,
+            secret_key=rgw.secret_key,
+            region=rgw.region,
+            part_size=PART,
         )
         from moorage.storage.s3 import S3BlobStore
 
@@ -117,12 +122,16 @@ async def test_empty_blob(driver: Driver) -> None:
     assert await _collect(store.read(d)) == b""
 
 
-@pytest.mark.parametrize("pieces", [
-    [2 * PART + 123],                           # one request: two full parts and a tail
-    [PART - 1, 1, 3, PART, PART + 7],           # tails carried over requests, exact boundaries
-    [100, 200, 300],                            # tail only, rewritten by every append
-    [PART],                                     # exactly one part, no tail
-], ids=["one-request", "boundaries", "tail-only", "one-part"])
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [2 * PART + 123],  # one request: two full parts and a tail
+        [PART - 1, 1, 3, PART, PART + 7],  # tails carried over requests, exact boundaries
+        [100, 200, 300],  # tail only, rewritten by every append
+        [PART],  # exactly one part, no tail
+    ],
+    ids=["one-request", "boundaries", "tail-only", "one-part"],
+)
 async def test_chunked_upload_across_instances(driver: Driver, pieces: list[int]) -> None:
     """Each append runs on a fresh store instance (a different replica) from the persisted state."""
     data = _data(sum(pieces), seed=len(pieces))
@@ -132,7 +141,7 @@ async def test_chunked_upload_across_instances(driver: Driver, pieces: list[int]
     pos = 0
     for n in pieces:
         store = await driver.new()
-        state, size = await store.upload_append(uid, state, size, _chunks(data[pos:pos + n], 700_000))
+        state, size = await store.upload_append(uid, state, size, _chunks(data[pos : pos + n], 700_000))
         pos += n
         assert size == pos
         # JSON round trip: the state is what the database keeps
@@ -150,11 +159,11 @@ async def test_chunked_upload_across_instances(driver: Driver, pieces: list[int]
 async def test_range_reads(driver: Driver) -> None:
     store = await driver.new()
     data = _data(PART + 1000, seed=7)
-    uid, state, size = await _upload(store, [data[:PART // 2], data[PART // 2:]])
+    uid, state, size = await _upload(store, [data[: PART // 2], data[PART // 2 :]])
     d = _digest(data)
     await store.upload_commit(uid, state, size, d)
     for off, ln in [(0, 10), (5, None), (PART - 3, 6), (len(data) - 1, 1), (len(data) - 10, None), (0, len(data))]:
-        expect = data[off:] if ln is None else data[off:off + ln]
+        expect = data[off:] if ln is None else data[off : off + ln]
         assert await _collect(store.read(d, off, ln)) == expect, (off, ln)
 
 
@@ -175,7 +184,7 @@ async def test_interrupted_append_keeps_durable_prefix(driver: Driver) -> None:
 
     async def broken() -> AsyncIterator[bytes]:
         yield data[:PART]
-        yield data[PART:PART + 300_000]
+        yield data[PART : PART + 300_000]
         raise ConnectionResetError("client went away")
 
     with pytest.raises(PartialAppend) as ei:

@@ -24,8 +24,9 @@ def test_missing_binary_skips_outside_ci(laptop: None) -> None:
         require_module("moorage_no_such_module")
 
 
-@pytest.mark.parametrize("var,value", [("CI", "true"), ("CI", "1"), ("MOORAGE_REQUIRE_CLIENTS", "1"),
-                                       ("MOORAGE_REQUIRE_CLIENTS", "yes")])
+@pytest.mark.parametrize(
+    "var,value", [("CI", "true"), ("CI", "1"), ("MOORAGE_REQUIRE_CLIENTS", "1"), ("MOORAGE_REQUIRE_CLIENTS", "yes")]
+)
 def test_missing_binary_fails_when_required(laptop: None, monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
     monkeypatch.setenv(var, value)
     with pytest.raises(pytest.fail.Exception, match="required here"):

@@ -36,8 +36,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def moorage_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
-                cwd: Path | None = None) -> subprocess.CompletedProcess:
+def moorage_cmd(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """``python -m moorage.cli ARGS`` with a clean MOORAGE_* environment plus ``env``."""
     return run_moorage(*args, env=env, clean_env=True, timeout=timeout, cwd=cwd or REPO_ROOT)
 
@@ -95,8 +96,9 @@ def test_stalled_readers_do_not_delay_login_or_small_pull(srv: RegistryProcess) 
     c.push_image(repo, "v1")
     token = get_token(srv, [f"repository:{repo}:pull"], ADMIN)
 
-    baseline, _ = _timed(lambda: requests.get(f"{srv.url}/auth/token", params={"service": "moorage"},
-                                              auth=ADMIN, timeout=HTTP_TIMEOUT))
+    baseline, _ = _timed(
+        lambda: requests.get(f"{srv.url}/auth/token", params={"service": "moorage"}, auth=ADMIN, timeout=HTTP_TIMEOUT)
+    )
     stalled = [_stalled_get("127.0.0.1", srv.port, f"/v2/{repo}/blobs/{big_digest}", token) for _ in range(100)]
     try:
         # Wait (bounded) until the server answered every stalled request's headers.
@@ -108,15 +110,21 @@ def test_stalled_readers_do_not_delay_login_or_small_pull(srv: RegistryProcess) 
             except (socket.timeout, TimeoutError):
                 pass
         # 20 s is far below the 60 s the stalled sendfiles held the shared pool for.
-        login_s, r = _timed(lambda: requests.get(f"{srv.url}/auth/token", params={"service": "moorage"},
-                                                  auth=ADMIN, timeout=20))
+        login_s, r = _timed(lambda: requests.get(f"{srv.url}/auth/token", params={"service": "moorage"}, auth=ADMIN, timeout=20))
         assert r.status_code == 200, r.text
-        small_s, r = _timed(lambda: requests.get(f"{srv.url}/v2/{repo}/blobs/{small_digest}",
-                                                  headers={"Authorization": f"Bearer {token}"}, timeout=20))
+        small_s, r = _timed(
+            lambda: requests.get(
+                f"{srv.url}/v2/{repo}/blobs/{small_digest}", headers={"Authorization": f"Bearer {token}"}, timeout=20
+            )
+        )
         assert r.status_code == 200 and r.content == small
-        manifest_s, r = _timed(lambda: requests.get(f"{srv.url}/v2/{repo}/manifests/v1", timeout=20,
-                                                     headers={"Authorization": f"Bearer {token}",
-                                                              "Accept": OCI_MANIFEST}))
+        manifest_s, r = _timed(
+            lambda: requests.get(
+                f"{srv.url}/v2/{repo}/manifests/v1",
+                timeout=20,
+                headers={"Authorization": f"Bearer {token}", "Accept": OCI_MANIFEST},
+            )
+        )
         assert r.status_code == 200
         # Ordering proof: the stalled connections are still held open by the server (not dropped
         # to make room): each still has unread data waiting and has not seen EOF.
@@ -128,15 +136,16 @@ def test_stalled_readers_do_not_delay_login_or_small_pull(srv: RegistryProcess) 
             except (BlockingIOError, ConnectionError):
                 pass
         assert held >= 90, held
-        print(f"\n[item 4] 100 stalled readers held={held}: login {login_s * 1000:.0f} ms "
-              f"(idle baseline {baseline * 1000:.0f} ms), small blob GET {small_s * 1000:.0f} ms, "
-              f"manifest GET {manifest_s * 1000:.0f} ms")
+        print(
+            f"\n[item 4] 100 stalled readers held={held}: login {login_s * 1000:.0f} ms "
+            f"(idle baseline {baseline * 1000:.0f} ms), small blob GET {small_s * 1000:.0f} ms, "
+            f"manifest GET {manifest_s * 1000:.0f} ms"
+        )
     finally:
         for s in stalled:
             s.close()
     # The blob is still served whole to a reader that does read.
-    r = requests.get(f"{srv.url}/v2/{repo}/blobs/{big_digest}", headers={"Authorization": f"Bearer {token}"},
-                     timeout=60)
+    r = requests.get(f"{srv.url}/v2/{repo}/blobs/{big_digest}", headers={"Authorization": f"Bearer {token}"}, timeout=60)
     assert r.status_code == 200 and sha256(r.content) == big_digest
 
 
@@ -167,8 +176,14 @@ def test_non_ascii_or_signed_page_sizes_are_invalid(srv: RegistryProcess, n: str
 
 
 def _deep(depth: int) -> bytes:
-    return b'{"schemaVersion": 2, "mediaType": "' + OCI_MANIFEST.encode() + b'", "annotations": ' + \
-        b"[" * depth + b"]" * depth + b"}"
+    return (
+        b'{"schemaVersion": 2, "mediaType": "'
+        + OCI_MANIFEST.encode()
+        + b'", "annotations": '
+        + b"[" * depth
+        + b"]" * depth
+        + b"}"
+    )
 
 
 def test_deeply_nested_manifest_is_manifest_invalid(srv: RegistryProcess) -> None:
@@ -182,8 +197,9 @@ def test_deeply_nested_manifest_is_manifest_invalid(srv: RegistryProcess) -> Non
 
 def test_deeply_nested_admin_api_body_is_400(srv: RegistryProcess) -> None:
     body = b'{"name": "x", "password": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"
-    r = requests.post(f"{srv.url}/api/v1/users", data=body, auth=ADMIN, timeout=HTTP_TIMEOUT,
-                      headers={"Content-Type": "application/json"})
+    r = requests.post(
+        f"{srv.url}/api/v1/users", data=body, auth=ADMIN, timeout=HTTP_TIMEOUT, headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 400, (r.status_code, r.text[:300])
     assert r.headers["Content-Type"].split(";")[0] == "application/json"
 
@@ -194,12 +210,14 @@ def test_manifest_by_invalid_tag_is_unknown(srv: RegistryProcess, ref: str) -> N
     repo = "trust/refs"
     c = _admin_client(srv, repo)
     c.push_image(repo, "v1")
-    status, headers, body = c.raw("GET", f"/v2/{repo}/manifests/{requests.utils.quote(ref)}",
-                                  headers={"Authorization": c.s.headers["Authorization"]})
+    status, headers, body = c.raw(
+        "GET", f"/v2/{repo}/manifests/{requests.utils.quote(ref)}", headers={"Authorization": c.s.headers["Authorization"]}
+    )
     assert status == 404, body
     assert json.loads(body)["errors"][0]["code"] == "MANIFEST_UNKNOWN"
-    status, _, _ = c.raw("HEAD", f"/v2/{repo}/manifests/{requests.utils.quote(ref)}",
-                         headers={"Authorization": c.s.headers["Authorization"]})
+    status, _, _ = c.raw(
+        "HEAD", f"/v2/{repo}/manifests/{requests.utils.quote(ref)}", headers={"Authorization": c.s.headers["Authorization"]}
+    )
     assert status == 404
 
 
@@ -219,9 +237,22 @@ def test_json_bodies_carry_exact_media_types(srv: RegistryProcess) -> None:
 
 @pytest.mark.parametrize("path", ["/v2/foo/bar/baz/qux", "/v2/foo/nothing", "/v2/_catalogue", "/v2/foo/blobs/"])
 def test_unmatched_v2_paths_answer_a_spec_code(srv: RegistryProcess, path: str) -> None:
-    spec_codes = {"BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID",
-                  "MANIFEST_BLOB_UNKNOWN", "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "NAME_INVALID", "NAME_UNKNOWN",
-                  "SIZE_INVALID", "UNAUTHORIZED", "DENIED", "UNSUPPORTED", "TOOMANYREQUESTS"}
+    spec_codes = {
+        "BLOB_UNKNOWN",
+        "BLOB_UPLOAD_INVALID",
+        "BLOB_UPLOAD_UNKNOWN",
+        "DIGEST_INVALID",
+        "MANIFEST_BLOB_UNKNOWN",
+        "MANIFEST_INVALID",
+        "MANIFEST_UNKNOWN",
+        "NAME_INVALID",
+        "NAME_UNKNOWN",
+        "SIZE_INVALID",
+        "UNAUTHORIZED",
+        "DENIED",
+        "UNSUPPORTED",
+        "TOOMANYREQUESTS",
+    }
     r = requests.get(srv.url + path, timeout=HTTP_TIMEOUT)
     assert r.status_code == 404, r.text
     assert r.headers["Content-Type"] == "application/json"
@@ -304,8 +335,9 @@ def test_access_log_counts_body_bytes_and_head_adds_none(tmp_path: Path) -> None
         assert get[-1]["bytes"] == len(data), get[-1]
         assert head[-1]["bytes"] == 0, head[-1]
         assert man[-1]["bytes"] == len(mbody), man[-1]
-        assert _metric(after, "moorage_http_response_bytes_total", "blob_get") - \
-            _metric(before, "moorage_http_response_bytes_total", "blob_get") == len(data)
+        assert _metric(after, "moorage_http_response_bytes_total", "blob_get") - _metric(
+            before, "moorage_http_response_bytes_total", "blob_get"
+        ) == len(data)
         assert _metric(after, "moorage_http_response_bytes_total", "blob_head") == 0
     finally:
         proc.stop()
@@ -314,9 +346,15 @@ def test_access_log_counts_body_bytes_and_head_adds_none(tmp_path: Path) -> None
 def test_startup_line_states_the_setup_and_warns_when_open(tmp_path: Path) -> None:
     port = free_port("0.0.0.0")
     data = tmp_path / "data"
-    proc = subprocess.Popen([sys.executable, "-m", "moorage.cli", "serve", "--addr", f"0.0.0.0:{port}",
-                             "--data", str(data)], env=_env(), cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moorage.cli", "serve", "--addr", f"0.0.0.0:{port}", "--data", str(data)],
+        env=_env(),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         lines: list[str] = []
         deadline = time.monotonic() + 30
@@ -341,8 +379,9 @@ def test_startup_line_states_the_setup_and_warns_when_open(tmp_path: Path) -> No
 def test_yaml_typo_is_an_error_naming_key_and_suggestion(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yml"
     cfg.write_text("auth:\n  mdoe: token\n")
-    cp = moorage_cmd("serve", "--config", str(cfg), "--data", str(tmp_path / "d"), "--addr", f"127.0.0.1:{free_port()}",
-                     timeout=30)
+    cp = moorage_cmd(
+        "serve", "--config", str(cfg), "--data", str(tmp_path / "d"), "--addr", f"127.0.0.1:{free_port()}", timeout=30
+    )
     line = one_line_error(cp)
     assert "auth.mdoe" in line and "auth.mode" in line, line
     cfg.write_text("storrage:\n  driver: s3\n")
@@ -351,8 +390,15 @@ def test_yaml_typo_is_an_error_naming_key_and_suggestion(tmp_path: Path) -> None
 
 
 def test_unknown_environment_variable_is_an_error(tmp_path: Path) -> None:
-    cp = moorage_cmd("serve", "--data", str(tmp_path / "d"), "--addr", f"127.0.0.1:{free_port()}",
-                     env={"MOORAGE_AUTH__MDOE": "token"}, timeout=30)
+    cp = moorage_cmd(
+        "serve",
+        "--data",
+        str(tmp_path / "d"),
+        "--addr",
+        f"127.0.0.1:{free_port()}",
+        env={"MOORAGE_AUTH__MDOE": "token"},
+        timeout=30,
+    )
     line = one_line_error(cp)
     assert "MOORAGE_AUTH__MDOE" in line and "MOORAGE_AUTH__MODE" in line, line
     cp = moorage_cmd("serve", "--data", str(tmp_path / "d"), env={"MOORAGE_ADRR": "127.0.0.1:1"}, timeout=30)
@@ -362,14 +408,19 @@ def test_unknown_environment_variable_is_an_error(tmp_path: Path) -> None:
 
 def test_auth_that_cannot_be_set_up_stops_the_server(tmp_path: Path) -> None:
     """If the auth package cannot be imported, the server must not start open."""
-    code = ("import sys; sys.modules['moorage.auth.setup'] = None; sys.argv[0] = 'moorage'; "
-            "from moorage.cli import main; main()")
+    code = "import sys; sys.modules['moorage.auth.setup'] = None; sys.argv[0] = 'moorage'; from moorage.cli import main; main()"
     env = _env()
     env.update({"MOORAGE_AUTH__MODE": "token", "MOORAGE_AUTH__ADMIN_PASSWORD": "x"})
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--addr", f"127.0.0.1:{port}", "--data",
-                             str(tmp_path / "d")], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", "--addr", f"127.0.0.1:{port}", "--data", str(tmp_path / "d")],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
@@ -409,39 +460,65 @@ def test_data_dir_not_writable_is_one_line(tmp_path: Path) -> None:
 def test_read_only_database_is_one_line(tmp_path: Path) -> None:
     db = tmp_path / "ro.db"
     url = f"sqlite:///file:{db}?mode=ro&uri=true"
-    line = one_line_error(moorage_cmd("serve", "--addr", f"127.0.0.1:{free_port()}", "--data", str(tmp_path / "d"),
-                                      env={"MOORAGE_DATABASE__URL": url}))
+    line = one_line_error(
+        moorage_cmd(
+            "serve", "--addr", f"127.0.0.1:{free_port()}", "--data", str(tmp_path / "d"), env={"MOORAGE_DATABASE__URL": url}
+        )
+    )
     assert "database" in line.lower(), line
 
 
 def test_unknown_log_level_is_one_line(tmp_path: Path) -> None:
-    line = one_line_error(moorage_cmd("serve", "--addr", f"127.0.0.1:{free_port()}", "--data", str(tmp_path / "d"),
-                                      env={"MOORAGE_LOG_LEVEL": "verbose"}))
+    line = one_line_error(
+        moorage_cmd(
+            "serve", "--addr", f"127.0.0.1:{free_port()}", "--data", str(tmp_path / "d"), env={"MOORAGE_LOG_LEVEL": "verbose"}
+        )
+    )
     assert "log_level" in line and "verbose" in line, line
 
 
 def test_missing_htpasswd_file_is_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "nope.htpasswd"
-    line = one_line_error(moorage_cmd("serve", "--addr", f"127.0.0.1:{free_port()}", "--data", str(tmp_path / "d"),
-                                      env={"MOORAGE_AUTH__MODE": "htpasswd", "MOORAGE_AUTH__HTPASSWD__PATH": str(missing)}))
+    line = one_line_error(
+        moorage_cmd(
+            "serve",
+            "--addr",
+            f"127.0.0.1:{free_port()}",
+            "--data",
+            str(tmp_path / "d"),
+            env={"MOORAGE_AUTH__MODE": "htpasswd", "MOORAGE_AUTH__HTPASSWD__PATH": str(missing)},
+        )
+    )
     assert str(missing) in line, line
 
 
 def test_postgres_unreachable_names_url_without_password(tmp_path: Path) -> None:
     port = free_port()
     url = f"postgresql://moorage:s3cret-pw@127.0.0.1:{port}/reg"
-    cp = moorage_cmd("serve", "--addr", f"127.0.0.1:{free_port()}", "--data", str(tmp_path / "d"),
-                     env={"MOORAGE_DATABASE__URL": url})
+    cp = moorage_cmd(
+        "serve", "--addr", f"127.0.0.1:{free_port()}", "--data", str(tmp_path / "d"), env={"MOORAGE_DATABASE__URL": url}
+    )
     line = one_line_error(cp)
     assert f"127.0.0.1:{port}" in line and "s3cret-pw" not in cp.stderr + cp.stdout, line
 
 
 def test_s3_unreachable_names_endpoint_without_secret(tmp_path: Path) -> None:
     port = free_port()
-    cp = moorage_cmd("serve", "--addr", f"127.0.0.1:{free_port()}", "--data", str(tmp_path / "d"), timeout=120,
-                     env={"MOORAGE_STORAGE__DRIVER": "s3", "MOORAGE_STORAGE__S3__BUCKET": "b",
-                          "MOORAGE_STORAGE__S3__ENDPOINT_URL": f"http://127.0.0.1:{port}",
-                          "MOORAGE_STORAGE__S3__ACCESS_KEY": "AK", "MOORAGE_STORAGE__S3__SECRET_KEY": "s3cret-key"})
+    cp = moorage_cmd(
+        "serve",
+        "--addr",
+        f"127.0.0.1:{free_port()}",
+        "--data",
+        str(tmp_path / "d"),
+        timeout=120,
+        env={
+            "MOORAGE_STORAGE__DRIVER": "s3",
+            "MOORAGE_STORAGE__S3__BUCKET": "b",
+            "MOORAGE_STORAGE__S3__ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "MOORAGE_STORAGE__S3__ACCESS_KEY": "AK",
+            "MOORAGE_STORAGE__S3__SECRET_KEY": "s3cret-key",
+        },
+    )
     line = one_line_error(cp)
     assert f"127.0.0.1:{port}" in line and "s3cret-key" not in cp.stderr + cp.stdout, line
 
@@ -464,8 +541,7 @@ def test_cli_works_on_a_real_registry(tmp_path: Path) -> None:
 # -- item 5: slowloris --------------------------------------------------------------------------
 @pytest.fixture()
 def guarded(tmp_path: Path) -> Iterator[RegistryProcess]:
-    env = {"MOORAGE_HTTP__MAX_CONNECTIONS": "200", "MOORAGE_HTTP__HEADER_TIMEOUT": "3",
-           "MOORAGE_HTTP__BODY_TIMEOUT": "3"}
+    env = {"MOORAGE_HTTP__MAX_CONNECTIONS": "200", "MOORAGE_HTTP__HEADER_TIMEOUT": "3", "MOORAGE_HTTP__BODY_TIMEOUT": "3"}
     proc = start_moorage(tmp_path / "srv", env=env)
     try:
         yield proc
@@ -519,8 +595,11 @@ def test_idle_upload_body_is_closed(guarded: RegistryProcess) -> None:
     loc = c.req("POST", "/v2/slow/body/blobs/uploads/").headers["Location"]
     s = socket.create_connection(("127.0.0.1", guarded.port), timeout=30)
     try:
-        s.sendall(f"PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-                  f"Content-Length: 100000\r\n\r\n".encode() + b"x" * 1000)
+        s.sendall(
+            f"PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: 100000\r\n\r\n".encode()
+            + b"x" * 1000
+        )
         assert _closed_by_server(s, 20)
     finally:
         s.close()

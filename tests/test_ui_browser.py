@@ -82,10 +82,16 @@ def page(browser: Any, srv: RegistryProcess) -> Iterator[Any]:
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     # Error pages (404, 401 ...) are expected in some journeys; scripts and styles must load.
-    pg.on("console", lambda m: errors.append(m.text)
-          if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
-    pg.on("response", lambda r: errors.append(f"{r.status} {r.url}")
-          if r.status >= 400 and ("/static/" in r.url or r.url.endswith(".json")) else None)
+    pg.on(
+        "console",
+        lambda m: errors.append(m.text) if m.type == "error" and not m.text.startswith("Failed to load resource") else None,
+    )
+    pg.on(
+        "response",
+        lambda r: (
+            errors.append(f"{r.status} {r.url}") if r.status >= 400 and ("/static/" in r.url or r.url.endswith(".json")) else None
+        ),
+    )
     pg.js_errors = errors
     try:
         yield pg
@@ -206,10 +212,15 @@ def test_delete_tag_is_gone_from_the_api_too(page: Any, srv: RegistryProcess) ->
     page.click("button:has-text('Delete tag')")
     page.wait_for_url(re.compile(r"/ui/repo/alice/app$"))
     assert page.locator("table.tags tbody th a", has_text=re.compile(r"^old$")).count() == 0
-    token = requests.get(f"{srv.url}/auth/token", params={"service": "moorage", "scope": "repository:alice/app:pull"},
-                         auth=ALICE, timeout=HTTP_TIMEOUT).json()["token"]
-    tags = requests.get(f"{srv.url}/v2/alice/app/tags/list", headers={"Authorization": f"Bearer {token}"},
-                        timeout=HTTP_TIMEOUT).json()["tags"]
+    token = requests.get(
+        f"{srv.url}/auth/token",
+        params={"service": "moorage", "scope": "repository:alice/app:pull"},
+        auth=ALICE,
+        timeout=HTTP_TIMEOUT,
+    ).json()["token"]
+    tags = requests.get(
+        f"{srv.url}/v2/alice/app/tags/list", headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT
+    ).json()["tags"]
     assert "old" not in tags and {"v1", "v2"} <= set(tags)
 
 
@@ -248,8 +259,7 @@ def test_token_create_use_with_skopeo_and_revoke(page: Any, srv: RegistryProcess
 
 
 def test_sign_in_with_access_token_limits_to_its_scope(page: Any, srv: RegistryProcess) -> None:
-    r = requests.post(f"{srv.url}/api/v1/me/tokens", json={"name": "ro", "scope": ["pub/*:pull"]}, auth=BOB,
-                      timeout=HTTP_TIMEOUT)
+    r = requests.post(f"{srv.url}/api/v1/me/tokens", json={"name": "ro", "scope": ["pub/*:pull"]}, auth=BOB, timeout=HTTP_TIMEOUT)
     assert r.status_code == 201, r.text
     _api(srv, "POST", "grants", json={"user": "bob", "pattern": "alice/*", "actions": "pull"})
     try:
@@ -263,8 +273,9 @@ def test_sign_in_with_access_token_limits_to_its_scope(page: Any, srv: RegistryP
         page.goto("/ui/repo/alice/app")
         assert page.locator("a[aria-label^='Delete tag']").count() == 0  # pull only
     finally:
-        requests.delete(f"{srv.url}/api/v1/grants", params={"user": "bob", "pattern": "alice/*"}, auth=ADMIN,
-                        timeout=HTTP_TIMEOUT)
+        requests.delete(
+            f"{srv.url}/api/v1/grants", params={"user": "bob", "pattern": "alice/*"}, auth=ADMIN, timeout=HTTP_TIMEOUT
+        )
 
 
 def test_anonymous_visitor_sees_only_public_repositories(page: Any, srv: RegistryProcess) -> None:
@@ -294,20 +305,28 @@ def test_csrf_less_post_is_refused(page: Any, srv: RegistryProcess) -> None:
     assert session_cookie["httpOnly"] and session_cookie["sameSite"] in ("Lax", "Strict")
     jar = {"moorage_session": cookies["moorage_session"]}
     for form in ({"tag": "v2"}, {"tag": "v2", "csrf": "forged"}, {"tag": "v2", "csrf": ""}):
-        r = requests.post(f"{srv.url}/ui/repo/alice/app/-/delete", data=form, cookies=jar, timeout=HTTP_TIMEOUT,
-                          allow_redirects=False)
+        r = requests.post(
+            f"{srv.url}/ui/repo/alice/app/-/delete", data=form, cookies=jar, timeout=HTTP_TIMEOUT, allow_redirects=False
+        )
         assert r.status_code == 403, (form, r.status_code)
     # the token of one session is worthless in another (bound to the session, not global)
     page.goto("/ui/tokens")
     token = page.locator("input[name=csrf]").first.get_attribute("value")
     other = requests.Session()
     other.get(f"{srv.url}/ui/login", timeout=HTTP_TIMEOUT)
-    r = other.post(f"{srv.url}/ui/repo/alice/app/-/delete", data={"tag": "v2", "csrf": token}, timeout=HTTP_TIMEOUT,
-                   allow_redirects=False)
+    r = other.post(
+        f"{srv.url}/ui/repo/alice/app/-/delete", data={"tag": "v2", "csrf": token}, timeout=HTTP_TIMEOUT, allow_redirects=False
+    )
     assert r.status_code == 403
     # a cross-site Origin is refused even with the right token
-    r = requests.post(f"{srv.url}/ui/tokens", data={"name": "x", "csrf": token}, cookies=jar,
-                      headers={"Origin": "http://evil.example"}, timeout=HTTP_TIMEOUT, allow_redirects=False)
+    r = requests.post(
+        f"{srv.url}/ui/tokens",
+        data={"name": "x", "csrf": token},
+        cookies=jar,
+        headers={"Origin": "http://evil.example"},
+        timeout=HTTP_TIMEOUT,
+        allow_redirects=False,
+    )
     assert r.status_code == 403
     # nothing happened: v2 is still there
     page.goto("/ui/repo/alice/app")

@@ -29,8 +29,12 @@ def ui_login(proc: RegistryProcess, user: str, password: str, session: requests.
     page = s.get(f"{proc.url}/ui/login", timeout=HTTP_TIMEOUT)
     assert page.status_code == 200
     assert 'name="username"' in page.text and 'name="password"' in page.text
-    r = s.post(f"{proc.url}/ui/login", data={"username": user, "password": password, "csrf": csrf_of(page.text)},
-               timeout=HTTP_TIMEOUT, allow_redirects=False)
+    r = s.post(
+        f"{proc.url}/ui/login",
+        data={"username": user, "password": password, "csrf": csrf_of(page.text)},
+        timeout=HTTP_TIMEOUT,
+        allow_redirects=False,
+    )
     assert r.status_code == 303, (r.status_code, r.text[:500])
     return s
 
@@ -60,25 +64,28 @@ def test_open_registry_shows_everything_at_root(open_srv: RegistryProcess) -> No
     page = requests.get(f"{open_srv.url}/ui/repo/lib/web", timeout=HTTP_TIMEOUT).text
     assert f"docker pull {open_srv.host}/lib/web:2.0" in page
     # the pull command follows the Host the browser used
-    other = requests.get(f"{open_srv.url}/ui/repo/lib/web", headers={"Host": "registry.example:5443"},
-                         timeout=HTTP_TIMEOUT).text
+    other = requests.get(f"{open_srv.url}/ui/repo/lib/web", headers={"Host": "registry.example:5443"}, timeout=HTTP_TIMEOUT).text
     assert "docker pull registry.example:5443/lib/web:2.0" in other
-    evil = requests.get(f"{open_srv.url}/ui/repo/lib/web", headers={"Host": 'x"><script>alert(1)</script>'},
-                        timeout=HTTP_TIMEOUT)
+    evil = requests.get(f"{open_srv.url}/ui/repo/lib/web", headers={"Host": 'x"><script>alert(1)</script>'}, timeout=HTTP_TIMEOUT)
     assert evil.status_code in (200, 400) and "<script>alert(1)" not in evil.text
 
 
 def test_open_registry_forms_need_csrf(open_srv: RegistryProcess, tmp_path: Path) -> None:
     push_image(open_srv, "lib/tmp", "gone", tmp_path, seed="gone")
     push_image(open_srv, "lib/tmp", "kept", tmp_path, seed="kept")
-    r = requests.post(f"{open_srv.url}/ui/repo/lib/tmp/-/delete", data={"tag": "gone"}, timeout=HTTP_TIMEOUT,
-                      allow_redirects=False)
+    r = requests.post(
+        f"{open_srv.url}/ui/repo/lib/tmp/-/delete", data={"tag": "gone"}, timeout=HTTP_TIMEOUT, allow_redirects=False
+    )
     assert r.status_code == 403
     s = requests.Session()
     page = s.get(f"{open_srv.url}/ui/repo/lib/tmp/-/delete", params={"tag": "gone"}, timeout=HTTP_TIMEOUT)
     assert page.status_code == 200 and "Delete tag" in page.text
-    r = s.post(f"{open_srv.url}/ui/repo/lib/tmp/-/delete", data={"tag": "gone", "csrf": csrf_of(page.text)},
-               timeout=HTTP_TIMEOUT, allow_redirects=False)
+    r = s.post(
+        f"{open_srv.url}/ui/repo/lib/tmp/-/delete",
+        data={"tag": "gone", "csrf": csrf_of(page.text)},
+        timeout=HTTP_TIMEOUT,
+        allow_redirects=False,
+    )
     assert r.status_code == 303
     tags = requests.get(f"{open_srv.url}/v2/lib/tmp/tags/list", timeout=HTTP_TIMEOUT).json()["tags"]
     assert tags == ["kept"]
@@ -97,8 +104,9 @@ def test_sort_by_size_and_last_push_follow_pushes(open_srv: RegistryProcess, tmp
     while True:
         page = requests.get(f"{open_srv.url}/", params={"sort": "size"}, timeout=HTTP_TIMEOUT).text
         first = re.search(r'<a href="/ui/repo/([^"]+)">', page)
-        pushed = re.search(r'<a href="/ui/repo/([^"]+)">',
-                           requests.get(f"{open_srv.url}/", params={"sort": "pushed"}, timeout=HTTP_TIMEOUT).text)
+        pushed = re.search(
+            r'<a href="/ui/repo/([^"]+)">', requests.get(f"{open_srv.url}/", params={"sort": "pushed"}, timeout=HTTP_TIMEOUT).text
+        )
         if first and first.group(1) == "lib/huge" and pushed and pushed.group(1) == "lib/huge":
             break
         assert time.monotonic() < deadline, "sort figures were not refreshed after a push"
@@ -115,8 +123,11 @@ def test_activity_is_recorded_from_registry_events(open_srv: RegistryProcess, tm
     before = requests.get(f"{open_srv.url}/ui/stats/activity.json", timeout=HTTP_TIMEOUT).json()
     push_image(open_srv, "lib/act", "a", tmp_path, seed="act")
     for _ in range(3):
-        r = requests.get(f"{open_srv.url}/v2/lib/act/manifests/a",
-                         headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}, timeout=HTTP_TIMEOUT)
+        r = requests.get(
+            f"{open_srv.url}/v2/lib/act/manifests/a",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+            timeout=HTTP_TIMEOUT,
+        )
         assert r.status_code == 200
     after = requests.get(f"{open_srv.url}/ui/stats/activity.json", timeout=HTTP_TIMEOUT).json()
     assert sum(after["pushes"]) == sum(before["pushes"]) + 1
@@ -168,26 +179,38 @@ def test_hostile_posts(open_srv: RegistryProcess) -> None:
     token = csrf_of(s.get(f"{open_srv.url}/ui/login", timeout=HTTP_TIMEOUT).text)
     url = f"{open_srv.url}/ui/repo/lib/web/-/delete"
     cases = [
-        {"tag": "1.0", "digest": "sha256:" + "0" * 64, "csrf": token},   # both
-        {"csrf": token},                                                   # neither
+        {"tag": "1.0", "digest": "sha256:" + "0" * 64, "csrf": token},  # both
+        {"csrf": token},  # neither
         {"tag": "bad tag!", "csrf": token},
         {"digest": "sha256:nothex", "csrf": token},
-        {"digest": "sha256:" + "0" * 64, "csrf": token},                   # unknown
+        {"digest": "sha256:" + "0" * 64, "csrf": token},  # unknown
     ]
     for form in cases:
         r = s.post(url, data=form, timeout=HTTP_TIMEOUT, allow_redirects=False)
         assert 400 <= r.status_code < 500, (form, r.status_code, r.text[:300])
-    r = s.post(f"{open_srv.url}/ui/login", data={"username": "a\x00b", "password": "x\x00", "csrf": token},
-               timeout=HTTP_TIMEOUT, allow_redirects=False)
+    r = s.post(
+        f"{open_srv.url}/ui/login",
+        data={"username": "a\x00b", "password": "x\x00", "csrf": token},
+        timeout=HTTP_TIMEOUT,
+        allow_redirects=False,
+    )
     assert r.status_code < 500
-    r = s.post(f"{open_srv.url}/ui/admin/namespaces", data={"action": "quota", "namespace": "\x00", "limit": "1G",
-                                                             "csrf": token}, timeout=HTTP_TIMEOUT, allow_redirects=False)
+    r = s.post(
+        f"{open_srv.url}/ui/admin/namespaces",
+        data={"action": "quota", "namespace": "\x00", "limit": "1G", "csrf": token},
+        timeout=HTTP_TIMEOUT,
+        allow_redirects=False,
+    )
     assert r.status_code == 400
     big = s.post(url, data={"tag": "x" * 400_000, "csrf": token}, timeout=HTTP_TIMEOUT, allow_redirects=False)
     assert big.status_code == 413
     # login's "next" only ever leads to a local path
-    r = s.post(f"{open_srv.url}/ui/login", data={"username": "x", "password": "", "csrf": token,
-                                                 "next": "//evil.example/"}, timeout=HTTP_TIMEOUT, allow_redirects=False)
+    r = s.post(
+        f"{open_srv.url}/ui/login",
+        data={"username": "x", "password": "", "csrf": token, "next": "//evil.example/"},
+        timeout=HTTP_TIMEOUT,
+        allow_redirects=False,
+    )
     assert r.status_code == 303 and r.headers["Location"] == "/"
     assert requests.get(f"{open_srv.url}/v2/lib/web/tags/list", timeout=HTTP_TIMEOUT).json()["tags"] == ["1.0", "2.0"]
 
@@ -230,8 +253,12 @@ def test_htpasswd_mode(backend: Any, tmp_path: Path) -> None:
         assert requests.get(f"{proc.url}/v2/", timeout=HTTP_TIMEOUT).status_code == 401  # API still protected
         s = requests.Session()
         page = s.get(f"{proc.url}/ui/login", timeout=HTTP_TIMEOUT).text
-        bad = s.post(f"{proc.url}/ui/login", data={"username": "carol", "password": "nope", "csrf": csrf_of(page)},
-                     timeout=HTTP_TIMEOUT, allow_redirects=False)
+        bad = s.post(
+            f"{proc.url}/ui/login",
+            data={"username": "carol", "password": "nope", "csrf": csrf_of(page)},
+            timeout=HTTP_TIMEOUT,
+            allow_redirects=False,
+        )
         assert bad.status_code == 401 and "Invalid username or password" in bad.text
         ui_login(proc, "carol", "carol-pw", s)
         home = s.get(f"{proc.url}/", timeout=HTTP_TIMEOUT).text
@@ -278,12 +305,20 @@ def test_token_mode_sessions_and_permissions(backend: Any, tmp_path: Path) -> No
         assert "erin/app" not in frank.get(f"{proc.url}/", timeout=HTTP_TIMEOUT).text
         assert frank.get(f"{proc.url}/ui/repo/erin/app", timeout=HTTP_TIMEOUT).status_code == 404
         token = csrf_of(frank.get(f"{proc.url}/ui/tokens", timeout=HTTP_TIMEOUT).text)
-        r = frank.post(f"{proc.url}/ui/repo/erin/app/-/delete", data={"tag": "v1", "csrf": token},
-                       timeout=HTTP_TIMEOUT, allow_redirects=False)
+        r = frank.post(
+            f"{proc.url}/ui/repo/erin/app/-/delete",
+            data={"tag": "v1", "csrf": token},
+            timeout=HTTP_TIMEOUT,
+            allow_redirects=False,
+        )
         assert r.status_code == 404
         assert frank.get(f"{proc.url}/ui/admin/users", timeout=HTTP_TIMEOUT).status_code == 403
-        r = frank.post(f"{proc.url}/ui/admin/users", data={"name": "evil", "csrf": token, "admin": "1"},
-                       timeout=HTTP_TIMEOUT, allow_redirects=False)
+        r = frank.post(
+            f"{proc.url}/ui/admin/users",
+            data={"name": "evil", "csrf": token, "admin": "1"},
+            timeout=HTTP_TIMEOUT,
+            allow_redirects=False,
+        )
         assert r.status_code == 403
         # anonymous: nothing private, management pages send to sign-in
         anon = requests.get(f"{proc.url}/ui/tokens", timeout=HTTP_TIMEOUT, allow_redirects=False)
@@ -299,9 +334,14 @@ def test_token_mode_sessions_and_permissions(backend: Any, tmp_path: Path) -> No
         # failed sign-ins are rate limited like the API's
         s = requests.Session()
         page = s.get(f"{proc.url}/ui/login", timeout=HTTP_TIMEOUT).text
-        codes = [s.post(f"{proc.url}/ui/login", data={"username": "erin", "password": f"wrong{i}",
-                                                      "csrf": csrf_of(page)}, timeout=HTTP_TIMEOUT).status_code
-                 for i in range(5)]
+        codes = [
+            s.post(
+                f"{proc.url}/ui/login",
+                data={"username": "erin", "password": f"wrong{i}", "csrf": csrf_of(page)},
+                timeout=HTTP_TIMEOUT,
+            ).status_code
+            for i in range(5)
+        ]
         assert codes[0] == 401 and codes[-1] == 429
     finally:
         proc.stop()

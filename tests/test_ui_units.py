@@ -20,7 +20,7 @@ from moorage.ui.session import Viewer
 
 def test_sizes_times_digests() -> None:
     assert fmt.human_size(0) == "0 B" and fmt.human_size(1536) == "1.5 KiB" and fmt.human_size(None) == "–"
-    assert fmt.human_size(10 * 1024 ** 3) == "10.0 GiB"
+    assert fmt.human_size(10 * 1024**3) == "10.0 GiB"
     assert fmt.relative_time(1000, now=1003) == "just now"
     assert fmt.relative_time(1000, now=1000 + 3 * 3600) == "3 hours ago"
     assert fmt.relative_time(1000, now=1000 + 86400) == "1 day ago"
@@ -29,30 +29,57 @@ def test_sizes_times_digests() -> None:
     assert fmt.clean(" a\x00b\x7f\n ", 10) == "ab" and fmt.clean("x" * 50, 5) == "xxxxx"
 
 
-@pytest.mark.parametrize("config", [
-    None, [], "text", {"config": "nope"}, {"config": {"Env": "PATH=x", "Labels": [1], "ExposedPorts": ["80"]}},
-    {"history": [1, None, {"created_by": None}], "config": {"Cmd": "sh -c x", "Entrypoint": [None, 3]}},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        None,
+        [],
+        "text",
+        {"config": "nope"},
+        {"config": {"Env": "PATH=x", "Labels": [1], "ExposedPorts": ["80"]}},
+        {"history": [1, None, {"created_by": None}], "config": {"Cmd": "sh -c x", "Entrypoint": [None, 3]}},
+    ],
+)
 def test_config_view_survives_odd_configs(config: object) -> None:
     view = fmt.config_view(config)
     json.dumps(view)  # plain values only
 
 
 def test_config_view_reads_a_docker_config() -> None:
-    view = fmt.config_view({"os": "linux", "architecture": "arm64", "variant": "v8", "created": "2024-01-01T00:00:00Z",
-                            "config": {"Entrypoint": ["/entry", "a b"], "Cmd": ["run"], "Env": ["A=1"],
-                                       "Labels": {"k": "v"}, "ExposedPorts": {"8080/tcp": {}}, "User": "app"},
-                            "history": [{"created_by": "RUN x", "empty_layer": True}]})
+    view = fmt.config_view(
+        {
+            "os": "linux",
+            "architecture": "arm64",
+            "variant": "v8",
+            "created": "2024-01-01T00:00:00Z",
+            "config": {
+                "Entrypoint": ["/entry", "a b"],
+                "Cmd": ["run"],
+                "Env": ["A=1"],
+                "Labels": {"k": "v"},
+                "ExposedPorts": {"8080/tcp": {}},
+                "User": "app",
+            },
+            "history": [{"created_by": "RUN x", "empty_layer": True}],
+        }
+    )
     assert view.platform == "linux/arm64/v8" and view.entrypoint == '/entry "a b"' and view.cmd == "run"
     assert view.ports == ["8080/tcp"] and view.labels == [("k", "v")] and view.history[0].empty_layer
 
 
 def test_index_entries_and_platforms() -> None:
-    doc = {"manifests": [
-        {"digest": "sha256:1", "mediaType": "m", "size": 1, "platform": {"os": "linux", "architecture": "amd64"}},
-        {"digest": "sha256:2", "platform": {"os": "unknown", "architecture": "unknown"},
-         "annotations": {"vnd.docker.reference.type": "attestation-manifest"}},
-        "garbage", {"platform": "x"}]}
+    doc = {
+        "manifests": [
+            {"digest": "sha256:1", "mediaType": "m", "size": 1, "platform": {"os": "linux", "architecture": "amd64"}},
+            {
+                "digest": "sha256:2",
+                "platform": {"os": "unknown", "architecture": "unknown"},
+                "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
+            },
+            "garbage",
+            {"platform": "x"},
+        ]
+    }
     entries = fmt.index_entries(doc)
     assert [e.platform for e in entries] == ["linux/amd64", "attestation", "unknown"]
     payload = json.dumps(doc).encode()
@@ -70,12 +97,16 @@ def test_viewer_visibility_follows_the_api_rules() -> None:
     assert Viewer(mode="none").visibility().everything
     assert Viewer(mode="htpasswd").visibility() == Visibility(public_ok=False)
     assert Viewer(mode="htpasswd", name="carol").visibility().everything
-    alice = Viewer(mode="token", name="alice", principal=Principal("alice", grants=[Grant("team/*", frozenset({"pull"})),
-                                                                                  Grant("x/*", frozenset({"push"}))]))
+    alice = Viewer(
+        mode="token",
+        name="alice",
+        principal=Principal("alice", grants=[Grant("team/*", frozenset({"pull"})), Grant("x/*", frozenset({"push"}))]),
+    )
     v = alice.visibility()
     assert v.pull_patterns == ["alice", "alice/*", "team/*"] and v.scope_patterns is None  # push alone: no pull
-    robot = Viewer(mode="token", name="bot", principal=Principal("bot", is_robot=True,
-                                                                 token_scope=[Grant("team/app", frozenset({"admin"}))]))
+    robot = Viewer(
+        mode="token", name="bot", principal=Principal("bot", is_robot=True, token_scope=[Grant("team/app", frozenset({"admin"}))])
+    )
     assert robot.visibility().pull_patterns == [] and robot.visibility().scope_patterns == ["team/app"]
     admin = Viewer(mode="token", name="root", principal=Principal("root", is_admin=True))
     assert admin.visibility().everything
@@ -88,8 +119,11 @@ def test_migration_0006_matches_the_tables(tmp_path: Path) -> None:
         db = Database(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
         await db.migrate()
         async with db.write() as conn:
-            found = await conn.run_sync(lambda c: {t: {col["name"] for col in inspect(c).get_columns(t)}
-                                                    for t in ("ui_sessions", "ui_activity", "ui_repo_stats")})
+            found = await conn.run_sync(
+                lambda c: {
+                    t: {col["name"] for col in inspect(c).get_columns(t)} for t in ("ui_sessions", "ui_activity", "ui_repo_stats")
+                }
+            )
         await db.close()
         return found
 
@@ -117,8 +151,9 @@ async def test_cookies_are_secure_under_tls(tmp_path: Path) -> None:
         token = re.search(r'name="csrf" value="([^"]+)"', await page.text()).group(1)
         # (the client rightly keeps a Secure cookie off plain HTTP: send it by hand)
         value = csrf_cookie.split(";", 1)[0]
-        r = await client.post("/ui/login", data={"username": "ann", "password": "", "csrf": token},
-                              headers={"Cookie": value}, allow_redirects=False)
+        r = await client.post(
+            "/ui/login", data={"username": "ann", "password": "", "csrf": token}, headers={"Cookie": value}, allow_redirects=False
+        )
         assert r.status == 303
         session = next(c for c in r.headers.getall("Set-Cookie") if c.startswith("moorage_session="))
         assert "Secure" in session and "HttpOnly" in session and "SameSite=Lax" in session

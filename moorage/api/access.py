@@ -15,8 +15,8 @@ from .routes import REPOSITORY_ACTIONS, UPLOAD_START, UPLOAD_START_NOSLASH, Rule
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    type: str      # "repository" | "registry"
-    name: str      # repository name, or "catalog"
+    type: str  # "repository" | "registry"
+    name: str  # repository name, or "catalog"
     actions: tuple[str, ...]
 
 

@@ -38,11 +38,14 @@ class TokenCreate(_Body):
     """``POST /api/v1/me/tokens``: a personal access token for the caller."""
 
     name: Annotated[str, Field(max_length=128)] | None = Field(None, description="A label (default ``token``).")
-    scope: list[str] | None = Field(None, description="``PATTERN:ACTIONS`` items limiting the token "
-                                                      "(default: the owner's full rights).",
-                                    examples=[["team/*:pull"]])
+    scope: list[str] | None = Field(
+        None,
+        description="``PATTERN:ACTIONS`` items limiting the token (default: the owner's full rights).",
+        examples=[["team/*:pull"]],
+    )
     expires_in: Annotated[float, Field(gt=0, lt=MAX_EXPIRES_IN)] | None = Field(
-        None, description="Lifetime in seconds (default: no expiry).")
+        None, description="Lifetime in seconds (default: no expiry)."
+    )
 
     @field_validator("scope")
     @classmethod
@@ -85,10 +88,8 @@ class GrantCreate(_Body):
     """``POST /api/v1/grants``: USER gets ACTIONS on every repository matching PATTERN."""
 
     user: NonEmpty
-    pattern: NonEmpty = Field(description="A repository name; ``*`` matches any run of characters.",
-                              examples=["team/*"])
-    actions: str | list[str] = Field(description="pull, push, delete, admin (a list or comma-separated).",
-                                     examples=["pull,push"])
+    pattern: NonEmpty = Field(description="A repository name; ``*`` matches any run of characters.", examples=["team/*"])
+    actions: str | list[str] = Field(description="pull, push, delete, admin (a list or comma-separated).", examples=["pull,push"])
 
     @field_validator("pattern")
     @classmethod
@@ -138,8 +139,15 @@ class VisibilitySet(_Body):
 
 
 #: Every admin request body, by OpenAPI component name.
-MODELS: tuple[type[BaseModel], ...] = (TokenCreate, AdminTokenCreate, UserCreate, PasswordSet, GrantCreate,
-                                       NamespaceCreate, VisibilitySet)
+MODELS: tuple[type[BaseModel], ...] = (
+    TokenCreate,
+    AdminTokenCreate,
+    UserCreate,
+    PasswordSet,
+    GrantCreate,
+    NamespaceCreate,
+    VisibilitySet,
+)
 
 
 def validate(model: type[M], data: Any) -> M:

@@ -42,8 +42,16 @@ from ..metadata.records import UserRecord
 from ..registry import errors
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from . import routes as names
-from .admin_models import (AdminTokenCreate, GrantCreate, NamespaceCreate, PasswordSet, TokenCreate, UserCreate,
-                           VisibilitySet, validate)
+from .admin_models import (
+    AdminTokenCreate,
+    GrantCreate,
+    NamespaceCreate,
+    PasswordSet,
+    TokenCreate,
+    UserCreate,
+    VisibilitySet,
+    validate,
+)
 from .common import AUTHENTICATOR
 from .credentials import SCOPED, caller, require_admin
 
@@ -176,8 +184,7 @@ async def set_password(request: web.Request) -> web.Response:
     auth = await require_admin(request)
     body = await _body(request, PasswordSet)
     user = await _existing(auth, request.match_info["name"])
-    await auth.store.set_password(user.name, await passwords.hash_password_async(body.password,
-                                                                                auth.settings.auth.bcrypt_rounds))
+    await auth.store.set_password(user.name, await passwords.hash_password_async(body.password, auth.settings.auth.bcrypt_rounds))
     return web.Response(status=204)
 
 

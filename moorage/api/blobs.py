@@ -126,8 +126,10 @@ def _range(request: web.Request, size: int) -> tuple[int, int] | None:
     try:
         rng = request.http_range
     except ValueError:
-        raise errors.RangeInvalid("malformed Range header (one range of bytes=START-END, START- or -SUFFIX)",
-                                  headers={"Content-Range": f"bytes */{size}"}) from None
+        raise errors.RangeInvalid(
+            "malformed Range header (one range of bytes=START-END, START- or -SUFFIX)",
+            headers={"Content-Range": f"bytes */{size}"},
+        ) from None
     start, stop = rng.start, rng.stop
     if start is None and stop is None:
         return None
@@ -136,8 +138,7 @@ def _range(request: web.Request, size: int) -> tuple[int, int] | None:
     start = start or 0
     stop = size if stop is None else min(stop, size)
     if start >= size or start >= stop:
-        raise errors.RangeInvalid(f"range not satisfiable for a {size}-byte blob",
-                                  headers={"Content-Range": f"bytes */{size}"})
+        raise errors.RangeInvalid(f"range not satisfiable for a {size}-byte blob", headers={"Content-Range": f"bytes */{size}"})
     return start, stop
 
 

@@ -66,18 +66,29 @@ def actor(request: web.Request) -> Actor:
     )
 
 
-async def publish(request: web.Request, action: Action, kind: Kind, repository: str, *, digest: str | None = None,
-                  media_type: str | None = None, size: int | None = None, tag: str | None = None) -> None:
+async def publish(
+    request: web.Request,
+    action: Action,
+    kind: Kind,
+    repository: str,
+    *,
+    digest: str | None = None,
+    media_type: str | None = None,
+    size: int | None = None,
+    tag: str | None = None,
+) -> None:
     """Publish a registry event for this request (nothing is built when nobody listens)."""
     bus = request.app.get(EVENTS)
     if bus is None or not bus.active or (action == "pull" and request.method == "HEAD"):  # a HEAD is no pull
         return
-    await bus.publish(RegistryEvent(action, kind, repository, digest=digest, media_type=media_type, size=size,
-                                    tag=tag, actor=actor(request)))
+    await bus.publish(
+        RegistryEvent(action, kind, repository, digest=digest, media_type=media_type, size=size, tag=tag, actor=actor(request))
+    )
 
 
-def json_body(obj: Any, *, status: int = 200, headers: dict[str, str] | None = None,
-              content_type: str = "application/json") -> web.Response:
+def json_body(
+    obj: Any, *, status: int = 200, headers: dict[str, str] | None = None, content_type: str = "application/json"
+) -> web.Response:
     """A JSON response whose ``Content-Type`` is exactly ``content_type``.
 
     ``web.json_response`` sends text and so appends ``; charset=utf-8``; OCI media types

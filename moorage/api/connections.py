@@ -32,11 +32,11 @@ from ..config import HttpSettings
 
 log = logging.getLogger("moorage.http")
 
-_REFUSED_BODY = json.dumps({"errors": [{"code": "UNAVAILABLE", "message":
-                                        "too many open connections; retry shortly"}]}).encode()
-_REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            b"Retry-After: 1\r\nConnection: close\r\nContent-Length: " + str(len(_REFUSED_BODY)).encode()
-            + b"\r\n\r\n" + _REFUSED_BODY)
+_REFUSED_BODY = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": "too many open connections; retry shortly"}]}).encode()
+_REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: " + str(len(_REFUSED_BODY)).encode() + b"\r\n\r\n" + _REFUSED_BODY
+)
 #: A refused connection gets this long to send its head before it is closed without an answer.
 _REFUSED_GRACE = 5.0
 _SWEEP_INTERVAL = 1.0
@@ -190,8 +190,7 @@ class GuardedSockSite(web.SockSite):
             return GuardedRequestHandler(guard, server, loop=loop, **handler_kwargs)
 
         guard.start(loop)
-        self._server = await loop.create_server(factory, sock=self._sock, ssl=self._ssl_context,
-                                                backlog=self._backlog)
+        self._server = await loop.create_server(factory, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog)
 
     async def stop(self) -> None:
         self._guard.stop()

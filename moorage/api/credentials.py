@@ -58,8 +58,9 @@ async def caller(request: web.Request) -> tuple[UserRecord, bool]:
         return known  # type: ignore[no-any-return]
     auth: Authenticator = request.app[AUTHENTICATOR]
     header = request.headers.get("Authorization")
-    user, full = await auth.identify(request, basic=parse_basic(header), bearer=bearer(header),
-                                     challenge=auth.bearer_challenge(request, []))
+    user, full = await auth.identify(
+        request, basic=parse_basic(header), bearer=bearer(header), challenge=auth.bearer_challenge(request, [])
+    )
     request["user"] = user.name
     request[SCOPED] = not full
     request[CALLER] = (user, user.is_admin and full)

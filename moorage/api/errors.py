@@ -34,19 +34,22 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
     try:
         return await handler(request)
     except errors.BackendUnavailable as exc:
-        log.error("backend unavailable on %s %s: %s (%r)", request.method, request.path[:200], exc.reason,
-                  exc.__cause__)
+        log.error("backend unavailable on %s %s: %s (%r)", request.method, request.path[:200], exc.reason, exc.__cause__)
         return error_response(exc, head=head)
     except errors.RegistryError as exc:
         return error_response(exc, head=head)
     except web.HTTPMethodNotAllowed as exc:
-        return error_response(errors.Unsupported(f"method {request.method} not allowed here", headers={"Allow": ",".join(sorted(exc.allowed_methods))}), head=head)
+        return error_response(
+            errors.Unsupported(
+                f"method {request.method} not allowed here", headers={"Allow": ",".join(sorted(exc.allowed_methods))}
+            ),
+            head=head,
+        )
     except web.HTTPNotFound:
         if request.path.startswith("/v2/"):
             # The spec's error table has no "no such route"; UNSUPPORTED ("the operation is
             # unsupported") is the code that says it, with the 404 of an unknown resource.
-            return error_response(errors.Unsupported(f"no API endpoint at {request.path[:200]}", status=404),
-                                  head=head)
+            return error_response(errors.Unsupported(f"no API endpoint at {request.path[:200]}", status=404), head=head)
         return error_response(errors.NotFound(f"no route for {request.path[:200]}"), head=head)
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(errors.SizeInvalid(exc.text or "request body too large", status=413), head=head)
@@ -63,4 +66,3 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
             return error_response(errors.DatabaseUnavailable(reason=reason), head=head)
         log.exception("unhandled error on %s %s", request.method, request.path[:200])
         return error_response(errors.RegistryError("internal error"), head=head)
-

@@ -49,5 +49,4 @@ def repository_delete_handler(delete: RepositoryDelete) -> Handler:
 
 def add_repository_delete(router: web.UrlDispatcher, delete: RepositoryDelete, *, token_mode: bool) -> None:
     """Register the route (its name depends on the auth mode, see :data:`ROUTE_TOKEN_MODE`)."""
-    router.add_delete(PATH, repository_delete_handler(delete),
-                      name=ROUTE_TOKEN_MODE if token_mode else ROUTE)
+    router.add_delete(PATH, repository_delete_handler(delete), name=ROUTE_TOKEN_MODE if token_mode else ROUTE)

@@ -67,5 +67,8 @@ async def readyz(request: web.Request) -> web.Response:
             log.warning("readyz: %s probe failed", name, exc_info=True)
             checks[name] = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     ready = all(v == "ok" for v in checks.values())
-    return json_body({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503,
-                     headers=None if ready else {"Retry-After": "5"})
+    return json_body(
+        {"status": "ok" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+        headers=None if ready else {"Retry-After": "5"},
+    )

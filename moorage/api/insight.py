@@ -86,9 +86,25 @@ async def image_findings(request: web.Request) -> web.Response:
     images = []
     for digest, platform in await insight.platform_digests(name, record):
         row = await insight.store.get_image(digest)
-        images.append({"digest": digest, "platform": platform, "scanned": row is not None,
-                       **({"packages": row.package_count, "sboms": row.sboms, "counts": row.counts, "worst": row.worst,
-                           "findings": row.findings, "skipped": row.skipped} if row else {})})
+        images.append(
+            {
+                "digest": digest,
+                "platform": platform,
+                "scanned": row is not None,
+                **(
+                    {
+                        "packages": row.package_count,
+                        "sboms": row.sboms,
+                        "counts": row.counts,
+                        "worst": row.worst,
+                        "findings": row.findings,
+                        "skipped": row.skipped,
+                    }
+                    if row
+                    else {}
+                ),
+            }
+        )
     return _json({"repository": name, "reference": reference, "digest": record.digest, "images": images})
 
 
@@ -98,8 +114,21 @@ async def scan_image(request: web.Request) -> web.Response:
     if not is_valid_name(name) or name not in await _visible(request, [name], "push"):
         raise errors.Denied("scanning needs the push right on the repository")
     results = await request.app[INSIGHT].scan(name, reference, force=request.query.get("force") == "1")
-    return _json({"images": [{"digest": r.digest, "platform": r.platform, "packages": r.package_count,
-                              "sboms": r.sboms, "counts": r.counts, "skipped": r.skipped} for r in results]})
+    return _json(
+        {
+            "images": [
+                {
+                    "digest": r.digest,
+                    "platform": r.platform,
+                    "packages": r.package_count,
+                    "sboms": r.sboms,
+                    "counts": r.counts,
+                    "skipped": r.skipped,
+                }
+                for r in results
+            ]
+        }
+    )
 
 
 @routes.get("/api/v1/insight/search", name=_route("search"))

@@ -21,8 +21,7 @@ import re
 
 REDACTED = "<redacted>"
 
-_HEADER = re.compile(
-    r"(?i)((?:proxy-)?authorization|(?:set-)?cookie|x-registry-auth|x-auth-token)(\s*[:=]?\s*)[^\r\n'\"]*")
+_HEADER = re.compile(r"(?i)((?:proxy-)?authorization|(?:set-)?cookie|x-registry-auth|x-auth-token)(\s*[:=]?\s*)[^\r\n'\"]*")
 _SCHEME = re.compile(r"(?i)\b(basic|bearer|digest|negotiate)(\s+)[^\s'\"]+")
 _JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*")
 _PAT = re.compile(r"moor_[0-9a-fA-F]{4,}_[^\s'\"&]*")
@@ -76,8 +75,7 @@ class RedactCredentials(logging.Filter):
 
 #: Loggers whose records may hold request heads (their records are filtered where they are
 #: made, whatever handlers are attached later).
-LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.internal", "aiohttp.client",
-           "moorage.access", "moorage")
+LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.internal", "aiohttp.client", "moorage.access", "moorage")
 
 
 def install() -> None:

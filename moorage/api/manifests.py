@@ -61,8 +61,16 @@ async def get_manifest(request: web.Request) -> web.Response:
     if request.headers.get("If-None-Match") == f'"{record.digest}"':
         return web.Response(status=304, headers=_headers(record))
     reference = request.match_info["reference"]
-    await publish(request, "pull", "manifest", request.match_info["name"], digest=record.digest,
-                  media_type=record.media_type, size=record.size, tag=None if ":" in reference else reference)
+    await publish(
+        request,
+        "pull",
+        "manifest",
+        request.match_info["name"],
+        digest=record.digest,
+        media_type=record.media_type,
+        size=record.size,
+        tag=None if ":" in reference else reference,
+    )
     return web.Response(body=record.payload, headers=_headers(record))
 
 
@@ -87,8 +95,16 @@ async def put_manifest(request: web.Request) -> web.Response:
     }
     if result.subject:
         headers["OCI-Subject"] = result.subject
-    await publish(request, "push", "manifest", name, digest=result.digest, size=len(body),
-                  media_type=request.headers.get("Content-Type"), tag=None if ":" in reference else reference)
+    await publish(
+        request,
+        "push",
+        "manifest",
+        name,
+        digest=result.digest,
+        size=len(body),
+        media_type=request.headers.get("Content-Type"),
+        tag=None if ":" in reference else reference,
+    )
     return web.Response(status=201, headers=headers)
 
 

@@ -45,10 +45,26 @@ TAG_PATTERN = f"^{TAG_RE.pattern}$"
 DIGEST_PATTERN = r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"
 MANIFEST_MEDIA_TYPES = sorted(mt.MANIFEST_TYPES)
 ERROR_CODES = [
-    "BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN",
-    "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "NAME_INVALID", "NAME_UNKNOWN", "SIZE_INVALID", "UNAUTHORIZED",
-    "DENIED", "UNSUPPORTED", "TOOMANYREQUESTS", "RANGE_INVALID", "TAG_INVALID", "NOT_FOUND", "UNAVAILABLE",
-    "PAGINATION_NUMBER_INVALID", "UNKNOWN",
+    "BLOB_UNKNOWN",
+    "BLOB_UPLOAD_INVALID",
+    "BLOB_UPLOAD_UNKNOWN",
+    "DIGEST_INVALID",
+    "MANIFEST_BLOB_UNKNOWN",
+    "MANIFEST_INVALID",
+    "MANIFEST_UNKNOWN",
+    "NAME_INVALID",
+    "NAME_UNKNOWN",
+    "SIZE_INVALID",
+    "UNAUTHORIZED",
+    "DENIED",
+    "UNSUPPORTED",
+    "TOOMANYREQUESTS",
+    "RANGE_INVALID",
+    "TAG_INVALID",
+    "NOT_FOUND",
+    "UNAVAILABLE",
+    "PAGINATION_NUMBER_INVALID",
+    "UNKNOWN",
 ]
 
 
@@ -61,8 +77,9 @@ def _str_header(description: str, **schema: Any) -> dict[str, Any]:
     return {"description": description, "schema": {"type": "string", **schema}}
 
 
-def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None,
-          media_type: str = JSON) -> dict[str, Any]:
+def _json(
+    schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None, media_type: str = JSON
+) -> dict[str, Any]:
     resp: dict[str, Any] = {"description": description, "content": {media_type: {"schema": schema}}}
     if headers:
         resp["headers"] = headers
@@ -78,8 +95,17 @@ def _empty(description: str, headers: dict[str, Any] | None = None) -> dict[str,
 
 def _errors(*statuses: int, head: bool = False) -> dict[str, Any]:
     """Error responses by status; a HEAD answer has the status and headers but no body."""
-    names = {400: "BadRequest", 401: "Unauthorized", 403: "Denied", 404: "NotFound", 405: "Unsupported",
-             413: "TooLarge", 416: "RangeInvalid", 429: "TooManyRequests", 503: "Unavailable"}
+    names = {
+        400: "BadRequest",
+        401: "Unauthorized",
+        403: "Denied",
+        404: "NotFound",
+        405: "Unsupported",
+        413: "TooLarge",
+        416: "RangeInvalid",
+        429: "TooManyRequests",
+        503: "Unavailable",
+    }
     out: dict[str, Any] = {}
     for status in statuses:
         out[str(status)] = _ref("responses", ("Head" if head else "") + names[status])
@@ -91,8 +117,7 @@ _AUTH_ERRORS = (401, 403, 429, 503)
 
 
 def _param(name: str, where: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": where, "required": required or where == "path", "description": description,
-            "schema": schema}
+    return {"name": name, "in": where, "required": required or where == "path", "description": description, "schema": schema}
 
 
 _NAME = _ref("parameters", "name")
@@ -106,8 +131,7 @@ _API_VERSION = {"Docker-Distribution-API-Version": _ref("headers", "Docker-Distr
 _UPLOAD_PROGRESS = {
     **_API_VERSION,
     "Location": _str_header("Where to send the next request of this upload (relative URL)."),
-    "Range": _str_header("Bytes received so far, inclusive: ``0-<size-1>`` (``0-0`` for none).",
-                         pattern=r"^0-\d+$"),
+    "Range": _str_header("Bytes received so far, inclusive: ``0-<size-1>`` (``0-0`` for none).", pattern=r"^0-\d+$"),
     "Docker-Upload-UUID": _str_header("The upload session id."),
     "Blob-Upload-Session-ID": _str_header("The upload session id (OCI name of Docker-Upload-UUID)."),
 }
@@ -151,8 +175,11 @@ def _components() -> dict[str, Any]:
         "type": "object",
         "required": ["code", "message"],
         "properties": {
-            "code": {"type": "string", "enum": ERROR_CODES,
-                     "description": "One of the codes of the OCI Distribution Spec's error table (plus UNKNOWN)."},
+            "code": {
+                "type": "string",
+                "enum": ERROR_CODES,
+                "description": "One of the codes of the OCI Distribution Spec's error table (plus UNKNOWN).",
+            },
             "message": {"type": "string"},
             "detail": {"description": "Free-form, code-specific details (any JSON value)."},
         },
@@ -160,12 +187,14 @@ def _components() -> dict[str, Any]:
     schemas: dict[str, Any] = {
         "Error": error,
         "ErrorEnvelope": {
-            "type": "object", "required": ["errors"],
+            "type": "object",
+            "required": ["errors"],
             "properties": {"errors": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Error"}}},
             "description": "The OCI Distribution Spec error body.",
         },
         "Descriptor": {
-            "type": "object", "required": ["mediaType", "digest", "size"],
+            "type": "object",
+            "required": ["mediaType", "digest", "size"],
             "properties": {
                 "mediaType": {"type": "string"},
                 "digest": {"type": "string", "pattern": DIGEST_PATTERN},
@@ -179,7 +208,7 @@ def _components() -> dict[str, Any]:
         "Manifest": {
             "type": "object",
             "description": "An OCI image manifest or index, or a Docker v2 schema 2 manifest or manifest "
-                           "list. Served byte for byte as pushed.",
+            "list. Served byte for byte as pushed.",
             "required": ["schemaVersion"],
             "properties": {
                 "schemaVersion": {"type": "integer"},
@@ -193,7 +222,8 @@ def _components() -> dict[str, Any]:
             },
         },
         "ReferrersIndex": {
-            "type": "object", "required": ["schemaVersion", "mediaType", "manifests"],
+            "type": "object",
+            "required": ["schemaVersion", "mediaType", "manifests"],
             "properties": {
                 "schemaVersion": {"type": "integer", "enum": [2]},
                 "mediaType": {"type": "string", "enum": [mt.OCI_INDEX]},
@@ -201,15 +231,18 @@ def _components() -> dict[str, Any]:
             },
         },
         "Catalog": {
-            "type": "object", "required": ["repositories"],
+            "type": "object",
+            "required": ["repositories"],
             "properties": {"repositories": {"type": "array", "items": {"type": "string"}}},
         },
         "TagList": {
-            "type": "object", "required": ["name", "tags"],
+            "type": "object",
+            "required": ["name", "tags"],
             "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}},
         },
         "Token": {
-            "type": "object", "required": ["token", "access_token", "expires_in", "issued_at"],
+            "type": "object",
+            "required": ["token", "access_token", "expires_in", "issued_at"],
             "properties": {
                 "token": {"type": "string", "description": "A signed JWT (ES256) for the registry."},
                 "access_token": {"type": "string", "description": "The same JWT (OAuth2 name)."},
@@ -220,13 +253,17 @@ def _components() -> dict[str, Any]:
             },
         },
         "JWKS": {
-            "type": "object", "required": ["keys"],
+            "type": "object",
+            "required": ["keys"],
             "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
         },
         "User": {
-            "type": "object", "required": ["name", "admin", "robot", "created_at"],
+            "type": "object",
+            "required": ["name", "admin", "robot", "created_at"],
             "properties": {
-                "name": {"type": "string"}, "admin": {"type": "boolean"}, "robot": {"type": "boolean"},
+                "name": {"type": "string"},
+                "admin": {"type": "boolean"},
+                "robot": {"type": "boolean"},
                 "created_at": {"type": "number"},
                 "password": {"type": "string", "description": "Only when generated by the server (shown once)."},
                 "may_administer": {"type": "boolean"},
@@ -234,16 +271,21 @@ def _components() -> dict[str, Any]:
             },
         },
         "Grant": {
-            "type": "object", "required": ["user", "pattern", "actions"],
+            "type": "object",
+            "required": ["user", "pattern", "actions"],
             "properties": {
-                "user": {"type": "string"}, "pattern": {"type": "string"},
+                "user": {"type": "string"},
+                "pattern": {"type": "string"},
                 "actions": {"type": "array", "items": {"type": "string"}},
             },
         },
         "AccessToken": {
-            "type": "object", "required": ["id", "user", "name", "scope", "expires_at", "revoked_at", "created_at"],
+            "type": "object",
+            "required": ["id", "user", "name", "scope", "expires_at", "revoked_at", "created_at"],
             "properties": {
-                "id": {"type": "string"}, "user": {"type": "string"}, "name": {"type": "string"},
+                "id": {"type": "string"},
+                "user": {"type": "string"},
+                "name": {"type": "string"},
                 "scope": {"type": "array", "nullable": True, "items": {"type": "string"}},
                 "expires_at": {"type": "number", "nullable": True},
                 "revoked_at": {"type": "number", "nullable": True},
@@ -253,7 +295,8 @@ def _components() -> dict[str, Any]:
             },
         },
         "NamedVisibility": {
-            "type": "object", "required": ["name", "public"],
+            "type": "object",
+            "required": ["name", "public"],
             "properties": {"name": {"type": "string"}, "public": {"type": "boolean"}, "created_at": {"type": "number"}},
         },
         # the admin API's request bodies: the very models the handlers validate with
@@ -261,68 +304,102 @@ def _components() -> dict[str, Any]:
     }
     error_resp = lambda text: _json(_ref("schemas", "ErrorEnvelope"), text, _API_VERSION)  # noqa: E731
     responses = {
-        "BadRequest": error_resp("Malformed request: NAME_INVALID, TAG_INVALID, DIGEST_INVALID, MANIFEST_INVALID, "
-                                 "SIZE_INVALID, BLOB_UPLOAD_INVALID, MANIFEST_BLOB_UNKNOWN, "
-                                 "PAGINATION_NUMBER_INVALID, ..."),
-        "Unauthorized": _json(_ref("schemas", "ErrorEnvelope"), "UNAUTHORIZED: no or invalid credentials.",
-                              {**_API_VERSION, "WWW-Authenticate": _ref("headers", "WWW-Authenticate")}),
+        "BadRequest": error_resp(
+            "Malformed request: NAME_INVALID, TAG_INVALID, DIGEST_INVALID, MANIFEST_INVALID, "
+            "SIZE_INVALID, BLOB_UPLOAD_INVALID, MANIFEST_BLOB_UNKNOWN, "
+            "PAGINATION_NUMBER_INVALID, ..."
+        ),
+        "Unauthorized": _json(
+            _ref("schemas", "ErrorEnvelope"),
+            "UNAUTHORIZED: no or invalid credentials.",
+            {**_API_VERSION, "WWW-Authenticate": _ref("headers", "WWW-Authenticate")},
+        ),
         "Denied": error_resp("DENIED: the credentials do not allow this."),
         "NotFound": error_resp("NAME_UNKNOWN, MANIFEST_UNKNOWN, BLOB_UNKNOWN, BLOB_UPLOAD_UNKNOWN, NOT_FOUND."),
         "Unsupported": error_resp("UNSUPPORTED: e.g. deletes are disabled on this registry."),
         "TooLarge": error_resp("The body is larger than this registry accepts (MANIFEST_INVALID, SIZE_INVALID)."),
-        "RangeInvalid": _json(_ref("schemas", "ErrorEnvelope"), "RANGE_INVALID: a chunk out of order or a "
-                              "Range that cannot be satisfied.", {**_UPLOAD_PROGRESS,
-                                                                  "Content-Range": _str_header("bytes */SIZE")}),
-        "TooManyRequests": _json(_ref("schemas", "ErrorEnvelope"), "TOOMANYREQUESTS: too many failed logins, or a "
-                                 "quota / session limit.", {**_API_VERSION, "Retry-After": _ref("headers", "Retry-After")}),
-        "Unavailable": _json(_ref("schemas", "ErrorEnvelope"), "UNAVAILABLE: a storage or database service is "
-                             "down or busy; retry.", {**_API_VERSION, "Retry-After": _ref("headers", "Retry-After")}),
+        "RangeInvalid": _json(
+            _ref("schemas", "ErrorEnvelope"),
+            "RANGE_INVALID: a chunk out of order or a Range that cannot be satisfied.",
+            {**_UPLOAD_PROGRESS, "Content-Range": _str_header("bytes */SIZE")},
+        ),
+        "TooManyRequests": _json(
+            _ref("schemas", "ErrorEnvelope"),
+            "TOOMANYREQUESTS: too many failed logins, or a quota / session limit.",
+            {**_API_VERSION, "Retry-After": _ref("headers", "Retry-After")},
+        ),
+        "Unavailable": _json(
+            _ref("schemas", "ErrorEnvelope"),
+            "UNAVAILABLE: a storage or database service is down or busy; retry.",
+            {**_API_VERSION, "Retry-After": _ref("headers", "Retry-After")},
+        ),
     }
-    for key, text in (("BadRequest", "Malformed request (no body: HEAD)."),
-                      ("Unauthorized", "No or invalid credentials (no body: HEAD)."),
-                      ("Denied", "The credentials do not allow this (no body: HEAD)."),
-                      ("NotFound", "Unknown repository, manifest or blob (no body: HEAD)."),
-                      ("Unsupported", "Not supported here (no body: HEAD)."),
-                      ("TooManyRequests", "Too many requests (no body: HEAD)."),
-                      ("Unavailable", "A backend is down; retry (no body: HEAD).")):
+    for key, text in (
+        ("BadRequest", "Malformed request (no body: HEAD)."),
+        ("Unauthorized", "No or invalid credentials (no body: HEAD)."),
+        ("Denied", "The credentials do not allow this (no body: HEAD)."),
+        ("NotFound", "Unknown repository, manifest or blob (no body: HEAD)."),
+        ("Unsupported", "Not supported here (no body: HEAD)."),
+        ("TooManyRequests", "Too many requests (no body: HEAD)."),
+        ("Unavailable", "A backend is down; retry (no body: HEAD)."),
+    ):
         headers = dict(responses[key].get("headers", {}))
         responses["Head" + key] = _empty(text, headers)
     parameters = {
-        "name": _param("name", "path", {"type": "string", "pattern": NAME_PATTERN, "maxLength": 255},
-                       "Repository name: path components of lower-case letters and digits joined by '.', '_', "
-                       "'__' or '-'s, separated by '/' (send '/' literally, not as %2F)."),
-        "digest": _param("digest", "path", {"type": "string", "pattern": DIGEST_PATTERN},
-                         "Content digest, ``algorithm:hex`` (sha256 and sha512 are accepted)."),
-        "reference": _param("reference", "path", {"type": "string"},
-                            f"A tag (``{TAG_RE.pattern}``) or a digest."),
+        "name": _param(
+            "name",
+            "path",
+            {"type": "string", "pattern": NAME_PATTERN, "maxLength": 255},
+            "Repository name: path components of lower-case letters and digits joined by '.', '_', "
+            "'__' or '-'s, separated by '/' (send '/' literally, not as %2F).",
+        ),
+        "digest": _param(
+            "digest",
+            "path",
+            {"type": "string", "pattern": DIGEST_PATTERN},
+            "Content digest, ``algorithm:hex`` (sha256 and sha512 are accepted).",
+        ),
+        "reference": _param("reference", "path", {"type": "string"}, f"A tag (``{TAG_RE.pattern}``) or a digest."),
         "upload_id": _param("upload_id", "path", {"type": "string"}, "Upload session id, from the Location header."),
-        "n": _param("n", "query", {"type": "integer", "minimum": 0},
-                    "At most this many results; a Link header points at the next page."),
+        "n": _param(
+            "n", "query", {"type": "integer", "minimum": 0}, "At most this many results; a Link header points at the next page."
+        ),
         "last": _param("last", "query", {"type": "string"}, "Answer only names lexically after this one."),
     }
     headers = {
-        "Docker-Distribution-API-Version": {"description": "Always ``registry/2.0``.",
-                                            "schema": {"type": "string", "enum": ["registry/2.0"]}},
-        "Docker-Content-Digest": {"description": "Digest of the content.",
-                                  "schema": {"type": "string", "pattern": DIGEST_PATTERN}},
-        "WWW-Authenticate": {"description": "How to authenticate: ``Bearer realm=...,service=...,scope=...`` "
-                                            "(token mode) or ``Basic realm=...`` (htpasswd mode).",
-                             "schema": {"type": "string"}},
+        "Docker-Distribution-API-Version": {
+            "description": "Always ``registry/2.0``.",
+            "schema": {"type": "string", "enum": ["registry/2.0"]},
+        },
+        "Docker-Content-Digest": {
+            "description": "Digest of the content.",
+            "schema": {"type": "string", "pattern": DIGEST_PATTERN},
+        },
+        "WWW-Authenticate": {
+            "description": "How to authenticate: ``Bearer realm=...,service=...,scope=...`` "
+            "(token mode) or ``Basic realm=...`` (htpasswd mode).",
+            "schema": {"type": "string"},
+        },
         "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "string"}},
-        "Link": {"description": "RFC 5988 link to the next page: ``<URL>; rel=\"next\"``.",
-                 "schema": {"type": "string"}},
+        "Link": {"description": 'RFC 5988 link to the next page: ``<URL>; rel="next"``.', "schema": {"type": "string"}},
     }
     security = {
-        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                   "description": "``auth.mode: token``: a JWT from ``/auth/token`` whose ``access`` claim covers "
-                                  "the request (the 401's ``WWW-Authenticate`` names realm, service and scope). "
-                                  "``/api/v1/`` also takes a token for the admin's own account."},
-        "basic": {"type": "http", "scheme": "basic",
-                  "description": "``auth.mode: htpasswd`` on ``/v2/``; in token mode on ``/auth/token`` and "
-                                 "``/api/v1/`` (a password or an access token ``mrg_...`` as the password)."},
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "``auth.mode: token``: a JWT from ``/auth/token`` whose ``access`` claim covers "
+            "the request (the 401's ``WWW-Authenticate`` names realm, service and scope). "
+            "``/api/v1/`` also takes a token for the admin's own account.",
+        },
+        "basic": {
+            "type": "http",
+            "scheme": "basic",
+            "description": "``auth.mode: htpasswd`` on ``/v2/``; in token mode on ``/auth/token`` and "
+            "``/api/v1/`` (a password or an access token ``mrg_...`` as the password).",
+        },
     }
-    return {"schemas": schemas, "responses": responses, "parameters": parameters, "headers": headers,
-            "securitySchemes": security}
+    return {"schemas": schemas, "responses": responses, "parameters": parameters, "headers": headers, "securitySchemes": security}
 
 
 # ----------------------------------------------------------------------------- /v2/
@@ -340,69 +417,115 @@ def _v2_paths() -> dict[str, Any]:
         "Accept-Ranges": _str_header("``bytes``"),
         "Content-Length": {"description": "Blob size.", "schema": {"type": "integer", "minimum": 0}},
     }
-    content_range = _param("Content-Range", "header", {"type": "string", "pattern": r"^\d+-\d+$"},
-                           "Chunk position, inclusive (``start-end``); absent for a streaming upload.")
-    digest_query = _param("digest", "query", {"type": "string", "pattern": DIGEST_PATTERN},
-                          "Digest of the whole blob: completes the upload.")
+    content_range = _param(
+        "Content-Range",
+        "header",
+        {"type": "string", "pattern": r"^\d+-\d+$"},
+        "Chunk position, inclusive (``start-end``); absent for a streaming upload.",
+    )
+    digest_query = _param(
+        "digest", "query", {"type": "string", "pattern": DIGEST_PATTERN}, "Digest of the whole blob: completes the upload."
+    )
     octets = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
     return {
-        "/v2/": {"get": {
-            "tags": ["v2"], "operationId": "apiVersionCheck", "summary": "API version check",
-            "description": "200 when the caller may use the API; with auth, 401 and a WWW-Authenticate challenge "
-                           "tell clients how to log in.",
-            "responses": {"200": _json({"type": "object"}, "The registry speaks OCI Distribution v2.", _API_VERSION),
-                          **_errors(401, 429, 503)},
-        }},
-        "/v2/_catalog": {"get": {
-            "tags": ["v2"], "operationId": "listRepositories", "summary": "List repositories",
-            "description": "Lexically sorted, from the metadata index; at most 10,000 names without ``n``. "
-                           "With token auth only the repositories the caller may pull are listed.",
-            "parameters": [_N, _LAST],
-            "responses": {"200": _json(_ref("schemas", "Catalog"), "Repository names.",
-                                       {**_API_VERSION, "Link": _ref("headers", "Link")}),
-                          **_errors(400, *_AUTH_ERRORS)},
-        }},
-        "/v2/{name}/tags/list": {"get": {
-            "tags": ["v2"], "operationId": "listTags", "summary": "List tags",
-            "parameters": [_NAME, _N, _LAST],
-            "responses": {"200": _json(_ref("schemas", "TagList"), "Tags of the repository, lexically sorted.",
-                                       {**_API_VERSION, "Link": _ref("headers", "Link")}),
-                          **_errors(400, 404, *_AUTH_ERRORS)},
-        }},
+        "/v2/": {
+            "get": {
+                "tags": ["v2"],
+                "operationId": "apiVersionCheck",
+                "summary": "API version check",
+                "description": "200 when the caller may use the API; with auth, 401 and a WWW-Authenticate challenge "
+                "tell clients how to log in.",
+                "responses": {
+                    "200": _json({"type": "object"}, "The registry speaks OCI Distribution v2.", _API_VERSION),
+                    **_errors(401, 429, 503),
+                },
+            }
+        },
+        "/v2/_catalog": {
+            "get": {
+                "tags": ["v2"],
+                "operationId": "listRepositories",
+                "summary": "List repositories",
+                "description": "Lexically sorted, from the metadata index; at most 10,000 names without ``n``. "
+                "With token auth only the repositories the caller may pull are listed.",
+                "parameters": [_N, _LAST],
+                "responses": {
+                    "200": _json(
+                        _ref("schemas", "Catalog"), "Repository names.", {**_API_VERSION, "Link": _ref("headers", "Link")}
+                    ),
+                    **_errors(400, *_AUTH_ERRORS),
+                },
+            }
+        },
+        "/v2/{name}/tags/list": {
+            "get": {
+                "tags": ["v2"],
+                "operationId": "listTags",
+                "summary": "List tags",
+                "parameters": [_NAME, _N, _LAST],
+                "responses": {
+                    "200": _json(
+                        _ref("schemas", "TagList"),
+                        "Tags of the repository, lexically sorted.",
+                        {**_API_VERSION, "Link": _ref("headers", "Link")},
+                    ),
+                    **_errors(400, 404, *_AUTH_ERRORS),
+                },
+            }
+        },
         "/v2/{name}/manifests/{reference}": {
             "parameters": [_NAME, _REFERENCE],
             "get": {
-                "tags": ["v2"], "operationId": "getManifest", "summary": "Pull a manifest",
+                "tags": ["v2"],
+                "operationId": "getManifest",
+                "summary": "Pull a manifest",
                 "description": "The bytes exactly as pushed, with their media type as Content-Type. If the Accept "
-                               "header names manifest types and not the stored one, 404 MANIFEST_UNKNOWN.",
-                "parameters": [_param("Accept", "header", {"type": "string"}, "Manifest media types the client reads."),
-                               _param("If-None-Match", "header", {"type": "string"}, "A quoted digest: 304 if current.")],
-                "responses": {"200": {"description": "The manifest.", "headers": manifest_headers,
-                                      "content": manifest_content},
-                              "304": _empty("Not modified (If-None-Match matched).", manifest_headers),
-                              **_errors(400, 404, *_AUTH_ERRORS)},
+                "header names manifest types and not the stored one, 404 MANIFEST_UNKNOWN.",
+                "parameters": [
+                    _param("Accept", "header", {"type": "string"}, "Manifest media types the client reads."),
+                    _param("If-None-Match", "header", {"type": "string"}, "A quoted digest: 304 if current."),
+                ],
+                "responses": {
+                    "200": {"description": "The manifest.", "headers": manifest_headers, "content": manifest_content},
+                    "304": _empty("Not modified (If-None-Match matched).", manifest_headers),
+                    **_errors(400, 404, *_AUTH_ERRORS),
+                },
             },
             "head": {
-                "tags": ["v2"], "operationId": "headManifest", "summary": "Check a manifest exists",
+                "tags": ["v2"],
+                "operationId": "headManifest",
+                "summary": "Check a manifest exists",
                 "parameters": [_param("Accept", "header", {"type": "string"}, "Manifest media types the client reads.")],
-                "responses": {"200": _empty("It exists; Content-Type and Content-Length as a GET would send.",
-                                            manifest_headers),
-                              **_errors(400, 404, *_AUTH_ERRORS, head=True)},
+                "responses": {
+                    "200": _empty("It exists; Content-Type and Content-Length as a GET would send.", manifest_headers),
+                    **_errors(400, 404, *_AUTH_ERRORS, head=True),
+                },
             },
             "put": {
-                "tags": ["v2"], "operationId": "putManifest", "summary": "Push a manifest",
+                "tags": ["v2"],
+                "operationId": "putManifest",
+                "summary": "Push a manifest",
                 "description": "Under a tag or its digest. Every referenced blob and child manifest must be in the "
-                               "repository (400 MANIFEST_BLOB_UNKNOWN otherwise); a ``subject`` is answered with "
-                               "``OCI-Subject``.",
+                "repository (400 MANIFEST_BLOB_UNKNOWN otherwise); a ``subject`` is answered with "
+                "``OCI-Subject``.",
                 "requestBody": {"required": True, "content": manifest_content},
-                "responses": {"201": _empty("Stored.", {
-                                  **_API_VERSION, "Location": _str_header("URL of the manifest by digest."),
-                                  "Docker-Content-Digest": _ref("headers", "Docker-Content-Digest"),
-                                  "OCI-Subject": _str_header("Digest of the subject, when the manifest has one.")}),
-                              **_errors(400, 404, 413, *_AUTH_ERRORS)},
+                "responses": {
+                    "201": _empty(
+                        "Stored.",
+                        {
+                            **_API_VERSION,
+                            "Location": _str_header("URL of the manifest by digest."),
+                            "Docker-Content-Digest": _ref("headers", "Docker-Content-Digest"),
+                            "OCI-Subject": _str_header("Digest of the subject, when the manifest has one."),
+                        },
+                    ),
+                    **_errors(400, 404, 413, *_AUTH_ERRORS),
+                },
             },
             "delete": {
-                "tags": ["v2"], "operationId": "deleteManifest", "summary": "Delete a manifest or a tag",
+                "tags": ["v2"],
+                "operationId": "deleteManifest",
+                "summary": "Delete a manifest or a tag",
                 "description": "By digest: the manifest and every tag pointing at it. By tag: only the tag.",
                 "responses": {"202": _empty("Deleted.", _API_VERSION), **_errors(400, 404, 405, *_AUTH_ERRORS)},
             },
@@ -410,86 +533,142 @@ def _v2_paths() -> dict[str, Any]:
         "/v2/{name}/blobs/{digest}": {
             "parameters": [_NAME, _DIGEST],
             "get": {
-                "tags": ["v2"], "operationId": "getBlob", "summary": "Pull a blob",
+                "tags": ["v2"],
+                "operationId": "getBlob",
+                "summary": "Pull a blob",
                 "parameters": [_param("Range", "header", {"type": "string"}, "``bytes=start-end``: 206 with that part.")],
-                "responses": {"200": {"description": "The blob.", "headers": blob_headers, "content": octets},
-                              "206": {"description": "Part of the blob.", "content": octets, "headers": {
-                                  **blob_headers, "Content-Range": _str_header("``bytes start-end/size``")}},
-                              "307": _empty("Fetch it from this (presigned) URL instead (``storage.redirect``).", {
-                                  **_API_VERSION, "Location": _str_header("Where the blob is."),
-                                  "Docker-Content-Digest": _ref("headers", "Docker-Content-Digest")}),
-                              **_errors(400, 404, 416, *_AUTH_ERRORS)},
+                "responses": {
+                    "200": {"description": "The blob.", "headers": blob_headers, "content": octets},
+                    "206": {
+                        "description": "Part of the blob.",
+                        "content": octets,
+                        "headers": {**blob_headers, "Content-Range": _str_header("``bytes start-end/size``")},
+                    },
+                    "307": _empty(
+                        "Fetch it from this (presigned) URL instead (``storage.redirect``).",
+                        {
+                            **_API_VERSION,
+                            "Location": _str_header("Where the blob is."),
+                            "Docker-Content-Digest": _ref("headers", "Docker-Content-Digest"),
+                        },
+                    ),
+                    **_errors(400, 404, 416, *_AUTH_ERRORS),
+                },
             },
             "head": {
-                "tags": ["v2"], "operationId": "headBlob", "summary": "Check a blob exists in the repository",
+                "tags": ["v2"],
+                "operationId": "headBlob",
+                "summary": "Check a blob exists in the repository",
                 "responses": {"200": _empty("It exists.", blob_headers), **_errors(400, 404, *_AUTH_ERRORS, head=True)},
             },
             "delete": {
-                "tags": ["v2"], "operationId": "deleteBlob", "summary": "Unlink a blob from the repository",
-                "responses": {"202": _empty("Unlinked (the bytes go at the next garbage collection).", _API_VERSION),
-                              **_errors(400, 404, 405, *_AUTH_ERRORS)},
+                "tags": ["v2"],
+                "operationId": "deleteBlob",
+                "summary": "Unlink a blob from the repository",
+                "responses": {
+                    "202": _empty("Unlinked (the bytes go at the next garbage collection).", _API_VERSION),
+                    **_errors(400, 404, 405, *_AUTH_ERRORS),
+                },
             },
         },
-        "/v2/{name}/blobs/uploads/": {"post": {
-            "tags": ["v2"], "operationId": "startUpload", "summary": "Start an upload, upload in one go, or mount",
-            "description": "Without parameters: opens a session (202 + Location). With ``digest``: the body is the "
-                           "whole blob (201). With ``mount`` and ``from``: links a blob of another repository the "
-                           "caller may pull (201), or opens a session when it cannot (202).",
-            "parameters": [_NAME, digest_query,
-                           _param("mount", "query", {"type": "string", "pattern": DIGEST_PATTERN}, "Digest to mount."),
-                           _param("from", "query", {"type": "string"}, "Repository to mount from.")],
-            "requestBody": {"required": False, "content": octets},
-            "responses": {"201": _empty("Blob created (monolithic upload or mount).", _BLOB_CREATED),
-                          "202": _empty("Session opened.", _UPLOAD_PROGRESS),
-                          **_errors(400, 404, 413, *_AUTH_ERRORS)},
-        }},
+        "/v2/{name}/blobs/uploads/": {
+            "post": {
+                "tags": ["v2"],
+                "operationId": "startUpload",
+                "summary": "Start an upload, upload in one go, or mount",
+                "description": "Without parameters: opens a session (202 + Location). With ``digest``: the body is the "
+                "whole blob (201). With ``mount`` and ``from``: links a blob of another repository the "
+                "caller may pull (201), or opens a session when it cannot (202).",
+                "parameters": [
+                    _NAME,
+                    digest_query,
+                    _param("mount", "query", {"type": "string", "pattern": DIGEST_PATTERN}, "Digest to mount."),
+                    _param("from", "query", {"type": "string"}, "Repository to mount from."),
+                ],
+                "requestBody": {"required": False, "content": octets},
+                "responses": {
+                    "201": _empty("Blob created (monolithic upload or mount).", _BLOB_CREATED),
+                    "202": _empty("Session opened.", _UPLOAD_PROGRESS),
+                    **_errors(400, 404, 413, *_AUTH_ERRORS),
+                },
+            }
+        },
         "/v2/{name}/blobs/uploads/{upload_id}": {
             "parameters": [_NAME, _UPLOAD_ID],
             "patch": {
-                "tags": ["v2"], "operationId": "uploadChunk", "summary": "Send a chunk",
+                "tags": ["v2"],
+                "operationId": "uploadChunk",
+                "summary": "Send a chunk",
                 "description": "With Content-Range the chunk must start where the upload stands (416 otherwise); "
-                               "without it the body is appended (docker/podman streaming upload).",
+                "without it the body is appended (docker/podman streaming upload).",
                 "parameters": [content_range],
                 "requestBody": {"required": True, "content": octets},
-                "responses": {"202": _empty("Chunk stored.", _UPLOAD_PROGRESS),
-                              **_errors(400, 404, 413, 416, *_AUTH_ERRORS)},
+                "responses": {"202": _empty("Chunk stored.", _UPLOAD_PROGRESS), **_errors(400, 404, 413, 416, *_AUTH_ERRORS)},
             },
             "put": {
-                "tags": ["v2"], "operationId": "finishUpload", "summary": "Complete an upload",
+                "tags": ["v2"],
+                "operationId": "finishUpload",
+                "summary": "Complete an upload",
                 "description": "The (optional) body is a last chunk; the blob is stored only if its digest matches.",
                 "parameters": [{**digest_query, "required": True}, content_range],
                 "requestBody": {"required": False, "content": octets},
-                "responses": {"201": _empty("Blob created.", _BLOB_CREATED),
-                              **_errors(400, 404, 413, 416, *_AUTH_ERRORS)},
+                "responses": {"201": _empty("Blob created.", _BLOB_CREATED), **_errors(400, 404, 413, 416, *_AUTH_ERRORS)},
             },
             "get": {
-                "tags": ["v2"], "operationId": "uploadStatus", "summary": "Where an upload stands",
+                "tags": ["v2"],
+                "operationId": "uploadStatus",
+                "summary": "Where an upload stands",
                 "responses": {"204": _empty("Progress in Range.", _UPLOAD_PROGRESS), **_errors(400, 404, *_AUTH_ERRORS)},
             },
             "delete": {
-                "tags": ["v2"], "operationId": "cancelUpload", "summary": "Cancel an upload",
+                "tags": ["v2"],
+                "operationId": "cancelUpload",
+                "summary": "Cancel an upload",
                 "responses": {"204": _empty("Cancelled.", _API_VERSION), **_errors(400, 404, *_AUTH_ERRORS)},
             },
         },
-        "/v2/{name}/referrers/{digest}": {"get": {
-            "tags": ["v2"], "operationId": "listReferrers", "summary": "Manifests whose subject is this digest",
-            "parameters": [_NAME, _DIGEST,
-                           _param("artifactType", "query", {"type": "string"}, "Only referrers of this artifact type.")],
-            "responses": {"200": _json(_ref("schemas", "ReferrersIndex"), "An OCI image index of descriptors.", {
-                              **_API_VERSION, "OCI-Filters-Applied": _str_header("``artifactType`` when filtered.")},
-                              media_type=mt.OCI_INDEX),
-                          **_errors(400, 404, *_AUTH_ERRORS)},
-        }},
+        "/v2/{name}/referrers/{digest}": {
+            "get": {
+                "tags": ["v2"],
+                "operationId": "listReferrers",
+                "summary": "Manifests whose subject is this digest",
+                "parameters": [
+                    _NAME,
+                    _DIGEST,
+                    _param("artifactType", "query", {"type": "string"}, "Only referrers of this artifact type."),
+                ],
+                "responses": {
+                    "200": _json(
+                        _ref("schemas", "ReferrersIndex"),
+                        "An OCI image index of descriptors.",
+                        {**_API_VERSION, "OCI-Filters-Applied": _str_header("``artifactType`` when filtered.")},
+                        media_type=mt.OCI_INDEX,
+                    ),
+                    **_errors(400, 404, *_AUTH_ERRORS),
+                },
+            }
+        },
     }
 
 
 # ----------------------------------------------------------------------------- auth and admin
 def _admin_paths() -> dict[str, Any]:
-    def op(op_id: str, summary: str, responses: dict[str, Any], *, parameters: list[Any] | None = None,
-           body: dict[str, Any] | None = None, errors: tuple[int, ...] = (400, 401, 403, 429, 503)) -> dict[str, Any]:
-        out: dict[str, Any] = {"tags": ["admin"], "operationId": op_id, "summary": summary,
-                               "security": [{"basic": []}, {"bearer": []}],
-                               "responses": {**responses, **_errors(*errors)}}
+    def op(
+        op_id: str,
+        summary: str,
+        responses: dict[str, Any],
+        *,
+        parameters: list[Any] | None = None,
+        body: dict[str, Any] | None = None,
+        errors: tuple[int, ...] = (400, 401, 403, 429, 503),
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "tags": ["admin"],
+            "operationId": op_id,
+            "summary": summary,
+            "security": [{"basic": []}, {"bearer": []}],
+            "responses": {**responses, **_errors(*errors)},
+        }
         if parameters:
             out["parameters"] = parameters
         if body is not None:
@@ -503,124 +682,260 @@ def _admin_paths() -> dict[str, Any]:
     return {
         "/api/v1/me": {"get": op("getMe", "Who am I", {"200": _json(_ref("schemas", "User"), "The caller.")})},
         "/api/v1/me/tokens": {
-            "get": op("listMyTokens", "My access tokens",
-                      {"200": _json(obj("tokens", _ref("schemas", "AccessToken")), "Tokens.")}),
-            "post": op("createMyToken", "Create an access token for myself",
-                       {"201": _json(_ref("schemas", "AccessToken"), "Created; ``token`` is the secret, shown once.")},
-                       body=_ref("schemas", "TokenCreate"), errors=(400, 401, 403, 404, 413, 429, 503)),
+            "get": op(
+                "listMyTokens", "My access tokens", {"200": _json(obj("tokens", _ref("schemas", "AccessToken")), "Tokens.")}
+            ),
+            "post": op(
+                "createMyToken",
+                "Create an access token for myself",
+                {"201": _json(_ref("schemas", "AccessToken"), "Created; ``token`` is the secret, shown once.")},
+                body=_ref("schemas", "TokenCreate"),
+                errors=(400, 401, 403, 404, 413, 429, 503),
+            ),
         },
-        "/api/v1/me/tokens/{id}": {"delete": op("revokeMyToken", "Revoke one of my tokens", no_content,
-                                                parameters=[token_id], errors=(400, 401, 403, 404, 429, 503))},
-        "/api/v1/repositories": {"get": op(
-            "adminListRepositories", "Repositories with their visibility",
-            {"200": _json(obj("repositories", _ref("schemas", "NamedVisibility")), "Repositories.")},
-            parameters=[_param("n", "query", {"type": "integer", "minimum": 1, "maximum": 10000}, "Page size (100)."),
-                        _LAST])},
-        "/api/v1/repositories/{name}": {"delete": op(
-            "deleteRepository", "Delete a repository (tags, manifests, links, uploads; blobs go at the next GC)",
-            {"202": _json({"type": "object", "required": ["repository", "deleted"],
-                           "properties": {"repository": {"type": "string"}, "deleted": {"type": "object"}}},
-                          "Deleted.", _API_VERSION)},
-            parameters=[_NAME], errors=(400, 401, 403, 404, 405, 429, 503))},
+        "/api/v1/me/tokens/{id}": {
+            "delete": op(
+                "revokeMyToken",
+                "Revoke one of my tokens",
+                no_content,
+                parameters=[token_id],
+                errors=(400, 401, 403, 404, 429, 503),
+            )
+        },
+        "/api/v1/repositories": {
+            "get": op(
+                "adminListRepositories",
+                "Repositories with their visibility",
+                {"200": _json(obj("repositories", _ref("schemas", "NamedVisibility")), "Repositories.")},
+                parameters=[_param("n", "query", {"type": "integer", "minimum": 1, "maximum": 10000}, "Page size (100)."), _LAST],
+            )
+        },
+        "/api/v1/repositories/{name}": {
+            "delete": op(
+                "deleteRepository",
+                "Delete a repository (tags, manifests, links, uploads; blobs go at the next GC)",
+                {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "required": ["repository", "deleted"],
+                            "properties": {"repository": {"type": "string"}, "deleted": {"type": "object"}},
+                        },
+                        "Deleted.",
+                        _API_VERSION,
+                    )
+                },
+                parameters=[_NAME],
+                errors=(400, 401, 403, 404, 405, 429, 503),
+            )
+        },
         "/api/v1/users": {
             "get": op("listUsers", "Users", {"200": _json(obj("users", _ref("schemas", "User")), "Users.")}),
-            "post": op("createUser", "Create a user",
-                       {"201": _json(_ref("schemas", "User"), "Created (``password`` when generated).")},
-                       body=_ref("schemas", "UserCreate"), errors=(400, 401, 403, 413, 429, 503)),
+            "post": op(
+                "createUser",
+                "Create a user",
+                {"201": _json(_ref("schemas", "User"), "Created (``password`` when generated).")},
+                body=_ref("schemas", "UserCreate"),
+                errors=(400, 401, 403, 413, 429, 503),
+            ),
         },
         "/api/v1/users/{name}": {
-            "get": op("getUser", "A user and their grants", {"200": _json(_ref("schemas", "User"), "The user.")},
-                      parameters=[user_param], errors=(400, 401, 403, 404, 429, 503)),
-            "delete": op("deleteUser", "Delete a user", no_content, parameters=[user_param],
-                         errors=(400, 401, 403, 404, 429, 503)),
+            "get": op(
+                "getUser",
+                "A user and their grants",
+                {"200": _json(_ref("schemas", "User"), "The user.")},
+                parameters=[user_param],
+                errors=(400, 401, 403, 404, 429, 503),
+            ),
+            "delete": op(
+                "deleteUser", "Delete a user", no_content, parameters=[user_param], errors=(400, 401, 403, 404, 429, 503)
+            ),
         },
-        "/api/v1/users/{name}/password": {"put": op(
-            "setPassword", "Set a user's password", no_content, parameters=[user_param],
-            body=_ref("schemas", "PasswordSet"), errors=(400, 401, 403, 404, 413, 429, 503))},
+        "/api/v1/users/{name}/password": {
+            "put": op(
+                "setPassword",
+                "Set a user's password",
+                no_content,
+                parameters=[user_param],
+                body=_ref("schemas", "PasswordSet"),
+                errors=(400, 401, 403, 404, 413, 429, 503),
+            )
+        },
         "/api/v1/grants": {
-            "get": op("listGrants", "Grants", {"200": _json(obj("grants", _ref("schemas", "Grant")), "Grants.")},
-                      parameters=[_param("user", "query", {"type": "string"}, "Only this user's.")]),
-            "post": op("addGrant", "Grant a user actions on a repository pattern",
-                       {"201": _json(_ref("schemas", "Grant"), "Granted.")},
-                       body=_ref("schemas", "GrantCreate"), errors=(400, 401, 403, 404, 413, 429, 503)),
-            "delete": op("revokeGrant", "Revoke a grant", no_content, errors=(400, 401, 403, 404, 429, 503),
-                         parameters=[_param("user", "query", {"type": "string"}, "User.", required=True),
-                                     _param("pattern", "query", {"type": "string"}, "Pattern.", required=True)]),
+            "get": op(
+                "listGrants",
+                "Grants",
+                {"200": _json(obj("grants", _ref("schemas", "Grant")), "Grants.")},
+                parameters=[_param("user", "query", {"type": "string"}, "Only this user's.")],
+            ),
+            "post": op(
+                "addGrant",
+                "Grant a user actions on a repository pattern",
+                {"201": _json(_ref("schemas", "Grant"), "Granted.")},
+                body=_ref("schemas", "GrantCreate"),
+                errors=(400, 401, 403, 404, 413, 429, 503),
+            ),
+            "delete": op(
+                "revokeGrant",
+                "Revoke a grant",
+                no_content,
+                errors=(400, 401, 403, 404, 429, 503),
+                parameters=[
+                    _param("user", "query", {"type": "string"}, "User.", required=True),
+                    _param("pattern", "query", {"type": "string"}, "Pattern.", required=True),
+                ],
+            ),
         },
         "/api/v1/tokens": {
-            "get": op("listTokens", "Access tokens",
-                      {"200": _json(obj("tokens", _ref("schemas", "AccessToken")), "Tokens.")},
-                      parameters=[_param("user", "query", {"type": "string"}, "Only this user's.")]),
-            "post": op("createToken", "Create an access token for a user",
-                       {"201": _json(_ref("schemas", "AccessToken"), "Created; ``token`` is the secret, shown once.")},
-                       body=_ref("schemas", "AdminTokenCreate"), errors=(400, 401, 403, 404, 413, 429, 503)),
+            "get": op(
+                "listTokens",
+                "Access tokens",
+                {"200": _json(obj("tokens", _ref("schemas", "AccessToken")), "Tokens.")},
+                parameters=[_param("user", "query", {"type": "string"}, "Only this user's.")],
+            ),
+            "post": op(
+                "createToken",
+                "Create an access token for a user",
+                {"201": _json(_ref("schemas", "AccessToken"), "Created; ``token`` is the secret, shown once.")},
+                body=_ref("schemas", "AdminTokenCreate"),
+                errors=(400, 401, 403, 404, 413, 429, 503),
+            ),
         },
-        "/api/v1/tokens/{id}": {"delete": op("revokeToken", "Revoke an access token", no_content,
-                                             parameters=[token_id], errors=(400, 401, 403, 404, 429, 503))},
+        "/api/v1/tokens/{id}": {
+            "delete": op(
+                "revokeToken", "Revoke an access token", no_content, parameters=[token_id], errors=(400, 401, 403, 404, 429, 503)
+            )
+        },
         "/api/v1/namespaces": {
-            "get": op("listNamespaces", "Namespaces",
-                      {"200": _json(obj("namespaces", _ref("schemas", "NamedVisibility")), "Namespaces.")}),
-            "post": op("createNamespace", "Create a namespace",
-                       {"201": _json(_ref("schemas", "NamedVisibility"), "Created.")},
-                       body=_ref("schemas", "NamespaceCreate"), errors=(400, 401, 403, 413, 429, 503)),
+            "get": op(
+                "listNamespaces",
+                "Namespaces",
+                {"200": _json(obj("namespaces", _ref("schemas", "NamedVisibility")), "Namespaces.")},
+            ),
+            "post": op(
+                "createNamespace",
+                "Create a namespace",
+                {"201": _json(_ref("schemas", "NamedVisibility"), "Created.")},
+                body=_ref("schemas", "NamespaceCreate"),
+                errors=(400, 401, 403, 413, 429, 503),
+            ),
         },
-        "/api/v1/visibility": {"put": op(
-            "setVisibility", "Make a repository or namespace public or private",
-            {"200": _json({"type": "object", "required": ["public"], "properties": {
-                "repository": {"type": "string"}, "namespace": {"type": "string"}, "public": {"type": "boolean"}}},
-                "Done.")},
-            body=_ref("schemas", "VisibilitySet"), errors=(400, 401, 403, 413, 429, 503))},
+        "/api/v1/visibility": {
+            "put": op(
+                "setVisibility",
+                "Make a repository or namespace public or private",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["public"],
+                            "properties": {
+                                "repository": {"type": "string"},
+                                "namespace": {"type": "string"},
+                                "public": {"type": "boolean"},
+                            },
+                        },
+                        "Done.",
+                    )
+                },
+                body=_ref("schemas", "VisibilitySet"),
+                errors=(400, 401, 403, 413, 429, 503),
+            )
+        },
     }
 
 
 def _auth_paths() -> dict[str, Any]:
-    scope = _param("scope", "query", {"type": "array", "items": {"type": "string"}},
-                   "``repository:NAME:pull,push`` or ``registry:catalog:*`` (repeatable).")
+    scope = _param(
+        "scope",
+        "query",
+        {"type": "array", "items": {"type": "string"}},
+        "``repository:NAME:pull,push`` or ``registry:catalog:*`` (repeatable).",
+    )
     scope["explode"] = True
-    token_ok = _json(_ref("schemas", "Token"), "A token (only the actions actually granted are in it).",
-                     {"Cache-Control": _str_header("``no-store``")})
+    token_ok = _json(
+        _ref("schemas", "Token"),
+        "A token (only the actions actually granted are in it).",
+        {"Cache-Control": _str_header("``no-store``")},
+    )
     return {
         "/auth/token": {
             "get": {
-                "tags": ["auth"], "operationId": "getToken", "summary": "Docker token flow",
+                "tags": ["auth"],
+                "operationId": "getToken",
+                "summary": "Docker token flow",
                 "description": "Basic credentials (password, or an access token as the password), or none for an "
-                               "anonymous token (public repositories).",
+                "anonymous token (public repositories).",
                 "security": [{"basic": []}, {}],
-                "parameters": [_param("service", "query", {"type": "string"}, "Must be the configured service."),
-                               scope,
-                               _param("offline_token", "query", {"type": "string", "enum": ["true", "false"]},
-                                      "``true``: also a refresh token.")],
+                "parameters": [
+                    _param("service", "query", {"type": "string"}, "Must be the configured service."),
+                    scope,
+                    _param(
+                        "offline_token", "query", {"type": "string", "enum": ["true", "false"]}, "``true``: also a refresh token."
+                    ),
+                ],
                 "responses": {"200": token_ok, **_errors(400, 401, 429, 503)},
             },
             "post": {
-                "tags": ["auth"], "operationId": "postToken", "summary": "OAuth2 token flow (docker, containerd)",
-                "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
-                    "type": "object", "required": ["grant_type"], "properties": {
-                        "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
-                        "username": {"type": "string"}, "password": {"type": "string"},
-                        "refresh_token": {"type": "string"}, "service": {"type": "string"},
-                        "scope": {"type": "string", "description": "Space-separated scopes."},
-                        "client_id": {"type": "string"},
-                        "access_type": {"type": "string", "enum": ["online", "offline"]}}}}}},
+                "tags": ["auth"],
+                "operationId": "postToken",
+                "summary": "OAuth2 token flow (docker, containerd)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["grant_type"],
+                                "properties": {
+                                    "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
+                                    "username": {"type": "string"},
+                                    "password": {"type": "string"},
+                                    "refresh_token": {"type": "string"},
+                                    "service": {"type": "string"},
+                                    "scope": {"type": "string", "description": "Space-separated scopes."},
+                                    "client_id": {"type": "string"},
+                                    "access_type": {"type": "string", "enum": ["online", "offline"]},
+                                },
+                            }
+                        }
+                    },
+                },
                 "responses": {"200": token_ok, **_errors(400, 401, 413, 429, 503)},
             },
         },
-        "/auth/jwks": {"get": {
-            "tags": ["auth"], "operationId": "getJwks", "summary": "Public keys that verify Moorage tokens",
-            "responses": {"200": _json(_ref("schemas", "JWKS"), "JSON Web Key Set.")},
-        }},
-        "/metrics": {"get": {
-            "tags": ["operations"], "operationId": "metrics", "summary": "Prometheus metrics",
-            "description": "Per-route request counts, latencies and bytes. In token mode any valid bearer token.",
-            "responses": {"200": {"description": "Prometheus text exposition.",
-                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
-                          **_errors(401, 429)},
-        }},
-        "/api/openapi.json": {"get": {
-            "tags": ["operations"], "operationId": "openapi", "summary": "This document",
-            "security": [{}],
-            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0 document.")},
-        }},
+        "/auth/jwks": {
+            "get": {
+                "tags": ["auth"],
+                "operationId": "getJwks",
+                "summary": "Public keys that verify Moorage tokens",
+                "responses": {"200": _json(_ref("schemas", "JWKS"), "JSON Web Key Set.")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "tags": ["operations"],
+                "operationId": "metrics",
+                "summary": "Prometheus metrics",
+                "description": "Per-route request counts, latencies and bytes. In token mode any valid bearer token.",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401, 429),
+                },
+            }
+        },
+        "/api/openapi.json": {
+            "get": {
+                "tags": ["operations"],
+                "operationId": "openapi",
+                "summary": "This document",
+                "security": [{}],
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0 document.")},
+            }
+        },
     }
 
 
@@ -635,12 +950,25 @@ def _extension_paths() -> dict[str, Any]:
 
     creds: list[dict[str, list[str]]] = [{"basic": []}, {"bearer": []}]
 
-    def op(tag: str, op_id: str, summary: str, responses: dict[str, Any], *, description: str = "",
-           parameters: list[Any] | None = None, body: dict[str, Any] | None = None,
-           errors: tuple[int, ...] = (400, 401, 403, 429, 503),
-           security: list[dict[str, list[str]]] | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"tags": [tag], "operationId": op_id, "summary": summary,
-                               "security": security or creds, "responses": {**responses, **_errors(*errors)}}
+    def op(
+        tag: str,
+        op_id: str,
+        summary: str,
+        responses: dict[str, Any],
+        *,
+        description: str = "",
+        parameters: list[Any] | None = None,
+        body: dict[str, Any] | None = None,
+        errors: tuple[int, ...] = (400, 401, 403, 429, 503),
+        security: list[dict[str, list[str]]] | None = None,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "tags": [tag],
+            "operationId": op_id,
+            "summary": summary,
+            "security": security or creds,
+            "responses": {**responses, **_errors(*errors)},
+        }
         if description:
             out["description"] = description
         if parameters:
@@ -654,211 +982,519 @@ def _extension_paths() -> dict[str, Any]:
 
     string, number, integer, boolean = {"type": "string"}, {"type": "number"}, {"type": "integer"}, {"type": "boolean"}
     nullable = lambda schema: {**schema, "nullable": True}  # noqa: E731
-    counts = {"type": "object", "additionalProperties": {"type": "integer"},
-              "description": "Findings per severity (" + ", ".join(SEVERITIES) + ")."}
+    counts = {
+        "type": "object",
+        "additionalProperties": {"type": "integer"},
+        "description": "Findings per severity (" + ", ".join(SEVERITIES) + ").",
+    }
     str_map = {"type": "object", "additionalProperties": {"type": "string"}}
     skipped = {"type": "array", "items": {"type": "object"}, "description": "Files or layers not inventoried, and why."}
     repo_name = _ref("parameters", "name")
     reference = _param("reference", "path", {"type": "string"}, "A tag or a digest.")
-    namespace = _param("namespace", "path", {"type": "string", "maxLength": 255},
-                       "Namespace (a repository name prefix; may hold '/').")
+    namespace = _param(
+        "namespace", "path", {"type": "string", "maxLength": 255}, "Namespace (a repository name prefix; may hold '/')."
+    )
     advisory = _param("advisory", "path", {"type": "string"}, "Advisory id (e.g. ``CVE-2024-1234``, ``GHSA-...``).")
     hook = _param("name", "path", {"type": "string"}, "Webhook name.")
     limit = _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size (default 100).")
     before = _param("before", "query", {"type": "integer", "minimum": 0}, "Only ids below this one (paging).")
     no_content = {"204": _empty("Done.")}
-    admin_note = "Administrators only (``auth.mode: token``); with ``htpasswd`` any authenticated user, with " \
-                 "``none`` anyone."
+    admin_note = "Administrators only (``auth.mode: token``); with ``htpasswd`` any authenticated user, with ``none`` anyone."
 
-    image = obj(["digest", "platform", "scanned"], digest=string, platform=string, scanned=boolean,
-                packages=integer, sboms=str_map, counts=counts, worst=string,
-                findings={"type": "array", "items": {"type": "object"}}, skipped=skipped)
-    scanned = obj(["digest", "platform", "packages", "sboms", "counts", "skipped"], digest=string, platform=string,
-                  packages=integer, sboms=str_map, counts=counts, skipped=skipped)
-    search_hit = obj(["repository", "digest", "package"], repository=string, digest=string, package=string,
-                     ecosystem=string, version=string, installed=string, fixed=nullable(string),
-                     severity=string)
-    webhook = obj(["name", "url", "format", "actions", "repositories", "targets", "timeout", "max_attempts", "origin",
-                   "namespace", "created_by", "secret_set"],
-                  name=string, url=string, format={"type": "string", "enum": ["distribution", "cloudevents"]},
-                  actions={"type": "array", "items": string}, repositories={"type": "array", "items": string},
-                  targets={"type": "array", "items": string}, timeout=number, max_attempts=integer,
-                  origin={"type": "string", "description": "``config`` (config file, read-only) or ``api``."},
-                  namespace=nullable(string), created_by=nullable(string), secret_set=boolean,
-                  secret={"type": "string", "description": "Only in the creation answer, when generated (shown once)."})
+    image = obj(
+        ["digest", "platform", "scanned"],
+        digest=string,
+        platform=string,
+        scanned=boolean,
+        packages=integer,
+        sboms=str_map,
+        counts=counts,
+        worst=string,
+        findings={"type": "array", "items": {"type": "object"}},
+        skipped=skipped,
+    )
+    scanned = obj(
+        ["digest", "platform", "packages", "sboms", "counts", "skipped"],
+        digest=string,
+        platform=string,
+        packages=integer,
+        sboms=str_map,
+        counts=counts,
+        skipped=skipped,
+    )
+    search_hit = obj(
+        ["repository", "digest", "package"],
+        repository=string,
+        digest=string,
+        package=string,
+        ecosystem=string,
+        version=string,
+        installed=string,
+        fixed=nullable(string),
+        severity=string,
+    )
+    webhook = obj(
+        [
+            "name",
+            "url",
+            "format",
+            "actions",
+            "repositories",
+            "targets",
+            "timeout",
+            "max_attempts",
+            "origin",
+            "namespace",
+            "created_by",
+            "secret_set",
+        ],
+        name=string,
+        url=string,
+        format={"type": "string", "enum": ["distribution", "cloudevents"]},
+        actions={"type": "array", "items": string},
+        repositories={"type": "array", "items": string},
+        targets={"type": "array", "items": string},
+        timeout=number,
+        max_attempts=integer,
+        origin={"type": "string", "description": "``config`` (config file, read-only) or ``api``."},
+        namespace=nullable(string),
+        created_by=nullable(string),
+        secret_set=boolean,
+        secret={"type": "string", "description": "Only in the creation answer, when generated (shown once)."},
+    )
     webhook_body = {
-        "type": "object", "required": ["name", "url"], "additionalProperties": False,
+        "type": "object",
+        "required": ["name", "url"],
+        "additionalProperties": False,
         "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"},
             "url": {"type": "string", "maxLength": 2048, "pattern": r"^https?://[^\s]+$"},
             "secret": {"type": "string", "description": "HMAC-SHA256 key of X-Moorage-Signature; absent = generated."},
             "format": {"type": "string", "enum": ["distribution", "cloudevents"]},
-            "actions": {"type": "array", "minItems": 1,
-                        "items": {"type": "string", "enum": ["push", "pull", "delete", "mount"]}},
-            "repositories": {"type": "array", "minItems": 1, "items": {"type": "string", "maxLength": 255},
-                             "description": "Repository patterns (``*`` matches any run of characters)."},
+            "actions": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["push", "pull", "delete", "mount"]}},
+            "repositories": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string", "maxLength": 255},
+                "description": "Repository patterns (``*`` matches any run of characters).",
+            },
             "targets": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["manifest", "tag", "blob"]}},
             "timeout": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 300},
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 1000},
         },
     }
-    delivery = obj(["id", "endpoint", "repository", "event_id", "action", "status", "attempts", "next_attempt_at",
-                    "last_status", "last_error", "created_at", "finished_at"],
-                   id=integer, endpoint=string, repository=string, event_id=string, action=string,
-                   status={"type": "string", "enum": ["pending", "delivering", "delivered", "dead"]},
-                   attempts=integer, next_attempt_at=nullable(number), last_status=nullable(integer),
-                   last_error=nullable(string), created_at=number, finished_at=nullable(number))
-    audit_entry = obj(["id", "time", "timestamp", "actor", "action", "repository", "target", "client_ip",
-                       "user_agent", "detail"],
-                      id=integer, time={"type": "string", "description": "RFC 3339."}, timestamp=number,
-                      actor=nullable(string), action=string, repository=nullable(string), target=nullable(string),
-                      client_ip=nullable(string), user_agent=nullable(string), detail={"nullable": True})
-    rule = obj(["name", "src", "dst", "interval", "runs", "running", "last_start", "last_end", "last_status",
-                "last_error", "last_summary"],
-               name=string, src=string, dst=string, interval=integer, tags=nullable(string),
-               platforms={"type": "array", "items": string},
-               runs=integer, running=boolean, last_start=nullable(number), last_end=nullable(number),
-               last_status=nullable({"type": "string", "enum": ["ok", "error"]}), last_error=nullable(string),
-               last_summary=nullable({"type": "object", "additionalProperties": {"type": "integer"}}))
-    upstream = obj(["name", "url", "namespace", "tag_ttl", "authenticated", "stats"],
-                   name=string, url=string, namespace=string, tag_ttl=integer, authenticated=boolean,
-                   stats={"type": "object", "additionalProperties": {"type": "integer"}})
+    delivery = obj(
+        [
+            "id",
+            "endpoint",
+            "repository",
+            "event_id",
+            "action",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "last_status",
+            "last_error",
+            "created_at",
+            "finished_at",
+        ],
+        id=integer,
+        endpoint=string,
+        repository=string,
+        event_id=string,
+        action=string,
+        status={"type": "string", "enum": ["pending", "delivering", "delivered", "dead"]},
+        attempts=integer,
+        next_attempt_at=nullable(number),
+        last_status=nullable(integer),
+        last_error=nullable(string),
+        created_at=number,
+        finished_at=nullable(number),
+    )
+    audit_entry = obj(
+        ["id", "time", "timestamp", "actor", "action", "repository", "target", "client_ip", "user_agent", "detail"],
+        id=integer,
+        time={"type": "string", "description": "RFC 3339."},
+        timestamp=number,
+        actor=nullable(string),
+        action=string,
+        repository=nullable(string),
+        target=nullable(string),
+        client_ip=nullable(string),
+        user_agent=nullable(string),
+        detail={"nullable": True},
+    )
+    rule = obj(
+        [
+            "name",
+            "src",
+            "dst",
+            "interval",
+            "runs",
+            "running",
+            "last_start",
+            "last_end",
+            "last_status",
+            "last_error",
+            "last_summary",
+        ],
+        name=string,
+        src=string,
+        dst=string,
+        interval=integer,
+        tags=nullable(string),
+        platforms={"type": "array", "items": string},
+        runs=integer,
+        running=boolean,
+        last_start=nullable(number),
+        last_end=nullable(number),
+        last_status=nullable({"type": "string", "enum": ["ok", "error"]}),
+        last_error=nullable(string),
+        last_summary=nullable({"type": "object", "additionalProperties": {"type": "integer"}}),
+    )
+    upstream = obj(
+        ["name", "url", "namespace", "tag_ttl", "authenticated", "stats"],
+        name=string,
+        url=string,
+        namespace=string,
+        tag_ttl=integer,
+        authenticated=boolean,
+        stats={"type": "object", "additionalProperties": {"type": "integer"}},
+    )
     time_q = lambda key, text: _param(key, "query", {"type": "string"}, text)  # noqa: E731
     health = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}}
-    ready = obj(["status", "checks"], status={"type": "string", "enum": ["ok", "unavailable"]},
-                checks={"type": "object", "additionalProperties": {"type": "string"},
-                        "description": "``database`` and ``storage``: ``ok`` or why not."})
+    ready = obj(
+        ["status", "checks"],
+        status={"type": "string", "enum": ["ok", "unavailable"]},
+        checks={
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "``database`` and ``storage``: ``ok`` or why not.",
+        },
+    )
     return {
         "/api/v1/insight/images/{name}/{reference}": {
-            "get": op("insight", "getImageFindings", "Findings of an image (each platform of an index)",
-                      {"200": _json(obj(["repository", "reference", "digest", "images"], repository=string,
-                                        reference=string, digest=string, images={"type": "array", "items": image}),
-                                    "Packages and vulnerability findings; ``scanned: false`` before a scan.")},
-                      description="Needs the pull right on the repository (anonymous: public repositories); "
-                                  "otherwise NAME_UNKNOWN.",
-                      parameters=[repo_name, reference], errors=(400, 401, 403, 404, 429, 503)),
-            "post": op("insight", "scanImage", "Scan an image now",
-                       {"200": _json(obj(["images"], images={"type": "array", "items": scanned}), "Scan results.")},
-                       description="Needs the push right on the repository (DENIED otherwise).",
-                       parameters=[repo_name, reference,
-                                   _param("force", "query", {"type": "string"}, "``1``: rescan even if known.")],
-                       errors=(400, 401, 403, 404, 429, 503)),
+            "get": op(
+                "insight",
+                "getImageFindings",
+                "Findings of an image (each platform of an index)",
+                {
+                    "200": _json(
+                        obj(
+                            ["repository", "reference", "digest", "images"],
+                            repository=string,
+                            reference=string,
+                            digest=string,
+                            images={"type": "array", "items": image},
+                        ),
+                        "Packages and vulnerability findings; ``scanned: false`` before a scan.",
+                    )
+                },
+                description="Needs the pull right on the repository (anonymous: public repositories); otherwise NAME_UNKNOWN.",
+                parameters=[repo_name, reference],
+                errors=(400, 401, 403, 404, 429, 503),
+            ),
+            "post": op(
+                "insight",
+                "scanImage",
+                "Scan an image now",
+                {"200": _json(obj(["images"], images={"type": "array", "items": scanned}), "Scan results.")},
+                description="Needs the push right on the repository (DENIED otherwise).",
+                parameters=[repo_name, reference, _param("force", "query", {"type": "string"}, "``1``: rescan even if known.")],
+                errors=(400, 401, 403, 404, 429, 503),
+            ),
         },
-        "/api/v1/insight/search": {"get": op(
-            "insight", "insightSearch", "Images holding a package, or affected by an advisory",
-            {"200": _json(obj(["results"], results={"type": "array", "items": search_hit}),
-                          "Matches in repositories the caller may pull.")},
-            description="Exactly one of ``package`` and ``advisory``.",
-            parameters=[_param("package", "query", {"type": "string"}, "Package name."),
-                        _param("version", "query", {"type": "string"},
-                               "With ``package``: comparisons such as ``>=1.0,<2.0``."),
-                        _param("advisory", "query", {"type": "string"}, "Advisory id.")])},
-        "/api/v1/insight/status": {"get": op(
-            "insight", "insightStatus", "State of the vulnerability database",
-            {"200": _json(obj(["advisories", "generation", "last_import", "images"], advisories=integer,
-                              generation=integer, last_import={"type": "object", "nullable": True}, images=integer),
-                          "Advisory count, import generation, last import, scanned images.")},
-            description="Needs no credentials.", security=[{}, *creds], errors=(401, 429, 503))},
-        "/api/v1/insight/policies": {"get": op(
-            "insight", "listInsightPolicies", "Pull policies by namespace",
-            {"200": _json(obj(["policies"], policies={**str_map, "description": "namespace -> block_severity"}),
-                          "Policies.")}, description=admin_note)},
+        "/api/v1/insight/search": {
+            "get": op(
+                "insight",
+                "insightSearch",
+                "Images holding a package, or affected by an advisory",
+                {
+                    "200": _json(
+                        obj(["results"], results={"type": "array", "items": search_hit}),
+                        "Matches in repositories the caller may pull.",
+                    )
+                },
+                description="Exactly one of ``package`` and ``advisory``.",
+                parameters=[
+                    _param("package", "query", {"type": "string"}, "Package name."),
+                    _param("version", "query", {"type": "string"}, "With ``package``: comparisons such as ``>=1.0,<2.0``."),
+                    _param("advisory", "query", {"type": "string"}, "Advisory id."),
+                ],
+            )
+        },
+        "/api/v1/insight/status": {
+            "get": op(
+                "insight",
+                "insightStatus",
+                "State of the vulnerability database",
+                {
+                    "200": _json(
+                        obj(
+                            ["advisories", "generation", "last_import", "images"],
+                            advisories=integer,
+                            generation=integer,
+                            last_import={"type": "object", "nullable": True},
+                            images=integer,
+                        ),
+                        "Advisory count, import generation, last import, scanned images.",
+                    )
+                },
+                description="Needs no credentials.",
+                security=[{}, *creds],
+                errors=(401, 429, 503),
+            )
+        },
+        "/api/v1/insight/policies": {
+            "get": op(
+                "insight",
+                "listInsightPolicies",
+                "Pull policies by namespace",
+                {
+                    "200": _json(
+                        obj(["policies"], policies={**str_map, "description": "namespace -> block_severity"}), "Policies."
+                    )
+                },
+                description=admin_note,
+            )
+        },
         "/api/v1/insight/policies/{namespace}": {
-            "put": op("insight", "setInsightPolicy", "Refuse pulls of images with findings at or above a severity",
-                      {"200": _json(obj(["namespace", "block_severity"], namespace=string, block_severity=string),
-                                    "Set.")}, description=admin_note, parameters=[namespace],
-                      body=obj(["block_severity"], block_severity={"type": "string", "enum": list(SEVERITIES[1:])}),
-                      errors=(400, 401, 403, 413, 429, 503)),
-            "delete": op("insight", "deleteInsightPolicy", "Remove a namespace's policy", no_content,
-                         description=admin_note, parameters=[namespace]),
+            "put": op(
+                "insight",
+                "setInsightPolicy",
+                "Refuse pulls of images with findings at or above a severity",
+                {"200": _json(obj(["namespace", "block_severity"], namespace=string, block_severity=string), "Set.")},
+                description=admin_note,
+                parameters=[namespace],
+                body=obj(["block_severity"], block_severity={"type": "string", "enum": list(SEVERITIES[1:])}),
+                errors=(400, 401, 403, 413, 429, 503),
+            ),
+            "delete": op(
+                "insight",
+                "deleteInsightPolicy",
+                "Remove a namespace's policy",
+                no_content,
+                description=admin_note,
+                parameters=[namespace],
+            ),
         },
-        "/api/v1/insight/allowlist/{namespace}": {"get": op(
-            "insight", "getInsightAllowlist", "Advisories ignored in a namespace",
-            {"200": _json(obj(["allowlist"], allowlist={"type": "array", "items": obj(
-                ["id", "expires_at"], id=string, expires_at=nullable(number))}), "Entries.")},
-            description=admin_note, parameters=[namespace])},
+        "/api/v1/insight/allowlist/{namespace}": {
+            "get": op(
+                "insight",
+                "getInsightAllowlist",
+                "Advisories ignored in a namespace",
+                {
+                    "200": _json(
+                        obj(
+                            ["allowlist"],
+                            allowlist={
+                                "type": "array",
+                                "items": obj(["id", "expires_at"], id=string, expires_at=nullable(number)),
+                            },
+                        ),
+                        "Entries.",
+                    )
+                },
+                description=admin_note,
+                parameters=[namespace],
+            )
+        },
         "/api/v1/insight/allowlist/{namespace}/{advisory}": {
-            "put": op("insight", "allowAdvisory", "Ignore an advisory in a namespace",
-                      {"200": _json(obj(["namespace", "id", "expires_at"], namespace=string, id=string,
-                                        expires_at=nullable(number)), "Allowed.")},
-                      description=admin_note, parameters=[namespace, advisory],
-                      body={"type": "object", "properties": {
-                          "expires_in_days": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
-                                              "maximum": 36500},
-                          "reason": {"type": "string", "maxLength": 1000}}},
-                      errors=(400, 401, 403, 413, 429, 503)),
-            "delete": op("insight", "disallowAdvisory", "Stop ignoring an advisory", no_content,
-                         description=admin_note, parameters=[namespace, advisory],
-                         errors=(400, 401, 403, 404, 429, 503)),
+            "put": op(
+                "insight",
+                "allowAdvisory",
+                "Ignore an advisory in a namespace",
+                {
+                    "200": _json(
+                        obj(["namespace", "id", "expires_at"], namespace=string, id=string, expires_at=nullable(number)),
+                        "Allowed.",
+                    )
+                },
+                description=admin_note,
+                parameters=[namespace, advisory],
+                body={
+                    "type": "object",
+                    "properties": {
+                        "expires_in_days": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 36500},
+                        "reason": {"type": "string", "maxLength": 1000},
+                    },
+                },
+                errors=(400, 401, 403, 413, 429, 503),
+            ),
+            "delete": op(
+                "insight",
+                "disallowAdvisory",
+                "Stop ignoring an advisory",
+                no_content,
+                description=admin_note,
+                parameters=[namespace, advisory],
+                errors=(400, 401, 403, 404, 429, 503),
+            ),
         },
         "/api/v1/webhooks": {
-            "get": op("events", "listWebhooks", "Webhooks the caller administers",
-                      {"200": _json(obj(["webhooks"], webhooks={"type": "array", "items": webhook}), "Webhooks.")},
-                      description="Administrators see all; namespace administrators those of their namespaces."),
-            "post": op("events", "addWebhook", "Add a webhook",
-                       {"201": _json(webhook, "Created (``secret`` when generated, shown once).")},
-                       description="A namespace administrator's repository patterns must all lie in one namespace "
-                                   "they administer.",
-                       body=webhook_body, errors=(400, 401, 403, 413, 429, 503)),
+            "get": op(
+                "events",
+                "listWebhooks",
+                "Webhooks the caller administers",
+                {"200": _json(obj(["webhooks"], webhooks={"type": "array", "items": webhook}), "Webhooks.")},
+                description="Administrators see all; namespace administrators those of their namespaces.",
+            ),
+            "post": op(
+                "events",
+                "addWebhook",
+                "Add a webhook",
+                {"201": _json(webhook, "Created (``secret`` when generated, shown once).")},
+                description="A namespace administrator's repository patterns must all lie in one namespace they administer.",
+                body=webhook_body,
+                errors=(400, 401, 403, 413, 429, 503),
+            ),
         },
         "/api/v1/webhooks/{name}": {
-            "get": op("events", "getWebhook", "A webhook", {"200": _json(webhook, "The webhook.")},
-                      parameters=[hook], errors=(400, 401, 403, 404, 429, 503)),
-            "delete": op("events", "deleteWebhook", "Delete a webhook (not one from the config file: 400)", no_content,
-                         parameters=[hook], errors=(400, 401, 403, 404, 429, 503)),
+            "get": op(
+                "events",
+                "getWebhook",
+                "A webhook",
+                {"200": _json(webhook, "The webhook.")},
+                parameters=[hook],
+                errors=(400, 401, 403, 404, 429, 503),
+            ),
+            "delete": op(
+                "events",
+                "deleteWebhook",
+                "Delete a webhook (not one from the config file: 400)",
+                no_content,
+                parameters=[hook],
+                errors=(400, 401, 403, 404, 429, 503),
+            ),
         },
-        "/api/v1/webhooks/{name}/deliveries": {"get": op(
-            "events", "listDeliveries", "Deliveries of a webhook, newest first",
-            {"200": _json(obj(["webhook", "deliveries"], webhook=string,
-                              deliveries={"type": "array", "items": delivery}), "Deliveries.")},
-            parameters=[hook, _param("status", "query",
-                                     {"type": "string", "enum": ["pending", "delivering", "delivered", "dead"]},
-                                     "Only these."), limit, before],
-            errors=(400, 401, 403, 404, 429, 503))},
-        "/api/v1/webhooks/{name}/deliveries/{id}/retry": {"post": op(
-            "events", "retryDelivery", "Put a dead delivery back in the queue",
-            {"202": _json(obj(["id", "status"], id=integer, status={"type": "string", "enum": ["pending"]}),
-                          "Queued.")},
-            parameters=[hook, _param("id", "path", {"type": "string"}, "Delivery id.")],
-            errors=(400, 401, 403, 404, 429, 503))},
-        "/api/v1/audit": {"get": op(
-            "events", "queryAudit", "Audit log, newest first",
-            {"200": _json(obj(["entries", "next"], entries={"type": "array", "items": audit_entry},
-                              next={"type": "integer", "nullable": True,
-                                    "description": "``before`` of the next page, or null."}), "Entries.")},
-            description="Administrators read everything; namespace administrators their namespaces' entries and "
-                        "their own; other users their own.",
-            parameters=[_param("actor", "query", {"type": "string", "maxLength": 255}, "User name."),
-                        _param("repository", "query", {"type": "string", "maxLength": 255},
-                               "Exact name, or a prefix ending in ``*``."),
-                        _param("action", "query", {"type": "string", "maxLength": 255}, "Action."),
-                        time_q("since", "RFC 3339 time or a duration back from now (e.g. ``1h``)."),
-                        time_q("until", "RFC 3339 time or a duration back from now."), limit, before])},
-        "/api/v1/proxy": {"get": op(
-            "proxy", "proxyStatus", "Pull-through cache upstreams and their counters",
-            {"200": _json(obj(["upstreams"], upstreams={"type": "array", "items": upstream}), "Upstreams.")},
-            description="Only when ``proxy.upstreams`` is configured (404 otherwise). " + admin_note,
-            errors=(401, 403, 404, 429, 503))},
-        "/api/v1/mirror": {"get": op(
-            "proxy", "mirrorStatus", "Scheduled mirror rules and their last runs",
-            {"200": _json(obj(["runner", "rules"], runner={"type": "boolean", "description":
-                                                           "Whether this process runs the rules."},
-                              rules={"type": "array", "items": rule}), "Rules.")},
-            description="Only when ``proxy.mirror_rules`` is configured (404 otherwise). " + admin_note,
-            errors=(401, 403, 404, 429, 503))},
-        "/api/v1/mirror/{rule}/run": {"post": op(
-            "proxy", "runMirrorRule", "Run a mirror rule now",
-            {"202": _json(rule, "Woken up; the run proceeds in the background.")},
-            description="503 when another worker or replica is the scheduler's leader (it runs the rules). " + admin_note,
-            parameters=[_param("rule", "path", {"type": "string"}, "Rule name.")],
-            errors=(401, 403, 404, 429, 503))},
-        "/healthz": {"get": op("operations", "healthz", "Liveness: the process answers",
-                               {"200": _json(health, "Alive.")}, security=[{}], errors=())},
-        "/readyz": {"get": op("operations", "readyz", "Readiness: database and storage answer",
-                              {"200": _json(ready, "Ready."),
-                               "503": _json(ready, "A backend is down.",
-                                            {"Retry-After": _ref("headers", "Retry-After")})},
-                              security=[{}], errors=())},
+        "/api/v1/webhooks/{name}/deliveries": {
+            "get": op(
+                "events",
+                "listDeliveries",
+                "Deliveries of a webhook, newest first",
+                {
+                    "200": _json(
+                        obj(["webhook", "deliveries"], webhook=string, deliveries={"type": "array", "items": delivery}),
+                        "Deliveries.",
+                    )
+                },
+                parameters=[
+                    hook,
+                    _param(
+                        "status",
+                        "query",
+                        {"type": "string", "enum": ["pending", "delivering", "delivered", "dead"]},
+                        "Only these.",
+                    ),
+                    limit,
+                    before,
+                ],
+                errors=(400, 401, 403, 404, 429, 503),
+            )
+        },
+        "/api/v1/webhooks/{name}/deliveries/{id}/retry": {
+            "post": op(
+                "events",
+                "retryDelivery",
+                "Put a dead delivery back in the queue",
+                {"202": _json(obj(["id", "status"], id=integer, status={"type": "string", "enum": ["pending"]}), "Queued.")},
+                parameters=[hook, _param("id", "path", {"type": "string"}, "Delivery id.")],
+                errors=(400, 401, 403, 404, 429, 503),
+            )
+        },
+        "/api/v1/audit": {
+            "get": op(
+                "events",
+                "queryAudit",
+                "Audit log, newest first",
+                {
+                    "200": _json(
+                        obj(
+                            ["entries", "next"],
+                            entries={"type": "array", "items": audit_entry},
+                            next={"type": "integer", "nullable": True, "description": "``before`` of the next page, or null."},
+                        ),
+                        "Entries.",
+                    )
+                },
+                description="Administrators read everything; namespace administrators their namespaces' entries and "
+                "their own; other users their own.",
+                parameters=[
+                    _param("actor", "query", {"type": "string", "maxLength": 255}, "User name."),
+                    _param(
+                        "repository", "query", {"type": "string", "maxLength": 255}, "Exact name, or a prefix ending in ``*``."
+                    ),
+                    _param("action", "query", {"type": "string", "maxLength": 255}, "Action."),
+                    time_q("since", "RFC 3339 time or a duration back from now (e.g. ``1h``)."),
+                    time_q("until", "RFC 3339 time or a duration back from now."),
+                    limit,
+                    before,
+                ],
+            )
+        },
+        "/api/v1/proxy": {
+            "get": op(
+                "proxy",
+                "proxyStatus",
+                "Pull-through cache upstreams and their counters",
+                {"200": _json(obj(["upstreams"], upstreams={"type": "array", "items": upstream}), "Upstreams.")},
+                description="Only when ``proxy.upstreams`` is configured (404 otherwise). " + admin_note,
+                errors=(401, 403, 404, 429, 503),
+            )
+        },
+        "/api/v1/mirror": {
+            "get": op(
+                "proxy",
+                "mirrorStatus",
+                "Scheduled mirror rules and their last runs",
+                {
+                    "200": _json(
+                        obj(
+                            ["runner", "rules"],
+                            runner={"type": "boolean", "description": "Whether this process runs the rules."},
+                            rules={"type": "array", "items": rule},
+                        ),
+                        "Rules.",
+                    )
+                },
+                description="Only when ``proxy.mirror_rules`` is configured (404 otherwise). " + admin_note,
+                errors=(401, 403, 404, 429, 503),
+            )
+        },
+        "/api/v1/mirror/{rule}/run": {
+            "post": op(
+                "proxy",
+                "runMirrorRule",
+                "Run a mirror rule now",
+                {"202": _json(rule, "Woken up; the run proceeds in the background.")},
+                description="503 when another worker or replica is the scheduler's leader (it runs the rules). " + admin_note,
+                parameters=[_param("rule", "path", {"type": "string"}, "Rule name.")],
+                errors=(401, 403, 404, 429, 503),
+            )
+        },
+        "/healthz": {
+            "get": op(
+                "operations",
+                "healthz",
+                "Liveness: the process answers",
+                {"200": _json(health, "Alive.")},
+                security=[{}],
+                errors=(),
+            )
+        },
+        "/readyz": {
+            "get": op(
+                "operations",
+                "readyz",
+                "Readiness: database and storage answer",
+                {
+                    "200": _json(ready, "Ready."),
+                    "503": _json(ready, "A backend is down.", {"Retry-After": _ref("headers", "Retry-After")}),
+                },
+                security=[{}],
+                errors=(),
+            )
+        },
     }
 
 
@@ -882,18 +1518,20 @@ def document() -> dict[str, Any]:
                 "Authentication depends on ``auth.mode``: ``none`` (nothing needed), ``htpasswd`` (HTTP basic on "
                 "every ``/v2/`` request), ``token`` (``/v2/`` needs a bearer JWT from ``/auth/token``; a 401 carries "
                 "``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` naming exactly what to ask for). "
-                "Errors are always ``{\"errors\": [{\"code\", \"message\", \"detail\"}]}`` with a code from the "
+                'Errors are always ``{"errors": [{"code", "message", "detail"}]}`` with a code from the '
                 "OCI error table."
             ),
             "license": {"name": "Apache-2.0"},
         },
-        "tags": [{"name": "v2", "description": "OCI Distribution Spec v1.1"},
-                 {"name": "auth", "description": "Token server (auth.mode: token)"},
-                 {"name": "admin", "description": "Admin API (auth.mode: token)"},
-                 {"name": "insight", "description": "Image findings, package search, pull policies"},
-                 {"name": "events", "description": "Webhooks and the audit log"},
-                 {"name": "proxy", "description": "Pull-through cache and mirror rules (when configured)"},
-                 {"name": "operations", "description": "Metrics, health probes and this document"}],
+        "tags": [
+            {"name": "v2", "description": "OCI Distribution Spec v1.1"},
+            {"name": "auth", "description": "Token server (auth.mode: token)"},
+            {"name": "admin", "description": "Admin API (auth.mode: token)"},
+            {"name": "insight", "description": "Image findings, package search, pull policies"},
+            {"name": "events", "description": "Webhooks and the audit log"},
+            {"name": "proxy", "description": "Pull-through cache and mirror rules (when configured)"},
+            {"name": "operations", "description": "Metrics, health probes and this document"},
+        ],
         "security": [{}, {"bearer": []}, {"basic": []}],
         "paths": {**_v2_paths(), **_auth_paths(), **_admin_paths(), **_extension_paths()},
         "components": _components(),

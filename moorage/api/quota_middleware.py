@@ -48,8 +48,9 @@ def quota_middleware(quota: UploadQuota) -> Middleware:
                 if route == "upload_put":
                     # A refused completion refuses the upload: its data is not kept.
                     with contextlib.suppress(errors.RegistryError):
-                        await service(request).cancel_upload(request.match_info.get("name", ""),
-                                                             request.match_info.get("upload_id", ""))
+                        await service(request).cancel_upload(
+                            request.match_info.get("name", ""), request.match_info.get("upload_id", "")
+                        )
                 raise
         return await handler(request)
 

@@ -69,7 +69,9 @@ HANDLER_DECIDES = frozenset({Rule.PUBLIC, Rule.TOKEN_SERVER, Rule.SESSION, Rule.
 REGISTRY_SCOPED = frozenset({Rule.REGISTRY, Rule.CATALOG, Rule.PULL, Rule.PUSH, Rule.DELETE})
 #: Repository actions a registry token must grant, per rule.
 REPOSITORY_ACTIONS: dict[Rule, tuple[str, ...]] = {
-    Rule.PULL: ("pull",), Rule.PUSH: ("pull", "push"), Rule.DELETE: ("delete",),
+    Rule.PULL: ("pull",),
+    Rule.PUSH: ("pull", "push"),
+    Rule.DELETE: ("delete",),
 }
 
 # -- route names ----------------------------------------------------------------------------------
@@ -125,48 +127,111 @@ METRICS = "metrics"
 #: Routes of the extensions, by name only (their handlers live with the extension).
 _EXTENSIONS: dict[str, Rule] = {
     # gc: repository delete (token mode name, other modes' name)
-    "api_v1_repository_delete": Rule.ADMIN, "gc_repository_delete": Rule.ADMIN,
+    "api_v1_repository_delete": Rule.ADMIN,
+    "gc_repository_delete": Rule.ADMIN,
     # proxy: pull-through cache status, mirror rules
-    "api_v1_proxy": Rule.ADMIN, "proxy_status": Rule.ADMIN,
-    "api_v1_mirror_status": Rule.ADMIN, "mirror_status": Rule.ADMIN,
-    "api_v1_mirror_run": Rule.ADMIN, "mirror_run": Rule.ADMIN,
+    "api_v1_proxy": Rule.ADMIN,
+    "proxy_status": Rule.ADMIN,
+    "api_v1_mirror_status": Rule.ADMIN,
+    "mirror_status": Rule.ADMIN,
+    "api_v1_mirror_run": Rule.ADMIN,
+    "mirror_run": Rule.ADMIN,
     # insight: reads filtered to what the caller may pull (scan: push), policies for admins
-    "api_v1_insight_image": Rule.VISIBLE, "api_v1_insight_scan": Rule.VISIBLE,
-    "api_v1_insight_search": Rule.VISIBLE, "api_v1_insight_status": Rule.VISIBLE,
-    "api_v1_insight_policies": Rule.ADMIN, "api_v1_insight_policy_put": Rule.ADMIN,
-    "api_v1_insight_policy_delete": Rule.ADMIN, "api_v1_insight_allowlist": Rule.ADMIN,
-    "api_v1_insight_allow": Rule.ADMIN, "api_v1_insight_disallow": Rule.ADMIN,
+    "api_v1_insight_image": Rule.VISIBLE,
+    "api_v1_insight_scan": Rule.VISIBLE,
+    "api_v1_insight_search": Rule.VISIBLE,
+    "api_v1_insight_status": Rule.VISIBLE,
+    "api_v1_insight_policies": Rule.ADMIN,
+    "api_v1_insight_policy_put": Rule.ADMIN,
+    "api_v1_insight_policy_delete": Rule.ADMIN,
+    "api_v1_insight_allowlist": Rule.ADMIN,
+    "api_v1_insight_allow": Rule.ADMIN,
+    "api_v1_insight_disallow": Rule.ADMIN,
     # web UI: the handlers check the session cookie (and a CSRF token on every POST)
-    **{f"public_ui_{n}": Rule.SESSION for n in (
-        "repos", "repo", "manifest", "login", "login_post", "logout", "delete_confirm", "delete", "visibility",
-        "tokens", "tokens_post", "token_revoke", "users", "users_post", "user_delete", "user_password",
-        "user_token", "admin_token_revoke", "namespaces", "namespaces_post", "gc", "gc_post", "static",
-        "stats", "stats_storage", "stats_activity")},
+    **{
+        f"public_ui_{n}": Rule.SESSION
+        for n in (
+            "repos",
+            "repo",
+            "manifest",
+            "login",
+            "login_post",
+            "logout",
+            "delete_confirm",
+            "delete",
+            "visibility",
+            "tokens",
+            "tokens_post",
+            "token_revoke",
+            "users",
+            "users_post",
+            "user_delete",
+            "user_password",
+            "user_token",
+            "admin_token_revoke",
+            "namespaces",
+            "namespaces_post",
+            "gc",
+            "gc_post",
+            "static",
+            "stats",
+            "stats_storage",
+            "stats_activity",
+        )
+    },
 }
 # events: webhooks and the audit log; namespace admins see their own webhooks, so the handler
 # narrows what a signed-in user sees (token mode names, other modes' names)
 for _prefix in ("api_v1_", "events_"):
-    for _n in ("webhooks", "webhook_add", "webhook_get", "webhook_delete", "webhook_deliveries", "webhook_retry",
-               "audit"):
+    for _n in ("webhooks", "webhook_add", "webhook_get", "webhook_delete", "webhook_deliveries", "webhook_retry", "audit"):
         _EXTENSIONS[_prefix + _n] = Rule.AUTHENTICATED
 
 #: Every route and its rule.
 RULES: dict[str, Rule] = {
-    BASE: Rule.REGISTRY, BASE_NOSLASH: Rule.REGISTRY, CATALOG: Rule.CATALOG,
-    TAGS_LIST: Rule.PULL, REFERRERS: Rule.PULL,
-    MANIFEST_GET: Rule.PULL, MANIFEST_HEAD: Rule.PULL, MANIFEST_PUT: Rule.PUSH, MANIFEST_DELETE: Rule.DELETE,
-    BLOB_HEAD: Rule.PULL, BLOB_GET: Rule.PULL, BLOB_DELETE: Rule.DELETE,
-    UPLOAD_START: Rule.PUSH, UPLOAD_START_NOSLASH: Rule.PUSH, UPLOAD_PATCH: Rule.PUSH, UPLOAD_PUT: Rule.PUSH,
-    UPLOAD_STATUS: Rule.PUSH, UPLOAD_CANCEL: Rule.PUSH,
-    HEALTHZ: Rule.PUBLIC, READYZ: Rule.PUBLIC, OPENAPI: Rule.PUBLIC,
-    AUTH_TOKEN_GET: Rule.TOKEN_SERVER, AUTH_TOKEN_POST: Rule.TOKEN_SERVER, AUTH_JWKS: Rule.PUBLIC,
+    BASE: Rule.REGISTRY,
+    BASE_NOSLASH: Rule.REGISTRY,
+    CATALOG: Rule.CATALOG,
+    TAGS_LIST: Rule.PULL,
+    REFERRERS: Rule.PULL,
+    MANIFEST_GET: Rule.PULL,
+    MANIFEST_HEAD: Rule.PULL,
+    MANIFEST_PUT: Rule.PUSH,
+    MANIFEST_DELETE: Rule.DELETE,
+    BLOB_HEAD: Rule.PULL,
+    BLOB_GET: Rule.PULL,
+    BLOB_DELETE: Rule.DELETE,
+    UPLOAD_START: Rule.PUSH,
+    UPLOAD_START_NOSLASH: Rule.PUSH,
+    UPLOAD_PATCH: Rule.PUSH,
+    UPLOAD_PUT: Rule.PUSH,
+    UPLOAD_STATUS: Rule.PUSH,
+    UPLOAD_CANCEL: Rule.PUSH,
+    HEALTHZ: Rule.PUBLIC,
+    READYZ: Rule.PUBLIC,
+    OPENAPI: Rule.PUBLIC,
+    AUTH_TOKEN_GET: Rule.TOKEN_SERVER,
+    AUTH_TOKEN_POST: Rule.TOKEN_SERVER,
+    AUTH_JWKS: Rule.PUBLIC,
     # a scoped access token may not manage tokens: the handlers refuse it (403)
-    ME: Rule.AUTHENTICATED, ME_TOKENS: Rule.AUTHENTICATED, ME_TOKEN_ADD: Rule.AUTHENTICATED,
+    ME: Rule.AUTHENTICATED,
+    ME_TOKENS: Rule.AUTHENTICATED,
+    ME_TOKEN_ADD: Rule.AUTHENTICATED,
     ME_TOKEN_DELETE: Rule.AUTHENTICATED,
-    REPOSITORIES: Rule.ADMIN, USERS: Rule.ADMIN, USER_ADD: Rule.ADMIN, USER_GET: Rule.ADMIN,
-    USER_DELETE: Rule.ADMIN, USER_PASSWORD: Rule.ADMIN, GRANTS: Rule.ADMIN, GRANT_ADD: Rule.ADMIN,
-    GRANT_DELETE: Rule.ADMIN, TOKENS: Rule.ADMIN, TOKEN_ADD: Rule.ADMIN, TOKEN_DELETE: Rule.ADMIN,
-    NAMESPACES: Rule.ADMIN, NAMESPACE_ADD: Rule.ADMIN, VISIBILITY: Rule.ADMIN,
+    REPOSITORIES: Rule.ADMIN,
+    USERS: Rule.ADMIN,
+    USER_ADD: Rule.ADMIN,
+    USER_GET: Rule.ADMIN,
+    USER_DELETE: Rule.ADMIN,
+    USER_PASSWORD: Rule.ADMIN,
+    GRANTS: Rule.ADMIN,
+    GRANT_ADD: Rule.ADMIN,
+    GRANT_DELETE: Rule.ADMIN,
+    TOKENS: Rule.ADMIN,
+    TOKEN_ADD: Rule.ADMIN,
+    TOKEN_DELETE: Rule.ADMIN,
+    NAMESPACES: Rule.ADMIN,
+    NAMESPACE_ADD: Rule.ADMIN,
+    VISIBILITY: Rule.ADMIN,
     METRICS: Rule.METRICS,
     **_EXTENSIONS,
 }
@@ -185,9 +250,12 @@ def route_rule(request: web.Request) -> Rule | None:
     name = getattr(request.match_info.route, "name", None)
     rule = rule_of(name)
     if rule is None:
-        log.error("route %r (%s %s) has no access rule in moorage.api.routes: refused",
-                  name, request.method, request.match_info.route.resource.canonical
-                  if request.match_info.route.resource is not None else "?")
+        log.error(
+            "route %r (%s %s) has no access rule in moorage.api.routes: refused",
+            name,
+            request.method,
+            request.match_info.route.resource.canonical if request.match_info.route.resource is not None else "?",
+        )
         raise errors.Denied("this route has no access rule")
     return rule
 

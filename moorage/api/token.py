@@ -40,8 +40,9 @@ def _check_service(auth: Authenticator, service: str | None) -> None:
         raise errors.Denied(f"this token server issues tokens for service {auth.service!r} only", status=400)
 
 
-async def _respond(auth: Authenticator, principal: Principal, scopes_raw: list[str], *, refresh: str | None,
-                   not_after: float | None, oauth: bool) -> web.Response:
+async def _respond(
+    auth: Authenticator, principal: Principal, scopes_raw: list[str], *, refresh: str | None, not_after: float | None, oauth: bool
+) -> web.Response:
     token, expires_in, issued, access = await auth.issue(principal, parse_scopes(scopes_raw), not_after=not_after)
     body: dict[str, Any] = {"token": token, "access_token": token, "expires_in": expires_in, "issued_at": rfc3339(issued)}
     if oauth:
@@ -66,8 +67,7 @@ async def token_get(request: web.Request) -> web.Response:
         if request.query.get("offline_token", "").lower() == "true":
             refresh = auth.issue_refresh(user, token)
         request["user"] = user.name
-    return await _respond(auth, principal, request.query.getall("scope", []), refresh=refresh,
-                          not_after=not_after, oauth=False)
+    return await _respond(auth, principal, request.query.getall("scope", []), refresh=refresh, not_after=not_after, oauth=False)
 
 
 @routes.post("/auth/token", name=names.AUTH_TOKEN_POST)
@@ -95,8 +95,7 @@ async def token_post(request: web.Request) -> web.Response:
         raise errors.Unsupported(f"unsupported grant_type {grant_type[:50]!r}", status=400)
     principal = await auth.principal(user, token)
     request["user"] = user.name
-    return await _respond(auth, principal, scopes, refresh=refresh, not_after=token.expires_at if token else None,
-                          oauth=True)
+    return await _respond(auth, principal, scopes, refresh=refresh, not_after=token.expires_at if token else None, oauth=True)
 
 
 @routes.get("/auth/jwks", name=names.AUTH_JWKS)

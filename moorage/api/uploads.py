@@ -51,12 +51,15 @@ def _owner(request: web.Request) -> str:
 
 
 def _created(name: str, digest: str) -> web.Response:
-    return web.Response(status=201, headers={
-        **API_HEADERS,
-        "Location": f"/v2/{name}/blobs/{digest}",
-        "Docker-Content-Digest": digest,
-        "Content-Length": "0",
-    })
+    return web.Response(
+        status=201,
+        headers={
+            **API_HEADERS,
+            "Location": f"/v2/{name}/blobs/{digest}",
+            "Docker-Content-Digest": digest,
+            "Content-Length": "0",
+        },
+    )
 
 
 @routes.post(f"/v2/{NAME}/blobs/uploads/", name="upload_start")
@@ -81,8 +84,15 @@ async def start_upload(request: web.Request) -> web.Response:
 async def patch_upload(request: web.Request) -> web.Response:
     name, upload_id = request.match_info["name"], request.match_info["upload_id"]
     record = await _reporting_progress(
-        service(request).append_upload(name, upload_id, body_chunks(request), content_range(request),
-                                       length=request.content_length, record=request.get(UPLOAD_RECORD)))
+        service(request).append_upload(
+            name,
+            upload_id,
+            body_chunks(request),
+            content_range(request),
+            length=request.content_length,
+            record=request.get(UPLOAD_RECORD),
+        )
+    )
     return _progress(record, 202)
 
 
@@ -90,10 +100,16 @@ async def patch_upload(request: web.Request) -> web.Response:
 async def finish_upload(request: web.Request) -> web.Response:
     name, upload_id = request.match_info["name"], request.match_info["upload_id"]
     body = body_chunks(request) if has_body(request) else None
-    digest = await _reporting_progress(service(request).finish_upload(
-        name, upload_id, request.query.get("digest"), body, content_range(request) if body is not None else None,
-        record=request.get(UPLOAD_RECORD),
-    ))
+    digest = await _reporting_progress(
+        service(request).finish_upload(
+            name,
+            upload_id,
+            request.query.get("digest"),
+            body,
+            content_range(request) if body is not None else None,
+            record=request.get(UPLOAD_RECORD),
+        )
+    )
     await publish(request, "push", "blob", name, digest=digest)
     return _created(name, digest)
 

@@ -86,8 +86,9 @@ class Authenticator:
         10): at most ``login_rate_limit`` checks per window reach bcrypt, over every worker."""
         count, left = await self.store.claim_attempt(key, RATE_WINDOW)
         if count > self.settings.auth.login_rate_limit:
-            raise errors.TooManyRequests("too many failed logins; try again later",
-                                         headers={"Retry-After": str(max(1, math.ceil(left)))})
+            raise errors.TooManyRequests(
+                "too many failed logins; try again later", headers={"Retry-After": str(max(1, math.ceil(left)))}
+            )
 
     def _remembered(self, cache_key: str) -> bool:
         exp = self._verified.get(cache_key)
@@ -98,8 +99,9 @@ class Authenticator:
             self._verified.clear()
         self._verified[cache_key] = time.monotonic() + VERIFIED_TTL
 
-    async def login(self, request: web.Request, username: str, password: str,
-                    challenge: dict[str, str]) -> tuple[UserRecord, TokenRecord | None]:
+    async def login(
+        self, request: web.Request, username: str, password: str, challenge: dict[str, str]
+    ) -> tuple[UserRecord, TokenRecord | None]:
         """Check a username with a password or an access token (rate limited per user+IP)."""
         key = f"{username[:200]}|{request.remote or ''}"
         user = await self.store.get_user(username)
@@ -109,8 +111,13 @@ class Authenticator:
         if parts is not None:
             await self._claim(key)
             token = await self.store.get_token(parts[0])
-            ok = (token is not None and user is not None and token.user_id == user.id and token.usable()
-                  and passwords.secret_matches(parts[1], token.secret_hash))
+            ok = (
+                token is not None
+                and user is not None
+                and token.user_id == user.id
+                and token.usable()
+                and passwords.secret_matches(parts[1], token.secret_hash)
+            )
             if ok and token is not None:
                 await self.store.touch_token(token.id)
         else:
@@ -174,22 +181,31 @@ class Authenticator:
             self._token_ok[key] = (ok, now)
         return ok
 
-    async def issue(self, principal: Principal, scopes: list[Scope], *,
-                    not_after: float | None) -> tuple[str, int, float, list[dict[str, Any]]]:
+    async def issue(
+        self, principal: Principal, scopes: list[Scope], *, not_after: float | None
+    ) -> tuple[str, int, float, list[dict[str, Any]]]:
         """(JWT, expires_in, issued_at, access claim) for what ``principal`` is granted of ``scopes``."""
         assert self.signer is not None
         access = await self.grant(principal, scopes)
-        token, expires_in, issued = self.signer.issue(principal.name or "", access, token_id=principal.token_id,
-                                                      not_after=not_after, user_id=principal.user_id,
-                                                      user_created_at=principal.user_created_at)
+        token, expires_in, issued = self.signer.issue(
+            principal.name or "",
+            access,
+            token_id=principal.token_id,
+            not_after=not_after,
+            user_id=principal.user_id,
+            user_created_at=principal.user_created_at,
+        )
         return token, expires_in, issued, access
 
     def issue_refresh(self, user: UserRecord, token: TokenRecord | None) -> str:
         """A refresh token for ``user`` (logged in with ``token``, or a password)."""
         assert self.signer is not None
-        return self.signer.issue_refresh(user.name, password_changed_at=user.password_changed_at,
-                                         token_id=token.id if token else None,
-                                         not_after=token.expires_at if token else None)
+        return self.signer.issue_refresh(
+            user.name,
+            password_changed_at=user.password_changed_at,
+            token_id=token.id if token else None,
+            not_after=token.expires_at if token else None,
+        )
 
     async def redeem_refresh(self, raw: str) -> tuple[UserRecord, TokenRecord | None]:
         """The user (and access token) a refresh token stands for; 401 if it no longer holds:
@@ -212,8 +228,9 @@ class Authenticator:
         return user, token
 
     # -- who is asking, for the admin API and the extensions -------------------------------
-    async def identify(self, request: web.Request, *, basic: tuple[str, str] | None, bearer: str | None,
-                       challenge: dict[str, str]) -> tuple[UserRecord, bool]:
+    async def identify(
+        self, request: web.Request, *, basic: tuple[str, str] | None, bearer: str | None, challenge: dict[str, str]
+    ) -> tuple[UserRecord, bool]:
         """(user, full rights) of HTTP basic credentials (password or access token) or a bearer
         JWT; ``full`` is False for a scoped access token.  401 without valid ones."""
         if basic is not None:
@@ -249,9 +266,16 @@ class Authenticator:
             for item in token.scope:
                 pattern, _, acts = item.rpartition(":")
                 token_scope.append(Grant(pattern, parse_actions(acts)))
-        return Principal(name=user.name, is_admin=user.is_admin, is_robot=user.is_robot, grants=user_grants,
-                         token_scope=token_scope, token_id=token.id if token else None, user_id=user.id,
-                         user_created_at=user.created_at)
+        return Principal(
+            name=user.name,
+            is_admin=user.is_admin,
+            is_robot=user.is_robot,
+            grants=user_grants,
+            token_scope=token_scope,
+            token_id=token.id if token else None,
+            user_id=user.id,
+            user_created_at=user.created_at,
+        )
 
     async def grant(self, principal: Principal, scopes: list[Scope]) -> list[dict[str, Any]]:
         """The ``access`` claim for ``scopes``: only actions actually granted; unknown

@@ -67,8 +67,9 @@ def _when(ts: float | None) -> str:
 
 def _check_user_name(name: str) -> None:
     if not valid_username(name):
-        raise click.BadParameter("lower-case letters, digits and single '.', '_' or '-' separators; at most 64",
-                                 param_hint="NAME")
+        raise click.BadParameter(
+            "lower-case letters, digits and single '.', '_' or '-' separators; at most 64", param_hint="NAME"
+        )
 
 
 # -- user ---------------------------------------------------------------------------------------
@@ -82,8 +83,11 @@ def user() -> None:
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @click.option("--admin", is_flag=True, help="May do anything, including the admin API.")
-@click.option("--robot", is_flag=True, help="A robot account: no password and no namespace of its own; "
-                                            "log in with a token from `moorage token create`.")
+@click.option(
+    "--robot",
+    is_flag=True,
+    help="A robot account: no password and no namespace of its own; log in with a token from `moorage token create`.",
+)
 def user_add(config: str | None, data: str | None, name: str, password_stdin: bool, admin: bool, robot: bool) -> None:
     """Create a user (prompts for the password unless --password-stdin)."""
     _check_user_name(name)
@@ -187,19 +191,26 @@ def token() -> None:
 @data_options
 @click.argument("user_name", metavar="USER")
 @click.option("--name", "token_name", default="token", show_default=True, help="A label for the token.")
-@click.option("--scope", "scopes", multiple=True, metavar="PATTERN:ACTIONS",
-              help="Restrict the token (repeatable), e.g. 'team/*:pull'. Default: all of USER's rights.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="PATTERN:ACTIONS",
+    help="Restrict the token (repeatable), e.g. 'team/*:pull'. Default: all of USER's rights.",
+)
 @click.option("--expires", metavar="DURATION", help="Lifetime, e.g. 30d, 12h (default: never).")
-def token_create(config: str | None, data: str | None, user_name: str, token_name: str,
-                 scopes: tuple[str, ...], expires: str | None) -> None:
+def token_create(
+    config: str | None, data: str | None, user_name: str, token_name: str, scopes: tuple[str, ...], expires: str | None
+) -> None:
     """Create an access token and print it (the only time it is shown)."""
     try:
         parse_token_scope(scopes)
         expires_at = time.time() + parse_duration(expires) if expires else None
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    rec, text = _run(config, data, lambda store, _s: create_access_token(store, user_name, token_name,
-                                                                          list(scopes) or None, expires_at))
+    rec, text = _run(
+        config, data, lambda store, _s: create_access_token(store, user_name, token_name, list(scopes) or None, expires_at)
+    )
     click.echo(f"token {rec.id} for {user_name} (shown once; use it as the password):", err=True)
     click.echo(text)
 

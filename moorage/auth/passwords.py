@@ -68,6 +68,7 @@ async def run_hashing(fn: Callable[..., T], *args: object) -> T:
     finally:
         _pending -= 1
 
+
 TOKEN_PREFIX = "moor_"
 #: Syntactically valid bcrypt hashes of a random password, per cost: verified against when
 #: the user does not exist, so that "no such user" and "wrong password" take the same time.
@@ -141,7 +142,7 @@ def split_token(text: str) -> tuple[str, str] | None:
     """``moor_<id>_<secret>`` -> (id, secret); anything else -> None."""
     if not text.startswith(TOKEN_PREFIX):
         return None
-    rest = text[len(TOKEN_PREFIX):]
+    rest = text[len(TOKEN_PREFIX) :]
     token_id, sep, secret = rest.partition("_")
     if not sep or len(token_id) != 16 or not secret:
         return None

@@ -134,7 +134,7 @@ class Principal:
     rights (``None`` = the owner's full rights).
     """
 
-    name: str | None                    # None = anonymous
+    name: str | None  # None = anonymous
     is_admin: bool = False
     is_robot: bool = False
     grants: list[Grant] = field(default_factory=list)

@@ -36,8 +36,7 @@ async def authorize_scrape(request: web.Request, settings: Settings, access: str
         return
     state = request.app.get(AUTHENTICATOR)
     if state is None:  # auth.mode none: only the scrape credential can get in
-        raise errors.Unauthorized("metrics need the scrape credential",
-                                  headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+        raise errors.Unauthorized("metrics need the scrape credential", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     if state.htpasswd is not None:
         creds = parse_basic(request.headers.get("Authorization"))
         if creds is None:

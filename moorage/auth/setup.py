@@ -50,9 +50,14 @@ def setup_auth(app: web.Application, settings: Settings) -> None:
         return
 
     key_path = settings.auth.token.key_path or (settings.data / "auth" / "token-signing-key.pem")
-    signer = auth.signer = TokenSigner(store, issuer=settings.auth.token.issuer, service=settings.auth.service,
-                                       key_path=key_path, expiry=settings.auth.token.expiry,
-                                       refresh_expiry=settings.auth.token.refresh_expiry)
+    signer = auth.signer = TokenSigner(
+        store,
+        issuer=settings.auth.token.issuer,
+        service=settings.auth.service,
+        key_path=key_path,
+        expiry=settings.auth.token.expiry,
+        refresh_expiry=settings.auth.token.refresh_expiry,
+    )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await bootstrap_admin(settings, store)

@@ -63,7 +63,9 @@ def token_middleware(auth: Authenticator) -> Any:
         except StaleCredentials as exc:
             raise errors.Unauthorized(str(exc), headers=auth.bearer_challenge(request, needed, "invalid_token")) from None
         except InvalidToken as exc:
-            raise errors.Unauthorized(f"invalid token: {exc}", headers=auth.bearer_challenge(request, needed, "invalid_token")) from None
+            raise errors.Unauthorized(
+                f"invalid token: {exc}", headers=auth.bearer_challenge(request, needed, "invalid_token")
+            ) from None
         pat = claims.get("pat")
         subject = claims.get("sub") or ""
         if subject:
@@ -81,8 +83,9 @@ def token_middleware(auth: Authenticator) -> Any:
                 continue
             challenge = auth.bearer_challenge(request, [need], "insufficient_scope")
             if known:
-                raise errors.Denied(detail=[{"Type": need.type, "Name": need.name, "Action": a} for a in need.actions],
-                                    headers=challenge)
+                raise errors.Denied(
+                    detail=[{"Type": need.type, "Name": need.name, "Action": a} for a in need.actions], headers=challenge
+                )
             raise errors.Unauthorized("token does not cover this request", headers=challenge)
         if rule is Rule.CATALOG:
             principal = await auth.principal_of(subject, str(pat) if pat else None)

@@ -65,8 +65,7 @@ def generate_key() -> ec.EllipticCurvePrivateKey:
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
 
 
 def load_pem(pem: str) -> ec.EllipticCurvePrivateKey:
@@ -81,8 +80,16 @@ def rfc3339(ts: float) -> str:
 
 
 class TokenSigner:
-    def __init__(self, store: AuthStore, *, issuer: str, service: str, key_path: Path,
-                 expiry: int = 300, refresh_expiry: int = 30 * 24 * 3600) -> None:
+    def __init__(
+        self,
+        store: AuthStore,
+        *,
+        issuer: str,
+        service: str,
+        key_path: Path,
+        expiry: int = 300,
+        refresh_expiry: int = 30 * 24 * 3600,
+    ) -> None:
         self.store = store
         self.issuer = issuer
         self.service = service
@@ -150,9 +157,16 @@ class TokenSigner:
         return {"keys": [{**public_jwk(k), "kid": kid, "alg": ALGORITHM, "use": "sig"} for kid, k in self._keys.items()]}
 
     # -- tokens ---------------------------------------------------------------------------
-    def issue(self, subject: str, access: list[dict[str, Any]], *, token_id: str | None = None,
-              not_after: float | None = None, user_id: int | None = None,
-              user_created_at: float | None = None) -> tuple[str, int, float]:
+    def issue(
+        self,
+        subject: str,
+        access: list[dict[str, Any]],
+        *,
+        token_id: str | None = None,
+        not_after: float | None = None,
+        user_id: int | None = None,
+        user_created_at: float | None = None,
+    ) -> tuple[str, int, float]:
         """(JWT, expires_in, issued_at) for ``access``; never outlives ``not_after``.
 
         ``uid``/``ucr`` (the user's row id and creation time) let the registry refuse the token
@@ -164,8 +178,13 @@ class TokenSigner:
         if not_after is not None:
             exp = min(exp, not_after)
         claims: dict[str, Any] = {
-            "iss": self.issuer, "sub": subject, "aud": self.service,
-            "exp": int(exp), "nbf": int(now) - 1, "iat": int(now), "jti": secrets.token_hex(16),
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": self.service,
+            "exp": int(exp),
+            "nbf": int(now) - 1,
+            "iat": int(now),
+            "jti": secrets.token_hex(16),
             "access": access,
         }
         if token_id:
@@ -177,16 +196,22 @@ class TokenSigner:
         token = jwt.encode(claims, self._keys[self._active], algorithm=ALGORITHM, headers={"kid": self._active})
         return token, max(0, int(exp - now)), now
 
-    def issue_refresh(self, subject: str, *, password_changed_at: float | None, token_id: str | None,
-                      not_after: float | None = None) -> str:
+    def issue_refresh(
+        self, subject: str, *, password_changed_at: float | None, token_id: str | None, not_after: float | None = None
+    ) -> str:
         assert self._active is not None
         now = time.time()
         exp = now + self.refresh_expiry
         if not_after is not None:
             exp = min(exp, not_after)
         claims: dict[str, Any] = {
-            "iss": self.issuer, "sub": subject, "aud": self.service, "token_use": "refresh",
-            "exp": int(exp), "iat": int(now), "jti": secrets.token_hex(16),
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": self.service,
+            "token_use": "refresh",
+            "exp": int(exp),
+            "iat": int(now),
+            "jti": secrets.token_hex(16),
         }
         if token_id:
             claims["pat"] = token_id
@@ -215,8 +240,13 @@ class TokenSigner:
                 raise InvalidToken("token signed by an unknown key")
         try:
             claims = jwt.decode(
-                token, key.public_key(), algorithms=[ALGORITHM], audience=self.service, issuer=self.issuer,
-                leeway=LEEWAY, options={"require": ["exp", "iat", "aud", "iss", "sub"]},
+                token,
+                key.public_key(),
+                algorithms=[ALGORITHM],
+                audience=self.service,
+                issuer=self.issuer,
+                leeway=LEEWAY,
+                options={"require": ["exp", "iat", "aud", "iss", "sub"]},
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from None

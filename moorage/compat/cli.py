@@ -26,15 +26,29 @@ if TYPE_CHECKING:
 @click.option("--s3-region", default=lambda: os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), show_default="us-east-1")
 @click.option("--s3-endpoint", help="storage.s3.regionendpoint (e.g. http://minio:9000).")
 @click.option("--s3-virtual-host", is_flag=True, help="Virtual-hosted bucket addressing (default: path style).")
-@click.option("--link", is_flag=True,
-              help="Don't copy blob bytes: hard-link the files (same filesystem) or copy server-side (S3); "
-                   "every blob is still read once to verify its digest.")
+@click.option(
+    "--link",
+    is_flag=True,
+    help="Don't copy blob bytes: hard-link the files (same filesystem) or copy server-side (S3); "
+    "every blob is still read once to verify its digest.",
+)
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64), help="Blobs copied at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (automatic when stderr is not a terminal).")
-def import_distribution(config: str | None, data: str | None, root: str | None, bucket: str | None, s3_prefix: str,
-                        s3_region: str, s3_endpoint: str | None, s3_virtual_host: bool, link: bool, concurrency: int,
-                        as_json: bool, no_progress: bool) -> None:
+def import_distribution(
+    config: str | None,
+    data: str | None,
+    root: str | None,
+    bucket: str | None,
+    s3_prefix: str,
+    s3_region: str,
+    s3_endpoint: str | None,
+    s3_virtual_host: bool,
+    link: bool,
+    concurrency: int,
+    as_json: bool,
+    no_progress: bool,
+) -> None:
     """Import a registry:2 (CNCF Distribution) storage tree into this registry.
 
     ROOT is the registry:2 storage.filesystem.rootdirectory: the folder that holds
@@ -51,9 +65,15 @@ def import_distribution(config: str | None, data: str | None, root: str | None, 
 
     source: Source
     if bucket:
-        source = S3Source(bucket, prefix=s3_prefix, region=s3_region, endpoint_url=s3_endpoint,
-                          access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
-                          secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"), path_style=not s3_virtual_host)
+        source = S3Source(
+            bucket,
+            prefix=s3_prefix,
+            region=s3_region,
+            endpoint_url=s3_endpoint,
+            access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
+            secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            path_style=not s3_virtual_host,
+        )
     else:
         assert root is not None  # either ROOT or --from-s3, checked above
         source = FilesystemSource(root)
@@ -94,8 +114,9 @@ async def _run(settings: Settings, source: Source, link: bool, concurrency: int,
         await prepare_database(settings, db)
         await blobs.open()
         await source.open()
-        service = RegistryService(MetadataStore(db), blobs, delete_enabled=settings.delete_enabled,
-                                  max_manifest_bytes=settings.max_manifest_bytes)
+        service = RegistryService(
+            MetadataStore(db), blobs, delete_enabled=settings.delete_enabled, max_manifest_bytes=settings.max_manifest_bytes
+        )
         importer = DistributionImporter(source, service, link=link, concurrency=concurrency)
         plans = await importer.plan()
         if not show:
@@ -108,11 +129,14 @@ async def _run(settings: Settings, source: Source, link: bool, concurrency: int,
             totals = {"blob": sum(len(p.blobs) for p in plans), "manifest": sum(len(p.manifests) for p in plans)}
 
             def label() -> str:
-                return (f"blobs {counts['blob']}/{totals['blob']}  manifests {counts['manifest']}/{totals['manifest']}"
-                        f"  tags {counts['tag']}")
+                return (
+                    f"blobs {counts['blob']}/{totals['blob']}  manifests {counts['manifest']}/{totals['manifest']}"
+                    f"  tags {counts['tag']}"
+                )
 
-            with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                          TimeRemainingColumn()) as bar:
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()
+            ) as bar:
                 task = bar.add_task(label(), total=total_bytes or None)
 
                 def progress(event: str, amount: int) -> None:

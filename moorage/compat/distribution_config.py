@@ -86,10 +86,9 @@ def apply_env_overrides(tree: dict[str, Any], environ: Mapping[str, str]) -> dic
     work together whatever the environment's order.
     """
     out: dict[str, Any] = _deep_copy(tree)
-    names = sorted((k for k in environ if k.startswith(ENV_PREFIX) and len(k) > len(ENV_PREFIX)),
-                   key=lambda k: (k.count("_"), k))
+    names = sorted((k for k in environ if k.startswith(ENV_PREFIX) and len(k) > len(ENV_PREFIX)), key=lambda k: (k.count("_"), k))
     for name in names:
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("_")]
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("_")]
         if any(not p for p in path):
             raise DistributionConfigError([f"{name}: malformed variable name"])
         value = environ[name]
@@ -369,10 +368,30 @@ class _Mapper:
             self.refuse(f"{k}.storageclass", "only STANDARD is supported")
         if "objectacl" in sec and str(sec["objectacl"]) not in {"private", ""}:
             self.refuse(f"{k}.objectacl", "only private is supported")
-        self.leftovers(k, sec, ["bucket", "region", "accesskey", "secretkey", "secure", "regionendpoint",
-                                "forcepathstyle", "rootdirectory", "chunksize", "v4auth", "encrypt",
-                                "skipverify", "accelerate", "usedualstack", "keyid", "sessiontoken",
-                                "storageclass", "objectacl"])
+        self.leftovers(
+            k,
+            sec,
+            [
+                "bucket",
+                "region",
+                "accesskey",
+                "secretkey",
+                "secure",
+                "regionendpoint",
+                "forcepathstyle",
+                "rootdirectory",
+                "chunksize",
+                "v4auth",
+                "encrypt",
+                "skipverify",
+                "accelerate",
+                "usedualstack",
+                "keyid",
+                "sessiontoken",
+                "storageclass",
+                "objectacl",
+            ],
+        )
 
     def http(self, value: Any) -> None:
         sec = self.section("http", value)
@@ -423,7 +442,9 @@ class _Mapper:
                         self.set("auth.htpasswd.realm", self.convert("auth.htpasswd.realm", _str, hp["realm"]))
                 self.leftovers("auth.htpasswd", hp, ["path", "realm"])
             elif method == "token":
-                self.refuse("auth.token", "an external token server is not supported (Moorage issues its own tokens: auth.mode=token)")
+                self.refuse(
+                    "auth.token", "an external token server is not supported (Moorage issues its own tokens: auth.mode=token)"
+                )
             elif method == "silly":
                 self.refuse("auth.silly", "not supported")
             else:
@@ -454,9 +475,13 @@ class _Mapper:
         if not ep.get("url"):
             self.refuse(f"{key}.url", "required")
             return None
-        hook: dict[str, Any] = {"name": str(ep.get("name") or f"endpoint{key[-2]}"), "url": str(ep["url"]),
-                                "format": "distribution", "actions": ["push", "pull", "delete", "mount"],
-                                "targets": ["manifest", "tag", "blob"]}
+        hook: dict[str, Any] = {
+            "name": str(ep.get("name") or f"endpoint{key[-2]}"),
+            "url": str(ep["url"]),
+            "format": "distribution",
+            "actions": ["push", "pull", "delete", "mount"],
+            "targets": ["manifest", "tag", "blob"],
+        }
         if ep.get("headers"):
             hdrs = ep["headers"]
             if not isinstance(hdrs, dict):
@@ -476,8 +501,7 @@ class _Mapper:
         if ignore.get("mediatypes") or ep.get("ignoredmediatypes"):
             self.refuse(f"{key}.ignoredmediatypes", "filtering events by media type is not supported")
         for k in ep:
-            if k not in {"name", "url", "headers", "timeout", "threshold", "backoff", "ignore",
-                         "ignoredmediatypes", "disabled"}:
+            if k not in {"name", "url", "headers", "timeout", "threshold", "backoff", "ignore", "ignoredmediatypes", "disabled"}:
                 self.refuse(f"{key}.{k}", "not supported by Moorage")
         return hook
 
@@ -487,8 +511,11 @@ class _Mapper:
         if not sec.get("remoteurl"):
             self.refuse("proxy.remoteurl", "required")
             return
-        upstream: dict[str, Any] = {"name": "remote", "url": self.convert("proxy.remoteurl", _str, sec["remoteurl"]),
-                                    "namespace": ""}
+        upstream: dict[str, Any] = {
+            "name": "remote",
+            "url": self.convert("proxy.remoteurl", _str, sec["remoteurl"]),
+            "namespace": "",
+        }
         for key in ("username", "password"):
             if sec.get(key):
                 upstream[key] = self.convert(f"proxy.{key}", _str, sec[key])

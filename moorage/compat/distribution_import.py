@@ -185,8 +185,17 @@ class FilesystemSource(Source):
 class S3Source(Source):
     """A Distribution S3 bucket (``storage.s3.bucket`` + ``rootdirectory``)."""
 
-    def __init__(self, bucket: str, *, prefix: str = "", region: str = "us-east-1", endpoint_url: str | None = None,
-                 access_key: str | None = None, secret_key: str | None = None, path_style: bool = True) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        region: str = "us-east-1",
+        endpoint_url: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        path_style: bool = True,
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.region = region
@@ -205,9 +214,14 @@ class S3Source(Source):
         from aiobotocore.config import AioConfig
         from aiobotocore.session import get_session
 
-        kwargs: dict[str, Any] = {"region_name": self.region, "config": AioConfig(
-            s3={"addressing_style": "path" if self.path_style else "auto"}, signature_version="s3v4",
-            retries={"max_attempts": 5, "mode": "standard"})}
+        kwargs: dict[str, Any] = {
+            "region_name": self.region,
+            "config": AioConfig(
+                s3={"addressing_style": "path" if self.path_style else "auto"},
+                signature_version="s3v4",
+                retries={"max_attempts": 5, "mode": "standard"},
+            ),
+        }
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
         if self.access_key and self.secret_key:
@@ -230,9 +244,9 @@ class S3Source(Source):
         paginator = self._client.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
             for cp in page.get("CommonPrefixes", []) or []:
-                names.add(cp["Prefix"][len(prefix):].rstrip("/"))
+                names.add(cp["Prefix"][len(prefix) :].rstrip("/"))
             for obj in page.get("Contents", []) or []:
-                names.add(obj["Key"][len(prefix):])
+                names.add(obj["Key"][len(prefix) :])
         return sorted(n for n in names if n)
 
     async def read_small(self, rel: str, limit: int) -> bytes | None:
@@ -318,20 +332,24 @@ class ImportStats:
 
     @property
     def changed(self) -> int:
-        return (self.blobs_copied + self.blobs_linked + self.blobs_mounted + self.manifests_imported
-                + self.tags_imported)
+        return self.blobs_copied + self.blobs_linked + self.blobs_mounted + self.manifests_imported + self.tags_imported
 
     def summary(self) -> ImportSummary:
         blobs = self.blobs_copied + self.blobs_linked
         return {
             "repositories": self.repositories,
-            "blobs_copied": self.blobs_copied, "blobs_linked": self.blobs_linked,
-            "blobs_mounted": self.blobs_mounted, "blobs_skipped": self.blobs_skipped,
+            "blobs_copied": self.blobs_copied,
+            "blobs_linked": self.blobs_linked,
+            "blobs_mounted": self.blobs_mounted,
+            "blobs_skipped": self.blobs_skipped,
             "blobs_missing": self.blobs_missing,
-            "bytes": self.bytes_verified, "bytes_copied": self.bytes_copied,
-            "manifests": self.manifests_imported, "manifests_skipped": self.manifests_skipped,
+            "bytes": self.bytes_verified,
+            "bytes_copied": self.bytes_copied,
+            "manifests": self.manifests_imported,
+            "manifests_skipped": self.manifests_skipped,
             "manifests_failed": self.manifests_failed,
-            "tags": self.tags_imported, "tags_skipped": self.tags_skipped,
+            "tags": self.tags_imported,
+            "tags_skipped": self.tags_skipped,
             "seconds": round(self.elapsed, 3),
             "mb_per_s": round(self.bytes_verified / 1e6 / self.elapsed, 2),
             "blobs_per_s": round(blobs / self.elapsed, 2),
@@ -366,8 +384,9 @@ def _s3_store(blobs: BlobStore) -> S3BlobStore | None:
 class DistributionImporter:
     """Copies one Distribution tree into a Moorage registry (its service, store and blob store)."""
 
-    def __init__(self, source: Source, service: RegistryService, *, link: bool = False, concurrency: int = 4,
-                 progress: Progress = _noop) -> None:
+    def __init__(
+        self, source: Source, service: RegistryService, *, link: bool = False, concurrency: int = 4, progress: Progress = _noop
+    ) -> None:
         self.source = source
         self.service = service
         self.store = service.store
@@ -471,7 +490,9 @@ class DistributionImporter:
         try:
             await self.service.put_blob(repo, digest, body())
         except errors.DigestInvalid as exc:
-            raise DistributionImportError(f"{repo}: blob {digest} does not match its digest in the source ({exc.detail})") from None
+            raise DistributionImportError(
+                f"{repo}: blob {digest} does not match its digest in the source ({exc.detail})"
+            ) from None
 
     async def _verify(self, digest: str) -> None:
         hasher = hashlib.sha256()
@@ -547,8 +568,11 @@ class DistributionImporter:
                 try:
                     await self.service.put_manifest(plan.name, digest, body, None)
                 except errors.ManifestBlobUnknown as exc:
-                    failed[digest] = (body, f"references {exc.detail.get('digest') if isinstance(exc.detail, dict) else exc} "
-                                            "which the repository does not hold")
+                    failed[digest] = (
+                        body,
+                        f"references {exc.detail.get('digest') if isinstance(exc.detail, dict) else exc} "
+                        "which the repository does not hold",
+                    )
                     continue
                 except errors.RegistryError as exc:
                     self._manifest_problem(plan.name, digest, str(exc.message if hasattr(exc, "message") else exc))

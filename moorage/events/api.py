@@ -144,10 +144,19 @@ class EventsAPI:
                 raise errors.Denied("every repository pattern must lie in one namespace you administer")
         if cfg.name in self.endpoints.configured:
             raise _bad(f"webhook {cfg.name!r} is defined in the config file")
-        row = {"name": cfg.name, "url": cfg.url, "secret": cfg.secret_value(), "format": cfg.format,
-               "actions": list(dict.fromkeys(cfg.actions)), "repositories": list(dict.fromkeys(cfg.repositories)),
-               "targets": list(dict.fromkeys(cfg.targets)), "timeout": cfg.timeout, "max_attempts": cfg.max_attempts,
-               "namespace": namespace, "created_by": caller.name}
+        row = {
+            "name": cfg.name,
+            "url": cfg.url,
+            "secret": cfg.secret_value(),
+            "format": cfg.format,
+            "actions": list(dict.fromkeys(cfg.actions)),
+            "repositories": list(dict.fromkeys(cfg.repositories)),
+            "targets": list(dict.fromkeys(cfg.targets)),
+            "timeout": cfg.timeout,
+            "max_attempts": cfg.max_attempts,
+            "namespace": namespace,
+            "created_by": caller.name,
+        }
         if not await self.store.create_webhook(row):
             raise _bad(f"webhook {cfg.name!r} exists already")
         await self.endpoints.reload()
@@ -180,8 +189,7 @@ class EventsAPI:
         status = request.query.get("status") or None
         if status is not None and status not in (PENDING, DELIVERING, DELIVERED, DEAD):
             raise _bad("status must be one of pending, delivering, delivered, dead")
-        rows = await self.store.deliveries(ep.name, status=status, limit=_limit(request),
-                                           before_id=_int_param(request, "before"))
+        rows = await self.store.deliveries(ep.name, status=status, limit=_limit(request), before_id=_int_param(request, "before"))
         return web.json_response({"webhook": ep.name, "deliveries": [d.public_dict() for d in rows]})
 
     async def retry(self, request: web.Request) -> web.Response:
@@ -216,8 +224,9 @@ class EventsAPI:
             q.namespaces = caller.namespaces
             q.own_actor = caller.name or ""
         entries = await self.store.query_audit(q)
-        return web.json_response({"entries": [public_entry(e) for e in entries],
-                                  "next": entries[-1]["id"] if len(entries) == q.limit else None})
+        return web.json_response(
+            {"entries": [public_entry(e) for e in entries], "next": entries[-1]["id"] if len(entries) == q.limit else None}
+        )
 
     def routes(self) -> list[web.RouteDef]:
         p = "api_v1_" if self.token_mode else "events_"
@@ -234,9 +243,18 @@ class EventsAPI:
 
 def public_entry(e: dict[str, Any]) -> dict[str, Any]:
     """An audit entry as the API and ``moorage audit --json`` show it."""
-    return {"id": e["id"], "time": iso(e["time"]), "timestamp": e["time"], "actor": e["actor"], "action": e["action"],
-            "repository": e["repository"], "target": e["target"], "client_ip": e["client_ip"],
-            "user_agent": e["user_agent"], "detail": e["detail"]}
+    return {
+        "id": e["id"],
+        "time": iso(e["time"]),
+        "timestamp": e["time"],
+        "actor": e["actor"],
+        "action": e["action"],
+        "repository": e["repository"],
+        "target": e["target"],
+        "client_ip": e["client_ip"],
+        "user_agent": e["user_agent"],
+        "detail": e["detail"],
+    }
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

@@ -46,16 +46,39 @@ MAX_BUFFER = 50_000
 _SEEN_LIMIT = 10_000
 #: Admin-API route name -> audit action.
 ROUTE_ACTIONS = {
-    "api_v1_me_token_add": "token.create", "api_v1_me_token_delete": "token.revoke",
-    "api_v1_token_add": "token.create", "api_v1_token_delete": "token.revoke",
-    "api_v1_user_add": "user.add", "api_v1_user_delete": "user.delete", "api_v1_user_password": "user.password",
-    "api_v1_grant_add": "grant.add", "api_v1_grant_delete": "grant.revoke",
-    "api_v1_namespace_add": "namespace.add", "api_v1_visibility": "visibility.set",
-    "api_v1_repository_delete": "repository.delete", "gc_repository_delete": "repository.delete",
+    "api_v1_me_token_add": "token.create",
+    "api_v1_me_token_delete": "token.revoke",
+    "api_v1_token_add": "token.create",
+    "api_v1_token_delete": "token.revoke",
+    "api_v1_user_add": "user.add",
+    "api_v1_user_delete": "user.delete",
+    "api_v1_user_password": "user.password",
+    "api_v1_grant_add": "grant.add",
+    "api_v1_grant_delete": "grant.revoke",
+    "api_v1_namespace_add": "namespace.add",
+    "api_v1_visibility": "visibility.set",
+    "api_v1_repository_delete": "repository.delete",
+    "gc_repository_delete": "repository.delete",
 }
 #: Request fields worth keeping (everything else -- passwords, secrets -- is never stored).
-SAFE_FIELDS = ("name", "user", "pattern", "actions", "admin", "robot", "repository", "namespace", "public",
-               "scope", "expires_in", "url", "format", "repositories", "targets", "id")
+SAFE_FIELDS = (
+    "name",
+    "user",
+    "pattern",
+    "actions",
+    "admin",
+    "robot",
+    "repository",
+    "namespace",
+    "public",
+    "scope",
+    "expires_in",
+    "url",
+    "format",
+    "repositories",
+    "targets",
+    "id",
+)
 
 
 class AuditRecorder:
@@ -90,11 +113,25 @@ class AuditRecorder:
                 if not self._first(key, (window + 1) * self.cfg.audit_pull_window):
                     return None
         entry: AuditEntry = {
-            "time": ts, "actor": a.name, "action": event.action, "repository": event.repository,
-            "target": event.digest or event.tag, "client_ip": a.addr, "user_agent": a.user_agent,
-            "detail": {k: v for k, v in (("kind", event.kind), ("tag", event.tag), ("digest", event.digest),
-                                         ("media_type", event.media_type), ("size", event.size),
-                                         ("request_id", a.request_id or None)) if v is not None},
+            "time": ts,
+            "actor": a.name,
+            "action": event.action,
+            "repository": event.repository,
+            "target": event.digest or event.tag,
+            "client_ip": a.addr,
+            "user_agent": a.user_agent,
+            "detail": {
+                k: v
+                for k, v in (
+                    ("kind", event.kind),
+                    ("tag", event.tag),
+                    ("digest", event.digest),
+                    ("media_type", event.media_type),
+                    ("size", event.size),
+                    ("request_id", a.request_id or None),
+                )
+                if v is not None
+            },
         }
         if key is not None:
             entry["dedupe_key"] = key
@@ -143,8 +180,12 @@ class AuditRecorder:
         now = time.time()
         addr = request.remote or ""
         entry: AuditEntry = {
-            "time": now, "actor": username[:255], "action": "login" if ok else "login.failed",
-            "repository": None, "target": request.path[:300], "client_ip": addr,
+            "time": now,
+            "actor": username[:255],
+            "action": "login" if ok else "login.failed",
+            "repository": None,
+            "target": request.path[:300],
+            "client_ip": addr,
             "user_agent": request.headers.get("User-Agent", "")[:300],
             "detail": {"reason": reason} if reason else None,
         }
@@ -218,10 +259,13 @@ def admin_middleware(recorder: AuditRecorder) -> Middleware:
     """Record every successful change made through ``/api/v1`` (and this package's routes)."""
 
     @web.middleware
-    async def audit_admin(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def audit_admin(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         route = getattr(request.match_info.route, "name", None) or ""
         if request.method in ("GET", "HEAD", "OPTIONS") or not (
-                route in ROUTE_ACTIONS or route.startswith("api_v1_") or route.startswith("events_")):
+            route in ROUTE_ACTIONS or route.startswith("api_v1_") or route.startswith("events_")
+        ):
             return await handler(request)
         body: dict[str, Any] = {}
         if request.method in ("POST", "PUT") and request.content_length and request.content_length <= 64 * 1024:
@@ -238,11 +282,18 @@ def admin_middleware(recorder: AuditRecorder) -> Middleware:
             if route in ("api_v1_repository_delete", "gc_repository_delete"):
                 repository = request.match_info.get("name")
             target = next((str(detail[k]) for k in ("pattern", "name", "user", "namespace", "id") if k in detail), None)
-            recorder.buffer({
-                "time": time.time(), "actor": request.get("user"), "action": action, "repository": repository,
-                "target": target, "client_ip": request.remote or "",
-                "user_agent": request.headers.get("User-Agent", "")[:300], "detail": detail or None,
-            })
+            recorder.buffer(
+                {
+                    "time": time.time(),
+                    "actor": request.get("user"),
+                    "action": action,
+                    "repository": repository,
+                    "target": target,
+                    "client_ip": request.remote or "",
+                    "user_agent": request.headers.get("User-Agent", "")[:300],
+                    "detail": detail or None,
+                }
+            )
         return response
 
     return audit_admin
@@ -254,5 +305,5 @@ _OWN_ACTIONS = {"webhook_add": "webhook.add", "webhook_delete": "webhook.delete"
 def _action_of(route: str) -> str:
     for prefix in ("api_v1_", "events_"):
         if route.startswith(prefix):
-            route = route[len(prefix):]
+            route = route[len(prefix) :]
     return _OWN_ACTIONS.get(route) or "api." + route

@@ -34,19 +34,49 @@ T = TypeVar("T")
 
 #: Command paths (``group sub``) that change state, and their audit action.
 CLI_ACTIONS = {
-    "user add": "user.add", "user passwd": "user.password", "user rm": "user.delete",
-    "grant": "grant.add", "revoke": "grant.revoke",
-    "token create": "token.create", "token revoke": "token.revoke",
-    "repo public": "visibility.set", "namespace add": "namespace.add", "namespace public": "visibility.set",
+    "user add": "user.add",
+    "user passwd": "user.password",
+    "user rm": "user.delete",
+    "grant": "grant.add",
+    "revoke": "grant.revoke",
+    "token create": "token.create",
+    "token revoke": "token.revoke",
+    "repo public": "visibility.set",
+    "namespace add": "namespace.add",
+    "namespace public": "visibility.set",
     "namespace rm": "namespace.delete",
-    "retention set": "retention.set", "retention rm": "retention.delete", "retention apply": "retention.apply",
-    "immutable set": "immutable.set", "immutable rm": "immutable.delete",
-    "quota set": "quota.set", "quota rm": "quota.delete",
+    "retention set": "retention.set",
+    "retention rm": "retention.delete",
+    "retention apply": "retention.apply",
+    "immutable set": "immutable.set",
+    "immutable rm": "immutable.delete",
+    "quota set": "quota.set",
+    "quota rm": "quota.delete",
     "webhooks retry": "webhook.retry",
 }
-SAFE_PARAMS = ("name", "user", "pattern", "actions", "namespace", "repository", "public", "admin", "robot",
-               "scope", "expires", "limit", "keep_last", "keep_regex", "expire_days", "tag_regex", "token_id", "id",
-               "dry_run", "private", "delivery_id")
+SAFE_PARAMS = (
+    "name",
+    "user",
+    "pattern",
+    "actions",
+    "namespace",
+    "repository",
+    "public",
+    "admin",
+    "robot",
+    "scope",
+    "expires",
+    "limit",
+    "keep_last",
+    "keep_regex",
+    "expire_days",
+    "tag_regex",
+    "token_id",
+    "id",
+    "dry_run",
+    "private",
+    "delivery_id",
+)
 
 
 async def _open(settings: Settings) -> Database:
@@ -70,16 +100,31 @@ async def _open(settings: Settings) -> Database:
 @click.option("--until", help="Before: same forms as --since.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True, help="Newest N entries.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def audit_command(config: str | None, data: str | None, actor: str | None, repository: str | None,
-                  action: str | None, since: str | None, until: str | None, limit: int, as_json: bool) -> None:
+def audit_command(
+    config: str | None,
+    data: str | None,
+    actor: str | None,
+    repository: str | None,
+    action: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """Show the audit log: who did what, when, from where (oldest first)."""
     from ..metadata.events_store import AuditQuery, EventsStore
     from .api import public_entry
 
     settings = settings_from(config, data)
     try:
-        q = AuditQuery(actor=actor, repository=repository, action=action, limit=limit,
-                       since=parse_time(since) if since else None, until=parse_time(until) if until else None)
+        q = AuditQuery(
+            actor=actor,
+            repository=repository,
+            action=action,
+            limit=limit,
+            since=parse_time(since) if since else None,
+            until=parse_time(until) if until else None,
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -101,8 +146,10 @@ def audit_command(config: str | None, data: str | None, actor: str | None, repos
         if as_json:
             click.echo(json.dumps(out, separators=(",", ":"), ensure_ascii=False))
         else:
-            click.echo(f"{out['time']}  {out['actor'] or '-':<16} {out['action']:<16} {out['repository'] or '-':<30} "
-                       f"{(out['target'] or '-')[:40]:<40} {out['client_ip'] or '-'}")
+            click.echo(
+                f"{out['time']}  {out['actor'] or '-':<16} {out['action']:<16} {out['repository'] or '-':<30} "
+                f"{(out['target'] or '-')[:40]:<40} {out['client_ip'] or '-'}"
+            )
 
 
 @click.group("webhooks")
@@ -142,13 +189,18 @@ def webhooks_list(config: str | None, data: str | None, as_json: bool) -> None:
     rows, counters = _run_store(settings, fn)
     backlog: dict[tuple[str, str], int] = {(e, st): n for e, st, n in counters["backlog"]}
     for ep in [from_config(c) for c in settings.webhooks] + [from_row(r) for r in rows]:
-        info = {**ep.public_dict(), "pending": backlog.get((ep.name, "pending"), 0) + backlog.get((ep.name, "delivering"), 0),
-                "dead": backlog.get((ep.name, "dead"), 0)}
+        info = {
+            **ep.public_dict(),
+            "pending": backlog.get((ep.name, "pending"), 0) + backlog.get((ep.name, "delivering"), 0),
+            "dead": backlog.get((ep.name, "dead"), 0),
+        }
         if as_json:
             click.echo(json.dumps(info, separators=(",", ":")))
         else:
-            click.echo(f"{ep.name:<20} {ep.origin:<6} {ep.format:<12} {','.join(sorted(ep.actions)):<18} "
-                       f"{','.join(ep.repositories):<24} pending={info['pending']} dead={info['dead']}  {ep.url}")
+            click.echo(
+                f"{ep.name:<20} {ep.origin:<6} {ep.format:<12} {','.join(sorted(ep.actions)):<18} "
+                f"{','.join(ep.repositories):<24} pending={info['pending']} dead={info['dead']}  {ep.url}"
+            )
 
 
 @webhooks_group.command("deliveries")
@@ -157,8 +209,7 @@ def webhooks_list(config: str | None, data: str | None, as_json: bool) -> None:
 @click.option("--status", type=click.Choice(["pending", "delivering", "delivered", "dead"]))
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def webhooks_deliveries(config: str | None, data: str | None, name: str, status: str | None, limit: int,
-                        as_json: bool) -> None:
+def webhooks_deliveries(config: str | None, data: str | None, name: str, status: str | None, limit: int, as_json: bool) -> None:
     """NAME's newest deliveries: status, attempts, last error."""
     settings = settings_from(config, data)
     rows = _run_store(settings, lambda store: store.deliveries(name, status=status, limit=limit))
@@ -167,8 +218,10 @@ def webhooks_deliveries(config: str | None, data: str | None, name: str, status:
         if as_json:
             click.echo(json.dumps(out, separators=(",", ":")))
         else:
-            click.echo(f"{out['id']:>8} {iso(out['created_at'])} {out['status']:<10} attempts={out['attempts']:<3} "
-                       f"{out['action']:<7} {out['repository']:<30} {out['last_error'] or ''}")
+            click.echo(
+                f"{out['id']:>8} {iso(out['created_at'])} {out['status']:<10} attempts={out['attempts']:<3} "
+                f"{out['action']:<7} {out['repository']:<30} {out['last_error'] or ''}"
+            )
 
 
 @webhooks_group.command("retry")
@@ -190,8 +243,11 @@ def _record_cli(path: str, params: dict[str, Any]) -> None:
     """Write the audit entry of a successful CLI change (a failure to do so only warns)."""
     from ..metadata.events_store import EventsStore
 
-    detail = {k: v for k, v in params.items() if k in SAFE_PARAMS and v not in (None, (), [])
-              and isinstance(v, (str, int, float, bool, list, tuple))}
+    detail = {
+        k: v
+        for k, v in params.items()
+        if k in SAFE_PARAMS and v not in (None, (), []) and isinstance(v, (str, int, float, bool, list, tuple))
+    }
     detail = {k: list(v) if isinstance(v, tuple) else v for k, v in detail.items()}
     repository = named if isinstance(named := detail.get("repository"), str) else None
     target = next((str(detail[k]) for k in ("pattern", "name", "user", "namespace", "token_id", "id") if k in detail), None)
@@ -199,8 +255,16 @@ def _record_cli(path: str, params: dict[str, Any]) -> None:
         user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no passwd entry (containers)
         user = "unknown"
-    entry: AuditEntry = {"time": time.time(), "actor": f"cli:{user}", "action": CLI_ACTIONS[path], "repository": repository,
-                         "target": target, "client_ip": "local", "user_agent": "moorage-cli", "detail": detail or None}
+    entry: AuditEntry = {
+        "time": time.time(),
+        "actor": f"cli:{user}",
+        "action": CLI_ACTIONS[path],
+        "repository": repository,
+        "target": target,
+        "client_ip": "local",
+        "user_agent": "moorage-cli",
+        "detail": detail or None,
+    }
     try:
         settings = settings_from(params.get("config"), params.get("data"))
 

@@ -57,15 +57,18 @@ class DeliveryWorker:
     async def run(self) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.cfg.delivery_concurrency * 2, ttl_dns_cache=60),
-            trust_env=False, headers={"User-Agent": USER_AGENT})
+            trust_env=False,
+            headers={"User-Agent": USER_AGENT},
+        )
         try:
             while not self._stopping:
                 claimed = 0
                 room = self.cfg.delivery_concurrency - len(self._inflight)
                 if room > 0:
                     try:
-                        batch = await self.store.claim(self.me, now=time.time(), limit=room,
-                                                       lease=self.endpoints.max_timeout() + LEASE_MARGIN)
+                        batch = await self.store.claim(
+                            self.me, now=time.time(), limit=room, lease=self.endpoints.max_timeout() + LEASE_MARGIN
+                        )
                     except asyncio.CancelledError:
                         raise
                     except Exception:  # noqa: BLE001 - database away: try again at the next poll
@@ -110,8 +113,9 @@ class DeliveryWorker:
     async def _deliver(self, d: Delivery) -> None:
         ep = self.endpoints.get(d.endpoint)
         if ep is None:
-            await self._safe(self.store.failed(d.id, self.me, error="endpoint no longer configured", status_code=None,
-                                               retry_at=None))
+            await self._safe(
+                self.store.failed(d.id, self.me, error="endpoint no longer configured", status_code=None, retry_at=None)
+            )
             self.metrics.deliveries.labels(d.endpoint, "dead").inc()
             return
         status: int | None = None
@@ -154,8 +158,7 @@ class DeliveryWorker:
             **dict(ep.headers),
         }
         timeout = aiohttp.ClientTimeout(total=ep.timeout)
-        async with self._session.post(ep.url, data=d.body, headers=headers, timeout=timeout,
-                                      allow_redirects=False) as resp:
+        async with self._session.post(ep.url, data=d.body, headers=headers, timeout=timeout, allow_redirects=False) as resp:
             await resp.content.read(64 * 1024)  # a receiver's answer is not ours to buffer whole
             return resp.status
 

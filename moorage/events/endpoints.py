@@ -43,16 +43,27 @@ class Endpoint:
     created_by: str | None = None
 
     def matches(self, event: RegistryEvent) -> bool:
-        return (event.action in self.actions and event.kind in self.targets
-                and any(glob_matches(p, event.repository) for p in self.repositories))
+        return (
+            event.action in self.actions
+            and event.kind in self.targets
+            and any(glob_matches(p, event.repository) for p in self.repositories)
+        )
 
     def public_dict(self) -> dict[str, Any]:
         """What the admin API shows (never the secret)."""
         return {
-            "name": self.name, "url": self.url, "format": self.format, "actions": sorted(self.actions),
-            "repositories": list(self.repositories), "targets": sorted(self.targets), "timeout": self.timeout,
-            "max_attempts": self.max_attempts, "origin": self.origin, "namespace": self.namespace,
-            "created_by": self.created_by, "secret_set": bool(self.secret),
+            "name": self.name,
+            "url": self.url,
+            "format": self.format,
+            "actions": sorted(self.actions),
+            "repositories": list(self.repositories),
+            "targets": sorted(self.targets),
+            "timeout": self.timeout,
+            "max_attempts": self.max_attempts,
+            "origin": self.origin,
+            "namespace": self.namespace,
+            "created_by": self.created_by,
+            "secret_set": bool(self.secret),
         }
 
 
@@ -66,15 +77,36 @@ def from_config(cfg: WebhookEndpoint) -> Endpoint:
             raise ValueError(f"webhook {cfg.name!r}: invalid repository pattern {p!r}")
     if not cfg.actions or not cfg.targets or not cfg.repositories:
         raise ValueError(f"webhook {cfg.name!r}: actions, targets and repositories must not be empty")
-    return Endpoint(cfg.name, cfg.url, secret, cfg.format, frozenset(cfg.actions), tuple(cfg.repositories),
-                    frozenset(cfg.targets), float(cfg.timeout), int(cfg.max_attempts),
-                    tuple(sorted(cfg.headers.items())))
+    return Endpoint(
+        cfg.name,
+        cfg.url,
+        secret,
+        cfg.format,
+        frozenset(cfg.actions),
+        tuple(cfg.repositories),
+        frozenset(cfg.targets),
+        float(cfg.timeout),
+        int(cfg.max_attempts),
+        tuple(sorted(cfg.headers.items())),
+    )
 
 
 def from_row(row: dict[str, Any]) -> Endpoint:
-    return Endpoint(row["name"], row["url"], row["secret"], row["format"], frozenset(row["actions"]),
-                    tuple(row["repositories"]), frozenset(row["targets"]), float(row["timeout"]),
-                    int(row["max_attempts"]), (), "api", row.get("namespace"), row.get("created_by"))
+    return Endpoint(
+        row["name"],
+        row["url"],
+        row["secret"],
+        row["format"],
+        frozenset(row["actions"]),
+        tuple(row["repositories"]),
+        frozenset(row["targets"]),
+        float(row["timeout"]),
+        int(row["max_attempts"]),
+        (),
+        "api",
+        row.get("namespace"),
+        row.get("created_by"),
+    )
 
 
 class EndpointSet:

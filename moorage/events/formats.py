@@ -57,8 +57,13 @@ def _url(event: RegistryEvent, source: Source) -> str | None:
 def _target(event: RegistryEvent, source: Source) -> dict[str, Any]:
     media_type = event.media_type or ("application/octet-stream" if event.kind == "blob" else None)
     target: dict[str, Any] = {
-        "mediaType": media_type, "size": event.size, "digest": event.digest, "length": event.size,
-        "repository": event.repository, "url": _url(event, source), "tag": event.tag,
+        "mediaType": media_type,
+        "size": event.size,
+        "digest": event.digest,
+        "length": event.size,
+        "repository": event.repository,
+        "url": _url(event, source),
+        "tag": event.tag,
     }
     return {k: v for k, v in target.items() if v is not None}  # Go's omitempty
 

@@ -54,8 +54,7 @@ class EventsExtension:
         self.recorder = AuditRecorder(store, settings.events, metrics)
         self.worker = DeliveryWorker(store, self.endpoints, settings.events, metrics)
         addr = settings.events.source or f"{socket.gethostname()}:{settings.port}"
-        self.source = Source(addr=addr, instance_id=str(uuid.uuid4()),
-                             scheme="https" if settings.tls.certificate else "http")
+        self.source = Source(addr=addr, instance_id=str(uuid.uuid4()), scheme="https" if settings.tls.certificate else "http")
         self._gc_since = time.time() - 7 * 86400
 
     async def on_event(self, event: RegistryEvent) -> None:
@@ -82,9 +81,20 @@ class EventsExtension:
         rows = []
         for ep in matching:
             content_type, body = render(ep.format, event, event_id, self.source)
-            rows.append({"endpoint": ep.name, "repository": event.repository, "event_id": event_id,
-                         "action": event.action, "content_type": content_type, "body": body, "status": PENDING,
-                         "attempts": 0, "next_attempt_at": now, "created_at": now})
+            rows.append(
+                {
+                    "endpoint": ep.name,
+                    "repository": event.repository,
+                    "event_id": event_id,
+                    "action": event.action,
+                    "content_type": content_type,
+                    "body": body,
+                    "status": PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+            )
         await self.store.record(rows, [entry] if entry else [])
         if entry:
             self.metrics.audit_entries.inc()
@@ -116,8 +126,7 @@ class EventsExtension:
         """The extension's background jobs (failures are logged by the scheduler, retried next turn)."""
         cfg = self.settings.events
         return [
-            Job("events.delivery", self.worker.run, stop=self.worker.stop,
-                grace=lambda: self.endpoints.max_timeout() + 15),
+            Job("events.delivery", self.worker.run, stop=self.worker.stop, grace=lambda: self.endpoints.max_timeout() + 15),
             Job("events.audit-flush", self.recorder.flush, interval=AUDIT_FLUSH),
             Job("events.endpoint-reload", self.endpoints.reload, interval=ENDPOINT_REFRESH),
             Job("events.statistics", self.refresh_stats, interval=float(cfg.stats_interval), first_delay=0),

@@ -29,11 +29,15 @@ MAX_NAMESPACES = 200
 class EventMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         reg = registry or CollectorRegistry()  # not served when metrics are off
-        self.deliveries = Counter("moorage_webhook_deliveries_total",
-                                  "Webhook delivery attempts by this process, by outcome (delivered, failed, dead)",
-                                  ["endpoint", "outcome"], registry=reg)
-        self.login_failures = Counter("moorage_login_failures_total", "Failed logins seen by this process", ["reason"],
-                                      registry=reg)
+        self.deliveries = Counter(
+            "moorage_webhook_deliveries_total",
+            "Webhook delivery attempts by this process, by outcome (delivered, failed, dead)",
+            ["endpoint", "outcome"],
+            registry=reg,
+        )
+        self.login_failures = Counter(
+            "moorage_login_failures_total", "Failed logins seen by this process", ["reason"], registry=reg
+        )
         self.audit_entries = Counter("moorage_audit_entries_total", "Audit entries written by this process", registry=reg)
         self.snapshot = StatsSnapshot()
         reg.register(self.snapshot)
@@ -59,11 +63,12 @@ class StatsSnapshot(Collector):
     def collect(self) -> Iterator[Any]:
         if self.counters is None or self.updated_at is None:
             return
-        size = GaugeMetricFamily("moorage_namespace_storage_bytes",
-                                 "Bytes of distinct blobs linked into each namespace (first path component)",
-                                 labels=["namespace"])
-        count = GaugeMetricFamily("moorage_namespace_blobs", "Distinct blobs linked into each namespace",
-                                  labels=["namespace"])
+        size = GaugeMetricFamily(
+            "moorage_namespace_storage_bytes",
+            "Bytes of distinct blobs linked into each namespace (first path component)",
+            labels=["namespace"],
+        )
+        count = GaugeMetricFamily("moorage_namespace_blobs", "Distinct blobs linked into each namespace", labels=["namespace"])
         for ns, n, total in self.namespaces:
             size.add_metric([ns], total)
             count.add_metric([ns], n)
@@ -74,15 +79,19 @@ class StatsSnapshot(Collector):
         yield CounterMetricFamily("moorage_gc_runs", "Finished garbage-collection runs (not dry runs)", value=c["gc_runs"])
         yield CounterMetricFamily("moorage_gc_freed_bytes", "Bytes freed by garbage collection", value=c["gc_bytes"])
         yield CounterMetricFamily("moorage_gc_freed_blobs", "Blobs removed by garbage collection", value=c["gc_blobs"])
-        backlog = GaugeMetricFamily("moorage_webhook_outbox", "Webhook deliveries by state (pending, delivering, dead)",
-                                    labels=["endpoint", "status"])
+        backlog = GaugeMetricFamily(
+            "moorage_webhook_outbox", "Webhook deliveries by state (pending, delivering, dead)", labels=["endpoint", "status"]
+        )
         for endpoint, status, n in c["backlog"]:
             backlog.add_metric([endpoint, status], n)
         yield backlog
         oldest = c.get("oldest_open")
-        yield GaugeMetricFamily("moorage_webhook_oldest_pending_age_seconds",
-                                "Age of the oldest undelivered webhook event (0 = none)",
-                                value=max(0.0, self.updated_at - oldest) if oldest else 0.0)
-        yield GaugeMetricFamily("moorage_stats_updated_timestamp_seconds", "When these gauges were computed",
-                                value=self.updated_at)
+        yield GaugeMetricFamily(
+            "moorage_webhook_oldest_pending_age_seconds",
+            "Age of the oldest undelivered webhook event (0 = none)",
+            value=max(0.0, self.updated_at - oldest) if oldest else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "moorage_stats_updated_timestamp_seconds", "When these gauges were computed", value=self.updated_at
+        )
         yield GaugeMetricFamily("moorage_stats_duration_seconds", "Time the gauges' queries took", value=self.duration)

@@ -78,20 +78,45 @@ class _RichProgress:
 # ------------------------------------------------------------------------------------ gc
 @click.command("gc")
 @data_options
-@click.option("--grace", type=float, default=None, help="Seconds an unreferenced upload/mount/manifest is protected (default gc.grace, 3600).")
+@click.option(
+    "--grace",
+    type=float,
+    default=None,
+    help="Seconds an unreferenced upload/mount/manifest is protected (default gc.grace, 3600).",
+)
 @click.option("--dry-run", is_flag=True, help="Only show what would be removed (and how many bytes).")
 @click.option("--delete-untagged", is_flag=True, help="Also delete manifests no tag, index or subject reaches.")
 @click.option("--repository", "repository", help="Collect one repository only (default: the whole registry).")
-@click.option("--upload-expiry", type=float, default=None, help="Abort upload sessions idle this many seconds (default gc.upload_expiry, 86400).")
+@click.option(
+    "--upload-expiry",
+    type=float,
+    default=None,
+    help="Abort upload sessions idle this many seconds (default gc.upload_expiry, 86400).",
+)
 @click.option("--no-retention", is_flag=True, help="Do not apply retention policies in this run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--check", is_flag=True, help="Only verify index/storage consistency (exit 1 on problems).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@click.option("--loop", type=float, default=0, help="Repeat collections back to back for this many seconds "
-              "(one summary line per run; for soak tests and cron-less setups).")
-def gc_command(config: str | None, data: str | None, grace: float | None, dry_run: bool, delete_untagged: bool,
-               repository: str | None, upload_expiry: float | None, no_retention: bool, as_json: bool,
-               check: bool, quiet: bool, loop: float) -> None:
+@click.option(
+    "--loop",
+    type=float,
+    default=0,
+    help="Repeat collections back to back for this many seconds (one summary line per run; for soak tests and cron-less setups).",
+)
+def gc_command(
+    config: str | None,
+    data: str | None,
+    grace: float | None,
+    dry_run: bool,
+    delete_untagged: bool,
+    repository: str | None,
+    upload_expiry: float | None,
+    no_retention: bool,
+    as_json: bool,
+    check: bool,
+    quiet: bool,
+    loop: float,
+) -> None:
     """Garbage-collect unreferenced blobs (and, optionally, untagged manifests) while the registry serves."""
     from .collector import Collector, GCOptions, check_consistency
 
@@ -112,7 +137,8 @@ def gc_command(config: str | None, data: str | None, grace: float | None, dry_ru
             raise click.BadParameter(exc.message, param_hint="--repository") from None
     opts = GCOptions(
         grace=settings.gc.grace if grace is None else grace,
-        dry_run=dry_run, delete_untagged=delete_untagged or settings.gc.delete_untagged,
+        dry_run=dry_run,
+        delete_untagged=delete_untagged or settings.gc.delete_untagged,
         repository=repository,
         upload_expiry=settings.gc.upload_expiry if upload_expiry is None else upload_expiry,
         apply_retention=not no_retention,
@@ -120,19 +146,26 @@ def gc_command(config: str | None, data: str | None, grace: float | None, dry_ru
     if opts.grace < 0:
         raise click.BadParameter("must be >= 0", param_hint="--grace")
     if loop > 0:
+
         async def repeat(db: Any, store: Any) -> None:
             until = time.monotonic() + loop
             while time.monotonic() < until:
                 result = await Collector(db, store, opts).run()
-                line = json.dumps(result.summary()) if as_json else \
-                    " ".join(f"{k}={v}" for k, v in result.summary().items())
+                line = json.dumps(result.summary()) if as_json else " ".join(f"{k}={v}" for k, v in result.summary().items())
                 click.echo(line)
 
         _run(settings, repeat, blobs=True)
         return
     err = Console(stderr=True)
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=err, disable=quiet or as_json or not err.is_terminal)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet or as_json or not err.is_terminal,
+    )
 
     async def go(db: Any, store: Any) -> Any:
         adapter = _RichProgress(progress)
@@ -146,8 +179,12 @@ def gc_command(config: str | None, data: str | None, grace: float | None, dry_ru
     if as_json:
         out = dict(summary)
         if dry_run:
-            out["would_remove"] = {"tags": result.tags, "manifests": result.manifests, "blobs": result.blobs,
-                                   "orphans": result.orphans}
+            out["would_remove"] = {
+                "tags": result.tags,
+                "manifests": result.manifests,
+                "blobs": result.blobs,
+                "orphans": result.orphans,
+            }
         click.echo(json.dumps(out, indent=2))
         return
     console = Console()
@@ -188,8 +225,9 @@ def retention_group() -> None:
 @click.option("--keep-last", type=int, help="Keep the N most recently pushed tags.")
 @click.option("--keep-regex", help="Always keep tags fully matching this regular expression.")
 @click.option("--expire-days", type=float, help="Remove tags pushed more than D days ago.")
-def retention_set(config: str | None, data: str | None, pattern: str, keep_last: int | None,
-                  keep_regex: str | None, expire_days: float | None) -> None:
+def retention_set(
+    config: str | None, data: str | None, pattern: str, keep_last: int | None, keep_regex: str | None, expire_days: float | None
+) -> None:
     """Set the policy of repositories matching PATTERN (``team/app``, ``team/*``, ``*``)."""
     from .retention import RetentionPolicy, set_policy
 

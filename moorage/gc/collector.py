@@ -57,7 +57,7 @@ T = TypeVar("T")
 
 def _chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]
 
 
 class Progress(Protocol):
@@ -123,8 +123,9 @@ class GCResult:
 
 
 class Collector:
-    def __init__(self, db: Database, blob_store: BlobStore, options: GCOptions | None = None,
-                 progress: Progress | None = None) -> None:
+    def __init__(
+        self, db: Database, blob_store: BlobStore, options: GCOptions | None = None, progress: Progress | None = None
+    ) -> None:
         self.db = db
         self.gc_store = GCStore(db)
         self.blob_store = blob_store
@@ -294,15 +295,19 @@ class Collector:
     async def _test_pause_before_sweep(self, candidates: list[tuple[str, int]]) -> None:
         pause = os.environ.get(PAUSE_BEFORE_SWEEP_ENV)
         if pause:
-            print(f"gc: marked, pausing before sweep ({PAUSE_BEFORE_SWEEP_ENV}); candidates: "
-                  + " ".join(d for d, _ in candidates), file=sys.stderr, flush=True)
+            print(
+                f"gc: marked, pausing before sweep ({PAUSE_BEFORE_SWEEP_ENV}); candidates: " + " ".join(d for d, _ in candidates),
+                file=sys.stderr,
+                flush=True,
+            )
             try:
                 await asyncio.wait_for(asyncio.to_thread(sys.stdin.readline), float(pause))
             except asyncio.TimeoutError:
                 pass
 
-    async def _destroy(self, digests: Sequence[str], tombstoned: tuple[float, list[tuple[str, int]]] | None = None,
-                       delete_rows: bool = True) -> list[tuple[str, int]]:
+    async def _destroy(
+        self, digests: Sequence[str], tombstoned: tuple[float, list[tuple[str, int]]] | None = None, delete_rows: bool = True
+    ) -> list[tuple[str, int]]:
         """Delete tombstoned blobs: (refresh the tombstones,) delete the bytes, delete the rows.
 
         The refresh re-asserts ownership right before the storage delete: a tombstone that
@@ -410,8 +415,13 @@ class Collector:
     async def _record(self, started: float, res: GCResult) -> None:
         try:
             await self.gc_store.record_run(
-                started, dry_run=res.dry_run, manifests_removed=len(res.manifests),
-                blobs_removed=len(res.blobs) + len(res.orphans), bytes_removed=res.bytes_removed, tags_removed=len(res.tags))
+                started,
+                dry_run=res.dry_run,
+                manifests_removed=len(res.manifests),
+                blobs_removed=len(res.blobs) + len(res.orphans),
+                bytes_removed=res.bytes_removed,
+                tags_removed=len(res.tags),
+            )
         except Exception:  # noqa: BLE001 - bookkeeping must never fail a collection
             pass
 

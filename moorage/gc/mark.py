@@ -103,8 +103,9 @@ def mark_manifests(snap: IndexSnapshot, scope: MarkScope) -> list[ManifestNode]:
     return sorted((m for m in snap.manifests.values() if m.id not in kept), key=lambda m: m.id)
 
 
-def mark_blobs(snap: IndexSnapshot, scope: MarkScope,
-               doomed_manifests: Collection[int] = ()) -> tuple[list[tuple[str, int]], list[tuple[int, str]]]:
+def mark_blobs(
+    snap: IndexSnapshot, scope: MarkScope, doomed_manifests: Collection[int] = ()
+) -> tuple[list[tuple[str, int]], list[tuple[int, str]]]:
     """(blobs to sweep, links to prune), given the manifests this run deletes."""
     cutoff = scope.cutoff
     repo_id = scope.repository_id
@@ -131,9 +132,13 @@ def mark_blobs(snap: IndexSnapshot, scope: MarkScope,
         if repo_id is not None and rid == repo_id:
             scoped_digests.add(digest)
     candidates = [
-        (d, b.size) for d, b in snap.blobs.items()
-        if b.deleting_since is None and d not in referenced and d not in young_link
-        and b.last_linked_at < cutoff and (b.pending_until is None or b.pending_until < scope.now)
+        (d, b.size)
+        for d, b in snap.blobs.items()
+        if b.deleting_since is None
+        and d not in referenced
+        and d not in young_link
+        and b.last_linked_at < cutoff
+        and (b.pending_until is None or b.pending_until < scope.now)
         and (repo_id is None or d in scoped_digests)
     ]
     candidates.sort()

@@ -35,8 +35,21 @@ from ..metadata.records import Quota
 from ..registry import errors
 from .patterns import human, in_namespace
 
-__all__ = ["QUOTA_APPLIES", "Quota", "QuotaBook", "applicable", "book", "check_push", "headroom", "list_quotas",
-           "quota_applies", "remove_quota", "set_quota", "usage", "UploadQuotaCheck"]
+__all__ = [
+    "QUOTA_APPLIES",
+    "Quota",
+    "QuotaBook",
+    "applicable",
+    "book",
+    "check_push",
+    "headroom",
+    "list_quotas",
+    "quota_applies",
+    "remove_quota",
+    "set_quota",
+    "usage",
+    "UploadQuotaCheck",
+]
 
 #: What the quota middleware found for the request it checked (per request task): False when no
 #: quota applies to the repository, so the check on streamed bytes (``policies.quota_headroom``)
@@ -54,8 +67,7 @@ class QuotaBook:
     a read that was in flight while it was invalidated is not kept (it may predate the write).
     """
 
-    def __init__(self, store: PolicyStore, ttl: float = QUOTA_CACHE_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: PolicyStore, ttl: float = QUOTA_CACHE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.ttl = ttl
         self.clock = clock

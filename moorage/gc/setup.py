@@ -42,8 +42,7 @@ def setup_gc(app: web.Application, settings: Settings) -> None:
     database = app[DATABASE]
     book(database, ttl=settings.gc.quota_cache_seconds)
     app.middlewares.append(quota_middleware(UploadQuotaCheck(database)))
-    add_repository_delete(app.router, partial(delete_repository, database, app[BLOBS]),
-                          token_mode=settings.auth.mode == "token")
+    add_repository_delete(app.router, partial(delete_repository, database, app[BLOBS]), token_mode=settings.auth.mode == "token")
     if settings.gc.interval > 0:
         app[SCHEDULER].register(_job(settings))
 
@@ -96,8 +95,9 @@ async def _collect(settings: Settings) -> dict:
     store = create_blob_store(settings)
     await store.open()
     try:
-        opts = GCOptions(grace=settings.gc.grace, delete_untagged=settings.gc.delete_untagged,
-                         upload_expiry=settings.gc.upload_expiry)
+        opts = GCOptions(
+            grace=settings.gc.grace, delete_untagged=settings.gc.delete_untagged, upload_expiry=settings.gc.upload_expiry
+        )
         return (await Collector(db, store, opts).run()).summary()
     finally:
         await store.close()

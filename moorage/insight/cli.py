@@ -29,7 +29,7 @@ def _reference(text: str) -> tuple[str, str]:
     slash = text.rfind("/")
     colon = text.rfind(":")
     if colon > slash:
-        return text[:colon], text[colon + 1:]
+        return text[:colon], text[colon + 1 :]
     return text, "latest"
 
 
@@ -43,9 +43,12 @@ async def _insight(settings: Settings) -> AsyncIterator[Any]:
 
     async with opened(settings, policies=policies) as components:
         cfg = settings.insight
-        yield InsightService(InsightStore(components.database), components.registry, components.blobs,
-                             limits=Limits(max_file_bytes=cfg.max_file_bytes, max_layer_bytes=cfg.max_layer_bytes,
-                                           max_seconds=cfg.max_seconds))
+        yield InsightService(
+            InsightStore(components.database),
+            components.registry,
+            components.blobs,
+            limits=Limits(max_file_bytes=cfg.max_file_bytes, max_layer_bytes=cfg.max_layer_bytes, max_seconds=cfg.max_seconds),
+        )
 
 
 def _run(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
@@ -88,13 +91,26 @@ def sbom_command(config: str | None, data: str | None, image: str | None, all_: 
     results = _run(settings, work)
     for r in results:
         if as_json:
-            click.echo(json.dumps({"repository": r.repository, "digest": r.digest, "platform": r.platform,
-                                   "packages": r.package_count, "sboms": r.sboms, "counts": r.counts,
-                                   "skipped": r.skipped}))
+            click.echo(
+                json.dumps(
+                    {
+                        "repository": r.repository,
+                        "digest": r.digest,
+                        "platform": r.platform,
+                        "packages": r.package_count,
+                        "sboms": r.sboms,
+                        "counts": r.counts,
+                        "skipped": r.skipped,
+                    }
+                )
+            )
         else:
             plat = f" [{r.platform}]" if r.platform else ""
-            click.echo(f"{r.repository}@{r.digest}{plat}: {r.package_count} packages"
-                       + (f", findings {r.counts}" if r.counts else "") + (" (already scanned)" if r.cached else ""))
+            click.echo(
+                f"{r.repository}@{r.digest}{plat}: {r.package_count} packages"
+                + (f", findings {r.counts}" if r.counts else "")
+                + (" (already scanned)" if r.cached else "")
+            )
     if not results:
         click.echo("no image manifests to scan", err=True)
 
@@ -132,8 +148,13 @@ def vulndb_import(config: str | None, data: str | None, path: Path) -> None:
 
     async def work(insight: Any) -> tuple[dict[str, int], int, float]:
         started = time.monotonic()
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                      disable=not console.is_terminal) as progress:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        ) as progress:
             task = progress.add_task("reading advisories", total=None)
             counts = await insight.import_advisories(path, lambda n: progress.update(task, description=f"{n} advisories read"))
             progress.update(task, description="re-matching stored images")
@@ -141,8 +162,10 @@ def vulndb_import(config: str | None, data: str | None, path: Path) -> None:
         return counts, images, time.monotonic() - started
 
     counts, images, took = _run(settings, work)
-    click.echo(f"advisories: {counts['read']} read, {counts['written']} new or changed, {counts['unchanged']} unchanged, "
-               f"{counts['ignored']} for other ecosystems; {images} images re-matched in {took:.1f} s")
+    click.echo(
+        f"advisories: {counts['read']} read, {counts['written']} new or changed, {counts['unchanged']} unchanged, "
+        f"{counts['ignored']} for other ecosystems; {images} images re-matched in {took:.1f} s"
+    )
 
 
 @vulndb.command("status")
@@ -175,8 +198,9 @@ def vulns(config: str | None, data: str | None, image: str, as_json: bool) -> No
         images, findings = [], []
         for digest, platform in await insight.platform_digests(name, record):
             row = await insight.store.get_image(digest)
-            images.append({"digest": digest, "platform": platform, "scanned": row is not None,
-                           "counts": row.counts if row else {}})
+            images.append(
+                {"digest": digest, "platform": platform, "scanned": row is not None, "counts": row.counts if row else {}}
+            )
             for f in row.findings if row else []:
                 findings.append({**f, "digest": digest, "platform": platform})
         return {"repository": name, "reference": ref, "digest": record.digest, "images": images, "findings": findings}
@@ -195,16 +219,27 @@ def vulns(config: str | None, data: str | None, image: str, as_json: bool) -> No
     for col in ("severity", "id", "package", "installed", "fixed", "cvss", "platform"):
         table.add_column(col)
     for f in result["findings"]:
-        table.add_row(f["severity"], f["id"], f["package"], f["installed"], f["fixed"] or "-",
-                      f"{f['cvss']:.1f}" if f.get("cvss") is not None else "-", f.get("platform") or "-")
+        table.add_row(
+            f["severity"],
+            f["id"],
+            f["package"],
+            f["installed"],
+            f["fixed"] or "-",
+            f"{f['cvss']:.1f}" if f.get("cvss") is not None else "-",
+            f.get("platform") or "-",
+        )
     Console().print(table)
 
 
 @click.command("vuln-policy")
 @data_options
 @click.argument("namespace")
-@click.option("--block", "block", required=True,
-              help="Refuse pulls of images with findings at or above LOW|MEDIUM|HIGH|CRITICAL; 'off' removes the policy.")
+@click.option(
+    "--block",
+    "block",
+    required=True,
+    help="Refuse pulls of images with findings at or above LOW|MEDIUM|HIGH|CRITICAL; 'off' removes the policy.",
+)
 def vuln_policy(config: str | None, data: str | None, namespace: str, block: str) -> None:
     """Set the pull policy of NAMESPACE (a namespace or repository name)."""
     from ..registry.names import is_valid_name
@@ -227,8 +262,9 @@ def vuln_policy(config: str | None, data: str | None, namespace: str, block: str
 @click.option("--days", type=float, help="Expire after this many days (default: never).")
 @click.option("--reason", default="", help="Why it is accepted (kept with the entry).")
 @click.option("--remove", is_flag=True, help="Take the advisory off the allow-list.")
-def vuln_allow(config: str | None, data: str | None, namespace: str, advisory: str, days: float | None, reason: str,
-               remove: bool) -> None:
+def vuln_allow(
+    config: str | None, data: str | None, namespace: str, advisory: str, days: float | None, reason: str, remove: bool
+) -> None:
     """Accept ADVISORY in NAMESPACE's pull policy (until --days pass)."""
     settings = settings_from(config, data)
     if remove:
@@ -248,14 +284,16 @@ def vuln_allow(config: str | None, data: str | None, namespace: str, advisory: s
 @click.option("--package", help="Images containing this package.")
 @click.option("--version", "version_range", help="With --package: a range such as '>=1.0,<2.0'.")
 @click.option("--advisory", help="Images affected by this advisory id.")
-def image_search(config: str | None, data: str | None, package: str | None, version_range: str | None,
-                 advisory: str | None) -> None:
+def image_search(
+    config: str | None, data: str | None, package: str | None, version_range: str | None, advisory: str | None
+) -> None:
     """Find images by package (and version range) or by advisory; one JSON object per line."""
     if bool(package) == bool(advisory):
         raise click.UsageError("give --package or --advisory")
     settings = settings_from(config, data)
-    found = _run(settings, lambda insight: insight.search_package(package, version_range) if package
-                 else insight.search_advisory(advisory))
+    found = _run(
+        settings, lambda insight: insight.search_package(package, version_range) if package else insight.search_advisory(advisory)
+    )
     for item in found:
         click.echo(json.dumps(item))
 

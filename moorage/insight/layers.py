@@ -22,8 +22,16 @@ from typing import AsyncIterator, Callable
 
 import zstandard
 
-from .packages import (OSRelease, Package, parse_apk_installed, parse_dpkg_status, parse_npm_package,
-                       parse_os_release, parse_python_metadata, parse_rpmdb_sqlite)
+from .packages import (
+    OSRelease,
+    Package,
+    parse_apk_installed,
+    parse_dpkg_status,
+    parse_npm_package,
+    parse_os_release,
+    parse_python_metadata,
+    parse_rpmdb_sqlite,
+)
 
 Parser = Callable[[bytes, str], list[Package]]
 OS_RELEASE_PATHS = ("etc/os-release", "usr/lib/os-release")
@@ -56,8 +64,9 @@ class LayerRejected(Exception):
 
 def classify(path: str) -> Parser | None:
     """The parser for a path that holds package metadata, or None."""
-    if path == "var/lib/dpkg/status" or (path.startswith("var/lib/dpkg/status.d/") and "/" not in path[22:]
-                                          and not path.endswith(".md5sums")):
+    if path == "var/lib/dpkg/status" or (
+        path.startswith("var/lib/dpkg/status.d/") and "/" not in path[22:] and not path.endswith(".md5sums")
+    ):
         return parse_dpkg_status
     if path == "lib/apk/db/installed":
         return parse_apk_installed
@@ -190,8 +199,9 @@ class ImageWalker:
                     continue
                 if member.size > self.limits.max_file_bytes:
                     staged.removes.append((path, False))
-                    self.result.skipped.append({"layer": digest, "path": path,
-                                                "reason": f"metadata file of {member.size} bytes is over the limit"})
+                    self.result.skipped.append(
+                        {"layer": digest, "path": path, "reason": f"metadata file of {member.size} bytes is over the limit"}
+                    )
                     continue
                 fh = tar.extractfile(member)
                 staged.adds[path] = fh.read() if fh is not None else b""

@@ -19,8 +19,17 @@ SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 #: OSV ecosystem (before any ``:release``) -> our family.
 _FAMILIES = {
-    "debian": DEBIAN, "ubuntu": DEBIAN, "alpine": ALPINE, "pypi": PYPI, "npm": NPM,
-    "red hat": RPM, "rocky linux": RPM, "almalinux": RPM, "opensuse": RPM, "suse": RPM, "mageia": RPM,
+    "debian": DEBIAN,
+    "ubuntu": DEBIAN,
+    "alpine": ALPINE,
+    "pypi": PYPI,
+    "npm": NPM,
+    "red hat": RPM,
+    "rocky linux": RPM,
+    "almalinux": RPM,
+    "opensuse": RPM,
+    "suse": RPM,
+    "mageia": RPM,
 }
 #: Largest single advisory file read (osv.dev's biggest are a few hundred KB).
 MAX_ADVISORY_BYTES = 8 << 20
@@ -82,8 +91,11 @@ def parse_advisory(doc: dict[str, Any]) -> Advisory | None:
         text = str((doc.get("database_specific") or {}).get("severity") or "").upper()
         for aff in doc.get("affected") or []:
             if not text and isinstance(aff, dict):
-                text = str((aff.get("ecosystem_specific") or {}).get("severity")
-                           or (aff.get("database_specific") or {}).get("severity") or "").upper()
+                text = str(
+                    (aff.get("ecosystem_specific") or {}).get("severity")
+                    or (aff.get("database_specific") or {}).get("severity")
+                    or ""
+                ).upper()
         text = {"MODERATE": "MEDIUM", "IMPORTANT": "HIGH", "NEGLIGIBLE": "LOW", "UNIMPORTANT": "LOW"}.get(text, text)
         if text in _RANK:
             severity = text
@@ -98,14 +110,23 @@ def parse_advisory(doc: dict[str, Any]) -> Advisory | None:
         family = family_of(eco)
         if family is None:
             continue
-        spec = {"ranges": [r for r in aff.get("ranges") or [] if isinstance(r, dict)],
-                "versions": [v for v in aff.get("versions") or [] if isinstance(v, str)]}
+        spec = {
+            "ranges": [r for r in aff.get("ranges") or [] if isinstance(r, dict)],
+            "versions": [v for v in aff.get("versions") or [] if isinstance(v, str)],
+        }
         affected.append((eco, family, package_key(family, name), spec))
     if not affected:
         return None
     aliases = [a for a in doc.get("aliases") or [] if isinstance(a, str)]
-    return Advisory(doc["id"], str(doc.get("modified") or ""), str(doc.get("summary") or doc.get("details") or "")[:500],
-                    severity, score, aliases, affected)
+    return Advisory(
+        doc["id"],
+        str(doc.get("modified") or ""),
+        str(doc.get("summary") or doc.get("details") or "")[:500],
+        severity,
+        score,
+        aliases,
+        affected,
+    )
 
 
 def read_advisories(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -155,8 +176,9 @@ class ApkVersion:
         if not m:
             raise ValueError(f"not an apk version: {text!r}")
         self.text = text
-        suffixes = [(_APK_SUFFIX[s.rstrip("0123456789")], int(s[len(s.rstrip("0123456789")):] or 0))
-                    for s in m.group(3).split("_")[1:]]
+        suffixes = [
+            (_APK_SUFFIX[s.rstrip("0123456789")], int(s[len(s.rstrip("0123456789")) :] or 0)) for s in m.group(3).split("_")[1:]
+        ]
         self.key = (tuple(int(n) for n in m.group(1).split(".")), m.group(2), suffixes, int(m.group(4) or 0))
 
     def _cmp_key(self, other: "ApkVersion") -> tuple[Any, Any]:
@@ -188,8 +210,7 @@ def _version_class(family: str, range_type: str) -> Any:
 
     if range_type == "SEMVER":
         return v.SemverVersion
-    return {DEBIAN: v.DebianVersion, ALPINE: ApkVersion, PYPI: v.PypiVersion, NPM: v.SemverVersion,
-            RPM: v.RpmVersion}[family]
+    return {DEBIAN: v.DebianVersion, ALPINE: ApkVersion, PYPI: v.PypiVersion, NPM: v.SemverVersion, RPM: v.RpmVersion}[family]
 
 
 @functools.lru_cache(maxsize=65536)
@@ -221,7 +242,7 @@ def affected_by(spec: dict[str, Any], family: str, version: str) -> tuple[bool, 
         for ev in rng.get("events") or []:
             if not isinstance(ev, dict) or len(ev) != 1:
                 continue
-            (kind, value), = ev.items()
+            ((kind, value),) = ev.items()
             if kind not in ("introduced", "fixed", "last_affected", "limit") or not isinstance(value, str):
                 continue
             parsed = None if (kind == "introduced" and value == "0") else _parse(cls, value)

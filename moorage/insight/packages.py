@@ -92,8 +92,12 @@ def parse_os_release(data: bytes) -> OSRelease:
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
         values[key.strip()] = value
-    return OSRelease(values.get("ID", "").lower(), values.get("VERSION_ID", ""), values.get("PRETTY_NAME", ""),
-                     values.get("ID_LIKE", "").lower().split())
+    return OSRelease(
+        values.get("ID", "").lower(),
+        values.get("VERSION_ID", ""),
+        values.get("PRETTY_NAME", ""),
+        values.get("ID_LIKE", "").lower().split(),
+    )
 
 
 def _stanzas(text: str) -> list[dict[str, str]]:
@@ -154,7 +158,7 @@ def parse_apk_installed(data: bytes, path: str = "lib/apk/db/installed") -> list
 
 def parse_python_metadata(data: bytes, path: str) -> list[Package]:
     """A ``*.dist-info/METADATA`` or ``*.egg-info/PKG-INFO`` (RFC 822 headers)."""
-    msg = email.parser.BytesHeaderParser().parsebytes(data[:1 << 20])
+    msg = email.parser.BytesHeaderParser().parsebytes(data[: 1 << 20])
     name, version = msg.get("Name"), msg.get("Version")
     if not name or not version:
         return []
@@ -176,7 +180,14 @@ def parse_npm_package(data: bytes, path: str) -> list[Package]:
 
 
 # RPM header tags (rpm's lib/rpmtag.h) and types (STRING=6, INT32=4, STRING_ARRAY=8, I18NSTRING=9).
-_RPMTAG_NAME, _RPMTAG_VERSION, _RPMTAG_RELEASE, _RPMTAG_EPOCH, _RPMTAG_ARCH, _RPMTAG_SOURCERPM = 1000, 1001, 1002, 1003, 1022, 1044
+_RPMTAG_NAME, _RPMTAG_VERSION, _RPMTAG_RELEASE, _RPMTAG_EPOCH, _RPMTAG_ARCH, _RPMTAG_SOURCERPM = (
+    1000,
+    1001,
+    1002,
+    1003,
+    1022,
+    1044,
+)
 
 
 def parse_rpm_header(blob: bytes) -> dict[int, str | int]:
@@ -187,19 +198,19 @@ def parse_rpm_header(blob: bytes) -> dict[int, str | int]:
     il, dl = struct.unpack(">II", blob[:8])
     if il > 100_000 or 8 + il * 16 + dl > len(blob):
         raise ValueError("header sizes out of bounds")
-    data = blob[8 + il * 16: 8 + il * 16 + dl]
+    data = blob[8 + il * 16 : 8 + il * 16 + dl]
     out: dict[int, str | int] = {}
     for i in range(il):
-        tag, typ, off, count = struct.unpack(">iiii", blob[8 + i * 16: 24 + i * 16])
+        tag, typ, off, count = struct.unpack(">iiii", blob[8 + i * 16 : 24 + i * 16])
         if tag not in (_RPMTAG_NAME, _RPMTAG_VERSION, _RPMTAG_RELEASE, _RPMTAG_EPOCH, _RPMTAG_ARCH, _RPMTAG_SOURCERPM):
             continue
         if off < 0 or off >= len(data):
             continue
         if typ in (6, 8, 9):
             end = data.find(b"\0", off)
-            out[tag] = data[off: end if end >= 0 else len(data)].decode("utf-8", "replace")
+            out[tag] = data[off : end if end >= 0 else len(data)].decode("utf-8", "replace")
         elif typ == 4 and count >= 1 and off + 4 <= len(data):
-            out[tag] = struct.unpack(">i", data[off: off + 4])[0]
+            out[tag] = struct.unpack(">i", data[off : off + 4])[0]
     return out
 
 

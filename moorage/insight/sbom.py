@@ -47,24 +47,45 @@ def cyclonedx(inventory: Inventory, image: str, digest: str) -> bytes:
 
 def spdx(inventory: Inventory, image: str, digest: str) -> bytes:
     from spdx_tools.spdx.jsonschema.document_converter import DocumentConverter
-    from spdx_tools.spdx.model import (Actor, ActorType, CreationInfo, Document, ExternalPackageRef,
-                                       ExternalPackageRefCategory, Package, Relationship, RelationshipType,
-                                       SpdxNoAssertion)
+    from spdx_tools.spdx.model import (
+        Actor,
+        ActorType,
+        CreationInfo,
+        Document,
+        ExternalPackageRef,
+        ExternalPackageRefCategory,
+        Package,
+        Relationship,
+        RelationshipType,
+        SpdxNoAssertion,
+    )
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
-    info = CreationInfo(spdx_version="SPDX-2.3", spdx_id="SPDXRef-DOCUMENT", name=f"{image}@{digest}",
-                        document_namespace=f"https://moorage.invalid/spdx/{digest.replace(':', '-')}/{uuid.uuid4()}",
-                        creators=[Actor(ActorType.TOOL, TOOL_NAME)], created=now)
-    image_pkg = Package(spdx_id="SPDXRef-Image", name=image, version=digest, download_location=SpdxNoAssertion(),
-                        files_analyzed=False)
+    info = CreationInfo(
+        spdx_version="SPDX-2.3",
+        spdx_id="SPDXRef-DOCUMENT",
+        name=f"{image}@{digest}",
+        document_namespace=f"https://moorage.invalid/spdx/{digest.replace(':', '-')}/{uuid.uuid4()}",
+        creators=[Actor(ActorType.TOOL, TOOL_NAME)],
+        created=now,
+    )
+    image_pkg = Package(
+        spdx_id="SPDXRef-Image", name=image, version=digest, download_location=SpdxNoAssertion(), files_analyzed=False
+    )
     packages = [image_pkg]
     relationships = [Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, "SPDXRef-Image")]
     for i, pkg in enumerate(inventory.packages):
         sid = f"SPDXRef-Package-{i}"
-        packages.append(Package(spdx_id=sid, name=pkg.name, version=pkg.version, download_location=SpdxNoAssertion(),
-                                files_analyzed=False,
-                                external_references=[ExternalPackageRef(ExternalPackageRefCategory.PACKAGE_MANAGER,
-                                                                        "purl", pkg.purl)]))
+        packages.append(
+            Package(
+                spdx_id=sid,
+                name=pkg.name,
+                version=pkg.version,
+                download_location=SpdxNoAssertion(),
+                files_analyzed=False,
+                external_references=[ExternalPackageRef(ExternalPackageRefCategory.PACKAGE_MANAGER, "purl", pkg.purl)],
+            )
+        )
         relationships.append(Relationship("SPDXRef-Image", RelationshipType.CONTAINS, sid))
     doc = Document(creation_info=info, packages=packages, relationships=relationships)
     return json.dumps(DocumentConverter().convert(doc), separators=(",", ":")).encode()

@@ -63,8 +63,15 @@ def _severity_counts(findings: list[dict[str, Any]]) -> tuple[dict[str, int], st
 
 
 class InsightService:
-    def __init__(self, store: InsightStore, registry: RegistryService, blobs: BlobStore, *,
-                 limits: Limits = Limits(), notify: Notify | None = None) -> None:
+    def __init__(
+        self,
+        store: InsightStore,
+        registry: RegistryService,
+        blobs: BlobStore,
+        *,
+        limits: Limits = Limits(),
+        notify: Notify | None = None,
+    ) -> None:
         self.store, self.registry, self.blobs, self.limits, self.notify = store, registry, blobs, limits, notify
         self._policies: tuple[float, dict[str, str]] = (0.0, {})
         #: Figures for /metrics (the server extension keeps them current).
@@ -76,8 +83,9 @@ class InsightService:
         record = await self.registry.get_manifest(repository, reference)
         return await self.scan_manifest(repository, record.digest, record.media_type, record.payload, force=force)
 
-    async def scan_manifest(self, repository: str, digest: str, media_type: str, payload: bytes, *,
-                            force: bool = False, platform: str = "") -> list[ScanResult]:
+    async def scan_manifest(
+        self, repository: str, digest: str, media_type: str, payload: bytes, *, force: bool = False, platform: str = ""
+    ) -> list[ScanResult]:
         doc = json.loads(payload)
         if media_type in mt.INDEXES:
             results: list[ScanResult] = []
@@ -88,8 +96,9 @@ class InsightService:
                     rec = await self.registry.get_manifest(repository, child["digest"])
                 except errors.RegistryError:
                     continue
-                results += await self.scan_manifest(repository, rec.digest, rec.media_type, rec.payload, force=force,
-                                                    platform=name)
+                results += await self.scan_manifest(
+                    repository, rec.digest, rec.media_type, rec.payload, force=force, platform=name
+                )
             return results
         config = doc.get("config") or {}
         if config.get("mediaType") not in IMAGE_CONFIG_TYPES:
@@ -111,8 +120,9 @@ class InsightService:
             "spdx": await self._push_referrer(repository, subject, sbom.SPDX_TYPE, spdx_doc, len(inventory.packages)),
         }
         os_name = f"{inventory.os.id}:{inventory.os.version_id}" if inventory.os else ""
-        await self.store.put_image(digest, repository, os_name, platform, [p.to_json() for p in inventory.packages],
-                                   inventory.skipped, sboms)
+        await self.store.put_image(
+            digest, repository, os_name, platform, [p.to_json() for p in inventory.packages], inventory.skipped, sboms
+        )
         counts, _ = await self.match(digest)
         return [ScanResult(repository, digest, platform, len(inventory.packages), sboms, inventory.skipped, counts)]
 
@@ -150,22 +160,33 @@ class InsightService:
 
         return await loop.run_in_executor(_POOL, walk)
 
-    async def _push_referrer(self, repository: str, subject: dict[str, Any], artifact_type: str, body: bytes,
-                             packages: int) -> str:
+    async def _push_referrer(
+        self, repository: str, subject: dict[str, Any], artifact_type: str, body: bytes, packages: int
+    ) -> str:
         digest = str(Digest.of(body))
         await self.registry.put_blob(repository, digest, _once(body))
         await self.registry.put_blob(repository, str(Digest.of(EMPTY_JSON)), _once(EMPTY_JSON))
-        manifest = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "artifactType": artifact_type,
-            "config": {"mediaType": EMPTY_TYPE, "digest": str(Digest.of(EMPTY_JSON)), "size": 2,
-                       "data": base64.b64encode(EMPTY_JSON).decode()},
-            "layers": [{"mediaType": artifact_type, "digest": digest, "size": len(body)}],
-            "subject": subject,
-            "annotations": {"org.opencontainers.image.created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                            GENERATOR: "sbom", "dev.moorage.sbom.packages": str(packages)},
-        }, separators=(",", ":")).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": artifact_type,
+                "config": {
+                    "mediaType": EMPTY_TYPE,
+                    "digest": str(Digest.of(EMPTY_JSON)),
+                    "size": 2,
+                    "data": base64.b64encode(EMPTY_JSON).decode(),
+                },
+                "layers": [{"mediaType": artifact_type, "digest": digest, "size": len(body)}],
+                "subject": subject,
+                "annotations": {
+                    "org.opencontainers.image.created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    GENERATOR: "sbom",
+                    "dev.moorage.sbom.packages": str(packages),
+                },
+            },
+            separators=(",", ":"),
+        ).encode()
         mdigest = str(Digest.of(manifest))
         await self.registry.put_manifest(repository, mdigest, manifest, "application/vnd.oci.image.manifest.v1+json")
         return mdigest
@@ -193,8 +214,14 @@ class InsightService:
                     continue
                 hit, fixed = osv.affected_by(aff.spec, fam, version)
                 if hit and (aff.advisory_id, pkg.name) not in hits:
-                    hits[(aff.advisory_id, pkg.name)] = {"id": aff.advisory_id, "package": pkg.name, "installed": pkg.version,
-                                                         "fixed": fixed, "ecosystem": pkg.ecosystem, "purl": pkg.purl}
+                    hits[(aff.advisory_id, pkg.name)] = {
+                        "id": aff.advisory_id,
+                        "package": pkg.name,
+                        "installed": pkg.version,
+                        "fixed": fixed,
+                        "ecosystem": pkg.ecosystem,
+                        "purl": pkg.purl,
+                    }
         details = await self.store.advisories({h["id"] for h in hits.values()})
         findings = []
         for h in hits.values():
@@ -205,8 +232,9 @@ class InsightService:
             findings.append(h)
         findings.sort(key=lambda f: (-osv.severity_rank(f["severity"]), -(f["cvss"] or 0), f["package"], f["id"]))
         counts, worst = _severity_counts(findings)
-        changed = row.matched_generation >= 0 and (row.counts != counts or
-                                                   {(f["id"], f["package"]) for f in row.findings} != set(hits))
+        changed = row.matched_generation >= 0 and (
+            row.counts != counts or {(f["id"], f["package"]) for f in row.findings} != set(hits)
+        )
         await self.store.set_findings(digest, findings, counts, worst, generation)
         if (changed or row.matched_generation < 0 and findings) and self.notify is not None:
             await self.notify(row.repository, digest, counts, worst)
@@ -252,8 +280,9 @@ class InsightService:
             progress(total)
         if written:
             await self.store.bump_generation()
-        await self.store.set_state("last_import", json.dumps({"source": source, "at": time.time(), "read": total,
-                                                              "written": written}))
+        await self.store.set_state(
+            "last_import", json.dumps({"source": source, "at": time.time(), "read": total, "written": written})
+        )
         return {"read": total, "written": written, "unchanged": unchanged, "ignored": ignored}
 
     async def platform_digests(self, repository: str, record: Any) -> list[tuple[str, str]]:
@@ -264,14 +293,22 @@ class InsightService:
         out = []
         for child in json.loads(record.payload).get("manifests") or []:
             plat = child.get("platform") or {}
-            out.append((child.get("digest", ""), "/".join(p for p in (plat.get("os"), plat.get("architecture"),
-                                                                        plat.get("variant")) if p)))
+            out.append(
+                (
+                    child.get("digest", ""),
+                    "/".join(p for p in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if p),
+                )
+            )
         return out
 
     async def status(self) -> dict[str, Any]:
         last = await self.store.get_state("last_import")
-        return {"advisories": await self.store.advisory_count(), "generation": await self.store.generation(),
-                "last_import": json.loads(last) if last else None, "images": len(await self.store.image_digests())}
+        return {
+            "advisories": await self.store.advisory_count(),
+            "generation": await self.store.generation(),
+            "last_import": json.loads(last) if last else None,
+            "images": len(await self.store.image_digests()),
+        }
 
     # ---------------------------------------------------------------------------- policy
     async def set_policy(self, namespace: str, block_severity: str | None) -> None:
@@ -310,15 +347,18 @@ class InsightService:
         if not worst or osv.severity_rank(worst) < osv.severity_rank(threshold):
             return None
         allowed = {k for k, exp in (await self.store.allowlist(namespace)).items() if exp is None or exp > time.time()}
-        blocking = [f for f in findings if osv.severity_rank(f["severity"]) >= osv.severity_rank(threshold)
-                    and f["id"] not in allowed]
+        blocking = [
+            f for f in findings if osv.severity_rank(f["severity"]) >= osv.severity_rank(threshold) and f["id"] not in allowed
+        ]
         if not blocking:
             return None
         f = blocking[0]  # findings are sorted worst first
         fixed = f" (fixed in {f['fixed']})" if f.get("fixed") else ""
-        return (f"image {digest[:19]} has {len(blocking)} finding(s) at or above {threshold}; the worst: {f['id']} "
-                f"({f['severity']}) in {f['package']} {f['installed']}{fixed}; namespace '{namespace}' refuses pulls "
-                f"of such images unless the advisory is allow-listed")
+        return (
+            f"image {digest[:19]} has {len(blocking)} finding(s) at or above {threshold}; the worst: {f['id']} "
+            f"({f['severity']}) in {f['package']} {f['installed']}{fixed}; namespace '{namespace}' refuses pulls "
+            f"of such images unless the advisory is allow-listed"
+        )
 
     # ---------------------------------------------------------------------------- search
     async def search_package(self, name: str, version_range: str | None = None) -> list[dict[str, Any]]:
@@ -330,8 +370,7 @@ class InsightService:
         for digest, repository, ecosystem, version in await self.store.images_with_package(name):
             if version_range and not _in_range(ecosystem, version, version_range):
                 continue
-            out.append({"repository": repository, "digest": digest, "ecosystem": ecosystem, "package": name,
-                        "version": version})
+            out.append({"repository": repository, "digest": digest, "ecosystem": ecosystem, "package": name, "version": version})
         return out
 
     async def search_advisory(self, advisory_id: str) -> list[dict[str, Any]]:
@@ -339,8 +378,16 @@ class InsightService:
         for row in await self.store.images():
             for f in row.findings:
                 if f["id"] == advisory_id:
-                    out.append({"repository": row.repository, "digest": row.digest, "package": f["package"],
-                                "installed": f["installed"], "fixed": f["fixed"], "severity": f["severity"]})
+                    out.append(
+                        {
+                            "repository": row.repository,
+                            "digest": row.digest,
+                            "package": f["package"],
+                            "installed": f["installed"],
+                            "fixed": f["fixed"],
+                            "severity": f["severity"],
+                        }
+                    )
         return out
 
 
@@ -351,7 +398,7 @@ def _check_range(spec: str) -> None:
     for part in spec.split(","):
         part = part.strip()
         op = next((o for o in _OPS if part.startswith(o)), None)
-        if op is None or not part[len(op):].strip():
+        if op is None or not part[len(op) :].strip():
             raise ValueError(f"bad version constraint {part[:100]!r} (use >=, <=, >, <, ==, != and a version)")
 
 
@@ -364,11 +411,18 @@ def _in_range(ecosystem: str, version: str, spec: str) -> bool:
         part = part.strip()
         for op in (">=", "<=", "==", "!=", ">", "<", "="):
             if part.startswith(op):
-                other = osv._parse(cls, part[len(op):].strip())
+                other = osv._parse(cls, part[len(op) :].strip())
                 if other is None:
-                    raise ValueError(f"not a version: {part[len(op):]!r}")
-                ok = {">=": mine >= other, "<=": mine <= other, "==": mine == other, "=": mine == other,
-                      "!=": mine != other, ">": mine > other, "<": mine < other}[op]
+                    raise ValueError(f"not a version: {part[len(op) :]!r}")
+                ok = {
+                    ">=": mine >= other,
+                    "<=": mine <= other,
+                    "==": mine == other,
+                    "=": mine == other,
+                    "!=": mine != other,
+                    ">": mine > other,
+                    "<": mine < other,
+                }[op]
                 if not ok:
                     return False
                 break

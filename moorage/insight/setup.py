@@ -42,9 +42,13 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
     async def notify(repository: str, digest: str, counts: dict[str, int], worst: str) -> None:
         await bus.publish(RegistryEvent("scan", "manifest", repository, digest=digest, actor=Actor(name="moorage")))
 
-    insight = InsightService(InsightStore(app[DATABASE]), app[SERVICE], app[BLOBS], notify=notify,
-                             limits=Limits(max_file_bytes=cfg.max_file_bytes, max_layer_bytes=cfg.max_layer_bytes,
-                                           max_seconds=cfg.max_seconds))
+    insight = InsightService(
+        InsightStore(app[DATABASE]),
+        app[SERVICE],
+        app[BLOBS],
+        notify=notify,
+        limits=Limits(max_file_bytes=cfg.max_file_bytes, max_layer_bytes=cfg.max_layer_bytes, max_seconds=cfg.max_seconds),
+    )
     app[INSIGHT] = insight
     app.router.add_routes(routes)
     app.middlewares.append(_pull_policy(insight))
@@ -55,8 +59,9 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
             try:
                 queue.put_nowait((event.repository, event.digest))
             except asyncio.QueueFull:
-                log.warning("insight: scan queue full, %s@%s not scanned (run `moorage sbom --all`)",
-                            event.repository, event.digest)
+                log.warning(
+                    "insight: scan queue full, %s@%s not scanned (run `moorage sbom --all`)", event.repository, event.digest
+                )
 
     bus.subscribe(on_event)
 
@@ -92,8 +97,9 @@ class _Collector:
         for severity, n in sorted(stats["images_by_worst"].items()):
             worst.add_metric([severity or "none"], n)
         yield worst
-        yield GaugeMetricFamily("moorage_insight_advisories", "Advisories in the vulnerability database",
-                                value=stats["advisories"])
+        yield GaugeMetricFamily(
+            "moorage_insight_advisories", "Advisories in the vulnerability database", value=stats["advisories"]
+        )
 
 
 async def _refresh_stats(insight: InsightService) -> None:
@@ -117,8 +123,14 @@ async def _work(insight: InsightService, queue: "asyncio.Queue[tuple[str, str]]"
                 results = await insight.scan_manifest(repository, record.digest, record.media_type, record.payload)
                 insight.stats["scans_ok"] += 1
                 for r in results:
-                    log.info("insight: %s@%s %s: %d packages, findings %s", repository, r.digest[:19], r.platform or "-",
-                             r.package_count, r.counts or "none")
+                    log.info(
+                        "insight: %s@%s %s: %d packages, findings %s",
+                        repository,
+                        r.digest[:19],
+                        r.platform or "-",
+                        r.package_count,
+                        r.counts or "none",
+                    )
             generation = await insight.store.generation()
             if seen_generation is not None and generation != seen_generation:
                 log.info("insight: vulnerability database changed; re-matched %d images", await insight.rematch_all())

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 from rich.progress import (
-    BarColumn, DownloadColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.table import Table
 
@@ -48,14 +55,28 @@ class _RichProgress:
 @data_options
 @click.option("--repository", help="Only the blobs of this repository.")
 @click.option("--namespace", help="Only the blobs of this namespace (the repository NAME and everything under NAME/).")
-@click.option("--rate", type=float, default=0.0, show_default=True,
-              help="Read at most this many MB/s (MB = 10^6 bytes; 0 = unlimited), to spare a serving registry.")
+@click.option(
+    "--rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Read at most this many MB/s (MB = 10^6 bytes; 0 = unlimited), to spare a serving registry.",
+)
 @click.option("--restart", is_flag=True, help="Start a new pass instead of resuming an interrupted one.")
 @click.option("--max-blobs", type=int, default=None, help="Stop after this many blobs (the next run resumes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def scrub_command(config: str | None, data: str | None, repository: str | None, namespace: str | None, rate: float,
-                  restart: bool, max_blobs: int | None, as_json: bool, quiet: bool) -> None:
+def scrub_command(
+    config: str | None,
+    data: str | None,
+    repository: str | None,
+    namespace: str | None,
+    rate: float,
+    restart: bool,
+    max_blobs: int | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Re-hash stored blobs; quarantine those whose bytes do not match their digest.
 
     Resumable (progress is kept in the database per scope), rate-limited, safe while the
@@ -81,15 +102,30 @@ def scrub_command(config: str | None, data: str | None, repository: str | None, 
     from .scrub import scrub
 
     err = Console(stderr=True)
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), TimeRemainingColumn(), console=err,
-                   disable=quiet or as_json or not err.is_terminal)
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet or as_json or not err.is_terminal,
+    )
 
     async def main() -> ScrubResult:
         async with _opened(settings, blobs=True) as (db, store):
             with bar:
-                return await scrub(db, store, repository=repository, namespace=namespace, rate=rate * 1e6,
-                                   restart=restart, progress=_RichProgress(bar), max_blobs=max_blobs)
+                return await scrub(
+                    db,
+                    store,
+                    repository=repository,
+                    namespace=namespace,
+                    rate=rate * 1e6,
+                    restart=restart,
+                    progress=_RichProgress(bar),
+                    max_blobs=max_blobs,
+                )
 
     result = asyncio.run(main())
     summary = result.summary()
@@ -98,8 +134,10 @@ def scrub_command(config: str | None, data: str | None, repository: str | None, 
     else:
         out = Console()
         for f in result.pass_corrupt:
-            out.print(f"CORRUPT  {f.digest}  stored bytes hash to {f.actual} ({f.actual_size} bytes, expected {f.size}): "
-                      "quarantined", highlight=False)
+            out.print(
+                f"CORRUPT  {f.digest}  stored bytes hash to {f.actual} ({f.actual_size} bytes, expected {f.size}): quarantined",
+                highlight=False,
+            )
         for f in result.missing:
             out.print(f"MISSING  {f.digest}  ({f.size} bytes): no bytes in storage", highlight=False)
         table = Table(title="moorage scrub", show_header=False)

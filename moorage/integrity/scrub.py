@@ -53,8 +53,13 @@ class Finding:
     actual_size: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"digest": self.digest, "size": self.size, "problem": self.problem, "actual": self.actual,
-                "actual_size": self.actual_size}
+        return {
+            "digest": self.digest,
+            "size": self.size,
+            "problem": self.problem,
+            "actual": self.actual,
+            "actual_size": self.actual_size,
+        }
 
 
 @dataclass
@@ -122,9 +127,17 @@ async def _rehash(store: BlobStore, digest: str, limiter: _RateLimit, progress: 
     return hasher.hexdigest(), n
 
 
-async def scrub(db: Database, store: BlobStore, *, repository: str | None = None, namespace: str | None = None,
-                rate: float = 0.0, restart: bool = False, progress: Progress | None = None,
-                max_blobs: int | None = None) -> ScrubResult:
+async def scrub(
+    db: Database,
+    store: BlobStore,
+    *,
+    repository: str | None = None,
+    namespace: str | None = None,
+    rate: float = 0.0,
+    restart: bool = False,
+    progress: Progress | None = None,
+    max_blobs: int | None = None,
+) -> ScrubResult:
     """One scrub run over the scope (see the module doc); ``max_blobs`` stops early (resumable)."""
     progress = progress or _NoProgress()
     scope = q.scope_key(repository, namespace)
@@ -164,8 +177,9 @@ async def scrub(db: Database, store: BlobStore, *, repository: str | None = None
     return result
 
 
-async def _check_one(db: Database, store: BlobStore, digest: str, size: int, limiter: _RateLimit,
-                     progress: Progress, result: ScrubResult) -> None:
+async def _check_one(
+    db: Database, store: BlobStore, digest: str, size: int, limiter: _RateLimit, progress: Progress, result: ScrubResult
+) -> None:
     algorithm, want = digest.split(":", 1)
     try:
         actual, n = await _rehash(store, digest, limiter, progress)

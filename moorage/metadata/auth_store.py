@@ -24,8 +24,15 @@ class AuthStoreError(ValueError):
 
 
 def _user(row: Any) -> UserRecord:
-    return UserRecord(int(row.id), row.name, row.password_hash, bool(row.is_admin), bool(row.is_robot),
-                      float(row.created_at), float(row.password_changed_at))
+    return UserRecord(
+        int(row.id),
+        row.name,
+        row.password_hash,
+        bool(row.is_admin),
+        bool(row.is_robot),
+        float(row.created_at),
+        float(row.password_changed_at),
+    )
 
 
 def _namespace_prefixes(repository: str) -> list[str]:
@@ -39,9 +46,18 @@ _TOKEN_COLUMNS = (access_tokens, users.c.name.label("user_name"))
 
 
 def _token(row: Any) -> TokenRecord:
-    return TokenRecord(row.id, row.user_name, int(row.user_id), row.name, row.secret_hash,
-                       json.loads(row.scope) if row.scope else None, row.expires_at, row.revoked_at,
-                       row.last_used_at, float(row.created_at))
+    return TokenRecord(
+        row.id,
+        row.user_name,
+        int(row.user_id),
+        row.name,
+        row.secret_hash,
+        json.loads(row.scope) if row.scope else None,
+        row.expires_at,
+        row.revoked_at,
+        row.last_used_at,
+        float(row.created_at),
+    )
 
 
 class AuthStore:
@@ -65,8 +81,9 @@ class AuthStore:
         async with self.db.read() as conn:
             return [_user(r) for r in await conn.execute(select(users).order_by(users.c.name))]
 
-    async def create_user(self, name: str, password_hash: str | None, *, admin: bool = False,
-                          robot: bool = False, if_no_admin: bool = False) -> bool:
+    async def create_user(
+        self, name: str, password_hash: str | None, *, admin: bool = False, robot: bool = False, if_no_admin: bool = False
+    ) -> bool:
         """Create a user; False if the name is taken (or, with ``if_no_admin``, if an admin
         exists already -- the first-start admin, race-free between replicas)."""
         now = time.time()
@@ -75,16 +92,24 @@ class AuthStore:
                 if (await conn.execute(select(users.c.id).where(users.c.is_admin.is_(True)).limit(1))).first() is not None:
                     return False
             res = await conn.execute(
-                self.db.insert(users).values(name=name, password_hash=password_hash, is_admin=admin, is_robot=robot,
-                                             created_at=now, password_changed_at=now)
+                self.db.insert(users)
+                .values(
+                    name=name,
+                    password_hash=password_hash,
+                    is_admin=admin,
+                    is_robot=robot,
+                    created_at=now,
+                    password_changed_at=now,
+                )
                 .on_conflict_do_nothing(index_elements=["name"])
             )
             return bool(res.rowcount)
 
     async def set_password(self, name: str, password_hash: str) -> bool:
         async with self.db.write() as conn:
-            res = await conn.execute(update(users).where(users.c.name == name)
-                                     .values(password_hash=password_hash, password_changed_at=time.time()))
+            res = await conn.execute(
+                update(users).where(users.c.name == name).values(password_hash=password_hash, password_changed_at=time.time())
+            )
             return bool(res.rowcount)
 
     async def set_admin(self, name: str, admin: bool) -> bool:
@@ -111,7 +136,8 @@ class AuthStore:
             if uid is None:
                 raise AuthStoreError(f"no user {user!r}")
             await conn.execute(
-                self.db.insert(grants).values(user_id=uid, pattern=pattern, actions=acts, created_at=time.time())
+                self.db.insert(grants)
+                .values(user_id=uid, pattern=pattern, actions=acts, created_at=time.time())
                 .on_conflict_do_update(index_elements=["user_id", "pattern"], set_={"actions": acts})
             )
 
@@ -124,34 +150,38 @@ class AuthStore:
             return bool(res.rowcount)
 
     async def list_grants(self, user: str | None = None) -> list[dict[str, Any]]:
-        q = (select(users.c.name, grants.c.pattern, grants.c.actions)
-             .select_from(grants.join(users, users.c.id == grants.c.user_id))
-             .order_by(users.c.name, grants.c.pattern))
+        q = (
+            select(users.c.name, grants.c.pattern, grants.c.actions)
+            .select_from(grants.join(users, users.c.id == grants.c.user_id))
+            .order_by(users.c.name, grants.c.pattern)
+        )
         if user is not None:
             q = q.where(users.c.name == user)
         async with self.db.read() as conn:
-            return [{"user": r.name, "pattern": r.pattern, "actions": r.actions.split(",")}
-                    for r in await conn.execute(q)]
+            return [{"user": r.name, "pattern": r.pattern, "actions": r.actions.split(",")} for r in await conn.execute(q)]
 
     # -- visibility -----------------------------------------------------------------------
     async def set_repository_public(self, name: str, public: bool) -> None:
         async with self.db.write() as conn:
             await conn.execute(
-                self.db.insert(repositories).values(name=name, public=public, created_at=time.time())
+                self.db.insert(repositories)
+                .values(name=name, public=public, created_at=time.time())
                 .on_conflict_do_update(index_elements=["name"], set_={"public": public})
             )
 
     async def set_namespace_public(self, name: str, public: bool) -> None:
         async with self.db.write() as conn:
             await conn.execute(
-                self.db.insert(namespaces).values(name=name, public=public, created_at=time.time())
+                self.db.insert(namespaces)
+                .values(name=name, public=public, created_at=time.time())
                 .on_conflict_do_update(index_elements=["name"], set_={"public": public})
             )
 
     async def create_namespace(self, name: str, public: bool = False) -> bool:
         async with self.db.write() as conn:
             res = await conn.execute(
-                self.db.insert(namespaces).values(name=name, public=public, created_at=time.time())
+                self.db.insert(namespaces)
+                .values(name=name, public=public, created_at=time.time())
                 .on_conflict_do_nothing(index_elements=["name"])
             )
             return bool(res.rowcount)
@@ -181,14 +211,22 @@ class AuthStore:
             return set()
         prefixes = {p for n in names for p in _namespace_prefixes(n)}
         async with self.db.read() as conn:
-            public_repos = set((await conn.execute(
-                select(repositories.c.name).where(repositories.c.name.in_(names), repositories.c.public.is_(True))
-            )).scalars())
+            public_repos = set(
+                (
+                    await conn.execute(
+                        select(repositories.c.name).where(repositories.c.name.in_(names), repositories.c.public.is_(True))
+                    )
+                ).scalars()
+            )
             public_ns: set[str] = set()
             if prefixes:
-                public_ns = set((await conn.execute(
-                    select(namespaces.c.name).where(namespaces.c.name.in_(prefixes), namespaces.c.public.is_(True))
-                )).scalars())
+                public_ns = set(
+                    (
+                        await conn.execute(
+                            select(namespaces.c.name).where(namespaces.c.name.in_(prefixes), namespaces.c.public.is_(True))
+                        )
+                    ).scalars()
+                )
         return {n for n in names if n in public_repos or any(p in public_ns for p in _namespace_prefixes(n))}
 
     # -- principals -----------------------------------------------------------------------
@@ -199,8 +237,9 @@ class AuthStore:
             return [GrantRow(r.pattern, r.actions) for r in rows]
 
     # -- access tokens --------------------------------------------------------------------
-    async def create_token(self, user: str, name: str, scope: list[str] | None, expires_at: float | None, *,
-                           token_id: str, secret_hash: str) -> TokenRecord:
+    async def create_token(
+        self, user: str, name: str, scope: list[str] | None, expires_at: float | None, *, token_id: str, secret_hash: str
+    ) -> TokenRecord:
         """Store a new access token (id and secret hash made by the caller,
         :func:`moorage.auth.accounts.create_access_token`)."""
         now = time.time()
@@ -208,22 +247,35 @@ class AuthStore:
             uid = (await conn.execute(select(users.c.id).where(users.c.name == user))).scalar()
             if uid is None:
                 raise AuthStoreError(f"no user {user!r}")
-            await conn.execute(access_tokens.insert().values(
-                id=token_id, user_id=uid, name=name, secret_hash=secret_hash,
-                scope=json.dumps(scope) if scope is not None else None, expires_at=expires_at, created_at=now,
-            ))
+            await conn.execute(
+                access_tokens.insert().values(
+                    id=token_id,
+                    user_id=uid,
+                    name=name,
+                    secret_hash=secret_hash,
+                    scope=json.dumps(scope) if scope is not None else None,
+                    expires_at=expires_at,
+                    created_at=now,
+                )
+            )
         return TokenRecord(token_id, user, int(uid), name, secret_hash, scope, expires_at, None, None, now)
 
     async def get_token(self, token_id: str) -> TokenRecord | None:
-        q = (select(*_TOKEN_COLUMNS).select_from(access_tokens.join(users, users.c.id == access_tokens.c.user_id))
-             .where(access_tokens.c.id == token_id))
+        q = (
+            select(*_TOKEN_COLUMNS)
+            .select_from(access_tokens.join(users, users.c.id == access_tokens.c.user_id))
+            .where(access_tokens.c.id == token_id)
+        )
         async with self.db.read() as conn:
             row = (await conn.execute(q)).first()
         return None if row is None else _token(row)
 
     async def list_tokens(self, user: str | None = None) -> list[TokenRecord]:
-        q = (select(*_TOKEN_COLUMNS).select_from(access_tokens.join(users, users.c.id == access_tokens.c.user_id))
-             .order_by(access_tokens.c.created_at))
+        q = (
+            select(*_TOKEN_COLUMNS)
+            .select_from(access_tokens.join(users, users.c.id == access_tokens.c.user_id))
+            .order_by(access_tokens.c.created_at)
+        )
         if user is not None:
             q = q.where(users.c.name == user)
         async with self.db.read() as conn:
@@ -231,17 +283,18 @@ class AuthStore:
 
     async def revoke_token(self, token_id: str) -> bool:
         async with self.db.write() as conn:
-            res = await conn.execute(update(access_tokens)
-                                     .where(access_tokens.c.id == token_id, access_tokens.c.revoked_at.is_(None))
-                                     .values(revoked_at=time.time()))
+            res = await conn.execute(
+                update(access_tokens)
+                .where(access_tokens.c.id == token_id, access_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
             return bool(res.rowcount)
 
     async def touch_token(self, token_id: str) -> None:
         async with self.db.write() as conn:
             await conn.execute(update(access_tokens).where(access_tokens.c.id == token_id).values(last_used_at=time.time()))
 
-    async def credentials_live(self, subject: str, user_id: int | None, created_at: float | None,
-                               token_id: str | None) -> bool:
+    async def credentials_live(self, subject: str, user_id: int | None, created_at: float | None, token_id: str | None) -> bool:
         """Does the user an access token (JWT) was issued to still exist -- the same user, not a
         new one of that name -- and, for a JWT got with a personal access token, is that token
         neither revoked nor expired?  One indexed read, so deleting a user or revoking a token
@@ -254,7 +307,8 @@ class AuthStore:
             q = q.where(users.c.created_at == created_at)
         if token_id is not None:
             q = q.join(access_tokens, access_tokens.c.user_id == users.c.id).where(
-                access_tokens.c.id == token_id, access_tokens.c.revoked_at.is_(None),
+                access_tokens.c.id == token_id,
+                access_tokens.c.revoked_at.is_(None),
                 or_(access_tokens.c.expires_at.is_(None), access_tokens.c.expires_at > now),
             )
         async with self.db.read(snapshot=False) as conn:
@@ -269,9 +323,11 @@ class AuthStore:
 
     async def add_signing_key(self, kid: str, algorithm: str, pem: str, created_at: float | None = None) -> None:
         async with self.db.write() as conn:
-            await conn.execute(self.db.insert(signing_keys).values(
-                kid=kid, algorithm=algorithm, private_pem=pem, created_at=created_at or time.time()
-            ).on_conflict_do_nothing(index_elements=["kid"]))
+            await conn.execute(
+                self.db.insert(signing_keys)
+                .values(kid=kid, algorithm=algorithm, private_pem=pem, created_at=created_at or time.time())
+                .on_conflict_do_nothing(index_elements=["kid"])
+            )
 
     # -- failed logins --------------------------------------------------------------------
     async def claim_attempt(self, key: str, window: float) -> tuple[int, float]:
@@ -285,12 +341,18 @@ class AuthStore:
         now = time.time()
         lf = login_failures
         expired = lf.c.window_start + window <= now
-        stmt = (self.db.insert(lf).values(key=key, window_start=now, count=1)
-                .on_conflict_do_update(index_elements=["key"], set_={
+        stmt = (
+            self.db.insert(lf)
+            .values(key=key, window_start=now, count=1)
+            .on_conflict_do_update(
+                index_elements=["key"],
+                set_={
                     "count": case((expired, 1), else_=lf.c.count + 1),
                     "window_start": case((expired, now), else_=lf.c.window_start),
-                })
-                .returning(lf.c.count, lf.c.window_start))
+                },
+            )
+            .returning(lf.c.count, lf.c.window_start)
+        )
         async with self.db.write() as conn:
             count, window_start = (await conn.execute(stmt)).one()  # (Row.count is tuple.count)
         return int(count), float(window_start) + window - now

@@ -50,22 +50,26 @@ class Database:
             # tens of microseconds and never waits for writers, while a trip through aiosqlite's
             # thread costs far more than the query (measured: manifest GET 5x faster).
             self.sync_read_engine: Any = create_engine(
-                "sqlite:///" + path, connect_args={"check_same_thread": False, "timeout": ON_LOOP_BUSY_MS / 1000},
-                pool_size=2, max_overflow=8,
+                "sqlite:///" + path,
+                connect_args={"check_same_thread": False, "timeout": ON_LOOP_BUSY_MS / 1000},
+                pool_size=2,
+                max_overflow=8,
             )
             _sqlite_pragmas(self.sync_read_engine, immediate=False, busy_ms=ON_LOOP_BUSY_MS)
             # Single-statement reads (the hot lookups) skip BEGIN/ROLLBACK: in autocommit a
             # SELECT is its own transaction with one consistent snapshot -- what PostgreSQL
             # reads get below.  35-45% less CPU per lookup.
             self.sync_autocommit_engine: Any = create_engine(
-                "sqlite:///" + path, connect_args={"check_same_thread": False, "timeout": ON_LOOP_BUSY_MS / 1000},
-                pool_size=2, max_overflow=8,
+                "sqlite:///" + path,
+                connect_args={"check_same_thread": False, "timeout": ON_LOOP_BUSY_MS / 1000},
+                pool_size=2,
+                max_overflow=8,
             )
             _sqlite_pragmas(self.sync_autocommit_engine, immediate=False, begin=False, busy_ms=ON_LOOP_BUSY_MS)
             # Writes: one thread, one connection, group commit (writer.py).
             self.writer: SQLiteWriter | None = SQLiteWriter(
-                _sqlite_writer_engine(path),
-                lock_path=Path(path + ".writer-lock") if path and path != ":memory:" else None)
+                _sqlite_writer_engine(path), lock_path=Path(path + ".writer-lock") if path and path != ":memory:" else None
+            )
         else:
             self.writer = None
             self.sync_read_engine = self.sync_autocommit_engine = None
@@ -73,8 +77,7 @@ class Database:
             # single statement nothing but the BEGIN/ROLLBACK round trips (and a ping one more):
             # 3-4x more manifest lookups per second without them.  A connection that died with
             # the server fails one read, and SQLAlchemy then recycles the whole pool.
-            self.read_engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, isolation_level="AUTOCOMMIT")
+            self.read_engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, isolation_level="AUTOCOMMIT")
             # Snapshot reads (several statements seeing one state, e.g. the GC's index load):
             # REPEATABLE READ -- PostgreSQL's default READ COMMITTED takes a new snapshot per
             # statement.  Read-only, so it never fails with serialization errors.  Same pool.
@@ -350,7 +353,8 @@ class _SyncReader:
 def _sqlite_writer_engine(path: str) -> Any:
     """The writer thread's engine: busy_timeout 0, since the writer retries ``BEGIN IMMEDIATE``
     itself at a short fixed interval instead of SQLite's sleeping back-off (writer.py)."""
-    engine = create_engine("sqlite:///" + path, connect_args={"check_same_thread": False, "timeout": 5},
-                           pool_size=1, max_overflow=0)
+    engine = create_engine(
+        "sqlite:///" + path, connect_args={"check_same_thread": False, "timeout": 5}, pool_size=1, max_overflow=0
+    )
     _sqlite_pragmas(engine, immediate=True, begin=False, busy_ms=0)
     return engine

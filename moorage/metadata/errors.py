@@ -30,14 +30,30 @@ from ..registry.errors import DatabaseUnavailable
 __all__ = ["DatabaseUnavailable", "outage_reason", "translated"]
 
 #: asyncpg exception class names (checked by name: SQLite deployments never import asyncpg).
-_PG_OUTAGE = frozenset({
-    "ConnectionDoesNotExistError", "CannotConnectNowError", "TooManyConnectionsError", "ConnectionFailureError",
-    "ConnectionRejectionError", "ClientCannotConnectError", "AdminShutdownError", "CrashShutdownError",
-    "PostgresConnectionError", "InterfaceError", "OperationalError",
-})
+_PG_OUTAGE = frozenset(
+    {
+        "ConnectionDoesNotExistError",
+        "CannotConnectNowError",
+        "TooManyConnectionsError",
+        "ConnectionFailureError",
+        "ConnectionRejectionError",
+        "ClientCannotConnectError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+        "PostgresConnectionError",
+        "InterfaceError",
+        "OperationalError",
+    }
+)
 #: sqlite3.OperationalError messages that mean "busy or failing", not "bad SQL".
-_SQLITE_OUTAGE = ("database is locked", "database table is locked", "disk i/o error", "database or disk is full",
-                  "unable to open database file", "attempt to write a readonly database")
+_SQLITE_OUTAGE = (
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+    "database or disk is full",
+    "unable to open database file",
+    "attempt to write a readonly database",
+)
 
 
 def outage_reason(exc: BaseException) -> str | None:

@@ -45,18 +45,38 @@ class Delivery:
 
     def public_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "endpoint": self.endpoint, "repository": self.repository, "event_id": self.event_id,
-            "action": self.action, "status": self.status, "attempts": self.attempts,
+            "id": self.id,
+            "endpoint": self.endpoint,
+            "repository": self.repository,
+            "event_id": self.event_id,
+            "action": self.action,
+            "status": self.status,
+            "attempts": self.attempts,
             "next_attempt_at": self.next_attempt_at if self.status == PENDING else None,
-            "last_status": self.last_status, "last_error": self.last_error,
-            "created_at": self.created_at, "finished_at": self.finished_at,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
         }
 
 
 def _delivery(row: Any) -> Delivery:
-    return Delivery(int(row.id), row.endpoint, row.repository, row.event_id, row.action, row.content_type,
-                    bytes(row.body), row.status, int(row.attempts), float(row.next_attempt_at), row.last_status,
-                    row.last_error, float(row.created_at), row.finished_at)
+    return Delivery(
+        int(row.id),
+        row.endpoint,
+        row.repository,
+        row.event_id,
+        row.action,
+        row.content_type,
+        bytes(row.body),
+        row.status,
+        int(row.attempts),
+        float(row.next_attempt_at),
+        row.last_status,
+        row.last_error,
+        float(row.created_at),
+        row.finished_at,
+    )
 
 
 @dataclass(slots=True)
@@ -112,13 +132,26 @@ class EventsStore:
         oldest open one of each, so a repository's events go out in order."""
         d = webhook_deliveries
         e = d.alias("earlier")
-        earlier = select(literal(1)).where(
-            e.c.endpoint == d.c.endpoint, e.c.repository == d.c.repository, e.c.status.in_(_OPEN), e.c.id < d.c.id,
-        ).exists()
-        due = or_(and_(d.c.status == PENDING, d.c.next_attempt_at <= now),
-                  and_(d.c.status == DELIVERING, d.c.claimed_until < now))
-        query = (select(d.c.id).where(d.c.status.in_(_OPEN), due, ~earlier).order_by(d.c.id).limit(limit)
-                 .with_for_update(skip_locked=True, of=d))
+        earlier = (
+            select(literal(1))
+            .where(
+                e.c.endpoint == d.c.endpoint,
+                e.c.repository == d.c.repository,
+                e.c.status.in_(_OPEN),
+                e.c.id < d.c.id,
+            )
+            .exists()
+        )
+        due = or_(
+            and_(d.c.status == PENDING, d.c.next_attempt_at <= now), and_(d.c.status == DELIVERING, d.c.claimed_until < now)
+        )
+        query = (
+            select(d.c.id)
+            .where(d.c.status.in_(_OPEN), due, ~earlier)
+            .order_by(d.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=d)
+        )
         # An idle outbox costs one indexed read per poll, not a write transaction (on SQLite a
         # write transaction takes the file's one write lock).
         async with self.db.read(snapshot=False) as conn:
@@ -128,8 +161,11 @@ class EventsStore:
         async with self.db.write() as conn:
             ids = [int(r.id) for r in (await conn.execute(query)).all()]
             for did in ids:
-                res = await conn.execute(update(d).where(d.c.id == did, due).values(
-                    status=DELIVERING, claimed_by=me, claimed_until=now + lease, attempts=d.c.attempts + 1))
+                res = await conn.execute(
+                    update(d)
+                    .where(d.c.id == did, due)
+                    .values(status=DELIVERING, claimed_by=me, claimed_until=now + lease, attempts=d.c.attempts + 1)
+                )
                 if res.rowcount == 1:
                     row = (await conn.execute(select(d).where(d.c.id == did))).one()
                     out.append(_delivery(row))
@@ -138,16 +174,23 @@ class EventsStore:
     async def delivered(self, delivery_id: int, me: str, status_code: int) -> None:
         d = webhook_deliveries
         async with self.db.write() as conn:
-            await conn.execute(update(d).where(d.c.id == delivery_id, d.c.claimed_by == me).values(
-                status=DELIVERED, last_status=status_code, last_error=None, claimed_by=None, claimed_until=None,
-                finished_at=time.time()))
+            await conn.execute(
+                update(d)
+                .where(d.c.id == delivery_id, d.c.claimed_by == me)
+                .values(
+                    status=DELIVERED,
+                    last_status=status_code,
+                    last_error=None,
+                    claimed_by=None,
+                    claimed_until=None,
+                    finished_at=time.time(),
+                )
+            )
 
-    async def failed(self, delivery_id: int, me: str, *, error: str, status_code: int | None,
-                     retry_at: float | None) -> None:
+    async def failed(self, delivery_id: int, me: str, *, error: str, status_code: int | None, retry_at: float | None) -> None:
         """An attempt failed: back to pending until ``retry_at``, or dead (``retry_at`` None)."""
         d = webhook_deliveries
-        values: dict[str, Any] = dict(last_error=error[:2000], last_status=status_code, claimed_by=None,
-                                      claimed_until=None)
+        values: dict[str, Any] = dict(last_error=error[:2000], last_status=status_code, claimed_by=None, claimed_until=None)
         if retry_at is None:
             values.update(status=DEAD, finished_at=time.time())
         else:
@@ -162,11 +205,15 @@ class EventsStore:
         if not ids:
             return
         async with self.db.write() as conn:
-            await conn.execute(update(d).where(d.c.id.in_(ids), d.c.claimed_by == me, d.c.status == DELIVERING).values(
-                status=PENDING, claimed_by=None, claimed_until=None, attempts=d.c.attempts - 1))
+            await conn.execute(
+                update(d)
+                .where(d.c.id.in_(ids), d.c.claimed_by == me, d.c.status == DELIVERING)
+                .values(status=PENDING, claimed_by=None, claimed_until=None, attempts=d.c.attempts - 1)
+            )
 
-    async def deliveries(self, endpoint: str, *, status: str | None = None, limit: int = 100,
-                         before_id: int | None = None) -> list[Delivery]:
+    async def deliveries(
+        self, endpoint: str, *, status: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[Delivery]:
         d = webhook_deliveries
         q = select(d).where(d.c.endpoint == endpoint)
         if status:
@@ -187,8 +234,11 @@ class EventsStore:
         later events of its repository)."""
         d = webhook_deliveries
         async with self.db.write() as conn:
-            res = await conn.execute(update(d).where(d.c.id == delivery_id, d.c.endpoint == endpoint, d.c.status == DEAD)
-                                     .values(status=PENDING, attempts=0, next_attempt_at=time.time(), finished_at=None))
+            res = await conn.execute(
+                update(d)
+                .where(d.c.id == delivery_id, d.c.endpoint == endpoint, d.c.status == DEAD)
+                .values(status=PENDING, attempts=0, next_attempt_at=time.time(), finished_at=None)
+            )
         return bool(res.rowcount)
 
     # -- API-made endpoints ---------------------------------------------------------------
@@ -210,9 +260,11 @@ class EventsStore:
             res = await conn.execute(delete(webhooks).where(webhooks.c.name == name))
             if res.rowcount:
                 # Nothing will deliver them any more: close them so the history says why.
-                await conn.execute(update(webhook_deliveries).where(
-                    webhook_deliveries.c.endpoint == name, webhook_deliveries.c.status.in_(_OPEN)).values(
-                    status=DEAD, last_error="endpoint deleted", finished_at=time.time(), claimed_by=None))
+                await conn.execute(
+                    update(webhook_deliveries)
+                    .where(webhook_deliveries.c.endpoint == name, webhook_deliveries.c.status.in_(_OPEN))
+                    .values(status=DEAD, last_error="endpoint deleted", finished_at=time.time(), claimed_by=None)
+                )
         return bool(res.rowcount)
 
     # -- audit log ------------------------------------------------------------------------
@@ -222,8 +274,9 @@ class EventsStore:
         if plain:
             await conn.execute(insert(audit_log), [_audit_values(r) for r in plain])
         for r in keyed:  # one statement each: ON CONFLICT DO NOTHING keeps the first per key
-            await conn.execute(self.db.insert(audit_log).values(**_audit_values(r))
-                               .on_conflict_do_nothing(index_elements=["dedupe_key"]))
+            await conn.execute(
+                self.db.insert(audit_log).values(**_audit_values(r)).on_conflict_do_nothing(index_elements=["dedupe_key"])
+            )
 
     async def audit(self, rows: Sequence[AuditEntry]) -> None:
         if rows:
@@ -258,8 +311,7 @@ class EventsStore:
         return [_audit_out(r) for r in rows]
 
     # -- housekeeping ---------------------------------------------------------------------
-    async def prune(self, *, audit_before: float | None, deliveries_before: float | None,
-                    batch: int = 5000) -> tuple[int, int]:
+    async def prune(self, *, audit_before: float | None, deliveries_before: float | None, batch: int = 5000) -> tuple[int, int]:
         """Delete expired audit entries and finished deliveries, ``batch`` rows per short
         transaction (a long backlog never holds the write lock for long)."""
         d = webhook_deliveries
@@ -286,6 +338,7 @@ class EventsStore:
     async def _read_all(self, query: Any) -> list[Any]:
         """A registry-sized read off the event loop: SQLite reads otherwise run on it."""
         if self.db.is_sqlite and self.db.sync_read_engine is not None:
+
             def run() -> list[Any]:
                 with translated(), self.db.sync_read_engine.connect() as conn:
                     return list(conn.execute(query).all())
@@ -297,16 +350,30 @@ class EventsStore:
     async def import_gc_runs(self, since: float) -> int:
         """Copy finished garbage-collection runs into the audit log (idempotent: keyed by run id)."""
         async with self.db.read() as conn:
-            rows = (await conn.execute(select(gc_runs).where(gc_runs.c.finished_at.is_not(None),
-                                                             gc_runs.c.finished_at >= since))).all()
-        entries: list[AuditEntry] = [{
-            "time": float(r.finished_at), "actor": None, "action": "gc.run", "repository": None,
-            "target": None, "client_ip": None, "user_agent": None,
-            "detail": {"dry_run": bool(r.dry_run), "blobs_removed": int(r.blobs_removed),
-                       "bytes_removed": int(r.bytes_removed), "manifests_removed": int(r.manifests_removed),
-                       "tags_removed": int(r.tags_removed), "started_at": float(r.started_at)},
-            "dedupe_key": f"gc.run:{r.id}",
-        } for r in rows]
+            rows = (
+                await conn.execute(select(gc_runs).where(gc_runs.c.finished_at.is_not(None), gc_runs.c.finished_at >= since))
+            ).all()
+        entries: list[AuditEntry] = [
+            {
+                "time": float(r.finished_at),
+                "actor": None,
+                "action": "gc.run",
+                "repository": None,
+                "target": None,
+                "client_ip": None,
+                "user_agent": None,
+                "detail": {
+                    "dry_run": bool(r.dry_run),
+                    "blobs_removed": int(r.blobs_removed),
+                    "bytes_removed": int(r.bytes_removed),
+                    "manifests_removed": int(r.manifests_removed),
+                    "tags_removed": int(r.tags_removed),
+                    "started_at": float(r.started_at),
+                },
+                "dedupe_key": f"gc.run:{r.id}",
+            }
+            for r in rows
+        ]
         await self.audit(entries)
         return len(entries)
 
@@ -320,10 +387,17 @@ class EventsStore:
         """(namespace, distinct blobs, their bytes) per first path component; a blob linked
         into several repositories of one namespace counts once."""
         ns = self._namespace_of(repositories.c.name).label("ns")
-        linked = (select(ns, blobs.c.digest, blobs.c.size)
-                  .select_from(repository_blobs.join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-                               .join(blobs, blobs.c.digest == repository_blobs.c.digest))
-                  .where(blobs.c.deleting_since.is_(None)).distinct().subquery())
+        linked = (
+            select(ns, blobs.c.digest, blobs.c.size)
+            .select_from(
+                repository_blobs.join(repositories, repositories.c.id == repository_blobs.c.repository_id).join(
+                    blobs, blobs.c.digest == repository_blobs.c.digest
+                )
+            )
+            .where(blobs.c.deleting_since.is_(None))
+            .distinct()
+            .subquery()
+        )
         q = select(linked.c.ns, func.count(), func.coalesce(func.sum(linked.c.size), 0)).group_by(linked.c.ns)
         rows = await self._read_all(q)
         return [(str(r[0]), int(r[1]), int(r[2])) for r in rows]
@@ -333,15 +407,28 @@ class EventsStore:
         d = webhook_deliveries
         async with self.db.read() as conn:
             n_uploads = (await conn.execute(select(func.count()).select_from(uploads))).scalar() or 0
-            gc = (await conn.execute(select(func.count(), func.coalesce(func.sum(gc_runs.c.bytes_removed), 0),
-                                            func.coalesce(func.sum(gc_runs.c.blobs_removed), 0))
-                                     .where(gc_runs.c.finished_at.is_not(None), gc_runs.c.dry_run.is_(False)))).one()
-            backlog = (await conn.execute(select(d.c.endpoint, d.c.status, func.count())
-                                          .where(d.c.status.in_((PENDING, DELIVERING, DEAD)))
-                                          .group_by(d.c.endpoint, d.c.status))).all()
+            gc = (
+                await conn.execute(
+                    select(
+                        func.count(),
+                        func.coalesce(func.sum(gc_runs.c.bytes_removed), 0),
+                        func.coalesce(func.sum(gc_runs.c.blobs_removed), 0),
+                    ).where(gc_runs.c.finished_at.is_not(None), gc_runs.c.dry_run.is_(False))
+                )
+            ).one()
+            backlog = (
+                await conn.execute(
+                    select(d.c.endpoint, d.c.status, func.count())
+                    .where(d.c.status.in_((PENDING, DELIVERING, DEAD)))
+                    .group_by(d.c.endpoint, d.c.status)
+                )
+            ).all()
             oldest = (await conn.execute(select(func.min(d.c.created_at)).where(d.c.status.in_(_OPEN)))).scalar()
         return {
-            "uploads": int(n_uploads), "gc_runs": int(gc[0]), "gc_bytes": int(gc[1]), "gc_blobs": int(gc[2]),
+            "uploads": int(n_uploads),
+            "gc_runs": int(gc[0]),
+            "gc_bytes": int(gc[1]),
+            "gc_blobs": int(gc[2]),
             "backlog": [(r[0], r[1], int(r[2])) for r in backlog],
             "oldest_open": float(oldest) if oldest is not None else None,
         }
@@ -357,10 +444,15 @@ def _prefix_or_exact(column: Any, value: str) -> Any:
 def _audit_values(r: AuditEntry) -> dict[str, Any]:
     detail = r.get("detail")
     return {
-        "time": r.get("time") or time.time(), "actor": _cut(r.get("actor"), 255), "action": r["action"][:64],
-        "repository": _cut(r.get("repository"), 255), "target": _cut(r.get("target"), 300),
-        "client_ip": _cut(r.get("client_ip"), 64), "user_agent": _cut(r.get("user_agent"), 300),
-        "detail": json.dumps(detail, sort_keys=True) if detail else None, "dedupe_key": _cut(r.get("dedupe_key"), 400),
+        "time": r.get("time") or time.time(),
+        "actor": _cut(r.get("actor"), 255),
+        "action": r["action"][:64],
+        "repository": _cut(r.get("repository"), 255),
+        "target": _cut(r.get("target"), 300),
+        "client_ip": _cut(r.get("client_ip"), 64),
+        "user_agent": _cut(r.get("user_agent"), 300),
+        "detail": json.dumps(detail, sort_keys=True) if detail else None,
+        "dedupe_key": _cut(r.get("dedupe_key"), 400),
     }
 
 
@@ -370,16 +462,30 @@ def _cut(value: Any, n: int) -> Any:
 
 def _audit_out(r: Any) -> dict[str, Any]:
     return {
-        "id": int(r.id), "time": float(r.time), "actor": r.actor, "action": r.action, "repository": r.repository,
-        "target": r.target, "client_ip": r.client_ip, "user_agent": r.user_agent,
+        "id": int(r.id),
+        "time": float(r.time),
+        "actor": r.actor,
+        "action": r.action,
+        "repository": r.repository,
+        "target": r.target,
+        "client_ip": r.client_ip,
+        "user_agent": r.user_agent,
         "detail": json.loads(r.detail) if r.detail else None,
     }
 
 
 def _webhook(r: Any) -> dict[str, Any]:
     return {
-        "name": r.name, "url": r.url, "secret": r.secret, "format": r.format, "actions": json.loads(r.actions),
-        "repositories": json.loads(r.repositories), "targets": json.loads(r.targets), "timeout": float(r.timeout),
-        "max_attempts": int(r.max_attempts), "namespace": r.namespace, "created_by": r.created_by,
+        "name": r.name,
+        "url": r.url,
+        "secret": r.secret,
+        "format": r.format,
+        "actions": json.loads(r.actions),
+        "repositories": json.loads(r.repositories),
+        "targets": json.loads(r.targets),
+        "timeout": float(r.timeout),
+        "max_attempts": int(r.max_attempts),
+        "namespace": r.namespace,
+        "created_by": r.created_by,
         "created_at": float(r.created_at),
     }

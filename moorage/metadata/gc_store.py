@@ -38,11 +38,23 @@ class GCStore:
         """The whole index (tags, manifests, references, blobs, links) in one read transaction."""
         async with self.db.read() as conn:
             repos = {int(r.id): r.name for r in await conn.execute(select(repositories.c.id, repositories.c.name))}
-            tag_rows = (await conn.execute(select(tags.c.repository_id, tags.c.name, tags.c.manifest_id, tags.c.updated_at))).all()
+            tag_rows = (
+                await conn.execute(select(tags.c.repository_id, tags.c.name, tags.c.manifest_id, tags.c.updated_at))
+            ).all()
             mans = {
-                int(r.id): ManifestNode(int(r.id), int(r.repository_id), r.digest, r.subject_digest, float(r.created_at), int(r.size))
-                for r in await conn.execute(select(manifests.c.id, manifests.c.repository_id, manifests.c.digest,
-                                                   manifests.c.subject_digest, manifests.c.created_at, manifests.c.size))
+                int(r.id): ManifestNode(
+                    int(r.id), int(r.repository_id), r.digest, r.subject_digest, float(r.created_at), int(r.size)
+                )
+                for r in await conn.execute(
+                    select(
+                        manifests.c.id,
+                        manifests.c.repository_id,
+                        manifests.c.digest,
+                        manifests.c.subject_digest,
+                        manifests.c.created_at,
+                        manifests.c.size,
+                    )
+                )
             }
             children: dict[int, list[str]] = {}
             for r in await conn.execute(select(manifest_children.c.manifest_id, manifest_children.c.child_digest)):
@@ -52,14 +64,20 @@ class GCStore:
                 mblobs.setdefault(int(r.manifest_id), []).append(r.digest)
             blob_rows = {
                 r.digest: BlobState(int(r.size), float(r.last_linked_at), r.pending_until, r.deleting_since)
-                for r in await conn.execute(select(blobs.c.digest, blobs.c.size, blobs.c.last_linked_at,
-                                                   blobs.c.pending_until, blobs.c.deleting_since))
+                for r in await conn.execute(
+                    select(blobs.c.digest, blobs.c.size, blobs.c.last_linked_at, blobs.c.pending_until, blobs.c.deleting_since)
+                )
             }
-            links = [(int(r.repository_id), r.digest, float(r.created_at))
-                     for r in await conn.execute(select(repository_blobs.c.repository_id, repository_blobs.c.digest,
-                                                        repository_blobs.c.created_at))]
-        tag_infos = [TagInfo(int(r.repository_id), repos.get(int(r.repository_id), "?"), r.name,
-                             int(r.manifest_id), float(r.updated_at)) for r in tag_rows]
+            links = [
+                (int(r.repository_id), r.digest, float(r.created_at))
+                for r in await conn.execute(
+                    select(repository_blobs.c.repository_id, repository_blobs.c.digest, repository_blobs.c.created_at)
+                )
+            ]
+        tag_infos = [
+            TagInfo(int(r.repository_id), repos.get(int(r.repository_id), "?"), r.name, int(r.manifest_id), float(r.updated_at))
+            for r in tag_rows
+        ]
         return IndexSnapshot(repos, tag_infos, mans, children, mblobs, blob_rows, links)
 
     # ------------------------------------------------------------------------ uploads
@@ -87,9 +105,11 @@ class GCStore:
         (:func:`_reachable_now`); returns the ids deleted.  Rows another transaction holds
         are skipped (SKIP LOCKED): they are in use."""
         async with self.db.write() as conn:
-            locked = list((await conn.execute(
-                select(manifests.c.id).where(manifests.c.id.in_(ids)).with_for_update(skip_locked=True)
-            )).scalars())
+            locked = list(
+                (
+                    await conn.execute(select(manifests.c.id).where(manifests.c.id.in_(ids)).with_for_update(skip_locked=True))
+                ).scalars()
+            )
             ok: list[int] = []
             if locked:
                 alive = await _reachable_now(conn, locked, cutoff)
@@ -107,26 +127,36 @@ class GCStore:
         repository references (re-checked); blobs locked elsewhere are skipped."""
         mb_owner = aliased(manifests)
         async with self.db.write() as conn:
-            locked = set((await conn.execute(
-                select(blobs.c.digest).where(blobs.c.digest.in_({d for _, d in pairs}))
-                .with_for_update(skip_locked=True)
-            )).scalars())
+            locked = set(
+                (
+                    await conn.execute(
+                        select(blobs.c.digest).where(blobs.c.digest.in_({d for _, d in pairs})).with_for_update(skip_locked=True)
+                    )
+                ).scalars()
+            )
             mine = [p for p in pairs if p[1] in locked]
             if not mine:
                 return 0
-            res = await conn.execute(delete(repository_blobs).where(
-                tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(mine),
-                repository_blobs.c.created_at < cutoff,
-                ~exists(select(manifest_blobs.c.manifest_id)
+            res = await conn.execute(
+                delete(repository_blobs).where(
+                    tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(mine),
+                    repository_blobs.c.created_at < cutoff,
+                    ~exists(
+                        select(manifest_blobs.c.manifest_id)
                         .select_from(manifest_blobs.join(mb_owner, mb_owner.c.id == manifest_blobs.c.manifest_id))
-                        .where(manifest_blobs.c.digest == repository_blobs.c.digest,
-                               mb_owner.c.repository_id == repository_blobs.c.repository_id)),
-            ))
+                        .where(
+                            manifest_blobs.c.digest == repository_blobs.c.digest,
+                            mb_owner.c.repository_id == repository_blobs.c.repository_id,
+                        )
+                    ),
+                )
+            )
             return int(res.rowcount or 0)
 
     # -------------------------------------------------------------------------- blobs
-    async def tombstone(self, digests: Sequence[str], cutoff: float,
-                        forget: Sequence[str] = ()) -> tuple[float, list[tuple[str, int]]]:
+    async def tombstone(
+        self, digests: Sequence[str], cutoff: float, forget: Sequence[str] = ()
+    ) -> tuple[float, list[tuple[str, int]]]:
         """One sweep transaction: (delete the rows of ``forget``, whose bytes are gone,) lock
         ``digests`` (SKIP LOCKED: an in-flight put_manifest/claim/link holding a row means the
         blob is in use), re-check with a fresh statement that each is still garbage, set the
@@ -135,24 +165,36 @@ class GCStore:
             now = time.time()
             if forget:
                 await conn.execute(delete(blobs).where(blobs.c.digest.in_(forget), blobs.c.deleting_since.is_not(None)))
-            locked = list((await conn.execute(
-                select(blobs.c.digest).where(blobs.c.digest.in_(digests), blobs.c.deleting_since.is_(None))
-                .with_for_update(skip_locked=True)
-            )).scalars())
+            locked = list(
+                (
+                    await conn.execute(
+                        select(blobs.c.digest)
+                        .where(blobs.c.digest.in_(digests), blobs.c.deleting_since.is_(None))
+                        .with_for_update(skip_locked=True)
+                    )
+                ).scalars()
+            )
             tomb: list[tuple[str, int]] = []
             if locked:
                 # The re-check sees every commit before our locks.
-                tomb = [(r.digest, int(r.size)) for r in await conn.execute(
-                    update(blobs).where(
-                        blobs.c.digest.in_(locked),
-                        blobs.c.deleting_since.is_(None),
-                        blobs.c.last_linked_at < cutoff,
-                        or_(blobs.c.pending_until.is_(None), blobs.c.pending_until < now),
-                        ~exists().where(manifest_blobs.c.digest == blobs.c.digest),
-                        ~exists().where(and_(repository_blobs.c.digest == blobs.c.digest,
-                                             repository_blobs.c.created_at >= cutoff)),
-                    ).values(deleting_since=now).returning(blobs.c.digest, blobs.c.size)
-                )]
+                tomb = [
+                    (r.digest, int(r.size))
+                    for r in await conn.execute(
+                        update(blobs)
+                        .where(
+                            blobs.c.digest.in_(locked),
+                            blobs.c.deleting_since.is_(None),
+                            blobs.c.last_linked_at < cutoff,
+                            or_(blobs.c.pending_until.is_(None), blobs.c.pending_until < now),
+                            ~exists().where(manifest_blobs.c.digest == blobs.c.digest),
+                            ~exists().where(
+                                and_(repository_blobs.c.digest == blobs.c.digest, repository_blobs.c.created_at >= cutoff)
+                            ),
+                        )
+                        .values(deleting_since=now)
+                        .returning(blobs.c.digest, blobs.c.size)
+                    )
+                ]
                 # Its links go with it (old ones only: the re-check excluded young ones).
                 if tomb:
                     await conn.execute(delete(repository_blobs).where(repository_blobs.c.digest.in_([d for d, _ in tomb])))
@@ -161,10 +203,15 @@ class GCStore:
     async def refresh_tombstones(self, digests: Sequence[str]) -> list[tuple[str, int]]:
         """Re-assert the tombstones on ``digests`` (those still tombstoned), dropping their links."""
         async with self.db.write() as conn:
-            held = [(r.digest, int(r.size)) for r in await conn.execute(
-                update(blobs).where(blobs.c.digest.in_(digests), blobs.c.deleting_since.is_not(None))
-                .values(deleting_since=time.time()).returning(blobs.c.digest, blobs.c.size)
-            )]
+            held = [
+                (r.digest, int(r.size))
+                for r in await conn.execute(
+                    update(blobs)
+                    .where(blobs.c.digest.in_(digests), blobs.c.deleting_since.is_not(None))
+                    .values(deleting_since=time.time())
+                    .returning(blobs.c.digest, blobs.c.size)
+                )
+            ]
             if held:
                 await conn.execute(delete(repository_blobs).where(repository_blobs.c.digest.in_([d for d, _ in held])))
         return held
@@ -184,38 +231,73 @@ class GCStore:
         were inserted.  The insert *is* the check: a row that appeared since the listing (an
         upload claimed the digest) makes it a no-op; ours makes a concurrent claim wait."""
         async with self.db.write() as conn:
-            return set((await conn.execute(
-                self.db.insert(blobs).values([
-                    {"digest": d, "size": s, "created_at": now, "last_linked_at": now,
-                     "pending_until": None, "deleting_since": now} for d, s in found
-                ]).on_conflict_do_nothing(index_elements=["digest"]).returning(blobs.c.digest)
-            )).scalars())
+            return set(
+                (
+                    await conn.execute(
+                        self.db.insert(blobs)
+                        .values(
+                            [
+                                {
+                                    "digest": d,
+                                    "size": s,
+                                    "created_at": now,
+                                    "last_linked_at": now,
+                                    "pending_until": None,
+                                    "deleting_since": now,
+                                }
+                                for d, s in found
+                            ]
+                        )
+                        .on_conflict_do_nothing(index_elements=["digest"])
+                        .returning(blobs.c.digest)
+                    )
+                ).scalars()
+            )
 
     # -------------------------------------------------------------------------- runs
-    async def record_run(self, started: float, *, dry_run: bool, manifests_removed: int, blobs_removed: int,
-                         bytes_removed: int, tags_removed: int) -> None:
+    async def record_run(
+        self, started: float, *, dry_run: bool, manifests_removed: int, blobs_removed: int, bytes_removed: int, tags_removed: int
+    ) -> None:
         async with self.db.write() as conn:
-            await conn.execute(insert(gc_runs).values(
-                started_at=started, finished_at=time.time(), dry_run=dry_run,
-                manifests_removed=manifests_removed, blobs_removed=blobs_removed,
-                bytes_removed=bytes_removed, tags_removed=tags_removed,
-            ))
+            await conn.execute(
+                insert(gc_runs).values(
+                    started_at=started,
+                    finished_at=time.time(),
+                    dry_run=dry_run,
+                    manifests_removed=manifests_removed,
+                    blobs_removed=blobs_removed,
+                    bytes_removed=bytes_removed,
+                    tags_removed=tags_removed,
+                )
+            )
 
     async def consistency_rows(self) -> ConsistencyRows:
         async with self.db.read() as conn:
-            rows = (await conn.execute(select(blobs.c.digest, blobs.c.size, blobs.c.deleting_since, blobs.c.quarantined_at))).all()
-            refs = (await conn.execute(
-                select(manifests.c.repository_id, manifests.c.digest.label("manifest"), manifest_blobs.c.digest)
-                .select_from(manifest_blobs.join(manifests, manifests.c.id == manifest_blobs.c.manifest_id))
-            )).all()
-            links = {(int(r.repository_id), r.digest) for r in await conn.execute(
-                select(repository_blobs.c.repository_id, repository_blobs.c.digest))}
-            kids = (await conn.execute(
-                select(manifests.c.repository_id, manifests.c.digest, manifest_children.c.child_digest)
-                .select_from(manifest_children.join(manifests, manifests.c.id == manifest_children.c.manifest_id))
-            )).all()
-            have_manifests = {(int(r.repository_id), r.digest) for r in await conn.execute(
-                select(manifests.c.repository_id, manifests.c.digest))}
+            rows = (
+                await conn.execute(select(blobs.c.digest, blobs.c.size, blobs.c.deleting_since, blobs.c.quarantined_at))
+            ).all()
+            refs = (
+                await conn.execute(
+                    select(manifests.c.repository_id, manifests.c.digest.label("manifest"), manifest_blobs.c.digest).select_from(
+                        manifest_blobs.join(manifests, manifests.c.id == manifest_blobs.c.manifest_id)
+                    )
+                )
+            ).all()
+            links = {
+                (int(r.repository_id), r.digest)
+                for r in await conn.execute(select(repository_blobs.c.repository_id, repository_blobs.c.digest))
+            }
+            kids = (
+                await conn.execute(
+                    select(manifests.c.repository_id, manifests.c.digest, manifest_children.c.child_digest).select_from(
+                        manifest_children.join(manifests, manifests.c.id == manifest_children.c.manifest_id)
+                    )
+                )
+            ).all()
+            have_manifests = {
+                (int(r.repository_id), r.digest)
+                for r in await conn.execute(select(manifests.c.repository_id, manifests.c.digest))
+            }
         return ConsistencyRows(
             blobs=[(r.digest, int(r.size), r.deleting_since, r.quarantined_at) for r in rows],
             references=[(int(r.repository_id), r.manifest, r.digest) for r in refs],
@@ -229,11 +311,15 @@ class GCStore:
         """Forget repository ``name`` (tags, manifests, links, upload sessions) in one write
         transaction; None if unknown.  Its blobs are left to the collector."""
         async with self.db.write() as conn:
-            repo_id = (await conn.execute(select(repositories.c.id).where(repositories.c.name == name).with_for_update())).scalar()
+            repo_id = (
+                await conn.execute(select(repositories.c.id).where(repositories.c.name == name).with_for_update())
+            ).scalar()
             if repo_id is None:
                 return None
             mids = select(manifests.c.id).where(manifests.c.repository_id == repo_id)
-            pending = (await conn.execute(select(uploads.c.id, uploads.c.driver_state).where(uploads.c.repository_id == repo_id))).all()
+            pending = (
+                await conn.execute(select(uploads.c.id, uploads.c.driver_state).where(uploads.c.repository_id == repo_id))
+            ).all()
             n_tags = (await conn.execute(delete(tags).where(tags.c.repository_id == repo_id))).rowcount
             await conn.execute(delete(manifest_blobs).where(manifest_blobs.c.manifest_id.in_(mids)))
             await conn.execute(delete(manifest_children).where(manifest_children.c.manifest_id.in_(mids)))
@@ -241,8 +327,9 @@ class GCStore:
             n_links = (await conn.execute(delete(repository_blobs).where(repository_blobs.c.repository_id == repo_id))).rowcount
             await conn.execute(delete(uploads).where(uploads.c.repository_id == repo_id))
             await conn.execute(delete(repositories).where(repositories.c.id == repo_id))
-        return RepositoryDeleted(int(n_tags or 0), int(n_manifests or 0), int(n_links or 0),
-                                 [(r.id, r.driver_state) for r in pending])
+        return RepositoryDeleted(
+            int(n_tags or 0), int(n_manifests or 0), int(n_links or 0), [(r.id, r.driver_state) for r in pending]
+        )
 
 
 async def _reachable_now(conn: Any, ids: list[int], cutoff: float) -> set[int]:
@@ -258,7 +345,7 @@ async def _reachable_now(conn: Any, ids: list[int], cutoff: float) -> set[int]:
     serialises it anyway.
     """
     parent = aliased(manifests)
-    up: dict[int, set[int]] = {}        # manifest -> manifests directly above it
+    up: dict[int, set[int]] = {}  # manifest -> manifests directly above it
     roots: set[int] = set()
     seen: set[int] = set(ids)
     frontier = list(ids)
@@ -266,15 +353,26 @@ async def _reachable_now(conn: Any, ids: list[int], cutoff: float) -> set[int]:
         if not frontier:
             break
         if depth:  # candidates are locked by the caller; lock what the walk relies on
-            got = set((await conn.execute(
-                select(manifests.c.id).where(manifests.c.id.in_(frontier)).with_for_update(skip_locked=True)
-            )).scalars())
+            got = set(
+                (
+                    await conn.execute(
+                        select(manifests.c.id).where(manifests.c.id.in_(frontier)).with_for_update(skip_locked=True)
+                    )
+                ).scalars()
+            )
             roots.update(i for i in frontier if i not in got)  # busy (or gone): keep, don't guess
-        rows = (await conn.execute(
-            select(manifests.c.id, manifests.c.repository_id, manifests.c.digest, manifests.c.subject_digest,
-                   manifests.c.created_at, exists().where(tags.c.manifest_id == manifests.c.id).label("tagged"))
-            .where(manifests.c.id.in_(frontier))
-        )).all()
+        rows = (
+            await conn.execute(
+                select(
+                    manifests.c.id,
+                    manifests.c.repository_id,
+                    manifests.c.digest,
+                    manifests.c.subject_digest,
+                    manifests.c.created_at,
+                    exists().where(tags.c.manifest_id == manifests.c.id).label("tagged"),
+                ).where(manifests.c.id.in_(frontier))
+            )
+        ).all()
         walk = []
         for r in rows:
             if r.tagged or r.created_at >= cutoff:
@@ -285,21 +383,34 @@ async def _reachable_now(conn: Any, ids: list[int], cutoff: float) -> set[int]:
         if walk:
             # Indexes listing a manifest, and a referrer's subject (same repository each).
             subj = aliased(manifests)
-            for child_id, above_id in (await conn.execute(
-                select(manifests.c.id, parent.c.id)
-                .select_from(manifests
-                             .join(manifest_children, manifest_children.c.child_digest == manifests.c.digest)
-                             .join(parent, and_(parent.c.id == manifest_children.c.manifest_id,
-                                                parent.c.repository_id == manifests.c.repository_id)))
-                .where(manifests.c.id.in_(walk))
-            )).tuples():
+            for child_id, above_id in (
+                await conn.execute(
+                    select(manifests.c.id, parent.c.id)
+                    .select_from(
+                        manifests.join(manifest_children, manifest_children.c.child_digest == manifests.c.digest).join(
+                            parent,
+                            and_(
+                                parent.c.id == manifest_children.c.manifest_id,
+                                parent.c.repository_id == manifests.c.repository_id,
+                            ),
+                        )
+                    )
+                    .where(manifests.c.id.in_(walk))
+                )
+            ).tuples():
                 up[int(child_id)].add(int(above_id))
-            for ref_id, above_id in (await conn.execute(
-                select(manifests.c.id, subj.c.id)
-                .select_from(manifests.join(subj, and_(subj.c.repository_id == manifests.c.repository_id,
-                                                       subj.c.digest == manifests.c.subject_digest)))
-                .where(manifests.c.id.in_(walk))
-            )).tuples():
+            for ref_id, above_id in (
+                await conn.execute(
+                    select(manifests.c.id, subj.c.id)
+                    .select_from(
+                        manifests.join(
+                            subj,
+                            and_(subj.c.repository_id == manifests.c.repository_id, subj.c.digest == manifests.c.subject_digest),
+                        )
+                    )
+                    .where(manifests.c.id.in_(walk))
+                )
+            ).tuples():
                 up[int(ref_id)].add(int(above_id))
         nxt: list[int] = []
         for mid in walk:

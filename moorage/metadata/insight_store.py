@@ -10,8 +10,15 @@ from typing import Any, Iterable
 from sqlalchemy import delete, func, select, update
 
 from .db import Database
-from .tables import (insight_advisories, insight_affected, insight_allowlist, insight_image_packages, insight_images,
-                     insight_policies, insight_state)
+from .tables import (
+    insight_advisories,
+    insight_affected,
+    insight_allowlist,
+    insight_image_packages,
+    insight_images,
+    insight_policies,
+    insight_state,
+)
 
 
 @dataclass(frozen=True)
@@ -41,9 +48,21 @@ class ImageRow:
 
 
 def _image(row: Any) -> ImageRow:
-    return ImageRow(row.digest, row.repository, row.os, row.platform, row.package_count, json.loads(row.packages),
-                    json.loads(row.skipped), json.loads(row.sboms), row.scanned_at, json.loads(row.findings),
-                    json.loads(row.counts), row.worst, row.matched_generation)
+    return ImageRow(
+        row.digest,
+        row.repository,
+        row.os,
+        row.platform,
+        row.package_count,
+        json.loads(row.packages),
+        json.loads(row.skipped),
+        json.loads(row.sboms),
+        row.scanned_at,
+        json.loads(row.findings),
+        json.loads(row.counts),
+        row.worst,
+        row.matched_generation,
+    )
 
 
 class InsightStore:
@@ -56,8 +75,11 @@ class InsightStore:
         out: dict[str, str] = {}
         async with self.db.read() as conn:
             for i in range(0, len(ids), 500):
-                rows = await conn.execute(select(insight_advisories.c.id, insight_advisories.c.modified)
-                                          .where(insight_advisories.c.id.in_(ids[i:i + 500])))
+                rows = await conn.execute(
+                    select(insight_advisories.c.id, insight_advisories.c.modified).where(
+                        insight_advisories.c.id.in_(ids[i : i + 500])
+                    )
+                )
                 out.update({r.id: r.modified for r in rows})
         return out
 
@@ -70,11 +92,27 @@ class InsightStore:
         async with self.db.write() as conn:
             await conn.execute(delete(insight_affected).where(insight_affected.c.advisory_id.in_(ids)))
             await conn.execute(delete(insight_advisories).where(insight_advisories.c.id.in_(ids)))
-            await conn.execute(insight_advisories.insert(), [
-                {"id": a.id, "modified": a.modified, "summary": a.summary, "severity": a.severity, "score": a.score,
-                 "aliases": json.dumps(a.aliases), "source": source[:1024], "imported_at": now} for a in advisories])
-            rows = [{"advisory_id": a.id, "ecosystem": eco, "family": fam, "package": pkg, "spec": json.dumps(spec)}
-                    for a in advisories for eco, fam, pkg, spec in a.affected]
+            await conn.execute(
+                insight_advisories.insert(),
+                [
+                    {
+                        "id": a.id,
+                        "modified": a.modified,
+                        "summary": a.summary,
+                        "severity": a.severity,
+                        "score": a.score,
+                        "aliases": json.dumps(a.aliases),
+                        "source": source[:1024],
+                        "imported_at": now,
+                    }
+                    for a in advisories
+                ],
+            )
+            rows = [
+                {"advisory_id": a.id, "ecosystem": eco, "family": fam, "package": pkg, "spec": json.dumps(spec)}
+                for a in advisories
+                for eco, fam, pkg, spec in a.affected
+            ]
             if rows:
                 await conn.execute(insight_affected.insert(), rows)
 
@@ -87,11 +125,15 @@ class InsightStore:
         async with self.db.read() as conn:
             for fam, names in by_family.items():
                 for i in range(0, len(names), 500):
-                    rows = await conn.execute(select(insight_affected).where(
-                        insight_affected.c.family == fam, insight_affected.c.package.in_(names[i:i + 500])))
+                    rows = await conn.execute(
+                        select(insight_affected).where(
+                            insight_affected.c.family == fam, insight_affected.c.package.in_(names[i : i + 500])
+                        )
+                    )
                     for r in rows:
                         out.setdefault((r.family, r.package), []).append(
-                            AffectedRow(r.advisory_id, r.ecosystem, r.family, r.package, json.loads(r.spec)))
+                            AffectedRow(r.advisory_id, r.ecosystem, r.family, r.package, json.loads(r.spec))
+                        )
         return out
 
     async def advisories(self, ids: Iterable[str]) -> dict[str, Any]:
@@ -99,7 +141,7 @@ class InsightStore:
         out: dict[str, Any] = {}
         async with self.db.read() as conn:
             for i in range(0, len(ids), 500):
-                rows = await conn.execute(select(insight_advisories).where(insight_advisories.c.id.in_(ids[i:i + 500])))
+                rows = await conn.execute(select(insight_advisories).where(insight_advisories.c.id.in_(ids[i : i + 500])))
                 out.update({r.id: r for r in rows})
         return out
 
@@ -129,20 +171,39 @@ class InsightStore:
         return new
 
     # ---------------------------------------------------------------------------- images
-    async def put_image(self, digest: str, repository: str, os_name: str, platform: str, packages: list[dict[str, str]],
-                        skipped: list[dict[str, str]], sboms: dict[str, str]) -> None:
+    async def put_image(
+        self,
+        digest: str,
+        repository: str,
+        os_name: str,
+        platform: str,
+        packages: list[dict[str, str]],
+        skipped: list[dict[str, str]],
+        sboms: dict[str, str],
+    ) -> None:
         async with self.db.write() as conn:
             await conn.execute(delete(insight_image_packages).where(insight_image_packages.c.digest == digest))
             await conn.execute(delete(insight_images).where(insight_images.c.digest == digest))
-            await conn.execute(insight_images.insert().values(
-                digest=digest, repository=repository, os=os_name, platform=platform, package_count=len(packages),
-                packages=json.dumps(packages, separators=(",", ":")), skipped=json.dumps(skipped),
-                sboms=json.dumps(sboms), scanned_at=time.time(), findings="[]", counts="{}", worst="",
-                matched_generation=-1))
-            rows = [{"digest": digest, "ecosystem": p["ecosystem"], "name": p["name"], "version": p["version"]}
-                    for p in packages]
+            await conn.execute(
+                insight_images.insert().values(
+                    digest=digest,
+                    repository=repository,
+                    os=os_name,
+                    platform=platform,
+                    package_count=len(packages),
+                    packages=json.dumps(packages, separators=(",", ":")),
+                    skipped=json.dumps(skipped),
+                    sboms=json.dumps(sboms),
+                    scanned_at=time.time(),
+                    findings="[]",
+                    counts="{}",
+                    worst="",
+                    matched_generation=-1,
+                )
+            )
+            rows = [{"digest": digest, "ecosystem": p["ecosystem"], "name": p["name"], "version": p["version"]} for p in packages]
             for i in range(0, len(rows), 1000):
-                await conn.execute(insight_image_packages.insert(), rows[i:i + 1000])
+                await conn.execute(insight_image_packages.insert(), rows[i : i + 1000])
 
     async def get_image(self, digest: str) -> ImageRow | None:
         async with self.db.read() as conn:
@@ -153,18 +214,29 @@ class InsightStore:
         async with self.db.read() as conn:
             return list((await conn.execute(select(insight_images.c.digest).order_by(insight_images.c.digest))).scalars())
 
-    async def set_findings(self, digest: str, findings: list[dict[str, Any]], counts: dict[str, int], worst: str,
-                           generation: int) -> None:
+    async def set_findings(
+        self, digest: str, findings: list[dict[str, Any]], counts: dict[str, int], worst: str, generation: int
+    ) -> None:
         async with self.db.write() as conn:
-            await conn.execute(update(insight_images).where(insight_images.c.digest == digest).values(
-                findings=json.dumps(findings, separators=(",", ":")), counts=json.dumps(counts), worst=worst,
-                matched_generation=generation))
+            await conn.execute(
+                update(insight_images)
+                .where(insight_images.c.digest == digest)
+                .values(
+                    findings=json.dumps(findings, separators=(",", ":")),
+                    counts=json.dumps(counts),
+                    worst=worst,
+                    matched_generation=generation,
+                )
+            )
 
     async def worst_of(self, digest: str) -> tuple[str, list[dict[str, Any]]] | None:
         """(worst severity, findings) of a scanned image; None if never scanned."""
         async with self.db.read(snapshot=False) as conn:
-            row = (await conn.execute(select(insight_images.c.worst, insight_images.c.findings)
-                                      .where(insight_images.c.digest == digest))).first()
+            row = (
+                await conn.execute(
+                    select(insight_images.c.worst, insight_images.c.findings).where(insight_images.c.digest == digest)
+                )
+            ).first()
         return (row.worst, json.loads(row.findings)) if row else None
 
     async def summaries(self, digests: list[str]) -> dict[str, tuple[str, dict[str, int]]]:
@@ -172,8 +244,11 @@ class InsightStore:
         out: dict[str, tuple[str, dict[str, int]]] = {}
         async with self.db.read(snapshot=False) as conn:
             for i in range(0, len(digests), 500):
-                rows = await conn.execute(select(insight_images.c.digest, insight_images.c.worst, insight_images.c.counts)
-                                          .where(insight_images.c.digest.in_(digests[i:i + 500])))
+                rows = await conn.execute(
+                    select(insight_images.c.digest, insight_images.c.worst, insight_images.c.counts).where(
+                        insight_images.c.digest.in_(digests[i : i + 500])
+                    )
+                )
                 out.update({r.digest: (r.worst, json.loads(r.counts)) for r in rows})
         return out
 
@@ -181,10 +256,16 @@ class InsightStore:
         """(digest, repository, ecosystem, version) of images holding a package called ``name``."""
         async with self.db.read() as conn:
             rows = await conn.execute(
-                select(insight_image_packages.c.digest, insight_images.c.repository, insight_image_packages.c.ecosystem,
-                       insight_image_packages.c.version)
+                select(
+                    insight_image_packages.c.digest,
+                    insight_images.c.repository,
+                    insight_image_packages.c.ecosystem,
+                    insight_image_packages.c.version,
+                )
                 .join(insight_images, insight_images.c.digest == insight_image_packages.c.digest)
-                .where(insight_image_packages.c.name == name).limit(limit))
+                .where(insight_image_packages.c.name == name)
+                .limit(limit)
+            )
             return [tuple(r) for r in rows]  # type: ignore[misc]
 
     async def images(self) -> list[ImageRow]:
@@ -201,24 +282,35 @@ class InsightStore:
         async with self.db.write() as conn:
             await conn.execute(delete(insight_policies).where(insight_policies.c.namespace == namespace))
             if block_severity:
-                await conn.execute(insight_policies.insert().values(namespace=namespace, block_severity=block_severity,
-                                                                     updated_at=time.time()))
+                await conn.execute(
+                    insight_policies.insert().values(namespace=namespace, block_severity=block_severity, updated_at=time.time())
+                )
 
     async def allowlist(self, namespace: str) -> dict[str, float | None]:
         async with self.db.read(snapshot=False) as conn:
-            rows = await conn.execute(select(insight_allowlist.c.advisory_id, insight_allowlist.c.expires_at)
-                                      .where(insight_allowlist.c.namespace == namespace))
+            rows = await conn.execute(
+                select(insight_allowlist.c.advisory_id, insight_allowlist.c.expires_at).where(
+                    insight_allowlist.c.namespace == namespace
+                )
+            )
             return {r.advisory_id: r.expires_at for r in rows}
 
     async def allow(self, namespace: str, advisory_id: str, expires_at: float | None, reason: str) -> None:
         async with self.db.write() as conn:
-            stmt = self.db.insert(insight_allowlist).values(namespace=namespace, advisory_id=advisory_id,
-                                                            expires_at=expires_at, reason=reason, created_at=time.time())
-            await conn.execute(stmt.on_conflict_do_update(index_elements=["namespace", "advisory_id"],
-                                                          set_={"expires_at": expires_at, "reason": reason}))
+            stmt = self.db.insert(insight_allowlist).values(
+                namespace=namespace, advisory_id=advisory_id, expires_at=expires_at, reason=reason, created_at=time.time()
+            )
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["namespace", "advisory_id"], set_={"expires_at": expires_at, "reason": reason}
+                )
+            )
 
     async def disallow(self, namespace: str, advisory_id: str) -> bool:
         async with self.db.write() as conn:
-            res = await conn.execute(delete(insight_allowlist).where(insight_allowlist.c.namespace == namespace,
-                                                                     insight_allowlist.c.advisory_id == advisory_id))
+            res = await conn.execute(
+                delete(insight_allowlist).where(
+                    insight_allowlist.c.namespace == namespace, insight_allowlist.c.advisory_id == advisory_id
+                )
+            )
             return bool(res.rowcount)

@@ -79,8 +79,9 @@ class PostgresLeaderLock:
             return True
         try:
             conn = await self._connection()
-            got = (await asyncio.wait_for(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}),
-                                          CHECK_TIMEOUT)).scalar()
+            got = (
+                await asyncio.wait_for(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}), CHECK_TIMEOUT)
+            ).scalar()
         except BaseException:
             await self.release()
             raise

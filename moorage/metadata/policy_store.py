@@ -25,10 +25,12 @@ def _like_escape(text: str) -> str:
 
 
 def _repos_in(namespace: str):  # type: ignore[no-untyped-def]
-    return select(repositories.c.id).where(or_(
-        repositories.c.name == namespace,
-        repositories.c.name.like(_like_escape(namespace) + "/%", escape="\\"),
-    ))
+    return select(repositories.c.id).where(
+        or_(
+            repositories.c.name == namespace,
+            repositories.c.name.like(_like_escape(namespace) + "/%", escape="\\"),
+        )
+    )
 
 
 class PolicyStore:
@@ -38,9 +40,11 @@ class PolicyStore:
     # ---------------------------------------------------------------------------- quotas
     async def set_quota(self, namespace: str, limit_bytes: int) -> None:
         async with self.db.write() as conn:
-            await conn.execute(self.db.insert(quotas).values(
-                namespace=namespace, limit_bytes=limit_bytes, created_at=time.time()
-            ).on_conflict_do_update(index_elements=["namespace"], set_={"limit_bytes": limit_bytes}))
+            await conn.execute(
+                self.db.insert(quotas)
+                .values(namespace=namespace, limit_bytes=limit_bytes, created_at=time.time())
+                .on_conflict_do_update(index_elements=["namespace"], set_={"limit_bytes": limit_bytes})
+            )
 
     async def list_quotas(self) -> list[Quota]:
         async with self.db.read() as conn:
@@ -56,13 +60,17 @@ class PolicyStore:
         """Unique bytes of the blobs linked in ``namespace`` (and the repositories below it)."""
         digests = select(repository_blobs.c.digest).where(repository_blobs.c.repository_id.in_(_repos_in(namespace))).distinct()
         async with self.db.read() as conn:
-            total = (await conn.execute(select(func.coalesce(func.sum(blobs.c.size), 0)).where(blobs.c.digest.in_(digests)))).scalar()
+            total = (
+                await conn.execute(select(func.coalesce(func.sum(blobs.c.size), 0)).where(blobs.c.digest.in_(digests)))
+            ).scalar()
         return int(total or 0)
 
     async def linked_in_namespace(self, namespace: str, digest: str) -> bool:
-        q = select(repository_blobs.c.digest).where(
-            repository_blobs.c.repository_id.in_(_repos_in(namespace)), repository_blobs.c.digest == digest
-        ).limit(1)
+        q = (
+            select(repository_blobs.c.digest)
+            .where(repository_blobs.c.repository_id.in_(_repos_in(namespace)), repository_blobs.c.digest == digest)
+            .limit(1)
+        )
         async with self.db.read() as conn:
             return (await conn.execute(q)).first() is not None
 
@@ -70,8 +78,11 @@ class PolicyStore:
     async def set_retention(self, policy: RetentionPolicy) -> None:
         values = {"keep_last": policy.keep_last, "keep_regex": policy.keep_regex, "expire_days": policy.expire_days}
         async with self.db.write() as conn:
-            await conn.execute(self.db.insert(retention_policies).values(pattern=policy.pattern, created_at=time.time(), **values)
-                               .on_conflict_do_update(index_elements=["pattern"], set_=values))
+            await conn.execute(
+                self.db.insert(retention_policies)
+                .values(pattern=policy.pattern, created_at=time.time(), **values)
+                .on_conflict_do_update(index_elements=["pattern"], set_=values)
+            )
 
     async def list_retention(self) -> list[RetentionPolicy]:
         async with self.db.read() as conn:
@@ -84,8 +95,9 @@ class PolicyStore:
         return bool(res.rowcount)
 
     async def load_tags(self, repository: str | None = None) -> list[TagInfo]:
-        q = (select(tags.c.repository_id, repositories.c.name.label("repository"), tags.c.name, tags.c.manifest_id, tags.c.updated_at)
-             .select_from(tags.join(repositories, repositories.c.id == tags.c.repository_id)))
+        q = select(
+            tags.c.repository_id, repositories.c.name.label("repository"), tags.c.name, tags.c.manifest_id, tags.c.updated_at
+        ).select_from(tags.join(repositories, repositories.c.id == tags.c.repository_id))
         if repository is not None:
             q = q.where(repositories.c.name == repository)
         async with self.db.read() as conn:
@@ -97,20 +109,28 @@ class PolicyStore:
         removed = 0
         for i in range(0, len(doomed), batch):
             async with self.db.write() as conn:
-                for t in doomed[i:i + batch]:
-                    res = await conn.execute(delete(tags).where(and_(
-                        tags.c.repository_id == t.repository_id, tags.c.name == t.name,
-                        tags.c.manifest_id == t.manifest_id, tags.c.updated_at == t.updated_at,
-                    )))
+                for t in doomed[i : i + batch]:
+                    res = await conn.execute(
+                        delete(tags).where(
+                            and_(
+                                tags.c.repository_id == t.repository_id,
+                                tags.c.name == t.name,
+                                tags.c.manifest_id == t.manifest_id,
+                                tags.c.updated_at == t.updated_at,
+                            )
+                        )
+                    )
                     removed += int(res.rowcount or 0)
         return removed
 
     # ------------------------------------------------------------------------ immutable
     async def add_immutable(self, repo_pattern: str, tag_regex: str) -> None:
         async with self.db.write() as conn:
-            await conn.execute(self.db.insert(immutable_tags).values(
-                repo_pattern=repo_pattern, tag_regex=tag_regex, created_at=time.time()
-            ).on_conflict_do_nothing(index_elements=["repo_pattern", "tag_regex"]))
+            await conn.execute(
+                self.db.insert(immutable_tags)
+                .values(repo_pattern=repo_pattern, tag_regex=tag_regex, created_at=time.time())
+                .on_conflict_do_nothing(index_elements=["repo_pattern", "tag_regex"])
+            )
 
     async def list_immutable(self) -> list[ImmutableRule]:
         async with self.db.read() as conn:
@@ -136,13 +156,17 @@ async def immutable_rules(conn: AsyncConnection, *, ordered: bool = False) -> li
 async def claim_tag(conn: AsyncConnection, db: Database, repo_id: int, tag: str, manifest_id: int) -> TagHolder | None:
     """Point ``tag`` at ``manifest_id`` if nobody has it yet (atomic under concurrency), then
     return whoever holds it, row-locked until the transaction ends."""
-    await conn.execute(db.insert(tags).values(
-        repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=time.time()
-    ).on_conflict_do_nothing(index_elements=["repository_id", "name"]))
-    row = (await conn.execute(
-        select(tags.c.manifest_id, manifests.c.digest)
-        .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
-        .where(tags.c.repository_id == repo_id, tags.c.name == tag)
-        .with_for_update(of=tags)
-    )).first()
+    await conn.execute(
+        db.insert(tags)
+        .values(repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=time.time())
+        .on_conflict_do_nothing(index_elements=["repository_id", "name"])
+    )
+    row = (
+        await conn.execute(
+            select(tags.c.manifest_id, manifests.c.digest)
+            .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+            .where(tags.c.repository_id == repo_id, tags.c.name == tag)
+            .with_for_update(of=tags)
+        )
+    ).first()
     return None if row is None else TagHolder(int(row.manifest_id), row.digest)

@@ -49,9 +49,14 @@ class TokenRecord:
 
     def public_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "user": self.user, "name": self.name, "scope": self.scope,
-            "expires_at": self.expires_at, "revoked_at": self.revoked_at,
-            "last_used_at": self.last_used_at, "created_at": self.created_at,
+            "id": self.id,
+            "user": self.user,
+            "name": self.name,
+            "scope": self.scope,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "last_used_at": self.last_used_at,
+            "created_at": self.created_at,
         }
 
 
@@ -64,7 +69,6 @@ class GrantRow:
 
 
 # -- end of auth ------------------------------------------------------------------------------------
-
 
 
 # =============================================================================================

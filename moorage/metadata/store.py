@@ -18,7 +18,15 @@ from sqlalchemy import Connection, bindparam, delete, exists, func, or_, select,
 from .db import Database, _SyncReader
 from .writer import run_inline
 from .tables import (
-    blobs, manifest_blobs, manifest_children, manifests, quarantined_blobs, repositories, repository_blobs, tags, uploads,
+    blobs,
+    manifest_blobs,
+    manifest_children,
+    manifests,
+    quarantined_blobs,
+    repositories,
+    repository_blobs,
+    tags,
+    uploads,
 )
 
 if TYPE_CHECKING:  # the asyncio extension (and the ORM it imports) is not loaded on SQLite
@@ -81,17 +89,25 @@ _GET_MANIFEST_BY_DIGEST = (
 )
 _GET_MANIFEST_BY_TAG = (
     select(*_MANIFEST_COLS)
-    .select_from(tags.join(repositories, repositories.c.id == tags.c.repository_id)
-                 .join(manifests, manifests.c.id == tags.c.manifest_id))
+    .select_from(
+        tags.join(repositories, repositories.c.id == tags.c.repository_id).join(manifests, manifests.c.id == tags.c.manifest_id)
+    )
     .where(repositories.c.name == bindparam("repo"), tags.c.name == bindparam("ref"))
 )
 _REPOSITORY_ID = select(repositories.c.id).where(repositories.c.name == bindparam("repo"))
 _BLOB_SIZE_IN_REPOSITORY = (
     select(blobs.c.size)
-    .select_from(repository_blobs.join(repositories, repositories.c.id == repository_blobs.c.repository_id)
-                 .join(blobs, blobs.c.digest == repository_blobs.c.digest))
-    .where(repositories.c.name == bindparam("repo"), repository_blobs.c.digest == bindparam("digest"),
-           blobs.c.deleting_since.is_(None), blobs.c.quarantined_at.is_(None))
+    .select_from(
+        repository_blobs.join(repositories, repositories.c.id == repository_blobs.c.repository_id).join(
+            blobs, blobs.c.digest == repository_blobs.c.digest
+        )
+    )
+    .where(
+        repositories.c.name == bindparam("repo"),
+        repository_blobs.c.digest == bindparam("digest"),
+        blobs.c.deleting_since.is_(None),
+        blobs.c.quarantined_at.is_(None),
+    )
 )
 
 
@@ -102,27 +118,35 @@ _COUNT_OPEN_UPLOADS = select(
 )
 _CLAIM_UPLOAD = (
     update(uploads)
-    .where(uploads.c.id == bindparam("uid"), uploads.c.size == bindparam("expected"),
-           or_(uploads.c.writer.is_(None), uploads.c.writer_until < bindparam("now"), uploads.c.writer == bindparam("w")))
+    .where(
+        uploads.c.id == bindparam("uid"),
+        uploads.c.size == bindparam("expected"),
+        or_(uploads.c.writer.is_(None), uploads.c.writer_until < bindparam("now"), uploads.c.writer == bindparam("w")),
+    )
     .values(writer=bindparam("w"), writer_until=bindparam("until"))
 )
 _UPDATE_UPLOAD = (
-    update(uploads).where(uploads.c.id == bindparam("uid"), uploads.c.size == bindparam("expected"))
+    update(uploads)
+    .where(uploads.c.id == bindparam("uid"), uploads.c.size == bindparam("expected"))
     .values(size=bindparam("new_size"), driver_state=bindparam("state"), updated_at=bindparam("now"))
 )
 _UPDATE_UPLOAD_CLAIMED = _UPDATE_UPLOAD.where(uploads.c.writer == bindparam("w"))
-_UPDATE_UPLOAD_UNCLAIMED = (_UPDATE_UPLOAD.where(or_(uploads.c.writer.is_(None), uploads.c.writer_until < bindparam("now")))
-                            .values(writer=None, writer_until=None))
+_UPDATE_UPLOAD_UNCLAIMED = _UPDATE_UPLOAD.where(
+    or_(uploads.c.writer.is_(None), uploads.c.writer_until < bindparam("now"))
+).values(writer=None, writer_until=None)
 _UPDATE_UPLOAD_RELEASE = _UPDATE_UPLOAD_CLAIMED.values(writer=None, writer_until=None)
 _INSERT_UPLOAD = uploads.insert()
 _DELETE_UPLOAD = delete(uploads).where(uploads.c.id == bindparam("uid"))
 _BLOB_FOR_UPDATE = select(blobs.c.deleting_since).where(blobs.c.digest == bindparam("digest")).with_for_update()
-_BLOB_LINK_FOR_UPDATE = (select(blobs.c.deleting_since, blobs.c.quarantined_at)
-                         .where(blobs.c.digest == bindparam("digest")).with_for_update())
-_RENEW_BLOB_LEASE = update(blobs).where(blobs.c.digest == bindparam("d")).values(
-    size=bindparam("new_size"), pending_until=bindparam("until"), deleting_since=None, last_linked_at=bindparam("now"))
-_BLOB_LINKED = update(blobs).where(blobs.c.digest == bindparam("d")).values(
-    last_linked_at=bindparam("now"), pending_until=None)
+_BLOB_LINK_FOR_UPDATE = (
+    select(blobs.c.deleting_since, blobs.c.quarantined_at).where(blobs.c.digest == bindparam("digest")).with_for_update()
+)
+_RENEW_BLOB_LEASE = (
+    update(blobs)
+    .where(blobs.c.digest == bindparam("d"))
+    .values(size=bindparam("new_size"), pending_until=bindparam("until"), deleting_since=None, last_linked_at=bindparam("now"))
+)
+_BLOB_LINKED = update(blobs).where(blobs.c.digest == bindparam("d")).values(last_linked_at=bindparam("now"), pending_until=None)
 
 
 def _rowcount(stmt: Any, params: dict[str, Any] | None = None) -> Callable[[Connection], int]:
@@ -168,16 +192,20 @@ class MetadataStore:
         # "" (every name sorts after it) so one statement serves the first and later pages.
         tag_name, repo_name = db.lexical(tags.c.name), db.lexical(repositories.c.name)
         repo_id = select(repositories.c.id).where(repositories.c.name == bindparam("repo")).scalar_subquery()
-        self._list_tags = (select(tags.c.name).where(tags.c.repository_id == repo_id, tag_name > bindparam("last"))
-                           .order_by(tag_name))
+        self._list_tags = (
+            select(tags.c.name).where(tags.c.repository_id == repo_id, tag_name > bindparam("last")).order_by(tag_name)
+        )
         self._list_tags_n = self._list_tags.limit(bindparam("n"))
-        self._catalog = (select(repositories.c.name)
-                         .where(exists().where(manifests.c.repository_id == repositories.c.id), repo_name > bindparam("last"))
-                         .order_by(repo_name))
+        self._catalog = (
+            select(repositories.c.name)
+            .where(exists().where(manifests.c.repository_id == repositories.c.id), repo_name > bindparam("last"))
+            .order_by(repo_name)
+        )
         self._catalog_n = self._catalog.limit(bindparam("n"))
         link = db.insert(repository_blobs)
-        self._link_upsert = link.on_conflict_do_update(index_elements=["repository_id", "digest"],
-                                                       set_={"created_at": link.excluded.created_at})
+        self._link_upsert = link.on_conflict_do_update(
+            index_elements=["repository_id", "digest"], set_={"created_at": link.excluded.created_at}
+        )
 
     # -- repositories ---------------------------------------------------------------------
     # Write methods run their transaction as one synchronous function through
@@ -213,10 +241,13 @@ class MetadataStore:
     async def blob_size(self, digest: str) -> int | None:
         """Size of a live blob known to the registry (any repository)."""
         async with self.db.read(snapshot=False) as conn:
-            size = (await conn.execute(
-                select(blobs.c.size).where(blobs.c.digest == digest, blobs.c.deleting_since.is_(None),
-                                           blobs.c.quarantined_at.is_(None))
-            )).scalar()
+            size = (
+                await conn.execute(
+                    select(blobs.c.size).where(
+                        blobs.c.digest == digest, blobs.c.deleting_since.is_(None), blobs.c.quarantined_at.is_(None)
+                    )
+                )
+            ).scalar()
         return None if size is None else int(size)
 
     async def claim_blob(self, digest: str, size: int, upload: tuple[str, int, str, float] | None = None) -> None:
@@ -230,19 +261,23 @@ class MetadataStore:
         upload session in the same transaction (a completing PUT without body then costs no
         transaction of its own for its claim); :class:`UploadClaimRefused` if it can't.
         """
+
         def txn(conn: Connection) -> str:
             now = time.time()
             if upload is not None:
                 upload_id, expected, writer, until = upload
-                res = conn.execute(_CLAIM_UPLOAD, {"uid": upload_id, "expected": expected, "now": now,
-                                                   "w": writer, "until": until})
+                res = conn.execute(
+                    _CLAIM_UPLOAD, {"uid": upload_id, "expected": expected, "now": now, "w": writer, "until": until}
+                )
                 if not res.rowcount:
                     raise UploadClaimRefused(upload_id)
             row = conn.execute(_BLOB_FOR_UPDATE, {"digest": digest}).first()
             if row is None:
-                res = conn.execute(self.db.insert(blobs).values(
-                    digest=digest, size=size, created_at=now, last_linked_at=now, pending_until=now + CLAIM_LEASE
-                ).on_conflict_do_nothing(index_elements=["digest"]))
+                res = conn.execute(
+                    self.db.insert(blobs)
+                    .values(digest=digest, size=size, created_at=now, last_linked_at=now, pending_until=now + CLAIM_LEASE)
+                    .on_conflict_do_nothing(index_elements=["digest"])
+                )
                 # Else someone inserted the row meanwhile (PostgreSQL can't lock an absent
                 # row): maybe the collector's orphan tombstone -- look again (docs/gc.md).
                 return "claimed" if res.rowcount else "again"
@@ -259,8 +294,9 @@ class MetadataStore:
                 await asyncio.sleep(0.1)
         raise BlobBeingDeleted(digest)
 
-    async def link_blob(self, repository: str, digest: str, *, repaired: bool = False,
-                        finished_upload: str | None = None) -> bool:
+    async def link_blob(
+        self, repository: str, digest: str, *, repaired: bool = False, finished_upload: str | None = None
+    ) -> bool:
         """Let ``repository`` read ``digest`` (after upload or mount); releases the upload's lease.
 
         ``repaired``: the caller has just put verified bytes at the content address (which
@@ -269,6 +305,7 @@ class MetadataStore:
         transaction (a blob PUT then costs two write transactions, not three).
         Returns False (and deletes nothing) if the blob is unknown or being deleted.
         """
+
         def txn(conn: Connection) -> bool:
             now = time.time()
             row = conn.execute(_BLOB_LINK_FOR_UPDATE, {"digest": digest}).first()
@@ -276,10 +313,16 @@ class MetadataStore:
                 return False
             repo_id = self._ensure_repository(conn, repository)
             if repaired and row.quarantined_at is not None:
-                conn.execute(update(quarantined_blobs).where(
-                    quarantined_blobs.c.digest == digest, quarantined_blobs.c.repaired_at.is_(None)).values(repaired_at=now))
-                conn.execute(update(blobs).where(blobs.c.digest == digest).values(
-                    last_linked_at=now, pending_until=None, quarantined_at=None))
+                conn.execute(
+                    update(quarantined_blobs)
+                    .where(quarantined_blobs.c.digest == digest, quarantined_blobs.c.repaired_at.is_(None))
+                    .values(repaired_at=now)
+                )
+                conn.execute(
+                    update(blobs)
+                    .where(blobs.c.digest == digest)
+                    .values(last_linked_at=now, pending_until=None, quarantined_at=None)
+                )
             else:
                 conn.execute(_BLOB_LINKED, {"d": digest, "now": now})
             conn.execute(self._link_upsert, {"repository_id": repo_id, "digest": digest, "created_at": now})
@@ -294,18 +337,25 @@ class MetadataStore:
             repo_id = conn.execute(_REPOSITORY_ID, {"repo": repository}).scalar()
             if repo_id is None:
                 return False
-            res = conn.execute(delete(repository_blobs).where(
-                repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest
-            ))
+            res = conn.execute(
+                delete(repository_blobs).where(repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest)
+            )
             return bool(res.rowcount)
 
         return await self.db.run_write(txn)
 
     # -- uploads --------------------------------------------------------------------------
     async def create_upload(
-        self, upload_id: str, repository: str, state: dict[str, Any], *, owner: str | None = None,
-        writer: str | None = None, writer_until: float | None = None,
-        max_per_repository: int = 0, max_per_owner: int = 0,
+        self,
+        upload_id: str,
+        repository: str,
+        state: dict[str, Any],
+        *,
+        owner: str | None = None,
+        writer: str | None = None,
+        writer_until: float | None = None,
+        max_per_repository: int = 0,
+        max_per_owner: int = 0,
     ) -> None:
         """Record a new session; ``writer`` creates it already claimed (monolithic uploads).
 
@@ -328,10 +378,20 @@ class MetadataStore:
                     raise TooManyUploads("repository", max_per_repository)
                 if per_owner and int(n_owner or 0) >= max_per_owner:
                     raise TooManyUploads("user", max_per_owner)
-            conn.execute(_INSERT_UPLOAD, {
-                "id": upload_id, "repository_id": repo_id, "size": 0, "driver_state": driver_state, "created_at": now,
-                "updated_at": now, "owner": owner, "writer": writer, "writer_until": writer_until,
-            })
+            conn.execute(
+                _INSERT_UPLOAD,
+                {
+                    "id": upload_id,
+                    "repository_id": repo_id,
+                    "size": 0,
+                    "driver_state": driver_state,
+                    "created_at": now,
+                    "updated_at": now,
+                    "owner": owner,
+                    "writer": writer,
+                    "writer_until": writer_until,
+                },
+            )
 
         await self.db.run_write(txn)
 
@@ -345,8 +405,16 @@ class MetadataStore:
             row = (await conn.execute(q)).first()
         if row is None:
             return None
-        return UploadRecord(row.id, row.name, int(row.size), json.loads(row.driver_state), row.created_at, row.updated_at,
-                            row.writer_until if row.writer is not None else None, row.writer)
+        return UploadRecord(
+            row.id,
+            row.name,
+            int(row.size),
+            json.loads(row.driver_state),
+            row.created_at,
+            row.updated_at,
+            row.writer_until if row.writer is not None else None,
+            row.writer,
+        )
 
     async def claim_upload(self, upload_id: str, expected_size: int, writer: str, until: float) -> bool:
         """Make ``writer`` the session's only writer, if it is at ``expected_size`` and nobody
@@ -358,15 +426,20 @@ class MetadataStore:
 
     async def take_over_upload(self, upload_id: str, expected_size: int, old_writer: str, writer: str, until: float) -> bool:
         """Replace the claim of a writer known to be dead (its process is gone) by ``writer``'s."""
-        stmt = (update(uploads)
-                .where(uploads.c.id == upload_id, uploads.c.size == expected_size, uploads.c.writer == old_writer)
-                .values(writer=writer, writer_until=until))
+        stmt = (
+            update(uploads)
+            .where(uploads.c.id == upload_id, uploads.c.size == expected_size, uploads.c.writer == old_writer)
+            .values(writer=writer, writer_until=until)
+        )
         return bool(await self.db.run_write(_rowcount(stmt)))
 
     async def renew_upload_claim(self, upload_id: str, writer: str, until: float) -> bool:
         """Extend ``writer``'s claim (and the session's idle clock); False if it was lost."""
-        stmt = (update(uploads).where(uploads.c.id == upload_id, uploads.c.writer == writer)
-                .values(writer_until=until, updated_at=time.time()))
+        stmt = (
+            update(uploads)
+            .where(uploads.c.id == upload_id, uploads.c.writer == writer)
+            .values(writer_until=until, updated_at=time.time())
+        )
         return bool(await self.db.run_write(_rowcount(stmt)))
 
     async def release_upload(self, upload_id: str, writer: str) -> None:
@@ -375,8 +448,14 @@ class MetadataStore:
         await self.db.run_write(_rowcount(stmt))
 
     async def update_upload(
-        self, upload_id: str, expected_size: int, size: int, state: dict[str, Any], *,
-        writer: str | None = None, release: bool = True,
+        self,
+        upload_id: str,
+        expected_size: int,
+        size: int,
+        state: dict[str, Any],
+        *,
+        writer: str | None = None,
+        release: bool = True,
     ) -> bool:
         """Compare-and-set the upload's progress; False if someone else moved it meanwhile.
 
@@ -384,8 +463,13 @@ class MetadataStore:
         statement, so a PATCH costs one claim and one update); without, only while nobody
         holds an unexpired claim (and an expired one ends).
         """
-        params: dict[str, Any] = {"uid": upload_id, "expected": expected_size, "new_size": size,
-                                  "state": json.dumps(state), "now": time.time()}
+        params: dict[str, Any] = {
+            "uid": upload_id,
+            "expected": expected_size,
+            "new_size": size,
+            "state": json.dumps(state),
+            "now": time.time(),
+        }
         if writer is None:
             stmt = _UPDATE_UPLOAD_UNCLAIMED
         else:
@@ -443,27 +527,40 @@ class MetadataStore:
             now = time.time()
             repo_id = self._ensure_repository(conn, repository)
             if blob_set and verify_references:
-                stored = dict(conn.execute(
-                    select(blobs.c.digest, blobs.c.size)
-                    .select_from(blobs.join(repository_blobs, repository_blobs.c.digest == blobs.c.digest))
-                    .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(blob_set),
-                           blobs.c.deleting_since.is_(None), blobs.c.quarantined_at.is_(None))
-                    # Share-lock the link rows too: a link pruned by the collector meanwhile
-                    # then drops out of the result instead of being read from our snapshot.
-                    .with_for_update(read=True, of=[blobs, repository_blobs])
-                ).tuples().all())
+                stored = dict(
+                    conn.execute(
+                        select(blobs.c.digest, blobs.c.size)
+                        .select_from(blobs.join(repository_blobs, repository_blobs.c.digest == blobs.c.digest))
+                        .where(
+                            repository_blobs.c.repository_id == repo_id,
+                            blobs.c.digest.in_(blob_set),
+                            blobs.c.deleting_since.is_(None),
+                            blobs.c.quarantined_at.is_(None),
+                        )
+                        # Share-lock the link rows too: a link pruned by the collector meanwhile
+                        # then drops out of the result instead of being read from our snapshot.
+                        .with_for_update(read=True, of=[blobs, repository_blobs])
+                    )
+                    .tuples()
+                    .all()
+                )
             else:
                 stored = {}
             found = set(stored)
-            wrong = [(d, want, int(stored[d])) for d, want in (blob_sizes or {}).items() if d in stored and int(stored[d]) != want]
+            wrong = [
+                (d, want, int(stored[d])) for d, want in (blob_sizes or {}).items() if d in stored and int(stored[d]) != want
+            ]
             if wrong:
                 raise WrongSizes(wrong)
             missing_children: list[str] = []
             if child_set and verify_references:
-                have = set(conn.execute(
-                    select(manifests.c.digest).where(manifests.c.repository_id == repo_id, manifests.c.digest.in_(child_set))
-                    .with_for_update(read=True)  # GC deleting an untagged child waits or skips (docs/gc.md)
-                ).scalars())
+                have = set(
+                    conn.execute(
+                        select(manifests.c.digest)
+                        .where(manifests.c.repository_id == repo_id, manifests.c.digest.in_(child_set))
+                        .with_for_update(read=True)  # GC deleting an untagged child waits or skips (docs/gc.md)
+                    ).scalars()
+                )
                 missing_children = [d for d in child_set if d not in have]
             missing_blobs = [d for d in blob_set if d not in found]
             if (missing_blobs or missing_children) and verify_references:
@@ -472,15 +569,25 @@ class MetadataStore:
             manifest_id = None
             for _ in range(3):
                 conn.execute(
-                    self.db.insert(manifests).values(
-                        repository_id=repo_id, digest=digest, media_type=media_type, size=len(payload), payload=payload,
-                        artifact_type=artifact_type, subject_digest=subject, annotations=annotations_json, created_at=now,
-                    ).on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+                    self.db.insert(manifests)
+                    .values(
+                        repository_id=repo_id,
+                        digest=digest,
+                        media_type=media_type,
+                        size=len(payload),
+                        payload=payload,
+                        artifact_type=artifact_type,
+                        subject_digest=subject,
+                        annotations=annotations_json,
+                        created_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
                 )
                 # Share-locked: the collector deleting this (untagged) manifest waits or skips;
                 # if it deleted it just now, insert again.
                 manifest_id = conn.execute(
-                    select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+                    select(manifests.c.id)
+                    .where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
                     .with_for_update(read=True)
                 ).scalar()
                 if manifest_id is not None:
@@ -507,8 +614,9 @@ class MetadataStore:
                 conn.execute(
                     self.db.insert(tags)
                     .values(repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now)
-                    .on_conflict_do_update(index_elements=["repository_id", "name"],
-                                           set_={"manifest_id": manifest_id, "updated_at": now})
+                    .on_conflict_do_update(
+                        index_elements=["repository_id", "name"], set_={"manifest_id": manifest_id, "updated_at": now}
+                    )
                 )
 
         await self.db.run_write(txn)
@@ -523,6 +631,7 @@ class MetadataStore:
 
     async def delete_manifest(self, repository: str, digest: str) -> bool:
         """Remove a manifest by digest, with every tag pointing at it."""
+
         def txn(conn: Connection) -> bool:
             repo_id = conn.execute(_REPOSITORY_ID, {"repo": repository}).scalar()
             if repo_id is None:
@@ -543,6 +652,7 @@ class MetadataStore:
 
     async def delete_tag(self, repository: str, tag: str) -> bool:
         """Remove one tag; the manifest and its other tags stay."""
+
         def txn(conn: Connection) -> bool:
             repo_id = conn.execute(_REPOSITORY_ID, {"repo": repository}).scalar()
             if repo_id is None:
@@ -564,7 +674,9 @@ class MetadataStore:
 
     async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[ReferrerRecord]:
         q = (
-            select(manifests.c.digest, manifests.c.media_type, manifests.c.size, manifests.c.artifact_type, manifests.c.annotations)
+            select(
+                manifests.c.digest, manifests.c.media_type, manifests.c.size, manifests.c.artifact_type, manifests.c.annotations
+            )
             .select_from(manifests.join(repositories, repositories.c.id == manifests.c.repository_id))
             .where(repositories.c.name == repository, manifests.c.subject_digest == subject)
             .order_by(manifests.c.created_at, manifests.c.digest)
@@ -574,6 +686,8 @@ class MetadataStore:
         async with self.db.read(snapshot=False) as conn:
             rows = (await conn.execute(q)).all()
         return [
-            ReferrerRecord(r.digest, r.media_type, int(r.size), r.artifact_type, json.loads(r.annotations) if r.annotations else None)
+            ReferrerRecord(
+                r.digest, r.media_type, int(r.size), r.artifact_type, json.loads(r.annotations) if r.annotations else None
+            )
             for r in rows
         ]

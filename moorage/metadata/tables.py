@@ -339,9 +339,9 @@ webhooks = Table(
     Column("url", String(2048), nullable=False),
     Column("secret", String(512), nullable=False, default="", server_default=""),
     Column("format", String(32), nullable=False),
-    Column("actions", Text, nullable=False),        # JSON list
-    Column("repositories", Text, nullable=False),   # JSON list of patterns
-    Column("targets", Text, nullable=False),        # JSON list
+    Column("actions", Text, nullable=False),  # JSON list
+    Column("repositories", Text, nullable=False),  # JSON list of patterns
+    Column("targets", Text, nullable=False),  # JSON list
     Column("timeout", Float, nullable=False),
     Column("max_attempts", Integer, nullable=False),
     Column("namespace", String(255), nullable=True),
@@ -391,7 +391,7 @@ audit_log = Table(
     Column("target", String(300), nullable=True),
     Column("client_ip", String(64), nullable=True),
     Column("user_agent", String(300), nullable=True),
-    Column("detail", Text, nullable=True),           # JSON object
+    Column("detail", Text, nullable=True),  # JSON object
     Column("dedupe_key", String(400), nullable=True, unique=True),
     Index("ix_audit_log_time", "time"),
     Index("ix_audit_log_actor", "actor", "time"),

@@ -126,8 +126,16 @@ class UIQueries:
             where += [name >= namespace + "/", name < namespace + "0"]
         return where
 
-    async def list_repositories(self, visible: ColumnElement[bool], *, query: str = "", namespace: str = "",
-                                sort: str = "name", offset: int = 0, limit: int = 50) -> tuple[list[Row], int]:
+    async def list_repositories(
+        self,
+        visible: ColumnElement[bool],
+        *,
+        query: str = "",
+        namespace: str = "",
+        sort: str = "name",
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Row], int]:
         """One page of repositories with tag count, last push and size; and the total count."""
         where = self._listing_where(visible, query, namespace)
         name = self.db.lexical(repositories.c.name)
@@ -135,8 +143,9 @@ class UIQueries:
         if sort in ("pushed", "size"):
             # Order from the kept figures (ui_repo_stats); a repository not in it yet sorts last.
             key = ui_repo_stats.c.last_push if sort == "pushed" else ui_repo_stats.c.size
-            q = (q.select_from(repositories.outerjoin(ui_repo_stats, ui_repo_stats.c.repository_id == repositories.c.id))
-                 .order_by(func.coalesce(key, 0).desc(), name))
+            q = q.select_from(repositories.outerjoin(ui_repo_stats, ui_repo_stats.c.repository_id == repositories.c.id)).order_by(
+                func.coalesce(key, 0).desc(), name
+            )
         else:
             q = q.order_by(name)
         q = q.offset(offset).limit(limit)
@@ -150,20 +159,21 @@ class UIQueries:
             if ids:
                 for r in await conn.execute(
                     select(tags.c.repository_id, func.count(), func.max(tags.c.updated_at))
-                    .where(tags.c.repository_id.in_(ids)).group_by(tags.c.repository_id)
+                    .where(tags.c.repository_id.in_(ids))
+                    .group_by(tags.c.repository_id)
                 ):
                     stats[int(r[0])] = (int(r[1]), r[2])
                 for r in await conn.execute(
                     select(repository_blobs.c.repository_id, func.sum(blobs.c.size))
                     .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest))
-                    .where(repository_blobs.c.repository_id.in_(ids)).group_by(repository_blobs.c.repository_id)
+                    .where(repository_blobs.c.repository_id.in_(ids))
+                    .group_by(repository_blobs.c.repository_id)
                 ):
                     sizes[int(r[0])] = int(r[1] or 0)
         out = []
         for r in rows:
             count, last = stats.get(int(r.id), (0, None))
-            out.append(Row(name=r.name, public=bool(r.public), tags=count, last_push=last,
-                           size=sizes.get(int(r.id), 0)))
+            out.append(Row(name=r.name, public=bool(r.public), tags=count, last_push=last, size=sizes.get(int(r.id), 0)))
         return out, total
 
     async def namespaces_of(self, visible: ColumnElement[bool], limit: int = 500) -> list[str]:
@@ -171,7 +181,7 @@ class UIQueries:
         name = repositories.c.name
         pos = func.instr(name, "/") if self.db.is_sqlite else func.strpos(name, "/")
         ns = func.substr(name, 1, pos - 1)
-        q = (select(ns.label("ns")).where(visible, pos > 0).group_by(ns).order_by(ns).limit(limit))
+        q = select(ns.label("ns")).where(visible, pos > 0).group_by(ns).order_by(ns).limit(limit)
         async with self.db.read(snapshot=False) as conn:
             return [r.ns for r in await conn.execute(q)]
 
@@ -186,18 +196,29 @@ class UIQueries:
             return (await conn.execute(q)).first() is not None
 
     # -- tags and manifests -------------------------------------------------------------------
-    async def tags_page(self, repo_id: int, *, query: str = "", offset: int = 0,
-                        limit: int = 100) -> tuple[list[Row], int]:
+    async def tags_page(self, repo_id: int, *, query: str = "", offset: int = 0, limit: int = 100) -> tuple[list[Row], int]:
         """Tags newest first (by push time), with their manifest's digest, type, payload (for
         an index's platforms) and compressed size (sum of the blobs it references)."""
         where = [tags.c.repository_id == repo_id]
         if query:
             where.append(tags.c.name.like("%" + like_escape(query) + "%", escape="\\"))
-        q = (select(tags.c.name, tags.c.updated_at, manifests.c.id, manifests.c.digest, manifests.c.media_type,
-                    manifests.c.size, manifests.c.artifact_type,
-                    manifests.c.payload)
-             .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
-             .where(*where).order_by(tags.c.updated_at.desc(), tags.c.name).offset(offset).limit(limit))
+        q = (
+            select(
+                tags.c.name,
+                tags.c.updated_at,
+                manifests.c.id,
+                manifests.c.digest,
+                manifests.c.media_type,
+                manifests.c.size,
+                manifests.c.artifact_type,
+                manifests.c.payload,
+            )
+            .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+            .where(*where)
+            .order_by(tags.c.updated_at.desc(), tags.c.name)
+            .offset(offset)
+            .limit(limit)
+        )
         async with self.db.read() as conn:
             rows = (await conn.execute(q)).all()
             total = int((await conn.execute(select(func.count()).select_from(tags).where(*where))).scalar_one())
@@ -205,13 +226,21 @@ class UIQueries:
             sizes = await self._manifest_sizes(conn, repo_id, mids, {int(r.id): bytes(r.payload) for r in rows})
         out = []
         for r in rows:
-            out.append(Row(tag=r.name, pushed=r.updated_at, digest=r.digest, media_type=r.media_type,
-                           manifest_size=int(r.size), artifact_type=r.artifact_type,
-                           payload=bytes(r.payload), size=sizes.get(int(r.id), 0)))
+            out.append(
+                Row(
+                    tag=r.name,
+                    pushed=r.updated_at,
+                    digest=r.digest,
+                    media_type=r.media_type,
+                    manifest_size=int(r.size),
+                    artifact_type=r.artifact_type,
+                    payload=bytes(r.payload),
+                    size=sizes.get(int(r.id), 0),
+                )
+            )
         return out, total
 
-    async def _manifest_sizes(self, conn: Any, repo_id: int, mids: Sequence[int],
-                              payloads: dict[int, bytes]) -> dict[int, int]:
+    async def _manifest_sizes(self, conn: Any, repo_id: int, mids: Sequence[int], payloads: dict[int, bytes]) -> dict[int, int]:
         """Compressed size per manifest: its blobs; for an index, the sum over its children."""
         if not mids:
             return {}
@@ -219,7 +248,8 @@ class UIQueries:
         for r in await conn.execute(
             select(manifest_blobs.c.manifest_id, func.sum(blobs.c.size))
             .select_from(manifest_blobs.join(blobs, blobs.c.digest == manifest_blobs.c.digest))
-            .where(manifest_blobs.c.manifest_id.in_(mids)).group_by(manifest_blobs.c.manifest_id)
+            .where(manifest_blobs.c.manifest_id.in_(mids))
+            .group_by(manifest_blobs.c.manifest_id)
         ):
             sizes[int(r[0])] = int(r[1] or 0)
         # Indexes: sum of their children's blobs (children are looked up by digest, one query).
@@ -232,14 +262,19 @@ class UIQueries:
             except ValueError:
                 continue
             if isinstance(doc, dict) and isinstance(doc.get("manifests"), list):
-                children[mid] = [str(m["digest"]) for m in doc["manifests"] if isinstance(m, dict) and isinstance(m.get("digest"), str)]
+                children[mid] = [
+                    str(m["digest"]) for m in doc["manifests"] if isinstance(m, dict) and isinstance(m.get("digest"), str)
+                ]
         wanted = sorted({d for ds in children.values() for d in ds})
         if wanted:
             child_sizes: dict[str, int] = {}
             for r in await conn.execute(
                 select(manifests.c.digest, func.sum(blobs.c.size))
-                .select_from(manifests.join(manifest_blobs, manifest_blobs.c.manifest_id == manifests.c.id)
-                             .join(blobs, blobs.c.digest == manifest_blobs.c.digest))
+                .select_from(
+                    manifests.join(manifest_blobs, manifest_blobs.c.manifest_id == manifests.c.id).join(
+                        blobs, blobs.c.digest == manifest_blobs.c.digest
+                    )
+                )
                 .where(manifests.c.repository_id == repo_id, manifests.c.digest.in_(wanted[:1000]))
                 .group_by(manifests.c.digest)
             ):
@@ -252,10 +287,20 @@ class UIQueries:
         """Manifests whose ``subject`` is one of ``subjects`` (signatures, SBOMs ...), by subject."""
         if not subjects:
             return {}
-        q = (select(manifests.c.digest, manifests.c.media_type, manifests.c.size, manifests.c.artifact_type,
-                    manifests.c.subject_digest, manifests.c.annotations, manifests.c.created_at)
-             .where(manifests.c.repository_id == repo_id, manifests.c.subject_digest.in_(list(subjects)[:1000]))
-             .order_by(manifests.c.created_at).limit(2000))
+        q = (
+            select(
+                manifests.c.digest,
+                manifests.c.media_type,
+                manifests.c.size,
+                manifests.c.artifact_type,
+                manifests.c.subject_digest,
+                manifests.c.annotations,
+                manifests.c.created_at,
+            )
+            .where(manifests.c.repository_id == repo_id, manifests.c.subject_digest.in_(list(subjects)[:1000]))
+            .order_by(manifests.c.created_at)
+            .limit(2000)
+        )
         out: dict[str, list[dict[str, Any]]] = {}
         async with self.db.read(snapshot=False) as conn:
             for r in await conn.execute(q):
@@ -263,15 +308,24 @@ class UIQueries:
                     ann = json.loads(r.annotations) if r.annotations else {}
                 except ValueError:
                     ann = {}
-                out.setdefault(r.subject_digest, []).append(Row(
-                    digest=r.digest, media_type=r.media_type, size=int(r.size),
-                    artifact_type=r.artifact_type or r.media_type, annotations=ann or {},
-                    created=r.created_at))
+                out.setdefault(r.subject_digest, []).append(
+                    Row(
+                        digest=r.digest,
+                        media_type=r.media_type,
+                        size=int(r.size),
+                        artifact_type=r.artifact_type or r.media_type,
+                        annotations=ann or {},
+                        created=r.created_at,
+                    )
+                )
         return out
 
     async def tag_digest(self, repo_id: int, tag: str) -> str | None:
-        q = (select(manifests.c.digest).select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
-             .where(tags.c.repository_id == repo_id, tags.c.name == tag))
+        q = (
+            select(manifests.c.digest)
+            .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+            .where(tags.c.repository_id == repo_id, tags.c.name == tag)
+        )
         async with self.db.read(snapshot=False) as conn:
             return (await conn.execute(q)).scalar()
 
@@ -281,43 +335,75 @@ class UIQueries:
             r = (await conn.execute(q)).first()
             if r is None:
                 return None
-            tag_names = list((await conn.execute(
-                select(tags.c.name).where(tags.c.manifest_id == r.id).order_by(tags.c.name).limit(200))).scalars())
+            tag_names = list(
+                (
+                    await conn.execute(select(tags.c.name).where(tags.c.manifest_id == r.id).order_by(tags.c.name).limit(200))
+                ).scalars()
+            )
             sizes = await self._manifest_sizes(conn, repo_id, [int(r.id)], {int(r.id): bytes(r.payload)})
-            parents = list((await conn.execute(
-                select(manifests.c.digest)
-                .select_from(manifest_children.join(manifests, manifests.c.id == manifest_children.c.manifest_id))
-                .where(manifest_children.c.child_digest == r.digest, manifests.c.repository_id == repo_id)
-                .limit(20))).scalars())
-        return Row(parents=parents, id=int(r.id), digest=r.digest, media_type=r.media_type, size=int(r.size),
-                   payload=bytes(r.payload), artifact_type=r.artifact_type, subject=r.subject_digest,
-                   created=r.created_at, tags=tag_names, total_size=sizes.get(int(r.id), 0))
+            parents = list(
+                (
+                    await conn.execute(
+                        select(manifests.c.digest)
+                        .select_from(manifest_children.join(manifests, manifests.c.id == manifest_children.c.manifest_id))
+                        .where(manifest_children.c.child_digest == r.digest, manifests.c.repository_id == repo_id)
+                        .limit(20)
+                    )
+                ).scalars()
+            )
+        return Row(
+            parents=parents,
+            id=int(r.id),
+            digest=r.digest,
+            media_type=r.media_type,
+            size=int(r.size),
+            payload=bytes(r.payload),
+            artifact_type=r.artifact_type,
+            subject=r.subject_digest,
+            created=r.created_at,
+            tags=tag_names,
+            total_size=sizes.get(int(r.id), 0),
+        )
 
     async def blob_sizes(self, digests: Sequence[str]) -> dict[str, int]:
         if not digests:
             return {}
         async with self.db.read(snapshot=False) as conn:
-            return {r.digest: int(r.size) for r in await conn.execute(
-                select(blobs.c.digest, blobs.c.size).where(blobs.c.digest.in_(list(digests)[:1000])))}
+            return {
+                r.digest: int(r.size)
+                for r in await conn.execute(select(blobs.c.digest, blobs.c.size).where(blobs.c.digest.in_(list(digests)[:1000])))
+            }
 
     # -- charts -------------------------------------------------------------------------------
     async def storage_by_repository(self, visible: ColumnElement[bool], limit: int = 2000) -> list[tuple[str, int]]:
         """(repository, bytes of blobs linked to it), largest first."""
         size = func.sum(blobs.c.size)
-        q = (select(repositories.c.name, size.label("size"))
-             .select_from(repositories.join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id)
-                          .join(blobs, blobs.c.digest == repository_blobs.c.digest))
-             .where(visible).group_by(repositories.c.name).order_by(size.desc()).limit(limit))
+        q = (
+            select(repositories.c.name, size.label("size"))
+            .select_from(
+                repositories.join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id).join(
+                    blobs, blobs.c.digest == repository_blobs.c.digest
+                )
+            )
+            .where(visible)
+            .group_by(repositories.c.name)
+            .order_by(size.desc())
+            .limit(limit)
+        )
         async with self.db.read(snapshot=False) as conn:
             return [(r.name, int(r.size or 0)) for r in await conn.execute(q)]
 
-    async def activity(self, visible: ColumnElement[bool], since_bucket: int,
-                       repository: str | None = None) -> list[tuple[int, int, int]]:
+    async def activity(
+        self, visible: ColumnElement[bool], since_bucket: int, repository: str | None = None
+    ) -> list[tuple[int, int, int]]:
         """(hour bucket, pushes, pulls) since ``since_bucket``, summed over visible repositories."""
-        q = (select(ui_activity.c.bucket, func.sum(ui_activity.c.pushes), func.sum(ui_activity.c.pulls))
-             .select_from(ui_activity.join(repositories, repositories.c.name == ui_activity.c.repository))
-             .where(ui_activity.c.bucket >= since_bucket, visible)
-             .group_by(ui_activity.c.bucket).order_by(ui_activity.c.bucket))
+        q = (
+            select(ui_activity.c.bucket, func.sum(ui_activity.c.pushes), func.sum(ui_activity.c.pulls))
+            .select_from(ui_activity.join(repositories, repositories.c.name == ui_activity.c.repository))
+            .where(ui_activity.c.bucket >= since_bucket, visible)
+            .group_by(ui_activity.c.bucket)
+            .order_by(ui_activity.c.bucket)
+        )
         if repository is not None:
             q = q.where(ui_activity.c.repository == repository)
         async with self.db.read(snapshot=False) as conn:
@@ -330,9 +416,12 @@ class UIQueries:
         async with self.db.write() as conn:
             for (bucket, repo), (pushes, pulls) in sorted(counts.items()):
                 ins = self.db.insert(ui_activity).values(bucket=bucket, repository=repo, pushes=pushes, pulls=pulls)
-                await conn.execute(ins.on_conflict_do_update(
-                    index_elements=["bucket", "repository"],
-                    set_={"pushes": ui_activity.c.pushes + pushes, "pulls": ui_activity.c.pulls + pulls}))
+                await conn.execute(
+                    ins.on_conflict_do_update(
+                        index_elements=["bucket", "repository"],
+                        set_={"pushes": ui_activity.c.pushes + pushes, "pulls": ui_activity.c.pulls + pulls},
+                    )
+                )
 
     async def prune_activity(self, before_bucket: int) -> int:
         async with self.db.write() as conn:
@@ -343,9 +432,12 @@ class UIQueries:
     def _stats_select(self, where: ColumnElement[bool] | None = None) -> Any:
         tag_count = select(func.count()).select_from(tags).where(tags.c.repository_id == repositories.c.id).scalar_subquery()
         last = select(func.max(tags.c.updated_at)).where(tags.c.repository_id == repositories.c.id).scalar_subquery()
-        size = (select(func.coalesce(func.sum(blobs.c.size), 0))
-                .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest))
-                .where(repository_blobs.c.repository_id == repositories.c.id).scalar_subquery())
+        size = (
+            select(func.coalesce(func.sum(blobs.c.size), 0))
+            .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest))
+            .where(repository_blobs.c.repository_id == repositories.c.id)
+            .scalar_subquery()
+        )
         q = select(repositories.c.id, tag_count, last, size)
         return q.where(where) if where is not None else q
 
@@ -361,23 +453,28 @@ class UIQueries:
 
         def upsert(where: ColumnElement[bool]) -> Any:
             ins = self.db.insert(ui_repo_stats).from_select(cols, self._stats_select(where))
-            return ins.on_conflict_do_update(index_elements=["repository_id"], set_={
-                "tags": ins.excluded.tags, "last_push": ins.excluded.last_push, "size": ins.excluded.size})
+            return ins.on_conflict_do_update(
+                index_elements=["repository_id"],
+                set_={"tags": ins.excluded.tags, "last_push": ins.excluded.last_push, "size": ins.excluded.size},
+            )
 
         async with self.db.write() as conn:
             if names is None:
                 # (SQLite needs a WHERE in an INSERT ... SELECT ... ON CONFLICT: "true" it is)
                 await conn.execute(upsert(true()))
                 return
-            for chunk in (list(names)[i:i + 500] for i in range(0, len(names), 500)):
+            for chunk in (list(names)[i : i + 500] for i in range(0, len(names), 500)):
                 await conn.execute(upsert(repositories.c.name.in_(chunk)))
 
     # -- sessions -----------------------------------------------------------------------------
     async def create_session(self, sid_hash: str, user: str, token_id: str | None, csrf: str, ttl: float) -> None:
         now = time.time()
         async with self.db.write() as conn:
-            await conn.execute(ui_sessions.insert().values(id=sid_hash, username=user, token_id=token_id, csrf=csrf,
-                                                           created_at=now, expires_at=now + ttl))
+            await conn.execute(
+                ui_sessions.insert().values(
+                    id=sid_hash, username=user, token_id=token_id, csrf=csrf, created_at=now, expires_at=now + ttl
+                )
+            )
 
     async def get_session(self, sid_hash: str) -> dict[str, Any] | None:
         q = select(ui_sessions).where(ui_sessions.c.id == sid_hash, ui_sessions.c.expires_at > time.time())

@@ -78,7 +78,7 @@ class Upstream:
         if ns:
             if not local.startswith(ns + "/"):
                 return None
-            remote = local[len(ns) + 1:]
+            remote = local[len(ns) + 1 :]
         else:
             remote = local
         if not remote:
@@ -115,8 +115,14 @@ class PullThroughCache:
                 password = os.environ.get(cfg.password_env)
                 if password is None:
                     raise ValueError(f"proxy upstream {cfg.name!r}: environment variable {cfg.password_env} is not set")
-            client = RegistryClient(cfg.url, username=cfg.username, password=password, tls_verify=cfg.tls_verify,
-                                    ca_file=cfg.ca_file, timeout=cfg.timeout)
+            client = RegistryClient(
+                cfg.url,
+                username=cfg.username,
+                password=password,
+                tls_verify=cfg.tls_verify,
+                ca_file=cfg.ca_file,
+                timeout=cfg.timeout,
+            )
             self.upstreams.append(Upstream(cfg, client, ProxyStats()))
         names = [u.name for u in self.upstreams]
         if len(set(names)) != len(names):
@@ -210,8 +216,9 @@ class PullThroughCache:
             info = await up.client.head_manifest(remote, ref)
         except UpstreamNotFound:
             up.stats.misses += 1
-            raise errors.ManifestUnknown(f"{remote}:{ref} is not on upstream {up.name!r}",
-                                         detail={"reference": ref, "upstream": up.name}) from None
+            raise errors.ManifestUnknown(
+                f"{remote}:{ref} is not on upstream {up.name!r}", detail={"reference": ref, "upstream": up.name}
+            ) from None
         except UpstreamError as exc:
             return await self._upstream_failed(request, handler, up, exc, have_local=local is not None)
         if local is not None and info.digest and info.digest == local.digest:
@@ -227,8 +234,9 @@ class PullThroughCache:
         self._mark_fresh(key)
         return await self._served(request, handler, up, "miss")
 
-    async def _served(self, request: web.Request, handler: Handler, up: Upstream, how: str,
-                      size: int | None = None) -> web.StreamResponse:
+    async def _served(
+        self, request: web.Request, handler: Handler, up: Upstream, how: str, size: int | None = None
+    ) -> web.StreamResponse:
         if how == "hit":
             up.stats.hits += 1
             if size and request.method == "GET":
@@ -240,14 +248,20 @@ class PullThroughCache:
             resp.headers[CACHE_HEADER] = how
         return resp
 
-    async def _upstream_failed(self, request: web.Request, handler: Handler, up: Upstream, exc: Exception, *,
-                               have_local: bool) -> web.StreamResponse:
+    async def _upstream_failed(
+        self, request: web.Request, handler: Handler, up: Upstream, exc: Exception, *, have_local: bool
+    ) -> web.StreamResponse:
         up.stats.upstream_errors += 1
         if not have_local:
             raise errors.Unavailable(f"upstream {up.name!r} unavailable: {exc}", headers={"Retry-After": "10"}) from None
         up.stats.stale += 1
-        log.warning("proxy: upstream %s unavailable (%s); serving cached %s%s", up.name, exc,
-                    request.match_info.get("name", "")[:200], ":" + request.match_info.get("reference", "")[:128])
+        log.warning(
+            "proxy: upstream %s unavailable (%s); serving cached %s%s",
+            up.name,
+            exc,
+            request.match_info.get("name", "")[:200],
+            ":" + request.match_info.get("reference", "")[:128],
+        )
         return await self._served(request, handler, up, "stale")
 
     async def _fetch_manifest_once(self, up: Upstream, name: str, remote: str, ref: str, digest: str | None) -> None:
@@ -274,8 +288,9 @@ class PullThroughCache:
         try:
             body, media_type = await up.client.get_manifest(remote, digest or ref, limit=self.settings.max_manifest_bytes)
         except UpstreamNotFound:
-            raise errors.ManifestUnknown(f"{remote}@{digest or ref} is not on upstream {up.name!r}",
-                                         detail={"reference": ref, "upstream": up.name}) from None
+            raise errors.ManifestUnknown(
+                f"{remote}@{digest or ref} is not on upstream {up.name!r}", detail={"reference": ref, "upstream": up.name}
+            ) from None
         except UpstreamError as exc:
             up.stats.upstream_errors += 1
             raise errors.Unavailable(f"upstream {up.name!r} unavailable: {exc}", headers={"Retry-After": "10"}) from None
@@ -285,18 +300,26 @@ class PullThroughCache:
         if expected and actual != expected:
             up.stats.upstream_errors += 1
             log.error("proxy: upstream %s sent manifest %s for %s@%s", up.name, actual, remote, expected)
-            raise errors.Unavailable(f"upstream {up.name!r} sent a manifest whose digest does not match; not stored",
-                                     headers={"Retry-After": "10"})
+            raise errors.Unavailable(
+                f"upstream {up.name!r} sent a manifest whose digest does not match; not stored", headers={"Retry-After": "10"}
+            )
         try:
             parsed = parse_manifest(body, media_type or None)
         except errors.RegistryError as exc:
             up.stats.upstream_errors += 1
             raise errors.Unavailable(f"upstream {up.name!r} sent a manifest this registry cannot store: {exc.message}") from None
         await self.store.put_manifest(
-            name, actual, parsed.media_type, body,
-            blob_digests=[d.digest for d in parsed.blobs], child_digests=[d.digest for d in parsed.manifests],
-            subject=parsed.subject.digest if parsed.subject else None, artifact_type=parsed.artifact_type,
-            annotations=parsed.annotations, tag=None if by_digest else ref, verify_references=False,
+            name,
+            actual,
+            parsed.media_type,
+            body,
+            blob_digests=[d.digest for d in parsed.blobs],
+            child_digests=[d.digest for d in parsed.manifests],
+            subject=parsed.subject.digest if parsed.subject else None,
+            artifact_type=parsed.artifact_type,
+            annotations=parsed.annotations,
+            tag=None if by_digest else ref,
+            verify_references=False,
         )
         up.stats.bytes_fetched += len(body)
         log.info("proxy: cached manifest %s@%s from %s", name[:200], actual, up.name)
@@ -389,8 +412,9 @@ class PullThroughCache:
                 except errors.DigestInvalid:
                     upload_id = None  # discarded by the service
                     log.error("proxy: upstream %s sent wrong bytes for %s@%s; nothing stored", up.name, remote, digest)
-                    raise errors.Unavailable(f"upstream {up.name!r} sent a blob whose digest does not match; not stored",
-                                             headers={"Retry-After": "10"}) from None
+                    raise errors.Unavailable(
+                        f"upstream {up.name!r} sent a blob whose digest does not match; not stored", headers={"Retry-After": "10"}
+                    ) from None
                 upload_id = None
                 up.stats.bytes_fetched += fetched
                 log.info("proxy: cached blob %s@%s (%d bytes) from %s", name[:200], digest, fetched, up.name)
@@ -422,8 +446,9 @@ class PullThroughCache:
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(None)  # end of stream (the leader also watches ``done``)
 
-    async def _stream_leader(self, request: web.Request, up: Upstream, name: str, digest: str,
-                             flight: _Flight) -> web.StreamResponse:
+    async def _stream_leader(
+        self, request: web.Request, up: Upstream, name: str, digest: str, flight: _Flight
+    ) -> web.StreamResponse:
         """Stream the fetch to the first client, holding back the last chunk until the digest
         was verified and the blob committed."""
         await flight.started.wait()

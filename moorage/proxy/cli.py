@@ -20,13 +20,26 @@ class _RichProgress(Progress):
 
     def __init__(self, quiet: bool) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress as Bars, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress as Bars,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self.console = Console(stderr=True, quiet=quiet)
-        self.bars = Bars(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                         TimeRemainingColumn(), console=self.console, transient=False,
-                         disable=quiet or not self.console.is_terminal)
+        self.bars = Bars(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+            disable=quiet or not self.console.is_terminal,
+        )
         self.tasks: dict[str, TaskID] = {}
         self.total = self.bars.add_task("total", total=0)
         self.total_bytes = 0
@@ -35,8 +48,7 @@ class _RichProgress(Progress):
         self.bars.__enter__()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.bars.__exit__(exc_type, exc, tb)
 
     def blob_started(self, digest: str, size: int) -> None:
@@ -68,14 +80,30 @@ class _RichProgress(Progress):
 @click.option("--dest-creds", metavar="USER:PASSWORD", help="Credentials for the destination registry.")
 @click.option("--dry-run", is_flag=True, help="Say what would be copied; change nothing.")
 @click.option("--tags", "tags", metavar="REGEX", help="Only tags matching this regular expression (whole tag).")
-@click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
-              help="Only these platforms of multi-arch images (the index is rewritten: new digest). Repeatable.")
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    metavar="OS/ARCH[/VARIANT]",
+    help="Only these platforms of multi-arch images (the index is rewritten: new digest). Repeatable.",
+)
 @click.option("--src-tls-verify/--src-no-tls-verify", default=True, show_default=True)
 @click.option("--dest-tls-verify/--dest-no-tls-verify", default=True, show_default=True)
 @click.option("--jobs", type=click.IntRange(1, 32), default=4, show_default=True, help="Blobs copied at once.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output, only the summary line.")
-def mirror(src: str, dst: str, src_creds: str | None, dest_creds: str | None, dry_run: bool, tags: str | None,
-           platforms: tuple[str, ...], src_tls_verify: bool, dest_tls_verify: bool, jobs: int, quiet: bool) -> None:
+def mirror(
+    src: str,
+    dst: str,
+    src_creds: str | None,
+    dest_creds: str | None,
+    dry_run: bool,
+    tags: str | None,
+    platforms: tuple[str, ...],
+    src_tls_verify: bool,
+    dest_tls_verify: bool,
+    jobs: int,
+    quiet: bool,
+) -> None:
     """Copy SRC to DST: [http://|https://]HOST[:PORT]/REPO[:TAG] each.
 
     Without a tag, every tag of REPO (filtered by --tags) is copied to the same tag at DST.
@@ -100,8 +128,17 @@ def mirror(src: str, dst: str, src_creds: str | None, dest_creds: str | None, dr
         dc = RegistryClient(d.base_url, username=du, password=dp, tls_verify=dest_tls_verify, user_agent="moorage-mirror")
         try:
             with _RichProgress(quiet) as progress:
-                m = Mirror(s, d, src_client=sc, dst_client=dc, dry_run=dry_run, tags=tags, platforms=list(platforms),
-                           jobs=jobs, progress=progress)
+                m = Mirror(
+                    s,
+                    d,
+                    src_client=sc,
+                    dst_client=dc,
+                    dry_run=dry_run,
+                    tags=tags,
+                    platforms=list(platforms),
+                    jobs=jobs,
+                    progress=progress,
+                )
                 return await m.run()
         finally:
             await sc.close()

@@ -31,12 +31,14 @@ import aiohttp
 
 log = logging.getLogger("moorage.proxy")
 
-MANIFEST_ACCEPT = ", ".join([
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-])
+MANIFEST_ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
 _MAX_REDIRECTS = 5
 #: Tokens are renewed this many seconds before they expire.
@@ -66,8 +68,10 @@ class ManifestInfo:
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """``Bearer realm="..",service=".."`` -> (``bearer``, {realm, service, ...})."""
     scheme, _, rest = header.strip().partition(" ")
-    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3)).replace('\\"', '"')
-              for m in _CHALLENGE_PARAM.finditer(rest)}
+    params = {
+        m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3)).replace('\\"', '"')
+        for m in _CHALLENGE_PARAM.finditer(rest)
+    }
     return scheme.lower(), params
 
 
@@ -84,9 +88,17 @@ def split_creds(creds: str | None) -> tuple[str | None, str | None]:
 class RegistryClient:
     """One upstream registry, reached at ``base_url`` (``http[s]://host[:port]``)."""
 
-    def __init__(self, base_url: str, *, username: str | None = None, password: str | None = None,
-                 tls_verify: bool = True, ca_file: Path | str | None = None, timeout: float = 30.0,
-                 user_agent: str = "moorage-proxy") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls_verify: bool = True,
+        ca_file: Path | str | None = None,
+        timeout: float = 30.0,
+        user_agent: str = "moorage-proxy",
+    ) -> None:
         parts = urlsplit(base_url if "://" in base_url else f"https://{base_url}")
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"upstream URL must be http(s)://HOST[:PORT], got {base_url!r}")
@@ -118,8 +130,9 @@ class RegistryClient:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=64)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=max(self.timeout, 60.0))
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                                  headers={"User-Agent": self.user_agent})
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=timeout, auto_decompress=False, headers={"User-Agent": self.user_agent}
+            )
         return self._session
 
     async def close(self) -> None:
@@ -183,8 +196,17 @@ class RegistryClient:
             return "Bearer " + await self._token(scope, self._bearer_params)
         return None
 
-    async def request(self, method: str, path: str, *, scope: str, headers: Mapping[str, str] | None = None,
-                      data: Any = None, ok: tuple[int, ...] = (200,), params: Any = None) -> aiohttp.ClientResponse:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        ok: tuple[int, ...] = (200,),
+        params: Any = None,
+    ) -> aiohttp.ClientResponse:
         """Send a request to ``path`` (``/v2/...``) authorised for ``scope``; the caller releases
         the response.  Answers 404 with :class:`UpstreamNotFound`, other non-``ok`` statuses and
         network errors with :class:`UpstreamError`."""
@@ -224,8 +246,7 @@ class RegistryClient:
         """One request, following redirects; ``Authorization`` only goes to the registry's host."""
         origin = urlsplit(url).netloc
         for _ in range(_MAX_REDIRECTS + 1):
-            resp = await self.session.request(method, url, headers=headers, data=data, params=params,
-                                              allow_redirects=False)
+            resp = await self.session.request(method, url, headers=headers, data=data, params=params, allow_redirects=False)
             if resp.status not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
                 return resp
             location = urljoin(url, resp.headers["Location"])
@@ -247,16 +268,17 @@ class RegistryClient:
         resp.release()
 
     async def head_manifest(self, repo: str, reference: str) -> ManifestInfo:
-        resp = await self.request("HEAD", f"/v2/{repo}/manifests/{reference}", scope=self.pull_scope(repo),
-                                  headers={"Accept": MANIFEST_ACCEPT})
+        resp = await self.request(
+            "HEAD", f"/v2/{repo}/manifests/{reference}", scope=self.pull_scope(repo), headers={"Accept": MANIFEST_ACCEPT}
+        )
         resp.release()
-        return ManifestInfo(resp.headers.get("Docker-Content-Digest"), resp.headers.get("Content-Type", ""),
-                            resp.content_length)
+        return ManifestInfo(resp.headers.get("Docker-Content-Digest"), resp.headers.get("Content-Type", ""), resp.content_length)
 
     async def get_manifest(self, repo: str, reference: str, *, limit: int = 4 << 20) -> tuple[bytes, str]:
         """(bytes exactly as the upstream stores them, media type)."""
-        resp = await self.request("GET", f"/v2/{repo}/manifests/{reference}", scope=self.pull_scope(repo),
-                                  headers={"Accept": MANIFEST_ACCEPT})
+        resp = await self.request(
+            "GET", f"/v2/{repo}/manifests/{reference}", scope=self.pull_scope(repo), headers={"Accept": MANIFEST_ACCEPT}
+        )
         try:
             if resp.content_length is not None and resp.content_length > limit:
                 raise UpstreamError(f"manifest from {self.host} larger than {limit} bytes")

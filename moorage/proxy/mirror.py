@@ -74,10 +74,12 @@ class MirrorReport:
     planned: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"tags={self.tags} up_to_date={self.tags_up_to_date} manifests_copied={self.manifests_copied} "
-                f"manifests_present={self.manifests_present} blobs_copied={self.blobs_copied} "
-                f"blobs_mounted={self.blobs_mounted} blobs_present={self.blobs_present} "
-                f"bytes_copied={self.bytes_copied} referrers={self.referrers}")
+        return (
+            f"tags={self.tags} up_to_date={self.tags_up_to_date} manifests_copied={self.manifests_copied} "
+            f"manifests_present={self.manifests_present} blobs_copied={self.blobs_copied} "
+            f"blobs_mounted={self.blobs_mounted} blobs_present={self.blobs_present} "
+            f"bytes_copied={self.bytes_copied} referrers={self.referrers}"
+        )
 
 
 class Progress:
@@ -90,9 +92,19 @@ class Progress:
 
 
 class Mirror:
-    def __init__(self, src: RegistryRef, dst: RegistryRef, *, src_client: RegistryClient, dst_client: RegistryClient,
-                 dry_run: bool = False, tags: str | None = None, platforms: list[str] | None = None,
-                 jobs: int = 4, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        src: RegistryRef,
+        dst: RegistryRef,
+        *,
+        src_client: RegistryClient,
+        dst_client: RegistryClient,
+        dry_run: bool = False,
+        tags: str | None = None,
+        platforms: list[str] | None = None,
+        jobs: int = 4,
+        progress: Progress | None = None,
+    ) -> None:
         self.src, self.dst = src, dst
         self.sc, self.dc = src_client, dst_client
         self.dry_run = dry_run
@@ -163,8 +175,14 @@ class Mirror:
             self.report.planned.append(f"manifest {digest}" + (f" as {tag}" if tag else ""))
             self.report.manifests_copied += 1
             return {}
-        resp = await self.dc.request("PUT", f"/v2/{self.dst.repo}/manifests/{tag or digest}", scope=self._push_scope,
-                                     headers={"Content-Type": parsed.media_type}, data=body, ok=(200, 201, 202))
+        resp = await self.dc.request(
+            "PUT",
+            f"/v2/{self.dst.repo}/manifests/{tag or digest}",
+            scope=self._push_scope,
+            headers={"Content-Type": parsed.media_type},
+            data=body,
+            ok=(200, 201, 202),
+        )
         headers = dict(resp.headers)
         resp.release()
         self.report.manifests_copied += 1
@@ -181,8 +199,7 @@ class Mirror:
 
     async def _filtered_index(self, body: bytes, media_type: str) -> tuple[bytes, str]:
         doc = json.loads(body)
-        keep = [m for m in doc.get("manifests", [])
-                if any(_matches(m.get("platform") or {}, p) for p in self.platforms)]
+        keep = [m for m in doc.get("manifests", []) if any(_matches(m.get("platform") or {}, p) for p in self.platforms)]
         if not keep:
             raise ValueError(f"no image in the index matches --platform {', '.join('/'.join(p) for p in self.platforms)}")
         doc["manifests"] = keep
@@ -228,9 +245,14 @@ class Mirror:
         if parsed.annotations:
             entry["annotations"] = parsed.annotations
         index["manifests"].append(entry)
-        resp = await self.dc.request("PUT", f"/v2/{self.dst.repo}/manifests/{tag}", scope=self._push_scope,
-                                     headers={"Content-Type": mt.OCI_INDEX},
-                                     data=json.dumps(index, separators=(",", ":")).encode(), ok=(200, 201, 202))
+        resp = await self.dc.request(
+            "PUT",
+            f"/v2/{self.dst.repo}/manifests/{tag}",
+            scope=self._push_scope,
+            headers={"Content-Type": mt.OCI_INDEX},
+            data=json.dumps(index, separators=(",", ":")).encode(),
+            ok=(200, 201, 202),
+        )
         resp.release()
 
     # ---------------------------------------------------------------------- blobs
@@ -255,8 +277,9 @@ class Mirror:
             params: dict[str, str] = {}
             if self.same_registry and self.src.repo != self.dst.repo:
                 params = {"mount": digest, "from": self.src.repo}
-            resp = await self.dc.request("POST", path, scope=self._push_scope, params=params or None, ok=(201, 202),
-                                         headers={"Content-Length": "0"})
+            resp = await self.dc.request(
+                "POST", path, scope=self._push_scope, params=params or None, ok=(201, 202), headers={"Content-Length": "0"}
+            )
             status, location = resp.status, resp.headers.get("Location", "")
             resp.release()
             if status == 201:
@@ -276,10 +299,14 @@ class Mirror:
                         self.progress.blob_advanced(digest, len(chunk))
                         yield chunk
 
-                put = await self.dc.request("PUT", _with_digest(location, digest), scope=self._push_scope,
-                                            data=body(), ok=(201, 204),
-                                            headers={"Content-Type": "application/octet-stream",
-                                                     "Content-Length": str(size)})
+                put = await self.dc.request(
+                    "PUT",
+                    _with_digest(location, digest),
+                    scope=self._push_scope,
+                    data=body(),
+                    ok=(201, 204),
+                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                )
                 put.release()
             finally:
                 src.release()

@@ -44,10 +44,21 @@ class RuleState:
 
     def as_dict(self) -> dict[str, Any]:
         r = self.rule
-        return {"name": r.name, "src": r.src, "dst": r.dst, "interval": r.interval, "tags": r.tags,
-                "platforms": r.platforms, "runs": self.runs, "running": self.running, "last_start": self.last_start,
-                "last_end": self.last_end, "last_status": self.last_status, "last_error": self.last_error,
-                "last_summary": self.last_summary}
+        return {
+            "name": r.name,
+            "src": r.src,
+            "dst": r.dst,
+            "interval": r.interval,
+            "tags": r.tags,
+            "platforms": r.platforms,
+            "runs": self.runs,
+            "running": self.running,
+            "last_start": self.last_start,
+            "last_end": self.last_end,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "last_summary": self.last_summary,
+        }
 
 
 def _password(env: str | None, rule: str) -> str | None:
@@ -82,10 +93,20 @@ class MirrorScheduler:
         rule = state.rule
         state.running, state.last_start = True, time.time()
         src, dst = RegistryRef.parse(rule.src), RegistryRef.parse(rule.dst)
-        sc = RegistryClient(src.base_url, username=rule.src_username, password=_password(rule.src_password_env, rule.name),
-                            tls_verify=rule.src_tls_verify, user_agent="moorage-mirror")
-        dc = RegistryClient(dst.base_url, username=rule.dest_username, password=_password(rule.dest_password_env, rule.name),
-                            tls_verify=rule.dest_tls_verify, user_agent="moorage-mirror")
+        sc = RegistryClient(
+            src.base_url,
+            username=rule.src_username,
+            password=_password(rule.src_password_env, rule.name),
+            tls_verify=rule.src_tls_verify,
+            user_agent="moorage-mirror",
+        )
+        dc = RegistryClient(
+            dst.base_url,
+            username=rule.dest_username,
+            password=_password(rule.dest_password_env, rule.name),
+            tls_verify=rule.dest_tls_verify,
+            user_agent="moorage-mirror",
+        )
         try:
             report = await Mirror(src, dst, src_client=sc, dst_client=dc, tags=rule.tags, platforms=rule.platforms).run()
             summary = report.summary()
@@ -106,9 +127,17 @@ class MirrorScheduler:
     def jobs(self) -> list[Job]:
         """One leader-only job per rule; the first run waits until the server listens (a rule may
         read or write this registry)."""
-        return [Job(f"mirror:{name}", functools.partial(self.run_rule, state), interval=float(state.rule.interval),
-                    leader_only=True, first_delay=_FIRST_RUN_DELAY, trigger=state.wake)
-                for name, state in self.rules.items()]
+        return [
+            Job(
+                f"mirror:{name}",
+                functools.partial(self.run_rule, state),
+                interval=float(state.rule.interval),
+                leader_only=True,
+                first_delay=_FIRST_RUN_DELAY,
+                trigger=state.wake,
+            )
+            for name, state in self.rules.items()
+        ]
 
 
 def setup_mirror_rules(app: web.Application, settings: Settings, token_mode: bool) -> None:

@@ -106,7 +106,7 @@ class ResumableSHA256:
         if not state.startswith(_VERSION):
             raise ValueError("unknown hash state format")
         try:
-            fields = _LAYOUT.unpack(base64.b64decode(state[len(_VERSION):], validate=True))
+            fields = _LAYOUT.unpack(base64.b64decode(state[len(_VERSION) :], validate=True))
         except (struct.error, ValueError) as exc:
             raise ValueError(f"malformed hash state: {exc}") from None
         h, (nl, nh, data, num, md_len) = fields[:8], fields[8:]

@@ -27,9 +27,9 @@ class Descriptor:
 @dataclass(slots=True)
 class ParsedManifest:
     media_type: str
-    blobs: list[Descriptor] = field(default_factory=list)      # config + layers
+    blobs: list[Descriptor] = field(default_factory=list)  # config + layers
     manifests: list[Descriptor] = field(default_factory=list)  # children of an index
-    foreign: list[Descriptor] = field(default_factory=list)    # non-distributable layers (urls)
+    foreign: list[Descriptor] = field(default_factory=list)  # non-distributable layers (urls)
     subject: Descriptor | None = None
     artifact_type: str | None = None
     annotations: dict[str, str] | None = None

@@ -13,7 +13,9 @@ INDEXES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 MANIFEST_TYPES = IMAGE_MANIFESTS | INDEXES
 
 # Docker schema 1 is deprecated and refused by default (Distribution 2.8 does the same).
-DOCKER_SCHEMA1 = frozenset({
-    "application/vnd.docker.distribution.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
-})
+DOCKER_SCHEMA1 = frozenset(
+    {
+        "application/vnd.docker.distribution.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    }
+)

@@ -24,8 +24,15 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 
 from ..metadata.store import (
-    WrongSizes, BlobBeingDeleted, ManifestRecord, MetadataStore, MissingReferences, ReferrerRecord, TooManyUploads,
-    UploadClaimRefused, UploadRecord,
+    WrongSizes,
+    BlobBeingDeleted,
+    ManifestRecord,
+    MetadataStore,
+    MissingReferences,
+    ReferrerRecord,
+    TooManyUploads,
+    UploadClaimRefused,
+    UploadRecord,
 )
 from ..storage import BlobStore, PartialAppend
 from . import errors, hashstate
@@ -58,8 +65,10 @@ class UploadBusy(UploadOutOfOrder):
 
     def __init__(self, record: UploadRecord) -> None:
         errors.RangeInvalid.__init__(
-            self, "another request is writing to this upload session; query its status (GET) and resume when it is done",
-            detail={"offset": record.size, "reason": "busy"})
+            self,
+            "another request is writing to this upload session; query its status (GET) and resume when it is done",
+            detail={"offset": record.size, "reason": "busy"},
+        )
         self.record = record
 
 
@@ -75,10 +84,19 @@ class PutManifestResult:
 
 
 class RegistryService:
-    def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool = True, max_manifest_bytes: int = 4 << 20,
-                 commit_guard: Callable[[str, str, int], Awaitable[None]] | None = None,
-                 upload_limit: Callable[[str, str | None], Awaitable[int | None]] | None = None,
-                 writer_lease: float = DEFAULT_LEASE, max_sessions_per_repository: int = 0, max_sessions_per_user: int = 0) -> None:
+    def __init__(
+        self,
+        store: MetadataStore,
+        blobs: BlobStore,
+        *,
+        delete_enabled: bool = True,
+        max_manifest_bytes: int = 4 << 20,
+        commit_guard: Callable[[str, str, int], Awaitable[None]] | None = None,
+        upload_limit: Callable[[str, str | None], Awaitable[int | None]] | None = None,
+        writer_lease: float = DEFAULT_LEASE,
+        max_sessions_per_repository: int = 0,
+        max_sessions_per_user: int = 0,
+    ) -> None:
         self.store = store
         self.blobs = blobs
         self.delete_enabled = delete_enabled
@@ -136,14 +154,21 @@ class RegistryService:
         state = await self.blobs.upload_create(upload_id)
         try:
             await self.store.create_upload(
-                upload_id, repository, state, owner=owner,
-                writer=claim.token if claim else None, writer_until=claim.expiry() if claim else None,
-                max_per_repository=self.max_sessions_per_repository, max_per_owner=self.max_sessions_per_user)
+                upload_id,
+                repository,
+                state,
+                owner=owner,
+                writer=claim.token if claim else None,
+                writer_until=claim.expiry() if claim else None,
+                max_per_repository=self.max_sessions_per_repository,
+                max_per_owner=self.max_sessions_per_user,
+            )
         except TooManyUploads as too_many:
             await self.blobs.upload_abort(upload_id, state)
             raise errors.TooManyRequests(
                 f"{too_many}: complete or cancel (DELETE) open upload sessions first; abandoned ones expire",
-                detail={"scope": too_many.scope, "limit": too_many.limit}) from None
+                detail={"scope": too_many.scope, "limit": too_many.limit},
+            ) from None
         if claim is not None:
             claim.upload_id = upload_id
         self._remember(upload_id, 0, _new_sha256())
@@ -172,9 +197,13 @@ class RegistryService:
             raise errors.BlobUploadUnknown(detail={"uuid": record.id})
         # The holder was a process on this host that died (kill -9, OOM): no need to wait
         # out its lease.
-        if (now.writer and self.liveness is not None and now.size == record.size
-                and self.liveness.is_dead(now.writer.split(".", 1)[0])
-                and await self.store.take_over_upload(record.id, record.size, now.writer, claim.token, claim.expiry())):
+        if (
+            now.writer
+            and self.liveness is not None
+            and now.size == record.size
+            and self.liveness.is_dead(now.writer.split(".", 1)[0])
+            and await self.store.take_over_upload(record.id, record.size, now.writer, claim.token, claim.expiry())
+        ):
             return claim
         raise UploadBusy(now)
 
@@ -198,14 +227,24 @@ class RegistryService:
         append's compare-and-set, re-checks its size and writer)."""
         record = record if record is not None and record.id == upload_id else await self.upload_status(repository, upload_id)
         _require_offset(record, content_range)
-        if (length is not None and length <= _UNCLAIMED_MAX
-                and (record.writer is None or (record.writer_until or 0.0) < time.time())):
+        if (
+            length is not None
+            and length <= _UNCLAIMED_MAX
+            and (record.writer is None or (record.writer_until or 0.0) < time.time())
+        ):
             return await self._append(record, body, None, release=True)
         async with await self._claim(record) as claim:
             return await self._append(record, body, claim, release=True)
 
-    async def _append(self, record: UploadRecord, body: AsyncIterator[bytes], claim: UploadClaim | None, *, release: bool,
-                      digest: str | None = None) -> UploadRecord:
+    async def _append(
+        self,
+        record: UploadRecord,
+        body: AsyncIterator[bytes],
+        claim: UploadClaim | None,
+        *,
+        release: bool,
+        digest: str | None = None,
+    ) -> UploadRecord:
         """Write ``body`` under ``claim``; the final compare-and-set requires the claim (and,
         with ``release``, ends it in the same statement).  Without a claim (a small PATCH),
         it requires that nobody holds one, and a refused write leaves nothing behind."""
@@ -214,11 +253,13 @@ class RegistryService:
         if self.upload_limit is not None:
             limit = await self.upload_limit(record.repository, digest)
             if limit is not None:
+
                 async def refuse(total: int) -> None:
                     if self.commit_guard is not None:  # the quota's own message (namespace, limit, usage)
                         await self.commit_guard(record.repository, digest or "", total)
-                    raise errors.Denied(f"storage quota exceeded: this upload would hold more than {limit} bytes",
-                                        detail={"allowed": limit})
+                    raise errors.Denied(
+                        f"storage quota exceeded: this upload would hold more than {limit} bytes", detail={"allowed": limit}
+                    )
 
                 chunks = _limited(chunks, limit - record.size, record.size, refuse)
         try:
@@ -237,15 +278,17 @@ class RegistryService:
             if claim is None:
                 await self.blobs.upload_drop_append(record.id, record.state, partial.state)
             # Keep what was durably written, so the client can resume from there.
-            elif await self.store.update_upload(record.id, record.size, partial.size, _without_hash_state(partial.state),
-                                                writer=claim.token, release=release):
+            elif await self.store.update_upload(
+                record.id, record.size, partial.size, _without_hash_state(partial.state), writer=claim.token, release=release
+            ):
                 claim.released = release
             if isinstance(partial.cause, errors.RegistryError):
                 raise partial.cause from None
             raise errors.BlobUploadInvalid(f"upload interrupted: {partial.cause}") from None
         state = _with_hash_state(state, size, hasher)
-        if not await self.store.update_upload(record.id, record.size, size, state,
-                                              writer=claim.token if claim is not None else None, release=release):
+        if not await self.store.update_upload(
+            record.id, record.size, size, state, writer=claim.token if claim is not None else None, release=release
+        ):
             if claim is None:  # someone else moved or holds the session: our part goes
                 await self.blobs.upload_drop_append(record.id, record.state, state)
                 now = await self.store.get_upload(record.id, record.repository)
@@ -427,7 +470,10 @@ class RegistryService:
         parsed = parse_manifest(body, content_type)
         try:
             await self.store.put_manifest(
-                repository, str(digest), parsed.media_type, body,
+                repository,
+                str(digest),
+                parsed.media_type,
+                body,
                 blob_digests=[d.digest for d in parsed.blobs],
                 blob_sizes=_declared_sizes(parsed.blobs),
                 child_digests=[d.digest for d in parsed.manifests],
@@ -438,13 +484,20 @@ class RegistryService:
             )
         except MissingReferences as missing:
             found: list[errors.RegistryError] = [errors.ManifestBlobUnknown(detail={"digest": d}) for d in missing.blobs]
-            found += [errors.ManifestBlobUnknown("manifest references a manifest unknown to the repository", detail={"digest": d})
-                      for d in missing.manifests]
+            found += [
+                errors.ManifestBlobUnknown("manifest references a manifest unknown to the repository", detail={"digest": d})
+                for d in missing.manifests
+            ]
             first, first.more = found[0], found[1:]
             raise first from None
         except WrongSizes as bad:
-            found = [errors.SizeInvalid(f"descriptor declares {want} bytes, the blob has {have}",
-                                        detail={"digest": d, "declared": want, "actual": have}) for d, want, have in bad.wrong]
+            found = [
+                errors.SizeInvalid(
+                    f"descriptor declares {want} bytes, the blob has {have}",
+                    detail={"digest": d, "declared": want, "actual": have},
+                )
+                for d, want, have in bad.wrong
+            ]
             first, first.more = found[0], found[1:]
             raise first from None
         except BlobBeingDeleted:
@@ -537,8 +590,9 @@ async def _update(hasher: "hashlib._Hash", chunk: bytes) -> None:
         hasher.update(chunk)
 
 
-async def _limited(body: AsyncIterator[bytes], allowed: int, have: int,
-                   refuse: Callable[[int], Awaitable[None]]) -> AsyncIterator[bytes]:
+async def _limited(
+    body: AsyncIterator[bytes], allowed: int, have: int, refuse: Callable[[int], Awaitable[None]]
+) -> AsyncIterator[bytes]:
     """``body``, refused (``await refuse(total)`` raises DENIED) as soon as more than ``allowed``
     bytes arrived; the chunk that crosses the limit is never passed on to be written."""
     seen = 0

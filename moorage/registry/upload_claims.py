@@ -107,8 +107,7 @@ class UploadClaim:
             try:
                 await asyncio.shield(self.store.release_upload(self.upload_id, self.token))
             except Exception as exc:  # noqa: BLE001 - the claim then just runs out with its lease
-                log.warning("upload %s: releasing the writer claim failed (it expires with its lease): %r",
-                            self.upload_id, exc)
+                log.warning("upload %s: releasing the writer claim failed (it expires with its lease): %r", self.upload_id, exc)
         self.released = True
 
     async def _renew(self) -> None:

@@ -125,9 +125,7 @@ class BlobStore(abc.ABC):
         """Seconds since the upload's data last changed; None if it has none (or unknown)."""
         return None
 
-    async def purge_leftovers(
-        self, older_than: float, session_exists: Callable[[str], Awaitable[bool]]
-    ) -> dict[str, int]:
+    async def purge_leftovers(self, older_than: float, session_exists: Callable[[str], Awaitable[bool]]) -> dict[str, int]:
         """Remove storage left behind by interrupted work, untouched for ``older_than`` seconds.
 
         Upload data whose session the database no longer knows (``session_exists``) is
@@ -164,9 +162,23 @@ OUTAGE_ERRNOS = frozenset({errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS, e
 
 #: The interface's operations whose failures are translated (``open``/``close`` are not: a store
 #: that cannot start is a start-up error, told as one line).
-_TRANSLATED = ("stat", "read", "redirect_url", "delete", "list_blobs", "upload_create", "upload_append",
-               "upload_read", "upload_commit", "upload_drop_append", "quarantine", "upload_abort",
-               "list_upload_ids", "upload_age", "purge_leftovers")
+_TRANSLATED = (
+    "stat",
+    "read",
+    "redirect_url",
+    "delete",
+    "list_blobs",
+    "upload_create",
+    "upload_append",
+    "upload_read",
+    "upload_commit",
+    "upload_drop_append",
+    "quarantine",
+    "upload_abort",
+    "list_upload_ids",
+    "upload_age",
+    "purge_leftovers",
+)
 
 _Store = TypeVar("_Store", bound=type)
 

@@ -67,7 +67,7 @@ class MemoryBlobStore(BlobStore):
         end = len(data) if length is None else min(len(data), offset + length)
         view = memoryview(data)
         for pos in range(offset, end, CHUNK):
-            yield bytes(view[pos:min(end, pos + CHUNK)])
+            yield bytes(view[pos : min(end, pos + CHUNK)])
             await asyncio.sleep(0)  # let other requests run, like a driver doing I/O would
 
     async def delete(self, digest: str) -> None:
@@ -142,7 +142,7 @@ class MemoryBlobStore(BlobStore):
             data = up.parts.get(str(part["name"]))
             if data is None or len(data) < int(part["size"]):
                 raise RuntimeError(f"upload {upload_id}: part {part['name']} is shorter than its recorded size")
-            out += data[:int(part["size"])]
+            out += data[: int(part["size"])]
         if len(out) < size:
             raise RuntimeError(f"upload {upload_id}: driver state does not hold {size} bytes")
         return bytes(out[:size])
@@ -150,7 +150,7 @@ class MemoryBlobStore(BlobStore):
     async def upload_read(self, upload_id: str, state: UploadState, size: int) -> AsyncIterator[bytes]:
         data = self._assemble(upload_id, state, size)
         for pos in range(0, len(data), CHUNK):
-            yield data[pos:pos + CHUNK]
+            yield data[pos : pos + CHUNK]
 
     async def upload_commit(self, upload_id: str, state: UploadState, size: int, digest: str) -> bool:
         """Place the verified bytes at ``digest`` unless a blob of that size is there already;

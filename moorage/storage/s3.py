@@ -185,10 +185,12 @@ class S3BlobStore(BlobStore):
         stack = contextlib.AsyncExitStack()
         try:
             self._client = await stack.enter_async_context(
-                session.create_client("s3", **self._client_kwargs(self.cfg.endpoint_url)))
+                session.create_client("s3", **self._client_kwargs(self.cfg.endpoint_url))
+            )
             if self.cfg.public_endpoint_url:
                 self._presigner = await stack.enter_async_context(
-                    session.create_client("s3", **self._client_kwargs(self.cfg.public_endpoint_url)))
+                    session.create_client("s3", **self._client_kwargs(self.cfg.public_endpoint_url))
+                )
             else:
                 self._presigner = self._client
             await self._ensure_bucket()
@@ -274,7 +276,8 @@ class S3BlobStore(BlobStore):
     async def redirect_url(self, digest: str, method: str = "GET") -> str | None:
         op = "head_object" if method.upper() == "HEAD" else "get_object"
         return await self._presigner.generate_presigned_url(
-            op, Params={"Bucket": self.bucket, "Key": self._blob_key(digest)}, ExpiresIn=self.cfg.presign_expiry)
+            op, Params={"Bucket": self.bucket, "Key": self._blob_key(digest)}, ExpiresIn=self.cfg.presign_expiry
+        )
 
     async def delete(self, digest: str) -> None:
         try:
@@ -286,7 +289,7 @@ class S3BlobStore(BlobStore):
     async def list_blobs(self) -> AsyncIterator[str]:
         base = self._key("blobs/")
         async for key in self._list_keys(base):
-            parts = key[len(base):].split("/")
+            parts = key[len(base) :].split("/")
             if len(parts) == 3 and parts[2] and parts[2].startswith(parts[1]):
                 yield f"{parts[0]}:{parts[2]}"
 
@@ -298,9 +301,10 @@ class S3BlobStore(BlobStore):
 
     async def _delete_keys(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):
-            batch = keys[i:i + 1000]
+            batch = keys[i : i + 1000]
             resp = await self._client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            )
             failed = [e for e in resp.get("Errors", ()) if e.get("Code") not in _GONE]
             if failed:
                 log.warning("could not delete %d objects, first: %s", len(failed), failed[0])
@@ -388,8 +392,13 @@ class S3BlobStore(BlobStore):
         return {"v": 1, "parts": parts, "tail": new_tail, "stale": stale}, size
 
     async def _salvage(
-        self, upload_id: str, parts: list[dict[str, Any]], tail: dict[str, Any] | None,
-        tail_consumed: bool, buf: bytearray, exc: BaseException,
+        self,
+        upload_id: str,
+        parts: list[dict[str, Any]],
+        tail: dict[str, Any] | None,
+        tail_consumed: bool,
+        buf: bytearray,
+        exc: BaseException,
     ) -> tuple[UploadState, int]:
         """State and size that are durable after a broken append (keep the buffer if we can)."""
         stale: list[str] = []
@@ -456,8 +465,12 @@ class S3BlobStore(BlobStore):
             await self._client.put_object(Bucket=self.bucket, Key=dst, Body=b"")
         elif len(segs) == 1:
             await self._client.copy_object(
-                Bucket=self.bucket, Key=dst, MetadataDirective="REPLACE", ContentType="application/octet-stream",
-                CopySource={"Bucket": self.bucket, "Key": self._upload_key(upload_id, segs[0]["key"])})
+                Bucket=self.bucket,
+                Key=dst,
+                MetadataDirective="REPLACE",
+                ContentType="application/octet-stream",
+                CopySource={"Bucket": self.bucket, "Key": self._upload_key(upload_id, segs[0]["key"])},
+            )
         else:
             await self._compose(dst, [self._upload_key(upload_id, s["key"]) for s in segs])
         await _best_effort("deleting a committed upload's parts", self._delete_keys(self._known_keys(upload_id, state)))
@@ -493,23 +506,23 @@ class S3BlobStore(BlobStore):
 
     async def _compose(self, dst: str, sources: list[str]) -> None:
         """Assemble ``dst`` from ``sources`` server-side (multipart upload of UploadPartCopy's)."""
-        mpu = await self._client.create_multipart_upload(
-            Bucket=self.bucket, Key=dst, ContentType="application/octet-stream")
+        mpu = await self._client.create_multipart_upload(Bucket=self.bucket, Key=dst, ContentType="application/octet-stream")
         upload = mpu["UploadId"]
         sem = asyncio.Semaphore(_COPY_CONCURRENCY)
 
         async def copy(n: int, src: str) -> dict[str, Any]:
             async with sem:
                 resp = await self._client.upload_part_copy(
-                    Bucket=self.bucket, Key=dst, UploadId=upload, PartNumber=n,
-                    CopySource={"Bucket": self.bucket, "Key": src})
+                    Bucket=self.bucket, Key=dst, UploadId=upload, PartNumber=n, CopySource={"Bucket": self.bucket, "Key": src}
+                )
             return {"PartNumber": n, "ETag": resp["CopyPartResult"]["ETag"]}
 
         try:
             done = await asyncio.gather(*(copy(i + 1, src) for i, src in enumerate(sources)))
             # radosgw 16.2 answers an empty ETag here; nothing below depends on it.
             await self._client.complete_multipart_upload(
-                Bucket=self.bucket, Key=dst, UploadId=upload, MultipartUpload={"Parts": list(done)})
+                Bucket=self.bucket, Key=dst, UploadId=upload, MultipartUpload={"Parts": list(done)}
+            )
         except BaseException:
             await _best_effort("aborting a failed multipart copy", self._abort_multipart(dst, upload))
             raise
@@ -529,7 +542,7 @@ class S3BlobStore(BlobStore):
         paginator = self._client.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=base, Delimiter="/"):
             for cp in page.get("CommonPrefixes", ()):
-                name = cp["Prefix"][len(base):].rstrip("/")
+                name = cp["Prefix"][len(base) :].rstrip("/")
                 if name:
                     yield name
 

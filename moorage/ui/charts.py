@@ -69,8 +69,11 @@ async def activity_data(request: web.Request, viewer: Viewer, hours: int = 7 * 2
     start = now_bucket - hours + 1
     rows = {b: (p, q) for b, p, q in await queries.activity(visible, start)}
     buckets = list(range(start, now_bucket + 1))
-    return {"hours": [b * 3600 for b in buckets], "pushes": [rows.get(b, (0, 0))[0] for b in buckets],
-            "pulls": [rows.get(b, (0, 0))[1] for b in buckets]}
+    return {
+        "hours": [b * 3600 for b in buckets],
+        "pushes": [rows.get(b, (0, 0))[0] for b in buckets],
+        "pulls": [rows.get(b, (0, 0))[1] for b in buckets],
+    }
 
 
 @routes.get("/ui/stats", name="public_ui_stats")
@@ -83,10 +86,17 @@ async def stats_page(request: web.Request) -> web.StreamResponse:
         d = days.setdefault(t // 86400 * 86400, [0, 0])
         d[0] += p
         d[1] += q
-    return render("stats.html", request, {"title": "Statistics", "storage": storage,
-                                          "days": sorted(days.items()),
-                                          "total_pushes": sum(activity["pushes"]),
-                                          "total_pulls": sum(activity["pulls"])})
+    return render(
+        "stats.html",
+        request,
+        {
+            "title": "Statistics",
+            "storage": storage,
+            "days": sorted(days.items()),
+            "total_pushes": sum(activity["pushes"]),
+            "total_pulls": sum(activity["pulls"]),
+        },
+    )
 
 
 @routes.get("/ui/stats/storage.json", name="public_ui_stats_storage")

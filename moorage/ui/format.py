@@ -9,15 +9,19 @@ from typing import Any
 
 from ..metadata.ui_queries import Row
 
-INDEX_TYPES = frozenset({
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-})
+INDEX_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
 
-IMAGE_CONFIG_TYPES = frozenset({
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-})
+IMAGE_CONFIG_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+    }
+)
 
 
 _CONTROL = dict.fromkeys(list(range(0, 32)) + [127])
@@ -48,8 +52,13 @@ def relative_time(ts: float | None, now: float | None = None) -> str:
     delta = (now or time.time()) - float(ts)
     if delta < 0:
         delta = 0
-    for limit, div, unit in ((60, 1, "second"), (3600, 60, "minute"), (86400, 3600, "hour"),
-                             (30 * 86400, 86400, "day"), (365 * 86400, 30 * 86400, "month")):
+    for limit, div, unit in (
+        (60, 1, "second"),
+        (3600, 60, "minute"),
+        (86400, 3600, "hour"),
+        (30 * 86400, 86400, "day"),
+        (365 * 86400, 30 * 86400, "month"),
+    ):
         if delta < limit:
             n = int(delta // div)
             if unit == "second" and n < 10:
@@ -113,10 +122,16 @@ def index_entries(doc: Any) -> list[Row]:
             continue
         ann = _object(m.get("annotations"))
         attestation = ann.get("vnd.docker.reference.type") == "attestation-manifest"
-        out.append(Row(digest=str(m.get("digest", "")), media_type=str(m.get("mediaType", "")),
-                       size=m.get("size") if isinstance(m.get("size"), int) else None,
-                       platform="attestation" if attestation else platform_label(m.get("platform")),
-                       attestation=attestation, artifact_type=m.get("artifactType")))
+        out.append(
+            Row(
+                digest=str(m.get("digest", "")),
+                media_type=str(m.get("mediaType", "")),
+                size=m.get("size") if isinstance(m.get("size"), int) else None,
+                platform="attestation" if attestation else platform_label(m.get("platform")),
+                attestation=attestation,
+                artifact_type=m.get("artifactType"),
+            )
+        )
     return out
 
 
@@ -140,25 +155,33 @@ def config_view(config: Any) -> Row:
     history = []
     for h in config.get("history", [])[:500] if isinstance(config.get("history"), list) else []:
         if isinstance(h, dict):
-            history.append({"created": str(h.get("created", "")), "created_by": str(h.get("created_by", "")),
-                            "empty_layer": bool(h.get("empty_layer")), "comment": str(h.get("comment", "") or "")})
+            history.append(
+                {
+                    "created": str(h.get("created", "")),
+                    "created_by": str(h.get("created_by", "")),
+                    "empty_layer": bool(h.get("empty_layer")),
+                    "comment": str(h.get("comment", "") or ""),
+                }
+            )
     env = [str(e) for e in c.get("Env", []) or [] if isinstance(e, str)][:500] if isinstance(c.get("Env"), list) else []
     labels = _object(c.get("Labels"))
     ports = sorted(str(p) for p in (c.get("ExposedPorts") or {})) if isinstance(c.get("ExposedPorts"), dict) else []
     volumes = sorted(str(p) for p in (c.get("Volumes") or {})) if isinstance(c.get("Volumes"), dict) else []
     plat = {k: config.get(k) for k in ("os", "architecture", "variant") if config.get(k)}
-    return Row({
-        "platform": platform_label(plat) if plat else "",
-        "created": str(config.get("created", "") or ""),
-        "author": str(config.get("author", "") or ""),
-        "entrypoint": words(c.get("Entrypoint")),
-        "cmd": words(c.get("Cmd")),
-        "workdir": str(c.get("WorkingDir") or ""),
-        "user": str(c.get("User") or ""),
-        "env": env,
-        "labels": sorted((str(k), str(v)) for k, v in labels.items())[:500],
-        "ports": ports,
-        "volumes": volumes,
-        "stop_signal": str(c.get("StopSignal") or ""),
-        "history": [Row(h) for h in history],
-    })
+    return Row(
+        {
+            "platform": platform_label(plat) if plat else "",
+            "created": str(config.get("created", "") or ""),
+            "author": str(config.get("author", "") or ""),
+            "entrypoint": words(c.get("Entrypoint")),
+            "cmd": words(c.get("Cmd")),
+            "workdir": str(c.get("WorkingDir") or ""),
+            "user": str(c.get("User") or ""),
+            "env": env,
+            "labels": sorted((str(k), str(v)) for k, v in labels.items())[:500],
+            "ports": ports,
+            "volumes": volumes,
+            "stop_signal": str(c.get("StopSignal") or ""),
+            "history": [Row(h) for h in history],
+        }
+    )

@@ -73,8 +73,7 @@ async def delete_confirm(request: web.Request) -> web.StreamResponse:
     tag, digest = request.query.get("tag", "")[:128], request.query.get("digest", "")[:200]
     if not tag and not digest:
         raise UIError(400, "Say which tag or manifest to delete.")
-    return render("delete_confirm.html", request, {"title": "Confirm deletion", "name": name, "tag": tag,
-                                                   "digest": digest})
+    return render("delete_confirm.html", request, {"title": "Confirm deletion", "name": name, "tag": tag, "digest": digest})
 
 
 @routes.post(f"/ui/repo/{NAME}/-/delete", name="public_ui_delete")
@@ -116,13 +115,24 @@ async def visibility_post(request: web.Request) -> web.StreamResponse:
 
 
 # -- personal access tokens ------------------------------------------------------------------
-async def _tokens_page(request: web.Request, viewer: Viewer, created: dict[str, Any] | None = None,
-                       error: str | None = None, status: int = 200) -> web.Response:
+async def _tokens_page(
+    request: web.Request, viewer: Viewer, created: dict[str, Any] | None = None, error: str | None = None, status: int = 200
+) -> web.Response:
     state = _auth_state(request)
     tokens = await state.store.list_tokens(viewer.name)
-    return render("tokens.html", request, {"title": "Access tokens", "tokens": tokens, "created": created,
-                                           "error": error, "host": registry_host(request), "now": time.time()},
-                  status=status)
+    return render(
+        "tokens.html",
+        request,
+        {
+            "title": "Access tokens",
+            "tokens": tokens,
+            "created": created,
+            "error": error,
+            "host": registry_host(request),
+            "now": time.time(),
+        },
+        status=status,
+    )
 
 
 def _require_token_user(viewer: Viewer) -> None:
@@ -182,8 +192,9 @@ async def token_revoke(request: web.Request) -> web.StreamResponse:
 
 
 # -- users and robots (admins) ---------------------------------------------------------------
-async def _users_page(request: web.Request, created: dict[str, Any] | None = None, error: str | None = None,
-                      status: int = 200) -> web.Response:
+async def _users_page(
+    request: web.Request, created: dict[str, Any] | None = None, error: str | None = None, status: int = 200
+) -> web.Response:
     if created is not None:  # every key the template asks for (StrictUndefined)
         created = Row({"name": "", "password": None, "secret": None, "reset": False, **created})
     store = _auth_state(request).store
@@ -196,9 +207,21 @@ async def _users_page(request: web.Request, created: dict[str, Any] | None = Non
     robot_tokens: dict[str, list[Any]] = {}
     for t in tokens:
         robot_tokens.setdefault(t.user, []).append(t)
-    return render("users.html", request, {"title": "Users and robots", "users": users, "grants": by_user,
-                                          "tokens": robot_tokens, "created": created, "error": error,
-                                          "host": registry_host(request), "now": time.time()}, status=status)
+    return render(
+        "users.html",
+        request,
+        {
+            "title": "Users and robots",
+            "users": users,
+            "grants": by_user,
+            "tokens": robot_tokens,
+            "created": created,
+            "error": error,
+            "host": registry_host(request),
+            "now": time.time(),
+        },
+        status=status,
+    )
 
 
 @routes.get("/ui/admin/users", name="public_ui_users")
@@ -292,8 +315,7 @@ async def namespaces_page(request: web.Request) -> web.StreamResponse:
     return await _namespaces_page(request, viewer)
 
 
-async def _namespaces_page(request: web.Request, viewer: Viewer, error: str | None = None,
-                           status: int = 200) -> web.Response:
+async def _namespaces_page(request: web.Request, viewer: Viewer, error: str | None = None, status: int = 200) -> web.Response:
     from ..gc import immutable, quotas, retention
 
     db = request.app[DATABASE]
@@ -314,9 +336,17 @@ async def _namespaces_page(request: web.Request, viewer: Viewer, error: str | No
     quota_rows = []
     for q in await quotas.list_quotas(db):
         quota_rows.append({"namespace": q.namespace, "limit": q.limit_bytes, "used": await quotas.usage(db, q.namespace)})
-    ctx = {"title": "Namespaces and policies", "namespaces": sorted(names), "declared": declared,
-           "grants": grants, "users": users, "retention": await retention.list_policies(db),
-           "immutable": await immutable.list_rules(db), "quotas": quota_rows, "error": error}
+    ctx = {
+        "title": "Namespaces and policies",
+        "namespaces": sorted(names),
+        "declared": declared,
+        "grants": grants,
+        "users": users,
+        "retention": await retention.list_policies(db),
+        "immutable": await immutable.list_rules(db),
+        "quotas": quota_rows,
+        "error": error,
+    }
     return render("namespaces.html", request, ctx, status=status)
 
 
@@ -361,8 +391,12 @@ async def namespaces_post(request: web.Request) -> web.StreamResponse:
             keep_last = _field(form, "keep_last", 10)
             expire = _field(form, "expire_days", 10)
             regex = _field(form, "keep_regex", 255) or None
-            await retention.set_policy(db, retention.RetentionPolicy(
-                f"{ns}/*", int(keep_last) if keep_last else None, regex, float(expire) if expire else None))
+            await retention.set_policy(
+                db,
+                retention.RetentionPolicy(
+                    f"{ns}/*", int(keep_last) if keep_last else None, regex, float(expire) if expire else None
+                ),
+            )
         elif action == "retention_remove":
             await retention.remove_policy(db, _field(form, "pattern"))
         elif action == "immutable":
@@ -396,8 +430,11 @@ async def namespaces_post(request: web.Request) -> web.StreamResponse:
 async def gc_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     _require_admin(viewer)
-    return render("gc.html", request, {"title": "Garbage collection", "summary": None, "result": None,
-                                       "grace": request.app[SETTINGS].gc.grace})
+    return render(
+        "gc.html",
+        request,
+        {"title": "Garbage collection", "summary": None, "result": None, "grace": request.app[SETTINGS].gc.grace},
+    )
 
 
 @routes.post("/ui/admin/gc", name="public_ui_gc_post")
@@ -409,8 +446,15 @@ async def gc_dry_run(request: web.Request) -> web.StreamResponse:
     from ..gc.collector import Collector, GCOptions
 
     settings = request.app[SETTINGS]
-    opts = GCOptions(grace=settings.gc.grace, dry_run=True, delete_untagged=_field(form, "delete_untagged") == "1",
-                     upload_expiry=settings.gc.upload_expiry)
+    opts = GCOptions(
+        grace=settings.gc.grace,
+        dry_run=True,
+        delete_untagged=_field(form, "delete_untagged") == "1",
+        upload_expiry=settings.gc.upload_expiry,
+    )
     result = await Collector(request.app[DATABASE], request.app[BLOBS], opts).run()
-    return render("gc.html", request, {"title": "Garbage collection", "summary": result.summary(), "result": result,
-                                       "grace": settings.gc.grace})
+    return render(
+        "gc.html",
+        request,
+        {"title": "Garbage collection", "summary": result.summary(), "result": result, "grace": settings.gc.grace},
+    )

@@ -92,11 +92,21 @@ async def repositories_page(request: web.Request) -> web.StreamResponse:
     page = _int(request.query.get("page"), 1, 1, 1_000_000)
     queries = request.app[QUERIES]
     visible = await queries.visible_condition(viewer.visibility())
-    rows, total = await queries.list_repositories(visible, query=q, namespace=ns, sort=sort,
-                                                  offset=(page - 1) * per_page, limit=per_page)
+    rows, total = await queries.list_repositories(
+        visible, query=q, namespace=ns, sort=sort, offset=(page - 1) * per_page, limit=per_page
+    )
     pages = max(1, math.ceil(total / per_page))
-    ctx = {"rows": rows, "total": total, "page": page, "pages": pages, "q": q, "ns": ns, "sort": sort,
-           "sorts": _SORT_LABELS, "title": "Repositories"}
+    ctx = {
+        "rows": rows,
+        "total": total,
+        "page": page,
+        "pages": pages,
+        "q": q,
+        "ns": ns,
+        "sort": sort,
+        "sorts": _SORT_LABELS,
+        "title": "Repositories",
+    }
     if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "repo-results":
         return render("_repo_results.html", request, ctx)
     ctx["namespaces"] = await _namespaces(queries, viewer, visible)
@@ -145,11 +155,20 @@ async def repository_page(request: web.Request) -> web.StreamResponse:
         del r["payload"]
     host = registry_host(request)
     first_tag = "latest" if any(r["tag"] == "latest" for r in rows) or not rows else rows[0]["tag"]
-    ctx = {"title": name, "repo": repo, "rows": rows, "total": total, "page": page,
-           "pages": max(1, math.ceil(total / per_page)), "tag_query": tq, "host": host,
-           "pull": f"docker pull {host}/{name}:{first_tag}", "podman_pull": f"podman pull {host}/{name}:{first_tag}",
-           "may_delete": "delete" in rights and request.app[SETTINGS].delete_enabled,
-           "may_admin": viewer.admin and viewer.mode == "token"}
+    ctx = {
+        "title": name,
+        "repo": repo,
+        "rows": rows,
+        "total": total,
+        "page": page,
+        "pages": max(1, math.ceil(total / per_page)),
+        "tag_query": tq,
+        "host": host,
+        "pull": f"docker pull {host}/{name}:{first_tag}",
+        "podman_pull": f"podman pull {host}/{name}:{first_tag}",
+        "may_delete": "delete" in rights and request.app[SETTINGS].delete_enabled,
+        "may_admin": viewer.admin and viewer.mode == "token",
+    }
     if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "tag-results":
         return render("_tag_results.html", request, ctx)
     return render("repository.html", request, ctx)
@@ -170,8 +189,11 @@ async def _vulnerability_badges(request: web.Request, rows: list[Any]) -> dict[s
     for r in rows:
         doc = fmt.parse_json(r["payload"])
         manifests = doc.get("manifests") if isinstance(doc, dict) else None
-        children[r["digest"]] = [str(m["digest"]) for m in manifests if isinstance(m, dict) and isinstance(m.get("digest"), str)] \
-            if isinstance(manifests, list) else [r["digest"]]
+        children[r["digest"]] = (
+            [str(m["digest"]) for m in manifests if isinstance(m, dict) and isinstance(m.get("digest"), str)]
+            if isinstance(manifests, list)
+            else [r["digest"]]
+        )
     found = await insight.store.summaries(sorted({d for ds in children.values() for d in ds}))
     out: dict[str, dict[str, Any]] = {}
     for digest, ds in children.items():
@@ -218,14 +240,20 @@ async def manifest_page(request: web.Request) -> web.StreamResponse:
     layers: list[dict[str, Any]] = []
     config_desc = None
     config: dict[str, Any] = {}
-    entries = fmt.index_entries(doc) if m["media_type"] in fmt.INDEX_TYPES or (
-        isinstance(doc, dict) and "manifests" in doc) else []
+    entries = (
+        fmt.index_entries(doc) if m["media_type"] in fmt.INDEX_TYPES or (isinstance(doc, dict) and "manifests" in doc) else []
+    )
     if isinstance(doc, dict) and isinstance(doc.get("layers"), list):
         for i, layer in enumerate(doc["layers"][:1000]):
             if isinstance(layer, dict):
-                layers.append(Row(n=i + 1, digest=str(layer.get("digest", "")),
-                                  media_type=str(layer.get("mediaType", "")),
-                                  size=layer.get("size") if isinstance(layer.get("size"), int) else None))
+                layers.append(
+                    Row(
+                        n=i + 1,
+                        digest=str(layer.get("digest", "")),
+                        media_type=str(layer.get("mediaType", "")),
+                        size=layer.get("size") if isinstance(layer.get("size"), int) else None,
+                    )
+                )
         if isinstance(doc.get("config"), dict):
             config_desc = doc["config"]
             config = await _read_config(request, config_desc)
@@ -235,14 +263,25 @@ async def manifest_page(request: web.Request) -> web.StreamResponse:
     insight = request.app.get(INSIGHT)
     scan = await insight.store.get_image(m["digest"]) if insight is not None else None
     host = registry_host(request)
-    ctx = {"title": f"{name}@{fmt.short_digest(m['digest'])}", "repo": repo, "m": m, "ref": ref,
-           "layers": layers, "entries": entries, "config_desc": config_desc, "config": fmt.config_view(config),
-           "raw": fmt.pretty_json(m["payload"]), "host": host,
-           "referrers": _group_referrers(referrers.get(m["digest"], [])),
-           "pull": f"docker pull {host}/{name}@{m['digest']}",
-           "may_delete": "delete" in rights and request.app[SETTINGS].delete_enabled,
-           "layers_total": sum(x["size"] or 0 for x in layers),
-           "findings": scan.findings[:500] if scan else None, "scanned_packages": scan.package_count if scan else 0, "image_config_types": fmt.IMAGE_CONFIG_TYPES}
+    ctx = {
+        "title": f"{name}@{fmt.short_digest(m['digest'])}",
+        "repo": repo,
+        "m": m,
+        "ref": ref,
+        "layers": layers,
+        "entries": entries,
+        "config_desc": config_desc,
+        "config": fmt.config_view(config),
+        "raw": fmt.pretty_json(m["payload"]),
+        "host": host,
+        "referrers": _group_referrers(referrers.get(m["digest"], [])),
+        "pull": f"docker pull {host}/{name}@{m['digest']}",
+        "may_delete": "delete" in rights and request.app[SETTINGS].delete_enabled,
+        "layers_total": sum(x["size"] or 0 for x in layers),
+        "findings": scan.findings[:500] if scan else None,
+        "scanned_packages": scan.package_count if scan else 0,
+        "image_config_types": fmt.IMAGE_CONFIG_TYPES,
+    }
     return render("manifest.html", request, ctx)
 
 
@@ -251,8 +290,10 @@ async def _read_config(request: web.Request, desc: dict[str, Any]) -> dict[str, 
     digest, size = desc.get("digest"), desc.get("size")
     if not isinstance(digest, str) or not isinstance(size, int) or size > 2 * 1024 * 1024:
         return {}
-    if str(desc.get("mediaType", "")) not in ("application/vnd.oci.image.config.v1+json",
-                                               "application/vnd.docker.container.image.v1+json"):
+    if str(desc.get("mediaType", "")) not in (
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+    ):
         return {}
     store = request.app[BLOBS]
     chunks: list[bytes] = []
@@ -276,8 +317,9 @@ def _safe_next(value: str | None) -> str:
 @routes.get("/ui/login", name="public_ui_login")
 async def login_page(request: web.Request) -> web.StreamResponse:
     await resolve_viewer(request)
-    return render("login.html", request, {"title": "Sign in", "next": _safe_next(request.query.get("next")),
-                                          "error": None, "username": ""})
+    return render(
+        "login.html", request, {"title": "Sign in", "next": _safe_next(request.query.get("next")), "error": None, "username": ""}
+    )
 
 
 @routes.post("/ui/login", name="public_ui_login_post")
@@ -289,8 +331,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     try:
         await sign_in(request, username, password)
     except UIError as exc:
-        resp = render("login.html", request, {"title": "Sign in", "next": nxt, "error": exc.message,
-                                              "username": username[:64]})
+        resp = render("login.html", request, {"title": "Sign in", "next": nxt, "error": exc.message, "username": username[:64]})
         resp.set_status(exc.status)
         return resp
     raise Redirect(nxt)

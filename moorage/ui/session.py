@@ -63,8 +63,8 @@ class Redirect(Exception):
 
 @dataclass(slots=True)
 class Viewer:
-    mode: str                       # auth.mode: none | htpasswd | token
-    name: str | None = None         # None = anonymous
+    mode: str  # auth.mode: none | htpasswd | token
+    name: str | None = None  # None = anonymous
     principal: Principal | None = None
     #: Administrator with full (not token-scoped) credentials: users, grants, policies, GC.
     admin: bool = False
@@ -80,8 +80,11 @@ class Viewer:
 
     @property
     def sees_everything(self) -> bool:
-        return self.mode == "none" or (self.mode == "htpasswd" and not self.anonymous) or (
-            self.principal is not None and self.principal.is_admin and self.principal.token_scope is None)
+        return (
+            self.mode == "none"
+            or (self.mode == "htpasswd" and not self.anonymous)
+            or (self.principal is not None and self.principal.is_admin and self.principal.token_scope is None)
+        )
 
     @property
     def may_administer(self) -> bool:

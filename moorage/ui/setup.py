@@ -26,8 +26,10 @@ log = logging.getLogger("moorage.ui")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ROUTE_PREFIX = "public_ui_"
 
-_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+)
 
 
 def _is_ui(request: web.Request) -> bool:
@@ -65,8 +67,9 @@ async def ui_middleware(request: web.Request, handler: Handler) -> web.StreamRes
     # The server's own time for the page (read by benchmarks/bench_ui.py; browsers show it too).
     # app = wall time; cpu = the process's CPU time meanwhile (what the page costs on an idle
     # machine; on a loaded one the wall time also holds the waits for a core).
-    resp.headers["Server-Timing"] = (f"app;dur={(time.perf_counter() - started) * 1000:.2f}, "
-                                     f"cpu;dur={(time.process_time() - cpu) * 1000:.2f}")
+    resp.headers["Server-Timing"] = (
+        f"app;dur={(time.perf_counter() - started) * 1000:.2f}, cpu;dur={(time.process_time() - cpu) * 1000:.2f}"
+    )
     resp.headers["X-Content-Type-Options"] = "nosniff"
     resp.headers["X-Frame-Options"] = "DENY"
     return resp
@@ -77,8 +80,7 @@ async def _error_page(request: web.Request, status: int, message: str) -> web.Re
         await resolve_viewer(request)
     except Exception:  # noqa: BLE001 - the error page must render even if the session lookup fails
         pass
-    return render("error.html", request, {"title": f"Error {status}", "status": status, "message": message},
-                  status=status)
+    return render("error.html", request, {"title": f"Error {status}", "status": status, "message": message}, status=status)
 
 
 def setup_ui(app: web.Application, settings: Settings) -> None:

@@ -28,8 +28,7 @@ class Templates:
     def __init__(self) -> None:
         self._env: jinja2.Environment | None = None
         self._lock = threading.Lock()
-        self.versions = {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:12]
-                         for f in STATIC_DIR.iterdir() if f.is_file()}
+        self.versions = {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:12] for f in STATIC_DIR.iterdir() if f.is_file()}
 
     def static(self, name: str) -> str:
         """URL of a vendored static file, versioned by content (safe to cache forever)."""
@@ -49,7 +48,9 @@ class Templates:
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
             autoescape=jinja2.select_autoescape(["html"], default=True),
-            trim_blocks=True, lstrip_blocks=True, auto_reload=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
             undefined=jinja2.StrictUndefined,
         )
         env.globals["static"] = self.static
@@ -68,8 +69,13 @@ def render(name: str, request: web.Request, ctx: dict[str, Any], status: int = 2
     from .session import VIEWER
 
     viewer = request.get(VIEWER)
-    full = {"viewer": viewer, "csrf": viewer.csrf if viewer else "", "path": request.path,
-            "mode": viewer.mode if viewer else "none", **ctx}
+    full = {
+        "viewer": viewer,
+        "csrf": viewer.csrf if viewer else "",
+        "path": request.path,
+        "mode": viewer.mode if viewer else "none",
+        **ctx,
+    }
     full.setdefault("title", "Moorage")
     text = request.config_dict[TEMPLATES].env.get_template(name).render(full)
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")

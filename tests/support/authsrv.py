@@ -29,8 +29,9 @@ def auth_env(mode: str = "token", **more: str) -> dict[str, str]:
     return env
 
 
-def start_auth_server(tmpdir: Path, backend_env: Mapping[str, str] | None = None, mode: str = "token",
-                      **more: str) -> RegistryProcess:
+def start_auth_server(
+    tmpdir: Path, backend_env: Mapping[str, str] | None = None, mode: str = "token", **more: str
+) -> RegistryProcess:
     env = {**(backend_env or {}), **auth_env(mode, **more)}
     proc = start_moorage(tmpdir, env=env, username="admin", password=ADMIN_PASSWORD)
     proc.server_env = env  # type: ignore[attr-defined]
@@ -49,8 +50,9 @@ def add_user(proc: RegistryProcess, name: str, password: str, *flags: str) -> No
     cli(proc, "user", "add", name, "--password-stdin", *flags, input=password + "\n")
 
 
-def token_response(proc: RegistryProcess, scopes: Sequence[str] = (), auth: tuple[str, str] | None = None,
-                   **params: str) -> requests.Response:
+def token_response(
+    proc: RegistryProcess, scopes: Sequence[str] = (), auth: tuple[str, str] | None = None, **params: str
+) -> requests.Response:
     query: list[tuple[str, str]] = [("service", "moorage")]
     query += [("scope", s) for s in scopes]
     query += list(params.items())
@@ -76,13 +78,19 @@ def claims_of(token: str) -> dict:
 def push_image(url: str, repo: str, tag: str, token: str | None, payload: bytes = b"layer") -> str:
     """Push a one-layer OCI image over plain HTTP; returns the manifest digest."""
     config = b"{}"
-    descs = [{"mediaType": mt, "digest": "sha256:" + hashlib.sha256(data).hexdigest(), "size": len(data)}
-             for data, mt in ((config, "application/vnd.oci.image.config.v1+json"),
-                              (payload, "application/vnd.oci.image.layer.v1.tar"))]
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": descs[0], "layers": [descs[1]]}).encode()
-    return http.push_image(url, repo, tag, manifest, [config, payload], headers=bearer(token) if token else {},
-                           timeout=HTTP_TIMEOUT)
+    descs = [
+        {"mediaType": mt, "digest": "sha256:" + hashlib.sha256(data).hexdigest(), "size": len(data)}
+        for data, mt in (
+            (config, "application/vnd.oci.image.config.v1+json"),
+            (payload, "application/vnd.oci.image.layer.v1.tar"),
+        )
+    ]
+    manifest = json.dumps(
+        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": descs[0], "layers": [descs[1]]}
+    ).encode()
+    return http.push_image(
+        url, repo, tag, manifest, [config, payload], headers=bearer(token) if token else {}, timeout=HTTP_TIMEOUT
+    )
 
 
 def parse_challenge(value: str) -> tuple[str, dict[str, str]]:

@@ -30,20 +30,19 @@ MEMORY = "memory"
 #: restarts, quotas, scrub) is NOT here and runs on every selected backend.
 ONE_BACKEND: dict[str, str] = {
     "test_auth_clients": "real clients through the token and htpasswd flows; the auth store's semantics "
-                         "(grants, tokens, revocation, rate limits, replicas) run on every backend in "
-                         "test_auth_http",
+    "(grants, tokens, revocation, rate limits, replicas) run on every backend in "
+    "test_auth_http",
     "test_ui_browser": "a browser journey through the UI; the UI's queries (listing, sorting, activity) run "
-                       "on every backend in test_ui_http's shared-server tests",
+    "on every backend in test_ui_http's shared-server tests",
     "test_ui_http::test_htpasswd_mode": "the UI's sign-in flow in htpasswd mode (a server of its own)",
     "test_ui_http::test_ui_can_be_turned_off": "a configuration switch read before any storage or database",
     "test_ui_http::test_token_mode_sessions_and_permissions": "sessions and permissions in token mode (a "
-                                                              "server of its own); token semantics as above",
+    "server of its own); token semantics as above",
     "test_metrics": "Prometheus counters live in the server process, whatever stores the data",
-    "test_gc::test_deletes_disabled_answer_unsupported": "refused by configuration before storage or "
-                                                         "database are touched",
+    "test_gc::test_deletes_disabled_answer_unsupported": "refused by configuration before storage or database are touched",
     "test_gc::test_repository_delete_requires_admin_with_token_auth": "an authorization check; what the "
-                                                                      "delete does runs on every backend "
-                                                                      "in test_repository_delete_api",
+    "delete does runs on every backend "
+    "in test_repository_delete_api",
 }
 
 #: Modules that also run in-process on the memory driver (pure HTTP protocol checks over the
@@ -59,7 +58,7 @@ def backends_for(module: str, node: pytest.Item | None = None) -> list[str]:
     """The backends a test module runs on (see the module docstring)."""
     short = module.rsplit(".", 1)[-1]
     function = f"{short}::{getattr(node, 'originalname', None) or getattr(node, 'name', '')}"
-    marked = (lambda name: node is not None and node.get_closest_marker(name) is not None)
+    marked = lambda name: node is not None and node.get_closest_marker(name) is not None
     inproc = short in INPROC or marked("inproc")
     selected = [b for b in selected_backends() if b != MEMORY or inproc]
     if short in ONE_BACKEND or function in ONE_BACKEND or marked("one_backend"):

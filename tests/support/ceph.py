@@ -266,9 +266,7 @@ class CephRGW:
         except subprocess.TimeoutExpired as e:
             raise ServiceStartError(f"{' '.join(args)} timed out after {timeout}s\n{self._diag()}") from e
         if check and cp.returncode != 0:
-            raise ServiceStartError(
-                f"{' '.join(args)} failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}\n{self._diag()}"
-            )
+            raise ServiceStartError(f"{' '.join(args)} failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}\n{self._diag()}")
         return cp
 
     def _ceph(self, *args: str, timeout: float = 15, check: bool = True) -> subprocess.CompletedProcess:
@@ -364,16 +362,25 @@ debug rgw = 1/5
             monmap = self.workdir / "monmap"
             monmap.unlink(missing_ok=True)
             self._run(
-                "monmaptool", "--create", "--fsid", self._fsid,
-                "--addv", "a", f"[v2:127.0.0.1:{self._mon_port}]", str(monmap),
+                "monmaptool",
+                "--create",
+                "--fsid",
+                self._fsid,
+                "--addv",
+                "a",
+                f"[v2:127.0.0.1:{self._mon_port}]",
+                str(monmap),
             )
             self._run("ceph-mon", "-c", str(self.conf), "--mkfs", "-i", "a", "--monmap", str(monmap), "--keyring", str(keyring))
             self._mon = self._spawn("mon.a", "ceph-mon", "-c", str(self.conf), "-i", "a", "-f")
             try:
                 wait_until(
                     lambda: self._ceph("health", timeout=10, check=False).returncode == 0,
-                    timeout=self.timeout, what="ceph-mon", interval=0.05,
-                    alive=[self._mon], on_fail=self._diag,
+                    timeout=self.timeout,
+                    what="ceph-mon",
+                    interval=0.05,
+                    alive=[self._mon],
+                    on_fail=self._diag,
                 )
                 break
             except ServiceStartError:
@@ -419,12 +426,22 @@ debug rgw = 1/5
             self._rgw_port = port
             self._write_conf()
             self._rgw = self._spawn(
-                "client.rgw", "radosgw", "-c", str(self.conf), "-n", "client.rgw", "-f",
+                "client.rgw",
+                "radosgw",
+                "-c",
+                str(self.conf),
+                "-n",
+                "client.rgw",
+                "-f",
             )
             try:
                 wait_until(
-                    self._rgw_answers, timeout=self.timeout, what="radosgw", interval=0.05,
-                    alive=[self._mon, self._osd, self._rgw], on_fail=self._diag,
+                    self._rgw_answers,
+                    timeout=self.timeout,
+                    what="radosgw",
+                    interval=0.05,
+                    alive=[self._mon, self._osd, self._rgw],
+                    on_fail=self._diag,
                 )
             except ServiceStartError:
                 rc = self._rgw.poll()
@@ -459,8 +476,15 @@ debug rgw = 1/5
         addrs: set[str] = set()
         for i in range(8):
             cp = self._run(
-                "rados", "-c", str(self.conf), "-p", "default.rgw.control",
-                "listwatchers", f"notify.{i}", timeout=15, check=False,
+                "rados",
+                "-c",
+                str(self.conf),
+                "-p",
+                "default.rgw.control",
+                "listwatchers",
+                f"notify.{i}",
+                timeout=15,
+                check=False,
             )
             addrs.update(tok.split("=", 1)[1] for tok in cp.stdout.split() if tok.startswith("watcher="))
         for addr in sorted(addrs):
@@ -469,9 +493,17 @@ debug rgw = 1/5
     def _create_user(self) -> None:
         t = time.monotonic()
         self._run(
-            "radosgw-admin", "-c", str(self.conf), "-n", "client.admin",
-            "user", "create", f"--uid={S3_USER}", f"--display-name={S3_USER}",
-            f"--access-key={self.access_key}", f"--secret-key={self.secret_key}",
+            "radosgw-admin",
+            "-c",
+            str(self.conf),
+            "-n",
+            "client.admin",
+            "user",
+            "create",
+            f"--uid={S3_USER}",
+            f"--display-name={S3_USER}",
+            f"--access-key={self.access_key}",
+            f"--secret-key={self.secret_key}",
             timeout=60,
         )
         self.timings["user"] = time.monotonic() - t

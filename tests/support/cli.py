@@ -37,23 +37,45 @@ def moorage_argv(*args: str | os.PathLike[str]) -> list[str]:
     return [sys.executable, "-m", "moorage.cli", *(str(a) for a in args)]
 
 
-def run_moorage(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None, clean_env: bool = False,
-                timeout: float = 120, check: bool = False, cwd: Path | str = REPO_ROOT,
-                input: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_moorage(
+    *args: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    clean_env: bool = False,
+    timeout: float = 120,
+    check: bool = False,
+    cwd: Path | str = REPO_ROOT,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """``moorage ARGS`` to completion; ``env`` is added to the caller's (see :func:`cli_env`)."""
-    cp = subprocess.run(moorage_argv(*args), env=cli_env(env, clean=clean_env), cwd=cwd, capture_output=True,
-                        text=True, timeout=timeout, input=input,
-                        **({"stdin": subprocess.DEVNULL} if input is None else {}))
+    cp = subprocess.run(
+        moorage_argv(*args),
+        env=cli_env(env, clean=clean_env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+        **({"stdin": subprocess.DEVNULL} if input is None else {}),
+    )
     if check and cp.returncode != 0:
         raise AssertionError(f"moorage {' '.join(map(str, args))} exited {cp.returncode}\n{cp.stdout}\n{cp.stderr}")
     return cp
 
 
-def start_moorage_cli(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None,
-                      clean_env: bool = False, cwd: Path | str = REPO_ROOT) -> subprocess.Popen[str]:
+def start_moorage_cli(
+    *args: str | os.PathLike[str], env: Mapping[str, str] | None = None, clean_env: bool = False, cwd: Path | str = REPO_ROOT
+) -> subprocess.Popen[str]:
     """``moorage ARGS`` in the background, pipes on all three streams, in a process group of its own."""
-    return subprocess.Popen(moorage_argv(*args), env=cli_env(env, clean=clean_env), cwd=cwd, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        moorage_argv(*args),
+        env=cli_env(env, clean=clean_env),
+        cwd=cwd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for_line(proc: subprocess.Popen[str], marker: str, timeout: float = 90) -> str:

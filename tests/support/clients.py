@@ -162,8 +162,13 @@ _SKOPEO_TLS_FLAGS = {
 }
 # skopeo global flags that take a separate value argument
 _SKOPEO_GLOBAL_VALUE_FLAGS = {
-    "--override-arch", "--override-os", "--override-variant", "--command-timeout",
-    "--policy", "--registries.d", "--tmpdir",
+    "--override-arch",
+    "--override-os",
+    "--override-variant",
+    "--command-timeout",
+    "--policy",
+    "--registries.d",
+    "--tmpdir",
 }
 
 
@@ -246,7 +251,9 @@ class Skopeo:
                     flags.append(f"{flag}=false")
         return [*base, *pre, sub, *flags, *rest]
 
-    def __call__(self, *args: str, timeout: float | None = None, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    def __call__(
+        self, *args: str, timeout: float | None = None, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         return run(self.argv(*args), env=self.env, timeout=timeout or self.timeout, check=check, input=input)
 
     def json(self, *args: str, timeout: float | None = None):
@@ -256,7 +263,9 @@ class Skopeo:
     def login(self, host: str, username: str, password: str) -> subprocess.CompletedProcess:
         return self("login", "--username", username, "--password-stdin", host, input=password)
 
-    def copy(self, src: str, dst: str, *extra: str, all: bool = False, preserve_digests: bool = True, **kw) -> subprocess.CompletedProcess:
+    def copy(
+        self, src: str, dst: str, *extra: str, all: bool = False, preserve_digests: bool = True, **kw
+    ) -> subprocess.CompletedProcess:
         flags = ["--quiet"]
         if all:
             flags.append("--all")
@@ -383,7 +392,9 @@ class PodmanService:
     start_timeout: float = 30.0
     stop_timeout: float = 10.0
     podman_bin: str = field(default_factory=lambda: shutil.which("podman") or "/usr/bin/podman")
-    docker_bin: str = field(default_factory=lambda: os.environ.get("MOORAGE_DOCKER_BIN") or shutil.which("docker") or "/usr/local/bin/docker")
+    docker_bin: str = field(
+        default_factory=lambda: os.environ.get("MOORAGE_DOCKER_BIN") or shutil.which("docker") or "/usr/local/bin/docker"
+    )
     timeout: float = DEFAULT_TIMEOUT
     #: OCI runtime for ``docker container run`` (Debian package ``runc``); crun fails here.
     runtime: str = field(default_factory=lambda: os.environ.get("MOORAGE_PODMAN_RUNTIME", "runc"))
@@ -401,10 +412,7 @@ class PodmanService:
         _write_json(w / "home/.config/containers/policy.json", ACCEPT_ANYTHING_POLICY)
         (w / "registries.conf").write_text(_registries_conf(self.insecure_registries))
         (w / "storage.conf").write_text(
-            "[storage]\n"
-            f'driver = "{self.storage_driver}"\n'
-            f'graphroot = "{w / "storage"}"\n'
-            f'runroot = "{w / "runroot"}"\n'
+            f'[storage]\ndriver = "{self.storage_driver}"\ngraphroot = "{w / "storage"}"\nrunroot = "{w / "runroot"}"\n'
         )
         (w / "containers.conf").write_text(
             "[containers]\n"
@@ -444,13 +452,20 @@ class PodmanService:
         w = self.workdir
         return [
             self.podman_bin,
-            "--root", str(w / "storage"),
-            "--runroot", str(w / "runroot"),
-            "--tmpdir", str(w / "libpod"),
-            "--storage-driver", self.storage_driver,
-            "--cgroup-manager", "cgroupfs",
-            "--events-backend", "file",
-            "--runtime", self.runtime,
+            "--root",
+            str(w / "storage"),
+            "--runroot",
+            str(w / "runroot"),
+            "--tmpdir",
+            str(w / "libpod"),
+            "--storage-driver",
+            self.storage_driver,
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+            "--runtime",
+            self.runtime,
             *args,
         ]
 
@@ -473,9 +488,16 @@ class PodmanService:
         argv = self.podman_argv("system", "service", "--time=0", f"unix://{self.socket_path}")
         sock = self.socket_path
         # A Daemon: own process group, group stop, killed by its watchdog if pytest is killed.
-        self._daemon = Daemon("podman system service", argv, self.log_path, env=self.service_env, cwd=self.workdir,
-                              ready=lambda: _ping_unix(sock), start_timeout=self.start_timeout,
-                              stop_timeout=self.stop_timeout)
+        self._daemon = Daemon(
+            "podman system service",
+            argv,
+            self.log_path,
+            env=self.service_env,
+            cwd=self.workdir,
+            ready=lambda: _ping_unix(sock),
+            start_timeout=self.start_timeout,
+            stop_timeout=self.stop_timeout,
+        )
         self._daemon.start()
         self.proc = self._daemon.proc
         return self
@@ -537,7 +559,9 @@ class PodmanService:
     # alias: the brief calls it "an env dict"
     env = docker_env
 
-    def docker(self, *args: str, timeout: float | None = None, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    def docker(
+        self, *args: str, timeout: float | None = None, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         """Run the ``docker`` CLI against this service."""
         return run([self.docker_bin, *args], env=self.docker_env, timeout=timeout or self.timeout, check=check, input=input)
 

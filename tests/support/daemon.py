@@ -148,8 +148,14 @@ class Daemon:
             log.write(f"\n--- start {' '.join(self.argv)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=str(self.cwd) if self.cwd else None, env=self.env, start_new_session=True, **kwargs,
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=str(self.cwd) if self.cwd else None,
+                env=self.env,
+                start_new_session=True,
+                **kwargs,
             )
         self._start_watchdog(self.proc.pid)
         return self
@@ -223,8 +229,12 @@ class Daemon:
         try:
             self.watchdog = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(rfd), str(pgid)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                pass_fds=(rfd,), start_new_session=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(rfd,),
+                start_new_session=True,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
             )
         finally:
             os.close(rfd)

@@ -70,6 +70,7 @@ __all__ = [
     "oras",
 ]
 
+
 def _default_registry_kinds() -> str:
     # Moorage on filesystem + SQLite only: a client sees nothing but HTTP, and what the HTTP API
     # does on Ceph RGW + PostgreSQL (chunked and streamed uploads, mounts, ranges, referrers) is
@@ -84,7 +85,8 @@ REGISTRY_KINDS: list[str] = [
 # Registries with auth on (user AUTH_USER / AUTH_PASSWORD): Distribution and Moorage in htpasswd
 # mode (basic auth), Moorage in token mode (Bearer tokens from its own /auth/token).
 AUTH_REGISTRY_KINDS: list[str] = [
-    k.strip() for k in os.environ.get("MOORAGE_TEST_AUTH_REGISTRIES", "distribution,moorage,moorage_token").split(",")
+    k.strip()
+    for k in os.environ.get("MOORAGE_TEST_AUTH_REGISTRIES", "distribution,moorage,moorage_token").split(",")
     if k.strip()
 ]
 AUTH_USER = "alice"
@@ -145,9 +147,12 @@ def moorage_auth_registry(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("moorage-auth")
     htpasswd = write_htpasswd(tmp / "htpasswd", {AUTH_USER: AUTH_PASSWORD})
-    reg = start_moorage(tmp / "srv", env={"MOORAGE_AUTH__MODE": "htpasswd",
-                                          "MOORAGE_AUTH__HTPASSWD__PATH": str(htpasswd)},
-                        username=AUTH_USER, password=AUTH_PASSWORD)
+    reg = start_moorage(
+        tmp / "srv",
+        env={"MOORAGE_AUTH__MODE": "htpasswd", "MOORAGE_AUTH__HTPASSWD__PATH": str(htpasswd)},
+        username=AUTH_USER,
+        password=AUTH_PASSWORD,
+    )
     reg.kind = "moorage"
     try:
         yield reg
@@ -170,8 +175,10 @@ def moorage_token_auth_registry(tmp_path_factory):
     reg.kind = "moorage"
     try:
         admin = ("admin", ADMIN_PASSWORD)
-        for path, body in (("users", {"name": AUTH_USER, "password": AUTH_PASSWORD}),
-                           ("grants", {"user": AUTH_USER, "pattern": "private/*", "actions": "pull,push"})):
+        for path, body in (
+            ("users", {"name": AUTH_USER, "password": AUTH_PASSWORD}),
+            ("grants", {"user": AUTH_USER, "pattern": "private/*", "actions": "pull,push"}),
+        ):
             r = requests.post(f"{reg.url}/api/v1/{path}", json=body, auth=admin, timeout=30)
             assert r.status_code == 201, (path, r.status_code, r.text)
         reg.username, reg.password = AUTH_USER, AUTH_PASSWORD
@@ -268,8 +275,11 @@ def oci_index_layout(tmp_path, request) -> ocilayout.LayoutIndex:
     """A fresh OCI layout ``tmp_path/src-index`` with a linux/amd64 +
     linux/arm64 image index tagged ``multi``."""
     return ocilayout.build_index(
-        tmp_path / "src-index", "multi", platforms=[("linux", "amd64"), ("linux", "arm64")],
-        layers=[64 * 1024, 8 * 1024], seed=_seed(request),
+        tmp_path / "src-index",
+        "multi",
+        platforms=[("linux", "amd64"), ("linux", "arm64")],
+        layers=[64 * 1024, 8 * 1024],
+        seed=_seed(request),
     )
 
 

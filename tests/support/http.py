@@ -23,9 +23,18 @@ def error_codes(resp: requests.Response) -> list[str]:
     return [e["code"] for e in resp.json()["errors"]]
 
 
-def push_image(base: str, repo: str, ref: str, manifest: bytes, blobs: Iterable[bytes], *,
-               media_type: str = OCI_MANIFEST, headers: Mapping[str, str] | None = None,
-               session: requests.Session | None = None, timeout: float = 60) -> str:
+def push_image(
+    base: str,
+    repo: str,
+    ref: str,
+    manifest: bytes,
+    blobs: Iterable[bytes],
+    *,
+    media_type: str = OCI_MANIFEST,
+    headers: Mapping[str, str] | None = None,
+    session: requests.Session | None = None,
+    timeout: float = 60,
+) -> str:
     """Push ``blobs`` (one monolithic ``POST ?digest=`` each) and then ``manifest`` under ``ref``, as a
     client does; every answer must be 201.  Returns the manifest's digest.  The one raw-HTTP image
     push of the tests (``Client.push_image``, tests/support/authsrv.py and tests/support/ui.py use
@@ -33,11 +42,22 @@ def push_image(base: str, repo: str, ref: str, manifest: bytes, blobs: Iterable[
     s = session or requests.Session()
     hdrs = dict(headers or {})
     for data in blobs:
-        r = s.post(f"{base}/v2/{repo}/blobs/uploads/", params={"digest": sha256(data)}, data=data,
-                   headers={**hdrs, "Content-Type": "application/octet-stream"}, timeout=timeout, allow_redirects=False)
+        r = s.post(
+            f"{base}/v2/{repo}/blobs/uploads/",
+            params={"digest": sha256(data)},
+            data=data,
+            headers={**hdrs, "Content-Type": "application/octet-stream"},
+            timeout=timeout,
+            allow_redirects=False,
+        )
         assert r.status_code == 201, (repo, r.status_code, r.text)
-    r = s.put(f"{base}/v2/{repo}/manifests/{ref}", data=manifest, headers={**hdrs, "Content-Type": media_type},
-              timeout=timeout, allow_redirects=False)
+    r = s.put(
+        f"{base}/v2/{repo}/manifests/{ref}",
+        data=manifest,
+        headers={**hdrs, "Content-Type": media_type},
+        timeout=timeout,
+        allow_redirects=False,
+    )
     assert r.status_code == 201, (repo, ref, r.status_code, r.text)
     return sha256(manifest)
 
@@ -56,7 +76,9 @@ class Client:
         kw.setdefault("allow_redirects", False)
         return self.s.request(method, self.url(path), **kw)
 
-    def raw(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def raw(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         """Send ``path`` exactly as given (requests/urllib3 would normalise ``..`` away)."""
         import http.client
         from urllib.parse import urlsplit
@@ -76,17 +98,39 @@ class Client:
         assert r.status_code == 201, r.text
         return digest
 
-    def push_manifest(self, repo: str, ref: str, doc: dict[str, Any] | bytes, media_type: str = OCI_MANIFEST) -> requests.Response:
+    def push_manifest(
+        self, repo: str, ref: str, doc: dict[str, Any] | bytes, media_type: str = OCI_MANIFEST
+    ) -> requests.Response:
         body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
         return self.req("PUT", f"/v2/{repo}/manifests/{ref}", data=body, headers={"Content-Type": media_type})
 
-    def push_image(self, repo: str, tag: str | None, layers: list[bytes] | None = None, *, config: bytes | None = None,
-                   extra: dict[str, Any] | None = None, media_type: str = OCI_MANIFEST) -> tuple[str, bytes]:
+    def push_image(
+        self,
+        repo: str,
+        tag: str | None,
+        layers: list[bytes] | None = None,
+        *,
+        config: bytes | None = None,
+        extra: dict[str, Any] | None = None,
+        media_type: str = OCI_MANIFEST,
+    ) -> tuple[str, bytes]:
         """Push config + layers + manifest; returns (manifest digest, manifest bytes)."""
         layers = layers if layers is not None else [os.urandom(1024)]
-        config = config if config is not None else json.dumps({"architecture": "amd64", "os": "linux", "rnd": os.urandom(4).hex()}).encode()
-        cfg_type = "application/vnd.oci.image.config.v1+json" if media_type == OCI_MANIFEST else "application/vnd.docker.container.image.v1+json"
-        layer_type = "application/vnd.oci.image.layer.v1.tar+gzip" if media_type == OCI_MANIFEST else "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        config = (
+            config
+            if config is not None
+            else json.dumps({"architecture": "amd64", "os": "linux", "rnd": os.urandom(4).hex()}).encode()
+        )
+        cfg_type = (
+            "application/vnd.oci.image.config.v1+json"
+            if media_type == OCI_MANIFEST
+            else "application/vnd.docker.container.image.v1+json"
+        )
+        layer_type = (
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            if media_type == OCI_MANIFEST
+            else "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        )
         doc: dict[str, Any] = {
             "schemaVersion": 2,
             "mediaType": media_type,

@@ -17,8 +17,15 @@ from tests.support.registry_proc import REPO_ROOT
 
 #: What the image is made of (deploy/Dockerfile's build context through .dockerignore, plus the
 #: files that decide how it is built).
-INPUTS = ("pyproject.toml", "README.md", "moorage", "deploy/Dockerfile", "deploy/registry-config.yml",
-          "scripts/build-image.sh", ".dockerignore")
+INPUTS = (
+    "pyproject.toml",
+    "README.md",
+    "moorage",
+    "deploy/Dockerfile",
+    "deploy/registry-config.yml",
+    "scripts/build-image.sh",
+    ".dockerignore",
+)
 
 
 def inputs_key(root: Path = REPO_ROOT) -> str:
@@ -34,8 +41,9 @@ def inputs_key(root: Path = REPO_ROOT) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_image(cache: Path, image: str, build: Callable[[], None], save: Callable[[Path], None],
-                 load: Callable[[Path], None]) -> bool:
+def cached_image(
+    cache: Path, image: str, build: Callable[[], None], save: Callable[[Path], None], load: Callable[[Path], None]
+) -> bool:
     """Load ``image`` from ``cache`` if it was saved for these inputs, else ``build()`` and
     ``save()`` it there (older entries are removed).  Returns True on a cache hit."""
     archive = cache / f"image-{inputs_key()}.tar"

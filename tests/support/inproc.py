@@ -89,8 +89,15 @@ class InProcessRegistry(RegistryAddress):
     kind = "moorage"
     backend = "memory"
 
-    def __init__(self, workdir: Path, *, space: MemorySpace | None = None, username: str | None = None,
-                 password: str | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        space: MemorySpace | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        **overrides: Any,
+    ) -> None:
         self.workdir = Path(workdir)
         self.data_dir = self.workdir / "data"
         self.space = space if space is not None else MemorySpace()

@@ -92,8 +92,13 @@ def real_packages(workdir: Path) -> RealPackages:
         (npm_dir / "package.json").write_text('{"name":"insight-test","version":"1.0.0","private":true}')
         npm = shutil.which("npm")
         assert npm, "npm is needed to install real npm packages (apt: npm, or Node.js with npm)"
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent", *NPM_PACKAGES], cwd=npm_dir, check=True,
-                       timeout=300, env={**os.environ, "npm_config_update_notifier": "false"})
+        subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--silent", *NPM_PACKAGES],
+            cwd=npm_dir,
+            check=True,
+            timeout=300,
+            env={**os.environ, "npm_config_update_notifier": "false"},
+        )
     npm_files = {}
     for pj in (npm_dir / "node_modules").glob("**/package.json"):
         rel = pj.relative_to(npm_dir)
@@ -102,18 +107,30 @@ def real_packages(workdir: Path) -> RealPackages:
 
 
 ALPINE_OS_RELEASE = b'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.19.1\nPRETTY_NAME="Alpine Linux v3.19"\n'
-ALPINE_INSTALLED = (b"C:Q1abc=\nP:musl\nV:1.2.4_git20230717-r4\nA:x86_64\nS:407000\nI:663000\nT:the musl c library\n"
-                    b"U:https://musl.libc.org/\nL:MIT\no:musl\nm:Natanael Copa <ncopa@alpinelinux.org>\nt:1700000000\n\n"
-                    b"C:Q1def=\nP:busybox\nV:1.36.1-r15\nA:x86_64\nS:500000\nI:900000\nT:Size optimized toolbox\n"
-                    b"U:https://busybox.net/\nL:GPL-2.0-only\no:busybox\n\n"
-                    b"C:Q1ghi=\nP:ssl_client\nV:1.36.1-r15\nA:x86_64\nS:5000\nI:14000\nT:EXternal ssl_client for busybox wget\n"
-                    b"o:busybox\n\n")
+ALPINE_INSTALLED = (
+    b"C:Q1abc=\nP:musl\nV:1.2.4_git20230717-r4\nA:x86_64\nS:407000\nI:663000\nT:the musl c library\n"
+    b"U:https://musl.libc.org/\nL:MIT\no:musl\nm:Natanael Copa <ncopa@alpinelinux.org>\nt:1700000000\n\n"
+    b"C:Q1def=\nP:busybox\nV:1.36.1-r15\nA:x86_64\nS:500000\nI:900000\nT:Size optimized toolbox\n"
+    b"U:https://busybox.net/\nL:GPL-2.0-only\no:busybox\n\n"
+    b"C:Q1ghi=\nP:ssl_client\nV:1.36.1-r15\nA:x86_64\nS:5000\nI:14000\nT:EXternal ssl_client for busybox wget\n"
+    b"o:busybox\n\n"
+)
 
 
-def osv(id_: str, ecosystem: str, name: str, events: list[dict[str, str]], *, range_type: str = "ECOSYSTEM",
-        cvss: str | None = None, db_severity: str | None = None) -> dict:
+def osv(
+    id_: str,
+    ecosystem: str,
+    name: str,
+    events: list[dict[str, str]],
+    *,
+    range_type: str = "ECOSYSTEM",
+    cvss: str | None = None,
+    db_severity: str | None = None,
+) -> dict:
     doc: dict = {
-        "schema_version": "1.6.0", "id": id_, "modified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1700000000)),
+        "schema_version": "1.6.0",
+        "id": id_,
+        "modified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1700000000)),
         "summary": f"test advisory {id_}",
         "affected": [{"package": {"ecosystem": ecosystem, "name": name}, "ranges": [{"type": range_type, "events": events}]}],
     }

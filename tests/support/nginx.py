@@ -114,8 +114,14 @@ class Nginx:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
                     return True
 
-            self._daemon = Daemon("nginx", [NGINX, "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")],
-                                  root / "stderr.log", ready=ready, start_timeout=timeout, stop_signal=signal.SIGQUIT)
+            self._daemon = Daemon(
+                "nginx",
+                [NGINX, "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")],
+                root / "stderr.log",
+                ready=ready,
+                start_timeout=timeout,
+                stop_signal=signal.SIGQUIT,
+            )
             try:
                 self._daemon.start()
                 self.proc = self._daemon.proc

@@ -249,10 +249,7 @@ def _layer_files(spec: LayerSpec, index: int, rng: random.Random) -> dict[str, b
         nfiles = max(1, min(4, spec // 4096 or 1))
         cuts = sorted(rng.randrange(0, spec + 1) for _ in range(nfiles - 1))
         bounds = [0, *cuts, spec]
-        return {
-            f"data/layer{index}/file{j}.bin": _pseudo_random_bytes(rng, bounds[j + 1] - bounds[j])
-            for j in range(nfiles)
-        }
+        return {f"data/layer{index}/file{j}.bin": _pseudo_random_bytes(rng, bounds[j + 1] - bounds[j]) for j in range(nfiles)}
     if isinstance(spec, (bytes, bytearray, memoryview)):
         return {f"data/layer{index}.bin": bytes(spec)}
     if isinstance(spec, Mapping):
@@ -346,10 +343,7 @@ def _image_blobs(
             "Labels": {"org.moorage.test.seed": str(seed), **(labels or {})},
         },
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [
-            {"created": "1970-01-01T00:00:00Z", "created_by": f"moorage test layer {i}"}
-            for i in range(len(layers))
-        ],
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": f"moorage test layer {i}"} for i in range(len(layers))],
     }
     if variant:
         config_doc["variant"] = variant
@@ -388,9 +382,7 @@ def build_image(
     """
     dir = Path(dir)
     _ensure_layout(dir)
-    manifest, config, layer_blobs, diff_ids = _image_blobs(
-        layers, seed, os_name, arch, variant, labels, annotations, compress
-    )
+    manifest, config, layer_blobs, diff_ids = _image_blobs(layers, seed, os_name, arch, variant, labels, annotations, compress)
     for b in (*layer_blobs, config, manifest):
         write_blob(dir, b)
     platform = {"architecture": arch, "os": os_name}
@@ -421,9 +413,7 @@ def build_index(
     for p in platforms:
         os_name, arch, *rest = p
         variant = rest[0] if rest else None
-        images.append(
-            build_image(dir, None, layers, seed, os_name=os_name, arch=arch, variant=variant)
-        )
+        images.append(build_image(dir, None, layers, seed, os_name=os_name, arch=arch, variant=variant))
     index_doc: dict = {
         "schemaVersion": 2,
         "mediaType": MT_OCI_INDEX,

@@ -97,7 +97,9 @@ def _service_user() -> tuple[int, int, str] | None:
             continue
     subprocess.run(
         ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "moorage-pg"],
-        check=True, capture_output=True, timeout=30,
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     pw = pwd.getpwnam("moorage-pg")
     return pw.pw_uid, pw.pw_gid, "moorage-pg"
@@ -151,7 +153,8 @@ class PostgresServer:
             return os.access(path, os.W_OK | os.X_OK)
         cp = subprocess.run(
             ["test", "-w", str(path), "-a", "-x", str(path)],
-            timeout=10, **self._as_service_user(),
+            timeout=10,
+            **self._as_service_user(),
         )
         return cp.returncode == 0
 
@@ -163,8 +166,13 @@ class PostgresServer:
     def _run(self, *args: str, timeout: float = 60, as_service: bool = False, env: dict | None = None) -> str:
         try:
             cp = subprocess.run(
-                list(args), capture_output=True, text=True, timeout=timeout,
-                stdin=subprocess.DEVNULL, env=clean_env(env), cwd=str(self.root),
+                list(args),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+                env=clean_env(env),
+                cwd=str(self.root),
                 **(self._as_service_user() if as_service else {}),
             )
         except subprocess.TimeoutExpired as e:
@@ -243,11 +251,21 @@ class PostgresServer:
         log = self.root / "initdb.log"
         try:
             out = self._run(
-                self._bin("initdb"), "-D", str(self.root / "data"),
-                "--username", DB_USER, "--pwfile", str(pwfile),
-                "--auth-local=trust", "--auth-host=scram-sha-256",
-                "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions",
-                timeout=120, as_service=True,
+                self._bin("initdb"),
+                "-D",
+                str(self.root / "data"),
+                "--username",
+                DB_USER,
+                "--pwfile",
+                str(pwfile),
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+                timeout=120,
+                as_service=True,
             )
             log.write_text(out)
         finally:
@@ -283,8 +301,12 @@ class PostgresServer:
             try:
                 self._proc = subprocess.Popen(
                     [self._bin("postgres"), "-D", str(self.root / "data"), "-p", str(port)],
-                    stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                    env=clean_env(), cwd=str(self.root), preexec_fn=die_with_parent,
+                    stdin=subprocess.DEVNULL,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    env=clean_env(),
+                    cwd=str(self.root),
+                    preexec_fn=die_with_parent,
                     **self._as_service_user(),
                 )
             finally:
@@ -293,13 +315,14 @@ class PostgresServer:
             def ready() -> bool:
                 cp = subprocess.run(
                     [self._bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-t", "2"],
-                    timeout=10, env=clean_env(), stdin=subprocess.DEVNULL,
+                    timeout=10,
+                    env=clean_env(),
+                    stdin=subprocess.DEVNULL,
                 )
                 return cp.returncode == 0
 
             try:
-                wait_until(ready, timeout=self.timeout, what="postgres", interval=0.05,
-                           alive=[self._proc], on_fail=self._diag)
+                wait_until(ready, timeout=self.timeout, what="postgres", interval=0.05, alive=[self._proc], on_fail=self._diag)
                 break
             except ServiceStartError:
                 stop_process(self._proc, signal.SIGKILL)
@@ -314,10 +337,23 @@ class PostgresServer:
     def _create_db(self) -> None:
         t = time.monotonic()
         self._run(
-            self._bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-            "-h", "127.0.0.1", "-p", str(self.port), "-U", DB_USER, "-d", "postgres",
-            "-c", f"CREATE DATABASE {DB_NAME}",
-            timeout=30, env={"PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "5"},
+            self._bin("psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            DB_USER,
+            "-d",
+            "postgres",
+            "-c",
+            f"CREATE DATABASE {DB_NAME}",
+            timeout=30,
+            env={"PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "5"},
         )
         self.timings["createdb"] = time.monotonic() - t
 
@@ -343,8 +379,12 @@ def create_database(admin_url: str, name: str) -> str:
         import asyncpg
 
         conn = await asyncpg.connect(
-            host=url.host, port=url.port, user=url.username, password=url.password,
-            database=url.database or "postgres", timeout=10,
+            host=url.host,
+            port=url.port,
+            user=url.username,
+            password=url.password,
+            database=url.database or "postgres",
+            timeout=10,
         )
         try:
             await conn.execute(f'CREATE DATABASE "{name}"', timeout=20)

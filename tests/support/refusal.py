@@ -12,8 +12,15 @@ import subprocess
 __all__ = ["assert_refused"]
 
 #: Failures that never count as "the registry refused": the test would pass against a dead server.
-NOT_A_REFUSAL = ("connection refused", "no such host", "i/o timeout", "context deadline exceeded",
-                 "500 internal server error", "status 500", "502 bad gateway")
+NOT_A_REFUSAL = (
+    "connection refused",
+    "no such host",
+    "i/o timeout",
+    "context deadline exceeded",
+    "500 internal server error",
+    "status 500",
+    "502 bad gateway",
+)
 
 
 def assert_refused(cp: subprocess.CompletedProcess[str], *reasons: str) -> str:

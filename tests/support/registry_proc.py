@@ -223,8 +223,9 @@ class RegistryProcess(RegistryAddress):
                     env[k] = str(v).format(**fmt)
             if self._daemon is not None:
                 self._daemon.stop()  # a previous run (e.g. SIGKILLed by a test): retire its watchdog
-            self._daemon = Daemon(self.kind, argv, self.log_path, env=env, cwd=self.cwd or self.workdir,
-                                  stop_timeout=self.stop_timeout).spawn()
+            self._daemon = Daemon(
+                self.kind, argv, self.log_path, env=env, cwd=self.cwd or self.workdir, stop_timeout=self.stop_timeout
+            ).spawn()
             self.proc = self._daemon.proc
             try:
                 wait_for_v2(self.url, timeout=self.start_timeout, proc=self.proc)

@@ -23,8 +23,10 @@ _TRUE = ("1", "true", "yes", "on")
 
 def required() -> bool:
     """True when missing prerequisites must fail rather than skip."""
-    return (os.environ.get("MOORAGE_REQUIRE_CLIENTS", "").strip().lower() in _TRUE
-            or os.environ.get("CI", "").strip().lower() in _TRUE)
+    return (
+        os.environ.get("MOORAGE_REQUIRE_CLIENTS", "").strip().lower() in _TRUE
+        or os.environ.get("CI", "").strip().lower() in _TRUE
+    )
 
 
 def missing(msg: str) -> NoReturn:

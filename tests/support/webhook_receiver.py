@@ -98,6 +98,7 @@ class Receiver:
     def close(self) -> None:
         self.stop()
         if self._loop is not None:
+
             async def cancel_rest() -> None:
                 rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
                 for t in rest:
@@ -122,8 +123,10 @@ class Receiver:
             if len(got) >= n:
                 return got
             if time.monotonic() > deadline:
-                raise AssertionError(f"receiver got {len(got)} of {n} requests to {path or 'any path'} "
-                                     f"within {timeout:.0f}s: {[r.body[:200] for r in got]}")
+                raise AssertionError(
+                    f"receiver got {len(got)} of {n} requests to {path or 'any path'} "
+                    f"within {timeout:.0f}s: {[r.body[:200] for r in got]}"
+                )
             time.sleep(0.1)
 
     def __enter__(self) -> "Receiver":
