@@ -12,7 +12,6 @@ import time
 from typing import Any, Sequence
 
 from sqlalchemy import and_, delete, exists, insert, or_, select, tuple_, update
-from sqlalchemy.orm import aliased
 
 from .db import Database
 from .records import BlobState, ConsistencyRows, IndexSnapshot, ManifestNode, RepositoryDeleted, StaleUpload, TagInfo
@@ -125,7 +124,7 @@ class GCStore:
     async def prune_links(self, pairs: Sequence[tuple[int, str]], cutoff: float) -> int:
         """Delete links (repository id, digest) older than ``cutoff`` that no manifest of their
         repository references (re-checked); blobs locked elsewhere are skipped."""
-        mb_owner = aliased(manifests)
+        mb_owner = manifests.alias()
         async with self.db.write() as conn:
             locked = set(
                 (
@@ -344,7 +343,7 @@ async def _reachable_now(conn: Any, ids: list[int], cutoff: float) -> set[int]:
     transaction (or the candidate is kept when a row is busy); on SQLite the write transaction
     serialises it anyway.
     """
-    parent = aliased(manifests)
+    parent = manifests.alias()
     up: dict[int, set[int]] = {}  # manifest -> manifests directly above it
     roots: set[int] = set()
     seen: set[int] = set(ids)
@@ -382,7 +381,7 @@ async def _reachable_now(conn: Any, ids: list[int], cutoff: float) -> set[int]:
                 up[int(r.id)] = set()
         if walk:
             # Indexes listing a manifest, and a referrer's subject (same repository each).
-            subj = aliased(manifests)
+            subj = manifests.alias()
             for child_id, above_id in (
                 await conn.execute(
                     select(manifests.c.id, parent.c.id)
