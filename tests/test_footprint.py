@@ -132,7 +132,7 @@ def test_embedded_server_loads_no_remote_backend_migration_or_auth_code(tmp_path
         assert proc.proc is not None
         started = _snapshot(tmp_path, proc.proc.pid)
         assert "aiohttp" in started and "sqlalchemy" in started and "moorage.composition" in started  # the probe sees
-        assert _loaded(REMOTE_BACKENDS + MIGRATIONS + ON_FIRST_USE + AUTH_ONLY + ("yaml",), started) == []
+        assert _loaded(REMOTE_BACKENDS + MIGRATIONS + ON_FIRST_USE + AUTH_ONLY + ("yaml", "pydantic_settings"), started) == []
 
         client = Client(proc.url)
         digest, _ = client.push_image("footprint/app", "v1", [os.urandom(4096)])
@@ -186,7 +186,8 @@ def test_help_and_user_list_load_only_what_they_use(tmp_path: Path) -> None:
     assert "alembic" in modules  # a migration that runs does load Alembic
 
     # The listings on a current SQLite database: the standard library's sqlite3, no SQLAlchemy
-    # (~0.3 s of imports), no bcrypt (moorage/metadata/sqlite_reads.py).
+    # (~0.3 s of imports), no asyncio, no bcrypt (moorage/metadata/sqlite_reads.py); settings
+    # without pydantic-settings (moorage/config_env.py).
     for listing in (("user", "list"), ("token", "list"), ("namespace", "list")):
         cp, modules = _cli(tmp_path, *listing, "--data", str(data))
         assert cp.returncode == 0, cp.stderr
@@ -197,7 +198,8 @@ def test_help_and_user_list_load_only_what_they_use(tmp_path: Path) -> None:
                 + MIGRATIONS
                 + ON_FIRST_USE
                 + AUTH_ONLY
-                + ("aiohttp", "yaml", "sqlalchemy", "aiosqlite", "bcrypt", "moorage.metadata.auth_store"),
+                + ("aiohttp", "yaml", "sqlalchemy", "aiosqlite", "asyncio", "bcrypt", "pydantic_settings")
+                + ("moorage.metadata.auth_store",),
                 modules,
             )
             == []
