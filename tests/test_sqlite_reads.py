@@ -220,3 +220,20 @@ def test_reader_never_writes(filled: tuple[Path, str]) -> None:
             conn.execute("DELETE FROM users")
     finally:
         conn.close()
+
+
+def test_a_failed_fast_read_falls_back_to_the_store(filled: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that fails on the stdlib path (a lock held past its timeout ...) is retried through
+    the store, which reports a lasting failure as before; the listing is the same."""
+    import sqlite3
+
+    data, _ = filled
+    expected = _cli(data, "user", "list", "--json")
+    calls: list[str] = []
+
+    def locked(self: SQLiteAuthReader) -> list[Any]:
+        calls.append("fast")
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(SQLiteAuthReader, "list_users", locked)
+    assert _cli(data, "user", "list", "--json") == expected and calls == ["fast"]

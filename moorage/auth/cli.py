@@ -65,16 +65,20 @@ def _read(
     """A listing: ``fast`` on a SQLite database at the current schema (standard library only,
     :mod:`moorage.metadata.sqlite_reads`), else ``fn`` through the store as every command."""
     settings = settings_from(config, data)
-    from ..metadata.sqlite_reads import SQLiteAuthReader, open_current
+    import sqlite3
 
-    conn = open_current(settings.database_url) if settings.is_sqlite else None
-    if conn is None:  # PostgreSQL, or a schema to migrate/check: the full path
-        return _run_with(settings, fn)
-    reader = SQLiteAuthReader(conn)
-    try:
-        return fast(reader)
-    finally:
-        reader.close()
+    from ..metadata import sqlite_reads
+
+    conn = sqlite_reads.open_current(settings.database_url) if settings.is_sqlite else None
+    if conn is not None:
+        reader = sqlite_reads.SQLiteAuthReader(conn)
+        try:
+            return fast(reader)
+        except sqlite3.Error:  # (locked past the timeout ...): the full path retries and reports it
+            pass
+        finally:
+            reader.close()
+    return _run_with(settings, fn)  # PostgreSQL, or a schema to migrate or check
 
 
 def _read_password(stdin: bool, prompt: str = "Password") -> str:
