@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .config_env import EnvReader, merge_sources
 
 
 class _Section(BaseModel):
@@ -392,10 +393,19 @@ class UploadSettings(BaseModel):
     writer_lease: float = Field(60.0, ge=5.0)
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
+    """The whole configuration: ``Settings(**flags)`` reads ``MOORAGE_*`` variables and the file
+    named by ``MOORAGE_CONFIG`` (:mod:`moorage.config_env`: the rules pydantic-settings had)."""
+
     # Unknown keys are errors (a typo such as ``auth: {mdoe: token}`` must not start an open
-    # registry); :func:`check_unknown_keys` names them with the closest valid key first.
-    model_config = SettingsConfigDict(env_prefix="MOORAGE_", env_nested_delimiter="__", extra="forbid")
+    # registry); :func:`check_unknown_keys` names them with the closest valid key first.  The
+    # other two: what pydantic-settings' BaseSettings validated with.
+    model_config = ConfigDict(extra="forbid", validate_default=True, arbitrary_types_allowed=True)
+
+    def __init__(self, **values: Any) -> None:
+        env = EnvReader(os.environ, ENV_PREFIX).values(type(self))
+        path = os.environ.get("MOORAGE_CONFIG")
+        super().__init__(**merge_sources(values, env, _read_yaml(path) if path else {}))
 
     addr: str = "0.0.0.0:5000"
     data: Path = Path("./data")
@@ -448,17 +458,6 @@ class Settings(BaseSettings):
             raise ValueError(f"duplicate webhook name(s): {', '.join(dupes)}")
         return value
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSource(settings_cls))
-
     # -- derived values -------------------------------------------------------------------
     @property
     def host(self) -> str:
@@ -487,19 +486,8 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
-class _YamlSource(PydanticBaseSettingsSource):
-    """Reads the file named by ``MOORAGE_CONFIG`` (the CLI's ``--config`` sets it)."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("MOORAGE_CONFIG")
-        if not path:
-            return {}
-        return _read_yaml(path)
-
-
+#: Every setting's variable: ``MOORAGE_<FIELD>[__<KEY>...]`` (``MOORAGE_STORAGE__S3__BUCKET``).
+ENV_PREFIX = "MOORAGE_"
 #: ``MOORAGE_*`` variables that are not settings: read by the code (first two) or by the test
 #: harness and CI scripts.  Any other unknown ``MOORAGE_*`` variable is an error.
 NOT_SETTINGS = frozenset(

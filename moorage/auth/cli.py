@@ -7,27 +7,34 @@ request (revoking an access token: at once).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 import click
 
 from ..cli_common import data_options, settings_from
-from ..config import Settings
-from . import passwords
 from .policy import parse_actions, parse_duration, parse_token_scope, valid_pattern, valid_username
-from ..metadata.auth_store import AuthStore, AuthStoreError
-from .accounts import create_access_token
+
+if TYPE_CHECKING:  # imported where used: the listings on SQLite run without SQLAlchemy, asyncio or bcrypt
+    from ..config import Settings
+    from ..metadata.auth_store import AuthStore
+    from ..metadata.records import UserRecord
+    from ..metadata.sqlite_reads import SQLiteAuthReader
 
 T = TypeVar("T")
 
 
 def _run(config: str | None, data: str | None, fn: Callable[[AuthStore, Settings], Awaitable[T]]) -> T:
-    settings = settings_from(config, data)
+    return _run_with(settings_from(config, data), fn)
+
+
+def _run_with(settings: Settings, fn: Callable[[AuthStore, Settings], Awaitable[T]]) -> T:
+    import asyncio
+
+    from ..metadata.auth_store import AuthStore, AuthStoreError
 
     async def go() -> T:
         from ..metadata.db import Database  # (not ..api.app: keep aiohttp & co out of the CLI)
@@ -47,6 +54,31 @@ def _run(config: str | None, data: str | None, fn: Callable[[AuthStore, Settings
         return asyncio.run(go())
     except AuthStoreError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _read(
+    config: str | None,
+    data: str | None,
+    fast: Callable[[SQLiteAuthReader], T],
+    fn: Callable[[AuthStore, Settings], Awaitable[T]],
+) -> T:
+    """A listing: ``fast`` on a SQLite database at the current schema (standard library only,
+    :mod:`moorage.metadata.sqlite_reads`), else ``fn`` through the store as every command."""
+    settings = settings_from(config, data)
+    import sqlite3
+
+    from ..metadata import sqlite_reads
+
+    conn = sqlite_reads.open_current(settings.database_url) if settings.is_sqlite else None
+    if conn is not None:
+        reader = sqlite_reads.SQLiteAuthReader(conn)
+        try:
+            return fast(reader)
+        except sqlite3.Error:  # (locked past the timeout ...): the full path retries and reports it
+            pass
+        finally:
+            reader.close()
+    return _run_with(settings, fn)  # PostgreSQL, or a schema to migrate or check
 
 
 def _read_password(stdin: bool, prompt: str = "Password") -> str:
@@ -93,6 +125,8 @@ def user_add(config: str | None, data: str | None, name: str, password_stdin: bo
     _check_user_name(name)
     password = None if robot else _read_password(password_stdin)
 
+    from . import passwords
+
     async def go(store: AuthStore, settings: Settings) -> bool:
         hashed = passwords.hash_password(password, settings.auth.bcrypt_rounds) if password else None
         return await store.create_user(name, hashed, admin=admin, robot=robot)
@@ -109,6 +143,8 @@ def user_add(config: str | None, data: str | None, name: str, password_stdin: bo
 def user_passwd(config: str | None, data: str | None, name: str, password_stdin: bool) -> None:
     """Set a user's password (refresh tokens issued before stop working)."""
     password = _read_password(password_stdin, "New password")
+
+    from . import passwords
 
     async def go(store: AuthStore, settings: Settings) -> bool:
         return await store.set_password(name, passwords.hash_password(password, settings.auth.bcrypt_rounds))
@@ -134,12 +170,13 @@ def user_rm(config: str | None, data: str | None, name: str) -> None:
 def user_list(config: str | None, data: str | None, as_json: bool) -> None:
     """List users with their grants."""
 
-    async def go(store: AuthStore, _s: Settings) -> list[dict[str, Any]]:
-        users = await store.list_users()
-        grants = await store.list_grants()
+    def combine(users: list[UserRecord], grants: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{**u.public_dict(), "grants": [g for g in grants if g["user"] == u.name]} for u in users]
 
-    rows = _run(config, data, go)
+    async def go(store: AuthStore, _s: Settings) -> list[dict[str, Any]]:
+        return combine(await store.list_users(), await store.list_grants())
+
+    rows = _read(config, data, lambda reader: combine(reader.list_users(), reader.list_grants()), go)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -208,6 +245,8 @@ def token_create(
         expires_at = time.time() + parse_duration(expires) if expires else None
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    from .accounts import create_access_token
+
     rec, text = _run(
         config, data, lambda store, _s: create_access_token(store, user_name, token_name, list(scopes) or None, expires_at)
     )
@@ -231,7 +270,7 @@ def token_revoke(config: str | None, data: str | None, token_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def token_list(config: str | None, data: str | None, user_name: str | None, as_json: bool) -> None:
     """List access tokens (never their secrets)."""
-    rows = _run(config, data, lambda store, _s: store.list_tokens(user_name))
+    rows = _read(config, data, lambda reader: reader.list_tokens(user_name), lambda store, _s: store.list_tokens(user_name))
     if as_json:
         click.echo(json.dumps([r.public_dict() for r in rows], indent=2))
         return
@@ -308,7 +347,7 @@ def namespace_rm(config: str | None, data: str | None, name: str) -> None:
 @data_options
 def namespace_list(config: str | None, data: str | None) -> None:
     """List namespaces."""
-    for ns in _run(config, data, lambda store, _s: store.list_namespaces()):
+    for ns in _read(config, data, lambda reader: reader.list_namespaces(), lambda store, _s: store.list_namespaces()):
         click.echo(f"{ns['name']:<32} {'public' if ns['public'] else 'private'}")
 
 

@@ -12,7 +12,6 @@ recorded (only an allow-list of parameters).
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import sys
@@ -138,6 +137,8 @@ def audit_command(
     from ..metadata.db import SchemaOutOfDate
 
     try:
+        import asyncio
+
         entries = asyncio.run(run())
     except SchemaOutOfDate as exc:
         raise click.ClickException(str(exc)) from None
@@ -169,6 +170,8 @@ def _run_store(settings: Settings, fn: Callable[[EventsStore], Awaitable[T]]) ->
             await db.close()
 
     try:
+        import asyncio
+
         return asyncio.run(run())
     except SchemaOutOfDate as exc:
         raise click.ClickException(str(exc)) from None
@@ -274,6 +277,8 @@ def _record_cli(path: str, params: dict[str, Any]) -> None:
                 await EventsStore(db).audit([entry])
             finally:
                 await db.close()
+
+        import asyncio
 
         asyncio.run(run())
     except Exception as exc:  # noqa: BLE001 - the change itself succeeded
