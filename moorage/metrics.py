@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from .api.common import BODY_BYTES, SCHEDULER
 from .config import Settings
+from .api import routes as route_names
 
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 
@@ -91,4 +92,4 @@ def setup_metrics(app: web.Application, settings: Settings) -> None:
 
     # Outermost, so it times everything, errors included.
     app.middlewares.insert(0, metrics_middleware)
-    app.router.add_get("/metrics", metrics, name="metrics")
+    app.router.add_get("/metrics", metrics, name=route_names.METRICS)

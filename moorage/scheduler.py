@@ -81,6 +81,35 @@ class JobState:
     current: asyncio.Task[Any] | None = field(default=None, repr=False)
 
 
+#: Seconds :meth:`Scheduler.stop` waits for its cancelled tasks before it leaves them behind.
+STOP_BOUND = 30.0
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]], bound: float = STOP_BOUND) -> None:
+    """Cancel ``tasks`` and wait until they are done: cancelled again every second while one still
+    runs, given up (logged) after ``bound`` seconds.
+
+    One ``cancel()`` is not always enough: on Python 3.11 ``asyncio.wait_for`` swallows a
+    cancellation that arrives as the awaited operation completes (it returns the result), and
+    the task goes on -- a ``stop()`` that waited for it without a bound never returned (the leader
+    lock's database calls did that under load; they use ``asyncio.timeout`` now).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(1.0, max(0.0, deadline - loop.time())))
+        if pending and loop.time() >= deadline:
+            log.error(
+                "scheduler: %s still running %g s after being cancelled; left behind",
+                ", ".join(sorted(t.get_name() for t in pending)),
+                bound,
+            )
+            return
+
+
 class Scheduler:
     def __init__(
         self, lock: LeaderLock | Callable[[], LeaderLock] | None = None, *, campaign_interval: float = CAMPAIGN_INTERVAL
@@ -146,11 +175,10 @@ class Scheduler:
             if isinstance(outcome, asyncio.TimeoutError):
                 log.warning("scheduler: a job did not finish within its grace period; cancelled")
         tasks = [t for t in (*(s.task for s in self.jobs.values()), self._campaign) if t is not None]
+        await _cancel_all(tasks)
         for task in tasks:
-            task.cancel()
-        for task, outcome in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True)):
-            if isinstance(outcome, Exception):
-                log.warning("scheduler: %s ended with %r", task.get_name(), outcome)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.warning("scheduler: %s ended with %r", task.get_name(), task.exception())
         self._campaign = None
         if self._lock is not None:
             try:
@@ -164,8 +192,9 @@ class Scheduler:
         if trigger is None:
             await asyncio.sleep(seconds)
             return
-        with contextlib.suppress(asyncio.TimeoutError):  # the interval passed: run
-            await asyncio.wait_for(trigger.wait(), seconds)
+        with contextlib.suppress(TimeoutError):  # the interval passed: run
+            async with asyncio.timeout(seconds):  # not wait_for: see _cancel_all
+                await trigger.wait()
         trigger.clear()
 
     async def _loop(self, state: JobState) -> None:
@@ -223,7 +252,7 @@ class Scheduler:
 
     # -- leadership -----------------------------------------------------------------------
     async def _campaign_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.campaign_interval)
             await self._campaign_once()
 

@@ -11,11 +11,18 @@ does not remove it).  Rules:
 * nothing imports ``moorage.api.app`` except the composition root, the server and the CLI.
 
     python scripts/import_graph.py          # prints violations, exit 1 if any
+    python scripts/import_graph.py --json   # {"violations": [...], "graph": {module: [imports]}}
+
+Run it as its own process (the tests do too): CPython 3.11's ``ast`` keeps its recursion-depth
+counter per interpreter, not per thread, so ``ast.parse`` here while another thread of the same
+process parses (3.11's ``traceback`` does, to place its ``^^^`` carets, whenever a thread logs an
+exception) fails with "SystemError: AST constructor recursion depth mismatch".
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import sys
 from pathlib import Path
 
@@ -128,8 +135,8 @@ def _under(mod: str, prefixes: tuple[str, ...]) -> bool:
     return any(mod == p or mod.startswith(p + ".") for p in prefixes)
 
 
-def violations() -> list[str]:
-    g = graph()
+def violations(g: dict[str, set[str]] | None = None) -> list[str]:
+    g = graph() if g is None else g
     found = [f"cycle: {' <-> '.join(c)}" for c in cycles(g)]
     for mod, deps in sorted(g.items()):
         for dep in sorted(deps):
@@ -145,6 +152,10 @@ def violations() -> list[str]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--json"]:
+        g = graph()
+        print(json.dumps({"violations": violations(g), "graph": {m: sorted(d) for m, d in sorted(g.items())}}))
+        sys.exit(0)
     bad = violations()
     for line in bad:
         print(line)

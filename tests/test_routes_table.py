@@ -4,6 +4,8 @@ decides by it -- checked as an attacker would.
 * every route the full app registers (every extension on, in each ``auth.mode``) has a rule,
   and every rule a route;
 * a route missing from the table is refused in every mode (fail closed), in process;
+* no registration under ``moorage/`` names its route with a string literal (an AST scan): the
+  names are the constants of :mod:`moorage.api.routes`, so a typo is an import error;
 * against a real ``moorage serve`` in token mode (and htpasswd mode), every route of the
   table gets, from an anonymous caller, from a signed-in user with no rights, and from an
   administrator holding a *scoped* access token, exactly the denial its rule names -- and an
@@ -12,7 +14,11 @@ decides by it -- checked as an attacker would.
 
 from __future__ import annotations
 
+import ast
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -105,6 +111,91 @@ def test_the_table_keeps_the_documented_policy(mode: str) -> None:
         if n in RULES and RULES[n] is not policy(m, p)
     )
     assert wrong == []
+
+
+# -- route names are the table's constants ----------------------------------------------------------
+PACKAGE = Path(__file__).resolve().parents[1] / "moorage"
+#: Methods that register a route (aiohttp's router, ``RouteTableDef`` decorators, ``web.get`` ...).
+_REGISTRARS = frozenset(
+    {"add_route", "add_get", "add_post", "add_put", "add_patch", "add_delete", "add_head", "add_static", "add_view"}
+    | {"route", "get", "post", "put", "patch", "delete", "head", "view", "static"}
+)
+
+
+def literal_route_names(source: str, filename: str = "<source>") -> tuple[int, list[str]]:
+    """(registrations seen, registrations whose ``name=`` holds a string literal) in ``source``.
+    Any literal counts: ``"x"``, ``f"x_{y}"``, ``prefix + "x"``, ``"a" if t else "b"``."""
+    seen, bad = 0, []
+    for node in ast.walk(ast.parse(source, filename)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _REGISTRARS):
+            continue
+        for kw in node.keywords:
+            if kw.arg != "name":
+                continue
+            seen += 1
+            if any(
+                isinstance(n, ast.JoinedStr) or (isinstance(n, ast.Constant) and isinstance(n.value, str))
+                for n in ast.walk(kw.value)
+            ):
+                bad.append(f"{filename}:{node.lineno}: name={ast.unparse(kw.value)}")
+    return seen, bad
+
+
+def _scan_package() -> tuple[list[str], list[str]]:
+    """(files that register routes, registrations with a literal name) under ``moorage/``."""
+    files, bad = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = str(path.relative_to(PACKAGE.parent))
+        n, b = literal_route_names(path.read_text(), name)
+        files += [name] if n else []
+        bad += b
+    return files, bad
+
+
+def test_route_registrations_use_the_name_constants() -> None:
+    # In a process of its own (``python -m tests.test_routes_table``): CPython 3.11's ast is not
+    # safe while another thread of this process parses (see tests/test_import_graph.py).
+    cp = subprocess.run(
+        [sys.executable, "-m", "tests.test_routes_table"], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=120
+    )
+    assert cp.returncode == 0, cp.stderr
+    files, bad = json.loads(cp.stdout)
+    assert bad == [], "route names must be constants of moorage.api.routes, not string literals:\n" + "\n".join(bad)
+    # the scan reaches the core and every extension (one that matched nothing would pass above)
+    for module in ("api/blobs.py", "api/uploads.py", "api/manifests.py", "api/gc_admin.py", "api/insight.py", "api/token.py"):
+        assert f"moorage/{module}" in files, files
+    for module in ("ui/manage.py", "ui/setup.py", "events/api.py", "proxy/schedule.py", "proxy/setup.py", "metrics.py"):
+        assert f"moorage/{module}" in files, files
+
+
+def test_the_scan_sees_literal_route_names() -> None:
+    source = """
+from aiohttp import web
+from moorage.api import routes as route_names
+routes = web.RouteTableDef()
+@routes.get("/a", name="a_literal")
+async def a(request): ...
+@routes.get("/b", name=route_names.BASE)
+async def b(request): ...
+def setup(app, t):
+    app.router.add_get("/c", a, name="api_v1_" + "c")
+    app.router.add_post("/d", a, name=f"api_v1_{t}")
+    app.router.add_delete("/e", a, name="e1" if t else "e2")
+    app.router.add_put("/f", a, name=route_names.PROXY_STATUS.pick(t))
+    web.get("/g", a, name="g")
+    app.router.add_static("/static/", ".", name="static_literal")
+    logging.getLogger(name="not a route")
+"""
+    seen, bad = literal_route_names(source)
+    assert seen == 8
+    assert [line.split(": ", 1)[1] for line in bad] == [
+        "name='a_literal'",
+        "name='api_v1_' + 'c'",
+        "name=f'api_v1_{t}'",
+        "name='e1' if t else 'e2'",
+        "name='g'",
+        "name='static_literal'",
+    ]
 
 
 # -- fail closed ----------------------------------------------------------------------------------
@@ -355,3 +446,7 @@ def test_htpasswd_mode_denies_what_the_rule_says(htpasswd_srv: RegistryProcess, 
         _denied(r, 401, "UNAUTHORIZED", method)
         assert r.headers["WWW-Authenticate"].startswith("Basic realm="), r.headers
     assert user.status_code not in (401, 403), (user.status_code, user.text[:300])
+
+
+if __name__ == "__main__":  # the package scan, for test_route_registrations_use_the_name_constants
+    print(json.dumps(_scan_package()))

@@ -140,6 +140,51 @@ def test_shutdown_drains_graceful_jobs_and_cancels_the_rest() -> None:
     assert "periodic run cancelled" in events and events.count("periodic run started") == 1
 
 
+def test_stop_ends_tasks_that_swallow_a_cancellation() -> None:
+    """``stop()`` returns even when its tasks swallow a cancel, as Python 3.11's
+    ``asyncio.wait_for`` does when the awaited call completes in the same loop iteration (the
+    leader lock's database calls hung stop() that way under load)."""
+    swallowed: list[str] = []
+
+    class SwallowingLock:
+        description = "a lock whose liveness check swallows cancellation"
+
+        async def acquire(self) -> bool:
+            return True
+
+        async def still_held(self) -> bool:
+            if "campaign" in swallowed:
+                await asyncio.sleep(3600)  # once only: a lost race, not a task that never ends
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                swallowed.append("campaign")
+            return True
+
+        async def release(self) -> None:
+            pass
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.append("job")
+        await asyncio.sleep(3600)  # the second cancel ends it
+
+    async def scenario() -> None:
+        s = Scheduler(SwallowingLock(), campaign_interval=0.01)
+        s.register(Job("stubborn", stubborn, interval=3600, first_delay=0, leader_only=True))
+        await s.start()
+        await _until(lambda: s.jobs["stubborn"].running and s._campaign is not None, "the job runs")
+        await asyncio.sleep(0.1)  # the campaign is inside still_held()
+        async with asyncio.timeout(20):  # the test's own bound: stop() waited here forever before
+            await s.stop()
+        assert sorted(swallowed) == ["campaign", "job"]
+        assert all(st.task is not None and st.task.done() for st in s.jobs.values())
+
+    asyncio.run(scenario())
+
+
 async def _two_schedulers(
     make_lock: Callable[[], object], interval: float = 0.05, campaign: float = 0.1
 ) -> tuple[list[Scheduler], dict[int, list[float]]]:

@@ -186,6 +186,45 @@ def test_cancelled_interactive_waiter_does_not_wedge_the_writer(tmp_path: Path) 
     assert _rows(path) == {"after": 1}
 
 
+def test_interactive_waiter_cancelled_just_after_the_hand_over_does_not_wedge_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel arrives after the thread handed the connection over, before the waiting task
+    resumed (a scheduler job cancelled at shutdown): the transaction is rolled back and the
+    writer goes on.  It used to wait for that transaction forever (``serve`` then hung in
+    ``close()`` after SIGTERM)."""
+    import moorage.metadata.writer as writer_module
+
+    db, path = _database(tmp_path)
+    handed: list[object] = []
+    waiting: asyncio.Future[None] | None = None
+
+    def hand_over_then_cancel(job, conn):  # type: ignore[no-untyped-def]
+        original(job, conn)
+        handed.append(job)
+        assert waiting is not None
+        waiting.cancel()  # same loop iteration: the task has not resumed yet
+
+    original = writer_module._hand_over
+    monkeypatch.setattr(writer_module, "_hand_over", hand_over_then_cancel)
+
+    async def main() -> None:
+        nonlocal waiting
+        waiting = asyncio.ensure_future(_interactive(db, "never"))
+        try:
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert handed, "the connection was never handed over"
+            assert await asyncio.wait_for(db.run_write(_insert("after")), 10) == "after"
+        finally:
+            for job in handed:  # a wedged writer must fail this test, not hang it in close()
+                job.done.set()  # type: ignore[attr-defined]
+            await db.close()
+
+    asyncio.run(main())
+    assert _rows(path) == {"after": 1}
+
+
 def test_run_inline_refuses_a_hook_that_suspends() -> None:
     async def fine() -> int:
         return 3

@@ -5,11 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from .common import API_HEADERS, json_body
+from . import routes as route_names
 
 routes = web.RouteTableDef()
 
 
-@routes.get("/v2/", name="base")
-@routes.get("/v2", name="base_noslash")
+@routes.get("/v2/", name=route_names.BASE)
+@routes.get("/v2", name=route_names.BASE_NOSLASH)
 async def api_version(request: web.Request) -> web.Response:
     return json_body({}, headers=API_HEADERS)

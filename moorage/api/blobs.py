@@ -18,6 +18,7 @@ from aiohttp import web
 from ..registry import errors
 from .common import API_HEADERS, BLOBS, BODY_BYTES, SETTINGS, publish, service
 from .sendfile import sendfile_async
+from . import routes as route_names
 
 routes = web.RouteTableDef()
 NAME = r"{name:[^{}]+?}"
@@ -34,7 +35,7 @@ def _headers(digest: str, size: int) -> dict[str, str]:
     }
 
 
-@routes.route("HEAD", f"/v2/{NAME}/blobs/{{digest}}", name="blob_head")
+@routes.route("HEAD", f"/v2/{NAME}/blobs/{{digest}}", name=route_names.BLOB_HEAD)
 async def head_blob(request: web.Request) -> web.Response:
     name, digest = request.match_info["name"], request.match_info["digest"]
     size = await service(request).blob_size(name, digest)
@@ -43,7 +44,7 @@ async def head_blob(request: web.Request) -> web.Response:
     return web.Response(status=200, headers=headers)
 
 
-@routes.get(f"/v2/{NAME}/blobs/{{digest}}", name="blob_get")
+@routes.get(f"/v2/{NAME}/blobs/{{digest}}", name=route_names.BLOB_GET)
 async def get_blob(request: web.Request) -> web.StreamResponse:
     name, digest = request.match_info["name"], request.match_info["digest"]
     size = await service(request).blob_size(name, digest)
@@ -211,7 +212,7 @@ async def _stream(request: web.Request, digest: str, size: int, headers: dict[st
             await _aclose(chunks)
 
 
-@routes.delete(f"/v2/{NAME}/blobs/{{digest}}", name="blob_delete")
+@routes.delete(f"/v2/{NAME}/blobs/{{digest}}", name=route_names.BLOB_DELETE)
 async def delete_blob(request: web.Request) -> web.Response:
     name, digest = request.match_info["name"], request.match_info["digest"]
     await service(request).delete_blob(name, digest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .common import API_HEADERS, CATALOG_FILTER, json_body, link_next, pagination, service
+from . import routes as route_names
 
 routes = web.RouteTableDef()
 
@@ -12,7 +13,7 @@ routes = web.RouteTableDef()
 DEFAULT_PAGE = 10_000
 
 
-@routes.get("/v2/_catalog", name="catalog")
+@routes.get("/v2/_catalog", name=route_names.CATALOG)
 async def catalog(request: web.Request) -> web.Response:
     n, last = pagination(request, default=None)
     limit = DEFAULT_PAGE if n is None else n

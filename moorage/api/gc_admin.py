@@ -21,6 +21,7 @@ from aiohttp import web
 from ..registry import errors
 from ..registry.names import validate_name
 from .blobs import NAME
+from . import routes as route_names
 from .common import API_HEADERS, SETTINGS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -28,9 +29,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RepositoryDelete = Callable[[str], Awaitable[dict[str, int] | None]]
 
 PATH = f"/api/v1/repositories/{NAME}"
-#: Route names (the token-mode name keeps the admin API's ``api_v1_`` prefix).
-ROUTE_TOKEN_MODE = "api_v1_repository_delete"
-ROUTE = "gc_repository_delete"
 
 
 def repository_delete_handler(delete: RepositoryDelete) -> Handler:
@@ -48,5 +46,5 @@ def repository_delete_handler(delete: RepositoryDelete) -> Handler:
 
 
 def add_repository_delete(router: web.UrlDispatcher, delete: RepositoryDelete, *, token_mode: bool) -> None:
-    """Register the route (its name depends on the auth mode, see :data:`ROUTE_TOKEN_MODE`)."""
-    router.add_delete(PATH, repository_delete_handler(delete), name=ROUTE_TOKEN_MODE if token_mode else ROUTE)
+    """Register the route (its name depends on the auth mode: :data:`moorage.api.routes.REPOSITORY_DELETE`)."""
+    router.add_delete(PATH, repository_delete_handler(delete), name=route_names.REPOSITORY_DELETE.pick(token_mode))

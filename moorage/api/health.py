@@ -1,6 +1,6 @@
 """``/healthz`` (the process answers) and ``/readyz`` (its database and storage answer).
 
-Unauthenticated (route names start with ``public_``, which the auth middleware leaves alone)
+Unauthenticated (both are PUBLIC in :mod:`moorage.api.routes`: the auth middleware lets anyone in)
 and cheap: ``/healthz`` touches nothing; ``/readyz`` runs ``SELECT 1`` and one storage probe,
 each bounded by :data:`PROBE_TIMEOUT`.  Orchestrators use ``/healthz`` for liveness (restart
 when it fails) and ``/readyz`` for readiness (send no traffic while a backend is down).
@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ..registry.errors import BackendUnavailable, DatabaseUnavailable, StorageUnavailable
 from .common import BLOBS, SETTINGS, json_body, service
+from . import routes as route_names
 
 log = logging.getLogger("moorage.api")
 routes = web.RouteTableDef()
@@ -26,7 +27,7 @@ PROBE_TIMEOUT = 5.0
 _PROBE_DIGEST = "sha256:" + "0" * 64
 
 
-@routes.get("/healthz", name="public_healthz")
+@routes.get("/healthz", name=route_names.HEALTHZ)
 async def healthz(request: web.Request) -> web.Response:
     return json_body({"status": "ok"})
 
@@ -52,7 +53,7 @@ async def _storage(request: web.Request) -> None:
     await request.app[BLOBS].stat(_PROBE_DIGEST)
 
 
-@routes.get("/readyz", name="public_readyz")
+@routes.get("/readyz", name=route_names.READYZ)
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     for name, probe in (("database", _database), ("storage", _storage)):

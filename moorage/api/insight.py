@@ -28,6 +28,7 @@ from ..insight.service import InsightService
 from ..registry import errors
 from ..registry.names import is_valid_name
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
+from . import routes as route_names
 from .common import AUTHENTICATOR, SETTINGS
 
 INSIGHT = web.AppKey("insight", InsightService)
@@ -71,12 +72,7 @@ async def _admin(request: web.Request) -> None:
         await require_admin(request)
 
 
-def _route(name: str) -> str:
-    """Route names (their rules: :data:`moorage.api.routes.RULES`)."""
-    return f"api_v1_insight_{name}"
-
-
-@routes.get(f"/api/v1/insight/images/{NAME}/{{reference}}", name=_route("image"))
+@routes.get(f"/api/v1/insight/images/{NAME}/{{reference}}", name=route_names.INSIGHT_IMAGE)
 async def image_findings(request: web.Request) -> web.Response:
     name, reference = request.match_info["name"], request.match_info["reference"]
     if not is_valid_name(name) or name not in await _visible(request, [name]):
@@ -108,7 +104,7 @@ async def image_findings(request: web.Request) -> web.Response:
     return _json({"repository": name, "reference": reference, "digest": record.digest, "images": images})
 
 
-@routes.post(f"/api/v1/insight/images/{NAME}/{{reference}}", name=_route("scan"))
+@routes.post(f"/api/v1/insight/images/{NAME}/{{reference}}", name=route_names.INSIGHT_SCAN)
 async def scan_image(request: web.Request) -> web.Response:
     name, reference = request.match_info["name"], request.match_info["reference"]
     if not is_valid_name(name) or name not in await _visible(request, [name], "push"):
@@ -131,7 +127,7 @@ async def scan_image(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/api/v1/insight/search", name=_route("search"))
+@routes.get("/api/v1/insight/search", name=route_names.INSIGHT_SEARCH)
 async def search(request: web.Request) -> web.Response:
     insight = request.app[INSIGHT]
     package, advisory = request.query.get("package"), request.query.get("advisory")
@@ -148,12 +144,12 @@ async def search(request: web.Request) -> web.Response:
     return _json({"results": [f for f in found if f["repository"] in visible]})
 
 
-@routes.get("/api/v1/insight/status", name=_route("status"))
+@routes.get("/api/v1/insight/status", name=route_names.INSIGHT_STATUS)
 async def status(request: web.Request) -> web.Response:
     return _json(await request.app[INSIGHT].status())
 
 
-@routes.get("/api/v1/insight/policies", name=_route("policies"))
+@routes.get("/api/v1/insight/policies", name=route_names.INSIGHT_POLICIES)
 async def policies(request: web.Request) -> web.Response:
     await _admin(request)
     return _json({"policies": await request.app[INSIGHT].store.policies()})
@@ -181,7 +177,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return data
 
 
-@routes.put("/api/v1/insight/policies/{namespace:[^{}]+}", name=_route("policy_put"))
+@routes.put("/api/v1/insight/policies/{namespace:[^{}]+}", name=route_names.INSIGHT_POLICY_PUT)
 async def policy_put(request: web.Request) -> web.Response:
     await _admin(request)
     ns = _namespace(request)
@@ -192,21 +188,21 @@ async def policy_put(request: web.Request) -> web.Response:
     return _json({"namespace": ns, "block_severity": severity})
 
 
-@routes.delete("/api/v1/insight/policies/{namespace:[^{}]+}", name=_route("policy_delete"))
+@routes.delete("/api/v1/insight/policies/{namespace:[^{}]+}", name=route_names.INSIGHT_POLICY_DELETE)
 async def policy_delete(request: web.Request) -> web.Response:
     await _admin(request)
     await request.app[INSIGHT].set_policy(_namespace(request), None)
     return web.Response(status=204)
 
 
-@routes.get("/api/v1/insight/allowlist/{namespace:[^{}]+}", name=_route("allowlist"))
+@routes.get("/api/v1/insight/allowlist/{namespace:[^{}]+}", name=route_names.INSIGHT_ALLOWLIST)
 async def allowlist(request: web.Request) -> web.Response:
     await _admin(request)
     entries = await request.app[INSIGHT].store.allowlist(_namespace(request))
     return _json({"allowlist": [{"id": k, "expires_at": v} for k, v in sorted(entries.items())]})
 
 
-@routes.put("/api/v1/insight/allowlist/{namespace:[^{}]+?}/{advisory}", name=_route("allow"))
+@routes.put("/api/v1/insight/allowlist/{namespace:[^{}]+?}/{advisory}", name=route_names.INSIGHT_ALLOW)
 async def allow(request: web.Request) -> web.Response:
     await _admin(request)
     ns, advisory = _namespace(request), request.match_info["advisory"][:255]
@@ -219,7 +215,7 @@ async def allow(request: web.Request) -> web.Response:
     return _json({"namespace": ns, "id": advisory, "expires_at": expires})
 
 
-@routes.delete("/api/v1/insight/allowlist/{namespace:[^{}]+?}/{advisory}", name=_route("disallow"))
+@routes.delete("/api/v1/insight/allowlist/{namespace:[^{}]+?}/{advisory}", name=route_names.INSIGHT_DISALLOW)
 async def disallow(request: web.Request) -> web.Response:
     await _admin(request)
     if not await request.app[INSIGHT].store.disallow(_namespace(request), request.match_info["advisory"]):

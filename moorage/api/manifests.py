@@ -14,6 +14,7 @@ from ..registry import mediatypes as mt
 from ..metadata.store import ManifestRecord
 from .blobs import NAME
 from .common import API_HEADERS, SETTINGS, publish, read_bounded, service
+from . import routes as route_names
 
 routes = web.RouteTableDef()
 
@@ -55,7 +56,7 @@ async def _lookup(request: web.Request) -> ManifestRecord:
     return record
 
 
-@routes.get(f"/v2/{NAME}/manifests/{{reference}}", name="manifest_get")
+@routes.get(f"/v2/{NAME}/manifests/{{reference}}", name=route_names.MANIFEST_GET)
 async def get_manifest(request: web.Request) -> web.Response:
     record = await _lookup(request)
     if request.headers.get("If-None-Match") == f'"{record.digest}"':
@@ -74,7 +75,7 @@ async def get_manifest(request: web.Request) -> web.Response:
     return web.Response(body=record.payload, headers=_headers(record))
 
 
-@routes.route("HEAD", f"/v2/{NAME}/manifests/{{reference}}", name="manifest_head")
+@routes.route("HEAD", f"/v2/{NAME}/manifests/{{reference}}", name=route_names.MANIFEST_HEAD)
 async def head_manifest(request: web.Request) -> web.Response:
     record = await _lookup(request)
     headers = _headers(record)
@@ -82,7 +83,7 @@ async def head_manifest(request: web.Request) -> web.Response:
     return web.Response(headers=headers)
 
 
-@routes.put(f"/v2/{NAME}/manifests/{{reference}}", name="manifest_put")
+@routes.put(f"/v2/{NAME}/manifests/{{reference}}", name=route_names.MANIFEST_PUT)
 async def put_manifest(request: web.Request) -> web.Response:
     name, reference = request.match_info["name"], request.match_info["reference"]
     body = await read_bounded(request, request.app[SETTINGS].max_manifest_bytes)
@@ -108,7 +109,7 @@ async def put_manifest(request: web.Request) -> web.Response:
     return web.Response(status=201, headers=headers)
 
 
-@routes.delete(f"/v2/{NAME}/manifests/{{reference}}", name="manifest_delete")
+@routes.delete(f"/v2/{NAME}/manifests/{{reference}}", name=route_names.MANIFEST_DELETE)
 async def delete_manifest(request: web.Request) -> web.Response:
     name, reference = request.match_info["name"], request.match_info["reference"]
     await service(request).delete_manifest(name, reference)

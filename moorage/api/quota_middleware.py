@@ -17,12 +17,15 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..registry import errors
+from . import routes as route_names
 from .common import STORE, UPLOAD_RECORD, service
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: The upload routes the quota is checked on (names from api/uploads.py).
-UPLOAD_ROUTES = frozenset({"upload_start", "upload_start_noslash", "upload_patch", "upload_put"})
+UPLOAD_ROUTES = frozenset(
+    {route_names.UPLOAD_START, route_names.UPLOAD_START_NOSLASH, route_names.UPLOAD_PATCH, route_names.UPLOAD_PUT}
+)
 
 
 class UploadQuota(Protocol):
@@ -45,7 +48,7 @@ def quota_middleware(quota: UploadQuota) -> Middleware:
             try:
                 await _check(request, route, quota)
             except errors.Denied:
-                if route == "upload_put":
+                if route == route_names.UPLOAD_PUT:
                     # A refused completion refuses the upload: its data is not kept.
                     with contextlib.suppress(errors.RegistryError):
                         await service(request).cancel_upload(
@@ -62,7 +65,7 @@ async def _check(request: web.Request, route: str, quota: UploadQuota) -> None:
     store = request.app[STORE]
     length = request.content_length
     digest: str | None = None
-    if route.startswith("upload_start"):
+    if route in (route_names.UPLOAD_START, route_names.UPLOAD_START_NOSLASH):
         mount, source = request.query.get("mount"), request.query.get("from")
         if mount and source:
             size = await store.blob_size_in_repository(source, mount)
@@ -82,7 +85,7 @@ async def _check(request: web.Request, route: str, quota: UploadQuota) -> None:
             return
         request[UPLOAD_RECORD] = record  # the handler continues from this read, not another one
         added = record.size + (length or 0)
-        if route == "upload_put":
+        if route == route_names.UPLOAD_PUT:
             digest = request.query.get("digest")
     await quota.check(name, added, digest)
 

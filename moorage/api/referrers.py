@@ -7,11 +7,12 @@ from aiohttp import web
 from ..registry import mediatypes as mt
 from .blobs import NAME
 from .common import API_HEADERS, json_body, service
+from . import routes as route_names
 
 routes = web.RouteTableDef()
 
 
-@routes.get(f"/v2/{NAME}/referrers/{{digest}}", name="referrers")
+@routes.get(f"/v2/{NAME}/referrers/{{digest}}", name=route_names.REFERRERS)
 async def referrers(request: web.Request) -> web.Response:
     name, digest = request.match_info["name"], request.match_info["digest"]
     artifact_type = request.query.get("artifactType") or None

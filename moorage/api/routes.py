@@ -5,16 +5,18 @@ The auth middleware (:mod:`moorage.auth.state`) looks the matched route's name u
 table is refused (fail closed), and ``tests/test_routes_table.py`` checks that every route the
 full app registers (in every ``auth.mode``) has an entry and every entry a route.
 
-Some extensions register one route under a different name depending on ``auth.mode`` (token
-mode's ``api_v1_*`` names date from when the middleware skipped that prefix); both names are
-listed, with the same rule.  Route names are stable: metrics labels and the audit log use them.
+Every registration site names its route with a constant from here (never a string literal;
+``tests/test_routes_table.py`` scans the package for that), so a misspelt name is an import or
+type error, not a route the middleware refuses.  Some extensions register one route under a
+different name depending on ``auth.mode`` (:class:`ModeNames`); both names are listed, with the
+same rule.  Route names are stable: metrics labels and the audit log use them.
 """
 
 from __future__ import annotations
 
 import logging
 from enum import Enum
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NamedTuple
 
 from aiohttp import web
 
@@ -124,67 +126,128 @@ VISIBILITY = "api_v1_visibility"
 # metrics (moorage.metrics)
 METRICS = "metrics"
 
-#: Routes of the extensions, by name only (their handlers live with the extension).
+
+class ModeNames(NamedTuple):
+    """One route registered under a name that depends on ``auth.mode`` (token mode's
+    ``api_v1_*`` names date from when the middleware skipped that prefix); both are listed."""
+
+    token: str
+    other: str
+
+    def pick(self, token_mode: bool) -> str:
+        """The name to register the route under."""
+        return self.token if token_mode else self.other
+
+
+# gc: repository delete (moorage.api.gc_admin)
+REPOSITORY_DELETE = ModeNames("api_v1_repository_delete", "gc_repository_delete")
+# proxy: pull-through cache status, mirror rules (moorage.proxy)
+PROXY_STATUS = ModeNames("api_v1_proxy", "proxy_status")
+MIRROR_STATUS = ModeNames("api_v1_mirror_status", "mirror_status")
+MIRROR_RUN = ModeNames("api_v1_mirror_run", "mirror_run")
+# insight (moorage.api.insight)
+INSIGHT_IMAGE = "api_v1_insight_image"
+INSIGHT_SCAN = "api_v1_insight_scan"
+INSIGHT_SEARCH = "api_v1_insight_search"
+INSIGHT_STATUS = "api_v1_insight_status"
+INSIGHT_POLICIES = "api_v1_insight_policies"
+INSIGHT_POLICY_PUT = "api_v1_insight_policy_put"
+INSIGHT_POLICY_DELETE = "api_v1_insight_policy_delete"
+INSIGHT_ALLOWLIST = "api_v1_insight_allowlist"
+INSIGHT_ALLOW = "api_v1_insight_allow"
+INSIGHT_DISALLOW = "api_v1_insight_disallow"
+# web UI (moorage.ui)
+UI_REPOS = "public_ui_repos"
+UI_REPO = "public_ui_repo"
+UI_MANIFEST = "public_ui_manifest"
+UI_LOGIN = "public_ui_login"
+UI_LOGIN_POST = "public_ui_login_post"
+UI_LOGOUT = "public_ui_logout"
+UI_DELETE_CONFIRM = "public_ui_delete_confirm"
+UI_DELETE = "public_ui_delete"
+UI_VISIBILITY = "public_ui_visibility"
+UI_TOKENS = "public_ui_tokens"
+UI_TOKENS_POST = "public_ui_tokens_post"
+UI_TOKEN_REVOKE = "public_ui_token_revoke"
+UI_USERS = "public_ui_users"
+UI_USERS_POST = "public_ui_users_post"
+UI_USER_DELETE = "public_ui_user_delete"
+UI_USER_PASSWORD = "public_ui_user_password"
+UI_USER_TOKEN = "public_ui_user_token"
+UI_ADMIN_TOKEN_REVOKE = "public_ui_admin_token_revoke"
+UI_NAMESPACES = "public_ui_namespaces"
+UI_NAMESPACES_POST = "public_ui_namespaces_post"
+UI_GC = "public_ui_gc"
+UI_GC_POST = "public_ui_gc_post"
+UI_STATIC = "public_ui_static"
+UI_STATS = "public_ui_stats"
+UI_STATS_STORAGE = "public_ui_stats_storage"
+UI_STATS_ACTIVITY = "public_ui_stats_activity"
+#: The web UI's routes (its middleware sets headers and renders errors for these only).
+UI_ROUTES = frozenset(
+    {
+        UI_REPOS,
+        UI_REPO,
+        UI_MANIFEST,
+        UI_LOGIN,
+        UI_LOGIN_POST,
+        UI_LOGOUT,
+        UI_DELETE_CONFIRM,
+        UI_DELETE,
+        UI_VISIBILITY,
+        UI_TOKENS,
+        UI_TOKENS_POST,
+        UI_TOKEN_REVOKE,
+        UI_USERS,
+        UI_USERS_POST,
+        UI_USER_DELETE,
+        UI_USER_PASSWORD,
+        UI_USER_TOKEN,
+        UI_ADMIN_TOKEN_REVOKE,
+        UI_NAMESPACES,
+        UI_NAMESPACES_POST,
+        UI_GC,
+        UI_GC_POST,
+        UI_STATIC,
+        UI_STATS,
+        UI_STATS_STORAGE,
+        UI_STATS_ACTIVITY,
+    }
+)
+# events: webhooks and the audit log (moorage.events.api)
+WEBHOOKS = ModeNames("api_v1_webhooks", "events_webhooks")
+WEBHOOK_ADD = ModeNames("api_v1_webhook_add", "events_webhook_add")
+WEBHOOK_GET = ModeNames("api_v1_webhook_get", "events_webhook_get")
+WEBHOOK_DELETE = ModeNames("api_v1_webhook_delete", "events_webhook_delete")
+WEBHOOK_DELIVERIES = ModeNames("api_v1_webhook_deliveries", "events_webhook_deliveries")
+WEBHOOK_RETRY = ModeNames("api_v1_webhook_retry", "events_webhook_retry")
+AUDIT = ModeNames("api_v1_audit", "events_audit")
+
+
+def _both(rule: Rule, *routes: ModeNames) -> dict[str, Rule]:
+    return {name: rule for route in routes for name in route}
+
+
+#: Routes of the extensions (their handlers live with the extension).
 _EXTENSIONS: dict[str, Rule] = {
-    # gc: repository delete (token mode name, other modes' name)
-    "api_v1_repository_delete": Rule.ADMIN,
-    "gc_repository_delete": Rule.ADMIN,
-    # proxy: pull-through cache status, mirror rules
-    "api_v1_proxy": Rule.ADMIN,
-    "proxy_status": Rule.ADMIN,
-    "api_v1_mirror_status": Rule.ADMIN,
-    "mirror_status": Rule.ADMIN,
-    "api_v1_mirror_run": Rule.ADMIN,
-    "mirror_run": Rule.ADMIN,
+    **_both(Rule.ADMIN, REPOSITORY_DELETE, PROXY_STATUS, MIRROR_STATUS, MIRROR_RUN),
     # insight: reads filtered to what the caller may pull (scan: push), policies for admins
-    "api_v1_insight_image": Rule.VISIBLE,
-    "api_v1_insight_scan": Rule.VISIBLE,
-    "api_v1_insight_search": Rule.VISIBLE,
-    "api_v1_insight_status": Rule.VISIBLE,
-    "api_v1_insight_policies": Rule.ADMIN,
-    "api_v1_insight_policy_put": Rule.ADMIN,
-    "api_v1_insight_policy_delete": Rule.ADMIN,
-    "api_v1_insight_allowlist": Rule.ADMIN,
-    "api_v1_insight_allow": Rule.ADMIN,
-    "api_v1_insight_disallow": Rule.ADMIN,
+    INSIGHT_IMAGE: Rule.VISIBLE,
+    INSIGHT_SCAN: Rule.VISIBLE,
+    INSIGHT_SEARCH: Rule.VISIBLE,
+    INSIGHT_STATUS: Rule.VISIBLE,
+    INSIGHT_POLICIES: Rule.ADMIN,
+    INSIGHT_POLICY_PUT: Rule.ADMIN,
+    INSIGHT_POLICY_DELETE: Rule.ADMIN,
+    INSIGHT_ALLOWLIST: Rule.ADMIN,
+    INSIGHT_ALLOW: Rule.ADMIN,
+    INSIGHT_DISALLOW: Rule.ADMIN,
     # web UI: the handlers check the session cookie (and a CSRF token on every POST)
-    **{
-        f"public_ui_{n}": Rule.SESSION
-        for n in (
-            "repos",
-            "repo",
-            "manifest",
-            "login",
-            "login_post",
-            "logout",
-            "delete_confirm",
-            "delete",
-            "visibility",
-            "tokens",
-            "tokens_post",
-            "token_revoke",
-            "users",
-            "users_post",
-            "user_delete",
-            "user_password",
-            "user_token",
-            "admin_token_revoke",
-            "namespaces",
-            "namespaces_post",
-            "gc",
-            "gc_post",
-            "static",
-            "stats",
-            "stats_storage",
-            "stats_activity",
-        )
-    },
+    **dict.fromkeys(UI_ROUTES, Rule.SESSION),
+    # events: namespace admins see their own webhooks, so the handler narrows what a signed-in
+    # user sees
+    **_both(Rule.AUTHENTICATED, WEBHOOKS, WEBHOOK_ADD, WEBHOOK_GET, WEBHOOK_DELETE, WEBHOOK_DELIVERIES, WEBHOOK_RETRY, AUDIT),
 }
-# events: webhooks and the audit log; namespace admins see their own webhooks, so the handler
-# narrows what a signed-in user sees (token mode names, other modes' names)
-for _prefix in ("api_v1_", "events_"):
-    for _n in ("webhooks", "webhook_add", "webhook_get", "webhook_delete", "webhook_deliveries", "webhook_retry", "audit"):
-        _EXTENSIONS[_prefix + _n] = Rule.AUTHENTICATED
 
 #: Every route and its rule.
 RULES: dict[str, Rule] = {

@@ -6,11 +6,12 @@ from aiohttp import web
 
 from .blobs import NAME
 from .common import API_HEADERS, json_body, link_next, pagination, service
+from . import routes as route_names
 
 routes = web.RouteTableDef()
 
 
-@routes.get(f"/v2/{NAME}/tags/list", name="tags_list")
+@routes.get(f"/v2/{NAME}/tags/list", name=route_names.TAGS_LIST)
 async def list_tags(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     n, last = pagination(request, default=None)

@@ -16,6 +16,7 @@ from ..metadata.store import UploadRecord
 from ..registry.service import UploadOutOfOrder
 from .common import UPLOAD_RECORD, API_HEADERS, publish, body_chunks, content_range, has_body, service, upload_location
 from .blobs import NAME
+from . import routes as route_names
 
 routes = web.RouteTableDef()
 T = TypeVar("T")
@@ -62,8 +63,8 @@ def _created(name: str, digest: str) -> web.Response:
     )
 
 
-@routes.post(f"/v2/{NAME}/blobs/uploads/", name="upload_start")
-@routes.post(f"/v2/{NAME}/blobs/uploads", name="upload_start_noslash")
+@routes.post(f"/v2/{NAME}/blobs/uploads/", name=route_names.UPLOAD_START)
+@routes.post(f"/v2/{NAME}/blobs/uploads", name=route_names.UPLOAD_START_NOSLASH)
 async def start_upload(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     svc = service(request)
@@ -80,7 +81,7 @@ async def start_upload(request: web.Request) -> web.Response:
     return _progress(record, 202)
 
 
-@routes.patch(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", name="upload_patch")
+@routes.patch(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", name=route_names.UPLOAD_PATCH)
 async def patch_upload(request: web.Request) -> web.Response:
     name, upload_id = request.match_info["name"], request.match_info["upload_id"]
     record = await _reporting_progress(
@@ -96,7 +97,7 @@ async def patch_upload(request: web.Request) -> web.Response:
     return _progress(record, 202)
 
 
-@routes.put(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", name="upload_put")
+@routes.put(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", name=route_names.UPLOAD_PUT)
 async def finish_upload(request: web.Request) -> web.Response:
     name, upload_id = request.match_info["name"], request.match_info["upload_id"]
     body = body_chunks(request) if has_body(request) else None
@@ -114,13 +115,13 @@ async def finish_upload(request: web.Request) -> web.Response:
     return _created(name, digest)
 
 
-@routes.get(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", name="upload_status")
+@routes.get(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", name=route_names.UPLOAD_STATUS)
 async def upload_status(request: web.Request) -> web.Response:
     record = await service(request).upload_status(request.match_info["name"], request.match_info["upload_id"])
     return _progress(record, 204)
 
 
-@routes.delete(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", name="upload_cancel")
+@routes.delete(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", name=route_names.UPLOAD_CANCEL)
 async def cancel_upload(request: web.Request) -> web.Response:
     await service(request).cancel_upload(request.match_info["name"], request.match_info["upload_id"])
     return web.Response(status=204, headers=API_HEADERS)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from ..api import routes as route_names
 from ..config import Settings, WebhookEndpoint
 from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery, EventsStore
 from ..registry import errors
@@ -229,15 +230,15 @@ class EventsAPI:
         )
 
     def routes(self) -> list[web.RouteDef]:
-        p = "api_v1_" if self.token_mode else "events_"
+        t = self.token_mode
         return [
-            web.get("/api/v1/webhooks", self.list_webhooks, name=p + "webhooks"),
-            web.post("/api/v1/webhooks", self.add_webhook, name=p + "webhook_add"),
-            web.get("/api/v1/webhooks/{name}", self.get_webhook, name=p + "webhook_get"),
-            web.delete("/api/v1/webhooks/{name}", self.delete_webhook, name=p + "webhook_delete"),
-            web.get("/api/v1/webhooks/{name}/deliveries", self.deliveries, name=p + "webhook_deliveries"),
-            web.post("/api/v1/webhooks/{name}/deliveries/{id}/retry", self.retry, name=p + "webhook_retry"),
-            web.get("/api/v1/audit", self.audit, name=p + "audit"),
+            web.get("/api/v1/webhooks", self.list_webhooks, name=route_names.WEBHOOKS.pick(t)),
+            web.post("/api/v1/webhooks", self.add_webhook, name=route_names.WEBHOOK_ADD.pick(t)),
+            web.get("/api/v1/webhooks/{name}", self.get_webhook, name=route_names.WEBHOOK_GET.pick(t)),
+            web.delete("/api/v1/webhooks/{name}", self.delete_webhook, name=route_names.WEBHOOK_DELETE.pick(t)),
+            web.get("/api/v1/webhooks/{name}/deliveries", self.deliveries, name=route_names.WEBHOOK_DELIVERIES.pick(t)),
+            web.post("/api/v1/webhooks/{name}/deliveries/{id}/retry", self.retry, name=route_names.WEBHOOK_RETRY.pick(t)),
+            web.get("/api/v1/audit", self.audit, name=route_names.AUDIT.pick(t)),
         ]
 
 

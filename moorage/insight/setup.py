@@ -17,6 +17,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from ..api import routes as route_names
 from ..api.common import BLOBS, EVENTS, SCHEDULER, SERVICE
 from ..api.insight import INSIGHT, routes
 from ..config import Settings
@@ -150,7 +151,7 @@ def _pull_policy(insight: InsightService) -> Callable[..., Awaitable[web.StreamR
     @web.middleware
     async def pull_policy(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = getattr(request.match_info.route, "name", None)
-        if route == "manifest_get" and request.method == "GET":
+        if route == route_names.MANIFEST_GET and request.method == "GET":
             name, reference = request.match_info["name"], request.match_info["reference"]
             if await insight.policy_for(name) is not None:
                 try:

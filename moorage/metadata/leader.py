@@ -20,13 +20,14 @@ import fcntl
 import logging
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Awaitable, Protocol, TypeVar
 
 from sqlalchemy import text
 
 from .db import Database
 
 log = logging.getLogger("moorage.scheduler")
+T = TypeVar("T")
 
 #: Advisory-lock key of the scheduler's leadership ("moorage-s" in ASCII; the migration lock is
 #: another key).
@@ -71,7 +72,7 @@ class PostgresLeaderLock:
 
             if self._engine is None:
                 self._engine = create_async_engine(self.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-            self._conn = await asyncio.wait_for(self._engine.connect(), CHECK_TIMEOUT)
+            self._conn = await _bounded(self._engine.connect())
         return self._conn
 
     async def acquire(self) -> bool:
@@ -79,9 +80,7 @@ class PostgresLeaderLock:
             return True
         try:
             conn = await self._connection()
-            got = (
-                await asyncio.wait_for(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}), CHECK_TIMEOUT)
-            ).scalar()
+            got = (await _bounded(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}))).scalar()
         except BaseException:
             await self.release()
             raise
@@ -93,7 +92,7 @@ class PostgresLeaderLock:
             return False
         try:
             # The advisory lock lives as long as the session: a session that answers holds it.
-            alive = (await asyncio.wait_for(self._conn.execute(text("SELECT 1")), CHECK_TIMEOUT)).scalar() == 1
+            alive = (await _bounded(self._conn.execute(text("SELECT 1")))).scalar() == 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of the session means the lock may be gone
@@ -112,9 +111,22 @@ class PostgresLeaderLock:
             await engine.dispose()
 
 
+async def _bounded(aw: Awaitable[T]) -> T:
+    """``await aw``, a :class:`TimeoutError` after :data:`CHECK_TIMEOUT` seconds.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives in the loop
+    iteration where ``aw`` completes (it returns the result instead).  The scheduler's campaign
+    task then ran on after :meth:`Scheduler.stop` had cancelled it, and ``stop()`` waited for it
+    forever (a hang seen under load in tests/test_scheduler.py).  ``asyncio.timeout`` tells its
+    own cancellation from another's and lets the latter through.
+    """
+    async with asyncio.timeout(CHECK_TIMEOUT):
+        return await aw
+
+
 async def _close_quietly(conn: Any) -> None:
     try:
-        await asyncio.wait_for(conn.close(), CHECK_TIMEOUT)
+        await _bounded(conn.close())
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - a broken connection cannot be closed politely; it is gone anyway

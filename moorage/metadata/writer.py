@@ -128,7 +128,13 @@ class SQLiteWriter:
             conn = await job.ready
         except BaseException:
             # Cancelled before the thread handed the connection over: _hand_over sees the
-            # cancelled future and ends the transaction itself.
+            # cancelled future and ends the transaction itself.  Cancelled after the hand-over
+            # but before this task resumed (the future already holds the connection, so the
+            # cancel cannot reach it): the transaction is ours, end it here (rolled back), or
+            # the thread waits for it forever, holding the write lock -- every later write, and
+            # close() at shutdown, hung behind it.
+            if job.ready.done() and not job.ready.cancelled() and job.ready.exception() is None:
+                job.done.set()
             raise
         try:
             yield conn

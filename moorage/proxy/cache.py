@@ -35,6 +35,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from ..api import routes as route_names
 from ..config import ProxyUpstream, Settings
 from ..metadata.store import MetadataStore
 from ..registry import errors
@@ -50,9 +51,15 @@ log = logging.getLogger("moorage.proxy")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CACHE_HEADER = "X-Moorage-Cache"
-_MANIFEST_ROUTES = {"manifest_get", "manifest_head"}
-_BLOB_ROUTES = {"blob_get", "blob_head"}
-_PUSH_ROUTES = {"upload_start", "upload_start_noslash", "upload_patch", "upload_put", "manifest_put"}
+_MANIFEST_ROUTES = {route_names.MANIFEST_GET, route_names.MANIFEST_HEAD}
+_BLOB_ROUTES = {route_names.BLOB_GET, route_names.BLOB_HEAD}
+_PUSH_ROUTES = {
+    route_names.UPLOAD_START,
+    route_names.UPLOAD_START_NOSLASH,
+    route_names.UPLOAD_PATCH,
+    route_names.UPLOAD_PUT,
+    route_names.MANIFEST_PUT,
+}
 _DOCKER_HUB_HOSTS = {"registry-1.docker.io", "docker.io", "index.docker.io", "registry.hub.docker.com"}
 _MAX_FRESH_ENTRIES = 100_000
 #: A streaming client that does not take a chunk for this long is detached (the fetch goes on).

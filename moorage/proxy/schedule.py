@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..api import routes as route_names
 from ..config import MirrorRule, Settings
 from ..scheduler import Job, Scheduler
 from .client import RegistryClient
@@ -171,6 +172,5 @@ def setup_mirror_rules(app: web.Application, settings: Settings, token_mode: boo
         state.wake.set()
         return web.json_response(state.as_dict(), status=202)
 
-    prefix = "api_v1_" if token_mode else ""
-    app.router.add_get("/api/v1/mirror", status, name=prefix + "mirror_status")
-    app.router.add_post("/api/v1/mirror/{rule}/run", trigger, name=prefix + "mirror_run")
+    app.router.add_get("/api/v1/mirror", status, name=route_names.MIRROR_STATUS.pick(token_mode))
+    app.router.add_post("/api/v1/mirror/{rule}/run", trigger, name=route_names.MIRROR_RUN.pick(token_mode))

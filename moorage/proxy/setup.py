@@ -12,6 +12,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
+from ..api import routes as route_names
 from ..config import Settings
 from .cache import PullThroughCache
 
@@ -70,4 +71,4 @@ def setup_proxy(app: web.Application, settings: Settings) -> None:
 
     # Rule ADMIN in moorage.api.routes (both names): checked by the auth middleware, and here;
     # with htpasswd every authenticated user is an administrator; with no auth anyone may read.
-    app.router.add_get("/api/v1/proxy", status, name="api_v1_proxy" if token_mode else "proxy_status")
+    app.router.add_get("/api/v1/proxy", status, name=route_names.PROXY_STATUS.pick(token_mode))

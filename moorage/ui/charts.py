@@ -13,6 +13,7 @@ from aiohttp import web
 
 from .session import QUERIES, Redirect, Viewer, resolve_viewer
 from .templating import render
+from ..api import routes as route_names
 
 routes = web.RouteTableDef()
 #: Namespaces shown in the storage chart, and repositories stacked per namespace.
@@ -76,7 +77,7 @@ async def activity_data(request: web.Request, viewer: Viewer, hours: int = 7 * 2
     }
 
 
-@routes.get("/ui/stats", name="public_ui_stats")
+@routes.get("/ui/stats", name=route_names.UI_STATS)
 async def stats_page(request: web.Request) -> web.StreamResponse:
     viewer = await _viewer(request)
     storage = await storage_data(request, viewer)
@@ -99,11 +100,11 @@ async def stats_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-@routes.get("/ui/stats/storage.json", name="public_ui_stats_storage")
+@routes.get("/ui/stats/storage.json", name=route_names.UI_STATS_STORAGE)
 async def storage_json(request: web.Request) -> web.StreamResponse:
     return web.json_response(await storage_data(request, await _viewer(request)))
 
 
-@routes.get("/ui/stats/activity.json", name="public_ui_stats_activity")
+@routes.get("/ui/stats/activity.json", name=route_names.UI_STATS_ACTIVITY)
 async def activity_json(request: web.Request) -> web.StreamResponse:
     return web.json_response(await activity_data(request, await _viewer(request)))

@@ -27,6 +27,7 @@ from .session import QUERIES, Form, Redirect, UIError, Viewer, check_csrf, resol
 from ..metadata.ui_queries import Row
 from .format import clean
 from .templating import render
+from ..api import routes as route_names
 
 routes = web.RouteTableDef()
 
@@ -63,7 +64,7 @@ def _path_id(request: web.Request, key: str) -> str:
 
 
 # -- deleting tags and manifests -------------------------------------------------------------
-@routes.get(f"/ui/repo/{NAME}/-/delete", name="public_ui_delete_confirm")
+@routes.get(f"/ui/repo/{NAME}/-/delete", name=route_names.UI_DELETE_CONFIRM)
 async def delete_confirm(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     name = _repo_name(request)
@@ -76,7 +77,7 @@ async def delete_confirm(request: web.Request) -> web.StreamResponse:
     return render("delete_confirm.html", request, {"title": "Confirm deletion", "name": name, "tag": tag, "digest": digest})
 
 
-@routes.post(f"/ui/repo/{NAME}/-/delete", name="public_ui_delete")
+@routes.post(f"/ui/repo/{NAME}/-/delete", name=route_names.UI_DELETE)
 async def delete_post(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     name = _repo_name(request)
@@ -104,7 +105,7 @@ async def delete_post(request: web.Request) -> web.StreamResponse:
     raise Redirect(f"/ui/repo/{name}")
 
 
-@routes.post(f"/ui/repo/{NAME}/-/visibility", name="public_ui_visibility")
+@routes.post(f"/ui/repo/{NAME}/-/visibility", name=route_names.UI_VISIBILITY)
 async def visibility_post(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     _require_admin(viewer, token_mode=True)
@@ -144,7 +145,7 @@ def _require_token_user(viewer: Viewer) -> None:
         raise UIError(403, "Signed in with a scoped access token: it cannot manage tokens.")
 
 
-@routes.get("/ui/tokens", name="public_ui_tokens")
+@routes.get("/ui/tokens", name=route_names.UI_TOKENS)
 async def tokens_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     _require_token_user(viewer)
@@ -166,7 +167,7 @@ def _token_params(form: Form) -> tuple[str, list[str] | None, float | None]:
     return name, scope, expires
 
 
-@routes.post("/ui/tokens", name="public_ui_tokens_post")
+@routes.post("/ui/tokens", name=route_names.UI_TOKENS_POST)
 async def token_create(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     _require_token_user(viewer)
@@ -179,7 +180,7 @@ async def token_create(request: web.Request) -> web.StreamResponse:
     return await _tokens_page(request, viewer, created={"record": rec, "secret": text, "user": viewer.name})
 
 
-@routes.post("/ui/tokens/{id}/revoke", name="public_ui_token_revoke")
+@routes.post("/ui/tokens/{id}/revoke", name=route_names.UI_TOKEN_REVOKE)
 async def token_revoke(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _require_token_user(viewer)
@@ -224,14 +225,14 @@ async def _users_page(
     )
 
 
-@routes.get("/ui/admin/users", name="public_ui_users")
+@routes.get("/ui/admin/users", name=route_names.UI_USERS)
 async def users_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     _require_admin(viewer, token_mode=True)
     return await _users_page(request)
 
 
-@routes.post("/ui/admin/users", name="public_ui_users_post")
+@routes.post("/ui/admin/users", name=route_names.UI_USERS_POST)
 async def user_create(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     _require_admin(viewer, token_mode=True)
@@ -254,7 +255,7 @@ async def user_create(request: web.Request) -> web.StreamResponse:
     return await _users_page(request, created=created)
 
 
-@routes.post("/ui/admin/users/{user}/delete", name="public_ui_user_delete")
+@routes.post("/ui/admin/users/{user}/delete", name=route_names.UI_USER_DELETE)
 async def user_delete(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _require_admin(viewer, token_mode=True)
@@ -267,7 +268,7 @@ async def user_delete(request: web.Request) -> web.StreamResponse:
     raise Redirect("/ui/admin/users")
 
 
-@routes.post("/ui/admin/users/{user}/password", name="public_ui_user_password")
+@routes.post("/ui/admin/users/{user}/password", name=route_names.UI_USER_PASSWORD)
 async def user_password(request: web.Request) -> web.StreamResponse:
     """A new generated password (shown once); the user's password sessions end with it."""
     viewer, _ = await check_csrf(request)
@@ -282,7 +283,7 @@ async def user_password(request: web.Request) -> web.StreamResponse:
     return await _users_page(request, created={"name": name, "password": password, "reset": True})
 
 
-@routes.post("/ui/admin/users/{user}/token", name="public_ui_user_token")
+@routes.post("/ui/admin/users/{user}/token", name=route_names.UI_USER_TOKEN)
 async def robot_token(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     _require_admin(viewer, token_mode=True)
@@ -298,7 +299,7 @@ async def robot_token(request: web.Request) -> web.StreamResponse:
     return await _users_page(request, created={"name": name, "password": None, "secret": text})
 
 
-@routes.post("/ui/admin/tokens/{id}/revoke", name="public_ui_admin_token_revoke")
+@routes.post("/ui/admin/tokens/{id}/revoke", name=route_names.UI_ADMIN_TOKEN_REVOKE)
 async def admin_token_revoke(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _require_admin(viewer, token_mode=True)
@@ -308,7 +309,7 @@ async def admin_token_revoke(request: web.Request) -> web.StreamResponse:
 
 
 # -- namespaces: visibility, grants, retention, immutable tags, quotas -------------------------
-@routes.get("/ui/admin/namespaces", name="public_ui_namespaces")
+@routes.get("/ui/admin/namespaces", name=route_names.UI_NAMESPACES)
 async def namespaces_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     _require_admin(viewer)
@@ -357,7 +358,7 @@ def _namespace(form: Form, key: str = "namespace") -> str:
     return ns
 
 
-@routes.post("/ui/admin/namespaces", name="public_ui_namespaces_post")
+@routes.post("/ui/admin/namespaces", name=route_names.UI_NAMESPACES_POST)
 async def namespaces_post(request: web.Request) -> web.StreamResponse:
     """One endpoint, ``action`` says what: the forms on the namespaces page."""
     viewer, form = await check_csrf(request)
@@ -426,7 +427,7 @@ async def namespaces_post(request: web.Request) -> web.StreamResponse:
 
 
 # -- garbage collection ----------------------------------------------------------------------
-@routes.get("/ui/admin/gc", name="public_ui_gc")
+@routes.get("/ui/admin/gc", name=route_names.UI_GC)
 async def gc_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     _require_admin(viewer)
@@ -437,7 +438,7 @@ async def gc_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-@routes.post("/ui/admin/gc", name="public_ui_gc_post")
+@routes.post("/ui/admin/gc", name=route_names.UI_GC_POST)
 async def gc_dry_run(request: web.Request) -> web.StreamResponse:
     """A dry run only: what the next collection would remove (the real one is ``moorage gc``
     or the scheduler, which take the cross-process lock)."""

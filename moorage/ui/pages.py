@@ -1,8 +1,8 @@
 """Browsing: the repository list, a repository's tags, a manifest, sign-in and sign-out.
 
 Handlers parse the request, ask :class:`~moorage.metadata.ui_queries.UIQueries` and render a
-template; every route name starts with ``public_ui_`` so the registry's auth middleware leaves
-it alone (it authenticates for itself, through :mod:`moorage.ui.session`).
+template; every route is SESSION in :mod:`moorage.api.routes`, so the registry's auth middleware
+leaves it alone (the UI authenticates for itself, through :mod:`moorage.ui.session`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..registry.names import is_valid_name
 from . import format as fmt
 from .session import QUERIES, Redirect, UIError, Viewer, check_csrf, resolve_viewer, sign_in, sign_out
 from .templating import render
+from ..api import routes as route_names
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement
@@ -77,7 +78,7 @@ async def visible_repository(request: web.Request, viewer: Viewer, name: str) ->
 
 
 # -- repositories -------------------------------------------------------------------------
-@routes.get("/", name="public_ui_repos")
+@routes.get("/", name=route_names.UI_REPOS)
 async def repositories_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     if viewer.mode == "htpasswd" and viewer.anonymous:
@@ -133,7 +134,7 @@ async def _namespaces(queries: UIQueries, viewer: Viewer, visible: ColumnElement
 
 
 # -- one repository ------------------------------------------------------------------------
-@routes.get(f"/ui/repo/{NAME}", name="public_ui_repo")
+@routes.get(f"/ui/repo/{NAME}", name=route_names.UI_REPO)
 async def repository_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     name = _repo_name(request)
@@ -218,7 +219,7 @@ def _group_referrers(items: list[dict[str, Any]]) -> list[tuple[str, list[dict[s
 
 
 # -- one manifest --------------------------------------------------------------------------
-@routes.get(f"/ui/repo/{NAME}/-/manifest/{{ref}}", name="public_ui_manifest")
+@routes.get(f"/ui/repo/{NAME}/-/manifest/{{ref}}", name=route_names.UI_MANIFEST)
 async def manifest_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     name = _repo_name(request)
@@ -314,7 +315,7 @@ def _safe_next(value: str | None) -> str:
     return "/"
 
 
-@routes.get("/ui/login", name="public_ui_login")
+@routes.get("/ui/login", name=route_names.UI_LOGIN)
 async def login_page(request: web.Request) -> web.StreamResponse:
     await resolve_viewer(request)
     return render(
@@ -322,7 +323,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-@routes.post("/ui/login", name="public_ui_login_post")
+@routes.post("/ui/login", name=route_names.UI_LOGIN_POST)
 async def login_post(request: web.Request) -> web.StreamResponse:
     _, form = await check_csrf(request)
     username = fmt.clean(str(form.get("username", "")), 200)
@@ -337,7 +338,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     raise Redirect(nxt)
 
 
-@routes.post("/ui/logout", name="public_ui_logout")
+@routes.post("/ui/logout", name=route_names.UI_LOGOUT)
 async def logout(request: web.Request) -> web.StreamResponse:
     await check_csrf(request)
     await sign_out(request)

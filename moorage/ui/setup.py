@@ -21,10 +21,10 @@ from ..registry import errors
 from .activity import ACTIVITY  # noqa: F401 - the key lives with the recorder
 from .session import QUERIES, Redirect, UIError, apply_cookies, resolve_viewer
 from .templating import STATIC_DIR, render, setup_templates
+from ..api import routes as route_names
 
 log = logging.getLogger("moorage.ui")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ROUTE_PREFIX = "public_ui_"
 
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -34,14 +34,14 @@ _CSP = (
 
 def _is_ui(request: web.Request) -> bool:
     name = getattr(request.match_info.route, "name", None) or ""
-    return name.startswith(ROUTE_PREFIX)
+    return name in route_names.UI_ROUTES
 
 
 @web.middleware
 async def ui_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not _is_ui(request):
         return await handler(request)
-    static = request.match_info.route.name == "public_ui_static"
+    static = request.match_info.route.name == route_names.UI_STATIC
     started, cpu = time.perf_counter(), time.process_time()
     try:
         resp = await handler(request)
@@ -103,4 +103,4 @@ def setup_ui(app: web.Application, settings: Settings) -> None:
     app.middlewares.append(ui_middleware)
     for module in (pages, manage, charts):
         app.router.add_routes(module.routes)
-    app.router.add_static("/static/", STATIC_DIR, name="public_ui_static", append_version=True)
+    app.router.add_static("/static/", STATIC_DIR, name=route_names.UI_STATIC, append_version=True)
