@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from typing import Any
 
 import click
 
@@ -43,6 +44,15 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(PLUGIN_COMMANDS))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Every command: a database at a schema this Moorage can't use is one line, not a traceback."""
+        from .metadata.schema_version import SchemaOutOfDate  # (stdlib only)
+
+        try:
+            return super().invoke(ctx)
+        except SchemaOutOfDate as exc:
+            raise click.ClickException(str(exc)) from None
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         cmd = super().get_command(ctx, cmd_name)

@@ -348,3 +348,42 @@ def test_serve_on_a_database_from_a_newer_moorage_fails_in_one_line(tmp_path: Pa
     assert cp.returncode != 0
     lines = [ln for ln in cp.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in cp.stderr and "9999" in lines[0], cp.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("migrate",),
+        ("user", "list"),
+        ("token", "list"),
+        ("namespace", "list"),
+        ("gc", "--dry-run"),
+        ("quota", "list"),
+        ("retention", "list"),
+        ("audit",),
+        ("scrub",),
+    ],
+    ids=lambda c: " ".join(c),
+)
+def test_every_command_on_a_database_from_a_newer_moorage_fails_in_one_line(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """Commands that migrate on the embedded default (auto_migrate) used to hand an unknown
+    revision to Alembic, whose traceback reached the user; the fast listings must refuse too."""
+    data = tmp_path / "data"
+    cp, _ = _cli(tmp_path, "migrate", "--data", str(data))
+    assert cp.returncode == 0, cp.stderr
+    _stamp(data / "moorage.db", "9999_from_the_future")
+    cp = subprocess.run(
+        [sys.executable, "-m", "moorage.cli", *command, "--data", str(data)],
+        env=_env(tmp_path),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [ln for ln in (cp.stderr + cp.stdout).splitlines() if ln.strip()]
+    assert cp.returncode == 1, (cp.returncode, cp.stderr[-2000:])
+    assert len(lines) == 1 and "Traceback" not in cp.stderr, cp.stderr[-2000:]
+    assert "9999_from_the_future" in lines[0] and "newer Moorage" in lines[0], lines
+    from moorage.metadata.schema_version import sqlite_revision
+
+    assert sqlite_revision(str(data / "moorage.db")) == "9999_from_the_future"  # left alone

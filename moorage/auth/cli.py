@@ -50,9 +50,11 @@ def _run_with(settings: Settings, fn: Callable[[AuthStore, Settings], Awaitable[
         finally:
             await db.close()
 
+    from ..metadata.schema_version import SchemaOutOfDate
+
     try:
         return asyncio.run(go())
-    except AuthStoreError as exc:
+    except (AuthStoreError, SchemaOutOfDate) as exc:  # one line, no traceback
         raise click.ClickException(str(exc)) from None
 
 

@@ -265,24 +265,33 @@ class Database:
             before = await conn.run_sync(_revision_of)
             if before is not None and before == head:
                 return before, before
+            if before is not None and before not in self._known_revisions():
+                raise SchemaOutOfDate(_newer_schema(before, head))  # not Alembic's traceback
             await conn.run_sync(upgrade)
         return before, await self.current_revision()
+
+    def _known_revisions(self) -> set[str]:
+        """Every revision this Moorage's migration scripts define (imports Alembic: cold paths only)."""
+        from alembic.script import ScriptDirectory
+
+        return {rev.revision for rev in ScriptDirectory.from_config(self._alembic_config()).walk_revisions()}
 
     async def check_schema(self) -> None:
         current, head = await self.current_revision(), self.head_revision()
         if current != head:
-            from alembic.script import ScriptDirectory
-
-            known = {rev.revision for rev in ScriptDirectory.from_config(self._alembic_config()).walk_revisions()}
-            if current is not None and current not in known:
-                raise SchemaOutOfDate(
-                    f"database schema is at revision {current}, which this Moorage does not know "
-                    f"(it needs {head}): the database was migrated by a newer Moorage; upgrade this one"
-                )
+            if current is not None and current not in self._known_revisions():
+                raise SchemaOutOfDate(_newer_schema(current, head))
             raise SchemaOutOfDate(
                 f"database schema is at revision {current or 'empty'}, this Moorage needs {head}: "
                 "run `moorage migrate` (with the same --config/--data) first"
             )
+
+
+def _newer_schema(current: str, head: str | None) -> str:
+    return (
+        f"database schema is at revision {current}, which this Moorage does not know "
+        f"(it needs {head}): the database was migrated by a newer Moorage; upgrade this one"
+    )
 
 
 #: Reads that run on the event loop wait at most this long for a lock (WAL readers normally
