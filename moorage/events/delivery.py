@@ -82,9 +82,10 @@ class DeliveryWorker:
                 if claimed and len(self._inflight) < self.cfg.delivery_concurrency:
                     continue  # more may be due (the next event of a group whose head just went)
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.cfg.delivery_poll_interval)
-                except asyncio.TimeoutError:
+                try:  # (asyncio.timeout: a cancel is never swallowed, unlike 3.11's wait_for)
+                    async with asyncio.timeout(self.cfg.delivery_poll_interval):
+                        await self._wake.wait()
+                except TimeoutError:
                     pass
         finally:
             await self._drain()

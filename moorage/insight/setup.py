@@ -114,10 +114,14 @@ async def _refresh_stats(insight: InsightService) -> None:
 async def _work(insight: InsightService, queue: "asyncio.Queue[tuple[str, str]]") -> None:
     seen_generation: int | None = None
     while True:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives as
+        # get() completes, and shutdown then waits on a worker that never ends.
+        repository = digest = ""
         try:
-            repository, digest = await asyncio.wait_for(queue.get(), timeout=60)
-        except asyncio.TimeoutError:
-            repository = digest = ""
+            async with asyncio.timeout(60):
+                repository, digest = await queue.get()
+        except TimeoutError:
+            pass
         try:
             if digest:
                 record = await insight.registry.get_manifest(repository, digest)
