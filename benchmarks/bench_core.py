@@ -652,27 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare_tree:
             tree = Path(args.compare_tree).resolve()
             w = worker_counts[0]
-            cdir = work / "moorage-compare"
-            (cdir / "data").mkdir(parents=True)
-            proc = RegistryProcess(
-                argv=[
-                    sys.executable,
-                    "-m",
-                    "moorage.cli",
-                    "serve",
-                    "--addr",
-                    "127.0.0.1:{port}",
-                    "--data",
-                    str(cdir / "data"),
-                    "--workers",
-                    str(w),
-                ],
-                workdir=cdir,
-                kind="moorage",
-                cwd=tree,  # python -m puts the cwd first on sys.path
-                env={**menv, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"},
-                data_dir=cdir / "data",
-            ).start()
+            proc = start_moorage(work / "moorage-compare", env=menv, extra_args=["--workers", str(w)], tree=tree)
             servers.append(Server(f"compare {w}w", proc))
         for srv in servers:
             log(f"{srv.label}: {srv.url} pid {srv.proc.proc.pid}")

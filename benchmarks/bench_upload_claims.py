@@ -33,7 +33,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.registry_proc import RegistryProcess, start_moorage  # noqa: E402
+from tests.support.registry_proc import start_moorage  # noqa: E402
 
 CT = {"Content-Type": "application/octet-stream"}
 
@@ -132,26 +132,9 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="moorage-claims-bench-"))
     tree = Path(args.compare_tree).resolve()
-    (work / "before" / "data").mkdir(parents=True)
     servers = {
         "this tree": start_moorage(work / "after"),
-        "compare": RegistryProcess(
-            argv=[
-                sys.executable,
-                "-m",
-                "moorage.cli",
-                "serve",
-                "--addr",
-                "127.0.0.1:{port}",
-                "--data",
-                str(work / "before" / "data"),
-            ],
-            workdir=work / "before",
-            kind="moorage",
-            cwd=tree,
-            env={"PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"},
-            data_dir=work / "before" / "data",
-        ).start(),
+        "compare": start_moorage(work / "before", tree=tree),
     }
     figures: dict[str, dict[str, list[float]]] = {k: {} for k in servers}
     try:

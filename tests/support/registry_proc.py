@@ -356,11 +356,13 @@ def start_moorage(
     start_timeout: float = 30.0,
     username: str | None = None,
     password: str | None = None,
+    tree: Path = REPO_ROOT,
 ) -> RegistryProcess:
     """Start ``python -m moorage.cli serve --addr 127.0.0.1:PORT --data DIR``.
 
-    ``DIR`` is ``tmpdir/data``; the process runs from the repo root with the
-    repo on PYTHONPATH so the working tree (not an installed copy) is used.
+    ``DIR`` is ``tmpdir/data``; the process runs from ``tree`` (the repo root unless a
+    benchmark compares another checkout) with it first on PYTHONPATH, so that tree's working
+    copy (not an installed one) is used.
     ``env`` values may use ``{port}``/``{addr}`` placeholders. Pass
     ``username``/``password`` if ``env``/``extra_args`` turn auth on, so
     tests can read them from the returned object.
@@ -370,14 +372,14 @@ def start_moorage(
     data_dir = tmpdir / "data"
     data_dir.mkdir(exist_ok=True)
     pp = os.environ.get("PYTHONPATH")
-    full_env = {"PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{pp}" if pp else str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    full_env = {"PYTHONPATH": f"{tree}{os.pathsep}{pp}" if pp else str(tree), "PYTHONUNBUFFERED": "1"}
     full_env.update(env or {})
     rp = RegistryProcess(
         argv=[python, "-m", "moorage.cli", "serve", "--addr", "127.0.0.1:{port}", "--data", str(data_dir), *extra_args],
         workdir=tmpdir,
         kind="moorage",
         env=full_env,
-        cwd=REPO_ROOT,
+        cwd=tree,
         start_timeout=start_timeout,
         username=username,
         password=password,
