@@ -27,6 +27,7 @@ from tests.support.authsrv import (
     token_response,
 )
 from tests.support.registry_proc import RegistryProcess, start_moorage
+from tests.support.tls import self_signed
 
 ADMIN = ("admin", ADMIN_PASSWORD)
 ALICE = ("alice", "alice-pw")
@@ -623,41 +624,6 @@ def test_htpasswd_mode_basic_challenge_and_access(htpasswd_srv: RegistryProcess)
 
 
 # -- TLS ---------------------------------------------------------------------------------------
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "moorage-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 def test_tls_serves_https_and_the_realm_says_so(tmp_path: Path) -> None:
     import os
     import signal
@@ -667,7 +633,7 @@ def test_tls_serves_https_and_the_realm_says_so(tmp_path: Path) -> None:
     from tests.support.authsrv import auth_env
     from tests.support.registry_proc import REPO_ROOT, free_port
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     port = free_port()
     env = {
         **os.environ,

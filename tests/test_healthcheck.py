@@ -3,7 +3,6 @@ configured address and TLS, reading the same registry:2 config.yml the server re
 
 from __future__ import annotations
 
-import datetime
 import os
 import subprocess
 import sys
@@ -13,33 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.registry_proc import REPO_ROOT, free_port, terminate_group
-
-
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry.example")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    crt, pem = tmp / "domain.crt", tmp / "domain.key"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return crt, pem
+from tests.support.tls import self_signed
 
 
 def _env(config: Path) -> dict[str, str]:
@@ -65,7 +38,7 @@ def test_healthcheck_follows_config(tmp_path: Path, tls: bool) -> None:
     cfg = tmp_path / "config.yml"
     text = f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
     if tls:
-        crt, key = _self_signed(tmp_path)
+        crt, key = self_signed(tmp_path)
         text += f"  tls:\n    certificate: {crt}\n    key: {key}\n"
     cfg.write_text(text)
     unhealthy = _healthcheck(cfg)  # nothing listens yet
