@@ -1,0 +1,53 @@
+"""Who asks for an operation, and through which face.
+
+Every service operation (registry content, accounts, policies, webhooks, cache) takes a
+:class:`Principal` explicitly instead of reading it from an HTTP request: the rule "who may" is
+decided once, in the service, whichever face -- ``/v2``, the admin API, the web UI, the CLI, the
+pull-through cache, mirror, import or a scheduled job -- made the call, and the audit entry names
+both the actor and the face.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+#: The ways into the registry.  ``system`` faces (cli run by the operator, jobs, import) act with
+#: the rights of whoever can run the process on the data directory.
+Face = Literal["v2", "api", "ui", "cli", "proxy", "mirror", "import", "job"]
+FACES: tuple[Face, ...] = ("v2", "api", "ui", "cli", "proxy", "mirror", "import", "job")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller of one operation.
+
+    ``name`` is the account (``None``: anonymous).  ``admin`` is the account's administrator
+    flag as the authenticator established it (a scoped token's admin flag is already dropped).
+    ``token_id`` / ``token_expires`` / ``scope`` describe the access token the call came with
+    (``scope`` ``None``: unscoped), so that what a token may create is bounded by the token
+    itself.  ``address`` is the client's address where a network face knows it.
+    """
+
+    name: str | None
+    face: Face
+    admin: bool = False
+    token_id: int | None = None
+    token_expires: float | None = None
+    scope: tuple[str, ...] | None = None
+    address: str | None = None
+
+    @classmethod
+    def anonymous(cls, face: Face, address: str | None = None) -> Principal:
+        return cls(None, face, address=address)
+
+    @classmethod
+    def operator(cls, face: Face = "cli", name: str | None = None) -> Principal:
+        """Whoever runs the process on the data directory (the CLI, import, scheduled jobs):
+        the filesystem permissions on the data already give them everything."""
+        return cls(name or "operator", face, admin=True)
+
+    @property
+    def actor(self) -> str:
+        """The name an audit entry records (``anonymous`` for nobody)."""
+        return self.name or "anonymous"
