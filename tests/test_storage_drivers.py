@@ -343,3 +343,21 @@ async def test_commit_sets_aside_wrong_size_leftover(driver: Driver) -> None:
     uid, state, size = await _upload(store, [data])
     assert await store.upload_commit(uid, state, size, _digest(data)) is True
     assert await _collect(store.read(_digest(data))) == data
+
+
+async def test_filesystem_never_serves_a_link_at_a_blob_address(tmp_path: Path) -> None:
+    """A symbolic link at a content address (planted by hand, or by an import of a hostile
+    tree) is neither stat-ed nor read as a blob: following it would serve whatever it names."""
+    secret = tmp_path / "secret.pem"
+    secret.write_bytes(b"private key")
+    store = FilesystemBlobStore(tmp_path / "store")
+    await store.open()
+    digest = "sha256:" + hashlib.sha256(b"private key").hexdigest()
+    path = store.local_path(digest)
+    assert path is not None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(secret)
+    assert await store.stat(digest) is None
+    with pytest.raises(FileNotFoundError):
+        async for _chunk in store.read(digest):
+            pass

@@ -16,6 +16,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from ..registry import errors
+from ..storage.filesystem import open_regular
 from .common import API_HEADERS, BLOBS, BODY_BYTES, SETTINGS, publish, service
 from .sendfile import sendfile_async
 from . import routes as route_names
@@ -58,7 +59,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     path = store.local_path(digest)
     if path is not None:
         _check_range(request, size)  # FileResponse would answer a bad Range with an empty 416
-        if not path.is_file():
+        if not path.is_file() or path.is_symlink():  # stored blobs are never links: never follow one
             raise errors.BlobUnknown("blob data missing from storage", detail={"digest": digest})
         resp = await _sendfile(request, path, size, headers)
         if resp is not None:
@@ -88,7 +89,7 @@ async def _sendfile(request: web.Request, path: Path, size: int, headers: dict[s
     if sock is None:
         return None
     try:
-        fobj = open(path, "rb")  # noqa: SIM115 - a local open(2), closed below
+        fobj = open_regular(path)  # a local open(2) that refuses a link, closed below
     except FileNotFoundError:
         raise errors.BlobUnknown("blob data missing from storage") from None
     with fobj:

@@ -25,11 +25,13 @@ changes nothing and a run killed half-way resumes where it stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import logging
 import os
 import re
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -121,54 +123,155 @@ class Source:
     async def read_blob_bytes(self, digest: str, limit: int) -> bytes | None:
         return await self.read_small(_blob_data(digest), limit)
 
+    def refusals(self) -> list[str]:
+        """Paths refused so far as not regular files inside the tree (none for a bucket)."""
+        return []
+
 
 def _blob_data(digest: str) -> str:
     hexd = digest.split(":", 1)[1]
     return f"blobs/sha256/{hexd[:2]}/{hexd}/data"
 
 
+class UnsafeSourceFile(Exception):
+    """A path in the source tree is not a regular file (or directory) inside the tree: a
+    symbolic link, a device, a FIFO... It is refused and reported, never followed."""
+
+
+#: Flags of every open in a source tree: never follow a symbolic link, never block on a FIFO.
+_NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
 class FilesystemSource(Source):
-    """A ``storage.filesystem.rootdirectory`` (the folder holding ``docker/registry/v2``)."""
+    """A ``storage.filesystem.rootdirectory`` (the folder holding ``docker/registry/v2``).
+
+    Everything below the root is read without following symbolic links: each path is opened
+    one component at a time relative to its parent's descriptor (``openat`` with
+    ``O_NOFOLLOW``), directories must be directories and files regular files.  A tree is
+    untrusted input (a tarball restored from elsewhere, a volume another container writes):
+    a ``data`` that is a link to ``../../../../auth/token-signing-key.pem`` would otherwise be
+    hashed through the link and then stored as the link itself, serving the registry's own
+    secrets.  The root itself may be a link (``/var/lib/registry`` -> a mount); it is resolved
+    once, when the source is opened.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.base = self.root / V2
         self.description = str(self.root)
+        #: Paths refused as not regular files inside the tree (reported by the importer).
+        self.refused: list[str] = []
 
     async def open(self) -> None:
+        self.base = Path(os.path.realpath(self.root)) / V2
         if not self.base.is_dir():
             raise DistributionImportError(f"{self.root}: no {V2} here (give the registry:2 rootdirectory)")
 
     def path(self, rel: str) -> Path:
         return self.base / rel
 
-    async def list_dir(self, rel: str) -> list[str]:
+    def _open(self, rel: str, *, directory: bool = False) -> int | None:
+        """A descriptor of ``rel`` opened component by component without following links;
+        None if it does not exist.  Raises :class:`UnsafeSourceFile` for a link or a file of
+        the wrong type anywhere on the way."""
+        parts = [p for p in rel.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise UnsafeSourceFile(f"{rel}: not a plain path inside the tree")
+        fd = os.open(self.base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            return await asyncio.to_thread(os.listdir, self.path(rel))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                flags = _NOFOLLOW | (os.O_DIRECTORY if not last or directory else 0)
+                try:
+                    nxt = os.open(part, flags, dir_fd=fd)
+                except FileNotFoundError:
+                    return None
+                except OSError as exc:
+                    # ELOOP: the component is a symbolic link (O_NOFOLLOW); ENOTDIR: a link or
+                    # a file where a directory belongs; ENXIO: a socket.
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO, errno.EMLINK):
+                        raise UnsafeSourceFile(
+                            f"{rel}: {'/'.join(parts[: i + 1])} is a link or not a {'file' if last and not directory else 'directory'}"
+                        ) from None
+                    raise
+                os.close(fd)
+                fd = nxt
+            mode = os.fstat(fd).st_mode
+            if not (stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode)):
+                raise UnsafeSourceFile(f"{rel}: not a regular {'directory' if directory else 'file'}")
+            result, fd = fd, -1
+            return result
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _refuse(self, exc: UnsafeSourceFile) -> None:
+        if str(exc) not in self.refused:
+            log.warning("import: refused %s", exc)
+            self.refused.append(str(exc))
+
+    def refusals(self) -> list[str]:
+        return list(self.refused)
+
+    async def list_dir(self, rel: str) -> list[str]:
+        def listing() -> list[str]:
+            try:
+                fd = self._open(rel, directory=True)
+            except UnsafeSourceFile as exc:
+                self._refuse(exc)
+                return []
+            if fd is None:
+                return []
+            try:
+                return os.listdir(fd)
+            finally:
+                os.close(fd)
+
+        return await asyncio.to_thread(listing)
 
     async def read_small(self, rel: str, limit: int) -> bytes | None:
         def read() -> bytes | None:
             try:
-                with open(self.path(rel), "rb") as fh:
-                    data = fh.read(limit + 1)
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                fd = self._open(rel)
+            except UnsafeSourceFile as exc:
+                self._refuse(exc)
                 return None
+            if fd is None:
+                return None
+            with open(fd, "rb") as fh:
+                data = fh.read(limit + 1)
             if len(data) > limit:
                 raise DistributionImportError(f"{rel}: larger than {limit} bytes")
             return data
 
         return await asyncio.to_thread(read)
 
-    async def blob_size(self, digest: str) -> int | None:
+    def open_blob(self, digest: str) -> int | None:
+        """A descriptor of the blob's ``data`` (a regular file inside the tree), or None if it
+        is absent or refused (the refusal is reported)."""
         try:
-            return (await asyncio.to_thread(os.stat, self.path(_blob_data(digest)))).st_size
-        except FileNotFoundError:
+            return self._open(_blob_data(digest))
+        except UnsafeSourceFile as exc:
+            self._refuse(exc)
             return None
 
+    async def blob_size(self, digest: str) -> int | None:
+        def size() -> int | None:
+            fd = self.open_blob(digest)
+            if fd is None:
+                return None
+            try:
+                return os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+
+        return await asyncio.to_thread(size)
+
     async def read_blob(self, digest: str) -> AsyncIterator[bytes]:
-        fh = await asyncio.to_thread(open, self.path(_blob_data(digest)), "rb")
+        fd = await asyncio.to_thread(self.open_blob, digest)
+        if fd is None:
+            raise DistributionImportError(f"blob {digest}: its data is missing or not a regular file inside the tree")
+        fh = open(fd, "rb")  # noqa: SIM115 - closed below
         try:
             while True:
                 chunk = await asyncio.to_thread(fh.read, CHUNK)
@@ -177,9 +280,6 @@ class FilesystemSource(Source):
                 yield chunk
         finally:
             fh.close()
-
-    def local_blob(self, digest: str) -> Path:
-        return self.path(_blob_data(digest))
 
 
 class S3Source(Source):
@@ -295,6 +395,7 @@ class ImportSummary(TypedDict):
     blobs_mounted: int
     blobs_skipped: int
     blobs_missing: int
+    refused: int
     bytes: int
     bytes_copied: int
     manifests: int
@@ -323,6 +424,8 @@ class ImportStats:
     tags_imported: int = 0
     tags_skipped: int = 0
     problems: list[str] = field(default_factory=list)
+    #: Source paths refused as not regular files inside the tree (symbolic links, FIFOs...).
+    refused: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -343,6 +446,7 @@ class ImportStats:
             "blobs_mounted": self.blobs_mounted,
             "blobs_skipped": self.blobs_skipped,
             "blobs_missing": self.blobs_missing,
+            "refused": len(self.refused),
             "bytes": self.bytes_verified,
             "bytes_copied": self.bytes_copied,
             "manifests": self.manifests_imported,
@@ -440,6 +544,8 @@ class DistributionImporter:
         for plan in plans:
             await asyncio.gather(*(one(plan.name, d) for d in plan.blobs))
             await self.import_manifests(plan)
+        self.stats.refused = self.source.refusals()
+        self.stats.problems.extend(f"refused {why}" for why in self.stats.refused)
         self.stats.finished = time.monotonic()
         return self.stats
 
@@ -465,7 +571,7 @@ class DistributionImporter:
             size = await self.source.blob_size(digest)
             if size is None:
                 self.stats.blobs_missing += 1
-                self.stats.problems.append(f"{repo}: blob {digest} is linked but its data is missing")
+                self.stats.problems.append(f"{repo}: blob {digest} is linked but its data is missing (or refused)")
                 self.progress("blob", 1)
                 return
             if self.link and await self._link_blob(repo, digest, size):
@@ -510,24 +616,7 @@ class DistributionImporter:
         """Hard link (filesystem to filesystem) or server-side copy (S3 to S3); False = copy instead."""
         dest = self.blobs.local_path(digest)
         if isinstance(self.source, FilesystemSource) and dest is not None:
-            await self._verify(digest)
-            await self.store.claim_blob(digest, size)
-            src = self.source.local_blob(digest)
-
-            def hardlink() -> bool:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.parent / f".import-{uuid.uuid4().hex}"
-                try:
-                    os.link(src, tmp)
-                except OSError as exc:
-                    if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                        return False
-                    raise
-                os.replace(tmp, dest)
-                return True
-
-            if not await asyncio.to_thread(hardlink):
-                log.warning("cannot hard-link across filesystems; copying %s", digest)
+            if not await self._link_verified_file(self.source, digest, size, dest):
                 return False
         elif isinstance(self.source, S3Source) and (s3 := _s3_store(self.blobs)) is not None and size < 5 << 30:
             await self._verify(digest)
@@ -542,6 +631,73 @@ class DistributionImporter:
         if not await self.store.link_blob(repo, digest):
             raise DistributionImportError(f"{repo}: blob {digest} vanished while importing (garbage collection running?)")
         return True
+
+    async def _link_verified_file(self, source: FilesystemSource, digest: str, size: int, dest: Path) -> bool:
+        """Hard-link the very file that is hashed: False = copy instead.
+
+        The source's ``data`` is opened once without following links (a regular file inside
+        the tree, see :class:`FilesystemSource`); its name is hard-linked to a temporary name
+        next to ``dest`` (``link(2)`` does not follow a link either), and that name must be the
+        very inode of the open descriptor -- anything swapped in between is refused.  The same
+        inode is then hashed, and only then renamed to its address.  A file someone other than
+        this user or root could write to later (its owner, or group/other write bits) is copied
+        instead: a shared inode would let them change a stored blob.
+        """
+        fd = await asyncio.to_thread(source.open_blob, digest)
+        if fd is None:
+            raise DistributionImportError(f"blob {digest}: its data is missing or not a regular file inside the tree")
+        tmp = dest.parent / f".import-{uuid.uuid4().hex}"
+        try:
+            st = os.fstat(fd)
+            if st.st_size != size:
+                raise DistributionImportError(f"blob {digest} changed size while importing")
+            if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+                log.info("import: %s is writable by another user; copying instead of linking", digest)
+                return False
+
+            def hardlink() -> bool:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(source.path(_blob_data(digest)), tmp, follow_symlinks=False)
+                except OSError as exc:
+                    if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES):
+                        return False
+                    raise
+                linked = os.lstat(tmp)
+                if not stat.S_ISREG(linked.st_mode) or (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino):
+                    os.unlink(tmp)
+                    raise DistributionImportError(f"blob {digest}: its data was replaced while importing")
+                return True
+
+            if not await asyncio.to_thread(hardlink):
+                log.warning("cannot hard-link %s (another filesystem?); copying", digest)
+                return False
+            try:
+                await self._hash_fd(fd, digest)
+                await self.store.claim_blob(digest, size)
+                await asyncio.to_thread(os.replace, tmp, dest)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            return True
+        finally:
+            os.close(fd)
+
+    async def _hash_fd(self, fd: int, digest: str) -> None:
+        """Hash the open file ``fd`` from its start; refuse it unless it is ``digest``."""
+        hasher = hashlib.sha256()
+        offset = 0
+        while True:
+            chunk = await asyncio.to_thread(os.pread, fd, CHUNK, offset)
+            if not chunk:
+                break
+            offset += len(chunk)
+            await asyncio.to_thread(hasher.update, chunk)
+            self.progress("bytes", len(chunk))
+        actual = f"sha256:{hasher.hexdigest()}"
+        if actual != digest:
+            raise DistributionImportError(f"blob {digest} does not match its digest in the source (is {actual})")
 
     async def import_manifests(self, plan: RepoPlan) -> None:
         bodies: dict[str, bytes] = {}

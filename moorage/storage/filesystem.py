@@ -15,15 +15,18 @@ import concurrent.futures
 import contextlib
 import ctypes
 import errno
+import logging
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, BinaryIO
 
 from .base import BlobStat, BlobStore, PartialAppend, UploadState, os_outage, translate_outages
 
 CHUNK = 1 << 20
+log = logging.getLogger("moorage.storage")
 
 
 def _blob_rel(digest: str) -> Path:
@@ -156,8 +159,13 @@ class FilesystemBlobStore(BlobStore):
 
     async def stat(self, digest: str) -> BlobStat | None:
         try:
-            st = await asyncio.to_thread(os.stat, self._blob_path(digest))
+            st = await asyncio.to_thread(os.lstat, self._blob_path(digest))
         except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            # Only ever a regular file placed by an upload or import: a symbolic link here
+            # (planted by hand, or by an older import) is never served.
+            log.error("blob %s is not a regular file in %s; not serving it", digest, self.root)
             return None
         return BlobStat(size=st.st_size)
 
@@ -428,8 +436,23 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading, refusing a symbolic link (``ELOOP``) or anything that is
+    not a regular file as absent: stored blobs are never links."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
+    return open(fd, "rb")
+
+
 async def _read_file(path: Path, offset: int, length: int | None) -> AsyncIterator[bytes]:
-    fh = await asyncio.to_thread(open, path, "rb")
+    fh = await asyncio.to_thread(open_regular, path)
     try:
         await asyncio.to_thread(fh.seek, offset)
         remaining = length
