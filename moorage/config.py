@@ -129,7 +129,7 @@ class GCSettings(_Section):
     quota_cache_seconds: float = Field(default=2.0, ge=0)
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(_Section):
     """Who may read ``/metrics`` (see docs/auth.md, "Metrics")."""
 
     #: ``auto``: ``public`` when ``auth.mode`` is ``none``, else ``admin``.  ``authenticated``:
@@ -140,7 +140,7 @@ class MetricsSettings(BaseModel):
     token: SecretStr | None = None
 
 
-class InsightSettings(BaseModel):
+class InsightSettings(_Section):
     """Image insight: SBOMs on push, offline vulnerability matching, pull policy."""
 
     enabled: bool = True
@@ -156,10 +156,9 @@ class InsightSettings(BaseModel):
     queue_size: int = 10000
 
 
-class ProxyUpstream(BaseModel):
+class ProxyUpstream(_Section):
     """One upstream registry served through the pull-through cache (``moorage.proxy``)."""
 
-    model_config = {"extra": "forbid"}
     #: Short name used in logs, metrics and the admin API.
     name: str
     #: ``https://registry-1.docker.io`` or ``http://127.0.0.1:5001``.
@@ -206,11 +205,10 @@ class ProxyUpstream(BaseModel):
         return self
 
 
-class MirrorRule(BaseModel):
+class MirrorRule(_Section):
     """A scheduled ``moorage mirror SRC DST`` run inside the server (pull- or push-based: either
     side may be this registry, addressed by its URL)."""
 
-    model_config = {"extra": "forbid"}
     name: str
     #: ``[http://|https://]HOST[:PORT]/REPO[:TAG]``, as on the command line.
     src: str
@@ -242,8 +240,7 @@ class MirrorRule(BaseModel):
         return self
 
 
-class ProxySettings(BaseModel):
-    model_config = {"extra": "forbid"}
+class ProxySettings(_Section):
     upstreams: list[ProxyUpstream] = Field(default_factory=list)
     #: Scheduled replication (``moorage.proxy.schedule``); status in ``/api/v1/mirror``.
     mirror_rules: list[MirrorRule] = Field(default_factory=list)
@@ -273,10 +270,9 @@ class HttpSettings(_Section):
     keepalive_timeout: float = Field(75.0, gt=0)
 
 
-class WebhookEndpoint(BaseModel):
+class WebhookEndpoint(_Section):
     """One webhook receiver (``webhooks:`` list in the config file; more via /api/v1/webhooks)."""
 
-    model_config = {"extra": "forbid"}
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
@@ -333,10 +329,9 @@ class WebhookEndpoint(BaseModel):
 _REPO_PATTERN = re.compile(r"^[a-z0-9*][a-z0-9._/*-]*$")
 
 
-class EventsSettings(BaseModel):
+class EventsSettings(_Section):
     """Webhook delivery, audit log and operational metrics (``moorage.events``)."""
 
-    model_config = {"extra": "forbid"}
 
     #: Off: no webhooks, audit log or registry gauges at all (the extension is not wired in).
     enabled: bool = True
@@ -363,7 +358,7 @@ class EventsSettings(BaseModel):
     source: str | None = None
 
 
-class UISettings(BaseModel):
+class UISettings(_Section):
     """The web UI at ``/``."""
 
     enabled: bool = True
@@ -375,7 +370,7 @@ class UISettings(BaseModel):
     page_size: int = 50
 
 
-class UploadSettings(BaseModel):
+class UploadSettings(_Section):
     """Upload sessions: one writer at a time, and how many may be open.
 
     Defaults: docker, podman and containerd keep at most 3-5 sessions open per push and close
