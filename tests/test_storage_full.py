@@ -275,3 +275,28 @@ def test_full_log_once_a_minute_and_readyz_detail(caplog: pytest.LogCaptureFixtu
     lines = [r.getMessage() for r in caplog.records if "is full" in r.getMessage()]
     assert len(lines) == 2 and "(501 request(s) since the last such line" in lines[1]
     assert state.detail(now=1000 + 2 * LOG_INTERVAL + FORGET_AFTER + 1) is None
+
+
+@pytest.mark.unit
+def test_postgresql_disk_full_is_database_full() -> None:
+    """asyncpg's DiskFullError (SQLSTATE 53100) as SQLAlchemy's asyncpg dialect raises it (an
+    adapted DBAPI error caused by it): DatabaseFull; another PostgreSQL error stays what it was."""
+    import asyncpg.exceptions
+    from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+    from sqlalchemy.exc import DBAPIError
+
+    from moorage.metadata.errors import outage_error
+    from moorage.registry.errors import DatabaseFull
+
+    def wrapped(cause: Exception) -> DBAPIError:
+        try:
+            try:
+                raise cause
+            except Exception as exc:
+                raise AsyncAdapt_asyncpg_dbapi.Error(str(exc), exc) from exc
+        except Exception as adapted:  # noqa: BLE001
+            return DBAPIError("INSERT ...", {}, adapted)
+
+    full = outage_error(wrapped(asyncpg.exceptions.DiskFullError("could not extend file: No space left on device")))
+    assert isinstance(full, DatabaseFull) and full.status == 507
+    assert outage_error(wrapped(asyncpg.exceptions.UniqueViolationError("duplicate key"))) is None
