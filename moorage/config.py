@@ -270,6 +270,11 @@ class HttpSettings(_Section):
     keepalive_timeout: float = Field(75.0, gt=0)
 
 
+#: Upper bound of a webhook's ``timeout`` (seconds): a receiver that never answers frees its
+#: delivery slot after at most this long.
+MAX_WEBHOOK_TIMEOUT = 30.0
+
+
 class WebhookEndpoint(_Section):
     """One webhook receiver (``webhooks:`` list in the config file; more via /api/v1/webhooks)."""
 
@@ -285,8 +290,9 @@ class WebhookEndpoint(_Section):
     repositories: list[str] = ["*"]
     #: What an event is about: manifests (pushes carry their tag), tag deletes, and optionally blobs.
     targets: list[Literal["manifest", "tag", "blob"]] = ["manifest", "tag"]
-    #: Seconds one delivery may take (connect + answer).
-    timeout: float = Field(default=5.0, gt=0, le=300)
+    #: Seconds one delivery may take (connect + answer); at most ``MAX_WEBHOOK_TIMEOUT`` (30 s),
+    #: so a receiver that never answers holds a delivery slot for a bounded time.
+    timeout: float = Field(default=5.0, gt=0, le=MAX_WEBHOOK_TIMEOUT)
     #: Failed attempts after which a delivery is dead-lettered.
     max_attempts: int = Field(default=10, ge=1, le=1000)
     #: Extra request headers (e.g. ``Authorization``).
@@ -348,8 +354,13 @@ class EventsSettings(_Section):
     retry_backoff_max: float = Field(default=300.0, gt=0)
     #: How often the delivery job looks for due deliveries written by other replicas.
     delivery_poll_interval: float = Field(default=1.0, gt=0)
-    #: Deliveries to different repositories/endpoints in flight at once (per process).
-    delivery_concurrency: int = Field(default=8, ge=1, le=256)
+    #: Deliveries in flight at once (per process), over all endpoints.
+    delivery_concurrency: int = Field(default=32, ge=1, le=256)
+    #: Deliveries in flight at once to one endpoint (per process): a slow endpoint delays itself.
+    delivery_per_endpoint: int = Field(default=2, ge=1, le=64)
+    #: Deliveries in flight at once to the endpoints of one namespace (or one creator; the
+    #: config-file endpoints count as one); never more than half of ``delivery_concurrency``.
+    delivery_per_namespace: int = Field(default=8, ge=1, le=256)
     #: Days delivered (and dead) deliveries stay visible in the history.
     delivery_history_days: float = Field(default=7, ge=0)
     #: Seconds between recomputations of the storage/backlog gauges from the database.

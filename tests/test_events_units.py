@@ -304,3 +304,120 @@ def test_pull_entries_aggregated_per_window_and_kind() -> None:
     assert none.entry_for_event(pull) is None
     every = AuditRecorder(None, EventsSettings(audit_pulls="all"), EventMetrics(None))  # type: ignore[arg-type]
     assert every.entry_for_event(pull) and every.entry_for_event(pull) and "dedupe_key" not in every.entry_for_event(pull)
+
+
+def test_hanging_endpoints_of_one_namespace_do_not_delay_another(tmp_path: Path) -> None:
+    """Issue 21 item 3: ten endpoints of namespace ``a`` accept and never answer; the one
+    endpoint of namespace ``b`` is fast.  ``b``'s delivery must arrive before any of ``a``'s
+    timeouts fires (before: the pool of 8 was all ``a``'s, so ``b`` waited for a timeout).
+    No endpoint ever has more than its share of posts open at once."""
+    from aiohttp import web
+
+    from moorage.events.delivery import DeliveryWorker
+    from moorage.events.endpoints import EndpointSet
+    from moorage.events.stats import EventMetrics
+
+    hang_timeout = 6.0
+    hangers = 10
+
+    async def go() -> None:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
+        await db.migrate()
+        store = EventsStore(db)
+        loop = asyncio.get_running_loop()
+        opened: dict[int, int] = {}
+        peak: dict[int, int] = {}
+        closed_at: list[float] = []
+        writers: list[asyncio.StreamWriter] = []
+
+        def hanging(idx: int):  # noqa: ANN202
+            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                """Accept, read, never answer; note when the client gives up."""
+                writers.append(writer)
+                opened[idx] = opened.get(idx, 0) + 1
+                peak[idx] = max(peak.get(idx, 0), opened[idx])
+                try:
+                    while await reader.read(65536):
+                        pass
+                finally:
+                    opened[idx] -= 1
+                    closed_at.append(loop.time())
+                    writer.close()
+
+            return handle
+
+        servers = [await asyncio.start_server(hanging(i), "127.0.0.1", 0) for i in range(hangers)]
+        fast_at: list[float] = []
+
+        async def fast(request: web.Request) -> web.Response:
+            await request.read()
+            fast_at.append(loop.time())
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post("/hook", fast)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        fast_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            base = {"secret": "s", "format": "distribution", "actions": ["push"], "targets": ["manifest"], "max_attempts": 3}
+            for i, srv in enumerate(servers):
+                port = srv.sockets[0].getsockname()[1]
+                await store.create_webhook(
+                    {**base, "name": f"a{i}", "url": f"http://127.0.0.1:{port}/h", "repositories": ["a/*"],
+                     "timeout": hang_timeout, "namespace": "a", "created_by": "alice"}
+                )  # fmt: skip
+            await store.create_webhook(
+                {**base, "name": "b", "url": f"http://127.0.0.1:{fast_port}/hook", "repositories": ["b/*"],
+                 "timeout": hang_timeout, "namespace": "b", "created_by": "bob"}
+            )  # fmt: skip
+            # a's rows first (older ids: claimed first), three repositories per endpoint
+            await store.record([row(f"a{i}", f"a/r{j}", 10 * i + j) for i in range(hangers) for j in range(3)], [])
+            await store.record([row("b", "b/app", 1)], [])
+            settings = Settings()
+            endpoints = EndpointSet(settings, store)
+            await endpoints.reload()
+            worker = DeliveryWorker(store, endpoints, settings.events, EventMetrics(None))
+            started = loop.time()
+            task = asyncio.create_task(worker.run())
+            deadline = started + hang_timeout + 10
+            while not fast_at and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            assert fast_at, "b's delivery never arrived"
+            delay = fast_at[0] - started
+            first_timeout = min(closed_at, default=float("inf")) - started
+            print(f"b delivered after {delay:.3f} s; first timeout of a at {first_timeout:.3f} s")
+            assert fast_at[0] < min(closed_at, default=float("inf")), (delay, first_timeout)
+            assert sum(opened.values()) >= 1  # a's posts are hanging meanwhile
+            assert max(peak.values()) <= 2, peak  # no endpoint holds more than its share
+            # end the hanging posts from the server side so the worker stops at once
+            for srv in servers:
+                srv.close()
+            for w in writers:
+                w.close()
+            await worker.stop()
+            async with asyncio.timeout(hang_timeout + 10):
+                await task
+        finally:
+            await runner.cleanup()
+            await db.close()
+
+    asyncio.run(go())
+
+
+def test_webhook_timeout_is_bounded() -> None:
+    """A receiver that never answers frees its slot after at most 30 s: a larger timeout is
+    refused when made, and a row stored before the bound is used at the bound."""
+    from pydantic import ValidationError
+
+    from moorage.config import MAX_WEBHOOK_TIMEOUT, WebhookEndpoint
+    from moorage.events.endpoints import from_row
+
+    WebhookEndpoint(name="ok", url="http://x/", secret="s", timeout=MAX_WEBHOOK_TIMEOUT)
+    with pytest.raises(ValidationError):
+        WebhookEndpoint(name="slow", url="http://x/", secret="s", timeout=MAX_WEBHOOK_TIMEOUT + 1)
+    old = {"name": "old", "url": "http://x/", "secret": "s", "format": "distribution", "actions": ["push"],
+           "repositories": ["*"], "targets": ["manifest"], "timeout": 300.0, "max_attempts": 3}  # fmt: skip
+    assert from_row(old).timeout == MAX_WEBHOOK_TIMEOUT == 30.0

@@ -264,12 +264,28 @@ def test_htpasswd_mode(backend: Any, tmp_path: Path) -> None:
         home = s.get(f"{proc.url}/", timeout=HTTP_TIMEOUT).text
         assert '<a href="/ui/repo/carol/app">carol/app</a>' in home
         assert f"docker pull {proc.host}/carol/app:v1" in s.get(f"{proc.url}/ui/repo/carol/app", timeout=HTTP_TIMEOUT).text
-        # a user removed from the htpasswd file loses the session
-        write_htpasswd(htpasswd, {"dave": "dave-pw"})
         import os
         import time
 
+        # a password change ends the session (issue 21 item 4: it used to survive)
+        write_htpasswd(htpasswd, {"carol": "carol-pw2"})
         os.utime(htpasswd, (time.time() + 5, time.time() + 5))
+        r = s.get(f"{proc.url}/", timeout=HTTP_TIMEOUT, allow_redirects=False)
+        assert r.status_code == 303 and r.headers["Location"] == "/ui/login"
+        # signing in again with the new one works; a hostile next= lands on / (issue 21 item 6)
+        page = s.get(f"{proc.url}/ui/login", params={"next": "/\t/host/x"}, timeout=HTTP_TIMEOUT).text
+        assert 'name="next" value="/"' in page
+        r = s.post(
+            f"{proc.url}/ui/login",
+            data={"username": "carol", "password": "carol-pw2", "csrf": csrf_of(page), "next": "/\t/host/x"},
+            timeout=HTTP_TIMEOUT,
+            allow_redirects=False,
+        )
+        assert r.status_code == 303 and r.headers["Location"] == "/"
+        assert s.get(f"{proc.url}/", timeout=HTTP_TIMEOUT, allow_redirects=False).status_code == 200
+        # a user removed from the htpasswd file loses the session
+        write_htpasswd(htpasswd, {"dave": "dave-pw"})
+        os.utime(htpasswd, (time.time() + 10, time.time() + 10))
         r = s.get(f"{proc.url}/", timeout=HTTP_TIMEOUT, allow_redirects=False)
         assert r.status_code == 303
     finally:

@@ -114,7 +114,7 @@ def test_viewer_visibility_follows_the_api_rules() -> None:
     assert not scoped_admin.visibility().everything and scoped_admin.visibility().scope_patterns == []
 
 
-def test_migration_0006_matches_the_tables(tmp_path: Path) -> None:
+def test_migrations_match_the_ui_tables(tmp_path: Path) -> None:
     async def columns() -> dict[str, set[str]]:
         db = Database(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
         await db.migrate()
@@ -157,3 +157,131 @@ async def test_cookies_are_secure_under_tls(tmp_path: Path) -> None:
         assert r.status == 303
         session = next(c for c in r.headers.getall("Set-Cookie") if c.startswith("moorage_session="))
         assert "Secure" in session and "HttpOnly" in session and "SameSite=Lax" in session
+
+
+async def _ui_sign_in(client, user: str, password: str):  # noqa: ANN001, ANN202
+    import re
+
+    page = await client.get("/ui/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', await page.text()).group(1)
+    return await client.post("/ui/login", data={"username": user, "password": password, "csrf": token}, allow_redirects=False)
+
+
+async def test_htpasswd_session_ends_when_the_password_changes(tmp_path: Path) -> None:
+    """docs/ui.md: a session ends when the password changes.  In htpasswd mode the old code only
+    checked that the name was still in the file (issue 21 item 4)."""
+    import os
+    import time
+
+    from tests.support.inproc import app_client
+    from tests.support.registry_proc import write_htpasswd
+
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", {"carol": "old-pw", "dave": "dave-pw"})
+    auth = {"mode": "htpasswd", "htpasswd": {"path": htpasswd}}
+    async with app_client(tmp_path / "data", auth=auth) as client:
+        assert (await _ui_sign_in(client, "carol", "old-pw")).status == 303
+        assert (await client.get("/", allow_redirects=False)).status == 200  # signed in
+        # the same password written again is a new hash line (new salt): no session survives it
+        later = time.time() + 5
+        write_htpasswd(htpasswd, {"carol": "new-pw", "dave": "dave-pw"})
+        os.utime(htpasswd, (later, later))
+        r = await client.get("/", allow_redirects=False)
+        assert r.status == 303 and r.headers["Location"] == "/ui/login"
+        assert (await client.get("/", allow_redirects=False)).status == 303  # and stays ended
+        assert (await _ui_sign_in(client, "carol", "old-pw")).status == 401
+        assert (await _ui_sign_in(client, "carol", "new-pw")).status == 303
+        assert (await client.get("/", allow_redirects=False)).status == 200
+        # another user's change leaves carol's session alone
+        lines = htpasswd.read_text().splitlines()
+        carol_line = next(x for x in lines if x.startswith("carol:"))
+        write_htpasswd(htpasswd, {"dave": "dave-pw2"})
+        htpasswd.write_text(carol_line + "\n" + htpasswd.read_text())
+        later += 5
+        os.utime(htpasswd, (later, later))
+        assert (await client.get("/", allow_redirects=False)).status == 200
+
+
+def test_htpasswd_session_fingerprint_is_keyed_with_the_cookie() -> None:
+    """The database holds an HMAC keyed with the cookie value, not a plain digest of the hash
+    line: two sessions of one user store different values, neither equal to sha256(line)."""
+    import hashlib
+
+    from moorage.ui.session import htpasswd_fingerprint
+
+    line = "$2b$05$abcdefghijklmnopqrstuuJ0mWcQ0lW3T3Z4c9Fz9Wc8J0Xx2m3Ae"
+    a, b = htpasswd_fingerprint("sid-one", line), htpasswd_fingerprint("sid-two", line)
+    assert a != b and len(a) == 64 and hashlib.sha256(line.encode()).hexdigest() not in (a, b)
+    assert htpasswd_fingerprint("sid-one", line.replace("J0m", "J1m")) != a
+
+
+#: ``next=`` values (as they arrive, percent-decoded) that must not leave the site after sign-in.
+HOSTILE_NEXT = [
+    "//x",
+    "//x/y",
+    "///x",
+    "/\\x",
+    "\\\\x",
+    "/\\/x",
+    "/\t/x",
+    "/\n/x",
+    "/\r/x",
+    "\t//x",
+    " //x",
+    "/ /x",
+    "/\x00/x",
+    "/\x1b/x",
+    "/\x7f/x",
+    "/\u3000/x",
+    "/\u00a0/x",
+    "/\u2028/x",
+    "/\u200b/x",
+    "/\ufeff/x",
+    "/\u202e/x",
+    "/\uff0f/x",
+    "https://x",
+    "http:/x",
+    "javascript:alert(1)",
+    "x",
+    "%2f%2fx",
+    "",
+    "/" + "a" * 1000,
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_NEXT)
+def test_login_next_refuses_anything_but_a_local_path(value: str) -> None:
+    from moorage.ui.pages import _safe_next
+
+    assert _safe_next(value) == "/"
+
+
+@pytest.mark.parametrize("value", ["/", "/ui/repo/team/app", "/ui/repo/a?tab=tags#x", "/ui/tokens", "/%2f%2fx", "/a//b"])
+def test_login_next_keeps_local_paths(value: str) -> None:
+    from moorage.ui.pages import _safe_next
+
+    assert _safe_next(value) == value
+
+
+async def test_login_redirect_never_leaves_the_site(tmp_path: Path) -> None:
+    """Issue 21 item 6, end to end in-process: the query string as a browser sends it
+    (percent-encoded), the sign-in form posts it back, the 303 goes to ``/``."""
+    import re
+    from urllib.parse import quote
+
+    from tests.support.inproc import app_client
+
+    async with app_client(tmp_path / "data") as client:
+        for value in HOSTILE_NEXT:
+            page = await client.get(f"/ui/login?next={quote(value, safe='')}")
+            html = await page.text()
+            assert page.status == 200
+            assert 'name="next" value="/"' in html, value
+            token = re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+            r = await client.post(
+                "/ui/login", data={"username": "ann", "password": "", "csrf": token, "next": value}, allow_redirects=False
+            )
+            assert r.status == 303 and r.headers["Location"] == "/", (value, r.headers.get("Location"))
+        # the issue's reproduction, as typed: ?next=/%09/host/x (a tab once decoded), and kin
+        for raw in ("/%09/host/x", "/%0a/host/x", "/%5Chost/x", "/%E3%80%80/host/x", "%2f%2fhost"):
+            page = await client.get(f"/ui/login?next={raw}")
+            assert 'name="next" value="/"' in await page.text(), raw

@@ -19,6 +19,7 @@ from ..scheduler import Scheduler
 from . import base, blobs, catalog, health, manifests, openapi, referrers, tags, uploads
 from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, SCHEDULER, SERVICE, SETTINGS, STORE
 from .errors import error_middleware
+from .storage_full import FULL_STATE, FullState
 
 log = logging.getLogger("moorage")
 
@@ -37,6 +38,7 @@ def create_app(components: Components, extensions: list[Extension] = ()) -> web.
     app[BLOBS] = components.blobs
     app[SERVICE] = components.registry
     app[EVENTS] = components.events
+    app[FULL_STATE] = FullState()  # "storage is full": one log line a minute, /readyz detail
     scheduler = app[SCHEDULER] = Scheduler(lambda: leader_lock(components.database, settings.data))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

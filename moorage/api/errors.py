@@ -2,7 +2,8 @@
 
 Backend outages arrive typed: storage drivers raise :class:`~moorage.registry.errors.StorageUnavailable`
 and the metadata layer :class:`~moorage.registry.errors.DatabaseUnavailable` (503 UNAVAILABLE with
-``Retry-After``), so this module knows no SQLAlchemy, asyncpg or botocore type.
+``Retry-After``; their ``...Full`` kin 507 "storage is full", logged once a minute through
+:mod:`moorage.api.storage_full`), so this module knows no SQLAlchemy, asyncpg or botocore type.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import logging
 
 from aiohttp import web
 
-from ..metadata.errors import outage_reason
+from ..metadata.errors import outage_error
 from ..registry import errors
+from .storage_full import WRITE_METHODS, full_state
 
 log = logging.getLogger("moorage.api")
 
@@ -32,7 +34,17 @@ def error_response(exc: errors.RegistryError, *, head: bool = False) -> web.Resp
 async def error_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
     head = request.method == "HEAD"
     try:
-        return await handler(request)
+        response = await handler(request)
+        if request.method in WRITE_METHODS and response.status < 300 and (state := full_state(request)) is not None:
+            state.wrote()
+        return response
+    except errors.StorageFullError as exc:
+        # logged once a minute, not per request (a full disk refuses every write)
+        if (state := full_state(request)) is not None:
+            state.refused(exc, request.method, request.path)
+        else:
+            log.error("storage full on %s %s: %s (%r)", request.method, request.path[:200], exc.reason, exc.__cause__)
+        return error_response(exc, head=head)
     except errors.BackendUnavailable as exc:
         log.error("backend unavailable on %s %s: %s (%r)", request.method, request.path[:200], exc.reason, exc.__cause__)
         return error_response(exc, head=head)
@@ -58,11 +70,11 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception as exc:
-        reason = outage_reason(exc)
-        if reason is not None:
+        outage = outage_error(exc)
+        if outage is not None:
             # A database path that bypassed Database.read/write (which translate outages): still
-            # a 503, and said, so the path gets its translation.
-            log.error("untranslated database outage on %s %s: %s", request.method, request.path[:200], reason)
-            return error_response(errors.DatabaseUnavailable(reason=reason), head=head)
+            # a 503 (507 if full), and said, so the path gets its translation.
+            log.error("untranslated database outage on %s %s: %s", request.method, request.path[:200], outage.reason)
+            return error_response(outage, head=head)
         log.exception("unhandled error on %s %s", request.method, request.path[:200])
         return error_response(errors.RegistryError("internal error"), head=head)

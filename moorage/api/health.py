@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ..registry.errors import BackendUnavailable, DatabaseUnavailable, StorageUnavailable
 from .common import BLOBS, SETTINGS, json_body, service
+from .storage_full import full_state
 from . import routes as route_names
 
 log = logging.getLogger("moorage.api")
@@ -53,6 +54,32 @@ async def _storage(request: web.Request) -> None:
     await request.app[BLOBS].stat(_PROBE_DIGEST)
 
 
+#: Free bytes below which a local file system counts as full for ``/readyz`` (every process sees
+#: it, also one that has not refused a write itself yet).
+MIN_FREE_BYTES = 1 << 20
+
+
+def _local_full(request: web.Request) -> str | None:
+    """ "storage full" if the file system under the blobs (filesystem driver) or the SQLite
+    database has (almost) no space left for this user."""
+    settings = request.app[SETTINGS]
+    paths: list[tuple[str, str]] = []
+    if settings.storage.driver == "filesystem":
+        paths.append(("storage", str(settings.storage_root)))
+    if settings.is_sqlite:
+        db_path = settings.database_url.split(":///", 1)[1].split("?", 1)[0].removeprefix("file:")
+        if db_path and db_path != ":memory:":
+            paths.append(("database", os.path.dirname(db_path) or "."))
+    for what, path in paths:
+        try:
+            st = os.statvfs(path)
+        except OSError:
+            continue  # the probes above say what is wrong with the path
+        if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
+            return f"{what} full: writes refused, reads work ({st.f_bavail * st.f_frsize} bytes free under {path})"
+    return None
+
+
 @routes.get("/readyz", name=route_names.READYZ)
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
@@ -68,8 +95,16 @@ async def readyz(request: web.Request) -> web.Response:
             log.warning("readyz: %s probe failed", name, exc_info=True)
             checks[name] = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     ready = all(v == "ok" for v in checks.values())
+    body: dict[str, object] = {"status": "ok" if ready else "unavailable", "checks": checks}
+    # Full storage refuses writes but serves reads: still ready (200), with the reason.
+    state = full_state(request)
+    detail = (state.detail() if state is not None else None) or _local_full(request)
+    if detail is not None:
+        body["detail"] = detail
+        if ready:
+            body["status"] = "degraded"
     return json_body(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
+        body,
         status=200 if ready else 503,
         headers=None if ready else {"Retry-After": "5"},
     )

@@ -105,6 +105,7 @@ def _errors(*statuses: int, head: bool = False) -> dict[str, Any]:
         416: "RangeInvalid",
         429: "TooManyRequests",
         503: "Unavailable",
+        507: "InsufficientStorage",
     }
     out: dict[str, Any] = {}
     for status in statuses:
@@ -114,6 +115,8 @@ def _errors(*statuses: int, head: bool = False) -> dict[str, Any]:
 
 #: What every request that needs a credential may meet (auth on) or a backend outage.
 _AUTH_ERRORS = (401, 403, 429, 503)
+#: ... and, for what writes, a full disk or quota (507, docs/integrity.md "Storage full").
+_WRITE_ERRORS = (*_AUTH_ERRORS, 507)
 
 
 def _param(name: str, where: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
@@ -333,6 +336,12 @@ def _components() -> dict[str, Any]:
             "UNAVAILABLE: a storage or database service is down or busy; retry.",
             {**_API_VERSION, "Retry-After": _ref("headers", "Retry-After")},
         ),
+        "InsufficientStorage": _json(
+            _ref("schemas", "ErrorEnvelope"),
+            'UNAVAILABLE, message "storage is full ...": the disk or quota under the blobs or the '
+            "database is full; writes are refused until space is freed, reads keep working.",
+            {**_API_VERSION, "Retry-After": _ref("headers", "Retry-After")},
+        ),
     }
     for key, text in (
         ("BadRequest", "Malformed request (no body: HEAD)."),
@@ -519,7 +528,7 @@ def _v2_paths() -> dict[str, Any]:
                             "OCI-Subject": _str_header("Digest of the subject, when the manifest has one."),
                         },
                     ),
-                    **_errors(400, 404, 413, *_AUTH_ERRORS),
+                    **_errors(400, 404, 413, *_WRITE_ERRORS),
                 },
             },
             "delete": {
@@ -589,7 +598,7 @@ def _v2_paths() -> dict[str, Any]:
                 "responses": {
                     "201": _empty("Blob created (monolithic upload or mount).", _BLOB_CREATED),
                     "202": _empty("Session opened.", _UPLOAD_PROGRESS),
-                    **_errors(400, 404, 413, *_AUTH_ERRORS),
+                    **_errors(400, 404, 413, *_WRITE_ERRORS),
                 },
             }
         },
@@ -603,7 +612,7 @@ def _v2_paths() -> dict[str, Any]:
                 "without it the body is appended (docker/podman streaming upload).",
                 "parameters": [content_range],
                 "requestBody": {"required": True, "content": octets},
-                "responses": {"202": _empty("Chunk stored.", _UPLOAD_PROGRESS), **_errors(400, 404, 413, 416, *_AUTH_ERRORS)},
+                "responses": {"202": _empty("Chunk stored.", _UPLOAD_PROGRESS), **_errors(400, 404, 413, 416, *_WRITE_ERRORS)},
             },
             "put": {
                 "tags": ["v2"],
@@ -612,7 +621,7 @@ def _v2_paths() -> dict[str, Any]:
                 "description": "The (optional) body is a last chunk; the blob is stored only if its digest matches.",
                 "parameters": [{**digest_query, "required": True}, content_range],
                 "requestBody": {"required": False, "content": octets},
-                "responses": {"201": _empty("Blob created.", _BLOB_CREATED), **_errors(400, 404, 413, 416, *_AUTH_ERRORS)},
+                "responses": {"201": _empty("Blob created.", _BLOB_CREATED), **_errors(400, 404, 413, 416, *_WRITE_ERRORS)},
             },
             "get": {
                 "tags": ["v2"],

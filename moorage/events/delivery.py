@@ -8,6 +8,13 @@ only delays its rows until the lease runs out), posts each with its signature an
 then marks it delivered -- or schedules a retry with exponential back-off, and dead-letters
 it after the endpoint's ``max_attempts`` failed attempts.
 
+Fair shares (issue 21): a receiver that accepts and never answers holds its post for at most
+its timeout (<= 30 s), and holds at most ``delivery_per_endpoint`` of the process's
+``delivery_concurrency`` slots; all endpoints of one namespace (or one creator) together hold
+at most ``delivery_per_namespace`` (and never more than half the pool).  Rows of an endpoint
+or namespace at its share are not claimed, so they never stand in front of another
+endpoint's: one endpoint's slowness delays that endpoint only.
+
 At least once: a crash between the receiver's 2xx and our UPDATE re-sends that one event
 (same body, same event id) after the lease.  A graceful stop lets in-flight posts finish
 (each is bounded by its timeout) and hands back what it had not started.
@@ -21,7 +28,8 @@ import logging
 import random
 import time
 import uuid
-from typing import Any, Awaitable
+from collections import Counter
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 
@@ -48,6 +56,9 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        #: Posts in flight per endpoint name and per owner (:attr:`Endpoint.owner`).
+        self._by_endpoint: Counter[str] = Counter()
+        self._by_owner: Counter[str] = Counter()
         self._session: aiohttp.ClientSession | None = None
 
     def wake(self) -> None:
@@ -66,8 +77,14 @@ class DeliveryWorker:
                 room = self.cfg.delivery_concurrency - len(self._inflight)
                 if room > 0:
                     try:
+                        skip, admit = self._shares()
                         batch = await self.store.claim(
-                            self.me, now=time.time(), limit=room, lease=self.endpoints.max_timeout() + LEASE_MARGIN
+                            self.me,
+                            now=time.time(),
+                            limit=room,
+                            lease=self.endpoints.max_timeout() + LEASE_MARGIN,
+                            skip_endpoints=skip,
+                            admit=admit,
                         )
                     except asyncio.CancelledError:
                         raise
@@ -75,9 +92,12 @@ class DeliveryWorker:
                         log.warning("webhook outbox: claiming failed", exc_info=True)
                         batch = []
                     for d in batch:
+                        owner = self._owner(d.endpoint)
+                        self._by_endpoint[d.endpoint] += 1
+                        self._by_owner[owner] += 1
                         task = asyncio.create_task(self._deliver(d))
                         self._inflight[d.id] = task
-                        task.add_done_callback(functools.partial(self._done, d.id))
+                        task.add_done_callback(functools.partial(self._done, d.id, d.endpoint, owner))
                     claimed = len(batch)
                 if claimed and len(self._inflight) < self.cfg.delivery_concurrency:
                     continue  # more may be due (the next event of a group whose head just went)
@@ -91,9 +111,44 @@ class DeliveryWorker:
             await self._drain()
             await self._session.close()
 
-    def _done(self, delivery_id: int, _task: asyncio.Task[None]) -> None:
+    def _done(self, delivery_id: int, endpoint: str, owner: str, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(delivery_id, None)
+        for counts, key in ((self._by_endpoint, endpoint), (self._by_owner, owner)):
+            counts[key] -= 1
+            if counts[key] <= 0:
+                del counts[key]
         self._wake.set()  # the group's next event may be due now
+
+    def _owner(self, endpoint: str) -> str:
+        ep = self.endpoints.get(endpoint)
+        return ep.owner if ep is not None else ""
+
+    def namespace_share(self) -> int:
+        """Posts one owner may have in flight: ``delivery_per_namespace``, at most half the pool."""
+        return max(1, min(self.cfg.delivery_per_namespace, self.cfg.delivery_concurrency // 2))
+
+    def _shares(self) -> tuple[set[str], Callable[[str], bool]]:
+        """What the next claim must leave alone: the endpoints whose own share or whose owner's
+        share is in use, and a per-batch check that keeps each within its share."""
+        per_endpoint = self.cfg.delivery_per_endpoint
+        per_owner = self.namespace_share()
+        full_owners = {o for o, n in self._by_owner.items() if n >= per_owner}
+        skip = {name for name, n in self._by_endpoint.items() if n >= per_endpoint}
+        skip.update(e.name for e in self.endpoints.all if e.owner in full_owners)
+        by_endpoint = Counter(self._by_endpoint)
+        by_owner = Counter(self._by_owner)
+
+        def admit(endpoint: str) -> bool:
+            ep = self.endpoints.get(endpoint)
+            if ep is None:
+                return True  # answered at once: "endpoint no longer configured"
+            if by_endpoint[endpoint] >= per_endpoint or by_owner[ep.owner] >= per_owner:
+                return False
+            by_endpoint[endpoint] += 1
+            by_owner[ep.owner] += 1
+            return True
+
+        return skip, admit
 
     async def stop(self) -> None:
         self._stopping = True

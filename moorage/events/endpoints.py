@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ..config import Settings, WebhookEndpoint
+from ..config import MAX_WEBHOOK_TIMEOUT, Settings, WebhookEndpoint
 from ..metadata.events_store import EventsStore
 from ..registry.events import RegistryEvent
 from .patterns import glob_matches, valid_pattern
@@ -41,6 +41,16 @@ class Endpoint:
     #: Set for API endpoints made by a namespace administrator.
     namespace: str | None = None
     created_by: str | None = None
+
+    @property
+    def owner(self) -> str:
+        """Whose share of the delivery pool this endpoint uses: its namespace, else the user who
+        made it (``htpasswd`` mode), else the operator's (config-file endpoints)."""
+        if self.namespace:
+            return f"ns:{self.namespace}"
+        if self.created_by:
+            return f"user:{self.created_by}"
+        return ""
 
     def matches(self, event: RegistryEvent) -> bool:
         return (
@@ -100,7 +110,8 @@ def from_row(row: dict[str, Any]) -> Endpoint:
         frozenset(row["actions"]),
         tuple(row["repositories"]),
         frozenset(row["targets"]),
-        float(row["timeout"]),
+        # rows written before the bound keep working, at the bound
+        min(float(row["timeout"]), MAX_WEBHOOK_TIMEOUT),
         int(row["max_attempts"]),
         (),
         "api",

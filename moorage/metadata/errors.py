@@ -25,9 +25,9 @@ import contextlib
 import socket
 from typing import Iterator
 
-from ..registry.errors import DatabaseUnavailable
+from ..registry.errors import DatabaseFull, DatabaseUnavailable
 
-__all__ = ["DatabaseUnavailable", "outage_reason", "translated"]
+__all__ = ["DatabaseUnavailable", "outage_error", "outage_reason", "translated"]
 
 #: asyncpg exception class names (checked by name: SQLite deployments never import asyncpg).
 _PG_OUTAGE = frozenset(
@@ -45,6 +45,9 @@ _PG_OUTAGE = frozenset(
         "OperationalError",
     }
 )
+#: Of those, the ones that say the disk (or quota) under the database is full: 507, not 503.
+_SQLITE_FULL = "database or disk is full"
+_PG_FULL = frozenset({"DiskFullError"})  # SQLSTATE 53100
 #: sqlite3.OperationalError messages that mean "busy or failing", not "bad SQL".
 _SQLITE_OUTAGE = (
     "database is locked",
@@ -78,12 +81,33 @@ def outage_reason(exc: BaseException) -> str | None:
                 if any(m in message for m in _SQLITE_OUTAGE):
                     return f"sqlite: {orig}"
                 return None
-            if names & _PG_OUTAGE:
+            if names & (_PG_OUTAGE | _PG_FULL):
                 return f"{type(orig).__name__}: {orig}"
             return None
     if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):  # raised by a connect attempt
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def _is_full(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    if _SQLITE_FULL in str(orig).lower():
+        return True
+    names = {type(orig).__name__, type(getattr(orig, "__cause__", None)).__name__}
+    return bool(names & _PG_FULL)
+
+
+def outage_error(exc: BaseException) -> DatabaseUnavailable | None:
+    """``exc`` as the error to raise (:class:`DatabaseFull` when the disk is full), or None if
+    it is no outage."""
+    if isinstance(exc, DatabaseUnavailable):
+        return exc
+    reason = outage_reason(exc)
+    if reason is None:
+        return None
+    return DatabaseFull(reason=reason) if _is_full(exc) else DatabaseUnavailable(reason=reason)
 
 
 @contextlib.contextmanager
@@ -94,7 +118,7 @@ def translated() -> Iterator[None]:
     except DatabaseUnavailable:
         raise
     except Exception as exc:
-        reason = outage_reason(exc)
-        if reason is None:
+        error = outage_error(exc)
+        if error is None:
             raise
-        raise DatabaseUnavailable(reason=reason) from exc
+        raise error from exc

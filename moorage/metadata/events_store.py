@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Required, Sequence, TypedDict
+from typing import Any, Callable, Collection, Iterable, Required, Sequence, TypedDict
 
 from sqlalchemy import and_, case, delete, func, insert, literal, or_, select, update
 
@@ -24,6 +24,8 @@ from .tables import audit_log, blobs, gc_runs, repositories, repository_blobs, u
 
 PENDING, DELIVERING, DELIVERED, DEAD = "pending", "delivering", "delivered", "dead"
 _OPEN = (PENDING, DELIVERING)
+#: Most candidate rows one claim looks at when the caller filters them (``admit``).
+CLAIM_WINDOW = 512
 
 
 @dataclass(slots=True)
@@ -127,9 +129,23 @@ class EventsStore:
             if audit:
                 await self._insert_audit(conn, audit)
 
-    async def claim(self, me: str, *, now: float, lease: float, limit: int) -> list[Delivery]:
+    async def claim(
+        self,
+        me: str,
+        *,
+        now: float,
+        lease: float,
+        limit: int,
+        skip_endpoints: Collection[str] = (),
+        admit: Callable[[str], bool] | None = None,
+    ) -> list[Delivery]:
         """Claim up to ``limit`` due deliveries, at most one per (endpoint, repository): the
-        oldest open one of each, so a repository's events go out in order."""
+        oldest open one of each, so a repository's events go out in order.
+
+        ``skip_endpoints`` are left alone (their share of the worker is in use), and ``admit``
+        is asked for each candidate's endpoint in order, so the caller can hold each endpoint
+        and namespace to its share within one batch: rows of a busy endpoint never stand in
+        front of another endpoint's (issue 21)."""
         d = webhook_deliveries
         e = d.alias("earlier")
         earlier = (
@@ -145,22 +161,29 @@ class EventsStore:
         due = or_(
             and_(d.c.status == PENDING, d.c.next_attempt_at <= now), and_(d.c.status == DELIVERING, d.c.claimed_until < now)
         )
+        skip = d.c.endpoint.not_in(sorted(skip_endpoints)) if skip_endpoints else literal(True)
+        # With ``admit`` some candidates are passed over: look at a bounded window beyond ``limit``.
+        window = limit if admit is None else min(CLAIM_WINDOW, limit * 8)
         query = (
-            select(d.c.id)
-            .where(d.c.status.in_(_OPEN), due, ~earlier)
+            select(d.c.id, d.c.endpoint)
+            .where(d.c.status.in_(_OPEN), due, skip, ~earlier)
             .order_by(d.c.id)
-            .limit(limit)
+            .limit(window)
             .with_for_update(skip_locked=True, of=d)
         )
         # An idle outbox costs one indexed read per poll, not a write transaction (on SQLite a
         # write transaction takes the file's one write lock).
         async with self.db.read(snapshot=False) as conn:
-            if (await conn.execute(select(d.c.id).where(d.c.status.in_(_OPEN), due).limit(1))).first() is None:
+            if (await conn.execute(select(d.c.id).where(d.c.status.in_(_OPEN), due, skip).limit(1))).first() is None:
                 return []
         out: list[Delivery] = []
         async with self.db.write() as conn:
-            ids = [int(r.id) for r in (await conn.execute(query)).all()]
-            for did in ids:
+            candidates = [(int(r.id), str(r.endpoint)) for r in (await conn.execute(query)).all()]
+            for did, endpoint in candidates:
+                if len(out) >= limit:
+                    break
+                if admit is not None and not admit(endpoint):
+                    continue
                 res = await conn.execute(
                     update(d)
                     .where(d.c.id == did, due)

@@ -410,6 +410,9 @@ ui_sessions = Table(
     Column("username", String(64), nullable=False),
     #: The access token used to sign in (its revocation ends the session), if any.
     Column("token_id", String(32), nullable=True),
+    #: htpasswd mode: HMAC of the user's hash line keyed with the cookie value (migration
+    #: 0013); a password change makes it differ and ends the session.
+    Column("credential", String(64), nullable=True),
     Column("csrf", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),

@@ -467,12 +467,20 @@ class UIQueries:
                 await conn.execute(upsert(repositories.c.name.in_(chunk)))
 
     # -- sessions -----------------------------------------------------------------------------
-    async def create_session(self, sid_hash: str, user: str, token_id: str | None, csrf: str, ttl: float) -> None:
+    async def create_session(
+        self, sid_hash: str, user: str, token_id: str | None, csrf: str, ttl: float, credential: str | None = None
+    ) -> None:
         now = time.time()
         async with self.db.write() as conn:
             await conn.execute(
                 ui_sessions.insert().values(
-                    id=sid_hash, username=user, token_id=token_id, csrf=csrf, created_at=now, expires_at=now + ttl
+                    id=sid_hash,
+                    username=user,
+                    token_id=token_id,
+                    credential=credential,
+                    csrf=csrf,
+                    created_at=now,
+                    expires_at=now + ttl,
                 )
             )
 
@@ -482,7 +490,13 @@ class UIQueries:
             r = (await conn.execute(q)).first()
         if r is None:
             return None
-        return {"user": r.username, "token_id": r.token_id, "csrf": r.csrf, "created_at": r.created_at}
+        return {
+            "user": r.username,
+            "token_id": r.token_id,
+            "credential": r.credential,
+            "csrf": r.csrf,
+            "created_at": r.created_at,
+        }
 
     async def delete_session(self, sid_hash: str) -> None:
         async with self.db.write() as conn:

@@ -187,3 +187,31 @@ class StorageUnavailable(BackendUnavailable):
 class DatabaseUnavailable(BackendUnavailable):
     """Raised by the metadata layer when the database cannot be reached or is busy past its
     timeout (lost connection, pool exhausted, SQLite locked or failing I/O)."""
+
+
+class StorageFullError(BackendUnavailable):
+    """The disk or quota under the blobs or the database is full (ENOSPC, EDQUOT, SQLite's
+    ``database or disk is full``, PostgreSQL's ``disk_full``, an S3 quota): reads keep working,
+    writes are refused until space is freed.
+
+    ``507 Insufficient Storage`` (RFC 4918) says what a retry alone will not fix; the body keeps
+    ``UNAVAILABLE`` (Distribution's code for a refusal on the server's side -- the OCI code list
+    governs 4xx bodies) with "storage is full" in the message and ``detail.reason``.  A
+    5xx is what clients retry at most, never treat as "this image is wrong".
+    """
+
+    status = 507
+    message = "storage is full: the registry refuses writes until space is freed (reads still work)"
+    #: A full disk is not freed in seconds.
+    retry_after = 60
+
+    def __init__(self, message: str | None = None, detail: Any = None, *, reason: str = "") -> None:
+        super().__init__(message, {"reason": "storage full"} if detail is None else detail, reason=reason)
+
+
+class StorageFull(StorageFullError, StorageUnavailable):
+    """The blob store is full (ENOSPC/EDQUOT, an S3 quota)."""
+
+
+class DatabaseFull(StorageFullError, DatabaseUnavailable):
+    """The metadata database is full (SQLite ``database or disk is full``, PostgreSQL ``disk_full``)."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
-from ..registry.errors import StorageUnavailable
+from ..registry.errors import StorageFull, StorageUnavailable
 
 UploadState = dict[str, Any]
 
@@ -159,6 +159,10 @@ OutageClassifier = Callable[[BaseException], "str | None"]
 #: File-system errors that say the storage itself is failing (not that a path is missing):
 #: I/O error, disk or quota full, read-only file system, stale NFS handle.
 OUTAGE_ERRNOS = frozenset({errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ESTALE})
+#: Of those, the ones that say "full" (507, see :class:`~moorage.registry.errors.StorageFull`).
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: Prefix of a classifier's reason that means "full" rather than "away" (e.g. an S3 quota).
+FULL_REASON = "full: "
 
 #: The interface's operations whose failures are translated (``open``/``close`` are not: a store
 #: that cannot start is a start-up error, told as one line).
@@ -186,7 +190,8 @@ _Store = TypeVar("_Store", bound=type)
 def os_outage(exc: BaseException) -> str | None:
     """The filesystem driver's classifier (also for local files any driver touches)."""
     if isinstance(exc, OSError) and exc.errno in OUTAGE_ERRNOS:
-        return f"{errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror or exc}"
+        reason = f"{errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror or exc}"
+        return FULL_REASON + reason if exc.errno in FULL_ERRNOS else reason
     return None
 
 
@@ -197,7 +202,10 @@ def as_outage(exc: BaseException, classify: OutageClassifier, driver: str) -> Ba
     reason = classify(exc)
     if reason is None:
         return exc
-    unavailable = StorageUnavailable(reason=f"{driver}: {reason}")
+    if reason.startswith(FULL_REASON):
+        unavailable: StorageUnavailable = StorageFull(reason=f"{driver}: {reason.removeprefix(FULL_REASON)}")
+    else:
+        unavailable = StorageUnavailable(reason=f"{driver}: {reason}")
     unavailable.__cause__ = exc
     return unavailable
 

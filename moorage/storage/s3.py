@@ -55,7 +55,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
 
-from .base import BlobStat, BlobStore, PartialAppend, UploadState, os_outage, translate_outages
+from .base import FULL_REASON, BlobStat, BlobStore, PartialAppend, UploadState, os_outage, translate_outages
 
 if TYPE_CHECKING:
     from ..config import S3Storage
@@ -85,6 +85,8 @@ def _status(exc: ClientError) -> int:
 
 #: S3 error codes that mean "the service is overloaded or failing, retry" whatever the status.
 _OUTAGE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
+#: The bucket's or user's quota is used up (Ceph RGW: 403 QuotaExceeded): full, not away.
+_FULL_CODES = {"QuotaExceeded"}
 
 
 def s3_outage(exc: BaseException) -> str | None:
@@ -92,6 +94,8 @@ def s3_outage(exc: BaseException) -> str | None:
     (after botocore's own retries), or a local file-system failure."""
     if isinstance(exc, (BotoConnectionError, HTTPClientError)):
         return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ClientError) and _code(exc) in _FULL_CODES:
+        return f"{FULL_REASON}{_code(exc)} ({_status(exc)})"
     if isinstance(exc, ClientError) and (_status(exc) >= 500 or _code(exc) in _OUTAGE_CODES):
         return f"{_code(exc) or 'HTTP ' + str(_status(exc))} ({_status(exc)})"
     return os_outage(exc)

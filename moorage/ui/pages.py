@@ -308,9 +308,26 @@ async def _read_config(request: web.Request, desc: dict[str, Any]) -> dict[str, 
 
 
 # -- sign-in -------------------------------------------------------------------------------
+#: Longest ``next=`` kept after sign-in (a longer one sends the user to ``/``).
+MAX_NEXT = 1000
+
+
 def _safe_next(value: str | None) -> str:
-    """Only local paths (never ``//host`` or a scheme) after sign-in."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value and len(value) < 1000:
+    """Where to go after sign-in: only a path of this site, else ``/``.
+
+    Browsers are lenient where a server is strict: they drop tabs and newlines anywhere in a
+    URL, read a backslash as ``/`` and strip leading controls and spaces, so ``/%09/host`` (a
+    tab, decoded) or ``/%5Chost`` (a backslash) becomes ``//host`` -- another site.  So:
+    printable ASCII only (no whitespace, no controls, no non-ASCII such as U+3000 or U+200B),
+    no backslash, one leading ``/`` and not ``//`` (issue 21).
+    """
+    if (
+        value
+        and len(value) <= MAX_NEXT
+        and value.startswith("/")
+        and not value.startswith("//")
+        and all("!" <= ch <= "~" and ch != "\\" for ch in value)
+    ):
         return value
     return "/"
 

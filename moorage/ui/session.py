@@ -9,7 +9,10 @@ the same credentials: :func:`moorage.auth.policy.repository_rights` on the same
 Sessions: the cookie holds 32 random bytes; the database holds only their sha256, with the
 user, the access token signed in with (revoking it ends the session) and the session's CSRF
 token -- so every replica recognises every session and signing out is a row delete.  A
-password change ends the sessions opened with the old password.
+password change ends the sessions opened with the old password: in ``token`` mode through the
+user's ``password_changed_at``; in ``htpasswd`` mode, where the file is the only record, the
+session keeps a fingerprint of the user's hash line (HMAC keyed with the cookie value, so the
+database alone gives nothing to guess passwords against) and ends when the line differs.
 
 CSRF: every form carries a token; a POST without the right one is refused (403).  Signed-in
 forms use the session's token; forms shown before sign-in (the sign-in form itself, and
@@ -132,6 +135,12 @@ def _hash(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
 
 
+def htpasswd_fingerprint(sid: str, hashed: str) -> str:
+    """What an htpasswd session remembers of its user's hash line: changing the password (or
+    only re-hashing it) changes the line, and so ends the session."""
+    return hmac.new(sid.encode(), b"moorage-ui-htpasswd\0" + hashed.encode(), hashlib.sha256).hexdigest()
+
+
 class _CookieFlags(TypedDict):
     httponly: bool
     secure: bool
@@ -176,7 +185,7 @@ async def resolve_viewer(request: web.Request) -> Viewer:
     queries = request.app[QUERIES]
     if sid and len(sid) <= 100:
         sess = await queries.get_session(_hash(sid))
-        if sess is not None and await _still_valid(request, viewer, sess):
+        if sess is not None and await _still_valid(request, viewer, sess, sid):
             viewer.session_hash = _hash(sid)
             viewer.csrf = sess["csrf"]
         else:
@@ -190,8 +199,8 @@ async def resolve_viewer(request: web.Request) -> Viewer:
     return viewer
 
 
-async def _still_valid(request: web.Request, viewer: Viewer, sess: dict[str, Any]) -> bool:
-    """Fill ``viewer`` from a stored session if its user (and token) still stand."""
+async def _still_valid(request: web.Request, viewer: Viewer, sess: dict[str, Any], sid: str) -> bool:
+    """Fill ``viewer`` from a stored session if its user (and token, or password) still stand."""
     mode = viewer.mode
     name = sess["user"]
     if mode == "none":
@@ -204,8 +213,10 @@ async def _still_valid(request: web.Request, viewer: Viewer, sess: dict[str, Any
     if state is None:
         return False
     if mode == "htpasswd":
-        if state.htpasswd is None or name not in state.htpasswd.entries():
-            return False
+        hashed = state.htpasswd.entries().get(name) if state.htpasswd is not None else None
+        stored = sess.get("credential")
+        if hashed is None or not stored or not hmac.compare_digest(htpasswd_fingerprint(sid, hashed), stored):
+            return False  # removed, password changed, or a session from before fingerprints
         viewer.name, viewer.admin = name, True
         return True
     user = await state.store.get_user(name)
@@ -232,6 +243,7 @@ async def sign_in(request: web.Request, username: str, password: str) -> None:
     settings = request.app[SETTINGS]
     mode = settings.auth.mode
     token_id: str | None = None
+    hashed: str | None = None
     if not username or len(username) > 64 or len(password) > 4096 or "\x00" in password:
         raise UIError(401, "Invalid username or password.")
     if mode == "token":
@@ -250,12 +262,16 @@ async def sign_in(request: web.Request, username: str, password: str) -> None:
         from ..api.common import AUTHENTICATOR
 
         state = request.app[AUTHENTICATOR]
+        before = state.htpasswd.entries().get(username) if state.htpasswd is not None else None
         try:
             await state.htpasswd_login(request, username, password)
         except errors.TooManyRequests:
             raise UIError(429, "Too many failed sign-ins; try again in a minute.") from None
         except errors.Unauthorized:
             raise UIError(401, "Invalid username or password.") from None
+        hashed = state.htpasswd.entries().get(username) if state.htpasswd is not None else None
+        if hashed is None or hashed != before:  # the file changed while we checked: check again
+            raise UIError(401, "Invalid username or password.")
     # auth.mode none: anyone may do anything; the name is only shown (and recorded).
     queries = request.app[QUERIES]
     old = request.cookies.get(SESSION_COOKIE)
@@ -263,7 +279,8 @@ async def sign_in(request: web.Request, username: str, password: str) -> None:
         await queries.delete_session(_hash(old))
     sid = secrets.token_urlsafe(32)
     ttl = settings.ui.session_ttl
-    await queries.create_session(_hash(sid), username, token_id, secrets.token_urlsafe(24), ttl)
+    credential = htpasswd_fingerprint(sid, hashed) if hashed is not None else None
+    await queries.create_session(_hash(sid), username, token_id, secrets.token_urlsafe(24), ttl, credential)
     set_cookie(request, SESSION_COOKIE, sid, max_age=ttl, samesite="Lax")
 
 
