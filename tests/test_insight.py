@@ -297,6 +297,10 @@ def test_pull_policy_refuses_skopeo_and_podman_until_allow_listed(
     moorage: RegistryProcess, world: dict[str, Any], skopeo: Any, podman_socket: Any, tmp_path: Path
 ) -> None:
     client: Client = world["client"]
+    # Self-contained: the advisories this test blocks on are imported here (again, if an earlier
+    # test did; an import is incremental), so it passes run alone and fails for its own reasons.
+    for source in ("osv_dir", "osv_zip"):
+        cli(moorage, "vulndb", "import", str(world[source]))
     cli(moorage, "vuln-policy", "insight", "--block", "HIGH")
     ref = f"docker://{moorage.host}/insight/app:1.0"
 

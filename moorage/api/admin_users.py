@@ -68,8 +68,11 @@ def _bad(message: str) -> errors.RegistryError:
 async def _body(request: web.Request, model: type[M]) -> M:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise errors.SizeInvalid("request body too large", status=413)
+    raw = await request.read()  # a chunked body declares no length: its size shows here
+    if len(raw) > MAX_BODY_BYTES:
+        raise errors.SizeInvalid("request body too large", status=413)
     try:
-        data = loads_untrusted(await request.read() or b"{}")
+        data = loads_untrusted(raw or b"{}")
     except UntrustedJSONError:
         raise _bad("request body is not JSON") from None
     if not isinstance(data, dict):

@@ -77,6 +77,8 @@ async def token_post(request: web.Request) -> web.Response:
         raise errors.Unsupported("expected an application/x-www-form-urlencoded body", status=400)
     if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
         raise errors.SizeInvalid("token request too large", status=413)
+    if len(await request.read()) > MAX_FORM_BYTES:  # a chunked body declares no length; post() reads this cached copy
+        raise errors.SizeInvalid("token request too large", status=413)
     form = await request.post()
     _check_service(auth, str(form.get("service") or "") or None)
     grant_type = str(form.get("grant_type") or "")

@@ -44,6 +44,14 @@ _MAX_REDIRECTS = 5
 #: Tokens are renewed this many seconds before they expire.
 _TOKEN_SLACK = 10.0
 _MAX_TOKENS = 1000
+#: Largest JSON answer read from an upstream or its token endpoint (a token, a tags page, a
+#: referrers list): beyond it the answer is an :class:`UpstreamError`, never a buffer of the
+#: upstream's choosing (docs/integrity.md, resource bounds).
+MAX_JSON_BYTES = 4 << 20
+#: Tag-list pages followed (``n=1000`` each): an upstream's endless ``Link`` chain ends here.
+MAX_TAG_PAGES = 1000
+#: Bytes of an upstream's error answer kept for the message.
+_ERROR_TEXT_BYTES = 300
 
 
 class UpstreamError(Exception):
@@ -174,8 +182,8 @@ class RegistryClient:
                         raise UpstreamError(f"upstream {self.host} refused our credentials ({resp.status})", resp.status)
                     if resp.status != 200:
                         raise UpstreamError(f"token endpoint of {self.host} answered {resp.status}", resp.status)
-                    body = await resp.json(content_type=None)
-            except aiohttp.ClientError as exc:
+                    body = await _json_body(resp, f"token answer of {self.host}")
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 raise UpstreamError(f"token endpoint of {self.host}: {exc}") from None
             token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
             if not isinstance(token, str) or not token:
@@ -235,7 +243,10 @@ class RegistryClient:
             if resp.status in ok:
                 return resp
             status = resp.status
-            text = (await resp.read())[:300].decode(errors="replace")
+            try:
+                text = (await resp.content.read(_ERROR_TEXT_BYTES)).decode(errors="replace")
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                text = ""
             resp.release()
             if status == 404:
                 raise UpstreamNotFound(f"{self.host}{path}: not found", 404)
@@ -331,14 +342,19 @@ class RegistryClient:
     async def list_tags(self, repo: str) -> list[str]:
         found: list[str] = []
         path: str | None = f"/v2/{repo}/tags/list?n=1000"
+        pages = 0
         while path:
+            pages += 1
+            if pages > MAX_TAG_PAGES:
+                raise UpstreamError(f"{self.host}: more than {MAX_TAG_PAGES} pages of tags for {repo}")
             resp = await self.request("GET", path, scope=self.pull_scope(repo))
             try:
-                body = await resp.json(content_type=None)
+                body = await _json_body(resp, f"tag list from {self.host}")
                 link = resp.headers.get("Link")
             finally:
                 resp.release()
-            found.extend((body or {}).get("tags") or [])
+            tags = body.get("tags") if isinstance(body, dict) else None
+            found.extend(t for t in (tags if isinstance(tags, list) else []) if isinstance(t, str))
             m = re.match(r"\s*<([^>]+)>\s*;\s*rel=\"?next\"?", link or "")
             path = m.group(1) if m else None
             if path and path.startswith("http"):
@@ -354,8 +370,30 @@ class RegistryClient:
         try:
             if "json" not in resp.headers.get("Content-Type", ""):
                 return None
-            body = await resp.json(content_type=None)
+            body = await _json_body(resp, f"referrers list from {self.host}")
         finally:
             resp.release()
         manifests = body.get("manifests") if isinstance(body, dict) else None
         return manifests if isinstance(manifests, list) else None
+
+
+async def _json_body(resp: aiohttp.ClientResponse, what: str) -> Any:
+    """An upstream's JSON answer, read to at most :data:`MAX_JSON_BYTES` (a declared or streamed
+    larger body, a body that is not JSON, or one nested too deeply is an :class:`UpstreamError`)."""
+    from ..registry.safejson import UntrustedJSONError, loads_untrusted
+
+    too_big = f"{what} larger than {MAX_JSON_BYTES} bytes"
+    if resp.content_length is not None and resp.content_length > MAX_JSON_BYTES:
+        raise UpstreamError(too_big)
+    body = bytearray()
+    try:
+        async for chunk in resp.content.iter_any():
+            body += chunk
+            if len(body) > MAX_JSON_BYTES:
+                raise UpstreamError(too_big)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise UpstreamError(f"{what} interrupted: {exc}") from None
+    try:
+        return loads_untrusted(bytes(body))
+    except UntrustedJSONError as exc:
+        raise UpstreamError(f"{what} is not JSON: {str(exc)[:100]}") from None

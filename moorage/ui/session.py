@@ -302,6 +302,8 @@ async def check_csrf(request: web.Request) -> tuple[Viewer, Form]:
         raise UIError(403, "Cross-site request refused.")
     if request.content_length is not None and request.content_length > 256 * 1024:
         raise UIError(413, "Form too large.")
+    if len(await request.read()) > 256 * 1024:  # a chunked body declares no length; post() reads this cached copy
+        raise UIError(413, "Form too large.")
     form = await request.post()
     sent = form.get("csrf")
     if not isinstance(sent, str) or not viewer.csrf or not hmac.compare_digest(sent.encode(), viewer.csrf.encode()):

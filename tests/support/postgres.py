@@ -111,6 +111,10 @@ class PostgresServer:
     timeout: float = 60.0
     password: str = field(default_factory=lambda: secrets.token_hex(16))
     timings: dict[str, float] = field(default_factory=dict)
+    #: ``postgresql.conf`` settings appended after the speed settings (later lines win): the
+    #: fault tests set ``synchronous_commit = on``, since with it off a commit is acknowledged
+    #: before its WAL is written and ``pg_ctl stop -m immediate`` loses it -- by design.
+    extra_conf: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -219,6 +223,47 @@ class PostgresServer:
             atexit.unregister(self.stop)
             self._atexit_registered = False
 
+    # ------------------------------------------------------------------- faults
+    def pg_ctl_stop(self, mode: str = "immediate") -> None:
+        """``pg_ctl stop -m MODE``: with ``immediate`` every backend is killed without a checkpoint
+        (a crash, as a client sees it: connections reset, new ones refused).  The cluster's files
+        stay; :meth:`restart` starts it again on the same port (crash recovery on start)."""
+        assert self.root is not None and self._proc is not None
+        self._run(
+            self._bin("pg_ctl"), "stop", "-D", str(self.root / "data"), "-m", mode, "-w", "-t", "30", timeout=60, as_service=True
+        )
+        self._proc.wait(timeout=30)
+
+    def restart(self) -> None:
+        """Start the cluster stopped by :meth:`pg_ctl_stop` again, on the port it had (so the URL
+        every client holds is good again); returns once it accepts connections."""
+        assert self.root is not None and self.port
+        logf = open(self.root / "postgres.log", "ab")
+        try:
+            self._proc = subprocess.Popen(
+                [self._bin("postgres"), "-D", str(self.root / "data"), "-p", str(self.port)],
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=clean_env(),
+                cwd=str(self.root),
+                preexec_fn=die_with_parent,
+                **self._as_service_user(),
+            )
+        finally:
+            logf.close()
+
+        def ready() -> bool:
+            cp = subprocess.run(
+                [self._bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port), "-t", "2"],
+                timeout=10,
+                env=clean_env(),
+                stdin=subprocess.DEVNULL,
+            )
+            return cp.returncode == 0
+
+        wait_until(ready, timeout=self.timeout, what="postgres restart", interval=0.05, alive=[self._proc], on_fail=self._diag)
+
     # ------------------------------------------------------------------- phases
     def _prepare_dirs(self) -> None:
         self._user = _service_user()
@@ -287,6 +332,8 @@ class PostgresServer:
                 "log_min_messages = warning\n"
                 "log_min_error_statement = error\n"
             )
+            for key, value in self.extra_conf.items():
+                f.write(f"{key} = {value}\n")
         self.timings["initdb"] = time.monotonic() - t
 
     def _start_server(self) -> None:
