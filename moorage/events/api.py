@@ -255,6 +255,8 @@ def public_entry(e: dict[str, Any]) -> dict[str, Any]:
         "client_ip": e["client_ip"],
         "user_agent": e["user_agent"],
         "detail": e["detail"],
+        "face": e.get("face"),
+        "outcome": e.get("outcome"),
     }
 
 

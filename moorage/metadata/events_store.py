@@ -110,6 +110,10 @@ class AuditEntry(TypedDict, total=False):
     detail: dict[str, Any] | None
     #: Entries with the same key are written once (aggregated pulls and logins, imported GC runs).
     dedupe_key: str
+    #: Through which face the change came (``api``, ``ui``, ``cli`` ...) and its outcome (``ok``,
+    #: ``denied``); NULL where the writer does not say (older entries, registry events).
+    face: str | None
+    outcome: str | None
 
 
 class EventsStore:
@@ -268,6 +272,11 @@ class EventsStore:
         return bool(res.rowcount)
 
     # -- audit log ------------------------------------------------------------------------
+    async def insert_audit(self, conn: Any, rows: Sequence[AuditEntry]) -> None:
+        """Write ``rows`` on ``conn``: inside the caller's transaction, so a change and its audit
+        entry commit (or roll back) together (:mod:`moorage.accounts`)."""
+        await self._insert_audit(conn, rows)
+
     async def _insert_audit(self, conn: Any, rows: Sequence[AuditEntry]) -> None:
         plain = [r for r in rows if not r.get("dedupe_key")]
         keyed = [r for r in rows if r.get("dedupe_key")]
@@ -453,6 +462,8 @@ def _audit_values(r: AuditEntry) -> dict[str, Any]:
         "user_agent": _cut(r.get("user_agent"), 300),
         "detail": json.dumps(detail, sort_keys=True) if detail else None,
         "dedupe_key": _cut(r.get("dedupe_key"), 400),
+        "face": _cut(r.get("face"), 16),
+        "outcome": _cut(r.get("outcome"), 16),
     }
 
 
@@ -471,6 +482,8 @@ def _audit_out(r: Any) -> dict[str, Any]:
         "client_ip": r.client_ip,
         "user_agent": r.user_agent,
         "detail": json.loads(r.detail) if r.detail else None,
+        "face": r.face,
+        "outcome": r.outcome,
     }
 
 
