@@ -333,6 +333,33 @@ class WebhookEndpoint(BaseModel):
 _REPO_PATTERN = re.compile(r"^[a-z0-9*][a-z0-9._/*-]*$")
 
 
+class WebhookRules(BaseModel):
+    """Who may create webhooks through ``/api/v1/webhooks`` and where they may point
+    (``events.webhooks``; docs/events.md)."""
+
+    model_config = {"extra": "forbid"}
+
+    #: Namespace administrators (``admin`` on ``NS/*``, or a user for their own namespace) may
+    #: create webhooks for their namespace.  Off: administrators only.
+    namespace_admins: bool = False
+    #: CIDRs a namespace administrator's webhook may reach although they are loopback,
+    #: link-local or private (anything not globally routable is refused otherwise).  Checked
+    #: on the address each delivery connects to.  Administrators' webhooks are not restricted.
+    allowed_networks: list[str] = Field(default=[], max_length=100)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"not a network (CIDR): {item[:60]!r}") from None
+        return value
+
+
 class EventsSettings(BaseModel):
     """Webhook delivery, audit log and operational metrics (``moorage.events``)."""
 
@@ -361,6 +388,8 @@ class EventsSettings(BaseModel):
     stats_interval: float = Field(default=60.0, gt=0)
     #: CloudEvents ``source`` and Distribution ``source.addr`` (default: the request's Host).
     source: str | None = None
+    #: Who may create webhooks, and where a namespace administrator's may point.
+    webhooks: WebhookRules = WebhookRules()
 
 
 class UISettings(BaseModel):

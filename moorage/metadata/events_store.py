@@ -11,10 +11,11 @@ then makes a claim exclusive even if two replicas picked the same row).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Required, Sequence, TypedDict
+from typing import Any, AsyncIterator, Iterable, Required, Sequence, TypedDict
 
 from sqlalchemy import and_, case, delete, func, insert, literal, or_, select, update
 
@@ -251,16 +252,25 @@ class EventsStore:
             rows = (await conn.execute(select(webhooks).order_by(webhooks.c.name))).all()
         return [_webhook(r) for r in rows]
 
-    async def create_webhook(self, row: dict[str, Any]) -> bool:
+    @contextlib.asynccontextmanager
+    async def _tx(self, conn: Any) -> AsyncIterator[Any]:
+        """The caller's transaction (a change and its audit entry commit together), or our own."""
+        if conn is not None:
+            yield conn
+            return
+        async with self.db.write() as own:
+            yield own
+
+    async def create_webhook(self, row: dict[str, Any], *, conn: Any = None) -> bool:
         values = {**row, "created_at": time.time()}
         for key in ("actions", "repositories", "targets"):
             values[key] = json.dumps(list(values[key]))
-        async with self.db.write() as conn:
+        async with self._tx(conn) as conn:
             res = await conn.execute(self.db.insert(webhooks).values(**values).on_conflict_do_nothing(index_elements=["name"]))
         return bool(res.rowcount)
 
-    async def delete_webhook(self, name: str) -> bool:
-        async with self.db.write() as conn:
+    async def delete_webhook(self, name: str, *, conn: Any = None) -> bool:
+        async with self._tx(conn) as conn:
             res = await conn.execute(delete(webhooks).where(webhooks.c.name == name))
             if res.rowcount:
                 # Nothing will deliver them any more: close them so the history says why.
