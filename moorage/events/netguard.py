@@ -61,7 +61,7 @@ def guarded_connector(allowed: tuple[Network, ...], **kwargs: Any) -> aiohttp.TC
     def socket_factory(addr_info: Any) -> socket.socket:
         family, type_, proto, _, sockaddr = addr_info
         if not address_allowed(str(sockaddr[0]), allowed):
-            raise DestinationRefused(f"webhook destination {sockaddr[0]} is not allowed (loopback, link-local or private)")
+            raise DestinationRefused(f"webhook destination {sockaddr[0]} is not allowed (not a public address)")
         return socket.socket(family=family, type=type_, proto=proto)
 
     return aiohttp.TCPConnector(socket_factory=socket_factory, **kwargs)
@@ -93,5 +93,5 @@ async def check_url(url: str, allowed: tuple[Network, ...]) -> str | None:
         candidates = [str(i[4][0]) for i in infos]
     for raw in candidates:
         if not address_allowed(raw, allowed):
-            return f"destination {raw} is loopback, link-local or private (events.webhooks.allowed_networks)"
+            return f"destination {raw} is not a public address (loopback, link-local, private...; see events.webhooks.allowed_networks)"
     return None
