@@ -85,7 +85,10 @@ async def test_an_administrator_made_in_the_ui_is_audited(client: TestClient) ->
     assert e["detail"]["admin"] is True
     # the grant and the visibility change made on the namespaces page too
     r = await ui_form(
-        client, "/ui/admin/namespaces", "/ui/admin/namespaces", {"action": "grant", "namespace": "corp", "user": "eve", "admin": "1"}
+        client,
+        "/ui/admin/namespaces",
+        "/ui/admin/namespaces",
+        {"action": "grant", "namespace": "corp", "user": "eve", "admin": "1"},
     )
     assert r.status == 303, await r.text()
     r = await ui_form(
@@ -133,7 +136,9 @@ async def test_a_short_token_cannot_mint_a_longer_one_and_revoking_it_revokes_th
     assert r.status == 201, await r.text()
     child = await r.json()
     assert child["parent_id"] == parent["id"] and child["expires_at"] <= parent["expires_at"]
-    grandchild = await (await client.post("/api/v1/me/tokens", json={"expires_in": 30}, headers=basic("carol", child["token"]))).json()
+    grandchild = await (
+        await client.post("/api/v1/me/tokens", json={"expires_in": 30}, headers=basic("carol", child["token"]))
+    ).json()
     for tok in (child, grandchild):
         assert (await client.get("/api/v1/me", headers=basic("carol", tok["token"]))).status == 200
     # a bearer token got with the child works until the parent is revoked
@@ -175,7 +180,9 @@ async def test_a_non_administrators_loopback_webhook_is_refused(client: TestClie
     await add_user(client, "frank", "frank-Pw-123")
     r = await client.post("/api/v1/webhooks", json=LOOPBACK_HOOK, headers=basic("frank", "frank-Pw-123"))
     assert r.status == 403, await r.text()
-    r = await client.post("/api/v1/webhooks", json={**LOOPBACK_HOOK, "url": "https://hooks.example.com/x"}, headers=basic("frank", "frank-Pw-123"))
+    r = await client.post(
+        "/api/v1/webhooks", json={**LOOPBACK_HOOK, "url": "https://hooks.example.com/x"}, headers=basic("frank", "frank-Pw-123")
+    )
     assert r.status == 403  # webhooks are for administrators unless namespace_admins
     denied = [e for e in await audit(client, action="webhook.add") if e["actor"] == "frank"]
     assert {e["outcome"] for e in denied} == {"denied"} and len(denied) == 2
@@ -221,7 +228,9 @@ async def test_allowed_networks_let_a_namespace_admin_reach_a_listed_private_ran
         r = await c.post("/api/v1/webhooks", json=LOOPBACK_HOOK, headers=basic("frank", "frank-Pw-123"))
         assert r.status == 201, await r.text()
         r = await c.post(
-            "/api/v1/webhooks", json={**LOOPBACK_HOOK, "name": "meta", "url": "http://169.254.169.254/"}, headers=basic("frank", "frank-Pw-123")
+            "/api/v1/webhooks",
+            json={**LOOPBACK_HOOK, "name": "meta", "url": "http://169.254.169.254/"},
+            headers=basic("frank", "frank-Pw-123"),
         )
         assert r.status == 400
 

@@ -104,9 +104,7 @@ class AccountsService:
                 raise _bad(f"user {name!r} exists already")
             user = await self.store.get_user(name, conn=conn)
             assert user is not None
-            await self.audit.record(
-                conn, self.audit.entry(p, "user.add", target=name, detail={"admin": admin, "robot": robot})
-            )
+            await self.audit.record(conn, self.audit.entry(p, "user.add", target=name, detail={"admin": admin, "robot": robot}))
         return user, generated
 
     @operation("user.delete")

@@ -31,7 +31,7 @@ from ..api import routes as route_names
 from ..config import Settings
 from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery, EventsStore
 from ..registry import errors
-from ..registry.principal import Principal
+from ..registry.principal import Principal as ServicePrincipal
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from .endpoints import Endpoint, EndpointSet
 from .query import iso, parse_time
@@ -99,9 +99,9 @@ class EventsAPI:
         return Caller(user.name, False, administered_namespaces(principal))
 
     @staticmethod
-    def principal(request: web.Request, caller: Caller) -> Principal:
+    def principal(request: web.Request, caller: Caller) -> ServicePrincipal:
         """The caller as a service :class:`~moorage.registry.principal.Principal` (face ``api``)."""
-        return Principal(
+        return ServicePrincipal(
             caller.name,
             "api",
             admin=caller.admin,

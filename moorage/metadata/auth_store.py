@@ -103,7 +103,14 @@ class AuthStore:
             return [_user(r) for r in await conn.execute(select(users).order_by(users.c.name))]
 
     async def create_user(
-        self, name: str, password_hash: str | None, *, admin: bool = False, robot: bool = False, if_no_admin: bool = False, conn: Any = None
+        self,
+        name: str,
+        password_hash: str | None,
+        *,
+        admin: bool = False,
+        robot: bool = False,
+        if_no_admin: bool = False,
+        conn: Any = None,
     ) -> bool:
         """Create a user; False if the name is taken (or, with ``if_no_admin``, if an admin
         exists already -- the first-start admin, race-free between replicas)."""

@@ -460,7 +460,9 @@ async def namespaces_post(request: web.Request) -> web.StreamResponse:
             await _accounts(request).add_grant(_principal(request, viewer), _field(form, "user", 64), f"{ns}/*", acts)
         elif action == "revoke":
             try:
-                await _accounts(request).revoke_grant(_principal(request, viewer), _field(form, "user", 64), _field(form, "pattern"))
+                await _accounts(request).revoke_grant(
+                    _principal(request, viewer), _field(form, "user", 64), _field(form, "pattern")
+                )
             except errors.NotFound:
                 pass  # gone already: the page shows what is left
         elif action == "retention":

@@ -5,6 +5,7 @@ Revision ID: 0010
 Revises: 0008
 Create Date: 2026-12-07
 """
+
 from alembic import op
 import sqlalchemy as sa
 
