@@ -246,6 +246,8 @@ def _record_cli(path: str, params: dict[str, Any]) -> None:
         if k in SAFE_PARAMS and v not in (None, (), []) and isinstance(v, (str, int, float, bool, list, tuple))
     }
     detail = {k: list(v) if isinstance(v, tuple) else v for k, v in detail.items()}
+    if isinstance(params.get("repo_pattern"), str):  # ``immutable set|rm REPO_PATTERN``: the rule's target
+        detail["pattern"] = params["repo_pattern"]
     repository = named if isinstance(named := detail.get("repository"), str) else None
     target = next((str(detail[k]) for k in ("pattern", "name", "user", "namespace", "token_id", "id") if k in detail), None)
     try:

@@ -13,6 +13,7 @@ audits them exactly as it does for the API and the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -440,10 +441,11 @@ async def namespaces_post(request: web.Request) -> web.StreamResponse:
     """One endpoint, ``action`` says what: the forms on the namespaces page."""
     viewer, form = await check_csrf(request)
     _require_admin(viewer)
-    from ..gc import immutable, quotas, retention
-    from ..gc.patterns import parse_size
+    from ..accounts.policies import PolicyAdminService
+    from ..metadata.records import RetentionPolicy
 
-    db = request.app[DATABASE]
+    policies = PolicyAdminService(request.app[DATABASE], request.app[SETTINGS])
+    who = _principal(request, viewer)
     action = _field(form, "action", 40)
     try:
         if action in ("visibility", "grant", "revoke") and viewer.mode != "token":
@@ -470,29 +472,25 @@ async def namespaces_post(request: web.Request) -> web.StreamResponse:
             keep_last = _field(form, "keep_last", 10)
             expire = _field(form, "expire_days", 10)
             regex = _field(form, "keep_regex", 255) or None
-            await retention.set_policy(
-                db,
-                retention.RetentionPolicy(
-                    f"{ns}/*", int(keep_last) if keep_last else None, regex, float(expire) if expire else None
-                ),
-            )
+            policy = RetentionPolicy(f"{ns}/*", int(keep_last) if keep_last else None, regex, float(expire) if expire else None)
+            await policies.set_retention(who, policy)
         elif action == "retention_remove":
-            await retention.remove_policy(db, _field(form, "pattern"))
+            with contextlib.suppress(errors.NotFound):  # gone already: the page shows what is left
+                await policies.remove_retention(who, _field(form, "pattern"))
         elif action == "immutable":
             ns = _namespace(form)
             regex = _field(form, "tag_regex", 255)
             if not regex:
                 raise ValueError("give a tag regular expression (e.g. ^v[0-9].*)")
-            from ..gc.patterns import compile_regex
-
-            compile_regex(regex)
-            await immutable.set_rule(db, f"{ns}/*", regex)
+            await policies.set_immutable(who, f"{ns}/*", regex)
         elif action == "immutable_remove":
-            await immutable.remove_rule(db, _field(form, "pattern"), _field(form, "tag_regex") or None)
+            with contextlib.suppress(errors.NotFound):
+                await policies.remove_immutable(who, _field(form, "pattern"), _field(form, "tag_regex") or None)
         elif action == "quota":
-            await quotas.set_quota(db, _namespace(form), parse_size(_field(form, "limit", 40)))
+            await policies.set_quota(who, _namespace(form), _field(form, "limit", 40))
         elif action == "quota_remove":
-            await quotas.remove_quota(db, _field(form, "namespace"))
+            with contextlib.suppress(errors.NotFound):
+                await policies.remove_quota(who, _field(form, "namespace"))
         else:
             raise ValueError("unknown action")
     except ValueError as exc:
