@@ -339,3 +339,38 @@ def _delivery_fields() -> dict[str, Any]:
         )
     values["created_at"] = time.time()
     return values
+
+
+# -- minting while the parent is revoked, on PostgreSQL (READ COMMITTED: the row lock matters) -----
+@pytest.mark.services
+async def test_no_child_outlives_a_parent_revoked_while_it_is_minted(postgres_url: str, tmp_path: Path) -> None:
+    import asyncio
+    import uuid
+
+    from tests.support.postgres import create_database
+
+    url = create_database(postgres_url, "acc_" + uuid.uuid4().hex[:12]).replace("postgresql+asyncpg://", "postgresql://")
+    auth = {**TOKEN_MODE, "login_rate_limit": 10_000}
+    async with app_client(tmp_path, auth=auth, database={"url": url, "auto_migrate": True}) as c:
+        minted = 0
+        for delay in (0.05, 0.2, 0.5, 1.0, 2.0):
+            parent = await (await c.post("/api/v1/me/tokens", json={"expires_in": 600}, headers=ADMIN)).json()
+            with_parent = basic("admin", parent["token"])
+
+            async def mint() -> int:
+                r = await c.post("/api/v1/me/tokens", json={"expires_in": 300}, headers=with_parent)
+                return r.status
+
+            async def revoke() -> int:
+                await asyncio.sleep(delay)
+                return (await c.delete(f"/api/v1/tokens/{parent['id']}", headers=ADMIN)).status
+
+            results = await asyncio.gather(*[mint() for _ in range(25)], revoke())
+            assert results[-1] == 204 and set(results[:-1]) <= {201, 401, 403}, results
+            minted += results[:-1].count(201)
+            tokens = (await (await c.get("/api/v1/tokens", params={"user": "admin"}, headers=ADMIN)).json())["tokens"]
+            children = [t for t in tokens if t["parent_id"] == parent["id"]]
+            assert all(t["revoked_at"] is not None for t in children), [t for t in children if t["revoked_at"] is None]
+            assert len(children) == results[:-1].count(201)
+        print(f"minted {minted} children of parents revoked meanwhile")
+        assert minted > 0  # the race was run, not only its losing side

@@ -230,7 +230,7 @@ class AccountsService:
         refusal if it no longer stands (revoked or expired since the request was checked)."""
         if p.token_id is None:
             return None
-        tok = await self.store.get_token(p.token_id, conn=conn)
+        tok = await self.store.get_token(p.token_id, conn=conn, for_update=True)  # vs. a concurrent revoke
         if tok is None or not tok.usable():
             raise errors.Denied("the access token this request came with is revoked or expired")
         return tok

@@ -299,12 +299,17 @@ class AuthStore:
             )
         return TokenRecord(token_id, user, int(uid), name, secret_hash, scope, expires_at, None, None, now, parent_id)
 
-    async def get_token(self, token_id: str, *, conn: Any = None) -> TokenRecord | None:
+    async def get_token(self, token_id: str, *, conn: Any = None, for_update: bool = False) -> TokenRecord | None:
+        """A token by id.  ``for_update`` (inside the caller's write transaction): lock its row
+        until that commits -- a token minted with it and a revocation of it cannot interleave on
+        PostgreSQL (SQLite serialises write transactions anyway)."""
         q = (
             select(*_TOKEN_COLUMNS)
             .select_from(access_tokens.join(users, users.c.id == access_tokens.c.user_id))
             .where(access_tokens.c.id == token_id)
         )
+        if for_update:
+            q = q.with_for_update(of=access_tokens)
         async with self._rx(conn) as conn:
             row = (await conn.execute(q)).first()
         return None if row is None else _token(row)
