@@ -8,7 +8,9 @@ findings, each a test that fails on the code before the services.
   for administrators; with ``events.webhooks.namespace_admins`` only to public destinations
   (unless ``allowed_networks`` lists them), checked again at connect time, where a name that
   resolves to loopback (DNS rebinding) is refused too, and redirects are not followed;
-* a refused change is audited ``denied``; a change the database refuses leaves no entry.
+* a refused change is audited ``denied``; a change the database refuses leaves no entry;
+* on PostgreSQL, a token minted while its parent is being revoked is revoked with it (the
+  minting transaction locks the parent's row; without the lock children survived).
 """
 
 from __future__ import annotations
