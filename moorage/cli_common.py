@@ -62,3 +62,18 @@ def settings_from(config: str | None, data: str | None, *, require_registry: boo
         if missing:
             raise click.ClickException(missing)
     return settings
+
+
+def cli_principal() -> Any:
+    """Whoever runs a ``moorage`` command, as the caller of a service operation: face ``cli``,
+    actor ``cli:<OS user>``, an administrator (the data directory's permissions already gave
+    them everything)."""
+    import getpass
+
+    from .registry.principal import Principal
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry (containers)
+        user = "unknown"
+    return Principal(f"cli:{user}", "cli", admin=True, address="local", user_agent="moorage-cli")

@@ -278,7 +278,6 @@ MAX_WEBHOOK_TIMEOUT = 30.0
 class WebhookEndpoint(_Section):
     """One webhook receiver (``webhooks:`` list in the config file; more via /api/v1/webhooks)."""
 
-
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
     #: HMAC-SHA256 key of ``X-Moorage-Signature``; or name an environment variable in ``secret_env``.
@@ -335,9 +334,33 @@ class WebhookEndpoint(_Section):
 _REPO_PATTERN = re.compile(r"^[a-z0-9*][a-z0-9._/*-]*$")
 
 
+class WebhookRules(_Section):
+    """Who may create webhooks through ``/api/v1/webhooks`` and where they may point
+    (``events.webhooks``; docs/events.md)."""
+
+    #: Namespace administrators (``admin`` on ``NS/*``, or a user for their own namespace) may
+    #: create webhooks for their namespace.  Off: administrators only.
+    namespace_admins: bool = False
+    #: CIDRs a namespace administrator's webhook may reach although they are loopback,
+    #: link-local or private (anything not globally routable is refused otherwise).  Checked
+    #: on the address each delivery connects to.  Administrators' webhooks are not restricted.
+    allowed_networks: list[str] = Field(default=[], max_length=100)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"not a network (CIDR): {item[:60]!r}") from None
+        return value
+
+
 class EventsSettings(_Section):
     """Webhook delivery, audit log and operational metrics (``moorage.events``)."""
-
 
     #: Off: no webhooks, audit log or registry gauges at all (the extension is not wired in).
     enabled: bool = True
@@ -367,6 +390,8 @@ class EventsSettings(_Section):
     stats_interval: float = Field(default=60.0, gt=0)
     #: CloudEvents ``source`` and Distribution ``source.addr`` (default: the request's Host).
     source: str | None = None
+    #: Who may create webhooks, and where a namespace administrator's may point.
+    webhooks: WebhookRules = WebhookRules()
 
 
 class UISettings(_Section):

@@ -33,6 +33,9 @@ def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
         None,
         MOORAGE_EVENTS__STATS_INTERVAL="1",
         MOORAGE_EVENTS__AUDIT_PULLS="aggregate",
+        # namespace administrators make webhooks here (off by default), to a receiver on loopback
+        MOORAGE_EVENTS__WEBHOOKS__NAMESPACE_ADMINS="true",
+        MOORAGE_EVENTS__WEBHOOKS__ALLOWED_NETWORKS='["127.0.0.0/8"]',
     )
     try:
         yield proc

@@ -351,6 +351,12 @@ def test_token_mode_denies_what_the_rule_says(token_srv: RegistryProcess, name: 
             _denied(as_mallory, 403, "DENIED", method)
             _denied(as_mallory_jwt, 403, "DENIED", method)
             _denied(as_scoped_admin, 403, "DENIED", method)
+        elif (method, template) == ("POST", "/api/v1/webhooks"):
+            # past the route rule, the webhook service refuses: with events.webhooks.namespace_admins
+            # off (the default) only administrators create webhooks (issue 20)
+            for r in (as_mallory, as_mallory_jwt):
+                _denied(r, 403, "DENIED", method)
+                assert "administrators" in r.text
         else:
             assert as_mallory.status_code not in (401, 403), (as_mallory.status_code, as_mallory.text[:300])
             assert as_mallory_jwt.status_code not in (401, 403), as_mallory_jwt.text[:300]

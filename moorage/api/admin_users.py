@@ -1,13 +1,16 @@
 """``/api/v1/``: a small JSON admin API over users, grants, access tokens and visibility.
 
 Handlers only: parse the request (bodies through :mod:`moorage.api.admin_models`), call the
-:class:`~moorage.auth.authenticator.Authenticator` and its store, shape the response.  Who may
+accounts service (:class:`~moorage.accounts.service.AccountsService`: it authorizes,
+validates, changes and audits in one transaction) for changes and the store for listings,
+shape the response.  Who may
 call what is the routes table's (:mod:`moorage.api.routes`: ``api_v1_me*`` any signed-in user,
 the rest administrators), enforced by the auth middleware before a handler runs; the handlers
 ask :func:`~moorage.api.credentials.caller` again (answered from the request, no second login).
 
 Authentication: HTTP basic (password or access token) or ``Authorization: Bearer`` with a
-token from ``/auth/token``.  A scoped access token may not create or revoke tokens.
+token from ``/auth/token``.  A scoped access token may not create or revoke tokens; an access
+token creates only tokens that expire no later than itself, revoked with it.
 
 ::
 
@@ -34,12 +37,11 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from ..auth import passwords
-from ..auth.accounts import create_access_token
+from ..accounts.service import AccountsService
 from ..auth.authenticator import Authenticator
-from ..metadata.auth_store import AuthStoreError
 from ..metadata.records import UserRecord
 from ..registry import errors
+from ..registry.principal import Principal
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from . import routes as names
 from .admin_models import (
@@ -52,8 +54,8 @@ from .admin_models import (
     VisibilitySet,
     validate,
 )
-from .common import AUTHENTICATOR
-from .credentials import SCOPED, caller, require_admin
+from .common import ACCOUNTS, AUTHENTICATOR
+from .credentials import SCOPED, caller, principal, require_admin
 
 routes = web.RouteTableDef()
 M = TypeVar("M", bound=BaseModel)
@@ -80,18 +82,20 @@ async def _body(request: web.Request, model: type[M]) -> M:
     return validate(model, data)
 
 
+async def _service(request: web.Request) -> tuple[AccountsService, Principal]:
+    return request.app[ACCOUNTS], await principal(request)
+
+
 @routes.get("/api/v1/me", name=names.ME)
 async def me(request: web.Request) -> web.Response:
     user, admin = await caller(request)
     return web.json_response({**user.public_dict(), "may_administer": admin})
 
 
-async def _new_token(auth: Authenticator, user: str, body: TokenCreate) -> web.Response:
+async def _new_token(request: web.Request, user: str | None, body: TokenCreate) -> web.Response:
+    service, who = await _service(request)
     expires_at = time.time() + body.expires_in if body.expires_in else None
-    try:
-        rec, text = await create_access_token(auth.store, user, body.name or "token", body.scope, expires_at)
-    except AuthStoreError as exc:
-        raise errors.NotFound(str(exc)) from None
+    rec, text = await service.create_token(who, user or who.actor, body.name or "token", body.scope, expires_at)
     return web.json_response({**rec.public_dict(), "token": text}, status=201)
 
 
@@ -110,16 +114,13 @@ async def my_tokens(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/me/tokens", name=names.ME_TOKEN_ADD)
 async def my_token_add(request: web.Request) -> web.Response:
-    auth, user = await _self_service(request)
-    return await _new_token(auth, user.name, await _body(request, TokenCreate))
+    return await _new_token(request, None, await _body(request, TokenCreate))
 
 
 @routes.delete("/api/v1/me/tokens/{id}", name=names.ME_TOKEN_DELETE)
 async def my_token_delete(request: web.Request) -> web.Response:
-    auth, user = await _self_service(request)
-    tok = await auth.store.get_token(request.match_info["id"])
-    if tok is None or tok.user_id != user.id or not await auth.store.revoke_token(tok.id):
-        raise errors.NotFound("no such (unrevoked) token")
+    service, who = await _service(request)
+    await service.revoke_token(who, request.match_info["id"], own_only=True)
     return web.Response(status=204)
 
 
@@ -142,17 +143,9 @@ async def list_users(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/users", name=names.USER_ADD)
 async def add_user(request: web.Request) -> web.Response:
-    auth = await require_admin(request)
+    service, who = await _service(request)
     body = await _body(request, UserCreate)
-    password = body.password
-    generated = None
-    if password is None and not body.robot:
-        password = generated = passwords.generate_password()
-    hashed = await passwords.hash_password_async(password, auth.settings.auth.bcrypt_rounds) if password else None
-    if not await auth.store.create_user(body.name, hashed, admin=body.admin, robot=body.robot):
-        raise _bad(f"user {body.name!r} exists already")
-    user = await auth.store.get_user(body.name)
-    assert user is not None
+    user, generated = await service.add_user(who, body.name, body.password, admin=body.admin, robot=body.robot)
     out = user.public_dict()
     if generated:
         out["password"] = generated
@@ -176,18 +169,16 @@ async def get_user(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/users/{name}", name=names.USER_DELETE)
 async def delete_user(request: web.Request) -> web.Response:
-    auth = await require_admin(request)
-    if not await auth.store.delete_user(request.match_info["name"]):
-        raise errors.NotFound(f"no user {request.match_info['name'][:100]!r}")
+    service, who = await _service(request)
+    await service.delete_user(who, request.match_info["name"])
     return web.Response(status=204)
 
 
 @routes.put("/api/v1/users/{name}/password", name=names.USER_PASSWORD)
 async def set_password(request: web.Request) -> web.Response:
-    auth = await require_admin(request)
+    service, who = await _service(request)
     body = await _body(request, PasswordSet)
-    user = await _existing(auth, request.match_info["name"])
-    await auth.store.set_password(user.name, await passwords.hash_password_async(body.password, auth.settings.auth.bcrypt_rounds))
+    await service.set_password(who, request.match_info["name"], body.password)
     return web.Response(status=204)
 
 
@@ -199,28 +190,19 @@ async def list_grants(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/grants", name=names.GRANT_ADD)
 async def add_grant(request: web.Request) -> web.Response:
-    auth = await require_admin(request)
+    service, who = await _service(request)
     body = await _body(request, GrantCreate)
-    actions = body.action_set()
-    try:
-        await auth.store.grant(body.user, body.pattern, actions)
-    except AuthStoreError as exc:
-        raise errors.NotFound(str(exc)) from None
+    actions = await service.add_grant(who, body.user, body.pattern, body.action_set())
     return web.json_response({"user": body.user, "pattern": body.pattern, "actions": sorted(actions)}, status=201)
 
 
 @routes.delete("/api/v1/grants", name=names.GRANT_DELETE)
 async def delete_grant(request: web.Request) -> web.Response:
-    auth = await require_admin(request)
+    service, who = await _service(request)
     user, pattern = request.query.get("user"), request.query.get("pattern")
     if not user or not pattern:
         raise _bad("user and pattern query parameters are required")
-    try:
-        found = await auth.store.revoke(user, pattern)
-    except AuthStoreError as exc:
-        raise errors.NotFound(str(exc)) from None
-    if not found:
-        raise errors.NotFound("no such grant")
+    await service.revoke_grant(who, user, pattern)
     return web.Response(status=204)
 
 
@@ -233,16 +215,14 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/tokens", name=names.TOKEN_ADD)
 async def add_token(request: web.Request) -> web.Response:
-    auth = await require_admin(request)
     body = await _body(request, AdminTokenCreate)
-    return await _new_token(auth, body.user, body)
+    return await _new_token(request, body.user, body)
 
 
 @routes.delete("/api/v1/tokens/{id}", name=names.TOKEN_DELETE)
 async def revoke_token(request: web.Request) -> web.Response:
-    auth = await require_admin(request)
-    if not await auth.store.revoke_token(request.match_info["id"]):
-        raise errors.NotFound("no such (unrevoked) token")
+    service, who = await _service(request)
+    await service.revoke_token(who, request.match_info["id"])
     return web.Response(status=204)
 
 
@@ -254,21 +234,20 @@ async def list_namespaces(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/namespaces", name=names.NAMESPACE_ADD)
 async def add_namespace(request: web.Request) -> web.Response:
-    auth = await require_admin(request)
+    service, who = await _service(request)
     body = await _body(request, NamespaceCreate)
-    if not await auth.store.create_namespace(body.name, body.public):
-        raise _bad(f"namespace {body.name!r} exists already")
+    await service.add_namespace(who, body.name, body.public)
     return web.json_response({"name": body.name, "public": body.public}, status=201)
 
 
 @routes.put("/api/v1/visibility", name=names.VISIBILITY)
 async def visibility(request: web.Request) -> web.Response:
-    auth = await require_admin(request)
+    service, who = await _service(request)
     body = await _body(request, VisibilitySet)
     if body.repository is not None:
-        await auth.store.set_repository_public(body.repository, body.public)
+        await service.set_visibility(who, repository=body.repository, public=body.public)
         return web.json_response({"repository": body.repository, "public": body.public})
     if body.namespace is not None:
-        await auth.store.set_namespace_public(body.namespace, body.public)
+        await service.set_visibility(who, namespace=body.namespace, public=body.public)
         return web.json_response({"namespace": body.namespace, "public": body.public})
     raise _bad("give 'repository' or 'namespace'")

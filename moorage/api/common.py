@@ -20,6 +20,7 @@ from ..scheduler import Scheduler
 from ..storage import BlobStore
 
 if TYPE_CHECKING:  # the auth package (and its JWT/crypto libraries) loads only when auth is on
+    from ..accounts.service import AccountsService
     from ..auth.authenticator import Authenticator
 
 COMPONENTS = web.AppKey("components", Components)
@@ -30,6 +31,8 @@ BLOBS = web.AppKey("blobs", BlobStore)
 SETTINGS = web.AppKey("settings", Settings)
 #: Credentials -> identity, registry tokens, login rate limits (only with ``auth.mode`` htpasswd or token).
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
+#: The accounts service (users, tokens, grants, visibility, namespaces; ``auth.mode: token`` only).
+ACCOUNTS: web.AppKey[AccountsService] = web.AppKey("accounts")
 #: Registry events (push/pull/delete/mount); extensions subscribe, api/ handlers publish.
 EVENTS = web.AppKey("events", EventBus)
 #: Background jobs: extensions ``app[SCHEDULER].register(Job(...))`` while the app is built.

@@ -14,14 +14,17 @@ import binascii
 from aiohttp import web
 
 from ..auth.authenticator import Authenticator
-from ..metadata.records import UserRecord
+from ..metadata.records import TokenRecord, UserRecord
 from ..registry import errors
+from ..registry.principal import Principal
 from .common import AUTHENTICATOR
 
 #: Request key: ``(user, may administer)`` once the caller is identified.
 CALLER = "moorage.caller"
 #: Request key: True when the caller used a scoped access token (less than their full rights).
 SCOPED = "moorage.scoped_credentials"
+#: Request key: the access token the caller came with (None: a password).
+CALLER_TOKEN = "moorage.caller_token"
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
@@ -58,13 +61,32 @@ async def caller(request: web.Request) -> tuple[UserRecord, bool]:
         return known  # type: ignore[no-any-return]
     auth: Authenticator = request.app[AUTHENTICATOR]
     header = request.headers.get("Authorization")
-    user, full = await auth.identify(
+    user, token = await auth.identify(
         request, basic=parse_basic(header), bearer=bearer(header), challenge=auth.bearer_challenge(request, [])
     )
+    full = token is None or token.scope is None
     request["user"] = user.name
     request[SCOPED] = not full
+    request[CALLER_TOKEN] = token
     request[CALLER] = (user, user.is_admin and full)
     return request[CALLER]  # type: ignore[no-any-return]
+
+
+async def principal(request: web.Request) -> Principal:
+    """The caller of an ``/api/v1`` request (token mode) as a service
+    :class:`~moorage.registry.principal.Principal` (face ``api``): 401 without credentials."""
+    user, admin = await caller(request)
+    token: TokenRecord | None = request.get(CALLER_TOKEN)
+    return Principal(
+        user.name,
+        "api",
+        admin=admin,
+        token_id=token.id if token else None,
+        token_expires=token.expires_at if token else None,
+        scope=tuple(token.scope) if token and token.scope is not None else None,
+        address=request.remote or "",
+        user_agent=request.headers.get("User-Agent", "")[:300],
+    )
 
 
 async def require_admin(request: web.Request) -> Authenticator:

@@ -294,6 +294,11 @@ def _components() -> dict[str, Any]:
                 "revoked_at": {"type": "number", "nullable": True},
                 "last_used_at": {"type": "number", "nullable": True},
                 "created_at": {"type": "number"},
+                "parent_id": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "The access token this one was made with (revoking that one revokes this).",
+                },
                 "token": {"type": "string", "description": "The secret (``mrg_...``), only in the creation answer."},
             },
         },
@@ -1132,6 +1137,8 @@ def _extension_paths() -> dict[str, Any]:
         client_ip=nullable(string),
         user_agent=nullable(string),
         detail={"nullable": True},
+        face={**nullable(string), "description": "Through which face: api, ui, cli, v2 ... (null on older entries)."},
+        outcome={**nullable(string), "description": "ok or denied (null on older entries)."},
     )
     rule = obj(
         [

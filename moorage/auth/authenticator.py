@@ -230,12 +230,11 @@ class Authenticator:
     # -- who is asking, for the admin API and the extensions -------------------------------
     async def identify(
         self, request: web.Request, *, basic: tuple[str, str] | None, bearer: str | None, challenge: dict[str, str]
-    ) -> tuple[UserRecord, bool]:
-        """(user, full rights) of HTTP basic credentials (password or access token) or a bearer
-        JWT; ``full`` is False for a scoped access token.  401 without valid ones."""
+    ) -> tuple[UserRecord, TokenRecord | None]:
+        """(user, access token) of HTTP basic credentials (password or access token) or a
+        bearer JWT (its ``pat``); the token is None for a password.  401 without valid ones."""
         if basic is not None:
-            user, token = await self.login(request, *basic, challenge=challenge)
-            return user, token is None or token.scope is None
+            return await self.login(request, *basic, challenge=challenge)
         if bearer is None:
             raise errors.Unauthorized(headers=challenge)
         try:
@@ -244,17 +243,16 @@ class Authenticator:
             raise errors.Unauthorized(str(exc), headers=challenge) from None
         except InvalidToken as exc:
             raise errors.Unauthorized(f"invalid token: {exc}", headers=challenge) from None
-        full = True
+        tok = None
         pat = claims.get("pat")
         if pat:
             tok = await self.store.get_token(str(pat))
             if tok is None or not tok.usable():
                 raise errors.Unauthorized("access token revoked or expired", headers=challenge)
-            full = tok.scope is None
         found = await self.store.get_user(str(claims.get("sub") or ""))
         if found is None:
             raise errors.Unauthorized(headers=challenge)
-        return found, full
+        return found, tok
 
     # -- what a principal gets ------------------------------------------------------------
     async def principal(self, user: UserRecord, token: TokenRecord | None = None) -> Principal:

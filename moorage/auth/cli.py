@@ -2,7 +2,9 @@
 
 Every command opens the same metadata database as ``moorage serve`` (``--config``/``--data``
 or ``MOORAGE_*``) and works while the server runs; changes take effect at the next token
-request (revoking an access token: at once).
+request (revoking an access token: at once).  Changes are operations of the accounts service
+(:class:`~moorage.accounts.service.AccountsService`) with the caller
+:func:`~moorage.cli_common.cli_principal` (face ``cli``): audited by it, in the change's transaction.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 import click
 
-from ..cli_common import data_options, settings_from
+from ..cli_common import cli_principal, data_options, settings_from
 from .policy import parse_actions, parse_duration, parse_token_scope, valid_pattern, valid_username
 
 if TYPE_CHECKING:  # imported where used: the listings on SQLite run without SQLAlchemy, asyncio or bcrypt
+    from ..accounts.service import AccountsService
     from ..config import Settings
     from ..metadata.auth_store import AuthStore
     from ..metadata.records import UserRecord
@@ -56,6 +59,18 @@ def _run_with(settings: Settings, fn: Callable[[AuthStore, Settings], Awaitable[
         return asyncio.run(go())
     except (AuthStoreError, SchemaOutOfDate) as exc:  # one line, no traceback
         raise click.ClickException(str(exc)) from None
+
+
+def _change(config: str | None, data: str | None, fn: Callable[[AccountsService, Any], Awaitable[T]]) -> T:
+    """Run one accounts-service operation as the CLI's principal; its refusal as one line."""
+    from ..accounts.service import AccountsService
+    from ..registry.errors import RegistryError
+
+    principal = cli_principal()
+    try:
+        return _run(config, data, lambda store, settings: fn(AccountsService(store.db, settings), principal))
+    except RegistryError as exc:
+        raise click.ClickException(exc.message) from None
 
 
 def _read(
@@ -126,15 +141,7 @@ def user_add(config: str | None, data: str | None, name: str, password_stdin: bo
     """Create a user (prompts for the password unless --password-stdin)."""
     _check_user_name(name)
     password = None if robot else _read_password(password_stdin)
-
-    from . import passwords
-
-    async def go(store: AuthStore, settings: Settings) -> bool:
-        hashed = passwords.hash_password(password, settings.auth.bcrypt_rounds) if password else None
-        return await store.create_user(name, hashed, admin=admin, robot=robot)
-
-    if not _run(config, data, go):
-        raise click.ClickException(f"user {name!r} exists already")
+    _change(config, data, lambda service, who: service.add_user(who, name, password, admin=admin, robot=robot))
     click.echo(f"created {'robot' if robot else 'admin' if admin else 'user'} {name}", err=True)
 
 
@@ -145,14 +152,7 @@ def user_add(config: str | None, data: str | None, name: str, password_stdin: bo
 def user_passwd(config: str | None, data: str | None, name: str, password_stdin: bool) -> None:
     """Set a user's password (refresh tokens issued before stop working)."""
     password = _read_password(password_stdin, "New password")
-
-    from . import passwords
-
-    async def go(store: AuthStore, settings: Settings) -> bool:
-        return await store.set_password(name, passwords.hash_password(password, settings.auth.bcrypt_rounds))
-
-    if not _run(config, data, go):
-        raise click.ClickException(f"no user {name!r}")
+    _change(config, data, lambda service, who: service.set_password(who, name, password))
     click.echo(f"password of {name} changed", err=True)
 
 
@@ -161,8 +161,7 @@ def user_passwd(config: str | None, data: str | None, name: str, password_stdin:
 @click.argument("name")
 def user_rm(config: str | None, data: str | None, name: str) -> None:
     """Delete a user with their grants and access tokens."""
-    if not _run(config, data, lambda store, _s: store.delete_user(name)):
-        raise click.ClickException(f"no user {name!r}")
+    _change(config, data, lambda service, who: service.delete_user(who, name))
     click.echo(f"deleted {name}", err=True)
 
 
@@ -205,7 +204,7 @@ def grant(config: str | None, data: str | None, user_name: str, pattern: str, ac
         raise click.BadParameter(str(exc), param_hint="ACTIONS") from None
     if not acts:
         raise click.BadParameter("name at least one action", param_hint="ACTIONS")
-    _run(config, data, lambda store, _s: store.grant(user_name, pattern, acts))
+    _change(config, data, lambda service, who: service.add_grant(who, user_name, pattern, acts))
     click.echo(f"granted {','.join(sorted(acts))} on {pattern} to {user_name}", err=True)
 
 
@@ -215,8 +214,7 @@ def grant(config: str | None, data: str | None, user_name: str, pattern: str, ac
 @click.argument("pattern", metavar="REPO_PATTERN")
 def revoke(config: str | None, data: str | None, user_name: str, pattern: str) -> None:
     """Remove USER's grant on REPO_PATTERN."""
-    if not _run(config, data, lambda store, _s: store.revoke(user_name, pattern)):
-        raise click.ClickException(f"{user_name} has no grant on {pattern!r}")
+    _change(config, data, lambda service, who: service.revoke_grant(who, user_name, pattern))
     click.echo(f"revoked {user_name}'s grant on {pattern}", err=True)
 
 
@@ -247,10 +245,8 @@ def token_create(
         expires_at = time.time() + parse_duration(expires) if expires else None
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    from .accounts import create_access_token
-
-    rec, text = _run(
-        config, data, lambda store, _s: create_access_token(store, user_name, token_name, list(scopes) or None, expires_at)
+    rec, text = _change(
+        config, data, lambda service, who: service.create_token(who, user_name, token_name, list(scopes) or None, expires_at)
     )
     click.echo(f"token {rec.id} for {user_name} (shown once; use it as the password):", err=True)
     click.echo(text)
@@ -261,9 +257,12 @@ def token_create(
 @click.argument("token_id", metavar="ID")
 def token_revoke(config: str | None, data: str | None, token_id: str) -> None:
     """Revoke a token (effective at once, also for registry tokens issued with it)."""
-    if not _run(config, data, lambda store, _s: store.revoke_token(token_id)):
-        raise click.ClickException(f"no unrevoked token {token_id!r}")
-    click.echo(f"revoked {token_id}", err=True)
+    try:
+        count = _change(config, data, lambda service, who: service.revoke_token(who, token_id))
+    except click.ClickException:
+        raise click.ClickException(f"no unrevoked token {token_id!r}") from None
+    more = f" and {count - 1} token(s) made with it" if count > 1 else ""
+    click.echo(f"revoked {token_id}{more}", err=True)
 
 
 @token.command("list")
@@ -298,7 +297,7 @@ def repo_public(config: str | None, data: str | None, name: str, public: bool) -
 
     if not is_valid_name(name):
         raise click.BadParameter(f"invalid repository name {name!r}", param_hint="NAME")
-    _run(config, data, lambda store, _s: store.set_repository_public(name, public))
+    _change(config, data, lambda service, who: service.set_visibility(who, repository=name, public=public))
     click.echo(f"{name} is now {'public' if public else 'private'}", err=True)
 
 
@@ -317,8 +316,7 @@ def namespace_add(config: str | None, data: str | None, name: str, public: bool)
 
     if not is_valid_name(name):
         raise click.BadParameter(f"invalid namespace {name!r}", param_hint="NAME")
-    if not _run(config, data, lambda store, _s: store.create_namespace(name, public)):
-        raise click.ClickException(f"namespace {name!r} exists already")
+    _change(config, data, lambda service, who: service.add_namespace(who, name, public))
     click.echo(f"created namespace {name}" + (" (public)" if public else ""), err=True)
 
 
@@ -332,7 +330,7 @@ def namespace_public(config: str | None, data: str | None, name: str, public: bo
 
     if not is_valid_name(name):
         raise click.BadParameter(f"invalid namespace {name!r}", param_hint="NAME")
-    _run(config, data, lambda store, _s: store.set_namespace_public(name, public))
+    _change(config, data, lambda service, who: service.set_visibility(who, namespace=name, public=public))
     click.echo(f"namespace {name} is now {'public' if public else 'private'}", err=True)
 
 
@@ -341,8 +339,7 @@ def namespace_public(config: str | None, data: str | None, name: str, public: bo
 @click.argument("name")
 def namespace_rm(config: str | None, data: str | None, name: str) -> None:
     """Delete a namespace record (its repositories stay)."""
-    if not _run(config, data, lambda store, _s: store.delete_namespace(name)):
-        raise click.ClickException(f"no namespace {name!r}")
+    _change(config, data, lambda service, who: service.delete_namespace(who, name))
 
 
 @namespace.command("list")

@@ -22,7 +22,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from ..api.common import AUTHENTICATOR, DATABASE
+from ..api.common import ACCOUNTS, AUTHENTICATOR, DATABASE
 from ..config import Settings
 from ..metadata.auth_store import AuthStore
 from .accounts import bootstrap_admin
@@ -65,6 +65,9 @@ def setup_auth(app: web.Application, settings: Settings) -> None:
         yield
 
     app.cleanup_ctx.append(lifecycle)
+    from ..accounts.service import AccountsService
+
+    app[ACCOUNTS] = AccountsService(app[DATABASE], settings)
     app.middlewares.append(token_middleware(auth))
     from ..api import admin_users, token  # token mode only: the others never load them
 

@@ -11,36 +11,36 @@
 
 Who may: with ``auth.mode: token`` administrators see and manage everything; a *namespace
 administrator* -- a user with the ``admin`` action on ``NS/*`` (or any user for their own
-namespace, ``alice/*``) -- manages webhooks whose every repository pattern lies in NS and reads
-the audit entries of NS's repositories plus their own; anybody else reads only their own audit
-entries and no webhooks.  A scoped access token administers nothing.  With ``htpasswd`` every
+namespace, ``alice/*``) -- sees and deletes webhooks whose every repository pattern lies in NS,
+creates them only where ``events.webhooks.namespace_admins`` is true (and only to public
+destinations: :mod:`.webhooks`), and reads the audit entries of NS's repositories plus their
+own; anybody else reads only their own audit entries and no webhooks.  Creating and deleting
+are operations of the :class:`~.webhooks.WebhookService` (it audits them).  A scoped access token administers nothing.  With ``htpasswd`` every
 authenticated user is an administrator (as for the rest of the registry); with ``none``, anyone.
 Config-file endpoints are visible to administrators only and can't be changed here.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from ..api import routes as route_names
-from ..config import Settings, WebhookEndpoint
+from ..config import Settings
 from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery, EventsStore
 from ..registry import errors
+from ..registry.principal import Principal as ServicePrincipal
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from .endpoints import Endpoint, EndpointSet
-from .patterns import valid_pattern
 from .query import iso, parse_time
+from .webhooks import WebhookService
 
 if TYPE_CHECKING:
     from ..auth.policy import Principal
 
 MAX_LIMIT = 1000
-_API_FIELDS = {"name", "url", "secret", "format", "actions", "repositories", "targets", "timeout", "max_attempts"}
 
 
 @dataclass
@@ -72,19 +72,12 @@ def administered_namespaces(principal: Principal) -> list[str]:
     return sorted(set(out))
 
 
-def _namespace_of_patterns(patterns: list[str], namespaces: list[str]) -> str | None:
-    """The one administered namespace holding every pattern, or None."""
-    for ns in namespaces:
-        if all(p == ns or p.startswith(ns + "/") for p in patterns):
-            return ns
-    return None
-
-
 class EventsAPI:
-    def __init__(self, settings: Settings, store: EventsStore, endpoints: EndpointSet) -> None:
+    def __init__(self, settings: Settings, store: EventsStore, endpoints: EndpointSet, webhooks: WebhookService) -> None:
         self.settings = settings
         self.store = store
         self.endpoints = endpoints
+        self.webhooks = webhooks
         self.token_mode = settings.auth.mode == "token"
 
     # -- who is asking --------------------------------------------------------------------
@@ -105,6 +98,17 @@ class EventsAPI:
         principal = await request.app[AUTHENTICATOR].principal(user, None)
         return Caller(user.name, False, administered_namespaces(principal))
 
+    @staticmethod
+    def principal(request: web.Request, caller: Caller) -> ServicePrincipal:
+        """The caller as a service :class:`~moorage.registry.principal.Principal` (face ``api``)."""
+        return ServicePrincipal(
+            caller.name,
+            "api",
+            admin=caller.admin,
+            address=request.remote or "",
+            user_agent=request.headers.get("User-Agent", "")[:300],
+        )
+
     def _visible(self, caller: Caller, name: str) -> Endpoint:
         ep = self.endpoints.get(name)
         if ep is None or not caller.administers(ep.namespace):
@@ -123,48 +127,7 @@ class EventsAPI:
     async def add_webhook(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
         data = await _body(request)
-        unknown = set(data) - _API_FIELDS
-        if unknown:
-            raise _bad(f"unknown field(s): {', '.join(sorted(unknown))[:200]}")
-        generated = None
-        if not data.get("secret"):
-            data["secret"] = generated = secrets.token_urlsafe(32)
-        try:
-            cfg = WebhookEndpoint(**data)
-        except (ValidationError, TypeError) as exc:
-            raise _bad(f"invalid webhook: {_first_error(exc)}") from None
-        for p in cfg.repositories:
-            if not valid_pattern(p):
-                raise _bad(f"invalid repository pattern {p[:100]!r}")
-        if not cfg.actions or not cfg.targets or not cfg.repositories:
-            raise _bad("actions, targets and repositories must not be empty")
-        namespace = None
-        if not caller.admin:
-            namespace = _namespace_of_patterns(cfg.repositories, caller.namespaces)
-            if namespace is None:
-                raise errors.Denied("every repository pattern must lie in one namespace you administer")
-        if cfg.name in self.endpoints.configured:
-            raise _bad(f"webhook {cfg.name!r} is defined in the config file")
-        row = {
-            "name": cfg.name,
-            "url": cfg.url,
-            "secret": cfg.secret_value(),
-            "format": cfg.format,
-            "actions": list(dict.fromkeys(cfg.actions)),
-            "repositories": list(dict.fromkeys(cfg.repositories)),
-            "targets": list(dict.fromkeys(cfg.targets)),
-            "timeout": cfg.timeout,
-            "max_attempts": cfg.max_attempts,
-            "namespace": namespace,
-            "created_by": caller.name,
-        }
-        if not await self.store.create_webhook(row):
-            raise _bad(f"webhook {cfg.name!r} exists already")
-        await self.endpoints.reload()
-        ep = self.endpoints.get(cfg.name)
-        body = ep.public_dict() if ep else {"name": cfg.name}
-        if generated:
-            body["secret"] = generated  # shown once
+        body = await self.webhooks.create(self.principal(request, caller), caller.namespaces, data)
         return web.json_response(body, status=201)
 
     async def get_webhook(self, request: web.Request) -> web.Response:
@@ -174,13 +137,7 @@ class EventsAPI:
 
     async def delete_webhook(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
-        await self.endpoints.reload()
-        ep = self._visible(caller, request.match_info["name"])
-        if ep.origin == "config":
-            raise _bad(f"webhook {ep.name!r} is defined in the config file")
-        if not await self.store.delete_webhook(ep.name):
-            raise errors.NotFound(f"no webhook {ep.name!r}")
-        await self.endpoints.reload()
+        await self.webhooks.delete(self.principal(request, caller), caller.namespaces, request.match_info["name"])
         return web.Response(status=204)
 
     async def deliveries(self, request: web.Request) -> web.Response:
@@ -255,6 +212,8 @@ def public_entry(e: dict[str, Any]) -> dict[str, Any]:
         "client_ip": e["client_ip"],
         "user_agent": e["user_agent"],
         "detail": e["detail"],
+        "face": e.get("face"),
+        "outcome": e.get("outcome"),
     }
 
 
@@ -293,11 +252,3 @@ def _int_param(request: web.Request, key: str) -> int | None:
     if not _decimal(raw):
         raise _bad(f"{key} must be a number")
     return int(raw)
-
-
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err.get("loc", ()))
-        return f"{where}: {err.get('msg', '')}"[:300]
-    return str(exc)[:300]

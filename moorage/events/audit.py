@@ -9,10 +9,14 @@ Entries come from three places:
   are not entries of their own (the manifest's entry says what was pushed or pulled);
 * logins (:meth:`AuditRecorder.login`): every failure, successes aggregated per (user, address)
   per ``events.audit_login_window``;
-* administrative changes through the HTTP API (:func:`admin_middleware`): users, grants,
-  access tokens, namespaces, visibility, repository deletes, webhooks -- and any other
-  ``/api/v1`` change another extension adds (``api.<route>``); CLI changes are recorded by
-  :mod:`.cli`'s command wrapper; GC runs are copied from the ``gc_runs`` table.
+* administrative changes through the HTTP API that no service audits yet
+  (:func:`admin_middleware`): repository deletes, webhook retries -- and any other ``/api/v1``
+  change another extension adds (``api.<route>``); CLI changes of that kind are recorded by
+  :mod:`.cli`'s command wrapper; GC runs are copied from the ``gc_runs`` table.  Account
+  changes (users, grants, tokens, namespaces, visibility) and webhook endpoints are audited by
+  their services (:mod:`moorage.accounts`) in the change's own transaction, whichever face --
+  API, web UI, CLI -- made them, with the face and outcome; the middleware skips their routes
+  (:data:`SERVICE_AUDITED`).
 
 Entries of events that also go to a webhook are written with the outbox rows in the request's
 one small transaction; all others (and pulls and logins) are buffered and written by the
@@ -46,20 +50,30 @@ MAX_BUFFER = 50_000
 _SEEN_LIMIT = 10_000
 #: Admin-API route name -> audit action.
 ROUTE_ACTIONS = {
-    "api_v1_me_token_add": "token.create",
-    "api_v1_me_token_delete": "token.revoke",
-    "api_v1_token_add": "token.create",
-    "api_v1_token_delete": "token.revoke",
-    "api_v1_user_add": "user.add",
-    "api_v1_user_delete": "user.delete",
-    "api_v1_user_password": "user.password",
-    "api_v1_grant_add": "grant.add",
-    "api_v1_grant_delete": "grant.revoke",
-    "api_v1_namespace_add": "namespace.add",
-    "api_v1_visibility": "visibility.set",
     "api_v1_repository_delete": "repository.delete",
     "gc_repository_delete": "repository.delete",
 }
+#: Routes whose operation a service audits (in the change's transaction, with face and
+#: outcome): the middleware writes nothing for them, or every entry would be there twice.
+SERVICE_AUDITED = frozenset(
+    {
+        "api_v1_me_token_add",
+        "api_v1_me_token_delete",
+        "api_v1_token_add",
+        "api_v1_token_delete",
+        "api_v1_user_add",
+        "api_v1_user_delete",
+        "api_v1_user_password",
+        "api_v1_grant_add",
+        "api_v1_grant_delete",
+        "api_v1_namespace_add",
+        "api_v1_visibility",
+        "api_v1_webhook_add",
+        "events_webhook_add",
+        "api_v1_webhook_delete",
+        "events_webhook_delete",
+    }
+)
 #: Request fields worth keeping (everything else -- passwords, secrets -- is never stored).
 SAFE_FIELDS = (
     "name",
@@ -263,8 +277,10 @@ def admin_middleware(recorder: AuditRecorder) -> Middleware:
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         route = getattr(request.match_info.route, "name", None) or ""
-        if request.method in ("GET", "HEAD", "OPTIONS") or not (
-            route in ROUTE_ACTIONS or route.startswith("api_v1_") or route.startswith("events_")
+        if (
+            request.method in ("GET", "HEAD", "OPTIONS")
+            or route in SERVICE_AUDITED
+            or not (route in ROUTE_ACTIONS or route.startswith("api_v1_") or route.startswith("events_"))
         ):
             return await handler(request)
         body: dict[str, Any] = {}
@@ -292,6 +308,8 @@ def admin_middleware(recorder: AuditRecorder) -> Middleware:
                     "client_ip": request.remote or "",
                     "user_agent": request.headers.get("User-Agent", "")[:300],
                     "detail": detail or None,
+                    "face": "api",
+                    "outcome": "ok",
                 }
             )
         return response

@@ -4,10 +4,12 @@
 UTC), ``timestamp``, ``actor``, ``action``, ``repository``, ``target``, ``client_ip``,
 ``user_agent`` and ``detail``.  Works while the server runs (same database).
 
-:func:`wrap_commands` makes every state-changing command of the other packages (users,
-grants, tokens, namespaces, visibility, retention, immutable tags, quotas) write an audit entry
-after it succeeds: actor ``cli:<OS user>``, client_ip ``local``; passwords and secrets are never
-recorded (only an allow-list of parameters).
+:func:`wrap_commands` makes the state-changing commands whose package has no audited service
+yet (retention, immutable tags, quotas, webhook retries) write an audit entry after they
+succeed: actor ``cli:<OS user>``, face ``cli``, client_ip ``local``; passwords and secrets are
+never recorded (only an allow-list of parameters).  Account commands (users, grants, tokens,
+namespaces, visibility) are audited by the accounts service itself, in the change's
+transaction (:mod:`moorage.accounts`), with the same actor and face.
 """
 
 from __future__ import annotations
@@ -31,19 +33,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Command paths (``group sub``) that change state, and their audit action.
+#: Command paths (``group sub``) that change state outside an audited service, and their audit
+#: action.  (``user``, ``grant``, ``revoke``, ``token``, ``repo public`` and ``namespace`` are
+#: audited by :class:`moorage.accounts.service.AccountsService`: listing them here would write
+#: every entry twice.)
 CLI_ACTIONS = {
-    "user add": "user.add",
-    "user passwd": "user.password",
-    "user rm": "user.delete",
-    "grant": "grant.add",
-    "revoke": "grant.revoke",
-    "token create": "token.create",
-    "token revoke": "token.revoke",
-    "repo public": "visibility.set",
-    "namespace add": "namespace.add",
-    "namespace public": "visibility.set",
-    "namespace rm": "namespace.delete",
     "retention set": "retention.set",
     "retention rm": "retention.delete",
     "retention apply": "retention.apply",
@@ -252,6 +246,8 @@ def _record_cli(path: str, params: dict[str, Any]) -> None:
         if k in SAFE_PARAMS and v not in (None, (), []) and isinstance(v, (str, int, float, bool, list, tuple))
     }
     detail = {k: list(v) if isinstance(v, tuple) else v for k, v in detail.items()}
+    if isinstance(params.get("repo_pattern"), str):  # ``immutable set|rm REPO_PATTERN``: the rule's target
+        detail["pattern"] = params["repo_pattern"]
     repository = named if isinstance(named := detail.get("repository"), str) else None
     target = next((str(detail[k]) for k in ("pattern", "name", "user", "namespace", "token_id", "id") if k in detail), None)
     try:
@@ -267,6 +263,8 @@ def _record_cli(path: str, params: dict[str, Any]) -> None:
         "client_ip": "local",
         "user_agent": "moorage-cli",
         "detail": detail or None,
+        "face": "cli",
+        "outcome": "ok",
     }
     try:
         settings = settings_from(params.get("config"), params.get("data"))

@@ -8,12 +8,16 @@ only delays its rows until the lease runs out), posts each with its signature an
 then marks it delivered -- or schedules a retry with exponential back-off, and dead-letters
 it after the endpoint's ``max_attempts`` failed attempts.
 
-Fair shares (issue 21): a receiver that accepts and never answers holds its post for at most
+Fair shares: a receiver that accepts and never answers holds its post for at most
 its timeout (<= 30 s), and holds at most ``delivery_per_endpoint`` of the process's
 ``delivery_concurrency`` slots; all endpoints of one namespace (or one creator) together hold
 at most ``delivery_per_namespace`` (and never more than half the pool).  Rows of an endpoint
 or namespace at its share are not claimed, so they never stand in front of another
 endpoint's: one endpoint's slowness delays that endpoint only.
+
+A namespace administrator's endpoint (``Endpoint.namespace`` set) is posted through a second
+session whose connector refuses, at connect time, any address outside the globally routable
+ones and ``events.webhooks.allowed_networks`` (:mod:`.netguard`); no delivery follows redirects.
 
 At least once: a crash between the receiver's 2xx and our UPDATE re-sends that one event
 (same body, same event id) after the lease.  A graceful stop lets in-flight posts finish
@@ -37,6 +41,7 @@ from ..config import EventsSettings
 from ..metadata.events_store import Delivery, EventsStore
 from .endpoints import Endpoint, EndpointSet
 from .formats import SIGNATURE_HEADER, signature
+from .netguard import guarded_connector, networks
 from .stats import EventMetrics
 
 log = logging.getLogger("moorage.events")
@@ -60,6 +65,8 @@ class DeliveryWorker:
         self._by_endpoint: Counter[str] = Counter()
         self._by_owner: Counter[str] = Counter()
         self._session: aiohttp.ClientSession | None = None
+        #: For namespace administrators' endpoints: only allowed destinations (:mod:`.netguard`).
+        self._guarded: aiohttp.ClientSession | None = None
 
     def wake(self) -> None:
         """New rows were written by this process: look now instead of at the next poll."""
@@ -68,6 +75,13 @@ class DeliveryWorker:
     async def run(self) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.cfg.delivery_concurrency * 2, ttl_dns_cache=60),
+            trust_env=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._guarded = aiohttp.ClientSession(
+            connector=guarded_connector(
+                networks(self.cfg.webhooks.allowed_networks), limit=self.cfg.delivery_concurrency * 2, ttl_dns_cache=60
+            ),
             trust_env=False,
             headers={"User-Agent": USER_AGENT},
         )
@@ -110,6 +124,7 @@ class DeliveryWorker:
         finally:
             await self._drain()
             await self._session.close()
+            await self._guarded.close()
 
     def _done(self, delivery_id: int, endpoint: str, owner: str, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(delivery_id, None)
@@ -205,7 +220,8 @@ class DeliveryWorker:
         return base * random.uniform(0.9, 1.1)
 
     async def _post(self, ep: Endpoint, d: Delivery) -> int:
-        assert self._session is not None
+        session = self._guarded if ep.namespace is not None else self._session
+        assert session is not None
         headers: dict[str, Any] = {
             "Content-Type": d.content_type,
             SIGNATURE_HEADER: signature(ep.secret, d.body),
@@ -214,7 +230,7 @@ class DeliveryWorker:
             **dict(ep.headers),
         }
         timeout = aiohttp.ClientTimeout(total=ep.timeout)
-        async with self._session.post(ep.url, data=d.body, headers=headers, timeout=timeout, allow_redirects=False) as resp:
+        async with session.post(ep.url, data=d.body, headers=headers, timeout=timeout, allow_redirects=False) as resp:
             await resp.content.read(64 * 1024)  # a receiver's answer is not ours to buffer whole
             return resp.status
 

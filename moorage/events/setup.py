@@ -34,6 +34,7 @@ from .delivery import DeliveryWorker
 from .endpoints import EndpointSet
 from .formats import Source, render
 from .stats import EventMetrics
+from .webhooks import WebhookService
 
 log = logging.getLogger("moorage.events")
 
@@ -166,7 +167,8 @@ def setup_events(app: web.Application, settings: Settings) -> None:
         if AUTHENTICATOR in app:
             wrap_logins(app[AUTHENTICATOR], ext.recorder)
     app.middlewares.append(admin_middleware(ext.recorder))
-    app.router.add_routes(EventsAPI(settings, ext.store, ext.endpoints).routes())
+    webhooks = WebhookService(app[DATABASE], settings, ext.store, ext.endpoints)
+    app.router.add_routes(EventsAPI(settings, ext.store, ext.endpoints, webhooks).routes())
     app.cleanup_ctx.append(ext.lifecycle)
     for job in ext.jobs():
         app[SCHEDULER].register(job)

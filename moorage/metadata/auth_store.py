@@ -8,9 +8,10 @@ everything works while ``moorage serve`` runs (SQLite WAL, or a shared PostgreSQ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from typing import Any, Iterable
+from typing import Any, AsyncIterator, Iterable
 
 from sqlalchemy import case, delete, func, or_, select, update
 
@@ -57,12 +58,32 @@ def _token(row: Any) -> TokenRecord:
         row.revoked_at,
         row.last_used_at,
         float(row.created_at),
+        row.parent_id,
     )
 
 
 class AuthStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    @contextlib.asynccontextmanager
+    async def _tx(self, conn: Any) -> AsyncIterator[Any]:
+        """``conn`` (the caller's transaction: the accounts service writes the change and its
+        audit entry in one) or a write transaction of the method's own."""
+        if conn is not None:
+            yield conn
+            return
+        async with self.db.write() as own:
+            yield own
+
+    @contextlib.asynccontextmanager
+    async def _rx(self, conn: Any) -> AsyncIterator[Any]:
+        """``conn`` or a read transaction of the method's own."""
+        if conn is not None:
+            yield conn
+            return
+        async with self.db.read() as own:
+            yield own
 
     # -- users ----------------------------------------------------------------------------
     async def count_users(self, *, admins_only: bool = False) -> int:
@@ -72,8 +93,8 @@ class AuthStore:
         async with self.db.read() as conn:
             return int((await conn.execute(q)).scalar_one())
 
-    async def get_user(self, name: str) -> UserRecord | None:
-        async with self.db.read() as conn:
+    async def get_user(self, name: str, *, conn: Any = None) -> UserRecord | None:
+        async with self._rx(conn) as conn:
             row = (await conn.execute(select(users).where(users.c.name == name))).first()
         return None if row is None else _user(row)
 
@@ -82,12 +103,19 @@ class AuthStore:
             return [_user(r) for r in await conn.execute(select(users).order_by(users.c.name))]
 
     async def create_user(
-        self, name: str, password_hash: str | None, *, admin: bool = False, robot: bool = False, if_no_admin: bool = False
+        self,
+        name: str,
+        password_hash: str | None,
+        *,
+        admin: bool = False,
+        robot: bool = False,
+        if_no_admin: bool = False,
+        conn: Any = None,
     ) -> bool:
         """Create a user; False if the name is taken (or, with ``if_no_admin``, if an admin
         exists already -- the first-start admin, race-free between replicas)."""
         now = time.time()
-        async with self.db.write() as conn:
+        async with self._tx(conn) as conn:
             if if_no_admin:
                 if (await conn.execute(select(users.c.id).where(users.c.is_admin.is_(True)).limit(1))).first() is not None:
                     return False
@@ -105,8 +133,8 @@ class AuthStore:
             )
             return bool(res.rowcount)
 
-    async def set_password(self, name: str, password_hash: str) -> bool:
-        async with self.db.write() as conn:
+    async def set_password(self, name: str, password_hash: str, *, conn: Any = None) -> bool:
+        async with self._tx(conn) as conn:
             res = await conn.execute(
                 update(users).where(users.c.name == name).values(password_hash=password_hash, password_changed_at=time.time())
             )
@@ -117,8 +145,8 @@ class AuthStore:
             res = await conn.execute(update(users).where(users.c.name == name).values(is_admin=admin))
             return bool(res.rowcount)
 
-    async def delete_user(self, name: str) -> bool:
-        async with self.db.write() as conn:
+    async def delete_user(self, name: str, *, conn: Any = None) -> bool:
+        async with self._tx(conn) as conn:
             uid = (await conn.execute(select(users.c.id).where(users.c.name == name))).scalar()
             if uid is None:
                 return False
@@ -129,9 +157,9 @@ class AuthStore:
             return True
 
     # -- grants ---------------------------------------------------------------------------
-    async def grant(self, user: str, pattern: str, actions: Iterable[str]) -> None:
+    async def grant(self, user: str, pattern: str, actions: Iterable[str], *, conn: Any = None) -> None:
         acts = ",".join(sorted(actions))
-        async with self.db.write() as conn:
+        async with self._tx(conn) as conn:
             uid = (await conn.execute(select(users.c.id).where(users.c.name == user))).scalar()
             if uid is None:
                 raise AuthStoreError(f"no user {user!r}")
@@ -141,8 +169,8 @@ class AuthStore:
                 .on_conflict_do_update(index_elements=["user_id", "pattern"], set_={"actions": acts})
             )
 
-    async def revoke(self, user: str, pattern: str) -> bool:
-        async with self.db.write() as conn:
+    async def revoke(self, user: str, pattern: str, *, conn: Any = None) -> bool:
+        async with self._tx(conn) as conn:
             uid = (await conn.execute(select(users.c.id).where(users.c.name == user))).scalar()
             if uid is None:
                 raise AuthStoreError(f"no user {user!r}")
@@ -161,24 +189,24 @@ class AuthStore:
             return [{"user": r.name, "pattern": r.pattern, "actions": r.actions.split(",")} for r in await conn.execute(q)]
 
     # -- visibility -----------------------------------------------------------------------
-    async def set_repository_public(self, name: str, public: bool) -> None:
-        async with self.db.write() as conn:
+    async def set_repository_public(self, name: str, public: bool, *, conn: Any = None) -> None:
+        async with self._tx(conn) as conn:
             await conn.execute(
                 self.db.insert(repositories)
                 .values(name=name, public=public, created_at=time.time())
                 .on_conflict_do_update(index_elements=["name"], set_={"public": public})
             )
 
-    async def set_namespace_public(self, name: str, public: bool) -> None:
-        async with self.db.write() as conn:
+    async def set_namespace_public(self, name: str, public: bool, *, conn: Any = None) -> None:
+        async with self._tx(conn) as conn:
             await conn.execute(
                 self.db.insert(namespaces)
                 .values(name=name, public=public, created_at=time.time())
                 .on_conflict_do_update(index_elements=["name"], set_={"public": public})
             )
 
-    async def create_namespace(self, name: str, public: bool = False) -> bool:
-        async with self.db.write() as conn:
+    async def create_namespace(self, name: str, public: bool = False, *, conn: Any = None) -> bool:
+        async with self._tx(conn) as conn:
             res = await conn.execute(
                 self.db.insert(namespaces)
                 .values(name=name, public=public, created_at=time.time())
@@ -186,8 +214,8 @@ class AuthStore:
             )
             return bool(res.rowcount)
 
-    async def delete_namespace(self, name: str) -> bool:
-        async with self.db.write() as conn:
+    async def delete_namespace(self, name: str, *, conn: Any = None) -> bool:
+        async with self._tx(conn) as conn:
             res = await conn.execute(delete(namespaces).where(namespaces.c.name == name))
             return bool(res.rowcount)
 
@@ -238,12 +266,22 @@ class AuthStore:
 
     # -- access tokens --------------------------------------------------------------------
     async def create_token(
-        self, user: str, name: str, scope: list[str] | None, expires_at: float | None, *, token_id: str, secret_hash: str
+        self,
+        user: str,
+        name: str,
+        scope: list[str] | None,
+        expires_at: float | None,
+        *,
+        token_id: str,
+        secret_hash: str,
+        parent_id: str | None = None,
+        conn: Any = None,
     ) -> TokenRecord:
         """Store a new access token (id and secret hash made by the caller,
-        :func:`moorage.auth.accounts.create_access_token`)."""
+        :func:`moorage.auth.accounts.create_access_token`); ``parent_id``: the token it was
+        made with, whose revocation revokes it."""
         now = time.time()
-        async with self.db.write() as conn:
+        async with self._tx(conn) as conn:
             uid = (await conn.execute(select(users.c.id).where(users.c.name == user))).scalar()
             if uid is None:
                 raise AuthStoreError(f"no user {user!r}")
@@ -256,17 +294,23 @@ class AuthStore:
                     scope=json.dumps(scope) if scope is not None else None,
                     expires_at=expires_at,
                     created_at=now,
+                    parent_id=parent_id,
                 )
             )
-        return TokenRecord(token_id, user, int(uid), name, secret_hash, scope, expires_at, None, None, now)
+        return TokenRecord(token_id, user, int(uid), name, secret_hash, scope, expires_at, None, None, now, parent_id)
 
-    async def get_token(self, token_id: str) -> TokenRecord | None:
+    async def get_token(self, token_id: str, *, conn: Any = None, for_update: bool = False) -> TokenRecord | None:
+        """A token by id.  ``for_update`` (inside the caller's write transaction): lock its row
+        until that commits -- a token minted with it and a revocation of it cannot interleave on
+        PostgreSQL (SQLite serialises write transactions anyway)."""
         q = (
             select(*_TOKEN_COLUMNS)
             .select_from(access_tokens.join(users, users.c.id == access_tokens.c.user_id))
             .where(access_tokens.c.id == token_id)
         )
-        async with self.db.read() as conn:
+        if for_update:
+            q = q.with_for_update(of=access_tokens)
+        async with self._rx(conn) as conn:
             row = (await conn.execute(q)).first()
         return None if row is None else _token(row)
 
@@ -281,14 +325,38 @@ class AuthStore:
         async with self.db.read() as conn:
             return [_token(r) for r in await conn.execute(q)]
 
-    async def revoke_token(self, token_id: str) -> bool:
-        async with self.db.write() as conn:
+    async def revoke_token(self, token_id: str, *, conn: Any = None) -> int:
+        """Revoke an unrevoked token and every token made with it, with theirs, and so on
+        (one transaction).  The number revoked: 0 if ``token_id`` is unknown or revoked already."""
+        now = time.time()
+        async with self._tx(conn) as conn:
             res = await conn.execute(
                 update(access_tokens)
                 .where(access_tokens.c.id == token_id, access_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=time.time())
+                .values(revoked_at=now)
             )
-            return bool(res.rowcount)
+            if not res.rowcount:
+                return 0
+            count = 1
+            frontier, seen = [token_id], {token_id}
+            while frontier:  # breadth first; ``seen`` guards against a (corrupt) cycle
+                children = [
+                    c
+                    for c in (
+                        await conn.execute(select(access_tokens.c.id).where(access_tokens.c.parent_id.in_(frontier[:500])))
+                    ).scalars()
+                    if c not in seen
+                ]
+                frontier = frontier[500:] + children
+                seen.update(children)
+                if children:
+                    res = await conn.execute(
+                        update(access_tokens)
+                        .where(access_tokens.c.id.in_(children), access_tokens.c.revoked_at.is_(None))
+                        .values(revoked_at=now)
+                    )
+                    count += int(res.rowcount or 0)
+            return count
 
     async def touch_token(self, token_id: str) -> None:
         async with self.db.write() as conn:

@@ -11,10 +11,11 @@ then makes a claim exclusive even if two replicas picked the same row).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Iterable, Required, Sequence, TypedDict
+from typing import Any, AsyncIterator, Callable, Collection, Iterable, Required, Sequence, TypedDict
 
 from sqlalchemy import and_, case, delete, func, insert, literal, or_, select, update
 
@@ -112,6 +113,10 @@ class AuditEntry(TypedDict, total=False):
     detail: dict[str, Any] | None
     #: Entries with the same key are written once (aggregated pulls and logins, imported GC runs).
     dedupe_key: str
+    #: Through which face the change came (``api``, ``ui``, ``cli`` ...) and its outcome (``ok``,
+    #: ``denied``); NULL where the writer does not say (older entries, registry events).
+    face: str | None
+    outcome: str | None
 
 
 class EventsStore:
@@ -270,16 +275,25 @@ class EventsStore:
             rows = (await conn.execute(select(webhooks).order_by(webhooks.c.name))).all()
         return [_webhook(r) for r in rows]
 
-    async def create_webhook(self, row: dict[str, Any]) -> bool:
+    @contextlib.asynccontextmanager
+    async def _tx(self, conn: Any) -> AsyncIterator[Any]:
+        """The caller's transaction (a change and its audit entry commit together), or our own."""
+        if conn is not None:
+            yield conn
+            return
+        async with self.db.write() as own:
+            yield own
+
+    async def create_webhook(self, row: dict[str, Any], *, conn: Any = None) -> bool:
         values = {**row, "created_at": time.time()}
         for key in ("actions", "repositories", "targets"):
             values[key] = json.dumps(list(values[key]))
-        async with self.db.write() as conn:
+        async with self._tx(conn) as conn:
             res = await conn.execute(self.db.insert(webhooks).values(**values).on_conflict_do_nothing(index_elements=["name"]))
         return bool(res.rowcount)
 
-    async def delete_webhook(self, name: str) -> bool:
-        async with self.db.write() as conn:
+    async def delete_webhook(self, name: str, *, conn: Any = None) -> bool:
+        async with self._tx(conn) as conn:
             res = await conn.execute(delete(webhooks).where(webhooks.c.name == name))
             if res.rowcount:
                 # Nothing will deliver them any more: close them so the history says why.
@@ -291,6 +305,11 @@ class EventsStore:
         return bool(res.rowcount)
 
     # -- audit log ------------------------------------------------------------------------
+    async def insert_audit(self, conn: Any, rows: Sequence[AuditEntry]) -> None:
+        """Write ``rows`` on ``conn``: inside the caller's transaction, so a change and its audit
+        entry commit (or roll back) together (:mod:`moorage.accounts`)."""
+        await self._insert_audit(conn, rows)
+
     async def _insert_audit(self, conn: Any, rows: Sequence[AuditEntry]) -> None:
         plain = [r for r in rows if not r.get("dedupe_key")]
         keyed = [r for r in rows if r.get("dedupe_key")]
@@ -476,6 +495,8 @@ def _audit_values(r: AuditEntry) -> dict[str, Any]:
         "user_agent": _cut(r.get("user_agent"), 300),
         "detail": json.dumps(detail, sort_keys=True) if detail else None,
         "dedupe_key": _cut(r.get("dedupe_key"), 400),
+        "face": _cut(r.get("face"), 16),
+        "outcome": _cut(r.get("outcome"), 16),
     }
 
 
@@ -494,6 +515,8 @@ def _audit_out(r: Any) -> dict[str, Any]:
         "client_ip": r.client_ip,
         "user_agent": r.user_agent,
         "detail": json.loads(r.detail) if r.detail else None,
+        "face": r.face,
+        "outcome": r.outcome,
     }
 
 

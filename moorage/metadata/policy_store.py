@@ -7,8 +7,9 @@ record types of :mod:`.records`.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from sqlalchemy import and_, delete, func, or_, select
 
@@ -38,8 +39,17 @@ class PolicyStore:
         self.db = db
 
     # ---------------------------------------------------------------------------- quotas
-    async def set_quota(self, namespace: str, limit_bytes: int) -> None:
-        async with self.db.write() as conn:
+    @contextlib.asynccontextmanager
+    async def _tx(self, conn: Any) -> AsyncIterator[Any]:
+        """The caller's transaction (a change and its audit entry commit together), or our own."""
+        if conn is not None:
+            yield conn
+            return
+        async with self.db.write() as own:
+            yield own
+
+    async def set_quota(self, namespace: str, limit_bytes: int, *, conn: Any = None) -> None:
+        async with self._tx(conn) as conn:
             await conn.execute(
                 self.db.insert(quotas)
                 .values(namespace=namespace, limit_bytes=limit_bytes, created_at=time.time())
@@ -51,8 +61,8 @@ class PolicyStore:
             rows = (await conn.execute(select(quotas.c.namespace, quotas.c.limit_bytes).order_by(quotas.c.namespace))).all()
         return [Quota(r.namespace, int(r.limit_bytes)) for r in rows]
 
-    async def remove_quota(self, namespace: str) -> bool:
-        async with self.db.write() as conn:
+    async def remove_quota(self, namespace: str, *, conn: Any = None) -> bool:
+        async with self._tx(conn) as conn:
             res = await conn.execute(delete(quotas).where(quotas.c.namespace == namespace))
         return bool(res.rowcount)
 
@@ -75,9 +85,9 @@ class PolicyStore:
             return (await conn.execute(q)).first() is not None
 
     # ------------------------------------------------------------------------- retention
-    async def set_retention(self, policy: RetentionPolicy) -> None:
+    async def set_retention(self, policy: RetentionPolicy, *, conn: Any = None) -> None:
         values = {"keep_last": policy.keep_last, "keep_regex": policy.keep_regex, "expire_days": policy.expire_days}
-        async with self.db.write() as conn:
+        async with self._tx(conn) as conn:
             await conn.execute(
                 self.db.insert(retention_policies)
                 .values(pattern=policy.pattern, created_at=time.time(), **values)
@@ -89,8 +99,8 @@ class PolicyStore:
             rows = (await conn.execute(select(retention_policies).order_by(retention_policies.c.pattern))).all()
         return [RetentionPolicy(r.pattern, r.keep_last, r.keep_regex, r.expire_days) for r in rows]
 
-    async def remove_retention(self, pattern: str) -> bool:
-        async with self.db.write() as conn:
+    async def remove_retention(self, pattern: str, *, conn: Any = None) -> bool:
+        async with self._tx(conn) as conn:
             res = await conn.execute(delete(retention_policies).where(retention_policies.c.pattern == pattern))
         return bool(res.rowcount)
 
@@ -124,8 +134,8 @@ class PolicyStore:
         return removed
 
     # ------------------------------------------------------------------------ immutable
-    async def add_immutable(self, repo_pattern: str, tag_regex: str) -> None:
-        async with self.db.write() as conn:
+    async def add_immutable(self, repo_pattern: str, tag_regex: str, *, conn: Any = None) -> None:
+        async with self._tx(conn) as conn:
             await conn.execute(
                 self.db.insert(immutable_tags)
                 .values(repo_pattern=repo_pattern, tag_regex=tag_regex, created_at=time.time())
@@ -136,11 +146,11 @@ class PolicyStore:
         async with self.db.read() as conn:
             return await immutable_rules(conn, ordered=True)
 
-    async def remove_immutable(self, repo_pattern: str, tag_regex: str | None = None) -> int:
+    async def remove_immutable(self, repo_pattern: str, tag_regex: str | None = None, *, conn: Any = None) -> int:
         q = delete(immutable_tags).where(immutable_tags.c.repo_pattern == repo_pattern)
         if tag_regex is not None:
             q = q.where(immutable_tags.c.tag_regex == tag_regex)
-        async with self.db.write() as conn:
+        async with self._tx(conn) as conn:
             return int((await conn.execute(q)).rowcount or 0)
 
 

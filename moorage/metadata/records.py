@@ -42,6 +42,8 @@ class TokenRecord:
     revoked_at: float | None
     last_used_at: float | None
     created_at: float
+    #: The access token this one was made with (revoking that one revokes this one too).
+    parent_id: str | None = None
 
     def usable(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
@@ -57,6 +59,7 @@ class TokenRecord:
             "revoked_at": self.revoked_at,
             "last_used_at": self.last_used_at,
             "created_at": self.created_at,
+            "parent_id": self.parent_id,
         }
 
 

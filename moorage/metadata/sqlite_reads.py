@@ -96,7 +96,7 @@ class SQLiteAuthReader:
         sql = (
             "SELECT access_tokens.id, users.name, access_tokens.user_id, access_tokens.name, access_tokens.secret_hash,"
             " access_tokens.scope, access_tokens.expires_at, access_tokens.revoked_at, access_tokens.last_used_at,"
-            " access_tokens.created_at FROM access_tokens JOIN users ON users.id = access_tokens.user_id"
+            " access_tokens.created_at, access_tokens.parent_id FROM access_tokens JOIN users ON users.id = access_tokens.user_id"
         )
         params: tuple[Any, ...] = ()
         if user is not None:
@@ -104,8 +104,8 @@ class SQLiteAuthReader:
             params = (user,)
         rows = self._rows(sql + " ORDER BY access_tokens.created_at", params)
         return [
-            TokenRecord(tid, un, int(uid), name, sh, json.loads(scope) if scope else None, exp, rev, used, float(created))
-            for tid, un, uid, name, sh, scope, exp, rev, used, created in rows
+            TokenRecord(tid, un, int(uid), name, sh, json.loads(scope) if scope else None, exp, rev, used, float(created), parent)
+            for tid, un, uid, name, sh, scope, exp, rev, used, created, parent in rows
         ]
 
     def list_namespaces(self) -> list[dict[str, Any]]:

@@ -163,7 +163,11 @@ access_tokens = Table(
     Column("revoked_at", Float, nullable=True),
     Column("last_used_at", Float, nullable=True),
     Column("created_at", Float, nullable=False),
+    #: The access token this one was made with (NULL: made with a password session, the CLI or
+    #: an administrator's password); revoking a token revokes every token it made (migration 0010).
+    Column("parent_id", String(32), nullable=True),
     Index("ix_access_tokens_user", "user_id"),
+    Index("ix_access_tokens_parent", "parent_id"),
 )
 
 #: Token-signing keys, shared by every replica (``kid`` = JWK thumbprint).
@@ -393,6 +397,10 @@ audit_log = Table(
     Column("user_agent", String(300), nullable=True),
     Column("detail", Text, nullable=True),  # JSON object
     Column("dedupe_key", String(400), nullable=True, unique=True),
+    #: Through which face (``api``, ``ui``, ``cli``, ``v2`` ...) and with what outcome (``ok``,
+    #: ``denied``) -- NULL on entries older than migration 0010.
+    Column("face", String(16), nullable=True),
+    Column("outcome", String(16), nullable=True),
     Index("ix_audit_log_time", "time"),
     Index("ix_audit_log_actor", "actor", "time"),
     Index("ix_audit_log_repository", "repository", "time"),

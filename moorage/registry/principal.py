@@ -26,16 +26,19 @@ class Principal:
     flag as the authenticator established it (a scoped token's admin flag is already dropped).
     ``token_id`` / ``token_expires`` / ``scope`` describe the access token the call came with
     (``scope`` ``None``: unscoped), so that what a token may create is bounded by the token
-    itself.  ``address`` is the client's address where a network face knows it.
+    itself (the accounts service re-reads the token's row by ``token_id``: the row, not the
+    face, is the authority on its expiry and scope).  ``address`` is the client's address and
+    ``user_agent`` its ``User-Agent`` where a network face knows them.
     """
 
     name: str | None
     face: Face
     admin: bool = False
-    token_id: int | None = None
+    token_id: str | None = None
     token_expires: float | None = None
     scope: tuple[str, ...] | None = None
     address: str | None = None
+    user_agent: str | None = None
 
     @classmethod
     def anonymous(cls, face: Face, address: str | None = None) -> Principal:
@@ -46,6 +49,11 @@ class Principal:
         """Whoever runs the process on the data directory (the CLI, import, scheduled jobs):
         the filesystem permissions on the data already give them everything."""
         return cls(name or "operator", face, admin=True)
+
+    @property
+    def scoped(self) -> bool:
+        """Signed in with a scoped access token (less than the account's full rights)."""
+        return self.scope is not None
 
     @property
     def actor(self) -> str:

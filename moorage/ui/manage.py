@@ -5,22 +5,26 @@ Every change is a POST carrying the form's CSRF token (:func:`~moorage.ui.sessio
 and is allowed exactly when the API would allow it: repository deletes need the ``delete``
 right, everything else is for administrators (with ``auth.mode: none`` anyone; with
 htpasswd every signed-in user), personal access tokens for any signed-in user with full
-credentials.  The work itself is done by the same functions the API and the CLI use.
+credentials.  Account changes (users, robots, tokens, grants, visibility) are operations of
+the accounts service (:class:`~moorage.accounts.service.AccountsService`), called with the
+viewer as a ``ui`` :class:`~moorage.registry.principal.Principal`: it decides who may, and
+audits them exactly as it does for the API and the CLI.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 from aiohttp import web
 
 from ..api.common import DATABASE
-from ..api.common import BLOBS, SERVICE, SETTINGS, publish
-from ..auth import passwords
-from ..auth.accounts import create_access_token
-from ..auth.policy import parse_actions, parse_token_scope, valid_pattern, valid_username
+from ..api.common import ACCOUNTS, BLOBS, SERVICE, SETTINGS, publish
+from ..accounts.service import AccountsService
+from ..auth.policy import parse_actions, parse_token_scope
 from ..registry import errors
+from ..registry.principal import Principal
 from ..registry.names import is_valid_name
 from .pages import NAME, _repo_name, registry_host, visible_repository
 from .session import QUERIES, Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer
@@ -39,6 +43,47 @@ def _auth_state(request: web.Request) -> Any:
     if state is None:
         raise UIError(404, "Users and tokens exist only with auth.mode: token.")
     return state
+
+
+def _accounts(request: web.Request) -> AccountsService:
+    service = request.app.get(ACCOUNTS)
+    if service is None:
+        raise UIError(404, "Users and tokens exist only with auth.mode: token.")
+    return service
+
+
+def _principal(request: web.Request, viewer: Viewer) -> Principal:
+    """The viewer as the caller of a service operation (face ``ui``)."""
+    p = viewer.principal
+    scope = None
+    if p is not None and p.token_scope is not None:
+        scope = tuple(f"{g.pattern}:{','.join(sorted(g.actions))}" for g in p.token_scope)
+    return Principal(
+        viewer.name,
+        "ui",
+        admin=viewer.may_administer,
+        token_id=p.token_id if p is not None else None,
+        scope=scope,
+        address=request.remote or "",
+        user_agent=request.headers.get("User-Agent", "")[:300],
+    )
+
+
+def _signed_in(viewer: Viewer, *, token_mode: bool = False, next_page: str = "") -> None:
+    """The face's part of an account change: the page exists in this mode, and someone is
+    signed in (else the sign-in page); who may do what is the service's to decide."""
+    if token_mode and viewer.mode != "token":
+        raise UIError(404, "Users, grants and visibility exist only with auth.mode: token.")
+    if viewer.anonymous and not viewer.may_administer:
+        raise Redirect("/ui/login" + (f"?next={next_page}" if next_page else ""))
+
+
+def _refused(exc: errors.RegistryError) -> UIError:
+    """A service refusal as an error page."""
+    if isinstance(exc, errors.Denied):
+        message = exc.message if "token" in exc.message else "Administrator rights required."
+        return UIError(403, message)
+    return UIError(exc.status if 400 <= exc.status < 500 else 400, exc.message)
 
 
 def _require_admin(viewer: Viewer, *, token_mode: bool = False) -> None:
@@ -108,10 +153,16 @@ async def delete_post(request: web.Request) -> web.StreamResponse:
 @routes.post(f"/ui/repo/{NAME}/-/visibility", name=route_names.UI_VISIBILITY)
 async def visibility_post(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
-    _require_admin(viewer, token_mode=True)
+    _signed_in(viewer, token_mode=True)
     name = _repo_name(request)
-    await visible_repository(request, viewer, name)
-    await _auth_state(request).store.set_repository_public(name, _field(form, "public") == "1")
+    if viewer.may_administer:
+        await visible_repository(request, viewer, name)
+    try:
+        await _accounts(request).set_visibility(
+            _principal(request, viewer), repository=name, public=_field(form, "public") == "1"
+        )
+    except errors.RegistryError as exc:
+        raise _refused(exc) from None
     raise Redirect(f"/ui/repo/{name}")
 
 
@@ -176,7 +227,12 @@ async def token_create(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         return await _tokens_page(request, viewer, error=str(exc), status=400)
     assert viewer.name is not None
-    rec, text = await create_access_token(_auth_state(request).store, viewer.name, name, scope, expires)
+    try:
+        rec, text = await _accounts(request).create_token(_principal(request, viewer), viewer.name, name, scope, expires)
+    except errors.Denied as exc:
+        raise _refused(exc) from None
+    except errors.RegistryError as exc:
+        return await _tokens_page(request, viewer, error=exc.message, status=400)
     return await _tokens_page(request, viewer, created={"record": rec, "secret": text, "user": viewer.name})
 
 
@@ -184,11 +240,12 @@ async def token_create(request: web.Request) -> web.StreamResponse:
 async def token_revoke(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _require_token_user(viewer)
-    store = _auth_state(request).store
-    tok = await store.get_token(_path_id(request, "id"))
-    if tok is None or tok.user != viewer.name:
-        raise UIError(404, "No such token.")
-    await store.revoke_token(tok.id)
+    try:
+        await _accounts(request).revoke_token(_principal(request, viewer), _path_id(request, "id"), own_only=True)
+    except errors.NotFound:
+        raise UIError(404, "No such token.") from None
+    except errors.RegistryError as exc:
+        raise _refused(exc) from None
     raise Redirect("/ui/tokens")
 
 
@@ -235,35 +292,41 @@ async def users_page(request: web.Request) -> web.StreamResponse:
 @routes.post("/ui/admin/users", name=route_names.UI_USERS_POST)
 async def user_create(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
-    _require_admin(viewer, token_mode=True)
-    state = _auth_state(request)
+    _signed_in(viewer, token_mode=True)
+    service, who = _accounts(request), _principal(request, viewer)
     name = _field(form, "name", 100)
     robot = _field(form, "kind") == "robot"
-    if not valid_username(name):
+    raw_password = form.get("password", "")
+    password = None if robot else (str(raw_password)[:4096].replace("\x00", "") or None)
+    try:
+        _, generated = await service.add_user(who, name, password, admin=_field(form, "admin") == "1" and not robot, robot=robot)
+        created: dict[str, Any] = {"name": name, "password": generated}
+        if robot:
+            _, text = await service.create_token(who, name, "robot", None, None)
+            created["secret"] = text
+    except errors.Denied as exc:
+        raise _refused(exc) from None
+    except errors.NameInvalid:
         return await _users_page(request, error="Invalid name: lower-case letters, digits, '.', '_', '-'.", status=400)
-    password = None if robot else (str(form.get("password", "")).replace("\x00", "") or None)
-    generated = None
-    if password is None and not robot:
-        password = generated = passwords.generate_password()
-    hashed = passwords.hash_password(password, state.settings.auth.bcrypt_rounds) if password else None
-    if not await state.store.create_user(name, hashed, admin=_field(form, "admin") == "1" and not robot, robot=robot):
-        return await _users_page(request, error=f"{name} exists already.", status=400)
-    created: dict[str, Any] = {"name": name, "password": generated}
-    if robot:
-        rec, text = await create_access_token(state.store, name, "robot", None, None)
-        created["secret"] = text
+    except errors.RegistryError as exc:
+        message = f"{name} exists already." if "exists already" in exc.message else exc.message
+        return await _users_page(request, error=message, status=400)
     return await _users_page(request, created=created)
 
 
 @routes.post("/ui/admin/users/{user}/delete", name=route_names.UI_USER_DELETE)
 async def user_delete(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
-    _require_admin(viewer, token_mode=True)
+    _signed_in(viewer, token_mode=True)
     name = _path_id(request, "user")
     if name == viewer.name:
         raise UIError(400, "You cannot delete yourself.")
-    if not await _auth_state(request).store.delete_user(name):
-        raise UIError(404, "No such user.")
+    try:
+        await _accounts(request).delete_user(_principal(request, viewer), name)
+    except errors.NotFound:
+        raise UIError(404, "No such user.") from None
+    except errors.RegistryError as exc:
+        raise _refused(exc) from None
     await request.app[QUERIES].delete_sessions_of(name)
     raise Redirect("/ui/admin/users")
 
@@ -272,39 +335,54 @@ async def user_delete(request: web.Request) -> web.StreamResponse:
 async def user_password(request: web.Request) -> web.StreamResponse:
     """A new generated password (shown once); the user's password sessions end with it."""
     viewer, _ = await check_csrf(request)
-    _require_admin(viewer, token_mode=True)
-    state = _auth_state(request)
+    _signed_in(viewer, token_mode=True)
+    service = _accounts(request)
     name = _path_id(request, "user")
-    user = await state.store.get_user(name)
-    if user is None or user.is_robot:
-        raise UIError(404, "No such user (robots have tokens, not passwords).")
-    password = passwords.generate_password()
-    await state.store.set_password(name, passwords.hash_password(password, state.settings.auth.bcrypt_rounds))
+    if viewer.may_administer:  # (robots: nothing to reset; shown before the service is asked)
+        user = await service.store.get_user(name)
+        if user is None or user.is_robot:
+            raise UIError(404, "No such user (robots have tokens, not passwords).")
+    try:
+        password = await service.set_password(_principal(request, viewer), name, None)
+    except errors.NotFound:
+        raise UIError(404, "No such user (robots have tokens, not passwords).") from None
+    except errors.RegistryError as exc:
+        raise _refused(exc) from None
     return await _users_page(request, created={"name": name, "password": password, "reset": True})
 
 
 @routes.post("/ui/admin/users/{user}/token", name=route_names.UI_USER_TOKEN)
 async def robot_token(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
-    _require_admin(viewer, token_mode=True)
-    state = _auth_state(request)
+    _signed_in(viewer, token_mode=True)
     name = _path_id(request, "user")
-    if await state.store.get_user(name) is None:
-        raise UIError(404, "No such user.")
     try:
         tname, scope, expires = _token_params(form)
     except ValueError as exc:
+        if not viewer.may_administer:
+            raise UIError(403, "Administrator rights required.") from None
         return await _users_page(request, error=str(exc), status=400)
-    _, text = await create_access_token(state.store, name, tname, scope, expires)
+    try:
+        _, text = await _accounts(request).create_token(_principal(request, viewer), name, tname, scope, expires)
+    except errors.NotFound:
+        raise UIError(404, "No such user.") from None
+    except errors.Denied as exc:
+        raise _refused(exc) from None
+    except errors.RegistryError as exc:
+        return await _users_page(request, error=exc.message, status=400)
     return await _users_page(request, created={"name": name, "password": None, "secret": text})
 
 
 @routes.post("/ui/admin/tokens/{id}/revoke", name=route_names.UI_ADMIN_TOKEN_REVOKE)
 async def admin_token_revoke(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
-    _require_admin(viewer, token_mode=True)
-    if not await _auth_state(request).store.revoke_token(_path_id(request, "id")):
-        raise UIError(404, "No such (unrevoked) token.")
+    _signed_in(viewer, token_mode=True)
+    try:
+        await _accounts(request).revoke_token(_principal(request, viewer), _path_id(request, "id"))
+    except errors.NotFound:
+        raise UIError(404, "No such (unrevoked) token.") from None
+    except errors.RegistryError as exc:
+        raise _refused(exc) from None
     raise Redirect("/ui/admin/users")
 
 
@@ -363,66 +441,64 @@ async def namespaces_post(request: web.Request) -> web.StreamResponse:
     """One endpoint, ``action`` says what: the forms on the namespaces page."""
     viewer, form = await check_csrf(request)
     _require_admin(viewer)
-    from ..gc import immutable, quotas, retention
-    from ..gc.patterns import parse_size
+    from ..accounts.policies import PolicyAdminService
+    from ..metadata.records import RetentionPolicy
 
-    db = request.app[DATABASE]
+    policies = PolicyAdminService(request.app[DATABASE], request.app[SETTINGS])
+    who = _principal(request, viewer)
     action = _field(form, "action", 40)
     try:
         if action in ("visibility", "grant", "revoke") and viewer.mode != "token":
             raise UIError(404, "Grants and visibility exist only with auth.mode: token.")
         if action == "visibility":
-            await _auth_state(request).store.set_namespace_public(_namespace(form), _field(form, "public") == "1")
+            await _accounts(request).set_visibility(
+                _principal(request, viewer), namespace=_namespace(form), public=_field(form, "public") == "1"
+            )
         elif action == "grant":
             ns = _namespace(form)
-            pattern = f"{ns}/*"
             acts = [a for a in ("pull", "push", "delete", "admin") if _field(form, a) == "1"]
-            actions = parse_actions(acts)
-            if not actions:
+            if not parse_actions(acts):
                 raise ValueError("tick at least one of pull, push, delete, admin")
-            user = _field(form, "user", 64)
-            await _auth_state(request).store.grant(user, pattern, actions)
+            await _accounts(request).add_grant(_principal(request, viewer), _field(form, "user", 64), f"{ns}/*", acts)
         elif action == "revoke":
-            pattern = _field(form, "pattern")
-            if not valid_pattern(pattern):
-                raise ValueError("invalid pattern")
-            await _auth_state(request).store.revoke(_field(form, "user", 64), pattern)
+            try:
+                await _accounts(request).revoke_grant(
+                    _principal(request, viewer), _field(form, "user", 64), _field(form, "pattern")
+                )
+            except errors.NotFound:
+                pass  # gone already: the page shows what is left
         elif action == "retention":
             ns = _namespace(form)
             keep_last = _field(form, "keep_last", 10)
             expire = _field(form, "expire_days", 10)
             regex = _field(form, "keep_regex", 255) or None
-            await retention.set_policy(
-                db,
-                retention.RetentionPolicy(
-                    f"{ns}/*", int(keep_last) if keep_last else None, regex, float(expire) if expire else None
-                ),
-            )
+            policy = RetentionPolicy(f"{ns}/*", int(keep_last) if keep_last else None, regex, float(expire) if expire else None)
+            await policies.set_retention(who, policy)
         elif action == "retention_remove":
-            await retention.remove_policy(db, _field(form, "pattern"))
+            with contextlib.suppress(errors.NotFound):  # gone already: the page shows what is left
+                await policies.remove_retention(who, _field(form, "pattern"))
         elif action == "immutable":
             ns = _namespace(form)
             regex = _field(form, "tag_regex", 255)
             if not regex:
                 raise ValueError("give a tag regular expression (e.g. ^v[0-9].*)")
-            from ..gc.patterns import compile_regex
-
-            compile_regex(regex)
-            await immutable.set_rule(db, f"{ns}/*", regex)
+            await policies.set_immutable(who, f"{ns}/*", regex)
         elif action == "immutable_remove":
-            await immutable.remove_rule(db, _field(form, "pattern"), _field(form, "tag_regex") or None)
+            with contextlib.suppress(errors.NotFound):
+                await policies.remove_immutable(who, _field(form, "pattern"), _field(form, "tag_regex") or None)
         elif action == "quota":
-            await quotas.set_quota(db, _namespace(form), parse_size(_field(form, "limit", 40)))
+            await policies.set_quota(who, _namespace(form), _field(form, "limit", 40))
         elif action == "quota_remove":
-            await quotas.remove_quota(db, _field(form, "namespace"))
+            with contextlib.suppress(errors.NotFound):
+                await policies.remove_quota(who, _field(form, "namespace"))
         else:
             raise ValueError("unknown action")
     except ValueError as exc:
         return await _namespaces_page(request, viewer, error=str(exc), status=400)
-    except Exception as exc:  # AuthStoreError (unknown user) is a ValueError; anything else:
-        if exc.__class__.__name__ == "AuthStoreError":
-            return await _namespaces_page(request, viewer, error=str(exc), status=400)
-        raise
+    except errors.Denied as exc:
+        raise _refused(exc) from None
+    except errors.RegistryError as exc:  # unknown user, invalid pattern ...
+        return await _namespaces_page(request, viewer, error=exc.message, status=400)
     raise Redirect("/ui/admin/namespaces")
 
 

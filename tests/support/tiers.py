@@ -24,6 +24,7 @@ TIERS = ("unit", "protocol", "clients", "scaleout")
 TIER_OF_MODULE: dict[str, str] = {
     # nothing but this process
     "test_app_inproc": "unit",
+    "test_accounts_service": "unit",
     "test_gc_mark": "unit",
     "test_sqlite_writer": "unit",
     "test_auth_policy": "unit",
@@ -40,6 +41,7 @@ TIER_OF_MODULE: dict[str, str] = {
     "test_ui_units": "unit",
     # one real server per module (or per test), HTTP and CLI
     "test_admin_bodies": "protocol",
+    "test_accounts_parity": "protocol",
     "test_audit": "protocol",
     "test_footprint": "protocol",
     "test_quota_cache": "protocol",
