@@ -14,8 +14,8 @@ import os
 
 from aiohttp import web
 
-from ..registry.errors import BackendUnavailable, DatabaseUnavailable, StorageUnavailable
-from .common import BLOBS, SETTINGS, json_body, service
+from ..registry.errors import BackendUnavailable, DatabaseUnavailable, StorageUnavailable, Unavailable
+from .common import AUTHENTICATOR, BLOBS, SETTINGS, json_body, service
 from . import routes as route_names
 
 log = logging.getLogger("moorage.api")
@@ -53,6 +53,23 @@ async def _storage(request: web.Request) -> None:
     await request.app[BLOBS].stat(_PROBE_DIGEST)
 
 
+async def _identity(request: web.Request) -> dict[str, str]:
+    """Directory providers (``auth.ldap``): reported, but not part of readiness -- local users
+    (the break-glass administrator) and robots keep working while the directory is down."""
+    auth = request.app.get(AUTHENTICATOR)
+    users = getattr(auth, "directory", None)
+    if users is None:
+        return {}
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            await users.directory.probe()
+        return {"ldap": "ok"}
+    except TimeoutError:
+        return {"ldap": f"the LDAP server at {users.directory.url} does not answer (no answer within {PROBE_TIMEOUT:g} s)"}
+    except Unavailable as exc:
+        return {"ldap": exc.message[:300]}
+
+
 @routes.get("/readyz", name=route_names.READYZ)
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
@@ -68,8 +85,12 @@ async def readyz(request: web.Request) -> web.Response:
             log.warning("readyz: %s probe failed", name, exc_info=True)
             checks[name] = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     ready = all(v == "ok" for v in checks.values())
+    body: dict[str, object] = {"status": "ok" if ready else "unavailable", "checks": checks}
+    identity = await _identity(request)
+    if identity:
+        body["identity"] = identity
     return json_body(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
+        body,
         status=200 if ready else 503,
         headers=None if ready else {"Retry-After": "5"},
     )

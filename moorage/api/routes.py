@@ -117,6 +117,9 @@ USER_PASSWORD = "api_v1_user_password"
 GRANTS = "api_v1_grants"
 GRANT_ADD = "api_v1_grant_add"
 GRANT_DELETE = "api_v1_grant_delete"
+GROUP_GRANTS = "api_v1_group_grants"
+GROUP_GRANT_ADD = "api_v1_group_grant_add"
+GROUP_GRANT_DELETE = "api_v1_group_grant_delete"
 TOKENS = "api_v1_tokens"
 TOKEN_ADD = "api_v1_token_add"
 TOKEN_DELETE = "api_v1_token_delete"
@@ -289,6 +292,9 @@ RULES: dict[str, Rule] = {
     GRANTS: Rule.ADMIN,
     GRANT_ADD: Rule.ADMIN,
     GRANT_DELETE: Rule.ADMIN,
+    GROUP_GRANTS: Rule.ADMIN,
+    GROUP_GRANT_ADD: Rule.ADMIN,
+    GROUP_GRANT_DELETE: Rule.ADMIN,
     TOKENS: Rule.ADMIN,
     TOKEN_ADD: Rule.ADMIN,
     TOKEN_DELETE: Rule.ADMIN,

@@ -32,6 +32,7 @@ def _user(row: Any) -> UserRecord:
         bool(row.is_robot),
         float(row.created_at),
         float(row.password_changed_at),
+        row.source,
     )
 
 

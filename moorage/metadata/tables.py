@@ -125,6 +125,9 @@ users = Table(
     Column("is_robot", Boolean, nullable=False, default=False, server_default="0"),
     Column("created_at", Float, nullable=False),
     Column("password_changed_at", Float, nullable=False),
+    #: NULL: a local user; ``"ldap"``: provisioned at first sign-in from the directory (no
+    #: password here; rights also from its groups).  Migration 0011.
+    Column("source", String(16), nullable=True),
 )
 
 #: Organisations / namespaces: a name prefix that can be marked public as a whole.
@@ -147,6 +150,19 @@ grants = Table(
     Column("actions", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("user_id", "pattern", name="uq_grants_user_pattern"),
+)
+
+#: Grants to directory groups (migration 0011): every member of ``group_name`` gets ``actions``
+#: on repositories matching ``pattern``, on top of their own grants.
+group_grants = Table(
+    "group_grants",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("group_name", String(255), nullable=False),
+    Column("pattern", String(255), nullable=False),
+    Column("actions", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("group_name", "pattern", name="uq_group_grants_group_pattern"),
 )
 
 #: Personal access tokens and robot tokens: shown once, stored as sha256 of the secret.

@@ -218,12 +218,15 @@ async def _still_valid(request: web.Request, viewer: Viewer, sess: dict[str, Any
             return False
     elif user.password_changed_at > sess["created_at"]:
         return False
-    principal = await state.principal(user, token)
+    try:
+        principal = await state.principal(user, token)
+    except errors.Unauthorized:  # a directory user no longer in the directory
+        return False
     viewer.name = user.name
     viewer.principal = principal
     viewer.robot = user.is_robot
     viewer.scoped = token is not None and token.scope is not None
-    viewer.admin = user.is_admin and not viewer.scoped
+    viewer.admin = principal.is_admin and not viewer.scoped  # (a directory user: by admin_groups)
     return True
 
 
@@ -242,8 +245,12 @@ async def sign_in(request: web.Request, username: str, password: str) -> None:
             user, token = await state.login(request, username, password, challenge={})
         except errors.TooManyRequests:
             raise UIError(429, "Too many failed sign-ins; try again in a minute.") from None
-        except errors.Unauthorized:
-            raise UIError(401, "Invalid username or password.") from None
+        except errors.Unavailable as exc:  # the directory does not answer: say so, not "wrong password"
+            raise UIError(503, exc.message) from None
+        except errors.Unauthorized as exc:
+            from ..auth.groups import NameConflict
+
+            raise UIError(401, exc.message if isinstance(exc, NameConflict) else "Invalid username or password.") from None
         username = user.name
         token_id = token.id if token is not None else None
     elif mode == "htpasswd":
