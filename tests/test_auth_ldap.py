@@ -350,3 +350,31 @@ def test_config_refuses_unknown_and_bad_ldap_keys(tmp_path: Path) -> None:
     with pytest.raises(ValidationError):
         Settings(auth={"mode": "htpasswd", "ldap": base})
     assert "secret" not in repr(LdapSettings(**base, bind_password="secret"))
+
+
+def test_ui_group_grants_page(srv: RegistryProcess) -> None:
+    from tests.test_ui_http import csrf_of, ui_login
+
+    admin = ui_login(srv, *ADMIN)
+    page = admin.get(f"{srv.url}/ui/admin/group-grants", timeout=HTTP_TIMEOUT)
+    assert page.status_code == 200 and "developers" in page.text
+    assert "/ui/admin/group-grants" in admin.get(f"{srv.url}/ui/admin/namespaces", timeout=HTTP_TIMEOUT).text
+    form = {"csrf": csrf_of(page.text), "action": "grant", "group": "developers", "namespace": "uiteam", "push": "1", "pull": "1"}
+    r = admin.post(f"{srv.url}/ui/admin/group-grants", data=form, timeout=HTTP_TIMEOUT, allow_redirects=False)
+    assert r.status_code == 303
+    assert _access(srv, "repository:uiteam/app:pull,push", creds("alice")) == ["pull", "push"]
+    bad = admin.post(
+        f"{srv.url}/ui/admin/group-grants", data={**form, "namespace": "Bad Name"}, timeout=HTTP_TIMEOUT, allow_redirects=False
+    )
+    assert bad.status_code == 400 and "invalid namespace" in bad.text
+    r = admin.post(
+        f"{srv.url}/ui/admin/group-grants",
+        data={"csrf": form["csrf"], "action": "revoke", "group": "developers", "pattern": "uiteam/*"},
+        timeout=HTTP_TIMEOUT,
+        allow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert _access(srv, "repository:uiteam/app:pull", creds("alice")) == []
+    # a directory user who is no administrator may not
+    alice = ui_login(srv, *creds("alice"))
+    assert alice.get(f"{srv.url}/ui/admin/group-grants", timeout=HTTP_TIMEOUT).status_code == 403

@@ -180,6 +180,8 @@ UI_USER_TOKEN = "public_ui_user_token"
 UI_ADMIN_TOKEN_REVOKE = "public_ui_admin_token_revoke"
 UI_NAMESPACES = "public_ui_namespaces"
 UI_NAMESPACES_POST = "public_ui_namespaces_post"
+UI_GROUP_GRANTS = "public_ui_group_grants"
+UI_GROUP_GRANTS_POST = "public_ui_group_grants_post"
 UI_GC = "public_ui_gc"
 UI_GC_POST = "public_ui_gc_post"
 UI_STATIC = "public_ui_static"
@@ -209,6 +211,8 @@ UI_ROUTES = frozenset(
         UI_ADMIN_TOKEN_REVOKE,
         UI_NAMESPACES,
         UI_NAMESPACES_POST,
+        UI_GROUP_GRANTS,
+        UI_GROUP_GRANTS_POST,
         UI_GC,
         UI_GC_POST,
         UI_STATIC,
