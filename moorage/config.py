@@ -165,10 +165,55 @@ class LdapSettings(_Section):
         return self
 
 
+class OidcSettings(_Section):
+    """``auth.oidc``: web UI sign-in with an OpenID Connect provider (Keycloak, Authentik,
+    Authelia, Dex ...): authorization code + PKCE (S256), state and nonce, ID token verified
+    against the provider's JWKS.  Registry clients use access tokens made in the UI.  The
+    redirect URI to register is ``<registry URL>/auth/oidc/callback`` (the URL is
+    ``auth.token.realm`` if set, else the request's).  See docs/auth.md."""
+
+    #: The issuer URL; ``<issuer>/.well-known/openid-configuration`` is read from it.
+    issuer: str
+    client_id: str = Field(min_length=1, max_length=255)
+    #: Never logged.
+    client_secret: SecretStr
+    scopes: list[str] = ["openid", "profile", "email"]
+    #: The claim that names the Moorage user (a valid user name: lower-case, digits, . _ -).
+    username_claim: str = "preferred_username"
+    #: The claim listing the user's groups (ID token, else userinfo); none: no groups.
+    groups_claim: str = "groups"
+    admin_groups: list[str] = []
+    #: The sign-in page's button: "Sign in with <display_name>".
+    display_name: str = Field("SSO", min_length=1, max_length=64)
+    #: Seconds to wait for the provider.
+    timeout: float = Field(10.0, gt=0, le=120)
+    #: Seconds a user's groups are believed before they are read again from the provider
+    #: (a refresh-token grant): the longest a removal at the provider takes to be effective.
+    cache_ttl: float = Field(300.0, ge=0, le=86400)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s?#]+", value):
+            raise ValueError(f"auth.oidc.issuer {value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, value: list[str]) -> list[str]:
+        if "openid" not in value:
+            raise ValueError("auth.oidc.scopes must include 'openid'")
+        if any(not s or not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", s) for s in value):
+            raise ValueError("auth.oidc.scopes: each scope is one token of printable characters (RFC 6749 3.3)")
+        return value
+
+
 class AuthSettings(_Section):
     mode: Literal["none", "htpasswd", "token"] = "none"
     #: Directory users (token mode); None = local users only.
     ldap: LdapSettings | None = None
+    #: OpenID Connect sign-in for the web UI (token mode); None = off.
+    oidc: OidcSettings | None = None
     service: str = "moorage"
     htpasswd: HtpasswdSettings = HtpasswdSettings()
     token: TokenSettings = TokenSettings()
@@ -183,6 +228,8 @@ class AuthSettings(_Section):
     def _directories_need_tokens(self) -> "AuthSettings":
         if self.ldap is not None and self.mode != "token":
             raise ValueError("auth.ldap needs auth.mode: token")
+        if self.oidc is not None and self.mode != "token":
+            raise ValueError("auth.oidc needs auth.mode: token")
         return self
 
 

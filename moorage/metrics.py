@@ -61,6 +61,9 @@ def setup_metrics(app: web.Application, settings: Settings) -> None:
     users = getattr(app.get(AUTHENTICATOR), "directory", None)
     if users is not None:  # auth.ldap: moorage_ldap_up and its error count
         registry.register(users.directory)
+    oidc = getattr(app.get(AUTHENTICATOR), "oidc", None)
+    if oidc is not None:  # auth.oidc: moorage_oidc_up and its error count
+        registry.register(oidc.client)
 
     @web.middleware
     async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -57,17 +57,22 @@ async def _identity(request: web.Request) -> dict[str, str]:
     """Directory providers (``auth.ldap``): reported, but not part of readiness -- local users
     (the break-glass administrator) and robots keep working while the directory is down."""
     auth = request.app.get(AUTHENTICATOR)
-    users = getattr(auth, "directory", None)
-    if users is None:
-        return {}
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT):
-            await users.directory.probe()
-        return {"ldap": "ok"}
-    except TimeoutError:
-        return {"ldap": f"the LDAP server at {users.directory.url} does not answer (no answer within {PROBE_TIMEOUT:g} s)"}
-    except Unavailable as exc:
-        return {"ldap": exc.message[:300]}
+    out: dict[str, str] = {}
+    probes = []
+    if getattr(auth, "directory", None) is not None:
+        probes.append(("ldap", auth.directory.directory.probe, f"the LDAP server at {auth.directory.directory.url}"))  # type: ignore[union-attr]
+    if getattr(auth, "oidc", None) is not None:
+        probes.append(("oidc", auth.oidc.client.probe, f"the OpenID provider at {auth.oidc.client.issuer}"))  # type: ignore[union-attr]
+    for name, probe, what in probes:
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await probe()
+            out[name] = "ok"
+        except TimeoutError:
+            out[name] = f"{what} does not answer (no answer within {PROBE_TIMEOUT:g} s)"
+        except Unavailable as exc:
+            out[name] = exc.message[:300]
+    return out
 
 
 @routes.get("/readyz", name=route_names.READYZ)

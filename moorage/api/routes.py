@@ -182,6 +182,8 @@ UI_NAMESPACES = "public_ui_namespaces"
 UI_NAMESPACES_POST = "public_ui_namespaces_post"
 UI_GROUP_GRANTS = "public_ui_group_grants"
 UI_GROUP_GRANTS_POST = "public_ui_group_grants_post"
+UI_OIDC_LOGIN = "public_ui_oidc_login"
+UI_OIDC_CALLBACK = "public_ui_oidc_callback"
 UI_GC = "public_ui_gc"
 UI_GC_POST = "public_ui_gc_post"
 UI_STATIC = "public_ui_static"
@@ -213,6 +215,8 @@ UI_ROUTES = frozenset(
         UI_NAMESPACES_POST,
         UI_GROUP_GRANTS,
         UI_GROUP_GRANTS_POST,
+        UI_OIDC_LOGIN,
+        UI_OIDC_CALLBACK,
         UI_GC,
         UI_GC_POST,
         UI_STATIC,

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from ..api.access import Access
     from .groups import DirectoryUsers
+    from .oidc import OidcUsers
 
 log = logging.getLogger("moorage.auth")
 
@@ -67,6 +68,8 @@ class Authenticator:
     htpasswd: Htpasswd | None = None
     #: Directory users (``auth.ldap``; moorage.auth.groups); None: local users only.
     directory: DirectoryUsers | None = None
+    #: OpenID Connect users (``auth.oidc``; moorage.auth.oidc); None: off.
+    oidc: OidcUsers | None = None
     _verified: dict[str, float] = field(default_factory=dict)
     _token_ok: dict[str, tuple[bool, float]] = field(default_factory=dict)
 
@@ -121,7 +124,15 @@ class Authenticator:
         token: TokenRecord | None = None
         ok = False
         parts = passwords.split_token(password)
-        if parts is None and self.directory is not None and (user is None or user.source is not None):
+        if parts is None and user is not None and user.source == "oidc":
+            from .groups import ClearRefusal
+
+            await self._claim(key)
+            raise ClearRefusal(
+                f"{username!r} signs in through the web UI (OpenID Connect); registry clients use an access token made there",
+                headers=challenge,
+            )
+        if parts is None and self.directory is not None and (user is None or user.source == "ldap"):
             return await self._directory_login(request, key, username, password, user, challenge), None
         if parts is not None:
             await self._claim(key)
@@ -191,16 +202,23 @@ class Authenticator:
                 headers=challenge,
             )
 
+    def _provider(self, source: str | None) -> Any:
+        """Who vouches for users of ``source`` (``users.source``): LDAP, OIDC, or None."""
+        return {"ldap": self.directory, "oidc": self.oidc}.get(source or "")
+
     async def _directory_entry(self, user: UserRecord, challenge: dict[str, str] | None = None) -> Any:
-        """The current directory entry of a directory user (401 if gone; 503 on an outage);
-        None for a local user, or when the directory is not configured (then a directory user
-        has no rights at all: fail closed)."""
+        """The current entry (groups) of a directory or OIDC user (401 if gone; 503 on an
+        outage); None for a local user.  A user whose provider is not configured any more has
+        no rights at all (fail closed)."""
         if user.source is None:
             return None
-        if self.directory is None:
-            raise errors.Unauthorized("directory users cannot sign in: auth.ldap is not configured", headers=challenge)
+        provider = self._provider(user.source)
+        if provider is None:
+            raise errors.Unauthorized(
+                f"{user.source} users cannot sign in: auth.{user.source} is not configured", headers=challenge
+            )
         try:
-            return await self.directory.live(user)
+            return await provider.live(user)
         except errors.Unauthorized as exc:
             exc.headers.update(challenge or {})
             raise
@@ -258,10 +276,12 @@ class Authenticator:
         """Is a directory user's registry token still for their current groups (``dgf``)?"""
         from .groups import fingerprint
 
-        if self.directory is None:
+        source, _, _fp = str(issued_for).partition(":")
+        provider = self._provider(source)
+        if provider is None:
             return False
-        entry = await self.directory.current(name)
-        return entry is not None and fingerprint(entry, self.directory.is_admin(entry)) == issued_for
+        entry = await provider.current(name)
+        return entry is not None and f"{source}:{fingerprint(entry, provider.is_admin(entry))}" == issued_for
 
     async def issue(
         self, principal: Principal, scopes: list[Scope], *, not_after: float | None
@@ -345,8 +365,7 @@ class Authenticator:
         entry = await self._directory_entry(user, challenge)
         if entry is None:
             return user
-        assert self.directory is not None
-        return dataclasses.replace(user, is_admin=self.directory.is_admin(entry))
+        return dataclasses.replace(user, is_admin=self._provider(user.source).is_admin(entry))
 
     # -- what a principal gets ------------------------------------------------------------
     async def principal(self, user: UserRecord, token: TokenRecord | None = None) -> Principal:
@@ -358,10 +377,10 @@ class Authenticator:
         if entry is not None:
             from .groups import fingerprint
 
-            assert self.directory is not None
-            user_grants += await self.directory.grants(entry)
-            is_admin = self.directory.is_admin(entry)
-            directory = fingerprint(entry, is_admin)
+            provider = self._provider(user.source)
+            user_grants += await provider.grants(entry)
+            is_admin = provider.is_admin(entry)
+            directory = f"{user.source}:{fingerprint(entry, is_admin)}"
         token_scope = None
         if token is not None and token.scope is not None:
             token_scope = []

@@ -33,7 +33,11 @@ LDAP = "ldap"
 MAX_CACHED = 10_000
 
 
-class NameConflict(errors.Unauthorized):
+class ClearRefusal(errors.Unauthorized):
+    """A refusal whose message is safe and useful to show as it is (not a wrong password)."""
+
+
+class NameConflict(ClearRefusal):
     """A directory account whose name belongs to a local user: refused, never merged."""
 
 

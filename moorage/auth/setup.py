@@ -63,6 +63,7 @@ def setup_auth(app: web.Application, settings: Settings) -> None:
     )
 
     directory = setup_directory(auth, app)
+    setup_oidc(auth, app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await bootstrap_admin(settings, store)
@@ -70,6 +71,8 @@ def setup_auth(app: web.Application, settings: Settings) -> None:
         yield
         if directory is not None:
             directory.close()
+        if auth.oidc is not None:
+            await auth.oidc.client.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.middlewares.append(token_middleware(auth))
@@ -98,3 +101,22 @@ def setup_directory(auth: Authenticator, app: web.Application) -> LdapDirectory 
     directory = LdapDirectory(ldap)
     auth.directory = DirectoryUsers(ldap, directory, GroupStore(app[DATABASE]))
     return directory
+
+
+def setup_oidc(auth: Authenticator, app: web.Application) -> None:
+    """OpenID Connect users (``auth.oidc``): the hook of moorage.auth.oidc (the browser routes
+    are moorage.ui.oidc's)."""
+    oidc = auth.settings.auth.oidc
+    if oidc is None:
+        return
+    try:
+        import authlib  # noqa: F401
+        import joserfc  # noqa: F401
+    except ImportError:
+        raise ValueError("auth.oidc needs the authlib and joserfc packages: pip install 'moorage[oidc]'") from None
+    from ..metadata.group_store import GroupStore
+    from ..metadata.oidc_store import OidcStore
+    from .oidc import OidcClient, OidcUsers
+
+    db = app[DATABASE]
+    auth.oidc = OidcUsers(oidc, OidcClient(oidc), OidcStore(db), GroupStore(db))

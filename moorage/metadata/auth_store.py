@@ -16,7 +16,7 @@ from sqlalchemy import case, delete, func, or_, select, update
 
 from .db import Database
 from .records import GrantRow, TokenRecord, UserRecord
-from .tables import access_tokens, grants, login_failures, namespaces, repositories, signing_keys, users
+from .tables import access_tokens, grants, login_failures, namespaces, oidc_identities, repositories, signing_keys, users
 
 
 class AuthStoreError(ValueError):
@@ -126,6 +126,7 @@ class AuthStore:
             # explicit, in case the SQLite connection runs without foreign keys
             await conn.execute(delete(grants).where(grants.c.user_id == uid))
             await conn.execute(delete(access_tokens).where(access_tokens.c.user_id == uid))
+            await conn.execute(delete(oidc_identities).where(oidc_identities.c.user_id == uid))
             await conn.execute(delete(users).where(users.c.id == uid))
             return True
 

@@ -165,6 +165,33 @@ group_grants = Table(
     UniqueConstraint("group_name", "pattern", name="uq_group_grants_group_pattern"),
 )
 
+#: OpenID Connect sign-ins under way (migration 0011): one row per authorization request, keyed
+#: by the SHA-256 of its ``state``; deleted when the callback uses it (a replayed state finds
+#: nothing) or when it is older than ``moorage.auth.oidc.LOGIN_TTL``.
+oidc_logins = Table(
+    "oidc_logins",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("nonce", String(128), nullable=False),
+    Column("code_verifier", String(128), nullable=False),
+    Column("next_url", String(1024), nullable=False),
+    Column("redirect_uri", String(1024), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+#: OpenID Connect users (``users.source = 'oidc'``): the provider's subject, its refresh token
+#: (to re-read the groups without the user: the access tokens they made stop when the provider
+#: says no) and the groups last read.
+oidc_identities = Table(
+    "oidc_identities",
+    metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("subject", String(255), nullable=False),
+    Column("refresh_token", Text, nullable=True),
+    Column("groups", Text, nullable=False),
+    Column("checked_at", Float, nullable=False),
+)
+
 #: Personal access tokens and robot tokens: shown once, stored as sha256 of the secret.
 access_tokens = Table(
     "access_tokens",

@@ -248,9 +248,9 @@ async def sign_in(request: web.Request, username: str, password: str) -> None:
         except errors.Unavailable as exc:  # the directory does not answer: say so, not "wrong password"
             raise UIError(503, exc.message) from None
         except errors.Unauthorized as exc:
-            from ..auth.groups import NameConflict
+            from ..auth.groups import ClearRefusal
 
-            raise UIError(401, exc.message if isinstance(exc, NameConflict) else "Invalid username or password.") from None
+            raise UIError(401, exc.message if isinstance(exc, ClearRefusal) else "Invalid username or password.") from None
         username = user.name
         token_id = token.id if token is not None else None
     elif mode == "htpasswd":
@@ -264,6 +264,12 @@ async def sign_in(request: web.Request, username: str, password: str) -> None:
         except errors.Unauthorized:
             raise UIError(401, "Invalid username or password.") from None
     # auth.mode none: anyone may do anything; the name is only shown (and recorded).
+    await open_session(request, username, token_id)
+
+
+async def open_session(request: web.Request, username: str, token_id: str | None) -> None:
+    """A new session for ``username`` (already checked: password, token or OpenID Connect)."""
+    settings = request.app[SETTINGS]
     queries = request.app[QUERIES]
     old = request.cookies.get(SESSION_COOKIE)
     if old and len(old) <= 100:

@@ -103,4 +103,8 @@ def setup_ui(app: web.Application, settings: Settings) -> None:
     app.middlewares.append(ui_middleware)
     for module in (pages, manage, charts, groups):
         app.router.add_routes(module.routes)
+    if settings.auth.mode == "token" and settings.auth.oidc is not None:
+        from . import oidc
+
+        app.router.add_routes(oidc.routes)
     app.router.add_static("/static/", STATIC_DIR, name=route_names.UI_STATIC, append_version=True)
