@@ -354,6 +354,13 @@ class OidcUsers:
                 return None
             tokens = await self.client.refresh(ident.refresh_token)
             if tokens is None:
+                # Refresh tokens are often single use: another replica may have just redeemed
+                # this one.  Its answer (a new token, a fresh check) is then the answer.
+                for _ in range(2):
+                    other = await self.store.identity(user.id)
+                    if other is not None and other.refresh_token and other.refresh_token != ident.refresh_token:
+                        return DirectoryEntry(other.subject, other.groups)
+                    await asyncio.sleep(1.0)
                 await self.store.forget_refresh(user.id)
                 return None
             claims: dict[str, Any] = {}
