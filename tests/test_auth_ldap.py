@@ -10,7 +10,10 @@ so removals are observed within a bounded wait; the outage test has a directory 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -150,6 +153,26 @@ def test_podman_login_with_directory_password(srv: RegistryProcess, podman_socke
     assert ok.returncode == 0, ok.stderr
     assert "Login Succeeded" in ok.stdout
     assert srv.host in json.loads(authfile.read_text())["auths"]
+
+
+def test_docker_cli_login_push_with_directory_password(srv: RegistryProcess, podman_socket, busybox_rootfs) -> None:
+    d = podman_socket.docker
+    host = f"localhost:{srv.port}"
+    ref = f"{host}/team/busybox:1"
+    assert_refused(d("login", "--username", "alice", "--password-stdin", host, input="wrong", check=False), "401 Unauthorized")
+    assert "Login Succeeded" in podman_socket.docker_login(host, *creds("alice")).stdout
+    try:
+        d("image", "import", str(busybox_rootfs), ref)
+        d("image", "push", ref)  # by the developers group's grant on team/*
+    finally:
+        d("logout", host)
+    podman_socket.docker_login(host, *creds("bob"))  # in no group
+    try:
+        d("image", "tag", ref, f"{host}/team/busybox:2")
+        assert_refused(d("image", "push", f"{host}/team/busybox:2", check=False), "denied", "unauthorized")
+    finally:
+        d("logout", host)
+        d("image", "rm", ref, check=False)
 
 
 # -- what the directory's answers grant ----------------------------------------------------------
@@ -295,6 +318,24 @@ def test_directory_down_local_admin_works_directory_users_get_503(backend, tmp_p
             assert token_response(proc, [], creds("alice")).status_code == 200
             ready = requests.get(f"{proc.url}/readyz", timeout=HTTP_TIMEOUT).json()
             assert ready["identity"] == {"ldap": "ok"}
+            # a hung directory (accepts connections, never answers): bounded, 503, and the
+            # event loop keeps serving others meanwhile
+            assert ldap.proc is not None
+            os.kill(ldap.proc.pid, signal.SIGSTOP)
+            try:
+                with ThreadPoolExecutor(1) as pool:
+                    started = time.monotonic()
+                    hung = pool.submit(token_response, proc, [], ("erin", PEOPLE["erin"][0]))
+                    time.sleep(0.5)
+                    t0 = time.monotonic()
+                    assert token_response(proc, [], ADMIN).status_code == 200
+                    assert time.monotonic() - t0 < 2.0
+                    r = hung.result(timeout=60)
+                    took = time.monotonic() - started
+                assert r.status_code == 503 and "does not answer" in r.text, r.text
+                assert took < 2 + 4 * 3 + 3  # connect_timeout + 4 x timeout, and some slack
+            finally:
+                os.kill(ldap.proc.pid, signal.SIGCONT)
             ldap.kill()
             r = token_response(proc, ["repository:team/app:pull"], creds("alice"))
             assert r.status_code == 503, r.text
