@@ -419,3 +419,36 @@ def test_ui_group_grants_page(srv: RegistryProcess) -> None:
     # a directory user who is no administrator may not
     alice = ui_login(srv, *creds("alice"))
     assert alice.get(f"{srv.url}/ui/admin/group-grants", timeout=HTTP_TIMEOUT).status_code == 403
+
+
+def test_filter_values_are_escaped_even_past_the_name_check(ldap: Slapd) -> None:
+    """The user-name grammar keeps hostile names from LDAP; the filter escaping (RFC 4515) is
+    the second wall: called directly, the injection matches no one on the real server."""
+    import asyncio
+
+    from moorage.auth.ldap import LdapDirectory, group_filter, user_filter
+    from moorage.config import LdapSettings
+
+    settings = LdapSettings(
+        url=ldap.url,
+        bind_dn=SERVICE_DN,
+        bind_password=SERVICE_PASSWORD,
+        user_base="ou=people,dc=example,dc=org",
+        group_base="ou=groups,dc=example,dc=org",
+    )
+    assert user_filter(settings, INJECTION) == r"(uid=\2a\29\28uid=\2a\29\29\28|\28uid=\2a)"
+    assert group_filter(settings, "x", "cn=a*,dc=b") == r"(member=cn=a\2a,dc=b)"
+    directory = LdapDirectory(settings)
+
+    async def probe() -> list[object]:
+        return [
+            await directory.authenticate(INJECTION, PEOPLE["alice"][0]),
+            await directory.lookup(INJECTION),
+            await directory.lookup("*"),
+            await directory.authenticate("alice", ""),
+        ]
+
+    try:
+        assert asyncio.run(probe()) == [None, None, None, None]
+    finally:
+        directory.close()
