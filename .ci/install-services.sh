@@ -10,7 +10,9 @@ set -euo pipefail
 # ceph-common: ceph, rados, radosgw-admin, ceph-authtool; ceph-base (pulled in
 # by ceph-mon/ceph-osd): monmaptool and the RADOS object classes (cls_rgw...).
 # nginx: the load balancer of tests/test_replicas.py (run by the tests, never as a system service)
-PKGS=(ceph-mon ceph-osd radosgw ceph-common postgresql-15 nginx)
+# slapd + ldap-utils: the OpenLDAP directory of tests/test_auth_ldap.py (tests/support/slapd.py
+# starts its own throwaway server; Debian's default one is not used)
+PKGS=(ceph-mon ceph-osd radosgw ceph-common postgresql-15 nginx slapd ldap-utils)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -97,8 +97,123 @@ class TokenSettings(_Section):
     key_path: Path | None = None
 
 
+class LdapSettings(_Section):
+    """``auth.ldap``: sign in with an LDAP directory / Active Directory (token mode).
+
+    Moorage searches ``user_base`` for ``user_filter`` as the service account (``bind_dn``),
+    then binds as the user found with the password given; groups come from ``group_filter``
+    under ``group_base`` and/or the user's ``member_of_attribute``.  See docs/auth.md."""
+
+    #: ``ldap://host[:port]`` or ``ldaps://host[:port]``.
+    url: str
+    bind_dn: str = ""
+    #: The service account's password.  Never logged.
+    bind_password: SecretStr = SecretStr("")
+    user_base: str
+    #: ``{username}`` is replaced by the RFC 4515-escaped name signing in.
+    user_filter: str = "(uid={username})"
+    #: The attribute holding the sign-in name (``uid``; ``sAMAccountName`` for AD).
+    username_attribute: str = "uid"
+    group_base: str = ""
+    #: ``{dn}`` is the user's escaped DN, ``{username}`` the escaped name; empty: no search.
+    group_filter: str = "(member={dn})"
+    #: The group attribute that names a group (its ``cn``).
+    group_name_attribute: str = "cn"
+    #: Also (or only) read groups from this user attribute (``memberOf`` on AD / OpenLDAP's
+    #: memberof overlay); the group's name is the first RDN value of each DN.
+    member_of_attribute: str | None = None
+    #: Members of any of these groups are administrators.
+    admin_groups: list[str] = []
+    start_tls: bool = False
+    #: CA bundle to verify the server's certificate (ldaps:// or start_tls); default: system CAs.
+    ca_file: Path | None = None
+    #: Seconds to open a connection / to wait for any answer.
+    connect_timeout: float = Field(5.0, gt=0, le=60)
+    timeout: float = Field(10.0, gt=0, le=120)
+    #: Seconds a user's directory entry and groups are believed before they are read again
+    #: (at the next sign-in, token request or registry request): the longest a removal from
+    #: the directory or from a group takes to be effective.
+    cache_ttl: float = Field(300.0, ge=0, le=86400)
+
+    @field_validator("url")
+    @classmethod
+    def _ldap_url(cls, value: str) -> str:
+        if not re.fullmatch(r"ldaps?://[^/\s?#]+/?", value):
+            raise ValueError(f"auth.ldap.url {value!r} is not ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
+        return value.rstrip("/")
+
+    @field_validator("user_filter")
+    @classmethod
+    def _has_username(cls, value: str) -> str:
+        if "{username}" not in value or not (value.startswith("(") and value.endswith(")")):
+            raise ValueError("auth.ldap.user_filter must be a parenthesised filter holding {username}, e.g. (uid={username})")
+        return value
+
+    @field_validator("group_filter")
+    @classmethod
+    def _group_filter(cls, value: str) -> str:
+        if value and not (value.startswith("(") and value.endswith(")")):
+            raise ValueError("auth.ldap.group_filter must be a parenthesised filter, e.g. (member={dn})")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_sense(self) -> "LdapSettings":
+        if self.start_tls and self.url.startswith("ldaps://"):
+            raise ValueError("auth.ldap: start_tls is for ldap:// URLs (ldaps:// is TLS from the start)")
+        if self.group_filter and not self.group_base and not self.member_of_attribute:
+            raise ValueError("auth.ldap: set group_base for group_filter (or member_of_attribute, or group_filter: '')")
+        return self
+
+
+class OidcSettings(_Section):
+    """``auth.oidc``: web UI sign-in with an OpenID Connect provider (Keycloak, Authentik,
+    Authelia, Dex ...): authorization code + PKCE (S256), state and nonce, ID token verified
+    against the provider's JWKS.  Registry clients use access tokens made in the UI.  The
+    redirect URI to register is ``<registry URL>/auth/oidc/callback`` (the URL is
+    ``auth.token.realm`` if set, else the request's).  See docs/auth.md."""
+
+    #: The issuer URL; ``<issuer>/.well-known/openid-configuration`` is read from it.
+    issuer: str
+    client_id: str = Field(min_length=1, max_length=255)
+    #: Never logged.
+    client_secret: SecretStr
+    scopes: list[str] = ["openid", "profile", "email"]
+    #: The claim that names the Moorage user (a valid user name: lower-case, digits, . _ -).
+    username_claim: str = "preferred_username"
+    #: The claim listing the user's groups (ID token, else userinfo); none: no groups.
+    groups_claim: str = "groups"
+    admin_groups: list[str] = []
+    #: The sign-in page's button: "Sign in with <display_name>".
+    display_name: str = Field("SSO", min_length=1, max_length=64)
+    #: Seconds to wait for the provider.
+    timeout: float = Field(10.0, gt=0, le=120)
+    #: Seconds a user's groups are believed before they are read again from the provider
+    #: (a refresh-token grant): the longest a removal at the provider takes to be effective.
+    cache_ttl: float = Field(300.0, ge=0, le=86400)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s?#]+", value):
+            raise ValueError(f"auth.oidc.issuer {value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, value: list[str]) -> list[str]:
+        if "openid" not in value:
+            raise ValueError("auth.oidc.scopes must include 'openid'")
+        if any(not s or not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", s) for s in value):
+            raise ValueError("auth.oidc.scopes: each scope is one token of printable characters (RFC 6749 3.3)")
+        return value
+
+
 class AuthSettings(_Section):
     mode: Literal["none", "htpasswd", "token"] = "none"
+    #: Directory users (token mode); None = local users only.
+    ldap: LdapSettings | None = None
+    #: OpenID Connect sign-in for the web UI (token mode); None = off.
+    oidc: OidcSettings | None = None
     service: str = "moorage"
     htpasswd: HtpasswdSettings = HtpasswdSettings()
     token: TokenSettings = TokenSettings()
@@ -108,6 +223,14 @@ class AuthSettings(_Section):
     login_rate_limit: int = 10
     #: bcrypt cost for stored passwords (tests lower it).
     bcrypt_rounds: int = 10
+
+    @model_validator(mode="after")
+    def _directories_need_tokens(self) -> "AuthSettings":
+        if self.ldap is not None and self.mode != "token":
+            raise ValueError("auth.ldap needs auth.mode: token")
+        if self.oidc is not None and self.mode != "token":
+            raise ValueError("auth.oidc needs auth.mode: token")
+        return self
 
 
 class TLSSettings(_Section):

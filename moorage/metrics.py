@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from .api.common import BODY_BYTES, SCHEDULER
+from .api.common import AUTHENTICATOR, BODY_BYTES, SCHEDULER
 from .config import Settings
 from .api import routes as route_names
 
@@ -58,6 +58,12 @@ def setup_metrics(app: web.Application, settings: Settings) -> None:
     app[REGISTRY_KEY] = registry
     if SCHEDULER in app:
         registry.register(app[SCHEDULER].collector())
+    users = getattr(app.get(AUTHENTICATOR), "directory", None)
+    if users is not None:  # auth.ldap: moorage_ldap_up and its error count
+        registry.register(users.directory)
+    oidc = getattr(app.get(AUTHENTICATOR), "oidc", None)
+    if oidc is not None:  # auth.oidc: moorage_oidc_up and its error count
+        registry.register(oidc.client)
 
     @web.middleware
     async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

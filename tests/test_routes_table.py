@@ -49,7 +49,10 @@ HANDLER_DECIDES = {Rule.PUBLIC, Rule.TOKEN_SERVER, Rule.SESSION, Rule.METRICS}
 
 
 def _settings(mode: str, data: Path) -> Settings:
-    return Settings(data=data, auth={"mode": mode, "htpasswd": {"path": str(data / "htpasswd")}}, **FULL)
+    auth: dict[str, Any] = {"mode": mode, "htpasswd": {"path": str(data / "htpasswd")}}
+    if mode == "token":  # OpenID Connect sign-in registers routes of its own (nothing is contacted)
+        auth["oidc"] = {"issuer": "http://127.0.0.1:9/oidc", "client_id": "moorage", "client_secret": "x"}
+    return Settings(data=data, auth=auth, **FULL)
 
 
 def _routes(mode: str, data: Path = Path("/nonexistent")) -> list[tuple[str, str, str]]:
@@ -93,8 +96,8 @@ def policy(method: str, template: str) -> Rule:
         return Rule.PUBLIC
     if template == "/metrics":
         return Rule.METRICS
-    if template == "/" or template.startswith(("/ui/", "/static")):
-        return Rule.SESSION
+    if template == "/" or template.startswith(("/ui/", "/static", "/auth/oidc/")):
+        return Rule.SESSION  # (/auth/oidc/: the browser's OpenID Connect sign-in)
     if template.startswith(("/api/v1/me", "/api/v1/webhooks", "/api/v1/audit")):
         return Rule.AUTHENTICATED  # (webhooks, audit: the handler narrows to the caller's namespaces)
     if template.startswith(("/api/v1/insight/images/", "/api/v1/insight/search", "/api/v1/insight/status")):

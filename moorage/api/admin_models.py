@@ -109,6 +109,28 @@ class GrantCreate(_Body):
         return parse_actions(self.actions)
 
 
+class GroupGrantCreate(_Body):
+    """``POST /api/v1/group-grants``: every member of directory group GROUP gets ACTIONS on
+    every repository matching PATTERN (on top of their own grants)."""
+
+    group: NonEmpty = Field(description="A directory group name (its cn).", examples=["developers"])
+    pattern: NonEmpty = Field(description="A repository name; ``*`` matches any run of characters.", examples=["team/*"])
+    actions: str | list[str] = Field(description="pull, push, delete, admin (a list or comma-separated).", examples=["pull,push"])
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if not (len(value) <= 255 and value.isprintable() and value == value.strip()):
+            raise ValueError("invalid group name (1-255 printable characters, no surrounding spaces)")
+        return value
+
+    _pattern = field_validator("pattern")(GrantCreate._pattern.__func__)  # type: ignore[attr-defined]
+    _actions = field_validator("actions")(GrantCreate._actions.__func__)  # type: ignore[attr-defined]
+
+    def action_set(self) -> frozenset[str]:
+        return parse_actions(self.actions)
+
+
 class NamespaceCreate(_Body):
     """``POST /api/v1/namespaces``."""
 
@@ -145,6 +167,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     UserCreate,
     PasswordSet,
     GrantCreate,
+    GroupGrantCreate,
     NamespaceCreate,
     VisibilitySet,
 )

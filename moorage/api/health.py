@@ -14,8 +14,8 @@ import os
 
 from aiohttp import web
 
-from ..registry.errors import BackendUnavailable, DatabaseUnavailable, StorageUnavailable
-from .common import BLOBS, SETTINGS, json_body, service
+from ..registry.errors import BackendUnavailable, DatabaseUnavailable, StorageUnavailable, Unavailable
+from .common import AUTHENTICATOR, BLOBS, SETTINGS, json_body, service
 from .storage_full import full_state
 from . import routes as route_names
 
@@ -80,6 +80,28 @@ def _local_full(request: web.Request) -> str | None:
     return None
 
 
+async def _identity(request: web.Request) -> dict[str, str]:
+    """Directory providers (``auth.ldap``): reported, but not part of readiness -- local users
+    (the break-glass administrator) and robots keep working while the directory is down."""
+    auth = request.app.get(AUTHENTICATOR)
+    out: dict[str, str] = {}
+    probes = []
+    if getattr(auth, "directory", None) is not None:
+        probes.append(("ldap", auth.directory.directory.probe, f"the LDAP server at {auth.directory.directory.url}"))  # type: ignore[union-attr]
+    if getattr(auth, "oidc", None) is not None:
+        probes.append(("oidc", auth.oidc.client.probe, f"the OpenID provider at {auth.oidc.client.issuer}"))  # type: ignore[union-attr]
+    for name, probe, what in probes:
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await probe()
+            out[name] = "ok"
+        except TimeoutError:
+            out[name] = f"{what} does not answer (no answer within {PROBE_TIMEOUT:g} s)"
+        except Unavailable as exc:
+            out[name] = exc.message[:300]
+    return out
+
+
 @routes.get("/readyz", name=route_names.READYZ)
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
@@ -103,6 +125,9 @@ async def readyz(request: web.Request) -> web.Response:
         body["detail"] = detail
         if ready:
             body["status"] = "degraded"
+    identity = await _identity(request)
+    if identity:
+        body["identity"] = identity
     return json_body(
         body,
         status=200 if ready else 503,

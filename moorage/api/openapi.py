@@ -282,6 +282,15 @@ def _components() -> dict[str, Any]:
                 "actions": {"type": "array", "items": {"type": "string"}},
             },
         },
+        "GroupGrant": {
+            "type": "object",
+            "required": ["group", "pattern", "actions"],
+            "properties": {
+                "group": {"type": "string"},
+                "pattern": {"type": "string"},
+                "actions": {"type": "array", "items": {"type": "string"}},
+            },
+        },
         "AccessToken": {
             "type": "object",
             "required": ["id", "user", "name", "scope", "expires_at", "revoked_at", "created_at"],
@@ -796,6 +805,31 @@ def _admin_paths() -> dict[str, Any]:
                 errors=(400, 401, 403, 404, 429, 503),
                 parameters=[
                     _param("user", "query", {"type": "string"}, "User.", required=True),
+                    _param("pattern", "query", {"type": "string"}, "Pattern.", required=True),
+                ],
+            ),
+        },
+        "/api/v1/group-grants": {
+            "get": op(
+                "listGroupGrants",
+                "Grants to directory groups",
+                {"200": _json(obj("grants", _ref("schemas", "GroupGrant")), "Group grants.")},
+                parameters=[_param("group", "query", {"type": "string"}, "Only this group's.")],
+            ),
+            "post": op(
+                "addGroupGrant",
+                "Grant every member of a directory group actions on a repository pattern",
+                {"201": _json(_ref("schemas", "GroupGrant"), "Granted.")},
+                body=_ref("schemas", "GroupGrantCreate"),
+                errors=(400, 401, 403, 413, 429, 503),
+            ),
+            "delete": op(
+                "revokeGroupGrant",
+                "Revoke a group grant",
+                no_content,
+                errors=(400, 401, 403, 404, 429, 503),
+                parameters=[
+                    _param("group", "query", {"type": "string"}, "Group.", required=True),
                     _param("pattern", "query", {"type": "string"}, "Pattern.", required=True),
                 ],
             ),

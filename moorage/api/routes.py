@@ -117,6 +117,9 @@ USER_PASSWORD = "api_v1_user_password"
 GRANTS = "api_v1_grants"
 GRANT_ADD = "api_v1_grant_add"
 GRANT_DELETE = "api_v1_grant_delete"
+GROUP_GRANTS = "api_v1_group_grants"
+GROUP_GRANT_ADD = "api_v1_group_grant_add"
+GROUP_GRANT_DELETE = "api_v1_group_grant_delete"
 TOKENS = "api_v1_tokens"
 TOKEN_ADD = "api_v1_token_add"
 TOKEN_DELETE = "api_v1_token_delete"
@@ -177,6 +180,10 @@ UI_USER_TOKEN = "public_ui_user_token"
 UI_ADMIN_TOKEN_REVOKE = "public_ui_admin_token_revoke"
 UI_NAMESPACES = "public_ui_namespaces"
 UI_NAMESPACES_POST = "public_ui_namespaces_post"
+UI_GROUP_GRANTS = "public_ui_group_grants"
+UI_GROUP_GRANTS_POST = "public_ui_group_grants_post"
+UI_OIDC_LOGIN = "public_ui_oidc_login"
+UI_OIDC_CALLBACK = "public_ui_oidc_callback"
 UI_GC = "public_ui_gc"
 UI_GC_POST = "public_ui_gc_post"
 UI_STATIC = "public_ui_static"
@@ -206,6 +213,10 @@ UI_ROUTES = frozenset(
         UI_ADMIN_TOKEN_REVOKE,
         UI_NAMESPACES,
         UI_NAMESPACES_POST,
+        UI_GROUP_GRANTS,
+        UI_GROUP_GRANTS_POST,
+        UI_OIDC_LOGIN,
+        UI_OIDC_CALLBACK,
         UI_GC,
         UI_GC_POST,
         UI_STATIC,
@@ -289,6 +300,9 @@ RULES: dict[str, Rule] = {
     GRANTS: Rule.ADMIN,
     GRANT_ADD: Rule.ADMIN,
     GRANT_DELETE: Rule.ADMIN,
+    GROUP_GRANTS: Rule.ADMIN,
+    GROUP_GRANT_ADD: Rule.ADMIN,
+    GROUP_GRANT_DELETE: Rule.ADMIN,
     TOKENS: Rule.ADMIN,
     TOKEN_ADD: Rule.ADMIN,
     TOKEN_DELETE: Rule.ADMIN,

@@ -9,6 +9,7 @@ requests and calls these methods.  ``moorage.events`` wraps :meth:`Authenticator
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -23,13 +24,24 @@ from ..registry import errors
 from ..registry.names import is_valid_name
 from . import passwords
 from .passwords import Htpasswd
-from .policy import Grant, Principal, Scope, granted_actions, parse_actions, registry_actions, repository_rights
+from .policy import (
+    Grant,
+    Principal,
+    Scope,
+    granted_actions,
+    parse_actions,
+    registry_actions,
+    repository_rights,
+    valid_username,
+)
 from .tokens import InvalidToken, TokenSigner
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from ..api.access import Access
+    from .groups import DirectoryUsers
+    from .oidc import OidcUsers
 
 log = logging.getLogger("moorage.auth")
 
@@ -54,6 +66,10 @@ class Authenticator:
     store: AuthStore
     signer: TokenSigner | None = None
     htpasswd: Htpasswd | None = None
+    #: Directory users (``auth.ldap``; moorage.auth.groups); None: local users only.
+    directory: DirectoryUsers | None = None
+    #: OpenID Connect users (``auth.oidc``; moorage.auth.oidc); None: off.
+    oidc: OidcUsers | None = None
     _verified: dict[str, float] = field(default_factory=dict)
     _token_ok: dict[str, tuple[bool, float]] = field(default_factory=dict)
 
@@ -108,6 +124,16 @@ class Authenticator:
         token: TokenRecord | None = None
         ok = False
         parts = passwords.split_token(password)
+        if parts is None and user is not None and user.source == "oidc":
+            from .groups import ClearRefusal
+
+            await self._claim(key)
+            raise ClearRefusal(
+                f"{username!r} signs in through the web UI (OpenID Connect); registry clients use an access token made there",
+                headers=challenge,
+            )
+        if parts is None and self.directory is not None and (user is None or user.source == "ldap"):
+            return await self._directory_login(request, key, username, password, user, challenge), None
         if parts is not None:
             await self._claim(key)
             token = await self.store.get_token(parts[0])
@@ -120,6 +146,8 @@ class Authenticator:
             )
             if ok and token is not None:
                 await self.store.touch_token(token.id)
+                if user is not None and user.source is not None:
+                    await self._directory_entry(user, challenge)
         else:
             stored = user.password_hash if user else None
             cache_key = hashlib.sha256(f"{username}\0{password}\0{stored}".encode()).hexdigest()
@@ -129,10 +157,71 @@ class Authenticator:
             ok = await passwords.run_hashing(passwords.check_password, password, stored, self.settings.auth.bcrypt_rounds)
             if ok:
                 self._remember(cache_key)
+            elif user is not None and self.directory is not None:
+                await self._refuse_name_conflict(username, password, challenge)
         if not ok or user is None:
             raise errors.Unauthorized("invalid username or password", headers=challenge)
         await self.store.clear_failures(key)
         return user, token
+
+    # -- directory users (moorage.auth.groups) -------------------------------------------
+    async def _directory_login(
+        self, request: web.Request, key: str, username: str, password: str, user: UserRecord | None, challenge: dict[str, str]
+    ) -> UserRecord:
+        """A directory sign-in (a fresh bind; same rate limit as local users); the user is
+        provisioned at the first one.  503 (not 401) when the directory does not answer."""
+        assert self.directory is not None
+        if not valid_username(username):  # names double as namespaces; nothing reaches LDAP
+            raise errors.Unauthorized("invalid username or password", headers=challenge)
+        await self._claim(key)
+        entry = await self.directory.sign_in(username, password)
+        if entry is None:
+            raise errors.Unauthorized("invalid username or password", headers=challenge)
+        if user is None:
+            user = await self.directory.provision(username)
+        await self.store.clear_failures(key)
+        return user
+
+    async def _refuse_name_conflict(self, username: str, password: str, challenge: dict[str, str]) -> None:
+        """A wrong local password that is the directory password of the same name: say why it
+        is refused (a name in both is never merged).  An outage changes nothing here."""
+        assert self.directory is not None
+        from .groups import NameConflict
+        from .ldap import DirectoryUnavailable
+
+        if not valid_username(username) or not password:
+            return
+        try:
+            entry = await self.directory.directory.authenticate(username, password)
+        except DirectoryUnavailable:
+            return
+        if entry is not None:
+            raise NameConflict(
+                f"the name {username!r} belongs to a local Moorage user; the directory account of the same name "
+                "cannot sign in here (an administrator must remove or rename the local user first)",
+                headers=challenge,
+            )
+
+    def _provider(self, source: str | None) -> Any:
+        """Who vouches for users of ``source`` (``users.source``): LDAP, OIDC, or None."""
+        return {"ldap": self.directory, "oidc": self.oidc}.get(source or "")
+
+    async def _directory_entry(self, user: UserRecord, challenge: dict[str, str] | None = None) -> Any:
+        """The current entry (groups) of a directory or OIDC user (401 if gone; 503 on an
+        outage); None for a local user.  A user whose provider is not configured any more has
+        no rights at all (fail closed)."""
+        if user.source is None:
+            return None
+        provider = self._provider(user.source)
+        if provider is None:
+            raise errors.Unauthorized(
+                f"{user.source} users cannot sign in: auth.{user.source} is not configured", headers=challenge
+            )
+        try:
+            return await provider.live(user)
+        except errors.Unauthorized as exc:
+            exc.headers.update(challenge or {})
+            raise
 
     async def htpasswd_login(self, request: web.Request, username: str, password: str) -> None:
         assert self.htpasswd is not None
@@ -175,11 +264,24 @@ class Authenticator:
         if hit is not None and now - hit[1] < REVOCATION_TTL:
             return hit[0]
         ok = await self.store.credentials_live(str(subject), uid, ucr, str(pat) if pat else None)
+        if ok and "dgf" in claims:
+            ok = await self._directory_unchanged(str(subject), claims["dgf"])
         if REVOCATION_TTL > 0:
             if len(self._token_ok) > 10_000:
                 self._token_ok.clear()
             self._token_ok[key] = (ok, now)
         return ok
+
+    async def _directory_unchanged(self, name: str, issued_for: Any) -> bool:
+        """Is a directory user's registry token still for their current groups (``dgf``)?"""
+        from .groups import fingerprint
+
+        source, _, _fp = str(issued_for).partition(":")
+        provider = self._provider(source)
+        if provider is None:
+            return False
+        entry = await provider.current(name)
+        return entry is not None and f"{source}:{fingerprint(entry, provider.is_admin(entry))}" == issued_for
 
     async def issue(
         self, principal: Principal, scopes: list[Scope], *, not_after: float | None
@@ -194,6 +296,7 @@ class Authenticator:
             not_after=not_after,
             user_id=principal.user_id,
             user_created_at=principal.user_created_at,
+            extra={"dgf": principal.directory} if principal.directory else None,
         )
         return token, expires_in, issued, access
 
@@ -234,7 +337,8 @@ class Authenticator:
         """(user, access token) of HTTP basic credentials (password or access token) or a
         bearer JWT (its ``pat``); the token is None for a password.  401 without valid ones."""
         if basic is not None:
-            return await self.login(request, *basic, challenge=challenge)
+            user, token = await self.login(request, *basic, challenge=challenge)
+            return await self.as_directory_says(user, challenge), token
         if bearer is None:
             raise errors.Unauthorized(headers=challenge)
         try:
@@ -252,12 +356,30 @@ class Authenticator:
         found = await self.store.get_user(str(claims.get("sub") or ""))
         if found is None:
             raise errors.Unauthorized(headers=challenge)
-        return found, tok
+        return await self.as_directory_says(found, challenge), tok
+
+    async def as_directory_says(self, user: UserRecord, challenge: dict[str, str] | None = None) -> UserRecord:
+        """``user`` with ``is_admin`` from the directory's groups now (a directory user; a local
+        user as it is)."""
+        entry = await self._directory_entry(user, challenge)
+        if entry is None:
+            return user
+        return dataclasses.replace(user, is_admin=self._provider(user.source).is_admin(entry))
 
     # -- what a principal gets ------------------------------------------------------------
     async def principal(self, user: UserRecord, token: TokenRecord | None = None) -> Principal:
-        """Everything needed to decide for ``user`` (logged in with ``token``, if any)."""
+        """Everything needed to decide for ``user`` (logged in with ``token``, if any): for a
+        directory user also their groups' grants, and admin by ``admin_groups``."""
         user_grants = [Grant(g.pattern, parse_actions(g.actions)) for g in await self.store.grants_of(user.id)]
+        is_admin, directory = user.is_admin, None
+        entry = await self._directory_entry(user)
+        if entry is not None:
+            from .groups import fingerprint
+
+            provider = self._provider(user.source)
+            user_grants += await provider.grants(entry)
+            is_admin = provider.is_admin(entry)
+            directory = f"{user.source}:{fingerprint(entry, is_admin)}"
         token_scope = None
         if token is not None and token.scope is not None:
             token_scope = []
@@ -266,13 +388,14 @@ class Authenticator:
                 token_scope.append(Grant(pattern, parse_actions(acts)))
         return Principal(
             name=user.name,
-            is_admin=user.is_admin,
+            is_admin=is_admin,
             is_robot=user.is_robot,
             grants=user_grants,
             token_scope=token_scope,
             token_id=token.id if token else None,
             user_id=user.id,
             user_created_at=user.created_at,
+            directory=directory,
         )
 
     async def grant(self, principal: Principal, scopes: list[Scope]) -> list[dict[str, Any]]:

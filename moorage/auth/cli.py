@@ -190,12 +190,23 @@ def user_list(config: str | None, data: str | None, as_json: bool) -> None:
 # -- grants ---------------------------------------------------------------------------------------
 @click.command("grant")
 @data_options
+@click.option("--group", metavar="GROUP", help="Grant to every member of directory group GROUP instead of a USER.")
 @click.argument("user_name", metavar="USER")
 @click.argument("pattern", metavar="REPO_PATTERN")
-@click.argument("actions", metavar="ACTIONS")
-def grant(config: str | None, data: str | None, user_name: str, pattern: str, actions: str) -> None:
+@click.argument("actions", metavar="ACTIONS", required=False)
+def grant(config: str | None, data: str | None, group: str | None, user_name: str, pattern: str, actions: str | None) -> None:
     """Give USER ACTIONS (pull,push,delete,admin) on repositories matching REPO_PATTERN
-    (e.g. 'team/*'; '*' matches across '/'). Replaces an earlier grant on the same pattern."""
+    (e.g. 'team/*'; '*' matches across '/'). Replaces an earlier grant on the same pattern.
+    With --group GROUP: `grant --group GROUP REPO_PATTERN ACTIONS`."""
+    if group is not None:  # (moorage.auth.groups_cli) the arguments shift: no USER
+        from .groups_cli import grant_group
+
+        if actions is not None:
+            raise click.UsageError("with --group give REPO_PATTERN ACTIONS, no USER")
+        grant_group(lambda fn: _run(config, data, fn), group, user_name, pattern)
+        return
+    if actions is None:
+        raise click.UsageError("Missing argument 'ACTIONS'.")
     if not valid_pattern(pattern):
         raise click.BadParameter(f"invalid repository pattern {pattern!r}", param_hint="REPO_PATTERN")
     try:
@@ -210,10 +221,20 @@ def grant(config: str | None, data: str | None, user_name: str, pattern: str, ac
 
 @click.command("revoke")
 @data_options
+@click.option("--group", metavar="GROUP", help="Revoke directory group GROUP's grant instead of a USER's.")
 @click.argument("user_name", metavar="USER")
-@click.argument("pattern", metavar="REPO_PATTERN")
-def revoke(config: str | None, data: str | None, user_name: str, pattern: str) -> None:
-    """Remove USER's grant on REPO_PATTERN."""
+@click.argument("pattern", metavar="REPO_PATTERN", required=False)
+def revoke(config: str | None, data: str | None, group: str | None, user_name: str, pattern: str | None) -> None:
+    """Remove USER's grant on REPO_PATTERN (with --group GROUP: `revoke --group GROUP REPO_PATTERN`)."""
+    if group is not None:  # (moorage.auth.groups_cli) the arguments shift: no USER
+        from .groups_cli import revoke_group
+
+        if pattern is not None:
+            raise click.UsageError("with --group give REPO_PATTERN only, no USER")
+        revoke_group(lambda fn: _run(config, data, fn), group, user_name)
+        return
+    if pattern is None:
+        raise click.UsageError("Missing argument 'REPO_PATTERN'.")
     _change(config, data, lambda service, who: service.revoke_grant(who, user_name, pattern))
     click.echo(f"revoked {user_name}'s grant on {pattern}", err=True)
 

@@ -142,6 +142,8 @@ class Principal:
     token_id: str | None = None
     user_id: int | None = None
     user_created_at: float | None = None
+    #: For a directory user: the fingerprint of the groups their rights came from (moorage.auth.groups).
+    directory: str | None = None
 
     @property
     def anonymous(self) -> bool:

@@ -18,7 +18,7 @@ The middleware runs after routing, so it looks the matched route's rule up in
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from aiohttp import web
 
@@ -31,6 +31,9 @@ from .passwords import Htpasswd
 from ..api.routes import listed_routes_middleware
 from .state import htpasswd_middleware, token_middleware
 from .tokens import TokenSigner
+
+if TYPE_CHECKING:
+    from .ldap import LdapDirectory
 
 
 def setup_auth(app: web.Application, settings: Settings) -> None:
@@ -59,10 +62,17 @@ def setup_auth(app: web.Application, settings: Settings) -> None:
         refresh_expiry=settings.auth.token.refresh_expiry,
     )
 
+    directory = setup_directory(auth, app)
+    setup_oidc(auth, app)
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await bootstrap_admin(settings, store)
         await signer.load()
         yield
+        if directory is not None:
+            directory.close()
+        if auth.oidc is not None:
+            await auth.oidc.client.close()
 
     app.cleanup_ctx.append(lifecycle)
     from ..accounts.service import AccountsService
@@ -73,3 +83,43 @@ def setup_auth(app: web.Application, settings: Settings) -> None:
 
     app.router.add_routes(token.routes)
     app.router.add_routes(admin_users.routes)
+    from ..api import admin_groups
+
+    app.router.add_routes(admin_groups.routes)
+
+
+def setup_directory(auth: Authenticator, app: web.Application) -> LdapDirectory | None:
+    """Directory users (``auth.ldap``) and grants to groups: the hook of moorage.auth.groups."""
+    ldap = auth.settings.auth.ldap
+    if ldap is None:
+        return None
+    try:
+        import ldap3  # noqa: F401
+    except ImportError:
+        raise ValueError("auth.ldap needs the ldap3 package: pip install 'moorage[ldap]'") from None
+    from ..metadata.group_store import GroupStore
+    from .groups import DirectoryUsers
+    from .ldap import LdapDirectory
+
+    directory = LdapDirectory(ldap)
+    auth.directory = DirectoryUsers(ldap, directory, GroupStore(app[DATABASE]))
+    return directory
+
+
+def setup_oidc(auth: Authenticator, app: web.Application) -> None:
+    """OpenID Connect users (``auth.oidc``): the hook of moorage.auth.oidc (the browser routes
+    are moorage.ui.oidc's)."""
+    oidc = auth.settings.auth.oidc
+    if oidc is None:
+        return
+    try:
+        import authlib  # noqa: F401
+        import joserfc  # noqa: F401
+    except ImportError:
+        raise ValueError("auth.oidc needs the authlib and joserfc packages: pip install 'moorage[oidc]'") from None
+    from ..metadata.group_store import GroupStore
+    from ..metadata.oidc_store import OidcStore
+    from .oidc import OidcClient, OidcUsers
+
+    db = app[DATABASE]
+    auth.oidc = OidcUsers(oidc, OidcClient(oidc), OidcStore(db), GroupStore(db))

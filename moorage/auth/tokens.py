@@ -166,6 +166,7 @@ class TokenSigner:
         not_after: float | None = None,
         user_id: int | None = None,
         user_created_at: float | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> tuple[str, int, float]:
         """(JWT, expires_in, issued_at) for ``access``; never outlives ``not_after``.
 
@@ -193,6 +194,8 @@ class TokenSigner:
             claims["uid"] = user_id
         if user_created_at is not None:
             claims["ucr"] = user_created_at
+        for name, value in (extra or {}).items():  # e.g. "dgf" (moorage.auth.groups); never overrides
+            claims.setdefault(name, value)
         token = jwt.encode(claims, self._keys[self._active], algorithm=ALGORITHM, headers={"kid": self._active})
         return token, max(0, int(exp - now)), now
 

@@ -17,7 +17,7 @@ from sqlalchemy import case, delete, func, or_, select, update
 
 from .db import Database
 from .records import GrantRow, TokenRecord, UserRecord
-from .tables import access_tokens, grants, login_failures, namespaces, repositories, signing_keys, users
+from .tables import access_tokens, grants, login_failures, namespaces, oidc_identities, repositories, signing_keys, users
 
 
 class AuthStoreError(ValueError):
@@ -33,6 +33,7 @@ def _user(row: Any) -> UserRecord:
         bool(row.is_robot),
         float(row.created_at),
         float(row.password_changed_at),
+        row.source,
     )
 
 
@@ -153,6 +154,7 @@ class AuthStore:
             # explicit, in case the SQLite connection runs without foreign keys
             await conn.execute(delete(grants).where(grants.c.user_id == uid))
             await conn.execute(delete(access_tokens).where(access_tokens.c.user_id == uid))
+            await conn.execute(delete(oidc_identities).where(oidc_identities.c.user_id == uid))
             await conn.execute(delete(users).where(users.c.id == uid))
             return True
 

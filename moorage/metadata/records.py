@@ -23,9 +23,14 @@ class UserRecord:
     is_robot: bool
     created_at: float
     password_changed_at: float
+    #: None: a local user; ``"ldap"``: a directory user (moorage.auth.ldap), no password here.
+    source: str | None = None
 
     def public_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "admin": self.is_admin, "robot": self.is_robot, "created_at": self.created_at}
+        out: dict[str, Any] = {"name": self.name, "admin": self.is_admin, "robot": self.is_robot, "created_at": self.created_at}
+        if self.source is not None:
+            out["source"] = self.source
+        return out
 
 
 @dataclass(slots=True)

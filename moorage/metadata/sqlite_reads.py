@@ -79,9 +79,9 @@ class SQLiteAuthReader:
 
     def list_users(self) -> list[UserRecord]:
         rows = self._rows(
-            "SELECT id, name, password_hash, is_admin, is_robot, created_at, password_changed_at FROM users ORDER BY name"
+            "SELECT id, name, password_hash, is_admin, is_robot, created_at, password_changed_at, source FROM users ORDER BY name"
         )
-        return [UserRecord(int(i), n, ph, bool(a), bool(r), float(c), float(pc)) for i, n, ph, a, r, c, pc in rows]
+        return [UserRecord(int(i), n, ph, bool(a), bool(r), float(c), float(pc), src) for i, n, ph, a, r, c, pc, src in rows]
 
     def list_grants(self, user: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT users.name, grants.pattern, grants.actions FROM grants JOIN users ON users.id = grants.user_id"

@@ -125,6 +125,9 @@ users = Table(
     Column("is_robot", Boolean, nullable=False, default=False, server_default="0"),
     Column("created_at", Float, nullable=False),
     Column("password_changed_at", Float, nullable=False),
+    #: NULL: a local user; ``"ldap"``: provisioned at first sign-in from the directory (no
+    #: password here; rights also from its groups).  Migration 0011.
+    Column("source", String(16), nullable=True),
 )
 
 #: Organisations / namespaces: a name prefix that can be marked public as a whole.
@@ -147,6 +150,46 @@ grants = Table(
     Column("actions", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("user_id", "pattern", name="uq_grants_user_pattern"),
+)
+
+#: Grants to directory groups (migration 0011): every member of ``group_name`` gets ``actions``
+#: on repositories matching ``pattern``, on top of their own grants.
+group_grants = Table(
+    "group_grants",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("group_name", String(255), nullable=False),
+    Column("pattern", String(255), nullable=False),
+    Column("actions", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("group_name", "pattern", name="uq_group_grants_group_pattern"),
+)
+
+#: OpenID Connect sign-ins under way (migration 0011): one row per authorization request, keyed
+#: by the SHA-256 of its ``state``; deleted when the callback uses it (a replayed state finds
+#: nothing) or when it is older than ``moorage.auth.oidc.LOGIN_TTL``.
+oidc_logins = Table(
+    "oidc_logins",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("nonce", String(128), nullable=False),
+    Column("code_verifier", String(128), nullable=False),
+    Column("next_url", String(1024), nullable=False),
+    Column("redirect_uri", String(1024), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+#: OpenID Connect users (``users.source = 'oidc'``): the provider's subject, its refresh token
+#: (to re-read the groups without the user: the access tokens they made stop when the provider
+#: says no) and the groups last read.
+oidc_identities = Table(
+    "oidc_identities",
+    metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("subject", String(255), nullable=False),
+    Column("refresh_token", Text, nullable=True),
+    Column("groups", Text, nullable=False),
+    Column("checked_at", Float, nullable=False),
 )
 
 #: Personal access tokens and robot tokens: shown once, stored as sha256 of the secret.

@@ -229,12 +229,15 @@ async def _still_valid(request: web.Request, viewer: Viewer, sess: dict[str, Any
             return False
     elif user.password_changed_at > sess["created_at"]:
         return False
-    principal = await state.principal(user, token)
+    try:
+        principal = await state.principal(user, token)
+    except errors.Unauthorized:  # a directory user no longer in the directory
+        return False
     viewer.name = user.name
     viewer.principal = principal
     viewer.robot = user.is_robot
     viewer.scoped = token is not None and token.scope is not None
-    viewer.admin = user.is_admin and not viewer.scoped
+    viewer.admin = principal.is_admin and not viewer.scoped  # (a directory user: by admin_groups)
     return True
 
 
@@ -254,8 +257,12 @@ async def sign_in(request: web.Request, username: str, password: str) -> None:
             user, token = await state.login(request, username, password, challenge={})
         except errors.TooManyRequests:
             raise UIError(429, "Too many failed sign-ins; try again in a minute.") from None
-        except errors.Unauthorized:
-            raise UIError(401, "Invalid username or password.") from None
+        except errors.Unavailable as exc:  # the directory does not answer: say so, not "wrong password"
+            raise UIError(503, exc.message) from None
+        except errors.Unauthorized as exc:
+            from ..auth.groups import ClearRefusal
+
+            raise UIError(401, exc.message if isinstance(exc, ClearRefusal) else "Invalid username or password.") from None
         username = user.name
         token_id = token.id if token is not None else None
     elif mode == "htpasswd":
@@ -273,13 +280,20 @@ async def sign_in(request: web.Request, username: str, password: str) -> None:
         if hashed is None or hashed != before:  # the file changed while we checked: check again
             raise UIError(401, "Invalid username or password.")
     # auth.mode none: anyone may do anything; the name is only shown (and recorded).
+    await open_session(request, username, token_id, htpasswd_line=hashed)
+
+
+async def open_session(request: web.Request, username: str, token_id: str | None, *, htpasswd_line: str | None = None) -> None:
+    """A new session for ``username`` (already checked: password, token or OpenID Connect);
+    ``htpasswd_line``: the user's hash line in htpasswd mode (the session ends when it changes)."""
+    settings = request.app[SETTINGS]
     queries = request.app[QUERIES]
     old = request.cookies.get(SESSION_COOKIE)
     if old and len(old) <= 100:
         await queries.delete_session(_hash(old))
     sid = secrets.token_urlsafe(32)
     ttl = settings.ui.session_ttl
-    credential = htpasswd_fingerprint(sid, hashed) if hashed is not None else None
+    credential = htpasswd_fingerprint(sid, htpasswd_line) if htpasswd_line is not None else None
     await queries.create_session(_hash(sid), username, token_id, secrets.token_urlsafe(24), ttl, credential)
     set_cookie(request, SESSION_COOKIE, sid, max_age=ttl, samesite="Lax")
 

@@ -74,8 +74,17 @@ def render(name: str, request: web.Request, ctx: dict[str, Any], status: int = 2
         "csrf": viewer.csrf if viewer else "",
         "path": request.path,
         "mode": viewer.mode if viewer else "none",
+        "sso_name": _sso_name(request),
         **ctx,
     }
     full.setdefault("title", "Moorage")
     text = request.config_dict[TEMPLATES].env.get_template(name).render(full)
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+
+
+def _sso_name(request: web.Request) -> str | None:
+    """``auth.oidc.display_name`` when OpenID Connect sign-in is on (the sign-in page's button)."""
+    from ..api.common import SETTINGS
+
+    auth = request.app[SETTINGS].auth
+    return auth.oidc.display_name if auth.mode == "token" and auth.oidc is not None else None
