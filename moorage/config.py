@@ -288,7 +288,7 @@ class WebhookEndpoint(BaseModel):
     #: Repository patterns (``*`` matches any run of characters, ``/`` included).
     repositories: list[str] = ["*"]
     #: What an event is about: manifests (pushes carry their tag), tag deletes, and optionally blobs.
-    targets: list[Literal["manifest", "tag", "blob"]] = ["manifest", "tag"]
+    targets: list[Literal["manifest", "tag", "blob", "repository"]] = ["manifest", "tag", "repository"]
     #: Seconds one delivery may take (connect + answer).
     timeout: float = Field(default=5.0, gt=0, le=300)
     #: Failed attempts after which a delivery is dead-lettered.
@@ -506,6 +506,8 @@ NOT_SETTINGS = frozenset(
         "MOORAGE_GC_TEST_PAUSE_BEFORE_SWEEP",
         "MOORAGE_GC_TEST_WAIT_BEFORE_MANIFEST_DELETE",
         "MOORAGE_IMPORT_CRASH_AFTER_BLOBS",
+        "MOORAGE_TEST_PAUSE_BEFORE_COMMIT",
+        "MOORAGE_TEST_PAUSE_AFTER_COMMIT",
         "MOORAGE_BASE_IMAGE",
         "MOORAGE_BUILD_TOOL",
         "MOORAGE_DEBIAN_MIRROR",

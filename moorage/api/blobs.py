@@ -16,7 +16,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from ..registry import errors
-from .common import API_HEADERS, BLOBS, BODY_BYTES, SETTINGS, publish, service
+from .common import API_HEADERS, BLOBS, BODY_BYTES, SETTINGS, publish, request_principal, service
 from .sendfile import sendfile_async
 from . import routes as route_names
 
@@ -215,8 +215,7 @@ async def _stream(request: web.Request, digest: str, size: int, headers: dict[st
 @routes.delete(f"/v2/{NAME}/blobs/{{digest}}", name=route_names.BLOB_DELETE)
 async def delete_blob(request: web.Request) -> web.Response:
     name, digest = request.match_info["name"], request.match_info["digest"]
-    await service(request).delete_blob(name, digest)
-    await publish(request, "delete", "blob", name, digest=digest)
+    await service(request).delete_blob(name, digest, request_principal(request))
     return web.Response(status=202, headers=API_HEADERS)
 
 

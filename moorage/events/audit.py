@@ -57,9 +57,10 @@ ROUTE_ACTIONS = {
     "api_v1_grant_delete": "grant.revoke",
     "api_v1_namespace_add": "namespace.add",
     "api_v1_visibility": "visibility.set",
-    "api_v1_repository_delete": "repository.delete",
-    "gc_repository_delete": "repository.delete",
 }
+#: Admin-API routes whose operation writes its own audit entry in its transaction (the registry
+#: service's repository delete): the middleware must not write a second one.
+SERVICE_AUDITED = frozenset({"api_v1_repository_delete", "gc_repository_delete"})
 #: Request fields worth keeping (everything else -- passwords, secrets -- is never stored).
 SAFE_FIELDS = (
     "name",
@@ -115,7 +116,8 @@ class AuditRecorder:
         entry: AuditEntry = {
             "time": ts,
             "actor": a.name,
-            "action": event.action,
+            # A repository delete is named as the admin API always named it.
+            "action": f"repository.{event.action}" if event.kind == "repository" else event.action,
             "repository": event.repository,
             "target": event.digest or event.tag,
             "client_ip": a.addr,
@@ -129,6 +131,8 @@ class AuditRecorder:
                     ("media_type", event.media_type),
                     ("size", event.size),
                     ("request_id", a.request_id or None),
+                    ("face", event.face if event.action != "pull" else None),
+                    ("event_id", event.id if event.action != "pull" else None),
                 )
                 if v is not None
             },
@@ -263,8 +267,10 @@ def admin_middleware(recorder: AuditRecorder) -> Middleware:
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         route = getattr(request.match_info.route, "name", None) or ""
-        if request.method in ("GET", "HEAD", "OPTIONS") or not (
-            route in ROUTE_ACTIONS or route.startswith("api_v1_") or route.startswith("events_")
+        if (
+            request.method in ("GET", "HEAD", "OPTIONS")
+            or route in SERVICE_AUDITED
+            or not (route in ROUTE_ACTIONS or route.startswith("api_v1_") or route.startswith("events_"))
         ):
             return await handler(request)
         body: dict[str, Any] = {}
@@ -279,8 +285,6 @@ def admin_middleware(recorder: AuditRecorder) -> Middleware:
             action = ROUTE_ACTIONS.get(route) or _action_of(route)
             detail = {**_safe_detail(body), **_safe_detail(dict(request.match_info)), **_safe_detail(dict(request.query))}
             repository = detail.get("repository") if isinstance(detail.get("repository"), str) else None
-            if route in ("api_v1_repository_delete", "gc_repository_delete"):
-                repository = request.match_info.get("name")
             target = next((str(detail[k]) for k in ("pattern", "name", "user", "namespace", "id") if k in detail), None)
             recorder.buffer(
                 {

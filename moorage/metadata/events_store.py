@@ -127,6 +127,18 @@ class EventsStore:
             if audit:
                 await self._insert_audit(conn, audit)
 
+    def record_in(self, conn: Any, deliveries: Sequence[dict[str, Any]], audit: Sequence[AuditEntry]) -> None:
+        """Insert outbox rows and audit entries with ``conn``, a synchronous connection inside
+        somebody else's write transaction: the registry change the event is about, so the
+        change, its audit entry and its deliveries commit (or vanish) together."""
+        if deliveries:
+            conn.execute(insert(webhook_deliveries), list(deliveries))
+        for r in audit:
+            stmt = self.db.insert(audit_log).values(**_audit_values(r))
+            if r.get("dedupe_key"):
+                stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"])
+            conn.execute(stmt)
+
     async def claim(self, me: str, *, now: float, lease: float, limit: int) -> list[Delivery]:
         """Claim up to ``limit`` due deliveries, at most one per (endpoint, repository): the
         oldest open one of each, so a repository's events go out in order."""
