@@ -60,7 +60,7 @@ async def _lookup(request: web.Request, *, pull: bool = False) -> ManifestRecord
 
 @routes.get(f"/v2/{NAME}/manifests/{{reference}}", name=route_names.MANIFEST_GET)
 async def get_manifest(request: web.Request) -> web.Response:
-    record = await _lookup(request, pull=True)
+    record = await _lookup(request, pull=request.method == "GET")  # (aiohttp may route a HEAD here)
     if request.headers.get("If-None-Match") == f'"{record.digest}"':
         return web.Response(status=304, headers=_headers(record))
     reference = request.match_info["reference"]

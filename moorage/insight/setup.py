@@ -58,7 +58,8 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
     queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=cfg.queue_size)
 
     async def on_event(event: RegistryEvent) -> None:
-        if cfg.scan_on_push and event.action == "push" and event.kind == "manifest" and event.digest:
+        # A manifest the pull-through cache stored has no layers here yet: nothing to read.
+        if cfg.scan_on_push and event.action == "push" and event.kind == "manifest" and event.digest and event.face != "proxy":
             try:
                 queue.put_nowait((event.repository, event.digest))
             except asyncio.QueueFull:
