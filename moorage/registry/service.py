@@ -226,7 +226,7 @@ class RegistryService:
         """After the commit: start deliveries, tell the listeners (activity, insight, stats)."""
         if event is None or self.events is None:
             return
-        if os.environ.get(PAUSE_AFTER_COMMIT_ENV):
+        if event.durable and os.environ.get(PAUSE_AFTER_COMMIT_ENV):
             await asyncio.sleep(_pause(PAUSE_AFTER_COMMIT_ENV, f"after commit of {event.action} {event.kind} {event.id}"))
         if event.durable and self.events.recorder is not None:
             self.events.recorder.committed(event)
