@@ -94,6 +94,7 @@ def cloudevent(event: RegistryEvent, event_id: str, source: Source) -> bytes:
         "action": event.action,
         "kind": event.kind,
         "actor": a.name,
+        "face": event.face,
         "request": {"id": a.request_id, "addr": a.addr, "host": a.host, "method": a.method, "useragent": a.user_agent},
     }
     doc = {
