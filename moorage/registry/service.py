@@ -742,8 +742,26 @@ class RegistryService:
             raise errors.NameUnknown(detail={"name": repository})
         return found
 
-    async def catalog(self, n: int | None, last: str | None) -> list[str]:
-        return await self.store.catalog(n, last)
+    async def catalog(
+        self, n: int | None, last: str | None, may_pull: Callable[[list[str]], Awaitable[list[str]]] | None = None
+    ) -> list[str]:
+        """Listed repositories (``metadata.listing``: holding a manifest) after ``last``, at most
+        ``n``, keeping those ``may_pull`` keeps (the caller's pull right; None: everything).
+
+        The one read rule of repository lists: the web UI's list applies the same two halves."""
+        if may_pull is None or not n:
+            return await self.store.catalog(n, last)
+        found: list[str] = []
+        batch = max(n, 100)
+        while len(found) < n:  # the index in batches, filtered, until the page is full
+            names = await self.store.catalog(batch, last)
+            if not names:
+                break
+            found.extend(await may_pull(names))
+            last = names[-1]
+            if len(names) < batch:
+                break
+        return found[:n]
 
     async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> list[ReferrerRecord]:
         validate_name(repository)
