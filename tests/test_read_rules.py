@@ -9,7 +9,6 @@ listed by the UI."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
