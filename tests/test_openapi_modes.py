@@ -19,7 +19,6 @@ import pytest
 import requests
 import yaml
 
-from moorage.api.openapi import registered
 from moorage.composition import build_app
 from moorage.config import Settings
 from tests.support.authsrv import ADMIN_PASSWORD, HTTP_TIMEOUT, auth_env
@@ -47,6 +46,16 @@ PARAMS = {
     "advisory": "TEST-1",
     "rule": "r",
 }
+
+
+def registered(router: Any) -> set[tuple[str, str]]:
+    """(method, path template) of the app's routes (written apart from the code under test)."""
+    found = set()
+    for route in router.routes():
+        if route.resource is not None:
+            info = route.resource.get_info()
+            found.add((route.method.lower(), str(info.get("formatter") or info.get("path") or route.resource.canonical)))
+    return found
 
 
 def _is_api(path: str) -> bool:
