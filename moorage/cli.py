@@ -64,7 +64,7 @@ class LazyGroup(click.Group):
 
         wrap_commands(click.Group(commands={cmd_name: cmd}))
         if cmd_name == "repo" and isinstance(cmd, click.Group) and "delete" not in cmd.commands:
-            from .registry.cli import repo_delete  # registry content: the registry service's operation
+            from .repo_cli import repo_delete  # registry content: the registry service's operation
 
             cmd.add_command(repo_delete)
         self.add_command(cmd)

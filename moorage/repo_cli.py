@@ -11,7 +11,7 @@ import getpass
 
 import click
 
-from ..cli_common import data_options, settings_from
+from .cli_common import data_options, settings_from
 
 
 def _operator() -> str:
@@ -29,7 +29,7 @@ def repo_delete(config: str | None, data: str | None, name: str, yes: bool) -> N
     """Delete repository NAME: every tag and manifest in it (layers only it used go at the next gc)."""
     import asyncio
 
-    from .names import is_valid_name
+    from .registry.names import is_valid_name
 
     if not is_valid_name(name):
         raise click.BadParameter(f"invalid repository name {name!r}", param_hint="NAME")
@@ -38,10 +38,10 @@ def repo_delete(config: str | None, data: str | None, name: str, yes: bool) -> N
     settings = settings_from(config, data)
 
     async def run() -> dict[str, int]:
-        from ..components import opened
-        from ..events.setup import command_recorder
-        from . import errors
-        from .principal import Principal
+        from .components import opened
+        from .events.setup import command_recorder
+        from .registry import errors
+        from .registry.principal import Principal
 
         async with opened(settings) as components:
             components.events.recorder = await command_recorder(settings, components.database)
