@@ -60,6 +60,8 @@ class EventsExtension:
         addr = settings.events.source or f"{socket.gethostname()}:{settings.port}"
         self.source = Source(addr=addr, instance_id=str(uuid.uuid4()), scheme="https" if settings.tls.certificate else "http")
         self._gc_since = time.time() - 7 * 86400
+        #: Ids of recorded changes with outbox rows, not yet announced as committed.
+        self._to_deliver: set[str] = set()
 
     # -- the ChangeRecorder protocol (moorage.registry.events) ------------------------------
     def in_transaction(self, event: RegistryEvent) -> Callable[[Any], None] | None:
@@ -71,6 +73,10 @@ class EventsExtension:
         rows = self._rows(event, matching)
         entries = [entry] if entry is not None else []
         store = self.store
+        if rows:  # the delivery worker is woken for these after the commit (not for an audit entry alone)
+            if len(self._to_deliver) > 10_000:
+                self._to_deliver.clear()  # (changes that never committed; the worker polls anyway)
+            self._to_deliver.add(event.id)
 
         def write(conn: Any) -> None:
             store.record_in(conn, rows, entries)
@@ -80,7 +86,9 @@ class EventsExtension:
     def committed(self, event: RegistryEvent) -> None:
         if event.kind != "blob" or event.action == "delete":  # the ones entry_for_event audits
             self.metrics.audit_entries.inc()
-        self.worker.wake()
+        if event.id in self._to_deliver:
+            self._to_deliver.discard(event.id)
+            self.worker.wake()
 
     def _rows(self, event: RegistryEvent, matching: list[Any]) -> list[dict[str, Any]]:
         now = time.time()

@@ -132,12 +132,14 @@ class EventsStore:
         somebody else's write transaction: the registry change the event is about, so the
         change, its audit entry and its deliveries commit (or vanish) together."""
         if deliveries:
-            conn.execute(insert(webhook_deliveries), list(deliveries))
+            conn.execute(_INSERT_DELIVERY, list(deliveries))
         for r in audit:
-            stmt = self.db.insert(audit_log).values(**_audit_values(r))
             if r.get("dedupe_key"):
-                stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"])
-            conn.execute(stmt)
+                conn.execute(
+                    self.db.insert(audit_log).values(**_audit_values(r)).on_conflict_do_nothing(index_elements=["dedupe_key"])
+                )
+            else:  # (a push's entry: one statement built once, on the change's hot path)
+                conn.execute(_INSERT_AUDIT, _audit_values(r))
 
     async def claim(self, me: str, *, now: float, lease: float, limit: int) -> list[Delivery]:
         """Claim up to ``limit`` due deliveries, at most one per (endpoint, repository): the
@@ -451,6 +453,10 @@ def _prefix_or_exact(column: Any, value: str) -> Any:
         prefix = value.rstrip("*")
         return func.substr(column, 1, len(prefix)) == prefix if prefix else literal(True)
     return column == value
+
+
+_INSERT_AUDIT = insert(audit_log)
+_INSERT_DELIVERY = insert(webhook_deliveries)
 
 
 def _audit_values(r: AuditEntry) -> dict[str, Any]:
