@@ -58,8 +58,15 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
     queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=cfg.queue_size)
 
     async def on_event(event: RegistryEvent) -> None:
-        # A manifest the pull-through cache stored has no layers here yet: nothing to read.
-        if cfg.scan_on_push and event.action == "push" and event.kind == "manifest" and event.digest and event.face != "proxy":
+        # A manifest the pull-through cache stored has no layers here yet: nothing to read; and
+        # the SBOM referrers this extension pushes itself (face ``job``) are no images to scan.
+        if (
+            cfg.scan_on_push
+            and event.action == "push"
+            and event.kind == "manifest"
+            and event.digest
+            and event.face not in ("proxy", "job")
+        ):
             try:
                 queue.put_nowait((event.repository, event.digest))
             except asyncio.QueueFull:
