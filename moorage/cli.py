@@ -63,6 +63,10 @@ class LazyGroup(click.Group):
         from .events.cli import wrap_commands  # the audit log of CLI changes
 
         wrap_commands(click.Group(commands={cmd_name: cmd}))
+        if cmd_name == "repo" and isinstance(cmd, click.Group) and "delete" not in cmd.commands:
+            from .repo_cli import repo_delete  # registry content: the registry service's operation
+
+            cmd.add_command(repo_delete)
         self.add_command(cmd)
         return cmd
 

@@ -80,8 +80,10 @@ def build_components(
         writer_lease=settings.uploads.writer_lease,
         max_sessions_per_repository=settings.uploads.max_sessions_per_repository,
         max_sessions_per_user=settings.uploads.max_sessions_per_user,
+        events=EventBus(),
     )
-    return Components(settings, database, metadata, blobs, registry, EventBus())
+    assert registry.events is not None
+    return Components(settings, database, metadata, blobs, registry, registry.events)
 
 
 async def prepare_database(settings: Settings, db: Database) -> None:

@@ -411,7 +411,7 @@ class WebhookEndpoint(_Section):
     #: Repository patterns (``*`` matches any run of characters, ``/`` included).
     repositories: list[str] = ["*"]
     #: What an event is about: manifests (pushes carry their tag), tag deletes, and optionally blobs.
-    targets: list[Literal["manifest", "tag", "blob"]] = ["manifest", "tag"]
+    targets: list[Literal["manifest", "tag", "blob", "repository"]] = ["manifest", "tag", "repository"]
     #: Seconds one delivery may take (connect + answer); at most ``MAX_WEBHOOK_TIMEOUT`` (30 s),
     #: so a receiver that never answers holds a delivery slot for a bounded time.
     timeout: float = Field(default=5.0, gt=0, le=MAX_WEBHOOK_TIMEOUT)
@@ -660,6 +660,8 @@ NOT_SETTINGS = frozenset(
         "MOORAGE_GC_TEST_PAUSE_BEFORE_SWEEP",
         "MOORAGE_GC_TEST_WAIT_BEFORE_MANIFEST_DELETE",
         "MOORAGE_IMPORT_CRASH_AFTER_BLOBS",
+        "MOORAGE_TEST_PAUSE_BEFORE_COMMIT",
+        "MOORAGE_TEST_PAUSE_AFTER_COMMIT",
         "MOORAGE_BASE_IMAGE",
         "MOORAGE_BUILD_TOOL",
         "MOORAGE_DEBIAN_MIRROR",

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ..registry import errors
 from ..storage.filesystem import open_regular
-from .common import API_HEADERS, BLOBS, BODY_BYTES, SETTINGS, publish, service
+from .common import API_HEADERS, BLOBS, BODY_BYTES, SETTINGS, publish, request_principal, service
 from .sendfile import sendfile_async
 from . import routes as route_names
 
@@ -216,8 +216,7 @@ async def _stream(request: web.Request, digest: str, size: int, headers: dict[st
 @routes.delete(f"/v2/{NAME}/blobs/{{digest}}", name=route_names.BLOB_DELETE)
 async def delete_blob(request: web.Request) -> web.Response:
     name, digest = request.match_info["name"], request.match_info["digest"]
-    await service(request).delete_blob(name, digest)
-    await publish(request, "delete", "blob", name, digest=digest)
+    await service(request).delete_blob(name, digest, request_principal(request))
     return web.Response(status=202, headers=API_HEADERS)
 
 

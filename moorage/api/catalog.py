@@ -19,28 +19,10 @@ async def catalog(request: web.Request) -> web.Response:
     limit = DEFAULT_PAGE if n is None else n
     headers = dict(API_HEADERS)
     found: list[str] = []
-    visible = request.get(CATALOG_FILTER)
-    if limit > 0 and visible is not None:
-        found = await _filtered(request, visible, limit + 1, last)
-    elif limit > 0:
-        found = await service(request).catalog(limit + 1, last)
+    if limit > 0:
+        found = await service(request).catalog(limit + 1, last, request.get(CATALOG_FILTER))
     if limit > 0:
         if len(found) > limit:
             found = found[:limit]
             headers["Link"] = link_next("/v2/_catalog", limit, found[-1])
     return json_body({"repositories": found}, headers=headers)
-
-
-async def _filtered(request: web.Request, visible, want: int, last: str | None) -> list[str]:  # type: ignore[no-untyped-def]
-    """Up to ``want`` names after ``last`` that the caller may see, reading the index in batches."""
-    found: list[str] = []
-    batch = max(want, 100)
-    while len(found) < want:
-        names = await service(request).catalog(batch, last)
-        if not names:
-            break
-        found.extend(await visible(names))
-        last = names[-1]
-        if len(names) < batch:
-            break
-    return found[:want]

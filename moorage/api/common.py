@@ -15,6 +15,7 @@ from ..metadata.db import Database
 from ..metadata.store import MetadataStore
 from ..registry import errors
 from ..registry.events import Action, Actor, EventBus, Kind, RegistryEvent
+from ..registry.principal import Face, Principal
 from ..registry.service import RegistryService
 from ..scheduler import Scheduler
 from ..storage import BlobStore
@@ -69,6 +70,21 @@ def actor(request: web.Request) -> Actor:
     )
 
 
+def request_principal(request: web.Request, face: Face = "v2") -> Principal:
+    """The caller of this request as the services take it (the auth middleware has set
+    ``request["user"]``; anonymous without).  Only what the audit entry and the event carry:
+    the rights were checked by the route's access rule already."""
+    return Principal(
+        request.get("user"),
+        face,
+        address=request.remote or None,
+        user_agent=request.headers.get("User-Agent", "")[:300],
+        request_id=request.headers.get("X-Request-Id", "")[:200],
+        host=request.host,
+        method=request.method,
+    )
+
+
 async def publish(
     request: web.Request,
     action: Action,
@@ -80,7 +96,8 @@ async def publish(
     size: int | None = None,
     tag: str | None = None,
 ) -> None:
-    """Publish a registry event for this request (nothing is built when nobody listens)."""
+    """Publish a pull for this request (nothing is built when nobody listens).  Changes are
+    announced by the registry service itself, in their transaction."""
     bus = request.app.get(EVENTS)
     if bus is None or not bus.active or (action == "pull" and request.method == "HEAD"):  # a HEAD is no pull
         return

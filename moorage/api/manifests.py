@@ -13,7 +13,7 @@ from ..registry import errors
 from ..registry import mediatypes as mt
 from ..metadata.store import ManifestRecord
 from .blobs import NAME
-from .common import API_HEADERS, SETTINGS, publish, read_bounded, service
+from .common import API_HEADERS, SETTINGS, publish, read_bounded, request_principal, service
 from . import routes as route_names
 
 routes = web.RouteTableDef()
@@ -40,10 +40,12 @@ def _headers(record: ManifestRecord) -> dict[str, str]:
     }
 
 
-async def _lookup(request: web.Request) -> ManifestRecord:
+async def _lookup(request: web.Request, *, pull: bool = False) -> ManifestRecord:
+    """The manifest the request names; ``pull``: a GET (the registry service's pull rule applies)."""
     name, reference = request.match_info["name"], request.match_info["reference"]
+    svc = service(request)
     try:
-        record = await service(request).get_manifest(name, reference)
+        record = await (svc.serve_manifest if pull else svc.get_manifest)(name, reference)
     except errors.TagInvalid:
         # A reference that cannot be a tag names no manifest: 404 MANIFEST_UNKNOWN (what
         # Distribution answers and the conformance suites expect), not a 400 for a read.
@@ -58,7 +60,7 @@ async def _lookup(request: web.Request) -> ManifestRecord:
 
 @routes.get(f"/v2/{NAME}/manifests/{{reference}}", name=route_names.MANIFEST_GET)
 async def get_manifest(request: web.Request) -> web.Response:
-    record = await _lookup(request)
+    record = await _lookup(request, pull=request.method == "GET")  # (aiohttp may route a HEAD here)
     if request.headers.get("If-None-Match") == f'"{record.digest}"':
         return web.Response(status=304, headers=_headers(record))
     reference = request.match_info["reference"]
@@ -87,7 +89,9 @@ async def head_manifest(request: web.Request) -> web.Response:
 async def put_manifest(request: web.Request) -> web.Response:
     name, reference = request.match_info["name"], request.match_info["reference"]
     body = await read_bounded(request, request.app[SETTINGS].max_manifest_bytes)
-    result = await service(request).put_manifest(name, reference, body, request.headers.get("Content-Type"))
+    result = await service(request).put_manifest(
+        name, reference, body, request.headers.get("Content-Type"), request_principal(request)
+    )
     headers = {
         **API_HEADERS,
         "Location": f"/v2/{name}/manifests/{result.digest}",
@@ -96,25 +100,11 @@ async def put_manifest(request: web.Request) -> web.Response:
     }
     if result.subject:
         headers["OCI-Subject"] = result.subject
-    await publish(
-        request,
-        "push",
-        "manifest",
-        name,
-        digest=result.digest,
-        size=len(body),
-        media_type=request.headers.get("Content-Type"),
-        tag=None if ":" in reference else reference,
-    )
     return web.Response(status=201, headers=headers)
 
 
 @routes.delete(f"/v2/{NAME}/manifests/{{reference}}", name=route_names.MANIFEST_DELETE)
 async def delete_manifest(request: web.Request) -> web.Response:
     name, reference = request.match_info["name"], request.match_info["reference"]
-    await service(request).delete_manifest(name, reference)
-    if ":" in reference:
-        await publish(request, "delete", "manifest", name, digest=reference)
-    else:
-        await publish(request, "delete", "tag", name, tag=reference)
+    await service(request).delete_manifest(name, reference, request_principal(request))
     return web.Response(status=202, headers=API_HEADERS)

@@ -25,6 +25,7 @@ it says nothing a reader of the source could not learn.
 from __future__ import annotations
 
 import json
+import weakref
 from functools import lru_cache
 from typing import Any
 
@@ -1548,6 +1549,21 @@ def _extension_paths() -> dict[str, Any]:
     }
 
 
+#: Routes registered under a second spelling (without the trailing slash clients omit).
+_ALIASES = {"/v2": "/v2/", "/v2/{name}/blobs/uploads": "/v2/{name}/blobs/uploads/"}
+
+
+def _with_aliases(paths: dict[str, Any]) -> dict[str, Any]:
+    """Each alias listed as its own path (an operationId must be unique: suffixed)."""
+    out = dict(paths)
+    for alias, original in _ALIASES.items():
+        out[alias] = {
+            method: {**op, "operationId": op["operationId"] + "NoSlash"} if isinstance(op, dict) and "operationId" in op else op
+            for method, op in paths[original].items()
+        }
+    return out
+
+
 @lru_cache(maxsize=1)
 def document() -> dict[str, Any]:
     """The whole OpenAPI 3.0.3 document (built once; treat it as read-only)."""
@@ -1583,17 +1599,50 @@ def document() -> dict[str, Any]:
             {"name": "operations", "description": "Metrics, health probes and this document"},
         ],
         "security": [{}, {"bearer": []}, {"basic": []}],
-        "paths": {**_v2_paths(), **_auth_paths(), **_admin_paths(), **_extension_paths()},
+        "paths": _with_aliases({**_v2_paths(), **_auth_paths(), **_admin_paths(), **_extension_paths()}),
         "components": _components(),
     }
 
 
-@lru_cache(maxsize=1)
-def _document_bytes() -> bytes:
-    return json.dumps(document(), indent=1, sort_keys=False).encode()
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def registered(router: web.UrlDispatcher) -> set[tuple[str, str]]:
+    """(method, path template) of every route the running app has (aiohttp's implicit HEAD
+    of a GET included; the regular expressions of path variables left out)."""
+    found: set[tuple[str, str]] = set()
+    for route in router.routes():
+        resource = route.resource
+        if resource is None:
+            continue
+        info = resource.get_info()
+        path = info.get("formatter") or info.get("path") or resource.canonical
+        found.add((route.method.lower(), str(path)))
+    return found
+
+
+def document_for(router: web.UrlDispatcher) -> dict[str, Any]:
+    """The document restricted to what this app answers: a path/method is listed only when a
+    route for it is registered in the running configuration (auth mode, extensions on or off),
+    so a client never reads of an endpoint that answers 404 here."""
+    have = registered(router)
+    paths: dict[str, Any] = {}
+    for path, item in document()["paths"].items():
+        kept = {k: v for k, v in item.items() if k not in _METHODS or (k, path) in have}
+        if any(k in _METHODS for k in kept):
+            paths[path] = kept
+    return {**document(), "paths": paths}
+
+
+#: The served bytes per app (its router is frozen once it serves, so they never change).
+_DOCUMENT_BYTES: weakref.WeakKeyDictionary[web.Application, bytes] = weakref.WeakKeyDictionary()
 
 
 @routes.get("/api/openapi.json", name=route_names.OPENAPI)
 async def openapi_json(request: web.Request) -> web.Response:
-    """Public (:data:`moorage.api.routes.RULES`)."""
-    return web.Response(body=_document_bytes(), content_type=JSON)
+    """Public (:data:`moorage.api.routes.RULES`).  Built on the first request (the router is
+    complete and frozen by then) and kept for the app."""
+    body = _DOCUMENT_BYTES.get(request.app)
+    if body is None:
+        body = _DOCUMENT_BYTES[request.app] = json.dumps(document_for(request.app.router), indent=1, sort_keys=False).encode()
+    return web.Response(body=body, content_type=JSON)

@@ -169,6 +169,8 @@ UI_LOGOUT = "public_ui_logout"
 UI_DELETE_CONFIRM = "public_ui_delete_confirm"
 UI_DELETE = "public_ui_delete"
 UI_VISIBILITY = "public_ui_visibility"
+UI_REPO_DELETE_CONFIRM = "public_ui_repo_delete_confirm"
+UI_REPO_DELETE = "public_ui_repo_delete"
 UI_TOKENS = "public_ui_tokens"
 UI_TOKENS_POST = "public_ui_tokens_post"
 UI_TOKEN_REVOKE = "public_ui_token_revoke"
@@ -202,6 +204,8 @@ UI_ROUTES = frozenset(
         UI_DELETE_CONFIRM,
         UI_DELETE,
         UI_VISIBILITY,
+        UI_REPO_DELETE_CONFIRM,
+        UI_REPO_DELETE,
         UI_TOKENS,
         UI_TOKENS_POST,
         UI_TOKEN_REVOKE,

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..metadata.store import UploadRecord
 from ..registry.service import UploadOutOfOrder
-from .common import UPLOAD_RECORD, API_HEADERS, publish, body_chunks, content_range, has_body, service, upload_location
+from .common import UPLOAD_RECORD, API_HEADERS, body_chunks, content_range, has_body, request_principal, service, upload_location
 from .blobs import NAME
 from . import routes as route_names
 
@@ -69,13 +69,11 @@ async def start_upload(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     svc = service(request)
     mount, source = request.query.get("mount"), request.query.get("from")
-    if mount and source and await svc.mount_blob(name, mount, source):
-        await publish(request, "mount", "blob", name, digest=mount)
+    if mount and source and await svc.mount_blob(name, mount, source, request_principal(request)):
         return _created(name, mount)
     digest = request.query.get("digest")
     if digest:
-        digest = await svc.put_blob(name, digest, body_chunks(request), _owner(request))
-        await publish(request, "push", "blob", name, digest=digest)
+        digest = await svc.put_blob(name, digest, body_chunks(request), _owner(request), request_principal(request))
         return _created(name, digest)
     record = await svc.start_upload(name, _owner(request))
     return _progress(record, 202)
@@ -109,9 +107,9 @@ async def finish_upload(request: web.Request) -> web.Response:
             body,
             content_range(request) if body is not None else None,
             record=request.get(UPLOAD_RECORD),
+            by=request_principal(request),
         )
     )
-    await publish(request, "push", "blob", name, digest=digest)
     return _created(name, digest)
 
 

@@ -114,8 +114,17 @@ async def _run(settings: Settings, source: Source, link: bool, concurrency: int,
         await prepare_database(settings, db)
         await blobs.open()
         await source.open()
+        from ..events.setup import command_recorder
+        from ..registry.events import EventBus
+
+        bus = EventBus()
+        bus.recorder = await command_recorder(settings, db)
         service = RegistryService(
-            MetadataStore(db), blobs, delete_enabled=settings.delete_enabled, max_manifest_bytes=settings.max_manifest_bytes
+            MetadataStore(db),
+            blobs,
+            delete_enabled=settings.delete_enabled,
+            max_manifest_bytes=settings.max_manifest_bytes,
+            events=bus,
         )
         importer = DistributionImporter(source, service, link=link, concurrency=concurrency)
         plans = await importer.plan()

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, TypedDict
 
 from ..registry import errors
 from ..registry.names import validate_name
+from ..registry.principal import Principal
 from ..registry.service import RegistryService
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ V2 = "docker/registry/v2"
 CHUNK = 1 << 20
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _MANIFEST_LIMIT = 4 << 20
+#: Who an import's changes are recorded for (audit entries, webhook events): the operator.
+IMPORT = Principal.operator("import")
 
 
 class DistributionImportError(Exception):
@@ -594,7 +597,7 @@ class DistributionImporter:
                 yield chunk
 
         try:
-            await self.service.put_blob(repo, digest, body())
+            await self.service.put_blob(repo, digest, body(), by=IMPORT)
         except errors.DigestInvalid as exc:
             raise DistributionImportError(
                 f"{repo}: blob {digest} does not match its digest in the source ({exc.detail})"
@@ -722,7 +725,7 @@ class DistributionImporter:
             failed: dict[str, tuple[bytes, str]] = {}
             for digest, body in pending.items():
                 try:
-                    await self.service.put_manifest(plan.name, digest, body, None)
+                    await self.service.put_manifest(plan.name, digest, body, None, IMPORT)
                 except errors.ManifestBlobUnknown as exc:
                     failed[digest] = (
                         body,
@@ -755,7 +758,7 @@ class DistributionImporter:
                     raise DistributionImportError(f"{plan.name}: manifest {digest} vanished while importing")
                 body = stored.payload
             try:
-                await self.service.put_manifest(plan.name, tag, body, None)
+                await self.service.put_manifest(plan.name, tag, body, None, IMPORT)
             except errors.RegistryError as exc:
                 self.stats.problems.append(f"{plan.name}:{tag}: {exc}")
                 continue

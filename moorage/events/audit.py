@@ -48,11 +48,9 @@ MAX_BUFFER = 50_000
 #: recorded this window.  Only a shortcut: the database dedupes by ``dedupe_key`` anyway, so a
 #: small bound costs a few redundant (do-nothing) inserts, while 100,000 keys held ~25 MiB.
 _SEEN_LIMIT = 10_000
-#: Admin-API route name -> audit action.
-ROUTE_ACTIONS = {
-    "api_v1_repository_delete": "repository.delete",
-    "gc_repository_delete": "repository.delete",
-}
+#: Admin-API route name -> audit action, for routes no service audits yet (every account,
+#: webhook and repository change is audited by its service: :data:`SERVICE_AUDITED`).
+ROUTE_ACTIONS: dict[str, str] = {}
 #: Routes whose operation a service audits (in the change's transaction, with face and
 #: outcome): the middleware writes nothing for them, or every entry would be there twice.
 SERVICE_AUDITED = frozenset(
@@ -72,6 +70,8 @@ SERVICE_AUDITED = frozenset(
         "events_webhook_add",
         "api_v1_webhook_delete",
         "events_webhook_delete",
+        "api_v1_repository_delete",
+        "gc_repository_delete",
     }
 )
 #: Request fields worth keeping (everything else -- passwords, secrets -- is never stored).
@@ -129,7 +129,8 @@ class AuditRecorder:
         entry: AuditEntry = {
             "time": ts,
             "actor": a.name,
-            "action": event.action,
+            # A repository delete is named as the admin API always named it.
+            "action": f"repository.{event.action}" if event.kind == "repository" else event.action,
             "repository": event.repository,
             "target": event.digest or event.tag,
             "client_ip": a.addr,
@@ -143,6 +144,8 @@ class AuditRecorder:
                     ("media_type", event.media_type),
                     ("size", event.size),
                     ("request_id", a.request_id or None),
+                    ("face", event.face if event.action != "pull" else None),
+                    ("event_id", event.id if event.action != "pull" else None),
                 )
                 if v is not None
             },
@@ -295,8 +298,6 @@ def admin_middleware(recorder: AuditRecorder) -> Middleware:
             action = ROUTE_ACTIONS.get(route) or _action_of(route)
             detail = {**_safe_detail(body), **_safe_detail(dict(request.match_info)), **_safe_detail(dict(request.query))}
             repository = detail.get("repository") if isinstance(detail.get("repository"), str) else None
-            if route in ("api_v1_repository_delete", "gc_repository_delete"):
-                repository = request.match_info.get("name")
             target = next((str(detail[k]) for k in ("pattern", "name", "user", "namespace", "id") if k in detail), None)
             recorder.buffer(
                 {

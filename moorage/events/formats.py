@@ -26,7 +26,7 @@ DISTRIBUTION_MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
 CLOUDEVENTS_MEDIA_TYPE = "application/cloudevents+json; charset=utf-8"
 SIGNATURE_HEADER = "X-Moorage-Signature"
 _PAST = {"push": "pushed", "pull": "pulled", "delete": "deleted", "mount": "mounted"}
-_NOUN = {"manifest": "image", "tag": "tag", "blob": "blob"}
+_NOUN = {"manifest": "image", "tag": "tag", "blob": "blob", "repository": "repository"}
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ def cloudevent(event: RegistryEvent, event_id: str, source: Source) -> bytes:
         "action": event.action,
         "kind": event.kind,
         "actor": a.name,
+        "face": event.face,
         "request": {"id": a.request_id, "addr": a.addr, "host": a.host, "method": a.method, "useragent": a.user_agent},
     }
     doc = {

@@ -1,9 +1,13 @@
 """``setup_events(app, settings)``: the one place the events extension is wired into the app.
 
-* subscribes a listener to the registry's :class:`~moorage.registry.events.EventBus`: for each
-  event it finds the matching webhook endpoints (in memory) and writes their outbox rows plus
-  the audit entry in one small transaction; an event no webhook wants costs no write at all
-  (its audit entry is buffered and written within a second by the housekeeping loop);
+* is the :class:`~moorage.registry.events.EventBus`'s change recorder: for each registry change
+  (push, tag, delete, mount, repository delete -- announced by the registry service, whatever
+  the face) it finds the matching webhook endpoints (in memory) and hands the service the
+  writes of their outbox rows and of the change's audit entry, which run inside the change's
+  own transaction (a crash cannot keep the change and lose its event); a change neither
+  audited nor wanted by a webhook (a blob push or mount without blob webhooks) writes nothing;
+* subscribes a listener for the events that are not changes (pulls, scans): pulls' audit
+  entries are buffered and written within a second by the housekeeping loop;
 * records logins (wrapping the auth state's login checks) and admin-API changes (a middleware);
 * adds ``/api/v1/webhooks`` and ``/api/v1/audit`` (:mod:`.api`);
 * registers the metrics (:mod:`.stats`) in the app's Prometheus registry;
@@ -20,7 +24,7 @@ import logging
 import socket
 import time
 import uuid
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -57,11 +61,64 @@ class EventsExtension:
         addr = settings.events.source or f"{socket.gethostname()}:{settings.port}"
         self.source = Source(addr=addr, instance_id=str(uuid.uuid4()), scheme="https" if settings.tls.certificate else "http")
         self._gc_since = time.time() - 7 * 86400
+        #: Ids of recorded changes with outbox rows, not yet announced as committed.
+        self._to_deliver: set[str] = set()
+
+    # -- the ChangeRecorder protocol (moorage.registry.events) ------------------------------
+    def in_transaction(self, event: RegistryEvent) -> Callable[[Any], None] | None:
+        """The audit entry and outbox rows of a change, to be written in its transaction."""
+        entry = self.recorder.entry_for_event(event)
+        matching = self.endpoints.matching(event)
+        if entry is None and not matching:
+            return None
+        rows = self._rows(event, matching)
+        entries = [entry] if entry is not None else []
+        store = self.store
+        if rows:  # the delivery worker is woken for these after the commit (not for an audit entry alone)
+            if len(self._to_deliver) > 10_000:
+                self._to_deliver.clear()  # (changes that never committed; the worker polls anyway)
+            self._to_deliver.add(event.id)
+
+        def write(conn: Any) -> None:
+            store.record_in(conn, rows, entries)
+
+        return write
+
+    def committed(self, event: RegistryEvent) -> None:
+        if event.kind != "blob" or event.action == "delete":  # the ones entry_for_event audits
+            self.metrics.audit_entries.inc()
+        if event.id in self._to_deliver:
+            self._to_deliver.discard(event.id)
+            self.worker.wake()
+
+    def _rows(self, event: RegistryEvent, matching: list[Any]) -> list[dict[str, Any]]:
+        now = time.time()
+        rows = []
+        for ep in matching:
+            content_type, body = render(ep.format, event, event.id, self.source)
+            rows.append(
+                {
+                    "endpoint": ep.name,
+                    "repository": event.repository,
+                    "event_id": event.id,
+                    "action": event.action,
+                    "content_type": content_type,
+                    "body": body,
+                    "status": PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+            )
+        return rows
 
     async def on_event(self, event: RegistryEvent) -> None:
-        """The EventBus listener: quick -- in-memory matching, then at most one small write (the
-        outbox rows, with the audit entry in the same transaction); without matching webhooks
-        the audit entry is only buffered."""
+        """The EventBus listener, for what is not a change (pulls, scans): quick -- in-memory
+        matching, then at most one small write (the outbox rows, with the audit entry in the
+        same transaction); without matching webhooks the audit entry is only buffered.
+        Changes were recorded in their own transaction already (``event.durable``)."""
+        if event.durable:
+            return
         if event.action == "pull":
             if self.recorder.wants_pulls:
                 entry = self.recorder.entry_for_event(event)
@@ -77,25 +134,7 @@ class EventsExtension:
             if entry is not None:  # no write on the request path: the housekeeping loop flushes it
                 self.recorder.buffer(entry)
             return
-        now = time.time()
-        event_id = str(uuid.uuid4())
-        rows = []
-        for ep in matching:
-            content_type, body = render(ep.format, event, event_id, self.source)
-            rows.append(
-                {
-                    "endpoint": ep.name,
-                    "repository": event.repository,
-                    "event_id": event_id,
-                    "action": event.action,
-                    "content_type": content_type,
-                    "body": body,
-                    "status": PENDING,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-            )
+        rows = self._rows(event, matching)
         await self.store.record(rows, [entry] if entry else [])
         if entry:
             self.metrics.audit_entries.inc()
@@ -149,6 +188,17 @@ class EventsExtension:
 EVENTS_EXT = web.AppKey("events_extension", EventsExtension)
 
 
+async def command_recorder(settings: Settings, db: Any) -> EventsExtension | None:
+    """The change recorder of a command-line process (``moorage repo delete``, ``moorage
+    import-distribution``): the same audit entries and outbox rows as the server writes, in the
+    change's transaction; the server's delivery worker sends them (it polls the outbox)."""
+    if not settings.events.enabled:
+        return None
+    ext = EventsExtension(settings, EventsStore(db), EventMetrics(None))
+    await ext.endpoints.reload()
+    return ext
+
+
 def setup_events(app: web.Application, settings: Settings) -> None:
     if not settings.events.enabled:
         if settings.webhooks:
@@ -161,6 +211,7 @@ def setup_events(app: web.Application, settings: Settings) -> None:
     ext = EventsExtension(settings, EventsStore(app[DATABASE]), EventMetrics(app.get(REGISTRY_KEY)))
     app[EVENTS_EXT] = ext
     app[EVENTS].subscribe(ext.on_event)
+    app[EVENTS].recorder = ext
     if settings.auth.mode != "none":
         from ..api.common import AUTHENTICATOR
 

@@ -29,20 +29,17 @@ log = logging.getLogger("moorage.gc")
 
 
 def setup_gc(app: web.Application, settings: Settings) -> None:
-    from functools import partial
-
-    from ..api.common import BLOBS, DATABASE, SCHEDULER
+    from ..api.common import DATABASE, SCHEDULER
     from ..api.gc_admin import add_repository_delete
     from ..api.quota_middleware import quota_middleware
     from .quotas import UploadQuotaCheck, book
-    from .repositories import delete_repository
 
     # Immutable tags and the quota check at commit are core hooks (moorage.gc.policies, passed
     # in by the composition root); here the quota check of declared sizes before any byte.
     database = app[DATABASE]
     book(database, ttl=settings.gc.quota_cache_seconds)
     app.middlewares.append(quota_middleware(UploadQuotaCheck(database)))
-    add_repository_delete(app.router, partial(delete_repository, database, app[BLOBS]), token_mode=settings.auth.mode == "token")
+    add_repository_delete(app.router, token_mode=settings.auth.mode == "token")
     if settings.gc.interval > 0:
         app[SCHEDULER].register(_job(settings))
 

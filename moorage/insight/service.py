@@ -21,6 +21,7 @@ from ..metadata.insight_store import InsightStore
 from ..registry import errors
 from ..registry import mediatypes as mt
 from ..registry.digests import Digest
+from ..registry.principal import Principal
 from ..registry.service import RegistryService
 from ..storage import BlobStore
 from . import osv, sbom
@@ -28,6 +29,8 @@ from .layers import AsyncToSyncReader, ImageWalker, Inventory, Limits
 from .packages import ALPINE, DEBIAN, Package
 
 log = logging.getLogger("moorage.insight")
+#: Who the SBOM referrers are pushed by (a scheduled job: audited and announced as such).
+SCANNER = Principal.operator("job", "moorage-insight")
 
 IMAGE_CONFIG_TYPES = {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
@@ -164,8 +167,8 @@ class InsightService:
         self, repository: str, subject: dict[str, Any], artifact_type: str, body: bytes, packages: int
     ) -> str:
         digest = str(Digest.of(body))
-        await self.registry.put_blob(repository, digest, _once(body))
-        await self.registry.put_blob(repository, str(Digest.of(EMPTY_JSON)), _once(EMPTY_JSON))
+        await self.registry.put_blob(repository, digest, _once(body), by=SCANNER)
+        await self.registry.put_blob(repository, str(Digest.of(EMPTY_JSON)), _once(EMPTY_JSON), by=SCANNER)
         manifest = json.dumps(
             {
                 "schemaVersion": 2,
@@ -188,7 +191,7 @@ class InsightService:
             separators=(",", ":"),
         ).encode()
         mdigest = str(Digest.of(manifest))
-        await self.registry.put_manifest(repository, mdigest, manifest, "application/vnd.oci.image.manifest.v1+json")
+        await self.registry.put_manifest(repository, mdigest, manifest, "application/vnd.oci.image.manifest.v1+json", SCANNER)
         return mdigest
 
     # -------------------------------------------------------------------------- matching

@@ -1,5 +1,7 @@
-"""The server extension: scan images after push, re-match after advisory imports, enforce the
-pull policy on manifest GETs, serve ``/api/v1/insight/``.
+"""The server extension: scan images after push, re-match after advisory imports, give the
+registry service its pull rule (the vulnerability policy, :attr:`RegistryService.serve_guard`:
+asked for every manifest served for a pull, local or from the cache, by tag or by digest),
+serve ``/api/v1/insight/``.
 
 Scans run one at a time on a background job of the scheduler (``insight.scans``, continuous, in
 every process: it consumes this process's queue) fed by the registry's push events (a bounded
@@ -17,11 +19,11 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from ..api import routes as route_names
 from ..api.common import BLOBS, EVENTS, SCHEDULER, SERVICE
 from ..api.insight import INSIGHT, routes
 from ..config import Settings
 from ..metadata.insight_store import InsightStore
+from ..metadata.store import ManifestRecord
 from ..registry import errors
 from ..registry.events import Actor, RegistryEvent
 from ..scheduler import Job
@@ -52,11 +54,19 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
     )
     app[INSIGHT] = insight
     app.router.add_routes(routes)
-    app.middlewares.append(_pull_policy(insight))
+    app[SERVICE].serve_guard = _pull_policy(insight)
     queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=cfg.queue_size)
 
     async def on_event(event: RegistryEvent) -> None:
-        if cfg.scan_on_push and event.action == "push" and event.kind == "manifest" and event.digest:
+        # A manifest the pull-through cache stored has no layers here yet: nothing to read; and
+        # the SBOM referrers this extension pushes itself (face ``job``) are no images to scan.
+        if (
+            cfg.scan_on_push
+            and event.action == "push"
+            and event.kind == "manifest"
+            and event.digest
+            and event.face not in ("proxy", "job")
+        ):
             try:
                 queue.put_nowait((event.repository, event.digest))
             except asyncio.QueueFull:
@@ -151,20 +161,13 @@ async def _work(insight: InsightService, queue: "asyncio.Queue[tuple[str, str]]"
             log.exception("insight: scanning %s@%s failed", repository, digest[:19])
 
 
-def _pull_policy(insight: InsightService) -> Callable[..., Awaitable[web.StreamResponse]]:
-    @web.middleware
-    async def pull_policy(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = getattr(request.match_info.route, "name", None)
-        if route == route_names.MANIFEST_GET and request.method == "GET":
-            name, reference = request.match_info["name"], request.match_info["reference"]
-            if await insight.policy_for(name) is not None:
-                try:
-                    record = await insight.registry.get_manifest(name, reference)
-                except errors.RegistryError:
-                    return await handler(request)  # the handler gives the proper error
-                reason = await insight.pull_refusal(name, record.digest)
-                if reason:
-                    raise errors.Denied(reason, detail={"digest": record.digest})
-        return await handler(request)
+def _pull_policy(insight: InsightService) -> Callable[[str, ManifestRecord], Awaitable[None]]:
+    """The pull rule: DENIED for an image whose findings the repository's policy refuses.
+    Without any policy it is a look at a cached (2 s) empty table: no query per pull."""
+
+    async def pull_policy(repository: str, record: ManifestRecord) -> None:
+        reason = await insight.pull_refusal(repository, record.digest)
+        if reason:
+            raise errors.Denied(reason, detail={"digest": record.digest})
 
     return pull_policy

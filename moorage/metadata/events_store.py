@@ -134,6 +134,20 @@ class EventsStore:
             if audit:
                 await self._insert_audit(conn, audit)
 
+    def record_in(self, conn: Any, deliveries: Sequence[dict[str, Any]], audit: Sequence[AuditEntry]) -> None:
+        """Insert outbox rows and audit entries with ``conn``, a synchronous connection inside
+        somebody else's write transaction: the registry change the event is about, so the
+        change, its audit entry and its deliveries commit (or vanish) together."""
+        if deliveries:
+            conn.execute(_INSERT_DELIVERY, list(deliveries))
+        for r in audit:
+            if r.get("dedupe_key"):
+                conn.execute(
+                    self.db.insert(audit_log).values(**_audit_values(r)).on_conflict_do_nothing(index_elements=["dedupe_key"])
+                )
+            else:  # (a push's entry: one statement built once, on the change's hot path)
+                conn.execute(_INSERT_AUDIT, _audit_values(r))
+
     async def claim(
         self,
         me: str,
@@ -481,6 +495,10 @@ def _prefix_or_exact(column: Any, value: str) -> Any:
         prefix = value.rstrip("*")
         return func.substr(column, 1, len(prefix)) == prefix if prefix else literal(True)
     return column == value
+
+
+_INSERT_AUDIT = insert(audit_log)
+_INSERT_DELIVERY = insert(webhook_deliveries)
 
 
 def _audit_values(r: AuditEntry) -> dict[str, Any]:

@@ -9,9 +9,9 @@ own write transaction, so a push, tag or link that committed after the snapshot 
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from sqlalchemy import and_, delete, exists, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, delete, exists, insert, or_, select, tuple_, update
 
 from .db import Database
 from .records import BlobState, ConsistencyRows, IndexSnapshot, ManifestNode, RepositoryDeleted, StaleUpload, TagInfo
@@ -306,29 +306,33 @@ class GCStore:
         )
 
     # -------------------------------------------------------------------- repositories
-    async def delete_repository(self, name: str) -> RepositoryDeleted | None:
+    async def delete_repository(
+        self, name: str, *, record: Callable[[Connection], None] | None = None
+    ) -> RepositoryDeleted | None:
         """Forget repository ``name`` (tags, manifests, links, upload sessions) in one write
-        transaction; None if unknown.  Its blobs are left to the collector."""
-        async with self.db.write() as conn:
-            repo_id = (
-                await conn.execute(select(repositories.c.id).where(repositories.c.name == name).with_for_update())
-            ).scalar()
+        transaction; None if unknown.  Its blobs are left to the collector.  ``record``: the
+        event's audit/outbox writes, run last in the same transaction."""
+
+        def txn(conn: Connection) -> RepositoryDeleted | None:
+            repo_id = conn.execute(select(repositories.c.id).where(repositories.c.name == name).with_for_update()).scalar()
             if repo_id is None:
                 return None
             mids = select(manifests.c.id).where(manifests.c.repository_id == repo_id)
-            pending = (
-                await conn.execute(select(uploads.c.id, uploads.c.driver_state).where(uploads.c.repository_id == repo_id))
-            ).all()
-            n_tags = (await conn.execute(delete(tags).where(tags.c.repository_id == repo_id))).rowcount
-            await conn.execute(delete(manifest_blobs).where(manifest_blobs.c.manifest_id.in_(mids)))
-            await conn.execute(delete(manifest_children).where(manifest_children.c.manifest_id.in_(mids)))
-            n_manifests = (await conn.execute(delete(manifests).where(manifests.c.repository_id == repo_id))).rowcount
-            n_links = (await conn.execute(delete(repository_blobs).where(repository_blobs.c.repository_id == repo_id))).rowcount
-            await conn.execute(delete(uploads).where(uploads.c.repository_id == repo_id))
-            await conn.execute(delete(repositories).where(repositories.c.id == repo_id))
-        return RepositoryDeleted(
-            int(n_tags or 0), int(n_manifests or 0), int(n_links or 0), [(r.id, r.driver_state) for r in pending]
-        )
+            pending = conn.execute(select(uploads.c.id, uploads.c.driver_state).where(uploads.c.repository_id == repo_id)).all()
+            n_tags = conn.execute(delete(tags).where(tags.c.repository_id == repo_id)).rowcount
+            conn.execute(delete(manifest_blobs).where(manifest_blobs.c.manifest_id.in_(mids)))
+            conn.execute(delete(manifest_children).where(manifest_children.c.manifest_id.in_(mids)))
+            n_manifests = conn.execute(delete(manifests).where(manifests.c.repository_id == repo_id)).rowcount
+            n_links = conn.execute(delete(repository_blobs).where(repository_blobs.c.repository_id == repo_id)).rowcount
+            conn.execute(delete(uploads).where(uploads.c.repository_id == repo_id))
+            conn.execute(delete(repositories).where(repositories.c.id == repo_id))
+            if record is not None:
+                record(conn)
+            return RepositoryDeleted(
+                int(n_tags or 0), int(n_manifests or 0), int(n_links or 0), [(r.id, r.driver_state) for r in pending]
+            )
+
+        return await self.db.run_write(txn)
 
 
 async def _reachable_now(conn: Any, ids: list[int], cutoff: float) -> set[int]:

@@ -154,6 +154,11 @@ def _rowcount(stmt: Any, params: dict[str, Any] | None = None) -> Callable[[Conn
     return lambda conn: int(conn.execute(stmt, params).rowcount or 0)
 
 
+#: Extra writes a change's caller runs inside the change's own transaction, after the change:
+#: the audit entry and webhook outbox rows of its event (``moorage.registry.events``).
+Record = Callable[[Connection], None]
+
+
 class MissingReferences(Exception):
     def __init__(self, blobs: list[str], manifests: list[str]) -> None:
         super().__init__("missing references")
@@ -295,7 +300,13 @@ class MetadataStore:
         raise BlobBeingDeleted(digest)
 
     async def link_blob(
-        self, repository: str, digest: str, *, repaired: bool = False, finished_upload: str | None = None
+        self,
+        repository: str,
+        digest: str,
+        *,
+        repaired: bool = False,
+        finished_upload: str | None = None,
+        record: Record | None = None,
     ) -> bool:
         """Let ``repository`` read ``digest`` (after upload or mount); releases the upload's lease.
 
@@ -328,11 +339,13 @@ class MetadataStore:
             conn.execute(self._link_upsert, {"repository_id": repo_id, "digest": digest, "created_at": now})
             if finished_upload is not None:
                 conn.execute(_DELETE_UPLOAD, {"uid": finished_upload})
+            if record is not None:
+                record(conn)
             return True
 
         return await self.db.run_write(txn)
 
-    async def unlink_blob(self, repository: str, digest: str) -> bool:
+    async def unlink_blob(self, repository: str, digest: str, *, record: Record | None = None) -> bool:
         def txn(conn: Connection) -> bool:
             repo_id = conn.execute(_REPOSITORY_ID, {"repo": repository}).scalar()
             if repo_id is None:
@@ -340,6 +353,8 @@ class MetadataStore:
             res = conn.execute(
                 delete(repository_blobs).where(repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest)
             )
+            if res.rowcount and record is not None:
+                record(conn)
             return bool(res.rowcount)
 
         return await self.db.run_write(txn)
@@ -506,6 +521,7 @@ class MetadataStore:
         tag: str | None,
         blob_sizes: dict[str, int] | None = None,
         verify_references: bool = True,
+        record: Record | None = None,
     ) -> None:
         """Store a manifest (and point ``tag`` at it) if everything it references is present.
 
@@ -518,6 +534,7 @@ class MetadataStore:
 
         ``verify_references=False`` records a manifest whose blobs and children are not here
         yet (a pull-through cache stores a manifest before the client asks for its layers).
+        ``record``: the event's audit/outbox writes, run last in the same transaction.
         """
         blob_set = sorted(set(blob_digests))
         child_set = sorted(set(child_digests))
@@ -618,6 +635,8 @@ class MetadataStore:
                         index_elements=["repository_id", "name"], set_={"manifest_id": manifest_id, "updated_at": now}
                     )
                 )
+            if record is not None:
+                record(conn)
 
         await self.db.run_write(txn)
 
@@ -629,7 +648,7 @@ class MetadataStore:
             return None
         return ManifestRecord(row.digest, row.media_type, int(row.size), bytes(row.payload))
 
-    async def delete_manifest(self, repository: str, digest: str) -> bool:
+    async def delete_manifest(self, repository: str, digest: str, *, record: Record | None = None) -> bool:
         """Remove a manifest by digest, with every tag pointing at it."""
 
         def txn(conn: Connection) -> bool:
@@ -646,18 +665,23 @@ class MetadataStore:
             conn.execute(delete(manifest_blobs).where(manifest_blobs.c.manifest_id == mid))
             conn.execute(delete(manifest_children).where(manifest_children.c.manifest_id == mid))
             conn.execute(delete(manifests).where(manifests.c.id == mid))
+            if record is not None:
+                record(conn)
             return True
 
         return await self.db.run_write(txn)
 
-    async def delete_tag(self, repository: str, tag: str) -> bool:
+    async def delete_tag(self, repository: str, tag: str, *, record: Record | None = None) -> bool:
         """Remove one tag; the manifest and its other tags stay."""
 
         def txn(conn: Connection) -> bool:
             repo_id = conn.execute(_REPOSITORY_ID, {"repo": repository}).scalar()
             if repo_id is None:
                 return False
-            return bool(conn.execute(delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag)).rowcount)
+            deleted = bool(conn.execute(delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag)).rowcount)
+            if deleted and record is not None:
+                record(conn)
+            return deleted
 
         return await self.db.run_write(txn)
 

@@ -23,6 +23,7 @@ from sqlalchemy import and_, delete, false, func, or_, select, true, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from .db import Database
+from .listing import listed
 from .tables import (
     blobs,
     manifest_blobs,
@@ -114,10 +115,9 @@ class UIQueries:
 
     # -- repositories -------------------------------------------------------------------------
     def _listing_where(self, visible: ColumnElement[bool], query: str, namespace: str) -> list[ColumnElement[bool]]:
-        # Unlike the catalog, repositories without manifests are listed too (0 tags): an
-        # emptied repository is worth seeing, and an EXISTS per row would cost more than
-        # the rest of the page at 10,000 repositories.
-        where: list[ColumnElement[bool]] = [visible]
+        # The catalog's rule (.listing): a repository without a manifest
+        # is not listed, so the UI and /v2/_catalog name the same repositories.
+        where: list[ColumnElement[bool]] = [visible, listed()]
         if query:
             where.append(repositories.c.name.like("%" + like_escape(query.lower()) + "%", escape="\\"))
         if namespace:
@@ -181,7 +181,7 @@ class UIQueries:
         name = repositories.c.name
         pos = func.instr(name, "/") if self.db.is_sqlite else func.strpos(name, "/")
         ns = func.substr(name, 1, pos - 1)
-        q = select(ns.label("ns")).where(visible, pos > 0).group_by(ns).order_by(ns).limit(limit)
+        q = select(ns.label("ns")).where(visible, listed(), pos > 0).group_by(ns).order_by(ns).limit(limit)
         async with self.db.read(snapshot=False) as conn:
             return [r.ns for r in await conn.execute(q)]
 

@@ -17,10 +17,12 @@ core handler serves it:
   discards the upload (nothing is stored) and the streaming client's response is cut short
   before its last chunk, so no client ever receives a complete wrong blob.
 
-Fetched content is recorded like pushed content (manifests through
-:meth:`MetadataStore.put_manifest`, blobs through the upload APIs of
-:class:`RegistryService`), so it counts in storage, shows in listings, and is collected by GC and
-retention like the rest.  Pushes into a cached namespace are refused (405 UNSUPPORTED).
+Fetched content is recorded like pushed content, through the same :class:`RegistryService`
+operations (``put_manifest``, the upload APIs) with the pulling client as the principal and
+``proxy`` as the face, so it counts in storage, shows in listings, is collected by GC and
+retention like the rest, and is audited and sent to webhooks like any change.  What is served
+is served by the core handler, so the registry service's pull rule (the vulnerability policy)
+applies to cached content exactly as to local content.  Pushes into a cached namespace are refused (405 UNSUPPORTED).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ..registry import errors
 from ..registry.digests import Digest
 from ..registry.manifests import parse_manifest
 from ..registry.names import validate_name, validate_tag
+from ..registry.principal import Principal
 from ..registry.service import RegistryService
 from .client import RegistryClient, UpstreamError, UpstreamNotFound
 from .stats import ProxyStats
@@ -211,7 +214,7 @@ class PullThroughCache:
         if by_digest:
             if local is not None:
                 return await self._served(request, handler, up, "hit", local.size)
-            await self._fetch_manifest_once(up, name, remote, ref, None)
+            await self._fetch_manifest_once(up, name, remote, ref, None, _by(request))
             return await self._served(request, handler, up, "miss")
         key = (name, ref)
         if local is not None and self._is_fresh(key, up.cfg.tag_ttl):
@@ -230,7 +233,7 @@ class PullThroughCache:
             up.stats.revalidated += 1
             return await self._served(request, handler, up, "hit", local.size)
         try:
-            await self._fetch_manifest_once(up, name, remote, ref, info.digest)
+            await self._fetch_manifest_once(up, name, remote, ref, info.digest, _by(request))
         except errors.Unavailable as exc:
             if local is None:
                 raise
@@ -268,7 +271,9 @@ class PullThroughCache:
         )
         return await self._served(request, handler, up, "stale")
 
-    async def _fetch_manifest_once(self, up: Upstream, name: str, remote: str, ref: str, digest: str | None) -> None:
+    async def _fetch_manifest_once(
+        self, up: Upstream, name: str, remote: str, ref: str, digest: str | None, by: Principal
+    ) -> None:
         """Fetch and store a manifest; concurrent requests for the same one share the fetch."""
         key = (name, digest or ref)
         pending = self._tag_fetches.get(key)
@@ -276,7 +281,7 @@ class PullThroughCache:
             pending = asyncio.get_running_loop().create_future()
             self._tag_fetches[key] = pending
             try:
-                await self._fetch_manifest(up, name, remote, ref, digest)
+                await self._fetch_manifest(up, name, remote, ref, digest, by)
                 pending.set_result(None)
             except BaseException as exc:
                 pending.set_exception(exc if isinstance(exc, Exception) else errors.Unavailable("fetch cancelled"))
@@ -287,7 +292,7 @@ class PullThroughCache:
             return
         await asyncio.shield(pending)
 
-    async def _fetch_manifest(self, up: Upstream, name: str, remote: str, ref: str, digest: str | None) -> None:
+    async def _fetch_manifest(self, up: Upstream, name: str, remote: str, ref: str, digest: str | None, by: Principal) -> None:
         by_digest = ":" in ref
         try:
             body, media_type = await up.client.get_manifest(remote, digest or ref, limit=self.settings.max_manifest_bytes)
@@ -308,23 +313,13 @@ class PullThroughCache:
                 f"upstream {up.name!r} sent a manifest whose digest does not match; not stored", headers={"Retry-After": "10"}
             )
         try:
-            parsed = parse_manifest(body, media_type or None)
+            parse_manifest(body, media_type or None)
         except errors.RegistryError as exc:
             up.stats.upstream_errors += 1
             raise errors.Unavailable(f"upstream {up.name!r} sent a manifest this registry cannot store: {exc.message}") from None
-        await self.store.put_manifest(
-            name,
-            actual,
-            parsed.media_type,
-            body,
-            blob_digests=[d.digest for d in parsed.blobs],
-            child_digests=[d.digest for d in parsed.manifests],
-            subject=parsed.subject.digest if parsed.subject else None,
-            artifact_type=parsed.artifact_type,
-            annotations=parsed.annotations,
-            tag=None if by_digest else ref,
-            verify_references=False,
-        )
+        if not by_digest and algorithm != "sha256":  # a tag names what the service addresses by sha256
+            by_digest, ref = True, actual
+        await self.service.put_manifest(name, actual if by_digest else ref, body, media_type or None, by, verify_references=False)
         up.stats.bytes_fetched += len(body)
         log.info("proxy: cached manifest %s@%s from %s", name[:200], actual, up.name)
 
@@ -350,7 +345,7 @@ class PullThroughCache:
                 except UpstreamError as exc:
                     up.stats.upstream_errors += 1
                     raise errors.Unavailable(f"upstream {up.name!r} unavailable: {exc}", headers={"Retry-After": "10"}) from None
-                if await self.store.link_blob(name, digest):
+                if await self.service.link_cached_blob(name, digest, _by(request)):
                     return await self._served(request, handler, up, "hit", await self.store.blob_size(digest))
             # Another request may have started the fetch while we awaited: look again, and
             # from here to registering our flight there is no await (single flight).
@@ -365,7 +360,7 @@ class PullThroughCache:
             flight.queue = asyncio.Queue(maxsize=_QUEUE_CHUNKS)
         self._flights[key] = flight
         up.stats.misses += 1
-        task = asyncio.create_task(self._fetch_blob(up, name, remote, digest, flight))
+        task = asyncio.create_task(self._fetch_blob(up, name, remote, digest, flight, _by(request)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if not streams:
@@ -383,7 +378,7 @@ class PullThroughCache:
             raise errors.Unavailable(f"upstream {up.name!r} unavailable: {exc}", headers={"Retry-After": "10"}) from None
         return web.Response(status=200, headers=_blob_headers(digest, size, "miss"))
 
-    async def _fetch_blob(self, up: Upstream, name: str, remote: str, digest: str, flight: _Flight) -> None:
+    async def _fetch_blob(self, up: Upstream, name: str, remote: str, digest: str, flight: _Flight, by: Principal) -> None:
         """Upstream GET -> upload session (hashed while streaming) -> commit if the digest matches."""
         key = (name, digest)
         upload_id: str | None = None
@@ -412,7 +407,7 @@ class PullThroughCache:
                         yield chunk
 
                 try:
-                    await self.service.finish_upload(name, upload_id, digest, tee())
+                    await self.service.finish_upload(name, upload_id, digest, tee(), by=by)
                 except errors.DigestInvalid:
                     upload_id = None  # discarded by the service
                     log.error("proxy: upstream %s sent wrong bytes for %s@%s; nothing stored", up.name, remote, digest)
@@ -509,6 +504,13 @@ class PullThroughCache:
             flight.queue = None
             while not queue.empty():  # unblock a producer waiting for room
                 queue.get_nowait()
+
+
+def _by(request: web.Request) -> Principal:
+    """The pulling client, acting through the cache."""
+    from ..api.common import request_principal
+
+    return request_principal(request, "proxy")
 
 
 def _blob_headers(digest: str, size: int | None, how: str) -> dict[str, str]:

@@ -1,7 +1,12 @@
 """Registry events: what happened (push, pull, delete, mount), to whom, by whom.
 
-The HTTP layer publishes one :class:`RegistryEvent` after each successful content operation;
-extensions (webhooks, audit log, UI activity charts, image insight, cache statistics)
+Changes (push, tag, delete, mount, repository delete) are announced by the registry service
+(:mod:`.service`), whichever face asked: the durable part -- the audit entry and the webhook
+outbox rows -- is written by the bus's :class:`ChangeRecorder` inside the change's own database
+transaction (so a crash can never keep the change and lose its event), and every event carries
+a stable ``id`` the outbox rows and the audit entry share, which receivers deduplicate on.
+Pulls are not changes: the HTTP layer publishes them, and their audit entries stay buffered.
+After the commit the event is also handed to the bus's listeners; extensions (webhooks, audit log, UI activity charts, image insight, cache statistics)
 subscribe to the :class:`EventBus` they are handed.  Listeners run after the response's
 work is done and must be quick (record a row, bump a counter, queue a job): anything slow
 belongs on a background job that the listener only enqueues.  A failing listener is logged
@@ -11,15 +16,16 @@ and never fails the request that caused the event.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Awaitable, Callable, Literal
+from typing import Any, Awaitable, Callable, Literal, Protocol
 
 log = logging.getLogger("moorage.events")
 
 #: ``scan``: an image's vulnerability findings changed (image insight).
 Action = Literal["push", "pull", "delete", "mount", "scan"]
-Kind = Literal["manifest", "blob", "tag"]
+Kind = Literal["manifest", "blob", "tag", "repository"]
 
 
 @dataclass(frozen=True)
@@ -45,9 +51,31 @@ class RegistryEvent:
     tag: str | None = None
     actor: Actor = field(default_factory=Actor)
     timestamp: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    #: Stable identity: the same in every outbox row, every redelivery and the audit entry.
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    #: The face the change came through (``v2``, ``api``, ``ui``, ``cli``, ``proxy`` ...).
+    face: str = "v2"
+    #: True when the recorder already wrote its audit entry / outbox rows in the change's
+    #: transaction (listeners that persist events skip it).
+    durable: bool = False
 
 
 Listener = Callable[[RegistryEvent], Awaitable[None]]
+#: A synchronous writer run inside the change's write transaction (SQLAlchemy Core connection).
+InTransaction = Callable[[Any], None]
+
+
+class ChangeRecorder(Protocol):
+    """Makes the durable record of a change (audit entry, webhook outbox rows)."""
+
+    def in_transaction(self, event: RegistryEvent) -> InTransaction | None:
+        """What to write in the change's transaction; None when nothing is (no webhook
+        endpoint wants the event and it is not audited): the hot path then writes nothing extra."""
+        ...
+
+    def committed(self, event: RegistryEvent) -> None:
+        """The change (with what :meth:`in_transaction` wrote) committed: start deliveries."""
+        ...
 
 
 class EventBus:
@@ -55,6 +83,8 @@ class EventBus:
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        #: Set by the events extension; None: no audit log or webhooks (nothing durable to write).
+        self.recorder: ChangeRecorder | None = None
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -63,6 +93,11 @@ class EventBus:
     def active(self) -> bool:
         """False when nobody listens: publishers may skip building the event."""
         return bool(self._listeners)
+
+    @property
+    def wants_changes(self) -> bool:
+        """False when neither a recorder nor a listener exists: the service builds no event."""
+        return bool(self._listeners) or self.recorder is not None
 
     async def publish(self, event: RegistryEvent) -> None:
         for listener in self._listeners:

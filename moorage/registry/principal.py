@@ -38,7 +38,11 @@ class Principal:
     token_expires: float | None = None
     scope: tuple[str, ...] | None = None
     address: str | None = None
-    user_agent: str | None = None
+    #: Request details an audit entry and a webhook payload carry (network faces only).
+    user_agent: str = ""
+    request_id: str = ""
+    host: str = ""
+    method: str = ""
 
     @classmethod
     def anonymous(cls, face: Face, address: str | None = None) -> Principal:

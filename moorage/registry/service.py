@@ -10,18 +10,30 @@ storage and metadata change:
   is saved with the upload in the database (:mod:`.hashstate`), so a process that does not
   have it (after a restart, or another replica) resumes it; only without a usable saved state
   (sha512, no libcrypto) does it re-hash what storage holds;
-* a repository reads only blobs that were pushed or mounted into it.
+* a repository reads only blobs that were pushed or mounted into it;
+* every change (manifest push and tag, manifest/tag/blob delete, blob push and mount,
+  repository delete) is made for an explicit :class:`~.principal.Principal` and announced
+  here, whichever face called: the bus's recorder writes the audit entry and the webhook outbox
+  rows inside the change's own transaction (:meth:`RegistryService._change`), and the
+  listeners hear of it after the commit.  With no recorder and no listener no event is built;
+* manifests are served through one rule: :attr:`RegistryService.serve_guard` (the
+  vulnerability pull policy) is asked about every manifest a client pulls, local or cached,
+  by tag or by digest, index or index child.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import json
+import os
+import sys
 import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from ..metadata.store import (
     WrongSizes,
@@ -37,8 +49,10 @@ from ..metadata.store import (
 from ..storage import BlobStore, PartialAppend
 from . import errors, hashstate
 from .digests import Digest, new_hasher
+from .events import Action, Actor, EventBus, InTransaction, Kind, RegistryEvent
 from .manifests import Descriptor, parse_manifest
 from .names import validate_name, validate_tag
+from .principal import Principal
 from .upload_claims import DEFAULT_LEASE, ClaimLost, ProcessLiveness, UploadClaim
 
 #: Chunks at least this large are hashed in a worker thread (hashlib releases the GIL), so
@@ -77,6 +91,45 @@ def _require_offset(record: UploadRecord, content_range: tuple[int, int] | None)
         raise UploadOutOfOrder(record, content_range[0])
 
 
+#: Test hooks (tests/test_events_crash.py): seconds to pause, with a line on stderr, inside a
+#: change's write transaction after its audit/outbox rows were written (before the commit), and
+#: after the commit before the event is handed on for delivery -- so a test can kill -9 there.
+PAUSE_BEFORE_COMMIT_ENV = "MOORAGE_TEST_PAUSE_BEFORE_COMMIT"
+PAUSE_AFTER_COMMIT_ENV = "MOORAGE_TEST_PAUSE_AFTER_COMMIT"
+
+#: Who acts when a caller names nobody: an internal job with the operator's rights.
+SYSTEM = Principal.operator("job", "moorage")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def operation(name: str) -> Callable[[F], F]:
+    """Mark a method as a state-changing registry operation named ``name``.
+
+    :meth:`RegistryService.operations` lists them (the parity test drives each through every
+    face that offers it, so a new operation without coverage fails there)."""
+
+    def mark(fn: F) -> F:
+        fn.__registry_operation__ = name  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def _actor(by: Principal) -> Actor:
+    return Actor(
+        name=by.name, addr=by.address or "", user_agent=by.user_agent, request_id=by.request_id, host=by.host, method=by.method
+    )
+
+
+def _pause(env: str, where: str) -> float:
+    value = os.environ.get(env)
+    if not value:
+        return 0.0
+    print(f"moorage: test pause {where} ({env})", file=sys.stderr, flush=True)
+    return float(value)
+
+
 @dataclass(slots=True)
 class PutManifestResult:
     digest: str
@@ -96,8 +149,14 @@ class RegistryService:
         writer_lease: float = DEFAULT_LEASE,
         max_sessions_per_repository: int = 0,
         max_sessions_per_user: int = 0,
+        events: EventBus | None = None,
     ) -> None:
         self.store = store
+        #: Where changes are announced (None: nowhere; set by the app).
+        self.events = events
+        #: ``await guard(repository, record)`` before a manifest is served for a pull; raises
+        #: (DENIED) to refuse it.  None (no pull policy feature): nothing is asked.
+        self.serve_guard: Callable[[str, ManifestRecord], Awaitable[None]] | None = None
         self.blobs = blobs
         self.delete_enabled = delete_enabled
         self.max_manifest_bytes = max_manifest_bytes
@@ -117,6 +176,62 @@ class RegistryService:
         self.max_sessions_per_repository = max_sessions_per_repository
         self.max_sessions_per_user = max_sessions_per_user
 
+    # --------------------------------------------------------------------------- changes
+    @classmethod
+    def operations(cls) -> dict[str, Callable[..., Any]]:
+        """The state-changing operations, by name (introspected from :func:`operation`)."""
+        found: dict[str, Callable[..., Any]] = {}
+        for attr in dir(cls):
+            fn = getattr(cls, attr)
+            name = getattr(fn, "__registry_operation__", None)
+            if name:
+                found[name] = fn
+        return found
+
+    def _change(
+        self,
+        by: Principal,
+        action: Action,
+        kind: Kind,
+        repository: str,
+        *,
+        digest: str | None = None,
+        media_type: str | None = None,
+        size: int | None = None,
+        tag: str | None = None,
+    ) -> tuple[RegistryEvent | None, InTransaction | None]:
+        """The event of a change about to be made and what to write in its transaction.
+
+        (None, None) when nobody wants it: no event object is built on the hot path."""
+        bus = self.events
+        if bus is None or not bus.wants_changes:
+            return None, None
+        event = RegistryEvent(
+            action, kind, repository, digest=digest, media_type=media_type, size=size, tag=tag, actor=_actor(by), face=by.face
+        )
+        write = bus.recorder.in_transaction(event) if bus.recorder is not None else None
+        if write is None:
+            return event, None
+        event = dataclasses.replace(event, durable=True)
+        if os.environ.get(PAUSE_BEFORE_COMMIT_ENV):
+            inner = write
+
+            def write(conn: Any) -> None:
+                inner(conn)
+                time.sleep(_pause(PAUSE_BEFORE_COMMIT_ENV, f"before commit of {event.action} {event.kind} {event.id}"))
+
+        return event, write
+
+    async def _announce(self, event: RegistryEvent | None) -> None:
+        """After the commit: start deliveries, tell the listeners (activity, insight, stats)."""
+        if event is None or self.events is None:
+            return
+        if event.durable and os.environ.get(PAUSE_AFTER_COMMIT_ENV):
+            await asyncio.sleep(_pause(PAUSE_AFTER_COMMIT_ENV, f"after commit of {event.action} {event.kind} {event.id}"))
+        if event.durable and self.events.recorder is not None:
+            self.events.recorder.committed(event)
+        await self.events.publish(event)
+
     # ---------------------------------------------------------------------------- blobs
     async def blob_size(self, repository: str, digest: str) -> int:
         validate_name(repository)
@@ -126,14 +241,18 @@ class RegistryService:
             raise errors.BlobUnknown(detail={"digest": digest})
         return size
 
-    async def delete_blob(self, repository: str, digest: str) -> None:
+    @operation("blob.delete")
+    async def delete_blob(self, repository: str, digest: str, by: Principal = SYSTEM) -> None:
         validate_name(repository)
         Digest.parse(digest)
         self._require_delete()
-        if not await self.store.unlink_blob(repository, digest):
+        event, write = self._change(by, "delete", "blob", repository, digest=digest)
+        if not await self.store.unlink_blob(repository, digest, record=write):
             raise errors.BlobUnknown(detail={"digest": digest})
+        await self._announce(event)
 
-    async def mount_blob(self, repository: str, digest: str, source: str) -> bool:
+    @operation("blob.mount")
+    async def mount_blob(self, repository: str, digest: str, source: str, by: Principal = SYSTEM) -> bool:
         """Link a blob the source repository holds into ``repository``; False if it can't."""
         validate_name(repository)
         try:
@@ -143,7 +262,22 @@ class RegistryService:
             return False
         if await self.store.blob_size_in_repository(source, digest) is None:
             return False
-        return await self.store.link_blob(repository, digest)
+        event, write = self._change(by, "mount", "blob", repository, digest=digest)
+        if not await self.store.link_blob(repository, digest, record=write):
+            return False
+        await self._announce(event)
+        return True
+
+    async def link_cached_blob(self, repository: str, digest: str, by: Principal) -> bool:
+        """The pull-through cache's mount: a blob stored for another repository that the
+        upstream confirmed this one has (announced as a mount); False if it can't."""
+        validate_name(repository)
+        Digest.parse(digest)
+        event, write = self._change(by, "mount", "blob", repository, digest=digest)
+        if not await self.store.link_blob(repository, digest, record=write):
+            return False
+        await self._announce(event)
+        return True
 
     # -------------------------------------------------------------------------- uploads
     async def start_upload(self, repository: str, owner: str | None = None, *, claim: UploadClaim | None = None) -> UploadRecord:
@@ -304,6 +438,7 @@ class RegistryService:
         record.size, record.state, record.updated_at = size, state, time.time()
         return record
 
+    @operation("blob.push")
     async def finish_upload(
         self,
         repository: str,
@@ -313,6 +448,7 @@ class RegistryService:
         content_range: tuple[int, int] | None = None,
         *,
         record: UploadRecord | None = None,
+        by: Principal = SYSTEM,
     ) -> str:
         """Complete an upload (optionally with a last chunk) and verify it against ``digest``.
         ``record``: the session as this request already read it (the claim re-checks its size)."""
@@ -322,11 +458,11 @@ class RegistryService:
         digest = Digest.parse(digest_text)
         _require_offset(record, content_range)
         if body is None:
-            return await self._finish_without_body(record, digest)
+            return await self._finish_without_body(record, digest, by)
         async with await self._claim(record) as claim:
-            return await self._finish(record, digest, body, claim)
+            return await self._finish(record, digest, body, claim, by)
 
-    async def _finish_without_body(self, record: UploadRecord, digest: Digest) -> str:
+    async def _finish_without_body(self, record: UploadRecord, digest: Digest, by: Principal) -> str:
         """``PUT ?digest=`` without a last chunk (the docker/podman flow): the bytes at
         ``record.size`` are immutable, so they are verified before the claim, which is then
         taken in the same transaction as the blob's lease."""
@@ -358,10 +494,12 @@ class RegistryService:
             await self.store.release_upload(record.id, claim.token)
             raise errors.Unavailable("blob is being garbage-collected; retry", headers={"Retry-After": "5"}) from None
         async with claim:
-            await self._place(record, str(digest), claim)
+            await self._place(record, str(digest), claim, by)
         return str(digest)
 
-    async def _finish(self, record: UploadRecord, digest: Digest, body: AsyncIterator[bytes] | None, claim: UploadClaim) -> str:
+    async def _finish(
+        self, record: UploadRecord, digest: Digest, body: AsyncIterator[bytes] | None, claim: UploadClaim, by: Principal
+    ) -> str:
         if body is not None:
             record = await self._append(record, body, claim, release=False, digest=str(digest))
         actual = await self._final_digest(record, digest.algorithm)
@@ -370,17 +508,19 @@ class RegistryService:
             claim.released = True
             raise errors.DigestInvalid(detail={"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"})
         claim.check()
-        await self._commit(record, str(digest), claim)
+        await self._commit(record, str(digest), claim, by)
         return str(digest)
 
-    async def put_blob(self, repository: str, digest_text: str, body: AsyncIterator[bytes], owner: str | None = None) -> str:
+    async def put_blob(
+        self, repository: str, digest_text: str, body: AsyncIterator[bytes], owner: str | None = None, by: Principal = SYSTEM
+    ) -> str:
         """Monolithic upload (``POST ?digest=`` with the whole blob as body)."""
         digest = Digest.parse(digest_text)
         claim = self._new_claim("")
         record = await self.start_upload(repository, owner, claim=claim)
         try:
             async with claim:
-                return await self._finish(record, digest, body, claim)
+                return await self._finish(record, digest, body, claim, by)
         except BaseException:
             await self._discard(record)
             raise
@@ -391,7 +531,7 @@ class RegistryService:
             await self._discard(record)
             claim.released = True
 
-    async def _commit(self, record: UploadRecord, digest: str, claim: UploadClaim) -> None:
+    async def _commit(self, record: UploadRecord, digest: str, claim: UploadClaim, by: Principal) -> None:
         if self.commit_guard is not None:
             try:
                 await self.commit_guard(record.repository, digest, record.size)
@@ -404,16 +544,20 @@ class RegistryService:
             await self.store.claim_blob(digest, record.size)
         except BlobBeingDeleted:
             raise errors.Unavailable("blob is being garbage-collected; retry", headers={"Retry-After": "5"}) from None
-        await self._place(record, digest, claim)
+        await self._place(record, digest, claim, by)
 
-    async def _place(self, record: UploadRecord, digest: str, claim: UploadClaim) -> None:
+    async def _place(self, record: UploadRecord, digest: str, claim: UploadClaim, by: Principal) -> None:
         """Under ``claim`` and the blob's lease: bytes to their address, link, session gone."""
         placed = await self.blobs.upload_commit(record.id, record.state, record.size, digest)
+        event, write = self._change(by, "push", "blob", record.repository, digest=digest, size=record.size)
         # Link and end the session in one transaction (the claim ends with the session's row).
-        if not await self.store.link_blob(record.repository, digest, repaired=bool(placed), finished_upload=record.id):
+        if not await self.store.link_blob(
+            record.repository, digest, repaired=bool(placed), finished_upload=record.id, record=write
+        ):
             raise errors.Unavailable("blob vanished while committing; retry", headers={"Retry-After": "1"})
         claim.released = True
         self._hashers.pop(record.id, None)
+        await self._announce(event)
 
     async def _discard(self, record: UploadRecord) -> None:
         self._hashers.pop(record.id, None)
@@ -454,7 +598,21 @@ class RegistryService:
             self._hashers.popitem(last=False)
 
     # ------------------------------------------------------------------------ manifests
-    async def put_manifest(self, repository: str, reference: str, body: bytes, content_type: str | None) -> PutManifestResult:
+    @operation("manifest.push")
+    async def put_manifest(
+        self,
+        repository: str,
+        reference: str,
+        body: bytes,
+        content_type: str | None,
+        by: Principal = SYSTEM,
+        *,
+        verify_references: bool = True,
+    ) -> PutManifestResult:
+        """Store a manifest (and move ``reference`` to it when it is a tag).
+
+        ``verify_references=False``: the pull-through cache records a manifest before its
+        layers (the client asks for them next)."""
         validate_name(repository)
         if len(body) > self.max_manifest_bytes:
             raise errors.ManifestInvalid(f"manifest larger than {self.max_manifest_bytes} bytes", status=413)
@@ -468,6 +626,9 @@ class RegistryService:
             tag = validate_tag(reference)
             digest = Digest.of(body)
         parsed = parse_manifest(body, content_type)
+        event, write = self._change(
+            by, "push", "manifest", repository, digest=str(digest), size=len(body), media_type=parsed.media_type, tag=tag
+        )
         try:
             await self.store.put_manifest(
                 repository,
@@ -481,6 +642,8 @@ class RegistryService:
                 artifact_type=parsed.artifact_type,
                 annotations=parsed.annotations,
                 tag=tag,
+                verify_references=verify_references,
+                record=write,
             )
         except MissingReferences as missing:
             found: list[errors.RegistryError] = [errors.ManifestBlobUnknown(detail={"digest": d}) for d in missing.blobs]
@@ -502,7 +665,20 @@ class RegistryService:
             raise first from None
         except BlobBeingDeleted:
             raise errors.Unavailable("manifest is being garbage-collected; retry", headers={"Retry-After": "1"}) from None
+        await self._announce(event)
         return PutManifestResult(str(digest), parsed.subject.digest if parsed.subject else None)
+
+    async def serve_manifest(self, repository: str, reference: str) -> ManifestRecord:
+        """The manifest a client pulls (GET): :meth:`get_manifest` under the pull rule.
+
+        Every face that hands a manifest's bytes to a client calls this -- the ``/v2`` GET,
+        including a pull-through cache's cold and warm hits (the cache only makes the content
+        local first) -- so the policy sees local and cached content, tags, digests and index
+        children alike.  Without a guard (no pull policy feature) it is :meth:`get_manifest`."""
+        record = await self.get_manifest(repository, reference)
+        if self.serve_guard is not None:
+            await self.serve_guard(repository, record)
+        return record
 
     async def get_manifest(self, repository: str, reference: str) -> ManifestRecord:
         validate_name(repository)
@@ -518,17 +694,45 @@ class RegistryService:
             raise errors.ManifestUnknown(detail={"reference": reference})
         return record
 
-    async def delete_manifest(self, repository: str, reference: str) -> None:
+    @operation("manifest.delete")
+    async def delete_manifest(self, repository: str, reference: str, by: Principal = SYSTEM) -> None:
+        """Delete a manifest (``reference`` a digest, with its tags) or one tag."""
         validate_name(repository)
         self._require_delete()
         if ":" in reference:
             Digest.parse(reference)
-            deleted = await self.store.delete_manifest(repository, reference)
+            event, write = self._change(by, "delete", "manifest", repository, digest=reference)
+            deleted = await self.store.delete_manifest(repository, reference, record=write)
         else:
             validate_tag(reference)
-            deleted = await self.store.delete_tag(repository, reference)
+            event, write = self._change(by, "delete", "tag", repository, tag=reference)
+            deleted = await self.store.delete_tag(repository, reference, record=write)
         if not deleted:
             raise errors.ManifestUnknown(detail={"reference": reference})
+        await self._announce(event)
+
+    @operation("repository.delete")
+    async def delete_repository(self, repository: str, by: Principal = SYSTEM) -> dict[str, int]:
+        """Forget a repository: tags, manifests, links and upload sessions in one transaction
+        (with its audit entry and event); blobs only it used are left to the next ``moorage gc``
+        (the same sweep as everything else, so a delete never races a push of a shared layer).
+        NAME_UNKNOWN if there is no such repository."""
+        from ..metadata.gc_store import GCStore  # the collector's queries; loaded only for this
+
+        validate_name(repository)
+        self._require_delete()
+        event, write = self._change(by, "delete", "repository", repository)
+        deleted = await GCStore(self.store.db).delete_repository(repository, record=write)
+        if deleted is None:
+            raise errors.NameUnknown(detail={"name": repository})
+        for upload_id, driver_state in deleted.pending:
+            self._hashers.pop(upload_id, None)
+            try:
+                await self.blobs.upload_abort(upload_id, json.loads(driver_state))
+            except Exception:  # noqa: BLE001 - leftovers of an aborted upload are harmless
+                pass
+        await self._announce(event)
+        return {"tags": deleted.tags, "manifests": deleted.manifests, "links": deleted.links, "uploads": len(deleted.pending)}
 
     # ---------------------------------------------------------------------- discovery
     async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str]:
@@ -538,8 +742,26 @@ class RegistryService:
             raise errors.NameUnknown(detail={"name": repository})
         return found
 
-    async def catalog(self, n: int | None, last: str | None) -> list[str]:
-        return await self.store.catalog(n, last)
+    async def catalog(
+        self, n: int | None, last: str | None, may_pull: Callable[[list[str]], Awaitable[list[str]]] | None = None
+    ) -> list[str]:
+        """Listed repositories (``metadata.listing``: holding a manifest) after ``last``, at most
+        ``n``, keeping those ``may_pull`` keeps (the caller's pull right; None: everything).
+
+        The one read rule of repository lists: the web UI's list applies the same two halves."""
+        if may_pull is None or not n:
+            return await self.store.catalog(n, last)
+        found: list[str] = []
+        batch = max(n, 100)
+        while len(found) < n:  # the index in batches, filtered, until the page is full
+            names = await self.store.catalog(batch, last)
+            if not names:
+                break
+            found.extend(await may_pull(names))
+            last = names[-1]
+            if len(names) < batch:
+                break
+        return found[:n]
 
     async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> list[ReferrerRecord]:
         validate_name(repository)

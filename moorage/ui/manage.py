@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from ..api.common import DATABASE
-from ..api.common import ACCOUNTS, BLOBS, SERVICE, SETTINGS, publish
+from ..api.common import ACCOUNTS, BLOBS, SERVICE, SETTINGS, request_principal
 from ..accounts.service import AccountsService
 from ..auth.policy import parse_actions, parse_token_scope
 from ..registry import errors
@@ -138,16 +138,42 @@ async def delete_post(request: web.Request) -> web.StreamResponse:
     if viewer.name:
         request["user"] = viewer.name
     try:
-        await request.app[SERVICE].delete_manifest(name, reference)
+        await request.app[SERVICE].delete_manifest(name, reference, request_principal(request, "ui"))
     except errors.ManifestUnknown:
         raise UIError(404, "It is gone already.") from None
     except (errors.TagInvalid, errors.DigestInvalid):
         raise UIError(400, "Not a valid tag or digest.") from None
-    if digest:
-        await publish(request, "delete", "manifest", name, digest=digest)
-    else:
-        await publish(request, "delete", "tag", name, tag=tag)
     raise Redirect(f"/ui/repo/{name}")
+
+
+# -- deleting a repository (administrators, as DELETE /api/v1/repositories/NAME) ----------------
+@routes.get(f"/ui/repo/{NAME}/-/delete-repository", name=route_names.UI_REPO_DELETE_CONFIRM)
+async def repository_delete_confirm(request: web.Request) -> web.StreamResponse:
+    viewer = await resolve_viewer(request)
+    _require_admin(viewer)
+    name = _repo_name(request)
+    await visible_repository(request, viewer, name)
+    return render("delete_repository_confirm.html", request, {"title": "Confirm repository deletion", "name": name})
+
+
+@routes.post(f"/ui/repo/{NAME}/-/delete-repository", name=route_names.UI_REPO_DELETE)
+async def repository_delete_post(request: web.Request) -> web.StreamResponse:
+    """The registry service's repository delete (the same operation as the API and the CLI)."""
+    viewer, form = await check_csrf(request)
+    _require_admin(viewer)
+    name = _repo_name(request)
+    await visible_repository(request, viewer, name)
+    if _field(form, "confirm", 300) != name:
+        raise UIError(400, "Type the repository's name to confirm.")
+    if not request.app[SETTINGS].delete_enabled:
+        raise UIError(405, "Deletes are disabled on this registry (delete_enabled: false).")
+    if viewer.name:
+        request["user"] = viewer.name
+    try:
+        await request.app[SERVICE].delete_repository(name, request_principal(request, "ui"))
+    except errors.NameUnknown:
+        raise UIError(404, "It is gone already.") from None
+    raise Redirect("/ui/")
 
 
 @routes.post(f"/ui/repo/{NAME}/-/visibility", name=route_names.UI_VISIBILITY)

@@ -169,6 +169,7 @@ async def repository_page(request: web.Request) -> web.StreamResponse:
         "podman_pull": f"podman pull {host}/{name}:{first_tag}",
         "may_delete": "delete" in rights and request.app[SETTINGS].delete_enabled,
         "may_admin": viewer.admin and viewer.mode == "token",
+        "may_delete_repository": viewer.may_administer and request.app[SETTINGS].delete_enabled,
     }
     if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "tag-results":
         return render("_tag_results.html", request, ctx)
