@@ -21,9 +21,11 @@ from ..metadata.insight_store import InsightStore
 from ..registry import errors
 from ..registry import mediatypes as mt
 from ..registry.digests import Digest
+from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from ..registry.service import RegistryService
 from ..storage import BlobStore
 from . import osv, sbom
+from .fairness import ByteBudget, namespace_of
 from .layers import AsyncToSyncReader, ImageWalker, Inventory, Limits
 from .packages import ALPINE, DEBIAN, Package
 
@@ -35,6 +37,11 @@ EMPTY_JSON = b"{}"
 GENERATOR = "dev.moorage.insight"
 #: One scan at a time per process: layer parsing is CPU work that must not crowd the server.
 _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moorage-insight")
+
+#: Platforms of one index scanned (real indexes have a handful, with attestations a few dozen).
+MAX_INDEX_CHILDREN = 256
+#: Indexes nested in indexes followed this deep.
+MAX_INDEX_DEPTH = 4
 
 #: ``await notify(repository, digest, counts, worst)`` when an image's findings change.
 Notify = Callable[[str, str, dict[str, int], str], Awaitable[None]]
@@ -50,6 +57,22 @@ class ScanResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     cached: bool = False
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: manifests, indexes and configs come
+    from clients, and any field may hold any JSON type."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def platform_name(platform: Any) -> str:
+    """``os/architecture[/variant]`` of a platform object; fields that are not strings are ignored."""
+    plat = _object(platform)
+    return "/".join(p[:100] for p in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if isinstance(p, str) and p)
 
 
 def _severity_counts(findings: list[dict[str, Any]]) -> tuple[dict[str, int], str]:
@@ -73,6 +96,8 @@ class InsightService:
         notify: Notify | None = None,
     ) -> None:
         self.store, self.registry, self.blobs, self.limits, self.notify = store, registry, blobs, limits, notify
+        #: What all scans of this process keep together (one service per server process).
+        self.budget = ByteBudget(limits.max_process_bytes)
         self._policies: tuple[float, dict[str, str]] = (0.0, {})
         #: Figures for /metrics (the server extension keeps them current).
         self.stats: dict[str, Any] = {"scans_ok": 0, "scans_failed": 0, "images_by_worst": {}, "advisories": 0}
@@ -84,51 +109,89 @@ class InsightService:
         return await self.scan_manifest(repository, record.digest, record.media_type, record.payload, force=force)
 
     async def scan_manifest(
-        self, repository: str, digest: str, media_type: str, payload: bytes, *, force: bool = False, platform: str = ""
+        self,
+        repository: str,
+        digest: str,
+        media_type: str,
+        payload: bytes,
+        *,
+        force: bool = False,
+        platform: str = "",
+        _depth: int = 0,
     ) -> list[ScanResult]:
-        doc = json.loads(payload)
+        """Scan one stored manifest.  Every field is read as untrusted: a field of the wrong JSON
+        type is ignored (an index child without a digest, a platform that is a string ...)."""
+        try:
+            doc = _object(loads_untrusted(payload))
+        except UntrustedJSONError:
+            return []
         if media_type in mt.INDEXES:
             results: list[ScanResult] = []
-            for child in doc.get("manifests") or []:
-                plat = child.get("platform") or {}
-                name = "/".join(p for p in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if p)
+            if _depth >= MAX_INDEX_DEPTH:
+                return results
+            for child in _list(doc.get("manifests"))[:MAX_INDEX_CHILDREN]:
+                child = _object(child)
+                child_digest = child.get("digest")
+                if not isinstance(child_digest, str):
+                    continue
                 try:
-                    rec = await self.registry.get_manifest(repository, child["digest"])
+                    rec = await self.registry.get_manifest(repository, child_digest)
                 except errors.RegistryError:
                     continue
                 results += await self.scan_manifest(
-                    repository, rec.digest, rec.media_type, rec.payload, force=force, platform=name
+                    repository,
+                    rec.digest,
+                    rec.media_type,
+                    rec.payload,
+                    force=force,
+                    platform=platform_name(child.get("platform")),
+                    _depth=_depth + 1,
                 )
             return results
-        config = doc.get("config") or {}
+        config = _object(doc.get("config"))
         if config.get("mediaType") not in IMAGE_CONFIG_TYPES:
             return []  # an artifact (a signature, an SBOM ...), not an image
         if not force and await self._has_sbom(repository, digest):
             row = await self.store.get_image(digest)
             if row is not None:
                 return [ScanResult(repository, digest, row.platform, row.package_count, row.sboms, row.skipped, row.counts, True)]
+        # The image's time budget starts now: waiting for memory and reading layers both count.
+        deadline = time.monotonic() + self.limits.max_seconds
         if not platform:
-            platform = await self._platform(config)
-        layers = [(d["digest"], d.get("mediaType", "")) for d in doc.get("layers") or [] if isinstance(d, dict)]
-        inventory = await self._inventory(layers)
-        image = f"{repository}@{digest}"
-        cdx = sbom.cyclonedx(inventory, image, digest)
-        spdx_doc = await asyncio.get_running_loop().run_in_executor(_POOL, sbom.spdx, inventory, image, digest)
-        subject = {"mediaType": media_type, "digest": digest, "size": len(payload)}
-        sboms = {
-            "cyclonedx": await self._push_referrer(repository, subject, sbom.CYCLONEDX_TYPE, cdx, len(inventory.packages)),
-            "spdx": await self._push_referrer(repository, subject, sbom.SPDX_TYPE, spdx_doc, len(inventory.packages)),
-        }
-        os_name = f"{inventory.os.id}:{inventory.os.version_id}" if inventory.os else ""
-        await self.store.put_image(
-            digest, repository, os_name, platform, [p.to_json() for p in inventory.packages], inventory.skipped, sboms
-        )
+            platform = await self._platform(repository, config)
+        layers = [
+            (d["digest"], d["mediaType"] if isinstance(d.get("mediaType"), str) else "")
+            for d in map(_object, _list(doc.get("layers")))
+            if isinstance(d.get("digest"), str)
+        ]
+        inventory, held = await self._inventory(repository, layers, deadline)
+        try:
+            image = f"{repository}@{digest}"
+            cdx = sbom.cyclonedx(inventory, image, digest)
+            spdx_doc = await asyncio.get_running_loop().run_in_executor(_POOL, sbom.spdx, inventory, image, digest)
+            subject = {"mediaType": media_type, "digest": digest, "size": len(payload)}
+            sboms = {
+                "cyclonedx": await self._push_referrer(repository, subject, sbom.CYCLONEDX_TYPE, cdx, len(inventory.packages)),
+                "spdx": await self._push_referrer(repository, subject, sbom.SPDX_TYPE, spdx_doc, len(inventory.packages)),
+            }
+            os_name = f"{inventory.os.id}:{inventory.os.version_id}" if inventory.os else ""
+            await self.store.put_image(
+                digest, repository, os_name, platform, [p.to_json() for p in inventory.packages], inventory.skipped, sboms
+            )
+        finally:
+            self.budget.release(held)
         counts, _ = await self.match(digest)
         return [ScanResult(repository, digest, platform, len(inventory.packages), sboms, inventory.skipped, counts)]
 
     async def _has_sbom(self, repository: str, digest: str) -> bool:
         found = await self.registry.referrers(repository, digest, sbom.CYCLONEDX_TYPE)
         return any((r.annotations or {}).get(GENERATOR) for r in found)
+
+    async def _holds(self, repository: str, digest: str) -> bool:
+        """Whether ``repository`` holds the blob (pushed or mounted there): the scanner reads
+        nothing else, so a manifest naming another user's blob (as a "foreign" layer, which the
+        push does not check) never turns that blob into this repository's SBOM."""
+        return await self.registry.store.blob_size_in_repository(repository, digest) is not None
 
     async def _read_small(self, digest: str, limit: int = 4 << 20) -> bytes:
         out = bytearray()
@@ -138,27 +201,58 @@ class InsightService:
                 raise errors.ManifestInvalid("config blob too large")
         return bytes(out)
 
-    async def _platform(self, config: dict[str, Any]) -> str:
-        try:
-            cfg = json.loads(await self._read_small(config["digest"]))
-        except Exception:
+    async def _platform(self, repository: str, config: dict[str, Any]) -> str:
+        digest = config.get("digest")
+        if not isinstance(digest, str) or not await self._holds(repository, digest):
             return ""
-        return "/".join(p for p in (cfg.get("os"), cfg.get("architecture"), cfg.get("variant")) if isinstance(p, str) and p)
+        try:
+            cfg = loads_untrusted(await self._read_small(digest))
+        except (UntrustedJSONError, errors.RegistryError, OSError):
+            return ""
+        return platform_name(cfg)
 
-    async def _inventory(self, layers: list[tuple[str, str]]) -> Inventory:
+    async def _inventory(self, repository: str, layers: list[tuple[str, str]], deadline: float) -> tuple[Inventory, int]:
+        """The image's inventory and the bytes of the process budget it still holds (the caller
+        releases them when the scan is stored)."""
         loop = asyncio.get_running_loop()
-        walker = ImageWalker(self.limits)
+        skipped: list[dict[str, str]] = []
+        readable: list[str] = []
+        for digest, media_type in layers:
+            if "tar" not in media_type and media_type:
+                skipped.append({"layer": digest[:100], "reason": f"not a tar layer ({media_type[:100]})"})
+            elif not await self._holds(repository, digest):
+                foreign = "foreign" in media_type or "nondistributable" in media_type
+                what = "foreign layer" if foreign else "layer"
+                skipped.append(
+                    {"layer": digest[:100], "reason": f"{what} not held by the repository: not read (clients fetch it elsewhere)"}
+                )
+            else:
+                readable.append(digest)
+        want = min(self.limits.max_image_bytes, self.budget.capacity)
+        if readable and not await self.budget.acquire(want, namespace_of(repository), deadline - time.monotonic()):
+            reason = (
+                f"scanner memory budget of the process ({self.budget.capacity} bytes) stayed in use by other scans "
+                f"for the image's whole time budget ({self.limits.max_seconds:g} s): layers not read"
+            )
+            return Inventory(skipped=skipped + [{"reason": reason}]), 0
+        if not readable:
+            return Inventory(skipped=skipped), 0
+        walker = ImageWalker(self.limits, keep_bytes=want, deadline=deadline)
+        walker.result.skipped.extend(skipped)
 
         def walk() -> Inventory:
-            for digest, media_type in layers:
-                if "tar" not in media_type and media_type:
-                    walker.result.skipped.append({"layer": digest, "reason": f"not a tar layer ({media_type[:100]})"})
-                    continue
-                reader = AsyncToSyncReader(self.blobs.read(digest), loop)
-                walker.add_layer(digest, reader)
+            for digest in readable:
+                walker.add_layer(digest, AsyncToSyncReader(self.blobs.read(digest), loop, deadline))
             return walker.inventory()
 
-        return await loop.run_in_executor(_POOL, walk)
+        try:
+            inventory = await loop.run_in_executor(_POOL, walk)
+        except BaseException:
+            self.budget.release(want)
+            raise
+        held = min(want, inventory.kept_bytes)
+        self.budget.release(want - held)  # keep only what the inventory holds until it is stored
+        return inventory, held
 
     async def _push_referrer(
         self, repository: str, subject: dict[str, Any], artifact_type: str, body: bytes, packages: int
@@ -286,19 +380,19 @@ class InsightService:
         return {"read": total, "written": written, "unchanged": unchanged, "ignored": ignored}
 
     async def platform_digests(self, repository: str, record: Any) -> list[tuple[str, str]]:
-        """(digest, platform) of the image manifests a manifest record stands for."""
+        """(digest, platform) of the image manifests a manifest record stands for (entries of an
+        index that are not objects with a string digest are left out)."""
         if record.media_type not in mt.INDEXES:
             row = await self.store.get_image(record.digest)
             return [(record.digest, row.platform if row else "")]
+        try:
+            doc = _object(loads_untrusted(record.payload))
+        except UntrustedJSONError:
+            return []
         out = []
-        for child in json.loads(record.payload).get("manifests") or []:
-            plat = child.get("platform") or {}
-            out.append(
-                (
-                    child.get("digest", ""),
-                    "/".join(p for p in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if p),
-                )
-            )
+        for child in map(_object, _list(doc.get("manifests"))[:MAX_INDEX_CHILDREN]):
+            if isinstance(child.get("digest"), str):
+                out.append((child["digest"][:200], platform_name(child.get("platform"))))
         return out
 
     async def status(self) -> dict[str, Any]:
