@@ -202,3 +202,16 @@ def test_process_byte_budget_waits_in_turn_and_times_out() -> None:
         await asyncio.gather(*tasks)
 
     asyncio.run(main())
+
+
+def test_reasons_are_listed_up_to_a_bound_then_counted() -> None:
+    """5,000 symlinks named package.json: 1,000 reasons listed, the rest counted in one line."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for i in range(5000):
+            info = tarfile.TarInfo(f"srv/node_modules/l{i}/package.json")
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+    _, inv = walker_for([buf.getvalue()])
+    assert len(inv.skipped) == 1001
+    assert inv.skipped[-1]["reason"] == "4000 more entries passed over (not listed)"

@@ -56,6 +56,9 @@ DPKG, APK, RPMDB, PYTHON, NPM_JSON, OS_RELEASE = "dpkg", "apk", "rpmdb", "python
 MAX_OS_RELEASE_BYTES = 64 * 1024
 #: Largest pax extended header or GNU long name/link accepted (tarfile reads them whole).
 MAX_TAR_HEADER_BYTES = 1 << 20
+#: Reasons listed per image; beyond it they are counted (a layer of a million symlinks named
+#: ``package.json`` must not become a million-entry list in memory and in the database).
+MAX_SKIPPED = 1000
 #: Estimated bytes of one kept package record besides its strings (object, dict slots, str headers).
 PACKAGE_OVERHEAD = 512
 _CHUNK = 64 * 1024
@@ -108,6 +111,21 @@ class Inventory:
     bytes_read: int = 0
     #: Estimated bytes the walk kept at its end (charged against the image and process budgets).
     kept_bytes: int = 0
+    #: Reasons past :data:`MAX_SKIPPED`, counted only.
+    more_skipped: int = 0
+
+    def skip(self, entry: dict[str, str]) -> None:
+        """Record something passed over (the first :data:`MAX_SKIPPED`; the rest are counted)."""
+        if len(self.skipped) < MAX_SKIPPED:
+            self.skipped.append(entry)
+        else:
+            self.more_skipped += 1
+
+    def close(self) -> None:
+        """Add the count of unlisted reasons (once, when the inventory is complete)."""
+        if self.more_skipped:
+            self.skipped.append({"reason": f"{self.more_skipped} more entries passed over (not listed)"})
+            self.more_skipped = 0
 
 
 class LayerRejected(Exception):
@@ -296,7 +314,7 @@ class ImageWalker:
     # ---------------------------------------------------------------------------- layers
     def add_layer(self, digest: str, stream: io.RawIOBase | io.BufferedIOBase) -> None:
         if self.expired():
-            self.result.skipped.append({"layer": digest, "reason": f"layer not read: {self._time_reason()}"})
+            self.result.skip({"layer": digest, "reason": f"layer not read: {self._time_reason()}"})
             return
         undo: list[tuple[str, _Entry]] = []
         staged: dict[str, _Entry] = {}
@@ -316,7 +334,7 @@ class ImageWalker:
             for path, entry in reversed(undo):  # the layer changes nothing
                 if path not in self.files:
                     self._insert(path, entry)
-            self.result.skipped.append({"layer": digest, "reason": f"layer skipped: {str(exc)[:300]}"})
+            self.result.skip({"layer": digest, "reason": f"layer skipped: {str(exc)[:300]}"})
             return
         for path, entry in staged.items():
             self.kept -= entry.cost  # charged while staged; _insert charges it again
@@ -352,7 +370,7 @@ class ImageWalker:
     ) -> None:
         path = _normalize(member.name)
         if path is None:
-            self.result.skipped.append({"layer": digest, "path": member.name[:300], "reason": "path escapes the root"})
+            self.result.skip({"layer": digest, "path": member.name[:300], "reason": "path escapes the root"})
             return
         if not path or len(path) > self.limits.max_path_chars:
             return  # nothing kept is that long, so nothing such a path names (or whites out) is kept
@@ -378,12 +396,10 @@ class ImageWalker:
         if kind is None:
             return
         if not member.isfile():
-            self.result.skipped.append({"layer": digest, "path": path, "reason": "not a regular file (link)"})
+            self._skip(digest, path, "not a regular file (link)")
             return
         if member.size > self.limits.max_file_bytes:
-            self.result.skipped.append(
-                {"layer": digest, "path": path, "reason": f"metadata file of {member.size} bytes is over the limit"}
-            )
+            self._skip(digest, path, f"metadata file of {member.size} bytes is over the limit")
             return
         fh = tar.extractfile(member)
         if fh is None:
@@ -393,7 +409,7 @@ class ImageWalker:
             staged[path] = entry
 
     def _skip(self, digest: str, path: str, reason: str) -> None:
-        self.result.skipped.append({"layer": digest, "path": path, "reason": reason})
+        self.result.skip({"layer": digest, "path": path[:300], "reason": reason})
 
     def _budget_reason(self) -> str:
         return f"scanner memory budget of {self.keep_cap} bytes for the image is used up; packages not recorded"
@@ -495,6 +511,7 @@ class ImageWalker:
                     pkg = Package(**{**pkg.__dict__, "distro": distro})
                 inv.packages.append(pkg)
         inv.kept_bytes = self.kept
+        inv.close()
         return inv
 
 

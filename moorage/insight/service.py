@@ -42,6 +42,8 @@ _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moorage-insight")
 MAX_INDEX_CHILDREN = 256
 #: Indexes nested in indexes followed this deep.
 MAX_INDEX_DEPTH = 4
+#: Layers of one image read (Docker and containerd stop at ~128; a 4 MiB manifest could name 30,000).
+MAX_LAYERS = 1000
 
 #: ``await notify(repository, digest, counts, worst)`` when an image's findings change.
 Notify = Callable[[str, str, dict[str, int], str], Awaitable[None]]
@@ -215,15 +217,19 @@ class InsightService:
         """The image's inventory and the bytes of the process budget it still holds (the caller
         releases them when the scan is stored)."""
         loop = asyncio.get_running_loop()
-        skipped: list[dict[str, str]] = []
+        pre = Inventory()
         readable: list[str] = []
-        for digest, media_type in layers:
-            if "tar" not in media_type and media_type:
-                skipped.append({"layer": digest[:100], "reason": f"not a tar layer ({media_type[:100]})"})
+        if len(layers) > MAX_LAYERS:
+            pre.skip({"reason": f"{len(layers) - MAX_LAYERS} layers past the first {MAX_LAYERS} not read"})
+        for digest, media_type in layers[:MAX_LAYERS]:
+            if time.monotonic() > deadline:
+                pre.skip({"layer": digest[:100], "reason": "layer not read: time budget for the image exceeded"})
+            elif "tar" not in media_type and media_type:
+                pre.skip({"layer": digest[:100], "reason": f"not a tar layer ({media_type[:100]})"})
             elif not await self._holds(repository, digest):
                 foreign = "foreign" in media_type or "nondistributable" in media_type
                 what = "foreign layer" if foreign else "layer"
-                skipped.append(
+                pre.skip(
                     {"layer": digest[:100], "reason": f"{what} not held by the repository: not read (clients fetch it elsewhere)"}
                 )
             else:
@@ -234,11 +240,14 @@ class InsightService:
                 f"scanner memory budget of the process ({self.budget.capacity} bytes) stayed in use by other scans "
                 f"for the image's whole time budget ({self.limits.max_seconds:g} s): layers not read"
             )
-            return Inventory(skipped=skipped + [{"reason": reason}]), 0
+            pre.skip({"reason": reason})
+            pre.close()
+            return pre, 0
         if not readable:
-            return Inventory(skipped=skipped), 0
+            pre.close()
+            return pre, 0
         walker = ImageWalker(self.limits, keep_bytes=want, deadline=deadline)
-        walker.result.skipped.extend(skipped)
+        walker.result = pre
 
         def walk() -> Inventory:
             for digest in readable:
