@@ -10,6 +10,7 @@ import io
 import json
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -215,3 +216,39 @@ def test_reasons_are_listed_up_to_a_bound_then_counted() -> None:
     _, inv = walker_for([buf.getvalue()])
     assert len(inv.skipped) == 1001
     assert inv.skipped[-1]["reason"] == "4000 more entries passed over (not listed)"
+
+
+def _rpm_header(name: bytes, version: bytes) -> bytes:
+    import struct
+
+    data, entries = b"", []
+    for tag, value in ((1000, name), (1001, version), (1002, b"1.el9"), (1022, b"x86_64")):
+        entries.append(struct.pack(">iiii", tag, 6, len(data), 1))
+        data += value + b"\0"
+    return struct.pack(">II", len(entries), len(data)) + b"".join(entries) + data
+
+
+def _sqlite_file(tmp_path: Path, sql: str, rows: tuple[bytes, ...] = ()) -> bytes:
+    import sqlite3
+
+    db = tmp_path / f"rpmdb-{len(list(tmp_path.iterdir()))}.sqlite"
+    conn = sqlite3.connect(db)
+    conn.executescript(sql)
+    if rows:
+        conn.executemany("INSERT INTO Packages (blob) VALUES (?)", [(r,) for r in rows])
+    conn.commit()
+    conn.close()
+    return db.read_bytes()
+
+
+def test_rpmdb_is_read_from_disk_and_a_hostile_one_is_bounded(tmp_path: Path) -> None:
+    good = _sqlite_file(tmp_path, "CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, blob BLOB);", (_rpm_header(b"bash", b"5.1"),))
+    hostile = _sqlite_file(
+        tmp_path,
+        "CREATE VIEW Packages AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT NULL AS blob FROM r;",
+    )
+    _, inv = walker_for(
+        [tar_bytes({"var/lib/rpm/rpmdb.sqlite": good}), tar_bytes({"usr/lib/sysimage/rpm/rpmdb.sqlite": hostile})]
+    )
+    assert [(p.name, p.version) for p in inv.packages] == [("bash", "5.1-1.el9")]
+    assert "SQLite steps" in inv.skipped[0]["reason"], inv.skipped

@@ -267,13 +267,24 @@ def parse_rpm_header(blob: bytes) -> dict[int, str | int]:
     return out
 
 
+#: SQLite virtual-machine steps (in thousands) one rpm database may take: reading the blobs of
+#: thousands of packages takes a few hundred; a hostile ``Packages`` view (a recursive CTE) stops here.
+RPMDB_MAX_KSTEPS = 20_000
+
+
 def iter_rpmdb_sqlite(db_file: Path, path: str, stop: Callable[[], bool] = lambda: False) -> Iterator[Package]:
     """rpm >= 4.16's ``rpmdb.sqlite`` (a file on disk): the ``Packages`` table's header blobs, one
     row at a time.  ``stop()`` is polled by SQLite's progress handler and between rows, so a
-    hostile database cannot run past the scan's time budget."""
+    hostile database cannot run past the scan's time budget; its steps are bounded too."""
     conn = sqlite3.connect(f"file:{db_file}?mode=ro&immutable=1", uri=True)
+    steps = [0]
+
+    def progress() -> int:
+        steps[0] += 1
+        return 1 if stop() or steps[0] > RPMDB_MAX_KSTEPS else 0
+
     try:
-        conn.set_progress_handler(lambda: 1 if stop() else 0, 10_000)
+        conn.set_progress_handler(progress, 1000)
         for (blob,) in conn.execute("SELECT blob FROM Packages"):
             if not isinstance(blob, bytes) or len(blob) > (16 << 20):
                 continue
@@ -282,9 +293,11 @@ def iter_rpmdb_sqlite(db_file: Path, path: str, stop: Callable[[], bool] = lambd
                 yield pkg
             if stop():
                 raise TimeoutError("time budget exceeded while reading the rpm database")
-    except sqlite3.OperationalError as exc:
+    except sqlite3.DatabaseError as exc:
         if stop():
             raise TimeoutError("time budget exceeded while reading the rpm database") from None
+        if steps[0] > RPMDB_MAX_KSTEPS:
+            raise ValueError(f"rpm database takes more than {RPMDB_MAX_KSTEPS * 1000} SQLite steps") from None
         raise ValueError(f"rpm database: {exc}") from None
     finally:
         conn.close()
