@@ -251,7 +251,13 @@ class InsightService:
 
         def walk() -> Inventory:
             for digest in readable:
-                walker.add_layer(digest, AsyncToSyncReader(self.blobs.read(digest), loop, deadline))
+                chunks = self.blobs.read(digest)
+                try:
+                    walker.add_layer(digest, AsyncToSyncReader(chunks, loop, deadline))
+                finally:  # a layer left half-read (skipped, over a limit) releases its file or connection now
+                    aclose = getattr(chunks, "aclose", None)
+                    if aclose is not None:
+                        asyncio.run_coroutine_threadsafe(_quietly(aclose()), loop)
             return walker.inventory()
 
         try:
@@ -533,6 +539,13 @@ def _in_range(ecosystem: str, version: str, spec: str) -> bool:
             if part:
                 raise ValueError(f"bad version constraint {part!r} (use >=, <=, >, <, ==, !=)")
     return True
+
+
+async def _quietly(aw: Awaitable[Any]) -> None:
+    try:
+        await aw
+    except Exception:  # noqa: BLE001 - closing a reader that already failed
+        pass
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:
