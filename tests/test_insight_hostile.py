@@ -387,3 +387,18 @@ def test_random_documents_answer_no_500(open_srv: RegistryProcess, base: dict[st
     )
     assert tally.pushed > 0 and not tally.failures, tally.failures[:10]
     assert_no_scan_failures(open_srv)
+
+
+def test_an_index_fan_out_is_scanned_once_per_manifest(base: dict[str, Any]) -> None:
+    """Three levels of indexes, each naming the level below 256 times: 65,536 paths to one image
+    (the old scanner walked every path); each manifest is visited once."""
+    client: Client = base["client"]
+    child = base["index"]["manifests"][0]
+    for level in range(3):
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [child] * 256}
+        body = json.dumps(index).encode()
+        assert client.push_manifest("hostile/app", f"fan{level}", body, OCI_INDEX).status_code == 201
+        child = {"mediaType": OCI_INDEX, "digest": sha256(body), "size": len(body)}
+    r = client.req("POST", "/api/v1/insight/images/hostile/app/fan2")
+    assert r.status_code == 200, r.text
+    assert len(r.json()["images"]) == 1

@@ -120,9 +120,15 @@ class InsightService:
         force: bool = False,
         platform: str = "",
         _depth: int = 0,
+        _seen: set[str] | None = None,
     ) -> list[ScanResult]:
         """Scan one stored manifest.  Every field is read as untrusted: a field of the wrong JSON
-        type is ignored (an index child without a digest, a platform that is a string ...)."""
+        type is ignored (an index child without a digest, a platform that is a string ...).  Each
+        manifest is visited once per call (an index naming one sub-index 256 times is not 256 scans)."""
+        seen = set() if _seen is None else _seen
+        if digest in seen:
+            return []
+        seen.add(digest)
         try:
             doc = _object(loads_untrusted(payload))
         except UntrustedJSONError:
@@ -148,6 +154,7 @@ class InsightService:
                     force=force,
                     platform=platform_name(child.get("platform")),
                     _depth=_depth + 1,
+                    _seen=seen,
                 )
             return results
         config = _object(doc.get("config"))
@@ -209,7 +216,7 @@ class InsightService:
             return ""
         try:
             cfg = loads_untrusted(await self._read_small(digest))
-        except (UntrustedJSONError, errors.RegistryError, OSError):
+        except Exception:  # noqa: BLE001 - the platform is a label; an unreadable config leaves it empty
             return ""
         return platform_name(cfg)
 
@@ -260,8 +267,15 @@ class InsightService:
                         asyncio.run_coroutine_threadsafe(_quietly(aclose()), loop)
             return walker.inventory()
 
+        future = loop.run_in_executor(_POOL, walk)
         try:
-            inventory = await loop.run_in_executor(_POOL, walk)
+            inventory = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The thread cannot be interrupted: make the walk stop at its next check, and give the
+            # memory back only when it really ended.
+            walker.deadline = float("-inf")
+            future.add_done_callback(lambda _: self.budget.release(want))
+            raise
         except BaseException:
             self.budget.release(want)
             raise
