@@ -304,8 +304,9 @@ def assert_no_scan_failures(srv: RegistryProcess) -> None:
     """The background scans of everything pushed (scan on push) raised nothing either: wait for
     the queue to drain, then read the server's log."""
     deadline = time.monotonic() + TIMEOUT
-    while "moorage_insight_scan_queue 0.0" not in requests.get(f"{srv.url}/metrics", timeout=30).text:
-        assert time.monotonic() < deadline
+    idle = ("moorage_insight_scan_queue 0.0", "moorage_insight_scan_memory_bytes 0.0")  # and no budget leaked
+    while not all(m in (text := requests.get(f"{srv.url}/metrics", timeout=30).text) for m in idle):
+        assert time.monotonic() < deadline, [line for line in text.splitlines() if "insight" in line]
         time.sleep(0.5)
     log = srv.log_path.read_text(errors="replace") if srv.log_path else ""
     assert "Traceback" not in log and "failed" not in log, log[-3000:]

@@ -97,6 +97,11 @@ class _Collector:
         scans.add_metric(["failed"], stats["scans_failed"])
         yield scans
         yield GaugeMetricFamily("moorage_insight_scan_queue", "Images waiting for a scan", value=self.queue.qsize())
+        yield GaugeMetricFamily(
+            "moorage_insight_scan_memory_bytes",
+            "Bytes the scans of this process hold now, of insight.max_process_bytes",
+            value=self.insight.budget.used,
+        )
         worst = GaugeMetricFamily("moorage_insight_images", "Scanned images by their worst finding", labels=["worst"])
         for severity, n in sorted(stats["images_by_worst"].items()):
             worst.add_metric([severity or "none"], n)
