@@ -94,10 +94,13 @@ def test_a_hostile_layer_changes_nothing_even_after_its_whiteouts() -> None:
     """The opaque whiteout is applied as the layer streams; the layer then turns out truncated, and
     every removal is rolled back."""
     hostile = tar_bytes({"srv/app/node_modules/.wh..wh..opq": b"", "big": b"x" * 100_000})[:60_000]
-    walker, inv = walker_for([npm_layer(50), hostile])
-    assert len(inv.packages) == 50 and inv.layers_read == 1
-    assert "layer skipped" in inv.skipped[0]["reason"]
-    assert walker.kept == sum(e.cost for e in walker.files.values())
+    status = b"".join(b"Package: p%d\nStatus: install ok installed\nVersion: 1\n\n" % i for i in range(20_000))
+    cut_in_a_database = tar_bytes({"srv/app/node_modules/.wh..wh..opq": b"", "var/lib/dpkg/status": status})[: len(status) // 2]
+    for bad in (hostile, cut_in_a_database):
+        walker, inv = walker_for([npm_layer(50), bad])
+        assert len(inv.packages) == 50 and inv.layers_read == 1
+        assert "layer skipped" in inv.skipped[0]["reason"]
+        assert walker.kept == sum(e.cost for e in walker.files.values())  # nothing of the bad layer stays charged
 
 
 def test_what_an_image_keeps_is_bounded_and_the_cut_recorded() -> None:

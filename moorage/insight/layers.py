@@ -455,6 +455,9 @@ class ImageWalker:
         except (ValueError, UnicodeError, RecursionError, LookupError, TypeError) as exc:
             # a malformed database is a finding, not a crash; what was parsed before is kept
             self._skip(digest, path, f"unreadable: {type(exc).__name__}: {str(exc)[:200]}")
+        except BaseException:  # the layer ends here (truncated, over a limit): nothing of this file stays charged
+            self.kept -= entry.cost
+            raise
         finally:
             packages.close()  # an rpm database's connection and temporary file go now, not at GC
         entry.packages = tuple(found)
