@@ -255,3 +255,12 @@ def test_rpmdb_is_read_from_disk_and_a_hostile_one_is_bounded(tmp_path: Path) ->
     )
     assert [(p.name, p.version) for p in inv.packages] == [("bash", "5.1-1.el9")]
     assert "SQLite steps" in inv.skipped[0]["reason"], inv.skipped
+
+
+def test_buffered_limit_is_exact() -> None:
+    """A package.json of exactly ``max_buffered_bytes`` is parsed; one byte more is passed over."""
+    doc = b'{"name":"edge","version":"1.0.0"}'
+    at, over = doc.ljust(1000), doc.ljust(1001)
+    for data, parsed in ((at, True), (over, False)):
+        _, inv = walker_for([tar_bytes({"srv/node_modules/edge/package.json": data})], Limits(max_buffered_bytes=1000))
+        assert bool(inv.packages) is parsed and bool(inv.skipped) is not parsed, (len(data), inv.skipped)
