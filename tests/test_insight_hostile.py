@@ -100,11 +100,13 @@ def spaces_bomb(files: int = 25, size: int = 60 << 20) -> bytes:
 
 # ------------------------------------------------------------------------------ servers
 @pytest.fixture(scope="module")
-def open_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    """No auth, scans on push."""
+def open_srv(backend: tuple[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """No auth, scans on push (on each selected backend: which blobs a repository holds is a
+    database question)."""
+    name, make_env = backend
     proc = start_moorage(
-        tmp_path_factory.mktemp("insight-hostile"),
-        env={"MOORAGE_INSIGHT__SCAN_ON_PUSH": "true", "MOORAGE_ACCESS_LOG": "false"},
+        tmp_path_factory.mktemp(f"insight-hostile-{name}"),
+        env={**make_env(), "MOORAGE_INSIGHT__SCAN_ON_PUSH": "true", "MOORAGE_ACCESS_LOG": "false"},
     )
     try:
         yield proc
@@ -131,12 +133,12 @@ def test_package_json_bomb_keeps_the_server_small(open_srv: RegistryProcess) -> 
     assert after - before < 128 * 1024, (before, after)
 
 
-def test_one_users_scans_do_not_starve_anothers(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_one_users_scans_do_not_starve_anothers(backend: tuple[str, Any], tmp_path_factory: pytest.TempPathFactory) -> None:
     """alice queues 16 slow scans (each layer decompresses 256 MiB of zeros), then bob pushes one
     image: bob's is scanned while most of alice's still wait (with one FIFO queue it came last)."""
     proc = start_moorage(
-        tmp_path_factory.mktemp("insight-fair"),
-        env={"MOORAGE_INSIGHT__SCAN_ON_PUSH": "true", "MOORAGE_ACCESS_LOG": "false"},
+        tmp_path_factory.mktemp(f"insight-fair-{backend[0]}"),
+        env={**backend[1](), "MOORAGE_INSIGHT__SCAN_ON_PUSH": "true", "MOORAGE_ACCESS_LOG": "false"},
     )
     try:
         client = Client(proc.url)
@@ -157,9 +159,11 @@ def test_one_users_scans_do_not_starve_anothers(tmp_path_factory: pytest.TempPat
 
 
 # --------------------------------------------------------------------- foreign layers
-def test_a_foreign_layer_never_reads_another_users_blob(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_foreign_layer_never_reads_another_users_blob(
+    backend: tuple[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Issue 20: bob's private layer, named by alice as a foreign layer in her own repository."""
-    srv = start_auth_server(tmp_path_factory.mktemp("insight-foreign"), None, MOORAGE_ACCESS_LOG="false")
+    srv = start_auth_server(tmp_path_factory.mktemp(f"insight-foreign-{backend[0]}"), backend[1](), MOORAGE_ACCESS_LOG="false")
     try:
         for user in ("alice", "bob"):
             add_user(srv, user, f"{user}-Pw-123456")
@@ -210,7 +214,7 @@ def test_a_foreign_layer_never_reads_another_users_blob(tmp_path_factory: pytest
 
 # ------------------------------------------------------------------ wrong JSON types
 DEEP = b"[" * 100_000 + b"]" * 100_000
-WRONG: list[Any] = [None, True, 0, -1, 1.5, "", "x", [], [1, "a"], {}, {"a": {"b": []}}, "é\u202e\x00" * 3]
+WRONG: list[Any] = [None, True, 0, -1, 1.5, "", "x", "m" * 300, [], [1, "a"], {}, {"a": {"b": []}}, "é\u202e\x00" * 3]
 
 
 class Tally:
@@ -310,6 +314,21 @@ def assert_no_scan_failures(srv: RegistryProcess) -> None:
         time.sleep(0.5)
     log = srv.log_path.read_text(errors="replace") if srv.log_path else ""
     assert "Traceback" not in log and "failed" not in log, log[-3000:]
+
+
+def test_control_characters_in_insight_parameters(open_srv: RegistryProcess) -> None:
+    """NUL in a searched package name, an allow-listed advisory id or its reason (PostgreSQL
+    refuses NUL in text: each was a 500 there)."""
+    client = Client(open_srv.url)
+    r = client.req("GET", "/api/v1/insight/search", params={"package": "a\x00b"})
+    assert r.status_code == 200 and r.json()["results"] == [], r.text
+    status, _, body = client.raw("PUT", "/api/v1/insight/allowlist/hostile/X%00Y", b"{}", {"Content-Type": "application/json"})
+    assert status == 400, body
+    status, _, body = client.raw("DELETE", "/api/v1/insight/allowlist/hostile/X%00Y")
+    assert status == 400, body
+    r = client.req("PUT", "/api/v1/insight/allowlist/hostile/TEST-1", json={"reason": "because\x00"})
+    assert r.status_code == 200, r.text
+    assert client.req("DELETE", "/api/v1/insight/allowlist/hostile/TEST-1").status_code == 204
 
 
 def test_wrong_json_types_in_every_field_answer_no_500(open_srv: RegistryProcess, base: dict[str, Any]) -> None:

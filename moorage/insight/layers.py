@@ -37,6 +37,7 @@ import zstandard
 from .packages import (
     OSRelease,
     Package,
+    clean_text,
     iter_apk_installed,
     iter_dpkg_status,
     iter_lines,
@@ -115,9 +116,10 @@ class Inventory:
     more_skipped: int = 0
 
     def skip(self, entry: dict[str, str]) -> None:
-        """Record something passed over (the first :data:`MAX_SKIPPED`; the rest are counted)."""
+        """Record something passed over (the first :data:`MAX_SKIPPED`; the rest are counted).
+        Values are cleaned: paths and media types come from the image."""
         if len(self.skipped) < MAX_SKIPPED:
-            self.skipped.append(entry)
+            self.skipped.append({k: clean_text(v, 500) for k, v in entry.items()})
         else:
             self.more_skipped += 1
 

@@ -94,7 +94,7 @@ def parse_os_release(data: bytes) -> OSRelease:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
-        values[key.strip()] = value
+        values[key.strip()] = clean_text(value, 100)  # ``id:version_id`` goes into a 255-character column
     return OSRelease(
         values.get("ID", "").lower(),
         values.get("VERSION_ID", ""),
@@ -106,8 +106,9 @@ def parse_os_release(data: bytes) -> OSRelease:
 #: Longest line a streamed database parser looks at; the rest of a longer line is dropped (no
 #: field Moorage reads is anywhere near it, and a 60 MiB line of spaces must not be held).
 MAX_LINE = 64 * 1024
-#: Longest field value kept from a package database (names, versions, architectures).
-MAX_VALUE = 1024
+#: Longest field value kept from a package database (names, versions, architectures): what the
+#: database columns hold (``insight_image_packages.version`` is 255 characters); real ones are short.
+MAX_VALUE = 255
 
 #: The dpkg fields the inventory uses; every other field (and every continuation line) is skipped.
 _DPKG_FIELDS = frozenset({"Package", "Version", "Status", "Source", "Architecture"})
@@ -137,8 +138,18 @@ def iter_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE) -> Iterator[by
         yield bytes(pending)
 
 
+#: Control characters (C0 and DEL) dropped from every value read out of a layer: PostgreSQL
+#: refuses NUL in text, and no package name or version has any.
+_CONTROL = dict.fromkeys([*range(0, 32), 127])
+
+
+def clean_text(text: str, limit: int = MAX_VALUE) -> str:
+    """A value from an image, fit to store: no control characters, trimmed, at most ``limit``."""
+    return text.translate(_CONTROL).strip()[:limit]
+
+
 def _value(text: str) -> str:
-    return text.strip()[:MAX_VALUE]
+    return clean_text(text)
 
 
 def iter_dpkg_status(lines: Iterable[bytes], path: str = "var/lib/dpkg/status") -> Iterator[Package]:
@@ -229,7 +240,7 @@ def parse_npm_package(data: bytes, path: str) -> list[Package]:
     name, version = doc.get("name"), doc.get("version")
     if not isinstance(name, str) or not isinstance(version, str) or not name or not version:
         return []
-    return [Package(name[:MAX_VALUE], version[:MAX_VALUE], NPM, path)]
+    return [Package(_value(name), _value(version), NPM, path)]
 
 
 # RPM header tags (rpm's lib/rpmtag.h) and types (STRING=6, INT32=4, STRING_ARRAY=8, I18NSTRING=9).
@@ -319,13 +330,13 @@ def _rpm_package(blob: bytes, path: str) -> Package | None:
     source = re.sub(r"-[^-]+-[^-]+\.src\.rpm$", "", srpm) if isinstance(srpm, str) else name
     arch = h.get(_RPMTAG_ARCH)
     return Package(
-        name[:MAX_VALUE],
-        full[:MAX_VALUE],
+        _value(name),
+        _value(full),
         RPM,
         path,
-        arch[:MAX_VALUE] if isinstance(arch, str) else "",
-        source[:MAX_VALUE],
-        full[:MAX_VALUE],
+        _value(arch) if isinstance(arch, str) else "",
+        _value(source),
+        _value(full),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import time
@@ -27,7 +28,7 @@ from ..storage import BlobStore
 from . import osv, sbom
 from .fairness import ByteBudget, namespace_of
 from .layers import AsyncToSyncReader, ImageWalker, Inventory, Limits
-from .packages import ALPINE, DEBIAN, Package
+from .packages import ALPINE, DEBIAN, Package, clean_text
 
 log = logging.getLogger("moorage.insight")
 
@@ -72,9 +73,11 @@ def _list(value: Any) -> list[Any]:
 
 
 def platform_name(platform: Any) -> str:
-    """``os/architecture[/variant]`` of a platform object; fields that are not strings are ignored."""
+    """``os/architecture[/variant]`` of a platform object; fields that are not strings are ignored
+    (each part cleaned and cut so the whole fits the 255-character column)."""
     plat = _object(platform)
-    return "/".join(p[:100] for p in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if isinstance(p, str) and p)
+    parts = (clean_text(p, 80) for p in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if isinstance(p, str))
+    return "/".join(p for p in parts if p)
 
 
 def _severity_counts(findings: list[dict[str, Any]]) -> tuple[dict[str, int], str]:
@@ -100,6 +103,8 @@ class InsightService:
         self.store, self.registry, self.blobs, self.limits, self.notify = store, registry, blobs, limits, notify
         #: What all scans of this process keep together (one service per server process).
         self.budget = ByteBudget(limits.max_process_bytes)
+        #: digest -> (lock, users): the image scans running in this process.
+        self._scanning: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._policies: tuple[float, dict[str, str]] = (0.0, {})
         #: Figures for /metrics (the server extension keeps them current).
         self.stats: dict[str, Any] = {"scans_ok": 0, "scans_failed": 0, "images_by_worst": {}, "advisories": 0}
@@ -160,6 +165,37 @@ class InsightService:
         config = _object(doc.get("config"))
         if config.get("mediaType") not in IMAGE_CONFIG_TYPES:
             return []  # an artifact (a signature, an SBOM ...), not an image
+        async with self._one_scan(digest):
+            return await self._scan_image(repository, digest, media_type, payload, doc, config, force, platform)
+
+    @contextlib.asynccontextmanager
+    async def _one_scan(self, digest: str) -> AsyncIterator[None]:
+        """One scan of an image at a time in this process: the scan on push and a ``POST`` for the
+        same image wrote its row twice at once (a unique-key error, a 500); the second now waits
+        and, unless forced, answers from the first."""
+        entry = self._scanning.get(digest)
+        if entry is None:
+            entry = self._scanning[digest] = (asyncio.Lock(), [0])
+        entry[1][0] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1][0] -= 1
+            if not entry[1][0]:
+                del self._scanning[digest]
+
+    async def _scan_image(
+        self,
+        repository: str,
+        digest: str,
+        media_type: str,
+        payload: bytes,
+        doc: dict[str, Any],
+        config: dict[str, Any],
+        force: bool,
+        platform: str,
+    ) -> list[ScanResult]:
         if not force and await self._has_sbom(repository, digest):
             row = await self.store.get_image(digest)
             if row is not None:
@@ -489,6 +525,8 @@ class InsightService:
         a vers-like ``>=1.0,<2.0`` list of comparisons in the package's own version order)."""
         if version_range:
             _check_range(version_range)
+        if clean_text(name, 512) != name:
+            return []  # no stored name has control characters (or surrounding blanks)
         out = []
         for digest, repository, ecosystem, version in await self.store.images_with_package(name):
             if version_range and not _in_range(ecosystem, version, version_range):
