@@ -6,6 +6,7 @@ and the fair queue and memory budget shared between users."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import tarfile
@@ -22,12 +23,14 @@ from tests.support.insight_images import gz, tar_bytes
 FILES, WHITEOUTS = 2_000, 100_000
 
 
+@functools.cache  # the 100,000-entry tars are built once for the tests that share them
 def npm_layer(n: int) -> bytes:
     return tar_bytes(
         {f"srv/app/node_modules/p{i}/package.json": json.dumps({"name": f"p{i}", "version": "1.0.0"}).encode() for i in range(n)}
     )
 
 
+@functools.cache
 def whiteout_layer(n: int, *, whiteouts: bool = True) -> bytes:
     """``n`` whiteouts of paths that are not there (spread over directories), or ``n`` plain files
     at the same paths (the baseline: the same tar, with nothing to remove)."""
