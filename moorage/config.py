@@ -271,10 +271,16 @@ class InsightSettings(_Section):
     #: default: it adds two referrers (CycloneDX, SPDX) to every image, which clients listing
     #: referrers (``oras discover``, ``cosign tree``) then see.
     scan_on_push: bool = False
-    #: Per-image bounds: wall-clock seconds, decompressed bytes per layer, one metadata file.
+    #: Per-image bounds: wall-clock seconds (waiting for memory, reading, parsing, whiteouts),
+    #: decompressed bytes per layer, one package database (streamed), one file parsed whole
+    #: (``package.json``), what one image's scan keeps; and what all scans of the process keep
+    #: together (docs/integrity.md, "Scanner bounds").
     max_seconds: float = 900.0
     max_layer_bytes: int = 32 << 30
     max_file_bytes: int = 64 << 20
+    max_buffered_bytes: int = 1 << 20
+    max_image_bytes: int = 16 << 20
+    max_process_bytes: int = 64 << 20
     #: Images waiting for a scan in one process; pushes beyond it are scanned by ``moorage sbom --all``.
     queue_size: int = 10000
 

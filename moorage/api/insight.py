@@ -24,6 +24,7 @@ from typing import Any, Iterable
 from aiohttp import web
 
 from ..insight.osv import SEVERITIES
+from ..insight.packages import clean_text
 from ..insight.service import InsightService
 from ..registry import errors
 from ..registry.names import is_valid_name
@@ -155,6 +156,14 @@ async def policies(request: web.Request) -> web.Response:
     return _json({"policies": await request.app[INSIGHT].store.policies()})
 
 
+def _advisory(request: web.Request) -> str:
+    """The advisory id of the path: OSV ids are short printable text (a NUL was a 500 on PostgreSQL)."""
+    advisory = request.match_info["advisory"]
+    if not advisory or len(advisory) > 255 or clean_text(advisory) != advisory:
+        raise errors.Unsupported("not an advisory id", status=400)
+    return advisory
+
+
 def _namespace(request: web.Request) -> str:
     ns = request.match_info["namespace"]
     if not is_valid_name(ns):
@@ -205,19 +214,20 @@ async def allowlist(request: web.Request) -> web.Response:
 @routes.put("/api/v1/insight/allowlist/{namespace:[^{}]+?}/{advisory}", name=route_names.INSIGHT_ALLOW)
 async def allow(request: web.Request) -> web.Response:
     await _admin(request)
-    ns, advisory = _namespace(request), request.match_info["advisory"][:255]
+    ns, advisory = _namespace(request), _advisory(request)
     body = await _body(request)
     days = body.get("expires_in_days")
     if days is not None and (not isinstance(days, (int, float)) or isinstance(days, bool) or not 0 < days <= 36500):
         raise errors.Unsupported("expires_in_days must be a number of days between 0 and 36500", status=400)
     expires = time.time() + float(days) * 86400 if days is not None else None
-    await request.app[INSIGHT].store.allow(ns, advisory, expires, str(body.get("reason") or "")[:1000])
+    reason = body.get("reason")
+    await request.app[INSIGHT].store.allow(ns, advisory, expires, clean_text(reason, 1000) if isinstance(reason, str) else "")
     return _json({"namespace": ns, "id": advisory, "expires_at": expires})
 
 
 @routes.delete("/api/v1/insight/allowlist/{namespace:[^{}]+?}/{advisory}", name=route_names.INSIGHT_DISALLOW)
 async def disallow(request: web.Request) -> web.Response:
     await _admin(request)
-    if not await request.app[INSIGHT].store.disallow(_namespace(request), request.match_info["advisory"]):
+    if not await request.app[INSIGHT].store.disallow(_namespace(request), _advisory(request)):
         raise errors.NotFound("no such allow-list entry")
     return web.Response(status=204)

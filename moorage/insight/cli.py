@@ -47,7 +47,7 @@ async def _insight(settings: Settings) -> AsyncIterator[Any]:
             InsightStore(components.database),
             components.registry,
             components.blobs,
-            limits=Limits(max_file_bytes=cfg.max_file_bytes, max_layer_bytes=cfg.max_layer_bytes, max_seconds=cfg.max_seconds),
+            limits=Limits.from_settings(cfg),
         )
 
 

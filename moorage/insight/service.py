@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import time
@@ -22,11 +23,13 @@ from ..registry import errors
 from ..registry import mediatypes as mt
 from ..registry.digests import Digest
 from ..registry.principal import Principal
+from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from ..registry.service import RegistryService
 from ..storage import BlobStore
 from . import osv, sbom
+from .fairness import ByteBudget, namespace_of
 from .layers import AsyncToSyncReader, ImageWalker, Inventory, Limits
-from .packages import ALPINE, DEBIAN, Package
+from .packages import ALPINE, DEBIAN, Package, clean_text
 
 log = logging.getLogger("moorage.insight")
 #: Who the SBOM referrers are pushed by (a scheduled job: audited and announced as such).
@@ -38,6 +41,13 @@ EMPTY_JSON = b"{}"
 GENERATOR = "dev.moorage.insight"
 #: One scan at a time per process: layer parsing is CPU work that must not crowd the server.
 _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moorage-insight")
+
+#: Platforms of one index scanned (real indexes have a handful, with attestations a few dozen).
+MAX_INDEX_CHILDREN = 256
+#: Indexes nested in indexes followed this deep.
+MAX_INDEX_DEPTH = 4
+#: Layers of one image read (Docker and containerd stop at ~128; a 4 MiB manifest could name 30,000).
+MAX_LAYERS = 1000
 
 #: ``await notify(repository, digest, counts, worst)`` when an image's findings change.
 Notify = Callable[[str, str, dict[str, int], str], Awaitable[None]]
@@ -53,6 +63,24 @@ class ScanResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     cached: bool = False
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: manifests, indexes and configs come
+    from clients, and any field may hold any JSON type."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def platform_name(platform: Any) -> str:
+    """``os/architecture[/variant]`` of a platform object; fields that are not strings are ignored
+    (each part cleaned and cut so the whole fits the 255-character column)."""
+    plat = _object(platform)
+    parts = (clean_text(p, 80) for p in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if isinstance(p, str))
+    return "/".join(p for p in parts if p)
 
 
 def _severity_counts(findings: list[dict[str, Any]]) -> tuple[dict[str, int], str]:
@@ -76,6 +104,10 @@ class InsightService:
         notify: Notify | None = None,
     ) -> None:
         self.store, self.registry, self.blobs, self.limits, self.notify = store, registry, blobs, limits, notify
+        #: What all scans of this process keep together (one service per server process).
+        self.budget = ByteBudget(limits.max_process_bytes)
+        #: digest -> (lock, users): the image scans running in this process.
+        self._scanning: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._policies: tuple[float, dict[str, str]] = (0.0, {})
         #: Figures for /metrics (the server extension keeps them current).
         self.stats: dict[str, Any] = {"scans_ok": 0, "scans_failed": 0, "images_by_worst": {}, "advisories": 0}
@@ -87,51 +119,127 @@ class InsightService:
         return await self.scan_manifest(repository, record.digest, record.media_type, record.payload, force=force)
 
     async def scan_manifest(
-        self, repository: str, digest: str, media_type: str, payload: bytes, *, force: bool = False, platform: str = ""
+        self,
+        repository: str,
+        digest: str,
+        media_type: str,
+        payload: bytes,
+        *,
+        force: bool = False,
+        platform: str = "",
+        _depth: int = 0,
+        _seen: set[str] | None = None,
     ) -> list[ScanResult]:
-        doc = json.loads(payload)
+        """Scan one stored manifest.  Every field is read as untrusted: a field of the wrong JSON
+        type is ignored (an index child without a digest, a platform that is a string ...).  Each
+        manifest is visited once per call (an index naming one sub-index 256 times is not 256 scans)."""
+        seen = set() if _seen is None else _seen
+        if digest in seen:
+            return []
+        seen.add(digest)
+        try:
+            doc = _object(loads_untrusted(payload))
+        except UntrustedJSONError:
+            return []
         if media_type in mt.INDEXES:
             results: list[ScanResult] = []
-            for child in doc.get("manifests") or []:
-                plat = child.get("platform") or {}
-                name = "/".join(p for p in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if p)
+            if _depth >= MAX_INDEX_DEPTH:
+                return results
+            for child in _list(doc.get("manifests"))[:MAX_INDEX_CHILDREN]:
+                child = _object(child)
+                child_digest = child.get("digest")
+                if not isinstance(child_digest, str):
+                    continue
                 try:
-                    rec = await self.registry.get_manifest(repository, child["digest"])
+                    rec = await self.registry.get_manifest(repository, child_digest)
                 except errors.RegistryError:
                     continue
                 results += await self.scan_manifest(
-                    repository, rec.digest, rec.media_type, rec.payload, force=force, platform=name
+                    repository,
+                    rec.digest,
+                    rec.media_type,
+                    rec.payload,
+                    force=force,
+                    platform=platform_name(child.get("platform")),
+                    _depth=_depth + 1,
+                    _seen=seen,
                 )
             return results
-        config = doc.get("config") or {}
+        config = _object(doc.get("config"))
         if config.get("mediaType") not in IMAGE_CONFIG_TYPES:
             return []  # an artifact (a signature, an SBOM ...), not an image
+        async with self._one_scan(digest):
+            return await self._scan_image(repository, digest, media_type, payload, doc, config, force, platform)
+
+    @contextlib.asynccontextmanager
+    async def _one_scan(self, digest: str) -> AsyncIterator[None]:
+        """One scan of an image at a time in this process: the scan on push and a ``POST`` for the
+        same image wrote its row twice at once (a unique-key error, a 500); the second now waits
+        and, unless forced, answers from the first."""
+        entry = self._scanning.get(digest)
+        if entry is None:
+            entry = self._scanning[digest] = (asyncio.Lock(), [0])
+        entry[1][0] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1][0] -= 1
+            if not entry[1][0]:
+                del self._scanning[digest]
+
+    async def _scan_image(
+        self,
+        repository: str,
+        digest: str,
+        media_type: str,
+        payload: bytes,
+        doc: dict[str, Any],
+        config: dict[str, Any],
+        force: bool,
+        platform: str,
+    ) -> list[ScanResult]:
         if not force and await self._has_sbom(repository, digest):
             row = await self.store.get_image(digest)
             if row is not None:
                 return [ScanResult(repository, digest, row.platform, row.package_count, row.sboms, row.skipped, row.counts, True)]
+        # The image's time budget starts now: waiting for memory and reading layers both count.
+        deadline = time.monotonic() + self.limits.max_seconds
         if not platform:
-            platform = await self._platform(config)
-        layers = [(d["digest"], d.get("mediaType", "")) for d in doc.get("layers") or [] if isinstance(d, dict)]
-        inventory = await self._inventory(layers)
-        image = f"{repository}@{digest}"
-        cdx = sbom.cyclonedx(inventory, image, digest)
-        spdx_doc = await asyncio.get_running_loop().run_in_executor(_POOL, sbom.spdx, inventory, image, digest)
-        subject = {"mediaType": media_type, "digest": digest, "size": len(payload)}
-        sboms = {
-            "cyclonedx": await self._push_referrer(repository, subject, sbom.CYCLONEDX_TYPE, cdx, len(inventory.packages)),
-            "spdx": await self._push_referrer(repository, subject, sbom.SPDX_TYPE, spdx_doc, len(inventory.packages)),
-        }
-        os_name = f"{inventory.os.id}:{inventory.os.version_id}" if inventory.os else ""
-        await self.store.put_image(
-            digest, repository, os_name, platform, [p.to_json() for p in inventory.packages], inventory.skipped, sboms
-        )
+            platform = await self._platform(repository, config)
+        layers = [
+            (d["digest"], d["mediaType"] if isinstance(d.get("mediaType"), str) else "")
+            for d in map(_object, _list(doc.get("layers")))
+            if isinstance(d.get("digest"), str)
+        ]
+        inventory, held = await self._inventory(repository, layers, deadline)
+        try:
+            image = f"{repository}@{digest}"
+            cdx = sbom.cyclonedx(inventory, image, digest)
+            spdx_doc = await asyncio.get_running_loop().run_in_executor(_POOL, sbom.spdx, inventory, image, digest)
+            subject = {"mediaType": media_type, "digest": digest, "size": len(payload)}
+            sboms = {
+                "cyclonedx": await self._push_referrer(repository, subject, sbom.CYCLONEDX_TYPE, cdx, len(inventory.packages)),
+                "spdx": await self._push_referrer(repository, subject, sbom.SPDX_TYPE, spdx_doc, len(inventory.packages)),
+            }
+            os_name = f"{inventory.os.id}:{inventory.os.version_id}" if inventory.os else ""
+            await self.store.put_image(
+                digest, repository, os_name, platform, [p.to_json() for p in inventory.packages], inventory.skipped, sboms
+            )
+        finally:
+            self.budget.release(held)
         counts, _ = await self.match(digest)
         return [ScanResult(repository, digest, platform, len(inventory.packages), sboms, inventory.skipped, counts)]
 
     async def _has_sbom(self, repository: str, digest: str) -> bool:
         found = await self.registry.referrers(repository, digest, sbom.CYCLONEDX_TYPE)
         return any((r.annotations or {}).get(GENERATOR) for r in found)
+
+    async def _holds(self, repository: str, digest: str) -> bool:
+        """Whether ``repository`` holds the blob (pushed or mounted there): the scanner reads
+        nothing else, so a manifest naming another user's blob (as a "foreign" layer, which the
+        push does not check) never turns that blob into this repository's SBOM."""
+        return await self.registry.store.blob_size_in_repository(repository, digest) is not None
 
     async def _read_small(self, digest: str, limit: int = 4 << 20) -> bytes:
         out = bytearray()
@@ -141,27 +249,78 @@ class InsightService:
                 raise errors.ManifestInvalid("config blob too large")
         return bytes(out)
 
-    async def _platform(self, config: dict[str, Any]) -> str:
-        try:
-            cfg = json.loads(await self._read_small(config["digest"]))
-        except Exception:
+    async def _platform(self, repository: str, config: dict[str, Any]) -> str:
+        digest = config.get("digest")
+        if not isinstance(digest, str) or not await self._holds(repository, digest):
             return ""
-        return "/".join(p for p in (cfg.get("os"), cfg.get("architecture"), cfg.get("variant")) if isinstance(p, str) and p)
+        try:
+            cfg = loads_untrusted(await self._read_small(digest))
+        except Exception:  # noqa: BLE001 - the platform is a label; an unreadable config leaves it empty
+            return ""
+        return platform_name(cfg)
 
-    async def _inventory(self, layers: list[tuple[str, str]]) -> Inventory:
+    async def _inventory(self, repository: str, layers: list[tuple[str, str]], deadline: float) -> tuple[Inventory, int]:
+        """The image's inventory and the bytes of the process budget it still holds (the caller
+        releases them when the scan is stored)."""
         loop = asyncio.get_running_loop()
-        walker = ImageWalker(self.limits)
+        pre = Inventory()
+        readable: list[str] = []
+        if len(layers) > MAX_LAYERS:
+            pre.skip({"reason": f"{len(layers) - MAX_LAYERS} layers past the first {MAX_LAYERS} not read"})
+        for digest, media_type in layers[:MAX_LAYERS]:
+            if time.monotonic() > deadline:
+                pre.skip({"layer": digest[:100], "reason": "layer not read: time budget for the image exceeded"})
+            elif "tar" not in media_type and media_type:
+                pre.skip({"layer": digest[:100], "reason": f"not a tar layer ({media_type[:100]})"})
+            elif not await self._holds(repository, digest):
+                foreign = "foreign" in media_type or "nondistributable" in media_type
+                what = "foreign layer" if foreign else "layer"
+                pre.skip(
+                    {"layer": digest[:100], "reason": f"{what} not held by the repository: not read (clients fetch it elsewhere)"}
+                )
+            else:
+                readable.append(digest)
+        want = min(self.limits.max_image_bytes, self.budget.capacity)
+        if readable and not await self.budget.acquire(want, namespace_of(repository), deadline - time.monotonic()):
+            reason = (
+                f"scanner memory budget of the process ({self.budget.capacity} bytes) stayed in use by other scans "
+                f"for the image's whole time budget ({self.limits.max_seconds:g} s): layers not read"
+            )
+            pre.skip({"reason": reason})
+            pre.close()
+            return pre, 0
+        if not readable:
+            pre.close()
+            return pre, 0
+        walker = ImageWalker(self.limits, keep_bytes=want, deadline=deadline)
+        walker.result = pre
 
         def walk() -> Inventory:
-            for digest, media_type in layers:
-                if "tar" not in media_type and media_type:
-                    walker.result.skipped.append({"layer": digest, "reason": f"not a tar layer ({media_type[:100]})"})
-                    continue
-                reader = AsyncToSyncReader(self.blobs.read(digest), loop)
-                walker.add_layer(digest, reader)
+            for digest in readable:
+                chunks = self.blobs.read(digest)
+                try:
+                    walker.add_layer(digest, AsyncToSyncReader(chunks, loop, deadline))
+                finally:  # a layer left half-read (skipped, over a limit) releases its file or connection now
+                    aclose = getattr(chunks, "aclose", None)
+                    if aclose is not None:
+                        asyncio.run_coroutine_threadsafe(_quietly(aclose()), loop)
             return walker.inventory()
 
-        return await loop.run_in_executor(_POOL, walk)
+        future = loop.run_in_executor(_POOL, walk)
+        try:
+            inventory = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The thread cannot be interrupted: make the walk stop at its next check, and give the
+            # memory back only when it really ended.
+            walker.deadline = float("-inf")
+            future.add_done_callback(lambda _: self.budget.release(want))
+            raise
+        except BaseException:
+            self.budget.release(want)
+            raise
+        held = min(want, inventory.kept_bytes)
+        self.budget.release(want - held)  # keep only what the inventory holds until it is stored
+        return inventory, held
 
     async def _push_referrer(
         self, repository: str, subject: dict[str, Any], artifact_type: str, body: bytes, packages: int
@@ -289,19 +448,19 @@ class InsightService:
         return {"read": total, "written": written, "unchanged": unchanged, "ignored": ignored}
 
     async def platform_digests(self, repository: str, record: Any) -> list[tuple[str, str]]:
-        """(digest, platform) of the image manifests a manifest record stands for."""
+        """(digest, platform) of the image manifests a manifest record stands for (entries of an
+        index that are not objects with a string digest are left out)."""
         if record.media_type not in mt.INDEXES:
             row = await self.store.get_image(record.digest)
             return [(record.digest, row.platform if row else "")]
+        try:
+            doc = _object(loads_untrusted(record.payload))
+        except UntrustedJSONError:
+            return []
         out = []
-        for child in json.loads(record.payload).get("manifests") or []:
-            plat = child.get("platform") or {}
-            out.append(
-                (
-                    child.get("digest", ""),
-                    "/".join(p for p in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if p),
-                )
-            )
+        for child in map(_object, _list(doc.get("manifests"))[:MAX_INDEX_CHILDREN]):
+            if isinstance(child.get("digest"), str):
+                out.append((child["digest"][:200], platform_name(child.get("platform"))))
         return out
 
     async def status(self) -> dict[str, Any]:
@@ -369,6 +528,8 @@ class InsightService:
         a vers-like ``>=1.0,<2.0`` list of comparisons in the package's own version order)."""
         if version_range:
             _check_range(version_range)
+        if clean_text(name, 512) != name:
+            return []  # no stored name has control characters (or surrounding blanks)
         out = []
         for digest, repository, ecosystem, version in await self.store.images_with_package(name):
             if version_range and not _in_range(ecosystem, version, version_range):
@@ -433,6 +594,13 @@ def _in_range(ecosystem: str, version: str, spec: str) -> bool:
             if part:
                 raise ValueError(f"bad version constraint {part!r} (use >=, <=, >, <, ==, !=)")
     return True
+
+
+async def _quietly(aw: Awaitable[Any]) -> None:
+    try:
+        await aw
+    except Exception:  # noqa: BLE001 - closing a reader that already failed
+        pass
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:

@@ -5,7 +5,9 @@ serve ``/api/v1/insight/``.
 
 Scans run one at a time on a background job of the scheduler (``insight.scans``, continuous, in
 every process: it consumes this process's queue) fed by the registry's push events (a bounded
-queue: a push never waits for a scan).  Every minute the task also checks whether the
+queue: a push never waits for a scan).  The queue is served round-robin by namespace
+(:class:`~moorage.insight.fairness.FairQueue`): one user's thousand pushes do not keep another
+user's one image waiting behind them.  Every minute the task also checks whether the
 vulnerability database changed (``moorage vulndb import`` run while serving, or another
 replica) and re-matches the stored inventories without reading layers.
 """
@@ -27,6 +29,7 @@ from ..metadata.store import ManifestRecord
 from ..registry import errors
 from ..registry.events import Actor, RegistryEvent
 from ..scheduler import Job
+from .fairness import FairQueue
 from .layers import Limits
 from .service import InsightService
 
@@ -50,12 +53,12 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
         app[SERVICE],
         app[BLOBS],
         notify=notify,
-        limits=Limits(max_file_bytes=cfg.max_file_bytes, max_layer_bytes=cfg.max_layer_bytes, max_seconds=cfg.max_seconds),
+        limits=Limits.from_settings(cfg),
     )
     app[INSIGHT] = insight
     app.router.add_routes(routes)
     app[SERVICE].serve_guard = _pull_policy(insight)
-    queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=cfg.queue_size)
+    queue = FairQueue(cfg.queue_size)
 
     async def on_event(event: RegistryEvent) -> None:
         # A manifest the pull-through cache stored has no layers here yet: nothing to read; and
@@ -68,11 +71,11 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
             and event.face not in ("proxy", "job")
         ):
             try:
-                queue.put_nowait((event.repository, event.digest))
+                dropped = queue.put_nowait((event.repository, event.digest))
             except asyncio.QueueFull:
-                log.warning(
-                    "insight: scan queue full, %s@%s not scanned (run `moorage sbom --all`)", event.repository, event.digest
-                )
+                dropped = (event.repository, event.digest)
+            if dropped is not None:
+                log.warning("insight: scan queue full, %s@%s not scanned (run `moorage sbom --all`)", *dropped)
 
     bus.subscribe(on_event)
 
@@ -92,7 +95,7 @@ class _Collector:
     """``/metrics``: scans done and failed, the scan queue, images by worst severity (refreshed by
     the worker at most once a minute; no database query per scrape)."""
 
-    def __init__(self, insight: InsightService, queue: "asyncio.Queue[tuple[str, str]]") -> None:
+    def __init__(self, insight: InsightService, queue: FairQueue) -> None:
         self.insight, self.queue = insight, queue
 
     def collect(self):  # type: ignore[no-untyped-def]
@@ -104,6 +107,11 @@ class _Collector:
         scans.add_metric(["failed"], stats["scans_failed"])
         yield scans
         yield GaugeMetricFamily("moorage_insight_scan_queue", "Images waiting for a scan", value=self.queue.qsize())
+        yield GaugeMetricFamily(
+            "moorage_insight_scan_memory_bytes",
+            "Bytes the scans of this process hold now, of insight.max_process_bytes",
+            value=self.insight.budget.used,
+        )
         worst = GaugeMetricFamily("moorage_insight_images", "Scanned images by their worst finding", labels=["worst"])
         for severity, n in sorted(stats["images_by_worst"].items()):
             worst.add_metric([severity or "none"], n)
@@ -121,7 +129,7 @@ async def _refresh_stats(insight: InsightService) -> None:
     insight.stats["advisories"] = await insight.store.advisory_count()
 
 
-async def _work(insight: InsightService, queue: "asyncio.Queue[tuple[str, str]]") -> None:
+async def _work(insight: InsightService, queue: FairQueue) -> None:
     seen_generation: int | None = None
     while True:
         # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives as

@@ -39,6 +39,16 @@ class ParsedManifest:
         return self.media_type in mt.INDEXES
 
 
+#: RFC 6838 caps a type and a subtype name at 127 characters each; the database column is 255.
+MAX_MEDIA_TYPE = 255
+
+
+def _media_type_text(value: str) -> bool:
+    """A media type Moorage stores: at most 255 characters, no control characters (PostgreSQL
+    refuses NUL in text, and a longer value does not fit the column: both were 500s there)."""
+    return len(value) <= MAX_MEDIA_TYPE and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
 def _descriptor(obj: Any, where: str) -> Descriptor:
     if not isinstance(obj, dict):
         raise ManifestInvalid(f"{where}: descriptor must be an object")
@@ -47,6 +57,8 @@ def _descriptor(obj: Any, where: str) -> Descriptor:
     size = obj.get("size")
     if not isinstance(media_type, str) or not media_type:
         raise ManifestInvalid(f"{where}: descriptor mediaType missing")
+    if not _media_type_text(media_type):
+        raise ManifestInvalid(f"{where}: descriptor mediaType is not a media type")
     if not isinstance(digest, str):
         raise ManifestInvalid(f"{where}: descriptor digest missing")
     try:
@@ -78,8 +90,8 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         raise ManifestInvalid("manifest must be a JSON object")
     ctype = (content_type or "").split(";")[0].strip().lower() or None
     body_type = doc.get("mediaType")
-    if body_type is not None and not isinstance(body_type, str):
-        raise ManifestInvalid("mediaType must be a string")
+    if body_type is not None and (not isinstance(body_type, str) or not _media_type_text(body_type)):
+        raise ManifestInvalid("mediaType must be a media type string")
     if ctype in mt.DOCKER_SCHEMA1 or body_type in mt.DOCKER_SCHEMA1 or doc.get("schemaVersion") == 1:
         raise ManifestInvalid("Docker schema 1 manifests are not supported")
     if ctype and ctype not in mt.MANIFEST_TYPES and ctype not in ("application/json", "application/octet-stream"):
@@ -119,8 +131,8 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         parsed.subject = _descriptor(doc["subject"], "subject")
     artifact_type = doc.get("artifactType")
     if artifact_type is not None:
-        if not isinstance(artifact_type, str):
-            raise ManifestInvalid("artifactType must be a string")
+        if not isinstance(artifact_type, str) or not _media_type_text(artifact_type):
+            raise ManifestInvalid("artifactType must be a media type string")
         parsed.artifact_type = artifact_type
     elif media_type == mt.OCI_MANIFEST and parsed.blobs:
         # image-spec: for an artifact without artifactType, the config media type names it.

@@ -82,9 +82,11 @@ def short_digest(digest: str | None) -> str:
 
 
 def parse_json(payload: bytes) -> Any:
+    """The document, or None when it is not JSON -- including JSON nested deeper than the
+    interpreter's recursion limit (``[[[[...`` 100,000 deep raises RecursionError, not ValueError)."""
     try:
         return json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 
@@ -92,18 +94,27 @@ def pretty_json(payload: bytes, limit: int = 512 * 1024) -> str:
     doc = parse_json(payload[:limit] if len(payload) <= limit else b"")
     if doc is None:
         return payload[:limit].decode("utf-8", "replace")
-    return json.dumps(doc, indent=2, ensure_ascii=False)
+    try:
+        return json.dumps(doc, indent=2, ensure_ascii=False)
+    except (RecursionError, ValueError):  # the indenting encoder recurses deeper than the parser did
+        return payload[:limit].decode("utf-8", "replace")
+
+
+def _text(value: Any, default: str) -> str:
+    """A string field of a client's document; anything else (numbers, lists, objects) is not
+    rendered as that field."""
+    return value[:200] if isinstance(value, str) and value else default
 
 
 def platform_label(p: Any) -> str:
     if not isinstance(p, dict):
         return "unknown"
-    parts = [str(p.get("os", "?")), str(p.get("architecture", "?"))]
-    if p.get("variant"):
-        parts.append(str(p["variant"]))
+    parts = [_text(p.get("os"), "?"), _text(p.get("architecture"), "?")]
+    if _text(p.get("variant"), ""):
+        parts.append(_text(p.get("variant"), ""))
     label = "/".join(parts)
-    if p.get("os.version"):
-        label += f" ({p['os.version']})"
+    if _text(p.get("os.version"), ""):
+        label += f" ({_text(p.get('os.version'), '')})"
     return label
 
 
@@ -124,12 +135,12 @@ def index_entries(doc: Any) -> list[Row]:
         attestation = ann.get("vnd.docker.reference.type") == "attestation-manifest"
         out.append(
             Row(
-                digest=str(m.get("digest", "")),
-                media_type=str(m.get("mediaType", "")),
-                size=m.get("size") if isinstance(m.get("size"), int) else None,
+                digest=_text(m.get("digest"), ""),
+                media_type=_text(m.get("mediaType"), ""),
+                size=m.get("size") if isinstance(m.get("size"), int) and not isinstance(m.get("size"), bool) else None,
                 platform="attestation" if attestation else platform_label(m.get("platform")),
                 attestation=attestation,
-                artifact_type=m.get("artifactType"),
+                artifact_type=_text(m.get("artifactType"), "") or None,
             )
         )
     return out
@@ -142,9 +153,17 @@ def platforms(media_type: str, payload: bytes) -> list[str]:
 
 
 def config_view(config: Any) -> Row:
-    """The parts of an image config a person looks for, in display order."""
+    """The parts of an image config a person looks for, in display order (any field of any JSON
+    type; a value nested too deep to turn into text leaves the view empty rather than failing)."""
     if not isinstance(config, dict):
         return Row()
+    try:
+        return _config_view(config)
+    except RecursionError:
+        return Row()
+
+
+def _config_view(config: dict[str, Any]) -> Row:
     c = _object(config.get("config"))
 
     def words(v: Any) -> str | None:
