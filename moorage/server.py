@@ -106,10 +106,23 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
 def _secure_data(settings: Settings) -> None:
     """Data dir (and its ``auth/``) 0700 before anything is created in it, so that no other
     local user can read the database, the signing keys or the blobs; the database and key
-    files are made 0600 where they are created."""
+    files are made 0600 where they are created.
+
+    A data directory that holds a registry:2 tree (``docker/registry/v2``: the volume of the
+    ``registry:2`` this server replaces) is not Moorage's: its mode is left as it is (the
+    registry:2 it may be rolled back to, a backup job, may read it).  Then only what Moorage
+    creates in it is made private: ``auth/`` and ``storage/`` (the database file is 0600)."""
     from .filemodes import private_dir
 
-    for path in (settings.data, settings.data / "auth"):
+    foreign = (settings.data / "docker" / "registry" / "v2").is_dir()  # not importing compat: see the module doc
+    if not foreign:
+        paths = [settings.data, settings.data / "auth"]
+    else:
+        paths = [settings.data / "auth"]
+        if settings.storage.driver == "filesystem" and settings.storage.filesystem.root is None:
+            private_dir(settings.storage_root)  # created 0700 (or tightened: it is ours)
+        log.info("%s holds a registry:2 tree: its mode is left as it is", settings.data)
+    for path in paths:
         if path.exists():
             private_dir(path)
 

@@ -17,7 +17,7 @@ from ..metadata.leader import leader_lock
 from ..registry.upload_claims import ProcessLiveness
 from ..scheduler import Scheduler
 from . import base, blobs, catalog, health, manifests, openapi, referrers, tags, uploads
-from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, SCHEDULER, SERVICE, SETTINGS, STORE
+from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, NOTICES, SCHEDULER, SERVICE, SETTINGS, STORE
 from .errors import error_middleware
 
 log = logging.getLogger("moorage")
@@ -37,6 +37,7 @@ def create_app(components: Components, extensions: list[Extension] = ()) -> web.
     app[BLOBS] = components.blobs
     app[SERVICE] = components.registry
     app[EVENTS] = components.events
+    app[NOTICES] = []
     scheduler = app[SCHEDULER] = Scheduler(lambda: leader_lock(components.database, settings.data))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Any, Mapping
 
 from aiohttp import web
 
 from ..registry.errors import BackendUnavailable, DatabaseUnavailable, StorageUnavailable
-from .common import BLOBS, SETTINGS, json_body, service
+from .common import BLOBS, NOTICES, SETTINGS, json_body, service
 from . import routes as route_names
 
 log = logging.getLogger("moorage.api")
@@ -53,6 +54,20 @@ async def _storage(request: web.Request) -> None:
     await request.app[BLOBS].stat(_PROBE_DIGEST)
 
 
+def notices(app: Mapping[Any, Any]) -> list[str]:
+    """The current lines of the extensions' notices (:data:`~moorage.api.common.NOTICES`)."""
+    out = []
+    for note in app.get(NOTICES, ()):
+        try:
+            line = note()
+        except Exception:  # noqa: BLE001 - a broken notice must not break readiness
+            log.warning("readyz: a notice failed", exc_info=True)
+            continue
+        if line:
+            out.append(line)
+    return out
+
+
 @routes.get("/readyz", name=route_names.READYZ)
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
@@ -68,8 +83,12 @@ async def readyz(request: web.Request) -> web.Response:
             log.warning("readyz: %s probe failed", name, exc_info=True)
             checks[name] = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     ready = all(v == "ok" for v in checks.values())
+    body: dict[str, object] = {"status": "ok" if ready else "unavailable", "checks": checks}
+    notes = notices(request.app)
+    if notes:  # e.g. a registry:2 import running: ready (what is imported is served), but say so
+        body["detail"] = "; ".join(notes)
     return json_body(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
+        body,
         status=200 if ready else 503,
         headers=None if ready else {"Retry-After": "5"},
     )

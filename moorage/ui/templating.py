@@ -66,6 +66,7 @@ def setup_templates(app: web.Application) -> None:
 
 
 def render(name: str, request: web.Request, ctx: dict[str, Any], status: int = 200) -> web.Response:
+    from ..api.health import notices
     from .session import VIEWER
 
     viewer = request.get(VIEWER)
@@ -74,6 +75,7 @@ def render(name: str, request: web.Request, ctx: dict[str, Any], status: int = 2
         "csrf": viewer.csrf if viewer else "",
         "path": request.path,
         "mode": viewer.mode if viewer else "none",
+        "notices": notices(request.config_dict),
         **ctx,
     }
     full.setdefault("title", "Moorage")

@@ -1,0 +1,31 @@
+"""distribution import: what `moorage serve` brought in from a registry:2 tree on start.
+
+Revision ID: 0015
+Revises: 0008
+Create Date: 2026-12-07
+"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0015"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "distribution_imports",
+        sa.Column("source", sa.String(1024), primary_key=True),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("done", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("total", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("started_at", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+        sa.Column("finished_at", sa.Float, nullable=True),
+        sa.Column("detail", sa.Text, nullable=True),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("distribution_imports")
