@@ -322,6 +322,9 @@ def test_serve_on_a_registry2_volume_imports_it_in_place(filled_distribution: So
                 break
             seen.append(body["detail"])
             partial.add(len(http_json(f"{srv.url}/v2/_catalog")[2]["repositories"]))
+            if len(seen) == 1:  # the UI says it too
+                page = http_request("GET", f"{srv.url}/")[2].decode()
+                assert 'class="banner"' in page and "registry:2 storage" in page, page[:2000]
             assert time.monotonic() < deadline, seen[-1]
             time.sleep(0.2)
         assert any(re.search(r"importing \d+ of \d+ ", d) for d in seen), seen
