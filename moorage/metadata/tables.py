@@ -488,6 +488,12 @@ quarantined_blobs = Table(
     Column("repaired_at", Float, nullable=True),
 )
 
+#: When a tag delete (API, UI, retention) took the manifest's last tag: from then on (after the
+#: grace period) the collector frees it without ``--delete-untagged``; NULL for a manifest
+#: pushed by digest only or untagged by a tag moving elsewhere (kept, pullable by digest), and
+#: cleared when a tag points at it again (docs/gc.md "What is kept").
+manifests.append_column(Column("untagged_at", Float, nullable=True))
+
 #: A registry:2 (Distribution) tree found in the storage root and imported by ``moorage serve``
 #: on start (:mod:`moorage.compat.auto_import`), one row per tree: ``state`` is ``running``,
 #: ``done`` (a later start imports nothing) or ``failed``; ``done``/``total`` count the blobs

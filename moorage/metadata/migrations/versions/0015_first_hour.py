@@ -1,4 +1,5 @@
-"""distribution import: what `moorage serve` brought in from a registry:2 tree on start.
+"""distribution import (what `moorage serve` brought in from a registry:2 tree on start);
+manifests.untagged_at (a tag delete left the manifest untagged: GC collects it after the grace).
 
 Revision ID: 0015
 Revises: 0008
@@ -14,6 +15,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Plain ADD COLUMN (nullable, no default): instant on both SQLite and PostgreSQL.
+    op.add_column("manifests", sa.Column("untagged_at", sa.Float, nullable=True))
     op.create_table(
         "distribution_imports",
         sa.Column("source", sa.String(1024), primary_key=True),
@@ -29,3 +32,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("distribution_imports")
+    op.drop_column("manifests", "untagged_at")
