@@ -101,7 +101,18 @@ async def image_findings(request: web.Request) -> web.Response:
                 ),
             }
         )
-    return _json({"repository": name, "reference": reference, "digest": record.digest, "images": images})
+    from ..insight.vulndb_status import vulndb_status
+
+    # "vulndb": whether findings can be known at all (no advisories: an empty list means nothing).
+    return _json(
+        {
+            "repository": name,
+            "reference": reference,
+            "digest": record.digest,
+            "images": images,
+            "vulndb": await vulndb_status(insight.store),
+        }
+    )
 
 
 @routes.post(f"/api/v1/insight/images/{NAME}/{{reference}}", name=route_names.INSIGHT_SCAN)
@@ -139,14 +150,19 @@ async def search(request: web.Request) -> web.Response:
         except ValueError as exc:
             raise errors.Unsupported(str(exc), status=400) from None
     else:
-        found = await insight.search_advisory((advisory or "")[:255])
+        from ..insight.search import search_advisory
+
+        found = await search_advisory(insight, advisory or "")  # by id or alias (a CVE id)
     visible = await _visible(request, {f["repository"] for f in found})
     return _json({"results": [f for f in found if f["repository"] in visible]})
 
 
 @routes.get("/api/v1/insight/status", name=route_names.INSIGHT_STATUS)
 async def status(request: web.Request) -> web.Response:
-    return _json(await request.app[INSIGHT].status())
+    from ..insight.vulndb_status import vulndb_status
+
+    insight = request.app[INSIGHT]
+    return _json({**await insight.status(), "vulndb": await vulndb_status(insight.store)})
 
 
 @routes.get("/api/v1/insight/policies", name=route_names.INSIGHT_POLICIES)
