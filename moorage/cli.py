@@ -130,11 +130,11 @@ def migrate(config: str | None, data: str | None) -> None:
 
 
 @main.command()
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML config file (MOORAGE_CONFIG).")
+@data_options
 @click.option("--addr", help="HOST:PORT the server listens on (default: the configured addr).")
 @click.option("--ready", is_flag=True, help="Check /readyz (database and storage) instead of /healthz.")
 @click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds to wait for the answer.")
-def healthcheck(config: str | None, addr: str | None, ready: bool, timeout: float) -> None:
+def healthcheck(config: str | None, data: str | None, addr: str | None, ready: bool, timeout: float) -> None:
     """Exit 0 if the local server answers /healthz (or /readyz) with 200; for container health checks.
 
     Follows the configured address and TLS (``https`` when ``tls.certificate`` is set; the
@@ -146,7 +146,7 @@ def healthcheck(config: str | None, addr: str | None, ready: bool, timeout: floa
 
     from .config import split_addr
 
-    settings = settings_from(config, None, require_registry=False, addr=addr)
+    settings = settings_from(config, data, require_registry=False, addr=addr)  # --data: as every command takes it
     host, port = split_addr(settings.addr)
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
