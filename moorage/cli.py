@@ -47,11 +47,12 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         """Every command: a database at a schema this Moorage can't use is one line, not a traceback."""
+        from .extras import MissingExtra  # (stdlib only)
         from .metadata.schema_version import SchemaOutOfDate  # (stdlib only)
 
         try:
             return super().invoke(ctx)
-        except SchemaOutOfDate as exc:
+        except (SchemaOutOfDate, MissingExtra) as exc:
             raise click.ClickException(str(exc)) from None
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:

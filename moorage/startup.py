@@ -67,7 +67,7 @@ def storage_description(settings: Settings) -> str:
 
 def describe(exc: BaseException, settings: Settings) -> str:
     """One line saying what failed to start and where, for any exception raised at start-up."""
-    if isinstance(exc, StartupError) or type(exc).__name__ == "SchemaOutOfDate":
+    if isinstance(exc, StartupError) or type(exc).__name__ in ("SchemaOutOfDate", "MissingExtra"):
         return scrub(str(exc), settings)
     from .registry.errors import DatabaseUnavailable, StorageUnavailable
 

@@ -120,6 +120,10 @@ async def scan_image(request: web.Request) -> web.Response:
     name, reference = request.match_info["name"], request.match_info["reference"]
     if not is_valid_name(name) or name not in await _visible(request, [name], "push"):
         raise errors.Denied("scanning needs the push right on the repository")
+    from ..extras import has
+
+    if not has("insight"):  # reading findings and the pull policy work without it; scanning does not
+        raise errors.Unsupported("scanning needs the 'insight' extra on the server: pip install 'moorage[insight]'")
     results = await request.app[INSIGHT].scan(name, reference, force=request.query.get("force") == "1")
     return _json(
         {
@@ -145,6 +149,11 @@ async def search(request: web.Request) -> web.Response:
     if bool(package) == bool(advisory):
         raise errors.Unsupported("give exactly one of ?package=NAME or ?advisory=ID", status=400)
     if package:
+        if request.query.get("version"):
+            from ..extras import has
+
+            if not has("insight"):
+                raise errors.Unsupported("version ranges need the 'insight' extra on the server: pip install 'moorage[insight]'")
         try:
             found = await insight.search_package(package[:512], request.query.get("version") or None)
         except ValueError as exc:

@@ -36,6 +36,16 @@ def _console(*, stderr: bool = False) -> Console:
     return console if console.is_terminal else Console(stderr=stderr, width=PIPE_WIDTH)
 
 
+def _require_insight(what: str) -> None:
+    """One line naming the extra when the insight libraries are not installed."""
+    from ..extras import MissingExtra, require
+
+    try:
+        require("insight", what)
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _reference(text: str) -> tuple[str, str]:
     """``NAME:TAG`` or ``NAME@DIGEST`` (``NAME`` alone means ``:latest``)."""
     if "@" in text:
@@ -87,6 +97,7 @@ def _run(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 def sbom_command(config: str | None, data: str | None, image: str | None, all_: bool, force: bool, as_json: bool) -> None:
     """Inventory IMAGE (NAME:TAG or NAME@DIGEST) and store CycloneDX and SPDX SBOMs as its referrers."""
+    _require_insight("moorage sbom")
     if bool(image) == all_:
         raise click.UsageError("give an IMAGE or --all")
     settings = settings_from(config, data)
@@ -155,6 +166,7 @@ def vulndb_import(config: str | None, data: str | None, path: Path) -> None:
     """Load OSV advisories from PATH: a JSON file, a directory, or a zip as osv.dev publishes them
     (e.g. Debian/all.zip).  Only new or modified advisories are written; stored inventories are
     re-matched afterwards without reading any layer."""
+    _require_insight("moorage vulndb import")
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -350,6 +362,8 @@ def image_search(
     GHSA advisories that list it); each line names the advisory it matched."""
     if bool(package) == bool(advisory):
         raise click.UsageError("give --package or --advisory")
+    if version_range:
+        _require_insight("moorage image-search --version")
     if advisory is not None and len(advisory) > 255:
         raise click.UsageError("--advisory: at most 255 characters")
     settings = settings_from(config, data)
