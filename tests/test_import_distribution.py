@@ -353,3 +353,33 @@ def test_serve_on_a_registry2_volume_imports_it_in_place(filled_distribution: So
         assert "importing it in the background" not in again.log(400), again.log(400)  # a second start: nothing
     finally:
         again.stop()
+
+
+def test_a_push_during_the_start_up_import_wins(filled_distribution: Source, tmp_path: Path) -> None:
+    """The start-up import runs while clients push: a tag pushed to Moorage before the import
+    reaches its repository is newer than registry:2's and stays."""
+    src = filled_distribution
+    volume = tmp_path / "var-lib-registry"
+    shutil.copytree(src.root, volume)
+    srv = _serve_distribution_config(tmp_path / "srv", volume, env={"MOORAGE_TEST_IMPORT_PAUSE": "3"})
+    try:
+        deadline = time.monotonic() + 60
+        while "deep/nested/multi" not in http_json(f"{srv.url}/v2/_catalog")[2]["repositories"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert "team/app" not in http_json(f"{srv.url}/v2/_catalog")[2]["repositories"]  # not reached yet
+        newer = ocilayout.build_image(tmp_path / "newer", "v1", layers=[5_000], seed="pushed-during-import")
+        Skopeo(tmp_path / "skopeo").copy(newer.oci_ref, f"docker://{srv.host}/team/app:v1")
+        while "detail" in _readyz(srv)[1]:
+            assert time.monotonic() < deadline + 120
+            time.sleep(0.2)
+        status, headers, _ = http_request(
+            "HEAD", f"{srv.url}/v2/team/app/manifests/v1", headers={"Accept": ocilayout.MT_OCI_MANIFEST}
+        )
+        assert status == 200 and headers["docker-content-digest"] == newer.digest
+        assert (
+            http_request("HEAD", f"{srv.url}/v2/team/app/manifests/v2", headers={"Accept": ocilayout.MT_OCI_MANIFEST})[0] == 200
+        )
+        assert "kept the tag pushed to Moorage" in srv.log(400)
+    finally:
+        srv.stop()

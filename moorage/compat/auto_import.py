@@ -12,7 +12,8 @@ filesystem allows (copied otherwise), the Distribution tree only read, so a roll
 How it behaves:
 
 * the server answers at once; what is imported is served as it arrives (repository by
-  repository, through the same service calls as a push);
+  repository, through the same service calls as a push); a tag pushed to Moorage meanwhile
+  is newer than the tree's and is kept (logged);
 * one process imports (a leader-only job of the scheduler; a new leader resumes an import
   whose leader died: every step checks what is already there);
 * progress goes to the log (every :data:`LOG_EVERY` seconds), to the database row of
@@ -144,7 +145,7 @@ async def _import(app: web.Application, root: Path, progress: ImportProgress) ->
     await import_store.save(db, row)
     log.info("registry:2 storage found in %s: importing it in the background (its files are only read)", progress.source)
     source = FilesystemSource(root)
-    importer = DistributionImporter(source, app[SERVICE], link=True, concurrency=CONCURRENCY)
+    importer = DistributionImporter(source, app[SERVICE], link=True, concurrency=CONCURRENCY, keep_existing_tags=True)
     try:
         await source.open()
         plans = await importer.plan()
