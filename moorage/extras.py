@@ -15,7 +15,7 @@ import importlib.util
 EXTRAS: dict[str, tuple[str, ...]] = {
     "s3": ("aiobotocore", "botocore"),
     "postgres": ("asyncpg",),
-    "insight": ("univers", "spdx_tools", "cvss", "packageurl"),
+    "insight": ("univers", "cvss"),
 }
 
 
