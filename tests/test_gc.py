@@ -129,6 +129,7 @@ def test_dry_run_reports_without_removing(fresh_moorage):
     assert delete_ref(url, "d", img.digest) == 202
     res = moorage_cli(fresh_moorage, "gc", "--grace", "0", "--dry-run")
     assert "would delete" in res.stdout and sha(img.layers[0]) in res.stdout
+    assert f"would delete    {sha(img.layers[0])}  10000 bytes\n" in res.stdout, res.stdout  # piped: one line each
     summary = gc(fresh_moorage, "--grace", "0", "--dry-run")
     assert summary["dry_run"] and summary["blobs_removed"] == 2
     assert summary["bytes_removed"] == len(img.config) + 10_000

@@ -194,6 +194,8 @@ def gc_command(
         click.echo(json.dumps(out, indent=2))
         return
     console = Console()
+    if not console.is_terminal:  # piped or redirected: one line per item, never cut to 80 columns
+        console = Console(width=10_000)
     if dry_run:
         for repo, tag in result.tags:
             console.print(f"would untag     {repo}:{tag}", highlight=False)
