@@ -118,8 +118,8 @@ async def _refresh(app: web.Application, progress: ImportProgress) -> None:
     from ..api.common import DATABASE
     from ..metadata import import_store
 
-    if progress.importing_here or progress.state in ("done", "failed"):
-        return  # settled until the next start
+    if progress.importing_here or progress.state == "done":
+        return  # (a "failed" row may be an earlier start's, which the leader is retrying: keep reading)
     row = await import_store.load(app[DATABASE], progress.source)
     if row is not None:
         progress.state, progress.done, progress.total = row.state, row.done, row.total
