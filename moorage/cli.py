@@ -21,7 +21,7 @@ PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
     "token": ("moorage.auth.cli", "Personal access tokens and robot tokens (usable as passwords)."),
     "repo": ("moorage.auth.cli", "Repository settings."),
     "namespace": ("moorage.auth.cli", "Organisations / namespaces (grant on 'NAME/*', make a whole namespace public)."),
-    "gc": ("moorage.gc.cli", "Garbage-collect unreferenced blobs (and, optionally, untagged manifests)..."),
+    "gc": ("moorage.gc.cli", "Garbage-collect while the registry serves: images whose tag was deleted..."),
     "retention": ("moorage.gc.cli", "Retention policies: which tags `moorage gc` removes per repository/namespace..."),
     "immutable": ("moorage.gc.cli", "Immutable tags: tags that can't be moved to another manifest once pushed."),
     "quota": ("moorage.gc.cli", "Storage quotas per namespace (unique blob bytes)."),
@@ -31,7 +31,7 @@ PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
     "vuln-policy": ("moorage.insight.cli", "Set the pull policy of NAMESPACE (a namespace or repository name)."),
     "vuln-allow": ("moorage.insight.cli", "Accept ADVISORY in NAMESPACE's pull policy (until --days pass)."),
     "image-search": ("moorage.insight.cli", "Find images by package (and version range) or by advisory; one JSON object..."),
-    "mirror": ("moorage.proxy.cli", "Copy SRC to DST: [http://|https://]HOST[:PORT]/REPO[:TAG] each."),
+    "mirror": ("moorage.proxy.cli", "Copy SRC to DST: [docker://|http://|https://]HOST[:PORT]/REPO[:TAG] each."),
     "audit": ("moorage.events.cli", "Show the audit log: who did what, when, from where (oldest first)."),
     "webhooks": ("moorage.events.cli", "Webhook endpoints and their delivery history (dead letters included)."),
     "scrub": ("moorage.integrity.cli", "Re-hash stored blobs; quarantine those whose bytes do not match their digest."),
@@ -47,11 +47,12 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         """Every command: a database at a schema this Moorage can't use is one line, not a traceback."""
+        from .extras import MissingExtra  # (stdlib only)
         from .metadata.schema_version import SchemaOutOfDate  # (stdlib only)
 
         try:
             return super().invoke(ctx)
-        except SchemaOutOfDate as exc:
+        except (SchemaOutOfDate, MissingExtra) as exc:
             raise click.ClickException(str(exc)) from None
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
@@ -134,11 +135,11 @@ def migrate(config: str | None, data: str | None) -> None:
 
 
 @main.command()
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML config file (MOORAGE_CONFIG).")
+@data_options
 @click.option("--addr", help="HOST:PORT the server listens on (default: the configured addr).")
 @click.option("--ready", is_flag=True, help="Check /readyz (database and storage) instead of /healthz.")
 @click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds to wait for the answer.")
-def healthcheck(config: str | None, addr: str | None, ready: bool, timeout: float) -> None:
+def healthcheck(config: str | None, data: str | None, addr: str | None, ready: bool, timeout: float) -> None:
     """Exit 0 if the local server answers /healthz (or /readyz) with 200; for container health checks.
 
     Follows the configured address and TLS (``https`` when ``tls.certificate`` is set; the
@@ -150,7 +151,7 @@ def healthcheck(config: str | None, addr: str | None, ready: bool, timeout: floa
 
     from .config import split_addr
 
-    settings = settings_from(config, None, require_registry=False, addr=addr)
+    settings = settings_from(config, data, require_registry=False, addr=addr)  # --data: as every command takes it
     host, port = split_addr(settings.addr)
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

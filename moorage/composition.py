@@ -30,6 +30,7 @@ def default_extensions(settings: Settings) -> list[Extension]:
     An extension that the settings turn off is not even imported (``auth.mode: none`` leaves out
     JWT and the cryptography library: ~9 MiB of a server's memory).
     """
+    from .compat.auto_import import setup_distribution_import
     from .events.setup import setup_events
     from .gc.setup import setup_gc
     from .insight.setup import setup_insight
@@ -37,7 +38,15 @@ def default_extensions(settings: Settings) -> list[Extension]:
     from .proxy.setup import setup_proxy
     from .ui.setup import setup_ui
 
-    extensions: list[Extension] = [setup_gc, setup_insight, setup_metrics, setup_proxy, setup_events, setup_ui]
+    extensions: list[Extension] = [
+        setup_gc,
+        setup_insight,
+        setup_metrics,
+        setup_proxy,
+        setup_events,
+        setup_ui,
+        setup_distribution_import,  # a registry:2 tree in the data directory: imported on start
+    ]
     if settings.auth.mode != "none":
         from .auth.setup import setup_auth
 

@@ -242,7 +242,9 @@ class GCSettings(_Section):
     grace: int = 3600
     #: Run GC inside the server every N seconds (0 = never).
     interval: int = 0
-    #: Scheduled runs also delete manifests no tag/index/subject reaches (``--delete-untagged``).
+    #: Scheduled runs also delete untagged manifests no tag delete left behind (pushed by digest,
+    #: or left by a tag that moved; ``--delete-untagged``).  Without it, images a tag delete left
+    #: untagged are still collected once ``grace`` has passed.
     delete_untagged: bool = False
     #: Upload sessions idle for longer than this (seconds) are aborted by GC.
     upload_expiry: int = 86400

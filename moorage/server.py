@@ -24,6 +24,7 @@ from .startup import (
     check_sqlite_writable,
     describe,
     is_loopback,
+    plain_http_hint,
     raise_nofile_limit,
     startup_line,
 )
@@ -99,6 +100,8 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
             settings.addr,
         )
     log.info("%s", startup_line(settings))
+    if not settings.tls.certificate and not is_loopback(settings.host):
+        log.warning("%s", plain_http_hint(settings))
     await stop.wait()
     await runner.cleanup()
 
@@ -106,10 +109,23 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
 def _secure_data(settings: Settings) -> None:
     """Data dir (and its ``auth/``) 0700 before anything is created in it, so that no other
     local user can read the database, the signing keys or the blobs; the database and key
-    files are made 0600 where they are created."""
+    files are made 0600 where they are created.
+
+    A data directory that holds a registry:2 tree (``docker/registry/v2``: the volume of the
+    ``registry:2`` this server replaces) is not Moorage's: its mode is left as it is (the
+    registry:2 it may be rolled back to, a backup job, may read it).  Then only what Moorage
+    creates in it is made private: ``auth/`` and ``storage/`` (the database file is 0600)."""
     from .filemodes import private_dir
 
-    for path in (settings.data, settings.data / "auth"):
+    foreign = (settings.data / "docker" / "registry" / "v2").is_dir()  # not importing compat: see the module doc
+    if not foreign:
+        paths = [settings.data, settings.data / "auth"]
+    else:
+        paths = [settings.data / "auth"]
+        if settings.storage.driver == "filesystem" and settings.storage.filesystem.root is None:
+            private_dir(settings.storage_root)  # created 0700 (or tightened: it is ours)
+        log.info("%s holds a registry:2 tree: its mode is left as it is", settings.data)
+    for path in paths:
         if path.exists():
             private_dir(path)
 
@@ -207,16 +223,22 @@ def serve(settings: Settings) -> None:
     from .api.log_redaction import install as redact_credentials_in_logs
 
     redact_credentials_in_logs()  # e.g. aiohttp logs an unparsable Authorization line raw
-    _preflight(settings)
-    _secure_data(settings)
     workers = settings.workers or (os.cpu_count() or 1)
+    # The address first: a start that cannot listen (port in use) fails before it creates a
+    # data directory or a database.  One worker serves on this socket; several bind their own.
+    sock = _bind(settings, reuse_port=workers > 1, listen=workers <= 1)
+    try:
+        _preflight(settings)
+        _secure_data(settings)
+    except BaseException:
+        sock.close()
+        raise
     if workers <= 1:
         if _migration_due(settings):
             _prepare_apart(settings)
-        _run_worker(settings, _bind(settings, reuse_port=False))
+        _run_worker(settings, sock)
         return
-    # Fail here, once, if the address cannot be had (the children bind their own sockets).
-    _bind(settings, reuse_port=True, listen=False).close()
+    sock.close()
     # Migrate (or check) once, before the workers start, so they don't race on the schema.
     _prepare_apart(settings)
     children: list[int] = []

@@ -67,7 +67,7 @@ def storage_description(settings: Settings) -> str:
 
 def describe(exc: BaseException, settings: Settings) -> str:
     """One line saying what failed to start and where, for any exception raised at start-up."""
-    if isinstance(exc, StartupError) or type(exc).__name__ == "SchemaOutOfDate":
+    if isinstance(exc, StartupError) or type(exc).__name__ in ("SchemaOutOfDate", "MissingExtra"):
         return scrub(str(exc), settings)
     from .registry.errors import DatabaseUnavailable, StorageUnavailable
 
@@ -222,6 +222,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def plain_http_hint(settings: Settings) -> str:
+    """What clients on other hosts need to push to this server over plain HTTP, with the lines
+    to add (docker and podman refuse plain HTTP -- "server gave HTTP response to HTTPS client" --
+    except to localhost), and the TLS alternative (docs/clients.md)."""
+    import socket
+
+    host = settings.host
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname() or "HOST"
+    name = f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}"
+    return (
+        f"plain HTTP on {settings.addr}: docker and podman on other hosts refuse it "
+        '("server gave HTTP response to HTTPS client") until each client host is told, or serve HTTPS '
+        "(tls.certificate, tls.key: a certificate the clients trust; docs/clients.md).\n"
+        "  podman, buildah, skopeo: /etc/containers/registries.conf.d/moorage.conf\n"
+        f'    [[registry]]\n    location = "{name}"\n    insecure = true\n'
+        "  docker: /etc/docker/daemon.json (then: systemctl restart docker)\n"
+        f'    {{ "insecure-registries": ["{name}"] }}'
+    )
+
+
 def startup_line(settings: Settings) -> str:
     """The one log line that says how this server is set up (no secrets)."""
     if settings.is_sqlite:
@@ -233,4 +254,10 @@ def startup_line(settings: Settings) -> str:
         f"moorage listening on {scheme}://{settings.addr} (pid {os.getpid()}): data={settings.data.resolve()} "
         f"storage={settings.storage.driver} ({storage_description(settings)}) database={db} "
         f"auth={settings.auth.mode}"
+        + (
+            " cache upstreams: "
+            + ", ".join(f"{u.name}={safe_url(u.url)} as /{u.namespace or ''}" for u in settings.proxy.upstreams)
+            if settings.proxy.upstreams
+            else ""
+        )
     )

@@ -102,7 +102,7 @@ if python3 -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)
         mkdir -p .build/wheels
         say "building wheels into .build/wheels"
         # (the host's pip.conf may name local indexes that do not exist everywhere: hush those)
-        python3 -m pip wheel --quiet --disable-pip-version-check --wheel-dir .build/wheels . 2>&1 \
+        python3 -m pip wheel --quiet --disable-pip-version-check --wheel-dir .build/wheels '.[all]' 2>&1 \
             | grep -v 'is ignored: it is neither a file nor a directory' >&2 || true
         ls .build/wheels/moorage-*.whl >/dev/null
         touch ".build/wheels/.deps-$deps_key"

@@ -62,22 +62,63 @@ def test_delete_tag_then_gc_removes_unique_layers_keeps_shared(fresh_moorage):
     assert check(fresh_moorage) == []
 
 
-def test_manifest_delete_then_gc_without_delete_untagged(fresh_moorage):
+def test_tag_delete_frees_space_with_the_defaults_after_the_grace_period(fresh_moorage):
+    """What the UI's delete dialog and docs/gc.md promise: a deleted tag's image goes with a plain
+    `moorage gc` once the grace period (shortened here by configuration) has passed; before that
+    the summary says what it kept, why, and how to collect it now."""
+    url = fresh_moorage.url
+    img = make_image("gone", unique=2, size=50_000)
+    keep = make_image("stay", unique=1)
+    push_image(url, "t", "old", img)
+    push_image(url, "t", "new", keep)
+    env = {"MOORAGE_GC__GRACE": "12"}  # long enough for the first CLI run below to fall inside it
+    assert delete_ref(url, "t", "old") == 202
+    deleted = time.monotonic()
+    early = gc(fresh_moorage, env=env)
+    assert early["manifests_removed"] == 0 and early["bytes_removed"] == 0, early
+    (kept,) = [k for k in early["kept"] if k["manifests"]]  # young, or untagged less than the grace ago
+    assert kept["manifests"] == 1 and kept["bytes"] >= len(img.config) + 100_000, early["kept"]
+    text = kept["text"]
+    assert "1 untagged manifest" in text and "12 s grace period" in text and "`--grace 0` to collect now" in text, text
+    human = moorage_cli(fresh_moorage, "gc", "--dry-run", "--grace", "3600").stdout  # kept whatever the time
+    line = human.split("kept: ", 1)[1].splitlines()[0]
+    assert line.startswith("1 untagged manifest") and line.endswith("1 h grace period: `--grace 0` to collect now"), human
+    time.sleep(max(0.0, 12.5 - (time.monotonic() - deleted)))  # the grace period passes
+    late = gc(fresh_moorage, env=env)
+    assert late["manifests_removed"] == 1 and late["blobs_removed"] == 3, late
+    assert late["bytes_removed"] == len(img.config) + 100_000
+    assert not any(stored(fresh_moorage, [sha(x) for x in img.blobs]).values())
+    assert requests.get(f"{url}/v2/t/manifests/{img.digest}").status_code == 404
+    pull_image(url, "t", "new", keep)
+    assert check(fresh_moorage) == []
+
+
+def test_digest_pushed_and_moved_tag_manifests_are_kept_without_delete_untagged(fresh_moorage):
+    """No tag delete concerned them: pullable by digest until a DELETE by digest or
+    `--delete-untagged` (the summary says so)."""
     url = fresh_moorage.url
     img = make_image("solo", unique=2)
     keep = make_image("keep", unique=1)
-    push_image(url, "r", "t", img)
+    old = make_image("moved-away", unique=1)
+    push_image(url, "r", img.digest, img)  # pushed by digest only
     push_image(url, "r", "k", keep)
-    # untagged but present: kept without --delete-untagged
-    assert delete_ref(url, "r", "t") == 202
-    assert gc(fresh_moorage, "--grace", "0")["blobs_removed"] == 0
-    assert all(stored(fresh_moorage, [sha(x) for x in img.blobs]).values())
+    push_image(url, "r", "m", old)
+    push_image(url, "r", "m", keep)  # the tag moved: old is untagged
+    summary = gc(fresh_moorage, "--grace", "0")
+    assert summary["blobs_removed"] == 0 and summary["manifests_removed"] == 0, summary
+    kept = {k["reason"]: k for k in summary["kept"]}
+    assert kept["digest_pushed"]["manifests"] == 2 and "--delete-untagged" in kept["digest_pushed"]["text"], summary
+    assert all(stored(fresh_moorage, [sha(x) for x in img.blobs + old.blobs]).values())
     assert requests.get(f"{url}/v2/r/manifests/{img.digest}").status_code == 200
     # deleted by digest: its blobs go
     assert delete_ref(url, "r", img.digest) == 202
     summary = gc(fresh_moorage, "--grace", "0")
     assert summary["blobs_removed"] == 3
     assert not any(stored(fresh_moorage, [sha(x) for x in img.blobs]).values())
+    # --delete-untagged: the moved tag's old image too
+    summary = gc(fresh_moorage, "--grace", "0", "--delete-untagged")
+    assert summary["manifests_removed"] == 1 and summary["blobs_removed"] == 2, summary
+    assert requests.get(f"{url}/v2/r/manifests/{old.digest}").status_code == 404
     pull_image(url, "r", "k", keep)
 
 
@@ -88,6 +129,7 @@ def test_dry_run_reports_without_removing(fresh_moorage):
     assert delete_ref(url, "d", img.digest) == 202
     res = moorage_cli(fresh_moorage, "gc", "--grace", "0", "--dry-run")
     assert "would delete" in res.stdout and sha(img.layers[0]) in res.stdout
+    assert f"would delete    {sha(img.layers[0])}  10000 bytes\n" in res.stdout, res.stdout  # piped: one line each
     summary = gc(fresh_moorage, "--grace", "0", "--dry-run")
     assert summary["dry_run"] and summary["blobs_removed"] == 2
     assert summary["bytes_removed"] == len(img.config) + 10_000

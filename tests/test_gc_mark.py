@@ -14,7 +14,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moorage.gc.mark import MarkScope, mark, reachable
+from moorage.gc.mark import Kept, MarkScope, explain_kept, mark, reachable, with_parent
 from moorage.metadata.records import BlobState, IndexSnapshot, ManifestNode, TagInfo
 
 NOW = 1_000_000.0
@@ -63,9 +63,12 @@ class Graph:
         children: tuple[str, ...] = (),
         subject: str | None = None,
         created: float = OLD,
+        untagged_at: float | None = None,
     ) -> ManifestNode:
         rid = self.repo(repo)
-        node = ManifestNode(next(self.ids), rid, f"sha256:{name}", f"sha256:{subject}" if subject else None, created, 100)
+        node = ManifestNode(
+            next(self.ids), rid, f"sha256:{name}", f"sha256:{subject}" if subject else None, created, 100, untagged_at
+        )
         self.snap.manifests[node.id] = node
         self.by_name[name] = node
         for b in blobs:
@@ -156,6 +159,39 @@ def test_untagged_manifests_are_kept_unless_delete_untagged() -> None:
     assert kept.manifests == [] and kept.swept == set()
     gone = mark(g.snap, scope(delete_untagged=True))
     assert names(g, gone.manifests) == {"old-untagged"} and gone.swept == {"l"}
+
+
+def test_a_tag_delete_frees_the_image_after_the_grace_period_by_default() -> None:
+    """untagged_at (a tag delete) older than the grace: the image goes without delete_untagged,
+    with its index children and its referrers; a younger one and a digest-pushed one stay, and
+    explain_kept says why."""
+    g = Graph()
+    g.manifest("amd64", blobs=("c1", "l1"))
+    g.manifest("index", children=("amd64",), untagged_at=OLD)
+    g.manifest("sig", blobs=("sigblob",), subject="index")
+    g.manifest("recent", blobs=("rl",), untagged_at=YOUNG)
+    g.manifest("by-digest", blobs=("dl",))
+    g.manifest("tagged", blobs=("shared",))
+    g.tag("v1", "tagged")
+    g.manifest("was-tagged", blobs=("shared", "own"), untagged_at=OLD)
+    sc = scope()
+    marked = mark(g.snap, sc)
+    assert names(g, marked.manifests) == {"amd64", "index", "sig", "was-tagged"}
+    assert marked.swept == {"c1", "l1", "sigblob", "own"}  # "shared" stays with the tagged image
+    kept = explain_kept(g.snap, sc, {m.id for m in marked.manifests}, marked.swept)
+    assert kept == [Kept("recently_untagged", 1, 1, 100 + 10), Kept("digest_pushed", 1, 1, 100 + 10)]
+    every = mark(g.snap, scope(delete_untagged=True))
+    assert names(g, every.manifests) == {"amd64", "index", "sig", "was-tagged", "recent", "by-digest"}
+
+
+def test_explain_kept_counts_young_manifests_and_blobs() -> None:
+    g = Graph()
+    g.manifest("young", blobs=("yl",), created=YOUNG)
+    g.blob("uploading", linked_at=YOUNG, size=7)
+    sc = scope(delete_untagged=True)
+    marked = mark(g.snap, sc)
+    assert marked.manifests == [] and marked.swept == set()
+    assert explain_kept(g.snap, sc, set(), set()) == [Kept("young", 1, 1, 110), Kept("young_blobs", 0, 1, 7)]
 
 
 def test_grace_period_protects_young_manifests_blobs_and_links() -> None:
@@ -270,3 +306,28 @@ def test_nothing_reachable_from_a_tag_is_ever_swept(case: tuple[IndexSnapshot, f
         assert b.pending_until is None or b.pending_until < NOW
     if not delete_untagged:
         assert marked.manifests == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(graphs(), st.data())
+def test_default_mode_collects_only_what_a_tag_delete_let_go(case: tuple[IndexSnapshot, float], data: st.DataObject) -> None:
+    """Without delete_untagged: a doomed manifest is below a manifest a tag delete left untagged
+    more than the grace period ago, and no tag, young manifest, recent tag delete or parentless
+    digest push reaches it."""
+    snap, grace = case
+    for m in snap.manifests.values():
+        m.untagged_at = data.draw(st.sampled_from([None, None, OLD, YOUNG]))
+    sc = MarkScope(now=NOW, grace=grace)
+    doomed = {m.id for m in mark(snap, sc).manifests}
+    cutoff = NOW - grace
+    let_go = reachable(snap, [m.id for m in snap.manifests.values() if m.untagged_at is not None and m.untagged_at < cutoff])
+    assert doomed <= let_go
+    parents = with_parent(snap)
+    protected = {t.manifest_id for t in snap.tags} | {
+        m.id
+        for m in snap.manifests.values()
+        if m.created_at >= cutoff
+        or (m.untagged_at is not None and m.untagged_at >= cutoff)
+        or (m.untagged_at is None and m.id not in parents)
+    }
+    assert not doomed & reachable(snap, protected)

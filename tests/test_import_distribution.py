@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +25,14 @@ from tests.support.cli import run_moorage
 from tests.support import ocilayout
 from tests.support.clients import Skopeo, http_json, http_request
 from tests.support.fixtures import require_binary
-from tests.support.registry_proc import DISTRIBUTION_BIN, start_distribution, start_moorage
+from tests.support.registry_proc import (
+    DISTRIBUTION_BIN,
+    REPO_ROOT,
+    RegistryAddress,
+    RegistryProcess,
+    start_distribution,
+    start_moorage,
+)
 
 pytestmark = pytest.mark.clients
 
@@ -106,28 +117,34 @@ def _check_served(src: Source, data: Path, tmp: Path, env: dict | None = None) -
     """Serve ``data`` with Moorage and pull every tag with skopeo: byte-identical."""
     assert data == tmp / "srv" / "data"  # start_moorage serves DIR/data
     srv = start_moorage(tmp / "srv", env=env)
-    sk = Skopeo(tmp / "skopeo")
     try:
-        _, _, cat = http_json(f"{srv.url}/v2/_catalog")
-        assert cat["repositories"] == src.catalog
-        for repo, tags in src.tags.items():
-            assert sorted(http_json(f"{srv.url}/v2/{repo}/tags/list")[2]["tags"]) == tags
-        for (repo, tag), blobs in src.expected.items():
-            dst = tmp / "pulled" / repo.replace("/", "_") / tag
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            sk.copy(f"docker://{srv.host}/{repo}:{tag}", f"oci:{dst}:{tag}", all=True)
-            assert ocilayout.read_layout_blobs(dst) == blobs, (repo, tag)
-            assert ocilayout.resolve_tag(dst, tag)["digest"] == src.digests[(repo, tag)]
-        for digest, repo in src.untagged.items():  # a moved tag's old manifest: kept, untagged
-            status, _, _ = http_request(
-                "GET", f"{srv.url}/v2/{repo}/manifests/{digest}", headers={"Accept": ocilayout.MT_OCI_MANIFEST}
-            )
-            assert status == 200
-        repo, tag, digest = src.deleted  # type: ignore[misc]
-        assert http_request("GET", f"{srv.url}/v2/{repo}/manifests/{tag}")[0] == 404
-        assert http_request("GET", f"{srv.url}/v2/{repo}/manifests/{digest}")[0] == 404
+        _check_content(src, srv, tmp)
     finally:
         srv.stop()
+
+
+def _check_content(src: Source, srv: RegistryAddress, tmp: Path) -> None:
+    """Every tag of ``src`` pulls byte-identical from ``srv``; the catalog, the tag lists, the
+    moved tag's old manifest and the deleted tag are as Distribution served them."""
+    sk = Skopeo(tmp / "skopeo")
+    _, _, cat = http_json(f"{srv.url}/v2/_catalog")
+    assert cat["repositories"] == src.catalog
+    for repo, tags in src.tags.items():
+        assert sorted(http_json(f"{srv.url}/v2/{repo}/tags/list")[2]["tags"]) == tags
+    for (repo, tag), blobs in src.expected.items():
+        dst = tmp / "pulled" / repo.replace("/", "_") / tag
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        sk.copy(f"docker://{srv.host}/{repo}:{tag}", f"oci:{dst}:{tag}", all=True)
+        assert ocilayout.read_layout_blobs(dst) == blobs, (repo, tag)
+        assert ocilayout.resolve_tag(dst, tag)["digest"] == src.digests[(repo, tag)]
+    for digest, repo in src.untagged.items():  # a moved tag's old manifest: kept, untagged
+        status, _, _ = http_request(
+            "GET", f"{srv.url}/v2/{repo}/manifests/{digest}", headers={"Accept": ocilayout.MT_OCI_MANIFEST}
+        )
+        assert status == 200
+    repo, tag, digest = src.deleted  # type: ignore[misc]
+    assert http_request("GET", f"{srv.url}/v2/{repo}/manifests/{tag}")[0] == 404
+    assert http_request("GET", f"{srv.url}/v2/{repo}/manifests/{digest}")[0] == 404
 
 
 def test_import_pulls_byte_identical_and_is_idempotent(filled_distribution: Source, tmp_path: Path) -> None:
@@ -238,3 +255,131 @@ def test_import_from_s3_bucket(filled_distribution: Source, tmp_path: Path, rgw)
     cp, linked = _import(None, data2, *s3_args, "--link", env={**creds, **store_env})
     assert linked["blobs_linked"] > 0 and linked["blobs_copied"] == 0 and linked["manifests_failed"] == 0
     _check_served(filled_distribution, data2, tmp2, env=store_env)
+
+
+# -- serving a registry:2 volume in place: imported on start, in the background ------------------------
+def _tree_state(root: Path) -> dict[str, tuple[str, int]]:
+    """Every entry under ``root`` -> (sha256 of a file's bytes or "dir", its mode)."""
+    import hashlib
+
+    out: dict[str, tuple[str, int]] = {".": ("dir", root.stat().st_mode)}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        kind = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        out[str(path.relative_to(root))] = (kind, st.st_mode)
+    return out
+
+
+def _readyz(srv: RegistryAddress) -> tuple[int, dict]:
+    status, _, body = http_json(f"{srv.url}/readyz")
+    return status, body
+
+
+def _serve_distribution_config(tmp: Path, volume: Path, env: dict[str, str] | None = None) -> RegistryProcess:
+    """``moorage serve`` with the registry:2 config.yml of that volume (nothing else given)."""
+    config = tmp / "config.yml"
+
+    def prepare(port: int) -> None:
+        config.write_text(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {volume}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
+            "  secret: a-registry2-secret\n  headers:\n    X-Content-Type-Options: [nosniff]\n"
+        )
+
+    pp = os.environ.get("PYTHONPATH")
+    full_env = {"PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{pp}" if pp else str(REPO_ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.update({k: None for k in os.environ if k.startswith(("MOORAGE_", "REGISTRY_")) and k not in full_env})  # type: ignore[misc]
+    return RegistryProcess(
+        argv=[sys.executable, "-m", "moorage.cli", "serve", "--config", str(config)],
+        workdir=tmp,
+        kind="moorage",
+        env=full_env,
+        cwd=REPO_ROOT,
+        prepare=prepare,
+        data_dir=volume,
+    ).start()
+
+
+def test_serve_on_a_registry2_volume_imports_it_in_place(filled_distribution: Source, tmp_path: Path) -> None:
+    """registry:2 replaced by ``moorage serve`` on its volume with its config.yml: the images are
+    there (imported in the background, progress in /readyz, served as they arrive), byte-identical;
+    Distribution's files keep their bytes and modes (a rollback to registry:2 works); a second
+    start imports nothing."""
+    src = filled_distribution
+    volume = tmp_path / "var-lib-registry"
+    shutil.copytree(src.root, volume)  # the shared tree stays as the fixture made it
+    volume.chmod(0o755)
+    before = _tree_state(volume)
+    srv = _serve_distribution_config(tmp_path / "srv", volume, env={"MOORAGE_TEST_IMPORT_PAUSE": "1"})
+    try:
+        seen: list[str] = []
+        partial: set[int] = set()  # catalog sizes seen while importing
+        deadline = time.monotonic() + 180
+        while True:
+            status, body = _readyz(srv)
+            assert status == 200 and body["status"] == "ok", body  # ready while importing
+            if "detail" not in body:
+                break
+            seen.append(body["detail"])
+            partial.add(len(http_json(f"{srv.url}/v2/_catalog")[2]["repositories"]))
+            if len(seen) == 1:  # the UI says it too
+                page = http_request("GET", f"{srv.url}/")[2].decode()
+                assert 'class="banner"' in page and "registry:2 storage" in page, page[:2000]
+            assert time.monotonic() < deadline, seen[-1]
+            time.sleep(0.2)
+        assert any(re.search(r"importing \d+ of \d+ ", d) for d in seen), seen
+        assert partial & set(range(1, len(src.catalog))), partial  # served as it arrives
+        _check_content(src, srv, tmp_path)
+        log = srv.log(400)
+        assert "registry:2 import done" in log, log
+        # blobs are hard links of Distribution's files, not copies
+        blobs = src.expected[("team/app", "v1")]
+        layer = max(blobs, key=lambda d: len(blobs[d]))
+        hexd = layer.split(":")[1]
+        stored = volume / "storage" / "blobs" / "sha256" / hexd[:2] / hexd
+        assert os.stat(stored).st_ino == os.stat(volume / f"docker/registry/v2/blobs/sha256/{hexd[:2]}/{hexd}/data").st_ino
+    finally:
+        srv.stop()
+    after = {k: v for k, v in _tree_state(volume).items() if k == "." or k.startswith("docker")}
+    assert after == before  # Distribution's own files: same bytes, same modes (the volume not made 0700)
+    assert stat.S_IMODE((volume / "storage").stat().st_mode) == 0o700  # what Moorage created is private
+    assert stat.S_IMODE((volume / "moorage.db").stat().st_mode) == 0o600
+
+    again = _serve_distribution_config(tmp_path / "srv2", volume)
+    try:
+        status, body = _readyz(again)
+        assert status == 200 and "detail" not in body, body
+        _check_content(src, again, tmp_path)
+        assert "importing it in the background" not in again.log(400), again.log(400)  # a second start: nothing
+    finally:
+        again.stop()
+
+
+def test_a_push_during_the_start_up_import_wins(filled_distribution: Source, tmp_path: Path) -> None:
+    """The start-up import runs while clients push: a tag pushed to Moorage before the import
+    reaches its repository is newer than registry:2's and stays."""
+    src = filled_distribution
+    volume = tmp_path / "var-lib-registry"
+    shutil.copytree(src.root, volume)
+    srv = _serve_distribution_config(tmp_path / "srv", volume, env={"MOORAGE_TEST_IMPORT_PAUSE": "3"})
+    try:
+        deadline = time.monotonic() + 60
+        while "deep/nested/multi" not in http_json(f"{srv.url}/v2/_catalog")[2]["repositories"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert "team/app" not in http_json(f"{srv.url}/v2/_catalog")[2]["repositories"]  # not reached yet
+        newer = ocilayout.build_image(tmp_path / "newer", "v1", layers=[5_000], seed="pushed-during-import")
+        Skopeo(tmp_path / "skopeo").copy(newer.oci_ref, f"docker://{srv.host}/team/app:v1")
+        while "detail" in _readyz(srv)[1]:
+            assert time.monotonic() < deadline + 120
+            time.sleep(0.2)
+        status, headers, _ = http_request(
+            "HEAD", f"{srv.url}/v2/team/app/manifests/v1", headers={"Accept": ocilayout.MT_OCI_MANIFEST}
+        )
+        assert status == 200 and headers["docker-content-digest"] == newer.digest
+        assert (
+            http_request("HEAD", f"{srv.url}/v2/team/app/manifests/v2", headers={"Accept": ocilayout.MT_OCI_MANIFEST})[0] == 200
+        )
+        assert "kept the tag pushed to Moorage" in srv.log(400)
+    finally:
+        srv.stop()

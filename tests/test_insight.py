@@ -239,6 +239,22 @@ def test_sbom_on_push_is_stored_as_referrers(world: dict[str, Any]) -> None:
     assert [m["artifactType"] for m in r.json()["manifests"]] == ["application/spdx+json"]
 
 
+def test_no_vulnerability_database_is_said_everywhere(moorage: RegistryProcess, world: dict[str, Any]) -> None:
+    """Before any advisories are imported, "0 findings" must not read as "nothing known": the
+    CLI, the API and the UI say no database is loaded, and a CI gate (--fail-on) fails."""
+    cli(moorage, "sbom", "insight/app:1.0")  # scanned: an inventory, no advisories
+    plain = cli(moorage, "vulns", "insight/app:1.0")
+    assert "0 findings" not in plain.stdout and "no vulnerability database is loaded" in plain.stderr, plain
+    doc = json.loads(cli(moorage, "vulns", "insight/app:1.0", "--json").stdout)
+    assert doc["findings"] == [] and doc["vulndb"]["loaded"] is False and doc["vulndb"]["advisories"] == 0
+    gate = cli(moorage, "vulns", "insight/app:1.0", "--fail-on", "high", check=False)
+    assert gate.returncode == 4 and "no vulnerability database" in gate.stderr, gate
+    api = world["client"].req("GET", "/api/v1/insight/images/insight/app/1.0").json()
+    assert api["vulndb"]["loaded"] is False and "moorage vulndb import" in api["vulndb"]["note"]
+    page = requests.get(f"{moorage.url}/ui/repo/insight/app/-/manifest/{world['deb']}", timeout=30).text
+    assert "no vulnerability database is loaded" in page and "No known vulnerabilities" not in page
+
+
 def test_cli_sbom_import_and_vulns(moorage: RegistryProcess, world: dict[str, Any]) -> None:
     out = cli(moorage, "sbom", "insight/app:multi").stdout
     assert "packages" in out and world["alpine"] in out and world["deb"] in out
@@ -363,3 +379,22 @@ def test_metrics(moorage: RegistryProcess, world: dict[str, Any]) -> None:
         time.sleep(0.5)
     assert scans["ok"] >= 1 and scans["failed"] == 0
     assert "moorage_insight_scan_queue" in families
+
+
+def test_vulns_gate_wide_pipe_and_advisory_aliases(moorage: RegistryProcess, world: dict[str, Any], tmp_path: Path) -> None:
+    """With advisories loaded: --fail-on exits 1 at or above the severity; output written to a
+    pipe keeps every row whole on one line; image-search --advisory finds an advisory by alias."""
+    gate = cli(moorage, "vulns", "insight/app:1.0", "--fail-on", "CRITICAL", check=False)
+    assert gate.returncode == 1 and "TEST-DEB-VULN" in gate.stderr, gate
+    ok = cli(moorage, "vulns", "insight/app:1.0")
+    fixed = world["deb_version"] + "+moorage1"
+    rows = [line for line in ok.stdout.splitlines() if "TEST-DEB-VULN" in line]
+    assert len(rows) == 1 and fixed in rows[0] and world["deb_name"] in rows[0], ok.stdout  # not cut to 80 columns
+    assert "vulnerability database: 10 advisories" in ok.stdout
+    aliased = osv("TEST-ALIASED", "Alpine:v3.19", "busybox", [{"introduced": "0"}, {"fixed": "1.36.1-r16"}], db_severity="LOW")
+    aliased["aliases"] = ["CVE-2099-12345", "GHSA-test-alias"]
+    cli(moorage, "vulndb", "import", str(write_osv(tmp_path / "aliased", [aliased])))
+    found = [json.loads(line) for line in cli(moorage, "image-search", "--advisory", "cve-2099-12345").stdout.splitlines()]
+    assert {(x["advisory"], x["digest"], x["package"]) for x in found} >= {("TEST-ALIASED", world["alpine"], "busybox")}, found
+    assert cli(moorage, "image-search", "--advisory", "CVE-2099-1234").stdout == ""  # an exact alias, not a prefix
+    assert cli(moorage, "image-search", "--advisory", "%").stdout == ""

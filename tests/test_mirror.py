@@ -299,6 +299,27 @@ def test_dry_run_tag_filter_and_platform(plain, sk, tmp_path) -> None:
     assert [m["platform"]["architecture"] for m in doc["manifests"]] == ["arm64"]
 
 
+def test_plain_http_follows_skopeo_conventions(plain, sk, tmp_path) -> None:
+    """A scheme-less reference to a plain-HTTP registry: a one-line error that says what to write;
+    skopeo's spelling (docker://, --src-tls-verify=false / --dest-tls-verify=false) then works."""
+    img = ocilayout.build_image(tmp_path / "plainhttp", "v1", layers=[4 * 1024], seed="plain-http")
+    sk.copy(f"oci:{img.dir}:v1", f"docker://{plain.host}/plainhttp/src:v1")
+    cp = mirror(f"{plain.host}/plainhttp/src:v1", f"http://{plain.host}/plainhttp/dst:v1", check=False)
+    lines = [ln for ln in cp.stderr.splitlines() if ln.strip()]
+    assert cp.returncode == 1 and len(lines) == 1 and "Traceback" not in cp.stderr, cp.stderr
+    assert f"http://{plain.host}/plainhttp/src:v1" in lines[0] and "--src-tls-verify=false" in lines[0], lines[0]
+    s = summary(
+        mirror(
+            f"docker://{plain.host}/plainhttp/src:v1",
+            f"docker://{plain.host}/plainhttp/dst:v1",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        )
+    )
+    assert s["tags"] == 1 and s["manifests_copied"] == 1, s
+    assert Http(plain).manifest("plainhttp/dst", "v1").status_code == 200
+
+
 def test_bad_arguments_are_one_line_errors(plain) -> None:
     for args in (
         ["nohost", f"http://{plain.host}/x"],

@@ -17,7 +17,7 @@ from ..metadata.leader import leader_lock
 from ..registry.upload_claims import ProcessLiveness
 from ..scheduler import Scheduler
 from . import base, blobs, catalog, health, manifests, openapi, referrers, tags, uploads
-from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, SCHEDULER, SERVICE, SETTINGS, STORE
+from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, NOTICES, SCHEDULER, SERVICE, SETTINGS, STORE
 from .errors import error_middleware
 from .storage_full import FULL_STATE, FullState
 
@@ -39,6 +39,7 @@ def create_app(components: Components, extensions: list[Extension] = ()) -> web.
     app[SERVICE] = components.registry
     app[EVENTS] = components.events
     app[FULL_STATE] = FullState()  # "storage is full": one log line a minute, /readyz detail
+    app[NOTICES] = []
     scheduler = app[SCHEDULER] = Scheduler(lambda: leader_lock(components.database, settings.data))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

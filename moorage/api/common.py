@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -38,6 +38,10 @@ ACCOUNTS: web.AppKey[AccountsService] = web.AppKey("accounts")
 EVENTS = web.AppKey("events", EventBus)
 #: Background jobs: extensions ``app[SCHEDULER].register(Job(...))`` while the app is built.
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+#: What an operator should know while the registry serves (e.g. "importing 12 of 40 ... from a
+#: registry:2 tree"): functions giving one line or None, added by extensions; ``/readyz`` shows
+#: them as its ``detail`` (still ready), the UI as a banner.
+NOTICES: web.AppKey[list[Callable[[], str | None]]] = web.AppKey("notices")
 #: Request key: ``async fn(names) -> names`` keeping the repositories the caller may list
 #: (set by the auth middleware for ``/v2/_catalog``; absent = everything is visible).
 CATALOG_FILTER = "moorage.catalog_filter"

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Any, Mapping
 
 from aiohttp import web
 
 from ..registry.errors import BackendUnavailable, DatabaseUnavailable, StorageUnavailable, Unavailable
-from .common import AUTHENTICATOR, BLOBS, SETTINGS, json_body, service
+from .common import AUTHENTICATOR, BLOBS, NOTICES, SETTINGS, json_body, service
 from .storage_full import full_state
 from . import routes as route_names
 
@@ -102,6 +103,20 @@ async def _identity(request: web.Request) -> dict[str, str]:
     return out
 
 
+def notices(app: Mapping[Any, Any]) -> list[str]:
+    """The current lines of the extensions' notices (:data:`~moorage.api.common.NOTICES`)."""
+    out = []
+    for note in app.get(NOTICES, ()):
+        try:
+            line = note()
+        except Exception:  # noqa: BLE001 - a broken notice must not break readiness
+            log.warning("readyz: a notice failed", exc_info=True)
+            continue
+        if line:
+            out.append(line)
+    return out
+
+
 @routes.get("/readyz", name=route_names.READYZ)
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
@@ -118,13 +133,15 @@ async def readyz(request: web.Request) -> web.Response:
             checks[name] = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     ready = all(v == "ok" for v in checks.values())
     body: dict[str, object] = {"status": "ok" if ready else "unavailable", "checks": checks}
-    # Full storage refuses writes but serves reads: still ready (200), with the reason.
+    # Full storage refuses writes but serves reads: still ready (200), with the reason; so is a
+    # registry:2 import running (what is imported is served).
     state = full_state(request)
-    detail = (state.detail() if state is not None else None) or _local_full(request)
-    if detail is not None:
-        body["detail"] = detail
-        if ready:
-            body["status"] = "degraded"
+    full = (state.detail() if state is not None else None) or _local_full(request)
+    details = ([full] if full else []) + notices(request.app)
+    if details:
+        body["detail"] = "; ".join(details)
+    if full and ready:
+        body["status"] = "degraded"
     identity = await _identity(request)
     if identity:
         body["identity"] = identity

@@ -102,7 +102,18 @@ async def image_findings(request: web.Request) -> web.Response:
                 ),
             }
         )
-    return _json({"repository": name, "reference": reference, "digest": record.digest, "images": images})
+    from ..insight.vulndb_status import vulndb_status
+
+    # "vulndb": whether findings can be known at all (no advisories: an empty list means nothing).
+    return _json(
+        {
+            "repository": name,
+            "reference": reference,
+            "digest": record.digest,
+            "images": images,
+            "vulndb": await vulndb_status(insight.store),
+        }
+    )
 
 
 @routes.post(f"/api/v1/insight/images/{NAME}/{{reference}}", name=route_names.INSIGHT_SCAN)
@@ -110,6 +121,10 @@ async def scan_image(request: web.Request) -> web.Response:
     name, reference = request.match_info["name"], request.match_info["reference"]
     if not is_valid_name(name) or name not in await _visible(request, [name], "push"):
         raise errors.Denied("scanning needs the push right on the repository")
+    from ..extras import has
+
+    if not has("insight"):  # reading findings and the pull policy work without it; scanning does not
+        raise errors.Unsupported("scanning needs the 'insight' extra on the server: pip install 'moorage[insight]'")
     results = await request.app[INSIGHT].scan(name, reference, force=request.query.get("force") == "1")
     return _json(
         {
@@ -135,19 +150,29 @@ async def search(request: web.Request) -> web.Response:
     if bool(package) == bool(advisory):
         raise errors.Unsupported("give exactly one of ?package=NAME or ?advisory=ID", status=400)
     if package:
+        if request.query.get("version"):
+            from ..extras import has
+
+            if not has("insight"):
+                raise errors.Unsupported("version ranges need the 'insight' extra on the server: pip install 'moorage[insight]'")
         try:
             found = await insight.search_package(package[:512], request.query.get("version") or None)
         except ValueError as exc:
             raise errors.Unsupported(str(exc), status=400) from None
     else:
-        found = await insight.search_advisory((advisory or "")[:255])
+        from ..insight.search import search_advisory
+
+        found = await search_advisory(insight, advisory or "")  # by id or alias (a CVE id)
     visible = await _visible(request, {f["repository"] for f in found})
     return _json({"results": [f for f in found if f["repository"] in visible]})
 
 
 @routes.get("/api/v1/insight/status", name=route_names.INSIGHT_STATUS)
 async def status(request: web.Request) -> web.Response:
-    return _json(await request.app[INSIGHT].status())
+    from ..insight.vulndb_status import vulndb_status
+
+    insight = request.app[INSIGHT]
+    return _json({**await insight.status(), "vulndb": await vulndb_status(insight.store)})
 
 
 @routes.get("/api/v1/insight/policies", name=route_names.INSIGHT_POLICIES)

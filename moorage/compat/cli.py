@@ -65,6 +65,9 @@ def import_distribution(
 
     source: Source
     if bucket:
+        from ..extras import require
+
+        require("s3", "import-distribution --from-s3")
         source = S3Source(
             bucket,
             prefix=s3_prefix,

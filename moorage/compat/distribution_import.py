@@ -492,9 +492,19 @@ class DistributionImporter:
     """Copies one Distribution tree into a Moorage registry (its service, store and blob store)."""
 
     def __init__(
-        self, source: Source, service: RegistryService, *, link: bool = False, concurrency: int = 4, progress: Progress = _noop
+        self,
+        source: Source,
+        service: RegistryService,
+        *,
+        link: bool = False,
+        concurrency: int = 4,
+        progress: Progress = _noop,
+        keep_existing_tags: bool = False,
     ) -> None:
         self.source = source
+        #: A tag Moorage already has (pointing elsewhere) stays as it is: the start-up import
+        #: runs while clients push, and a push made to Moorage is newer than the registry:2 tree.
+        self.keep_existing_tags = keep_existing_tags
         self.service = service
         self.store = service.store
         self.blobs = service.blobs
@@ -750,6 +760,12 @@ class DistributionImporter:
             current = await self.store.get_manifest(plan.name, tag, by_digest=False)
             if current is not None and current.digest == digest:
                 self.stats.tags_skipped += 1
+                continue
+            if current is not None and self.keep_existing_tags:
+                self.stats.tags_skipped += 1
+                self.stats.problems.append(
+                    f"{plan.name}:{tag}: kept the tag pushed to Moorage ({current.digest}); registry:2 had {digest}"
+                )
                 continue
             body = bodies[digest]
             if not body:  # present before this run: its bytes are in the store

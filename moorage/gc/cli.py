@@ -85,7 +85,12 @@ class _RichProgress:
     help="Seconds an unreferenced upload/mount/manifest is protected (default gc.grace, 3600).",
 )
 @click.option("--dry-run", is_flag=True, help="Only show what would be removed (and how many bytes).")
-@click.option("--delete-untagged", is_flag=True, help="Also delete manifests no tag, index or subject reaches.")
+@click.option(
+    "--delete-untagged",
+    is_flag=True,
+    help="Also delete untagged manifests no tag delete left behind (pushed by digest, or left by a tag that moved). "
+    "Without it, what a tag delete left untagged goes once the grace period has passed.",
+)
 @click.option("--repository", "repository", help="Collect one repository only (default: the whole registry).")
 @click.option(
     "--upload-expiry",
@@ -117,7 +122,8 @@ def gc_command(
     quiet: bool,
     loop: float,
 ) -> None:
-    """Garbage-collect unreferenced blobs (and, optionally, untagged manifests) while the registry serves."""
+    """Garbage-collect while the registry serves: images whose tag was deleted (after the grace
+    period), unreferenced blobs, and with --delete-untagged every untagged manifest."""
     from .collector import Collector, GCOptions, check_consistency
 
     settings = settings_from(config, data)
@@ -188,6 +194,8 @@ def gc_command(
         click.echo(json.dumps(out, indent=2))
         return
     console = Console()
+    if not console.is_terminal:  # piped or redirected: one line per item, never cut to 80 columns
+        console = Console(width=10_000)
     if dry_run:
         for repo, tag in result.tags:
             console.print(f"would untag     {repo}:{tag}", highlight=False)
@@ -211,6 +219,8 @@ def gc_command(
         table.add_row("kept (used concurrently)", str(summary["skipped_concurrent"]))
     table.add_row("time", f"{result.seconds:.2f} s")
     console.print(table)
+    for kept in summary["kept"]:  # what no tag keeps, why, and what would collect it
+        click.echo(f"kept: {kept['text']}")  # never wrapped: read by people and scripts
 
 
 # ----------------------------------------------------------------------------- retention

@@ -6,9 +6,11 @@ One run (:meth:`Collector.run`), in this order (the why of every step is in ``do
 2. **abort** upload sessions idle for longer than ``upload_expiry``;
 3. **retention**: remove the tags the retention policies select;
 4. **mark**: load the index (tags, manifests, references, blobs, links) and walk from every tag
-   through index children and referrers (a referrer is kept when its subject is kept); with
-   ``delete_untagged``, every manifest not reached and older than the grace period is deleted
-   (each one re-checked under a row lock in its delete transaction);
+   through index children and referrers (a referrer is kept when its subject is kept); manifests
+   not reached are deleted (each one re-checked under a row lock in its delete transaction):
+   by default those a tag delete left untagged more than the grace period ago (and what only
+   they reach), with ``delete_untagged`` every one older than the grace period (rules:
+   :mod:`.mark`); what is kept that no tag keeps is counted by reason (``GCResult.kept``);
 5. **prune links** (``repository_blobs``) older than the grace period whose blob no manifest of
    that repository references;
 6. **sweep blobs** no manifest references, with no link younger than the grace period and no
@@ -39,7 +41,7 @@ from ..registry.digests import Digest
 from ..registry.errors import RegistryError
 from ..storage import BlobStore
 from . import retention
-from .mark import MarkScope, mark_blobs, mark_manifests
+from .mark import Kept, MarkScope, explain_kept, mark_blobs, mark_manifests
 
 #: Test hook: seconds to sleep right after the first tombstone transaction commits (so a test
 #: can SIGKILL the collector mid-sweep).
@@ -101,6 +103,11 @@ class GCResult:
     skipped: int = 0
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    #: What no tag keeps but this run kept, by reason (:func:`.mark.explain_kept`).
+    kept: list[Kept] = field(default_factory=list)
+    #: The run's grace period and mode (the "kept" lines name them).
+    grace: float = 0.0
+    delete_untagged: bool = False
 
     @property
     def bytes_removed(self) -> int:
@@ -119,7 +126,46 @@ class GCResult:
             "tombstones_finished": self.tombstones_finished,
             "skipped_concurrent": self.skipped,
             "seconds": round(self.seconds, 3),
+            "kept": [
+                {"reason": k.reason, "manifests": k.manifests, "blobs": k.blobs, "bytes": k.bytes, "text": self.kept_line(k)}
+                for k in self.kept
+            ],
         }
+
+    def kept_line(self, k: Kept) -> str:
+        """One sentence: what was kept, why, and what would collect it."""
+        from .patterns import human
+
+        what = ", ".join(
+            p
+            for p in (
+                f"{k.manifests} untagged manifest{'s' if k.manifests != 1 else ''}" if k.manifests else "",
+                f"{k.blobs} unreferenced blob{'s' if k.blobs != 1 else ''}" if not k.manifests else "",
+                human(k.bytes),
+            )
+            if p
+        )
+        grace = _duration(self.grace)
+        if k.reason == "young":
+            return f"{what} younger than the {grace} grace period: `--grace 0` to collect now"
+        if k.reason == "recently_untagged":
+            return f"{what} whose tag was deleted less than the {grace} grace period ago: `--grace 0` to collect now"
+        if k.reason == "digest_pushed":
+            return (
+                f"{what} pushed by digest or left by a tag that moved (still pullable by digest): "
+                "`--delete-untagged` to collect them"
+            )
+        return f"{what} uploaded or linked less than the {grace} grace period ago (a push may still reference them)"
+
+
+def _duration(seconds: float) -> str:
+    """``3600`` -> ``1 h``, ``600`` -> ``10 min``, ``45`` -> ``45 s``."""
+    s = int(seconds)
+    if s and s % 3600 == 0:
+        return f"{s // 3600} h"
+    if s and s % 60 == 0:
+        return f"{s // 60} min"
+    return f"{seconds:g} s"
 
 
 class Collector:
@@ -191,6 +237,8 @@ class Collector:
 
         # -- mark blobs (a manifest kept by its re-check still protects its blobs in the sweep's re-check)
         candidates, prune = mark_blobs(snap, scope, doomed_ids)
+        res.kept = explain_kept(snap, scope, doomed_ids, [d for d, _ in candidates])
+        res.grace, res.delete_untagged = opt.grace, opt.delete_untagged
         t = lap("mark", t)
 
         if opt.dry_run:
@@ -232,7 +280,7 @@ class Collector:
             progress = 0
             left: list[int] = []
             for batch in _chunks(pending, self.opt.batch_size):
-                ok = await self.gc_store.delete_manifests_unreachable(batch, cutoff)
+                ok = await self.gc_store.delete_manifests_unreachable(batch, cutoff, delete_untagged=self.opt.delete_untagged)
                 okset = set(ok)
                 deleted.extend(by_id[i] for i in ok)
                 left.extend(i for i in batch if i not in okset)

@@ -9,9 +9,13 @@ commit between the snapshot and the sweep.
 
 Rules (the why is in ``docs/gc.md``):
 
-* roots are the tags (minus those retention removes in this run) and, with
-  ``delete_untagged``, every manifest younger than the grace period (a push in progress tags
-  it last) -- without ``delete_untagged`` every manifest is kept;
+* roots are the tags (minus those retention removes in this run) and every manifest younger
+  than the grace period (a push in progress tags it last); without ``delete_untagged`` also
+  every manifest untagged by a tag delete less than the grace period ago and every untagged
+  manifest no tag delete concerned (``untagged_at`` unset: pushed by digest, or its tag moved
+  elsewhere) that no index lists and that refers to no subject -- so a tag delete frees its
+  image (and an index's children, and its referrers) once the grace period has passed, while a
+  digest-pushed manifest stays pullable; ``delete_untagged`` collects every unreachable one;
 * a kept manifest keeps the manifests its index lists (same repository) and its referrers
   (manifests whose ``subject`` is it, same repository);
 * a blob survives while a kept manifest references it, while a link to it is younger than the
@@ -54,7 +58,7 @@ class MarkScope:
 class Marked:
     """The candidates of one run, sorted."""
 
-    #: Untagged manifests nothing reaches (only with ``delete_untagged``).
+    #: Untagged manifests nothing reaches (see the module's rules).
     manifests: list[ManifestNode] = field(default_factory=list)
     #: (digest, size) of blobs to sweep.
     blobs: list[tuple[str, int]] = field(default_factory=list)
@@ -90,17 +94,98 @@ def reachable(snap: IndexSnapshot, roots: Iterable[int]) -> set[int]:
     return kept
 
 
+def with_parent(snap: IndexSnapshot) -> set[int]:
+    """Manifests listed by an index of their repository, or whose subject is a manifest there
+    (they live and go with what is above them)."""
+    by_key = {(m.repository_id, m.digest): m.id for m in snap.manifests.values()}
+    out: set[int] = set()
+    for pid, digests in snap.children.items():
+        p = snap.manifests.get(pid)
+        if p is not None:
+            out.update(c for c in (by_key.get((p.repository_id, d)) for d in digests) if c is not None)
+    out.update(m.id for m in snap.manifests.values() if m.subject and (m.repository_id, m.subject) in by_key)
+    return out
+
+
+#: Why an untagged manifest is a root of its own (:func:`own_reason`).
+YOUNG, RECENTLY_UNTAGGED, DIGEST_PUSHED = "young", "recently_untagged", "digest_pushed"
+
+
+def own_reason(m: ManifestNode, scope: MarkScope, parented: Collection[int]) -> str | None:
+    """Why ``m`` (untagged) is kept for itself, or None if only what is above it can keep it."""
+    if m.created_at >= scope.cutoff:
+        return YOUNG
+    if scope.delete_untagged:
+        return None
+    if m.untagged_at is not None:
+        return RECENTLY_UNTAGGED if m.untagged_at >= scope.cutoff else None
+    return None if m.id in parented else DIGEST_PUSHED
+
+
+def _tag_roots(snap: IndexSnapshot, scope: MarkScope) -> set[int]:
+    roots = {t.manifest_id for t in snap.tags if (t.repository_id, t.name) not in scope.removed_tags}
+    return roots | {m.id for m in snap.manifests.values() if not scope.in_scope(m.repository_id)}
+
+
 def mark_manifests(snap: IndexSnapshot, scope: MarkScope) -> list[ManifestNode]:
-    """Untagged manifests to delete (none unless ``scope.delete_untagged``).
+    """Manifests to delete: those no root reaches (see the module's rules).
 
     Out-of-scope manifests are roots, so a one-repository run never deletes elsewhere."""
-    if not scope.delete_untagged:
-        return []
-    cutoff = scope.cutoff
-    roots = {t.manifest_id for t in snap.tags if (t.repository_id, t.name) not in scope.removed_tags}
-    roots |= {m.id for m in snap.manifests.values() if m.created_at >= cutoff or not scope.in_scope(m.repository_id)}
+    parented = with_parent(snap) if not scope.delete_untagged else set()
+    roots = _tag_roots(snap, scope) | {m.id for m in snap.manifests.values() if own_reason(m, scope, parented)}
     kept = reachable(snap, roots)
-    return sorted((m for m in snap.manifests.values() if m.id not in kept), key=lambda m: m.id)
+    doomed = (m for m in snap.manifests.values() if m.id not in kept)
+    if not scope.delete_untagged:  # only what a tag delete let go (not, say, a cycle of referrers)
+        let_go = reachable(snap, [m.id for m in snap.manifests.values() if m.untagged_at is not None])
+        doomed = (m for m in doomed if m.id in let_go)
+    return sorted(doomed, key=lambda m: m.id)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Untagged manifests (or unreferenced blobs) a run kept, one reason each, and the bytes
+    collecting them would free."""
+
+    reason: str  # young | recently_untagged | digest_pushed | young_blobs
+    manifests: int
+    blobs: int
+    bytes: int
+
+
+def explain_kept(
+    snap: IndexSnapshot, scope: MarkScope, doomed_manifests: Collection[int], candidates: Collection[str]
+) -> list[Kept]:
+    """What this run keeps that no tag keeps, grouped by why (the summary's "kept" lines).
+
+    A manifest counts in the first group whose root reaches it (young, then recently untagged,
+    then pushed by digest); its bytes are its own size plus the blobs that no tag-reached
+    manifest (nor an earlier group) references.  Blobs no manifest references that the sweep
+    keeps because a link, upload or lease is younger than the grace period are the last group."""
+    parented = with_parent(snap) if not scope.delete_untagged else set()
+    by_tag = reachable(snap, _tag_roots(snap, scope))
+    rest = {i for i in snap.manifests if i not in by_tag and i not in doomed_manifests}
+    covered: set[str] = {d for mid in by_tag for d in snap.mblobs.get(mid, ())}
+    out: list[Kept] = []
+    for reason in (YOUNG, RECENTLY_UNTAGGED, DIGEST_PUSHED):
+        roots = [i for i in rest if own_reason(snap.manifests[i], scope, parented) == reason]
+        group = reachable(snap, roots) & rest
+        if not group:
+            continue
+        rest -= group
+        digests = {d for mid in group for d in snap.mblobs.get(mid, ())} - covered
+        covered |= digests
+        size = sum(snap.manifests[i].size for i in group) + sum(snap.blobs[d].size for d in digests if d in snap.blobs)
+        out.append(Kept(reason, len(group), len(digests), size))
+    referenced = {d for mid, ds in snap.mblobs.items() if mid not in doomed_manifests for d in ds}
+    swept = set(candidates)
+    young = [
+        b.size
+        for d, b in snap.blobs.items()
+        if b.deleting_since is None and d not in referenced and d not in swept and scope.repository_id is None
+    ]
+    if young:
+        out.append(Kept("young_blobs", 0, len(young), sum(young)))
+    return out
 
 
 def mark_blobs(

@@ -10,7 +10,7 @@ import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import click
 
@@ -19,6 +19,31 @@ from ..config import Settings
 from ..registry import errors
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+#: Columns of a table written to a pipe or file: wide enough that rich never cuts or wraps a
+#: row (it would use 80 columns when stdout is not a terminal).
+PIPE_WIDTH = 10_000
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A rich console; writing to a pipe or a file, one as wide as its widest line."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=PIPE_WIDTH)
+
+
+def _require_insight(what: str) -> None:
+    """One line naming the extra when the insight libraries are not installed."""
+    from ..extras import MissingExtra, require
+
+    try:
+        require("insight", what)
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _reference(text: str) -> tuple[str, str]:
@@ -72,6 +97,7 @@ def _run(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 def sbom_command(config: str | None, data: str | None, image: str | None, all_: bool, force: bool, as_json: bool) -> None:
     """Inventory IMAGE (NAME:TAG or NAME@DIGEST) and store CycloneDX and SPDX SBOMs as its referrers."""
+    _require_insight("moorage sbom")
     if bool(image) == all_:
         raise click.UsageError("give an IMAGE or --all")
     settings = settings_from(config, data)
@@ -140,6 +166,7 @@ def vulndb_import(config: str | None, data: str | None, path: Path) -> None:
     """Load OSV advisories from PATH: a JSON file, a directory, or a zip as osv.dev publishes them
     (e.g. Debian/all.zip).  Only new or modified advisories are written; stored inventories are
     re-matched afterwards without reading any layer."""
+    _require_insight("moorage vulndb import")
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -173,8 +200,14 @@ def vulndb_import(config: str | None, data: str | None, path: Path) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def vulndb_status(config: str | None, data: str | None, as_json: bool) -> None:
     """How many advisories are loaded, from where and when."""
+    from .vulndb_status import vulndb_status
+
     settings = settings_from(config, data)
-    status = _run(settings, lambda insight: insight.status())
+
+    async def work(insight: Any) -> dict[str, Any]:
+        return {**await insight.status(), "vulndb": await vulndb_status(insight.store)}
+
+    status = _run(settings, work)
     if as_json:
         click.echo(json.dumps(status))
         return
@@ -182,14 +215,27 @@ def vulndb_status(config: str | None, data: str | None, as_json: bool) -> None:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(last["at"])) + " UTC" if last else "never"
     click.echo(f"advisories: {status['advisories']}  generation: {status['generation']}  images scanned: {status['images']}")
     click.echo(f"last import: {when}" + (f" from {last['source']}" if last else ""))
+    click.echo(status["vulndb"]["note"])
 
 
 @click.command("vulns")
 @data_options
 @click.argument("image")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object with a findings list.")
-def vulns(config: str | None, data: str | None, image: str, as_json: bool) -> None:
-    """Vulnerability findings of IMAGE (NAME:TAG or NAME@DIGEST; every platform of an index)."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with a findings list and the database's status.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["LOW", "MEDIUM", "HIGH", "CRITICAL"], case_sensitive=False),
+    help="For CI gates: exit 1 if a finding is at or above this severity, 4 if no vulnerability "
+    "database is loaded (nothing can be known), 3 if the image was not scanned.",
+)
+def vulns(config: str | None, data: str | None, image: str, as_json: bool, fail_on: str | None) -> None:
+    """Vulnerability findings of IMAGE (NAME:TAG or NAME@DIGEST; every platform of an index).
+
+    Says whether a vulnerability database is loaded and how old it is: with none, "0 findings"
+    means nothing.  Exit status: 0; 3 not scanned yet; with --fail-on, 1 and 4 (see there)."""
+    from .osv import severity_rank
+    from .vulndb_status import vulndb_status
+
     settings = settings_from(config, data)
     name, ref = _reference(image)
 
@@ -203,32 +249,55 @@ def vulns(config: str | None, data: str | None, image: str, as_json: bool) -> No
             )
             for f in row.findings if row else []:
                 findings.append({**f, "digest": digest, "platform": platform})
-        return {"repository": name, "reference": ref, "digest": record.digest, "images": images, "findings": findings}
+        return {
+            "repository": name,
+            "reference": ref,
+            "digest": record.digest,
+            "images": images,
+            "findings": findings,
+            "vulndb": await vulndb_status(insight.store),
+        }
 
     result = _run(settings, work)
+    db = result["vulndb"]
+    scanned = any(i["scanned"] for i in result["images"])
     if as_json:
         click.echo(json.dumps(result))
-        return
-    from rich.console import Console
-    from rich.table import Table
+    elif not scanned:
+        click.echo(f"{image} has not been scanned yet (moorage sbom {image})", err=True)
+    else:
+        from rich.table import Table
 
-    if not any(i["scanned"] for i in result["images"]):
-        click.echo(f"{image} has not been scanned yet (moorage sbom {image})")
+        count = f"{len(result['findings'])} findings" if db["loaded"] else "no vulnerability database loaded"
+        table = Table(title=f"{image} ({count})")
+        for col in ("severity", "id", "package", "installed", "fixed", "cvss", "platform"):
+            table.add_column(col)
+        for f in result["findings"]:
+            table.add_row(
+                f["severity"],
+                f["id"],
+                f["package"],
+                f["installed"],
+                f["fixed"] or "-",
+                f"{f['cvss']:.1f}" if f.get("cvss") is not None else "-",
+                f.get("platform") or "-",
+            )
+        _console().print(table)
+        if db["loaded"] and not db["stale"]:
+            click.echo(db["note"])
+    if not db["loaded"] or db["stale"]:
+        click.echo(f"warning: {db['note']}", err=True)
+    if not scanned:
         sys.exit(3)
-    table = Table(title=f"{image} ({len(result['findings'])} findings)")
-    for col in ("severity", "id", "package", "installed", "fixed", "cvss", "platform"):
-        table.add_column(col)
-    for f in result["findings"]:
-        table.add_row(
-            f["severity"],
-            f["id"],
-            f["package"],
-            f["installed"],
-            f["fixed"] or "-",
-            f"{f['cvss']:.1f}" if f.get("cvss") is not None else "-",
-            f.get("platform") or "-",
-        )
-    Console().print(table)
+    if fail_on:
+        if not db["loaded"]:
+            click.echo(f"moorage vulns --fail-on {fail_on.upper()}: failing, nothing is known without advisories", err=True)
+            sys.exit(4)
+        worst = [f for f in result["findings"] if severity_rank(f["severity"]) >= severity_rank(fail_on)]
+        if worst:
+            ids = ", ".join(sorted({f["id"] for f in worst})[:10])
+            click.echo(f"{len(worst)} findings at or above {fail_on.upper()}: {ids}", err=True)
+            sys.exit(1)
 
 
 @click.command("vuln-policy")
@@ -287,12 +356,23 @@ def vuln_allow(
 def image_search(
     config: str | None, data: str | None, package: str | None, version_range: str | None, advisory: str | None
 ) -> None:
-    """Find images by package (and version range) or by advisory; one JSON object per line."""
+    """Find images by package (and version range) or by advisory; one JSON object per line.
+
+    --advisory takes an advisory id or one of its aliases (a CVE id finds the Debian, Alpine or
+    GHSA advisories that list it); each line names the advisory it matched."""
     if bool(package) == bool(advisory):
         raise click.UsageError("give --package or --advisory")
+    if version_range:
+        _require_insight("moorage image-search --version")
+    if advisory is not None and len(advisory) > 255:
+        raise click.UsageError("--advisory: at most 255 characters")
     settings = settings_from(config, data)
+
+    from .search import search_advisory
+
     found = _run(
-        settings, lambda insight: insight.search_package(package, version_range) if package else insight.search_advisory(advisory)
+        settings,
+        lambda insight: insight.search_package(package, version_range) if package else search_advisory(insight, advisory or ""),
     )
     for item in found:
         click.echo(json.dumps(item))

@@ -41,6 +41,10 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
     cfg = settings.insight
     if not cfg.enabled:
         return
+    if cfg.scan_on_push:  # findings, the API and pull policies need no extra; making SBOMs does
+        from ..extras import require
+
+        require("insight", "insight.scan_on_push")
     from ..api.common import DATABASE
 
     bus = app[EVENTS]

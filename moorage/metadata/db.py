@@ -36,6 +36,10 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        if url.startswith("postgresql"):
+            from ..extras import require
+
+            require("postgres", "a PostgreSQL database")
         if self.is_sqlite:
             path = url.split(":///", 1)[1]
             if path and path != ":memory:":

@@ -42,7 +42,7 @@ class GCStore:
             ).all()
             mans = {
                 int(r.id): ManifestNode(
-                    int(r.id), int(r.repository_id), r.digest, r.subject_digest, float(r.created_at), int(r.size)
+                    int(r.id), int(r.repository_id), r.digest, r.subject_digest, float(r.created_at), int(r.size), r.untagged_at
                 )
                 for r in await conn.execute(
                     select(
@@ -52,6 +52,7 @@ class GCStore:
                         manifests.c.subject_digest,
                         manifests.c.created_at,
                         manifests.c.size,
+                        manifests.c.untagged_at,
                     )
                 )
             }
@@ -99,10 +100,10 @@ class GCStore:
             return (await conn.execute(select(uploads.c.id).where(uploads.c.id == upload_id))).first() is not None
 
     # ---------------------------------------------------------------------- manifests
-    async def delete_manifests_unreachable(self, ids: Sequence[int], cutoff: float) -> list[int]:
+    async def delete_manifests_unreachable(self, ids: Sequence[int], cutoff: float, *, delete_untagged: bool) -> list[int]:
         """Delete those of ``ids`` that are still unreachable, re-checked under their row locks
-        (:func:`_reachable_now`); returns the ids deleted.  Rows another transaction holds
-        are skipped (SKIP LOCKED): they are in use."""
+        (:func:`_reachable_now`, with the mark phase's rules for ``delete_untagged``); returns
+        the ids deleted.  Rows another transaction holds are skipped (SKIP LOCKED): they are in use."""
         async with self.db.write() as conn:
             locked = list(
                 (
@@ -111,7 +112,7 @@ class GCStore:
             )
             ok: list[int] = []
             if locked:
-                alive = await _reachable_now(conn, locked, cutoff)
+                alive = await _reachable_now(conn, locked, cutoff, delete_untagged=delete_untagged)
                 ok = [i for i in locked if i not in alive]
             if ok:
                 await conn.execute(delete(manifest_blobs).where(manifest_blobs.c.manifest_id.in_(ok)))
@@ -335,12 +336,14 @@ class GCStore:
         return await self.db.run_write(txn)
 
 
-async def _reachable_now(conn: Any, ids: list[int], cutoff: float) -> set[int]:
+async def _reachable_now(conn: Any, ids: list[int], cutoff: float, *, delete_untagged: bool) -> set[int]:
     """Which of ``ids`` the mark phase would keep if it ran now (inside the delete's transaction).
 
     The mark phase keeps every manifest reachable from a root (a tag, or a manifest younger
-    than the grace period) through index children and subjects (a referrer lives while its
-    subject does).  Here the same relation is walked *upwards* from the candidates with fresh
+    than the grace period; without ``delete_untagged`` also one untagged by a tag delete less
+    than the grace period ago, and one no tag delete concerned that has nothing above it:
+    :func:`moorage.gc.mark.own_reason`) through index children and subjects (a referrer lives
+    while its subject does).  Here the same relation is walked *upwards* from the candidates with fresh
     statements -- to the indexes that list a manifest and to a referrer's subject, in the same
     repository -- and a candidate is kept if a root is above it.  Every manifest the walk relies
     on is locked FOR UPDATE (SKIP LOCKED), so an index or tag pushed concurrently waits for this
@@ -372,17 +375,22 @@ async def _reachable_now(conn: Any, ids: list[int], cutoff: float) -> set[int]:
                     manifests.c.digest,
                     manifests.c.subject_digest,
                     manifests.c.created_at,
+                    manifests.c.untagged_at,
                     exists().where(tags.c.manifest_id == manifests.c.id).label("tagged"),
                 ).where(manifests.c.id.in_(frontier))
             )
         ).all()
         walk = []
+        never_untagged: set[int] = set()  # no tag delete concerned it: kept if nothing is above it
         for r in rows:
-            if r.tagged or r.created_at >= cutoff:
+            recent_untag = r.untagged_at is not None and r.untagged_at >= cutoff
+            if r.tagged or r.created_at >= cutoff or (not delete_untagged and recent_untag):
                 roots.add(int(r.id))
             else:
                 walk.append(int(r.id))
                 up[int(r.id)] = set()
+                if not delete_untagged and r.untagged_at is None:
+                    never_untagged.add(int(r.id))
         if walk:
             # Indexes listing a manifest, and a referrer's subject (same repository each).
             subj = manifests.alias()
@@ -415,6 +423,7 @@ async def _reachable_now(conn: Any, ids: list[int], cutoff: float) -> set[int]:
                 )
             ).tuples():
                 up[int(ref_id)].add(int(above_id))
+        roots.update(mid for mid in never_untagged if not up[mid])
         nxt: list[int] = []
         for mid in walk:
             nxt.extend(i for i in up[mid] if i not in seen)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -45,6 +46,10 @@ class ImageRow:
     counts: dict[str, int]
     worst: str
     matched_generation: int
+
+
+#: What an advisory id or alias looks like (CVE-2024-1234, GHSA-xxxx-xxxx-xxxx, DSA-5678-1, PYSEC-2021-1).
+_ADVISORY_ID = re.compile(r"^[A-Z0-9][A-Z0-9._:-]{0,254}$")
 
 
 def _image(row: Any) -> ImageRow:
@@ -148,6 +153,41 @@ class InsightStore:
     async def advisory_count(self) -> int:
         async with self.db.read() as conn:
             return int((await conn.execute(select(func.count()).select_from(insight_advisories))).scalar_one())
+
+    async def vulndb_state(self) -> tuple[int, str | None, str | None]:
+        """(advisories loaded, newest ``modified`` among them, the ``last_import`` state JSON),
+        in one read: what every place showing findings says about the database behind them."""
+        async with self.db.read() as conn:
+            n, newest = (
+                await conn.execute(select(func.count(), func.max(insight_advisories.c.modified)).select_from(insight_advisories))
+            ).one()
+            last = (await conn.execute(select(insight_state.c.value).where(insight_state.c.key == "last_import"))).scalar()
+        return int(n or 0), newest or None, last
+
+    async def advisory_ids_by_alias(self, alias: str, limit: int = 100) -> list[str]:
+        """Ids of the advisories listing ``alias`` (e.g. a CVE id under a Debian DSA) among
+        their aliases; exact match, case-insensitive."""
+        needle = alias.strip().upper()
+        if not _ADVISORY_ID.match(needle):
+            return []
+        pattern = '%"' + needle.replace("_", "\\_") + '"%'  # the JSON list holds it quoted
+        q = (
+            select(insight_advisories.c.id, insight_advisories.c.aliases)
+            .where(func.upper(insight_advisories.c.aliases).like(pattern, escape="\\"))
+            .order_by(insight_advisories.c.id)
+            .limit(limit * 4)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q)).all()
+        out = []
+        for r in rows:
+            try:
+                aliases = json.loads(r.aliases or "[]")
+            except ValueError:
+                continue
+            if any(isinstance(a, str) and a.upper() == needle for a in aliases):
+                out.append(r.id)
+        return out[:limit]
 
     # ----------------------------------------------------------------------------- state
     async def get_state(self, key: str) -> str | None:

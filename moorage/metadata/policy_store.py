@@ -116,9 +116,12 @@ class PolicyStore:
 
     async def remove_tags_unmoved(self, doomed: Sequence[TagInfo], batch: int = 200) -> int:
         """Delete the tags, each only if it still points where it did (a re-push wins)."""
+        from .store import untagged_statement
+
         removed = 0
         for i in range(0, len(doomed), batch):
             async with self.db.write() as conn:
+                untagged: list[int] = []
                 for t in doomed[i : i + batch]:
                     res = await conn.execute(
                         delete(tags).where(
@@ -130,7 +133,11 @@ class PolicyStore:
                             )
                         )
                     )
-                    removed += int(res.rowcount or 0)
+                    if res.rowcount:
+                        removed += int(res.rowcount)
+                        untagged.append(t.manifest_id)
+                if untagged:  # their space comes back with GC after the grace period, as for a tag delete
+                    await conn.execute(untagged_statement(untagged))
         return removed
 
     # ------------------------------------------------------------------------ immutable

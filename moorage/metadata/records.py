@@ -150,6 +150,8 @@ class ManifestNode:
     subject: str | None
     created_at: float
     size: int
+    #: When a tag delete left it untagged (None: never, or tagged again since).
+    untagged_at: float | None = None
 
 
 @dataclass(slots=True)

@@ -635,6 +635,12 @@ class MetadataStore:
                         index_elements=["repository_id", "name"], set_={"manifest_id": manifest_id, "updated_at": now}
                     )
                 )
+                # Tagged again after a tag delete: no longer the collector's (docs/gc.md).
+                conn.execute(
+                    update(manifests)
+                    .where(manifests.c.id == manifest_id, manifests.c.untagged_at.is_not(None))
+                    .values(untagged_at=None)
+                )
             if record is not None:
                 record(conn)
 
@@ -672,16 +678,22 @@ class MetadataStore:
         return await self.db.run_write(txn)
 
     async def delete_tag(self, repository: str, tag: str, *, record: Record | None = None) -> bool:
-        """Remove one tag; the manifest and its other tags stay."""
+        """Remove one tag; the manifest and its other tags stay.  A manifest left without tags
+        is stamped ``untagged_at``: the collector frees it once the grace period has passed
+        (deleting a tag is asking for its space back; docs/gc.md)."""
 
         def txn(conn: Connection) -> bool:
             repo_id = conn.execute(_REPOSITORY_ID, {"repo": repository}).scalar()
             if repo_id is None:
                 return False
-            deleted = bool(conn.execute(delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag)).rowcount)
-            if deleted and record is not None:
+            mid = conn.execute(select(tags.c.manifest_id).where(tags.c.repository_id == repo_id, tags.c.name == tag)).scalar()
+            if mid is None:
+                return False
+            conn.execute(delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag))
+            mark_untagged(conn, [mid])
+            if record is not None:
                 record(conn)
-            return deleted
+            return True
 
         return await self.db.run_write(txn)
 
@@ -715,3 +727,19 @@ class MetadataStore:
             )
             for r in rows
         ]
+
+
+def mark_untagged(conn: Connection, manifest_ids: Sequence[int]) -> None:
+    """Stamp ``untagged_at`` on those of ``manifest_ids`` that no tag points at any more (inside
+    the transaction that deleted their tags)."""
+    if manifest_ids:
+        conn.execute(untagged_statement(manifest_ids))
+
+
+def untagged_statement(manifest_ids: Sequence[int]) -> Any:
+    """The UPDATE of :func:`mark_untagged` (async callers execute it themselves)."""
+    return (
+        update(manifests)
+        .where(manifests.c.id.in_(list(manifest_ids)), ~exists().where(tags.c.manifest_id == manifests.c.id))
+        .values(untagged_at=time.time())
+    )

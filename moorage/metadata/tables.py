@@ -541,3 +541,26 @@ quarantined_blobs = Table(
     Column("detected_at", Float, nullable=False),
     Column("repaired_at", Float, nullable=True),
 )
+
+#: When a tag delete (API, UI, retention) took the manifest's last tag: from then on (after the
+#: grace period) the collector frees it without ``--delete-untagged``; NULL for a manifest
+#: pushed by digest only or untagged by a tag moving elsewhere (kept, pullable by digest), and
+#: cleared when a tag points at it again (docs/gc.md "What is kept").
+manifests.append_column(Column("untagged_at", Float, nullable=True))
+
+#: A registry:2 (Distribution) tree found in the storage root and imported by ``moorage serve``
+#: on start (:mod:`moorage.compat.auto_import`), one row per tree: ``state`` is ``running``,
+#: ``done`` (a later start imports nothing) or ``failed``; ``done``/``total`` count the blobs
+#: and manifests of the plan (the "importing N of M" of ``/readyz`` and the UI).
+distribution_imports = Table(
+    "distribution_imports",
+    metadata,
+    Column("source", String(1024), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("done", Integer, nullable=False, default=0, server_default="0"),
+    Column("total", Integer, nullable=False, default=0, server_default="0"),
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Column("detail", Text, nullable=True),
+)

@@ -87,8 +87,27 @@ class _RichProgress(Progress):
     metavar="OS/ARCH[/VARIANT]",
     help="Only these platforms of multi-arch images (the index is rewritten: new digest). Repeatable.",
 )
-@click.option("--src-tls-verify/--src-no-tls-verify", default=True, show_default=True)
-@click.option("--dest-tls-verify/--dest-no-tls-verify", default=True, show_default=True)
+@click.option(
+    "--src-tls-verify",
+    type=click.BOOL,
+    default=True,
+    is_flag=False,
+    flag_value=True,
+    show_default=True,
+    help="--src-tls-verify=false (as skopeo): SRC may be plain HTTP (tried when HTTPS fails) or HTTPS "
+    "with a certificate that is not verified.",
+)
+@click.option(
+    "--dest-tls-verify",
+    type=click.BOOL,
+    default=True,
+    is_flag=False,
+    flag_value=True,
+    show_default=True,
+    help="The same for DST.",
+)
+@click.option("--src-no-tls-verify", "src_no_verify", is_flag=True, hidden=True)  # the older spelling
+@click.option("--dest-no-tls-verify", "dest_no_verify", is_flag=True, hidden=True)
 @click.option("--jobs", type=click.IntRange(1, 32), default=4, show_default=True, help="Blobs copied at once.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output, only the summary line.")
 def mirror(
@@ -101,10 +120,15 @@ def mirror(
     platforms: tuple[str, ...],
     src_tls_verify: bool,
     dest_tls_verify: bool,
+    src_no_verify: bool,
+    dest_no_verify: bool,
     jobs: int,
     quiet: bool,
 ) -> None:
-    """Copy SRC to DST: [http://|https://]HOST[:PORT]/REPO[:TAG] each.
+    """Copy SRC to DST: [docker://|http://|https://]HOST[:PORT]/REPO[:TAG] each.
+
+    Without a scheme HTTPS is used; for a registry on plain HTTP write http://, or pass
+    --src-tls-verify=false / --dest-tls-verify=false as with skopeo.
 
     Without a tag, every tag of REPO (filtered by --tags) is copied to the same tag at DST.
     Only blobs DST lacks are copied (mounted on the same registry); manifests go last, so a
@@ -122,8 +146,15 @@ def mirror(
         raise click.UsageError(str(exc)) from None
     if d.tag and not s.tag:
         raise click.UsageError("DST may name a tag only when SRC does")
+    src_tls_verify = src_tls_verify and not src_no_verify
+    dest_tls_verify = dest_tls_verify and not dest_no_verify
 
     async def run() -> MirrorReport:
+        nonlocal s, d
+        if not src_tls_verify and not s.explicit:
+            s = await _reachable_scheme(s)
+        if not dest_tls_verify and not d.explicit:
+            d = await _reachable_scheme(d)
         sc = RegistryClient(s.base_url, username=su, password=sp, tls_verify=src_tls_verify, user_agent="moorage-mirror")
         dc = RegistryClient(d.base_url, username=du, password=dp, tls_verify=dest_tls_verify, user_agent="moorage-mirror")
         try:
@@ -147,13 +178,43 @@ def mirror(
     try:
         report = asyncio.run(run())
     except UpstreamError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(_with_hint(str(exc), s, d, src_tls_verify, dest_tls_verify)) from None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if dry_run:
         for line in report.planned:
             click.echo(f"would copy {line}")
     click.echo(("dry run: " if dry_run else "mirrored: ") + report.summary())
+
+
+async def _reachable_scheme(ref: RegistryRef) -> RegistryRef:
+    """HTTPS if ``ref``'s host answers it (certificate not checked), else plain HTTP: what
+    skopeo does with ``--tls-verify=false`` for a reference without a scheme."""
+    import dataclasses
+
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+            async with session.get(f"https://{ref.host}/v2/", ssl=False) as resp:
+                resp.release()
+        return ref
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        return dataclasses.replace(ref, scheme="http", explicit=True)
+
+
+def _with_hint(message: str, s: RegistryRef, d: RegistryRef, src_verify: bool, dest_verify: bool) -> str:
+    """``message``, plus what to do when a scheme-less reference met a plain-HTTP registry."""
+    tls_words = ("ssl", "wrong_version_number", "record layer failure", "certificate", "tls")
+    if not any(w in message.lower() for w in tls_words):
+        return message
+    for ref, flag, verify in ((s, "--src-tls-verify=false", src_verify), (d, "--dest-tls-verify=false", dest_verify)):
+        if ref.host in message and not ref.explicit and verify:
+            return (
+                f"{message} -- {ref.host} was asked over HTTPS (no scheme given); if it serves plain HTTP, "
+                f"write http://{ref.host}/{ref.repo}{':' + ref.tag if ref.tag else ''} or add {flag} (as with skopeo)"
+            )
+    return message
 
 
 commands = [mirror]

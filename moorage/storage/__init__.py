@@ -15,6 +15,9 @@ __all__ = ["BlobStat", "BlobStore", "PartialAppend", "UploadState", "create_blob
 def create_blob_store(settings: "Settings") -> BlobStore:
     """The driver named by ``storage.driver``."""
     if settings.storage.driver == "s3":
+        from ..extras import require
+
+        require("s3", "storage.driver s3")
         from .s3 import S3BlobStore
 
         return S3BlobStore(settings.storage.s3)

@@ -264,6 +264,11 @@ async def manifest_page(request: web.Request) -> web.StreamResponse:
 
     insight = request.app.get(INSIGHT)
     scan = await insight.store.get_image(m["digest"]) if insight is not None else None
+    vulndb = None
+    if scan is not None and insight is not None:
+        from ..insight.vulndb_status import vulndb_status
+
+        vulndb = await vulndb_status(insight.store)
     host = registry_host(request)
     ctx = {
         "title": f"{name}@{fmt.short_digest(m['digest'])}",
@@ -282,6 +287,7 @@ async def manifest_page(request: web.Request) -> web.StreamResponse:
         "layers_total": sum(x["size"] or 0 for x in layers),
         "findings": scan.findings[:500] if scan else None,
         "scanned_packages": scan.package_count if scan else 0,
+        "vulndb": vulndb,
         "image_config_types": fmt.IMAGE_CONFIG_TYPES,
     }
     return render("manifest.html", request, ctx)

@@ -66,6 +66,7 @@ def setup_templates(app: web.Application) -> None:
 
 
 def render(name: str, request: web.Request, ctx: dict[str, Any], status: int = 200) -> web.Response:
+    from ..api.health import notices
     from .session import VIEWER
 
     viewer = request.get(VIEWER)
@@ -75,6 +76,7 @@ def render(name: str, request: web.Request, ctx: dict[str, Any], status: int = 2
         "path": request.path,
         "mode": viewer.mode if viewer else "none",
         "sso_name": _sso_name(request),
+        "notices": notices(request.config_dict),
         **ctx,
     }
     full.setdefault("title", "Moorage")
