@@ -225,7 +225,9 @@ def grant(config: str | None, data: str | None, group: str | None, user_name: st
 @click.argument("user_name", metavar="USER")
 @click.argument("pattern", metavar="REPO_PATTERN", required=False)
 def revoke(config: str | None, data: str | None, group: str | None, user_name: str, pattern: str | None) -> None:
-    """Remove USER's grant on REPO_PATTERN (with --group GROUP: `revoke --group GROUP REPO_PATTERN`)."""
+    """Remove USER's grant on REPO_PATTERN.
+
+    With --group GROUP: `revoke --group GROUP REPO_PATTERN` (a directory group's grant)."""
     if group is not None:  # (moorage.auth.groups_cli) the arguments shift: no USER
         from .groups_cli import revoke_group
 
