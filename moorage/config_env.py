@@ -5,7 +5,7 @@ This is what ``pydantic-settings`` did for :class:`moorage.config.Settings` (``e
 directory; precedence: command-line flags, environment, YAML file, defaults), ported rule for
 rule from its ``EnvSettingsSource`` (2.14).  Why not the library itself: importing it costs
 every command ~70 ms of CPU (it pulls in asyncio, dotenv, email parsing and its cloud
-sources), a quarter of the 0.3 s a quick command may take (issue 9).
+sources), a quarter of the 0.3 s a quick command may take.
 
 The rules, as the library has them:
 

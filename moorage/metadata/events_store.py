@@ -164,7 +164,7 @@ class EventsStore:
         ``skip_endpoints`` are left alone (their share of the worker is in use), and ``admit``
         is asked for each candidate's endpoint in order, so the caller can hold each endpoint
         and namespace to its share within one batch: rows of a busy endpoint never stand in
-        front of another endpoint's (issue 21)."""
+        front of another endpoint's."""
         d = webhook_deliveries
         e = d.alias("earlier")
         earlier = (

@@ -2,7 +2,7 @@
 the read-only commands (``moorage user list``, ``token list``, ``namespace list``).
 
 Why a second way to read the same rows: SQLAlchemy alone takes ~0.3 s to import, more than
-the whole budget of a quick command (issue 9: under 0.3 s).  These queries are the ones
+the whole budget of a quick command (under 0.3 s).  These queries are the ones
 :class:`~moorage.metadata.auth_store.AuthStore` runs for the same listings, written out, and
 return the same records; tests/test_sqlite_reads.py runs both on one database (odd Unicode
 names, robots, admins, scoped/expired/revoked tokens) so the two cannot drift apart.

@@ -214,7 +214,7 @@ class MetadataStore:
 
     # -- repositories ---------------------------------------------------------------------
     # Write methods run their transaction as one synchronous function through
-    # ``Database.run_write`` (SQLite: on the writer thread with group commit; issue 10).
+    # ``Database.run_write`` (SQLite: on the writer thread with group commit).
     def _ensure_repository(self, conn: Connection, name: str) -> int:
         repo_id = conn.execute(_REPOSITORY_ID, {"repo": name}).scalar()
         if repo_id is not None:

@@ -1,4 +1,4 @@
-"""SQLite's write path: one thread, one connection, group commit (issue 10).
+"""SQLite's write path: one thread, one connection, group commit.
 
 Why a thread of its own: SQLite admits one writer at a time, so a write transaction must hold
 the lock for as short a time as possible.  Through aiosqlite every statement of a transaction

@@ -326,7 +326,7 @@ def _safe_next(value: str | None) -> str:
     URL, read a backslash as ``/`` and strip leading controls and spaces, so ``/%09/host`` (a
     tab, decoded) or ``/%5Chost`` (a backslash) becomes ``//host`` -- another site.  So:
     printable ASCII only (no whitespace, no controls, no non-ASCII such as U+3000 or U+200B),
-    no backslash, one leading ``/`` and not ``//`` (issue 21).
+    no backslash, one leading ``/`` and not ``//``.
     """
     if (
         value
