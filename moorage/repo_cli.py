@@ -40,7 +40,7 @@ def repo_delete(config: str | None, data: str | None, name: str, yes: bool) -> N
     async def run() -> dict[str, int]:
         from .components import opened
         from .events.setup import command_recorder
-        from .registry import errors
+        from . import errors
         from .registry.principal import Principal
 
         async with opened(settings) as components:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator
 
 from .metadata.leader import LeaderLock
-from .registry.errors import BackendUnavailable
+from .errors import BackendUnavailable
 
 log = logging.getLogger("moorage.scheduler")
 

@@ -69,7 +69,7 @@ def describe(exc: BaseException, settings: Settings) -> str:
     """One line saying what failed to start and where, for any exception raised at start-up."""
     if isinstance(exc, StartupError) or type(exc).__name__ in ("SchemaOutOfDate", "MissingExtra"):
         return scrub(str(exc), settings)
-    from .registry.errors import DatabaseUnavailable, StorageUnavailable
+    from .errors import DatabaseUnavailable, StorageUnavailable
 
     if isinstance(exc, DatabaseUnavailable):
         return scrub(f"cannot use the database {safe_url(settings.database_url)}: {exc.reason}", settings)

@@ -7,7 +7,9 @@ does not remove it).  Rules:
 * no cycles between modules;
 * no upward imports: ``registry``, ``storage`` and ``metadata`` (the core) import nothing above
   them (``api``, ``auth``, ``gc``, extensions, ``cli``, ``server``); ``storage`` and ``metadata``
-  do not import each other; ``registry`` imports no ``api``;
+  do not import each other, nor ``registry`` (the domain uses them, not the other way round:
+  the error registry every layer raises from is ``moorage.errors``, below all of them, importing
+  nothing of the package); ``registry`` imports no ``api``;
 * nothing imports ``moorage.api.app`` except the composition root, the server and the CLI.
 
     python scripts/import_graph.py          # prints violations, exit 1 if any
@@ -146,6 +148,10 @@ def violations(g: dict[str, set[str]] | None = None) -> list[str]:
                 found.append(f"storage imports metadata: {mod} -> {dep}")
             if _under(mod, ("moorage.metadata",)) and _under(dep, ("moorage.storage",)):
                 found.append(f"metadata imports storage: {mod} -> {dep}")
+            if _under(mod, ("moorage.storage", "moorage.metadata")) and _under(dep, ("moorage.registry",)):
+                found.append(f"storage/metadata import the domain above them: {mod} -> {dep}")
+            if mod == "moorage.errors" and dep.startswith("moorage"):
+                found.append(f"the error registry imports the package: {mod} -> {dep}")
             if dep == "moorage.api.app" and not _under(mod, APP_IMPORTERS):
                 found.append(f"imports the app module: {mod} -> moorage.api.app")
     return found

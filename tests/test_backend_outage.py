@@ -142,7 +142,7 @@ def test_storage_outage_gives_503(rgw, tmp_path) -> None:  # noqa: ANN001
 
 
 def test_filesystem_driver_raises_storage_unavailable(tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    from moorage.registry.errors import StorageUnavailable
+    from moorage.errors import StorageUnavailable
     from moorage.storage import PartialAppend
     from moorage.storage import filesystem
 
@@ -208,7 +208,7 @@ def test_database_layer_raises_database_unavailable(tmp_path) -> None:  # noqa: 
     from sqlalchemy.exc import OperationalError
 
     from moorage.metadata import db as dbmod
-    from moorage.registry.errors import DatabaseUnavailable
+    from moorage.errors import DatabaseUnavailable
 
     path = tmp_path / "m.db"
 

@@ -195,7 +195,7 @@ def test_full_disk_says_so_keeps_data_and_recovers(small_fs: Path) -> None:
 def test_full_errnos_become_storage_full_others_stay_unavailable() -> None:
     import errno
 
-    from moorage.registry.errors import StorageFull, StorageUnavailable
+    from moorage.errors import StorageFull, StorageUnavailable
     from moorage.storage.base import as_outage, os_outage
 
     for code in (errno.ENOSPC, errno.EDQUOT):
@@ -212,7 +212,7 @@ def test_full_errnos_become_storage_full_others_stay_unavailable() -> None:
 def test_s3_quota_exceeded_is_full() -> None:
     from botocore.exceptions import ClientError
 
-    from moorage.registry.errors import StorageFull
+    from moorage.errors import StorageFull
     from moorage.storage.base import as_outage
     from moorage.storage.s3 import s3_outage
 
@@ -231,7 +231,7 @@ def test_sqlite_full_is_database_full(tmp_path: Path) -> None:
     from sqlalchemy import text
 
     from moorage.metadata.db import Database
-    from moorage.registry.errors import DatabaseFull
+    from moorage.errors import DatabaseFull
 
     async def go() -> None:
         db = Database(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
@@ -255,7 +255,7 @@ def test_full_log_once_a_minute_and_readyz_detail(caplog: pytest.LogCaptureFixtu
     import logging
 
     from moorage.api.storage_full import FORGET_AFTER, LOG_INTERVAL, FullState
-    from moorage.registry.errors import DatabaseFull, StorageFull
+    from moorage.errors import DatabaseFull, StorageFull
 
     state = FullState()
     caplog.set_level(logging.ERROR, logger="moorage.api")
@@ -286,7 +286,7 @@ def test_postgresql_disk_full_is_database_full() -> None:
     from sqlalchemy.exc import DBAPIError
 
     from moorage.metadata.errors import outage_error
-    from moorage.registry.errors import DatabaseFull
+    from moorage.errors import DatabaseFull
 
     def wrapped(cause: Exception) -> DBAPIError:
         try:

@@ -19,7 +19,7 @@ from ..gc.quotas import book
 from ..metadata.db import Database
 from ..metadata.policy_store import PolicyStore
 from ..metadata.records import RetentionPolicy
-from ..registry import errors
+from .. import errors
 from ..registry.names import is_valid_name
 from ..registry.principal import Principal
 from .audit import AuditTrail, operation

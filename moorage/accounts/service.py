@@ -20,7 +20,7 @@ a scoped token creates none, and the new token records its parent, so revoking a
 revokes every token made with it (:meth:`~moorage.metadata.auth_store.AuthStore.revoke_token`).
 Password sessions (a password login, the CLI) mint without that bound.
 
-Errors are the registry's (:mod:`moorage.registry.errors`): the API renders them as they are,
+Errors are the registry's (:mod:`moorage.errors`): the API renders them as they are,
 the UI and the CLI turn them into a page or a one-line message.
 """
 
@@ -35,7 +35,7 @@ from ..config import Settings
 from ..metadata.auth_store import AuthStore, AuthStoreError
 from ..metadata.db import Database
 from ..metadata.records import TokenRecord, UserRecord
-from ..registry import errors
+from .. import errors
 from ..registry.names import is_valid_name
 from ..registry.principal import Principal
 from .audit import AuditTrail, operation

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..metadata.group_store import GroupStore
-from ..registry import errors
+from .. import errors
 from . import routes as names
 from .admin_models import GroupGrantCreate
 from .admin_users import _bad, _body

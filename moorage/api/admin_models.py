@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from pydantic_core import PydanticCustomError
 
 from ..auth.policy import parse_actions, parse_token_scope, valid_pattern, valid_username
-from ..registry import errors
+from .. import errors
 from ..registry.names import is_valid_name
 
 M = TypeVar("M", bound=BaseModel)

@@ -40,7 +40,7 @@ from pydantic import BaseModel
 from ..accounts.service import AccountsService
 from ..auth.authenticator import Authenticator
 from ..metadata.records import UserRecord
-from ..registry import errors
+from .. import errors
 from ..registry.principal import Principal
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from . import routes as names

@@ -15,7 +15,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from ..registry import errors
+from .. import errors
 from ..storage.filesystem import open_regular
 from .common import API_HEADERS, BLOBS, BODY_BYTES, SETTINGS, publish, request_principal, service
 from .sendfile import sendfile_async

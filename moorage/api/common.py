@@ -13,7 +13,7 @@ from ..components import Components
 from ..config import Settings
 from ..metadata.db import Database
 from ..metadata.store import MetadataStore
-from ..registry import errors
+from .. import errors
 from ..registry.events import Action, Actor, EventBus, Kind, RegistryEvent
 from ..registry.principal import Face, Principal
 from ..registry.service import RegistryService

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ..auth.authenticator import Authenticator
 from ..metadata.records import TokenRecord, UserRecord
-from ..registry import errors
+from .. import errors
 from ..registry.principal import Principal
 from .common import AUTHENTICATOR
 

@@ -1,7 +1,7 @@
 """The one place where errors become HTTP responses (``{"errors": [...]}`` bodies).
 
-Backend outages arrive typed: storage drivers raise :class:`~moorage.registry.errors.StorageUnavailable`
-and the metadata layer :class:`~moorage.registry.errors.DatabaseUnavailable` (503 UNAVAILABLE with
+Backend outages arrive typed: storage drivers raise :class:`~moorage.errors.StorageUnavailable`
+and the metadata layer :class:`~moorage.errors.DatabaseUnavailable` (503 UNAVAILABLE with
 ``Retry-After``; their ``...Full`` kin 507 "storage is full", logged once a minute through
 :mod:`moorage.api.storage_full`), so this module knows no SQLAlchemy, asyncpg or botocore type.
 """
@@ -15,7 +15,7 @@ import logging
 from aiohttp import web
 
 from ..metadata.errors import outage_error
-from ..registry import errors
+from .. import errors
 from .storage_full import WRITE_METHODS, full_state
 
 log = logging.getLogger("moorage.api")

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from ..registry.errors import BackendUnavailable, DatabaseUnavailable, StorageUnavailable, Unavailable
+from ..errors import BackendUnavailable, DatabaseUnavailable, StorageUnavailable, Unavailable
 from .common import AUTHENTICATOR, BLOBS, NOTICES, SETTINGS, json_body, service
 from .storage_full import full_state
 from . import routes as route_names

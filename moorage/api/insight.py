@@ -26,7 +26,7 @@ from aiohttp import web
 from ..insight.osv import SEVERITIES
 from ..insight.packages import clean_text
 from ..insight.service import InsightService
-from ..registry import errors
+from .. import errors
 from ..registry.names import is_valid_name
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from . import routes as route_names

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..registry import errors
+from .. import errors
 from ..registry import mediatypes as mt
 from ..metadata.store import ManifestRecord
 from .blobs import NAME

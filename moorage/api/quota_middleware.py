@@ -16,7 +16,7 @@ from typing import Awaitable, Callable, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ..registry import errors
+from .. import errors
 from . import routes as route_names
 from .common import STORE, UPLOAD_RECORD, service
 

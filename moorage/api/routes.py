@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, NamedTuple
 
 from aiohttp import web
 
-from ..registry import errors
+from .. import errors
 
 log = logging.getLogger("moorage.auth")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from ..registry.errors import DatabaseFull, StorageFullError
+from ..errors import DatabaseFull, StorageFullError
 
 log = logging.getLogger("moorage.api")
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from ..auth.authenticator import Authenticator
 from ..auth.policy import Principal, parse_scopes
 from ..auth.tokens import rfc3339
-from ..registry import errors
+from .. import errors
 from . import routes as names
 from .common import AUTHENTICATOR
 from .credentials import parse_basic

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Settings
 from ..metadata.auth_store import AuthStore
 from ..metadata.records import TokenRecord, UserRecord
-from ..registry import errors
+from .. import errors
 from ..registry.names import is_valid_name
 from . import passwords
 from .passwords import Htpasswd

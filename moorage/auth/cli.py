@@ -64,7 +64,7 @@ def _run_with(settings: Settings, fn: Callable[[AuthStore, Settings], Awaitable[
 def _change(config: str | None, data: str | None, fn: Callable[[AccountsService, Any], Awaitable[T]]) -> T:
     """Run one accounts-service operation as the CLI's principal; its refusal as one line."""
     from ..accounts.service import AccountsService
-    from ..registry.errors import RegistryError
+    from ..errors import RegistryError
 
     principal = cli_principal()
     try:

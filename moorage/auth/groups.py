@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ..config import LdapSettings
 from ..metadata.group_store import GroupStore
 from ..metadata.records import UserRecord
-from ..registry import errors
+from .. import errors
 from .ldap import DirectoryEntry, LdapDirectory
 from .policy import Grant, parse_actions
 

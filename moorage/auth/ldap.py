@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..config import LdapSettings
-from ..registry import errors
+from .. import errors
 
 log = logging.getLogger("moorage.auth.ldap")
 

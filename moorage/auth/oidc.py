@@ -39,7 +39,7 @@ from ..config import OidcSettings
 from ..metadata.group_store import GroupStore
 from ..metadata.oidc_store import OidcIdentity, OidcStore, PendingLogin
 from ..metadata.records import UserRecord
-from ..registry import errors
+from .. import errors
 from .ldap import DirectoryEntry
 from .policy import Grant, parse_actions, valid_username
 

@@ -26,7 +26,7 @@ from typing import Callable, TypeVar
 
 import bcrypt
 
-from ..registry import errors
+from .. import errors
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ import hmac
 from aiohttp import web
 
 from ..config import Settings
-from ..registry import errors
+from .. import errors
 from ..api.common import AUTHENTICATOR
 from ..api.credentials import bearer, caller, parse_basic
 

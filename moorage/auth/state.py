@@ -16,7 +16,7 @@ from ..api.access import Access, required_access
 from ..api.common import CATALOG_FILTER
 from ..api.credentials import bearer, caller, parse_basic
 from ..api.routes import HANDLER_DECIDES, Rule, route_rule
-from ..registry import errors
+from .. import errors
 from ..registry.names import is_valid_name
 from .authenticator import Authenticator, StaleCredentials
 from .policy import token_covers

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, TypedDict
 
-from ..registry import errors
+from .. import errors
 from ..registry.names import validate_name
 from ..registry.principal import Principal
 from ..registry.service import RegistryService

@@ -30,7 +30,7 @@ from aiohttp import web
 from ..api import routes as route_names
 from ..config import Settings
 from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery, EventsStore
-from ..registry import errors
+from .. import errors
 from ..registry.principal import Principal as ServicePrincipal
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from .endpoints import Endpoint, EndpointSet

@@ -223,7 +223,7 @@ def wrap_logins(state: Any, recorder: AuditRecorder) -> None:
     Wraps the two login methods of the auth state instance (``login`` for token mode and the
     admin API, ``htpasswd_login`` for htpasswd mode) so the auth module itself needs no change.
     """
-    from ..registry import errors
+    from .. import errors
 
     def wrapped(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def login(request: web.Request, username: str, *args: Any, **kwargs: Any) -> Any:

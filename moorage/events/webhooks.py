@@ -29,7 +29,7 @@ from ..accounts.audit import AuditTrail, operation
 from ..config import Settings, WebhookEndpoint
 from ..metadata.db import Database
 from ..metadata.events_store import EventsStore
-from ..registry import errors
+from .. import errors
 from ..registry.principal import Principal
 from .audit import _without_credentials
 from .endpoints import EndpointSet

@@ -134,7 +134,7 @@ def gc_command(
         click.echo(f"{len(problems)} problem(s)" if problems else "consistent")
         sys.exit(1 if problems else 0)
     if repository is not None:
-        from ..registry.errors import RegistryError
+        from ..errors import RegistryError
         from ..registry.names import validate_name
 
         try:

@@ -38,7 +38,7 @@ from ..metadata.gc_store import GCStore
 from ..metadata.records import IndexSnapshot, ManifestNode
 from ..metadata.store import TOMBSTONE_STALE
 from ..registry.digests import Digest
-from ..registry.errors import RegistryError
+from ..errors import RegistryError
 from ..storage import BlobStore
 from . import retention
 from .mark import Kept, MarkScope, explain_kept, mark_blobs, mark_manifests

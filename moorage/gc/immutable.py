@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..metadata.db import Database
 from ..metadata.policy_store import PolicyStore, claim_tag, immutable_rules
 from ..metadata.records import ImmutableRule
-from ..registry import errors
+from .. import errors
 from .patterns import compile_regex, repo_matches
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from typing import Callable
 from ..metadata.db import Database
 from ..metadata.policy_store import PolicyStore
 from ..metadata.records import Quota
-from ..registry import errors
+from .. import errors
 from .patterns import human, in_namespace
 
 __all__ = [

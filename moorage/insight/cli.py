@@ -16,7 +16,7 @@ import click
 
 from ..cli_common import data_options, settings_from
 from ..config import Settings
-from ..registry import errors
+from .. import errors
 
 T = TypeVar("T")
 

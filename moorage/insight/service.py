@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ..metadata.insight_store import InsightStore
-from ..registry import errors
+from .. import errors
 from ..registry import mediatypes as mt
 from ..registry.digests import Digest
 from ..registry.principal import Principal

@@ -26,7 +26,7 @@ from ..api.insight import INSIGHT, routes
 from ..config import Settings
 from ..metadata.insight_store import InsightStore
 from ..metadata.store import ManifestRecord
-from ..registry import errors
+from .. import errors
 from ..registry.events import Actor, RegistryEvent
 from ..scheduler import Job
 from .fairness import FairQueue

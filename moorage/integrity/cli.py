@@ -88,7 +88,7 @@ def scrub_command(
     if rate < 0:
         raise click.BadParameter("must be >= 0", param_hint="--rate")
     settings = settings_from(config, data)
-    from ..registry.errors import RegistryError
+    from ..errors import RegistryError
     from ..registry.names import validate_name
 
     try:

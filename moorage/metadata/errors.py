@@ -1,4 +1,4 @@
-"""Database outages as one backend-neutral error: :class:`~moorage.registry.errors.DatabaseUnavailable`.
+"""Database outages as one backend-neutral error: :class:`~moorage.errors.DatabaseUnavailable`.
 
 SQLAlchemy, asyncpg and sqlite3 each say "the database is away" in their own types.  The metadata
 layer translates them where connections are checked out and transactions run
@@ -25,7 +25,7 @@ import contextlib
 import socket
 from typing import Iterator
 
-from ..registry.errors import DatabaseFull, DatabaseUnavailable
+from ..errors import DatabaseFull, DatabaseUnavailable
 
 __all__ = ["DatabaseUnavailable", "outage_error", "outage_reason", "translated"]
 

@@ -40,7 +40,7 @@ from aiohttp import web
 from ..api import routes as route_names
 from ..config import ProxyUpstream, Settings
 from ..metadata.store import MetadataStore
-from ..registry import errors
+from .. import errors
 from ..registry.digests import Digest
 from ..registry.manifests import parse_manifest
 from ..registry.names import validate_name, validate_tag

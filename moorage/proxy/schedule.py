@@ -162,7 +162,7 @@ def setup_mirror_rules(app: web.Application, settings: Settings, token_mode: boo
 
     async def trigger(request: web.Request) -> web.Response:
         await admin(request)
-        from ..registry import errors
+        from .. import errors
 
         state = scheduler.rules.get(request.match_info["rule"])
         if state is None:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import DigestInvalid
+from ..errors import DigestInvalid
 
 ALGORITHMS: dict[str, tuple[Callable[[], "hashlib._Hash"], int]] = {
     "sha256": (hashlib.sha256, 64),

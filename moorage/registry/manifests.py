@@ -13,7 +13,7 @@ from typing import Any
 
 from . import mediatypes as mt
 from .digests import Digest
-from .errors import DigestInvalid, ManifestInvalid
+from ..errors import DigestInvalid, ManifestInvalid
 from .safejson import UntrustedJSONError, loads_untrusted
 
 

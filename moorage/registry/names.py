@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import NameInvalid, TagInvalid
+from ..errors import NameInvalid, TagInvalid
 
 # spec: [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"

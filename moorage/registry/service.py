@@ -47,7 +47,8 @@ from ..metadata.store import (
     UploadRecord,
 )
 from ..storage import BlobStore, PartialAppend
-from . import errors, hashstate
+from .. import errors
+from . import hashstate
 from .digests import Digest, new_hasher
 from .events import Action, Actor, EventBus, InTransaction, Kind, RegistryEvent
 from .manifests import Descriptor, parse_manifest

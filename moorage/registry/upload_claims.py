@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from ..metadata.store import MetadataStore
-from . import errors
+from .. import errors
 
 log = logging.getLogger("moorage.uploads")
 

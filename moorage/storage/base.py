@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
-from ..registry.errors import StorageFull, StorageUnavailable
+from ..errors import StorageFull, StorageUnavailable
 
 UploadState = dict[str, Any]
 
@@ -159,7 +159,7 @@ OutageClassifier = Callable[[BaseException], "str | None"]
 #: File-system errors that say the storage itself is failing (not that a path is missing):
 #: I/O error, disk or quota full, read-only file system, stale NFS handle.
 OUTAGE_ERRNOS = frozenset({errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ESTALE})
-#: Of those, the ones that say "full" (507, see :class:`~moorage.registry.errors.StorageFull`).
+#: Of those, the ones that say "full" (507, see :class:`~moorage.errors.StorageFull`).
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 #: Prefix of a classifier's reason that means "full" rather than "away" (e.g. an S3 quota).
 FULL_REASON = "full: "

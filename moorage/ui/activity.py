@@ -18,7 +18,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from ..metadata.ui_queries import UIQueries
-from ..registry.errors import BackendUnavailable
+from ..errors import BackendUnavailable
 from ..registry.events import RegistryEvent
 from ..scheduler import Job
 

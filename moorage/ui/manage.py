@@ -23,7 +23,7 @@ from ..api.common import DATABASE
 from ..api.common import ACCOUNTS, BLOBS, SERVICE, SETTINGS, request_principal
 from ..accounts.service import AccountsService
 from ..auth.policy import parse_actions, parse_token_scope
-from ..registry import errors
+from .. import errors
 from ..registry.principal import Principal
 from ..registry.names import is_valid_name
 from .pages import NAME, _repo_name, registry_host, visible_repository

@@ -33,7 +33,7 @@ from aiohttp import web
 from ..api.common import SETTINGS
 from ..auth.policy import ALL_REPO_ACTIONS, Principal, expand, repository_rights
 from ..metadata.ui_queries import UIQueries, Visibility
-from ..registry import errors
+from .. import errors
 
 SESSION_COOKIE = "moorage_session"
 CSRF_COOKIE = "moorage_csrf"

@@ -17,7 +17,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from ..config import Settings
-from ..registry import errors
+from .. import errors
 from .activity import ACTIVITY  # noqa: F401 - the key lives with the recorder
 from .session import QUERIES, Redirect, UIError, apply_cookies, resolve_viewer
 from .templating import STATIC_DIR, render, setup_templates
