@@ -136,15 +136,49 @@ def audit_command(
         entries = asyncio.run(run())
     except SchemaOutOfDate as exc:
         raise click.ClickException(str(exc)) from None
-    for e in sorted(entries, key=lambda e: (e["time"], e["id"])):  # buffered pulls/logins land late
-        out = public_entry(e)
-        if as_json:
+    ordered = [public_entry(e) for e in sorted(entries, key=lambda e: (e["time"], e["id"]))]  # buffered pulls/logins land late
+    if as_json:
+        for out in ordered:
             click.echo(json.dumps(out, separators=(",", ":"), ensure_ascii=False))
-        else:
-            click.echo(
-                f"{out['time']}  {out['actor'] or '-':<16} {out['action']:<16} {out['repository'] or '-':<30} "
-                f"{(out['target'] or '-')[:40]:<40} {out['client_ip'] or '-'}"
-            )
+        return
+    for line in audit_table(ordered):
+        click.echo(line)
+
+
+#: The columns of ``moorage audit`` (header, width; the last is not padded).
+AUDIT_COLUMNS = (("TIME", 20), ("ACTOR", 16), ("FACE", 4), ("ACTION", 16), ("WHAT", 60), ("CLIENT", 0))
+
+
+def _printable(value: Any) -> str:
+    """A cell: control characters (a terminal's escape sequences) shown as ``?``."""
+    return "".join(ch if ch.isprintable() else "?" for ch in str(value))
+
+
+def audit_table(entries: list[dict[str, Any]]) -> list[str]:
+    """The lines of the ``moorage audit`` table: a header row, then one row per entry (as
+    :func:`.api.public_entry` gives it); ``WHAT`` is the entry's summary (a push's tag, whose
+    token, what GC removed), cut to its column only when it would not fit."""
+    lines = []
+    header = [name.ljust(width) if width else name for name, width in AUDIT_COLUMNS]
+    lines.append(" ".join(header).rstrip())
+    for out in entries:
+        outcome = "" if out.get("outcome") in (None, "ok") else f" ({out['outcome']})"
+        cells = [
+            str(out["time"])[:20],
+            out["actor"] or "-",
+            out.get("face") or "-",
+            out["action"] + outcome,
+            out.get("summary") or out["target"] or out["repository"] or "-",
+            out["client_ip"] or "-",
+        ]
+        row = []
+        for (_, width), cell in zip(AUDIT_COLUMNS, cells):
+            text = _printable(cell)
+            if width:
+                text = (text[: width - 1] + "…" if len(text) > width else text).ljust(width)
+            row.append(text)
+        lines.append(" ".join(row).rstrip())
+    return lines
 
 
 @click.group("webhooks")

@@ -57,6 +57,8 @@ class EventsExtension:
         addr = settings.events.source or f"{socket.gethostname()}:{settings.port}"
         self.source = Source(addr=addr, instance_id=str(uuid.uuid4()), scheme="https" if settings.tls.certificate else "http")
         self._gc_since = time.time() - 7 * 86400
+        #: The webhook service (set by :func:`setup_events`; the web UI calls it too).
+        self.webhooks: WebhookService | None = None
 
     async def on_event(self, event: RegistryEvent) -> None:
         """The EventBus listener: quick -- in-memory matching, then at most one small write (the
@@ -167,7 +169,8 @@ def setup_events(app: web.Application, settings: Settings) -> None:
         if AUTHENTICATOR in app:
             wrap_logins(app[AUTHENTICATOR], ext.recorder)
     app.middlewares.append(admin_middleware(ext.recorder))
-    webhooks = WebhookService(app[DATABASE], settings, ext.store, ext.endpoints)
+    webhooks = WebhookService(app[DATABASE], settings, ext.store, ext.endpoints, ext.source, ext.worker.wake)
+    ext.webhooks = webhooks
     app.router.add_routes(EventsAPI(settings, ext.store, ext.endpoints, webhooks).routes())
     app.cleanup_ctx.append(ext.lifecycle)
     for job in ext.jobs():
