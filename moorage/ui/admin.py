@@ -251,14 +251,16 @@ async def webhook_delete(request: web.Request) -> web.StreamResponse:
     raise Redirect("/ui/admin/webhooks")
 
 
-@routes.post(f"/ui/admin/webhooks/{_HOOK}/deliveries/{{id:[0-9]{{1,18}}}}/retry", name=route_names.UI_WEBHOOK_RETRY)
+@routes.post(f"/ui/admin/webhooks/{_HOOK}/deliveries/{{id}}/retry", name=route_names.UI_WEBHOOK_RETRY)
 async def webhook_retry(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _signed_in(viewer, "/ui/admin/webhooks")
     caller = _caller(viewer)
-    name = request.match_info["hook"]
+    name, raw = request.match_info["hook"], request.match_info["id"]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):  # '²' is a digit to str.isdigit(), not to int()
+        raise UIError(404, "No such delivery.")
     try:
-        await _webhooks(request).retry(_principal(request, viewer), caller.namespaces, name, int(request.match_info["id"]))
+        await _webhooks(request).retry(_principal(request, viewer), caller.namespaces, name, int(raw))
     except errors.NotFound as exc:
         raise UIError(404, "No such webhook." if "webhook" in exc.message else "No such dead delivery.") from None
     except errors.RegistryError as exc:
