@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -358,3 +359,46 @@ def test_summary_of_entries() -> None:
     denied = {"action": "webhook.add", "target": "h", "outcome": "denied", "detail": {"reason": "no"}}
     assert summary(denied) == "webhook h [denied: no]"
     assert len(summary({"action": "x", "target": "y" * 10_000})) == 300
+
+
+# -- without auth: everyone administers; the cache page with upstreams and mirror rules ---------
+def test_open_registry_pages_and_the_cache_page(tmp_path: Path) -> None:
+    import yaml
+
+    from tests.support.registry_proc import start_moorage
+
+    config = tmp_path / "moorage.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "proxy": {
+                    "upstreams": [
+                        {
+                            "name": "hub",
+                            "url": "http://127.0.0.1:9",
+                            "namespace": "hub",
+                            "username": "u",
+                            "password": "hunter2-secret",
+                        }
+                    ],
+                    "mirror_rules": [{"name": "nightly", "src": "127.0.0.1:9/a", "dst": "127.0.0.1:9/b", "interval": 86400}],
+                }
+            }
+        )
+    )
+    proc = start_moorage(tmp_path / "srv", env=FAST, extra_args=["--config", str(config)])
+    try:
+        s = requests.Session()
+        for page in PAGES:
+            assert s.get(proc.url + page, timeout=HTTP_TIMEOUT).status_code == 200, page
+        cache = s.get(f"{proc.url}/ui/admin/cache", timeout=HTTP_TIMEOUT).text
+        assert "http://127.0.0.1:9" in cache and "hub/…" in cache and "nightly" in cache and "127.0.0.1:9/a" in cache
+        assert "hunter2-secret" not in cache
+        vulndb = s.get(f"{proc.url}/ui/admin/vulndb", timeout=HTTP_TIMEOUT).text
+        assert "No vulnerability database is loaded" in vulndb or "Image insight is off" in vulndb
+        r = post(proc, s, "/ui/admin/gc", {"action": "dry_run"}, "/ui/admin/gc")
+        assert r.status_code == 200 and "Would remove" in r.text
+        entries = requests.get(f"{proc.url}/api/v1/audit", params={"action": "gc.run"}, timeout=HTTP_TIMEOUT).json()["entries"]
+        assert [(e["face"], e["detail"]["dry_run"]) for e in entries] == [("ui", True)]
+    finally:
+        proc.stop()
