@@ -402,3 +402,32 @@ def test_open_registry_pages_and_the_cache_page(tmp_path: Path) -> None:
         assert [(e["face"], e["detail"]["dry_run"]) for e in entries] == [("ui", True)]
     finally:
         proc.stop()
+
+
+def test_namespace_admin_webhooks_when_the_configuration_allows(tmp_path: Path) -> None:
+    """``events.webhooks.namespace_admins: true``: a user creates webhooks for their own
+    namespace in the form, only to public destinations (the service's rule), sees only theirs."""
+    proc = start_auth_server(tmp_path / "srv", {**FAST, "MOORAGE_EVENTS__WEBHOOKS__NAMESPACE_ADMINS": "true"})
+    try:
+        add_user(proc, *BOB)
+        s = ui_login(proc, *BOB)
+        page = s.get(f"{proc.url}/ui/admin/webhooks", timeout=HTTP_TIMEOUT).text
+        assert 'action="/ui/admin/webhooks"' in page
+        form = {"name": "bobs", "repositories": "bob/*", "action_push": "1"}
+        loop = post(proc, s, "/ui/admin/webhooks", {**form, "url": "http://127.0.0.1:1/x"}, "/ui/admin/webhooks")
+        assert loop.status_code == 400 and "destination refused" in loop.text
+        other = post(
+            proc,
+            s,
+            "/ui/admin/webhooks",
+            {**form, "url": "http://93.184.215.14/x", "repositories": "alice/*"},
+            "/ui/admin/webhooks",
+        )
+        assert other.status_code == 403
+        ok = post(proc, s, "/ui/admin/webhooks", {**form, "url": "http://93.184.215.14/x"}, "/ui/admin/webhooks")
+        assert ok.status_code == 200 and "Webhook bobs created" in ok.text
+        assert s.get(f"{proc.url}/ui/admin/webhooks/bobs", timeout=HTTP_TIMEOUT).status_code == 200
+        added = [e for e in audit(proc, action="webhook.add") if e["actor"] == "bob"]
+        assert sorted((e["face"], e["outcome"]) for e in added) == [("ui", "denied"), ("ui", "ok")]
+    finally:
+        proc.stop()
