@@ -84,9 +84,10 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    tmp = tmp_path_factory.mktemp("ui-admin")
-    proc = start_auth_server(tmp / "srv", FAST)
+def srv(backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    name, make_env = backend
+    tmp = tmp_path_factory.mktemp(f"ui-admin-{name}")
+    proc = start_auth_server(tmp / "srv", {**make_env(), **FAST})
     try:
         add_user(proc, *BOB)
         for tag, seed in (("3.20", "a320"), ("3.19", "a319"), ("edge", "aedge")):
