@@ -312,6 +312,8 @@ def _webhook_retry(face: str) -> Driver:
         did = dead[0]["id"]
         if face == "api":
             _ok(f.api("POST", f"/api/v1/webhooks/{name}/deliveries/{did}/retry"), 202)
+        elif face == "cli":
+            f.cli("webhooks", "retry", name, str(did))
         else:
             _ok(f.form(f"/ui/admin/webhooks/{name}/deliveries/{did}/retry", {}, f"/ui/admin/webhooks/{name}"), 303)
         return name
@@ -385,7 +387,7 @@ DRIVERS: dict[str, tuple[Callable[[str], Driver], tuple[str, ...]]] = {
     "webhook.add": (_webhook_add, ("api",)),
     "webhook.delete": (_webhook_delete, ("api", "ui")),
     "webhook.test": (_webhook_test, ("ui",)),
-    "webhook.retry": (_webhook_retry, ("api", "ui")),
+    "webhook.retry": (_webhook_retry, ALL),
     **{a: (_policy(a), ("ui", "cli")) for a in sorted(OWN_CLI_DETAIL)},
 }
 OPERATIONS = {**operations(AccountsService), **operations(WebhookService), **operations(PolicyAdminService)}

@@ -5,7 +5,7 @@ UTC), ``timestamp``, ``actor``, ``action``, ``repository``, ``target``, ``client
 ``user_agent`` and ``detail``.  Works while the server runs (same database).
 
 :func:`wrap_commands` makes the state-changing commands whose package has no audited service
-yet (retention, immutable tags, quotas, webhook retries) write an audit entry after they
+yet (retention, immutable tags, quotas) write an audit entry after they
 succeed: actor ``cli:<OS user>``, face ``cli``, client_ip ``local``; passwords and secrets are
 never recorded (only an allow-list of parameters).  Account commands (users, grants, tokens,
 namespaces, visibility) are audited by the accounts service itself, in the change's
@@ -45,7 +45,6 @@ CLI_ACTIONS = {
     "immutable rm": "immutable.delete",
     "quota set": "quota.set",
     "quota rm": "quota.delete",
-    "webhooks retry": "webhook.retry",
 }
 SAFE_PARAMS = (
     "name",
@@ -261,10 +260,22 @@ def webhooks_deliveries(config: str | None, data: str | None, name: str, status:
 @click.argument("delivery_id", type=int)
 def webhooks_retry(config: str | None, data: str | None, name: str, delivery_id: int) -> None:
     """Put dead delivery DELIVERY_ID of NAME back in the queue."""
+    from ..cli_common import cli_principal
+    from ..registry import errors
+    from .endpoints import EndpointSet
+    from .webhooks import WebhookService
+
     settings = settings_from(config, data)
-    if not _run_store(settings, lambda store: store.retry(delivery_id, name)):
-        raise click.ClickException(f"no dead delivery {delivery_id} of webhook {name!r}")
-    click.echo(f"delivery {delivery_id} queued again")
+
+    async def fn(store: EventsStore) -> None:
+        service = WebhookService(store.db, settings, store, EndpointSet(settings, store))
+        await service.retry(cli_principal(), [], name, delivery_id)  # audited by the service
+
+    try:
+        _run_store(settings, fn)
+    except errors.NotFound:
+        raise click.ClickException(f"no dead delivery {delivery_id} of webhook {name!r}") from None
+    click.echo(f"delivery {delivery_id} queued again (the running server sends it)")
 
 
 commands = [audit_command, webhooks_group]
