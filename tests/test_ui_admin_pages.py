@@ -154,6 +154,8 @@ def test_a_user_sees_only_the_webhooks_of_their_namespace(srv: RegistryProcess, 
     assert r.status_code == 201, r.text
     page = bob.get(f"{srv.url}/ui/admin/webhooks", timeout=HTTP_TIMEOUT)
     assert page.status_code == 200 and "adminonly" not in page.text
+    assert 'href="/ui/admin/webhooks" aria-current="page"' in page.text  # in bob's navigation too
+    assert 'href="/ui/admin/gc"' not in page.text  # but not the administrators' pages
     assert 'action="/ui/admin/webhooks"' not in page.text  # events.webhooks.namespace_admins is off
     assert bob.get(f"{srv.url}/ui/admin/webhooks/adminonly", timeout=HTTP_TIMEOUT).status_code == 404
     for path in ("/ui/admin/webhooks/adminonly/test", "/ui/admin/webhooks/adminonly/deliveries/1/retry"):
