@@ -20,6 +20,7 @@ from __future__ import annotations
 import getpass
 import itertools
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -273,7 +274,48 @@ def _webhook_delete(face: str) -> Driver:
     def run(f: Faces) -> str:
         name = _unique("hook")
         _ok(f.api("POST", "/api/v1/webhooks", json={**HOOK, "name": name}))
-        _ok(f.api("DELETE", f"/api/v1/webhooks/{name}"))
+        if face == "ui":
+            _ok(f.form(f"/ui/admin/webhooks/{name}/delete", {}, f"/ui/admin/webhooks/{name}"), 303)
+        else:
+            _ok(f.api("DELETE", f"/api/v1/webhooks/{name}"))
+        return name
+
+    return run
+
+
+def _webhook_test(face: str) -> Driver:
+    """A test event from the UI's webhook page (the delivery itself goes nowhere: TEST-NET)."""
+
+    def run(f: Faces) -> str:
+        name = _unique("hook")
+        _ok(f.api("POST", "/api/v1/webhooks", json={**HOOK, "name": name}))
+        _ok(f.form(f"/ui/admin/webhooks/{name}/test", {}, f"/ui/admin/webhooks/{name}"), 303)
+        return name
+
+    return run
+
+
+def _webhook_retry(face: str) -> Driver:
+    """A dead delivery (a test event to a closed local port, one attempt) put back in the queue."""
+
+    def run(f: Faces) -> str:
+        name = _unique("hook")
+        hook = {**HOOK, "name": name, "url": "http://127.0.0.1:9/closed", "max_attempts": 1, "timeout": 2}
+        _ok(f.api("POST", "/api/v1/webhooks", json=hook))
+        _ok(f.form(f"/ui/admin/webhooks/{name}/test", {}, f"/ui/admin/webhooks/{name}"), 303)
+        deadline = time.monotonic() + 30
+        dead: list[dict[str, Any]] = []
+        while not dead and time.monotonic() < deadline:
+            dead = f.api("GET", f"/api/v1/webhooks/{name}/deliveries", params={"status": "dead"}).json()["deliveries"]
+            time.sleep(0.2)
+        assert dead, f"the delivery to {hook['url']} did not die"
+        did = dead[0]["id"]
+        if face == "api":
+            _ok(f.api("POST", f"/api/v1/webhooks/{name}/deliveries/{did}/retry"), 202)
+        elif face == "cli":
+            f.cli("webhooks", "retry", name, str(did))
+        else:
+            _ok(f.form(f"/ui/admin/webhooks/{name}/deliveries/{did}/retry", {}, f"/ui/admin/webhooks/{name}"), 303)
         return name
 
     return run
@@ -343,7 +385,9 @@ DRIVERS: dict[str, tuple[Callable[[str], Driver], tuple[str, ...]]] = {
     "namespace.add": (_namespace_add, ("api", "cli")),
     "namespace.delete": (_namespace_delete, ("cli",)),
     "webhook.add": (_webhook_add, ("api",)),
-    "webhook.delete": (_webhook_delete, ("api",)),
+    "webhook.delete": (_webhook_delete, ("api", "ui")),
+    "webhook.test": (_webhook_test, ("ui",)),
+    "webhook.retry": (_webhook_retry, ALL),
     **{a: (_policy(a), ("ui", "cli")) for a in sorted(OWN_CLI_DETAIL)},
 }
 OPERATIONS = {**operations(AccountsService), **operations(WebhookService), **operations(PolicyAdminService)}

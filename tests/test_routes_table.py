@@ -250,6 +250,7 @@ _VALUES = {
     "rule": "nosuchrule",
     "namespace": "victim",
     "advisory": "CVE-2024-0001",
+    "hook": "nobody",
 }
 
 

@@ -410,3 +410,50 @@ def test_narrow_screen_layout(browser: Any, srv: RegistryProcess) -> None:
         shoot(page, "repository-narrow")
     finally:
         ctx.close()
+
+
+def test_operator_pages_webhook_test_event_and_gc_with_confirmation(page: Any, srv: RegistryProcess, tmp_path: Path) -> None:
+    """An administrator creates a webhook to a local receiver in the form, sends it a test
+    event (which arrives, signed), then runs a garbage collection through its confirmation
+    step; the audit page names them as the actor of each, through face ``ui``."""
+    from tests.support.webhook_receiver import Receiver
+
+    with Receiver() as rx:
+        sign_in(page, ADMIN)
+        page.goto("/ui/admin/webhooks")
+        page.fill("#h-name", "browser")
+        page.fill("#h-url", rx.url("/browser"))
+        page.fill("#h-repos", "alice/*")
+        page.click("button:has-text('Create')")
+        secret = page.locator("button[aria-label='Copy secret']").get_attribute("data-copy")
+        assert secret and "Webhook browser created" in page.locator("main").inner_text()
+        shoot(page, "webhooks")
+        page.click("a:has-text('browser')")
+        page.click("button:has-text('Send a test event')")
+        assert "Test event queued" in page.locator("main").inner_text()
+        got = rx.wait_for(1, "/browser")
+        assert got[0].signed_with(secret) and got[0].json()["events"][0]["target"]["tag"] == "test"
+        for _ in range(50):
+            page.reload()
+            if page.locator(".status-delivered").count():
+                break
+            page.wait_for_timeout(200)
+        assert page.locator(".status-delivered").count() == 1
+        shoot(page, "webhook")
+
+    push_image(srv, "alice/gc", "gone", tmp_path, seed="gc-browser", auth=ALICE)
+    page.goto("/ui/admin/gc")
+    page.click("button:has-text('Run collection')")
+    assert "Run a garbage collection now?" in page.locator("main").inner_text()
+    shoot(page, "gc-confirm")
+    page.click("button:has-text('Yes, collect now')")
+    assert "Removed" in page.locator("section[role=status]").inner_text()
+
+    page.goto("/ui/admin/audit?action=gc.run")
+    rows = page.locator("table.audit tbody tr")
+    assert "admin" in rows.first.inner_text() and "ui" in rows.first.inner_text() and "GC: removed" in rows.first.inner_text()
+    shoot(page, "audit")
+    page.goto("/ui/admin/vulndb")
+    shoot(page, "vulndb")
+    page.goto("/ui/admin/cache")
+    shoot(page, "cache")

@@ -249,7 +249,8 @@ class AccountsService:
             if not count:
                 raise errors.NotFound("no such (unrevoked) token")
             await self.audit.record(
-                conn, self.audit.entry(p, "token.revoke", target=tok.id, detail={"user": tok.user, "revoked": count})
+                conn,
+                self.audit.entry(p, "token.revoke", target=tok.id, detail={"user": tok.user, "name": tok.name, "revoked": count}),
             )
         return count
 

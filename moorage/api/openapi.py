@@ -1174,6 +1174,11 @@ def _extension_paths() -> dict[str, Any]:
         detail={"nullable": True},
         face={**nullable(string), "description": "Through which face: api, ui, cli, v2 ... (null on older entries)."},
         outcome={**nullable(string), "description": "ok or denied (null on older entries)."},
+        summary={
+            **string,
+            "description": "What the entry records, in one line for people: a push's repo:tag and short digest, "
+            "whose access token, what a garbage collection removed.",
+        },
     )
     rule = obj(
         [

@@ -188,6 +188,15 @@ UI_OIDC_LOGIN = "public_ui_oidc_login"
 UI_OIDC_CALLBACK = "public_ui_oidc_callback"
 UI_GC = "public_ui_gc"
 UI_GC_POST = "public_ui_gc_post"
+UI_AUDIT = "public_ui_audit"
+UI_WEBHOOKS = "public_ui_webhooks"
+UI_WEBHOOKS_POST = "public_ui_webhooks_post"
+UI_WEBHOOK = "public_ui_webhook"
+UI_WEBHOOK_TEST = "public_ui_webhook_test"
+UI_WEBHOOK_DELETE = "public_ui_webhook_delete"
+UI_WEBHOOK_RETRY = "public_ui_webhook_retry"
+UI_VULNDB = "public_ui_vulndb"
+UI_CACHE = "public_ui_cache"
 UI_STATIC = "public_ui_static"
 UI_STATS = "public_ui_stats"
 UI_STATS_STORAGE = "public_ui_stats_storage"
@@ -223,6 +232,15 @@ UI_ROUTES = frozenset(
         UI_OIDC_CALLBACK,
         UI_GC,
         UI_GC_POST,
+        UI_AUDIT,
+        UI_WEBHOOKS,
+        UI_WEBHOOKS_POST,
+        UI_WEBHOOK,
+        UI_WEBHOOK_TEST,
+        UI_WEBHOOK_DELETE,
+        UI_WEBHOOK_RETRY,
+        UI_VULNDB,
+        UI_CACHE,
         UI_STATIC,
         UI_STATS,
         UI_STATS_STORAGE,

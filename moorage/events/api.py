@@ -34,6 +34,7 @@ from .. import errors
 from ..registry.principal import Principal as ServicePrincipal
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from .endpoints import Endpoint, EndpointSet
+from .present import summary
 from .query import iso, parse_time
 from .webhooks import WebhookService
 
@@ -157,8 +158,7 @@ class EventsAPI:
         raw = request.match_info["id"]
         if not _decimal(raw):
             raise errors.NotFound("no such delivery")
-        if not await self.store.retry(int(raw), ep.name):
-            raise errors.NotFound("no such dead delivery")
+        await self.webhooks.retry(self.principal(request, caller), caller.namespaces, ep.name, int(raw))
         return web.json_response({"id": int(raw), "status": PENDING}, status=202)
 
     # -- audit ----------------------------------------------------------------------------
@@ -178,9 +178,7 @@ class EventsAPI:
                 q.until = parse_time(request.query["until"])
         except ValueError as exc:
             raise _bad(str(exc)) from None
-        if not caller.admin:
-            q.namespaces = caller.namespaces
-            q.own_actor = caller.name or ""
+        restrict_audit(q, caller)
         entries = await self.store.query_audit(q)
         return web.json_response(
             {"entries": [public_entry(e) for e in entries], "next": entries[-1]["id"] if len(entries) == q.limit else None}
@@ -199,8 +197,17 @@ class EventsAPI:
         ]
 
 
+def restrict_audit(q: AuditQuery, caller: Caller) -> None:
+    """The audit read rule, for every face that lists entries (API, web UI): administrators
+    read everything; anybody else the entries of the namespaces they administer, and their own."""
+    if not caller.admin:
+        q.namespaces = caller.namespaces
+        q.own_actor = caller.name or ""
+
+
 def public_entry(e: dict[str, Any]) -> dict[str, Any]:
-    """An audit entry as the API and ``moorage audit --json`` show it."""
+    """An audit entry as the API and ``moorage audit --json`` show it; ``summary`` is the one
+    line a person reads (:func:`.present.summary`: the tag of a push, whose token, who ran GC)."""
     return {
         "id": e["id"],
         "time": iso(e["time"]),
@@ -214,6 +221,7 @@ def public_entry(e: dict[str, Any]) -> dict[str, Any]:
         "detail": e["detail"],
         "face": e.get("face"),
         "outcome": e.get("outcome"),
+        "summary": summary(e),
     }
 
 

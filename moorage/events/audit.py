@@ -72,6 +72,8 @@ SERVICE_AUDITED = frozenset(
         "events_webhook_delete",
         "api_v1_repository_delete",
         "gc_repository_delete",
+        "api_v1_webhook_retry",
+        "events_webhook_retry",
     }
 )
 #: Request fields worth keeping (everything else -- passwords, secrets -- is never stored).

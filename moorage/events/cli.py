@@ -5,7 +5,7 @@ UTC), ``timestamp``, ``actor``, ``action``, ``repository``, ``target``, ``client
 ``user_agent`` and ``detail``.  Works while the server runs (same database).
 
 :func:`wrap_commands` makes the state-changing commands whose package has no audited service
-yet (retention, immutable tags, quotas, webhook retries) write an audit entry after they
+yet (retention, immutable tags, quotas) write an audit entry after they
 succeed: actor ``cli:<OS user>``, face ``cli``, client_ip ``local``; passwords and secrets are
 never recorded (only an allow-list of parameters).  Account commands (users, grants, tokens,
 namespaces, visibility) are audited by the accounts service itself, in the change's
@@ -45,7 +45,6 @@ CLI_ACTIONS = {
     "immutable rm": "immutable.delete",
     "quota set": "quota.set",
     "quota rm": "quota.delete",
-    "webhooks retry": "webhook.retry",
 }
 SAFE_PARAMS = (
     "name",
@@ -136,15 +135,49 @@ def audit_command(
         entries = asyncio.run(run())
     except SchemaOutOfDate as exc:
         raise click.ClickException(str(exc)) from None
-    for e in sorted(entries, key=lambda e: (e["time"], e["id"])):  # buffered pulls/logins land late
-        out = public_entry(e)
-        if as_json:
+    ordered = [public_entry(e) for e in sorted(entries, key=lambda e: (e["time"], e["id"]))]  # buffered pulls/logins land late
+    if as_json:
+        for out in ordered:
             click.echo(json.dumps(out, separators=(",", ":"), ensure_ascii=False))
-        else:
-            click.echo(
-                f"{out['time']}  {out['actor'] or '-':<16} {out['action']:<16} {out['repository'] or '-':<30} "
-                f"{(out['target'] or '-')[:40]:<40} {out['client_ip'] or '-'}"
-            )
+        return
+    for line in audit_table(ordered):
+        click.echo(line)
+
+
+#: The columns of ``moorage audit`` (header, width; the last is not padded).
+AUDIT_COLUMNS = (("TIME", 20), ("ACTOR", 16), ("FACE", 4), ("ACTION", 16), ("WHAT", 60), ("CLIENT", 0))
+
+
+def _printable(value: Any) -> str:
+    """A cell: control characters (a terminal's escape sequences) shown as ``?``."""
+    return "".join(ch if ch.isprintable() else "?" for ch in str(value))
+
+
+def audit_table(entries: list[dict[str, Any]]) -> list[str]:
+    """The lines of the ``moorage audit`` table: a header row, then one row per entry (as
+    :func:`.api.public_entry` gives it); ``WHAT`` is the entry's summary (a push's tag, whose
+    token, what GC removed), cut to its column only when it would not fit."""
+    lines = []
+    header = [name.ljust(width) if width else name for name, width in AUDIT_COLUMNS]
+    lines.append(" ".join(header).rstrip())
+    for out in entries:
+        outcome = "" if out.get("outcome") in (None, "ok") else f" ({out['outcome']})"
+        cells = [
+            str(out["time"])[:20],
+            out["actor"] or "-",
+            out.get("face") or "-",
+            out["action"] + outcome,
+            out.get("summary") or out["target"] or out["repository"] or "-",
+            out["client_ip"] or "-",
+        ]
+        row = []
+        for (_, width), cell in zip(AUDIT_COLUMNS, cells):
+            text = _printable(cell)
+            if width:
+                text = (text[: width - 1] + "…" if len(text) > width else text).ljust(width)
+            row.append(text)
+        lines.append(" ".join(row).rstrip())
+    return lines
 
 
 @click.group("webhooks")
@@ -227,10 +260,22 @@ def webhooks_deliveries(config: str | None, data: str | None, name: str, status:
 @click.argument("delivery_id", type=int)
 def webhooks_retry(config: str | None, data: str | None, name: str, delivery_id: int) -> None:
     """Put dead delivery DELIVERY_ID of NAME back in the queue."""
+    from ..cli_common import cli_principal
+    from ..registry import errors
+    from .endpoints import EndpointSet
+    from .webhooks import WebhookService
+
     settings = settings_from(config, data)
-    if not _run_store(settings, lambda store: store.retry(delivery_id, name)):
-        raise click.ClickException(f"no dead delivery {delivery_id} of webhook {name!r}")
-    click.echo(f"delivery {delivery_id} queued again")
+
+    async def fn(store: EventsStore) -> None:
+        service = WebhookService(store.db, settings, store, EndpointSet(settings, store))
+        await service.retry(cli_principal(), [], name, delivery_id)  # audited by the service
+
+    try:
+        _run_store(settings, fn)
+    except errors.NotFound:
+        raise click.ClickException(f"no dead delivery {delivery_id} of webhook {name!r}") from None
+    click.echo(f"delivery {delivery_id} queued again (the running server sends it)")
 
 
 commands = [audit_command, webhooks_group]

@@ -63,6 +63,8 @@ class EventsExtension:
         self._gc_since = time.time() - 7 * 86400
         #: Ids of recorded changes with outbox rows, not yet announced as committed.
         self._to_deliver: set[str] = set()
+        #: The webhook service (set by :func:`setup_events`; the web UI calls it too).
+        self.webhooks: WebhookService | None = None
 
     # -- the ChangeRecorder protocol (moorage.registry.events) ------------------------------
     def in_transaction(self, event: RegistryEvent) -> Callable[[Any], None] | None:
@@ -218,7 +220,8 @@ def setup_events(app: web.Application, settings: Settings) -> None:
         if AUTHENTICATOR in app:
             wrap_logins(app[AUTHENTICATOR], ext.recorder)
     app.middlewares.append(admin_middleware(ext.recorder))
-    webhooks = WebhookService(app[DATABASE], settings, ext.store, ext.endpoints)
+    webhooks = WebhookService(app[DATABASE], settings, ext.store, ext.endpoints, ext.source, ext.worker.wake)
+    ext.webhooks = webhooks
     app.router.add_routes(EventsAPI(settings, ext.store, ext.endpoints, webhooks).routes())
     app.cleanup_ctx.append(ext.lifecycle)
     for job in ext.jobs():

@@ -15,24 +15,31 @@ Who may (docs/events.md):
   unless ``events.webhooks.allowed_networks`` lists them -- checked here on the URL, and on
   every connection a delivery opens (:mod:`.netguard`);
 * a namespace administrator deletes the webhooks of the namespaces they administer (also
-  when creating is off: removing one is always safe).
+  when creating is off: removing one is always safe), sends them a test event
+  (``webhook.test``) and puts their dead deliveries back in the queue (``webhook.retry``) --
+  like the webhook itself, invisible (404) to anyone else.
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import Any, Sequence
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
 
 from pydantic import ValidationError
 
 from ..accounts.audit import AuditTrail, operation
 from ..config import Settings, WebhookEndpoint
 from ..metadata.db import Database
-from ..metadata.events_store import EventsStore
+from ..metadata.events_store import DEAD, PENDING, EventsStore
 from .. import errors
+from ..registry.events import Actor, RegistryEvent
 from ..registry.principal import Principal
 from .audit import _without_credentials
-from .endpoints import EndpointSet
+from .endpoints import Endpoint, EndpointSet
+from .formats import Source, render
 from .netguard import check_url, networks
 from .patterns import valid_pattern
 
@@ -63,8 +70,19 @@ def _first_error(exc: Exception) -> str:
 class WebhookService:
     """Webhook endpoints made through the API (config-file ones are read-only)."""
 
-    def __init__(self, db: Database, settings: Settings, store: EventsStore, endpoints: EndpointSet) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        store: EventsStore,
+        endpoints: EndpointSet,
+        source: Source | None = None,
+        wake: Callable[[], None] | None = None,
+    ) -> None:
         self.db = db
+        #: Where test events say they come from, and the delivery worker's wake-up call.
+        self.source = source or Source(addr=settings.addr, instance_id=str(uuid.uuid4()))
+        self.wake = wake or (lambda: None)
         self.settings = settings
         self.store = store
         self.endpoints = endpoints
@@ -167,3 +185,64 @@ class WebhookService:
                 conn, self.audit.entry(p, "webhook.delete", target=ep.name, detail={"namespace": ep.namespace})
             )
         await self.endpoints.reload()
+
+    async def _visible(self, administers: Sequence[str], p: Principal, name: str) -> Endpoint:
+        """The endpoint ``name`` if ``p`` administers it (config-file ones: administrators
+        only); 404 otherwise, as for one that does not exist."""
+        await self.endpoints.reload()
+        ep = self.endpoints.get(name)
+        if ep is None or not (p.admin or (ep.namespace is not None and ep.namespace in administers)):
+            raise errors.NotFound(f"no webhook {name[:64]!r}")
+        return ep
+
+    @operation("webhook.retry")
+    async def retry(self, p: Principal, administers: Sequence[str], name: str, delivery_id: int) -> None:
+        """Put dead delivery ``delivery_id`` of ``name`` back in the queue."""
+        ep = await self._visible(administers, p, name)
+        async with self.db.write() as conn:
+            if not await self.store.retry(delivery_id, ep.name, conn=conn):
+                raise errors.NotFound("no such dead delivery")
+            await self.audit.record(
+                conn,
+                self.audit.entry(p, "webhook.retry", target=ep.name, detail={"delivery": delivery_id, "status": DEAD}),
+            )
+        self.wake()
+
+    @operation("webhook.test")
+    async def send_test(self, p: Principal, administers: Sequence[str], name: str) -> str:
+        """Queue a test event for ``name``: a manifest push to ``moorage-test/webhook`` (tag
+        ``test``, no digest), rendered in the endpoint's format like any event, so a receiver
+        sees exactly what a real push will look like.  Delivered by the delivery worker (the
+        deliveries list shows the outcome); the outbox row and the audit entry commit together.
+        Returns the event id."""
+        ep = await self._visible(administers, p, name)
+        event = RegistryEvent(
+            action="push",
+            kind="manifest",
+            repository="moorage-test/webhook",
+            media_type="application/vnd.oci.image.manifest.v1+json",
+            size=0,
+            tag="test",
+            actor=Actor(name=p.name, addr=p.address or "", user_agent=(p.user_agent or "")[:300]),
+            timestamp=datetime.now(timezone.utc),
+        )
+        event_id = str(uuid.uuid4())
+        content_type, body = render(ep.format, event, event_id, self.source)
+        now = time.time()
+        row = {
+            "endpoint": ep.name,
+            "repository": event.repository,
+            "event_id": event_id,
+            "action": "test",
+            "content_type": content_type,
+            "body": body,
+            "status": PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        async with self.db.write() as conn:
+            await self.store.enqueue(conn, [row])
+            await self.audit.record(conn, self.audit.entry(p, "webhook.test", target=ep.name, detail={"event_id": event_id}))
+        self.wake()
+        return event_id

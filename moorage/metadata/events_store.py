@@ -148,6 +148,11 @@ class EventsStore:
             else:  # (a push's entry: one statement built once, on the change's hot path)
                 conn.execute(_INSERT_AUDIT, _audit_values(r))
 
+    async def enqueue(self, conn: Any, deliveries: Sequence[dict[str, Any]]) -> None:
+        """Insert outbox rows inside the caller's transaction ``conn`` (with its audit entry)."""
+        if deliveries:
+            await conn.execute(insert(webhook_deliveries), list(deliveries))
+
     async def claim(
         self,
         me: str,
@@ -271,11 +276,12 @@ class EventsStore:
             row = (await conn.execute(select(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id))).first()
         return _delivery(row) if row else None
 
-    async def retry(self, delivery_id: int, endpoint: str) -> bool:
+    async def retry(self, delivery_id: int, endpoint: str, *, conn: Any = None) -> bool:
         """Put a dead delivery back in the queue (an operator's decision: it may now arrive after
-        later events of its repository)."""
+        later events of its repository).  ``conn``: the caller's transaction (the webhook
+        service writes the audit entry in it)."""
         d = webhook_deliveries
-        async with self.db.write() as conn:
+        async with self._tx(conn) as conn:
             res = await conn.execute(
                 update(d)
                 .where(d.c.id == delivery_id, d.c.endpoint == endpoint, d.c.status == DEAD)
@@ -432,6 +438,29 @@ class EventsStore:
         ]
         await self.audit(entries)
         return len(entries)
+
+    async def attribute_gc_run(self, conn: Any, entry: AuditEntry, *, since: float, dry_run: bool) -> int | None:
+        """Write ``entry`` (a ``gc.run`` with its actor and face) as *the* audit entry of the
+        newest run recorded in ``gc_runs`` since ``since`` (with this ``dry_run``), inside the
+        caller's transaction ``conn``: keyed like :meth:`import_gc_runs`'s entries, replacing
+        an actor-less copy the import may already have written, so a run started by someone
+        is listed once, with who started it.  The run's id, or None (none recorded: the entry
+        is written unkeyed)."""
+        run_id = (
+            await conn.execute(
+                select(gc_runs.c.id)
+                .where(gc_runs.c.started_at >= since, gc_runs.c.finished_at.is_not(None), gc_runs.c.dry_run.is_(dry_run))
+                .order_by(gc_runs.c.id.desc())
+                .limit(1)
+            )
+        ).scalar()
+        row = dict(entry)
+        if run_id is not None:
+            key = f"gc.run:{run_id}"
+            await conn.execute(delete(audit_log).where(audit_log.c.dedupe_key == key))
+            row["dedupe_key"] = key
+        await self._insert_audit(conn, [row])  # type: ignore[list-item]
+        return int(run_id) if run_id is not None else None
 
     # -- statistics for the gauges --------------------------------------------------------
     def _namespace_of(self, column: Any) -> Any:

@@ -1,5 +1,5 @@
 """Management pages: deleting tags and manifests, visibility, access tokens, users and robots,
-grants and policies per namespace, and a GC dry run.
+grants and policies per namespace (the operator pages -- audit, webhooks, GC -- are :mod:`.admin`).
 
 Every change is a POST carrying the form's CSRF token (:func:`~moorage.ui.session.check_csrf`)
 and is allowed exactly when the API would allow it: repository deletes need the ``delete``
@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from ..api.common import DATABASE
-from ..api.common import ACCOUNTS, BLOBS, SERVICE, SETTINGS, request_principal
+from ..api.common import ACCOUNTS, SERVICE, SETTINGS, request_principal
 from ..accounts.service import AccountsService
 from ..auth.policy import parse_actions, parse_token_scope
 from .. import errors
@@ -528,36 +528,4 @@ async def namespaces_post(request: web.Request) -> web.StreamResponse:
     raise Redirect("/ui/admin/namespaces")
 
 
-# -- garbage collection ----------------------------------------------------------------------
-@routes.get("/ui/admin/gc", name=route_names.UI_GC)
-async def gc_page(request: web.Request) -> web.StreamResponse:
-    viewer = await resolve_viewer(request)
-    _require_admin(viewer)
-    return render(
-        "gc.html",
-        request,
-        {"title": "Garbage collection", "summary": None, "result": None, "grace": request.app[SETTINGS].gc.grace},
-    )
-
-
-@routes.post("/ui/admin/gc", name=route_names.UI_GC_POST)
-async def gc_dry_run(request: web.Request) -> web.StreamResponse:
-    """A dry run only: what the next collection would remove (the real one is ``moorage gc``
-    or the scheduler, which take the cross-process lock)."""
-    viewer, form = await check_csrf(request)
-    _require_admin(viewer)
-    from ..gc.collector import Collector, GCOptions
-
-    settings = request.app[SETTINGS]
-    opts = GCOptions(
-        grace=settings.gc.grace,
-        dry_run=True,
-        delete_untagged=_field(form, "delete_untagged") == "1",
-        upload_expiry=settings.gc.upload_expiry,
-    )
-    result = await Collector(request.app[DATABASE], request.app[BLOBS], opts).run()
-    return render(
-        "gc.html",
-        request,
-        {"title": "Garbage collection", "summary": result.summary(), "result": result, "grace": settings.gc.grace},
-    )
+# Garbage collection, the audit log, webhooks, the vulnerability database and the cache: :mod:`.admin`.

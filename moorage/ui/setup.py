@@ -89,7 +89,7 @@ def setup_ui(app: web.Application, settings: Settings) -> None:
     from ..api.common import DATABASE
     from ..api.common import EVENTS, SCHEDULER
     from ..metadata.ui_queries import UIQueries
-    from . import charts, groups, manage, pages
+    from . import admin, charts, groups, manage, pages
     from .activity import ActivityRecorder
 
     queries = UIQueries(app[DATABASE])
@@ -101,7 +101,7 @@ def setup_ui(app: web.Application, settings: Settings) -> None:
     app.cleanup_ctx.append(recorder.cleanup_ctx())
     app[SCHEDULER].register(recorder.job())
     app.middlewares.append(ui_middleware)
-    for module in (pages, manage, charts, groups):
+    for module in (pages, manage, admin, charts, groups):
         app.router.add_routes(module.routes)
     if settings.auth.mode == "token" and settings.auth.oidc is not None:
         from . import oidc
