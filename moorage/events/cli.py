@@ -261,7 +261,7 @@ def webhooks_deliveries(config: str | None, data: str | None, name: str, status:
 def webhooks_retry(config: str | None, data: str | None, name: str, delivery_id: int) -> None:
     """Put dead delivery DELIVERY_ID of NAME back in the queue."""
     from ..cli_common import cli_principal
-    from ..registry import errors
+    from .. import errors
     from .endpoints import EndpointSet
     from .webhooks import WebhookService
 

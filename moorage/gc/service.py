@@ -20,7 +20,7 @@ from ..accounts.audit import AuditTrail, operation
 from ..config import Settings
 from ..metadata.db import Database
 from ..metadata.events_store import EventsStore
-from ..registry import errors
+from .. import errors
 from ..registry.principal import Principal
 from ..storage import BlobStore
 from .collector import Collector, GCOptions, GCResult

@@ -20,7 +20,7 @@ from ..api.common import SETTINGS
 from ..events.api import Caller, administered_namespaces, public_entry, restrict_audit
 from ..events.webhooks import WebhookService
 from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery
-from ..registry import errors
+from .. import errors
 from .format import clean
 from .manage import _field, _principal, _refused, _require_admin
 from .session import Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer
