@@ -511,7 +511,30 @@ async def test_hostile_group_names_get_a_400_from_the_api_never_a_500(client: Te
     else:
         r = await client.delete("/api/v1/group-grants", params={"group": group, "pattern": "team/*"}, headers=ADMIN)
         assert r.status in (400, 404), (r.status, await r.text())
+        r = await client.get("/api/v1/group-grants", params={"group": group}, headers=ADMIN)
+        assert r.status == 400, (r.status, await r.text())
     assert await _group_grants(client) == []
+
+
+@pytest.mark.services
+async def test_hostile_group_names_on_postgresql_are_a_400_not_a_500(postgres_url: str, tmp_path: Path) -> None:
+    """PostgreSQL refuses NUL in text: a group name that reached the query was a 500."""
+    import uuid
+
+    from tests.support.postgres import create_database
+
+    url = create_database(postgres_url, "gg_" + uuid.uuid4().hex[:12]).replace("postgresql+asyncpg://", "postgresql://")
+    async with app_client(tmp_path, auth=TOKEN_MODE, database={"url": url, "auto_migrate": True}) as c:
+        for group in ("dev\x00", "\x00", "g" * 300):
+            r = await c.post("/api/v1/group-grants", json={"group": group, "pattern": "team/*", "actions": "pull"}, headers=ADMIN)
+            assert r.status == 400, (group[:10], r.status, await r.text())
+            r = await c.delete("/api/v1/group-grants", params={"group": group, "pattern": "team/*"}, headers=ADMIN)
+            assert r.status in (400, 404), (group[:10], r.status, await r.text())
+            r = await c.get("/api/v1/group-grants", params={"group": group}, headers=ADMIN)
+            assert r.status == 400, (group[:10], r.status, await r.text())
+        r = await c.delete("/api/v1/group-grants", params={"group": "dev", "pattern": "team/\x00"}, headers=ADMIN)
+        assert r.status in (400, 404), (r.status, await r.text())
+        assert (await c.get("/api/v1/group-grants", headers=ADMIN)).status == 200
 
 
 async def test_directory_group_names_as_directories_spell_them_are_kept_exactly(client: TestClient) -> None:

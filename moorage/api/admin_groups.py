@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..auth.policy import MAX_GROUP_NAME
+from ..auth.policy import MAX_GROUP_NAME, valid_group_name
 from ..metadata.group_store import GroupStore
 from . import routes as names
 from .admin_models import GroupGrantCreate
@@ -28,7 +28,9 @@ routes = web.RouteTableDef()
 async def list_group_grants(request: web.Request) -> web.Response:
     await require_admin(request)
     group = request.query.get("group")
-    grants = await GroupStore(request.app[DATABASE]).list_grants(group[:MAX_GROUP_NAME] if group else None)
+    if group is not None and not valid_group_name(group):  # (NUL: PostgreSQL would refuse the query, a 500)
+        raise _bad(f"invalid group name (1-{MAX_GROUP_NAME} printable characters, no surrounding spaces)")
+    grants = await GroupStore(request.app[DATABASE]).list_grants(group)
     return web.json_response({"grants": grants})
 
 
