@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from tests.support.inproc import app_client
 
@@ -376,3 +377,198 @@ async def test_no_child_outlives_a_parent_revoked_while_it_is_minted(postgres_ur
             assert len(children) == results[:-1].count(201)
         print(f"minted {minted} children of parents revoked meanwhile")
         assert minted > 0  # the race was run, not only its losing side
+
+
+# -- grants to directory groups: the accounts service, not the group store ------------------------
+async def _make_namespace_admin(client: TestClient, name: str, namespace: str) -> None:
+    await add_user(client, name, f"{name}-Pw-123")
+    r = await client.post("/api/v1/grants", json={"user": name, "pattern": f"{namespace}/*", "actions": "admin"}, headers=ADMIN)
+    assert r.status == 201, await r.text()
+
+
+async def _group_grants(client: TestClient) -> list[dict[str, Any]]:
+    r = await client.get("/api/v1/group-grants", headers=ADMIN)
+    assert r.status == 200, await r.text()
+    return list((await r.json())["grants"])
+
+
+async def test_a_namespace_admin_cannot_grant_a_group_rights_outside_their_namespace(client: TestClient) -> None:
+    """The rule is the user grants': administrators only.  A namespace administrator (``admin``
+    on ``team/*``) is refused -- outside their namespace, and inside it too (a group's members
+    are the directory's, outside what a namespace admin may see) -- by the service itself, with
+    a ``denied`` entry, whichever face called it; nothing is written."""
+    from moorage.api.common import ACCOUNTS
+    from moorage import errors
+    from moorage.registry.principal import Principal
+
+    await _make_namespace_admin(client, "nina", "team")
+    service = client.app[ACCOUNTS]
+    for face in ("api", "ui", "cli"):
+        nina = Principal("nina", face)  # type: ignore[arg-type]
+        for pattern in ("other/*", "*", "team/*"):
+            with pytest.raises(errors.Denied):
+                await service.add_group_grant(nina, "developers", pattern, "pull,push,admin")
+    # through the faces a user has: the admin API (the route rule refuses first) and the UI form
+    r = await client.post(
+        "/api/v1/group-grants",
+        json={"group": "developers", "pattern": "other/*", "actions": "admin"},
+        headers=basic("nina", "nina-Pw-123"),
+    )
+    assert r.status == 403, await r.text()
+    await ui_sign_in(client, "nina", "nina-Pw-123")
+    r = await ui_form(
+        client,
+        "/ui/tokens",
+        "/ui/admin/group-grants",
+        {"action": "grant", "group": "developers", "namespace": "other", "admin": "1"},
+    )
+    assert r.status == 403, await r.text()
+    assert await _group_grants(client) == []
+    denied = [e for e in await audit(client, action="group_grant.add") if e["actor"] == "nina"]
+    assert {e["outcome"] for e in denied} == {"denied"}
+    assert {(e["face"], e["target"]) for e in denied} >= {("api", "other/*"), ("cli", "team/*"), ("ui", "other/*")}
+    # an administrator may, and the namespace admin cannot take it away either
+    admin = Principal("admin", "api", admin=True)
+    await service.add_group_grant(admin, "developers", "other/*", "pull")
+    with pytest.raises(errors.Denied):
+        await service.revoke_group_grant(Principal("nina", "api"), "developers", "other/*")
+    assert await _group_grants(client) == [{"group": "developers", "pattern": "other/*", "actions": ["pull"]}]
+
+
+class _AfterTheEntry(Exception):
+    """A failure injected after the change and its audit entry, before the commit."""
+
+
+async def test_a_group_grant_and_its_entry_commit_together_or_not_at_all(client: TestClient) -> None:
+    """The entry is written on the change's connection: a failure after both rolls both back."""
+    from moorage.api.common import ACCOUNTS
+    from moorage.registry.principal import Principal
+
+    service = client.app[ACCOUNTS]
+    admin = Principal("admin", "api", admin=True)
+    real_record = service.audit.record
+
+    async def record_then_fail(conn: Any, entry: Any) -> None:
+        await real_record(conn, entry)
+        raise _AfterTheEntry
+
+    service.audit.record = record_then_fail  # type: ignore[method-assign]
+    try:
+        with pytest.raises(_AfterTheEntry):
+            await service.add_group_grant(admin, "developers", "team/*", "pull,push")
+    finally:
+        del service.audit.record
+    assert await _group_grants(client) == []
+    assert await audit(client, action="group_grant.add") == []
+    # made for real: one entry, naming the group and the actions
+    await service.add_group_grant(admin, "developers", "team/*", "pull,push")
+    [entry] = await audit(client, action="group_grant.add")
+    assert (entry["actor"], entry["face"], entry["target"], entry["outcome"]) == ("admin", "api", "team/*", "ok")
+    assert entry["detail"] == {"group": "developers", "actions": ["pull", "push"]}
+    # the revoke the same way: a failure after its entry leaves the grant and writes no entry
+    service.audit.record = record_then_fail  # type: ignore[method-assign]
+    try:
+        with pytest.raises(_AfterTheEntry):
+            await service.revoke_group_grant(admin, "developers", "team/*")
+    finally:
+        del service.audit.record
+    assert await _group_grants(client) == [{"group": "developers", "pattern": "team/*", "actions": ["pull", "push"]}]
+    assert await audit(client, action="group_grant.revoke") == []
+    await service.revoke_group_grant(admin, "developers", "team/*")
+    assert await _group_grants(client) == []
+    [entry] = await audit(client, action="group_grant.revoke")
+    assert (entry["target"], entry["detail"]) == ("team/*", {"group": "developers"})
+
+
+HOSTILE_GROUPS = [
+    "",
+    " developers",
+    "developers ",
+    "g" * 256,
+    "g" * 100_000,
+    "dev\x00",
+    "dev\x07ops",
+    "dev\nops",
+    "dev\x1b[31m",
+    "dev\u202eops",  # right-to-left override: looks like another name
+    "dev\u200bops",  # zero-width space
+    "dev\ufeff",
+    "\ud800",  # a lone surrogate (JSON "\ud800")
+]
+
+
+@pytest.mark.parametrize("group", HOSTILE_GROUPS, ids=range(len(HOSTILE_GROUPS)))
+async def test_hostile_group_names_get_a_400_from_the_api_never_a_500(client: TestClient, group: str) -> None:
+    import json
+
+    body = json.dumps({"group": group, "pattern": "team/*", "actions": "pull"}).encode()  # (\ud800 as JSON escapes it)
+    r = await client.post("/api/v1/group-grants", data=body, headers={**ADMIN, "Content-Type": "application/json"})
+    assert r.status in (400, 413), (r.status, await r.text())
+    if group == "\ud800":  # (yarl cannot encode it: the bytes of a UTF-8-encoded surrogate, and a bare 0xff)
+        for query in ("group=%ED%A0%80&pattern=team/*", "group=%FF&pattern=team/*", "group=dev&pattern=team/%ED%A0%80"):
+            r = await client.delete(URL("/api/v1/group-grants?" + query, encoded=True), headers=ADMIN)
+            assert r.status in (400, 404), (query, r.status, await r.text())
+    else:
+        r = await client.delete("/api/v1/group-grants", params={"group": group, "pattern": "team/*"}, headers=ADMIN)
+        assert r.status in (400, 404), (r.status, await r.text())
+        r = await client.get("/api/v1/group-grants", params={"group": group}, headers=ADMIN)
+        assert r.status == 400, (r.status, await r.text())
+    assert await _group_grants(client) == []
+
+
+@pytest.mark.services
+async def test_hostile_group_names_on_postgresql_are_a_400_not_a_500(postgres_url: str, tmp_path: Path) -> None:
+    """PostgreSQL refuses NUL in text: a group name that reached the query was a 500."""
+    import uuid
+
+    from tests.support.postgres import create_database
+
+    url = create_database(postgres_url, "gg_" + uuid.uuid4().hex[:12]).replace("postgresql+asyncpg://", "postgresql://")
+    async with app_client(tmp_path, auth=TOKEN_MODE, database={"url": url, "auto_migrate": True}) as c:
+        for group in ("dev\x00", "\x00", "g" * 300):
+            r = await c.post("/api/v1/group-grants", json={"group": group, "pattern": "team/*", "actions": "pull"}, headers=ADMIN)
+            assert r.status == 400, (group[:10], r.status, await r.text())
+            r = await c.delete("/api/v1/group-grants", params={"group": group, "pattern": "team/*"}, headers=ADMIN)
+            assert r.status in (400, 404), (group[:10], r.status, await r.text())
+            r = await c.get("/api/v1/group-grants", params={"group": group}, headers=ADMIN)
+            assert r.status == 400, (group[:10], r.status, await r.text())
+        r = await c.delete("/api/v1/group-grants", params={"group": "dev", "pattern": "team/\x00"}, headers=ADMIN)
+        assert r.status in (400, 404), (r.status, await r.text())
+        assert (await c.get("/api/v1/group-grants", headers=ADMIN)).status == 200
+
+
+async def test_directory_group_names_as_directories_spell_them_are_kept_exactly(client: TestClient) -> None:
+    for group in ("Registry Admins", "Équipe Développeurs", "開発チーム", "dev-ops_2 (EU)", "g" * 255):
+        r = await client.post(
+            "/api/v1/group-grants", json={"group": group, "pattern": "team/*", "actions": "pull"}, headers=ADMIN
+        )
+        assert r.status == 201, (group, await r.text())
+        r = await client.get("/api/v1/group-grants", params={"group": group}, headers=ADMIN)
+        assert [g["group"] for g in (await r.json())["grants"]] == [group]
+        r = await client.delete("/api/v1/group-grants", params={"group": group, "pattern": "team/*"}, headers=ADMIN)
+        assert r.status == 204, (group, await r.text())
+
+
+async def test_a_pattern_with_a_trailing_newline_is_refused(client: TestClient) -> None:
+    """``re.match`` with ``$`` took ``team/*\\n`` as a valid pattern: stored, matching nothing."""
+    r = await client.post(
+        "/api/v1/group-grants", json={"group": "developers", "pattern": "team/*\n", "actions": "pull"}, headers=ADMIN
+    )
+    assert r.status == 400, await r.text()
+    await add_user(client, "gina", "gina-Pw-1234")
+    r = await client.post("/api/v1/grants", json={"user": "gina", "pattern": "team/*\n", "actions": "pull"}, headers=ADMIN)
+    assert r.status == 400, await r.text()
+    assert await _group_grants(client) == []
+
+
+@pytest.mark.parametrize("group", ["dev\x07ops", "dev\nops", "g" * 300, " developers", "dev\u202eops"], ids=range(5))
+async def test_the_ui_refuses_a_hostile_group_name_instead_of_trimming_it_into_another(client: TestClient, group: str) -> None:
+    """The page once cleaned the field (control characters dropped, cut at 255): ``dev\\x07ops``
+    became a grant to ``devops``, a 300-character name one to its first 255 -- other groups."""
+    await ui_sign_in(client, "admin", ADMIN_PW)
+    form = {"action": "grant", "group": group, "namespace": "team", "pull": "1"}
+    r = await ui_form(client, "/ui/admin/group-grants", "/ui/admin/group-grants", form)
+    assert r.status == 400, await r.text()
+    assert "invalid group name" in await r.text()
+    assert await _group_grants(client) == []
+    assert await audit(client, action="group_grant.add") == []

@@ -1,7 +1,9 @@
-"""The accounts service: users, robots, access tokens, grants, visibility and namespaces.
+"""The accounts service: users, robots, access tokens, grants (to users and to directory
+groups), visibility and namespaces.
 
-Every face -- ``/api/v1`` (:mod:`moorage.api.admin_users`), the web UI
-(:mod:`moorage.ui.manage`), the CLI (:mod:`moorage.auth.cli`) -- calls these operations and
+Every face -- ``/api/v1`` (:mod:`moorage.api.admin_users`, :mod:`moorage.api.admin_groups`),
+the web UI (:mod:`moorage.ui.manage`, :mod:`moorage.ui.groups`), the CLI
+(:mod:`moorage.auth.cli`, :mod:`moorage.auth.groups_cli`) -- calls these operations and
 nothing else to change accounts.  Each operation takes the caller as a
 :class:`~moorage.registry.principal.Principal` and does, in this order:
 
@@ -30,10 +32,18 @@ import time
 from typing import Any, Iterable
 
 from ..auth import passwords
-from ..auth.policy import parse_actions, parse_token_scope, valid_pattern, valid_username
+from ..auth.policy import (
+    MAX_GROUP_NAME,
+    parse_actions,
+    parse_token_scope,
+    valid_group_name,
+    valid_pattern,
+    valid_username,
+)
 from ..config import Settings
 from ..metadata.auth_store import AuthStore, AuthStoreError
 from ..metadata.db import Database
+from ..metadata.group_store import GroupStore
 from ..metadata.records import TokenRecord, UserRecord
 from .. import errors
 from ..registry.names import is_valid_name
@@ -57,6 +67,11 @@ def _short(text: str) -> str:
     return text[:100]
 
 
+def _check_group(group: str) -> None:
+    if not valid_group_name(group):
+        raise _bad(f"invalid group name (1-{MAX_GROUP_NAME} printable characters, no surrounding spaces)")
+
+
 class AccountsService:
     """Account operations (see the module docstring); one per app, or per CLI command."""
 
@@ -64,6 +79,7 @@ class AccountsService:
         self.db = db
         self.settings = settings
         self.store = AuthStore(db)
+        self.groups = GroupStore(db)
         self.audit = AuditTrail(db, enabled=settings.events.enabled)
 
     # -- authorize --------------------------------------------------------------------------
@@ -170,6 +186,45 @@ class AccountsService:
             if not found:
                 raise errors.NotFound(f"{user[:64]} has no grant on {pattern[:100]!r}")
             await self.audit.record(conn, self.audit.entry(p, "grant.revoke", target=pattern, detail={"user": user}))
+
+    # -- grants to directory groups ----------------------------------------------------------
+    # Who is in a group is the directory's (or the OpenID provider's) answer at sign-in
+    # (moorage.auth.groups); these rows only say what a group's members get.  The rule is the
+    # user grants': administrators only (a namespace administrator grants nothing, inside their
+    # namespace or out), since a group's membership is outside the registry's view.
+    @operation("group_grant.add")
+    async def add_group_grant(self, p: Principal, group: str, pattern: str, actions: str | Iterable[str]) -> frozenset[str]:
+        """Every member of directory group ``group`` gets ``actions`` on every repository
+        matching ``pattern``, on top of their own grants (replacing an earlier grant of the
+        group on the same pattern).  ``admin`` on ``NS/*`` makes them NS's administrators."""
+        await self._require_admin(p, "group_grant.add", _short(pattern))
+        _check_group(group)
+        if not valid_pattern(pattern):
+            raise _bad(f"invalid repository pattern {pattern[:100]!r}")
+        try:
+            acts = parse_actions(actions)
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        if not acts:
+            raise _bad("name at least one of pull, push, delete, admin")
+        async with self.db.write() as conn:
+            await self.groups.grant(group, pattern, acts, conn=conn)
+            await self.audit.record(
+                conn,
+                self.audit.entry(p, "group_grant.add", target=pattern, detail={"group": group, "actions": sorted(acts)}),
+            )
+        return acts
+
+    @operation("group_grant.revoke")
+    async def revoke_group_grant(self, p: Principal, group: str, pattern: str) -> None:
+        await self._require_admin(p, "group_grant.revoke", _short(pattern))
+        _check_group(group)
+        if not valid_pattern(pattern):
+            raise _bad(f"invalid repository pattern {pattern[:100]!r}")
+        async with self.db.write() as conn:
+            if not await self.groups.revoke(group, pattern, conn=conn):
+                raise errors.NotFound(f"group {group[:100]} has no grant on {pattern[:100]!r}")
+            await self.audit.record(conn, self.audit.entry(p, "group_grant.revoke", target=pattern, detail={"group": group}))
 
     # -- access tokens ----------------------------------------------------------------------
     @operation("token.create")

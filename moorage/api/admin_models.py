@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from ..auth.policy import parse_actions, parse_token_scope, valid_pattern, valid_username
+from ..auth.policy import parse_actions, parse_token_scope, valid_group_name, valid_pattern, valid_username
 from .. import errors
 from ..registry.names import is_valid_name
 
@@ -120,7 +120,7 @@ class GroupGrantCreate(_Body):
     @field_validator("group")
     @classmethod
     def _group(cls, value: str) -> str:
-        if not (len(value) <= 255 and value.isprintable() and value == value.strip()):
+        if not valid_group_name(value):
             raise ValueError("invalid group name (1-255 printable characters, no surrounding spaces)")
         return value
 

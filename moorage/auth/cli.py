@@ -203,7 +203,7 @@ def grant(config: str | None, data: str | None, group: str | None, user_name: st
 
         if actions is not None:
             raise click.UsageError("with --group give REPO_PATTERN ACTIONS, no USER")
-        grant_group(lambda fn: _run(config, data, fn), group, user_name, pattern)
+        grant_group(lambda fn: _change(config, data, fn), group, user_name, pattern)
         return
     if actions is None:
         raise click.UsageError("Missing argument 'ACTIONS'.")
@@ -233,7 +233,7 @@ def revoke(config: str | None, data: str | None, group: str | None, user_name: s
 
         if pattern is not None:
             raise click.UsageError("with --group give REPO_PATTERN only, no USER")
-        revoke_group(lambda fn: _run(config, data, fn), group, user_name)
+        revoke_group(lambda fn: _change(config, data, fn), group, user_name)
         return
     if pattern is None:
         raise click.UsageError("Missing argument 'REPO_PATTERN'.")

@@ -26,6 +26,7 @@ from ..metadata.records import UserRecord
 from .. import errors
 from .ldap import DirectoryEntry, LdapDirectory
 from .policy import Grant, parse_actions
+from .policy import valid_group_name as valid_group_name  # (re-exported: its old home)
 
 #: Source tag of users provisioned from LDAP (``users.source``).
 LDAP = "ldap"
@@ -39,12 +40,6 @@ class ClearRefusal(errors.Unauthorized):
 
 class NameConflict(ClearRefusal):
     """A directory account whose name belongs to a local user: refused, never merged."""
-
-
-def valid_group_name(name: str) -> bool:
-    """Group names are the directory's (``cn`` values: spaces, capitals ...): any printable
-    text of 1-255 characters."""
-    return 0 < len(name) <= 255 and name.isprintable() and name == name.strip()
 
 
 def fingerprint(entry: DirectoryEntry, admin: bool) -> str:

@@ -1,5 +1,10 @@
 """``moorage grant --group GROUP PATTERN ACTIONS`` and ``moorage revoke --group GROUP PATTERN``:
-grants to directory groups from the shell (the ``--group`` branch of moorage.auth.cli)."""
+grants to directory groups from the shell (the ``--group`` branch of moorage.auth.cli).
+
+Parse -> the accounts service (``add_group_grant`` / ``revoke_group_grant``, face ``cli``:
+authorized, validated and audited in the change's transaction there) -> one line.  The
+arguments are checked here first only to name the offending one in click's usage error; the
+service's own refusal is a one-line error too, never a traceback."""
 
 from __future__ import annotations
 
@@ -7,44 +12,41 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import click
 
-from .groups import valid_group_name
-from .policy import parse_actions, valid_pattern
+from .policy import MAX_GROUP_NAME, parse_actions, valid_group_name, valid_pattern
 
 if TYPE_CHECKING:
-    from ..config import Settings
-    from ..metadata.auth_store import AuthStore
+    from ..accounts.service import AccountsService
 
-#: ``_run`` of moorage.auth.cli, bound to the command's --config/--data.
-Runner = Callable[[Callable[["AuthStore", "Settings"], Awaitable[Any]]], Any]
-
-
-def _group_store(store: AuthStore) -> Any:
-    from ..metadata.group_store import GroupStore
-
-    return GroupStore(store.db)
+#: ``_change`` of moorage.auth.cli, bound to the command's --config/--data: runs one
+#: accounts-service operation as the CLI's principal.
+Changer = Callable[[Callable[["AccountsService", Any], Awaitable[Any]]], Any]
 
 
 def _check_group(group: str) -> None:
     if not valid_group_name(group):
-        raise click.BadParameter("1-255 printable characters, no surrounding spaces", param_hint="--group")
+        raise click.BadParameter(f"1-{MAX_GROUP_NAME} printable characters, no surrounding spaces", param_hint="--group")
 
 
-def grant_group(run: Runner, group: str, pattern: str, actions: str) -> None:
-    _check_group(group)
+def _check_pattern(pattern: str) -> None:
     if not valid_pattern(pattern):
-        raise click.BadParameter(f"invalid repository pattern {pattern!r}", param_hint="REPO_PATTERN")
+        raise click.BadParameter(f"invalid repository pattern {pattern[:100]!r}", param_hint="REPO_PATTERN")
+
+
+def grant_group(change: Changer, group: str, pattern: str, actions: str) -> None:
+    _check_group(group)
+    _check_pattern(pattern)
     try:
         acts = parse_actions(actions)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="ACTIONS") from None
     if not acts:
         raise click.BadParameter("name at least one action", param_hint="ACTIONS")
-    run(lambda store, _s: _group_store(store).grant(group, pattern, acts))
+    change(lambda service, who: service.add_group_grant(who, group, pattern, acts))
     click.echo(f"granted {','.join(sorted(acts))} on {pattern} to group {group}", err=True)
 
 
-def revoke_group(run: Runner, group: str, pattern: str) -> None:
+def revoke_group(change: Changer, group: str, pattern: str) -> None:
     _check_group(group)
-    if not run(lambda store, _s: _group_store(store).revoke(group, pattern)):
-        raise click.ClickException(f"group {group} has no grant on {pattern!r}")
+    _check_pattern(pattern)
+    change(lambda service, who: service.revoke_group_grant(who, group, pattern))
     click.echo(f"revoked group {group}'s grant on {pattern}", err=True)

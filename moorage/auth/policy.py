@@ -78,11 +78,26 @@ def format_challenge_scope(type_: str, name: str, actions: Sequence[str]) -> str
 
 
 # -- patterns ---------------------------------------------------------------------------------
-_PATTERN_OK = re.compile(r"^[a-z0-9*][a-z0-9._/*-]*$")
+_PATTERN_OK = re.compile(r"[a-z0-9*][a-z0-9._/*-]*")
 
 
 def valid_pattern(pattern: str) -> bool:
-    return bool(_PATTERN_OK.match(pattern)) and len(pattern) <= 255 and "//" not in pattern
+    """A grant pattern: a repository name where ``*`` may stand for any run of characters.
+    (``fullmatch``: ``$`` of a ``match`` also accepted a trailing newline, stored as a pattern
+    that never matched anything.)"""
+    return len(pattern) <= 255 and _PATTERN_OK.fullmatch(pattern) is not None and "//" not in pattern
+
+
+#: Longest directory group name (``group_grants.group_name``).
+MAX_GROUP_NAME = 255
+
+
+def valid_group_name(name: str) -> bool:
+    """Group names are the directory's (``cn`` values: spaces, capitals ...): any printable
+    text of 1-255 characters without surrounding spaces.  ``isprintable`` refuses control
+    characters, NUL (PostgreSQL refuses it in text), lone surrogates, and the invisible
+    format characters (bidi overrides, zero-width spaces) that would make two grants look alike."""
+    return 0 < len(name) <= MAX_GROUP_NAME and name.isprintable() and name == name.strip()
 
 
 def pattern_matches(pattern: str, repository: str) -> bool:

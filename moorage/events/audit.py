@@ -13,10 +13,10 @@ Entries come from three places:
   (:func:`admin_middleware`): repository deletes, webhook retries -- and any other ``/api/v1``
   change another extension adds (``api.<route>``); CLI changes of that kind are recorded by
   :mod:`.cli`'s command wrapper; GC runs are copied from the ``gc_runs`` table.  Account
-  changes (users, grants, tokens, namespaces, visibility) and webhook endpoints are audited by
-  their services (:mod:`moorage.accounts`) in the change's own transaction, whichever face --
-  API, web UI, CLI -- made them, with the face and outcome; the middleware skips their routes
-  (:data:`SERVICE_AUDITED`).
+  changes (users, grants to users and to directory groups, tokens, namespaces, visibility)
+  and webhook endpoints are audited by their services (:mod:`moorage.accounts`) in the
+  change's own transaction, whichever face -- API, web UI, CLI -- made them, with the face and
+  outcome; the middleware skips their routes (:data:`SERVICE_AUDITED`).
 
 Entries of events that also go to a webhook are written with the outbox rows in the request's
 one small transaction; all others (and pulls and logins) are buffered and written by the
@@ -64,6 +64,8 @@ SERVICE_AUDITED = frozenset(
         "api_v1_user_password",
         "api_v1_grant_add",
         "api_v1_grant_delete",
+        "api_v1_group_grant_add",
+        "api_v1_group_grant_delete",
         "api_v1_namespace_add",
         "api_v1_visibility",
         "api_v1_webhook_add",

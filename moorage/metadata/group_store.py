@@ -6,8 +6,9 @@ directory's answer (:mod:`moorage.auth.groups`), never stored here.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Iterable
+from typing import Any, AsyncIterator, Iterable
 
 from sqlalchemy import delete, select
 
@@ -25,18 +26,28 @@ class GroupStore:
         self.db = db
 
     # -- grants to groups -----------------------------------------------------------------
-    async def grant(self, group: str, pattern: str, actions: Iterable[str]) -> None:
+    @contextlib.asynccontextmanager
+    async def _tx(self, conn: Any) -> AsyncIterator[Any]:
+        """``conn`` (the caller's transaction: the accounts service writes the change and its
+        audit entry in one) or a write transaction of the method's own."""
+        if conn is not None:
+            yield conn
+            return
+        async with self.db.write() as own:
+            yield own
+
+    async def grant(self, group: str, pattern: str, actions: Iterable[str], *, conn: Any = None) -> None:
         """Give ``group`` ``actions`` on ``pattern`` (replaces an earlier grant on the pattern)."""
         acts = ",".join(sorted(actions))
-        async with self.db.write() as conn:
+        async with self._tx(conn) as conn:
             await conn.execute(
                 self.db.insert(group_grants)
                 .values(group_name=group, pattern=pattern, actions=acts, created_at=time.time())
                 .on_conflict_do_update(index_elements=["group_name", "pattern"], set_={"actions": acts})
             )
 
-    async def revoke(self, group: str, pattern: str) -> bool:
-        async with self.db.write() as conn:
+    async def revoke(self, group: str, pattern: str, *, conn: Any = None) -> bool:
+        async with self._tx(conn) as conn:
             res = await conn.execute(
                 delete(group_grants).where(group_grants.c.group_name == group, group_grants.c.pattern == pattern)
             )

@@ -1,18 +1,25 @@
 """``/ui/admin/group-grants``: grants to directory groups in the web UI (administrators, token
-mode), beside the namespaces page's grants to users.  Parse -> GroupStore -> render; the same
-checks as ``moorage grant --group`` and ``/api/v1/group-grants``."""
+mode), beside the namespaces page's grants to users.  Parse -> the accounts service
+(``add_group_grant`` / ``revoke_group_grant``: authorized, validated and audited there, face
+``ui``) -> render; the same rules as ``moorage grant --group`` and ``/api/v1/group-grants``.
+
+The form's group, namespace and pattern reach the service as typed (bounded, not cleaned): a
+name with a control character or one too long is refused with the service's message, never
+trimmed into another group's name."""
 
 from __future__ import annotations
+
+import contextlib
 
 from aiohttp import web
 
 from ..api import routes as route_names
 from ..api.common import DATABASE
-from ..auth.groups import valid_group_name
-from ..auth.policy import parse_actions, valid_pattern
+from ..auth.policy import MAX_GROUP_NAME
 from ..metadata.group_store import GroupStore
+from .. import errors
 from ..registry.names import is_valid_name
-from .format import clean
+from .manage import _accounts, _principal, _refused
 from .session import Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer
 from .templating import render
 
@@ -20,18 +27,17 @@ routes = web.RouteTableDef()
 PATH = "/ui/admin/group-grants"
 
 
-def _require_admin(viewer: Viewer) -> None:
+def _token_mode(viewer: Viewer) -> None:
     if viewer.mode != "token":
         raise UIError(404, "Grants to groups exist only with auth.mode: token.")
-    if viewer.anonymous:
+    if viewer.anonymous and not viewer.may_administer:
         raise Redirect("/ui/login?next=" + PATH)
-    if not viewer.may_administer:
-        raise UIError(403, "Administrator rights required.")
 
 
-def _field(form: Form, key: str, limit: int = 255) -> str:
+def _raw(form: Form, key: str, limit: int = MAX_GROUP_NAME) -> str:
+    """The field as typed, cut one past ``limit`` (so an over-long value is refused, not cut)."""
     value = form.get(key, "")
-    return clean(value, limit) if isinstance(value, str) else ""
+    return value[: limit + 1] if isinstance(value, str) else ""
 
 
 async def _page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
@@ -45,35 +51,46 @@ async def _page(request: web.Request, error: str | None = None, status: int = 20
 
 @routes.get(PATH, name=route_names.UI_GROUP_GRANTS)
 async def group_grants_page(request: web.Request) -> web.StreamResponse:
-    _require_admin(await resolve_viewer(request))
+    viewer = await resolve_viewer(request)
+    _token_mode(viewer)
+    if not viewer.may_administer:  # the listing: administrators' (as GET /api/v1/group-grants)
+        raise UIError(403, "Administrator rights required.")
     return await _page(request)
 
 
 @routes.post(PATH, name=route_names.UI_GROUP_GRANTS_POST)
 async def group_grants_post(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
-    _require_admin(viewer)
-    store = GroupStore(request.app[DATABASE])
-    action = _field(form, "action", 40)
-    group = _field(form, "group")
+    _token_mode(viewer)
+    service, who = _accounts(request), _principal(request, viewer)
+    action = _raw(form, "action", 40)
+    group = _raw(form, "group")
     try:
-        if not valid_group_name(group):
-            raise ValueError("give a group name (1-255 printable characters)")
         if action == "grant":
-            ns = _field(form, "namespace").strip("/")
+            ns = _raw(form, "namespace").strip("/")
             if not ns or not is_valid_name(ns):
                 raise ValueError(f"invalid namespace {ns[:100]!r}")
-            actions = parse_actions([a for a in ("pull", "push", "delete", "admin") if _field(form, a) == "1"])
+            actions = [a for a in ("pull", "push", "delete", "admin") if form.get(a) == "1"]
             if not actions:
                 raise ValueError("tick at least one of pull, push, delete, admin")
-            await store.grant(group, f"{ns}/*", actions)
+            await service.add_group_grant(who, group, f"{ns}/*", actions)
         elif action == "revoke":
-            pattern = _field(form, "pattern")
-            if not valid_pattern(pattern):
-                raise ValueError("invalid pattern")
-            await store.revoke(group, pattern)
+            with contextlib.suppress(errors.NotFound):  # gone already: the page shows what is left
+                await service.revoke_group_grant(who, group, _raw(form, "pattern"))
         else:
             raise ValueError("unknown action")
     except ValueError as exc:
-        return await _page(request, error=str(exc), status=400)
+        return await _error_page(request, viewer, str(exc))
+    except errors.Denied as exc:
+        raise _refused(exc) from None
+    except errors.RegistryError as exc:  # invalid group name, pattern ...
+        return await _error_page(request, viewer, exc.message)
     raise Redirect(PATH)
+
+
+async def _error_page(request: web.Request, viewer: Viewer, message: str) -> web.Response:
+    """The page again with the error (400); its listing is for administrators only, so a
+    form the face refused before the service was asked is a 403 to anyone else."""
+    if not viewer.may_administer:
+        raise UIError(403, "Administrator rights required.")
+    return await _page(request, error=message, status=400)
