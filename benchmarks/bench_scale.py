@@ -66,7 +66,9 @@ def push_seed(url: str) -> None:
     descs = []
     for data, mt in ((config, "application/vnd.oci.image.config.v1+json"), (layer, "application/vnd.oci.image.layer.v1.tar")):
         d = _sha(data)
-        r = s.post(f"{url}/v2/seed/app/blobs/uploads/?digest={d}", data=data, headers={"Content-Type": "application/octet-stream"})
+        r = s.post(
+            f"{url}/v2/seed/app/blobs/uploads/?digest={d}", data=data, headers={"Content-Type": "application/octet-stream"}
+        )
         assert r.status_code == 201, r.text
         descs.append({"mediaType": mt, "digest": d, "size": len(data)})
     manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descs[0], "layers": descs[1:]}).encode()

@@ -21,6 +21,7 @@ Rules (the why is in ``docs/gc.md``):
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Collection, Iterable
 
@@ -150,3 +151,65 @@ def mark(snap: IndexSnapshot, scope: MarkScope) -> Marked:
     manifests = mark_manifests(snap, scope)
     blobs, links = mark_blobs(snap, scope, {m.id for m in manifests})
     return Marked(manifests, blobs, links)
+
+
+# ------------------------------------------------------------------ bounded memory (issue 24)
+# The collector does not load the whole index: every rule about *manifests* stays inside one
+# repository (index children and referrers are looked up in the manifest's own repository,
+# retention ranks a repository's tags), so it marks repository batch by repository batch
+# (:func:`mark_batch`, one read snapshot for all batches) and keeps only what a batch condemns.
+# The rule about *blobs* is global (a blob lives while any kept manifest anywhere references
+# it); it is asked of the database with set operations (``GCStore.blob_candidates``), given
+# how many references each condemned manifest holds (``BatchMarks.doomed_refs``).
+
+
+@dataclass
+class BatchMarks:
+    """What the mark phase keeps from one batch of repositories (proportional to garbage)."""
+
+    #: Untagged manifests nothing reaches (only with ``delete_untagged``).
+    manifests: list[ManifestNode] = field(default_factory=list)
+    #: Links older than the grace period that no surviving manifest *of their repository*
+    #: references; pruned only if some surviving manifest elsewhere still references the
+    #: blob (else the blob goes with its links) -- the caller asks the database that.
+    links: list[tuple[int, str]] = field(default_factory=list)
+    #: digest -> how many of ``manifests`` reference it.
+    doomed_refs: Counter[str] = field(default_factory=Counter)
+    #: One-repository run: the digests the repository held (linked, or referenced by its
+    #: condemned manifests); only those may be swept.
+    scoped: set[str] = field(default_factory=set)
+
+    def add(self, other: BatchMarks) -> None:
+        self.manifests.extend(other.manifests)
+        self.links.extend(other.links)
+        self.doomed_refs.update(other.doomed_refs)
+        self.scoped |= other.scoped
+
+
+def mark_batch(snap: IndexSnapshot, scope: MarkScope) -> BatchMarks:
+    """The marks of the repositories in ``snap`` (a batch: whole repositories, no blob rows).
+
+    Same rules as :func:`mark_manifests` and :func:`mark_blobs`; what needs the rest of the
+    registry (is this blob referenced elsewhere?) is left to the caller as counts."""
+    doomed = mark_manifests(snap, scope)
+    doomed_ids = {m.id for m in doomed}
+    repo_id = scope.repository_id
+    out = BatchMarks(manifests=doomed)
+    referenced_in: set[tuple[int, str]] = set()
+    for mid, digests in snap.mblobs.items():
+        m = snap.manifests.get(mid)
+        if m is None:
+            continue
+        if mid in doomed_ids:
+            out.doomed_refs.update(set(digests))
+            if repo_id is not None and m.repository_id == repo_id:
+                out.scoped.update(digests)
+            continue
+        referenced_in.update((m.repository_id, d) for d in digests)
+    cutoff = scope.cutoff
+    for rid, digest, created in snap.links:
+        if created < cutoff and (rid, digest) not in referenced_in and scope.in_scope(rid):
+            out.links.append((rid, digest))
+        if repo_id is not None and rid == repo_id:
+            out.scoped.add(digest)
+    return out
