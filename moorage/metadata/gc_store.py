@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, AsyncIterator, Iterable, Sequence
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy import ARRAY, Integer, and_, any_, bindparam, delete, exists, func, insert, or_, select, tuple_, update
 
 from .db import Database
 from .records import BlobState, ConsistencyRows, IndexSnapshot, ManifestNode, RepositoryDeleted, StaleUpload, TagInfo
@@ -131,20 +131,25 @@ class GCStore:
                         ).where(in_batch)
                     )
                 }
+                # References by manifest id lists (primary-key probes): a join on the
+                # repository range makes PostgreSQL hash-join a scan of every reference.
                 children: dict[int, list[str]] = {}
-                for r in await conn.execute(
-                    select(manifest_children.c.manifest_id, manifest_children.c.child_digest)
-                    .select_from(manifest_children.join(manifests, manifests.c.id == manifest_children.c.manifest_id))
-                    .where(in_batch)
-                ):
-                    children.setdefault(int(r.manifest_id), []).append(r.child_digest)
                 mblobs: dict[int, list[str]] = {}
-                for r in await conn.execute(
-                    select(manifest_blobs.c.manifest_id, manifest_blobs.c.digest)
-                    .select_from(manifest_blobs.join(manifests, manifests.c.id == manifest_blobs.c.manifest_id))
-                    .where(in_batch)
-                ):
-                    mblobs.setdefault(int(r.manifest_id), []).append(r.digest)
+                ids = sorted(mans)
+                for i in range(0, len(ids), 1000):
+                    chunk = ids[i : i + 1000]
+                    for r in await conn.execute(
+                        select(manifest_children.c.manifest_id, manifest_children.c.child_digest).where(
+                            self._in_ids(manifest_children.c.manifest_id, chunk)
+                        )
+                    ):
+                        children.setdefault(int(r.manifest_id), []).append(r.child_digest)
+                    for r in await conn.execute(
+                        select(manifest_blobs.c.manifest_id, manifest_blobs.c.digest).where(
+                            manifest_blobs.c.manifest_id.in_(chunk)
+                        )
+                    ):
+                        mblobs.setdefault(int(r.manifest_id), []).append(r.digest)
                 links = [
                     (int(r.repository_id), r.digest, float(r.created_at))
                     for r in await conn.execute(
@@ -166,6 +171,13 @@ class GCStore:
                 yield IndexSnapshot(repos, tag_infos, mans, children, mblobs, {}, links)
                 if repository_id is not None:
                     return
+
+    def _in_ids(self, column: Any, ids: list[int]) -> Any:
+        """``column IN ids``; on PostgreSQL as ``= ANY(array)``: one bound parameter, so the
+        statement is prepared and planned once instead of once per list of 1,000 literals."""
+        if self.db.is_sqlite:
+            return column.in_(ids)
+        return column == any_(bindparam("ids", ids, type_=ARRAY(Integer)))
 
     @staticmethod
     def _garbage_blob(cutoff: float, now: float) -> list[Any]:
