@@ -44,14 +44,9 @@ import requests  # noqa: E402
 
 from tests.support.postgres import create_database, start_postgres  # noqa: E402
 from tests.support.registry_proc import start_moorage  # noqa: E402
+from tests.support.scale import NAMESPACES, clone_sql, repo_name, run_sql  # noqa: E402
 
-NAMESPACES = 100_000
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def repo_name(i: int, n: int) -> str:
-    """The ``i``-th repository (catalog order = ``i`` order)."""
-    return f"ns{i * NAMESPACES // n:05d}/r{i:07d}"
 
 
 def _sha(data: bytes) -> str:
@@ -74,53 +69,6 @@ def push_seed(url: str) -> None:
     manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descs[0], "layers": descs[1:]}).encode()
     r = s.put(f"{url}/v2/seed/app/manifests/latest", data=manifest, headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 201, r.text
-
-
-def clone_sql(n: int, tags_in_big: int, sqlite: bool) -> list[str]:
-    """Statements cloning the seed image into ``n`` repositories and ``big/tags``'s tags."""
-    if sqlite:
-        series = "WITH RECURSIVE g(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM g WHERE x < {hi}) SELECT x FROM g"
-        name = f"'ns' || printf('%05d', (x * {NAMESPACES}) / {n}) || '/r' || printf('%07d', x)"
-        tag = "'v' || printf('%06d', x)"
-        false = "0"
-    else:
-        series = "SELECT x FROM generate_series(0, {hi}) AS x"
-        name = f"'ns' || lpad(((x::bigint * {NAMESPACES}) / {n})::text, 5, '0') || '/r' || lpad(x::text, 7, '0')"
-        tag = "'v' || lpad(x::text, 6, '0')"
-        false = "false"
-    seed_repo = "(SELECT id FROM repositories WHERE name = 'seed/app')"
-    seed_man = f"(SELECT id FROM manifests WHERE repository_id = {seed_repo})"
-    cols = "digest, media_type, size, payload, artifact_type, subject_digest, annotations, created_at"
-    return [
-        f"INSERT INTO repositories (name, public, created_at) SELECT {name}, {false}, 1.7e9 FROM ({series.format(hi=n - 1)}) s",
-        f"INSERT INTO repositories (name, public, created_at) VALUES ('big/tags', {false}, 1.7e9)",
-        f"INSERT INTO manifests (repository_id, {cols}) SELECT r.id, {', '.join('m.' + c for c in cols.split(', '))} "
-        f"FROM repositories r, manifests m WHERE m.id = {seed_man} AND r.id <> m.repository_id",
-        f"INSERT INTO manifest_blobs (manifest_id, digest) SELECT m.id, mb.digest FROM manifests m, manifest_blobs mb "
-        f"WHERE mb.manifest_id = {seed_man} AND m.id <> mb.manifest_id",
-        "INSERT INTO tags (repository_id, name, manifest_id, updated_at) SELECT m.repository_id, 'latest', m.id, "
-        f"1.7e9 + m.id FROM manifests m WHERE m.id <> {seed_man}",
-        "INSERT INTO repository_blobs (repository_id, digest, created_at) SELECT r.id, rb.digest, 1.7e9 "
-        f"FROM repositories r, repository_blobs rb WHERE rb.repository_id = {seed_repo} AND r.id <> rb.repository_id",
-        f"INSERT INTO tags (repository_id, name, manifest_id, updated_at) SELECT m.repository_id, {tag}, m.id, 1.6e9 + x "
-        f"FROM manifests m, ({series.format(hi=tags_in_big - 1)}) s "
-        "WHERE m.repository_id = (SELECT id FROM repositories WHERE name = 'big/tags')",
-    ]
-
-
-async def run_sql(url: str, statements: list[str]) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        for stmt in statements:
-            await conn.execute(text(stmt))
-    if not url.startswith("sqlite"):
-        async with engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text("VACUUM ANALYZE"))
-    await engine.dispose()
 
 
 def median_ms(fn: Callable[[], Any], repeat: int) -> float:

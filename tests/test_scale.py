@@ -1,0 +1,235 @@
+"""Issue 24 at a size CI affords: the catalog walks its index, the GC's mark phase has bounded memory.
+
+Registries are built by cloning one image's rows in SQL (tests/support/scale.py): 50,000
+repositories on PostgreSQL in seconds.  No timing is asserted:
+
+* the catalog's statements (a page at the start and in the middle, the per-user ranges of
+  ``catalog_in``, a tags-list page of a repository with many tags) are EXPLAINed: they must be
+  ordered index range scans -- no Seq Scan of ``repositories``/``tags``, no sort of them;
+* ``moorage gc --dry-run --grace 0`` runs as a child process on 5,000 and on 50,000 manifests; its
+  peak RSS (``wait4``) must not grow with the number of manifests (the old mark phase held the
+  whole index: ~2.5 KB per manifest, +110 MiB between the two sizes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.postgres import create_database
+from tests.support.registry_proc import REPO_ROOT
+from tests.support.scale import clone_sql, repo_name, run_sql, seed_sql
+
+pytestmark = [pytest.mark.services, pytest.mark.scaleout]
+
+BIG = 50_000
+SMALL = 5_000
+TAGS_IN_BIG = 20_000
+#: Peak RSS may differ this much between the two sizes (allocator noise, one batch of rows).
+RSS_SLACK_MIB = 25.0
+
+
+def _migrate(url: str) -> None:
+    from moorage.metadata.db import Database
+
+    async def go() -> None:
+        db = Database(url)
+        try:
+            await db.migrate()
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+
+
+def _build(url: str, n: int, tags_in_big: int = 0) -> None:
+    _migrate(url)
+    sqlite = url.startswith("sqlite")
+    asyncio.run(run_sql(url, seed_sql(sqlite) + clone_sql(n, tags_in_big, sqlite)))
+
+
+@pytest.fixture(scope="module")
+def big_pg(postgres_url: str) -> str:
+    url = create_database(postgres_url, f"scale_{uuid.uuid4().hex[:8]}")
+    _build(url, BIG, TAGS_IN_BIG)
+    return url
+
+
+def _named_sql(stmt: Any, dialect: Any) -> tuple[str, dict[str, Any]]:
+    """``stmt`` as SQL with ``:name`` parameters (IN lists expanded) and their values."""
+    compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    return str(compiled), dict(compiled.params)
+
+
+def _pg_plan(url: str, stmt: Any) -> str:
+    """PostgreSQL's plan (text) of a SQLAlchemy statement, with its bound parameters."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def go() -> str:
+        engine = create_async_engine(url)
+        compiled = stmt.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
+        params = tuple(compiled.params[k] for k in compiled.positiontup or ())
+        try:
+            async with engine.connect() as conn:
+                rows = (await conn.exec_driver_sql("EXPLAIN " + str(compiled), params)).scalars().all()
+        finally:
+            await engine.dispose()
+        return "\n".join(rows)
+
+    return asyncio.run(go())
+
+
+def _captured_statements(url: str, call: Any) -> list[Any]:
+    """The statements (with parameters bound) a store method executes, captured on the way."""
+    from moorage.metadata.db import Database
+
+    seen: list[Any] = []
+
+    async def go() -> None:
+        db = Database(url)
+        real_read = db.read
+
+        class Spy:
+            def __init__(self, conn: Any) -> None:
+                self.conn = conn
+
+            async def execute(self, stmt: Any, params: Any = None) -> Any:
+                seen.append(stmt.params(**params) if params else stmt)
+                return await self.conn.execute(stmt, params) if params else await self.conn.execute(stmt)
+
+        from contextlib import asynccontextmanager
+
+        @asynccontextmanager
+        async def read(snapshot: bool = True) -> Any:
+            async with real_read(snapshot=snapshot) as conn:
+                yield Spy(conn)
+
+        db.read = read  # type: ignore[method-assign]
+        try:
+            await call(db)
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+    return seen
+
+
+def _assert_index_walk(plan: str, table: str, index: str) -> None:
+    assert f"Seq Scan on {table}" not in plan, plan
+    assert index in plan, plan
+
+
+@pytest.mark.parametrize("where", ["start", "middle"])
+def test_catalog_page_is_an_index_range_scan(big_pg: str, where: str) -> None:
+    from moorage.metadata.store import MetadataStore
+
+    last = None if where == "start" else repo_name(BIG // 2, BIG)
+    stmts = _captured_statements(big_pg, lambda db: MetadataStore(db).catalog(1000, last))
+    assert len(stmts) == 1
+    plan = _pg_plan(big_pg, stmts[0])
+    _assert_index_walk(plan, "repositories", "ix_repositories_name_c")
+    assert "Sort" not in plan, plan  # the index gives the order; nothing is sorted
+
+
+def test_catalog_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str) -> None:
+    from moorage.metadata.store import MetadataStore
+
+    prefixes = [repo_name(k * BIG // 10, BIG).split("/")[0] + "/" for k in range(10)]
+    found: list[list[str]] = []
+
+    async def call(db: Any) -> None:
+        found.append(await MetadataStore(db).catalog_in(1000, None, prefixes, ["big/tags"], public=True))
+
+    stmts = _captured_statements(big_pg, call)
+    assert found[0] == sorted(["big/tags"] + [repo_name(k * BIG // 10, BIG) for k in range(10)])
+    plan = _pg_plan(big_pg, stmts[0])
+    assert "Seq Scan on repositories" not in plan, plan
+    assert plan.count("ix_repositories_name_c") == 10, plan
+    assert "ix_repositories_public_name" in plan, plan
+
+
+def test_tags_list_page_of_a_repository_with_many_tags_is_an_index_range_scan(big_pg: str) -> None:
+    from moorage.metadata.store import MetadataStore
+
+    stmts = _captured_statements(big_pg, lambda db: MetadataStore(db).list_tags("big/tags", 100, "v010000"))
+    plan = _pg_plan(big_pg, stmts[0])
+    _assert_index_walk(plan, "tags", "ix_tags_repository_name_c")
+    assert "Sort" not in plan, plan
+
+
+def test_sqlite_catalog_and_ranges_walk_the_name_index(tmp_path: Path) -> None:
+    """The same on SQLite: no temporary B-tree for ORDER BY, no full scan for the ranges."""
+    import sqlite3
+
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from moorage.metadata.store import MetadataStore
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, SMALL, 1000)
+    prefixes = [repo_name(k * SMALL // 10, SMALL).split("/")[0] + "/" for k in range(10)]
+
+    async def call(db: Any) -> None:
+        store = MetadataStore(db)
+        await store.catalog(1000, repo_name(SMALL // 2, SMALL))
+        assert len(await store.catalog_in(1000, None, prefixes, public=True)) == 10
+        await store.list_tags("big/tags", 100, "v000500")
+
+    conn = sqlite3.connect(tmp_path / "moorage.db")
+    for stmt in _captured_statements(url, call):
+        if "alembic" in str(stmt):
+            continue
+        sql, params = _named_sql(stmt, sqlite_dialect.dialect(paramstyle="named"))
+        plan = "\n".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+        print(sql, plan, sep="\n")
+        # full scans of the tables never; sorting only the few rows a union merged
+        assert not any(line.strip() in ("SCAN repositories", "SCAN tags") for line in plan.splitlines()), (sql, plan)
+        if "UNION" not in sql:
+            assert "TEMP B-TREE" not in plan, (sql, plan)
+    conn.close()
+
+
+# ---------------------------------------------------------------------------------- GC memory
+def _gc_peak_rss_mib(url: str, data: Path) -> tuple[float, dict[str, Any]]:
+    """Peak RSS (MiB) and summary of ``moorage gc --dry-run --grace 0`` run as a child."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    if not url.startswith("sqlite"):
+        env["MOORAGE_DATABASE__URL"] = url.replace("postgresql+asyncpg://", "postgresql://")
+    data.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moorage.cli", "gc", "--dry-run", "--grace", "0", "--json", "-q", "--data", str(data)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        if proc.returncode is None and proc.poll() is None:
+            proc.kill()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return usage.ru_maxrss / 1024, json.loads(out)
+
+
+def test_gc_mark_memory_does_not_grow_with_manifests(postgres_url: str, big_pg: str, tmp_path: Path) -> None:
+    small = create_database(postgres_url, f"scale_small_{uuid.uuid4().hex[:8]}")
+    _build(small, SMALL)
+    rss_small, sum_small = _gc_peak_rss_mib(small, tmp_path / "small")
+    rss_big, sum_big = _gc_peak_rss_mib(big_pg, tmp_path / "big")
+    # nothing is garbage in either (every repository's image is tagged)
+    assert sum_small["blobs_removed"] == sum_big["blobs_removed"] == 0, (sum_small, sum_big)
+    assert rss_big - rss_small < RSS_SLACK_MIB, (
+        f"peak RSS {rss_small:.0f} MiB at {SMALL:,} manifests, {rss_big:.0f} MiB at {BIG:,}"
+    )
