@@ -163,10 +163,18 @@ async def in_process(db_url: str, n: int, fig: dict[str, Any]) -> None:
         pol = [RetentionPolicy("big/*", 10, None, None)]
         ps = PolicyStore(db)
 
-        async def plan_big() -> Any:
-            return retention.plan(pol, await ps.load_tags("big/tags"))
+        by_db = getattr(retention, "plan_repository", None)
 
-        fig["retention plan (big/tags, keep_last 10)"] = await amedian_ms(plan_big, 3)
+        async def plan_big(policies: list[RetentionPolicy] = pol) -> Any:
+            if by_db is not None:  # after issue 24: ranked by the database
+                return await by_db(db, policies, "big/tags")
+            return retention.plan(policies, await ps.load_tags("big/tags"))
+
+        fig["retention plan (big/tags, keep_last 10: 99,991 go)"] = await amedian_ms(plan_big, 3)
+        keep = [RetentionPolicy("big/*", 99_000)]
+        fig["retention plan (big/tags, keep_last 99,000: 1,001 go)"] = await amedian_ms(lambda: plan_big(keep), 3)
+        young = [RetentionPolicy("big/*", None, None, 36500)]
+        fig["retention plan (big/tags, expire 100 y: none go)"] = await amedian_ms(lambda: plan_big(young), 3)
         # all-repository scans
         fig["quota usage, namespace ns00000"] = await amedian_ms(lambda: ps.namespace_usage("ns00000"), 3)
         fig["quota usage, namespace big"] = await amedian_ms(lambda: ps.namespace_usage("big"), 3)
