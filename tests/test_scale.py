@@ -156,6 +156,43 @@ def test_catalog_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str) -> 
     assert "ix_repositories_public_name" in plan, plan
 
 
+def test_ui_list_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str, tmp_path: Path) -> None:
+    """The UI's repository list (page and count) for a viewer with 10 namespace grants and public
+    access: index ranges (BitmapOr / MULTI-INDEX OR), never a walk of every name."""
+    import sqlite3
+
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from moorage.metadata.ui_queries import UIQueries, Visibility
+
+    def grants(n: int) -> list[str]:
+        return [repo_name(k * n // 10, n).split("/")[0] + "/*" for k in range(10)]
+
+    def statements(url: str, n: int) -> list[Any]:
+        async def call(db: Any) -> None:
+            ui = UIQueries(db)
+            cond = await ui.visible_condition(Visibility(public_ok=True, pull_patterns=grants(n)))
+            rows, total = await ui.list_repositories(cond)
+            assert total == 10 and [r.name for r in rows] == [repo_name(k * n // 10, n) for k in range(10)]
+
+        return _captured_statements(url, call)
+
+    stmts = [s for s in statements(big_pg, BIG) if "namespaces" not in str(s)]
+    for stmt in stmts[:2]:  # the page, the count
+        plan = _pg_plan(big_pg, stmt)
+        assert "Seq Scan on repositories" not in plan and "BitmapOr" in plan, plan
+        assert "ix_repositories_public_name" in plan, plan
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, SMALL, 0)
+    conn = sqlite3.connect(tmp_path / "moorage.db")
+    for stmt in [s for s in statements(url, SMALL) if "namespaces" not in str(s)][:2]:
+        sql, params = _named_sql(stmt, sqlite_dialect.dialect(paramstyle="named"))
+        plan = "\n".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+        assert "MULTI-INDEX OR" in plan and "SCAN repositories" not in plan, (sql, plan)
+    conn.close()
+
+
 def test_tags_list_page_of_a_repository_with_many_tags_is_an_index_range_scan(big_pg: str) -> None:
     from moorage.metadata.store import MetadataStore
 

@@ -119,8 +119,10 @@ class UIQueries:
             return true()
         conds: list[ColumnElement[bool]] = []
         if vis.public_ok:
-            # ``public`` as the partial index ix_repositories_public_name states it (migration 0012)
-            public: list[ColumnElement[bool]] = [repositories.c.public]  # type: ignore[list-item]
+            # ``public`` as the partial index ix_repositories_public_name states it (migration
+            # 0012), with a name range so SQLite can use it as one branch of a MULTI-INDEX OR
+            # (a bare ``public = 1`` makes it scan the table: 140 ms vs 0.2 ms at 100,000).
+            public: list[ColumnElement[bool]] = [and_(repositories.c.public, self.db.lexical(repositories.c.name) >= "")]
             for ns in await self.public_namespaces():
                 public.append(_prefix_range(self.db, ns + "/"))
             conds.append(or_(*public))
