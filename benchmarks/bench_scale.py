@@ -11,7 +11,7 @@ namespaces (at N = 100,000 one repository each), in catalog order.  Then it prin
 * tags list / manifest GET of one repository (median of 20);
 * the UI's repository list (page 1, search-as-you-type, sort by name / last push / size);
 * the catalog of a user with pull grants on 10 namespaces out of 100,000 (query layer);
-* ``moorage gc --dry-run --grace 0``: wall time and peak RSS (``wait4``'s ``ru_maxrss``);
+* ``moorage gc --dry-run --grace 0``: wall time and peak RSS (the child's own ``VmHWM``);
 * 100,000 tags in one repository: tags list pages, the UI repository page, retention plan;
 * all-repository scans: quota usage of a namespace, the storage chart, scrub's count,
   retention over every tag, the UI's full sort-figure refresh.
@@ -44,7 +44,7 @@ import requests  # noqa: E402
 
 from tests.support.postgres import create_database, start_postgres  # noqa: E402
 from tests.support.registry_proc import start_moorage  # noqa: E402
-from tests.support.scale import NAMESPACES, clone_sql, repo_name, run_sql  # noqa: E402
+from tests.support.scale import NAMESPACES, clone_sql, repo_name, run_sql, run_with_peak_rss  # noqa: E402
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -90,22 +90,13 @@ async def amedian_ms(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
 
 
 def gc_dry_run(env: dict[str, str], data: Path) -> tuple[float, float]:
-    """(seconds, peak RSS MiB) of ``moorage gc --dry-run --grace 0`` as a child process."""
+    """(seconds, peak RSS MiB) of ``moorage gc --dry-run --grace 0`` as a child process (its
+    own VmHWM: ``wait4``'s figure would include this benchmark's RSS at fork time)."""
     t = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moorage.cli", "gc", "--dry-run", "--grace", "0", "--json", "-q", "--data", str(data)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    elapsed = time.perf_counter() - t
-    assert proc.returncode == 0, err.decode()[-2000:]
-    return elapsed, usage.ru_maxrss / 1024
+    args = ["gc", "--dry-run", "--grace", "0", "--json", "-q", "--data", str(data)]
+    code, _, err, peak = run_with_peak_rss(args, env, str(ROOT))
+    assert code == 0, err[-2000:]
+    return time.perf_counter() - t, peak
 
 
 async def in_process(db_url: str, n: int, fig: dict[str, Any]) -> None:

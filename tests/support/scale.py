@@ -89,3 +89,32 @@ async def run_sql(url: str, statements: list[str]) -> None:
                 await conn.execute(text("VACUUM ANALYZE"))
     finally:
         await engine.dispose()
+
+
+#: Runs ``moorage.cli`` and, at exit, writes the process's own peak RSS to stderr.  ``VmHWM``
+#: of /proc/self/status belongs to the memory map made by ``exec``; ``wait4``'s and
+#: ``getrusage``'s ``ru_maxrss`` are not usable here: Linux carries the RSS of the *forking*
+#: process (a benchmark or pytest holding hundreds of MiB) into the child's figure.
+_PEAK_LAUNCHER = (
+    "import atexit, runpy, sys\n"
+    "def _peak():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            sys.stderr.write('\\nMOORAGE_PEAK_RSS_KB=' + line.split()[1] + '\\n')\n"
+    "atexit.register(_peak)\n"
+    "sys.argv = ['moorage'] + sys.argv[1:]\n"
+    "runpy.run_module('moorage.cli', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def run_with_peak_rss(args: list[str], env: dict[str, str], cwd: str) -> tuple[int, str, str, float]:
+    """(exit code, stdout, stderr, peak RSS in MiB) of ``python -m moorage.cli ARGS``."""
+    import subprocess
+    import sys
+
+    cp = subprocess.run([sys.executable, "-c", _PEAK_LAUNCHER, *args], env=env, cwd=cwd, capture_output=True, text=True)
+    peak = float("nan")
+    for line in cp.stderr.splitlines():
+        if line.startswith("MOORAGE_PEAK_RSS_KB="):
+            peak = int(line.split("=", 1)[1]) / 1024
+    return cp.returncode, cp.stdout, cp.stderr, peak
