@@ -85,7 +85,7 @@ class GCOptions:
     apply_retention: bool = True
     batch_size: int = 500
     #: Repositories marked per batch (the mark phase's memory is one batch: issue 24).
-    mark_batch: int = 1000
+    mark_batch: int = 5000
     delete_concurrency: int = 16
 
 
