@@ -136,8 +136,8 @@ class GCStore:
                 children: dict[int, list[str]] = {}
                 mblobs: dict[int, list[str]] = {}
                 ids = sorted(mans)
-                for i in range(0, len(ids), 1000):
-                    chunk = ids[i : i + 1000]
+                for i in range(0, len(ids), 5000):
+                    chunk = ids[i : i + 5000]
                     for r in await conn.execute(
                         select(manifest_children.c.manifest_id, manifest_children.c.child_digest).where(
                             self._in_ids(manifest_children.c.manifest_id, chunk)
