@@ -310,3 +310,60 @@ def test_retention_ranked_by_the_database_agrees_with_the_planner(tmp_path: Path
             await db.close()
 
     asyncio.run(go())
+
+
+# ------------------------------------------------------------------------- mark equivalence
+def test_database_side_mark_agrees_with_the_pure_mark(tmp_path: Path) -> None:
+    """The collector's bounded-memory mark (batches + database set operations) reports, in a
+    ``--delete-untagged`` dry run, exactly what the pure ``mark()`` finds on a whole snapshot:
+    untagged manifests nothing reaches, blobs only they (or nothing) reference, stale links."""
+    import hashlib
+
+    from moorage.gc.collector import Collector, GCOptions
+    from moorage.gc.mark import MarkScope, mark
+    from moorage.metadata.db import Database
+    from moorage.metadata.gc_store import GCStore
+    from moorage.storage.memory import MemoryBlobStore
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, 30, 0)  # 31 repositories, each a tagged image of two shared blobs
+
+    def d(label: str) -> str:
+        return "sha256:" + hashlib.sha256(label.encode()).hexdigest()
+
+    blobs = ", ".join(f"('{d(x)}', 7, 1.7e9, 1.7e9)" for x in ("only-untagged", "free", "shared", "stale-link"))
+    untagged = "(SELECT id FROM manifests WHERE digest = '" + d("m-untagged") + "')"
+    r0 = "(SELECT id FROM repositories WHERE name = '" + repo_name(0, 30) + "')"
+    r1 = "(SELECT id FROM repositories WHERE name = '" + repo_name(1, 30) + "')"
+    asyncio.run(
+        run_sql(
+            url,
+            [
+                f"INSERT INTO blobs (digest, size, created_at, last_linked_at) VALUES {blobs}",
+                "INSERT INTO manifests (repository_id, digest, media_type, size, payload, created_at) "
+                f"VALUES ({r0}, '{d('m-untagged')}', 'application/vnd.oci.image.manifest.v1+json', 2, X'7b7d', 1.7e9)",
+                f"INSERT INTO manifest_blobs (manifest_id, digest) VALUES ({untagged}, '{d('only-untagged')}'), "
+                f"({untagged}, '{d('shared')}')",
+                "INSERT INTO manifest_blobs (manifest_id, digest) SELECT id, '" + d("shared") + "' FROM manifests "
+                f"WHERE repository_id = {r1}",
+                f"INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ({r0}, '{d('only-untagged')}', 1.7e9), "
+                f"({r0}, '{d('shared')}', 1.7e9), ({r1}, '{d('shared')}', 1.7e9), ({r0}, '{d('stale-link')}', 1.7e9)",
+            ],
+        )
+    )
+
+    async def go() -> None:
+        db = Database(url)
+        try:
+            opts = GCOptions(grace=0, dry_run=True, delete_untagged=True, mark_batch=7)
+            res = await Collector(db, MemoryBlobStore(), opts).run()
+            snap = await GCStore(db).snapshot()
+            pure = mark(snap, MarkScope(now=__import__("time").time(), grace=0, delete_untagged=True))
+        finally:
+            await db.close()
+        assert [m for _, m, _ in res.manifests] == [m.digest for m in pure.manifests] == [d("m-untagged")]
+        assert res.blobs == pure.blobs
+        assert {b for b, _ in res.blobs} == {d("only-untagged"), d("free"), d("stale-link")}
+        assert res.links_removed == len(pure.links) == 1  # r0's link to "shared" (r1's manifest keeps the blob)
+
+    asyncio.run(go())

@@ -217,7 +217,8 @@ class GCStore:
 
     async def blobs_only_referenced_by(self, refs: dict[str, int], cutoff: float, now: float) -> list[tuple[str, int]]:
         """Of ``refs`` (digest -> references held by manifests a dry run would delete), the
-        sweepable blobs referenced by nothing else (their reference count equals it)."""
+        sweepable blobs referenced by nothing else (their reference count equals it; those with
+        none left are :meth:`blob_candidates`' already)."""
         count = (
             select(func.count()).select_from(manifest_blobs).where(manifest_blobs.c.digest == blobs.c.digest).scalar_subquery()
         )
@@ -228,7 +229,7 @@ class GCStore:
                 blobs.c.digest.in_(wanted[i : i + 1000]), *self._garbage_blob(cutoff, now)
             )
             async with self.db.read(snapshot=False) as conn:
-                out.extend((r.digest, int(r.size)) for r in await conn.execute(q) if int(r.refs) <= refs[r.digest])
+                out.extend((r.digest, int(r.size)) for r in await conn.execute(q) if 0 < int(r.refs) <= refs[r.digest])
         return out
 
     async def reference_counts(self, digests: Iterable[str]) -> dict[str, int]:
@@ -242,7 +243,7 @@ class GCStore:
                 .group_by(manifest_blobs.c.digest)
             )
             async with self.db.read(snapshot=False) as conn:
-                out.update((d, int(n)) for d, n in (await conn.execute(q)).tuples())
+                out.update((d, int(n)) for d, n in await conn.execute(q))
         return out
 
     async def known_blobs(self, digests: Sequence[str]) -> set[str]:
