@@ -281,7 +281,12 @@ def retention_apply(config: str | None, data: str | None, dry_run: bool, reposit
 
     async def go(db: Any, _: Any) -> tuple[list[retention.TagInfo], int]:
         policies = await retention.list_policies(db)
-        doomed = retention.plan(policies, await retention.load_tags(db, repository), time.time()) if policies else []
+        if not policies:
+            doomed: list[retention.TagInfo] = []
+        elif repository is not None:  # ranked by the database: a 100,000-tag repository costs its doomed tags
+            doomed = await retention.plan_repository(db, policies, repository, time.time())
+        else:
+            doomed = retention.plan(policies, await retention.load_tags(db, repository), time.time())
         removed = 0 if dry_run else await retention.remove_tags(db, doomed)
         return doomed, removed
 

@@ -35,13 +35,13 @@ from typing import Any, Iterator, Protocol, Sequence, TypeVar
 
 from ..metadata.db import Database
 from ..metadata.gc_store import GCStore
-from ..metadata.records import IndexSnapshot, ManifestNode
+from ..metadata.records import ManifestNode
 from ..metadata.store import TOMBSTONE_STALE
 from ..registry.digests import Digest
 from ..errors import RegistryError
 from ..storage import BlobStore
 from . import retention
-from .mark import Kept, MarkScope, explain_kept, mark_blobs, mark_manifests
+from .mark import BatchMarks, Kept, MarkScope, explain_kept, mark_batch, merge_kept
 
 #: Test hook: seconds to sleep right after the first tombstone transaction commits (so a test
 #: can SIGKILL the collector mid-sweep).
@@ -86,6 +86,8 @@ class GCOptions:
     upload_expiry: float = 86400.0
     apply_retention: bool = True
     batch_size: int = 500
+    #: Repositories marked per batch (the mark phase's memory is one batch: issue 24).
+    mark_batch: int = 5000
     delete_concurrency: int = 16
 
 
@@ -199,22 +201,36 @@ class Collector:
         res.uploads_aborted = await self._stale_uploads(started)
         t = lap("uploads", t)
 
-        self.progress.phase("reading the index")
-        snap = await self._snapshot()
-        t = lap("snapshot", t)
-        repo_id = next((i for i, n in snap.repos.items() if n == opt.repository), None) if opt.repository else None
-        if opt.repository is not None and repo_id is None:
-            res.seconds = time.monotonic() - t0
-            return res
-
+        self.progress.phase("marking")
+        repo_id: int | None = None
+        if opt.repository is not None:
+            repo_id = await self.gc_store.repository_id(opt.repository)
+            if repo_id is None:
+                res.seconds = time.monotonic() - t0
+                return res
         scope = MarkScope(now=started, grace=opt.grace, delete_untagged=opt.delete_untagged, repository_id=repo_id)
+        policies = await retention.list_policies(self.db) if opt.apply_retention else []
+
+        # -- mark, a batch of repositories at a time in one read snapshot (bounded memory):
+        # retention's tags, untagged manifests nothing reaches, link candidates.
+        doomed_tags: list[retention.TagInfo] = []
+        marks = BatchMarks()
+        names: dict[int, str] = {}  # repositories of condemned manifests (for the report)
+        kept_parts: list[Kept] = []  # why untagged manifests stay, per batch (the summary's "kept")
+        async for snap in self.gc_store.index_batches(repo_id, self.opt.mark_batch):
+            batch_scope = scope
+            if policies:
+                planned = retention.plan(policies, [t for t in snap.tags if scope.in_scope(t.repository_id)], started)
+                doomed_tags.extend(planned)
+                batch_scope = replace(scope, removed_tags=frozenset((t.repository_id, t.name) for t in planned))
+            found = mark_batch(snap, batch_scope)
+            kept_parts += explain_kept(snap, batch_scope, {m.id for m in found.manifests}, (), young_blobs=False)
+            names.update((m.repository_id, snap.repos.get(m.repository_id, "?")) for m in found.manifests)
+            marks.add(found)
+            del snap
+        t = lap("mark_index", t)
 
         # -- retention ---------------------------------------------------------------
-        doomed_tags: list[retention.TagInfo] = []
-        if opt.apply_retention:
-            policies = await retention.list_policies(self.db)
-            if policies:
-                doomed_tags = retention.plan(policies, [t for t in snap.tags if scope.in_scope(t.repository_id)], started)
         res.tags = [(t.repository, t.name) for t in doomed_tags]
         if doomed_tags and not opt.dry_run:
             self.progress.phase("applying retention", len(doomed_tags))
@@ -223,21 +239,21 @@ class Collector:
             self.progress.advance(len(doomed_tags))
         t = lap("retention", t)
 
-        # -- mark manifests ------------------------------------------------------------
-        scope = replace(scope, removed_tags=frozenset((t.repository_id, t.name) for t in doomed_tags))
-        doomed_manifests = mark_manifests(snap, scope)
-        doomed_ids = {m.id for m in doomed_manifests}
+        # -- delete untagged manifests -------------------------------------------------
+        doomed_manifests = marks.manifests
         if doomed_manifests and not opt.dry_run:
             await self._test_wait_before_manifest_delete()
             deleted = await self._delete_manifests(doomed_manifests, cutoff)
             res.skipped += len(doomed_manifests) - len(deleted)
             doomed_manifests = deleted
-        res.manifests = [(snap.repos.get(m.repository_id, "?"), m.digest, m.size) for m in doomed_manifests]
+        res.manifests = [(names.get(m.repository_id, "?"), m.digest, m.size) for m in doomed_manifests]
         t = lap("manifests", t)
 
-        # -- mark blobs (a manifest kept by its re-check still protects its blobs in the sweep's re-check)
-        candidates, prune = mark_blobs(snap, scope, doomed_ids)
-        res.kept = explain_kept(snap, scope, doomed_ids, [d for d, _ in candidates])
+        # -- mark blobs, in the database: after the deletes, a manifest the re-check kept
+        # still protects its blobs; a dry run discounts the references of the condemned.
+        candidates, prune = await self._mark_blobs(marks, scope)
+        del marks
+        res.kept = merge_kept(kept_parts)
         res.grace, res.delete_untagged = opt.grace, opt.delete_untagged
         t = lap("mark", t)
 
@@ -245,7 +261,7 @@ class Collector:
             res.links_removed = len(prune)
             res.blobs = candidates
             if repo_id is None:
-                res.orphans = await self._orphans(set(snap.blobs), stat=True)
+                res.orphans = await self._orphans(stat=True)
         else:
             await self._test_pause_before_sweep(candidates)
             res.links_removed = await self._prune_links(prune, cutoff)
@@ -254,17 +270,31 @@ class Collector:
             res.skipped += skipped
             t = lap("sweep", t)
             if repo_id is None:
-                known = set(snap.blobs)
-                orphans = await self._orphans(known, stat=True)
+                orphans = await self._orphans(stat=True)
                 res.orphans = await self._sweep_orphans(orphans)
             t = lap("orphans", t)
         res.seconds = time.monotonic() - t0
         await self._record(started, res)
         return res
 
-    # ------------------------------------------------------------------------ snapshot
-    async def _snapshot(self) -> IndexSnapshot:
-        return await self.gc_store.snapshot()
+    async def _mark_blobs(self, marks: BatchMarks, scope: MarkScope) -> tuple[list[tuple[str, int]], list[tuple[int, str]]]:
+        """(blobs to sweep, links to prune): the global half of the mark, asked of the database.
+
+        A blob is a candidate if nothing references it (or, in a dry run, only manifests this
+        run would delete); a link candidate is pruned only if a surviving manifest somewhere
+        still references its blob (else the blob goes, with its links)."""
+        dry = self.opt.dry_run
+        discount: dict[str, int] = dict(marks.doomed_refs) if dry else {}
+        among = marks.scoped if scope.repository_id is not None else None
+        candidates = await self.gc_store.blob_candidates(scope.cutoff, scope.now, among=among)
+        if discount:
+            only = {d: n for d, n in discount.items() if among is None or d in among}
+            candidates = sorted(candidates + await self.gc_store.blobs_only_referenced_by(only, scope.cutoff, scope.now))
+        prune: list[tuple[int, str]] = []
+        if marks.links:
+            counts = await self.gc_store.reference_counts(d for _, d in marks.links)
+            prune = [(rid, d) for rid, d in marks.links if counts.get(d, 0) > discount.get(d, 0)]
+        return candidates, prune
 
     # ---------------------------------------------------------------------- manifests
     async def _delete_manifests(self, doomed: list[ManifestNode], cutoff: float) -> list[ManifestNode]:
@@ -409,17 +439,27 @@ class Collector:
         return done
 
     # ------------------------------------------------------------------------ orphans
-    async def _orphans(self, known: set[str], *, stat: bool) -> list[tuple[str, int]]:
+    async def _orphans(self, *, stat: bool) -> list[tuple[str, int]]:
+        """Objects in storage without a blob row, checked against the index a page at a time."""
         self.progress.phase("listing storage")
         found: list[str] = []
+        page: list[str] = []
+
+        async def check() -> None:
+            known = await self.gc_store.known_blobs(page)
+            found.extend(d for d in page if d not in known)
+            page.clear()
+
         async for digest in self.blob_store.list_blobs():
-            if digest in known:
-                continue
             try:
                 Digest.parse(digest)
             except RegistryError:
                 continue
-            found.append(digest)
+            page.append(digest)
+            if len(page) >= 1000:
+                await check()
+        if page:
+            await check()
         out: list[tuple[str, int]] = []
         for d in sorted(found):
             st = await self.blob_store.stat(d) if stat else None

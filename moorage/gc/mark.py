@@ -25,6 +25,7 @@ Rules (the why is in ``docs/gc.md``):
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Collection, Iterable
 
@@ -153,14 +154,20 @@ class Kept:
 
 
 def explain_kept(
-    snap: IndexSnapshot, scope: MarkScope, doomed_manifests: Collection[int], candidates: Collection[str]
+    snap: IndexSnapshot,
+    scope: MarkScope,
+    doomed_manifests: Collection[int],
+    candidates: Collection[str],
+    *,
+    young_blobs: bool = True,
 ) -> list[Kept]:
     """What this run keeps that no tag keeps, grouped by why (the summary's "kept" lines).
 
     A manifest counts in the first group whose root reaches it (young, then recently untagged,
     then pushed by digest); its bytes are its own size plus the blobs that no tag-reached
     manifest (nor an earlier group) references.  Blobs no manifest references that the sweep
-    keeps because a link, upload or lease is younger than the grace period are the last group."""
+    keeps because a link, upload or lease is younger than the grace period are the last group
+    (``young_blobs=False``: left out, for a batch snapshot that holds only referenced blobs)."""
     parented = with_parent(snap) if not scope.delete_untagged else set()
     by_tag = reachable(snap, _tag_roots(snap, scope))
     rest = {i for i in snap.manifests if i not in by_tag and i not in doomed_manifests}
@@ -176,6 +183,8 @@ def explain_kept(
         covered |= digests
         size = sum(snap.manifests[i].size for i in group) + sum(snap.blobs[d].size for d in digests if d in snap.blobs)
         out.append(Kept(reason, len(group), len(digests), size))
+    if not young_blobs:
+        return out
     referenced = {d for mid, ds in snap.mblobs.items() if mid not in doomed_manifests for d in ds}
     swept = set(candidates)
     young = [
@@ -235,3 +244,78 @@ def mark(snap: IndexSnapshot, scope: MarkScope) -> Marked:
     manifests = mark_manifests(snap, scope)
     blobs, links = mark_blobs(snap, scope, {m.id for m in manifests})
     return Marked(manifests, blobs, links)
+
+
+# ------------------------------------------------------------------ bounded memory (issue 24)
+# The collector does not load the whole index: every rule about *manifests* stays inside one
+# repository (index children and referrers are looked up in the manifest's own repository,
+# retention ranks a repository's tags), so it marks repository batch by repository batch
+# (:func:`mark_batch`, one read snapshot for all batches) and keeps only what a batch condemns.
+# The rule about *blobs* is global (a blob lives while any kept manifest anywhere references
+# it); it is asked of the database with set operations (``GCStore.blob_candidates``), given
+# how many references each condemned manifest holds (``BatchMarks.doomed_refs``).
+
+
+@dataclass
+class BatchMarks:
+    """What the mark phase keeps from one batch of repositories (proportional to garbage)."""
+
+    #: Untagged manifests nothing reaches (only with ``delete_untagged``).
+    manifests: list[ManifestNode] = field(default_factory=list)
+    #: Links older than the grace period that no surviving manifest *of their repository*
+    #: references; pruned only if some surviving manifest elsewhere still references the
+    #: blob (else the blob goes with its links) -- the caller asks the database that.
+    links: list[tuple[int, str]] = field(default_factory=list)
+    #: digest -> how many of ``manifests`` reference it.
+    doomed_refs: Counter[str] = field(default_factory=Counter)
+    #: One-repository run: the digests the repository held (linked, or referenced by its
+    #: condemned manifests); only those may be swept.
+    scoped: set[str] = field(default_factory=set)
+
+    def add(self, other: BatchMarks) -> None:
+        self.manifests.extend(other.manifests)
+        self.links.extend(other.links)
+        self.doomed_refs.update(other.doomed_refs)
+        self.scoped |= other.scoped
+
+
+def mark_batch(snap: IndexSnapshot, scope: MarkScope) -> BatchMarks:
+    """The marks of the repositories in ``snap`` (a batch: whole repositories, no blob rows).
+
+    Same rules as :func:`mark_manifests` and :func:`mark_blobs`; what needs the rest of the
+    registry (is this blob referenced elsewhere?) is left to the caller as counts."""
+    doomed = mark_manifests(snap, scope)
+    doomed_ids = {m.id for m in doomed}
+    repo_id = scope.repository_id
+    out = BatchMarks(manifests=doomed)
+    referenced_in: set[tuple[int, str]] = set()
+    for mid, digests in snap.mblobs.items():
+        m = snap.manifests.get(mid)
+        if m is None:
+            continue
+        if mid in doomed_ids:
+            out.doomed_refs.update(set(digests))
+            if repo_id is not None and m.repository_id == repo_id:
+                out.scoped.update(digests)
+            continue
+        referenced_in.update((m.repository_id, d) for d in digests)
+    cutoff = scope.cutoff
+    for rid, digest, created in snap.links:
+        if created < cutoff and (rid, digest) not in referenced_in and scope.in_scope(rid):
+            out.links.append((rid, digest))
+        if repo_id is not None and rid == repo_id:
+            out.scoped.add(digest)
+    return out
+
+
+def merge_kept(parts: Iterable[Kept]) -> list[Kept]:
+    """The kept groups of several batches as one list, in reason order (a blob shared by
+    repositories of two batches is counted in each)."""
+    order = {r: i for i, r in enumerate((YOUNG, RECENTLY_UNTAGGED, DIGEST_PUSHED, "young_blobs"))}
+    totals: dict[str, list[int]] = {}
+    for k in parts:
+        t = totals.setdefault(k.reason, [0, 0, 0])
+        t[0] += k.manifests
+        t[1] += k.blobs
+        t[2] += k.bytes
+    return [Kept(r, *totals[r]) for r in sorted(totals, key=lambda r: order.get(r, len(order)))]

@@ -25,7 +25,17 @@ from ..metadata.policy_store import PolicyStore
 from ..metadata.records import RetentionPolicy, TagInfo
 from .patterns import compile_regex, repo_matches
 
-__all__ = ["RetentionPolicy", "TagInfo", "list_policies", "load_tags", "plan", "remove_policy", "remove_tags", "set_policy"]
+__all__ = [
+    "RetentionPolicy",
+    "TagInfo",
+    "list_policies",
+    "load_tags",
+    "plan",
+    "plan_repository",
+    "remove_policy",
+    "remove_tags",
+    "set_policy",
+]
 
 
 async def set_policy(db: Database, policy: RetentionPolicy) -> None:
@@ -77,6 +87,21 @@ def plan(policies: Sequence[RetentionPolicy], all_tags: Iterable[TagInfo], now: 
         removed = set.intersection(*(_removed_by(p, ordered, now) for p in matching))
         doomed.extend(t for t in ordered if (t.repository_id, t.name) in removed)
     return doomed
+
+
+async def plan_repository(
+    db: Database, policies: Sequence[RetentionPolicy], repository: str, now: float | None = None
+) -> list[TagInfo]:
+    """:func:`plan` for one repository, with the ranking and age rules run by the database
+    (only the tags every rule removes come back; ``keep_regex`` is then applied here)."""
+    now = time.time() if now is None else now
+    matching = [p for p in policies if repo_matches(p.pattern, repository)]
+    if not matching:
+        return []
+    rules = [(p.keep_last, None if p.expire_days is None else now - p.expire_days * 86400) for p in matching]
+    regexes = [compile_regex(p.keep_regex) for p in matching if p.keep_regex is not None]
+    found = await PolicyStore(db).retention_candidates(repository, rules)
+    return [t for t in found if not any(r.fullmatch(t.name) for r in regexes)]
 
 
 async def load_tags(db: Database, repository: str | None = None) -> list[TagInfo]:

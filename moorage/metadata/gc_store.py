@@ -9,9 +9,24 @@ own write transaction, so a push, tag or link that committed after the snapshot 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
-from sqlalchemy import Connection, and_, delete, exists, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Integer,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from .db import Database
 from .records import BlobState, ConsistencyRows, IndexSnapshot, ManifestNode, RepositoryDeleted, StaleUpload, TagInfo
@@ -79,6 +94,197 @@ class GCStore:
             for r in tag_rows
         ]
         return IndexSnapshot(repos, tag_infos, mans, children, mblobs, blob_rows, links)
+
+    # ------------------------------------------------------- bounded-memory mark (issue 24)
+    async def repository_id(self, name: str) -> int | None:
+        async with self.db.read(snapshot=False) as conn:
+            rid = (await conn.execute(select(repositories.c.id).where(repositories.c.name == name))).scalar()
+        return None if rid is None else int(rid)
+
+    async def index_batches(self, repository_id: int | None = None, batch: int = 1000) -> AsyncIterator[IndexSnapshot]:
+        """The index, ``batch`` whole repositories at a time (by id), all read in ONE snapshot.
+
+        Each yielded :class:`IndexSnapshot` holds those repositories' tags, manifests, index
+        children, blob references, links and the rows of the blobs they reference: what
+        :func:`moorage.gc.mark.mark_batch` and the summary's "kept" lines need, since manifest
+        reachability never leaves a repository.  Memory is one batch,
+        whatever the size of the registry.  ``repository_id``: that repository only.
+        The consumer must not run other transactions between batches on SQLite's event loop
+        (the read holds its snapshot until the last batch).
+        """
+        after = -1
+        async with self.db.read() as conn:
+            while True:
+                q = select(repositories.c.id, repositories.c.name).order_by(repositories.c.id)
+                if repository_id is not None:
+                    q = q.where(repositories.c.id == repository_id)
+                else:
+                    q = q.where(repositories.c.id > after).limit(batch)
+                repos = {int(r.id): r.name for r in await conn.execute(q)}
+                if not repos:
+                    return
+                lo, hi = min(repos), max(repos)
+                after = hi
+                in_batch = manifests.c.repository_id.between(lo, hi)
+                tag_rows = (
+                    await conn.execute(
+                        select(tags.c.repository_id, tags.c.name, tags.c.manifest_id, tags.c.updated_at).where(
+                            tags.c.repository_id.between(lo, hi)
+                        )
+                    )
+                ).all()
+                mans = {
+                    int(r.id): ManifestNode(
+                        int(r.id),
+                        int(r.repository_id),
+                        r.digest,
+                        r.subject_digest,
+                        float(r.created_at),
+                        int(r.size),
+                        r.untagged_at,
+                    )
+                    for r in await conn.execute(
+                        select(
+                            manifests.c.id,
+                            manifests.c.repository_id,
+                            manifests.c.digest,
+                            manifests.c.subject_digest,
+                            manifests.c.created_at,
+                            manifests.c.size,
+                            manifests.c.untagged_at,
+                        ).where(in_batch)
+                    )
+                }
+                # References by manifest id lists (primary-key probes): a join on the
+                # repository range makes PostgreSQL hash-join a scan of every reference.
+                children: dict[int, list[str]] = {}
+                mblobs: dict[int, list[str]] = {}
+                ids = sorted(mans)
+                for i in range(0, len(ids), 5000):
+                    chunk = ids[i : i + 5000]
+                    for r in await conn.execute(
+                        select(manifest_children.c.manifest_id, manifest_children.c.child_digest).where(
+                            self._in_ids(manifest_children.c.manifest_id, chunk)
+                        )
+                    ):
+                        children.setdefault(int(r.manifest_id), []).append(r.child_digest)
+                    for r in await conn.execute(
+                        select(manifest_blobs.c.manifest_id, manifest_blobs.c.digest).where(
+                            manifest_blobs.c.manifest_id.in_(chunk)
+                        )
+                    ):
+                        mblobs.setdefault(int(r.manifest_id), []).append(r.digest)
+                links = [
+                    (int(r.repository_id), r.digest, float(r.created_at))
+                    for r in await conn.execute(
+                        select(repository_blobs.c.repository_id, repository_blobs.c.digest, repository_blobs.c.created_at).where(
+                            repository_blobs.c.repository_id.between(lo, hi)
+                        )
+                    )
+                ]
+                tag_infos = [
+                    TagInfo(
+                        int(r.repository_id),
+                        repos.get(int(r.repository_id), "?"),
+                        r.name,
+                        int(r.manifest_id),
+                        float(r.updated_at),
+                    )
+                    for r in tag_rows
+                ]
+                # The rows of the blobs this batch references (what the summary's "kept" lines
+                # weigh); blobs no manifest references are the database's question (blob_candidates).
+                digests = sorted({d for ds in mblobs.values() for d in ds})
+                blob_rows: dict[str, BlobState] = {}
+                for i in range(0, len(digests), 5000):
+                    for r in await conn.execute(
+                        select(
+                            blobs.c.digest, blobs.c.size, blobs.c.last_linked_at, blobs.c.pending_until, blobs.c.deleting_since
+                        ).where(blobs.c.digest.in_(digests[i : i + 5000]))
+                    ):
+                        blob_rows[r.digest] = BlobState(int(r.size), float(r.last_linked_at), r.pending_until, r.deleting_since)
+                yield IndexSnapshot(repos, tag_infos, mans, children, mblobs, blob_rows, links)
+                if repository_id is not None:
+                    return
+
+    def _in_ids(self, column: Any, ids: list[int]) -> Any:
+        """``column IN ids``; on PostgreSQL as ``= ANY(array)``: one bound parameter, so the
+        statement is prepared and planned once instead of once per list of 1,000 literals."""
+        if self.db.is_sqlite:
+            return column.in_(ids)
+        return column == any_(bindparam("ids", ids, type_=ARRAY(Integer)))
+
+    @staticmethod
+    def _garbage_blob(cutoff: float, now: float) -> list[Any]:
+        """What makes a blob row sweepable apart from references (the sweep re-checks the same)."""
+        return [
+            blobs.c.deleting_since.is_(None),
+            blobs.c.last_linked_at < cutoff,
+            or_(blobs.c.pending_until.is_(None), blobs.c.pending_until < now),
+            ~exists().where(and_(repository_blobs.c.digest == blobs.c.digest, repository_blobs.c.created_at >= cutoff)),
+        ]
+
+    async def blob_candidates(
+        self, cutoff: float, now: float, *, among: Iterable[str] | None = None, page: int = 2000
+    ) -> list[tuple[str, int]]:
+        """Blobs no manifest references, unleased, without a young link (the sweep's rule),
+        found by the database a page at a time in digest order; ``among``: only these digests."""
+        where = [*self._garbage_blob(cutoff, now), ~exists().where(manifest_blobs.c.digest == blobs.c.digest)]
+        out: list[tuple[str, int]] = []
+        if among is not None:
+            wanted = sorted(set(among))
+            for i in range(0, len(wanted), page):
+                q = select(blobs.c.digest, blobs.c.size).where(blobs.c.digest.in_(wanted[i : i + page]), *where)
+                async with self.db.read(snapshot=False) as conn:
+                    out.extend((r.digest, int(r.size)) for r in await conn.execute(q))
+            return sorted(out)
+        after = ""
+        while True:
+            q = select(blobs.c.digest, blobs.c.size).where(blobs.c.digest > after, *where).order_by(blobs.c.digest).limit(page)
+            # One statement walks the primary key from ``after`` until it has a page of
+            # garbage ("no reference" is an index probe per row): O(blobs) in all, any memory.
+            async with self.db.read(snapshot=False) as conn:
+                rows = (await conn.execute(q)).all()
+            out.extend((r.digest, int(r.size)) for r in rows)
+            if len(rows) < page:
+                return out
+            after = rows[-1].digest
+
+    async def blobs_only_referenced_by(self, refs: dict[str, int], cutoff: float, now: float) -> list[tuple[str, int]]:
+        """Of ``refs`` (digest -> references held by manifests a dry run would delete), the
+        sweepable blobs referenced by nothing else (their reference count equals it; those with
+        none left are :meth:`blob_candidates`' already)."""
+        count = (
+            select(func.count()).select_from(manifest_blobs).where(manifest_blobs.c.digest == blobs.c.digest).scalar_subquery()
+        )
+        wanted = sorted(refs)
+        out: list[tuple[str, int]] = []
+        for i in range(0, len(wanted), 1000):
+            q = select(blobs.c.digest, blobs.c.size, count.label("refs")).where(
+                blobs.c.digest.in_(wanted[i : i + 1000]), *self._garbage_blob(cutoff, now)
+            )
+            async with self.db.read(snapshot=False) as conn:
+                out.extend((r.digest, int(r.size)) for r in await conn.execute(q) if 0 < int(r.refs) <= refs[r.digest])
+        return out
+
+    async def reference_counts(self, digests: Iterable[str]) -> dict[str, int]:
+        """digest -> manifests referencing it (digests nothing references are left out)."""
+        wanted = sorted(set(digests))
+        out: dict[str, int] = {}
+        for i in range(0, len(wanted), 1000):
+            q = (
+                select(manifest_blobs.c.digest, func.count())
+                .where(manifest_blobs.c.digest.in_(wanted[i : i + 1000]))
+                .group_by(manifest_blobs.c.digest)
+            )
+            async with self.db.read(snapshot=False) as conn:
+                out.update((d, int(n)) for d, n in await conn.execute(q))
+        return out
+
+    async def known_blobs(self, digests: Sequence[str]) -> set[str]:
+        """Which of ``digests`` have a blob row (tombstoned ones included)."""
+        async with self.db.read(snapshot=False) as conn:
+            return set((await conn.execute(select(blobs.c.digest).where(blobs.c.digest.in_(list(digests))))).scalars())
 
     # ------------------------------------------------------------------------ uploads
     async def stale_uploads(self, before: float, repository: str | None = None) -> list[StaleUpload]:

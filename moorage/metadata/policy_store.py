@@ -114,6 +114,45 @@ class PolicyStore:
             rows = (await conn.execute(q)).all()
         return [TagInfo(int(r.repository_id), r.repository, r.name, int(r.manifest_id), float(r.updated_at)) for r in rows]
 
+    async def retention_candidates(self, repository: str, rules: Sequence[tuple[int | None, float | None]]) -> list[TagInfo]:
+        """The tags of ``repository`` that every rule (keep_last, pushed-before cutoff) removes,
+        newest first -- found by the database on ``ix_tags_updated``, so a repository of
+        100,000 tags costs what it loses, not what it holds (issue 24).
+
+        A tag is beyond ``keep_last`` when it sorts after the ``keep_last``-th newest tag in
+        the planner's order (push time descending, then name byte-wise).
+        """
+        name = self.db.lexical(tags.c.name)
+        order = (tags.c.updated_at.desc(), name)
+        async with self.db.read() as conn:
+            rid = (await conn.execute(select(repositories.c.id).where(repositories.c.name == repository))).scalar()
+            if rid is None:
+                return []
+            where = [tags.c.repository_id == rid]
+            for keep_last, cutoff in rules:
+                if keep_last:
+                    edge = (
+                        await conn.execute(
+                            select(tags.c.updated_at, tags.c.name)
+                            .where(tags.c.repository_id == rid)
+                            .order_by(*order)
+                            .offset(keep_last - 1)
+                            .limit(1)
+                        )
+                    ).first()
+                    if edge is None:
+                        return []  # fewer tags than this rule keeps
+                    where.append(
+                        or_(tags.c.updated_at < edge.updated_at, and_(tags.c.updated_at == edge.updated_at, name > edge.name))
+                    )
+                if cutoff is not None:
+                    where.append(tags.c.updated_at < cutoff)
+            rows = (
+                await conn.execute(select(tags.c.name, tags.c.manifest_id, tags.c.updated_at).where(*where).order_by(*order))
+            ).all()
+        rid = int(rid)
+        return [TagInfo(rid, repository, r.name, int(r.manifest_id), float(r.updated_at)) for r in rows]
+
     async def remove_tags_unmoved(self, doomed: Sequence[TagInfo], batch: int = 200) -> int:
         """Delete the tags, each only if it still points where it did (a re-push wins)."""
         from .store import untagged_statement

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
-from sqlalchemy import Connection, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, func, or_, select, union, update
 
 from .db import Database, _SyncReader
 from .writer import run_inline
@@ -31,6 +31,19 @@ from .tables import (
 
 if TYPE_CHECKING:  # the asyncio extension (and the ORM it imports) is not loaded on SQLite
     from sqlalchemy.ext.asyncio import AsyncConnection
+
+#: Most ranges (prefixes + single names) one :meth:`MetadataStore.catalog_in` query unions.
+MAX_CATALOG_RANGES = 200
+
+
+def prefix_successor(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (byte order), or
+    None if there is none: ``"team/"`` -> ``"team0"``, so ``prefix <= name < successor``."""
+    stripped = prefix.rstrip("\U0010ffff")
+    if not stripped:
+        return None
+    return stripped[:-1] + chr(ord(stripped[-1]) + 1)
+
 
 #: How long an upload may hold its claim on a blob between "about to move bytes into place"
 #: and "linked"; after that the garbage collector may treat the claim as abandoned.
@@ -235,6 +248,54 @@ class MetadataStore:
         stmt, params = (self._catalog, {"last": last or ""}) if n is None else (self._catalog_n, {"last": last or "", "n": n})
         async with self.db.read(snapshot=False) as conn:
             return (await conn.execute(stmt, params)).scalars().all()
+
+    async def catalog_in(
+        self, n: int, last: str | None, prefixes: Sequence[str] = (), names: Sequence[str] = (), *, public: bool = False
+    ) -> list[str]:
+        """The catalog restricted to what a caller may see, without reading the rest of it.
+
+        ``prefixes``: name prefixes (a grant ``team/*`` is the prefix ``team/``), each one a
+        range of the name index; ``names``: single repositories; ``public``: also every
+        repository marked public (a partial index).  Each branch is an ordered index range
+        scan stopping after ``n`` rows; the union is merged in order -- a user with grants on
+        10 namespaces out of 100,000 reads 10 ranges, not the catalog.  At most
+        :data:`MAX_CATALOG_RANGES` prefixes and names (the caller falls back to filtering
+        the plain catalog beyond that).
+        """
+        if len(prefixes) + len(names) > MAX_CATALOG_RANGES:
+            raise ValueError("too many catalog ranges")
+        name = self.db.lexical(repositories.c.name)
+        has_manifest = exists().where(manifests.c.repository_id == repositories.c.id)
+        after = name > (last or "")
+        branches = []
+        for prefix in sorted(set(prefixes)):
+            if not prefix:
+                return await self.catalog(n, last)  # everything
+            where = [name >= prefix, after, has_manifest]
+            upper = prefix_successor(prefix)
+            if upper is not None:
+                where.append(name < upper)
+            branches.append(select(repositories.c.name.label("name")).where(*where).order_by(name).limit(n))
+        exact = sorted(set(names))
+        if exact:
+            branches.append(
+                select(repositories.c.name.label("name")).where(repositories.c.name.in_(exact), after, has_manifest).limit(n)
+            )
+        if public:
+            branches.append(
+                select(repositories.c.name.label("name"))
+                .where(repositories.c.public, after, has_manifest)  # (the partial index's predicate, as written)
+                .order_by(name)
+                .limit(n)
+            )
+        if not branches:
+            return []
+        # Each branch as a subquery (SQLite allows ORDER BY/LIMIT only there in a compound).
+        parts = [select(b.subquery().c.name) for b in branches]
+        merged = union(*parts).subquery() if len(parts) > 1 else branches[0].subquery()
+        q = select(merged.c.name).order_by(self.db.lexical(merged.c.name)).limit(n)
+        async with self.db.read(snapshot=False) as conn:
+            return list((await conn.execute(q)).scalars().all())
 
     # -- blobs ----------------------------------------------------------------------------
     async def blob_size_in_repository(self, repository: str, digest: str) -> int | None:

@@ -286,6 +286,11 @@ gc_runs = Table(
 # import its PostgreSQL dialect into every process (~2 MiB, ~70 ms of each command's start).
 Index("ix_blobs_deleting_since", blobs.c.deleting_since, sqlite_where=blobs.c.deleting_since.is_not(None))
 Index("ix_tags_updated", tags.c.repository_id, tags.c.updated_at)
+# PostgreSQL only (migration 0012, not declared here for the reason above): byte-ordered
+# ("C" collation) indexes ``ix_repositories_name_c`` on repositories (name) and
+# ``ix_tags_repository_name_c`` on tags (repository_id, name), so the catalog, the tags list
+# and the UI's name order (``Database.lexical``) are index range scans.  SQLite's unique
+# indexes compare BINARY already and serve that order as they are.
 
 # ------------------------------------------------------------------ image insight (migration 0008)
 #: OSV advisories imported with ``moorage vulndb import``; ``modified`` makes re-imports incremental.

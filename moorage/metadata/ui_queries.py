@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import and_, delete, false, func, or_, select, true, update
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, True_
 
 from .db import Database
 from .listing import listed
@@ -81,12 +81,29 @@ class Visibility:
     scope_patterns: list[str] | None = None
 
 
-def _matches_any(patterns: Iterable[str]) -> ColumnElement[bool]:
+def _matches_any(patterns: Iterable[str], db: Database | None = None) -> ColumnElement[bool]:
+    """Repositories matching any grant pattern.  A pattern ending in its only ``*`` (``team/*``,
+    the common grant) is a range of the byte-ordered name index (``team/ <= name < team0``),
+    so a viewer with grants on 10 namespaces reads 10 ranges, not every name (issue 24)."""
     name = repositories.c.name
     conds: list[ColumnElement[bool]] = []
     for p in patterns:
-        conds.append(name == p if "*" not in p else name.like(pattern_like(p), escape="\\"))
+        if "*" not in p:
+            conds.append(name == p)
+        elif db is not None and p.index("*") == len(p) - 1 and p[:-1]:
+            conds.append(_prefix_range(db, p[:-1]))
+        else:
+            conds.append(name.like(pattern_like(p), escape="\\"))
     return or_(*conds) if conds else false()
+
+
+def _prefix_range(db: Database, prefix: str) -> ColumnElement[bool]:
+    """Names starting with ``prefix``, as a range of the name index (``Database.lexical``)."""
+    from .store import prefix_successor
+
+    name = db.lexical(repositories.c.name)
+    upper = prefix_successor(prefix)
+    return and_(name >= prefix, name < upper) if upper is not None else name >= prefix
 
 
 class UIQueries:
@@ -103,13 +120,16 @@ class UIQueries:
             return true()
         conds: list[ColumnElement[bool]] = []
         if vis.public_ok:
-            public = [repositories.c.public.is_(True)]
+            # ``public`` as the partial index ix_repositories_public_name states it (migration
+            # 0012), with a name range so SQLite can use it as one branch of a MULTI-INDEX OR
+            # (a bare ``public = 1`` makes it scan the table: 140 ms vs 0.2 ms at 100,000).
+            public: list[ColumnElement[bool]] = [and_(repositories.c.public, self.db.lexical(repositories.c.name) >= "")]
             for ns in await self.public_namespaces():
-                public.append(repositories.c.name.like(like_escape(ns) + "/%", escape="\\"))
+                public.append(_prefix_range(self.db, ns + "/"))
             conds.append(or_(*public))
-        granted = _matches_any(vis.pull_patterns)
+        granted = _matches_any(vis.pull_patterns, self.db)
         if vis.scope_patterns is not None:
-            granted = and_(granted, _matches_any(vis.scope_patterns))
+            granted = and_(granted, _matches_any(vis.scope_patterns, self.db))
         conds.append(granted)
         return or_(*conds)
 
@@ -139,6 +159,12 @@ class UIQueries:
         """One page of repositories with tag count, last push and size; and the total count."""
         where = self._listing_where(visible, query, namespace)
         name = self.db.lexical(repositories.c.name)
+        if not isinstance(visible, True_):
+            # A restricted viewer sees a few ranges of the name index: gather them (BitmapOr /
+            # MULTI-INDEX OR) and sort what they hold.  Ordering by the bare column would let the
+            # planner walk the whole name index filtering row by row, expecting a page soon
+            # (measured: 154 ms at 100,000 repositories for a user with 10 namespaces, 0.3 ms so).
+            name = self.db.lexical(repositories.c.name.concat(""))
         q = select(repositories.c.id, repositories.c.name, repositories.c.public).where(*where)
         if sort in ("pushed", "size"):
             # Order from the kept figures (ui_repo_stats); a repository not in it yet sorts last.

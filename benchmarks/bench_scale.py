@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Issue 24: a registry of N repositories on SQLite and PostgreSQL -- catalog, UI listings, GC memory.
+
+Builds N repositories quickly: one image (config + one layer) is pushed through the HTTP API into
+``seed/app:latest``, then its rows are cloned in SQL (repositories, manifests, manifest_blobs, tags,
+repository_blobs: one image per repository, all sharing the seed's two blobs), plus one repository
+``big/tags`` holding ``--tags`` tags.  Repository names are ``ns<NNNNN>/r<NNNNNNN>``: 100,000
+namespaces (at N = 100,000 one repository each), in catalog order.  Then it prints:
+
+* ``/v2/_catalog?n=1000`` at the start, middle and end (median of 5), and the whole walk;
+* tags list / manifest GET of one repository (median of 20);
+* the UI's repository list (page 1, search-as-you-type, sort by name / last push / size);
+* the catalog of a user with pull grants on 10 namespaces out of 100,000 (query layer);
+* ``moorage gc --dry-run --grace 0``: wall time and peak RSS (the child's own ``VmHWM``);
+* 100,000 tags in one repository: tags list pages, the UI repository page, retention plan;
+* all-repository scans: quota usage of a namespace, the storage chart, scrub's count,
+  retention over every tag, the UI's full sort-figure refresh.
+
+    python benchmarks/bench_scale.py --repos 100000               # both databases
+    python benchmarks/bench_scale.py --repos 100000 --db postgres --json /tmp/after.json
+
+PostgreSQL is a throwaway cluster started like the tests do (``tests/support/postgres.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from tests.support.postgres import create_database, start_postgres  # noqa: E402
+from tests.support.registry_proc import start_moorage  # noqa: E402
+from tests.support.scale import NAMESPACES, clone_sql, repo_name, run_sql, run_with_peak_rss  # noqa: E402
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def push_seed(url: str) -> None:
+    """One image through the API: config and layer by monolithic POST, then the manifest."""
+    s = requests.Session()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    layer = os.urandom(2048)
+    descs = []
+    for data, mt in ((config, "application/vnd.oci.image.config.v1+json"), (layer, "application/vnd.oci.image.layer.v1.tar")):
+        d = _sha(data)
+        r = s.post(
+            f"{url}/v2/seed/app/blobs/uploads/?digest={d}", data=data, headers={"Content-Type": "application/octet-stream"}
+        )
+        assert r.status_code == 201, r.text
+        descs.append({"mediaType": mt, "digest": d, "size": len(data)})
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descs[0], "layers": descs[1:]}).encode()
+    r = s.put(f"{url}/v2/seed/app/manifests/latest", data=manifest, headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 201, r.text
+
+
+def median_ms(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+async def amedian_ms(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        await fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def gc_dry_run(env: dict[str, str], data: Path) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of ``moorage gc --dry-run --grace 0`` as a child process (its
+    own VmHWM: ``wait4``'s figure would include this benchmark's RSS at fork time)."""
+    t = time.perf_counter()
+    args = ["gc", "--dry-run", "--grace", "0", "--json", "-q", "--data", str(data)]
+    code, _, err, peak = run_with_peak_rss(args, env, str(ROOT))
+    assert code == 0, err[-2000:]
+    return time.perf_counter() - t, peak
+
+
+async def in_process(db_url: str, n: int, fig: dict[str, Any]) -> None:
+    """Figures measured on the query layer (UI, filtered catalog, retention, all-repo scans)."""
+    from sqlalchemy import true
+
+    from moorage.gc import retention
+    from moorage.metadata import integrity_store
+    from moorage.metadata.db import Database
+    from moorage.metadata.policy_store import PolicyStore
+    from moorage.metadata.records import RetentionPolicy
+    from moorage.metadata.store import MetadataStore
+    from moorage.metadata.ui_queries import UIQueries, Visibility
+
+    db = Database(db_url)
+    ui = UIQueries(db)
+    store = MetadataStore(db)
+    try:
+        t = time.perf_counter()
+        await ui.refresh_stats()
+        fig["ui stats refresh (all repos)"] = (time.perf_counter() - t) * 1000
+        everything = true()
+        for sort in ("name", "pushed", "size"):
+            fig[f"UI repo list page 1, sort {sort}"] = await amedian_ms(lambda: ui.list_repositories(everything, sort=sort), 5)
+        fig["UI repo list page 500, sort name"] = await amedian_ms(lambda: ui.list_repositories(everything, offset=500 * 50), 5)
+        for q in ("r00", "r0050", "r005000"):
+            fig[f"UI search '{q}'"] = await amedian_ms(lambda: ui.list_repositories(everything, query=q), 5)
+        # A user with pull grants on 10 namespaces out of 100,000.
+        grants = [f"ns{k * (NAMESPACES // 10):05d}/*" for k in range(10)]
+        vis = Visibility(public_ok=True, pull_patterns=grants)
+        cond = await ui.visible_condition(vis)
+        fig["UI repo list, user with 10 namespace grants"] = await amedian_ms(lambda: ui.list_repositories(cond), 5)
+        filtered = getattr(store, "catalog_in", None)
+        prefixes = [g[:-1] for g in grants]
+        if filtered is not None:
+            fig["catalog n=1000, user with 10 namespace grants"] = await amedian_ms(lambda: filtered(1000, None, prefixes), 5)
+        else:  # before: walk the catalog in batches and filter (what api/catalog.py's _filtered does)
+
+            async def walk_filter() -> list[str]:
+                out: list[str] = []
+                last = None
+                while len(out) < 1000:
+                    names = await store.catalog(1000, last)
+                    if not names:
+                        break
+                    out += [x for x in names if any(x.startswith(p) for p in prefixes)]
+                    last = names[-1]
+                return out
+
+            fig["catalog n=1000, user with 10 namespace grants"] = await amedian_ms(walk_filter, 1)
+        # 100,000 tags in one repository
+        rid = (await ui.repository("big/tags"))["id"]  # type: ignore[index]
+        fig["UI repo page (big/tags), page 1"] = await amedian_ms(lambda: ui.tags_page(rid), 5)
+        fig["UI repo page (big/tags), page 500"] = await amedian_ms(lambda: ui.tags_page(rid, offset=500 * 100), 5)
+        pol = [RetentionPolicy("big/*", 10, None, None)]
+        ps = PolicyStore(db)
+
+        by_db = getattr(retention, "plan_repository", None)
+
+        async def plan_big(policies: list[RetentionPolicy] = pol) -> Any:
+            if by_db is not None:  # after issue 24: ranked by the database
+                return await by_db(db, policies, "big/tags")
+            return retention.plan(policies, await ps.load_tags("big/tags"))
+
+        fig["retention plan (big/tags, keep_last 10: 99,991 go)"] = await amedian_ms(plan_big, 3)
+        keep = [RetentionPolicy("big/*", 99_000)]
+        fig["retention plan (big/tags, keep_last 99,000: 1,001 go)"] = await amedian_ms(lambda: plan_big(keep), 3)
+        young = [RetentionPolicy("big/*", None, None, 36500)]
+        fig["retention plan (big/tags, expire 100 y: none go)"] = await amedian_ms(lambda: plan_big(young), 3)
+        # all-repository scans
+        fig["quota usage, namespace ns00000"] = await amedian_ms(lambda: ps.namespace_usage("ns00000"), 3)
+        fig["quota usage, namespace big"] = await amedian_ms(lambda: ps.namespace_usage("big"), 3)
+        fig["chart: storage by repository"] = await amedian_ms(lambda: ui.storage_by_repository(everything), 3)
+        fig["scrub progress count (all blobs)"] = await amedian_ms(lambda: integrity_store.count_blobs(db, None, None, None), 3)
+        pol_all = [RetentionPolicy("*", 10, None, None)]
+
+        async def plan_all() -> Any:
+            return retention.plan(pol_all, await ps.load_tags(None))
+
+        fig["retention plan (every tag, keep_last 10)"] = await amedian_ms(plan_all, 1)
+    finally:
+        await db.close()
+
+
+def measure_http(url: str, n: int, fig: dict[str, Any]) -> None:
+    s = requests.Session()
+
+    def get(path: str) -> requests.Response:
+        r = s.get(url + path)
+        assert r.status_code == 200, (path, r.status_code, r.text[:300])
+        return r
+
+    get("/v2/_catalog?n=1000")  # warm
+    fig["catalog n=1000, first page"] = median_ms(lambda: get("/v2/_catalog?n=1000"), 5)
+    mid = repo_name(n // 2, n)
+    fig["catalog n=1000, middle"] = median_ms(lambda: get(f"/v2/_catalog?n=1000&last={mid}"), 5)
+    end = repo_name(max(0, n - 1000), n)
+    fig["catalog n=1000, near the end"] = median_ms(lambda: get(f"/v2/_catalog?n=1000&last={end}"), 5)
+    t = time.perf_counter()
+    path: str | None = "/v2/_catalog?n=1000"
+    pages = 0
+    while path:
+        r = get(path)
+        pages += 1
+        link = r.headers.get("Link")
+        path = link.split(";")[0].strip("<>") if link else None
+    fig["catalog walk (s)"] = time.perf_counter() - t
+    fig["catalog walk pages"] = pages
+    one = repo_name(n // 3, n)
+    fig["tags list, one repo"] = median_ms(lambda: get(f"/v2/{one}/tags/list"), 20)
+    accept = {"Accept": OCI_MANIFEST}
+    fig["manifest GET, one repo"] = median_ms(lambda: s.get(f"{url}/v2/{one}/manifests/latest", headers=accept), 20)
+    fig["tags list big/tags n=100, first"] = median_ms(lambda: get("/v2/big/tags/tags/list?n=100"), 5)
+    fig["tags list big/tags n=100, middle"] = median_ms(lambda: get("/v2/big/tags/tags/list?n=100&last=v050000"), 5)
+    fig["tags list big/tags n=100, end"] = median_ms(lambda: get("/v2/big/tags/tags/list?n=100&last=v099900"), 5)
+
+
+def run_one(kind: str, n: int, tags_in_big: int, work: Path, pg_admin: str | None) -> dict[str, Any]:
+    fig: dict[str, Any] = {}
+    data = work / kind / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    if kind == "postgres":
+        assert pg_admin is not None
+        url = create_database(pg_admin, f"scale_{n}_{int(time.time())}")
+        env["MOORAGE_DATABASE__URL"] = url.replace("postgresql+asyncpg://", "postgresql://")
+        db_url = url
+    else:
+        db_url = f"sqlite+aiosqlite:///{data / 'moorage.db'}"
+    subprocess.run([sys.executable, "-m", "moorage.cli", "migrate", "--data", str(data)], env=env, cwd=ROOT, check=True)
+    srv_env = {k: v for k, v in env.items() if k.startswith("MOORAGE_")}
+    srv = start_moorage(work / kind, env=srv_env)
+    try:
+        push_seed(srv.url)
+    finally:
+        srv.stop()
+    t = time.perf_counter()
+    asyncio.run(run_sql(db_url, clone_sql(n, tags_in_big, kind == "sqlite")))
+    fig["build (s)"] = time.perf_counter() - t
+    if kind == "sqlite":
+        fig["database size (MB)"] = sum(p.stat().st_size for p in data.glob("moorage.db*")) / 1e6
+    else:
+        fig["database size (MB)"] = asyncio.run(_pg_size(db_url)) / 1e6
+    srv = start_moorage(work / kind, env=srv_env)
+    try:
+        measure_http(srv.url, n, fig)
+    finally:
+        srv.stop()
+    asyncio.run(in_process(db_url, n, fig))
+    secs, rss = gc_dry_run(env, data)
+    fig["gc --dry-run --grace 0 (s)"] = secs
+    fig["gc --dry-run peak RSS (MiB)"] = rss
+    return fig
+
+
+async def _pg_size(url: str) -> int:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    async with engine.connect() as conn:
+        size = (await conn.execute(text("SELECT pg_database_size(current_database())"))).scalar_one()
+    await engine.dispose()
+    return int(size)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repos", type=int, default=100_000)
+    ap.add_argument("--tags", type=int, default=100_000, help="tags in the one big repository")
+    ap.add_argument("--db", default="sqlite,postgres")
+    ap.add_argument("--workdir", help="keep the data here (default: a temporary directory)")
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+    kinds = [k.strip() for k in args.db.split(",") if k.strip()]
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.workdir) as tmp:
+        work = Path(tmp)
+        if "postgres" in kinds:
+            with start_postgres(work / "pg") as admin:
+                for kind in kinds:
+                    results[kind] = run_one(kind, args.repos, args.tags, work, admin)
+        else:
+            for kind in kinds:
+                results[kind] = run_one(kind, args.repos, args.tags, work, None)
+    keys = list(dict.fromkeys(k for r in results.values() for k in r))
+    print(f"\nN = {args.repos:,} repositories (+ big/tags with {args.tags:,} tags); times in ms unless stated")
+    print(f"{'figure':55s}" + "".join(f"{k:>14s}" for k in kinds))
+    for key in keys:
+        print(f"{key:55s}" + "".join(f"{results[k].get(key, float('nan')):14.1f}" for k in kinds))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"repos": args.repos, "tags": args.tags, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,369 @@
+"""Issue 24 at a size CI affords: the catalog walks its index, the GC's mark phase has bounded memory.
+
+Registries are built by cloning one image's rows in SQL (tests/support/scale.py): 50,000
+repositories on PostgreSQL in seconds.  No timing is asserted:
+
+* the catalog's statements (a page at the start and in the middle, the per-user ranges of
+  ``catalog_in``, a tags-list page of a repository with many tags) are EXPLAINed: they must be
+  ordered index range scans -- no Seq Scan of ``repositories``/``tags``, no sort of them;
+* ``moorage gc --dry-run --grace 0`` runs as a child process on 5,000 and on 50,000 manifests; its
+  peak RSS (its own ``VmHWM``) must not grow with the number of manifests (the old mark phase held the
+  whole index: ~2.5 KB per manifest, +110 MiB between the two sizes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.postgres import create_database
+from tests.support.registry_proc import REPO_ROOT
+from tests.support.scale import clone_sql, repo_name, run_sql, run_with_peak_rss, seed_sql
+
+pytestmark = [pytest.mark.services, pytest.mark.scaleout]
+
+BIG = 50_000
+SMALL = 5_000
+TAGS_IN_BIG = 20_000
+#: Peak RSS may differ this much between the two sizes (allocator noise, one batch of rows).
+RSS_SLACK_MIB = 25.0
+
+
+def _migrate(url: str) -> None:
+    from moorage.metadata.db import Database
+
+    async def go() -> None:
+        db = Database(url)
+        try:
+            await db.migrate()
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+
+
+def _build(url: str, n: int, tags_in_big: int = 0) -> None:
+    _migrate(url)
+    sqlite = url.startswith("sqlite")
+    asyncio.run(run_sql(url, seed_sql(sqlite) + clone_sql(n, tags_in_big, sqlite)))
+
+
+@pytest.fixture(scope="module")
+def big_pg(postgres_url: str) -> str:
+    url = create_database(postgres_url, f"scale_{uuid.uuid4().hex[:8]}")
+    _build(url, BIG, TAGS_IN_BIG)
+    return url
+
+
+def _named_sql(stmt: Any, dialect: Any) -> tuple[str, dict[str, Any]]:
+    """``stmt`` as SQL with ``:name`` parameters (IN lists expanded) and their values."""
+    compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    return str(compiled), dict(compiled.params)
+
+
+def _pg_plan(url: str, stmt: Any) -> str:
+    """PostgreSQL's plan (text) of a SQLAlchemy statement, with its bound parameters."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def go() -> str:
+        engine = create_async_engine(url)
+        compiled = stmt.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
+        params = tuple(compiled.params[k] for k in compiled.positiontup or ())
+        try:
+            async with engine.connect() as conn:
+                rows = (await conn.exec_driver_sql("EXPLAIN " + str(compiled), params)).scalars().all()
+        finally:
+            await engine.dispose()
+        return "\n".join(rows)
+
+    return asyncio.run(go())
+
+
+def _captured_statements(url: str, call: Any) -> list[Any]:
+    """The statements (with parameters bound) a store method executes, captured on the way."""
+    from moorage.metadata.db import Database
+
+    seen: list[Any] = []
+
+    async def go() -> None:
+        db = Database(url)
+        real_read = db.read
+
+        class Spy:
+            def __init__(self, conn: Any) -> None:
+                self.conn = conn
+
+            async def execute(self, stmt: Any, params: Any = None) -> Any:
+                seen.append(stmt.params(**params) if params else stmt)
+                return await self.conn.execute(stmt, params) if params else await self.conn.execute(stmt)
+
+        from contextlib import asynccontextmanager
+
+        @asynccontextmanager
+        async def read(snapshot: bool = True) -> Any:
+            async with real_read(snapshot=snapshot) as conn:
+                yield Spy(conn)
+
+        db.read = read  # type: ignore[method-assign]
+        try:
+            await call(db)
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+    return seen
+
+
+def _assert_index_walk(plan: str, table: str, index: str) -> None:
+    assert f"Seq Scan on {table}" not in plan, plan
+    assert index in plan, plan
+
+
+@pytest.mark.parametrize("where", ["start", "middle"])
+def test_catalog_page_is_an_index_range_scan(big_pg: str, where: str) -> None:
+    from moorage.metadata.store import MetadataStore
+
+    last = None if where == "start" else repo_name(BIG // 2, BIG)
+    stmts = _captured_statements(big_pg, lambda db: MetadataStore(db).catalog(1000, last))
+    assert len(stmts) == 1
+    plan = _pg_plan(big_pg, stmts[0])
+    _assert_index_walk(plan, "repositories", "ix_repositories_name_c")
+    assert "Sort" not in plan, plan  # the index gives the order; nothing is sorted
+
+
+def test_catalog_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str) -> None:
+    from moorage.metadata.store import MetadataStore
+
+    prefixes = [repo_name(k * BIG // 10, BIG).split("/")[0] + "/" for k in range(10)]
+    found: list[list[str]] = []
+
+    async def call(db: Any) -> None:
+        found.append(await MetadataStore(db).catalog_in(1000, None, prefixes, ["big/tags"], public=True))
+
+    stmts = _captured_statements(big_pg, call)
+    assert found[0] == sorted(["big/tags"] + [repo_name(k * BIG // 10, BIG) for k in range(10)])
+    plan = _pg_plan(big_pg, stmts[0])
+    assert "Seq Scan on repositories" not in plan, plan
+    assert plan.count("ix_repositories_name_c") == 10, plan
+    assert "ix_repositories_public_name" in plan, plan
+
+
+def test_ui_list_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str, tmp_path: Path) -> None:
+    """The UI's repository list (page and count) for a viewer with 10 namespace grants and public
+    access: index ranges (BitmapOr / MULTI-INDEX OR), never a walk of every name."""
+    import sqlite3
+
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from moorage.metadata.ui_queries import UIQueries, Visibility
+
+    def grants(n: int) -> list[str]:
+        return [repo_name(k * n // 10, n).split("/")[0] + "/*" for k in range(10)]
+
+    def statements(url: str, n: int) -> list[Any]:
+        async def call(db: Any) -> None:
+            ui = UIQueries(db)
+            cond = await ui.visible_condition(Visibility(public_ok=True, pull_patterns=grants(n)))
+            rows, total = await ui.list_repositories(cond)
+            assert total == 10 and [r.name for r in rows] == [repo_name(k * n // 10, n) for k in range(10)]
+
+        return _captured_statements(url, call)
+
+    stmts = [s for s in statements(big_pg, BIG) if "namespaces" not in str(s)]
+    for stmt in stmts[:2]:  # the page, the count
+        plan = _pg_plan(big_pg, stmt)
+        assert "Seq Scan on repositories" not in plan and "BitmapOr" in plan, plan
+        assert "ix_repositories_public_name" in plan, plan
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, SMALL, 0)
+    conn = sqlite3.connect(tmp_path / "moorage.db")
+    for stmt in [s for s in statements(url, SMALL) if "namespaces" not in str(s)][:2]:
+        sql, params = _named_sql(stmt, sqlite_dialect.dialect(paramstyle="named"))
+        plan = "\n".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+        assert "MULTI-INDEX OR" in plan and "SCAN repositories" not in plan, (sql, plan)
+    conn.close()
+
+
+def test_tags_list_page_of_a_repository_with_many_tags_is_an_index_range_scan(big_pg: str) -> None:
+    from moorage.metadata.store import MetadataStore
+
+    stmts = _captured_statements(big_pg, lambda db: MetadataStore(db).list_tags("big/tags", 100, "v010000"))
+    plan = _pg_plan(big_pg, stmts[0])
+    _assert_index_walk(plan, "tags", "ix_tags_repository_name_c")
+    assert "Sort" not in plan, plan
+
+
+def test_sqlite_catalog_and_ranges_walk_the_name_index(tmp_path: Path) -> None:
+    """The same on SQLite: no temporary B-tree for ORDER BY, no full scan for the ranges."""
+    import sqlite3
+
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from moorage.metadata.store import MetadataStore
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, SMALL, 1000)
+    prefixes = [repo_name(k * SMALL // 10, SMALL).split("/")[0] + "/" for k in range(10)]
+
+    async def call(db: Any) -> None:
+        store = MetadataStore(db)
+        await store.catalog(1000, repo_name(SMALL // 2, SMALL))
+        assert len(await store.catalog_in(1000, None, prefixes, public=True)) == 10
+        await store.list_tags("big/tags", 100, "v000500")
+
+    conn = sqlite3.connect(tmp_path / "moorage.db")
+    for stmt in _captured_statements(url, call):
+        if "alembic" in str(stmt):
+            continue
+        sql, params = _named_sql(stmt, sqlite_dialect.dialect(paramstyle="named"))
+        plan = "\n".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+        print(sql, plan, sep="\n")
+        # full scans of the tables never; sorting only the few rows a union merged
+        assert not any(line.strip() in ("SCAN repositories", "SCAN tags") for line in plan.splitlines()), (sql, plan)
+        if "UNION" not in sql:
+            assert "TEMP B-TREE" not in plan, (sql, plan)
+    conn.close()
+
+
+# ---------------------------------------------------------------------------------- GC memory
+def _gc_peak_rss_mib(url: str, data: Path) -> tuple[float, dict[str, Any]]:
+    """Peak RSS (MiB, the child's own VmHWM) and summary of ``moorage gc --dry-run --grace 0``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    if not url.startswith("sqlite"):
+        env["MOORAGE_DATABASE__URL"] = url.replace("postgresql+asyncpg://", "postgresql://")
+    data.mkdir(parents=True, exist_ok=True)
+    args = ["gc", "--dry-run", "--grace", "0", "--json", "-q", "--data", str(data)]
+    code, out, err, peak = run_with_peak_rss(args, env, str(REPO_ROOT))
+    assert code == 0, err[-2000:]
+    return peak, json.loads(out)
+
+
+def test_gc_mark_memory_does_not_grow_with_manifests(postgres_url: str, big_pg: str, tmp_path: Path) -> None:
+    small = create_database(postgres_url, f"scale_small_{uuid.uuid4().hex[:8]}")
+    _build(small, SMALL)
+    rss_small, sum_small = _gc_peak_rss_mib(small, tmp_path / "small")
+    rss_big, sum_big = _gc_peak_rss_mib(big_pg, tmp_path / "big")
+    # nothing is garbage in either (every repository's image is tagged)
+    assert sum_small["blobs_removed"] == sum_big["blobs_removed"] == 0, (sum_small, sum_big)
+    print(f"gc --dry-run peak RSS: {rss_small:.0f} MiB at {SMALL:,} manifests, {rss_big:.0f} MiB at {BIG:,}")
+    assert rss_big - rss_small < RSS_SLACK_MIB, (
+        f"peak RSS {rss_small:.0f} MiB at {SMALL:,} manifests, {rss_big:.0f} MiB at {BIG:,}"
+    )
+
+
+# ---------------------------------------------------------------------------------- retention
+def test_retention_ranked_by_the_database_agrees_with_the_planner(tmp_path: Path) -> None:
+    """``plan_repository`` (keep_last / expire_days in SQL) removes exactly what ``plan`` does,
+    ties in push time and names that sort differently by locale included."""
+    import random
+
+    from moorage.gc import retention
+    from moorage.metadata.db import Database
+    from moorage.metadata.records import RetentionPolicy
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, 10, 0)
+    rng = random.Random(24)
+    now = 1.7e9 + 100 * 86400
+    names = [f"{rng.choice(['v', 'V', 'rc', 'v_', 'é'])}{i}" for i in range(400)]
+    rows = [f"('{n}', {1.7e9 + rng.choice([0, 1, 2, 50, 99]) * 86400 + rng.choice([0, 0.5])})" for n in names]
+    asyncio.run(
+        run_sql(
+            url,
+            [
+                "CREATE TEMP TABLE t (name TEXT, at REAL)",
+                "INSERT INTO t VALUES " + ", ".join(rows),
+                "INSERT INTO tags (repository_id, name, manifest_id, updated_at) SELECT m.repository_id, t.name, m.id, t.at "
+                "FROM t, manifests m WHERE m.repository_id = (SELECT id FROM repositories WHERE name = 'seed/app')",
+            ],
+        )
+    )
+    cases = [
+        [RetentionPolicy("seed/*", 10)],
+        [RetentionPolicy("seed/app", 0)],
+        [RetentionPolicy("seed/*", None, None, 30)],
+        [RetentionPolicy("seed/*", 57, "v1.*", 60)],
+        [RetentionPolicy("*", 5), RetentionPolicy("seed/app", 200, None, 10)],
+        [RetentionPolicy("seed/*", 1000)],
+        [RetentionPolicy("other/*", 1)],
+    ]
+
+    async def go() -> None:
+        db = Database(url)
+        sizes = []
+        try:
+            for policies in cases:
+                expected = retention.plan(policies, await retention.load_tags(db, "seed/app"), now)
+                got = await retention.plan_repository(db, policies, "seed/app", now)
+                assert got == expected, policies
+                sizes.append(len(expected))
+            assert sum(1 for n in sizes if 0 < n < 401) >= 4, sizes  # the cases do remove some, not all
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+
+
+# ------------------------------------------------------------------------- mark equivalence
+def test_database_side_mark_agrees_with_the_pure_mark(tmp_path: Path) -> None:
+    """The collector's bounded-memory mark (batches + database set operations) reports, in a
+    ``--delete-untagged`` dry run, exactly what the pure ``mark()`` finds on a whole snapshot:
+    untagged manifests nothing reaches, blobs only they (or nothing) reference, stale links."""
+    import hashlib
+
+    from moorage.gc.collector import Collector, GCOptions
+    from moorage.gc.mark import MarkScope, mark
+    from moorage.metadata.db import Database
+    from moorage.metadata.gc_store import GCStore
+    from moorage.storage.memory import MemoryBlobStore
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, 30, 0)  # 31 repositories, each a tagged image of two shared blobs
+
+    def d(label: str) -> str:
+        return "sha256:" + hashlib.sha256(label.encode()).hexdigest()
+
+    blobs = ", ".join(f"('{d(x)}', 7, 1.7e9, 1.7e9)" for x in ("only-untagged", "free", "shared", "stale-link"))
+    untagged = "(SELECT id FROM manifests WHERE digest = '" + d("m-untagged") + "')"
+    r0 = "(SELECT id FROM repositories WHERE name = '" + repo_name(0, 30) + "')"
+    r1 = "(SELECT id FROM repositories WHERE name = '" + repo_name(1, 30) + "')"
+    asyncio.run(
+        run_sql(
+            url,
+            [
+                f"INSERT INTO blobs (digest, size, created_at, last_linked_at) VALUES {blobs}",
+                "INSERT INTO manifests (repository_id, digest, media_type, size, payload, created_at) "
+                f"VALUES ({r0}, '{d('m-untagged')}', 'application/vnd.oci.image.manifest.v1+json', 2, X'7b7d', 1.7e9)",
+                f"INSERT INTO manifest_blobs (manifest_id, digest) VALUES ({untagged}, '{d('only-untagged')}'), "
+                f"({untagged}, '{d('shared')}')",
+                "INSERT INTO manifest_blobs (manifest_id, digest) SELECT id, '" + d("shared") + "' FROM manifests "
+                f"WHERE repository_id = {r1}",
+                f"INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ({r0}, '{d('only-untagged')}', 1.7e9), "
+                f"({r0}, '{d('shared')}', 1.7e9), ({r1}, '{d('shared')}', 1.7e9), ({r0}, '{d('stale-link')}', 1.7e9)",
+            ],
+        )
+    )
+
+    async def go() -> None:
+        db = Database(url)
+        try:
+            opts = GCOptions(grace=0, dry_run=True, delete_untagged=True, mark_batch=7)
+            res = await Collector(db, MemoryBlobStore(), opts).run()
+            snap = await GCStore(db).snapshot()
+            pure = mark(snap, MarkScope(now=__import__("time").time(), grace=0, delete_untagged=True))
+        finally:
+            await db.close()
+        assert [m for _, m, _ in res.manifests] == [m.digest for m in pure.manifests] == [d("m-untagged")]
+        assert res.blobs == pure.blobs
+        assert {b for b, _ in res.blobs} == {d("only-untagged"), d("free"), d("stale-link")}
+        assert res.links_removed == len(pure.links) == 1  # r0's link to "shared" (r1's manifest keeps the blob)
+
+    asyncio.run(go())
