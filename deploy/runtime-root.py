@@ -9,8 +9,8 @@ process needs into ``ROOT``, and the final stage is ``FROM scratch`` with that t
   ensurepip, distutils, idle, tkinter, pydoc's topics), and ``/opt/moorage`` (the venv);
 * every shared library those load (resolved with ``ldd`` from the interpreter, the standard
   library's and the venv's extension modules), with their symlinks;
-* ``/bin/sh`` (dash) for ``docker exec ... sh``, CA certificates, ``/etc/passwd`` with the
-  ``moorage`` user (uid 10001), ``/tmp``.
+* ``/bin/sh`` (dash) and a few coreutils (``TOOLS``) for ``docker exec ... sh``, CA
+  certificates, ``/etc/passwd`` with the ``moorage`` user (uid 10001), ``/tmp``.
 
 Third-party Python is kept as compiled bytecode only (``.pyc`` in place of ``.py``): the image
 runs as a user that cannot write ``__pycache__``, so bytecode is needed for a quick start, and
@@ -53,6 +53,9 @@ FILES = (
     "/etc/nsswitch.conf",
     "/bin/sh",
 )
+#: A few tools for ``docker exec registry sh`` and for giving a registry:2 volume to the image's
+#: user (``--entrypoint chown``, docs/registry2.md); ~2 MB with their libraries.
+TOOLS = ("chown", "chmod", "ls", "cat", "id", "du", "df", "mkdir", "rm", "cp", "mv")
 PASSWD = (
     "root:x:0:0:root:/root:/bin/sh\n"
     "moorage:x:10001:10001:Moorage registry:/var/lib/registry:/usr/sbin/nologin\n"
@@ -133,7 +136,10 @@ def assemble(root: Path) -> None:
     for name in FILES:
         if os.path.lexists(name):
             copy_path(name, root)
-    binaries = [exe, Path("/bin/sh").resolve(), *dest_stdlib.rglob("*.so"), *VENV.rglob("*.so")]
+    tools = [Path("/usr/bin") / t for t in TOOLS if (Path("/usr/bin") / t).is_file()]
+    for tool in tools:
+        copy_path(tool, root)
+    binaries = [exe, Path("/bin/sh").resolve(), *tools, *dest_stdlib.rglob("*.so"), *VENV.rglob("*.so")]
     for lib in sorted(libraries(binaries)):
         copy_path(lib, root)
     for etc, text in (("passwd", PASSWD), ("group", GROUP)):

@@ -207,6 +207,7 @@ IN_IMAGE = (
     "/opt/moorage/lib/python3.11/site-packages/moorage/cli.py",
     "/opt/moorage/lib/python3.11/site-packages/aiohttp/web.pyc",
     "/bin/sh",
+    "/usr/bin/chown",
     "/etc/ssl/certs/ca-certificates.crt",
 )
 
@@ -226,8 +227,17 @@ def test_image_holds_the_runtime_only(podman: PodmanService, image: str) -> None
     assert [p for p in IN_IMAGE if not found[p]] == []
     assert found["uid"] == 10001
     # the shell that `docker exec registry sh` opens
-    out = podman.docker("container", "run", "--rm", "--entrypoint", "/bin/sh", image, "-c", "cd / && moorage --help")
-    assert "Usage" in out.stdout, out.stdout
+    out = podman.docker(
+        "container",
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        image,
+        "-c",
+        "cd / && moorage --help && id -u && ls -d /var/lib/registry",
+    )
+    assert "Usage" in out.stdout and "\n10001\n/var/lib/registry" in out.stdout, out.stdout
 
 
 def test_registry2_config_with_htpasswd_unchanged(podman: PodmanService, image: str, pushed_image: str, tmp_path: Path) -> None:
