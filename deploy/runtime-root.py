@@ -36,7 +36,24 @@ from pathlib import Path
 #: The venv (deploy/Dockerfile).
 VENV = Path(sys.prefix)
 #: Standard library parts only a Python developer uses.
-STDLIB_SKIP = {"lib2to3", "ensurepip", "distutils", "idlelib", "tkinter", "turtledemo", "pydoc_data", "test", "venv"}
+#: (the debugging and testing modules too: libraries import them only from their test helpers)
+STDLIB_SKIP = {
+    "lib2to3",
+    "ensurepip",
+    "distutils",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "pydoc_data",
+    "test",
+    "venv",
+    "unittest",
+    "pydoc.py",
+    "doctest.py",
+    "pdb.py",
+    "turtle.py",
+    "_pydecimal.py",
+}
 #: Extension modules of the standard library nothing here imports, some of which bring libraries
 #: (Berkeley DB, ncurses, readline, NIS with Kerberos): test modules, terminals, old databases.
 DYNLOAD_SKIP = re.compile(

@@ -24,7 +24,17 @@ BOTOCORE_SERVICES = {"s3", "sts", "sso", "sso-oidc"}
 DEAD_SUFFIXES = {".pyx", ".pxd", ".pxi", ".pyi", ".c", ".h", ".cpp", ".hpp"}
 #: Test suites shipped inside packages (``<package>/tests``) and the libraries' test harnesses.
 TEST_DIRS = {"tests", "test"}
-HARNESSES = ("sqlalchemy/testing", "alembic/testing", "mako/testing", "uvloop/_testbase.py")
+HARNESSES = (
+    "sqlalchemy/testing",
+    "alembic/testing",
+    "mako/testing",
+    "uvloop/_testbase.py",
+    "asyncpg/_testbase",
+    "aiohttp/test_utils.py",
+    "aiohttp/pytest_plugin.py",
+)
+#: Pydantic's 1.x compatibility package (Moorage uses the 2.x API only).
+LEGACY = ("pydantic/v1",)
 #: SQLAlchemy's dialects for databases Moorage does not support (SQLite and PostgreSQL stay;
 #: Alembic names the others only for type checking).
 DIALECTS = ("sqlalchemy/dialects/mssql", "sqlalchemy/dialects/mysql", "sqlalchemy/dialects/oracle")
@@ -49,7 +59,14 @@ def _remove(path: Path) -> int:
 
 def slim(site: Path) -> dict[str, int]:
     """Remove what the registry never loads from ``site`` (site-packages); bytes freed per kind."""
-    freed = {"botocore models": 0, "tests": 0, "sources and stubs": 0, "zstandard cffi": 0, "other databases": 0}
+    freed = {
+        "botocore models": 0,
+        "tests": 0,
+        "sources and stubs": 0,
+        "zstandard cffi": 0,
+        "other databases": 0,
+        "pydantic v1": 0,
+    }
     data = site / "botocore" / "data"
     if data.is_dir():
         for svc in data.iterdir():
@@ -64,6 +81,9 @@ def slim(site: Path) -> dict[str, int]:
     for rel in HARNESSES:
         if (site / rel).exists():
             freed["tests"] += _remove(site / rel)
+    for rel in LEGACY:
+        if (site / rel).exists():
+            freed["pydantic v1"] += _remove(site / rel)
     for rel in DIALECTS:
         if (site / rel).exists():
             freed["other databases"] += _remove(site / rel)
