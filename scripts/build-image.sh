@@ -14,6 +14,8 @@
 # Environment:
 #   MOORAGE_BUILD_TOOL   podman (default when installed) or docker
 #   MOORAGE_IMAGE        tag to build (default localhost/moorage:latest)
+#   MOORAGE_IMAGE_EXTRAS the extras installed in the image (default s3,postgres,ldap,oidc: what a
+#                        scale-out or directory-backed deployment needs; "all" adds image insight)
 #   MOORAGE_BASE_IMAGE   use this base and skip the pull/mmdebstrap logic
 #   MOORAGE_IMAGE_CACHE  where the base rootfs tar is kept
 #   MOORAGE_DEBIAN_MIRROR  apt mirror for mmdebstrap (default: the host's, else deb.debian.org)
@@ -26,6 +28,7 @@ if [ -z "$TOOL" ]; then
     if command -v podman >/dev/null 2>&1; then TOOL=podman; else TOOL=docker; fi
 fi
 IMAGE="${MOORAGE_IMAGE:-localhost/moorage:latest}"
+EXTRAS="${MOORAGE_IMAGE_EXTRAS:-s3,postgres,ldap,oidc}"
 DEFAULT_BASE="python:3.11-slim-bookworm"
 CACHE="${MOORAGE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/moorage-image}"
 say() { echo "build-image: $*" >&2; }
@@ -89,10 +92,56 @@ else
 fi
 
 # -- 2. wheels ------------------------------------------------------------------------------
+strip_wheels() {
+    # The manylinux wheels' extension modules carry their debug symbols (uvloop's loop.so is
+    # 13 MB, 1.6 MB stripped; zstandard's, asyncpg's alike): strip them on the host, where
+    # binutils are, and rewrite each wheel's RECORD so pip accepts it.  The image has no
+    # compiler or binutils.  Without strip the wheels are used as they are.
+    command -v strip >/dev/null 2>&1 || { say "strip not found: wheels keep their debug symbols"; return 0; }
+    python3 - "$1" <<'PY'
+import base64, csv, hashlib, io, os, subprocess, sys, tempfile, zipfile
+from pathlib import Path
+
+def digest(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+before = after = 0
+for whl in sorted(Path(sys.argv[1]).glob("*.whl")):
+    with zipfile.ZipFile(whl) as zf:
+        infos = zf.infolist()
+        if not any(i.filename.endswith(".so") or ".so." in i.filename for i in infos):
+            continue
+        files = {i.filename: zf.read(i) for i in infos}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            if not (name.endswith(".so") or ".so." in name):
+                continue
+            so = Path(tmp) / "x.so"
+            so.write_bytes(data)
+            if subprocess.run(["strip", "--strip-unneeded", str(so)], capture_output=True).returncode == 0:
+                files[name] = so.read_bytes()
+            before += len(data)
+            after += len(files[name])
+    record = next(n for n in files if n.endswith(".dist-info/RECORD"))
+    buf = io.StringIO()
+    rows = csv.writer(buf, lineterminator="\n")
+    rows.writerows([n, digest(d), len(d)] for n, d in files.items() if n != record)
+    rows.writerow([record, "", ""])
+    files[record] = buf.getvalue().encode()
+    partial = whl.with_suffix(".partial")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in infos:
+            out.writestr(info, files[info.filename], compress_type=zipfile.ZIP_DEFLATED)
+    os.replace(partial, whl)
+print(f"build-image: stripped extension modules: {before >> 20} MiB -> {after >> 20} MiB", file=sys.stderr)
+PY
+}
+
 # Built for the base's Python (3.11, glibc): the host must run the same minor version.
 if python3 -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
     # Dependency wheels are rebuilt only when pyproject.toml changes; moorage's every time.
-    deps_key=$(sha256sum pyproject.toml | cut -c1-16)
+    # (strip-v1: wheels made before they were stripped are rebuilt)
+    deps_key=$( (cat pyproject.toml; echo "extras=$EXTRAS strip-v1") | sha256sum | cut -c1-16)
     if [ -f ".build/wheels/.deps-$deps_key" ]; then
         say "building the moorage wheel (dependency wheels cached in .build/wheels)"
         rm -f .build/wheels/moorage-*.whl
@@ -102,9 +151,10 @@ if python3 -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)
         mkdir -p .build/wheels
         say "building wheels into .build/wheels"
         # (the host's pip.conf may name local indexes that do not exist everywhere: hush those)
-        python3 -m pip wheel --quiet --disable-pip-version-check --wheel-dir .build/wheels '.[all]' 2>&1 \
+        python3 -m pip wheel --quiet --disable-pip-version-check --wheel-dir .build/wheels ".[$EXTRAS]" 2>&1 \
             | grep -v 'is ignored: it is neither a file nor a directory' >&2 || true
         ls .build/wheels/moorage-*.whl >/dev/null
+        strip_wheels .build/wheels
         touch ".build/wheels/.deps-$deps_key"
     fi
 else
@@ -114,7 +164,7 @@ fi
 
 # -- 3. the image ---------------------------------------------------------------------------
 say "building $IMAGE from base $BASE with $TOOL"
-build_args=(build -f deploy/Dockerfile --build-arg "BASE_IMAGE=$BASE" -t "$IMAGE")
+build_args=(build -f deploy/Dockerfile --build-arg "BASE_IMAGE=$BASE" --build-arg "IMAGE_EXTRAS=$EXTRAS" -t "$IMAGE")
 if [ "$TOOL" = podman ]; then
     # The wheels make the build offline; host networking only matters without them.
     # docker format: OCI image configs have no HEALTHCHECK (podman would drop it)

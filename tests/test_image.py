@@ -187,6 +187,59 @@ def test_seed_commands_verbatim(podman: PodmanService, image: str, pushed_image:
     assert state["Running"] is False and state["ExitCode"] == 0, state
 
 
+#: A registry image needs none of these (a package manager, a compiler, another interpreter, the
+#: tools of a Debian system, the sources of third-party Python).
+NOT_IN_IMAGE = (
+    "/usr/bin/dpkg",
+    "/usr/bin/apt-get",
+    "/usr/bin/perl",
+    "/usr/bin/gcc",
+    "/usr/bin/tar",
+    "/usr/sbin/useradd",
+    "/usr/lib/python3.11/ensurepip",
+    "/usr/lib/python3.11/lib2to3",
+    "/opt/moorage/bin/pip",
+    "/opt/moorage/lib/python3.11/site-packages/aiohttp/web.py",
+    "/opt/moorage/lib/python3.11/site-packages/sqlalchemy/testing",
+)
+#: What it does need: Moorage's sources (readable tracebacks), bytecode for the libraries, a shell.
+IN_IMAGE = (
+    "/opt/moorage/lib/python3.11/site-packages/moorage/cli.py",
+    "/opt/moorage/lib/python3.11/site-packages/aiohttp/web.pyc",
+    "/bin/sh",
+    "/usr/bin/chown",
+    "/etc/ssl/certs/ca-certificates.crt",
+)
+
+
+def test_image_holds_the_runtime_only(podman: PodmanService, image: str) -> None:
+    """The image is the interpreter, the venv and what they load (issue 22: 236 MB before, a
+    Debian base with dpkg, perl and pip in it); the S3 and PostgreSQL drivers are in it."""
+    size = int(json.loads(podman.podman("image", "inspect", image).stdout)[0]["Size"])
+    assert size < 125_000_000, f"image is {size / 1e6:.0f} MB"
+    probe = (
+        "import json, os, sys; import aiobotocore, asyncpg, ldap3, authlib, moorage.cli; "
+        f"print(json.dumps({{'uid': os.getuid(), **{{p: os.path.lexists(p) for p in {list(NOT_IN_IMAGE + IN_IMAGE)!r}}}}}))"
+    )
+    out = podman.docker("container", "run", "--rm", "--entrypoint", "/opt/moorage/bin/python", image, "-c", probe)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [p for p in NOT_IN_IMAGE if found[p]] == []
+    assert [p for p in IN_IMAGE if not found[p]] == []
+    assert found["uid"] == 10001
+    # the shell that `docker exec registry sh` opens
+    out = podman.docker(
+        "container",
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        image,
+        "-c",
+        "cd / && moorage --help && id -u && ls -d /var/lib/registry",
+    )
+    assert "Usage" in out.stdout and "\n10001\n/var/lib/registry" in out.stdout, out.stdout
+
+
 def test_registry2_config_with_htpasswd_unchanged(podman: PodmanService, image: str, pushed_image: str, tmp_path: Path) -> None:
     """A typical registry:2 deployment's config.yml, mounted where registry:2 reads it."""
     auth_dir = tmp_path / "auth"

@@ -23,6 +23,8 @@ INPUTS = (
     "moorage",
     "deploy/Dockerfile",
     "deploy/registry-config.yml",
+    "deploy/slim-venv.py",
+    "deploy/runtime-root.py",
     "scripts/build-image.sh",
     ".dockerignore",
 )
