@@ -83,6 +83,20 @@ def _check_group(group: str) -> None:
         raise _bad(f"invalid group name (1-{MAX_GROUP_NAME} printable characters, no surrounding spaces)")
 
 
+def inactive_accounts_note(settings: Settings) -> str | None:
+    """Why users, grants and access tokens change nothing under ``settings`` (None: they do).
+
+    Only token mode reads them: with ``auth.mode: none`` anyone may do anything, with
+    ``htpasswd`` the file decides.  A face (the CLI) shows this after a change, so an
+    administrator who adds a user to an open registry learns that it is still open."""
+    mode = settings.auth.mode
+    if mode == "token":
+        return None
+    if mode == "none":
+        return "auth.mode is none: users, grants and tokens have no effect until auth is on (auth.mode: token)"
+    return f"auth.mode is {mode}: users, grants and tokens have no effect (the htpasswd file decides); they need auth.mode: token"
+
+
 class AccountsService:
     """Account operations (see the module docstring); one per app, or per CLI command."""
 
