@@ -125,6 +125,19 @@ class Unsupported(RegistryError):
     message = "the operation is unsupported"
 
 
+class TextUnstorable(Unsupported):
+    """A value the database cannot store as text: NUL (PostgreSQL's ``text`` refuses it,
+    SQLSTATE 22021), a ``\\u0000`` in JSON (22P05) or a lone surrogate (no UTF-8 at all).
+
+    Raised by the metadata layer's translation (:func:`moorage.metadata.errors.translated`) as
+    the safety net behind each service's own validation: bad input is the client's, a 400, never
+    a 500.  ``UNSUPPORTED`` with 400 is what the admin API answers for any refused value; the
+    value itself is not echoed."""
+
+    status = 400
+    message = "a value contains characters the registry cannot store (NUL or invalid Unicode)"
+
+
 class TooManyRequests(RegistryError):
     code = "TOOMANYREQUESTS"
     status = 429

@@ -572,3 +572,130 @@ async def test_the_ui_refuses_a_hostile_group_name_instead_of_trimming_it_into_a
     assert "invalid group name" in await r.text()
     assert await _group_grants(client) == []
     assert await audit(client, action="group_grant.add") == []
+
+
+#: User names PostgreSQL text refuses (NUL) or that are no UTF-8 at all (a lone surrogate from a
+#: JSON ``\ud800``, an invalid escape in a URL), plus over-long and merely malformed ones.
+HOSTILE_USERS = ("a\x00", "\x00", "bob\x00x", "a\ud800", "\udcff", "u" * 300, "Ab C")
+#: Query parameters the GET routes of /api/v1 read (any route ignores the ones it does not know).
+API_QUERY_PARAMS = (
+    "user",
+    "group",
+    "pattern",
+    "n",
+    "last",
+    "status",
+    "limit",
+    "before",
+    "actor",
+    "repository",
+    "action",
+    "since",
+    "until",
+    "package",
+    "advisory",
+    "version",
+    "force",
+    "name",
+    "namespace",
+)
+
+
+@pytest.mark.services
+async def test_hostile_user_names_on_postgresql_are_a_4xx_not_a_500(postgres_url: str, tmp_path: Path) -> None:
+    """PostgreSQL refuses NUL in text: a user name that reached a query was a 500 on the grant,
+    user and token routes; and every GET of /api/v1 with a NUL (or an invalid UTF-8 escape) in
+    any query parameter answers 4xx (or 200), never 500."""
+    import uuid
+
+    from tests.support.postgres import create_database
+
+    url = create_database(postgres_url, "hu_" + uuid.uuid4().hex[:12]).replace("postgresql+asyncpg://", "postgresql://")
+    async with app_client(tmp_path, auth=TOKEN_MODE, database={"url": url, "auto_migrate": True}) as c:
+        await add_user(c, "alice", "alice-Pw-1")
+        for user in HOSTILE_USERS:
+            r = await c.post("/api/v1/grants", json={"user": user, "pattern": "team/*", "actions": "pull"}, headers=ADMIN)
+            assert r.status == 400, (user[:10], r.status, await r.text())
+            r = await c.post("/api/v1/tokens", json={"user": user, "name": "t"}, headers=ADMIN)
+            assert r.status == 400, (user[:10], r.status, await r.text())
+            if any("\ud800" <= ch <= "\udfff" for ch in user):
+                continue  # a URL cannot carry a lone surrogate as text: the raw escapes below do
+            r = await c.delete("/api/v1/grants", params={"user": user, "pattern": "team/*"}, headers=ADMIN)
+            assert r.status == 400, (user[:10], r.status, await r.text())
+            r = await c.get("/api/v1/grants", params={"user": user}, headers=ADMIN)
+            assert r.status == 400, (user[:10], r.status, await r.text())
+            r = await c.get("/api/v1/tokens", params={"user": user}, headers=ADMIN)
+            assert r.status == 400, (user[:10], r.status, await r.text())
+        for raw in ("a%00", "%00", "a%ED%A0%80", "%FF", "%C0%80"):
+            for method, path in (("DELETE", "/api/v1/users/"), ("GET", "/api/v1/users/")):
+                r = await c.request(method, URL(path + raw, encoded=True), headers=ADMIN)
+                assert r.status in (400, 404), (method, raw, r.status, await r.text())
+            r = await c.put(URL("/api/v1/users/" + raw + "/password", encoded=True), json={"password": "x-Pw-123"}, headers=ADMIN)
+            assert r.status in (400, 404), (raw, r.status, await r.text())
+            for query in (f"user={raw}", f"user=alice&pattern={raw}"):
+                for method in ("GET", "DELETE"):
+                    r = await c.request(method, URL(f"/api/v1/grants?{query}", encoded=True), headers=ADMIN)
+                    assert r.status in (200, 400, 404), (method, query, r.status, await r.text())
+                r = await c.get(URL(f"/api/v1/tokens?{query}", encoded=True), headers=ADMIN)
+                assert r.status in (200, 400), (query, r.status, await r.text())
+        # the sweep: every GET route of /api/v1, a hostile value in each query parameter in turn
+        gets = sorted(
+            {
+                route.resource.canonical
+                for route in c.app.router.routes()
+                if route.method == "GET" and route.resource is not None and route.resource.canonical.startswith("/api/v1")
+            }
+        )
+        assert "/api/v1/grants" in gets and "/api/v1/audit" in gets
+        failed: list[tuple[str, str, str, int]] = []
+        for canonical in gets:
+            path = re.sub(r"\{[^}]+\}", "alice", canonical)
+            for param in API_QUERY_PARAMS:
+                for raw in ("%00", "x%00y", "%ED%A0%80", "%FF"):
+                    r = await c.get(URL(f"{path}?{param}={raw}", encoded=True), headers=ADMIN)
+                    if r.status >= 500:
+                        failed.append((path, param, raw, r.status))
+            path = re.sub(r"\{[^}]+\}", "a%00", canonical)  # and in the path
+            r = await c.get(URL(path, encoded=True), headers=ADMIN)
+            if r.status >= 500:
+                failed.append((path, "", "", r.status))
+        assert failed == [], failed
+        assert (await c.get("/api/v1/grants", headers=ADMIN)).status == 200
+
+
+async def _store_refuses_hostile_text(url: str, *, nul: bool) -> None:
+    """Straight to the store, past every validation: the metadata layer's translation turns text
+    the database cannot store into TextUnstorable (400), and the database stays usable."""
+    from moorage import errors
+    from moorage.metadata.auth_store import AuthStore
+    from moorage.metadata.db import Database
+
+    db = Database(url)
+    try:
+        await db.migrate()
+        store = AuthStore(db)
+        hostile = ["a\ud800", "\udcff"] + (["a\x00", "\x00"] if nul else [])
+        for name in hostile:
+            with pytest.raises(errors.TextUnstorable) as info:
+                await store.list_grants(name)
+            assert info.value.status == 400 and info.value.code == "UNSUPPORTED"
+            with pytest.raises(errors.TextUnstorable):
+                await store.create_user(name, None)
+        assert await store.list_grants("alice") == []
+    finally:
+        await db.close()
+
+
+@pytest.mark.services
+async def test_the_metadata_layer_turns_unstorable_text_into_a_400_on_postgresql(postgres_url: str) -> None:
+    import uuid
+
+    from moorage.config import Settings
+    from tests.support.postgres import create_database
+
+    url = Settings(database={"url": create_database(postgres_url, "ht_" + uuid.uuid4().hex[:12])}).database_url
+    await _store_refuses_hostile_text(url, nul=True)
+
+
+async def test_the_metadata_layer_turns_unstorable_text_into_a_400_on_sqlite(tmp_path: Path) -> None:
+    await _store_refuses_hostile_text(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}", nul=False)

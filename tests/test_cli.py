@@ -37,3 +37,37 @@ def test_a_plugin_command_runs_through_the_lazy_group() -> None:
     assert result.exit_code == 0 and "import" in result.output and "status" in result.output
     result = CliRunner().invoke(main, ["no-such-command"])
     assert result.exit_code == 2 and "No such command" in result.output
+
+
+def test_account_commands_warn_when_the_auth_mode_ignores_accounts(tmp_path) -> None:  # noqa: ANN001
+    """With ``auth.mode: none`` a user, grant or token changes nothing: ``user add``, ``grant``
+    and ``token create`` say so on one stderr line (and still succeed, exit 0); in token mode
+    they say nothing of the kind."""
+    import os
+
+    from click.testing import CliRunner
+
+    data = tmp_path / "data"
+    data.mkdir()
+    clean = {k: None for k in os.environ if k.startswith("MOORAGE_")}
+
+    def run(*args: str, mode: str, input: str | None = None) -> tuple[int, str, str]:
+        env = {**clean, "MOORAGE_AUTH__MODE": mode, "MOORAGE_AUTH__BCRYPT_ROUNDS": "4"}
+        result = CliRunner(env=env).invoke(main, [*args, "--data", str(data)], input=input, catch_exceptions=False)
+        return result.exit_code, result.stdout, result.stderr
+
+    assert run("migrate", mode="none")[0] == 0
+    commands = [
+        (("user", "add", "bob", "--password-stdin"), "pw-12345678\n"),
+        (("grant", "bob", "team/*", "pull"), None),
+        (("token", "create", "bob"), None),
+    ]
+    for args, stdin in commands:
+        code, out, err = run(*args, mode="none", input=stdin)
+        warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+        assert code == 0 and len(warnings) == 1, (args, code, err)
+        assert "no effect" in warnings[0] and "auth.mode: token" in warnings[0]
+        assert "warning" not in out
+    for args, stdin in [(("user", "add", "carol", "--password-stdin"), "pw-12345678\n"), *commands[1:]]:
+        code, _, err = run(*args, mode="token", input=stdin)
+        assert code == 0 and "warning" not in err, (args, code, err)

@@ -43,6 +43,7 @@ from ..auth.policy import (
 from ..config import Settings
 from ..metadata.auth_store import AuthStore, AuthStoreError
 from ..metadata.db import Database
+from ..metadata.errors import storable
 from ..metadata.group_store import GroupStore
 from ..metadata.records import TokenRecord, UserRecord
 from .. import errors
@@ -67,9 +68,33 @@ def _short(text: str) -> str:
     return text[:100]
 
 
+def _check_user(name: str) -> None:
+    """Every operation that takes a user name checks it before any query: a name outside the
+    grammar names no user, and one with NUL or a lone surrogate would make PostgreSQL (or the
+    driver) refuse the statement -- a 500 instead of the client's 400."""
+    if not name or not valid_username(name):
+        raise errors.NameInvalid(
+            "invalid user name (lower-case letters, digits, '.', '_', '-'; at most 64)", detail={"name": name[:100]}
+        )
+
+
 def _check_group(group: str) -> None:
     if not valid_group_name(group):
         raise _bad(f"invalid group name (1-{MAX_GROUP_NAME} printable characters, no surrounding spaces)")
+
+
+def inactive_accounts_note(settings: Settings) -> str | None:
+    """Why users, grants and access tokens change nothing under ``settings`` (None: they do).
+
+    Only token mode reads them: with ``auth.mode: none`` anyone may do anything, with
+    ``htpasswd`` the file decides.  A face (the CLI) shows this after a change, so an
+    administrator who adds a user to an open registry learns that it is still open."""
+    mode = settings.auth.mode
+    if mode == "token":
+        return None
+    if mode == "none":
+        return "auth.mode is none: users, grants and tokens have no effect until auth is on (auth.mode: token)"
+    return f"auth.mode is {mode}: users, grants and tokens have no effect (the htpasswd file decides); they need auth.mode: token"
 
 
 class AccountsService:
@@ -105,10 +130,7 @@ class AccountsService:
         """A new user (or robot: no password unless one is given, logs in with tokens).
         Without a password a human user gets a generated one, returned once."""
         await self._require_admin(p, "user.add", _short(name))
-        if not name or not valid_username(name):
-            raise errors.NameInvalid(
-                "invalid user name (lower-case letters, digits, '.', '_', '-'; at most 64)", detail={"name": name[:100]}
-            )
+        _check_user(name)
         generated = None
         if password is None and not robot:
             password = generated = passwords.generate_password()
@@ -127,6 +149,7 @@ class AccountsService:
     async def delete_user(self, p: Principal, name: str) -> None:
         """Delete a user with their grants and access tokens."""
         await self._require_admin(p, "user.delete", _short(name))
+        _check_user(name)
         async with self.db.write() as conn:
             if not await self.store.delete_user(name, conn=conn):
                 raise errors.NotFound(f"no user {name[:100]!r}")
@@ -137,6 +160,7 @@ class AccountsService:
         """Set ``name``'s password (``None``: generate one, returned once).  Refresh tokens and
         web sessions opened with the old one stop working."""
         await self._require_admin(p, "user.password", _short(name))
+        _check_user(name)
         generated = None
         if password is None:
             password = generated = passwords.generate_password()
@@ -157,8 +181,9 @@ class AccountsService:
         """``user`` gets ``actions`` on every repository matching ``pattern`` (replacing an
         earlier grant on the same pattern)."""
         await self._require_admin(p, "grant.add", _short(pattern))
-        if not valid_pattern(pattern):
-            raise _bad(f"invalid repository pattern {pattern[:100]!r}")
+        _check_user(user)
+        if len(pattern) > 255 or not storable(pattern):  # (not valid_pattern: a legacy pattern stays revocable)
+            raise _bad("invalid repository pattern")
         try:
             acts = parse_actions(actions)
         except ValueError as exc:
@@ -178,6 +203,9 @@ class AccountsService:
     @operation("grant.revoke")
     async def revoke_grant(self, p: Principal, user: str, pattern: str) -> None:
         await self._require_admin(p, "grant.revoke", _short(pattern))
+        _check_user(user)
+        if not valid_pattern(pattern):
+            raise _bad(f"invalid repository pattern {pattern[:100]!r}")
         async with self.db.write() as conn:
             try:
                 found = await self.store.revoke(user, pattern, conn=conn)
@@ -240,6 +268,7 @@ class AccountsService:
             await self._require_admin(p, "token.create", _short(user))
         else:
             await self._require_full(p, "token.create", _short(user))
+        _check_user(user)
         name = name or "token"
         if len(name) > MAX_TOKEN_NAME:
             raise _bad(f"a token name is at most {MAX_TOKEN_NAME} characters")

@@ -39,6 +39,8 @@ from pydantic import BaseModel
 
 from ..accounts.service import AccountsService
 from ..auth.authenticator import Authenticator
+from ..auth.policy import valid_username
+from ..metadata.errors import storable
 from ..metadata.records import UserRecord
 from .. import errors
 from ..registry.principal import Principal
@@ -80,6 +82,17 @@ async def _body(request: web.Request, model: type[M]) -> M:
     if not isinstance(data, dict):
         raise _bad("request body must be a JSON object")
     return validate(model, data)
+
+
+def _user_param(request: web.Request) -> str | None:
+    """``?user=``, validated like every user name (NUL would make PostgreSQL refuse the query: a
+    500); absent or empty: None (all users)."""
+    user = request.query.get("user") or None
+    if user is not None and not valid_username(user):
+        raise errors.NameInvalid(
+            "invalid user name (lower-case letters, digits, '.', '_', '-'; at most 64)", detail={"name": user[:100]}
+        )
+    return user
 
 
 async def _service(request: web.Request) -> tuple[AccountsService, Principal]:
@@ -130,7 +143,10 @@ async def list_repositories(request: web.Request) -> web.Response:
     raw_n = request.query.get("n", "100")
     if not raw_n.isascii() or not raw_n.isdigit() or not 0 < int(raw_n) <= 10_000:
         raise errors.PaginationNumberInvalid(detail={"n": raw_n[:50]})
-    repos = await auth.store.list_repositories(int(raw_n), request.query.get("last") or None)
+    last = request.query.get("last") or None
+    if last is not None and (len(last) > 255 or not storable(last)):
+        raise _bad("invalid 'last' (a repository name)")
+    repos = await auth.store.list_repositories(int(raw_n), last)
     return web.json_response({"repositories": repos})
 
 
@@ -153,7 +169,7 @@ async def add_user(request: web.Request) -> web.Response:
 
 
 async def _existing(auth: Authenticator, name: str) -> UserRecord:
-    user = await auth.store.get_user(name)
+    user = await auth.store.get_user(name) if valid_username(name) else None  # no query for a name no user has
     if user is None:
         raise errors.NotFound(f"no user {name[:100]!r}")
     return user
@@ -185,7 +201,7 @@ async def set_password(request: web.Request) -> web.Response:
 @routes.get("/api/v1/grants", name=names.GRANTS)
 async def list_grants(request: web.Request) -> web.Response:
     auth = await require_admin(request)
-    return web.json_response({"grants": await auth.store.list_grants(request.query.get("user"))})
+    return web.json_response({"grants": await auth.store.list_grants(_user_param(request))})
 
 
 @routes.post("/api/v1/grants", name=names.GRANT_ADD)
@@ -209,7 +225,7 @@ async def delete_grant(request: web.Request) -> web.Response:
 @routes.get("/api/v1/tokens", name=names.TOKENS)
 async def list_tokens(request: web.Request) -> web.Response:
     auth = await require_admin(request)
-    tokens = await auth.store.list_tokens(request.query.get("user"))
+    tokens = await auth.store.list_tokens(_user_param(request))
     return web.json_response({"tokens": [t.public_dict() for t in tokens]})
 
 

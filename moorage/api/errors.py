@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-from ..metadata.errors import outage_error
+from ..metadata.errors import outage_error, text_error
 from .. import errors
 from .storage_full import WRITE_METHODS, full_state
 
@@ -76,5 +76,15 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
             # a 503 (507 if full), and said, so the path gets its translation.
             log.error("untranslated database outage on %s %s: %s", request.method, request.path[:200], outage.reason)
             return error_response(outage, head=head)
+        refused = text_error(exc)
+        if refused is not None:
+            # Text the database cannot store (NUL on PostgreSQL, a lone surrogate) on a path
+            # that bypassed Database.read/write: the client's fault, a 400; logged so the path
+            # gets its validation.
+            # (the type only: the driver's message may quote the statement's parameters)
+            log.warning(
+                "unvalidated text reached the database on %s %s: %s", request.method, request.path[:200], type(exc).__name__
+            )
+            return error_response(refused, head=head)
         log.exception("unhandled error on %s %s", request.method, request.path[:200])
         return error_response(errors.RegistryError("internal error"), head=head)

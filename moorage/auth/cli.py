@@ -61,16 +61,24 @@ def _run_with(settings: Settings, fn: Callable[[AuthStore, Settings], Awaitable[
         raise click.ClickException(str(exc)) from None
 
 
-def _change(config: str | None, data: str | None, fn: Callable[[AccountsService, Any], Awaitable[T]]) -> T:
-    """Run one accounts-service operation as the CLI's principal; its refusal as one line."""
-    from ..accounts.service import AccountsService
+def _change(
+    config: str | None, data: str | None, fn: Callable[[AccountsService, Any], Awaitable[T]], *, warn_inactive: bool = False
+) -> T:
+    """Run one accounts-service operation as the CLI's principal; its refusal as one line.
+    ``warn_inactive``: after it, one warning line on stderr if the auth mode ignores accounts
+    (:func:`~moorage.accounts.service.inactive_accounts_note`); the exit code stays 0."""
+    from ..accounts.service import AccountsService, inactive_accounts_note
     from ..errors import RegistryError
 
     principal = cli_principal()
+    settings = settings_from(config, data)
     try:
-        return _run(config, data, lambda store, settings: fn(AccountsService(store.db, settings), principal))
+        result = _run_with(settings, lambda store, s: fn(AccountsService(store.db, s), principal))
     except RegistryError as exc:
         raise click.ClickException(exc.message) from None
+    if warn_inactive and (note := inactive_accounts_note(settings)) is not None:
+        click.echo(f"warning: {note}", err=True)
+    return result
 
 
 def _read(
@@ -141,7 +149,9 @@ def user_add(config: str | None, data: str | None, name: str, password_stdin: bo
     """Create a user (prompts for the password unless --password-stdin)."""
     _check_user_name(name)
     password = None if robot else _read_password(password_stdin)
-    _change(config, data, lambda service, who: service.add_user(who, name, password, admin=admin, robot=robot))
+    _change(
+        config, data, lambda service, who: service.add_user(who, name, password, admin=admin, robot=robot), warn_inactive=True
+    )
     click.echo(f"created {'robot' if robot else 'admin' if admin else 'user'} {name}", err=True)
 
 
@@ -203,7 +213,7 @@ def grant(config: str | None, data: str | None, group: str | None, user_name: st
 
         if actions is not None:
             raise click.UsageError("with --group give REPO_PATTERN ACTIONS, no USER")
-        grant_group(lambda fn: _change(config, data, fn), group, user_name, pattern)
+        grant_group(lambda fn: _change(config, data, fn, warn_inactive=True), group, user_name, pattern)
         return
     if actions is None:
         raise click.UsageError("Missing argument 'ACTIONS'.")
@@ -215,7 +225,7 @@ def grant(config: str | None, data: str | None, group: str | None, user_name: st
         raise click.BadParameter(str(exc), param_hint="ACTIONS") from None
     if not acts:
         raise click.BadParameter("name at least one action", param_hint="ACTIONS")
-    _change(config, data, lambda service, who: service.add_grant(who, user_name, pattern, acts))
+    _change(config, data, lambda service, who: service.add_grant(who, user_name, pattern, acts), warn_inactive=True)
     click.echo(f"granted {','.join(sorted(acts))} on {pattern} to {user_name}", err=True)
 
 
@@ -269,7 +279,10 @@ def token_create(
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     rec, text = _change(
-        config, data, lambda service, who: service.create_token(who, user_name, token_name, list(scopes) or None, expires_at)
+        config,
+        data,
+        lambda service, who: service.create_token(who, user_name, token_name, list(scopes) or None, expires_at),
+        warn_inactive=True,
     )
     click.echo(f"token {rec.id} for {user_name} (shown once; use it as the password):", err=True)
     click.echo(text)

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from ..api import routes as route_names
 from ..config import Settings
+from ..metadata.errors import storable
 from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery, EventsStore
 from .. import errors
 from ..registry.principal import Principal as ServicePrincipal
@@ -170,6 +171,8 @@ class EventsAPI:
             if value is not None:
                 if len(value) > 255:
                     raise _bad(f"{key} too long")
+                if not storable(value):  # NUL: PostgreSQL would refuse the query (a 500)
+                    raise _bad(f"{key} contains NUL or invalid Unicode")
                 setattr(q, key, value)
         try:
             if request.query.get("since"):

@@ -17,6 +17,13 @@ What counts as an outage (worth a retry, answered 503):
 
 A SQL error (syntax, constraint, a missing table) is not an outage: it stays what it is (a 500
 if nothing handles it), so bugs are not hidden behind "retry".
+
+One more translation is no outage but the client's fault: text the database cannot store --
+NUL, which PostgreSQL's ``text`` refuses (asyncpg ``CharacterNotInRepertoireError``, SQLSTATE
+22021; ``UntranslatableCharacterError``, 22P05, for ``\\u0000`` in JSON), or a lone surrogate,
+which no driver can encode as UTF-8.  Services validate their input before any query; this is
+the net behind them, so a value they missed is :class:`~moorage.errors.TextUnstorable` (400),
+not a 500.
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ import contextlib
 import socket
 from typing import Iterator
 
-from ..errors import DatabaseFull, DatabaseUnavailable
+from ..errors import DatabaseFull, DatabaseUnavailable, TextUnstorable
 
-__all__ = ["DatabaseUnavailable", "outage_error", "outage_reason", "translated"]
+__all__ = ["DatabaseUnavailable", "outage_error", "outage_reason", "storable", "text_error", "translated"]
 
 #: asyncpg exception class names (checked by name: SQLite deployments never import asyncpg).
 _PG_OUTAGE = frozenset(
@@ -89,6 +96,49 @@ def outage_reason(exc: BaseException) -> str | None:
     return None
 
 
+#: asyncpg's exceptions for text PostgreSQL refuses, and their SQLSTATEs (22021, 22P05).
+_PG_BAD_TEXT = frozenset({"CharacterNotInRepertoireError", "UntranslatableCharacterError"})
+_PG_BAD_TEXT_STATES = frozenset({"22021", "22P05"})
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, the driver error SQLAlchemy wraps (``.orig``) and their causes, a few deep."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 8:
+        e = todo.pop(0)
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        yield e
+        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+
+
+def storable(text: str) -> bool:
+    """Whether the database can store ``text``: no NUL (PostgreSQL's ``text`` refuses it) and
+    valid Unicode (a lone surrogate has no UTF-8)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def text_error(exc: BaseException) -> TextUnstorable | None:
+    """:class:`TextUnstorable` if ``exc`` says a value was text the database cannot store
+    (see the module docstring), else None."""
+    if isinstance(exc, TextUnstorable):
+        return exc
+    for e in _chain(exc):
+        if isinstance(e, UnicodeEncodeError) and "surrogate" in str(e):
+            return TextUnstorable()
+        if type(e).__name__ in _PG_BAD_TEXT or getattr(e, "sqlstate", None) in _PG_BAD_TEXT_STATES:
+            return TextUnstorable()
+    return None
+
+
 def _is_full(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None)
     if orig is None:
@@ -112,13 +162,14 @@ def outage_error(exc: BaseException) -> DatabaseUnavailable | None:
 
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
-    """Re-raise a database outage inside the block as :class:`DatabaseUnavailable` (cause chained)."""
+    """Re-raise a database outage inside the block as :class:`DatabaseUnavailable`, and text the
+    database refused as :class:`TextUnstorable` (cause chained)."""
     try:
         yield
-    except DatabaseUnavailable:
+    except (DatabaseUnavailable, TextUnstorable):
         raise
     except Exception as exc:
-        error = outage_error(exc)
+        error = outage_error(exc) or text_error(exc)
         if error is None:
             raise
         raise error from exc
