@@ -16,6 +16,7 @@ Unit tier: the app runs in this process (tests/support/inproc.py), token auth, e
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -41,7 +42,9 @@ pytestmark = [
 ADMIN_PW = "admin-Pw-for-ui-fuzz"
 ADMIN = ("admin", ADMIN_PW)
 T = 10  # seconds: a request that takes longer is a hang
-EXAMPLES = 12  # per route and identity: ~50 routes x 2 identities x 12 stays well under a minute
+#: per route and identity: ~60 routes x 2 identities x 12 stays well under a minute (more, for a hunt:
+#: MOORAGE_UI_FUZZ_EXAMPLES=200)
+EXAMPLES = int(os.environ.get("MOORAGE_UI_FUZZ_EXAMPLES", "12"))
 
 #: Every query parameter a UI handler reads (``grep request.query moorage/ui/*.py``) and the
 #: ones the admin pages' ``_query_text``/``_query_id`` read.
@@ -149,6 +152,21 @@ HOSTILE = (
     "{}",
     "null",
 )
+
+
+#: multipart bodies: a good first part (the CSRF token), then random bytes, under odd boundaries
+MULTIPART_TYPES = (
+    "multipart/form-data; boundary=b",
+    "multipart/form-data",
+    "multipart/form-data; boundary=",
+    'multipart/form-data; boundary="\x00"',
+    "multipart/form-data; boundary=" + "b" * 5000,
+    "multipart/mixed; boundary=b",
+    "application/x-www-form-urlencoded; charset=utf-16",
+    "application/x-www-form-urlencoded; charset=nope",
+    "text/plain",
+)
+MULTIPART_BODY = b'--b\r\nContent-Disposition: form-data; name="csrf"\r\n\r\nCSRF\r\n--b\r\nContent-Disposition: form-data; name="name"; filename="x"\r\n\r\n'
 
 
 def enc(value: str) -> str:
@@ -378,6 +396,7 @@ def _fuzz_route(target: Target, route: Route, admin: bool, failures: list[str]) 
         form_st.map(lambda f: ("form", f)),
         st.binary(max_size=200).map(lambda b: ("raw", b)),
         st.just(("huge", b"a=" + b"x" * 3_000_000)),
+        st.tuples(st.sampled_from(MULTIPART_TYPES), st.binary(max_size=300)).map(lambda t: ("multipart", t)),
     )
 
     @settings(
@@ -400,9 +419,14 @@ def _fuzz_route(target: Target, route: Route, admin: bool, failures: list[str]) 
                 data = _form(payload, csrf)
             elif kind == "raw":
                 data = payload
+            elif kind == "multipart":
+                ctype, raw = payload
+                data = MULTIPART_BODY.replace(b"CSRF", (csrf or "").encode()) + raw
             else:
                 data = payload + b"&csrf=" + (csrf or "").encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
+            if kind == "multipart":
+                headers["Content-Type"] = ctype
         req = requests.Request(route.method, url, data=data, headers=headers)
         prepared = state["s"].prepare_request(req)
         prepared.url = url  # exactly as built (requests would re-quote)
@@ -462,3 +486,17 @@ def test_undecodable_form_body_is_400_not_500(target: Target, path: str) -> None
         )
         assert r.status_code == 400, (path, body, r.status_code, r.text[:300])
         assert "Traceback" not in r.text
+
+
+@pytest.mark.parametrize("path", ["/ui/login", "/ui/admin/users/nobody/password"])
+def test_unknown_form_charset_is_400_not_500(target: Target, path: str) -> None:
+    """``Content-Type: ...; charset=nope`` made ``request.post()`` raise LookupError (a 500)."""
+    s, csrf = _session(target.reg, admin=True)
+    r = s.post(
+        target.reg.url + path,
+        data=f"csrf={csrf}&password=x".encode(),
+        headers={"Origin": target.reg.url, "Content-Type": "application/x-www-form-urlencoded; charset=nope"},
+        timeout=T,
+        allow_redirects=False,
+    )
+    assert r.status_code == 400, (path, r.status_code, r.text[:300])

@@ -320,8 +320,8 @@ async def check_csrf(request: web.Request) -> tuple[Viewer, Form]:
         raise UIError(413, "Form too large.")
     try:
         form = await request.post()
-    except ValueError as exc:  # UnicodeDecodeError included: a body that is no form in its charset
-        raise UIError(400, "The form is not valid (undecodable or malformed body).") from exc
+    except (ValueError, LookupError) as exc:  # undecodable in its charset (UnicodeDecodeError), unknown charset
+        raise UIError(400, "The form is not valid (undecodable or malformed body, or unknown charset).") from exc
     sent = form.get("csrf")
     if not isinstance(sent, str) or not viewer.csrf or not hmac.compare_digest(sent.encode(), viewer.csrf.encode()):
         raise UIError(403, "Missing or invalid form token (CSRF); reload the page and try again.")
