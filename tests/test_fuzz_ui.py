@@ -471,6 +471,49 @@ def test_no_ui_route_answers_5xx(target: Target, admin: bool) -> None:
     assert not failures, f"{len(failures)} failures, {len(distinct)} distinct:\n" + "\n".join(distinct.values())
 
 
+# -- hostile cookies and Host on every GET page ---------------------------------------------------
+COOKIE_VALUES = st.one_of(
+    st.sampled_from(("", "x" * 5000, '"', "a;b", "%00", "\\", "=", "null", "0" * 200)),
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters=";,"), max_size=40),
+)
+
+
+def test_hostile_cookies_and_host_answer_no_5xx(target: Target) -> None:
+    """Session, CSRF and OIDC-state cookies and the Host header with hostile values, on every
+    UI GET route (with seeded path values) and on a form POST: never a 5xx."""
+    reg = target.reg
+    app = reg._runner.app if reg._runner else None
+    assert app is not None
+    gets = [r for r in ui_routes(app) if r.method == "GET"]
+    failures: list[str] = []
+
+    @settings(max_examples=3 * EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(
+        route=st.sampled_from(gets),
+        session=COOKIE_VALUES,
+        csrf=COOKIE_VALUES,
+        state=COOKIE_VALUES,
+        host=st.sampled_from((None, "", "evil.example", "a" * 300, "[::1", "x:99999", "\u00e9.example")),
+        post=st.booleans(),
+    )
+    def run(route: Route, session: str, csrf: str, state: str, host: str | None, post: bool) -> None:
+        path = _fill(route.formatter, {p: quote(target.seeds.get(p, ("x",))[0], safe="/") for p in route.params})
+        headers = {"Cookie": f"moorage_session={session}; moorage_csrf={csrf}; moorage_oidc_state={state}"}
+        if host is not None:
+            headers["Host"] = host.encode("utf-8").decode("latin-1")
+        method, url, data = ("POST", "/ui/tokens", f"csrf={csrf}&name=x") if post else ("GET", path, None)
+        try:
+            r = requests.request(method, reg.url + url, headers=headers, data=data, timeout=T, allow_redirects=False)
+        except requests.Timeout:
+            failures.append(f"HANG {method} {url}")
+            return
+        if r.status_code >= 500:
+            failures.append(f"{r.status_code} {method} {url}: {_cause(reg)} | {headers}")
+
+    run()
+    assert not failures, "\n".join(failures[:10])
+
+
 # -- regressions of what the run found -----------------------------------------------------------
 @pytest.mark.parametrize("path", ["/ui/login", "/ui/logout", "/ui/tokens", "/ui/admin/users"])
 def test_undecodable_form_body_is_400_not_500(target: Target, path: str) -> None:
