@@ -318,7 +318,10 @@ async def check_csrf(request: web.Request) -> tuple[Viewer, Form]:
         raise UIError(413, "Form too large.")
     if len(await request.read()) > 256 * 1024:  # a chunked body declares no length; post() reads this cached copy
         raise UIError(413, "Form too large.")
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, LookupError) as exc:  # undecodable in its charset (UnicodeDecodeError), unknown charset
+        raise UIError(400, "The form is not valid (undecodable or malformed body, or unknown charset).") from exc
     sent = form.get("csrf")
     if not isinstance(sent, str) or not viewer.csrf or not hmac.compare_digest(sent.encode(), viewer.csrf.encode()):
         raise UIError(403, "Missing or invalid form token (CSRF); reload the page and try again.")
