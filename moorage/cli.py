@@ -91,10 +91,17 @@ def main() -> None:
 @data_options
 @click.option("--addr", help="HOST:PORT to listen on (MOORAGE_ADDR, default 0.0.0.0:5000).")
 @click.option("--workers", type=int, help="Worker processes sharing the port (0 = one per CPU).")
-def serve(config: str | None, data: str | None, addr: str | None, workers: int | None) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "text", "json"]),
+    help="text, json, or auto: text on a terminal, else JSON (MOORAGE_LOG_FORMAT, default auto).",
+)
+def serve(config: str | None, data: str | None, addr: str | None, workers: int | None, log_format: str | None) -> None:
     """Run the registry."""
-    settings = settings_from(config, data, require_registry=False, addr=addr, workers=workers)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
+    settings = settings_from(config, data, require_registry=False, addr=addr, workers=workers, log_format=log_format)
+    from .logformat import configure as configure_logging
+
+    configure_logging(settings.log_level, settings.log_format, sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from .metadata.schema_version import SchemaOutOfDate  # (not .db: SQLAlchemy is for the workers)
     from .startup import StartupError

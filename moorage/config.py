@@ -589,6 +589,9 @@ class Settings(BaseModel):
     metrics_enabled: bool = True
     metrics: MetricsSettings = MetricsSettings()
     log_level: str = "info"
+    #: How ``moorage serve`` writes its log to standard error: ``text`` (readable lines),
+    #: ``json`` (one object per line, for collectors) or ``auto`` (text on a terminal, else JSON).
+    log_format: Literal["auto", "text", "json"] = "auto"
     access_log: bool = True
     #: Pull-through cache upstreams (``moorage.proxy``).
     proxy: ProxySettings = ProxySettings()

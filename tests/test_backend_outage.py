@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.support.http import Client, error_codes
-from tests.support.registry_proc import start_moorage
+from tests.support.registry_proc import start_moorage, read_log
 
 
 class Relay:
@@ -95,7 +95,7 @@ def test_database_outage_gives_503(postgres_url: str, tmp_path) -> None:  # noqa
         assert r.status_code == 503, r.text
         r = c.req("GET", "/readyz")
         assert r.status_code == 503 and r.json()["checks"]["database"] != "ok", r.text
-        log = srv.log_path.read_text(errors="replace") if srv.log_path else ""
+        log = read_log(srv.log_path) if srv.log_path else ""
         assert "backend unavailable on GET /v2/outage/app/manifests/v1" in log
         assert "untranslated database outage" not in log  # every path went through the metadata layer
     finally:

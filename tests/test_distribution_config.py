@@ -274,7 +274,10 @@ def test_log() -> None:
     out = mapped(
         {"log": {"level": "debug", "formatter": "json", "fields": {"service": "registry"}, "accesslog": {"disabled": True}}}
     )
-    assert out["log_level"] == "debug" and out["access_log"] is False
+    assert out["log_level"] == "debug" and out["access_log"] is False and out["log_format"] == "json"
+    assert mapped({"log": {"formatter": "text"}})["log_format"] == "text"
+    assert mapped({"log": {"formatter": "logstash"}})["log_format"] == "json"
+    assert "log.formatter" in refused({"log": {"formatter": "xml"}})
     assert mapped({"log": {"level": "warn"}})["log_level"] == "warning"
     assert mapped({"loglevel": "error"})["log_level"] == "error"
     assert "log.level" in refused({"log": {"level": "chatty"}})

@@ -30,7 +30,7 @@ import requests
 import yaml
 
 from tests.support.http import Client, sha256
-from tests.support.registry_proc import RegistryProcess, start_moorage
+from tests.support.registry_proc import RegistryProcess, start_moorage, read_log
 from tests.support.webhook_receiver import Receiver
 
 PAUSE_BEFORE = "MOORAGE_TEST_PAUSE_BEFORE_COMMIT"
@@ -61,7 +61,7 @@ def _config(path: Path, rx: Receiver, poll: float) -> Path:
 def _wait_log(reg: RegistryProcess, needle: str, timeout: float = 30) -> None:
     assert reg.log_path is not None
     deadline = time.monotonic() + timeout
-    while needle not in reg.log_path.read_text(errors="replace"):
+    while needle not in read_log(reg.log_path):
         assert time.monotonic() < deadline, reg.log(40)
         time.sleep(0.05)
 

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from tests.support.authsrv import ADMIN_PASSWORD, add_user, bearer, get_token, start_auth_server
 from tests.support.http import Client, sha256
 from tests.support.insight_images import gz, tar_bytes
-from tests.support.registry_proc import RegistryProcess, start_moorage
+from tests.support.registry_proc import RegistryProcess, start_moorage, read_log
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -312,7 +312,7 @@ def assert_no_scan_failures(srv: RegistryProcess) -> None:
     while not all(m in (text := requests.get(f"{srv.url}/metrics", timeout=30).text) for m in idle):
         assert time.monotonic() < deadline, [line for line in text.splitlines() if "insight" in line]
         time.sleep(0.5)
-    log = srv.log_path.read_text(errors="replace") if srv.log_path else ""
+    log = read_log(srv.log_path) if srv.log_path else ""
     assert "Traceback" not in log and "failed" not in log, log[-3000:]
 
 

@@ -24,7 +24,7 @@ import requests
 
 from moorage.metadata.leader import FileLeaderLock, PostgresLeaderLock
 from moorage.scheduler import Job, Scheduler
-from tests.support.registry_proc import start_moorage
+from tests.support.registry_proc import start_moorage, read_log
 
 BOUND = 60.0  # seconds any "eventually" below may take before the test fails
 
@@ -334,11 +334,11 @@ def test_two_servers_on_postgres_one_collects_kill9_hands_over(postgres_url: str
 
 def _collectors(log_path: Path) -> list[int]:
     """The pid of each in-server collection, in order."""
-    return [int(m) for m in re.findall(r"^gc: .* \(pid (\d+)\)$", log_path.read_text(errors="replace"), re.M)]
+    return [int(m) for m in re.findall(r"^gc: .* \(pid (\d+)\)$", read_log(log_path), re.M)]
 
 
 def _leader_lines(log_path: Path) -> list[int]:
-    return [int(m) for m in re.findall(r"scheduler: pid (\d+) is now the leader", log_path.read_text(errors="replace"))]
+    return [int(m) for m in re.findall(r"scheduler: pid (\d+) is now the leader", read_log(log_path))]
 
 
 def _children(pid: int) -> list[int]:

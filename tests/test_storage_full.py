@@ -25,7 +25,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from tests.support.registry_proc import RegistryProcess, start_moorage
+from tests.support.registry_proc import RegistryProcess, start_moorage, read_log
 from tests.support.require import missing
 
 pytestmark = pytest.mark.protocol
@@ -170,7 +170,7 @@ def test_full_disk_says_so_keeps_data_and_recovers(small_fs: Path) -> None:
         assert ready.status_code == 200, ready.text
         assert ready.json()["status"] == "degraded" and "full: writes refused" in ready.json()["detail"], ready.text
         # one log line a minute, not one per refused request
-        log = (small_fs.parent / "moorage.log").read_text(errors="replace")
+        log = read_log(small_fs.parent / "moorage.log")
         full_lines = [line for line in log.splitlines() if "is full: writes refused" in line]
         print(f"{n} images fit; {len(p.refused)} refused writes; {len(full_lines)} 'is full' log line(s)")
         assert len(p.refused) >= 20 and 1 <= len(full_lines) <= 2, full_lines

@@ -47,4 +47,5 @@ class JsonAccessLogger(AbstractAccessLogger):
         user = request.get("user")
         if user:
             entry["user"] = user
-        self.logger.info(json.dumps(entry, separators=(",", ":")))
+        # the object as the message (any handler writes it); the fields for moorage.logformat's text form
+        self.logger.info(json.dumps(entry, separators=(",", ":")), extra={"access": entry})

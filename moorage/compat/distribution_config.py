@@ -35,7 +35,6 @@ _DRIVERS = {"filesystem", "s3"}
 
 #: Keys accepted and ignored, with why that is safe (documentation for readers of the code).
 _IGNORED: dict[str, str] = {
-    "log.formatter": "Moorage logs JSON access lines and plain messages",
     "log.fields": "extra log fields are cosmetic",
     "storage.cache": "Moorage's index answers blob lookups; no descriptor cache is needed",
     "storage.filesystem.maxthreads": "Moorage bounds its own I/O thread pools",
@@ -250,6 +249,14 @@ class _Mapper:
                     self.refuse("log.level", f"unknown level {level!r}")
                 else:
                     self.set("log_level", "warning" if level == "warn" else level)
+        if "formatter" in sec:
+            fmt = self.convert("log.formatter", _str, sec["formatter"])
+            if fmt is not None:
+                fmt = fmt.strip().lower()
+                if fmt not in {"text", "json", "logstash"}:
+                    self.refuse("log.formatter", f"unknown formatter {fmt!r} (text, json or logstash)")
+                else:  # logstash is JSON for a collector
+                    self.set("log_format", "text" if fmt == "text" else "json")
         if "accesslog" in sec:
             acc = self.section("log.accesslog", sec["accesslog"])
             if "disabled" in acc:
@@ -259,7 +266,7 @@ class _Mapper:
             self.leftovers("log.accesslog", acc, ["disabled"])
         if sec.get("hooks"):
             self.refuse("log.hooks", "mail hooks are not supported")
-        self.leftovers("log", sec, ["level", "accesslog", "hooks"])
+        self.leftovers("log", sec, ["level", "formatter", "accesslog", "hooks"])
 
     def storage(self, value: Any) -> None:
         sec = self.section("storage", value)

@@ -32,6 +32,7 @@ Quirks:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -104,9 +105,34 @@ def wait_for_v2(url: str, timeout: float = 20.0, proc: subprocess.Popen | None =
         delay = min(delay * 1.5, 0.5)
 
 
+def plain_log(text: str) -> str:
+    """A ``moorage serve`` log as the lines a person reads: its JSON records (stderr is not a
+    terminal here, so ``log_format: auto`` writes JSON) back to their message and traceback;
+    access objects and anything else (Distribution's log, text format) as they are."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith('{"ts":') and '"level":' in line:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            if isinstance(entry, dict) and "message" in entry and "level" in entry:
+                out.append(str(entry["message"]))
+                if entry.get("exc"):
+                    out.append(str(entry["exc"]))
+                continue
+        out.append(line)
+    return "\n".join(out)
+
+
+def read_log(path: Path) -> str:
+    """The whole server log at ``path``, through :func:`plain_log`."""
+    return plain_log(path.read_text(errors="replace"))
+
+
 def _tail(path: Path, n: int = 40) -> str:
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        lines = read_log(path).splitlines()
     except OSError:
         return "(no log)"
     return "\n".join(lines[-n:])
