@@ -150,18 +150,18 @@ def test_filesystem_driver_raises_storage_unavailable(tmp_path, monkeypatch) -> 
     asyncio.run(store.open())
     digest = "sha256:" + "a" * 64
     assert asyncio.run(store.stat(digest)) is None  # a missing blob is no outage
-    real_stat = filesystem.os.stat
+    real_lstat = filesystem.os.lstat  # (the driver lstat()s a blob: a link there is never followed)
 
-    def failing_stat(path, *a, **kw):  # noqa: ANN001, ANN002, ANN003
+    def failing_lstat(path, *a, **kw):  # noqa: ANN001, ANN002, ANN003
         if "blobs" in str(path):
             raise OSError(errno.EIO, "Input/output error", str(path))
-        return real_stat(path, *a, **kw)
+        return real_lstat(path, *a, **kw)
 
-    monkeypatch.setattr(filesystem.os, "stat", failing_stat)
+    monkeypatch.setattr(filesystem.os, "lstat", failing_lstat)
     with pytest.raises(StorageUnavailable) as info:
         asyncio.run(store.stat(digest))
     assert "EIO" in info.value.reason and isinstance(info.value.__cause__, OSError)
-    monkeypatch.setattr(filesystem.os, "stat", real_stat)
+    monkeypatch.setattr(filesystem.os, "lstat", real_lstat)
 
     async def append() -> None:
         state = await store.upload_create("u1")
