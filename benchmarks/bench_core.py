@@ -42,9 +42,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -52,10 +52,11 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from proctree import tree_pids  # noqa: E402
+
 from tests.support import ocilayout  # noqa: E402
 from tests.support.clients import Skopeo  # noqa: E402
 from tests.support.registry_proc import RegistryProcess, start_distribution, start_moorage  # noqa: E402
-from proctree import tree_pids  # noqa: E402
 
 ACCEPT = ", ".join(
     [

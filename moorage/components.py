@@ -9,9 +9,9 @@ as constructor arguments (:class:`Policies`), never patched onto the objects aft
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
 
 from .config import Settings
 from .metadata.db import Database

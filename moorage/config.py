@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 import typing
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -157,7 +157,7 @@ class LdapSettings(_Section):
         return value
 
     @model_validator(mode="after")
-    def _tls_sense(self) -> "LdapSettings":
+    def _tls_sense(self) -> LdapSettings:
         if self.start_tls and self.url.startswith("ldaps://"):
             raise ValueError("auth.ldap: start_tls is for ldap:// URLs (ldaps:// is TLS from the start)")
         if self.group_filter and not self.group_base and not self.member_of_attribute:
@@ -225,7 +225,7 @@ class AuthSettings(_Section):
     bcrypt_rounds: int = 10
 
     @model_validator(mode="after")
-    def _directories_need_tokens(self) -> "AuthSettings":
+    def _directories_need_tokens(self) -> AuthSettings:
         if self.ldap is not None and self.mode != "token":
             raise ValueError("auth.ldap needs auth.mode: token")
         if self.oidc is not None and self.mode != "token":
@@ -330,7 +330,7 @@ class ProxyUpstream(_Section):
         return value
 
     @model_validator(mode="after")
-    def _password_env(self) -> "ProxyUpstream":
+    def _password_env(self) -> ProxyUpstream:
         if self.password_env and self.password_env not in os.environ:
             raise ValueError(f"upstream {self.name!r}: environment variable {self.password_env} is not set")
         return self
@@ -364,7 +364,7 @@ class MirrorRule(_Section):
         return value
 
     @model_validator(mode="after")
-    def _password_envs(self) -> "MirrorRule":
+    def _password_envs(self) -> MirrorRule:
         for env in (self.src_password_env, self.dest_password_env):
             if env and env not in os.environ:
                 raise ValueError(f"mirror rule {self.name!r}: environment variable {env} is not set")
@@ -377,7 +377,7 @@ class ProxySettings(_Section):
     mirror_rules: list[MirrorRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique(self) -> "ProxySettings":
+    def _unique(self) -> ProxySettings:
         for what, values in (
             ("upstream names", [u.name for u in self.upstreams]),
             ("upstream namespaces", [u.namespace for u in self.upstreams]),
@@ -446,7 +446,7 @@ class WebhookEndpoint(_Section):
     # Field validators above, not here: a model-level error message would quote the whole
     # input, secret included.
     @model_validator(mode="after")
-    def _check(self) -> "WebhookEndpoint":
+    def _check(self) -> WebhookEndpoint:
         if not self.secret_value():
             raise ValueError(f"webhook {self.name!r}: set secret (or secret_env): every delivery is signed")
         return self
@@ -758,7 +758,8 @@ def _read_yaml(path: str) -> dict[str, Any]:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the config file must hold a mapping")
-    from .compat.distribution_config import is_distribution_config, load as load_distribution
+    from .compat.distribution_config import is_distribution_config
+    from .compat.distribution_config import load as load_distribution
 
     if is_distribution_config(data):  # a registry:2 config.yml (+ REGISTRY_* overrides)
         return load_distribution(data, os.environ)

@@ -20,9 +20,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from .api import routes as route_names
 from .api.common import AUTHENTICATOR, BODY_BYTES, SCHEDULER
 from .config import Settings
-from .api import routes as route_names
 
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 

@@ -38,9 +38,9 @@ def repo_delete(config: str | None, data: str | None, name: str, yes: bool) -> N
     settings = settings_from(config, data)
 
     async def run() -> dict[str, int]:
+        from . import errors
         from .components import opened
         from .events.setup import command_recorder
-        from . import errors
         from .registry.principal import Principal
 
         async with opened(settings) as components:

@@ -32,11 +32,12 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any
 
-from .metadata.leader import LeaderLock
 from .errors import BackendUnavailable
+from .metadata.leader import LeaderLock
 
 log = logging.getLogger("moorage.scheduler")
 

@@ -5,21 +5,21 @@ on one backend only, and which also run in-process (docs/testing.md).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tests.support.backends import FACTORIES, MEMORY, EnvFactory, backends_for
-from tests.support.inproc import InProcessRegistry
-from tests.support.registry_proc import RegistryProcess, start_moorage
-from tests.support.tiers import assign_tier
 
 # Real-client fixtures (podman socket, Distribution, OCI layouts) and throwaway Ceph RGW and
 # PostgreSQL.  Not wrapped in try/except ImportError: a broken import must fail the run, not
 # silently drop fixtures.
 from tests.support.fixtures import *  # noqa: F401,F403,E402
+from tests.support.inproc import InProcessRegistry
+from tests.support.registry_proc import RegistryProcess, start_moorage
 from tests.support.service_fixtures import *  # noqa: F401,F403,E402
+from tests.support.tiers import assign_tier
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -19,8 +19,9 @@ import base64
 import re
 import socket
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -337,9 +338,7 @@ def _delivery_fields() -> dict[str, Any]:
 
     values: dict[str, Any] = {}
     for f in fields(Delivery):
-        values[f.name] = {"id": 1, "attempts": 1, "body": b"{}", "content_type": "application/json", "event_id": "e1"}.get(
-            f.name, None
-        )
+        values[f.name] = {"id": 1, "attempts": 1, "body": b"{}", "content_type": "application/json", "event_id": "e1"}.get(f.name)
     values["created_at"] = time.time()
     return values
 
@@ -397,8 +396,8 @@ async def test_a_namespace_admin_cannot_grant_a_group_rights_outside_their_names
     on ``team/*``) is refused -- outside their namespace, and inside it too (a group's members
     are the directory's, outside what a namespace admin may see) -- by the service itself, with
     a ``denied`` entry, whichever face called it; nothing is written."""
-    from moorage.api.common import ACCOUNTS
     from moorage import errors
+    from moorage.api.common import ACCOUNTS
     from moorage.registry.principal import Principal
 
     await _make_namespace_admin(client, "nina", "team")

@@ -6,7 +6,8 @@ OpenAPI document publishes the very models the handlers validate with."""
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import jwt
 import pytest

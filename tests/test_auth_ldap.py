@@ -13,9 +13,9 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -380,8 +380,9 @@ def test_member_of_attribute_instead_of_a_group_search(backend, tmp_path: Path) 
 
 
 def test_config_refuses_unknown_and_bad_ldap_keys(tmp_path: Path) -> None:
-    from moorage.config import LdapSettings, Settings
     from pydantic import ValidationError
+
+    from moorage.config import LdapSettings, Settings
 
     base = {"url": "ldap://127.0.0.1:389", "user_base": "ou=people,dc=x", "group_base": "ou=groups,dc=x"}
     LdapSettings(**base)

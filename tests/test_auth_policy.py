@@ -227,8 +227,8 @@ def test_htpasswd_file(tmp_path) -> None:
 
 
 async def test_signer_roundtrip_and_refusals(tmp_path) -> None:
-    from moorage.metadata.auth_store import AuthStore
     from moorage.auth.tokens import InvalidToken, TokenSigner
+    from moorage.metadata.auth_store import AuthStore
     from moorage.metadata.db import Database
 
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")

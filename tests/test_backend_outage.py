@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.support.http import Client, error_codes
-from tests.support.registry_proc import start_moorage, read_log
+from tests.support.registry_proc import read_log, start_moorage
 
 
 class Relay:
@@ -143,8 +143,7 @@ def test_storage_outage_gives_503(rgw, tmp_path) -> None:  # noqa: ANN001
 
 def test_filesystem_driver_raises_storage_unavailable(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     from moorage.errors import StorageUnavailable
-    from moorage.storage import PartialAppend
-    from moorage.storage import filesystem
+    from moorage.storage import PartialAppend, filesystem
 
     store = filesystem.FilesystemBlobStore(tmp_path)
     asyncio.run(store.open())
@@ -207,8 +206,8 @@ def test_database_layer_raises_database_unavailable(tmp_path) -> None:  # noqa: 
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
-    from moorage.metadata import db as dbmod
     from moorage.errors import DatabaseUnavailable
+    from moorage.metadata import db as dbmod
 
     path = tmp_path / "m.db"
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from tests.support import ocilayout
-from tests.support.refusal import assert_refused
 from tests.support.clients import (
     ACCEPT_MANIFESTS,
     ClientError,
@@ -26,6 +25,7 @@ from tests.support.clients import (
     manifest_descriptor,
     oras_push_artifact,
 )
+from tests.support.refusal import assert_refused
 
 # Fixtures (registry, skopeo, podman_socket, oci_image_layout, ...) come from
 # tests.support.fixtures, star-imported by tests/conftest.py.

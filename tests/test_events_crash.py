@@ -30,7 +30,7 @@ import requests
 import yaml
 
 from tests.support.http import Client, sha256
-from tests.support.registry_proc import RegistryProcess, start_moorage, read_log
+from tests.support.registry_proc import RegistryProcess, read_log, start_moorage
 from tests.support.webhook_receiver import Receiver
 
 PAUSE_BEFORE = "MOORAGE_TEST_PAUSE_BEFORE_COMMIT"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -99,11 +99,10 @@ def test_claims_on_postgresql_are_exclusive_and_ordered(postgres_url: str) -> No
     """The claim protocol itself on PostgreSQL: three concurrent claimers on two engines."""
     import asyncio
 
+    from moorage.config import Settings
     from moorage.metadata.db import Database
     from moorage.metadata.events_store import EventsStore
     from tests.test_events_units import row
-
-    from moorage.config import Settings
 
     url = Settings(database={"url": create_database(postgres_url, f"claims_{uuid.uuid4().hex[:10]}")}).database_url
 

@@ -11,7 +11,7 @@ import hmac
 import json
 import random
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,7 @@ EVENT = RegistryEvent(
     size=123,
     tag="v1",
     actor=Actor("bob", "10.0.0.1", "ua/1", "req-1", "reg:5000", "PUT"),
-    timestamp=datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc),
+    timestamp=datetime(2026, 11, 30, 12, 0, tzinfo=UTC),
 )
 SOURCE = Source("reg:5000", "inst-1")
 
@@ -211,7 +211,7 @@ def test_parse_time() -> None:
     assert parse_time("24h", now=now) == now - 86400
     assert parse_time("1.5d", now=now) == now - 1.5 * 86400
     assert parse_time("1732970000") == 1732970000.0
-    assert parse_time("2026-11-30T12:00:00Z") == datetime(2026, 11, 30, 12, tzinfo=timezone.utc).timestamp()
+    assert parse_time("2026-11-30T12:00:00Z") == datetime(2026, 11, 30, 12, tzinfo=UTC).timestamp()
     assert parse_time("2026-11-30T12:00:00") == parse_time("2026-11-30T12:00:00+00:00")
     for bad in ("", "yesterday", "h", "-5h", "1e9", "\x00", "9" * 100, "24x"):
         with pytest.raises(ValueError):
@@ -289,7 +289,7 @@ def test_pull_entries_aggregated_per_window_and_kind() -> None:
 
     rec = AuditRecorder(None, EventsSettings(audit_pull_window=3600), EventMetrics(None))  # type: ignore[arg-type]
     pull = RegistryEvent(
-        "pull", "manifest", "team/app", digest="sha256:" + "b" * 64, actor=Actor("bob"), timestamp=datetime.now(timezone.utc)
+        "pull", "manifest", "team/app", digest="sha256:" + "b" * 64, actor=Actor("bob"), timestamp=datetime.now(UTC)
     )
     first = rec.entry_for_event(pull)
     assert first is not None and first["dedupe_key"].startswith("pull|bob|team/app|")

@@ -23,9 +23,10 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -69,7 +70,7 @@ class Pushers:
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> "Pushers":
+    def start(self) -> Pushers:
         for i in range(self.n):
             t = threading.Thread(target=self._run, args=(i,), name=f"pusher-{i}", daemon=True)
             t.start()

@@ -253,7 +253,8 @@ def test_script_head_is_alembics_head() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from moorage.metadata.schema_version import MIGRATIONS as DIR, script_head
+    from moorage.metadata.schema_version import MIGRATIONS as DIR
+    from moorage.metadata.schema_version import script_head
 
     cfg = Config()
     cfg.set_main_option("script_location", str(DIR))

@@ -24,17 +24,16 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
-
 import schemathesis  # noqa: E402  (pinned in the test extra)
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.core.failures import FailureGroup  # noqa: E402
 from schemathesis.checks import (  # noqa: E402
     content_type_conformance,
     not_a_server_error,
@@ -42,6 +41,7 @@ from schemathesis.checks import (  # noqa: E402
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.failures import FailureGroup  # noqa: E402
 
 from tests.support.registry_proc import RegistryProcess, start_moorage  # noqa: E402
 

@@ -24,9 +24,9 @@ from tests.gc_push import (
     push_image,
     put_orphan,
     sha,
+    start_gc_paused,
     stored,
 )
-from tests.gc_push import start_gc_paused
 from tests.support.cli import stop_group, wait_for_line
 from tests.support.refusal import assert_refused
 from tests.support.registry_proc import start_moorage

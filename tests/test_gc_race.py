@@ -30,9 +30,9 @@ from tests.gc_push import (
     push_blob,
     push_manifest,
     sha,
+    start_gc_paused,
     stored,
 )
-from tests.gc_push import start_gc_paused
 from tests.support.cli import stop_group, wait_for_line
 
 PAUSE_BEFORE_SWEEP = "MOORAGE_GC_TEST_PAUSE_BEFORE_SWEEP"

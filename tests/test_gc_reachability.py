@@ -14,8 +14,7 @@ from pathlib import Path
 
 import requests
 
-from tests.gc_push import Image, blob_bytes, check, delete_ref, make_image, pull_image, push_image
-from tests.gc_push import start_gc_paused
+from tests.gc_push import Image, blob_bytes, check, delete_ref, make_image, pull_image, push_image, start_gc_paused
 from tests.support.cli import stop_group, wait_for_line
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import run_moorage
 from tests.support import ocilayout
+from tests.support.cli import run_moorage
 from tests.support.clients import Skopeo, http_json, http_request
 from tests.support.fixtures import require_binary
 from tests.support.registry_proc import (

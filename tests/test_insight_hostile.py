@@ -19,8 +19,9 @@ import json
 import os
 import tarfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -30,7 +31,7 @@ from hypothesis import strategies as st
 from tests.support.authsrv import ADMIN_PASSWORD, add_user, bearer, get_token, start_auth_server
 from tests.support.http import Client, sha256
 from tests.support.insight_images import gz, tar_bytes
-from tests.support.registry_proc import RegistryProcess, start_moorage, read_log
+from tests.support.registry_proc import RegistryProcess, read_log, start_moorage
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

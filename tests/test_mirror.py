@@ -12,15 +12,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
 
-from tests.support.cli import run_moorage
 from tests.support import ocilayout
 from tests.support.authsrv import ADMIN_PASSWORD, start_auth_server
+from tests.support.cli import run_moorage
 from tests.support.clients import Skopeo
 from tests.support.fixtures import distribution_with_users, require_binary
 from tests.support.registry_proc import REPO_ROOT, RegistryProcess, start_moorage

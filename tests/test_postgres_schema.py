@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.registry_proc import free_port
 from tests.support.postgres import create_database
-from tests.support.registry_proc import REPO_ROOT, RegistryStartError, start_moorage
+from tests.support.registry_proc import REPO_ROOT, RegistryStartError, free_port, start_moorage
 
 pytestmark = pytest.mark.services
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from moorage.composition import build_app
 from moorage.api.common import EVENTS
+from moorage.composition import build_app
 from moorage.config import Settings
 from moorage.registry.events import RegistryEvent
 

@@ -5,7 +5,8 @@ confirmation, an unknown repository, hostile names; ``delete_enabled: false``.""
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests

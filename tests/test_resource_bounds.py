@@ -20,9 +20,10 @@ import tarfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -262,7 +263,7 @@ def test_advisory_file_bound(tmp_path: Path) -> None:
 def test_import_tree_file_bounds(tmp_path: Path) -> None:
     """The importer reads a link file up to 1 KiB and a manifest up to 4 MiB; one byte more is an
     import error naming the file (never read whole)."""
-    from moorage.compat.distribution_import import DistributionImportError, _MANIFEST_LIMIT, FilesystemSource  # type: ignore[attr-defined]
+    from moorage.compat.distribution_import import _MANIFEST_LIMIT, DistributionImportError, FilesystemSource  # type: ignore[attr-defined]
 
     root = tmp_path / "registry"
     (root / "docker/registry/v2").mkdir(parents=True)
@@ -314,7 +315,7 @@ class _Endless:
         self._loop.run_until_complete(self._stop.wait())
         self._loop.run_until_complete(runner.cleanup())
 
-    def __enter__(self) -> "_Endless":
+    def __enter__(self) -> _Endless:
         self._thread.start()
         time.sleep(0.2)
         return self
@@ -401,7 +402,7 @@ class _Upstream:
         self._loop.run_until_complete(self._stop.wait())
         self._loop.run_until_complete(runner.cleanup())
 
-    def __enter__(self) -> "_Upstream":
+    def __enter__(self) -> _Upstream:
         self._thread.start()
         time.sleep(0.2)
         return self
@@ -515,4 +516,4 @@ def test_upstream_json_answers_are_bounded() -> None:
                 await client.close()
 
         asyncio.run(asyncio.wait_for(scenario(), 120))
-        assert MAX_JSON_BYTES == 4 * MiB
+        assert 4 * MiB == MAX_JSON_BYTES

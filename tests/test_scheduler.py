@@ -16,15 +16,15 @@ import re
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import requests
 
 from moorage.metadata.leader import FileLeaderLock, PostgresLeaderLock
 from moorage.scheduler import Job, Scheduler
-from tests.support.registry_proc import start_moorage, read_log
+from tests.support.registry_proc import read_log, start_moorage
 
 BOUND = 60.0  # seconds any "eventually" below may take before the test fails
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import AsyncIterator, Iterable
 
 import pytest
 

@@ -19,13 +19,13 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
 
-from tests.support.registry_proc import RegistryProcess, start_moorage, read_log
+from tests.support.registry_proc import RegistryProcess, read_log, start_moorage
 from tests.support.require import missing
 
 pytestmark = pytest.mark.protocol
@@ -230,8 +230,8 @@ def test_sqlite_full_is_database_full(tmp_path: Path) -> None:
 
     from sqlalchemy import text
 
-    from moorage.metadata.db import Database
     from moorage.errors import DatabaseFull
+    from moorage.metadata.db import Database
 
     async def go() -> None:
         db = Database(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
@@ -285,8 +285,8 @@ def test_postgresql_disk_full_is_database_full() -> None:
     from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
     from sqlalchemy.exc import DBAPIError
 
-    from moorage.metadata.errors import outage_error
     from moorage.errors import DatabaseFull
+    from moorage.metadata.errors import outage_error
 
     def wrapped(cause: Exception) -> DBAPIError:
         try:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -21,7 +22,7 @@ import requests
 from tests.support import ocilayout
 from tests.support.authsrv import ADMIN_PASSWORD, start_auth_server
 from tests.support.registry_proc import RegistryProcess
-from tests.support.ui import HTTP_TIMEOUT, CHROMIUM, launch_chromium, push_image, push_index, push_referrer, screenshot_dir
+from tests.support.ui import CHROMIUM, HTTP_TIMEOUT, launch_chromium, push_image, push_index, push_referrer, screenshot_dir
 
 pytestmark = pytest.mark.clients
 playwright_api = pytest.importorskip("playwright.sync_api")

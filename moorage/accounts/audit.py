@@ -15,7 +15,8 @@ hold a password, secret or token.
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ..metadata.db import Database
 from ..metadata.events_store import AuditEntry, EventsStore

@@ -13,13 +13,13 @@ is a one-line change per command.)
 
 from __future__ import annotations
 
+from .. import errors
 from ..config import Settings
 from ..gc.patterns import compile_regex, parse_size
 from ..gc.quotas import book
 from ..metadata.db import Database
 from ..metadata.policy_store import PolicyStore
 from ..metadata.records import RetentionPolicy
-from .. import errors
 from ..registry.names import is_valid_name
 from ..registry.principal import Principal
 from .audit import AuditTrail, operation

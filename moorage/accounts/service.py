@@ -29,8 +29,10 @@ the UI and the CLI turn them into a page or a one-line message.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
+from .. import errors
 from ..auth import passwords
 from ..auth.policy import (
     MAX_GROUP_NAME,
@@ -46,7 +48,6 @@ from ..metadata.db import Database
 from ..metadata.errors import storable
 from ..metadata.group_store import GroupStore
 from ..metadata.records import TokenRecord, UserRecord
-from .. import errors
 from ..registry.names import is_valid_name
 from ..registry.principal import Principal
 from .audit import AuditTrail, operation

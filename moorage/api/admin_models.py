@@ -14,8 +14,8 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from ..auth.policy import parse_actions, parse_token_scope, valid_group_name, valid_pattern, valid_username
 from .. import errors
+from ..auth.policy import parse_actions, parse_token_scope, valid_group_name, valid_pattern, valid_username
 from ..registry.names import is_valid_name
 
 M = TypeVar("M", bound=BaseModel)

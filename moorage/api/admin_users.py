@@ -37,12 +37,12 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
+from .. import errors
 from ..accounts.service import AccountsService
 from ..auth.authenticator import Authenticator
 from ..auth.policy import valid_username
 from ..metadata.errors import storable
 from ..metadata.records import UserRecord
-from .. import errors
 from ..registry.principal import Principal
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from . import routes as names

@@ -7,7 +7,7 @@ This module imports no extension: :mod:`moorage.composition` decides which ones 
 from __future__ import annotations
 
 import logging
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 

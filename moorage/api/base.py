@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .common import API_HEADERS, json_body
 from . import routes as route_names
+from .common import API_HEADERS, json_body
 
 routes = web.RouteTableDef()
 

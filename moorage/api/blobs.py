@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 from aiohttp import web
 
 from .. import errors
 from ..storage.filesystem import open_regular
+from . import routes as route_names
 from .common import API_HEADERS, BLOBS, BODY_BYTES, SETTINGS, publish, request_principal, service
 from .sendfile import sendfile_async
-from . import routes as route_names
 
 routes = web.RouteTableDef()
 NAME = r"{name:[^{}]+?}"
@@ -194,7 +194,7 @@ async def _stream(request: web.Request, digest: str, size: int, headers: dict[st
                     chunks = None
                 try:
                     await asyncio.wait_for(write, _SEND_STALL_SECONDS)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if request.transport is not None:
                         request.transport.close()  # client does not read
                     return resp

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .common import API_HEADERS, CATALOG_FILTER, json_body, link_next, pagination, service
 from . import routes as route_names
+from .common import API_HEADERS, CATALOG_FILTER, json_body, link_next, pagination, service
 
 routes = web.RouteTableDef()
 

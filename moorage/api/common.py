@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
+from .. import errors
 from ..components import Components
 from ..config import Settings
 from ..metadata.db import Database
 from ..metadata.store import MetadataStore
-from .. import errors
 from ..registry.events import Action, Actor, EventBus, Kind, RegistryEvent
 from ..registry.principal import Face, Principal
 from ..registry.service import RegistryService

@@ -52,7 +52,7 @@ class ConnectionGuard:
         self.refused = 0
         self.timed_out = 0
 
-    def admit(self, proto: "GuardedRequestHandler") -> bool:
+    def admit(self, proto: GuardedRequestHandler) -> bool:
         if len(self.open) >= self.settings.max_connections:
             self.refused += 1
             return False

@@ -13,9 +13,9 @@ import binascii
 
 from aiohttp import web
 
+from .. import errors
 from ..auth.authenticator import Authenticator
 from ..metadata.records import TokenRecord, UserRecord
-from .. import errors
 from ..registry.principal import Principal
 from .common import AUTHENTICATOR
 

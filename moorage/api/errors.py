@@ -14,8 +14,8 @@ import logging
 
 from aiohttp import web
 
-from ..metadata.errors import outage_error, text_error
 from .. import errors
+from ..metadata.errors import outage_error, text_error
 from .storage_full import WRITE_METHODS, full_state
 
 log = logging.getLogger("moorage.api")

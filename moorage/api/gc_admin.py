@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .blobs import NAME
 from . import routes as route_names
+from .blobs import NAME
 from .common import API_HEADERS, request_principal, service
 
 PATH = f"/api/v1/repositories/{NAME}"

@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
 from ..errors import BackendUnavailable, DatabaseUnavailable, StorageUnavailable, Unavailable
+from . import routes as route_names
 from .common import AUTHENTICATOR, BLOBS, NOTICES, SETTINGS, json_body, service
 from .storage_full import full_state
-from . import routes as route_names
 
 log = logging.getLogger("moorage.api")
 routes = web.RouteTableDef()
@@ -124,7 +125,7 @@ async def readyz(request: web.Request) -> web.Response:
         try:
             await asyncio.wait_for(probe(request), PROBE_TIMEOUT)
             checks[name] = "ok"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             checks[name] = f"no answer within {PROBE_TIMEOUT:g} s"
         except BackendUnavailable as exc:  # what drivers and the database layer raise for an outage
             checks[name] = " ".join((exc.reason or exc.message).split())[:300]

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from aiohttp import web
 
+from .. import errors
 from ..insight.osv import SEVERITIES
 from ..insight.packages import clean_text
 from ..insight.service import InsightService
-from .. import errors
 from ..registry.names import is_valid_name
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from . import routes as route_names

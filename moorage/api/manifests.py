@@ -10,11 +10,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import errors
-from ..registry import mediatypes as mt
 from ..metadata.store import ManifestRecord
+from ..registry import mediatypes as mt
+from . import routes as route_names
 from .blobs import NAME
 from .common import API_HEADERS, SETTINGS, publish, read_bounded, request_principal, service
-from . import routes as route_names
 
 routes = web.RouteTableDef()
 

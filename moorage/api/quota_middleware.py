@@ -11,7 +11,8 @@ repository at all (a cached answer): without one, the request passes untouched.
 from __future__ import annotations
 
 import contextlib
-from typing import Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..registry import mediatypes as mt
+from . import routes as route_names
 from .blobs import NAME
 from .common import API_HEADERS, json_body, service
-from . import routes as route_names
 
 routes = web.RouteTableDef()
 

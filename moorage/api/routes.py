@@ -15,8 +15,9 @@ same rule.  Route names are stable: metrics labels and the audit log use them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Any, Awaitable, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from aiohttp import web
 

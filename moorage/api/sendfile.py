@@ -36,7 +36,7 @@ async def _writable(loop: asyncio.AbstractEventLoop, fd: int, timeout: float) ->
     loop.add_writer(fd, ready)
     try:
         await asyncio.wait_for(waiter, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise SendStalled(f"client accepted nothing for {timeout:.0f} s") from None
     finally:
         loop.remove_writer(fd)

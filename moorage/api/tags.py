@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from . import routes as route_names
 from .blobs import NAME
 from .common import API_HEADERS, json_body, link_next, pagination, service
-from . import routes as route_names
 
 routes = web.RouteTableDef()
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import errors
 from ..auth.authenticator import Authenticator
 from ..auth.policy import Principal, parse_scopes
 from ..auth.tokens import rfc3339
-from .. import errors
 from . import routes as names
 from .common import AUTHENTICATOR
 from .credentials import parse_basic

@@ -8,15 +8,16 @@ cross-repository mount.
 
 from __future__ import annotations
 
-from typing import Awaitable, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from aiohttp import web
 
 from ..metadata.store import UploadRecord
 from ..registry.service import UploadOutOfOrder
-from .common import UPLOAD_RECORD, API_HEADERS, body_chunks, content_range, has_body, request_principal, service, upload_location
-from .blobs import NAME
 from . import routes as route_names
+from .blobs import NAME
+from .common import API_HEADERS, UPLOAD_RECORD, body_chunks, content_range, has_body, request_principal, service, upload_location
 
 routes = web.RouteTableDef()
 T = TypeVar("T")

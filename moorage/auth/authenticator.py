@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import errors
 from ..config import Settings
 from ..metadata.auth_store import AuthStore
 from ..metadata.records import TokenRecord, UserRecord
-from .. import errors
 from ..registry.names import is_valid_name
 from . import passwords
 from .passwords import Htpasswd

@@ -20,10 +20,10 @@ import hashlib
 import time
 from dataclasses import dataclass
 
+from .. import errors
 from ..config import LdapSettings
 from ..metadata.group_store import GroupStore
 from ..metadata.records import UserRecord
-from .. import errors
 from .ldap import DirectoryEntry, LdapDirectory
 from .policy import Grant, parse_actions
 from .policy import valid_group_name as valid_group_name  # (re-exported: its old home)

@@ -22,12 +22,13 @@ import logging
 import math
 import ssl
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-from ..config import LdapSettings
 from .. import errors
+from ..config import LdapSettings
 
 log = logging.getLogger("moorage.auth.ldap")
 

@@ -31,15 +31,16 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 
+from .. import errors
 from ..config import OidcSettings
 from ..metadata.group_store import GroupStore
 from ..metadata.oidc_store import OidcIdentity, OidcStore, PendingLogin
 from ..metadata.records import UserRecord
-from .. import errors
 from .ldap import DirectoryEntry
 from .policy import Grant, parse_actions, valid_username
 
@@ -115,7 +116,7 @@ class OidcClient:
             async with self._http().request(method, url, allow_redirects=False, **kw) as resp:
                 body = await resp.content.read(MAX_RESPONSE + 1)
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise self._down(type(exc).__name__) from None
         if len(body) > MAX_RESPONSE:
             raise self._down("answer too large")

@@ -19,8 +19,8 @@ Vocabulary (Docker Registry token spec):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from ..registry.globs import glob_match
 
@@ -183,9 +183,7 @@ def repository_rights(principal: Principal, repository: str, *, public: bool) ->
         rights.add("pull")
     if principal.anonymous:
         return frozenset(rights)
-    if principal.is_admin:
-        rights |= ALL_REPO_ACTIONS | {"admin"}
-    elif not principal.is_robot and owns(principal.name or "", repository):
+    if principal.is_admin or not principal.is_robot and owns(principal.name or "", repository):
         rights |= ALL_REPO_ACTIONS | {"admin"}
     for g in principal.grants:
         if pattern_matches(g.pattern, repository):
@@ -273,7 +271,7 @@ def parse_duration(text: str) -> float:
     """``90s``, ``15m``, ``12h``, ``30d``, ``1w`` or plain seconds -> seconds."""
     text = text.strip().lower()
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
-    mult = units.get(text[-1:], None)
+    mult = units.get(text[-1:])
     number = text[:-1] if mult else text
     try:
         value = float(number)

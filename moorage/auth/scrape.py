@@ -15,10 +15,10 @@ import hmac
 
 from aiohttp import web
 
-from ..config import Settings
 from .. import errors
 from ..api.common import AUTHENTICATOR
 from ..api.credentials import bearer, caller, parse_basic
+from ..config import Settings
 
 
 def scrape_token_matches(request: web.Request, settings: Settings) -> bool:

@@ -18,17 +18,18 @@ The middleware runs after routing, so it looks the matched route's rule up in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ..api.common import ACCOUNTS, AUTHENTICATOR, DATABASE
+from ..api.routes import listed_routes_middleware
 from ..config import Settings
 from ..metadata.auth_store import AuthStore
 from .accounts import bootstrap_admin
 from .authenticator import Authenticator
 from .passwords import Htpasswd
-from ..api.routes import listed_routes_middleware
 from .state import htpasswd_middleware, token_middleware
 from .tokens import TokenSigner
 

@@ -8,15 +8,16 @@ route cannot go unprotected by forgetting it.  ``setup.py`` wires the middleware
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
+from .. import errors
 from ..api.access import Access, required_access
 from ..api.common import CATALOG_FILTER
 from ..api.credentials import bearer, caller, parse_basic
 from ..api.routes import HANDLER_DECIDES, Rule, route_rule
-from .. import errors
 from ..registry.names import is_valid_name
 from .authenticator import Authenticator, StaleCredentials
 from .policy import token_covers

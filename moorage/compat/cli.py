@@ -61,7 +61,7 @@ def import_distribution(
         raise click.UsageError("give either ROOT or --from-s3 BUCKET")
     settings = settings_from(config, data, require_registry=False)  # importing into a new registry creates it
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    from .distribution_import import FilesystemSource, DistributionImportError, S3Source
+    from .distribution_import import DistributionImportError, FilesystemSource, S3Source
 
     source: Source
     if bucket:

@@ -21,7 +21,8 @@ the index is the cache; ``http.secret``: upload state lives in the database), li
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import yaml
 

@@ -34,9 +34,10 @@ import re
 import stat
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .. import errors
 from ..registry.names import validate_name

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .. import errors
 from ..api import routes as route_names
 from ..config import Settings
 from ..metadata.errors import storable
 from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery, EventsStore
-from .. import errors
 from ..registry.principal import Principal as ServicePrincipal
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from .endpoints import Endpoint, EndpointSet

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -37,8 +38,8 @@ from yarl import URL
 from ..config import EventsSettings
 from ..metadata.events_store import AuditEntry, EventsStore
 from ..registry.events import RegistryEvent
-from .stats import EventMetrics
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
+from .stats import EventMetrics
 
 log = logging.getLogger("moorage.events")
 

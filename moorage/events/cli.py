@@ -19,7 +19,8 @@ import json
 import sys
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -260,8 +261,8 @@ def webhooks_deliveries(config: str | None, data: str | None, name: str, status:
 @click.argument("delivery_id", type=int)
 def webhooks_retry(config: str | None, data: str | None, name: str, delivery_id: int) -> None:
     """Put dead delivery DELIVERY_ID of NAME back in the queue."""
-    from ..cli_common import cli_principal
     from .. import errors
+    from ..cli_common import cli_principal
     from .endpoints import EndpointSet
     from .webhooks import WebhookService
 

@@ -33,7 +33,8 @@ import random
 import time
 import uuid
 from collections import Counter
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 
@@ -197,7 +198,7 @@ class DeliveryWorker:
                 error = f"HTTP {status}"
         except asyncio.CancelledError:
             raise
-        except asyncio.TimeoutError:
+        except TimeoutError:
             error = f"timed out after {ep.timeout:g}s"
         except aiohttp.ClientError as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]

@@ -9,8 +9,9 @@ up each other's changes within that delay.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from ..config import MAX_WEBHOOK_TIMEOUT, Settings, WebhookEndpoint
 from ..metadata.events_store import EventsStore

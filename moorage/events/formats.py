@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..registry.events import RegistryEvent
@@ -43,7 +43,7 @@ def signature(secret: str, body: bytes) -> str:
 
 
 def _rfc3339(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _url(event: RegistryEvent, source: Source) -> str | None:

@@ -9,7 +9,8 @@ entry does not hold (an entry without a tag shows the digest).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 #: Longest summary (the CLI table and the UI cut nothing shorter than this themselves).
 MAX_SUMMARY = 300

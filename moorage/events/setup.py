@@ -24,7 +24,8 @@ import logging
 import socket
 import time
 import uuid
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -206,8 +207,7 @@ def setup_events(app: web.Application, settings: Settings) -> None:
         if settings.webhooks:
             log.warning("events.enabled is false: the %d configured webhook(s) will not be called", len(settings.webhooks))
         return
-    from ..api.common import DATABASE
-    from ..api.common import EVENTS, SCHEDULER
+    from ..api.common import DATABASE, EVENTS, SCHEDULER
     from ..metrics import REGISTRY_KEY
 
     ext = EventsExtension(settings, EventsStore(app[DATABASE]), EventMetrics(app.get(REGISTRY_KEY)))

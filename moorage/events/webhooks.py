@@ -25,16 +25,17 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
+from .. import errors
 from ..accounts.audit import AuditTrail, operation
 from ..config import Settings, WebhookEndpoint
 from ..metadata.db import Database
 from ..metadata.events_store import DEAD, PENDING, EventsStore
-from .. import errors
 from ..registry.events import Actor, RegistryEvent
 from ..registry.principal import Principal
 from .audit import _without_credentials
@@ -224,7 +225,7 @@ class WebhookService:
             size=0,
             tag="test",
             actor=Actor(name=p.name, addr=p.address or "", user_agent=(p.user_agent or "")[:300]),
-            timestamp=datetime.now(timezone.utc),
+            timestamp=datetime.now(UTC),
         )
         event_id = str(uuid.uuid4())
         content_type, body = render(ep.format, event, event_id, self.source)

@@ -30,15 +30,16 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Protocol, Sequence, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from ..errors import RegistryError
 from ..metadata.db import Database
 from ..metadata.gc_store import GCStore
 from ..metadata.records import ManifestNode
 from ..metadata.store import TOMBSTONE_STALE
 from ..registry.digests import Digest
-from ..errors import RegistryError
 from ..storage import BlobStore
 from . import retention
 from .mark import BatchMarks, Kept, MarkScope, explain_kept, mark_batch, merge_kept
@@ -380,7 +381,7 @@ class Collector:
             )
             try:
                 await asyncio.wait_for(asyncio.to_thread(sys.stdin.readline), float(pause))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _destroy(

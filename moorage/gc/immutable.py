@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .. import errors
 from ..metadata.db import Database
 from ..metadata.policy_store import PolicyStore, claim_tag, immutable_rules
 from ..metadata.records import ImmutableRule
-from .. import errors
 from .patterns import compile_regex, repo_matches
 
 if TYPE_CHECKING:

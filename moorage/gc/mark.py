@@ -26,8 +26,8 @@ Rules (the why is in ``docs/gc.md``):
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Collection, Iterable
 
 from ..metadata.records import IndexSnapshot, ManifestNode
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from ..components import Policies
 from ..metadata.db import Database
 from . import quotas
-from .quotas import QUOTA_APPLIES
 from .immutable import check_tag_move
+from .quotas import QUOTA_APPLIES
 
 
 def policy_hooks(database: Database) -> Policies:

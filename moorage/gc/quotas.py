@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Callable
 
+from .. import errors
 from ..metadata.db import Database
 from ..metadata.policy_store import PolicyStore
 from ..metadata.records import Quota
-from .. import errors
 from .patterns import human, in_namespace
 
 __all__ = [

@@ -18,7 +18,7 @@ go with ``moorage gc --delete-untagged``.
 from __future__ import annotations
 
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from ..metadata.db import Database
 from ..metadata.policy_store import PolicyStore

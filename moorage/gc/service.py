@@ -16,11 +16,11 @@ import asyncio
 import threading
 import time
 
+from .. import errors
 from ..accounts.audit import AuditTrail, operation
 from ..config import Settings
 from ..metadata.db import Database
 from ..metadata.events_store import EventsStore
-from .. import errors
 from ..registry.principal import Principal
 from ..storage import BlobStore
 from .collector import Collector, GCOptions, GCResult

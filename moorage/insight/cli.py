@@ -8,15 +8,16 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from .. import errors
 from ..cli_common import data_options, settings_from
 from ..config import Settings
-from .. import errors
 
 T = TypeVar("T")
 

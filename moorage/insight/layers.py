@@ -28,9 +28,10 @@ import tarfile
 import tempfile
 import time
 import zlib
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import zstandard
 
@@ -91,7 +92,7 @@ class Limits:
     max_seconds: float = 900.0
 
     @classmethod
-    def from_settings(cls, cfg: "InsightSettings") -> "Limits":
+    def from_settings(cls, cfg: InsightSettings) -> Limits:
         return cls(
             max_file_bytes=cfg.max_file_bytes,
             max_buffered_bytes=cfg.max_buffered_bytes,

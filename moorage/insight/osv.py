@@ -9,9 +9,10 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .packages import ALPINE, DEBIAN, NPM, PYPI, RPM, Package, normalize_pypi
 
@@ -181,7 +182,7 @@ class ApkVersion:
         ]
         self.key = (tuple(int(n) for n in m.group(1).split(".")), m.group(2), suffixes, int(m.group(4) or 0))
 
-    def _cmp_key(self, other: "ApkVersion") -> tuple[Any, Any]:
+    def _cmp_key(self, other: ApkVersion) -> tuple[Any, Any]:
         a, b = list(self.key[2]), list(other.key[2])
         width = max(len(a), len(b))
         a += [(4, 0)] * (width - len(a))
@@ -194,7 +195,7 @@ class ApkVersion:
         x, y = self._cmp_key(other)
         return x == y
 
-    def __lt__(self, other: "ApkVersion") -> bool:
+    def __lt__(self, other: ApkVersion) -> bool:
         x, y = self._cmp_key(other)
         return x < y
 

@@ -12,9 +12,9 @@ import re
 import sqlite3
 import struct
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 from urllib.parse import quote
 
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
@@ -66,7 +66,7 @@ class Package:
         return {k: v for k, v in self.__dict__.items() if v}
 
     @classmethod
-    def from_json(cls, data: dict[str, str]) -> "Package":
+    def from_json(cls, data: dict[str, str]) -> Package:
         return cls(**{k: str(v) for k, v in data.items() if k in cls.__dataclass_fields__})
 
 

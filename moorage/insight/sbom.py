@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .layers import Inventory
 
@@ -35,7 +35,7 @@ def cyclonedx(inventory: Inventory, image: str, digest: str) -> bytes:
         "serialNumber": f"urn:uuid:{uuid.uuid4()}",
         "version": 1,
         "metadata": {
-            "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "tools": {"components": [{"type": "application", "name": TOOL_NAME}]},
             "component": {"type": "container", "bom-ref": root, "name": image, "version": digest},
         },
@@ -75,7 +75,7 @@ def spdx(inventory: Inventory, image: str, digest: str) -> bytes:
     doc = {
         "SPDXID": "SPDXRef-DOCUMENT",
         "creationInfo": {
-            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "creators": [f"Tool: {TOOL_NAME}"],
         },
         "dataLicense": "CC0-1.0",

@@ -12,14 +12,15 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
-from ..metadata.insight_store import InsightStore
 from .. import errors
+from ..metadata.insight_store import InsightStore
 from ..registry import mediatypes as mt
 from ..registry.digests import Digest
 from ..registry.principal import Principal
@@ -342,7 +343,7 @@ class InsightService:
                 "layers": [{"mediaType": artifact_type, "digest": digest, "size": len(body)}],
                 "subject": subject,
                 "annotations": {
-                    "org.opencontainers.image.created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     GENERATOR: "sbom",
                     "dev.moorage.sbom.packages": str(packages),
                 },

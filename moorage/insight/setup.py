@@ -17,16 +17,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from .. import errors
 from ..api.common import BLOBS, EVENTS, SCHEDULER, SERVICE
 from ..api.insight import INSIGHT, routes
 from ..config import Settings
 from ..metadata.insight_store import InsightStore
 from ..metadata.store import ManifestRecord
-from .. import errors
 from ..registry.events import Actor, RegistryEvent
 from ..scheduler import Job
 from .fairness import FairQueue

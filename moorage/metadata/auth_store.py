@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from typing import Any, AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from sqlalchemy import case, delete, func, or_, select, update
 

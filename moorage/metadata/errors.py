@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import DatabaseFull, DatabaseUnavailable, TextUnstorable
 

@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Collection, Iterable, Required, Sequence, TypedDict
+from typing import Any, Required, TypedDict
 
 from sqlalchemy import and_, case, delete, func, insert, literal, or_, select, update
 

@@ -9,7 +9,8 @@ own write transaction, so a push, tag or link that committed after the snapshot 
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import (
     ARRAY,

@@ -19,8 +19,9 @@ import asyncio
 import fcntl
 import logging
 import os
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, Awaitable, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import text
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, delete, exists, func, or_, select, union, update
 
 from .db import Database, _SyncReader
-from .writer import run_inline
 from .tables import (
     blobs,
     manifest_blobs,
@@ -28,6 +28,7 @@ from .tables import (
     tags,
     uploads,
 )
+from .writer import run_inline
 
 if TYPE_CHECKING:  # the asyncio extension (and the ORM it imports) is not loaded on SQLite
     from sqlalchemy.ext.asyncio import AsyncConnection

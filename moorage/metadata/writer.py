@@ -43,8 +43,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Coroutine, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError

@@ -32,15 +32,16 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
+from .. import errors
 from ..api import routes as route_names
 from ..config import ProxyUpstream, Settings
 from ..metadata.store import MetadataStore
-from .. import errors
 from ..registry.digests import Digest
 from ..registry.manifests import parse_manifest
 from ..registry.names import validate_name, validate_tag
@@ -402,7 +403,7 @@ class PullThroughCache:
                         if queue is not None:
                             try:
                                 await asyncio.wait_for(queue.put(chunk), _LEADER_STALL_SECONDS)
-                            except asyncio.TimeoutError:
+                            except TimeoutError:
                                 flight.queue = None  # the streaming client stalls: go on without it
                         yield chunk
 

@@ -23,10 +23,12 @@ class _RichProgress(Progress):
         from rich.progress import (
             BarColumn,
             DownloadColumn,
-            Progress as Bars,
             TextColumn,
             TimeRemainingColumn,
             TransferSpeedColumn,
+        )
+        from rich.progress import (
+            Progress as Bars,
         )
 
         self.console = Console(stderr=True, quiet=quiet)
@@ -44,7 +46,7 @@ class _RichProgress(Progress):
         self.total = self.bars.add_task("total", total=0)
         self.total_bytes = 0
 
-    def __enter__(self) -> "_RichProgress":
+    def __enter__(self) -> _RichProgress:
         self.bars.__enter__()
         return self
 
@@ -199,7 +201,7 @@ async def _reachable_scheme(ref: RegistryRef) -> RegistryRef:
             async with session.get(f"https://{ref.host}/v2/", ssl=False) as resp:
                 resp.release()
         return ref
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return dataclasses.replace(ref, scheme="http", explicit=True)
 
 

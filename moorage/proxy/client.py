@@ -22,9 +22,10 @@ import logging
 import re
 import ssl
 import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -183,7 +184,7 @@ class RegistryClient:
                     if resp.status != 200:
                         raise UpstreamError(f"token endpoint of {self.host} answered {resp.status}", resp.status)
                     body = await _json_body(resp, f"token answer of {self.host}")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise UpstreamError(f"token endpoint of {self.host}: {exc}") from None
             token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
             if not isinstance(token, str) or not token:
@@ -226,7 +227,7 @@ class RegistryClient:
                 hdrs["Authorization"] = auth
             try:
                 resp = await self._send(method, url, hdrs, data, params)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise UpstreamError(f"{self.host} unreachable: {exc.__class__.__name__}: {exc}") from None
             if resp.status == 401 and attempt == 0 and not hasattr(data, "__aiter__"):
                 challenge = resp.headers.get("WWW-Authenticate", "")
@@ -245,7 +246,7 @@ class RegistryClient:
             status = resp.status
             try:
                 text = (await resp.content.read(_ERROR_TEXT_BYTES)).decode(errors="replace")
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 text = ""
             resp.release()
             if status == 404:
@@ -299,7 +300,7 @@ class RegistryClient:
                 if len(body) > limit:
                     raise UpstreamError(f"manifest from {self.host} larger than {limit} bytes")
             return bytes(body), resp.headers.get("Content-Type", "").split(";")[0].strip()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamError(f"{self.host}: manifest body interrupted: {exc}") from None
         finally:
             resp.release()
@@ -334,7 +335,7 @@ class RegistryClient:
                 if have >= chunk:
                     yield b"".join(pieces)
                     pieces, have = [], 0
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamError(f"{self.host}: blob body interrupted: {exc}") from None
         if pieces:
             yield b"".join(pieces)
@@ -391,7 +392,7 @@ async def _json_body(resp: aiohttp.ClientResponse, what: str) -> Any:
             body += chunk
             if len(body) > MAX_JSON_BYTES:
                 raise UpstreamError(too_big)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         raise UpstreamError(f"{what} interrupted: {exc}") from None
     try:
         return loads_untrusted(bytes(body))

@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..registry import mediatypes as mt
@@ -52,7 +53,7 @@ class RegistryRef:
         return f"{self.scheme}://{self.host}"
 
     @classmethod
-    def parse(cls, text: str) -> "RegistryRef":
+    def parse(cls, text: str) -> RegistryRef:
         text = text.strip()
         if text.startswith("docker://"):  # skopeo's transport prefix: the same registry reference
             text = text[len("docker://") :]

@@ -8,7 +8,7 @@ and ``/api/v1/mirror`` (:mod:`.schedule`).  Nothing is added when neither is con
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -27,8 +27,7 @@ def setup_proxy(app: web.Application, settings: Settings) -> None:
         setup_mirror_rules(app, settings, token_mode)
     if not settings.proxy.upstreams:
         return
-    from ..api.common import STORE
-    from ..api.common import SERVICE
+    from ..api.common import SERVICE, STORE
 
     cache = PullThroughCache(settings, app[STORE], app[SERVICE])
     app[CACHE] = cache

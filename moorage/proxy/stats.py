@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily
 
@@ -37,7 +38,7 @@ class ProxyStats:
 class ProxyCollector:
     """A prometheus collector reading the counters at scrape time (labels: upstream name)."""
 
-    def __init__(self, cache: "PullThroughCache") -> None:
+    def __init__(self, cache: PullThroughCache) -> None:
         self.cache = cache
 
     def collect(self) -> Iterator[CounterMetricFamily]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import DigestInvalid
 
-ALGORITHMS: dict[str, tuple[Callable[[], "hashlib._Hash"], int]] = {
+ALGORITHMS: dict[str, tuple[Callable[[], hashlib._Hash], int]] = {
     "sha256": (hashlib.sha256, 64),
     "sha512": (hashlib.sha512, 128),
 }
@@ -25,7 +25,7 @@ class Digest:
         return f"{self.algorithm}:{self.hex}"
 
     @classmethod
-    def parse(cls, text: str) -> "Digest":
+    def parse(cls, text: str) -> Digest:
         """Parse ``algorithm:hex``; only algorithms we can verify are accepted."""
         m = _DIGEST_RE.fullmatch(text or "")
         if not m:
@@ -39,10 +39,10 @@ class Digest:
         return cls(algo, hexpart)
 
     @classmethod
-    def of(cls, data: bytes, algorithm: str = "sha256") -> "Digest":
+    def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(algorithm, ALGORITHMS[algorithm][0](data).hexdigest())  # type: ignore[call-arg]
 
-    def hasher(self) -> "hashlib._Hash":
+    def hasher(self) -> hashlib._Hash:
         return ALGORITHMS[self.algorithm][0]()
 
 
@@ -54,5 +54,5 @@ def is_digest(text: str) -> bool:
     return True
 
 
-def new_hasher(algorithm: str = "sha256") -> "hashlib._Hash":
+def new_hasher(algorithm: str = "sha256") -> hashlib._Hash:
     return ALGORITHMS[algorithm][0]()

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Literal, Protocol
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
 
 log = logging.getLogger("moorage.events")
 
@@ -50,7 +51,7 @@ class RegistryEvent:
     size: int | None = None
     tag: str | None = None
     actor: Actor = field(default_factory=Actor)
-    timestamp: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: Stable identity: the same in every outbox row, every redelivery and the audit entry.
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     #: The face the change came through (``v2``, ``api``, ``ui``, ``cli``, ``proxy`` ...).

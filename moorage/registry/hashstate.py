@@ -77,7 +77,7 @@ class ResumableSHA256:
         # ctypes releases the GIL for the call: hashing in a worker thread overlaps I/O.
         _lib.SHA256_Update(ctypes.byref(self._ctx), data, len(data))
 
-    def copy(self) -> "ResumableSHA256":
+    def copy(self) -> ResumableSHA256:
         other = ResumableSHA256.__new__(ResumableSHA256)
         other._ctx = _Ctx.from_buffer_copy(self._ctx)
         return other
@@ -102,7 +102,7 @@ class ResumableSHA256:
         return _VERSION + base64.b64encode(raw).decode()
 
     @classmethod
-    def restore(cls, state: str) -> "ResumableSHA256":
+    def restore(cls, state: str) -> ResumableSHA256:
         if not state.startswith(_VERSION):
             raise ValueError("unknown hash state format")
         try:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import DigestInvalid, ManifestInvalid
 from . import mediatypes as mt
 from .digests import Digest
-from ..errors import DigestInvalid, ManifestInvalid
 from .safejson import UntrustedJSONError, loads_untrusted
 
 

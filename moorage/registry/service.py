@@ -32,11 +32,12 @@ import sys
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
+from .. import errors
 from ..metadata.store import (
-    WrongSizes,
     BlobBeingDeleted,
     ManifestRecord,
     MetadataStore,
@@ -45,9 +46,9 @@ from ..metadata.store import (
     TooManyUploads,
     UploadClaimRefused,
     UploadRecord,
+    WrongSizes,
 )
 from ..storage import BlobStore, PartialAppend
-from .. import errors
 from . import hashstate
 from .digests import Digest, new_hasher
 from .events import Action, Actor, EventBus, InTransaction, Kind, RegistryEvent
@@ -162,7 +163,7 @@ class RegistryService:
         self.delete_enabled = delete_enabled
         self.max_manifest_bytes = max_manifest_bytes
         # upload id -> (bytes hashed, sha256 state); LRU-bounded.
-        self._hashers: OrderedDict[str, tuple[int, "hashlib._Hash"]] = OrderedDict()
+        self._hashers: OrderedDict[str, tuple[int, hashlib._Hash]] = OrderedDict()
         #: Optional ``await guard(repository, digest, size)`` run before a verified upload is
         #: committed; raises to refuse it (storage quotas, ``moorage.gc.setup``).
         self.commit_guard = commit_guard
@@ -565,7 +566,7 @@ class RegistryService:
         await self.blobs.upload_abort(record.id, record.state)
         await self.store.delete_upload(record.id)
 
-    async def _hasher(self, record: UploadRecord) -> "hashlib._Hash":
+    async def _hasher(self, record: UploadRecord) -> hashlib._Hash:
         cached = self._hashers.get(record.id)
         if cached is not None and cached[0] == record.size:
             return cached[1].copy()
@@ -581,7 +582,7 @@ class RegistryService:
                 return restored  # type: ignore[return-value]
         return await self._rehash(record, "sha256")
 
-    async def _rehash(self, record: UploadRecord, algorithm: str) -> "hashlib._Hash":
+    async def _rehash(self, record: UploadRecord, algorithm: str) -> hashlib._Hash:
         hasher = _new_sha256() if algorithm == "sha256" else new_hasher(algorithm)
         async for chunk in self.blobs.upload_read(record.id, record.state, record.size):
             await _update(hasher, chunk)
@@ -592,7 +593,7 @@ class RegistryService:
             return (await self._hasher(record)).hexdigest()
         return (await self._rehash(record, algorithm)).hexdigest()
 
-    def _remember(self, upload_id: str, size: int, hasher: "hashlib._Hash") -> None:
+    def _remember(self, upload_id: str, size: int, hasher: hashlib._Hash) -> None:
         self._hashers[upload_id] = (size, hasher)
         self._hashers.move_to_end(upload_id)
         while len(self._hashers) > _MAX_CACHED_HASHERS:
@@ -787,7 +788,7 @@ def _declared_sizes(descriptors: list[Descriptor]) -> dict[str, int]:
 _HASH_KEY = "_sha256"
 
 
-def _new_sha256() -> "hashlib._Hash":
+def _new_sha256() -> hashlib._Hash:
     return hashstate.ResumableSHA256() if hashstate.AVAILABLE else new_hasher("sha256")  # type: ignore[return-value]
 
 
@@ -806,7 +807,7 @@ def _plausible_id(upload_id: str) -> bool:
     return 0 < len(upload_id) <= 64 and all(c.isalnum() or c == "-" for c in upload_id)
 
 
-async def _update(hasher: "hashlib._Hash", chunk: bytes) -> None:
+async def _update(hasher: hashlib._Hash, chunk: bytes) -> None:
     if len(chunk) >= _THREAD_HASH_MIN:
         await asyncio.to_thread(hasher.update, chunk)
     else:
@@ -827,7 +828,7 @@ async def _limited(
         yield chunk
 
 
-async def _hashing(body: AsyncIterator[bytes], hasher: "hashlib._Hash") -> AsyncIterator[bytes]:
+async def _hashing(body: AsyncIterator[bytes], hasher: hashlib._Hash) -> AsyncIterator[bytes]:
     """Yield ``body``'s chunks, hashing each in a thread while the consumer writes it and the
     next chunk is received; the hash of a chunk is awaited only before the next one starts
     (updates stay in order) and before the generator finishes."""

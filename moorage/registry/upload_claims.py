@@ -31,11 +31,11 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
-from ..metadata.store import MetadataStore
 from .. import errors
+from ..metadata.store import MetadataStore
 
 log = logging.getLogger("moorage.uploads")
 
@@ -80,7 +80,7 @@ class UploadClaim:
         """Compare-and-set the claim; False if the session moved or someone else holds it."""
         return await self.store.claim_upload(self.upload_id, expected_size, self.token, self.expiry())
 
-    async def __aenter__(self) -> "UploadClaim":
+    async def __aenter__(self) -> UploadClaim:
         # A timer, not a task: most requests end long before the first renewal is due.
         self._timer = asyncio.get_running_loop().call_later(self.lease / 3, self._start_renewing)
         return self

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 __all__ = ["BlobStat", "BlobStore", "PartialAppend", "UploadState", "create_blob_store"]
 
 
-def create_blob_store(settings: "Settings") -> BlobStore:
+def create_blob_store(settings: Settings) -> BlobStore:
     """The driver named by ``storage.driver``."""
     if settings.storage.driver == "s3":
         from ..extras import require

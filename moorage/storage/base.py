@@ -24,9 +24,10 @@ import abc
 import errno
 import functools
 import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import StorageFull, StorageUnavailable
 

@@ -20,8 +20,9 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator, BinaryIO
+from typing import Any, BinaryIO
 
 from .base import BlobStat, BlobStore, PartialAppend, UploadState, os_outage, translate_outages
 

@@ -19,8 +19,9 @@ import asyncio
 import secrets
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from .base import BlobStat, BlobStore, PartialAppend, UploadState
 

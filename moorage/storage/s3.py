@@ -49,11 +49,13 @@ import logging
 import secrets
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from .base import FULL_REASON, BlobStat, BlobStore, PartialAppend, UploadState, os_outage, translate_outages
 
@@ -127,7 +129,7 @@ def _token() -> str:
     return secrets.token_hex(4)
 
 
-_SESSIONS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
 
 def _session() -> Any:
@@ -147,7 +149,7 @@ def empty_state() -> UploadState:
 class S3BlobStore(BlobStore):
     name = "s3"
 
-    def __init__(self, cfg: "S3Storage") -> None:
+    def __init__(self, cfg: S3Storage) -> None:
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.prefix = cfg.prefix.strip("/")

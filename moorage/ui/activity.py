@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from ..metadata.ui_queries import UIQueries
 from ..errors import BackendUnavailable
+from ..metadata.ui_queries import UIQueries
 from ..registry.events import RegistryEvent
 from ..scheduler import Job
 

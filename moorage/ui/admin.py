@@ -15,12 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import errors
 from ..api import routes as route_names
 from ..api.common import SETTINGS
 from ..events.api import Caller, administered_namespaces, public_entry, restrict_audit
 from ..events.webhooks import WebhookService
 from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery
-from .. import errors
 from .format import clean
 from .manage import _field, _principal, _refused, _require_admin
 from .session import Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer

@@ -11,9 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ..api import routes as route_names
 from .session import QUERIES, Redirect, Viewer, resolve_viewer
 from .templating import render
-from ..api import routes as route_names
 
 routes = web.RouteTableDef()
 #: Namespaces shown in the storage chart, and repositories stacked per namespace.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..metadata.ui_queries import Row
@@ -71,7 +71,7 @@ def relative_time(ts: float | None, now: float | None = None) -> str:
 def iso_time(ts: float | None) -> str:
     if ts is None:
         return ""
-    return datetime.fromtimestamp(float(ts), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def short_digest(digest: str | None) -> str:

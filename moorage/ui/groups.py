@@ -13,11 +13,11 @@ import contextlib
 
 from aiohttp import web
 
+from .. import errors
 from ..api import routes as route_names
 from ..api.common import DATABASE
 from ..auth.policy import MAX_GROUP_NAME
 from ..metadata.group_store import GroupStore
-from .. import errors
 from ..registry.names import is_valid_name
 from .manage import _accounts, _principal, _refused
 from .session import Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer

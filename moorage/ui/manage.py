@@ -19,19 +19,18 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api.common import DATABASE
-from ..api.common import ACCOUNTS, SERVICE, SETTINGS, request_principal
-from ..accounts.service import AccountsService
-from ..auth.policy import parse_actions, parse_token_scope
 from .. import errors
-from ..registry.principal import Principal
+from ..accounts.service import AccountsService
+from ..api import routes as route_names
+from ..api.common import ACCOUNTS, DATABASE, SERVICE, SETTINGS, request_principal
+from ..auth.policy import parse_actions, parse_token_scope
+from ..metadata.ui_queries import Row
 from ..registry.names import is_valid_name
+from ..registry.principal import Principal
+from .format import clean
 from .pages import NAME, _repo_name, registry_host, visible_repository
 from .session import QUERIES, Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer
-from ..metadata.ui_queries import Row
-from .format import clean
 from .templating import render
-from ..api import routes as route_names
 
 routes = web.RouteTableDef()
 

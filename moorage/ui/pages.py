@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..api import routes as route_names
 from ..api.common import BLOBS, SETTINGS
 from ..metadata.ui_queries import Row, UIQueries
 from ..registry.names import is_valid_name
 from . import format as fmt
 from .session import QUERIES, Redirect, UIError, Viewer, check_csrf, resolve_viewer, sign_in, sign_out
 from .templating import render
-from ..api import routes as route_names
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement

@@ -25,15 +25,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, TypedDict
+from typing import Any, TypedDict
 
 from aiohttp import web
 
+from .. import errors
 from ..api.common import SETTINGS
 from ..auth.policy import ALL_REPO_ACTIONS, Principal, expand, repository_rights
 from ..metadata.ui_queries import UIQueries, Visibility
-from .. import errors
 
 SESSION_COOKIE = "moorage_session"
 CSRF_COOKIE = "moorage_csrf"

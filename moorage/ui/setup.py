@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..config import Settings
 from .. import errors
+from ..api import routes as route_names
+from ..config import Settings
 from .activity import ACTIVITY  # noqa: F401 - the key lives with the recorder
 from .session import QUERIES, Redirect, UIError, apply_cookies, resolve_viewer
 from .templating import STATIC_DIR, render, setup_templates
-from ..api import routes as route_names
 
 log = logging.getLogger("moorage.ui")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -86,8 +86,7 @@ async def _error_page(request: web.Request, status: int, message: str) -> web.Re
 def setup_ui(app: web.Application, settings: Settings) -> None:
     if not settings.ui.enabled:
         return
-    from ..api.common import DATABASE
-    from ..api.common import EVENTS, SCHEDULER
+    from ..api.common import DATABASE, EVENTS, SCHEDULER
     from ..metadata.ui_queries import UIQueries
     from . import admin, charts, groups, manage, pages
     from .activity import ActivityRecorder

@@ -11,8 +11,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 _PR_SET_PDEATHSIG = 1
 

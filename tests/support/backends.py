@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

@@ -43,9 +43,10 @@ import tempfile
 import urllib.error
 import urllib.request
 from base64 import b64encode
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 from tests.support.daemon import Daemon
 from tests.support.registry_proc import terminate_group
@@ -470,7 +471,7 @@ class PodmanService:
         ]
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self) -> "PodmanService":
+    def start(self) -> PodmanService:
         self.workdir = Path(self.workdir)
         if len(str(self.workdir / "runroot")) > 50:
             # podman refuses a runroot longer than 50 characters (pytest-xdist's basetemp is
@@ -525,7 +526,7 @@ class PodmanService:
         for mp in sorted((m for m in points if m.startswith(root)), key=len, reverse=True):
             subprocess.run(["umount", "-l", mp], capture_output=True, timeout=30)
 
-    def __enter__(self) -> "PodmanService":
+    def __enter__(self) -> PodmanService:
         if self.proc is None:
             self.start()
         return self
@@ -700,7 +701,7 @@ def oras_push_artifact(
     annotations: Mapping[str, str] | None = None,
     by_digest: bool = False,
     workdir: str | os.PathLike,
-) -> "PushedArtifact":
+) -> PushedArtifact:
     """Push an OCI 1.1 artifact manifest with ``artifactType`` and the empty
     config (``application/vnd.oci.empty.v1+json``, ``{}``) using oras-py's
     public building blocks (``upload_blob`` + ``upload_manifest``).

@@ -29,8 +29,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 __all__ = ["Daemon", "DaemonStartError", "group_members", "tail"]
 
@@ -137,7 +137,7 @@ class Daemon:
         self._wfd: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def spawn(self) -> "Daemon":
+    def spawn(self) -> Daemon:
         """Start the process (and its watchdog) without waiting for readiness."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         main = threading.current_thread() is threading.main_thread()
@@ -160,7 +160,7 @@ class Daemon:
         self._start_watchdog(self.proc.pid)
         return self
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         """Spawn, then wait (bounded) until ``ready()``; on failure stop it and raise with the log."""
         self.spawn()
         assert self.proc is not None
@@ -255,7 +255,7 @@ class Daemon:
                 self.watchdog.wait(timeout=5)
             self.watchdog = None
 
-    def __enter__(self) -> "Daemon":
+    def __enter__(self) -> Daemon:
         if self.proc is None:
             self.start()
         return self

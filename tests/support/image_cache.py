@@ -10,8 +10,8 @@ the packaging builds afresh; a cache miss builds, runs the same checks and saves
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tests.support.registry_proc import REPO_ROOT
 

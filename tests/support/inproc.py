@@ -26,9 +26,10 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -117,7 +118,7 @@ class InProcessRegistry(RegistryAddress):
         return "\n".join(list(self._tail.lines)[-n:])
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self, timeout: float = 30.0) -> "InProcessRegistry":
+    def start(self, timeout: float = 30.0) -> InProcessRegistry:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -168,7 +169,7 @@ class InProcessRegistry(RegistryAddress):
         thread.join(30)
         logging.getLogger("moorage").removeHandler(self._tail)
 
-    def __enter__(self) -> "InProcessRegistry":
+    def __enter__(self) -> InProcessRegistry:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -15,9 +15,9 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from ._procs import free_port
 from .daemon import Daemon, DaemonStartError
@@ -94,7 +94,7 @@ class Nginx:
     def url(self) -> str:
         return f"http://{self.host}"
 
-    def start(self, timeout: float = 15.0) -> "Nginx":
+    def start(self, timeout: float = 15.0) -> Nginx:
         root = Path(self.workdir).resolve()
         root.mkdir(parents=True, exist_ok=True)
         self.workdir = root

@@ -48,9 +48,10 @@ import json
 import os
 import random
 import tarfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Union
 
 __all__ = [
     "MT_OCI_MANIFEST",

@@ -20,10 +20,10 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ._procs import ServiceStartError, die_with_parent, free_port, keep_dirs, stop_process, tail, wait_until
 

@@ -41,9 +41,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from tests.support.daemon import Daemon, group_members
 
@@ -82,7 +82,7 @@ def _probe(url: str, timeout: float) -> int | None:
             return resp.status
     except urllib.error.HTTPError as e:
         return e.code
-    except (urllib.error.URLError, ConnectionError, socket.timeout, OSError):
+    except (TimeoutError, urllib.error.URLError, ConnectionError, OSError):
         return None
 
 
@@ -230,7 +230,7 @@ class RegistryProcess(RegistryAddress):
         return _tail(self.log_path, n) if self.log_path else ""
 
     # -- lifecycle -------------------------------------------------------
-    def start(self) -> "RegistryProcess":
+    def start(self) -> RegistryProcess:
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / f"{self.kind}.log"
@@ -275,7 +275,7 @@ class RegistryProcess(RegistryAddress):
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def __enter__(self) -> "RegistryProcess":
+    def __enter__(self) -> RegistryProcess:
         if self.proc is None:
             self.start()
         return self

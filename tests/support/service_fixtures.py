@@ -28,7 +28,7 @@ installed but does not start is always an error.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

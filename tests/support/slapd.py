@@ -23,10 +23,10 @@ import secrets
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
-from contextlib import contextmanager
 
 from ._procs import ServiceStartError, die_with_parent, free_port, keep_dirs, stop_process, tail, wait_until
 

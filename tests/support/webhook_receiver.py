@@ -79,7 +79,7 @@ class Receiver:
     def _call(self, coro: Any, timeout: float = 15) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop()).result(timeout)
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         async def go() -> None:
             app = web.Application()
             app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -129,7 +129,7 @@ class Receiver:
                 )
             time.sleep(0.1)
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
