@@ -591,7 +591,7 @@ def report(servers: list[Server], repeat: int, args: argparse.Namespace | None =
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = []
     for n, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")

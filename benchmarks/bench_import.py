@@ -45,7 +45,7 @@ def make_tree(root: Path, images: int, layers: int, size: int) -> int:
     for i in range(images):
         repo = v2 / "repositories" / "bench" / f"app{i % 4}"
         descs = []
-        for j in range(layers):
+        for _j in range(layers):
             data = os.urandom(size)
             digest = _put_blob(v2, data)
             total += len(data)

@@ -174,7 +174,7 @@ class RegistryUser(FastHttpUser):
                 "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digests[0], "size": len(config)},
                 "layers": [
                     {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": len(b)}
-                    for d, b in zip(digests[1:], layers)
+                    for d, b in zip(digests[1:], layers, strict=False)
                 ],
             }
         ).encode()

@@ -280,9 +280,11 @@ async def test_deliveries_connect_only_to_allowed_addresses_whatever_dns_says() 
                 await s.post(f"http://127.0.0.1:{server.port}/hook", data=b"{}")
         assert hits == []
         allowed = networks(["127.0.0.0/8"])
-        async with aiohttp.ClientSession(connector=guarded_connector(allowed, resolver=_Rebinding())) as s:
-            async with s.post(url, data=b"{}") as r:
-                assert r.status == 200
+        async with (
+            aiohttp.ClientSession(connector=guarded_connector(allowed, resolver=_Rebinding())) as s,
+            s.post(url, data=b"{}") as r,
+        ):
+            assert r.status == 200
         assert hits == ["/hook"]
     finally:
         await server.close()

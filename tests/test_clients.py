@@ -285,7 +285,7 @@ def test_oras_push_pull_artifact(registry, oras, tmp_path, monkeypatch, repo_nam
     assert resp.status_code == 201
     manifest = oras.get_manifest(target)
     assert manifest["config"]["mediaType"] == "application/vnd.moorage.test.config.v1+json"
-    assert [l["annotations"]["org.opencontainers.image.title"] for l in manifest["layers"]] == ["hello.txt", "data.bin"]
+    assert [layer["annotations"]["org.opencontainers.image.title"] for layer in manifest["layers"]] == ["hello.txt", "data.bin"]
     assert manifest["layers"][0]["mediaType"] == "text/plain"
     assert manifest["annotations"]["org.opencontainers.image.description"] == "oras round trip"
 

@@ -364,7 +364,7 @@ def test_hanging_receiver_does_not_slow_pushes(receiver: Receiver, tmp_path: Pat
         clients = {"hooked": Client(hooked.url), "plain": Client(plain.url)}
         times: dict[str, list[float]] = {"hooked": [], "plain": []}
         layer = b"x" * 4096
-        for name, c in clients.items():  # warm up
+        for c in clients.values():  # warm up
             c.push_image("warm/up", "w", layers=[layer])
         for i in range(20):
             for name, c in clients.items():  # interleaved: both see the same machine load

@@ -195,10 +195,7 @@ def ui_routes(app: Any) -> list[Route]:
         if not (name.startswith(("public_ui_", "ui_")) or name in route_names.UI_ROUTES) or r.method == "*":
             continue
         info = r.resource.get_info()
-        if "prefix" in info:
-            fmt = info["prefix"] + "/{filename}"
-        else:
-            fmt = info.get("formatter") or info["path"]
+        fmt = info["prefix"] + "/{filename}" if "prefix" in info else info.get("formatter") or info["path"]
         out.add(Route(r.method, name, fmt))
     return sorted(out, key=lambda r: (r.method == "POST", "delete" in r.name, r.name, r.method))
 

@@ -487,7 +487,7 @@ def test_upstream_json_answers_are_bounded() -> None:
         )
         up.routes[r"/v2/atpages/x/tags/list"] = lambda r: web.json_response(
             {"tags": [r.query.get("last", "0") + "x"]},
-            headers={"Link": '</v2/atpages/x/tags/list?n=1000&last=%d>; rel="next"' % (int(r.query.get("last", "0")) + 1)}
+            headers={"Link": f'</v2/atpages/x/tags/list?n=1000&last={int(r.query.get("last", "0")) + 1}>; rel="next"'}
             if int(r.query.get("last", "0")) + 1 < MAX_TAG_PAGES
             else {},
         )

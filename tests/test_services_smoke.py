@@ -48,7 +48,7 @@ def test_rgw_s3_round_trip(rgw, ceph_cluster):
     listed = s3.list_parts(Bucket=bucket, Key=key, UploadId=mpu["UploadId"])["Parts"]
     assert [(p["PartNumber"], p["Size"]) for p in listed] == [(1, 5 * MiB), (2, 5 * MiB), (3, 4)]
     done = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=mpu["UploadId"], MultipartUpload={"Parts": parts})
-    expected_etag = '"%s-3"' % hashlib.md5(b"".join(hashlib.md5(d).digest() for d in parts_data)).hexdigest()
+    expected_etag = '"{}-3"'.format(hashlib.md5(b"".join(hashlib.md5(d).digest() for d in parts_data)).hexdigest())
     # radosgw 16.2 quirk: CompleteMultipartUpload answers with an empty ETag.
     assert done.get("ETag", "") in ("", expected_etag)
     head = s3.head_object(Bucket=bucket, Key=key)

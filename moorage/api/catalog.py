@@ -21,8 +21,7 @@ async def catalog(request: web.Request) -> web.Response:
     found: list[str] = []
     if limit > 0:
         found = await service(request).catalog(limit + 1, last, request.get(CATALOG_FILTER))
-    if limit > 0:
-        if len(found) > limit:
-            found = found[:limit]
-            headers["Link"] = link_next("/v2/_catalog", limit, found[-1])
+    if limit > 0 and len(found) > limit:
+        found = found[:limit]
+        headers["Link"] = link_next("/v2/_catalog", limit, found[-1])
     return json_body({"repositories": found}, headers=headers)

@@ -27,7 +27,7 @@ log = logging.getLogger("moorage.auth")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class Rule(str, Enum):
+class Rule(str, Enum):  # noqa: UP042 - str(Rule.X) stays "Rule.X" (StrEnum would change it)
     """Who may call a route.  What the middleware does per ``auth.mode`` (``none``: everyone
     passes everything; the handlers of METRICS still check ``metrics.access``):
 

@@ -108,10 +108,7 @@ def _read(
 
 
 def _read_password(stdin: bool, prompt: str = "Password") -> str:
-    if stdin:
-        pw = sys.stdin.readline().rstrip("\r\n")
-    else:
-        pw = click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    pw = sys.stdin.readline().rstrip("\r\n") if stdin else click.prompt(prompt, hide_input=True, confirmation_prompt=True)
     if not pw:
         raise click.ClickException("empty password")
     return pw

@@ -577,11 +577,10 @@ class DistributionImporter:
                 self.stats.blobs_skipped += 1
                 self.progress("blob", 1)
                 return
-            if await self._stored_size(digest) is not None:
-                if await self.store.link_blob(repo, digest):
-                    self.stats.blobs_mounted += 1
-                    self.progress("blob", 1)
-                    return
+            if await self._stored_size(digest) is not None and await self.store.link_blob(repo, digest):
+                self.stats.blobs_mounted += 1
+                self.progress("blob", 1)
+                return
             size = await self.source.blob_size(digest)
             if size is None:
                 self.stats.blobs_missing += 1

@@ -172,7 +172,7 @@ def audit_table(entries: list[dict[str, Any]]) -> list[str]:
             out["client_ip"] or "-",
         ]
         row = []
-        for (_, width), cell in zip(AUDIT_COLUMNS, cells):
+        for (_, width), cell in zip(AUDIT_COLUMNS, cells, strict=False):
             text = _printable(cell)
             if width:
                 text = (text[: width - 1] + "…" if len(text) > width else text).ljust(width)

@@ -200,7 +200,7 @@ def gc_command(
     if dry_run:
         for repo, tag in result.tags:
             console.print(f"would untag     {repo}:{tag}", highlight=False)
-        for repo, digest, size in result.manifests:
+        for repo, digest, _size in result.manifests:
             console.print(f"would delete    {repo}@{digest}", highlight=False)
         for digest, size in result.blobs:
             console.print(f"would delete    {digest}  {size} bytes", highlight=False)

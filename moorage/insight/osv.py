@@ -254,7 +254,7 @@ def affected_by(spec: dict[str, Any], family: str, version: str) -> tuple[bool, 
         # last_affected closes the affected interval.
         events.sort(key=lambda e: (0,) if e[2] is None else (1, e[2]))
         affected = False
-        for kind, value, parsed in events:
+        for kind, _value, parsed in events:
             if kind == "introduced":
                 if parsed is None or parsed <= mine:
                     affected = True
@@ -264,16 +264,12 @@ def affected_by(spec: dict[str, Any], family: str, version: str) -> tuple[bool, 
             elif kind == "last_affected":
                 if parsed < mine:
                     affected = False
-            elif kind == "limit":
-                if parsed <= mine:
-                    affected = False
+            elif kind == "limit" and parsed <= mine:
+                affected = False
         if affected:
             hit = True
             later = [p for k, _, p in events if k == "fixed" and p is not None and p > mine]
-            if later:
-                fixed = str(min(later))
-            else:
-                fixed = fixed or ""
+            fixed = str(min(later)) if later else fixed or ""
     return hit, fixed
 
 

@@ -101,7 +101,7 @@ class InsightService:
         registry: RegistryService,
         blobs: BlobStore,
         *,
-        limits: Limits = Limits(),
+        limits: Limits = Limits(),  # noqa: B008 - a frozen value, shared safely
         notify: Notify | None = None,
     ) -> None:
         self.store, self.registry, self.blobs, self.limits, self.notify = store, registry, blobs, limits, notify

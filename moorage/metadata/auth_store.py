@@ -118,9 +118,11 @@ class AuthStore:
         exists already -- the first-start admin, race-free between replicas)."""
         now = time.time()
         async with self._tx(conn) as conn:
-            if if_no_admin:
-                if (await conn.execute(select(users.c.id).where(users.c.is_admin.is_(True)).limit(1))).first() is not None:
-                    return False
+            if (
+                if_no_admin
+                and (await conn.execute(select(users.c.id).where(users.c.is_admin.is_(True)).limit(1))).first() is not None
+            ):
+                return False
             res = await conn.execute(
                 self.db.insert(users)
                 .values(

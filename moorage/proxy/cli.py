@@ -197,9 +197,11 @@ async def _reachable_scheme(ref: RegistryRef) -> RegistryRef:
     import aiohttp
 
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-            async with session.get(f"https://{ref.host}/v2/", ssl=False) as resp:
-                resp.release()
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session,
+            session.get(f"https://{ref.host}/v2/", ssl=False) as resp,
+        ):
+            resp.release()
         return ref
     except (TimeoutError, aiohttp.ClientError, OSError):
         return dataclasses.replace(ref, scheme="http", explicit=True)

@@ -20,10 +20,9 @@ Syntax: ``*`` any run of characters (``/`` included), ``?`` one character, ``[ab
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Union
 
 #: One pattern character: a literal, ``None`` for ``?``, or ``(negated, ranges)`` for a set.
-_Atom = Union[str, None, tuple[bool, tuple[tuple[str, str], ...]]]
+_Atom = str | None | tuple[bool, tuple[tuple[str, str], ...]]
 
 
 def _parse_set(pattern: str, i: int) -> tuple[_Atom, int] | None:

@@ -83,7 +83,7 @@ async def stats_page(request: web.Request) -> web.StreamResponse:
     storage = await storage_data(request, viewer)
     activity = await activity_data(request, viewer)
     days: dict[int, list[int]] = {}
-    for t, p, q in zip(activity["hours"], activity["pushes"], activity["pulls"]):
+    for t, p, q in zip(activity["hours"], activity["pushes"], activity["pulls"], strict=False):
         d = days.setdefault(t // 86400 * 86400, [0, 0])
         d[0] += p
         d[1] += q

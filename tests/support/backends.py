@@ -58,7 +58,10 @@ def backends_for(module: str, node: pytest.Item | None = None) -> list[str]:
     """The backends a test module runs on (see the module docstring)."""
     short = module.rsplit(".", 1)[-1]
     function = f"{short}::{getattr(node, 'originalname', None) or getattr(node, 'name', '')}"
-    marked = lambda name: node is not None and node.get_closest_marker(name) is not None
+
+    def marked(name):
+        return node is not None and node.get_closest_marker(name) is not None
+
     inproc = short in INPROC or marked("inproc")
     selected = [b for b in selected_backends() if b != MEMORY or inproc]
     if short in ONE_BACKEND or function in ONE_BACKEND or marked("one_backend"):

@@ -51,7 +51,6 @@ import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 __all__ = [
     "MT_OCI_MANIFEST",
@@ -87,7 +86,7 @@ MT_OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 MT_OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 
-LayerSpec = Union[int, bytes, Mapping[str, bytes]]
+LayerSpec = int | bytes | Mapping[str, bytes]
 
 
 # --------------------------------------------------------------------------
