@@ -202,11 +202,12 @@ def test_posts_need_the_form_token_and_a_same_site_origin(srv: RegistryProcess, 
 
 # -- webhooks: create, test event, deliveries, retry --------------------------------------------
 def test_create_a_webhook_and_send_a_test_event(srv: RegistryProcess, admin: requests.Session, receiver: Receiver) -> None:
+    hook = f"/ui-{srv.port}"  # the receiver is shared by the module's servers (one per backend)
     r = post(
         srv,
         admin,
         "/ui/admin/webhooks",
-        {"name": "ci", "url": receiver.url("/ui"), "repositories": "library/*", "action_push": "1", "format": "distribution"},
+        {"name": "ci", "url": receiver.url(hook), "repositories": "library/*", "action_push": "1", "format": "distribution"},
         "/ui/admin/webhooks",
     )
     assert r.status_code == 200, r.text[:500]
@@ -217,7 +218,7 @@ def test_create_a_webhook_and_send_a_test_event(srv: RegistryProcess, admin: req
 
     sent = post(srv, admin, "/ui/admin/webhooks/ci/test", {}, "/ui/admin/webhooks/ci")
     assert sent.status_code == 303 and sent.headers["Location"] == "/ui/admin/webhooks/ci?sent=1"
-    got = receiver.wait_for(1, "/ui")
+    got = receiver.wait_for(1, hook)
     ev = got[0].json()["events"][0]
     assert ev["action"] == "push" and ev["target"]["repository"] == "moorage-test/webhook" and ev["target"]["tag"] == "test"
     assert got[0].signed_with(secret.group(1))
