@@ -69,16 +69,6 @@ class AuthStore:
         self.db = db
 
     @contextlib.asynccontextmanager
-    async def _tx(self, conn: Any) -> AsyncIterator[Any]:
-        """``conn`` (the caller's transaction: the accounts service writes the change and its
-        audit entry in one) or a write transaction of the method's own."""
-        if conn is not None:
-            yield conn
-            return
-        async with self.db.write() as own:
-            yield own
-
-    @contextlib.asynccontextmanager
     async def _rx(self, conn: Any) -> AsyncIterator[Any]:
         """``conn`` or a read transaction of the method's own."""
         if conn is not None:
@@ -117,7 +107,7 @@ class AuthStore:
         """Create a user; False if the name is taken (or, with ``if_no_admin``, if an admin
         exists already -- the first-start admin, race-free between replicas)."""
         now = time.time()
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             if (
                 if_no_admin
                 and (await conn.execute(select(users.c.id).where(users.c.is_admin.is_(True)).limit(1))).first() is not None
@@ -138,7 +128,7 @@ class AuthStore:
             return bool(res.rowcount)
 
     async def set_password(self, name: str, password_hash: str, *, conn: Any = None) -> bool:
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             res = await conn.execute(
                 update(users).where(users.c.name == name).values(password_hash=password_hash, password_changed_at=time.time())
             )
@@ -150,7 +140,7 @@ class AuthStore:
             return bool(res.rowcount)
 
     async def delete_user(self, name: str, *, conn: Any = None) -> bool:
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             uid = (await conn.execute(select(users.c.id).where(users.c.name == name))).scalar()
             if uid is None:
                 return False
@@ -164,7 +154,7 @@ class AuthStore:
     # -- grants ---------------------------------------------------------------------------
     async def grant(self, user: str, pattern: str, actions: Iterable[str], *, conn: Any = None) -> None:
         acts = ",".join(sorted(actions))
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             uid = (await conn.execute(select(users.c.id).where(users.c.name == user))).scalar()
             if uid is None:
                 raise AuthStoreError(f"no user {user!r}")
@@ -175,7 +165,7 @@ class AuthStore:
             )
 
     async def revoke(self, user: str, pattern: str, *, conn: Any = None) -> bool:
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             uid = (await conn.execute(select(users.c.id).where(users.c.name == user))).scalar()
             if uid is None:
                 raise AuthStoreError(f"no user {user!r}")
@@ -195,7 +185,7 @@ class AuthStore:
 
     # -- visibility -----------------------------------------------------------------------
     async def set_repository_public(self, name: str, public: bool, *, conn: Any = None) -> None:
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             await conn.execute(
                 self.db.insert(repositories)
                 .values(name=name, public=public, created_at=time.time())
@@ -203,7 +193,7 @@ class AuthStore:
             )
 
     async def set_namespace_public(self, name: str, public: bool, *, conn: Any = None) -> None:
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             await conn.execute(
                 self.db.insert(namespaces)
                 .values(name=name, public=public, created_at=time.time())
@@ -211,7 +201,7 @@ class AuthStore:
             )
 
     async def create_namespace(self, name: str, public: bool = False, *, conn: Any = None) -> bool:
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             res = await conn.execute(
                 self.db.insert(namespaces)
                 .values(name=name, public=public, created_at=time.time())
@@ -220,7 +210,7 @@ class AuthStore:
             return bool(res.rowcount)
 
     async def delete_namespace(self, name: str, *, conn: Any = None) -> bool:
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             res = await conn.execute(delete(namespaces).where(namespaces.c.name == name))
             return bool(res.rowcount)
 
@@ -286,7 +276,7 @@ class AuthStore:
         :func:`moorage.auth.accounts.create_access_token`); ``parent_id``: the token it was
         made with, whose revocation revokes it."""
         now = time.time()
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             uid = (await conn.execute(select(users.c.id).where(users.c.name == user))).scalar()
             if uid is None:
                 raise AuthStoreError(f"no user {user!r}")
@@ -334,7 +324,7 @@ class AuthStore:
         """Revoke an unrevoked token and every token made with it, with theirs, and so on
         (one transaction).  The number revoked: 0 if ``token_id`` is unknown or revoked already."""
         now = time.time()
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             res = await conn.execute(
                 update(access_tokens)
                 .where(access_tokens.c.id == token_id, access_tokens.c.revoked_at.is_(None))

@@ -158,6 +158,17 @@ class Database:
             async with self.write_engine.begin() as conn:
                 yield conn
 
+    @contextlib.asynccontextmanager
+    async def write_in(self, conn: Any | None) -> AsyncIterator[Any]:
+        """``conn`` when given -- the caller's open write transaction, so that a change and its
+        audit entry commit (or roll back) together -- else a :meth:`write` transaction of its own.
+        The stores' write methods take ``conn=`` through this."""
+        if conn is not None:
+            yield conn
+            return
+        async with self.write() as own:
+            yield own
+
     async def run_write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` (synchronous SQLAlchemy Core) as one write transaction; its result
         once committed.  An exception from ``fn`` rolls its work back and is raised here.

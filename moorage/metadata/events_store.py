@@ -11,10 +11,9 @@ then makes a claim exclusive even if two replicas picked the same row).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Required, TypedDict
 
@@ -282,7 +281,7 @@ class EventsStore:
         later events of its repository).  ``conn``: the caller's transaction (the webhook
         service writes the audit entry in it)."""
         d = webhook_deliveries
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             res = await conn.execute(
                 update(d)
                 .where(d.c.id == delivery_id, d.c.endpoint == endpoint, d.c.status == DEAD)
@@ -296,25 +295,16 @@ class EventsStore:
             rows = (await conn.execute(select(webhooks).order_by(webhooks.c.name))).all()
         return [_webhook(r) for r in rows]
 
-    @contextlib.asynccontextmanager
-    async def _tx(self, conn: Any) -> AsyncIterator[Any]:
-        """The caller's transaction (a change and its audit entry commit together), or our own."""
-        if conn is not None:
-            yield conn
-            return
-        async with self.db.write() as own:
-            yield own
-
     async def create_webhook(self, row: dict[str, Any], *, conn: Any = None) -> bool:
         values = {**row, "created_at": time.time()}
         for key in ("actions", "repositories", "targets"):
             values[key] = json.dumps(list(values[key]))
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             res = await conn.execute(self.db.insert(webhooks).values(**values).on_conflict_do_nothing(index_elements=["name"]))
         return bool(res.rowcount)
 
     async def delete_webhook(self, name: str, *, conn: Any = None) -> bool:
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             res = await conn.execute(delete(webhooks).where(webhooks.c.name == name))
             if res.rowcount:
                 # Nothing will deliver them any more: close them so the history says why.

@@ -6,9 +6,8 @@ directory's answer (:mod:`moorage.auth.groups`), never stored here.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -27,20 +26,11 @@ class GroupStore:
         self.db = db
 
     # -- grants to groups -----------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def _tx(self, conn: Any) -> AsyncIterator[Any]:
-        """``conn`` (the caller's transaction: the accounts service writes the change and its
-        audit entry in one) or a write transaction of the method's own."""
-        if conn is not None:
-            yield conn
-            return
-        async with self.db.write() as own:
-            yield own
 
     async def grant(self, group: str, pattern: str, actions: Iterable[str], *, conn: Any = None) -> None:
         """Give ``group`` ``actions`` on ``pattern`` (replaces an earlier grant on the pattern)."""
         acts = ",".join(sorted(actions))
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             await conn.execute(
                 self.db.insert(group_grants)
                 .values(group_name=group, pattern=pattern, actions=acts, created_at=time.time())
@@ -48,7 +38,7 @@ class GroupStore:
             )
 
     async def revoke(self, group: str, pattern: str, *, conn: Any = None) -> bool:
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             res = await conn.execute(
                 delete(group_grants).where(group_grants.c.group_name == group, group_grants.c.pattern == pattern)
             )

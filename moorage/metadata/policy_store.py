@@ -7,9 +7,8 @@ record types of :mod:`.records`.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, or_, select
@@ -40,17 +39,9 @@ class PolicyStore:
         self.db = db
 
     # ---------------------------------------------------------------------------- quotas
-    @contextlib.asynccontextmanager
-    async def _tx(self, conn: Any) -> AsyncIterator[Any]:
-        """The caller's transaction (a change and its audit entry commit together), or our own."""
-        if conn is not None:
-            yield conn
-            return
-        async with self.db.write() as own:
-            yield own
 
     async def set_quota(self, namespace: str, limit_bytes: int, *, conn: Any = None) -> None:
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             await conn.execute(
                 self.db.insert(quotas)
                 .values(namespace=namespace, limit_bytes=limit_bytes, created_at=time.time())
@@ -63,7 +54,7 @@ class PolicyStore:
         return [Quota(r.namespace, int(r.limit_bytes)) for r in rows]
 
     async def remove_quota(self, namespace: str, *, conn: Any = None) -> bool:
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             res = await conn.execute(delete(quotas).where(quotas.c.namespace == namespace))
         return bool(res.rowcount)
 
@@ -88,7 +79,7 @@ class PolicyStore:
     # ------------------------------------------------------------------------- retention
     async def set_retention(self, policy: RetentionPolicy, *, conn: Any = None) -> None:
         values = {"keep_last": policy.keep_last, "keep_regex": policy.keep_regex, "expire_days": policy.expire_days}
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             await conn.execute(
                 self.db.insert(retention_policies)
                 .values(pattern=policy.pattern, created_at=time.time(), **values)
@@ -101,7 +92,7 @@ class PolicyStore:
         return [RetentionPolicy(r.pattern, r.keep_last, r.keep_regex, r.expire_days) for r in rows]
 
     async def remove_retention(self, pattern: str, *, conn: Any = None) -> bool:
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             res = await conn.execute(delete(retention_policies).where(retention_policies.c.pattern == pattern))
         return bool(res.rowcount)
 
@@ -182,7 +173,7 @@ class PolicyStore:
 
     # ------------------------------------------------------------------------ immutable
     async def add_immutable(self, repo_pattern: str, tag_regex: str, *, conn: Any = None) -> None:
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             await conn.execute(
                 self.db.insert(immutable_tags)
                 .values(repo_pattern=repo_pattern, tag_regex=tag_regex, created_at=time.time())
@@ -197,7 +188,7 @@ class PolicyStore:
         q = delete(immutable_tags).where(immutable_tags.c.repo_pattern == repo_pattern)
         if tag_regex is not None:
             q = q.where(immutable_tags.c.tag_regex == tag_regex)
-        async with self._tx(conn) as conn:
+        async with self.db.write_in(conn) as conn:
             return int((await conn.execute(q)).rowcount or 0)
 
 
