@@ -43,6 +43,24 @@ from .tables import (
     uploads,
 )
 
+#: The columns of a manifest in the collector's view of the index (:func:`_manifest_node`):
+#: one list for the whole snapshot and the batches, so neither can miss one.
+_NODE_COLUMNS = (
+    manifests.c.id,
+    manifests.c.repository_id,
+    manifests.c.digest,
+    manifests.c.subject_digest,
+    manifests.c.created_at,
+    manifests.c.size,
+    manifests.c.untagged_at,
+)
+
+
+def _manifest_node(r: Any) -> ManifestNode:
+    return ManifestNode(
+        int(r.id), int(r.repository_id), r.digest, r.subject_digest, float(r.created_at), int(r.size), r.untagged_at
+    )
+
 
 class GCStore:
     def __init__(self, db: Database) -> None:
@@ -56,22 +74,7 @@ class GCStore:
             tag_rows = (
                 await conn.execute(select(tags.c.repository_id, tags.c.name, tags.c.manifest_id, tags.c.updated_at))
             ).all()
-            mans = {
-                int(r.id): ManifestNode(
-                    int(r.id), int(r.repository_id), r.digest, r.subject_digest, float(r.created_at), int(r.size), r.untagged_at
-                )
-                for r in await conn.execute(
-                    select(
-                        manifests.c.id,
-                        manifests.c.repository_id,
-                        manifests.c.digest,
-                        manifests.c.subject_digest,
-                        manifests.c.created_at,
-                        manifests.c.size,
-                        manifests.c.untagged_at,
-                    )
-                )
-            }
+            mans = {int(r.id): _manifest_node(r) for r in await conn.execute(select(*_NODE_COLUMNS))}
             children: dict[int, list[str]] = {}
             for r in await conn.execute(select(manifest_children.c.manifest_id, manifest_children.c.child_digest)):
                 children.setdefault(int(r.manifest_id), []).append(r.child_digest)
@@ -134,28 +137,7 @@ class GCStore:
                         )
                     )
                 ).all()
-                mans = {
-                    int(r.id): ManifestNode(
-                        int(r.id),
-                        int(r.repository_id),
-                        r.digest,
-                        r.subject_digest,
-                        float(r.created_at),
-                        int(r.size),
-                        r.untagged_at,
-                    )
-                    for r in await conn.execute(
-                        select(
-                            manifests.c.id,
-                            manifests.c.repository_id,
-                            manifests.c.digest,
-                            manifests.c.subject_digest,
-                            manifests.c.created_at,
-                            manifests.c.size,
-                            manifests.c.untagged_at,
-                        ).where(in_batch)
-                    )
-                }
+                mans = {int(r.id): _manifest_node(r) for r in await conn.execute(select(*_NODE_COLUMNS).where(in_batch))}
                 # References by manifest id lists (primary-key probes): a join on the
                 # repository range makes PostgreSQL hash-join a scan of every reference.
                 children: dict[int, list[str]] = {}
