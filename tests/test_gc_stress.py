@@ -43,15 +43,23 @@ from tests.support.registry_proc import REPO_ROOT
 
 PUSH_SECONDS = 25.0
 IMAGES_PER_CLIENT = 8
+#: Seconds one back-to-back collector process runs.
+LOOP_SECONDS = 2
+#: Manifest PUT attempts per image: about 100 ms each, so a client outlasts a whole loop.
+RETRIES = 100
 
 
 def _gc_loop(proc, stop: threading.Event, runs: list[dict], errors: list[str]) -> None:
     env = server_env(proc)
     # One `moorage gc` process collecting back to back (--loop), restarted until the clients
     # are done; every second process is a plain single run, so startup/shutdown races too.
+    # A back-to-back collector with grace 0 runs every ~15 ms on this small data set: it
+    # takes a freshly uploaded blob before its manifest PUT nearly every time (legal with
+    # grace 0), so a client can make progress only between loops.  The loops are short
+    # (LOOP_SECONDS) and the clients retry for longer than one loop (RETRIES).
     n = 0
     while not stop.is_set():
-        loop = ["--loop", "5"] if n % 2 == 0 else []
+        loop = ["--loop", str(LOOP_SECONDS)] if n % 2 == 0 else []
         n += 1
         argv = [
             sys.executable,
@@ -87,15 +95,15 @@ def _http_client(
                 break
             repo = f"stress/c{n}"
             img = make_image(f"c{n}-img{j}", [*base, own], unique=1, size=8192)
-            push_image(url, repo, f"v{j}", img, session)
+            push_image(url, repo, f"v{j}", img, session, tries=RETRIES)
             pushed.append((repo, f"v{j}", img))
             # garbage that shares every layer of the kept images
             junk = make_image(f"c{n}-junk{j}", [*base, own], unique=1, size=2048)
-            push_image(url, repo, f"junk{j}", junk, session)
+            push_image(url, repo, f"junk{j}", junk, session, tries=RETRIES)
             assert delete_ref(url, repo, f"junk{j}") == 202
             # and the same repository re-pushed in a second one (cross-repo sharing)
             if j % 3 == 0:
-                push_image(url, f"stress/mirror{n}", f"v{j}", img, session)
+                push_image(url, f"stress/mirror{n}", f"v{j}", img, session, tries=RETRIES)
                 pushed.append((f"stress/mirror{n}", f"v{j}", img))
     except Exception as exc:  # noqa: BLE001
         errors.append(f"client {n}: {exc!r}")
