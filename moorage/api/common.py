@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -56,6 +57,8 @@ BODY_BYTES = "moorage.body_bytes"
 
 API_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
 BODY_CHUNK = 1 << 20
+#: A partly gathered body chunk is passed on after the client has sent nothing for this long.
+BODY_FLUSH_SECONDS = 0.05
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
 
 
@@ -130,12 +133,29 @@ def has_body(request: web.Request) -> bool:
 
 
 async def body_chunks(request: web.Request, size: int = BODY_CHUNK) -> AsyncIterator[bytes]:
-    """The request body in chunks of about ``size`` bytes (one copy per chunk, no full read)."""
+    """The request body in chunks of about ``size`` bytes (one copy per chunk, no full read).
+
+    Bytes are gathered into a chunk only while more keep arriving: what was received is passed
+    on once the connection has been quiet for :data:`BODY_FLUSH_SECONDS`, however small.  The
+    consumer's checks (the quota on a chunked body, the size bounds) then see every byte that
+    arrived, also from a client that sends a little and holds its body open; a chunk that waited
+    for ``size`` bytes would hold them back for as long as the client likes."""
     stream = request.content
     pieces: list[bytes] = []
     have = 0
     while True:
-        data = await stream.readany()
+        if not pieces:
+            data = await stream.readany()
+        else:
+            data = stream.read_nowait()  # what is buffered already: no wait, no timer
+            if not data and not stream.at_eof():
+                try:
+                    async with asyncio.timeout(BODY_FLUSH_SECONDS):
+                        data = await stream.readany()
+                except TimeoutError:
+                    yield b"".join(pieces)
+                    pieces, have = [], 0
+                    continue
         if not data:
             break
         pieces.append(data)
