@@ -16,8 +16,6 @@ from aiohttp import web
 
 from moorage.api.common import body_chunks
 
-pytestmark = __import__("pytest").mark.unit
-
 SIZE = 64 * 1024
 #: A bound on waits for an answer, only so that a failure cannot hang the suite.
 BOUND = 20.0
