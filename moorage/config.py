@@ -308,6 +308,10 @@ class ProxyUpstream(_Section):
     ca_file: Path | None = None
     #: Seconds to wait for the upstream to answer (connect + headers).
     timeout: float = Field(30.0, gt=0)
+    #: Seconds the upstream may stay silent in the middle of an answer (one idle read); a
+    #: stalled download is dropped (503 to the client, nothing stored).  A whole layer has no
+    #: total time limit: only silence ends it.
+    read_timeout: float = Field(60.0, gt=0, le=3600)
 
     @field_validator("url")
     @classmethod

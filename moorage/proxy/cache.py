@@ -130,6 +130,7 @@ class PullThroughCache:
                 tls_verify=cfg.tls_verify,
                 ca_file=cfg.ca_file,
                 timeout=cfg.timeout,
+                read_timeout=cfg.read_timeout,
             )
             self.upstreams.append(Upstream(cfg, client, ProxyStats()))
         names = [u.name for u in self.upstreams]

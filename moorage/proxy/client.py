@@ -106,6 +106,7 @@ class RegistryClient:
         tls_verify: bool = True,
         ca_file: Path | str | None = None,
         timeout: float = 30.0,
+        read_timeout: float = 60.0,
         user_agent: str = "moorage-proxy",
     ) -> None:
         parts = urlsplit(base_url if "://" in base_url else f"https://{base_url}")
@@ -115,6 +116,8 @@ class RegistryClient:
         self.host = parts.netloc
         self.username, self.password = username, password
         self.tls_verify, self.ca_file, self.timeout = tls_verify, ca_file, timeout
+        #: Longest silence of the upstream within one answer (an idle read), seconds.
+        self.read_timeout = read_timeout
         self.user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -138,7 +141,7 @@ class RegistryClient:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=64)
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=max(self.timeout, 60.0))
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.read_timeout)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=timeout, auto_decompress=False, headers={"User-Agent": self.user_agent}
             )
