@@ -10,7 +10,8 @@ noise hits them alike (each figure is the median of ``--repeat`` runs):
   no Content-Range, like docker/podman) + PUT ?digest= -- MB/s (10^6 bytes/s);
 * pull of that blob (read and discarded) -- MB/s;
 * manifest GET by tag under 32 connections: ``wrk -t2 -c32 -d10s --latency`` with an Accept
-  header -- req/s and p99 latency;
+  header -- req/s and p99 latency; blob HEAD by digest
+  with ``ab -i -k -c32`` (wrk cannot time HEADs) -- req/s;
 * listing 1,000 tags: paginated with n=100 (following Link) and in one request -- ms;
 * walking a 1,000-repository catalog with n=100 -- ms;
 * ``skopeo copy`` push and pull of a ~200 MB five-layer OCI image (built offline with
@@ -291,6 +292,23 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def run_ab_head(url: str, duration: int, connections: int) -> tuple[float, str]:
+    """HEAD requests with ApacheBench (keep-alive): wrk waits for a body after a HEAD answer
+    that declares a Content-Length, so it cannot time HEADs."""
+    cp = subprocess.run(
+        ["ab", "-i", "-k", f"-c{connections}", f"-t{duration}", "-n", "10000000", url],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+    )
+    out = cp.stdout
+    if cp.returncode != 0:
+        raise RuntimeError(f"ab failed: {cp.stderr}{out}")
+    rps = float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx responses:\s+(\d+)", out)
+    return rps, f"non-2xx={bad.group(1)}" if bad else ""
+
+
 def run_wrk(url: str, duration: int, connections: int, threads: int) -> tuple[float, float, str]:
     cp = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-H", f"Accept: {ACCEPT}", url],
@@ -391,6 +409,17 @@ class Bench:
                 srv.notes["manifest"] = note
 
         self.rounds("manifest GET (wrk)", do)
+
+        # blob HEAD by digest: what every client asks before it pushes a layer
+        digest = "sha256:" + hashlib.sha256(small_image()[1]).hexdigest()
+
+        def do_head(srv: Server, i: int) -> None:
+            rps, note = run_ab_head(f"{srv.url}/v2/bench/small/blobs/{digest}", self.args.wrk_duration, self.args.wrk_connections)
+            srv.add("blob_head_rps", rps)
+            if note:
+                srv.notes["blob HEAD"] = note
+
+        self.rounds("blob HEAD (wrk)", do_head)
 
     def tags(self) -> None:
         manifest = self.small_image()
@@ -539,6 +568,7 @@ FIGURES = [
     ("pull_MBps", "blob pull 256 MiB", "MB/s", True, 1.0),
     ("manifest_rps", "manifest GET by tag, wrk -c32", "req/s", True, 1.0),
     ("manifest_p99_ms", "manifest GET p99 latency", "ms", False, 1.0),
+    ("blob_head_rps", "blob HEAD by digest, ab -k -c32", "req/s", True, 1.0),
     ("tags_paged_ms", "list 1,000 tags, n=100 pages", "ms", False, 1.0),
     ("tags_one_ms", "list 1,000 tags, one request", "ms", False, 1.0),
     ("catalog_ms", "walk 1,000-repo catalog, n=100", "ms", False, 1.0),

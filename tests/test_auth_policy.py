@@ -6,6 +6,8 @@ import time
 
 import jwt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from moorage.auth import passwords
 from moorage.auth.policy import (
@@ -347,3 +349,45 @@ def test_redaction_of_credentials_in_log_text() -> None:
         assert secret not in redact(text), text
     assert "YWxpY2U6UzNjcmV0UGFzcw" not in redact_parse_error("b'...iY2U6UzNjcmV0UGFzcw==\\x01'")
     assert redact("GET /v2/alice/app/manifests/v1 200") == "GET /v2/alice/app/manifests/v1 200"
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "Authorization: Basic YWxpY2U6cHc=",
+                "AUTHORIZATION",
+                "Cookie=a",
+                "bEaReR abc.def",
+                "Digest x",
+                "negotiate YII",
+                "eyJhbGciOiJI.eyJzdWIiOi.sig",
+                "moor_0a1b_secretpart",
+                "Token=t",
+                "PASSWORD=p",
+                "secret=s",
+                "passwd=q",
+                "/v2/app/manifests/v1",
+                " ",
+                "=",
+                "'",
+                "\n",
+                "é",
+                "ǅ",
+                "K",  # Kelvin sign: lower() gives "k"
+                "paſſword=p",  # long s: the patterns' (?i) takes it for s, lower() does not
+                "Tokın=x",
+                "TOKİN=y",
+                "ſecret=z",
+            ]
+        ),
+        max_size=12,
+    ),
+    st.text(max_size=40),
+)
+def test_redaction_gate_never_skips_what_the_patterns_would_redact(parts: list[str], noise: str) -> None:
+    """The trigger-word gate in front of the patterns changes no result, only the cost."""
+    from moorage.api.log_redaction import _redact_all, redact
+
+    for text in ("".join(parts) + noise, noise + "".join(parts), noise):
+        assert redact(text) == _redact_all(text), text

@@ -37,8 +37,27 @@ def _random_looking(m: re.Match[str]) -> str:
     return REDACTED if mixed else s
 
 
+#: Every pattern above needs one of these words (lower-cased): a line without any of them -- the
+#: access log's usual line -- is returned as it is, for a few microseconds instead of five
+#: regular-expression passes (about 80 us: a seventh of a manifest GET's CPU at 1,800 req/s).
+_TRIGGERS = ("auth", "cookie", "basic", "bearer", "digest", "negotiate", "eyj", "moor_", "token", "password", "secret", "passwd")
+
+
+#: Letters the patterns' case-insensitive matching takes for i or s that ``lower()`` leaves as
+#: they are (İ, ı, ſ): a line with one of them always gets the full passes.
+_ODD_CASE = ("\u0130", "\u0131", "\u017f")
+
+
 def redact(text: str) -> str:
     """``text`` with every credential-looking part replaced by ``<redacted>``."""
+    lowered = text.lower()
+    if not any(word in lowered for word in _TRIGGERS) and not any(c in text for c in _ODD_CASE):
+        return text
+    return _redact_all(text)
+
+
+def _redact_all(text: str) -> str:
+    """The five passes, ungated (:func:`redact` skips them when no trigger word occurs)."""
     text = _HEADER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
     text = _SCHEME.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
     text = _JWT.sub(REDACTED, text)
