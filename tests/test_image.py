@@ -345,9 +345,7 @@ def _owned_state(root: Path) -> dict[str, tuple[str, int, int, int]]:
 def _ids(pid: int) -> dict[str, str]:
     """The Uid/Gid/Groups lines of a process (host view: rootful podman maps no ids)."""
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return {
-        k: v.split() and " ".join(v.split()) for k, _, v in (ln.partition(":") for ln in lines) if k in ("Uid", "Gid", "Groups")
-    }
+    return {k: " ".join(v.split()) for k, _, v in (ln.partition(":") for ln in lines) if k in ("Uid", "Gid", "Groups")}
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -383,8 +381,14 @@ def test_registry2_volume_swapped_in_place(
     src = filled_distribution
     volume = "registry2-data"
     podman.docker("volume", "create", volume)
+    # registry:2's first run on the new volume (podman gives a new volume, on its first mount, the
+    # owner and mode of the directory it is mounted on: root's 0755 for registry:2; a path the
+    # image lacks gets the same), then the tree it wrote, as root
+    podman.docker(
+        "container", "run", "--rm", "-v", f"{volume}:/registry2-was-here", "--entrypoint", "/bin/sh", image, "-c", "true"
+    )
     mountpoint = Path(json.loads(podman.docker("volume", "inspect", volume).stdout)[0]["Mountpoint"])
-    shutil.copytree(src.root, mountpoint, dirs_exist_ok=True)  # as root, as registry:2 wrote it
+    shutil.copytree(src.root, mountpoint, dirs_exist_ok=True)
     top = mountpoint.stat()
     before = _owned_state(mountpoint)
     assert {v[2] for v in before.values()} == {0} and top.st_uid == 0
