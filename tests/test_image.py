@@ -385,7 +385,18 @@ def test_registry2_volume_swapped_in_place(
     # owner and mode of the directory it is mounted on: root's 0755 for registry:2; a path the
     # image lacks gets the same), then the tree it wrote, as root
     podman.docker(
-        "container", "run", "--rm", "-v", f"{volume}:/registry2-was-here", "--entrypoint", "/bin/sh", image, "-c", "true"
+        "container",
+        "run",
+        "--rm",
+        "--user",
+        "0",
+        "-v",
+        f"{volume}:/registry2-was-here",
+        "--entrypoint",
+        "/bin/sh",
+        image,
+        "-c",
+        "true",
     )
     mountpoint = Path(json.loads(podman.docker("volume", "inspect", volume).stdout)[0]["Mountpoint"])
     shutil.copytree(src.root, mountpoint, dirs_exist_ok=True)
@@ -450,3 +461,60 @@ def test_user_option_is_honoured(podman: PodmanService, image: str, tmp_path: Pa
     db = (roots / "moorage.db").stat()
     assert (db.st_uid, db.st_gid, roots.stat().st_uid) == (10001, 10001, 10001)
     assert stat.S_IMODE(roots.stat().st_mode) == 0o755  # owner given, mode left as it was
+
+
+# -- MOORAGE_IMAGE_EXTRAS=all: the image with image insight -------------------------------------
+IMAGE_ALL = "localhost/moorage:all"
+
+
+@pytest.fixture(scope="module")
+def image_all(podman: PodmanService) -> str:
+    """``MOORAGE_IMAGE_EXTRAS=all bash scripts/build-image.sh`` (cached like :func:`image`)."""
+    require_binary("mmdebstrap", "mmdebstrap")
+    env = {**podman.service_env, "MOORAGE_IMAGE_CACHE": str(CACHE), "MOORAGE_IMAGE_EXTRAS": "all", "MOORAGE_IMAGE": IMAGE_ALL}
+
+    def build() -> None:
+        run(["bash", str(REPO_ROOT / "scripts" / "build-image.sh")], env=env, timeout=1800, cwd=REPO_ROOT)
+
+    cached_image(
+        CACHE,
+        IMAGE_ALL,
+        build,
+        save=lambda path: podman.podman("save", "-o", str(path), IMAGE_ALL, timeout=600),
+        load=lambda path: podman.podman("load", "-i", str(path), timeout=600),
+        variant="all",
+    )
+    _record("image_all_extras_size_bytes", int(json.loads(podman.podman("image", "inspect", IMAGE_ALL).stdout)[0]["Size"]))
+    return IMAGE_ALL
+
+
+def test_image_with_all_extras_serves_and_scans(podman: PodmanService, image_all: str, tmp_path: Path) -> None:
+    """The image with every extra starts, takes a push and makes an SBOM of it (the insight
+    libraries, univers and cvss, survive the image's trimming)."""
+    port = free_port()
+    name = "registry-all"
+    podman.docker("container", "run", "-d", "-p", f"{port}:5000", "--name", name, image_all)
+    try:
+        _wait_v2(f"http://127.0.0.1:{port}", podman, name)
+        tar = ocilayout.busybox_rootfs_tar(tmp_path / "rootfs.tar")
+        podman.docker("image", "import", str(tar), f"localhost:{port}/scanned/app:1")
+        podman.docker("image", "push", f"localhost:{port}/scanned/app:1")
+        out = podman.docker("container", "exec", name, "moorage", "sbom", "--json", "scanned/app:1")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result["repository"] == "scanned/app" and result["sboms"], result
+        out = podman.docker("container", "exec", name, "moorage", "vulns", "scanned/app:1", check=False)
+        assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out
+    finally:
+        podman.docker("container", "rm", "-f", name, check=False)
+
+
+def test_unknown_image_extra_fails_in_one_line() -> None:
+    cp = run(
+        ["bash", str(REPO_ROOT / "scripts" / "build-image.sh")],
+        env={**os.environ, "MOORAGE_IMAGE_EXTRAS": "s3,insigth"},
+        cwd=REPO_ROOT,
+        check=False,
+        timeout=60,
+    )
+    lines = [ln for ln in cp.stderr.splitlines() if ln.strip()]
+    assert cp.returncode == 2 and len(lines) == 1 and "'insigth'" in lines[0] and "insight" in lines[0], cp.stderr
