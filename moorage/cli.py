@@ -105,8 +105,8 @@ def serve(config: str | None, data: str | None, addr: str | None, workers: int |
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from .privileges import NOTES
 
-    for note in NOTES:  # what was prepared as root, and who the server runs as
-        logging.getLogger("moorage").info("%s", note)
+    for level, note in NOTES:  # what was prepared as root, and who the server runs as
+        logging.getLogger("moorage").log(level, "%s", note)
     from .metadata.schema_version import SchemaOutOfDate  # (not .db: SQLAlchemy is for the workers)
     from .startup import StartupError
 

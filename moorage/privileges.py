@@ -28,8 +28,10 @@ filesystem, and giving it away would change a file that is not Moorage's.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
 #: What :func:`prepare` changed and who this process became, for the log once it is set up
 #: (settings are read, and this runs, before the command configures logging).
-NOTES: list[str] = []
+NOTES: list[tuple[int, str]] = []
 
 #: The variable the image sets (``uid[:gid]``).
 ENV = "MOORAGE_RUN_AS"
@@ -87,7 +89,7 @@ def drop_root(settings: Settings | None, *, prepare_data: bool = True) -> Target
     if settings is not None and prepare_data:
         prepare(settings, target)
     drop(target)
-    NOTES.append(f"started as root: running as uid {target.uid}, gid {target.gid} ({ENV})")
+    NOTES.append((logging.INFO, f"started as root: running as uid {target.uid}, gid {target.gid} ({ENV})"))
     return target
 
 
@@ -127,28 +129,32 @@ def _home_of(uid: int) -> str | None:
 # -- preparing Moorage's own files -----------------------------------------------------------
 def prepare(settings: Settings, target: Target) -> None:
     """Give ``target`` the data directory's Moorage parts (see the module doc); create the
-    missing directories.  Logs one line per place changed."""
+    missing directories.  One note per place changed.  A place that cannot be changed (a
+    read-only mount, NFS with root squashed) is a warning, not a stop: the command goes on as
+    ``target``, and if that user cannot use the place either, the command's own check says so
+    in one line."""
     data = settings.data
-    if not data.exists():
-        _make_dir(data, target)
-    else:
-        _own_top(data, target)
+    _step(data, _make_dir if not data.exists() else _own_top, target)
     own = list(OWN_DIRS)
     if settings.storage.driver == "filesystem" and settings.storage.filesystem.root is not None:
         own.remove("storage")
         root = settings.storage.filesystem.root
-        if not root.exists():
-            _make_dir(root, target)
-        else:
-            _own_tree(root, target)
+        _step(root, _make_dir if not root.exists() else _own_tree, target)
     for name in own:
-        _own_tree(data / name, target)
+        _step(data / name, _own_tree, target)
     if settings.is_sqlite:
         db = _sqlite_path(settings)
         if db is not None:
             if not db.parent.exists():
-                _make_dir(db.parent, target)  # (an existing directory elsewhere stays its owner's)
-            _own_files_named(db.parent, db.name, target)
+                _step(db.parent, _make_dir, target)  # (an existing directory elsewhere stays its owner's)
+            _step(db, lambda p, t: _own_files_named(p.parent, p.name, t), target)
+
+
+def _step(path: Path, action: Callable[[Path, Target], None], target: Target) -> None:
+    try:
+        action(path, target)
+    except OSError as exc:
+        NOTES.append((logging.WARNING, f"could not give {path} to uid {target.uid}: {exc.strerror or exc}"))
 
 
 def _sqlite_path(settings: Settings) -> Path | None:
@@ -182,7 +188,9 @@ def _own_top(path: Path, target: Target) -> None:
         os.fchown(fd, target.uid, target.gid)
     finally:
         os.close(fd)
-    NOTES.append(f"gave {path} (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o} left as it is) to uid {target.uid}")
+    NOTES.append(
+        (logging.INFO, f"gave {path} (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o} left as it is) to uid {target.uid}")
+    )
 
 
 def _own_files_named(directory: Path, name: str, target: Target) -> None:
@@ -192,7 +200,7 @@ def _own_files_named(directory: Path, name: str, target: Target) -> None:
         for entry in os.listdir(dfd):
             ours = entry == name or entry.startswith((name + "-", name + "."))
             if ours and _own_file(dfd, entry, target) == LINKED:
-                NOTES.append(f"left {directory / entry} as it is: it has more than one hard link")
+                NOTES.append((logging.INFO, f"left {directory / entry} as it is: it has more than one hard link"))
     finally:
         os.close(dfd)
 
@@ -255,6 +263,9 @@ def _own_tree(top: Path, target: Target) -> None:
             changed += outcome == CHANGED
             linked += outcome == LINKED
     NOTES.append(
-        f"gave {top} to uid {target.uid} ({changed} entries were uid {st.st_uid}'s"
-        + (f"; {linked} files with several hard links, such as registry:2's blobs, left as they are)" if linked else ")")
+        (
+            logging.INFO,
+            f"gave {top} to uid {target.uid} ({changed} entries were uid {st.st_uid}'s"
+            + (f"; {linked} files with several hard links, such as registry:2's blobs, left as they are)" if linked else ")"),
+        )
     )

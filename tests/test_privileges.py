@@ -76,7 +76,7 @@ def test_prepare_gives_only_moorages_files(tmp_path: Path, monkeypatch: pytest.M
     ):
         assert _owner(vol / path) == (0, 0), path
     assert (os.lstat("/etc/passwd").st_uid, os.lstat("/etc/passwd").st_mode) == (passwd.st_uid, passwd.st_mode)
-    assert any("several hard links" in n for n in NOTES), NOTES
+    assert any("several hard links" in n for _, n in NOTES), NOTES
 
     NOTES.clear()
     prepare(settings, USER)  # a second start: nothing to do, nothing said
@@ -139,3 +139,22 @@ def test_drop_is_for_good() -> None:
         report = pipe.read().decode()
     os.waitpid(pid, 0)
     assert report == "(10001, 10001, 10001) (10002, 10002, 10002) [] no", report
+
+
+def test_a_place_that_cannot_be_changed_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An immutable data directory (as a read-only mount or NFS with root squashed): noted as a
+    warning, the rest is still prepared, and the command goes on (its own checks then speak)."""
+    import logging
+    import subprocess
+
+    vol = _registry2_volume(tmp_path)
+    if subprocess.run(["chattr", "+i", str(vol)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        monkeypatch.delenv("MOORAGE_CONFIG", raising=False)
+        NOTES.clear()
+        prepare(load_settings(None, data=str(vol)), USER)
+    finally:
+        subprocess.run(["chattr", "-i", str(vol)], check=True)
+    assert (logging.WARNING, f"could not give {vol} to uid 10001: Operation not permitted") in NOTES, NOTES
+    assert _owner(vol) == (0, 0) and _owner(vol / "storage") == (10001, 10001)
