@@ -59,12 +59,12 @@ def settings_from(
         settings = load_settings(config, data=data, **more)
     except Exception as exc:  # pydantic / YAML errors: say what is wrong, no traceback
         raise click.ClickException(f"invalid configuration: {_one_line(exc)}") from None
-    from .privileges import PrivilegeError, drop_root
+    from .privileges import ENV, PrivilegeError, drop_root
 
     try:
         drop_root(settings, prepare_data=prepare_data and (not require_registry or settings.data.is_dir()))
     except (PrivilegeError, OSError) as exc:
-        raise click.ClickException(f"cannot prepare the data directory for its user and drop root: {exc}") from None
+        raise click.ClickException(f"cannot drop root to {ENV}: {exc}") from None
     if require_registry:
         from .startup import StartupError, registry_missing
 
