@@ -12,8 +12,8 @@ process needs into ``ROOT``, and the final stage is ``FROM scratch`` with that t
 * ``/bin/sh`` (dash) and a few coreutils (``TOOLS``) for ``docker exec ... sh``, CA
   certificates, ``/etc/passwd`` with the ``moorage`` user (uid 10001), ``/tmp``.
 
-Third-party Python is kept as compiled bytecode only (``.pyc`` in place of ``.py``): the image
-runs as a user that cannot write ``__pycache__``, so bytecode is needed for a quick start, and
+Third-party Python is kept as compiled bytecode only (``.pyc`` in place of ``.py``): the
+registry runs as a user that cannot write ``__pycache__``, so bytecode is needed for a quick start, and
 the sources would double the size.  Moorage's own package keeps its sources, so its frames in a
 traceback show their lines.
 
@@ -70,8 +70,8 @@ FILES = (
     "/etc/nsswitch.conf",
     "/bin/sh",
 )
-#: A few tools for ``docker exec registry sh`` and for giving a registry:2 volume to the image's
-#: user (``--entrypoint chown``, docs/registry2.md); ~2 MB with their libraries.
+#: A few tools for ``docker exec registry sh`` (looking at the volume, fixing an owner by hand);
+#: ~2 MB with their libraries.
 TOOLS = ("chown", "chmod", "ls", "cat", "id", "du", "df", "mkdir", "rm", "cp", "mv")
 PASSWD = (
     "root:x:0:0:root:/root:/bin/sh\n"

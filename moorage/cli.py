@@ -103,6 +103,10 @@ def serve(config: str | None, data: str | None, addr: str | None, workers: int |
 
     configure_logging(settings.log_level, settings.log_format, sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from .privileges import NOTES
+
+    for level, note in NOTES:  # what was prepared as root, and who the server runs as
+        logging.getLogger("moorage").log(level, "%s", note)
     from .metadata.schema_version import SchemaOutOfDate  # (not .db: SQLAlchemy is for the workers)
     from .startup import StartupError
 
@@ -158,7 +162,8 @@ def healthcheck(config: str | None, data: str | None, addr: str | None, ready: b
 
     from .config import split_addr
 
-    settings = settings_from(config, data, require_registry=False, addr=addr)  # --data: as every command takes it
+    # (--data: as every command takes it; the data directory is the server's business, not prepared here)
+    settings = settings_from(config, data, require_registry=False, prepare_data=False, addr=addr)
     host, port = split_addr(settings.addr)
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

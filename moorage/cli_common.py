@@ -43,15 +43,28 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def settings_from(config: str | None, data: str | None, *, require_registry: bool = True, **more: Any) -> Settings:
+def settings_from(
+    config: str | None, data: str | None, *, require_registry: bool = True, prepare_data: bool = True, **more: Any
+) -> Settings:
     """Settings for a command; ``require_registry`` (all but ``serve``/``migrate``) refuses a data
-    directory or database that holds no registry, so a typo in --data creates nothing."""
+    directory or database that holds no registry, so a typo in --data creates nothing.
+
+    Started as root with ``MOORAGE_RUN_AS`` (the container image), the command gives that user
+    Moorage's own files in the data directory (unless ``prepare_data`` is false, or the data
+    directory does not exist yet and ``require_registry`` holds), then drops root before anything
+    else is read or written (:mod:`moorage.privileges`)."""
     from .config import load_settings  # (pydantic models: imported when a command runs, not for --help)
 
     try:
         settings = load_settings(config, data=data, **more)
     except Exception as exc:  # pydantic / YAML errors: say what is wrong, no traceback
         raise click.ClickException(f"invalid configuration: {_one_line(exc)}") from None
+    from .privileges import ENV, PrivilegeError, drop_root
+
+    try:
+        drop_root(settings, prepare_data=prepare_data and (not require_registry or settings.data.is_dir()))
+    except (PrivilegeError, OSError) as exc:
+        raise click.ClickException(f"cannot drop root to {ENV}: {exc}") from None
     if require_registry:
         from .startup import StartupError, registry_missing
 

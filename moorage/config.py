@@ -657,12 +657,13 @@ class Settings(BaseModel):
 
 #: Every setting's variable: ``MOORAGE_<FIELD>[__<KEY>...]`` (``MOORAGE_STORAGE__S3__BUCKET``).
 ENV_PREFIX = "MOORAGE_"
-#: ``MOORAGE_*`` variables that are not settings: read by the code (first two) or by the test
+#: ``MOORAGE_*`` variables that are not settings: read by the code (first three) or by the test
 #: harness and CI scripts.  Any other unknown ``MOORAGE_*`` variable is an error.
 NOT_SETTINGS = frozenset(
     {
         "MOORAGE_CONFIG",
         "MOORAGE_RESUMABLE_HASH",
+        "MOORAGE_RUN_AS",
         "MOORAGE_GC_TEST_PAUSE_AFTER_TOMBSTONE",
         "MOORAGE_CLIENT_TIMEOUT",
         "MOORAGE_DISTRIBUTION_BIN",
@@ -682,6 +683,7 @@ NOT_SETTINGS = frozenset(
         "MOORAGE_DEBIAN_MIRROR",
         "MOORAGE_IMAGE",
         "MOORAGE_IMAGE_CACHE",
+        "MOORAGE_IMAGE_EXTRAS",
         "MOORAGE_PODMAN_RUNTIME",
         "MOORAGE_CHROMIUM",
         "MOORAGE_SCREENSHOTS",

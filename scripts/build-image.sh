@@ -29,6 +29,22 @@ if [ -z "$TOOL" ]; then
 fi
 IMAGE="${MOORAGE_IMAGE:-localhost/moorage:latest}"
 EXTRAS="${MOORAGE_IMAGE_EXTRAS:-s3,postgres,ldap,oidc}"
+# Every name must be one of pyproject.toml's run-time extras (pip only warns about an unknown one,
+# and the image would then lack the feature): say which, in one line, before anything is built.
+if ! bad=$(python3 - "$EXTRAS" <<'PY'
+import sys, tomllib
+extras = set(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]) - {"test", "bench"}
+wanted = [e.strip() for e in sys.argv[1].split(",")]
+unknown = [e for e in wanted if e not in extras]
+if unknown or not all(wanted):
+    print(f"MOORAGE_IMAGE_EXTRAS={sys.argv[1]!r}: {', '.join(map(repr, unknown)) or 'an empty name'} "
+          f"is not an extra the image can have (one or more of: {', '.join(sorted(extras))})")
+    sys.exit(1)
+PY
+); then
+    echo "build-image: $bad" >&2
+    exit 2
+fi
 DEFAULT_BASE="python:3.11-slim-bookworm"
 CACHE="${MOORAGE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/moorage-image}"
 say() { echo "build-image: $*" >&2; }
@@ -97,6 +113,8 @@ strip_wheels() {
     # 13 MB, 1.6 MB stripped; zstandard's, asyncpg's alike): strip them on the host, where
     # binutils are, and rewrite each wheel's RECORD so pip accepts it.  The image has no
     # compiler or binutils.  Without strip the wheels are used as they are.
+    # (.stripped records the wheels stripped already, by their hash: another extras selection
+    # adds wheels to the same directory, and only the new ones are stripped)
     command -v strip >/dev/null 2>&1 || { say "strip not found: wheels keep their debug symbols"; return 0; }
     python3 - "$1" <<'PY'
 import base64, csv, hashlib, io, os, subprocess, sys, tempfile, zipfile
@@ -106,7 +124,11 @@ def digest(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 before = after = 0
+done_list = Path(sys.argv[1]) / ".stripped"  # "<sha256 of a stripped wheel> <name>" lines
+done = dict(line.split()[::-1] for line in done_list.read_text().splitlines()) if done_list.exists() else {}
 for whl in sorted(Path(sys.argv[1]).glob("*.whl")):
+    if whl.name.startswith("moorage-") or done.get(whl.name) == hashlib.sha256(whl.read_bytes()).hexdigest():
+        continue
     with zipfile.ZipFile(whl) as zf:
         infos = zf.infolist()
         if not any(i.filename.endswith(".so") or ".so." in i.filename for i in infos):
@@ -133,25 +155,34 @@ for whl in sorted(Path(sys.argv[1]).glob("*.whl")):
         for info in infos:
             out.writestr(info, files[info.filename], compress_type=zipfile.ZIP_DEFLATED)
     os.replace(partial, whl)
+for whl in Path(sys.argv[1]).glob("*.whl"):
+    if not whl.name.startswith("moorage-"):
+        done[whl.name] = hashlib.sha256(whl.read_bytes()).hexdigest()
+done_list.write_text("".join(f"{h} {n}\n" for n, h in sorted(done.items())))
 print(f"build-image: stripped extension modules: {before >> 20} MiB -> {after >> 20} MiB", file=sys.stderr)
 PY
 }
 
 # Built for the base's Python (3.11, glibc): the host must run the same minor version.
 if python3 -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
-    # Dependency wheels are rebuilt only when pyproject.toml changes; moorage's every time.
-    # (strip-v1: wheels made before they were stripped are rebuilt)
-    deps_key=$( (cat pyproject.toml; echo "extras=$EXTRAS strip-v1") | sha256sum | cut -c1-16)
-    if [ -f ".build/wheels/.deps-$deps_key" ]; then
-        say "building the moorage wheel (dependency wheels cached in .build/wheels)"
-        rm -f .build/wheels/moorage-*.whl
-        python3 -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir .build/wheels . >&2
-    else
+    # Dependency wheels are rebuilt only when pyproject.toml changes (the directory is emptied
+    # then); another extras selection adds its wheels to the same directory; moorage's wheel is
+    # built every time.  (strip-v2: wheels made before they were stripped are rebuilt)
+    project_key=$( (cat pyproject.toml; echo "strip-v2") | sha256sum | cut -c1-16)
+    deps_key=$(echo "$project_key extras=$EXTRAS" | sha256sum | cut -c1-16)
+    if [ ! -f ".build/wheels/.project-$project_key" ]; then
         rm -rf .build/wheels
         mkdir -p .build/wheels
-        say "building wheels into .build/wheels"
+        touch ".build/wheels/.project-$project_key"
+    fi
+    rm -f .build/wheels/moorage-*.whl
+    if [ -f ".build/wheels/.deps-$deps_key" ]; then
+        say "building the moorage wheel (dependency wheels cached in .build/wheels)"
+        python3 -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir .build/wheels . >&2
+    else
+        say "building wheels for extras $EXTRAS into .build/wheels"
         # (the host's pip.conf may name local indexes that do not exist everywhere: hush those)
-        python3 -m pip wheel --quiet --disable-pip-version-check --wheel-dir .build/wheels ".[$EXTRAS]" 2>&1 \
+        python3 -m pip wheel --quiet --disable-pip-version-check --find-links .build/wheels --wheel-dir .build/wheels ".[$EXTRAS]" 2>&1 \
             | grep -v 'is ignored: it is neither a file nor a directory' >&2 || true
         ls .build/wheels/moorage-*.whl >/dev/null
         strip_wheels .build/wheels

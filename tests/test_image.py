@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,7 @@ from tests.support.clients import PodmanService, http_json, http_request, run
 from tests.support.fixtures import require_binary
 from tests.support.image_cache import cached_image
 from tests.support.registry_proc import REPO_ROOT, free_port, write_htpasswd
+from tests.test_import_distribution import Source, filled_distribution  # noqa: F401 - a fixture (a registry:2 tree)
 
 pytestmark = [pytest.mark.clients, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -106,7 +109,9 @@ def image(podman: PodmanService) -> str:
     )
     info = json.loads(podman.podman("image", "inspect", IMAGE).stdout)[0]
     _record("image_size_bytes", int(info["Size"]))
-    assert info["Config"]["User"] == "moorage"
+    # starts as root (a registry:2 volume is root's), every moorage command then drops to uid 10001
+    assert info["Config"].get("User", "") in ("", "root", "0")
+    assert "MOORAGE_RUN_AS=10001:10001" in info["Config"]["Env"]
     assert "5000/tcp" in info["Config"]["ExposedPorts"]
     assert "/var/lib/registry" in info["Config"]["Volumes"]
     return IMAGE
@@ -225,7 +230,7 @@ def test_image_holds_the_runtime_only(podman: PodmanService, image: str) -> None
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert [p for p in NOT_IN_IMAGE if found[p]] == []
     assert [p for p in IN_IMAGE if not found[p]] == []
-    assert found["uid"] == 10001
+    assert found["uid"] == 0  # the entry point is started as root; `moorage` drops (see the swap test)
     # the shell that `docker exec registry sh` opens
     out = podman.docker(
         "container",
@@ -237,7 +242,7 @@ def test_image_holds_the_runtime_only(podman: PodmanService, image: str) -> None
         "-c",
         "cd / && moorage --help && id -u && ls -d /var/lib/registry",
     )
-    assert "Usage" in out.stdout and "\n10001\n/var/lib/registry" in out.stdout, out.stdout
+    assert "Usage" in out.stdout and "\n0\n/var/lib/registry" in out.stdout, out.stdout
 
 
 def test_registry2_config_with_htpasswd_unchanged(podman: PodmanService, image: str, pushed_image: str, tmp_path: Path) -> None:
@@ -322,3 +327,194 @@ def test_unsupported_registry2_config_fails_in_one_line(podman: PodmanService, i
     logs = podman.docker("container", "logs", "registry-bad")
     lines = [ln for ln in (logs.stdout + logs.stderr).splitlines() if ln.strip()]
     assert len(lines) == 1 and "auth.token" in lines[0], lines
+
+
+# -- a registry:2 volume, root's, swapped in place ----------------------------------------------
+def _owned_state(root: Path) -> dict[str, tuple[str, int, int, int]]:
+    """Every entry under ``root`` -> (sha256 of a file's bytes or "dir", mode, uid, gid)."""
+    import hashlib
+
+    out = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        kind = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        out[str(path.relative_to(root))] = (kind, st.st_mode, st.st_uid, st.st_gid)
+    return out
+
+
+def _ids(pid: int) -> dict[str, str]:
+    """The Uid/Gid/Groups lines of a process (host view: rootful podman maps no ids)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: " ".join(v.split()) for k, _, v in (ln.partition(":") for ln in lines) if k in ("Uid", "Gid", "Groups")}
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the server's workers, the migration child, if any)."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            out += _process_tree(int(child))
+    return out
+
+
+class _Served:
+    """What tests.test_import_distribution's checks need of a registry: ``host`` and ``url``."""
+
+    def __init__(self, port: int) -> None:
+        self.host = f"127.0.0.1:{port}"
+        self.url = f"http://{self.host}"
+
+
+def test_registry2_volume_swapped_in_place(
+    podman: PodmanService,
+    image: str,
+    filled_distribution: Source,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """A named volume registry:2 filled (as root: Distribution 2.8.2, skopeo pushes with a
+    multi-arch index, a moved and a deleted tag) served by the image with the seed's command
+    and nothing else: imported on start, every tag pulls byte-identical, the server runs as uid
+    10001, the import copies (uid 10001 may not hard-link root's files) and says why, and
+    registry:2's files keep their bytes, modes and owners."""
+    from tests.test_import_distribution import _check_content
+
+    src = filled_distribution
+    volume = "registry2-data"
+    podman.docker("volume", "create", volume)
+    # registry:2's first run on the new volume (podman gives a new volume, on its first mount, the
+    # owner and mode of the directory it is mounted on: root's 0755 for registry:2; a path the
+    # image lacks gets the same), then the tree it wrote, as root
+    podman.docker(
+        "container",
+        "run",
+        "--rm",
+        "--user",
+        "0",
+        "-v",
+        f"{volume}:/registry2-was-here",
+        "--entrypoint",
+        "/bin/sh",
+        image,
+        "-c",
+        "true",
+    )
+    mountpoint = Path(json.loads(podman.docker("volume", "inspect", volume).stdout)[0]["Mountpoint"])
+    shutil.copytree(src.root, mountpoint, dirs_exist_ok=True)
+    top = mountpoint.stat()
+    before = _owned_state(mountpoint)
+    assert {v[2] for v in before.values()} == {0} and top.st_uid == 0
+    port = free_port()
+    name = "registry-swap"
+    podman.docker("container", "run", "-d", "-p", f"{port}:5000", "--name", name, "-v", f"{volume}:/var/lib/registry", "moorage")
+    try:
+        _wait_v2(f"http://127.0.0.1:{port}", podman, name)
+        pid = _state(podman, name)["Pid"]
+        for proc in _process_tree(pid):
+            assert _ids(proc) == {"Uid": "10001 10001 10001 10001", "Gid": "10001 10001 10001 10001", "Groups": ""}, proc
+        deadline = time.monotonic() + 600
+        while True:
+            status, _, body = http_json(f"http://127.0.0.1:{port}/readyz")
+            assert status == 200, body
+            if "detail" not in body:
+                break
+            assert "failed" not in body["detail"], body
+            assert time.monotonic() < deadline, body
+            time.sleep(0.5)
+        _check_content(src, _Served(port), tmp_path)  # type: ignore[arg-type]
+        logs = podman.docker("container", "logs", name)
+        text = logs.stdout + logs.stderr
+        assert "started as root: running as uid 10001" in text, text[-3000:]
+        assert "registry:2 import done" in text, text[-3000:]
+        assert "copied, not linked, because the registry:2 files belong to uid 0" in text, text[-3000:]
+        assert "Traceback" not in text, text[-3000:]
+        # a push after the swap works (the database and storage/ are uid 10001's)
+        podman.docker(
+            "image", "import", str(ocilayout.busybox_rootfs_tar(tmp_path / "rootfs.tar")), f"localhost:{port}/after/swap"
+        )
+        podman.docker("image", "push", f"localhost:{port}/after/swap")
+    finally:
+        podman.docker("container", "stop", "-t", "10", name, check=False)
+        podman.docker("container", "rm", "-f", name, check=False)
+    after = _owned_state(mountpoint)
+    distribution = {k: v for k, v in after.items() if k.startswith("docker")}
+    assert distribution == before  # registry:2's files: same bytes, modes and owners (rollback works)
+    assert stat.S_IMODE(mountpoint.stat().st_mode) == stat.S_IMODE(top.st_mode)  # the volume's mode: as it was
+    ours = {k: v for k, v in after.items() if not k.startswith("docker")}
+    assert "moorage.db" in ours and any(k.startswith("storage/blobs/") for k in ours)
+    assert {v[2] for v in ours.values()} == {10001}, {k: v[2] for k, v in ours.items() if v[2] != 10001}
+    podman.docker("volume", "rm", volume, check=False)
+
+
+def test_user_option_is_honoured(podman: PodmanService, image: str, tmp_path: Path) -> None:
+    """``--user`` runs every command as that user and changes no owner; without it, a root-owned
+    data directory is given to uid 10001 before the command runs as that user."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    os.chown(mine, 4321, 4321)
+    podman.docker("container", "run", "--rm", "--user", "4321:4321", "-v", f"{mine}:/data", image, "migrate", "--data", "/data")
+    db = (mine / "moorage.db").stat()
+    assert (db.st_uid, db.st_gid, mine.stat().st_uid) == (4321, 4321, 4321)
+
+    roots = tmp_path / "roots"
+    roots.mkdir(mode=0o755)
+    podman.docker("container", "run", "--rm", "-v", f"{roots}:/data", image, "migrate", "--data", "/data")
+    db = (roots / "moorage.db").stat()
+    assert (db.st_uid, db.st_gid, roots.stat().st_uid) == (10001, 10001, 10001)
+    assert stat.S_IMODE(roots.stat().st_mode) == 0o755  # owner given, mode left as it was
+
+
+# -- MOORAGE_IMAGE_EXTRAS=all: the image with image insight -------------------------------------
+IMAGE_ALL = "localhost/moorage:all"
+
+
+@pytest.fixture(scope="module")
+def image_all(podman: PodmanService) -> str:
+    """``MOORAGE_IMAGE_EXTRAS=all bash scripts/build-image.sh`` (cached like :func:`image`)."""
+    require_binary("mmdebstrap", "mmdebstrap")
+    env = {**podman.service_env, "MOORAGE_IMAGE_CACHE": str(CACHE), "MOORAGE_IMAGE_EXTRAS": "all", "MOORAGE_IMAGE": IMAGE_ALL}
+
+    def build() -> None:
+        run(["bash", str(REPO_ROOT / "scripts" / "build-image.sh")], env=env, timeout=1800, cwd=REPO_ROOT)
+
+    cached_image(
+        CACHE,
+        IMAGE_ALL,
+        build,
+        save=lambda path: podman.podman("save", "-o", str(path), IMAGE_ALL, timeout=600),
+        load=lambda path: podman.podman("load", "-i", str(path), timeout=600),
+        variant="all",
+    )
+    _record("image_all_extras_size_bytes", int(json.loads(podman.podman("image", "inspect", IMAGE_ALL).stdout)[0]["Size"]))
+    return IMAGE_ALL
+
+
+def test_image_with_all_extras_serves_and_scans(podman: PodmanService, image_all: str, tmp_path: Path) -> None:
+    """The image with every extra starts, takes a push and makes an SBOM of it (the insight
+    libraries, univers and cvss, survive the image's trimming)."""
+    port = free_port()
+    name = "registry-all"
+    podman.docker("container", "run", "-d", "-p", f"{port}:5000", "--name", name, image_all)
+    try:
+        _wait_v2(f"http://127.0.0.1:{port}", podman, name)
+        tar = ocilayout.busybox_rootfs_tar(tmp_path / "rootfs.tar")
+        podman.docker("image", "import", str(tar), f"localhost:{port}/scanned/app:1")
+        podman.docker("image", "push", f"localhost:{port}/scanned/app:1")
+        out = podman.docker("container", "exec", name, "moorage", "sbom", "--json", "scanned/app:1")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result["repository"] == "scanned/app" and result["sboms"], result
+        out = podman.docker("container", "exec", name, "moorage", "vulns", "scanned/app:1", check=False)
+        assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out
+    finally:
+        podman.docker("container", "rm", "-f", name, check=False)
+
+
+def test_unknown_image_extra_fails_in_one_line() -> None:
+    cp = run(
+        ["bash", str(REPO_ROOT / "scripts" / "build-image.sh")],
+        env={**os.environ, "MOORAGE_IMAGE_EXTRAS": "s3,insigth"},
+        cwd=REPO_ROOT,
+        check=False,
+        timeout=60,
+    )
+    lines = [ln for ln in cp.stderr.splitlines() if ln.strip()]
+    assert cp.returncode == 2 and len(lines) == 1 and "'insigth'" in lines[0] and "insight" in lines[0], cp.stderr

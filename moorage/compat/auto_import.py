@@ -189,7 +189,7 @@ async def _import(app: web.Application, root: Path, progress: ImportProgress) ->
         await import_store.save(db, row)
         log.info(
             "registry:2 import done: %d repositories, %d blobs linked, %d copied, %d already present, "
-            "%d manifests, %d tags (%.1f MB verified in %.1f s)%s",
+            "%d manifests, %d tags (%.1f MB verified in %.1f s)%s%s",
             summary["repositories"],
             summary["blobs_linked"],
             summary["blobs_copied"],
@@ -199,6 +199,7 @@ async def _import(app: web.Application, root: Path, progress: ImportProgress) ->
             summary["bytes"] / 1e6,
             summary["seconds"],
             f"; {len(stats.problems)} problems (logged above)" if stats.problems else "",
+            f"; copied, not linked, because {stats.copied_because}" if stats.copied_because else "",
         )
     except DistributionImportError as exc:
         # A corrupt blob, an unreadable tree: said once; the next start tries again.

@@ -98,6 +98,7 @@ def import_distribution(
             f"{s['manifests']} manifests ({s['manifests_skipped']} already present); "
             f"{s['tags']} tags ({s['tags_skipped']} already present); "
             f"{s['seconds']:.1f} s, {s['mb_per_s']:.1f} MB/s, {s['blobs_per_s']:.1f} blobs/s"
+            + (f"; copied, not linked, because {s['copied_because']}" if s["copied_because"] else "")
         )
     if summary["manifests_failed"] or summary["blobs_missing"] or summary["refused"]:
         sys.exit(2)

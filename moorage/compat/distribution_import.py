@@ -410,6 +410,8 @@ class ImportSummary(TypedDict):
     seconds: float
     mb_per_s: float
     blobs_per_s: float
+    #: Why blobs were copied when linking was asked for ("" if none was).
+    copied_because: str
 
 
 @dataclass
@@ -430,6 +432,8 @@ class ImportStats:
     problems: list[str] = field(default_factory=list)
     #: Source paths refused as not regular files inside the tree (symbolic links, FIFOs...).
     refused: list[str] = field(default_factory=list)
+    #: Why a hard link was refused (the first reason; the blobs were copied instead).
+    copied_because: str = ""
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -458,6 +462,7 @@ class ImportStats:
             "manifests_failed": self.manifests_failed,
             "tags": self.tags_imported,
             "tags_skipped": self.tags_skipped,
+            "copied_because": self.copied_because,
             "seconds": round(self.elapsed, 3),
             "mb_per_s": round(self.bytes_verified / 1e6 / self.elapsed, 2),
             "blobs_per_s": round(blobs / self.elapsed, 2),
@@ -668,22 +673,24 @@ class DistributionImporter:
                 log.info("import: %s is writable by another user; copying instead of linking", digest)
                 return False
 
-            def hardlink() -> bool:
+            def hardlink() -> int:
+                """0 if linked, else the errno that refused the link."""
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.link(source.path(_blob_data(digest)), tmp, follow_symlinks=False)
                 except OSError as exc:
                     if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES):
-                        return False
+                        return exc.errno
                     raise
                 linked = os.lstat(tmp)
                 if not stat.S_ISREG(linked.st_mode) or (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino):
                     os.unlink(tmp)
                     raise DistributionImportError(f"blob {digest}: its data was replaced while importing")
-                return True
+                return 0
 
-            if not await asyncio.to_thread(hardlink):
-                log.warning("cannot hard-link %s (another filesystem?); copying", digest)
+            refused = await asyncio.to_thread(hardlink)
+            if refused:
+                self._link_refused(refused, st.st_uid, digest)
                 return False
             try:
                 await self._hash_fd(fd, digest)
@@ -696,6 +703,23 @@ class DistributionImporter:
             return True
         finally:
             os.close(fd)
+
+    def _link_refused(self, err: int, owner: int, digest: str) -> None:
+        """Say once why blobs are copied instead of linked (then once per blob at debug level)."""
+        if self.stats.copied_because:
+            log.debug("import: cannot hard-link %s (%s); copying", digest, errno.errorcode.get(err, err))
+            return
+        if err in (errno.EPERM, errno.EACCES):
+            why = (
+                f"the registry:2 files belong to uid {owner} and this process runs as uid {os.geteuid()}: the kernel "
+                "(fs.protected_hardlinks) lets a process hard-link only files it owns or may write"
+            )
+        elif err == errno.EXDEV:
+            why = "the registry:2 tree and the blob store are on different filesystems"
+        else:
+            why = "a blob file has too many hard links already"
+        self.stats.copied_because = why
+        log.warning("import: cannot hard-link blobs: %s; copying them instead (this needs as much free space as the blobs)", why)
 
     async def _hash_fd(self, fd: int, digest: str) -> None:
         """Hash the open file ``fd`` from its start; refuse it unless it is ``digest``."""

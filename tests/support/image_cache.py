@@ -10,6 +10,7 @@ the packaging builds afresh; a cache miss builds, runs the same checks and saves
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,11 +45,18 @@ def inputs_key(root: Path = REPO_ROOT) -> str:
 
 
 def cached_image(
-    cache: Path, image: str, build: Callable[[], None], save: Callable[[Path], None], load: Callable[[Path], None]
+    cache: Path,
+    image: str,
+    build: Callable[[], None],
+    save: Callable[[Path], None],
+    load: Callable[[Path], None],
+    variant: str = "",
 ) -> bool:
     """Load ``image`` from ``cache`` if it was saved for these inputs, else ``build()`` and
-    ``save()`` it there (older entries are removed).  Returns True on a cache hit."""
-    archive = cache / f"image-{inputs_key()}.tar"
+    ``save()`` it there (older entries of the same ``variant``, e.g. ``all`` for the image with
+    every extra, are removed).  Returns True on a cache hit."""
+    prefix = f"image-{variant}-" if variant else "image-"
+    archive = cache / f"{prefix}{inputs_key()}.tar"
     if archive.is_file() and archive.stat().st_size > 0:
         load(archive)
         return True
@@ -57,7 +65,8 @@ def cached_image(
     partial = archive.with_suffix(".partial")
     partial.unlink(missing_ok=True)
     save(partial)
-    for old in cache.glob("image-*.tar"):
-        old.unlink(missing_ok=True)
+    for old in cache.glob(f"{prefix}*.tar"):
+        if re.fullmatch(re.escape(prefix) + r"[0-9a-f]{16}\.tar", old.name):
+            old.unlink(missing_ok=True)
     partial.rename(archive)
     return False
