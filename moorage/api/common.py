@@ -107,7 +107,7 @@ async def publish(
     """Publish a pull for this request (nothing is built when nobody listens).  Changes are
     announced by the registry service itself, in their transaction."""
     bus = request.app.get(EVENTS)
-    if bus is None or not bus.active or (action == "pull" and request.method == "HEAD"):  # a HEAD is no pull
+    if bus is None or (action == "pull" and request.method == "HEAD") or not bus.wants(action):  # a HEAD is no pull
         return
     await bus.publish(
         RegistryEvent(action, kind, repository, digest=digest, media_type=media_type, size=size, tag=tag, actor=actor(request))

@@ -76,6 +76,9 @@ class RedactCredentials(logging.Filter):
     _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_moorage_redacted", False):  # the logger's filter did it: not again at the handler
+            return True
+        record._moorage_redacted = True  # type: ignore[attr-defined]
         try:
             message = record.getMessage()
         except Exception:  # a broken format string: keep the template only

@@ -28,6 +28,9 @@ def body_bytes_sent(request: BaseRequest, response: StreamResponse) -> int:
     sent = response.get(BODY_BYTES)
     if sent is not None:
         return int(sent)
+    body = getattr(response, "body", None)
+    if isinstance(body, bytes) and response.body_length >= len(body):  # written whole: its length, no head to subtract
+        return len(body)
     return max(0, response.body_length - _head_size(request, response))
 
 

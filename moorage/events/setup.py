@@ -212,7 +212,10 @@ def setup_events(app: web.Application, settings: Settings) -> None:
 
     ext = EventsExtension(settings, EventsStore(app[DATABASE]), EventMetrics(app.get(REGISTRY_KEY)))
     app[EVENTS_EXT] = ext
-    app[EVENTS].subscribe(ext.on_event)
+    # Pulls (every manifest GET) only when the audit log keeps them or a webhook wants them.
+    app[EVENTS].subscribe(
+        ext.on_event, wants=lambda action: action != "pull" or ext.recorder.wants_pulls or ext.endpoints.wants_pull
+    )
     app[EVENTS].recorder = ext
     if settings.auth.mode != "none":
         from ..api.common import AUTHENTICATOR

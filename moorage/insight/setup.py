@@ -81,7 +81,7 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
             if dropped is not None:
                 log.warning("insight: scan queue full, %s@%s not scanned (run `moorage sbom --all`)", *dropped)
 
-    bus.subscribe(on_event)
+    bus.subscribe(on_event, wants=lambda action: action == "push")  # pulls never reach it
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         from ..metrics import REGISTRY_KEY

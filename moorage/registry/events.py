@@ -52,16 +52,29 @@ class RegistryEvent:
     tag: str | None = None
     actor: Actor = field(default_factory=Actor)
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
-    #: Stable identity: the same in every outbox row, every redelivery and the audit entry.
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
     #: The face the change came through (``v2``, ``api``, ``ui``, ``cli``, ``proxy`` ...).
     face: str = "v2"
     #: True when the recorder already wrote its audit entry / outbox rows in the change's
     #: transaction (listeners that persist events skip it).
     durable: bool = False
+    #: The id given at construction ("": made on first use, see :attr:`id`).
+    event_id: str = field(default="", repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        """Stable identity: the same in every outbox row, every redelivery and the audit entry.
+
+        Made when first asked for: a pull (every manifest GET publishes one) usually never
+        needs one, and a random UUID costs a system call."""
+        if not self.event_id:
+            object.__setattr__(self, "event_id", str(uuid.uuid4()))
+        return self.event_id
 
 
 Listener = Callable[[RegistryEvent], Awaitable[None]]
+#: Which actions a listener wants (``None``: all); asked per event, so it may follow configuration
+#: that changes at run time (webhook endpoints added through the API).
+Interest = Callable[[Action], bool]
 #: A synchronous writer run inside the change's write transaction (SQLAlchemy Core connection).
 InTransaction = Callable[[Any], None]
 
@@ -83,17 +96,23 @@ class EventBus:
     """Fan-out of registry events to the listeners extensions subscribe."""
 
     def __init__(self) -> None:
-        self._listeners: list[Listener] = []
+        self._listeners: list[tuple[Listener, Interest | None]] = []
         #: Set by the events extension; None: no audit log or webhooks (nothing durable to write).
         self.recorder: ChangeRecorder | None = None
 
-    def subscribe(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+    def subscribe(self, listener: Listener, wants: Interest | None = None) -> None:
+        """Call ``listener`` with every event whose action ``wants`` accepts (all without it)."""
+        self._listeners.append((listener, wants))
 
     @property
     def active(self) -> bool:
         """False when nobody listens: publishers may skip building the event."""
         return bool(self._listeners)
+
+    def wants(self, action: Action) -> bool:
+        """Whether any listener wants an event of ``action`` now: a pull (every manifest GET) is
+        built only when one does."""
+        return any(wants is None or wants(action) for _, wants in self._listeners)
 
     @property
     def wants_changes(self) -> bool:
@@ -101,7 +120,9 @@ class EventBus:
         return bool(self._listeners) or self.recorder is not None
 
     async def publish(self, event: RegistryEvent) -> None:
-        for listener in self._listeners:
+        for listener, wants in self._listeners:
+            if wants is not None and not wants(event.action):
+                continue
             try:
                 await listener(event)
             except Exception:  # a listener's failure must never fail the request
