@@ -363,7 +363,7 @@ async def gc_post(request: web.Request) -> web.StreamResponse:
     confirmation page, then (``confirm=yes``) the collection itself, started as the viewer."""
     viewer, form = await check_csrf(request)
     _require_admin(viewer)
-    from ..api.common import BLOBS, DATABASE
+    from ..api.common import BLOBS, DATABASE, EVENTS
     from ..gc.service import GCService
 
     action = _field(form, "action", 20) or "dry_run"
@@ -372,7 +372,7 @@ async def gc_post(request: web.Request) -> web.StreamResponse:
         raise UIError(400, "Unknown action.")
     if action == "run" and _field(form, "confirm", 10) != "yes":
         return render("gc.html", request, _gc_ctx(request, confirm=True, delete_untagged=untagged))
-    service = GCService(request.app[DATABASE], request.app[BLOBS], request.app[SETTINGS])
+    service = GCService(request.app[DATABASE], request.app[BLOBS], request.app[SETTINGS], events=request.app[EVENTS])
     try:
         result = await service.collect(_principal(request, viewer), dry_run=action == "dry_run", delete_untagged=untagged)
     except errors.RegistryError as exc:
