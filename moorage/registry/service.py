@@ -782,7 +782,8 @@ class RegistryService:
 
         def gone(ids: list[int]) -> list[RegistryEvent]:
             nodes = [by_id[i] for i in ids]
-            return [self._event(by, "delete", "manifest", repositories[m.repository_id], digest=m.digest) for m in nodes]
+            names = [repositories.get(m.repository_id, "?") for m in nodes]  # (never a KeyError inside the delete)
+            return [self._event(by, "delete", "manifest", n, digest=m.digest) for n, m in zip(names, nodes, strict=True)]
 
         record, events = self._changes(gone)
         deleted = await GCStore(self.store.db).delete_manifests_unreachable(
