@@ -13,6 +13,7 @@ no event for any of these.)
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -245,3 +246,27 @@ def test_scheduled_collection_records_its_deletes_as_job(scheduled: World) -> No
     entry = _one_record(w, manifests, entries, loose.digest)
     assert (entry["actor"], entry["detail"]["face"]) == ("gc", "job")
     assert _events(w, BLOB_DELETED) == []
+
+
+@pytest.fixture()
+def graceless(backend: Any, tmp_path: Path) -> Iterator[World]:
+    yield from _world(backend, tmp_path, {"gc": {"grace": 0}})
+
+
+def test_gc_started_in_the_web_ui_records_its_deletes_with_face_ui(graceless: World) -> None:
+    """The GC page's collection (its own thread, loop and engine) records through the server's
+    bus: actor ``gc``, face ``ui``; the person is in the run's ``gc.run`` entry."""
+    w = graceless
+    loose = make_image("ui-loose")
+    push_image(w.reg.url, "ui/app", loose.digest, loose)
+    s = requests.Session()
+    page = s.get(f"{w.reg.url}/ui/admin/gc", timeout=TIMEOUT)
+    assert page.status_code == 200, page.text[:300]
+    m = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert m, page.text[:500]
+    form = {"csrf": m.group(1), "action": "run", "confirm": "yes", "delete_untagged": "1"}
+    r = s.post(f"{w.reg.url}/ui/admin/gc", data=form, headers={"Origin": w.reg.url}, timeout=120)
+    assert r.status_code == 200, r.text[:500]
+    events = _wait_events(w, IMAGE_DELETED, 1)
+    entry = _one_record(w, events, _audit(w), loose.digest)
+    assert (entry["actor"], entry["detail"]["face"]) == ("gc", "ui")
