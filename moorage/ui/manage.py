@@ -116,6 +116,8 @@ async def delete_post(request: web.Request) -> web.StreamResponse:
     reference = digest or tag
     if not reference or (tag and digest):
         raise UIError(400, "Give either a tag or a digest.")
+    if viewer.name:
+        request["user"] = viewer.name  # (the access log's user)
     try:
         await request.app[SERVICE].delete_manifest(name, reference, ui_principal(request, viewer))
     except errors.ManifestUnknown:
@@ -146,6 +148,8 @@ async def repository_delete_post(request: web.Request) -> web.StreamResponse:
         raise UIError(400, "Type the repository's name to confirm.")
     if not request.app[SETTINGS].delete_enabled:
         raise UIError(405, "Deletes are disabled on this registry (delete_enabled: false).")
+    if viewer.name:
+        request["user"] = viewer.name  # (the access log's user)
     try:
         await request.app[SERVICE].delete_repository(name, ui_principal(request, viewer))
     except errors.NameUnknown:
