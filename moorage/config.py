@@ -675,6 +675,7 @@ NOT_SETTINGS = frozenset(
         # test hooks of the collector and the importer, image-build and test-harness knobs
         "MOORAGE_GC_TEST_PAUSE_BEFORE_SWEEP",
         "MOORAGE_GC_TEST_WAIT_BEFORE_MANIFEST_DELETE",
+        "MOORAGE_GC_TEST_PAUSE_AFTER_MANIFEST_BATCH",
         "MOORAGE_IMPORT_CRASH_AFTER_BLOBS",
         "MOORAGE_TEST_PAUSE_BEFORE_COMMIT",
         "MOORAGE_TEST_PAUSE_AFTER_COMMIT",

@@ -162,76 +162,69 @@ def _user_password(face: str) -> Driver:
     return run
 
 
-def _grant_add(face: str) -> Driver:
+@dataclass(frozen=True)
+class _Holder:
+    """Whom a grant is to -- a user or a directory group (no directory needed: the rows name a
+    group, the directory says who is in it).  One operation of the accounts service with another
+    holder, offered by the same faces at other addresses: ``/api/v1/grants`` and
+    ``/api/v1/group-grants``, the UI's namespaces and group-grants pages, ``grant [--group]``."""
+
+    key: str
+    api: str
+    page: str
+    cli: tuple[str, ...]
+
+    def new(self, f: Faces) -> str:
+        return f.user() if self.key == "user" else f"Team {_unique('g')}"  # directory names: capitals, spaces
+
+    def listed(self, f: Faces, holder: str) -> list[dict[str, Any]]:
+        return list(f.api("GET", self.api, params={self.key: holder}).json()["grants"])
+
+
+USER = _Holder("user", "/api/v1/grants", "/ui/admin/namespaces", ())
+GROUP = _Holder("group", "/api/v1/group-grants", "/ui/admin/group-grants", ("--group",))
+
+
+def _grant_add(face: str, h: _Holder = USER) -> Driver:
     def run(f: Faces) -> str:
-        name, ns = f.user(), _unique("ns")
+        holder, ns = h.new(f), _unique("ns")
         pattern = f"{ns}/*"
         if face == "api":
-            _ok(f.api("POST", "/api/v1/grants", json={"user": name, "pattern": pattern, "actions": "pull,push"}))
+            _ok(f.api("POST", h.api, json={h.key: holder, "pattern": pattern, "actions": "pull,push"}), 201)
         elif face == "ui":
-            form = {"action": "grant", "namespace": ns, "user": name, "pull": "1", "push": "1"}
-            _ok(f.form("/ui/admin/namespaces", form, "/ui/admin/namespaces"))
+            form = {"action": "grant", h.key: holder, "namespace": ns, "pull": "1", "push": "1"}
+            _ok(f.form(h.page, form, h.page), 303)
         else:
-            f.cli("grant", name, pattern, "pull,push")
+            f.cli("grant", *h.cli, holder, pattern, "pull,push")
+        assert h.listed(f, holder) == [{h.key: holder, "pattern": pattern, "actions": ["pull", "push"]}]
         return pattern
 
     return run
 
 
-def _grant_revoke(face: str) -> Driver:
+def _grant_revoke(face: str, h: _Holder = USER) -> Driver:
     def run(f: Faces) -> str:
-        name, ns = f.user(), _unique("ns")
+        holder, ns = h.new(f), _unique("ns")
         pattern = f"{ns}/*"
-        _ok(f.api("POST", "/api/v1/grants", json={"user": name, "pattern": pattern, "actions": "pull"}))
+        _ok(f.api("POST", h.api, json={h.key: holder, "pattern": pattern, "actions": "pull"}), 201)
         if face == "api":
-            _ok(f.api("DELETE", "/api/v1/grants", params={"user": name, "pattern": pattern}))
+            _ok(f.api("DELETE", h.api, params={h.key: holder, "pattern": pattern}), 204)
         elif face == "ui":
-            _ok(f.form("/ui/admin/namespaces", {"action": "revoke", "user": name, "pattern": pattern}, "/ui/admin/namespaces"))
+            _ok(f.form(h.page, {"action": "revoke", h.key: holder, "pattern": pattern}, h.page), 303)
         else:
-            f.cli("revoke", name, pattern)
+            f.cli("revoke", *h.cli, holder, pattern)
+        assert h.listed(f, holder) == []  # revoked, whichever face did it
         return pattern
 
     return run
 
 
 def _group_grant_add(face: str) -> Driver:
-    """Grants to directory groups (no directory needed: the rows name a group, the directory
-    says who is in it): ``/api/v1/group-grants``, the UI's group-grants page, ``grant --group``."""
-
-    def run(f: Faces) -> str:
-        group, ns = f"Team {_unique('g')}", _unique("gns")  # directory names: capitals, spaces
-        pattern = f"{ns}/*"
-        if face == "api":
-            _ok(f.api("POST", "/api/v1/group-grants", json={"group": group, "pattern": pattern, "actions": "pull,push"}))
-        elif face == "ui":
-            form = {"action": "grant", "group": group, "namespace": ns, "pull": "1", "push": "1"}
-            _ok(f.form("/ui/admin/group-grants", form, "/ui/admin/group-grants"), 303)
-        else:
-            f.cli("grant", "--group", group, pattern, "pull,push")
-        listed = f.api("GET", "/api/v1/group-grants", params={"group": group}).json()["grants"]
-        assert listed == [{"group": group, "pattern": pattern, "actions": ["pull", "push"]}], listed
-        return pattern
-
-    return run
+    return _grant_add(face, GROUP)
 
 
 def _group_grant_revoke(face: str) -> Driver:
-    def run(f: Faces) -> str:
-        group, ns = f"Team {_unique('g')}", _unique("gns")
-        pattern = f"{ns}/*"
-        _ok(f.api("POST", "/api/v1/group-grants", json={"group": group, "pattern": pattern, "actions": "pull"}))
-        if face == "api":
-            _ok(f.api("DELETE", "/api/v1/group-grants", params={"group": group, "pattern": pattern}), 204)
-        elif face == "ui":
-            form = {"action": "revoke", "group": group, "pattern": pattern}
-            _ok(f.form("/ui/admin/group-grants", form, "/ui/admin/group-grants"), 303)
-        else:
-            f.cli("revoke", "--group", group, pattern)
-        listed = f.api("GET", "/api/v1/group-grants", params={"group": group}).json()["grants"]
-        assert listed == [], listed  # revoked, whichever face did it
-        return pattern
-
-    return run
+    return _grant_revoke(face, GROUP)
 
 
 def _token_create(face: str) -> Driver:

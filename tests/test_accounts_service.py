@@ -700,3 +700,28 @@ async def test_the_metadata_layer_turns_unstorable_text_into_a_400_on_postgresql
 
 async def test_the_metadata_layer_turns_unstorable_text_into_a_400_on_sqlite(tmp_path: Path) -> None:
     await _store_refuses_hostile_text(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}", nul=False)
+
+
+@pytest.mark.parametrize("pattern", ["Team/*", "team//app", "team app", "team/*\n"])
+async def test_a_grant_the_revoke_would_refuse_is_refused_for_users_and_groups_alike(client: TestClient, pattern: str) -> None:
+    """User and group grants share one validation in the service (issue 20).  The user grant's
+    copy once checked only that the pattern was storable: ``Team/*`` was stored through the
+    service (so through the CLI, the UI ...), and its revoke, which checks the grammar, refused
+    it -- a grant nobody could take back.  Now both holders get the same 400, nothing stored,
+    nothing audited."""
+    from moorage import errors
+    from moorage.api.common import ACCOUNTS
+    from moorage.registry.principal import Principal
+
+    await add_user(client, "gina", "gina-Pw-1234")
+    service = client.app[ACCOUNTS]
+    admin = Principal.operator("cli", "cli:root")
+    for add in (service.add_grant, service.add_group_grant):
+        holder = "gina" if add == service.add_grant else "developers"
+        with pytest.raises(errors.RegistryError) as refused:
+            await add(admin, holder, pattern, "pull")
+        assert refused.value.status == 400 and "invalid repository pattern" in refused.value.message
+    r = await client.get("/api/v1/grants", params={"user": "gina"}, headers=ADMIN)
+    assert (await r.json())["grants"] == []
+    assert await _group_grants(client) == []
+    assert await audit(client, action="grant.add") == [] and await audit(client, action="group_grant.add") == []

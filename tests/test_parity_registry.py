@@ -61,6 +61,8 @@ class Expect:
     digest: str | None = None
     tag: str | None = None
     audited: bool = True
+    #: The actor the audit entry and event must name (None: the face's usual caller).
+    actor: str | None = None
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -214,6 +216,30 @@ def repository_delete_cli(w: World) -> list[Expect]:
     return [Expect("repository", "delete", "par/repo-cli")]
 
 
+def tag_expire_cli(w: World) -> list[Expect]:
+    """A retention run (``moorage retention apply``) deletes a tag: actor ``retention``."""
+    _image(w.reg.url, "par/ret-cli", "old")
+    time.sleep(0.05)  # (ranked by push time)
+    _image(w.reg.url, "par/ret-cli", "new")
+    _cli(w, "retention", "set", "par/ret-cli", "--keep-last", "1")
+    _cli(w, "retention", "apply", "--repository", "par/ret-cli")
+    return [Expect("tag", "delete", "par/ret-cli", tag="old", actor="retention")]
+
+
+def manifest_collect_cli(w: World) -> list[Expect]:
+    """``moorage gc --delete-untagged`` deletes an untagged manifest: actor ``gc``."""
+    digest, _, _ = _image(w.reg.url, "par/gc-cli", "t1")
+    assert w.c.req("DELETE", "/v2/par/gc-cli/manifests/t1").status_code == 202
+    before = {r.event_id for r in w.rx.received("/all")}
+    _cli(w, "gc", "--grace", "0", "--delete-untagged", "--no-retention", "--repository", "par/gc-cli")
+    # The collector's blob deletes are storage housekeeping, not registry events.
+    blob_events = [
+        r.json() for r in w.rx.received("/all") if r.event_id not in before and r.json()["type"] == "dev.moorage.blob.deleted"
+    ]
+    assert blob_events == [], blob_events
+    return [Expect("manifest", "delete", "par/gc-cli", digest, actor="gc")]
+
+
 Driver = Callable[[World], list[Expect]]
 #: operation -> face -> driver.  Every operation of the service needs a row.
 FACES: dict[str, dict[str, Driver]] = {
@@ -223,6 +249,10 @@ FACES: dict[str, dict[str, Driver]] = {
     "blob.mount": {"v2": blob_mount_v2},
     "blob.delete": {"v2": blob_delete_v2},
     "repository.delete": {"api": repository_delete_api, "ui": repository_delete_ui, "cli": repository_delete_cli},
+    # the deletes of jobs (retention, the collector), started from the CLI here; started by the
+    # scheduler (face ``job``): tests/test_gc_events.py
+    "tag.expire": {"cli": tag_expire_cli},
+    "manifest.collect": {"cli": manifest_collect_cli},
 }
 CASES = [(op, face) for op, faces in FACES.items() for face in faces]
 
@@ -326,7 +356,9 @@ def test_operation_through_face_audited_and_sent(world: World, op: str, face: st
         assert entry["detail"]["face"] == face
         assert entry["detail"]["event_id"] == events[0]["id"]
         assert entry["actor"] == events[0]["data"]["actor"]
-        if face == "cli":
+        if want.actor is not None:
+            assert entry["actor"] == want.actor, entry
+        elif face == "cli":
             assert (entry["actor"] or "").startswith("cli:")
         if face == "import":
             assert entry["actor"] == "operator"

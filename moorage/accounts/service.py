@@ -45,7 +45,6 @@ from ..auth.policy import (
 from ..config import Settings
 from ..metadata.auth_store import AuthStore, AuthStoreError
 from ..metadata.db import Database
-from ..metadata.errors import storable
 from ..metadata.group_store import GroupStore
 from ..metadata.records import TokenRecord, UserRecord
 from ..registry.names import is_valid_name
@@ -63,6 +62,26 @@ MAX_PASSWORD = 4096
 
 def _bad(message: str) -> errors.RegistryError:
     return errors.Unsupported(message[:300], status=400)
+
+
+def _check_pattern(pattern: str) -> None:
+    """A grant's repository pattern (to a user or a group; added or revoked): the same rule
+    everywhere, so no face stores a grant that the revoke then refuses."""
+    if not valid_pattern(pattern):
+        raise _bad(f"invalid repository pattern {pattern[:100]!r}")
+
+
+def _grant_actions(pattern: str, actions: str | Iterable[str]) -> frozenset[str]:
+    """The one validation of a new grant, to a user or to a group: a valid pattern and at
+    least one known action (returned as the set stored)."""
+    _check_pattern(pattern)
+    try:
+        acts = parse_actions(actions)
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+    if not acts:
+        raise _bad("name at least one of pull, push, delete, admin")
+    return acts
 
 
 def _short(text: str) -> str:
@@ -177,36 +196,30 @@ class AccountsService:
         return generated
 
     # -- grants -----------------------------------------------------------------------------
+    # A grant to a user and one to a directory group are the same rule with another holder:
+    # administrators only (a namespace administrator grants nothing, inside their namespace or
+    # out), one validation (:func:`_grant_actions`, :func:`_check_pattern`) and one audit entry
+    # shape (:meth:`_audit_grant`); only the holder's check and its store differ.
     @operation("grant.add")
     async def add_grant(self, p: Principal, user: str, pattern: str, actions: str | Iterable[str]) -> frozenset[str]:
         """``user`` gets ``actions`` on every repository matching ``pattern`` (replacing an
         earlier grant on the same pattern)."""
         await self._require_admin(p, "grant.add", _short(pattern))
         _check_user(user)
-        if len(pattern) > 255 or not storable(pattern):  # (not valid_pattern: a legacy pattern stays revocable)
-            raise _bad("invalid repository pattern")
-        try:
-            acts = parse_actions(actions)
-        except ValueError as exc:
-            raise _bad(str(exc)) from None
-        if not acts:
-            raise _bad("name at least one of pull, push, delete, admin")
+        acts = _grant_actions(pattern, actions)
         async with self.db.write() as conn:
             try:
                 await self.store.grant(user, pattern, acts, conn=conn)
             except AuthStoreError as exc:
                 raise errors.NotFound(str(exc)[:300]) from None
-            await self.audit.record(
-                conn, self.audit.entry(p, "grant.add", target=pattern, detail={"user": user, "actions": sorted(acts)})
-            )
+            await self._audit_grant(conn, p, "grant.add", pattern, {"user": user}, acts)
         return acts
 
     @operation("grant.revoke")
     async def revoke_grant(self, p: Principal, user: str, pattern: str) -> None:
         await self._require_admin(p, "grant.revoke", _short(pattern))
         _check_user(user)
-        if not valid_pattern(pattern):
-            raise _bad(f"invalid repository pattern {pattern[:100]!r}")
+        _check_pattern(pattern)
         async with self.db.write() as conn:
             try:
                 found = await self.store.revoke(user, pattern, conn=conn)
@@ -214,13 +227,10 @@ class AccountsService:
                 raise errors.NotFound(str(exc)[:300]) from None
             if not found:
                 raise errors.NotFound(f"{user[:64]} has no grant on {pattern[:100]!r}")
-            await self.audit.record(conn, self.audit.entry(p, "grant.revoke", target=pattern, detail={"user": user}))
+            await self._audit_grant(conn, p, "grant.revoke", pattern, {"user": user})
 
-    # -- grants to directory groups ----------------------------------------------------------
     # Who is in a group is the directory's (or the OpenID provider's) answer at sign-in
-    # (moorage.auth.groups); these rows only say what a group's members get.  The rule is the
-    # user grants': administrators only (a namespace administrator grants nothing, inside their
-    # namespace or out), since a group's membership is outside the registry's view.
+    # (moorage.auth.groups); these rows only say what a group's members get.
     @operation("group_grant.add")
     async def add_group_grant(self, p: Principal, group: str, pattern: str, actions: str | Iterable[str]) -> frozenset[str]:
         """Every member of directory group ``group`` gets ``actions`` on every repository
@@ -228,32 +238,31 @@ class AccountsService:
         group on the same pattern).  ``admin`` on ``NS/*`` makes them NS's administrators."""
         await self._require_admin(p, "group_grant.add", _short(pattern))
         _check_group(group)
-        if not valid_pattern(pattern):
-            raise _bad(f"invalid repository pattern {pattern[:100]!r}")
-        try:
-            acts = parse_actions(actions)
-        except ValueError as exc:
-            raise _bad(str(exc)) from None
-        if not acts:
-            raise _bad("name at least one of pull, push, delete, admin")
+        acts = _grant_actions(pattern, actions)
         async with self.db.write() as conn:
             await self.groups.grant(group, pattern, acts, conn=conn)
-            await self.audit.record(
-                conn,
-                self.audit.entry(p, "group_grant.add", target=pattern, detail={"group": group, "actions": sorted(acts)}),
-            )
+            await self._audit_grant(conn, p, "group_grant.add", pattern, {"group": group}, acts)
         return acts
 
     @operation("group_grant.revoke")
     async def revoke_group_grant(self, p: Principal, group: str, pattern: str) -> None:
         await self._require_admin(p, "group_grant.revoke", _short(pattern))
         _check_group(group)
-        if not valid_pattern(pattern):
-            raise _bad(f"invalid repository pattern {pattern[:100]!r}")
+        _check_pattern(pattern)
         async with self.db.write() as conn:
             if not await self.groups.revoke(group, pattern, conn=conn):
                 raise errors.NotFound(f"group {group[:100]} has no grant on {pattern[:100]!r}")
-            await self.audit.record(conn, self.audit.entry(p, "group_grant.revoke", target=pattern, detail={"group": group}))
+            await self._audit_grant(conn, p, "group_grant.revoke", pattern, {"group": group})
+
+    async def _audit_grant(
+        self, conn: Any, p: Principal, action: str, pattern: str, holder: dict[str, str], acts: frozenset[str] | None = None
+    ) -> None:
+        """The audit entry of a grant change, in its transaction: the pattern as the target,
+        the holder (``user`` or ``group``) and, for an add, the actions in the detail."""
+        detail: dict[str, Any] = dict(holder)
+        if acts is not None:
+            detail["actions"] = sorted(acts)
+        await self.audit.record(conn, self.audit.entry(p, action, target=pattern, detail=detail))
 
     # -- access tokens ----------------------------------------------------------------------
     @operation("token.create")

@@ -78,13 +78,29 @@ def actor(request: web.Request) -> Actor:
     )
 
 
-def request_principal(request: web.Request, face: Face = "v2") -> Principal:
-    """The caller of this request as the services take it (the auth middleware has set
-    ``request["user"]``; anonymous without).  Only what the audit entry and the event carry:
-    the rights were checked by the route's access rule already."""
+def request_principal(
+    request: web.Request,
+    face: Face = "v2",
+    *,
+    name: str | None = None,
+    admin: bool = False,
+    token_id: str | None = None,
+    token_expires: float | None = None,
+    scope: tuple[str, ...] | None = None,
+) -> Principal:
+    """The caller of this request as the services take it: the one place a network face (the
+    ``/v2`` handlers, ``/api/v1``, the web UI) builds a :class:`Principal`, so every audit
+    entry and event carries the same request details (address, User-Agent, request id, host,
+    method; bounded).  ``name`` defaults to ``request["user"]`` (set by the auth middleware;
+    anonymous without); the faces that know more of the caller (the admin API's token, the web
+    UI's viewer) pass the account's admin flag and token."""
     return Principal(
-        request.get("user"),
+        name if name is not None else request.get("user"),
         face,
+        admin=admin,
+        token_id=token_id,
+        token_expires=token_expires,
+        scope=scope,
         address=request.remote or None,
         user_agent=request.headers.get("User-Agent", "")[:300],
         request_id=request.headers.get("X-Request-Id", "")[:200],

@@ -17,7 +17,7 @@ from .. import errors
 from ..auth.authenticator import Authenticator
 from ..metadata.records import TokenRecord, UserRecord
 from ..registry.principal import Principal
-from .common import AUTHENTICATOR
+from .common import AUTHENTICATOR, request_principal
 
 #: Request key: ``(user, may administer)`` once the caller is identified.
 CALLER = "moorage.caller"
@@ -77,15 +77,14 @@ async def principal(request: web.Request) -> Principal:
     :class:`~moorage.registry.principal.Principal` (face ``api``): 401 without credentials."""
     user, admin = await caller(request)
     token: TokenRecord | None = request.get(CALLER_TOKEN)
-    return Principal(
-        user.name,
+    return request_principal(
+        request,
         "api",
+        name=user.name,
         admin=admin,
         token_id=token.id if token else None,
         token_expires=token.expires_at if token else None,
         scope=tuple(token.scope) if token and token.scope is not None else None,
-        address=request.remote or "",
-        user_agent=request.headers.get("User-Agent", "")[:300],
     )
 
 

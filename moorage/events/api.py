@@ -103,13 +103,9 @@ class EventsAPI:
     @staticmethod
     def principal(request: web.Request, caller: Caller) -> ServicePrincipal:
         """The caller as a service :class:`~moorage.registry.principal.Principal` (face ``api``)."""
-        return ServicePrincipal(
-            caller.name,
-            "api",
-            admin=caller.admin,
-            address=request.remote or "",
-            user_agent=request.headers.get("User-Agent", "")[:300],
-        )
+        from ..api.common import request_principal
+
+        return request_principal(request, "api", name=caller.name, admin=caller.admin)
 
     def _visible(self, caller: Caller, name: str) -> Endpoint:
         ep = self.endpoints.get(name)

@@ -70,17 +70,27 @@ class EventsExtension:
     # -- the ChangeRecorder protocol (moorage.registry.events) ------------------------------
     def in_transaction(self, event: RegistryEvent) -> Callable[[Any], None] | None:
         """The audit entry and outbox rows of a change, to be written in its transaction."""
-        entry = self.recorder.entry_for_event(event)
-        matching = self.endpoints.matching(event)
-        if entry is None and not matching:
+        return self.in_transaction_many([event])
+
+    def in_transaction_many(self, events: list[RegistryEvent]) -> Callable[[Any], None] | None:
+        """The audit entries and outbox rows of changes committed together, as one write (a
+        collector's batch of thousands of deletes costs two statements, not two per delete)."""
+        rows: list[dict[str, Any]] = []
+        entries: list[Any] = []
+        for event in events:
+            entry = self.recorder.entry_for_event(event)
+            matching = self.endpoints.matching(event)
+            if entry is not None:
+                entries.append(entry)
+            if matching:
+                rows += self._rows(event, matching)
+                # the delivery worker is woken for these after the commit (not for an audit entry alone)
+                if len(self._to_deliver) > 10_000:
+                    self._to_deliver.clear()  # (changes that never committed; the worker polls anyway)
+                self._to_deliver.add(event.id)
+        if not rows and not entries:
             return None
-        rows = self._rows(event, matching)
-        entries = [entry] if entry is not None else []
         store = self.store
-        if rows:  # the delivery worker is woken for these after the commit (not for an audit entry alone)
-            if len(self._to_deliver) > 10_000:
-                self._to_deliver.clear()  # (changes that never committed; the worker polls anyway)
-            self._to_deliver.add(event.id)
 
         def write(conn: Any) -> None:
             store.record_in(conn, rows, entries)

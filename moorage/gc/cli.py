@@ -42,6 +42,34 @@ async def _opened(settings: Settings, *, blobs: bool = False) -> AsyncIterator[t
         await components.database.close()
 
 
+def _run_job(settings: Settings, fn: Callable[[Any], Awaitable[T]], *, blobs: bool = True) -> T:
+    """``fn(components)`` for a command whose deletes are registry changes (``moorage gc``,
+    ``moorage retention apply``): the registry service records them -- audit entries, webhook
+    outbox rows for the server to deliver -- as the server's would (``events.enabled``)."""
+
+    async def main() -> T:
+        from ..components import prepare_database
+        from ..composition import components_for
+        from ..events.setup import command_recorder
+
+        components = components_for(settings, pool_size=2)
+        try:
+            await prepare_database(settings, components.database)
+            if blobs:
+                await components.blobs.open()
+            components.events.recorder = await command_recorder(settings, components.database)
+            return await fn(components)
+        finally:
+            if blobs:
+                await components.blobs.close()
+            await components.database.close()
+
+    try:
+        return asyncio.run(main())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _run(settings: Settings, fn: Callable[[Any, Any], Awaitable[T]], *, blobs: bool = False) -> T:
     async def main() -> T:
         async with _opened(settings, blobs=blobs) as (db, store):
@@ -101,6 +129,13 @@ class _RichProgress:
 )
 @click.option("--no-retention", is_flag=True, help="Do not apply retention policies in this run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Rows per delete transaction (manifests, blobs, links).",
+)
 @click.option("--check", is_flag=True, help="Only verify index/storage consistency (exit 1 on problems).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option(
@@ -119,12 +154,14 @@ def gc_command(
     upload_expiry: float | None,
     no_retention: bool,
     as_json: bool,
+    batch_size: int,
     check: bool,
     quiet: bool,
     loop: float,
 ) -> None:
     """Garbage-collect while the registry serves: images whose tag was deleted (after the grace
     period), unreferenced blobs, and with --delete-untagged every untagged manifest."""
+    from ..registry.principal import Principal
     from .collector import Collector, GCOptions, check_consistency
 
     settings = settings_from(config, data)
@@ -149,19 +186,21 @@ def gc_command(
         repository=repository,
         upload_expiry=settings.gc.upload_expiry if upload_expiry is None else upload_expiry,
         apply_retention=not no_retention,
+        batch_size=batch_size,
     )
     if opts.grace < 0:
         raise click.BadParameter("must be >= 0", param_hint="--grace")
+    by = Principal.job("gc", "cli")  # (its tag deletes: actor "retention")
     if loop > 0:
 
-        async def repeat(db: Any, store: Any) -> None:
+        async def repeat(c: Any) -> None:
             until = time.monotonic() + loop
             while time.monotonic() < until:
-                result = await Collector(db, store, opts).run()
+                result = await Collector(c.database, c.blobs, opts, registry=c.registry, by=by).run()
                 line = json.dumps(result.summary()) if as_json else " ".join(f"{k}={v}" for k, v in result.summary().items())
                 click.echo(line)
 
-        _run(settings, repeat, blobs=True)
+        _run_job(settings, repeat)
         return
     err = Console(stderr=True)
     progress = Progress(
@@ -174,14 +213,14 @@ def gc_command(
         disable=quiet or as_json or not err.is_terminal,
     )
 
-    async def go(db: Any, store: Any) -> Any:
+    async def go(c: Any) -> Any:
         adapter = _RichProgress(progress)
         with progress:
-            result = await Collector(db, store, opts, adapter).run()
+            result = await Collector(c.database, c.blobs, opts, adapter, registry=c.registry, by=by).run()
             adapter.close()
         return result
 
-    result = _run(settings, go, blobs=True)
+    result = _run_job(settings, go)
     summary = result.summary()
     if as_json:
         out = dict(summary)
@@ -278,9 +317,11 @@ def retention_rm(config: str | None, data: str | None, pattern: str) -> None:
 @click.option("--repository", help="Only this repository.")
 def retention_apply(config: str | None, data: str | None, dry_run: bool, repository: str | None) -> None:
     """Remove the tags the policies select now (blobs go at the next `moorage gc --delete-untagged`)."""
+    from ..registry.principal import Principal
     from . import retention
 
-    async def go(db: Any, _: Any) -> tuple[list[retention.TagInfo], int]:
+    async def go(c: Any) -> tuple[list[retention.TagInfo], int]:
+        db = c.database
         policies = await retention.list_policies(db)
         if not policies:
             doomed: list[retention.TagInfo] = []
@@ -288,10 +329,10 @@ def retention_apply(config: str | None, data: str | None, dry_run: bool, reposit
             doomed = await retention.plan_repository(db, policies, repository, time.time())
         else:
             doomed = retention.plan(policies, await retention.load_tags(db, repository), time.time())
-        removed = 0 if dry_run else await retention.remove_tags(db, doomed)
+        removed = 0 if dry_run else await retention.remove_tags(c.registry, doomed, Principal.job("retention", "cli"))
         return doomed, removed
 
-    doomed, removed = _run(settings_from(config, data), go)
+    doomed, removed = _run_job(settings_from(config, data), go, blobs=False)
     for t in doomed:
         click.echo(f"{'would remove' if dry_run else 'removed'} {t.repository}:{t.name}")
     click.echo(f"{len(doomed)} tag(s) {'would be removed' if dry_run else f'selected, {removed} removed'}")

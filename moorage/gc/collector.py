@@ -38,8 +38,10 @@ from ..errors import RegistryError
 from ..metadata.db import Database
 from ..metadata.gc_store import GCStore
 from ..metadata.records import ManifestNode
-from ..metadata.store import TOMBSTONE_STALE
+from ..metadata.store import TOMBSTONE_STALE, MetadataStore
 from ..registry.digests import Digest
+from ..registry.principal import Principal
+from ..registry.service import COLLECTOR, RETENTION, RegistryService
 from ..storage import BlobStore
 from . import retention
 from .mark import BatchMarks, Kept, MarkScope, explain_kept, mark_batch, merge_kept
@@ -54,6 +56,10 @@ PAUSE_BEFORE_SWEEP_ENV = "MOORAGE_GC_TEST_PAUSE_BEFORE_SWEEP"
 #: Test hook: a file path; after the mark phase and before deleting untagged manifests the
 #: collector waits (at most 120 s) until it exists (so a test can push while it is marked).
 WAIT_BEFORE_MANIFEST_DELETE_ENV = "MOORAGE_GC_TEST_WAIT_BEFORE_MANIFEST_DELETE"
+
+#: Test hook: seconds to sleep right after the first batch of manifest deletes commits (so a
+#: test can SIGKILL the collector between two batches: tests/test_gc_events.py).
+PAUSE_AFTER_MANIFEST_BATCH_ENV = "MOORAGE_GC_TEST_PAUSE_AFTER_MANIFEST_BATCH"
 
 T = TypeVar("T")
 
@@ -172,15 +178,37 @@ def _duration(seconds: float) -> str:
 
 
 class Collector:
+    """One collection over ``db`` and ``blob_store``.
+
+    Its deletes of tags (retention) and manifests are registry changes: made through
+    ``registry`` (:meth:`~moorage.registry.service.RegistryService.expire_tags`,
+    :meth:`~moorage.registry.service.RegistryService.collect_manifests`), so each batch's
+    transaction also holds the audit entries and webhook outbox rows of what it deleted, with
+    ``by`` as the actor (``gc``; ``retention`` for the tags) and its face (how the run was
+    started).  Without ``registry`` (tests, tools) a service without an event bus is used:
+    nothing is recorded.  Blob deletes are storage housekeeping, not registry events
+    (Distribution sends none either; docs/events.md).
+    """
+
     def __init__(
-        self, db: Database, blob_store: BlobStore, options: GCOptions | None = None, progress: Progress | None = None
+        self,
+        db: Database,
+        blob_store: BlobStore,
+        options: GCOptions | None = None,
+        progress: Progress | None = None,
+        *,
+        registry: RegistryService | None = None,
+        by: Principal = COLLECTOR,
     ) -> None:
         self.db = db
         self.gc_store = GCStore(db)
         self.blob_store = blob_store
         self.opt = options or GCOptions()
         self.progress = progress or NullProgress()
+        self.registry = registry or RegistryService(MetadataStore(db), blob_store)
+        self.by = by
         self._paused = False
+        self._paused_manifests = False
 
     # ------------------------------------------------------------------------------ run
     async def run(self) -> GCResult:
@@ -235,7 +263,7 @@ class Collector:
         res.tags = [(t.repository, t.name) for t in doomed_tags]
         if doomed_tags and not opt.dry_run:
             self.progress.phase("applying retention", len(doomed_tags))
-            removed = await retention.remove_tags(self.db, doomed_tags)
+            removed = await self.registry.expire_tags(doomed_tags, replace(self.by, name=RETENTION.name))
             res.skipped += len(doomed_tags) - removed
             self.progress.advance(len(doomed_tags))
         t = lap("retention", t)
@@ -244,7 +272,7 @@ class Collector:
         doomed_manifests = marks.manifests
         if doomed_manifests and not opt.dry_run:
             await self._test_wait_before_manifest_delete()
-            deleted = await self._delete_manifests(doomed_manifests, cutoff)
+            deleted = await self._delete_manifests(doomed_manifests, cutoff, names)
             res.skipped += len(doomed_manifests) - len(deleted)
             doomed_manifests = deleted
         res.manifests = [(names.get(m.repository_id, "?"), m.digest, m.size) for m in doomed_manifests]
@@ -298,8 +326,9 @@ class Collector:
         return candidates, prune
 
     # ---------------------------------------------------------------------- manifests
-    async def _delete_manifests(self, doomed: list[ManifestNode], cutoff: float) -> list[ManifestNode]:
-        """Delete untagged, unreferenced manifests; each re-checked under its row lock.
+    async def _delete_manifests(self, doomed: list[ManifestNode], cutoff: float, names: dict[int, str]) -> list[ManifestNode]:
+        """Delete untagged, unreferenced manifests; each re-checked under its row lock, and
+        recorded (audit entry, event) in its batch's transaction.
 
         Passes repeat so an index deleted in one pass frees its children for the next.
         """
@@ -311,7 +340,10 @@ class Collector:
             progress = 0
             left: list[int] = []
             for batch in _chunks(pending, self.opt.batch_size):
-                ok = await self.gc_store.delete_manifests_unreachable(batch, cutoff, delete_untagged=self.opt.delete_untagged)
+                ok = await self.registry.collect_manifests(
+                    [by_id[i] for i in batch], names, cutoff, delete_untagged=self.opt.delete_untagged, by=self.by
+                )
+                await self._test_pause_after_manifests(len(ok))
                 okset = set(ok)
                 deleted.extend(by_id[i] for i in ok)
                 left.extend(i for i in batch if i not in okset)
@@ -363,6 +395,17 @@ class Collector:
             if os.path.exists(path):
                 return
             await asyncio.sleep(0.1)
+
+    async def _test_pause_after_manifests(self, deleted: int) -> None:
+        pause = os.environ.get(PAUSE_AFTER_MANIFEST_BATCH_ENV)
+        if pause and deleted and not self._paused_manifests:
+            self._paused_manifests = True
+            print(
+                f"gc: {deleted} manifest(s) deleted, pausing {pause}s ({PAUSE_AFTER_MANIFEST_BATCH_ENV})",
+                file=sys.stderr,
+                flush=True,
+            )
+            await asyncio.sleep(float(pause))
 
     async def _test_pause(self) -> None:
         pause = os.environ.get(PAUSE_ENV)

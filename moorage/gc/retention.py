@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from ..metadata.db import Database
 from ..metadata.policy_store import PolicyStore
 from ..metadata.records import RetentionPolicy, TagInfo
+from ..registry.principal import Principal
+from ..registry.service import RETENTION, RegistryService
 from .patterns import compile_regex, repo_matches
 
 __all__ = [
@@ -108,6 +110,7 @@ async def load_tags(db: Database, repository: str | None = None) -> list[TagInfo
     return await PolicyStore(db).load_tags(repository)
 
 
-async def remove_tags(db: Database, doomed: Sequence[TagInfo], batch: int = 200) -> int:
-    """Delete the planned tags, each only if it still points where it did (a re-push wins)."""
-    return await PolicyStore(db).remove_tags_unmoved(doomed, batch)
+async def remove_tags(registry: RegistryService, doomed: Sequence[TagInfo], by: Principal = RETENTION, batch: int = 200) -> int:
+    """Delete the planned tags, each only if it still points where it did (a re-push wins):
+    a registry change, audited and announced as ``delete tag`` by ``by`` (actor ``retention``)."""
+    return await registry.expire_tags(doomed, by, batch=batch)

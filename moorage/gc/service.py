@@ -21,7 +21,10 @@ from ..accounts.audit import AuditTrail, operation
 from ..config import Settings
 from ..metadata.db import Database
 from ..metadata.events_store import EventsStore
+from ..metadata.store import MetadataStore
+from ..registry.events import EventBus, ThreadBridge
 from ..registry.principal import Principal
+from ..registry.service import RegistryService
 from ..storage import BlobStore
 from .collector import Collector, GCOptions, GCResult
 
@@ -35,11 +38,16 @@ class GCService:
     ``blobs`` (the serving process's store) is used instead when ``isolated`` is false.
     """
 
-    def __init__(self, db: Database, blobs: BlobStore, settings: Settings, *, isolated: bool = True) -> None:
+    def __init__(
+        self, db: Database, blobs: BlobStore, settings: Settings, *, isolated: bool = True, events: EventBus | None = None
+    ) -> None:
         self.db = db
         self.blobs = blobs
         self.settings = settings
         self.isolated = isolated
+        #: The server's bus: the run's deletes are recorded through it (actor ``gc``/``retention``,
+        #: the face of whoever started the run), in their transactions.
+        self.events = events
         self.audit = AuditTrail(db, enabled=settings.events.enabled)
 
     @operation("gc.run")
@@ -53,7 +61,13 @@ class GCService:
         untagged = delete_untagged or cfg.delete_untagged
         opts = GCOptions(grace=cfg.grace, dry_run=dry_run, delete_untagged=untagged, upload_expiry=cfg.upload_expiry)
         since = time.time()
-        result = await (_on_thread(self.settings, opts) if self.isolated else Collector(self.db, self.blobs, opts).run())
+        by = Principal.job("gc", p.face)
+        if self.isolated:
+            bridge = ThreadBridge(self.events, asyncio.get_running_loop()) if self.events is not None else None
+            result = await _on_thread(self.settings, opts, bridge, by)
+        else:
+            registry = RegistryService(MetadataStore(self.db), self.blobs, events=self.events)
+            result = await Collector(self.db, self.blobs, opts, registry=registry, by=by).run()
         if self.audit.enabled:
             s = result.summary()
             detail = {
@@ -71,7 +85,7 @@ class GCService:
         return result
 
 
-async def _on_thread(settings: Settings, opts: GCOptions) -> GCResult:
+async def _on_thread(settings: Settings, opts: GCOptions, events: EventBus | None, by: Principal) -> GCResult:
     """``Collector.run`` on a daemon thread with its own loop, engine and store."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[GCResult] = loop.create_future()
@@ -86,7 +100,7 @@ async def _on_thread(settings: Settings, opts: GCOptions) -> GCResult:
 
     def work() -> None:
         try:
-            value = asyncio.run(_collect(settings, opts))
+            value = asyncio.run(_collect(settings, opts, events, by))
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request
             loop.call_soon_threadsafe(deliver, None, exc)
         else:
@@ -96,14 +110,15 @@ async def _on_thread(settings: Settings, opts: GCOptions) -> GCResult:
     return await done
 
 
-async def _collect(settings: Settings, opts: GCOptions) -> GCResult:
+async def _collect(settings: Settings, opts: GCOptions, events: EventBus | None, by: Principal) -> GCResult:
     from ..storage import create_blob_store
 
     db = Database(settings.database_url, pool_size=2)
     store = create_blob_store(settings)
     await store.open()
     try:
-        return await Collector(db, store, opts).run()
+        registry = RegistryService(MetadataStore(db), store, events=events)
+        return await Collector(db, store, opts, registry=registry, by=by).run()
     finally:
         await store.close()
         await db.close()

@@ -23,13 +23,14 @@ import threading
 from aiohttp import web
 
 from ..config import Settings
+from ..registry.events import EventBus, ThreadBridge
 from ..scheduler import Job
 
 log = logging.getLogger("moorage.gc")
 
 
 def setup_gc(app: web.Application, settings: Settings) -> None:
-    from ..api.common import DATABASE, SCHEDULER
+    from ..api.common import DATABASE, EVENTS, SCHEDULER
     from ..api.gc_admin import add_repository_delete
     from ..api.quota_middleware import quota_middleware
     from .quotas import UploadQuotaCheck, book
@@ -41,26 +42,29 @@ def setup_gc(app: web.Application, settings: Settings) -> None:
     app.middlewares.append(quota_middleware(UploadQuotaCheck(database)))
     add_repository_delete(app.router, token_mode=settings.auth.mode == "token")
     if settings.gc.interval > 0:
-        app[SCHEDULER].register(_job(settings))
+        app[SCHEDULER].register(_job(settings, app[EVENTS]))
 
 
-def _job(settings: Settings) -> Job:
+def _job(settings: Settings, events: EventBus | None = None) -> Job:
     async def collect_once() -> None:
-        summary = await _in_thread(settings)
+        summary = await _in_thread(settings, events)
         log.info("gc: %s (pid %d)", summary, os.getpid())  # which worker collected
 
     # Failures are logged by the scheduler and retried at the next interval.
     return Job("gc", collect_once, interval=float(settings.gc.interval), leader_only=True)
 
 
-async def _in_thread(settings: Settings) -> dict:
+async def _in_thread(settings: Settings, events: EventBus | None = None) -> dict:
     """One collection on a daemon thread with its own event loop, database engine and store.
 
     Loading the index of a big registry is CPU work (tens of thousands of rows); on its own
     thread it does not stall the serving loop, and a shutdown mid-run just drops the thread
-    (the protocol is kill -9 safe; the next run finishes any tombstones).
+    (the protocol is kill -9 safe; the next run finishes any tombstones).  Its deletes are
+    recorded through the server's ``events`` bus (:class:`~moorage.registry.events.ThreadBridge`):
+    in their transactions, as ``gc``/``retention`` through the face ``job``.
     """
     loop = asyncio.get_running_loop()
+    bridge = ThreadBridge(events, loop) if events is not None else None
     done: asyncio.Future[dict] = loop.create_future()
 
     def deliver(value: dict | None, exc: BaseException | None) -> None:
@@ -73,7 +77,7 @@ async def _in_thread(settings: Settings) -> dict:
 
     def work() -> None:
         try:
-            value = asyncio.run(_collect(settings))
+            value = asyncio.run(_collect(settings, bridge))
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             loop.call_soon_threadsafe(deliver, None, exc)
         else:
@@ -83,8 +87,10 @@ async def _in_thread(settings: Settings) -> dict:
     return await done
 
 
-async def _collect(settings: Settings) -> dict:
+async def _collect(settings: Settings, events: EventBus | None) -> dict:
     from ..metadata.db import Database
+    from ..metadata.store import MetadataStore
+    from ..registry.service import COLLECTOR, RegistryService
     from ..storage import create_blob_store
     from .collector import Collector, GCOptions
 
@@ -95,7 +101,8 @@ async def _collect(settings: Settings) -> dict:
         opts = GCOptions(
             grace=settings.gc.grace, delete_untagged=settings.gc.delete_untagged, upload_expiry=settings.gc.upload_expiry
         )
-        return (await Collector(db, store, opts).run()).summary()
+        registry = RegistryService(MetadataStore(db), store, events=events)
+        return (await Collector(db, store, opts, registry=registry, by=COLLECTOR).run()).summary()
     finally:
         await store.close()
         await db.close()

@@ -140,13 +140,16 @@ class EventsStore:
         change, its audit entry and its deliveries commit (or vanish) together."""
         if deliveries:
             conn.execute(_INSERT_DELIVERY, list(deliveries))
+        plain = []
         for r in audit:
             if r.get("dedupe_key"):
                 conn.execute(
                     self.db.insert(audit_log).values(**_audit_values(r)).on_conflict_do_nothing(index_elements=["dedupe_key"])
                 )
             else:  # (a push's entry: one statement built once, on the change's hot path)
-                conn.execute(_INSERT_AUDIT, _audit_values(r))
+                plain.append(_audit_values(r))
+        if plain:  # one executemany for a batch (a collector's deletes)
+            conn.execute(_INSERT_AUDIT, plain[0] if len(plain) == 1 else plain)
 
     async def enqueue(self, conn: Any, deliveries: Sequence[dict[str, Any]]) -> None:
         """Insert outbox rows inside the caller's transaction ``conn`` (with its audit entry)."""

@@ -289,10 +289,19 @@ class GCStore:
             return (await conn.execute(select(uploads.c.id).where(uploads.c.id == upload_id))).first() is not None
 
     # ---------------------------------------------------------------------- manifests
-    async def delete_manifests_unreachable(self, ids: Sequence[int], cutoff: float, *, delete_untagged: bool) -> list[int]:
+    async def delete_manifests_unreachable(
+        self,
+        ids: Sequence[int],
+        cutoff: float,
+        *,
+        delete_untagged: bool,
+        record: Callable[[Connection, list[int]], None] | None = None,
+    ) -> list[int]:
         """Delete those of ``ids`` that are still unreachable, re-checked under their row locks
         (:func:`_reachable_now`, with the mark phase's rules for ``delete_untagged``); returns
-        the ids deleted.  Rows another transaction holds are skipped (SKIP LOCKED): they are in use."""
+        the ids deleted.  Rows another transaction holds are skipped (SKIP LOCKED): they are in use.
+        ``record(conn, deleted_ids)``: the audit/outbox writes of exactly those deletes, run last
+        in the same transaction."""
         async with self.db.write() as conn:
             locked = list(
                 (
@@ -308,6 +317,8 @@ class GCStore:
                 await conn.execute(delete(manifest_children).where(manifest_children.c.manifest_id.in_(ok)))
                 await conn.execute(delete(tags).where(tags.c.manifest_id.in_(ok)))
                 await conn.execute(delete(manifests).where(manifests.c.id.in_(ok)))
+                if record is not None:
+                    await conn.run_sync(record, ok)
         return ok
 
     # -------------------------------------------------------------------------- links

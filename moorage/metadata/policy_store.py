@@ -8,10 +8,10 @@ record types of :mod:`.records`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import Connection, and_, delete, func, or_, select
 
 from .db import Database
 from .records import ImmutableRule, Quota, RetentionPolicy, TagHolder, TagInfo
@@ -145,14 +145,23 @@ class PolicyStore:
         rid = int(rid)
         return [TagInfo(rid, repository, r.name, int(r.manifest_id), float(r.updated_at)) for r in rows]
 
-    async def remove_tags_unmoved(self, doomed: Sequence[TagInfo], batch: int = 200) -> int:
-        """Delete the tags, each only if it still points where it did (a re-push wins)."""
+    async def remove_tags_unmoved(
+        self,
+        doomed: Sequence[TagInfo],
+        batch: int = 200,
+        *,
+        record: Callable[[Connection, list[TagInfo]], None] | None = None,
+    ) -> int:
+        """Delete the tags, each only if it still points where it did (a re-push wins), one
+        transaction per ``batch``.  ``record(conn, removed)``: the audit/outbox writes of
+        exactly the tags a transaction removed, run last in it."""
         from .store import untagged_statement
 
         removed = 0
         for i in range(0, len(doomed), batch):
             async with self.db.write() as conn:
                 untagged: list[int] = []
+                gone: list[TagInfo] = []
                 for t in doomed[i : i + batch]:
                     res = await conn.execute(
                         delete(tags).where(
@@ -167,8 +176,11 @@ class PolicyStore:
                     if res.rowcount:
                         removed += int(res.rowcount)
                         untagged.append(t.manifest_id)
+                        gone.append(t)
                 if untagged:  # their space comes back with GC after the grace period, as for a tag delete
                     await conn.execute(untagged_statement(untagged))
+                if gone and record is not None:
+                    await conn.run_sync(record, gone)
         return removed
 
     # ------------------------------------------------------------------------ immutable

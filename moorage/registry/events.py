@@ -15,6 +15,7 @@ and never fails the request that caused the event.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -87,6 +88,11 @@ class ChangeRecorder(Protocol):
         endpoint wants the event and it is not audited): the hot path then writes nothing extra."""
         ...
 
+    def in_transaction_many(self, events: list[RegistryEvent]) -> InTransaction | None:
+        """:meth:`in_transaction` for a batch of changes committed together (a collector's or a
+        retention run's deletes): one write of all their audit entries and outbox rows."""
+        ...
+
     def committed(self, event: RegistryEvent) -> None:
         """The change (with what :meth:`in_transaction` wrote) committed: start deliveries."""
         ...
@@ -127,3 +133,72 @@ class EventBus:
                 await listener(event)
             except Exception:  # a listener's failure must never fail the request
                 log.exception("event listener %r failed for %s %s", listener, event.action, event.repository)
+
+    async def announce(self, events: list[RegistryEvent]) -> None:
+        """After the commit of a batch of changes: start the deliveries of the durable ones,
+        then tell the listeners of each."""
+        if self.recorder is not None:
+            for event in events:
+                if event.durable:
+                    self.recorder.committed(event)
+        for event in events:
+            await self.publish(event)
+
+
+class ThreadBridge(EventBus):
+    """The server's bus as seen from a job on a thread with its own event loop (the scheduled
+    collector, a GC started in the web UI).
+
+    What is written in the job's transactions comes from the server's recorder (synchronous and
+    in memory, so it may run on the job's thread); what happens after a commit -- waking the
+    delivery worker, the listeners -- is handed to the server's loop, one hand-over per batch,
+    without waiting for it (the delivery worker polls the outbox anyway)."""
+
+    def __init__(self, bus: EventBus, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._bus = bus
+        self._loop = loop
+        self.recorder = _BridgedRecorder(bus.recorder, loop) if bus.recorder is not None else None
+
+    @property
+    def active(self) -> bool:
+        return self._bus.active
+
+    @property
+    def wants_changes(self) -> bool:
+        return self._bus.wants_changes
+
+    def subscribe(self, listener: Listener) -> None:
+        raise TypeError("subscribe to the server's bus, not to a job's view of it")
+
+    async def publish(self, event: RegistryEvent) -> None:
+        await self.announce([event])
+
+    async def announce(self, events: list[RegistryEvent]) -> None:
+        if not events:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._bus.announce(events), self._loop)
+        except RuntimeError:  # the server's loop is closed (shutting down): the outbox has them
+            log.debug("events: server loop closed, %d committed event(s) left to the outbox poll", len(events))
+
+
+class _BridgedRecorder:
+    """A recorder whose transaction writes run on the caller's thread and whose ``committed``
+    runs on the server's loop."""
+
+    def __init__(self, inner: ChangeRecorder, loop: asyncio.AbstractEventLoop) -> None:
+        self._inner = inner
+        self._loop = loop
+
+    def in_transaction(self, event: RegistryEvent) -> InTransaction | None:
+        return self._inner.in_transaction(event)
+
+    def in_transaction_many(self, events: list[RegistryEvent]) -> InTransaction | None:
+        return self._inner.in_transaction_many(events)
+
+    def committed(self, event: RegistryEvent) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._inner.committed, event)
+        except RuntimeError:
+            pass

@@ -54,6 +54,14 @@ class Principal:
         the filesystem permissions on the data already give them everything."""
         return cls(name or "operator", face, admin=True)
 
+    @classmethod
+    def job(cls, name: str, face: Face = "job") -> Principal:
+        """A rule of the registry acting on its own (``gc``, ``retention``): the actor of the
+        deletes a collection or a retention run makes.  ``face`` says how the run was started
+        (``job``: by the scheduler; ``cli``: ``moorage gc``/``moorage retention apply``;
+        ``ui``: the web UI's GC page, whose ``gc.run`` audit entry names the person)."""
+        return cls(name, face, admin=True)
+
     @property
     def scoped(self) -> bool:
         """Signed in with a scoped access token (less than the account's full rights)."""

@@ -32,9 +32,9 @@ import sys
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import errors
 from ..metadata.store import (
@@ -56,6 +56,9 @@ from .manifests import Descriptor, parse_manifest
 from .names import validate_name, validate_tag
 from .principal import Principal
 from .upload_claims import DEFAULT_LEASE, ClaimLost, ProcessLiveness, UploadClaim
+
+if TYPE_CHECKING:
+    from ..metadata.records import ManifestNode, TagInfo
 
 #: Chunks at least this large are hashed in a worker thread (hashlib releases the GIL), so
 #: hashing overlaps the driver's write of the same chunk.
@@ -101,8 +104,12 @@ PAUSE_AFTER_COMMIT_ENV = "MOORAGE_TEST_PAUSE_AFTER_COMMIT"
 
 #: Who acts when a caller names nobody: an internal job with the operator's rights.
 SYSTEM = Principal.operator("job", "moorage")
+#: The scheduled jobs' own actors (a run started otherwise passes its face: ``Principal.job``).
+RETENTION = Principal.job("retention")
+COLLECTOR = Principal.job("gc")
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C")
 
 
 def operation(name: str) -> Callable[[F], F]:
@@ -735,6 +742,96 @@ class RegistryService:
                 pass
         await self._announce(event)
         return {"tags": deleted.tags, "manifests": deleted.manifests, "links": deleted.links, "uploads": len(deleted.pending)}
+
+    # ------------------------------------------------------------------- jobs' deletes
+    @operation("tag.expire")
+    async def expire_tags(self, doomed: Sequence[TagInfo], by: Principal = RETENTION, *, batch: int = 200) -> int:
+        """Delete the tags a retention policy selected, each only if it still points where it
+        did (a re-push wins): one transaction per ``batch``, holding the ``delete tag`` audit
+        entries and events of exactly the tags it removed.  Returns how many were removed."""
+        from ..metadata.policy_store import PolicyStore  # the policies' queries; loaded only for this
+
+        def gone(tags: list[TagInfo]) -> list[RegistryEvent]:
+            return [self._event(by, "delete", "tag", t.repository, tag=t.name) for t in tags]
+
+        removed = 0
+        for i in range(0, len(doomed), batch):
+            chunk = doomed[i : i + batch]
+            record, events = self._changes(gone)
+            removed += await PolicyStore(self.store.db).remove_tags_unmoved(chunk, len(chunk), record=record)
+            await self._announce_all(events)
+        return removed
+
+    @operation("manifest.collect")
+    async def collect_manifests(
+        self,
+        doomed: Sequence[ManifestNode],
+        repositories: Mapping[int, str],
+        cutoff: float,
+        *,
+        delete_untagged: bool,
+        by: Principal = COLLECTOR,
+    ) -> list[int]:
+        """The collector's delete of manifests nothing reaches (``repositories``: their names by
+        id): one transaction re-checks each under its row lock, deletes those still
+        unreachable, and writes their ``delete manifest`` audit entries and events (one
+        statement each for the whole batch).  Returns the ids deleted."""
+        from ..metadata.gc_store import GCStore
+
+        by_id = {m.id: m for m in doomed}
+
+        def gone(ids: list[int]) -> list[RegistryEvent]:
+            nodes = [by_id[i] for i in ids]
+            names = [repositories.get(m.repository_id, "?") for m in nodes]  # (never a KeyError inside the delete)
+            return [self._event(by, "delete", "manifest", n, digest=m.digest) for n, m in zip(names, nodes, strict=True)]
+
+        record, events = self._changes(gone)
+        deleted = await GCStore(self.store.db).delete_manifests_unreachable(
+            list(by_id), cutoff, delete_untagged=delete_untagged, record=record
+        )
+        await self._announce_all(events)
+        return deleted
+
+    def _event(self, by: Principal, action: Action, kind: Kind, repository: str, **fields: Any) -> RegistryEvent:
+        return RegistryEvent(action, kind, repository, actor=_actor(by), face=by.face, **fields)
+
+    def _changes(
+        self, make: Callable[[list[C]], list[RegistryEvent]]
+    ) -> tuple[Callable[[Any, list[C]], None] | None, list[RegistryEvent]]:
+        """:meth:`_change` for a batch whose members only the store's transaction knows (which
+        of a job's candidates it really deletes): the writer the store runs last in that
+        transaction with what it changed -- the events are built there and their audit entries
+        and outbox rows written in one go -- and the list they land in, for
+        :meth:`_announce_all` after the commit.  (None, []) when nobody wants changes."""
+        bus = self.events
+        out: list[RegistryEvent] = []
+        if bus is None or not bus.wants_changes:
+            return None, out
+        recorder = bus.recorder
+
+        def record(conn: Any, changed: list[C]) -> None:
+            events = make(changed)
+            write = recorder.in_transaction_many(events) if recorder is not None and events else None
+            if write is not None:
+                events = [dataclasses.replace(e, durable=True) for e in events]
+                write(conn)
+                if os.environ.get(PAUSE_BEFORE_COMMIT_ENV):
+                    time.sleep(
+                        _pause(PAUSE_BEFORE_COMMIT_ENV, f"before commit of {len(events)} {events[0].action} {events[0].kind}")
+                    )
+            out[:] = events  # (a transaction run again replaces what its first try built)
+
+        return record, out
+
+    async def _announce_all(self, events: list[RegistryEvent]) -> None:
+        """:meth:`_announce` for a committed batch (one hand-over to the bus)."""
+        if not events or self.events is None:
+            return
+        if events[0].durable and os.environ.get(PAUSE_AFTER_COMMIT_ENV):
+            await asyncio.sleep(
+                _pause(PAUSE_AFTER_COMMIT_ENV, f"after commit of {len(events)} {events[0].action} {events[0].kind}")
+            )
+        await self.events.announce(events)
 
     # ---------------------------------------------------------------------- discovery
     async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str]:

@@ -22,8 +22,8 @@ from ..events.api import Caller, administered_namespaces, public_entry, restrict
 from ..events.webhooks import WebhookService
 from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery
 from .format import clean
-from .manage import _field, _principal, _refused, _require_admin
-from .session import Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer
+from .manage import _field, _refused, _require_admin
+from .session import Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer, ui_principal
 from .templating import render
 
 routes = web.RouteTableDef()
@@ -177,7 +177,7 @@ async def webhook_create(request: web.Request) -> web.StreamResponse:
     caller = _caller(viewer)
     _may_see_webhooks(caller)
     try:
-        body = await _webhooks(request).create(_principal(request, viewer), caller.namespaces, _webhook_data(form))
+        body = await _webhooks(request).create(ui_principal(request, viewer), caller.namespaces, _webhook_data(form))
     except ValueError as exc:
         return await _webhooks_page(request, viewer, error=str(exc), status=400)
     except errors.Denied as exc:
@@ -229,7 +229,7 @@ async def webhook_test(request: web.Request) -> web.StreamResponse:
     caller = _caller(viewer)
     name = request.match_info["hook"]
     try:
-        await _webhooks(request).send_test(_principal(request, viewer), caller.namespaces, name)
+        await _webhooks(request).send_test(ui_principal(request, viewer), caller.namespaces, name)
     except errors.NotFound:
         raise UIError(404, "No such webhook.") from None
     except errors.RegistryError as exc:
@@ -243,7 +243,7 @@ async def webhook_delete(request: web.Request) -> web.StreamResponse:
     _signed_in(viewer, "/ui/admin/webhooks")
     caller = _caller(viewer)
     try:
-        await _webhooks(request).delete(_principal(request, viewer), caller.namespaces, request.match_info["hook"])
+        await _webhooks(request).delete(ui_principal(request, viewer), caller.namespaces, request.match_info["hook"])
     except errors.NotFound:
         raise UIError(404, "No such webhook.") from None
     except errors.RegistryError as exc:
@@ -260,7 +260,7 @@ async def webhook_retry(request: web.Request) -> web.StreamResponse:
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):  # '²' is a digit to str.isdigit(), not to int()
         raise UIError(404, "No such delivery.")
     try:
-        await _webhooks(request).retry(_principal(request, viewer), caller.namespaces, name, int(raw))
+        await _webhooks(request).retry(ui_principal(request, viewer), caller.namespaces, name, int(raw))
     except errors.NotFound as exc:
         raise UIError(404, "No such webhook." if "webhook" in exc.message else "No such dead delivery.") from None
     except errors.RegistryError as exc:
@@ -363,7 +363,7 @@ async def gc_post(request: web.Request) -> web.StreamResponse:
     confirmation page, then (``confirm=yes``) the collection itself, started as the viewer."""
     viewer, form = await check_csrf(request)
     _require_admin(viewer)
-    from ..api.common import BLOBS, DATABASE
+    from ..api.common import BLOBS, DATABASE, EVENTS
     from ..gc.service import GCService
 
     action = _field(form, "action", 20) or "dry_run"
@@ -372,9 +372,9 @@ async def gc_post(request: web.Request) -> web.StreamResponse:
         raise UIError(400, "Unknown action.")
     if action == "run" and _field(form, "confirm", 10) != "yes":
         return render("gc.html", request, _gc_ctx(request, confirm=True, delete_untagged=untagged))
-    service = GCService(request.app[DATABASE], request.app[BLOBS], request.app[SETTINGS])
+    service = GCService(request.app[DATABASE], request.app[BLOBS], request.app[SETTINGS], events=request.app[EVENTS])
     try:
-        result = await service.collect(_principal(request, viewer), dry_run=action == "dry_run", delete_untagged=untagged)
+        result = await service.collect(ui_principal(request, viewer), dry_run=action == "dry_run", delete_untagged=untagged)
     except errors.RegistryError as exc:
         raise _refused(exc) from None
     return render("gc.html", request, _gc_ctx(request, summary=result.summary(), result=result, delete_untagged=untagged))

@@ -19,8 +19,8 @@ from ..api.common import DATABASE
 from ..auth.policy import MAX_GROUP_NAME
 from ..metadata.group_store import GroupStore
 from ..registry.names import is_valid_name
-from .manage import _accounts, _principal, _refused
-from .session import Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer
+from .manage import _accounts, _refused
+from .session import Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer, ui_principal
 from .templating import render
 
 routes = web.RouteTableDef()
@@ -62,7 +62,7 @@ async def group_grants_page(request: web.Request) -> web.StreamResponse:
 async def group_grants_post(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     _token_mode(viewer)
-    service, who = _accounts(request), _principal(request, viewer)
+    service, who = _accounts(request), ui_principal(request, viewer)
     action = _raw(form, "action", 40)
     group = _raw(form, "group")
     try:

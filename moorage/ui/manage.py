@@ -22,14 +22,13 @@ from aiohttp import web
 from .. import errors
 from ..accounts.service import AccountsService
 from ..api import routes as route_names
-from ..api.common import ACCOUNTS, DATABASE, SERVICE, SETTINGS, request_principal
+from ..api.common import ACCOUNTS, DATABASE, SERVICE, SETTINGS
 from ..auth.policy import parse_actions, parse_token_scope
 from ..metadata.ui_queries import Row
 from ..registry.names import is_valid_name
-from ..registry.principal import Principal
 from .format import clean
 from .pages import NAME, _repo_name, registry_host, visible_repository
-from .session import QUERIES, Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer
+from .session import QUERIES, Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer, ui_principal
 from .templating import render
 
 routes = web.RouteTableDef()
@@ -49,23 +48,6 @@ def _accounts(request: web.Request) -> AccountsService:
     if service is None:
         raise UIError(404, "Users and tokens exist only with auth.mode: token.")
     return service
-
-
-def _principal(request: web.Request, viewer: Viewer) -> Principal:
-    """The viewer as the caller of a service operation (face ``ui``)."""
-    p = viewer.principal
-    scope = None
-    if p is not None and p.token_scope is not None:
-        scope = tuple(f"{g.pattern}:{','.join(sorted(g.actions))}" for g in p.token_scope)
-    return Principal(
-        viewer.name,
-        "ui",
-        admin=viewer.may_administer,
-        token_id=p.token_id if p is not None else None,
-        scope=scope,
-        address=request.remote or "",
-        user_agent=request.headers.get("User-Agent", "")[:300],
-    )
 
 
 def _signed_in(viewer: Viewer, *, token_mode: bool = False, next_page: str = "") -> None:
@@ -135,9 +117,9 @@ async def delete_post(request: web.Request) -> web.StreamResponse:
     if not reference or (tag and digest):
         raise UIError(400, "Give either a tag or a digest.")
     if viewer.name:
-        request["user"] = viewer.name
+        request["user"] = viewer.name  # (the access log's user)
     try:
-        await request.app[SERVICE].delete_manifest(name, reference, request_principal(request, "ui"))
+        await request.app[SERVICE].delete_manifest(name, reference, ui_principal(request, viewer))
     except errors.ManifestUnknown:
         raise UIError(404, "It is gone already.") from None
     except (errors.TagInvalid, errors.DigestInvalid):
@@ -167,9 +149,9 @@ async def repository_delete_post(request: web.Request) -> web.StreamResponse:
     if not request.app[SETTINGS].delete_enabled:
         raise UIError(405, "Deletes are disabled on this registry (delete_enabled: false).")
     if viewer.name:
-        request["user"] = viewer.name
+        request["user"] = viewer.name  # (the access log's user)
     try:
-        await request.app[SERVICE].delete_repository(name, request_principal(request, "ui"))
+        await request.app[SERVICE].delete_repository(name, ui_principal(request, viewer))
     except errors.NameUnknown:
         raise UIError(404, "It is gone already.") from None
     raise Redirect("/ui/")
@@ -184,7 +166,7 @@ async def visibility_post(request: web.Request) -> web.StreamResponse:
         await visible_repository(request, viewer, name)
     try:
         await _accounts(request).set_visibility(
-            _principal(request, viewer), repository=name, public=_field(form, "public") == "1"
+            ui_principal(request, viewer), repository=name, public=_field(form, "public") == "1"
         )
     except errors.RegistryError as exc:
         raise _refused(exc) from None
@@ -253,7 +235,7 @@ async def token_create(request: web.Request) -> web.StreamResponse:
         return await _tokens_page(request, viewer, error=str(exc), status=400)
     assert viewer.name is not None
     try:
-        rec, text = await _accounts(request).create_token(_principal(request, viewer), viewer.name, name, scope, expires)
+        rec, text = await _accounts(request).create_token(ui_principal(request, viewer), viewer.name, name, scope, expires)
     except errors.Denied as exc:
         raise _refused(exc) from None
     except errors.RegistryError as exc:
@@ -266,7 +248,7 @@ async def token_revoke(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _require_token_user(viewer)
     try:
-        await _accounts(request).revoke_token(_principal(request, viewer), _path_id(request, "id"), own_only=True)
+        await _accounts(request).revoke_token(ui_principal(request, viewer), _path_id(request, "id"), own_only=True)
     except errors.NotFound:
         raise UIError(404, "No such token.") from None
     except errors.RegistryError as exc:
@@ -318,7 +300,7 @@ async def users_page(request: web.Request) -> web.StreamResponse:
 async def user_create(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     _signed_in(viewer, token_mode=True)
-    service, who = _accounts(request), _principal(request, viewer)
+    service, who = _accounts(request), ui_principal(request, viewer)
     name = _field(form, "name", 100)
     robot = _field(form, "kind") == "robot"
     raw_password = form.get("password", "")
@@ -347,7 +329,7 @@ async def user_delete(request: web.Request) -> web.StreamResponse:
     if name == viewer.name:
         raise UIError(400, "You cannot delete yourself.")
     try:
-        await _accounts(request).delete_user(_principal(request, viewer), name)
+        await _accounts(request).delete_user(ui_principal(request, viewer), name)
     except errors.NotFound:
         raise UIError(404, "No such user.") from None
     except errors.RegistryError as exc:
@@ -368,7 +350,7 @@ async def user_password(request: web.Request) -> web.StreamResponse:
         if user is None or user.is_robot:
             raise UIError(404, "No such user (robots have tokens, not passwords).")
     try:
-        password = await service.set_password(_principal(request, viewer), name, None)
+        password = await service.set_password(ui_principal(request, viewer), name, None)
     except errors.NotFound:
         raise UIError(404, "No such user (robots have tokens, not passwords).") from None
     except errors.RegistryError as exc:
@@ -388,7 +370,7 @@ async def robot_token(request: web.Request) -> web.StreamResponse:
             raise UIError(403, "Administrator rights required.") from None
         return await _users_page(request, error=str(exc), status=400)
     try:
-        _, text = await _accounts(request).create_token(_principal(request, viewer), name, tname, scope, expires)
+        _, text = await _accounts(request).create_token(ui_principal(request, viewer), name, tname, scope, expires)
     except errors.NotFound:
         raise UIError(404, "No such user.") from None
     except errors.Denied as exc:
@@ -403,7 +385,7 @@ async def admin_token_revoke(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _signed_in(viewer, token_mode=True)
     try:
-        await _accounts(request).revoke_token(_principal(request, viewer), _path_id(request, "id"))
+        await _accounts(request).revoke_token(ui_principal(request, viewer), _path_id(request, "id"))
     except errors.NotFound:
         raise UIError(404, "No such (unrevoked) token.") from None
     except errors.RegistryError as exc:
@@ -470,25 +452,25 @@ async def namespaces_post(request: web.Request) -> web.StreamResponse:
     from ..metadata.records import RetentionPolicy
 
     policies = PolicyAdminService(request.app[DATABASE], request.app[SETTINGS])
-    who = _principal(request, viewer)
+    who = ui_principal(request, viewer)
     action = _field(form, "action", 40)
     try:
         if action in ("visibility", "grant", "revoke") and viewer.mode != "token":
             raise UIError(404, "Grants and visibility exist only with auth.mode: token.")
         if action == "visibility":
             await _accounts(request).set_visibility(
-                _principal(request, viewer), namespace=_namespace(form), public=_field(form, "public") == "1"
+                ui_principal(request, viewer), namespace=_namespace(form), public=_field(form, "public") == "1"
             )
         elif action == "grant":
             ns = _namespace(form)
             acts = [a for a in ("pull", "push", "delete", "admin") if _field(form, a) == "1"]
             if not parse_actions(acts):
                 raise ValueError("tick at least one of pull, push, delete, admin")
-            await _accounts(request).add_grant(_principal(request, viewer), _field(form, "user", 64), f"{ns}/*", acts)
+            await _accounts(request).add_grant(ui_principal(request, viewer), _field(form, "user", 64), f"{ns}/*", acts)
         elif action == "revoke":
             try:
                 await _accounts(request).revoke_grant(
-                    _principal(request, viewer), _field(form, "user", 64), _field(form, "pattern")
+                    ui_principal(request, viewer), _field(form, "user", 64), _field(form, "pattern")
                 )
             except errors.NotFound:
                 pass  # gone already: the page shows what is left

@@ -32,9 +32,10 @@ from typing import Any, TypedDict
 from aiohttp import web
 
 from .. import errors
-from ..api.common import SETTINGS
+from ..api.common import SETTINGS, request_principal
 from ..auth.policy import ALL_REPO_ACTIONS, Principal, expand, repository_rights
 from ..metadata.ui_queries import UIQueries, Visibility
+from ..registry.principal import Principal as ServicePrincipal
 
 SESSION_COOKIE = "moorage_session"
 CSRF_COOKIE = "moorage_csrf"
@@ -327,3 +328,24 @@ async def check_csrf(request: web.Request) -> tuple[Viewer, Form]:
     if not isinstance(sent, str) or not viewer.csrf or not hmac.compare_digest(sent.encode(), viewer.csrf.encode()):
         raise UIError(403, "Missing or invalid form token (CSRF); reload the page and try again.")
     return viewer, form
+
+
+def ui_principal(request: web.Request, viewer: Viewer) -> ServicePrincipal:
+    """The viewer as the caller of a service operation (face ``ui``).
+
+    The one place the web UI builds a service principal -- account changes, policy and webhook
+    changes, GC runs and registry deletes alike -- on top of the one builder of every network
+    face (:func:`~moorage.api.common.request_principal`): the same request details in the audit
+    entry, whichever page made the change."""
+    p = viewer.principal
+    scope = None
+    if p is not None and p.token_scope is not None:
+        scope = tuple(f"{g.pattern}:{','.join(sorted(g.actions))}" for g in p.token_scope)
+    return request_principal(
+        request,
+        "ui",
+        name=viewer.name,
+        admin=viewer.may_administer,
+        token_id=p.token_id if p is not None else None,
+        scope=scope,
+    )
