@@ -168,8 +168,11 @@ class ThreadBridge(EventBus):
     def wants_changes(self) -> bool:
         return self._bus.wants_changes
 
-    def subscribe(self, listener: Listener) -> None:
+    def subscribe(self, listener: Listener, wants: Interest | None = None) -> None:
         raise TypeError("subscribe to the server's bus, not to a job's view of it")
+
+    def wants(self, action: Action) -> bool:
+        return self._bus.wants(action)
 
     async def publish(self, event: RegistryEvent) -> None:
         await self.announce([event])
