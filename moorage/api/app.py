@@ -19,6 +19,7 @@ from ..scheduler import Scheduler
 from . import base, blobs, catalog, health, manifests, openapi, referrers, tags, uploads
 from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, NOTICES, SCHEDULER, SERVICE, SETTINGS, STORE
 from .errors import error_middleware
+from .scoped import ROUTE_MIDDLEWARES, RouteMiddlewares
 from .storage_full import FULL_STATE, FullState
 
 log = logging.getLogger("moorage")
@@ -59,8 +60,10 @@ def create_app(components: Components, extensions: list[Extension] = ()) -> web.
         await components.close()
 
     app.cleanup_ctx.append(lifecycle)
+    scoped = app[ROUTE_MIDDLEWARES] = RouteMiddlewares()
     for ext in extensions:
         ext(app, settings)
+    app.middlewares.append(scoped.dispatch())  # innermost: the route-scoped ones, in setup order
 
     async def background_jobs(app: web.Application) -> AsyncIterator[None]:
         # Last to start (the extensions' own start-up has run), first to stop.

@@ -277,6 +277,12 @@ def _without_credentials(url: str) -> str:
         return ""
 
 
+def audited_route(route: str) -> bool:
+    """Whether the admin middleware records changes made through this route (the ``/api/v1``
+    and events routes whose service does not audit them itself)."""
+    return route not in SERVICE_AUDITED and (route in ROUTE_ACTIONS or route.startswith("api_v1_") or route.startswith("events_"))
+
+
 def admin_middleware(recorder: AuditRecorder) -> Middleware:
     """Record every successful change made through ``/api/v1`` (and this package's routes)."""
 
@@ -285,11 +291,7 @@ def admin_middleware(recorder: AuditRecorder) -> Middleware:
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         route = getattr(request.match_info.route, "name", None) or ""
-        if (
-            request.method in ("GET", "HEAD", "OPTIONS")
-            or route in SERVICE_AUDITED
-            or not (route in ROUTE_ACTIONS or route.startswith("api_v1_") or route.startswith("events_"))
-        ):
+        if request.method in ("GET", "HEAD", "OPTIONS") or not audited_route(route):
             return await handler(request)
         body: dict[str, Any] = {}
         if request.method in ("POST", "PUT") and request.content_length and request.content_length <= 64 * 1024:

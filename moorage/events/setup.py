@@ -34,7 +34,7 @@ from ..metadata.events_store import PENDING, EventsStore
 from ..registry.events import RegistryEvent
 from ..scheduler import Job
 from .api import EventsAPI
-from .audit import AuditRecorder, admin_middleware, wrap_logins
+from .audit import AuditRecorder, admin_middleware, audited_route, wrap_logins
 from .delivery import DeliveryWorker
 from .endpoints import EndpointSet
 from .formats import Source, render
@@ -218,6 +218,7 @@ def setup_events(app: web.Application, settings: Settings) -> None:
             log.warning("events.enabled is false: the %d configured webhook(s) will not be called", len(settings.webhooks))
         return
     from ..api.common import DATABASE, EVENTS, SCHEDULER
+    from ..api.scoped import ROUTE_MIDDLEWARES
     from ..metrics import REGISTRY_KEY
 
     ext = EventsExtension(settings, EventsStore(app[DATABASE]), EventMetrics(app.get(REGISTRY_KEY)))
@@ -232,7 +233,7 @@ def setup_events(app: web.Application, settings: Settings) -> None:
 
         if AUTHENTICATOR in app:
             wrap_logins(app[AUTHENTICATOR], ext.recorder)
-    app.middlewares.append(admin_middleware(ext.recorder))
+    app[ROUTE_MIDDLEWARES].add(admin_middleware(ext.recorder), audited_route)
     webhooks = WebhookService(app[DATABASE], settings, ext.store, ext.endpoints, ext.source, ext.worker.wake)
     ext.webhooks = webhooks
     app.router.add_routes(EventsAPI(settings, ext.store, ext.endpoints, webhooks).routes())

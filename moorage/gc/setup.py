@@ -32,14 +32,15 @@ log = logging.getLogger("moorage.gc")
 def setup_gc(app: web.Application, settings: Settings) -> None:
     from ..api.common import DATABASE, EVENTS, SCHEDULER
     from ..api.gc_admin import add_repository_delete
-    from ..api.quota_middleware import quota_middleware
+    from ..api.quota_middleware import UPLOAD_ROUTES, quota_middleware
+    from ..api.scoped import ROUTE_MIDDLEWARES
     from .quotas import UploadQuotaCheck, book
 
     # Immutable tags and the quota check at commit are core hooks (moorage.gc.policies, passed
     # in by the composition root); here the quota check of declared sizes before any byte.
     database = app[DATABASE]
     book(database, ttl=settings.gc.quota_cache_seconds)
-    app.middlewares.append(quota_middleware(UploadQuotaCheck(database)))
+    app[ROUTE_MIDDLEWARES].add(quota_middleware(UploadQuotaCheck(database)), lambda route: route in UPLOAD_ROUTES)
     add_repository_delete(app.router, token_mode=settings.auth.mode == "token")
     if settings.gc.interval > 0:
         app[SCHEDULER].register(_job(settings, app[EVENTS]))

@@ -87,6 +87,7 @@ def setup_ui(app: web.Application, settings: Settings) -> None:
     if not settings.ui.enabled:
         return
     from ..api.common import DATABASE, EVENTS, SCHEDULER
+    from ..api.scoped import ROUTE_MIDDLEWARES
     from ..metadata.ui_queries import UIQueries
     from . import admin, charts, groups, manage, pages
     from .activity import ActivityRecorder
@@ -99,7 +100,7 @@ def setup_ui(app: web.Application, settings: Settings) -> None:
     app[EVENTS].subscribe(recorder.on_event)
     app.cleanup_ctx.append(recorder.cleanup_ctx())
     app[SCHEDULER].register(recorder.job())
-    app.middlewares.append(ui_middleware)
+    app[ROUTE_MIDDLEWARES].add(ui_middleware, lambda route: route in route_names.UI_ROUTES)
     for module in (pages, manage, admin, charts, groups):
         app.router.add_routes(module.routes)
     if settings.auth.mode == "token" and settings.auth.oidc is not None:
