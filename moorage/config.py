@@ -560,18 +560,15 @@ class UploadSettings(_Section):
 
 
 class Settings(BaseModel):
-    """The whole configuration: ``Settings(**flags)`` reads ``MOORAGE_*`` variables and the file
-    named by ``MOORAGE_CONFIG`` (:mod:`moorage.config_env`: the rules pydantic-settings had)."""
+    """The whole configuration, as a plain model: ``Settings(**values)`` validates exactly
+    ``values`` and reads nothing else.  Where values come from -- command-line flags,
+    ``MOORAGE_*`` variables, a config file -- is decided by one loader, :func:`load_settings`
+    (sources merged by :func:`settings_from_sources`, the rules of :mod:`moorage.config_env`)."""
 
     # Unknown keys are errors (a typo such as ``auth: {mdoe: token}`` must not start an open
     # registry); :func:`check_unknown_keys` names them with the closest valid key first.  The
     # other two: what pydantic-settings' BaseSettings validated with.
     model_config = ConfigDict(extra="forbid", validate_default=True, arbitrary_types_allowed=True)
-
-    def __init__(self, **values: Any) -> None:
-        env = EnvReader(os.environ, ENV_PREFIX).values(type(self))
-        path = os.environ.get("MOORAGE_CONFIG")
-        super().__init__(**merge_sources(values, env, _read_yaml(path) if path else {}))
 
     addr: str = "0.0.0.0:5000"
     data: Path = Path("./data")
@@ -740,8 +737,9 @@ def _env_names(model: type[BaseModel], prefix: str) -> list[str]:
     return names
 
 
-def check_unknown_keys(environ: typing.Mapping[str, str] | None = None) -> None:
-    """Refuse YAML keys and ``MOORAGE_*`` variables that name no setting, with a suggestion."""
+def check_unknown_keys(environ: typing.Mapping[str, str] | None = None, path: str | None = None) -> None:
+    """Refuse YAML keys and ``MOORAGE_*`` variables that name no setting, with a suggestion
+    (``path``: the config file; default ``MOORAGE_CONFIG`` of ``environ``)."""
     environ = os.environ if environ is None else environ
     valid = _env_names(Settings, "MOORAGE_")
     known = set(valid)
@@ -752,13 +750,13 @@ def check_unknown_keys(environ: typing.Mapping[str, str] | None = None) -> None:
         if upper.startswith(NOT_SETTINGS_PREFIX):
             continue
         raise UnknownSettingError(f"unknown environment variable {name}{_suggest(upper, valid)}")
-    path = environ.get("MOORAGE_CONFIG")
+    path = path or environ.get("MOORAGE_CONFIG")
     if path:
-        data = _read_yaml(path)
+        data = _read_yaml(path, environ)
         _check_mapping(data, Settings, "", path)
 
 
-def _read_yaml(path: str) -> dict[str, Any]:
+def _read_yaml(path: str, environ: typing.Mapping[str, str] | None = None) -> dict[str, Any]:
     import yaml  # only with a config file (most containers configure through MOORAGE_* alone)
 
     with open(path, encoding="utf-8") as fh:
@@ -769,25 +767,26 @@ def _read_yaml(path: str) -> dict[str, Any]:
     from .compat.distribution_config import load as load_distribution
 
     if is_distribution_config(data):  # a registry:2 config.yml (+ REGISTRY_* overrides)
-        return load_distribution(data, os.environ)
+        return load_distribution(data, os.environ if environ is None else environ)
     return data
 
 
-def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-    """Build the settings; ``overrides`` (from CLI flags) win over everything else."""
+def settings_from_sources(
+    flags: dict[str, Any], environ: typing.Mapping[str, str], file_data: dict[str, Any] | None = None
+) -> Settings:
+    """The settings of three explicit sources: ``flags`` over the ``MOORAGE_*`` variables of
+    ``environ`` over ``file_data`` (a config file's mapping), deep-merged, then validated."""
+    env = EnvReader(environ, ENV_PREFIX).values(Settings)
+    return Settings(**merge_sources(flags, env, file_data or {}))
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None, *, environ: typing.Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """The one loader: ``overrides`` (CLI flags, ``None`` = not given) over the environment over
+    the config file (``config``, else ``MOORAGE_CONFIG``), after refusing unknown keys in both."""
+    environ = os.environ if environ is None else environ
     clean = {k: v for k, v in overrides.items() if v is not None}
-    if config is None:
-        check_unknown_keys()
-        return Settings(**clean)
-    # The file is named to the YAML source through MOORAGE_CONFIG for the time of this call only:
-    # left set, it would leak into every later call and every process started from this one.
-    saved = os.environ.get("MOORAGE_CONFIG")
-    os.environ["MOORAGE_CONFIG"] = str(config)
-    try:
-        check_unknown_keys()
-        return Settings(**clean)
-    finally:
-        if saved is None:
-            os.environ.pop("MOORAGE_CONFIG", None)
-        else:
-            os.environ["MOORAGE_CONFIG"] = saved
+    path = str(config) if config is not None else environ.get("MOORAGE_CONFIG")
+    check_unknown_keys(environ, path)
+    return settings_from_sources(clean, environ, _read_yaml(path, environ) if path else None)

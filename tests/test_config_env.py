@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource
 from pydantic_settings.sources import DefaultSettingsSource, InitSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
 
-from moorage.config import Settings, _section_model, load_settings
+from moorage.config import Settings, _section_model, load_settings, settings_from_sources
 from moorage.config_env import EnvReader, SettingsError
 
 pytestmark = pytest.mark.unit
@@ -182,7 +182,7 @@ def test_settings_equal_the_librarys_merge(seed: int, tmp_path: Path, monkeypatc
             monkeypatch.setenv(k, v)
         monkeypatch.setenv("MOORAGE_CONFIG", str(cfg))
         expected = _outcome(lambda: _reference_settings(env, kwargs, file_data))
-        got = _outcome(lambda: Settings(**kwargs))
+        got = _outcome(lambda: settings_from_sources(kwargs, os.environ, file_data))
         assert got == expected, (env, kwargs, file_data)
         outcomes.add(expected[0])
     assert {"ok", "ValidationError", "SettingsError"} <= outcomes
