@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moorage.config import load_settings  # noqa: E402
+from moorage.config_load import load_settings  # noqa: E402
 from moorage.gc.collector import Collector, GCOptions, check_consistency  # noqa: E402
 from moorage.metadata.db import Database  # noqa: E402
 from moorage.metadata.tables import (  # noqa: E402

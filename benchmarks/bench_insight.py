@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from moorage.config import load_settings  # noqa: E402
+from moorage.config_load import load_settings  # noqa: E402
 
 
 def _cli(data: Path, *args: str) -> tuple[float, float, str]:

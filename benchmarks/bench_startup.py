@@ -63,7 +63,7 @@ def tree_env(tree: Path) -> dict[str, str]:
 #: Imports everything a server and the migration child use, so that their bytecode is cached.
 WARM = (
     "import sys, uvloop, alembic.command, moorage.server\n"
-    "from moorage.config import load_settings\nfrom moorage.composition import build_app\n"
+    "from moorage.config_load import load_settings\nfrom moorage.composition import build_app\n"
     "build_app(load_settings(None, data=sys.argv[1]))\n"
 )
 

@@ -53,7 +53,7 @@ def settings_from(
     Moorage's own files in the data directory (unless ``prepare_data`` is false, or the data
     directory does not exist yet and ``require_registry`` holds), then drops root before anything
     else is read or written (:mod:`moorage.privileges`)."""
-    from .config import load_settings  # (pydantic models: imported when a command runs, not for --help)
+    from .config_load import load_settings  # (pydantic models: imported when a command runs, not for --help)
 
     try:
         settings = load_settings(config, data=data, **more)

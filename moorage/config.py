@@ -16,8 +16,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from .config_env import EnvReader, merge_sources
-
 
 class _Section(BaseModel):
     """A settings section: unknown keys are errors, never silently ignored."""
@@ -362,7 +360,7 @@ class MirrorRule(_Section):
     @field_validator("src", "dst")
     @classmethod
     def _ref(cls, value: str) -> str:
-        from .proxy.mirror import RegistryRef
+        from .registry.references import RegistryRef
 
         RegistryRef.parse(value)
         return value
@@ -735,58 +733,3 @@ def _env_names(model: type[BaseModel], prefix: str) -> list[str]:
         if sub is not None:
             names.extend(_env_names(sub, name + "__"))
     return names
-
-
-def check_unknown_keys(environ: typing.Mapping[str, str] | None = None, path: str | None = None) -> None:
-    """Refuse YAML keys and ``MOORAGE_*`` variables that name no setting, with a suggestion
-    (``path``: the config file; default ``MOORAGE_CONFIG`` of ``environ``)."""
-    environ = os.environ if environ is None else environ
-    valid = _env_names(Settings, "MOORAGE_")
-    known = set(valid)
-    for name in sorted(environ):
-        upper = name.upper()
-        if not upper.startswith("MOORAGE_") or upper in known or upper in NOT_SETTINGS:
-            continue
-        if upper.startswith(NOT_SETTINGS_PREFIX):
-            continue
-        raise UnknownSettingError(f"unknown environment variable {name}{_suggest(upper, valid)}")
-    path = path or environ.get("MOORAGE_CONFIG")
-    if path:
-        data = _read_yaml(path, environ)
-        _check_mapping(data, Settings, "", path)
-
-
-def _read_yaml(path: str, environ: typing.Mapping[str, str] | None = None) -> dict[str, Any]:
-    import yaml  # only with a config file (most containers configure through MOORAGE_* alone)
-
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: the config file must hold a mapping")
-    from .compat.distribution_config import is_distribution_config
-    from .compat.distribution_config import load as load_distribution
-
-    if is_distribution_config(data):  # a registry:2 config.yml (+ REGISTRY_* overrides)
-        return load_distribution(data, os.environ if environ is None else environ)
-    return data
-
-
-def settings_from_sources(
-    flags: dict[str, Any], environ: typing.Mapping[str, str], file_data: dict[str, Any] | None = None
-) -> Settings:
-    """The settings of three explicit sources: ``flags`` over the ``MOORAGE_*`` variables of
-    ``environ`` over ``file_data`` (a config file's mapping), deep-merged, then validated."""
-    env = EnvReader(environ, ENV_PREFIX).values(Settings)
-    return Settings(**merge_sources(flags, env, file_data or {}))
-
-
-def load_settings(
-    config: str | os.PathLike[str] | None = None, *, environ: typing.Mapping[str, str] | None = None, **overrides: Any
-) -> Settings:
-    """The one loader: ``overrides`` (CLI flags, ``None`` = not given) over the environment over
-    the config file (``config``, else ``MOORAGE_CONFIG``), after refusing unknown keys in both."""
-    environ = os.environ if environ is None else environ
-    clean = {k: v for k, v in overrides.items() if v is not None}
-    path = str(config) if config is not None else environ.get("MOORAGE_CONFIG")
-    check_unknown_keys(environ, path)
-    return settings_from_sources(clean, environ, _read_yaml(path, environ) if path else None)

@@ -214,7 +214,7 @@ def _env(extra: dict[str, str]) -> Iterator[None]:
 
 
 def _settings(proc: RegistryProcess) -> Any:
-    from moorage.config import load_settings
+    from moorage.config_load import load_settings
 
     with _env(getattr(proc, "backend_env", None) or {}):
         return load_settings(data=proc.data_dir)

@@ -24,8 +24,9 @@ from pydantic_settings import BaseSettings, EnvSettingsSource
 from pydantic_settings.sources import DefaultSettingsSource, InitSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
 
-from moorage.config import Settings, _section_model, load_settings, settings_from_sources
+from moorage.config import Settings, _section_model
 from moorage.config_env import EnvReader, SettingsError
+from moorage.config_load import load_settings, settings_from_sources
 
 pytestmark = pytest.mark.unit
 

@@ -21,7 +21,7 @@ from moorage.compat.distribution_config import (
     load,
     to_settings,
 )
-from moorage.config import load_settings
+from moorage.config_load import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"version": 0.1, "storage": {"filesystem": {"rootdirectory": "/var/lib/registry"}}}

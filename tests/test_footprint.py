@@ -228,7 +228,7 @@ def test_s3_and_postgres_settings_do_load_their_drivers(tmp_path: Path) -> None:
     name them (building the app connects to nothing)."""
     code = (
         "import sys\n"
-        "from moorage.config import load_settings\n"
+        "from moorage.config_load import load_settings\n"
         "from moorage.composition import build_app\n"
         f"s = load_settings(None, data={str(tmp_path / 'data')!r})\n"
         "build_app(s)\n"

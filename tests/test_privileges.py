@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from moorage.config import load_settings
+from moorage.config_load import load_settings
 from moorage.privileges import ENV, NOTES, PrivilegeError, Target, drop, prepare, target_from_env
 
 pytestmark = [
