@@ -96,7 +96,7 @@ def annotation_is_complex(annotation: Any, metadata: list[Any]) -> bool:
         root = annotation.model_fields["root"].annotation
         if root is not None:
             annotation = root
-    if any(isinstance(md, Json) for md in metadata):  # type: ignore[arg-type,misc]
+    if any(isinstance(md, Json) for md in metadata):  # type: ignore[misc]
         return False
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
@@ -119,7 +119,7 @@ def _union_is_complex(annotation: Any, metadata: list[Any]) -> bool:
         inner = _strip_annotated(arg)
         if inner is not arg:
             _, *inner_meta = typing.get_args(arg)
-            if any(isinstance(md, Json) for md in inner_meta):  # type: ignore[arg-type,misc]
+            if any(isinstance(md, Json) for md in inner_meta):  # type: ignore[misc]
                 continue
         if _is_union(typing.get_origin(inner)) and _union_is_complex(inner, metadata):
             return True

@@ -78,7 +78,7 @@ class RedactCredentials(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "_moorage_redacted", False):  # the logger's filter did it: not again at the handler
             return True
-        record._moorage_redacted = True  # type: ignore[attr-defined]
+        record._moorage_redacted = True
         try:
             message = record.getMessage()
         except Exception:  # a broken format string: keep the template only

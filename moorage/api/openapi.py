@@ -150,7 +150,8 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     """A pydantic model's JSON schema (draft 2020-12) in OpenAPI 3.0's dialect: ``null`` in an
     ``anyOf`` becomes ``nullable``, numeric ``exclusiveMinimum``/``Maximum`` the boolean form,
     ``examples`` one ``example``; ``title`` goes (the component name says it)."""
-    return _oas30(model.model_json_schema(mode="validation"))
+    schema: dict[str, Any] = _oas30(model.model_json_schema(mode="validation"))
+    return schema
 
 
 def _oas30(node: Any) -> Any:
@@ -320,7 +321,10 @@ def _components() -> dict[str, Any]:
         # the admin API's request bodies: the very models the handlers validate with
         **{model.__name__: model_schema(model) for model in admin_models.MODELS},
     }
-    error_resp = lambda text: _json(_ref("schemas", "ErrorEnvelope"), text, _API_VERSION)  # noqa: E731
+
+    def error_resp(text: str) -> dict[str, Any]:
+        return _json(_ref("schemas", "ErrorEnvelope"), text, _API_VERSION)
+
     responses = {
         "BadRequest": error_resp(
             "Malformed request: NAME_INVALID, TAG_INVALID, DIGEST_INVALID, MANIFEST_INVALID, "
@@ -699,7 +703,9 @@ def _admin_paths() -> dict[str, Any]:
             out["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
         return out
 
-    obj = lambda key, schema: {"type": "object", "required": [key], "properties": {key: {"type": "array", "items": schema}}}  # noqa: E731
+    def obj(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "required": [key], "properties": {key: {"type": "array", "items": schema}}}
+
     user_param = _param("name", "path", {"type": "string"}, "User name.")
     token_id = _param("id", "path", {"type": "string"}, "Access token id.")
     no_content = {"204": _empty("Done.")}
@@ -1030,7 +1036,10 @@ def _extension_paths() -> dict[str, Any]:
         return {"type": "object", "required": required, "properties": props}
 
     string, number, integer, boolean = {"type": "string"}, {"type": "number"}, {"type": "integer"}, {"type": "boolean"}
-    nullable = lambda schema: {**schema, "nullable": True}  # noqa: E731
+
+    def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+        return {**schema, "nullable": True}
+
     counts = {
         "type": "object",
         "additionalProperties": {"type": "integer"},
@@ -1217,7 +1226,10 @@ def _extension_paths() -> dict[str, Any]:
         authenticated=boolean,
         stats={"type": "object", "additionalProperties": {"type": "integer"}},
     )
-    time_q = lambda key, text: _param(key, "query", {"type": "string"}, text)  # noqa: E731
+
+    def time_q(key: str, text: str) -> dict[str, Any]:
+        return _param(key, "query", {"type": "string"}, text)
+
     health = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}}
     ready = obj(
         ["status", "checks"],

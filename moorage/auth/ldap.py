@@ -108,11 +108,13 @@ class LdapDirectory:
         or the password is wrong; :class:`DirectoryUnavailable` on an outage."""
         if not password:  # never an (unauthenticated) empty-password bind
             return None
-        return await self._call(self._authenticate, username, password)
+        entry: DirectoryEntry | None = await self._call(self._authenticate, username, password)
+        return entry
 
     async def lookup(self, username: str) -> DirectoryEntry | None:
         """The entry of ``username`` as the service account reads it now (None: not there)."""
-        return await self._call(self._lookup, username)
+        entry: DirectoryEntry | None = await self._call(self._lookup, username)
+        return entry
 
     async def probe(self) -> None:
         """Bind as the service account (``/readyz``); raises :class:`DirectoryUnavailable`."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..registry.globs import glob_match
 
@@ -221,7 +222,7 @@ def registry_actions(principal: Principal, scope: Scope) -> tuple[str, ...]:
     return ()
 
 
-def token_covers(access: Sequence[dict], type_: str, name: str, actions: Sequence[str]) -> tuple[bool, bool]:
+def token_covers(access: Sequence[dict[str, Any]], type_: str, name: str, actions: Sequence[str]) -> tuple[bool, bool]:
     """Does a token's ``access`` claim cover ``actions`` on (type, name)?
 
     Returns ``(covered, known)``: ``known`` says whether the token has an entry for that

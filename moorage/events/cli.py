@@ -128,7 +128,7 @@ def audit_command(
         finally:
             await db.close()
 
-    from ..metadata.db import SchemaOutOfDate
+    from ..metadata.schema_version import SchemaOutOfDate
 
     try:
         import asyncio
@@ -187,8 +187,8 @@ def webhooks_group() -> None:
 
 
 def _run_store(settings: Settings, fn: Callable[[EventsStore], Awaitable[T]]) -> T:
-    from ..metadata.db import SchemaOutOfDate
     from ..metadata.events_store import EventsStore
+    from ..metadata.schema_version import SchemaOutOfDate
 
     async def run() -> T:
         db = await _open(settings)

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import threading
+from typing import Any
 
 from aiohttp import web
 
@@ -55,7 +56,7 @@ def _job(settings: Settings, events: EventBus | None = None) -> Job:
     return Job("gc", collect_once, interval=float(settings.gc.interval), leader_only=True)
 
 
-async def _in_thread(settings: Settings, events: EventBus | None = None) -> dict:
+async def _in_thread(settings: Settings, events: EventBus | None = None) -> dict[str, Any]:
     """One collection on a daemon thread with its own event loop, database engine and store.
 
     Loading the index of a big registry is CPU work (tens of thousands of rows); on its own
@@ -66,9 +67,9 @@ async def _in_thread(settings: Settings, events: EventBus | None = None) -> dict
     """
     loop = asyncio.get_running_loop()
     bridge = ThreadBridge(events, loop) if events is not None else None
-    done: asyncio.Future[dict] = loop.create_future()
+    done: asyncio.Future[dict[str, Any]] = loop.create_future()
 
-    def deliver(value: dict | None, exc: BaseException | None) -> None:
+    def deliver(value: dict[str, Any] | None, exc: BaseException | None) -> None:
         if done.cancelled():
             return
         if exc is not None:
@@ -88,7 +89,7 @@ async def _in_thread(settings: Settings, events: EventBus | None = None) -> dict
     return await done
 
 
-async def _collect(settings: Settings, events: EventBus | None) -> dict:
+async def _collect(settings: Settings, events: EventBus | None) -> dict[str, Any]:
     from ..metadata.db import Database
     from ..metadata.store import MetadataStore
     from ..registry.service import COLLECTOR, RegistryService

@@ -348,7 +348,7 @@ class ImageWalker:
     def _read_layer(
         self, digest: str, stream: io.RawIOBase | io.BufferedIOBase, staged: dict[str, _Entry], undo: list[tuple[str, _Entry]]
     ) -> None:
-        raw = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream, 1 << 20)  # type: ignore[arg-type]
+        raw = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream, 1 << 20)
         counting = _Counting(_decompressed(raw), self.limits.max_layer_bytes)
         members = 0
         try:

@@ -193,11 +193,11 @@ class ApkVersion:
         if not isinstance(other, ApkVersion):
             return NotImplemented
         x, y = self._cmp_key(other)
-        return x == y
+        return bool(x == y)
 
     def __lt__(self, other: ApkVersion) -> bool:
         x, y = self._cmp_key(other)
-        return x < y
+        return bool(x < y)
 
     def __hash__(self) -> int:
         return hash(self.text)

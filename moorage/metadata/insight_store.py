@@ -193,7 +193,8 @@ class InsightStore:
     # ----------------------------------------------------------------------------- state
     async def get_state(self, key: str) -> str | None:
         async with self.db.read() as conn:
-            return (await conn.execute(select(insight_state.c.value).where(insight_state.c.key == key))).scalar()
+            value: str | None = (await conn.execute(select(insight_state.c.value).where(insight_state.c.key == key))).scalar()
+            return value
 
     async def set_state(self, key: str, value: str) -> None:
         async with self.db.write() as conn:
@@ -307,7 +308,7 @@ class InsightStore:
                 .where(insight_image_packages.c.name == name)
                 .limit(limit)
             )
-            return [tuple(r) for r in rows]  # type: ignore[misc]
+            return [tuple(r) for r in rows]
 
     async def images(self) -> list[ImageRow]:
         async with self.db.read() as conn:

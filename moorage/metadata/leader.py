@@ -101,7 +101,7 @@ class PostgresLeaderLock:
             alive = False
         if not alive:
             await self.release()
-        return alive
+        return bool(alive)
 
     async def release(self) -> None:
         conn, self._conn, self._held = self._conn, None, False

@@ -248,7 +248,7 @@ class MetadataStore:
         """Repositories holding at least one manifest, lexically ordered, after ``last``."""
         stmt, params = (self._catalog, {"last": last or ""}) if n is None else (self._catalog_n, {"last": last or "", "n": n})
         async with self.db.read(snapshot=False) as conn:
-            return (await conn.execute(stmt, params)).scalars().all()
+            return list((await conn.execute(stmt, params)).scalars().all())
 
     async def catalog_in(
         self, n: int, last: str | None, prefixes: Sequence[str] = (), names: Sequence[str] = (), *, public: bool = False
@@ -767,7 +767,7 @@ class MetadataStore:
         async with self.db.read(snapshot=False) as conn:
             found = (await conn.execute(self._list_tags if n is None else self._list_tags_n, params)).scalars().all()
             if found or (await conn.execute(_REPOSITORY_ID, {"repo": repository})).first() is not None:
-                return found
+                return list(found)
         return None
 
     async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[ReferrerRecord]:

@@ -354,7 +354,8 @@ class UIQueries:
             .where(tags.c.repository_id == repo_id, tags.c.name == tag)
         )
         async with self.db.read(snapshot=False) as conn:
-            return (await conn.execute(q)).scalar()
+            digest: str | None = (await conn.execute(q)).scalar()
+            return digest
 
     async def manifest(self, repo_id: int, digest: str) -> dict[str, Any] | None:
         q = select(manifests).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)

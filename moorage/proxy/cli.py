@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..registry.references import RegistryRef
 from .client import RegistryClient, UpstreamError, split_creds
-from .mirror import Mirror, MirrorReport, Progress, RegistryRef
+from .mirror import Mirror, MirrorReport, Progress
 
 if TYPE_CHECKING:
     from rich.progress import TaskID

@@ -23,9 +23,10 @@ from aiohttp import web
 
 from ..api import routes as route_names
 from ..config import MirrorRule, Settings
+from ..registry.references import RegistryRef
 from ..scheduler import Job, Scheduler
 from .client import RegistryClient
-from .mirror import Mirror, RegistryRef
+from .mirror import Mirror
 
 log = logging.getLogger("moorage.proxy.mirror")
 _FIRST_RUN_DELAY = 2.0

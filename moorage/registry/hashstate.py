@@ -94,7 +94,7 @@ class ResumableSHA256:
     @property
     def length(self) -> int:
         """Bytes hashed so far."""
-        return ((self._ctx.Nh << 32) | self._ctx.Nl) >> 3
+        return int(((self._ctx.Nh << 32) | self._ctx.Nl) >> 3)
 
     def state(self) -> str:
         c = self._ctx

@@ -889,11 +889,11 @@ def _new_sha256() -> hashlib._Hash:
     return hashstate.ResumableSHA256() if hashstate.AVAILABLE else new_hasher("sha256")  # type: ignore[return-value]
 
 
-def _without_hash_state(state: dict) -> dict:
+def _without_hash_state(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k != _HASH_KEY} if _HASH_KEY in state else state
 
 
-def _with_hash_state(state: dict, size: int, hasher: object) -> dict:
+def _with_hash_state(state: dict[str, Any], size: int, hasher: object) -> dict[str, Any]:
     state = _without_hash_state(state)
     if isinstance(hasher, hashstate.ResumableSHA256) and hasher.length == size:
         state = {**state, _HASH_KEY: {"size": size, "state": hasher.state()}}

@@ -277,13 +277,15 @@ class S3BlobStore(BlobStore):
     async def _get_bytes(self, key: str) -> bytes:
         resp = await self._client.get_object(Bucket=self.bucket, Key=key)
         async with resp["Body"] as body:
-            return await body.read()
+            data: bytes = await body.read()
+            return data
 
     async def redirect_url(self, digest: str, method: str = "GET") -> str | None:
         op = "head_object" if method.upper() == "HEAD" else "get_object"
-        return await self._presigner.generate_presigned_url(
+        url: str | None = await self._presigner.generate_presigned_url(
             op, Params={"Bucket": self.bucket, "Key": self._blob_key(digest)}, ExpiresIn=self.cfg.presign_expiry
         )
+        return url
 
     async def delete(self, digest: str) -> None:
         try:
