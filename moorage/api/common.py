@@ -56,6 +56,9 @@ UPLOAD_RECORD = "moorage.upload_record"
 BODY_BYTES = "moorage.body_bytes"
 
 API_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+#: Request key: ``may(action, repository)`` of the credentials the auth middleware verified for
+#: this request (token mode: the bearer token's ``access`` claims); absent: no limit to check.
+CREDENTIALS_ALLOW = "moorage.credentials_allow"
 BODY_CHUNK = 1 << 20
 #: A partly gathered body chunk is passed on after the client has sent nothing for this long.
 BODY_FLUSH_SECONDS = 0.05
@@ -87,13 +90,18 @@ def request_principal(
     token_id: str | None = None,
     token_expires: float | None = None,
     scope: tuple[str, ...] | None = None,
+    may: Callable[[str, str], bool] | None = None,
 ) -> Principal:
     """The caller of this request as the services take it: the one place a network face (the
     ``/v2`` handlers, ``/api/v1``, the web UI) builds a :class:`Principal`, so every audit
     entry and event carries the same request details (address, User-Agent, request id, host,
     method; bounded).  ``name`` defaults to ``request["user"]`` (set by the auth middleware;
     anonymous without); the faces that know more of the caller (the admin API's token, the web
-    UI's viewer) pass the account's admin flag and token."""
+    UI's viewer) pass the account's admin flag and token.
+
+    ``may``: what the caller's credentials allow (:attr:`Principal.may`); by default what the
+    auth middleware verified for this request (a bearer token's ``access`` claims,
+    :data:`CREDENTIALS_ALLOW`), checked again by the service operation itself."""
     return Principal(
         name if name is not None else request.get("user"),
         face,
@@ -106,6 +114,7 @@ def request_principal(
         request_id=request.headers.get("X-Request-Id", "")[:200],
         host=request.host,
         method=request.method,
+        may=may if may is not None else request.get(CREDENTIALS_ALLOW),
     )
 
 

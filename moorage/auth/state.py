@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .. import errors
 from ..api.access import Access, required_access
-from ..api.common import CATALOG_FILTER
+from ..api.common import CATALOG_FILTER, CREDENTIALS_ALLOW
 from ..api.credentials import bearer, caller, parse_basic
 from ..api.routes import HANDLER_DECIDES, Rule, route_rule
 from ..registry.names import is_valid_name
@@ -41,6 +41,16 @@ def _checked(request: web.Request, needed: list[Access]) -> tuple[web.Request, l
             continue
         out.append(need)
     return request, out
+
+
+def _claims_allow(access: Any) -> Callable[[str, str], bool]:
+    """``may(action, repository)`` of a verified token's ``access`` claim."""
+    claims = access if isinstance(access, list) else []
+
+    def may(action: str, repository: str) -> bool:
+        return token_covers(claims, "repository", repository, (action,))[0]
+
+    return may
 
 
 def token_middleware(auth: Authenticator) -> Any:
@@ -72,6 +82,8 @@ def token_middleware(auth: Authenticator) -> Any:
         if subject:
             request["user"] = original["user"] = subject
         access = claims.get("access") or []
+        # What the token allows, for the service operation's own check (Principal.require).
+        request[CREDENTIALS_ALLOW] = original[CREDENTIALS_ALLOW] = _claims_allow(access)
         for i, need in enumerate(needed):
             covered, known = token_covers(access, need.type, need.name, need.actions)
             if covered:

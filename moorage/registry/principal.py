@@ -9,8 +9,11 @@ both the actor and the face.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
+
+from .. import errors
 
 #: The ways into the registry.  ``system`` faces (cli run by the operator, jobs, import) act with
 #: the rights of whoever can run the process on the data directory.
@@ -43,6 +46,10 @@ class Principal:
     request_id: str = ""
     host: str = ""
     method: str = ""
+    #: ``may(action, repository)``: what the caller's credentials allow, as the face established
+    #: them (a bearer token's verified ``access`` claims, a web session's rights); ``None``: no
+    #: limit to check here -- authentication is off, or the operator, a job or the cache acts.
+    may: Callable[[str, str], bool] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def anonymous(cls, face: Face, address: str | None = None) -> Principal:
@@ -61,6 +68,16 @@ class Principal:
         (``job``: by the scheduler; ``cli``: ``moorage gc``/``moorage retention apply``;
         ``ui``: the web UI's GC page, whose ``gc.run`` audit entry names the person)."""
         return cls(name, face, admin=True)
+
+    def require(self, action: str, repository: str) -> None:
+        """Authorize one step of an operation: DENIED unless this caller may ``action``
+        (``pull``, ``push``, ``delete``) on ``repository``.  Every state-changing operation of
+        the registry service asks this first, whichever face called it."""
+        if self.may is not None and not self.may(action, repository):
+            raise errors.Denied(
+                f"{self.actor} may not {action} in {repository}",
+                detail=[{"Type": "repository", "Name": repository, "Action": action}],
+            )
 
     @property
     def scoped(self) -> bool:

@@ -252,6 +252,7 @@ class RegistryService:
 
     @operation("blob.delete")
     async def delete_blob(self, repository: str, digest: str, by: Principal = SYSTEM) -> None:
+        by.require("delete", repository)
         validate_name(repository)
         Digest.parse(digest)
         self._require_delete()
@@ -262,12 +263,16 @@ class RegistryService:
 
     @operation("blob.mount")
     async def mount_blob(self, repository: str, digest: str, source: str, by: Principal = SYSTEM) -> bool:
-        """Link a blob the source repository holds into ``repository``; False if it can't."""
+        """Link a blob the source repository holds into ``repository``; False if it can't
+        (a source the caller may not pull from is one: the client then uploads the blob)."""
+        by.require("push", repository)
         validate_name(repository)
         try:
             Digest.parse(digest)
             validate_name(source)
         except errors.RegistryError:
+            return False
+        if by.may is not None and not by.may("pull", source):
             return False
         if await self.store.blob_size_in_repository(source, digest) is None:
             return False
@@ -461,6 +466,7 @@ class RegistryService:
     ) -> str:
         """Complete an upload (optionally with a last chunk) and verify it against ``digest``.
         ``record``: the session as this request already read it (the claim re-checks its size)."""
+        by.require("push", repository)
         record = record if record is not None and record.id == upload_id else await self.upload_status(repository, upload_id)
         if not digest_text:
             raise errors.DigestInvalid("the digest query parameter is required to complete an upload")
@@ -524,6 +530,7 @@ class RegistryService:
         self, repository: str, digest_text: str, body: AsyncIterator[bytes], owner: str | None = None, by: Principal = SYSTEM
     ) -> str:
         """Monolithic upload (``POST ?digest=`` with the whole blob as body)."""
+        by.require("push", repository)
         digest = Digest.parse(digest_text)
         claim = self._new_claim("")
         record = await self.start_upload(repository, owner, claim=claim)
@@ -622,6 +629,7 @@ class RegistryService:
 
         ``verify_references=False``: the pull-through cache records a manifest before its
         layers (the client asks for them next)."""
+        by.require("push", repository)
         validate_name(repository)
         if len(body) > self.max_manifest_bytes:
             raise errors.ManifestInvalid(f"manifest larger than {self.max_manifest_bytes} bytes", status=413)
@@ -706,6 +714,7 @@ class RegistryService:
     @operation("manifest.delete")
     async def delete_manifest(self, repository: str, reference: str, by: Principal = SYSTEM) -> None:
         """Delete a manifest (``reference`` a digest, with its tags) or one tag."""
+        by.require("delete", repository)
         validate_name(repository)
         self._require_delete()
         if ":" in reference:
@@ -728,6 +737,7 @@ class RegistryService:
         NAME_UNKNOWN if there is no such repository."""
         from ..metadata.gc_store import GCStore  # the collector's queries; loaded only for this
 
+        by.require("delete", repository)
         validate_name(repository)
         self._require_delete()
         event, write = self._change(by, "delete", "repository", repository)

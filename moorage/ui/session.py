@@ -341,6 +341,10 @@ def ui_principal(request: web.Request, viewer: Viewer) -> ServicePrincipal:
     scope = None
     if p is not None and p.token_scope is not None:
         scope = tuple(f"{g.pattern}:{','.join(sorted(g.actions))}" for g in p.token_scope)
+
+    def may(action: str, repository: str) -> bool:  # the viewer's rights, as the pages show them
+        return action in viewer.rights(repository, public=False)
+
     return request_principal(
         request,
         "ui",
@@ -348,4 +352,5 @@ def ui_principal(request: web.Request, viewer: Viewer) -> ServicePrincipal:
         admin=viewer.may_administer,
         token_id=p.token_id if p is not None else None,
         scope=scope,
+        may=None if viewer.sees_everything else may,
     )

@@ -41,6 +41,7 @@ TIER_OF_MODULE: dict[str, str] = {
     "test_support_tiers": "unit",
     "test_ui_units": "unit",
     "test_body_chunks": "unit",
+    "test_registry_authz": "unit",
     # one real server per module (or per test), HTTP and CLI
     "test_admin_bodies": "protocol",
     "test_accounts_parity": "protocol",
