@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .api.app import Extension, create_app
+from .api.extension import ExtensionContext
 from .components import Components, Policies, build_components
 from .config import Settings
 from .metadata.db import Database
@@ -56,12 +57,12 @@ def default_extensions(settings: Settings) -> list[Extension]:
     return extensions
 
 
-def open_access(app: web.Application, settings: Settings) -> None:
+def open_access(ctx: ExtensionContext) -> None:
     """``auth.mode: none``: everyone may do everything, but a route missing from the access table
     of :mod:`moorage.api.routes` is still refused (fail closed, whatever the mode)."""
     from .api.routes import listed_routes_middleware
 
-    app.middlewares.append(listed_routes_middleware())
+    ctx.app.middlewares.append(listed_routes_middleware())
 
 
 def components_for(settings: Settings, *, pool_size: int | None = None, blobs: BlobStore | None = None) -> Components:

@@ -22,7 +22,8 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from .api import routes as route_names
-from .api.common import AUTHENTICATOR, BODY_BYTES, SCHEDULER
+from .api.common import BODY_BYTES
+from .api.extension import ExtensionContext
 from .config import Settings
 
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
@@ -43,7 +44,8 @@ def metrics_access(settings: Settings) -> str:
     return access
 
 
-def setup_metrics(app: web.Application, settings: Settings) -> None:
+def setup_metrics(ctx: ExtensionContext) -> None:
+    settings, app = ctx.settings, ctx.app
     if not settings.metrics_enabled:
         return
     access = metrics_access(settings)
@@ -58,13 +60,12 @@ def setup_metrics(app: web.Application, settings: Settings) -> None:
     )
     received = Counter("moorage_http_request_bytes_total", "Request body bytes declared by clients", ["route"], registry=registry)
     sent = Counter("moorage_http_response_bytes_total", "Response body bytes sent", ["route"], registry=registry)
-    app[REGISTRY_KEY] = registry
-    if SCHEDULER in app:
-        registry.register(app[SCHEDULER].collector())
-    users = getattr(app.get(AUTHENTICATOR), "directory", None)
+    app[REGISTRY_KEY] = ctx.metrics = registry
+    registry.register(ctx.scheduler.collector())
+    users = getattr(ctx.authenticator, "directory", None)
     if users is not None:  # auth.ldap: moorage_ldap_up and its error count
         registry.register(users.directory)
-    oidc = getattr(app.get(AUTHENTICATOR), "oidc", None)
+    oidc = getattr(ctx.authenticator, "oidc", None)
     if oidc is not None:  # auth.oidc: moorage_oidc_up and its error count
         registry.register(oidc.client)
 

@@ -207,6 +207,7 @@ def setup(app, t):
 async def test_a_route_missing_from_the_table_is_refused(mode: str, tmp_path: Path) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
+    from moorage.api.extension import ExtensionContext
     from moorage.composition import default_extensions
 
     write_htpasswd(tmp_path / "htpasswd", dict([HT_USER]))
@@ -215,9 +216,9 @@ async def test_a_route_missing_from_the_table_is_refused(mode: str, tmp_path: Pa
     async def leaky(request: web.Request) -> web.Response:
         return web.json_response({"secret": True})
 
-    def sneak(app: web.Application, _settings: Settings) -> None:  # an extension forgetting the table
-        app.router.add_get("/api/v1/forgotten", leaky, name="forgotten_route")
-        app.router.add_get("/api/v1/unnamed", leaky)
+    def sneak(ctx: ExtensionContext) -> None:  # an extension forgetting the table
+        ctx.app.router.add_get("/api/v1/forgotten", leaky, name="forgotten_route")
+        ctx.app.router.add_get("/api/v1/unnamed", leaky)
 
     app = build_app(settings, [*default_extensions(settings), sneak])
     async with TestClient(TestServer(app)) as client:

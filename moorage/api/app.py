@@ -7,26 +7,27 @@ This module imports no extension: :mod:`moorage.composition` decides which ones 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from ..components import Components
-from ..config import Settings
 from ..metadata.leader import leader_lock
 from ..registry.upload_claims import ProcessLiveness
 from ..scheduler import Scheduler
 from . import base, blobs, catalog, health, manifests, openapi, referrers, tags, uploads
 from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, NOTICES, SCHEDULER, SERVICE, SETTINGS, STORE
 from .errors import error_middleware
+from .extension import Extension as ExtensionProtocol
+from .extension import ExtensionContext
 from .scoped import ROUTE_MIDDLEWARES, RouteMiddlewares
 from .storage_full import FULL_STATE, FullState
 
 log = logging.getLogger("moorage")
 
-#: An extension: ``fn(app, settings)`` adds routes, middlewares, background jobs (``app[SCHEDULER]``)
-#: and event listeners; it finds the components under the app keys of :mod:`moorage.api.common`.
-Extension = Callable[[web.Application, Settings], None]
+#: An extension: ``setup(ctx)`` adds routes, middlewares, background jobs and event listeners
+#: through the :class:`~moorage.api.extension.ExtensionContext` it is handed.
+Extension = ExtensionProtocol
 
 
 def create_app(components: Components, extensions: list[Extension] = ()) -> web.Application:  # type: ignore[assignment]
@@ -61,8 +62,9 @@ def create_app(components: Components, extensions: list[Extension] = ()) -> web.
 
     app.cleanup_ctx.append(lifecycle)
     scoped = app[ROUTE_MIDDLEWARES] = RouteMiddlewares()
+    ctx = ExtensionContext(app, settings, components, scheduler, scoped, app[NOTICES])
     for ext in extensions:
-        ext(app, settings)
+        ext(ctx)
     app.middlewares.append(scoped.dispatch())  # innermost: the route-scoped ones, in setup order
 
     async def background_jobs(app: web.Application) -> AsyncIterator[None]:

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..api.common import ACCOUNTS, AUTHENTICATOR, DATABASE
+from ..api.common import ACCOUNTS, AUTHENTICATOR
+from ..api.extension import ExtensionContext
 from ..api.routes import listed_routes_middleware
-from ..config import Settings
 from ..metadata.auth_store import AuthStore
+from ..metadata.db import Database
 from .accounts import bootstrap_admin
 from .authenticator import Authenticator
 from .passwords import Htpasswd
@@ -37,14 +38,15 @@ if TYPE_CHECKING:
     from .ldap import LdapDirectory
 
 
-def setup_auth(app: web.Application, settings: Settings) -> None:
+def setup_auth(ctx: ExtensionContext) -> None:
+    app, settings = ctx.app, ctx.settings
     mode = settings.auth.mode
     if mode == "none":
         app.middlewares.append(listed_routes_middleware())
         return
-    store = AuthStore(app[DATABASE])
+    store = AuthStore(ctx.database)
     auth = Authenticator(settings, store)
-    app[AUTHENTICATOR] = auth
+    app[AUTHENTICATOR] = ctx.authenticator = auth
     if mode == "htpasswd":
         path = settings.auth.htpasswd.path
         if path is None:
@@ -63,8 +65,8 @@ def setup_auth(app: web.Application, settings: Settings) -> None:
         refresh_expiry=settings.auth.token.refresh_expiry,
     )
 
-    directory = setup_directory(auth, app)
-    setup_oidc(auth, app)
+    directory = setup_directory(auth, ctx.database)
+    setup_oidc(auth, ctx.database)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await bootstrap_admin(settings, store)
@@ -78,7 +80,7 @@ def setup_auth(app: web.Application, settings: Settings) -> None:
     app.cleanup_ctx.append(lifecycle)
     from ..accounts.service import AccountsService
 
-    app[ACCOUNTS] = AccountsService(app[DATABASE], settings)
+    app[ACCOUNTS] = AccountsService(ctx.database, settings)
     app.middlewares.append(token_middleware(auth))
     from ..api import admin_users, token  # token mode only: the others never load them
 
@@ -89,7 +91,7 @@ def setup_auth(app: web.Application, settings: Settings) -> None:
     app.router.add_routes(admin_groups.routes)
 
 
-def setup_directory(auth: Authenticator, app: web.Application) -> LdapDirectory | None:
+def setup_directory(auth: Authenticator, db: Database) -> LdapDirectory | None:
     """Directory users (``auth.ldap``) and grants to groups: the hook of moorage.auth.groups."""
     ldap = auth.settings.auth.ldap
     if ldap is None:
@@ -103,11 +105,11 @@ def setup_directory(auth: Authenticator, app: web.Application) -> LdapDirectory 
     from .ldap import LdapDirectory
 
     directory = LdapDirectory(ldap)
-    auth.directory = DirectoryUsers(ldap, directory, GroupStore(app[DATABASE]))
+    auth.directory = DirectoryUsers(ldap, directory, GroupStore(db))
     return directory
 
 
-def setup_oidc(auth: Authenticator, app: web.Application) -> None:
+def setup_oidc(auth: Authenticator, db: Database) -> None:
     """OpenID Connect users (``auth.oidc``): the hook of moorage.auth.oidc (the browser routes
     are moorage.ui.oidc's)."""
     oidc = auth.settings.auth.oidc
@@ -122,5 +124,4 @@ def setup_oidc(auth: Authenticator, app: web.Application) -> None:
     from ..metadata.oidc_store import OidcStore
     from .oidc import OidcClient, OidcUsers
 
-    db = app[DATABASE]
     auth.oidc = OidcUsers(oidc, OidcClient(oidc), OidcStore(db), GroupStore(db))

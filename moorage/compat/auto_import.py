@@ -35,9 +35,10 @@ import os
 import time
 from pathlib import Path
 
-from aiohttp import web
-
+from ..api.extension import ExtensionContext
 from ..config import Settings
+from ..metadata.db import Database
+from ..registry.service import RegistryService
 from ..scheduler import Job
 
 log = logging.getLogger("moorage.import")
@@ -93,47 +94,48 @@ class ImportProgress:
         return None
 
 
-def setup_distribution_import(app: web.Application, settings: Settings) -> None:
+def setup_distribution_import(ctx: ExtensionContext) -> None:
     """Register the import (leader) and the progress reader (every process) if there is a tree."""
-    from ..api.common import NOTICES, SCHEDULER
-
-    root = distribution_tree(settings)
+    root = distribution_tree(ctx.settings)
     if root is None:
         return
     from .distribution_import import V2
 
     source = str((root / V2).resolve())
     progress = ImportProgress(source)
-    app[NOTICES].append(progress.notice)
-    app[SCHEDULER].register(
-        Job("distribution-import", lambda: _import(app, root, progress), interval=RETRY_EVERY, leader_only=True, first_delay=0)
+    ctx.notices.append(progress.notice)
+    ctx.scheduler.register(
+        Job(
+            "distribution-import",
+            lambda: _import(ctx.database, ctx.registry, root, progress),
+            interval=RETRY_EVERY,
+            leader_only=True,
+            first_delay=0,
+        )
     )
-    app[SCHEDULER].register(
-        Job("distribution-import-progress", lambda: _refresh(app, progress), interval=REFRESH_EVERY, first_delay=0)
+    ctx.scheduler.register(
+        Job("distribution-import-progress", lambda: _refresh(ctx.database, progress), interval=REFRESH_EVERY, first_delay=0)
     )
 
 
-async def _refresh(app: web.Application, progress: ImportProgress) -> None:
+async def _refresh(db: Database, progress: ImportProgress) -> None:
     """Copy the importing process's progress from the database (nothing to do once done)."""
-    from ..api.common import DATABASE
     from ..metadata import import_store
 
     if progress.importing_here or progress.state == "done":
         return  # (a "failed" row may be an earlier start's, which the leader is retrying: keep reading)
-    row = await import_store.load(app[DATABASE], progress.source)
+    row = await import_store.load(db, progress.source)
     if row is not None:
         progress.state, progress.done, progress.total = row.state, row.done, row.total
         progress.detail = row.detail or ""
 
 
-async def _import(app: web.Application, root: Path, progress: ImportProgress) -> None:
-    from ..api.common import DATABASE, SERVICE
+async def _import(db: Database, registry: RegistryService, root: Path, progress: ImportProgress) -> None:
     from ..metadata import import_store
     from .distribution_import import DistributionImporter, DistributionImportError, FilesystemSource
 
     if progress.state == "done" or progress.given_up:
         return
-    db = app[DATABASE]
     row = await import_store.load(db, progress.source)
     if row is not None and row.state == "done":
         progress.state = "done"
@@ -145,7 +147,7 @@ async def _import(app: web.Application, root: Path, progress: ImportProgress) ->
     await import_store.save(db, row)
     log.info("registry:2 storage found in %s: importing it in the background (its files are only read)", progress.source)
     source = FilesystemSource(root)
-    importer = DistributionImporter(source, app[SERVICE], link=True, concurrency=CONCURRENCY, keep_existing_tags=True)
+    importer = DistributionImporter(source, registry, link=True, concurrency=CONCURRENCY, keep_existing_tags=True)
     try:
         await source.open()
         plans = await importer.plan()

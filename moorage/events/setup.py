@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..api.extension import ExtensionContext
 from ..config import Settings
 from ..metadata.events_store import PENDING, EventsStore
 from ..registry.events import RegistryEvent
@@ -212,31 +213,25 @@ async def command_recorder(settings: Settings, db: Any) -> EventsExtension | Non
     return ext
 
 
-def setup_events(app: web.Application, settings: Settings) -> None:
+def setup_events(ctx: ExtensionContext) -> None:
+    app, settings = ctx.app, ctx.settings
     if not settings.events.enabled:
         if settings.webhooks:
             log.warning("events.enabled is false: the %d configured webhook(s) will not be called", len(settings.webhooks))
         return
-    from ..api.common import DATABASE, EVENTS, SCHEDULER
-    from ..api.scoped import ROUTE_MIDDLEWARES
-    from ..metrics import REGISTRY_KEY
-
-    ext = EventsExtension(settings, EventsStore(app[DATABASE]), EventMetrics(app.get(REGISTRY_KEY)))
+    ext = EventsExtension(settings, EventsStore(ctx.database), EventMetrics(ctx.metrics))
     app[EVENTS_EXT] = ext
     # Pulls (every manifest GET) only when the audit log keeps them or a webhook wants them.
-    app[EVENTS].subscribe(
+    ctx.events.subscribe(
         ext.on_event, wants=lambda action: action != "pull" or ext.recorder.wants_pulls or ext.endpoints.wants_pull
     )
-    app[EVENTS].recorder = ext
-    if settings.auth.mode != "none":
-        from ..api.common import AUTHENTICATOR
-
-        if AUTHENTICATOR in app:
-            wrap_logins(app[AUTHENTICATOR], ext.recorder)
-    app[ROUTE_MIDDLEWARES].add(admin_middleware(ext.recorder), audited_route)
-    webhooks = WebhookService(app[DATABASE], settings, ext.store, ext.endpoints, ext.source, ext.worker.wake)
+    ctx.events.recorder = ext
+    if ctx.authenticator is not None:
+        wrap_logins(ctx.authenticator, ext.recorder)
+    ctx.route_middlewares.add(admin_middleware(ext.recorder), audited_route)
+    webhooks = WebhookService(ctx.database, settings, ext.store, ext.endpoints, ext.source, ext.worker.wake)
     ext.webhooks = webhooks
     app.router.add_routes(EventsAPI(settings, ext.store, ext.endpoints, webhooks).routes())
     app.cleanup_ctx.append(ext.lifecycle)
     for job in ext.jobs():
-        app[SCHEDULER].register(job)
+        ctx.scheduler.register(job)

@@ -1,6 +1,6 @@
 """The server extension of the storage policies: quotas, repository delete, scheduled GC (listed in ``moorage.composition.default_extensions``).
 
-``setup_gc(app, settings)``:
+``setup_gc(ctx)``:
 
 * adds the quota middleware (:mod:`moorage.api.quota_middleware`; upload requests only, no
   query at all when no quota exists: the quota list is cached, :mod:`.quotas`) -- the same check
@@ -21,8 +21,7 @@ import os
 import threading
 from typing import Any
 
-from aiohttp import web
-
+from ..api.extension import ExtensionContext
 from ..config import Settings
 from ..registry.events import EventBus, ThreadBridge
 from ..scheduler import Job
@@ -30,21 +29,19 @@ from ..scheduler import Job
 log = logging.getLogger("moorage.gc")
 
 
-def setup_gc(app: web.Application, settings: Settings) -> None:
-    from ..api.common import DATABASE, EVENTS, SCHEDULER
+def setup_gc(ctx: ExtensionContext) -> None:
     from ..api.gc_admin import add_repository_delete
     from ..api.quota_middleware import UPLOAD_ROUTES, quota_middleware
-    from ..api.scoped import ROUTE_MIDDLEWARES
     from .quotas import UploadQuotaCheck, book
 
+    settings = ctx.settings
     # Immutable tags and the quota check at commit are core hooks (moorage.gc.policies, passed
     # in by the composition root); here the quota check of declared sizes before any byte.
-    database = app[DATABASE]
-    book(database, ttl=settings.gc.quota_cache_seconds)
-    app[ROUTE_MIDDLEWARES].add(quota_middleware(UploadQuotaCheck(database)), lambda route: route in UPLOAD_ROUTES)
-    add_repository_delete(app.router, token_mode=settings.auth.mode == "token")
+    book(ctx.database, ttl=settings.gc.quota_cache_seconds)
+    ctx.route_middlewares.add(quota_middleware(UploadQuotaCheck(ctx.database)), lambda route: route in UPLOAD_ROUTES)
+    add_repository_delete(ctx.app.router, token_mode=settings.auth.mode == "token")
     if settings.gc.interval > 0:
-        app[SCHEDULER].register(_job(settings, app[EVENTS]))
+        ctx.scheduler.register(_job(settings, ctx.events))
 
 
 def _job(settings: Settings, events: EventBus | None = None) -> Job:

@@ -22,9 +22,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from .. import errors
-from ..api.common import BLOBS, EVENTS, SCHEDULER, SERVICE
+from ..api.extension import ExtensionContext
 from ..api.insight import INSIGHT, routes
-from ..config import Settings
 from ..metadata.insight_store import InsightStore
 from ..metadata.store import ManifestRecord
 from ..registry.events import Actor, RegistryEvent
@@ -37,31 +36,30 @@ log = logging.getLogger("moorage.insight")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def setup_insight(app: web.Application, settings: Settings) -> None:
-    cfg = settings.insight
+def setup_insight(ctx: ExtensionContext) -> None:
+    cfg = ctx.settings.insight
+    app = ctx.app
     if not cfg.enabled:
         return
     if cfg.scan_on_push:  # findings, the API and pull policies need no extra; making SBOMs does
         from ..extras import require
 
         require("insight", "insight.scan_on_push")
-    from ..api.common import DATABASE
-
-    bus = app[EVENTS]
+    bus = ctx.events
 
     async def notify(repository: str, digest: str, counts: dict[str, int], worst: str) -> None:
         await bus.publish(RegistryEvent("scan", "manifest", repository, digest=digest, actor=Actor(name="moorage")))
 
     insight = InsightService(
-        InsightStore(app[DATABASE]),
-        app[SERVICE],
-        app[BLOBS],
+        InsightStore(ctx.database),
+        ctx.registry,
+        ctx.blobs,
         notify=notify,
         limits=Limits.from_settings(cfg),
     )
     app[INSIGHT] = insight
     app.router.add_routes(routes)
-    app[SERVICE].serve_guard = _pull_policy(insight)
+    ctx.registry.serve_guard = _pull_policy(insight)
     queue = FairQueue(cfg.queue_size)
 
     async def on_event(event: RegistryEvent) -> None:
@@ -84,15 +82,13 @@ def setup_insight(app: web.Application, settings: Settings) -> None:
     bus.subscribe(on_event, wants=lambda action: action == "push")  # pulls never reach it
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        from ..metrics import REGISTRY_KEY
-
-        registry = app.get(REGISTRY_KEY)  # metrics are set up after this extension, read at start
+        registry = ctx.metrics  # metrics are set up after this extension: read at start
         if registry is not None:
             registry.register(_Collector(insight, queue))
         yield
 
     app.cleanup_ctx.append(lifecycle)
-    app[SCHEDULER].register(Job("insight.scans", functools.partial(_work, insight, queue)))
+    ctx.scheduler.register(Job("insight.scans", functools.partial(_work, insight, queue)))
 
 
 class _Collector:

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from ..api import routes as route_names
+from ..api.extension import ExtensionContext
 from ..config import MirrorRule, Settings
 from ..registry.references import RegistryRef
 from ..scheduler import Job, Scheduler
@@ -142,14 +143,13 @@ class MirrorScheduler:
         ]
 
 
-def setup_mirror_rules(app: web.Application, settings: Settings, token_mode: bool) -> None:
+def setup_mirror_rules(ctx: ExtensionContext, token_mode: bool) -> None:
     """Background runs of ``proxy.mirror_rules`` and ``/api/v1/mirror`` (called by setup_proxy)."""
-    from ..api.common import SCHEDULER
-
+    app, settings = ctx.app, ctx.settings
     scheduler = MirrorScheduler(settings)
-    scheduler.scheduler = app[SCHEDULER]
+    scheduler.scheduler = ctx.scheduler
     for job in scheduler.jobs():
-        app[SCHEDULER].register(job)
+        ctx.scheduler.register(job)
 
     async def admin(request: web.Request) -> None:
         if token_mode:

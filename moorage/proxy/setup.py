@@ -13,23 +13,22 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ..api import routes as route_names
-from ..config import Settings
+from ..api.extension import ExtensionContext
 from .cache import PullThroughCache
 
 CACHE = web.AppKey("proxy_cache", PullThroughCache)
 
 
-def setup_proxy(app: web.Application, settings: Settings) -> None:
+def setup_proxy(ctx: ExtensionContext) -> None:
+    app, settings = ctx.app, ctx.settings
     token_mode = settings.auth.mode == "token"
     if settings.proxy.mirror_rules:
         from .schedule import setup_mirror_rules
 
-        setup_mirror_rules(app, settings, token_mode)
+        setup_mirror_rules(ctx, token_mode)
     if not settings.proxy.upstreams:
         return
-    from ..api.common import SERVICE, STORE
-
-    cache = PullThroughCache(settings, app[STORE], app[SERVICE])
+    cache = PullThroughCache(settings, ctx.store, ctx.registry)
     app[CACHE] = cache
     app.middlewares.append(cache.middleware())
 
@@ -39,9 +38,7 @@ def setup_proxy(app: web.Application, settings: Settings) -> None:
 
     app.cleanup_ctx.append(lifecycle)
 
-    from ..metrics import REGISTRY_KEY
-
-    registry = app.get(REGISTRY_KEY)
+    registry = ctx.metrics
     if registry is not None:
         from .stats import ProxyCollector
 

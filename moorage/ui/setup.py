@@ -18,7 +18,7 @@ from aiohttp import web
 
 from .. import errors
 from ..api import routes as route_names
-from ..config import Settings
+from ..api.extension import ExtensionContext
 from .activity import ACTIVITY  # noqa: F401 - the key lives with the recorder
 from .session import QUERIES, Redirect, UIError, apply_cookies, resolve_viewer
 from .templating import STATIC_DIR, render, setup_templates
@@ -83,24 +83,23 @@ async def _error_page(request: web.Request, status: int, message: str) -> web.Re
     return render("error.html", request, {"title": f"Error {status}", "status": status, "message": message}, status=status)
 
 
-def setup_ui(app: web.Application, settings: Settings) -> None:
+def setup_ui(ctx: ExtensionContext) -> None:
+    app, settings = ctx.app, ctx.settings
     if not settings.ui.enabled:
         return
-    from ..api.common import DATABASE, EVENTS, SCHEDULER
-    from ..api.scoped import ROUTE_MIDDLEWARES
     from ..metadata.ui_queries import UIQueries
     from . import admin, charts, groups, manage, pages
     from .activity import ActivityRecorder
 
-    queries = UIQueries(app[DATABASE])
+    queries = UIQueries(ctx.database)
     app[QUERIES] = queries
     setup_templates(app)
     recorder = ActivityRecorder(queries, settings.ui.activity_days)
     app[ACTIVITY] = recorder
-    app[EVENTS].subscribe(recorder.on_event)
+    ctx.events.subscribe(recorder.on_event)
     app.cleanup_ctx.append(recorder.cleanup_ctx())
-    app[SCHEDULER].register(recorder.job())
-    app[ROUTE_MIDDLEWARES].add(ui_middleware, lambda route: route in route_names.UI_ROUTES)
+    ctx.scheduler.register(recorder.job())
+    ctx.route_middlewares.add(ui_middleware, lambda route: route in route_names.UI_ROUTES)
     for module in (pages, manage, admin, charts, groups):
         app.router.add_routes(module.routes)
     if settings.auth.mode == "token" and settings.auth.oidc is not None:
