@@ -154,6 +154,37 @@ def test_catalog_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str) -> 
     assert "ix_repositories_public_name" in plan, plan
 
 
+def test_v2_catalog_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str) -> None:
+    """``/v2/_catalog``'s path for a restricted caller (``Authenticator.catalog_scope`` then
+    ``RegistryService.catalog``): the page comes from the caller's name ranges -- an index range
+    scan each, no walk of the catalog filtered in Python -- and is exactly the filtered one."""
+    from moorage.auth.authenticator import Authenticator
+    from moorage.auth.policy import Grant, Principal
+    from moorage.config import Settings
+    from moorage.metadata.auth_store import AuthStore
+    from moorage.metadata.store import MetadataStore
+    from moorage.registry.service import RegistryService
+    from moorage.storage.memory import MemoryBlobStore
+
+    spaces = [repo_name(k * BIG // 10, BIG).split("/")[0] for k in range(10)]
+    user = Principal("someone", grants=[Grant(ns + "/*", frozenset({"pull"})) for ns in spaces])
+    pages: list[list[str]] = []
+
+    async def call(db: Any) -> None:
+        scope = await Authenticator(Settings(), AuthStore(db)).catalog_scope(user)
+        assert scope.bounded
+        service = RegistryService(MetadataStore(db), MemoryBlobStore())
+        pages.append(await service.catalog(1001, None, scope))
+
+    stmts = [s for s in _captured_statements(big_pg, call) if "UNION" in str(s)]
+    assert pages[0] == [repo_name(k * BIG // 10, BIG) for k in range(10)]
+    assert len(stmts) == 1, stmts  # one batch: the ranges held fewer names than a page
+    plan = _pg_plan(big_pg, stmts[0])
+    assert "Seq Scan on repositories" not in plan, plan
+    assert plan.count("ix_repositories_name_c") >= 10, plan
+    assert "ix_repositories_public_name" in plan, plan
+
+
 def test_ui_list_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str, tmp_path: Path) -> None:
     """The UI's repository list (page and count) for a viewer with 10 namespace grants and public
     access: index ranges (BitmapOr / MULTI-INDEX OR), never a walk of every name."""
