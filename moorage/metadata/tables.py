@@ -291,6 +291,8 @@ Index("ix_tags_updated", tags.c.repository_id, tags.c.updated_at)
 # ``ix_tags_repository_name_c`` on tags (repository_id, name), so the catalog, the tags list
 # and the UI's name order (``Database.lexical``) are index range scans.  SQLite's unique
 # indexes compare BINARY already and serve that order as they are.
+# PostgreSQL only (migration 0016, when the server allows pg_trgm): ``ix_repositories_name_trgm``,
+# a trigram GIN index on repositories (name) serving the UI's substring search (``LIKE '%q%'``).
 
 # ------------------------------------------------------------------ image insight (migration 0008)
 #: OSV advisories imported with ``moorage vulndb import``; ``modified`` makes re-imports incremental.

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, or_, select, true, update
+from sqlalchemy import and_, delete, false, func, or_, select, text, true, update
 from sqlalchemy.sql.elements import ColumnElement, True_
 
 from .db import Database
@@ -107,6 +107,49 @@ def _prefix_range(db: Database, prefix: str) -> ColumnElement[bool]:
     return and_(name >= prefix, name < upper) if upper is not None else name >= prefix
 
 
+#: The repository list counts up to this many rows; past it the total is "1,000+" (or, on
+#: PostgreSQL with everything visible, the planner's estimate).
+COUNT_CAP = 1000
+#: Longest cursor accepted (a float, ":" and a repository name of at most 255 characters).
+MAX_CURSOR = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Total:
+    """How many repositories a listing holds: exact up to :data:`COUNT_CAP`, else at least
+    ``count`` (``estimated``: about ``count``); ``more``: a page follows the one returned."""
+
+    count: int
+    exact: bool = True
+    estimated: bool = False
+    more: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.exact:
+            return f"{self.count:,}"
+        return f"about {self.count:,}" if self.estimated else f"{self.count:,}+"
+
+
+def _parse_cursor(raw: str | None, sort: str) -> tuple[float, str] | None:
+    """``(key, name)`` of a cursor from :meth:`UIQueries.cursor`, or None if it is absent or
+    malformed (then the listing starts at its first page: a bad link is never an error)."""
+    if not raw or len(raw) > MAX_CURSOR:
+        return None
+    if sort not in ("pushed", "size"):
+        return 0.0, raw
+    head, sep, name = raw.partition(":")
+    if not sep or not name:
+        return None
+    try:
+        key = float(head)
+    except ValueError:
+        return None
+    if key != key or key in (float("inf"), float("-inf")):
+        return None
+    return key, name
+
+
 class UIQueries:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -156,8 +199,17 @@ class UIQueries:
         sort: str = "name",
         offset: int = 0,
         limit: int = 50,
-    ) -> tuple[list[Row], int]:
-        """One page of repositories with tag count, last push and size; and the total count."""
+        after: str | None = None,
+        before: str | None = None,
+    ) -> tuple[list[Row], Total]:
+        """One page of repositories with tag count, last push and size; and how many there are.
+
+        ``after``/``before``: a key from :meth:`cursor` (the page after that row / before it) --
+        keyset pagination, so page 20,000 costs what page 2 does (an OFFSET reads and drops
+        every row before it); ``offset`` serves direct page links.  The count stops at
+        :data:`COUNT_CAP` (issue 24: an exact ``count(*)`` of 1M rows on every page view);
+        past it, :class:`Total` is an estimate or "at least".  One more row than ``limit`` is
+        read so the caller knows whether a next page exists (``Total.more``)."""
         where = self._listing_where(visible, query, namespace)
         name = self.db.lexical(repositories.c.name)
         if not isinstance(visible, True_):
@@ -166,20 +218,48 @@ class UIQueries:
             # planner walk the whole name index filtering row by row, expecting a page soon
             # (measured: 154 ms at 100,000 repositories for a user with 10 namespaces, 0.3 ms so).
             name = self.db.lexical(repositories.c.name.concat(""))
-        q = select(repositories.c.id, repositories.c.name, repositories.c.public).where(*where)
+        cols: list[Any] = [repositories.c.id, repositories.c.name, repositories.c.public]
+        backward = before is not None and after is None
+        mark = _parse_cursor(before if backward else after, sort)
         if sort in ("pushed", "size"):
             # Order from the kept figures (ui_repo_stats); a repository not in it yet sorts last.
-            key = ui_repo_stats.c.last_push if sort == "pushed" else ui_repo_stats.c.size
-            q = q.select_from(repositories.outerjoin(ui_repo_stats, ui_repo_stats.c.repository_id == repositories.c.id)).order_by(
-                func.coalesce(key, 0).desc(), name
+            key = func.coalesce(ui_repo_stats.c.last_push if sort == "pushed" else ui_repo_stats.c.size, 0)
+            q = select(*cols, key.label("sort_key")).select_from(
+                repositories.outerjoin(ui_repo_stats, ui_repo_stats.c.repository_id == repositories.c.id)
             )
+            if mark is not None:
+                k, n = mark
+                # (key DESC, name ASC): rows after (k, n) -- or before, going back
+                where.append(or_(key > k, and_(key == k, name < n)) if backward else or_(key < k, and_(key == k, name > n)))
+            order = [key.asc(), name.desc()] if backward else [key.desc(), name]
         else:
-            q = q.order_by(name)
-        q = q.offset(offset).limit(limit)
-        count_q = select(func.count()).select_from(repositories).where(*where)
+            q = select(*cols, repositories.c.name.label("sort_key"))
+            if mark is not None:
+                where.append(name < mark[1] if backward else name > mark[1])
+            order = [name.desc()] if backward else [name]
+        q = q.where(*where).order_by(*order).limit(limit + 1)
+        if mark is None and offset:
+            q = q.offset(offset)
+        count_q = select(func.count()).select_from(
+            select(repositories.c.id).where(*self._listing_where(visible, query, namespace)).limit(COUNT_CAP + 1).subquery()
+        )
         async with self.db.read() as conn:
             rows = (await conn.execute(q)).all()
-            total = int((await conn.execute(count_q)).scalar_one())
+            more = len(rows) > limit
+            rows = rows[:limit]
+            if backward:
+                rows.reverse()
+            counted = int((await conn.execute(count_q)).scalar_one())
+            total = Total(counted, exact=True, more=more or backward)
+            if counted > COUNT_CAP:
+                total = Total(COUNT_CAP, exact=False, more=more or backward)
+                if isinstance(visible, True_) and not query and not namespace and not self.db.is_sqlite:
+                    # The planner's row estimate (VACUUM/ANALYZE keep it): free, and close.
+                    est = (
+                        await conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'repositories'::regclass"))
+                    ).scalar()
+                    if est is not None and est > COUNT_CAP:
+                        total = Total(int(est), exact=False, estimated=True, more=more or backward)
             ids = [int(r.id) for r in rows]
             stats: dict[int, tuple[int, float | None]] = {}
             sizes: dict[int, int] = {}
@@ -200,8 +280,24 @@ class UIQueries:
         out = []
         for r in rows:
             count, last = stats.get(int(r.id), (0, None))
-            out.append(Row(name=r.name, public=bool(r.public), tags=count, last_push=last, size=sizes.get(int(r.id), 0)))
+            out.append(
+                Row(
+                    name=r.name,
+                    public=bool(r.public),
+                    tags=count,
+                    last_push=last,
+                    size=sizes.get(int(r.id), 0),
+                    sort_key=r.sort_key,
+                )
+            )
         return out, total
+
+    @staticmethod
+    def cursor(row: Row, sort: str) -> str:
+        """The key of ``row`` in ``sort`` order, for ``list_repositories(after=/before=)``."""
+        if sort in ("pushed", "size"):
+            return f"{float(row.sort_key)!r}:{row.name}"
+        return str(row.name)
 
     async def namespaces_of(self, visible: ColumnElement[bool], limit: int = 500) -> list[str]:
         """First path components of the visible repositories (for the namespace filter)."""
