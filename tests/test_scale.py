@@ -222,6 +222,65 @@ def test_ui_list_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str, tmp
     conn.close()
 
 
+@pytest.mark.parametrize("sort", ["name", "pushed", "size"])
+def test_ui_list_pages_walk_an_index_and_count_at_most_a_cap(big_pg: str, sort: str, tmp_path: Path) -> None:
+    """The UI's repository list for an administrator: a deep page (keyset, from the previous
+    page's last row) and page 1, sorted by name, last push or size, are walks of one index
+    (no Sort, no Seq Scan of the repositories); the count stops at COUNT_CAP (a Limit)."""
+    import sqlite3
+
+    from sqlalchemy import true
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from moorage.metadata.db import Database
+    from moorage.metadata.ui_queries import COUNT_CAP, UIQueries
+
+    index = {"name": "ix_repositories_name_c", "pushed": "ix_ui_repo_stats_push_name", "size": "ix_ui_repo_stats_size_name"}
+
+    def statements(url: str) -> list[Any]:
+        async def refresh() -> None:
+            db = Database(url)
+            try:
+                await UIQueries(db).refresh_stats()
+            finally:
+                await db.close()
+
+        asyncio.run(refresh())
+        asyncio.run(run_sql(url, []))  # PostgreSQL: VACUUM ANALYZE, as autovacuum would after the refresh
+        cursor: list[str] = []
+
+        async def first(db: Any) -> None:
+            ui = UIQueries(db)
+            rows, total = await ui.list_repositories(true(), sort=sort, offset=2000, limit=50)
+            assert not total.exact and total.count >= COUNT_CAP and total.more and len(rows) == 50
+            cursor.append(ui.cursor(rows[-1], sort))
+
+        _captured_statements(url, first)
+
+        async def deep(db: Any) -> None:
+            rows, _ = await UIQueries(db).list_repositories(true(), sort=sort, limit=50, after=cursor[0])
+            assert len(rows) == 50
+
+        return _captured_statements(url, deep)
+
+    stmts = statements(big_pg)
+    page, count = stmts[0], stmts[1]
+    assert "count" in str(count).lower()
+    plan = _pg_plan(big_pg, page)
+    assert "Seq Scan on repositories" not in plan and "Sort" not in plan, plan
+    assert index[sort] in plan, plan
+    assert "Limit" in _pg_plan(big_pg, count)
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, SMALL, 0)
+    stmts = statements(url)
+    conn = sqlite3.connect(tmp_path / "moorage.db")
+    sql, params = _named_sql(stmts[0], sqlite_dialect.dialect(paramstyle="named"))
+    plan = "\n".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+    assert "TEMP B-TREE" not in plan and "SCAN repositories" not in plan, (sql, plan)
+    conn.close()
+
+
 def test_tags_list_page_of_a_repository_with_many_tags_is_an_index_range_scan(big_pg: str) -> None:
     from moorage.metadata.store import MetadataStore
 
@@ -341,6 +400,45 @@ def test_retention_ranked_by_the_database_agrees_with_the_planner(tmp_path: Path
             await db.close()
 
     asyncio.run(go())
+
+
+def test_gc_batches_read_only_repositories_with_something_to_mark(tmp_path: Path) -> None:
+    """Without retention the collector's batches leave out the repositories where every
+    manifest is tagged and every link's blob is referenced there (the dry run at 100,000
+    repositories: 6 s -> under 1 s); one with an untagged manifest or a stray link is read."""
+    import hashlib
+
+    from moorage.metadata.db import Database
+    from moorage.metadata.gc_store import GCStore
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, 3000, 0)
+    stray = "sha256:" + hashlib.sha256(b"stray").hexdigest()
+    untagged, linked = repo_name(10, 3000), repo_name(2500, 3000)
+    asyncio.run(
+        run_sql(
+            url,
+            [
+                f"DELETE FROM tags WHERE repository_id = (SELECT id FROM repositories WHERE name = '{untagged}')",
+                f"INSERT INTO blobs (digest, size, created_at, last_linked_at) VALUES ('{stray}', 1, 1.7e9, 1.7e9)",
+                "INSERT INTO repository_blobs (repository_id, digest, created_at) "
+                f"SELECT id, '{stray}', 1.7e9 FROM repositories WHERE name = '{linked}'",
+            ],
+        )
+    )
+
+    async def go() -> tuple[list[str], int]:
+        db = Database(url)
+        try:
+            gc = GCStore(db)
+            seen = [n for snap in [s async for s in gc.index_batches(None, 500, skip_clean=True)] for n in snap.repos.values()]
+            every = sum([len(s.repos) async for s in gc.index_batches(None, 500)])
+        finally:
+            await db.close()
+        return seen, every
+
+    seen, every = asyncio.run(go())
+    assert sorted(seen) == sorted([untagged, linked]) and every == 3002
 
 
 # ------------------------------------------------------------------------- mark equivalence

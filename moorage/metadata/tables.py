@@ -500,6 +500,12 @@ ui_repo_stats = Table(
     Column("tags", Integer, nullable=False),
     Column("last_push", Float, nullable=True),
     Column("size", BigInteger, nullable=False),
+    #: The repository's name (migration 0016), so the list sorted by last push or size walks
+    #: one index (key, name): PostgreSQL ``ix_ui_repo_stats_push_name`` on
+    #: (coalesce(last_push, 0) DESC, name COLLATE "C"), ``ix_ui_repo_stats_size_name`` on
+    #: (size DESC, name COLLATE "C"); SQLite the same without the collation.  Expression
+    #: indexes, created by the migration only (not declared here: see the core tables' note).
+    Column("name", String(255), nullable=True),
     Index("ix_ui_repo_stats_last_push", "last_push"),
     Index("ix_ui_repo_stats_size", "size"),
 )

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, or_, select, text, true, update
+from sqlalchemy import and_, delete, false, func, literal_column, or_, select, text, true, update
 from sqlalchemy.sql.elements import ColumnElement, True_
 
 from .db import Database
@@ -240,11 +240,20 @@ class UIQueries:
         q = q.where(*where).order_by(*order).limit(limit + 1)
         if mark is None and offset:
             q = q.offset(offset)
+        fast = None
+        if sort in ("pushed", "size") and not (backward and mark is not None and mark[0] <= 0):
+            fast = self._by_figure(visible, query, namespace, sort, mark, backward, offset, limit)
         count_q = select(func.count()).select_from(
             select(repositories.c.id).where(*self._listing_where(visible, query, namespace)).limit(COUNT_CAP + 1).subquery()
         )
         async with self.db.read() as conn:
-            rows = (await conn.execute(q)).all()
+            rows = []
+            if fast is not None:
+                rows = (await conn.execute(fast)).all()
+                if len(rows) <= limit and not backward:
+                    rows = []  # the page reaches the repositories without a figure: the full query
+            if not rows:
+                rows = (await conn.execute(q)).all()
             more = len(rows) > limit
             rows = rows[:limit]
             if backward:
@@ -291,6 +300,42 @@ class UIQueries:
                 )
             )
         return out, total
+
+    def _by_figure(
+        self,
+        visible: ColumnElement[bool],
+        query: str,
+        namespace: str,
+        sort: str,
+        mark: tuple[float, str] | None,
+        backward: bool,
+        offset: int,
+        limit: int,
+    ) -> Any:
+        """The list sorted by last push or size as one walk of ``ix_ui_repo_stats_push_name`` /
+        ``_size_name`` (figure DESC, name), over the repositories whose figure is above 0.
+
+        Those come first in that order, in the same order as the full query's (which sorts
+        every visible repository: 100-200 ms at 100,000); the caller falls back to it for a
+        page that reaches the figure-0 tail (no push yet, or not in ``ui_repo_stats`` yet)."""
+        zero: Any = literal_column("0")
+        key = func.coalesce(ui_repo_stats.c.last_push, zero) if sort == "pushed" else ui_repo_stats.c.size
+        sname = self.db.lexical(ui_repo_stats.c.name)
+        where = [*self._listing_where(visible, query, namespace), key > zero]
+        if mark is not None:
+            k, n = mark
+            # A range on the index's first column, then the tie-break (an OR on its own makes
+            # SQLite gather both branches and sort them).
+            where.append(and_(key >= k, or_(key > k, sname < n)) if backward else and_(key <= k, or_(key < k, sname > n)))
+        order = [key.asc(), sname.desc()] if backward else [key.desc(), sname]
+        q = (
+            select(repositories.c.id, repositories.c.name, repositories.c.public, key.label("sort_key"))
+            .select_from(ui_repo_stats.join(repositories, repositories.c.id == ui_repo_stats.c.repository_id))
+            .where(*where)
+            .order_by(*order)
+            .limit(limit + 1)
+        )
+        return q.offset(offset) if mark is None and offset else q
 
     @staticmethod
     def cursor(row: Row, sort: str) -> str:
@@ -561,7 +606,7 @@ class UIQueries:
             .where(repository_blobs.c.repository_id == repositories.c.id)
             .scalar_subquery()
         )
-        q = select(repositories.c.id, tag_count, last, size)
+        q = select(repositories.c.id, tag_count, last, size, repositories.c.name)
         return q.where(where) if where is not None else q
 
     async def refresh_stats(self, names: Sequence[str] | None = None) -> None:
@@ -572,13 +617,18 @@ class UIQueries:
         CASCADE).  Runs on the write connection (SQLite: aiosqlite's thread), so a full
         refresh of a big registry does not hold up the event loop.
         """
-        cols = ["repository_id", "tags", "last_push", "size"]
+        cols = ["repository_id", "tags", "last_push", "size", "name"]
 
         def upsert(where: ColumnElement[bool]) -> Any:
             ins = self.db.insert(ui_repo_stats).from_select(cols, self._stats_select(where))
             return ins.on_conflict_do_update(
                 index_elements=["repository_id"],
-                set_={"tags": ins.excluded.tags, "last_push": ins.excluded.last_push, "size": ins.excluded.size},
+                set_={
+                    "tags": ins.excluded.tags,
+                    "last_push": ins.excluded.last_push,
+                    "size": ins.excluded.size,
+                    "name": ins.excluded.name,
+                },
             )
 
         async with self.db.write() as conn:
