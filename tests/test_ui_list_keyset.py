@@ -109,7 +109,23 @@ async def test_count_is_capped_and_exact_below_the_cap(db_url: str) -> None:
 
 @pytest.mark.parametrize("sort", ["name", "pushed", "size"])
 @pytest.mark.parametrize(
-    "cursor", ["", "x" * 301, "nan:ns", "inf:ns", "1.0:", "notanumber:x", ":", "1e400:a", "\x00", "1.0:' OR 1=1 --"]
+    "cursor",
+    [
+        "",
+        "x" * 301,
+        "nan:ns",
+        "inf:ns",
+        "1.0:",
+        "notanumber:x",
+        ":",
+        "1e400:a",
+        "1e300:a",
+        "-1:a",
+        "1.5:a",
+        "9223372036854775808:a",
+        "\x00",
+        "1.0:' OR 1=1 --",
+    ],
 )
 async def test_a_malformed_cursor_is_a_page_never_an_error(db_url: str, sort: str, cursor: str) -> None:
     db = Database(db_url)

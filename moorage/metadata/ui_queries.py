@@ -134,7 +134,7 @@ class Total:
 def _parse_cursor(raw: str | None, sort: str) -> tuple[float, str] | None:
     """``(key, name)`` of a cursor from :meth:`UIQueries.cursor`, or None if it is absent or
     malformed (then the listing starts at its first page: a bad link is never an error)."""
-    if not raw or len(raw) > MAX_CURSOR:
+    if not raw or len(raw) > MAX_CURSOR or "\x00" in raw:
         return None
     if sort not in ("pushed", "size"):
         return 0.0, raw
@@ -147,6 +147,11 @@ def _parse_cursor(raw: str | None, sort: str) -> tuple[float, str] | None:
         return None
     if key != key or key in (float("inf"), float("-inf")):
         return None
+    if sort == "size":
+        # compared with a BIGINT column as an integer (a float would cast the column: no index)
+        if not key.is_integer() or not 0 <= key < 2**63:
+            return None
+        return int(key), name
     return key, name
 
 
@@ -248,10 +253,12 @@ class UIQueries:
         )
         async with self.db.read() as conn:
             rows = []
-            if fast is not None:
-                rows = (await conn.execute(fast)).all()
-                if len(rows) <= limit and not backward:
-                    rows = []  # the page reaches the repositories without a figure: the full query
+            for stmt in fast or ():
+                rows += (await conn.execute(stmt)).all()
+                if len(rows) > limit:
+                    break
+            if len(rows) <= limit and not backward:
+                rows = []  # the page reaches the repositories without a figure: the full query
             if not rows:
                 rows = (await conn.execute(q)).all()
             more = len(rows) > limit
@@ -311,31 +318,35 @@ class UIQueries:
         backward: bool,
         offset: int,
         limit: int,
-    ) -> Any:
-        """The list sorted by last push or size as one walk of ``ix_ui_repo_stats_push_name`` /
+    ) -> list[Any]:
+        """The list sorted by last push or size as walks of ``ix_ui_repo_stats_push_name`` /
         ``_size_name`` (figure DESC, name), over the repositories whose figure is above 0.
 
         Those come first in that order, in the same order as the full query's (which sorts
         every visible repository: 100-200 ms at 100,000); the caller falls back to it for a
-        page that reaches the figure-0 tail (no push yet, or not in ``ui_repo_stats`` yet)."""
+        page that reaches the figure-0 tail (no push yet, or not in ``ui_repo_stats`` yet).
+        After a key (k, n): first the rows tied at k past n (the index positioned at (k, n)),
+        then the rows past k -- one ``(key, name) > (k, n)`` condition would make the index
+        walk every row tied at k from the start (thousands of equal sizes)."""
         zero: Any = literal_column("0")
         key = func.coalesce(ui_repo_stats.c.last_push, zero) if sort == "pushed" else ui_repo_stats.c.size
         sname = self.db.lexical(ui_repo_stats.c.name)
         where = [*self._listing_where(visible, query, namespace), key > zero]
-        if mark is not None:
-            k, n = mark
-            # A range on the index's first column, then the tie-break (an OR on its own makes
-            # SQLite gather both branches and sort them).
-            where.append(and_(key >= k, or_(key > k, sname < n)) if backward else and_(key <= k, or_(key < k, sname > n)))
+        base = select(repositories.c.id, repositories.c.name, repositories.c.public, key.label("sort_key")).select_from(
+            ui_repo_stats.join(repositories, repositories.c.id == ui_repo_stats.c.repository_id)
+        )
         order = [key.asc(), sname.desc()] if backward else [key.desc(), sname]
-        q = (
-            select(repositories.c.id, repositories.c.name, repositories.c.public, key.label("sort_key"))
-            .select_from(ui_repo_stats.join(repositories, repositories.c.id == ui_repo_stats.c.repository_id))
-            .where(*where)
-            .order_by(*order)
+        if mark is None:
+            q = base.where(*where).order_by(*order).limit(limit + 1)
+            return [q.offset(offset) if offset else q]
+        k, n = mark
+        tied = (  # (one key: ordered by name alone, so SQLite sees the index's order too)
+            base.where(*where, key == k, sname < n if backward else sname > n)
+            .order_by(sname.desc() if backward else sname)
             .limit(limit + 1)
         )
-        return q.offset(offset) if mark is None and offset else q
+        past = base.where(*where, key > k if backward else key < k).order_by(*order).limit(limit + 1)
+        return [tied, past]
 
     @staticmethod
     def cursor(row: Row, sort: str) -> str:
