@@ -131,8 +131,16 @@ async def test_a_malformed_cursor_is_a_page_never_an_error(db_url: str, sort: st
     db = Database(db_url)
     ui = UIQueries(db)
     try:
+        first, _ = await ui.list_repositories(true(), sort=sort, limit=PAGE)
         rows, _ = await ui.list_repositories(true(), sort=sort, limit=PAGE, after=cursor)
         rows2, _ = await ui.list_repositories(true(), sort=sort, limit=PAGE, before=cursor)
         assert len(rows) <= PAGE and len(rows2) <= PAGE
+        not_keys = {"", "x" * 301, "\x00"}
+        if sort != "name":
+            not_keys |= {"nan:ns", "inf:ns", "1.0:", "notanumber:x", ":", "1e400:a"}
+        if sort == "size":
+            not_keys |= {"1e300:a", "-1:a", "1.5:a", "9223372036854775808:a"}
+        if cursor in not_keys:
+            assert rows == rows2 == first  # not a key: the first page, either way
     finally:
         await db.close()

@@ -224,8 +224,8 @@ class UIQueries:
             # (measured: 154 ms at 100,000 repositories for a user with 10 namespaces, 0.3 ms so).
             name = self.db.lexical(repositories.c.name.concat(""))
         cols: list[Any] = [repositories.c.id, repositories.c.name, repositories.c.public]
-        backward = before is not None and after is None
-        mark = _parse_cursor(before if backward else after, sort)
+        mark = _parse_cursor(after if after is not None else before, sort)
+        backward = after is None and mark is not None  # (a malformed key: the first page)
         if sort in ("pushed", "size"):
             # Order from the kept figures (ui_repo_stats); a repository not in it yet sorts last.
             key = func.coalesce(ui_repo_stats.c.last_push if sort == "pushed" else ui_repo_stats.c.size, 0)
@@ -265,7 +265,10 @@ class UIQueries:
             rows = rows[:limit]
             if backward:
                 rows.reverse()
-            counted = int((await conn.execute(count_q)).scalar_one())
+            if mark is None and not more and (rows or not offset):
+                counted = offset + len(rows)  # a first (or direct) page that holds the end: no count
+            else:
+                counted = int((await conn.execute(count_q)).scalar_one())
             total = Total(counted, exact=True, more=more or backward)
             if counted > COUNT_CAP:
                 total = Total(COUNT_CAP, exact=False, more=more or backward)
