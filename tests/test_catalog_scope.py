@@ -125,7 +125,7 @@ async def test_ranges_read_only_what_the_caller_may_hold(registry: tuple) -> Non
     assert await service.catalog(1000, None, scope) == [
         "alicex/y", PUBLIC, "pub/deep/x", "pub/y", "solo", "team/a/app", "team/b/lib",
     ]  # fmt: skip
-    assert not [n for n in seen if n.startswith("ns") and n != PUBLIC], seen
+    assert seen and not [n for n in seen if n.startswith("ns") and n != PUBLIC], seen
 
 
 def test_pull_ranges() -> None:
