@@ -326,6 +326,74 @@ def test_sqlite_catalog_and_ranges_walk_the_name_index(tmp_path: Path) -> None:
     conn.close()
 
 
+def test_migration_goes_on_without_pg_trgm_when_the_server_refuses_it(postgres_url: str, caplog: Any) -> None:
+    """A role that may create tables but not extensions: migration 0016 logs that pg_trgm is
+    not available, once, and completes without the trigram index (search still works)."""
+    import logging
+
+    from sqlalchemy import text, true
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from moorage.metadata.db import Database
+    from moorage.metadata.ui_queries import UIQueries
+
+    name = f"scale_trgm_{uuid.uuid4().hex[:8]}"
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    admin = create_database(postgres_url, name)
+
+    async def setup() -> None:
+        engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'"))
+                await conn.execute(text(f'REVOKE CREATE ON DATABASE "{name}" FROM PUBLIC'))
+                await conn.execute(text(f"ALTER SCHEMA public OWNER TO {role}"))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(setup())
+    url = make_url(admin).set(username=role, password=f"pw-{role}").render_as_string(hide_password=False)
+
+    async def go() -> tuple[list[str], int]:
+        db = Database(url)
+        try:
+            await db.migrate()
+            async with db.read() as conn:
+                idx = list(
+                    (await conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'repositories'"))).scalars()
+                )
+            _, total = await UIQueries(db).list_repositories(true(), query="app")
+            return idx, total.count
+        finally:
+            await db.close()
+
+    with caplog.at_level(logging.WARNING, logger="moorage.migrations"):
+        indexes, found = asyncio.run(go())
+    warned = [r for r in caplog.records if "pg_trgm is not available" in r.getMessage()]
+    assert len(warned) == 1, caplog.records
+    assert "ix_repositories_name_trgm" not in indexes and "ix_repositories_name_c" in indexes
+    assert found == 0
+
+
+def test_migration_creates_the_trigram_index_when_allowed(big_pg: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def go() -> list[str]:
+        engine = create_async_engine(big_pg)
+        try:
+            async with engine.connect() as conn:
+                q = "SELECT indexname FROM pg_indexes WHERE tablename IN ('repositories', 'ui_repo_stats')"
+                return list((await conn.execute(text(q))).scalars())
+        finally:
+            await engine.dispose()
+
+    found = asyncio.run(go())
+    for index in ("ix_repositories_name_trgm", "ix_ui_repo_stats_push_name", "ix_ui_repo_stats_size_name"):
+        assert index in found, found
+
+
 # ---------------------------------------------------------------------------------- GC memory
 def _gc_peak_rss_mib(url: str, data: Path) -> tuple[float, dict[str, Any]]:
     """Peak RSS (MiB, the child's own VmHWM) and summary of ``moorage gc --dry-run --grace 0``."""
