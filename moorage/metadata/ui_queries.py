@@ -643,6 +643,9 @@ class UIQueries:
                     "size": ins.excluded.size,
                     "name": ins.excluded.name,
                 },
+                # Only rows whose figures changed: the full refresh every 10 minutes otherwise
+                # rewrites every row and its four index entries (1M repositories: 10-35 s).
+                where=or_(*(getattr(ui_repo_stats.c, c).is_distinct_from(getattr(ins.excluded, c)) for c in cols[1:])),
             )
 
         async with self.db.write() as conn:
