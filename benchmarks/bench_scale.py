@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import inspect
 import json
 import os
 import statistics
@@ -119,17 +120,50 @@ async def in_process(db_url: str, n: int, fig: dict[str, Any]) -> None:
         t = time.perf_counter()
         await ui.refresh_stats()
         fig["ui stats refresh (all repos)"] = (time.perf_counter() - t) * 1000
+        await run_sql(db_url, [])  # PostgreSQL: VACUUM ANALYZE, as autovacuum would after 100,000 new rows
         everything = true()
         for sort in ("name", "pushed", "size"):
             fig[f"UI repo list page 1, sort {sort}"] = await amedian_ms(lambda: ui.list_repositories(everything, sort=sort), 5)
-        fig["UI repo list page 500, sort name"] = await amedian_ms(lambda: ui.list_repositories(everything, offset=500 * 50), 5)
-        for q in ("r00", "r0050", "r005000"):
+        keyset = "after" in inspect.signature(ui.list_repositories).parameters
+        deep = min(2000, max(1, n // 50 - 1))  # a deep page (page 2,000 at 100,000 and more)
+        for sort in ("name", "pushed", "size"):
+            key = f"UI repo list page {deep}, sort {sort}"
+            if keyset:  # after issue 24: the Next link carries the last row's key (keyset)
+                rows, _ = await ui.list_repositories(everything, sort=sort, offset=(deep - 2) * 50, limit=50)
+                cursor = ui.cursor(rows[-1], sort)
+                fig[key] = await amedian_ms(lambda: ui.list_repositories(everything, sort=sort, after=cursor), 5)
+            else:
+                fig[key] = await amedian_ms(lambda: ui.list_repositories(everything, sort=sort, offset=(deep - 1) * 50), 5)
+        for q in ("r00", "r0050", "r005000", "ns0005", "ns00050/"):
             fig[f"UI search '{q}'"] = await amedian_ms(lambda: ui.list_repositories(everything, query=q), 5)
         # A user with pull grants on 10 namespaces out of 100,000.
         grants = [f"ns{k * (NAMESPACES // 10):05d}/*" for k in range(10)]
         vis = Visibility(public_ok=True, pull_patterns=grants)
         cond = await ui.visible_condition(vis)
         fig["UI repo list, user with 10 namespace grants"] = await amedian_ms(lambda: ui.list_repositories(cond), 5)
+        # /v2/_catalog?n=1000 of that user, the service's path (what the API handler runs).
+        from moorage.auth.authenticator import Authenticator
+        from moorage.auth.policy import Grant, Principal
+        from moorage.config import Settings
+        from moorage.metadata.auth_store import AuthStore
+        from moorage.registry.service import RegistryService
+        from moorage.storage.memory import MemoryBlobStore
+
+        auth = Authenticator(Settings(), AuthStore(db))
+        user = Principal("someone", grants=[Grant(g, frozenset({"pull"})) for g in grants])
+        service = RegistryService(store, MemoryBlobStore())
+        scope_of = getattr(auth, "catalog_scope", None)
+
+        async def user_catalog() -> list[str]:
+            if scope_of is not None:
+                return await service.catalog(1001, None, await scope_of(user))
+
+            async def keep(names: list[str]) -> list[str]:
+                return await auth.visible(user, names)
+
+            return await service.catalog(1001, None, keep)
+
+        fig["/v2/_catalog n=1000 path, user with 10 namespace grants"] = await amedian_ms(user_catalog, 3)
         filtered = getattr(store, "catalog_in", None)
         prefixes = [g[:-1] for g in grants]
         if filtered is not None:

@@ -154,6 +154,37 @@ def test_catalog_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str) -> 
     assert "ix_repositories_public_name" in plan, plan
 
 
+def test_v2_catalog_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str) -> None:
+    """``/v2/_catalog``'s path for a restricted caller (``Authenticator.catalog_scope`` then
+    ``RegistryService.catalog``): the page comes from the caller's name ranges -- an index range
+    scan each, no walk of the catalog filtered in Python -- and is exactly the filtered one."""
+    from moorage.auth.authenticator import Authenticator
+    from moorage.auth.policy import Grant, Principal
+    from moorage.config import Settings
+    from moorage.metadata.auth_store import AuthStore
+    from moorage.metadata.store import MetadataStore
+    from moorage.registry.service import RegistryService
+    from moorage.storage.memory import MemoryBlobStore
+
+    spaces = [repo_name(k * BIG // 10, BIG).split("/")[0] for k in range(10)]
+    user = Principal("someone", grants=[Grant(ns + "/*", frozenset({"pull"})) for ns in spaces])
+    pages: list[list[str]] = []
+
+    async def call(db: Any) -> None:
+        scope = await Authenticator(Settings(), AuthStore(db)).catalog_scope(user)
+        assert scope.bounded
+        service = RegistryService(MetadataStore(db), MemoryBlobStore())
+        pages.append(await service.catalog(1001, None, scope))
+
+    stmts = [s for s in _captured_statements(big_pg, call) if "UNION" in str(s)]
+    assert pages[0] == [repo_name(k * BIG // 10, BIG) for k in range(10)]
+    assert len(stmts) == 1, stmts  # one batch: the ranges held fewer names than a page
+    plan = _pg_plan(big_pg, stmts[0])
+    assert "Seq Scan on repositories" not in plan, plan
+    assert plan.count("ix_repositories_name_c") >= 10, plan
+    assert "ix_repositories_public_name" in plan, plan
+
+
 def test_ui_list_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str, tmp_path: Path) -> None:
     """The UI's repository list (page and count) for a viewer with 10 namespace grants and public
     access: index ranges (BitmapOr / MULTI-INDEX OR), never a walk of every name."""
@@ -171,12 +202,13 @@ def test_ui_list_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str, tmp
             ui = UIQueries(db)
             cond = await ui.visible_condition(Visibility(public_ok=True, pull_patterns=grants(n)))
             rows, total = await ui.list_repositories(cond)
-            assert total == 10 and [r.name for r in rows] == [repo_name(k * n // 10, n) for k in range(10)]
+            assert total.count == 10 and total.exact and [r.name for r in rows] == [repo_name(k * n // 10, n) for k in range(10)]
 
         return _captured_statements(url, call)
 
-    stmts = [s for s in statements(big_pg, BIG) if "namespaces" not in str(s)]
-    for stmt in stmts[:2]:  # the page, the count
+    stmts = [s for s in statements(big_pg, BIG) if "namespaces" not in str(s) and "FROM repositories" in str(s)]
+    assert stmts
+    for stmt in stmts[:2]:  # the page (and the count, unless the page holds the end)
         plan = _pg_plan(big_pg, stmt)
         assert "Seq Scan on repositories" not in plan and "BitmapOr" in plan, plan
         assert "ix_repositories_public_name" in plan, plan
@@ -184,10 +216,72 @@ def test_ui_list_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str, tmp
     url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
     _build(url, SMALL, 0)
     conn = sqlite3.connect(tmp_path / "moorage.db")
-    for stmt in [s for s in statements(url, SMALL) if "namespaces" not in str(s)][:2]:
+    for stmt in [s for s in statements(url, SMALL) if "namespaces" not in str(s) and "FROM repositories" in str(s)][:2]:
         sql, params = _named_sql(stmt, sqlite_dialect.dialect(paramstyle="named"))
         plan = "\n".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
         assert "MULTI-INDEX OR" in plan and "SCAN repositories" not in plan, (sql, plan)
+    conn.close()
+
+
+@pytest.mark.parametrize("sort", ["name", "pushed", "size"])
+def test_ui_list_pages_walk_an_index_and_count_at_most_a_cap(big_pg: str, sort: str, tmp_path: Path) -> None:
+    """The UI's repository list for an administrator: a deep page (keyset, from the previous
+    page's last row) and page 1, sorted by name, last push or size, are walks of one index
+    (no Sort, no Seq Scan of the repositories); the count stops at COUNT_CAP (a Limit)."""
+    import sqlite3
+
+    from sqlalchemy import true
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from moorage.metadata.db import Database
+    from moorage.metadata.ui_queries import COUNT_CAP, UIQueries
+
+    index = {"name": "ix_repositories_name_c", "pushed": "ix_ui_repo_stats_push_name", "size": "ix_ui_repo_stats_size_name"}
+
+    def statements(url: str) -> list[Any]:
+        async def refresh() -> None:
+            db = Database(url)
+            try:
+                await UIQueries(db).refresh_stats()
+            finally:
+                await db.close()
+
+        asyncio.run(refresh())
+        asyncio.run(run_sql(url, []))  # PostgreSQL: VACUUM ANALYZE, as autovacuum would after the refresh
+        cursor: list[str] = []
+
+        async def first(db: Any) -> None:
+            ui = UIQueries(db)
+            rows, total = await ui.list_repositories(true(), sort=sort, offset=2000, limit=50)
+            assert not total.exact and total.count >= COUNT_CAP and total.more and len(rows) == 50
+            cursor.append(ui.cursor(rows[-1], sort))
+
+        _captured_statements(url, first)
+
+        async def deep(db: Any) -> None:
+            rows, _ = await UIQueries(db).list_repositories(true(), sort=sort, limit=50, after=cursor[0])
+            assert len(rows) == 50
+
+        return _captured_statements(url, deep)
+
+    stmts = statements(big_pg)
+    at = next(i for i, st in enumerate(stmts) if "count(" in str(st).lower())
+    pages, count = stmts[:at], stmts[at]
+    assert 1 <= len(pages) <= 2  # (the rows tied with the cursor's key, then those past it)
+    for page in pages:
+        plan = _pg_plan(big_pg, page)
+        assert "Seq Scan on repositories" not in plan and "Sort" not in plan, plan
+        assert index[sort] in plan, plan
+    assert "Limit" in _pg_plan(big_pg, count)
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, SMALL, 0)
+    stmts = statements(url)
+    conn = sqlite3.connect(tmp_path / "moorage.db")
+    for page in stmts[: next(i for i, st in enumerate(stmts) if "count(" in str(st).lower())]:
+        sql, params = _named_sql(page, sqlite_dialect.dialect(paramstyle="named"))
+        plan = "\n".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+        assert "TEMP B-TREE" not in plan and "SCAN repositories" not in plan, (sql, plan)
     conn.close()
 
 
@@ -230,6 +324,74 @@ def test_sqlite_catalog_and_ranges_walk_the_name_index(tmp_path: Path) -> None:
         if "UNION" not in sql:
             assert "TEMP B-TREE" not in plan, (sql, plan)
     conn.close()
+
+
+def test_migration_goes_on_without_pg_trgm_when_the_server_refuses_it(postgres_url: str, caplog: Any) -> None:
+    """A role that may create tables but not extensions: migration 0016 logs that pg_trgm is
+    not available, once, and completes without the trigram index (search still works)."""
+    import logging
+
+    from sqlalchemy import text, true
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from moorage.metadata.db import Database
+    from moorage.metadata.ui_queries import UIQueries
+
+    name = f"scale_trgm_{uuid.uuid4().hex[:8]}"
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    admin = create_database(postgres_url, name)
+
+    async def setup() -> None:
+        engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'"))
+                await conn.execute(text(f'REVOKE CREATE ON DATABASE "{name}" FROM PUBLIC'))
+                await conn.execute(text(f"ALTER SCHEMA public OWNER TO {role}"))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(setup())
+    url = make_url(admin).set(username=role, password=f"pw-{role}").render_as_string(hide_password=False)
+
+    async def go() -> tuple[list[str], int]:
+        db = Database(url)
+        try:
+            await db.migrate()
+            async with db.read() as conn:
+                idx = list(
+                    (await conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'repositories'"))).scalars()
+                )
+            _, total = await UIQueries(db).list_repositories(true(), query="app")
+            return idx, total.count
+        finally:
+            await db.close()
+
+    with caplog.at_level(logging.WARNING, logger="moorage.migrations"):
+        indexes, found = asyncio.run(go())
+    warned = [r for r in caplog.records if "pg_trgm is not available" in r.getMessage()]
+    assert len(warned) == 1, caplog.records
+    assert "ix_repositories_name_trgm" not in indexes and "ix_repositories_name_c" in indexes
+    assert found == 0
+
+
+def test_migration_creates_the_trigram_index_when_allowed(big_pg: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def go() -> list[str]:
+        engine = create_async_engine(big_pg)
+        try:
+            async with engine.connect() as conn:
+                q = "SELECT indexname FROM pg_indexes WHERE tablename IN ('repositories', 'ui_repo_stats')"
+                return list((await conn.execute(text(q))).scalars())
+        finally:
+            await engine.dispose()
+
+    found = asyncio.run(go())
+    for index in ("ix_repositories_name_trgm", "ix_ui_repo_stats_push_name", "ix_ui_repo_stats_size_name"):
+        assert index in found, found
 
 
 # ---------------------------------------------------------------------------------- GC memory
@@ -310,6 +472,45 @@ def test_retention_ranked_by_the_database_agrees_with_the_planner(tmp_path: Path
             await db.close()
 
     asyncio.run(go())
+
+
+def test_gc_batches_read_only_repositories_with_something_to_mark(tmp_path: Path) -> None:
+    """Without retention the collector's batches leave out the repositories where every
+    manifest is tagged and every link's blob is referenced there (the dry run at 100,000
+    repositories: 6 s -> under 1 s); one with an untagged manifest or a stray link is read."""
+    import hashlib
+
+    from moorage.metadata.db import Database
+    from moorage.metadata.gc_store import GCStore
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, 3000, 0)
+    stray = "sha256:" + hashlib.sha256(b"stray").hexdigest()
+    untagged, linked = repo_name(10, 3000), repo_name(2500, 3000)
+    asyncio.run(
+        run_sql(
+            url,
+            [
+                f"DELETE FROM tags WHERE repository_id = (SELECT id FROM repositories WHERE name = '{untagged}')",
+                f"INSERT INTO blobs (digest, size, created_at, last_linked_at) VALUES ('{stray}', 1, 1.7e9, 1.7e9)",
+                "INSERT INTO repository_blobs (repository_id, digest, created_at) "
+                f"SELECT id, '{stray}', 1.7e9 FROM repositories WHERE name = '{linked}'",
+            ],
+        )
+    )
+
+    async def go() -> tuple[list[str], int]:
+        db = Database(url)
+        try:
+            gc = GCStore(db)
+            seen = [n for snap in [s async for s in gc.index_batches(None, 500, skip_clean=True)] for n in snap.repos.values()]
+            every = sum([len(s.repos) async for s in gc.index_batches(None, 500)])
+        finally:
+            await db.close()
+        return seen, every
+
+    seen, every = asyncio.run(go())
+    assert sorted(seen) == sorted([untagged, linked]) and every == 3002
 
 
 # ------------------------------------------------------------------------- mark equivalence

@@ -21,6 +21,8 @@ from .. import errors
 from ..config import Settings
 from ..metadata.auth_store import AuthStore
 from ..metadata.records import TokenRecord, UserRecord
+from ..metadata.store import MAX_CATALOG_RANGES
+from ..registry.catalog_scope import CatalogScope
 from ..registry.names import is_valid_name
 from . import passwords
 from .passwords import Htpasswd
@@ -30,6 +32,7 @@ from .policy import (
     Scope,
     granted_actions,
     parse_actions,
+    pull_ranges,
     registry_actions,
     repository_rights,
     valid_username,
@@ -426,6 +429,22 @@ class Authenticator:
             return Principal(None)
         token = await self.store.get_token(token_id) if token_id else None
         return await self.principal(user, token)
+
+    async def catalog_scope(self, principal: Principal) -> CatalogScope:
+        """The catalog filter of ``principal`` (:meth:`visible`) with the name ranges that hold
+        everything it can keep: the account's (:func:`pull_ranges`), the public namespaces',
+        the public repositories' (issue 24: a user with 10 namespaces reads 10 ranges)."""
+
+        async def keep(names: list[str]) -> list[str]:
+            return await self.visible(principal, names)
+
+        ranges = pull_ranges(principal)
+        public_ns = await self.store.public_namespaces(MAX_CATALOG_RANGES) if ranges is not None else None
+        if ranges is None or public_ns is None:
+            return CatalogScope(keep, bounded=False)
+        prefixes, names = ranges
+        prefixes = sorted(set(prefixes) | {ns + "/" for ns in public_ns})
+        return CatalogScope(keep, tuple(prefixes), tuple(names), public=True)
 
     async def visible(self, principal: Principal, names: list[str]) -> list[str]:
         """The repositories of ``names`` that ``principal`` may pull (the catalog filter)."""

@@ -198,6 +198,38 @@ def repository_rights(principal: Principal, repository: str, *, public: bool) ->
     return frozenset(rights)
 
 
+def pull_ranges(principal: Principal) -> tuple[list[str], list[str]] | None:
+    """Name ranges holding every repository ``principal`` may pull through an account (not
+    through ``public``): ``(prefixes, names)``, or None when no bounded set of ranges does
+    (an administrator, a grant pattern starting with ``*``).
+
+    A superset, never a subset: a pattern ``team/*/app`` gives the range of ``team/``; the
+    catalog filters the names these ranges hold with :func:`repository_rights` afterwards, so
+    the ranges only decide how much of the index is read (issue 24), never what is listed.
+    A token's scope only narrows rights, so the account's ranges cover the token's too.
+    """
+    if principal.anonymous:
+        return [], []
+    if principal.is_admin:
+        return None
+    prefixes: list[str] = []
+    names: list[str] = []
+    if not principal.is_robot and principal.name:
+        names.append(principal.name)
+        prefixes.append(principal.name + "/")
+    for g in principal.grants:
+        if "pull" not in expand(g.actions):
+            continue
+        if "*" not in g.pattern:
+            names.append(g.pattern)
+            continue
+        head = g.pattern[: g.pattern.index("*")]
+        if not head:
+            return None
+        prefixes.append(head)
+    return sorted(set(prefixes)), sorted(set(names))
+
+
 def granted_actions(requested: Sequence[str], rights: frozenset[str]) -> tuple[str, ...]:
     """The requested actions that ``rights`` cover, in request order; ``*`` only for admins."""
     out: list[str] = []

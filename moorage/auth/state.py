@@ -102,11 +102,7 @@ def token_middleware(auth: Authenticator) -> Any:
             raise errors.Unauthorized("token does not cover this request", headers=challenge)
         if rule is Rule.CATALOG:
             principal = await auth.principal_of(subject, str(pat) if pat else None)
-
-            async def visible(names: list[str]) -> list[str]:
-                return await auth.visible(principal, names)
-
-            request[CATALOG_FILTER] = visible
+            request[CATALOG_FILTER] = await auth.catalog_scope(principal)
         return await handler(request)
 
     return auth_token

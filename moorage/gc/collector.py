@@ -246,7 +246,10 @@ class Collector:
         marks = BatchMarks()
         names: dict[int, str] = {}  # repositories of condemned manifests (for the report)
         kept_parts: list[Kept] = []  # why untagged manifests stay, per batch (the summary's "kept")
-        async for snap in self.gc_store.index_batches(repo_id, self.opt.mark_batch):
+        # Without retention, repositories with nothing to mark (every manifest tagged, every
+        # link's blob referenced there) are left in the database (skip_clean).
+        batches = self.gc_store.index_batches(repo_id, self.opt.mark_batch, skip_clean=not policies)
+        async for snap in batches:
             batch_scope = scope
             if policies:
                 planned = retention.plan(policies, [t for t in snap.tags if scope.in_scope(t.repository_id)], started)

@@ -227,6 +227,21 @@ class AuthStore:
         async with self.db.read() as conn:
             return [{"name": r.name, "public": bool(r.public), "created_at": r.created_at} for r in await conn.execute(q)]
 
+    async def public_namespaces(self, limit: int) -> list[str] | None:
+        """The public namespaces (name order), or None if there are more than ``limit``."""
+        async with self.db.read(snapshot=False) as conn:
+            found = list(
+                (
+                    await conn.execute(
+                        select(namespaces.c.name)
+                        .where(namespaces.c.public.is_(True))
+                        .order_by(namespaces.c.name)
+                        .limit(limit + 1)
+                    )
+                ).scalars()
+            )
+        return None if len(found) > limit else found
+
     async def public_repositories(self, names: Iterable[str]) -> set[str]:
         """Which of ``names`` anyone may pull (the repository or one of its namespaces is public)."""
         names = list(dict.fromkeys(names))

@@ -105,7 +105,9 @@ class GCStore:
             rid = (await conn.execute(select(repositories.c.id).where(repositories.c.name == name))).scalar()
         return None if rid is None else int(rid)
 
-    async def index_batches(self, repository_id: int | None = None, batch: int = 1000) -> AsyncIterator[IndexSnapshot]:
+    async def index_batches(
+        self, repository_id: int | None = None, batch: int = 1000, *, skip_clean: bool = False
+    ) -> AsyncIterator[IndexSnapshot]:
         """The index, ``batch`` whole repositories at a time (by id), all read in ONE snapshot.
 
         Each yielded :class:`IndexSnapshot` holds those repositories' tags, manifests, index
@@ -115,6 +117,13 @@ class GCStore:
         whatever the size of the registry.  ``repository_id``: that repository only.
         The consumer must not run other transactions between batches on SQLite's event loop
         (the read holds its snapshot until the last batch).
+
+        ``skip_clean``: leave out the repositories the database shows hold nothing to mark --
+        every manifest tagged, every link's blob referenced by one of its manifests (the
+        common case: at 100,000 repositories reading and walking them in Python was 3/4 of a
+        dry run).  Such a repository yields no condemned manifest, no link and no "kept" line
+        under the module's rules, unless retention removes tags or one repository is scoped:
+        the caller passes False then.
         """
         after = -1
         async with self.db.read() as conn:
@@ -129,11 +138,22 @@ class GCStore:
                     return
                 lo, hi = min(repos), max(repos)
                 after = hi
-                in_batch = manifests.c.repository_id.between(lo, hi)
+                narrowed: list[int] | None = None  # the batch's repositories with something to mark
+                if skip_clean and repository_id is None:
+                    marked = await self._repositories_to_mark(conn, lo, hi)
+                    if not marked:
+                        continue
+                    repos = {rid: repos[rid] for rid in sorted(marked) if rid in repos}
+                    narrowed = sorted(repos)
+
+                def in_range(column: Any, lo: int = lo, hi: int = hi, ids: list[int] | None = narrowed) -> Any:
+                    return column.between(lo, hi) if ids is None else self._in_ids(column, ids)
+
+                in_batch = in_range(manifests.c.repository_id)
                 tag_rows = (
                     await conn.execute(
                         select(tags.c.repository_id, tags.c.name, tags.c.manifest_id, tags.c.updated_at).where(
-                            tags.c.repository_id.between(lo, hi)
+                            in_range(tags.c.repository_id)
                         )
                     )
                 ).all()
@@ -161,7 +181,7 @@ class GCStore:
                     (int(r.repository_id), r.digest, float(r.created_at))
                     for r in await conn.execute(
                         select(repository_blobs.c.repository_id, repository_blobs.c.digest, repository_blobs.c.created_at).where(
-                            repository_blobs.c.repository_id.between(lo, hi)
+                            in_range(repository_blobs.c.repository_id)
                         )
                     )
                 ]
@@ -189,6 +209,33 @@ class GCStore:
                 yield IndexSnapshot(repos, tag_infos, mans, children, mblobs, blob_rows, links)
                 if repository_id is not None:
                     return
+
+    async def _repositories_to_mark(self, conn: Any, lo: int, hi: int) -> set[int]:
+        """Repositories with ids in [lo, hi] holding an untagged manifest or a link whose blob
+        none of their manifests references: the only ones a batch's mark can find anything
+        in without retention (``index_batches(skip_clean=True)``)."""
+        # The subqueries carry OFFSET 0 so PostgreSQL keeps them as per-row index probes; as
+        # anti-joins it hashes every tag / reference of the registry for each batch.
+        m = manifests.alias("m")
+        untagged = select(m.c.repository_id).where(
+            m.c.repository_id.between(lo, hi), ~exists(select(tags.c.manifest_id).where(tags.c.manifest_id == m.c.id).offset(0))
+        )
+        ref = manifests.alias("ref")
+        unreferenced_link = select(repository_blobs.c.repository_id).where(
+            repository_blobs.c.repository_id.between(lo, hi),
+            ~exists(
+                select(manifest_blobs.c.manifest_id)
+                .select_from(manifest_blobs.join(ref, ref.c.id == manifest_blobs.c.manifest_id))
+                .where(
+                    ref.c.repository_id == repository_blobs.c.repository_id, manifest_blobs.c.digest == repository_blobs.c.digest
+                )
+                .offset(0)
+            ),
+        )
+        found: set[int] = set()
+        for q in (untagged, unreferenced_link):
+            found.update(int(r[0]) for r in await conn.execute(q.distinct()))
+        return found
 
     def _in_ids(self, column: Any, ids: list[int]) -> Any:
         """``column IN ids``; on PostgreSQL as ``= ANY(array)``: one bound parameter, so the

@@ -280,7 +280,10 @@ class MetadataStore:
         exact = sorted(set(names))
         if exact:
             branches.append(
-                select(repositories.c.name.label("name")).where(repositories.c.name.in_(exact), after, has_manifest).limit(n)
+                select(repositories.c.name.label("name"))
+                .where(repositories.c.name.in_(exact), after, has_manifest)
+                .order_by(name)  # the first n in order, not any n of them
+                .limit(n)
             )
         if public:
             branches.append(

@@ -291,6 +291,8 @@ Index("ix_tags_updated", tags.c.repository_id, tags.c.updated_at)
 # ``ix_tags_repository_name_c`` on tags (repository_id, name), so the catalog, the tags list
 # and the UI's name order (``Database.lexical``) are index range scans.  SQLite's unique
 # indexes compare BINARY already and serve that order as they are.
+# PostgreSQL only (migration 0016, when the server allows pg_trgm): ``ix_repositories_name_trgm``,
+# a trigram GIN index on repositories (name) serving the UI's substring search (``LIKE '%q%'``).
 
 # ------------------------------------------------------------------ image insight (migration 0008)
 #: OSV advisories imported with ``moorage vulndb import``; ``modified`` makes re-imports incremental.
@@ -498,6 +500,12 @@ ui_repo_stats = Table(
     Column("tags", Integer, nullable=False),
     Column("last_push", Float, nullable=True),
     Column("size", BigInteger, nullable=False),
+    #: The repository's name (migration 0016), so the list sorted by last push or size walks
+    #: one index (key, name): PostgreSQL ``ix_ui_repo_stats_push_name`` on
+    #: (coalesce(last_push, 0) DESC, name COLLATE "C"), ``ix_ui_repo_stats_size_name`` on
+    #: (size DESC, name COLLATE "C"); SQLite the same without the collation.  Expression
+    #: indexes, created by the migration only (not declared here: see the core tables' note).
+    Column("name", String(255), nullable=True),
     Index("ix_ui_repo_stats_last_push", "last_push"),
     Index("ix_ui_repo_stats_size", "size"),
 )

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, or_, select, true, update
+from sqlalchemy import and_, delete, false, func, literal_column, or_, select, text, true, update
 from sqlalchemy.sql.elements import ColumnElement, True_
 
 from .db import Database
@@ -107,6 +107,54 @@ def _prefix_range(db: Database, prefix: str) -> ColumnElement[bool]:
     return and_(name >= prefix, name < upper) if upper is not None else name >= prefix
 
 
+#: The repository list counts up to this many rows; past it the total is "1,000+" (or, on
+#: PostgreSQL with everything visible, the planner's estimate).
+COUNT_CAP = 1000
+#: Longest cursor accepted (a float, ":" and a repository name of at most 255 characters).
+MAX_CURSOR = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Total:
+    """How many repositories a listing holds: exact up to :data:`COUNT_CAP`, else at least
+    ``count`` (``estimated``: about ``count``); ``more``: a page follows the one returned."""
+
+    count: int
+    exact: bool = True
+    estimated: bool = False
+    more: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.exact:
+            return f"{self.count:,}"
+        return f"about {self.count:,}" if self.estimated else f"{self.count:,}+"
+
+
+def _parse_cursor(raw: str | None, sort: str) -> tuple[float, str] | None:
+    """``(key, name)`` of a cursor from :meth:`UIQueries.cursor`, or None if it is absent or
+    malformed (then the listing starts at its first page: a bad link is never an error)."""
+    if not raw or len(raw) > MAX_CURSOR or "\x00" in raw:
+        return None
+    if sort not in ("pushed", "size"):
+        return 0.0, raw
+    head, sep, name = raw.partition(":")
+    if not sep or not name:
+        return None
+    try:
+        key = float(head)
+    except ValueError:
+        return None
+    if key != key or key in (float("inf"), float("-inf")):
+        return None
+    if sort == "size":
+        # compared with a BIGINT column as an integer (a float would cast the column: no index)
+        if not key.is_integer() or not 0 <= key < 2**63:
+            return None
+        return int(key), name
+    return key, name
+
+
 class UIQueries:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -156,8 +204,17 @@ class UIQueries:
         sort: str = "name",
         offset: int = 0,
         limit: int = 50,
-    ) -> tuple[list[Row], int]:
-        """One page of repositories with tag count, last push and size; and the total count."""
+        after: str | None = None,
+        before: str | None = None,
+    ) -> tuple[list[Row], Total]:
+        """One page of repositories with tag count, last push and size; and how many there are.
+
+        ``after``/``before``: a key from :meth:`cursor` (the page after that row / before it) --
+        keyset pagination, so page 20,000 costs what page 2 does (an OFFSET reads and drops
+        every row before it); ``offset`` serves direct page links.  The count stops at
+        :data:`COUNT_CAP` (issue 24: an exact ``count(*)`` of 1M rows on every page view);
+        past it, :class:`Total` is an estimate or "at least".  One more row than ``limit`` is
+        read so the caller knows whether a next page exists (``Total.more``)."""
         where = self._listing_where(visible, query, namespace)
         name = self.db.lexical(repositories.c.name)
         if not isinstance(visible, True_):
@@ -166,20 +223,62 @@ class UIQueries:
             # planner walk the whole name index filtering row by row, expecting a page soon
             # (measured: 154 ms at 100,000 repositories for a user with 10 namespaces, 0.3 ms so).
             name = self.db.lexical(repositories.c.name.concat(""))
-        q = select(repositories.c.id, repositories.c.name, repositories.c.public).where(*where)
+        cols: list[Any] = [repositories.c.id, repositories.c.name, repositories.c.public]
+        mark = _parse_cursor(after if after is not None else before, sort)
+        backward = after is None and mark is not None  # (a malformed key: the first page)
         if sort in ("pushed", "size"):
             # Order from the kept figures (ui_repo_stats); a repository not in it yet sorts last.
-            key = ui_repo_stats.c.last_push if sort == "pushed" else ui_repo_stats.c.size
-            q = q.select_from(repositories.outerjoin(ui_repo_stats, ui_repo_stats.c.repository_id == repositories.c.id)).order_by(
-                func.coalesce(key, 0).desc(), name
+            key = func.coalesce(ui_repo_stats.c.last_push if sort == "pushed" else ui_repo_stats.c.size, 0)
+            q = select(*cols, key.label("sort_key")).select_from(
+                repositories.outerjoin(ui_repo_stats, ui_repo_stats.c.repository_id == repositories.c.id)
             )
+            if mark is not None:
+                k, n = mark
+                # (key DESC, name ASC): rows after (k, n) -- or before, going back
+                where.append(or_(key > k, and_(key == k, name < n)) if backward else or_(key < k, and_(key == k, name > n)))
+            order = [key.asc(), name.desc()] if backward else [key.desc(), name]
         else:
-            q = q.order_by(name)
-        q = q.offset(offset).limit(limit)
-        count_q = select(func.count()).select_from(repositories).where(*where)
+            q = select(*cols, repositories.c.name.label("sort_key"))
+            if mark is not None:
+                where.append(name < mark[1] if backward else name > mark[1])
+            order = [name.desc()] if backward else [name]
+        q = q.where(*where).order_by(*order).limit(limit + 1)
+        if mark is None and offset:
+            q = q.offset(offset)
+        fast = None
+        if sort in ("pushed", "size") and not (backward and mark is not None and mark[0] <= 0):
+            fast = self._by_figure(visible, query, namespace, sort, mark, backward, offset, limit)
+        count_q = select(func.count()).select_from(
+            select(repositories.c.id).where(*self._listing_where(visible, query, namespace)).limit(COUNT_CAP + 1).subquery()
+        )
         async with self.db.read() as conn:
-            rows = (await conn.execute(q)).all()
-            total = int((await conn.execute(count_q)).scalar_one())
+            rows = []
+            for stmt in fast or ():
+                rows += (await conn.execute(stmt)).all()
+                if len(rows) > limit:
+                    break
+            if len(rows) <= limit and not backward:
+                rows = []  # the page reaches the repositories without a figure: the full query
+            if not rows:
+                rows = (await conn.execute(q)).all()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            if backward:
+                rows.reverse()
+            if mark is None and not more and (rows or not offset):
+                counted = offset + len(rows)  # a first (or direct) page that holds the end: no count
+            else:
+                counted = int((await conn.execute(count_q)).scalar_one())
+            total = Total(counted, exact=True, more=more or backward)
+            if counted > COUNT_CAP:
+                total = Total(COUNT_CAP, exact=False, more=more or backward)
+                if isinstance(visible, True_) and not query and not namespace and not self.db.is_sqlite:
+                    # The planner's row estimate (VACUUM/ANALYZE keep it): free, and close.
+                    est = (
+                        await conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'repositories'::regclass"))
+                    ).scalar()
+                    if est is not None and est > COUNT_CAP:
+                        total = Total(int(est), exact=False, estimated=True, more=more or backward)
             ids = [int(r.id) for r in rows]
             stats: dict[int, tuple[int, float | None]] = {}
             sizes: dict[int, int] = {}
@@ -200,8 +299,64 @@ class UIQueries:
         out = []
         for r in rows:
             count, last = stats.get(int(r.id), (0, None))
-            out.append(Row(name=r.name, public=bool(r.public), tags=count, last_push=last, size=sizes.get(int(r.id), 0)))
+            out.append(
+                Row(
+                    name=r.name,
+                    public=bool(r.public),
+                    tags=count,
+                    last_push=last,
+                    size=sizes.get(int(r.id), 0),
+                    sort_key=r.sort_key,
+                )
+            )
         return out, total
+
+    def _by_figure(
+        self,
+        visible: ColumnElement[bool],
+        query: str,
+        namespace: str,
+        sort: str,
+        mark: tuple[float, str] | None,
+        backward: bool,
+        offset: int,
+        limit: int,
+    ) -> list[Any]:
+        """The list sorted by last push or size as walks of ``ix_ui_repo_stats_push_name`` /
+        ``_size_name`` (figure DESC, name), over the repositories whose figure is above 0.
+
+        Those come first in that order, in the same order as the full query's (which sorts
+        every visible repository: 100-200 ms at 100,000); the caller falls back to it for a
+        page that reaches the figure-0 tail (no push yet, or not in ``ui_repo_stats`` yet).
+        After a key (k, n): first the rows tied at k past n (the index positioned at (k, n)),
+        then the rows past k -- one ``(key, name) > (k, n)`` condition would make the index
+        walk every row tied at k from the start (thousands of equal sizes)."""
+        zero: Any = literal_column("0")
+        key = func.coalesce(ui_repo_stats.c.last_push, zero) if sort == "pushed" else ui_repo_stats.c.size
+        sname = self.db.lexical(ui_repo_stats.c.name)
+        where = [*self._listing_where(visible, query, namespace), key > zero]
+        base = select(repositories.c.id, repositories.c.name, repositories.c.public, key.label("sort_key")).select_from(
+            ui_repo_stats.join(repositories, repositories.c.id == ui_repo_stats.c.repository_id)
+        )
+        order = [key.asc(), sname.desc()] if backward else [key.desc(), sname]
+        if mark is None:
+            q = base.where(*where).order_by(*order).limit(limit + 1)
+            return [q.offset(offset) if offset else q]
+        k, n = mark
+        tied = (  # (one key: ordered by name alone, so SQLite sees the index's order too)
+            base.where(*where, key == k, sname < n if backward else sname > n)
+            .order_by(sname.desc() if backward else sname)
+            .limit(limit + 1)
+        )
+        past = base.where(*where, key > k if backward else key < k).order_by(*order).limit(limit + 1)
+        return [tied, past]
+
+    @staticmethod
+    def cursor(row: Row, sort: str) -> str:
+        """The key of ``row`` in ``sort`` order, for ``list_repositories(after=/before=)``."""
+        if sort in ("pushed", "size"):
+            return f"{float(row.sort_key)!r}:{row.name}"
+        return str(row.name)
 
     async def namespaces_of(self, visible: ColumnElement[bool], limit: int = 500) -> list[str]:
         """First path components of the visible repositories (for the namespace filter)."""
@@ -466,7 +621,7 @@ class UIQueries:
             .where(repository_blobs.c.repository_id == repositories.c.id)
             .scalar_subquery()
         )
-        q = select(repositories.c.id, tag_count, last, size)
+        q = select(repositories.c.id, tag_count, last, size, repositories.c.name)
         return q.where(where) if where is not None else q
 
     async def refresh_stats(self, names: Sequence[str] | None = None) -> None:
@@ -477,13 +632,21 @@ class UIQueries:
         CASCADE).  Runs on the write connection (SQLite: aiosqlite's thread), so a full
         refresh of a big registry does not hold up the event loop.
         """
-        cols = ["repository_id", "tags", "last_push", "size"]
+        cols = ["repository_id", "tags", "last_push", "size", "name"]
 
         def upsert(where: ColumnElement[bool]) -> Any:
             ins = self.db.insert(ui_repo_stats).from_select(cols, self._stats_select(where))
             return ins.on_conflict_do_update(
                 index_elements=["repository_id"],
-                set_={"tags": ins.excluded.tags, "last_push": ins.excluded.last_push, "size": ins.excluded.size},
+                set_={
+                    "tags": ins.excluded.tags,
+                    "last_push": ins.excluded.last_push,
+                    "size": ins.excluded.size,
+                    "name": ins.excluded.name,
+                },
+                # Only rows whose figures changed: the full refresh every 10 minutes otherwise
+                # rewrites every row and its four index entries (1M repositories: 10-35 s).
+                where=or_(*(getattr(ui_repo_stats.c, c).is_distinct_from(getattr(ins.excluded, c)) for c in cols[1:])),
             )
 
         async with self.db.write() as conn:

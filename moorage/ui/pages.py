@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..api import routes as route_names
 from ..api.common import BLOBS, SETTINGS
-from ..metadata.ui_queries import Row, UIQueries
+from ..metadata.ui_queries import MAX_CURSOR, Row, UIQueries
 from ..registry.names import is_valid_name
 from . import format as fmt
 from .session import QUERIES, Redirect, UIError, Viewer, check_csrf, resolve_viewer, sign_in, sign_out
@@ -93,15 +93,29 @@ async def repositories_page(request: web.Request) -> web.StreamResponse:
     page = _int(request.query.get("page"), 1, 1, 1_000_000)
     queries = request.app[QUERIES]
     visible = await queries.visible_condition(viewer.visibility())
+    # Next/Previous links carry the neighbouring row's key (keyset: a deep page costs what
+    # page 2 does); a bare ``page=N`` link still works (an OFFSET).
+    after = fmt.clean(request.query.get("after", ""), MAX_CURSOR) or None
+    before = fmt.clean(request.query.get("before", ""), MAX_CURSOR) or None
     rows, total = await queries.list_repositories(
-        visible, query=q, namespace=ns, sort=sort, offset=(page - 1) * per_page, limit=per_page
+        visible,
+        query=q,
+        namespace=ns,
+        sort=sort,
+        offset=(page - 1) * per_page,
+        limit=per_page,
+        after=after,
+        before=before if page > 1 else None,
     )
-    pages = max(1, math.ceil(total / per_page))
+    pages = max(1, math.ceil(total.count / per_page)) if total.exact else None
     ctx = {
         "rows": rows,
         "total": total,
         "page": page,
         "pages": pages,
+        "has_next": total.more,
+        "next_key": queries.cursor(rows[-1], sort) if rows and total.more else "",
+        "prev_key": queries.cursor(rows[0], sort) if rows and page > 2 else "",
         "q": q,
         "ns": ns,
         "sort": sort,
