@@ -123,3 +123,20 @@ async def test_a_wildcard_claim_and_the_operator_may_everything(registry: Regist
     await registry.delete_manifest("team/app", "v1", by=star)
     await registry.put_manifest("team/app", "v2", MANIFEST, None, by=Principal.operator("job"))
     assert (await registry.get_manifest("team/app", "v2")).digest == _sha(MANIFEST)
+
+
+async def test_the_catalog_filter_holds_without_a_page_size(registry: RegistryService) -> None:
+    """A caller's pull filter applies however the catalog is asked for: with ``n``, without a
+    page size (every name), and ``n = 0`` is no names -- never the unfiltered list."""
+    operator = Principal.operator()
+    for repo in ("team/app", "team/secret", "other/x"):
+        await registry.put_blob(repo, _sha(CONFIG), _one(CONFIG), by=operator)  # type: ignore[arg-type]
+        await registry.put_manifest(repo, "v1", MANIFEST, None, by=operator)
+
+    async def only_team_app(names: list[str]) -> list[str]:
+        return [n for n in names if n == "team/app"]
+
+    assert await registry.catalog(None, None) == ["other/x", "team/app", "team/secret"]
+    assert await registry.catalog(10, None, only_team_app) == ["team/app"]
+    assert await registry.catalog(None, None, only_team_app) == ["team/app"]
+    assert await registry.catalog(0, None, only_team_app) == []

@@ -862,15 +862,18 @@ class RegistryService:
         on 10 namespaces out of 100,000 reads 10 ranges, with exactly the result of filtering
         the whole catalog.  The one read rule of repository lists: the web UI's list applies
         the same two halves."""
-        if may_pull is None or not n:
+        if may_pull is None:
             return await self.store.catalog(n, last)
+        if n is not None and n <= 0:
+            return []
+        want = n if n is not None else sys.maxsize  # no page size: every name the caller may pull
         scope = may_pull if isinstance(may_pull, CatalogScope) else CatalogScope(may_pull, bounded=False)
         ranged = scope.bounded and len(scope.prefixes) + len(scope.names) <= MAX_CATALOG_RANGES
         if ranged and not scope.prefixes and not scope.names and not scope.public:
             return []
         found: list[str] = []
-        batch = max(n, 100)
-        while len(found) < n:  # the index (or the caller's ranges of it) in batches, filtered
+        batch = max(n or 1000, 100)
+        while len(found) < want:  # the index (or the caller's ranges of it) in batches, filtered
             if ranged:
                 names = await self.store.catalog_in(batch, last, scope.prefixes, scope.names, public=scope.public)
             else:
@@ -881,7 +884,7 @@ class RegistryService:
             last = names[-1]
             if len(names) < batch:
                 break
-        return found[:n]
+        return found[:want]
 
     async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> list[ReferrerRecord]:
         validate_name(repository)
