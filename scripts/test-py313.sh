@@ -2,6 +2,7 @@
 # The unit tier on Python 3.13 (Debian 13's python3), in a venv of its own (.venv-py313), so CI
 # tests the newest supported Python as well as the one the full suite runs on (3.11).
 #   bash scripts/test-py313.sh [pytest args...]
+#   bash scripts/test-py313.sh --prepare     # only make the venv (.ci/run does it meanwhile)
 # The interpreter: $PYTHON313, else pyenv's 3.13.x, else python3.13 on PATH, else python3 when it
 # is 3.13.  With none on the machine it skips (exit 0) and says so; it never downloads a Python.
 set -euo pipefail
@@ -30,6 +31,10 @@ start=$(date +%s)
 # shellcheck source=scripts/venv.sh
 . scripts/venv.sh
 PYTHON="$py" moorage_venv "${MOORAGE_VENV313:-.venv-py313}" '.[test]'
+if [ "${1:-}" = "--prepare" ]; then
+    echo "scripts/test-py313.sh: venv ready in $(( $(date +%s) - start )) s" >&2
+    exit 0
+fi
 echo "scripts/test-py313.sh: unit tier on $("$PY" -V 2>&1) ($py)" >&2
 set +e
 "$PY" -m pytest -q -p no:cacheprovider -m unit -n "${MOORAGE_TEST_WORKERS:-2}" "$@"
