@@ -31,7 +31,7 @@ from aiohttp import web
 
 from ..api.extension import ExtensionContext
 from ..config import Settings
-from ..metadata.events_store import PENDING, EventsStore
+from ..metadata.events_store import EventsStore, outbox_row
 from ..registry.events import RegistryEvent
 from ..scheduler import Job
 from .api import EventsAPI
@@ -110,20 +110,7 @@ class EventsExtension:
         rows = []
         for ep in matching:
             content_type, body = render(ep.format, event, event.id, self.source)
-            rows.append(
-                {
-                    "endpoint": ep.name,
-                    "repository": event.repository,
-                    "event_id": event.id,
-                    "action": event.action,
-                    "content_type": content_type,
-                    "body": body,
-                    "status": PENDING,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-            )
+            rows.append(outbox_row(ep.name, event.repository, event.id, event.action, content_type, body, now))
         return rows
 
     async def on_event(self, event: RegistryEvent) -> None:

@@ -35,7 +35,7 @@ from .. import errors
 from ..accounts.audit import AuditTrail, operation
 from ..config import Settings, WebhookEndpoint
 from ..metadata.db import Database
-from ..metadata.events_store import DEAD, PENDING, EventsStore
+from ..metadata.events_store import DEAD, EventsStore, outbox_row
 from ..registry.events import Actor, RegistryEvent
 from ..registry.principal import Principal
 from .audit import _without_credentials
@@ -229,19 +229,7 @@ class WebhookService:
         )
         event_id = str(uuid.uuid4())
         content_type, body = render(ep.format, event, event_id, self.source)
-        now = time.time()
-        row = {
-            "endpoint": ep.name,
-            "repository": event.repository,
-            "event_id": event_id,
-            "action": "test",
-            "content_type": content_type,
-            "body": body,
-            "status": PENDING,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
+        row = outbox_row(ep.name, event.repository, event_id, "test", content_type, body, time.time())
         async with self.db.write() as conn:
             await self.store.enqueue(conn, [row])
             await self.audit.record(conn, self.audit.entry(p, "webhook.test", target=ep.name, detail={"event_id": event_id}))

@@ -63,8 +63,7 @@ class GCService:
         since = time.time()
         by = Principal.job("gc", p.face)
         if self.isolated:
-            bridge = ThreadBridge(self.events, asyncio.get_running_loop()) if self.events is not None else None
-            result = await _on_thread(self.settings, opts, bridge, by)
+            result = await collect_on_thread(self.settings, opts, self.events, by, name="moorage-gc-ui")
         else:
             registry = RegistryService(MetadataStore(self.db), self.blobs, events=self.events)
             result = await Collector(self.db, self.blobs, opts, registry=registry, by=by).run()
@@ -85,9 +84,20 @@ class GCService:
         return result
 
 
-async def _on_thread(settings: Settings, opts: GCOptions, events: EventBus | None, by: Principal) -> GCResult:
-    """``Collector.run`` on a daemon thread with its own loop, engine and store."""
+async def collect_on_thread(
+    settings: Settings, opts: GCOptions, events: EventBus | None, by: Principal, *, name: str = "moorage-gc"
+) -> GCResult:
+    """One collection on a daemon thread with its own event loop, database engine and store.
+
+    Loading the index of a big registry is CPU work (tens of thousands of rows); on its own
+    thread it does not stall the serving loop, and a shutdown mid-run just drops the thread
+    (the protocol is kill -9 safe; the next run finishes any tombstones).  Its deletes are
+    recorded through the server's ``events`` bus, seen from the thread as a
+    :class:`~moorage.registry.events.ThreadBridge`: in their transactions, as ``by``.
+    Used by the scheduled collection and by one started in the web UI.
+    """
     loop = asyncio.get_running_loop()
+    bridge = ThreadBridge(events, loop) if events is not None else None
     done: asyncio.Future[GCResult] = loop.create_future()
 
     def deliver(value: GCResult | None, exc: BaseException | None) -> None:
@@ -100,13 +110,13 @@ async def _on_thread(settings: Settings, opts: GCOptions, events: EventBus | Non
 
     def work() -> None:
         try:
-            value = asyncio.run(_collect(settings, opts, events, by))
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request
+            value = asyncio.run(_collect(settings, opts, bridge, by))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             loop.call_soon_threadsafe(deliver, None, exc)
         else:
             loop.call_soon_threadsafe(deliver, value, None)
 
-    threading.Thread(target=work, name="moorage-gc-ui", daemon=True).start()
+    threading.Thread(target=work, name=name, daemon=True).start()
     return await done
 
 

@@ -15,15 +15,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import threading
-from typing import Any
 
 from ..api.extension import ExtensionContext
 from ..config import Settings
-from ..registry.events import EventBus, ThreadBridge
+from ..registry.events import EventBus
 from ..scheduler import Job
 
 log = logging.getLogger("moorage.gc")
@@ -46,62 +43,14 @@ def setup_gc(ctx: ExtensionContext) -> None:
 
 def _job(settings: Settings, events: EventBus | None = None) -> Job:
     async def collect_once() -> None:
-        summary = await _in_thread(settings, events)
+        from ..registry.service import COLLECTOR
+        from .collector import GCOptions
+        from .service import collect_on_thread
+
+        gc = settings.gc
+        opts = GCOptions(grace=gc.grace, delete_untagged=gc.delete_untagged, upload_expiry=gc.upload_expiry)
+        summary = (await collect_on_thread(settings, opts, events, COLLECTOR)).summary()
         log.info("gc: %s (pid %d)", summary, os.getpid())  # which worker collected
 
     # Failures are logged by the scheduler and retried at the next interval.
     return Job("gc", collect_once, interval=float(settings.gc.interval), leader_only=True)
-
-
-async def _in_thread(settings: Settings, events: EventBus | None = None) -> dict[str, Any]:
-    """One collection on a daemon thread with its own event loop, database engine and store.
-
-    Loading the index of a big registry is CPU work (tens of thousands of rows); on its own
-    thread it does not stall the serving loop, and a shutdown mid-run just drops the thread
-    (the protocol is kill -9 safe; the next run finishes any tombstones).  Its deletes are
-    recorded through the server's ``events`` bus (:class:`~moorage.registry.events.ThreadBridge`):
-    in their transactions, as ``gc``/``retention`` through the face ``job``.
-    """
-    loop = asyncio.get_running_loop()
-    bridge = ThreadBridge(events, loop) if events is not None else None
-    done: asyncio.Future[dict[str, Any]] = loop.create_future()
-
-    def deliver(value: dict[str, Any] | None, exc: BaseException | None) -> None:
-        if done.cancelled():
-            return
-        if exc is not None:
-            done.set_exception(exc)
-        else:
-            done.set_result(value or {})
-
-    def work() -> None:
-        try:
-            value = asyncio.run(_collect(settings, bridge))
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(deliver, None, exc)
-        else:
-            loop.call_soon_threadsafe(deliver, value, None)
-
-    threading.Thread(target=work, name="moorage-gc", daemon=True).start()
-    return await done
-
-
-async def _collect(settings: Settings, events: EventBus | None) -> dict[str, Any]:
-    from ..metadata.db import Database
-    from ..metadata.store import MetadataStore
-    from ..registry.service import COLLECTOR, RegistryService
-    from ..storage import create_blob_store
-    from .collector import Collector, GCOptions
-
-    db = Database(settings.database_url, pool_size=2)
-    store = create_blob_store(settings)
-    await store.open()
-    try:
-        opts = GCOptions(
-            grace=settings.gc.grace, delete_untagged=settings.gc.delete_untagged, upload_expiry=settings.gc.upload_expiry
-        )
-        registry = RegistryService(MetadataStore(db), store, events=events)
-        return (await Collector(db, store, opts, registry=registry, by=COLLECTOR).run()).summary()
-    finally:
-        await store.close()
-        await db.close()

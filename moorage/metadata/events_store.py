@@ -29,6 +29,24 @@ _OPEN = (PENDING, DELIVERING)
 CLAIM_WINDOW = 512
 
 
+def outbox_row(
+    endpoint: str, repository: str, event_id: str, action: str, content_type: str, body: bytes, now: float
+) -> dict[str, Any]:
+    """A new outbox row: one delivery of one rendered event to one endpoint, due ``now``."""
+    return {
+        "endpoint": endpoint,
+        "repository": repository,
+        "event_id": event_id,
+        "action": action,
+        "content_type": content_type,
+        "body": body,
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
 @dataclass(slots=True)
 class Delivery:
     id: int

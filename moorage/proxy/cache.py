@@ -80,6 +80,17 @@ class Upstream:
     def name(self) -> str:
         return self.cfg.name
 
+    def describe(self) -> dict[str, Any]:
+        """What the admin API and the UI show of it: never its credentials."""
+        return {
+            "name": self.name,
+            "url": self.client.base_url,
+            "namespace": self.cfg.namespace,
+            "tag_ttl": self.cfg.tag_ttl,
+            "authenticated": self.cfg.username is not None,
+            "stats": self.stats.as_dict(),
+        }
+
     def remote_name(self, local: str) -> str | None:
         """The upstream repository for local repository ``local``, or None if not ours."""
         ns = self.cfg.namespace.strip("/")

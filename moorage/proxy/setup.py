@@ -49,21 +49,7 @@ def setup_proxy(ctx: ExtensionContext) -> None:
             from ..api.credentials import require_admin
 
             await require_admin(request)
-        return web.json_response(
-            {
-                "upstreams": [
-                    {
-                        "name": up.name,
-                        "url": up.client.base_url,
-                        "namespace": up.cfg.namespace,
-                        "tag_ttl": up.cfg.tag_ttl,
-                        "authenticated": up.cfg.username is not None,
-                        "stats": up.stats.as_dict(),
-                    }
-                    for up in cache.upstreams
-                ]
-            }
-        )
+        return web.json_response({"upstreams": [up.describe() for up in cache.upstreams]})
 
     # Rule ADMIN in moorage.api.routes (both names): checked by the auth middleware, and here;
     # with htpasswd every authenticated user is an administrator; with no auth anyone may read.

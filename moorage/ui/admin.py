@@ -300,19 +300,7 @@ async def cache_page(request: web.Request) -> web.StreamResponse:
     from ..proxy.setup import CACHE
 
     cache = request.app.get(CACHE)
-    upstreams = []
-    if cache is not None:
-        for up in cache.upstreams:
-            upstreams.append(
-                {
-                    "name": up.name,
-                    "url": up.client.base_url,
-                    "namespace": up.cfg.namespace,
-                    "tag_ttl": up.cfg.tag_ttl,
-                    "authenticated": up.cfg.username is not None,
-                    "stats": up.stats.as_dict(),
-                }
-            )
+    upstreams = [up.describe() for up in cache.upstreams] if cache is not None else []
     jobs = request.app[SCHEDULER].jobs
     rules = []
     for rule in request.app[SETTINGS].proxy.mirror_rules:
