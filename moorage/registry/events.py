@@ -110,11 +110,6 @@ class EventBus:
         """Call ``listener`` with every event whose action ``wants`` accepts (all without it)."""
         self._listeners.append((listener, wants))
 
-    @property
-    def active(self) -> bool:
-        """False when nobody listens: publishers may skip building the event."""
-        return bool(self._listeners)
-
     def wants(self, action: Action) -> bool:
         """Whether any listener wants an event of ``action`` now: a pull (every manifest GET) is
         built only when one does."""
@@ -159,10 +154,6 @@ class ThreadBridge(EventBus):
         self._bus = bus
         self._loop = loop
         self.recorder = _BridgedRecorder(bus.recorder, loop) if bus.recorder is not None else None
-
-    @property
-    def active(self) -> bool:
-        return self._bus.active
 
     @property
     def wants_changes(self) -> bool:
