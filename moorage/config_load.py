@@ -26,10 +26,9 @@ from .config import (
 from .config_env import EnvReader, merge_sources
 
 
-def check_unknown_keys(environ: typing.Mapping[str, str] | None = None, path: str | None = None) -> None:
-    """Refuse YAML keys and ``MOORAGE_*`` variables that name no setting, with a suggestion
-    (``path``: the config file; default ``MOORAGE_CONFIG`` of ``environ``)."""
-    environ = os.environ if environ is None else environ
+def check_unknown_keys(environ: typing.Mapping[str, str], file_data: dict[str, Any] | None, path: str | None) -> None:
+    """Refuse ``MOORAGE_*`` variables and config-file keys (``file_data``, read from ``path``)
+    that name no setting, with a suggestion."""
     valid = _env_names(Settings, "MOORAGE_")
     known = set(valid)
     for name in sorted(environ):
@@ -39,10 +38,8 @@ def check_unknown_keys(environ: typing.Mapping[str, str] | None = None, path: st
         if upper.startswith(NOT_SETTINGS_PREFIX):
             continue
         raise UnknownSettingError(f"unknown environment variable {name}{_suggest(upper, valid)}")
-    path = path or environ.get("MOORAGE_CONFIG")
-    if path:
-        data = _read_yaml(path, environ)
-        _check_mapping(data, Settings, "", path)
+    if file_data is not None and path:
+        _check_mapping(file_data, Settings, "", path)
 
 
 def _read_yaml(path: str, environ: typing.Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -77,5 +74,6 @@ def load_settings(
     environ = os.environ if environ is None else environ
     clean = {k: v for k, v in overrides.items() if v is not None}
     path = str(config) if config is not None else environ.get("MOORAGE_CONFIG")
-    check_unknown_keys(environ, path)
-    return settings_from_sources(clean, environ, _read_yaml(path, environ) if path else None)
+    file_data = _read_yaml(path, environ) if path else None  # read once: checked, then merged
+    check_unknown_keys(environ, file_data, path)
+    return settings_from_sources(clean, environ, file_data)
