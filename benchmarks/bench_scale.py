@@ -143,9 +143,9 @@ async def in_process(db_url: str, n: int, fig: dict[str, Any]) -> None:
         fig["UI repo list, user with 10 namespace grants"] = await amedian_ms(lambda: ui.list_repositories(cond), 5)
         # /v2/_catalog?n=1000 of that user, the service's path (what the API handler runs).
         from moorage.auth.authenticator import Authenticator
-        from moorage.auth.policy import Grant, Principal
         from moorage.config import Settings
         from moorage.metadata.auth_store import AuthStore
+        from moorage.registry.access_rules import Grant, Principal
         from moorage.registry.service import RegistryService
         from moorage.storage.memory import MemoryBlobStore
 

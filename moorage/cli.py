@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .cli_common import data_options, settings_from
+from .cli_common import CommandContext, data_options, settings_from
 
 #: The other packages' commands: (module, short help).  A module is imported only when one of its
 #: commands runs, so ``moorage --help`` and a quick command start without aiohttp, SQLAlchemy's
@@ -83,8 +83,24 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="moorage")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Moorage: a self-hosted OCI / Docker container image registry."""
+    ctx.obj = CommandContext(components_for=_components_for, policies=_policies)
+
+
+def _components_for(settings: Any, **kwargs: Any) -> Any:
+    """The composition root's components (imported when a command opens the registry, not for ``--help``)."""
+    from .composition import components_for
+
+    return components_for(settings, **kwargs)
+
+
+def _policies(database: Any) -> Any:
+    """The composition root's policy hooks."""
+    from .composition import policies
+
+    return policies(database)
 
 
 @main.command()

@@ -4,12 +4,41 @@ modules can use it while the main group imports them (no import cycle)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
+    from .components import Components, PolicyFactory
     from .config import Settings
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """What the main ``moorage`` group hands every feature's commands, as click's context object.
+
+    A feature's command that opens the registry (``moorage gc``, ``moorage scan``) must build the
+    components as the server does -- with the policies the composition root chooses (immutable
+    tags, quotas) -- but a feature's package sits below the composition root and may not import
+    it. The root passes what it would build through this object instead (set in
+    :func:`moorage.cli.main`)."""
+
+    #: ``(settings, pool_size=...) -> Components`` with the composition root's policies.
+    components_for: Callable[..., Components]
+    #: The policy hooks the core consults (for :func:`moorage.components.opened`).
+    policies: PolicyFactory
+
+
+def command_context() -> CommandContext:
+    """The :class:`CommandContext` of the running command; a command run outside the ``moorage``
+    group (nothing does) gets a one-line error, not a registry opened without its policies."""
+    ctx = click.get_current_context(silent=True)
+    found = ctx.find_object(CommandContext) if ctx is not None else None
+    if found is None:
+        raise click.ClickException("internal error: this command must run under `moorage`")
+    return found
 
 
 _COMMON = [

@@ -2,7 +2,7 @@
 face that offers it, leaves the same audit entry.
 
 The operations are not listed here by hand: they are read from the service classes
-(:func:`moorage.accounts.audit.operations` over :class:`~moorage.accounts.service.AccountsService`,
+(:func:`moorage.registry.audit.operations` over :class:`~moorage.accounts.service.AccountsService`,
 :class:`~moorage.accounts.policies.PolicyAdminService` and
 :class:`~moorage.events.webhooks.WebhookService`), and the test is parametrised by them, so an
 operation added without a driver in :data:`DRIVERS` fails ``test_operation_leaves_the_same_entry``
@@ -28,10 +28,10 @@ from typing import Any
 import pytest
 import requests
 
-from moorage.accounts.audit import operations
 from moorage.accounts.policies import PolicyAdminService
 from moorage.accounts.service import AccountsService
 from moorage.events.webhooks import WebhookService
+from moorage.registry.audit import operations
 from tests.support.authsrv import ADMIN_PASSWORD, cli, start_auth_server
 from tests.support.registry_proc import RegistryProcess
 

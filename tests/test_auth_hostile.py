@@ -195,7 +195,7 @@ def test_parallel_wrong_passwords_stay_within_the_limit(srv: RegistryProcess) ->
 
 # -- item 9: htpasswd: unknown users cost what real ones do -----------------------------------------
 def test_htpasswd_unknown_user_is_checked_at_the_files_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from moorage.auth import passwords
+    from moorage.accounts import passwords
 
     path = write_htpasswd(tmp_path / "htpasswd", {"hank": "hank-pw", "ivy": "ivy-pw"})  # cost 5, like htpasswd -B
     seen: list[bytes] = []

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moorage.auth import passwords
-from moorage.auth.policy import (
+from moorage.accounts import passwords
+from moorage.registry.access_rules import (
     Grant,
     Principal,
     Scope,

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from moorage.auth.authenticator import Authenticator
-from moorage.auth.policy import Grant, Principal, pull_ranges
 from moorage.config import Settings
 from moorage.metadata.auth_store import AuthStore
 from moorage.metadata.db import Database
 from moorage.metadata.store import MetadataStore
+from moorage.registry.access_rules import Grant, Principal, pull_ranges
 from moorage.registry.catalog_scope import CatalogScope
 from moorage.registry.service import RegistryService
 from moorage.storage.memory import MemoryBlobStore

@@ -137,7 +137,7 @@ def test_catalog_lists_only_pullable_repositories_within_a_tokens_scope(token_re
 def test_login_rate_limit_is_checked_before_bcrypt(token_reg: InProcessRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past ``auth.login_rate_limit`` (5 here) failed logins, a guess costs no bcrypt at all:
     the password checks are counted where the authenticator calls them."""
-    from moorage.auth import passwords
+    from moorage.accounts import passwords
 
     calls: list[str] = []
     lock = threading.Lock()

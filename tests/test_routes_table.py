@@ -166,7 +166,14 @@ def test_route_registrations_use_the_name_constants() -> None:
     files, bad = json.loads(cp.stdout)
     assert bad == [], "route names must be constants of moorage.api.routes, not string literals:\n" + "\n".join(bad)
     # the scan reaches the core and every extension (one that matched nothing would pass above)
-    for module in ("api/blobs.py", "api/uploads.py", "api/manifests.py", "api/gc_admin.py", "api/insight.py", "api/token.py"):
+    for module in (
+        "api/blobs.py",
+        "api/uploads.py",
+        "api/manifests.py",
+        "api/gc_admin.py",
+        "insight/http.py",
+        "auth/token_server.py",
+    ):
         assert f"moorage/{module}" in files, files
     for module in ("ui/manage.py", "ui/setup.py", "events/api.py", "proxy/schedule.py", "proxy/setup.py", "metrics.py"):
         assert f"moorage/{module}" in files, files

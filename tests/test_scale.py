@@ -159,10 +159,10 @@ def test_v2_catalog_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str) 
     ``RegistryService.catalog``): the page comes from the caller's name ranges -- an index range
     scan each, no walk of the catalog filtered in Python -- and is exactly the filtered one."""
     from moorage.auth.authenticator import Authenticator
-    from moorage.auth.policy import Grant, Principal
     from moorage.config import Settings
     from moorage.metadata.auth_store import AuthStore
     from moorage.metadata.store import MetadataStore
+    from moorage.registry.access_rules import Grant, Principal
     from moorage.registry.service import RegistryService
     from moorage.storage.memory import MemoryBlobStore
 

@@ -20,9 +20,9 @@ from ..gc.quotas import book
 from ..metadata.db import Database
 from ..metadata.policy_store import PolicyStore
 from ..metadata.records import RetentionPolicy
+from ..registry.audit import AuditTrail, operation
 from ..registry.names import is_valid_name
 from ..registry.principal import Principal
-from .audit import AuditTrail, operation
 
 #: Longest tag regular expression accepted (``re`` compiles it; the UI form caps it too).
 MAX_REGEX = 255

@@ -1,7 +1,7 @@
 """The accounts service: users, robots, access tokens, grants (to users and to directory
 groups), visibility and namespaces.
 
-Every face -- ``/api/v1`` (:mod:`moorage.api.admin_users`, :mod:`moorage.api.admin_groups`),
+Every face -- ``/api/v1`` (:mod:`moorage.auth.admin_users`, :mod:`moorage.auth.admin_groups`),
 the web UI (:mod:`moorage.ui.manage`, :mod:`moorage.ui.groups`), the CLI
 (:mod:`moorage.auth.cli`, :mod:`moorage.auth.groups_cli`) -- calls these operations and
 nothing else to change accounts.  Each operation takes the caller as a
@@ -33,8 +33,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import errors
-from ..auth import passwords
-from ..auth.policy import (
+from ..config import Settings
+from ..metadata.auth_store import AuthStore, AuthStoreError
+from ..metadata.db import Database
+from ..metadata.group_store import GroupStore
+from ..metadata.records import TokenRecord, UserRecord
+from ..registry.access_rules import (
     MAX_GROUP_NAME,
     parse_actions,
     parse_token_scope,
@@ -42,14 +46,10 @@ from ..auth.policy import (
     valid_pattern,
     valid_username,
 )
-from ..config import Settings
-from ..metadata.auth_store import AuthStore, AuthStoreError
-from ..metadata.db import Database
-from ..metadata.group_store import GroupStore
-from ..metadata.records import TokenRecord, UserRecord
+from ..registry.audit import AuditTrail, operation
 from ..registry.names import is_valid_name
 from ..registry.principal import Principal
-from .audit import AuditTrail, operation
+from . import passwords
 
 #: Longest access-token label, and longest lifetime accepted (a century).
 MAX_TOKEN_NAME = 128

@@ -1,6 +1,6 @@
 """Request bodies of the admin API (``/api/v1/``), as pydantic models.
 
-The handlers (:mod:`moorage.api.admin_users`) validate every body with these models, and the
+The handlers (:mod:`moorage.auth.admin_users`) validate every body with these models, and the
 OpenAPI document (:mod:`moorage.api.openapi`) publishes their JSON schema, so the two cannot
 drift apart.  A body that does not fit is a 400 with the OCI error body (``UNSUPPORTED``, or
 ``NAME_INVALID`` for a user, repository or namespace name), never a 500.  Unknown keys are
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from pydantic_core import PydanticCustomError
 
 from .. import errors
-from ..auth.policy import parse_actions, parse_token_scope, valid_group_name, valid_pattern, valid_username
+from ..registry.access_rules import parse_actions, parse_token_scope, valid_group_name, valid_pattern, valid_username
 from ..registry.names import is_valid_name
 
 M = TypeVar("M", bound=BaseModel)

@@ -100,11 +100,11 @@ REFERRERS = "referrers"
 HEALTHZ = "public_healthz"
 READYZ = "public_readyz"
 OPENAPI = "public_openapi"
-# token server (moorage.api.token)
+# token server (moorage.auth.token_server)
 AUTH_TOKEN_GET = "auth_token_get"
 AUTH_TOKEN_POST = "auth_token_post"
 AUTH_JWKS = "auth_jwks"
-# admin API: the caller, users, grants, tokens, namespaces, visibility (moorage.api.admin_users)
+# admin API: the caller, users, grants, tokens, namespaces, visibility (moorage.auth.admin_users)
 ME = "api_v1_me"
 ME_TOKENS = "api_v1_me_tokens"
 ME_TOKEN_ADD = "api_v1_me_token_add"
@@ -149,7 +149,7 @@ REPOSITORY_DELETE = ModeNames("api_v1_repository_delete", "gc_repository_delete"
 PROXY_STATUS = ModeNames("api_v1_proxy", "proxy_status")
 MIRROR_STATUS = ModeNames("api_v1_mirror_status", "mirror_status")
 MIRROR_RUN = ModeNames("api_v1_mirror_run", "mirror_run")
-# insight (moorage.api.insight)
+# insight (moorage.insight.http)
 INSIGHT_IMAGE = "api_v1_insight_image"
 INSIGHT_SCAN = "api_v1_insight_scan"
 INSIGHT_SEARCH = "api_v1_insight_search"

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import logging
 
+from ..accounts import passwords
 from ..config import Settings
 from ..metadata.auth_store import AuthStore
 from ..metadata.records import TokenRecord
-from . import passwords
 
 log = logging.getLogger("moorage.auth")
 

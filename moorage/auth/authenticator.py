@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
+from ..accounts import passwords
+from ..accounts.passwords import Htpasswd
 from ..config import Settings
 from ..metadata.auth_store import AuthStore
 from ..metadata.records import TokenRecord, UserRecord
 from ..metadata.store import MAX_CATALOG_RANGES
-from ..registry.catalog_scope import CatalogScope
-from ..registry.names import is_valid_name
-from . import passwords
-from .passwords import Htpasswd
-from .policy import (
+from ..registry.access_rules import (
     Grant,
     Principal,
     Scope,
@@ -37,6 +35,8 @@ from .policy import (
     repository_rights,
     valid_username,
 )
+from ..registry.catalog_scope import CatalogScope
+from ..registry.names import is_valid_name
 from .tokens import InvalidToken, TokenSigner
 
 if TYPE_CHECKING:

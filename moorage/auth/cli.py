@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ..cli_common import cli_principal, data_options, settings_from
-from .policy import parse_actions, parse_duration, parse_token_scope, valid_pattern, valid_username
+from ..registry.access_rules import parse_actions, parse_duration, parse_token_scope, valid_pattern, valid_username
 
 if TYPE_CHECKING:  # imported where used: the listings on SQLite run without SQLAlchemy, asyncio or bcrypt
     from ..accounts.service import AccountsService

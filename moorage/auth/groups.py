@@ -24,9 +24,9 @@ from .. import errors
 from ..config import LdapSettings
 from ..metadata.group_store import GroupStore
 from ..metadata.records import UserRecord
+from ..registry.access_rules import Grant, parse_actions
+from ..registry.access_rules import valid_group_name as valid_group_name  # (re-exported: its old home)
 from .ldap import DirectoryEntry, LdapDirectory
-from .policy import Grant, parse_actions
-from .policy import valid_group_name as valid_group_name  # (re-exported: its old home)
 
 #: Source tag of users provisioned from LDAP (``users.source``).
 LDAP = "ldap"

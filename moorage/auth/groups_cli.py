@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .policy import MAX_GROUP_NAME, parse_actions, valid_group_name, valid_pattern
+from ..registry.access_rules import MAX_GROUP_NAME, parse_actions, valid_group_name, valid_pattern
 
 if TYPE_CHECKING:
     from ..accounts.service import AccountsService

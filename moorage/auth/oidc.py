@@ -41,8 +41,8 @@ from ..config import OidcSettings
 from ..metadata.group_store import GroupStore
 from ..metadata.oidc_store import OidcIdentity, OidcStore, PendingLogin
 from ..metadata.records import UserRecord
+from ..registry.access_rules import Grant, parse_actions, valid_username
 from .ldap import DirectoryEntry
-from .policy import Grant, parse_actions, valid_username
 
 log = logging.getLogger("moorage.auth.oidc")
 

@@ -17,8 +17,8 @@ from aiohttp import web
 
 from .. import errors
 from ..api.common import AUTHENTICATOR
-from ..api.credentials import bearer, caller, parse_basic
 from ..config import Settings
+from .credentials import bearer, caller, parse_basic
 
 
 def scrape_token_matches(request: web.Request, settings: Settings) -> bool:

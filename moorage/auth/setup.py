@@ -12,7 +12,7 @@
 
 The middleware runs after routing, so it looks the matched route's rule up in
 :data:`moorage.api.routes.RULES` instead of parsing URLs.  The handlers live in
-:mod:`moorage.api.token` and :mod:`moorage.api.admin_users`; the logic in
+:mod:`moorage.auth.token_server` and :mod:`moorage.auth.admin_users`; the logic in
 :class:`~moorage.auth.authenticator.Authenticator`.
 """
 
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ..accounts.passwords import Htpasswd
 from ..api.common import ACCOUNTS, AUTHENTICATOR
 from ..api.extension import ExtensionContext
 from ..api.routes import listed_routes_middleware
@@ -30,7 +31,6 @@ from ..metadata.auth_store import AuthStore
 from ..metadata.db import Database
 from .accounts import bootstrap_admin
 from .authenticator import Authenticator
-from .passwords import Htpasswd
 from .state import htpasswd_middleware, token_middleware
 from .tokens import TokenSigner
 
@@ -82,11 +82,12 @@ def setup_auth(ctx: ExtensionContext) -> None:
 
     app[ACCOUNTS] = AccountsService(ctx.database, settings)
     app.middlewares.append(token_middleware(auth))
-    from ..api import admin_users, token  # token mode only: the others never load them
+    from . import admin_users  # token mode only: the others never load them
+    from . import token_server as token
 
     app.router.add_routes(token.routes)
     app.router.add_routes(admin_users.routes)
-    from ..api import admin_groups
+    from . import admin_groups
 
     app.router.add_routes(admin_groups.routes)
 

@@ -16,11 +16,11 @@ from aiohttp import web
 from .. import errors
 from ..api.access import Access, required_access
 from ..api.common import CATALOG_FILTER, CREDENTIALS_ALLOW
-from ..api.credentials import bearer, caller, parse_basic
 from ..api.routes import HANDLER_DECIDES, Rule, route_rule
+from ..registry.access_rules import token_covers
 from ..registry.names import is_valid_name
 from .authenticator import Authenticator, StaleCredentials
-from .policy import token_covers
+from .credentials import bearer, caller, parse_basic
 from .tokens import InvalidToken
 
 log = logging.getLogger("moorage.auth")

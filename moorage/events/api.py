@@ -40,7 +40,7 @@ from .query import iso, parse_time
 from .webhooks import WebhookService
 
 if TYPE_CHECKING:
-    from ..auth.policy import Principal
+    from ..registry.access_rules import Principal
 
 MAX_LIMIT = 1000
 
@@ -62,7 +62,7 @@ def _bad(message: str) -> errors.RegistryError:
 def administered_namespaces(principal: Principal) -> list[str]:
     """Namespaces a (non-admin) principal administers: their own, and ``NS`` of every grant
     of ``admin`` on ``NS/*``."""
-    from ..auth.policy import expand
+    from ..registry.access_rules import expand
 
     out: list[str] = []
     if principal.name and not principal.is_robot:
@@ -90,7 +90,7 @@ class EventsAPI:
         if mode != "token":  # htpasswd: the auth middleware has authenticated the caller
             return Caller(request.get("user"), True)
         from ..api.common import AUTHENTICATOR
-        from ..api.credentials import SCOPED, caller  # the auth module's credential check (basic or bearer)
+        from ..auth.credentials import SCOPED, caller  # the auth module's credential check (basic or bearer)
 
         user, admin = await caller(request)
         if admin:

@@ -32,10 +32,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from .. import errors
-from ..accounts.audit import AuditTrail, operation
 from ..config import Settings, WebhookEndpoint
 from ..metadata.db import Database
 from ..metadata.events_store import DEAD, EventsStore, outbox_row
+from ..registry.audit import AuditTrail, operation
 from ..registry.events import Actor, RegistryEvent
 from ..registry.principal import Principal
 from .audit import _without_credentials

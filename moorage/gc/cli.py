@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..cli_common import data_options, settings_from
+from ..cli_common import command_context, data_options, settings_from
 from ..config import Settings
 from .patterns import human, parse_size
 
@@ -28,9 +28,8 @@ T = TypeVar("T")
 @asynccontextmanager
 async def _opened(settings: Settings, *, blobs: bool = False) -> AsyncIterator[tuple[Any, Any]]:
     from ..components import prepare_database
-    from ..composition import components_for
 
-    components = components_for(settings, pool_size=2)
+    components = command_context().components_for(settings, pool_size=2)
     try:
         await prepare_database(settings, components.database)
         if blobs:
@@ -49,10 +48,9 @@ def _run_job(settings: Settings, fn: Callable[[Any], Awaitable[T]], *, blobs: bo
 
     async def main() -> T:
         from ..components import prepare_database
-        from ..composition import components_for
         from ..events.setup import command_recorder
 
-        components = components_for(settings, pool_size=2)
+        components = command_context().components_for(settings, pool_size=2)
         try:
             await prepare_database(settings, components.database)
             if blobs:

@@ -17,11 +17,11 @@ import threading
 import time
 
 from .. import errors
-from ..accounts.audit import AuditTrail, operation
 from ..config import Settings
 from ..metadata.db import Database
 from ..metadata.events_store import EventsStore
 from ..metadata.store import MetadataStore
+from ..registry.audit import AuditTrail, operation
 from ..registry.events import EventBus, ThreadBridge
 from ..registry.principal import Principal
 from ..registry.service import RegistryService

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from .. import errors
-from ..cli_common import data_options, settings_from
+from ..cli_common import command_context, data_options, settings_from
 from ..config import Settings
 
 T = TypeVar("T")
@@ -62,12 +62,11 @@ def _reference(text: str) -> tuple[str, str]:
 @asynccontextmanager
 async def _insight(settings: Settings) -> AsyncIterator[Any]:
     from ..components import opened
-    from ..composition import policies
     from ..metadata.insight_store import InsightStore
     from .layers import Limits
     from .service import InsightService
 
-    async with opened(settings, policies=policies) as components:
+    async with opened(settings, policies=command_context().policies) as components:
         cfg = settings.insight
         yield InsightService(
             InsightStore(components.database),

@@ -23,12 +23,12 @@ from aiohttp import web
 
 from .. import errors
 from ..api.extension import ExtensionContext
-from ..api.insight import INSIGHT, routes
 from ..metadata.insight_store import InsightStore
 from ..metadata.store import ManifestRecord
 from ..registry.events import Actor, RegistryEvent
 from ..scheduler import Job
 from .fairness import FairQueue
+from .http import INSIGHT, routes
 from .layers import Limits
 from .service import InsightService
 

@@ -39,7 +39,7 @@ def _user(row: Any) -> UserRecord:
 
 
 def _namespace_prefixes(repository: str) -> list[str]:
-    """``a/b/c`` -> [``a``, ``a/b``] (the same rule as :func:`moorage.auth.policy.namespace_prefixes`,
+    """``a/b/c`` -> [``a``, ``a/b``] (the same rule as :func:`moorage.registry.access_rules.namespace_prefixes`,
     which this layer may not import)."""
     parts = repository.split("/")
     return ["/".join(parts[:i]) for i in range(1, len(parts))]

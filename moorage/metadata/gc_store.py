@@ -31,17 +31,7 @@ from sqlalchemy import (
 
 from .db import Database
 from .records import BlobState, ConsistencyRows, IndexSnapshot, ManifestNode, RepositoryDeleted, StaleUpload, TagInfo
-from .tables import (
-    blobs,
-    gc_runs,
-    manifest_blobs,
-    manifest_children,
-    manifests,
-    repositories,
-    repository_blobs,
-    tags,
-    uploads,
-)
+from .tables import blobs, gc_runs, manifest_blobs, manifest_children, manifests, repositories, repository_blobs, tags, uploads
 
 #: The columns of a manifest in the collector's view of the index (:func:`_manifest_node`):
 #: one list for the whole snapshot and the batches, so neither can miss one.

@@ -4,7 +4,7 @@ A repository is listed -- in ``/v2/_catalog``, the web UI's repository list and 
 filter -- when it holds at least one manifest: a repository with only blobs (an interrupted
 push) or whose manifests were all deleted has nothing to pull, and every list must agree on
 that (the UI once listed such repositories while the catalog hid them).  *To whom* it is
-listed is the other half of the rule, the principal's pull right (``moorage.auth.policy``),
+listed is the other half of the rule, the principal's pull right (``moorage.registry.access_rules``),
 applied by ``RegistryService.catalog`` to the names this condition selects, and by the UI as
 the same rule in SQL.
 

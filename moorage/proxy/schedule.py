@@ -153,7 +153,7 @@ def setup_mirror_rules(ctx: ExtensionContext, token_mode: bool) -> None:
 
     async def admin(request: web.Request) -> None:
         if token_mode:
-            from ..api.credentials import require_admin
+            from ..auth.credentials import require_admin
 
             await require_admin(request)
 

@@ -46,7 +46,7 @@ def setup_proxy(ctx: ExtensionContext) -> None:
 
     async def status(request: web.Request) -> web.Response:
         if token_mode:
-            from ..api.credentials import require_admin
+            from ..auth.credentials import require_admin
 
             await require_admin(request)
         return web.json_response({"upstreams": [up.describe() for up in cache.upstreams]})

@@ -1,6 +1,6 @@
 """Glob patterns over repository names, matched without backtracking.
 
-Used by the access grants (:mod:`moorage.auth.policy`) and the retention/immutability rules
+Used by the access grants (:mod:`moorage.registry.access_rules`) and the retention/immutability rules
 (:mod:`moorage.gc.patterns`).  Why not a regex: ``a*a*a*...b`` turned into ``a.*a.*...b$`` takes
 time exponential in the number of stars on a name of ``a``\\ s (a token request once spun the
 event loop for minutes).  Why not :mod:`fnmatch`: it also compiles to a regex, and its cache is

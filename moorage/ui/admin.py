@@ -274,7 +274,7 @@ async def vulndb_page(request: web.Request) -> web.StreamResponse:
     """Loaded or not, how many advisories, when imported (and how long ago)."""
     viewer = await resolve_viewer(request)
     _require_admin(viewer)
-    from ..api.insight import INSIGHT
+    from ..insight.http import INSIGHT
 
     insight = request.app.get(INSIGHT)
     status = await insight.status() if insight is not None else None

@@ -16,8 +16,8 @@ from aiohttp import web
 from .. import errors
 from ..api import routes as route_names
 from ..api.common import DATABASE
-from ..auth.policy import MAX_GROUP_NAME
 from ..metadata.group_store import GroupStore
+from ..registry.access_rules import MAX_GROUP_NAME
 from ..registry.names import is_valid_name
 from .manage import _accounts, _refused
 from .session import Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer, ui_principal

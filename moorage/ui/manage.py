@@ -23,8 +23,8 @@ from .. import errors
 from ..accounts.service import AccountsService
 from ..api import routes as route_names
 from ..api.common import ACCOUNTS, DATABASE, SERVICE, SETTINGS
-from ..auth.policy import parse_actions, parse_token_scope
 from ..metadata.ui_queries import Row
+from ..registry.access_rules import parse_actions, parse_token_scope
 from ..registry.names import is_valid_name
 from .format import clean
 from .pages import NAME, _repo_name, registry_host, visible_repository

@@ -196,7 +196,7 @@ _SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
 async def _vulnerability_badges(request: web.Request, rows: list[Any]) -> dict[str, dict[str, Any]]:
     """Per tag row: worst severity and counts of the image's findings (an index: over its
     platforms), for images that image insight has scanned; nothing when it is off."""
-    from ..api.insight import INSIGHT
+    from ..insight.http import INSIGHT
 
     insight = request.app.get(INSIGHT)
     if insight is None or not rows:
@@ -274,7 +274,7 @@ async def manifest_page(request: web.Request) -> web.StreamResponse:
             config_desc = doc["config"]
             config = await _read_config(request, config_desc)
     referrers = await queries.referrers_of(repo["id"], [m["digest"]])
-    from ..api.insight import INSIGHT
+    from ..insight.http import INSIGHT
 
     insight = request.app.get(INSIGHT)
     scan = await insight.store.get_image(m["digest"]) if insight is not None else None

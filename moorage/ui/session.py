@@ -3,8 +3,8 @@
 Sign-in reuses the registry's own checks (:meth:`moorage.auth.authenticator.Authenticator.login` for
 ``auth.mode: token`` -- password or personal access token, with its rate limit --
 ``htpasswd_login`` for htpasswd), so the browser gets exactly the rights the API would give
-the same credentials: :func:`moorage.auth.policy.repository_rights` on the same
-:class:`~moorage.auth.policy.Principal`.
+the same credentials: :func:`moorage.registry.access_rules.repository_rights` on the same
+:class:`~moorage.registry.access_rules.Principal`.
 
 Sessions: the cookie holds 32 random bytes; the database holds only their sha256, with the
 user, the access token signed in with (revoking it ends the session) and the session's CSRF
@@ -33,8 +33,8 @@ from aiohttp import web
 
 from .. import errors
 from ..api.common import SETTINGS, request_principal
-from ..auth.policy import ALL_REPO_ACTIONS, Principal, expand, repository_rights
 from ..metadata.ui_queries import UIQueries, Visibility
+from ..registry.access_rules import ALL_REPO_ACTIONS, Principal, expand, repository_rights
 from ..registry.principal import Principal as ServicePrincipal
 
 SESSION_COOKIE = "moorage_session"

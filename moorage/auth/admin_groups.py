@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..auth.policy import MAX_GROUP_NAME, valid_group_name
+from ..api import routes as names
+from ..api.admin_models import GroupGrantCreate
+from ..api.common import ACCOUNTS, DATABASE
 from ..metadata.group_store import GroupStore
-from . import routes as names
-from .admin_models import GroupGrantCreate
+from ..registry.access_rules import MAX_GROUP_NAME, valid_group_name
 from .admin_users import _bad, _body
-from .common import ACCOUNTS, DATABASE
 from .credentials import principal, require_admin
 
 routes = web.RouteTableDef()

@@ -14,10 +14,10 @@ import binascii
 from aiohttp import web
 
 from .. import errors
-from ..auth.authenticator import Authenticator
+from ..api.common import AUTHENTICATOR, request_principal
 from ..metadata.records import TokenRecord, UserRecord
 from ..registry.principal import Principal
-from .common import AUTHENTICATOR, request_principal
+from .authenticator import Authenticator
 
 #: Request key: ``(user, may administer)`` once the caller is identified.
 CALLER = "moorage.caller"

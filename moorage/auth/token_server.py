@@ -17,12 +17,12 @@ from typing import Any
 from aiohttp import web
 
 from .. import errors
-from ..auth.authenticator import Authenticator
-from ..auth.policy import Principal, parse_scopes
-from ..auth.tokens import rfc3339
-from . import routes as names
-from .common import AUTHENTICATOR
+from ..api import routes as names
+from ..api.common import AUTHENTICATOR
+from ..registry.access_rules import Principal, parse_scopes
+from .authenticator import Authenticator
 from .credentials import parse_basic
+from .tokens import rfc3339
 
 routes = web.RouteTableDef()
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..registry.globs import glob_match
+from .globs import glob_match
 
 ACTIONS = ("pull", "push", "delete", "admin")
 REPO_ACTIONS = frozenset(ACTIONS)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from ..metadata.db import Database
 from ..metadata.events_store import AuditEntry, EventsStore
-from ..registry.principal import Principal
+from .principal import Principal
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 

@@ -25,13 +25,13 @@ from typing import Any
 from aiohttp import web
 
 from .. import errors
-from ..insight.osv import SEVERITIES
-from ..insight.packages import clean_text
-from ..insight.service import InsightService
+from ..api import routes as route_names
+from ..api.common import AUTHENTICATOR, SETTINGS
 from ..registry.names import is_valid_name
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
-from . import routes as route_names
-from .common import AUTHENTICATOR, SETTINGS
+from .osv import SEVERITIES
+from .packages import clean_text
+from .service import InsightService
 
 INSIGHT = web.AppKey("insight", InsightService)
 routes = web.RouteTableDef()
@@ -50,8 +50,8 @@ async def _visible(request: web.Request, repositories: Iterable[str], action: st
         return names
     if settings.auth.mode == "htpasswd":  # the middleware authenticated the caller: every user is an admin
         return names
-    from ..auth.policy import Principal, repository_rights
-    from .credentials import SCOPED, caller
+    from ..auth.credentials import SCOPED, caller
+    from ..registry.access_rules import Principal, repository_rights
 
     state = request.app[AUTHENTICATOR]
     if "Authorization" not in request.headers:
@@ -69,7 +69,7 @@ async def _visible(request: web.Request, repositories: Iterable[str], action: st
 
 async def _admin(request: web.Request) -> None:
     if request.app[SETTINGS].auth.mode == "token":
-        from .credentials import require_admin
+        from ..auth.credentials import require_admin
 
         await require_admin(request)
 
@@ -103,7 +103,7 @@ async def image_findings(request: web.Request) -> web.Response:
                 ),
             }
         )
-    from ..insight.vulndb_status import vulndb_status
+    from .vulndb_status import vulndb_status
 
     # "vulndb": whether findings can be known at all (no advisories: an empty list means nothing).
     return _json(
@@ -161,7 +161,7 @@ async def search(request: web.Request) -> web.Response:
         except ValueError as exc:
             raise errors.Unsupported(str(exc), status=400) from None
     else:
-        from ..insight.search import search_advisory
+        from .search import search_advisory
 
         found = await search_advisory(insight, advisory or "")  # by id or alias (a CVE id)
     visible = await _visible(request, {f["repository"] for f in found})
@@ -170,7 +170,7 @@ async def search(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/insight/status", name=route_names.INSIGHT_STATUS)
 async def status(request: web.Request) -> web.Response:
-    from ..insight.vulndb_status import vulndb_status
+    from .vulndb_status import vulndb_status
 
     insight = request.app[INSIGHT]
     return _json({**await insight.status(), "vulndb": await vulndb_status(insight.store)})

@@ -6,7 +6,7 @@ validates, changes and audits in one transaction) for changes and the store for 
 shape the response.  Who may
 call what is the routes table's (:mod:`moorage.api.routes`: ``api_v1_me*`` any signed-in user,
 the rest administrators), enforced by the auth middleware before a handler runs; the handlers
-ask :func:`~moorage.api.credentials.caller` again (answered from the request, no second login).
+ask :func:`~moorage.auth.credentials.caller` again (answered from the request, no second login).
 
 Authentication: HTTP basic (password or access token) or ``Authorization: Bearer`` with a
 token from ``/auth/token``.  A scoped access token may not create or revoke tokens; an access
@@ -39,14 +39,8 @@ from pydantic import BaseModel
 
 from .. import errors
 from ..accounts.service import AccountsService
-from ..auth.authenticator import Authenticator
-from ..auth.policy import valid_username
-from ..metadata.errors import storable
-from ..metadata.records import UserRecord
-from ..registry.principal import Principal
-from ..registry.safejson import UntrustedJSONError, loads_untrusted
-from . import routes as names
-from .admin_models import (
+from ..api import routes as names
+from ..api.admin_models import (
     AdminTokenCreate,
     GrantCreate,
     NamespaceCreate,
@@ -56,7 +50,13 @@ from .admin_models import (
     VisibilitySet,
     validate,
 )
-from .common import ACCOUNTS, AUTHENTICATOR
+from ..api.common import ACCOUNTS, AUTHENTICATOR
+from ..metadata.errors import storable
+from ..metadata.records import UserRecord
+from ..registry.access_rules import valid_username
+from ..registry.principal import Principal
+from ..registry.safejson import UntrustedJSONError, loads_untrusted
+from .authenticator import Authenticator
 from .credentials import SCOPED, caller, principal, require_admin
 
 routes = web.RouteTableDef()
