@@ -120,3 +120,23 @@ def test_anonymous_ui_lists_only_public(srv: Any) -> None:
     assert _ui_names(srv.url, None) == {"pub/app"}
     r = requests.get(f"{srv.url}/auth/token", params={"service": "moorage", "scope": "registry:catalog:*"}, timeout=TIMEOUT)
     assert r.status_code == 200 and not [a for a in (r.json().get("access") or []) if a.get("actions")]
+
+
+@pytest.mark.parametrize("who", ["anonymous", "admin", "alice", "alice-scoped-token"])
+def test_insight_sees_what_the_catalog_shows(srv: Any, who: str) -> None:
+    """The insight API's per-repository results follow the same read rule: a repository's
+    findings answer (200) exactly for the repositories this caller's catalog (the UI list, for
+    anonymous) names, and 404 NAME_UNKNOWN for the others. A scoped access token sees what its
+    scope lets it pull -- the insight API used to show such a token public content only, while
+    the catalog honoured the scope."""
+    creds = {"anonymous": None, "admin": ADMIN, "alice": ALICE, "alice-scoped-token": srv.alice_scoped}[who]
+    shown = _ui_names(srv.url, None) if creds is None else _catalog(srv.url, creds)
+    answered = set()
+    for repo in ("team/app", "pub/app", "secret/app", "alice/own"):
+        r = requests.get(f"{srv.url}/api/v1/insight/images/{repo}/1", auth=creds, timeout=TIMEOUT)
+        assert r.status_code in (200, 404), (repo, r.status_code, r.text[:300])
+        if r.status_code == 200:
+            answered.add(repo)
+        else:
+            assert r.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    assert answered == shown, (who, answered, shown)

@@ -446,10 +446,14 @@ class Authenticator:
         prefixes = sorted(set(prefixes) | {ns + "/" for ns in public_ns})
         return CatalogScope(keep, tuple(prefixes), tuple(names), public=True)
 
-    async def visible(self, principal: Principal, names: list[str]) -> list[str]:
-        """The repositories of ``names`` that ``principal`` may pull (the catalog filter)."""
+    async def visible(self, principal: Principal, names: list[str], action: str = "pull") -> list[str]:
+        """The repositories of ``names`` on which ``principal`` has ``action`` (``pull``: may
+        see) -- the registry's one read rule: the catalog filter (:meth:`catalog_scope`), the
+        insight API's results and the web UI's list condition
+        (:meth:`~moorage.ui.session.Viewer.visibility`, the same grants, token scope and
+        public marks as SQL; ``tests/test_read_rules.py`` keeps the faces equal)."""
         public = await self.store.public_repositories(names)
-        return [n for n in names if "pull" in repository_rights(principal, n, public=n in public)]
+        return [n for n in names if action in repository_rights(principal, n, public=n in public)]
 
 
 def _quoted(text: str) -> str:

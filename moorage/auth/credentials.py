@@ -16,6 +16,7 @@ from aiohttp import web
 from .. import errors
 from ..api.common import AUTHENTICATOR, request_principal
 from ..metadata.records import TokenRecord, UserRecord
+from ..registry.access_rules import Principal as AccessPrincipal
 from ..registry.principal import Principal
 from .authenticator import Authenticator
 
@@ -70,6 +71,20 @@ async def caller(request: web.Request) -> tuple[UserRecord, bool]:
     request[CALLER_TOKEN] = token
     request[CALLER] = (user, user.is_admin and full)
     return request[CALLER]  # type: ignore[no-any-return]
+
+
+async def reader(request: web.Request) -> AccessPrincipal | None:
+    """Who reads, for the one read rule (:meth:`Authenticator.visible`), token mode: the caller
+    with what their credentials allow -- an access token's scope narrows its owner's grants
+    exactly as it does for ``/v2/_catalog`` -- anonymous without an ``Authorization`` header, and
+    ``None`` (sees everything) for an administrator with full credentials."""
+    if "Authorization" not in request.headers:
+        return AccessPrincipal(None)
+    user, admin = await caller(request)
+    if admin:
+        return None
+    auth: Authenticator = request.app[AUTHENTICATOR]
+    return await auth.principal(user, request.get(CALLER_TOKEN))
 
 
 async def principal(request: web.Request) -> Principal:

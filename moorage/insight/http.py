@@ -43,28 +43,19 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 async def _visible(request: web.Request, repositories: Iterable[str], action: str = "pull") -> set[str]:
-    """The repositories among ``repositories`` on which the caller has ``action``."""
+    """The repositories among ``repositories`` on which the caller has ``action``: the registry's
+    one read rule (:meth:`~moorage.auth.authenticator.Authenticator.visible`, which also filters
+    ``/v2/_catalog`` and matches the web UI's lists), applied to the caller the credentials name."""
     names = set(repositories)
     settings = request.app[SETTINGS]
-    if settings.auth.mode == "none":
+    if settings.auth.mode != "token":  # none: everyone; htpasswd: the middleware let in a user, and every user is an admin
         return names
-    if settings.auth.mode == "htpasswd":  # the middleware authenticated the caller: every user is an admin
-        return names
-    from ..auth.credentials import SCOPED, caller
-    from ..registry.access_rules import Principal, repository_rights
+    from ..auth.credentials import reader
 
-    state = request.app[AUTHENTICATOR]
-    if "Authorization" not in request.headers:
-        principal = Principal(None)
-    else:
-        user, admin = await caller(request)
-        if admin:
-            return names
-        principal = await state.principal(user)
-        if request.get(SCOPED):
-            principal = Principal(principal.name, token_scope=[])  # scoped tokens: public content only here
-    public = await state.store.public_repositories(sorted(names))
-    return {n for n in names if action in repository_rights(principal, n, public=n in public)}
+    principal = await reader(request)
+    if principal is None:
+        return names
+    return set(await request.app[AUTHENTICATOR].visible(principal, sorted(names), action))
 
 
 async def _admin(request: web.Request) -> None:
