@@ -22,6 +22,7 @@ from moorage.registry.access_rules import (
     parse_scopes,
     parse_token_scope,
     pattern_matches,
+    pull_patterns,
     registry_actions,
     repository_rights,
     token_covers,
@@ -391,3 +392,34 @@ def test_redaction_gate_never_skips_what_the_patterns_would_redact(parts: list[s
 
     for text in ("".join(parts) + noise, noise + "".join(parts), noise):
         assert redact(text) == _redact_all(text), text
+
+
+_SEGMENT = st.sampled_from(["a", "b", "team", "alice", "x.y", "a-b"])
+_NAMES = st.lists(_SEGMENT, min_size=1, max_size=3).map("/".join)
+_PATTERNS = st.one_of(_NAMES, _NAMES.map(lambda n: n + "/*"), st.just("*"), _NAMES.map(lambda n: n + "*"))
+_GRANTS = st.lists(
+    st.builds(Grant, _PATTERNS, st.sampled_from([frozenset({"pull"}), frozenset({"push"}), frozenset({"admin"})])), max_size=3
+)
+
+
+@given(
+    name=st.one_of(st.none(), st.sampled_from(["alice", "team"])),
+    admin=st.booleans(),
+    robot=st.booleans(),
+    grants=_GRANTS,
+    scope=st.one_of(st.none(), _GRANTS),
+    repository=_NAMES,
+    public=st.booleans(),
+)
+def test_pull_patterns_are_the_read_rule_of_repository_rights(
+    name: str | None, admin: bool, robot: bool, grants: list[Grant], scope: list[Grant] | None, repository: str, public: bool
+) -> None:
+    """The web UI filters its lists in SQL with :func:`pull_patterns`; the catalog and the insight
+    API with :func:`repository_rights`. Both must say the same for every principal and name."""
+    principal = Principal(name, is_admin=admin and name is not None, is_robot=robot, grants=grants, token_scope=scope)
+    patterns, scope_patterns = pull_patterns(principal)
+    by_patterns = public or (
+        any(pattern_matches(p, repository) for p in patterns)
+        and (scope_patterns is None or any(pattern_matches(p, repository) for p in scope_patterns))
+    )
+    assert by_patterns == ("pull" in repository_rights(principal, repository, public=public))

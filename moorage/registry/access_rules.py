@@ -198,6 +198,29 @@ def repository_rights(principal: Principal, repository: str, *, public: bool) ->
     return frozenset(rights)
 
 
+def pull_patterns(principal: Principal) -> tuple[list[str], list[str] | None]:
+    """The read rule of :func:`repository_rights` for ``pull`` as patterns, for a face that
+    filters in SQL (the web UI's lists, ``metadata.ui_queries.Visibility``): the patterns that
+    give ``principal`` pull through its account (``*`` for an administrator; a user's own
+    ``name`` and ``name/*``; its grants with pull), and the access token's scope patterns with
+    pull (``None``: not scoped).  A repository is visible when it is public (and the token's
+    scope does not matter: public content is for everyone) or matches the first list and, when
+    scoped, the second -- exactly ``"pull" in repository_rights(...)``
+    (tests/test_auth_policy.py checks the two against each other)."""
+    if principal.anonymous:
+        return [], None
+    patterns: list[str] = []
+    if principal.is_admin:
+        patterns.append("*")
+    elif not principal.is_robot and principal.name:
+        patterns += [principal.name, principal.name + "/*"]
+    patterns += [g.pattern for g in principal.grants if "pull" in expand(g.actions)]
+    scope = None
+    if principal.token_scope is not None:
+        scope = [g.pattern for g in principal.token_scope if "pull" in expand(g.actions)]
+    return patterns, scope
+
+
 def pull_ranges(principal: Principal) -> tuple[list[str], list[str]] | None:
     """Name ranges holding every repository ``principal`` may pull through an account (not
     through ``public``): ``(prefixes, names)``, or None when no bounded set of ranges does

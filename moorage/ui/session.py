@@ -34,7 +34,7 @@ from aiohttp import web
 from .. import errors
 from ..api.common import SETTINGS, request_principal
 from ..metadata.ui_queries import UIQueries, Visibility
-from ..registry.access_rules import ALL_REPO_ACTIONS, Principal, expand, repository_rights
+from ..registry.access_rules import ALL_REPO_ACTIONS, Principal, pull_patterns, repository_rights
 from ..registry.principal import Principal as ServicePrincipal
 
 SESSION_COOKIE = "moorage_session"
@@ -110,18 +110,9 @@ class Viewer:
             return Visibility(everything=True)
         if self.mode == "htpasswd":  # anonymous: the API refuses everything without credentials
             return Visibility(public_ok=False)
-        p = self.principal
-        if p is None or p.anonymous:
+        if self.principal is None or self.principal.anonymous:
             return Visibility()
-        patterns: list[str] = []
-        if p.is_admin:
-            patterns.append("*")
-        elif not p.is_robot and p.name:
-            patterns += [p.name, p.name + "/*"]
-        patterns += [g.pattern for g in p.grants if "pull" in expand(g.actions)]
-        scope = None
-        if p.token_scope is not None:
-            scope = [g.pattern for g in p.token_scope if "pull" in expand(g.actions)]
+        patterns, scope = pull_patterns(self.principal)  # the read rule of repository_rights, as patterns
         return Visibility(pull_patterns=patterns, scope_patterns=scope)
 
     def rights(self, repository: str, *, public: bool) -> frozenset[str]:
