@@ -157,8 +157,8 @@ def _advisories(path: Path, n: int, names: list[str], rng: random.Random) -> Non
 
 async def _rematch(settings, digest: str, copies: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     from moorage.insight.service import InsightService
+    from moorage.insight.store import InsightStore
     from moorage.metadata.db import Database
-    from moorage.metadata.insight_store import InsightStore
     from moorage.metadata.store import MetadataStore
     from moorage.registry.service import RegistryService
     from moorage.storage import create_blob_store

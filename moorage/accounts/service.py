@@ -36,7 +36,6 @@ from .. import errors
 from ..config import Settings
 from ..metadata.auth_store import AuthStore, AuthStoreError
 from ..metadata.db import Database
-from ..metadata.group_store import GroupStore
 from ..metadata.records import TokenRecord, UserRecord
 from ..registry.access_rules import (
     MAX_GROUP_NAME,
@@ -50,6 +49,7 @@ from ..registry.audit import AuditTrail, operation
 from ..registry.names import is_valid_name
 from ..registry.principal import Principal
 from . import passwords
+from .group_store import GroupStore
 
 #: Longest access-token label, and longest lifetime accepted (a century).
 MAX_TOKEN_NAME = 128

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..accounts.group_store import GroupStore
 from ..api import routes as names
 from ..api.admin_models import GroupGrantCreate
 from ..api.common import ACCOUNTS, DATABASE
-from ..metadata.group_store import GroupStore
 from ..registry.access_rules import MAX_GROUP_NAME, valid_group_name
 from .admin_users import _bad, _body
 from .credentials import principal, require_admin

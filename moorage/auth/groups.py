@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 
 from .. import errors
+from ..accounts.group_store import GroupStore
 from ..config import LdapSettings
-from ..metadata.group_store import GroupStore
 from ..metadata.records import UserRecord
 from ..registry.access_rules import Grant, parse_actions
 from ..registry.access_rules import valid_group_name as valid_group_name  # (re-exported: its old home)

@@ -37,12 +37,12 @@ from typing import Any
 import aiohttp
 
 from .. import errors
+from ..accounts.group_store import GroupStore
 from ..config import OidcSettings
-from ..metadata.group_store import GroupStore
-from ..metadata.oidc_store import OidcIdentity, OidcStore, PendingLogin
 from ..metadata.records import UserRecord
 from ..registry.access_rules import Grant, parse_actions, valid_username
 from .ldap import DirectoryEntry
+from .oidc_store import OidcIdentity, OidcStore, PendingLogin
 
 log = logging.getLogger("moorage.auth.oidc")
 

@@ -101,7 +101,7 @@ def setup_directory(auth: Authenticator, db: Database) -> LdapDirectory | None:
         import ldap3  # noqa: F401
     except ImportError:
         raise ValueError("auth.ldap needs the ldap3 package: pip install 'moorage[ldap]'") from None
-    from ..metadata.group_store import GroupStore
+    from ..accounts.group_store import GroupStore
     from .groups import DirectoryUsers
     from .ldap import LdapDirectory
 
@@ -121,8 +121,8 @@ def setup_oidc(auth: Authenticator, db: Database) -> None:
         import joserfc  # noqa: F401
     except ImportError:
         raise ValueError("auth.oidc needs the authlib and joserfc packages: pip install 'moorage[oidc]'") from None
-    from ..metadata.group_store import GroupStore
-    from ..metadata.oidc_store import OidcStore
+    from ..accounts.group_store import GroupStore
     from .oidc import OidcClient, OidcUsers
+    from .oidc_store import OidcStore
 
     auth.oidc = OidcUsers(oidc, OidcClient(oidc), OidcStore(db), GroupStore(db))

@@ -62,9 +62,9 @@ def _reference(text: str) -> tuple[str, str]:
 @asynccontextmanager
 async def _insight(settings: Settings) -> AsyncIterator[Any]:
     from ..components import opened
-    from ..metadata.insight_store import InsightStore
     from .layers import Limits
     from .service import InsightService
+    from .store import InsightStore
 
     async with opened(settings, policies=command_context().policies) as components:
         cfg = settings.insight

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..metadata.insight_store import InsightStore
 from ..registry import mediatypes as mt
 from ..registry.digests import Digest
 from ..registry.principal import Principal
@@ -31,6 +30,7 @@ from . import osv, sbom
 from .fairness import ByteBudget, namespace_of
 from .layers import AsyncToSyncReader, ImageWalker, Inventory, Limits
 from .packages import ALPINE, DEBIAN, Package, clean_text
+from .store import InsightStore
 
 log = logging.getLogger("moorage.insight")
 #: Who the SBOM referrers are pushed by (a scheduled job: audited and announced as such).

@@ -23,7 +23,6 @@ from aiohttp import web
 
 from .. import errors
 from ..api.extension import ExtensionContext
-from ..metadata.insight_store import InsightStore
 from ..metadata.store import ManifestRecord
 from ..registry.events import Actor, RegistryEvent
 from ..scheduler import Job
@@ -31,6 +30,7 @@ from .fairness import FairQueue
 from .http import INSIGHT, routes
 from .layers import Limits
 from .service import InsightService
+from .store import InsightStore
 
 log = logging.getLogger("moorage.insight")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -29,7 +29,7 @@ class VulnDBStatus(TypedDict):
 
 
 async def vulndb_status(store: Any) -> VulnDBStatus:
-    """The status from ``store`` (:class:`moorage.metadata.insight_store.InsightStore`)."""
+    """The status from ``store`` (:class:`moorage.insight.store.InsightStore`)."""
     n, newest, last_raw = await store.vulndb_state()
     try:
         last = json.loads(last_raw) if last_raw else None

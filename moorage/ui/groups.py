@@ -14,9 +14,9 @@ import contextlib
 from aiohttp import web
 
 from .. import errors
+from ..accounts.group_store import GroupStore
 from ..api import routes as route_names
 from ..api.common import DATABASE
-from ..metadata.group_store import GroupStore
 from ..registry.access_rules import MAX_GROUP_NAME
 from ..registry.names import is_valid_name
 from .manage import _accounts, _refused

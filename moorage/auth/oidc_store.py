@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
 
-from .db import Database
-from .tables import oidc_identities, oidc_logins
+from ..metadata.db import Database
+from ..metadata.tables import oidc_identities, oidc_logins
 
 
 @dataclass(frozen=True, slots=True)

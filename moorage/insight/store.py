@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from .db import Database
-from .tables import (
+from ..metadata.db import Database
+from ..metadata.tables import (
     insight_advisories,
     insight_affected,
     insight_allowlist,

@@ -12,10 +12,10 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from .auth_store import _user
-from .db import Database
-from .records import GrantRow, UserRecord
-from .tables import group_grants, users
+from ..metadata.auth_store import _user
+from ..metadata.db import Database
+from ..metadata.records import GrantRow, UserRecord
+from ..metadata.tables import group_grants, users
 
 #: Groups one principal is matched against at most (a directory answer is bounded too).
 MAX_GROUPS = 1000
