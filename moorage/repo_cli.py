@@ -11,7 +11,7 @@ import getpass
 
 import click
 
-from .cli_common import data_options, settings_from
+from .cli_common import command_context, data_options, settings_from
 
 
 def _operator() -> str:
@@ -43,7 +43,7 @@ def repo_delete(config: str | None, data: str | None, name: str, yes: bool) -> N
         from .events.setup import command_recorder
         from .registry.principal import Principal
 
-        async with opened(settings) as components:
+        async with opened(settings, policies=command_context().policies) as components:
             components.events.recorder = await command_recorder(settings, components.database)
             try:
                 return await components.registry.delete_repository(name, Principal.operator("cli", _operator()))
