@@ -36,6 +36,7 @@ PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
     "webhooks": ("moorage.events.cli", "Webhook endpoints and their delivery history (dead letters included)."),
     "scrub": ("moorage.integrity.cli", "Re-hash stored blobs; quarantine those whose bytes do not match their digest."),
     "import-distribution": ("moorage.compat.cli", "Import a registry:2 (CNCF Distribution) storage tree into this registry."),
+    "healthcheck": ("moorage.compat.healthcheck", "Exit 0 if the local server answers /healthz (or /readyz) with 200; for..."),
 }
 
 
@@ -159,43 +160,6 @@ def migrate(config: str | None, data: str | None) -> None:
     except Exception as exc:  # noqa: BLE001 - one line, no traceback
         raise click.ClickException(describe(exc, settings)) from None
     click.echo(f"schema: {before or 'empty'} -> {after}")
-
-
-@main.command()
-@data_options
-@click.option("--addr", help="HOST:PORT the server listens on (default: the configured addr).")
-@click.option("--ready", is_flag=True, help="Check /readyz (database and storage) instead of /healthz.")
-@click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds to wait for the answer.")
-def healthcheck(config: str | None, data: str | None, addr: str | None, ready: bool, timeout: float) -> None:
-    """Exit 0 if the local server answers /healthz (or /readyz) with 200; for container health checks.
-
-    Follows the configured address and TLS (``https`` when ``tls.certificate`` is set; the
-    certificate is not verified, as it names the public host, not 127.0.0.1).
-    """
-    import ssl
-    import urllib.error
-    import urllib.request
-
-    from .config import split_addr
-
-    # (--data: as every command takes it; the data directory is the server's business, not prepared here)
-    settings = settings_from(config, data, require_registry=False, prepare_data=False, addr=addr)
-    host, port = split_addr(settings.addr)
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    scheme = "https" if settings.tls.certificate else "http"
-    url = f"{scheme}://{netloc}/{'readyz' if ready else 'healthz'}"
-    ctx = ssl._create_unverified_context() if scheme == "https" else None  # noqa: S323 - local probe
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:  # noqa: S310
-            status = resp.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except (OSError, urllib.error.URLError) as exc:
-        raise click.ClickException(f"{url}: {getattr(exc, 'reason', exc)}") from None
-    if status != 200:
-        raise click.ClickException(f"{url}: HTTP {status}")
-    click.echo(f"{url}: ok")
 
 
 @main.command("purge-uploads")

@@ -2,7 +2,7 @@
 
 :class:`moorage.config.Settings` is a plain model; this module is the one loader.  Sources, the
 strongest first: command-line flags, ``MOORAGE_*`` variables, the config file (Moorage's YAML or
-a registry:2 ``config.yml``, translated by :mod:`moorage.compat.distribution_config`), defaults.
+a registry:2 ``config.yml``, translated by :mod:`moorage.config_distribution`), defaults.
 Unknown variables and keys are refused with the closest valid name before anything is built.
 It sits above both ``config`` and ``compat`` (neither imports the other).
 """
@@ -49,8 +49,8 @@ def _read_yaml(path: str, environ: typing.Mapping[str, str] | None = None) -> di
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the config file must hold a mapping")
-    from .compat.distribution_config import is_distribution_config
-    from .compat.distribution_config import load as load_distribution
+    from .config_distribution import is_distribution_config
+    from .config_distribution import load as load_distribution
 
     if is_distribution_config(data):  # a registry:2 config.yml (+ REGISTRY_* overrides)
         return load_distribution(data, os.environ if environ is None else environ)

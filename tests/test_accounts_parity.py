@@ -3,7 +3,7 @@ face that offers it, leaves the same audit entry.
 
 The operations are not listed here by hand: they are read from the service classes
 (:func:`moorage.registry.audit.operations` over :class:`~moorage.accounts.service.AccountsService`,
-:class:`~moorage.accounts.policies.PolicyAdminService` and
+:class:`~moorage.gc.policy_admin.PolicyAdminService` and
 :class:`~moorage.events.webhooks.WebhookService`), and the test is parametrised by them, so an
 operation added without a driver in :data:`DRIVERS` fails ``test_operation_leaves_the_same_entry``
 for it.  Each face drives the operation as a user would: ``/api/v1`` over HTTP, the web UI by
@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 import requests
 
-from moorage.accounts.policies import PolicyAdminService
 from moorage.accounts.service import AccountsService
 from moorage.events.webhooks import WebhookService
+from moorage.gc.policy_admin import PolicyAdminService
 from moorage.registry.audit import operations
 from tests.support.authsrv import ADMIN_PASSWORD, cli, start_auth_server
 from tests.support.registry_proc import RegistryProcess

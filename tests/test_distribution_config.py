@@ -1,4 +1,4 @@
-"""registry:2 ``config.yml`` + ``REGISTRY_*`` overrides -> Moorage settings (moorage/compat/distribution_config.py).
+"""registry:2 ``config.yml`` + ``REGISTRY_*`` overrides -> Moorage settings (moorage/config_distribution.py).
 
 Every mapped key has a test that it lands where Moorage reads it, every refusal a test that it
 is refused *by name* on one line, and the image's default config loads through the real
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from moorage.compat.distribution_config import (
+from moorage.config_distribution import (
     DistributionConfigError,
     apply_env_overrides,
     is_distribution_config,

@@ -170,7 +170,7 @@ def test_route_registrations_use_the_name_constants() -> None:
         "api/blobs.py",
         "api/uploads.py",
         "api/manifests.py",
-        "api/gc_admin.py",
+        "gc/admin_http.py",
         "insight/http.py",
         "auth/token_server.py",
     ):

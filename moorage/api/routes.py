@@ -143,7 +143,7 @@ class ModeNames(NamedTuple):
         return self.token if token_mode else self.other
 
 
-# gc: repository delete (moorage.api.gc_admin)
+# gc: repository delete (moorage.gc.admin_http)
 REPOSITORY_DELETE = ModeNames("api_v1_repository_delete", "gc_repository_delete")
 # proxy: pull-through cache status, mirror rules (moorage.proxy)
 PROXY_STATUS = ModeNames("api_v1_proxy", "proxy_status")

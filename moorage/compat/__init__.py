@@ -1,9 +1,8 @@
 """Compatibility with CNCF Distribution (``registry:2``): its config file and its storage tree.
 
-* :mod:`.distribution_config` -- reads a ``registry:2`` ``config.yml`` (``version: 0.1``) and
-  its ``REGISTRY_*`` environment overrides into Moorage settings, refusing by name what Moorage
-  cannot honour;
+* (its config file is read with the other settings sources, below every feature:
+  :mod:`moorage.config_distribution`);
 * :mod:`.distribution_import` -- ``moorage import-distribution``: copies a Distribution storage
   tree (filesystem or S3) into Moorage's storage and index;
-* :mod:`.healthcheck` -- the container image's ``HEALTHCHECK`` command.
+* :mod:`.healthcheck` -- ``moorage healthcheck``, the container image's ``HEALTHCHECK`` command.
 """

@@ -178,7 +178,7 @@ async def headroom(db: Database, repository: str, digest: str | None = None) -> 
 
 class UploadQuotaCheck:
     """The quotas of ``db`` as the quota middleware asks for them
-    (:class:`moorage.api.quota_middleware.UploadQuota`)."""
+    (:class:`moorage.gc.quota_middleware.UploadQuota`)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

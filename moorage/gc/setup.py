@@ -2,11 +2,11 @@
 
 ``setup_gc(ctx)``:
 
-* adds the quota middleware (:mod:`moorage.api.quota_middleware`; upload requests only, no
+* adds the quota middleware (:mod:`moorage.gc.quota_middleware`; upload requests only, no
   query at all when no quota exists: the quota list is cached, :mod:`.quotas`) -- the same check
   at upload completion (``RegistryService.commit_guard``) for sizes known only then is a core
   hook (:mod:`.policies`);
-* adds ``DELETE /api/v1/repositories/{name}`` (admin; :mod:`moorage.api.gc_admin`);
+* adds ``DELETE /api/v1/repositories/{name}`` (admin; :mod:`moorage.gc.admin_http`);
 * with ``gc.interval > 0``, registers the collector as the scheduler's leader-only job ``gc``,
   run every ``gc.interval`` seconds (grace ``gc.grace``, ``gc.delete_untagged``): of several
   workers or replicas sharing the database only the leader collects (:mod:`moorage.scheduler`);
@@ -27,8 +27,8 @@ log = logging.getLogger("moorage.gc")
 
 
 def setup_gc(ctx: ExtensionContext) -> None:
-    from ..api.gc_admin import add_repository_delete
-    from ..api.quota_middleware import UPLOAD_ROUTES, quota_middleware
+    from .admin_http import add_repository_delete
+    from .quota_middleware import UPLOAD_ROUTES, quota_middleware
     from .quotas import UploadQuotaCheck, book
 
     settings = ctx.settings

@@ -448,7 +448,7 @@ async def namespaces_post(request: web.Request) -> web.StreamResponse:
     """One endpoint, ``action`` says what: the forms on the namespaces page."""
     viewer, form = await check_csrf(request)
     _require_admin(viewer)
-    from ..accounts.policies import PolicyAdminService
+    from ..gc.policy_admin import PolicyAdminService
     from ..metadata.records import RetentionPolicy
 
     policies = PolicyAdminService(request.app[DATABASE], request.app[SETTINGS])

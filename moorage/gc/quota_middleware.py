@@ -18,8 +18,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from .. import errors
-from . import routes as route_names
-from .common import STORE, UPLOAD_RECORD, service
+from ..api import routes as route_names
+from ..api.common import STORE, UPLOAD_RECORD, service
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

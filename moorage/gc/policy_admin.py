@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from .. import errors
 from ..config import Settings
-from ..gc.patterns import compile_regex, parse_size
-from ..gc.quotas import book
 from ..metadata.db import Database
 from ..metadata.policy_store import PolicyStore
 from ..metadata.records import RetentionPolicy
 from ..registry.audit import AuditTrail, operation
 from ..registry.names import is_valid_name
 from ..registry.principal import Principal
+from .patterns import compile_regex, parse_size
+from .quotas import book
 
 #: Longest tag regular expression accepted (``re`` compiles it; the UI form caps it too).
 MAX_REGEX = 255

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import routes as route_names
-from .blobs import NAME
-from .common import API_HEADERS, request_principal, service
+from ..api import routes as route_names
+from ..api.blobs import NAME
+from ..api.common import API_HEADERS, request_principal, service
 
 PATH = f"/api/v1/repositories/{NAME}"
 
