@@ -4,12 +4,13 @@
 UTC), ``timestamp``, ``actor``, ``action``, ``repository``, ``target``, ``client_ip``,
 ``user_agent`` and ``detail``.  Works while the server runs (same database).
 
-:func:`wrap_commands` makes the state-changing commands whose package has no audited service
-yet (retention, immutable tags, quotas) write an audit entry after they
-succeed: actor ``cli:<OS user>``, face ``cli``, client_ip ``local``; passwords and secrets are
-never recorded (only an allow-list of parameters).  Account commands (users, grants, tokens,
-namespaces, visibility) are audited by the accounts service itself, in the change's
-transaction (:mod:`moorage.accounts`), with the same actor and face.
+:func:`wrap_commands` gives ``moorage retention apply`` one entry for the run (``retention.apply``)
+after it succeeds: actor ``cli:<OS user>``, face ``cli``, client_ip ``local``, an allow-list of
+parameters (each tag it removes is an entry of its own, ``tag.expire``, written by the registry
+service in the delete's transaction).  Every other change is audited by its service in the
+change's own transaction, with the same actor and face: accounts (users, grants, tokens,
+namespaces, visibility: :mod:`moorage.accounts`), policies (quotas, retention, immutable tags:
+:mod:`moorage.gc.policy_admin`), webhooks.
 """
 
 from __future__ import annotations
@@ -39,13 +40,7 @@ T = TypeVar("T")
 #: audited by :class:`moorage.accounts.service.AccountsService`: listing them here would write
 #: every entry twice.)
 CLI_ACTIONS = {
-    "retention set": "retention.set",
-    "retention rm": "retention.delete",
     "retention apply": "retention.apply",
-    "immutable set": "immutable.set",
-    "immutable rm": "immutable.delete",
-    "quota set": "quota.set",
-    "quota rm": "quota.delete",
 }
 SAFE_PARAMS = (
     "name",

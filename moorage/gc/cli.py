@@ -79,6 +79,25 @@ def _run(settings: Settings, fn: Callable[[Any, Any], Awaitable[T]], *, blobs: b
         raise click.ClickException(str(exc)) from None
 
 
+def _policy_change(config: str | None, data: str | None, change: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """``change(service, principal)`` on :class:`~moorage.gc.policy_admin.PolicyAdminService` as
+    the person running the command: validated, changed and audited (face ``cli``) in one
+    transaction, as the web UI's namespaces page does it; a refusal is one line."""
+    from .. import errors
+    from ..cli_common import cli_principal
+    from .policy_admin import PolicyAdminService
+
+    settings = settings_from(config, data)
+
+    async def go(db: Any, _: Any) -> T:
+        return await change(PolicyAdminService(db, settings), cli_principal())
+
+    try:
+        return _run(settings, go)
+    except errors.RegistryError as exc:
+        raise click.ClickException(exc.message) from None
+
+
 class _RichProgress:
     """Adapts the collector's progress callbacks to one rich bar per phase."""
 
@@ -277,10 +296,12 @@ def retention_set(
     config: str | None, data: str | None, pattern: str, keep_last: int | None, keep_regex: str | None, expire_days: float | None
 ) -> None:
     """Set the policy of repositories matching PATTERN (``team/app``, ``team/*``, ``*``)."""
-    from .retention import RetentionPolicy, set_policy
+    from .retention import RetentionPolicy
 
+    if keep_last is None and keep_regex is None and expire_days is None:
+        raise click.UsageError("a retention policy needs at least one of --keep-last, --keep-regex, --expire-days")
     policy = RetentionPolicy(pattern, keep_last, keep_regex, expire_days)
-    _run(settings_from(config, data), lambda db, _: set_policy(db, policy))
+    _policy_change(config, data, lambda service, who: service.set_retention(who, policy))
     click.echo(f"retention {pattern}: {policy.describe()}")
 
 
@@ -302,10 +323,7 @@ def retention_list(config: str | None, data: str | None) -> None:
 @click.argument("pattern")
 def retention_rm(config: str | None, data: str | None, pattern: str) -> None:
     """Remove the policy of PATTERN."""
-    from .retention import remove_policy
-
-    if not _run(settings_from(config, data), lambda db, _: remove_policy(db, pattern)):
-        raise click.ClickException(f"no retention policy for {pattern!r}")
+    _policy_change(config, data, lambda service, who: service.remove_retention(who, pattern))
     click.echo(f"removed retention policy {pattern}")
 
 
@@ -348,9 +366,7 @@ def immutable_group() -> None:
 @click.argument("tag_regex")
 def immutable_set(config: str | None, data: str | None, repo_pattern: str, tag_regex: str) -> None:
     """Make tags fully matching TAG_REGEX immutable in repositories matching REPO_PATTERN."""
-    from .immutable import set_rule
-
-    _run(settings_from(config, data), lambda db, _: set_rule(db, repo_pattern, tag_regex))
+    _policy_change(config, data, lambda service, who: service.set_immutable(who, repo_pattern, tag_regex))
     click.echo(f"immutable: {repo_pattern} tags {tag_regex}")
 
 
@@ -373,11 +389,7 @@ def immutable_list(config: str | None, data: str | None) -> None:
 @click.argument("tag_regex", required=False)
 def immutable_rm(config: str | None, data: str | None, repo_pattern: str, tag_regex: str | None) -> None:
     """Remove the rule(s) of REPO_PATTERN (all of them, or the one with TAG_REGEX)."""
-    from .immutable import remove_rule
-
-    n = _run(settings_from(config, data), lambda db, _: remove_rule(db, repo_pattern, tag_regex))
-    if not n:
-        raise click.ClickException("no such rule")
+    n = _policy_change(config, data, lambda service, who: service.remove_immutable(who, repo_pattern, tag_regex))
     click.echo(f"removed {n} rule(s)")
 
 
@@ -393,13 +405,11 @@ def quota_group() -> None:
 @click.argument("size")
 def quota_set(config: str | None, data: str | None, namespace: str, size: str) -> None:
     """Limit NAMESPACE (and everything below it) to SIZE bytes (e.g. 1073741824, 500M, 10GiB)."""
-    from .quotas import set_quota
-
     try:
         limit = parse_size(size)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="SIZE") from None
-    _run(settings_from(config, data), lambda db, _: set_quota(db, namespace, limit))
+    _policy_change(config, data, lambda service, who: service.set_quota(who, namespace, limit))
     click.echo(f"quota {namespace.strip('/')}: {limit} bytes ({human(limit)})")
 
 
@@ -424,10 +434,7 @@ def quota_list(config: str | None, data: str | None) -> None:
 @click.argument("namespace")
 def quota_rm(config: str | None, data: str | None, namespace: str) -> None:
     """Remove the quota of NAMESPACE."""
-    from .quotas import remove_quota
-
-    if not _run(settings_from(config, data), lambda db, _: remove_quota(db, namespace)):
-        raise click.ClickException(f"no quota for {namespace!r}")
+    _policy_change(config, data, lambda service, who: service.remove_quota(who, namespace))
     click.echo(f"removed quota {namespace}")
 
 

@@ -20,24 +20,15 @@ from .patterns import compile_regex, repo_matches
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["ImmutableRule", "check_tag_move", "list_rules", "remove_rule", "rule_matches", "set_rule"]
+__all__ = ["ImmutableRule", "check_tag_move", "list_rules", "rule_matches"]
 
 
 def rule_matches(rule: ImmutableRule, repository: str, tag: str) -> bool:
     return repo_matches(rule.repo_pattern, repository) and compile_regex(rule.tag_regex).fullmatch(tag) is not None
 
 
-async def set_rule(db: Database, repo_pattern: str, tag_regex: str) -> None:
-    compile_regex(tag_regex)
-    await PolicyStore(db).add_immutable(repo_pattern, tag_regex)
-
-
 async def list_rules(db: Database) -> list[ImmutableRule]:
     return await PolicyStore(db).list_immutable()
-
-
-async def remove_rule(db: Database, repo_pattern: str, tag_regex: str | None = None) -> int:
-    return await PolicyStore(db).remove_immutable(repo_pattern, tag_regex)
 
 
 async def check_tag_move(conn: AsyncConnection, db: Any, repo_id: int, repository: str, tag: str, manifest_id: int) -> None:

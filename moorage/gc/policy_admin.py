@@ -6,9 +6,8 @@ quota set in the UI is audited ``quota.set`` with face ``ui``, as the CLI's ``mo
 is (face ``cli``).  The rules themselves -- what a quota counts, how retention picks tags, how an
 immutable tag is enforced -- stay in :mod:`moorage.gc`; this module only changes their tables.
 
-(The ``moorage retention|immutable|quota`` commands live in :mod:`moorage.gc.cli` and are still
-audited by :mod:`moorage.events.cli`'s wrapper after the change; moving them onto this service
-is a one-line change per command.)
+The ``moorage retention|immutable|quota set|rm`` commands (:mod:`moorage.gc.cli`) call the same
+methods, as the operator (face ``cli``).
 """
 
 from __future__ import annotations
@@ -83,7 +82,7 @@ class PolicyAdminService:
         ns = namespace.strip("/")
         async with self.db.write() as conn:
             if not await self.store.remove_quota(ns, conn=conn):
-                raise errors.NotFound(f"no quota on {ns[:100]!r}")
+                raise errors.NotFound(f"no quota for {ns[:100]!r}")
             await self.audit.record(conn, self.audit.entry(p, "quota.delete", target=ns))
         book(self.db).invalidate()
 
@@ -106,7 +105,7 @@ class PolicyAdminService:
         await self._require_admin(p, "retention.delete", pattern)
         async with self.db.write() as conn:
             if not await self.store.remove_retention(pattern, conn=conn):
-                raise errors.NotFound(f"no retention policy on {pattern[:100]!r}")
+                raise errors.NotFound(f"no retention policy for {pattern[:100]!r}")
             await self.audit.record(conn, self.audit.entry(p, "retention.delete", target=pattern))
 
     @operation("immutable.set")
@@ -123,7 +122,7 @@ class PolicyAdminService:
         async with self.db.write() as conn:
             removed = await self.store.remove_immutable(pattern, tag_regex, conn=conn)
             if not removed:
-                raise errors.NotFound(f"no immutable-tag rule on {pattern[:100]!r}")
+                raise errors.NotFound(f"no immutable-tag rule for {pattern[:100]!r}")
             await self.audit.record(
                 conn, self.audit.entry(p, "immutable.delete", target=pattern, detail={"tag_regex": tag_regex, "removed": removed})
             )

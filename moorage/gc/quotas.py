@@ -16,7 +16,7 @@ below the limit): a quota is a guard-rail, not an accounting ledger.
 **The quota list is cached** (:class:`QuotaBook`, one per :class:`Database`): the quota
 middleware consults it on every upload request, and on a registry without quotas that read
 was 12 % of the server's GIL time (benchmarks/PROFILE-load.md).  A change made through this
-process (the admin UI, :func:`set_quota`/:func:`remove_quota`) applies to the next request;
+process (the policy admin service: the UI, the CLI) applies to the next request;
 a change made by another process (``moorage quota set``, another worker or replica) applies
 within ``gc.quota_cache_seconds`` (default 2 s; 0 reads the table on every check).  Usage is
 never cached: only the (tiny, rarely changed) list of quotas is.
@@ -45,8 +45,6 @@ __all__ = [
     "headroom",
     "list_quotas",
     "quota_applies",
-    "remove_quota",
-    "set_quota",
     "usage",
     "UploadQuotaCheck",
 ]
@@ -105,25 +103,9 @@ def book(db: Database, ttl: float | None = None) -> QuotaBook:
     return found
 
 
-async def set_quota(db: Database, namespace: str, limit_bytes: int) -> None:
-    namespace = namespace.strip("/")
-    if not namespace:
-        raise ValueError("namespace must not be empty")
-    if limit_bytes < 0:
-        raise ValueError("quota must be >= 0 bytes")
-    await PolicyStore(db).set_quota(namespace, limit_bytes)
-    book(db).invalidate()
-
-
 async def list_quotas(db: Database) -> list[Quota]:
     """Every quota, read now (not cached: for the CLI and the admin pages)."""
     return await PolicyStore(db).list_quotas()
-
-
-async def remove_quota(db: Database, namespace: str) -> bool:
-    removed = await PolicyStore(db).remove_quota(namespace.strip("/"))
-    book(db).invalidate()
-    return removed
 
 
 async def usage(db: Database, namespace: str) -> int:

@@ -34,30 +34,12 @@ __all__ = [
     "load_tags",
     "plan",
     "plan_repository",
-    "remove_policy",
     "remove_tags",
-    "set_policy",
 ]
-
-
-async def set_policy(db: Database, policy: RetentionPolicy) -> None:
-    if policy.keep_last is None and policy.keep_regex is None and policy.expire_days is None:
-        raise ValueError("a retention policy needs at least one of --keep-last, --keep-regex, --expire-days")
-    if policy.keep_last is not None and policy.keep_last < 0:
-        raise ValueError("--keep-last must be >= 0")
-    if policy.expire_days is not None and policy.expire_days < 0:
-        raise ValueError("--expire-days must be >= 0")
-    if policy.keep_regex is not None:
-        compile_regex(policy.keep_regex)
-    await PolicyStore(db).set_retention(policy)
 
 
 async def list_policies(db: Database) -> list[RetentionPolicy]:
     return await PolicyStore(db).list_retention()
-
-
-async def remove_policy(db: Database, pattern: str) -> bool:
-    return await PolicyStore(db).remove_retention(pattern)
 
 
 def _removed_by(policy: RetentionPolicy, ordered: Sequence[TagInfo], now: float) -> set[tuple[int, str]]:
