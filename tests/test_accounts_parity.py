@@ -31,6 +31,7 @@ import requests
 from moorage.accounts.service import AccountsService
 from moorage.events.webhooks import WebhookService
 from moorage.gc.policy_admin import PolicyAdminService
+from moorage.insight.policy_admin import PullPolicyAdmin
 from moorage.registry.audit import operations
 from tests.support.authsrv import ADMIN_PASSWORD, cli, start_auth_server
 from tests.support.registry_proc import RegistryProcess
@@ -401,6 +402,41 @@ def _policy(action: str) -> Callable[[str], Driver]:
     return factory
 
 
+def _vuln_policy(action: str) -> Callable[[str], Driver]:
+    """The vulnerability pull policy and its allow-list (moorage/insight/policy_admin.py)."""
+
+    def factory(face: str) -> Driver:
+        def run(f: Faces) -> str:
+            ns = _unique("vp")
+            if action == "vuln_policy.delete":
+                _ok(f.api("PUT", f"/api/v1/insight/policies/{ns}", json={"block_severity": "HIGH"}))
+            if action == "vuln_allow.delete":
+                _ok(f.api("PUT", f"/api/v1/insight/allowlist/{ns}/TEST-1", json={"reason": "r"}))
+            if face == "api":
+                method, path, body = {
+                    "vuln_policy.set": ("PUT", f"/api/v1/insight/policies/{ns}", {"block_severity": "high"}),
+                    "vuln_policy.delete": ("DELETE", f"/api/v1/insight/policies/{ns}", None),
+                    "vuln_allow.add": ("PUT", f"/api/v1/insight/allowlist/{ns}/TEST-1", {"reason": "r"}),
+                    "vuln_allow.delete": ("DELETE", f"/api/v1/insight/allowlist/{ns}/TEST-1", None),
+                }[action]
+                _ok(f.api(method, path, json=body))
+            else:
+                f.cli(
+                    *{
+                        "vuln_policy.set": ("vuln-policy", ns, "--block", "high"),
+                        "vuln_policy.delete": ("vuln-policy", ns, "--block", "off"),
+                        "vuln_allow.add": ("vuln-allow", ns, "TEST-1", "--reason", "r"),
+                        "vuln_allow.delete": ("vuln-allow", ns, "TEST-1", "--remove"),
+                    }[action]
+                )
+            return ns
+
+        return run
+
+    return factory
+
+
+VULN_OPERATIONS = ("vuln_policy.set", "vuln_policy.delete", "vuln_allow.add", "vuln_allow.delete")
 ALL = ("api", "ui", "cli")
 #: The policy operations (moorage/gc/policy_admin.py), offered by the web UI and the CLI.
 POLICY_OPERATIONS = {"quota.set", "quota.delete", "retention.set", "retention.delete", "immutable.set", "immutable.delete"}
@@ -423,8 +459,14 @@ DRIVERS: dict[str, tuple[Callable[[str], Driver], tuple[str, ...]]] = {
     "webhook.test": (_webhook_test, ("ui",)),
     "webhook.retry": (_webhook_retry, ALL),
     **{a: (_policy(a), ("ui", "cli")) for a in sorted(POLICY_OPERATIONS)},
+    **{a: (_vuln_policy(a), ("api", "cli")) for a in VULN_OPERATIONS},
 }
-OPERATIONS = {**operations(AccountsService), **operations(WebhookService), **operations(PolicyAdminService)}
+OPERATIONS = {
+    **operations(AccountsService),
+    **operations(WebhookService),
+    **operations(PolicyAdminService),
+    **operations(PullPolicyAdmin),
+}
 ACTOR = {"api": "admin", "ui": "admin", "cli": CLI_ACTOR}
 
 

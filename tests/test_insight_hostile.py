@@ -330,6 +330,18 @@ def test_control_characters_in_insight_parameters(open_srv: RegistryProcess) -> 
     r = client.req("PUT", "/api/v1/insight/allowlist/hostile/TEST-1", json={"reason": "because\x00"})
     assert r.status_code == 200, r.text
     assert client.req("DELETE", "/api/v1/insight/allowlist/hostile/TEST-1").status_code == 204
+    # the CLI goes through the same service: the same refusal, one line, no traceback (it wrote
+    # the id straight into the table: a NUL was a database error on PostgreSQL)
+    from tests.support.cli import run_moorage
+
+    for args in (
+        ("vuln-allow", "hostile", "X\x01Y"),
+        ("vuln-allow", "hostile", "X" * 300),
+        ("vuln-policy", "Bad Name", "--block", "high"),
+    ):
+        cp = run_moorage(*args, "--data", str(open_srv.data_dir), env=dict(open_srv.env or {}), timeout=60)
+        assert cp.returncode != 0 and "Traceback" not in cp.stderr, (args[:2], cp.stderr[-800:])
+        assert "advisory id" in cp.stderr or "invalid" in cp.stderr.lower() or "not a valid" in cp.stderr, cp.stderr[-800:]
 
 
 def test_wrong_json_types_in_every_field_answer_no_500(open_srv: RegistryProcess, base: dict[str, Any]) -> None:

@@ -11,10 +11,10 @@ Entries come from three places:
   per ``events.audit_login_window``;
 * administrative changes through the HTTP API that no service audits yet
   (:func:`admin_middleware`): repository deletes, webhook retries -- and any other ``/api/v1``
-  change another extension adds (``api.<route>``); CLI changes of that kind are recorded by
-  :mod:`.cli`'s command wrapper; GC runs are copied from the ``gc_runs`` table.  Account
-  changes (users, grants to users and to directory groups, tokens, namespaces, visibility)
-  and webhook endpoints are audited by their services (:mod:`moorage.accounts`) in the
+  change another extension adds (``api.<route>``); GC runs are copied from the ``gc_runs``
+  table.  Account changes (users, grants to users and to directory groups, tokens, namespaces,
+  visibility), policies (quotas, retention, immutable tags, the vulnerability pull policy and
+  its allow-list) and webhook endpoints are audited by their services in the
   change's own transaction, whichever face -- API, web UI, CLI -- made them, with the face and
   outcome; the middleware skips their routes (:data:`SERVICE_AUDITED`).
 
@@ -77,6 +77,10 @@ SERVICE_AUDITED = frozenset(
         "gc_repository_delete",
         "api_v1_webhook_retry",
         "events_webhook_retry",
+        "api_v1_insight_policy_put",
+        "api_v1_insight_policy_delete",
+        "api_v1_insight_allow",
+        "api_v1_insight_disallow",
     }
 )
 #: Request fields worth keeping (everything else -- passwords, secrets -- is never stored).

@@ -89,6 +89,15 @@ def _run(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
         raise click.ClickException(str(exc)) from None
 
 
+def _admin_run(settings: Settings, change: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """``change(admin, principal)`` on the pull policy's admin service, as the person running the
+    command (face ``cli``): validated, changed and audited in one transaction."""
+    from ..cli_common import cli_principal
+    from .policy_admin import PullPolicyAdmin
+
+    return _run(settings, lambda insight: change(PullPolicyAdmin(insight, audited=settings.events.enabled), cli_principal()))
+
+
 @click.command("sbom")
 @data_options
 @click.argument("image", required=False)
@@ -320,7 +329,10 @@ def vuln_policy(config: str | None, data: str | None, namespace: str, block: str
     if severity != "OFF" and severity not in SEVERITIES[1:]:
         raise click.UsageError("--block takes LOW, MEDIUM, HIGH, CRITICAL or off")
     settings = settings_from(config, data)
-    _run(settings, lambda insight: insight.set_policy(namespace, None if severity == "OFF" else severity))
+    if severity == "OFF":
+        _admin_run(settings, lambda admin, who: admin.remove_policy(who, namespace))
+    else:
+        _admin_run(settings, lambda admin, who: admin.set_policy(who, namespace, severity))
     click.echo(f"{namespace}: " + ("no pull policy" if severity == "OFF" else f"pulls refused at {severity} and above"))
 
 
@@ -337,14 +349,12 @@ def vuln_allow(
     """Accept ADVISORY in NAMESPACE's pull policy (until --days pass)."""
     settings = settings_from(config, data)
     if remove:
-        if not _run(settings, lambda insight: insight.store.disallow(namespace, advisory)):
-            raise click.ClickException(f"{advisory} is not on {namespace}'s allow-list")
+        _admin_run(settings, lambda admin, who: admin.disallow(who, namespace, advisory))
         click.echo(f"{namespace}: {advisory} removed from the allow-list")
         return
     if days is not None and not 0 < days <= 36500:
         raise click.UsageError("--days must be between 0 and 36500")
-    expires = time.time() + days * 86400 if days is not None else None
-    _run(settings, lambda insight: insight.store.allow(namespace, advisory, expires, reason))
+    _admin_run(settings, lambda admin, who: admin.allow(who, namespace, advisory, days, reason))
     click.echo(f"{namespace}: {advisory} allowed" + (f" for {days:g} days" if days else ""))
 
 

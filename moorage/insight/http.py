@@ -18,7 +18,6 @@ policies and allow-lists are for administrators.  Authentication as everywhere u
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,11 +25,11 @@ from aiohttp import web
 
 from .. import errors
 from ..api import routes as route_names
-from ..api.common import AUTHENTICATOR, SETTINGS
+from ..api.common import AUTHENTICATOR, SETTINGS, request_principal
 from ..registry.names import is_valid_name
+from ..registry.principal import Principal
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
-from .osv import SEVERITIES
-from .packages import clean_text
+from .policy_admin import PullPolicyAdmin
 from .service import InsightService
 
 INSIGHT = web.AppKey("insight", InsightService)
@@ -173,12 +172,18 @@ async def policies(request: web.Request) -> web.Response:
     return _json({"policies": await request.app[INSIGHT].store.policies()})
 
 
-def _advisory(request: web.Request) -> str:
-    """The advisory id of the path: OSV ids are short printable text (a NUL was a 500 on PostgreSQL)."""
-    advisory = request.match_info["advisory"]
-    if not advisory or len(advisory) > 255 or clean_text(advisory) != advisory:
-        raise errors.Unsupported("not an advisory id", status=400)
-    return advisory
+async def _policy_admin(request: web.Request) -> tuple[PullPolicyAdmin, Principal]:
+    """The pull policy's admin service and the caller as its principal (face ``api``): an
+    administrator in token mode (403 otherwise); without auth, and every htpasswd user, may
+    administer (as with every ``/api/v1`` route there)."""
+    settings = request.app[SETTINGS]
+    service = PullPolicyAdmin(request.app[INSIGHT], audited=settings.events.enabled)
+    if settings.auth.mode == "token":
+        from ..auth.credentials import principal, require_admin
+
+        await require_admin(request)
+        return service, await principal(request)
+    return service, request_principal(request, "api", admin=True)
 
 
 def _namespace(request: web.Request) -> str:
@@ -205,19 +210,17 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 @routes.put("/api/v1/insight/policies/{namespace:[^{}]+}", name=route_names.INSIGHT_POLICY_PUT)
 async def policy_put(request: web.Request) -> web.Response:
-    await _admin(request)
-    ns = _namespace(request)
-    severity = str((await _body(request)).get("block_severity") or "").upper()
-    if severity not in SEVERITIES[1:]:
-        raise errors.Unsupported(f"block_severity must be one of {', '.join(SEVERITIES[1:])}", status=400)
-    await request.app[INSIGHT].set_policy(ns, severity)
-    return _json({"namespace": ns, "block_severity": severity})
+    service, who = await _policy_admin(request)
+    ns = request.match_info["namespace"]
+    severity = (await _body(request)).get("block_severity")
+    stored = await service.set_policy(who, ns, severity if isinstance(severity, str) else "")
+    return _json({"namespace": ns, "block_severity": stored})
 
 
 @routes.delete("/api/v1/insight/policies/{namespace:[^{}]+}", name=route_names.INSIGHT_POLICY_DELETE)
 async def policy_delete(request: web.Request) -> web.Response:
-    await _admin(request)
-    await request.app[INSIGHT].set_policy(_namespace(request), None)
+    service, who = await _policy_admin(request)
+    await service.remove_policy(who, request.match_info["namespace"])
     return web.Response(status=204)
 
 
@@ -230,21 +233,16 @@ async def allowlist(request: web.Request) -> web.Response:
 
 @routes.put("/api/v1/insight/allowlist/{namespace:[^{}]+?}/{advisory}", name=route_names.INSIGHT_ALLOW)
 async def allow(request: web.Request) -> web.Response:
-    await _admin(request)
-    ns, advisory = _namespace(request), _advisory(request)
+    service, who = await _policy_admin(request)
+    ns, advisory = request.match_info["namespace"], request.match_info["advisory"]
     body = await _body(request)
-    days = body.get("expires_in_days")
-    if days is not None and (not isinstance(days, (int, float)) or isinstance(days, bool) or not 0 < days <= 36500):
-        raise errors.Unsupported("expires_in_days must be a number of days between 0 and 36500", status=400)
-    expires = time.time() + float(days) * 86400 if days is not None else None
     reason = body.get("reason")
-    await request.app[INSIGHT].store.allow(ns, advisory, expires, clean_text(reason, 1000) if isinstance(reason, str) else "")
+    expires = await service.allow(who, ns, advisory, body.get("expires_in_days"), reason if isinstance(reason, str) else "")
     return _json({"namespace": ns, "id": advisory, "expires_at": expires})
 
 
 @routes.delete("/api/v1/insight/allowlist/{namespace:[^{}]+?}/{advisory}", name=route_names.INSIGHT_DISALLOW)
 async def disallow(request: web.Request) -> web.Response:
-    await _admin(request)
-    if not await request.app[INSIGHT].store.disallow(_namespace(request), _advisory(request)):
-        raise errors.NotFound("no such allow-list entry")
+    service, who = await _policy_admin(request)
+    await service.disallow(who, request.match_info["namespace"], request.match_info["advisory"])
     return web.Response(status=204)

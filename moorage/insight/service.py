@@ -474,8 +474,9 @@ class InsightService:
         }
 
     # ---------------------------------------------------------------------------- policy
-    async def set_policy(self, namespace: str, block_severity: str | None) -> None:
-        await self.store.set_policy(namespace, block_severity)
+    def forget_policies(self) -> None:
+        """A policy changed in this process (:mod:`moorage.insight.policy_admin`): read the table
+        again on the next pull (other processes within the 2 s of :meth:`_policy_table`)."""
         self._policies = (0.0, {})
 
     async def _policy_table(self) -> dict[str, str]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..metadata.db import Database
 from ..metadata.tables import (
@@ -320,13 +321,15 @@ class InsightStore:
             rows = await conn.execute(select(insight_policies.c.namespace, insight_policies.c.block_severity))
             return {r.namespace: r.block_severity for r in rows}
 
-    async def set_policy(self, namespace: str, block_severity: str | None) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(delete(insight_policies).where(insight_policies.c.namespace == namespace))
-            if block_severity:
-                await conn.execute(
-                    insight_policies.insert().values(namespace=namespace, block_severity=block_severity, updated_at=time.time())
-                )
+    async def set_policy(self, namespace: str, block_severity: str | None, *, conn: AsyncConnection) -> bool:
+        """Set (or with None remove) the policy of ``namespace`` on the caller's transaction;
+        whether one was there before."""
+        res = await conn.execute(delete(insight_policies).where(insight_policies.c.namespace == namespace))
+        if block_severity:
+            await conn.execute(
+                insight_policies.insert().values(namespace=namespace, block_severity=block_severity, updated_at=time.time())
+            )
+        return bool(res.rowcount)
 
     async def allowlist(self, namespace: str) -> dict[str, float | None]:
         async with self.db.read(snapshot=False) as conn:
@@ -337,22 +340,22 @@ class InsightStore:
             )
             return {r.advisory_id: r.expires_at for r in rows}
 
-    async def allow(self, namespace: str, advisory_id: str, expires_at: float | None, reason: str) -> None:
-        async with self.db.write() as conn:
-            stmt = self.db.insert(insight_allowlist).values(
-                namespace=namespace, advisory_id=advisory_id, expires_at=expires_at, reason=reason, created_at=time.time()
+    async def allow(
+        self, namespace: str, advisory_id: str, expires_at: float | None, reason: str, *, conn: AsyncConnection
+    ) -> None:
+        stmt = self.db.insert(insight_allowlist).values(
+            namespace=namespace, advisory_id=advisory_id, expires_at=expires_at, reason=reason, created_at=time.time()
+        )
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["namespace", "advisory_id"], set_={"expires_at": expires_at, "reason": reason}
             )
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["namespace", "advisory_id"], set_={"expires_at": expires_at, "reason": reason}
-                )
-            )
+        )
 
-    async def disallow(self, namespace: str, advisory_id: str) -> bool:
-        async with self.db.write() as conn:
-            res = await conn.execute(
-                delete(insight_allowlist).where(
-                    insight_allowlist.c.namespace == namespace, insight_allowlist.c.advisory_id == advisory_id
-                )
+    async def disallow(self, namespace: str, advisory_id: str, *, conn: AsyncConnection) -> bool:
+        res = await conn.execute(
+            delete(insight_allowlist).where(
+                insight_allowlist.c.namespace == namespace, insight_allowlist.c.advisory_id == advisory_id
             )
-            return bool(res.rowcount)
+        )
+        return bool(res.rowcount)
