@@ -58,9 +58,9 @@ def default_extensions(settings: Settings) -> list[Extension]:
 
 
 def open_access(ctx: ExtensionContext) -> None:
-    """``auth.mode: none``: everyone may do everything, but a route missing from the access table
-    of :mod:`moorage.api.routes` is still refused (fail closed, whatever the mode)."""
-    from .api.routes import listed_routes_middleware
+    """``auth.mode: none``: everyone may do everything, but a route registered around
+    :mod:`moorage.api.routing` (no declared rule) is still refused (fail closed, whatever the mode)."""
+    from .api.routing import listed_routes_middleware
 
     ctx.app.middlewares.append(listed_routes_middleware())
 

@@ -11,7 +11,7 @@
   access tokens and public repositories live in the metadata database.
 
 The middleware runs after routing, so it looks the matched route's rule up in
-:data:`moorage.api.routes.RULES` instead of parsing URLs.  The handlers live in
+rule it was declared with (:mod:`moorage.api.routing`) instead of parsing URLs.  The handlers live in
 :mod:`moorage.api.token` and :mod:`moorage.api.admin_users`; the logic in
 :class:`~moorage.auth.authenticator.Authenticator`.
 """
@@ -25,7 +25,7 @@ from aiohttp import web
 
 from ..api.common import ACCOUNTS, AUTHENTICATOR
 from ..api.extension import ExtensionContext
-from ..api.routes import listed_routes_middleware
+from ..api.routing import add_routes, listed_routes_middleware
 from ..metadata.auth_store import AuthStore
 from ..metadata.db import Database
 from .accounts import bootstrap_admin
@@ -82,13 +82,9 @@ def setup_auth(ctx: ExtensionContext) -> None:
 
     app[ACCOUNTS] = AccountsService(ctx.database, settings)
     app.middlewares.append(token_middleware(auth))
-    from ..api import admin_users, token  # token mode only: the others never load them
+    from ..api import admin_groups, admin_users, token  # token mode only: the others never load them
 
-    app.router.add_routes(token.routes)
-    app.router.add_routes(admin_users.routes)
-    from ..api import admin_groups
-
-    app.router.add_routes(admin_groups.routes)
+    add_routes(app, token.routes, admin_users.routes, admin_groups.routes)
 
 
 def setup_directory(auth: Authenticator, db: Database) -> LdapDirectory | None:

@@ -1,8 +1,8 @@
-"""The auth middlewares: the matched route's rule (:data:`moorage.api.routes.RULES`) says what
+"""The auth middlewares: the matched route's rule (declared with it: :mod:`moorage.api.routing`) says what
 the request needs; the middleware answers 401 with a challenge, 403, or lets it through.
 
-A route with no entry in the table is refused, in every ``auth.mode`` (fail closed): a new
-route cannot go unprotected by forgetting it.  ``setup.py`` wires the middlewares into the app.
+A route registered without a declared rule is refused, in every ``auth.mode`` (fail closed): a
+new route cannot go unprotected by going around the declarations.  ``setup.py`` wires the middlewares into the app.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from .. import errors
 from ..api.access import Access, required_access
 from ..api.common import CATALOG_FILTER, CREDENTIALS_ALLOW
 from ..api.credentials import bearer, caller, parse_basic
-from ..api.routes import HANDLER_DECIDES, Rule, route_rule
+from ..api.routes import HANDLER_DECIDES, Rule
+from ..api.routing import route_rule
 from ..registry.names import is_valid_name
 from .authenticator import Authenticator, StaleCredentials
 from .policy import token_covers
