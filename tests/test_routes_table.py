@@ -147,6 +147,9 @@ def test_a_declaration_needs_name_rule_and_doc() -> None:
         table.add_route("GET", "/x", handler, name="x", rule="admin", doc=UNDOCUMENTED)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         table.add_route("GET", "/x", handler, name="x", rule=Rule.ADMIN, doc={"summary": "no operationId"})
+    with pytest.raises(ValueError):  # an API route must say what it does
+        table.add_route("GET", "/x", handler, name="x", rule=Rule.ADMIN, doc=UNDOCUMENTED)
+    table.add_route("GET", "/x", handler, name="x", rule=Rule.SESSION, doc=UNDOCUMENTED)  # a web-UI page
     with pytest.raises(TypeError):
         table.get("/x", name="x", rule=Rule.ADMIN)  # type: ignore[call-arg]
 

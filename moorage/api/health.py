@@ -1,6 +1,6 @@
 """``/healthz`` (the process answers) and ``/readyz`` (its database and storage answer).
 
-Unauthenticated (both are PUBLIC in :mod:`moorage.api.routes`: the auth middleware lets anyone in)
+Unauthenticated (both are declared PUBLIC: the auth middleware lets anyone in)
 and cheap: ``/healthz`` touches nothing; ``/readyz`` runs ``SELECT 1`` and one storage probe,
 each bounded by :data:`PROBE_TIMEOUT`.  Orchestrators use ``/healthz`` for liveness (restart
 when it fails) and ``/readyz`` for readiness (send no traffic while a backend is down).

@@ -82,7 +82,10 @@ class RouteSpec:
             raise TypeError(f"route {self.name!r}: rule must be a moorage.api.routes.Rule, not {self.rule!r}")
         if not self.name:
             raise ValueError(f"{self.method} {self.path}: a route needs a name")
-        if self.doc is not UNDOCUMENTED and not (isinstance(self.doc, Mapping) and "operationId" in self.doc):
+        if self.doc is UNDOCUMENTED:
+            if self.rule is not Rule.SESSION:  # the web UI's pages and static files, nothing else
+                raise ValueError(f"route {self.name!r}: only the web UI's routes (SESSION) may be UNDOCUMENTED")
+        elif not (isinstance(self.doc, Mapping) and "operationId" in self.doc):
             raise ValueError(f"route {self.name!r}: doc must be an OpenAPI operation (with an operationId) or UNDOCUMENTED")
 
 

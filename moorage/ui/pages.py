@@ -1,7 +1,7 @@
 """Browsing: the repository list, a repository's tags, a manifest, sign-in and sign-out.
 
 Handlers parse the request, ask :class:`~moorage.metadata.ui_queries.UIQueries` and render a
-template; every route is SESSION in :mod:`moorage.api.routes`, so the registry's auth middleware
+template; every route is declared SESSION (:mod:`moorage.api.routing`), so the registry's auth middleware
 leaves it alone (the UI authenticates for itself, through :mod:`moorage.ui.session`).
 """
 
