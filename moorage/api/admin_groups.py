@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..api import apidoc as oa
+from ..api.routes import Rule
+from ..api.routing import RouteTable
 from ..auth.policy import MAX_GROUP_NAME, valid_group_name
 from ..metadata.group_store import GroupStore
-from . import apidoc as oa
 from . import routes as names
 from .admin_models import GroupGrantCreate
 from .admin_users import _bad, _body
 from .common import ACCOUNTS, DATABASE
 from .credentials import principal, require_admin
-from .routes import Rule
-from .routing import RouteTable
 
 routes = RouteTable()
 

@@ -39,13 +39,15 @@ from pydantic import BaseModel
 
 from .. import errors
 from ..accounts.service import AccountsService
+from ..api import apidoc as oa
+from ..api.routes import Rule
+from ..api.routing import RouteTable
 from ..auth.authenticator import Authenticator
 from ..auth.policy import valid_username
 from ..metadata.errors import storable
 from ..metadata.records import UserRecord
 from ..registry.principal import Principal
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
-from . import apidoc as oa
 from . import routes as names
 from .admin_models import (
     AdminTokenCreate,
@@ -59,8 +61,6 @@ from .admin_models import (
 )
 from .common import ACCOUNTS, AUTHENTICATOR
 from .credentials import SCOPED, caller, principal, require_admin
-from .routes import Rule
-from .routing import RouteTable
 
 routes = RouteTable()
 

@@ -98,6 +98,7 @@ BLOB_CREATED = {
 }
 
 
+#: (``errors`` is also the name of the helpers' keyword argument below.)
 _errors = errors
 
 

@@ -25,16 +25,16 @@ from typing import Any
 from aiohttp import web
 
 from .. import errors
+from ..api import apidoc as oa
+from ..api.routes import Rule
+from ..api.routing import RouteTable
 from ..insight.osv import SEVERITIES
 from ..insight.packages import clean_text
 from ..insight.service import InsightService
 from ..registry.names import is_valid_name
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
-from . import apidoc as oa
 from . import routes as route_names
 from .common import AUTHENTICATOR, SETTINGS
-from .routes import Rule
-from .routing import RouteTable
 
 INSIGHT = web.AppKey("insight", InsightService)
 routes = RouteTable()

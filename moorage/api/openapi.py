@@ -67,7 +67,7 @@ ERROR_CODES = [
 
 
 def model_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """A pydantic model's oa.JSON schema (draft 2020-12) in OpenAPI 3.0's dialect: ``null`` in an
+    """A pydantic model's JSON schema (draft 2020-12) in OpenAPI 3.0's dialect: ``null`` in an
     ``anyOf`` becomes ``nullable``, numeric ``exclusiveMinimum``/``Maximum`` the boolean form,
     ``examples`` one ``example``; ``title`` goes (the component name says it)."""
     schema: dict[str, Any] = _oas30(model.model_json_schema(mode="validation"))

@@ -17,15 +17,15 @@ from typing import Any
 from aiohttp import web
 
 from .. import errors
+from ..api import apidoc as oa
+from ..api.routes import Rule
+from ..api.routing import RouteTable
 from ..auth.authenticator import Authenticator
 from ..auth.policy import Principal, parse_scopes
 from ..auth.tokens import rfc3339
-from . import apidoc as oa
 from . import routes as names
 from .common import AUTHENTICATOR
 from .credentials import parse_basic
-from .routes import Rule
-from .routing import RouteTable
 
 routes = RouteTable()
 
