@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .routes import REPOSITORY_ACTIONS, UPLOAD_START, UPLOAD_START_NOSLASH, Rule
-from .routing import matched_rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,17 +20,16 @@ class Access:
     actions: tuple[str, ...]
 
 
-def required_access(request: web.Request) -> list[Access]:
+def required_access(request: web.Request, rule: Rule) -> list[Access]:
     """Access a registry-scoped route (:data:`moorage.api.routes.REGISTRY_SCOPED`) needs, from its
     declared rule; an empty list means "any caller" (``GET /v2/``).
     Anything else asks for ``registry:admin:*``, which no token is ever issued for."""
     name = getattr(request.match_info.route, "name", None) or ""
-    rule = matched_rule(request)
     if rule is Rule.REGISTRY:
         return []
     if rule is Rule.CATALOG:
         return [Access("registry", "catalog", ("*",))]
-    actions = REPOSITORY_ACTIONS.get(rule) if rule is not None else None
+    actions = REPOSITORY_ACTIONS.get(rule)
     repo = request.match_info.get("name")
     if actions is None or repo is None:
         return [Access("registry", "admin", ("*",))]

@@ -258,20 +258,19 @@ def matched_spec(request: web.Request) -> RouteSpec | None:
     return registry.spec_of(request.match_info.route)
 
 
-def matched_rule(request: web.Request) -> Rule | None:
-    """The matched route's rule, or None (no route, or an undeclared one)."""
-    spec = matched_spec(request)
-    return None if spec is None else spec.rule
-
-
-def route_rule(request: web.Request) -> Rule | None:
+def route_rule(request: web.Request, registry: RouteRegistry | None = None) -> Rule | None:
     """The matched route's rule; None when routing failed (the 404/405 is the answer).
-    Raises DENIED for a route that was not declared (registered around :func:`add_routes`)."""
-    if request.match_info.http_exception is not None:
+    Raises DENIED for a route that was not declared (registered around :func:`add_routes`).
+    ``registry``: the app's, when the caller holds it (the middlewares do: it saves looking up
+    ``request.app`` on every request)."""
+    match_info = request.match_info
+    if match_info.http_exception is not None:
         return None
-    spec = matched_spec(request)
+    if registry is None:
+        registry = request.app.get(ROUTE_REGISTRY)
+    spec = None if registry is None else registry.spec_of(match_info.route)
     if spec is None:
-        route = request.match_info.route
+        route = match_info.route
         log.error(
             "route %r (%s %s) was not declared with an access rule (moorage.api.routing): refused",
             getattr(route, "name", None),
@@ -282,14 +281,14 @@ def route_rule(request: web.Request) -> Rule | None:
     return spec.rule
 
 
-def listed_routes_middleware() -> Any:
+def listed_routes_middleware(registry: RouteRegistry) -> Any:
     """``auth.mode: none`` (added by the composition root, the auth package is not even loaded):
     everyone may do everything, but an undeclared route is still refused, so the declarations
     stay complete whatever mode the tests run in."""
 
     @web.middleware
     async def routes_listed(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route_rule(request)
+        route_rule(request, registry)
         return await handler(request)
 
     return routes_listed

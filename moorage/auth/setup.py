@@ -25,7 +25,7 @@ from aiohttp import web
 
 from ..api.common import ACCOUNTS, AUTHENTICATOR
 from ..api.extension import ExtensionContext
-from ..api.routing import add_routes, listed_routes_middleware
+from ..api.routing import add_routes, listed_routes_middleware, route_registry
 from ..metadata.auth_store import AuthStore
 from ..metadata.db import Database
 from .accounts import bootstrap_admin
@@ -42,7 +42,7 @@ def setup_auth(ctx: ExtensionContext) -> None:
     app, settings = ctx.app, ctx.settings
     mode = settings.auth.mode
     if mode == "none":
-        app.middlewares.append(listed_routes_middleware())
+        app.middlewares.append(listed_routes_middleware(route_registry(app)))
         return
     store = AuthStore(ctx.database)
     auth = Authenticator(settings, store)
@@ -52,7 +52,7 @@ def setup_auth(ctx: ExtensionContext) -> None:
         if path is None:
             raise ValueError("auth.mode is htpasswd but auth.htpasswd.path is not set")
         auth.htpasswd = Htpasswd(path)
-        app.middlewares.append(htpasswd_middleware(auth))
+        app.middlewares.append(htpasswd_middleware(auth, route_registry(app)))
         return
 
     key_path = settings.auth.token.key_path or (settings.data / "auth" / "token-signing-key.pem")
@@ -81,7 +81,7 @@ def setup_auth(ctx: ExtensionContext) -> None:
     from ..accounts.service import AccountsService
 
     app[ACCOUNTS] = AccountsService(ctx.database, settings)
-    app.middlewares.append(token_middleware(auth))
+    app.middlewares.append(token_middleware(auth, route_registry(app)))
     from ..api import admin_groups, admin_users, token  # token mode only: the others never load them
 
     add_routes(app, token.routes, admin_users.routes, admin_groups.routes)

@@ -18,7 +18,7 @@ from ..api.access import Access, required_access
 from ..api.common import CATALOG_FILTER, CREDENTIALS_ALLOW
 from ..api.credentials import bearer, caller, parse_basic
 from ..api.routes import HANDLER_DECIDES, Rule
-from ..api.routing import route_rule
+from ..api.routing import RouteRegistry, route_rule
 from ..registry.names import is_valid_name
 from .authenticator import Authenticator, StaleCredentials
 from .policy import token_covers
@@ -54,10 +54,10 @@ def _claims_allow(access: Any) -> Callable[[str, str], bool]:
     return may
 
 
-def token_middleware(auth: Authenticator) -> Any:
+def token_middleware(auth: Authenticator, registry: RouteRegistry) -> Any:
     @web.middleware
     async def auth_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rule = route_rule(request)
+        rule = route_rule(request, registry)
         if rule is None or rule in HANDLER_DECIDES or rule is Rule.VISIBLE:
             return await handler(request)
         if rule is Rule.AUTHENTICATED or rule is Rule.ADMIN:
@@ -66,7 +66,7 @@ def token_middleware(auth: Authenticator) -> Any:
                 raise errors.Denied("administrator rights required")
             return await handler(request)
         original = request  # the access log reads the user from the request it was given
-        request, needed = _checked(request, required_access(request))
+        request, needed = _checked(request, required_access(request, rule))
         raw = bearer(request.headers.get("Authorization"))
         if raw is None:
             raise errors.Unauthorized(headers=auth.bearer_challenge(request, needed))
@@ -109,13 +109,13 @@ def token_middleware(auth: Authenticator) -> Any:
     return auth_token
 
 
-def htpasswd_middleware(auth: Authenticator) -> Any:
+def htpasswd_middleware(auth: Authenticator, registry: RouteRegistry) -> Any:
     """Every user in the file may do everything: any rule but those the handler decides needs
     valid basic credentials."""
 
     @web.middleware
     async def auth_htpasswd(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rule = route_rule(request)
+        rule = route_rule(request, registry)
         if rule is None or rule in HANDLER_DECIDES:
             return await handler(request)
         creds = parse_basic(request.headers.get("Authorization"))
