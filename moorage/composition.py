@@ -58,11 +58,11 @@ def default_extensions(settings: Settings) -> list[Extension]:
 
 
 def open_access(ctx: ExtensionContext) -> None:
-    """``auth.mode: none``: everyone may do everything, but a route missing from the access table
-    of :mod:`moorage.api.routes` is still refused (fail closed, whatever the mode)."""
-    from .api.routes import listed_routes_middleware
+    """``auth.mode: none``: everyone may do everything, but a route registered around
+    :mod:`moorage.api.routing` (no declared rule) is still refused (fail closed, whatever the mode)."""
+    from .api.routing import listed_routes_middleware, route_registry
 
-    ctx.app.middlewares.append(listed_routes_middleware())
+    ctx.app.middlewares.append(listed_routes_middleware(route_registry(ctx.app)))
 
 
 def components_for(settings: Settings, *, pool_size: int | None = None, blobs: BlobStore | None = None) -> Components:

@@ -21,13 +21,28 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from .api import apidoc as oa
 from .api import routes as route_names
 from .api.common import BODY_BYTES
 from .api.extension import ExtensionContext
+from .api.routes import Rule
+from .api.routing import RouteTable, add_routes
 from .config import Settings
 
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 #: Methods counted under their own name in ``moorage_http_requests_total`` (any other: "other").
+# -- OpenAPI operations of the routes this module declares (moorage.api.routing, .apidoc) --
+METRICS_DOC = {
+    "tags": ["operations"],
+    "operationId": "metrics",
+    "summary": "Prometheus metrics",
+    "description": "Per-route request counts, latencies and bytes. In token mode any valid bearer token.",
+    "responses": {
+        "200": {"description": "Prometheus text exposition.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        **oa.errors(401, 429),
+    },
+}
+
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -122,4 +137,6 @@ def setup_metrics(ctx: ExtensionContext) -> None:
 
     # Outermost, so it times everything, errors included.
     app.middlewares.insert(0, metrics_middleware)
-    app.router.add_get("/metrics", metrics, name=route_names.METRICS)
+    table = RouteTable()  # METRICS: the handler checks the scrape credential / metrics.access
+    table.add_route("GET", "/metrics", metrics, name=route_names.METRICS, rule=Rule.METRICS, doc=METRICS_DOC)
+    add_routes(app, table)

@@ -302,35 +302,46 @@ def test_openapi_document_is_served_unauthenticated(fuzz_target: tuple[str, Regi
         assert not token_only & set(doc["paths"])
 
 
-def test_document_is_valid_openapi_3() -> None:
-    """The document validates against the OpenAPI 3.0 meta-schema (and its $refs resolve)."""
+def _full_app(mode: str) -> Any:
+    """The app with every route of ``mode`` (the proxy and mirror routes exist only when upstreams
+    / mirror rules are configured); nothing is opened."""
+    from moorage.composition import build_app
+    from moorage.config import Settings
+
+    settings = Settings(
+        data=Path("/nonexistent-not-opened"),
+        auth={"mode": mode, "htpasswd": {"path": "/nonexistent-not-opened/htpasswd"}},
+        proxy={
+            "upstreams": [{"name": "hub", "url": "http://127.0.0.1:9", "namespace": "hub"}],
+            "mirror_rules": [{"name": "r", "src": "127.0.0.1:9/a", "dst": "127.0.0.1:9/b"}],
+        },
+    )
+    return build_app(settings)
+
+
+@pytest.mark.parametrize("mode", ["none", "htpasswd", "token"])
+def test_document_is_valid_openapi_3(mode: str) -> None:
+    """The document (assembled from the routes the app declared) validates against the OpenAPI
+    3.0 meta-schema, its $refs resolve, and its operationIds are unique."""
     from openapi_spec_validator import validate
 
-    from moorage.api.openapi import document
+    from moorage.api.openapi import document_for
 
-    validate(document())
+    doc = document_for(_full_app(mode))
+    validate(doc)
+    ids = [op["operationId"] for item in doc["paths"].values() for k, op in item.items() if k != "parameters"]
+    assert len(ids) == len(set(ids))
 
 
 def test_document_covers_every_route() -> None:
     """Each route of the app built with token auth has a path + method in the document."""
     import re
 
-    from moorage.api.openapi import document
-    from moorage.composition import build_app
-    from moorage.config import Settings
+    from moorage.api.openapi import document_for
 
-    # the proxy and mirror routes exist only when upstreams / mirror rules are configured
-    settings = Settings(
-        data=Path("/nonexistent-not-opened"),
-        auth={"mode": "token"},
-        proxy={
-            "upstreams": [{"name": "hub", "url": "http://127.0.0.1:9", "namespace": "hub"}],
-            "mirror_rules": [{"name": "r", "src": "127.0.0.1:9/a", "dst": "127.0.0.1:9/b"}],
-        },
-    )
-    app = build_app(settings)
+    app = _full_app("token")
     assert {"api_v1_proxy", "api_v1_mirror_status", "api_v1_mirror_run"} <= set(app.router.named_resources())
-    doc = document()
+    doc = document_for(app)
     documented = {(re.sub(r"\{[^}]+\}", "{}", p), m.upper()) for p, ops in doc["paths"].items() for m in ops if m != "parameters"}
     missing = []
     for route in app.router.routes():

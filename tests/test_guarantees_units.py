@@ -175,7 +175,7 @@ def cache_reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessReg
 
 
 def _push_requests(upload_id: str, digest: str) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
-    """(route name, method, path, requests kwargs) for every route the route table files under PUSH,
+    """(route name, method, path, requests kwargs) for every route declared PUSH,
     aimed at ``cached/app``; an upload route may have several shapes of request."""
     from moorage.api import routes as r
 
@@ -205,7 +205,13 @@ def _push_requests(upload_id: str, digest: str) -> Iterator[tuple[str, str, str,
         r.UPLOAD_STATUS: [("GET", f"/v2/cached/app/blobs/uploads/{upload_id}", {})],
         r.UPLOAD_CANCEL: [("DELETE", f"/v2/cached/app/blobs/uploads/{upload_id}", {})],
     }
-    push_routes = {name for name, rule in r.RULES.items() if rule is r.Rule.PUSH}
+    from moorage.api.routing import ROUTE_REGISTRY
+    from moorage.composition import build_app
+    from moorage.config import Settings
+
+    # every route the app declares PUSH (in any auth mode: one name per route)
+    push_routes = build_app(Settings(data=Path("/nonexistent-not-opened")))[ROUTE_REGISTRY].names(r.Rule.PUSH)
+    assert push_routes
     assert push_routes <= set(shapes), f"push routes without a request here: {push_routes - set(shapes)}"
     for name in sorted(push_routes):
         for method, path, kw in shapes[name]:

@@ -6,7 +6,10 @@ extension on,
   or the 404 the router gives for no such route) -- the document used to list the token
   server and the admin API in every mode;
 * every route registered in that mode (the API's: not the web UI's HTML pages, not static
-  files) is listed.
+  files) is listed;
+* in process, per mode and with the extensions off: of every (method, path) any configuration's
+  document lists, exactly those this app's document lists answer (the document is assembled
+  from the routes the app declared: :mod:`moorage.api.routing`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pytest
 import requests
 import yaml
 
+from moorage.api.openapi import document_for
 from moorage.composition import build_app
 from moorage.config import Settings
 from tests.support.authsrv import ADMIN_PASSWORD, HTTP_TIMEOUT, auth_env
@@ -134,3 +138,41 @@ def test_registered_routes_are_listed(srv: Any, tmp_path: Path) -> None:
     settings = Settings(data=tmp_path, auth={"mode": mode, "htpasswd": {"path": str(tmp_path / "htpasswd")}}, **FULL)
     have = {(m, p) for m, p in registered(build_app(settings).router) if _is_api(p) and m != "head"}
     assert sorted(have - listed) == [], f"{mode}: registered but not in /api/openapi.json"
+
+
+#: Every extension that registers routes off (and no upstreams): a configuration with fewer routes.
+OFF: dict[str, Any] = {"insight": {"enabled": False}, "events": {"enabled": False}, "ui": {"enabled": False}}
+CONFIGS = [("none", FULL), ("htpasswd", FULL), ("token", FULL), ("none", OFF), ("token", OFF)]
+
+
+def _settings(mode: str, extra: dict[str, Any], data: Path) -> Settings:
+    return Settings(data=data, auth={"mode": mode, "htpasswd": {"path": str(data / "htpasswd")}}, **extra)
+
+
+def _pairs(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(m, p) for p, item in doc["paths"].items() for m in item if m != "parameters"}
+
+
+@pytest.mark.parametrize(("mode", "extra"), CONFIGS, ids=[f"{m}-{'full' if e is FULL else 'off'}" for m, e in CONFIGS])
+async def test_the_document_lists_exactly_what_answers(mode: str, extra: dict[str, Any], tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    candidates: set[tuple[str, str]] = set()
+    for m, e in CONFIGS:
+        candidates |= _pairs(document_for(build_app(_settings(m, e, Path("/nonexistent-not-opened")))))
+    write_htpasswd(tmp_path / "htpasswd", dict([HT_USER]))
+    app = build_app(_settings(mode, extra, tmp_path))
+    listed = _pairs(document_for(app))
+    assert listed <= candidates
+    wrong = []
+    async with TestClient(TestServer(app)) as client:
+        served = await (await client.get("/api/openapi.json")).json()
+        assert _pairs(served) == listed  # what the route serves is what document_for builds
+        for method, path in sorted(candidates):
+            url = _fill(path).replace("/mirror/r/", "/mirror/nosuchrule/")  # nothing is run
+            r = await client.request(method.upper(), url, data=b"", allow_redirects=False)
+            text = await r.text()
+            miss = r.status == 405 or (r.status == 404 and ("no route for" in text or "no API endpoint at" in text))
+            if miss == ((method, path) in listed):
+                wrong.append(f"{method.upper()} {path}: {r.status}, {'listed' if (method, path) in listed else 'not listed'}")
+    assert wrong == [], f"{mode}: the document and the routes disagree: {wrong}"

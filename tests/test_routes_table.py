@@ -1,9 +1,13 @@
-"""The routes table (:mod:`moorage.api.routes`) is the whole HTTP surface, and the auth middleware
-decides by it -- checked as an attacker would.
+"""Every route is declared once, with its access rule and OpenAPI operation
+(:mod:`moorage.api.routing`), the app records what it registered, and the auth middleware decides
+by that record -- checked as an attacker would.
 
-* every route the full app registers (every extension on, in each ``auth.mode``) has a rule,
-  and every rule a route;
-* a route missing from the table is refused in every mode (fail closed), in process;
+* every route the full app registers (every extension on, in each ``auth.mode``) has a declared
+  rule and, unless it is a web-UI page or static file, an OpenAPI operation: by construction,
+  since only :func:`~moorage.api.routing.add_routes` gives a route a rule; and every route name
+  constant of :mod:`moorage.api.routes` is a registered route in some mode;
+* a route registered around the declarations is refused in every mode (fail closed), in process
+  -- also one slipped onto a declared route's resource, under its name;
 * no registration under ``moorage/`` names its route with a string literal (an AST scan): the
   names are the constants of :mod:`moorage.api.routes`, so a typo is an import error;
 * against a real ``moorage serve`` in token mode (and htpasswd mode), every route of the
@@ -28,7 +32,9 @@ import requests
 import yaml
 from aiohttp import web
 
-from moorage.api.routes import RULES, Rule
+from moorage.api import routes as route_names
+from moorage.api.routes import Rule
+from moorage.api.routing import ROUTE_REGISTRY, UNDOCUMENTED, RouteTable, add_routes
 from moorage.composition import build_app
 from moorage.config import Settings
 from tests.support.authsrv import ADMIN_PASSWORD, HTTP_TIMEOUT, auth_env, get_token
@@ -56,9 +62,13 @@ def _settings(mode: str, data: Path) -> Settings:
     return Settings(data=data, auth=auth, **FULL)
 
 
+def _app(mode: str, data: Path = Path("/nonexistent")) -> web.Application:
+    return build_app(_settings(mode, data))
+
+
 def _routes(mode: str, data: Path = Path("/nonexistent")) -> list[tuple[str, str, str]]:
     """(route name, method, path template) of every route the full app registers in ``mode``."""
-    app = build_app(_settings(mode, data))
+    app = _app(mode, data)
     out = []
     for route in app.router.routes():
         resource = route.resource
@@ -67,16 +77,81 @@ def _routes(mode: str, data: Path = Path("/nonexistent")) -> list[tuple[str, str
     return out
 
 
-# -- the table and the app agree ------------------------------------------------------------------
+def _rules(mode: str) -> dict[tuple[str, str, str], Rule | None]:
+    """(name, method, path) -> the rule the app's registry holds for that route object (None:
+    the route has no declaration)."""
+    app = _app(mode)
+    registry = app[ROUTE_REGISTRY]
+    out = {}
+    for route in app.router.routes():
+        spec = registry.spec_of(route)
+        canonical = route.resource.canonical if route.resource is not None else ""
+        out[(str(route.name), route.method, canonical)] = None if spec is None else spec.rule
+    return out
+
+
+def _is_ui(name: str) -> bool:
+    return name in route_names.UI_ROUTES
+
+
+# -- every route is declared -----------------------------------------------------------------------
 @pytest.mark.parametrize("mode", MODES)
-def test_every_registered_route_has_a_rule(mode: str) -> None:
-    missing = sorted({f"{m} {p} ({n})" for n, m, p in _routes(mode) if n not in RULES})
-    assert missing == [], f"routes without an entry in moorage.api.routes.RULES: {missing}"
+def test_every_registered_route_has_a_rule_and_a_doc(mode: str) -> None:
+    app = _app(mode)
+    registry = app[ROUTE_REGISTRY]
+    missing, undocumented, stray_ui_docs = [], [], []
+    for route in app.router.routes():
+        where = f"{route.method} {route.resource.canonical if route.resource else '?'} ({route.name})"
+        spec = registry.spec_of(route)
+        if spec is None:
+            missing.append(where)
+            continue
+        assert spec.name == route.name, where  # the name is the declaration's
+        if _is_ui(spec.name):
+            if spec.doc is not UNDOCUMENTED:
+                stray_ui_docs.append(where)
+        elif spec.doc is UNDOCUMENTED:
+            undocumented.append(where)
+    assert missing == [], f"routes without a declared rule: {missing}"
+    assert undocumented == [], f"API routes without an OpenAPI operation: {undocumented}"
+    assert stray_ui_docs == [], f"web-UI routes in the OpenAPI document: {stray_ui_docs}"
 
 
-def test_every_rule_has_a_route() -> None:
+def test_every_route_name_has_a_route() -> None:
+    """Each name constant of moorage.api.routes names a route of some mode (no dead names)."""
+    names = {v for k, v in vars(route_names).items() if k.isupper() and isinstance(v, str)}
     registered = {n for mode in MODES for n, _, _ in _routes(mode)}
-    assert sorted(set(RULES) - registered) == []
+    assert sorted(names - registered) == []
+
+
+def test_one_name_per_route_whatever_the_mode() -> None:
+    """A (method, path) has the same route name in every mode that registers it (metrics labels
+    and logs stay comparable across modes; there used to be two names for eleven routes)."""
+    by_route: dict[tuple[str, str], set[str]] = {}
+    for mode in MODES:
+        for n, m, p in _routes(mode):
+            if not (m == "HEAD" and (n.endswith("_get") or n in (route_names.MANIFEST_GET, route_names.BLOB_GET))):
+                by_route.setdefault((m, p), set()).add(n)
+    assert {k: v for k, v in by_route.items() if len(v) > 1} == {}
+
+
+def test_a_declaration_needs_name_rule_and_doc() -> None:
+    table = RouteTable()
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    with pytest.raises(TypeError):
+        table.add_route("GET", "/x", handler, name="x", doc=UNDOCUMENTED)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        table.add_route("GET", "/x", handler, name="x", rule="admin", doc=UNDOCUMENTED)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        table.add_route("GET", "/x", handler, name="x", rule=Rule.ADMIN, doc={"summary": "no operationId"})
+    with pytest.raises(ValueError):  # an API route must say what it does
+        table.add_route("GET", "/x", handler, name="x", rule=Rule.ADMIN, doc=UNDOCUMENTED)
+    table.add_route("GET", "/x", handler, name="x", rule=Rule.SESSION, doc=UNDOCUMENTED)  # a web-UI page
+    with pytest.raises(TypeError):
+        table.get("/x", name="x", rule=Rule.ADMIN)  # type: ignore[call-arg]
 
 
 # -- the table says what the URL space promises ----------------------------------------------------
@@ -108,11 +183,11 @@ def policy(method: str, template: str) -> Rule:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_the_table_keeps_the_documented_policy(mode: str) -> None:
+def test_the_declared_rules_keep_the_documented_policy(mode: str) -> None:
     wrong = sorted(
-        f"{m} {p} ({n}): table {RULES[n].value}, policy {policy(m, p).value}"
-        for n, m, p in _routes(mode)
-        if n in RULES and RULES[n] is not policy(m, p)
+        f"{m} {p} ({n}): declared {rule.value}, policy {policy(m, p).value}"
+        for (n, m, p), rule in _rules(mode).items()
+        if rule is not None and rule is not policy(m, p)
     )
     assert wrong == []
 
@@ -131,7 +206,11 @@ def literal_route_names(source: str, filename: str = "<source>") -> tuple[int, l
     Any literal counts: ``"x"``, ``f"x_{y}"``, ``prefix + "x"``, ``"a" if t else "b"``."""
     seen, bad = 0, []
     for node in ast.walk(ast.parse(source, filename)):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _REGISTRARS):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if called not in _REGISTRARS:  # (a bare name: moorage.api.routing.add_static)
             continue
         for kw in node.keywords:
             if kw.arg != "name":
@@ -211,7 +290,7 @@ def setup(app, t):
 
 # -- fail closed ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_route_missing_from_the_table_is_refused(mode: str, tmp_path: Path) -> None:
+async def test_a_route_registered_around_the_declarations_is_refused(mode: str, tmp_path: Path) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
     from moorage.api.extension import ExtensionContext
@@ -223,21 +302,45 @@ async def test_a_route_missing_from_the_table_is_refused(mode: str, tmp_path: Pa
     async def leaky(request: web.Request) -> web.Response:
         return web.json_response({"secret": True})
 
-    def sneak(ctx: ExtensionContext) -> None:  # an extension forgetting the table
+    def sneak(ctx: ExtensionContext) -> None:  # an extension going around moorage.api.routing
         ctx.app.router.add_get("/api/v1/forgotten", leaky, name="forgotten_route")
         ctx.app.router.add_get("/api/v1/unnamed", leaky)
+        if mode != "token":  # the name of a declared route (token mode registers that one itself)
+            ctx.app.router.add_get("/api/v1/borrowed", leaky, name=route_names.ME)
 
     app = build_app(settings, [*default_extensions(settings), sneak])
+    # a route slipped onto a declared route's resource: same name, same path, no declaration
+    app.router.named_resources()[route_names.HEALTHZ].add_route("POST", leaky)
+    sneaked = [("GET", "/api/v1/forgotten"), ("GET", "/api/v1/unnamed"), ("POST", "/healthz")]
+    if mode != "token":
+        sneaked.append(("GET", "/api/v1/borrowed"))
     async with TestClient(TestServer(app)) as client:
-        for path in ("/api/v1/forgotten", "/api/v1/unnamed"):
+        for method, path in sneaked:
             for auth in (None, HT_USER, ADMIN):
                 headers = {} if auth is None else {"Authorization": _basic(*auth)}
-                r = await client.get(path, headers=headers)
+                r = await client.request(method, path, headers=headers)
                 body = await r.json()
-                assert r.status == 403 and body["errors"][0]["code"] == "DENIED", (mode, path, r.status, body)
+                assert r.status == 403 and body["errors"][0]["code"] == "DENIED", (mode, method, path, r.status, body)
                 assert "secret" not in body
-        r = await client.get("/healthz")  # a listed route still answers
+        r = await client.get("/healthz")  # a declared route still answers
         assert r.status == 200
+
+
+async def test_add_routes_records_rule_and_doc_on_the_app() -> None:
+    table = RouteTable()
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    doc = {"operationId": "probe", "responses": {}}
+    table.add_route("GET", "/probe/{id}", handler, name="probe", rule=Rule.ADMIN, doc=doc)
+    app = web.Application()
+    add_routes(app, table)
+    registry = app[ROUTE_REGISTRY]
+    routes = list(app.router.routes())
+    assert sorted(r.method for r in routes) == ["GET", "HEAD"]  # as aiohttp's add_get
+    assert all(registry.spec_of(r) is not None and registry.spec_of(r).rule is Rule.ADMIN for r in routes)  # type: ignore[union-attr]
+    assert [(t, s.doc) for t, s in registry.templates()] == [("/probe/{id}", doc)]
 
 
 def _basic(user: str, password: str) -> str:

@@ -1,6 +1,6 @@
 """What each request needs: the (resource type, name, actions) the auth layer must grant.
 
-Derived from the matched route's rule (:mod:`moorage.api.routes`), so the auth middleware never
+Derived from the matched route's declared rule (:mod:`moorage.api.routing`), so the auth middleware never
 parses URLs itself.
 """
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .routes import REPOSITORY_ACTIONS, UPLOAD_START, UPLOAD_START_NOSLASH, Rule, rule_of
+from .routes import REPOSITORY_ACTIONS, UPLOAD_START, UPLOAD_START_NOSLASH, Rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,17 +20,16 @@ class Access:
     actions: tuple[str, ...]
 
 
-def required_access(request: web.Request) -> list[Access]:
+def required_access(request: web.Request, rule: Rule) -> list[Access]:
     """Access a registry-scoped route (:data:`moorage.api.routes.REGISTRY_SCOPED`) needs, from its
-    rule in :data:`moorage.api.routes.RULES`; an empty list means "any caller" (``GET /v2/``).
+    declared rule; an empty list means "any caller" (``GET /v2/``).
     Anything else asks for ``registry:admin:*``, which no token is ever issued for."""
     name = getattr(request.match_info.route, "name", None) or ""
-    rule = rule_of(name)
     if rule is Rule.REGISTRY:
         return []
     if rule is Rule.CATALOG:
         return [Access("registry", "catalog", ("*",))]
-    actions = REPOSITORY_ACTIONS.get(rule) if rule is not None else None
+    actions = REPOSITORY_ACTIONS.get(rule)
     repo = request.match_info.get("name")
     if actions is None or repo is None:
         return [Access("registry", "admin", ("*",))]

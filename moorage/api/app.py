@@ -20,6 +20,7 @@ from .common import BLOBS, COMPONENTS, DATABASE, EVENTS, NOTICES, SCHEDULER, SER
 from .errors import error_middleware
 from .extension import Extension as ExtensionProtocol
 from .extension import ExtensionContext
+from .routing import add_routes, route_registry
 from .scoped import ROUTE_MIDDLEWARES, RouteMiddlewares
 from .storage_full import FULL_STATE, FullState
 
@@ -42,6 +43,7 @@ def create_app(components: Components, extensions: list[Extension] = ()) -> web.
     app[EVENTS] = components.events
     app[FULL_STATE] = FullState()  # "storage is full": one log line a minute, /readyz detail
     app[NOTICES] = []
+    route_registry(app)  # every route is declared into it (moorage.api.routing)
     scheduler = app[SCHEDULER] = Scheduler(lambda: leader_lock(components.database, settings.data))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -75,7 +77,6 @@ def create_app(components: Components, extensions: list[Extension] = ()) -> web.
 
     app.cleanup_ctx.append(background_jobs)
     # Order matters: upload routes before the blob routes they share a prefix with.
-    for module in (base, health, catalog, tags, manifests, uploads, blobs, referrers):
-        app.router.add_routes(module.routes)
-    app.router.add_routes(openapi.routes)  # GET /api/openapi.json, public
+    add_routes(app, *(module.routes for module in (base, health, catalog, tags, manifests, uploads, blobs, referrers)))
+    add_routes(app, openapi.routes)  # GET /api/openapi.json, public
     return app

@@ -17,11 +17,26 @@ from aiohttp import web
 
 from .. import errors
 from ..storage.filesystem import open_regular
+from . import apidoc as oa
 from . import routes as route_names
 from .common import API_HEADERS, BLOBS, BODY_BYTES, SETTINGS, publish, request_principal, service
+from .routes import Rule
+from .routing import RouteTable
 from .sendfile import sendfile_async
 
-routes = web.RouteTableDef()
+routes = RouteTable()
+
+# -- OpenAPI: parts of this module's route operations (moorage.api.apidoc) --
+_BLOB_HEADERS = {
+    **oa.API_VERSION,
+    "Docker-Content-Digest": oa.ref("headers", "Docker-Content-Digest"),
+    "ETag": oa.str_header("The digest, quoted."),
+    "Accept-Ranges": oa.str_header("``bytes``"),
+    "Content-Length": {"description": "Blob size.", "schema": {"type": "integer", "minimum": 0}},
+}
+_OCTETS = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+#: Path-level keys shared by the operations of ``/v2/{name}/blobs/{digest}``.
+_BLOB_PATH = {"parameters": [oa.NAME, oa.DIGEST]}
 NAME = r"{name:[^{}]+?}"
 
 
@@ -36,7 +51,15 @@ def _headers(digest: str, size: int) -> dict[str, str]:
     }
 
 
-@routes.route("HEAD", f"/v2/{NAME}/blobs/{{digest}}", name=route_names.BLOB_HEAD)
+BLOB_HEAD_DOC = {
+    "tags": ["v2"],
+    "operationId": "headBlob",
+    "summary": "Check a blob exists in the repository",
+    "responses": {"200": oa.empty("It exists.", _BLOB_HEADERS), **oa.errors(400, 404, *oa.AUTH_ERRORS, head=True)},
+}
+
+
+@routes.head(f"/v2/{NAME}/blobs/{{digest}}", name=route_names.BLOB_HEAD, rule=Rule.PULL, doc=BLOB_HEAD_DOC, path_item=_BLOB_PATH)
 async def head_blob(request: web.Request) -> web.Response:
     name, digest = request.match_info["name"], request.match_info["digest"]
     size = await service(request).blob_size(name, digest)
@@ -45,7 +68,32 @@ async def head_blob(request: web.Request) -> web.Response:
     return web.Response(status=200, headers=headers)
 
 
-@routes.get(f"/v2/{NAME}/blobs/{{digest}}", name=route_names.BLOB_GET)
+BLOB_GET_DOC = {
+    "tags": ["v2"],
+    "operationId": "getBlob",
+    "summary": "Pull a blob",
+    "parameters": [oa.param("Range", "header", {"type": "string"}, "``bytes=start-end``: 206 with that part.")],
+    "responses": {
+        "200": {"description": "The blob.", "headers": _BLOB_HEADERS, "content": _OCTETS},
+        "206": {
+            "description": "Part of the blob.",
+            "content": _OCTETS,
+            "headers": {**_BLOB_HEADERS, "Content-Range": oa.str_header("``bytes start-end/size``")},
+        },
+        "307": oa.empty(
+            "Fetch it from this (presigned) URL instead (``storage.redirect``).",
+            {
+                **oa.API_VERSION,
+                "Location": oa.str_header("Where the blob is."),
+                "Docker-Content-Digest": oa.ref("headers", "Docker-Content-Digest"),
+            },
+        ),
+        **oa.errors(400, 404, 416, *oa.AUTH_ERRORS),
+    },
+}
+
+
+@routes.get(f"/v2/{NAME}/blobs/{{digest}}", name=route_names.BLOB_GET, rule=Rule.PULL, doc=BLOB_GET_DOC, path_item=_BLOB_PATH)
 async def get_blob(request: web.Request) -> web.StreamResponse:
     name, digest = request.match_info["name"], request.match_info["digest"]
     size = await service(request).blob_size(name, digest)
@@ -213,7 +261,20 @@ async def _stream(request: web.Request, digest: str, size: int, headers: dict[st
             await _aclose(chunks)
 
 
-@routes.delete(f"/v2/{NAME}/blobs/{{digest}}", name=route_names.BLOB_DELETE)
+BLOB_DELETE_DOC = {
+    "tags": ["v2"],
+    "operationId": "deleteBlob",
+    "summary": "Unlink a blob from the repository",
+    "responses": {
+        "202": oa.empty("Unlinked (the bytes go at the next garbage collection).", oa.API_VERSION),
+        **oa.errors(400, 404, 405, *oa.AUTH_ERRORS),
+    },
+}
+
+
+@routes.delete(
+    f"/v2/{NAME}/blobs/{{digest}}", name=route_names.BLOB_DELETE, rule=Rule.DELETE, doc=BLOB_DELETE_DOC, path_item=_BLOB_PATH
+)
 async def delete_blob(request: web.Request) -> web.Response:
     name, digest = request.match_info["name"], request.match_info["digest"]
     await service(request).delete_blob(name, digest, request_principal(request))

@@ -1,6 +1,6 @@
 """``/healthz`` (the process answers) and ``/readyz`` (its database and storage answer).
 
-Unauthenticated (both are PUBLIC in :mod:`moorage.api.routes`: the auth middleware lets anyone in)
+Unauthenticated (both are declared PUBLIC: the auth middleware lets anyone in)
 and cheap: ``/healthz`` touches nothing; ``/readyz`` runs ``SELECT 1`` and one storage probe,
 each bounded by :data:`PROBE_TIMEOUT`.  Orchestrators use ``/healthz`` for liveness (restart
 when it fails) and ``/readyz`` for readiness (send no traffic while a backend is down).
@@ -17,12 +17,27 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BackendUnavailable, DatabaseUnavailable, StorageUnavailable, Unavailable
+from . import apidoc as oa
 from . import routes as route_names
 from .common import AUTHENTICATOR, BLOBS, NOTICES, SETTINGS, json_body, service
+from .routes import Rule
+from .routing import RouteTable
 from .storage_full import full_state
 
 log = logging.getLogger("moorage.api")
-routes = web.RouteTableDef()
+routes = RouteTable()
+
+# -- OpenAPI: parts of this module's route operations (moorage.api.apidoc) --
+_HEALTH = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}}
+_READY = oa.obj(
+    ["status", "checks"],
+    status={"type": "string", "enum": ["ok", "unavailable"]},
+    checks={
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "``database`` and ``storage``: ``ok`` or why not.",
+    },
+)
 
 #: Seconds each readiness probe may take before it counts as down.
 PROBE_TIMEOUT = 5.0
@@ -30,7 +45,12 @@ PROBE_TIMEOUT = 5.0
 _PROBE_DIGEST = "sha256:" + "0" * 64
 
 
-@routes.get("/healthz", name=route_names.HEALTHZ)
+HEALTHZ_DOC = oa.op(
+    "operations", "healthz", "Liveness: the process answers", {"200": oa.json_body(_HEALTH, "Alive.")}, security=[{}], errors=()
+)
+
+
+@routes.get("/healthz", name=route_names.HEALTHZ, rule=Rule.PUBLIC, doc=HEALTHZ_DOC)
 async def healthz(request: web.Request) -> web.Response:
     return json_body({"status": "ok"})
 
@@ -118,7 +138,20 @@ def notices(app: Mapping[Any, Any]) -> list[str]:
     return out
 
 
-@routes.get("/readyz", name=route_names.READYZ)
+READYZ_DOC = oa.op(
+    "operations",
+    "readyz",
+    "Readiness: database and storage answer",
+    {
+        "200": oa.json_body(_READY, "Ready."),
+        "503": oa.json_body(_READY, "A backend is down.", {"Retry-After": oa.ref("headers", "Retry-After")}),
+    },
+    security=[{}],
+    errors=(),
+)
+
+
+@routes.get("/readyz", name=route_names.READYZ, rule=Rule.PUBLIC, doc=READYZ_DOC)
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     for name, probe in (("database", _database), ("storage", _storage)):

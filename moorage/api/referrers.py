@@ -5,14 +5,37 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..registry import mediatypes as mt
+from . import apidoc as oa
 from . import routes as route_names
 from .blobs import NAME
 from .common import API_HEADERS, json_body, service
+from .routes import Rule
+from .routing import RouteTable
 
-routes = web.RouteTableDef()
+routes = RouteTable()
+
+REFERRERS_DOC = {
+    "tags": ["v2"],
+    "operationId": "listReferrers",
+    "summary": "Manifests whose subject is this digest",
+    "parameters": [
+        oa.NAME,
+        oa.DIGEST,
+        oa.param("artifactType", "query", {"type": "string"}, "Only referrers of this artifact type."),
+    ],
+    "responses": {
+        "200": oa.json_body(
+            oa.ref("schemas", "ReferrersIndex"),
+            "An OCI image index of descriptors.",
+            {**oa.API_VERSION, "OCI-Filters-Applied": oa.str_header("``artifactType`` when filtered.")},
+            media_type=mt.OCI_INDEX,
+        ),
+        **oa.errors(400, 404, *oa.AUTH_ERRORS),
+    },
+}
 
 
-@routes.get(f"/v2/{NAME}/referrers/{{digest}}", name=route_names.REFERRERS)
+@routes.get(f"/v2/{NAME}/referrers/{{digest}}", name=route_names.REFERRERS, rule=Rule.PULL, doc=REFERRERS_DOC)
 async def referrers(request: web.Request) -> web.Response:
     name, digest = request.match_info["name"], request.match_info["digest"]
     artifact_type = request.query.get("artifactType") or None

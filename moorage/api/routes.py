@@ -1,30 +1,17 @@
-"""The whole HTTP surface: every route name, and who may call it (its :class:`Rule`).
+"""Route names, and the access rules (:class:`Rule`) a route may be declared with.
 
-The auth middleware (:mod:`moorage.auth.state`) looks the matched route's name up in
-:data:`RULES` and nothing else: no route-name prefixes, no ordering.  A route missing from the
-table is refused (fail closed), and ``tests/test_routes_table.py`` checks that every route the
-full app registers (in every ``auth.mode``) has an entry and every entry a route.
-
-Every registration site names its route with a constant from here (never a string literal;
-``tests/test_routes_table.py`` scans the package for that), so a misspelt name is an import or
-type error, not a route the middleware refuses.  Some extensions register one route under a
-different name depending on ``auth.mode`` (:class:`ModeNames`); both names are listed, with the
-same rule.  Route names are stable: metrics labels and the audit log use them.
+Each route is declared once, at its handler, with its name, its rule and its OpenAPI operation
+(:mod:`moorage.api.routing`); the app records what it registered, and the auth middlewares
+(:mod:`moorage.auth.state`, :func:`moorage.api.routing.listed_routes_middleware`) read the
+matched route's rule from there.  This module only names things: a registration site names its
+route with a constant from here (never a string literal; ``tests/test_routes_table.py`` scans
+the package for that), so a misspelt name is an import or type error.  One name per route,
+whatever ``auth.mode``; names are stable: metrics labels and the audit log use them.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Any, NamedTuple
-
-from aiohttp import web
-
-from .. import errors
-
-log = logging.getLogger("moorage.auth")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Rule(str, Enum):  # noqa: UP042 - str(Rule.X) stays "Rule.X" (StrEnum would change it)
@@ -131,24 +118,12 @@ VISIBILITY = "api_v1_visibility"
 METRICS = "metrics"
 
 
-class ModeNames(NamedTuple):
-    """One route registered under a name that depends on ``auth.mode`` (token mode's
-    ``api_v1_*`` names date from when the middleware skipped that prefix); both are listed."""
-
-    token: str
-    other: str
-
-    def pick(self, token_mode: bool) -> str:
-        """The name to register the route under."""
-        return self.token if token_mode else self.other
-
-
 # gc: repository delete (moorage.gc.admin_http)
-REPOSITORY_DELETE = ModeNames("api_v1_repository_delete", "gc_repository_delete")
+REPOSITORY_DELETE = "api_v1_repository_delete"
 # proxy: pull-through cache status, mirror rules (moorage.proxy)
-PROXY_STATUS = ModeNames("api_v1_proxy", "proxy_status")
-MIRROR_STATUS = ModeNames("api_v1_mirror_status", "mirror_status")
-MIRROR_RUN = ModeNames("api_v1_mirror_run", "mirror_run")
+PROXY_STATUS = "api_v1_proxy"
+MIRROR_STATUS = "api_v1_mirror_status"
+MIRROR_RUN = "api_v1_mirror_run"
 # insight (moorage.insight.http)
 INSIGHT_IMAGE = "api_v1_insight_image"
 INSIGHT_SCAN = "api_v1_insight_scan"
@@ -249,124 +224,10 @@ UI_ROUTES = frozenset(
     }
 )
 # events: webhooks and the audit log (moorage.events.api)
-WEBHOOKS = ModeNames("api_v1_webhooks", "events_webhooks")
-WEBHOOK_ADD = ModeNames("api_v1_webhook_add", "events_webhook_add")
-WEBHOOK_GET = ModeNames("api_v1_webhook_get", "events_webhook_get")
-WEBHOOK_DELETE = ModeNames("api_v1_webhook_delete", "events_webhook_delete")
-WEBHOOK_DELIVERIES = ModeNames("api_v1_webhook_deliveries", "events_webhook_deliveries")
-WEBHOOK_RETRY = ModeNames("api_v1_webhook_retry", "events_webhook_retry")
-AUDIT = ModeNames("api_v1_audit", "events_audit")
-
-
-def _both(rule: Rule, *routes: ModeNames) -> dict[str, Rule]:
-    return {name: rule for route in routes for name in route}
-
-
-#: Routes of the extensions (their handlers live with the extension).
-_EXTENSIONS: dict[str, Rule] = {
-    **_both(Rule.ADMIN, REPOSITORY_DELETE, PROXY_STATUS, MIRROR_STATUS, MIRROR_RUN),
-    # insight: reads filtered to what the caller may pull (scan: push), policies for admins
-    INSIGHT_IMAGE: Rule.VISIBLE,
-    INSIGHT_SCAN: Rule.VISIBLE,
-    INSIGHT_SEARCH: Rule.VISIBLE,
-    INSIGHT_STATUS: Rule.VISIBLE,
-    INSIGHT_POLICIES: Rule.ADMIN,
-    INSIGHT_POLICY_PUT: Rule.ADMIN,
-    INSIGHT_POLICY_DELETE: Rule.ADMIN,
-    INSIGHT_ALLOWLIST: Rule.ADMIN,
-    INSIGHT_ALLOW: Rule.ADMIN,
-    INSIGHT_DISALLOW: Rule.ADMIN,
-    # web UI: the handlers check the session cookie (and a CSRF token on every POST)
-    **dict.fromkeys(UI_ROUTES, Rule.SESSION),
-    # events: namespace admins see their own webhooks, so the handler narrows what a signed-in
-    # user sees
-    **_both(Rule.AUTHENTICATED, WEBHOOKS, WEBHOOK_ADD, WEBHOOK_GET, WEBHOOK_DELETE, WEBHOOK_DELIVERIES, WEBHOOK_RETRY, AUDIT),
-}
-
-#: Every route and its rule.
-RULES: dict[str, Rule] = {
-    BASE: Rule.REGISTRY,
-    BASE_NOSLASH: Rule.REGISTRY,
-    CATALOG: Rule.CATALOG,
-    TAGS_LIST: Rule.PULL,
-    REFERRERS: Rule.PULL,
-    MANIFEST_GET: Rule.PULL,
-    MANIFEST_HEAD: Rule.PULL,
-    MANIFEST_PUT: Rule.PUSH,
-    MANIFEST_DELETE: Rule.DELETE,
-    BLOB_HEAD: Rule.PULL,
-    BLOB_GET: Rule.PULL,
-    BLOB_DELETE: Rule.DELETE,
-    UPLOAD_START: Rule.PUSH,
-    UPLOAD_START_NOSLASH: Rule.PUSH,
-    UPLOAD_PATCH: Rule.PUSH,
-    UPLOAD_PUT: Rule.PUSH,
-    UPLOAD_STATUS: Rule.PUSH,
-    UPLOAD_CANCEL: Rule.PUSH,
-    HEALTHZ: Rule.PUBLIC,
-    READYZ: Rule.PUBLIC,
-    OPENAPI: Rule.PUBLIC,
-    AUTH_TOKEN_GET: Rule.TOKEN_SERVER,
-    AUTH_TOKEN_POST: Rule.TOKEN_SERVER,
-    AUTH_JWKS: Rule.PUBLIC,
-    # a scoped access token may not manage tokens: the handlers refuse it (403)
-    ME: Rule.AUTHENTICATED,
-    ME_TOKENS: Rule.AUTHENTICATED,
-    ME_TOKEN_ADD: Rule.AUTHENTICATED,
-    ME_TOKEN_DELETE: Rule.AUTHENTICATED,
-    REPOSITORIES: Rule.ADMIN,
-    USERS: Rule.ADMIN,
-    USER_ADD: Rule.ADMIN,
-    USER_GET: Rule.ADMIN,
-    USER_DELETE: Rule.ADMIN,
-    USER_PASSWORD: Rule.ADMIN,
-    GRANTS: Rule.ADMIN,
-    GRANT_ADD: Rule.ADMIN,
-    GRANT_DELETE: Rule.ADMIN,
-    GROUP_GRANTS: Rule.ADMIN,
-    GROUP_GRANT_ADD: Rule.ADMIN,
-    GROUP_GRANT_DELETE: Rule.ADMIN,
-    TOKENS: Rule.ADMIN,
-    TOKEN_ADD: Rule.ADMIN,
-    TOKEN_DELETE: Rule.ADMIN,
-    NAMESPACES: Rule.ADMIN,
-    NAMESPACE_ADD: Rule.ADMIN,
-    VISIBILITY: Rule.ADMIN,
-    METRICS: Rule.METRICS,
-    **_EXTENSIONS,
-}
-
-
-def rule_of(route_name: str | None) -> Rule | None:
-    """The rule of a route; None (refuse) for a route that is not in the table."""
-    return RULES.get(route_name or "")
-
-
-def route_rule(request: web.Request) -> Rule | None:
-    """The matched route's rule; None when routing failed (the 404/405 is the answer).
-    Raises DENIED for a route missing from the table."""
-    if request.match_info.http_exception is not None:
-        return None
-    name = getattr(request.match_info.route, "name", None)
-    rule = rule_of(name)
-    if rule is None:
-        log.error(
-            "route %r (%s %s) has no access rule in moorage.api.routes: refused",
-            name,
-            request.method,
-            request.match_info.route.resource.canonical if request.match_info.route.resource is not None else "?",
-        )
-        raise errors.Denied("this route has no access rule")
-    return rule
-
-
-def listed_routes_middleware() -> Any:
-    """``auth.mode: none`` (added by the composition root, the auth package is not even loaded): everyone may do everything, but a route missing from the table is
-    still refused, so the table stays complete whatever mode the tests run in."""
-
-    @web.middleware
-    async def routes_listed(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route_rule(request)
-        return await handler(request)
-
-    return routes_listed
+WEBHOOKS = "api_v1_webhooks"
+WEBHOOK_ADD = "api_v1_webhook_add"
+WEBHOOK_GET = "api_v1_webhook_get"
+WEBHOOK_DELETE = "api_v1_webhook_delete"
+WEBHOOK_DELIVERIES = "api_v1_webhook_deliveries"
+WEBHOOK_RETRY = "api_v1_webhook_retry"
+AUDIT = "api_v1_audit"

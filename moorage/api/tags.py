@@ -4,14 +4,32 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from . import apidoc as oa
 from . import routes as route_names
 from .blobs import NAME
 from .common import API_HEADERS, json_body, link_next, pagination, service
+from .routes import Rule
+from .routing import RouteTable
 
-routes = web.RouteTableDef()
+routes = RouteTable()
+
+TAGS_LIST_DOC = {
+    "tags": ["v2"],
+    "operationId": "listTags",
+    "summary": "List tags",
+    "parameters": [oa.NAME, oa.N, oa.LAST],
+    "responses": {
+        "200": oa.json_body(
+            oa.ref("schemas", "TagList"),
+            "Tags of the repository, lexically sorted.",
+            {**oa.API_VERSION, "Link": oa.ref("headers", "Link")},
+        ),
+        **oa.errors(400, 404, *oa.AUTH_ERRORS),
+    },
+}
 
 
-@routes.get(f"/v2/{NAME}/tags/list", name=route_names.TAGS_LIST)
+@routes.get(f"/v2/{NAME}/tags/list", name=route_names.TAGS_LIST, rule=Rule.PULL, doc=TAGS_LIST_DOC)
 async def list_tags(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     n, last = pagination(request, default=None)

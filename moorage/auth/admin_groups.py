@@ -14,17 +14,27 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..accounts.group_store import GroupStore
+from ..api import apidoc as oa
 from ..api import routes as names
 from ..api.admin_models import GroupGrantCreate
 from ..api.common import ACCOUNTS, DATABASE
+from ..api.routes import Rule
+from ..api.routing import RouteTable
 from ..registry.access_rules import MAX_GROUP_NAME, valid_group_name
 from .admin_users import _bad, _body
 from .credentials import principal, require_admin
 
-routes = web.RouteTableDef()
+routes = RouteTable()
+
+GROUP_GRANTS_DOC = oa.admin_op(
+    "listGroupGrants",
+    "Grants to directory groups",
+    {"200": oa.json_body(oa.array_of("grants", oa.ref("schemas", "GroupGrant")), "Group grants.")},
+    parameters=[oa.param("group", "query", {"type": "string"}, "Only this group's.")],
+)
 
 
-@routes.get("/api/v1/group-grants", name=names.GROUP_GRANTS)
+@routes.get("/api/v1/group-grants", name=names.GROUP_GRANTS, rule=Rule.ADMIN, doc=GROUP_GRANTS_DOC)
 async def list_group_grants(request: web.Request) -> web.Response:
     await require_admin(request)
     group = request.query.get("group")
@@ -34,7 +44,16 @@ async def list_group_grants(request: web.Request) -> web.Response:
     return web.json_response({"grants": grants})
 
 
-@routes.post("/api/v1/group-grants", name=names.GROUP_GRANT_ADD)
+GROUP_GRANT_ADD_DOC = oa.admin_op(
+    "addGroupGrant",
+    "Grant every member of a directory group actions on a repository pattern",
+    {"201": oa.json_body(oa.ref("schemas", "GroupGrant"), "Granted.")},
+    body=oa.ref("schemas", "GroupGrantCreate"),
+    errors=(400, 401, 403, 413, 429, 503),
+)
+
+
+@routes.post("/api/v1/group-grants", name=names.GROUP_GRANT_ADD, rule=Rule.ADMIN, doc=GROUP_GRANT_ADD_DOC)
 async def add_group_grant(request: web.Request) -> web.Response:
     who = await principal(request)
     body = await _body(request, GroupGrantCreate)
@@ -42,7 +61,19 @@ async def add_group_grant(request: web.Request) -> web.Response:
     return web.json_response({"group": body.group, "pattern": body.pattern, "actions": sorted(actions)}, status=201)
 
 
-@routes.delete("/api/v1/group-grants", name=names.GROUP_GRANT_DELETE)
+GROUP_GRANT_DELETE_DOC = oa.admin_op(
+    "revokeGroupGrant",
+    "Revoke a group grant",
+    oa.NO_CONTENT,
+    errors=(400, 401, 403, 404, 429, 503),
+    parameters=[
+        oa.param("group", "query", {"type": "string"}, "Group.", required=True),
+        oa.param("pattern", "query", {"type": "string"}, "Pattern.", required=True),
+    ],
+)
+
+
+@routes.delete("/api/v1/group-grants", name=names.GROUP_GRANT_DELETE, rule=Rule.ADMIN, doc=GROUP_GRANT_DELETE_DOC)
 async def delete_group_grant(request: web.Request) -> web.Response:
     who = await principal(request)
     group, pattern = request.query.get("group"), request.query.get("pattern")

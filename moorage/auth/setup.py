@@ -11,7 +11,7 @@
   access tokens and public repositories live in the metadata database.
 
 The middleware runs after routing, so it looks the matched route's rule up in
-:data:`moorage.api.routes.RULES` instead of parsing URLs.  The handlers live in
+rule it was declared with (:mod:`moorage.api.routing`) instead of parsing URLs.  The handlers live in
 :mod:`moorage.auth.token_server` and :mod:`moorage.auth.admin_users`; the logic in
 :class:`~moorage.auth.authenticator.Authenticator`.
 """
@@ -26,7 +26,7 @@ from aiohttp import web
 from ..accounts.passwords import Htpasswd
 from ..api.common import ACCOUNTS, AUTHENTICATOR
 from ..api.extension import ExtensionContext
-from ..api.routes import listed_routes_middleware
+from ..api.routing import add_routes, listed_routes_middleware, route_registry
 from ..metadata.auth_store import AuthStore
 from ..metadata.db import Database
 from .accounts import bootstrap_admin
@@ -42,7 +42,7 @@ def setup_auth(ctx: ExtensionContext) -> None:
     app, settings = ctx.app, ctx.settings
     mode = settings.auth.mode
     if mode == "none":
-        app.middlewares.append(listed_routes_middleware())
+        app.middlewares.append(listed_routes_middleware(route_registry(app)))
         return
     store = AuthStore(ctx.database)
     auth = Authenticator(settings, store)
@@ -52,7 +52,7 @@ def setup_auth(ctx: ExtensionContext) -> None:
         if path is None:
             raise ValueError("auth.mode is htpasswd but auth.htpasswd.path is not set")
         auth.htpasswd = Htpasswd(path)
-        app.middlewares.append(htpasswd_middleware(auth))
+        app.middlewares.append(htpasswd_middleware(auth, route_registry(app)))
         return
 
     key_path = settings.auth.token.key_path or (settings.data / "auth" / "token-signing-key.pem")
@@ -81,15 +81,11 @@ def setup_auth(ctx: ExtensionContext) -> None:
     from ..accounts.service import AccountsService
 
     app[ACCOUNTS] = AccountsService(ctx.database, settings)
-    app.middlewares.append(token_middleware(auth))
-    from . import admin_users  # token mode only: the others never load them
+    app.middlewares.append(token_middleware(auth, route_registry(app)))
+    from . import admin_groups, admin_users  # token mode only: the others never load them
     from . import token_server as token
 
-    app.router.add_routes(token.routes)
-    app.router.add_routes(admin_users.routes)
-    from . import admin_groups
-
-    app.router.add_routes(admin_groups.routes)
+    add_routes(app, token.routes, admin_users.routes, admin_groups.routes)
 
 
 def setup_directory(auth: Authenticator, db: Database) -> LdapDirectory | None:

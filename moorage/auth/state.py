@@ -1,8 +1,8 @@
-"""The auth middlewares: the matched route's rule (:data:`moorage.api.routes.RULES`) says what
+"""The auth middlewares: the matched route's rule (declared with it: :mod:`moorage.api.routing`) says what
 the request needs; the middleware answers 401 with a challenge, 403, or lets it through.
 
-A route with no entry in the table is refused, in every ``auth.mode`` (fail closed): a new
-route cannot go unprotected by forgetting it.  ``setup.py`` wires the middlewares into the app.
+A route registered without a declared rule is refused, in every ``auth.mode`` (fail closed): a
+new route cannot go unprotected by going around the declarations.  ``setup.py`` wires the middlewares into the app.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from aiohttp import web
 from .. import errors
 from ..api.access import Access, required_access
 from ..api.common import CATALOG_FILTER, CREDENTIALS_ALLOW
-from ..api.routes import HANDLER_DECIDES, Rule, route_rule
+from ..api.routes import HANDLER_DECIDES, Rule
+from ..api.routing import RouteRegistry, route_rule
 from ..registry.access_rules import token_covers
 from ..registry.names import is_valid_name
 from .authenticator import Authenticator, StaleCredentials
@@ -53,10 +54,10 @@ def _claims_allow(access: Any) -> Callable[[str, str], bool]:
     return may
 
 
-def token_middleware(auth: Authenticator) -> Any:
+def token_middleware(auth: Authenticator, registry: RouteRegistry) -> Any:
     @web.middleware
     async def auth_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rule = route_rule(request)
+        rule = route_rule(request, registry)
         if rule is None or rule in HANDLER_DECIDES or rule is Rule.VISIBLE:
             return await handler(request)
         if rule is Rule.AUTHENTICATED or rule is Rule.ADMIN:
@@ -65,7 +66,7 @@ def token_middleware(auth: Authenticator) -> Any:
                 raise errors.Denied("administrator rights required")
             return await handler(request)
         original = request  # the access log reads the user from the request it was given
-        request, needed = _checked(request, required_access(request))
+        request, needed = _checked(request, required_access(request, rule))
         raw = bearer(request.headers.get("Authorization"))
         if raw is None:
             raise errors.Unauthorized(headers=auth.bearer_challenge(request, needed))
@@ -108,13 +109,13 @@ def token_middleware(auth: Authenticator) -> Any:
     return auth_token
 
 
-def htpasswd_middleware(auth: Authenticator) -> Any:
+def htpasswd_middleware(auth: Authenticator, registry: RouteRegistry) -> Any:
     """Every user in the file may do everything: any rule but those the handler decides needs
     valid basic credentials."""
 
     @web.middleware
     async def auth_htpasswd(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rule = route_rule(request)
+        rule = route_rule(request, registry)
         if rule is None or rule in HANDLER_DECIDES:
             return await handler(request)
         creds = parse_basic(request.headers.get("Authorization"))

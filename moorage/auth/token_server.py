@@ -17,14 +17,33 @@ from typing import Any
 from aiohttp import web
 
 from .. import errors
+from ..api import apidoc as oa
 from ..api import routes as names
 from ..api.common import AUTHENTICATOR
+from ..api.routes import Rule
+from ..api.routing import RouteTable
 from ..registry.access_rules import Principal, parse_scopes
 from .authenticator import Authenticator
 from .credentials import parse_basic
 from .tokens import rfc3339
 
-routes = web.RouteTableDef()
+routes = RouteTable()
+
+# -- OpenAPI: parts of this module's route operations (moorage.api.apidoc) --
+_SCOPE = {
+    **oa.param(
+        "scope",
+        "query",
+        {"type": "array", "items": {"type": "string"}},
+        "``repository:NAME:pull,push`` or ``registry:catalog:*`` (repeatable).",
+    ),
+    "explode": True,
+}
+_TOKEN_OK = oa.json_body(
+    oa.ref("schemas", "Token"),
+    "A token (only the actions actually granted are in it).",
+    {"Cache-Control": oa.str_header("``no-store``")},
+)
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 #: Largest token request form accepted.
@@ -52,7 +71,22 @@ async def _respond(
     return web.json_response(body, headers=_NO_STORE)
 
 
-@routes.get("/auth/token", name=names.AUTH_TOKEN_GET)
+AUTH_TOKEN_GET_DOC = {
+    "tags": ["auth"],
+    "operationId": "getToken",
+    "summary": "Docker token flow",
+    "description": "Basic credentials (password, or an access token as the password), or none for an anonymous token (public repositories).",
+    "security": [{"basic": []}, {}],
+    "parameters": [
+        oa.param("service", "query", {"type": "string"}, "Must be the configured service."),
+        _SCOPE,
+        oa.param("offline_token", "query", {"type": "string", "enum": ["true", "false"]}, "``true``: also a refresh token."),
+    ],
+    "responses": {"200": _TOKEN_OK, **oa.errors(400, 401, 429, 503)},
+}
+
+
+@routes.get("/auth/token", name=names.AUTH_TOKEN_GET, rule=Rule.TOKEN_SERVER, doc=AUTH_TOKEN_GET_DOC)
 async def token_get(request: web.Request) -> web.Response:
     auth = _auth(request)
     _check_service(auth, request.query.get("service"))
@@ -70,7 +104,36 @@ async def token_get(request: web.Request) -> web.Response:
     return await _respond(auth, principal, request.query.getall("scope", []), refresh=refresh, not_after=not_after, oauth=False)
 
 
-@routes.post("/auth/token", name=names.AUTH_TOKEN_POST)
+AUTH_TOKEN_POST_DOC = {
+    "tags": ["auth"],
+    "operationId": "postToken",
+    "summary": "OAuth2 token flow (docker, containerd)",
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "required": ["grant_type"],
+                    "properties": {
+                        "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
+                        "username": {"type": "string"},
+                        "password": {"type": "string"},
+                        "refresh_token": {"type": "string"},
+                        "service": {"type": "string"},
+                        "scope": {"type": "string", "description": "Space-separated scopes."},
+                        "client_id": {"type": "string"},
+                        "access_type": {"type": "string", "enum": ["online", "offline"]},
+                    },
+                }
+            }
+        },
+    },
+    "responses": {"200": _TOKEN_OK, **oa.errors(400, 401, 413, 429, 503)},
+}
+
+
+@routes.post("/auth/token", name=names.AUTH_TOKEN_POST, rule=Rule.TOKEN_SERVER, doc=AUTH_TOKEN_POST_DOC)
 async def token_post(request: web.Request) -> web.Response:
     auth = _auth(request)
     if request.content_type != "application/x-www-form-urlencoded":
@@ -100,7 +163,15 @@ async def token_post(request: web.Request) -> web.Response:
     return await _respond(auth, principal, scopes, refresh=refresh, not_after=token.expires_at if token else None, oauth=True)
 
 
-@routes.get("/auth/jwks", name=names.AUTH_JWKS)
+AUTH_JWKS_DOC = {
+    "tags": ["auth"],
+    "operationId": "getJwks",
+    "summary": "Public keys that verify Moorage tokens",
+    "responses": {"200": oa.json_body(oa.ref("schemas", "JWKS"), "JSON Web Key Set.")},
+}
+
+
+@routes.get("/auth/jwks", name=names.AUTH_JWKS, rule=Rule.PUBLIC, doc=AUTH_JWKS_DOC)
 async def jwks(request: web.Request) -> web.Response:
     """The public half of the signing key(s), for anyone verifying Moorage tokens."""
     signer = _auth(request).signer

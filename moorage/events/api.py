@@ -28,7 +28,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .. import errors
+from ..api import apidoc as oa
 from ..api import routes as route_names
+from ..api.routes import Rule
+from ..api.routing import RouteTable
 from ..config import Settings
 from ..metadata.errors import storable
 from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery, EventsStore
@@ -43,6 +46,193 @@ if TYPE_CHECKING:
     from ..registry.access_rules import Principal
 
 MAX_LIMIT = 1000
+
+
+def _time_q(key: str, text: str) -> dict[str, Any]:
+    return oa.param(key, "query", {"type": "string"}, text)
+
+
+# -- OpenAPI operations of the routes this module declares (moorage.api.routing, .apidoc) --
+_HOOK = oa.param("name", "path", {"type": "string"}, "Webhook name.")
+_WEBHOOK = oa.obj(
+    [
+        "name",
+        "url",
+        "format",
+        "actions",
+        "repositories",
+        "targets",
+        "timeout",
+        "max_attempts",
+        "origin",
+        "namespace",
+        "created_by",
+        "secret_set",
+    ],
+    name=oa.STRING,
+    url=oa.STRING,
+    format={"type": "string", "enum": ["distribution", "cloudevents"]},
+    actions={"type": "array", "items": oa.STRING},
+    repositories={"type": "array", "items": oa.STRING},
+    targets={"type": "array", "items": oa.STRING},
+    timeout=oa.NUMBER,
+    max_attempts=oa.INTEGER,
+    origin={"type": "string", "description": "``config`` (config file, read-only) or ``api``."},
+    namespace=oa.nullable(oa.STRING),
+    created_by=oa.nullable(oa.STRING),
+    secret_set=oa.BOOLEAN,
+    secret={"type": "string", "description": "Only in the creation answer, when generated (shown once)."},
+)
+_WEBHOOK_BODY = {
+    "type": "object",
+    "required": ["name", "url"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+        "url": {"type": "string", "maxLength": 2048, "pattern": "^https?://[^\\s]+$"},
+        "secret": {"type": "string", "description": "HMAC-SHA256 key of X-Moorage-Signature; absent = generated."},
+        "format": {"type": "string", "enum": ["distribution", "cloudevents"]},
+        "actions": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["push", "pull", "delete", "mount"]}},
+        "repositories": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string", "maxLength": 255},
+            "description": "Repository patterns (``*`` matches any run of characters).",
+        },
+        "targets": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["manifest", "tag", "blob"]}},
+        "timeout": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 300},
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 1000},
+    },
+}
+_DELIVERY = oa.obj(
+    [
+        "id",
+        "endpoint",
+        "repository",
+        "event_id",
+        "action",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_status",
+        "last_error",
+        "created_at",
+        "finished_at",
+    ],
+    id=oa.INTEGER,
+    endpoint=oa.STRING,
+    repository=oa.STRING,
+    event_id=oa.STRING,
+    action=oa.STRING,
+    status={"type": "string", "enum": ["pending", "delivering", "delivered", "dead"]},
+    attempts=oa.INTEGER,
+    next_attempt_at=oa.nullable(oa.NUMBER),
+    last_status=oa.nullable(oa.INTEGER),
+    last_error=oa.nullable(oa.STRING),
+    created_at=oa.NUMBER,
+    finished_at=oa.nullable(oa.NUMBER),
+)
+_AUDIT_ENTRY = oa.obj(
+    ["id", "time", "timestamp", "actor", "action", "repository", "target", "client_ip", "user_agent", "detail"],
+    id=oa.INTEGER,
+    time={"type": "string", "description": "RFC 3339."},
+    timestamp=oa.NUMBER,
+    actor=oa.nullable(oa.STRING),
+    action=oa.STRING,
+    repository=oa.nullable(oa.STRING),
+    target=oa.nullable(oa.STRING),
+    client_ip=oa.nullable(oa.STRING),
+    user_agent=oa.nullable(oa.STRING),
+    detail={"nullable": True},
+    face={**oa.nullable(oa.STRING), "description": "Through which face: api, ui, cli, v2 ... (null on older entries)."},
+    outcome={**oa.nullable(oa.STRING), "description": "ok or denied (null on older entries)."},
+    summary={
+        **oa.STRING,
+        "description": "What the entry records, in one line for people: a push's repo:tag and short digest, whose access token, what a garbage collection removed.",
+    },
+)
+WEBHOOKS_DOC = oa.op(
+    "events",
+    "listWebhooks",
+    "Webhooks the caller administers",
+    {"200": oa.json_body(oa.obj(["webhooks"], webhooks={"type": "array", "items": _WEBHOOK}), "Webhooks.")},
+    description="Administrators see all; namespace administrators those of their namespaces.",
+)
+WEBHOOK_ADD_DOC = oa.op(
+    "events",
+    "addWebhook",
+    "Add a webhook",
+    {"201": oa.json_body(_WEBHOOK, "Created (``secret`` when generated, shown once).")},
+    description="A namespace administrator's repository patterns must all lie in one namespace they administer.",
+    body=_WEBHOOK_BODY,
+    errors=(400, 401, 403, 413, 429, 503),
+)
+WEBHOOK_GET_DOC = oa.op(
+    "events",
+    "getWebhook",
+    "A webhook",
+    {"200": oa.json_body(_WEBHOOK, "The webhook.")},
+    parameters=[_HOOK],
+    errors=(400, 401, 403, 404, 429, 503),
+)
+WEBHOOK_DELETE_DOC = oa.op(
+    "events",
+    "deleteWebhook",
+    "Delete a webhook (not one from the config file: 400)",
+    oa.NO_CONTENT,
+    parameters=[_HOOK],
+    errors=(400, 401, 403, 404, 429, 503),
+)
+WEBHOOK_DELIVERIES_DOC = oa.op(
+    "events",
+    "listDeliveries",
+    "Deliveries of a webhook, newest first",
+    {
+        "200": oa.json_body(
+            oa.obj(["webhook", "deliveries"], webhook=oa.STRING, deliveries={"type": "array", "items": _DELIVERY}), "Deliveries."
+        )
+    },
+    parameters=[
+        _HOOK,
+        oa.param("status", "query", {"type": "string", "enum": ["pending", "delivering", "delivered", "dead"]}, "Only these."),
+        oa.LIMIT,
+        oa.BEFORE,
+    ],
+    errors=(400, 401, 403, 404, 429, 503),
+)
+WEBHOOK_RETRY_DOC = oa.op(
+    "events",
+    "retryDelivery",
+    "Put a dead delivery back in the queue",
+    {"202": oa.json_body(oa.obj(["id", "status"], id=oa.INTEGER, status={"type": "string", "enum": ["pending"]}), "Queued.")},
+    parameters=[_HOOK, oa.param("id", "path", {"type": "string"}, "Delivery id.")],
+    errors=(400, 401, 403, 404, 429, 503),
+)
+AUDIT_DOC = oa.op(
+    "events",
+    "queryAudit",
+    "Audit log, newest first",
+    {
+        "200": oa.json_body(
+            oa.obj(
+                ["entries", "next"],
+                entries={"type": "array", "items": _AUDIT_ENTRY},
+                next={"type": "integer", "nullable": True, "description": "``before`` of the next page, or null."},
+            ),
+            "Entries.",
+        )
+    },
+    description="Administrators read everything; namespace administrators their namespaces' entries and their own; other users their own.",
+    parameters=[
+        oa.param("actor", "query", {"type": "string", "maxLength": 255}, "User name."),
+        oa.param("repository", "query", {"type": "string", "maxLength": 255}, "Exact name, or a prefix ending in ``*``."),
+        oa.param("action", "query", {"type": "string", "maxLength": 255}, "Action."),
+        _time_q("since", "RFC 3339 time or a duration back from now (e.g. ``1h``)."),
+        _time_q("until", "RFC 3339 time or a duration back from now."),
+        oa.LIMIT,
+        oa.BEFORE,
+    ],
+)
 
 
 @dataclass
@@ -183,17 +373,44 @@ class EventsAPI:
             {"entries": [public_entry(e) for e in entries], "next": entries[-1]["id"] if len(entries) == q.limit else None}
         )
 
-    def routes(self) -> list[web.RouteDef]:
-        t = self.token_mode
-        return [
-            web.get("/api/v1/webhooks", self.list_webhooks, name=route_names.WEBHOOKS.pick(t)),
-            web.post("/api/v1/webhooks", self.add_webhook, name=route_names.WEBHOOK_ADD.pick(t)),
-            web.get("/api/v1/webhooks/{name}", self.get_webhook, name=route_names.WEBHOOK_GET.pick(t)),
-            web.delete("/api/v1/webhooks/{name}", self.delete_webhook, name=route_names.WEBHOOK_DELETE.pick(t)),
-            web.get("/api/v1/webhooks/{name}/deliveries", self.deliveries, name=route_names.WEBHOOK_DELIVERIES.pick(t)),
-            web.post("/api/v1/webhooks/{name}/deliveries/{id}/retry", self.retry, name=route_names.WEBHOOK_RETRY.pick(t)),
-            web.get("/api/v1/audit", self.audit, name=route_names.AUDIT.pick(t)),
-        ]
+    def routes(self) -> RouteTable:
+        """AUTHENTICATED: namespace administrators see their own webhooks, so the handlers narrow
+        what a signed-in user sees."""
+        table = RouteTable()
+        auth = Rule.AUTHENTICATED
+        table.add_route("GET", "/api/v1/webhooks", self.list_webhooks, name=route_names.WEBHOOKS, rule=auth, doc=WEBHOOKS_DOC)
+        table.add_route(
+            "POST", "/api/v1/webhooks", self.add_webhook, name=route_names.WEBHOOK_ADD, rule=auth, doc=WEBHOOK_ADD_DOC
+        )
+        table.add_route(
+            "GET", "/api/v1/webhooks/{name}", self.get_webhook, name=route_names.WEBHOOK_GET, rule=auth, doc=WEBHOOK_GET_DOC
+        )
+        table.add_route(
+            "DELETE",
+            "/api/v1/webhooks/{name}",
+            self.delete_webhook,
+            name=route_names.WEBHOOK_DELETE,
+            rule=auth,
+            doc=WEBHOOK_DELETE_DOC,
+        )
+        table.add_route(
+            "GET",
+            "/api/v1/webhooks/{name}/deliveries",
+            self.deliveries,
+            name=route_names.WEBHOOK_DELIVERIES,
+            rule=auth,
+            doc=WEBHOOK_DELIVERIES_DOC,
+        )
+        table.add_route(
+            "POST",
+            "/api/v1/webhooks/{name}/deliveries/{id}/retry",
+            self.retry,
+            name=route_names.WEBHOOK_RETRY,
+            rule=auth,
+            doc=WEBHOOK_RETRY_DOC,
+        )
+        table.add_route("GET", "/api/v1/audit", self.audit, name=route_names.AUDIT, rule=auth, doc=AUDIT_DOC)
+        return table
 
 
 def restrict_audit(q: AuditQuery, caller: Caller) -> None:

@@ -70,13 +70,9 @@ SERVICE_AUDITED = frozenset(
         "api_v1_namespace_add",
         "api_v1_visibility",
         "api_v1_webhook_add",
-        "events_webhook_add",
         "api_v1_webhook_delete",
-        "events_webhook_delete",
         "api_v1_repository_delete",
-        "gc_repository_delete",
         "api_v1_webhook_retry",
-        "events_webhook_retry",
         "api_v1_insight_policy_put",
         "api_v1_insight_policy_delete",
         "api_v1_insight_allow",
@@ -283,8 +279,8 @@ def _without_credentials(url: str) -> str:
 
 def audited_route(route: str) -> bool:
     """Whether the admin middleware records changes made through this route (the ``/api/v1``
-    and events routes whose service does not audit them itself)."""
-    return route not in SERVICE_AUDITED and (route in ROUTE_ACTIONS or route.startswith("api_v1_") or route.startswith("events_"))
+    routes whose service does not audit them itself)."""
+    return route not in SERVICE_AUDITED and (route in ROUTE_ACTIONS or route.startswith("api_v1_"))
 
 
 def admin_middleware(recorder: AuditRecorder) -> Middleware:
@@ -333,7 +329,6 @@ _OWN_ACTIONS = {"webhook_add": "webhook.add", "webhook_delete": "webhook.delete"
 
 
 def _action_of(route: str) -> str:
-    for prefix in ("api_v1_", "events_"):
-        if route.startswith(prefix):
-            route = route[len(prefix) :]
+    if route.startswith("api_v1_"):  # one name per route whatever auth.mode (moorage.api.routing)
+        route = route[len("api_v1_") :]
     return _OWN_ACTIONS.get(route) or "api." + route

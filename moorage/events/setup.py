@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from ..api.extension import ExtensionContext
+from ..api.routing import add_routes
 from ..config import Settings
 from ..metadata.events_store import EventsStore, outbox_row
 from ..registry.events import RegistryEvent
@@ -218,7 +219,7 @@ def setup_events(ctx: ExtensionContext) -> None:
     ctx.route_middlewares.add(admin_middleware(ext.recorder), audited_route)
     webhooks = WebhookService(ctx.database, settings, ext.store, ext.endpoints, ext.source, ext.worker.wake)
     ext.webhooks = webhooks
-    app.router.add_routes(EventsAPI(settings, ext.store, ext.endpoints, webhooks).routes())
+    add_routes(app, EventsAPI(settings, ext.store, ext.endpoints, webhooks).routes())
     app.cleanup_ctx.append(ext.lifecycle)
     for job in ext.jobs():
         ctx.scheduler.register(job)

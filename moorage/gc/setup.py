@@ -27,7 +27,8 @@ log = logging.getLogger("moorage.gc")
 
 
 def setup_gc(ctx: ExtensionContext) -> None:
-    from .admin_http import add_repository_delete
+    from ..api.routing import add_routes
+    from .admin_http import repository_delete_routes
     from .quota_middleware import UPLOAD_ROUTES, quota_middleware
     from .quotas import UploadQuotaCheck, book
 
@@ -36,7 +37,7 @@ def setup_gc(ctx: ExtensionContext) -> None:
     # in by the composition root); here the quota check of declared sizes before any byte.
     book(ctx.database, ttl=settings.gc.quota_cache_seconds)
     ctx.route_middlewares.add(quota_middleware(UploadQuotaCheck(ctx.database)), lambda route: route in UPLOAD_ROUTES)
-    add_repository_delete(ctx.app.router, token_mode=settings.auth.mode == "token")
+    add_routes(ctx.app, repository_delete_routes())
     if settings.gc.interval > 0:
         ctx.scheduler.register(_job(settings, ctx.events))
 

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from .. import errors
 from ..api.extension import ExtensionContext
+from ..api.routing import add_routes
 from ..metadata.store import ManifestRecord
 from ..registry.events import Actor, RegistryEvent
 from ..scheduler import Job
@@ -58,7 +59,7 @@ def setup_insight(ctx: ExtensionContext) -> None:
         limits=Limits.from_settings(cfg),
     )
     app[INSIGHT] = insight
-    app.router.add_routes(routes)
+    add_routes(app, routes)
     ctx.registry.serve_guard = _pull_policy(insight)
     queue = FairQueue(cfg.queue_size)
 

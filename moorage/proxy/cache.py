@@ -40,6 +40,7 @@ from aiohttp import web
 
 from .. import errors
 from ..api import routes as route_names
+from ..api.routing import ROUTE_REGISTRY
 from ..config import ProxyUpstream, Settings
 from ..metadata.store import MetadataStore
 from ..registry.digests import Digest
@@ -57,10 +58,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CACHE_HEADER = "X-Moorage-Cache"
 _MANIFEST_ROUTES = {route_names.MANIFEST_GET, route_names.MANIFEST_HEAD}
 _BLOB_ROUTES = {route_names.BLOB_GET, route_names.BLOB_HEAD}
-#: Every route the route table files under PUSH (upload start with and without the trailing
-#: slash, PATCH, PUT, status, cancel; manifest PUT): derived, so a push route added later is
-#: refused in a cached namespace without anyone remembering to list it here.
-_PUSH_ROUTES = frozenset(name for name, rule in route_names.RULES.items() if rule is route_names.Rule.PUSH)
+
+
+def push_routes(app: web.Application) -> frozenset[str]:
+    """Every route the app declared PUSH (upload start with and without the trailing slash,
+    PATCH, PUT, status, cancel; manifest PUT): derived, so a push route added later is refused
+    in a cached namespace without anyone remembering to list it here."""
+    return app[ROUTE_REGISTRY].names(route_names.Rule.PUSH)
+
+
 _DOCKER_HUB_HOSTS = {"registry-1.docker.io", "docker.io", "index.docker.io", "registry.hub.docker.com"}
 _MAX_FRESH_ENTRIES = 100_000
 #: A streaming client that does not take a chunk for this long is detached (the fetch goes on).
@@ -185,14 +191,14 @@ class PullThroughCache:
         @web.middleware
         async def proxy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
             route = getattr(request.match_info.route, "name", None)
-            if route not in _MANIFEST_ROUTES and route not in _BLOB_ROUTES and route not in _PUSH_ROUTES:
+            if route not in _MANIFEST_ROUTES and route not in _BLOB_ROUTES and route not in push_routes(request.app):
                 return await handler(request)
             name = request.match_info.get("name", "")
             found = self.match(name)
             if found is None:
                 return await handler(request)
             up, remote = found
-            if route in _PUSH_ROUTES:
+            if route in push_routes(request.app):
                 raise errors.Unsupported(
                     f"{name} is in a pull-through cache of {up.cfg.url} (upstream {up.name!r}); "
                     f"pushes are refused here: push to the upstream or to a repository outside the cached namespace",

@@ -21,8 +21,11 @@ from typing import Any
 
 from aiohttp import web
 
+from ..api import apidoc as oa
 from ..api import routes as route_names
 from ..api.extension import ExtensionContext
+from ..api.routes import Rule
+from ..api.routing import RouteTable, add_routes
 from ..config import MirrorRule, Settings
 from ..registry.references import RegistryRef
 from ..scheduler import Job, Scheduler
@@ -31,6 +34,50 @@ from .mirror import Mirror
 
 log = logging.getLogger("moorage.proxy.mirror")
 _FIRST_RUN_DELAY = 2.0
+
+# -- OpenAPI operations of the routes this module declares (moorage.api.routing, .apidoc) --
+_RULE = oa.obj(
+    ["name", "src", "dst", "interval", "runs", "running", "last_start", "last_end", "last_status", "last_error", "last_summary"],
+    name=oa.STRING,
+    src=oa.STRING,
+    dst=oa.STRING,
+    interval=oa.INTEGER,
+    tags=oa.nullable(oa.STRING),
+    platforms={"type": "array", "items": oa.STRING},
+    runs=oa.INTEGER,
+    running=oa.BOOLEAN,
+    last_start=oa.nullable(oa.NUMBER),
+    last_end=oa.nullable(oa.NUMBER),
+    last_status=oa.nullable({"type": "string", "enum": ["ok", "error"]}),
+    last_error=oa.nullable(oa.STRING),
+    last_summary=oa.nullable({"type": "object", "additionalProperties": {"type": "integer"}}),
+)
+MIRROR_STATUS_DOC = oa.op(
+    "proxy",
+    "mirrorStatus",
+    "Scheduled mirror rules and their last runs",
+    {
+        "200": oa.json_body(
+            oa.obj(
+                ["runner", "rules"],
+                runner={"type": "boolean", "description": "Whether this process runs the rules."},
+                rules={"type": "array", "items": _RULE},
+            ),
+            "Rules.",
+        )
+    },
+    description="Only when ``proxy.mirror_rules`` is configured (404 otherwise). " + oa.ADMIN_NOTE,
+    errors=(401, 403, 404, 429, 503),
+)
+MIRROR_RUN_DOC = oa.op(
+    "proxy",
+    "runMirrorRule",
+    "Run a mirror rule now",
+    {"202": oa.json_body(_RULE, "Woken up; the run proceeds in the background.")},
+    description="503 when another worker or replica is the scheduler's leader (it runs the rules). " + oa.ADMIN_NOTE,
+    parameters=[oa.param("rule", "path", {"type": "string"}, "Rule name.")],
+    errors=(401, 403, 404, 429, 503),
+)
 
 
 @dataclass
@@ -173,5 +220,9 @@ def setup_mirror_rules(ctx: ExtensionContext, token_mode: bool) -> None:
         state.wake.set()
         return web.json_response(state.as_dict(), status=202)
 
-    app.router.add_get("/api/v1/mirror", status, name=route_names.MIRROR_STATUS.pick(token_mode))
-    app.router.add_post("/api/v1/mirror/{rule}/run", trigger, name=route_names.MIRROR_RUN.pick(token_mode))
+    table = RouteTable()
+    table.add_route("GET", "/api/v1/mirror", status, name=route_names.MIRROR_STATUS, rule=Rule.ADMIN, doc=MIRROR_STATUS_DOC)
+    table.add_route(
+        "POST", "/api/v1/mirror/{rule}/run", trigger, name=route_names.MIRROR_RUN, rule=Rule.ADMIN, doc=MIRROR_RUN_DOC
+    )
+    add_routes(app, table)

@@ -12,11 +12,33 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from ..api import apidoc as oa
 from ..api import routes as route_names
 from ..api.extension import ExtensionContext
+from ..api.routes import Rule
+from ..api.routing import RouteTable, add_routes
 from .cache import PullThroughCache
 
 CACHE = web.AppKey("proxy_cache", PullThroughCache)
+
+# -- OpenAPI operations of the routes this module declares (moorage.api.routing, .apidoc) --
+_UPSTREAM = oa.obj(
+    ["name", "url", "namespace", "tag_ttl", "authenticated", "stats"],
+    name=oa.STRING,
+    url=oa.STRING,
+    namespace=oa.STRING,
+    tag_ttl=oa.INTEGER,
+    authenticated=oa.BOOLEAN,
+    stats={"type": "object", "additionalProperties": {"type": "integer"}},
+)
+PROXY_STATUS_DOC = oa.op(
+    "proxy",
+    "proxyStatus",
+    "Pull-through cache upstreams and their counters",
+    {"200": oa.json_body(oa.obj(["upstreams"], upstreams={"type": "array", "items": _UPSTREAM}), "Upstreams.")},
+    description="Only when ``proxy.upstreams`` is configured (404 otherwise). " + oa.ADMIN_NOTE,
+    errors=(401, 403, 404, 429, 503),
+)
 
 
 def setup_proxy(ctx: ExtensionContext) -> None:
@@ -51,6 +73,8 @@ def setup_proxy(ctx: ExtensionContext) -> None:
             await require_admin(request)
         return web.json_response({"upstreams": [up.describe() for up in cache.upstreams]})
 
-    # Rule ADMIN in moorage.api.routes (both names): checked by the auth middleware, and here;
-    # with htpasswd every authenticated user is an administrator; with no auth anyone may read.
-    app.router.add_get("/api/v1/proxy", status, name=route_names.PROXY_STATUS.pick(token_mode))
+    # Rule ADMIN: checked by the auth middleware, and here; with htpasswd every authenticated
+    # user is an administrator; with no auth anyone may read.
+    table = RouteTable()
+    table.add_route("GET", "/api/v1/proxy", status, name=route_names.PROXY_STATUS, rule=Rule.ADMIN, doc=PROXY_STATUS_DOC)
+    add_routes(app, table)

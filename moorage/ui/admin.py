@@ -18,6 +18,8 @@ from aiohttp import web
 from .. import errors
 from ..api import routes as route_names
 from ..api.common import SETTINGS
+from ..api.routes import Rule
+from ..api.routing import UNDOCUMENTED, RouteTable
 from ..events.api import Caller, administered_namespaces, public_entry, restrict_audit
 from ..events.webhooks import WebhookService
 from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery
@@ -26,7 +28,7 @@ from .manage import _field, _refused, _require_admin
 from .session import Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer, ui_principal
 from .templating import render
 
-routes = web.RouteTableDef()
+routes = RouteTable()
 _HOOK = "{hook:[A-Za-z0-9][A-Za-z0-9._-]{0,63}}"
 _STATUSES = (PENDING, DELIVERING, DELIVERED, DEAD)
 _ACTIONS = ("push", "pull", "delete", "mount")
@@ -74,7 +76,7 @@ def _query_id(request: web.Request, key: str) -> int | None:
 
 
 # -- audit log ------------------------------------------------------------------------------
-@routes.get("/ui/admin/audit", name=route_names.UI_AUDIT)
+@routes.get("/ui/admin/audit", name=route_names.UI_AUDIT, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def audit_page(request: web.Request) -> web.StreamResponse:
     """Newest first, ``ui.page_size`` per page, filtered by actor, action and repository;
     what the viewer may read only (the API's rule)."""
@@ -139,7 +141,7 @@ async def _webhooks_page(
     return render("webhooks.html", request, ctx, status=status)
 
 
-@routes.get("/ui/admin/webhooks", name=route_names.UI_WEBHOOKS)
+@routes.get("/ui/admin/webhooks", name=route_names.UI_WEBHOOKS, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def webhooks_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     _signed_in(viewer, "/ui/admin/webhooks")
@@ -170,7 +172,7 @@ def _webhooks(request: web.Request) -> WebhookService:
     return service
 
 
-@routes.post("/ui/admin/webhooks", name=route_names.UI_WEBHOOKS_POST)
+@routes.post("/ui/admin/webhooks", name=route_names.UI_WEBHOOKS_POST, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def webhook_create(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     _signed_in(viewer, "/ui/admin/webhooks")
@@ -196,7 +198,7 @@ async def _visible_hook(request: web.Request, caller: Caller) -> Any:
     return ep
 
 
-@routes.get(f"/ui/admin/webhooks/{_HOOK}", name=route_names.UI_WEBHOOK)
+@routes.get(f"/ui/admin/webhooks/{_HOOK}", name=route_names.UI_WEBHOOK, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def webhook_page(request: web.Request) -> web.StreamResponse:
     """One webhook and its newest deliveries (status filter, pages by delivery id)."""
     viewer = await resolve_viewer(request)
@@ -222,7 +224,7 @@ async def webhook_page(request: web.Request) -> web.StreamResponse:
     return render("webhook.html", request, ctx)
 
 
-@routes.post(f"/ui/admin/webhooks/{_HOOK}/test", name=route_names.UI_WEBHOOK_TEST)
+@routes.post(f"/ui/admin/webhooks/{_HOOK}/test", name=route_names.UI_WEBHOOK_TEST, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def webhook_test(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _signed_in(viewer, "/ui/admin/webhooks")
@@ -237,7 +239,7 @@ async def webhook_test(request: web.Request) -> web.StreamResponse:
     raise Redirect(f"/ui/admin/webhooks/{name}?sent=1")
 
 
-@routes.post(f"/ui/admin/webhooks/{_HOOK}/delete", name=route_names.UI_WEBHOOK_DELETE)
+@routes.post(f"/ui/admin/webhooks/{_HOOK}/delete", name=route_names.UI_WEBHOOK_DELETE, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def webhook_delete(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _signed_in(viewer, "/ui/admin/webhooks")
@@ -251,7 +253,9 @@ async def webhook_delete(request: web.Request) -> web.StreamResponse:
     raise Redirect("/ui/admin/webhooks")
 
 
-@routes.post(f"/ui/admin/webhooks/{_HOOK}/deliveries/{{id}}/retry", name=route_names.UI_WEBHOOK_RETRY)
+@routes.post(
+    f"/ui/admin/webhooks/{_HOOK}/deliveries/{{id}}/retry", name=route_names.UI_WEBHOOK_RETRY, rule=Rule.SESSION, doc=UNDOCUMENTED
+)
 async def webhook_retry(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _signed_in(viewer, "/ui/admin/webhooks")
@@ -269,7 +273,7 @@ async def webhook_retry(request: web.Request) -> web.StreamResponse:
 
 
 # -- vulnerability database -----------------------------------------------------------------
-@routes.get("/ui/admin/vulndb", name=route_names.UI_VULNDB)
+@routes.get("/ui/admin/vulndb", name=route_names.UI_VULNDB, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def vulndb_page(request: web.Request) -> web.StreamResponse:
     """Loaded or not, how many advisories, when imported (and how long ago)."""
     viewer = await resolve_viewer(request)
@@ -290,7 +294,7 @@ async def vulndb_page(request: web.Request) -> web.StreamResponse:
 
 
 # -- pull-through cache and mirror rules ----------------------------------------------------
-@routes.get("/ui/admin/cache", name=route_names.UI_CACHE)
+@routes.get("/ui/admin/cache", name=route_names.UI_CACHE, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def cache_page(request: web.Request) -> web.StreamResponse:
     """Upstreams (without credentials) with their counters; mirror rules with the state of
     their scheduled job."""
@@ -338,14 +342,14 @@ def _gc_ctx(request: web.Request, **extra: Any) -> dict[str, Any]:
     return ctx
 
 
-@routes.get("/ui/admin/gc", name=route_names.UI_GC)
+@routes.get("/ui/admin/gc", name=route_names.UI_GC, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def gc_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     _require_admin(viewer)
     return render("gc.html", request, _gc_ctx(request))
 
 
-@routes.post("/ui/admin/gc", name=route_names.UI_GC_POST)
+@routes.post("/ui/admin/gc", name=route_names.UI_GC_POST, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def gc_post(request: web.Request) -> web.StreamResponse:
     """``action=dry_run``: what a collection would remove; ``action=run``: first a
     confirmation page, then (``confirm=yes``) the collection itself, started as the viewer."""

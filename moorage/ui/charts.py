@@ -12,10 +12,12 @@ from typing import Any
 from aiohttp import web
 
 from ..api import routes as route_names
+from ..api.routes import Rule
+from ..api.routing import UNDOCUMENTED, RouteTable
 from .session import QUERIES, Redirect, Viewer, resolve_viewer
 from .templating import render
 
-routes = web.RouteTableDef()
+routes = RouteTable()
 #: Namespaces shown in the storage chart, and repositories stacked per namespace.
 TOP_NAMESPACES = 12
 TOP_REPOS = 8
@@ -77,7 +79,7 @@ async def activity_data(request: web.Request, viewer: Viewer, hours: int = 7 * 2
     }
 
 
-@routes.get("/ui/stats", name=route_names.UI_STATS)
+@routes.get("/ui/stats", name=route_names.UI_STATS, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def stats_page(request: web.Request) -> web.StreamResponse:
     viewer = await _viewer(request)
     storage = await storage_data(request, viewer)
@@ -100,11 +102,11 @@ async def stats_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-@routes.get("/ui/stats/storage.json", name=route_names.UI_STATS_STORAGE)
+@routes.get("/ui/stats/storage.json", name=route_names.UI_STATS_STORAGE, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def storage_json(request: web.Request) -> web.StreamResponse:
     return web.json_response(await storage_data(request, await _viewer(request)))
 
 
-@routes.get("/ui/stats/activity.json", name=route_names.UI_STATS_ACTIVITY)
+@routes.get("/ui/stats/activity.json", name=route_names.UI_STATS_ACTIVITY, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def activity_json(request: web.Request) -> web.StreamResponse:
     return web.json_response(await activity_data(request, await _viewer(request)))

@@ -17,13 +17,15 @@ from .. import errors
 from ..accounts.group_store import GroupStore
 from ..api import routes as route_names
 from ..api.common import DATABASE
+from ..api.routes import Rule
+from ..api.routing import UNDOCUMENTED, RouteTable
 from ..registry.access_rules import MAX_GROUP_NAME
 from ..registry.names import is_valid_name
 from .manage import _accounts, _refused
 from .session import Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer, ui_principal
 from .templating import render
 
-routes = web.RouteTableDef()
+routes = RouteTable()
 PATH = "/ui/admin/group-grants"
 
 
@@ -49,7 +51,7 @@ async def _page(request: web.Request, error: str | None = None, status: int = 20
     return render("group_grants.html", request, ctx, status=status)
 
 
-@routes.get(PATH, name=route_names.UI_GROUP_GRANTS)
+@routes.get(PATH, name=route_names.UI_GROUP_GRANTS, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def group_grants_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     _token_mode(viewer)
@@ -58,7 +60,7 @@ async def group_grants_page(request: web.Request) -> web.StreamResponse:
     return await _page(request)
 
 
-@routes.post(PATH, name=route_names.UI_GROUP_GRANTS_POST)
+@routes.post(PATH, name=route_names.UI_GROUP_GRANTS_POST, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def group_grants_post(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     _token_mode(viewer)

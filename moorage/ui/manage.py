@@ -23,6 +23,8 @@ from .. import errors
 from ..accounts.service import AccountsService
 from ..api import routes as route_names
 from ..api.common import ACCOUNTS, DATABASE, SERVICE, SETTINGS
+from ..api.routes import Rule
+from ..api.routing import UNDOCUMENTED, RouteTable
 from ..metadata.ui_queries import Row
 from ..registry.access_rules import parse_actions, parse_token_scope
 from ..registry.names import is_valid_name
@@ -31,7 +33,7 @@ from .pages import NAME, _repo_name, registry_host, visible_repository
 from .session import QUERIES, Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer, ui_principal
 from .templating import render
 
-routes = web.RouteTableDef()
+routes = RouteTable()
 
 
 def _auth_state(request: web.Request) -> Any:
@@ -90,7 +92,7 @@ def _path_id(request: web.Request, key: str) -> str:
 
 
 # -- deleting tags and manifests -------------------------------------------------------------
-@routes.get(f"/ui/repo/{NAME}/-/delete", name=route_names.UI_DELETE_CONFIRM)
+@routes.get(f"/ui/repo/{NAME}/-/delete", name=route_names.UI_DELETE_CONFIRM, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def delete_confirm(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     name = _repo_name(request)
@@ -103,7 +105,7 @@ async def delete_confirm(request: web.Request) -> web.StreamResponse:
     return render("delete_confirm.html", request, {"title": "Confirm deletion", "name": name, "tag": tag, "digest": digest})
 
 
-@routes.post(f"/ui/repo/{NAME}/-/delete", name=route_names.UI_DELETE)
+@routes.post(f"/ui/repo/{NAME}/-/delete", name=route_names.UI_DELETE, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def delete_post(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     name = _repo_name(request)
@@ -128,7 +130,7 @@ async def delete_post(request: web.Request) -> web.StreamResponse:
 
 
 # -- deleting a repository (administrators, as DELETE /api/v1/repositories/NAME) ----------------
-@routes.get(f"/ui/repo/{NAME}/-/delete-repository", name=route_names.UI_REPO_DELETE_CONFIRM)
+@routes.get(f"/ui/repo/{NAME}/-/delete-repository", name=route_names.UI_REPO_DELETE_CONFIRM, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def repository_delete_confirm(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     _require_admin(viewer)
@@ -137,7 +139,7 @@ async def repository_delete_confirm(request: web.Request) -> web.StreamResponse:
     return render("delete_repository_confirm.html", request, {"title": "Confirm repository deletion", "name": name})
 
 
-@routes.post(f"/ui/repo/{NAME}/-/delete-repository", name=route_names.UI_REPO_DELETE)
+@routes.post(f"/ui/repo/{NAME}/-/delete-repository", name=route_names.UI_REPO_DELETE, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def repository_delete_post(request: web.Request) -> web.StreamResponse:
     """The registry service's repository delete (the same operation as the API and the CLI)."""
     viewer, form = await check_csrf(request)
@@ -157,7 +159,7 @@ async def repository_delete_post(request: web.Request) -> web.StreamResponse:
     raise Redirect("/ui/")
 
 
-@routes.post(f"/ui/repo/{NAME}/-/visibility", name=route_names.UI_VISIBILITY)
+@routes.post(f"/ui/repo/{NAME}/-/visibility", name=route_names.UI_VISIBILITY, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def visibility_post(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     _signed_in(viewer, token_mode=True)
@@ -203,7 +205,7 @@ def _require_token_user(viewer: Viewer) -> None:
         raise UIError(403, "Signed in with a scoped access token: it cannot manage tokens.")
 
 
-@routes.get("/ui/tokens", name=route_names.UI_TOKENS)
+@routes.get("/ui/tokens", name=route_names.UI_TOKENS, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def tokens_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     _require_token_user(viewer)
@@ -225,7 +227,7 @@ def _token_params(form: Form) -> tuple[str, list[str] | None, float | None]:
     return name, scope, expires
 
 
-@routes.post("/ui/tokens", name=route_names.UI_TOKENS_POST)
+@routes.post("/ui/tokens", name=route_names.UI_TOKENS_POST, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def token_create(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     _require_token_user(viewer)
@@ -243,7 +245,7 @@ async def token_create(request: web.Request) -> web.StreamResponse:
     return await _tokens_page(request, viewer, created={"record": rec, "secret": text, "user": viewer.name})
 
 
-@routes.post("/ui/tokens/{id}/revoke", name=route_names.UI_TOKEN_REVOKE)
+@routes.post("/ui/tokens/{id}/revoke", name=route_names.UI_TOKEN_REVOKE, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def token_revoke(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _require_token_user(viewer)
@@ -289,14 +291,14 @@ async def _users_page(
     )
 
 
-@routes.get("/ui/admin/users", name=route_names.UI_USERS)
+@routes.get("/ui/admin/users", name=route_names.UI_USERS, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def users_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     _require_admin(viewer, token_mode=True)
     return await _users_page(request)
 
 
-@routes.post("/ui/admin/users", name=route_names.UI_USERS_POST)
+@routes.post("/ui/admin/users", name=route_names.UI_USERS_POST, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def user_create(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     _signed_in(viewer, token_mode=True)
@@ -321,7 +323,7 @@ async def user_create(request: web.Request) -> web.StreamResponse:
     return await _users_page(request, created=created)
 
 
-@routes.post("/ui/admin/users/{user}/delete", name=route_names.UI_USER_DELETE)
+@routes.post("/ui/admin/users/{user}/delete", name=route_names.UI_USER_DELETE, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def user_delete(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _signed_in(viewer, token_mode=True)
@@ -338,7 +340,7 @@ async def user_delete(request: web.Request) -> web.StreamResponse:
     raise Redirect("/ui/admin/users")
 
 
-@routes.post("/ui/admin/users/{user}/password", name=route_names.UI_USER_PASSWORD)
+@routes.post("/ui/admin/users/{user}/password", name=route_names.UI_USER_PASSWORD, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def user_password(request: web.Request) -> web.StreamResponse:
     """A new generated password (shown once); the user's password sessions end with it."""
     viewer, _ = await check_csrf(request)
@@ -358,7 +360,7 @@ async def user_password(request: web.Request) -> web.StreamResponse:
     return await _users_page(request, created={"name": name, "password": password, "reset": True})
 
 
-@routes.post("/ui/admin/users/{user}/token", name=route_names.UI_USER_TOKEN)
+@routes.post("/ui/admin/users/{user}/token", name=route_names.UI_USER_TOKEN, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def robot_token(request: web.Request) -> web.StreamResponse:
     viewer, form = await check_csrf(request)
     _signed_in(viewer, token_mode=True)
@@ -380,7 +382,7 @@ async def robot_token(request: web.Request) -> web.StreamResponse:
     return await _users_page(request, created={"name": name, "password": None, "secret": text})
 
 
-@routes.post("/ui/admin/tokens/{id}/revoke", name=route_names.UI_ADMIN_TOKEN_REVOKE)
+@routes.post("/ui/admin/tokens/{id}/revoke", name=route_names.UI_ADMIN_TOKEN_REVOKE, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def admin_token_revoke(request: web.Request) -> web.StreamResponse:
     viewer, _ = await check_csrf(request)
     _signed_in(viewer, token_mode=True)
@@ -394,7 +396,7 @@ async def admin_token_revoke(request: web.Request) -> web.StreamResponse:
 
 
 # -- namespaces: visibility, grants, retention, immutable tags, quotas -------------------------
-@routes.get("/ui/admin/namespaces", name=route_names.UI_NAMESPACES)
+@routes.get("/ui/admin/namespaces", name=route_names.UI_NAMESPACES, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def namespaces_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     _require_admin(viewer)
@@ -443,7 +445,7 @@ def _namespace(form: Form, key: str = "namespace") -> str:
     return ns
 
 
-@routes.post("/ui/admin/namespaces", name=route_names.UI_NAMESPACES_POST)
+@routes.post("/ui/admin/namespaces", name=route_names.UI_NAMESPACES_POST, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def namespaces_post(request: web.Request) -> web.StreamResponse:
     """One endpoint, ``action`` says what: the forms on the namespaces page."""
     viewer, form = await check_csrf(request)

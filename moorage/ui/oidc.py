@@ -15,11 +15,13 @@ from aiohttp import web
 
 from ..api import routes as route_names
 from ..api.common import AUTHENTICATOR, SETTINGS
+from ..api.routes import Rule
+from ..api.routing import UNDOCUMENTED, RouteTable
 from ..auth.oidc import LOGIN_TTL, OidcUsers, ProviderUnavailable, SignInRefused, state_hash
 from .pages import _safe_next
 from .session import Redirect, UIError, open_session, set_cookie
 
-routes = web.RouteTableDef()
+routes = RouteTable()
 STATE_COOKIE = "moorage_oidc_state"
 CALLBACK = "/auth/oidc/callback"
 
@@ -38,7 +40,7 @@ def redirect_uri(request: web.Request) -> str:
     return base.rstrip("/") + CALLBACK
 
 
-@routes.get("/auth/oidc/login", name=route_names.UI_OIDC_LOGIN)
+@routes.get("/auth/oidc/login", name=route_names.UI_OIDC_LOGIN, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def oidc_login(request: web.Request) -> web.StreamResponse:
     users = _users(request)
     try:
@@ -51,7 +53,7 @@ async def oidc_login(request: web.Request) -> web.StreamResponse:
     raise Redirect(url)
 
 
-@routes.get(CALLBACK, name=route_names.UI_OIDC_CALLBACK)
+@routes.get(CALLBACK, name=route_names.UI_OIDC_CALLBACK, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def oidc_callback(request: web.Request) -> web.StreamResponse:
     users = _users(request)
     query = request.query

@@ -1,7 +1,7 @@
 """Browsing: the repository list, a repository's tags, a manifest, sign-in and sign-out.
 
 Handlers parse the request, ask :class:`~moorage.metadata.ui_queries.UIQueries` and render a
-template; every route is SESSION in :mod:`moorage.api.routes`, so the registry's auth middleware
+template; every route is declared SESSION (:mod:`moorage.api.routing`), so the registry's auth middleware
 leaves it alone (the UI authenticates for itself, through :mod:`moorage.ui.session`).
 """
 
@@ -16,6 +16,8 @@ from aiohttp import web
 
 from ..api import routes as route_names
 from ..api.common import BLOBS, SETTINGS
+from ..api.routes import Rule
+from ..api.routing import UNDOCUMENTED, RouteTable
 from ..metadata.ui_queries import MAX_CURSOR, Row, UIQueries
 from ..registry.names import is_valid_name
 from . import format as fmt
@@ -25,7 +27,7 @@ from .templating import render
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement
 
-routes = web.RouteTableDef()
+routes = RouteTable()
 NAME = "{name:[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*}"
 _HOST_OK = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 _SORT_LABELS = {"name": "Name", "pushed": "Last push", "size": "Size"}
@@ -78,7 +80,7 @@ async def visible_repository(request: web.Request, viewer: Viewer, name: str) ->
 
 
 # -- repositories -------------------------------------------------------------------------
-@routes.get("/", name=route_names.UI_REPOS)
+@routes.get("/", name=route_names.UI_REPOS, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def repositories_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     if viewer.mode == "htpasswd" and viewer.anonymous:
@@ -148,7 +150,7 @@ async def _namespaces(queries: UIQueries, viewer: Viewer, visible: ColumnElement
 
 
 # -- one repository ------------------------------------------------------------------------
-@routes.get(f"/ui/repo/{NAME}", name=route_names.UI_REPO)
+@routes.get(f"/ui/repo/{NAME}", name=route_names.UI_REPO, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def repository_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     name = _repo_name(request)
@@ -234,7 +236,7 @@ def _group_referrers(items: list[dict[str, Any]]) -> list[tuple[str, list[dict[s
 
 
 # -- one manifest --------------------------------------------------------------------------
-@routes.get(f"/ui/repo/{NAME}/-/manifest/{{ref}}", name=route_names.UI_MANIFEST)
+@routes.get(f"/ui/repo/{NAME}/-/manifest/{{ref}}", name=route_names.UI_MANIFEST, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def manifest_page(request: web.Request) -> web.StreamResponse:
     viewer = await resolve_viewer(request)
     name = _repo_name(request)
@@ -353,7 +355,7 @@ def _safe_next(value: str | None) -> str:
     return "/"
 
 
-@routes.get("/ui/login", name=route_names.UI_LOGIN)
+@routes.get("/ui/login", name=route_names.UI_LOGIN, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def login_page(request: web.Request) -> web.StreamResponse:
     await resolve_viewer(request)
     return render(
@@ -361,7 +363,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-@routes.post("/ui/login", name=route_names.UI_LOGIN_POST)
+@routes.post("/ui/login", name=route_names.UI_LOGIN_POST, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def login_post(request: web.Request) -> web.StreamResponse:
     _, form = await check_csrf(request)
     username = fmt.clean(str(form.get("username", "")), 200)
@@ -376,7 +378,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     raise Redirect(nxt)
 
 
-@routes.post("/ui/logout", name=route_names.UI_LOGOUT)
+@routes.post("/ui/logout", name=route_names.UI_LOGOUT, rule=Rule.SESSION, doc=UNDOCUMENTED)
 async def logout(request: web.Request) -> web.StreamResponse:
     await check_csrf(request)
     await sign_out(request)

@@ -19,6 +19,8 @@ from aiohttp import web
 from .. import errors
 from ..api import routes as route_names
 from ..api.extension import ExtensionContext
+from ..api.routes import Rule
+from ..api.routing import add_routes, add_static
 from .activity import ACTIVITY  # noqa: F401 - the key lives with the recorder
 from .session import QUERIES, Redirect, UIError, apply_cookies, resolve_viewer
 from .templating import STATIC_DIR, render, setup_templates
@@ -100,10 +102,9 @@ def setup_ui(ctx: ExtensionContext) -> None:
     app.cleanup_ctx.append(recorder.cleanup_ctx())
     ctx.scheduler.register(recorder.job())
     ctx.route_middlewares.add(ui_middleware, lambda route: route in route_names.UI_ROUTES)
-    for module in (pages, manage, admin, charts, groups):
-        app.router.add_routes(module.routes)
+    add_routes(app, *(module.routes for module in (pages, manage, admin, charts, groups)))
     if settings.auth.mode == "token" and settings.auth.oidc is not None:
         from . import oidc
 
-        app.router.add_routes(oidc.routes)
-    app.router.add_static("/static/", STATIC_DIR, name=route_names.UI_STATIC, append_version=True)
+        add_routes(app, oidc.routes)
+    add_static(app, "/static/", STATIC_DIR, name=route_names.UI_STATIC, rule=Rule.SESSION, append_version=True)
