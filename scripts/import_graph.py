@@ -10,7 +10,11 @@ does not remove it).  Rules:
   do not import each other, nor ``registry`` (the domain uses them, not the other way round:
   the error registry every layer raises from is ``moorage.errors``, below all of them, importing
   nothing of the package); ``registry`` imports no ``api``;
-* nothing imports ``moorage.api.app`` except the composition root, the server and the CLI.
+* nothing imports ``moorage.api.app`` except the composition root, the server and the CLI;
+* no cycles between packages either (``moorage.gc`` -> ``moorage.events`` -> ``moorage.gc``
+  through different modules is a cycle of the packages: each package -- and each top-level
+  module -- is a layer that can be read, tested and replaced without the ones above it).
+  ``--packages`` prints the package graph in layer order.
 
     python scripts/import_graph.py          # prints violations, exit 1 if any
     python scripts/import_graph.py --json   # {"violations": [...], "graph": {module: [imports]}}
@@ -133,6 +137,37 @@ def cycles(g: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def package_of(mod: str) -> str:
+    """``moorage.gc.cli`` -> ``moorage.gc``; a top-level module is its own package."""
+    return ".".join(mod.split(".")[:2])
+
+
+def package_graph(g: dict[str, set[str]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {package_of(m): set() for m in g}
+    for mod, deps in g.items():
+        out[package_of(mod)] |= {package_of(d) for d in deps if package_of(d) != package_of(mod)}
+    out.pop("moorage", None)  # the package's own __init__ (a version string) is below everything
+    for deps in out.values():
+        deps.discard("moorage")
+    return out
+
+
+def layers(pg: dict[str, set[str]]) -> list[list[str]]:
+    """The packages in layers: each imports only packages of the layers before it."""
+    placed: dict[str, int] = {}
+    remaining = dict(pg)
+    out: list[list[str]] = []
+    while remaining:
+        ready = sorted(p for p, deps in remaining.items() if deps <= set(placed))
+        if not ready:  # a cycle: reported by violations()
+            break
+        for p in ready:
+            placed[p] = len(out)
+            del remaining[p]
+        out.append(ready)
+    return out
+
+
 def _under(mod: str, prefixes: tuple[str, ...]) -> bool:
     return any(mod == p or mod.startswith(p + ".") for p in prefixes)
 
@@ -140,6 +175,7 @@ def _under(mod: str, prefixes: tuple[str, ...]) -> bool:
 def violations(g: dict[str, set[str]] | None = None) -> list[str]:
     g = graph() if g is None else g
     found = [f"cycle: {' <-> '.join(c)}" for c in cycles(g)]
+    found += [f"package cycle: {' <-> '.join(c)}" for c in cycles(package_graph(g))]
     for mod, deps in sorted(g.items()):
         for dep in sorted(deps):
             if _under(mod, CORE) and _under(dep, ABOVE_CORE):
@@ -158,6 +194,12 @@ def violations(g: dict[str, set[str]] | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--packages"]:
+        pg = package_graph(graph())
+        for i, layer in enumerate(layers(pg)):
+            for p in layer:
+                print(f"{i:2d} {p.removeprefix('moorage.'):14s} -> {' '.join(sorted(d.removeprefix('moorage.') for d in pg[p]))}")
+        sys.exit(0)
     if sys.argv[1:] == ["--json"]:
         g = graph()
         print(json.dumps({"violations": violations(g), "graph": {m: sorted(d) for m, d in sorted(g.items())}}))

@@ -46,7 +46,20 @@ def test_the_checker_sees_cycles_and_upward_imports() -> None:
     assert checker.cycles(graph) == [["moorage.a", "moorage.b", "moorage.c"]]
     assert checker.violations({**graph, "moorage.metadata.x": {"moorage.api.y"}, "moorage.api.y": set()}) == [
         "cycle: moorage.a <-> moorage.b <-> moorage.c",
+        "package cycle: moorage.a <-> moorage.b <-> moorage.c",
         "upward import: moorage.metadata.x -> moorage.api.y",
+    ]
+    # modules without a cycle whose packages import each other: gc.cli -> events.setup -> gc.policies
+    layered = {
+        "moorage.gc.cli": {"moorage.events.setup"},
+        "moorage.events.setup": {"moorage.gc.policies"},
+        "moorage.gc.policies": set(),
+    }
+    assert checker.cycles(layered) == []
+    assert checker.violations(layered) == ["package cycle: moorage.events <-> moorage.gc"]
+    assert checker.layers(checker.package_graph({"moorage.api.x": {"moorage.registry.y"}, "moorage.registry.y": set()})) == [
+        ["moorage.registry"],
+        ["moorage.api"],
     ]
     real = _report()["graph"]
     assert "moorage.registry.service" in real and "moorage.metadata.store" in real["moorage.registry.service"]
