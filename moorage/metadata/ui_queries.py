@@ -185,7 +185,9 @@ def _tag_figures(ids: Sequence[int]) -> Any:
     maximum of ``ix_tags_updated`` -- one statement, whatever the repositories hold."""
     parts = []
     for rid in ids:
-        capped = select(tags.c.name).where(tags.c.repository_id == rid).limit(TAG_COUNT_CAP + 1).subquery()
+        # (ordered by the key: PostgreSQL would otherwise pick a Seq Scan "until 1,001 rows",
+        # which for a repository whose tags lie at the table's end reads the whole table)
+        capped = select(tags.c.name).where(tags.c.repository_id == rid).order_by(tags.c.name).limit(TAG_COUNT_CAP + 1).subquery()
         parts.append(
             select(
                 literal(rid, Integer).label("id"),
@@ -527,12 +529,15 @@ class UIQueries:
         else:
             k, n = float(mark[0]), mark[1]
             # The tags tied at k past n, then those past k: one (updated_at, name) > (k, n)
-            # condition would not be a range of the index on PostgreSQL and SQLite alike.
+            # condition would not be a range of the index on PostgreSQL and SQLite alike.  The
+            # ties are found by push time and sorted (``name || ''``: SQLite would otherwise
+            # walk the (repository, name) key from n, through every later name).
+            tie = self.db.lexical(tags.c.name.concat(""))
             if backward:
-                tied = select(*key_cols).where(*where, tags.c.updated_at == k, name < n).order_by(name.desc())
+                tied = select(*key_cols).where(*where, tags.c.updated_at == k, tie < n).order_by(tie.desc())
                 past = select(*key_cols).where(*where, tags.c.updated_at > k).order_by(tags.c.updated_at, name.desc())
             else:
-                tied = select(*key_cols).where(*where, tags.c.updated_at == k, name > n).order_by(name)
+                tied = select(*key_cols).where(*where, tags.c.updated_at == k, tie > n).order_by(tie)
                 past = select(*key_cols).where(*where, tags.c.updated_at < k).order_by(tags.c.updated_at.desc(), name)
             pages = [tied.limit(limit), past.limit(limit)]
         async with self.db.read() as conn:
