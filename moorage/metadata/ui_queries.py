@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Integer, and_, delete, false, func, literal, literal_column, or_, select, text, true, union_all, update
+from sqlalchemy import Integer, and_, column, delete, false, func, literal_column, or_, select, table, text, true, update
 from sqlalchemy.sql.elements import ColumnElement, True_
 
 from .db import Database
@@ -179,23 +179,32 @@ def _parse_cursor(raw: str | None, sort: str) -> tuple[float, str] | None:
     return key, name
 
 
-def _tag_figures(ids: Sequence[int]) -> Any:
-    """(repository id, tag count capped at :data:`TAG_COUNT_CAP` + 1, last push) of each
-    repository: per repository, a count of at most 1,001 entries of the tags key and the
-    maximum of ``ix_tags_updated`` -- one statement, whatever the repositories hold."""
-    parts = []
-    for rid in ids:
-        # (ordered by the key: PostgreSQL would otherwise pick a Seq Scan "until 1,001 rows",
-        # which for a repository whose tags lie at the table's end reads the whole table)
-        capped = select(tags.c.name).where(tags.c.repository_id == rid).order_by(tags.c.name).limit(TAG_COUNT_CAP + 1).subquery()
-        parts.append(
-            select(
-                literal(rid, Integer).label("id"),
-                select(func.count()).select_from(capped).scalar_subquery().label("n"),
-                select(func.max(tags.c.updated_at)).where(tags.c.repository_id == rid).scalar_subquery().label("last"),
-            )
-        )
-    return union_all(*parts)
+def _row_figures(ids: Sequence[int]) -> Any:
+    """(repository id, tag count capped at :data:`TAG_COUNT_CAP` + 1, last push, size) of each
+    repository, one statement: per repository a count of at most 1,001 entries of the tags
+    key (issue 24: counting a repository's 100,000 tags on every list view), the maximum of
+    ``ix_tags_updated`` and the sum of its linked blobs."""
+    rid = repositories.c.id
+    # (ordered by the key: PostgreSQL would otherwise pick a Seq Scan "until 1,001 rows",
+    # which for a repository whose tags lie at the table's end reads the whole table)
+    capped = (
+        select(tags.c.name)
+        .where(tags.c.repository_id == rid)
+        .order_by(tags.c.name)
+        .limit(TAG_COUNT_CAP + 1)
+        .correlate(repositories)
+        .subquery()
+    )
+    count = select(func.count()).select_from(capped).correlate(repositories).scalar_subquery()
+    last = select(func.max(tags.c.updated_at)).where(tags.c.repository_id == rid).correlate(repositories).scalar_subquery()
+    size = (
+        select(func.sum(blobs.c.size))
+        .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest))
+        .where(repository_blobs.c.repository_id == rid)
+        .correlate(repositories)
+        .scalar_subquery()
+    )
+    return select(rid, count, last, size).where(rid.in_(list(ids)))
 
 
 class UIQueries:
@@ -300,13 +309,19 @@ class UIQueries:
         if candidates is None and sort in ("pushed", "size") and not (backward and mark is not None and mark[0] <= 0):
             fast = self._by_figure(visible, query, namespace, sort, mark, backward, offset, limit)
         count_where = self._listing_where(visible, query, namespace)
+        counted_from: Any = repositories
         if candidates is not None:
             count_where.append(repositories.c.id.in_(candidates))
         elif self._fts and uses_search_index(query.lower()):
-            # A common term: count from the index's rows (a name walk would read half the
-            # names to find the 1,001st match of a term in one name out of 500).
-            count_where.append(repositories.c.id.in_(self._fts_rowids(query.lower())))
-        count_q = select(func.count()).select_from(select(repositories.c.id).where(*count_where).limit(COUNT_CAP + 1).subquery())
+            # A common term: count by a walk of the index's matches joined to their rows, which
+            # stops at the 1,001st (a name walk would read half the names to find the 1,001st
+            # match of a term in one name out of 500; an IN (index rows) reads them all first).
+            fts = table(REPOSITORIES_FTS, column("rowid", Integer))
+            counted_from = fts.join(repositories, repositories.c.id == fts.c.rowid)
+            count_where.append(literal_column(REPOSITORIES_FTS).op("MATCH")(fts_phrase(query.lower())))
+        count_q = select(func.count()).select_from(
+            select(repositories.c.id).select_from(counted_from).where(*count_where).limit(COUNT_CAP + 1).subquery()
+        )
         async with self.db.read() as conn:
             rows = []
             for stmt in fast or ():
@@ -339,16 +354,9 @@ class UIQueries:
             stats: dict[int, tuple[int, float | None]] = {}
             sizes: dict[int, int] = {}
             if ids:
-                for chunk in (ids[i : i + 200] for i in range(0, len(ids), 200)):
-                    for r in await conn.execute(_tag_figures(chunk)):
-                        stats[int(r[0])] = (int(r[1]), r[2])
-                for r in await conn.execute(
-                    select(repository_blobs.c.repository_id, func.sum(blobs.c.size))
-                    .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest))
-                    .where(repository_blobs.c.repository_id.in_(ids))
-                    .group_by(repository_blobs.c.repository_id)
-                ):
-                    sizes[int(r[0])] = int(r[1] or 0)
+                for r in await conn.execute(_row_figures(ids)):
+                    stats[int(r[0])] = (int(r[1]), r[2])
+                    sizes[int(r[0])] = int(r[3] or 0)
         out = []
         for r in rows:
             count, last = stats.get(int(r.id), (0, None))
