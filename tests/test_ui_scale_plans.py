@@ -203,3 +203,47 @@ def test_the_namespace_filter_is_bounded(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(ui_queries, "NAMESPACE_PROBES", 100)
     names = _run(url, lambda ui: ui.namespaces_of(true(), limit=10_000))
     assert len(names) == 100 and names == sorted(names)
+
+
+# -- retention of a repository with many tags ----------------------------------------------------
+def test_retention_plan_in_batches_is_the_planners_and_walks_the_index(db_url: str) -> None:
+    """``plan_repository_batches``: batches of a few hundred tags, each continuing from the last
+    one's key, together exactly what ``plan`` removes (ties of three in push time included);
+    each batch is a walk of ``ix_tags_updated`` from its key, not a sort of every tag."""
+    from moorage.gc import retention
+    from moorage.metadata.records import RetentionPolicy
+
+    now = 1.6e9 + TAGS  # pushed at 1.6e9 + x: "expire 1 day" keeps the last 86,400 s: none here
+    cases = [
+        [RetentionPolicy("big/*", 10)],
+        [RetentionPolicy("big/*", TAGS - 1500)],
+        [RetentionPolicy("big/*", None, None, 0.1)],
+        [RetentionPolicy("big/*", 100, "v0000[0-4].*", None)],
+        [RetentionPolicy("*", 5), RetentionPolicy("big/tags", 300, None, 0.05)],
+    ]
+
+    async def go(ui: UIQueries) -> None:
+        db = ui.db
+        everything = await retention.load_tags(db, "big/tags")
+        for policies in cases:
+            expected = retention.plan(policies, everything, now)
+            parts = [p async for p in retention.plan_repository_batches(db, policies, "big/tags", now, batch=997)]
+            assert [t for p in parts for t in p] == expected, policies
+            assert all(len(p) <= 997 for p in parts)
+            assert await retention.plan_repository(db, policies, "big/tags", now) == expected
+        assert len(retention.plan(cases[0], everything, now)) == TAGS + 1 - 10
+
+    _run(db_url, go)
+
+    async def second_batch(db: Any) -> None:
+        batches = retention.plan_repository_batches(db, cases[0], "big/tags", now, batch=500)
+        await anext(batches)
+        await anext(batches)
+        await batches.aclose()
+
+    stmts = [s for s in _captured_statements(db_url, second_batch) if "updated_at" in str(s) and "OFFSET" not in str(s).upper()]
+    assert stmts
+    for stmt in stmts:
+        plan = _plan(db_url, stmt)
+        assert "ix_tags_updated" in plan and "Seq Scan on tags" not in plan, plan
+        assert "USE TEMP B-TREE FOR ORDER BY" not in plan and not re.search(r"(^|-> +)Sort +\(", plan, re.M), plan
