@@ -125,6 +125,24 @@ async def measure(url: str, fig: dict[str, Any]) -> None:
             fig[f"retention plan big/tags ({label})"] = await amedian_ms(
                 lambda pol=pol: retention.plan_repository(db, pol, "big/tags"), 3
             )
+        batches = getattr(retention, "plan_repository_batches", None)
+        if batches is not None:  # after issue 24: a batch of 1,000 at a time, from the last one's key
+            from moorage.metadata.policy_store import PolicyStore
+
+            keep10 = [RetentionPolicy("big/*", 10, None, None)]
+
+            async def first_batch() -> Any:
+                it = batches(db, keep10, "big/tags")
+                try:
+                    return await anext(it)
+                finally:
+                    await it.aclose()
+
+            fig["retention plan big/tags, keep_last 10: first batch of 1,000"] = await amedian_ms(first_batch)
+            mid = (1.6e9 + 50_000, "v050000")
+            fig["retention plan big/tags, keep_last 10: batch 50 of 100"] = await amedian_ms(
+                lambda: PolicyStore(db).retention_candidates("big/tags", [(10, None)], limit=1000, after=mid)
+            )
     finally:
         await db.close()
 
