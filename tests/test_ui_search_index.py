@@ -108,6 +108,22 @@ def test_a_common_term_counts_from_the_index(big: Path) -> None:
         assert "LIST SUBQUERY" not in plan, plan
 
 
+def test_a_restricted_viewers_common_term_reads_their_ranges(big: Path) -> None:
+    """A viewer with three namespaces searching a term in every name: page and count read
+    their three name ranges, not the index's million matches."""
+    from moorage.metadata.ui_queries import Visibility
+
+    async def call(db: Any) -> None:
+        ui = UIQueries(db)
+        cond = await ui.visible_condition(Visibility(public_ok=False, pull_patterns=["ns00000/*", "ns00020/*", "ns00040/*"]))
+        rows, total = await ui.list_repositories(cond, query="r00")
+        assert [r.name for r in rows] == ["ns00000/r0000000", "ns00020/r0000001", "ns00040/r0000002"] and total.exact
+
+    stmts = [s for s in _captured_statements(f"sqlite+aiosqlite:///{big}", call) if "FROM repositories" in str(s)]
+    for sql, plan in _plans(big, stmts):
+        assert not _full_scans(plan) and "repositories_fts JOIN" not in sql, (sql, plan)
+
+
 # -- the same rows as the plain LIKE ----------------------------------------------------------
 _ALPHABET = st.sampled_from(list("abcxyz019._-/%\\\"'AZ") + ["ä", "İ", "ı", "K", "\u212a", "\u0301", "\u202e", "ß", "\x00", "😀"])
 _NAMES = st.lists(st.text(_ALPHABET, min_size=1, max_size=12), min_size=1, max_size=25, unique=True)
