@@ -172,7 +172,7 @@ async def _both(url: str, names: list[str], terms: list[str]) -> list[tuple[str,
         await db.close()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(names=_NAMES, terms=st.lists(_TERMS, min_size=1, max_size=6))
 def test_search_with_the_index_equals_the_plain_like(scratch: str, names: list[str], terms: list[str]) -> None:
     # terms taken from the names too: most random terms match nothing
