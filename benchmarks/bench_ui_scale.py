@@ -7,6 +7,11 @@ The registry is built like ``bench_scale.py``'s (``tests/support/scale.py``: row
 figures), so the same script runs against an older checkout for a "before" column::
 
     python benchmarks/bench_ui_scale.py --repos 1000000 --db sqlite,postgres --json /tmp/after.json
+    python benchmarks/bench_ui_scale.py --repos 100000 --compare /tmp/old-checkout   # before/after
+
+``--compare``: the registry is built once (with this checkout's migrations: the older code
+ignores the trigram index), then measured by both checkouts' code in alternating child
+processes (the older checkout needs this script copied into its ``benchmarks/``).
 
 Also timed: migration 0017 building the SQLite trigram index of an existing database.
 """
@@ -71,6 +76,14 @@ async def build(url: str, n: int, n_tags: int, sqlite: bool) -> dict[str, float]
         await db.migrate()
         fig["migration 0017: build the trigram index (s)"] = time.perf_counter() - t
         await db.close()
+    from moorage.metadata.ui_queries import UIQueries
+
+    db = Database(url)
+    try:
+        await UIQueries(db).refresh_stats()  # the sort figures, as the UI keeps them
+    finally:
+        await db.close()
+    await run_sql(url, [])  # PostgreSQL: VACUUM ANALYZE, as autovacuum would
     return fig
 
 
@@ -88,8 +101,6 @@ async def measure(url: str, fig: dict[str, Any]) -> None:
     store = MetadataStore(db)
     everything = true()
     try:
-        await ui.refresh_stats()
-        await run_sql(url, [])  # PostgreSQL: VACUUM ANALYZE
         for sort in ("name", "pushed", "size"):
             fig[f"UI list page 1, sort {sort}"] = await amedian_ms(lambda: ui.list_repositories(everything, sort=sort))
         for q in SEARCHES:
@@ -147,6 +158,31 @@ async def measure(url: str, fig: dict[str, Any]) -> None:
         await db.close()
 
 
+def compare(url: str, old: Path, rounds: int) -> dict[str, Any]:
+    """Measure ``url`` with this checkout's code and with ``old``'s (its own copy of this
+    script), alternately in child processes, ``rounds`` times each: on a shared machine the
+    load moves, so before and after are taken side by side.  Per figure, the lower median."""
+    import subprocess
+
+    runs: dict[str, list[dict[str, float]]] = {"after": [], "before": []}
+    for _ in range(rounds):
+        for label, root in (("before", old), ("after", ROOT)):
+            out = subprocess.run(
+                [sys.executable, str(root / "benchmarks" / "bench_ui_scale.py"), "--measure", url],
+                capture_output=True,
+                text=True,
+                cwd=root,
+            )
+            if out.returncode != 0:
+                raise SystemExit(f"{label} ({root}) failed:\n{out.stderr[-3000:]}")
+            runs[label].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    fig: dict[str, Any] = {}
+    for label, figs in runs.items():
+        for key in dict.fromkeys(k for f in figs for k in f):
+            fig[f"{label}: {key}"] = min(f[key] for f in figs if key in f)
+    return fig
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repos", type=int, default=100_000)
@@ -154,7 +190,15 @@ def main() -> None:
     ap.add_argument("--db", default="sqlite,postgres")
     ap.add_argument("--workdir")
     ap.add_argument("--json")
+    ap.add_argument("--compare", help="an older checkout: measure the same data with its code too, alternately")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--measure", help=argparse.SUPPRESS)  # (child of --compare: one measurement, JSON on stdout)
     args = ap.parse_args()
+    if args.measure:
+        fig: dict[str, Any] = {}
+        asyncio.run(measure(args.measure, fig))
+        print(json.dumps(fig))
+        return
     kinds = [k.strip() for k in args.db.split(",") if k.strip()]
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ui-scale-", dir=args.workdir) as tmp:
@@ -167,7 +211,10 @@ def main() -> None:
             else:
                 url = f"sqlite+aiosqlite:///{work / 'm.db'}"
             fig: dict[str, Any] = asyncio.run(build(url, args.repos, args.tags, kind == "sqlite"))
-            asyncio.run(measure(url, fig))
+            if args.compare:
+                fig.update(compare(url, Path(args.compare).resolve(), args.rounds))
+            else:
+                asyncio.run(measure(url, fig))
             results[kind] = fig
             print(kind, json.dumps(fig, indent=1), flush=True)
 
