@@ -463,7 +463,7 @@ class UIQueries:
         lookups, not a grouping of every name (issue 24).  A restricted viewer's few ranges
         are grouped as before (what they may see, not the whole table)."""
         if isinstance(visible, True_):
-            return sorted(set(await self._namespace_walk()))[:limit]
+            return sorted(set(await self._namespace_walk(limit)))[:limit]
         name = repositories.c.name
         pos = func.instr(name, "/") if self.db.is_sqlite else func.strpos(name, "/")
         ns = func.substr(name, 1, pos - 1)
@@ -471,8 +471,9 @@ class UIQueries:
         async with self.db.read(snapshot=False) as conn:
             return [r.ns for r in await conn.execute(q)]
 
-    async def _namespace_walk(self) -> list[str]:
-        """Namespaces of the first :data:`NAMESPACE_PROBES` steps of the skip scan."""
+    async def _namespace_walk(self, limit: int) -> list[str]:
+        """The first ``limit`` namespaces of the skip scan, within its first
+        :data:`NAMESPACE_PROBES` steps (the walk stops at whichever comes first)."""
         if self.db.is_sqlite:
             pos, c, nxt = "instr({0}, '/')", "", "char(1)"
         else:
@@ -488,7 +489,8 @@ class UIQueries:
             f"WITH RECURSIVE walk(name) AS (SELECT {probe.format(lo=chr(39) * 2)} "
             f"UNION ALL SELECT {probe.format(lo=step)} FROM walk w WHERE w.name IS NOT NULL) "
             f"SELECT substr(name, 1, {pos.format('name')} - 1) AS ns FROM "
-            f"(SELECT name FROM walk WHERE name IS NOT NULL LIMIT {NAMESPACE_PROBES}) s WHERE {pos.format('name')} > 0"
+            f"(SELECT name FROM walk WHERE name IS NOT NULL LIMIT {int(NAMESPACE_PROBES)}) s "
+            f"WHERE {pos.format('name')} > 0 LIMIT {int(limit)}"
         )
         async with self.db.read(snapshot=False) as conn:
             return [r.ns for r in await conn.execute(text(sql))]
