@@ -155,6 +155,22 @@ HOSTILE_PATHS = [
     "/?sort=pushed&after=" + "9" * 400 + "%3Ab",
     "/?sort=name&before=%F0%9F%92%A9%ED%A0%80&page=2",
     "/?ns=lib%2F..%2F..",
+    # search through SQLite's trigram index (issue 24): FTS5 query syntax, broken UTF-8, combining marks
+    "/?q=%22%22%22",
+    "/?q=a%22b%22c%22",
+    "/?q=NEAR(web%20lib)%20OR%20*",
+    "/?q=%ED%A0%80web",
+    "/?q=%FF%FEweb",
+    "/?q=e%CC%81%CC%81%CC%81%E2%80%8F",
+    "/?q=%5C%5C%5C&sort=size",
+    "/?q=web%00lib",
+    # keyset pages of the repository page's tags (tampered keys: the first page)
+    "/ui/repo/lib/web?after=nan%3A1.0&page=2",
+    "/ui/repo/lib/web?before=1e999%3Aa&page=3",
+    "/ui/repo/lib/web?after=%00&before=zz&page=2",
+    "/ui/repo/lib/web?after=" + "9" * 400 + "%3Ab",
+    "/ui/repo/lib/web?before=1.0%3A%F0%9F%92%A9%ED%A0%80&page=2",
+    "/ui/repo/lib/web?after=-1e308%3A%25&tag=%25_",
     "/ui/repo/lib/web/-/manifest/sha256:" + "0" * 64,
     "/ui/repo/lib/web/-/manifest/sha256:zz",
     "/ui/repo/lib/web/-/manifest/nosuchtag",
@@ -367,3 +383,40 @@ def test_token_mode_sessions_and_permissions(backend: Any, tmp_path: Path) -> No
         assert codes[0] == 401 and codes[-1] == 429
     finally:
         proc.stop()
+
+
+def test_tag_pages_link_by_key(open_srv: RegistryProcess) -> None:
+    """The repository page's Next link carries the last tag's key (``after=``), and following
+    it shows exactly the remaining tags; a bare ``page=2`` (an old link) shows the same."""
+    url = open_srv.url
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    r = requests.get(f"{url}/v2/lib/web/manifests/1.0", headers=accept, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200
+    doc = r.json()
+    for desc in [doc["config"], *doc["layers"]]:  # the blobs, mounted from lib/web
+        mount = requests.post(f"{url}/v2/lib/many/blobs/uploads/?mount={desc['digest']}&from=lib/web", timeout=HTTP_TIMEOUT)
+        assert mount.status_code == 201, mount.text
+    names = [f"k{i:02d}" for i in range(61)]
+    for tag in names:
+        put = requests.put(
+            f"{url}/v2/lib/many/manifests/{tag}",
+            data=r.content,
+            headers={"Content-Type": r.headers["Content-Type"]},
+            timeout=HTTP_TIMEOUT,
+        )
+        assert put.status_code == 201, put.text
+
+    def shown(html: str) -> list[str]:
+        return re.findall(r'/-/manifest/sha256:[0-9a-f]+">(k\d\d)</a>', html)
+
+    first = requests.get(f"{url}/ui/repo/lib/many", timeout=HTTP_TIMEOUT)
+    assert first.status_code == 200
+    m = re.search(r'href="([^"]*after=[^"]*)" rel="next"', first.text)
+    assert m, first.text[-2000:]
+    nxt = m.group(1).replace("&amp;", "&")
+    second = requests.get(url + nxt, timeout=HTTP_TIMEOUT)
+    old = requests.get(f"{url}/ui/repo/lib/many?page=2", timeout=HTTP_TIMEOUT)
+    assert second.status_code == 200 and old.status_code == 200
+    page1, page2 = set(shown(first.text)), set(shown(second.text))
+    assert len(page1) == 50 and len(page2) == 11 and page1 | page2 == set(names), (sorted(page1), sorted(page2))
+    assert set(shown(old.text)) == page2

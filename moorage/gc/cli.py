@@ -339,13 +339,20 @@ def retention_apply(config: str | None, data: str | None, dry_run: bool, reposit
     async def go(c: Any) -> tuple[list[retention.TagInfo], int]:
         db = c.database
         policies = await retention.list_policies(db)
+        by = Principal.job("retention", "cli")
         if not policies:
+            return [], 0
+        if repository is not None:
+            # ranked by the database a batch at a time: a 100,000-tag repository costs its
+            # doomed tags, each batch removed before the next is read
             doomed: list[retention.TagInfo] = []
-        elif repository is not None:  # ranked by the database: a 100,000-tag repository costs its doomed tags
-            doomed = await retention.plan_repository(db, policies, repository, time.time())
-        else:
-            doomed = retention.plan(policies, await retention.load_tags(db, repository), time.time())
-        removed = 0 if dry_run else await retention.remove_tags(c.registry, doomed, Principal.job("retention", "cli"))
+            removed = 0
+            async for part in retention.plan_repository_batches(db, policies, repository, time.time()):
+                doomed += part
+                removed += 0 if dry_run else await retention.remove_tags(c.registry, part, by)
+            return doomed, removed
+        doomed = retention.plan(policies, await retention.load_tags(db, repository), time.time())
+        removed = 0 if dry_run else await retention.remove_tags(c.registry, doomed, by)
         return doomed, removed
 
     doomed, removed = _run_job(settings_from(config, data), go, blobs=False)

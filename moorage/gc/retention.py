@@ -18,7 +18,7 @@ go with ``moorage gc --delete-untagged``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from ..metadata.db import Database
 from ..metadata.policy_store import PolicyStore
@@ -34,6 +34,7 @@ __all__ = [
     "load_tags",
     "plan",
     "plan_repository",
+    "plan_repository_batches",
     "remove_tags",
 ]
 
@@ -73,19 +74,42 @@ def plan(policies: Sequence[RetentionPolicy], all_tags: Iterable[TagInfo], now: 
     return doomed
 
 
-async def plan_repository(
-    db: Database, policies: Sequence[RetentionPolicy], repository: str, now: float | None = None
-) -> list[TagInfo]:
-    """:func:`plan` for one repository, with the ranking and age rules run by the database
-    (only the tags every rule removes come back; ``keep_regex`` is then applied here)."""
+#: Tags a batch of :func:`plan_repository_batches` reads (one walk of ``ix_tags_updated``).
+PLAN_BATCH = 1000
+
+
+async def plan_repository_batches(
+    db: Database, policies: Sequence[RetentionPolicy], repository: str, now: float | None = None, batch: int = PLAN_BATCH
+) -> AsyncIterator[list[TagInfo]]:
+    """:func:`plan` for one repository, newest first, ``batch`` tags at a time, with the
+    ranking and age rules run by the database (only the tags every rule removes come back;
+    ``keep_regex`` is then applied here).  Each batch continues from the last one's key, so
+    a plan of 99,990 tags is a hundred bounded reads, removable as they come (issue 24)."""
     now = time.time() if now is None else now
     matching = [p for p in policies if repo_matches(p.pattern, repository)]
     if not matching:
-        return []
+        return
     rules = [(p.keep_last, None if p.expire_days is None else now - p.expire_days * 86400) for p in matching]
     regexes = [compile_regex(p.keep_regex) for p in matching if p.keep_regex is not None]
-    found = await PolicyStore(db).retention_candidates(repository, rules)
-    return [t for t in found if not any(r.fullmatch(t.name) for r in regexes)]
+    store = PolicyStore(db)
+    after: tuple[float, str] | None = None
+    while True:
+        found = await store.retention_candidates(repository, rules, limit=batch, after=after)
+        if not found:
+            return
+        after = (found[-1].updated_at, found[-1].name)
+        kept = [t for t in found if not any(r.fullmatch(t.name) for r in regexes)]
+        if kept:
+            yield kept
+        if len(found) < batch:
+            return
+
+
+async def plan_repository(
+    db: Database, policies: Sequence[RetentionPolicy], repository: str, now: float | None = None
+) -> list[TagInfo]:
+    """:func:`plan` for one repository, all at once (:func:`plan_repository_batches`)."""
+    return [t async for part in plan_repository_batches(db, policies, repository, now, batch=10_000) for t in part]
 
 
 async def load_tags(db: Database, repository: str | None = None) -> list[TagInfo]:

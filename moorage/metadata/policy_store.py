@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, or_, select
 
 from .db import Database
 from .records import ImmutableRule, Quota, RetentionPolicy, TagHolder, TagInfo
@@ -106,16 +106,30 @@ class PolicyStore:
             rows = (await conn.execute(q)).all()
         return [TagInfo(int(r.repository_id), r.repository, r.name, int(r.manifest_id), float(r.updated_at)) for r in rows]
 
-    async def retention_candidates(self, repository: str, rules: Sequence[tuple[int | None, float | None]]) -> list[TagInfo]:
+    async def retention_candidates(
+        self,
+        repository: str,
+        rules: Sequence[tuple[int | None, float | None]],
+        *,
+        limit: int | None = None,
+        after: tuple[float, str] | None = None,
+    ) -> list[TagInfo]:
         """The tags of ``repository`` that every rule (keep_last, pushed-before cutoff) removes,
         newest first -- found by the database on ``ix_tags_updated``, so a repository of
         100,000 tags costs what it loses, not what it holds (issue 24).
 
         A tag is beyond ``keep_last`` when it sorts after the ``keep_last``-th newest tag in
-        the planner's order (push time descending, then name byte-wise).
+        the planner's order (push time descending, then name byte-wise).  ``limit``/``after``
+        (the last returned tag's (push time, name)): the next batch only, so a plan of 99,990
+        tags is read a thousand at a time (one walk of the index from ``after``).
         """
         name = self.db.lexical(tags.c.name)
         order = (tags.c.updated_at.desc(), name)
+
+        def beyond(at: float, tag: str) -> list[ColumnElement[bool]]:
+            # (t, name) after (at, tag) in that order; ``<=`` makes it a range of the index
+            return [tags.c.updated_at <= at, or_(tags.c.updated_at < at, and_(tags.c.updated_at == at, name > tag))]
+
         async with self.db.read() as conn:
             rid = (await conn.execute(select(repositories.c.id).where(repositories.c.name == repository))).scalar()
             if rid is None:
@@ -134,14 +148,13 @@ class PolicyStore:
                     ).first()
                     if edge is None:
                         return []  # fewer tags than this rule keeps
-                    where.append(
-                        or_(tags.c.updated_at < edge.updated_at, and_(tags.c.updated_at == edge.updated_at, name > edge.name))
-                    )
+                    where += beyond(edge.updated_at, edge.name)
                 if cutoff is not None:
                     where.append(tags.c.updated_at < cutoff)
-            rows = (
-                await conn.execute(select(tags.c.name, tags.c.manifest_id, tags.c.updated_at).where(*where).order_by(*order))
-            ).all()
+            if after is not None:
+                where += beyond(float(after[0]), after[1])
+            q = select(tags.c.name, tags.c.manifest_id, tags.c.updated_at).where(*where).order_by(*order)
+            rows = (await conn.execute(q.limit(limit) if limit is not None else q)).all()
         rid = int(rid)
         return [TagInfo(rid, repository, r.name, int(r.manifest_id), float(r.updated_at)) for r in rows]
 

@@ -32,6 +32,11 @@ repositories = Table(
     Column("public", Boolean, nullable=False, default=False, server_default="0"),
     Column("created_at", Float, nullable=False),
 )
+#: SQLite only (migration 0017): ``repositories_fts``, an FTS5 trigram index of
+#: ``repositories.name`` (external content, rowid = ``repositories.id``) kept by triggers, for
+#: the UI's substring search.  A virtual table and triggers: created by the migration only,
+#: queried by name in ``ui_queries`` (not declared here).  PostgreSQL: ``pg_trgm`` (0016).
+REPOSITORIES_FTS = "repositories_fts"
 
 #: One row per blob present in storage.  ``pending_until`` is a lease taken by an upload that
 #: is about to move bytes into place; ``deleting_since`` is the garbage collector's tombstone.

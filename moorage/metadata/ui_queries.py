@@ -20,12 +20,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, literal_column, or_, select, text, true, update
+from sqlalchemy import Integer, and_, column, delete, false, func, literal_column, or_, select, table, text, true, update
 from sqlalchemy.sql.elements import ColumnElement, True_
 
 from .db import Database
 from .listing import listed
 from .tables import (
+    REPOSITORIES_FTS,
     blobs,
     manifest_blobs,
     manifest_children,
@@ -112,6 +113,29 @@ def _prefix_range(db: Database, prefix: str) -> ColumnElement[bool]:
 COUNT_CAP = 1000
 #: Longest cursor accepted (a float, ":" and a repository name of at most 255 characters).
 MAX_CURSOR = 300
+#: SQLite's search: most repositories the trigram index may name for the list to read them by
+#: id and sort them (a few ms); a term naming more is common enough that the walk of the name
+#: index finds a page soon (at least one name in 500 matches at 1M repositories).
+FTS_CANDIDATES = 2000
+#: Shortest term the trigram index serves (one trigram); shorter ones walk the name index.
+FTS_MIN_CHARS = 3
+#: The repository list shows tag counts up to this, then "1,000+": counting a repository's
+#: 100,000 tags on every list view cost 15-20 ms at 1M repositories (issue 24).
+TAG_COUNT_CAP = 1000
+#: Most index probes of the namespace filter's walk (one per namespace, or per top-level name).
+NAMESPACE_PROBES = 2000
+
+
+def fts_phrase(query: str) -> str:
+    """``query`` as one FTS5 phrase: every character literal (a ``"`` doubled), so the
+    trigram tokenizer sees exactly the text and MATCH names the rows containing it."""
+    return '"' + query.replace('"', '""') + '"'
+
+
+def uses_search_index(query: str) -> bool:
+    """Whether SQLite's trigram index can serve the substring search of ``query`` (lowered):
+    three characters or more, and no NUL (FTS5 reads its query up to a NUL)."""
+    return len(query) >= FTS_MIN_CHARS and "\x00" not in query
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +179,39 @@ def _parse_cursor(raw: str | None, sort: str) -> tuple[float, str] | None:
     return key, name
 
 
+def _row_figures(ids: Sequence[int]) -> Any:
+    """(repository id, tag count capped at :data:`TAG_COUNT_CAP` + 1, last push, size) of each
+    repository, one statement: per repository a count of at most 1,001 entries of the tags
+    key (issue 24: counting a repository's 100,000 tags on every list view), the maximum of
+    ``ix_tags_updated`` and the sum of its linked blobs."""
+    rid = repositories.c.id
+    # (ordered by the key: PostgreSQL would otherwise pick a Seq Scan "until 1,001 rows",
+    # which for a repository whose tags lie at the table's end reads the whole table)
+    capped = (
+        select(tags.c.name)
+        .where(tags.c.repository_id == rid)
+        .order_by(tags.c.name)
+        .limit(TAG_COUNT_CAP + 1)
+        .correlate(repositories)
+        .subquery()
+    )
+    count = select(func.count()).select_from(capped).correlate(repositories).scalar_subquery()
+    last = select(func.max(tags.c.updated_at)).where(tags.c.repository_id == rid).correlate(repositories).scalar_subquery()
+    size = (
+        select(func.sum(blobs.c.size))
+        .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest))
+        .where(repository_blobs.c.repository_id == rid)
+        .correlate(repositories)
+        .scalar_subquery()
+    )
+    return select(rid, count, last, size).where(rid.in_(list(ids)))
+
+
 class UIQueries:
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: SQLite: migration 0017's trigram index is there (None: not looked up yet).
+        self._fts: bool | None = None
 
     # -- visibility ---------------------------------------------------------------------------
     async def public_namespaces(self) -> list[str]:
@@ -215,9 +269,15 @@ class UIQueries:
         :data:`COUNT_CAP` (issue 24: an exact ``count(*)`` of 1M rows on every page view);
         past it, :class:`Total` is an estimate or "at least".  One more row than ``limit`` is
         read so the caller knows whether a next page exists (``Total.more``)."""
+        candidates = await self._search_candidates(query)
         where = self._listing_where(visible, query, namespace)
         name = self.db.lexical(repositories.c.name)
-        if not isinstance(visible, True_):
+        if candidates is not None:
+            # A rare term: the few repositories the trigram index names, read by id and sorted
+            # (walking the name index in order would test every name: 100-130 ms at 1M).
+            where.append(repositories.c.id.in_(candidates))
+            name = self.db.lexical(repositories.c.name.concat(""))
+        elif not isinstance(visible, True_):
             # A restricted viewer sees a few ranges of the name index: gather them (BitmapOr /
             # MULTI-INDEX OR) and sort what they hold.  Ordering by the bare column would let the
             # planner walk the whole name index filtering row by row, expecting a page soon
@@ -246,10 +306,22 @@ class UIQueries:
         if mark is None and offset:
             q = q.offset(offset)
         fast = None
-        if sort in ("pushed", "size") and not (backward and mark is not None and mark[0] <= 0):
+        if candidates is None and sort in ("pushed", "size") and not (backward and mark is not None and mark[0] <= 0):
             fast = self._by_figure(visible, query, namespace, sort, mark, backward, offset, limit)
+        count_where = self._listing_where(visible, query, namespace)
+        counted_from: Any = repositories
+        if candidates is not None:
+            count_where.append(repositories.c.id.in_(candidates))
+        elif self._fts and uses_search_index(query.lower()) and isinstance(visible, True_):
+            # A common term: count by a walk of the index's matches joined to their rows, which
+            # stops at the 1,001st (a name walk would read half the names to find the 1,001st
+            # match of a term in one name out of 500; an IN (index rows) reads them all first).
+            # Not for a restricted viewer: their few name ranges are the cheaper walk.
+            fts = table(REPOSITORIES_FTS, column("rowid", Integer))
+            counted_from = fts.join(repositories, repositories.c.id == fts.c.rowid)
+            count_where.append(literal_column(REPOSITORIES_FTS).op("MATCH")(fts_phrase(query.lower())))
         count_q = select(func.count()).select_from(
-            select(repositories.c.id).where(*self._listing_where(visible, query, namespace)).limit(COUNT_CAP + 1).subquery()
+            select(repositories.c.id).select_from(counted_from).where(*count_where).limit(COUNT_CAP + 1).subquery()
         )
         async with self.db.read() as conn:
             rows = []
@@ -283,19 +355,9 @@ class UIQueries:
             stats: dict[int, tuple[int, float | None]] = {}
             sizes: dict[int, int] = {}
             if ids:
-                for r in await conn.execute(
-                    select(tags.c.repository_id, func.count(), func.max(tags.c.updated_at))
-                    .where(tags.c.repository_id.in_(ids))
-                    .group_by(tags.c.repository_id)
-                ):
+                for r in await conn.execute(_row_figures(ids)):
                     stats[int(r[0])] = (int(r[1]), r[2])
-                for r in await conn.execute(
-                    select(repository_blobs.c.repository_id, func.sum(blobs.c.size))
-                    .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest))
-                    .where(repository_blobs.c.repository_id.in_(ids))
-                    .group_by(repository_blobs.c.repository_id)
-                ):
-                    sizes[int(r[0])] = int(r[1] or 0)
+                    sizes[int(r[0])] = int(r[3] or 0)
         out = []
         for r in rows:
             count, last = stats.get(int(r.id), (0, None))
@@ -303,13 +365,46 @@ class UIQueries:
                 Row(
                     name=r.name,
                     public=bool(r.public),
-                    tags=count,
+                    tags=min(count, TAG_COUNT_CAP),
+                    tags_more=count > TAG_COUNT_CAP,
                     last_push=last,
                     size=sizes.get(int(r.id), 0),
                     sort_key=r.sort_key,
                 )
             )
         return out, total
+
+    async def _search_index(self) -> bool:
+        """Whether this SQLite database has migration 0017's trigram index (looked up once)."""
+        if self._fts is None:
+            if not self.db.is_sqlite:
+                self._fts = False
+            else:
+                async with self.db.read(snapshot=False) as conn:
+                    q = text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :t")
+                    self._fts = (await conn.execute(q, {"t": REPOSITORIES_FTS})).first() is not None
+        return self._fts
+
+    @staticmethod
+    def _fts_rowids(query: str, limit: int | None = None) -> Any:
+        """Ids of the repositories whose name contains ``query`` per the trigram index (with
+        case folded: a superset of the ``LIKE``'s matches, which the query still applies)."""
+        sql = f"SELECT rowid FROM {REPOSITORIES_FTS} WHERE {REPOSITORIES_FTS} MATCH :fts_phrase"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return text(sql).bindparams(fts_phrase=fts_phrase(query)).columns(rowid=Integer)
+
+    async def _search_candidates(self, query: str) -> list[int] | None:
+        """SQLite: the ids of the few repositories a search term can match, from the trigram
+        index -- or None: no index, a term shorter than three characters (the name walk: a
+        rare one reads every name, 100-130 ms at 1M), or a common term (over
+        :data:`FTS_CANDIDATES` names: the name walk finds its page soon)."""
+        lowered = query.lower()
+        if not query or not uses_search_index(lowered) or not await self._search_index():
+            return None
+        async with self.db.read(snapshot=False) as conn:
+            ids = [int(r[0]) for r in await conn.execute(self._fts_rowids(lowered, FTS_CANDIDATES + 1))]
+        return ids if len(ids) <= FTS_CANDIDATES else None
 
     def _by_figure(
         self,
@@ -359,13 +454,46 @@ class UIQueries:
         return str(row.name)
 
     async def namespaces_of(self, visible: ColumnElement[bool], limit: int = 500) -> list[str]:
-        """First path components of the visible repositories (for the namespace filter)."""
+        """First path components of the visible repositories (for the namespace filter), sorted.
+
+        Everything visible (administrators): a skip scan of the name index, one probe per
+        namespace -- the next listed name at or past ``<namespace>0`` (``'0'`` follows ``'/'``:
+        every ``<namespace>/...`` name is jumped over), one per top-level name -- at most
+        :data:`NAMESPACE_PROBES` probes, so 1M repositories in 100,000 namespaces cost 500 index
+        lookups, not a grouping of every name (issue 24).  A restricted viewer's few ranges
+        are grouped as before (what they may see, not the whole table)."""
+        if isinstance(visible, True_):
+            return sorted(set(await self._namespace_walk(limit)))[:limit]
         name = repositories.c.name
         pos = func.instr(name, "/") if self.db.is_sqlite else func.strpos(name, "/")
         ns = func.substr(name, 1, pos - 1)
         q = select(ns.label("ns")).where(visible, listed(), pos > 0).group_by(ns).order_by(ns).limit(limit)
         async with self.db.read(snapshot=False) as conn:
             return [r.ns for r in await conn.execute(q)]
+
+    async def _namespace_walk(self, limit: int) -> list[str]:
+        """The first ``limit`` namespaces of the skip scan, within its first
+        :data:`NAMESPACE_PROBES` steps (the walk stops at whichever comes first)."""
+        if self.db.is_sqlite:
+            pos, c, nxt = "instr({0}, '/')", "", "char(1)"
+        else:
+            pos, c, nxt = "strpos({0}, '/')", ' COLLATE "C"', "chr(1)"
+        # (chr(1): never in a repository name; ``name || chr(1)`` is the least string past it)
+        probe = (
+            f"(SELECT r.name FROM repositories r WHERE r.name{c} >= {{lo}} "
+            f"AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id) ORDER BY r.name{c} LIMIT 1)"
+        )
+        w_pos = pos.format("w.name")
+        step = f"CASE WHEN {w_pos} > 0 THEN substr(w.name, 1, {w_pos} - 1) || '0' ELSE w.name || {nxt} END"
+        sql = (
+            f"WITH RECURSIVE walk(name) AS (SELECT {probe.format(lo=chr(39) * 2)} "
+            f"UNION ALL SELECT {probe.format(lo=step)} FROM walk w WHERE w.name IS NOT NULL) "
+            f"SELECT substr(name, 1, {pos.format('name')} - 1) AS ns FROM "
+            f"(SELECT name FROM walk WHERE name IS NOT NULL LIMIT {int(NAMESPACE_PROBES)}) s "
+            f"WHERE {pos.format('name')} > 0 LIMIT {int(limit)}"
+        )
+        async with self.db.read(snapshot=False) as conn:
+            return [r.ns for r in await conn.execute(text(sql))]
 
     async def repository(self, name: str) -> dict[str, Any] | None:
         async with self.db.read(snapshot=False) as conn:
@@ -378,49 +506,99 @@ class UIQueries:
             return (await conn.execute(q)).first() is not None
 
     # -- tags and manifests -------------------------------------------------------------------
-    async def tags_page(self, repo_id: int, *, query: str = "", offset: int = 0, limit: int = 100) -> tuple[list[Row], int]:
-        """Tags newest first (by push time), with their manifest's digest, type, payload (for
-        an index's platforms) and compressed size (sum of the blobs it references)."""
-        where = [tags.c.repository_id == repo_id]
+    async def tags_page(
+        self,
+        repo_id: int,
+        *,
+        query: str = "",
+        offset: int = 0,
+        limit: int = 100,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> tuple[list[Row], int]:
+        """Tags newest first (by push time, then name byte-wise), with their manifest's digest,
+        type, payload (for an index's platforms) and compressed size (sum of the blobs it
+        references); and how many tags match.
+
+        ``after``/``before``: a key from :meth:`tag_cursor` (the page after that tag / before
+        it) -- keyset pages on ``ix_tags_updated``, so page 1,000 of 100,000 tags costs what
+        page 2 does (issue 24: an OFFSET read and sorted every tag before the page).  A
+        malformed key is the first page.  ``offset`` serves direct ``page=N`` links: it walks
+        only the index's (push time, name, manifest) entries, the manifests are read for the
+        page's rows alone."""
+        where: list[ColumnElement[bool]] = [tags.c.repository_id == repo_id]
         if query:
             where.append(tags.c.name.like("%" + like_escape(query) + "%", escape="\\"))
-        q = (
-            select(
-                tags.c.name,
-                tags.c.updated_at,
-                manifests.c.id,
-                manifests.c.digest,
-                manifests.c.media_type,
-                manifests.c.size,
-                manifests.c.artifact_type,
-                manifests.c.payload,
-            )
-            .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
-            .where(*where)
-            .order_by(tags.c.updated_at.desc(), tags.c.name)
-            .offset(offset)
-            .limit(limit)
-        )
+        name = self.db.lexical(tags.c.name)
+        mark = _parse_cursor(after if after is not None else before, "pushed")
+        backward = after is None and mark is not None
+        key_cols = (tags.c.name.label("tag"), tags.c.updated_at, tags.c.manifest_id)
+        pages: list[Any]
+        if mark is None:
+            q = select(*key_cols).where(*where).order_by(tags.c.updated_at.desc(), name).limit(limit)
+            pages = [q.offset(offset) if offset else q]
+        else:
+            k, n = float(mark[0]), mark[1]
+            # The tags tied at k past n, then those past k: one (updated_at, name) > (k, n)
+            # condition would not be a range of the index on PostgreSQL and SQLite alike.  The
+            # ties are found by push time and sorted (``name || ''``: SQLite would otherwise
+            # walk the (repository, name) key from n, through every later name).
+            tie = self.db.lexical(tags.c.name.concat(""))
+            if backward:
+                tied = select(*key_cols).where(*where, tags.c.updated_at == k, tie < n).order_by(tie.desc())
+                past = select(*key_cols).where(*where, tags.c.updated_at > k).order_by(tags.c.updated_at, name.desc())
+            else:
+                tied = select(*key_cols).where(*where, tags.c.updated_at == k, tie > n).order_by(tie)
+                past = select(*key_cols).where(*where, tags.c.updated_at < k).order_by(tags.c.updated_at.desc(), name)
+            pages = [tied.limit(limit), past.limit(limit)]
         async with self.db.read() as conn:
-            rows = (await conn.execute(q)).all()
+            keys: list[Any] = []
+            for stmt in pages:
+                keys += (await conn.execute(stmt)).all()
+                if len(keys) >= limit:
+                    break
+            keys = keys[:limit]
+            if backward:
+                keys.reverse()
             total = int((await conn.execute(select(func.count()).select_from(tags).where(*where))).scalar_one())
-            mids = sorted({int(r.id) for r in rows})
-            sizes = await self._manifest_sizes(conn, repo_id, mids, {int(r.id): bytes(r.payload) for r in rows})
+            mids = sorted({int(r.manifest_id) for r in keys})
+            by_id: dict[int, Any] = {}
+            if mids:
+                for m in await conn.execute(
+                    select(
+                        manifests.c.id,
+                        manifests.c.digest,
+                        manifests.c.media_type,
+                        manifests.c.size,
+                        manifests.c.artifact_type,
+                        manifests.c.payload,
+                    ).where(manifests.c.id.in_(mids))
+                ):
+                    by_id[int(m.id)] = m
+            sizes = await self._manifest_sizes(conn, repo_id, sorted(by_id), {i: bytes(m.payload) for i, m in by_id.items()})
         out = []
-        for r in rows:
+        for r in keys:
+            m = by_id.get(int(r.manifest_id))
+            if m is None:  # (a foreign key: never; a tag is not shown without its manifest)
+                continue
             out.append(
                 Row(
-                    tag=r.name,
+                    tag=r.tag,
                     pushed=r.updated_at,
-                    digest=r.digest,
-                    media_type=r.media_type,
-                    manifest_size=int(r.size),
-                    artifact_type=r.artifact_type,
-                    payload=bytes(r.payload),
-                    size=sizes.get(int(r.id), 0),
+                    digest=m.digest,
+                    media_type=m.media_type,
+                    manifest_size=int(m.size),
+                    artifact_type=m.artifact_type,
+                    payload=bytes(m.payload),
+                    size=sizes.get(int(m.id), 0),
                 )
             )
         return out, total
+
+    @staticmethod
+    def tag_cursor(row: Row) -> str:
+        """The key of a :meth:`tags_page` row, for ``tags_page(after=/before=)``."""
+        return f"{float(row.pushed)!r}:{row.tag}"
 
     async def _manifest_sizes(self, conn: Any, repo_id: int, mids: Sequence[int], payloads: dict[int, bytes]) -> dict[int, int]:
         """Compressed size per manifest: its blobs; for an index, the sum over its children."""

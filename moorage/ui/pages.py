@@ -159,7 +159,18 @@ async def repository_page(request: web.Request) -> web.StreamResponse:
     tq = fmt.clean(request.query.get("tag", ""), 128)
     page = _int(request.query.get("page"), 1, 1, 1_000_000)
     per_page = request.app[SETTINGS].ui.page_size
-    rows, total = await queries.tags_page(repo["id"], query=tq, offset=(page - 1) * per_page, limit=per_page)
+    # Next/Previous links carry the neighbouring tag's key (keyset, as the repository list);
+    # a bare ``page=N`` link still works (an OFFSET over the index's entries).
+    after = fmt.clean(request.query.get("after", ""), MAX_CURSOR) or None
+    before = fmt.clean(request.query.get("before", ""), MAX_CURSOR) or None
+    rows, total = await queries.tags_page(
+        repo["id"],
+        query=tq,
+        offset=(page - 1) * per_page,
+        limit=per_page,
+        after=after,
+        before=before if page > 1 else None,
+    )
     digests = list(dict.fromkeys(r["digest"] for r in rows))
     referrers = await queries.referrers_of(repo["id"], digests)
     vulns = await _vulnerability_badges(request, rows)
@@ -179,6 +190,8 @@ async def repository_page(request: web.Request) -> web.StreamResponse:
         "total": total,
         "page": page,
         "pages": max(1, math.ceil(total / per_page)),
+        "next_key": queries.tag_cursor(rows[-1]) if rows else "",
+        "prev_key": queries.tag_cursor(rows[0]) if rows and page > 2 else "",
         "tag_query": tq,
         "host": host,
         "pull": f"docker pull {host}/{name}:{first_tag}",
