@@ -426,6 +426,87 @@ def test_sqlite_catalog_and_ranges_walk_the_name_index(tmp_path: Path) -> None:
     conn.close()
 
 
+def test_namespace_scans_walk_the_name_index(big_pg: str, tmp_path: Path) -> None:
+    """A namespace's quota usage (asked on every push into a namespace with a quota) and a
+    scrub of a namespace find the namespace's repositories as ranges of the name index, on
+    both databases: SQLite's ``LIKE 'ns/%'`` is case-insensitive and read every name (270 ms
+    per check at 1M repositories)."""
+    import sqlite3
+
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from moorage.metadata import integrity_store
+    from moorage.metadata.policy_store import PolicyStore
+
+    def statements(url: str, n: int) -> list[Any]:
+        ns = repo_name(n // 2, n).split("/")[0]
+
+        async def call(db: Any) -> None:
+            assert await PolicyStore(db).namespace_usage(ns) > 0
+            assert (await integrity_store.count_blobs(db, None, ns, None))[0] == 2
+            assert len(await integrity_store.next_blobs(db, None, ns, None, 10)) == 2
+
+        return [st for st in _captured_statements(url, call) if "repositories" in str(st)]
+
+    stmts = statements(big_pg, BIG)
+    assert len(stmts) == 3
+    for stmt in stmts:
+        plan = _pg_plan(big_pg, stmt)
+        assert "Seq Scan on repositories" not in plan and "ix_repositories_name_c" in plan, plan
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, SMALL, 0)
+    conn = sqlite3.connect(tmp_path / "moorage.db")
+    stmts = statements(url, SMALL)
+    assert len(stmts) == 3
+    for stmt in stmts:
+        sql, params = _named_sql(stmt, sqlite_dialect.dialect(paramstyle="named"))
+        plan = "\n".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+        assert not any(line.strip().startswith("SCAN repositories") for line in plan.splitlines()), (sql, plan)
+    conn.close()
+
+
+def test_storage_chart_reads_the_kept_figures(big_pg: str, tmp_path: Path) -> None:
+    """The storage chart's top repositories come from ``ui_repo_stats`` walked by size (an
+    index, a LIMIT), not from summing every repository's links (4.5 s at 1M repositories),
+    and give the same figures as that sum after a refresh."""
+    from sqlalchemy import true
+
+    from moorage.metadata.db import Database
+    from moorage.metadata.ui_queries import UIQueries
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, 300, 0)
+    asyncio.run(run_sql(url, ["UPDATE blobs SET size = size * 7 WHERE digest = (SELECT min(digest) FROM blobs)"]))
+
+    async def go() -> None:
+        db = Database(url)
+        try:
+            ui = UIQueries(db)
+            await ui.refresh_stats()
+            got = await ui.storage_by_repository(true(), limit=50)
+        finally:
+            await db.close()
+        assert len(got) == 50 and got == sorted(got, key=lambda r: (-r[1], r[0]))
+        assert {size for _, size in got} == {6 * 7 + 5}  # every repository links the seed's 2 blobs
+
+    asyncio.run(go())
+
+    async def refresh() -> None:
+        db = Database(big_pg)
+        try:
+            await UIQueries(db).refresh_stats()
+        finally:
+            await db.close()
+
+    asyncio.run(refresh())
+    asyncio.run(run_sql(big_pg, []))  # VACUUM ANALYZE, as autovacuum would after the refresh
+    (stmt,) = _captured_statements(big_pg, lambda db: UIQueries(db).storage_by_repository(true()))
+    plan = _pg_plan(big_pg, stmt)
+    assert "repository_blobs" not in plan and "Seq Scan on ui_repo_stats" not in plan, plan
+    assert "ix_ui_repo_stats_size_name" in plan and "Limit" in plan.splitlines()[0], plan
+
+
 def test_migration_goes_on_without_pg_trgm_when_the_server_refuses_it(postgres_url: str, caplog: Any) -> None:
     """A role that may create tables but not extensions: migration 0016 logs that pg_trgm is
     not available, once, and completes without the trigram index (search still works)."""
@@ -569,6 +650,75 @@ def test_retention_ranked_by_the_database_agrees_with_the_planner(tmp_path: Path
                 sizes.append(len(expected))
             assert sum(1 for n in sizes if 0 < n < 401) >= 4, sizes  # the cases do remove some, not all
         finally:
+            await db.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_retention_over_every_repository_reads_only_what_can_lose_tags(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``retention.plan_all`` (``moorage retention apply`` without ``--repository``) removes
+    exactly what :func:`plan` over every tag removes, and reads the tags of no repository where
+    no rule can remove anything (a ``keep_last 10`` over one-tag repositories: none; it used to
+    load every tag of the registry -- 25 s and 1.1M rows in memory at 1M repositories)."""
+    import random
+
+    from moorage.gc import retention
+    from moorage.metadata.db import Database
+    from moorage.metadata.policy_store import PolicyStore
+    from moorage.metadata.records import RetentionPolicy
+
+    if kind == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    else:
+        url = create_database(request.getfixturevalue("postgres_url"), f"ret_{uuid.uuid4().hex[:8]}")
+    _build(url, 2000, 3000)  # 2,000 one-tag repositories + big/tags with 3,000 tags
+    rng = random.Random(24)
+    now = 1.7e9 + 100 * 86400
+    few = [repo_name(i, 2000) for i in rng.sample(range(2000), 20)]  # these get 11-15 tags more
+    rows = [f"('{r}', 'x{k}', {1.7e9 + rng.choice([0, 1, 50, 99]) * 86400})" for r in few for k in range(rng.randint(11, 15))]
+    asyncio.run(
+        run_sql(
+            url,
+            [
+                "CREATE TEMP TABLE t (repo TEXT, name TEXT, at REAL)",
+                "INSERT INTO t VALUES " + ", ".join(rows),
+                "INSERT INTO tags (repository_id, name, manifest_id, updated_at) SELECT m.repository_id, t.name, m.id, t.at "
+                "FROM t, repositories r, manifests m WHERE r.name = t.repo AND m.repository_id = r.id",
+            ],
+        )
+    )
+    cases = [
+        [RetentionPolicy("*", 10)],
+        [RetentionPolicy("*", None, None, 30)],
+        [RetentionPolicy("ns*", 12, None, 60)],
+        [RetentionPolicy("*", 5, "x1.*"), RetentionPolicy("big/*", 2500)],
+        [RetentionPolicy("*", None, "x[0-5]")],
+        [RetentionPolicy("nomatch/*", 1)],
+    ]
+    loaded: list[int] = []
+
+    async def go() -> None:
+        db = Database(url)
+        real = PolicyStore.load_tags_of
+
+        async def spy(self: PolicyStore, ids: Any) -> Any:
+            loaded.extend(ids)
+            return await real(self, ids)
+
+        PolicyStore.load_tags_of = spy  # type: ignore[method-assign]
+        try:
+            everything = await retention.load_tags(db, None)
+            for i, policies in enumerate(cases):
+                loaded.clear()
+                expected = retention.plan(policies, everything, now)
+                assert await retention.plan_all(db, policies, now) == expected, policies
+                if i == 0:  # keep_last 10: only the 20 repositories with more than 10 tags are read
+                    assert len(expected) > 3000 and len(set(loaded)) == 20, (len(expected), len(set(loaded)))
+        finally:
+            PolicyStore.load_tags_of = real  # type: ignore[method-assign]
             await db.close()
 
     asyncio.run(go())

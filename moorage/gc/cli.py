@@ -327,8 +327,8 @@ def retention_apply(config: str | None, data: str | None, dry_run: bool, reposit
             doomed: list[retention.TagInfo] = []
         elif repository is not None:  # ranked by the database: a 100,000-tag repository costs its doomed tags
             doomed = await retention.plan_repository(db, policies, repository, time.time())
-        else:
-            doomed = retention.plan(policies, await retention.load_tags(db, repository), time.time())
+        else:  # only the repositories where a rule can remove something are read
+            doomed = await retention.plan_all(db, policies, time.time())
         removed = 0 if dry_run else await retention.remove_tags(c.registry, doomed, Principal.job("retention", "cli"))
         return doomed, removed
 
