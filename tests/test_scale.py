@@ -763,6 +763,81 @@ def test_gc_batches_read_only_repositories_with_something_to_mark(tmp_path: Path
     assert sorted(seen) == sorted([untagged, linked]) and every == 3002
 
 
+def test_gc_with_retention_reads_only_repositories_a_rule_can_shorten(tmp_path: Path) -> None:
+    """With retention policies the collector's batches still leave out the clean repositories:
+    those where no rule can remove a tag (no more tags than ``keep_last``, none older than the
+    cutoff) and nothing else is to mark.  The dry run reports exactly what reading every
+    repository reports (it used to read all of them: 85 s at 1M repositories on PostgreSQL)."""
+    import hashlib
+
+    from moorage.gc.collector import Collector, GCOptions
+    from moorage.metadata.db import Database
+    from moorage.metadata.gc_store import GCStore
+    from moorage.storage.memory import MemoryBlobStore
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, 2000, 0)
+    many = [repo_name(i, 2000) for i in (3, 700, 1999)]  # 12 tags each (11 on a second manifest)
+    old = repo_name(1200, 2000)  # its one tag is from 2001
+    untagged = repo_name(50, 2000)
+    dm = "sha256:" + hashlib.sha256(b"second").hexdigest()
+    asyncio.run(
+        run_sql(
+            url,
+            [
+                "INSERT INTO manifests (repository_id, digest, media_type, size, payload, created_at) "
+                f"SELECT id, '{dm}', 'application/vnd.oci.image.manifest.v1+json', 2, X'7b7d', 1.7e9 FROM repositories "
+                f"WHERE name IN ('{many[0]}', '{many[1]}', '{many[2]}')",
+                "INSERT INTO tags (repository_id, name, manifest_id, updated_at) SELECT m.repository_id, 'v' || k.x, m.id, "
+                f"1.7e9 + k.x FROM manifests m, (WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < 11) "
+                f"SELECT x FROM g) k WHERE m.digest = '{dm}'",
+                f"UPDATE tags SET updated_at = 1.0e9 WHERE repository_id = (SELECT id FROM repositories WHERE name = '{old}')",
+                f"DELETE FROM tags WHERE repository_id = (SELECT id FROM repositories WHERE name = '{untagged}')",
+                "INSERT INTO retention_policies (pattern, keep_last, keep_regex, expire_days, created_at) "
+                "VALUES ('ns0*', 10, NULL, NULL, 1.7e9), ('ns9*', 10, NULL, NULL, 1.7e9), ('ns6*', NULL, NULL, 5000, 1.7e9)",
+            ],
+        )
+    )
+    read: list[str] = []
+
+    async def run(every: bool) -> Any:
+        db = Database(url)
+        real = GCStore.index_batches
+
+        def spy(self: GCStore, *args: Any, **kwargs: Any) -> Any:
+            if every:
+                kwargs["skip_clean"] = False
+            gen = real(self, *args, **kwargs)
+
+            async def seen() -> Any:
+                async for snap in gen:
+                    read.extend(snap.repos.values())
+                    yield snap
+
+            return seen()
+
+        GCStore.index_batches = spy  # type: ignore[method-assign]
+        try:
+            opts = GCOptions(grace=0, dry_run=True, delete_untagged=True, mark_batch=300)
+            res = await Collector(db, MemoryBlobStore(), opts).run()
+        finally:
+            GCStore.index_batches = real  # type: ignore[method-assign]
+            await db.close()
+        return res
+
+    everything = asyncio.run(run(True))
+    assert len(read) == 2002
+    read.clear()
+    skipping = asyncio.run(run(False))
+    # many[1] (ns35000) has 12 tags but no policy matches it; the other ns6* repositories'
+    # tags are younger than 5,000 days
+    assert sorted(read) == sorted([many[0], many[2], old, untagged]), read
+    assert sorted(everything.tags) == sorted(skipping.tags) and len(skipping.tags) == 2 + 2 + 1
+    assert sorted(everything.manifests) == sorted(skipping.manifests) and skipping.manifests
+    assert everything.blobs == skipping.blobs and everything.links_removed == skipping.links_removed
+    assert everything.kept == skipping.kept
+
+
 # ------------------------------------------------------------------------- mark equivalence
 def test_database_side_mark_agrees_with_the_pure_mark(tmp_path: Path) -> None:
     """The collector's bounded-memory mark (batches + database set operations) reports, in a
