@@ -160,3 +160,16 @@ async def test_exact_names_branch_gives_the_first_names_in_order(registry: tuple
     for n in (1, 3, 10):
         assert await service.store.catalog_in(n, None, (), names[::-1]) == names[:n]
         assert await service.store.catalog_in(n, names[5], (), names[::-1]) == names[6 : 6 + n]
+
+
+def test_catalog_ranges_are_merged_disjoint_byte_ranges() -> None:
+    """PostgreSQL's ranged read walks each range once: prefixes inside prefixes, names inside
+    prefixes and duplicates merge; a name is the range holding it alone; byte order (``é`` is
+    after ``z``), and a prefix without an upper bound gives up (the UNION path then)."""
+    from moorage.metadata.store import catalog_ranges
+
+    assert catalog_ranges(["a/", "a/b/", "a/"], ["a/x", "b", "b"]) == [("a/", "a0"), ("b", "b\x01")]
+    assert catalog_ranges(["é/", "z/"], ["a"]) == [("a", "a\x01"), ("z/", "z0"), ("é/", "é0")]
+    assert catalog_ranges(["ab", "a"], []) == [("a", "b")]
+    assert catalog_ranges([], []) == []
+    assert catalog_ranges(["\U0010ffff"], []) is None
