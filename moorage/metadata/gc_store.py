@@ -135,8 +135,8 @@ class GCStore:
         under the module's rules, unless retention removes tags or one repository is scoped.
         ``retention_rules``: the retention policies as (pattern test, keep_last, pushed-before
         cutoff); a repository where one of them can remove a tag (its pattern matches, more
-        tags than ``keep_last``, one older than the cutoff) is read too (issue 24: with a policy every repository used to
-        be read -- 85 s for a dry run at 1M repositories).
+        tags than ``keep_last``, one older than the cutoff) is read too (issue 24: with a
+        policy every repository used to be read -- 85 s for a dry run at 1M repositories).
         """
         after = -1
         async with self.db.read() as conn:
