@@ -16,7 +16,7 @@ namespaces (at N = 100,000 one repository each), in catalog order.  Then it prin
 * all-repository scans: quota usage of a namespace, the storage chart, scrub's count,
   retention over every tag, the UI's full sort-figure refresh.
 
-    python benchmarks/bench_scale.py --repos 100000               # both databases
+    python benchmarks/bench_scale.py --repos 100000,1000000       # both sizes, both databases
     python benchmarks/bench_scale.py --repos 100000 --db postgres --json /tmp/after.json
 
 PostgreSQL is a throwaway cluster started like the tests do (``tests/support/postgres.py``).
@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -163,7 +165,7 @@ async def in_process(db_url: str, n: int, fig: dict[str, Any]) -> None:
 
             return await service.catalog(1001, None, keep)
 
-        fig["/v2/_catalog n=1000 path, user with 10 namespace grants"] = await amedian_ms(user_catalog, 3)
+        fig["/v2/_catalog n=1000 path, user with 10 namespace grants"] = await amedian_ms(user_catalog, 15)
         filtered = getattr(store, "catalog_in", None)
         prefixes = [g[:-1] for g in grants]
         if filtered is not None:
@@ -207,11 +209,22 @@ async def in_process(db_url: str, n: int, fig: dict[str, Any]) -> None:
         fig["chart: storage by repository"] = await amedian_ms(lambda: ui.storage_by_repository(everything), 3)
         fig["scrub progress count (all blobs)"] = await amedian_ms(lambda: integrity_store.count_blobs(db, None, None, None), 3)
         pol_all = [RetentionPolicy("*", 10, None, None)]
+        by_all = getattr(retention, "plan_all", None)
 
-        async def plan_all() -> Any:
-            return retention.plan(pol_all, await ps.load_tags(None))
+        async def plan_all(policies: list[RetentionPolicy] = pol_all) -> Any:
+            if by_all is not None:  # after issue 24: only repositories a rule can shorten are read
+                return await by_all(db, policies)
+            return retention.plan(policies, await ps.load_tags(None))
 
         fig["retention plan (every tag, keep_last 10)"] = await amedian_ms(plan_all, 1)
+        fig["retention plan (every tag, expire 100 y: none go)"] = await amedian_ms(
+            lambda: plan_all([RetentionPolicy("*", None, None, 36500)]), 1
+        )
+        fig["scrub progress count (namespace ns00000)"] = await amedian_ms(
+            lambda: integrity_store.count_blobs(db, None, "ns00000", None), 3
+        )
+        hour = int(time.time() // 3600)
+        fig["chart: activity, 30 days"] = await amedian_ms(lambda: ui.activity(everything, hour - 30 * 24), 3)
     finally:
         await db.close()
 
@@ -285,7 +298,29 @@ def run_one(kind: str, n: int, tags_in_big: int, work: Path, pg_admin: str | Non
     secs, rss = gc_dry_run(env, data)
     fig["gc --dry-run --grace 0 (s)"] = secs
     fig["gc --dry-run peak RSS (MiB)"] = rss
+    # With a retention policy every repository is read (no skipping of clean ones): the mark
+    # phase's worst case.  keep_last 10 removes nothing from the one-tag repositories.
+    asyncio.run(run_sql(db_url, ["INSERT INTO retention_policies (pattern, keep_last, created_at) VALUES ('ns*', 10, 1.7e9)"]))
+    secs, rss = gc_dry_run(env, data)
+    asyncio.run(run_sql(db_url, ["DELETE FROM retention_policies"]))
+    fig["gc --dry-run, a retention policy (every repo read) (s)"] = secs
+    fig["gc --dry-run, a retention policy, peak RSS (MiB)"] = rss
+    if kind == "postgres":
+        asyncio.run(_pg_drop(pg_admin or "", db_url))
     return fig
+
+
+async def _pg_drop(admin: str, url: str) -> None:
+    """Drop the benchmark's database (1M repositories: 2.6 GB) before the next one is built."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    finally:
+        await engine.dispose()
 
 
 async def _pg_size(url: str) -> int:
@@ -301,30 +336,33 @@ async def _pg_size(url: str) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repos", type=int, default=100_000)
+    ap.add_argument("--repos", default="100000", help="sizes, comma-separated: 100000,1000000")
     ap.add_argument("--tags", type=int, default=100_000, help="tags in the one big repository")
     ap.add_argument("--db", default="sqlite,postgres")
     ap.add_argument("--workdir", help="keep the data here (default: a temporary directory)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     kinds = [k.strip() for k in args.db.split(",") if k.strip()]
+    sizes = [int(x) for x in str(args.repos).split(",") if x.strip()]
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.workdir) as tmp:
         work = Path(tmp)
-        if "postgres" in kinds:
-            with start_postgres(work / "pg") as admin:
+        with contextlib.ExitStack() as stack:
+            admin = stack.enter_context(start_postgres(work / "pg")) if "postgres" in kinds else None
+            for n in sizes:
                 for kind in kinds:
-                    results[kind] = run_one(kind, args.repos, args.tags, work, admin)
-        else:
-            for kind in kinds:
-                results[kind] = run_one(kind, args.repos, args.tags, work, None)
+                    col = f"{kind} {n:,}"
+                    results[col] = run_one(kind, n, args.tags, work / f"{kind}-{n}", admin)
+                    print(f"done: {col}", file=sys.stderr, flush=True)
+                    shutil.rmtree(work / f"{kind}-{n}", ignore_errors=True)  # 1M: 1.5-2.6 GB each
+    cols = list(results)
     keys = list(dict.fromkeys(k for r in results.values() for k in r))
-    print(f"\nN = {args.repos:,} repositories (+ big/tags with {args.tags:,} tags); times in ms unless stated")
-    print(f"{'figure':55s}" + "".join(f"{k:>14s}" for k in kinds))
+    print(f"\nN repositories (+ big/tags with {args.tags:,} tags); times in ms unless stated")
+    print(f"{'figure':58s}" + "".join(f"{c:>20s}" for c in cols))
     for key in keys:
-        print(f"{key:55s}" + "".join(f"{results[k].get(key, float('nan')):14.1f}" for k in kinds))
+        print(f"{key:58s}" + "".join(f"{results[c].get(key, float('nan')):20.1f}" for c in cols))
     if args.json:
-        Path(args.json).write_text(json.dumps({"repos": args.repos, "tags": args.tags, "results": results}, indent=2))
+        Path(args.json).write_text(json.dumps({"repos": sizes, "tags": args.tags, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -56,24 +56,32 @@ def _principals() -> dict[str, Principal]:
     }
 
 
+async def populate(url: str) -> None:
+    """The repositories above (plus 40 clones, a public one among them, and public namespaces)
+    in the migrated database ``url`` (SQLite or PostgreSQL: test_scale.py runs these on both)."""
+    sqlite = url.startswith("sqlite")
+    true, false = ("1", "0") if sqlite else ("true", "false")
+    made = ", ".join(f"('{n}', {false}, 1.7e9)" for n in LISTED)
+    empty = ", ".join(f"('{n}', {false}, 1.7e9)" for n in EMPTY)
+    await run_sql(
+        url,
+        seed_sql(sqlite)
+        + [f"INSERT INTO repositories (name, public, created_at) VALUES {made}"]
+        + clone_sql(40, 0, sqlite)
+        + [
+            f"INSERT INTO repositories (name, public, created_at) VALUES {empty}",
+            f"UPDATE repositories SET public = {true} WHERE name IN ('solo', '{PUBLIC}', 'team/empty')",
+            f"INSERT INTO namespaces (name, public, created_at) VALUES ('pub', {true}, 1.7e9), ('zz', {false}, 1.7e9)",
+        ],
+    )
+
+
 @pytest.fixture
 async def registry(tmp_path: Path) -> tuple[RegistryService, Authenticator, Database]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
     db = Database(url)
     await db.migrate()
-    made = ", ".join(f"('{n}', 0, 1.7e9)" for n in LISTED)
-    empty = ", ".join(f"('{n}', 0, 1.7e9)" for n in EMPTY)
-    await run_sql(
-        url,
-        seed_sql(True)
-        + [f"INSERT INTO repositories (name, public, created_at) VALUES {made}"]
-        + clone_sql(40, 0, True)
-        + [
-            f"INSERT INTO repositories (name, public, created_at) VALUES {empty}",
-            f"UPDATE repositories SET public = 1 WHERE name IN ('solo', '{PUBLIC}', 'team/empty')",
-            "INSERT INTO namespaces (name, public, created_at) VALUES ('pub', 1, 1.7e9), ('zz', 0, 1.7e9)",
-        ],
-    )
+    await populate(url)
     yield RegistryService(MetadataStore(db), MemoryBlobStore()), Authenticator(Settings(), AuthStore(db)), db
     await db.close()
 
@@ -89,9 +97,8 @@ async def _walk(service: RegistryService, n: int, scope: CatalogScope | object) 
         last = page[n - 1]
 
 
-@pytest.mark.parametrize("who", sorted(_principals()))
-async def test_ranged_catalog_lists_exactly_the_filtered_catalog(registry: tuple, who: str) -> None:
-    service, auth, _ = registry
+async def check_ranged_equals_filtered(service: RegistryService, auth: Authenticator, who: str) -> None:
+    """Page by page, the ranged catalog of ``who`` is the whole catalog filtered."""
     principal = _principals()[who]
     scope = await auth.catalog_scope(principal)
     assert scope.bounded == (who not in ("admin", "admin-token", "leading-star")), scope
@@ -108,19 +115,25 @@ async def test_ranged_catalog_lists_exactly_the_filtered_catalog(registry: tuple
         assert everything == expected[who]
 
 
+@pytest.mark.parametrize("who", sorted(_principals()))
+async def test_ranged_catalog_lists_exactly_the_filtered_catalog(registry: tuple, who: str) -> None:
+    service, auth, _ = registry
+    await check_ranged_equals_filtered(service, auth, who)
+
+
 async def test_ranges_read_only_what_the_caller_may_hold(registry: tuple) -> None:
     """The statements read the caller's ranges: a user with ``team/*`` never sees the
     ``ns…`` names go past (counted by the rows the store hands back)."""
     service, auth, _ = registry
     seen: list[str] = []
-    real = service.store.catalog_in
+    real = service.store.catalog_in_rows
 
-    async def spy(*args: object, **kwargs: object) -> list[str]:
+    async def spy(*args: object, **kwargs: object) -> list[tuple[str, bool]]:
         got = await real(*args, **kwargs)  # type: ignore[arg-type]
-        seen.extend(got)
+        seen.extend(name for name, _ in got)
         return got
 
-    service.store.catalog_in = spy  # type: ignore[method-assign]
+    service.store.catalog_in_rows = spy  # type: ignore[method-assign]
     scope = await auth.catalog_scope(_principals()["grants"])
     assert await service.catalog(1000, None, scope) == [
         "alicex/y", PUBLIC, "pub/deep/x", "pub/y", "solo", "team/a/app", "team/b/lib",
@@ -147,3 +160,16 @@ async def test_exact_names_branch_gives_the_first_names_in_order(registry: tuple
     for n in (1, 3, 10):
         assert await service.store.catalog_in(n, None, (), names[::-1]) == names[:n]
         assert await service.store.catalog_in(n, names[5], (), names[::-1]) == names[6 : 6 + n]
+
+
+def test_catalog_ranges_are_merged_disjoint_byte_ranges() -> None:
+    """PostgreSQL's ranged read walks each range once: prefixes inside prefixes, names inside
+    prefixes and duplicates merge; a name is the range holding it alone; byte order (``é`` is
+    after ``z``), and a prefix without an upper bound gives up (the UNION path then)."""
+    from moorage.metadata.store import catalog_ranges
+
+    assert catalog_ranges(["a/", "a/b/", "a/"], ["a/x", "b", "b"]) == [("a/", "a0"), ("b", "b\x01")]
+    assert catalog_ranges(["é/", "z/"], ["a"]) == [("a", "a\x01"), ("z/", "z0"), ("é/", "é0")]
+    assert catalog_ranges(["ab", "a"], []) == [("a", "b")]
+    assert catalog_ranges([], []) == []
+    assert catalog_ranges(["\U0010ffff"], []) is None

@@ -29,6 +29,7 @@ from ..registry.access_rules import (
     Principal,
     Scope,
     granted_actions,
+    namespace_prefixes,
     parse_actions,
     pull_ranges,
     registry_actions,
@@ -444,7 +445,15 @@ class Authenticator:
             return CatalogScope(keep, bounded=False)
         prefixes, names = ranges
         prefixes = sorted(set(prefixes) | {ns + "/" for ns in public_ns})
-        return CatalogScope(keep, tuple(prefixes), tuple(names), public=True)
+        public_spaces = frozenset(public_ns)
+
+        def pull(name: str, repository_public: bool) -> bool:
+            # visible()'s rule, with public_repositories() answered from what is known: the
+            # repository's own flag (read with the name) and every public namespace (above).
+            public = repository_public or any(ns in public_spaces for ns in namespace_prefixes(name))
+            return "pull" in repository_rights(principal, name, public=public)
+
+        return CatalogScope(keep, tuple(prefixes), tuple(names), public=True, pull=pull)
 
     async def visible(self, principal: Principal, names: list[str], action: str = "pull") -> list[str]:
         """The repositories of ``names`` on which ``principal`` has ``action`` (``pull``: may

@@ -351,7 +351,7 @@ def retention_apply(config: str | None, data: str | None, dry_run: bool, reposit
                 doomed += part
                 removed += 0 if dry_run else await retention.remove_tags(c.registry, part, by)
             return doomed, removed
-        doomed = retention.plan(policies, await retention.load_tags(db, repository), time.time())
+        doomed = await retention.plan_all(db, policies, time.time())  # only the repositories where a rule can remove something
         removed = 0 if dry_run else await retention.remove_tags(c.registry, doomed, by)
         return doomed, removed
 

@@ -32,11 +32,12 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from ..errors import RegistryError
 from ..metadata.db import Database
-from ..metadata.gc_store import GCStore
+from ..metadata.gc_store import GCStore, RetentionRule
 from ..metadata.records import ManifestNode
 from ..metadata.store import TOMBSTONE_STALE, MetadataStore
 from ..registry.digests import Digest
@@ -45,6 +46,7 @@ from ..registry.service import COLLECTOR, RETENTION, RegistryService
 from ..storage import BlobStore
 from . import retention
 from .mark import BatchMarks, Kept, MarkScope, explain_kept, mark_batch, merge_kept
+from .patterns import repo_matches
 
 #: Test hook: seconds to sleep right after the first tombstone transaction commits (so a test
 #: can SIGKILL the collector mid-sweep).
@@ -246,9 +248,13 @@ class Collector:
         marks = BatchMarks()
         names: dict[int, str] = {}  # repositories of condemned manifests (for the report)
         kept_parts: list[Kept] = []  # why untagged manifests stay, per batch (the summary's "kept")
-        # Without retention, repositories with nothing to mark (every manifest tagged, every
-        # link's blob referenced there) are left in the database (skip_clean).
-        batches = self.gc_store.index_batches(repo_id, self.opt.mark_batch, skip_clean=not policies)
+        # Repositories with nothing to mark (every manifest tagged, every link's blob referenced
+        # there, no retention rule able to remove a tag) are left in the database (skip_clean).
+        rules: list[RetentionRule] = [
+            (partial(repo_matches, p.pattern), p.keep_last, None if p.expire_days is None else started - p.expire_days * 86400)
+            for p in policies
+        ]
+        batches = self.gc_store.index_batches(repo_id, self.opt.mark_batch, skip_clean=True, retention_rules=rules)
         async for snap in batches:
             batch_scope = scope
             if policies:

@@ -33,6 +33,7 @@ __all__ = [
     "list_policies",
     "load_tags",
     "plan",
+    "plan_all",
     "plan_repository",
     "plan_repository_batches",
     "remove_tags",
@@ -110,6 +111,46 @@ async def plan_repository(
 ) -> list[TagInfo]:
     """:func:`plan` for one repository, all at once (:func:`plan_repository_batches`)."""
     return [t async for part in plan_repository_batches(db, policies, repository, now, batch=10_000) for t in part]
+
+
+#: A repository with more tags than this is ranked by the database (:func:`plan_repository`);
+#: smaller ones are planned here, their tags read a batch of repositories at a time.
+RANKED_IN_DB = 1000
+#: Repositories whose tags one read of :func:`plan_all` loads together.
+PLAN_BATCH = 500
+
+
+async def plan_all(db: Database, policies: Sequence[RetentionPolicy], now: float | None = None) -> list[TagInfo]:
+    """:func:`plan` over every repository, without loading every tag (issue 24: 25 s and every
+    tag in memory at 1M repositories).  The database names the repositories where some rule
+    can remove anything (:meth:`PolicyStore.retention_repositories`); of those, the big ones
+    are ranked by the database and the others planned a batch at a time.  Same result, in
+    the same order (repository name, then newest first)."""
+    now = time.time() if now is None else now
+    if not policies:
+        return []
+    store = PolicyStore(db)
+    rules = [(p.keep_last, None if p.expire_days is None else now - p.expire_days * 86400) for p in policies]
+    found = await store.retention_repositories(rules)
+    found = sorted((r for r in found if any(repo_matches(p.pattern, r[1]) for p in policies)), key=lambda r: r[1])
+    doomed: list[TagInfo] = []
+    batch: list[int] = []
+
+    async def plan_batch() -> None:
+        if batch:
+            doomed.extend(plan(policies, await store.load_tags_of(batch), now))
+            batch.clear()
+
+    for repo_id, name, count in found:
+        if count > RANKED_IN_DB:
+            await plan_batch()  # (keeps the name order)
+            doomed.extend(await plan_repository(db, policies, name, now))
+        else:
+            batch.append(repo_id)
+            if len(batch) >= PLAN_BATCH:
+                await plan_batch()
+    await plan_batch()
+    return doomed
 
 
 async def load_tags(db: Database, repository: str | None = None) -> list[TagInfo]:

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from sqlalchemy import case, delete, func, or_, select, update
+from sqlalchemy import case, delete, func, literal, or_, select, union_all, update
 
 from .db import Database
 from .records import GrantRow, TokenRecord, UserRecord
@@ -247,24 +247,21 @@ class AuthStore:
         names = list(dict.fromkeys(names))
         if not names:
             return set()
-        prefixes = {p for n in names for p in _namespace_prefixes(n)}
-        async with self.db.read() as conn:
-            public_repos = set(
-                (
-                    await conn.execute(
-                        select(repositories.c.name).where(repositories.c.name.in_(names), repositories.c.public.is_(True))
-                    )
-                ).scalars()
+        prefixes = sorted({p for n in names for p in _namespace_prefixes(n)})
+        # One statement (one round trip, no transaction): the public repositories among
+        # ``names`` and the public namespaces among their prefixes, told apart by ``kind``.
+        stmt: Any = select(repositories.c.name, literal(True).label("repo")).where(
+            repositories.c.name.in_(names), repositories.c.public.is_(True)
+        )
+        if prefixes:
+            ns = select(namespaces.c.name, literal(False).label("repo")).where(
+                namespaces.c.name.in_(prefixes), namespaces.c.public.is_(True)
             )
-            public_ns: set[str] = set()
-            if prefixes:
-                public_ns = set(
-                    (
-                        await conn.execute(
-                            select(namespaces.c.name).where(namespaces.c.name.in_(prefixes), namespaces.c.public.is_(True))
-                        )
-                    ).scalars()
-                )
+            stmt = union_all(stmt, ns)
+        async with self.db.read(snapshot=False) as conn:
+            rows = (await conn.execute(stmt)).all()
+        public_repos = {r[0] for r in rows if r[1]}
+        public_ns = {r[0] for r in rows if not r[1]}
         return {n for n in names if n in public_repos or any(p in public_ns for p in _namespace_prefixes(n))}
 
     # -- principals -----------------------------------------------------------------------

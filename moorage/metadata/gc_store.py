@@ -52,6 +52,11 @@ def _manifest_node(r: Any) -> ManifestNode:
     )
 
 
+#: A retention policy as the collector's batches test it: (does its pattern match this
+#: repository name, keep_last, pushed-before cutoff or None).
+RetentionRule = tuple[Callable[[str], bool], int | None, float | None]
+
+
 class GCStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -96,7 +101,12 @@ class GCStore:
         return None if rid is None else int(rid)
 
     async def index_batches(
-        self, repository_id: int | None = None, batch: int = 1000, *, skip_clean: bool = False
+        self,
+        repository_id: int | None = None,
+        batch: int = 1000,
+        *,
+        skip_clean: bool = False,
+        retention_rules: Sequence[RetentionRule] = (),
     ) -> AsyncIterator[IndexSnapshot]:
         """The index, ``batch`` whole repositories at a time (by id), all read in ONE snapshot.
 
@@ -112,8 +122,11 @@ class GCStore:
         every manifest tagged, every link's blob referenced by one of its manifests (the
         common case: at 100,000 repositories reading and walking them in Python was 3/4 of a
         dry run).  Such a repository yields no condemned manifest, no link and no "kept" line
-        under the module's rules, unless retention removes tags or one repository is scoped:
-        the caller passes False then.
+        under the module's rules, unless retention removes tags or one repository is scoped.
+        ``retention_rules``: the retention policies as (pattern test, keep_last, pushed-before
+        cutoff); a repository where one of them can remove a tag (its pattern matches, more
+        tags than ``keep_last``, one older than the cutoff) is read too (issue 24: with a
+        policy every repository used to be read -- 85 s for a dry run at 1M repositories).
         """
         after = -1
         async with self.db.read() as conn:
@@ -130,7 +143,7 @@ class GCStore:
                 after = hi
                 narrowed: list[int] | None = None  # the batch's repositories with something to mark
                 if skip_clean and repository_id is None:
-                    marked = await self._repositories_to_mark(conn, lo, hi)
+                    marked = await self._repositories_to_mark(conn, lo, hi, retention_rules, repos)
                     if not marked:
                         continue
                     repos = {rid: repos[rid] for rid in sorted(marked) if rid in repos}
@@ -200,10 +213,12 @@ class GCStore:
                 if repository_id is not None:
                     return
 
-    async def _repositories_to_mark(self, conn: Any, lo: int, hi: int) -> set[int]:
+    async def _repositories_to_mark(
+        self, conn: Any, lo: int, hi: int, retention_rules: Sequence[RetentionRule] = (), names: dict[int, str] | None = None
+    ) -> set[int]:
         """Repositories with ids in [lo, hi] holding an untagged manifest or a link whose blob
-        none of their manifests references: the only ones a batch's mark can find anything
-        in without retention (``index_batches(skip_clean=True)``)."""
+        none of their manifests references, or where a retention rule can remove a tag: the
+        only ones a batch's mark can find anything in (``index_batches(skip_clean=True)``)."""
         # The subqueries carry OFFSET 0 so PostgreSQL keeps them as per-row index probes; as
         # anti-joins it hashes every tag / reference of the registry for each batch.
         m = manifests.alias("m")
@@ -225,6 +240,25 @@ class GCStore:
         found: set[int] = set()
         for q in (untagged, unreferenced_link):
             found.update(int(r[0]) for r in await conn.execute(q.distinct()))
+        if retention_rules and names:
+            count, oldest = func.count(), func.min(tags.c.updated_at)
+            conds = [
+                and_(count > (keep_last or 0), *([] if cutoff is None else [oldest < cutoff]))
+                for _, keep_last, cutoff in retention_rules
+            ]
+            shortened = (
+                select(tags.c.repository_id, count, oldest)
+                .where(tags.c.repository_id.between(lo, hi))
+                .group_by(tags.c.repository_id)
+                .having(or_(*conds))
+            )
+            for rid, n, first in await conn.execute(shortened):
+                name = names.get(int(rid))
+                if name is not None and any(
+                    matches(name) and n > (keep_last or 0) and (cutoff is None or first < cutoff)
+                    for matches, keep_last, cutoff in retention_rules
+                ):
+                    found.add(int(rid))
         return found
 
     def _in_ids(self, column: Any, ids: list[int]) -> Any:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 
 from .db import Database
+from .policy_store import repositories_in
 from .tables import blobs, quarantined_blobs, repositories, repository_blobs, scrub_progress
 
 
@@ -45,20 +46,13 @@ def scope_key(repository: str | None, namespace: str | None) -> str:
     return ""
 
 
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _in_scope(stmt, repository: str | None, namespace: str | None):  # type: ignore[no-untyped-def]
+def _in_scope(db: Database, stmt, repository: str | None, namespace: str | None):  # type: ignore[no-untyped-def]
     if not repository and not namespace:
         return stmt
     if repository:
         repo_ids = select(repositories.c.id).where(repositories.c.name == repository)
     else:
-        ns = (namespace or "").strip("/")
-        repo_ids = select(repositories.c.id).where(
-            or_(repositories.c.name == ns, repositories.c.name.like(_like_escape(ns) + "/%", escape="\\"))
-        )
+        repo_ids = repositories_in(db, (namespace or "").strip("/"))
     linked = select(repository_blobs.c.digest).where(repository_blobs.c.repository_id.in_(repo_ids))
     return stmt.where(blobs.c.digest.in_(linked))
 
@@ -69,7 +63,7 @@ async def count_blobs(db: Database, repository: str | None, namespace: str | Non
         blobs.c.deleting_since.is_(None), blobs.c.quarantined_at.is_(None), blobs.c.digest > (after or "")
     )
     async with db.read() as conn:
-        n, total = (await conn.execute(_in_scope(stmt, repository, namespace))).one()
+        n, total = (await conn.execute(_in_scope(db, stmt, repository, namespace))).one()
     return int(n or 0), int(total or 0)
 
 
@@ -84,7 +78,7 @@ async def next_blobs(
         .limit(limit)
     )
     async with db.read() as conn:
-        return [(r.digest, int(r.size)) for r in await conn.execute(_in_scope(stmt, repository, namespace))]
+        return [(r.digest, int(r.size)) for r in await conn.execute(_in_scope(db, stmt, repository, namespace))]
 
 
 async def is_live(db: Database, digest: str) -> bool:

@@ -35,6 +35,63 @@ if TYPE_CHECKING:  # the asyncio extension (and the ORM it imports) is not loade
 
 #: Most ranges (prefixes + single names) one :meth:`MetadataStore.catalog_in` query unions.
 MAX_CATALOG_RANGES = 200
+#: Appended to a name, the smallest string after it that it does not start: ``[name,
+#: name + EXACT_END)`` holds ``name`` alone (PostgreSQL text holds no NUL, byte order).
+EXACT_END = "\x01"
+
+
+def catalog_ranges(prefixes: Sequence[str], names: Sequence[str]) -> list[tuple[str, str]] | None:
+    """Prefixes and single names as sorted, disjoint half-open byte-order ranges ``[lo, hi)``
+    (overlapping ones merged, so no name is read twice); None if a prefix has no upper bound."""
+    spans: list[tuple[str, str]] = []
+    for prefix in prefixes:
+        upper = prefix_successor(prefix)
+        if upper is None:
+            return None
+        spans.append((prefix, upper))
+    spans += [(name, name + EXACT_END) for name in names]
+    merged: list[tuple[str, str]] = []
+    for lo, hi in sorted(spans, key=lambda r: (r[0].encode(), r[1].encode())):
+        if merged and lo.encode() <= merged[-1][1].encode():
+            if hi.encode() > merged[-1][1].encode():
+                merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _catalog_ranges_statement(repo_name: Any) -> Any:
+    """PostgreSQL's :meth:`MetadataStore.catalog_in`: a LATERAL index range scan per element
+    of the arrays ``:lo``/``:hi`` (each stopping after ``:n`` names), plus the public
+    repositories if ``:public``, merged in order.  The SQL text is the same for any number of
+    ranges, so it is planned once per connection (asyncpg's prepared statements) and cheaply."""
+    from sqlalchemy import ARRAY, Boolean, Integer, Text, literal_column
+
+    g = (
+        func.unnest(bindparam("lo", type_=ARRAY(Text)), bindparam("hi", type_=ARRAY(Text)))
+        .table_valued("lo", "hi")
+        .render_derived(name="g")
+    )
+    has_manifest = exists().where(manifests.c.repository_id == repositories.c.id)
+    after = repo_name > bindparam("last", type_=Text)
+    cols = (repositories.c.name.label("name"), repositories.c.public.label("public"))
+    per_range = (
+        select(*cols)
+        .where(repo_name >= g.c.lo, repo_name < g.c.hi, after, has_manifest)
+        .order_by(repo_name)
+        .limit(bindparam("n", type_=Integer))
+        .lateral("r")
+    )
+    in_ranges = select(per_range.c.name, per_range.c.public).select_from(g).join(per_range, literal_column("true"))
+    public = (
+        select(*cols)
+        .where(repositories.c.public, after, has_manifest, bindparam("public", type_=Boolean))
+        .order_by(repo_name)
+        .limit(bindparam("n", type_=Integer))
+        .subquery()
+    )
+    merged = union(in_ranges, select(public.c.name, public.c.public)).subquery()
+    return select(merged.c.name, merged.c.public).order_by(merged.c.name.collate("C")).limit(bindparam("n", type_=Integer))
 
 
 def prefix_successor(prefix: str) -> str | None:
@@ -221,6 +278,8 @@ class MetadataStore:
             .order_by(repo_name)
         )
         self._catalog_n = self._catalog.limit(bindparam("n"))
+        self._catalog_rows_n = self._catalog_n.add_columns(repositories.c.public)
+        self._catalog_ranges = None if db.is_sqlite else _catalog_ranges_statement(repo_name)
         link = db.insert(repository_blobs)
         self._link_upsert = link.on_conflict_do_update(
             index_elements=["repository_id", "digest"], set_={"created_at": link.excluded.created_at}
@@ -263,43 +322,61 @@ class MetadataStore:
         :data:`MAX_CATALOG_RANGES` prefixes and names (the caller falls back to filtering
         the plain catalog beyond that).
         """
+        return [name for name, _ in await self.catalog_in_rows(n, last, prefixes, names, public=public)]
+
+    async def catalog_in_rows(
+        self, n: int, last: str | None, prefixes: Sequence[str] = (), names: Sequence[str] = (), *, public: bool = False
+    ) -> list[tuple[str, bool]]:
+        """:meth:`catalog_in` with each repository's own ``public`` flag, so that the caller's
+        pull filter needs no second query (``CatalogScope.pull``)."""
         if len(prefixes) + len(names) > MAX_CATALOG_RANGES:
             raise ValueError("too many catalog ranges")
+        if any(not p for p in prefixes):  # everything
+            async with self.db.read(snapshot=False) as conn:
+                rows = await conn.execute(self._catalog_rows_n, {"last": last or "", "n": n})
+                return [(r[0], bool(r[1])) for r in rows]
+        ranges = catalog_ranges(prefixes, names)
+        if ranges == [] and not public:
+            return []
+        if self._catalog_ranges is not None and ranges is not None:
+            # PostgreSQL: one statement whatever the number of ranges (planned in well under a
+            # millisecond; a UNION of 12 branches took ~3 ms to plan for 1 ms of execution).
+            params = {"lo": [r[0] for r in ranges], "hi": [r[1] for r in ranges], "last": last or "", "n": n}
+            params["public"] = public
+            async with self.db.read(snapshot=False) as conn:
+                return [(r[0], bool(r[1])) for r in await conn.execute(self._catalog_ranges, params)]
         name = self.db.lexical(repositories.c.name)
         has_manifest = exists().where(manifests.c.repository_id == repositories.c.id)
         after = name > (last or "")
+        cols = (repositories.c.name.label("name"), repositories.c.public.label("public"))
         branches = []
         for prefix in sorted(set(prefixes)):
-            if not prefix:
-                return await self.catalog(n, last)  # everything
             where = [name >= prefix, after, has_manifest]
             upper = prefix_successor(prefix)
             if upper is not None:
                 where.append(name < upper)
-            branches.append(select(repositories.c.name.label("name")).where(*where).order_by(name).limit(n))
+            branches.append(select(*cols).where(*where).order_by(name).limit(n))
         exact = sorted(set(names))
         if exact:
             branches.append(
-                select(repositories.c.name.label("name"))
+                select(*cols)
                 .where(repositories.c.name.in_(exact), after, has_manifest)
                 .order_by(name)  # the first n in order, not any n of them
                 .limit(n)
             )
         if public:
             branches.append(
-                select(repositories.c.name.label("name"))
+                select(*cols)
                 .where(repositories.c.public, after, has_manifest)  # (the partial index's predicate, as written)
                 .order_by(name)
                 .limit(n)
             )
-        if not branches:
-            return []
         # Each branch as a subquery (SQLite allows ORDER BY/LIMIT only there in a compound).
-        parts = [select(b.subquery().c.name) for b in branches]
+        parts = [select(*b.subquery().c) for b in branches]
         merged = union(*parts).subquery() if len(parts) > 1 else branches[0].subquery()
-        q = select(merged.c.name).order_by(self.db.lexical(merged.c.name)).limit(n)
+        q = select(merged.c.name, merged.c.public).order_by(self.db.lexical(merged.c.name)).limit(n)
         async with self.db.read(snapshot=False) as conn:
-            return list((await conn.execute(q)).scalars().all())
+            return [(r[0], bool(r[1])) for r in await conn.execute(q)]
 
     # -- blobs ----------------------------------------------------------------------------
     async def blob_size_in_repository(self, repository: str, digest: str) -> int | None:

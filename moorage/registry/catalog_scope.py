@@ -13,6 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 Keep = Callable[[list[str]], Awaitable[list[str]]]
+#: The same rule for one name whose public standing is known: (name, the repository's own
+#: ``public`` flag) -> may the caller pull it.  Pure: no database, no await.
+Pull = Callable[[str, bool], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +30,6 @@ class CatalogScope:
     #: (an administrator, a grant pattern starting with ``*``): the whole catalog is filtered.
     public: bool = False
     bounded: bool = True
+    #: ``keep`` without its query (the ranges' read brings each repository's ``public`` flag,
+    #: the scope holds every public namespace): a page is one statement, not two (issue 24).
+    pull: Pull | None = None

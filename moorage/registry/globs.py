@@ -103,21 +103,36 @@ def _find(segment: tuple[_Atom, ...], text: str, start: int, end: int) -> int:
     return -1
 
 
+@lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> tuple[tuple[tuple[_Atom, ...], str | None], ...]:
+    """Each segment with its literal text (None if it holds ``?``/``[...]``), computed once per
+    pattern: a literal segment is matched by ``str.startswith``/``endswith``/``find`` in C,
+    not atom by atom (the catalog's pull filter matches every name against every grant)."""
+    return tuple((seg, _literal(seg)) for seg in _compile(pattern))
+
+
+def _at(seg: tuple[tuple[_Atom, ...], str | None], text: str, pos: int) -> bool:
+    atoms, lit = seg
+    if lit is not None:
+        return text.startswith(lit, pos)
+    return _matches_at(atoms, text, pos)
+
+
 def glob_match(pattern: str, text: str) -> bool:
     """Does ``text`` match the glob ``pattern`` as a whole?  Linear-bounded, never backtracks."""
     if "*" not in pattern and "?" not in pattern and "[" not in pattern:
         return pattern == text
-    segments = _compile(pattern)
+    segments = _compiled(pattern)
     if len(segments) == 1:  # no star: the one segment is the whole text
-        return len(segments[0]) == len(text) and _matches_at(segments[0], text, 0)
+        return len(segments[0][0]) == len(text) and _at(segments[0], text, 0)
     head, *middle, tail = segments
-    if len(head) + len(tail) > len(text):
+    if len(head[0]) + len(tail[0]) > len(text):
         return False
-    if not _matches_at(head, text, 0) or not _matches_at(tail, text, len(text) - len(tail)):
+    if not _at(head, text, 0) or not _at(tail, text, len(text) - len(tail[0])):
         return False
-    pos, end = len(head), len(text) - len(tail)
-    for seg in middle:
-        found = _find(seg, text, pos, end)
+    pos, end = len(head[0]), len(text) - len(tail[0])
+    for seg, lit in middle:
+        found = text.find(lit, pos, end) if lit is not None else _find(seg, text, pos, end)
         if found < 0:
             return False
         pos = found + len(seg)

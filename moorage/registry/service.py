@@ -874,13 +874,18 @@ class RegistryService:
         found: list[str] = []
         batch = max(n or 1000, 100)
         while len(found) < want:  # the index (or the caller's ranges of it) in batches, filtered
-            if ranged:
-                names = await self.store.catalog_in(batch, last, scope.prefixes, scope.names, public=scope.public)
+            if ranged and scope.pull is not None:  # the rule needs nothing more from the database
+                rows = await self.store.catalog_in_rows(batch, last, scope.prefixes, scope.names, public=scope.public)
+                names = [name for name, _ in rows]
+                found.extend(name for name, public in rows if scope.pull(name, public))
             else:
-                names = await self.store.catalog(batch, last)
+                if ranged:
+                    names = await self.store.catalog_in(batch, last, scope.prefixes, scope.names, public=scope.public)
+                else:
+                    names = await self.store.catalog(batch, last)
+                found.extend(await scope.keep(names))
             if not names:
                 break
-            found.extend(await scope.keep(names))
             last = names[-1]
             if len(names) < batch:
                 break

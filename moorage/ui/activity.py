@@ -80,6 +80,17 @@ class ActivityRecorder:
                         mine[0] += v[0]
                         mine[1] += v[1]
 
+    async def refresh_dirty(self) -> None:
+        """Refresh now the sort figures of the repositories changed since the last flush (the
+        storage chart reads those figures; at most MAX_PENDING names)."""
+        dirty, self._dirty = self._dirty, set()
+        if dirty:
+            try:
+                await self.queries.refresh_stats(sorted(dirty))
+            except Exception:  # noqa: BLE001 - figures only: the next flush tries again
+                self._dirty |= dirty
+                log.warning("could not refresh repository figures", exc_info=True)
+
     async def _maintain(self) -> None:
         dirty, self._dirty = self._dirty, set()
         now = time.time()

@@ -37,6 +37,11 @@ async def storage_data(request: web.Request, viewer: Viewer) -> dict[str, Any]:
     largest ``TOP_REPOS`` repositories get their own segment, the rest one "other" segment;
     segments are stacked by rank (a dataset per rank) so that the chart stays readable.
     """
+    from .activity import ACTIVITY
+
+    recorder = request.app.get(ACTIVITY)
+    if recorder is not None:  # the figures of what was pushed or deleted since the last flush
+        await recorder.refresh_dirty()
     queries = request.app[QUERIES]
     visible = await queries.visible_condition(viewer.visibility())
     by_ns: dict[str, list[tuple[str, int]]] = {}
