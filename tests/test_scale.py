@@ -397,11 +397,10 @@ def test_sqlite_catalog_and_ranges_walk_the_name_index(tmp_path: Path) -> None:
     _build(url, SMALL, 1000)
     prefixes = [repo_name(k * SMALL // 10, SMALL).split("/")[0] + "/" for k in range(10)]
 
-    from moorage.auth.policy import Grant, Principal
-
     from moorage.auth.authenticator import Authenticator
     from moorage.config import Settings
     from moorage.metadata.auth_store import AuthStore
+    from moorage.registry.access_rules import Grant, Principal
     from moorage.registry.service import RegistryService
     from moorage.storage.memory import MemoryBlobStore
 
