@@ -23,7 +23,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .errors import translated
+from .errors import translated, translation
 from .schema_version import MIGRATIONS, SchemaOutOfDate, script_head
 from .writer import SQLiteWriter
 
@@ -143,6 +143,23 @@ class Database:
                 return
             async with (self.snapshot_engine if snapshot else self.read_engine).connect() as conn:
                 yield conn
+
+    async def first(self, statement: Any, params: dict[str, Any]) -> Any:
+        """The first row of one read statement (None if none), as :meth:`read` with
+        ``snapshot=False`` would give it, for the reads every manifest GET and blob HEAD makes:
+        without :meth:`read`'s two context managers (a few microseconds of a ~250 us request)."""
+        try:
+            engine = self.sync_autocommit_engine
+            if engine is not None:
+                with engine.connect() as conn:
+                    return conn.execute(statement, params).first()
+            async with self.read_engine.connect() as aconn:
+                return (await aconn.execute(statement, params)).first()
+        except Exception as exc:  # outages as DatabaseUnavailable, as in read()
+            error = translation(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Any]:

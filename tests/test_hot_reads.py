@@ -1,0 +1,49 @@
+"""``Database.first``: the one-statement read of every manifest GET and blob HEAD, without
+:meth:`Database.read`'s context managers -- and with the same answers: the first row or None,
+a database outage as :class:`DatabaseUnavailable` (503), a bug (bad SQL) as itself."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from moorage.errors import DatabaseUnavailable
+from moorage.metadata import db as dbmod
+
+
+def test_first_row_none_outage_and_bug(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+
+    async def scenario() -> None:
+        database = dbmod.Database(f"sqlite+aiosqlite:///{path}")
+        try:
+            async with database.write() as conn:
+                await conn.execute(text("CREATE TABLE t (x INTEGER, y TEXT)"))
+                await conn.execute(text("INSERT INTO t VALUES (1, 'a'), (2, 'b')"))
+            row = await database.first(text("SELECT x, y FROM t WHERE x >= :x ORDER BY x"), {"x": 2})
+            assert tuple(row) == (2, "b") and row.y == "b"
+            assert await database.first(text("SELECT x FROM t WHERE x = :x"), {"x": 9}) is None
+            with pytest.raises(OperationalError):  # no such table: a bug, not an outage
+                await database.first(text("SELECT * FROM missing"), {})
+            await database.close()  # pooled connections would keep the locker from its exclusive lock
+            locker = sqlite3.connect(str(path), isolation_level=None)
+            locker.execute("PRAGMA locking_mode=EXCLUSIVE")
+            locker.execute("BEGIN IMMEDIATE")
+            locker.execute("INSERT INTO t VALUES (3, 'c')")
+            locker.execute("COMMIT")
+            try:
+                with pytest.raises(DatabaseUnavailable) as info:
+                    await database.first(text("SELECT count(*) FROM t"), {})
+                assert "locked" in info.value.reason and info.value.status == 503
+            finally:
+                locker.close()
+            assert tuple(await database.first(text("SELECT count(*) FROM t"), {})) == (3,)
+        finally:
+            await database.close()
+
+    asyncio.run(scenario())
