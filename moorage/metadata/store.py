@@ -715,7 +715,8 @@ class MetadataStore:
         row = await self.db.first(stmt, {"repo": repository, "ref": reference})
         if row is None:
             return None
-        return ManifestRecord(row.digest, row.media_type, int(row.size), bytes(row.payload))
+        digest, media_type, size, payload = row  # _MANIFEST_COLS, in order
+        return ManifestRecord(digest, media_type, int(size), bytes(payload))
 
     async def delete_manifest(self, repository: str, digest: str, *, record: Record | None = None) -> bool:
         """Remove a manifest by digest, with every tag pointing at it."""
