@@ -47,3 +47,32 @@ def test_first_row_none_outage_and_bug(tmp_path: Path) -> None:
             await database.close()
 
     asyncio.run(scenario())
+
+
+def test_another_thread_reads_through_the_pool(tmp_path: Path) -> None:
+    """The kept connection is the first reader thread's; a job on a thread of its own (with its
+    own loop) that shares the Database reads through the pooled path, with the same answer."""
+    import threading
+
+    path = tmp_path / "m.db"
+    database = dbmod.Database(f"sqlite+aiosqlite:///{path}")
+    stmt = text("SELECT x FROM t WHERE x = :x")
+
+    async def setup_and_read() -> object:
+        async with database.write() as conn:
+            await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+            await conn.execute(text("INSERT INTO t VALUES (7)"))
+        return tuple(await database.first(stmt, {"x": 7}))
+
+    assert asyncio.run(setup_and_read()) == (7,)
+    kept = database._hot_conn  # noqa: SLF001
+    assert kept is not None
+    through_kept: list[str] = []
+    kept.set_trace_callback(through_kept.append)
+    assert asyncio.run(database.first(stmt, {"x": 7})) == (7,) and len(through_kept) == 1  # this thread: kept
+    got: list[object] = []
+    worker = threading.Thread(target=lambda: got.append(tuple(asyncio.run(database.first(stmt, {"x": 7})))))
+    worker.start()
+    worker.join()
+    assert got == [(7,)] and database._hot_conn is kept and len(through_kept) == 1  # noqa: SLF001
+    asyncio.run(database.close())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -180,10 +181,16 @@ class Database:
     #: A SQLite database file: :meth:`first` keeps a connection of its own (set in ``__init__``).
     _hot_file = False
     _hot_conn: Any = None
+    #: The thread whose reads use the connection (the first to ask: the server's event loop).
+    _hot_thread: int | None = None
 
     def _hot_sql(self, statement: Any) -> tuple[Any, str, tuple[tuple[str, Any], ...]] | None:
         if self.sync_autocommit_engine is None or not self._hot_file:
             return None
+        if self._hot_thread != threading.get_ident():  # the connection is one thread's (the loop's)
+            if self._hot_thread is not None:
+                return None
+            self._hot_thread = threading.get_ident()
         cache = self._hot_statements
         key = id(statement)
         if key in cache:
