@@ -76,3 +76,35 @@ def test_another_thread_reads_through_the_pool(tmp_path: Path) -> None:
     worker.join()
     assert got == [(7,)] and database._hot_conn is kept and len(through_kept) == 1  # noqa: SLF001
     asyncio.run(database.close())
+
+
+def test_statements_the_kept_connection_cannot_run_as_compiled_take_the_pool(tmp_path: Path) -> None:
+    """An IN list (rendered per call) and a missing parameter go the pooled way, with its answers;
+    a value written into the statement is passed as SQLAlchemy would."""
+    from sqlalchemy import bindparam, column, select, table
+    from sqlalchemy.exc import StatementError
+
+    path = tmp_path / "m.db"
+    t = table("t", column("x"))
+    in_list = select(t.c.x).where(t.c.x.in_(bindparam("xs", expanding=True))).order_by(t.c.x)
+    needs_x = select(t.c.x).where(t.c.x == bindparam("x"))
+    literal = select(t.c.x).where(t.c.x == 5)
+
+    async def scenario() -> None:
+        database = dbmod.Database(f"sqlite+aiosqlite:///{path}")
+        try:
+            async with database.write() as conn:
+                await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+                await conn.execute(text("INSERT INTO t VALUES (1), (5), (9)"))
+            assert tuple(await database.first(in_list, {"xs": [9, 5]})) == (5,)
+            assert tuple(await database.first(literal, {})) == (5,)
+            assert tuple(await database.first(needs_x, {"x": 9})) == (9,)
+            with pytest.raises(StatementError, match="value is required"):
+                await database.first(needs_x, {})
+            async with database.read(snapshot=False) as conn:  # what the pooled path says
+                with pytest.raises(StatementError, match="value is required"):
+                    await conn.execute(needs_x, {})
+        finally:
+            await database.close()
+
+    asyncio.run(scenario())

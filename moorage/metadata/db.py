@@ -30,6 +30,8 @@ from .writer import SQLiteWriter
 
 T = TypeVar("T")
 
+#: A parameter of a hot read (:meth:`Database.first`) that the caller must give.
+_REQUIRED = object()
 #: PostgreSQL advisory-lock key serialising concurrent ``migrate`` runs ("moorage" in ASCII).
 _MIGRATION_LOCK_KEY = 0x6D6F6F72616765
 
@@ -165,7 +167,9 @@ class Database:
         try:
             hot = self._hot_sql(statement)
             if hot is not None:
-                return self._hot_first(hot, params)
+                values = [params.get(name, default) for name, default in hot[2]]
+                if _REQUIRED not in values:  # else the pooled path says what is missing, as before
+                    return self._hot_first(hot[1], values)
             engine = self.sync_autocommit_engine
             if engine is not None:
                 with engine.connect() as conn:
@@ -199,21 +203,28 @@ class Database:
             return None
         dialect = self.sync_autocommit_engine.dialect
         compiled = statement.compile(dialect=dialect)
-        plain = not compiled._bind_processors and compiled.positiontup is not None  # noqa: SLF001
+        plain = (
+            not compiled._bind_processors  # noqa: SLF001 - no type processing of parameters
+            and compiled.positiontup is not None
+            and not compiled.post_compile_params  # IN lists and the like: rendered per call
+            and not compiled.literal_execute_params
+        )
         if plain:
             for column in getattr(statement, "selected_columns", ()):
                 if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None:
                     plain = False
         found = None
         if plain:
-            names = tuple((name, compiled.params.get(name)) for name in compiled.positiontup)
+            binds = compiled.binds
+            # (name, value when the caller gives none; _REQUIRED: the caller must give one)
+            names = tuple(
+                (name, _REQUIRED if binds[name].required else compiled.params.get(name)) for name in compiled.positiontup
+            )
             found = (statement, compiled.string, names)  # the statement kept: its id stays its own
         cache[key] = found
         return found
 
-    def _hot_first(self, hot: tuple[Any, str, tuple[tuple[str, Any], ...]], params: dict[str, Any]) -> Any:
-        _, sql, names = hot
-        values = [params.get(name, default) for name, default in names]
+    def _hot_first(self, sql: str, values: list[Any]) -> Any:
         conn = self._hot_conn
         try:
             if conn is None:
