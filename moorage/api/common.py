@@ -16,7 +16,7 @@ from ..components import Components
 from ..config import Settings
 from ..metadata.db import Database
 from ..metadata.store import MetadataStore
-from ..registry.events import Action, Actor, EventBus, Kind, RegistryEvent
+from ..registry.events import Action, Actor, EventBus, Kind, Pull, RegistryEvent
 from ..registry.principal import Face, Principal
 from ..registry.service import RegistryService
 from ..scheduler import Scheduler
@@ -129,10 +129,33 @@ async def publish(
     size: int | None = None,
     tag: str | None = None,
 ) -> None:
-    """Publish a pull for this request (nothing is built when nobody listens).  Changes are
-    announced by the registry service itself, in their transaction."""
+    """Publish a pull for this request (nothing is built when nobody counts or listens).
+    Changes are announced by the registry service itself, in their transaction.
+
+    A pull (every manifest GET) is a :class:`Pull` -- a few slots -- handed to the bus's
+    counters (the UI's activity, the pull audit); it becomes an event only for listeners that
+    want pulls (webhooks listening to pulls), and the request's details (:func:`actor`) are
+    read only when someone asks for them."""
     bus = request.app.get(EVENTS)
-    if bus is None or (action == "pull" and request.method == "HEAD") or not bus.wants(action):  # a HEAD is no pull
+    if bus is None or (action == "pull" and request.method == "HEAD"):  # a HEAD is no pull
+        return
+    if action == "pull":
+        if bus.wants_pulls:
+            await bus.pulled(
+                Pull(
+                    kind,
+                    repository,
+                    digest=digest,
+                    media_type=media_type,
+                    size=size,
+                    tag=tag,
+                    user=request.get("user"),
+                    actor_of=actor,
+                    source=request,
+                )
+            )
+        return
+    if not bus.wants(action):
         return
     await bus.publish(
         RegistryEvent(action, kind, repository, digest=digest, media_type=media_type, size=size, tag=tag, actor=actor(request))

@@ -48,10 +48,15 @@ _TRIGGERS = ("auth", "cookie", "basic", "bearer", "digest", "negotiate", "eyj", 
 _ODD_CASE = ("\u0130", "\u0131", "\u017f")
 
 
+def needs_redaction(text: str) -> bool:
+    """Whether :func:`redact` would run its passes on ``text`` (False: it returns ``text`` as it is)."""
+    lowered = text.lower()
+    return any(word in lowered for word in _TRIGGERS) or any(c in text for c in _ODD_CASE)
+
+
 def redact(text: str) -> str:
     """``text`` with every credential-looking part replaced by ``<redacted>``."""
-    lowered = text.lower()
-    if not any(word in lowered for word in _TRIGGERS) and not any(c in text for c in _ODD_CASE):
+    if not needs_redaction(text):
         return text
     return _redact_all(text)
 
@@ -76,7 +81,9 @@ class RedactCredentials(logging.Filter):
     _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "_moorage_redacted", False):  # the logger's filter did it: not again at the handler
+        # The logger's filter did it (not again at the handler), or the access logger found its
+        # line clean (:mod:`moorage.api.logging`).
+        if getattr(record, "_moorage_redacted", False):
             return True
         record._moorage_redacted = True
         try:

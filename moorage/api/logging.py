@@ -1,4 +1,13 @@
-"""Structured access log: one JSON object per request, without credentials."""
+"""Structured access log: one JSON object per request, without credentials.
+
+The line goes through :class:`~moorage.api.log_redaction.RedactCredentials` like every record,
+unless it is known to come out unchanged: the only parts of it a client chooses are the method,
+path, User-Agent, user and address (the rest are numbers and fixed keys, and a trigger word of
+the redaction cannot reach across a field's quotes), so when :func:`~moorage.api.log_redaction.needs_redaction`
+finds nothing in those values as the line encodes them, the line is clean as it is.  That answer
+is kept per value set (a client repeats its requests), which spares the filter's look at
+~250 characters -- about 8 us, a thirtieth of a manifest GET's CPU -- on nearly every request.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,22 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from .common import BODY_BYTES
+from .log_redaction import needs_redaction
+
+#: (method, path, User-Agent, user, address) as logged -> whether the line needs the filter's passes.
+_NEEDS_REDACTION: dict[tuple[str | None, ...], bool] = {}
+#: Value sets remembered (a dict of short tuples: well under a MiB); cleared when full.
+_NEEDS_REDACTION_LIMIT = 4096
+
+
+def _line_needs_redaction(values: tuple[str | None, ...]) -> bool:
+    found = _NEEDS_REDACTION.get(values)
+    if found is None:
+        if len(_NEEDS_REDACTION) >= _NEEDS_REDACTION_LIMIT:
+            _NEEDS_REDACTION.clear()
+        # encoded as the line encodes them (JSON escapes included: ``\n`` + "egotiate" is a trigger there)
+        found = _NEEDS_REDACTION[values] = needs_redaction(json.dumps(values))
+    return found
 
 
 def _head_size(request: BaseRequest, response: StreamResponse) -> int:
@@ -36,19 +61,24 @@ def body_bytes_sent(request: BaseRequest, response: StreamResponse) -> int:
 
 class JsonAccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, duration: float) -> None:
+        remote, method = request.remote, request.method
+        # path only: query strings may carry tokens or digests we needn't repeat
+        path, ua = request.path[:512], request.headers.get("User-Agent", "")[:200]
         entry = {
             "ts": round(time.time(), 3),
-            "remote": request.remote,
-            "method": request.method,
-            # path only: query strings may carry tokens or digests we needn't repeat
-            "path": request.path[:512],
+            "remote": remote,
+            "method": method,
+            "path": path,
             "status": response.status,
             "bytes": body_bytes_sent(request, response),
             "ms": round(duration * 1000, 2),
-            "ua": request.headers.get("User-Agent", "")[:200],
+            "ua": ua,
         }
         user = request.get("user")
         if user:
             entry["user"] = user
         # the object as the message (any handler writes it); the fields for moorage.logformat's text form
-        self.logger.info(json.dumps(entry, separators=(",", ":")), extra={"access": entry})
+        extra: dict[str, object] = {"access": entry}
+        if not _line_needs_redaction((method, path, ua, user or None, remote)):
+            extra["_moorage_redacted"] = True  # nothing in it to redact: the filter passes it as it is
+        self.logger.info(json.dumps(entry, separators=(",", ":")), extra=extra)

@@ -37,7 +37,7 @@ from yarl import URL
 
 from ..config import EventsSettings
 from ..metadata.events_store import AuditEntry, EventsStore
-from ..registry.events import RegistryEvent
+from ..registry.events import Pull, RegistryEvent
 from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from .stats import EventMetrics
 
@@ -106,7 +106,8 @@ class AuditRecorder:
         self.cfg = cfg
         self.metrics = metrics
         self._buffer: list[AuditEntry] = []
-        self._seen: dict[str, float] = {}
+        #: first-seen keys (a pull's: a tuple, a login's: its dedupe key) -> end of their window
+        self._seen: dict[object, float] = {}
         self._dropped = 0
 
     # -- registry events ------------------------------------------------------------------
@@ -116,23 +117,15 @@ class AuditRecorder:
 
     def entry_for_event(self, event: RegistryEvent) -> AuditEntry | None:
         """The audit entry of an event, or None if it is not one (or was recorded this window)."""
+        if event.action == "pull":
+            return self.entry_for_pull(Pull.of(event))
         if event.kind == "blob" and event.action != "delete":
             return None
         if event.action == "mount":
             return None
-        ts = event.timestamp.timestamp()
         a = event.actor
-        key = None
-        if event.action == "pull":  # checked before anything is built: pulls are many
-            if self.cfg.audit_pulls == "none":
-                return None
-            if self.cfg.audit_pulls == "aggregate":
-                window = int(ts // self.cfg.audit_pull_window)
-                key = f"pull|{a.name or ''}|{event.repository}|{event.digest}|{window}"
-                if not self._first(key, (window + 1) * self.cfg.audit_pull_window):
-                    return None
-        entry: AuditEntry = {
-            "time": ts,
+        return {
+            "time": event.timestamp.timestamp(),
             "actor": a.name,
             # A repository delete is named as the admin API always named it.
             "action": f"repository.{event.action}" if event.kind == "repository" else event.action,
@@ -149,8 +142,47 @@ class AuditRecorder:
                     ("media_type", event.media_type),
                     ("size", event.size),
                     ("request_id", a.request_id or None),
-                    ("face", event.face if event.action != "pull" else None),
-                    ("event_id", event.id if event.action != "pull" else None),
+                    ("face", event.face),
+                    ("event_id", event.id),
+                )
+                if v is not None
+            },
+        }
+
+    def entry_for_pull(self, pull: Pull) -> AuditEntry | None:
+        """The audit entry of a pull: a manifest's, the first of its (actor, repository, digest)
+        in its window with ``aggregate``, every one with ``all``.  The check comes before
+        anything is built (pulls are many): a repeated pull costs a tuple and a dict lookup."""
+        if pull.kind != "manifest":  # a layer pull is part of its manifest's
+            return None
+        mode = self.cfg.audit_pulls
+        if mode == "none":
+            return None
+        key = None
+        if mode == "aggregate":
+            span = self.cfg.audit_pull_window
+            window = int(pull.time // span)
+            if not self._first((pull.user, pull.repository, pull.digest, window), (window + 1) * span, pull.time):
+                return None
+            key = f"pull|{pull.user or ''}|{pull.repository}|{pull.digest}|{window}"
+        a = pull.actor
+        entry: AuditEntry = {
+            "time": pull.time,
+            "actor": a.name,
+            "action": "pull",
+            "repository": pull.repository,
+            "target": pull.digest or pull.tag,
+            "client_ip": a.addr,
+            "user_agent": a.user_agent,
+            "detail": {
+                k: v
+                for k, v in (
+                    ("kind", pull.kind),
+                    ("tag", pull.tag),
+                    ("digest", pull.digest),
+                    ("media_type", pull.media_type),
+                    ("size", pull.size),
+                    ("request_id", a.request_id or None),
                 )
                 if v is not None
             },
@@ -159,10 +191,19 @@ class AuditRecorder:
             entry["dedupe_key"] = key
         return entry
 
-    def _first(self, key: str, until: float) -> bool:
+    def count_pull(self, pull: Pull) -> None:
+        """The bus's pull counter (registered when pulls are audited): the entry, if the pull
+        makes one, is buffered for the housekeeping flush -- no write on the request path."""
+        entry = self.entry_for_pull(pull)
+        if entry is not None:
+            self.buffer(entry)
+
+    def _first(self, key: object, until: float, now: float | None = None) -> bool:
         """True the first time this process sees ``key`` (before ``until``)."""
-        now = time.time()
-        if key in self._seen and self._seen[key] > now:
+        if now is None:
+            now = time.time()
+        seen = self._seen.get(key)
+        if seen is not None and seen > now:
             return False
         if len(self._seen) > _SEEN_LIMIT:
             self._seen = {k: v for k, v in self._seen.items() if v > now}

@@ -6,8 +6,9 @@
   writes of their outbox rows and of the change's audit entry, which run inside the change's
   own transaction (a crash cannot keep the change and lose its event); a change neither
   audited nor wanted by a webhook (a blob push or mount without blob webhooks) writes nothing;
-* subscribes a listener for the events that are not changes (pulls, scans): pulls' audit
-  entries are buffered and written within a second by the housekeeping loop;
+* subscribes a listener for the events that are not changes (pulls webhooks want, scans), and
+  counts pulls into the audit log (a :class:`~moorage.registry.events.Pull` per manifest GET,
+  no event): their entries are buffered and written within a second by the housekeeping loop;
 * records logins (wrapping the auth state's login checks) and admin-API changes (a middleware);
 * adds ``/api/v1/webhooks`` and ``/api/v1/audit`` (:mod:`.api`);
 * registers the metrics (:mod:`.stats`) in the app's Prometheus registry;
@@ -115,22 +116,14 @@ class EventsExtension:
         return rows
 
     async def on_event(self, event: RegistryEvent) -> None:
-        """The EventBus listener, for what is not a change (pulls, scans): quick -- in-memory
-        matching, then at most one small write (the outbox rows, with the audit entry in the
-        same transaction); without matching webhooks the audit entry is only buffered.
-        Changes were recorded in their own transaction already (``event.durable``)."""
+        """The EventBus listener, for what is not a change (pulls webhooks want, scans): quick --
+        in-memory matching, then at most one small write (the outbox rows, with the audit entry
+        in the same transaction); without matching webhooks the audit entry is only buffered.
+        Changes were recorded in their own transaction already (``event.durable``); a pull's
+        audit entry was made by :meth:`AuditRecorder.count_pull` (the bus's pull counter)."""
         if event.durable:
             return
-        if event.action == "pull":
-            if self.recorder.wants_pulls:
-                entry = self.recorder.entry_for_event(event)
-                if entry is not None:
-                    self.recorder.buffer(entry)
-            if not self.endpoints.wants_pull:
-                return
-            entry = None
-        else:
-            entry = self.recorder.entry_for_event(event)
+        entry = None if event.action == "pull" else self.recorder.entry_for_event(event)
         matching = self.endpoints.matching(event)
         if not matching:
             if entry is not None:  # no write on the request path: the housekeeping loop flushes it
@@ -142,6 +135,10 @@ class EventsExtension:
             self.metrics.audit_entries.inc()
         if rows:
             self.worker.wake()
+
+    def wants(self, action: str) -> bool:
+        """What :meth:`on_event` takes: everything but pulls, and pulls while a webhook wants them."""
+        return action != "pull" or self.endpoints.wants_pull
 
     async def refresh_stats(self) -> None:
         started = time.perf_counter()
@@ -209,10 +206,11 @@ def setup_events(ctx: ExtensionContext) -> None:
         return
     ext = EventsExtension(settings, EventsStore(ctx.database), EventMetrics(ctx.metrics))
     app[EVENTS_EXT] = ext
-    # Pulls (every manifest GET) only when the audit log keeps them or a webhook wants them.
-    ctx.events.subscribe(
-        ext.on_event, wants=lambda action: action != "pull" or ext.recorder.wants_pulls or ext.endpoints.wants_pull
-    )
+    # Pulls (every manifest GET): counted into the audit buffer when the audit log keeps them
+    # (no event built), and as events only while a webhook wants them.
+    ctx.events.subscribe(ext.on_event, wants=ext.wants)
+    if ext.recorder.wants_pulls:
+        ctx.events.count_pulls(ext.recorder.count_pull)
     ctx.events.recorder = ext
     if ctx.authenticator is not None:
         wrap_logins(ctx.authenticator, ext.recorder)

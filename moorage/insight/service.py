@@ -479,6 +479,12 @@ class InsightService:
         again on the next pull (other processes within the 2 s of :meth:`_policy_table`)."""
         self._policies = (0.0, {})
 
+    def no_policy_now(self) -> bool:
+        """True when the policy table, read less than 2 s ago, is empty: no pull can be refused,
+        and the pull rule need not even be awaited (every manifest GET asks)."""
+        at, table = self._policies
+        return not table and time.monotonic() - at <= 2.0
+
     async def _policy_table(self) -> dict[str, str]:
         at, table = self._policies
         if time.monotonic() - at > 2.0:  # bounded staleness across replicas: 2 s

@@ -160,16 +160,22 @@ def outage_error(exc: BaseException) -> DatabaseUnavailable | None:
     return DatabaseFull(reason=reason) if _is_full(exc) else DatabaseUnavailable(reason=reason)
 
 
+def translation(exc: Exception) -> Exception | None:
+    """What :func:`translated` raises for ``exc`` instead (None: ``exc`` itself), for a hot path
+    that catches without the context manager (:meth:`moorage.metadata.db.Database.first`)."""
+    if isinstance(exc, (DatabaseUnavailable, TextUnstorable)):
+        return None
+    return outage_error(exc) or text_error(exc)
+
+
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
     """Re-raise a database outage inside the block as :class:`DatabaseUnavailable`, and text the
     database refused as :class:`TextUnstorable` (cause chained)."""
     try:
         yield
-    except (DatabaseUnavailable, TextUnstorable):
-        raise
     except Exception as exc:
-        error = outage_error(exc) or text_error(exc)
+        error = translation(exc)
         if error is None:
             raise
         raise error from exc

@@ -381,9 +381,8 @@ class MetadataStore:
     # -- blobs ----------------------------------------------------------------------------
     async def blob_size_in_repository(self, repository: str, digest: str) -> int | None:
         """Size of ``digest`` if ``repository`` may read it (pushed or mounted there) and it is live."""
-        async with self.db.read(snapshot=False) as conn:
-            size = (await conn.execute(_BLOB_SIZE_IN_REPOSITORY, {"repo": repository, "digest": digest})).scalar()
-        return None if size is None else int(size)
+        row = await self.db.first(_BLOB_SIZE_IN_REPOSITORY, {"repo": repository, "digest": digest})
+        return None if row is None or row[0] is None else int(row[0])
 
     async def blob_size(self, digest: str) -> int | None:
         """Size of a live blob known to the registry (any repository)."""
@@ -790,11 +789,11 @@ class MetadataStore:
 
     async def get_manifest(self, repository: str, reference: str, *, by_digest: bool) -> ManifestRecord | None:
         stmt = _GET_MANIFEST_BY_DIGEST if by_digest else _GET_MANIFEST_BY_TAG
-        async with self.db.read(snapshot=False) as conn:
-            row = (await conn.execute(stmt, {"repo": repository, "ref": reference})).first()
+        row = await self.db.first(stmt, {"repo": repository, "ref": reference})
         if row is None:
             return None
-        return ManifestRecord(row.digest, row.media_type, int(row.size), bytes(row.payload))
+        digest, media_type, size, payload = row  # _MANIFEST_COLS, in order
+        return ManifestRecord(digest, media_type, int(size), bytes(payload))
 
     async def delete_manifest(self, repository: str, digest: str, *, record: Record | None = None) -> bool:
         """Remove a manifest by digest, with every tag pointing at it."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -72,7 +73,82 @@ class RegistryEvent:
         return self.event_id
 
 
+class Pull:
+    """A pull as the counters take it (:meth:`EventBus.count_pulls`): every manifest GET makes
+    one, so it is a few slots and a float clock -- no event, no :class:`Actor`, no datetime,
+    no id.  Who pulled is read from the request only when a counter asks (:attr:`actor`: the
+    audit log's first pull of a window); :meth:`event` is the :class:`RegistryEvent` the
+    listeners that want pulls get, with the same content as one published directly."""
+
+    __slots__ = ("kind", "repository", "digest", "media_type", "size", "tag", "user", "time", "_actor", "_actor_of", "_source")
+
+    def __init__(
+        self,
+        kind: Kind,
+        repository: str,
+        *,
+        digest: str | None = None,
+        media_type: str | None = None,
+        size: int | None = None,
+        tag: str | None = None,
+        user: str | None = None,
+        actor: Actor | None = None,
+        actor_of: Callable[[Any], Actor] | None = None,
+        source: Any = None,
+        at: float | None = None,
+    ) -> None:
+        self.kind = kind
+        self.repository = repository
+        self.digest = digest
+        self.media_type = media_type
+        self.size = size
+        self.tag = tag
+        #: The caller's name (``actor.name``), known without building the actor.
+        self.user = user if actor is None else actor.name
+        self.time = time.time() if at is None else at
+        self._actor = actor
+        self._actor_of = actor_of
+        self._source = source
+
+    @classmethod
+    def of(cls, event: RegistryEvent) -> Pull:
+        """The pull an already built event describes."""
+        return cls(
+            event.kind,
+            event.repository,
+            digest=event.digest,
+            media_type=event.media_type,
+            size=event.size,
+            tag=event.tag,
+            actor=event.actor,
+            at=event.timestamp.timestamp(),
+        )
+
+    @property
+    def actor(self) -> Actor:
+        """Who pulled: ``actor_of(source)`` on first use (the request's details), then kept."""
+        if self._actor is None:
+            self._actor = self._actor_of(self._source) if self._actor_of is not None else Actor(name=self.user)
+        return self._actor
+
+    def event(self) -> RegistryEvent:
+        return RegistryEvent(
+            "pull",
+            self.kind,
+            self.repository,
+            digest=self.digest,
+            media_type=self.media_type,
+            size=self.size,
+            tag=self.tag,
+            actor=self.actor,
+            timestamp=datetime.fromtimestamp(self.time, UTC),
+        )
+
+
 Listener = Callable[[RegistryEvent], Awaitable[None]]
+#: A synchronous, in-memory counter of pulls (the UI's activity counts, the pull audit): it
+#: adds the pull to what it aggregates and returns; a background job of its own writes it out.
+PullCounter = Callable[[Pull], None]
 #: Which actions a listener wants (``None``: all); asked per event, so it may follow configuration
 #: that changes at run time (webhook endpoints added through the API).
 Interest = Callable[[Action], bool]
@@ -103,6 +179,7 @@ class EventBus:
 
     def __init__(self) -> None:
         self._listeners: list[tuple[Listener, Interest | None]] = []
+        self._pull_counters: list[PullCounter] = []
         #: Set by the events extension; None: no audit log or webhooks (nothing durable to write).
         self.recorder: ChangeRecorder | None = None
 
@@ -110,10 +187,34 @@ class EventBus:
         """Call ``listener`` with every event whose action ``wants`` accepts (all without it)."""
         self._listeners.append((listener, wants))
 
+    def count_pulls(self, counter: PullCounter) -> None:
+        """Hand every pull to ``counter`` (synchronously, before any listener): for features that
+        only aggregate pulls in memory, so a pull costs them a dict update, not an event."""
+        self._pull_counters.append(counter)
+
     def wants(self, action: Action) -> bool:
         """Whether any listener wants an event of ``action`` now: a pull (every manifest GET) is
-        built only when one does."""
-        return any(wants is None or wants(action) for _, wants in self._listeners)
+        built as an event only when one does (counters take a :class:`Pull`)."""
+        for _, wants in self._listeners:  # noqa: SIM110 - no generator per pull
+            if wants is None or wants(action):
+                return True
+        return False
+
+    @property
+    def wants_pulls(self) -> bool:
+        """Whether a pull is worth a :class:`Pull` at all (a counter or a listener takes it)."""
+        return bool(self._pull_counters) or self.wants("pull")
+
+    async def pulled(self, pull: Pull) -> None:
+        """A pull happened: the counters count it; the listeners that want pulls (webhooks
+        listening to pulls, tests) get it as an event."""
+        for counter in self._pull_counters:
+            try:
+                counter(pull)
+            except Exception:  # like a listener's: never the request's failure
+                log.exception("pull counter %r failed for %s", counter, pull.repository)
+        if self.wants("pull"):
+            await self.publish(pull.event())
 
     @property
     def wants_changes(self) -> bool:
@@ -161,6 +262,17 @@ class ThreadBridge(EventBus):
 
     def subscribe(self, listener: Listener, wants: Interest | None = None) -> None:
         raise TypeError("subscribe to the server's bus, not to a job's view of it")
+
+    def count_pulls(self, counter: PullCounter) -> None:
+        raise TypeError("count pulls on the server's bus, not on a job's view of it")
+
+    @property
+    def wants_pulls(self) -> bool:
+        return self._bus.wants_pulls
+
+    async def pulled(self, pull: Pull) -> None:
+        # Counters are the server loop's (unlocked dicts); jobs serve no pulls.
+        raise TypeError("pulls are counted on the server's loop, not from a job's thread")
 
     def wants(self, action: Action) -> bool:
         return self._bus.wants(action)

@@ -1,7 +1,9 @@
 """Push/pull activity for the chart: registry events counted per repository and hour.
 
-The event listener only bumps an in-memory counter (events arrive on every manifest GET, so
-it must not touch the database); a background job adds the counters to ``ui_activity`` every
+Pulls come as :class:`~moorage.registry.events.Pull` s to :meth:`ActivityRecorder.count_pull`
+(a bus counter: one arrives on every manifest GET, so it builds no event and must not touch the
+database), pushes as events to :meth:`ActivityRecorder.on_event`; both only bump an in-memory
+counter; a background job adds the counters to ``ui_activity`` every
 few seconds (one write transaction however busy the registry is) and prunes buckets older
 than ``ui.activity_days``.  The table therefore stays bounded by (repositories active per
 hour) x (hours kept).  Only manifest events count: a ``docker pull`` is one manifest pull
@@ -19,7 +21,7 @@ from aiohttp import web
 
 from ..errors import BackendUnavailable
 from ..metadata.ui_queries import UIQueries
-from ..registry.events import RegistryEvent
+from ..registry.events import Pull, RegistryEvent
 from ..scheduler import Job
 
 #: The app's activity recorder (the statistics page reads its unsaved counts).
@@ -48,13 +50,27 @@ class ActivityRecorder:
         self._dirty: set[str] = set()
 
     async def on_event(self, event: RegistryEvent) -> None:
+        """The bus listener for changes (it is subscribed without pulls: :meth:`count_pull`)."""
         if event.action in ("push", "delete", "mount") and len(self._dirty) < MAX_PENDING:
             self._dirty.add(event.repository)
-        if event.kind != "manifest" or event.action not in ("push", "pull"):
-            return
-        bucket = int(event.timestamp.timestamp() // 3600)
-        counts = self._pending.setdefault((bucket, event.repository), [0, 0])
-        counts[0 if event.action == "push" else 1] += 1
+        if event.kind == "manifest" and event.action == "push":
+            self._count(int(event.timestamp.timestamp() // 3600), event.repository, 0)
+
+    def count_pull(self, pull: Pull) -> None:
+        """The bus's pull counter: a manifest pull is one more in its hour (a layer pull is not)."""
+        if pull.kind == "manifest":
+            self._count(int(pull.time // 3600), pull.repository, 1)
+
+    @staticmethod
+    def wants(action: str) -> bool:
+        """What :meth:`on_event` takes: not pulls (they come to :meth:`count_pull`)."""
+        return action != "pull"
+
+    def _count(self, bucket: int, repository: str, column: int) -> None:
+        counts = self._pending.get((bucket, repository))
+        if counts is None:
+            counts = self._pending[(bucket, repository)] = [0, 0]
+        counts[column] += 1
         if len(self._pending) >= MAX_PENDING:
             self._wake.set()
 

@@ -98,7 +98,8 @@ def setup_ui(ctx: ExtensionContext) -> None:
     setup_templates(app)
     recorder = ActivityRecorder(queries, settings.ui.activity_days)
     app[ACTIVITY] = recorder
-    ctx.events.subscribe(recorder.on_event)
+    ctx.events.subscribe(recorder.on_event, wants=recorder.wants)
+    ctx.events.count_pulls(recorder.count_pull)
     app.cleanup_ctx.append(recorder.cleanup_ctx())
     ctx.scheduler.register(recorder.job())
     ctx.route_middlewares.add(ui_middleware, lambda route: route in route_names.UI_ROUTES)
