@@ -140,3 +140,28 @@ async def test_the_catalog_filter_holds_without_a_page_size(registry: RegistrySe
     assert await registry.catalog(10, None, only_team_app) == ["team/app"]
     assert await registry.catalog(None, None, only_team_app) == ["team/app"]
     assert await registry.catalog(0, None, only_team_app) == []
+
+
+async def test_reads_need_pull_on_that_repository(registry: RegistryService) -> None:
+    """The reads a ``/v2`` face serves -- manifest GET and HEAD, blob HEAD/GET, tags list,
+    referrers -- ask the same ``require`` first: a token for another repository reads nothing,
+    not even whether the repository exists (DENIED, not NAME_UNKNOWN)."""
+    operator = Principal.operator()
+    await registry.put_blob("team/app", _sha(CONFIG), _one(CONFIG), by=operator)  # type: ignore[arg-type]
+    await registry.put_manifest("team/app", "v1", MANIFEST, None, by=operator)
+    for caller in (token(("team/other", "pull,push")), token(("team/app", "push")), token(("team/app", "delete"))):
+        for repo in ("team/app", "team/none"):
+            for call in (
+                registry.serve_manifest(repo, "v1", caller),
+                registry.get_manifest(repo, _sha(MANIFEST), caller),
+                registry.blob_size(repo, _sha(CONFIG), caller),
+                registry.list_tags(repo, None, None, caller),
+                registry.referrers(repo, _sha(MANIFEST), None, caller),
+            ):
+                with pytest.raises(errors.Denied):
+                    await call
+    reader = token(("team/app", "pull"))
+    assert (await registry.serve_manifest("team/app", "v1", reader)).digest == _sha(MANIFEST)
+    assert await registry.blob_size("team/app", _sha(CONFIG), reader) == len(CONFIG)
+    assert await registry.list_tags("team/app", None, None, reader) == ["v1"]
+    assert await registry.referrers("team/app", _sha(MANIFEST), None, reader) == []

@@ -19,7 +19,7 @@ from .. import errors
 from ..storage.filesystem import open_regular
 from . import apidoc as oa
 from . import routes as route_names
-from .common import API_HEADERS, BLOBS, BODY_BYTES, SETTINGS, publish, request_principal, service
+from .common import API_HEADERS, BLOBS, BODY_BYTES, SETTINGS, publish, reader, request_principal, service
 from .routes import Rule
 from .routing import RouteTable
 from .sendfile import sendfile_async
@@ -62,7 +62,7 @@ BLOB_HEAD_DOC = {
 @routes.head(f"/v2/{NAME}/blobs/{{digest}}", name=route_names.BLOB_HEAD, rule=Rule.PULL, doc=BLOB_HEAD_DOC, path_item=_BLOB_PATH)
 async def head_blob(request: web.Request) -> web.Response:
     name, digest = request.match_info["name"], request.match_info["digest"]
-    size = await service(request).blob_size(name, digest)
+    size = await service(request).blob_size(name, digest, reader(request))
     headers = _headers(digest, size)
     headers["Content-Length"] = str(size)
     return web.Response(status=200, headers=headers)
@@ -96,7 +96,7 @@ BLOB_GET_DOC = {
 @routes.get(f"/v2/{NAME}/blobs/{{digest}}", name=route_names.BLOB_GET, rule=Rule.PULL, doc=BLOB_GET_DOC, path_item=_BLOB_PATH)
 async def get_blob(request: web.Request) -> web.StreamResponse:
     name, digest = request.match_info["name"], request.match_info["digest"]
-    size = await service(request).blob_size(name, digest)
+    size = await service(request).blob_size(name, digest, reader(request))
     store = request.app[BLOBS]
     headers = _headers(digest, size)
     await publish(request, "pull", "blob", name, digest=digest, size=size)

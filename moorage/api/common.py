@@ -69,6 +69,23 @@ def service(request: web.Request) -> RegistryService:
     return request.app[SERVICE]
 
 
+#: The reader of a ``/v2`` request whose credentials carry no limit (authentication off, an
+#: htpasswd user): one object, nothing allocated per read.
+_UNLIMITED_READER = Principal(None, "v2")
+
+
+def reader(request: web.Request) -> Principal:
+    """The caller of a ``/v2`` read as the registry service authorizes it
+    (``Principal.require("pull", ...)`` in ``serve_manifest``, ``blob_size``, ``list_tags``,
+    ``referrers``): the account and what its credentials allow (:data:`CREDENTIALS_ALLOW`, a
+    bearer token's verified ``access`` claims).  No request details: a read changes nothing and
+    is not audited per request (pulls are counted by their own record)."""
+    may = request.get(CREDENTIALS_ALLOW)
+    if may is None:
+        return _UNLIMITED_READER
+    return Principal(request.get("user"), "v2", may=may)
+
+
 def actor(request: web.Request) -> Actor:
     """Who made this request (the auth middleware sets ``request["user"]``)."""
     return Actor(

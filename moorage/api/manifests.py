@@ -15,7 +15,7 @@ from ..registry import mediatypes as mt
 from . import apidoc as oa
 from . import routes as route_names
 from .blobs import NAME
-from .common import API_HEADERS, SETTINGS, publish, read_bounded, request_principal, service
+from .common import API_HEADERS, SETTINGS, publish, read_bounded, reader, request_principal, service
 from .routes import Rule
 from .routing import RouteTable
 
@@ -58,7 +58,7 @@ async def _lookup(request: web.Request, *, pull: bool = False) -> ManifestRecord
     name, reference = request.match_info["name"], request.match_info["reference"]
     svc = service(request)
     try:
-        record = await (svc.serve_manifest if pull else svc.get_manifest)(name, reference)
+        record = await (svc.serve_manifest if pull else svc.get_manifest)(name, reference, reader(request))
     except errors.TagInvalid:
         # A reference that cannot be a tag names no manifest: 404 MANIFEST_UNKNOWN (what
         # Distribution answers and the conformance suites expect), not a 400 for a read.

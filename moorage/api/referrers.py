@@ -8,7 +8,7 @@ from ..registry import mediatypes as mt
 from . import apidoc as oa
 from . import routes as route_names
 from .blobs import NAME
-from .common import API_HEADERS, json_body, service
+from .common import API_HEADERS, json_body, reader, service
 from .routes import Rule
 from .routing import RouteTable
 
@@ -39,7 +39,7 @@ REFERRERS_DOC = {
 async def referrers(request: web.Request) -> web.Response:
     name, digest = request.match_info["name"], request.match_info["digest"]
     artifact_type = request.query.get("artifactType") or None
-    found = await service(request).referrers(name, digest, artifact_type)
+    found = await service(request).referrers(name, digest, artifact_type, reader(request))
     descriptors = []
     for r in found:
         d: dict[str, object] = {"mediaType": r.media_type, "digest": r.digest, "size": r.size}

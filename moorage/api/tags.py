@@ -7,7 +7,7 @@ from aiohttp import web
 from . import apidoc as oa
 from . import routes as route_names
 from .blobs import NAME
-from .common import API_HEADERS, json_body, link_next, pagination, service
+from .common import API_HEADERS, json_body, link_next, pagination, reader, service
 from .routes import Rule
 from .routing import RouteTable
 
@@ -36,9 +36,9 @@ async def list_tags(request: web.Request) -> web.Response:
     headers = dict(API_HEADERS)
     if n == 0:
         found: list[str] = []
-        await service(request).list_tags(name, 0, last)  # still 404 for an unknown repository
+        await service(request).list_tags(name, 0, last, reader(request))  # still 404 for an unknown repository
     else:
-        found = await service(request).list_tags(name, None if n is None else n + 1, last)
+        found = await service(request).list_tags(name, None if n is None else n + 1, last, reader(request))
         if n is not None and len(found) > n:
             found = found[:n]
             headers["Link"] = link_next(f"/v2/{name}/tags/list", n, found[-1])

@@ -244,7 +244,9 @@ class RegistryService:
         await self.events.publish(event)
 
     # ---------------------------------------------------------------------------- blobs
-    async def blob_size(self, repository: str, digest: str) -> int:
+    async def blob_size(self, repository: str, digest: str, by: Principal = SYSTEM) -> int:
+        """The size of a blob ``repository`` holds (a blob HEAD, and the GET before its bytes)."""
+        by.require("pull", repository)
         validate_name(repository)
         Digest.parse(digest)
         size = await self.store.blob_size_in_repository(repository, digest)
@@ -687,19 +689,24 @@ class RegistryService:
         await self._announce(event)
         return PutManifestResult(str(digest), parsed.subject.digest if parsed.subject else None)
 
-    async def serve_manifest(self, repository: str, reference: str) -> ManifestRecord:
+    async def serve_manifest(self, repository: str, reference: str, by: Principal = SYSTEM) -> ManifestRecord:
         """The manifest a client pulls (GET): :meth:`get_manifest` under the pull rule.
 
         Every face that hands a manifest's bytes to a client calls this -- the ``/v2`` GET,
         including a pull-through cache's cold and warm hits (the cache only makes the content
         local first) -- so the policy sees local and cached content, tags, digests and index
         children alike.  Without a guard (no pull policy feature) it is :meth:`get_manifest`."""
-        record = await self.get_manifest(repository, reference)
+        record = await self.get_manifest(repository, reference, by)
         if self.serve_guard is not None:
             await self.serve_guard(repository, record)
         return record
 
-    async def get_manifest(self, repository: str, reference: str) -> ManifestRecord:
+    async def get_manifest(self, repository: str, reference: str, by: Principal = SYSTEM) -> ManifestRecord:
+        """A manifest of ``repository`` (a HEAD; :meth:`serve_manifest` for a GET).  Reads are
+        authorized here as changes are (``by.require``), so a face that forgot its route rule
+        still serves nothing its caller may not pull; internal readers (the scanner, mirror,
+        the cache) read as the system."""
+        by.require("pull", repository)
         validate_name(repository)
         by_digest = ":" in reference
         if by_digest:
@@ -846,7 +853,8 @@ class RegistryService:
         await self.events.announce(events)
 
     # ---------------------------------------------------------------------- discovery
-    async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str]:
+    async def list_tags(self, repository: str, n: int | None, last: str | None, by: Principal = SYSTEM) -> list[str]:
+        by.require("pull", repository)
         validate_name(repository)
         found = await self.store.list_tags(repository, n, last)
         if found is None:
@@ -891,7 +899,10 @@ class RegistryService:
                 break
         return found[:want]
 
-    async def referrers(self, repository: str, digest: str, artifact_type: str | None) -> list[ReferrerRecord]:
+    async def referrers(
+        self, repository: str, digest: str, artifact_type: str | None, by: Principal = SYSTEM
+    ) -> list[ReferrerRecord]:
+        by.require("pull", repository)
         validate_name(repository)
         Digest.parse(digest)
         return await self.store.referrers(repository, digest, artifact_type)
