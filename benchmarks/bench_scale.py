@@ -113,7 +113,7 @@ async def in_process(db_url: str, n: int, fig: dict[str, Any]) -> None:
     from moorage.metadata.policy_store import PolicyStore
     from moorage.metadata.records import RetentionPolicy
     from moorage.metadata.store import MetadataStore
-    from moorage.metadata.ui_queries import UIQueries, Visibility
+    from moorage.ui.queries import UIQueries, Visibility
 
     db = Database(db_url)
     ui = UIQueries(db)

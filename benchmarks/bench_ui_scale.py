@@ -76,7 +76,7 @@ async def build(url: str, n: int, n_tags: int, sqlite: bool) -> dict[str, float]
         await db.migrate()
         fig["migration 0017: build the trigram index (s)"] = time.perf_counter() - t
         await db.close()
-    from moorage.metadata.ui_queries import UIQueries
+    from moorage.ui.queries import UIQueries
 
     db = Database(url)
     try:
@@ -94,7 +94,7 @@ async def measure(url: str, fig: dict[str, Any]) -> None:
     from moorage.metadata.db import Database
     from moorage.metadata.records import RetentionPolicy
     from moorage.metadata.store import MetadataStore
-    from moorage.metadata.ui_queries import UIQueries
+    from moorage.ui.queries import UIQueries
 
     db = Database(url)
     ui = UIQueries(db)

@@ -279,7 +279,7 @@ def test_ui_list_of_a_user_with_ten_namespaces_reads_ten_ranges(big_pg: str, tmp
 
     from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-    from moorage.metadata.ui_queries import UIQueries, Visibility
+    from moorage.ui.queries import UIQueries, Visibility
 
     def grants(n: int) -> list[str]:
         return [repo_name(k * n // 10, n).split("/")[0] + "/*" for k in range(10)]
@@ -325,7 +325,7 @@ def test_ui_list_pages_walk_an_index_and_count_at_most_a_cap(big_pg: str, sort: 
     from sqlalchemy.dialects import sqlite as sqlite_dialect
 
     from moorage.metadata.db import Database
-    from moorage.metadata.ui_queries import COUNT_CAP, UIQueries
+    from moorage.ui.queries import COUNT_CAP, UIQueries
 
     index = {"name": "ix_repositories_name_c", "pushed": "ix_ui_repo_stats_push_name", "size": "ix_ui_repo_stats_size_name"}
 
@@ -477,7 +477,7 @@ def test_storage_chart_reads_the_kept_figures(big_pg: str, tmp_path: Path) -> No
     from sqlalchemy import true
 
     from moorage.metadata.db import Database
-    from moorage.metadata.ui_queries import UIQueries
+    from moorage.ui.queries import UIQueries
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
     _build(url, 300, 0)
@@ -521,7 +521,7 @@ def test_migration_goes_on_without_pg_trgm_when_the_server_refuses_it(postgres_u
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from moorage.metadata.db import Database
-    from moorage.metadata.ui_queries import UIQueries
+    from moorage.ui.queries import UIQueries
 
     name = f"scale_trgm_{uuid.uuid4().hex[:8]}"
     role = f"r_{uuid.uuid4().hex[:8]}"

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import true
 
 from moorage.metadata.db import Database
-from moorage.metadata.ui_queries import COUNT_CAP, UIQueries, Visibility
+from moorage.ui.queries import COUNT_CAP, UIQueries, Visibility
 from tests.support.scale import clone_sql, run_sql, seed_sql
 
 pytestmark = pytest.mark.unit

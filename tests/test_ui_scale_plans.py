@@ -24,7 +24,7 @@ from sqlalchemy import true
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from moorage.metadata.db import Database
-from moorage.metadata.ui_queries import TAG_COUNT_CAP, UIQueries
+from moorage.ui.queries import TAG_COUNT_CAP, UIQueries
 from tests.support.postgres import create_database
 from tests.support.scale import run_sql
 from tests.test_scale import _build, _captured_statements, _named_sql, _pg_plan

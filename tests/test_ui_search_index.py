@@ -23,7 +23,7 @@ from sqlalchemy import true
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from moorage.metadata.db import Database
-from moorage.metadata.ui_queries import FTS_CANDIDATES, UIQueries
+from moorage.ui.queries import FTS_CANDIDATES, UIQueries
 from tests.support.scale import clone_sql, run_sql, seed_sql
 from tests.test_scale import _captured_statements, _named_sql
 
@@ -111,7 +111,7 @@ def test_a_common_term_counts_from_the_index(big: Path) -> None:
 def test_a_restricted_viewers_common_term_reads_their_ranges(big: Path) -> None:
     """A viewer with three namespaces searching a term in every name: page and count read
     their three name ranges, not the index's million matches."""
-    from moorage.metadata.ui_queries import Visibility
+    from moorage.ui.queries import Visibility
 
     async def call(db: Any) -> None:
         ui = UIQueries(db)

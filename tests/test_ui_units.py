@@ -12,9 +12,9 @@ from sqlalchemy import inspect
 
 from moorage.metadata.db import Database
 from moorage.metadata.tables import ui_activity, ui_repo_stats, ui_sessions
-from moorage.metadata.ui_queries import Visibility, pattern_like
 from moorage.registry.access_rules import Grant, Principal
 from moorage.ui import format as fmt
+from moorage.ui.queries import Visibility, pattern_like
 from moorage.ui.session import Viewer
 
 

@@ -35,7 +35,7 @@ repositories = Table(
 #: SQLite only (migration 0017): ``repositories_fts``, an FTS5 trigram index of
 #: ``repositories.name`` (external content, rowid = ``repositories.id``) kept by triggers, for
 #: the UI's substring search.  A virtual table and triggers: created by the migration only,
-#: queried by name in ``ui_queries`` (not declared here).  PostgreSQL: ``pg_trgm`` (0016).
+#: queried by name in ``ui.queries`` (not declared here).  PostgreSQL: ``pg_trgm`` (0016).
 REPOSITORIES_FTS = "repositories_fts"
 
 #: One row per blob present in storage.  ``pending_until`` is a lease taken by an upload that

@@ -200,7 +200,7 @@ def repository_rights(principal: Principal, repository: str, *, public: bool) ->
 
 def pull_patterns(principal: Principal) -> tuple[list[str], list[str] | None]:
     """The read rule of :func:`repository_rights` for ``pull`` as patterns, for a face that
-    filters in SQL (the web UI's lists, ``metadata.ui_queries.Visibility``): the patterns that
+    filters in SQL (the web UI's lists, ``ui.queries.Visibility``): the patterns that
     give ``principal`` pull through its account (``*`` for an administrator; a user's own
     ``name`` and ``name/*``; its grants with pull), and the access token's scope patterns with
     pull (``None``: not scoped).  A repository is visible when it is public (and the token's

@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from ..errors import BackendUnavailable
-from ..metadata.ui_queries import UIQueries
 from ..registry.events import Pull, RegistryEvent
 from ..scheduler import Job
+from .queries import UIQueries
 
 #: The app's activity recorder (the statistics page reads its unsaved counts).
 ACTIVITY = web.AppKey["ActivityRecorder"]("ui_activity")

@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from ..metadata.ui_queries import Row
+from .queries import Row
 
 INDEX_TYPES = frozenset(
     {

@@ -25,11 +25,11 @@ from ..api import routes as route_names
 from ..api.common import ACCOUNTS, DATABASE, SERVICE, SETTINGS
 from ..api.routes import Rule
 from ..api.routing import UNDOCUMENTED, RouteTable
-from ..metadata.ui_queries import Row
 from ..registry.access_rules import parse_actions, parse_token_scope
 from ..registry.names import is_valid_name
 from .format import clean
 from .pages import NAME, _repo_name, registry_host, visible_repository
+from .queries import Row
 from .session import QUERIES, Form, Redirect, UIError, Viewer, check_csrf, resolve_viewer, ui_principal
 from .templating import render
 

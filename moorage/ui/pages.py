@@ -1,6 +1,6 @@
 """Browsing: the repository list, a repository's tags, a manifest, sign-in and sign-out.
 
-Handlers parse the request, ask :class:`~moorage.metadata.ui_queries.UIQueries` and render a
+Handlers parse the request, ask :class:`~moorage.ui.queries.UIQueries` and render a
 template; every route is declared SESSION (:mod:`moorage.api.routing`), so the registry's auth middleware
 leaves it alone (the UI authenticates for itself, through :mod:`moorage.ui.session`).
 """
@@ -18,9 +18,9 @@ from ..api import routes as route_names
 from ..api.common import BLOBS, SETTINGS
 from ..api.routes import Rule
 from ..api.routing import UNDOCUMENTED, RouteTable
-from ..metadata.ui_queries import MAX_CURSOR, Row, UIQueries
 from ..registry.names import is_valid_name
 from . import format as fmt
+from .queries import MAX_CURSOR, Row, UIQueries
 from .session import QUERIES, Redirect, UIError, Viewer, check_csrf, resolve_viewer, sign_in, sign_out
 from .templating import render
 

@@ -33,9 +33,9 @@ from aiohttp import web
 
 from .. import errors
 from ..api.common import SETTINGS, request_principal
-from ..metadata.ui_queries import UIQueries, Visibility
 from ..registry.access_rules import ALL_REPO_ACTIONS, Principal, pull_patterns, repository_rights
 from ..registry.principal import Principal as ServicePrincipal
+from .queries import UIQueries, Visibility
 
 SESSION_COOKIE = "moorage_session"
 CSRF_COOKIE = "moorage_csrf"

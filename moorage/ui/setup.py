@@ -89,9 +89,9 @@ def setup_ui(ctx: ExtensionContext) -> None:
     app, settings = ctx.app, ctx.settings
     if not settings.ui.enabled:
         return
-    from ..metadata.ui_queries import UIQueries
     from . import admin, charts, groups, manage, pages
     from .activity import ActivityRecorder
+    from .queries import UIQueries
 
     queries = UIQueries(ctx.database)
     app[QUERIES] = queries

@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import Integer, and_, column, delete, false, func, literal_column, or_, select, table, text, true, update
 from sqlalchemy.sql.elements import ColumnElement, True_
 
-from .db import Database
-from .listing import listed
-from .tables import (
+from ..metadata.db import Database
+from ..metadata.listing import listed
+from ..metadata.tables import (
     REPOSITORIES_FTS,
     blobs,
     manifest_blobs,
@@ -101,7 +101,7 @@ def _matches_any(patterns: Iterable[str], db: Database | None = None) -> ColumnE
 
 def _prefix_range(db: Database, prefix: str) -> ColumnElement[bool]:
     """Names starting with ``prefix``, as a range of the name index (``Database.lexical``)."""
-    from .store import prefix_successor
+    from ..metadata.store import prefix_successor
 
     name = db.lexical(repositories.c.name)
     upper = prefix_successor(prefix)
