@@ -87,15 +87,8 @@ def reader(request: web.Request) -> Principal:
 
 
 def actor(request: web.Request) -> Actor:
-    """Who made this request (the auth middleware sets ``request["user"]``)."""
-    return Actor(
-        name=request.get("user"),
-        addr=request.remote or "",
-        user_agent=request.headers.get("User-Agent", ""),
-        request_id=request.headers.get("X-Request-Id", ""),
-        host=request.host,
-        method=request.method,
-    )
+    """Who made this request, for an event: what :func:`request_principal` reads of it."""
+    return Actor.of(request_principal(request))
 
 
 def request_principal(

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from .principal import Principal
+
 log = logging.getLogger("moorage.events")
 
 #: ``scan``: an image's vulnerability findings changed (image insight).
@@ -41,6 +43,12 @@ class Actor:
     request_id: str = ""
     host: str = ""
     method: str = ""
+
+    @classmethod
+    def of(cls, by: Principal) -> Actor:
+        """The actor of an event made by ``by`` -- a change's principal, or a pull's caller as
+        :func:`moorage.api.common.request_principal` reads it: one source of request details."""
+        return cls(by.name, by.address or "", by.user_agent, by.request_id, by.host, by.method)
 
 
 @dataclass(frozen=True)

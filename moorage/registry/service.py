@@ -127,12 +127,6 @@ def operation(name: str) -> Callable[[F], F]:
     return mark
 
 
-def _actor(by: Principal) -> Actor:
-    return Actor(
-        name=by.name, addr=by.address or "", user_agent=by.user_agent, request_id=by.request_id, host=by.host, method=by.method
-    )
-
-
 def _pause(env: str, where: str) -> float:
     value = os.environ.get(env)
     if not value:
@@ -218,7 +212,7 @@ class RegistryService:
         if bus is None or not bus.wants_changes:
             return None, None
         event = RegistryEvent(
-            action, kind, repository, digest=digest, media_type=media_type, size=size, tag=tag, actor=_actor(by), face=by.face
+            action, kind, repository, digest=digest, media_type=media_type, size=size, tag=tag, actor=Actor.of(by), face=by.face
         )
         write = bus.recorder.in_transaction(event) if bus.recorder is not None else None
         if write is None:
@@ -812,7 +806,7 @@ class RegistryService:
         return deleted
 
     def _event(self, by: Principal, action: Action, kind: Kind, repository: str, **fields: Any) -> RegistryEvent:
-        return RegistryEvent(action, kind, repository, actor=_actor(by), face=by.face, **fields)
+        return RegistryEvent(action, kind, repository, actor=Actor.of(by), face=by.face, **fields)
 
     def _changes(
         self, make: Callable[[list[C]], list[RegistryEvent]]
