@@ -209,6 +209,20 @@ def test_a_foreign_layer_never_reads_another_users_blob(
         # bob's own image, scanned in bob's repository, does list it
         r = requests.post(f"{srv.url}/api/v1/insight/images/bob/secret/1", auth=("bob", "bob-Pw-123456"), timeout=TIMEOUT)
         assert r.status_code == 200 and r.json()["images"][0]["packages"] == 1, r.text
+        # each scan asked for is in the audit log, named by what was asked (not by the route)
+        # (buffered: written by the background job about once a second)
+        want = [("alice", "alice/app"), ("bob", "bob/secret")]
+        got: list[tuple[str, str]] = []
+        for _ in range(50):
+            audit = requests.get(
+                f"{srv.url}/api/v1/audit", params={"action": "insight.scan"}, auth=("admin", ADMIN_PASSWORD), timeout=TIMEOUT
+            )
+            assert audit.status_code == 200, audit.text
+            got = sorted((e["actor"], e["target"]) for e in audit.json()["entries"])
+            if got == want:
+                break
+            time.sleep(0.2)
+        assert got == want
     finally:
         srv.stop()
 

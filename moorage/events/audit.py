@@ -49,9 +49,12 @@ MAX_BUFFER = 50_000
 #: recorded this window.  Only a shortcut: the database dedupes by ``dedupe_key`` anyway, so a
 #: small bound costs a few redundant (do-nothing) inserts, while 100,000 keys held ~25 MiB.
 _SEEN_LIMIT = 10_000
-#: Admin-API route name -> audit action, for routes no service audits yet (every account,
-#: webhook and repository change is audited by its service: :data:`SERVICE_AUDITED`).
-ROUTE_ACTIONS: dict[str, str] = {}
+#: Admin-API route name -> audit action, for the requests no service audits: the two that start
+#: work rather than change a setting -- a scan asked for (its SBOMs are pushes, audited by the
+#: registry service) and a mirror rule run now (its copies are pushes with face ``mirror``).
+#: Every account, policy, webhook and repository change is audited by its service
+#: (:data:`SERVICE_AUDITED`).  Named by what was asked, as operations are, never by the route.
+ROUTE_ACTIONS: dict[str, str] = {"api_v1_insight_scan": "insight.scan", "api_v1_mirror_run": "mirror.run"}
 #: Routes whose operation a service audits (in the change's transaction, with face and
 #: outcome): the middleware writes nothing for them, or every entry would be there twice.
 SERVICE_AUDITED = frozenset(
