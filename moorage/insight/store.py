@@ -7,10 +7,9 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..metadata.db import Database
 from ..metadata.tables import (
@@ -22,6 +21,9 @@ from ..metadata.tables import (
     insight_policies,
     insight_state,
 )
+
+if TYPE_CHECKING:  # (sqlalchemy.ext.asyncio loads the ORM: not at the server's start)
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 @dataclass(frozen=True)
