@@ -358,27 +358,35 @@ def test_control_characters_in_insight_parameters(open_srv: RegistryProcess) -> 
         assert "advisory id" in cp.stderr or "invalid" in cp.stderr.lower() or "not a valid" in cp.stderr, cp.stderr[-800:]
 
 
-def test_wrong_json_types_in_every_field_answer_no_500(open_srv: RegistryProcess, base: dict[str, Any]) -> None:
-    """Every field of a manifest, an index and a config, replaced by each wrong JSON type."""
+def test_wrong_json_types_in_every_field_answer_no_500(
+    open_srv: RegistryProcess, base: dict[str, Any], backend: tuple[str, Any]
+) -> None:
+    """Every field of a manifest, an index and a config, replaced by each wrong JSON type.
+
+    Every (field, value) pair on the filesystem + SQLite backend; on S3 + PostgreSQL every third
+    (each field with four or five of the 13 values, each value in a third of the fields -- 13 is
+    prime to 3), which is what the database adds: PostgreSQL refuses what SQLite stores."""
     client: Client = base["client"]
     tally = Tally()
-    for path in list(_paths(base["manifest"])):
-        for value in WRONG:
-            _exercise(client, tally, "hostile/app", json.dumps(_set(base["manifest"], path, value)).encode(), OCI_MANIFEST)
-    for path in list(_paths(base["index"])):
-        for value in WRONG:
-            _exercise(client, tally, "hostile/app", json.dumps(_set(base["index"], path, value)).encode(), OCI_INDEX)
-    for path in list(_paths(base["config"])):
-        for value in WRONG:
+    cases = [("manifest", path, value) for path in _paths(base["manifest"]) for value in WRONG]
+    cases += [("index", path, value) for path in _paths(base["index"]) for value in WRONG]
+    cases += [("config", path, value) for path in _paths(base["config"]) for value in WRONG]
+    if backend[0] != "fs-sqlite":
+        cases = cases[::3]
+    for kind, path, value in cases:
+        if kind == "config":
             config = json.dumps(_set(base["config"], path, value)).encode()
             doc = _set(base["manifest"], ("config", "digest"), client.push_blob("hostile/app", config))
             doc["config"]["size"] = len(config)
             _exercise(client, tally, "hostile/app", json.dumps(doc).encode(), OCI_MANIFEST)
+        else:
+            media_type = OCI_MANIFEST if kind == "manifest" else OCI_INDEX
+            _exercise(client, tally, "hostile/app", json.dumps(_set(base[kind], path, value)).encode(), media_type)
     tally.check(client.req("GET", "/ui/repo/hostile/app"), "the repository page")
     print(
         f"\nwrong types: {tally.requests} requests, {tally.pushed} documents accepted, {tally.refused} refused; {tally.statuses}"
     )
-    assert tally.pushed > 100 and not tally.failures, tally.failures[:10]
+    assert tally.pushed > (100 if backend[0] == "fs-sqlite" else 30) and not tally.failures, tally.failures[:10]
     assert_no_scan_failures(open_srv)
 
 
