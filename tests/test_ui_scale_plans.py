@@ -169,7 +169,7 @@ def test_a_deep_tag_page_walks_the_push_time_index(db_url: str) -> None:
 
 
 def test_the_namespace_filter_is_a_skip_scan_with_the_groupings_result(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from moorage.metadata import ui_queries
+    from moorage.ui import queries as ui_queries
     from moorage.metadata.tables import repositories
 
     async def call(db: Any) -> None:
@@ -196,7 +196,7 @@ def test_the_namespace_filter_is_a_skip_scan_with_the_groupings_result(db_url: s
 
 def test_the_namespace_filter_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """More namespaces than probes: the walk stops (the first ones, sorted), it does not read on."""
-    from moorage.metadata import ui_queries
+    from moorage.ui import queries as ui_queries
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
     _build(url, 3000, 0)
