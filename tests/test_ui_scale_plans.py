@@ -169,8 +169,8 @@ def test_a_deep_tag_page_walks_the_push_time_index(db_url: str) -> None:
 
 
 def test_the_namespace_filter_is_a_skip_scan_with_the_groupings_result(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from moorage.ui import queries as ui_queries
     from moorage.metadata.tables import repositories
+    from moorage.ui import queries as ui_queries
 
     async def call(db: Any) -> None:
         await UIQueries(db).namespaces_of(true())
