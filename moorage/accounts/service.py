@@ -128,11 +128,6 @@ class AccountsService:
         self.audit = AuditTrail(db, enabled=settings.events.enabled)
 
     # -- authorize --------------------------------------------------------------------------
-    async def _require_admin(self, p: Principal, action: str, target: str | None) -> None:
-        if not p.admin:
-            await self.audit.denied(p, action, target=target, reason="administrator rights required")
-            raise errors.Denied("administrator rights required")
-
     async def _require_full(self, p: Principal, action: str, target: str | None) -> None:
         """Own tokens: any signed-in user with full credentials (a scoped token manages none)."""
         if p.name is None:
@@ -149,7 +144,7 @@ class AccountsService:
     ) -> tuple[UserRecord, str | None]:
         """A new user (or robot: no password unless one is given, logs in with tokens).
         Without a password a human user gets a generated one, returned once."""
-        await self._require_admin(p, "user.add", _short(name))
+        await self.audit.require_admin(p, "user.add", target=_short(name))
         _check_user(name)
         generated = None
         if password is None and not robot:
@@ -168,7 +163,7 @@ class AccountsService:
     @operation("user.delete")
     async def delete_user(self, p: Principal, name: str) -> None:
         """Delete a user with their grants and access tokens."""
-        await self._require_admin(p, "user.delete", _short(name))
+        await self.audit.require_admin(p, "user.delete", target=_short(name))
         _check_user(name)
         async with self.db.write() as conn:
             if not await self.store.delete_user(name, conn=conn):
@@ -179,7 +174,7 @@ class AccountsService:
     async def set_password(self, p: Principal, name: str, password: str | None) -> str | None:
         """Set ``name``'s password (``None``: generate one, returned once).  Refresh tokens and
         web sessions opened with the old one stop working."""
-        await self._require_admin(p, "user.password", _short(name))
+        await self.audit.require_admin(p, "user.password", target=_short(name))
         _check_user(name)
         generated = None
         if password is None:
@@ -204,7 +199,7 @@ class AccountsService:
     async def add_grant(self, p: Principal, user: str, pattern: str, actions: str | Iterable[str]) -> frozenset[str]:
         """``user`` gets ``actions`` on every repository matching ``pattern`` (replacing an
         earlier grant on the same pattern)."""
-        await self._require_admin(p, "grant.add", _short(pattern))
+        await self.audit.require_admin(p, "grant.add", target=_short(pattern))
         _check_user(user)
         acts = _grant_actions(pattern, actions)
         async with self.db.write() as conn:
@@ -217,7 +212,7 @@ class AccountsService:
 
     @operation("grant.revoke")
     async def revoke_grant(self, p: Principal, user: str, pattern: str) -> None:
-        await self._require_admin(p, "grant.revoke", _short(pattern))
+        await self.audit.require_admin(p, "grant.revoke", target=_short(pattern))
         _check_user(user)
         _check_pattern(pattern)
         async with self.db.write() as conn:
@@ -236,7 +231,7 @@ class AccountsService:
         """Every member of directory group ``group`` gets ``actions`` on every repository
         matching ``pattern``, on top of their own grants (replacing an earlier grant of the
         group on the same pattern).  ``admin`` on ``NS/*`` makes them NS's administrators."""
-        await self._require_admin(p, "group_grant.add", _short(pattern))
+        await self.audit.require_admin(p, "group_grant.add", target=_short(pattern))
         _check_group(group)
         acts = _grant_actions(pattern, actions)
         async with self.db.write() as conn:
@@ -246,7 +241,7 @@ class AccountsService:
 
     @operation("group_grant.revoke")
     async def revoke_group_grant(self, p: Principal, group: str, pattern: str) -> None:
-        await self._require_admin(p, "group_grant.revoke", _short(pattern))
+        await self.audit.require_admin(p, "group_grant.revoke", target=_short(pattern))
         _check_group(group)
         _check_pattern(pattern)
         async with self.db.write() as conn:
@@ -275,7 +270,7 @@ class AccountsService:
         credentials.  A call made with an access token is bounded by it: the new token
         expires no later than it (and a scoped token makes none), and is revoked with it."""
         if user != p.name:
-            await self._require_admin(p, "token.create", _short(user))
+            await self.audit.require_admin(p, "token.create", target=_short(user))
         else:
             await self._require_full(p, "token.create", _short(user))
         _check_user(user)
@@ -356,7 +351,7 @@ class AccountsService:
         """Make a repository, or every repository under a namespace, public (anonymous pull)
         or private again."""
         target = repository if repository is not None else namespace
-        await self._require_admin(p, "visibility.set", _short(target or ""))
+        await self.audit.require_admin(p, "visibility.set", target=_short(target or ""))
         if target is None:
             raise _bad("give 'repository' or 'namespace'")
         if not is_valid_name(target):
@@ -379,7 +374,7 @@ class AccountsService:
 
     @operation("namespace.add")
     async def add_namespace(self, p: Principal, name: str, public: bool = False) -> None:
-        await self._require_admin(p, "namespace.add", _short(name))
+        await self.audit.require_admin(p, "namespace.add", target=_short(name))
         if not name or not is_valid_name(name):
             raise errors.NameInvalid("invalid namespace name", detail={"name": name[:100]})
         async with self.db.write() as conn:
@@ -390,7 +385,7 @@ class AccountsService:
     @operation("namespace.delete")
     async def delete_namespace(self, p: Principal, name: str) -> None:
         """Delete a namespace record (its repositories stay)."""
-        await self._require_admin(p, "namespace.delete", _short(name))
+        await self.audit.require_admin(p, "namespace.delete", target=_short(name))
         async with self.db.write() as conn:
             if not await self.store.delete_namespace(name, conn=conn):
                 raise errors.NotFound(f"no namespace {name[:100]!r}")

@@ -54,15 +54,10 @@ class PolicyAdminService:
         self.store = PolicyStore(db)
         self.audit = AuditTrail(db, enabled=settings.events.enabled)
 
-    async def _require_admin(self, p: Principal, action: str, target: str) -> None:
-        if not p.admin:
-            await self.audit.denied(p, action, target=target[:100], reason="administrator rights required")
-            raise errors.Denied("administrator rights required")
-
     @operation("quota.set")
     async def set_quota(self, p: Principal, namespace: str, size: str | int) -> int:
         """The storage quota of ``namespace`` (``10G``, ``500M``, bytes); the limit in bytes."""
-        await self._require_admin(p, "quota.set", namespace)
+        await self.audit.require_admin(p, "quota.set", target=namespace[:100])
         ns = _namespace(namespace)
         try:
             limit = size if isinstance(size, int) else parse_size(size)
@@ -78,7 +73,7 @@ class PolicyAdminService:
 
     @operation("quota.delete")
     async def remove_quota(self, p: Principal, namespace: str) -> None:
-        await self._require_admin(p, "quota.delete", namespace)
+        await self.audit.require_admin(p, "quota.delete", target=namespace[:100])
         ns = namespace.strip("/")
         async with self.db.write() as conn:
             if not await self.store.remove_quota(ns, conn=conn):
@@ -88,7 +83,7 @@ class PolicyAdminService:
 
     @operation("retention.set")
     async def set_retention(self, p: Principal, policy: RetentionPolicy) -> None:
-        await self._require_admin(p, "retention.set", policy.pattern)
+        await self.audit.require_admin(p, "retention.set", target=policy.pattern[:100])
         if policy.keep_last is None and policy.keep_regex is None and policy.expire_days is None:
             raise _bad("a retention policy needs at least one of keep last, keep regex, expire days")
         if (policy.keep_last is not None and policy.keep_last < 0) or (policy.expire_days is not None and policy.expire_days < 0):
@@ -102,7 +97,7 @@ class PolicyAdminService:
 
     @operation("retention.delete")
     async def remove_retention(self, p: Principal, pattern: str) -> None:
-        await self._require_admin(p, "retention.delete", pattern)
+        await self.audit.require_admin(p, "retention.delete", target=pattern[:100])
         async with self.db.write() as conn:
             if not await self.store.remove_retention(pattern, conn=conn):
                 raise errors.NotFound(f"no retention policy for {pattern[:100]!r}")
@@ -110,7 +105,7 @@ class PolicyAdminService:
 
     @operation("immutable.set")
     async def set_immutable(self, p: Principal, pattern: str, tag_regex: str) -> None:
-        await self._require_admin(p, "immutable.set", pattern)
+        await self.audit.require_admin(p, "immutable.set", target=pattern[:100])
         _regex(tag_regex)
         async with self.db.write() as conn:
             await self.store.add_immutable(pattern, tag_regex, conn=conn)
@@ -118,7 +113,7 @@ class PolicyAdminService:
 
     @operation("immutable.delete")
     async def remove_immutable(self, p: Principal, pattern: str, tag_regex: str | None) -> int:
-        await self._require_admin(p, "immutable.delete", pattern)
+        await self.audit.require_admin(p, "immutable.delete", target=pattern[:100])
         async with self.db.write() as conn:
             removed = await self.store.remove_immutable(pattern, tag_regex, conn=conn)
             if not removed:

@@ -16,7 +16,6 @@ import asyncio
 import threading
 import time
 
-from .. import errors
 from ..config import Settings
 from ..metadata.db import Database
 from ..metadata.events_store import EventsStore
@@ -54,9 +53,7 @@ class GCService:
     async def collect(self, p: Principal, *, dry_run: bool, delete_untagged: bool) -> GCResult:
         """One collection with the configured grace period and upload expiry (``dry_run``:
         only what it would remove); ``delete_untagged`` also removes untagged manifests."""
-        if not p.admin:
-            await self.audit.denied(p, "gc.run", target=None, reason="administrator rights required")
-            raise errors.Denied("administrator rights required")
+        await self.audit.require_admin(p, "gc.run", target=None)
         cfg = self.settings.gc
         untagged = delete_untagged or cfg.delete_untagged
         opts = GCOptions(grace=cfg.grace, dry_run=dry_run, delete_untagged=untagged, upload_expiry=cfg.upload_expiry)

@@ -58,16 +58,11 @@ class PullPolicyAdmin:
         self.store = insight.store
         self.audit = AuditTrail(insight.store.db, enabled=audited)
 
-    async def _require_admin(self, p: Principal, action: str, target: str) -> None:
-        if not p.admin:
-            await self.audit.denied(p, action, target=target[:100], reason="administrator rights required")
-            raise errors.Denied("administrator rights required")
-
     @operation("vuln_policy.set")
     async def set_policy(self, p: Principal, namespace: str, block_severity: str) -> str:
         """Refuse pulls in ``namespace`` of images with findings at or above ``block_severity``;
         the severity as stored (upper case)."""
-        await self._require_admin(p, "vuln_policy.set", namespace)
+        await self.audit.require_admin(p, "vuln_policy.set", target=namespace[:100])
         ns = _namespace(namespace)
         severity = block_severity.upper() if isinstance(block_severity, str) else ""
         if severity not in BLOCKABLE:
@@ -81,7 +76,7 @@ class PullPolicyAdmin:
     @operation("vuln_policy.delete")
     async def remove_policy(self, p: Principal, namespace: str) -> bool:
         """No pull policy on ``namespace`` (idempotent: whether there was one)."""
-        await self._require_admin(p, "vuln_policy.delete", namespace)
+        await self.audit.require_admin(p, "vuln_policy.delete", target=namespace[:100])
         ns = _namespace(namespace)
         async with self.store.db.write() as conn:
             existed = await self.store.set_policy(ns, None, conn=conn)
@@ -93,7 +88,7 @@ class PullPolicyAdmin:
     async def allow(self, p: Principal, namespace: str, advisory: str, days: float | None, reason: str) -> float | None:
         """Accept ``advisory`` in ``namespace``'s policy, for ``days`` (None: until removed);
         the expiry time."""
-        await self._require_admin(p, "vuln_allow.add", f"{namespace}/{advisory}")
+        await self.audit.require_admin(p, "vuln_allow.add", target=f"{namespace}/{advisory}"[:100])
         ns, advisory = _namespace(namespace), _advisory(advisory)
         if days is not None and (
             isinstance(days, bool) or not isinstance(days, (int, float)) or not math.isfinite(days) or not 0 < days <= MAX_DAYS
@@ -109,7 +104,7 @@ class PullPolicyAdmin:
 
     @operation("vuln_allow.delete")
     async def disallow(self, p: Principal, namespace: str, advisory: str) -> None:
-        await self._require_admin(p, "vuln_allow.delete", f"{namespace}/{advisory}")
+        await self.audit.require_admin(p, "vuln_allow.delete", target=f"{namespace}/{advisory}"[:100])
         ns, advisory = _namespace(namespace), _advisory(advisory)
         async with self.store.db.write() as conn:
             if not await self.store.disallow(ns, advisory, conn=conn):

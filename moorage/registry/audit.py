@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .. import errors
 from ..metadata.db import Database
 from ..metadata.events_store import AuditEntry, EventsStore
 from .principal import Principal
@@ -94,3 +95,10 @@ class AuditTrail:
         entry = self.entry(principal, action, target=target, outcome=DENIED, detail={"reason": reason[:200]})
         async with self.db.write() as conn:
             await self.store.insert_audit(conn, [entry])
+
+    async def require_admin(self, principal: Principal, action: str, *, target: str | None) -> None:
+        """Authorize an administrator's operation (its first step): a refusal is audited
+        ``denied`` in a transaction of its own, then raised as DENIED."""
+        if not principal.admin:
+            await self.denied(principal, action, target=target, reason="administrator rights required")
+            raise errors.Denied("administrator rights required")
