@@ -18,6 +18,7 @@ from ..metadata.db import Database
 from ..metadata.store import MetadataStore
 from ..registry.events import Action, Actor, EventBus, Kind, Pull, RegistryEvent
 from ..registry.principal import Face, Principal
+from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from ..registry.service import RegistryService
 from ..scheduler import Scheduler
 from ..storage import BlobStore
@@ -240,6 +241,29 @@ async def read_bounded(request: web.Request, limit: int) -> bytes:
             raise errors.ManifestInvalid(f"body larger than {limit} bytes", status=413)
         pieces.append(data)
     return b"".join(pieces)
+
+
+#: Largest JSON body of the admin API's requests (users, grants, tokens, webhooks, insight policies).
+MAX_JSON_BODY = 64 * 1024
+
+
+async def json_object(request: web.Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
+    """The request's body as a JSON object (an empty body is ``{}``): 413 past ``limit`` --
+    declared or, for a chunked body, as read -- and 400 for anything but one JSON object
+    (parsed with the untrusted-input bounds of :mod:`moorage.registry.safejson`).  The bytes
+    are kept by aiohttp, so the admin audit middleware reads the same ones."""
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.SizeInvalid("request body too large", status=413)
+    raw = await request.read()  # bounded by the app's client_max_size; a chunked body's size shows here
+    if len(raw) > limit:
+        raise errors.SizeInvalid("request body too large", status=413)
+    try:
+        data = loads_untrusted(raw or b"{}")
+    except UntrustedJSONError:
+        raise errors.Unsupported("request body is not JSON", status=400) from None
+    if not isinstance(data, dict):
+        raise errors.Unsupported("request body must be a JSON object", status=400)
+    return data
 
 
 def content_range(request: web.Request) -> tuple[int, int] | None:

@@ -51,14 +51,13 @@ from ..api.admin_models import (
     VisibilitySet,
     validate,
 )
-from ..api.common import ACCOUNTS, AUTHENTICATOR
+from ..api.common import ACCOUNTS, AUTHENTICATOR, json_object
 from ..api.routes import Rule
 from ..api.routing import RouteTable
 from ..metadata.errors import storable
 from ..metadata.records import UserRecord
 from ..registry.access_rules import valid_username
 from ..registry.principal import Principal
-from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from .authenticator import Authenticator
 from .credentials import SCOPED, caller, principal, require_admin
 
@@ -69,7 +68,6 @@ _USER_PARAM = oa.param("name", "path", {"type": "string"}, "User name.")
 _TOKEN_ID = oa.param("id", "path", {"type": "string"}, "Access token id.")
 M = TypeVar("M", bound=BaseModel)
 #: Largest admin request body accepted.
-MAX_BODY_BYTES = 64 * 1024
 
 
 def _bad(message: str) -> errors.RegistryError:
@@ -77,18 +75,7 @@ def _bad(message: str) -> errors.RegistryError:
 
 
 async def _body(request: web.Request, model: type[M]) -> M:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise errors.SizeInvalid("request body too large", status=413)
-    raw = await request.read()  # a chunked body declares no length: its size shows here
-    if len(raw) > MAX_BODY_BYTES:
-        raise errors.SizeInvalid("request body too large", status=413)
-    try:
-        data = loads_untrusted(raw or b"{}")
-    except UntrustedJSONError:
-        raise _bad("request body is not JSON") from None
-    if not isinstance(data, dict):
-        raise _bad("request body must be a JSON object")
-    return validate(model, data)
+    return validate(model, await json_object(request))
 
 
 def _user_param(request: web.Request) -> str | None:

@@ -30,13 +30,13 @@ from aiohttp import web
 from .. import errors
 from ..api import apidoc as oa
 from ..api import routes as route_names
+from ..api.common import json_object
 from ..api.routes import Rule
 from ..api.routing import RouteTable
 from ..config import Settings
 from ..metadata.errors import storable
 from ..metadata.events_store import DEAD, DELIVERED, DELIVERING, PENDING, AuditQuery, EventsStore
 from ..registry.principal import Principal as ServicePrincipal
-from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from .endpoints import Endpoint, EndpointSet
 from .present import summary
 from .query import iso, parse_time
@@ -314,7 +314,7 @@ class EventsAPI:
 
     async def add_webhook(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
-        data = await _body(request)
+        data = await json_object(request)
         body = await self.webhooks.create(self.principal(request, caller), caller.namespaces, data)
         return web.json_response(body, status=201)
 
@@ -439,21 +439,6 @@ def public_entry(e: dict[str, Any]) -> dict[str, Any]:
         "outcome": e.get("outcome"),
         "summary": summary(e),
     }
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > 64 * 1024:
-        raise errors.SizeInvalid("request body too large", status=413)
-    raw = await request.read()  # bounded by the app's client_max_size; cached for the audit middleware
-    if len(raw) > 64 * 1024:
-        raise errors.SizeInvalid("request body too large", status=413)
-    try:
-        data = loads_untrusted(raw or b"{}")
-    except UntrustedJSONError:
-        raise _bad("request body is not JSON") from None
-    if not isinstance(data, dict):
-        raise _bad("request body must be a JSON object")
-    return data
 
 
 def _decimal(raw: str) -> bool:

@@ -26,12 +26,11 @@ from aiohttp import web
 from .. import errors
 from ..api import apidoc as oa
 from ..api import routes as route_names
-from ..api.common import AUTHENTICATOR, SETTINGS, request_principal
+from ..api.common import AUTHENTICATOR, SETTINGS, json_object, request_principal
 from ..api.routes import Rule
 from ..api.routing import RouteTable
 from ..registry.names import is_valid_name
 from ..registry.principal import Principal
-from ..registry.safejson import UntrustedJSONError, loads_untrusted
 from .osv import SEVERITIES
 from .policy_admin import PullPolicyAdmin
 from .service import InsightService
@@ -330,21 +329,6 @@ def _namespace(request: web.Request) -> str:
     return ns
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > 64 * 1024:
-        raise errors.SizeInvalid("request body too large", status=413)
-    raw = await request.read()  # bounded by the app's client_max_size; cached (the audit log reads it too)
-    if len(raw) > 64 * 1024:
-        raise errors.SizeInvalid("request body too large", status=413)
-    try:
-        data = loads_untrusted(raw or b"{}")
-    except UntrustedJSONError:
-        raise errors.Unsupported("request body is not JSON", status=400) from None
-    if not isinstance(data, dict):
-        raise errors.Unsupported("request body must be a JSON object", status=400)
-    return data
-
-
 INSIGHT_POLICY_PUT_DOC = oa.op(
     "insight",
     "setInsightPolicy",
@@ -366,7 +350,7 @@ INSIGHT_POLICY_PUT_DOC = oa.op(
 async def policy_put(request: web.Request) -> web.Response:
     service, who = await _policy_admin(request)
     ns = request.match_info["namespace"]
-    severity = (await _body(request)).get("block_severity")
+    severity = (await json_object(request)).get("block_severity")
     stored = await service.set_policy(who, ns, severity if isinstance(severity, str) else "")
     return _json({"namespace": ns, "block_severity": stored})
 
@@ -455,7 +439,7 @@ INSIGHT_ALLOW_DOC = oa.op(
 async def allow(request: web.Request) -> web.Response:
     service, who = await _policy_admin(request)
     ns, advisory = request.match_info["namespace"], request.match_info["advisory"]
-    body = await _body(request)
+    body = await json_object(request)
     reason = body.get("reason")
     expires = await service.allow(who, ns, advisory, body.get("expires_in_days"), reason if isinstance(reason, str) else "")
     return _json({"namespace": ns, "id": advisory, "expires_at": expires})
