@@ -32,7 +32,7 @@ from ..api.routing import RouteTable
 from ..registry.names import is_valid_name
 from ..registry.principal import Principal
 from .osv import SEVERITIES
-from .policy_admin import PullPolicyAdmin
+from .policy_admin import PullPolicyAdmin, checked_namespace
 from .service import InsightService
 
 INSIGHT = web.AppKey("insight", InsightService)
@@ -312,21 +312,14 @@ async def _policy_admin(request: web.Request) -> tuple[PullPolicyAdmin, Principa
     """The pull policy's admin service and the caller as its principal (face ``api``): an
     administrator in token mode (403 otherwise); without auth, and every htpasswd user, may
     administer (as with every ``/api/v1`` route there)."""
+    await _admin(request)
     settings = request.app[SETTINGS]
     service = PullPolicyAdmin(request.app[INSIGHT], audited=settings.events.enabled)
     if settings.auth.mode == "token":
-        from ..auth.credentials import principal, require_admin
+        from ..auth.credentials import principal
 
-        await require_admin(request)
         return service, await principal(request)
     return service, request_principal(request, "api", admin=True)
-
-
-def _namespace(request: web.Request) -> str:
-    ns = request.match_info["namespace"]
-    if not is_valid_name(ns):
-        raise errors.NameInvalid(detail={"name": ns[:256]})
-    return ns
 
 
 INSIGHT_POLICY_PUT_DOC = oa.op(
@@ -403,7 +396,7 @@ INSIGHT_ALLOWLIST_DOC = oa.op(
 )
 async def allowlist(request: web.Request) -> web.Response:
     await _admin(request)
-    entries = await request.app[INSIGHT].store.allowlist(_namespace(request))
+    entries = await request.app[INSIGHT].store.allowlist(checked_namespace(request.match_info["namespace"]))
     return _json({"allowlist": [{"id": k, "expires_at": v} for k, v in sorted(entries.items())]})
 
 

@@ -39,7 +39,8 @@ def _bad(message: str) -> errors.RegistryError:
     return errors.Unsupported(message[:300], status=400)
 
 
-def _namespace(raw: str) -> str:
+def checked_namespace(raw: str) -> str:
+    """A policy's namespace: a namespace or repository name (NAME_INVALID otherwise)."""
     if not is_valid_name(raw):
         raise errors.NameInvalid(detail={"name": raw[:256]})
     return raw
@@ -63,7 +64,7 @@ class PullPolicyAdmin:
         """Refuse pulls in ``namespace`` of images with findings at or above ``block_severity``;
         the severity as stored (upper case)."""
         await self.audit.require_admin(p, "vuln_policy.set", target=namespace[:100])
-        ns = _namespace(namespace)
+        ns = checked_namespace(namespace)
         severity = block_severity.upper() if isinstance(block_severity, str) else ""
         if severity not in BLOCKABLE:
             raise _bad(f"block_severity must be one of {', '.join(BLOCKABLE)}")
@@ -77,7 +78,7 @@ class PullPolicyAdmin:
     async def remove_policy(self, p: Principal, namespace: str) -> bool:
         """No pull policy on ``namespace`` (idempotent: whether there was one)."""
         await self.audit.require_admin(p, "vuln_policy.delete", target=namespace[:100])
-        ns = _namespace(namespace)
+        ns = checked_namespace(namespace)
         async with self.store.db.write() as conn:
             existed = await self.store.set_policy(ns, None, conn=conn)
             await self.audit.record(conn, self.audit.entry(p, "vuln_policy.delete", target=ns, detail={"existed": existed}))
@@ -89,7 +90,7 @@ class PullPolicyAdmin:
         """Accept ``advisory`` in ``namespace``'s policy, for ``days`` (None: until removed);
         the expiry time."""
         await self.audit.require_admin(p, "vuln_allow.add", target=f"{namespace}/{advisory}"[:100])
-        ns, advisory = _namespace(namespace), _advisory(advisory)
+        ns, advisory = checked_namespace(namespace), _advisory(advisory)
         if days is not None and (
             isinstance(days, bool) or not isinstance(days, (int, float)) or not math.isfinite(days) or not 0 < days <= MAX_DAYS
         ):
@@ -105,7 +106,7 @@ class PullPolicyAdmin:
     @operation("vuln_allow.delete")
     async def disallow(self, p: Principal, namespace: str, advisory: str) -> None:
         await self.audit.require_admin(p, "vuln_allow.delete", target=f"{namespace}/{advisory}"[:100])
-        ns, advisory = _namespace(namespace), _advisory(advisory)
+        ns, advisory = checked_namespace(namespace), _advisory(advisory)
         async with self.store.db.write() as conn:
             if not await self.store.disallow(ns, advisory, conn=conn):
                 raise errors.NotFound(f"{advisory} is not on {ns}'s allow-list")
