@@ -85,7 +85,8 @@ def test_database_outage_gives_503(postgres_url: str, tmp_path) -> None:  # noqa
         c.push_image("outage/app", "v1")
         assert c.req("GET", "/v2/outage/app/manifests/v1").status_code == 200
         relay.close()
-        for path in ("/v2/outage/app/manifests/v1", "/v2/outage/app/tags/list"):
+        # (/v2/_catalog: PostgreSQL's page is read straight through asyncpg, Database.all)
+        for path in ("/v2/outage/app/manifests/v1", "/v2/outage/app/tags/list", "/v2/_catalog", "/v2/_catalog?n=10"):
             r = c.req("GET", path)
             assert r.status_code == 503, r.text
             assert error_codes(r) == ["UNAVAILABLE"] and r.headers["Retry-After"]

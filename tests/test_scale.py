@@ -86,7 +86,8 @@ def _pg_plan(url: str, stmt: Any) -> str:
 
 
 def _captured_statements(url: str, call: Any) -> list[Any]:
-    """The statements (with parameters bound) a store method executes, captured on the way."""
+    """The statements (with parameters bound) a store method executes, captured on the way
+    (through :meth:`Database.read` or the listing reads' :meth:`Database.all`)."""
     from moorage.metadata.db import Database
 
     seen: list[Any] = []
@@ -110,7 +111,14 @@ def _captured_statements(url: str, call: Any) -> list[Any]:
             async with real_read(snapshot=snapshot) as conn:
                 yield Spy(conn)
 
+        real_all = db.all
+
+        async def all_rows(stmt: Any, params: dict[str, Any]) -> list[Any]:  # the listing reads' fast path
+            seen.append(stmt.params(**params) if params else stmt)
+            return await real_all(stmt, params)
+
         db.read = read  # type: ignore[method-assign]
+        db.all = all_rows  # type: ignore[method-assign]
         try:
             await call(db)
         finally:

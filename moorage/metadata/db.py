@@ -41,6 +41,8 @@ class Database:
         self.url = url
         #: id(statement) -> (statement, SQL, parameter names and defaults), None: the pooled path.
         self._hot_statements: dict[int, tuple[Any, str, tuple[tuple[str, Any], ...]] | None] = {}
+        #: The same for PostgreSQL's :meth:`all` (asyncpg's SQL).
+        self._pg_statements: dict[int, tuple[Any, str, tuple[tuple[str, Any], ...]] | None] = {}
         self.is_sqlite = url.startswith("sqlite")
         if url.startswith("postgresql"):
             from ..extras import require
@@ -182,6 +184,85 @@ class Database:
                 raise
             raise error from exc
 
+    async def all(self, statement: Any, params: dict[str, Any]) -> list[Any]:
+        """Every row of one read statement, as :meth:`read` with ``snapshot=False`` would give
+        them -- to unpack or index, not to read by name -- for a listing read page by page
+        (``/v2/_catalog``: 1,000 rows a page).
+
+        PostgreSQL: the statement, compiled once, runs on a pooled connection's asyncpg
+        connection directly (asyncpg prepares it once per connection), without SQLAlchemy's
+        ``Connection``, cursor and ``Row`` objects -- a third of the catalog page's time in
+        this process went to them (0.6 of 1.9 ms at 1,000 rows).  A statement whose
+        parameters or columns need SQLAlchemy's type processing takes the pooled path, as does
+        SQLite (whose reads are in-process and cheap already).  Errors are raised as
+        SQLAlchemy would have raised them, then translated as :meth:`read` translates them (a
+        lost connection: DatabaseUnavailable, the connection dropped from the pool).
+        """
+        hot = self._pg_sql(statement)
+        if hot is not None:
+            values = [params.get(name, default) for name, default in hot[2]]
+            if _REQUIRED not in values:  # else the pooled path says what is missing
+                return await self._pg_all(hot[1], values)
+        with translated():
+            engine = self.sync_autocommit_engine
+            if engine is not None:
+                with engine.connect() as conn:
+                    return list(conn.execute(statement, params).all())
+            async with self.read_engine.connect() as aconn:
+                return list((await aconn.execute(statement, params)).all())
+
+    def _pg_sql(self, statement: Any) -> tuple[Any, str, tuple[tuple[str, Any], ...]] | None:
+        """(statement, asyncpg SQL, parameter names and defaults) of a plain read statement on
+        PostgreSQL (None: SQLite, or parameters/columns that need type processing)."""
+        if self.is_sqlite:
+            return None
+        cache = self._pg_statements
+        key = id(statement)
+        if key in cache:
+            return cache[key]
+        if len(cache) >= 256:  # meant for statements built once (a handful): others go pooled
+            return None
+        dialect = self.read_engine.dialect
+        found = _plain_sql(statement, dialect)
+        cache[key] = found
+        return found
+
+    async def _pg_all(self, sql: str, values: list[Any]) -> list[Any]:
+        from sqlalchemy.util import greenlet_spawn
+
+        try:
+            fairy = await self.read_engine.raw_connection()
+        except Exception as exc:  # the pool's own errors (checkout timeout, connect refused)
+            error = translation(exc)
+            if error is None:
+                raise
+            raise error from exc
+        try:
+            rows: list[Any] = await fairy.driver_connection.fetch(sql, *values)  # type: ignore[union-attr]
+        except Exception as exc:
+            adapter = fairy.dbapi_connection
+            dialect = self.read_engine.dialect
+            try:  # the asyncpg dialect's own translation into its DB-API exceptions
+                adapter._handle_exception(exc)  # type: ignore[union-attr]  # noqa: SLF001
+                adapted: Exception = exc
+            except Exception as dbapi_error:  # noqa: BLE001 - re-raised below, wrapped
+                adapted = dbapi_error
+            lost = bool(dialect.is_disconnect(adapted, adapter, None))  # type: ignore[arg-type]
+            wrapped = DBAPIError.instance(
+                sql, values, adapted, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
+            )
+            if lost:
+                fairy.invalidate(wrapped)  # closed without waiting (outside a greenlet: terminated)
+            fairy.close()
+            error = translation(wrapped)
+            raise (error or wrapped) from exc
+        except BaseException:  # cancelled mid-query: the connection's state is unknown
+            fairy.invalidate()
+            fairy.close()
+            raise
+        await greenlet_spawn(fairy.close)  # back to the pool (its reset may need the loop)
+        return rows
+
     #: A SQLite database file: :meth:`first` keeps a connection of its own (set in ``__init__``).
     _hot_file = False
     _hot_conn: Any = None
@@ -201,26 +282,7 @@ class Database:
             return cache[key]
         if len(cache) >= 256:  # meant for module-level statements (a handful): others go pooled
             return None
-        dialect = self.sync_autocommit_engine.dialect
-        compiled = statement.compile(dialect=dialect)
-        plain = (
-            not compiled._bind_processors  # noqa: SLF001 - no type processing of parameters
-            and compiled.positiontup is not None
-            and not compiled.post_compile_params  # IN lists and the like: rendered per call
-            and not compiled.literal_execute_params
-        )
-        if plain:
-            for column in getattr(statement, "selected_columns", ()):
-                if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None:
-                    plain = False
-        found = None
-        if plain:
-            binds = compiled.binds
-            # (name, value when the caller gives none; _REQUIRED: the caller must give one)
-            names = tuple(
-                (name, _REQUIRED if binds[name].required else compiled.params.get(name)) for name in compiled.positiontup
-            )
-            found = (statement, compiled.string, names)  # the statement kept: its id stays its own
+        found = _plain_sql(statement, self.sync_autocommit_engine.dialect)
         cache[key] = found
         return found
 
@@ -409,6 +471,29 @@ class Database:
                 f"database schema is at revision {current or 'empty'}, this Moorage needs {head}: "
                 "run `moorage migrate` (with the same --config/--data) first"
             )
+
+
+def _plain_sql(statement: Any, dialect: Any) -> tuple[Any, str, tuple[tuple[str, Any], ...]] | None:
+    """(statement, SQL, parameter names and defaults) of ``statement`` compiled for ``dialect``
+    if its parameters and columns need no SQLAlchemy type processing (else None): what the
+    hot reads (:meth:`Database.first`, :meth:`Database.all`) hand to the driver directly."""
+    compiled = statement.compile(dialect=dialect)
+    plain = (
+        not compiled._bind_processors  # noqa: SLF001 - no type processing of parameters
+        and compiled.positiontup is not None
+        and not compiled.post_compile_params  # IN lists and the like: rendered per call
+        and not compiled.literal_execute_params
+    )
+    if plain:
+        for column in getattr(statement, "selected_columns", ()):
+            if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None:
+                plain = False
+    if not plain:
+        return None
+    binds = compiled.binds
+    # (name, value when the caller gives none; _REQUIRED: the caller must give one)
+    names = tuple((name, _REQUIRED if binds[name].required else compiled.params.get(name)) for name in compiled.positiontup)
+    return (statement, compiled.string, names)  # the statement kept: its id stays its own
 
 
 def _newer_schema(current: str, head: str | None) -> str:

@@ -306,8 +306,7 @@ class MetadataStore:
     async def catalog(self, n: int | None, last: str | None) -> list[str]:
         """Repositories holding at least one manifest, lexically ordered, after ``last``."""
         stmt, params = (self._catalog, {"last": last or ""}) if n is None else (self._catalog_n, {"last": last or "", "n": n})
-        async with self.db.read(snapshot=False) as conn:
-            return list((await conn.execute(stmt, params)).scalars().all())
+        return [row[0] for row in await self.db.all(stmt, params)]  # (PostgreSQL: straight through asyncpg)
 
     async def catalog_in(
         self, n: int, last: str | None, prefixes: Sequence[str] = (), names: Sequence[str] = (), *, public: bool = False
@@ -332,9 +331,7 @@ class MetadataStore:
         if len(prefixes) + len(names) > MAX_CATALOG_RANGES:
             raise ValueError("too many catalog ranges")
         if any(not p for p in prefixes):  # everything
-            async with self.db.read(snapshot=False) as conn:
-                rows = await conn.execute(self._catalog_rows_n, {"last": last or "", "n": n})
-                return [(r[0], bool(r[1])) for r in rows]
+            return [(r[0], bool(r[1])) for r in await self.db.all(self._catalog_rows_n, {"last": last or "", "n": n})]
         ranges = catalog_ranges(prefixes, names)
         if ranges == [] and not public:
             return []
