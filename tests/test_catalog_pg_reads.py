@@ -196,3 +196,23 @@ def test_sql_error_on_the_fast_path_is_no_outage(postgres_url: str) -> None:
             await db.close()
 
     asyncio.run(go())
+
+
+def test_concurrent_catalog_pages_on_postgres_share_the_pool(postgres_url: str) -> None:
+    """More pages read at once than the pool has connections (10 + 10 overflow): each waits
+    for a connection of its own (asyncpg runs one query per connection at a time), every page
+    is right, and every connection is back in the pool afterwards."""
+    from moorage.metadata.store import MetadataStore
+
+    async def go() -> None:
+        db, listed, _ = await _database(postgres_url)
+        store = MetadataStore(db)
+        try:
+            lasts = [None, *listed] * 2
+            pages = await asyncio.gather(*(store.catalog(5, last) for last in lasts))
+            assert pages == [_expected(listed, 5, last) for last in lasts]
+            assert db.read_engine.pool.checkedout() == 0
+        finally:
+            await db.close()
+
+    asyncio.run(go())
