@@ -251,8 +251,10 @@ class Database:
             wrapped = DBAPIError.instance(
                 sql, values, adapted, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
             )
-            if lost:
-                fairy.invalidate(wrapped)  # closed without waiting (outside a greenlet: terminated)
+            if lost:  # as SQLAlchemy does: this connection closed (terminated, no waiting), and
+                # every other one of its generation replaced at its next checkout (a server restart
+                # costs one failed read, not one per pooled connection)
+                self.read_engine.sync_engine.pool._invalidate(fairy, wrapped)  # noqa: SLF001
             fairy.close()
             error = translation(wrapped)
             raise (error or wrapped) from exc
