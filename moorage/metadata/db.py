@@ -196,7 +196,7 @@ class Database:
         parameters or columns need SQLAlchemy's type processing takes the pooled path, as does
         SQLite (whose reads are in-process and cheap already).  Errors are raised as
         SQLAlchemy would have raised them, then translated as :meth:`read` translates them (a
-        lost connection: DatabaseUnavailable, the connection dropped from the pool).
+        lost connection: DatabaseUnavailable, and the pool renewed as SQLAlchemy renews it).
         """
         hot = self._pg_sql(statement)
         if hot is not None:
