@@ -257,7 +257,7 @@ class UIQueries:
         if candidates is not None:
             # A rare term: the few repositories an index names, read by id and sorted
             # (walking the name index in order would test every name: 100-130 ms at 1M).
-            where.append(repositories.c.id.in_(candidates))
+            where.append(candidates)
             name = self.db.lexical(repositories.c.name.concat(""))
         elif not isinstance(visible, True_):
             # A restricted viewer sees a few ranges of the name index: gather them (BitmapOr /
@@ -294,7 +294,7 @@ class UIQueries:
         counted_from: Any = repositories
         repeats = False
         if candidates is not None:
-            count_where.append(repositories.c.id.in_(candidates))
+            count_where.append(candidates)
         elif isinstance(visible, True_) and (source := self.search.count_source(query)) is not None:
             # A common term: count by a walk of the index's matches joined to their rows, which
             # stops at the 1,001st (a name walk would read half the names to find the 1,001st

@@ -22,12 +22,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Integer, and_, column, literal_column, table, text
+from sqlalchemy import Integer, Text, and_, cast, column, func, literal, literal_column, select, table, text
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.sql import FromClause
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..metadata.db import Database
-from ..metadata.tables import NAME_GRAMS_FUNCTION, NAME_GRAMS_INDEX, REPOSITORIES_FTS, REPOSITORY_NAME_GRAMS, repositories
+from ..metadata.tables import NAME_GRAMS_INDEX, REPOSITORIES_FTS, REPOSITORY_NAME_GRAMS, repositories
 
 #: Most repositories an index may name for the list to read them by id and sort them (a few
 #: ms); a term naming more is common enough that the walk of the name index finds a page soon
@@ -110,41 +111,50 @@ class SearchIndex:
                 self._fts = False  # pg_trgm serves LIKE through the planner
                 self._grams = (await conn.execute(q, {"i": NAME_GRAMS_INDEX})).first() is not None
 
-    async def candidates(self, query: str) -> list[int] | None:
-        """The ids of the few repositories whose name may contain ``query`` -- or None: no
-        index serves it, or it is common (over :data:`CANDIDATES` names)."""
+    async def candidates(self, query: str) -> ColumnElement[bool] | None:
+        """A condition on ``repositories`` holding the few whose name may contain ``query``
+        (a superset of the matches, read by id) -- or None: no index serves the term, or it
+        is common (over :data:`CANDIDATES` names).
+
+        Rarity is tried first with a read that stops at :data:`CANDIDATES` + 1 index rows
+        (PostgreSQL: after the statistics say so); the condition then reads the index again
+        inside the listing's own statements (no list of ids bound twice into them)."""
         term = query.lower()
         if not term or not self.enabled or "\x00" in term:
             return None
         await self._look_up()
         if uses_trigrams(term) and self._fts:
-            stmt: Any = text(f"SELECT rowid FROM {REPOSITORIES_FTS} WHERE {REPOSITORIES_FTS} MATCH :p LIMIT :n")
-            params: dict[str, Any] = {"p": fts_phrase(term), "n": CANDIDATES + 1}
+            ids: Any = text(f"SELECT rowid FROM {REPOSITORIES_FTS} WHERE {REPOSITORIES_FTS} MATCH :fts_phrase")
+            ids = ids.bindparams(fts_phrase=fts_phrase(term)).columns(rowid=Integer).subquery()
+            probe: Any = select(ids.c.rowid).limit(CANDIDATES + 1)
+            condition = repositories.c.id.in_(select(ids.c.rowid))
         elif uses_grams(term) and self._grams and self.db.is_sqlite:
-            cond = sqlite_gram_condition(term)
-            stmt = _grams.select().with_only_columns(_grams.c.repository_id).where(cond).limit(CANDIDATES + 1)
+            ids = select(_grams.c.repository_id).where(sqlite_gram_condition(term))
             if len(term) == 1:
-                stmt = stmt.distinct()  # a name has several grams starting with the character
-            params = {}
+                ids = ids.distinct()  # a name has several grams starting with the character
+            probe, condition = ids.limit(CANDIDATES + 1), repositories.c.id.in_(ids)
         elif uses_grams(term) and self._grams:
             return await self._postgres_gram_candidates(term)
         else:
             return None
         async with self.db.read(snapshot=False) as conn:
-            ids = [int(r[0]) for r in await conn.execute(stmt, params)]
-        return ids if len(ids) <= CANDIDATES else None
+            found = len((await conn.execute(probe)).all())
+        return condition if found <= CANDIDATES else None
 
-    async def _postgres_gram_candidates(self, term: str) -> list[int] | None:
+    async def _postgres_gram_candidates(self, term: str) -> ColumnElement[bool] | None:
         estimate = await self._gram_estimate(term)
         if estimate is None or estimate > CANDIDATES:
             return None
+        grams = func.moorage_name_grams(repositories.c.name).op("@>")(array([cast(literal(term), Text)]))
+        probe = select(func.count()).select_from(select(repositories.c.id).where(grams).limit(CANDIDATES + 1).subquery())
         async with self.db.read() as conn:  # a transaction, for SET LOCAL
             # The planner must not test the function on every row (30 us each: 30 s at 1M)
             # should its own estimate differ from ours: the index or nothing.
             await conn.execute(text("SET LOCAL enable_seqscan = off"))
-            q = text(f"SELECT id FROM repositories WHERE {NAME_GRAMS_FUNCTION}(name) @> ARRAY[CAST(:t AS text)] LIMIT :n")
-            ids = [int(r[0]) for r in await conn.execute(q, {"t": term, "n": CANDIDATES + 1})]
-        return ids if len(ids) <= CANDIDATES else None
+            found = int((await conn.execute(probe)).scalar_one())
+        # In the listing's statements the planner reads the same statistics: a rare gram is a
+        # bitmap scan of the index (a sequential scan costs the function on every row).
+        return grams if found <= CANDIDATES else None
 
     async def _gram_estimate(self, term: str) -> float | None:
         """PostgreSQL: about how many names hold ``term`` as a gram, from the statistics
