@@ -118,6 +118,7 @@ def test_a_rare_short_term_reads_its_candidates_not_every_name(db_url: str, term
             plan = _pg_plan(db_url, s)
             # the candidates from the gram index: no walk of the name index, no scan of the table
             assert "Seq Scan on repositories" not in plan and "ix_repositories_name_c" not in plan, plan
+            assert "Seq Scan on manifests" not in plan, plan
             if "moorage_name_grams" in str(s):
                 assert "Bitmap Index Scan on ix_repositories_name_grams" in plan, plan
 
