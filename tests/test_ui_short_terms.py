@@ -278,3 +278,56 @@ def test_migration_indexes_an_existing_database(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM repository_name_grams WHERE gram = 'zq'").fetchone() == (1,)
     finally:
         conn.close()
+
+
+# -- one pooled connection, many terms ------------------------------------------------------------
+def test_postgres_listings_never_run_a_generic_plan(db_url: str) -> None:
+    """The page's SQL is the same for every term (``LIKE $1``): after five runs on one pooled
+    connection PostgreSQL may switch its prepared statement to a generic plan, chosen for no
+    term -- for ``r`` (every name) a bitmap scan of the whole trigram index.  The listing asks
+    for custom plans: with the server set to generic plans, ``pg_prepared_statements`` of that
+    connection counts no generic one."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's plan cache")
+    from contextlib import asynccontextmanager
+
+    counted: list[tuple[str, int, int]] = []
+    name = db_url.rsplit("/", 1)[1]
+
+    async def server_default(value: str) -> None:
+        # what PostgreSQL's own choice comes to at 1M repositories, made certain here
+        admin = Database(db_url)
+        try:
+            async with admin.write() as conn:
+                await conn.execute(text(f'ALTER DATABASE "{name}" SET plan_cache_mode = {value}'))
+        finally:
+            await admin.close()
+
+    async def go() -> None:
+        await server_default("force_generic_plan")
+        db = Database(db_url)
+        real_read = db.read
+
+        @asynccontextmanager
+        async def read(snapshot: bool = True) -> Any:
+            async with real_read(snapshot=snapshot) as conn:
+                yield conn
+                q = text(
+                    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
+                    "WHERE statement LIKE '%LIKE $%' AND statement NOT LIKE '%count(%'"
+                )
+                counted[:] = [(str(r[0]), int(r[1]), int(r[2])) for r in await conn.execute(q)]
+
+        db.read = read  # type: ignore[method-assign]
+        try:
+            ui = UIQueries(db)
+            for term in ("r000123", "r000456", "ns00012", "r0001", "r000789", "r002", "r0000", "r", "r00"):
+                rows, _ = await ui.list_repositories(true(), query=term)
+                assert rows and all(term in r.name for r in rows)
+        finally:
+            await db.close()
+            await server_default("DEFAULT")
+
+    asyncio.run(go())
+    assert counted, "no prepared listing statement seen"
+    assert sum(c for _, _, c in counted) >= 6 and all(g == 0 for _, g, _ in counted), counted
