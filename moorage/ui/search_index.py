@@ -117,8 +117,9 @@ class SearchIndex:
         is common (over :data:`CANDIDATES` names).
 
         Rarity is tried first with a read that stops at :data:`CANDIDATES` + 1 index rows
-        (PostgreSQL: after the statistics say so); the condition then reads the index again
-        inside the listing's own statements (no list of ids bound twice into them)."""
+        (PostgreSQL: after the statistics say so).  SQLite's condition then reads the index
+        again inside the listing's own statements (no list of ids bound twice into them);
+        PostgreSQL's is the ids read, as one array (see :meth:`_postgres_gram_candidates`)."""
         term = query.lower()
         if not term or not self.enabled or "\x00" in term:
             return None
