@@ -38,13 +38,9 @@ from ..metadata.tables import (
     ui_repo_stats,
     ui_sessions,
 )
-from .search_index import SearchIndex
+from .search_index import SearchIndex, like_escape, name_contains
 
 SORTS = ("name", "pushed", "size")
-
-
-def like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def pattern_like(pattern: str) -> str:
@@ -195,8 +191,7 @@ def _row_figures(ids: Sequence[int]) -> Any:
 #: particular -- measured: a bitmap scan of the trigram index for ``r`` (every name), 125 ms
 #: instead of 5.  No parallel workers: starting two for a count of 1,001 rows cost 16 ms.
 _PG_LISTING_SETTINGS = text(
-    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
-    "set_config('max_parallel_workers_per_gather', '0', true)"
+    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), set_config('max_parallel_workers_per_gather', '0', true)"
 )
 
 
@@ -235,7 +230,7 @@ class UIQueries:
         # is not listed, so the UI and /v2/_catalog name the same repositories.
         where: list[ColumnElement[bool]] = [visible, listed()]
         if query:
-            where.append(repositories.c.name.like("%" + like_escape(query.lower()) + "%", escape="\\"))
+            where.append(name_contains(query.lower()))
         if namespace:
             # A range on the name index ("ns/" <= name < "ns0", '0' follows '/'), not a LIKE scan.
             name = self.db.lexical(repositories.c.name)
@@ -262,64 +257,64 @@ class UIQueries:
         :data:`COUNT_CAP` (issue 24: an exact ``count(*)`` of 1M rows on every page view);
         past it, :class:`Total` is an estimate or "at least".  One more row than ``limit`` is
         read so the caller knows whether a next page exists (``Total.more``)."""
-        candidates = await self.search.candidates(query)
-        where = self._listing_where(visible, query, namespace)
-        name = self.db.lexical(repositories.c.name)
-        if candidates is not None:
-            # A rare term: the few repositories an index names, read by id and sorted
-            # (walking the name index in order would test every name: 100-130 ms at 1M).
-            where.append(candidates)
-            name = self.db.lexical(repositories.c.name.concat(""))
-        elif not isinstance(visible, True_):
-            # A restricted viewer sees a few ranges of the name index: gather them (BitmapOr /
-            # MULTI-INDEX OR) and sort what they hold.  Ordering by the bare column would let the
-            # planner walk the whole name index filtering row by row, expecting a page soon
-            # (measured: 154 ms at 100,000 repositories for a user with 10 namespaces, 0.3 ms so).
-            name = self.db.lexical(repositories.c.name.concat(""))
-        cols: list[Any] = [repositories.c.id, repositories.c.name, repositories.c.public]
-        mark = _parse_cursor(after if after is not None else before, sort)
-        backward = after is None and mark is not None  # (a malformed key: the first page)
-        if sort in ("pushed", "size"):
-            # Order from the kept figures (ui_repo_stats); a repository not in it yet sorts last.
-            key = func.coalesce(ui_repo_stats.c.last_push if sort == "pushed" else ui_repo_stats.c.size, 0)
-            q = select(*cols, key.label("sort_key")).select_from(
-                repositories.outerjoin(ui_repo_stats, ui_repo_stats.c.repository_id == repositories.c.id)
-            )
-            if mark is not None:
-                k, n = mark
-                # (key DESC, name ASC): rows after (k, n) -- or before, going back
-                where.append(or_(key > k, and_(key == k, name < n)) if backward else or_(key < k, and_(key == k, name > n)))
-            order = [key.asc(), name.desc()] if backward else [key.desc(), name]
-        else:
-            q = select(*cols, repositories.c.name.label("sort_key"))
-            if mark is not None:
-                where.append(name < mark[1] if backward else name > mark[1])
-            order = [name.desc()] if backward else [name]
-        q = q.where(*where).order_by(*order).limit(limit + 1)
-        if mark is None and offset:
-            q = q.offset(offset)
-        fast = None
-        if candidates is None and sort in ("pushed", "size") and not (backward and mark is not None and mark[0] <= 0):
-            fast = self._by_figure(visible, query, namespace, sort, mark, backward, offset, limit)
-        count_where = self._listing_where(visible, query, namespace)
-        counted_from: Any = repositories
-        repeats = False
-        if candidates is not None:
-            count_where.append(candidates)
-        elif isinstance(visible, True_) and (source := self.search.count_source(query)) is not None:
-            # A common term: count by a walk of the index's matches joined to their rows, which
-            # stops at the 1,001st (a name walk would read half the names to find the 1,001st
-            # match of a term in one name out of 500; an IN (index rows) reads them all first).
-            # Not for a restricted viewer: their few name ranges are the cheaper walk.
-            counted_from, matches, repeats = source
-            count_where.append(matches)
-        counting = select(repositories.c.id).select_from(counted_from).where(*count_where)
-        if repeats:
-            counting = counting.distinct()  # a name has several grams starting with a character
-        count_q = select(func.count()).select_from(counting.limit(COUNT_CAP + 1).subquery())
         async with self.db.read() as conn:
             if not self.db.is_sqlite:
                 await conn.execute(_PG_LISTING_SETTINGS)
+            candidates = await self.search.candidates(query, conn)
+            where = self._listing_where(visible, query, namespace)
+            name = self.db.lexical(repositories.c.name)
+            if candidates is not None:
+                # A rare term: the few repositories an index names, read by id and sorted
+                # (walking the name index in order would test every name: 100-130 ms at 1M).
+                where.append(candidates)
+                name = self.db.lexical(repositories.c.name.concat(""))
+            elif not isinstance(visible, True_):
+                # A restricted viewer sees a few ranges of the name index: gather them (BitmapOr /
+                # MULTI-INDEX OR) and sort what they hold.  Ordering by the bare column would let the
+                # planner walk the whole name index filtering row by row, expecting a page soon
+                # (measured: 154 ms at 100,000 repositories for a user with 10 namespaces, 0.3 ms so).
+                name = self.db.lexical(repositories.c.name.concat(""))
+            cols: list[Any] = [repositories.c.id, repositories.c.name, repositories.c.public]
+            mark = _parse_cursor(after if after is not None else before, sort)
+            backward = after is None and mark is not None  # (a malformed key: the first page)
+            if sort in ("pushed", "size"):
+                # Order from the kept figures (ui_repo_stats); a repository not in it yet sorts last.
+                key = func.coalesce(ui_repo_stats.c.last_push if sort == "pushed" else ui_repo_stats.c.size, 0)
+                q = select(*cols, key.label("sort_key")).select_from(
+                    repositories.outerjoin(ui_repo_stats, ui_repo_stats.c.repository_id == repositories.c.id)
+                )
+                if mark is not None:
+                    k, n = mark
+                    # (key DESC, name ASC): rows after (k, n) -- or before, going back
+                    where.append(or_(key > k, and_(key == k, name < n)) if backward else or_(key < k, and_(key == k, name > n)))
+                order = [key.asc(), name.desc()] if backward else [key.desc(), name]
+            else:
+                q = select(*cols, repositories.c.name.label("sort_key"))
+                if mark is not None:
+                    where.append(name < mark[1] if backward else name > mark[1])
+                order = [name.desc()] if backward else [name]
+            q = q.where(*where).order_by(*order).limit(limit + 1)
+            if mark is None and offset:
+                q = q.offset(offset)
+            fast = None
+            if candidates is None and sort in ("pushed", "size") and not (backward and mark is not None and mark[0] <= 0):
+                fast = self._by_figure(visible, query, namespace, sort, mark, backward, offset, limit)
+            count_where = self._listing_where(visible, query, namespace)
+            counted_from: Any = repositories
+            repeats = False
+            if candidates is not None:
+                count_where.append(candidates)
+            elif isinstance(visible, True_) and (source := self.search.count_source(query)) is not None:
+                # A common term: count by a walk of the index's matches joined to their rows, which
+                # stops at the 1,001st (a name walk would read half the names to find the 1,001st
+                # match of a term in one name out of 500; an IN (index rows) reads them all first).
+                # Not for a restricted viewer: their few name ranges are the cheaper walk.
+                counted_from, matches, repeats = source
+                count_where.append(matches)
+            counting = select(repositories.c.id).select_from(counted_from).where(*count_where)
+            if repeats:
+                counting = counting.distinct()  # a name has several grams starting with a character
+            count_q = select(func.count()).select_from(counting.limit(COUNT_CAP + 1).subquery())
             rows = []
             for stmt in fast or ():
                 rows += (await conn.execute(stmt)).all()
