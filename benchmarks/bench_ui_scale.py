@@ -36,7 +36,9 @@ sys.path.insert(0, str(ROOT))
 from tests.support.postgres import create_database, start_postgres  # noqa: E402
 from tests.support.scale import clone_sql, run_sql, seed_sql  # noqa: E402
 
-SEARCHES = ("r00", "r0050", "r005000", "ns0005", "ns00050/", "qqq", "zz", "r")
+SEARCHES = ("r00", "r0050", "r005000", "ns0005", "ns00050/", "qqq", "zz", "r", "q", "zq", "99", "0")
+#: Rare names added to the clones: ``zq`` (and ``q``, ``zq/``...) name these 1,500 and nothing else.
+RARE = 1500
 
 
 async def amedian_ms(fn: Callable[[], Awaitable[Any]], repeat: int = 5) -> float:
@@ -59,22 +61,53 @@ async def build(url: str, n: int, n_tags: int, sqlite: bool) -> dict[str, float]
     t = time.perf_counter()
     await run_sql(url, seed_sql(sqlite) + clone_sql(n, n_tags, sqlite))
     fig["build (s)"] = time.perf_counter() - t
-    if sqlite and (ROOT / "moorage/metadata/migrations/versions/0017_sqlite_search_fts.py").exists():
-        # migration 0017 on an existing database: drop its index, step back, migrate again
-        await run_sql(
-            url,
-            [
-                "DROP TRIGGER repositories_fts_ai",
-                "DROP TRIGGER repositories_fts_ad",
-                "DROP TRIGGER repositories_fts_au",
-                "DROP TABLE repositories_fts",
-                "UPDATE alembic_version SET version_num = '0016'",
-            ],
-        )
+    seed = "(SELECT min(id) FROM manifests)"
+    series = (
+        f"WITH RECURSIVE s(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM s WHERE x < {RARE - 1}) SELECT x FROM s"
+        if sqlite
+        else f"SELECT x FROM generate_series(0, {RARE - 1}) x"
+    )
+    await run_sql(
+        url,
+        [
+            "INSERT INTO repositories (name, public, created_at) SELECT 'team-zq/app-' || x, "
+            f"{'0' if sqlite else 'false'}, 1.7e9 FROM ({series}) s",
+            "INSERT INTO manifests (repository_id, digest, media_type, size, payload, created_at) SELECT r.id, m.digest, "
+            f"m.media_type, m.size, m.payload, 1.7e9 FROM repositories r, manifests m WHERE r.name LIKE 'team-zq/%' AND m.id = {seed}",
+        ],
+    )
+    versions = ROOT / "moorage/metadata/migrations/versions"
+    drop_grams = (
+        [
+            "DROP TRIGGER repository_name_grams_ai",
+            "DROP TRIGGER repository_name_grams_ad",
+            "DROP TRIGGER repository_name_grams_au",
+            "DROP TABLE repository_name_grams",
+            "DROP TABLE name_gram_positions",
+        ]
+        if sqlite
+        else ["DROP INDEX ix_repositories_name_grams", "DROP FUNCTION moorage_name_grams(text)"]
+    )
+    has_grams = (versions / "0018_short_search_grams.py").exists()
+    if sqlite and (versions / "0017_sqlite_search_fts.py").exists():
+        # migrations 0017 (+ 0018) on an existing database: drop their indexes, step back, migrate again
+        stmts = ["DROP TRIGGER repositories_fts_ai", "DROP TRIGGER repositories_fts_ad", "DROP TRIGGER repositories_fts_au"]
+        stmts += ["DROP TABLE repositories_fts", *(drop_grams if has_grams else [])]
+        await run_sql(url, [*stmts, "UPDATE alembic_version SET version_num = '0016'"])
         db = Database(url)
         t = time.perf_counter()
         await db.migrate()
-        fig["migration 0017: build the trigram index (s)"] = time.perf_counter() - t
+        label = (
+            "migrations 0017+0018: build both search indexes (s)" if has_grams else "migration 0017: build the trigram index (s)"
+        )
+        fig[label] = time.perf_counter() - t
+        await db.close()
+    if has_grams:
+        await run_sql(url, [*drop_grams, "UPDATE alembic_version SET version_num = '0017'"])
+        db = Database(url)
+        t = time.perf_counter()
+        await db.migrate()
+        fig["migration 0018: build the short-term index (s)"] = time.perf_counter() - t
         await db.close()
     from moorage.ui.queries import UIQueries
 

@@ -23,7 +23,8 @@ from sqlalchemy import true
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from moorage.metadata.db import Database
-from moorage.ui.queries import FTS_CANDIDATES, UIQueries
+from moorage.ui.queries import UIQueries
+from moorage.ui.search_index import CANDIDATES as FTS_CANDIDATES
 from tests.support.scale import clone_sql, run_sql, seed_sql
 from tests.test_scale import _captured_statements, _named_sql
 
@@ -160,7 +161,7 @@ async def _both(url: str, names: list[str], terms: list[str]) -> list[tuple[str,
                     {"r": rid},
                 )
         indexed, plain = UIQueries(db), UIQueries(db)
-        plain._fts = False
+        plain.search.enabled = False
         out = []
         for term in terms:
             a, ta = await indexed.list_repositories(true(), query=term, limit=100)
@@ -176,7 +177,7 @@ async def _both(url: str, names: list[str], terms: list[str]) -> list[tuple[str,
 @given(names=_NAMES, terms=st.lists(_TERMS, min_size=1, max_size=6))
 def test_search_with_the_index_equals_the_plain_like(scratch: str, names: list[str], terms: list[str]) -> None:
     # terms taken from the names too: most random terms match nothing
-    picked = [n[i : i + k] for n in names[:3] for i, k in ((0, 3), (1, 4), (2, 5)) if len(n) > i]
+    picked = [n[i : i + k] for n in names[:3] for i, k in ((0, 3), (1, 4), (2, 5), (0, 1), (1, 2)) if len(n) > i]
     for term, with_index, plain in asyncio.run(_both(scratch, names, terms + picked)):
         assert with_index == plain, (term, names)
 
@@ -206,6 +207,22 @@ def test_hostile_terms_are_a_result_never_an_error(scratch: str) -> None:
 
 
 # -- the triggers under concurrent writes -------------------------------------------------------
+def grams_match_names(path: Path) -> None:
+    """Every name's grams are in the table and the table holds nothing else."""
+    conn = sqlite3.connect(path)
+    try:
+        want = set(
+            conn.execute(
+                "SELECT substr(lower(r.name) || char(1), p.i, 2), r.id FROM repositories r "
+                "JOIN name_gram_positions p ON p.i <= length(r.name)"
+            )
+        )
+        have = set(conn.execute("SELECT gram, repository_id FROM repository_name_grams"))
+        assert have == want, (len(have - want), len(want - have))
+    finally:
+        conn.close()
+
+
 def _index_matches_table(path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
@@ -218,6 +235,7 @@ def _index_matches_table(path: Path) -> None:
         assert indexed <= table
     finally:
         conn.close()
+    grams_match_names(path)
 
 
 def test_concurrent_creates_and_deletes_keep_the_index_exact(tmp_path: Path) -> None:
@@ -233,7 +251,7 @@ def test_concurrent_creates_and_deletes_keep_the_index_exact(tmp_path: Path) -> 
         db = Database(url)
         store, gc = MetadataStore(db), GCStore(db)
         indexed, plain = UIQueries(db), UIQueries(db)
-        plain._fts = False
+        plain.search.enabled = False
         stop = asyncio.Event()
 
         async def push(k: int) -> None:

@@ -37,6 +37,14 @@ repositories = Table(
 #: the UI's substring search.  A virtual table and triggers: created by the migration only,
 #: queried by name in ``ui.queries`` (not declared here).  PostgreSQL: ``pg_trgm`` (0016).
 REPOSITORIES_FTS = "repositories_fts"
+#: Migration 0018, for search terms of one or two characters (no trigram holds them): SQLite's
+#: ``repository_name_grams (gram, repository_id)``, the two-character substrings of
+#: ``lower(name) || char(1)``, kept by triggers; PostgreSQL's GIN index on
+#: ``moorage_name_grams(name)``, a name's one- and two-character substrings.  Created by the
+#: migration only, queried by name in ``ui.queries``.
+REPOSITORY_NAME_GRAMS = "repository_name_grams"
+NAME_GRAMS_FUNCTION = "moorage_name_grams"
+NAME_GRAMS_INDEX = "ix_repositories_name_grams"
 
 #: One row per blob present in storage.  ``pending_until`` is a lease taken by an upload that
 #: is about to move bytes into place; ``deleting_since`` is the garbage collector's tombstone.

@@ -20,13 +20,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Integer, and_, column, delete, false, func, literal_column, or_, select, table, text, true, update
+from sqlalchemy import and_, delete, false, func, literal_column, or_, select, text, true, update
 from sqlalchemy.sql.elements import ColumnElement, True_
 
 from ..metadata.db import Database
 from ..metadata.listing import listed
 from ..metadata.tables import (
-    REPOSITORIES_FTS,
     blobs,
     manifest_blobs,
     manifest_children,
@@ -39,12 +38,9 @@ from ..metadata.tables import (
     ui_repo_stats,
     ui_sessions,
 )
+from .search_index import SearchIndex, like_escape, name_contains
 
 SORTS = ("name", "pushed", "size")
-
-
-def like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def pattern_like(pattern: str) -> str:
@@ -113,29 +109,11 @@ def _prefix_range(db: Database, prefix: str) -> ColumnElement[bool]:
 COUNT_CAP = 1000
 #: Longest cursor accepted (a float, ":" and a repository name of at most 255 characters).
 MAX_CURSOR = 300
-#: SQLite's search: most repositories the trigram index may name for the list to read them by
-#: id and sort them (a few ms); a term naming more is common enough that the walk of the name
-#: index finds a page soon (at least one name in 500 matches at 1M repositories).
-FTS_CANDIDATES = 2000
-#: Shortest term the trigram index serves (one trigram); shorter ones walk the name index.
-FTS_MIN_CHARS = 3
 #: The repository list shows tag counts up to this, then "1,000+": counting a repository's
 #: 100,000 tags on every list view cost 15-20 ms at 1M repositories (issue 24).
 TAG_COUNT_CAP = 1000
 #: Most index probes of the namespace filter's walk (one per namespace, or per top-level name).
 NAMESPACE_PROBES = 2000
-
-
-def fts_phrase(query: str) -> str:
-    """``query`` as one FTS5 phrase: every character literal (a ``"`` doubled), so the
-    trigram tokenizer sees exactly the text and MATCH names the rows containing it."""
-    return '"' + query.replace('"', '""') + '"'
-
-
-def uses_search_index(query: str) -> bool:
-    """Whether SQLite's trigram index can serve the substring search of ``query`` (lowered):
-    three characters or more, and no NUL (FTS5 reads its query up to a NUL)."""
-    return len(query) >= FTS_MIN_CHARS and "\x00" not in query
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,11 +185,21 @@ def _row_figures(ids: Sequence[int]) -> Any:
     return select(rid, count, last, size).where(rid.in_(list(ids)))
 
 
+#: PostgreSQL, for the statements of one listing (SET LOCAL: this transaction only).  Custom
+#: plans: the page's SQL is the same for every search term (``LIKE $1``), so after five runs a
+#: pooled connection's prepared statement may switch to a generic plan, chosen for no term in
+#: particular -- measured: a bitmap scan of the trigram index for ``r`` (every name), 125 ms
+#: instead of 5.  No parallel workers: starting two for a count of 1,001 rows cost 16 ms.
+_PG_LISTING_SETTINGS = text(
+    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), set_config('max_parallel_workers_per_gather', '0', true)"
+)
+
+
 class UIQueries:
     def __init__(self, db: Database) -> None:
         self.db = db
-        #: SQLite: migration 0017's trigram index is there (None: not looked up yet).
-        self._fts: bool | None = None
+        #: The substring indexes that name a search term's candidates (issue 24).
+        self.search = SearchIndex(db)
 
     # -- visibility ---------------------------------------------------------------------------
     async def public_namespaces(self) -> list[str]:
@@ -242,7 +230,7 @@ class UIQueries:
         # is not listed, so the UI and /v2/_catalog name the same repositories.
         where: list[ColumnElement[bool]] = [visible, listed()]
         if query:
-            where.append(repositories.c.name.like("%" + like_escape(query.lower()) + "%", escape="\\"))
+            where.append(name_contains(query.lower()))
         if namespace:
             # A range on the name index ("ns/" <= name < "ns0", '0' follows '/'), not a LIKE scan.
             name = self.db.lexical(repositories.c.name)
@@ -269,61 +257,64 @@ class UIQueries:
         :data:`COUNT_CAP` (issue 24: an exact ``count(*)`` of 1M rows on every page view);
         past it, :class:`Total` is an estimate or "at least".  One more row than ``limit`` is
         read so the caller knows whether a next page exists (``Total.more``)."""
-        candidates = await self._search_candidates(query)
-        where = self._listing_where(visible, query, namespace)
-        name = self.db.lexical(repositories.c.name)
-        if candidates is not None:
-            # A rare term: the few repositories the trigram index names, read by id and sorted
-            # (walking the name index in order would test every name: 100-130 ms at 1M).
-            where.append(repositories.c.id.in_(candidates))
-            name = self.db.lexical(repositories.c.name.concat(""))
-        elif not isinstance(visible, True_):
-            # A restricted viewer sees a few ranges of the name index: gather them (BitmapOr /
-            # MULTI-INDEX OR) and sort what they hold.  Ordering by the bare column would let the
-            # planner walk the whole name index filtering row by row, expecting a page soon
-            # (measured: 154 ms at 100,000 repositories for a user with 10 namespaces, 0.3 ms so).
-            name = self.db.lexical(repositories.c.name.concat(""))
-        cols: list[Any] = [repositories.c.id, repositories.c.name, repositories.c.public]
-        mark = _parse_cursor(after if after is not None else before, sort)
-        backward = after is None and mark is not None  # (a malformed key: the first page)
-        if sort in ("pushed", "size"):
-            # Order from the kept figures (ui_repo_stats); a repository not in it yet sorts last.
-            key = func.coalesce(ui_repo_stats.c.last_push if sort == "pushed" else ui_repo_stats.c.size, 0)
-            q = select(*cols, key.label("sort_key")).select_from(
-                repositories.outerjoin(ui_repo_stats, ui_repo_stats.c.repository_id == repositories.c.id)
-            )
-            if mark is not None:
-                k, n = mark
-                # (key DESC, name ASC): rows after (k, n) -- or before, going back
-                where.append(or_(key > k, and_(key == k, name < n)) if backward else or_(key < k, and_(key == k, name > n)))
-            order = [key.asc(), name.desc()] if backward else [key.desc(), name]
-        else:
-            q = select(*cols, repositories.c.name.label("sort_key"))
-            if mark is not None:
-                where.append(name < mark[1] if backward else name > mark[1])
-            order = [name.desc()] if backward else [name]
-        q = q.where(*where).order_by(*order).limit(limit + 1)
-        if mark is None and offset:
-            q = q.offset(offset)
-        fast = None
-        if candidates is None and sort in ("pushed", "size") and not (backward and mark is not None and mark[0] <= 0):
-            fast = self._by_figure(visible, query, namespace, sort, mark, backward, offset, limit)
-        count_where = self._listing_where(visible, query, namespace)
-        counted_from: Any = repositories
-        if candidates is not None:
-            count_where.append(repositories.c.id.in_(candidates))
-        elif self._fts and uses_search_index(query.lower()) and isinstance(visible, True_):
-            # A common term: count by a walk of the index's matches joined to their rows, which
-            # stops at the 1,001st (a name walk would read half the names to find the 1,001st
-            # match of a term in one name out of 500; an IN (index rows) reads them all first).
-            # Not for a restricted viewer: their few name ranges are the cheaper walk.
-            fts = table(REPOSITORIES_FTS, column("rowid", Integer))
-            counted_from = fts.join(repositories, repositories.c.id == fts.c.rowid)
-            count_where.append(literal_column(REPOSITORIES_FTS).op("MATCH")(fts_phrase(query.lower())))
-        count_q = select(func.count()).select_from(
-            select(repositories.c.id).select_from(counted_from).where(*count_where).limit(COUNT_CAP + 1).subquery()
-        )
         async with self.db.read() as conn:
+            if not self.db.is_sqlite:
+                await conn.execute(_PG_LISTING_SETTINGS)
+            candidates = await self.search.candidates(query, conn)
+            where = self._listing_where(visible, query, namespace)
+            name = self.db.lexical(repositories.c.name)
+            if candidates is not None:
+                # A rare term: the few repositories an index names, read by id and sorted
+                # (walking the name index in order would test every name: 100-130 ms at 1M).
+                where.append(candidates)
+                name = self.db.lexical(repositories.c.name.concat(""))
+            elif not isinstance(visible, True_):
+                # A restricted viewer sees a few ranges of the name index: gather them (BitmapOr /
+                # MULTI-INDEX OR) and sort what they hold.  Ordering by the bare column would let the
+                # planner walk the whole name index filtering row by row, expecting a page soon
+                # (measured: 154 ms at 100,000 repositories for a user with 10 namespaces, 0.3 ms so).
+                name = self.db.lexical(repositories.c.name.concat(""))
+            cols: list[Any] = [repositories.c.id, repositories.c.name, repositories.c.public]
+            mark = _parse_cursor(after if after is not None else before, sort)
+            backward = after is None and mark is not None  # (a malformed key: the first page)
+            if sort in ("pushed", "size"):
+                # Order from the kept figures (ui_repo_stats); a repository not in it yet sorts last.
+                key = func.coalesce(ui_repo_stats.c.last_push if sort == "pushed" else ui_repo_stats.c.size, 0)
+                q = select(*cols, key.label("sort_key")).select_from(
+                    repositories.outerjoin(ui_repo_stats, ui_repo_stats.c.repository_id == repositories.c.id)
+                )
+                if mark is not None:
+                    k, n = mark
+                    # (key DESC, name ASC): rows after (k, n) -- or before, going back
+                    where.append(or_(key > k, and_(key == k, name < n)) if backward else or_(key < k, and_(key == k, name > n)))
+                order = [key.asc(), name.desc()] if backward else [key.desc(), name]
+            else:
+                q = select(*cols, repositories.c.name.label("sort_key"))
+                if mark is not None:
+                    where.append(name < mark[1] if backward else name > mark[1])
+                order = [name.desc()] if backward else [name]
+            q = q.where(*where).order_by(*order).limit(limit + 1)
+            if mark is None and offset:
+                q = q.offset(offset)
+            fast = None
+            if candidates is None and sort in ("pushed", "size") and not (backward and mark is not None and mark[0] <= 0):
+                fast = self._by_figure(visible, query, namespace, sort, mark, backward, offset, limit)
+            count_where = self._listing_where(visible, query, namespace)
+            counted_from: Any = repositories
+            repeats = False
+            if candidates is not None:
+                count_where.append(candidates)
+            elif isinstance(visible, True_) and (source := self.search.count_source(query)) is not None:
+                # A common term: count by a walk of the index's matches joined to their rows, which
+                # stops at the 1,001st (a name walk would read half the names to find the 1,001st
+                # match of a term in one name out of 500; an IN (index rows) reads them all first).
+                # Not for a restricted viewer: their few name ranges are the cheaper walk.
+                counted_from, matches, repeats = source
+                count_where.append(matches)
+            counting = select(repositories.c.id).select_from(counted_from).where(*count_where)
+            if repeats:
+                counting = counting.distinct()  # a name has several grams starting with a character
+            count_q = select(func.count()).select_from(counting.limit(COUNT_CAP + 1).subquery())
             rows = []
             for stmt in fast or ():
                 rows += (await conn.execute(stmt)).all()
@@ -373,38 +364,6 @@ class UIQueries:
                 )
             )
         return out, total
-
-    async def _search_index(self) -> bool:
-        """Whether this SQLite database has migration 0017's trigram index (looked up once)."""
-        if self._fts is None:
-            if not self.db.is_sqlite:
-                self._fts = False
-            else:
-                async with self.db.read(snapshot=False) as conn:
-                    q = text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :t")
-                    self._fts = (await conn.execute(q, {"t": REPOSITORIES_FTS})).first() is not None
-        return self._fts
-
-    @staticmethod
-    def _fts_rowids(query: str, limit: int | None = None) -> Any:
-        """Ids of the repositories whose name contains ``query`` per the trigram index (with
-        case folded: a superset of the ``LIKE``'s matches, which the query still applies)."""
-        sql = f"SELECT rowid FROM {REPOSITORIES_FTS} WHERE {REPOSITORIES_FTS} MATCH :fts_phrase"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return text(sql).bindparams(fts_phrase=fts_phrase(query)).columns(rowid=Integer)
-
-    async def _search_candidates(self, query: str) -> list[int] | None:
-        """SQLite: the ids of the few repositories a search term can match, from the trigram
-        index -- or None: no index, a term shorter than three characters (the name walk: a
-        rare one reads every name, 100-130 ms at 1M), or a common term (over
-        :data:`FTS_CANDIDATES` names: the name walk finds its page soon)."""
-        lowered = query.lower()
-        if not query or not uses_search_index(lowered) or not await self._search_index():
-            return None
-        async with self.db.read(snapshot=False) as conn:
-            ids = [int(r[0]) for r in await conn.execute(self._fts_rowids(lowered, FTS_CANDIDATES + 1))]
-        return ids if len(ids) <= FTS_CANDIDATES else None
 
     def _by_figure(
         self,
