@@ -422,3 +422,42 @@ def test_webhook_timeout_is_bounded() -> None:
     old = {"name": "old", "url": "http://x/", "secret": "s", "format": "distribution", "actions": ["push"],
            "repositories": ["*"], "targets": ["manifest"], "timeout": 300.0, "max_attempts": 3}  # fmt: skip
     assert from_row(old).timeout == MAX_WEBHOOK_TIMEOUT == 30.0
+
+
+def test_namespace_storage_scan_takes_a_bounded_share_of_time(tmp_path: Path) -> None:
+    """The per-namespace storage figures join every repository's blob links (3.5 s at 1M
+    repositories on PostgreSQL, in every server process): after a scan of t seconds the next
+    waits t / STATS_DUTY, while the cheap counters are read at every interval."""
+    from moorage.events.setup import STATS_DUTY, EventsExtension
+    from moorage.events.stats import EventMetrics
+
+    async def go() -> None:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
+        await db.migrate()
+        try:
+            store = EventsStore(db)
+            scans: list[float] = []
+            now = [1000.0]
+            real_scan = store.storage_by_namespace
+
+            async def scan() -> list[tuple[str, int, int]]:
+                scans.append(now[0])
+                found = await real_scan()
+                now[0] += 3.5  # what one scan costs at 1M repositories
+                return found
+
+            store.storage_by_namespace = scan  # type: ignore[method-assign]
+            ext = EventsExtension(Settings(), store, EventMetrics(None))
+            ext.clock = lambda: now[0]
+            for _ in range(6):  # the job's interval: 60 s
+                await ext.refresh_stats()
+                assert ext.metrics.snapshot.counters is not None
+                now[0] += 60.0
+            assert scans[0] == 1000.0
+            gaps = [b - a for a, b in zip(scans, scans[1:], strict=False)]
+            assert gaps and all(g >= 3.5 / STATS_DUTY for g in gaps), gaps
+            assert len(scans) < 6  # the counters were read six times, the scan fewer
+        finally:
+            await db.close()
+
+    asyncio.run(go())
