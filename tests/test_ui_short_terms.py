@@ -331,3 +331,27 @@ def test_postgres_listings_never_run_a_generic_plan(db_url: str) -> None:
     asyncio.run(go())
     assert counted, "no prepared listing statement seen"
     assert sum(c for _, _, c in counted) >= 3 and all(g == 0 for _, g, _ in counted), counted
+
+
+@pytest.mark.parametrize("sort", ["name", "pushed", "size"])
+def test_a_rare_terms_first_page_counts_with_its_rows(db_url: str, sort: str) -> None:
+    """A first page shorter than the matches: the count read with the page's rows (a window
+    count over the candidates) equals the plain path's count, and so do the rows."""
+
+    async def go() -> None:
+        db = Database(db_url)
+        try:
+            indexed, plain = UIQueries(db), UIQueries(db)
+            plain.search.enabled = False
+            shorter = 0
+            for term in ("q", "zq", "team-", "r000123", "/r00001"):
+                for limit in (1, 2, 3):
+                    a, ta = await indexed.list_repositories(true(), query=term, limit=limit, sort=sort)
+                    b, tb = await plain.list_repositories(true(), query=term, limit=limit, sort=sort)
+                    assert [r.name for r in a] == [r.name for r in b] and ta == tb, (term, limit, ta, tb)
+                    shorter += ta.more
+            assert shorter >= 10  # pages shorter than their matches
+        finally:
+            await db.close()
+
+    asyncio.run(go())
