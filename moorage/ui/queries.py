@@ -258,9 +258,11 @@ class UIQueries:
         past it, :class:`Total` is an estimate or "at least".  One more row than ``limit`` is
         read so the caller knows whether a next page exists (``Total.more``)."""
         async with self.db.read() as conn:
-            if not self.db.is_sqlite:
-                await conn.execute(_PG_LISTING_SETTINGS)
             candidates = await self.search.candidates(query, conn)
+            if candidates is None and not self.db.is_sqlite:
+                # (a rare term's statements read ids: any plan of them is an index lookup, and a
+                # kept generic one saves planning a 2,000-id array each time, 1.5 ms at 1M)
+                await conn.execute(_PG_LISTING_SETTINGS)
             where = self._listing_where(visible, query, namespace)
             name = self.db.lexical(repositories.c.name)
             if candidates is not None:

@@ -42,6 +42,9 @@ GRAM_MIN_ROWS = 20_000
 #: only choose between two paths of the same result, so a stale figure costs time, not rows.
 GRAM_STATS_TTL = 300.0
 
+#: PostgreSQL, for the rest of the listing's transaction (SET LOCAL).
+_NO_PARALLEL = text("SELECT set_config('max_parallel_workers_per_gather', '0', true)")
+
 _fts = table(REPOSITORIES_FTS, column("rowid", Integer))
 _grams = table(REPOSITORY_NAME_GRAMS, column("gram"), column("repository_id", Integer))
 
@@ -167,6 +170,7 @@ class SearchIndex:
         # The function's COST (0018) makes a scan testing it on every row (30 us each: 30 s at
         # 1M) the planner's last choice, whatever its own estimate of the term.
         matches = func.moorage_name_grams(repositories.c.name).op("@>")(array([cast(literal(term), Text)]))
+        await conn.execute(_NO_PARALLEL)  # two workers started for 1,500 index entries: slower
         ids = list((await conn.execute(select(repositories.c.id).where(matches).limit(CANDIDATES + 1))).scalars())
         if len(ids) > CANDIDATES:
             return None
