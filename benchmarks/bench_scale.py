@@ -19,6 +19,8 @@ namespaces (at N = 100,000 one repository each), in catalog order.  Then it prin
 
     python benchmarks/bench_scale.py --repos 100000,1000000       # both sizes, both databases
     python benchmarks/bench_scale.py --repos 100000 --db postgres --json /tmp/after.json
+    nice -n 10 python benchmarks/bench_scale.py --repos 10000000 --db sqlite --only gc \
+        --build-batch 1000000 --workdir /work/tmp-gc10m      # the GC figures alone, at 10M
 
 PostgreSQL is a throwaway cluster started like the tests do (``tests/support/postgres.py``).
 """
@@ -49,7 +51,14 @@ import requests  # noqa: E402
 
 from tests.support.postgres import create_database, start_postgres  # noqa: E402
 from tests.support.registry_proc import start_moorage  # noqa: E402
-from tests.support.scale import NAMESPACES, clone_sql, repo_name, run_sql, run_with_peak_rss  # noqa: E402
+from tests.support.scale import (  # noqa: E402
+    NAMESPACES,
+    clone_sql,
+    clone_sql_batches,
+    repo_name,
+    run_sql,
+    run_with_peak_rss,
+)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -273,7 +282,22 @@ def measure_http(url: str, n: int, fig: dict[str, Any]) -> None:
     fig["tags list big/tags n=100, end"] = median_ms(lambda: get("/v2/big/tags/tags/list?n=100&last=v099900"), 5)
 
 
-def run_one(kind: str, n: int, tags_in_big: int, work: Path, pg_admin: str | None) -> dict[str, Any]:
+def build(db_url: str, n: int, tags_in_big: int, sqlite: bool, batch: int) -> None:
+    """Clone the seed into ``n`` repositories: one transaction, or (``batch`` > 0) one per
+    ``batch`` repositories, so that neither Python nor SQLite's WAL grows with ``n``."""
+    if batch <= 0:
+        asyncio.run(run_sql(db_url, clone_sql(n, tags_in_big, sqlite)))
+        return
+    parts = list(clone_sql_batches(n, tags_in_big, sqlite, batch))  # n / batch short lists of SQL text
+    for i, statements in enumerate(parts):
+        t = time.perf_counter()
+        asyncio.run(run_sql(db_url, statements, analyze=i == len(parts) - 1))
+        print(f"  batch {i + 1}/{len(parts)}: {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
+
+
+def run_one(
+    kind: str, n: int, tags_in_big: int, work: Path, pg_admin: str | None, only: str = "all", batch: int = 0
+) -> dict[str, Any]:
     fig: dict[str, Any] = {}
     data = work / kind / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -294,18 +318,20 @@ def run_one(kind: str, n: int, tags_in_big: int, work: Path, pg_admin: str | Non
     finally:
         srv.stop()
     t = time.perf_counter()
-    asyncio.run(run_sql(db_url, clone_sql(n, tags_in_big, kind == "sqlite")))
+    build(db_url, n, tags_in_big, kind == "sqlite", batch)
     fig["build (s)"] = time.perf_counter() - t
     if kind == "sqlite":
         fig["database size (MB)"] = sum(p.stat().st_size for p in data.glob("moorage.db*")) / 1e6
     else:
         fig["database size (MB)"] = asyncio.run(_pg_size(db_url)) / 1e6
-    srv = start_moorage(work / kind, env=srv_env)
-    try:
-        measure_http(srv.url, n, fig)
-    finally:
-        srv.stop()
-    asyncio.run(in_process(db_url, n, fig))
+    print(f"  built {n:,} in {fig['build (s)']:.0f} s, {fig['database size (MB)']:,.0f} MB", file=sys.stderr, flush=True)
+    if only == "all":
+        srv = start_moorage(work / kind, env=srv_env)
+        try:
+            measure_http(srv.url, n, fig)
+        finally:
+            srv.stop()
+        asyncio.run(in_process(db_url, n, fig))
     secs, rss = gc_dry_run(env, data)
     fig["gc --dry-run --grace 0 (s)"] = secs
     fig["gc --dry-run peak RSS (MiB)"] = rss
@@ -352,6 +378,15 @@ def main() -> None:
     ap.add_argument("--db", default="sqlite,postgres")
     ap.add_argument("--workdir", help="keep the data here (default: a temporary directory)")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument(
+        "--only", choices=("all", "gc"), default="all", help="gc: build, then only the two GC dry runs (no server, no queries)"
+    )
+    ap.add_argument(
+        "--build-batch",
+        type=int,
+        default=0,
+        help="clone in transactions of this many repositories (0: one transaction); 1000000 at 10M",
+    )
     args = ap.parse_args()
     kinds = [k.strip() for k in args.db.split(",") if k.strip()]
     sizes = [int(x) for x in str(args.repos).split(",") if x.strip()]
@@ -363,7 +398,7 @@ def main() -> None:
             for n in sizes:
                 for kind in kinds:
                     col = f"{kind} {n:,}"
-                    results[col] = run_one(kind, n, args.tags, work / f"{kind}-{n}", admin)
+                    results[col] = run_one(kind, n, args.tags, work / f"{kind}-{n}", admin, args.only, args.build_batch)
                     print(f"done: {col}", file=sys.stderr, flush=True)
                     shutil.rmtree(work / f"{kind}-{n}", ignore_errors=True)  # 1M: 1.5-2.6 GB each
     cols = list(results)

@@ -788,6 +788,50 @@ def test_gc_batches_read_only_repositories_with_something_to_mark(tmp_path: Path
     assert sorted(seen) == sorted([untagged, linked]) and every == 3002
 
 
+def test_gc_batches_read_names_only_of_repositories_with_something_to_mark(tmp_path: Path) -> None:
+    """The collector's batch walk reads the repositories' id ranges, not their names: a name is
+    read only for a repository the batch will mark (at 10M repositories reading every name to
+    drop nearly all of them was 40% of a dry run: 40 -> 25 s on SQLite).  What the dry run
+    reports is unchanged: the one untagged manifest, with or without a retention policy."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from moorage.gc.collector import Collector, GCOptions
+    from moorage.metadata.db import Database
+    from moorage.storage.memory import MemoryBlobStore
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'moorage.db'}"
+    _build(url, 3000, 0)
+    untagged = repo_name(1234, 3000)
+    asyncio.run(run_sql(url, [f"DELETE FROM tags WHERE repository_id = (SELECT id FROM repositories WHERE name = '{untagged}')"]))
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    async def run() -> Any:
+        db = Database(url)
+        try:
+            opts = GCOptions(grace=0, dry_run=True, delete_untagged=True, mark_batch=500)
+            return await Collector(db, MemoryBlobStore(), opts).run()
+        finally:
+            await db.close()
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        plain = asyncio.run(run())
+        # a policy every repository matches but none can shorten (one tag each, keep_last 10)
+        asyncio.run(run_sql(url, ["INSERT INTO retention_policies (pattern, keep_last, created_at) VALUES ('ns*', 10, 1.7e9)"]))
+        with_policy = asyncio.run(run())
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    names_read = [s for s in statements if s.startswith("SELECT") and "repositories.name" in s]
+    assert names_read, "the marked repository's name is read"
+    assert all("repositories.id IN" in s for s in names_read), [s for s in names_read if "repositories.id IN" not in s]
+    for res in (plain, with_policy):
+        assert [m[0] for m in res.manifests] == [untagged] and not res.tags
+
+
 def test_gc_with_retention_reads_only_repositories_a_rule_can_shorten(tmp_path: Path) -> None:
     """With retention policies the collector's batches still leave out the clean repositories:
     those where no rule can remove a tag (no more tags than ``keep_last``, none older than the

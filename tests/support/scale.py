@@ -9,6 +9,7 @@ clone order; one more repository ``big/tags`` holds ``tags_in_big`` tags on one 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 NAMESPACES = 100_000
 
@@ -71,10 +72,69 @@ def clone_sql(n: int, tags_in_big: int, sqlite: bool) -> list[str]:
     return out
 
 
-async def run_sql(url: str, statements: list[str]) -> None:
+def clone_sql_batches(n: int, tags_in_big: int, sqlite: bool, batch: int) -> Iterator[list[str]]:
+    """:func:`clone_sql` cut into transactions of ``batch`` repositories each (the same rows,
+    same names, same order; ``big/tags`` last), for sizes where one transaction would not do:
+    at 10M repositories SQLite's WAL would hold every new page (~20 GB) until the commit's
+    checkpoint copies it into the database, doubling the disk the build needs.  Each batch
+    finds its repositories by a range of the name index (``ns<NNNNN>/r<NNNNNNN>`` sorts in
+    clone order), so nothing in Python grows with ``n``."""
+    if sqlite:
+        series = "WITH RECURSIVE g(x) AS (SELECT {lo} UNION ALL SELECT x + 1 FROM g WHERE x < {hi}) SELECT x FROM g"
+        name = f"'ns' || printf('%05d', (x * {NAMESPACES}) / {n}) || '/r' || printf('%07d', x)"
+        tag = "'v' || printf('%06d', x)"
+        false = "0"
+    else:
+        series = "SELECT x FROM generate_series({lo}, {hi}) AS x"
+        name = f"'ns' || lpad(((x::bigint * {NAMESPACES}) / {n})::text, 5, '0') || '/r' || lpad(x::text, 7, '0')"
+        tag = "'v' || lpad(x::text, 6, '0')"
+        false = "false"
+    seed_repo = "(SELECT id FROM repositories WHERE name = 'seed/app')"
+    seed_man = f"(SELECT id FROM manifests WHERE repository_id = {seed_repo})"
+    cols = "digest, media_type, size, payload, artifact_type, subject_digest, annotations, created_at"
+
+    def rows_of(where: str) -> list[str]:
+        """A manifest, its blob references, tag ``latest`` and blob links for each repository
+        ``r`` matching ``where`` (all copied from the seed's)."""
+        return [
+            f"INSERT INTO manifests (repository_id, {cols}) SELECT r.id, {', '.join('m.' + c for c in cols.split(', '))} "
+            f"FROM repositories r, manifests m WHERE m.id = {seed_man} AND {where}",
+            "INSERT INTO manifest_blobs (manifest_id, digest) SELECT m.id, mb.digest "
+            "FROM repositories r JOIN manifests m ON m.repository_id = r.id, manifest_blobs mb "
+            f"WHERE mb.manifest_id = {seed_man} AND {where}",
+            "INSERT INTO tags (repository_id, name, manifest_id, updated_at) SELECT m.repository_id, 'latest', m.id, "
+            f"1.7e9 + m.id FROM repositories r JOIN manifests m ON m.repository_id = r.id WHERE {where}",
+            "INSERT INTO repository_blobs (repository_id, digest, created_at) SELECT r.id, rb.digest, 1.7e9 "
+            f"FROM repositories r, repository_blobs rb WHERE rb.repository_id = {seed_repo} AND {where}",
+        ]
+
+    for lo in range(0, n, batch):
+        hi = min(n, lo + batch) - 1
+        where = f"r.name BETWEEN '{repo_name(lo, n)}' AND '{repo_name(hi, n)}'"
+        yield [
+            f"INSERT INTO repositories (name, public, created_at) SELECT {name}, {false}, 1.7e9 "
+            f"FROM ({series.format(lo=lo, hi=hi)}) s",
+            *rows_of(where),
+            # PostgreSQL: statistics for the next batch's joins (a plan made for empty tables
+            # would loop over millions of rows); sampled, so seconds whatever the size.
+            *([] if sqlite else ["ANALYZE repositories, manifests"]),
+        ]
+    last = [f"INSERT INTO repositories (name, public, created_at) VALUES ('big/tags', {false}, 1.7e9)"]
+    last += rows_of("r.name = 'big/tags'")
+    if tags_in_big > 0:
+        last.append(
+            f"INSERT INTO tags (repository_id, name, manifest_id, updated_at) SELECT m.repository_id, {tag}, m.id, 1.6e9 + x "
+            f"FROM manifests m, ({series.format(lo=0, hi=tags_in_big - 1)}) s "
+            "WHERE m.repository_id = (SELECT id FROM repositories WHERE name = 'big/tags')"
+        )
+    yield last
+
+
+async def run_sql(url: str, statements: list[str], *, analyze: bool = True) -> None:
     """Run ``statements`` in one transaction (then VACUUM ANALYZE on PostgreSQL, as autovacuum
     would soon; SQLite is left without statistics, as Moorage leaves it: ANALYZE there while
-    ``ui_repo_stats`` is still empty makes its planner scan that table once per repository)."""
+    ``ui_repo_stats`` is still empty makes its planner scan that table once per repository).
+    ``analyze=False``: no VACUUM ANALYZE (a batch of a larger build; the last batch runs it)."""
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -83,7 +143,7 @@ async def run_sql(url: str, statements: list[str]) -> None:
         async with engine.begin() as conn:
             for stmt in statements:
                 await conn.execute(text(stmt))
-        if not url.startswith("sqlite"):
+        if analyze and not url.startswith("sqlite"):
             async with engine.connect() as conn:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.execute(text("VACUUM ANALYZE"))
