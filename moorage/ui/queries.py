@@ -259,9 +259,11 @@ class UIQueries:
         read so the caller knows whether a next page exists (``Total.more``)."""
         async with self.db.read() as conn:
             candidates = await self.search.candidates(query, conn)
-            if candidates is None and not self.db.is_sqlite:
-                # (a rare term's statements read ids: any plan of them is an index lookup, and a
-                # kept generic one saves planning a 2,000-id array each time, 1.5 ms at 1M)
+            if query and candidates is None and not self.db.is_sqlite:
+                # A search that walks the name index.  (A rare term's statements read ids: any
+                # plan of them is an index lookup, and a kept generic one saves planning a
+                # 2,000-id array each time, 1.5 ms at 1M; without a term no parameter changes
+                # the plan's shape.)
                 await conn.execute(_PG_LISTING_SETTINGS)
             where = self._listing_where(visible, query, namespace)
             name = self.db.lexical(repositories.c.name)
