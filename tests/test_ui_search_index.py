@@ -301,6 +301,19 @@ def test_concurrent_creates_and_deletes_keep_the_index_exact(tmp_path: Path) -> 
     _index_matches_table(path)
 
 
+def migrate_reporting(url: str) -> tuple[str | None, str | None]:
+    """Migrate ``url``: (revision before, revision after)."""
+
+    async def go() -> tuple[str | None, str | None]:
+        db = Database(url)
+        try:
+            return await db.migrate()
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
+
+
 def test_migration_indexes_an_existing_database(tmp_path: Path) -> None:
     """A database at 0016 with repositories: migrating to 0017 builds the index of them all."""
     path = tmp_path / "m.db"
@@ -318,14 +331,7 @@ def test_migration_indexes_an_existing_database(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
 
-    async def go() -> tuple[str | None, str | None]:
-        db = Database(url)
-        try:
-            return await db.migrate()
-        finally:
-            await db.close()
-
-    before, after = asyncio.run(go())
+    before, after = migrate_reporting(url)
     assert before == "0016" and after is not None and after != "0016"
     conn = sqlite3.connect(path)
     try:

@@ -27,8 +27,8 @@ from moorage.metadata.db import Database
 from moorage.ui.queries import UIQueries
 from moorage.ui.search_index import CANDIDATES, like_escape, sqlite_gram_condition
 from tests.support.postgres import create_database
-from tests.test_scale import _build, _captured_statements, _named_sql, _pg_plan
-from tests.test_ui_search_index import _full_scans, _plans, grams_match_names
+from tests.test_scale import _build, _captured_statements, _migrate, _named_sql, _pg_plan
+from tests.test_ui_search_index import _full_scans, _plans, grams_match_names, migrate_reporting
 
 pytestmark = pytest.mark.unit
 
@@ -174,15 +174,7 @@ _ALPHABET = st.sampled_from(list("abqz09._-/%\\'AQ") + ["ä", "Ä", "İ", "ı", 
 @pytest.fixture(scope="module")
 def pg_scratch(request: pytest.FixtureRequest) -> str:
     url = create_database(request.getfixturevalue("postgres_url"), f"grams_{uuid.uuid4().hex[:8]}")
-
-    async def go() -> None:
-        db = Database(url)
-        try:
-            await db.migrate()
-        finally:
-            await db.close()
-
-    asyncio.run(go())
+    _migrate(url)
     return url
 
 
@@ -263,14 +255,7 @@ def test_migration_indexes_an_existing_database(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
 
-    async def go() -> tuple[str | None, str | None]:
-        db = Database(url)
-        try:
-            return await db.migrate()
-        finally:
-            await db.close()
-
-    before, after = asyncio.run(go())
+    before, after = migrate_reporting(url)
     assert before == "0017" and after not in (None, "0017")
     grams_match_names(path)
     conn = sqlite3.connect(path)
