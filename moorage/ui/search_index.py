@@ -19,6 +19,7 @@ soon, and the caller walks (``candidates`` returns None).
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -39,7 +40,6 @@ from sqlalchemy import (
     text,
     type_coerce,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.sql import FromClause
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -59,21 +59,25 @@ GRAM_MIN_ROWS = 20_000
 GRAM_STATS_TTL = 300.0
 
 
-class _IdArray(TypeDecorator[list[int]]):
+@functools.cache
+def _ids_type() -> Any:
     """PostgreSQL ``integer[]`` handed to and from asyncpg as it is (which encodes and decodes
-    it in C): SQLAlchemy's ARRAY type checks every element in Python, 3 ms for 2,000 ids."""
+    it in C): SQLAlchemy's ARRAY type checks every element in Python, 3 ms for 2,000 ids.
+    (Built on first use: the embedded server loads no PostgreSQL code.)"""
+    from sqlalchemy.dialects.postgresql import ARRAY
 
-    impl = ARRAY(Integer)
-    cache_ok = True
+    class IdArray(TypeDecorator[list[int]]):
+        impl = ARRAY(Integer)
+        cache_ok = True
 
-    def bind_processor(self, dialect: Any) -> None:
-        return None
+        def bind_processor(self, dialect: Any) -> None:
+            return None
 
-    def result_processor(self, dialect: Any, coltype: Any) -> None:
-        return None
+        def result_processor(self, dialect: Any, coltype: Any) -> None:
+            return None
 
+    return IdArray()
 
-_IDS = _IdArray()
 
 #: PostgreSQL, for the rest of the listing's transaction (SET LOCAL).
 _NO_PARALLEL = text("SELECT set_config('max_parallel_workers_per_gather', '0', true)")
@@ -202,10 +206,12 @@ class SearchIndex:
             return None
         # The function's COST (0018) makes a scan testing it on every row (30 us each: 30 s at
         # 1M) the planner's last choice, whatever its own estimate of the term.
+        from sqlalchemy.dialects.postgresql import array
+
         matches = func.moorage_name_grams(repositories.c.name).op("@>")(array([cast(literal(term), Text)]))
         await conn.execute(_NO_PARALLEL)  # two workers started for 1,500 index entries: slower
         found = select(repositories.c.id).where(matches).limit(CANDIDATES + 1).subquery()
-        ids = (await conn.execute(select(type_coerce(func.array_agg(found.c.id), _IDS)))).scalar_one() or []
+        ids = (await conn.execute(select(type_coerce(func.array_agg(found.c.id), _ids_type())))).scalar_one() or []
         if len(ids) > CANDIDATES:
             return None
         # The ids, as one array parameter: the planner then knows how many rows it reads.  With
@@ -213,7 +219,7 @@ class SearchIndex:
         # statistics at half the rarest one listed -- 20,000 rows at 1M -- and hashed every
         # manifest to join them (365 ms); with the probe as a subquery it may scan the table
         # with the LIKE, expecting 3 rows (seen at 25,000 repositories).
-        return repositories.c.id == any_(bindparam("candidate_ids", ids, type_=_IDS))
+        return repositories.c.id == any_(bindparam("candidate_ids", ids, type_=_ids_type()))
 
     async def _gram_estimate(self, term: str) -> float | None:
         """PostgreSQL: about how many names hold ``term`` as a gram, from the statistics
