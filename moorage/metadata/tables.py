@@ -43,7 +43,6 @@ REPOSITORIES_FTS = "repositories_fts"
 #: ``moorage_name_grams(name)``, a name's one- and two-character substrings.  Created by the
 #: migration only, queried by name in ``ui.queries``.
 REPOSITORY_NAME_GRAMS = "repository_name_grams"
-NAME_GRAMS_FUNCTION = "moorage_name_grams"
 NAME_GRAMS_INDEX = "ix_repositories_name_grams"
 
 #: One row per blob present in storage.  ``pending_until`` is a lease taken by an upload that

@@ -170,27 +170,31 @@ class SearchIndex:
         Rarity is tried first with a read that stops at :data:`CANDIDATES` + 1 index rows
         (PostgreSQL: after the statistics say so).  SQLite's condition then reads the index
         again inside the listing's own statements (no list of ids bound twice into them);
-        PostgreSQL's is the ids read, as one array (see :meth:`_postgres_gram_candidates`)."""
+        PostgreSQL's is the ids read, as one array (see :meth:`_postgres_candidates`)."""
         term = query.lower()
-        if not term or not self.enabled or "\x00" in term:
+        if not term or not self.enabled:
             return None
         await self._look_up()
         if not self.db.is_sqlite:
             return await self._postgres_candidates(term, conn)
-        if uses_trigrams(term) and self._fts:
-            ids: Any = text(f"SELECT rowid FROM {REPOSITORIES_FTS} WHERE {REPOSITORIES_FTS} MATCH :fts_phrase")
-            ids = ids.bindparams(fts_phrase=fts_phrase(term)).columns(rowid=Integer).subquery()
-            probe: Any = select(ids.c.rowid).limit(CANDIDATES + 1)
-            condition = repositories.c.id.in_(select(ids.c.rowid))
-        elif uses_grams(term) and self._grams:
-            ids = select(_grams.c.repository_id).where(sqlite_gram_condition(term))
-            if len(term) == 1:
-                ids = ids.distinct()  # a name has several grams starting with the character
-            probe, condition = ids.limit(CANDIDATES + 1), repositories.c.id.in_(ids)
-        else:
+        index = self._sqlite_index(term)
+        if index is None:
             return None
-        found = len((await conn.execute(probe)).all())
-        return condition if found <= CANDIDATES else None
+        id_column, matches, repeats = index
+        ids = select(id_column).where(matches)
+        if repeats:
+            ids = ids.distinct()  # a name has several grams starting with the character
+        found = len((await conn.execute(ids.limit(CANDIDATES + 1))).all())
+        return repositories.c.id.in_(ids) if found <= CANDIDATES else None
+
+    def _sqlite_index(self, term: str) -> tuple[Any, ColumnElement[bool], bool] | None:
+        """SQLite: the index serving ``term`` (lowered) as (its repository id column, the
+        condition naming the term's names, whether an id can be named twice) -- or None."""
+        if uses_trigrams(term) and self._fts:
+            return _fts.c.rowid, literal_column(REPOSITORIES_FTS).op("MATCH")(fts_phrase(term)), False
+        if uses_grams(term) and self._grams:
+            return _grams.c.repository_id, sqlite_gram_condition(term), len(term) == 1
+        return None
 
     async def _postgres_candidates(self, term: str, conn: Any) -> ColumnElement[bool] | None:
         """PostgreSQL, a term of one or two characters: the ids of its repositories, read by a
@@ -201,7 +205,7 @@ class SearchIndex:
         measured slower, 12-15 ms against 8-9 for the ``r0050`` kind of term.)"""
         if not (uses_grams(term) and self._grams):
             return None
-        estimate = await self._gram_estimate(term)
+        estimate = await self._gram_estimate(term, conn)
         if estimate is None or estimate > CANDIDATES:
             return None
         # The function's COST (0018) makes a scan testing it on every row (30 us each: 30 s at
@@ -221,7 +225,7 @@ class SearchIndex:
         # with the LIKE, expecting 3 rows (seen at 25,000 repositories).
         return repositories.c.id == any_(bindparam("candidate_ids", ids, type_=_ids_type()))
 
-    async def _gram_estimate(self, term: str) -> float | None:
+    async def _gram_estimate(self, term: str, conn: Any) -> float | None:
         """PostgreSQL: about how many names hold ``term`` as a gram, from the statistics
         ANALYZE keeps of the gram index (a gram missing from its most common elements is rarer
         than the least common listed one: at most ~0.1 % of the rows).  None: a small or
@@ -233,8 +237,7 @@ class SearchIndex:
                 "FROM pg_class c LEFT JOIN pg_stats s ON s.schemaname = current_schema() AND s.tablename = :i "
                 "WHERE c.oid = 'repositories'::regclass"
             )
-            async with self.db.read(snapshot=False) as conn:
-                row = (await conn.execute(q, {"i": NAME_GRAMS_INDEX})).first()
+            row = (await conn.execute(q, {"i": NAME_GRAMS_INDEX})).first()
             rows = float(row[0]) if row is not None and row[0] is not None else -1.0
             elems, freqs = (row[1] or [], row[2] or []) if row is not None else ([], [])
             self._stats = (now, {str(e): float(f) * rows for e, f in zip(elems, freqs, strict=False)}, rows)
@@ -248,13 +251,10 @@ class SearchIndex:
         from, index rows first -- (joined rows, condition, whether ids repeat).  The count
         stops at its cap, so it reads ~1,001 index rows; a name walk would read half the names
         to find the 1,001st match of a term in one name out of 500.  None: count by the walk."""
-        term = query.lower()
-        if not self.enabled or not self.db.is_sqlite or "\x00" in term:
+        if not self.enabled or not self.db.is_sqlite:
             return None
-        if uses_trigrams(term) and self._fts:
-            joined = _fts.join(repositories, repositories.c.id == _fts.c.rowid)
-            return joined, literal_column(REPOSITORIES_FTS).op("MATCH")(fts_phrase(term)), False
-        if uses_grams(term) and self._grams:
-            joined = _grams.join(repositories, repositories.c.id == _grams.c.repository_id)
-            return joined, sqlite_gram_condition(term), len(term) == 1
-        return None
+        index = self._sqlite_index(query.lower())
+        if index is None:
+            return None
+        id_column, matches, repeats = index
+        return id_column.table.join(repositories, repositories.c.id == id_column), matches, repeats
