@@ -265,7 +265,8 @@ class UIQueries:
                 # 2,000-id array each time, 1.5 ms at 1M; without a term no parameter changes
                 # the plan's shape.)
                 await conn.execute(_PG_LISTING_SETTINGS)
-            where = self._listing_where(visible, query, namespace)
+            listing = self._listing_where(visible, query, namespace)
+            where = list(listing)
             name = self.db.lexical(repositories.c.name)
             if candidates is not None:
                 # A rare term: the few repositories an index names, read by id and sorted
@@ -309,7 +310,7 @@ class UIQueries:
             fast = None
             if candidates is None and sort in ("pushed", "size") and not (backward and mark is not None and mark[0] <= 0):
                 fast = self._by_figure(visible, query, namespace, sort, mark, backward, offset, limit)
-            count_where = self._listing_where(visible, query, namespace)
+            count_where = list(listing)
             counted_from: Any = repositories
             repeats = False
             if candidates is not None:
