@@ -216,27 +216,13 @@ class Database:
         PostgreSQL (None: SQLite, or parameters/columns that need type processing)."""
         if self.is_sqlite:
             return None
-        cache = self._pg_statements
-        key = id(statement)
-        if key in cache:
-            return cache[key]
-        if len(cache) >= 256:  # meant for statements built once (a handful): others go pooled
-            return None
-        dialect = self.read_engine.dialect
-        found = _plain_sql(statement, dialect)
-        cache[key] = found
-        return found
+        return _cached_plain_sql(self._pg_statements, statement, self.read_engine.dialect)
 
     async def _pg_all(self, sql: str, values: list[Any]) -> list[Any]:
         from sqlalchemy.util import greenlet_spawn
 
-        try:
+        with translated():  # the pool's own errors (checkout timeout, connect refused)
             fairy = await self.read_engine.raw_connection()
-        except Exception as exc:  # the pool's own errors (checkout timeout, connect refused)
-            error = translation(exc)
-            if error is None:
-                raise
-            raise error from exc
         try:
             rows: list[Any] = await fairy.driver_connection.fetch(sql, *values)  # type: ignore[union-attr]
         except Exception as exc:
@@ -278,15 +264,7 @@ class Database:
             if self._hot_thread is not None:
                 return None
             self._hot_thread = threading.get_ident()
-        cache = self._hot_statements
-        key = id(statement)
-        if key in cache:
-            return cache[key]
-        if len(cache) >= 256:  # meant for module-level statements (a handful): others go pooled
-            return None
-        found = _plain_sql(statement, self.sync_autocommit_engine.dialect)
-        cache[key] = found
-        return found
+        return _cached_plain_sql(self._hot_statements, statement, self.sync_autocommit_engine.dialect)
 
     def _hot_first(self, sql: str, values: list[Any]) -> Any:
         conn = self._hot_conn
@@ -473,6 +451,21 @@ class Database:
                 f"database schema is at revision {current or 'empty'}, this Moorage needs {head}: "
                 "run `moorage migrate` (with the same --config/--data) first"
             )
+
+
+def _cached_plain_sql(
+    cache: dict[int, tuple[Any, str, tuple[tuple[str, Any], ...]] | None], statement: Any, dialect: Any
+) -> tuple[Any, str, tuple[tuple[str, Any], ...]] | None:
+    """:func:`_plain_sql` of ``statement``, kept in ``cache`` by the statement's id (the entry
+    keeps the statement, so the id stays its own).  At most 256 entries: the fast reads are
+    meant for statements built once (a handful); any others take the pooled path."""
+    key = id(statement)
+    if key in cache:
+        return cache[key]
+    if len(cache) >= 256:
+        return None
+    found = cache[key] = _plain_sql(statement, dialect)
+    return found
 
 
 def _plain_sql(statement: Any, dialect: Any) -> tuple[Any, str, tuple[tuple[str, Any], ...]] | None:
