@@ -36,23 +36,38 @@ def seed_sql(sqlite: bool) -> list[str]:
     ]
 
 
+_SEED_REPO = "(SELECT id FROM repositories WHERE name = 'seed/app')"
+_SEED_MANIFEST = f"(SELECT id FROM manifests WHERE repository_id = {_SEED_REPO})"
+_MANIFEST_COLUMNS = "digest, media_type, size, payload, artifact_type, subject_digest, annotations, created_at"
+
+
+def _clone_parts(n: int, sqlite: bool) -> tuple[str, str, str, str]:
+    """The dialect's pieces of the clone statements: (a series of ``x`` from ``{lo}`` to
+    ``{hi}``, to format; the repository name of clone ``x``; the tag name of ``x``; false)."""
+    if sqlite:
+        series = "WITH RECURSIVE g(x) AS (SELECT {lo} UNION ALL SELECT x + 1 FROM g WHERE x < {hi}) SELECT x FROM g"
+        name = f"'ns' || printf('%05d', (x * {NAMESPACES}) / {n}) || '/r' || printf('%07d', x)"
+        return series, name, "'v' || printf('%06d', x)", "0"
+    series = "SELECT x FROM generate_series({lo}, {hi}) AS x"
+    name = f"'ns' || lpad(((x::bigint * {NAMESPACES}) / {n})::text, 5, '0') || '/r' || lpad(x::text, 7, '0')"
+    return series, name, "'v' || lpad(x::text, 6, '0')", "false"
+
+
+def _big_tags_sql(series: str, tag: str, tags_in_big: int) -> str:
+    """``big/tags``'s ``tags_in_big`` tags, all on its manifest."""
+    return (
+        f"INSERT INTO tags (repository_id, name, manifest_id, updated_at) SELECT m.repository_id, {tag}, m.id, 1.6e9 + x "
+        f"FROM manifests m, ({series.format(lo=0, hi=tags_in_big - 1)}) s "
+        "WHERE m.repository_id = (SELECT id FROM repositories WHERE name = 'big/tags')"
+    )
+
+
 def clone_sql(n: int, tags_in_big: int, sqlite: bool) -> list[str]:
     """Statements cloning ``seed/app`` into ``n`` repositories, plus ``big/tags``'s tags."""
-    if sqlite:
-        series = "WITH RECURSIVE g(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM g WHERE x < {hi}) SELECT x FROM g"
-        name = f"'ns' || printf('%05d', (x * {NAMESPACES}) / {n}) || '/r' || printf('%07d', x)"
-        tag = "'v' || printf('%06d', x)"
-        false = "0"
-    else:
-        series = "SELECT x FROM generate_series(0, {hi}) AS x"
-        name = f"'ns' || lpad(((x::bigint * {NAMESPACES}) / {n})::text, 5, '0') || '/r' || lpad(x::text, 7, '0')"
-        tag = "'v' || lpad(x::text, 6, '0')"
-        false = "false"
-    seed_repo = "(SELECT id FROM repositories WHERE name = 'seed/app')"
-    seed_man = f"(SELECT id FROM manifests WHERE repository_id = {seed_repo})"
-    cols = "digest, media_type, size, payload, artifact_type, subject_digest, annotations, created_at"
+    series, name, tag, false = _clone_parts(n, sqlite)
+    seed_repo, seed_man, cols = _SEED_REPO, _SEED_MANIFEST, _MANIFEST_COLUMNS
     out = [
-        f"INSERT INTO repositories (name, public, created_at) SELECT {name}, {false}, 1.7e9 FROM ({series.format(hi=n - 1)}) s",
+        f"INSERT INTO repositories (name, public, created_at) SELECT {name}, {false}, 1.7e9 FROM ({series.format(lo=0, hi=n - 1)}) s",
         f"INSERT INTO repositories (name, public, created_at) VALUES ('big/tags', {false}, 1.7e9)",
         f"INSERT INTO manifests (repository_id, {cols}) SELECT r.id, {', '.join('m.' + c for c in cols.split(', '))} "
         f"FROM repositories r, manifests m WHERE m.id = {seed_man} AND r.id <> m.repository_id",
@@ -64,11 +79,7 @@ def clone_sql(n: int, tags_in_big: int, sqlite: bool) -> list[str]:
         f"FROM repositories r, repository_blobs rb WHERE rb.repository_id = {seed_repo} AND r.id <> rb.repository_id",
     ]
     if tags_in_big > 0:
-        out.append(
-            f"INSERT INTO tags (repository_id, name, manifest_id, updated_at) SELECT m.repository_id, {tag}, m.id, 1.6e9 + x "
-            f"FROM manifests m, ({series.format(hi=tags_in_big - 1)}) s "
-            "WHERE m.repository_id = (SELECT id FROM repositories WHERE name = 'big/tags')"
-        )
+        out.append(_big_tags_sql(series, tag, tags_in_big))
     return out
 
 
@@ -79,19 +90,8 @@ def clone_sql_batches(n: int, tags_in_big: int, sqlite: bool, batch: int) -> Ite
     checkpoint copies it into the database, doubling the disk the build needs.  Each batch
     finds its repositories by a range of the name index (``ns<NNNNN>/r<NNNNNNN>`` sorts in
     clone order), so nothing in Python grows with ``n``."""
-    if sqlite:
-        series = "WITH RECURSIVE g(x) AS (SELECT {lo} UNION ALL SELECT x + 1 FROM g WHERE x < {hi}) SELECT x FROM g"
-        name = f"'ns' || printf('%05d', (x * {NAMESPACES}) / {n}) || '/r' || printf('%07d', x)"
-        tag = "'v' || printf('%06d', x)"
-        false = "0"
-    else:
-        series = "SELECT x FROM generate_series({lo}, {hi}) AS x"
-        name = f"'ns' || lpad(((x::bigint * {NAMESPACES}) / {n})::text, 5, '0') || '/r' || lpad(x::text, 7, '0')"
-        tag = "'v' || lpad(x::text, 6, '0')"
-        false = "false"
-    seed_repo = "(SELECT id FROM repositories WHERE name = 'seed/app')"
-    seed_man = f"(SELECT id FROM manifests WHERE repository_id = {seed_repo})"
-    cols = "digest, media_type, size, payload, artifact_type, subject_digest, annotations, created_at"
+    series, name, tag, false = _clone_parts(n, sqlite)
+    seed_repo, seed_man, cols = _SEED_REPO, _SEED_MANIFEST, _MANIFEST_COLUMNS
 
     def rows_of(where: str) -> list[str]:
         """A manifest, its blob references, tag ``latest`` and blob links for each repository
@@ -122,11 +122,7 @@ def clone_sql_batches(n: int, tags_in_big: int, sqlite: bool, batch: int) -> Ite
     last = [f"INSERT INTO repositories (name, public, created_at) VALUES ('big/tags', {false}, 1.7e9)"]
     last += rows_of("r.name = 'big/tags'")
     if tags_in_big > 0:
-        last.append(
-            f"INSERT INTO tags (repository_id, name, manifest_id, updated_at) SELECT m.repository_id, {tag}, m.id, 1.6e9 + x "
-            f"FROM manifests m, ({series.format(lo=0, hi=tags_in_big - 1)}) s "
-            "WHERE m.repository_id = (SELECT id FROM repositories WHERE name = 'big/tags')"
-        )
+        last.append(_big_tags_sql(series, tag, tags_in_big))
     yield last
 
 
